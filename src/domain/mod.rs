@@ -1,0 +1,1 @@
+//! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
