@@ -1,1 +1,60 @@
-//! QEMU test harness.
+//! ringvisor's host-side harness: one QEMU runner, shared by `cargo xtask`
+//! and the integration tests in `tests/tests/`.
+//!
+//! - [`build`]: build the hypervisor (`cargo build -p ringvisor --target
+//!   x86_64-unknown-none`), copy it to `target/ringvisor.elf`, make a GRUB
+//!   ISO (`target/ringvisor.iso`).
+//! - [`guest`]: the `GUEST[@KEY=VAL,...][:ARGS]` syntax and the module
+//!   command line the hypervisor sees (`NAME rv.KEY=VAL ... -- ARGS`).
+//! - [`grub`]: `grub.cfg` generation from the `qemu/grub.cfg` template.
+//! - [`qemu`]: spawn QEMU, stream and timestamp the serial console, enforce
+//!   a timeout, turn the exit status into a [`qemu::Verdict`].
+//! - [`tools`]: find (or, as root, install) QEMU, GRUB and friends.
+//! - [`cmd`]: run a command, printing it first (`$ ...`).
+//!
+//! Every command the harness runs is printed to stderr before it runs.
+
+pub mod build;
+pub mod cmd;
+pub mod grub;
+pub mod guest;
+pub mod qemu;
+pub mod tools;
+
+use std::fmt;
+
+/// A harness error: one line that says what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl Error {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Error(msg.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `return Err(Error(format!(...)))`.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err($crate::Error(format!($($arg)*))) };
+}
+
+pub use build::Profile;
+pub use guest::GuestSpec;
+pub use qemu::{Accel, Qemu, RunOutput, Verdict};

@@ -1,1 +1,443 @@
-fn main() { println!("xtask: not yet"); }
+//! `cargo xtask`: build, boot, test and debug ringvisor.
+//!
+//! A thin command line over the `ringvisor-tests` harness, which owns the
+//! build steps, the grub.cfg generator and the one QEMU runner. Every
+//! command it runs is printed first (`$ ...`).
+
+use ringvisor_tests::build::{self, Profile};
+use ringvisor_tests::guest::GuestSpec;
+use ringvisor_tests::qemu::{self, Accel, Qemu};
+use ringvisor_tests::{bail, cmd, tools, Error, Result};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+/// Guests booted by `cargo xtask run` / `iso` when none are named, as
+/// `PATH[@KEY=VAL,...][:ARGS]` relative to the workspace root.
+///
+/// Empty today: the demo is the hypervisor alone (it prints its banner and
+/// exits with SUCCESS, nothing left to run). When demo guests exist, list
+/// them here, and build them in `demo_guests()` before they are used.
+const DEMO_GUESTS: &[&str] = &[];
+
+const HELP: &str = "\
+cargo xtask: build, boot, test and debug ringvisor
+
+USAGE: cargo xtask <COMMAND> [OPTIONS]
+
+COMMANDS:
+  build   build the hypervisor, copy it to target/ringvisor.elf
+  iso     build target/ringvisor.iso, a GRUB (BIOS, multiboot2) boot image
+  run     build and boot in QEMU, serial console on stdout
+  test    build the hypervisor and an ISO, then `cargo test --workspace`
+  gdb     boot in QEMU halted, waiting for gdb on :1234
+  help    this text (`cargo xtask <COMMAND> --help` for one command)
+
+`target/` means $CARGO_TARGET_DIR when that is set.
+";
+
+const BUILD_HELP: &str = "\
+cargo xtask build [--release|--debug]
+
+Runs `cargo build -p ringvisor --target x86_64-unknown-none [--release]` and
+copies the result to target/ringvisor.elf.
+
+  --release   optimised build (default)
+  --debug     unoptimised build
+";
+
+const ISO_HELP: &str = "\
+cargo xtask iso [--release|--debug] [--cmdline \"ARGS\"] [GUEST[@KEY=VAL,...][:ARGS]...]
+
+Builds the hypervisor, then target/ringvisor.iso with grub-mkrescue: GRUB on
+the serial line (115200), no menu delay, the hypervisor as
+/boot/ringvisor.elf and each GUEST as a module under /boot/ (grub.cfg made
+from qemu/grub.cfg). Without GUEST, the demo guests (none today).
+
+  --release | --debug   hypervisor profile (default: release)
+  --cmdline \"ARGS\"      hypervisor command line (e.g. \"loglvl=debug\")
+  GUEST...              see `cargo xtask run --help`
+";
+
+const RUN_HELP: &str = "\
+cargo xtask run [--iso] [--kvm|--tcg] [--timeout S] [--cmdline \"ARGS\"]
+                [--release|--debug] [GUEST[@KEY=VAL,...][:ARGS]...]
+
+Builds the hypervisor and boots it in QEMU (qemu-system-x86_64 -accel tcg
+-cpu max,-smap -m 256M -serial stdio -display none -no-reboot -device
+isa-debug-exit,...), through -kernel (QEMU's multiboot1 loader) or, with
+--iso, from a GRUB ISO. The serial console streams to stdout. Without GUEST
+it boots the demo: today the hypervisor alone.
+
+Exits 0 when the hypervisor reports SUCCESS (QEMU status 33: every domain
+powered off / nothing left to run); otherwise exits 1 with one line naming
+the verdict: FAILURE (35: a domain crashed or a boot error), PANIC (37:
+hypervisor panic or fault), TRIPLE-FAULT (QEMU exited 0: reset without a
+verdict), TIMEOUT (QEMU killed) or UNEXPECTED.
+
+  --iso            boot target/ringvisor.iso (built now) with -cdrom
+  --tcg            QEMU's TCG accelerator (default)
+  --kvm            -accel kvm -cpu kvm64; never chosen automatically
+                   (/dev/kvm on these machines emulates ring 0: slower)
+  --timeout S      kill QEMU after S seconds (default 60; 0: no limit)
+  --cmdline \"ARGS\" hypervisor command line, e.g. \"loglvl=debug\",
+                   \"selftest=pagefault\"
+  --release|--debug  hypervisor profile (default: release)
+
+GUEST[@KEY=VAL,...][:ARGS]: one multiboot module (one domain; the first is
+domain 0). KEY=VAL are per-domain hypervisor options (mem=64M, vcpus=2),
+ARGS the guest's command line. The hypervisor sees the module command line
+`PATH rv.KEY=VAL ... -- ARGS` (from an ISO: `NAME rv.KEY=VAL ... -- ARGS`).
+Example: cargo xtask run target/g.elf@mem=64M:console=hvc0
+";
+
+const TEST_HELP: &str = "\
+cargo xtask test [-- TEST-ARGS...]
+
+Builds the hypervisor (release) to target/ringvisor.elf and a plain ISO
+(hypervisor alone) to target/ringvisor-test.iso, then runs
+`RINGVISOR_ELF=... RINGVISOR_ISO=... cargo test --workspace -- --nocapture
+[TEST-ARGS...]`: the host unit tests of every crate and the QEMU boot tests
+in tests/tests/. Each QEMU run prints its verdict and boot-to-banner time.
+Missing QEMU/GRUB tools are installed with apt-get when run as root.
+";
+
+const GDB_HELP: &str = "\
+cargo xtask gdb [--debug|--release] [--cmdline \"ARGS\"] [GUEST...]
+
+Builds the hypervisor (default: debug) and starts QEMU halted (-s -S) with
+`-d int,cpu_reset` logged to target/qemu-debug.log and -no-reboot, so a
+triple fault stops instead of looping. When gdb is installed and stdin is a
+terminal, gdb starts too, with the symbols of target/ringvisor.elf and
+connected to :1234; QEMU is stopped when gdb exits. Otherwise the gdb
+command is printed and QEMU runs until it exits or is interrupted.
+";
+
+#[derive(Debug, Clone, PartialEq)]
+struct Opts {
+    profile: Profile,
+    iso: bool,
+    accel: Accel,
+    timeout: Option<Duration>,
+    cmdline: String,
+    guests: Vec<GuestSpec>,
+    /// After `--`: handed on (to the test binaries).
+    rest: Vec<String>,
+    help: bool,
+}
+
+/// Parses the options of `command`; `allowed` lists the flags it takes.
+fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> Result<Opts> {
+    let mut o = Opts {
+        profile: default,
+        iso: false,
+        accel: Accel::Tcg,
+        timeout: Some(qemu::DEFAULT_TIMEOUT),
+        cmdline: String::new(),
+        guests: Vec::new(),
+        rest: Vec::new(),
+        help: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        if flag == "-h" || flag == "--help" {
+            o.help = true;
+            continue;
+        }
+        if flag == "--" && allowed.contains(&"--") {
+            o.rest = it.by_ref().cloned().collect();
+            break;
+        }
+        if !flag.starts_with('-') {
+            if !allowed.contains(&"GUEST") {
+                bail!("`cargo xtask {command}` takes no argument {arg:?} (see --help)");
+            }
+            o.guests.push(arg.parse()?);
+            continue;
+        }
+        if !allowed.contains(&flag) {
+            bail!("`cargo xtask {command}` has no option {flag} (see --help)");
+        }
+        let mut value = |name: &str| -> Result<String> {
+            match inline.clone().or_else(|| it.next().cloned()) {
+                Some(v) => Ok(v),
+                None => bail!("{name} needs a value"),
+            }
+        };
+        match flag {
+            "--release" => o.profile = Profile::Release,
+            "--debug" => o.profile = Profile::Debug,
+            "--iso" => o.iso = true,
+            "--tcg" => o.accel = Accel::Tcg,
+            "--kvm" => o.accel = Accel::Kvm,
+            "--cmdline" => o.cmdline = value("--cmdline")?,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs: f64 = match v.parse() {
+                    Ok(s) if s >= 0.0 && f64::is_finite(s) => s,
+                    _ => bail!("--timeout takes seconds, not {v:?}"),
+                };
+                o.timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+            }
+            _ => unreachable!("allowed flag {flag} not handled"),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let Some(command) = args.first() else {
+        print!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let rest = &args[1..];
+    let profile = &["--release", "--debug"][..];
+    let (help, allowed, default): (&str, Vec<&str>, Profile) = match command.as_str() {
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        "build" => (BUILD_HELP, profile.to_vec(), Profile::Release),
+        "iso" => (ISO_HELP, [profile, &["--cmdline", "GUEST"]].concat(), Profile::Release),
+        "run" => (
+            RUN_HELP,
+            [profile, &["--iso", "--tcg", "--kvm", "--timeout", "--cmdline", "GUEST"]].concat(),
+            Profile::Release,
+        ),
+        "test" => (TEST_HELP, vec!["--"], Profile::Release),
+        "gdb" => (GDB_HELP, [profile, &["--cmdline", "GUEST"]].concat(), Profile::Debug),
+        other => bail!("unknown command {other:?}; commands: build, iso, run, test, gdb, help"),
+    };
+    let o = parse(command, rest, &allowed, default)?;
+    if o.help {
+        print!("{help}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match command.as_str() {
+        "build" => build::build_hypervisor(o.profile).map(|_| ExitCode::SUCCESS),
+        "iso" => iso(&o).map(|_| ExitCode::SUCCESS),
+        "run" => run(&o),
+        "test" => test(&o),
+        "gdb" => gdb(&o),
+        _ => unreachable!(),
+    }
+}
+
+/// The guests named on the command line, else the demo guests.
+fn guests(o: &Opts) -> Result<Vec<GuestSpec>> {
+    if !o.guests.is_empty() {
+        return Ok(o.guests.clone());
+    }
+    demo_guests()
+}
+
+fn demo_guests() -> Result<Vec<GuestSpec>> {
+    let root = build::workspace_root();
+    DEMO_GUESTS
+        .iter()
+        .map(|s| {
+            let mut g: GuestSpec = s.parse()?;
+            g.path = root.join(&g.path);
+            Ok(g)
+        })
+        .collect()
+}
+
+fn iso(o: &Opts) -> Result<PathBuf> {
+    let guests = guests(o)?;
+    tools::ensure(tools::ISO)?;
+    let elf = build::build_hypervisor(o.profile)?;
+    build::build_iso(&elf, &o.cmdline, &guests, &build::iso_path())
+}
+
+fn run(o: &Opts) -> Result<ExitCode> {
+    let guests = guests(o)?;
+    ringvisor_tests::guest::check_exist(&guests)?;
+    if o.accel == Accel::Kvm {
+        eprintln!(
+            "warning: --kvm: on these machines /dev/kvm is a software PV hypervisor that \
+             emulates ring 0; expect boots far slower than TCG"
+        );
+    }
+    tools::ensure(tools::QEMU)?;
+    let mut q = if o.iso {
+        Qemu::iso(iso(o)?)
+    } else {
+        let elf = build::build_hypervisor(o.profile)?;
+        let mut q = Qemu::kernel(elf).cmdline(&o.cmdline);
+        for g in guests {
+            q = q.guest(g);
+        }
+        q
+    };
+    q.accel = o.accel;
+    q.timeout = o.timeout;
+    q.echo = true;
+    let out = q.run()?;
+    if out.exit_line().is_none() && out.verdict != qemu::Verdict::Timeout {
+        eprintln!("note: no `(RV) exit: ...` line was printed");
+    }
+    if out.verdict.is_success() {
+        eprintln!("xtask: {}", out.summary());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("xtask: run failed: {}", out.summary());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn test(o: &Opts) -> Result<ExitCode> {
+    tools::ensure(tools::ALL)?;
+    let elf = build::build_hypervisor(Profile::Release)?;
+    let iso = build::build_iso(&elf, "", &[], &build::target_dir().join("ringvisor-test.iso"))?;
+    let mut c = build::cargo();
+    c.current_dir(build::workspace_root())
+        .env("RINGVISOR_ELF", &elf)
+        .env("RINGVISOR_ISO", &iso)
+        .args(["test", "--workspace", "--", "--nocapture"])
+        .args(&o.rest);
+    cmd::announce(&c);
+    let status = match c.status() {
+        Ok(s) => s,
+        Err(e) => bail!("cannot run cargo: {e}"),
+    };
+    // Nothing printed after cargo's own summary when the tests pass.
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn gdb(o: &Opts) -> Result<ExitCode> {
+    let guests = guests(o)?;
+    ringvisor_tests::guest::check_exist(&guests)?;
+    tools::ensure(tools::QEMU)?;
+    let elf = build::build_hypervisor(o.profile)?;
+    let log = build::target_dir().join("qemu-debug.log");
+    let mut q = Qemu::kernel(&elf).cmdline(&o.cmdline);
+    for g in guests {
+        q = q.guest(g);
+    }
+    q.extra_args = ["-s", "-S", "-d", "int,cpu_reset", "-D"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([log.to_string_lossy().into_owned()])
+        .collect();
+    let mut qemu = q.command()?;
+    // stdin stays ours (for gdb); QEMU's serial goes to our stdout.
+    qemu.stdin(Stdio::null());
+
+    let mut gdb = Command::new("gdb");
+    gdb.arg("-q")
+        .arg(&elf)
+        .args(["-ex", "target remote localhost:1234"]);
+    let gdb_line = cmd::display(&gdb);
+    eprintln!("QEMU halts before the first instruction; -d int,cpu_reset goes to {}", log.display());
+    eprintln!("hint: in gdb, `hbreak rust_start` then `continue` (hardware breakpoints work before paging is on)");
+
+    let interactive = std::io::stdin().is_terminal();
+    if cmd::find_in_path("gdb").is_none() || !interactive {
+        eprintln!("connect with: {gdb_line}");
+        cmd::announce(&qemu);
+        let status = qemu.status().map_err(|e| Error::new(format!("cannot start QEMU: {e}")))?;
+        eprintln!("QEMU exited: {status}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    cmd::announce(&qemu);
+    let mut child = qemu
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot start QEMU: {e}")))?;
+    // Give QEMU a moment to open its gdb port.
+    std::thread::sleep(Duration::from_millis(300));
+    cmd::announce(&gdb);
+    let result = gdb.status();
+    let _ = child.kill();
+    let _ = child.wait();
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => bail!("cannot run gdb: {e}; connect with: {gdb_line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    const RUN: &[&str] = &[
+        "--release", "--debug", "--iso", "--tcg", "--kvm", "--timeout", "--cmdline", "GUEST",
+    ];
+
+    #[test]
+    fn run_defaults() {
+        let o = parse("run", &[], RUN, Profile::Release).unwrap();
+        assert_eq!(o.profile, Profile::Release);
+        assert_eq!(o.accel, Accel::Tcg);
+        assert_eq!(o.timeout, Some(qemu::DEFAULT_TIMEOUT));
+        assert!(!o.iso && o.guests.is_empty() && o.cmdline.is_empty());
+    }
+
+    #[test]
+    fn run_options_and_guests() {
+        let a = strings(&[
+            "--iso", "--kvm", "--timeout", "2.5", "--cmdline", "loglvl=debug x", "--debug",
+            "g.elf@mem=8M:a b", "h.elf",
+        ]);
+        let o = parse("run", &a, RUN, Profile::Release).unwrap();
+        assert!(o.iso);
+        assert_eq!(o.accel, Accel::Kvm);
+        assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(o.cmdline, "loglvl=debug x");
+        assert_eq!(o.profile, Profile::Debug);
+        assert_eq!(o.guests.len(), 2);
+        assert_eq!(o.guests[0].args, "a b");
+    }
+
+    #[test]
+    fn inline_values_and_zero_timeout() {
+        let a = strings(&["--cmdline=selftest=panic", "--timeout=0"]);
+        let o = parse("run", &a, RUN, Profile::Release).unwrap();
+        assert_eq!(o.cmdline, "selftest=panic");
+        assert_eq!(o.timeout, None);
+    }
+
+    #[test]
+    fn rejects_unknown_and_misplaced() {
+        assert!(parse("run", &strings(&["--frobnicate"]), RUN, Profile::Release).is_err());
+        assert!(parse("run", &strings(&["--timeout"]), RUN, Profile::Release).is_err());
+        assert!(parse("run", &strings(&["--timeout", "soon"]), RUN, Profile::Release).is_err());
+        assert!(parse("build", &strings(&["g.elf"]), &["--release"], Profile::Release).is_err());
+    }
+
+    #[test]
+    fn test_passes_the_rest_on() {
+        let o = parse("test", &strings(&["--", "selftest", "--test-threads=1"]), &["--"], Profile::Release)
+            .unwrap();
+        assert_eq!(o.rest, ["selftest", "--test-threads=1"]);
+    }
+
+    #[test]
+    fn demo_guests_parse() {
+        assert_eq!(demo_guests().unwrap().len(), DEMO_GUESTS.len());
+    }
+}

@@ -1,0 +1,194 @@
+//! Building the hypervisor and its GRUB ISO.
+
+use crate::grub::{self, IsoModule};
+use crate::guest::GuestSpec;
+use crate::{bail, cmd, tools, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The bare-metal target the hypervisor is built for.
+pub const TARGET: &str = "x86_64-unknown-none";
+
+/// Cargo profile of the hypervisor build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Optimised (still with debug info): the default, fast under TCG.
+    Release,
+    Debug,
+}
+
+impl Profile {
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+/// The workspace root (the directory holding the top `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set (relative to the
+/// current directory, as cargo reads it), else `target/` in the workspace.
+/// The harness's own artifacts (`ringvisor.elf`, ISOs) go there too.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                std::env::current_dir().unwrap_or_default().join(d)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// `target/ringvisor.elf`.
+pub fn elf_path() -> PathBuf {
+    target_dir().join("ringvisor.elf")
+}
+
+/// `target/ringvisor.iso`.
+pub fn iso_path() -> PathBuf {
+    target_dir().join("ringvisor.iso")
+}
+
+/// The cargo that runs us (`$CARGO`), else `cargo` from `PATH`.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// `cargo build -p ringvisor --target x86_64-unknown-none [--release]`, then
+/// copies the binary to `target/ringvisor.elf` and returns that path.
+pub fn build_hypervisor(profile: Profile) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.current_dir(workspace_root())
+        .args(["build", "-p", "ringvisor", "--target", TARGET]);
+    if profile == Profile::Release {
+        c.arg("--release");
+    }
+    cmd::run(&mut c)?;
+    let built = target_dir()
+        .join(TARGET)
+        .join(profile.dir_name())
+        .join("ringvisor");
+    if !built.is_file() {
+        bail!("cargo built nothing at {}", built.display());
+    }
+    let elf = elf_path();
+    copy(&built, &elf)?;
+    eprintln!("hypervisor: {}", elf.display());
+    Ok(elf)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    // Write beside, then rename: a QEMU reading the old file never sees a
+    // half-written one.
+    let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+    if let Err(e) = fs::copy(from, &tmp) {
+        bail!("cannot copy {} to {}: {e}", from.display(), tmp.display());
+    }
+    fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+/// Builds a BIOS GRUB ISO at `out`: `elf` as `/boot/ringvisor.elf` with
+/// command line `cmdline`, each guest as `/boot/NAME` (see [`grub`]).
+pub fn build_iso(elf: &Path, cmdline: &str, guests: &[GuestSpec], out: &Path) -> Result<PathBuf> {
+    tools::ensure(tools::ISO)?;
+    crate::guest::check_exist(guests)?;
+    let modules: Vec<IsoModule> = grub::plan_modules(guests);
+    let cfg = grub::grub_cfg(cmdline, &modules)?;
+
+    let stem = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "iso".into());
+    let root = out.with_file_name(format!("{stem}.d"));
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    fs::create_dir_all(root.join("boot/grub"))?;
+    fs::write(root.join("boot/grub/grub.cfg"), &cfg)?;
+    copy(elf, &root.join("boot/ringvisor.elf"))?;
+    for m in &modules {
+        copy(&m.source, &root.join("boot").join(&m.name))?;
+    }
+    eprintln!("grub.cfg:\n{}", indent(&cfg));
+
+    let mut c = Command::new("grub-mkrescue");
+    // No translations, fonts or themes: a smaller ISO, built faster.
+    c.args(["--locales=", "--fonts=", "--themes=", "-o"])
+        .arg(out)
+        .arg(&root);
+    // grub-mkrescue and xorriso chat on stderr; keep that for failures only.
+    cmd::announce(&c);
+    let output = match c.output() {
+        Ok(o) => o,
+        Err(e) => bail!("cannot run grub-mkrescue: {e}"),
+    };
+    if !output.status.success() || !out.is_file() {
+        bail!(
+            "grub-mkrescue failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    eprintln!("iso: {}", out.display());
+    Ok(out.to_path_buf())
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    | {l}\n")).collect()
+}
+
+/// For the integration tests: the hypervisor ELF from `$RINGVISOR_ELF`, or,
+/// when that is unset, a release build made once per test process.
+pub fn test_elf() -> Result<PathBuf> {
+    static ELF: OnceLock<Result<PathBuf>> = OnceLock::new();
+    ELF.get_or_init(|| match std::env::var_os("RINGVISOR_ELF") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!("RINGVISOR_ELF={} does not exist", p.display());
+            }
+            Ok(p)
+        }
+        None => {
+            eprintln!("RINGVISOR_ELF is unset: building the hypervisor (release)");
+            build_hypervisor(Profile::Release)
+        }
+    })
+    .clone()
+}
+
+/// For the integration tests: the plain ISO (hypervisor alone, empty command
+/// line) from `$RINGVISOR_ISO`, or, when unset, built once per test process
+/// as `target/ringvisor-test.iso`.
+pub fn test_iso() -> Result<PathBuf> {
+    static ISO: OnceLock<Result<PathBuf>> = OnceLock::new();
+    ISO.get_or_init(|| match std::env::var_os("RINGVISOR_ISO") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!("RINGVISOR_ISO={} does not exist", p.display());
+            }
+            Ok(p)
+        }
+        None => {
+            eprintln!("RINGVISOR_ISO is unset: building target/ringvisor-test.iso");
+            build_iso(&test_elf()?, "", &[], &target_dir().join("ringvisor-test.iso"))
+        }
+    })
+    .clone()
+}

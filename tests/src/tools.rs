@@ -1,0 +1,145 @@
+//! The host tools the harness needs, and how they get installed.
+//!
+//! Missing tools are installed with apt-get when we run as root (a fresh
+//! Debian machine, CI); otherwise the error names the command to run.
+
+use crate::{bail, cmd, Result};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Debian packages that provide every tool below.
+pub const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "grub-pc-bin",
+    "grub-common",
+    "xorriso",
+    "mtools",
+];
+
+/// One external tool: how to tell it is there.
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    /// What to call it in messages.
+    pub name: &'static str,
+    /// The Debian package that provides it.
+    pub package: &'static str,
+    present: fn() -> bool,
+}
+
+impl Tool {
+    pub fn is_present(&self) -> bool {
+        (self.present)()
+    }
+}
+
+pub const QEMU_TOOL: Tool = Tool {
+    name: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+    present: || cmd::find_in_path("qemu-system-x86_64").is_some(),
+};
+
+pub const GRUB_MKRESCUE: Tool = Tool {
+    name: "grub-mkrescue",
+    package: "grub-common",
+    present: || cmd::find_in_path("grub-mkrescue").is_some(),
+};
+
+/// GRUB's BIOS modules: without them grub-mkrescue makes an ISO that QEMU's
+/// BIOS cannot boot.
+pub const GRUB_PC: Tool = Tool {
+    name: "GRUB BIOS modules (/usr/lib/grub/i386-pc)",
+    package: "grub-pc-bin",
+    present: || Path::new("/usr/lib/grub/i386-pc/multiboot2.mod").is_file(),
+};
+
+pub const XORRISO: Tool = Tool {
+    name: "xorriso",
+    package: "xorriso",
+    present: || cmd::find_in_path("xorriso").is_some(),
+};
+
+pub const MFORMAT: Tool = Tool {
+    name: "mformat",
+    package: "mtools",
+    present: || cmd::find_in_path("mformat").is_some(),
+};
+
+/// What `qemu` runs need.
+pub const QEMU: &[Tool] = &[QEMU_TOOL];
+/// What an ISO build needs.
+pub const ISO: &[Tool] = &[GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT];
+/// Everything.
+pub const ALL: &[Tool] = &[QEMU_TOOL, GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT];
+
+/// The install command as one shell line.
+pub fn install_hint() -> String {
+    format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        PACKAGES.join(" ")
+    )
+}
+
+fn is_root() -> bool {
+    // The real uid from /proc (Linux), else `id -u`.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
+            return line.split_whitespace().nth(1) == Some("0");
+        }
+    }
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Makes sure every tool in `tools` is present: installs all of
+/// [`PACKAGES`] with apt-get when running as root, else fails naming the
+/// install command.
+pub fn ensure(tools: &[Tool]) -> Result<()> {
+    // One installer at a time (tests run in parallel threads).
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+
+    let missing: Vec<&Tool> = tools.iter().filter(|t| !t.is_present()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|t| t.name).collect();
+    if !is_root() {
+        bail!(
+            "missing {}; install with: sudo sh -c '{}'",
+            names.join(", "),
+            install_hint()
+        );
+    }
+    if cmd::find_in_path("apt-get").is_none() {
+        bail!(
+            "missing {} and no apt-get to install it; install the packages {}",
+            names.join(", "),
+            PACKAGES.join(" ")
+        );
+    }
+    eprintln!("missing {}: installing with apt-get", names.join(", "));
+    cmd::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still: Vec<&str> = tools
+        .iter()
+        .filter(|t| !t.is_present())
+        .map(|t| t.name)
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(", "));
+    }
+    Ok(())
+}
