@@ -134,8 +134,9 @@ impl Qemu {
             // SMAP off: this QEMU's TCG reads the stack of a ring-3
             // `iretq`/`lretq` as a supervisor access (BOOT-NOTES).
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max,-smap"]),
-            // `-cpu max`/`host` abort under this machine's kvm_pvm.
-            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "kvm64"]),
+            // The host's CPU, less IA32_ARCH_CAPABILITIES: this machine's
+            // kvm_pvm refuses that MSR and QEMU aborts on `host`/`max`.
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
         }
         push(&["-m", &self.memory]);
         push(&["-serial", "stdio", "-display", "none", "-no-reboot"]);

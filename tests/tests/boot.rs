@@ -1,0 +1,225 @@
+//! Boot tests: ringvisor in QEMU (TCG), judged by its exit status and its
+//! serial console.
+//!
+//! The hypervisor comes from `$RINGVISOR_ELF` and the plain GRUB ISO from
+//! `$RINGVISOR_ISO` (`cargo xtask test` sets both); when unset they are built
+//! here. A missing artifact or tool fails the test, never skips it. Every
+//! QEMU run is bounded (`$RINGVISOR_TEST_TIMEOUT` seconds, default 60) and
+//! prints its verdict and boot-to-banner time on stderr.
+//!
+//! Cases:
+//! - `-kernel` (multiboot1) boot: banner first, then `(RV) exit: success`,
+//!   QEMU status 33;
+//! - GRUB ISO (multiboot2) boot: the same;
+//! - `selftest=pagefault|divide|panic`: `(RV) FATAL` with a register dump
+//!   (vector, rip, cr2) for the faults, `(RV) exit: panic`, status 37;
+//! - `loglvl=`: error prints fewer hypervisor lines than debug;
+//! - a module from QEMU `-initrd` and one from GRUB `module2` are listed
+//!   with the command line the hypervisor received;
+//! - the runner itself: a run without a verdict is killed at its timeout.
+
+use ringvisor_tests::build;
+use ringvisor_tests::guest::GuestSpec;
+use ringvisor_tests::qemu::{secs, Qemu, RunOutput, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn elf() -> PathBuf {
+    build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"))
+}
+
+fn iso() -> PathBuf {
+    build::test_iso().unwrap_or_else(|e| panic!("no ISO: {e}"))
+}
+
+fn timeout() -> Duration {
+    let s = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
+    Duration::from_secs_f64(s)
+}
+
+/// Runs QEMU (bounded) and prints the one-line summary.
+fn boot(what: &str, q: Qemu) -> RunOutput {
+    let out = q
+        .timeout(Some(timeout()))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
+    eprintln!("{what}: {}", out.summary());
+    out
+}
+
+fn expect_verdict(what: &str, out: &RunOutput, want: Verdict) {
+    assert_eq!(
+        out.verdict,
+        want,
+        "{what}: {}\n--- serial ---\n{}",
+        out.summary(),
+        out.transcript()
+    );
+}
+
+fn expect_line(what: &str, out: &RunOutput, needle: &str) {
+    assert!(
+        out.contains(needle),
+        "{what}: no line contains {needle:?}\n--- serial ---\n{}",
+        out.transcript()
+    );
+}
+
+fn expect_exit_line(what: &str, out: &RunOutput, verdict: &str) {
+    let want = format!("(RV) exit: {verdict}");
+    match out.exit_line() {
+        Some(l) if l.starts_with(&want) => {}
+        other => panic!(
+            "{what}: exit line {other:?}, want {want:?}...\n--- serial ---\n{}",
+            out.transcript()
+        ),
+    }
+}
+
+/// A stand-in module file (not a guest: only its name and command line
+/// matter here), unique to the test that asks.
+fn dummy_module(test: &str) -> PathBuf {
+    let dir = build::target_dir().join("boot-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{test}.bin"));
+    std::fs::write(&p, b"not a guest: a boot-test stand-in module\n").unwrap();
+    p
+}
+
+#[test]
+fn kernel_boot_prints_banner_then_succeeds() {
+    let what = "-kernel boot";
+    let out = boot(what, Qemu::kernel(elf()));
+    expect_verdict(what, &out, Verdict::Success);
+    let first = out.lines.first().map(|l| l.text.as_str()).unwrap_or("");
+    assert!(
+        first.starts_with("(RV) ringvisor "),
+        "{what}: first serial line is {first:?}, not the banner\n{}",
+        out.transcript()
+    );
+    expect_exit_line(what, &out, "success");
+    eprintln!(
+        "{what}: boot-to-banner {} (QEMU spawn to first serial line)",
+        secs(out.banner.expect("banner seen"))
+    );
+}
+
+#[test]
+fn iso_boot_prints_banner_then_succeeds() {
+    let what = "GRUB ISO boot";
+    let out = boot(what, Qemu::iso(iso()));
+    expect_verdict(what, &out, Verdict::Success);
+    assert!(out.banner_line().is_some(), "{what}: no banner\n{}", out.transcript());
+    expect_exit_line(what, &out, "success");
+    eprintln!(
+        "{what}: boot-to-banner {} (QEMU spawn, through SeaBIOS and GRUB, to the banner)",
+        secs(out.banner.expect("banner seen"))
+    );
+}
+
+fn selftest_fault(kind: &str) {
+    let what = format!("selftest={kind}");
+    let out = boot(&what, Qemu::kernel(elf()).cmdline(&what));
+    expect_verdict(&what, &out, Verdict::Panic);
+    expect_line(&what, &out, "(RV) FATAL");
+    // The register dump.
+    for field in ["vector", "rip", "cr2"] {
+        assert!(
+            out.rv_lines().any(|l| l.contains(field)),
+            "{what}: register dump lacks {field:?}\n{}",
+            out.transcript()
+        );
+    }
+    expect_exit_line(&what, &out, "panic");
+}
+
+#[test]
+fn selftest_pagefault_dumps_registers_and_panics() {
+    selftest_fault("pagefault");
+}
+
+#[test]
+fn selftest_divide_dumps_registers_and_panics() {
+    selftest_fault("divide");
+}
+
+#[test]
+fn selftest_panic_exits_with_panic() {
+    let what = "selftest=panic";
+    let out = boot(what, Qemu::kernel(elf()).cmdline(what));
+    expect_verdict(what, &out, Verdict::Panic);
+    expect_exit_line(what, &out, "panic");
+}
+
+#[test]
+fn loglvl_is_honoured() {
+    let quiet = boot("loglvl=error", Qemu::kernel(elf()).cmdline("loglvl=error"));
+    let loud = boot("loglvl=debug", Qemu::kernel(elf()).cmdline("loglvl=debug"));
+    expect_verdict("loglvl=error", &quiet, Verdict::Success);
+    expect_verdict("loglvl=debug", &loud, Verdict::Success);
+    let (q, l) = (quiet.rv_lines().count(), loud.rv_lines().count());
+    assert!(
+        q < l,
+        "loglvl=error printed {q} hypervisor lines, loglvl=debug {l}: expected fewer\n\
+         --- loglvl=error ---\n{}--- loglvl=debug ---\n{}",
+        quiet.transcript(),
+        loud.transcript()
+    );
+}
+
+/// The hypervisor lists each module as
+/// `(RV) module N: name=NAME cmdline="CMDLINE" ...`; a stand-in module is no
+/// guest, so the run may end in FAILURE (domain build error) but must not
+/// panic, fault or hang.
+fn expect_module_listed(what: &str, out: &RunOutput, cmdline: &str) {
+    let want = format!("cmdline=\"{cmdline}\"");
+    assert!(
+        out.rv_lines().any(|l| l.starts_with("(RV) module 0") && l.contains(&want)),
+        "{what}: no `(RV) module 0: ... {want}` line\n{}",
+        out.transcript()
+    );
+    assert!(
+        matches!(out.verdict, Verdict::Success | Verdict::Failure),
+        "{what}: {}\n{}",
+        out.summary(),
+        out.transcript()
+    );
+}
+
+#[test]
+fn initrd_module_is_listed_with_its_cmdline() {
+    let what = "-initrd module";
+    let path = dummy_module("initrd");
+    // The comma checks QEMU's `,,` escaping end to end.
+    let guest = GuestSpec::new(&path).opt("mem", "64M").args("hello world,x");
+    let out = boot(what, Qemu::kernel(elf()).guest(guest));
+    let cmdline = format!("{} rv.mem=64M -- hello world,x", path.display());
+    expect_module_listed(what, &out, &cmdline);
+}
+
+#[test]
+fn grub_module_is_listed_with_its_name_first() {
+    let what = "GRUB module2";
+    let path = dummy_module("grub");
+    let guest = GuestSpec::new(&path).opt("mem", "64M").args("hello world,x");
+    let iso = build::target_dir().join("boot-tests/grub-module.iso");
+    build::build_iso(&elf(), "loglvl=info", &[guest], &iso)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = boot(what, Qemu::iso(&iso));
+    // GRUB drops the path; grub.cfg names the module again.
+    expect_module_listed(what, &out, "grub.bin rv.mem=64M -- hello world,x");
+}
+
+#[test]
+fn runner_kills_a_run_without_verdict_at_its_timeout() {
+    // -S: QEMU waits for a debugger forever, so no verdict ever comes.
+    let mut q = Qemu::kernel(elf()).timeout(Some(Duration::from_secs(1)));
+    q.extra_args = vec!["-S".into()];
+    let out = q.run().expect("QEMU runs");
+    eprintln!("halted QEMU: {}", out.summary());
+    assert_eq!(out.verdict, Verdict::Timeout, "{}", out.summary());
+    assert!(out.elapsed < Duration::from_secs(10), "{}", out.summary());
+}
