@@ -687,7 +687,9 @@ fn open(data: &[u8]) -> Result<(ElfFile<'_>, ElfClass, u16), ImageError> {
         },
         c => ImageError::WrongClass {
             class: c.copied().unwrap_or(0),
-            machine: 0,
+            machine: data
+                .get(18..20)
+                .map_or(0, |m| u16::from_le_bytes([m[0], m[1]])),
         },
     })?;
     let pt2 = &elf.header.pt2;
@@ -2117,7 +2119,10 @@ mod tests {
         bytes[4] = 3;
         assert!(matches!(
             parse(Aligned::new(&bytes).bytes()),
-            Err(ImageError::WrongClass { class: 3, .. })
+            Err(ImageError::WrongClass {
+                class: 3,
+                machine: EM_X86_64
+            })
         ));
         assert_eq!(parse(b"MZ\x90\x00").unwrap_err(), ImageError::NotElf);
     }
