@@ -90,7 +90,8 @@ GUEST[@KEY=VAL,...][:ARGS]: one multiboot module (one domain; the first is
 domain 0). KEY=VAL are per-domain hypervisor options (mem=64M, vcpus=2),
 ARGS the guest's command line. The hypervisor sees the module command line
 `PATH rv.KEY=VAL ... -- ARGS` (from an ISO: `NAME rv.KEY=VAL ... -- ARGS`).
-Example: cargo xtask run target/g.elf@mem=64M:console=hvc0
+Example: cargo xtask run 'target/g.elf@mem=64M:console=hvc0 loglevel=8'
+(quote a GUEST whose ARGS hold spaces: each shell word is one GUEST)
 ";
 
 const TEST_HELP: &str = "\
