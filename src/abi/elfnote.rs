@@ -128,7 +128,13 @@ mod tests {
             assert!(elfnote_desc(t).is_some(), "note {t}");
         }
         assert_eq!(elfnote_desc(XEN_ELFNOTE_MAX + 1), None);
-        assert_eq!(elfnote_desc(XEN_ELFNOTE_ENTRY), Some(("ENTRY", ElfnoteKind::Numeric)));
-        assert_eq!(elfnote_desc(XEN_ELFNOTE_FEATURES).unwrap().1, ElfnoteKind::String);
+        assert_eq!(
+            elfnote_desc(XEN_ELFNOTE_ENTRY),
+            Some(("ENTRY", ElfnoteKind::Numeric))
+        );
+        assert_eq!(
+            elfnote_desc(XEN_ELFNOTE_FEATURES).unwrap().1,
+            ElfnoteKind::String
+        );
     }
 }

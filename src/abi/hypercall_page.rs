@@ -57,32 +57,55 @@ pub const HYPERCALL_PAGE_FILL: u8 = 0xcc;
 /// The 32 bytes of stub `n` of a 64-bit guest's hypercall page (the iret
 /// stub when `n` is [`HYPERVISOR_IRET`]), padded with `int3`.
 pub fn stub64(n: u32) -> [u8; HYPERCALL_STUB_SIZE] {
-    let mut s = [HYPERCALL_PAGE_FILL; HYPERCALL_STUB_SIZE];
-    let nr = n.to_le_bytes();
-    if n == HYPERVISOR_IRET {
-        let code = [0x51, 0x41, 0x53, 0x50, 0xb8, nr[0], nr[1], nr[2], nr[3], 0x0f, 0x05];
-        s[..code.len()].copy_from_slice(&code);
+    let [n0, n1, n2, n3] = n.to_le_bytes();
+    #[rustfmt::skip]
+    let code: &[u8] = if n == HYPERVISOR_IRET {
+        &[
+            0x51,                   // push %rcx
+            0x41, 0x53,             // push %r11
+            0x50,                   // push %rax
+            0xb8, n0, n1, n2, n3,   // mov  $23,%eax
+            0x0f, 0x05,             // syscall
+        ]
     } else {
-        let code = [
-            0x51, 0x41, 0x53, 0xb8, nr[0], nr[1], nr[2], nr[3], 0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3,
-        ];
-        s[..code.len()].copy_from_slice(&code);
-    }
-    s
+        &[
+            0x51,                   // push %rcx
+            0x41, 0x53,             // push %r11
+            0xb8, n0, n1, n2, n3,   // mov  $n,%eax
+            0x0f, 0x05,             // syscall
+            0x41, 0x5b,             // pop  %r11
+            0x59,                   // pop  %rcx
+            0xc3,                   // ret
+        ]
+    };
+    padded_stub(code)
 }
 
 /// The 32 bytes of stub `n` of a 32-bit guest's hypercall page (the iret
 /// stub when `n` is [`HYPERVISOR_IRET`]), padded with `int3`.
 pub fn stub32(n: u32) -> [u8; HYPERCALL_STUB_SIZE] {
-    let mut s = [HYPERCALL_PAGE_FILL; HYPERCALL_STUB_SIZE];
-    let nr = n.to_le_bytes();
-    if n == HYPERVISOR_IRET {
-        let code = [0x50, 0xb8, nr[0], nr[1], nr[2], nr[3], 0xcd, HYPERCALL_VECTOR];
-        s[..code.len()].copy_from_slice(&code);
+    let [n0, n1, n2, n3] = n.to_le_bytes();
+    #[rustfmt::skip]
+    let code: &[u8] = if n == HYPERVISOR_IRET {
+        &[
+            0x50,                   // push %eax
+            0xb8, n0, n1, n2, n3,   // mov  $23,%eax
+            0xcd, HYPERCALL_VECTOR, // int  $0x82
+        ]
     } else {
-        let code = [0xb8, nr[0], nr[1], nr[2], nr[3], 0xcd, HYPERCALL_VECTOR, 0xc3];
-        s[..code.len()].copy_from_slice(&code);
-    }
+        &[
+            0xb8, n0, n1, n2, n3,   // mov  $n,%eax
+            0xcd, HYPERCALL_VECTOR, // int  $0x82
+            0xc3,                   // ret
+        ]
+    };
+    padded_stub(code)
+}
+
+/// `code` followed by `int3` filler up to the stub size.
+fn padded_stub(code: &[u8]) -> [u8; HYPERCALL_STUB_SIZE] {
+    let mut s = [HYPERCALL_PAGE_FILL; HYPERCALL_STUB_SIZE];
+    s[..code.len()].copy_from_slice(code);
     s
 }
 
@@ -123,7 +146,10 @@ mod tests {
 
     #[test]
     fn stub64_iret_bytes() {
-        assert_eq!(stub64(23), padded(&[0x51, 0x41, 0x53, 0x50, 0xb8, 0x17, 0, 0, 0, 0x0f, 0x05]));
+        assert_eq!(
+            stub64(23),
+            padded(&[0x51, 0x41, 0x53, 0x50, 0xb8, 0x17, 0, 0, 0, 0x0f, 0x05])
+        );
     }
 
     #[test]

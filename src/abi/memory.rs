@@ -253,13 +253,18 @@ mod tests {
     #[test]
     fn mem_flags() {
         assert_eq!(xenmemf_get_node(xenmemf_node(3)), 3);
-        assert_eq!(xenmemf_get_address_bits(xenmemf_address_bits(32) | xenmemf_node(1)), 32);
+        assert_eq!(
+            xenmemf_get_address_bits(xenmemf_address_bits(32) | xenmemf_node(1)),
+            32
+        );
     }
 
     #[test]
     fn cmd_names() {
         assert_eq!(xenmem_name(XENMEM_MEMORY_MAP), "memory_map");
-        assert_eq!(xenmem_name(XENMEM_POPULATE_PHYSMAP | (5 << MEMOP_EXTENT_SHIFT)),
-                   "populate_physmap");
+        assert_eq!(
+            xenmem_name(XENMEM_POPULATE_PHYSMAP | (5 << MEMOP_EXTENT_SHIFT)),
+            "populate_physmap"
+        );
     }
 }

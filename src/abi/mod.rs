@@ -89,9 +89,9 @@ pub use sched::*;
 pub use vcpu::*;
 pub use version::*;
 pub use x86_32::{
-    ArchSharedInfo32, ArchVcpuInfo32, CpuUserRegs32, IretContext32, MmuExtOp32,
-    MulticallEntry32, SharedInfo32, StartInfo32, StartInfoConsole32, TrapInfo32,
-    VcpuGuestContext32, VcpuInfo32, XenCallback32,
+    ArchSharedInfo32, ArchVcpuInfo32, CpuUserRegs32, IretContext32, MmuExtOp32, MulticallEntry32,
+    SharedInfo32, StartInfo32, StartInfoConsole32, TrapInfo32, VcpuGuestContext32, VcpuInfo32,
+    XenCallback32,
 };
 pub use x86_64::*;
 pub use xen::*;

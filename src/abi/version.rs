@@ -153,11 +153,17 @@ pub const XENFEAT_NR_SUBMAPS: u32 = 1;
 /// a leading `!` in the note marks a required feature), with their bits.
 pub const XENFEAT_NAMES: [(&str, u32); 21] = [
     ("writable_page_tables", XENFEAT_WRITABLE_PAGE_TABLES),
-    ("writable_descriptor_tables", XENFEAT_WRITABLE_DESCRIPTOR_TABLES),
+    (
+        "writable_descriptor_tables",
+        XENFEAT_WRITABLE_DESCRIPTOR_TABLES,
+    ),
     ("auto_translated_physmap", XENFEAT_AUTO_TRANSLATED_PHYSMAP),
     ("supervisor_mode_kernel", XENFEAT_SUPERVISOR_MODE_KERNEL),
     ("pae_pgdir_above_4gb", XENFEAT_PAE_PGDIR_ABOVE_4GB),
-    ("mmu_pt_update_preserve_ad", XENFEAT_MMU_PT_UPDATE_PRESERVE_AD),
+    (
+        "mmu_pt_update_preserve_ad",
+        XENFEAT_MMU_PT_UPDATE_PRESERVE_AD,
+    ),
     ("highmem_assist", XENFEAT_HIGHMEM_ASSIST),
     ("gnttab_map_avail_bits", XENFEAT_GNTTAB_MAP_AVAIL_BITS),
     ("hvm_callback_vector", XENFEAT_HVM_CALLBACK_VECTOR),
@@ -165,7 +171,10 @@ pub const XENFEAT_NAMES: [(&str, u32); 21] = [
     ("hvm_pirqs", XENFEAT_HVM_PIRQS),
     ("dom0", XENFEAT_DOM0),
     ("grant_map_identity", XENFEAT_GRANT_MAP_IDENTITY),
-    ("memory_op_vnode_supported", XENFEAT_MEMORY_OP_VNODE_SUPPORTED),
+    (
+        "memory_op_vnode_supported",
+        XENFEAT_MEMORY_OP_VNODE_SUPPORTED,
+    ),
     ("ARM_SMCCC_supported", XENFEAT_ARM_SMCCC_SUPPORTED),
     ("linux_rsdp_unrestricted", XENFEAT_LINUX_RSDP_UNRESTRICTED),
     ("not_direct_mapped", XENFEAT_NOT_DIRECT_MAPPED),
@@ -177,7 +186,10 @@ pub const XENFEAT_NAMES: [(&str, u32); 21] = [
 
 /// The `XENFEAT_*` bit for a feature name from the FEATURES note.
 pub fn xenfeat_from_name(name: &str) -> Option<u32> {
-    XENFEAT_NAMES.iter().find(|(n, _)| *n == name).map(|&(_, bit)| bit)
+    XENFEAT_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, bit)| bit)
 }
 
 #[cfg(test)]

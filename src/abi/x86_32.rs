@@ -86,14 +86,15 @@ pub const MACH2PHYS_COMPAT_VIRT_END: u32 = 0xFFE0_0000;
 
 /// `xen_pfn_to_cr3` (32-bit): page directories above 4GB do not fit in an
 /// architectural `%cr3`, so the MFN's top 12 bits are folded into the low
-/// 12 bits.
+/// 12 bits: `(pfn << 12) | (pfn >> 20)`, i.e. a rotation.
 pub const fn xen_pfn_to_cr3(pfn: u32) -> u32 {
-    (pfn << 12) | (pfn >> 20)
+    pfn.rotate_left(12)
 }
 
 /// `xen_cr3_to_pfn` (32-bit): the inverse of [`xen_pfn_to_cr3`].
+/// `(cr3 >> 12) | (cr3 << 20)`.
 pub const fn xen_cr3_to_pfn(cr3: u32) -> u32 {
-    (cr3 >> 12) | (cr3 << 20)
+    cr3.rotate_right(12)
 }
 
 /// Ports of the 2-level event-channel ABI for a 32-bit guest
@@ -364,9 +365,6 @@ mod tests {
         assert_eq!(xen_pfn_to_cr3(0x1000), 0x0100_0000);
     }
 
-    #[test]
-    fn m2p_windows() {
-        assert_eq!(MACH2PHYS_NR_ENTRIES, 1 << 22);
-        assert!(HYPERVISOR_COMPAT_VIRT_START < MACH2PHYS_COMPAT_VIRT_END);
-    }
+    const _: () = assert!(MACH2PHYS_NR_ENTRIES == 1 << 22);
+    const _: () = assert!(HYPERVISOR_COMPAT_VIRT_START < MACH2PHYS_COMPAT_VIRT_END);
 }

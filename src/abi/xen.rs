@@ -257,13 +257,13 @@ pod_struct! {
         /// `MMUEXT_*`.
         pub cmd: u32,
         pub _pad0: u32,
-        /// Union `arg1`: `mfn` ([UN]PIN_TABLE, NEW_BASEPTR,
-        /// NEW_USER_BASEPTR, CLEAR_PAGE, COPY_PAGE, [UN]MARK_SUPER) or
-        /// `linear_addr` (INVLPG_LOCAL, INVLPG_ALL, SET_LDT).
+        /// Union `arg1`: `mfn` (`PIN_*_TABLE`, `UNPIN_TABLE`, `NEW_BASEPTR`,
+        /// `NEW_USER_BASEPTR`, `CLEAR_PAGE`, `COPY_PAGE`, `[UN]MARK_SUPER`)
+        /// or `linear_addr` (`INVLPG_LOCAL`, `INVLPG_ALL`, `SET_LDT`).
         pub arg1: u64,
-        /// Union `arg2`: `nr_ents` (SET_LDT, low 32 bits), `vcpumask`
-        /// (guest pointer; TLB_FLUSH_MULTI, INVLPG_MULTI) or `src_mfn`
-        /// (COPY_PAGE).
+        /// Union `arg2`: `nr_ents` (`SET_LDT`, low 32 bits), `vcpumask`
+        /// (guest pointer; `TLB_FLUSH_MULTI`, `INVLPG_MULTI`) or `src_mfn`
+        /// (`COPY_PAGE`).
         pub arg2: u64,
     }
 }
@@ -529,7 +529,11 @@ impl StartInfoConsole {
     /// The dom0 view: offset of the `dom0_vga_console_info` within the
     /// start-info page, and its size (both 0: no VGA console info).
     pub fn dom0(info_off: u32, info_size: u32) -> Self {
-        Self { mfn: u64::from(info_off) | (u64::from(info_size) << 32), evtchn: 0, _pad0: 0 }
+        Self {
+            mfn: u64::from(info_off) | (u64::from(info_size) << 32),
+            evtchn: 0,
+            _pad0: 0,
+        }
     }
     /// `dom0.info_off`.
     pub fn info_off(&self) -> u32 {
@@ -668,7 +672,10 @@ mod tests {
         assert_eq!(hypercall_name(0), "set_trap_table");
         assert_eq!(hypercall_name(u64::from(HYPERVISOR_IRET)), "iret");
         assert_eq!(hypercall_name(u64::from(HYPERVISOR_SCHED_OP)), "sched_op");
-        assert_eq!(hypercall_name(u64::from(HYPERVISOR_CALLBACK_OP)), "callback_op");
+        assert_eq!(
+            hypercall_name(u64::from(HYPERVISOR_CALLBACK_OP)),
+            "callback_op"
+        );
         assert_eq!(hypercall_name(u64::from(HYPERVISOR_HYPFS_OP)), "hypfs_op");
         assert_eq!(hypercall_name(11), "unknown");
         assert_eq!(hypercall_name(56), "unknown");
@@ -677,7 +684,13 @@ mod tests {
 
     #[test]
     fn trap_info_flags() {
-        let t = TrapInfo { vector: 0x80, flags: 3 | TI_IF, cs: 0xe033, _pad0: 0, address: 1 };
+        let t = TrapInfo {
+            vector: 0x80,
+            flags: 3 | TI_IF,
+            cs: 0xe033,
+            _pad0: 0,
+            address: 1,
+        };
         assert_eq!(t.dpl(), 3);
         assert!(t.masks_events());
     }
