@@ -7,11 +7,12 @@
  * What we pass to Rust (rust_start, System V):
  *   rdi = magic (zero-extended), rsi = boot information physical address
  *
- * Everything is linked at KERNEL_VMA + physical address; until paging is on
- * we use physical addresses, written as `sym - KERNEL_VMA`.
+ * Everything is linked at KERNEL_VMA + physical address (linker.ld). Until
+ * paging is on we use physical addresses: `sym_phys` symbols that linker.ld
+ * defines as ABSOLUTE(sym - KERNEL_VMA) (the assembler cannot subtract the
+ * 64-bit link address in a 32-bit field).
  */
 
-.set KERNEL_VMA,      0xffffffff80000000
 .set MB1_MAGIC,       0x1BADB002
 /* page-align modules, ask for memory info, a.out kludge (bit 16): QEMU's
  * -kernel loader refuses a 64-bit ELF without the address fields below. */
@@ -21,15 +22,16 @@
 
 .section .boot.header, "a"
 .balign 4
+.global mb1_header
 mb1_header:
     .long MB1_MAGIC
     .long MB1_FLAGS
     .long -(MB1_MAGIC + MB1_FLAGS)
-    .long mb1_header - KERNEL_VMA         /* header_addr   */
-    .long __image_start - KERNEL_VMA      /* load_addr     */
-    .long __load_end - KERNEL_VMA         /* load_end_addr */
-    .long __bss_end - KERNEL_VMA          /* bss_end_addr  */
-    .long start32 - KERNEL_VMA            /* entry_addr    */
+    .long mb1_header_phys         /* header_addr   */
+    .long __image_start_phys      /* load_addr     */
+    .long __load_end_phys         /* load_end_addr */
+    .long __bss_end_phys          /* bss_end_addr  */
+    .long start32_phys            /* entry_addr    */
 
 .balign 8
 mb2_header:
@@ -41,7 +43,7 @@ mb2_header:
     .balign 8
     .short 3, 0
     .long 12
-    .long start32 - KERNEL_VMA
+    .long start32_phys
     /* end tag */
     .balign 8
     .short 0, 0
@@ -58,8 +60,8 @@ start32:
 
     /* Zero .bss ourselves (page tables and stacks live there): not every
      * loader is guaranteed to have done it. */
-    mov $(__bss_start - KERNEL_VMA), %edx
-    mov $(__bss_end - KERNEL_VMA), %ecx
+    mov $__bss_start_phys, %edx
+    mov $__bss_end_phys, %ecx
     sub %edx, %ecx
     push %edi
     mov %edx, %edi
@@ -67,7 +69,7 @@ start32:
     rep stosb
     pop %edi
 
-    mov $(boot_stack_top - KERNEL_VMA), %esp
+    mov $boot_stack_top_phys, %esp
 
     /* Long mode needs CPUID leaf 0x80000001 EDX.LM (bit 29). */
     mov $0x80000000, %eax
@@ -79,25 +81,27 @@ start32:
     bt $29, %edx
     jnc no_long_mode
 
-    /* Boot page tables: the first 4 GiB identity mapped (to reach the
-     * loader's structures and modules) and the first 2 GiB again at
-     * KERNEL_VMA, all with 2 MiB pages. Rust replaces them early. */
-    mov $(boot_pd - KERNEL_VMA), %ebx
+    /* Boot page tables, all 2 MiB pages, replaced early by Rust:
+     *  - the first 4 GiB identity mapped (loader structures, modules, and
+     *    this code until it jumps high);
+     *  - the same 4 GiB at the direct map 0xffff830000000000 (PML4 slot
+     *    262), so Rust can use direct-map addresses from its first line;
+     *  - the first 2 GiB at KERNEL_VMA = 0xffff82d080000000 (PML4 slot 261,
+     *    PDPT slots 322-323), where the image is linked. */
+    mov $boot_pd_phys, %ebx
     xor %ecx, %ecx
 fill_pd:
     mov %ecx, %eax
     shl $21, %eax
     or $0x83, %eax                        /* present | writable | 2 MiB */
     mov %eax, (%ebx,%ecx,8)
-    mov %ecx, %eax
-    shr $11, %eax                         /* high bits of (ecx << 21) */
-    mov %eax, 4(%ebx,%ecx,8)
+    movl $0, 4(%ebx,%ecx,8)               /* 2048 * 2 MiB = 4 GiB: no high bits */
     inc %ecx
     cmp $2048, %ecx
     jne fill_pd
 
-    mov $(boot_pdpt_low - KERNEL_VMA), %ebx
-    mov $(boot_pd - KERNEL_VMA + 0x003), %eax
+    mov $boot_pdpt_low_phys, %ebx
+    mov $(boot_pd_phys + 0x003), %eax
     mov %eax, 0(%ebx)
     add $0x1000, %eax
     mov %eax, 8(%ebx)
@@ -106,17 +110,18 @@ fill_pd:
     add $0x1000, %eax
     mov %eax, 24(%ebx)
 
-    mov $(boot_pdpt_high - KERNEL_VMA), %ebx
-    mov $(boot_pd - KERNEL_VMA + 0x003), %eax
-    mov %eax, (510 * 8)(%ebx)
+    mov $boot_pdpt_high_phys, %ebx
+    mov $(boot_pd_phys + 0x003), %eax
+    mov %eax, (322 * 8)(%ebx)
     add $0x1000, %eax
-    mov %eax, (511 * 8)(%ebx)
+    mov %eax, (323 * 8)(%ebx)
 
-    mov $(boot_pml4 - KERNEL_VMA), %ebx
-    mov $(boot_pdpt_low - KERNEL_VMA + 0x003), %eax
+    mov $boot_pml4_phys, %ebx
+    mov $(boot_pdpt_low_phys + 0x003), %eax
     mov %eax, 0(%ebx)
-    mov $(boot_pdpt_high - KERNEL_VMA + 0x003), %eax
-    mov %eax, (511 * 8)(%ebx)
+    mov %eax, (262 * 8)(%ebx)
+    mov $(boot_pdpt_high_phys + 0x003), %eax
+    mov %eax, (261 * 8)(%ebx)
 
     mov %cr4, %eax
     or $0x20, %eax                        /* CR4.PAE */
@@ -132,12 +137,12 @@ fill_pd:
     or $0x80010001, %eax                  /* CR0.PG | CR0.WP | CR0.PE */
     mov %eax, %cr0
 
-    lgdt (boot_gdt_ptr - KERNEL_VMA)
-    ljmp $0x08, $(start64_low - KERNEL_VMA)
+    lgdt boot_gdt_ptr_phys
+    ljmp $0x08, $start64_low_phys
 
 no_long_mode:
     /* Say why on COM1 (polling, no init needed for QEMU), then stop. */
-    mov $(no_lm_msg - KERNEL_VMA), %esi
+    mov $no_lm_msg_phys, %esi
 no_lm_loop:
     movb (%esi), %al
     test %al, %al
@@ -151,10 +156,11 @@ no_lm_halt:
     jmp no_lm_halt
 
 .code64
+.global start64_low
 start64_low:
-    /* Still running at the low (identity) address: jump up. */
-    movabs $start64_high, %rax
-    jmp *%rax
+    /* Still running at the low (identity) address: jump up through a
+     * pointer (RIP-relative here reads its identity-mapped copy). */
+    jmp *start64_high_ptr(%rip)
 
 .section .text
 start64_high:
@@ -165,7 +171,7 @@ start64_high:
     xor %eax, %eax
     mov %eax, %fs
     mov %eax, %gs
-    movabs $boot_stack_top, %rsp
+    lea boot_stack_top(%rip), %rsp
     xor %ebp, %ebp
     /* Upper halves of registers are undefined after the mode switch. */
     movl %edi, %edi
@@ -175,25 +181,41 @@ boot_dead:
     hlt
     jmp boot_dead
 
+.section .data
+.balign 8
+start64_high_ptr:
+    .quad start64_high
+
 .section .rodata
 .balign 8
+.global boot_gdt
 boot_gdt:
     .quad 0
     .quad 0x00af9a000000ffff                /* 0x08: 64-bit ring-0 code */
     .quad 0x00cf92000000ffff                /* 0x10: ring-0 data */
 boot_gdt_end:
+.global boot_gdt_ptr
 boot_gdt_ptr:
     .short boot_gdt_end - boot_gdt - 1
-    .long boot_gdt - KERNEL_VMA
+    .long boot_gdt_phys
+.global no_lm_msg
 no_lm_msg:
     .asciz "ringvisor: this CPU has no long mode (x86-64); cannot boot.\r\n"
 
 .section .boot.bss, "aw", @nobits
 .balign 4096
+.global boot_pml4
 boot_pml4:      .skip 4096
+.global boot_pdpt_low
 boot_pdpt_low:  .skip 4096
+.global boot_pdpt_high
 boot_pdpt_high: .skip 4096
+.global boot_pd
 boot_pd:        .skip 4096 * 4
+/* Left unmapped by the hypervisor's page tables: a boot-stack overflow
+ * faults (#PF, then #DF on its own IST stack) instead of corrupting. */
+.global boot_stack_guard
+boot_stack_guard: .skip 4096
 boot_stack:     .skip BOOT_STACK_SIZE
 .global boot_stack_top
 boot_stack_top:

@@ -14,7 +14,18 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod boot_info;
+pub mod cmdline;
 pub mod domain;
+pub mod mm;
+
+#[cfg(target_os = "none")]
+#[macro_use]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+mod start;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

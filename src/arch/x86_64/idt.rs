@@ -1,0 +1,203 @@
+//! The IDT: all 256 vectors enter through `entry.S` and reach
+//! `trap_dispatch` with a full register frame.
+//!
+//! A fault in the hypervisor itself (an exception taken in ring 0) is fatal:
+//! we print a decoded dump and exit with the panic verdict, so a bug never
+//! looks like a hang or a silent triple fault. (#DF, NMI and #MC run on
+//! their own IST stacks, so even a blown stack gets its dump.)
+
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Mutex;
+use x86::dtables::{lidt, DescriptorTablePointer};
+
+use super::exit::{exit, Verdict};
+use super::gdt::{HYPERVISOR_CS, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use super::{apic, cpu};
+use crate::console::{print_emergency, TAG};
+
+/// The registers as `trap_common` saves them, lowest address first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Pushed by the stub.
+    pub vector: u64,
+    /// Pushed by the CPU for some vectors, else 0 by the stub.
+    pub error_code: u64,
+    /// The CPU's interrupt frame.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// entry.S pushes exactly these words, in this order.
+const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
+const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
+const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
+
+pub const VEC_DE: u64 = 0;
+pub const VEC_NMI: u64 = 2;
+pub const VEC_DF: u64 = 8;
+pub const VEC_PF: u64 = 14;
+pub const VEC_MC: u64 = 18;
+
+extern "C" {
+    /// 256 entry stubs, 16 bytes apart (entry.S).
+    static idt_stubs: [u8; 256 * 16];
+}
+
+core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
+
+static IDT: Mutex<[[u64; 2]; 256]> = Mutex::new([[0; 2]; 256]);
+
+/// A 64-bit interrupt gate (SDM Vol. 3A, 6.14.1): interrupts stay off on
+/// entry until the handler decides otherwise.
+fn interrupt_gate(handler: u64, ist: u8, dpl: u8) -> [u64; 2] {
+    let lo = (handler & 0xffff)
+        | (HYPERVISOR_CS as u64) << 16
+        | (ist as u64 & 7) << 32
+        | (0x8e | (dpl as u64 & 3) << 5) << 40 // present, type 0xe
+        | ((handler >> 16) & 0xffff) << 48;
+    [lo, handler >> 32]
+}
+
+pub fn init() {
+    let base = core::ptr::addr_of!(idt_stubs) as u64;
+    let mut idt = IDT.lock();
+    for (v, gate) in idt.iter_mut().enumerate() {
+        let ist = match v as u64 {
+            VEC_DF => IST_DOUBLE_FAULT,
+            VEC_NMI => IST_NMI,
+            VEC_MC => IST_MACHINE_CHECK,
+            _ => 0,
+        };
+        *gate = interrupt_gate(base + v as u64 * 16, ist, 0);
+    }
+    let ptr = DescriptorTablePointer::new_from_slice(&idt[..]);
+    // SAFETY: the IDT is a static that lives forever; every gate points at
+    // a stub in entry.S that saves state and calls trap_dispatch.
+    unsafe { lidt(&ptr) };
+}
+
+/// Every interrupt and exception arrives here (from `trap_common`).
+#[no_mangle]
+extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    match f.vector {
+        apic::TIMER_VECTOR => apic::timer_interrupt(),
+        apic::SPURIOUS_VECTOR => {}
+        // Legacy PIC lines (remapped to 0x20-0x2f, all masked): a spurious
+        // IRQ 7/15 can still arrive; nothing to do.
+        0x20..=0x2f => {}
+        _ => fatal(f, "unexpected trap in the hypervisor"),
+    }
+}
+
+static IN_FATAL: AtomicBool = AtomicBool::new(false);
+
+pub fn exception_name(v: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor segment overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved (15)",
+        "#MF x87 floating point",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD floating point",
+        "#VE virtualization",
+        "#CP control protection",
+        "reserved (22)",
+        "reserved (23)",
+        "reserved (24)",
+        "reserved (25)",
+        "reserved (26)",
+        "reserved (27)",
+        "#HV hypervisor injection",
+        "#VC VMM communication",
+        "#SX security",
+        "reserved (31)",
+    ];
+    NAMES.get(v as usize).copied().unwrap_or("interrupt")
+}
+
+/// The #PF error code in words (SDM Vol. 3A, 4.7).
+fn pf_reason(ec: u64) -> (&'static str, &'static str, &'static str, &'static str) {
+    (
+        if ec & 1 != 0 { "protection violation" } else { "not present" },
+        if ec & 2 != 0 { "write" } else if ec & 16 != 0 { "instruction fetch" } else { "read" },
+        if ec & 4 != 0 { "user" } else { "supervisor" },
+        if ec & 8 != 0 { ", reserved bit set" } else { "" },
+    )
+}
+
+macro_rules! p {
+    ($($arg:tt)*) => { print_emergency(format_args!("{}{}\n", TAG, format_args!($($arg)*))) };
+}
+
+/// A fault inside the hypervisor: print everything we know and stop.
+pub fn fatal(f: &TrapFrame, what: &str) -> ! {
+    if IN_FATAL.swap(true, Ordering::SeqCst) {
+        // Faulted while printing a dump: say so and stop right away.
+        exit(Verdict::Panic, format_args!("fault while reporting a fault: vector {} at rip {:#x}", f.vector, f.rip));
+    }
+    let (cr0, cr2, cr3, cr4) = cpu::control_registers();
+    p!("FATAL: {what}: {} (vector {}), error code {:#x}", exception_name(f.vector), f.vector, f.error_code);
+    if f.vector == VEC_PF {
+        let (p, a, m, r) = pf_reason(f.error_code);
+        p!("  page fault at cr2 {cr2:#018x}: {p}, {a}, {m} mode{r}");
+    }
+    p!("  rip {:#018x}  cs {:#06x}  rflags {:#010x}  rsp {:#018x}  ss {:#06x}", f.rip, f.cs, f.rflags, f.rsp, f.ss);
+    p!("  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
+    p!("  rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  r8  {:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
+    p!("  r9  {:#018x}  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}", f.r9, f.r10, f.r11, f.r12);
+    p!("  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}", f.r13, f.r14, f.r15);
+    p!("  cr0 {cr0:#018x}  cr2 {cr2:#018x}  cr3 {cr3:#018x}  cr4 {cr4:#018x}");
+    dump_stack(f.rsp);
+    exit(Verdict::Panic, format_args!("hypervisor fault: {} at rip {:#x}", exception_name(f.vector), f.rip))
+}
+
+fn dump_stack(rsp: u64) {
+    const WORDS: u64 = 8;
+    let mut words = [0u64; WORDS as usize];
+    for (i, w) in words.iter_mut().enumerate() {
+        match crate::mm::paging::read_hypervisor_u64(rsp + i as u64 * 8) {
+            Some(v) => *w = v,
+            None => {
+                p!("  stack at {rsp:#x}: not mapped");
+                return;
+            }
+        }
+    }
+    p!("  stack [{rsp:#x}]: {:#x} {:#x} {:#x} {:#x}", words[0], words[1], words[2], words[3]);
+    p!("         +0x20: {:#x} {:#x} {:#x} {:#x}", words[4], words[5], words[6], words[7]);
+}

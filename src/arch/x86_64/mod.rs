@@ -1,0 +1,10 @@
+//! x86-64: boot entry, CPU tables, traps, timers. `unsafe` lives here.
+
+pub mod apic;
+pub mod cpu;
+pub mod exit;
+pub mod gdt;
+pub mod idt;
+pub mod time;
+
+core::arch::global_asm!(include_str!("../../../boot/boot.S"), options(att_syntax));

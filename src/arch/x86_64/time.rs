@@ -1,0 +1,91 @@
+//! The TSC: its frequency (from CPUID leaf 0x15/0x16, else measured against
+//! the PIT) and a nanosecond clock built on it.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use x86::io::{inb, outb};
+use x86::time::rdtsc;
+
+use super::cpu::Features;
+
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TscSource {
+    Cpuid,
+    Pit,
+}
+
+pub fn tsc() -> u64 {
+    // SAFETY: rdtsc only reads the time stamp counter (CR4.TSD is clear).
+    unsafe { rdtsc() }
+}
+
+/// The PIT's input clock, in Hz.
+const PIT_HZ: u64 = 1_193_182;
+
+/// Measure the TSC over ~10 ms of PIT channel 2 (the speaker channel, whose
+/// gate we control through port 0x61 and whose output we can poll).
+fn calibrate_with_pit() -> u64 {
+    const TICKS: u64 = PIT_HZ / 100;
+    // SAFETY: the PIT and port 0x61 belong to the hypervisor; channel 2
+    // drives only the PC speaker, which we keep disconnected (bit 1 clear).
+    unsafe {
+        let p61 = inb(0x61);
+        outb(0x61, (p61 & !0x02) | 0x01); // gate on, speaker off
+        outb(0x43, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0
+        outb(0x42, (TICKS & 0xff) as u8);
+        outb(0x42, (TICKS >> 8) as u8);
+        let t0 = tsc();
+        // Mode 0: OUT2 (port 0x61 bit 5) goes high when the count ends.
+        let mut spins = 0u64;
+        while inb(0x61) & 0x20 == 0 {
+            spins += 1;
+            if spins > 100_000_000 {
+                break; // no PIT: fall back to a made-up 1 GHz below
+            }
+        }
+        let t1 = tsc();
+        outb(0x61, p61);
+        if spins > 100_000_000 {
+            return 1_000_000_000;
+        }
+        (t1 - t0) * PIT_HZ / TICKS
+    }
+}
+
+pub fn init(f: &Features) -> (u64, TscSource) {
+    let (hz, src) = match f.tsc_hz {
+        Some(hz) => (hz, TscSource::Cpuid),
+        None => (calibrate_with_pit(), TscSource::Pit),
+    };
+    TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+    TSC_AT_BOOT.store(tsc(), Ordering::Relaxed);
+    (hz, src)
+}
+
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+pub fn tsc_to_ns(ticks: u64) -> u64 {
+    (ticks as u128 * 1_000_000_000 / tsc_hz() as u128) as u64
+}
+
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    (ns as u128 * tsc_hz() as u128 / 1_000_000_000) as u64
+}
+
+/// Nanoseconds since the hypervisor started its clock.
+pub fn now_ns() -> u64 {
+    tsc_to_ns(tsc().wrapping_sub(TSC_AT_BOOT.load(Ordering::Relaxed)))
+}
+
+/// Busy-wait (used only during boot).
+pub fn spin_ns(ns: u64) {
+    let end = tsc() + ns_to_tsc(ns);
+    while tsc() < end {
+        core::hint::spin_loop();
+    }
+}

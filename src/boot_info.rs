@@ -1,0 +1,489 @@
+//! One `BootInfo` from either loader.
+//!
+//! QEMU's `-kernel` speaks multiboot1; GRUB's `multiboot2` command speaks
+//! multiboot2. Both hand us, in 32-bit physical memory, a memory map, our
+//! command line and the modules (one guest image each). We copy what we
+//! need into a fixed-size `BootInfo` before any allocator exists, so the
+//! loader's structures can be forgotten afterwards (modules themselves stay
+//! reserved until their domains are built).
+
+use core::fmt;
+
+pub const MULTIBOOT1_MAGIC: u32 = 0x2BAD_B002;
+pub const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
+
+pub const MAX_REGIONS: usize = 64;
+pub const MAX_MODULES: usize = 16;
+
+/// A string copied out of loader memory, truncated to `N` bytes at a UTF-8
+/// boundary.
+#[derive(Clone, Copy)]
+pub struct FixedStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FixedStr<N> {
+    pub const fn new() -> Self {
+        FixedStr { buf: [0; N], len: 0 }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let mut s = Self::new();
+        // Invalid UTF-8 becomes '?', so later code only sees str.
+        let mut n = 0;
+        for chunk in bytes.utf8_chunks() {
+            for piece in [chunk.valid().as_bytes(), if chunk.invalid().is_empty() { b"" } else { b"?" }] {
+                let take = piece.len().min(N - n);
+                s.buf[n..n + take].copy_from_slice(&piece[..take]);
+                n += take;
+            }
+        }
+        // Truncation may have split a character: back off to a boundary.
+        while core::str::from_utf8(&s.buf[..n]).is_err() {
+            n -= 1;
+        }
+        s.len = n;
+        s
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever filled with valid UTF-8 by from_bytes.
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> Default for FixedStr<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Debug for FixedStr<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionKind {
+    Usable,
+    Reserved,
+    AcpiReclaimable,
+    AcpiNvs,
+    Defective,
+}
+
+impl RegionKind {
+    /// The e820 / multiboot type numbers; anything unknown is reserved.
+    pub fn from_e820(t: u32) -> RegionKind {
+        match t {
+            1 => RegionKind::Usable,
+            3 => RegionKind::AcpiReclaimable,
+            4 => RegionKind::AcpiNvs,
+            5 => RegionKind::Defective,
+            _ => RegionKind::Reserved,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionKind::Usable => "usable",
+            RegionKind::Reserved => "reserved",
+            RegionKind::AcpiReclaimable => "ACPI data",
+            RegionKind::AcpiNvs => "ACPI NVS",
+            RegionKind::Defective => "defective",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRegion {
+    pub start: u64,
+    pub end: u64,
+    pub kind: RegionKind,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Module {
+    /// Physical range `[start, end)` of the module's bytes.
+    pub start: u64,
+    pub end: u64,
+    /// The module's string: path first, then its arguments.
+    pub cmdline: FixedStr<512>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loader {
+    Multiboot1,
+    Multiboot2,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    pub loader: Loader,
+    pub loader_name: FixedStr<64>,
+    /// The hypervisor's own options (no kernel path in front).
+    pub cmdline: FixedStr<1024>,
+    regions: [MemRegion; MAX_REGIONS],
+    nregions: usize,
+    modules: [Module; MAX_MODULES],
+    nmodules: usize,
+    /// Entries that did not fit and were left out (reported in the banner).
+    pub dropped_regions: usize,
+    pub dropped_modules: usize,
+    /// Physical range of the loader's information block itself.
+    pub info_range: (u64, u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootError {
+    BadMagic(u32),
+    /// A loader structure points at memory we cannot read.
+    Unreadable { what: &'static str, addr: u64 },
+    NoMemoryMap,
+    Multiboot2(&'static str),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::BadMagic(m) => write!(f, "not started by a multiboot loader (magic {m:#x})"),
+            BootError::Unreadable { what, addr } => write!(f, "boot information: {what} at {addr:#x} is unreadable"),
+            BootError::NoMemoryMap => write!(f, "the boot loader gave no memory map"),
+            BootError::Multiboot2(why) => write!(f, "multiboot2 information: {why}"),
+        }
+    }
+}
+
+/// Read access to physical memory while the loader's identity mapping is
+/// still in place (and to a plain buffer in unit tests).
+pub trait PhysMem {
+    fn read(&self, addr: u64, len: usize) -> Option<&[u8]>;
+
+    fn u32_at(&self, addr: u64) -> Option<u32> {
+        self.read(addr, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64_at(&self, addr: u64) -> Option<u64> {
+        let lo = self.u32_at(addr)? as u64;
+        let hi = self.u32_at(addr.checked_add(4)?)? as u64;
+        Some(lo | hi << 32)
+    }
+
+    /// A NUL-terminated string of at most `max` bytes.
+    fn c_str(&self, addr: u64, max: usize) -> Option<&[u8]> {
+        let mut len = 0;
+        while len < max {
+            if *self.read(addr.checked_add(len as u64)?, 1)?.first()? == 0 {
+                break;
+            }
+            len += 1;
+        }
+        self.read(addr, len)
+    }
+}
+
+impl BootInfo {
+    fn empty(loader: Loader) -> BootInfo {
+        BootInfo {
+            loader,
+            loader_name: FixedStr::new(),
+            cmdline: FixedStr::new(),
+            regions: [MemRegion { start: 0, end: 0, kind: RegionKind::Reserved }; MAX_REGIONS],
+            nregions: 0,
+            modules: [Module::default(); MAX_MODULES],
+            nmodules: 0,
+            dropped_regions: 0,
+            dropped_modules: 0,
+            info_range: (0, 0),
+        }
+    }
+
+    pub fn regions(&self) -> &[MemRegion] {
+        &self.regions[..self.nregions]
+    }
+
+    pub fn modules(&self) -> &[Module] {
+        &self.modules[..self.nmodules]
+    }
+
+    fn push_region(&mut self, start: u64, len: u64, kind: RegionKind) {
+        let Some(end) = start.checked_add(len) else {
+            self.dropped_regions += 1;
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        if self.nregions == MAX_REGIONS {
+            self.dropped_regions += 1;
+            return;
+        }
+        self.regions[self.nregions] = MemRegion { start, end, kind };
+        self.nregions += 1;
+    }
+
+    fn push_module(&mut self, start: u64, end: u64, cmdline: &[u8]) {
+        if self.nmodules == MAX_MODULES || end < start {
+            self.dropped_modules += 1;
+            return;
+        }
+        self.modules[self.nmodules] = Module { start, end, cmdline: FixedStr::from_bytes(cmdline) };
+        self.nmodules += 1;
+    }
+
+    /// Parse multiboot1 information at physical `info`.
+    ///
+    /// The multiboot1 command line starts with the kernel's own path (QEMU
+    /// and GRUB both put it there, like argv[0]); it is dropped.
+    pub fn from_multiboot1(info: u64, mem: &impl PhysMem) -> Result<BootInfo, BootError> {
+        let unreadable = |what| BootError::Unreadable { what, addr: info };
+        let mut bi = BootInfo::empty(Loader::Multiboot1);
+        let flags = mem.u32_at(info).ok_or(unreadable("flags"))?;
+        bi.info_range = (info, info + 88);
+
+        if flags & (1 << 2) != 0 {
+            let p = mem.u32_at(info + 16).ok_or(unreadable("cmdline pointer"))? as u64;
+            let s = mem.c_str(p, 4096).ok_or(BootError::Unreadable { what: "command line", addr: p })?;
+            let s = core::str::from_utf8(s).unwrap_or("");
+            let args = s.trim_start().split_once(char::is_whitespace).map_or("", |(_, rest)| rest);
+            bi.cmdline = FixedStr::from_bytes(args.trim().as_bytes());
+        }
+        if flags & (1 << 9) != 0 {
+            let p = mem.u32_at(info + 64).ok_or(unreadable("loader name pointer"))? as u64;
+            if let Some(s) = mem.c_str(p, 64) {
+                bi.loader_name = FixedStr::from_bytes(s);
+            }
+        }
+        if flags & (1 << 3) != 0 {
+            let count = mem.u32_at(info + 20).ok_or(unreadable("module count"))?;
+            let base = mem.u32_at(info + 24).ok_or(unreadable("module list"))? as u64;
+            for i in 0..count as u64 {
+                let e = base + i * 16;
+                let what = BootError::Unreadable { what: "module entry", addr: e };
+                let start = mem.u32_at(e).ok_or(what)? as u64;
+                let end = mem.u32_at(e + 4).ok_or(what)? as u64;
+                let sp = mem.u32_at(e + 8).ok_or(what)? as u64;
+                let s = if sp == 0 { &b""[..] } else { mem.c_str(sp, 4096).unwrap_or(b"") };
+                bi.push_module(start, end, s);
+            }
+        }
+        if flags & (1 << 6) != 0 {
+            let len = mem.u32_at(info + 44).ok_or(unreadable("memory map length"))? as u64;
+            let base = mem.u32_at(info + 48).ok_or(unreadable("memory map"))? as u64;
+            let mut p = base;
+            // Each entry: size (of the rest), base u64, length u64, type u32.
+            while p + 24 <= base + len {
+                let what = BootError::Unreadable { what: "memory map entry", addr: p };
+                let size = mem.u32_at(p).ok_or(what)? as u64;
+                let start = mem.u64_at(p + 4).ok_or(what)?;
+                let length = mem.u64_at(p + 12).ok_or(what)?;
+                let typ = mem.u32_at(p + 20).ok_or(what)?;
+                bi.push_region(start, length, RegionKind::from_e820(typ));
+                p += size.max(20) + 4;
+            }
+        } else if flags & 1 != 0 {
+            // Only mem_lower/mem_upper (KiB below 1 MiB / above 1 MiB).
+            let lower = mem.u32_at(info + 4).ok_or(unreadable("mem_lower"))? as u64;
+            let upper = mem.u32_at(info + 8).ok_or(unreadable("mem_upper"))? as u64;
+            bi.push_region(0, lower * 1024, RegionKind::Usable);
+            bi.push_region(1 << 20, upper * 1024, RegionKind::Usable);
+        }
+        if bi.nregions == 0 {
+            return Err(BootError::NoMemoryMap);
+        }
+        Ok(bi)
+    }
+
+    /// Parse multiboot2 information at `info`, which must be readable at
+    /// that address (identity mapped at boot, a buffer in tests).
+    ///
+    /// # Safety
+    /// `info` points at a complete multiboot2 information block that stays
+    /// valid and unmodified for the duration of the call.
+    pub unsafe fn from_multiboot2(info: *const u8) -> Result<BootInfo, BootError> {
+        use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+        // SAFETY: the caller guarantees a valid multiboot2 block at `info`;
+        // the crate checks alignment, size and the end tag.
+        let mbi = unsafe { BootInformation::load(info as *const BootInformationHeader) }
+            .map_err(|_| BootError::Multiboot2("malformed (bad alignment, size or end tag)"))?;
+        let mut bi = BootInfo::empty(Loader::Multiboot2);
+        bi.info_range = (mbi.start_address() as u64, mbi.end_address() as u64);
+        if let Some(c) = mbi.command_line_tag().and_then(|t| t.cmdline().ok()) {
+            bi.cmdline = FixedStr::from_bytes(c.trim().as_bytes());
+        }
+        if let Some(n) = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()) {
+            bi.loader_name = FixedStr::from_bytes(n.as_bytes());
+        }
+        for m in mbi.module_tags() {
+            let s = m.cmdline().unwrap_or("");
+            bi.push_module(m.start_address() as u64, m.end_address() as u64, s.as_bytes());
+        }
+        if let Some(mm) = mbi.memory_map_tag() {
+            for a in mm.memory_areas() {
+                let kind = match a.typ() {
+                    MemoryAreaType::Available => RegionKind::Usable,
+                    MemoryAreaType::AcpiAvailable => RegionKind::AcpiReclaimable,
+                    MemoryAreaType::ReservedHibernate => RegionKind::AcpiNvs,
+                    MemoryAreaType::Defective => RegionKind::Defective,
+                    _ => RegionKind::Reserved,
+                };
+                bi.push_region(a.start_address(), a.size(), kind);
+            }
+        } else if let Some(b) = mbi.basic_memory_info_tag() {
+            bi.push_region(0, b.memory_lower() as u64 * 1024, RegionKind::Usable);
+            bi.push_region(1 << 20, b.memory_upper() as u64 * 1024, RegionKind::Usable);
+        }
+        if bi.nregions == 0 {
+            return Err(BootError::NoMemoryMap);
+        }
+        Ok(bi)
+    }
+
+    /// The end of the highest usable RAM.
+    pub fn max_usable(&self) -> u64 {
+        self.regions().iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.end).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Physical memory for tests: a buffer that starts at `base`.
+    struct Buf {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl PhysMem for Buf {
+        fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+            let off = addr.checked_sub(self.base)? as usize;
+            self.bytes.get(off..off.checked_add(len)?)
+        }
+    }
+
+    impl Buf {
+        fn put(&mut self, addr: u64, data: &[u8]) {
+            let off = (addr - self.base) as usize;
+            self.bytes[off..off + data.len()].copy_from_slice(data);
+        }
+        fn put32(&mut self, addr: u64, v: u32) {
+            self.put(addr, &v.to_le_bytes());
+        }
+        fn put64(&mut self, addr: u64, v: u64) {
+            self.put(addr, &v.to_le_bytes());
+        }
+    }
+
+    fn mb1_image() -> Buf {
+        let mut m = Buf { base: 0x9000, bytes: vec![0; 0x1000] };
+        let info = 0x9000;
+        m.put32(info, (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9));
+        m.put32(info + 16, 0x9100);
+        m.put(0x9100, b"/path/ringvisor.elf loglvl=debug selftest=panic\0");
+        m.put32(info + 64, 0x9180);
+        m.put(0x9180, b"qemu\0");
+        m.put32(info + 20, 2);
+        m.put32(info + 24, 0x9200);
+        m.put32(0x9200, 0x200000);
+        m.put32(0x9204, 0x201000);
+        m.put32(0x9208, 0x9300);
+        m.put32(0x9210, 0x300000);
+        m.put32(0x9214, 0x300800);
+        m.put32(0x9218, 0);
+        m.put(0x9300, b"guest.elf rv.mem=64M -- hello\0");
+        m.put32(info + 44, 48);
+        m.put32(info + 48, 0x9400);
+        m.put32(0x9400, 20);
+        m.put64(0x9404, 0);
+        m.put64(0x940c, 0x9fc00);
+        m.put32(0x9414, 1);
+        m.put32(0x9418, 20);
+        m.put64(0x941c, 0x100000);
+        m.put64(0x9424, 0x7ee0000);
+        m.put32(0x942c, 1);
+        m
+    }
+
+    #[test]
+    fn multiboot1() {
+        let m = mb1_image();
+        let bi = BootInfo::from_multiboot1(0x9000, &m).unwrap();
+        assert_eq!(bi.cmdline.as_str(), "loglvl=debug selftest=panic");
+        assert_eq!(bi.loader_name.as_str(), "qemu");
+        assert_eq!(bi.modules().len(), 2);
+        assert_eq!(bi.modules()[0].start, 0x200000);
+        assert_eq!(bi.modules()[0].end, 0x201000);
+        assert_eq!(bi.modules()[0].cmdline.as_str(), "guest.elf rv.mem=64M -- hello");
+        assert_eq!(bi.modules()[1].cmdline.as_str(), "");
+        assert_eq!(
+            bi.regions(),
+            &[
+                MemRegion { start: 0, end: 0x9fc00, kind: RegionKind::Usable },
+                MemRegion { start: 0x100000, end: 0x7fe0000, kind: RegionKind::Usable },
+            ]
+        );
+        assert_eq!(bi.max_usable(), 0x7fe0000);
+    }
+
+    #[test]
+    fn multiboot1_kernel_path_only() {
+        let mut m = mb1_image();
+        m.put(0x9100, b"ringvisor.elf\0");
+        let bi = BootInfo::from_multiboot1(0x9000, &m).unwrap();
+        assert_eq!(bi.cmdline.as_str(), "");
+    }
+
+    #[test]
+    fn multiboot1_bad_pointers_are_errors_not_panics() {
+        let mut m = mb1_image();
+        m.put32(0x9000 + 24, 0xdead_0000);
+        assert_eq!(
+            BootInfo::from_multiboot1(0x9000, &m).unwrap_err(),
+            BootError::Unreadable { what: "module entry", addr: 0xdead_0000 }
+        );
+        let m = mb1_image();
+        assert!(BootInfo::from_multiboot1(0x1234_5678, &m).is_err());
+    }
+
+    #[test]
+    fn multiboot1_without_map() {
+        let mut m = mb1_image();
+        m.put32(0x9000, 0);
+        assert_eq!(BootInfo::from_multiboot1(0x9000, &m).unwrap_err(), BootError::NoMemoryMap);
+    }
+
+    #[test]
+    fn multiboot2() {
+        use multiboot2::{Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, ModuleTag};
+        let mbi = Builder::new()
+            .cmdline(CommandLineTag::new("loglvl=warn"))
+            .add_module(ModuleTag::new(0x400000, 0x401000, "/boot/g.elf -- x"))
+            .mmap(MemoryMapTag::new(&[
+                MemoryArea::new(0, 0x9f000, MemoryAreaType::Available),
+                MemoryArea::new(0xf0000, 0x10000, MemoryAreaType::Reserved),
+                MemoryArea::new(0x100000, 0x1000_0000, MemoryAreaType::Available),
+            ]))
+            .build();
+        // SAFETY: the builder produced a complete, aligned block that lives
+        // until the end of this test.
+        let bi = unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap();
+        assert_eq!(bi.loader, Loader::Multiboot2);
+        assert_eq!(bi.cmdline.as_str(), "loglvl=warn");
+        assert_eq!(bi.modules().len(), 1);
+        assert_eq!(bi.modules()[0].cmdline.as_str(), "/boot/g.elf -- x");
+        assert_eq!(bi.regions().len(), 3);
+        assert_eq!(bi.regions()[1].kind, RegionKind::Reserved);
+        assert_eq!(bi.max_usable(), 0x1010_0000);
+    }
+
+    #[test]
+    fn fixed_str_truncates_at_char_boundary() {
+        let s = FixedStr::<4>::from_bytes("abcé".as_bytes());
+        assert_eq!(s.as_str(), "abc");
+        let s = FixedStr::<8>::from_bytes(b"a\xffb");
+        assert_eq!(s.as_str(), "a?b");
+    }
+}

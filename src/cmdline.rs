@@ -1,0 +1,305 @@
+//! Command lines: the hypervisor's own options, and each module's
+//! (guest's) command line with its per-domain hypervisor options.
+//!
+//! Hypervisor command line (space separated, unknown options are reported
+//! and ignored, like Xen does):
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `loglvl=error\|warn\|info\|debug\|trace` | how much the hypervisor logs (default `info`) |
+//! | `selftest=pagefault\|divide\|panic` | fault on purpose after boot, to check the fault dump |
+//! | `on_exit=halt\|reboot` | what real hardware does when nothing is left to run (default `halt`) |
+//!
+//! Module command line: `NAME [rv.KEY=VALUE ...] [--] GUEST-ARGS`.
+//! The first word names the module (its path). Then words starting with
+//! `rv.` are per-domain hypervisor options (`rv.mem=64M`, `rv.vcpus=2`);
+//! the first other word, or a `--` (dropped), ends them. The rest goes to
+//! the guest's `start_info.cmd_line` verbatim, so `--` protects guest
+//! arguments that happen to start with `rv.`.
+
+use core::fmt;
+
+/// Log levels, most severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+    Trace = 4,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "error" | "none" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" | "all" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    None,
+    /// Read an unmapped hypervisor address: #PF in ring 0.
+    PageFault,
+    /// Divide by zero in ring 0: #DE.
+    Divide,
+    /// A Rust panic.
+    Panic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExit {
+    Halt,
+    Reboot,
+}
+
+/// Hypervisor options, parsed from the boot loader's command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub loglvl: LogLevel,
+    pub selftest: SelfTest,
+    pub on_exit: OnExit,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { loglvl: LogLevel::Info, selftest: SelfTest::None, on_exit: OnExit::Halt }
+    }
+}
+
+/// A problem with one word of a command line; parsing goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadOption<'a> {
+    pub word: &'a str,
+    pub why: &'static str,
+}
+
+impl fmt::Display for BadOption<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignoring `{}`: {}", self.word, self.why)
+    }
+}
+
+impl Options {
+    /// Parse the hypervisor command line; `bad` hears about each word
+    /// that was not understood.
+    pub fn parse<'a>(cmdline: &'a str, mut bad: impl FnMut(BadOption<'a>)) -> Options {
+        let mut o = Options::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, val) = word.split_once('=').unwrap_or((word, ""));
+            let why = match key {
+                "loglvl" => match LogLevel::parse(val) {
+                    Some(l) => {
+                        o.loglvl = l;
+                        continue;
+                    }
+                    None => "expected error|warn|info|debug|trace",
+                },
+                "selftest" => {
+                    o.selftest = match val {
+                        "pagefault" => SelfTest::PageFault,
+                        "divide" => SelfTest::Divide,
+                        "panic" => SelfTest::Panic,
+                        "none" => SelfTest::None,
+                        _ => {
+                            bad(BadOption { word, why: "expected pagefault|divide|panic" });
+                            continue;
+                        }
+                    };
+                    continue;
+                }
+                "on_exit" => {
+                    o.on_exit = match val {
+                        "halt" => OnExit::Halt,
+                        "reboot" => OnExit::Reboot,
+                        _ => {
+                            bad(BadOption { word, why: "expected halt|reboot" });
+                            continue;
+                        }
+                    };
+                    continue;
+                }
+                _ => "unknown option",
+            };
+            bad(BadOption { word, why });
+        }
+        o
+    }
+}
+
+/// Per-domain hypervisor options from a module's command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainOptions {
+    /// Guest memory in bytes (`rv.mem=`, suffixes K, M, G).
+    pub mem: u64,
+    /// Number of vCPUs (`rv.vcpus=`).
+    pub vcpus: u32,
+}
+
+/// Defaults when a module says nothing: 32 MiB and one vCPU.
+pub const DEFAULT_DOMAIN_MEM: u64 = 32 << 20;
+pub const MAX_DOMAIN_VCPUS: u32 = 64;
+
+impl Default for DomainOptions {
+    fn default() -> Self {
+        DomainOptions { mem: DEFAULT_DOMAIN_MEM, vcpus: 1 }
+    }
+}
+
+/// A module's command line split into its parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleCmdline<'a> {
+    /// First word: the module's path as the loader gave it.
+    pub path: &'a str,
+    pub options: DomainOptions,
+    /// What the guest sees in `start_info.cmd_line`.
+    pub guest_args: &'a str,
+}
+
+impl<'a> ModuleCmdline<'a> {
+    /// The module's name: the last component of its path.
+    pub fn name(&self) -> &'a str {
+        self.path.rsplit('/').next().unwrap_or(self.path)
+    }
+
+    pub fn parse(s: &'a str, mut bad: impl FnMut(BadOption<'a>)) -> ModuleCmdline<'a> {
+        let mut rest = s.trim_start();
+        let (path, r) = split_word(rest);
+        rest = r;
+        let mut options = DomainOptions::default();
+        loop {
+            let (word, r) = split_word(rest);
+            if word == "--" {
+                rest = r;
+                break;
+            }
+            let Some(opt) = word.strip_prefix("rv.") else { break };
+            rest = r;
+            let (key, val) = opt.split_once('=').unwrap_or((opt, ""));
+            match key {
+                "mem" => match parse_size(val) {
+                    Some(m) if m >= 1 << 20 => options.mem = m,
+                    _ => bad(BadOption { word, why: "expected a size of at least 1M, e.g. 64M" }),
+                },
+                "vcpus" => match val.parse::<u32>() {
+                    Ok(n) if (1..=MAX_DOMAIN_VCPUS).contains(&n) => options.vcpus = n,
+                    _ => bad(BadOption { word, why: "expected a vCPU count from 1 to 64" }),
+                },
+                _ => bad(BadOption { word, why: "unknown per-domain option" }),
+            }
+        }
+        ModuleCmdline { path, options, guest_args: rest.trim() }
+    }
+}
+
+/// Split off the first whitespace-separated word; the rest keeps its
+/// inner spacing (guest arguments are passed verbatim).
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// `123`, `64K`, `64M`, `1G` (binary units), decimal or 0x hex.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n = match num.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => num.parse::<u64>().ok()?,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(s: &str) -> (Options, Vec<String>) {
+        let mut bad = Vec::new();
+        let o = Options::parse(s, |b| bad.push(b.to_string()));
+        (o, bad)
+    }
+
+    #[test]
+    fn defaults() {
+        let (o, bad) = opts("");
+        assert_eq!(o, Options::default());
+        assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn options_parse() {
+        let (o, bad) = opts("loglvl=debug  selftest=pagefault on_exit=reboot");
+        assert_eq!(o.loglvl, LogLevel::Debug);
+        assert_eq!(o.selftest, SelfTest::PageFault);
+        assert_eq!(o.on_exit, OnExit::Reboot);
+        assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn bad_options_reported_and_ignored() {
+        let (o, bad) = opts("loglvl=loud frobnicate selftest=x loglvl=warn");
+        assert_eq!(o.loglvl, LogLevel::Warn);
+        assert_eq!(o.selftest, SelfTest::None);
+        assert_eq!(bad.len(), 3);
+        assert!(bad[0].contains("loglvl=loud"));
+        assert!(bad[1].contains("unknown option"));
+    }
+
+    #[test]
+    fn module_plain() {
+        let m = ModuleCmdline::parse("/boot/guest.elf console=hvc0  quiet", |_| panic!());
+        assert_eq!(m.path, "/boot/guest.elf");
+        assert_eq!(m.name(), "guest.elf");
+        assert_eq!(m.options, DomainOptions::default());
+        assert_eq!(m.guest_args, "console=hvc0  quiet");
+    }
+
+    #[test]
+    fn module_with_options() {
+        let m = ModuleCmdline::parse("g.elf rv.mem=64M rv.vcpus=2 -- rv.not=mine x", |_| panic!());
+        assert_eq!(m.options, DomainOptions { mem: 64 << 20, vcpus: 2 });
+        assert_eq!(m.guest_args, "rv.not=mine x");
+    }
+
+    #[test]
+    fn module_bad_options() {
+        let mut bad = Vec::new();
+        let m = ModuleCmdline::parse("g rv.mem=12 rv.vcpus=0 rv.colour=red args", |b| bad.push(b.word));
+        assert_eq!(bad, vec!["rv.mem=12", "rv.vcpus=0", "rv.colour=red"]);
+        assert_eq!(m.options, DomainOptions::default());
+        assert_eq!(m.guest_args, "args");
+    }
+
+    #[test]
+    fn module_only_name() {
+        let m = ModuleCmdline::parse("  g.elf  ", |_| panic!());
+        assert_eq!(m.path, "g.elf");
+        assert_eq!(m.guest_args, "");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("0x1000"), Some(4096));
+        assert_eq!(parse_size("12k"), Some(12 << 10));
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("99999999999999999999G"), None);
+        assert_eq!(parse_size("18446744073709551615G"), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! The serial console (COM1) and the hypervisor's log macros.
+//!
+//! Every hypervisor line starts with `(RV) ` so that guest output, which
+//! starts with `(dN) `, is easy to tell apart. `loglvl=` on the command
+//! line sets how much is printed.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use spin::Mutex;
+use uart_16550::backend::PioBackend;
+use uart_16550::{Config, Uart16550, Uart16550Tty};
+
+use crate::cmdline::LogLevel;
+
+const COM1: u16 = 0x3f8;
+
+/// The tag in front of every hypervisor line.
+pub const TAG: &str = "(RV) ";
+
+static SERIAL: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
+static LOGLVL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+
+pub fn init() {
+    // SAFETY: COM1's eight ports belong to the hypervisor alone; no guest
+    // is ever given access to them.
+    let tty = unsafe { Uart16550Tty::new_port(COM1, Config::default()) }.or_else(|_| {
+        // Some real UARTs fail the loopback self-test but still send.
+        // SAFETY: as above.
+        let mut u = unsafe { Uart16550::new_port(COM1) }.map_err(|_| ())?;
+        u.init(Config::default()).map_err(|_| ())?;
+        Ok::<_, ()>(Uart16550Tty::from_inner(u))
+    });
+    *SERIAL.lock() = tty.ok();
+}
+
+pub fn set_level(l: LogLevel) {
+    LOGLVL.store(l as u8, Ordering::Relaxed);
+}
+
+pub fn enabled(l: LogLevel) -> bool {
+    l as u8 <= LOGLVL.load(Ordering::Relaxed)
+}
+
+struct Sink<'a>(&'a mut Option<Uart16550Tty<PioBackend>>);
+
+impl Write for Sink<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        match self.0 {
+            Some(tty) => tty.write_str(s),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Print one whole line (the tag is the caller's): the lock is held for the
+/// whole line so lines never interleave.
+pub fn print(args: fmt::Arguments) {
+    let mut s = SERIAL.lock();
+    let _ = Sink(&mut s).write_fmt(args);
+}
+
+/// For the fatal path: take the console even if the faulting code held it.
+pub fn print_emergency(args: fmt::Arguments) {
+    if SERIAL.is_locked() {
+        // SAFETY: only called on the way to stopping the machine, with
+        // interrupts off on the only CPU: whoever held the lock never runs
+        // again, so taking it over cannot race.
+        unsafe { SERIAL.force_unlock() };
+    }
+    print(args);
+}
+
+/// `log!(Info, "...")`: one hypervisor line at a level.
+#[macro_export]
+macro_rules! log {
+    ($lvl:ident, $($arg:tt)*) => {
+        if $crate::console::enabled($crate::cmdline::LogLevel::$lvl) {
+            $crate::console::print(format_args!("{}{}\n", $crate::console::TAG, format_args!($($arg)*)));
+        }
+    };
+}
+#[macro_export]
+macro_rules! error { ($($arg:tt)*) => { $crate::log!(Error, $($arg)*) }; }
+#[macro_export]
+macro_rules! warn { ($($arg:tt)*) => { $crate::log!(Warn, $($arg)*) }; }
+#[macro_export]
+macro_rules! info { ($($arg:tt)*) => { $crate::log!(Info, $($arg)*) }; }
+#[macro_export]
+macro_rules! debug { ($($arg:tt)*) => { $crate::log!(Debug, $($arg)*) }; }

@@ -1,0 +1,276 @@
+//! The hypervisor's own page tables.
+//!
+//! Layout inside the range the PV ABI reserves for the hypervisor
+//! (0xffff800000000000..0xffff880000000000), as Xen lays out its own:
+//!
+//! | virtual address | what |
+//! |---|---|
+//! | 0xffff82c000000000 | fixmap: device registers (local APIC), uncached |
+//! | 0xffff82d080000000 | the hypervisor image, 4 KiB pages, W^X |
+//! | 0xffff830000000000 | direct map of all RAM (2 MiB or 1 GiB pages, no-execute) |
+//!
+//! Nothing is mapped in the lower half: that belongs to guests.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+use x86::controlregs::cr3_write;
+
+use super::frame::{bitmap_bytes, find_hole, FrameAllocator, PAGE_SIZE};
+use crate::arch::x86_64::cpu::Features;
+use crate::boot_info::{BootInfo, RegionKind};
+
+pub const KERNEL_VMA: u64 = 0xffff_82d0_8000_0000;
+pub const DIRECTMAP_BASE: u64 = 0xffff_8300_0000_0000;
+pub const FIXMAP_BASE: u64 = 0xffff_82c0_0000_0000;
+/// The boot page tables direct-map this much (boot/boot.S).
+const BOOT_DIRECTMAP: u64 = 4 << 30;
+
+const P: u64 = 1 << 0;
+const RW: u64 = 1 << 1;
+const PWT: u64 = 1 << 3;
+const PCD: u64 = 1 << 4;
+const PS: u64 = 1 << 7;
+const G: u64 = 1 << 8;
+const NX_BIT: u64 = 1 << 63;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+/// Physical address of our PML4 (0 until `init` switches to it).
+static ROOT: AtomicU64 = AtomicU64::new(0);
+/// NX when the CPU has it, else 0 (the bit is reserved without EFER.NXE).
+static NX: AtomicU64 = AtomicU64::new(0);
+static DIRECTMAP_END: AtomicU64 = AtomicU64::new(BOOT_DIRECTMAP);
+static NEXT_FIXMAP: AtomicU64 = AtomicU64::new(FIXMAP_BASE);
+
+extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __image_end: u8;
+    static boot_stack_guard: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+pub fn phys_to_virt(p: u64) -> u64 {
+    DIRECTMAP_BASE + p
+}
+
+pub fn image_phys_range() -> (u64, u64) {
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (s, e) = unsafe { (sym(&__image_start), sym(&__image_end)) };
+    (s - KERNEL_VMA, e - KERNEL_VMA)
+}
+
+pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> R {
+    f(FRAMES.lock().as_mut().expect("frame allocator used before mm::init"))
+}
+
+/// A page table through the direct map.
+fn table(phys: u64) -> &'static mut [u64; 512] {
+    debug_assert!(phys < DIRECTMAP_END.load(Ordering::Relaxed));
+    // SAFETY: `phys` is a page-table frame the hypervisor allocated (or the
+    // CPU's CR3 chain points at), inside the direct map; page tables are
+    // only edited with the frame allocator's lock or during single-threaded
+    // boot, so no other reference is live.
+    unsafe { &mut *(phys_to_virt(phys) as *mut [u64; 512]) }
+}
+
+fn alloc_table() -> u64 {
+    let f = with_frames(|fa| fa.alloc()).expect("out of memory building hypervisor page tables");
+    table(f.addr()).fill(0);
+    f.addr()
+}
+
+/// The table below `parent[idx]`, created if absent.
+fn next(parent: u64, idx: usize) -> u64 {
+    let t = table(parent);
+    if t[idx] & P == 0 {
+        t[idx] = alloc_table() | P | RW;
+    }
+    t[idx] & ADDR
+}
+
+fn idx(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * level)) & 511) as usize
+}
+
+fn map_4k(root: u64, va: u64, pa: u64, flags: u64) {
+    let pdpt = next(root, idx(va, 3));
+    let pd = next(pdpt, idx(va, 2));
+    let pt = next(pd, idx(va, 1));
+    table(pt)[idx(va, 0)] = pa | flags;
+}
+
+pub struct Summary {
+    pub usable: u64,
+    pub free_after: u64,
+    pub directmap_end: u64,
+    pub gbpages: bool,
+}
+
+/// Set up the frame pool, build the hypervisor's page tables, switch to them.
+pub fn init(bi: &BootInfo, f: &Features) -> Summary {
+    NX.store(if f.nx { NX_BIT } else { 0 }, Ordering::Relaxed);
+    let nx = NX.load(Ordering::Relaxed);
+
+    // --- the frame pool ---
+    let mut usable = [(0u64, 0u64); crate::boot_info::MAX_REGIONS];
+    let mut n = 0;
+    for r in bi.regions().iter().filter(|r| r.kind == RegionKind::Usable) {
+        usable[n] = (r.start, r.end);
+        n += 1;
+    }
+    let usable = &usable[..n];
+    let mut reserved = [(0u64, 0u64); crate::boot_info::MAX_MODULES + 2];
+    // Below 1 MiB: BIOS data, option ROMs, and later real-mode trampolines.
+    reserved[0] = (0, 1 << 20);
+    reserved[1] = image_phys_range();
+    for (i, m) in bi.modules().iter().enumerate() {
+        reserved[2 + i] = (m.start, m.end);
+    }
+    let reserved = &reserved[..2 + bi.modules().len()];
+    let max = bi.max_usable();
+    let bytes = bitmap_bytes(max);
+    let hole = find_hole(usable, reserved, bytes)
+        .filter(|h| h + bytes <= BOOT_DIRECTMAP)
+        .unwrap_or_else(|| panic!("no room for the frame bitmap ({bytes} bytes) in low RAM"));
+    // SAFETY: [hole, hole+bytes) is usable RAM that nothing else uses (it
+    // avoids the image, modules and low memory), reachable through the
+    // boot direct map, and reserved in the pool below, so it is never
+    // handed out: this is the only reference to it, forever.
+    let bits = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(hole) as *mut u64, (bytes / 8) as usize) };
+    let mut fa = FrameAllocator::new(bits, max);
+    for &(s, e) in usable {
+        fa.add_free(s, e);
+    }
+    for &(s, e) in reserved {
+        fa.reserve(s, e);
+    }
+    fa.reserve(hole, hole + bytes);
+    *FRAMES.lock() = Some(fa);
+
+    // --- the page tables ---
+    let root = alloc_table();
+    // Direct map: all RAM and at least the low 4 GiB (device holes are
+    // uncached through the MTRRs), rounded up to whole GiB.
+    let dm_end = max.max(BOOT_DIRECTMAP).next_multiple_of(1 << 30);
+    let mut pa = 0;
+    while pa < dm_end {
+        let va = phys_to_virt(pa);
+        let pdpt = next(root, idx(va, 3));
+        if f.gbpages {
+            table(pdpt)[idx(va, 2)] = pa | P | RW | PS | G | nx;
+        } else {
+            let pd = next(pdpt, idx(va, 2));
+            for i in 0..512 {
+                table(pd)[i] = (pa + i as u64 * (2 << 20)) | P | RW | PS | G | nx;
+            }
+        }
+        pa += 1 << 30;
+    }
+
+    // The image, W^X: text read+execute, rodata read-only, data/bss
+    // read+write no-execute; the boot stack's guard page stays unmapped.
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (start, text_end, ro_end, end, guard) = unsafe {
+        (sym(&__image_start), sym(&__text_end), sym(&__rodata_end), sym(&__image_end), sym(&boot_stack_guard))
+    };
+    let mut va = start;
+    while va < end {
+        let flags = if va < text_end {
+            P | G
+        } else if va < ro_end {
+            P | G | nx
+        } else {
+            P | RW | G | nx
+        };
+        if va != guard {
+            map_4k(root, va, va - KERNEL_VMA, flags);
+        }
+        va += PAGE_SIZE;
+    }
+
+    // SAFETY: the new tables map everything the hypervisor uses from here
+    // on: its image (code, stacks, statics) and RAM through the direct map,
+    // which is where every pointer we hold points. The identity map goes.
+    unsafe { cr3_write(root) };
+    ROOT.store(root, Ordering::Relaxed);
+    DIRECTMAP_END.store(dm_end, Ordering::Relaxed);
+
+    Summary {
+        usable: usable.iter().map(|(s, e)| e - s).sum(),
+        free_after: with_frames(|fa| fa.free_frames()) * PAGE_SIZE,
+        directmap_end: dm_end,
+        gbpages: f.gbpages,
+    }
+}
+
+/// Map one page of device registers, uncached; returns its address.
+pub fn map_mmio(phys: u64) -> u64 {
+    let va = NEXT_FIXMAP.fetch_add(PAGE_SIZE, Ordering::Relaxed);
+    let nx = NX.load(Ordering::Relaxed);
+    map_4k(ROOT.load(Ordering::Relaxed), va, phys & ADDR, P | RW | PCD | PWT | G | nx);
+    // SAFETY: invalidating a TLB entry is always sound.
+    unsafe { x86::tlb::flush(va as usize) };
+    va
+}
+
+/// Where `va` is mapped in the hypervisor's tables, if it is.
+pub fn translate(va: u64) -> Option<u64> {
+    let mut t = ROOT.load(Ordering::Relaxed);
+    if t == 0 {
+        return None;
+    }
+    for level in (0..4).rev() {
+        let e = table(t)[idx(va, level)];
+        if e & P == 0 {
+            return None;
+        }
+        if level == 0 || (e & PS != 0 && level <= 2) {
+            let size = 1u64 << (12 + 9 * level);
+            return Some((e & ADDR & !(size - 1)) | (va & (size - 1)));
+        }
+        t = e & ADDR;
+    }
+    None
+}
+
+/// Read a word of hypervisor memory if it is mapped (the fault dump uses it
+/// so a wild stack pointer cannot fault again).
+pub fn read_hypervisor_u64(va: u64) -> Option<u64> {
+    if va % 8 != 0 {
+        return None;
+    }
+    let pa = translate(va)?;
+    if pa + 8 > DIRECTMAP_END.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: `pa` is mapped RAM (translate walked our own tables), read
+    // through the direct map; an aligned u64 read of it cannot fault.
+    Some(unsafe { (phys_to_virt(pa) as *const u64).read_volatile() })
+}
+
+/// Reading `addr` would fault: used by `selftest=pagefault`.
+pub const UNMAPPED_HYPERVISOR_ADDRESS: u64 = 0xffff_8100_dead_0000;
+
+/// Physical memory through the boot direct map, for parsing the loader's
+/// structures before `init`.
+pub struct BootPhysMem;
+
+impl crate::boot_info::PhysMem for BootPhysMem {
+    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let end = addr.checked_add(len as u64)?;
+        if end > BOOT_DIRECTMAP {
+            return None;
+        }
+        // SAFETY: the boot page tables map [0, 4 GiB) at the direct map;
+        // the loader's structures are read-only input that nobody writes
+        // while we parse them.
+        Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
+    }
+}
+

@@ -1,0 +1,164 @@
+//! Start of day: from the boot stub's jump into Rust to running domains.
+
+use crate::arch::x86_64::exit::{exit, Verdict};
+use crate::arch::x86_64::{apic, cpu, gdt, idt, time};
+use crate::boot_info::{BootInfo, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC};
+use crate::cmdline::{ModuleCmdline, Options, SelfTest};
+use crate::console;
+use crate::mm::{heap, paging};
+
+extern "C" {
+    static boot_stack_top: u8;
+}
+
+/// Entered from boot/boot.S in long mode, on the boot stack, interrupts off.
+#[no_mangle]
+extern "C" fn rust_start(magic: u32, info: u32) -> ! {
+    console::init();
+    let t_start = time::tsc();
+
+    let bi = match magic {
+        MULTIBOOT1_MAGIC => BootInfo::from_multiboot1(info as u64, &paging::BootPhysMem),
+        // SAFETY: a multiboot2 loader left its information block at `info`
+        // (below 4 GiB, so inside the boot direct map) and does not touch
+        // it any more.
+        MULTIBOOT2_MAGIC => unsafe { BootInfo::from_multiboot2(paging::phys_to_virt(info as u64) as *const u8) },
+        other => Err(crate::boot_info::BootError::BadMagic(other)),
+    };
+    let bi = match bi {
+        Ok(bi) => bi,
+        Err(e) => exit(Verdict::Failure, format_args!("cannot boot: {e}")),
+    };
+
+    let mut bad_words = 0;
+    let opts = Options::parse(bi.cmdline.as_str(), |b| {
+        warn!("command line: {b}");
+        bad_words += 1;
+    });
+    console::set_level(opts.loglvl);
+    crate::arch::x86_64::exit::set_on_exit(opts.on_exit);
+
+    let f = cpu::detect();
+    info!("ringvisor {} - a small hypervisor for Xen PV guests", env!("CARGO_PKG_VERSION"));
+    info!(
+        "cpu: {} family {:#x} model {:#x} stepping {} \"{}\"",
+        f.vendor.as_str(),
+        f.family,
+        f.model,
+        f.stepping,
+        f.brand.as_str()
+    );
+    info!("cpu features: {}", f.list().as_str());
+    info!(
+        "loader: {} {}",
+        match bi.loader {
+            crate::boot_info::Loader::Multiboot1 => "multiboot1",
+            crate::boot_info::Loader::Multiboot2 => "multiboot2",
+        },
+        bi.loader_name.as_str()
+    );
+    info!("command line: \"{}\"", bi.cmdline.as_str());
+    for r in bi.regions() {
+        info!("  memory {:#014x}-{:#014x} {}", r.start, r.end, r.kind.name());
+    }
+    if bi.dropped_regions > 0 {
+        warn!("memory map: {} entries did not fit and were ignored", bi.dropped_regions);
+    }
+
+    cpu::enable_protections(&f);
+    let stack_top = core::ptr::addr_of!(boot_stack_top) as u64;
+    gdt::init(stack_top);
+    idt::init();
+    let mem = paging::init(&bi, &f);
+    info!(
+        "memory: {} MiB usable, {} MiB free; direct map {:#x}..{:#x} ({} pages); image W^X at {:#x}",
+        mem.usable >> 20,
+        mem.free_after >> 20,
+        paging::DIRECTMAP_BASE,
+        paging::DIRECTMAP_BASE + mem.directmap_end,
+        if mem.gbpages { "1 GiB" } else { "2 MiB" },
+        paging::KERNEL_VMA,
+    );
+    let heap = heap::init().unwrap_or_else(|| panic!("no room for the {} MiB heap", heap::HEAP_SIZE >> 20));
+    debug!("heap: {} MiB at {heap:#x}", heap::HEAP_SIZE >> 20);
+
+    let (tsc_hz, src) = time::init(&f);
+    let a = apic::init();
+    info!(
+        "time: TSC {}.{:03} MHz (from {}); local APIC {} at {:#x}, timer {}.{:03} MHz",
+        tsc_hz / 1_000_000,
+        tsc_hz / 1_000 % 1_000,
+        match src {
+            time::TscSource::Cpuid => "CPUID",
+            time::TscSource::Pit => "PIT calibration",
+        },
+        a.id,
+        a.phys,
+        a.timer_hz / 1_000_000,
+        a.timer_hz / 1_000 % 1_000
+    );
+    match apic::selfcheck(1_000_000) {
+        Some(ns) => info!("time: APIC one-shot of 1 ms fired after {}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000),
+        None => error!("time: APIC one-shot of 1 ms never fired"),
+    }
+
+    for (i, m) in bi.modules().iter().enumerate() {
+        let mc = ModuleCmdline::parse(m.cmdline.as_str(), |b| warn!("module {i}: {b}"));
+        info!(
+            "module {i}: name={} bytes={} mem={}M vcpus={} cmdline=\"{}\"",
+            mc.name(),
+            m.end - m.start,
+            mc.options.mem >> 20,
+            mc.options.vcpus,
+            mc.guest_args
+        );
+    }
+    if bi.dropped_modules > 0 {
+        warn!("{} modules did not fit and were ignored", bi.dropped_modules);
+    }
+    let boot_ns = time::tsc_to_ns(time::tsc() - t_start);
+    info!("boot: hypervisor ready in {}.{:03} ms", boot_ns / 1_000_000, boot_ns / 1_000 % 1_000);
+
+    selftest(opts.selftest);
+
+    if bi.modules().is_empty() {
+        exit(Verdict::Success, format_args!("no guests given; nothing to run"));
+    }
+    warn!("running guests is not implemented yet; {} module(s) left unstarted", bi.modules().len());
+    exit(Verdict::Success, format_args!("nothing left to run"))
+}
+
+/// `selftest=`: fault on purpose, to show (and test) the fatal path.
+fn selftest(t: SelfTest) {
+    match t {
+        SelfTest::None => {}
+        SelfTest::PageFault => {
+            info!("selftest: reading unmapped hypervisor address {:#x}", paging::UNMAPPED_HYPERVISOR_ADDRESS);
+            // SAFETY: deliberately unsound: this read faults, and the fault
+            // handler stops the machine; the value is never used.
+            let v = unsafe { (paging::UNMAPPED_HYPERVISOR_ADDRESS as *const u64).read_volatile() };
+            error!("selftest: read {v:#x} from an address that should be unmapped");
+        }
+        SelfTest::Divide => {
+            info!("selftest: dividing by zero");
+            // SAFETY: `div` by zero raises #DE, which stops the machine.
+            unsafe { core::arch::asm!("xor edx, edx", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _) };
+        }
+        SelfTest::Panic => panic!("selftest=panic asked for a panic"),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: stopping interrupts on the way out is always sound.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    let loc = info.location();
+    console::print_emergency(format_args!(
+        "{}FATAL: panic at {}:{}: {}\n",
+        console::TAG,
+        loc.map_or("?", |l| l.file()),
+        loc.map_or(0, |l| l.line()),
+        info.message()
+    ));
+    exit(Verdict::Panic, format_args!("hypervisor panic"))
+}
