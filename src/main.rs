@@ -13,7 +13,7 @@
 
 extern crate alloc;
 
-pub mod abi;
+pub use ringvisor_abi as abi;
 pub mod boot_info;
 pub mod cmdline;
 pub mod domain;

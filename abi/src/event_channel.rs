@@ -288,7 +288,7 @@ layout!(EvtchnFifoControlBlock, 72);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{as_bytes, from_bytes, Pod};
+    use crate::{as_bytes, from_bytes, Pod};
 
     #[test]
     fn status_union() {

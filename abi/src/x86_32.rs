@@ -353,8 +353,8 @@ mod tests {
         assert_eq!(FLAT_KERNEL_SS & 3, 1);
         assert_eq!(FLAT_USER_CS & 3, 3);
         // Same numbers, different descriptors from the 64-bit GDT.
-        assert_eq!(FLAT_RING3_CS, crate::abi::x86_64::FLAT_RING3_DS32);
-        assert_eq!(FLAT_RING3_DS, crate::abi::x86_64::FLAT_RING3_CS64);
+        assert_eq!(FLAT_RING3_CS, crate::x86_64::FLAT_RING3_DS32);
+        assert_eq!(FLAT_RING3_DS, crate::x86_64::FLAT_RING3_CS64);
     }
 
     #[test]

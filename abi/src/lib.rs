@@ -1,5 +1,8 @@
 //! The Xen PV public ABI (`xen/include/public/`) as `repr(C)` types and constants.
 //!
+//! Its own crate so that the hypervisor and the test guests share one set
+//! of types.
+//!
 //! Everything here is data: numbers and layouts a guest written against
 //! Xen's public headers expects, and nothing that decides what to do with
 //! them (that is `pv/`). The layouts were read from the Xen tree (the
@@ -61,6 +64,7 @@
 //! with 4-byte alignment). Those 32-bit types here are
 //! `#[repr(C, packed(4))]`: read their `u64` fields by value (`{ s.field }`)
 //! rather than by reference.
+#![no_std]
 
 pub mod callback;
 pub mod console;
@@ -198,7 +202,7 @@ macro_rules! pod_struct {
         }
 
         const _: () = {
-            const fn field_is_pod<T: $crate::abi::Pod>() {}
+            const fn field_is_pod<T: $crate::Pod>() {}
             $( field_is_pod::<$fty>(); )*
             assert!(
                 ::core::mem::size_of::<$name>() == 0 $( + ::core::mem::size_of::<$fty>() )*,
@@ -209,7 +213,7 @@ macro_rules! pod_struct {
         // SAFETY: `repr(C)`; the const block above proves every field is
         // `Pod` (any bit pattern valid) and that the field sizes add up to
         // the struct size, so there is no padding byte.
-        unsafe impl $crate::abi::Pod for $name {}
+        unsafe impl $crate::Pod for $name {}
     };
 }
 pub(crate) use pod_struct;

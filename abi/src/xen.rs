@@ -700,7 +700,7 @@ mod tests {
         let c = StartInfoConsole::dom0(0x100, 0x28);
         assert_eq!((c.info_off(), c.info_size()), (0x100, 0x28));
         // In C the dom0 view overlays the first 8 bytes of the domU view.
-        let b = crate::abi::as_bytes(&c);
+        let b = crate::as_bytes(&c);
         assert_eq!(&b[0..4], &0x100u32.to_le_bytes());
         assert_eq!(&b[4..8], &0x28u32.to_le_bytes());
     }

@@ -241,7 +241,7 @@ mod tests {
         ] {
             assert_eq!(sel & 3, 3);
             // In Xen's reserved GDT page.
-            assert!(usize::from(sel >> 3) >= crate::abi::FIRST_RESERVED_GDT_ENTRY);
+            assert!(usize::from(sel >> 3) >= crate::FIRST_RESERVED_GDT_ENTRY);
         }
         assert_eq!(FLAT_KERNEL_CS, 0xe033);
         assert_eq!(FLAT_KERNEL_SS, 0xe02b);
