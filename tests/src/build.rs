@@ -102,6 +102,18 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies `elf` without its debug info when `objcopy` is there: the release
+/// build keeps full debug info (~5 MB), and GRUB reading all of it from
+/// the emulated CD costs ~0.6 s of every ISO boot under TCG. Symbols stay
+/// in `target/ringvisor.elf` for gdb.
+fn copy_stripped(elf: &Path, to: &Path) -> Result<()> {
+    if cmd::find_in_path("objcopy").is_none() {
+        eprintln!("note: no objcopy (binutils): the ISO gets the hypervisor with its debug info");
+        return copy(elf, to);
+    }
+    cmd::run(Command::new("objcopy").arg("--strip-debug").arg(elf).arg(to))
+}
+
 /// Builds a BIOS GRUB ISO at `out`: `elf` as `/boot/ringvisor.elf` with
 /// command line `cmdline`, each guest as `/boot/NAME` (see [`grub`]).
 pub fn build_iso(elf: &Path, cmdline: &str, guests: &[GuestSpec], out: &Path) -> Result<PathBuf> {
@@ -120,7 +132,7 @@ pub fn build_iso(elf: &Path, cmdline: &str, guests: &[GuestSpec], out: &Path) ->
     }
     fs::create_dir_all(root.join("boot/grub"))?;
     fs::write(root.join("boot/grub/grub.cfg"), &cfg)?;
-    copy(elf, &root.join("boot/ringvisor.elf"))?;
+    copy_stripped(elf, &root.join("boot/ringvisor.elf"))?;
     for m in &modules {
         copy(&m.source, &root.join("boot").join(&m.name))?;
     }

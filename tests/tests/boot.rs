@@ -171,14 +171,19 @@ fn loglvl_is_honoured() {
 }
 
 /// The hypervisor lists each module as
-/// `(RV) module N: name=NAME cmdline="CMDLINE" ...`; a stand-in module is no
-/// guest, so the run may end in FAILURE (domain build error) but must not
+/// `(RV) module N: name=NAME bytes=... mem=...M vcpus=... cmdline="GUEST-ARGS"`,
+/// NAME being the last part of the module's first word. A stand-in module is
+/// no guest, so the run may end in FAILURE (domain build error) but must not
 /// panic, fault or hang.
-fn expect_module_listed(what: &str, out: &RunOutput, cmdline: &str) {
-    let want = format!("cmdline=\"{cmdline}\"");
+fn expect_module_listed(what: &str, out: &RunOutput, name: &str, args: &str) {
+    let listed = |l: &&str| {
+        l.starts_with(&format!("(RV) module 0: name={name} "))
+            && l.contains(" mem=64M ")
+            && l.ends_with(&format!("cmdline=\"{args}\""))
+    };
     assert!(
-        out.rv_lines().any(|l| l.starts_with("(RV) module 0") && l.contains(&want)),
-        "{what}: no `(RV) module 0: ... {want}` line\n{}",
+        out.rv_lines().any(|l| listed(&l)),
+        "{what}: no `(RV) module 0: name={name} ... mem=64M ... cmdline=\"{args}\"` line\n{}",
         out.transcript()
     );
     assert!(
@@ -190,14 +195,14 @@ fn expect_module_listed(what: &str, out: &RunOutput, cmdline: &str) {
 }
 
 #[test]
-fn initrd_module_is_listed_with_its_cmdline() {
+fn initrd_module_is_listed_with_its_options_and_args() {
     let what = "-initrd module";
     let path = dummy_module("initrd");
-    // The comma checks QEMU's `,,` escaping end to end.
-    let guest = GuestSpec::new(&path).opt("mem", "64M").args("hello world,x");
+    // The comma checks QEMU's `,,` escaping end to end; `rv.vcpus=9` after
+    // `--` must reach the guest, not the hypervisor.
+    let guest = GuestSpec::new(&path).opt("mem", "64M").args("hello world,x rv.vcpus=9");
     let out = boot(what, Qemu::kernel(elf()).guest(guest));
-    let cmdline = format!("{} rv.mem=64M -- hello world,x", path.display());
-    expect_module_listed(what, &out, &cmdline);
+    expect_module_listed(what, &out, "initrd.bin", "hello world,x rv.vcpus=9");
 }
 
 #[test]
@@ -209,8 +214,9 @@ fn grub_module_is_listed_with_its_name_first() {
     build::build_iso(&elf(), "loglvl=info", &[guest], &iso)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let out = boot(what, Qemu::iso(&iso));
-    // GRUB drops the path; grub.cfg names the module again.
-    expect_module_listed(what, &out, "grub.bin rv.mem=64M -- hello world,x");
+    // GRUB drops the path; grub.cfg names the module again, so the
+    // hypervisor sees `grub.bin rv.mem=64M -- hello world,x`.
+    expect_module_listed(what, &out, "grub.bin", "hello world,x");
 }
 
 #[test]

@@ -98,10 +98,13 @@ const TEST_HELP: &str = "\
 cargo xtask test [-- TEST-ARGS...]
 
 Builds the hypervisor (release) to target/ringvisor.elf and a plain ISO
-(hypervisor alone) to target/ringvisor-test.iso, then runs
-`RINGVISOR_ELF=... RINGVISOR_ISO=... cargo test --workspace -- --nocapture
-[TEST-ARGS...]`: the host unit tests of every crate and the QEMU boot tests
-in tests/tests/. Each QEMU run prints its verdict and boot-to-banner time.
+(hypervisor alone) to target/ringvisor-test.iso, then runs, with
+RINGVISOR_ELF and RINGVISOR_ISO set to those two files,
+  cargo test --workspace --doc -- --nocapture [TEST-ARGS...]
+  cargo test --workspace --all-targets -- --nocapture [TEST-ARGS...]
+that is, the doc tests and then the host unit tests of every crate and the
+QEMU boot tests in tests/tests/. Each QEMU run prints its verdict and
+boot-to-banner time. Exits non-zero when a test fails.
 Missing QEMU/GRUB tools are installed with apt-get when run as root.
 ";
 
@@ -309,23 +312,29 @@ fn test(o: &Opts) -> Result<ExitCode> {
     tools::ensure(tools::ALL)?;
     let elf = build::build_hypervisor(Profile::Release)?;
     let iso = build::build_iso(&elf, "", &[], &build::target_dir().join("ringvisor-test.iso"))?;
-    let mut c = build::cargo();
-    c.current_dir(build::workspace_root())
-        .env("RINGVISOR_ELF", &elf)
-        .env("RINGVISOR_ISO", &iso)
-        .args(["test", "--workspace", "--", "--nocapture"])
-        .args(&o.rest);
-    cmd::announce(&c);
-    let status = match c.status() {
-        Ok(s) => s,
-        Err(e) => bail!("cannot run cargo: {e}"),
-    };
+    // Doc tests first, then every other test target: cargo's doc-test
+    // summaries come last otherwise, and "0 passed" closing the output
+    // reads as if nothing ran.
+    for targets in [&["--doc"][..], &["--all-targets"][..]] {
+        let mut c = build::cargo();
+        c.current_dir(build::workspace_root())
+            .env("RINGVISOR_ELF", &elf)
+            .env("RINGVISOR_ISO", &iso)
+            .args(["test", "--workspace"])
+            .args(targets)
+            .args(["--", "--nocapture"])
+            .args(&o.rest);
+        cmd::announce(&c);
+        let status = match c.status() {
+            Ok(s) => s,
+            Err(e) => bail!("cannot run cargo: {e}"),
+        };
+        if !status.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     // Nothing printed after cargo's own summary when the tests pass.
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::SUCCESS)
 }
 
 fn gdb(o: &Opts) -> Result<ExitCode> {
