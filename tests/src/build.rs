@@ -111,7 +111,12 @@ fn copy_stripped(elf: &Path, to: &Path) -> Result<()> {
         eprintln!("note: no objcopy (binutils): the ISO gets the hypervisor with its debug info");
         return copy(elf, to);
     }
-    cmd::run(Command::new("objcopy").arg("--strip-debug").arg(elf).arg(to))
+    cmd::run(
+        Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(elf)
+            .arg(to),
+    )
 }
 
 /// Builds a BIOS GRUB ISO at `out`: `elf` as `/boot/ringvisor.elf` with
@@ -199,7 +204,12 @@ pub fn test_iso() -> Result<PathBuf> {
         }
         None => {
             eprintln!("RINGVISOR_ISO is unset: building target/ringvisor-test.iso");
-            build_iso(&test_elf()?, "", &[], &target_dir().join("ringvisor-test.iso"))
+            build_iso(
+                &test_elf()?,
+                "",
+                &[],
+                &target_dir().join("ringvisor-test.iso"),
+            )
         }
     })
     .clone()

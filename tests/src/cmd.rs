@@ -9,8 +9,7 @@ use std::process::Command;
 pub fn shell_word(word: &OsStr) -> String {
     let s = word.to_string_lossy();
     let plain = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%^".contains(c));
     if plain {
         s.into_owned()
@@ -93,6 +92,9 @@ mod tests {
     fn display_shows_env_program_and_args() {
         let mut c = Command::new("qemu-system-x86_64");
         c.env("X", "1 2").args(["-append", "loglvl=debug x"]);
-        assert_eq!(display(&c), "X='1 2' qemu-system-x86_64 -append 'loglvl=debug x'");
+        assert_eq!(
+            display(&c),
+            "X='1 2' qemu-system-x86_64 -append 'loglvl=debug x'"
+        );
     }
 }

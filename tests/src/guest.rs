@@ -91,8 +91,7 @@ impl GuestSpec {
 
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
@@ -171,8 +170,13 @@ mod tests {
 
     #[test]
     fn parses_options_and_args() {
-        let g: GuestSpec = "g.elf@mem=64M,rv.vcpus=2:console=hvc0 --x loglvl=9".parse().unwrap();
-        assert_eq!(g.opts, [("mem".into(), "64M".into()), ("vcpus".into(), "2".into())]);
+        let g: GuestSpec = "g.elf@mem=64M,rv.vcpus=2:console=hvc0 --x loglvl=9"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            g.opts,
+            [("mem".into(), "64M".into()), ("vcpus".into(), "2".into())]
+        );
         assert_eq!(g.args, "console=hvc0 --x loglvl=9");
         assert_eq!(
             g.module_cmdline("g.elf"),

@@ -227,7 +227,10 @@ impl Qemu {
         let stderr = errors.join().unwrap_or_default();
         let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
 
-        let first_line = lines.iter().find(|l| !l.text.trim().is_empty()).map(|l| l.at);
+        let first_line = lines
+            .iter()
+            .find(|l| !l.text.trim().is_empty())
+            .map(|l| l.at);
         let banner = lines.iter().find(|l| l.text.contains(BANNER)).map(|l| l.at);
         Ok(RunOutput {
             verdict: Verdict::from_status(status.code(), timed_out),
@@ -284,7 +287,10 @@ fn read_serial(mut from: impl Read, start: Instant, echo: bool, lines: &Mutex<Ve
             if b == b'\n' {
                 let text = clean(&partial);
                 partial.clear();
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(Line { at, text });
+                lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Line { at, text });
             } else {
                 partial.push(b);
             }
@@ -292,10 +298,10 @@ fn read_serial(mut from: impl Read, start: Instant, echo: bool, lines: &Mutex<Ve
     }
     if !partial.is_empty() {
         let text = clean(&partial);
-        lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Line { at: start.elapsed(), text });
+        lines.lock().unwrap_or_else(|p| p.into_inner()).push(Line {
+            at: start.elapsed(),
+            text,
+        });
     }
 }
 
@@ -535,7 +541,10 @@ mod tests {
         assert_eq!(Verdict::from_status(Some(0), false), Verdict::TripleFault);
         assert_eq!(Verdict::from_status(None, true), Verdict::Timeout);
         assert_eq!(Verdict::from_status(Some(33), true), Verdict::Timeout);
-        assert_eq!(Verdict::from_status(Some(1), false), Verdict::Other(Some(1)));
+        assert_eq!(
+            Verdict::from_status(Some(1), false),
+            Verdict::Other(Some(1))
+        );
         assert_eq!(Verdict::from_status(None, false), Verdict::Other(None));
         assert!(Verdict::Success.is_success());
         assert!(!Verdict::TripleFault.is_success());
@@ -543,7 +552,10 @@ mod tests {
 
     #[test]
     fn clean_strips_escapes_and_controls() {
-        assert_eq!(clean(b"\x1b[2J\x1b[1;1H(RV) ringvisor 0.1\r"), "(RV) ringvisor 0.1");
+        assert_eq!(
+            clean(b"\x1b[2J\x1b[1;1H(RV) ringvisor 0.1\r"),
+            "(RV) ringvisor 0.1"
+        );
         assert_eq!(clean(b"a\x1b(Bb\tc\x07"), "ab\tc");
     }
 

@@ -112,7 +112,11 @@ fn iso_boot_prints_banner_then_succeeds() {
     let what = "GRUB ISO boot";
     let out = boot(what, Qemu::iso(iso()));
     expect_verdict(what, &out, Verdict::Success);
-    assert!(out.banner_line().is_some(), "{what}: no banner\n{}", out.transcript());
+    assert!(
+        out.banner_line().is_some(),
+        "{what}: no banner\n{}",
+        out.transcript()
+    );
     expect_exit_line(what, &out, "success");
     eprintln!(
         "{what}: boot-to-banner {} (QEMU spawn, through SeaBIOS and GRUB, to the banner)",
@@ -200,7 +204,9 @@ fn initrd_module_is_listed_with_its_options_and_args() {
     let path = dummy_module("initrd");
     // The comma checks QEMU's `,,` escaping end to end; `rv.vcpus=9` after
     // `--` must reach the guest, not the hypervisor.
-    let guest = GuestSpec::new(&path).opt("mem", "64M").args("hello world,x rv.vcpus=9");
+    let guest = GuestSpec::new(&path)
+        .opt("mem", "64M")
+        .args("hello world,x rv.vcpus=9");
     let out = boot(what, Qemu::kernel(elf()).guest(guest));
     expect_module_listed(what, &out, "initrd.bin", "hello world,x rv.vcpus=9");
 }
@@ -209,7 +215,9 @@ fn initrd_module_is_listed_with_its_options_and_args() {
 fn grub_module_is_listed_with_its_name_first() {
     let what = "GRUB module2";
     let path = dummy_module("grub");
-    let guest = GuestSpec::new(&path).opt("mem", "64M").args("hello world,x");
+    let guest = GuestSpec::new(&path)
+        .opt("mem", "64M")
+        .args("hello world,x");
     let iso = build::target_dir().join("boot-tests/grub-module.iso");
     build::build_iso(&elf(), "loglvl=info", &[guest], &iso)
         .unwrap_or_else(|e| panic!("{what}: {e}"));

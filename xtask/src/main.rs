@@ -219,14 +219,26 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         "build" => (BUILD_HELP, profile.to_vec(), Profile::Release),
-        "iso" => (ISO_HELP, [profile, &["--cmdline", "GUEST"]].concat(), Profile::Release),
+        "iso" => (
+            ISO_HELP,
+            [profile, &["--cmdline", "GUEST"]].concat(),
+            Profile::Release,
+        ),
         "run" => (
             RUN_HELP,
-            [profile, &["--iso", "--tcg", "--kvm", "--timeout", "--cmdline", "GUEST"]].concat(),
+            [
+                profile,
+                &["--iso", "--tcg", "--kvm", "--timeout", "--cmdline", "GUEST"],
+            ]
+            .concat(),
             Profile::Release,
         ),
         "test" => (TEST_HELP, vec!["--"], Profile::Release),
-        "gdb" => (GDB_HELP, [profile, &["--cmdline", "GUEST"]].concat(), Profile::Debug),
+        "gdb" => (
+            GDB_HELP,
+            [profile, &["--cmdline", "GUEST"]].concat(),
+            Profile::Debug,
+        ),
         other => bail!("unknown command {other:?}; commands: build, iso, run, test, gdb, help"),
     };
     let o = parse(command, rest, &allowed, default)?;
@@ -311,7 +323,12 @@ fn run(o: &Opts) -> Result<ExitCode> {
 fn test(o: &Opts) -> Result<ExitCode> {
     tools::ensure(tools::ALL)?;
     let elf = build::build_hypervisor(Profile::Release)?;
-    let iso = build::build_iso(&elf, "", &[], &build::target_dir().join("ringvisor-test.iso"))?;
+    let iso = build::build_iso(
+        &elf,
+        "",
+        &[],
+        &build::target_dir().join("ringvisor-test.iso"),
+    )?;
     // Doc tests first, then every other test target: cargo's doc-test
     // summaries come last otherwise, and "0 passed" closing the output
     // reads as if nothing ran.
@@ -361,14 +378,19 @@ fn gdb(o: &Opts) -> Result<ExitCode> {
         .arg(&elf)
         .args(["-ex", "target remote localhost:1234"]);
     let gdb_line = cmd::display(&gdb);
-    eprintln!("QEMU halts before the first instruction; -d int,cpu_reset goes to {}", log.display());
+    eprintln!(
+        "QEMU halts before the first instruction; -d int,cpu_reset goes to {}",
+        log.display()
+    );
     eprintln!("hint: in gdb, `hbreak rust_start` then `continue` (hardware breakpoints work before paging is on)");
 
     let interactive = std::io::stdin().is_terminal();
     if cmd::find_in_path("gdb").is_none() || !interactive {
         eprintln!("connect with: {gdb_line}");
         cmd::announce(&qemu);
-        let status = qemu.status().map_err(|e| Error::new(format!("cannot start QEMU: {e}")))?;
+        let status = qemu
+            .status()
+            .map_err(|e| Error::new(format!("cannot start QEMU: {e}")))?;
         eprintln!("QEMU exited: {status}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -397,7 +419,14 @@ mod tests {
     }
 
     const RUN: &[&str] = &[
-        "--release", "--debug", "--iso", "--tcg", "--kvm", "--timeout", "--cmdline", "GUEST",
+        "--release",
+        "--debug",
+        "--iso",
+        "--tcg",
+        "--kvm",
+        "--timeout",
+        "--cmdline",
+        "GUEST",
     ];
 
     #[test]
@@ -412,8 +441,15 @@ mod tests {
     #[test]
     fn run_options_and_guests() {
         let a = strings(&[
-            "--iso", "--kvm", "--timeout", "2.5", "--cmdline", "loglvl=debug x", "--debug",
-            "g.elf@mem=8M:a b", "h.elf",
+            "--iso",
+            "--kvm",
+            "--timeout",
+            "2.5",
+            "--cmdline",
+            "loglvl=debug x",
+            "--debug",
+            "g.elf@mem=8M:a b",
+            "h.elf",
         ]);
         let o = parse("run", &a, RUN, Profile::Release).unwrap();
         assert!(o.iso);
@@ -437,14 +473,31 @@ mod tests {
     fn rejects_unknown_and_misplaced() {
         assert!(parse("run", &strings(&["--frobnicate"]), RUN, Profile::Release).is_err());
         assert!(parse("run", &strings(&["--timeout"]), RUN, Profile::Release).is_err());
-        assert!(parse("run", &strings(&["--timeout", "soon"]), RUN, Profile::Release).is_err());
-        assert!(parse("build", &strings(&["g.elf"]), &["--release"], Profile::Release).is_err());
+        assert!(parse(
+            "run",
+            &strings(&["--timeout", "soon"]),
+            RUN,
+            Profile::Release
+        )
+        .is_err());
+        assert!(parse(
+            "build",
+            &strings(&["g.elf"]),
+            &["--release"],
+            Profile::Release
+        )
+        .is_err());
     }
 
     #[test]
     fn test_passes_the_rest_on() {
-        let o = parse("test", &strings(&["--", "selftest", "--test-threads=1"]), &["--"], Profile::Release)
-            .unwrap();
+        let o = parse(
+            "test",
+            &strings(&["--", "selftest", "--test-threads=1"]),
+            &["--"],
+            Profile::Release,
+        )
+        .unwrap();
         assert_eq!(o.rest, ["selftest", "--test-threads=1"]);
     }
 
