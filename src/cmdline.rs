@@ -9,6 +9,7 @@
 //! | `loglvl=error\|warn\|info\|debug\|trace` | how much the hypervisor logs (default `info`) |
 //! | `selftest=pagefault\|divide\|panic` | fault on purpose after boot, to check the fault dump |
 //! | `on_exit=halt\|reboot` | what real hardware does when nothing is left to run (default `halt`) |
+//! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
 //!
 //! Module command line: `NAME [rv.KEY=VALUE ...] [--] GUEST-ARGS`.
 //! The first word names the module (its path). Then words starting with
@@ -65,11 +66,17 @@ pub struct Options {
     pub loglvl: LogLevel,
     pub selftest: SelfTest,
     pub on_exit: OnExit,
+    /// `TRACE_*` bits.
+    pub trace: u32,
 }
+
+pub const TRACE_BOUNCE: u32 = 1 << 0;
+pub const TRACE_HYPERCALL: u32 = 1 << 1;
+pub const TRACE_EMULATE: u32 = 1 << 2;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { loglvl: LogLevel::Info, selftest: SelfTest::None, on_exit: OnExit::Halt }
+        Options { loglvl: LogLevel::Info, selftest: SelfTest::None, on_exit: OnExit::Halt, trace: 0 }
     }
 }
 
@@ -123,6 +130,21 @@ impl Options {
                             continue;
                         }
                     };
+                    continue;
+                }
+                "trace" => {
+                    for what in val.split(',') {
+                        o.trace |= match what {
+                            "bounce" => TRACE_BOUNCE,
+                            "hypercall" => TRACE_HYPERCALL,
+                            "emulate" => TRACE_EMULATE,
+                            "all" => TRACE_BOUNCE | TRACE_HYPERCALL | TRACE_EMULATE,
+                            _ => {
+                                bad(BadOption { word, why: "expected trace=bounce,hypercall,emulate or trace=all" });
+                                0
+                            }
+                        };
+                    }
                     continue;
                 }
                 _ => "unknown option",
@@ -242,7 +264,8 @@ mod tests {
 
     #[test]
     fn options_parse() {
-        let (o, bad) = opts("loglvl=debug  selftest=pagefault on_exit=reboot");
+        let (o, bad) = opts("loglvl=debug  selftest=pagefault on_exit=reboot trace=bounce,hypercall");
+        assert_eq!(o.trace, TRACE_BOUNCE | TRACE_HYPERCALL);
         assert_eq!(o.loglvl, LogLevel::Debug);
         assert_eq!(o.selftest, SelfTest::PageFault);
         assert_eq!(o.on_exit, OnExit::Reboot);

@@ -18,6 +18,7 @@ pub mod boot_info;
 pub mod cmdline;
 pub mod domain;
 pub mod mm;
+pub mod pv;
 
 #[cfg(target_os = "none")]
 #[macro_use]
@@ -25,7 +26,11 @@ pub mod console;
 #[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
+pub mod sched;
+#[cfg(target_os = "none")]
 mod start;
+#[cfg(target_os = "none")]
+pub mod trace;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -1,11 +1,15 @@
 //! Start of day: from the boot stub's jump into Rust to running domains.
 
 use crate::arch::x86_64::exit::{exit, Verdict};
-use crate::arch::x86_64::{apic, cpu, gdt, idt, time};
+use crate::arch::x86_64::{apic, cpu, gdt, idt, percpu, syscall, time};
 use crate::boot_info::{BootInfo, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC};
 use crate::cmdline::{ModuleCmdline, Options, SelfTest};
 use crate::console;
+use crate::domain::builder;
+use crate::mm::frametable::FrameTable;
 use crate::mm::{heap, paging};
+use crate::sched::{self, Hv};
+use alloc::vec::Vec;
 
 extern "C" {
     static boot_stack_top: u8;
@@ -39,7 +43,13 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     crate::arch::x86_64::exit::set_on_exit(opts.on_exit);
 
     let f = cpu::detect();
-    info!("ringvisor {} - a small hypervisor for Xen PV guests", env!("CARGO_PKG_VERSION"));
+    // The banner is printed at every log level: it is how a harness (or a
+    // person) knows the hypervisor started.
+    console::print(format_args!(
+        "{}ringvisor {} - a small hypervisor for Xen PV guests\n",
+        console::TAG,
+        env!("CARGO_PKG_VERSION")
+    ));
     info!(
         "cpu: {} family {:#x} model {:#x} stepping {} \"{}\"",
         f.vendor.as_str(),
@@ -69,6 +79,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     let stack_top = core::ptr::addr_of!(boot_stack_top) as u64;
     gdt::init(stack_top);
     idt::init();
+    percpu::init(stack_top);
+    syscall::init();
+    crate::trace::set(opts.trace);
     let mem = paging::init(&bi, &f);
     info!(
         "memory: {} MiB usable, {} MiB free; direct map {:#x}..{:#x} ({} pages); image W^X at {:#x}",
@@ -79,8 +92,10 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         if mem.gbpages { "1 GiB" } else { "2 MiB" },
         paging::KERNEL_VMA,
     );
-    let heap = heap::init().unwrap_or_else(|| panic!("no room for the {} MiB heap", heap::HEAP_SIZE >> 20));
-    debug!("heap: {} MiB at {heap:#x}", heap::HEAP_SIZE >> 20);
+    let nframes = bi.max_usable().div_ceil(4096);
+    let heap_size = heap::HEAP_BASE_SIZE + nframes * core::mem::size_of::<crate::mm::frametable::FrameInfo>() as u64;
+    let heap = heap::init(heap_size).unwrap_or_else(|| panic!("no room for the {} MiB heap", heap_size >> 20));
+    debug!("heap: {} MiB at {heap:#x}", heap_size >> 20);
 
     let (tsc_hz, src) = time::init(&f);
     let a = apic::init();
@@ -102,6 +117,12 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         None => error!("time: APIC one-shot of 1 ms never fired"),
     }
 
+    let boot_ns = time::tsc_to_ns(time::tsc() - t_start);
+    info!("boot: hypervisor ready in {}.{:03} ms", boot_ns / 1_000_000, boot_ns / 1_000 % 1_000);
+    selftest(opts.selftest);
+
+    // Each module is one domain: the first is domain 0.
+    let mut hv = Hv { domains: Vec::new(), current: 0, frames: FrameTable::new(nframes as usize), build_failures: 0 };
     for (i, m) in bi.modules().iter().enumerate() {
         let mc = ModuleCmdline::parse(m.cmdline.as_str(), |b| warn!("module {i}: {b}"));
         info!(
@@ -112,20 +133,30 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             mc.options.vcpus,
             mc.guest_args
         );
+        if mc.options.vcpus > 1 {
+            warn!("module {i}: only one vCPU per domain is supported yet; using 1");
+        }
+        // SAFETY: the loader put the module at [start, end) in RAM, which
+        // the frame allocator keeps reserved; nothing writes it.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize)
+        };
+        let id = hv.domains.len() as u16 + hv.build_failures as u16;
+        match builder::build(id, bytes, &mc, &mut hv.frames) {
+            Ok(d) => hv.domains.push(d),
+            Err(e) => {
+                error!("d{id} ({}): cannot build: {e}", mc.name());
+                hv.build_failures += 1;
+            }
+        }
     }
     if bi.dropped_modules > 0 {
         warn!("{} modules did not fit and were ignored", bi.dropped_modules);
     }
-    let boot_ns = time::tsc_to_ns(time::tsc() - t_start);
-    info!("boot: hypervisor ready in {}.{:03} ms", boot_ns / 1_000_000, boot_ns / 1_000 % 1_000);
-
-    selftest(opts.selftest);
-
-    if bi.modules().is_empty() {
+    if hv.domains.is_empty() && hv.build_failures == 0 {
         exit(Verdict::Success, format_args!("no guests given; nothing to run"));
     }
-    warn!("running guests is not implemented yet; {} module(s) left unstarted", bi.modules().len());
-    exit(Verdict::Success, format_args!("nothing left to run"))
+    sched::start(hv)
 }
 
 /// `selftest=`: fault on purpose, to show (and test) the fatal path.

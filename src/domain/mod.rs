@@ -1,2 +1,50 @@
 //! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
+
 pub mod elf;
+#[cfg(target_os = "none")]
+pub mod builder;
+#[cfg(target_os = "none")]
+pub mod vcpu;
+
+#[cfg(target_os = "none")]
+pub use domain::*;
+
+#[cfg(target_os = "none")]
+mod domain {
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    use super::vcpu::Vcpu;
+
+    pub type DomId = u16;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum State {
+        Running,
+        /// `sched_op(shutdown)` with this reason (`SHUTDOWN_*`).
+        Shutdown(u32),
+        /// Killed by the hypervisor, with why.
+        Crashed(String),
+    }
+
+    pub struct Domain {
+        pub id: DomId,
+        pub name: String,
+        /// Pseudo-physical to machine frame numbers (the P2M).
+        pub p2m: Vec<u64>,
+        pub shared_info_mfn: u64,
+        pub privileged: bool,
+        /// `vm_assist` bits enabled.
+        pub vm_assist: u64,
+        pub vcpus: Vec<Vcpu>,
+        pub state: State,
+        /// Console output not yet ended by a newline.
+        pub console_line: String,
+    }
+
+    impl Domain {
+        pub fn is_alive(&self) -> bool {
+            self.state == State::Running
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Memory: physical frames, the hypervisor's page tables, the heap.
 
 pub mod frame;
+pub mod frametable;
 #[cfg(target_os = "none")]
 pub mod heap;
 #[cfg(target_os = "none")]

@@ -173,6 +173,13 @@ pub fn init(bi: &BootInfo, f: &Features) -> Summary {
         pa += 1 << 30;
     }
 
+    // Every PML4 slot of the hypervisor's range gets its PDPT now, so guest
+    // top-level tables can share these entries and see every later
+    // hypervisor mapping.
+    for slot in HV_FIRST_SLOT..HV_FIRST_SLOT + HV_SLOTS {
+        next(root, slot);
+    }
+
     // The image, W^X: text read+execute, rodata read-only, data/bss
     // read+write no-execute; the boot stack's guard page stays unmapped.
     // SAFETY: linker-script symbols; only their addresses are used.
@@ -207,6 +214,34 @@ pub fn init(bi: &BootInfo, f: &Features) -> Summary {
         directmap_end: dm_end,
         gbpages: f.gbpages,
     }
+}
+
+/// PML4 slots 256..272: 0xffff800000000000..0xffff880000000000.
+pub const HV_FIRST_SLOT: usize = 256;
+pub const HV_SLOTS: usize = 16;
+
+/// The hypervisor's PML4 entries for its range, to copy into every guest
+/// top-level table (without the user bit: the guest cannot touch them).
+pub fn hypervisor_l4_slots() -> [u64; HV_SLOTS] {
+    let t = table(ROOT.load(Ordering::Relaxed));
+    let mut out = [0; HV_SLOTS];
+    out.copy_from_slice(&t[HV_FIRST_SLOT..HV_FIRST_SLOT + HV_SLOTS]);
+    out
+}
+
+/// The hypervisor's own top-level table (for running with no guest).
+pub fn root() -> u64 {
+    ROOT.load(Ordering::Relaxed)
+}
+
+/// The end of the direct-mapped physical space (all RAM).
+pub fn max_ram() -> u64 {
+    DIRECTMAP_END.load(Ordering::Relaxed)
+}
+
+/// Is `pa` RAM reachable through the direct map?
+pub fn is_ram(pa: u64) -> bool {
+    pa < DIRECTMAP_END.load(Ordering::Relaxed)
 }
 
 /// Map one page of device registers, uncached; returns its address.

@@ -107,6 +107,7 @@ pub fn oneshot(ns: u64) {
 pub fn timer_interrupt() {
     FIRED.fetch_add(1, Ordering::Relaxed);
     write(REG_EOI, 0);
+    crate::sched::request_resched();
 }
 
 pub fn timer_fired() -> u64 {

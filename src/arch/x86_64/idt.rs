@@ -64,7 +64,45 @@ extern "C" {
     static idt_stubs: [u8; 256 * 16];
 }
 
-core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
+/// Pseudo-vectors for the `syscall` entries (above the 256 real ones).
+pub const VEC_SYSCALL: u64 = 0x100;
+pub const VEC_SYSCALL32: u64 = 0x101;
+
+core::arch::global_asm!(
+    include_str!("entry.S"),
+    TF_CS = const offset_of!(TrapFrame, cs),
+    PC_SCRATCH = const offset_of!(super::percpu::PerCpu, scratch_rsp),
+    PC_STACK_TOP = const offset_of!(super::percpu::PerCpu, stack_top),
+    GUEST_SS = const ringvisor_abi::x86_64::FLAT_RING3_SS64 as u64,
+    GUEST_CS = const ringvisor_abi::x86_64::FLAT_RING3_CS64 as u64,
+    GUEST_CS32 = const ringvisor_abi::x86_64::FLAT_RING3_CS32 as u64,
+    VEC_SYSCALL = const VEC_SYSCALL,
+    VEC_SYSCALL32 = const VEC_SYSCALL32,
+    options(att_syntax)
+);
+
+extern "C" {
+    /// Pops a TrapFrame at RSP and returns through it (entry.S).
+    fn ret_to_frame() -> !;
+}
+
+/// Leave the hypervisor through `frame`, which must be the TrapFrame at
+/// the top of this CPU's stack (see `percpu::guest_frame`): used to enter a
+/// vCPU for the first time and after switching vCPUs outside a trap.
+pub fn enter_frame(frame: *mut TrapFrame) -> ! {
+    // SAFETY: `frame` is the guest frame slot at the top of this CPU's
+    // hypervisor stack, filled with a validated guest context; everything
+    // below it on the stack is abandoned (nothing returns here).
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {f}",
+            "jmp {ret}",
+            f = in(reg) frame,
+            ret = sym ret_to_frame,
+            options(noreturn)
+        )
+    }
+}
 
 static IDT: Mutex<[[u64; 2]; 256]> = Mutex::new([[0; 2]; 256]);
 
@@ -89,7 +127,11 @@ pub fn init() {
             VEC_MC => IST_MACHINE_CHECK,
             _ => 0,
         };
-        *gate = interrupt_gate(base + v as u64 * 16, ist, 0);
+        // Gates a guest may use with `int`: #BP (int3), #OF (into), 0x80
+        // (the system-call vector of many PV kernels). Any other `int n` from
+        // a guest is a #GP that the bounce code decodes (traps.rs).
+        let dpl = if matches!(v, 3 | 4 | 0x80) { 3 } else { 0 };
+        *gate = interrupt_gate(base + v as u64 * 16, ist, dpl);
     }
     let ptr = DescriptorTablePointer::new_from_slice(&idt[..]);
     // SAFETY: the IDT is a static that lives forever; every gate points at
@@ -100,13 +142,21 @@ pub fn init() {
 /// Every interrupt and exception arrives here (from `trap_common`).
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    let from_guest = f.cs & 3 != 0;
     match f.vector {
         apic::TIMER_VECTOR => apic::timer_interrupt(),
         apic::SPURIOUS_VECTOR => {}
         // Legacy PIC lines (remapped to 0x20-0x2f, all masked): a spurious
         // IRQ 7/15 can still arrive; nothing to do.
         0x20..=0x2f => {}
+        VEC_SYSCALL | VEC_SYSCALL32 => crate::pv::entry::syscall(f),
+        _ if from_guest => crate::pv::entry::guest_trap(f),
         _ => fatal(f, "unexpected trap in the hypervisor"),
+    }
+    if from_guest {
+        // Every way back into a guest passes here: pending work (a bounce,
+        // a vCPU switch, a dead domain) is settled on the frame itself.
+        crate::pv::entry::before_guest_return(f);
     }
 }
 

@@ -5,6 +5,8 @@ pub mod cpu;
 pub mod exit;
 pub mod gdt;
 pub mod idt;
+pub mod percpu;
+pub mod syscall;
 pub mod time;
 
 core::arch::global_asm!(include_str!("../../../boot/boot.S"), options(att_syntax));

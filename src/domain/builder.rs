@@ -1,0 +1,261 @@
+//! The domain builder: from a multiboot module (a Xen PV ELF) to a domain
+//! whose vCPU 0 is ready to run its first instruction.
+//!
+//! Start-of-day layout, as Xen builds an x86-64 PV domain (dom0_build.c):
+//!
+//! ```text
+//! v_start = VIRT_BASE     pseudo-physical page 0 is mapped here, and every
+//!                         page of the bootstrap region at v_start + pfn*4K
+//! [virt_kstart, kend)     the kernel image (PT_LOAD segments)
+//! vphysmap                the P2M list: one u64 MFN per pseudo-physical page
+//! vstartinfo              start_info_t (rsi points here)
+//! vpt                     the initial page tables: L4, L3s, L2s, L1s,
+//!                         mapped read-only (the guest changes them only
+//!                         through hypercalls)
+//! vstack                  one page of boot stack (rsp = its top)
+//! v_end                   rounded up to 4 MiB, at least 512 KiB past the
+//!                         stack, all of it mapped
+//! ```
+//!
+//! Registers on entry: rip = entry, rsp = stack top, rsi = start_info,
+//! cs/ss = FLAT_KERNEL_CS/SS, events masked (`evtchn_upcall_mask` = 1).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ringvisor_abi::hypercall_page::fill_hypercall_page64;
+use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
+use ringvisor_abi::xen::{StartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use ringvisor_abi::Pod;
+
+use super::elf::{self, ElfClass};
+use super::vcpu::Vcpu;
+use super::{DomId, Domain, State};
+use crate::cmdline::ModuleCmdline;
+use crate::mm::frametable::{FrameTable, Kind};
+use crate::mm::paging::{self, phys_to_virt};
+use crate::pv::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
+
+const PAGE: u64 = 4096;
+
+fn frame_bytes(mfn: u64) -> &'static mut [u8; 4096] {
+    // SAFETY: `mfn` was just allocated to the domain being built (so no
+    // one else uses it) and lies in the direct map; the builder is the only
+    // code touching the domain until its vCPU first runs.
+    unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u8; 4096]) }
+}
+
+fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
+    // SAFETY: as frame_bytes; a 4 KiB aligned frame is 512 aligned u64s.
+    unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
+}
+
+/// Page-table frames needed to map [start, end) with 4 KiB pages.
+fn tables_needed(start: u64, end: u64) -> u64 {
+    let span = |shift: u32| ((end - 1) >> shift) - (start >> shift) + 1;
+    1 + span(39) + span(30) + span(21)
+}
+
+struct Layout {
+    v_start: u64,
+    vphysmap: u64,
+    vstartinfo: u64,
+    vpt: u64,
+    nr_pt: u64,
+    vstack_end: u64,
+    v_end: u64,
+}
+
+fn layout(img: &elf::GuestImage, nr_pages: u64) -> Result<Layout, String> {
+    let v_start = img.virt_base;
+    if v_start % PAGE != 0 {
+        return Err(format!("VIRT_BASE {v_start:#x} is not page aligned"));
+    }
+    let round = |x: u64| x.next_multiple_of(PAGE);
+    let vphysmap = round(img.virt_kend);
+    let vstartinfo = round(vphysmap + nr_pages * 8);
+    let vpt = vstartinfo + PAGE;
+    let mut nr_pt = 1;
+    loop {
+        let vstack_end = vpt + nr_pt * PAGE + PAGE;
+        let mut v_end = (vstack_end + (4 << 20) - 1) & !((4 << 20) - 1);
+        if v_end - vstack_end < 512 << 10 {
+            v_end += 4 << 20;
+        }
+        if v_end < v_start || v_end.wrapping_sub(1) < v_start {
+            return Err("the bootstrap region wraps around the address space".to_string());
+        }
+        if tables_needed(v_start, v_end) <= nr_pt {
+            if (v_end - v_start) / PAGE > nr_pages {
+                return Err(format!(
+                    "{} MiB is too little memory: the bootstrap region alone needs {} MiB",
+                    nr_pages * PAGE >> 20,
+                    (v_end - v_start) >> 20
+                ));
+            }
+            return Ok(Layout { v_start, vphysmap, vstartinfo, vpt, nr_pt, vstack_end, v_end });
+        }
+        nr_pt += 1;
+    }
+}
+
+/// Build domain `id` from a module's bytes and command line.
+pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -> Result<Domain, String> {
+    let img = elf::parse(image).map_err(|e| e.to_string())?;
+    if img.class != ElfClass::Elf64 {
+        return Err("32-bit PV guests are not supported yet (64-bit only); refusing this image".to_string());
+    }
+    let nr_pages = mc.options.mem / PAGE;
+    let l = layout(&img, nr_pages)?;
+
+    // Memory: nr_pages frames, all zeroed, owned by the domain.
+    let mut p2m = Vec::with_capacity(nr_pages as usize);
+    for _ in 0..nr_pages {
+        match paging::with_frames(|fa| fa.alloc()) {
+            Some(f) => p2m.push(f.0),
+            None => {
+                release_frames(&p2m, ft);
+                return Err(format!("out of memory: could not give it {} MiB", mc.options.mem >> 20));
+            }
+        }
+    }
+    let Some(shared) = paging::with_frames(|fa| fa.alloc()) else {
+        release_frames(&p2m, ft);
+        return Err("out of memory for shared_info".to_string());
+    };
+    for &mfn in p2m.iter().chain([&shared.0]) {
+        frame_bytes(mfn).fill(0);
+        ft.assign(mfn, id, Kind::Normal);
+    }
+    ft.assign(shared.0, id, Kind::SharedInfo);
+    // Events start masked (vcpu_info[0].evtchn_upcall_mask = 1).
+    frame_bytes(shared.0)[core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask)] = 1;
+
+    let pfn_of = |va: u64| (va - l.v_start) / PAGE;
+    let mfn_of = |va: u64| p2m[pfn_of(va) as usize];
+
+    // The image.
+    let write = |va: u64, bytes: &[u8]| {
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = va + done as u64;
+            let off = (at % PAGE) as usize;
+            let n = (PAGE as usize - off).min(bytes.len() - done);
+            frame_bytes(mfn_of(at))[off..off + n].copy_from_slice(&bytes[done..done + n]);
+            done += n;
+        }
+    };
+    for c in img.load_chunks() {
+        write(c.guest_va, c.bytes); // the zero-filled tail is already zero
+    }
+    if let Some(hp) = img.hypercall_page {
+        fill_hypercall_page64(frame_bytes(mfn_of(hp)));
+    }
+
+    // The P2M list.
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        write(l.vphysmap + pfn as u64 * 8, &mfn.to_le_bytes());
+    }
+
+    // The initial page tables, allocated in order from the vpt region.
+    let pt_first = pfn_of(l.vpt);
+    let pt_last = pt_first + l.nr_pt;
+    let mut next_pt = pt_first;
+    let l4 = p2m[next_pt as usize];
+    next_pt += 1;
+    let slots = paging::hypervisor_l4_slots();
+    frame_u64s(l4)[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS].copy_from_slice(&slots);
+    let table_flags = PTE_P | PTE_RW | PTE_US | PTE_A;
+    let mut va = l.v_start;
+    while va < l.v_end {
+        let mut t = l4;
+        for level in (2..=4u32).rev() {
+            let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
+            if frame_u64s(t)[idx] & PTE_P == 0 {
+                let child = p2m[next_pt as usize];
+                next_pt += 1;
+                ft.assign(child, id, Kind::Table(level as u8 - 1));
+                ft.get_mut(child).unwrap().table_refs = 1;
+                frame_u64s(t)[idx] = child << 12 | table_flags;
+            }
+            t = (frame_u64s(t)[idx] & crate::pv::guest_mem::PTE_ADDR) >> 12;
+        }
+        let pfn = pfn_of(va);
+        let mfn = p2m[pfn as usize];
+        let rw = if (pt_first..pt_last).contains(&pfn) { 0 } else { PTE_RW };
+        frame_u64s(t)[((va >> 12) & 511) as usize] = mfn << 12 | PTE_P | PTE_US | PTE_A | PTE_D | rw;
+        if rw != 0 {
+            ft.get_mut(mfn).unwrap().writable += 1;
+        }
+        va += PAGE;
+    }
+    debug_assert!(next_pt <= pt_last);
+    ft.assign(l4, id, Kind::Table(4));
+    let l4_info = ft.get_mut(l4).unwrap();
+    l4_info.pinned = true;
+    l4_info.table_refs = 1;
+
+    // start_info.
+    let mut si = StartInfo::zeroed();
+    si.magic[..14].copy_from_slice(b"xen-3.0-x86_64");
+    si.nr_pages = nr_pages;
+    si.shared_info = shared.0 << 12;
+    si.flags = if id == 0 { SIF_PRIVILEGED | SIF_INITDOMAIN } else { 0 };
+    si.pt_base = l.vpt;
+    si.nr_pt_frames = l.nr_pt;
+    si.mfn_list = l.vphysmap;
+    let args = mc.guest_args.as_bytes();
+    let n = args.len().min(si.cmd_line.len() - 1);
+    si.cmd_line[..n].copy_from_slice(&args[..n]);
+    write(l.vstartinfo, ringvisor_abi::as_bytes(&si));
+
+    let mut v = Vcpu::new(0);
+    v.up = true;
+    v.guest_table = l4;
+    v.regs.rip = img.entry;
+    v.regs.rsp = l.vstack_end;
+    v.regs.rsi = l.vstartinfo;
+    v.regs.cs = FLAT_KERNEL_CS64 as u64;
+    v.regs.ss = FLAT_KERNEL_SS64 as u64;
+    v.regs.rflags = 0x202;
+
+    crate::info!(
+        "d{id}: built {} (64-bit, {} MiB): image {:#x}-{:#x} entry {:#x}; start_info {:#x}, {} page-table frames at {:#x}, stack top {:#x}",
+        mc.name(),
+        nr_pages * PAGE >> 20,
+        img.virt_kstart,
+        img.virt_kend,
+        img.entry,
+        l.vstartinfo,
+        l.nr_pt,
+        l.vpt,
+        l.vstack_end
+    );
+    Ok(Domain {
+        id,
+        name: mc.name().to_string(),
+        p2m,
+        shared_info_mfn: shared.0,
+        privileged: id == 0,
+        vm_assist: 0,
+        vcpus: vec![v],
+        state: State::Running,
+        console_line: String::new(),
+    })
+}
+
+fn release_frames(mfns: &[u64], ft: &mut FrameTable) {
+    for &mfn in mfns {
+        ft.release(mfn);
+        let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
+    }
+}
+
+/// Give every frame of a finished domain back to the pool.
+pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
+    release_frames(&d.p2m, ft);
+    release_frames(&[d.shared_info_mfn], ft);
+    d.p2m = Vec::new();
+}

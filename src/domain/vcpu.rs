@@ -1,0 +1,100 @@
+//! A virtual CPU: the guest's registers while it is not running, and the
+//! PV state Xen keeps per vCPU (trap table, callbacks, kernel stack, mode).
+
+use crate::arch::x86_64::idt::TrapFrame;
+
+/// One entry of the virtual IDT (`set_trap_table`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapEntry {
+    /// Bits 0-1: the DPL `int n` needs; bit 2 (`TI_IF`): mask events.
+    pub flags: u8,
+    pub cs: u16,
+    /// 0: no handler.
+    pub address: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Callback {
+    /// 0: not registered.
+    pub address: u64,
+    /// Mask events on entry (`CALLBACKF_mask_events`).
+    pub mask_events: bool,
+}
+
+/// Area for `fxsave`: the vCPU's FPU/SSE registers.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FpuState(pub [u8; 512]);
+
+pub struct Vcpu {
+    pub id: u32,
+    pub up: bool,
+    /// The guest's registers while not running (on the CPU's stack when it
+    /// is: see percpu::guest_frame).
+    pub regs: TrapFrame,
+    /// Guest kernel mode (else guest user mode). Both run in ring 3.
+    pub kernel_mode: bool,
+    /// Top-level page tables: kernel and user (`new_user_baseptr`; 0 = none).
+    pub guest_table: u64,
+    pub guest_table_user: u64,
+    pub trap_table: [TrapEntry; 256],
+    pub event: Callback,
+    pub failsafe: Callback,
+    pub syscall: Callback,
+    pub syscall32: Callback,
+    pub sysenter: Callback,
+    pub nmi: Callback,
+    /// The guest kernel stack for entries from user mode (`stack_switch`).
+    pub kernel_ss: u64,
+    pub kernel_sp: u64,
+    pub fs_base: u64,
+    pub gs_base_kernel: u64,
+    pub gs_base_user: u64,
+    pub gs_sel_user: u16,
+    /// Virtual CR0.TS (`fpu_taskswitch`).
+    pub cr0_ts: bool,
+    /// Virtual CR2: the address of the last page fault bounced.
+    pub cr2: u64,
+    /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
+    pub iopl: u32,
+    pub fpu: FpuState,
+}
+
+impl Vcpu {
+    pub fn new(id: u32) -> Vcpu {
+        Vcpu {
+            id,
+            up: false,
+            regs: TrapFrame::default(),
+            kernel_mode: true,
+            guest_table: 0,
+            guest_table_user: 0,
+            trap_table: [TrapEntry::default(); 256],
+            event: Callback::default(),
+            failsafe: Callback::default(),
+            syscall: Callback::default(),
+            syscall32: Callback::default(),
+            sysenter: Callback::default(),
+            nmi: Callback::default(),
+            kernel_ss: 0,
+            kernel_sp: 0,
+            fs_base: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
+            gs_sel_user: 0,
+            cr0_ts: false,
+            cr2: 0,
+            iopl: 0,
+            fpu: FpuState([0; 512]),
+        }
+    }
+
+    /// The top-level table for the current guest mode.
+    pub fn current_table(&self) -> u64 {
+        if self.kernel_mode {
+            self.guest_table
+        } else {
+            self.guest_table_user
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Privileged instructions a PV kernel executes and expects emulated
+//! (Xen: `pv/emul-priv-op.c`, `pv/emul-inv-op.c`).
+//!
+//! The guest kernel runs in ring 3, so these raise #GP (or #UD for the
+//! forced-emulation prefix) and land here. Emulated: `mov` to/from
+//! CR0/CR2/CR3/CR4 (virtual values), `rdmsr`/`wrmsr` of a small set of
+//! MSRs (below), `cli`/`sti`/`in`/`out` when the virtual IOPL allows, and
+//! CPUID behind the `ud2a; .ascii "xen"` prefix. Anything else is a #GP
+//! bounced to the guest (`traps::guest_exception`).
+//!
+//! | MSR | read | write |
+//! |---|---|---|
+//! | FS_BASE, GS_BASE, SHADOW_GS_BASE | the guest's bases | canonical values |
+//! | EFER | SCE, LME, LMA, NXE | the same value only |
+//! | PAT | Xen's PV PAT | the same value only |
+//! | MISC_ENABLE | BTS/PEBS unavailable | the same value only |
+//! | TSC | the TSC | refused |
+
+use ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL;
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::domain::Domain;
+use crate::mm::frametable::FrameTable;
+use crate::pv::guest_mem::is_canonical;
+use crate::pv::{mm, traps};
+use crate::sched;
+use crate::trace::TRACE_EMULATE;
+
+/// `ud2a; .ascii "xen"; cpuid`
+const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
+
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+const MSR_SHADOW_GS_BASE: u32 = 0xc000_0102;
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_PAT: u32 = 0x277;
+const MSR_MISC_ENABLE: u32 = 0x1a0;
+const MSR_TSC: u32 = 0x10;
+const EFER_GUEST: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
+const PAT_GUEST: u64 = 0x0005_0100_0704_06;
+const MISC_ENABLE_GUEST: u64 = (1 << 11) | (1 << 12);
+
+/// The CPUID a guest sees: the real one, minus what it cannot use in a PV
+/// domain, plus Xen's leaves at 0x40000000.
+pub fn cpuid_policy(leaf: u32, sub: u32) -> [u32; 4] {
+    match leaf {
+        0x4000_0000 => {
+            let s = b"XenVMMXenVMM";
+            let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+            [0x4000_0002, w(0), w(4), w(8)]
+        }
+        0x4000_0001 => [(crate::pv::hypercall::XEN_MAJOR << 16 | crate::pv::hypercall::XEN_MINOR) as u32, 0, 0, 0],
+        // One hypercall page; MSR 0x40000000 would write it (not offered:
+        // PV guests get theirs from the ELF note).
+        0x4000_0002 => [1, 0x4000_0000, 0, 0],
+        0x4000_0003..=0x4fff_ffff => [0; 4],
+        _ => {
+            let r = raw_cpuid::native_cpuid::cpuid_count(leaf, sub);
+            let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
+            match leaf {
+                1 => {
+                    // No VMX/SMX/MONITOR; no XSAVE/AVX (we switch FPU state
+                    // with fxsave); say "hypervisor present".
+                    c &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 26) | (1 << 27) | (1 << 28));
+                    c |= 1 << 31;
+                    // Local APIC id: vCPU 0.
+                    b &= 0x00ff_ffff;
+                }
+                // FSGSBASE is not enabled for guests; no AVX2/AVX-512.
+                7 if sub == 0 => b &= !((1 << 0) | (1 << 5) | (1 << 16)),
+                0xd => (a, b, c, d) = (0, 0, 0, 0),
+                _ => {}
+            }
+            [a, b, c, d]
+        }
+    }
+}
+
+/// #UD from the guest: the forced-emulation prefix?
+pub fn forced(d: &mut Domain, f: &mut TrapFrame, insn: &[u8]) -> bool {
+    if insn.len() < FORCED_CPUID.len() || insn[..7] != FORCED_CPUID {
+        return false;
+    }
+    let [a, b, c, dx] = cpuid_policy(f.rax as u32, f.rcx as u32);
+    crate::trace!(TRACE_EMULATE, "d{}v0 emulate cpuid leaf {:#x}.{:#x} at {:#x}", d.id, f.rax as u32, f.rcx as u32, f.rip);
+    f.rax = a as u64;
+    f.rbx = b as u64;
+    f.rcx = c as u64;
+    f.rdx = dx as u64;
+    f.rip += 7;
+    true
+}
+
+/// May the guest use cli/sti/in/out? (Xen: iopl_ok.) Its kernel counts
+/// as ring 1 unless `architectural_iopl` says ring 0; its user mode as 3.
+fn iopl_ok(d: &Domain) -> bool {
+    let v = &d.vcpus[0];
+    let cpl = if !v.kernel_mode {
+        3
+    } else if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+        0
+    } else {
+        1
+    };
+    v.iopl >= cpl
+}
+
+fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
+    match n {
+        0 => &mut f.rax,
+        1 => &mut f.rcx,
+        2 => &mut f.rdx,
+        3 => &mut f.rbx,
+        4 => &mut f.rsp,
+        5 => &mut f.rbp,
+        6 => &mut f.rsi,
+        7 => &mut f.rdi,
+        8 => &mut f.r8,
+        9 => &mut f.r9,
+        10 => &mut f.r10,
+        11 => &mut f.r11,
+        12 => &mut f.r12,
+        13 => &mut f.r13,
+        14 => &mut f.r14,
+        _ => &mut f.r15,
+    }
+}
+
+fn virtual_cr0(d: &Domain) -> u64 {
+    // PE, MP, ET, NE, WP, AM, PG as a 64-bit kernel expects; TS virtual.
+    0x8005_0033 | if d.vcpus[0].cr0_ts { 1 << 3 } else { 0 }
+}
+
+fn virtual_cr4() -> u64 {
+    // PAE, PGE, OSFXSR, OSXMMEXCPT: what the guest may rely on.
+    (1 << 5) | (1 << 7) | (1 << 9) | (1 << 10)
+}
+
+fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
+    let v = &d.vcpus[0];
+    // SAFETY: reading these MSRs has no side effects.
+    Some(unsafe {
+        match msr {
+            MSR_FS_BASE => x86::msr::rdmsr(x86::msr::IA32_FS_BASE),
+            // The guest's live GS waits in KERNEL_GS_BASE while we run.
+            MSR_GS_BASE => x86::msr::rdmsr(x86::msr::IA32_KERNEL_GSBASE),
+            MSR_SHADOW_GS_BASE => {
+                if v.kernel_mode {
+                    v.gs_base_user
+                } else {
+                    v.gs_base_kernel
+                }
+            }
+            MSR_EFER => EFER_GUEST,
+            MSR_PAT => PAT_GUEST,
+            MSR_MISC_ENABLE => MISC_ENABLE_GUEST,
+            MSR_TSC => crate::arch::x86_64::time::tsc(),
+            _ => return None,
+        }
+    })
+}
+
+fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
+    let v = &mut d.vcpus[0];
+    match msr {
+        MSR_FS_BASE if is_canonical(val) => {
+            v.fs_base = val;
+            // SAFETY: a canonical FS base only affects the guest.
+            unsafe { x86::msr::wrmsr(x86::msr::IA32_FS_BASE, val) };
+        }
+        MSR_GS_BASE | MSR_SHADOW_GS_BASE if is_canonical(val) => {
+            sched::save_guest_gs(v);
+            let active = msr == MSR_GS_BASE;
+            match (v.kernel_mode, active) {
+                (true, true) | (false, false) => v.gs_base_kernel = val,
+                _ => v.gs_base_user = val,
+            }
+            sched::load_guest_gs(v);
+        }
+        MSR_EFER | MSR_PAT | MSR_MISC_ENABLE => return rdmsr(d, msr) == Some(val),
+        _ => return false,
+    }
+    true
+}
+
+/// #GP from the guest: a privileged instruction we emulate? Returns true
+/// when emulated (rip advanced), false to bounce the #GP.
+pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: &[u8]) -> bool {
+    let kernel = d.vcpus[0].kernel_mode;
+    let mut i = 0;
+    let mut opsize16 = false;
+    let mut rex = 0u8;
+    while i < insn.len() && i < 4 {
+        match insn[i] {
+            0x66 => opsize16 = true,
+            0x40..=0x4f => rex = insn[i],
+            _ => break,
+        }
+        i += 1;
+    }
+    let Some(&op) = insn.get(i) else { return false };
+    let what: &str;
+    let len;
+    match op {
+        0xfa | 0xfb if iopl_ok(d) => {
+            // cli/sti: the guest's "interrupt flag" is its event mask.
+            traps::set_upcall_mask(d, (op == 0xfa) as u8);
+            what = if op == 0xfa { "cli" } else { "sti" };
+            len = i + 1;
+        }
+        0xe4 | 0xe5 | 0xec | 0xed | 0xe6 | 0xe7 | 0xee | 0xef if iopl_ok(d) => {
+            // No I/O ports are passed through: reads float high, writes are
+            // dropped (Xen does the same for ports a domain may not use).
+            if matches!(op, 0xe4 | 0xe5 | 0xec | 0xed) {
+                let mask = match (op, opsize16) {
+                    (0xe4 | 0xec, _) => 0xff,
+                    (_, true) => 0xffff,
+                    _ => 0xffff_ffff,
+                };
+                f.rax = (f.rax & !mask) | mask;
+            }
+            what = "in/out";
+            len = i + if matches!(op, 0xe4..=0xe7) { 2 } else { 1 };
+        }
+        0x0f if kernel => {
+            let Some(&op2) = insn.get(i + 1) else { return false };
+            match op2 {
+                0x20 | 0x22 => {
+                    let Some(&modrm) = insn.get(i + 2) else { return false };
+                    if modrm >> 6 != 3 {
+                        return false;
+                    }
+                    let cr = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
+                    let reg = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+                    if op2 == 0x20 {
+                        let val = match cr {
+                            0 => virtual_cr0(d),
+                            2 => d.vcpus[0].cr2,
+                            3 => d.vcpus[0].current_table() << 12,
+                            4 => virtual_cr4(),
+                            _ => return false,
+                        };
+                        *gpr(f, reg) = val;
+                        what = "mov from cr";
+                    } else {
+                        let val = *gpr(f, reg);
+                        match cr {
+                            // Only TS may change (as fpu_taskswitch).
+                            0 if (val ^ virtual_cr0(d)) & !(1 << 3) == 0 => {
+                                d.vcpus[0].cr0_ts = val & (1 << 3) != 0;
+                            }
+                            2 => d.vcpus[0].cr2 = val,
+                            3 => {
+                                if !mm::write_cr3(d, ft, val) {
+                                    return false;
+                                }
+                            }
+                            4 if val == virtual_cr4() => {}
+                            _ => return false,
+                        }
+                        what = "mov to cr";
+                    }
+                    len = i + 3;
+                }
+                0x32 => {
+                    let Some(val) = rdmsr(d, f.rcx as u32) else { return false };
+                    f.rax = val & 0xffff_ffff;
+                    f.rdx = val >> 32;
+                    what = "rdmsr";
+                    len = i + 2;
+                }
+                0x30 => {
+                    let val = (f.rdx << 32) | (f.rax & 0xffff_ffff);
+                    if !wrmsr(d, f.rcx as u32, val) {
+                        return false;
+                    }
+                    what = "wrmsr";
+                    len = i + 2;
+                }
+                _ => return false,
+            }
+        }
+        _ => return false,
+    }
+    crate::trace!(TRACE_EMULATE, "d{}v0 emulate {what} at {:#x}", d.id, f.rip);
+    f.rip += len as u64;
+    true
+}

@@ -1,0 +1,141 @@
+//! Checked access to guest memory: the only way the hypervisor reads or
+//! writes what a guest hands it (hypercall buffers, bounce frames).
+//!
+//! Every access walks the guest's page tables in software, exactly as the
+//! CPU would for the guest's ring-3 code (present, user, writable at every
+//! level), then touches the frame through the hypervisor's direct map. A
+//! bad pointer is therefore an `Err(Fault)`, never a hypervisor fault, and
+//! SMAP never needs to be lifted.
+
+use ringvisor_abi::Pod;
+
+use crate::mm::paging::phys_to_virt;
+
+pub const PTE_P: u64 = 1 << 0;
+pub const PTE_RW: u64 = 1 << 1;
+pub const PTE_US: u64 = 1 << 2;
+pub const PTE_PWT: u64 = 1 << 3;
+pub const PTE_PCD: u64 = 1 << 4;
+pub const PTE_A: u64 = 1 << 5;
+pub const PTE_D: u64 = 1 << 6;
+pub const PTE_PS: u64 = 1 << 7;
+pub const PTE_G: u64 = 1 << 8;
+pub const PTE_NX: u64 = 1 << 63;
+pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// Why a guest address could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub va: u64,
+    /// Level (4..1) whose entry stopped the walk; 0 for a non-canonical or
+    /// hypervisor-range address.
+    pub level: u8,
+    /// A #PF error code describing it (P, W, U bits).
+    pub error_code: u64,
+}
+
+pub fn is_canonical(va: u64) -> bool {
+    let top = va >> 47;
+    top == 0 || top == 0x1ffff
+}
+
+/// Inside the range the ABI reserves for the hypervisor?
+pub fn in_hypervisor_range(va: u64) -> bool {
+    (ringvisor_abi::x86_64::HYPERVISOR_VIRT_START..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&va)
+}
+
+fn entry(table_mfn: u64, index: u64) -> u64 {
+    // SAFETY: `table_mfn` is a guest page-table frame reached from the
+    // vCPU's validated top-level table, so it is RAM inside the direct
+    // map; reading a u64 of it cannot fault.
+    unsafe { (phys_to_virt(table_mfn << 12 | index * 8) as *const u64).read_volatile() }
+}
+
+/// Translate `va` in the address space rooted at `l4_mfn`, for a guest
+/// access (user-mode rights). Returns the machine address.
+pub fn translate(l4_mfn: u64, va: u64, write: bool) -> Result<u64, Fault> {
+    let wbit = if write { 2 } else { 0 };
+    if !is_canonical(va) || in_hypervisor_range(va) {
+        return Err(Fault { va, level: 0, error_code: wbit | 4 });
+    }
+    let mut mfn = l4_mfn;
+    for level in (1..=4u8).rev() {
+        let e = entry(mfn, (va >> (12 + 9 * (level as u64 - 1))) & 511);
+        if e & PTE_P == 0 {
+            return Err(Fault { va, level, error_code: wbit | 4 });
+        }
+        if e & PTE_US == 0 || (write && e & PTE_RW == 0) {
+            return Err(Fault { va, level, error_code: 1 | wbit | 4 });
+        }
+        // Guests never get superpages (mm.rs refuses PS above L1).
+        if level > 1 && e & PTE_PS != 0 {
+            return Err(Fault { va, level, error_code: 1 | wbit | 4 | 8 });
+        }
+        mfn = (e & PTE_ADDR) >> 12;
+    }
+    if !crate::mm::paging::is_ram(mfn << 12) {
+        return Err(Fault { va, level: 1, error_code: 1 | wbit | 4 });
+    }
+    Ok(mfn << 12 | (va & 0xfff))
+}
+
+/// One guest address space, as seen from the guest's own ring 3.
+#[derive(Clone, Copy)]
+pub struct GuestSpace {
+    pub l4_mfn: u64,
+}
+
+impl GuestSpace {
+    pub fn read_bytes(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
+        let mut done = 0;
+        while done < out.len() {
+            let at = va.checked_add(done as u64).ok_or(Fault { va, level: 0, error_code: 4 })?;
+            let pa = translate(self.l4_mfn, at, false)?;
+            let n = (4096 - (at & 0xfff) as usize).min(out.len() - done);
+            // SAFETY: `pa..pa+n` lies in one guest-owned RAM frame (the walk
+            // checked it), read through the direct map.
+            let src = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, n) };
+            out[done..done + n].copy_from_slice(src);
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub fn write_bytes(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
+        // Check every page first, so a partly-writable range changes nothing.
+        let mut at = va & !0xfff;
+        let end = va.checked_add(data.len() as u64).ok_or(Fault { va, level: 0, error_code: 6 })?;
+        while at < end {
+            translate(self.l4_mfn, at.max(va), true)?;
+            at += 4096;
+        }
+        let mut done = 0;
+        while done < data.len() {
+            let at = va + done as u64;
+            let pa = translate(self.l4_mfn, at, true)?;
+            let n = (4096 - (at & 0xfff) as usize).min(data.len() - done);
+            // SAFETY: as in read_bytes, and the walk found the page writable
+            // by the guest, so it is not a page table or hypervisor memory.
+            let dst = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pa) as *mut u8, n) };
+            dst.copy_from_slice(&data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub fn read<T: Pod>(&self, va: u64) -> Result<T, Fault> {
+        let mut v = T::zeroed();
+        self.read_bytes(va, ringvisor_abi::as_bytes_mut(&mut v))?;
+        Ok(v)
+    }
+
+    pub fn write<T: Pod>(&self, va: u64, v: &T) -> Result<(), Fault> {
+        self.write_bytes(va, ringvisor_abi::as_bytes(v))
+    }
+
+    pub fn read_u64(&self, va: u64) -> Result<u64, Fault> {
+        let mut b = [0u8; 8];
+        self.read_bytes(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}

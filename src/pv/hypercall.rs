@@ -1,0 +1,482 @@
+//! The hypercall table (Xen: `pv/hypercall.c` and the `do_*` handlers).
+//!
+//! # A hypercall, step by step
+//!
+//! The guest kernel calls `hypercall_page + N * 32`; the stub there does
+//! `push %rcx; push %r11; mov $N, %eax; syscall`. `syscall` lands in
+//! entry.S (`syscall_entry`), which switches to this CPU's stack and saves
+//! the guest registers as a `TrapFrame`; `pv::entry::syscall` sees the
+//! vCPU is in guest kernel mode and calls `dispatch` here. Arguments are in
+//! rdi, rsi, rdx, r10, r8 (r10 because `syscall` uses rcx); the result goes
+//! back in rax, and the stub's `pop %r11; pop %rcx; ret` finishes. Every
+//! guest pointer is read through `GuestSpace`, so a bad one is `-EFAULT`,
+//! never a hypervisor fault. Unknown numbers return `-ENOSYS`.
+
+use alloc::format;
+
+use ringvisor_abi::callback::*;
+use ringvisor_abi::errno::*;
+use ringvisor_abi::sched::*;
+use ringvisor_abi::version::*;
+use ringvisor_abi::x86_64::*;
+use ringvisor_abi::xen::*;
+use ringvisor_abi::Pod;
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::domain::vcpu::{Callback, TrapEntry};
+use crate::domain::{Domain, State};
+use crate::mm::frametable::FrameTable;
+use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
+use crate::pv::{mm, traps};
+use crate::sched;
+use crate::trace::TRACE_HYPERCALL;
+
+/// Hypercall results: 0 or a positive value, or `-errno`.
+pub type Ret = i64;
+
+pub fn err(e: i32) -> Ret {
+    -(e as i64)
+}
+
+/// The ringvisor version guests see through `xen_version`: the Xen ABI
+/// level we implement (4.17), with our name as the extra version.
+pub const XEN_MAJOR: u64 = 4;
+pub const XEN_MINOR: u64 = 17;
+const EXTRAVERSION: &str = "-ringvisor";
+const CAPABILITIES: &str = "xen-3.0-x86_64 ";
+
+pub fn dispatch(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame) {
+    let nr = f.rax;
+    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    if nr == HYPERVISOR_IRET as u64 {
+        // iret rewrites the whole frame, rax included.
+        let r = iret(d, f);
+        crate::trace!(TRACE_HYPERCALL, "d{}v0 hypercall iret -> rip {:#x} cs {:#x} ({r})", d.id, f.rip, f.cs);
+        return;
+    }
+    let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
+    let ret = match nr as u32 {
+        HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
+        HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
+        HYPERVISOR_STACK_SWITCH => stack_switch(d, a[0], a[1]),
+        HYPERVISOR_SET_CALLBACKS => set_callbacks(d, a[0], a[1], a[2]),
+        HYPERVISOR_FPU_TASKSWITCH => fpu_taskswitch(d, a[0]),
+        HYPERVISOR_SCHED_OP_COMPAT => sched_op_compat(d, a[0], a[1]),
+        HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
+        HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
+        HYPERVISOR_CONSOLE_IO => console_io(d, space, a[0], a[1], a[2]),
+        HYPERVISOR_VM_ASSIST => vm_assist(d, a[0], a[1]),
+        HYPERVISOR_VCPU_OP => vcpu_op(d, a[0], a[1]),
+        HYPERVISOR_SET_SEGMENT_BASE => set_segment_base(d, a[0], a[1]),
+        HYPERVISOR_MMUEXT_OP => mm::mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
+        HYPERVISOR_SCHED_OP => sched_op(d, space, a[0], a[1]),
+        HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
+        HYPERVISOR_PHYSDEV_OP => physdev_op(d, space, a[0], a[1]),
+        _ => err(ENOSYS),
+    };
+    crate::trace!(
+        TRACE_HYPERCALL,
+        "d{}v0 hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
+        d.id,
+        hypercall_name(nr),
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4]
+    );
+    f.rax = ret as u64;
+}
+
+/// An address a guest may register as code: canonical, not ours.
+fn guest_code_address(a: u64) -> bool {
+    is_canonical(a) && !in_hypervisor_range(a)
+}
+
+/// Code selectors a 64-bit guest may name: its kernel CS, with RPL 0 or 3
+/// (a PV kernel believes it runs in ring 0).
+fn guest_code_selector(cs: u16) -> bool {
+    cs | 3 == FLAT_KERNEL_CS64 || cs | 3 == FLAT_USER_CS32
+}
+
+fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
+    let v = &mut d.vcpus[0];
+    if list == 0 {
+        v.trap_table = [TrapEntry::default(); 256];
+        return 0;
+    }
+    // Validate the whole list before changing anything.
+    let mut new = v.trap_table;
+    let mut va = list;
+    for _ in 0..=256 {
+        let t: TrapInfo = match space.read(va) {
+            Ok(t) => t,
+            Err(_) => return err(EFAULT),
+        };
+        if t.address == 0 {
+            v.trap_table = new;
+            return 0;
+        }
+        if !guest_code_selector(t.cs) || !guest_code_address(t.address) {
+            return err(EPERM);
+        }
+        new[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
+        va += core::mem::size_of::<TrapInfo>() as u64;
+    }
+    err(EINVAL) // more than 256 entries without a terminator
+}
+
+fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
+    if ss as u16 | 3 != FLAT_KERNEL_SS64 {
+        return err(EPERM);
+    }
+    let v = &mut d.vcpus[0];
+    v.kernel_ss = ss | 3;
+    v.kernel_sp = sp;
+    0
+}
+
+fn callback(address: u64, flags: u16) -> Option<Callback> {
+    (address == 0 || guest_code_address(address))
+        .then_some(Callback { address, mask_events: flags & CALLBACKF_MASK_EVENTS != 0 })
+}
+
+/// 64-bit `set_callbacks(event, failsafe, syscall)`: events masked on
+/// failsafe entry, as Xen does.
+fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret {
+    let (Some(e), Some(fs), Some(sc)) = (callback(event, 0), callback(failsafe, CALLBACKF_MASK_EVENTS), callback(syscall, 0))
+    else {
+        return err(EINVAL);
+    };
+    let v = &mut d.vcpus[0];
+    v.event = e;
+    v.failsafe = fs;
+    v.syscall = sc;
+    0
+}
+
+fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    match cmd as u32 {
+        CALLBACKOP_REGISTER => {
+            let Ok(r) = space.read::<CallbackRegister>(arg) else { return err(EFAULT) };
+            let Some(cb) = callback(r.address, r.flags) else { return err(EINVAL) };
+            let v = &mut d.vcpus[0];
+            match r.type_ {
+                CALLBACKTYPE_EVENT => v.event = cb,
+                CALLBACKTYPE_FAILSAFE => v.failsafe = cb,
+                CALLBACKTYPE_SYSCALL => v.syscall = cb,
+                CALLBACKTYPE_SYSCALL32 => v.syscall32 = cb,
+                CALLBACKTYPE_SYSENTER => v.sysenter = cb,
+                CALLBACKTYPE_NMI => v.nmi = cb,
+                _ => return err(EINVAL),
+            }
+            0
+        }
+        CALLBACKOP_UNREGISTER => {
+            let Ok(u) = space.read::<CallbackUnregister>(arg) else { return err(EFAULT) };
+            let v = &mut d.vcpus[0];
+            let none = Callback::default();
+            match u.type_ {
+                CALLBACKTYPE_EVENT => v.event = none,
+                CALLBACKTYPE_FAILSAFE => v.failsafe = none,
+                CALLBACKTYPE_SYSCALL => v.syscall = none,
+                CALLBACKTYPE_SYSCALL32 => v.syscall32 = none,
+                CALLBACKTYPE_SYSENTER => v.sysenter = none,
+                CALLBACKTYPE_NMI => v.nmi = none,
+                _ => return err(EINVAL),
+            }
+            0
+        }
+        _ => err(ENOSYS),
+    }
+}
+
+fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
+    let ts = set != 0;
+    d.vcpus[0].cr0_ts = ts;
+    // SAFETY: CR0.TS only decides whether the next FPU instruction traps;
+    // the hypervisor itself never uses the FPU.
+    unsafe {
+        let c = x86::controlregs::cr0();
+        let t = x86::controlregs::Cr0::CR0_TASK_SWITCHED;
+        x86::controlregs::cr0_write(if ts { c | t } else { c - t });
+    }
+    0
+}
+
+/// `iret` (Xen: pv/iret.c do_iret): return from a bounce. The stub pushed
+/// rax, r11, rcx onto the guest stack below the frame the bounce built, so
+/// the guest stack holds an `iret_context`.
+fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
+    let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
+    let c: IretContext = match space.read(f.rsp) {
+        Ok(c) => c,
+        Err(_) => {
+            sched::crash(d, format!("iret: unreadable iret frame at {:#x}", f.rsp));
+            return err(EFAULT);
+        }
+    };
+    let cs = c.cs as u16 | 3;
+    let to_user = c.cs & 3 == 3;
+    if !matches!(cs, FLAT_KERNEL_CS64 | FLAT_USER_CS32) || c.ss as u16 | 3 != FLAT_KERNEL_SS64 || !is_canonical(c.rip) {
+        sched::crash(d, format!("iret to a bad context: cs {:#x} ss {:#x} rip {:#x}", c.cs, c.ss, c.rip));
+        return err(EINVAL);
+    }
+    if to_user && d.vcpus[0].kernel_mode {
+        if d.vcpus[0].guest_table_user == 0 {
+            sched::crash(d, "iret to user mode without user page tables (new_user_baseptr)".into());
+            return err(EINVAL);
+        }
+        traps::toggle_guest_mode(&mut d.vcpus[0]);
+    }
+    if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+        d.vcpus[0].iopl = ((c.rflags >> 12) & 3) as u32;
+    }
+    f.rip = c.rip;
+    f.cs = cs as u64;
+    f.rflags = (c.rflags & !(3 << 12 | 1 << 17)) | 1 << 9;
+    f.rsp = c.rsp;
+    f.ss = c.ss | 3;
+    if c.flags & VGCF_IN_SYSCALL == 0 {
+        f.r11 = c.r11;
+        f.rcx = c.rcx;
+    }
+    // The guest's IF in the frame is its event mask.
+    traps::set_upcall_mask(d, (c.rflags & (1 << 9) == 0) as u8);
+    f.rax = c.rax;
+    0
+}
+
+fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
+    let v = &mut d.vcpus[0];
+    match which as u32 {
+        SEGBASE_FS => {
+            if !is_canonical(value) {
+                return err(EINVAL);
+            }
+            v.fs_base = value;
+            // SAFETY: a canonical FS base only affects the guest.
+            unsafe { x86::msr::wrmsr(x86::msr::IA32_FS_BASE, value) };
+        }
+        SEGBASE_GS_USER | SEGBASE_GS_KERNEL => {
+            if !is_canonical(value) {
+                return err(EINVAL);
+            }
+            sched::save_guest_gs(v);
+            if which as u32 == SEGBASE_GS_USER {
+                v.gs_base_user = value;
+            } else {
+                v.gs_base_kernel = value;
+            }
+            sched::load_guest_gs(v);
+        }
+        SEGBASE_GS_USER_SEL => {
+            // Flat data or null: the base it implies is 0.
+            let sel = value as u16;
+            if sel != 0 && sel | 3 != FLAT_RING3_DS32 {
+                return err(EINVAL);
+            }
+            sched::save_guest_gs(v);
+            v.gs_sel_user = if sel == 0 { 0 } else { sel | 3 };
+            v.gs_base_user = 0;
+            sched::load_guest_gs(v);
+        }
+        _ => return err(EINVAL),
+    }
+    0
+}
+
+fn vm_assist(d: &mut Domain, cmd: u64, ty: u64) -> Ret {
+    const VALID: u64 = 1 << VMASST_TYPE_4GB_SEGMENTS
+        | 1 << VMASST_TYPE_4GB_SEGMENTS_NOTIFY
+        | 1 << VMASST_TYPE_WRITABLE_PAGETABLES
+        | 1 << VMASST_TYPE_PAE_EXTENDED_CR3
+        | 1 << VMASST_TYPE_ARCHITECTURAL_IOPL
+        | 1 << VMASST_TYPE_RUNSTATE_UPDATE_FLAG
+        | 1 << VMASST_TYPE_M2P_STRICT;
+    if ty >= 64 || VALID & (1 << ty) == 0 {
+        return err(EINVAL);
+    }
+    match cmd as u32 {
+        VMASST_CMD_ENABLE => d.vm_assist |= 1 << ty,
+        VMASST_CMD_DISABLE => d.vm_assist &= !(1 << ty),
+        _ => return err(ENOSYS),
+    }
+    0
+}
+
+fn write_str(space: GuestSpace, va: u64, s: &str, cap: usize) -> Ret {
+    let mut buf = [0u8; 1024];
+    let n = s.len().min(cap - 1);
+    buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+    match space.write_bytes(va, &buf[..cap]) {
+        Ok(()) => 0,
+        Err(_) => err(EFAULT),
+    }
+}
+
+fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    match cmd as u32 {
+        XENVER_VERSION => (XEN_MAJOR << 16 | XEN_MINOR) as Ret,
+        XENVER_EXTRAVERSION => write_str(space, arg, EXTRAVERSION, XEN_EXTRAVERSION_LEN),
+        XENVER_CAPABILITIES => write_str(space, arg, CAPABILITIES, XEN_CAPABILITIES_INFO_LEN),
+        XENVER_CHANGESET => write_str(space, arg, "ringvisor", XEN_CHANGESET_INFO_LEN),
+        XENVER_COMPILE_INFO => {
+            let mut ci = XenCompileInfo::zeroed();
+            let put = |dst: &mut [u8], s: &str| dst[..s.len()].copy_from_slice(s.as_bytes());
+            put(&mut ci.compiler, "rustc");
+            put(&mut ci.compile_by, "ringvisor");
+            put(&mut ci.compile_domain, "ringvisor");
+            put(&mut ci.compile_date, "unknown");
+            if space.write(arg, &ci).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        XENVER_PLATFORM_PARAMETERS => {
+            let p = XenPlatformParameters { virt_start: HYPERVISOR_VIRT_START };
+            if space.write(arg, &p).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        XENVER_GET_FEATURES => {
+            let Ok(mut fi) = space.read::<XenFeatureInfo>(arg) else { return err(EFAULT) };
+            fi.submap = match fi.submap_idx {
+                0 => {
+                    1 << XENFEAT_PAE_PGDIR_ABOVE_4GB
+                        | 1 << XENFEAT_MMU_PT_UPDATE_PRESERVE_AD
+                        | if d.privileged { 1 << XENFEAT_DOM0 } else { 0 }
+                }
+                _ => 0,
+            };
+            if space.write(arg, &fi).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        XENVER_PAGESIZE => 4096,
+        XENVER_GUEST_HANDLE => {
+            if space.write_bytes(arg, &[0u8; 16]).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        XENVER_COMMANDLINE => {
+            if !d.privileged {
+                return err(EPERM);
+            }
+            write_str(space, arg, "", 1024)
+        }
+        _ => err(ENOSYS),
+    }
+}
+
+/// `console_io`: the guest's lines go to the serial console as `(dN) `.
+fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64) -> Ret {
+    match cmd as u32 {
+        CONSOLEIO_WRITE => {
+            let mut chunk = [0u8; 256];
+            let mut done = 0u64;
+            while done < count {
+                let n = (count - done).min(chunk.len() as u64) as usize;
+                if space.read_bytes(buf.wrapping_add(done), &mut chunk[..n]).is_err() {
+                    return err(EFAULT);
+                }
+                for &b in &chunk[..n] {
+                    match b {
+                        b'\n' => flush_console_line(d),
+                        b'\r' => {}
+                        // Keep control characters off the hypervisor's console.
+                        0x20..=0x7e => d.console_line.push(b as char),
+                        _ => d.console_line.push('?'),
+                    }
+                    if d.console_line.len() >= 200 {
+                        flush_console_line(d);
+                    }
+                }
+                done += n as u64;
+            }
+            0
+        }
+        CONSOLEIO_READ => 0,
+        _ => err(ENOSYS),
+    }
+}
+
+pub fn flush_console_line(d: &mut Domain) {
+    crate::console::print(format_args!("(d{}) {}\n", d.id, d.console_line));
+    d.console_line.clear();
+}
+
+fn shutdown(d: &mut Domain, reason: u32) -> Ret {
+    if reason > SHUTDOWN_MAX {
+        return err(EINVAL);
+    }
+    if !d.console_line.is_empty() {
+        flush_console_line(d);
+    }
+    crate::info!("d{}: shutdown: {}", d.id, shutdown_reason_name(reason));
+    d.state = State::Shutdown(reason);
+    0
+}
+
+fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    match cmd as u32 {
+        SCHEDOP_YIELD => {
+            sched::request_resched();
+            0
+        }
+        // No events yet, so nothing could wake a blocked vCPU: return at once.
+        SCHEDOP_BLOCK => 0,
+        SCHEDOP_SHUTDOWN => match space.read::<SchedShutdown>(arg) {
+            Ok(s) => shutdown(d, s.reason),
+            Err(_) => err(EFAULT),
+        },
+        SCHEDOP_SHUTDOWN_CODE => match space.read::<SchedShutdown>(arg) {
+            Ok(s) if s.reason <= SHUTDOWN_MAX => 0,
+            Ok(_) => err(EINVAL),
+            Err(_) => err(EFAULT),
+        },
+        _ => err(ENOSYS),
+    }
+}
+
+/// The old `sched_op(cmd, reason)` with the reason by value.
+fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
+    match cmd as u32 {
+        SCHEDOP_YIELD => {
+            sched::request_resched();
+            0
+        }
+        SCHEDOP_BLOCK => 0,
+        SCHEDOP_SHUTDOWN => shutdown(d, arg as u32),
+        _ => err(ENOSYS),
+    }
+}
+
+fn vcpu_op(d: &mut Domain, cmd: u64, vcpu: u64) -> Ret {
+    use ringvisor_abi::vcpu::*;
+    if vcpu as usize >= d.vcpus.len() {
+        return err(ENOENT);
+    }
+    match cmd as u32 {
+        VCPUOP_IS_UP => d.vcpus[vcpu as usize].up as Ret,
+        _ => err(ENOSYS),
+    }
+}
+
+fn physdev_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    use ringvisor_abi::physdev::*;
+    match cmd as u32 {
+        PHYSDEVOP_SET_IOPL => match space.read::<PhysdevSetIopl>(arg) {
+            Ok(p) if p.iopl <= 3 => {
+                d.vcpus[0].iopl = p.iopl;
+                0
+            }
+            Ok(_) => err(EINVAL),
+            Err(_) => err(EFAULT),
+        },
+        _ => err(ENOSYS),
+    }
+}

@@ -1,0 +1,324 @@
+//! Validated page-table updates (Xen: `arch/x86/mm.c`, simplified).
+//!
+//! 64-bit PV guests use direct paging: their page tables hold machine
+//! frame numbers, and they change them only through `mmu_update`,
+//! `update_va_mapping` and `mmuext_op`. Every new entry is checked against
+//! the frame table (`mm::frametable`):
+//!
+//! - it may point only at frames the domain owns;
+//! - an L1 entry may be writable only if its frame is not a page table;
+//! - an L2-L4 entry must point at a page table of the level below; an
+//!   ordinary frame without writable mappings becomes one (it is validated
+//!   entry by entry first);
+//! - no superpages, no reserved bits, no `_PAGE_GLOBAL` (guest kernel and
+//!   user share ring 3), and the user bit is forced on (the guest kernel
+//!   runs in ring 3);
+//! - the hypervisor's L4 slots (256-271) belong to the hypervisor.
+//!
+//! A bad update returns `-EINVAL` (or `-EPERM` for a frame that is not the
+//! domain's) and changes nothing.
+
+use ringvisor_abi::errno::*;
+use ringvisor_abi::xen::*;
+
+use crate::domain::Domain;
+use crate::mm::frametable::{FrameTable, Kind};
+use crate::mm::paging::{self, phys_to_virt};
+use crate::pv::guest_mem::*;
+use crate::pv::hypercall::{err, Ret};
+
+/// Bits a guest may not set in a present entry (above the address: 52-62).
+const RESERVED_HIGH: u64 = 0x7ff0_0000_0000_0000;
+
+fn pte_ptr(mfn: u64, index: usize) -> *mut u64 {
+    (phys_to_virt(mfn << 12) + index as u64 * 8) as *mut u64
+}
+
+fn read_pte(mfn: u64, index: usize) -> u64 {
+    // SAFETY: `mfn` is a page-table frame of the domain (checked by the
+    // callers through the frame table), inside the direct map.
+    unsafe { pte_ptr(mfn, index).read_volatile() }
+}
+
+fn write_pte(mfn: u64, index: usize, v: u64) {
+    // SAFETY: as read_pte; the guest maps page-table frames read-only, so
+    // only the hypervisor writes them.
+    unsafe { pte_ptr(mfn, index).write_volatile(v) }
+}
+
+fn hv_slot(level: u8, index: usize) -> bool {
+    level == 4 && (paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS).contains(&index)
+}
+
+/// Check a new entry for a table of `level` and take the references it
+/// needs. Returns the value to store (user bit forced, global stripped).
+fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64, i32> {
+    if val & PTE_P == 0 {
+        return Ok(val);
+    }
+    if val & RESERVED_HIGH != 0 || (level > 1 && val & PTE_PS != 0) {
+        return Err(EINVAL);
+    }
+    let target = (val & PTE_ADDR) >> 12;
+    let Some(info) = ft.get(target) else { return Err(EPERM) };
+    if info.owner != d.id {
+        return Err(EPERM);
+    }
+    if level == 1 {
+        if val & PTE_RW != 0 {
+            if matches!(info.kind, Kind::Table(_)) {
+                return Err(EINVAL);
+            }
+            ft.get_mut(target).unwrap().writable += 1;
+        }
+        return Ok((val | PTE_US) & !PTE_G);
+    }
+    get_table(d, ft, target, level - 1)?;
+    Ok(val | PTE_US)
+}
+
+/// Drop what `get_entry` took for an entry being replaced.
+fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
+    if old & PTE_P == 0 {
+        return;
+    }
+    let target = (old & PTE_ADDR) >> 12;
+    if let Some(info) = ft.get_mut(target) {
+        if level == 1 {
+            if old & PTE_RW != 0 && info.kind == Kind::Normal {
+                info.writable = info.writable.saturating_sub(1);
+            }
+        } else if info.kind == Kind::Table(level - 1) {
+            info.table_refs = info.table_refs.saturating_sub(1);
+            if info.table_refs == 0 && !info.pinned {
+                // No longer a page table (its own entries keep their
+                // references: the safe direction).
+                info.kind = Kind::Normal;
+            }
+        }
+    }
+}
+
+/// Take a reference on `mfn` as a page table of `level`, validating it
+/// first if it is not one yet.
+fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
+    let Some(info) = ft.get(mfn) else { return Err(EPERM) };
+    if info.owner != d.id {
+        return Err(EPERM);
+    }
+    match info.kind {
+        Kind::Table(l) if l == level => {}
+        Kind::Normal if info.writable == 0 => {
+            // Type it first so a table cannot contain itself writably.
+            ft.get_mut(mfn).unwrap().kind = Kind::Table(level);
+            for i in 0..512 {
+                if hv_slot(level, i) {
+                    continue;
+                }
+                match get_entry(d, ft, level, read_pte(mfn, i)) {
+                    Ok(v) => write_pte(mfn, i, v),
+                    Err(e) => {
+                        ft.get_mut(mfn).unwrap().kind = Kind::Normal;
+                        return Err(e);
+                    }
+                }
+            }
+            if level == 4 {
+                for (i, e) in paging::hypervisor_l4_slots().iter().enumerate() {
+                    write_pte(mfn, paging::HV_FIRST_SLOT + i, *e);
+                }
+            }
+        }
+        _ => return Err(EINVAL),
+    }
+    ft.get_mut(mfn).unwrap().table_refs += 1;
+    Ok(())
+}
+
+/// Replace entry `index` of table `mfn` (of `level`) with `val`.
+fn update_entry(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8, index: usize, val: u64) -> Ret {
+    if hv_slot(level, index) {
+        return err(EINVAL);
+    }
+    let new = match get_entry(d, ft, level, val) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    let old = read_pte(mfn, index);
+    write_pte(mfn, index, new);
+    put_entry(ft, level, old);
+    flush_tlb();
+    0
+}
+
+fn flush_tlb() {
+    // SAFETY: reloading CR3 with its own value only flushes the TLB.
+    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
+}
+
+pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
+        return err(EPERM);
+    }
+    let mut done = 0u64;
+    let mut rc = 0;
+    while done < count {
+        let Ok(u) = space.read::<MmuUpdate>(reqs + done * 16) else {
+            rc = err(EFAULT);
+            break;
+        };
+        let cmd = u.ptr & 3;
+        let ptr = u.ptr & !3;
+        rc = match cmd {
+            MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
+                let mfn = ptr >> 12;
+                match ft.get(mfn) {
+                    Some(i) if i.owner == d.id => match i.kind {
+                        Kind::Table(level) if ptr % 8 == 0 => {
+                            update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val)
+                        }
+                        _ => err(EINVAL),
+                    },
+                    _ => err(EPERM),
+                }
+            }
+            // The M2P table is not kept yet: say so rather than pretend.
+            MMU_MACHPHYS_UPDATE => err(ENOSYS),
+            _ => err(ENOSYS),
+        };
+        if rc != 0 {
+            break;
+        }
+        done += 1;
+    }
+    if done_ptr != 0 && space.write(done_ptr, &(done as u32)).is_err() {
+        return err(EFAULT);
+    }
+    rc
+}
+
+/// The L1 table and index mapping `va` in the domain's kernel tables.
+fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
+    if !is_canonical(va) || in_hypervisor_range(va) {
+        return None;
+    }
+    let mut t = d.vcpus[0].guest_table;
+    for level in (2..=4u32).rev() {
+        let e = read_pte(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
+        if e & PTE_P == 0 || e & PTE_PS != 0 {
+            return None;
+        }
+        t = (e & PTE_ADDR) >> 12;
+    }
+    Some((t, ((va >> 12) & 511) as usize))
+}
+
+pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64, _flags: u64) -> Ret {
+    match l1_slot(d, va) {
+        Some((l1, i)) if ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) => {
+            update_entry(d, ft, l1, 1, i, val)
+        }
+        _ => err(EINVAL),
+    }
+}
+
+pub fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
+        return err(EPERM);
+    }
+    let mut done = 0u64;
+    let mut rc = 0;
+    while done < count {
+        let Ok(op) = space.read::<MmuExtOp>(ops + done * 24) else {
+            rc = err(EFAULT);
+            break;
+        };
+        let mfn = op.mfn();
+        rc = match op.cmd {
+            MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
+                let level = (op.cmd - MMUEXT_PIN_L1_TABLE + 1) as u8;
+                if ft.get(mfn).is_some_and(|i| i.pinned) {
+                    err(EINVAL)
+                } else {
+                    match get_table(d, ft, mfn, level) {
+                        Ok(()) => {
+                            ft.get_mut(mfn).unwrap().pinned = true;
+                            0
+                        }
+                        Err(e) => err(e),
+                    }
+                }
+            }
+            MMUEXT_UNPIN_TABLE => match ft.get(mfn) {
+                Some(i) if i.owner == d.id && i.pinned => {
+                    let level = match i.kind {
+                        Kind::Table(l) => l,
+                        _ => 1,
+                    };
+                    ft.get_mut(mfn).unwrap().pinned = false;
+                    put_entry(ft, level + 1, mfn << 12 | PTE_P);
+                    0
+                }
+                _ => err(EINVAL),
+            },
+            MMUEXT_NEW_BASEPTR | MMUEXT_NEW_USER_BASEPTR => {
+                let user = op.cmd == MMUEXT_NEW_USER_BASEPTR;
+                if user && mfn == 0 {
+                    d.vcpus[0].guest_table_user = 0;
+                    0
+                } else {
+                    match get_table(d, ft, mfn, 4) {
+                        Ok(()) => {
+                            let v = &mut d.vcpus[0];
+                            let old = if user { v.guest_table_user } else { v.guest_table };
+                            if user {
+                                v.guest_table_user = mfn;
+                            } else {
+                                v.guest_table = mfn;
+                            }
+                            if old != 0 {
+                                put_entry(ft, 5, old << 12 | PTE_P);
+                            }
+                            if v.kernel_mode != user {
+                                crate::sched::load_cr3(v);
+                            }
+                            0
+                        }
+                        Err(e) => err(e),
+                    }
+                }
+            }
+            MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
+                flush_tlb();
+                0
+            }
+            MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
+                flush_tlb();
+                0
+            }
+            _ => err(ENOSYS),
+        };
+        if rc != 0 {
+            break;
+        }
+        done += 1;
+    }
+    if done_ptr != 0 && space.write(done_ptr, &(done as u32)).is_err() {
+        return err(EFAULT);
+    }
+    rc
+}
+
+/// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer.
+pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
+    let mfn = (cr3 & PTE_ADDR) >> 12;
+    if get_table(d, ft, mfn, 4).is_err() {
+        return false;
+    }
+    let v = &mut d.vcpus[0];
+    let old = v.guest_table;
+    v.guest_table = mfn;
+    put_entry(ft, 5, old << 12 | PTE_P);
+    crate::sched::load_cr3(v);
+    true
+}

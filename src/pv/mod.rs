@@ -1,0 +1,23 @@
+//! The PV interface: how guests enter the hypervisor and how it answers.
+//!
+//! - `entry`: where every guest entry lands (syscall, exception, interrupt)
+//!   and the single way back;
+//! - `hypercall`: the hypercall table;
+//! - `traps`: the bounce of an exception onto the guest's own handler, and
+//!   the failsafe callback;
+//! - `emulate`: privileged instructions a PV kernel expects emulated;
+//! - `mm`: validated page-table updates;
+//! - `guest_mem`: checked copies to and from guest memory.
+
+#[cfg(target_os = "none")]
+pub mod guest_mem;
+#[cfg(target_os = "none")]
+pub mod emulate;
+#[cfg(target_os = "none")]
+pub mod entry;
+#[cfg(target_os = "none")]
+pub mod hypercall;
+#[cfg(target_os = "none")]
+pub mod mm;
+#[cfg(target_os = "none")]
+pub mod traps;

@@ -1,0 +1,390 @@
+//! Bouncing: delivering an exception, a system call or a failsafe callback
+//! onto the guest kernel's own handler, exactly as the Xen x86-64 PV ABI
+//! describes it (Xen: `xen/arch/x86/x86_64/entry.S` create_bounce_frame,
+//! `pv/traps.c`).
+//!
+//! # A bounce, step by step
+//!
+//! The CPU has taken an exception in the guest (ring 3) and pushed its
+//! frame on *our* stack; the guest never saw it. To the guest kernel it
+//! must look as if the CPU had delivered it there, so we:
+//!
+//! 1. pick the guest kernel stack: the interrupted one if the guest was in
+//!    kernel mode, else the one it registered with `stack_switch`;
+//! 2. write this frame on it, 16-byte aligned, lowest address first:
+//!
+//! ```text
+//!    rsp' ->  RCX        the guest's rcx, r11 (its hypercall/syscall path
+//!             R11        clobbers them, so the ABI hands them over)
+//!            [ERRCODE]   for #DF #TS #NP #SS #GP #PF #AC
+//!             RIP        where the guest was (fault) or goes on (trap)
+//!             CS         interrupted cs (RPL 0 if it was the guest
+//!                        kernel), and in bits 32-39 the saved
+//!                        evtchn_upcall_mask: the guest's "IF" for events
+//!             RFLAGS     with IF = !saved upcall mask
+//!             RSP        the interrupted stack
+//!             SS
+//! ```
+//!
+//! 3. if the trap-table entry asks (`TI_IF`) or the callback was
+//!    registered with `CALLBACKF_mask_events`, set `evtchn_upcall_mask`;
+//! 4. switch the vCPU to guest kernel mode (its page tables and GS base)
+//!    and point it at the handler: rip = handler, rsp = rsp',
+//!    cs/ss = FLAT_KERNEL_CS/SS. The guest returns with `HYPERVISOR_iret`.
+//!
+//! If the frame cannot be written (stack unmapped, read-only, not
+//! canonical), ringvisor tries the failsafe callback, on the stack
+//! registered with `stack_switch`, with the interrupted context and the
+//! data selectors (`failsafe_frame`). Xen crashes the domain at that
+//! point and keeps the failsafe for bad segment reloads; we give the
+//! kernel one more chance, which is easier to watch in a lesson. If there
+//! is no failsafe callback, or its frame cannot be written either, the
+//! domain is crashed with a message saying why; nothing else is affected.
+
+use alloc::format;
+
+use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
+use ringvisor_abi::xen::TI_IF;
+
+use crate::arch::x86_64::idt::{exception_name, TrapFrame};
+use crate::domain::vcpu::Vcpu;
+use crate::domain::Domain;
+use crate::mm::paging::phys_to_virt;
+use crate::pv::emulate;
+use crate::pv::guest_mem::{Fault, GuestSpace};
+use crate::sched;
+use crate::trace::TRACE_BOUNCE;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IOPL: u64 = 3 << 12;
+/// Cleared on entry to a handler, as the CPU does for an interrupt gate
+/// (TF, NT, RF, VM) plus AC.
+const RFLAGS_ENTRY_CLEAR: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
+
+pub const VEC_DE: u8 = 0;
+pub const VEC_DB: u8 = 1;
+pub const VEC_BP: u8 = 3;
+pub const VEC_OF: u8 = 4;
+pub const VEC_UD: u8 = 6;
+pub const VEC_NM: u8 = 7;
+pub const VEC_GP: u8 = 13;
+pub const VEC_PF: u8 = 14;
+
+/// The shared_info page's vcpu_info[0] fields we touch.
+fn upcall_mask_ptr(d: &Domain) -> *mut u8 {
+    (phys_to_virt(d.shared_info_mfn << 12) + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
+        as *mut u8
+}
+
+pub fn upcall_mask(d: &Domain) -> u8 {
+    // SAFETY: the shared_info frame belongs to the domain for its whole
+    // life and is mapped by the direct map; a byte read cannot fault.
+    unsafe { upcall_mask_ptr(d).read_volatile() }
+}
+
+pub fn set_upcall_mask(d: &Domain, m: u8) {
+    // SAFETY: as upcall_mask.
+    unsafe { upcall_mask_ptr(d).write_volatile(m) }
+}
+
+fn set_vcpu_cr2(d: &Domain, cr2: u64) {
+    let off = core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
+        + core::mem::offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
+    // SAFETY: as upcall_mask; an aligned u64 inside the page.
+    unsafe { ((phys_to_virt(d.shared_info_mfn << 12) + off as u64) as *mut u64).write_volatile(cr2) }
+}
+
+/// Switch the vCPU between guest kernel and guest user mode: page tables
+/// and the live GS base change together (Xen: toggle_guest_mode).
+pub fn toggle_guest_mode(v: &mut Vcpu) {
+    sched::save_guest_gs(v);
+    v.kernel_mode = !v.kernel_mode;
+    sched::load_guest_gs(v);
+    sched::load_cr3(v);
+}
+
+/// What to deliver.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounce {
+    pub what: &'static str,
+    pub vector: Option<u8>,
+    pub error_code: Option<u64>,
+    pub handler: u64,
+    pub mask_events: bool,
+}
+
+/// Build the bounce frame and enter the handler; on failure nothing has
+/// changed and the fault says where.
+fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
+    let mask = upcall_mask(d);
+    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+        (d.vcpus[0].iopl as u64) << 12
+    } else {
+        0
+    };
+    let v = &mut d.vcpus[0];
+    let from_user = !v.kernel_mode;
+    let sp = if from_user { v.kernel_sp } else { f.rsp } & !15;
+    // A frame interrupting the guest kernel reports RPL 0: the guest
+    // kernel believes it runs in ring 0.
+    let cs = if from_user { f.cs } else { f.cs & !3 };
+    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
+    let mut words = [0u64; 8];
+    let mut n = 0;
+    let mut push = |w: u64| {
+        words[n] = w;
+        n += 1;
+    };
+    push(f.rcx);
+    push(f.r11);
+    if let Some(ec) = b.error_code {
+        push(ec);
+    }
+    push(f.rip);
+    push(cs | (mask as u64) << 32);
+    push(rflags);
+    push(f.rsp);
+    push(f.ss);
+    let frame_va = sp.wrapping_sub(n as u64 * 8);
+    let space = GuestSpace { l4_mfn: v.guest_table };
+    let mut bytes = [0u8; 64];
+    for (i, w) in words[..n].iter().enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    space.write_bytes(frame_va, &bytes[..n * 8])?;
+
+    if from_user {
+        toggle_guest_mode(v);
+    }
+    if b.mask_events {
+        set_upcall_mask(d, 1);
+    }
+    f.rip = b.handler;
+    f.cs = FLAT_KERNEL_CS64 as u64;
+    f.ss = FLAT_KERNEL_SS64 as u64;
+    f.rsp = frame_va;
+    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
+    Ok(frame_va)
+}
+
+/// The failsafe frame: the interrupted context plus its data selectors,
+/// `{ RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS }`, on the
+/// `stack_switch` stack.
+fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
+    let id = d.id;
+    let mask = upcall_mask(d);
+    let v = &mut d.vcpus[0];
+    if v.failsafe.address == 0 {
+        sched::crash(d, format!("{why}, and there is no failsafe callback"));
+        return;
+    }
+    let (ds, es, fs, gs) = data_selectors();
+    let cs = if v.kernel_mode { f.cs & !3 } else { f.cs };
+    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
+    let words = [f.rcx, f.r11, ds, es, fs, gs, f.rip, cs | (mask as u64) << 32, rflags, f.rsp, f.ss];
+    let sp = v.kernel_sp & !15;
+    let frame_va = sp.wrapping_sub(words.len() as u64 * 8);
+    let mut bytes = [0u8; 88];
+    for (i, w) in words.iter().enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    if let Err(e) = (GuestSpace { l4_mfn: v.guest_table }).write_bytes(frame_va, &bytes) {
+        sched::crash(
+            d,
+            format!("{why}; the failsafe frame could not be written either (stack {:#x}, {})", frame_va, fault_words(&e)),
+        );
+        return;
+    }
+    if !v.kernel_mode {
+        toggle_guest_mode(v);
+    }
+    let handler = v.failsafe.address;
+    if v.failsafe.mask_events {
+        set_upcall_mask(d, 1);
+    }
+    crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
+    crate::trace!(TRACE_BOUNCE, "d{id}v0 failsafe -> {handler:#x} frame {frame_va:#x}");
+    f.rip = handler;
+    f.cs = FLAT_KERNEL_CS64 as u64;
+    f.ss = FLAT_KERNEL_SS64 as u64;
+    f.rsp = frame_va;
+    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
+}
+
+fn data_selectors() -> (u64, u64, u64, u64) {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment selectors has no side effects.
+    unsafe {
+        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
+    }
+    (ds as u64, es as u64, fs as u64, gs as u64)
+}
+
+fn fault_words(e: &Fault) -> &'static str {
+    match (e.level, e.error_code & 1, e.error_code & 2) {
+        (0, _, _) => "non-canonical or hypervisor address",
+        (_, 0, _) => "not mapped",
+        (_, _, 2) => "read-only",
+        _ => "not accessible",
+    }
+}
+
+/// Deliver `b`, falling back to the failsafe callback.
+pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
+    let from = if d.vcpus[0].kernel_mode { "kernel" } else { "user" };
+    let (old_rip, old_cs) = (f.rip, f.cs);
+    match bounce(d, f, &b) {
+        Ok(frame) => {
+            crate::trace!(
+                TRACE_BOUNCE,
+                "d{}v0 bounce {} ec={} from {from} rip={old_rip:#x} cs={old_cs:#x} -> handler {:#x} frame {frame:#x}",
+                d.id,
+                b.what,
+                b.error_code.map_or(alloc::string::String::from("-"), |e| format!("{e:#x}")),
+                b.handler,
+            );
+        }
+        Err(e) => {
+            let why = format!(
+                "cannot write the {} bounce frame at {:#x} ({}) for the handler {:#x}, rip {old_rip:#x}",
+                b.what,
+                e.va,
+                fault_words(&e),
+                b.handler
+            );
+            failsafe(d, f, &why);
+        }
+    }
+}
+
+/// Deliver exception `vector` through the guest's trap table.
+pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {
+    let t = d.vcpus[0].trap_table[vector as usize];
+    if t.address == 0 {
+        let ec = error_code.map_or(alloc::string::String::new(), |e| format!(" error code {e:#x}"));
+        sched::crash(
+            d,
+            format!(
+                "{} (vector {vector}){ec} at rip {:#x} cs {:#x}, and no trap-table handler for it",
+                exception_name(vector as u64),
+                f.rip,
+                f.cs
+            ),
+        );
+        return;
+    }
+    let b = Bounce {
+        what: exception_name(vector as u64),
+        vector: Some(vector),
+        error_code,
+        handler: t.address,
+        mask_events: t.flags & TI_IF != 0,
+    };
+    deliver(d, f, b);
+}
+
+/// `syscall` from guest user mode: to the kernel's syscall callback
+/// (syscall32 from 32-bit user code), frame without error code.
+pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
+    let cb = if compat { d.vcpus[0].syscall32 } else { d.vcpus[0].syscall };
+    if cb.address == 0 {
+        // No callback: as if syscall were disabled (EFER.SCE clear): #UD.
+        inject(d, f, VEC_UD, None);
+        return;
+    }
+    let b = Bounce {
+        what: if compat { "syscall32" } else { "syscall" },
+        vector: None,
+        error_code: None,
+        handler: cb.address,
+        mask_events: cb.mask_events,
+    };
+    deliver(d, f, b);
+}
+
+/// Software interrupts (`int3`, `int n`) from the guest: allowed when the
+/// trap entry's DPL is at least the guest's virtual privilege (kernel 0,
+/// user 3), else #GP with error code (n << 3) | 2 at the instruction.
+/// Software interrupts are traps: rip already points past the instruction.
+fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) {
+    let dpl = d.vcpus[0].trap_table[vector as usize].flags & 3;
+    let cpl = if d.vcpus[0].kernel_mode { 0 } else { 3 };
+    if dpl < cpl {
+        f.rip -= insn_len;
+        inject(d, f, VEC_GP, Some((vector as u64) << 3 | 2));
+    } else {
+        inject(d, f, vector, None);
+    }
+}
+
+/// The instruction bytes at `rip` in the guest's current address space.
+pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
+    let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
+    let mut n = 0;
+    while n < buf.len() {
+        let mut b = [0u8; 1];
+        if space.read_bytes(rip.wrapping_add(n as u64), &mut b).is_err() {
+            break;
+        }
+        buf[n] = b[0];
+        n += 1;
+    }
+    n
+}
+
+/// An exception or interrupt vector taken while the guest ran.
+pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTable, f: &mut TrapFrame) {
+    let vector = f.vector as u8;
+    match vector {
+        VEC_PF => {
+            // SAFETY: reading CR2 has no side effects.
+            let cr2 = unsafe { x86::controlregs::cr2() } as u64;
+            d.vcpus[0].cr2 = cr2;
+            set_vcpu_cr2(d, cr2);
+            inject(d, f, VEC_PF, Some(f.error_code));
+        }
+        VEC_GP => {
+            let mut insn = [0u8; 16];
+            let n = fetch(d, f.rip, &mut insn);
+            // `int n` through a gate whose DPL is 0 (all but 3, 4, 0x80):
+            // decode the vector from the instruction, not from the error
+            // code (QEMU's TCG reports (n << 4) | 2 in long mode).
+            if n >= 2 && insn[0] == 0xcd && f.error_code & 3 == 2 {
+                f.rip += 2;
+                soft_interrupt(d, f, insn[1], 2);
+            } else if !emulate::privileged(d, ft, f, &insn[..n]) {
+                inject(d, f, VEC_GP, Some(f.error_code));
+            }
+        }
+        VEC_UD => {
+            let mut insn = [0u8; 8];
+            let n = fetch(d, f.rip, &mut insn);
+            if !emulate::forced(d, f, &insn[..n]) {
+                inject(d, f, VEC_UD, None);
+            }
+        }
+        VEC_NM => {
+            // fpu_taskswitch set the virtual TS: the guest's next FPU
+            // instruction lands here; clear TS and let its handler run.
+            d.vcpus[0].cr0_ts = false;
+            // SAFETY: clearing CR0.TS only lets FPU instructions run.
+            unsafe { core::arch::asm!("clts", options(nomem, nostack)) };
+            inject(d, f, VEC_NM, None);
+        }
+        VEC_BP | VEC_OF => {
+            let mut b = [0u8; 1];
+            let n = fetch(d, f.rip.wrapping_sub(1), &mut b);
+            let len = if n == 1 && (b[0] == 0xcc || b[0] == 0xce) { 1 } else { 2 };
+            soft_interrupt(d, f, vector, len);
+        }
+        0x80 => soft_interrupt(d, f, 0x80, 2),
+        // A physical NMI or machine check is the hypervisor's business.
+        2 | 18 => crate::arch::x86_64::idt::fatal(f, "NMI/machine check while a guest ran"),
+        0..=31 => {
+            let ec = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30).then_some(f.error_code);
+            inject(d, f, vector, ec);
+        }
+        _ => crate::warn!("d{}: unexpected interrupt vector {vector:#x} from guest; ignored", d.id),
+    }
+}

@@ -1,0 +1,208 @@
+//! Scheduling domains on the (one) physical CPU, and the end of the run.
+//!
+//! Round robin over the domains that are still running, one vCPU each for
+//! now, with a 10 ms time slice from the local APIC timer. A switch happens
+//! only on the way back to a guest (`pv::entry::before_guest_return`): the
+//! outgoing vCPU's registers are copied out of the frame at the top of the
+//! stack and the incoming vCPU's copied in, so the same `iretq` resumes
+//! whichever guest is next.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Mutex;
+use x86::msr::{rdmsr, wrmsr, IA32_FS_BASE, IA32_KERNEL_GSBASE};
+
+use crate::arch::x86_64::exit::{exit, Verdict};
+use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
+use crate::arch::x86_64::{apic, percpu};
+use crate::domain::vcpu::Vcpu;
+use crate::domain::{builder, Domain, State};
+use crate::mm::frametable::FrameTable;
+
+pub const TIMESLICE_NS: u64 = 10_000_000;
+
+pub struct Hv {
+    pub domains: Vec<Domain>,
+    /// Index into `domains` of the domain whose vCPU 0 is on the CPU.
+    pub current: usize,
+    pub frames: FrameTable,
+    /// Domains that could not be built (they count as failures).
+    pub build_failures: usize,
+}
+
+pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
+static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
+
+/// The time slice ran out (timer interrupt) or a guest yielded.
+pub fn request_resched() {
+    NEED_RESCHED.store(true, Ordering::Relaxed);
+}
+
+fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
+    // SAFETY: `area` is 512 bytes, 16-byte aligned, as fxsave64 needs;
+    // CR0.TS is clear while the hypervisor runs, so this cannot #NM.
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+}
+
+fn fxrstor(area: &crate::domain::vcpu::FpuState) {
+    // SAFETY: as fxsave; the area was filled by fxsave64 or zeroed, and the
+    // zero image is valid except MXCSR reserved bits, which are zero.
+    unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };
+}
+
+fn set_cr0_ts(on: bool) {
+    // SAFETY: CR0.TS only decides whether the next FPU instruction traps.
+    unsafe {
+        let c = x86::controlregs::cr0();
+        let ts = x86::controlregs::Cr0::CR0_TASK_SWITCHED;
+        let want = if on { c | ts } else { c - ts };
+        if want != c {
+            x86::controlregs::cr0_write(want);
+        }
+    }
+}
+
+/// The guest's GS base that is live while it runs (its kernel's or its
+/// user's, by mode); while we run it waits in IA32_KERNEL_GS_BASE.
+pub fn load_guest_gs(v: &Vcpu) {
+    let base = if v.kernel_mode { v.gs_base_kernel } else { v.gs_base_user };
+    // SAFETY: only the guest sees this base, after the swapgs on exit.
+    unsafe { wrmsr(IA32_KERNEL_GSBASE, base) };
+}
+
+pub fn save_guest_gs(v: &mut Vcpu) {
+    // SAFETY: reading an MSR has no side effects.
+    let base = unsafe { rdmsr(IA32_KERNEL_GSBASE) };
+    if v.kernel_mode {
+        v.gs_base_kernel = base;
+    } else {
+        v.gs_base_user = base;
+    }
+}
+
+/// Load the address space for the vCPU's current mode.
+pub fn load_cr3(v: &Vcpu) {
+    // SAFETY: the table is a validated guest L4 (builder or mmuext), with
+    // the hypervisor's own slots in place, so the hypervisor stays mapped.
+    unsafe { x86::controlregs::cr3_write(v.current_table() << 12) };
+}
+
+fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
+    v.regs = *f;
+    save_guest_gs(v);
+    // SAFETY: reading an MSR has no side effects.
+    v.fs_base = unsafe { rdmsr(IA32_FS_BASE) };
+    set_cr0_ts(false);
+    fxsave(&mut v.fpu);
+}
+
+fn switch_in(v: &Vcpu, f: &mut TrapFrame) {
+    *f = v.regs;
+    load_cr3(v);
+    load_guest_gs(v);
+    // SAFETY: fs_base was checked canonical when the guest set it.
+    unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
+    fxrstor(&v.fpu);
+    set_cr0_ts(v.cr0_ts);
+    apic::oneshot(TIMESLICE_NS);
+}
+
+/// Pick the next running domain after `from` (round robin), if any.
+fn next_running(hv: &Hv, from: usize) -> Option<usize> {
+    let n = hv.domains.len();
+    (1..=n).map(|i| (from + i) % n).find(|&i| hv.domains[i].is_alive())
+}
+
+/// Start running guests (never returns).
+pub fn start(hv: Hv) -> ! {
+    let first = next_running(&hv, hv.domains.len().saturating_sub(1));
+    *HV.lock() = Some(hv);
+    let Some(first) = first else { finish() };
+    let frame = percpu::guest_frame();
+    {
+        let mut g = HV.lock();
+        let hv = g.as_mut().unwrap();
+        hv.current = first;
+        // SAFETY: `frame` is this CPU's guest frame slot at the top of its
+        // stack, which nothing else uses while we are on the boot path.
+        switch_in(&hv.domains[first].vcpus[0], unsafe { &mut *frame });
+        crate::info!("d{}: running", hv.domains[first].id);
+    }
+    enter_frame(frame)
+}
+
+/// On the way back to a guest: handle a dead current domain and time
+/// slices. `f` is the frame at the top of the stack.
+pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
+    let cur = hv.current;
+    let alive = hv.domains[cur].is_alive();
+    let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
+    if alive && !resched {
+        return;
+    }
+    if !alive {
+        let d = &mut hv.domains[cur];
+        builder::teardown(d, &mut hv.frames);
+    }
+    match next_running(hv, cur) {
+        Some(next) if next != cur => {
+            if alive {
+                switch_out(&mut hv.domains[cur].vcpus[0], f);
+            }
+            hv.current = next;
+            switch_in(&hv.domains[next].vcpus[0], f);
+        }
+        Some(_) => apic::oneshot(TIMESLICE_NS), // the only one left: go on
+        None => {
+            // SAFETY: the hypervisor's own tables map everything it uses.
+            unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+            finish_locked(hv)
+        }
+    }
+}
+
+/// Kill a domain with a message saying why (it stops at the next return).
+pub fn crash(d: &mut Domain, why: String) {
+    if d.is_alive() {
+        crate::error!("d{}: crashed: {why}", d.id);
+        d.state = State::Crashed(why);
+    }
+}
+
+fn finish() -> ! {
+    let mut g = HV.lock();
+    match g.as_mut() {
+        Some(hv) => finish_locked(hv),
+        None => exit(Verdict::Success, format_args!("no guests given; nothing to run")),
+    }
+}
+
+/// Every domain has ended: report each one and leave with the verdict.
+fn finish_locked(hv: &mut Hv) -> ! {
+    let mut bad = hv.build_failures;
+    for d in &hv.domains {
+        match &d.state {
+            State::Shutdown(r) => {
+                crate::info!("d{} ({}): shut down: {}", d.id, d.name, ringvisor_abi::sched::shutdown_reason_name(*r));
+                if *r != ringvisor_abi::sched::SHUTDOWN_POWEROFF {
+                    bad += 1;
+                }
+            }
+            State::Crashed(why) => {
+                crate::info!("d{} ({}): crashed: {why}", d.id, d.name);
+                bad += 1;
+            }
+            State::Running => {}
+        }
+    }
+    if bad == 0 {
+        exit(Verdict::Success, format_args!("all {} domain(s) powered off", hv.domains.len()))
+    } else {
+        exit(
+            Verdict::Failure,
+            format_args!("{bad} of {} domain(s) did not power off", hv.domains.len() + hv.build_failures),
+        )
+    }
+}
