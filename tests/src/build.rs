@@ -91,6 +91,71 @@ pub fn build_hypervisor(profile: Profile) -> Result<PathBuf> {
     Ok(elf)
 }
 
+/// The test guests: every crate under `guests/` whose package is named
+/// `guest-*` (the runtime `guests/rt` is not one).
+pub fn guest_crates() -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(dirs) = fs::read_dir(workspace_root().join("guests")) else { return names };
+    for d in dirs.flatten() {
+        let Ok(toml) = fs::read_to_string(d.path().join("Cargo.toml")) else { continue };
+        let name = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"').map(str::to_string));
+        if let Some(n) = name.filter(|n| n.starts_with("guest-")) {
+            names.push(n);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Where `cargo build` leaves guest `name` (always a release build: guests
+/// run under TCG and must be quick).
+pub fn guest_path(name: &str) -> PathBuf {
+    target_dir().join(TARGET).join("release").join(name)
+}
+
+/// Builds every test guest for the bare-metal target, in one cargo run.
+pub fn build_guests() -> Result<Vec<PathBuf>> {
+    let names = guest_crates();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut c = cargo();
+    c.current_dir(workspace_root()).args(["build", "--release", "--target", TARGET]);
+    for n in &names {
+        c.args(["-p", n]);
+    }
+    cmd::run(&mut c)?;
+    let paths: Vec<PathBuf> = names.iter().map(|n| guest_path(n)).collect();
+    for p in &paths {
+        if !p.is_file() {
+            bail!("cargo built no guest at {}", p.display());
+        }
+    }
+    Ok(paths)
+}
+
+/// For the integration tests: guest `name`, built (all guests, once per
+/// test process) unless `$RINGVISOR_GUESTS_BUILT` says xtask did it.
+pub fn test_guest(name: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<()>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if std::env::var_os("RINGVISOR_GUESTS_BUILT").is_some() {
+                return Ok(());
+            }
+            eprintln!("RINGVISOR_GUESTS_BUILT is unset: building the test guests");
+            build_guests().map(|_| ())
+        })
+        .clone()?;
+    let p = guest_path(name);
+    if !p.is_file() {
+        bail!("no guest {name} at {} (is guests/{} a workspace member?)", p.display(), name.trim_start_matches("guest-"));
+    }
+    Ok(p)
+}
+
 fn copy(from: &Path, to: &Path) -> Result<()> {
     // Write beside, then rename: a QEMU reading the old file never sees a
     // half-written one.

@@ -323,6 +323,7 @@ fn run(o: &Opts) -> Result<ExitCode> {
 fn test(o: &Opts) -> Result<ExitCode> {
     tools::ensure(tools::ALL)?;
     let elf = build::build_hypervisor(Profile::Release)?;
+    build::build_guests()?;
     let iso = build::build_iso(
         &elf,
         "",
@@ -337,6 +338,7 @@ fn test(o: &Opts) -> Result<ExitCode> {
         c.current_dir(build::workspace_root())
             .env("RINGVISOR_ELF", &elf)
             .env("RINGVISOR_ISO", &iso)
+            .env("RINGVISOR_GUESTS_BUILT", "1")
             .args(["test", "--workspace"])
             .args(targets)
             .args(["--", "--nocapture"])
