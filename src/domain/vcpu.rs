@@ -26,6 +26,17 @@ pub struct Callback {
 #[derive(Clone, Copy)]
 pub struct FpuState(pub [u8; 512]);
 
+impl FpuState {
+    /// The state after FNINIT and reset: x87 control word 0x37f, MXCSR
+    /// 0x1f80 (every exception masked), all registers zero.
+    pub fn initial() -> FpuState {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        FpuState(a)
+    }
+}
+
 pub struct Vcpu {
     pub id: u32,
     pub up: bool,
@@ -58,6 +69,10 @@ pub struct Vcpu {
     /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
     pub iopl: u32,
     pub fpu: FpuState,
+    /// The guest's GDT (`set_gdt`): its frames and a validated copy of its
+    /// descriptors, loaded into the CPU's GDT while this vCPU runs.
+    pub gdt_frames: alloc::vec::Vec<u64>,
+    pub gdt: alloc::vec::Vec<u64>,
 }
 
 impl Vcpu {
@@ -85,7 +100,9 @@ impl Vcpu {
             cr0_ts: false,
             cr2: 0,
             iopl: 0,
-            fpu: FpuState([0; 512]),
+            fpu: FpuState::initial(),
+            gdt_frames: alloc::vec::Vec::new(),
+            gdt: alloc::vec::Vec::new(),
         }
     }
 

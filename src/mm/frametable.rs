@@ -22,6 +22,8 @@ pub enum Kind {
     Table(u8),
     /// The domain's shared_info page: the guest may map it writable.
     SharedInfo,
+    /// Part of a vCPU's GDT (`set_gdt`): mapped read-only only.
+    Gdt,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -27,7 +27,7 @@ use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
-use crate::pv::{mm, traps};
+use crate::pv::{descriptor, mm, traps};
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
 
@@ -66,12 +66,15 @@ pub fn dispatch(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame) {
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
         HYPERVISOR_CONSOLE_IO => console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_VM_ASSIST => vm_assist(d, a[0], a[1]),
-        HYPERVISOR_VCPU_OP => vcpu_op(d, a[0], a[1]),
+        HYPERVISOR_VCPU_OP => vcpu_op(d, space, a[0], a[1], a[2]),
         HYPERVISOR_SET_SEGMENT_BASE => set_segment_base(d, a[0], a[1]),
         HYPERVISOR_MMUEXT_OP => mm::mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_SCHED_OP => sched_op(d, space, a[0], a[1]),
         HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
         HYPERVISOR_PHYSDEV_OP => physdev_op(d, space, a[0], a[1]),
+        HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
+        HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
+        HYPERVISOR_MEMORY_OP => memory_op(d, space, a[0], a[1]),
         _ => err(ENOSYS),
     };
     crate::trace!(
@@ -455,13 +458,57 @@ fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
     }
 }
 
-fn vcpu_op(d: &mut Domain, cmd: u64, vcpu: u64) -> Ret {
+fn vcpu_op(d: &mut Domain, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
     use ringvisor_abi::vcpu::*;
     if vcpu as usize >= d.vcpus.len() {
         return err(ENOENT);
     }
     match cmd as u32 {
         VCPUOP_IS_UP => d.vcpus[vcpu as usize].up as Ret,
+        VCPUOP_GET_RUNSTATE_INFO => {
+            // One vCPU per domain for now: it has been running, or
+            // runnable while others ran, since it started.
+            let now = crate::arch::x86_64::time::now_ns();
+            let mut r = VcpuRunstateInfo::zeroed();
+            r.state = RUNSTATE_RUNNING;
+            r.state_entry_time = now;
+            r.time[RUNSTATE_RUNNING as usize] = now;
+            if space.write(arg, &r).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        // Timers, more vCPUs and vcpu_info placement come with events.
+        _ => err(ENOSYS),
+    }
+}
+
+fn memory_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    use ringvisor_abi::memory::*;
+    let nr_pages = d.p2m.len() as Ret;
+    match cmd as u32 {
+        XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
+        XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
+            Ok(id) if id == DOMID_SELF || id == d.id => nr_pages,
+            Ok(_) => err(EPERM),
+            Err(_) => err(EFAULT),
+        },
+        XENMEM_MEMORY_MAP => {
+            // The guest's pseudo-physical map: all its pages, one RAM range.
+            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };
+            if m.nr_entries < 1 {
+                return err(EINVAL);
+            }
+            let e = E820Entry { addr: 0, size: nr_pages as u64 * 4096, type_: 1 };
+            if space.write(m.buffer, &e).is_err() {
+                return err(EFAULT);
+            }
+            m.nr_entries = 1;
+            if space.write(arg, &m).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
         _ => err(ENOSYS),
     }
 }

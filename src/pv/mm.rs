@@ -66,7 +66,7 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
     }
     if level == 1 {
         if val & PTE_RW != 0 {
-            if matches!(info.kind, Kind::Table(_)) {
+            if matches!(info.kind, Kind::Table(_) | Kind::Gdt) {
                 return Err(EINVAL);
             }
             ft.get_mut(target).unwrap().writable += 1;
@@ -167,14 +167,15 @@ pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: 
             rc = err(EFAULT);
             break;
         };
-        let cmd = u.ptr & 3;
-        let ptr = u.ptr & !3;
+        // The command rides in the low bits of the (8-byte aligned) pointer.
+        let cmd = u.ptr & 7;
+        let ptr = u.ptr & !7;
         rc = match cmd {
             MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
                 let mfn = ptr >> 12;
                 match ft.get(mfn) {
                     Some(i) if i.owner == d.id => match i.kind {
-                        Kind::Table(level) if ptr % 8 == 0 => {
+                        Kind::Table(level) => {
                             update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val)
                         }
                         _ => err(EINVAL),

@@ -7,10 +7,13 @@
 //!   the failsafe callback;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
 //! - `mm`: validated page-table updates;
+//! - `descriptor`: the guest's GDT (`set_gdt`, `update_descriptor`);
 //! - `guest_mem`: checked copies to and from guest memory.
 
 #[cfg(target_os = "none")]
 pub mod guest_mem;
+#[cfg(target_os = "none")]
+pub mod descriptor;
 #[cfg(target_os = "none")]
 pub mod emulate;
 #[cfg(target_os = "none")]

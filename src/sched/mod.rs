@@ -100,6 +100,7 @@ fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
 
 fn switch_in(v: &Vcpu, f: &mut TrapFrame) {
     *f = v.regs;
+    crate::arch::x86_64::gdt::load_guest_entries(&v.gdt);
     load_cr3(v);
     load_guest_gs(v);
     // SAFETY: fs_base was checked canonical when the guest set it.

@@ -167,6 +167,25 @@ pub fn set_layout(layout: Layout) {
     set_reserved(&mut GDT.lock(), layout);
 }
 
+/// Put a guest's own descriptors (validated by `pv::descriptor`) in
+/// entries 0..n of the GDT, clearing what a previous guest left above.
+pub fn load_guest_entries(entries: &[u64]) {
+    let mut g = GDT.lock();
+    let n = entries.len().min(FIRST_RESERVED_GDT_ENTRY);
+    g.0[..n].copy_from_slice(&entries[..n]);
+    g.0[0] = 0;
+    for e in &mut g.0[n..FIRST_RESERVED_GDT_ENTRY] {
+        *e = 0;
+    }
+}
+
+/// Set one guest entry (update_descriptor on the running vCPU's GDT).
+pub fn set_guest_entry(index: usize, desc: u64) {
+    if index != 0 && index < FIRST_RESERVED_GDT_ENTRY {
+        GDT.lock().0[index] = desc;
+    }
+}
+
 /// Set the stack the CPU loads on entry from rings 1-3 (per running vCPU).
 pub fn set_rsp0(rsp0: u64) {
     TSS.lock().set_rsp(Ring::Ring0, rsp0);
