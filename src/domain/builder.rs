@@ -129,6 +129,9 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         frame_bytes(mfn).fill(0);
         ft.assign(mfn, id, Kind::Normal);
     }
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        paging::m2p_set(mfn, pfn as u64);
+    }
     ft.assign(shared.0, id, Kind::SharedInfo);
     // Events start masked (vcpu_info[0].evtchn_upcall_mask = 1).
     frame_bytes(shared.0)[core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask)] = 1;
@@ -249,6 +252,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
 fn release_frames(mfns: &[u64], ft: &mut FrameTable) {
     for &mfn in mfns {
         ft.release(mfn);
+        paging::m2p_set(mfn, paging::M2P_INVALID);
         let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
     }
 }

@@ -28,6 +28,7 @@ const BOOT_DIRECTMAP: u64 = 4 << 30;
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
+const US: u64 = 1 << 2;
 const PWT: u64 = 1 << 3;
 const PCD: u64 = 1 << 4;
 const PS: u64 = 1 << 7;
@@ -242,6 +243,47 @@ pub fn max_ram() -> u64 {
 /// Is `pa` RAM reachable through the direct map?
 pub fn is_ram(pa: u64) -> bool {
     pa < DIRECTMAP_END.load(Ordering::Relaxed)
+}
+
+/// The machine-to-physical table: one u64 per machine frame, the guest's
+/// pseudo-physical frame for frames a guest owns, else `M2P_INVALID`.
+/// Guests read it at its public address (`MACH2PHYS_VIRT_START`, mapped
+/// read-only and user-accessible: their kernels run in ring 3); the
+/// hypervisor writes it through the direct map.
+pub const M2P_INVALID: u64 = !0;
+static M2P: AtomicU64 = AtomicU64::new(0);
+static M2P_ENTRIES: AtomicU64 = AtomicU64::new(0);
+
+pub fn init_m2p(nframes: u64) -> Option<()> {
+    let pages = (nframes * 8).div_ceil(PAGE_SIZE);
+    let first = with_frames(|fa| fa.alloc_contiguous(pages, 1))?;
+    let base = phys_to_virt(first.addr());
+    // SAFETY: freshly allocated frames, ours for good, in the direct map.
+    unsafe { core::slice::from_raw_parts_mut(base as *mut u64, (pages * 512) as usize).fill(M2P_INVALID) };
+    let root = ROOT.load(Ordering::Relaxed);
+    let nx = NX.load(Ordering::Relaxed);
+    let va0 = ringvisor_abi::x86_64::MACH2PHYS_VIRT_START;
+    for i in 0..pages {
+        map_4k(root, va0 + i * PAGE_SIZE, first.addr() + i * PAGE_SIZE, P | US | G | nx);
+    }
+    // The upper levels on the way must allow user access too.
+    let mut t = root;
+    for level in (1..=3).rev() {
+        let e = &mut table(t)[idx(va0, level)];
+        *e |= US;
+        t = *e & ADDR;
+    }
+    M2P.store(base, Ordering::Relaxed);
+    M2P_ENTRIES.store(pages * 512, Ordering::Relaxed);
+    Some(())
+}
+
+/// Record that machine frame `mfn` is pseudo-physical frame `pfn`.
+pub fn m2p_set(mfn: u64, pfn: u64) {
+    if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {
+        // SAFETY: inside the table init_m2p allocated; a u64 store.
+        unsafe { (M2P.load(Ordering::Relaxed) as *mut u64).add(mfn as usize).write_volatile(pfn) };
+    }
 }
 
 /// Map one page of device registers, uncached; returns its address.

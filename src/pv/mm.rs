@@ -183,8 +183,17 @@ pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: 
                     _ => err(EPERM),
                 }
             }
-            // The M2P table is not kept yet: say so rather than pretend.
-            MMU_MACHPHYS_UPDATE => err(ENOSYS),
+            MMU_MACHPHYS_UPDATE => {
+                let mfn = ptr >> 12;
+                if !ft.owned_by(mfn, d.id) {
+                    err(EPERM)
+                } else if u.val >= d.p2m.len() as u64 && u.val != paging::M2P_INVALID {
+                    err(EINVAL)
+                } else {
+                    paging::m2p_set(mfn, u.val);
+                    0
+                }
+            }
             _ => err(ENOSYS),
         };
         if rc != 0 {
