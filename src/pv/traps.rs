@@ -342,7 +342,10 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             let cr2 = unsafe { x86::controlregs::cr2() } as u64;
             d.vcpus[0].cr2 = cr2;
             set_vcpu_cr2(d, cr2);
-            inject(d, f, VEC_PF, Some(f.error_code));
+            // The CPU saw a ring-3 access either way; the guest must see
+            // "user" only for its user mode (Xen does the same).
+            let ec = if d.vcpus[0].kernel_mode { f.error_code & !4 } else { f.error_code | 4 };
+            inject(d, f, VEC_PF, Some(ec));
         }
         VEC_GP => {
             let mut insn = [0u8; 16];
