@@ -1,0 +1,76 @@
+//! `pvguest`: the runtime of ringvisor's 64-bit Xen PV test guests.
+//!
+//! A test guest is an ordinary Xen PV kernel image: it boots unmodified on
+//! real Xen (as dom0) and on ringvisor (as any domain). This crate gives it
+//!
+//! - the image itself: Xen ELF notes, the hypercall page and `_start`
+//!   ([`head`], `head.S`, `guest.ld`);
+//! - hypercall wrappers over the hypercall page ([`hypercall`]);
+//! - `print!`/`println!` over `console_io` ([`console`]);
+//! - start-of-day information and the mapped `shared_info` ([`start_info`]);
+//! - XTF-style results: `TEST:`, `PASS:`/`FAIL:` lines and one final
+//!   `RESULT:` line, then shutdown ([`report`]);
+//! - trap bounces: entry points for vectors 0-31, `0x80` and the callbacks,
+//!   a recorded [`traps::Trap`] per bounce, inline expected faults
+//!   ([`traps::catch`], [`traps::expect_fault`]) and user mode
+//!   ([`traps::run_user`]);
+//! - a few instructions PV kernels expect Xen to emulate ([`cpu`]).
+//!
+//! A guest crate is `#![no_std] #![no_main]` on the bare-metal target and
+//! names its test with [`guest_main!`]; the crate's `build.rs` passes
+//! `guest.ld` to the linker. On the host everything here still compiles (so
+//! `cargo test --workspace` builds the guests), but only the pure parts are
+//! meaningful there.
+//!
+//! Everything runs on vCPU 0 with one thread of control; the only
+//! "concurrency" is a trap handler running between two instructions of the
+//! code it interrupted. [`cell::GuestCell`] is built for exactly that.
+#![no_std]
+
+pub use ringvisor_abi as abi;
+
+pub mod cell;
+pub mod console;
+pub mod cpu;
+pub mod head;
+pub mod hypercall;
+pub mod report;
+pub mod start_info;
+pub mod traps;
+
+/// Where the image is linked and `XEN_ELFNOTE_VIRT_BASE`: the top 2 GiB,
+/// like a Linux PV kernel. Must match `VIRT_BASE` in `guest.ld`.
+pub const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// Bytes per page.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Defines the guest's entry: `guest_main!("name", main)` runs
+/// `fn main(&'static StartInfo)` after printing `TEST: name`, then prints the
+/// `RESULT:` line from the checks it reported and shuts down.
+///
+/// On the host (where guests are only compiled, never run) it defines a
+/// `fn main` that says so.
+#[macro_export]
+macro_rules! guest_main {
+    ($name:literal, $main:path) => {
+        #[cfg(target_os = "none")]
+        #[no_mangle]
+        static PVGUEST_TEST_NAME: &str = $name;
+
+        #[cfg(target_os = "none")]
+        #[no_mangle]
+        fn pvguest_main(si: &'static $crate::abi::StartInfo) {
+            $main(si)
+        }
+
+        #[cfg(not(target_os = "none"))]
+        fn main() {
+            ::std::eprintln!(
+                "{} is a Xen PV guest kernel: build it with --target x86_64-unknown-none \
+                 and boot it on Xen or ringvisor",
+                $name
+            );
+        }
+    };
+}
