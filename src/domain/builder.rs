@@ -259,7 +259,11 @@ fn release_frames(mfns: &[u64], ft: &mut FrameTable) {
 
 /// Give every frame of a finished domain back to the pool.
 pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
+    if d.p2m.is_empty() {
+        return; // already done
+    }
     release_frames(&d.p2m, ft);
     release_frames(&[d.shared_info_mfn], ft);
     d.p2m = Vec::new();
+    d.shared_info_mfn = 0;
 }

@@ -62,6 +62,8 @@ pub struct Vcpu {
     pub gs_base_kernel: u64,
     pub gs_base_user: u64,
     pub gs_sel_user: u16,
+    /// ds, es, fs, gs while another vCPU runs.
+    pub data_sels: [u16; 4],
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub cr0_ts: bool,
     /// Virtual CR2: the address of the last page fault bounced.
@@ -97,6 +99,7 @@ impl Vcpu {
             gs_base_kernel: 0,
             gs_base_user: 0,
             gs_sel_user: 0,
+            data_sels: [0; 4],
             cr0_ts: false,
             cr2: 0,
             iopl: 0,

@@ -47,19 +47,25 @@ pub fn guest_trap(f: &mut TrapFrame) {
 
 /// The last thing before `iretq` into a guest.
 pub fn before_guest_return(f: &mut TrapFrame) {
-    with_current(|hv| {
+    with_current(|hv| loop {
+        // Settle a dead domain or an expired time slice; this may switch
+        // to another vCPU or end the run.
         sched::schedule(hv, f);
         let cur = hv.current;
         let d = &mut hv.domains[cur];
+        if !d.is_alive() {
+            continue; // killed while being switched in
+        }
         // What iretq would refuse in ring 0 (a #GP there would be a
-        // hypervisor fault), checked here so it is the guest's problem:
-        // hypercalls and bounces only ever store validated values, so
-        // failing this is a hypervisor bug caught early.
+        // hypervisor fault) is checked here, so it can only ever be the
+        // guest's problem: hypercalls and bounces store validated values,
+        // so failing this means a hypervisor bug, caught early.
         let ok_cs = matches!(f.cs as u16, 0xe033 | 0xe023);
         if !ok_cs || f.ss as u16 != 0xe02b || !crate::pv::guest_mem::is_canonical(f.rip) {
             sched::crash(d, format!("bad return frame cs {:#x} ss {:#x} rip {:#x}", f.cs, f.ss, f.rip));
-            sched::schedule(hv, f);
+            continue;
         }
         f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+        return;
     })
 }

@@ -171,6 +171,18 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
 /// `{ RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS }`, on the
 /// `stack_switch` stack.
 fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
+    let sels = crate::sched::read_data_selectors();
+    failsafe_with(d, f, why, sels)
+}
+
+/// Reloading the vCPU's data selectors failed (its GDT changed under
+/// them): the failsafe callback gets the selectors it had.
+pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
+    let why = format!("cannot reload data selectors ds {:#x} es {:#x} fs {:#x} gs {:#x}", sels[0], sels[1], sels[2], sels[3]);
+    failsafe_with(d, f, &why, sels)
+}
+
+fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     let id = d.id;
     let mask = upcall_mask(d);
     let v = &mut d.vcpus[0];
@@ -178,7 +190,7 @@ fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
         sched::crash(d, format!("{why}, and there is no failsafe callback"));
         return;
     }
-    let (ds, es, fs, gs) = data_selectors();
+    let [ds, es, fs, gs] = sels.map(|s| s as u64);
     let cs = if v.kernel_mode { f.cs & !3 } else { f.cs };
     let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
     let words = [f.rcx, f.r11, ds, es, fs, gs, f.rip, cs | (mask as u64) << 32, rflags, f.rsp, f.ss];
@@ -209,16 +221,6 @@ fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
     f.ss = FLAT_KERNEL_SS64 as u64;
     f.rsp = frame_va;
     f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
-}
-
-fn data_selectors() -> (u64, u64, u64, u64) {
-    let (ds, es, fs, gs): (u16, u16, u16, u16);
-    // SAFETY: reading segment selectors has no side effects.
-    unsafe {
-        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
-            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
-    }
-    (ds as u64, es as u64, fs as u64, gs as u64)
 }
 
 fn fault_words(e: &Fault) -> &'static str {

@@ -89,8 +89,59 @@ pub fn load_cr3(v: &Vcpu) {
     unsafe { x86::controlregs::cr3_write(v.current_table() << 12) };
 }
 
+/// Read ds, es, fs, gs (the guest's: the hypervisor never loads them).
+pub fn read_data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no side effects.
+    unsafe {
+        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
+    }
+    [ds, es, fs, gs]
+}
+
+/// Is `sel` one a guest may have loaded: null, or a present data (or
+/// readable code) segment of DPL 3 in the current GDT? Asked with `lar`,
+/// which reports instead of faulting.
+fn selector_ok(sel: u16) -> bool {
+    if sel & !3 == 0 {
+        return true;
+    }
+    let (ok, rights): (u8, u32);
+    // SAFETY: lar only reads the descriptor table and sets ZF.
+    unsafe {
+        core::arch::asm!("lar {r:e}, {s:e}", "setz {ok}", r = out(reg) rights, s = in(reg) sel as u32, ok = out(reg_byte) ok,
+            options(nomem, nostack));
+    }
+    let dpl = (rights >> 13) & 3;
+    let present = rights & (1 << 15) != 0;
+    let s_bit = rights & (1 << 12) != 0;
+    let code_not_readable = rights & (1 << 11) != 0 && rights & (1 << 9) == 0;
+    ok == 1 && present && s_bit && dpl == 3 && sel & 3 == 3 && !code_not_readable
+}
+
+/// Load the vCPU's data selectors, each checked first: a selector whose
+/// descriptor the guest has since changed would fault here, in ring 0.
+/// Returns false (and loads null instead) when one is bad: the caller
+/// delivers the failsafe callback.
+fn load_data_selectors(sels: [u16; 4]) -> bool {
+    let ok = sels.iter().all(|&s| selector_ok(s));
+    let [ds, es, fs, gs] = if ok { sels } else { [0; 4] };
+    // SAFETY: every selector is null or was checked by selector_ok against
+    // the GDT now loaded. Loading GS replaces the hypervisor's GS base, so
+    // it is put back at once (interrupts are off).
+    unsafe {
+        let ours = rdmsr(x86::msr::IA32_GS_BASE);
+        core::arch::asm!("mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}", "mov gs, {3:x}",
+            in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs, options(nomem, nostack));
+        wrmsr(x86::msr::IA32_GS_BASE, ours);
+    }
+    ok
+}
+
 fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
     v.regs = *f;
+    v.data_sels = read_data_selectors();
     save_guest_gs(v);
     // SAFETY: reading an MSR has no side effects.
     v.fs_base = unsafe { rdmsr(IA32_FS_BASE) };
@@ -98,9 +149,11 @@ fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
     fxsave(&mut v.fpu);
 }
 
-fn switch_in(v: &Vcpu, f: &mut TrapFrame) {
+/// Returns false when the vCPU's data selectors could not be reloaded.
+fn switch_in(v: &Vcpu, f: &mut TrapFrame) -> bool {
     *f = v.regs;
     crate::arch::x86_64::gdt::load_guest_entries(&v.gdt);
+    let sels_ok = load_data_selectors(v.data_sels);
     load_cr3(v);
     load_guest_gs(v);
     // SAFETY: fs_base was checked canonical when the guest set it.
@@ -108,6 +161,7 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame) {
     fxrstor(&v.fpu);
     set_cr0_ts(v.cr0_ts);
     apic::oneshot(TIMESLICE_NS);
+    sels_ok
 }
 
 /// Pick the next running domain after `from` (round robin), if any.
@@ -153,7 +207,10 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
                 switch_out(&mut hv.domains[cur].vcpus[0], f);
             }
             hv.current = next;
-            switch_in(&hv.domains[next].vcpus[0], f);
+            if !switch_in(&hv.domains[next].vcpus[0], f) {
+                let sels = hv.domains[next].vcpus[0].data_sels;
+                crate::pv::traps::failsafe_segments(&mut hv.domains[next], f, sels);
+            }
         }
         Some(_) => apic::oneshot(TIMESLICE_NS), // the only one left: go on
         None => {
