@@ -320,6 +320,26 @@ fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) 
     }
 }
 
+/// `sysenter` from the guest's 32-bit user mode (#GP or #UD here: the
+/// hypervisor leaves the SYSENTER MSRs unset) goes to the sysenter
+/// callback. The CPU would not save the user rip/rsp; our frame carries
+/// them anyway (rip past the instruction), a superset of what the guest's
+/// handler expects.
+fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let cb = d.vcpus[0].sysenter;
+    if d.vcpus[0].kernel_mode || cb.address == 0 {
+        return false;
+    }
+    let mut insn = [0u8; 2];
+    if fetch(d, f.rip, &mut insn) != 2 || insn != [0x0f, 0x34] {
+        return false;
+    }
+    f.rip += 2;
+    let b = Bounce { what: "sysenter", vector: None, error_code: None, handler: cb.address, mask_events: cb.mask_events };
+    deliver(d, f, b);
+    true
+}
+
 /// The instruction bytes at `rip` in the guest's current address space.
 pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
     let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
@@ -349,6 +369,7 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             let ec = if d.vcpus[0].kernel_mode { f.error_code & !4 } else { f.error_code | 4 };
             inject(d, f, VEC_PF, Some(ec));
         }
+        VEC_GP | VEC_UD if sysenter_from_user(d, f) => {}
         VEC_GP => {
             let mut insn = [0u8; 16];
             let n = fetch(d, f.rip, &mut insn);
