@@ -1,0 +1,132 @@
+//! 64-bit PV guests on ringvisor: each test guest (guests/*) boots as a
+//! domain and judges itself, XTF style; the harness reads its verdict.
+//!
+//! A guest prints `TEST: name`, `PASS:`/`FAIL:` per case and one final
+//! `RESULT: SUCCESS | FAILURE | SKIP | ERROR` line, then shuts down
+//! (poweroff on success, crash otherwise). No RESULT line is a CRASH. The
+//! hypervisor's own verdict (exit status) must agree, and no guest may ever
+//! make the hypervisor print a fault dump or panic.
+//!
+//! Cases:
+//! - each guest alone as d0: `RESULT: SUCCESS`, exit success;
+//! - several guests at once (time-sliced): each domain succeeds;
+//! - a guest that crashes on purpose (no failsafe) is killed with a message
+//!   naming the domain, and a second domain still runs to success;
+//! - an image that is not a guest is refused by name, and the other
+//!   domains still boot;
+//! - the trace (`trace=bounce,hypercall`) shows hypercalls and bounces.
+
+use ringvisor_tests::build;
+use ringvisor_tests::guest::GuestSpec;
+use ringvisor_tests::qemu::{Qemu, RunOutput, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn elf() -> PathBuf {
+    build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"))
+}
+
+fn guest(name: &str) -> GuestSpec {
+    GuestSpec::new(build::test_guest(name).unwrap_or_else(|e| panic!("no guest {name}: {e}")))
+}
+
+fn timeout() -> Duration {
+    let s = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
+    Duration::from_secs_f64(s)
+}
+
+fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
+    let mut q = Qemu::kernel(elf()).cmdline(cmdline);
+    for g in guests {
+        q = q.guest(g);
+    }
+    let out = q
+        .timeout(Some(timeout()))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
+    eprintln!("{what}: {}", out.summary());
+    // Whatever a guest does, the hypervisor itself never faults.
+    assert!(
+        !out.contains("(RV) FATAL") && out.verdict != Verdict::Panic,
+        "{what}: the hypervisor faulted or panicked\n{}",
+        out.transcript()
+    );
+    out
+}
+
+/// The RESULT line domain `dom` printed.
+fn result_of(out: &RunOutput, dom: u32) -> Option<String> {
+    let prefix = format!("(d{dom}) RESULT: ");
+    out.lines.iter().find_map(|l| l.text.strip_prefix(&prefix).map(str::to_string))
+}
+
+fn expect_success(what: &str, out: &RunOutput, doms: u32) {
+    for d in 0..doms {
+        match result_of(out, d) {
+            Some(r) if r == "SUCCESS" => {}
+            Some(r) => panic!("{what}: d{d} says RESULT: {r}\n{}", out.transcript()),
+            None => panic!("{what}: d{d} printed no RESULT line (CRASH)\n{}", out.transcript()),
+        }
+    }
+    assert_eq!(out.verdict, Verdict::Success, "{what}: {}\n{}", out.summary(), out.transcript());
+}
+
+fn run_alone(name: &str) {
+    let out = boot(name, "", vec![guest(name)]);
+    expect_success(name, &out, 1);
+}
+
+#[test]
+fn hello() {
+    run_alone("guest-hello");
+}
+
+#[test]
+fn hello_gets_its_command_line_and_domain_flags() {
+    let what = "hello as d0 and d1";
+    let out = boot(what, "", vec![guest("guest-hello").args("first guest"), guest("guest-hello").args("second")]);
+    expect_success(what, &out, 2);
+    assert!(out.contains("(d0) INFO: cmd_line = \"first guest\""), "{}", out.transcript());
+    assert!(out.contains("(d1) INFO: cmd_line = \"second\""), "{}", out.transcript());
+    // Only the first module is the initial, privileged domain.
+    assert!(out.contains("(d0) INFO: flags = 0x3 PRIVILEGED INITDOMAIN"), "{}", out.transcript());
+    assert!(!out.contains("(d1) INFO: flags = 0x3"), "{}", out.transcript());
+}
+
+#[test]
+fn not_a_guest_is_refused_by_name_and_others_still_run() {
+    let what = "bad image beside a good one";
+    let dir = build::target_dir().join("pv64-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("not-a-guest.bin");
+    std::fs::write(&bad, b"\x7fELF but not really").unwrap();
+    let out = boot(what, "", vec![GuestSpec::new(&bad), guest("guest-hello")]);
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0 (not-a-guest.bin): cannot build:")),
+        "{what}: no build error naming d0\n{}",
+        out.transcript()
+    );
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{}", out.transcript());
+    // One domain failed to build: the run as a whole is a failure.
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
+}
+
+#[test]
+fn trace_shows_hypercalls() {
+    let what = "trace=hypercall";
+    let out = boot(what, "trace=hypercall", vec![guest("guest-hello")]);
+    expect_success(what, &out, 1);
+    assert!(
+        out.rv_lines().any(|l| l.contains("trace: d0v0 hypercall xen_version (17)")),
+        "{what}: no xen_version trace line\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines().any(|l| l.contains("hypercall sched_op (29)") || l.contains("d0: shutdown: poweroff")),
+        "{}",
+        out.transcript()
+    );
+}
