@@ -305,13 +305,14 @@ pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
     deliver(d, f, b);
 }
 
-/// Software interrupts (`int3`, `int n`) from the guest: allowed when the
-/// trap entry's DPL is at least the guest's virtual privilege (kernel 0,
-/// user 3), else #GP with error code (n << 3) | 2 at the instruction.
-/// Software interrupts are traps: rip already points past the instruction.
+/// Software interrupts (`int n`) from the guest: allowed when the trap
+/// entry's DPL is at least the guest's privilege for this check (Xen's
+/// permit_softint: its kernel counts as ring 1, its user mode as 3), else
+/// #GP with error code (n << 3) | 2 at the instruction. Software
+/// interrupts are traps: rip already points past the instruction.
 fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) {
     let dpl = d.vcpus[0].trap_table[vector as usize].flags & 3;
-    let cpl = if d.vcpus[0].kernel_mode { 0 } else { 3 };
+    let cpl = if d.vcpus[0].kernel_mode { 1 } else { 3 };
     if dpl < cpl {
         f.rip -= insn_len;
         inject(d, f, VEC_GP, Some((vector as u64) << 3 | 2));
@@ -398,12 +399,10 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             unsafe { core::arch::asm!("clts", options(nomem, nostack)) };
             inject(d, f, VEC_NM, None);
         }
-        VEC_BP | VEC_OF => {
-            let mut b = [0u8; 1];
-            let n = fetch(d, f.rip.wrapping_sub(1), &mut b);
-            let len = if n == 1 && (b[0] == 0xcc || b[0] == 0xce) { 1 } else { 2 };
-            soft_interrupt(d, f, vector, len);
-        }
+        // int3 (and `int $3`, `int $4`) reach us through DPL-3 gates and
+        // are delivered like the CPU's own #BP/#OF whatever the trap
+        // entry's DPL, as Xen does (do_int3).
+        VEC_BP | VEC_OF => inject(d, f, vector, None),
         0x80 => soft_interrupt(d, f, 0x80, 2),
         // A physical NMI or machine check is the hypervisor's business.
         2 | 18 => crate::arch::x86_64::idt::fatal(f, "NMI/machine check while a guest ran"),

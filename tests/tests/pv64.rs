@@ -85,6 +85,11 @@ fn hello() {
 }
 
 #[test]
+fn traps() {
+    run_alone("guest-traps");
+}
+
+#[test]
 fn hello_gets_its_command_line_and_domain_flags() {
     let what = "hello as d0 and d1";
     let out = boot(what, "", vec![guest("guest-hello").args("first guest"), guest("guest-hello").args("second")]);

@@ -13,13 +13,11 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-/// Guests booted by `cargo xtask run` / `iso` when none are named, as
-/// `PATH[@KEY=VAL,...][:ARGS]` relative to the workspace root.
-///
-/// Empty today: the demo is the hypervisor alone (it prints its banner and
-/// exits with SUCCESS, nothing left to run). When demo guests exist, list
-/// them here, and build them in `demo_guests()` before they are used.
-const DEMO_GUESTS: &[&str] = &[];
+/// Guests booted by `cargo xtask run` / `iso` when none are named: test
+/// guests (crates under guests/), built first, each as `CRATE[:ARGS]`.
+/// The demo runs with `DEMO_CMDLINE` unless --cmdline says otherwise.
+const DEMO_GUESTS: &[&str] = &["guest-hello", "guest-traps"];
+const DEMO_CMDLINE: &str = "trace=bounce,hypercall";
 
 const HELP: &str = "\
 cargo xtask: build, boot, test and debug ringvisor
@@ -68,7 +66,9 @@ Builds the hypervisor and boots it in QEMU (qemu-system-x86_64 -accel tcg
 -cpu max,-smap -m 256M -serial stdio -display none -no-reboot -device
 isa-debug-exit,...), through -kernel (QEMU's multiboot1 loader) or, with
 --iso, from a GRUB ISO. The serial console streams to stdout. Without GUEST
-it boots the demo: today the hypervisor alone.
+it boots the demo: the test guests guest-hello and guest-traps (built from
+guests/) with the trace on (trace=bounce,hypercall), so every hypercall and
+every exception bounced to a guest handler is shown.
 
 Exits 0 when the hypervisor reports SUCCESS (QEMU status 33: every domain
 powered off / nothing left to run); otherwise exits 1 with one line naming
@@ -265,22 +265,34 @@ fn guests(o: &Opts) -> Result<Vec<GuestSpec>> {
 }
 
 fn demo_guests() -> Result<Vec<GuestSpec>> {
-    let root = build::workspace_root();
+    build::build_guests()?;
+    let available = build::guest_crates();
     DEMO_GUESTS
         .iter()
+        .filter(|s| available.iter().any(|c| s.split(':').next() == Some(c.as_str())))
         .map(|s| {
             let mut g: GuestSpec = s.parse()?;
-            g.path = root.join(&g.path);
+            g.path = build::guest_path(&g.path.to_string_lossy());
             Ok(g)
         })
         .collect()
+}
+
+/// The hypervisor command line: --cmdline, else the demo's own when the
+/// demo guests are booted.
+fn effective_cmdline(o: &Opts) -> String {
+    if o.cmdline.is_empty() && o.guests.is_empty() {
+        DEMO_CMDLINE.to_string()
+    } else {
+        o.cmdline.clone()
+    }
 }
 
 fn iso(o: &Opts) -> Result<PathBuf> {
     let guests = guests(o)?;
     tools::ensure(tools::ISO)?;
     let elf = build::build_hypervisor(o.profile)?;
-    build::build_iso(&elf, &o.cmdline, &guests, &build::iso_path())
+    build::build_iso(&elf, &effective_cmdline(o), &guests, &build::iso_path())
 }
 
 fn run(o: &Opts) -> Result<ExitCode> {
@@ -298,7 +310,7 @@ fn run(o: &Opts) -> Result<ExitCode> {
         Qemu::iso(iso(o)?)
     } else {
         let elf = build::build_hypervisor(o.profile)?;
-        let mut q = Qemu::kernel(elf).cmdline(&o.cmdline);
+        let mut q = Qemu::kernel(elf).cmdline(&effective_cmdline(o));
         for g in guests {
             q = q.guest(g);
         }
@@ -505,6 +517,9 @@ mod tests {
 
     #[test]
     fn demo_guests_parse() {
-        assert_eq!(demo_guests().unwrap().len(), DEMO_GUESTS.len());
+        for s in DEMO_GUESTS {
+            let g: GuestSpec = s.parse().unwrap();
+            assert!(g.path.to_string_lossy().starts_with("guest-"), "{s} names a guest crate");
+        }
     }
 }

@@ -159,6 +159,9 @@ pub fn init(rsp0: u64) {
             tmp = out(reg) _,
         );
         x86::task::load_tr(SegmentSelector::from_raw(TSS_SELECTOR));
+        // A null LDT: after reset LDTR may still describe base 0, and a
+        // guest loading an LDT selector would make the CPU read there.
+        x86::dtables::load_ldtr(SegmentSelector::from_raw(0));
     }
 }
 
