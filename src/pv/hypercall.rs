@@ -280,8 +280,11 @@ fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
                 return err(EINVAL);
             }
             sched::save_guest_gs(v);
-            v.gs_sel_user = if sel == 0 { 0 } else { sel | 3 };
+            let sel = if sel == 0 { 0 } else { sel | 3 };
+            v.gs_sel_user = sel;
             v.gs_base_user = 0;
+            // Xen loads it into %gs at once; the base it implies is 0.
+            sched::load_gs_selector(sel);
             sched::load_guest_gs(v);
         }
         _ => return err(EINVAL),
@@ -375,10 +378,15 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     }
 }
 
+const CONSOLE_IO_MAX: u64 = 64 << 10;
+
 /// `console_io`: the guest's lines go to the serial console as `(dN) `.
 fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64) -> Ret {
     match cmd as u32 {
         CONSOLEIO_WRITE => {
+            // One call writes at most 64 KiB (the rest is dropped): a guest
+            // cannot hold the CPU for long with a huge count.
+            let count = count.min(CONSOLE_IO_MAX);
             let mut chunk = [0u8; 256];
             let mut done = 0u64;
             while done < count {

@@ -156,9 +156,16 @@ fn flush_tlb() {
     unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
 }
 
+/// Most entries one `mmu_update`/`mmuext_op` call may carry: Xen splits
+/// longer batches with continuations; we ask the guest to split them.
+pub const MAX_BATCH: u64 = 4096;
+
 pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
     if dom as u16 != DOMID_SELF && dom as u16 != d.id {
         return err(EPERM);
+    }
+    if count > MAX_BATCH {
+        return err(EINVAL);
     }
     let mut done = 0u64;
     let mut rc = 0;
@@ -235,6 +242,9 @@ pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64,
 pub fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
     if dom as u16 != DOMID_SELF && dom as u16 != d.id {
         return err(EPERM);
+    }
+    if count > MAX_BATCH {
+        return err(EINVAL);
     }
     let mut done = 0u64;
     let mut rc = 0;

@@ -139,6 +139,18 @@ fn load_data_selectors(sels: [u16; 4]) -> bool {
     ok
 }
 
+/// Load a (checked: null or flat DPL-3 data) selector into %gs for the
+/// guest, keeping the hypervisor's own GS base.
+pub fn load_gs_selector(sel: u16) {
+    // SAFETY: the caller checked `sel`; loading %gs replaces the live GS
+    // base (ours, in the hypervisor), which is put back at once.
+    unsafe {
+        let ours = rdmsr(x86::msr::IA32_GS_BASE);
+        core::arch::asm!("mov gs, {0:x}", in(reg) sel, options(nomem, nostack));
+        wrmsr(x86::msr::IA32_GS_BASE, ours);
+    }
+}
+
 fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
     v.regs = *f;
     v.data_sels = read_data_selectors();
