@@ -1,0 +1,60 @@
+//! `guest-crash-nofailsafe`: a bounce that cannot be written, and no
+//! failsafe callback: the hypervisor must crash this domain (and only it).
+//!
+//! The guest installs its trap table and a kernel stack (`stack_switch`),
+//! registers *no* failsafe callback, prints `EXPECT-CRASH`, points `%rsp`
+//! at an unmapped address and executes `ud2`. The #UD bounce frame cannot
+//! be written, so the domain must be crashed: the run has no `RESULT:`
+//! line, and the harness checks the hypervisor's crash message for this
+//! domain and that other domains go on.
+//!
+//! If the hypervisor delivers the #UD anyway (on some other stack), the
+//! handler reports `RESULT: FAILURE`.
+//!
+//! Real Xen 4.17 (dom0): crashes the domain, see guests/README.md.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+
+use core::arch::asm;
+
+use pvguest::abi::{self, StartInfo};
+use pvguest::println;
+use pvguest::report::{self, check_rc};
+use pvguest::traps::{self, KERNEL_STACK};
+
+pvguest::guest_main!("crash-nofailsafe", main);
+
+/// Canonical, unmapped: every write of a bounce frame there faults.
+const BAD_STACK: u64 = 0x0000_0000_dead_c000;
+
+fn main(_si: &StartInfo) {
+    traps::install_default_trap_table();
+    check_rc(
+        "callback_op register event",
+        traps::register_callback(abi::CALLBACKTYPE_EVENT, 0),
+        0,
+    );
+    // SAFETY: KERNEL_STACK is unused otherwise.
+    let rc =
+        unsafe { pvguest::hypercall::stack_switch(abi::FLAT_KERNEL_SS.into(), KERNEL_STACK.top()) };
+    check_rc("stack_switch", rc, 0);
+
+    println!("EXPECT-CRASH");
+    // SAFETY: the hypervisor is expected to crash the domain at the ud2.
+    // If it does not, rsp is restored from rbx... which a handler that
+    // *does* run never returns to: it reports FAILURE and shuts down.
+    unsafe {
+        asm!(
+            "mov {saved}, rsp",
+            "mov rsp, {bad}",
+            "ud2",
+            "mov rsp, {saved}",
+            bad = in(reg) BAD_STACK,
+            saved = out(reg) _,
+        );
+    }
+    report::fail(
+        "domain crashed",
+        format_args!("execution went on after the ud2"),
+    );
+}

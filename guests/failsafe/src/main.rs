@@ -1,0 +1,130 @@
+//! `guest-failsafe`: the failsafe callback runs when a bounce frame cannot
+//! be written (DESIGN.md: "if building the frame or reloading guest
+//! segments faults, bounce to the failsafe callback instead; if that
+//! faults too, crash that domain").
+//!
+//! Set-up: trap table; event, syscall and failsafe callbacks (failsafe
+//! with `CALLBACKF_mask_events`); a good kernel stack (`stack_switch`).
+//!
+//! Case: in guest kernel mode, `%rsp` is pointed at an unmapped address and
+//! `ud2` runs. The #UD frame cannot be written there, so the failsafe
+//! callback must run instead, with frame
+//! `{rcx, r11, ds, es, fs, gs, rip, cs, rflags, rsp, ss}`:
+//! - rip = the `ud2`, rsp = the unmapped address, cs = 0xe030 (kernel
+//!   mode, RPL 0), ss = 0xe02b;
+//! - ds/es/fs/gs = the selectors the guest had loaded;
+//! - events masked on entry (`CALLBACKF_mask_events`);
+//! - the frame on a stack the guest can use. The interrupted stack being
+//!   unusable, the one left is the `stack_switch` stack, which is where
+//!   this test expects it (the frame's top is printed either way).
+//!
+//! Real Xen 4.17 differs: it uses the failsafe callback only when
+//! reloading segment selectors fails on a context switch (`load_segments`),
+//! never for a bounce frame it cannot write; for that it crashes the
+//! domain ("Fatal error ... bounce frame" / domain_crash), so on Xen this
+//! guest ends without a `RESULT:` line (see guests/README.md).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+#![allow(clippy::result_large_err)]
+
+use core::arch::asm;
+
+use pvguest::abi::{self, StartInfo};
+use pvguest::cell::GuestCell;
+use pvguest::println;
+use pvguest::report::{check, check_eq, check_rc, fail, info};
+use pvguest::traps::{self, catch, KERNEL_STACK};
+
+pvguest::guest_main!("failsafe", main);
+
+/// Canonical, unmapped: every write of a bounce frame there faults.
+const BAD_STACK: u64 = 0x0000_0000_dead_c000;
+
+/// [rip of the ud2] as stored by the asm.
+static AT: GuestCell<u64> = GuestCell::new(0);
+
+fn selectors() -> [u64; 4] {
+    let (ds, es, fs, gs): (u64, u64, u64, u64);
+    // SAFETY: reads segment selectors.
+    unsafe {
+        asm!(
+            "mov {0}, ds", "mov {1}, es", "mov {2}, fs", "mov {3}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+            options(nomem, nostack)
+        )
+    };
+    [ds, es, fs, gs]
+}
+
+fn main(_si: &StartInfo) {
+    traps::install_default_trap_table();
+    check_rc(
+        "callback_op register event",
+        traps::register_callback(abi::CALLBACKTYPE_EVENT, 0),
+        0,
+    );
+    check_rc(
+        "callback_op register syscall",
+        traps::register_callback(abi::CALLBACKTYPE_SYSCALL, abi::CALLBACKF_MASK_EVENTS),
+        0,
+    );
+    check_rc(
+        "callback_op register failsafe (mask events)",
+        traps::register_callback(abi::CALLBACKTYPE_FAILSAFE, abi::CALLBACKF_MASK_EVENTS),
+        0,
+    );
+    // SAFETY: KERNEL_STACK is unused otherwise.
+    let rc =
+        unsafe { pvguest::hypercall::stack_switch(abi::FLAT_KERNEL_SS.into(), KERNEL_STACK.top()) };
+    check_rc("stack_switch", rc, 0);
+
+    let segs = selectors();
+    // Unmask events, so that "masked on entry" is the callback's doing.
+    pvguest::start_info::set_upcall_mask(0);
+    println!("EXPECT-FAILSAFE");
+    let r = catch(|| unsafe {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov [{at}], {t}",
+            "mov {t}, rsp",
+            "mov rsp, {bad}",
+            "2: ud2",
+            "mov rsp, {t}",
+            t = out(reg) _,
+            at = in(reg) AT.as_ptr(),
+            bad = in(reg) BAD_STACK,
+        )
+    });
+    pvguest::start_info::set_upcall_mask(1);
+    let t = match r {
+        Ok(()) => return fail("failsafe callback", format_args!("ud2 did not trap")),
+        Err(t) => t,
+    };
+    if !check(
+        "failsafe callback",
+        t.vector == traps::VEC_FAILSAFE,
+        format_args!("got {} instead", t),
+    ) {
+        return;
+    }
+    check_eq("failsafe frame rip = the ud2", t.rip, AT.get());
+    check_eq("failsafe frame rsp = the broken rsp", t.rsp, BAD_STACK);
+    check_eq("failsafe frame cs 0xe030", t.cs_sel(), 0xe030);
+    check_eq("failsafe frame ss 0xe02b", t.ss, 0xe02b);
+    check_eq("failsafe frame saved mask 0", t.saved_mask(), 0);
+    check_eq("failsafe masks events on entry", t.mask_on_entry, 1);
+    check(
+        "failsafe frame ds, es, fs, gs = loaded selectors",
+        t.segs == segs,
+        format_args!("frame {:#x?}, loaded {:#x?}", t.segs, segs),
+    );
+    check_eq(
+        "failsafe frame on the stack_switch stack",
+        t.frame_top,
+        KERNEL_STACK.top(),
+    );
+    info(format_args!(
+        "failsafe frame: {} segs {:#x?} top {:#x}",
+        t, t.segs, t.frame_top
+    ));
+}
