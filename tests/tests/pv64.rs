@@ -10,6 +10,7 @@
 //! Cases:
 //! - each guest alone as d0: `RESULT: SUCCESS`, exit success;
 //! - several guests at once (time-sliced): each domain succeeds;
+//! - a broken kernel stack goes to the failsafe callback (guest-failsafe);
 //! - a guest that crashes on purpose (no failsafe) is killed with a message
 //!   naming the domain, and a second domain still runs to success;
 //! - an image that is not a guest is refused by name, and the other
@@ -87,6 +88,39 @@ fn hello() {
 #[test]
 fn traps() {
     run_alone("guest-traps");
+}
+
+#[test]
+fn user_mode() {
+    run_alone("guest-user");
+}
+
+#[test]
+fn failsafe() {
+    let what = "guest-failsafe";
+    let out = boot(what, "", vec![guest(what)]);
+    expect_success(what, &out, 1);
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0: cannot write the") && l.contains("delivering to the failsafe callback")),
+        "{what}: no failsafe line from the hypervisor\n{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn crash_without_failsafe_kills_only_that_domain() {
+    let what = "crash-nofailsafe beside hello";
+    let out = boot(what, "", vec![guest("guest-crash-nofailsafe"), guest("guest-hello")]);
+    assert!(out.contains("(d0) EXPECT-CRASH"), "{what}: the guest did not get to its crash\n{}", out.transcript());
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0: crashed:") && l.contains("no failsafe callback") && l.contains("rip 0x")),
+        "{what}: no crash message naming d0, rip and why\n{}",
+        out.transcript()
+    );
+    assert_eq!(result_of(&out, 0), None, "{what}: d0 went on after its crash\n{}", out.transcript());
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not run to success\n{}", out.transcript());
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
+    assert!(out.contains("(RV) exit: failure"), "{}", out.transcript());
 }
 
 #[test]
