@@ -1,0 +1,464 @@
+//! `guest-hypercalls`: good and bad arguments, and the privileged
+//! instructions a PV kernel expects to be emulated. Expected values are
+//! Xen 4.17's (checked on real Xen; see guests/README.md).
+//!
+//! Cases:
+//! - `set_trap_table`: a good table → 0; a pointer to unmapped memory or
+//!   into the hypervisor's range → `-EFAULT`; an entry with a
+//!   non-canonical address → `-EINVAL`; NULL → 0 (Xen: clears the table).
+//! - `callback_op` register: event, failsafe, syscall, syscall32,
+//!   sysenter, nmi all → 0; type 3 (`sysenter_deprecated`) and 6 →
+//!   `-ENOSYS` (Xen's answer for an unknown type); a non-canonical address
+//!   → `-EINVAL`; an unmapped argument → `-EFAULT`; command 2 → `-ENOSYS`.
+//!   Unregister: event → `-EINVAL` (cannot be unregistered), nmi → 0.
+//! - `stack_switch` → 0.
+//! - `fpu_taskswitch(1)` → 0, CR0.TS reads 1, `fninit` → #NM (rip at it),
+//!   after which TS reads 0 (Xen clears the virtual TS when it bounces #NM);
+//!   `fpu_taskswitch(1)` then `(0)`: TS reads 0 and `fninit` runs.
+//! - `set_segment_base(SEGBASE_FS / SEGBASE_GS_KERNEL, &v)` → 0 and
+//!   `%fs:0` / `%gs:0` read `v`; a non-canonical base → `-EINVAL`; an
+//!   unknown selector (9) → `-EINVAL`.
+//! - `vm_assist`: enable/disable `runstate_update_flag` → 0; type 31 →
+//!   `-EINVAL`; command 7 on a valid type → `-ENOSYS`.
+//! - `console_io`: write with an unmapped buffer or one in the hypervisor's
+//!   range → `-EFAULT`; count 0 → 0; command 9 → `-ENOSYS`.
+//! - `sched_op`: yield → 0; command 99 → `-ENOSYS`.
+//! - `update_va_mapping` of an address in the hypervisor's range →
+//!   `-EINVAL`; `mmuext_op(TLB_FLUSH_LOCAL)` → 0; `vcpu_op(is_up, 0)` → 1,
+//!   `vcpu_op(is_up, 31)` → `-ENOENT`; unknown `memory_op` and
+//!   `physdev_op` commands → `-ENOSYS`.
+//! - Forced-emulation CPUID (`0f 0b 78 65 6e 0f a2`) of leaf 0x40000000:
+//!   "XenVMMXenVMM", eax >= 0x40000002.
+//! - `mov %cr0`: PE and PG set. `mov %cr3`: the MFN of `pt_base` << 12.
+//! - `cli` with virtual IOPL 0 → #GP(0). `physdev_op(set_iopl, 1)` → 0,
+//!   then `cli` and `sti` are emulated as no-ops (Xen 4.17 does not touch
+//!   the upcall mask for them).
+//!   `set_iopl(4)` → `-EINVAL`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+#![allow(clippy::result_large_err)]
+
+use core::arch::asm;
+
+use pvguest::abi::{self, StartInfo};
+use pvguest::cell::GuestCell;
+use pvguest::cpu::{self, CR0_PE, CR0_PG, CR0_TS};
+use pvguest::hypercall as hc;
+use pvguest::report::{check, check_eq, check_rc, fail, info, pass};
+use pvguest::start_info;
+use pvguest::traps::{self, catch, expect_fault, trap_info, TRAP_TABLE_END};
+
+pvguest::guest_main!("hypercalls", main);
+
+/// Canonical and unmapped.
+const UNMAPPED: u64 = 0x0000_0000_dead_b000;
+/// Inside the hypervisor's range (0xffff800000000000..0xffff880000000000):
+/// where Xen and ringvisor keep their own text.
+const HV_ADDR: u64 = 0xffff_82d0_8000_0000;
+/// Not canonical.
+const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
+
+const EFAULT: i64 = abi::neg(abi::EFAULT);
+const EINVAL: i64 = abi::neg(abi::EINVAL);
+const ENOSYS: i64 = abi::neg(abi::ENOSYS);
+const ENOENT: i64 = abi::neg(abi::ENOENT);
+
+static AT: GuestCell<u64> = GuestCell::new(0);
+
+fn main(si: &StartInfo) {
+    set_trap_table();
+    callback_op();
+    stack_switch();
+    fpu_taskswitch();
+    set_segment_base();
+    vm_assist();
+    console_io();
+    sched_op();
+    memory_ops();
+    cpuid();
+    control_registers(si);
+    cli();
+}
+
+fn set_trap_table() {
+    traps::install_default_trap_table();
+    pass("set_trap_table good table");
+    // SAFETY: refused calls; nothing changes.
+    unsafe {
+        check_rc(
+            "set_trap_table unmapped pointer",
+            hc::set_trap_table(UNMAPPED),
+            EFAULT,
+        );
+        check_rc(
+            "set_trap_table hypervisor pointer",
+            hc::set_trap_table(HV_ADDR),
+            EFAULT,
+        );
+    }
+    let mut bad = trap_info(6, 0, true);
+    bad.address = NON_CANONICAL;
+    check_rc(
+        "set_trap_table non-canonical address",
+        traps::set_trap_table(&[bad, TRAP_TABLE_END]),
+        EINVAL,
+    );
+    // SAFETY: NULL clears the table; it is installed again right after.
+    check_rc("set_trap_table NULL", unsafe { hc::set_trap_table(0) }, 0);
+    traps::install_default_trap_table();
+}
+
+fn callback_op() {
+    for (name, ty, flags) in [
+        ("event", abi::CALLBACKTYPE_EVENT, 0),
+        (
+            "failsafe",
+            abi::CALLBACKTYPE_FAILSAFE,
+            abi::CALLBACKF_MASK_EVENTS,
+        ),
+        (
+            "syscall",
+            abi::CALLBACKTYPE_SYSCALL,
+            abi::CALLBACKF_MASK_EVENTS,
+        ),
+        (
+            "syscall32",
+            abi::CALLBACKTYPE_SYSCALL32,
+            abi::CALLBACKF_MASK_EVENTS,
+        ),
+        (
+            "sysenter",
+            abi::CALLBACKTYPE_SYSENTER,
+            abi::CALLBACKF_MASK_EVENTS,
+        ),
+        ("nmi", abi::CALLBACKTYPE_NMI, 0),
+    ] {
+        let rc = traps::register_callback(ty, flags);
+        check(
+            name_case("callback_op register ", name).as_str(),
+            rc == 0,
+            format_args!("returned {}", pvguest::report::Rc(rc)),
+        );
+    }
+    let addr = traps::entry_address(traps::VEC_SYSCALL).unwrap();
+    // SAFETY: refused registrations change nothing.
+    unsafe {
+        check_rc(
+            "callback_op type 3 (sysenter_deprecated)",
+            hc::register_callback(abi::CALLBACKTYPE_SYSENTER_DEPRECATED, 0, addr),
+            ENOSYS,
+        );
+        check_rc(
+            "callback_op type 6",
+            hc::register_callback(6, 0, addr),
+            ENOSYS,
+        );
+        check_rc(
+            "callback_op non-canonical address",
+            hc::register_callback(abi::CALLBACKTYPE_EVENT, 0, NON_CANONICAL),
+            EINVAL,
+        );
+        check_rc(
+            "callback_op unmapped argument",
+            hc::callback_op(abi::CALLBACKOP_REGISTER, UNMAPPED),
+            EFAULT,
+        );
+        let r = abi::CallbackRegister {
+            type_: abi::CALLBACKTYPE_EVENT,
+            flags: 0,
+            _pad0: 0,
+            address: addr,
+        };
+        check_rc(
+            "callback_op command 2",
+            hc::callback_op(2, &r as *const _ as u64),
+            ENOSYS,
+        );
+        let u = abi::CallbackUnregister {
+            type_: abi::CALLBACKTYPE_EVENT,
+            _unused: 0,
+        };
+        check_rc(
+            "callback_op unregister event",
+            hc::callback_op(abi::CALLBACKOP_UNREGISTER, &u as *const _ as u64),
+            EINVAL,
+        );
+        let u = abi::CallbackUnregister {
+            type_: abi::CALLBACKTYPE_NMI,
+            _unused: 0,
+        };
+        check_rc(
+            "callback_op unregister nmi",
+            hc::callback_op(abi::CALLBACKOP_UNREGISTER, &u as *const _ as u64),
+            0,
+        );
+    }
+    // The event callback again, in case a refused call replaced it.
+    check_rc(
+        "callback_op register event again",
+        traps::register_callback(abi::CALLBACKTYPE_EVENT, 0),
+        0,
+    );
+}
+
+fn stack_switch() {
+    // SAFETY: the stack is unused otherwise.
+    let rc = unsafe { hc::stack_switch(abi::FLAT_KERNEL_SS.into(), traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch", rc, 0);
+}
+
+fn fninit() -> Result<(), traps::Trap> {
+    catch(|| unsafe {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov [{at}], {t}",
+            "2: fninit",
+            t = out(reg) _,
+            at = in(reg) AT.as_ptr(),
+        )
+    })
+}
+
+fn fpu_taskswitch() {
+    check_rc("fpu_taskswitch(1)", hc::fpu_taskswitch(1), 0);
+    check_eq(
+        "CR0.TS after fpu_taskswitch(1)",
+        cpu::read_cr0() & CR0_TS,
+        CR0_TS,
+    );
+    match fninit() {
+        Err(t) if t.vector == 7 => {
+            pass("fninit with TS: #NM");
+            check_eq("#NM rip at the fninit", t.rip, AT.get());
+            check_eq("#NM no error code", t.error_code, 0);
+        }
+        r => fail("fninit with TS: #NM", format_args!("{:?}", r)),
+    }
+    check_eq(
+        "CR0.TS cleared by the #NM bounce",
+        cpu::read_cr0() & CR0_TS,
+        0,
+    );
+
+    check_rc("fpu_taskswitch(1) again", hc::fpu_taskswitch(1), 0);
+    check_rc("fpu_taskswitch(0)", hc::fpu_taskswitch(0), 0);
+    check_eq(
+        "CR0.TS after fpu_taskswitch(0)",
+        cpu::read_cr0() & CR0_TS,
+        0,
+    );
+    check(
+        "fninit without TS runs",
+        fninit().is_ok(),
+        format_args!("trapped: {}", traps::last()),
+    );
+}
+
+static FS_VALUE: GuestCell<u64> = GuestCell::new(0x0123_4567_89ab_cdef);
+static GS_VALUE: GuestCell<u64> = GuestCell::new(0xfeed_face_cafe_beef);
+
+fn set_segment_base() {
+    // SAFETY: nothing in this guest uses %fs or %gs.
+    unsafe {
+        let rc = hc::set_segment_base(abi::SEGBASE_FS, FS_VALUE.as_ptr() as u64);
+        if check_rc("set_segment_base(FS)", rc, 0) {
+            let v: u64;
+            asm!("mov {}, fs:[0]", out(reg) v);
+            check_eq("%fs:0 reads through the new base", v, FS_VALUE.get());
+        }
+        let rc = hc::set_segment_base(abi::SEGBASE_GS_KERNEL, GS_VALUE.as_ptr() as u64);
+        if check_rc("set_segment_base(GS_KERNEL)", rc, 0) {
+            let v: u64;
+            asm!("mov {}, gs:[0]", out(reg) v);
+            check_eq("%gs:0 reads through the new base", v, GS_VALUE.get());
+        }
+        check_rc(
+            "set_segment_base(FS, non-canonical)",
+            hc::set_segment_base(abi::SEGBASE_FS, NON_CANONICAL),
+            EINVAL,
+        );
+        check_rc("set_segment_base(9, 0)", hc::set_segment_base(9, 0), EINVAL);
+        hc::set_segment_base(abi::SEGBASE_FS, 0);
+        hc::set_segment_base(abi::SEGBASE_GS_KERNEL, 0);
+    }
+}
+
+fn vm_assist() {
+    let t = abi::VMASST_TYPE_RUNSTATE_UPDATE_FLAG;
+    check_rc(
+        "vm_assist enable runstate_update_flag",
+        hc::vm_assist(abi::VMASST_CMD_ENABLE, t),
+        0,
+    );
+    check_rc(
+        "vm_assist disable runstate_update_flag",
+        hc::vm_assist(abi::VMASST_CMD_DISABLE, t),
+        0,
+    );
+    check_rc(
+        "vm_assist type 31",
+        hc::vm_assist(abi::VMASST_CMD_ENABLE, 31),
+        EINVAL,
+    );
+    check_rc("vm_assist command 7", hc::vm_assist(7, t), ENOSYS);
+}
+
+fn console_io() {
+    // SAFETY: refused or empty writes.
+    unsafe {
+        check_rc(
+            "console_io write, unmapped buffer",
+            hc::console_io(hc::CONSOLEIO_WRITE, 16, UNMAPPED),
+            EFAULT,
+        );
+        check_rc(
+            "console_io write, hypervisor buffer",
+            hc::console_io(hc::CONSOLEIO_WRITE, 16, HV_ADDR),
+            EFAULT,
+        );
+        check_rc(
+            "console_io write, count 0",
+            hc::console_io(hc::CONSOLEIO_WRITE, 0, UNMAPPED),
+            0,
+        );
+        check_rc("console_io command 9", hc::console_io(9, 0, 0), ENOSYS);
+    }
+}
+
+fn sched_op() {
+    // SAFETY: yield has no argument; 99 is no command.
+    unsafe {
+        check_rc("sched_op yield", hc::sched_op(abi::SCHEDOP_YIELD, 0), 0);
+        check_rc("sched_op command 99", hc::sched_op(99, 0), ENOSYS);
+    }
+}
+
+fn memory_ops() {
+    // SAFETY: refused calls, a TLB flush and queries.
+    unsafe {
+        check_rc(
+            "update_va_mapping in the hypervisor's range",
+            hc::update_va_mapping(HV_ADDR, 0, abi::UVMF_INVLPG),
+            EINVAL,
+        );
+        check_rc(
+            "mmuext_op TLB_FLUSH_LOCAL",
+            hc::mmuext1(abi::MMUEXT_TLB_FLUSH_LOCAL, 0, 0),
+            0,
+        );
+        check_rc("vcpu_op is_up 0", hc::vcpu_op(abi::VCPUOP_IS_UP, 0, 0), 1);
+        check_rc(
+            "vcpu_op is_up 31",
+            hc::vcpu_op(abi::VCPUOP_IS_UP, 31, 0),
+            ENOENT,
+        );
+        check_rc("memory_op command 63", hc::memory_op(63, 0), ENOSYS);
+        check_rc("physdev_op command 99", hc::physdev_op(99, 0), ENOSYS);
+    }
+}
+
+fn cpuid() {
+    let [a, b, c, d] = cpu::xen_cpuid(0x4000_0000, 0);
+    let mut sig = [0u8; 12];
+    sig[0..4].copy_from_slice(&b.to_le_bytes());
+    sig[4..8].copy_from_slice(&c.to_le_bytes());
+    sig[8..12].copy_from_slice(&d.to_le_bytes());
+    check(
+        "forced-emulation CPUID 0x40000000 signature",
+        &sig == b"XenVMMXenVMM",
+        format_args!("{}", pvguest::console::CStr(&sig)),
+    );
+    check(
+        "forced-emulation CPUID 0x40000000 max leaf",
+        a >= 0x4000_0002,
+        format_args!("eax {:#x}", a),
+    );
+    info(format_args!("CPUID 0x40000000: eax {:#x}", a));
+    let [a, ..] = cpu::xen_cpuid(0x4000_0001, 0);
+    info(format_args!(
+        "CPUID 0x40000001 (version): {}.{}",
+        a >> 16,
+        a & 0xffff
+    ));
+}
+
+fn control_registers(si: &StartInfo) {
+    let cr0 = cpu::read_cr0();
+    check(
+        "mov %cr0: PE and PG",
+        cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG,
+        format_args!("cr0 {:#x}", cr0),
+    );
+    info(format_args!("cr0 = {:#x}", cr0));
+    let cr3 = cpu::read_cr3();
+    match start_info::virt_to_mfn(si.pt_base) {
+        Some(mfn) => {
+            check_eq("mov %cr3 = MFN of pt_base << 12", cr3, mfn << 12);
+        }
+        None => fail("mov %cr3", format_args!("pt_base outside the P2M")),
+    }
+}
+
+fn set_iopl(iopl: u32) -> i64 {
+    let arg = abi::PhysdevSetIopl { iopl };
+    // SAFETY: the hypervisor only reads `arg`.
+    unsafe { hc::physdev_op(abi::PHYSDEVOP_SET_IOPL, &arg as *const _ as u64) }
+}
+
+fn cli() {
+    expect_fault("cli with IOPL 0: #GP(0)", 13, Some(0), || unsafe {
+        asm!("cli")
+    });
+
+    // With virtual IOPL 1 (the kernel's level), cli/sti are allowed but, as
+    // in Xen 4.17, do nothing: the upcall mask (the virtual IF) stays as it
+    // is (Xen's emul-priv-op.c keeps the write to it commented out).
+    check_rc("physdev_op set_iopl 1", set_iopl(1), 0);
+    start_info::set_upcall_mask(0);
+    let r = catch(|| unsafe { asm!("cli") });
+    check(
+        "cli with IOPL 1 is emulated",
+        r.is_ok(),
+        format_args!("{:?}", r.err()),
+    );
+    check_eq(
+        "cli leaves the upcall mask alone",
+        start_info::upcall_mask(),
+        0,
+    );
+    start_info::set_upcall_mask(1);
+    let r = catch(|| unsafe { asm!("sti") });
+    check(
+        "sti with IOPL 1 is emulated",
+        r.is_ok(),
+        format_args!("{:?}", r.err()),
+    );
+    check_eq(
+        "sti leaves the upcall mask alone",
+        start_info::upcall_mask(),
+        1,
+    );
+    start_info::set_upcall_mask(1);
+    check_rc("physdev_op set_iopl 0", set_iopl(0), 0);
+    check_rc("physdev_op set_iopl 4", set_iopl(4), EINVAL);
+}
+
+/// "prefix" + "name" in a small stack buffer (case names for a loop).
+fn name_case(prefix: &str, name: &str) -> Name {
+    let mut n = Name([0; 64], 0);
+    for b in prefix.bytes().chain(name.bytes()) {
+        if n.1 < n.0.len() {
+            n.0[n.1] = b;
+            n.1 += 1;
+        }
+    }
+    n
+}
+
+struct Name([u8; 64], usize);
+
+impl Name {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0[..self.1]).unwrap_or("?")
+    }
+}
