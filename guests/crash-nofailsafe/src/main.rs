@@ -22,12 +22,12 @@ use pvguest::println;
 use pvguest::report::{self, check_rc};
 use pvguest::traps::{self, KERNEL_STACK};
 
-pvguest::guest_main!("crash-nofailsafe", main);
+pvguest::guest_main!("crash-nofailsafe", run);
 
 /// Canonical, unmapped: every write of a bounce frame there faults.
 const BAD_STACK: u64 = 0x0000_0000_dead_c000;
 
-fn main(_si: &StartInfo) {
+fn run(_si: &StartInfo) {
     traps::install_default_trap_table();
     check_rc(
         "callback_op register event",

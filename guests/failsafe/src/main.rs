@@ -35,7 +35,7 @@ use pvguest::println;
 use pvguest::report::{check, check_eq, check_rc, fail, info};
 use pvguest::traps::{self, catch, KERNEL_STACK};
 
-pvguest::guest_main!("failsafe", main);
+pvguest::guest_main!("failsafe", run);
 
 /// Canonical, unmapped: every write of a bounce frame there faults.
 const BAD_STACK: u64 = 0x0000_0000_dead_c000;
@@ -56,7 +56,7 @@ fn selectors() -> [u64; 4] {
     [ds, es, fs, gs]
 }
 
-fn main(_si: &StartInfo) {
+fn run(_si: &StartInfo) {
     traps::install_default_trap_table();
     check_rc(
         "callback_op register event",

@@ -24,9 +24,9 @@ use pvguest::hypercall::{hypercall, xen_version};
 use pvguest::report::{check, check_eq, check_rc, info};
 use pvguest::{println, start_info};
 
-pvguest::guest_main!("hello", main);
+pvguest::guest_main!("hello", run);
 
-fn main(si: &StartInfo) {
+fn run(si: &StartInfo) {
     println!("Hello from a ringvisor test guest (64-bit Xen PV)");
 
     check(

@@ -48,7 +48,7 @@ use pvguest::report::{check, check_eq, check_rc, fail, info, pass};
 use pvguest::start_info;
 use pvguest::traps::{self, catch, expect_fault, trap_info, TRAP_TABLE_END};
 
-pvguest::guest_main!("hypercalls", main);
+pvguest::guest_main!("hypercalls", run);
 
 /// Canonical and unmapped.
 const UNMAPPED: u64 = 0x0000_0000_dead_b000;
@@ -65,7 +65,7 @@ const ENOENT: i64 = abi::neg(abi::ENOENT);
 
 static AT: GuestCell<u64> = GuestCell::new(0);
 
-fn main(si: &StartInfo) {
+fn run(si: &StartInfo) {
     set_trap_table();
     callback_op();
     stack_switch();

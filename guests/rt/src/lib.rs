@@ -45,12 +45,13 @@ pub const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
 /// Bytes per page.
 pub const PAGE_SIZE: usize = 4096;
 
-/// Defines the guest's entry: `guest_main!("name", main)` runs
-/// `fn main(&'static StartInfo)` after printing `TEST: name`, then prints the
+/// Defines the guest's entry: `guest_main!("name", run)` runs
+/// `fn run(&'static StartInfo)` after printing `TEST: name`, then prints the
 /// `RESULT:` line from the checks it reported and shuts down.
 ///
 /// On the host (where guests are only compiled, never run) it defines a
-/// `fn main` that says so.
+/// `fn main` that says so; hence the test function cannot be called
+/// `main`.
 #[macro_export]
 macro_rules! guest_main {
     ($name:literal, $main:path) => {

@@ -47,7 +47,7 @@ use pvguest::report::{check, check_eq, check_rc, fail, info, pass};
 use pvguest::start_info::{set_upcall_mask, upcall_mask};
 use pvguest::traps::{self, catch, expect_fault, trap_info, Trap, TRAP_TABLE_END};
 
-pvguest::guest_main!("traps", main);
+pvguest::guest_main!("traps", run);
 
 /// An address no builder maps (low half, far below anything it lays out).
 const UNMAPPED: u64 = 0x0000_0000_dead_b000;
@@ -63,7 +63,7 @@ fn at() -> (u64, u64) {
     (a[0], a[1])
 }
 
-fn main(_si: &StartInfo) {
+fn run(_si: &StartInfo) {
     traps::install_default_trap_table();
     pass("set_trap_table");
     check_rc(

@@ -39,7 +39,7 @@ use pvguest::cell::GuestCell;
 use pvguest::report::{self, check, check_eq, check_rc, fail, info, pass};
 use pvguest::traps::{self, run_user, Action, Trap, TrapFrame, KERNEL_STACK, USER_STACK};
 
-pvguest::guest_main!("user", main);
+pvguest::guest_main!("user", run);
 
 const UNMAPPED: u64 = 0x0000_0000_dead_b000;
 
@@ -53,7 +53,7 @@ fn out() -> [u64; 4] {
     USER_OUT.get()
 }
 
-fn main(_si: &StartInfo) {
+fn run(_si: &StartInfo) {
     traps::install_default_trap_table();
     check_rc(
         "callback_op register event",
