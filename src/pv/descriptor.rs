@@ -3,11 +3,12 @@
 //!
 //! A PV guest owns GDT entries 0..0x1c00 (14 pages); the hypervisor's own
 //! entries start at 0xe000 (see `arch::x86_64::gdt`). Every descriptor a
-//! guest installs is checked: only not-present entries and code/data
-//! segments of DPL 3 (the ring its kernel really runs in). No ring-0
-//! segments, no gates, no TSS/LDT descriptors: those would let a guest
-//! reach ring 0. Xen quietly raises a low DPL to 3; we refuse it with
-//! `-EINVAL`, so the guest learns at once.
+//! guest installs is checked (Xen: check_descriptor): not-present entries
+//! are harmless; code and data segments are installed with DPL 3, the ring
+//! the guest kernel really runs in (a guest kernel writes DPL 0 for its own
+//! segments, as on bare metal: like Xen we raise it, so no ring-0 segment
+//! ever reaches the GDT); gates, TSS and LDT descriptors are refused with
+//! `-EINVAL`: they are how a guest would reach ring 0.
 
 use alloc::vec::Vec;
 
@@ -23,25 +24,40 @@ use crate::pv::hypercall::{err, Ret};
 const SEG_P: u64 = 1 << 47;
 const SEG_S: u64 = 1 << 44;
 
-/// May a guest have this descriptor in its GDT?
-pub fn descriptor_ok(desc: u64) -> bool {
+const SEG_DPL: u64 = 3 << 45;
+
+/// The descriptor as it may go into the GDT, or None if it may not.
+pub fn check_descriptor(desc: u64) -> Option<u64> {
     if desc & SEG_P == 0 {
-        return true; // a not-present descriptor only ever faults
+        return Some(desc); // a not-present descriptor only ever faults
     }
-    let dpl = (desc >> 45) & 3;
-    let type_ = (desc >> 40) & 0xf;
-    if desc & SEG_S == 0 {
-        // System descriptors: only type 0 (also the upper half of a
-        // 16-byte descriptor), which is harmless.
-        return type_ == 0 && dpl == 3;
+    if desc & SEG_S != 0 {
+        return Some(desc | SEG_DPL); // code or data: DPL 3
     }
-    dpl == 3
+    // System descriptors: only type 0 (used as the upper half of a
+    // 16-byte descriptor), which the CPU never loads.
+    ((desc >> 40) & 0xf == 0).then_some(desc)
 }
 
 fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
     // SAFETY: `mfn` is a frame of the calling domain (checked through the
     // frame table), RAM inside the direct map.
     unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
+}
+
+/// The base of a selector the guest may load into a data segment register:
+/// null, the flat ring-3 data selector, or a present data segment of its
+/// own GDT (DPL 3 by construction).
+pub fn data_selector_base(v: &crate::domain::vcpu::Vcpu, sel: u16) -> Option<u64> {
+    if sel & !3 == 0 || sel | 3 == ringvisor_abi::x86_64::FLAT_RING3_DS32 {
+        return Some(0);
+    }
+    if sel & 4 != 0 {
+        return None; // no LDT support
+    }
+    let desc = *v.gdt.get((sel >> 3) as usize)?;
+    let data = desc & SEG_P != 0 && desc & SEG_S != 0 && desc & (1 << 43) == 0;
+    data.then(|| ((desc >> 16) & 0xff_ffff) | ((desc >> 56) & 0xff) << 24)
 }
 
 pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
@@ -62,11 +78,14 @@ pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64
     }
     let mut copy = Vec::with_capacity(entries as usize);
     for i in 0..entries as usize {
-        let desc = frame_u64s(frames[i / 512])[i % 512];
-        if !descriptor_ok(desc) {
-            return err(EINVAL);
+        match check_descriptor(frame_u64s(frames[i / 512])[i % 512]) {
+            Some(desc) => copy.push(desc),
+            None => return err(EINVAL),
         }
-        copy.push(desc);
+    }
+    // The frames hold what the CPU will use (DPLs raised).
+    for (i, &desc) in copy.iter().enumerate() {
+        frame_u64s(frames[i / 512])[i % 512] = desc;
     }
     let v = &mut d.vcpus[0];
     for &old in &v.gdt_frames {
@@ -92,9 +111,7 @@ pub fn update_descriptor(d: &mut Domain, ft: &mut FrameTable, maddr: u64, desc: 
     if !ok {
         return err(EPERM);
     }
-    if !descriptor_ok(desc) {
-        return err(EINVAL);
-    }
+    let Some(desc) = check_descriptor(desc) else { return err(EINVAL) };
     let slot = ((maddr & 0xfff) / 8) as usize;
     frame_u64s(mfn)[slot] = desc;
     let v = &mut d.vcpus[0];

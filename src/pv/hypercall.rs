@@ -274,16 +274,14 @@ fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
             sched::load_guest_gs(v);
         }
         SEGBASE_GS_USER_SEL => {
-            // Flat data or null: the base it implies is 0.
-            let sel = value as u16;
-            if sel != 0 && sel | 3 != FLAT_RING3_DS32 {
-                return err(EINVAL);
-            }
+            // Null, flat data, or a data segment of its own GDT; the base
+            // comes from the descriptor.
+            let sel = value as u16 | if value as u16 & !3 == 0 { 0 } else { 3 };
+            let Some(base) = descriptor::data_selector_base(v, sel) else { return err(EINVAL) };
             sched::save_guest_gs(v);
-            let sel = if sel == 0 { 0 } else { sel | 3 };
             v.gs_sel_user = sel;
-            v.gs_base_user = 0;
-            // Xen loads it into %gs at once; the base it implies is 0.
+            v.gs_base_user = base;
+            // Xen loads it into %gs at once.
             sched::load_gs_selector(sel);
             sched::load_guest_gs(v);
         }
@@ -302,6 +300,12 @@ fn vm_assist(d: &mut Domain, cmd: u64, ty: u64) -> Ret {
         | 1 << VMASST_TYPE_M2P_STRICT;
     if ty >= 64 || VALID & (1 << ty) == 0 {
         return err(EINVAL);
+    }
+    if ty == VMASST_TYPE_WRITABLE_PAGETABLES as u64 && cmd as u32 == VMASST_CMD_ENABLE {
+        // Emulating guest writes to its page tables is not done yet: say
+        // so, rather than accept and then bounce every such write as #PF.
+        crate::warn!("d{}: vm_assist writable_pagetables is not implemented (-ENOSYS)", d.id);
+        return err(ENOSYS);
     }
     match cmd as u32 {
         VMASST_CMD_ENABLE => d.vm_assist |= 1 << ty,
