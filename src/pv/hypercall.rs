@@ -158,39 +158,39 @@ fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret
     0
 }
 
+/// The vCPU's slot for a `CALLBACKTYPE_*`, if the type is one a 64-bit
+/// guest has.
+fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Option<&mut Callback> {
+    Some(match type_ {
+        CALLBACKTYPE_EVENT => &mut v.event,
+        CALLBACKTYPE_FAILSAFE => &mut v.failsafe,
+        CALLBACKTYPE_SYSCALL => &mut v.syscall,
+        CALLBACKTYPE_SYSCALL32 => &mut v.syscall32,
+        CALLBACKTYPE_SYSENTER => &mut v.sysenter,
+        CALLBACKTYPE_NMI => &mut v.nmi,
+        _ => return None,
+    })
+}
+
 fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    match cmd as u32 {
+    let (type_, cb) = match cmd as u32 {
         CALLBACKOP_REGISTER => {
             let Ok(r) = space.read::<CallbackRegister>(arg) else { return err(EFAULT) };
             let Some(cb) = callback(r.address, r.flags) else { return err(EINVAL) };
-            let v = &mut d.vcpus[0];
-            match r.type_ {
-                CALLBACKTYPE_EVENT => v.event = cb,
-                CALLBACKTYPE_FAILSAFE => v.failsafe = cb,
-                CALLBACKTYPE_SYSCALL => v.syscall = cb,
-                CALLBACKTYPE_SYSCALL32 => v.syscall32 = cb,
-                CALLBACKTYPE_SYSENTER => v.sysenter = cb,
-                CALLBACKTYPE_NMI => v.nmi = cb,
-                _ => return err(EINVAL),
-            }
-            0
+            (r.type_, cb)
         }
         CALLBACKOP_UNREGISTER => {
             let Ok(u) = space.read::<CallbackUnregister>(arg) else { return err(EFAULT) };
-            let v = &mut d.vcpus[0];
-            let none = Callback::default();
-            match u.type_ {
-                CALLBACKTYPE_EVENT => v.event = none,
-                CALLBACKTYPE_FAILSAFE => v.failsafe = none,
-                CALLBACKTYPE_SYSCALL => v.syscall = none,
-                CALLBACKTYPE_SYSCALL32 => v.syscall32 = none,
-                CALLBACKTYPE_SYSENTER => v.sysenter = none,
-                CALLBACKTYPE_NMI => v.nmi = none,
-                _ => return err(EINVAL),
-            }
+            (u.type_, Callback::default())
+        }
+        _ => return err(ENOSYS),
+    };
+    match callback_slot(&mut d.vcpus[0], type_) {
+        Some(slot) => {
+            *slot = cb;
             0
         }
-        _ => err(ENOSYS),
+        None => err(EINVAL),
     }
 }
 

@@ -160,7 +160,20 @@ fn flush_tlb() {
 /// longer batches with continuations; we ask the guest to split them.
 pub const MAX_BATCH: u64 = 4096;
 
-pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+/// The shape of `mmu_update` and `mmuext_op`: `count` requests of type `T`
+/// at `list`, applied in order until one fails; how many were done goes to
+/// `done_ptr` (if not null), as the ABI says.
+#[allow(clippy::too_many_arguments)]
+fn batch<T: ringvisor_abi::Pod>(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    list: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+    mut one: impl FnMut(&mut Domain, &mut FrameTable, T) -> Ret,
+) -> Ret {
     if dom as u16 != DOMID_SELF && dom as u16 != d.id {
         return err(EPERM);
     }
@@ -170,39 +183,11 @@ pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: 
     let mut done = 0u64;
     let mut rc = 0;
     while done < count {
-        let Ok(u) = space.read::<MmuUpdate>(reqs + done * 16) else {
+        let Ok(req) = space.read::<T>(list + done * core::mem::size_of::<T>() as u64) else {
             rc = err(EFAULT);
             break;
         };
-        // The command rides in the low bits of the (8-byte aligned) pointer.
-        let cmd = u.ptr & 7;
-        let ptr = u.ptr & !7;
-        rc = match cmd {
-            MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
-                let mfn = ptr >> 12;
-                match ft.get(mfn) {
-                    Some(i) if i.owner == d.id => match i.kind {
-                        Kind::Table(level) => {
-                            update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val)
-                        }
-                        _ => err(EINVAL),
-                    },
-                    _ => err(EPERM),
-                }
-            }
-            MMU_MACHPHYS_UPDATE => {
-                let mfn = ptr >> 12;
-                if !ft.owned_by(mfn, d.id) {
-                    err(EPERM)
-                } else if u.val >= d.p2m.len() as u64 && u.val != paging::M2P_INVALID {
-                    err(EINVAL)
-                } else {
-                    paging::m2p_set(mfn, u.val);
-                    0
-                }
-            }
-            _ => err(ENOSYS),
-        };
+        rc = one(d, ft, req);
         if rc != 0 {
             break;
         }
@@ -212,6 +197,42 @@ pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: 
         return err(EFAULT);
     }
     rc
+}
+
+pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+    batch(d, ft, space, reqs, count, done_ptr, dom, mmu_update_one)
+}
+
+fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> Ret {
+    // The command rides in the low bits of the (8-byte aligned) pointer.
+    let cmd = u.ptr & 7;
+    let ptr = u.ptr & !7;
+    match cmd {
+        MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
+            let mfn = ptr >> 12;
+            match ft.get(mfn) {
+                Some(i) if i.owner == d.id => match i.kind {
+                    Kind::Table(level) => {
+                        update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val)
+                    }
+                    _ => err(EINVAL),
+                },
+                _ => err(EPERM),
+            }
+        }
+        MMU_MACHPHYS_UPDATE => {
+            let mfn = ptr >> 12;
+            if !ft.owned_by(mfn, d.id) {
+                err(EPERM)
+            } else if u.val >= d.p2m.len() as u64 && u.val != paging::M2P_INVALID {
+                err(EINVAL)
+            } else {
+                paging::m2p_set(mfn, u.val);
+                0
+            }
+        }
+        _ => err(ENOSYS),
+    }
 }
 
 /// The L1 table and index mapping `va` in the domain's kernel tables.
@@ -240,93 +261,75 @@ pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64,
 }
 
 pub fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
-    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
-        return err(EPERM);
-    }
-    if count > MAX_BATCH {
-        return err(EINVAL);
-    }
-    let mut done = 0u64;
-    let mut rc = 0;
-    while done < count {
-        let Ok(op) = space.read::<MmuExtOp>(ops + done * 24) else {
-            rc = err(EFAULT);
-            break;
-        };
-        let mfn = op.mfn();
-        rc = match op.cmd {
-            MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
-                let level = (op.cmd - MMUEXT_PIN_L1_TABLE + 1) as u8;
-                if ft.get(mfn).is_some_and(|i| i.pinned) {
-                    err(EINVAL)
-                } else {
-                    match get_table(d, ft, mfn, level) {
-                        Ok(()) => {
-                            ft.get_mut(mfn).unwrap().pinned = true;
-                            0
-                        }
-                        Err(e) => err(e),
+    batch(d, ft, space, ops, count, done_ptr, dom, mmuext_one)
+}
+
+fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
+    let mfn = op.mfn();
+    match op.cmd {
+        MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
+            let level = (op.cmd - MMUEXT_PIN_L1_TABLE + 1) as u8;
+            if ft.get(mfn).is_some_and(|i| i.pinned) {
+                err(EINVAL)
+            } else {
+                match get_table(d, ft, mfn, level) {
+                    Ok(()) => {
+                        ft.get_mut(mfn).unwrap().pinned = true;
+                        0
                     }
+                    Err(e) => err(e),
                 }
             }
-            MMUEXT_UNPIN_TABLE => match ft.get(mfn) {
-                Some(i) if i.owner == d.id && i.pinned => {
-                    let level = match i.kind {
-                        Kind::Table(l) => l,
-                        _ => 1,
-                    };
-                    ft.get_mut(mfn).unwrap().pinned = false;
-                    put_entry(ft, level + 1, mfn << 12 | PTE_P);
-                    0
-                }
-                _ => err(EINVAL),
-            },
-            MMUEXT_NEW_BASEPTR | MMUEXT_NEW_USER_BASEPTR => {
-                let user = op.cmd == MMUEXT_NEW_USER_BASEPTR;
-                if user && mfn == 0 {
-                    d.vcpus[0].guest_table_user = 0;
-                    0
-                } else {
-                    match get_table(d, ft, mfn, 4) {
-                        Ok(()) => {
-                            let v = &mut d.vcpus[0];
-                            let old = if user { v.guest_table_user } else { v.guest_table };
-                            if user {
-                                v.guest_table_user = mfn;
-                            } else {
-                                v.guest_table = mfn;
-                            }
-                            if old != 0 {
-                                put_entry(ft, 5, old << 12 | PTE_P);
-                            }
-                            if v.kernel_mode != user {
-                                crate::sched::load_cr3(v);
-                            }
-                            0
-                        }
-                        Err(e) => err(e),
-                    }
-                }
-            }
-            MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
-                flush_tlb();
-                0
-            }
-            MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
-                flush_tlb();
-                0
-            }
-            _ => err(ENOSYS),
-        };
-        if rc != 0 {
-            break;
         }
-        done += 1;
+        MMUEXT_UNPIN_TABLE => match ft.get(mfn) {
+            Some(i) if i.owner == d.id && i.pinned => {
+                let level = match i.kind {
+                    Kind::Table(l) => l,
+                    _ => 1,
+                };
+                ft.get_mut(mfn).unwrap().pinned = false;
+                put_entry(ft, level + 1, mfn << 12 | PTE_P);
+                0
+            }
+            _ => err(EINVAL),
+        },
+        MMUEXT_NEW_BASEPTR | MMUEXT_NEW_USER_BASEPTR => {
+            let user = op.cmd == MMUEXT_NEW_USER_BASEPTR;
+            if user && mfn == 0 {
+                d.vcpus[0].guest_table_user = 0;
+                0
+            } else {
+                match get_table(d, ft, mfn, 4) {
+                    Ok(()) => {
+                        let v = &mut d.vcpus[0];
+                        let old = if user { v.guest_table_user } else { v.guest_table };
+                        if user {
+                            v.guest_table_user = mfn;
+                        } else {
+                            v.guest_table = mfn;
+                        }
+                        if old != 0 {
+                            put_entry(ft, 5, old << 12 | PTE_P);
+                        }
+                        if v.kernel_mode != user {
+                            crate::sched::load_cr3(v);
+                        }
+                        0
+                    }
+                    Err(e) => err(e),
+                }
+            }
+        }
+        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
+            flush_tlb();
+            0
+        }
+        MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
+            flush_tlb();
+            0
+        }
+        _ => err(ENOSYS),
     }
-    if done_ptr != 0 && space.write(done_ptr, &(done as u32)).is_err() {
-        return err(EFAULT);
-    }
-    rc
 }
 
 /// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer.
