@@ -116,7 +116,7 @@ fn run(_si: &StartInfo) {
     check(
         "failsafe frame ds, es, fs, gs = loaded selectors",
         t.segs == segs,
-        format_args!("frame {:#x?}, loaded {:#x?}", t.segs, segs),
+        format_args!("frame {:x?}, loaded {:x?}", t.segs, segs),
     );
     check_eq(
         "failsafe frame on the stack_switch stack",
@@ -124,7 +124,7 @@ fn run(_si: &StartInfo) {
         KERNEL_STACK.top(),
     );
     info(format_args!(
-        "failsafe frame: {} segs {:#x?} top {:#x}",
+        "failsafe frame: {} segs {:x?} top {:#x}",
         t, t.segs, t.frame_top
     ));
 }
