@@ -9,6 +9,8 @@
 //! [virt_kstart, kend)     the kernel image (PT_LOAD segments)
 //! vphysmap                the P2M list: one u64 MFN per pseudo-physical page
 //! vstartinfo              start_info_t (rsi points here)
+//! vconsole                the console ring (domains other than 0; its
+//!                         frame and event channel are in start_info)
 //! vpt                     the initial page tables: L4, L3s, L2s, L1s,
 //!                         mapped read-only (the guest changes them only
 //!                         through hypercalls)
@@ -62,13 +64,14 @@ struct Layout {
     v_start: u64,
     vphysmap: u64,
     vstartinfo: u64,
+    vconsole: Option<u64>,
     vpt: u64,
     nr_pt: u64,
     vstack_end: u64,
     v_end: u64,
 }
 
-fn layout(img: &elf::GuestImage, nr_pages: u64) -> Result<Layout, String> {
+fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool) -> Result<Layout, String> {
     let v_start = img.virt_base;
     if v_start % PAGE != 0 {
         return Err(format!("VIRT_BASE {v_start:#x} is not page aligned"));
@@ -76,7 +79,8 @@ fn layout(img: &elf::GuestImage, nr_pages: u64) -> Result<Layout, String> {
     let round = |x: u64| x.next_multiple_of(PAGE);
     let vphysmap = round(img.virt_kend);
     let vstartinfo = round(vphysmap + nr_pages * 8);
-    let vpt = vstartinfo + PAGE;
+    let vconsole = console.then_some(vstartinfo + PAGE);
+    let vpt = vstartinfo + PAGE + if console { PAGE } else { 0 };
     let mut nr_pt = 1;
     loop {
         let vstack_end = vpt + nr_pt * PAGE + PAGE;
@@ -95,7 +99,7 @@ fn layout(img: &elf::GuestImage, nr_pages: u64) -> Result<Layout, String> {
                     (v_end - v_start) >> 20
                 ));
             }
-            return Ok(Layout { v_start, vphysmap, vstartinfo, vpt, nr_pt, vstack_end, v_end });
+            return Ok(Layout { v_start, vphysmap, vstartinfo, vconsole, vpt, nr_pt, vstack_end, v_end });
         }
         nr_pt += 1;
     }
@@ -108,7 +112,8 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         return Err("32-bit PV guests are not supported yet (64-bit only); refusing this image".to_string());
     }
     let nr_pages = mc.options.mem / PAGE;
-    let l = layout(&img, nr_pages)?;
+    // Domain 0 writes its console with console_io; the others get a ring.
+    let l = layout(&img, nr_pages, id != 0)?;
 
     // Memory: nr_pages frames, all zeroed, owned by the domain.
     let mut p2m = Vec::with_capacity(nr_pages as usize);
@@ -200,8 +205,22 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     l4_info.pinned = true;
     l4_info.table_refs = 1;
 
+    // Event channels; the console ring's port is the first one.
+    let mut ports = crate::pv::evtchn::Ports::new();
+    let console = match l.vconsole {
+        Some(va) => {
+            let port = ports.alloc(crate::pv::evtchn::Channel::Console).map_err(|_| "no event channel for the console")?;
+            Some((mfn_of(va), port))
+        }
+        None => None,
+    };
+
     // start_info.
     let mut si = StartInfo::zeroed();
+    if let Some((mfn, port)) = console {
+        si.console.mfn = mfn;
+        si.console.evtchn = port;
+    }
     si.magic[..14].copy_from_slice(b"xen-3.0-x86_64");
     si.nr_pages = nr_pages;
     si.shared_info = shared.0 << 12;
@@ -246,6 +265,8 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         vcpus: vec![v],
         state: State::Running,
         console_line: String::new(),
+        ports,
+        console,
     })
 }
 

@@ -40,6 +40,10 @@ mod domain {
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,
+        /// Event-channel ports.
+        pub ports: crate::pv::evtchn::Ports,
+        /// The console ring (domains other than 0): its frame and port.
+        pub console: Option<(u64, crate::pv::evtchn::Port)>,
     }
 
     impl Domain {

@@ -71,6 +71,18 @@ pub struct Vcpu {
     /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
     pub iopl: u32,
     pub fpu: FpuState,
+    /// Blocked in `sched_op(block/poll)` until an event (or its timeout).
+    pub blocked: bool,
+    /// Ports a `sched_op(poll)` waits on (empty: not polling).
+    pub poll: alloc::vec::Vec<u32>,
+    /// Timers, in system time (ns since the hypervisor started): the
+    /// single-shot one (`set_timer_op`, `VCPUOP_set_singleshot_timer`), the
+    /// periodic one (period 0: off), and a poll's timeout. Each raises
+    /// `VIRQ_TIMER` (the poll timeout only wakes).
+    pub singleshot: Option<u64>,
+    pub periodic_period: u64,
+    pub periodic_next: u64,
+    pub poll_deadline: Option<u64>,
     /// The guest's GDT (`set_gdt`): its frames and a validated copy of its
     /// descriptors, loaded into the CPU's GDT while this vCPU runs.
     pub gdt_frames: alloc::vec::Vec<u64>,
@@ -104,6 +116,14 @@ impl Vcpu {
             cr2: 0,
             iopl: 0,
             fpu: FpuState::initial(),
+            blocked: false,
+            poll: alloc::vec::Vec::new(),
+            singleshot: None,
+            // vcpu.h: "The timer is initially programmed to trigger at
+            // 100Hz (a period of 10ms)."
+            periodic_period: 10_000_000,
+            periodic_next: 10_000_000,
+            poll_deadline: None,
             gdt_frames: alloc::vec::Vec::new(),
             gdt: alloc::vec::Vec::new(),
         }

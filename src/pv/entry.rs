@@ -31,7 +31,7 @@ pub fn syscall(f: &mut TrapFrame) {
         if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
         } else if d.vcpus[0].kernel_mode {
-            hypercall::dispatch(d, &mut hv.frames, f);
+            hypercall::dispatch(hv, f);
         } else {
             traps::syscall_from_user(d, f, false);
         }
@@ -64,6 +64,11 @@ pub fn before_guest_return(f: &mut TrapFrame) {
         if !ok_cs || f.ss as u16 != 0xe02b || !crate::pv::guest_mem::is_canonical(f.rip) {
             sched::crash(d, format!("bad return frame cs {:#x} ss {:#x} rip {:#x}", f.cs, f.ss, f.rip));
             continue;
+        }
+        // Events waiting and unmasked: the event callback runs first.
+        crate::pv::event::deliver_upcall(d, f);
+        if !d.is_alive() {
+            continue; // the upcall could not be delivered: crashed
         }
         f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
         return;

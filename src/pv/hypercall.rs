@@ -27,7 +27,7 @@ use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
-use crate::pv::{descriptor, mm, traps};
+use crate::pv::{descriptor, event, mm, traps};
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
 
@@ -45,17 +45,46 @@ pub const XEN_MINOR: u64 = 17;
 const EXTRAVERSION: &str = "-ringvisor";
 const CAPABILITIES: &str = "xen-3.0-x86_64 ";
 
-pub fn dispatch(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame) {
+pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    let cur = hv.current;
     if nr == HYPERVISOR_IRET as u64 {
         // iret rewrites the whole frame, rax included.
+        let d = &mut hv.domains[cur];
         let r = iret(d, f);
         crate::trace!(TRACE_HYPERCALL, "d{}v0 hypercall iret -> rip {:#x} cs {:#x} ({r})", d.id, f.rip, f.cs);
         return;
     }
-    let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
+    let space = GuestSpace { l4_mfn: hv.domains[cur].vcpus[0].current_table() };
+    // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
+        HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
+        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
+            // The old form: { cmd, union } in one buffer.
+            Ok(op) => event::op(hv, space, op.cmd as u64, a[0] + 8),
+            Err(_) => err(EFAULT),
+        },
+        _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
+    };
+    let d = &hv.domains[cur];
+    crate::trace!(
+        TRACE_HYPERCALL,
+        "d{}v0 hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
+        d.id,
+        hypercall_name(nr),
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4]
+    );
+    f.rax = ret as u64;
+}
+
+/// The calls that concern only the calling domain.
+fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
+    match nr as u32 {
         HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_STACK_SWITCH => stack_switch(d, a[0], a[1]),
@@ -75,20 +104,16 @@ pub fn dispatch(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame) {
         HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
         HYPERVISOR_MEMORY_OP => memory_op(d, space, a[0], a[1]),
+        HYPERVISOR_SET_TIMER_OP => set_timer_op(d, a[0]),
         _ => err(ENOSYS),
-    };
-    crate::trace!(
-        TRACE_HYPERCALL,
-        "d{}v0 hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
-        d.id,
-        hypercall_name(nr),
-        a[0],
-        a[1],
-        a[2],
-        a[3],
-        a[4]
-    );
-    f.rax = ret as u64;
+    }
+}
+
+/// `set_timer_op(timeout)`: a single-shot timer at absolute system time
+/// `timeout` (ns); 0 cancels it; a time already past fires at once.
+fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
+    d.vcpus[0].singleshot = (timeout != 0).then_some(timeout);
+    0
 }
 
 /// An address a guest may register as code: canonical, not ours.
@@ -399,16 +424,7 @@ fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64)
                     return err(EFAULT);
                 }
                 for &b in &chunk[..n] {
-                    match b {
-                        b'\n' => flush_console_line(d),
-                        b'\r' => {}
-                        // Keep control characters off the hypervisor's console.
-                        0x20..=0x7e => d.console_line.push(b as char),
-                        _ => d.console_line.push('?'),
-                    }
-                    if d.console_line.len() >= 200 {
-                        flush_console_line(d);
-                    }
+                    console_byte(d, b);
                 }
                 done += n as u64;
             }
@@ -416,6 +432,20 @@ fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64)
         }
         CONSOLEIO_READ => 0,
         _ => err(ENOSYS),
+    }
+}
+
+/// One byte of guest console output (console_io or the console ring).
+pub fn console_byte(d: &mut Domain, b: u8) {
+    match b {
+        b'\n' => flush_console_line(d),
+        b'\r' => {}
+        // Keep control characters off the hypervisor's console.
+        0x20..=0x7e => d.console_line.push(b as char),
+        _ => d.console_line.push('?'),
+    }
+    if d.console_line.len() >= 200 {
+        flush_console_line(d);
     }
 }
 
@@ -428,6 +458,7 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     if reason > SHUTDOWN_MAX {
         return err(EINVAL);
     }
+    event::drain_console(d);
     if !d.console_line.is_empty() {
         flush_console_line(d);
     }
@@ -442,8 +473,8 @@ fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             sched::request_resched();
             0
         }
-        // No events yet, so nothing could wake a blocked vCPU: return at once.
-        SCHEDOP_BLOCK => 0,
+        SCHEDOP_BLOCK => block(d),
+        SCHEDOP_POLL => poll(d, space, arg),
         SCHEDOP_SHUTDOWN => match space.read::<SchedShutdown>(arg) {
             Ok(s) => shutdown(d, s.reason),
             Err(_) => err(EFAULT),
@@ -464,10 +495,47 @@ fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
             sched::request_resched();
             0
         }
-        SCHEDOP_BLOCK => 0,
+        SCHEDOP_BLOCK => block(d),
         SCHEDOP_SHUTDOWN => shutdown(d, arg as u32),
         _ => err(ENOSYS),
     }
+}
+
+/// `sched_op(block)`: enable events and sleep until one is pending (Xen:
+/// do_block). Nothing to wait for if one already is.
+fn block(d: &mut Domain) -> Ret {
+    traps::set_upcall_mask(d, 0);
+    if !event::upcall_ready(d) {
+        d.vcpus[0].blocked = true;
+        sched::request_resched();
+    }
+    0
+}
+
+/// `sched_op(poll)`: sleep until one of the ports is pending or the
+/// timeout (absolute system time, 0: none) passes. Events stay masked.
+fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
+    let Ok(p) = space.read::<SchedPoll>(arg) else { return err(EFAULT) };
+    if p.nr_ports > 128 {
+        return err(EINVAL);
+    }
+    let mut ports = alloc::vec::Vec::with_capacity(p.nr_ports as usize);
+    for i in 0..p.nr_ports as u64 {
+        let Ok(port) = space.read::<u32>(p.ports + i * 4) else { return err(EFAULT) };
+        if port as usize >= d.ports.len() {
+            return err(EINVAL);
+        }
+        if event::is_pending(d, port) {
+            return 0;
+        }
+        ports.push(port);
+    }
+    let v = &mut d.vcpus[0];
+    v.poll = ports;
+    v.poll_deadline = (p.timeout != 0).then_some(p.timeout);
+    v.blocked = true;
+    sched::request_resched();
+    0
 }
 
 fn vcpu_op(d: &mut Domain, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
@@ -490,7 +558,34 @@ fn vcpu_op(d: &mut Domain, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> 
             }
             0
         }
-        // Timers, more vCPUs and vcpu_info placement come with events.
+        VCPUOP_SET_SINGLESHOT_TIMER => {
+            let Ok(t) = space.read::<VcpuSetSingleshotTimer>(arg) else { return err(EFAULT) };
+            if t.flags & VCPU_SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < crate::arch::x86_64::time::now_ns() {
+                return err(ETIME);
+            }
+            d.vcpus[vcpu as usize].singleshot = Some(t.timeout_abs_ns);
+            0
+        }
+        VCPUOP_STOP_SINGLESHOT_TIMER => {
+            d.vcpus[vcpu as usize].singleshot = None;
+            0
+        }
+        VCPUOP_SET_PERIODIC_TIMER => {
+            let Ok(t) = space.read::<VcpuSetPeriodicTimer>(arg) else { return err(EFAULT) };
+            // Xen refuses periods under 1 ms.
+            if t.period_ns < 1_000_000 {
+                return err(EINVAL);
+            }
+            let v = &mut d.vcpus[vcpu as usize];
+            v.periodic_period = t.period_ns;
+            v.periodic_next = crate::arch::x86_64::time::now_ns() + t.period_ns;
+            0
+        }
+        VCPUOP_STOP_PERIODIC_TIMER => {
+            d.vcpus[vcpu as usize].periodic_period = 0;
+            0
+        }
+        // More vCPUs and vcpu_info placement are not done yet.
         _ => err(ENOSYS),
     }
 }

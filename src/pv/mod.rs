@@ -6,6 +6,7 @@
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
+//! - `event`, `evtchn`: event channels and the upcall;
 //! - `mm`: validated page-table updates;
 //! - `descriptor`: the guest's GDT (`set_gdt`, `update_descriptor`);
 //! - `guest_mem`: checked copies to and from guest memory.
@@ -18,6 +19,9 @@ pub mod descriptor;
 pub mod emulate;
 #[cfg(target_os = "none")]
 pub mod entry;
+#[cfg(target_os = "none")]
+pub mod event;
+pub mod evtchn;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 #[cfg(target_os = "none")]

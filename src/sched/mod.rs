@@ -172,19 +172,103 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame) -> bool {
     unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
     fxrstor(&v.fpu);
     set_cr0_ts(v.cr0_ts);
-    apic::oneshot(TIMESLICE_NS);
     sels_ok
 }
 
-/// Pick the next running domain after `from` (round robin), if any.
-fn next_running(hv: &Hv, from: usize) -> Option<usize> {
+/// The next domain after `from` (round robin, `from` itself last) whose
+/// vCPU can run: alive and not blocked.
+fn next_runnable(hv: &Hv, from: usize) -> Option<usize> {
     let n = hv.domains.len();
-    (1..=n).map(|i| (from + i) % n).find(|&i| hv.domains[i].is_alive())
+    (1..=n).map(|i| (from + i) % n).find(|&i| runnable(&hv.domains[i]))
+}
+
+fn runnable(d: &Domain) -> bool {
+    d.is_alive() && d.vcpus[0].up && !d.vcpus[0].blocked
+}
+
+/// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
+/// polls whose timeout has passed.
+fn fire_timers(hv: &mut Hv, now: u64) {
+    for d in hv.domains.iter_mut().filter(|d| d.is_alive()) {
+        let v = &mut d.vcpus[0];
+        let mut fire = false;
+        if v.singleshot.is_some_and(|t| t <= now) {
+            v.singleshot = None;
+            fire = true;
+        }
+        if v.periodic_period != 0 && v.periodic_next <= now {
+            // Missed periods are not made up: one tick, then the next one.
+            v.periodic_next = now + v.periodic_period;
+            fire = true;
+        }
+        if v.poll_deadline.is_some_and(|t| t <= now) {
+            v.poll_deadline = None;
+            v.poll.clear();
+            v.blocked = false;
+        }
+        if fire {
+            crate::pv::event::send_virq(d, ringvisor_abi::xen::VIRQ_TIMER);
+        }
+    }
+}
+
+/// The earliest guest timer of any live domain.
+fn earliest_timer(hv: &Hv) -> Option<u64> {
+    hv.domains
+        .iter()
+        .filter(|d| d.is_alive())
+        .flat_map(|d| {
+            let v = &d.vcpus[0];
+            [v.singleshot, (v.periodic_period != 0).then_some(v.periodic_next), v.poll_deadline]
+        })
+        .flatten()
+        .min()
+}
+
+/// Program the APIC for the next thing that needs the CPU back: the end
+/// of the time slice or the earliest guest timer.
+fn arm_timer(hv: &Hv, now: u64) {
+    let slice_end = now + TIMESLICE_NS;
+    let at = earliest_timer(hv).map_or(slice_end, |t| t.min(slice_end));
+    apic::oneshot(at.saturating_sub(now).max(1_000));
+}
+
+/// Publish system time to the domain's `vcpu_info[0].time` (the guest
+/// computes now = system_time + scaled(rdtsc - tsc_timestamp)).
+pub fn update_time(d: &Domain) {
+    let (mul, shift) = crate::arch::x86_64::time::scale();
+    let tsc = crate::arch::x86_64::time::tsc();
+    let sys = crate::arch::x86_64::time::tsc_to_ns(tsc - crate::arch::x86_64::time::tsc_at_boot());
+    let base = crate::mm::paging::phys_to_virt(d.shared_info_mfn << 12)
+        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+            + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time)) as u64;
+    let t = base as *mut ringvisor_abi::xen::VcpuTimeInfo;
+    // SAFETY: the domain's shared_info frame, alive (callers check); the
+    // version is made odd while the fields change, as the ABI asks.
+    unsafe {
+        let v = core::ptr::addr_of_mut!((*t).version);
+        let ver = v.read_volatile();
+        v.write_volatile(ver.wrapping_add(1) | 1);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        core::ptr::addr_of_mut!((*t).tsc_timestamp).write_volatile(tsc);
+        core::ptr::addr_of_mut!((*t).system_time).write_volatile(sys);
+        core::ptr::addr_of_mut!((*t).tsc_to_system_mul).write_volatile(mul);
+        core::ptr::addr_of_mut!((*t).tsc_shift).write_volatile(shift);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        v.write_volatile((ver | 1).wrapping_add(1));
+    }
+}
+
+/// Sleep until the next interrupt (the timer is armed by the caller).
+fn idle() {
+    // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt,
+    // which is handled on this stack, then interrupts go off again.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
 /// Start running guests (never returns).
 pub fn start(hv: Hv) -> ! {
-    let first = next_running(&hv, hv.domains.len().saturating_sub(1));
+    let first = next_runnable(&hv, hv.domains.len().saturating_sub(1));
     *HV.lock() = Some(hv);
     let Some(first) = first else { finish() };
     let frame = percpu::guest_frame();
@@ -192,43 +276,68 @@ pub fn start(hv: Hv) -> ! {
         let mut g = HV.lock();
         let hv = g.as_mut().unwrap();
         hv.current = first;
+        update_time(&hv.domains[first]);
         // SAFETY: `frame` is this CPU's guest frame slot at the top of its
         // stack, which nothing else uses while we are on the boot path.
         switch_in(&hv.domains[first].vcpus[0], unsafe { &mut *frame });
         crate::info!("d{}: running", hv.domains[first].id);
+        apic::oneshot(TIMESLICE_NS);
     }
     enter_frame(frame)
 }
 
-/// On the way back to a guest: handle a dead current domain and time
-/// slices. `f` is the frame at the top of the stack.
+/// On the way back to a guest: fire guest timers, handle a dead or
+/// blocked current vCPU and time slices, idle when nothing can run.
+/// `f` is the frame at the top of the stack.
 pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
     let cur = hv.current;
+    let mut now = crate::arch::x86_64::time::now_ns();
+    fire_timers(hv, now);
     let alive = hv.domains[cur].is_alive();
     let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
-    if alive && !resched {
+    if runnable(&hv.domains[cur]) && !resched {
+        arm_timer(hv, now);
         return;
     }
     if !alive {
         let d = &mut hv.domains[cur];
         builder::teardown(d, &mut hv.frames);
     }
-    match next_running(hv, cur) {
-        Some(next) if next != cur => {
-            if alive {
-                switch_out(&mut hv.domains[cur].vcpus[0], f);
+    loop {
+        match next_runnable(hv, cur) {
+            Some(next) => {
+                if next != cur {
+                    if alive {
+                        switch_out(&mut hv.domains[cur].vcpus[0], f);
+                    }
+                    hv.current = next;
+                    update_time(&hv.domains[next]);
+                    if !switch_in(&hv.domains[next].vcpus[0], f) {
+                        let sels = hv.domains[next].vcpus[0].data_sels;
+                        crate::pv::traps::failsafe_segments(&mut hv.domains[next], f, sels);
+                    }
+                }
+                arm_timer(hv, now);
+                return;
             }
-            hv.current = next;
-            if !switch_in(&hv.domains[next].vcpus[0], f) {
-                let sels = hv.domains[next].vcpus[0].data_sels;
-                crate::pv::traps::failsafe_segments(&mut hv.domains[next], f, sels);
+            None if !hv.domains.iter().any(|d| d.is_alive()) => {
+                // SAFETY: the hypervisor's own tables map everything it uses.
+                unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+                finish_locked(hv)
             }
-        }
-        Some(_) => apic::oneshot(TIMESLICE_NS), // the only one left: go on
-        None => {
-            // SAFETY: the hypervisor's own tables map everything it uses.
-            unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
-            finish_locked(hv)
+            None => {
+                // Every live vCPU is blocked: sleep until a timer wakes one.
+                let Some(t) = earliest_timer(hv) else {
+                    for d in hv.domains.iter_mut() {
+                        crash(d, String::from("blocked with no timer and no event that could wake it"));
+                    }
+                    continue;
+                };
+                apic::oneshot(t.saturating_sub(now).max(1_000));
+                idle();
+                now = crate::arch::x86_64::time::now_ns();
+                fire_timers(hv, now);
+            }
         }
     }
 }

@@ -65,6 +65,30 @@ pub fn init(f: &Features) -> (u64, TscSource) {
     (hz, src)
 }
 
+pub fn tsc_at_boot() -> u64 {
+    TSC_AT_BOOT.load(Ordering::Relaxed)
+}
+
+/// The `vcpu_time_info` scale: ns = ((ticks << shift) * mul) >> 32, with
+/// a negative shift meaning a right shift (Xen's tsc_to_system_mul and
+/// tsc_shift).
+pub fn scale() -> (u32, i8) {
+    let hz = tsc_hz();
+    let mut shift: i8 = 0;
+    // Bring the ratio 1e9 / hz into [0.5, 1) with a power of two, so the
+    // 32-bit fraction keeps the most precision.
+    let (mut num, mut den) = (1_000_000_000u128, hz as u128);
+    while num >= den {
+        den <<= 1;
+        shift += 1;
+    }
+    while num * 2 < den {
+        num <<= 1;
+        shift -= 1;
+    }
+    (((num << 32) / den).min(u32::MAX as u128) as u32, shift)
+}
+
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }

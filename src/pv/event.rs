@@ -1,0 +1,332 @@
+//! Events: `event_channel_op`, the pending/mask bits in `shared_info`, and
+//! the upcall (Xen: `common/event_channel.c`, `event_2l.c`).
+//!
+//! # An event, step by step
+//!
+//! 1. Something raises port P of a domain: another domain's `send`, a
+//!    timer (`VIRQ_TIMER`), the hypervisor. `set_pending` sets bit P of
+//!    `shared_info.evtchn_pending`.
+//! 2. Unless bit P of `evtchn_mask` is set, it sets bit P/64 of the vCPU's
+//!    `evtchn_pending_sel` and then `evtchn_upcall_pending`, and wakes the
+//!    vCPU if it was blocked.
+//! 3. On the next way back into that vCPU (`deliver_upcall`), if
+//!    `evtchn_upcall_pending` is set and `evtchn_upcall_mask` is clear, the
+//!    hypervisor masks events and bounces onto the guest's event callback,
+//!    with the same frame as an exception without error code. The guest
+//!    scans the bitmaps, clears what it handled, and returns with
+//!    `HYPERVISOR_iret` (which restores the mask from the frame's IF).
+//! 4. A guest that keeps events masked never gets an upcall until it
+//!    unmasks (`EVTCHNOP_unmask`, or clearing `evtchn_upcall_mask` and
+//!    making any hypercall / returning with iret).
+
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use ringvisor_abi::errno::*;
+use ringvisor_abi::event_channel::*;
+use ringvisor_abi::xen::{SharedInfo, VcpuInfo, DOMID_SELF};
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::domain::Domain;
+use crate::mm::paging::phys_to_virt;
+use crate::pv::evtchn::{Channel, EvtError, Port};
+use crate::pv::guest_mem::GuestSpace;
+use crate::pv::hypercall::{err, Ret};
+use crate::pv::traps::{self, Bounce};
+use crate::sched::Hv;
+
+fn si_base(d: &Domain) -> u64 {
+    phys_to_virt(d.shared_info_mfn << 12)
+}
+
+fn word(d: &Domain, off: usize) -> &'static AtomicU64 {
+    // SAFETY: `off` is an aligned u64 offset inside the shared_info page,
+    // which the domain owns for its whole life (callers only use live
+    // domains); the guest may change it too, hence atomics.
+    unsafe { AtomicU64::from_ptr((si_base(d) + off as u64) as *mut u64) }
+}
+
+fn byte(d: &Domain, off: usize) -> &'static AtomicU8 {
+    // SAFETY: as `word`, for a byte.
+    unsafe { AtomicU8::from_ptr((si_base(d) + off as u64) as *mut u8) }
+}
+
+fn pending_word(d: &Domain, port: Port) -> &'static AtomicU64 {
+    word(d, offset_of!(SharedInfo, evtchn_pending) + (port as usize / 64) * 8)
+}
+
+fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
+    word(d, offset_of!(SharedInfo, evtchn_mask) + (port as usize / 64) * 8)
+}
+
+fn upcall_pending(d: &Domain) -> &'static AtomicU8 {
+    byte(d, offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_pending))
+}
+
+fn pending_sel(d: &Domain) -> &'static AtomicU64 {
+    word(d, offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_pending_sel))
+}
+
+pub fn is_pending(d: &Domain, port: Port) -> bool {
+    pending_word(d, port).load(Ordering::Relaxed) & 1 << (port % 64) != 0
+}
+
+/// Raise `port` of `d` (steps 1-2 above).
+pub fn set_pending(d: &mut Domain, port: Port) {
+    if !d.is_alive() || port as usize >= d.ports.len() {
+        return;
+    }
+    let bit = 1u64 << (port % 64);
+    let was = pending_word(d, port).fetch_or(bit, Ordering::SeqCst);
+    // A vCPU polling this port wakes even if the port is masked.
+    let v = &mut d.vcpus[0];
+    if v.poll.iter().any(|&p| p == port) {
+        v.blocked = false;
+        v.poll.clear();
+    }
+    if was & bit != 0 || mask_word(d, port).load(Ordering::SeqCst) & bit != 0 {
+        return;
+    }
+    if pending_sel(d).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) != 0 {
+        return;
+    }
+    mark_upcall(d);
+}
+
+/// Set `evtchn_upcall_pending` and wake the vCPU.
+fn mark_upcall(d: &mut Domain) {
+    upcall_pending(d).store(1, Ordering::SeqCst);
+    d.vcpus[0].blocked = false;
+}
+
+/// Raise a virtual IRQ, if the domain has bound it.
+pub fn send_virq(d: &mut Domain, virq: u32) {
+    if let Some(p) = d.ports.virq_port(virq) {
+        set_pending(d, p);
+    }
+}
+
+/// Events waiting and not masked? (Whether an upcall would happen.)
+pub fn upcall_ready(d: &Domain) -> bool {
+    upcall_pending(d).load(Ordering::SeqCst) != 0 && traps::upcall_mask(d) == 0
+}
+
+/// Step 3: bounce onto the event callback if an upcall is due.
+pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
+    let cb = d.vcpus[0].event;
+    if cb.address == 0 || !upcall_ready(d) {
+        return;
+    }
+    // Every upcall masks events (Xen: TBF_INTERRUPT on the event callback).
+    let b = Bounce { what: "event upcall", vector: None, error_code: None, handler: cb.address, mask_events: true };
+    traps::deliver(d, f, b);
+}
+
+fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
+    let id = if id == DOMID_SELF { me } else { id };
+    hv.domains.iter().position(|d| d.id == id && d.is_alive())
+}
+
+fn evt_err(e: EvtError) -> Ret {
+    match e {
+        EvtError::NoSpace => err(ENOSPC),
+        EvtError::Invalid => err(EINVAL),
+        EvtError::Exists => err(EEXIST),
+    }
+}
+
+/// Read a struct, run `f` on it, write it back (most ops have OUT fields).
+fn inout<T: ringvisor_abi::Pod>(space: GuestSpace, arg: u64, f: impl FnOnce(&mut T) -> Ret) -> Ret {
+    let Ok(mut v) = space.read::<T>(arg) else { return err(EFAULT) };
+    let r = f(&mut v);
+    if r == 0 && space.write(arg, &v).is_err() {
+        return err(EFAULT);
+    }
+    r
+}
+
+/// `event_channel_op(cmd, arg)`.
+pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    let cur = hv.current;
+    let me = hv.domains[cur].id;
+    match cmd as u32 {
+        EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
+            if a.dom != DOMID_SELF && a.dom != me {
+                return err(EPERM);
+            }
+            let Some(r) = find(hv, a.remote_dom, me) else { return err(ESRCH) };
+            let remote = hv.domains[r].id;
+            match hv.domains[cur].ports.alloc(Channel::Unbound { remote }) {
+                Ok(p) => {
+                    a.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_INTERDOMAIN => inout(space, arg, |b: &mut EvtchnBindInterdomain| {
+            let Some(r) = find(hv, b.remote_dom, me) else { return err(ESRCH) };
+            let remote = hv.domains[r].id;
+            // The remote port must be waiting for us.
+            if hv.domains[r].ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
+                return err(EINVAL);
+            }
+            let local = match hv.domains[cur].ports.alloc(Channel::Interdomain { remote, remote_port: b.remote_port }) {
+                Ok(p) => p,
+                Err(e) => return evt_err(e),
+            };
+            hv.domains[r].ports.set(b.remote_port, Channel::Interdomain { remote: me, remote_port: local });
+            b.local_port = local;
+            // Xen raises the local port so the binder notices a pending
+            // notification (evtchn_bind_interdomain).
+            set_pending(&mut hv.domains[cur], local);
+            0
+        }),
+        EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
+            if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
+                return err(ENOENT);
+            }
+            match hv.domains[cur].ports.bind_virq(b.virq) {
+                Ok(p) => {
+                    b.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_IPI => inout(space, arg, |b: &mut EvtchnBindIpi| {
+            if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
+                return err(ENOENT);
+            }
+            match hv.domains[cur].ports.alloc(Channel::Ipi) {
+                Ok(p) => {
+                    b.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
+            Ok(b) => match hv.domains[cur].ports.get(b.port) {
+                Some(Channel::Free) | None => err(EINVAL),
+                Some(_) if b.vcpu as usize >= hv.domains[cur].vcpus.len() => err(ENOENT),
+                // One vCPU per domain: every port already notifies vCPU 0.
+                Some(_) => 0,
+            },
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
+            Ok(c) => close(hv, cur, c.port),
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
+            Ok(s) => send(hv, cur, s.port),
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_STATUS => inout(space, arg, |s: &mut EvtchnStatus| {
+            if s.dom != DOMID_SELF && s.dom != me {
+                return err(EPERM);
+            }
+            let Some(c) = hv.domains[cur].ports.get(s.port) else { return err(EINVAL) };
+            s.vcpu = 0;
+            s.u = [0; 2];
+            match c {
+                Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
+                Channel::Unbound { remote } => s.set_unbound(remote),
+                Channel::Interdomain { remote, remote_port } => s.set_interdomain(remote, remote_port),
+                Channel::Virq(v) => s.set_virq(v),
+                Channel::Ipi => s.status = EVTCHNSTAT_IPI,
+                // The console ring's other end is the hypervisor.
+                Channel::Console => s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0),
+            }
+            0
+        }),
+        EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {
+            Ok(u) => unmask(&mut hv.domains[cur], u.port),
+            Err(_) => err(EFAULT),
+        },
+        _ => err(ENOSYS),
+    }
+}
+
+fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
+    let me = hv.domains[cur].id;
+    match hv.domains[cur].ports.close(port) {
+        Ok(Channel::Interdomain { remote, remote_port }) => {
+            // The other end goes back to waiting for us.
+            if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
+                if r.ports.get(remote_port) == Some(Channel::Interdomain { remote: me, remote_port: port }) {
+                    r.ports.set(remote_port, Channel::Unbound { remote: me });
+                }
+            }
+            0
+        }
+        Ok(_) => 0,
+        Err(e) => evt_err(e),
+    }
+}
+
+fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
+    match hv.domains[cur].ports.get(port) {
+        Some(Channel::Interdomain { remote, remote_port }) => {
+            if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
+                set_pending(r, remote_port);
+            }
+            0
+        }
+        Some(Channel::Ipi) => {
+            set_pending(&mut hv.domains[cur], port);
+            0
+        }
+        // Nobody listening yet: the notification is dropped (as in Xen).
+        Some(Channel::Unbound { .. }) => 0,
+        Some(Channel::Console) => {
+            drain_console(&mut hv.domains[cur]);
+            0
+        }
+        _ => err(EINVAL),
+    }
+}
+
+fn unmask(d: &mut Domain, port: Port) -> Ret {
+    match d.ports.get(port) {
+        None | Some(Channel::Free) => return err(EINVAL),
+        Some(_) => {}
+    }
+    let bit = 1u64 << (port % 64);
+    let was = mask_word(d, port).fetch_and(!bit, Ordering::SeqCst);
+    // Unmasking a pending port delivers it now (Xen: evtchn_2l_unmask).
+    if was & bit != 0
+        && pending_word(d, port).load(Ordering::SeqCst) & bit != 0
+        && pending_sel(d).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) == 0
+    {
+        mark_upcall(d);
+    }
+    0
+}
+
+/// The console ring of a domain other than 0: copy what the guest wrote
+/// to `out` to the serial console as `(dN) ` lines.
+pub fn drain_console(d: &mut Domain) {
+    use ringvisor_abi::console::XenconsInterface as R;
+    let Some((mfn, _)) = d.console else { return };
+    let base = phys_to_virt(mfn << 12);
+    let idx = |off: usize| {
+        // SAFETY: the ring page belongs to the domain; u32 indices inside it.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr((base + off as u64) as *mut u32) }
+    };
+    let prod = idx(offset_of!(R, out_prod)).load(Ordering::Acquire);
+    let mut cons = idx(offset_of!(R, out_cons)).load(Ordering::Relaxed);
+    // A guest can write any indices: never read more than the ring holds.
+    if prod.wrapping_sub(cons) as usize > ringvisor_abi::console::XENCONS_OUT_SIZE {
+        cons = prod.wrapping_sub(ringvisor_abi::console::XENCONS_OUT_SIZE as u32);
+    }
+    while cons != prod {
+        let off = offset_of!(R, out) + (cons as usize % ringvisor_abi::console::XENCONS_OUT_SIZE);
+        // SAFETY: inside the ring page, as above.
+        let b = unsafe { ((base + off as u64) as *const u8).read_volatile() };
+        crate::pv::hypercall::console_byte(d, b);
+        cons = cons.wrapping_add(1);
+    }
+    idx(offset_of!(R, out_cons)).store(cons, Ordering::Release);
+}
