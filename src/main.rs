@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub use ringvisor_abi as abi;
 pub mod boot_info;
+pub mod calendar;
 pub mod cmdline;
 pub mod domain;
 pub mod mm;

@@ -138,6 +138,12 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         paging::m2p_set(mfn, pfn as u64);
     }
     ft.assign(shared.0, id, Kind::SharedInfo);
+    // The wall clock at system time 0 (version even: stable).
+    let si_words = frame_bytes(shared.0);
+    let wc = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, wc_sec);
+    si_words[wc..wc + 4].copy_from_slice(&(crate::arch::x86_64::time::boot_epoch() as u32).to_le_bytes());
+    let wc_hi = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, wc_sec_hi);
+    si_words[wc_hi..wc_hi + 4].copy_from_slice(&((crate::arch::x86_64::time::boot_epoch() >> 32) as u32).to_le_bytes());
     // Events start masked (vcpu_info[0].evtchn_upcall_mask = 1).
     frame_bytes(shared.0)[core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask)] = 1;
 

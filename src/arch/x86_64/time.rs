@@ -62,7 +62,48 @@ pub fn init(f: &Features) -> (u64, TscSource) {
     };
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
     TSC_AT_BOOT.store(tsc(), Ordering::Relaxed);
+    BOOT_EPOCH.store(read_rtc(), Ordering::Relaxed);
     (hz, src)
+}
+
+/// Wall-clock seconds since 1970 when the hypervisor started its clock,
+/// from the CMOS real-time clock.
+static BOOT_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+pub fn boot_epoch() -> u64 {
+    BOOT_EPOCH.load(Ordering::Relaxed)
+}
+
+fn cmos(reg: u8) -> u8 {
+    // SAFETY: ports 0x70/0x71 (the CMOS) belong to the hypervisor; bit 7
+    // of the index keeps NMIs enabled as they were (0).
+    unsafe {
+        outb(0x70, reg);
+        inb(0x71)
+    }
+}
+
+/// Read the RTC (waiting out an update in progress) as Unix seconds.
+fn read_rtc() -> u64 {
+    let mut spins = 0;
+    while cmos(0x0a) & 0x80 != 0 && spins < 1_000_000 {
+        spins += 1;
+    }
+    let bcd = cmos(0x0b) & 0x04 == 0;
+    let h24 = cmos(0x0b) & 0x02 != 0;
+    let conv = |v: u8| if bcd { (v & 0x0f) + (v >> 4) * 10 } else { v } as u64;
+    let sec = conv(cmos(0x00));
+    let min = conv(cmos(0x02));
+    let raw_hour = cmos(0x04);
+    let pm = raw_hour & 0x80 != 0;
+    let mut hour = conv(raw_hour & 0x7f);
+    if !h24 {
+        hour = hour % 12 + if pm { 12 } else { 0 };
+    }
+    let day = conv(cmos(0x07));
+    let month = conv(cmos(0x08));
+    let year = 2000 + conv(cmos(0x09));
+    crate::calendar::unix_seconds(year, month, day, hour, min, sec)
 }
 
 pub fn tsc_at_boot() -> u64 {
