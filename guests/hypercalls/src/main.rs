@@ -308,17 +308,17 @@ fn console_io() {
     unsafe {
         check_rc(
             "console_io write, unmapped buffer",
-            hc::console_io(hc::CONSOLEIO_WRITE, 16, UNMAPPED),
+            hc::console_io(abi::CONSOLEIO_WRITE, 16, UNMAPPED),
             EFAULT,
         );
         check_rc(
             "console_io write, hypervisor buffer",
-            hc::console_io(hc::CONSOLEIO_WRITE, 16, HV_ADDR),
+            hc::console_io(abi::CONSOLEIO_WRITE, 16, HV_ADDR),
             EFAULT,
         );
         check_rc(
             "console_io write, count 0",
-            hc::console_io(hc::CONSOLEIO_WRITE, 0, UNMAPPED),
+            hc::console_io(abi::CONSOLEIO_WRITE, 0, UNMAPPED),
             0,
         );
         check_rc("console_io command 9", hc::console_io(9, 0, 0), ENOSYS);
@@ -358,23 +358,23 @@ fn memory_ops() {
 }
 
 fn cpuid() {
-    let [a, b, c, d] = cpu::xen_cpuid(0x4000_0000, 0);
+    let [a, b, c, d] = cpu::xen_cpuid(cpu::XEN_CPUID_FIRST_LEAF, 0);
     let mut sig = [0u8; 12];
     sig[0..4].copy_from_slice(&b.to_le_bytes());
     sig[4..8].copy_from_slice(&c.to_le_bytes());
     sig[8..12].copy_from_slice(&d.to_le_bytes());
     check(
         "forced-emulation CPUID 0x40000000 signature",
-        &sig == b"XenVMMXenVMM",
+        &sig == cpu::XEN_CPUID_SIGNATURE,
         format_args!("{}", pvguest::console::CStr(&sig)),
     );
     check(
         "forced-emulation CPUID 0x40000000 max leaf",
-        a >= 0x4000_0002,
+        a >= cpu::XEN_CPUID_FIRST_LEAF + 2,
         format_args!("eax {:#x}", a),
     );
     info(format_args!("CPUID 0x40000000: eax {:#x}", a));
-    let [a, ..] = cpu::xen_cpuid(0x4000_0001, 0);
+    let [a, ..] = cpu::xen_cpuid(cpu::XEN_CPUID_FIRST_LEAF + 1, 0);
     info(format_args!(
         "CPUID 0x40000001 (version): {}.{}",
         a >> 16,

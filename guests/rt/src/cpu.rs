@@ -17,6 +17,14 @@ const _: () = assert!(
         && abi::XEN_CPUID[6] == 0xa2
 );
 
+/// `XEN_CPUID_FIRST_LEAF` (`arch-x86/cpuid.h`): the first hypervisor leaf
+/// (Xen may move its leaves up by 0x100 steps when it also offers
+/// Viridian). Not in ringvisor-abi yet.
+pub const XEN_CPUID_FIRST_LEAF: u32 = 0x4000_0000;
+/// `XEN_CPUID_SIGNATURE_{EBX,ECX,EDX}` as bytes: "XenVMMXenVMM". Not in
+/// ringvisor-abi yet.
+pub const XEN_CPUID_SIGNATURE: &[u8; 12] = b"XenVMMXenVMM";
+
 /// CPUID through the forced-emulation prefix (`ud2a; .ascii "xen"; cpuid`,
 /// bytes `0f 0b 78 65 6e 0f a2`): the hypervisor's CPUID policy, not the
 /// hardware's. Returns `[eax, ebx, ecx, edx]`.

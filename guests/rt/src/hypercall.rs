@@ -101,13 +101,14 @@ pub unsafe fn console_io(cmd: u32, count: u64, buf: u64) -> i64 {
 /// `console_io(CONSOLEIO_write, bytes)`: the hypervisor only reads.
 pub fn console_write(bytes: &[u8]) -> i64 {
     // SAFETY: `bytes` is readable for its length; write never writes.
-    unsafe { console_io(CONSOLEIO_WRITE, bytes.len() as u64, bytes.as_ptr() as u64) }
+    unsafe {
+        console_io(
+            abi::CONSOLEIO_WRITE,
+            bytes.len() as u64,
+            bytes.as_ptr() as u64,
+        )
+    }
 }
-
-/// `CONSOLEIO_write` (`xen.h`). Not in ringvisor-abi yet.
-pub const CONSOLEIO_WRITE: u32 = 0;
-/// `CONSOLEIO_read` (`xen.h`). Not in ringvisor-abi yet.
-pub const CONSOLEIO_READ: u32 = 1;
 
 /// `sched_op(cmd, arg)`.
 ///
