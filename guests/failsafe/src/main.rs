@@ -82,6 +82,8 @@ fn run(_si: &StartInfo) {
     // Unmask events, so that "masked on entry" is the callback's doing.
     pvguest::start_info::set_upcall_mask(0);
     println!("EXPECT-FAILSAFE");
+    // SAFETY: the ud2 with the broken rsp must end in the failsafe callback, which unwinds to
+    // this catch (rsp comes back from the catch); writes only AT.
     let r = catch(|| unsafe {
         asm!(
             "lea {t}, [rip + 2f]",

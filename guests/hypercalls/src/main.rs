@@ -208,6 +208,8 @@ fn stack_switch() {
 }
 
 fn fninit() -> Result<(), traps::Trap> {
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     catch(|| unsafe {
         asm!(
             "lea {t}, [rip + 2f]",
@@ -406,6 +408,8 @@ fn set_iopl(iopl: u32) -> i64 {
 }
 
 fn cli() {
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     expect_fault("cli with IOPL 0: #GP(0)", 13, Some(0), || unsafe {
         asm!("cli")
     });
@@ -415,6 +419,8 @@ fn cli() {
     // is (Xen's emul-priv-op.c keeps the write to it commented out).
     check_rc("physdev_op set_iopl 1", set_iopl(1), 0);
     start_info::set_upcall_mask(0);
+    // SAFETY: cli either runs (emulated) or faults into the handler, which unwinds to this
+    // catch.
     let r = catch(|| unsafe { asm!("cli") });
     check(
         "cli with IOPL 1 is emulated",
@@ -427,6 +433,7 @@ fn cli() {
         0,
     );
     start_info::set_upcall_mask(1);
+    // SAFETY: as for cli.
     let r = catch(|| unsafe { asm!("sti") });
     check(
         "sti with IOPL 1 is emulated",

@@ -92,6 +92,8 @@ fn run(_si: &StartInfo) {
 }
 
 fn divide_error() {
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     let t = expect_fault("#DE div by zero", 0, None, || unsafe {
         asm!(
             "lea {t}, [rip + 2f]",
@@ -146,6 +148,8 @@ fn breakpoint() {
 }
 
 fn ud2() -> Result<(), Trap> {
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     catch(|| unsafe {
         asm!(
             "lea {t}, [rip + 2f]",
@@ -187,6 +191,8 @@ fn general_protection() {
         "#GP bad selector ec 0x404",
         13,
         Some(BAD_SELECTOR),
+        // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+        // catch; it writes only registers it declares and AT.
         || unsafe { asm!("mov fs, ax", in("rax") BAD_SELECTOR) },
     );
 
@@ -196,6 +202,8 @@ fn general_protection() {
         "#GP int $0 through a DPL-0 entry, ec 2",
         13,
         Some(2),
+        // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+        // catch; it writes only registers it declares and AT.
         || unsafe { asm!("int 0") },
     );
 
@@ -204,6 +212,8 @@ fn general_protection() {
         "#GP int $0x41 through a DPL-0 entry, ec (0x41<<3)|2",
         13,
         Some((v << 3) | 2),
+        // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+        // catch; it writes only registers it declares and AT.
         || unsafe {
             asm!(
                 "lea {t}, [rip + 2f]",
@@ -244,6 +254,8 @@ fn int80() {
 }
 
 fn page_faults() {
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     let t = expect_fault("#PF read unmapped, ec 0", 14, Some(0), || unsafe {
         asm!(
             "lea {t}, [rip + 2f]",
@@ -260,6 +272,8 @@ fn page_faults() {
         check_eq("#PF cs = 0xe030", t.cs_sel(), 0xe030);
     }
 
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     let t = expect_fault("#PF write unmapped, ec 2", 14, Some(2), || unsafe {
         asm!("mov qword ptr [{p}], 1", p = in(reg) UNMAPPED + 8)
     });
@@ -267,6 +281,8 @@ fn page_faults() {
         check_eq("#PF write cr2", t.cr2, UNMAPPED + 8);
     }
 
+    // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+    // catch; it writes only registers it declares and AT.
     let t = expect_fault("#PF fetch unmapped, ec 0x10", 14, Some(0x10), || unsafe {
         asm!("call {p}", p = in(reg) UNMAPPED + 0x10, clobber_abi("C"))
     });
@@ -280,6 +296,8 @@ fn page_faults() {
         "#PF write to own L4 (read-only), ec 3",
         14,
         Some(3),
+        // SAFETY: the asm faults (or traps) into the runtime's handler, which unwinds to this
+        // catch; it writes only registers it declares and AT.
         || unsafe {
             // Writes back the value already there, in case it is allowed.
             asm!("mov {t}, [{p}]", "mov [{p}], {t}", p = in(reg) l4, t = out(reg) _)

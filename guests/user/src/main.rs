@@ -138,6 +138,8 @@ fn on_syscall(frame: &mut TrapFrame, t: &Trap) -> Action {
 fn user_syscall() -> Result<(), Trap> {
     USER_OUT.set([0; 4]);
     SYSCALL_SEEN.set(None);
+    // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through the
+    // runtime's handler; it writes only declared registers and USER_OUT/OUT5.
     run_user(|| unsafe {
         asm!(
             "lea rcx, [rip + 2f]",
@@ -219,6 +221,8 @@ fn int80() {
     USER_OUT.set([0; 4]);
     SEEN80.set(None);
     traps::set_handler(traps::VEC_INT80, Some(on_int80));
+    // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through the
+    // runtime's handler; it writes only declared registers and USER_OUT/OUT5.
     let r = run_user(|| unsafe {
         asm!(
             "lea {t}, [rip + 2f]",
@@ -277,6 +281,8 @@ fn expect_user_fault(case: &str, vector: u32, ec: u64, f: impl FnOnce()) -> Opti
 }
 
 fn refused_softints() {
+    // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through the
+    // runtime's handler; it writes only declared registers and USER_OUT/OUT5.
     expect_user_fault("int $0 (DPL 0) from user: #GP ec 2", 13, 2, || unsafe {
         asm!("int 0")
     });
@@ -285,23 +291,31 @@ fn refused_softints() {
         "int $0x41 (DPL 0) from user: #GP ec (0x41<<3)|2",
         13,
         (v << 3) | 2,
+        // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through
+        // the runtime's handler; it writes only declared registers and USER_OUT/OUT5.
         || unsafe { asm!("int 0x41") },
     );
 }
 
 fn privileged() {
+    // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through the
+    // runtime's handler; it writes only declared registers and USER_OUT/OUT5.
     expect_user_fault("mov %cr3 in user mode: #GP(0)", 13, 0, || unsafe {
         asm!("mov {}, cr3", out(reg) _)
     });
 }
 
 fn page_faults() {
+    // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through the
+    // runtime's handler; it writes only declared registers and USER_OUT/OUT5.
     if let Some(t) = expect_user_fault("#PF from user, read: ec 4", 14, 4, || unsafe {
         asm!("mov {t}, [{p}]", p = in(reg) UNMAPPED, t = out(reg) _)
     }) {
         check_eq("#PF from user, read: cr2", t.cr2, UNMAPPED);
         check_eq("#PF from user: cs 0xe033", t.cs_sel(), 0xe033);
     }
+    // SAFETY: runs in guest user mode under run_user; a fault returns to the kernel through the
+    // runtime's handler; it writes only declared registers and USER_OUT/OUT5.
     if let Some(t) = expect_user_fault("#PF from user, write: ec 6", 14, 6, || unsafe {
         asm!("mov qword ptr [{p}], 1", p = in(reg) UNMAPPED + 16)
     }) {
