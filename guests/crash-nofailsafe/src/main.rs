@@ -11,7 +11,9 @@
 //! If the hypervisor delivers the #UD anyway (on some other stack), the
 //! handler reports `RESULT: FAILURE`.
 //!
-//! Real Xen 4.17 (dom0): crashes the domain, see guests/README.md.
+//! Real Xen 4.17 (dom0): crashes the domain with `domain_crash_sync called
+//! from entry.S: fault at ... domain_crash_page_fault_6x8` (see
+//! guests/README.md).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 

@@ -21,7 +21,8 @@
 //! Real Xen 4.17 differs: it uses the failsafe callback only when
 //! reloading segment selectors fails on a context switch (`load_segments`),
 //! never for a bounce frame it cannot write; for that it crashes the
-//! domain ("Fatal error ... bounce frame" / domain_crash), so on Xen this
+//! domain (`domain_crash_sync called from entry.S: fault at ...
+//! domain_crash_page_fault_6x8`), so on Xen this
 //! guest ends without a `RESULT:` line (see guests/README.md).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
