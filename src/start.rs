@@ -134,8 +134,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             mc.options.vcpus,
             mc.guest_args
         );
-        if mc.options.vcpus > 1 {
-            warn!("module {i}: only one vCPU per domain is supported yet; using 1");
+        if mc.options.vcpus as usize > crate::pv::evtchn::MAX_VCPUS {
+            warn!("module {i}: at most {} vCPUs per domain; using that many", crate::pv::evtchn::MAX_VCPUS);
         }
         // SAFETY: the loader put the module at [start, end) in RAM, which
         // the frame allocator keeps reserved; nothing writes it.

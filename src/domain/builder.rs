@@ -24,7 +24,6 @@
 
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 
 use ringvisor_abi::hypercall_page::fill_hypercall_page64;
@@ -144,8 +143,14 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     si_words[wc..wc + 4].copy_from_slice(&(crate::arch::x86_64::time::boot_epoch() as u32).to_le_bytes());
     let wc_hi = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, wc_sec_hi);
     si_words[wc_hi..wc_hi + 4].copy_from_slice(&((crate::arch::x86_64::time::boot_epoch() >> 32) as u32).to_le_bytes());
-    // Events start masked (vcpu_info[0].evtchn_upcall_mask = 1).
-    frame_bytes(shared.0)[core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask)] = 1;
+    // Events start masked on every vCPU (evtchn_upcall_mask = 1).
+    let nr_vcpus = (mc.options.vcpus as usize).min(crate::pv::evtchn::MAX_VCPUS);
+    for vi in 0..nr_vcpus {
+        let off = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+            + vi * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()
+            + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask);
+        frame_bytes(shared.0)[off] = 1;
+    }
 
     let pfn_of = |va: u64| (va - l.v_start) / PAGE;
     let mfn_of = |va: u64| p2m[pfn_of(va) as usize];
@@ -241,6 +246,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
 
     let mut v = Vcpu::new(0);
     v.up = true;
+    v.initialised = true;
     v.guest_table = l4;
     v.regs.rip = img.entry;
     v.regs.rsp = l.vstack_end;
@@ -268,7 +274,8 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         shared_info_mfn: shared.0,
         privileged: id == 0,
         vm_assist: 0,
-        vcpus: vec![v],
+        vcpus: core::iter::once(v).chain((1..nr_vcpus as u32).map(Vcpu::new)).collect(),
+        cur: 0,
         state: State::Running,
         console_line: String::new(),
         ports,

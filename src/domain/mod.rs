@@ -37,6 +37,8 @@ mod domain {
         /// `vm_assist` bits enabled.
         pub vm_assist: u64,
         pub vcpus: Vec<Vcpu>,
+        /// Index of the vCPU on the CPU (or that ran last).
+        pub cur: usize,
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,
@@ -49,6 +51,15 @@ mod domain {
     impl Domain {
         pub fn is_alive(&self) -> bool {
             self.state == State::Running
+        }
+
+        /// The vCPU on the CPU.
+        pub fn v(&self) -> &Vcpu {
+            &self.vcpus[self.cur]
+        }
+
+        pub fn v_mut(&mut self) -> &mut Vcpu {
+            &mut self.vcpus[self.cur]
         }
     }
 }

@@ -39,6 +39,9 @@ impl FpuState {
 
 pub struct Vcpu {
     pub id: u32,
+    /// Has a context (vCPU 0 from the builder, others from
+    /// `VCPUOP_initialise`); only then may it be brought up.
+    pub initialised: bool,
     pub up: bool,
     /// The guest's registers while not running (on the CPU's stack when it
     /// is: see percpu::guest_frame).
@@ -93,6 +96,7 @@ impl Vcpu {
     pub fn new(id: u32) -> Vcpu {
         Vcpu {
             id,
+            initialised: false,
             up: false,
             regs: TrapFrame::default(),
             kernel_mode: true,

@@ -64,17 +64,31 @@ pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64
     if entries > FIRST_RESERVED_GDT_ENTRY as u64 {
         return err(EINVAL);
     }
-    let nr_frames = entries.div_ceil(512) as usize;
-    let mut frames = Vec::with_capacity(nr_frames);
-    for i in 0..nr_frames {
-        let Ok(mfn) = space.read_u64(list + i as u64 * 8) else { return err(EFAULT) };
+    let mut frames = Vec::new();
+    for i in 0..entries.div_ceil(512) {
+        let Ok(mfn) = space.read_u64(list + i * 8) else { return err(EFAULT) };
+        frames.push(mfn);
+    }
+    let vi = d.cur;
+    let r = install_gdt(d, ft, vi, &frames, entries);
+    if r == 0 {
+        gdt::load_guest_entries(&d.v().gdt);
+    }
+    r
+}
+
+/// Make `frames` (holding `entries` descriptors) vCPU `vi`'s GDT.
+pub fn install_gdt(d: &mut Domain, ft: &mut FrameTable, vi: usize, frames: &[u64], entries: u64) -> Ret {
+    if entries > FIRST_RESERVED_GDT_ENTRY as u64 || frames.len() as u64 != entries.div_ceil(512) {
+        return err(EINVAL);
+    }
+    for &mfn in frames {
         let ok = ft.get(mfn).is_some_and(|f| {
             f.owner == d.id && (f.kind == Kind::Gdt || (f.kind == Kind::Normal && f.writable == 0))
         });
         if !ok {
             return err(EINVAL);
         }
-        frames.push(mfn);
     }
     let mut copy = Vec::with_capacity(entries as usize);
     for i in 0..entries as usize {
@@ -87,18 +101,17 @@ pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64
     for (i, &desc) in copy.iter().enumerate() {
         frame_u64s(frames[i / 512])[i % 512] = desc;
     }
-    let v = &mut d.vcpus[0];
+    let v = &mut d.vcpus[vi];
     for &old in &v.gdt_frames {
         if let Some(f) = ft.get_mut(old) {
             f.kind = Kind::Normal;
         }
     }
-    for &mfn in &frames {
+    for &mfn in frames {
         ft.get_mut(mfn).unwrap().kind = Kind::Gdt;
     }
-    v.gdt_frames = frames;
+    v.gdt_frames = frames.to_vec();
     v.gdt = copy;
-    gdt::load_guest_entries(&v.gdt);
     0
 }
 
@@ -114,7 +127,7 @@ pub fn update_descriptor(d: &mut Domain, ft: &mut FrameTable, maddr: u64, desc: 
     let Some(desc) = check_descriptor(desc) else { return err(EINVAL) };
     let slot = ((maddr & 0xfff) / 8) as usize;
     frame_u64s(mfn)[slot] = desc;
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     if let Some(page) = v.gdt_frames.iter().position(|&f| f == mfn) {
         let index = page * 512 + slot;
         if index < v.gdt.len() {

@@ -22,7 +22,7 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::is_canonical;
-use crate::pv::{mm, traps};
+use crate::pv::mm;
 use crate::sched;
 use crate::trace::TRACE_EMULATE;
 
@@ -94,7 +94,7 @@ pub fn forced(d: &mut Domain, f: &mut TrapFrame, insn: &[u8]) -> bool {
 /// May the guest use cli/sti/in/out? (Xen: iopl_ok.) Its kernel counts
 /// as ring 1 unless `architectural_iopl` says ring 0; its user mode as 3.
 fn iopl_ok(d: &Domain) -> bool {
-    let v = &d.vcpus[0];
+    let v = d.v();
     let cpl = if !v.kernel_mode {
         3
     } else if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
@@ -128,7 +128,7 @@ fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
 
 fn virtual_cr0(d: &Domain) -> u64 {
     // PE, MP, ET, NE, WP, AM, PG as a 64-bit kernel expects; TS virtual.
-    0x8005_0033 | if d.vcpus[0].cr0_ts { 1 << 3 } else { 0 }
+    0x8005_0033 | if d.v().cr0_ts { 1 << 3 } else { 0 }
 }
 
 fn virtual_cr4() -> u64 {
@@ -137,7 +137,7 @@ fn virtual_cr4() -> u64 {
 }
 
 fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
-    let v = &d.vcpus[0];
+    let v = d.v();
     // SAFETY: reading these MSRs has no side effects.
     Some(unsafe {
         match msr {
@@ -161,7 +161,7 @@ fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
 }
 
 fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     match msr {
         MSR_FS_BASE if is_canonical(val) => {
             v.fs_base = val;
@@ -186,7 +186,7 @@ fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
 /// #GP from the guest: a privileged instruction we emulate? Returns true
 /// when emulated (rip advanced), false to bounce the #GP.
 pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: &[u8]) -> bool {
-    let kernel = d.vcpus[0].kernel_mode;
+    let kernel = d.v().kernel_mode;
     let mut i = 0;
     let mut opsize16 = false;
     let mut rex = 0u8;
@@ -203,8 +203,9 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
     let len;
     match op {
         0xfa | 0xfb if iopl_ok(d) => {
-            // cli/sti: the guest's "interrupt flag" is its event mask.
-            traps::set_upcall_mask(d, (op == 0xfa) as u8);
+            // cli/sti with enough virtual IOPL: allowed, and (as in Xen)
+            // without effect: a guest masks events through evtchn_upcall_mask,
+            // and a real cli could never be undone by a popf it cannot trap.
             what = if op == 0xfa { "cli" } else { "sti" };
             len = i + 1;
         }
@@ -235,8 +236,8 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                     if op2 == 0x20 {
                         let val = match cr {
                             0 => virtual_cr0(d),
-                            2 => d.vcpus[0].cr2,
-                            3 => d.vcpus[0].current_table() << 12,
+                            2 => d.v().cr2,
+                            3 => d.v().current_table() << 12,
                             4 => virtual_cr4(),
                             _ => return false,
                         };
@@ -247,9 +248,9 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                         match cr {
                             // Only TS may change (as fpu_taskswitch).
                             0 if (val ^ virtual_cr0(d)) & !(1 << 3) == 0 => {
-                                d.vcpus[0].cr0_ts = val & (1 << 3) != 0;
+                                d.v_mut().cr0_ts = val & (1 << 3) != 0;
                             }
-                            2 => d.vcpus[0].cr2 = val,
+                            2 => d.v_mut().cr2 = val,
                             3 => {
                                 if !mm::write_cr3(d, ft, val) {
                                     return false;

@@ -30,7 +30,7 @@ pub fn syscall(f: &mut TrapFrame) {
         let d = &mut hv.domains[cur];
         if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
-        } else if d.vcpus[0].kernel_mode {
+        } else if d.v().kernel_mode {
             hypercall::dispatch(hv, f);
         } else {
             traps::syscall_from_user(d, f, false);

@@ -59,12 +59,16 @@ fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
     word(d, offset_of!(SharedInfo, evtchn_mask) + (port as usize / 64) * 8)
 }
 
-fn upcall_pending(d: &Domain) -> &'static AtomicU8 {
-    byte(d, offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_upcall_pending))
+fn vcpu_off(vcpu: usize) -> usize {
+    offset_of!(SharedInfo, vcpu_info) + vcpu * core::mem::size_of::<VcpuInfo>()
 }
 
-fn pending_sel(d: &Domain) -> &'static AtomicU64 {
-    word(d, offset_of!(SharedInfo, vcpu_info) + offset_of!(VcpuInfo, evtchn_pending_sel))
+fn upcall_pending(d: &Domain, vcpu: usize) -> &'static AtomicU8 {
+    byte(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_upcall_pending))
+}
+
+fn pending_sel(d: &Domain, vcpu: usize) -> &'static AtomicU64 {
+    word(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_pending_sel))
 }
 
 pub fn is_pending(d: &Domain, port: Port) -> bool {
@@ -79,41 +83,42 @@ pub fn set_pending(d: &mut Domain, port: Port) {
     let bit = 1u64 << (port % 64);
     let was = pending_word(d, port).fetch_or(bit, Ordering::SeqCst);
     // A vCPU polling this port wakes even if the port is masked.
-    let v = &mut d.vcpus[0];
-    if v.poll.iter().any(|&p| p == port) {
+    for v in d.vcpus.iter_mut().filter(|v| v.poll.contains(&port)) {
         v.blocked = false;
         v.poll.clear();
     }
     if was & bit != 0 || mask_word(d, port).load(Ordering::SeqCst) & bit != 0 {
         return;
     }
-    if pending_sel(d).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) != 0 {
+    let vcpu = (d.ports.notify(port) as usize).min(d.vcpus.len() - 1);
+    if pending_sel(d, vcpu).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) != 0 {
         return;
     }
-    mark_upcall(d);
+    mark_upcall(d, vcpu);
 }
 
-/// Set `evtchn_upcall_pending` and wake the vCPU.
-fn mark_upcall(d: &mut Domain) {
-    upcall_pending(d).store(1, Ordering::SeqCst);
-    d.vcpus[0].blocked = false;
+/// Set `evtchn_upcall_pending` of `vcpu` and wake it.
+fn mark_upcall(d: &mut Domain, vcpu: usize) {
+    upcall_pending(d, vcpu).store(1, Ordering::SeqCst);
+    d.vcpus[vcpu].blocked = false;
 }
 
-/// Raise a virtual IRQ, if the domain has bound it.
-pub fn send_virq(d: &mut Domain, virq: u32) {
-    if let Some(p) = d.ports.virq_port(virq) {
+/// Raise a virtual IRQ of `vcpu`, if the domain has bound it.
+pub fn send_virq(d: &mut Domain, vcpu: usize, virq: u32) {
+    if let Some(p) = d.ports.virq_port(virq, vcpu as u32) {
         set_pending(d, p);
     }
 }
 
-/// Events waiting and not masked? (Whether an upcall would happen.)
+/// Events waiting and not masked on the running vCPU? (Whether an upcall
+/// would happen.)
 pub fn upcall_ready(d: &Domain) -> bool {
-    upcall_pending(d).load(Ordering::SeqCst) != 0 && traps::upcall_mask(d) == 0
+    upcall_pending(d, d.cur).load(Ordering::SeqCst) != 0 && traps::upcall_mask(d) == 0
 }
 
 /// Step 3: bounce onto the event callback if an upcall is due.
 pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
-    let cb = d.vcpus[0].event;
+    let cb = d.v().event;
     if cb.address == 0 || !upcall_ready(d) {
         return;
     }
@@ -186,7 +191,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
                 return err(ENOENT);
             }
-            match hv.domains[cur].ports.bind_virq(b.virq) {
+            match hv.domains[cur].ports.bind_virq(b.virq, b.vcpu) {
                 Ok(p) => {
                     b.port = p;
                     0
@@ -198,8 +203,10 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
                 return err(ENOENT);
             }
-            match hv.domains[cur].ports.alloc(Channel::Ipi) {
+            let ports = &mut hv.domains[cur].ports;
+            match ports.alloc(Channel::Ipi) {
                 Ok(p) => {
+                    let _ = ports.set_notify(p, b.vcpu);
                     b.port = p;
                     0
                 }
@@ -207,11 +214,10 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             }
         }),
         EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
-            Ok(b) => match hv.domains[cur].ports.get(b.port) {
-                Some(Channel::Free) | None => err(EINVAL),
-                Some(_) if b.vcpu as usize >= hv.domains[cur].vcpus.len() => err(ENOENT),
-                // One vCPU per domain: every port already notifies vCPU 0.
-                Some(_) => 0,
+            Ok(b) if b.vcpu as usize >= hv.domains[cur].vcpus.len() => err(ENOENT),
+            Ok(b) => match hv.domains[cur].ports.set_notify(b.port, b.vcpu) {
+                Ok(()) => 0,
+                Err(e) => evt_err(e),
             },
             Err(_) => err(EFAULT),
         },
@@ -228,7 +234,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
                 return err(EPERM);
             }
             let Some(c) = hv.domains[cur].ports.get(s.port) else { return err(EINVAL) };
-            s.vcpu = 0;
+            s.vcpu = hv.domains[cur].ports.notify(s.port);
             s.u = [0; 2];
             match c {
                 Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
@@ -294,13 +300,14 @@ fn unmask(d: &mut Domain, port: Port) -> Ret {
         Some(_) => {}
     }
     let bit = 1u64 << (port % 64);
+    let vcpu = (d.ports.notify(port) as usize).min(d.vcpus.len() - 1);
     let was = mask_word(d, port).fetch_and(!bit, Ordering::SeqCst);
     // Unmasking a pending port delivers it now (Xen: evtchn_2l_unmask).
     if was & bit != 0
         && pending_word(d, port).load(Ordering::SeqCst) & bit != 0
-        && pending_sel(d).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) == 0
+        && pending_sel(d, vcpu).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) == 0
     {
-        mark_upcall(d);
+        mark_upcall(d, vcpu);
     }
     0
 }

@@ -17,6 +17,8 @@ pub type Port = u32;
 pub const MAX_PORTS: usize = 1024;
 /// Virtual IRQs (`VIRQ_*` < this).
 pub const NR_VIRQS: usize = 24;
+/// vCPUs per domain (each has a `vcpu_info` slot in `shared_info`).
+pub const MAX_VCPUS: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -43,8 +45,10 @@ pub enum EvtError {
 
 pub struct Ports {
     chans: Vec<Channel>,
-    /// Per vCPU 0 for now: which port each VIRQ is bound to (0: none).
-    virq_port: [Port; NR_VIRQS],
+    /// The vCPU each port notifies (`bind_vcpu`; a VIRQ's or IPI's own).
+    notify: Vec<u8>,
+    /// Per vCPU: which port each VIRQ is bound to (0: none).
+    virq_port: Vec<[Port; NR_VIRQS]>,
 }
 
 impl Default for Ports {
@@ -55,7 +59,7 @@ impl Default for Ports {
 
 impl Ports {
     pub fn new() -> Ports {
-        Ports { chans: alloc::vec![Channel::Reserved], virq_port: [0; NR_VIRQS] }
+        Ports { chans: alloc::vec![Channel::Reserved], notify: alloc::vec![0], virq_port: alloc::vec![[0; NR_VIRQS]; MAX_VCPUS] }
     }
 
     pub fn get(&self, port: Port) -> Option<Channel> {
@@ -68,31 +72,56 @@ impl Ports {
         }
     }
 
-    /// The lowest free port, now in state `c`.
+    /// The lowest free port, now in state `c`, notifying vCPU 0.
     pub fn alloc(&mut self, c: Channel) -> Result<Port, EvtError> {
         if let Some(p) = self.chans.iter().position(|x| *x == Channel::Free) {
             self.chans[p] = c;
+            self.notify[p] = 0;
             return Ok(p as Port);
         }
         if self.chans.len() >= MAX_PORTS {
             return Err(EvtError::NoSpace);
         }
         self.chans.push(c);
+        self.notify.push(0);
         Ok(self.chans.len() as Port - 1)
     }
 
-    pub fn bind_virq(&mut self, virq: u32) -> Result<Port, EvtError> {
-        let slot = self.virq_port.get(virq as usize).copied().ok_or(EvtError::Invalid)?;
+    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<Port, EvtError> {
+        let slot = self
+            .virq_port
+            .get(vcpu as usize)
+            .and_then(|v| v.get(virq as usize))
+            .copied()
+            .ok_or(EvtError::Invalid)?;
         if slot != 0 {
             return Err(EvtError::Exists);
         }
         let p = self.alloc(Channel::Virq(virq))?;
-        self.virq_port[virq as usize] = p;
+        self.virq_port[vcpu as usize][virq as usize] = p;
+        self.notify[p as usize] = vcpu as u8;
         Ok(p)
     }
 
-    pub fn virq_port(&self, virq: u32) -> Option<Port> {
-        self.virq_port.get(virq as usize).copied().filter(|&p| p != 0)
+    pub fn virq_port(&self, virq: u32, vcpu: u32) -> Option<Port> {
+        self.virq_port.get(vcpu as usize)?.get(virq as usize).copied().filter(|&p| p != 0)
+    }
+
+    /// The vCPU `port` notifies.
+    pub fn notify(&self, port: Port) -> u32 {
+        self.notify.get(port as usize).copied().unwrap_or(0) as u32
+    }
+
+    /// `bind_vcpu`: VIRQs stay with the vCPU they were bound for.
+    pub fn set_notify(&mut self, port: Port, vcpu: u32) -> Result<(), EvtError> {
+        match self.get(port) {
+            None | Some(Channel::Free) | Some(Channel::Virq(_)) => Err(EvtError::Invalid),
+            Some(_) if vcpu as usize >= MAX_VCPUS => Err(EvtError::Invalid),
+            Some(_) => {
+                self.notify[port as usize] = vcpu as u8;
+                Ok(())
+            }
+        }
     }
 
     /// Close `port` locally; returns what it was (the caller fixes up the
@@ -103,7 +132,8 @@ impl Ports {
             return Err(EvtError::Invalid);
         }
         if let Channel::Virq(v) = c {
-            self.virq_port[v as usize] = 0;
+            let vcpu = self.notify[port as usize] as usize;
+            self.virq_port[vcpu][v as usize] = 0;
         }
         self.chans[port as usize] = Channel::Free;
         Ok(c)
@@ -142,15 +172,33 @@ mod tests {
     }
 
     #[test]
-    fn virq_binds_once() {
+    fn virq_binds_once_per_vcpu() {
         let mut p = Ports::new();
-        let port = p.bind_virq(0).unwrap();
-        assert_eq!(p.virq_port(0), Some(port));
-        assert_eq!(p.bind_virq(0), Err(EvtError::Exists));
-        assert_eq!(p.bind_virq(99), Err(EvtError::Invalid));
+        let port = p.bind_virq(0, 0).unwrap();
+        assert_eq!(p.virq_port(0, 0), Some(port));
+        assert_eq!(p.bind_virq(0, 0), Err(EvtError::Exists));
+        let port1 = p.bind_virq(0, 1).unwrap();
+        assert_eq!(p.notify(port1), 1);
+        assert_eq!(p.bind_virq(99, 0), Err(EvtError::Invalid));
+        assert_eq!(p.bind_virq(0, 99), Err(EvtError::Invalid));
         p.close(port).unwrap();
-        assert_eq!(p.virq_port(0), None);
-        assert!(p.bind_virq(0).is_ok());
+        assert_eq!(p.virq_port(0, 0), None);
+        assert_eq!(p.virq_port(0, 1), Some(port1));
+        assert!(p.bind_virq(0, 0).is_ok());
+    }
+
+    #[test]
+    fn bind_vcpu_moves_notifications_but_not_virqs() {
+        let mut p = Ports::new();
+        let ipi = p.alloc(Channel::Ipi).unwrap();
+        assert_eq!(p.set_notify(ipi, 3), Ok(()));
+        assert_eq!(p.notify(ipi), 3);
+        let v = p.bind_virq(1, 0).unwrap();
+        assert_eq!(p.set_notify(v, 2), Err(EvtError::Invalid));
+        assert_eq!(p.set_notify(99, 0), Err(EvtError::Invalid));
+        p.close(ipi).unwrap();
+        assert_eq!(p.alloc(Channel::Ipi), Ok(ipi));
+        assert_eq!(p.notify(ipi), 0, "a reused port notifies vCPU 0 again");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         crate::trace!(TRACE_HYPERCALL, "d{}v0 hypercall iret -> rip {:#x} cs {:#x} ({r})", d.id, f.rip, f.cs);
         return;
     }
-    let space = GuestSpace { l4_mfn: hv.domains[cur].vcpus[0].current_table() };
+    let space = GuestSpace { l4_mfn: hv.domains[cur].v().current_table() };
     // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
@@ -95,7 +95,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
         HYPERVISOR_CONSOLE_IO => console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_VM_ASSIST => vm_assist(d, a[0], a[1]),
-        HYPERVISOR_VCPU_OP => vcpu_op(d, space, a[0], a[1], a[2]),
+        HYPERVISOR_VCPU_OP => vcpu_op(d, ft, space, a[0], a[1], a[2]),
         HYPERVISOR_SET_SEGMENT_BASE => set_segment_base(d, a[0], a[1]),
         HYPERVISOR_MMUEXT_OP => mm::mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_SCHED_OP => sched_op(d, space, a[0], a[1]),
@@ -112,7 +112,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
 /// `set_timer_op(timeout)`: a single-shot timer at absolute system time
 /// `timeout` (ns); 0 cancels it; a time already past fires at once.
 fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
-    d.vcpus[0].singleshot = (timeout != 0).then_some(timeout);
+    d.v_mut().singleshot = (timeout != 0).then_some(timeout);
     0
 }
 
@@ -128,7 +128,7 @@ fn guest_code_selector(cs: u16) -> bool {
 }
 
 fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     if list == 0 {
         v.trap_table = [TrapEntry::default(); 256];
         return 0;
@@ -145,8 +145,13 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
             v.trap_table = new;
             return 0;
         }
-        if !guest_code_selector(t.cs) || !guest_code_address(t.address) {
+        // As Xen: a bad selector is -EPERM, a bad address -EINVAL (we also
+        // refuse the hypervisor's range, which Xen leaves to fault later).
+        if !guest_code_selector(t.cs) {
             return err(EPERM);
+        }
+        if !guest_code_address(t.address) {
+            return err(EINVAL);
         }
         new[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
         va += core::mem::size_of::<TrapInfo>() as u64;
@@ -158,7 +163,7 @@ fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
     if ss as u16 | 3 != FLAT_KERNEL_SS64 {
         return err(EPERM);
     }
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     v.kernel_ss = ss | 3;
     v.kernel_sp = sp;
     0
@@ -176,7 +181,7 @@ fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret
     else {
         return err(EINVAL);
     };
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     v.event = e;
     v.failsafe = fs;
     v.syscall = sc;
@@ -197,31 +202,35 @@ fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Option<&mut C
     })
 }
 
+/// `callback_op`, with Xen's answers: an unknown type is `-ENOSYS`; only
+/// the NMI callback can be unregistered (the others `-EINVAL`).
 fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    let (type_, cb) = match cmd as u32 {
+    match cmd as u32 {
         CALLBACKOP_REGISTER => {
             let Ok(r) = space.read::<CallbackRegister>(arg) else { return err(EFAULT) };
+            let Some(slot) = callback_slot(d.v_mut(), r.type_) else { return err(ENOSYS) };
             let Some(cb) = callback(r.address, r.flags) else { return err(EINVAL) };
-            (r.type_, cb)
-        }
-        CALLBACKOP_UNREGISTER => {
-            let Ok(u) = space.read::<CallbackUnregister>(arg) else { return err(EFAULT) };
-            (u.type_, Callback::default())
-        }
-        _ => return err(ENOSYS),
-    };
-    match callback_slot(&mut d.vcpus[0], type_) {
-        Some(slot) => {
             *slot = cb;
             0
         }
-        None => err(EINVAL),
+        CALLBACKOP_UNREGISTER => {
+            let Ok(u) = space.read::<CallbackUnregister>(arg) else { return err(EFAULT) };
+            match u.type_ {
+                CALLBACKTYPE_NMI => {
+                    d.v_mut().nmi = Callback::default();
+                    0
+                }
+                t if callback_slot(d.v_mut(), t).is_some() => err(EINVAL),
+                _ => err(ENOSYS),
+            }
+        }
+        _ => err(ENOSYS),
     }
 }
 
 fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
     let ts = set != 0;
-    d.vcpus[0].cr0_ts = ts;
+    d.v_mut().cr0_ts = ts;
     // SAFETY: CR0.TS only decides whether the next FPU instruction traps;
     // the hypervisor itself never uses the FPU.
     unsafe {
@@ -236,7 +245,7 @@ fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
 /// rax, r11, rcx onto the guest stack below the frame the bounce built, so
 /// the guest stack holds an `iret_context`.
 fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
+    let space = GuestSpace { l4_mfn: d.v().current_table() };
     let c: IretContext = match space.read(f.rsp) {
         Ok(c) => c,
         Err(_) => {
@@ -250,15 +259,15 @@ fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
         sched::crash(d, format!("iret to a bad context: cs {:#x} ss {:#x} rip {:#x}", c.cs, c.ss, c.rip));
         return err(EINVAL);
     }
-    if to_user && d.vcpus[0].kernel_mode {
-        if d.vcpus[0].guest_table_user == 0 {
+    if to_user && d.v().kernel_mode {
+        if d.v().guest_table_user == 0 {
             sched::crash(d, "iret to user mode without user page tables (new_user_baseptr)".into());
             return err(EINVAL);
         }
-        traps::toggle_guest_mode(&mut d.vcpus[0]);
+        traps::toggle_guest_mode(d.v_mut());
     }
     if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
-        d.vcpus[0].iopl = ((c.rflags >> 12) & 3) as u32;
+        d.v_mut().iopl = ((c.rflags >> 12) & 3) as u32;
     }
     f.rip = c.rip;
     f.cs = cs as u64;
@@ -276,7 +285,7 @@ fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
 }
 
 fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     match which as u32 {
         SEGBASE_FS => {
             if !is_canonical(value) {
@@ -501,12 +510,83 @@ fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
     }
 }
 
+/// `VCPUOP_initialise`: give a down vCPU its first context, every part of
+/// it checked as the matching hypercall would check it.
+fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
+    let r = &c.user_regs;
+    if r.cs | 3 != FLAT_KERNEL_CS64 || r.ss | 3 != FLAT_KERNEL_SS64 || !is_canonical(r.rip) {
+        return err(EINVAL);
+    }
+    for a in [c.fs_base, c.gs_base_kernel, c.gs_base_user] {
+        if !is_canonical(a) {
+            return err(EINVAL);
+        }
+    }
+    let cbs = [
+        callback(c.event_callback_eip, 0),
+        callback(c.failsafe_callback_eip, if c.flags & VGCF_FAILSAFE_DISABLES_EVENTS != 0 { CALLBACKF_MASK_EVENTS } else { 0 }),
+        callback(c.syscall_callback_eip, if c.flags & VGCF_SYSCALL_DISABLES_EVENTS != 0 { CALLBACKF_MASK_EVENTS } else { 0 }),
+    ];
+    let [Some(event), Some(failsafe), Some(syscall)] = cbs else { return err(EINVAL) };
+    let mut traps = [TrapEntry::default(); 256];
+    for t in c.trap_ctxt.iter().filter(|t| t.address != 0) {
+        if !guest_code_selector(t.cs) || !guest_code_address(t.address) {
+            return err(EPERM);
+        }
+        traps[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
+    }
+    if c.gdt_ents > 0 {
+        let frames = &c.gdt_frames[..(c.gdt_ents.div_ceil(512) as usize).min(16)];
+        let rc = descriptor::install_gdt(d, ft, vi, frames, c.gdt_ents);
+        if rc != 0 {
+            return rc;
+        }
+    }
+    let kernel = xen_cr3_to_pfn(c.ctrlreg[3]);
+    if mm::get_root(d, ft, kernel).is_err() {
+        return err(EINVAL);
+    }
+    let user = xen_cr3_to_pfn(c.ctrlreg[1]);
+    if user != 0 && mm::get_root(d, ft, user).is_err() {
+        return err(EINVAL);
+    }
+    let v = &mut d.vcpus[vi];
+    v.guest_table = kernel;
+    v.guest_table_user = user;
+    v.kernel_mode = c.flags & VGCF_IN_KERNEL != 0 || user == 0;
+    v.regs = TrapFrame {
+        r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, r11: r.r11, r10: r.r10, r9: r.r9, r8: r.r8,
+        rbp: r.rbp, rdi: r.rdi, rsi: r.rsi, rdx: r.rdx, rcx: r.rcx, rbx: r.rbx, rax: r.rax,
+        vector: 0, error_code: 0,
+        rip: r.rip, cs: FLAT_KERNEL_CS64 as u64, rflags: (r.rflags & !(3 << 12)) | 0x202, rsp: r.rsp,
+        ss: FLAT_KERNEL_SS64 as u64,
+    };
+    v.trap_table = traps;
+    v.event = event;
+    v.failsafe = failsafe;
+    v.syscall = syscall;
+    v.kernel_ss = c.kernel_ss | 3;
+    v.kernel_sp = c.kernel_sp;
+    v.fs_base = c.fs_base;
+    v.gs_base_kernel = c.gs_base_kernel;
+    v.gs_base_user = c.gs_base_user;
+    if c.flags & VGCF_I387_VALID != 0 {
+        v.fpu.0 = c.fpu_ctxt;
+        // MXCSR reserved bits would make fxrstor fault: keep only the
+        // architectural ones.
+        let mxcsr = u32::from_le_bytes([c.fpu_ctxt[24], c.fpu_ctxt[25], c.fpu_ctxt[26], c.fpu_ctxt[27]]) & 0xffff;
+        v.fpu.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+    }
+    v.initialised = true;
+    0
+}
+
 /// `sched_op(block)`: enable events and sleep until one is pending (Xen:
 /// do_block). Nothing to wait for if one already is.
 fn block(d: &mut Domain) -> Ret {
     traps::set_upcall_mask(d, 0);
     if !event::upcall_ready(d) {
-        d.vcpus[0].blocked = true;
+        d.v_mut().blocked = true;
         sched::request_resched();
     }
     0
@@ -530,7 +610,7 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
         }
         ports.push(port);
     }
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     v.poll = ports;
     v.poll_deadline = (p.timeout != 0).then_some(p.timeout);
     v.blocked = true;
@@ -538,21 +618,52 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     0
 }
 
-fn vcpu_op(d: &mut Domain, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
+fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
     use ringvisor_abi::vcpu::*;
     if vcpu as usize >= d.vcpus.len() {
         return err(ENOENT);
     }
+    let vi = vcpu as usize;
     match cmd as u32 {
-        VCPUOP_IS_UP => d.vcpus[vcpu as usize].up as Ret,
+        VCPUOP_IS_UP => d.vcpus[vi].up as Ret,
+        VCPUOP_INITIALISE => {
+            if d.vcpus[vi].initialised {
+                return err(EEXIST);
+            }
+            let Ok(c) = space.read::<VcpuGuestContext>(arg) else { return err(EFAULT) };
+            initialise_vcpu(d, ft, vi, &c)
+        }
+        VCPUOP_UP => {
+            if !d.vcpus[vi].initialised {
+                return err(EINVAL);
+            }
+            d.vcpus[vi].up = true;
+            0
+        }
+        VCPUOP_DOWN => {
+            d.vcpus[vi].up = false;
+            if vi == d.cur {
+                sched::request_resched();
+            }
+            0
+        }
         VCPUOP_GET_RUNSTATE_INFO => {
-            // One vCPU per domain for now: it has been running, or
-            // runnable while others ran, since it started.
+            // Coarse: the state now, entered at boot.
             let now = crate::arch::x86_64::time::now_ns();
+            let v = &d.vcpus[vi];
+            let state = if !v.up {
+                RUNSTATE_OFFLINE
+            } else if vi == d.cur {
+                RUNSTATE_RUNNING
+            } else if v.blocked {
+                RUNSTATE_BLOCKED
+            } else {
+                RUNSTATE_RUNNABLE
+            };
             let mut r = VcpuRunstateInfo::zeroed();
-            r.state = RUNSTATE_RUNNING;
+            r.state = state;
             r.state_entry_time = now;
-            r.time[RUNSTATE_RUNNING as usize] = now;
+            r.time[state as usize] = now;
             if space.write(arg, &r).is_err() {
                 return err(EFAULT);
             }
@@ -625,7 +736,7 @@ fn physdev_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         PHYSDEVOP_SET_IOPL => match space.read::<PhysdevSetIopl>(arg) {
             Ok(p) if p.iopl <= 3 => {
-                d.vcpus[0].iopl = p.iopl;
+                d.v_mut().iopl = p.iopl;
                 0
             }
             Ok(_) => err(EINVAL),

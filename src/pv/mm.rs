@@ -240,7 +240,7 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     if !is_canonical(va) || in_hypervisor_range(va) {
         return None;
     }
-    let mut t = d.vcpus[0].guest_table;
+    let mut t = d.v().guest_table;
     for level in (2..=4u32).rev() {
         let e = read_pte(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
         if e & PTE_P == 0 || e & PTE_PS != 0 {
@@ -296,12 +296,12 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
         MMUEXT_NEW_BASEPTR | MMUEXT_NEW_USER_BASEPTR => {
             let user = op.cmd == MMUEXT_NEW_USER_BASEPTR;
             if user && mfn == 0 {
-                d.vcpus[0].guest_table_user = 0;
+                d.v_mut().guest_table_user = 0;
                 0
             } else {
                 match get_table(d, ft, mfn, 4) {
                     Ok(()) => {
-                        let v = &mut d.vcpus[0];
+                        let v = d.v_mut();
                         let old = if user { v.guest_table_user } else { v.guest_table };
                         if user {
                             v.guest_table_user = mfn;
@@ -332,13 +332,19 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
     }
 }
 
+/// Take a reference on `mfn` as a top-level table (validating it if it is
+/// not one yet): for a vCPU's context from `VCPUOP_initialise`.
+pub fn get_root(d: &Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32> {
+    get_table(d, ft, mfn, 4)
+}
+
 /// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer.
 pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
     let mfn = (cr3 & PTE_ADDR) >> 12;
     if get_table(d, ft, mfn, 4).is_err() {
         return false;
     }
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     let old = v.guest_table;
     v.guest_table = mfn;
     put_entry(ft, 5, old << 12 | PTE_P);

@@ -70,9 +70,16 @@ pub const VEC_NM: u8 = 7;
 pub const VEC_GP: u8 = 13;
 pub const VEC_PF: u8 = 14;
 
-/// The shared_info page's vcpu_info[0] fields we touch.
+/// Where vCPU `vcpu`'s `vcpu_info` is: its slot in `shared_info`.
+pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
+    phys_to_virt(d.shared_info_mfn << 12)
+        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+            + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()) as u64
+}
+
+/// The running vCPU's `evtchn_upcall_mask`.
 fn upcall_mask_ptr(d: &Domain) -> *mut u8 {
-    (phys_to_virt(d.shared_info_mfn << 12) + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
+    (vcpu_info_addr(d, d.cur) + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
         as *mut u8
 }
 
@@ -91,7 +98,7 @@ fn set_vcpu_cr2(d: &Domain, cr2: u64) {
     let off = core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
         + core::mem::offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
     // SAFETY: as upcall_mask; an aligned u64 inside the page.
-    unsafe { ((phys_to_virt(d.shared_info_mfn << 12) + off as u64) as *mut u64).write_volatile(cr2) }
+    unsafe { ((vcpu_info_addr(d, d.cur) + off as u64) as *mut u64).write_volatile(cr2) }
 }
 
 /// Switch the vCPU between guest kernel and guest user mode: page tables
@@ -118,11 +125,11 @@ pub struct Bounce {
 fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     let mask = upcall_mask(d);
     let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
-        (d.vcpus[0].iopl as u64) << 12
+        (d.v().iopl as u64) << 12
     } else {
         0
     };
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     let from_user = !v.kernel_mode;
     let sp = if from_user { v.kernel_sp } else { f.rsp } & !15;
     // A frame interrupting the guest kernel reports RPL 0: the guest
@@ -185,7 +192,7 @@ pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
 fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     let id = d.id;
     let mask = upcall_mask(d);
-    let v = &mut d.vcpus[0];
+    let v = d.v_mut();
     if v.failsafe.address == 0 {
         sched::crash(d, format!("{why}, and there is no failsafe callback"));
         return;
@@ -234,7 +241,7 @@ fn fault_words(e: &Fault) -> &'static str {
 
 /// Deliver `b`, falling back to the failsafe callback.
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
-    let from = if d.vcpus[0].kernel_mode { "kernel" } else { "user" };
+    let from = if d.v().kernel_mode { "kernel" } else { "user" };
     let (old_rip, old_cs) = (f.rip, f.cs);
     match bounce(d, f, &b) {
         Ok(frame) => {
@@ -262,7 +269,7 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
 
 /// Deliver exception `vector` through the guest's trap table.
 pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {
-    let t = d.vcpus[0].trap_table[vector as usize];
+    let t = d.v().trap_table[vector as usize];
     if t.address == 0 {
         let ec = error_code.map_or(alloc::string::String::new(), |e| format!(" error code {e:#x}"));
         sched::crash(
@@ -289,7 +296,7 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
 /// `syscall` from guest user mode: to the kernel's syscall callback
 /// (syscall32 from 32-bit user code), frame without error code.
 pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
-    let cb = if compat { d.vcpus[0].syscall32 } else { d.vcpus[0].syscall };
+    let cb = if compat { d.v().syscall32 } else { d.v().syscall };
     if cb.address == 0 {
         // No callback: as if syscall were disabled (EFER.SCE clear): #UD.
         inject(d, f, VEC_UD, None);
@@ -311,8 +318,8 @@ pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
 /// #GP with error code (n << 3) | 2 at the instruction. Software
 /// interrupts are traps: rip already points past the instruction.
 fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) {
-    let dpl = d.vcpus[0].trap_table[vector as usize].flags & 3;
-    let cpl = if d.vcpus[0].kernel_mode { 1 } else { 3 };
+    let dpl = d.v().trap_table[vector as usize].flags & 3;
+    let cpl = if d.v().kernel_mode { 1 } else { 3 };
     if dpl < cpl {
         f.rip -= insn_len;
         inject(d, f, VEC_GP, Some((vector as u64) << 3 | 2));
@@ -327,8 +334,8 @@ fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) 
 /// them anyway (rip past the instruction), a superset of what the guest's
 /// handler expects.
 fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
-    let cb = d.vcpus[0].sysenter;
-    if d.vcpus[0].kernel_mode || cb.address == 0 {
+    let cb = d.v().sysenter;
+    if d.v().kernel_mode || cb.address == 0 {
         return false;
     }
     let mut insn = [0u8; 2];
@@ -343,7 +350,7 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 /// The instruction bytes at `rip` in the guest's current address space.
 pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
-    let space = GuestSpace { l4_mfn: d.vcpus[0].current_table() };
+    let space = GuestSpace { l4_mfn: d.v().current_table() };
     let mut n = 0;
     while n < buf.len() {
         let mut b = [0u8; 1];
@@ -363,11 +370,11 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
         VEC_PF => {
             // SAFETY: reading CR2 has no side effects.
             let cr2 = unsafe { x86::controlregs::cr2() } as u64;
-            d.vcpus[0].cr2 = cr2;
+            d.v_mut().cr2 = cr2;
             set_vcpu_cr2(d, cr2);
             // The CPU saw a ring-3 access either way; the guest must see
             // "user" only for its user mode (Xen does the same).
-            let ec = if d.vcpus[0].kernel_mode { f.error_code & !4 } else { f.error_code | 4 };
+            let ec = if d.v().kernel_mode { f.error_code & !4 } else { f.error_code | 4 };
             inject(d, f, VEC_PF, Some(ec));
         }
         VEC_GP | VEC_UD if sysenter_from_user(d, f) => {}
@@ -394,7 +401,7 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
         VEC_NM => {
             // fpu_taskswitch set the virtual TS: the guest's next FPU
             // instruction lands here; clear TS and let its handler run.
-            d.vcpus[0].cr0_ts = false;
+            d.v_mut().cr0_ts = false;
             // SAFETY: clearing CR0.TS only lets FPU instructions run.
             unsafe { core::arch::asm!("clts", options(nomem, nostack)) };
             inject(d, f, VEC_NM, None);

@@ -175,22 +175,39 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame) -> bool {
     sels_ok
 }
 
-/// The next domain after `from` (round robin, `from` itself last) whose
-/// vCPU can run: alive and not blocked.
-fn next_runnable(hv: &Hv, from: usize) -> Option<usize> {
-    let n = hv.domains.len();
-    (1..=n).map(|i| (from + i) % n).find(|&i| runnable(&hv.domains[i]))
+/// Every (domain, vCPU) pair, in round-robin order.
+fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
+    hv.domains.iter().enumerate().flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
 }
 
-fn runnable(d: &Domain) -> bool {
-    d.is_alive() && d.vcpus[0].up && !d.vcpus[0].blocked
+/// The next vCPU after `from` (round robin, `from` itself last) that can
+/// run: its domain alive, the vCPU up and not blocked.
+fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
+    let all: Vec<(usize, usize)> = all_vcpus(hv).collect();
+    let at = all.iter().position(|&p| p == from).unwrap_or(all.len().saturating_sub(1));
+    (1..=all.len()).map(|i| all[(at + i) % all.len()]).find(|&(d, v)| runnable(&hv.domains[d], v))
+}
+
+fn runnable(d: &Domain, vi: usize) -> bool {
+    d.is_alive() && d.vcpus[vi].up && !d.vcpus[vi].blocked
 }
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
 fn fire_timers(hv: &mut Hv, now: u64) {
     for d in hv.domains.iter_mut().filter(|d| d.is_alive()) {
-        let v = &mut d.vcpus[0];
+        for vi in 0..d.vcpus.len() {
+            fire_vcpu_timers(d, vi, now);
+        }
+    }
+}
+
+fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) {
+    {
+        let v = &mut d.vcpus[vi];
+        if !v.up {
+            return;
+        }
         let mut fire = false;
         if v.singleshot.is_some_and(|t| t <= now) {
             v.singleshot = None;
@@ -207,7 +224,7 @@ fn fire_timers(hv: &mut Hv, now: u64) {
             v.blocked = false;
         }
         if fire {
-            crate::pv::event::send_virq(d, ringvisor_abi::xen::VIRQ_TIMER);
+            crate::pv::event::send_virq(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
         }
     }
 }
@@ -217,10 +234,8 @@ fn earliest_timer(hv: &Hv) -> Option<u64> {
     hv.domains
         .iter()
         .filter(|d| d.is_alive())
-        .flat_map(|d| {
-            let v = &d.vcpus[0];
-            [v.singleshot, (v.periodic_period != 0).then_some(v.periodic_next), v.poll_deadline]
-        })
+        .flat_map(|d| d.vcpus.iter().filter(|v| v.up))
+        .flat_map(|v| [v.singleshot, (v.periodic_period != 0).then_some(v.periodic_next), v.poll_deadline])
         .flatten()
         .min()
 }
@@ -233,15 +248,14 @@ fn arm_timer(hv: &Hv, now: u64) {
     apic::oneshot(at.saturating_sub(now).max(1_000));
 }
 
-/// Publish system time to the domain's `vcpu_info[0].time` (the guest
-/// computes now = system_time + scaled(rdtsc - tsc_timestamp)).
-pub fn update_time(d: &Domain) {
+/// Publish system time to `vcpu_info[vi].time` (the guest computes
+/// now = system_time + scaled(rdtsc - tsc_timestamp)).
+pub fn update_time(d: &Domain, vi: usize) {
     let (mul, shift) = crate::arch::x86_64::time::scale();
     let tsc = crate::arch::x86_64::time::tsc();
     let sys = crate::arch::x86_64::time::tsc_to_ns(tsc - crate::arch::x86_64::time::tsc_at_boot());
-    let base = crate::mm::paging::phys_to_virt(d.shared_info_mfn << 12)
-        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
-            + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time)) as u64;
+    let base = crate::pv::traps::vcpu_info_addr(d, vi)
+        + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time) as u64;
     let t = base as *mut ringvisor_abi::xen::VcpuTimeInfo;
     // SAFETY: the domain's shared_info frame, alive (callers check); the
     // version is made odd while the fields change, as the ABI asks.
@@ -268,19 +282,21 @@ fn idle() {
 
 /// Start running guests (never returns).
 pub fn start(hv: Hv) -> ! {
-    let first = next_runnable(&hv, hv.domains.len().saturating_sub(1));
+    let last = all_vcpus(&hv).last().unwrap_or((0, 0));
+    let first = next_runnable(&hv, last);
     *HV.lock() = Some(hv);
-    let Some(first) = first else { finish() };
+    let Some((di, vi)) = first else { finish() };
     let frame = percpu::guest_frame();
     {
         let mut g = HV.lock();
         let hv = g.as_mut().unwrap();
-        hv.current = first;
-        update_time(&hv.domains[first]);
+        hv.current = di;
+        hv.domains[di].cur = vi;
+        update_time(&hv.domains[di], vi);
         // SAFETY: `frame` is this CPU's guest frame slot at the top of its
         // stack, which nothing else uses while we are on the boot path.
-        switch_in(&hv.domains[first].vcpus[0], unsafe { &mut *frame });
-        crate::info!("d{}: running", hv.domains[first].id);
+        switch_in(&hv.domains[di].vcpus[vi], unsafe { &mut *frame });
+        crate::info!("d{}: running", hv.domains[di].id);
         apic::oneshot(TIMESLICE_NS);
     }
     enter_frame(frame)
@@ -290,17 +306,17 @@ pub fn start(hv: Hv) -> ! {
 /// blocked current vCPU and time slices, idle when nothing can run.
 /// `f` is the frame at the top of the stack.
 pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = hv.current;
+    let cur = (hv.current, hv.domains[hv.current].cur);
     let mut now = crate::arch::x86_64::time::now_ns();
     fire_timers(hv, now);
-    let alive = hv.domains[cur].is_alive();
+    let alive = hv.domains[cur.0].is_alive();
     let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
-    if runnable(&hv.domains[cur]) && !resched {
+    if runnable(&hv.domains[cur.0], cur.1) && !resched {
         arm_timer(hv, now);
         return;
     }
     if !alive {
-        let d = &mut hv.domains[cur];
+        let d = &mut hv.domains[cur.0];
         builder::teardown(d, &mut hv.frames);
     }
     loop {
@@ -308,13 +324,15 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
             Some(next) => {
                 if next != cur {
                     if alive {
-                        switch_out(&mut hv.domains[cur].vcpus[0], f);
+                        switch_out(&mut hv.domains[cur.0].vcpus[cur.1], f);
                     }
-                    hv.current = next;
-                    update_time(&hv.domains[next]);
-                    if !switch_in(&hv.domains[next].vcpus[0], f) {
-                        let sels = hv.domains[next].vcpus[0].data_sels;
-                        crate::pv::traps::failsafe_segments(&mut hv.domains[next], f, sels);
+                    hv.current = next.0;
+                    let d = &mut hv.domains[next.0];
+                    d.cur = next.1;
+                    update_time(d, next.1);
+                    if !switch_in(&d.vcpus[next.1], f) {
+                        let sels = d.vcpus[next.1].data_sels;
+                        crate::pv::traps::failsafe_segments(d, f, sels);
                     }
                 }
                 arm_timer(hv, now);

@@ -91,6 +91,11 @@ fn traps() {
 }
 
 #[test]
+fn hypercalls() {
+    run_alone("guest-hypercalls");
+}
+
+#[test]
 fn user_mode() {
     run_alone("guest-user");
 }
