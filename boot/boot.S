@@ -18,7 +18,7 @@
  * -kernel loader refuses a 64-bit ELF without the address fields below. */
 .set MB1_FLAGS,       0x00010003
 .set MB2_MAGIC,       0xE85250D6
-.set BOOT_STACK_SIZE, 0x10000
+.set BOOT_STACK_SIZE, 0x40000
 
 .section .boot.header, "a"
 .balign 4

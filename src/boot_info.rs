@@ -13,7 +13,7 @@ pub const MULTIBOOT1_MAGIC: u32 = 0x2BAD_B002;
 pub const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
 pub const MAX_REGIONS: usize = 64;
-pub const MAX_MODULES: usize = 16;
+pub const MAX_MODULES: usize = 128;
 
 /// A string copied out of loader memory, truncated to `N` bytes at a UTF-8
 /// boundary.
@@ -110,7 +110,7 @@ pub struct Module {
     pub start: u64,
     pub end: u64,
     /// The module's string: path first, then its arguments.
-    pub cmdline: FixedStr<512>,
+    pub cmdline: FixedStr<256>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

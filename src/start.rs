@@ -5,10 +5,11 @@ use crate::arch::x86_64::{apic, cpu, gdt, idt, percpu, syscall, time};
 use crate::boot_info::{BootInfo, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC};
 use crate::cmdline::{ModuleCmdline, Options, SelfTest};
 use crate::console;
-use crate::domain::builder;
 use crate::mm::frametable::FrameTable;
 use crate::mm::{heap, paging};
 use crate::sched::{self, Hv};
+use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 extern "C" {
@@ -122,8 +123,17 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     info!("boot: hypervisor ready in {}.{:03} ms", boot_ns / 1_000_000, boot_ns / 1_000 % 1_000);
     selftest(opts.selftest);
 
-    // Each module is one domain: the first is domain 0.
-    let mut hv = Hv { domains: Vec::new(), current: 0, frames: FrameTable::new(nframes as usize), build_failures: 0 };
+    // Each module is one domain: the first is domain 0. Modules that do
+    // not fit in memory now wait until earlier domains end.
+    let mut hv = Hv {
+        domains: Vec::new(),
+        current: 0,
+        frames: FrameTable::new(nframes as usize),
+        build_failures: 0,
+        pending: VecDeque::new(),
+        next_id: 0,
+        free_at_start: paging::with_frames(|fa| fa.free_frames()),
+    };
     for (i, m) in bi.modules().iter().enumerate() {
         let mc = ModuleCmdline::parse(m.cmdline.as_str(), |b| warn!("module {i}: {b}"));
         info!(
@@ -138,22 +148,16 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             warn!("module {i}: at most {} vCPUs per domain; using that many", crate::pv::evtchn::MAX_VCPUS);
         }
         // SAFETY: the loader put the module at [start, end) in RAM, which
-        // the frame allocator keeps reserved; nothing writes it.
+        // the frame allocator keeps reserved for good; nothing writes it.
         let bytes = unsafe {
             core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize)
         };
-        let id = hv.domains.len() as u16 + hv.build_failures as u16;
-        match builder::build(id, bytes, &mc, &mut hv.frames) {
-            Ok(d) => hv.domains.push(d),
-            Err(e) => {
-                error!("d{id} ({}): cannot build: {e}", mc.name());
-                hv.build_failures += 1;
-            }
-        }
+        hv.pending.push_back(sched::Pending { index: i, bytes, cmdline: String::from(m.cmdline.as_str()) });
     }
     if bi.dropped_modules > 0 {
         warn!("{} modules did not fit and were ignored", bi.dropped_modules);
     }
+    sched::build_pending(&mut hv);
     if hv.domains.is_empty() && hv.build_failures == 0 {
         exit(Verdict::Success, format_args!("no guests given; nothing to run"));
     }

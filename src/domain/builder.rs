@@ -104,11 +104,40 @@ fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool) -> Result<Layout,
     }
 }
 
+/// Why a domain was not built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// Not enough free memory now (it may be later, when a domain ends).
+    NoMemory(String),
+    /// The image or its options are wrong: it will never build.
+    Bad(String),
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BuildError::NoMemory(s) | BuildError::Bad(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<String> for BuildError {
+    fn from(s: String) -> Self {
+        BuildError::Bad(s)
+    }
+}
+
+impl From<&str> for BuildError {
+    fn from(s: &str) -> Self {
+        BuildError::Bad(s.to_string())
+    }
+}
+
 /// Build domain `id` from a module's bytes and command line.
-pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -> Result<Domain, String> {
+pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -> Result<Domain, BuildError> {
     let img = elf::parse(image).map_err(|e| e.to_string())?;
     if img.class != ElfClass::Elf64 {
-        return Err("32-bit PV guests are not supported yet (64-bit only); refusing this image".to_string());
+        return Err("32-bit PV guests are not supported yet (64-bit only); refusing this image".into());
     }
     let nr_pages = mc.options.mem / PAGE;
     // Domain 0 writes its console with console_io; the others get a ring.
@@ -121,13 +150,13 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
             Some(f) => p2m.push(f.0),
             None => {
                 release_frames(&p2m, ft);
-                return Err(format!("out of memory: could not give it {} MiB", mc.options.mem >> 20));
+                return Err(BuildError::NoMemory(format!("out of memory: could not give it {} MiB", mc.options.mem >> 20)));
             }
         }
     }
     let Some(shared) = paging::with_frames(|fa| fa.alloc()) else {
         release_frames(&p2m, ft);
-        return Err("out of memory for shared_info".to_string());
+        return Err(BuildError::NoMemory("out of memory for shared_info".to_string()));
     };
     for &mfn in p2m.iter().chain([&shared.0]) {
         frame_bytes(mfn).fill(0);

@@ -7,6 +7,7 @@
 //! stack and the incoming vCPU's copied in, so the same `iretq` resumes
 //! whichever guest is next.
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +26,50 @@ pub const TIMESLICE_NS: u64 = 10_000_000;
 
 pub struct Hv {
     pub domains: Vec<Domain>,
-    /// Index into `domains` of the domain whose vCPU 0 is on the CPU.
+    /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
     pub current: usize,
     pub frames: FrameTable,
     /// Domains that could not be built (they count as failures).
     pub build_failures: usize,
+    /// Modules waiting for memory: built in order as domains end.
+    pub pending: VecDeque<Pending>,
+    /// The next domain id to give out.
+    pub next_id: u16,
+    /// Free frames before any domain was built (checked at the end: every
+    /// frame a domain had must be back).
+    pub free_at_start: u64,
+}
+
+/// A module not built yet.
+pub struct Pending {
+    pub index: usize,
+    pub bytes: &'static [u8],
+    pub cmdline: String,
+}
+
+/// Build waiting modules, in order, while memory allows. A module that
+/// does not fit even with no domain running never will: it fails.
+pub fn build_pending(hv: &mut Hv) {
+    while let Some(p) = hv.pending.front() {
+        let mc = crate::cmdline::ModuleCmdline::parse(&p.cmdline, |_| {});
+        let id = hv.next_id;
+        match builder::build(id, p.bytes, &mc, &mut hv.frames) {
+            Ok(d) => {
+                hv.domains.push(d);
+                hv.next_id += 1;
+            }
+            Err(builder::BuildError::NoMemory(why)) if hv.domains.iter().any(|d| d.is_alive()) => {
+                crate::debug!("module {}: waiting for memory ({why})", p.index);
+                return;
+            }
+            Err(e) => {
+                crate::error!("d{id} ({}): cannot build: {e}", mc.name());
+                hv.build_failures += 1;
+                hv.next_id += 1;
+            }
+        }
+        hv.pending.pop_front();
+    }
 }
 
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
@@ -316,8 +356,14 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
         return;
     }
     if !alive {
+        // Off the dead domain's page tables before they are freed (and
+        // perhaps handed to a new domain and zeroed).
+        // SAFETY: the hypervisor's own tables map everything it uses.
+        unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
         let d = &mut hv.domains[cur.0];
         builder::teardown(d, &mut hv.frames);
+        // Its memory is free again: modules waiting for memory may fit.
+        build_pending(hv);
     }
     loop {
         match next_runnable(hv, cur) {
@@ -379,6 +425,13 @@ fn finish() -> ! {
 /// Every domain has ended: report each one and leave with the verdict.
 fn finish_locked(hv: &mut Hv) -> ! {
     let mut bad = hv.build_failures;
+    let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
+    crate::info!(
+        "memory: {} frames free at the end, {} before the first domain{}",
+        free,
+        hv.free_at_start,
+        if free == hv.free_at_start { "" } else { ": some were not given back" }
+    );
     for d in &hv.domains {
         match &d.state {
             State::Shutdown(r) => {

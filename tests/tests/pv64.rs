@@ -129,6 +129,21 @@ fn crash_without_failsafe_kills_only_that_domain() {
 }
 
 #[test]
+fn sixty_four_domains_one_after_another_in_256_mib() {
+    // 64 x 32 MiB does not fit at once: domains are built as earlier ones
+    // end and give their memory back; at the end every frame is free.
+    let what = "64 domains";
+    let out = boot(what, "", (0..64).map(|_| guest("guest-hello")).collect());
+    expect_success(what, &out, 64);
+    let line = out
+        .rv_lines()
+        .find(|l| l.contains("frames free at the end"))
+        .unwrap_or_else(|| panic!("{what}: no memory line\n{}", out.transcript()))
+        .to_string();
+    assert!(!line.contains("not given back"), "{what}: {line}");
+}
+
+#[test]
 fn hello_gets_its_command_line_and_domain_flags() {
     let what = "hello as d0 and d1";
     let out = boot(what, "", vec![guest("guest-hello").args("first guest"), guest("guest-hello").args("second")]);
