@@ -10,6 +10,7 @@
 //! | `selftest=pagefault\|divide\|panic` | fault on purpose after boot, to check the fault dump |
 //! | `on_exit=halt\|reboot` | what real hardware does when nothing is left to run (default `halt`) |
 //! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
+//! | `bench` | before any guest runs, time the hardware's own ring 3 → ring 0 round trips (src/bench.rs) |
 //!
 //! Module command line: `NAME [rv.KEY=VALUE ...] [--] GUEST-ARGS`.
 //! The first word names the module (its path). Then words starting with
@@ -68,6 +69,8 @@ pub struct Options {
     pub on_exit: OnExit,
     /// `TRACE_*` bits.
     pub trace: u32,
+    /// `bench`: measure the baseline round trips before guests start.
+    pub bench: bool,
 }
 
 pub const TRACE_BOUNCE: u32 = 1 << 0;
@@ -76,7 +79,7 @@ pub const TRACE_EMULATE: u32 = 1 << 2;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { loglvl: LogLevel::Info, selftest: SelfTest::None, on_exit: OnExit::Halt, trace: 0 }
+        Options { loglvl: LogLevel::Info, selftest: SelfTest::None, on_exit: OnExit::Halt, trace: 0, bench: false }
     }
 }
 
@@ -147,6 +150,11 @@ impl Options {
                     }
                     continue;
                 }
+                "bench" if val.is_empty() => {
+                    o.bench = true;
+                    continue;
+                }
+                "bench" => "takes no value",
                 _ => "unknown option",
             };
             bad(BadOption { word, why });
@@ -270,6 +278,18 @@ mod tests {
         assert_eq!(o.selftest, SelfTest::PageFault);
         assert_eq!(o.on_exit, OnExit::Reboot);
         assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn bench_option() {
+        let (o, bad) = opts("loglvl=warn bench");
+        assert!(o.bench);
+        assert_eq!(o.loglvl, LogLevel::Warn);
+        assert!(bad.is_empty());
+        assert!(!opts("").0.bench);
+        let (o, bad) = opts("bench=yes");
+        assert!(!o.bench);
+        assert_eq!(bad, ["ignoring `bench=yes`: takes no value"]);
     }
 
     #[test]

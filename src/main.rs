@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub use ringvisor_abi as abi;
+pub mod bench;
 pub mod boot_info;
 pub mod calendar;
 pub mod cmdline;

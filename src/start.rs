@@ -161,6 +161,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     if hv.domains.is_empty() && hv.build_failures == 0 {
         exit(Verdict::Success, format_args!("no guests given; nothing to run"));
     }
+    if opts.bench {
+        crate::bench::before_guests();
+    }
     sched::start(hv)
 }
 

@@ -139,6 +139,19 @@ pub fn init() {
     unsafe { lidt(&ptr) };
 }
 
+/// Point gate `vector` at `handler` with `dpl`, returning the gate it
+/// replaces. Only for the boot-time baseline (`bench`, src/bench.rs), which
+/// borrows a few gates before any guest runs and gives them back with
+/// [`restore_gate`]; the CPU reads gates from memory at each delivery.
+pub fn borrow_gate(vector: u8, handler: u64, dpl: u8) -> [u64; 2] {
+    core::mem::replace(&mut IDT.lock()[vector as usize], interrupt_gate(handler, 0, dpl))
+}
+
+/// Put back a gate [`borrow_gate`] replaced.
+pub fn restore_gate(vector: u8, old: [u64; 2]) {
+    IDT.lock()[vector as usize] = old;
+}
+
 /// Every interrupt and exception arrives here (from `trap_common`).
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
