@@ -1,0 +1,477 @@
+//! `guest-bench`: what each PV path costs, timed from inside an ordinary
+//! Xen PV guest (it runs on any Xen-compatible hypervisor). `cargo xtask
+//! bench` boots it beside the hypervisor's own baseline (`bench` on the
+//! hypervisor command line) and divides; docs/bench.md reads the numbers.
+//!
+//! Every iteration is timed on its own, exactly as the hypervisor times
+//! its baseline: `lfence; rdtsc; lfence`, the path, `lfence; rdtsc`. The
+//! window holds the guest's whole side of the path: the call into the
+//! hypercall page (or the faulting instruction), the hypervisor, and for
+//! bounces the guest's handler and its `HYPERVISOR_iret`. The handlers are
+//! minimal asm (`entry` below), not the runtime's recording ones, so the
+//! figures are the hypervisor's and the ABI's, not pvguest's. The cases
+//! run interleaved, round by round; the `loop` case (timing nothing) is
+//! subtracted from the others.
+//!
+//! Cases (one `BENCH: <name> median <ticks> spread <p10>..<p90> n=<N>`
+//! line each, then `RESULT: SUCCESS`):
+//! - `loop`: the timing alone (printed raw; subtracted from the rest).
+//! - `null-hypercall`: `xen_version(XENVER_version)`.
+//! - `console-io-64`: `console_io(CONSOLEIO_write)` of one 64-byte line.
+//! - `int3-bounce`: `int3` → the guest's #BP handler → `HYPERVISOR_iret`
+//!   → the next instruction.
+//! - `pf-bounce`: a load from an unmapped page → the guest's #PF handler,
+//!   which steps over the load → `HYPERVISOR_iret`.
+//! - `user-syscall`: in guest user mode, `syscall` → the guest kernel's
+//!   syscall callback → `HYPERVISOR_iret` with `VGCF_in_syscall`.
+//! - `set-trap-table-32`: `set_trap_table` with 32 entries (vectors 0-31).
+//! - `mmu-update-1`: `mmu_update` of one L1 entry (`MMU_NORMAL_PT_UPDATE`),
+//!   mapping a scratch page alternately to two frames of the guest's.
+//! - `update-va-mapping`: the same change through `update_va_mapping`
+//!   with `UVMF_INVLPG`.
+//!
+//! Also `BENCH: first-line tsc=<T>`: the TSC right after the guest's first
+//! console line (`TEST: bench`) was written.
+//!
+//! Guest command line: `n=N` iterations per case (default 20000, at most
+//! 20000), `rounds=R` (default 10), `console=N` iterations of the console
+//! case (default 500: each one prints a line).
+//!
+//! Not yet (no events in the hypervisor): event send → upcall, event
+//! ping-pong between two domains, domain switch.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+
+use core::arch::asm;
+
+use pvguest::abi::{self, StartInfo, TrapInfo};
+use pvguest::cell::{GuestCell, Page};
+use pvguest::hypercall::{self as hc, stub_addr};
+use pvguest::report::{self, check_rc, fail};
+use pvguest::{println, start_info, traps};
+
+pvguest::guest_main!("bench", run);
+
+/// Samples kept per case.
+const MAX_N: usize = 20_000;
+
+const CASES: [&str; 9] = [
+    "loop",
+    "null-hypercall",
+    "console-io-64",
+    "int3-bounce",
+    "pf-bounce",
+    "user-syscall",
+    "set-trap-table-32",
+    "mmu-update-1",
+    "update-va-mapping",
+];
+const LOOP: usize = 0;
+const NULL: usize = 1;
+const CONSOLE: usize = 2;
+const INT3: usize = 3;
+const PF: usize = 4;
+const USER_SYSCALL: usize = 5;
+const TRAP_TABLE: usize = 6;
+const MMU_UPDATE: usize = 7;
+const UVA: usize = 8;
+
+/// One u32 per iteration per case. Written by guest kernel and user mode
+/// alike (the user page table is the kernel's, all of it user-accessible).
+struct Samples(core::cell::UnsafeCell<[[u32; MAX_N]; CASES.len()]>);
+// SAFETY: one vCPU, one thread of control; see `record`.
+unsafe impl Sync for Samples {}
+static SAMPLES: Samples = Samples(core::cell::UnsafeCell::new([[0; MAX_N]; CASES.len()]));
+
+/// Iterations done so far per case.
+static DONE: GuestCell<[usize; CASES.len()]> = GuestCell::new([0; CASES.len()]);
+
+fn record(case: usize, dt: u32) {
+    let mut done = DONE.get();
+    let i = done[case];
+    if i < MAX_N {
+        // SAFETY: in bounds; nothing else holds a reference into SAMPLES
+        // (every access goes through `record` or `summary`, never at once).
+        unsafe { (*SAMPLES.0.get())[case][i] = dt };
+        done[case] = i + 1;
+        DONE.set(done);
+    }
+}
+
+/// The scratch page whose mapping the page-table cases change, and the
+/// other frame they map there in turn.
+static SCRATCH: Page = Page::new();
+static OTHER: Page = Page::new();
+
+/// An address no guest maps (the #PF case loads from it).
+const UNMAPPED: u64 = 0x0000_0000_dead_b000;
+
+/// The 64-byte console line (63 characters and a newline).
+const LINE: &[u8; 64] = b"BENCH-CONSOLE 64-byte console_io write, timed (not a result)...\n";
+
+// The minimal guest handlers. Entered on the frame Xen's 64-bit PV ABI
+// defines (lowest address first): rcx, r11, [error code], rip, cs,
+// rflags, rsp, ss. Each restores rcx/r11, leaves `flags, rip, cs, rflags,
+// rsp, ss` (a partial iret_context) on the stack and jumps to the
+// hypercall page's iret stub, which pushes rcx, r11, rax below it.
+#[cfg(target_os = "none")]
+core::arch::global_asm!(
+    r#"
+    .text
+    .balign 16
+    .globl bench_int3_entry
+bench_int3_entry:               /* #BP is a trap: rip is past the int3 */
+    pop %rcx
+    pop %r11
+    pushq $0                    /* flags */
+    jmp hypercall_page + {iret}
+
+    .balign 16
+    .globl bench_pf_entry
+bench_pf_entry:                 /* #PF is a fault: rip is the load */
+    pop %rcx
+    pop %r11
+    movq $0, (%rsp)             /* the error code's slot becomes flags */
+    addq $2, 8(%rsp)            /* step over `mov (%rdi), %al` (8a 07) */
+    jmp hypercall_page + {iret}
+
+    .balign 16
+    .globl bench_syscall_entry
+bench_syscall_entry:            /* rcx/r11 slots: user rip and rflags */
+    pop %rcx
+    pop %r11
+    pushq ${in_syscall}         /* flags: return as sysret would */
+    jmp hypercall_page + {iret}
+"#,
+    iret = const abi::HYPERVISOR_IRET as u64 * abi::HYPERCALL_STUB_SIZE as u64,
+    in_syscall = const abi::VGCF_IN_SYSCALL,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn bench_int3_entry();
+    fn bench_pf_entry();
+    fn bench_syscall_entry();
+}
+
+// ---------------------------------------------------------------------------
+// The timed windows. Each asm block is one iteration: rdtsc, the path,
+// rdtsc; eax:edx and r8 are the timing's, the rest is the path's.
+// ---------------------------------------------------------------------------
+
+macro_rules! timed {
+    ($($body:literal),* ; $($operands:tt)*) => {{
+        let dt: u32;
+        // SAFETY: the caller's path is one the hypervisor completes and
+        // returns from (checked untimed first); every register it may
+        // change is declared.
+        unsafe {
+            asm!(
+                "lfence",
+                "rdtsc",
+                "lfence",
+                "mov r8d, eax",
+                $($body,)*
+                "lfence",
+                "rdtsc",
+                "sub eax, r8d",
+                $($operands)*
+                out("eax") dt,
+                out("edx") _,
+                out("r8") _,
+            );
+        }
+        dt
+    }};
+}
+
+fn time_loop() -> u32 {
+    timed!(;)
+}
+
+/// A hypercall through the page: rdx (which rdtsc clobbers) is loaded in
+/// the window, like any caller would.
+fn time_hypercall(op: u32, a1: u64, a2: u64, a3: u64, a4: u64) -> u32 {
+    timed!("mov rdx, {a3}", "call {stub}";
+        stub = in(reg) stub_addr(op),
+        a3 = in(reg) a3,
+        inout("rdi") a1 => _,
+        inout("rsi") a2 => _,
+        inout("r10") a4 => _,
+        out("rcx") _, out("r9") _, out("r11") _,
+    )
+}
+
+fn time_int3() -> u32 {
+    timed!("int3"; out("rcx") _, out("r11") _,)
+}
+
+fn time_pf(addr: u64) -> u32 {
+    timed!(".byte 0x8a, 0x07"; in("rdi") addr, out("rcx") _, out("r11") _,)
+}
+
+fn time_user_syscall() -> u32 {
+    timed!("syscall"; out("rcx") _, out("r11") _,)
+}
+
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Params {
+    n: usize,
+    rounds: usize,
+    console: usize,
+}
+
+fn parse_params(cmdline: &[u8]) -> Params {
+    let mut p = Params { n: MAX_N, rounds: 10, console: 500 };
+    for word in cmdline.split(|&b| b == b' ') {
+        let Some(eq) = word.iter().position(|&b| b == b'=') else { continue };
+        let (k, v) = (&word[..eq], &word[eq + 1..]);
+        let Some(v) = core::str::from_utf8(v).ok().and_then(|v| v.parse::<usize>().ok()) else { continue };
+        match k {
+            b"n" => p.n = v.clamp(1, MAX_N),
+            b"rounds" => p.rounds = v.max(1),
+            b"console" => p.console = v.min(MAX_N),
+            _ => {}
+        }
+    }
+    p.rounds = p.rounds.min(p.n);
+    p
+}
+
+/// Iterations of round `r` of `total` spread over `rounds`.
+fn share(total: usize, rounds: usize, r: usize) -> usize {
+    total * (r + 1) / rounds - total * r / rounds
+}
+
+/// The machine address of the L1 entry mapping `va`, found by walking the
+/// start-of-day page tables (all of them lie in
+/// `pt_base..pt_base + nr_pt_frames * 4096`, mapped read-only).
+fn l1_entry_maddr(si: &StartInfo, va: u64) -> Option<(u64, u64)> {
+    let find_va = |mfn: u64| {
+        (0..si.nr_pt_frames).map(|k| si.pt_base + k * 4096).find(|&t| start_info::virt_to_mfn(t) == Some(mfn))
+    };
+    let mut table_va = si.pt_base;
+    for level in (1..=4u32).rev() {
+        let index = (va >> (12 + 9 * (level - 1))) & 511;
+        // SAFETY: a page-table page of the bootstrap region, mapped.
+        let e = unsafe { ((table_va + index * 8) as *const u64).read_volatile() };
+        if level == 1 {
+            let mfn = start_info::virt_to_mfn(table_va)?;
+            return Some((mfn << 12 | index * 8, e));
+        }
+        if e & start_info::PTE_PRESENT == 0 {
+            return None;
+        }
+        table_va = find_va((e & 0x000f_ffff_ffff_f000) >> 12)?;
+    }
+    None
+}
+
+/// A trap-table entry for one of our handlers: DPL 3 (so `int3` is
+/// allowed from anywhere, as the runtime's own #BP entry), events masked.
+fn trap_entry(vector: u8, address: u64) -> TrapInfo {
+    TrapInfo { vector, flags: abi::TI_IF | 3, cs: abi::FLAT_KERNEL_CS, _pad0: 0, address }
+}
+
+fn run(si: &StartInfo) {
+    let first_line = rdtsc();
+    println!("BENCH: first-line tsc={}", first_line);
+    let p = parse_params(start_info::cmd_line(si));
+    println!(
+        "INFO: n={} rounds={} console={}: {} rounds of every case, interleaved",
+        p.n, p.rounds, p.console, p.rounds
+    );
+
+    // Set-up, and each path once untimed: it must work before it is timed.
+    traps::install_default_trap_table();
+    // SAFETY: the entry point is ours (above).
+    let rc = unsafe {
+        hc::register_callback(
+            abi::CALLBACKTYPE_SYSCALL,
+            abi::CALLBACKF_MASK_EVENTS,
+            bench_syscall_entry as *const () as u64,
+        )
+    };
+    if rc != 0 {
+        report::error(format_args!("callback_op(register syscall) = {}", report::Rc(rc)));
+    }
+    if let Err((what, rc)) = traps::setup_user_mode() {
+        report::error(format_args!("{what} = {}", report::Rc(rc)));
+    }
+    let defaults = traps::default_trap_table();
+    let mut table32 = [traps::TRAP_TABLE_END; 33];
+    table32[..32].copy_from_slice(&defaults[..32]);
+    let ours = [
+        trap_entry(3, bench_int3_entry as *const () as u64),
+        trap_entry(14, bench_pf_entry as *const () as u64),
+        traps::TRAP_TABLE_END,
+    ];
+
+    let scratch = SCRATCH.addr();
+    let Some((pte_maddr, pte)) = l1_entry_maddr(si, scratch) else {
+        report::error(format_args!("no L1 entry found for the scratch page {scratch:#x}"))
+    };
+    let Some(other_mfn) = start_info::virt_to_mfn(OTHER.addr()) else {
+        report::error(format_args!("no MFN for {:#x}", OTHER.addr()))
+    };
+    let ptes = [pte, (pte & !0x000f_ffff_ffff_f000) | other_mfn << 12];
+
+    // SAFETY: XENVER_version takes no buffer.
+    let v = unsafe { hc::xen_version(abi::XENVER_VERSION, 0) };
+    if v >> 16 < 3 {
+        fail("xen_version(XENVER_version)", format_args!("returned {v:#x}"));
+    }
+    check_rc("set_trap_table (32 entries)", traps::set_trap_table(&table32), 0);
+    for (i, &val) in ptes.iter().chain(ptes.iter()).enumerate() {
+        let rc = if i < 2 {
+            let u = abi::MmuUpdate { ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE, val };
+            // SAFETY: maps our own scratch page to one of our own frames.
+            unsafe { hc::mmu_update(&u as *const _ as u64, 1, 0, abi::DOMID_SELF) }
+        } else {
+            // SAFETY: as above.
+            unsafe { hc::update_va_mapping(scratch, val, abi::UVMF_INVLPG) }
+        };
+        if rc != 0 {
+            report::error(format_args!("page-table update {i} of the scratch page = {}", report::Rc(rc)));
+        }
+    }
+    // SAFETY: maps the scratch page to its own frame again.
+    let rc = unsafe { hc::update_va_mapping(scratch, ptes[0], abi::UVMF_INVLPG) };
+    if rc != 0 {
+        report::error(format_args!("restoring the scratch page = {}", report::Rc(rc)));
+    }
+    let rc = traps::set_trap_table(&ours);
+    if rc != 0 {
+        report::error(format_args!("set_trap_table(bench handlers) = {}", report::Rc(rc)));
+    }
+    time_int3();
+    time_pf(UNMAPPED);
+    traps::install_default_trap_table();
+    if let Err(t) = traps::run_user(|| {
+        time_user_syscall();
+    }) {
+        report::error(format_args!("user-mode syscall: {t}"));
+    }
+
+    // The page-table cases flip the scratch page between its own frame
+    // (ptes[0]) and OTHER's (ptes[1]): every update is a real change.
+    let mmu = GuestCell::new(abi::MmuUpdate { ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE, val: ptes[0] });
+    let mut cur = 0;
+    for r in 0..p.rounds {
+        let k = share(p.n, p.rounds, r);
+        for _ in 0..k {
+            record(LOOP, time_loop());
+        }
+        for _ in 0..k {
+            record(NULL, time_hypercall(abi::HYPERVISOR_XEN_VERSION, abi::XENVER_VERSION.into(), 0, 0, 0));
+        }
+        for _ in 0..share(p.console, p.rounds, r) {
+            let dt = time_hypercall(abi::HYPERVISOR_CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), 64, LINE.as_ptr() as u64, 0);
+            record(CONSOLE, dt);
+        }
+        for _ in 0..k {
+            record(TRAP_TABLE, time_hypercall(abi::HYPERVISOR_SET_TRAP_TABLE, table32.as_ptr() as u64, 0, 0, 0));
+        }
+        for _ in 0..k {
+            cur ^= 1;
+            mmu.set(abi::MmuUpdate { val: ptes[cur], ..mmu.get() });
+            let dt = time_hypercall(abi::HYPERVISOR_MMU_UPDATE, mmu.as_ptr() as u64, 1, 0, abi::DOMID_SELF.into());
+            record(MMU_UPDATE, dt);
+        }
+        for _ in 0..k {
+            cur ^= 1;
+            let dt = time_hypercall(abi::HYPERVISOR_UPDATE_VA_MAPPING, scratch, ptes[cur], abi::UVMF_INVLPG, 0);
+            record(UVA, dt);
+        }
+        if let Err(t) = traps::run_user(|| {
+            for _ in 0..k {
+                record(USER_SYSCALL, time_user_syscall());
+            }
+        }) {
+            report::error(format_args!("user-mode syscall: {t}"));
+        }
+        traps::set_trap_table(&ours);
+        for _ in 0..k {
+            record(INT3, time_int3());
+        }
+        for _ in 0..k {
+            record(PF, time_pf(UNMAPPED));
+        }
+        traps::install_default_trap_table();
+    }
+    if cur != 0 {
+        // SAFETY: maps the scratch page to its own frame again.
+        unsafe { hc::update_va_mapping(scratch, ptes[0], abi::UVMF_INVLPG) };
+    }
+
+    let overhead = summary(LOOP).map_or(0, |s| s.median);
+    for (c, name) in CASES.iter().enumerate() {
+        let Some(s) = summary(c) else {
+            println!("BENCH: {name} not measured (n=0)");
+            continue;
+        };
+        let s = if c == LOOP { s } else { s.minus(overhead) };
+        println!("BENCH: {name} median {} spread {}..{} n={}", s.median, s.p10, s.p90, s.n);
+    }
+}
+
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads the TSC (CR4.TSD is clear for PV guests here).
+    unsafe { asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+#[derive(Clone, Copy)]
+struct Summary {
+    median: u32,
+    p10: u32,
+    p90: u32,
+    n: usize,
+}
+
+impl Summary {
+    fn minus(self, o: u32) -> Summary {
+        Summary { median: self.median.saturating_sub(o), p10: self.p10.saturating_sub(o), p90: self.p90.saturating_sub(o), n: self.n }
+    }
+}
+
+/// Sorts case `c`'s samples and takes the 10th/50th/90th percentiles
+/// (nearest rank, rounding down: the hypervisor's rule, src/bench.rs).
+fn summary(c: usize) -> Option<Summary> {
+    let n = DONE.get()[c];
+    if n == 0 {
+        return None;
+    }
+    // SAFETY: no other reference into SAMPLES exists while this one lives.
+    let s = unsafe { &mut (&mut *SAMPLES.0.get())[c][..n] };
+    s.sort_unstable();
+    let at = |p: usize| s[(n - 1) * p / 100];
+    Some(Summary { median: at(50), p10: at(10), p90: at(90), n })
+}
+
+// The bin has `test = false` like every guest: run these with
+// `cargo test -p guest-bench --bin guest-bench`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params() {
+        let p = parse_params(b"n=1000 rounds=4 console=7 x=1 junk");
+        assert_eq!((p.n, p.rounds, p.console), (1000, 4, 7));
+        let p = parse_params(b"n=99999999 rounds=0");
+        assert_eq!((p.n, p.rounds), (MAX_N, 1));
+        let p = parse_params(b"n=3 rounds=10");
+        assert_eq!(p.rounds, 3);
+    }
+
+    #[test]
+    fn shares_add_up() {
+        for (total, rounds) in [(20_000, 10), (7, 3), (500, 10), (0, 4)] {
+            assert_eq!((0..rounds).map(|r| share(total, rounds, r)).sum::<usize>(), total);
+        }
+    }
+}
