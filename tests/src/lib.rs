@@ -1,6 +1,8 @@
 //! ringvisor's host-side harness: one QEMU runner, shared by `cargo xtask`
 //! and the integration tests in `tests/tests/`.
 //!
+//! - [`bench`]: read a `cargo xtask bench` run, combine runs, print the
+//!   table and JSON.
 //! - [`build`]: build the hypervisor (`cargo build -p ringvisor --target
 //!   x86_64-unknown-none`), copy it to `target/ringvisor.elf`, make a GRUB
 //!   ISO (`target/ringvisor.iso`).
@@ -14,6 +16,7 @@
 //!
 //! Every command the harness runs is printed to stderr before it runs.
 
+pub mod bench;
 pub mod build;
 pub mod cmd;
 pub mod grub;

@@ -1,0 +1,566 @@
+//! `cargo xtask bench`: reading what a bench run prints, combining runs,
+//! and the table and JSON made from them (see docs/bench.md).
+//!
+//! A bench run boots the hypervisor with `bench` on its command line and
+//! `guest-bench` as domain 0. The lines read here:
+//!
+//! ```text
+//! (RV) bench: baseline <name> median <M> spread <P10>..<P90> n=<N>
+//! (RV) bench: first guest instruction at tsc=<T> ns=<NS> (baseline took tsc=<BT> ns=<BNS>)
+//! (d0) BENCH: first-line tsc=<T>
+//! (d0) BENCH: <name> median <M> spread <P10>..<P90> n=<N>
+//! (d0) RESULT: SUCCESS
+//! ```
+//!
+//! Every figure is in TSC ticks; under QEMU `-icount shift=0,sleep=off` a
+//! tick is one guest instruction.
+
+use crate::qemu::RunOutput;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The hypervisor's bare round trips (src/bench.rs), `loop` excluded.
+pub const BASELINES: &[&str] = &["syscall", "int", "ud", "pf"];
+
+/// The bench guest's paths and the bare round trip each one is built on
+/// (the ratio's denominator besides `syscall`).
+pub const PATHS: &[(&str, &str)] = &[
+    ("null-hypercall", "syscall"),
+    ("console-io-64", "syscall"),
+    ("int3-bounce", "int"),
+    ("pf-bounce", "pf"),
+    ("user-syscall", "syscall"),
+    ("set-trap-table-32", "syscall"),
+    ("mmu-update-1", "syscall"),
+    ("update-va-mapping", "syscall"),
+];
+
+/// Paths the issue asks for that have no bench yet, and why.
+pub const NOT_YET: &[(&str, &str)] = &[
+    ("event-send-upcall", "not yet"),
+    ("event-ping-pong", "not yet"),
+    ("domain-switch", "not yet"),
+];
+
+/// Median and spread (10th..90th percentile) of one path, in ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub median: u64,
+    pub p10: u64,
+    pub p90: u64,
+    pub n: u64,
+}
+
+/// Reads `median M spread A..B n=N` at the start of `s` (more may follow).
+pub fn parse_stat(s: &str) -> Option<Stat> {
+    let mut w = s.split_whitespace();
+    if w.next()? != "median" {
+        return None;
+    }
+    let median = w.next()?.parse().ok()?;
+    if w.next()? != "spread" {
+        return None;
+    }
+    let (a, b) = w.next()?.split_once("..")?;
+    let n = w.next()?.strip_prefix("n=")?.parse().ok()?;
+    Some(Stat { median, p10: a.parse().ok()?, p90: b.parse().ok()?, n })
+}
+
+/// `key=<u64>` anywhere in `s`.
+fn field(s: &str, key: &str) -> Option<u64> {
+    s.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// The hypervisor's clock when it was about to enter the first guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestEntry {
+    /// TSC and nanoseconds since the CPU left reset.
+    pub tsc: u64,
+    pub ns: u64,
+    /// How much of that the baseline itself took.
+    pub baseline_tsc: u64,
+    pub baseline_ns: u64,
+}
+
+/// Everything one bench run printed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// `(name, stat)` from `(RV) bench: baseline ...`, `loop` included.
+    pub baseline: Vec<(String, Stat)>,
+    /// `(name, stat)` from `(dN) BENCH: ...`, `loop` included.
+    pub guest: Vec<(String, Stat)>,
+    pub entry: Option<GuestEntry>,
+    /// The TSC right after the guest's first console line.
+    pub first_line_tsc: Option<u64>,
+    /// Host clock: QEMU spawn to the first `(d0) ` line.
+    pub first_line_at: Option<Duration>,
+    /// What follows `(d0) RESULT: `.
+    pub result: Option<String>,
+    /// How many runs were combined into this one (1 for a single run).
+    pub runs: usize,
+}
+
+impl Report {
+    /// Reads the lines of one run; `at` is each line's arrival time.
+    pub fn parse<'a>(lines: impl IntoIterator<Item = (&'a str, Option<Duration>)>) -> Report {
+        let mut r = Report { runs: 1, ..Report::default() };
+        for (text, at) in lines {
+            if let Some(i) = text.find("(RV) bench: ") {
+                let rest = &text[i + "(RV) bench: ".len()..];
+                if let Some(rest) = rest.strip_prefix("baseline ") {
+                    if let Some((name, stat)) = rest.split_once(' ') {
+                        if let Some(s) = parse_stat(stat) {
+                            r.baseline.push((name.to_string(), s));
+                        }
+                    }
+                } else if rest.starts_with("first guest instruction") {
+                    if let (Some(tsc), Some(ns), Some(bt), Some(bns)) = (
+                        field(rest, "tsc"),
+                        field(rest, "ns"),
+                        rest.split_once("baseline took").and_then(|(_, b)| field(b, "tsc")),
+                        rest.split_once("baseline took").and_then(|(_, b)| field(b, "ns")),
+                    ) {
+                        r.entry = Some(GuestEntry { tsc, ns, baseline_tsc: bt, baseline_ns: bns });
+                    }
+                }
+                continue;
+            }
+            let Some(guest) = guest_part(text) else { continue };
+            if r.first_line_at.is_none() {
+                r.first_line_at = at;
+            }
+            if let Some(rest) = guest.strip_prefix("BENCH: ") {
+                if let Some(t) = rest.strip_prefix("first-line ") {
+                    r.first_line_tsc = field(t, "tsc");
+                } else if let Some((name, stat)) = rest.split_once(' ') {
+                    if let Some(s) = parse_stat(stat) {
+                        r.guest.push((name.to_string(), s));
+                    }
+                }
+            } else if let Some(res) = guest.strip_prefix("RESULT: ") {
+                r.result.get_or_insert_with(|| res.to_string());
+            }
+        }
+        r
+    }
+
+    /// Reads a finished QEMU run.
+    pub fn from_run(out: &RunOutput) -> Report {
+        Report::parse(out.lines.iter().map(|l| (l.text.as_str(), Some(l.at))))
+    }
+
+    pub fn baseline(&self, name: &str) -> Option<Stat> {
+        self.baseline.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+    }
+
+    pub fn path(&self, name: &str) -> Option<Stat> {
+        self.guest.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+    }
+
+    /// Every baseline and every path present with a positive median, the
+    /// guest's RESULT a SUCCESS, the guest-entry line there: else what is
+    /// missing, one item per line.
+    pub fn check(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        for b in BASELINES {
+            match self.baseline(b) {
+                Some(s) if s.median > 0 => {}
+                Some(s) => bad.push(format!("baseline {b}: median {} (not positive)", s.median)),
+                None => bad.push(format!("baseline {b}: no line")),
+            }
+        }
+        for (p, _) in PATHS {
+            match self.path(p) {
+                Some(s) if s.median > 0 => {}
+                Some(s) => bad.push(format!("{p}: median {} (not positive)", s.median)),
+                None => bad.push(format!("{p}: no BENCH line")),
+            }
+        }
+        if self.entry.is_none() {
+            bad.push("no `first guest instruction` line".into());
+        }
+        match self.result.as_deref() {
+            Some("SUCCESS") => {}
+            Some(r) => bad.push(format!("guest RESULT: {r}")),
+            None => bad.push("no guest RESULT line (CRASH)".into()),
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("\n"))
+        }
+    }
+
+    /// Several runs of the same kind as one: each figure (median, p10,
+    /// p90, every startup time) is the median of that figure over the
+    /// runs. Rows missing from some runs use the runs that have them.
+    pub fn combine(runs: &[Report]) -> Report {
+        let Some(first) = runs.first() else { return Report::default() };
+        let rows = |pick: fn(&Report) -> &Vec<(String, Stat)>| -> Vec<(String, Stat)> {
+            let mut names: Vec<&String> = Vec::new();
+            for r in runs {
+                for (n, _) in pick(r) {
+                    if !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+            }
+            names
+                .into_iter()
+                .map(|n| {
+                    let all: Vec<Stat> =
+                        runs.iter().filter_map(|r| pick(r).iter().find(|(m, _)| m == n).map(|(_, s)| *s)).collect();
+                    let m = |f: fn(&Stat) -> u64| median(all.iter().map(f).collect());
+                    (n.clone(), Stat { median: m(|s| s.median), p10: m(|s| s.p10), p90: m(|s| s.p90), n: m(|s| s.n) })
+                })
+                .collect()
+        };
+        let entries: Vec<GuestEntry> = runs.iter().filter_map(|r| r.entry).collect();
+        let entry = (!entries.is_empty()).then(|| {
+            let m = |f: fn(&GuestEntry) -> u64| median(entries.iter().map(f).collect());
+            GuestEntry {
+                tsc: m(|e| e.tsc),
+                ns: m(|e| e.ns),
+                baseline_tsc: m(|e| e.baseline_tsc),
+                baseline_ns: m(|e| e.baseline_ns),
+            }
+        });
+        let tscs: Vec<u64> = runs.iter().filter_map(|r| r.first_line_tsc).collect();
+        let ats: Vec<u64> = runs.iter().filter_map(|r| r.first_line_at).map(|d| d.as_nanos() as u64).collect();
+        Report {
+            baseline: rows(|r| &r.baseline),
+            guest: rows(|r| &r.guest),
+            entry,
+            first_line_tsc: (!tscs.is_empty()).then(|| median(tscs)),
+            first_line_at: (!ats.is_empty()).then(|| Duration::from_nanos(median(ats))),
+            result: if runs.iter().all(|r| r.result.as_deref() == Some("SUCCESS")) {
+                Some("SUCCESS".into())
+            } else {
+                runs.iter().find_map(|r| r.result.clone().filter(|s| s != "SUCCESS")).or(first.result.clone())
+            },
+            runs: runs.len(),
+        }
+    }
+}
+
+/// The guest's part of a console line: what follows `(dN) `.
+fn guest_part(text: &str) -> Option<&str> {
+    let i = text.find("(d")?;
+    let rest = &text[i + 2..];
+    let close = rest.find(") ")?;
+    rest[..close].bytes().all(|b| b.is_ascii_digit()).then(|| &rest[close + 2..]).filter(|_| close > 0)
+}
+
+/// The median of `v` (the lower one of the middle two).
+pub fn median(mut v: Vec<u64>) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[(v.len() - 1) / 2]
+}
+
+/// `a / b` to one decimal, or `-`.
+fn ratio(a: Option<Stat>, b: Option<Stat>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median > 0 => format!("{:.1}", a.median as f64 / b.median as f64),
+        _ => "-".into(),
+    }
+}
+
+fn cell(s: Option<Stat>) -> String {
+    s.map_or("-".into(), |s| format!("{} [{}..{}]", s.median, s.p10, s.p90))
+}
+
+fn ms(ns: u64) -> String {
+    format!("{}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000)
+}
+
+/// The one table: each path with its TCG ticks and icount instructions,
+/// each as a ratio to the bare `syscall` round trip and to its matching
+/// bare round trip; then the start-up times.
+pub fn table(tcg: Option<&Report>, icount: Option<&Report>) -> String {
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    rows.push(
+        ["path", "TCG ticks median [p10..p90]", "÷syscall", "÷match", "icount insns", "÷syscall", "÷match", "match"]
+            .map(String::from),
+    );
+    let get = |r: Option<&Report>, base: bool, name: &str| {
+        r.and_then(|r| if base { r.baseline(name) } else { r.path(name) })
+    };
+    let mut row = |label: String, base: bool, name: &str, matching: &str| {
+        let t = get(tcg, base, name);
+        let i = get(icount, base, name);
+        rows.push([
+            label,
+            cell(t),
+            ratio(t, get(tcg, true, "syscall")),
+            ratio(t, get(tcg, true, matching)),
+            i.map_or("-".into(), |s| s.median.to_string()),
+            ratio(i, get(icount, true, "syscall")),
+            ratio(i, get(icount, true, matching)),
+            matching.to_string(),
+        ]);
+    };
+    for b in BASELINES {
+        row(format!("bare {b}"), true, b, b);
+    }
+    for (p, m) in PATHS {
+        row(p.to_string(), false, p, m);
+    }
+    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (c, v) in r.iter().enumerate() {
+            let pad = widths[c] - v.chars().count();
+            if c == 0 || c == 7 {
+                let _ = write!(line, "{v}{}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(line, "{}{v}  ", " ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i == 0 || i == BASELINES.len() {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 7));
+            out.push('\n');
+        }
+    }
+    for (p, why) in NOT_YET {
+        let _ = writeln!(out, "{p}: {why}");
+    }
+    out.push('\n');
+    let loop_of = |r: Option<&Report>, base: bool| {
+        get(r, base, "loop").map_or("-".into(), |s| s.median.to_string())
+    };
+    let _ = writeln!(
+        out,
+        "timing overhead subtracted above (median of an empty timed window): hypervisor {} / guest {} TCG ticks, \
+         {} / {} icount instructions",
+        loop_of(tcg, true),
+        loop_of(tcg, false),
+        loop_of(icount, true),
+        loop_of(icount, false)
+    );
+    if let Some(t) = tcg {
+        let _ = writeln!(out, "TCG: {} run(s), each figure the median over the runs", t.runs);
+        if let Some(e) = t.entry {
+            let _ = writeln!(
+                out,
+                "TCG start-up: first guest instruction {} after CPU reset (hypervisor TSC; the baseline's {} left out)",
+                ms(e.ns.saturating_sub(e.baseline_ns)),
+                ms(e.baseline_ns)
+            );
+            if let Some(at) = t.first_line_at {
+                let ns = (at.as_nanos() as u64).saturating_sub(e.baseline_ns);
+                let _ = writeln!(out, "TCG start-up: first guest console line {} after QEMU started (host clock, same)", ms(ns));
+            }
+        }
+    }
+    if let Some(i) = icount {
+        if let Some(e) = i.entry {
+            let _ = writeln!(
+                out,
+                "icount start-up: first guest instruction after {} instructions since CPU reset (the baseline's {} left out)",
+                e.tsc.saturating_sub(e.baseline_tsc),
+                e.baseline_tsc
+            );
+            if let Some(t) = i.first_line_tsc {
+                let _ = writeln!(
+                    out,
+                    "icount start-up: first guest console line written after {} instructions (same)",
+                    t.saturating_sub(e.baseline_tsc)
+                );
+            }
+        }
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_stats(rows: &[(String, Stat)]) -> String {
+    let items: Vec<String> = rows
+        .iter()
+        .map(|(n, s)| {
+            format!("{}: {{\"median\": {}, \"p10\": {}, \"p90\": {}, \"n\": {}}}", json_str(n), s.median, s.p10, s.p90, s.n)
+        })
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+fn json_report(r: &Report) -> String {
+    let entry = r.entry.map_or("null".into(), |e| {
+        format!(
+            "{{\"tsc\": {}, \"ns\": {}, \"baseline_tsc\": {}, \"baseline_ns\": {}}}",
+            e.tsc, e.ns, e.baseline_tsc, e.baseline_ns
+        )
+    });
+    format!(
+        "{{\"runs\": {}, \"baseline\": {}, \"paths\": {}, \"first_guest_instruction\": {}, \"first_line_tsc\": {}, \
+         \"first_line_host_ns\": {}, \"result\": {}}}",
+        r.runs,
+        json_stats(&r.baseline),
+        json_stats(&r.guest),
+        entry,
+        r.first_line_tsc.map_or("null".into(), |t| t.to_string()),
+        r.first_line_at.map_or("null".into(), |d| d.as_nanos().to_string()),
+        r.result.as_deref().map_or("null".into(), json_str)
+    )
+}
+
+/// The same numbers as [`table`], as JSON: `{"tcg": ..., "icount": ...,
+/// "matching_baseline": {...}, "not_yet": [...]}`, ticks throughout.
+pub fn json(tcg: Option<&Report>, icount: Option<&Report>) -> String {
+    let matching: Vec<String> = PATHS.iter().map(|(p, m)| format!("{}: {}", json_str(p), json_str(m))).collect();
+    let not_yet: Vec<String> = NOT_YET.iter().map(|(p, _)| json_str(p)).collect();
+    format!(
+        "{{\"tcg\": {}, \"icount\": {}, \"matching_baseline\": {{{}}}, \"not_yet\": [{}]}}\n",
+        tcg.map_or("null".into(), json_report),
+        icount.map_or("null".into(), json_report),
+        matching.join(", "),
+        not_yet.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUN: &str = "\
+(RV) ringvisor 0.1.0 - a small hypervisor for Xen PV guests
+(RV) bench: baseline loop median 4 spread 4..4 n=100000 (timing overhead, subtracted from the others)
+(RV) bench: baseline syscall median 2 spread 2..2 n=100000
+(RV) bench: baseline int median 2 spread 2..2 n=100000
+(RV) bench: baseline ud median 3 spread 3..3 n=100000
+(RV) bench: baseline pf median 3 spread 3..3 n=100000
+(RV) bench: first guest instruction at tsc=48674227 ns=48674221 (baseline took tsc=11026675 ns=11026673)
+(RV) d0: running
+(d0) TEST: bench
+(d0) BENCH: first-line tsc=49509065
+(d0) BENCH: loop median 4 spread 4..4 n=20000
+(d0) BENCH: null-hypercall median 707 spread 700..710 n=20000
+(d0) BENCH-CONSOLE 64-byte console_io write, timed (not a result)...
+(d0) BENCH: console-io-64 median 7699 spread 7699..7699 n=500
+(d0) BENCH: int3-bounce median 1968 spread 1968..1968 n=20000
+(d0) BENCH: pf-bounce median 1994 spread 1994..1994 n=20000
+(d0) BENCH: user-syscall median 1983 spread 1983..1983 n=20000
+(d0) BENCH: set-trap-table-32 median 7848 spread 7848..7848 n=20000
+(d0) BENCH: mmu-update-1 median 1034 spread 1034..1034 n=20000
+(d0) BENCH: update-va-mapping median 868 spread 868..868 n=20000
+(d0) RESULT: SUCCESS
+(RV) exit: success (all 1 domain(s) powered off)
+";
+
+    fn parsed() -> Report {
+        Report::parse(RUN.lines().map(|l| (l, Some(Duration::from_millis(5)))))
+    }
+
+    #[test]
+    fn stat_lines() {
+        assert_eq!(
+            parse_stat("median 114 spread 108..131 n=100000 (more)"),
+            Some(Stat { median: 114, p10: 108, p90: 131, n: 100_000 })
+        );
+        assert_eq!(parse_stat("median x spread 1..2 n=3"), None);
+        assert_eq!(parse_stat("median 1 spread 12 n=3"), None);
+        assert_eq!(parse_stat("not yet"), None);
+    }
+
+    #[test]
+    fn a_run_is_read_whole() {
+        let r = parsed();
+        assert_eq!(r.baseline.len(), 5);
+        assert_eq!(r.baseline("syscall").unwrap().median, 2);
+        assert_eq!(r.path("null-hypercall"), Some(Stat { median: 707, p10: 700, p90: 710, n: 20000 }));
+        assert_eq!(r.path("loop").unwrap().median, 4);
+        assert_eq!(r.guest.len(), 9);
+        assert_eq!(
+            r.entry,
+            Some(GuestEntry { tsc: 48674227, ns: 48674221, baseline_tsc: 11026675, baseline_ns: 11026673 })
+        );
+        assert_eq!(r.first_line_tsc, Some(49509065));
+        assert_eq!(r.first_line_at, Some(Duration::from_millis(5)));
+        assert_eq!(r.result.as_deref(), Some("SUCCESS"));
+        assert_eq!(r.check(), Ok(()));
+    }
+
+    #[test]
+    fn check_names_what_is_missing() {
+        let text = RUN.replace("(d0) BENCH: pf-bounce median 1994 spread 1994..1994 n=20000\n", "")
+            .replace("RESULT: SUCCESS", "RESULT: FAILURE: 1 failed")
+            .replace("baseline int median 2", "baseline int median 0");
+        let r = Report::parse(text.lines().map(|l| (l, None)));
+        let e = r.check().unwrap_err();
+        assert!(e.contains("pf-bounce: no BENCH line"), "{e}");
+        assert!(e.contains("guest RESULT: FAILURE"), "{e}");
+        assert!(e.contains("baseline int: median 0"), "{e}");
+        assert!(Report::default().check().unwrap_err().contains("no guest RESULT line"));
+    }
+
+    #[test]
+    fn runs_combine_by_median() {
+        let a = parsed();
+        let mut b = parsed();
+        let mut c = parsed();
+        b.guest[1].1.median = 900;
+        c.guest[1].1.median = 100;
+        c.guest[1].1.p90 = 5000;
+        let m = Report::combine(&[a, b, c]);
+        assert_eq!(m.runs, 3);
+        assert_eq!(m.path("null-hypercall").unwrap().median, 707);
+        assert_eq!(m.path("null-hypercall").unwrap().p90, 710);
+        assert_eq!(m.result.as_deref(), Some("SUCCESS"));
+        assert_eq!(median(vec![5, 1, 3, 2]), 2);
+    }
+
+    #[test]
+    fn the_table_has_every_path_and_ratios() {
+        let r = parsed();
+        let t = table(Some(&r), Some(&r));
+        for (p, _) in PATHS {
+            assert!(t.contains(p), "{p} missing:\n{t}");
+        }
+        // 707 / 2 = 353.5 against syscall; int3 1968 / int 2 = 984.0.
+        assert!(t.lines().any(|l| l.starts_with("null-hypercall") && l.contains("353.5")), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("int3-bounce") && l.contains("984.0")), "{t}");
+        assert!(t.contains("event-ping-pong: not yet"), "{t}");
+        assert!(t.contains("first guest instruction after 37647552 instructions"), "{t}");
+        let only_tcg = table(Some(&r), None);
+        assert!(only_tcg.lines().any(|l| l.starts_with("null-hypercall") && l.trim_end().ends_with("syscall")));
+    }
+
+    #[test]
+    fn json_is_well_formed_enough() {
+        let r = parsed();
+        let j = json(Some(&r), None);
+        assert!(j.starts_with("{\"tcg\": {\"runs\": 1, \"baseline\": {\"loop\": {\"median\": 4"), "{j}");
+        assert!(j.contains("\"icount\": null"));
+        assert!(j.contains("\"null-hypercall\": \"syscall\""));
+        assert_eq!(j.matches('{').count(), j.matches('}').count());
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn guest_lines_from_any_domain() {
+        assert_eq!(guest_part("(d12) BENCH: x"), Some("BENCH: x"));
+        assert_eq!(guest_part("(RV) d0: running"), None);
+        assert_eq!(guest_part("(d) x"), None);
+    }
+}

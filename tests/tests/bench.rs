@@ -1,0 +1,56 @@
+//! Smoke test of `cargo xtask bench`: one short run in QEMU's icount mode
+//! (a tick is one instruction, so the numbers are exact), read with the
+//! same code xtask uses. No timing target is asserted here: only that
+//! every line is there, positive, and that each PV path costs more than
+//! the bare hardware round trip it is built on.
+//!
+//! Cases:
+//! - the hypervisor prints every baseline (`syscall`, `int`, `ud`, `pf`)
+//!   and the first-guest-instruction time; the guest prints every path and
+//!   `RESULT: SUCCESS`; the run ends in SUCCESS;
+//! - null hypercall > bare syscall; int3 bounce > bare int; #PF bounce >
+//!   bare #PF; user syscall > bare syscall;
+//! - the bare round trips are deterministic under icount (p10 == p90).
+
+use ringvisor_tests::bench::{Report, PATHS};
+use ringvisor_tests::build;
+use ringvisor_tests::guest::GuestSpec;
+use ringvisor_tests::qemu::{Qemu, Verdict};
+use std::time::Duration;
+
+#[test]
+fn bench_runs_and_reports_sane_numbers() {
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let guest = build::test_guest("guest-bench").unwrap_or_else(|e| panic!("no guest-bench: {e}"));
+    let timeout = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
+    let mut q = Qemu::kernel(elf)
+        .cmdline("bench")
+        .guest(GuestSpec::new(guest).args("n=300 rounds=3 console=6"))
+        .timeout(Some(Duration::from_secs_f64(timeout)));
+    q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
+    let out = q.run().unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    eprintln!("bench (icount): {}", out.summary());
+    let r = Report::from_run(&out);
+    assert_eq!(out.verdict, Verdict::Success, "{}\n{}", out.summary(), out.transcript());
+    if let Err(e) = r.check() {
+        panic!("bench run incomplete:\n{e}\n--- console ---\n{}", out.transcript());
+    }
+    let base = |n: &str| r.baseline(n).unwrap();
+    let path = |n: &str| r.path(n).unwrap();
+    for (p, b) in [("null-hypercall", "syscall"), ("int3-bounce", "int"), ("pf-bounce", "pf"), ("user-syscall", "syscall")] {
+        assert!(
+            path(p).median > base(b).median,
+            "{p} ({} instructions) should cost more than the bare {b} round trip ({})",
+            path(p).median,
+            base(b).median
+        );
+    }
+    for b in ["syscall", "int", "ud", "pf"] {
+        assert_eq!(base(b).p10, base(b).p90, "bare {b} under icount should not vary: {:?}", base(b));
+    }
+    assert_eq!(r.guest.len(), PATHS.len() + 1, "every path and the loop: {:?}", r.guest);
+    eprintln!("{}", ringvisor_tests::bench::table(None, Some(&r)));
+}
