@@ -234,9 +234,9 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         let mfn = p2m[pfn as usize];
         let rw = if (pt_first..pt_last).contains(&pfn) { 0 } else { PTE_RW };
         frame_u64s(t)[((va >> 12) & 511) as usize] = mfn << 12 | PTE_P | PTE_US | PTE_A | PTE_D | rw;
-        if rw != 0 {
-            ft.get_mut(mfn).unwrap().writable += 1;
-        }
+        let info = ft.get_mut(mfn).unwrap();
+        info.mapped += 1;
+        info.writable += (rw != 0) as u32;
         va += PAGE;
     }
     debug_assert!(next_pt <= pt_last);
@@ -299,6 +299,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     Ok(Domain {
         id,
         name: mc.name().to_string(),
+        max_pages: nr_pages,
         p2m,
         shared_info_mfn: shared.0,
         privileged: id == 0,
@@ -311,6 +312,9 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         console,
     })
 }
+
+/// A pseudo-physical page with no machine frame (given back).
+pub const INVALID_MFN: u64 = !0;
 
 fn release_frames(mfns: &[u64], ft: &mut FrameTable) {
     for &mfn in mfns {
@@ -325,6 +329,8 @@ pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
     if d.p2m.is_empty() {
         return; // already done
     }
+    // Pages the guest gave back are INVALID_MFN in its P2M.
+    d.p2m.retain(|&m| m != INVALID_MFN);
     release_frames(&d.p2m, ft);
     release_frames(&[d.shared_info_mfn], ft);
     d.p2m = Vec::new();

@@ -30,8 +30,11 @@ mod domain {
     pub struct Domain {
         pub id: DomId,
         pub name: String,
-        /// Pseudo-physical to machine frame numbers (the P2M).
+        /// Pseudo-physical to machine frame numbers (the P2M); a page the
+        /// guest gave back is `builder::INVALID_MFN`.
         pub p2m: Vec<u64>,
+        /// The most pages it may hold (`maximum_reservation`).
+        pub max_pages: u64,
         pub shared_info_mfn: u64,
         pub privileged: bool,
         /// `vm_assist` bits enabled.

@@ -3,9 +3,11 @@
 //! The PV rules (Xen's `page_info` model, simplified): a guest may map only
 //! frames it owns; a frame used as a page table (typed L1-L4) may never be
 //! mapped writable, and a frame with writable mappings may not become a
-//! page table. `writable` counts a frame's writable mappings in the
-//! domain's L1 tables; `table_refs` counts the references that keep it a
-//! page table (pins, entries of a higher-level table, the vCPU's CR3).
+//! page table. `mapped` counts a frame's mappings in the domain's L1
+//! tables and `writable` the writable ones among them; `table_refs` counts
+//! the references that keep it a page table (pins, entries of a
+//! higher-level table, a vCPU's CR3). A frame is given back (balloon,
+//! `decrease_reservation`) only when none of these hold it.
 
 use alloc::vec::Vec;
 
@@ -31,12 +33,19 @@ pub struct FrameInfo {
     pub owner: u16,
     pub kind: Kind,
     pub pinned: bool,
+    pub mapped: u32,
     pub writable: u32,
     pub table_refs: u32,
 }
 
 impl FrameInfo {
-    const FREE: FrameInfo = FrameInfo { owner: OWNER_NONE, kind: Kind::Normal, pinned: false, writable: 0, table_refs: 0 };
+    const FREE: FrameInfo =
+        FrameInfo { owner: OWNER_NONE, kind: Kind::Normal, pinned: false, mapped: 0, writable: 0, table_refs: 0 };
+
+    /// Nothing holds it: no mapping, not a page table or GDT.
+    pub fn unused(&self) -> bool {
+        self.kind == Kind::Normal && !self.pinned && self.mapped == 0 && self.table_refs == 0
+    }
 }
 
 pub struct FrameTable {

@@ -105,7 +105,7 @@ fn iopl_ok(d: &Domain) -> bool {
     v.iopl >= cpl
 }
 
-fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
+pub fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
     match n {
         0 => &mut f.rax,
         1 => &mut f.rcx,

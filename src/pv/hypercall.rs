@@ -103,7 +103,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
         HYPERVISOR_PHYSDEV_OP => physdev_op(d, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
-        HYPERVISOR_MEMORY_OP => memory_op(d, space, a[0], a[1]),
+        HYPERVISOR_MEMORY_OP => memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => set_timer_op(d, a[0]),
         _ => err(ENOSYS),
     }
@@ -334,12 +334,6 @@ fn vm_assist(d: &mut Domain, cmd: u64, ty: u64) -> Ret {
         | 1 << VMASST_TYPE_M2P_STRICT;
     if ty >= 64 || VALID & (1 << ty) == 0 {
         return err(EINVAL);
-    }
-    if ty == VMASST_TYPE_WRITABLE_PAGETABLES as u64 && cmd as u32 == VMASST_CMD_ENABLE {
-        // Emulating guest writes to its page tables is not done yet: say
-        // so, rather than accept and then bounce every such write as #PF.
-        crate::warn!("d{}: vm_assist writable_pagetables is not implemented (-ENOSYS)", d.id);
-        return err(ENOSYS);
     }
     match cmd as u32 {
         VMASST_CMD_ENABLE => d.vm_assist |= 1 << ty,
@@ -701,16 +695,33 @@ fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, vcp
     }
 }
 
-fn memory_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
-    let nr_pages = d.p2m.len() as Ret;
+    let nr_pages = d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
     match cmd as u32 {
         XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
-            Ok(id) if id == DOMID_SELF || id == d.id => nr_pages,
+            Ok(id) if id == DOMID_SELF || id == d.id => {
+                if cmd as u32 == XENMEM_CURRENT_RESERVATION {
+                    nr_pages
+                } else {
+                    d.max_pages as Ret
+                }
+            }
             Ok(_) => err(EPERM),
             Err(_) => err(EFAULT),
         },
+        XENMEM_DECREASE_RESERVATION | XENMEM_INCREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
+            let Ok(r) = space.read::<XenMemoryReservation>(arg) else { return err(EFAULT) };
+            if r.domid != DOMID_SELF && r.domid != d.id {
+                return err(EPERM);
+            }
+            // Single pages only (what PV kernels ask for); bounded per call.
+            if r.extent_order != 0 || r.nr_extents > crate::pv::mm::MAX_BATCH {
+                return err(EINVAL);
+            }
+            crate::pv::mm::reservation(d, ft, space, cmd as u32, r.extent_start, r.nr_extents)
+        }
         XENMEM_MEMORY_MAP => {
             // The guest's pseudo-physical map: all its pages, one RAM range.
             let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };

@@ -21,6 +21,8 @@
 use ringvisor_abi::errno::*;
 use ringvisor_abi::xen::*;
 
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::pv::insn::{decode_pte_store, StoreKind};
 use crate::domain::Domain;
 use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging::{self, phys_to_virt};
@@ -65,12 +67,13 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
         return Err(EPERM);
     }
     if level == 1 {
-        if val & PTE_RW != 0 {
-            if matches!(info.kind, Kind::Table(_) | Kind::Gdt) {
-                return Err(EINVAL);
-            }
-            ft.get_mut(target).unwrap().writable += 1;
+        let rw = val & PTE_RW != 0;
+        if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt) {
+            return Err(EINVAL);
         }
+        let info = ft.get_mut(target).unwrap();
+        info.mapped += 1;
+        info.writable += rw as u32;
         return Ok((val | PTE_US) & !PTE_G);
     }
     get_table(d, ft, target, level - 1)?;
@@ -85,7 +88,8 @@ fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
     let target = (old & PTE_ADDR) >> 12;
     if let Some(info) = ft.get_mut(target) {
         if level == 1 {
-            if old & PTE_RW != 0 && info.kind == Kind::Normal {
+            info.mapped = info.mapped.saturating_sub(1);
+            if old & PTE_RW != 0 {
                 info.writable = info.writable.saturating_sub(1);
             }
         } else if info.kind == Kind::Table(level - 1) {
@@ -330,6 +334,106 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
         }
         _ => err(ENOSYS),
     }
+}
+
+/// `decrease_reservation` (give back frames: the list holds MFNs, as for
+/// every PV guest), `increase_reservation` (take new frames: their MFNs
+/// are written to the list) and `populate_physmap` (new frames for the
+/// listed pseudo-physical pages, MFNs written back). Returns how many
+/// were done; stops at the first that cannot be.
+pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u32, list: u64, n: u64) -> Ret {
+    use crate::domain::builder::INVALID_MFN;
+    use ringvisor_abi::memory::*;
+    for i in 0..n {
+        let at = list + i * 8;
+        let Ok(arg) = space.read_u64(at) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
+        if cmd == XENMEM_DECREASE_RESERVATION {
+            // Only a frame nothing holds: not mapped, not a page table.
+            let mfn = arg;
+            let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused());
+            let slot = d.p2m.iter().position(|&m| m == mfn);
+            let (true, Some(pfn)) = (ok, slot) else { return i as Ret };
+            d.p2m[pfn] = INVALID_MFN;
+            ft.release(mfn);
+            paging::m2p_set(mfn, paging::M2P_INVALID);
+            let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
+            continue;
+        }
+        let held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
+        if held >= d.max_pages {
+            return i as Ret;
+        }
+        // The pseudo-physical page it becomes.
+        let pfn = if cmd == XENMEM_POPULATE_PHYSMAP {
+            if arg >= d.max_pages || d.p2m.get(arg as usize).is_some_and(|&m| m != INVALID_MFN) {
+                return i as Ret;
+            }
+            arg as usize
+        } else {
+            d.p2m.iter().position(|&m| m == INVALID_MFN).unwrap_or(d.p2m.len())
+        };
+        let Some(f) = paging::with_frames(|fa| fa.alloc()) else { return i as Ret };
+        // SAFETY: a frame just taken from the pool, in the direct map.
+        unsafe { core::ptr::write_bytes(phys_to_virt(f.addr()) as *mut u8, 0, 4096) };
+        ft.assign(f.0, d.id, Kind::Normal);
+        if pfn >= d.p2m.len() {
+            d.p2m.resize(pfn + 1, INVALID_MFN);
+        }
+        d.p2m[pfn] = f.0;
+        paging::m2p_set(f.0, pfn as u64);
+        if space.write(at, &f.0).is_err() {
+            return i as Ret; // the frame stays the domain's; it is counted
+        }
+    }
+    n as Ret
+}
+
+/// Writable page tables (`vm_assist(writable_pagetables)`, Xen's ptwr):
+/// a guest kernel writing a page-table entry directly takes a #PF (its
+/// tables are mapped read-only); if the instruction is a plain 64-bit
+/// store to one entry (`mov r64, m64`; `mov imm32, m64`; `xchg`; `lock
+/// cmpxchg`), we apply it as `mmu_update` would, with every check, and
+/// step past it. Anything else is bounced as the #PF it is. `cr2` is the
+/// address written; `insn` the bytes at rip.
+pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, insn: &[u8]) -> bool {
+    if cr2 % 8 != 0 {
+        return false;
+    }
+    let Ok(pa) = translate(d.v().current_table(), cr2, false) else { return false };
+    let mfn = pa >> 12;
+    let level = match ft.get(mfn) {
+        Some(i) if i.owner == d.id => match i.kind {
+            Kind::Table(l) => l,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Some(op) = decode_pte_store(insn) else { return false };
+    let index = ((pa & 0xfff) / 8) as usize;
+    let cur = read_pte(mfn, index);
+    use crate::pv::emulate::gpr as reg;
+    let new = match op.kind {
+        StoreKind::Reg(r) | StoreKind::Xchg(r) => *reg(f, r),
+        StoreKind::Imm(v) => v,
+        StoreKind::Cmpxchg(r) => {
+            if cur != f.rax {
+                f.rax = cur;
+                f.rflags &= !(1 << 6); // ZF clear: no store
+                f.rip += op.len as u64;
+                return true;
+            }
+            f.rflags |= 1 << 6;
+            *reg(f, r)
+        }
+    };
+    if update_entry(d, ft, mfn, level, index, new) != 0 {
+        return false;
+    }
+    if let StoreKind::Xchg(r) = op.kind {
+        *reg(f, r) = cur;
+    }
+    f.rip += op.len as u64;
+    true
 }
 
 /// Take a reference on `mfn` as a top-level table (validating it if it is

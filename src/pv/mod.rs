@@ -22,6 +22,7 @@ pub mod entry;
 #[cfg(target_os = "none")]
 pub mod event;
 pub mod evtchn;
+pub mod insn;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 #[cfg(target_os = "none")]

@@ -372,6 +372,17 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             let cr2 = unsafe { x86::controlregs::cr2() } as u64;
             d.v_mut().cr2 = cr2;
             set_vcpu_cr2(d, cr2);
+            // A direct write to one of its own page tables, with writable
+            // page tables on: applied (checked) and stepped over.
+            let ptwr_on = d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
+            if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
+                let mut insn = [0u8; 15];
+                let n = fetch(d, f.rip, &mut insn);
+                if crate::pv::mm::ptwr(d, ft, f, cr2, &insn[..n]) {
+                    crate::trace!(crate::trace::TRACE_EMULATE, "d{} emulate page-table write at {cr2:#x}", d.id);
+                    return;
+                }
+            }
             // The CPU saw a ring-3 access either way; the guest must see
             // "user" only for its user mode (Xen does the same).
             let ec = if d.v().kernel_mode { f.error_code & !4 } else { f.error_code | 4 };
