@@ -29,6 +29,11 @@
 //!   mapping a scratch page alternately to two frames of the guest's.
 //! - `update-va-mapping`: the same change through `update_va_mapping`
 //!   with `UVMF_INVLPG`.
+//! - `event-send-upcall`: `EVTCHNOP_send` on an IPI port of this vCPU
+//!   (`EVTCHNOP_bind_ipi`), events unmasked: the hypercall returns through
+//!   the event callback, whose handler clears the port's pending bits,
+//!   counts the upcall and returns with `HYPERVISOR_iret`. Every send must
+//!   have produced exactly one upcall.
 //!
 //! Also `BENCH: first-line tsc=<T>`: the TSC right after the guest's first
 //! console line (`TEST: bench`) was written.
@@ -37,8 +42,8 @@
 //! 20000), `rounds=R` (default 10), `console=N` iterations of the console
 //! case (default 500: each one prints a line).
 //!
-//! Not yet (no events in the hypervisor): event send → upcall, event
-//! ping-pong between two domains, domain switch.
+//! Not yet: event ping-pong between two domains and the domain switch
+//! (they need a second domain to talk to).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -47,7 +52,7 @@ use core::arch::asm;
 use pvguest::abi::{self, StartInfo, TrapInfo};
 use pvguest::cell::{GuestCell, Page};
 use pvguest::hypercall::{self as hc, stub_addr};
-use pvguest::report::{self, check_rc, fail};
+use pvguest::report::{self, check_eq, check_rc, fail};
 use pvguest::{println, start_info, traps};
 
 pvguest::guest_main!("bench", run);
@@ -55,7 +60,7 @@ pvguest::guest_main!("bench", run);
 /// Samples kept per case.
 const MAX_N: usize = 20_000;
 
-const CASES: [&str; 9] = [
+const CASES: [&str; 10] = [
     "loop",
     "null-hypercall",
     "console-io-64",
@@ -65,6 +70,7 @@ const CASES: [&str; 9] = [
     "set-trap-table-32",
     "mmu-update-1",
     "update-va-mapping",
+    "event-send-upcall",
 ];
 const LOOP: usize = 0;
 const NULL: usize = 1;
@@ -75,6 +81,7 @@ const USER_SYSCALL: usize = 5;
 const TRAP_TABLE: usize = 6;
 const MMU_UPDATE: usize = 7;
 const UVA: usize = 8;
+const EVENT: usize = 9;
 
 /// One u32 per iteration per case. Written by guest kernel and user mode
 /// alike (the user page table is the kernel's, all of it user-accessible).
@@ -136,6 +143,21 @@ bench_pf_entry:                 /* #PF is a fault: rip is the load */
     jmp hypercall_page + {iret}
 
     .balign 16
+    .globl bench_event_entry
+bench_event_entry:              /* no error code; rip is where it came in */
+    movb $0, {si}+{upcall_pending}(%rip)
+    movq $0, {si}+{pending_sel}(%rip)
+    push %rax
+    mov {port}(%rip), %eax
+    lock btr %rax, {si}+{evtchn_pending}(%rip)
+    pop %rax
+    incq {upcalls}(%rip)
+    pop %rcx
+    pop %r11
+    pushq $0                    /* flags */
+    jmp hypercall_page + {iret}
+
+    .balign 16
     .globl bench_syscall_entry
 bench_syscall_entry:            /* rcx/r11 slots: user rip and rflags */
     pop %rcx
@@ -145,10 +167,22 @@ bench_syscall_entry:            /* rcx/r11 slots: user rip and rflags */
 "#,
     iret = const abi::HYPERVISOR_IRET as u64 * abi::HYPERCALL_STUB_SIZE as u64,
     in_syscall = const abi::VGCF_IN_SYSCALL,
+    si = sym start_info::SHARED_INFO,
+    upcall_pending = const core::mem::offset_of!(abi::VcpuInfo, evtchn_upcall_pending),
+    pending_sel = const core::mem::offset_of!(abi::VcpuInfo, evtchn_pending_sel),
+    evtchn_pending = const core::mem::offset_of!(abi::SharedInfo, evtchn_pending),
+    port = sym EVENT_PORT,
+    upcalls = sym UPCALLS,
     options(att_syntax)
 );
 
+/// The IPI port the event case sends on (read by `bench_event_entry`),
+/// and the upcalls that handler has taken.
+static EVENT_PORT: GuestCell<u64> = GuestCell::new(0);
+static UPCALLS: GuestCell<u64> = GuestCell::new(0);
+
 extern "C" {
+    fn bench_event_entry();
     fn bench_int3_entry();
     fn bench_pf_entry();
     fn bench_syscall_entry();
@@ -354,6 +388,27 @@ fn run(si: &StartInfo) {
     }) {
         report::error(format_args!("user-mode syscall: {t}"));
     }
+    let mut ipi = abi::EvtchnBindIpi { vcpu: 0, port: 0 };
+    // SAFETY: the hypervisor writes the port into `ipi`.
+    let rc = unsafe { hc::hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP, abi::EVTCHNOP_BIND_IPI.into(), &mut ipi as *mut _ as u64, 0, 0, 0) };
+    if rc != 0 {
+        report::error(format_args!("event_channel_op(bind_ipi) = {}", report::Rc(rc)));
+    }
+    EVENT_PORT.set(ipi.port.into());
+    let send = abi::EvtchnSend { port: ipi.port };
+    let send_ptr = &send as *const _ as u64;
+    // SAFETY: the entry point is ours (above).
+    let rc = unsafe { hc::register_callback(abi::CALLBACKTYPE_EVENT, 0, bench_event_entry as *const () as u64) };
+    if rc != 0 {
+        report::error(format_args!("callback_op(register event) = {}", report::Rc(rc)));
+    }
+    start_info::set_upcall_mask(0);
+    time_hypercall(abi::HYPERVISOR_EVENT_CHANNEL_OP, abi::EVTCHNOP_SEND.into(), send_ptr, 0, 0);
+    start_info::set_upcall_mask(1);
+    if UPCALLS.get() != 1 {
+        report::error(format_args!("EVTCHNOP_send on IPI port {}: {} upcalls, want 1", ipi.port, UPCALLS.get()));
+    }
+    UPCALLS.set(0);
 
     // The page-table cases flip the scratch page between its own frame
     // (ptes[0]) and OTHER's (ptes[1]): every update is a real change.
@@ -400,7 +455,14 @@ fn run(si: &StartInfo) {
             record(PF, time_pf(UNMAPPED));
         }
         traps::install_default_trap_table();
+        start_info::set_upcall_mask(0);
+        for _ in 0..k {
+            record(EVENT, time_hypercall(abi::HYPERVISOR_EVENT_CHANNEL_OP, abi::EVTCHNOP_SEND.into(), send_ptr, 0, 0));
+        }
+        start_info::set_upcall_mask(1);
     }
+    check_eq("one upcall per EVTCHNOP_send", UPCALLS.get(), DONE.get()[EVENT] as u64);
+    traps::register_callback(abi::CALLBACKTYPE_EVENT, 0);
     if cur != 0 {
         // SAFETY: maps the scratch page to its own frame again.
         unsafe { hc::update_va_mapping(scratch, ptes[0], abi::UVMF_INVLPG) };
