@@ -60,6 +60,11 @@ pub fn print(args: fmt::Arguments) {
     let _ = Sink(&mut s).write_fmt(args);
 }
 
+/// A byte typed on the serial line, if one is waiting.
+pub fn try_read() -> Option<u8> {
+    SERIAL.lock().as_mut()?.inner_mut().try_receive_byte().ok()
+}
+
 /// For the fatal path: take the console even if the faulting code held it.
 pub fn print_emergency(args: fmt::Arguments) {
     if SERIAL.is_locked() {

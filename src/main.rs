@@ -18,6 +18,8 @@ pub mod bench;
 pub mod boot_info;
 pub mod calendar;
 pub mod cmdline;
+#[cfg(target_os = "none")]
+pub mod debugkeys;
 pub mod domain;
 pub mod mm;
 pub mod pv;

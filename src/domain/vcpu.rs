@@ -74,6 +74,8 @@ pub struct Vcpu {
     /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
     pub iopl: u32,
     pub fpu: FpuState,
+    /// An exception to bounce on the next return (debug key `i`).
+    pub inject: Option<u8>,
     /// Blocked in `sched_op(block/poll)` until an event (or its timeout).
     pub blocked: bool,
     /// Ports a `sched_op(poll)` waits on (empty: not polling).
@@ -120,6 +122,7 @@ impl Vcpu {
             cr2: 0,
             iopl: 0,
             fpu: FpuState::initial(),
+            inject: None,
             blocked: false,
             poll: alloc::vec::Vec::new(),
             singleshot: None,

@@ -65,6 +65,14 @@ pub fn before_guest_return(f: &mut TrapFrame) {
             sched::crash(d, format!("bad return frame cs {:#x} ss {:#x} rip {:#x}", f.cs, f.ss, f.rip));
             continue;
         }
+        // An exception injected by hand (debug key `i`).
+        if let Some(vector) = d.v_mut().inject.take() {
+            let ec = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30).then_some(0);
+            crate::pv::traps::inject(d, f, vector, ec);
+            if !d.is_alive() {
+                continue;
+            }
+        }
         // Events waiting and unmasked: the event callback runs first.
         crate::pv::event::deliver_upcall(d, f);
         if !d.is_alive() {

@@ -71,6 +71,15 @@ fn pending_sel(d: &Domain, vcpu: usize) -> &'static AtomicU64 {
     word(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_pending_sel))
 }
 
+/// (pending, masked) of a port, for the debug keys.
+pub fn port_bits(d: &Domain, port: Port) -> (bool, bool) {
+    let bit = 1u64 << (port % 64);
+    (
+        pending_word(d, port).load(Ordering::Relaxed) & bit != 0,
+        mask_word(d, port).load(Ordering::Relaxed) & bit != 0,
+    )
+}
+
 pub fn is_pending(d: &Domain, port: Port) -> bool {
     pending_word(d, port).load(Ordering::Relaxed) & 1 << (port % 64) != 0
 }

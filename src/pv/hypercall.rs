@@ -68,6 +68,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
     let d = &hv.domains[cur];
+    crate::trace::record(crate::trace::Record { what: hypercall_name(nr), dom: d.id, vcpu: d.cur as u16, a: a[0], b: ret as u64 });
     crate::trace!(
         TRACE_HYPERCALL,
         "d{}v0 hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",

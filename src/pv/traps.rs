@@ -243,6 +243,13 @@ fn fault_words(e: &Fault) -> &'static str {
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     let from = if d.v().kernel_mode { "kernel" } else { "user" };
     let (old_rip, old_cs) = (f.rip, f.cs);
+    crate::trace::record(crate::trace::Record {
+        what: b.what,
+        dom: d.id,
+        vcpu: d.cur as u16,
+        a: old_rip,
+        b: b.error_code.unwrap_or(0),
+    });
     match bounce(d, f, &b) {
         Ok(frame) => {
             crate::trace!(

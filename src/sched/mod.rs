@@ -346,6 +346,7 @@ pub fn start(hv: Hv) -> ! {
 /// blocked current vCPU and time slices, idle when nothing can run.
 /// `f` is the frame at the top of the stack.
 pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
+    crate::debugkeys::poll(hv, f);
     let cur = (hv.current, hv.domains[hv.current].cur);
     let mut now = crate::arch::x86_64::time::now_ns();
     fire_timers(hv, now);
@@ -399,6 +400,7 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
                 };
                 apic::oneshot(t.saturating_sub(now).max(1_000));
                 idle();
+                crate::debugkeys::poll(hv, f);
                 now = crate::arch::x86_64::time::now_ns();
                 fire_timers(hv, now);
             }

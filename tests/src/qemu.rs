@@ -72,6 +72,9 @@ pub struct Qemu {
     pub echo: bool,
     /// More QEMU arguments, appended last.
     pub extra_args: Vec<String>,
+    /// Typed on the serial line: each `(trigger, bytes)` once, as soon as
+    /// a console line containing `trigger` has appeared.
+    pub send_on: Vec<(String, Vec<u8>)>,
 }
 
 impl Qemu {
@@ -97,7 +100,15 @@ impl Qemu {
             timeout: Some(DEFAULT_TIMEOUT),
             echo: false,
             extra_args: Vec::new(),
+            send_on: Vec::new(),
         }
+    }
+
+    /// Type `bytes` on the serial line once a line containing `trigger`
+    /// has been printed (for the hypervisor's debug keys).
+    pub fn send_on(mut self, trigger: &str, bytes: &[u8]) -> Self {
+        self.send_on.push((trigger.to_string(), bytes.to_vec()));
+        self
     }
 
     /// Sets the hypervisor command line (only for `-kernel` boots).
@@ -188,7 +199,7 @@ impl Qemu {
         }
         let mut command = self.command()?;
         command
-            .stdin(Stdio::null())
+            .stdin(if self.send_on.is_empty() { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd::announce(&command);
@@ -201,6 +212,8 @@ impl Qemu {
         let mut child = KillOnDrop(child);
         let stdout = child.0.stdout.take().expect("piped");
         let stderr = child.0.stderr.take().expect("piped");
+        let mut stdin = child.0.stdin.take();
+        let mut to_send: Vec<(String, Vec<u8>)> = self.send_on.clone();
 
         let lines = Arc::new(Mutex::new(Vec::<Line>::new()));
         let echo = self.echo;
@@ -214,6 +227,19 @@ impl Qemu {
         let status = loop {
             if let Some(st) = child.0.try_wait()? {
                 break st;
+            }
+            if !to_send.is_empty() {
+                let seen = lines.lock().unwrap_or_else(|p| p.into_inner());
+                to_send.retain(|(trigger, bytes)| {
+                    if !seen.iter().any(|l| l.text.contains(trigger.as_str())) {
+                        return true;
+                    }
+                    if let Some(input) = stdin.as_mut() {
+                        let _ = input.write_all(bytes);
+                        let _ = input.flush();
+                    }
+                    false
+                });
             }
             if self.timeout.is_some_and(|t| start.elapsed() >= t) {
                 timed_out = true;

@@ -335,3 +335,20 @@ pub unsafe fn iret(frame: &IretFrame, rbx: u64, r12: u64) -> ! {
         )
     }
 }
+
+/// `event_channel_op(cmd, arg)`.
+///
+/// # Safety
+/// `arg` must point at the struct `cmd` takes; the hypervisor writes its
+/// OUT fields.
+pub unsafe fn event_channel_op(cmd: u32, arg: u64) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP, cmd.into(), arg, 0, 0, 0) }
+}
+
+/// `set_timer_op(timeout)`: a single-shot `VIRQ_TIMER` at absolute system
+/// time `timeout` (ns); 0 cancels it.
+pub fn set_timer_op(timeout: u64) -> i64 {
+    // SAFETY: only arms or cancels the vCPU's timer.
+    unsafe { hypercall5(abi::HYPERVISOR_SET_TIMER_OP, timeout, 0, 0, 0, 0) }
+}

@@ -108,6 +108,7 @@ pub fn timer_interrupt() {
     FIRED.fetch_add(1, Ordering::Relaxed);
     write(REG_EOI, 0);
     crate::sched::request_resched();
+    crate::debugkeys::tick();
 }
 
 pub fn timer_fired() -> u64 {

@@ -1,0 +1,198 @@
+//! Debug keys (like Xen's): type a key on the serial console while guests
+//! run and the hypervisor prints what it knows.
+//!
+//! | key | prints / does |
+//! |---|---|
+//! | `h` | this list |
+//! | `q` | domains: state, vCPUs, memory, ports |
+//! | `d` | every vCPU's registers and PV state |
+//! | `t` | each domain's trap table (the virtual IDT) |
+//! | `e` | each domain's event channels, pending and masked |
+//! | `r` | the last 32 bounces and hypercalls |
+//! | `m` | free memory |
+//! | `i` D V V | inject vector VV (two hex digits) into domain D (one digit) |
+//!
+//! The line is polled on timer ticks (every time slice), so keys are seen
+//! within about 10 ms while any guest runs or the CPU idles.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Mutex;
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::pv::evtchn::Channel;
+use crate::sched::Hv;
+
+static TICK: AtomicBool = AtomicBool::new(false);
+
+/// A key sequence in progress (`i` then domain then vector).
+#[derive(Clone, Copy)]
+enum State {
+    Idle,
+    InjectDomain,
+    InjectVector(u16, Option<u8>),
+}
+
+static STATE: Mutex<State> = Mutex::new(State::Idle);
+
+/// From the timer interrupt: look at the serial line on the next chance.
+pub fn tick() {
+    TICK.store(true, Ordering::Relaxed);
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { crate::console::print(format_args!("{}{}\n", crate::console::TAG, format_args!($($arg)*))) };
+}
+
+/// Handle typed keys (called with the hypervisor state locked, `f` the
+/// running vCPU's live registers).
+pub fn poll(hv: &mut Hv, f: &mut TrapFrame) {
+    if !TICK.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    while let Some(k) = crate::console::try_read() {
+        key(hv, f, k);
+    }
+}
+
+fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
+    let state = *STATE.lock();
+    match state {
+        State::InjectDomain => {
+            *STATE.lock() = match (k as char).to_digit(10) {
+                Some(dom) => State::InjectVector(dom as u16, None),
+                None => {
+                    out!("[debug key i] expected a domain digit");
+                    State::Idle
+                }
+            };
+            return;
+        }
+        State::InjectVector(dom, hi) => {
+            let Some(nib) = (k as char).to_digit(16) else {
+                out!("[debug key i] expected two hex digits of a vector");
+                *STATE.lock() = State::Idle;
+                return;
+            };
+            match hi {
+                None => *STATE.lock() = State::InjectVector(dom, Some(nib as u8)),
+                Some(h) => {
+                    *STATE.lock() = State::Idle;
+                    inject(hv, dom, h << 4 | nib as u8);
+                }
+            }
+            return;
+        }
+        State::Idle => {}
+    }
+    match k {
+        b'h' => {
+            out!("[debug keys] h: help  q: domains  d: vCPU registers  t: trap tables  e: event channels");
+            out!("[debug keys] r: recent bounces/hypercalls  m: memory  i D VV: inject vector VV (hex) into domain D");
+        }
+        b'q' => domains(hv),
+        b'd' => registers(hv, f),
+        b't' => trap_tables(hv),
+        b'e' => events(hv),
+        b'r' => {
+            out!("[debug key r] recent bounces and hypercalls, oldest first:");
+            crate::trace::recent(|r| out!("  d{}v{} {} ({:#x}, {:#x})", r.dom, r.vcpu, r.what, r.a, r.b));
+        }
+        b'm' => {
+            let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
+            out!("[debug key m] {} frames ({} MiB) free", free, free >> 8);
+        }
+        b'i' => *STATE.lock() = State::InjectDomain,
+        b'\r' | b'\n' | b' ' => {}
+        other => out!("[debug keys] no key {:?} (h for help)", other as char),
+    }
+}
+
+fn domains(hv: &Hv) {
+    out!("[debug key q] {} domain(s), d{} on the CPU", hv.domains.len(), hv.domains.get(hv.current).map_or(0, |d| d.id));
+    for d in &hv.domains {
+        let pages = d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count();
+        out!(
+            "  d{} {:<20} {:?} pages {} vcpus {} ports {}",
+            d.id,
+            d.name,
+            d.state,
+            pages,
+            d.vcpus.len(),
+            d.ports.len().saturating_sub(1)
+        );
+        for v in &d.vcpus {
+            out!(
+                "    v{}: {}{}{} {} mode, cr3 {:#x}",
+                v.id,
+                if v.up { "up" } else { "down" },
+                if v.blocked { " blocked" } else { "" },
+                if v.initialised { "" } else { " (no context)" },
+                if v.kernel_mode { "kernel" } else { "user" },
+                v.current_table() << 12
+            );
+        }
+    }
+}
+
+fn registers(hv: &Hv, live: &TrapFrame) {
+    out!("[debug key d] vCPU registers");
+    for (di, d) in hv.domains.iter().enumerate() {
+        for (vi, v) in d.vcpus.iter().enumerate() {
+            let r = if di == hv.current && vi == d.cur { live } else { &v.regs };
+            out!("  d{}v{}: rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}", d.id, vi, r.rip, r.cs, r.rflags, r.rsp, r.ss);
+            out!("    rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x}", r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi);
+            out!(
+                "    kernel stack {:#x}:{:#x} cr2 {:#x} fs {:#x} gs kernel {:#x} user {:#x} iopl {}",
+                v.kernel_ss,
+                v.kernel_sp,
+                v.cr2,
+                v.fs_base,
+                v.gs_base_kernel,
+                v.gs_base_user,
+                v.iopl
+            );
+        }
+    }
+}
+
+fn trap_tables(hv: &Hv) {
+    out!("[debug key t] trap tables (vector: dpl, events masked?, handler)");
+    for d in &hv.domains {
+        for v in &d.vcpus {
+            out!("  d{}v{}: event {:#x} failsafe {:#x} syscall {:#x}", d.id, v.id, v.event.address, v.failsafe.address, v.syscall.address);
+            for (vec, t) in v.trap_table.iter().enumerate().filter(|(_, t)| t.address != 0) {
+                out!("    {:>3}: dpl {} {} {:#x}", vec, t.flags & 3, if t.flags & 4 != 0 { "masked" } else { "      " }, t.address);
+            }
+        }
+    }
+}
+
+fn events(hv: &Hv) {
+    out!("[debug key e] event channels (port: state, vcpu, pending, masked)");
+    for d in hv.domains.iter().filter(|d| d.is_alive()) {
+        out!("  d{}: upcall mask {}", d.id, crate::pv::traps::upcall_mask(d));
+        for port in 1..d.ports.len() as u32 {
+            let Some(c) = d.ports.get(port) else { continue };
+            if c == Channel::Free {
+                continue;
+            }
+            let (pending, masked) = crate::pv::event::port_bits(d, port);
+            out!("    {:>4}: {:?} v{} {} {}", port, c, d.ports.notify(port), pending as u8, masked as u8);
+        }
+    }
+}
+
+/// Inject `vector` into domain `dom` by hand: the next time one of its
+/// vCPUs returns to the guest, the exception is bounced to its handler.
+fn inject(hv: &mut Hv, dom: u16, vector: u8) {
+    match hv.domains.iter_mut().find(|d| d.id == dom && d.is_alive()) {
+        Some(d) if vector < 32 => {
+            let v = d.cur;
+            d.vcpus[v].inject = Some(vector);
+            out!("[debug key i] d{dom}v{v}: vector {vector} ({}) will be injected", crate::arch::x86_64::idt::exception_name(vector as u64));
+        }
+        Some(_) => out!("[debug key i] only exception vectors (0-31) can be injected"),
+        None => out!("[debug key i] no running domain d{dom}"),
+    }
+}

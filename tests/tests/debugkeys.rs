@@ -1,0 +1,45 @@
+//! Debug keys: keys typed on the serial line while a guest runs make the
+//! hypervisor print its state, and `i D VV` injects an exception by hand.
+//!
+//! Cases (one boot of guest-idle, which waits for an injected #BP):
+//! - `h` prints the key list;
+//! - `q` lists d0 with its state and its vCPU;
+//! - `d` prints d0v0's registers;
+//! - `t` prints the trap table (the guest installed vector 3);
+//! - `e` shows the guest's VIRQ_TIMER port;
+//! - `r` shows recent hypercalls (the guest's polls);
+//! - `i003` injects #BP into d0: the guest sees vector 3 and succeeds.
+
+use ringvisor_tests::build;
+use ringvisor_tests::guest::GuestSpec;
+use ringvisor_tests::qemu::{Qemu, Verdict};
+use std::time::Duration;
+
+#[test]
+fn debug_keys_dump_state_and_inject() {
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
+    let out = Qemu::kernel(elf)
+        .guest(GuestSpec::new(idle))
+        .send_on("IDLE: start", b"hqdteri003")
+        .timeout(Some(Duration::from_secs(60)))
+        .run()
+        .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    eprintln!("debug keys: {}", out.summary());
+    let t = out.transcript();
+    let has = |needle: &str| out.lines.iter().any(|l| l.text.contains(needle));
+    let after = |header: &str, needle: &str| {
+        let at = out.lines.iter().position(|l| l.text.contains(header));
+        at.is_some_and(|i| out.lines[i + 1..].iter().any(|l| l.text.contains(needle)))
+    };
+    assert!(has("[debug keys] h: help"), "no help\n{t}");
+    assert!(after("[debug key q]", "d0 guest-idle") && has("Running"), "no domain list\n{t}");
+    assert!(after("[debug key d]", "d0v0: rip 0x"), "no registers\n{t}");
+    assert!(after("[debug key t]", "  3: dpl"), "no trap table entry for vector 3\n{t}");
+    assert!(after("[debug key e]", "Virq(0)"), "no VIRQ_TIMER port\n{t}");
+    assert!(after("[debug key r]", "sched_op"), "no recent hypercalls\n{t}");
+    assert!(has("[debug key i] d0v0: vector 3"), "no injection\n{t}");
+    assert!(has("(d0) INFO: INJECTED: vector 3"), "the guest did not see the injected #BP\n{t}");
+    assert!(has("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
