@@ -303,6 +303,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         p2m,
         shared_info_mfn: shared.0,
         privileged: id == 0,
+        compat: false,
         vm_assist: 0,
         vcpus: core::iter::once(v).chain((1..nr_vcpus as u32).map(Vcpu::new)).collect(),
         cur: 0,

@@ -37,6 +37,9 @@ mod domain {
         pub max_pages: u64,
         pub shared_info_mfn: u64,
         pub privileged: bool,
+        /// A 32-bit (PAE) PV guest: kernel in ring 1, compat-mode segments,
+        /// the 32-bit layouts of the ABI structures.
+        pub compat: bool,
         /// `vm_assist` bits enabled.
         pub vm_assist: u64,
         pub vcpus: Vec<Vcpu>,

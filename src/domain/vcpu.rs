@@ -51,6 +51,9 @@ pub struct Vcpu {
     /// Top-level page tables: kernel and user (`new_user_baseptr`; 0 = none).
     pub guest_table: u64,
     pub guest_table_user: u64,
+    /// 32-bit guests: the hypervisor's own top-level table for this vCPU,
+    /// whose slot 0 holds the guest's PAE L3 (0 for 64-bit guests).
+    pub compat_l4: u64,
     pub trap_table: [TrapEntry; 256],
     pub event: Callback,
     pub failsafe: Callback,
@@ -104,6 +107,7 @@ impl Vcpu {
             kernel_mode: true,
             guest_table: 0,
             guest_table_user: 0,
+            compat_l4: 0,
             trap_table: [TrapEntry::default(); 256],
             event: Callback::default(),
             failsafe: Callback::default(),
@@ -136,12 +140,28 @@ impl Vcpu {
         }
     }
 
-    /// The top-level table for the current guest mode.
+    /// The guest's top-level table for the current guest mode (what its
+    /// CR3 says).
     pub fn current_table(&self) -> u64 {
-        if self.kernel_mode {
+        if self.kernel_mode || self.compat_l4 != 0 {
             self.guest_table
         } else {
             self.guest_table_user
         }
+    }
+
+    /// The table the CPU's CR3 holds while this vCPU runs.
+    pub fn cr3_table(&self) -> u64 {
+        if self.compat_l4 != 0 {
+            self.compat_l4
+        } else {
+            self.current_table()
+        }
+    }
+
+    /// Its address space as its kernel sees it (for hypercall buffers and
+    /// bounce frames).
+    pub fn space(&self) -> crate::pv::guest_mem::GuestSpace {
+        crate::pv::guest_mem::GuestSpace { l4_mfn: self.cr3_table(), user: self.compat_l4 == 0 }
     }
 }

@@ -56,7 +56,14 @@ fn pending_word(d: &Domain, port: Port) -> &'static AtomicU64 {
 }
 
 fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
-    word(d, offset_of!(SharedInfo, evtchn_mask) + (port as usize / 64) * 8)
+    // The bitmaps are little-endian bit arrays: 64-bit words address the
+    // same bits for 32-bit guests; only where the mask array starts differs.
+    let base = if d.compat {
+        offset_of!(ringvisor_abi::x86_32::SharedInfo32, evtchn_mask)
+    } else {
+        offset_of!(SharedInfo, evtchn_mask)
+    };
+    word(d, base + (port as usize / 64) * 8)
 }
 
 fn vcpu_off(vcpu: usize) -> usize {
@@ -67,8 +74,19 @@ fn upcall_pending(d: &Domain, vcpu: usize) -> &'static AtomicU8 {
     byte(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_upcall_pending))
 }
 
-fn pending_sel(d: &Domain, vcpu: usize) -> &'static AtomicU64 {
-    word(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_pending_sel))
+/// Set the selector bit of `port`'s word in `vcpu`'s `evtchn_pending_sel`
+/// (one bit per 64 ports, or per 32 for a 32-bit guest); was it set?
+fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
+    if d.compat {
+        let off = vcpu_off(vcpu) + offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
+        // SAFETY: an aligned u32 inside the domain's shared_info page.
+        let w = unsafe { core::sync::atomic::AtomicU32::from_ptr((si_base(d) + off as u64) as *mut u32) };
+        let bit = 1u32 << (port / 32);
+        w.fetch_or(bit, Ordering::SeqCst) & bit != 0
+    } else {
+        let bit = 1u64 << (port / 64);
+        word(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_pending_sel)).fetch_or(bit, Ordering::SeqCst) & bit != 0
+    }
 }
 
 /// (pending, masked) of a port, for the debug keys.
@@ -100,7 +118,7 @@ pub fn set_pending(d: &mut Domain, port: Port) {
         return;
     }
     let vcpu = (d.ports.notify(port) as usize).min(d.vcpus.len() - 1);
-    if pending_sel(d, vcpu).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) != 0 {
+    if set_sel(d, vcpu, port) {
         return;
     }
     mark_upcall(d, vcpu);
@@ -314,7 +332,7 @@ fn unmask(d: &mut Domain, port: Port) -> Ret {
     // Unmasking a pending port delivers it now (Xen: evtchn_2l_unmask).
     if was & bit != 0
         && pending_word(d, port).load(Ordering::SeqCst) & bit != 0
-        && pending_sel(d, vcpu).fetch_or(1 << (port / 64), Ordering::SeqCst) & (1 << (port / 64)) == 0
+        && !set_sel(d, vcpu, port)
     {
         mark_upcall(d, vcpu);
     }

@@ -52,8 +52,16 @@ fn entry(table_mfn: u64, index: u64) -> u64 {
 }
 
 /// Translate `va` in the address space rooted at `l4_mfn`, for a guest
-/// access (user-mode rights). Returns the machine address.
+/// access with user-mode rights (what a 64-bit guest kernel has: it runs
+/// in ring 3). Returns the machine address.
 pub fn translate(l4_mfn: u64, va: u64, write: bool) -> Result<u64, Fault> {
+    translate_as(l4_mfn, va, write, true)
+}
+
+/// As `translate`; `user: false` for a supervisor access (a 32-bit guest
+/// kernel in ring 1): the user bit is then not required, writes still
+/// need the writable bit (CR0.WP is on).
+pub fn translate_as(l4_mfn: u64, va: u64, write: bool, user: bool) -> Result<u64, Fault> {
     let wbit = if write { 2 } else { 0 };
     if !is_canonical(va) || in_hypervisor_range(va) {
         return Err(Fault { va, level: 0, error_code: wbit | 4 });
@@ -64,7 +72,7 @@ pub fn translate(l4_mfn: u64, va: u64, write: bool) -> Result<u64, Fault> {
         if e & PTE_P == 0 {
             return Err(Fault { va, level, error_code: wbit | 4 });
         }
-        if e & PTE_US == 0 || (write && e & PTE_RW == 0) {
+        if (user && e & PTE_US == 0) || (write && e & PTE_RW == 0) {
             return Err(Fault { va, level, error_code: 1 | wbit | 4 });
         }
         // Guests never get superpages (mm.rs refuses PS above L1).
@@ -79,18 +87,25 @@ pub fn translate(l4_mfn: u64, va: u64, write: bool) -> Result<u64, Fault> {
     Ok(mfn << 12 | (va & 0xfff))
 }
 
-/// One guest address space, as seen from the guest's own ring 3.
+/// One guest address space, as the guest kernel sees it: from ring 3 for
+/// a 64-bit guest (`user`), from ring 1 for a 32-bit one.
 #[derive(Clone, Copy)]
 pub struct GuestSpace {
     pub l4_mfn: u64,
+    pub user: bool,
 }
 
 impl GuestSpace {
+    /// A 64-bit guest's address space rooted at `l4_mfn` (user rights).
+    pub fn new(l4_mfn: u64) -> GuestSpace {
+        GuestSpace { l4_mfn, user: true }
+    }
+
     pub fn read_bytes(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
         let mut done = 0;
         while done < out.len() {
             let at = va.checked_add(done as u64).ok_or(Fault { va, level: 0, error_code: 4 })?;
-            let pa = translate(self.l4_mfn, at, false)?;
+            let pa = translate_as(self.l4_mfn, at, false, self.user)?;
             let n = (4096 - (at & 0xfff) as usize).min(out.len() - done);
             // SAFETY: `pa..pa+n` lies in one guest-owned RAM frame (the walk
             // checked it), read through the direct map.
@@ -106,13 +121,13 @@ impl GuestSpace {
         let mut at = va & !0xfff;
         let end = va.checked_add(data.len() as u64).ok_or(Fault { va, level: 0, error_code: 6 })?;
         while at < end {
-            translate(self.l4_mfn, at.max(va), true)?;
+            translate_as(self.l4_mfn, at.max(va), true, self.user)?;
             at += 4096;
         }
         let mut done = 0;
         while done < data.len() {
             let at = va + done as u64;
-            let pa = translate(self.l4_mfn, at, true)?;
+            let pa = translate_as(self.l4_mfn, at, true, self.user)?;
             let n = (4096 - (at & 0xfff) as usize).min(data.len() - done);
             // SAFETY: as in read_bytes, and the walk found the page writable
             // by the guest, so it is not a page table or hypervisor memory.

@@ -56,7 +56,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         crate::trace!(TRACE_HYPERCALL, "d{}v0 hypercall iret -> rip {:#x} cs {:#x} ({r})", d.id, f.rip, f.cs);
         return;
     }
-    let space = GuestSpace { l4_mfn: hv.domains[cur].v().current_table() };
+    let space = hv.domains[cur].v().space();
     // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
@@ -246,7 +246,7 @@ fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
 /// rax, r11, rcx onto the guest stack below the frame the bounce built, so
 /// the guest stack holds an `iret_context`.
 fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let space = GuestSpace { l4_mfn: d.v().current_table() };
+    let space = d.v().space();
     let c: IretContext = match space.read(f.rsp) {
         Ok(c) => c,
         Err(_) => {

@@ -399,7 +399,7 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
     if cr2 % 8 != 0 {
         return false;
     }
-    let Ok(pa) = translate(d.v().current_table(), cr2, false) else { return false };
+    let Ok(pa) = translate_as(d.v().cr3_table(), cr2, false, !d.compat) else { return false };
     let mfn = pa >> 12;
     let level = match ft.get(mfn) {
         Some(i) if i.owner == d.id => match i.kind {

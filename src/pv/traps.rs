@@ -95,10 +95,17 @@ pub fn set_upcall_mask(d: &Domain, m: u8) {
 }
 
 fn set_vcpu_cr2(d: &Domain, cr2: u64) {
-    let off = core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
-        + core::mem::offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
-    // SAFETY: as upcall_mask; an aligned u64 inside the page.
-    unsafe { ((vcpu_info_addr(d, d.cur) + off as u64) as *mut u64).write_volatile(cr2) }
+    let base = vcpu_info_addr(d, d.cur);
+    if d.compat {
+        let off = core::mem::offset_of!(ringvisor_abi::x86_32::VcpuInfo32, arch);
+        // SAFETY: as upcall_mask; an aligned u32 inside the page.
+        unsafe { ((base + off as u64) as *mut u32).write_volatile(cr2 as u32) }
+    } else {
+        let off = core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
+            + core::mem::offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
+        // SAFETY: as upcall_mask; an aligned u64 inside the page.
+        unsafe { ((base + off as u64) as *mut u64).write_volatile(cr2) }
+    }
 }
 
 /// Switch the vCPU between guest kernel and guest user mode: page tables
@@ -153,7 +160,7 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     push(f.rsp);
     push(f.ss);
     let frame_va = sp.wrapping_sub(n as u64 * 8);
-    let space = GuestSpace { l4_mfn: v.guest_table };
+    let space = GuestSpace::new(v.guest_table);
     let mut bytes = [0u8; 64];
     for (i, w) in words[..n].iter().enumerate() {
         bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -207,7 +214,7 @@ fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     for (i, w) in words.iter().enumerate() {
         bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }
-    if let Err(e) = (GuestSpace { l4_mfn: v.guest_table }).write_bytes(frame_va, &bytes) {
+    if let Err(e) = GuestSpace::new(v.guest_table).write_bytes(frame_va, &bytes) {
         sched::crash(
             d,
             format!("{why}; the failsafe frame could not be written either (stack {:#x}, {})", frame_va, fault_words(&e)),
@@ -357,7 +364,7 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 /// The instruction bytes at `rip` in the guest's current address space.
 pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
-    let space = GuestSpace { l4_mfn: d.v().current_table() };
+    let space = d.v().space();
     let mut n = 0;
     while n < buf.len() {
         let mut b = [0u8; 1];

@@ -126,7 +126,7 @@ pub fn save_guest_gs(v: &mut Vcpu) {
 pub fn load_cr3(v: &Vcpu) {
     // SAFETY: the table is a validated guest L4 (builder or mmuext), with
     // the hypervisor's own slots in place, so the hypervisor stays mapped.
-    unsafe { x86::controlregs::cr3_write(v.current_table() << 12) };
+    unsafe { x86::controlregs::cr3_write(v.cr3_table() << 12) };
 }
 
 /// Read ds, es, fs, gs (the guest's: the hypervisor never loads them).
