@@ -391,7 +391,7 @@ bench_k_exit:
         }
 
         /// Case `c`'s samples, through the direct map.
-        fn samples(&self, c: usize) -> &mut [u32] {
+        fn samples(&mut self, c: usize) -> &mut [u32] {
             let pa = self.bufs.addr() + c as u64 * BUF_PAGES * PAGE;
             // SAFETY: inside the contiguous buffer frames this window owns;
             // the stub is not running while the hypervisor reads them.
@@ -477,7 +477,7 @@ bench_k_exit:
         if len > PAGE {
             return Err("the ring-3 stub is larger than a page");
         }
-        let w = Window::map()?;
+        let mut w = Window::map()?;
         {
             let _lent = Borrowed::take();
             for round in 0..ROUNDS {

@@ -293,7 +293,7 @@ fn l1_entry_maddr(si: &StartInfo, va: u64) -> Option<(u64, u64)> {
         let e = unsafe { ((table_va + index * 8) as *const u64).read_volatile() };
         if level == 1 {
             let mfn = start_info::virt_to_mfn(table_va)?;
-            return Some((mfn << 12 | index * 8, e));
+            return Some(((mfn << 12) | (index * 8), e));
         }
         if e & start_info::PTE_PRESENT == 0 {
             return None;
