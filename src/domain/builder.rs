@@ -53,10 +53,12 @@ fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
     unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
 }
 
-/// Page-table frames needed to map [start, end) with 4 KiB pages.
-fn tables_needed(start: u64, end: u64) -> u64 {
+/// Page-table frames needed to map [start, end) with 4 KiB pages: an L4
+/// and the L3s, L2s, L1s below it; for a 32-bit PAE guest its L3 (the
+/// top) and the L2s and L1s.
+fn tables_needed(start: u64, end: u64, compat: bool) -> u64 {
     let span = |shift: u32| ((end - 1) >> shift) - (start >> shift) + 1;
-    1 + span(39) + span(30) + span(21)
+    1 + if compat { 0 } else { span(39) } + span(30) + span(21)
 }
 
 struct Layout {
@@ -70,14 +72,14 @@ struct Layout {
     v_end: u64,
 }
 
-fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool) -> Result<Layout, String> {
+fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool, compat: bool) -> Result<Layout, String> {
     let v_start = img.virt_base;
     if v_start % PAGE != 0 {
         return Err(format!("VIRT_BASE {v_start:#x} is not page aligned"));
     }
     let round = |x: u64| x.next_multiple_of(PAGE);
     let vphysmap = round(img.virt_kend);
-    let vstartinfo = round(vphysmap + nr_pages * 8);
+    let vstartinfo = round(vphysmap + nr_pages * if compat { 4 } else { 8 });
     let vconsole = console.then_some(vstartinfo + PAGE);
     let vpt = vstartinfo + PAGE + if console { PAGE } else { 0 };
     let mut nr_pt = 1;
@@ -90,7 +92,12 @@ fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool) -> Result<Layout,
         if v_end < v_start || v_end.wrapping_sub(1) < v_start {
             return Err("the bootstrap region wraps around the address space".to_string());
         }
-        if tables_needed(v_start, v_end) <= nr_pt {
+        if compat && v_end > ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64 {
+            return Err(format!(
+                "the bootstrap region ends at {v_end:#x}, in the hypervisor's part of a 32-bit address space"
+            ));
+        }
+        if tables_needed(v_start, v_end, compat) <= nr_pt {
             if (v_end - v_start) / PAGE > nr_pages {
                 return Err(format!(
                     "{} MiB is too little memory: the bootstrap region alone needs {} MiB",
@@ -136,12 +143,12 @@ impl From<&str> for BuildError {
 /// Build domain `id` from a module's bytes and command line.
 pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -> Result<Domain, BuildError> {
     let img = elf::parse(image).map_err(|e| e.to_string())?;
-    if img.class != ElfClass::Elf64 {
-        return Err("32-bit PV guests are not supported yet (64-bit only); refusing this image".into());
-    }
+    // A 32-bit (PAE: the parser refuses others) image runs in ring 1 with
+    // the 32-bit layouts; the differences are marked `compat` below.
+    let compat = img.class == ElfClass::Elf32;
     let nr_pages = mc.options.mem / PAGE;
     // Domain 0 writes its console with console_io; the others get a ring.
-    let l = layout(&img, nr_pages, id != 0)?;
+    let l = layout(&img, nr_pages, id != 0, compat)?;
 
     // Memory: nr_pages frames, all zeroed, owned by the domain.
     let mut p2m = Vec::with_capacity(nr_pages as usize);
@@ -168,9 +175,17 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     ft.assign(shared.0, id, Kind::SharedInfo);
     // The wall clock at system time 0 (version even: stable).
     let si_words = frame_bytes(shared.0);
-    let wc = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, wc_sec);
+    let (wc, wc_hi) = if compat {
+        use ringvisor_abi::x86_32::{ArchSharedInfo32, SharedInfo32};
+        (
+            core::mem::offset_of!(SharedInfo32, wc_sec),
+            core::mem::offset_of!(SharedInfo32, arch) + core::mem::offset_of!(ArchSharedInfo32, wc_sec_hi),
+        )
+    } else {
+        use ringvisor_abi::xen::SharedInfo;
+        (core::mem::offset_of!(SharedInfo, wc_sec), core::mem::offset_of!(SharedInfo, wc_sec_hi))
+    };
     si_words[wc..wc + 4].copy_from_slice(&(crate::arch::x86_64::time::boot_epoch() as u32).to_le_bytes());
-    let wc_hi = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, wc_sec_hi);
     si_words[wc_hi..wc_hi + 4].copy_from_slice(&((crate::arch::x86_64::time::boot_epoch() >> 32) as u32).to_le_bytes());
     // Events start masked on every vCPU (evtchn_upcall_mask = 1).
     let nr_vcpus = (mc.options.vcpus as usize).min(crate::pv::evtchn::MAX_VCPUS);
@@ -199,27 +214,43 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         write(c.guest_va, c.bytes); // the zero-filled tail is already zero
     }
     if let Some(hp) = img.hypercall_page {
-        fill_hypercall_page64(frame_bytes(mfn_of(hp)));
+        if compat {
+            ringvisor_abi::hypercall_page::fill_hypercall_page32(frame_bytes(mfn_of(hp)));
+        } else {
+            fill_hypercall_page64(frame_bytes(mfn_of(hp)));
+        }
     }
 
-    // The P2M list.
+    // The P2M list (32-bit entries for a 32-bit guest).
     for (pfn, &mfn) in p2m.iter().enumerate() {
-        write(l.vphysmap + pfn as u64 * 8, &mfn.to_le_bytes());
+        if compat {
+            write(l.vphysmap + pfn as u64 * 4, &(mfn as u32).to_le_bytes());
+        } else {
+            write(l.vphysmap + pfn as u64 * 8, &mfn.to_le_bytes());
+        }
     }
 
     // The initial page tables, allocated in order from the vpt region.
     let pt_first = pfn_of(l.vpt);
     let pt_last = pt_first + l.nr_pt;
     let mut next_pt = pt_first;
-    let l4 = p2m[next_pt as usize];
+    // The top: an L4 with the hypervisor's slots, or a 32-bit guest's L3.
+    let top_level = if compat { 3 } else { 4 };
+    let top = p2m[next_pt as usize];
     next_pt += 1;
-    let slots = paging::hypervisor_l4_slots();
-    frame_u64s(l4)[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS].copy_from_slice(&slots);
+    if !compat {
+        let slots = paging::hypervisor_l4_slots();
+        frame_u64s(top)[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS].copy_from_slice(&slots);
+    }
+    // Upper levels: user and writable (the leaf decides); a 32-bit
+    // kernel's own pages are supervisor (it runs in ring 1), a 64-bit
+    // kernel's must be user (it runs in ring 3).
     let table_flags = PTE_P | PTE_RW | PTE_US | PTE_A;
+    let leaf_user = if compat { 0 } else { PTE_US };
     let mut va = l.v_start;
     while va < l.v_end {
-        let mut t = l4;
-        for level in (2..=4u32).rev() {
+        let mut t = top;
+        for level in (2..=top_level).rev() {
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
             if frame_u64s(t)[idx] & PTE_P == 0 {
                 let child = p2m[next_pt as usize];
@@ -233,17 +264,17 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         let pfn = pfn_of(va);
         let mfn = p2m[pfn as usize];
         let rw = if (pt_first..pt_last).contains(&pfn) { 0 } else { PTE_RW };
-        frame_u64s(t)[((va >> 12) & 511) as usize] = mfn << 12 | PTE_P | PTE_US | PTE_A | PTE_D | rw;
+        frame_u64s(t)[((va >> 12) & 511) as usize] = mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
         let info = ft.get_mut(mfn).unwrap();
         info.mapped += 1;
         info.writable += (rw != 0) as u32;
         va += PAGE;
     }
     debug_assert!(next_pt <= pt_last);
-    ft.assign(l4, id, Kind::Table(4));
-    let l4_info = ft.get_mut(l4).unwrap();
-    l4_info.pinned = true;
-    l4_info.table_refs = 1;
+    ft.assign(top, id, Kind::Table(top_level as u8));
+    let top_info = ft.get_mut(top).unwrap();
+    top_info.pinned = true;
+    top_info.table_refs = 1;
 
     // Event channels; the console ring's port is the first one.
     let mut ports = crate::pv::evtchn::Ports::new();
@@ -271,22 +302,42 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     let args = mc.guest_args.as_bytes();
     let n = args.len().min(si.cmd_line.len() - 1);
     si.cmd_line[..n].copy_from_slice(&args[..n]);
-    write(l.vstartinfo, ringvisor_abi::as_bytes(&si));
+    if compat {
+        write(l.vstartinfo, ringvisor_abi::as_bytes(&start_info32(&si)));
+    } else {
+        write(l.vstartinfo, ringvisor_abi::as_bytes(&si));
+    }
 
     let mut v = Vcpu::new(0);
     v.up = true;
     v.initialised = true;
-    v.guest_table = l4;
+    v.guest_table = top;
     v.regs.rip = img.entry;
     v.regs.rsp = l.vstack_end;
     v.regs.rsi = l.vstartinfo;
-    v.regs.cs = FLAT_KERNEL_CS64 as u64;
-    v.regs.ss = FLAT_KERNEL_SS64 as u64;
     v.regs.rflags = 0x202;
+    if compat {
+        use ringvisor_abi::x86_32::{FLAT_RING1_CS, FLAT_RING1_DS};
+        v.regs.cs = FLAT_RING1_CS as u64;
+        v.regs.ss = FLAT_RING1_DS as u64;
+        v.data_sels = [FLAT_RING1_DS, FLAT_RING1_DS, 0, 0];
+        v.compat_l4 = match compat_l4(top) {
+            Some(l4) => l4,
+            None => {
+                release_frames(&p2m, ft);
+                release_frames(&[shared.0], ft);
+                return Err(BuildError::NoMemory("out of memory for the vCPU's top-level table".to_string()));
+            }
+        };
+    } else {
+        v.regs.cs = FLAT_KERNEL_CS64 as u64;
+        v.regs.ss = FLAT_KERNEL_SS64 as u64;
+    }
 
     crate::info!(
-        "d{id}: built {} (64-bit, {} MiB): image {:#x}-{:#x} entry {:#x}; start_info {:#x}, {} page-table frames at {:#x}, stack top {:#x}",
+        "d{id}: built {} ({}-bit, {} MiB): image {:#x}-{:#x} entry {:#x}; start_info {:#x}, {} page-table frames at {:#x}, stack top {:#x}",
         mc.name(),
+        if compat { 32 } else { 64 },
         nr_pages * PAGE >> 20,
         img.virt_kstart,
         img.virt_kend,
@@ -303,7 +354,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         p2m,
         shared_info_mfn: shared.0,
         privileged: id == 0,
-        compat: false,
+        compat,
         vm_assist: 0,
         vcpus: core::iter::once(v).chain((1..nr_vcpus as u32).map(Vcpu::new)).collect(),
         cur: 0,
@@ -312,6 +363,34 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         ports,
         console,
     })
+}
+
+/// start_info for a 32-bit guest, from the native one.
+fn start_info32(si: &StartInfo) -> ringvisor_abi::x86_32::StartInfo32 {
+    let mut s = ringvisor_abi::x86_32::StartInfo32::zeroed();
+    s.magic[..15].copy_from_slice(b"xen-3.0-x86_32p");
+    s.nr_pages = si.nr_pages as u32;
+    s.shared_info = si.shared_info as u32;
+    s.flags = si.flags;
+    s.console.mfn = si.console.mfn as u32;
+    s.console.evtchn = si.console.evtchn;
+    s.pt_base = si.pt_base as u32;
+    s.nr_pt_frames = si.nr_pt_frames as u32;
+    s.mfn_list = si.mfn_list as u32;
+    s.cmd_line = si.cmd_line;
+    s
+}
+
+/// A 32-bit guest runs under a top-level table of the hypervisor's: slot
+/// 0 maps the guest's PAE L3 (its 4 GiB), slots 256-271 the hypervisor.
+/// (Xen's compat L4; the guest never sees it.)
+pub fn compat_l4(guest_l3: u64) -> Option<u64> {
+    let f = paging::with_frames(|fa| fa.alloc())?;
+    let t = frame_u64s(f.0);
+    t.fill(0);
+    t[0] = guest_l3 << 12 | PTE_P | PTE_RW | PTE_US | PTE_A;
+    t[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS].copy_from_slice(&paging::hypervisor_l4_slots());
+    Some(f.0)
 }
 
 /// A pseudo-physical page with no machine frame (given back).
@@ -334,6 +413,12 @@ pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
     d.p2m.retain(|&m| m != INVALID_MFN);
     release_frames(&d.p2m, ft);
     release_frames(&[d.shared_info_mfn], ft);
+    for v in &mut d.vcpus {
+        if v.compat_l4 != 0 {
+            let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(v.compat_l4)));
+            v.compat_l4 = 0;
+        }
+    }
     d.p2m = Vec::new();
     d.shared_info_mfn = 0;
 }

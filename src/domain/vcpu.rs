@@ -17,6 +17,8 @@ pub struct TrapEntry {
 pub struct Callback {
     /// 0: not registered.
     pub address: u64,
+    /// Code selector (32-bit guests name one; 0: the flat kernel CS).
+    pub cs: u16,
     /// Mask events on entry (`CALLBACKF_mask_events`).
     pub mask_events: bool,
 }

@@ -26,13 +26,23 @@ const SEG_S: u64 = 1 << 44;
 
 const SEG_DPL: u64 = 3 << 45;
 
-/// The descriptor as it may go into the GDT, or None if it may not.
-pub fn check_descriptor(desc: u64) -> Option<u64> {
+/// The descriptor as it may go into the GDT, or None if it may not. A
+/// 32-bit guest's kernel runs in ring 1: its segments may have DPL 1 (a
+/// DPL 0 one is raised to 1), and it may not have 64-bit code segments.
+pub fn check_descriptor(desc: u64, compat: bool) -> Option<u64> {
     if desc & SEG_P == 0 {
         return Some(desc); // a not-present descriptor only ever faults
     }
     if desc & SEG_S != 0 {
-        return Some(desc | SEG_DPL); // code or data: DPL 3
+        if !compat {
+            return Some(desc | SEG_DPL); // code or data: DPL 3
+        }
+        let long_code = desc & (1 << 43) != 0 && desc & (1 << 53) != 0;
+        if long_code {
+            return None;
+        }
+        let dpl = (desc >> 45) & 3;
+        return Some(if dpl == 0 { desc | 1 << 45 } else { desc });
     }
     // System descriptors: only type 0 (used as the upper half of a
     // 16-byte descriptor), which the CPU never loads.
@@ -92,7 +102,7 @@ pub fn install_gdt(d: &mut Domain, ft: &mut FrameTable, vi: usize, frames: &[u64
     }
     let mut copy = Vec::with_capacity(entries as usize);
     for i in 0..entries as usize {
-        match check_descriptor(frame_u64s(frames[i / 512])[i % 512]) {
+        match check_descriptor(frame_u64s(frames[i / 512])[i % 512], d.compat) {
             Some(desc) => copy.push(desc),
             None => return err(EINVAL),
         }
@@ -124,7 +134,7 @@ pub fn update_descriptor(d: &mut Domain, ft: &mut FrameTable, maddr: u64, desc: 
     if !ok {
         return err(EPERM);
     }
-    let Some(desc) = check_descriptor(desc) else { return err(EINVAL) };
+    let Some(desc) = check_descriptor(desc, d.compat) else { return err(EINVAL) };
     let slot = ((maddr & 0xfff) / 8) as usize;
     frame_u64s(mfn)[slot] = desc;
     let v = d.v_mut();

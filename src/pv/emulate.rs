@@ -137,6 +137,9 @@ fn virtual_cr4() -> u64 {
 }
 
 fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
+    if d.compat && matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
+        return None; // segment bases of 64-bit code only
+    }
     let v = d.v();
     // SAFETY: reading these MSRs has no side effects.
     Some(unsafe {
@@ -161,6 +164,9 @@ fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
 }
 
 fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
+    if d.compat && matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
+        return false;
+    }
     let v = d.v_mut();
     match msr {
         MSR_FS_BASE if is_canonical(val) => {
@@ -193,7 +199,9 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
     while i < insn.len() && i < 4 {
         match insn[i] {
             0x66 => opsize16 = true,
-            0x40..=0x4f => rex = insn[i],
+            // REX exists only in 64-bit code: in a 32-bit guest these
+            // bytes are inc/dec.
+            0x40..=0x4f if !d.compat => rex = insn[i],
             _ => break,
         }
         i += 1;
@@ -237,6 +245,7 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                         let val = match cr {
                             0 => virtual_cr0(d),
                             2 => d.v().cr2,
+                            3 if d.compat => ringvisor_abi::x86_32::xen_pfn_to_cr3(d.v().current_table() as u32) as u64,
                             3 => d.v().current_table() << 12,
                             4 => virtual_cr4(),
                             _ => return false,

@@ -28,7 +28,14 @@ pub fn syscall(f: &mut TrapFrame) {
     with_current(|hv| {
         let cur = hv.current;
         let d = &mut hv.domains[cur];
-        if f.vector == VEC_SYSCALL32 {
+        if d.compat {
+            // 32-bit guests use int $0x82 and their trap table; `syscall`
+            // is not part of their ABI here: #UD, with the frame made a
+            // compat one (the entry assumed a 64-bit guest's selectors).
+            f.cs = if d.v().kernel_mode { 0xe019 } else { 0xe02b };
+            f.ss = if d.v().kernel_mode { 0xe021 } else { 0xe033 };
+            traps::inject(d, f, traps::VEC_UD, None);
+        } else if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
         } else if d.v().kernel_mode {
             hypercall::dispatch(hv, f);
@@ -38,9 +45,27 @@ pub fn syscall(f: &mut TrapFrame) {
     })
 }
 
+/// `int $0x82` from a 32-bit guest kernel (ring 1).
+pub fn compat_hypercall(f: &mut TrapFrame) {
+    with_current(|hv| {
+        let cur = hv.current;
+        if !hv.domains[cur].compat {
+            // A 64-bit guest cannot be in ring 1; be safe anyway.
+            traps::inject(&mut hv.domains[cur], f, traps::VEC_GP, Some(0x82 << 3 | 2));
+            return;
+        }
+        hv.domains[cur].v_mut().kernel_mode = true;
+        crate::pv::compat::dispatch(hv, f);
+    })
+}
+
 pub fn guest_trap(f: &mut TrapFrame) {
     with_current(|hv| {
         let cur = hv.current;
+        if hv.domains[cur].compat {
+            // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
+            hv.domains[cur].v_mut().kernel_mode = f.cs & 3 != 3;
+        }
         traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
     })
 }
@@ -60,8 +85,15 @@ pub fn before_guest_return(f: &mut TrapFrame) {
         // hypervisor fault) is checked here, so it can only ever be the
         // guest's problem: hypercalls and bounces store validated values,
         // so failing this means a hypervisor bug, caught early.
-        let ok_cs = matches!(f.cs as u16, 0xe033 | 0xe023);
-        if !ok_cs || f.ss as u16 != 0xe02b || !crate::pv::guest_mem::is_canonical(f.rip) {
+        let ok = if d.compat {
+            // Ring 1 or 3, compat segments, 32-bit addresses.
+            matches!((f.cs as u16, f.ss as u16), (0xe019, 0xe021) | (0xe02b, 0xe033))
+                || crate::pv::compat::guest_selectors_ok(d, f.cs as u16, f.ss as u16)
+        } else {
+            matches!(f.cs as u16, 0xe033 | 0xe023) && f.ss as u16 == 0xe02b
+        };
+        let addr_ok = if d.compat { f.rip >> 32 == 0 } else { crate::pv::guest_mem::is_canonical(f.rip) };
+        if !ok || !addr_ok {
             sched::crash(d, format!("bad return frame cs {:#x} ss {:#x} rip {:#x}", f.cs, f.ss, f.rip));
             continue;
         }

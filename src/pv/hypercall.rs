@@ -112,7 +112,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
 
 /// `set_timer_op(timeout)`: a single-shot timer at absolute system time
 /// `timeout` (ns); 0 cancels it; a time already past fires at once.
-fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
+pub(crate) fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
     d.v_mut().singleshot = (timeout != 0).then_some(timeout);
     0
 }
@@ -170,9 +170,9 @@ fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
     0
 }
 
-fn callback(address: u64, flags: u16) -> Option<Callback> {
+pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
     (address == 0 || guest_code_address(address))
-        .then_some(Callback { address, mask_events: flags & CALLBACKF_MASK_EVENTS != 0 })
+        .then_some(Callback { address, cs: 0, mask_events: flags & CALLBACKF_MASK_EVENTS != 0 })
 }
 
 /// 64-bit `set_callbacks(event, failsafe, syscall)`: events masked on
@@ -191,7 +191,7 @@ fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret
 
 /// The vCPU's slot for a `CALLBACKTYPE_*`, if the type is one a 64-bit
 /// guest has.
-fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Option<&mut Callback> {
+pub(crate) fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Option<&mut Callback> {
     Some(match type_ {
         CALLBACKTYPE_EVENT => &mut v.event,
         CALLBACKTYPE_FAILSAFE => &mut v.failsafe,
@@ -229,7 +229,7 @@ fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     }
 }
 
-fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
+pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
     let ts = set != 0;
     d.v_mut().cr0_ts = ts;
     // SAFETY: CR0.TS only decides whether the next FPU instruction traps;
@@ -325,7 +325,7 @@ fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
     0
 }
 
-fn vm_assist(d: &mut Domain, cmd: u64, ty: u64) -> Ret {
+pub(crate) fn vm_assist(d: &mut Domain, cmd: u64, ty: u64) -> Ret {
     const VALID: u64 = 1 << VMASST_TYPE_4GB_SEGMENTS
         | 1 << VMASST_TYPE_4GB_SEGMENTS_NOTIFY
         | 1 << VMASST_TYPE_WRITABLE_PAGETABLES
@@ -354,7 +354,7 @@ fn write_str(space: GuestSpace, va: u64, s: &str, cap: usize) -> Ret {
     }
 }
 
-fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         XENVER_VERSION => (XEN_MAJOR << 16 | XEN_MINOR) as Ret,
         XENVER_EXTRAVERSION => write_str(space, arg, EXTRAVERSION, XEN_EXTRAVERSION_LEN),
@@ -414,7 +414,7 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
 const CONSOLE_IO_MAX: u64 = 64 << 10;
 
 /// `console_io`: the guest's lines go to the serial console as `(dN) `.
-fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64) -> Ret {
+pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64) -> Ret {
     match cmd as u32 {
         CONSOLEIO_WRITE => {
             // One call writes at most 64 KiB (the rest is dropped): a guest
@@ -471,7 +471,7 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     0
 }
 
-fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         SCHEDOP_YIELD => {
             sched::request_resched();
@@ -493,7 +493,7 @@ fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
 }
 
 /// The old `sched_op(cmd, reason)` with the reason by value.
-fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         SCHEDOP_YIELD => {
             sched::request_resched();
@@ -613,7 +613,7 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     0
 }
 
-fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
+pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
     use ringvisor_abi::vcpu::*;
     if vcpu as usize >= d.vcpus.len() {
         return err(ENOENT);
@@ -696,7 +696,7 @@ fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, vcp
     }
 }
 
-fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
     let nr_pages = d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
     match cmd as u32 {
@@ -743,7 +743,7 @@ fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, a
     }
 }
 
-fn physdev_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn physdev_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     use ringvisor_abi::physdev::*;
     match cmd as u32 {
         PHYSDEVOP_SET_IOPL => match space.read::<PhysdevSetIopl>(arg) {

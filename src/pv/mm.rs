@@ -74,10 +74,18 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
         let info = ft.get_mut(target).unwrap();
         info.mapped += 1;
         info.writable += rw as u32;
-        return Ok((val | PTE_US) & !PTE_G);
+        // A 64-bit kernel runs in ring 3: its pages must be user pages. A
+        // 32-bit kernel (ring 1) chooses per page.
+        return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
     }
     get_table(d, ft, target, level - 1)?;
-    Ok(val | PTE_US)
+    Ok(match (d.compat, level) {
+        // A PAE L3 entry cannot say writable or user; in the long-mode
+        // tables the CPU walks, it must (Xen: adjust_guest_l3e).
+        (true, 3) => val | PTE_RW | PTE_US | PTE_A,
+        (true, _) => val,
+        (false, _) => val | PTE_US,
+    })
 }
 
 /// Drop what `get_entry` took for an entry being replaced.
@@ -244,7 +252,7 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     if !is_canonical(va) || in_hypervisor_range(va) {
         return None;
     }
-    let mut t = d.v().guest_table;
+    let mut t = d.v().cr3_table();
     for level in (2..=4u32).rev() {
         let e = read_pte(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
         if e & PTE_P == 0 || e & PTE_PS != 0 {
@@ -266,6 +274,46 @@ pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64,
 
 pub fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
     batch(d, ft, space, ops, count, done_ptr, dom, mmuext_one)
+}
+
+/// `mmuext_op` on requests already read (and translated: 32-bit guests).
+pub fn mmuext_list(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: &[MmuExtOp], done_ptr: u64, dom: u64) -> Ret {
+    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
+        return err(EPERM);
+    }
+    let mut done = 0u32;
+    let mut rc = 0;
+    for op in ops {
+        rc = mmuext_one(d, ft, *op);
+        if rc != 0 {
+            break;
+        }
+        done += 1;
+    }
+    if done_ptr != 0 && space.write(done_ptr, &done).is_err() {
+        return err(EFAULT);
+    }
+    rc
+}
+
+/// Make `mfn` the vCPU's kernel top-level table: an L4, or a 32-bit
+/// guest's PAE L3 (which the hypervisor's per-vCPU L4 then points at).
+fn new_baseptr(d: &mut Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32> {
+    let level = if d.compat { 3 } else { 4 };
+    get_table(d, ft, mfn, level)?;
+    let v = d.v_mut();
+    let old = v.guest_table;
+    v.guest_table = mfn;
+    if v.compat_l4 != 0 {
+        // SAFETY: the hypervisor's own frame for this vCPU, in the direct
+        // map; slot 0 maps the guest's 4 GiB.
+        unsafe { pte_ptr(v.compat_l4, 0).write_volatile(mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A) };
+    }
+    if old != 0 {
+        put_entry(ft, level + 1, old << 12 | PTE_P);
+    }
+    crate::sched::load_cr3(d.v());
+    Ok(())
 }
 
 fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
@@ -299,9 +347,18 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
         },
         MMUEXT_NEW_BASEPTR | MMUEXT_NEW_USER_BASEPTR => {
             let user = op.cmd == MMUEXT_NEW_USER_BASEPTR;
-            if user && mfn == 0 {
+            if user && (mfn == 0 || d.compat) {
+                // 32-bit guests have one address space for both rings.
+                if d.compat {
+                    return err(EINVAL);
+                }
                 d.v_mut().guest_table_user = 0;
                 0
+            } else if !user {
+                match new_baseptr(d, ft, mfn) {
+                    Ok(()) => 0,
+                    Err(e) => err(e),
+                }
             } else {
                 match get_table(d, ft, mfn, 4) {
                     Ok(()) => {
@@ -442,16 +499,14 @@ pub fn get_root(d: &Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32> {
     get_table(d, ft, mfn, 4)
 }
 
-/// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer.
+/// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer
+/// (a 32-bit guest's CR3 folds bits 32+ of the frame number into bits
+/// 0-11: extended-cr3, Xen's xen_cr3_to_pfn).
 pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
-    let mfn = (cr3 & PTE_ADDR) >> 12;
-    if get_table(d, ft, mfn, 4).is_err() {
-        return false;
-    }
-    let v = d.v_mut();
-    let old = v.guest_table;
-    v.guest_table = mfn;
-    put_entry(ft, 5, old << 12 | PTE_P);
-    crate::sched::load_cr3(v);
-    true
+    let mfn = if d.compat {
+        ringvisor_abi::x86_32::xen_cr3_to_pfn(cr3 as u32) as u64
+    } else {
+        (cr3 & PTE_ADDR) >> 12
+    };
+    new_baseptr(d, ft, mfn).is_ok()
 }

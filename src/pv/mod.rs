@@ -2,7 +2,7 @@
 //!
 //! - `entry`: where every guest entry lands (syscall, exception, interrupt)
 //!   and the single way back;
-//! - `hypercall`: the hypercall table;
+//! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
@@ -13,6 +13,8 @@
 
 #[cfg(target_os = "none")]
 pub mod guest_mem;
+#[cfg(target_os = "none")]
+pub mod compat;
 #[cfg(target_os = "none")]
 pub mod descriptor;
 #[cfg(target_os = "none")]

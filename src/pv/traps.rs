@@ -124,12 +124,17 @@ pub struct Bounce {
     pub vector: Option<u8>,
     pub error_code: Option<u64>,
     pub handler: u64,
+    /// The handler's code selector (32-bit guests; 0: the flat kernel CS).
+    pub cs: u16,
     pub mask_events: bool,
 }
 
 /// Build the bounce frame and enter the handler; on failure nothing has
 /// changed and the fault says where.
 fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
+    if d.compat {
+        return bounce32(d, f, b);
+    }
     let mask = upcall_mask(d);
     let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
         (d.v().iopl as u64) << 12
@@ -181,6 +186,69 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     Ok(frame_va)
 }
 
+/// The 32-bit bounce (Xen: compat/entry.S compat_create_bounce_frame), on
+/// the ring-1 stack, lowest address first:
+///
+/// ```text
+///    esp' ->  [ERRCODE]
+///             EIP
+///             CS         bits 0-15 the interrupted cs, bits 16-23 the
+///                        saved evtchn_upcall_mask
+///             EFLAGS     with IF = !saved upcall mask
+///            [ESP, SS]   only when it interrupted ring 3: we switched to
+///                        the ring-1 stack from stack_switch
+/// ```
+///
+/// The handler returns with a plain `iret` (the CPU does the same pops),
+/// or `HYPERVISOR_iret` when it needs events unmasked on the way.
+fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
+    let mask = upcall_mask(d);
+    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+        (d.v().iopl as u64) << 12
+    } else {
+        0
+    };
+    let v = d.v_mut();
+    let from_user = f.cs & 3 == 3;
+    let (sp, ss) = if from_user { (v.kernel_sp, v.kernel_ss) } else { (f.rsp, f.ss) };
+    let eflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
+    let mut words = [0u32; 6];
+    let mut n = 0;
+    let mut push = |w: u64| {
+        words[n] = w as u32;
+        n += 1;
+    };
+    if let Some(ec) = b.error_code {
+        push(ec);
+    }
+    push(f.rip);
+    push((f.cs & 0xffff) | (mask as u64) << 16);
+    push(eflags);
+    if from_user {
+        push(f.rsp);
+        push(f.ss);
+    }
+    let frame_va = (sp as u32).wrapping_sub(n as u32 * 4) as u64;
+    if frame_va > sp {
+        return Err(Fault { va: sp, level: 0, error_code: 2 });
+    }
+    let mut bytes = [0u8; 24];
+    for (i, w) in words[..n].iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    v.space().write_bytes(frame_va, &bytes[..n * 4])?;
+    v.kernel_mode = true;
+    if b.mask_events {
+        set_upcall_mask(d, 1);
+    }
+    f.rip = b.handler;
+    f.cs = if b.cs == 0 { ringvisor_abi::x86_32::FLAT_RING1_CS } else { b.cs } as u64;
+    f.ss = ss;
+    f.rsp = frame_va;
+    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
+    Ok(frame_va)
+}
+
 /// The failsafe frame: the interrupted context plus its data selectors,
 /// `{ RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS }`, on the
 /// `stack_switch` stack.
@@ -197,6 +265,9 @@ pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
 }
 
 fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
+    if d.compat {
+        return failsafe32(d, f, why, sels);
+    }
     let id = d.id;
     let mask = upcall_mask(d);
     let v = d.v_mut();
@@ -244,6 +315,46 @@ fn fault_words(e: &Fault) -> &'static str {
         (_, _, 2) => "read-only",
         _ => "not accessible",
     }
+}
+
+/// The 32-bit failsafe frame `{ DS, ES, FS, GS, EIP, CS, EFLAGS, [ESP, SS] }`
+/// on the ring-1 stack from stack_switch.
+fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
+    let id = d.id;
+    let mask = upcall_mask(d);
+    let v = d.v_mut();
+    if v.failsafe.address == 0 {
+        sched::crash(d, format!("{why}, and there is no failsafe callback"));
+        return;
+    }
+    let from_user = f.cs & 3 == 3;
+    let eflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
+    let mut words = [0u32; 9];
+    let base = [sels[0] as u32, sels[1] as u32, sels[2] as u32, sels[3] as u32, f.rip as u32,
+        ((f.cs & 0xffff) | (mask as u64) << 16) as u32, eflags as u32, f.rsp as u32, f.ss as u32];
+    let n = if from_user { 9 } else { 7 };
+    words[..n].copy_from_slice(&base[..n]);
+    let sp = v.kernel_sp as u32;
+    let frame_va = sp.wrapping_sub(n as u32 * 4) as u64;
+    let mut bytes = [0u8; 36];
+    for (i, w) in words[..n].iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    if frame_va > sp as u64 || v.space().write_bytes(frame_va, &bytes[..n * 4]).is_err() {
+        sched::crash(d, format!("{why}; the failsafe frame could not be written either (stack {frame_va:#x})"));
+        return;
+    }
+    let (handler, cs, mask_events) = (v.failsafe.address, v.failsafe.cs, v.failsafe.mask_events);
+    v.kernel_mode = true;
+    if mask_events {
+        set_upcall_mask(d, 1);
+    }
+    crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
+    f.rip = handler;
+    f.cs = if cs == 0 { ringvisor_abi::x86_32::FLAT_RING1_CS } else { cs } as u64;
+    f.ss = d.v().kernel_ss;
+    f.rsp = frame_va;
+    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
 /// Deliver `b`, falling back to the failsafe callback.
@@ -302,6 +413,7 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
         vector: Some(vector),
         error_code,
         handler: t.address,
+        cs: t.cs,
         mask_events: t.flags & TI_IF != 0,
     };
     deliver(d, f, b);
@@ -321,6 +433,7 @@ pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
         vector: None,
         error_code: None,
         handler: cb.address,
+        cs: cb.cs,
         mask_events: cb.mask_events,
     };
     deliver(d, f, b);
@@ -357,7 +470,14 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return false;
     }
     f.rip += 2;
-    let b = Bounce { what: "sysenter", vector: None, error_code: None, handler: cb.address, mask_events: cb.mask_events };
+    let b = Bounce {
+        what: "sysenter",
+        vector: None,
+        error_code: None,
+        handler: cb.address,
+        cs: cb.cs,
+        mask_events: cb.mask_events,
+    };
     deliver(d, f, b);
     true
 }
@@ -399,7 +519,14 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             }
             // The CPU saw a ring-3 access either way; the guest must see
             // "user" only for its user mode (Xen does the same).
-            let ec = if d.v().kernel_mode { f.error_code & !4 } else { f.error_code | 4 };
+            // (A 32-bit kernel really is in ring 1: the CPU's bit is right.)
+            let ec = if d.compat {
+                f.error_code
+            } else if d.v().kernel_mode {
+                f.error_code & !4
+            } else {
+                f.error_code | 4
+            };
             inject(d, f, VEC_PF, Some(ec));
         }
         VEC_GP | VEC_UD if sysenter_from_user(d, f) => {}

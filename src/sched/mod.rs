@@ -141,9 +141,10 @@ pub fn read_data_selectors() -> [u16; 4] {
 }
 
 /// Is `sel` one a guest may have loaded: null, or a present data (or
-/// readable code) segment of DPL 3 in the current GDT? Asked with `lar`,
-/// which reports instead of faulting.
-fn selector_ok(sel: u16) -> bool {
+/// readable code) segment in the current GDT, of DPL 3 (a 32-bit guest's
+/// kernel may also use DPL 1, its ring)? Asked with `lar`, which reports
+/// instead of faulting.
+fn selector_ok(sel: u16, compat: bool) -> bool {
     if sel & !3 == 0 {
         return true;
     }
@@ -157,15 +158,17 @@ fn selector_ok(sel: u16) -> bool {
     let present = rights & (1 << 15) != 0;
     let s_bit = rights & (1 << 12) != 0;
     let code_not_readable = rights & (1 << 11) != 0 && rights & (1 << 9) == 0;
-    ok == 1 && present && s_bit && dpl == 3 && sel & 3 == 3 && !code_not_readable
+    let rpl = (sel & 3) as u32;
+    let ring_ok = if compat { dpl >= 1 && rpl >= 1 && rpl <= dpl } else { dpl == 3 && rpl == 3 };
+    ok == 1 && present && s_bit && ring_ok && !code_not_readable
 }
 
 /// Load the vCPU's data selectors, each checked first: a selector whose
 /// descriptor the guest has since changed would fault here, in ring 0.
 /// Returns false (and loads null instead) when one is bad: the caller
 /// delivers the failsafe callback.
-fn load_data_selectors(sels: [u16; 4]) -> bool {
-    let ok = sels.iter().all(|&s| selector_ok(s));
+fn load_data_selectors(sels: [u16; 4], compat: bool) -> bool {
+    let ok = sels.iter().all(|&s| selector_ok(s, compat));
     let [ds, es, fs, gs] = if ok { sels } else { [0; 4] };
     // SAFETY: every selector is null or was checked by selector_ok against
     // the GDT now loaded. Loading GS replaces the hypervisor's GS base, so
@@ -201,15 +204,33 @@ fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
     fxsave(&mut v.fpu);
 }
 
+/// The base a 32-bit guest's selector gives (the hypervisor's flat ones
+/// and null: 0; its own GDT entries: their base).
+fn selector_base(v: &Vcpu, sel: u16) -> u64 {
+    match v.gdt.get((sel >> 3) as usize) {
+        Some(&d) if sel & 4 == 0 && sel >> 3 != 0 => ((d >> 16) & 0xff_ffff) | ((d >> 56) & 0xff) << 24,
+        _ => 0,
+    }
+}
+
 /// Returns false when the vCPU's data selectors could not be reloaded.
-fn switch_in(v: &Vcpu, f: &mut TrapFrame) -> bool {
+fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
+    use crate::arch::x86_64::gdt;
     *f = v.regs;
-    crate::arch::x86_64::gdt::load_guest_entries(&v.gdt);
-    let sels_ok = load_data_selectors(v.data_sels);
+    gdt::set_layout(if compat { gdt::Layout::Compat } else { gdt::Layout::Native });
+    gdt::load_guest_entries(&v.gdt);
+    let sels_ok = load_data_selectors(v.data_sels, compat);
     load_cr3(v);
-    load_guest_gs(v);
-    // SAFETY: fs_base was checked canonical when the guest set it.
-    unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
+    if compat {
+        // Segment bases come from the descriptors: loading fs set FS's;
+        // gs's goes where swapgs will find it on the way out.
+        // SAFETY: a base from a validated (or flat) descriptor.
+        unsafe { wrmsr(IA32_KERNEL_GSBASE, selector_base(v, v.data_sels[3])) };
+    } else {
+        load_guest_gs(v);
+        // SAFETY: fs_base was checked canonical when the guest set it.
+        unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
+    }
     fxrstor(&v.fpu);
     set_cr0_ts(v.cr0_ts);
     sels_ok
@@ -335,7 +356,8 @@ pub fn start(hv: Hv) -> ! {
         update_time(&hv.domains[di], vi);
         // SAFETY: `frame` is this CPU's guest frame slot at the top of its
         // stack, which nothing else uses while we are on the boot path.
-        switch_in(&hv.domains[di].vcpus[vi], unsafe { &mut *frame });
+        let compat = hv.domains[di].compat;
+        switch_in(&hv.domains[di].vcpus[vi], unsafe { &mut *frame }, compat);
         crate::info!("d{}: running", hv.domains[di].id);
         apic::oneshot(TIMESLICE_NS);
     }
@@ -377,7 +399,7 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
                     let d = &mut hv.domains[next.0];
                     d.cur = next.1;
                     update_time(d, next.1);
-                    if !switch_in(&d.vcpus[next.1], f) {
+                    if !switch_in(&d.vcpus[next.1], f, d.compat) {
                         let sels = d.vcpus[next.1].data_sels;
                         crate::pv::traps::failsafe_segments(d, f, sels);
                     }

@@ -67,6 +67,8 @@ extern "C" {
 /// Pseudo-vectors for the `syscall` entries (above the 256 real ones).
 pub const VEC_SYSCALL: u64 = 0x100;
 pub const VEC_SYSCALL32: u64 = 0x101;
+/// `int $0x82`: a 32-bit guest's hypercall.
+pub const VEC_HYPERCALL32: u64 = 0x82;
 
 core::arch::global_asm!(
     include_str!("entry.S"),
@@ -130,7 +132,12 @@ pub fn init() {
         // Gates a guest may use with `int`: #BP (int3), #OF (into), 0x80
         // (the system-call vector of many PV kernels). Any other `int n` from
         // a guest is a #GP that the bounce code decodes (traps.rs).
-        let dpl = if matches!(v, 3 | 4 | 0x80) { 3 } else { 0 };
+        // 0x82: hypercalls of 32-bit guest kernels, from ring 1 only.
+        let dpl = match v {
+            3 | 4 | 0x80 => 3,
+            0x82 => 1,
+            _ => 0,
+        };
         *gate = interrupt_gate(base + v as u64 * 16, ist, dpl);
     }
     let ptr = DescriptorTablePointer::new_from_slice(&idt[..]);
@@ -163,6 +170,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         // IRQ 7/15 can still arrive; nothing to do.
         0x20..=0x2f => {}
         VEC_SYSCALL | VEC_SYSCALL32 => crate::pv::entry::syscall(f),
+        VEC_HYPERCALL32 if f.cs & 3 == 1 => crate::pv::entry::compat_hypercall(f),
         _ if from_guest => crate::pv::entry::guest_trap(f),
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }

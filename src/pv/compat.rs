@@ -1,0 +1,337 @@
+//! 32-bit (PAE) PV guests: their hypercalls (Xen: `x86_64/compat/`,
+//! `common/compat/`, `pv/callback.c` compat paths).
+//!
+//! # A 32-bit hypercall, step by step
+//!
+//! The guest kernel runs in ring 1 of a compatibility-mode code segment
+//! (`FLAT_RING1_CS`, 0xe019). Its hypercall stub is `mov $N, %eax;
+//! int $0x82; ret`: the IDT gate 0x82 has DPL 1, so ring 1 may use it and
+//! ring 3 may not (#GP). The CPU switches to this CPU's stack (TSS.RSP0)
+//! and the common entry path builds the same `TrapFrame` as for 64-bit
+//! guests; `dispatch` reads the arguments from ebx, ecx, edx, esi, edi and
+//! leaves the result in eax. Structures whose 32-bit layout differs are
+//! translated here; the rest share the 64-bit handlers.
+
+use alloc::vec::Vec;
+
+use ringvisor_abi::callback::*;
+use ringvisor_abi::errno::*;
+use ringvisor_abi::x86_32::*;
+use ringvisor_abi::xen::*;
+use ringvisor_abi::Pod;
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::domain::vcpu::{Callback, TrapEntry};
+use crate::domain::Domain;
+use crate::mm::frametable::FrameTable;
+use crate::pv::guest_mem::GuestSpace;
+use crate::pv::hypercall::{self as hc, err, Ret};
+use crate::pv::{descriptor, event, mm, traps};
+use crate::sched::{self, Hv};
+use crate::trace::TRACE_HYPERCALL;
+
+const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
+
+/// Code selectors a 32-bit guest kernel may name for its handlers: ring 1
+/// (RPL 1), the flat one or a code segment of its own GDT.
+pub fn kernel_code_selector(d: &Domain, cs: u16) -> bool {
+    cs & 3 == 1 && (cs == FLAT_RING1_CS || own_segment(d, cs, true))
+}
+
+/// A present segment of the guest's own GDT of the right kind, whose DPL
+/// equals the selector's RPL (1 or 3).
+fn own_segment(d: &Domain, sel: u16, code: bool) -> bool {
+    if sel & 4 != 0 {
+        return false;
+    }
+    match d.v().gdt.get((sel >> 3) as usize) {
+        Some(&desc) => {
+            let present = desc & (1 << 47) != 0;
+            let is_code = desc & (1 << 43) != 0;
+            let dpl = (desc >> 45) & 3;
+            present && desc & (1 << 44) != 0 && is_code == code && dpl == (sel & 3) as u64
+        }
+        None => false,
+    }
+}
+
+/// cs:ss pairs of the guest's own GDT it may run on (ring 1 or 3).
+pub fn guest_selectors_ok(d: &Domain, cs: u16, ss: u16) -> bool {
+    cs & 3 == ss & 3 && cs & 3 != 0 && cs & 3 != 2 && own_segment(d, cs, true) && own_segment(d, ss, false)
+}
+
+fn kernel_data_selector(d: &Domain, ss: u16) -> bool {
+    ss & 3 == 1 && (ss == FLAT_RING1_DS || own_segment(d, ss, false))
+}
+
+pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
+    let nr = f.rax as u32 as u64;
+    let a = [f.rbx as u32 as u64, f.rcx as u32 as u64, f.rdx as u32 as u64, f.rsi as u32 as u64, f.rdi as u32 as u64];
+    let cur = hv.current;
+    if nr == HYPERVISOR_IRET as u64 {
+        let d = &mut hv.domains[cur];
+        let r = iret(d, f);
+        crate::trace!(TRACE_HYPERCALL, "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
+        return;
+    }
+    let space = hv.domains[cur].v().space();
+    let ret = match nr as u32 {
+        HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
+        _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
+    };
+    let d = &hv.domains[cur];
+    crate::trace::record(crate::trace::Record { what: hypercall_name(nr), dom: d.id, vcpu: d.cur as u16, a: a[0], b: ret as u64 });
+    crate::trace!(
+        TRACE_HYPERCALL,
+        "d{}v{} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret} (32-bit)",
+        d.id,
+        d.cur,
+        hypercall_name(nr),
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4]
+    );
+    // eax gets the result; the upper half of rax is not the guest's.
+    f.rax = ret as u32 as u64;
+}
+
+fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
+    match nr as u32 {
+        HYPERVISOR_CONSOLE_IO => hc::console_io(d, space, a[0], a[1], a[2]),
+        HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
+        HYPERVISOR_SCHED_OP => hc::sched_op(d, space, a[0], a[1]),
+        HYPERVISOR_SCHED_OP_COMPAT => hc::sched_op_compat(d, a[0], a[1]),
+        HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
+        HYPERVISOR_SET_CALLBACKS => set_callbacks(d, a[0] as u16, a[1], a[2] as u16, a[3]),
+        HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
+        HYPERVISOR_STACK_SWITCH => stack_switch(d, a[0] as u16, a[1]),
+        HYPERVISOR_FPU_TASKSWITCH => hc::fpu_taskswitch(d, a[0]),
+        HYPERVISOR_VM_ASSIST if a[1] == VMASST_TYPE_M2P_STRICT as u64 => err(EINVAL),
+        HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
+        HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, space, a[0], a[1]),
+        HYPERVISOR_SET_TIMER_OP => hc::set_timer_op(d, a[0] | a[1] << 32),
+        // The 64-bit PTE comes in two halves.
+        HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1] | a[2] << 32, a[3]),
+        HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
+        HYPERVISOR_MMUEXT_OP => mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
+        HYPERVISOR_VCPU_OP => match a[0] as u32 {
+            ringvisor_abi::vcpu::VCPUOP_IS_UP
+            | ringvisor_abi::vcpu::VCPUOP_UP
+            | ringvisor_abi::vcpu::VCPUOP_DOWN
+            | ringvisor_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER
+            | ringvisor_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER
+            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER => hc::vcpu_op(d, ft, space, a[0], a[1], a[2]),
+            // The others carry 32-bit layouts not translated yet.
+            _ => err(ENOSYS),
+        },
+        HYPERVISOR_MEMORY_OP => match a[0] as u32 {
+            ringvisor_abi::memory::XENMEM_MAXIMUM_RAM_PAGE
+            | ringvisor_abi::memory::XENMEM_CURRENT_RESERVATION
+            | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => hc::memory_op(d, ft, space, a[0], a[1]),
+            ringvisor_abi::memory::XENMEM_MEMORY_MAP => memory_map(d, space, a[1]),
+            _ => err(ENOSYS),
+        },
+        HYPERVISOR_SET_GDT => set_gdt(d, ft, space, a[0], a[1]),
+        HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0] | a[1] << 32, a[2] | a[3] << 32),
+        _ => err(ENOSYS),
+    }
+}
+
+fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    use ringvisor_abi::version::*;
+    match cmd as u32 {
+        XENVER_CAPABILITIES => {
+            let mut buf = [0u8; XEN_CAPABILITIES_INFO_LEN];
+            buf[..CAPABILITIES32.len()].copy_from_slice(CAPABILITIES32.as_bytes());
+            if space.write_bytes(arg, &buf).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        XENVER_PLATFORM_PARAMETERS => {
+            let p = XenPlatformParameters32 { virt_start: HYPERVISOR_COMPAT_VIRT_START };
+            if space.write(arg, &p).is_err() {
+                return err(EFAULT);
+            }
+            0
+        }
+        _ => hc::xen_version(d, space, cmd, arg),
+    }
+}
+
+fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
+    if list == 0 {
+        d.v_mut().trap_table = [TrapEntry::default(); 256];
+        return 0;
+    }
+    let mut new = d.v().trap_table;
+    for i in 0..=256u64 {
+        let Ok(t) = space.read::<TrapInfo32>(list + i * 8) else { return err(EFAULT) };
+        if t.address == 0 {
+            d.v_mut().trap_table = new;
+            return 0;
+        }
+        // A ring-0 selector would run the handler in ring 0: refused.
+        if !kernel_code_selector(d, t.cs) {
+            return err(EPERM);
+        }
+        new[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs, address: t.address as u64 };
+    }
+    err(EINVAL)
+}
+
+/// `set_callbacks(event_selector, event_address, failsafe_selector,
+/// failsafe_address)`: both selectors must be ring 1 (RPL 1).
+fn set_callbacks(d: &mut Domain, ev_cs: u16, ev: u64, fs_cs: u16, fs: u64) -> Ret {
+    if !kernel_code_selector(d, ev_cs) || !kernel_code_selector(d, fs_cs) {
+        return err(EINVAL);
+    }
+    let v = d.v_mut();
+    v.event = Callback { address: ev, cs: ev_cs, mask_events: false };
+    v.failsafe = Callback { address: fs, cs: fs_cs, mask_events: true };
+    0
+}
+
+fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    match cmd as u32 {
+        CALLBACKOP_REGISTER => {
+            let Ok(r) = space.read::<CallbackRegister32>(arg) else { return err(EFAULT) };
+            let cs = r.address.cs as u16;
+            // 32-bit guests have no syscall/sysenter callbacks here.
+            if !matches!(r.type_, CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE | CALLBACKTYPE_NMI) {
+                return err(ENOSYS);
+            }
+            if !kernel_code_selector(d, cs) {
+                return err(EINVAL);
+            }
+            let cb = Callback { address: r.address.eip as u64, cs, mask_events: r.flags & CALLBACKF_MASK_EVENTS != 0 };
+            match hc::callback_slot(d.v_mut(), r.type_) {
+                Some(slot) => {
+                    *slot = cb;
+                    0
+                }
+                None => err(ENOSYS),
+            }
+        }
+        // Only NMI can be unregistered, as in Xen.
+        CALLBACKOP_UNREGISTER => match space.read::<CallbackUnregister>(arg) {
+            Ok(u) if u.type_ == CALLBACKTYPE_NMI => {
+                d.v_mut().nmi = Callback::default();
+                0
+            }
+            Ok(u) if matches!(u.type_, CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE) => err(EINVAL),
+            Ok(_) => err(ENOSYS),
+            Err(_) => err(EFAULT),
+        },
+        _ => err(ENOSYS),
+    }
+}
+
+fn stack_switch(d: &mut Domain, ss: u16, esp: u64) -> Ret {
+    if !kernel_data_selector(d, ss) {
+        return err(EPERM);
+    }
+    let v = d.v_mut();
+    v.kernel_ss = ss as u64;
+    v.kernel_sp = esp;
+    0
+}
+
+/// The 32-bit `iret` (Xen: compat_iret): the stub pushed eax below the
+/// frame the guest returns through, `{ eax, eip, cs, eflags, [esp, ss] }`
+/// (esp and ss only when going back to ring 3).
+fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
+    let space = d.v().space();
+    let Ok(c) = space.read::<[u32; 4]>(f.rsp) else {
+        sched::crash(d, alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp));
+        return err(EFAULT);
+    };
+    let [eax, eip, cs, eflags] = c;
+    let cs = cs as u16;
+    let to_user = cs & 3 == 3;
+    let (esp, ss) = if to_user {
+        match space.read::<[u32; 2]>(f.rsp + 16) {
+            Ok([esp, ss]) => (esp as u64, ss as u16),
+            Err(_) => {
+                sched::crash(d, alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp));
+                return err(EFAULT);
+            }
+        }
+    } else {
+        (f.rsp + 16, f.ss as u16)
+    };
+    let ok = match cs & 3 {
+        1 => kernel_code_selector(d, cs) && kernel_data_selector(d, ss),
+        3 => (cs == FLAT_RING3_CS && ss == FLAT_RING3_DS) || guest_selectors_ok(d, cs, ss),
+        _ => false,
+    };
+    if !ok {
+        sched::crash(d, alloc::format!("iret to a bad context: cs {cs:#x} ss {ss:#x} eip {eip:#x}"));
+        return err(EINVAL);
+    }
+    d.v_mut().kernel_mode = !to_user;
+    f.rip = eip as u64;
+    f.cs = cs as u64;
+    f.rflags = (eflags as u64 & !(3 << 12 | 1 << 17)) | 1 << 9;
+    f.rsp = esp;
+    f.ss = ss as u64;
+    traps::set_upcall_mask(d, (eflags & (1 << 9) == 0) as u8);
+    f.rax = eax as u64;
+    0
+}
+
+/// `mmuext_op` with the 12-byte 32-bit entries, translated one by one.
+#[allow(clippy::too_many_arguments)]
+fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+    if count > mm::MAX_BATCH {
+        return err(EINVAL);
+    }
+    let mut native = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let Ok(op) = space.read::<MmuExtOp32>(ops + i * 12) else { return err(EFAULT) };
+        let mut n = MmuExtOp::zeroed();
+        n.cmd = op.cmd;
+        n.arg1 = op.arg1 as u64;
+        n.arg2 = op.arg2 as u64;
+        native.push(n);
+    }
+    mm::mmuext_list(d, ft, space, &native, done_ptr, dom)
+}
+
+fn memory_map(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
+    use ringvisor_abi::memory::*;
+    let Ok(mut m) = space.read::<XenMemoryMap32>(arg) else { return err(EFAULT) };
+    if m.nr_entries < 1 {
+        return err(EINVAL);
+    }
+    let pages = d.p2m.iter().filter(|&&x| x != crate::domain::builder::INVALID_MFN).count() as u64;
+    let e = E820Entry { addr: 0, size: pages * 4096, type_: 1 };
+    if space.write(m.buffer as u64, &e).is_err() {
+        return err(EFAULT);
+    }
+    m.nr_entries = 1;
+    if space.write(arg, &m).is_err() {
+        return err(EFAULT);
+    }
+    0
+}
+
+/// `set_gdt` with a list of 32-bit frame numbers.
+fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
+    if entries > crate::arch::x86_64::gdt::FIRST_RESERVED_GDT_ENTRY as u64 {
+        return err(EINVAL);
+    }
+    let mut frames = Vec::new();
+    for i in 0..entries.div_ceil(512) {
+        let Ok(mfn) = space.read::<u32>(list + i * 4) else { return err(EFAULT) };
+        frames.push(mfn as u64);
+    }
+    let vi = d.cur;
+    let r = descriptor::install_gdt(d, ft, vi, &frames, entries);
+    if r == 0 {
+        crate::arch::x86_64::gdt::load_guest_entries(&d.v().gdt);
+    }
+    r
+}
