@@ -303,10 +303,11 @@ fn l1_entry_maddr(si: &StartInfo, va: u64) -> Option<(u64, u64)> {
     None
 }
 
-/// A trap-table entry for one of our handlers: DPL 3 (so `int3` is
-/// allowed from anywhere, as the runtime's own #BP entry), events masked.
+/// A trap-table entry for one of our handlers, events masked on entry,
+/// with the runtime's DPLs: 3 for #BP (`int3` from anywhere), else 0.
 fn trap_entry(vector: u8, address: u64) -> TrapInfo {
-    TrapInfo { vector, flags: abi::TI_IF | 3, cs: abi::FLAT_KERNEL_CS, _pad0: 0, address }
+    let dpl = if vector == 3 { 3 } else { 0 };
+    TrapInfo { vector, flags: abi::TI_IF | dpl, cs: abi::FLAT_KERNEL_CS, _pad0: 0, address }
 }
 
 fn run(si: &StartInfo) {
