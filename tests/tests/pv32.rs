@@ -1,0 +1,76 @@
+//! 32-bit PAE PV guests in ring 1.
+//!
+//! `tests/asm/hello32.S` is assembled here with binutils (`as --32`,
+//! `ld -m elf_i386`) and booted; its own checks are listed in the file.
+//! Cases:
+//! - it runs in ring 1, makes hypercalls with `int $0x82`, gets a #UD
+//!   bounced with the 32-bit frame and returns with a plain `iret`:
+//!   `RESULT: SUCCESS`, exit success;
+//! - beside a 64-bit guest: both kinds of domain run, time-shared.
+
+use ringvisor_tests::build;
+use ringvisor_tests::guest::GuestSpec;
+use ringvisor_tests::qemu::{Qemu, RunOutput, Verdict};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Assembled once per test process (the tests run in parallel).
+fn hello32() -> PathBuf {
+    static ELF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ELF.get_or_init(assemble_hello32).clone()
+}
+
+fn assemble_hello32() -> PathBuf {
+    let src = build::workspace_root().join("tests/asm");
+    let out = build::target_dir().join("pv32-tests");
+    std::fs::create_dir_all(&out).unwrap();
+    let obj = out.join("hello32.o");
+    let elf = out.join("hello32.elf");
+    let run = |c: &mut Command| {
+        let st = c.status().unwrap_or_else(|e| panic!("cannot run {c:?} (binutils installed?): {e}"));
+        assert!(st.success(), "{c:?} failed: {st}");
+    };
+    run(Command::new("as").arg("--32").arg(src.join("hello32.S")).arg("-o").arg(&obj));
+    run(Command::new("ld")
+        .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
+        .arg(src.join("hello32.ld"))
+        .arg(&obj)
+        .arg("-o")
+        .arg(&elf));
+    elf
+}
+
+fn boot(what: &str, guests: Vec<GuestSpec>) -> RunOutput {
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let mut q = Qemu::kernel(elf);
+    for g in guests {
+        q = q.guest(g);
+    }
+    let out = q.timeout(Some(Duration::from_secs(60))).run().unwrap_or_else(|e| panic!("{what}: {e}"));
+    eprintln!("{what}: {}", out.summary());
+    assert!(!out.contains("(RV) FATAL"), "{what}: hypervisor fault\n{}", out.transcript());
+    out
+}
+
+#[test]
+fn hello32_runs_in_ring_1() {
+    let what = "hello32";
+    let out = boot(what, vec![GuestSpec::new(hello32())]);
+    let t = out.transcript();
+    assert!(out.contains("d0: built hello32.elf (32-bit"), "{t}");
+    assert!(out.contains("(d0) hello from ring 1"), "{t}");
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
+fn hello32_beside_a_64_bit_guest() {
+    let what = "hello32 + guest-hello";
+    let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot(what, vec![GuestSpec::new(hello32()), GuestSpec::new(hello64)]);
+    let t = out.transcript();
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
