@@ -114,6 +114,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
 /// `timeout` (ns); 0 cancels it; a time already past fires at once.
 pub(crate) fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
     d.v_mut().singleshot = (timeout != 0).then_some(timeout);
+    sched::timers_changed();
     0
 }
 
@@ -609,6 +610,7 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     v.poll = ports;
     v.poll_deadline = (p.timeout != 0).then_some(p.timeout);
     v.blocked = true;
+    sched::timers_changed();
     sched::request_resched();
     0
 }
@@ -670,10 +672,12 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
                 return err(ETIME);
             }
             d.vcpus[vcpu as usize].singleshot = Some(t.timeout_abs_ns);
+            sched::timers_changed();
             0
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
             d.vcpus[vcpu as usize].singleshot = None;
+            sched::timers_changed();
             0
         }
         VCPUOP_SET_PERIODIC_TIMER => {
@@ -685,10 +689,12 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             let v = &mut d.vcpus[vcpu as usize];
             v.periodic_period = t.period_ns;
             v.periodic_next = crate::arch::x86_64::time::now_ns() + t.period_ns;
+            sched::timers_changed();
             0
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
             d.vcpus[vcpu as usize].periodic_period = 0;
+            sched::timers_changed();
             0
         }
         // More vCPUs and vcpu_info placement are not done yet.

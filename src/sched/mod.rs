@@ -80,6 +80,13 @@ pub fn request_resched() {
     NEED_RESCHED.store(true, Ordering::Relaxed);
 }
 
+static TIMERS_CHANGED: AtomicBool = AtomicBool::new(false);
+
+/// A guest set or stopped a timer: the APIC may need re-arming.
+pub fn timers_changed() {
+    TIMERS_CHANGED.store(true, Ordering::Relaxed);
+}
+
 fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
     // SAFETY: `area` is 512 bytes, 16-byte aligned, as fxsave64 needs;
     // CR0.TS is clear while the hypervisor runs, so this cannot #NM.
@@ -368,12 +375,19 @@ pub fn start(hv: Hv) -> ! {
 /// blocked current vCPU and time slices, idle when nothing can run.
 /// `f` is the frame at the top of the stack.
 pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
-    crate::debugkeys::poll(hv, f);
     let cur = (hv.current, hv.domains[hv.current].cur);
+    let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
+    let timers = TIMERS_CHANGED.swap(false, Ordering::Relaxed);
+    // The common case (a hypercall, a bounce): nothing to settle. Timers
+    // only need looking at after a timer interrupt (which also asks for a
+    // reschedule) or when a guest changed one.
+    if !resched && !timers && runnable(&hv.domains[cur.0], cur.1) {
+        return;
+    }
+    crate::debugkeys::poll(hv, f);
     let mut now = crate::arch::x86_64::time::now_ns();
     fire_timers(hv, now);
     let alive = hv.domains[cur.0].is_alive();
-    let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
     if runnable(&hv.domains[cur.0], cur.1) && !resched {
         arm_timer(hv, now);
         return;
