@@ -4,6 +4,7 @@
 use crate::arch::x86_64::idt::TrapFrame;
 
 /// One entry of the virtual IDT (`set_trap_table`).
+// Tour 03: one entry of the virtual IDT
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapEntry {
     /// Bits 0-1: the DPL `int n` needs; bit 2 (`TI_IF`): mask events.
@@ -79,6 +80,9 @@ pub struct Vcpu {
     /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
     pub iopl: u32,
     pub fpu: FpuState,
+    /// Machine address of its vcpu_info when the guest moved it
+    /// (`VCPUOP_register_vcpu_info`); None: its slot in shared_info.
+    pub vcpu_info_maddr: Option<u64>,
     /// An exception to bounce on the next return (debug key `i`).
     pub inject: Option<u8>,
     /// Blocked in `sched_op(block/poll)` until an event (or its timeout).
@@ -128,6 +132,7 @@ impl Vcpu {
             cr2: 0,
             iopl: 0,
             fpu: FpuState::initial(),
+            vcpu_info_maddr: None,
             inject: None,
             blocked: false,
             poll: alloc::vec::Vec::new(),

@@ -42,14 +42,11 @@ fn si_base(d: &Domain) -> u64 {
 fn word(d: &Domain, off: usize) -> &'static AtomicU64 {
     // SAFETY: `off` is an aligned u64 offset inside the shared_info page,
     // which the domain owns for its whole life (callers only use live
-    // domains); the guest may change it too, hence atomics.
+    // domains), as it does a registered vcpu_info page (the hypervisor
+    // holds a reference); the guest may change them too, hence atomics.
     unsafe { AtomicU64::from_ptr((si_base(d) + off as u64) as *mut u64) }
 }
 
-fn byte(d: &Domain, off: usize) -> &'static AtomicU8 {
-    // SAFETY: as `word`, for a byte.
-    unsafe { AtomicU8::from_ptr((si_base(d) + off as u64) as *mut u8) }
-}
 
 fn pending_word(d: &Domain, port: Port) -> &'static AtomicU64 {
     word(d, offset_of!(SharedInfo, evtchn_pending) + (port as usize / 64) * 8)
@@ -66,26 +63,33 @@ fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
     word(d, base + (port as usize / 64) * 8)
 }
 
-fn vcpu_off(vcpu: usize) -> usize {
-    offset_of!(SharedInfo, vcpu_info) + vcpu * core::mem::size_of::<VcpuInfo>()
+
+/// A field of `vcpu`'s vcpu_info (its shared_info slot, or where the guest
+/// moved it with VCPUOP_register_vcpu_info): its direct-map address.
+fn vcpu_field(d: &Domain, vcpu: usize, off: usize) -> u64 {
+    traps::vcpu_info_addr(d, vcpu) + off as u64
 }
 
 fn upcall_pending(d: &Domain, vcpu: usize) -> &'static AtomicU8 {
-    byte(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_upcall_pending))
+    // SAFETY: a byte of a live domain's vcpu_info (see `word`).
+    unsafe { AtomicU8::from_ptr(vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending)) as *mut u8) }
 }
 
 /// Set the selector bit of `port`'s word in `vcpu`'s `evtchn_pending_sel`
 /// (one bit per 64 ports, or per 32 for a 32-bit guest); was it set?
 fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
     if d.compat {
-        let off = vcpu_off(vcpu) + offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
-        // SAFETY: an aligned u32 inside the domain's shared_info page.
-        let w = unsafe { core::sync::atomic::AtomicU32::from_ptr((si_base(d) + off as u64) as *mut u32) };
+        let at = vcpu_field(d, vcpu, offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel));
+        // SAFETY: an aligned u32 of a live domain's vcpu_info (see `word`).
+        let w = unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) };
         let bit = 1u32 << (port / 32);
         w.fetch_or(bit, Ordering::SeqCst) & bit != 0
     } else {
         let bit = 1u64 << (port / 64);
-        word(d, vcpu_off(vcpu) + offset_of!(VcpuInfo, evtchn_pending_sel)).fetch_or(bit, Ordering::SeqCst) & bit != 0
+        let at = vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_pending_sel));
+        // SAFETY: an aligned u64 of a live domain's vcpu_info (see `word`).
+        let w = unsafe { AtomicU64::from_ptr(at as *mut u64) };
+        w.fetch_or(bit, Ordering::SeqCst) & bit != 0
     }
 }
 
@@ -103,6 +107,7 @@ pub fn is_pending(d: &Domain, port: Port) -> bool {
 }
 
 /// Raise `port` of `d` (steps 1-2 above).
+// Tour 07: an event happens
 pub fn set_pending(d: &mut Domain, port: Port) {
     if !d.is_alive() || port as usize >= d.ports.len() {
         return;
@@ -139,11 +144,13 @@ pub fn send_virq(d: &mut Domain, vcpu: usize, virq: u32) {
 
 /// Events waiting and not masked on the running vCPU? (Whether an upcall
 /// would happen.)
+// Tour 07: is an upcall due?
 pub fn upcall_ready(d: &Domain) -> bool {
     upcall_pending(d, d.cur).load(Ordering::SeqCst) != 0 && traps::upcall_mask(d) == 0
 }
 
 /// Step 3: bounce onto the event callback if an upcall is due.
+// Tour 07: the upcall, on the way back into the guest
 pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
     let cb = d.v().event;
     if cb.address == 0 || !upcall_ready(d) {
@@ -299,6 +306,7 @@ fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
     }
 }
 
+// Tour 07: EVTCHNOP_send
 fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
     match hv.domains[cur].ports.get(port) {
         Some(Channel::Interdomain { remote, remote_port }) => {
@@ -321,6 +329,7 @@ fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
     }
 }
 
+// Tour 07: EVTCHNOP_unmask delivers what was pending
 fn unmask(d: &mut Domain, port: Port) -> Ret {
     match d.ports.get(port) {
         None | Some(Channel::Free) => return err(EINVAL),

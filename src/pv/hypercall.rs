@@ -45,6 +45,7 @@ pub const XEN_MINOR: u64 = 17;
 const EXTRAVERSION: &str = "-ringvisor";
 const CAPABILITIES: &str = "xen-3.0-x86_64 ";
 
+// Tour 02, 05: the hypercall table
 pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
@@ -129,6 +130,7 @@ fn guest_code_selector(cs: u16) -> bool {
     cs | 3 == FLAT_KERNEL_CS64 || cs | 3 == FLAT_USER_CS32
 }
 
+// Tour 03: the guest's virtual IDT
 fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     let v = d.v_mut();
     if list == 0 {
@@ -161,6 +163,7 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     err(EINVAL) // more than 256 entries without a terminator
 }
 
+// Tour 06: the kernel stack for entries from user mode
 fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
     if ss as u16 | 3 != FLAT_KERNEL_SS64 {
         return err(EPERM);
@@ -206,6 +209,7 @@ pub(crate) fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Op
 
 /// `callback_op`, with Xen's answers: an unknown type is `-ENOSYS`; only
 /// the NMI callback can be unregistered (the others `-EINVAL`).
+// Tour 03: registering callbacks
 fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         CALLBACKOP_REGISTER => {
@@ -246,6 +250,7 @@ pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
 /// `iret` (Xen: pv/iret.c do_iret): return from a bounce. The stub pushed
 /// rax, r11, rcx onto the guest stack below the frame the bounce built, so
 /// the guest stack holds an `iret_context`.
+// Tour 05, 08: the return from a bounce
 fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let space = d.v().space();
     let c: IretContext = match space.read(f.rsp) {
@@ -506,6 +511,33 @@ pub(crate) fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
     }
 }
 
+/// `VCPUOP_register_vcpu_info`: move a vCPU's vcpu_info into a page of the
+/// guest's (Xen: map_vcpu_info). Once only; the page must be the guest's,
+/// ordinary memory, and the 64 bytes must fit in it. The current contents
+/// are copied over. The hypervisor keeps a reference, so the page cannot
+/// be given back while the domain lives.
+fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, offset: u64) -> Ret {
+    let size = core::mem::size_of::<VcpuInfo>() as u64;
+    if d.vcpus[vi].vcpu_info_maddr.is_some() {
+        return err(EINVAL);
+    }
+    if offset + size > 4096 || offset % 8 != 0 {
+        return err(EINVAL);
+    }
+    match ft.get_mut(mfn) {
+        Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => f.mapped += 1,
+        _ => return err(EINVAL),
+    }
+    let old = traps::vcpu_info_addr(d, vi);
+    let new = mfn << 12 | offset;
+    // SAFETY: both are 64-byte areas of frames the domain owns, in the
+    // direct map; they cannot overlap (different frames, or the old one
+    // is in shared_info which is not Normal).
+    unsafe { core::ptr::copy_nonoverlapping(old as *const u8, crate::mm::paging::phys_to_virt(new) as *mut u8, size as usize) };
+    d.vcpus[vi].vcpu_info_maddr = Some(new);
+    0
+}
+
 /// `VCPUOP_initialise`: give a down vCPU its first context, every part of
 /// it checked as the matching hypercall would check it.
 fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
@@ -579,6 +611,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
 
 /// `sched_op(block)`: enable events and sleep until one is pending (Xen:
 /// do_block). Nothing to wait for if one already is.
+// Tour 07: sched_op(block): unmask and sleep
 fn block(d: &mut Domain) -> Ret {
     traps::set_upcall_mask(d, 0);
     if !event::upcall_ready(d) {
@@ -697,7 +730,10 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             sched::timers_changed();
             0
         }
-        // More vCPUs and vcpu_info placement are not done yet.
+        VCPUOP_REGISTER_VCPU_INFO => {
+            let Ok(r) = space.read::<VcpuRegisterVcpuInfo>(arg) else { return err(EFAULT) };
+            register_vcpu_info(d, ft, vi, r.mfn, r.offset as u64)
+        }
         _ => err(ENOSYS),
     }
 }

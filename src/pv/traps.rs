@@ -70,8 +70,12 @@ pub const VEC_NM: u8 = 7;
 pub const VEC_GP: u8 = 13;
 pub const VEC_PF: u8 = 14;
 
-/// Where vCPU `vcpu`'s `vcpu_info` is: its slot in `shared_info`.
+/// Where vCPU `vcpu`'s `vcpu_info` is (direct-map address): its slot in
+/// `shared_info`, or where the guest put it (`VCPUOP_register_vcpu_info`).
 pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
+    if let Some(ma) = d.vcpus[vcpu].vcpu_info_maddr {
+        return phys_to_virt(ma);
+    }
     phys_to_virt(d.shared_info_mfn << 12)
         + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
             + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()) as u64
@@ -110,6 +114,7 @@ fn set_vcpu_cr2(d: &Domain, cr2: u64) {
 
 /// Switch the vCPU between guest kernel and guest user mode: page tables
 /// and the live GS base change together (Xen: toggle_guest_mode).
+// Tour 05, 06: guest kernel mode <-> guest user mode
 pub fn toggle_guest_mode(v: &mut Vcpu) {
     sched::save_guest_gs(v);
     v.kernel_mode = !v.kernel_mode;
@@ -131,6 +136,7 @@ pub struct Bounce {
 
 /// Build the bounce frame and enter the handler; on failure nothing has
 /// changed and the fault says where.
+// Tour 04, 06: the bounce frame, word by word (docs/frames/exception64*.svg)
 fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     if d.compat {
         return bounce32(d, f, b);
@@ -252,6 +258,7 @@ fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault>
 /// The failsafe frame: the interrupted context plus its data selectors,
 /// `{ RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS }`, on the
 /// `stack_switch` stack.
+// Tour 08: a bounce frame could not be written
 fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
     let sels = crate::sched::read_data_selectors();
     failsafe_with(d, f, why, sels)
@@ -259,11 +266,13 @@ fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
 
 /// Reloading the vCPU's data selectors failed (its GDT changed under
 /// them): the failsafe callback gets the selectors it had.
+// Tour 08: data selectors that no longer load
 pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
     let why = format!("cannot reload data selectors ds {:#x} es {:#x} fs {:#x} gs {:#x}", sels[0], sels[1], sels[2], sels[3]);
     failsafe_with(d, f, &why, sels)
 }
 
+// Tour 08: the failsafe frame (docs/frames/failsafe64.svg)
 fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     if d.compat {
         return failsafe32(d, f, why, sels);
@@ -308,6 +317,7 @@ fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
+// Tour 08: why a write to a guest stack failed
 fn fault_words(e: &Fault) -> &'static str {
     match (e.level, e.error_code & 1, e.error_code & 2) {
         (0, _, _) => "non-canonical or hypervisor address",
@@ -358,6 +368,7 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
 }
 
 /// Deliver `b`, falling back to the failsafe callback.
+// Tour 04, 08: a bounce, or else the failsafe callback
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     let from = if d.v().kernel_mode { "kernel" } else { "user" };
     let (old_rip, old_cs) = (f.rip, f.cs);
@@ -393,6 +404,7 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
 }
 
 /// Deliver exception `vector` through the guest's trap table.
+// Tour 03, 08: an exception meets the trap table
 pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {
     let t = d.v().trap_table[vector as usize];
     if t.address == 0 {
@@ -421,6 +433,7 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
 
 /// `syscall` from guest user mode: to the kernel's syscall callback
 /// (syscall32 from 32-bit user code), frame without error code.
+// Tour 06: a user `syscall` goes to the guest kernel
 pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
     let cb = if compat { d.v().syscall32 } else { d.v().syscall };
     if cb.address == 0 {
@@ -444,6 +457,7 @@ pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
 /// permit_softint: its kernel counts as ring 1, its user mode as 3), else
 /// #GP with error code (n << 3) | 2 at the instruction. Software
 /// interrupts are traps: rip already points past the instruction.
+// Tour 03: `int n` against the entry's DPL
 fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) {
     let dpl = d.v().trap_table[vector as usize].flags & 3;
     let cpl = if d.v().kernel_mode { 1 } else { 3 };
@@ -460,6 +474,7 @@ fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) 
 /// callback. The CPU would not save the user rip/rsp; our frame carries
 /// them anyway (rip past the instruction), a superset of what the guest's
 /// handler expects.
+// Tour 06: `sysenter` from 32-bit user code
 fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let cb = d.v().sysenter;
     if d.v().kernel_mode || cb.address == 0 {
@@ -498,6 +513,7 @@ pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
 }
 
 /// An exception or interrupt vector taken while the guest ran.
+// Tour 04: what each vector means for the guest
 pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTable, f: &mut TrapFrame) {
     let vector = f.vector as u8;
     match vector {
