@@ -16,6 +16,8 @@
 //! - an image that is not a guest is refused by name, and the other
 //!   domains still boot;
 //! - the trace (`trace=bounce,hypercall`) shows hypercalls and bounces.
+//! - a domU writes its console through its console ring (guest-console as
+//!   d1): the lines come out whole and in order.
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
@@ -188,4 +190,19 @@ fn trace_shows_hypercalls() {
         "{}",
         out.transcript()
     );
+}
+
+/// guest-console as d1: its lines go through the console ring of
+/// `start_info.console.domU` (not console_io) and come out whole, in
+/// order, as `(d1) ` lines; the RESULT line too.
+#[test]
+fn console_ring_of_a_domu() {
+    let what = "guest-console as d1 beside hello";
+    let out = boot(what, "", vec![guest("guest-hello"), guest("guest-console")]);
+    expect_success(what, &out, 2);
+    let got: Vec<&str> = out.lines.iter().filter_map(|l| l.text.strip_prefix("(d1) console line ")).collect();
+    let want: Vec<String> = (1..=40).map(|i| format!("{i:02} of 40: {}", ".".repeat(48))).collect();
+    assert_eq!(got, want, "{what}: the ring's lines, in order\n{}", out.transcript());
+    assert!(out.contains("(d1) split line"), "{what}: a line written in two pieces\n{}", out.transcript());
+    assert!(out.contains("(d1) PASS: the reader consumed the ring"), "{}", out.transcript());
 }

@@ -14,17 +14,30 @@
 //!   a recorded [`traps::Trap`] per bounce, inline expected faults
 //!   ([`traps::catch`], [`traps::expect_fault`]) and user mode
 //!   ([`traps::run_user`]);
+//! - events: the upcall handler (2-level scan, every delivery recorded),
+//!   masking, `event_channel_op` and `sched_op` block/poll wrappers
+//!   ([`events`]);
+//! - time: the pvclock read of `vcpu_info.time` and the wall clock
+//!   ([`time`]);
+//! - more vCPUs: which vCPU is running, a `vcpu_guest_context` for starting
+//!   another ([`smp`]);
+//! - the guest's command line as `key=value` words ([`start_info::arg`]),
+//!   and the console through a console ring instead of `console_io`
+//!   ([`console::use_ring`]);
 //! - a few instructions PV kernels expect Xen to emulate ([`cpu`]).
 //!
 //! A guest crate is `#![no_std] #![no_main]` on the bare-metal target and
-//! names its test with [`guest_main!`]; the crate's `build.rs` passes
+//! names its test with [`guest_main!`]; its build script is
+//! `build-guest.rs` (`build = "../rt/build-guest.rs"`), which passes
 //! `guest.ld` to the linker. On the host everything here still compiles (so
 //! `cargo test --workspace` builds the guests), but only the pure parts are
 //! meaningful there.
 //!
-//! Everything runs on vCPU 0 with one thread of control; the only
+//! Most guests run on vCPU 0 with one thread of control; the only
 //! "concurrency" is a trap handler running between two instructions of the
 //! code it interrupted. [`cell::GuestCell`] is built for exactly that.
+//! State that a second vCPU ([`smp`]) or the upcall handler shares with
+//! the main code is kept in atomics.
 #![no_std]
 
 pub use ringvisor_abi as abi;
@@ -32,10 +45,13 @@ pub use ringvisor_abi as abi;
 pub mod cell;
 pub mod console;
 pub mod cpu;
+pub mod events;
 pub mod head;
 pub mod hypercall;
 pub mod report;
+pub mod smp;
 pub mod start_info;
+pub mod time;
 pub mod traps;
 
 /// Where the image is linked and `XEN_ELFNOTE_VIRT_BASE`: the top 2 GiB,

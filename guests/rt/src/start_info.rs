@@ -130,3 +130,42 @@ pub fn virt_to_mfn(va: u64) -> Option<u64> {
     // bootstrap region; pfn < nr_pages.
     Some(unsafe { list.add(pfn as usize).read_volatile() })
 }
+
+/// The value of `key=value` in the guest's command line (words separated
+/// by spaces), if there.
+pub fn arg(key: &str) -> Option<&'static str> {
+    let line = core::str::from_utf8(cmd_line(start_info())).ok()?;
+    arg_in(line, key)
+}
+
+/// [`arg`] on a given command line.
+pub fn arg_in<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .filter_map(|w| w.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// [`arg`] as a number (decimal, or hex with `0x`).
+pub fn arg_u32(key: &str) -> Option<u32> {
+    let v = arg(key)?;
+    match v.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_by_key() {
+        let l = "role=client peer=0 port=0x10 x";
+        assert_eq!(arg_in(l, "role"), Some("client"));
+        assert_eq!(arg_in(l, "peer"), Some("0"));
+        assert_eq!(arg_in(l, "port"), Some("0x10"));
+        assert_eq!(arg_in(l, "x"), None);
+        assert_eq!(arg_in("", "role"), None);
+    }
+}

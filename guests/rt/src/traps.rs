@@ -395,8 +395,8 @@ extern "C" fn pvguest_trap(frame: &mut TrapFrame) {
 pub fn default_action(frame: &mut TrapFrame, t: &Trap) -> Action {
     match t.vector {
         VEC_EVENT => {
-            // Nothing is bound: acknowledge and go on.
-            start_info::clear_upcall_pending();
+            // Scan, acknowledge and record the pending ports.
+            crate::events::dispatch();
             Action::Resume
         }
         3 if t.rip == pvguest_user_ret2kern as *const () as u64 => Action::Return,

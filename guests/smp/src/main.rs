@@ -1,0 +1,376 @@
+//! `guest-smp`: a second vCPU. Needs a domain with exactly 2 vCPUs
+//! (ringvisor `rv.vcpus=2`, Xen `dom0_max_vcpus=2`); with fewer it says
+//! `RESULT: SKIP`. The vCPUs may share one physical CPU, so vCPU 0 waits
+//! for vCPU 1 with `sched_op(yield)`. vCPU 1 runs on its own stack, which
+//! is how the runtime (and so the upcall handler) tells the vCPUs apart.
+//!
+//! Cases:
+//! - `VCPUOP_is_up`: vCPU 0 → 1, vCPU 1 → 0, vCPU 2 → `-ENOENT`;
+//!   `VCPUOP_get_runstate_info(1)`: offline.
+//! - `VCPUOP_up(1)` before `VCPUOP_initialise` → `-EINVAL`;
+//!   `VCPUOP_initialise(1)` with a non-canonical rip → `-EINVAL`, and
+//!   `VCPUOP_up(1)` still `-EINVAL`.
+//! - `VCPUOP_initialise(1)` with a `vcpu_guest_context` (its own stack,
+//!   the boot page tables `ctrlreg[3] = xen_pfn_to_cr3(mfn of pt_base)`,
+//!   the runtime's trap table and event/failsafe callbacks,
+//!   `VGCF_in_kernel`) → 0; vCPU 1 is still down (`is_up` 0); a second
+//!   `initialise` → `-EEXIST`; `VCPUOP_up(1)` → 0, `is_up(1)` → 1.
+//! - vCPU 1 runs: it sets a flag, then counts in a loop (yielding each
+//!   time round); vCPU 0 sees the flag and the counter moving; vCPU 1's
+//!   clock (`vcpu_info[1].time`) agrees with vCPU 0's; its runstate is
+//!   running or runnable.
+//! - `bind_ipi(vcpu 1)` → a port whose `status` says vCPU 1; `send` from
+//!   vCPU 0 → the upcall runs on vCPU 1 (and not on vCPU 0).
+//! - `bind_vcpu` of that IPI port → `-EINVAL` (Xen moves only
+//!   interdomain, unbound and global-VIRQ ports).
+//! - A same-domain interdomain channel (A, B): `bind_vcpu(A, 1)` → 0,
+//!   `status(A)` says vCPU 1, `send(B)` → A's upcall on vCPU 1;
+//!   `bind_vcpu(A, 0)` → `send(B)` → on vCPU 0; `bind_vcpu(A, 2)` →
+//!   `-ENOENT`.
+//! - `bind_virq(VIRQ_TIMER, vcpu 1)`: vCPU 1's periodic timer ticks on it,
+//!   handled on vCPU 1; `VCPUOP_stop_periodic_timer(1)` from vCPU 0 stops
+//!   them; `VCPUOP_set_periodic_timer(1, 5 ms)` from vCPU 0 → 0 and ticks
+//!   again; `VCPUOP_set_singleshot_timer(1)` and
+//!   `VCPUOP_stop_singleshot_timer(1)` from vCPU 0 → `-EINVAL` (Xen: only
+//!   for the calling vCPU).
+//! - `VCPUOP_down(1)` → 0: `is_up(1)` 0, runstate offline, the counter
+//!   stops; an IPI sent meanwhile is not delivered; `VCPUOP_up(1)` → 0:
+//!   vCPU 1 goes on where it was (the counter moves again) and gets that
+//!   IPI.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use pvguest::abi::{self, Pod, StartInfo};
+use pvguest::cell::Stack;
+use pvguest::events::{self as ev, count};
+use pvguest::report::{self, check, check_eq, check_rc, fail, info, pass, Rc};
+use pvguest::smp::{self, vcpu_op0};
+use pvguest::time::{self, now_ns, MS};
+use pvguest::traps;
+
+pvguest::guest_main!("smp", run);
+
+const EINVAL: i64 = abi::neg(abi::EINVAL);
+const EEXIST: i64 = abi::neg(abi::EEXIST);
+const ENOENT: i64 = abi::neg(abi::ENOENT);
+
+/// How long vCPU 0 waits for anything vCPU 1 does.
+const WAIT: u64 = 5000 * MS;
+
+static STACK1: Stack<{ 16 * 4096 }> = Stack::new();
+
+/// vCPU 1: 1 once it runs.
+static FLAG: AtomicU32 = AtomicU32::new(0);
+/// vCPU 1: its loop count.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// vCPU 1: its system time, each time round.
+static V1_NOW: AtomicU64 = AtomicU64::new(0);
+
+/// What vCPU 1 runs.
+extern "C" fn secondary(vcpu: u32, _arg: u64) {
+    ev::unmask_events();
+    FLAG.store(vcpu, Ordering::SeqCst);
+    loop {
+        V1_NOW.store(now_ns(), Ordering::SeqCst);
+        COUNTER.fetch_add(1, Ordering::SeqCst);
+        ev::yield_now();
+    }
+}
+
+fn runstate(vcpu: u32) -> Result<abi::VcpuRunstateInfo, i64> {
+    let mut r = abi::VcpuRunstateInfo::zeroed();
+    r.state = -1;
+    // SAFETY: the hypervisor writes one vcpu_runstate_info into `r`.
+    let rc = unsafe {
+        pvguest::hypercall::vcpu_op(abi::VCPUOP_GET_RUNSTATE_INFO, vcpu, &mut r as *mut _ as u64)
+    };
+    if rc == 0 {
+        Ok(r)
+    } else {
+        Err(rc)
+    }
+}
+
+fn check_runstate(case: &str, vcpu: u32, ok: impl Fn(i32) -> bool) {
+    match runstate(vcpu) {
+        Ok(r) => {
+            check(case, ok(r.state), format_args!("state {}", r.state));
+        }
+        Err(rc) => {
+            check_rc(case, rc, 0);
+        }
+    }
+}
+
+fn run(_si: &StartInfo) {
+    traps::install_default_trap_table();
+    pass("set_trap_table");
+    check_rc("callback_op register event", ev::init(), 0);
+    ev::unmask_events();
+
+    let up1 = vcpu_op0(abi::VCPUOP_IS_UP, 1);
+    if up1 == ENOENT {
+        report::skip(format_args!(
+            "one vCPU only: run with 2 (rv.vcpus=2, dom0_max_vcpus=2)"
+        ));
+    }
+    check_eq("is_up(0)", vcpu_op0(abi::VCPUOP_IS_UP, 0), 1);
+    check_eq("is_up(1) before up", up1, 0);
+    check_rc("is_up(2)", vcpu_op0(abi::VCPUOP_IS_UP, 2), ENOENT);
+    check_runstate("runstate(1) offline before up", 1, |s| {
+        s == abi::RUNSTATE_OFFLINE
+    });
+    check_rc(
+        "up(1) before initialise",
+        vcpu_op0(abi::VCPUOP_UP, 1),
+        EINVAL,
+    );
+
+    let Some(ctx) = smp::context(1, STACK1.bottom(), STACK1.top(), secondary, 0) else {
+        report::error(format_args!("no MFN for pt_base"));
+    };
+    let mut bad = ctx;
+    bad.user_regs.rip = 0x8000_0000_0000_0000;
+    // SAFETY: refused (non-canonical rip); nothing runs.
+    check_rc(
+        "initialise(1) with a non-canonical rip",
+        unsafe { smp::initialise(1, &bad) },
+        EINVAL,
+    );
+    check_rc(
+        "up(1) after a refused initialise",
+        vcpu_op0(abi::VCPUOP_UP, 1),
+        EINVAL,
+    );
+    // SAFETY: vCPU 1 gets its own stack and runs `secondary`, which only
+    // touches atomics and makes hypercalls.
+    check_rc("initialise(1)", unsafe { smp::initialise(1, &ctx) }, 0);
+    check_eq(
+        "is_up(1) after initialise, before up",
+        vcpu_op0(abi::VCPUOP_IS_UP, 1),
+        0,
+    );
+    // SAFETY: refused: vCPU 1 already has a context.
+    check_rc(
+        "initialise(1) again",
+        unsafe { smp::initialise(1, &ctx) },
+        EEXIST,
+    );
+    check_rc("up(1)", vcpu_op0(abi::VCPUOP_UP, 1), 0);
+    check_eq("is_up(1) after up", vcpu_op0(abi::VCPUOP_IS_UP, 1), 1);
+
+    if !ev::spin_until(|| FLAG.load(Ordering::SeqCst) == 1, now_ns() + WAIT) {
+        fail(
+            "vCPU 1 runs and sets its flag",
+            format_args!("no flag after 5 s"),
+        );
+        return;
+    }
+    pass("vCPU 1 runs and sets its flag");
+    counter_moves("vCPU 1 counts");
+    let (v1, v0) = (V1_NOW.load(Ordering::SeqCst), now_ns());
+    check(
+        "vCPU 1's clock agrees with vCPU 0's",
+        v1 > 0 && v1 <= v0 + MS && v0 - v1.min(v0) < 100 * MS,
+        format_args!("vCPU 1 {v1}, vCPU 0 {v0}"),
+    );
+    check_runstate("runstate(1) running or runnable", 1, |s| {
+        s == abi::RUNSTATE_RUNNING || s == abi::RUNSTATE_RUNNABLE
+    });
+
+    let Some(ipi) = ipi_to_vcpu1() else { return };
+    interdomain_moves();
+    timers_of_vcpu1();
+    down_and_up(ipi);
+}
+
+/// `case`: vCPU 1's counter moves within [`WAIT`].
+fn counter_moves(case: &str) -> bool {
+    let c = COUNTER.load(Ordering::SeqCst);
+    let moved = ev::spin_until(|| COUNTER.load(Ordering::SeqCst) > c + 10, now_ns() + WAIT);
+    check(
+        case,
+        moved,
+        format_args!("counter stuck at {}", COUNTER.load(Ordering::SeqCst)),
+    )
+}
+
+fn ipi_to_vcpu1() -> Option<u32> {
+    let p = match ev::bind_ipi(1) {
+        Ok(p) => p,
+        Err(rc) => {
+            fail("bind_ipi(vcpu 1)", format_args!("returned {}", Rc(rc)));
+            return None;
+        }
+    };
+    pass("bind_ipi(vcpu 1)");
+    match ev::status(abi::DOMID_SELF, p) {
+        Ok(s) => check(
+            "status of the IPI port: vCPU 1",
+            s.status == abi::EVTCHNSTAT_IPI && s.vcpu == 1,
+            format_args!("status {} vcpu {}", s.status, s.vcpu),
+        ),
+        Err(rc) => check_rc("status of the IPI port: vCPU 1", rc, 0),
+    };
+    let (c, up0, up1) = (count(p), ev::upcalls(0), ev::upcalls(1));
+    check_rc("send the IPI from vCPU 0", ev::send(p), 0);
+    let got = ev::spin_until(|| count(p) > c, now_ns() + WAIT);
+    check(
+        "the IPI's upcall runs on vCPU 1",
+        got && ev::last_vcpu(p) == 1 && ev::upcalls(1) > up1,
+        format_args!(
+            "delivered {got}, on vCPU {}, vCPU 1 upcalls {} -> {}",
+            ev::last_vcpu(p),
+            up1,
+            ev::upcalls(1)
+        ),
+    );
+    check_eq("no upcall on vCPU 0 for it", ev::upcalls(0), up0);
+    // On a port of its own, so that a hypervisor that moves it spoils
+    // nothing else.
+    match ev::bind_ipi(0) {
+        Ok(q) => {
+            check_rc("bind_vcpu of an IPI port", ev::bind_vcpu(q, 1), EINVAL);
+            ev::close(q);
+        }
+        Err(rc) => fail(
+            "bind_vcpu of an IPI port",
+            format_args!("bind_ipi(0) returned {}", Rc(rc)),
+        ),
+    }
+    Some(p)
+}
+
+fn interdomain_moves() {
+    let Ok(a) = ev::alloc_unbound(abi::DOMID_SELF, abi::DOMID_SELF) else {
+        fail(
+            "alloc_unbound(DOMID_SELF, DOMID_SELF)",
+            format_args!("failed"),
+        );
+        return;
+    };
+    let Ok(b) = ev::bind_interdomain(abi::DOMID_SELF, a) else {
+        fail("bind_interdomain(DOMID_SELF, A)", format_args!("failed"));
+        return;
+    };
+    // B's bind notification is delivered here, on vCPU 0.
+    ev::force_callback();
+    check_rc("bind_vcpu(A, 1)", ev::bind_vcpu(a, 1), 0);
+    match ev::status(abi::DOMID_SELF, a) {
+        Ok(s) => check_eq("status(A) says vCPU 1", s.vcpu, 1),
+        Err(rc) => check_rc("status(A) says vCPU 1", rc, 0),
+    };
+    let deliver_on = |case: &str, vcpu: u32| {
+        let c = count(a);
+        ev::send(b);
+        let got = ev::spin_until(|| count(a) > c, now_ns() + WAIT);
+        check(
+            case,
+            got && ev::last_vcpu(a) == vcpu,
+            format_args!("delivered {got}, on vCPU {}", ev::last_vcpu(a)),
+        );
+    };
+    deliver_on("send(B) → A's upcall on vCPU 1", 1);
+    check_rc("bind_vcpu(A, 0)", ev::bind_vcpu(a, 0), 0);
+    deliver_on("send(B) → A's upcall on vCPU 0 again", 0);
+    check_rc("bind_vcpu(A, 2)", ev::bind_vcpu(a, 2), ENOENT);
+    ev::close(b);
+    ev::close(a);
+}
+
+fn timer_op(cmd: u32, vcpu: u32, arg: u64) -> i64 {
+    // SAFETY: the timer commands only read their argument.
+    unsafe { pvguest::hypercall::vcpu_op(cmd, vcpu, arg) }
+}
+
+fn timers_of_vcpu1() {
+    let t = match ev::bind_virq(abi::VIRQ_TIMER, 1) {
+        Ok(t) => t,
+        Err(rc) => {
+            fail(
+                "bind_virq(VIRQ_TIMER, vcpu 1)",
+                format_args!("returned {}", Rc(rc)),
+            );
+            return;
+        }
+    };
+    pass("bind_virq(VIRQ_TIMER, vcpu 1)");
+    let c = count(t);
+    time::spin_for(55 * MS);
+    check(
+        "vCPU 1's periodic timer ticks, handled on vCPU 1",
+        count(t) >= c + 3 && ev::last_vcpu(t) == 1,
+        format_args!(
+            "{} ticks in 55 ms, last on vCPU {}",
+            count(t) - c,
+            ev::last_vcpu(t)
+        ),
+    );
+    check_rc(
+        "stop_periodic_timer(1) from vCPU 0",
+        timer_op(abi::VCPUOP_STOP_PERIODIC_TIMER, 1, 0),
+        0,
+    );
+    time::spin_for(5 * MS);
+    let c = count(t);
+    time::spin_for(35 * MS);
+    check_eq("vCPU 1's ticks stop", count(t), c);
+    let p = abi::VcpuSetPeriodicTimer { period_ns: 5 * MS };
+    check_rc(
+        "set_periodic_timer(1, 5 ms) from vCPU 0",
+        timer_op(abi::VCPUOP_SET_PERIODIC_TIMER, 1, &p as *const _ as u64),
+        0,
+    );
+    let c = count(t);
+    time::spin_for(50 * MS);
+    check(
+        "vCPU 1 ticks again",
+        count(t) >= c + 4 && ev::last_vcpu(t) == 1,
+        format_args!("{} ticks in 50 ms", count(t) - c),
+    );
+    timer_op(abi::VCPUOP_STOP_PERIODIC_TIMER, 1, 0);
+    let s = abi::VcpuSetSingleshotTimer {
+        timeout_abs_ns: now_ns() + 2 * MS,
+        flags: 0,
+        _pad0: 0,
+    };
+    check_rc(
+        "set_singleshot_timer(1) from vCPU 0",
+        timer_op(abi::VCPUOP_SET_SINGLESHOT_TIMER, 1, &s as *const _ as u64),
+        EINVAL,
+    );
+    check_rc(
+        "stop_singleshot_timer(1) from vCPU 0",
+        timer_op(abi::VCPUOP_STOP_SINGLESHOT_TIMER, 1, 0),
+        EINVAL,
+    );
+    time::spin_for(5 * MS);
+    ev::close(t);
+}
+
+fn down_and_up(ipi: u32) {
+    check_rc("down(1)", vcpu_op0(abi::VCPUOP_DOWN, 1), 0);
+    check_eq("is_up(1) after down", vcpu_op0(abi::VCPUOP_IS_UP, 1), 0);
+    check_runstate("runstate(1) offline after down", 1, |s| {
+        s == abi::RUNSTATE_OFFLINE
+    });
+    time::spin_for(2 * MS);
+    let c = COUNTER.load(Ordering::SeqCst);
+    let n = count(ipi);
+    check_rc("send the IPI to the down vCPU", ev::send(ipi), 0);
+    time::spin_for(30 * MS);
+    check_eq("vCPU 1's counter stops", COUNTER.load(Ordering::SeqCst), c);
+    check_eq("no IPI upcall while vCPU 1 is down", count(ipi), n);
+    info(format_args!("vCPU 1 counted to {c}"));
+
+    check_rc("up(1) again", vcpu_op0(abi::VCPUOP_UP, 1), 0);
+    counter_moves("vCPU 1 goes on after up");
+    let got = ev::spin_until(|| count(ipi) > n, now_ns() + WAIT);
+    check(
+        "the IPI sent while down arrives on vCPU 1 after up",
+        got && ev::last_vcpu(ipi) == 1,
+        format_args!("delivered {got}, on vCPU {}", ev::last_vcpu(ipi)),
+    );
+}
