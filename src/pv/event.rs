@@ -161,6 +161,19 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
     traps::deliver(d, f, b);
 }
 
+/// Ops that name a domain act only on the caller's own ports: another
+/// domain that exists is `-EPERM`, one that does not `-ESRCH` (Xen looks
+/// the domain up first).
+fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
+    if dom == DOMID_SELF || dom == me {
+        Ok(())
+    } else if hv.domains.iter().any(|d| d.id == dom && d.is_alive()) {
+        Err(err(EPERM))
+    } else {
+        Err(err(ESRCH))
+    }
+}
+
 fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
     let id = if id == DOMID_SELF { me } else { id };
     hv.domains.iter().position(|d| d.id == id && d.is_alive())
@@ -190,11 +203,11 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     let me = hv.domains[cur].id;
     match cmd as u32 {
         EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
-            if a.dom != DOMID_SELF && a.dom != me {
-                return err(EPERM);
+            if let Err(e) = only_self(hv, a.dom, me) {
+                return e;
             }
-            let Some(r) = find(hv, a.remote_dom, me) else { return err(ESRCH) };
-            let remote = hv.domains[r].id;
+            // As in Xen, the remote domain need not exist yet.
+            let remote = if a.remote_dom == DOMID_SELF { me } else { a.remote_dom };
             match hv.domains[cur].ports.alloc(Channel::Unbound { remote }) {
                 Ok(p) => {
                     a.port = p;
@@ -222,6 +235,10 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             0
         }),
         EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
+            // A global VIRQ is bound on vCPU 0 (then movable with bind_vcpu).
+            if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
+                return err(EINVAL);
+            }
             if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
                 return err(ENOENT);
             }
@@ -240,7 +257,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             let ports = &mut hv.domains[cur].ports;
             match ports.alloc(Channel::Ipi) {
                 Ok(p) => {
-                    let _ = ports.set_notify(p, b.vcpu);
+                    ports.set_ipi_vcpu(p, b.vcpu);
                     b.port = p;
                     0
                 }
@@ -264,20 +281,37 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             Err(_) => err(EFAULT),
         },
         EVTCHNOP_STATUS => inout(space, arg, |s: &mut EvtchnStatus| {
-            if s.dom != DOMID_SELF && s.dom != me {
-                return err(EPERM);
+            if let Err(e) = only_self(hv, s.dom, me) {
+                return e;
             }
-            let Some(c) = hv.domains[cur].ports.get(s.port) else { return err(EINVAL) };
-            s.vcpu = hv.domains[cur].ports.notify(s.port);
+            let ports = &hv.domains[cur].ports;
+            if s.port as usize >= ports.len() {
+                return err(EINVAL);
+            }
+            // Port 0 (reserved) reads as closed, as in Xen.
+            let c = ports.get(s.port).unwrap_or(Channel::Free);
+            s.vcpu = ports.notify(s.port);
             s.u = [0; 2];
             match c {
                 Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
-                Channel::Unbound { remote } => s.set_unbound(remote),
-                Channel::Interdomain { remote, remote_port } => s.set_interdomain(remote, remote_port),
-                Channel::Virq(v) => s.set_virq(v),
+                Channel::Unbound { remote } => {
+                    s.set_unbound(remote);
+                    s.status = EVTCHNSTAT_UNBOUND;
+                }
+                Channel::Interdomain { remote, remote_port } => {
+                    s.set_interdomain(remote, remote_port);
+                    s.status = EVTCHNSTAT_INTERDOMAIN;
+                }
+                Channel::Virq(v) => {
+                    s.set_virq(v);
+                    s.status = EVTCHNSTAT_VIRQ;
+                }
                 Channel::Ipi => s.status = EVTCHNSTAT_IPI,
                 // The console ring's other end is the hypervisor.
-                Channel::Console => s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0),
+                Channel::Console => {
+                    s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0);
+                    s.status = EVTCHNSTAT_INTERDOMAIN;
+                }
             }
             0
         }),
@@ -291,7 +325,13 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
 
 fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
     let me = hv.domains[cur].id;
-    match hv.domains[cur].ports.close(port) {
+    let closed = hv.domains[cur].ports.close(port);
+    if closed.is_ok() {
+        // A closed port is not pending (Xen: evtchn_free), so its next
+        // binding starts clean.
+        pending_word(&hv.domains[cur], port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
+    }
+    match closed {
         Ok(Channel::Interdomain { remote, remote_port }) => {
             // The other end goes back to waiting for us.
             if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
@@ -331,9 +371,10 @@ fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
 
 // Tour 07: EVTCHNOP_unmask delivers what was pending
 fn unmask(d: &mut Domain, port: Port) -> Ret {
-    match d.ports.get(port) {
-        None | Some(Channel::Free) => return err(EINVAL),
-        Some(_) => {}
+    // Any port the table has grown to is valid (Xen: port_is_valid), bound
+    // or not.
+    if port as usize >= d.ports.len() {
+        return err(EINVAL);
     }
     let bit = 1u64 << (port % 64);
     let vcpu = (d.ports.notify(port) as usize).min(d.vcpus.len() - 1);

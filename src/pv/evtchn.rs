@@ -20,6 +20,12 @@ pub const NR_VIRQS: usize = 24;
 /// vCPUs per domain (each has a `vcpu_info` slot in `shared_info`).
 pub const MAX_VCPUS: usize = 32;
 
+/// VIRQs that belong to the domain rather than to one vCPU (Xen:
+/// virq_is_global): all but the timer, debug, xenoprof and xenpmu ones.
+pub fn virq_is_global(virq: u32) -> bool {
+    !matches!(virq, 0 | 1 | 7 | 13)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
     Free,
@@ -112,15 +118,30 @@ impl Ports {
         self.notify.get(port as usize).copied().unwrap_or(0) as u32
     }
 
-    /// `bind_vcpu`: VIRQs stay with the vCPU they were bound for.
+    /// `bind_vcpu` (as Xen): unbound, interdomain and global-VIRQ ports
+    /// may move; per-vCPU VIRQs and IPIs belong to their vCPU.
     pub fn set_notify(&mut self, port: Port, vcpu: u32) -> Result<(), EvtError> {
-        match self.get(port) {
-            None | Some(Channel::Free) | Some(Channel::Virq(_)) => Err(EvtError::Invalid),
-            Some(_) if vcpu as usize >= MAX_VCPUS => Err(EvtError::Invalid),
-            Some(_) => {
-                self.notify[port as usize] = vcpu as u8;
-                Ok(())
-            }
+        let movable = match self.get(port) {
+            Some(Channel::Unbound { .. } | Channel::Interdomain { .. } | Channel::Console) => true,
+            Some(Channel::Virq(v)) => virq_is_global(v),
+            _ => false,
+        };
+        if !movable || vcpu as usize >= MAX_VCPUS {
+            return Err(EvtError::Invalid);
+        }
+        if let Some(Channel::Virq(v)) = self.get(port) {
+            let old = self.notify[port as usize] as usize;
+            self.virq_port[old][v as usize] = 0;
+            self.virq_port[vcpu as usize][v as usize] = port;
+        }
+        self.notify[port as usize] = vcpu as u8;
+        Ok(())
+    }
+
+    /// Give an IPI port its vCPU (at bind time).
+    pub fn set_ipi_vcpu(&mut self, port: Port, vcpu: u32) {
+        if self.get(port) == Some(Channel::Ipi) && (vcpu as usize) < MAX_VCPUS {
+            self.notify[port as usize] = vcpu as u8;
         }
     }
 
@@ -188,13 +209,20 @@ mod tests {
     }
 
     #[test]
-    fn bind_vcpu_moves_notifications_but_not_virqs() {
+    fn bind_vcpu_moves_what_xen_lets_move() {
         let mut p = Ports::new();
         let ipi = p.alloc(Channel::Ipi).unwrap();
-        assert_eq!(p.set_notify(ipi, 3), Ok(()));
+        assert_eq!(p.set_notify(ipi, 3), Err(EvtError::Invalid), "an IPI stays with its vCPU");
+        p.set_ipi_vcpu(ipi, 3);
         assert_eq!(p.notify(ipi), 3);
-        let v = p.bind_virq(1, 0).unwrap();
-        assert_eq!(p.set_notify(v, 2), Err(EvtError::Invalid));
+        let timer = p.bind_virq(0, 0).unwrap();
+        assert_eq!(p.set_notify(timer, 2), Err(EvtError::Invalid), "VIRQ_TIMER is per vCPU");
+        let console = p.bind_virq(2, 0).unwrap();
+        assert_eq!(p.set_notify(console, 2), Ok(()), "VIRQ_CONSOLE is global");
+        assert_eq!(p.virq_port(2, 2), Some(console));
+        assert_eq!(p.virq_port(2, 0), None);
+        let unbound = p.alloc(Channel::Unbound { remote: 1 }).unwrap();
+        assert_eq!(p.set_notify(unbound, 1), Ok(()));
         assert_eq!(p.set_notify(99, 0), Err(EvtError::Invalid));
         p.close(ipi).unwrap();
         assert_eq!(p.alloc(Channel::Ipi), Ok(ipi));

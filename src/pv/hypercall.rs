@@ -699,6 +699,8 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             }
             0
         }
+        // The single-shot timer is the calling vCPU's own (as in Xen).
+        VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if vi != d.cur => err(EINVAL),
         VCPUOP_SET_SINGLESHOT_TIMER => {
             let Ok(t) = space.read::<VcpuSetSingleshotTimer>(arg) else { return err(EFAULT) };
             if t.flags & VCPU_SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < crate::arch::x86_64::time::now_ns() {

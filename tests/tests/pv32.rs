@@ -6,7 +6,10 @@
 //! - it runs in ring 1, makes hypercalls with `int $0x82`, gets a #UD
 //!   bounced with the 32-bit frame and returns with a plain `iret`:
 //!   `RESULT: SUCCESS`, exit success;
-//! - beside a 64-bit guest: both kinds of domain run, time-shared.
+//! - beside a 64-bit guest: both kinds of domain run, time-shared;
+//! - a domain that spins forever without a hypercall does not starve the
+//!   others: they run to success while it spins (the run then ends at
+//!   its timeout, the spinner still running).
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
@@ -18,20 +21,26 @@ use std::time::Duration;
 /// Assembled once per test process (the tests run in parallel).
 fn hello32() -> PathBuf {
     static ELF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ELF.get_or_init(assemble_hello32).clone()
+    ELF.get_or_init(|| assemble("hello32")).clone()
 }
 
-fn assemble_hello32() -> PathBuf {
+fn spin32() -> PathBuf {
+    static ELF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ELF.get_or_init(|| assemble("spin32")).clone()
+}
+
+/// `tests/asm/NAME.S` linked with hello32.ld.
+fn assemble(name: &str) -> PathBuf {
     let src = build::workspace_root().join("tests/asm");
     let out = build::target_dir().join("pv32-tests");
     std::fs::create_dir_all(&out).unwrap();
-    let obj = out.join("hello32.o");
-    let elf = out.join("hello32.elf");
+    let obj = out.join(format!("{name}.o"));
+    let elf = out.join(format!("{name}.elf"));
     let run = |c: &mut Command| {
         let st = c.status().unwrap_or_else(|e| panic!("cannot run {c:?} (binutils installed?): {e}"));
         assert!(st.success(), "{c:?} failed: {st}");
     };
-    run(Command::new("as").arg("--32").arg(src.join("hello32.S")).arg("-o").arg(&obj));
+    run(Command::new("as").arg("--32").arg(src.join(format!("{name}.S"))).arg("-o").arg(&obj));
     run(Command::new("ld")
         .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
         .arg(src.join("hello32.ld"))
@@ -42,12 +51,16 @@ fn assemble_hello32() -> PathBuf {
 }
 
 fn boot(what: &str, guests: Vec<GuestSpec>) -> RunOutput {
+    boot_for(what, guests, Duration::from_secs(60))
+}
+
+fn boot_for(what: &str, guests: Vec<GuestSpec>, timeout: Duration) -> RunOutput {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     let mut q = Qemu::kernel(elf);
     for g in guests {
         q = q.guest(g);
     }
-    let out = q.timeout(Some(Duration::from_secs(60))).run().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = q.timeout(Some(timeout)).run().unwrap_or_else(|e| panic!("{what}: {e}"));
     eprintln!("{what}: {}", out.summary());
     assert!(!out.contains("(RV) FATAL"), "{what}: hypervisor fault\n{}", out.transcript());
     out
@@ -73,4 +86,20 @@ fn hello32_beside_a_64_bit_guest() {
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
+fn a_spinning_domain_does_not_starve_the_others() {
+    let what = "spin32 + guest-hello + hello32";
+    let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot_for(
+        what,
+        vec![GuestSpec::new(spin32()), GuestSpec::new(hello64), GuestSpec::new(hello32())],
+        Duration::from_secs(8),
+    );
+    let t = out.transcript();
+    assert!(out.contains("(d0) SPINNING"), "{t}");
+    assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
+    assert!(out.contains("(d2) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Timeout, "the spinner should still be running\n{t}");
 }

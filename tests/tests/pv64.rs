@@ -98,6 +98,28 @@ fn hypercalls() {
 }
 
 #[test]
+fn events() {
+    run_alone("guest-events");
+}
+
+#[test]
+fn pingpong_two_domains() {
+    let what = "guest-pingpong server d0, client d1";
+    let out = boot(
+        what,
+        "",
+        vec![guest("guest-pingpong").args("role=server peer=1"), guest("guest-pingpong").args("role=client peer=0")],
+    );
+    expect_success(what, &out, 2);
+}
+
+#[test]
+fn smp_two_vcpus() {
+    let out = boot("guest-smp", "", vec![guest("guest-smp").opt("vcpus", "2")]);
+    expect_success("guest-smp", &out, 1);
+}
+
+#[test]
 fn user_mode() {
     run_alone("guest-user");
 }
