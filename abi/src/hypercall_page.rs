@@ -56,6 +56,7 @@ pub const HYPERCALL_PAGE_FILL: u8 = 0xcc;
 
 /// The 32 bytes of stub `n` of a 64-bit guest's hypercall page (the iret
 /// stub when `n` is [`HYPERVISOR_IRET`]), padded with `int3`.
+// Tour 02, 05: the hypercall stubs, and the iret stub
 pub fn stub64(n: u32) -> [u8; HYPERCALL_STUB_SIZE] {
     let [n0, n1, n2, n3] = n.to_le_bytes();
     #[rustfmt::skip]
@@ -110,6 +111,7 @@ fn padded_stub(code: &[u8]) -> [u8; HYPERCALL_STUB_SIZE] {
 }
 
 /// Fill a whole hypercall page for a 64-bit guest.
+// Tour 01: the hypercall page, filled before the first instruction
 pub fn fill_hypercall_page64(page: &mut [u8; HYPERCALL_PAGE_SIZE]) {
     for (n, slot) in (0u32..).zip(page.chunks_exact_mut(HYPERCALL_STUB_SIZE)) {
         slot.copy_from_slice(&stub64(n));

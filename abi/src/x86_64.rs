@@ -88,6 +88,7 @@ pod_struct! {
     /// iret stub pushed `rcx, r11, rax` on top of the frame the guest built.
     ///
     /// Saved `cs` RPL maps: 0, 1, 2 -> ring-3 kernel mode; 3 -> user mode.
+    // Tour 05: what HYPERVISOR_iret reads (docs/frames/iret64.svg)
     pub struct IretContext {
         pub rax: u64,
         pub r11: u64,

@@ -72,6 +72,7 @@ struct Layout {
     v_end: u64,
 }
 
+// Tour 01: where the parts of the bootstrap region go
 fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool, compat: bool) -> Result<Layout, String> {
     let v_start = img.virt_base;
     if v_start % PAGE != 0 {
@@ -141,6 +142,7 @@ impl From<&str> for BuildError {
 }
 
 /// Build domain `id` from a module's bytes and command line.
+// Tour 01: from module bytes to a vCPU ready to run
 pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -> Result<Domain, BuildError> {
     let img = elf::parse(image).map_err(|e| e.to_string())?;
     // A 32-bit (PAE: the parser refuses others) image runs in ring 1 with

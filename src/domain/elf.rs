@@ -647,6 +647,7 @@ impl fmt::Display for ImageError {
 // The ELF structure, read with xmas-elf after the checks it would assert on.
 
 /// Parse and check a guest kernel image. Never panics.
+// Tour 01: an image's Xen ELF notes, checked as libelf does
 pub fn parse(data: &[u8]) -> Result<GuestImage<'_>, ImageError> {
     let (elf, class, machine) = open(data)?;
     let loads = load_segments(&elf, class)?;

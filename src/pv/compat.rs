@@ -64,6 +64,7 @@ fn kernel_data_selector(d: &Domain, ss: u16) -> bool {
     ss & 3 == 1 && (ss == FLAT_RING1_DS || own_segment(d, ss, false))
 }
 
+// Tour 02: the 32-bit hypercall table
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     let nr = f.rax as u32 as u64;
     let a = [f.rbx as u32 as u64, f.rcx as u32 as u64, f.rdx as u32 as u64, f.rsi as u32 as u64, f.rdi as u32 as u64];
@@ -242,6 +243,7 @@ fn stack_switch(d: &mut Domain, ss: u16, esp: u64) -> Ret {
 /// The 32-bit `iret` (Xen: compat_iret): the stub pushed eax below the
 /// frame the guest returns through, `{ eax, eip, cs, eflags, [esp, ss] }`
 /// (esp and ss only when going back to ring 3).
+// Tour 05: the 32-bit HYPERVISOR_iret (docs/frames/iret32.svg)
 fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let space = d.v().space();
     let Ok(c) = space.read::<[u32; 4]>(f.rsp) else {

@@ -24,8 +24,27 @@ pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
     f(g.as_mut().expect("guest entry before any domain exists"))
 }
 
-pub fn syscall(f: &mut TrapFrame) {
+/// Every entry from a guest, under one lock of the hypervisor state: the
+/// entry itself, then the way back (`before_guest_return`).
+pub fn from_guest(f: &mut TrapFrame) {
+    use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
+    use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
     with_current(|hv| {
+        match f.vector {
+            VEC_SYSCALL | VEC_SYSCALL32 => syscall(hv, f),
+            VEC_HYPERCALL32 if f.cs & 3 == 1 => compat_hypercall(hv, f),
+            // Interrupts were handled by trap_dispatch; nothing of the
+            // guest's to do.
+            TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
+            _ => guest_trap(hv, f),
+        }
+        before_guest_return(hv, f);
+    })
+}
+
+// Tour 02, 06: hypercall, or system call for the guest kernel?
+pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
+    {
         let cur = hv.current;
         let d = &mut hv.domains[cur];
         if d.compat {
@@ -42,37 +61,36 @@ pub fn syscall(f: &mut TrapFrame) {
         } else {
             traps::syscall_from_user(d, f, false);
         }
-    })
+    }
 }
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1).
-pub fn compat_hypercall(f: &mut TrapFrame) {
-    with_current(|hv| {
-        let cur = hv.current;
-        if !hv.domains[cur].compat {
-            // A 64-bit guest cannot be in ring 1; be safe anyway.
-            traps::inject(&mut hv.domains[cur], f, traps::VEC_GP, Some(0x82 << 3 | 2));
-            return;
-        }
-        hv.domains[cur].v_mut().kernel_mode = true;
-        crate::pv::compat::dispatch(hv, f);
-    })
+// Tour 02: `int $0x82` from a 32-bit kernel in ring 1
+pub fn compat_hypercall(hv: &mut Hv, f: &mut TrapFrame) {
+    let cur = hv.current;
+    if !hv.domains[cur].compat {
+        // A 64-bit guest cannot be in ring 1; be safe anyway.
+        traps::inject(&mut hv.domains[cur], f, traps::VEC_GP, Some(0x82 << 3 | 2));
+        return;
+    }
+    hv.domains[cur].v_mut().kernel_mode = true;
+    crate::pv::compat::dispatch(hv, f);
 }
 
-pub fn guest_trap(f: &mut TrapFrame) {
-    with_current(|hv| {
-        let cur = hv.current;
-        if hv.domains[cur].compat {
-            // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
-            hv.domains[cur].v_mut().kernel_mode = f.cs & 3 != 3;
-        }
-        traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
-    })
+// Tour 04: an exception or interrupt from a guest
+pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
+    let cur = hv.current;
+    if hv.domains[cur].compat {
+        // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
+        hv.domains[cur].v_mut().kernel_mode = f.cs & 3 != 3;
+    }
+    traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
 }
 
 /// The last thing before `iretq` into a guest.
-pub fn before_guest_return(f: &mut TrapFrame) {
-    with_current(|hv| loop {
+// Tour 02, 05, 07: the last step before every return to a guest
+pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
+    loop {
         // Settle a dead domain or an expired time slice; this may switch
         // to another vCPU or end the run.
         sched::schedule(hv, f);
@@ -112,5 +130,5 @@ pub fn before_guest_return(f: &mut TrapFrame) {
         }
         f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
         return;
-    })
+    }
 }

@@ -116,6 +116,7 @@ impl GuestSpace {
         Ok(())
     }
 
+    // Tour 04, 08: the only way a frame reaches a guest stack
     pub fn write_bytes(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
         // Check every page first, so a partly-writable range changes nothing.
         let mut at = va & !0xfff;

@@ -159,7 +159,7 @@ fn update_entry(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8, index: usi
     let old = read_pte(mfn, index);
     write_pte(mfn, index, new);
     put_entry(ft, level, old);
-    flush_tlb();
+    // The caller flushes what the old entry may have left in the TLB.
     0
 }
 
@@ -212,7 +212,11 @@ fn batch<T: ringvisor_abi::Pod>(
 }
 
 pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
-    batch(d, ft, space, reqs, count, done_ptr, dom, mmu_update_one)
+    let r = batch(d, ft, space, reqs, count, done_ptr, dom, mmu_update_one);
+    // Entries were changed at machine addresses: we do not know which
+    // virtual addresses they served, so the whole TLB goes (once).
+    flush_tlb();
+    r
 }
 
 fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> Ret {
@@ -266,12 +270,18 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
 pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64, _flags: u64) -> Ret {
     match l1_slot(d, va) {
         Some((l1, i)) if ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) => {
-            update_entry(d, ft, l1, 1, i, val)
+            let r = update_entry(d, ft, l1, 1, i, val);
+            // Always: the old translation must go whatever the guest asked
+            // (a frame it no longer maps may be given to another domain).
+            // SAFETY: invalidating one TLB entry is always sound.
+            unsafe { x86::tlb::flush(va as usize) };
+            r
         }
         _ => err(EINVAL),
     }
 }
 
+// Tour 06: MMUEXT_NEW_USER_BASEPTR sets the user page tables
 pub fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
     batch(d, ft, space, ops, count, done_ptr, dom, mmuext_one)
 }
@@ -486,6 +496,7 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
     if update_entry(d, ft, mfn, level, index, new) != 0 {
         return false;
     }
+    flush_tlb();
     if let StoreKind::Xchg(r) = op.kind {
         *reg(f, r) = cur;
     }

@@ -117,9 +117,14 @@ fn set_vcpu_cr2(d: &Domain, cr2: u64) {
 // Tour 05, 06: guest kernel mode <-> guest user mode
 pub fn toggle_guest_mode(v: &mut Vcpu) {
     sched::save_guest_gs(v);
+    let before = v.cr3_table();
     v.kernel_mode = !v.kernel_mode;
     sched::load_guest_gs(v);
-    sched::load_cr3(v);
+    // Many guests use one table for both modes: no CR3 write (and no TLB
+    // flush) then.
+    if v.cr3_table() != before {
+        sched::load_cr3(v);
+    }
 }
 
 /// What to deliver.
@@ -207,6 +212,7 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
 ///
 /// The handler returns with a plain `iret` (the CPU does the same pops),
 /// or `HYPERVISOR_iret` when it needs events unmasked on the way.
+// Tour 04: the 32-bit bounce frame (docs/frames/exception32-*.svg)
 fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     let mask = upcall_mask(d);
     let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
@@ -329,6 +335,7 @@ fn fault_words(e: &Fault) -> &'static str {
 
 /// The 32-bit failsafe frame `{ DS, ES, FS, GS, EIP, CS, EFLAGS, [ESP, SS] }`
 /// on the ring-1 stack from stack_switch.
+// Tour 08: the 32-bit failsafe frame (docs/frames/failsafe32.svg)
 fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     let id = d.id;
     let mask = upcall_mask(d);

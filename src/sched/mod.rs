@@ -174,6 +174,7 @@ fn selector_ok(sel: u16, compat: bool) -> bool {
 /// descriptor the guest has since changed would fault here, in ring 0.
 /// Returns false (and loads null instead) when one is bad: the caller
 /// delivers the failsafe callback.
+// Tour 08: selectors checked before they are loaded
 fn load_data_selectors(sels: [u16; 4], compat: bool) -> bool {
     let ok = sels.iter().all(|&s| selector_ok(s, compat));
     let [ds, es, fs, gs] = if ok { sels } else { [0; 4] };
@@ -270,6 +271,7 @@ fn fire_timers(hv: &mut Hv, now: u64) {
     }
 }
 
+// Tour 07: guest timers raise VIRQ_TIMER
 fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) {
     {
         let v = &mut d.vcpus[vi];
@@ -349,6 +351,7 @@ fn idle() {
 }
 
 /// Start running guests (never returns).
+// Tour 01: the first entry into the first vCPU
 pub fn start(hv: Hv) -> ! {
     let last = all_vcpus(&hv).last().unwrap_or((0, 0));
     let first = next_runnable(&hv, last);
@@ -374,6 +377,7 @@ pub fn start(hv: Hv) -> ! {
 /// On the way back to a guest: fire guest timers, handle a dead or
 /// blocked current vCPU and time slices, idle when nothing can run.
 /// `f` is the frame at the top of the stack.
+// Tour 08: where a crashed domain stops
 pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
     let cur = (hv.current, hv.domains[hv.current].cur);
     let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
@@ -445,6 +449,7 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
 }
 
 /// Kill a domain with a message saying why (it stops at the next return).
+// Tour 08: a domain's end, with the reason
 pub fn crash(d: &mut Domain, why: String) {
     if d.is_alive() {
         crate::error!("d{}: crashed: {why}", d.id);

@@ -4,6 +4,9 @@
 //! build steps, the grub.cfg generator and the one QEMU runner. Every
 //! command it runs is printed first (`$ ...`).
 
+mod frames;
+mod lesson;
+
 use ringvisor_tests::build::{self, Profile};
 use ringvisor_tests::guest::GuestSpec;
 use ringvisor_tests::qemu::{self, Accel, Qemu};
@@ -31,6 +34,8 @@ COMMANDS:
   test    build the hypervisor and an ISO, then `cargo test --workspace`
   bench   time every PV path against the hardware's own round trips
   gdb     boot in QEMU halted, waiting for gdb on :1234
+  lesson  run a lesson on PV trap bouncing (`lesson --list`; see lessons/)
+  frames  draw the guest stack frames into docs/frames/*.svg
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
 `target/` means $CARGO_TARGET_DIR when that is set.
@@ -274,12 +279,14 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             }
             return bench(&o);
         }
+        "lesson" => return lesson::command(rest),
+        "frames" => return frames::command(rest),
         "gdb" => (
             GDB_HELP,
             [profile, &["--cmdline", "GUEST"]].concat(),
             Profile::Debug,
         ),
-        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, help"),
+        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, help"),
     };
     let o = parse(command, rest, &allowed, default)?;
     if o.help {

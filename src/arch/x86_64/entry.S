@@ -39,6 +39,7 @@
 .section .text
 .balign 16
 .global idt_stubs
+/* Tour 04: 256 entry stubs from one rule */
 idt_stubs:
 .set vec, 0
 .rept 256
@@ -56,6 +57,7 @@ idt_stubs:
 .endr
 
 .balign 16
+/* Tour 04: the CPU's frame becomes a TrapFrame */
 trap_common:
     SAVE_GPRS
     testb $3, {TF_CS}(%rsp)       /* from a guest (ring 1 or 3)? */
@@ -66,6 +68,7 @@ trap_call:
     cld
     call trap_dispatch
 .global ret_to_frame
+/* Tour 01, 02: the one way back into a guest */
 ret_to_frame:
     /* rsp = a TrapFrame. Also the first entry into every vCPU. */
     testb $3, {TF_CS}(%rsp)
@@ -97,6 +100,7 @@ ret_pop:
  * would, with VECTOR = {VEC_SYSCALL}, so one path handles both. */
 .balign 16
 .global syscall_entry
+/* Tour 02: a hypercall (or a user system call) enters here */
 syscall_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}
@@ -114,6 +118,7 @@ syscall_entry:
 /* `syscall` from 32-bit code (compatibility mode): handled the same way. */
 .balign 16
 .global syscall32_entry
+/* Tour 06: `syscall` from 32-bit user code */
 syscall32_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}

@@ -18,6 +18,7 @@ use super::{apic, cpu};
 use crate::console::{print_emergency, TAG};
 
 /// The registers as `trap_common` saves them, lowest address first.
+// Tour 02, 04: the guest's registers while the hypervisor runs
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapFrame {
@@ -91,6 +92,7 @@ extern "C" {
 /// Leave the hypervisor through `frame`, which must be the TrapFrame at
 /// the top of this CPU's stack (see `percpu::guest_frame`): used to enter a
 /// vCPU for the first time and after switching vCPUs outside a trap.
+// Tour 01: entering a vCPU outside a trap
 pub fn enter_frame(frame: *mut TrapFrame) -> ! {
     // SAFETY: `frame` is the guest frame slot at the top of this CPU's
     // hypervisor stack, filled with a validated guest context; everything
@@ -119,6 +121,7 @@ fn interrupt_gate(handler: u64, ist: u8, dpl: u8) -> [u64; 2] {
     [lo, handler >> 32]
 }
 
+// Tour 03: the real IDT, and the gates ring 3 may use
 pub fn init() {
     let base = core::ptr::addr_of!(idt_stubs) as u64;
     let mut idt = IDT.lock();
@@ -160,6 +163,7 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
 }
 
 /// Every interrupt and exception arrives here (from `trap_common`).
+// Tour 02: every entry meets here
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
     let from_guest = f.cs & 3 != 0;
@@ -169,15 +173,14 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         // Legacy PIC lines (remapped to 0x20-0x2f, all masked): a spurious
         // IRQ 7/15 can still arrive; nothing to do.
         0x20..=0x2f => {}
-        VEC_SYSCALL | VEC_SYSCALL32 => crate::pv::entry::syscall(f),
-        VEC_HYPERCALL32 if f.cs & 3 == 1 => crate::pv::entry::compat_hypercall(f),
-        _ if from_guest => crate::pv::entry::guest_trap(f),
+        // Hypercalls, system calls and exceptions of a guest: one pass
+        // that also settles the way back (a bounce, a vCPU switch, a dead
+        // domain) on the frame itself.
+        _ if from_guest => {}
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }
     if from_guest {
-        // Every way back into a guest passes here: pending work (a bounce,
-        // a vCPU switch, a dead domain) is settled on the frame itself.
-        crate::pv::entry::before_guest_return(f);
+        crate::pv::entry::from_guest(f);
     }
 }
 

@@ -14,6 +14,7 @@ const EFER_SCE: u64 = 1 << 0;
 /// we choose), TF, DF (the ABI wants it clear), NT, AC.
 const SFMASK: u64 = 0x200 | 0x100 | 0x400 | 0x4000 | 0x40000;
 
+// Tour 02: where `syscall` from a guest lands
 pub fn init() {
     // STAR: kernel CS = 0xe008 (SS = 0xe010); sysret base 0xe023 so a
     // 64-bit sysret would load CS 0xe033 / SS 0xe02b (see gdt.rs).
