@@ -8,32 +8,11 @@
  * 0xe019 with the saved upcall mask (1: events masked at start) in bits
  * 16-23; the handler returns with a plain iret; then shutdown(poweroff).
  * Any check failing prints RESULT: FAILURE and shuts down with crash. */
-.section .note.Xen, "a"
-.macro NOTE type, desc_start, desc_end
-    .balign 4
-    .long 4
-    .long \desc_end - \desc_start
-    .long \type
-    .asciz "Xen"
-    .balign 4
+.macro GUEST_NAME
+    .asciz "test32"
 .endm
-    NOTE 6, 1f, 2f
-1:  .asciz "test32"
-2:  NOTE 8, 3f, 4f
-3:  .asciz "generic"
-4:  NOTE 5, 5f, 6f
-5:  .asciz "xen-3.0"
-6:  NOTE 3, 7f, 8f
-7:  .long 0xC0000000
-8:  NOTE 4, 9f, 10f
-9:  .long 0
-10: NOTE 1, 11f, 12f
-11: .long _start
-12: NOTE 2, 13f, 14f
-13: .long hypercall_page
-14: NOTE 9, 15f, 16f
-15: .asciz "yes"
-16:
+.include "notes32.inc"
+
 .text
 .globl _start
 _start:

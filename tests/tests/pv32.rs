@@ -40,7 +40,7 @@ fn assemble(name: &str) -> PathBuf {
         let st = c.status().unwrap_or_else(|e| panic!("cannot run {c:?} (binutils installed?): {e}"));
         assert!(st.success(), "{c:?} failed: {st}");
     };
-    run(Command::new("as").arg("--32").arg(src.join(format!("{name}.S"))).arg("-o").arg(&obj));
+    run(Command::new("as").arg("--32").arg("-I").arg(&src).arg(src.join(format!("{name}.S"))).arg("-o").arg(&obj));
     run(Command::new("ld")
         .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
         .arg(src.join("hello32.ld"))
