@@ -26,6 +26,7 @@ pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
 
 /// Every entry from a guest, under one lock of the hypervisor state: the
 /// entry itself, then the way back (`before_guest_return`).
+// Tour 02: every entry from a guest, and the way back, under one lock
 pub fn from_guest(f: &mut TrapFrame) {
     use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
