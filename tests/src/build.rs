@@ -91,42 +91,63 @@ pub fn build_hypervisor(profile: Profile) -> Result<PathBuf> {
     Ok(elf)
 }
 
+/// The target 32-bit test guests are built for (freestanding ELF32; see
+/// `.cargo/config.toml`).
+pub const TARGET32: &str = "i686-unknown-linux-gnu";
+
 /// The test guests: every crate under `guests/` whose package is named
-/// `guest-*` (the runtime `guests/rt` is not one).
+/// `guest-*` (64-bit) and under `guests32/` named `guest32-*` (32-bit);
+/// the runtimes are not guests.
 pub fn guest_crates() -> Vec<String> {
     let mut names = Vec::new();
-    let Ok(dirs) = fs::read_dir(workspace_root().join("guests")) else { return names };
-    for d in dirs.flatten() {
-        let Ok(toml) = fs::read_to_string(d.path().join("Cargo.toml")) else { continue };
-        let name = toml
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"').map(str::to_string));
-        if let Some(n) = name.filter(|n| n.starts_with("guest-")) {
-            names.push(n);
+    for (dir, prefix) in [("guests", "guest-"), ("guests32", "guest32-")] {
+        let Ok(dirs) = fs::read_dir(workspace_root().join(dir)) else { continue };
+        for d in dirs.flatten() {
+            let Ok(toml) = fs::read_to_string(d.path().join("Cargo.toml")) else { continue };
+            let name = toml
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"').map(str::to_string));
+            if let Some(n) = name.filter(|n| n.starts_with(prefix)) {
+                names.push(n);
+            }
         }
     }
     names.sort();
     names
 }
 
+fn guest_target(name: &str) -> &'static str {
+    if name.starts_with("guest32-") {
+        TARGET32
+    } else {
+        TARGET
+    }
+}
+
 /// Where `cargo build` leaves guest `name` (always a release build: guests
 /// run under TCG and must be quick).
 pub fn guest_path(name: &str) -> PathBuf {
-    target_dir().join(TARGET).join("release").join(name)
+    target_dir().join(guest_target(name)).join("release").join(name)
 }
 
-/// Builds every test guest for the bare-metal target, in one cargo run.
+/// Builds every test guest, one cargo run per target.
 pub fn build_guests() -> Result<Vec<PathBuf>> {
     let names = guest_crates();
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let mut c = cargo();
-    c.current_dir(workspace_root()).args(["build", "--release", "--target", TARGET]);
-    for n in &names {
-        c.args(["-p", n]);
+    for target in [TARGET, TARGET32] {
+        let these: Vec<&String> = names.iter().filter(|n| guest_target(n) == target).collect();
+        if these.is_empty() {
+            continue;
+        }
+        let mut c = cargo();
+        c.current_dir(workspace_root()).args(["build", "--release", "--target", target]);
+        for n in these {
+            c.args(["-p", n]);
+        }
+        cmd::run(&mut c)?;
     }
-    cmd::run(&mut c)?;
     let paths: Vec<PathBuf> = names.iter().map(|n| guest_path(n)).collect();
     for p in &paths {
         if !p.is_file() {

@@ -78,6 +78,19 @@ fn hello32_runs_in_ring_1() {
 }
 
 #[test]
+fn guest32_hello() {
+    // The Rust 32-bit runtime's hello (guests32/hello): start_info,
+    // selectors at CPL 1, the hypercall page's int $0x82 stubs, xen_version.
+    let what = "guest32-hello";
+    let g = build::test_guest("guest32-hello").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot(what, vec![GuestSpec::new(g).args("hello args")]);
+    let t = out.transcript();
+    assert!(out.contains("(d0) INFO: cmd_line = \"hello args\""), "{t}");
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
 fn hello32_beside_a_64_bit_guest() {
     let what = "hello32 + guest-hello";
     let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
