@@ -460,7 +460,10 @@ pub fn guest_image(g: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&out)?;
     let obj = out.join(format!("{stem}.o"));
     let elf = out.join(format!("{stem}.elf"));
-    ringvisor_tests::cmd::run(std::process::Command::new("as").arg("--32").arg(&src).arg("-o").arg(&obj))?;
+    let dir = src.parent().unwrap_or(&src).to_path_buf();
+    ringvisor_tests::cmd::run(
+        std::process::Command::new("as").arg("--32").arg("-I").arg(&dir).arg(&src).arg("-o").arg(&obj),
+    )?;
     ringvisor_tests::cmd::run(
         std::process::Command::new("ld")
             .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
