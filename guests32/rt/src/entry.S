@@ -214,19 +214,18 @@ pvguest32_longjmp:
         jmp     pvguest32_catch_resume
 
 /*
- * noreturn pvguest32_enter_user(void (*f)(void *), void *arg, u32 esp),
- * cdecl, from ring 1: a native `iret` to ring 3 at the user trampoline
- * (cs FLAT_RING3_CS, ss:esp FLAT_RING3_SS:esp, eflags with IF), with
- * %ds/%es = FLAT_RING3_DS first (an iret to ring 3 nulls data selectors
- * whose DPL is below 3, and a null %ds faults in compatibility mode).
- * f and arg travel in %ebx and %esi, which the iret does not touch.
+ * noreturn pvguest32_enter_user(void (*entry)(void), u32 esp), cdecl, from
+ * ring 1: a native `iret` to ring 3 at the user trampoline (cs
+ * FLAT_RING3_CS, ss:esp FLAT_RING3_SS:esp, eflags with IF), with %ds/%es =
+ * FLAT_RING3_DS first (an iret to ring 3 nulls data selectors whose DPL is
+ * below 3, and a null %ds faults in compatibility mode). entry travels in
+ * %ebx, which the iret does not touch.
  */
         .balign 16
         .globl  pvguest32_enter_user
 pvguest32_enter_user:
         mov     4(%esp), %ebx
-        mov     8(%esp), %esi
-        mov     12(%esp), %ecx
+        mov     8(%esp), %ecx
         mov     ${ring3_ds}, %eax
         mov     %eax, %ds
         mov     %eax, %es
@@ -238,20 +237,20 @@ pvguest32_enter_user:
         iret
 
 /*
- * User-mode trampoline: the first instruction run in ring 3. In: %ebx =
- * fn(void *), %esi = its argument (callee-saved, so f keeps them too),
- * %esp = the user stack top (16-byte aligned). Calls f(arg), then returns
- * to the kernel with `int3`: the #BP entry of the trap table has DPL 3.
- * The #BP handler recognises the return by its eip:
- * pvguest32_user_ret2kern, the address after this int3.
+ * User-mode trampoline, on a user page (.user.text): the first instruction
+ * run in ring 3. In: %ebx = the user function (itself in .user.text),
+ * %esp = the user stack top. Calls it, then returns to the kernel with
+ * `int3`: the #BP entry of the trap table has DPL 3. The #BP handler
+ * recognises the return by its eip: pvguest32_user_ret2kern, the address
+ * after this int3.
  */
+        .pushsection .user.text, "ax", @progbits
         .balign 16
         .globl  pvguest32_user_trampoline
 pvguest32_user_trampoline:
-        sub     $12, %esp
-        push    %esi
         call    *%ebx
         int3
         .globl  pvguest32_user_ret2kern
 pvguest32_user_ret2kern:
         ud2
+        .popsection

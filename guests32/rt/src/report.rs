@@ -68,6 +68,19 @@ where
     )
 }
 
+/// Passes when `got == want`, for values without a hex form (tuples,
+/// arrays, options); the failure shows both with `{:x?}`.
+pub fn check_same<T>(case: &str, got: T, want: T) -> bool
+where
+    T: PartialEq + fmt::Debug,
+{
+    check(
+        case,
+        got == want,
+        format_args!("got {:x?}, want {:x?}", got, want),
+    )
+}
+
 /// Passes when a hypercall returned `want` (an `-errno` or 0); the failure
 /// names the errno values.
 pub fn check_rc(case: &str, got: i32, want: i32) -> bool {

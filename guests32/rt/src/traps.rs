@@ -214,8 +214,8 @@ static LAST: GuestCell<Trap> = GuestCell::new(Trap {
     segs: [0; 4],
 });
 static COUNT: GuestCell<u32> = GuestCell::new(0);
-/// How the last bounce left: [`EXIT_NATIVE`] or [`EXIT_HYPERCALL`] (or
-/// `u32::MAX` for an unwind).
+/// How the last bounce that resumed left: [`EXIT_NATIVE`] or
+/// [`EXIT_HYPERCALL`] (`u32::MAX`: none yet). Unwinds leave it alone.
 static LAST_EXIT: GuestCell<u32> = GuestCell::new(u32::MAX);
 
 /// Written by the failsafe entry point: its frame's ds, es, fs, gs.
@@ -278,7 +278,7 @@ extern "C" {
     static pvguest32_entry_table: [u32; ENTRY_VECTORS.len()];
     fn pvguest32_catch(f: extern "C" fn(*mut u8), ctx: *mut u8) -> u32;
     fn pvguest32_longjmp(code: u32) -> !;
-    fn pvguest32_enter_user(f: extern "C" fn(*mut u8), arg: *mut u8, esp: u32) -> !;
+    fn pvguest32_enter_user(entry: unsafe extern "C" fn(), esp: u32) -> !;
     fn pvguest32_user_ret2kern();
 }
 
@@ -411,8 +411,9 @@ pub fn count() -> u32 {
     COUNT.get()
 }
 
-/// How the last bounce that resumed left: `Some(false)` native `iret`,
-/// `Some(true)` `HYPERVISOR_iret`, `None` if it unwound.
+/// How the last bounce that resumed (rather than unwound) left:
+/// `Some(false)` native `iret`, `Some(true)` `HYPERVISOR_iret`, `None`
+/// before the first.
 pub fn last_exit_was_hypercall() -> Option<bool> {
     match LAST_EXIT.get() {
         EXIT_NATIVE => Some(false),
@@ -486,7 +487,6 @@ extern "C" fn pvguest32_trap(frame: *mut TrapFrame) {
             LAST_EXIT.set(f.exit);
         }
         Action::Unwind | Action::Return if CATCH_ACTIVE.get() => {
-            LAST_EXIT.set(u32::MAX);
             unwind(if action == Action::Return {
                 CATCH_RETURN
             } else {
@@ -637,27 +637,29 @@ pub const STACK_SIZE: usize = 4 * 4096;
 
 /// The ring-1 stack bounces from ring 3 land on (`stack_switch`).
 pub static KERNEL_STACK: Stack<STACK_SIZE> = Stack::new();
-/// The stack [`run_user`] gives ring 3.
+/// The stack [`run_user`] gives ring 3 (on user pages).
+#[link_section = ".user.data"]
 pub static USER_STACK: Stack<STACK_SIZE> = Stack::new();
-/// A page of the image that [`setup_user_mode`] leaves supervisor-only,
-/// for "user mode may not touch this" cases.
+/// A page of the kernel's `.bss`: never a user page, for "ring 3 may not
+/// touch this" cases.
 pub static KERNEL_ONLY: Page = Page::new();
 
 static USER_READY: GuestCell<bool> = GuestCell::new(false);
 
 #[cfg(target_arch = "x86")]
 extern "C" {
-    static __image_start: u8;
-    static __image_end: u8;
+    static __user_start: u8;
+    static __user_end: u8;
 }
 
-/// The image's extent `[start, end)` (from the linker script).
-pub fn image_range() -> (u32, u32) {
+/// The user pages `[start, end)`: `.user.text` and `.user.data` (from the
+/// linker script).
+pub fn user_range() -> (u32, u32) {
     #[cfg(target_arch = "x86")]
     {
         (
-            crate::va(core::ptr::addr_of!(__image_start)),
-            crate::va(core::ptr::addr_of!(__image_end)),
+            crate::va(core::ptr::addr_of!(__user_start)),
+            crate::va(core::ptr::addr_of!(__user_end)),
         )
     }
     #[cfg(not(target_arch = "x86"))]
@@ -666,20 +668,41 @@ pub fn image_range() -> (u32, u32) {
     }
 }
 
-/// Prepares ring 3:
+/// Defines a function for ring 3: naked, in `.user.text` (a user page),
+/// its body AT&T asm with `sym`/`const` operands as for
+/// [`core::arch::naked_asm!`]. It is called with `call` and returns with
+/// `ret`; whatever it writes must be in `.user.data`
+/// (`#[link_section = ".user.data"]`). No trailing comma after the last
+/// operand (the macro appends `options(att_syntax)`).
+///
+/// ```ignore
+/// pvguest32::user_fn!(fn user_ud2() { "ud2", "ret" });
+/// ```
+#[macro_export]
+macro_rules! user_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident() { $($body:tt)* }) => {
+        $(#[$m])*
+        #[unsafe(naked)]
+        #[link_section = ".user.text"]
+        $vis unsafe extern "C" fn $name() {
+            core::arch::naked_asm!($($body)*, options(att_syntax))
+        }
+    };
+}
+
+/// Prepares ring 3, the way a 32-bit PV kernel would:
 ///
 /// 1. `stack_switch(FLAT_RING1_SS, top of KERNEL_STACK)`: where bounces
 ///    from ring 3 land.
-/// 2. The image becomes user-accessible. A 32-bit PV kernel runs in ring
-///    1, so unlike a 64-bit one its pages need not be user pages, and
-///    Xen's builder maps a compat guest's bootstrap region with
-///    supervisor-only leaf entries (`COMPAT_L1_PROT` in
-///    `xen/arch/x86/pv/dom0_build.c`: present, rw, accessed) under user
-///    upper levels. The runtime sets the U bit on every page of the image
-///    with `update_va_mapping` (except the `shared_info` page and
-///    [`KERNEL_ONLY`]), and on the L2 entries above them with
-///    `mmu_update` if they lack it, so that user code can run the test's
-///    closures on the kernel stack, as the 64-bit runtime does.
+/// 2. The user pages (`.user.text`, `.user.data`, see `guest.ld`) get the
+///    U bit. A 32-bit PV kernel runs in ring 1, so unlike a 64-bit one its
+///    own pages are supervisor pages: Xen's builder maps a compat guest's
+///    bootstrap region with supervisor-only leaf entries (`COMPAT_L1_PROT`
+///    in `xen/arch/x86/pv/dom0_build.c`: present, rw, accessed) under user
+///    upper levels. The runtime sets U on each user page with
+///    `update_va_mapping`, and on the L2 entries above them with
+///    `mmu_update` should they lack it. Kernel code never runs from these
+///    pages, nor user code from any other.
 pub fn setup_user_mode() -> Result<(), (&'static str, i32)> {
     // SAFETY: KERNEL_STACK is used only for bounces from ring 3.
     let rc =
@@ -687,13 +710,15 @@ pub fn setup_user_mode() -> Result<(), (&'static str, i32)> {
     if rc != 0 {
         return Err(("stack_switch", rc));
     }
-    let (start, end) = image_range();
-    let skip = [start_info::SHARED_INFO.addr(), KERNEL_ONLY.addr()];
+    let (start, end) = user_range();
+    if start == end {
+        return Err(("no user pages", 0));
+    }
     let mut last_l2 = None;
     let mut va = start;
     while va < end {
         let [_, l2, _] = start_info::walk(va);
-        let l2 = l2.ok_or(("no L2 entry for the image", 0))?;
+        let l2 = l2.ok_or(("no L2 entry for a user page", 0))?;
         if l2.val & start_info::PTE_USER == 0 && last_l2 != Some(l2.maddr) {
             let req = abi::MmuUpdate {
                 ptr: l2.maddr | abi::MMU_NORMAL_PT_UPDATE,
@@ -707,20 +732,18 @@ pub fn setup_user_mode() -> Result<(), (&'static str, i32)> {
             }
         }
         last_l2 = Some(l2.maddr);
-        if !skip.contains(&va) {
-            let mfn = start_info::virt_to_mfn(va).ok_or(("image page outside the P2M", 0))?;
-            let pte = (u64::from(mfn) << 12)
-                | start_info::PTE_PRESENT
-                | start_info::PTE_RW
-                | start_info::PTE_USER
-                | start_info::PTE_ACCESSED
-                | start_info::PTE_DIRTY;
-            // SAFETY: the same frame, now also user-accessible.
-            let rc =
-                unsafe { crate::hypercall::update_va_mapping(va, pte, abi::UVMF_INVLPG as u32) };
-            if rc != 0 {
-                return Err(("update_va_mapping(image page | U)", rc));
-            }
+        let mfn = start_info::virt_to_mfn(va).ok_or(("user page outside the P2M", 0))?;
+        let pte = (u64::from(mfn) << 12)
+            | start_info::PTE_PRESENT
+            | start_info::PTE_RW
+            | start_info::PTE_USER
+            | start_info::PTE_ACCESSED
+            | start_info::PTE_DIRTY;
+        // SAFETY: the same frame, now also user-accessible; only user
+        // code and data live there.
+        let rc = unsafe { crate::hypercall::update_va_mapping(va, pte, abi::UVMF_INVLPG as u32) };
+        if rc != 0 {
+            return Err(("update_va_mapping(user page | U)", rc));
         }
         va += crate::PAGE_SIZE;
     }
@@ -728,35 +751,30 @@ pub fn setup_user_mode() -> Result<(), (&'static str, i32)> {
     Ok(())
 }
 
-/// Runs `f` in ring 3 (cs `FLAT_RING3_CS`, ss `FLAT_RING3_SS`, on
-/// [`USER_STACK`], eflags [`USER_EFLAGS`]) and returns to ring 1 when it
-/// returns (`Ok`) or faults (`Err`, unless a handler chose otherwise). The
-/// way in is a native `iret` from ring 1; the way back is `int3` (DPL 3).
-/// Needs [`setup_user_mode`]. `f` must not make hypercalls (`int $0x82`
-/// from ring 3 is a #GP).
+/// Runs `entry` (a [`user_fn!`]) in ring 3 (cs `FLAT_RING3_CS`, ss
+/// `FLAT_RING3_SS`, on [`USER_STACK`], eflags [`USER_EFLAGS`]) and returns
+/// to ring 1 when it returns (`Ok`) or faults (`Err`, unless a handler
+/// chose otherwise). The way in is a native `iret` from ring 1; the way
+/// back is `int3` (DPL 3). Needs [`setup_user_mode`]. `entry` must not make
+/// hypercalls (`int $0x82` from ring 3 is a #GP).
 #[allow(clippy::result_large_err)]
-pub fn run_user<F: FnOnce()>(f: F) -> Result<(), Trap> {
-    extern "C" fn call<F: FnOnce()>(ctx: *mut u8) {
-        // SAFETY: `ctx` points at the `Option<F>` on the kernel stack,
-        // which stays untouched until the catch unwinds.
-        let f = unsafe { (*ctx.cast::<Option<F>>()).take() };
-        if let Some(f) = f {
-            f();
-        }
-    }
+pub fn run_user(entry: unsafe extern "C" fn()) -> Result<(), Trap> {
     assert!(USER_READY.get(), "run_user before setup_user_mode");
+    let (start, end) = user_range();
+    assert!(
+        (start..end).contains(&(entry as usize as u32)),
+        "run_user: the entry is not on a user page (use user_fn!)"
+    );
     catch(move || {
-        let mut slot = Some(f);
-        let ctx = (&mut slot as *mut Option<F>).cast::<u8>();
         #[cfg(target_arch = "x86")]
-        // SAFETY: drops to ring 3 at the trampoline, which calls
-        // call::<F>(ctx) and comes back through int3 (an unwind to this
-        // catch). This frame stays intact meanwhile: ring 3 runs on
-        // USER_STACK and its bounces land on KERNEL_STACK.
+        // SAFETY: drops to ring 3 at the trampoline, which calls `entry`
+        // and comes back through int3 (an unwind to this catch). This
+        // frame stays intact meanwhile: ring 3 runs on USER_STACK and its
+        // bounces land on KERNEL_STACK.
         unsafe {
-            pvguest32_enter_user(call::<F>, ctx, USER_STACK.top())
+            pvguest32_enter_user(entry, USER_STACK.top())
         }
         #[cfg(not(target_arch = "x86"))]
-        call::<F>(ctx);
+        let _ = entry;
     })
 }
