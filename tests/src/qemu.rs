@@ -75,6 +75,8 @@ pub struct Qemu {
     /// Typed on the serial line: each `(trigger, bytes)` once, as soon as
     /// a console line containing `trigger` has appeared.
     pub send_on: Vec<(String, Vec<u8>)>,
+    /// Our stdin goes to the serial line (interactive runs: debug keys).
+    pub keyboard: bool,
 }
 
 impl Qemu {
@@ -101,6 +103,7 @@ impl Qemu {
             echo: false,
             extra_args: Vec::new(),
             send_on: Vec::new(),
+            keyboard: false,
         }
     }
 
@@ -199,7 +202,13 @@ impl Qemu {
         }
         let mut command = self.command()?;
         command
-            .stdin(if self.send_on.is_empty() { Stdio::null() } else { Stdio::piped() })
+            .stdin(if !self.send_on.is_empty() {
+                Stdio::piped()
+            } else if self.keyboard {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd::announce(&command);

@@ -366,6 +366,8 @@ fn run(o: &Opts) -> Result<ExitCode> {
     q.accel = o.accel;
     q.timeout = o.timeout;
     q.echo = true;
+    // Keys typed while it runs reach the hypervisor's debug keys.
+    q.keyboard = std::io::stdin().is_terminal();
     let out = q.run()?;
     if out.exit_line().is_none() && out.verdict != qemu::Verdict::Timeout {
         eprintln!("note: no `(RV) exit: ...` line was printed");
@@ -551,8 +553,8 @@ fn gdb(o: &Opts) -> Result<ExitCode> {
     let elf = build::build_hypervisor(o.profile)?;
     let log = build::target_dir().join("qemu-debug.log");
     let mut q = Qemu::kernel(&elf).cmdline(&o.cmdline);
-    for g in guests {
-        q = q.guest(g);
+    for g in &guests {
+        q = q.guest(g.clone());
     }
     q.extra_args = ["-s", "-S", "-d", "int,cpu_reset", "-D"]
         .iter()
@@ -563,16 +565,31 @@ fn gdb(o: &Opts) -> Result<ExitCode> {
     // stdin stays ours (for gdb); QEMU's serial goes to our stdout.
     qemu.stdin(Stdio::null());
 
+    // Symbols of the hypervisor and of every guest (PV guests are static
+    // executables linked where they run: their own addresses are right),
+    // and hardware breakpoints on the hypercall entry and the bounce.
+    let script = build::target_dir().join("ringvisor.gdb");
+    let mut text = String::from("set pagination off\nset confirm off\n");
+    for g in &guests {
+        text.push_str(&format!("add-symbol-file {}\n", g.path.display()));
+    }
+    text.push_str(
+        "target remote localhost:1234\n\
+         hbreak syscall_entry\n\
+         hbreak ringvisor::pv::traps::deliver\n\
+         hbreak ringvisor::pv::compat::dispatch\n\
+         echo Hardware breakpoints: syscall_entry (64-bit hypercalls and system calls),\\n\n\
+         echo   pv::traps::deliver (every bounce), pv::compat::dispatch (32-bit hypercalls).\\n\n",
+    );
+    std::fs::write(&script, text)?;
     let mut gdb = Command::new("gdb");
-    gdb.arg("-q")
-        .arg(&elf)
-        .args(["-ex", "target remote localhost:1234"]);
+    gdb.arg("-q").arg(&elf).arg("-x").arg(&script);
     let gdb_line = cmd::display(&gdb);
     eprintln!(
         "QEMU halts before the first instruction; -d int,cpu_reset goes to {}",
         log.display()
     );
-    eprintln!("hint: in gdb, `hbreak rust_start` then `continue` (hardware breakpoints work before paging is on)");
+    eprintln!("gdb script: {} (symbols of the hypervisor and each guest, breakpoints preset)", script.display());
 
     let interactive = std::io::stdin().is_terminal();
     if cmd::find_in_path("gdb").is_none() || !interactive {
