@@ -82,7 +82,7 @@ pub fn forced(d: &mut Domain, f: &mut TrapFrame, insn: &[u8]) -> bool {
         return false;
     }
     let [a, b, c, dx] = cpuid_policy(f.rax as u32, f.rcx as u32);
-    crate::trace!(TRACE_EMULATE, "d{}v0 emulate cpuid leaf {:#x}.{:#x} at {:#x}", d.id, f.rax as u32, f.rcx as u32, f.rip);
+    crate::trace!(TRACE_EMULATE, "d{}v{} emulate cpuid leaf {:#x}.{:#x} at {:#x}", d.id, d.cur, f.rax as u32, f.rcx as u32, f.rip);
     f.rax = a as u64;
     f.rbx = b as u64;
     f.rcx = c as u64;
@@ -292,7 +292,7 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
         }
         _ => return false,
     }
-    crate::trace!(TRACE_EMULATE, "d{}v0 emulate {what} at {:#x}", d.id, f.rip);
+    crate::trace!(TRACE_EMULATE, "d{}v{} emulate {what} at {:#x}", d.id, d.cur, f.rip);
     f.rip += len as u64;
     true
 }

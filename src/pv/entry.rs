@@ -1,16 +1,21 @@
 //! Where every guest entry into the hypervisor lands, and the way back.
 //!
-//! A guest enters in one of three ways, all ending in `trap_dispatch` with
-//! the guest's registers in a `TrapFrame` at the top of this CPU's stack:
+//! A guest enters in one of these ways, all reaching `trap_dispatch` with
+//! the guest's registers in a `TrapFrame` at the top of this CPU's stack,
+//! and then `from_guest`, which takes the hypervisor state's lock once:
 //!
-//! 1. `syscall` from its kernel: a hypercall (`hypercall::dispatch`);
-//! 2. `syscall` from its user mode: bounced to its kernel's syscall
+//! 1. `syscall` from a 64-bit kernel: a hypercall (`hypercall::dispatch`);
+//! 2. `int $0x82` from a 32-bit kernel in ring 1: a hypercall
+//!    (`compat::dispatch`);
+//! 3. `syscall` from guest user mode: bounced to its kernel's syscall
 //!    callback (`traps::syscall_from_user`);
-//! 3. an exception or interrupt: emulated, bounced to its trap table, or
-//!    handled by the hypervisor (timer).
+//! 4. an exception: emulated or bounced to its trap table
+//!    (`traps::guest_exception`); an interrupt (the timer) was already
+//!    handled by the hypervisor.
 //!
 //! On the way out, `before_guest_return` settles what is pending (a dead
-//! domain, a time slice) and checks the frame is one `iretq` can take.
+//! domain, a time slice, an event upcall) and checks the frame is one
+//! `iretq` can take.
 
 use alloc::format;
 

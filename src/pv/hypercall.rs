@@ -54,7 +54,8 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         // iret rewrites the whole frame, rax included.
         let d = &mut hv.domains[cur];
         let r = iret(d, f);
-        crate::trace!(TRACE_HYPERCALL, "d{}v0 hypercall iret -> rip {:#x} cs {:#x} ({r})", d.id, f.rip, f.cs);
+        let to = if d.v().kernel_mode { "kernel" } else { "user" };
+        crate::trace!(TRACE_HYPERCALL, "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
         return;
     }
     let space = hv.domains[cur].v().space();
@@ -72,8 +73,9 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     crate::trace::record(crate::trace::Record { what: hypercall_name(nr), dom: d.id, vcpu: d.cur as u16, a: a[0], b: ret as u64 });
     crate::trace!(
         TRACE_HYPERCALL,
-        "d{}v0 hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
+        "d{}v{} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
         d.id,
+        d.cur,
         hypercall_name(nr),
         a[0],
         a[1],
@@ -284,6 +286,11 @@ fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     if c.flags & VGCF_IN_SYSCALL == 0 {
         f.r11 = c.r11;
         f.rcx = c.rcx;
+    } else {
+        // Xen returns with sysret here, which leaves rcx = rip and r11 =
+        // rflags: the guest sees exactly that (not the stub's values).
+        f.rcx = f.rip;
+        f.r11 = f.rflags;
     }
     // The guest's IF in the frame is its event mask.
     traps::set_upcall_mask(d, (c.rflags & (1 << 9) == 0) as u8);

@@ -16,7 +16,7 @@
 //! ```text
 //!    rsp' ->  RCX        the guest's rcx, r11 (its hypercall/syscall path
 //!             R11        clobbers them, so the ABI hands them over)
-//!            [ERRCODE]   for #DF #TS #NP #SS #GP #PF #AC
+//!            [ERRCODE]   for #DF #TS #NP #SS #GP #PF #AC #CP #VC #SX
 //!             RIP        where the guest was (fault) or goes on (trap)
 //!             CS         interrupted cs (RPL 0 if it was the guest
 //!                        kernel), and in bits 32-39 the saved
@@ -315,7 +315,7 @@ fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
         set_upcall_mask(d, 1);
     }
     crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
-    crate::trace!(TRACE_BOUNCE, "d{id}v0 failsafe -> {handler:#x} frame {frame_va:#x}");
+    crate::trace!(TRACE_BOUNCE, "d{id}v{} failsafe -> {handler:#x} frame {frame_va:#x}", d.cur);
     f.rip = handler;
     f.cs = FLAT_KERNEL_CS64 as u64;
     f.ss = FLAT_KERNEL_SS64 as u64;
@@ -367,6 +367,7 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
         set_upcall_mask(d, 1);
     }
     crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
+    crate::trace!(TRACE_BOUNCE, "d{id}v{} failsafe (32-bit) -> {handler:#x} frame {frame_va:#x}", d.cur);
     f.rip = handler;
     f.cs = if cs == 0 { ringvisor_abi::x86_32::FLAT_RING1_CS } else { cs } as u64;
     f.ss = d.v().kernel_ss;
@@ -388,12 +389,17 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     });
     match bounce(d, f, &b) {
         Ok(frame) => {
+            // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
+            // and for a #PF the address, as the guest will see them.
+            let frame_cs = if !d.compat && from == "kernel" { old_cs & !3 } else { old_cs };
             crate::trace!(
                 TRACE_BOUNCE,
-                "d{}v0 bounce {} ec={} from {from} rip={old_rip:#x} cs={old_cs:#x} -> handler {:#x} frame {frame:#x}",
+                "d{}v{} bounce {} ec={}{} from {from} rip={old_rip:#x} cs={frame_cs:#x} -> handler {:#x} frame {frame:#x}",
                 d.id,
+                d.cur,
                 b.what,
                 b.error_code.map_or(alloc::string::String::from("-"), |e| format!("{e:#x}")),
+                if b.vector == Some(VEC_PF) { format!(" cr2={:#x}", d.v().cr2) } else { alloc::string::String::new() },
                 b.handler,
             );
         }
@@ -428,7 +434,11 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
         return;
     }
     let b = Bounce {
-        what: exception_name(vector as u64),
+        what: match vector {
+            0x80 => "int 0x80",
+            32.. => "software interrupt",
+            _ => exception_name(vector as u64),
+        },
         vector: Some(vector),
         error_code,
         handler: t.address,
