@@ -168,6 +168,19 @@ fn sixty_four_domains_one_after_another_in_256_mib() {
 }
 
 #[test]
+fn sixteen_domains_together() {
+    // 16 x 12 MiB fit at once: all are built at boot and time-shared.
+    let what = "16 domains";
+    let out = boot(what, "", (0..16).map(|_| guest("guest-hello").opt("mem", "12M")).collect());
+    expect_success(what, &out, 16);
+    assert!(!out.lines.iter().any(|l| l.text.contains("waiting for memory")), "{}", out.transcript());
+    let built = out.rv_lines().filter(|l| l.contains(": built guest-hello")).count();
+    let first_result = out.lines.iter().position(|l| l.text.contains("RESULT:")).unwrap();
+    let built_before = out.lines[..first_result].iter().filter(|l| l.text.contains(": built guest-hello")).count();
+    assert_eq!((built, built_before), (16, 16), "all 16 built before any finished\n{}", out.transcript());
+}
+
+#[test]
 fn hello_gets_its_command_line_and_domain_flags() {
     let what = "hello as d0 and d1";
     let out = boot(what, "", vec![guest("guest-hello").args("first guest"), guest("guest-hello").args("second")]);

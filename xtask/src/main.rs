@@ -19,7 +19,15 @@ use std::time::Duration;
 /// Guests booted by `cargo xtask run` / `iso` when none are named: test
 /// guests (crates under guests/), built first, each as `CRATE[:ARGS]`.
 /// The demo runs with `DEMO_CMDLINE` unless --cmdline says otherwise.
-const DEMO_GUESTS: &[&str] = &["guest-hello", "guest-traps"];
+const DEMO_GUESTS: &[&str] = &[
+    // d0 and d1 exchange events over an interdomain channel.
+    "guest-pingpong:role=server peer=1 rounds=10",
+    "guest-pingpong:role=client peer=0 rounds=10",
+    // Exceptions bounced to a 64-bit kernel (ring 3) ...
+    "guest-traps",
+    // ... and to a 32-bit one (ring 1).
+    "guest32-traps",
+];
 const DEMO_CMDLINE: &str = "trace=bounce,hypercall";
 
 const HELP: &str = "\
@@ -72,9 +80,10 @@ Builds the hypervisor and boots it in QEMU (qemu-system-x86_64 -accel tcg
 -cpu max,-smap -m 256M -serial stdio -display none -no-reboot -device
 isa-debug-exit,...), through -kernel (QEMU's multiboot1 loader) or, with
 --iso, from a GRUB ISO. The serial console streams to stdout. Without GUEST
-it boots the demo: the test guests guest-hello and guest-traps (built from
-guests/) with the trace on (trace=bounce,hypercall), so every hypercall and
-every exception bounced to a guest handler is shown.
+it boots the demo with the trace on (trace=bounce,hypercall): two domains
+exchanging events (guest-pingpong as d0 and d1), then exceptions bounced
+to a 64-bit guest kernel in ring 3 (guest-traps) and to a 32-bit one in
+ring 1 (guest32-traps); every hypercall and bounce is shown.
 
 Exits 0 when the hypervisor reports SUCCESS (QEMU status 33: every domain
 powered off / nothing left to run); otherwise exits 1 with one line naming
