@@ -7,6 +7,9 @@
 //!   bounced with the 32-bit frame and returns with a plain `iret`:
 //!   `RESULT: SUCCESS`, exit success;
 //! - beside a 64-bit guest: both kinds of domain run, time-shared;
+//! - the Rust 32-bit guests (guests32/): hello, traps (bounces from ring 1
+//!   and ring 3), failsafe, and a crash without failsafe beside a 64-bit
+//!   domain that goes on;
 //! - a domain that spins forever without a hypercall does not starve the
 //!   others: they run to success while it spins (the run then ends at
 //!   its timeout, the spinner still running).
@@ -115,4 +118,40 @@ fn a_spinning_domain_does_not_starve_the_others() {
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
     assert!(out.contains("(d2) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Timeout, "the spinner should still be running\n{t}");
+}
+
+fn guest32(name: &str) -> GuestSpec {
+    GuestSpec::new(build::test_guest(name).unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+fn guest32_traps() {
+    // Bounces from ring 1 and ring 3 with the 32-bit frame (guests32/traps).
+    let what = "guest32-traps";
+    let out = boot(what, vec![guest32("guest32-traps")]);
+    let t = out.transcript();
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
+fn guest32_failsafe() {
+    let what = "guest32-failsafe";
+    let out = boot(what, vec![guest32("guest32-failsafe")]);
+    let t = out.transcript();
+    assert!(out.rv_lines().any(|l| l.contains("delivering to the failsafe callback")), "{t}");
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
+fn guest32_crash_without_failsafe_beside_a_64_bit_domain() {
+    let what = "guest32-crash-nofailsafe + guest-hello";
+    let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot(what, vec![guest32("guest32-crash-nofailsafe"), GuestSpec::new(hello64)]);
+    let t = out.transcript();
+    assert!(out.contains("(d0) EXPECT-CRASH"), "{t}");
+    assert!(out.rv_lines().any(|l| l.contains("d0: crashed:") && l.contains("no failsafe callback")), "{t}");
+    assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Failure, "{t}");
 }
