@@ -275,14 +275,22 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     debug_assert!(next_pt <= pt_last);
     ft.assign(top, id, Kind::Table(top_level as u8));
     let top_info = ft.get_mut(top).unwrap();
+    // Two references, as in Xen: the pin, and the vCPU's CR3 (so unpinning
+    // the live top table leaves it a page table).
     top_info.pinned = true;
-    top_info.table_refs = 1;
+    top_info.table_refs = 2;
 
     // Event channels; the console ring's port is the first one.
     let mut ports = crate::pv::evtchn::Ports::new();
     let console = match l.vconsole {
         Some(va) => {
             let port = ports.alloc(crate::pv::evtchn::Channel::Console).map_err(|_| "no event channel for the console")?;
+            // The hypervisor reads and writes the ring for the domain's
+            // whole life: it holds the page as a writable mapping would, so
+            // the guest can neither give it back nor make it a page table.
+            let info = ft.get_mut(mfn_of(va)).unwrap();
+            info.mapped += 1;
+            info.writable += 1;
             Some((mfn_of(va), port))
         }
         None => None,

@@ -83,6 +83,10 @@ pub struct Vcpu {
     /// Machine address of its vcpu_info when the guest moved it
     /// (`VCPUOP_register_vcpu_info`); None: its slot in shared_info.
     pub vcpu_info_maddr: Option<u64>,
+    /// The failsafe callback was entered and the guest has not made
+    /// progress since (no hypercall, no bounce delivered): a bounce that
+    /// fails now crashes the domain instead of looping.
+    pub in_failsafe: bool,
     /// An exception to bounce on the next return (debug key `i`).
     pub inject: Option<u8>,
     /// Blocked in `sched_op(block/poll)` until an event (or its timeout).
@@ -133,6 +137,7 @@ impl Vcpu {
             iopl: 0,
             fpu: FpuState::initial(),
             vcpu_info_maddr: None,
+            in_failsafe: false,
             inject: None,
             blocked: false,
             poll: alloc::vec::Vec::new(),

@@ -117,6 +117,10 @@ pub fn install_gdt(d: &mut Domain, ft: &mut FrameTable, vi: usize, frames: &[u64
             f.kind = Kind::Normal;
         }
     }
+    // A writable translation may linger in the TLB: flush before the
+    // frames become read-only descriptor tables.
+    // SAFETY: reloading CR3 with its own value only flushes the TLB.
+    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
     for &mfn in frames {
         ft.get_mut(mfn).unwrap().kind = Kind::Gdt;
     }

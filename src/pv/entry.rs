@@ -36,6 +36,11 @@ pub fn from_guest(f: &mut TrapFrame) {
     use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
     with_current(|hv| {
+        if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
+            // A hypercall or system call: the guest is making progress.
+            let cur = hv.current;
+            hv.domains[cur].v_mut().in_failsafe = false;
+        }
         match f.vector {
             VEC_SYSCALL | VEC_SYSCALL32 => syscall(hv, f),
             VEC_HYPERCALL32 if f.cs & 3 == 1 => compat_hypercall(hv, f),

@@ -532,7 +532,13 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
         return err(EINVAL);
     }
     match ft.get_mut(mfn) {
-        Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => f.mapped += 1,
+        // Held as a writable mapping would be (as Xen's map_vcpu_info): the
+        // hypervisor writes it, so it must never become a page table or be
+        // given back.
+        Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
+            f.mapped += 1;
+            f.writable += 1;
+        }
         _ => return err(EINVAL),
     }
     let old = traps::vcpu_info_addr(d, vi);

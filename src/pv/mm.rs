@@ -121,6 +121,10 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
     match info.kind {
         Kind::Table(l) if l == level => {}
         Kind::Normal if info.writable == 0 => {
+            // No writable mapping is left in the tables, but the TLB may
+            // still hold one (an L1 linked at several places serves several
+            // addresses): flush before it becomes a page table.
+            flush_tlb();
             // Type it first so a table cannot contain itself writably.
             ft.get_mut(mfn).unwrap().kind = Kind::Table(level);
             for i in 0..512 {
@@ -271,10 +275,10 @@ pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64,
     match l1_slot(d, va) {
         Some((l1, i)) if ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) => {
             let r = update_entry(d, ft, l1, 1, i, val);
-            // Always: the old translation must go whatever the guest asked
-            // (a frame it no longer maps may be given to another domain).
-            // SAFETY: invalidating one TLB entry is always sound.
-            unsafe { x86::tlb::flush(va as usize) };
+            // Always, and all of it: the old translation must go whatever
+            // the guest asked, and this L1 may be linked at other places
+            // too (so serve other addresses than `va`).
+            flush_tlb();
             r
         }
         _ => err(EINVAL),
@@ -362,7 +366,10 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                 if d.compat {
                     return err(EINVAL);
                 }
-                d.v_mut().guest_table_user = 0;
+                let old = core::mem::take(&mut d.v_mut().guest_table_user);
+                if old != 0 {
+                    put_entry(ft, 5, old << 12 | PTE_P);
+                }
                 0
             } else if !user {
                 match new_baseptr(d, ft, mfn) {
@@ -421,6 +428,8 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             let slot = d.p2m.iter().position(|&m| m == mfn);
             let (true, Some(pfn)) = (ok, slot) else { return i as Ret };
             d.p2m[pfn] = INVALID_MFN;
+            // No stale translation may outlive the frame's ownership.
+            flush_tlb();
             ft.release(mfn);
             paging::m2p_set(mfn, paging::M2P_INVALID);
             let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));

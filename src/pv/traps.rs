@@ -389,6 +389,7 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     });
     match bounce(d, f, &b) {
         Ok(frame) => {
+            d.v_mut().in_failsafe = false;
             // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
             // and for a #PF the address, as the guest will see them.
             let frame_cs = if !d.compat && from == "kernel" { old_cs & !3 } else { old_cs };
@@ -411,7 +412,14 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
                 fault_words(&e),
                 b.handler
             );
+            if d.v().in_failsafe {
+                // The failsafe handler itself faulted before making any
+                // progress: another failsafe would only loop.
+                sched::crash(d, format!("{why}, in the failsafe callback"));
+                return;
+            }
             failsafe(d, f, &why);
+            d.v_mut().in_failsafe = true;
         }
     }
 }
