@@ -264,19 +264,26 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
 fn fire_timers(hv: &mut Hv, now: u64) {
-    for d in hv.domains.iter_mut().filter(|d| d.is_alive()) {
+    let current = (hv.current, hv.domains.get(hv.current).map_or(0, |d| d.cur));
+    for (di, d) in hv.domains.iter_mut().enumerate().filter(|(_, d)| d.is_alive()) {
         for vi in 0..d.vcpus.len() {
-            fire_vcpu_timers(d, vi, now);
+            if fire_vcpu_timers(d, vi, now) && (di, vi) != current {
+                // A timer event for a vCPU that is not on the CPU: let the
+                // next return switch (as Xen boosts a woken vCPU), so
+                // ticks are not coalesced behind a spinning one.
+                request_resched();
+            }
         }
     }
 }
 
 // Tour 07: guest timers raise VIRQ_TIMER
-fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) {
+/// Returns whether a timer event was raised.
+fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
     {
         let v = &mut d.vcpus[vi];
         if !v.up {
-            return;
+            return false;
         }
         let mut fire = false;
         if v.singleshot.is_some_and(|t| t <= now) {
@@ -296,6 +303,7 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) {
         if fire {
             crate::pv::event::send_virq(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
         }
+        fire
     }
 }
 
@@ -391,6 +399,8 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
     crate::debugkeys::poll(hv, f);
     let mut now = crate::arch::x86_64::time::now_ns();
     fire_timers(hv, now);
+    // A timer event for another vCPU asks for a switch now.
+    let resched = resched | NEED_RESCHED.swap(false, Ordering::Relaxed);
     let alive = hv.domains[cur.0].is_alive();
     if runnable(&hv.domains[cur.0], cur.1) && !resched {
         arm_timer(hv, now);
