@@ -149,10 +149,36 @@ pub fn enable_protections(f: &Features) {
         if f.smap {
             c4 |= Cr4::CR4_ENABLE_SMAP;
         }
+        let user_bits = (c4 & (Cr4::CR4_ENABLE_SMEP | Cr4::CR4_ENABLE_SMAP)).bits() as u64;
+        USER_PROTECT.store(user_bits, core::sync::atomic::Ordering::Relaxed);
         if f.umip {
             c4 |= Cr4::CR4_ENABLE_UMIP;
         }
         cr4_write(c4);
+    }
+}
+
+/// SMEP and SMAP as the CPU has them (set by enable_protections).
+static USER_PROTECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// SMEP/SMAP on for 64-bit guests, off while a 32-bit guest kernel runs in
+/// ring 1: to the CPU ring 1 is supervisor mode, so it would forbid the
+/// guest kernel its own user pages (Xen turns them off for these guests
+/// too). The hypervisor never touches guest memory through guest mappings.
+pub fn set_user_protection(on: bool) {
+    let bits = USER_PROTECT.load(core::sync::atomic::Ordering::Relaxed);
+    if bits == 0 {
+        return;
+    }
+    // SAFETY: toggling SMEP/SMAP only changes what ring-0 code may do with
+    // user pages; the hypervisor accesses guest memory through the direct
+    // map only.
+    unsafe {
+        let c4 = cr4().bits() as u64;
+        let want = if on { c4 | bits } else { c4 & !bits };
+        if want != c4 {
+            cr4_write(Cr4::from_bits_truncate(want as usize));
+        }
     }
 }
 
