@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: reading what a bench run prints, combining runs,
-//! and the table and JSON made from them (see docs/bench.md).
+//! and the table and JSON made from them (see docs/benchmarks.md).
 //!
 //! A bench run boots the hypervisor with `bench` on its command line and
 //! `guest-bench` as domain 0. The lines read here:
@@ -12,8 +12,22 @@
 //! (d0) RESULT: SUCCESS
 //! ```
 //!
-//! Every figure is in TSC ticks; under QEMU `-icount shift=0,sleep=off` a
-//! tick is one guest instruction.
+//! `cargo xtask bench --vs-xen` boots the same guest as dom0 of real Xen,
+//! which writes dom0's `console_io` output as it is, with no `(d0) `
+//! prefix, among its own `(XEN) ` lines (each line ends in `\r\n`, which
+//! [`crate::qemu::clean`] drops):
+//!
+//! ```text
+//! (XEN) Xen version 4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1) (pkg-xen-devel@...) ...
+//! (XEN) Freed 656kB init memory
+//! TEST: bench
+//! BENCH: <name> median <M> spread <P10>..<P90> n=<N>
+//! RESULT: SUCCESS
+//! (XEN) Hardware Dom0 halted: halting machine
+//! ```
+//!
+//! Both forms are read. Every figure is in TSC ticks; under QEMU
+//! `-icount shift=0,sleep=off` a tick is one guest instruction.
 
 use crate::qemu::RunOutput;
 use std::fmt::Write as _;
@@ -100,6 +114,8 @@ pub struct Report {
     pub result: Option<String>,
     /// How many runs were combined into this one (1 for a single run).
     pub runs: usize,
+    /// Real Xen's `(XEN) Xen version <V> (<BUILD>)`: `<V> (<BUILD>)`.
+    pub xen_version: Option<String>,
 }
 
 impl Report {
@@ -125,6 +141,11 @@ impl Report {
                         r.entry = Some(GuestEntry { tsc, ns, baseline_tsc: bt, baseline_ns: bns });
                     }
                 }
+                continue;
+            }
+            if let Some(v) = text.strip_prefix("(XEN) Xen version ") {
+                let v = v.find(')').map_or(v, |i| &v[..=i]);
+                r.xen_version.get_or_insert_with(|| v.trim().to_string());
                 continue;
             }
             let Some(guest) = guest_part(text) else { continue };
@@ -171,15 +192,30 @@ impl Report {
                 None => bad.push(format!("baseline {b}: no line")),
             }
         }
+        if self.entry.is_none() {
+            bad.push("no `first guest instruction` line".into());
+        }
+        if let Err(e) = self.check_guest() {
+            bad.push(e);
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("\n"))
+        }
+    }
+
+    /// The guest's part of [`Report::check`] alone (a run on real Xen has
+    /// no baselines): every path with a positive median and `RESULT:
+    /// SUCCESS`.
+    pub fn check_guest(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
         for (p, _) in PATHS {
             match self.path(p) {
                 Some(s) if s.median > 0 => {}
                 Some(s) => bad.push(format!("{p}: median {} (not positive)", s.median)),
                 None => bad.push(format!("{p}: no BENCH line")),
             }
-        }
-        if self.entry.is_none() {
-            bad.push("no `first guest instruction` line".into());
         }
         match self.result.as_deref() {
             Some("SUCCESS") => {}
@@ -241,16 +277,28 @@ impl Report {
                 runs.iter().find_map(|r| r.result.clone().filter(|s| s != "SUCCESS")).or(first.result.clone())
             },
             runs: runs.len(),
+            xen_version: first.xen_version.clone(),
         }
     }
 }
 
-/// The guest's part of a console line: what follows `(dN) `.
-fn guest_part(text: &str) -> Option<&str> {
-    let i = text.find("(d")?;
-    let rest = &text[i + 2..];
-    let close = rest.find(") ")?;
-    rest[..close].bytes().all(|b| b.is_ascii_digit()).then(|| &rest[close + 2..]).filter(|_| close > 0)
+/// The guest's part of a console line: what follows `(dN) ` (ringvisor,
+/// and Xen for a domU), or the whole line when it starts with one of the
+/// test runtime's tags, `TAG: ` with `TAG` in capitals (Xen writes dom0's
+/// `console_io` as it is).
+pub fn guest_part(text: &str) -> Option<&str> {
+    if let Some(i) = text.find("(d") {
+        let rest = &text[i + 2..];
+        if let Some(close) = rest.find(") ") {
+            if close > 0 && rest[..close].bytes().all(|b| b.is_ascii_digit()) {
+                return Some(&rest[close + 2..]);
+            }
+        }
+    }
+    let (tag, _) = text.split_once(": ")?;
+    let tagged = tag.starts_with(|c: char| c.is_ascii_uppercase())
+        && tag.bytes().all(|b| b.is_ascii_uppercase() || b == b'-');
+    tagged.then_some(text)
 }
 
 /// The median of `v` (the lower one of the middle two).
@@ -270,6 +318,14 @@ fn ratio(a: Option<Stat>, b: Option<Stat>) -> String {
     }
 }
 
+/// ringvisor's median over Xen's, or `None`.
+pub fn vs_xen(rv: Option<Stat>, xen: Option<Stat>) -> Option<f64> {
+    match (rv, xen) {
+        (Some(a), Some(b)) if b.median > 0 => Some(a.median as f64 / b.median as f64),
+        _ => None,
+    }
+}
+
 fn cell(s: Option<Stat>) -> String {
     s.map_or("-".into(), |s| format!("{} [{}..{}]", s.median, s.p10, s.p90))
 }
@@ -278,106 +334,191 @@ fn ms(ns: u64) -> String {
     format!("{}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000)
 }
 
-/// The one table: each path with its TCG ticks and icount instructions,
-/// each as a ratio to the bare `syscall` round trip and to its matching
-/// bare round trip; then the start-up times.
+/// The issue's goal: ringvisor at most this fraction of Xen's instructions
+/// on every path (shown, never asserted).
+pub const XEN_GOAL: f64 = 0.5;
+
+/// Everything one `cargo xtask bench` measured: ringvisor under each
+/// clock and, with `--vs-xen`, real Xen running the same guest under the
+/// same clocks. A clock not run is `None`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Runs<'a> {
+    pub tcg: Option<&'a Report>,
+    pub icount: Option<&'a Report>,
+    pub xen_tcg: Option<&'a Report>,
+    pub xen_icount: Option<&'a Report>,
+}
+
+/// The one table without Xen: see [`Runs::table`].
 pub fn table(tcg: Option<&Report>, icount: Option<&Report>) -> String {
-    let mut rows: Vec<[String; 8]> = Vec::new();
-    rows.push(
-        ["path", "TCG ticks median [p10..p90]", "÷syscall", "÷match", "icount insns", "÷syscall", "÷match", "match"]
-            .map(String::from),
-    );
-    let get = |r: Option<&Report>, base: bool, name: &str| {
-        r.and_then(|r| if base { r.baseline(name) } else { r.path(name) })
-    };
-    let mut row = |label: String, base: bool, name: &str, matching: &str| {
-        let t = get(tcg, base, name);
-        let i = get(icount, base, name);
-        rows.push([
-            label,
-            cell(t),
-            ratio(t, get(tcg, true, "syscall")),
-            ratio(t, get(tcg, true, matching)),
-            i.map_or("-".into(), |s| s.median.to_string()),
-            ratio(i, get(icount, true, "syscall")),
-            ratio(i, get(icount, true, matching)),
-            matching.to_string(),
-        ]);
-    };
-    for b in BASELINES {
-        row(format!("bare {b}"), true, b, b);
-    }
-    for (p, m) in PATHS {
-        row(p.to_string(), false, p, m);
-    }
-    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for (i, r) in rows.iter().enumerate() {
-        let mut line = String::new();
-        for (c, v) in r.iter().enumerate() {
-            let pad = widths[c] - v.chars().count();
-            if c == 0 || c == 7 {
-                let _ = write!(line, "{v}{}  ", " ".repeat(pad));
-            } else {
-                let _ = write!(line, "{}{v}  ", " ".repeat(pad));
-            }
+    Runs { tcg, icount, ..Runs::default() }.table()
+}
+
+/// The same numbers as [`table`], as JSON: see [`Runs::json`].
+pub fn json(tcg: Option<&Report>, icount: Option<&Report>) -> String {
+    Runs { tcg, icount, ..Runs::default() }.json()
+}
+
+impl Runs<'_> {
+    /// The one table: each path with its TCG ticks and icount
+    /// instructions, each as a ratio to the bare `syscall` round trip and
+    /// to its matching bare round trip, and, for a clock Xen ran under,
+    /// Xen's median and ringvisor/Xen; then the start-up times.
+    pub fn table(&self) -> String {
+        let (tcg, icount) = (self.tcg, self.icount);
+        let get = |r: Option<&Report>, base: bool, name: &str| {
+            r.and_then(|r| if base { r.baseline(name) } else { r.path(name) })
+        };
+        let mut header = vec!["path", "TCG ticks median [p10..p90]", "÷syscall", "÷match"];
+        if self.xen_tcg.is_some() {
+            header.extend(["Xen TCG", "rv/Xen"]);
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        if i == 0 || i == BASELINES.len() {
-            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 7));
+        header.extend(["icount insns", "÷syscall", "÷match"]);
+        if self.xen_icount.is_some() {
+            header.extend(["Xen insns", "rv/Xen"]);
+        }
+        header.push("match");
+        let mut rows: Vec<Vec<String>> = vec![header.into_iter().map(String::from).collect()];
+        let xen_cells = |row: &mut Vec<String>, xen: Option<&Report>, rv: Option<Stat>, base: bool, name: &str| {
+            if let Some(x) = xen {
+                let xs = if base { None } else { x.path(name) };
+                row.push(xs.map_or("-".into(), |s| s.median.to_string()));
+                row.push(vs_xen(rv, xs).map_or("-".into(), |q| format!("{q:.2}")));
+            }
+        };
+        let mut row = |label: String, base: bool, name: &str, matching: &str| {
+            let t = get(tcg, base, name);
+            let i = get(icount, base, name);
+            let mut r = vec![
+                label,
+                cell(t),
+                ratio(t, get(tcg, true, "syscall")),
+                ratio(t, get(tcg, true, matching)),
+            ];
+            xen_cells(&mut r, self.xen_tcg, t, base, name);
+            r.extend([
+                i.map_or("-".into(), |s| s.median.to_string()),
+                ratio(i, get(icount, true, "syscall")),
+                ratio(i, get(icount, true, matching)),
+            ]);
+            xen_cells(&mut r, self.xen_icount, i, base, name);
+            r.push(matching.to_string());
+            rows.push(r);
+        };
+        for b in BASELINES {
+            row(format!("bare {b}"), true, b, b);
+        }
+        for (p, m) in PATHS {
+            row(p.to_string(), false, p, m);
+        }
+        let cols = rows[0].len();
+        let widths: Vec<usize> =
+            (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        let mut out = String::new();
+        for (i, r) in rows.iter().enumerate() {
+            let mut line = String::new();
+            for (c, v) in r.iter().enumerate() {
+                let pad = widths[c] - v.chars().count();
+                if c == 0 || c == cols - 1 {
+                    let _ = write!(line, "{v}{}  ", " ".repeat(pad));
+                } else {
+                    let _ = write!(line, "{}{v}  ", " ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
             out.push('\n');
-        }
-    }
-    for (p, why) in NOT_YET {
-        let _ = writeln!(out, "{p}: {why}");
-    }
-    out.push('\n');
-    let loop_of = |r: Option<&Report>, base: bool| {
-        get(r, base, "loop").map_or("-".into(), |s| s.median.to_string())
-    };
-    let _ = writeln!(
-        out,
-        "timing overhead subtracted above (median of an empty timed window): hypervisor {} / guest {} TCG ticks, \
-         {} / {} icount instructions",
-        loop_of(tcg, true),
-        loop_of(tcg, false),
-        loop_of(icount, true),
-        loop_of(icount, false)
-    );
-    if let Some(t) = tcg {
-        let _ = writeln!(out, "TCG: {} run(s), each figure the median over the runs", t.runs);
-        if let Some(e) = t.entry {
-            let _ = writeln!(
-                out,
-                "TCG start-up: first guest instruction {} after CPU reset (hypervisor TSC; the baseline's {} left out)",
-                ms(e.ns.saturating_sub(e.baseline_ns)),
-                ms(e.baseline_ns)
-            );
-            if let Some(at) = t.first_line_at {
-                let ns = (at.as_nanos() as u64).saturating_sub(e.baseline_ns);
-                let _ = writeln!(out, "TCG start-up: first guest console line {} after QEMU started (host clock, same)", ms(ns));
+            if i == 0 || i == BASELINES.len() {
+                out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (cols - 1)));
+                out.push('\n');
             }
         }
-    }
-    if let Some(i) = icount {
-        if let Some(e) = i.entry {
-            let _ = writeln!(
-                out,
-                "icount start-up: first guest instruction after {} instructions since CPU reset (the baseline's {} left out)",
-                e.tsc.saturating_sub(e.baseline_tsc),
-                e.baseline_tsc
-            );
-            if let Some(t) = i.first_line_tsc {
+        for (p, why) in NOT_YET {
+            let _ = writeln!(out, "{p}: {why}");
+        }
+        out.push('\n');
+        let loop_of = |r: Option<&Report>, base: bool| {
+            get(r, base, "loop").map_or("-".into(), |s| s.median.to_string())
+        };
+        let _ = writeln!(
+            out,
+            "timing overhead subtracted above (median of an empty timed window): hypervisor {} / guest {} TCG ticks, \
+             {} / {} icount instructions",
+            loop_of(tcg, true),
+            loop_of(tcg, false),
+            loop_of(icount, true),
+            loop_of(icount, false)
+        );
+        if let Some(t) = tcg {
+            let _ = writeln!(out, "TCG: {} run(s), each figure the median over the runs", t.runs);
+            if let Some(e) = t.entry {
                 let _ = writeln!(
                     out,
-                    "icount start-up: first guest console line written after {} instructions (same)",
-                    t.saturating_sub(e.baseline_tsc)
+                    "TCG start-up: first guest instruction {} after CPU reset (hypervisor TSC; the baseline's {} left out)",
+                    ms(e.ns.saturating_sub(e.baseline_ns)),
+                    ms(e.baseline_ns)
+                );
+                if let Some(at) = t.first_line_at {
+                    let ns = (at.as_nanos() as u64).saturating_sub(e.baseline_ns);
+                    let _ = writeln!(out, "TCG start-up: first guest console line {} after QEMU started (host clock, same)", ms(ns));
+                }
+            }
+        }
+        if let Some(i) = icount {
+            if let Some(e) = i.entry {
+                let _ = writeln!(
+                    out,
+                    "icount start-up: first guest instruction after {} instructions since CPU reset (the baseline's {} left out)",
+                    e.tsc.saturating_sub(e.baseline_tsc),
+                    e.baseline_tsc
+                );
+                if let Some(t) = i.first_line_tsc {
+                    let _ = writeln!(
+                        out,
+                        "icount start-up: first guest console line written after {} instructions (same)",
+                        t.saturating_sub(e.baseline_tsc)
+                    );
+                }
+            }
+        }
+        out.push_str(&self.xen_notes());
+        out
+    }
+
+    /// The lines under the table about Xen: which Xen, its start-up, the goal.
+    fn xen_notes(&self) -> String {
+        let mut out = String::new();
+        let Some(any) = self.xen_tcg.or(self.xen_icount) else { return out };
+        let _ = writeln!(
+            out,
+            "\nXen: {} with the same guest as dom0 in the same QEMU (rv/Xen: ringvisor's median over Xen's)",
+            any.xen_version.as_deref().unwrap_or("(no `(XEN) Xen version` line)")
+        );
+        if let Some(x) = self.xen_tcg {
+            let _ = writeln!(out, "Xen TCG: {} run(s), each figure the median over the runs", x.runs);
+            if let Some(at) = x.first_line_at {
+                let _ = writeln!(out, "Xen TCG start-up: first guest console line {} after QEMU started (host clock)", ms(at.as_nanos() as u64));
+            }
+        }
+        if let Some(x) = self.xen_icount {
+            if let Some(t) = x.first_line_tsc {
+                let _ = writeln!(out, "Xen icount start-up: first guest console line written after {t} instructions since CPU reset");
+            }
+            if let Some(rv) = self.icount {
+                let compared: Vec<(&str, f64)> =
+                    PATHS.iter().filter_map(|(p, _)| Some((*p, vs_xen(rv.path(p), x.path(p))?))).collect();
+                let met: Vec<String> =
+                    compared.iter().filter(|(_, q)| *q <= XEN_GOAL).map(|(p, q)| format!("{p} {q:.2}")).collect();
+                let _ = writeln!(
+                    out,
+                    "goal (issue 8): at most {XEN_GOAL:.2} of Xen's instructions on every path; there on {} of {} paths compared{}",
+                    met.len(),
+                    compared.len(),
+                    if met.is_empty() { String::new() } else { format!(" ({})", met.join(", ")) }
                 );
             }
         }
+        out
     }
-    out
 }
 
 fn json_str(s: &str) -> String {
@@ -426,18 +567,42 @@ fn json_report(r: &Report) -> String {
     )
 }
 
-/// The same numbers as [`table`], as JSON: `{"tcg": ..., "icount": ...,
-/// "matching_baseline": {...}, "not_yet": [...]}`, ticks throughout.
-pub fn json(tcg: Option<&Report>, icount: Option<&Report>) -> String {
-    let matching: Vec<String> = PATHS.iter().map(|(p, m)| format!("{}: {}", json_str(p), json_str(m))).collect();
-    let not_yet: Vec<String> = NOT_YET.iter().map(|(p, _)| json_str(p)).collect();
-    format!(
-        "{{\"tcg\": {}, \"icount\": {}, \"matching_baseline\": {{{}}}, \"not_yet\": [{}]}}\n",
-        tcg.map_or("null".into(), json_report),
-        icount.map_or("null".into(), json_report),
-        matching.join(", "),
-        not_yet.join(", ")
-    )
+fn json_ratios(rv: Option<&Report>, xen: Option<&Report>) -> String {
+    let (Some(rv), Some(xen)) = (rv, xen) else { return "null".into() };
+    let items: Vec<String> = PATHS
+        .iter()
+        .map(|(p, _)| {
+            let q = vs_xen(rv.path(p), xen.path(p)).map_or("null".into(), |q| format!("{q:.3}"));
+            format!("{}: {q}", json_str(p))
+        })
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+impl Runs<'_> {
+    /// The same numbers as [`Runs::table`], as JSON, ticks throughout:
+    /// `{"tcg": ..., "icount": ..., "xen_tcg": ..., "xen_icount": ...,
+    /// "xen_version": ..., "rv_over_xen": {"tcg": {path: ratio}, "icount":
+    /// {...}}, "matching_baseline": {...}, "not_yet": [...]}`; a clock not
+    /// run is `null`.
+    pub fn json(&self) -> String {
+        let matching: Vec<String> = PATHS.iter().map(|(p, m)| format!("{}: {}", json_str(p), json_str(m))).collect();
+        let not_yet: Vec<String> = NOT_YET.iter().map(|(p, _)| json_str(p)).collect();
+        let version = self.xen_tcg.or(self.xen_icount).and_then(|x| x.xen_version.as_deref());
+        format!(
+            "{{\"tcg\": {}, \"icount\": {}, \"xen_tcg\": {}, \"xen_icount\": {}, \"xen_version\": {}, \
+             \"rv_over_xen\": {{\"tcg\": {}, \"icount\": {}}}, \"matching_baseline\": {{{}}}, \"not_yet\": [{}]}}\n",
+            self.tcg.map_or("null".into(), json_report),
+            self.icount.map_or("null".into(), json_report),
+            self.xen_tcg.map_or("null".into(), json_report),
+            self.xen_icount.map_or("null".into(), json_report),
+            version.map_or("null".into(), json_str),
+            json_ratios(self.tcg, self.xen_tcg),
+            json_ratios(self.icount, self.xen_icount),
+            matching.join(", "),
+            not_yet.join(", ")
+        )
+    }
 }
 
 #[cfg(test)]
@@ -564,6 +729,88 @@ mod tests {
     fn guest_lines_from_any_domain() {
         assert_eq!(guest_part("(d12) BENCH: x"), Some("BENCH: x"));
         assert_eq!(guest_part("(RV) d0: running"), None);
+        assert_eq!(guest_part("(RV) bench: baseline syscall median 2 spread 2..2 n=1"), None);
         assert_eq!(guest_part("(d) x"), None);
+        // Xen's dom0: no prefix.
+        assert_eq!(guest_part("BENCH: x"), Some("BENCH: x"));
+        assert_eq!(guest_part("RESULT: SUCCESS"), Some("RESULT: SUCCESS"));
+        assert_eq!(guest_part("BENCH-CONSOLE: y"), Some("BENCH-CONSOLE: y"));
+        assert_eq!(guest_part("(XEN) Std. Loglevel: All"), None);
+        assert_eq!(guest_part("(XEN)  Xen  kernel: 64-bit, lsb"), None);
+        assert_eq!(guest_part("Bench: x"), None);
+    }
+
+    /// What Xen 4.17 printed for guest-bench as dom0 under icount
+    /// (abridged; each line ended in \r\n).
+    const XEN_RUN: &str = "\
+(XEN) Xen version 4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1) (pkg-xen-devel@lists.alioth.debian.org) (x86_64-linux-gnu-gcc (Debian 12.2.0-14+deb12u1) 12.2.0) debug=n Wed Nov  4 16:52:28 UTC 2026
+(XEN) Command line: console=com1 com1=115200,8n1 dom0_mem=64M dom0_max_vcpus=1 loglvl=all guest_loglvl=all
+(XEN) Guest Loglevel: All
+(XEN) Freed 656kB init memory
+TEST: bench
+BENCH: first-line tsc=298543078
+INFO: n=20000 rounds=10 console=500: 10 rounds of every case, interleaved
+PASS: set_trap_table (32 entries)
+BENCH-CONSOLE 64-byte console_io write, timed (not a result)...
+PASS: one upcall per EVTCHNOP_send
+BENCH: loop median 4 spread 4..4 n=20000
+BENCH: null-hypercall median 277 spread 277..277 n=20000
+BENCH: console-io-64 median 8650 spread 8650..8650 n=500
+BENCH: int3-bounce median 653 spread 653..653 n=20000
+BENCH: pf-bounce median 716 spread 716..716 n=20000
+BENCH: user-syscall median 694 spread 694..694 n=20000
+BENCH: set-trap-table-32 median 3196 spread 3196..3196 n=20000
+BENCH: mmu-update-1 median 1118 spread 1099..1118 n=20000
+BENCH: update-va-mapping median 1009 spread 990..1009 n=20000
+BENCH: event-send-upcall median 896 spread 896..896 n=20000
+RESULT: SUCCESS
+(XEN) Hardware Dom0 halted: halting machine
+";
+
+    fn xen() -> Report {
+        Report::parse(XEN_RUN.lines().map(|l| (l, Some(Duration::from_millis(1200)))))
+    }
+
+    #[test]
+    fn a_xen_run_is_read_without_prefixes() {
+        let x = xen();
+        assert_eq!(x.xen_version.as_deref(), Some("4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)"));
+        assert_eq!(x.path("null-hypercall").unwrap().median, 277);
+        assert_eq!(x.path("mmu-update-1"), Some(Stat { median: 1118, p10: 1099, p90: 1118, n: 20000 }));
+        assert_eq!(x.guest.len(), PATHS.len() + 1);
+        assert_eq!(x.first_line_tsc, Some(298543078));
+        assert_eq!(x.result.as_deref(), Some("SUCCESS"));
+        assert_eq!(x.check_guest(), Ok(()));
+        // No hypervisor baselines on Xen: the full check says so.
+        assert!(x.check().unwrap_err().contains("baseline syscall: no line"));
+        assert!(parsed().xen_version.is_none());
+    }
+
+    #[test]
+    fn the_table_and_json_with_xen() {
+        let (r, x) = (parsed(), xen());
+        let runs = Runs { tcg: Some(&r), icount: Some(&r), xen_tcg: Some(&x), xen_icount: Some(&x) };
+        let t = runs.table();
+        let head = t.lines().next().unwrap();
+        assert_eq!(head.matches("rv/Xen").count(), 2, "{t}");
+        // 707 / 277 = 2.55; 868 / 1009 = 0.86.
+        let line = |p: &str| t.lines().find(|l| l.starts_with(p)).unwrap().to_string();
+        assert!(line("null-hypercall").contains(" 277 ") && line("null-hypercall").contains("2.55"), "{t}");
+        assert!(line("update-va-mapping").contains("0.86"), "{t}");
+        assert!(line("bare syscall").split_whitespace().filter(|w| *w == "-").count() == 4, "{t}");
+        assert!(t.contains("Xen: 4.17.7 (Debian"), "{t}");
+        assert!(t.contains("Xen icount start-up: first guest console line written after 298543078"), "{t}");
+        assert!(t.contains("there on 0 of 9 paths compared"), "{t}");
+        let only_icount = Runs { icount: Some(&r), xen_icount: Some(&x), ..Runs::default() }.table();
+        assert_eq!(only_icount.lines().next().unwrap().matches("rv/Xen").count(), 1);
+        assert!(!table(Some(&r), Some(&r)).contains("Xen"));
+
+        let j = runs.json();
+        assert!(j.contains("\"xen_version\": \"4.17.7 (Debian"), "{j}");
+        assert!(j.contains("\"rv_over_xen\": {\"tcg\": {\"null-hypercall\": 2.552"), "{j}");
+        assert!(j.contains("\"xen_icount\": {\"runs\": 1, \"baseline\": {}, \"paths\": {\"loop\""), "{j}");
+        assert_eq!(j.matches('{').count(), j.matches('}').count());
+        let plain = json(Some(&r), None);
+        assert!(plain.contains("\"xen_tcg\": null") && plain.contains("\"rv_over_xen\": {\"tcg\": null, \"icount\": null}"));
     }
 }

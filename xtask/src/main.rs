@@ -4,6 +4,7 @@
 //! build steps, the grub.cfg generator and the one QEMU runner. Every
 //! command it runs is printed first (`$ ...`).
 
+mod bench;
 mod frames;
 mod lesson;
 
@@ -121,37 +122,6 @@ that is, the doc tests and then the host unit tests of every crate and the
 QEMU boot tests in tests/tests/. Each QEMU run prints its verdict and
 boot-to-banner time. Exits non-zero when a test fails.
 Missing QEMU/GRUB tools are installed with apt-get when run as root.
-";
-
-const BENCH_HELP: &str = "\
-cargo xtask bench [--tcg|--icount] [--runs K] [--args \"GUEST-ARGS\"]
-                  [--timeout S] [--echo]
-
-Builds the hypervisor and guest-bench (release), then boots the hypervisor
-with `bench` on its command line and guest-bench as domain 0: first the
-hypervisor times the bare hardware round trips on a ring-3 stub of its own
-(syscall/sysretq, int/iretq, #UD/iretq, #PF/iretq; 100000 iterations
-each), then the guest times each PV path (null hypercall, console_io,
-bounces, user syscall, set_trap_table, mmu_update, update_va_mapping).
-Two clocks: plain TCG (rdtsc ticks of the host, noisy: K boots, each
-figure the median over them) and QEMU `-icount shift=0,sleep=off`, where a
-tick is one guest instruction (one boot: it is deterministic).
-
-Prints one table (each path: TCG ticks median [p10..p90], its ratio to
-the bare syscall round trip and to its matching bare round trip, the
-icount instruction count and the same ratios) and the start-up times, and
-writes the numbers to target/bench/bench.json and the table to
-target/bench/bench.txt. Exits non-zero if a run fails or misses a line.
-docs/bench.md says how to read it.
-
-  --tcg            only the plain TCG runs
-  --icount         only the icount run
-  --runs K         TCG boots (default 3)
-  --args \"ARGS\"    guest-bench's command line: n=N iterations per path
-                   (default and most 20000), rounds=R (default 10),
-                   console=N (console_io iterations, default 500)
-  --timeout S      bound on each boot in seconds (default 300)
-  --echo           stream each boot's console (long: console_io prints)
 ";
 
 const GDB_HELP: &str = "\
@@ -280,14 +250,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             Profile::Release,
         ),
         "test" => (TEST_HELP, vec!["--"], Profile::Release),
-        "bench" => {
-            let o = parse_bench(rest)?;
-            if o.help {
-                print!("{BENCH_HELP}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            return bench(&o);
-        }
+        "bench" => return bench::command(rest),
         "lesson" => return lesson::command(rest),
         "frames" => return frames::command(rest),
         "gdb" => (
@@ -426,132 +389,6 @@ fn test(o: &Opts) -> Result<ExitCode> {
         }
     }
     // Nothing printed after cargo's own summary when the tests pass.
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `cargo xtask bench` options.
-#[derive(Debug, Clone, PartialEq)]
-struct BenchOpts {
-    tcg: bool,
-    icount: bool,
-    /// TCG boots.
-    runs: usize,
-    /// guest-bench's command line.
-    args: String,
-    timeout: Duration,
-    echo: bool,
-    help: bool,
-}
-
-fn parse_bench(args: &[String]) -> Result<BenchOpts> {
-    let mut o = BenchOpts {
-        tcg: true,
-        icount: true,
-        runs: 3,
-        args: String::new(),
-        timeout: Duration::from_secs(300),
-        echo: false,
-        help: false,
-    };
-    let (mut only_tcg, mut only_icount) = (false, false);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String> {
-            match inline.clone().or_else(|| it.next().cloned()) {
-                Some(v) => Ok(v),
-                None => bail!("{name} needs a value"),
-            }
-        };
-        match flag {
-            "-h" | "--help" => o.help = true,
-            "--tcg" => only_tcg = true,
-            "--icount" => only_icount = true,
-            "--echo" => o.echo = true,
-            "--args" => o.args = value("--args")?,
-            "--runs" => {
-                let v = value("--runs")?;
-                o.runs = match v.parse() {
-                    Ok(n) if n >= 1 => n,
-                    _ => bail!("--runs takes a count of at least 1, not {v:?}"),
-                };
-            }
-            "--timeout" => {
-                let v = value("--timeout")?;
-                o.timeout = match v.parse::<f64>() {
-                    Ok(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
-                    _ => bail!("--timeout takes seconds, not {v:?}"),
-                };
-            }
-            _ => bail!("`cargo xtask bench` has no option {arg} (see --help)"),
-        }
-    }
-    if only_tcg || only_icount {
-        o.tcg = only_tcg;
-        o.icount = only_icount;
-    }
-    Ok(o)
-}
-
-/// Boots hypervisor + guest-bench (TCG `runs` times, icount once), prints
-/// the table, writes target/bench/bench.{json,txt}.
-fn bench(o: &BenchOpts) -> Result<ExitCode> {
-    use ringvisor_tests::bench::{self as b, Report};
-    tools::ensure(tools::QEMU)?;
-    let elf = build::build_hypervisor(Profile::Release)?;
-    // Only the bench guest: the others are not needed here.
-    let mut c = build::cargo();
-    c.current_dir(build::workspace_root())
-        .args(["build", "--release", "--target", build::TARGET, "-p", "guest-bench"]);
-    cmd::run(&mut c)?;
-    let guest = GuestSpec::new(build::guest_path("guest-bench")).args(&o.args);
-    let mut failed = false;
-    let mut boot = |label: String, icount: bool| -> Result<Report> {
-        let mut q = Qemu::kernel(&elf).cmdline("bench").guest(guest.clone());
-        if icount {
-            q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
-        }
-        q.timeout = Some(o.timeout);
-        q.echo = o.echo;
-        let out = q.run()?;
-        let r = Report::from_run(&out);
-        eprintln!("bench: {label}: {}", out.summary());
-        let problems = match (out.verdict.is_success(), r.check()) {
-            (true, Ok(())) => None,
-            (ok, c) => Some(format!(
-                "{}{}",
-                if ok { String::new() } else { format!("{}\n", out.summary()) },
-                c.err().unwrap_or_default()
-            )),
-        };
-        if let Some(p) = problems {
-            failed = true;
-            eprintln!("bench: {label} failed:\n{p}\n--- console ---\n{}", out.transcript());
-        }
-        Ok(r)
-    };
-    let mut tcg_runs = Vec::new();
-    if o.tcg {
-        for i in 1..=o.runs {
-            tcg_runs.push(boot(format!("TCG run {i}/{}", o.runs), false)?);
-        }
-    }
-    let icount = if o.icount { Some(boot("icount run".into(), true)?) } else { None };
-    let tcg = (!tcg_runs.is_empty()).then(|| Report::combine(&tcg_runs));
-    let table = b::table(tcg.as_ref(), icount.as_ref());
-    println!("{table}");
-    let dir = build::target_dir().join("bench");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("bench.json"), b::json(tcg.as_ref(), icount.as_ref()))?;
-    std::fs::write(dir.join("bench.txt"), &table)?;
-    eprintln!("bench: wrote {} and bench.txt", dir.join("bench.json").display());
-    if failed {
-        eprintln!("xtask: bench: a run failed (see above)");
-        return Ok(ExitCode::FAILURE);
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -715,24 +552,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.rest, ["selftest", "--test-threads=1"]);
-    }
-
-    #[test]
-    fn bench_options() {
-        let o = parse_bench(&[]).unwrap();
-        assert!(o.tcg && o.icount && !o.echo && !o.help);
-        assert_eq!((o.runs, o.args.as_str()), (3, ""));
-        let o = parse_bench(&strings(&["--icount", "--args", "n=100 rounds=2", "--timeout=9"])).unwrap();
-        assert!(!o.tcg && o.icount);
-        assert_eq!(o.args, "n=100 rounds=2");
-        assert_eq!(o.timeout, Duration::from_secs(9));
-        let o = parse_bench(&strings(&["--tcg", "--runs", "5", "--echo"])).unwrap();
-        assert!(o.tcg && !o.icount && o.echo);
-        assert_eq!(o.runs, 5);
-        assert!(parse_bench(&strings(&["--runs", "0"])).is_err());
-        assert!(parse_bench(&strings(&["--timeout", "-1"])).is_err());
-        assert!(parse_bench(&strings(&["g.elf"])).is_err());
-        assert!(parse_bench(&strings(&["--args"])).is_err());
     }
 
     #[test]
