@@ -1,6 +1,6 @@
 //! `bench` on the command line: the hardware's own limit, measured in the
 //! same boot as the PV paths it is compared with (`cargo xtask bench`,
-//! docs/bench.md).
+//! docs/benchmarks.md).
 //!
 //! Before any guest runs, the hypervisor drops to a tiny ring-3 stub of its
 //! own and times the bare round trips every PV path is built on:

@@ -1,7 +1,8 @@
 //! `guest-bench`: what each PV path costs, timed from inside an ordinary
 //! Xen PV guest (it runs on any Xen-compatible hypervisor). `cargo xtask
 //! bench` boots it beside the hypervisor's own baseline (`bench` on the
-//! hypervisor command line) and divides; docs/bench.md reads the numbers.
+//! hypervisor command line) and divides; docs/benchmarks.md reads the
+//! numbers.
 //!
 //! Every iteration is timed on its own, exactly as the hypervisor times
 //! its baseline: `lfence; rdtsc; lfence`, the path, `lfence; rdtsc`. The
