@@ -155,3 +155,17 @@ fn guest32_crash_without_failsafe_beside_a_64_bit_domain() {
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Failure, "{t}");
 }
+
+#[test]
+fn guest32_hypercalls() {
+    // Every hypercall of the compat layer with good and bad arguments, from
+    // ring 1 (guests32/hypercalls): trap table, callbacks, stack, FPU,
+    // console, version, scheduler, VM assists, IOPL, memory and vCPU ops,
+    // page tables, GDT, events, timer, and the iret hypercall to ring 1 and 3.
+    let what = "guest32-hypercalls";
+    let out = boot(what, vec![guest32("guest32-hypercalls")]);
+    let t = out.transcript();
+    assert!(!out.contains("(d0) FAIL:"), "{t}");
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}

@@ -1,0 +1,416 @@
+//! console_io, xen_version, sched_op, vm_assist, physdev_op (set_iopl,
+//! then cli/sti), set_segment_base, memory_op, vcpu_op.
+
+use core::arch::asm;
+use core::ptr::addr_of_mut;
+
+use pvguest32::abi::{
+    self, x86_32::StartInfo32, E820Entry, PhysdevSetIopl, Pod, VcpuSetPeriodicTimer,
+    XenMemoryReservation32,
+};
+use pvguest32::console::{until_nul, CStr};
+use pvguest32::hypercall::{self as hc, hypercall};
+use pvguest32::report::{check, check_eq, check_rc, check_same, info, Rc};
+use pvguest32::start_info::{set_upcall_mask, upcall_mask};
+use pvguest32::traps::{catch, Trap};
+use pvguest32::va;
+
+use crate::common::*;
+
+pub fn console_io() {
+    check_rc(
+        "console_io write",
+        hc::console_write(b"INFO: console_io write from ring 1\n"),
+        0,
+    );
+    // SAFETY: refused or empty writes; the hypervisor only reads.
+    unsafe {
+        check_rc(
+            "console_io write, unmapped buffer -EFAULT",
+            hc::console_io(abi::CONSOLEIO_WRITE, 16, UNMAPPED),
+            EFAULT,
+        );
+        check_rc(
+            "console_io write, count 0 (unmapped buffer never read) 0",
+            hc::console_io(abi::CONSOLEIO_WRITE, 0, UNMAPPED),
+            0,
+        );
+        check_rc(
+            "console_io command 9 -ENOSYS",
+            hc::console_io(9, 0, 0),
+            ENOSYS,
+        );
+    }
+}
+
+pub fn xen_version() {
+    // SAFETY: XENVER_version takes no buffer.
+    let v = unsafe { hc::xen_version(abi::XENVER_VERSION, 0) };
+    check_eq("XENVER_version 4.17 (docs/abi.md)", v, 4 << 16 | 17);
+    info(format_args!("version {}.{}", v >> 16, v & 0xffff));
+
+    let mut extra = [0xffu8; abi::XEN_EXTRAVERSION_LEN];
+    // SAFETY: XENVER_extraversion writes 16 bytes.
+    let rc = unsafe { hc::xen_version(abi::XENVER_EXTRAVERSION, va(extra.as_mut_ptr())) };
+    check(
+        "XENVER_extraversion: 0, NUL-terminated in 16 bytes",
+        rc == 0 && extra.contains(&0),
+        format_args!("returned {}, {:02x?}", Rc(rc), extra),
+    );
+    info(format_args!("extraversion \"{}\"", CStr(&extra)));
+
+    let mut caps = [0xffu8; abi::XEN_CAPABILITIES_INFO_LEN];
+    // SAFETY: XENVER_capabilities writes 1024 bytes.
+    let rc = unsafe { hc::xen_version(abi::XENVER_CAPABILITIES, va(caps.as_mut_ptr())) };
+    let s = until_nul(&caps);
+    // Xen lists every guest type it runs, the same for every guest
+    // ("xen-3.0-x86_64 xen-3.0-x86_32p ..."); ringvisor names the caller's
+    // own. Either way the 32-bit PAE one must be a word of it.
+    check(
+        "XENVER_capabilities has the word xen-3.0-x86_32p",
+        rc == 0 && s.split(|&b| b == b' ').any(|w| w == b"xen-3.0-x86_32p"),
+        format_args!("returned {}, \"{}\"", Rc(rc), CStr(&caps)),
+    );
+    info(format_args!("capabilities \"{}\"", CStr(&caps)));
+
+    // The 32-bit xen_platform_parameters is one 4-byte word: the next word
+    // must stay as it was.
+    let mut pp = [0xdead_beefu32; 2];
+    // SAFETY: writes the 4-byte compat_platform_parameters.
+    let rc = unsafe { hc::xen_version(abi::XENVER_PLATFORM_PARAMETERS, va(pp.as_mut_ptr())) };
+    check_rc("XENVER_platform_parameters", rc, 0);
+    check_eq(
+        "platform_parameters.virt_start 0xF5800000 (HYPERVISOR_COMPAT_VIRT_START)",
+        pp[0],
+        HV_START,
+    );
+    check_eq(
+        "platform_parameters is 4 bytes (the word after it untouched)",
+        pp[1],
+        0xdead_beef,
+    );
+
+    // SAFETY: XENVER_pagesize takes no buffer.
+    let ps = unsafe { hc::xen_version(abi::XENVER_PAGESIZE, 0) };
+    check_eq("XENVER_pagesize 4096", ps, 4096);
+
+    let mut fi = abi::XenFeatureInfo {
+        submap_idx: 0,
+        submap: 0,
+    };
+    // SAFETY: writes the 8-byte xen_feature_info.
+    let rc = unsafe { hc::xen_version(abi::XENVER_GET_FEATURES, va(addr_of_mut!(fi))) };
+    check_rc("XENVER_get_features(0)", rc, 0);
+    info(format_args!("features submap 0 = {:#x}", fi.submap));
+
+    // SAFETY: refused calls write nothing.
+    unsafe {
+        check_rc(
+            "XENVER_extraversion, unmapped buffer -EFAULT",
+            hc::xen_version(abi::XENVER_EXTRAVERSION, UNMAPPED),
+            EFAULT,
+        );
+        check_rc(
+            "XENVER_platform_parameters, unmapped buffer -EFAULT",
+            hc::xen_version(abi::XENVER_PLATFORM_PARAMETERS, UNMAPPED),
+            EFAULT,
+        );
+        check_rc(
+            "XENVER_capabilities into the hypervisor hole (0xF5800000) -EFAULT",
+            hc::xen_version(abi::XENVER_CAPABILITIES, HV_START),
+            EFAULT,
+        );
+        check_rc(
+            "xen_version command 99 -ENOSYS",
+            hc::xen_version(99, 0),
+            ENOSYS,
+        );
+    }
+}
+
+pub fn sched_op() {
+    // SAFETY: yield has no argument; 99 is no command.
+    unsafe {
+        check_rc("sched_op yield", hc::sched_op(abi::SCHEDOP_YIELD, 0), 0);
+        check_rc("sched_op command 99 -ENOSYS", hc::sched_op(99, 0), ENOSYS);
+        check_rc(
+            "sched_op_compat yield",
+            hypercall(abi::HYPERVISOR_SCHED_OP_COMPAT, &[abi::SCHEDOP_YIELD, 0]),
+            0,
+        );
+    }
+}
+
+pub fn vm_assist() {
+    let t = abi::VMASST_TYPE_4GB_SEGMENTS;
+    check_rc(
+        "vm_assist enable type 0 (4gb_segments)",
+        hc::vm_assist(abi::VMASST_CMD_ENABLE, t),
+        0,
+    );
+    check_rc(
+        "vm_assist disable type 0",
+        hc::vm_assist(abi::VMASST_CMD_DISABLE, t),
+        0,
+    );
+    check_rc(
+        "vm_assist type 31 -EINVAL",
+        hc::vm_assist(abi::VMASST_CMD_ENABLE, 31),
+        EINVAL,
+    );
+    check_rc(
+        "vm_assist m2p_strict (32, 64-bit only: PV32_VM_ASSIST_MASK) -EINVAL",
+        hc::vm_assist(abi::VMASST_CMD_ENABLE, abi::VMASST_TYPE_M2P_STRICT),
+        EINVAL,
+    );
+    check_rc(
+        "vm_assist command 7 on type 0 -ENOSYS",
+        hc::vm_assist(7, t),
+        ENOSYS,
+    );
+}
+
+fn set_iopl(iopl: u32) -> i32 {
+    let p = PhysdevSetIopl { iopl };
+    // SAFETY: the hypervisor only reads the struct; the virtual IOPL only
+    // decides whether cli/sti/in/out are emulated.
+    unsafe {
+        hc::hypercall(
+            abi::HYPERVISOR_PHYSDEV_OP,
+            &[abi::PHYSDEVOP_SET_IOPL, va(&p)],
+        )
+    }
+}
+
+fn cli_sti() -> Result<(), Trap> {
+    // SAFETY: both fault at CPL 1 (real IOPL 0); the hypervisor emulates
+    // them or bounces #GP, which unwinds to the catch.
+    catch(|| unsafe { asm!("cli", "sti") })
+}
+
+pub fn physdev_op() {
+    let r = cli_sti();
+    check(
+        "cli with virtual IOPL 0: #GP(0)",
+        matches!(r, Err(t) if t.vector == 13 && t.error_code == 0),
+        format_args!("{:?}", r),
+    );
+    check_rc("physdev_op set_iopl(1)", set_iopl(1), 0);
+    let mask = upcall_mask();
+    let r = cli_sti();
+    check(
+        "cli; sti with virtual IOPL 1: emulated, no bounce",
+        r.is_ok(),
+        format_args!("{:?}", r),
+    );
+    check_eq("cli; sti leave the upcall mask alone", upcall_mask(), mask);
+    set_upcall_mask(0);
+    let r = cli_sti();
+    check_same(
+        "cli; sti with events unmasked: no bounce, mask still 0",
+        (r.is_ok(), upcall_mask()),
+        (true, 0),
+    );
+    set_upcall_mask(1);
+    check_rc("physdev_op set_iopl(4) -EINVAL", set_iopl(4), EINVAL);
+    // SAFETY: refused calls change nothing.
+    unsafe {
+        check_rc(
+            "physdev_op set_iopl, unmapped argument -EFAULT",
+            hc::hypercall(
+                abi::HYPERVISOR_PHYSDEV_OP,
+                &[abi::PHYSDEVOP_SET_IOPL, UNMAPPED],
+            ),
+            EFAULT,
+        );
+        check_rc(
+            "physdev_op command 99 -ENOSYS",
+            hc::hypercall(abi::HYPERVISOR_PHYSDEV_OP, &[99, 0]),
+            ENOSYS,
+        );
+    }
+    check_rc("physdev_op set_iopl(0)", set_iopl(0), 0);
+    let r = cli_sti();
+    check(
+        "cli with virtual IOPL 0 again: #GP(0)",
+        matches!(r, Err(t) if t.vector == 13 && t.error_code == 0),
+        format_args!("{:?}", r),
+    );
+}
+
+pub fn set_segment_base() {
+    // SAFETY: a 32-bit guest has no such hypercall: nothing happens.
+    let rc = unsafe { hypercall(abi::HYPERVISOR_SET_SEGMENT_BASE, &[abi::SEGBASE_FS, 0x1000]) };
+    check_rc(
+        "set_segment_base -ENOSYS (x86-64 only: do_set_segment_base)",
+        rc,
+        ENOSYS,
+    );
+}
+
+pub fn memory_op(si: &StartInfo32) {
+    // The 32-bit xen_memory_map: { nr_entries, buffer } in 8 bytes; the
+    // two words after it must stay as they were.
+    let mut map = [E820Entry::zeroed(); 4];
+    let mut arg = [4u32, va(map.as_mut_ptr()), 0xdead_beef, 0xdead_beef];
+    // SAFETY: the hypervisor writes the struct and up to 4 entries.
+    let rc = unsafe { hc::memory_op(abi::XENMEM_MEMORY_MAP, va(arg.as_mut_ptr())) };
+    check_rc("XENMEM_memory_map (32-bit xen_memory_map)", rc, 0);
+    check_same(
+        "memory_map: nr_entries 1, buffer kept, 8-byte struct",
+        arg,
+        [1, va(map.as_ptr()), 0xdead_beef, 0xdead_beef],
+    );
+    let e = map[0];
+    let (addr, size, ty) = ({ e.addr }, { e.size }, { e.type_ });
+    check(
+        "memory_map entry: RAM from 0, at least nr_pages pages",
+        addr == 0 && ty == 1 && size % 4096 == 0 && size >= u64::from(si.nr_pages) * 4096,
+        format_args!("addr {:#x} size {:#x} type {}", addr, size, ty),
+    );
+    info(format_args!("memory_map: {:#x} bytes of RAM", size));
+    let mut arg = [1u32, UNMAPPED];
+    // SAFETY: refused calls write nothing of ours.
+    unsafe {
+        check_rc(
+            "memory_map, unmapped argument -EFAULT",
+            hc::memory_op(abi::XENMEM_MEMORY_MAP, UNMAPPED),
+            EFAULT,
+        );
+        check_rc(
+            "memory_map, unmapped buffer -EFAULT",
+            hc::memory_op(abi::XENMEM_MEMORY_MAP, va(arg.as_mut_ptr())),
+            EFAULT,
+        );
+    }
+
+    let me = abi::DOMID_SELF;
+    // SAFETY: the queries only read the domid.
+    unsafe {
+        check_rc(
+            "XENMEM_current_reservation(DOMID_SELF) = nr_pages",
+            hc::memory_op(abi::XENMEM_CURRENT_RESERVATION, va(&me)),
+            si.nr_pages as i32,
+        );
+        let max = hc::memory_op(abi::XENMEM_MAXIMUM_RESERVATION, va(&me));
+        check(
+            "XENMEM_maximum_reservation(DOMID_SELF) >= nr_pages",
+            max >= si.nr_pages as i32,
+            format_args!("returned {}", Rc(max)),
+        );
+        let top = hc::memory_op(abi::XENMEM_MAXIMUM_RAM_PAGE, 0);
+        check(
+            "XENMEM_maximum_ram_page > 0",
+            top > 0,
+            format_args!("returned {}", Rc(top)),
+        );
+        info(format_args!(
+            "maximum_reservation {} pages, maximum_ram_page {:#x}",
+            max, top
+        ));
+        check_rc(
+            "XENMEM_current_reservation, unmapped argument -EFAULT",
+            hc::memory_op(abi::XENMEM_CURRENT_RESERVATION, UNMAPPED),
+            EFAULT,
+        );
+    }
+    // Not translated for 32-bit guests yet (docs/abi.md: "Not yet: ...
+    // memory reservations"); Xen has them (compat_memory_op).
+    let mut list = [0u32; 1];
+    let r = XenMemoryReservation32 {
+        extent_start: va(list.as_mut_ptr()),
+        nr_extents: 0,
+        extent_order: 0,
+        mem_flags: 0,
+        domid: abi::DOMID_SELF,
+        _pad0: 0,
+    };
+    for (name, cmd) in [
+        (
+            "XENMEM_increase_reservation (not yet for 32-bit) -ENOSYS",
+            abi::XENMEM_INCREASE_RESERVATION,
+        ),
+        (
+            "XENMEM_decrease_reservation (not yet for 32-bit) -ENOSYS",
+            abi::XENMEM_DECREASE_RESERVATION,
+        ),
+        (
+            "XENMEM_populate_physmap (not yet for 32-bit) -ENOSYS",
+            abi::XENMEM_POPULATE_PHYSMAP,
+        ),
+    ] {
+        // SAFETY: no extents: nothing changes whatever the answer.
+        check_rc(name, unsafe { hc::memory_op(cmd, va(&r)) }, ENOSYS);
+    }
+    // SAFETY: no such command.
+    check_rc(
+        "memory_op command 63 -ENOSYS",
+        unsafe { hc::memory_op(63, 0) },
+        ENOSYS,
+    );
+}
+
+pub fn vcpu_op() {
+    // SAFETY: queries, the periodic timer, and refused calls.
+    unsafe {
+        check_rc(
+            "vcpu_op is_up(0) = 1",
+            hc::vcpu_op(abi::VCPUOP_IS_UP, 0, 0),
+            1,
+        );
+        check_rc(
+            "vcpu_op is_up(31) -ENOENT",
+            hc::vcpu_op(abi::VCPUOP_IS_UP, 31, 0),
+            ENOENT,
+        );
+        check_rc(
+            "vcpu_op up(0), already up",
+            hc::vcpu_op(abi::VCPUOP_UP, 0, 0),
+            0,
+        );
+        let short = VcpuSetPeriodicTimer { period_ns: 500_000 };
+        check_rc(
+            "vcpu_op set_periodic_timer 0.5 ms -EINVAL",
+            hc::vcpu_op(abi::VCPUOP_SET_PERIODIC_TIMER, 0, va(&short)),
+            EINVAL,
+        );
+        let ok = VcpuSetPeriodicTimer {
+            period_ns: 20_000_000,
+        };
+        check_rc(
+            "vcpu_op set_periodic_timer 20 ms",
+            hc::vcpu_op(abi::VCPUOP_SET_PERIODIC_TIMER, 0, va(&ok)),
+            0,
+        );
+        check_rc(
+            "vcpu_op stop_periodic_timer",
+            hc::vcpu_op(abi::VCPUOP_STOP_PERIODIC_TIMER, 0, 0),
+            0,
+        );
+        check_rc(
+            "vcpu_op stop_singleshot_timer",
+            hc::vcpu_op(abi::VCPUOP_STOP_SINGLESHOT_TIMER, 0, 0),
+            0,
+        );
+        // Not translated for 32-bit guests yet (docs/abi.md: "Not yet:
+        // vcpu_op initialise/runstate/single-shot with their 32-bit
+        // layouts"); Xen has them (compat_vcpu_op).
+        let buf = [0u32; 32];
+        for (name, cmd) in [
+            (
+                "vcpu_op initialise (not yet for 32-bit) -ENOSYS",
+                abi::VCPUOP_INITIALISE,
+            ),
+            (
+                "vcpu_op get_runstate_info (not yet for 32-bit) -ENOSYS",
+                abi::VCPUOP_GET_RUNSTATE_INFO,
+            ),
+            (
+                "vcpu_op set_singleshot_timer (not yet for 32-bit) -ENOSYS",
+                abi::VCPUOP_SET_SINGLESHOT_TIMER,
+            ),
+        ] {
+            check_rc(name, hc::vcpu_op(cmd, 0, va(buf.as_ptr())), ENOSYS);
+        }
+    }
+}
