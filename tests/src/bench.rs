@@ -54,7 +54,7 @@ pub const PATHS: &[(&str, &str)] = &[
 pub const NOT_YET: &[(&str, &str)] = &[
     ("event-ping-pong", "not yet (needs a second domain to answer)"),
     ("domain-switch", "not yet (needs a second domain to answer)"),
-    ("32-bit guest paths", "not yet (no 32-bit PV guests)"),
+    ("32-bit guest paths", "not yet (guest-bench has no 32-bit build yet)"),
 ];
 
 /// Median and spread (10th..90th percentile) of one path, in ticks.
