@@ -167,9 +167,26 @@ fn update_entry(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8, index: usi
     0
 }
 
+// Stale translations. When a guest replaces an L1 entry, the old
+// translation may stay in this CPU's TLB until the guest flushes it, as on
+// Xen: the guest asks with UVMF_* or mmuext_op. That is safe for everyone
+// else because each moment where a stale *writable* translation could
+// matter flushes the whole TLB itself: a frame becoming a page table
+// (get_table) or GDT (set_gdt), and a frame going back to the pool
+// (decrease_reservation; a domain's teardown switches CR3 first). Guest
+// entries are never global, and there is one CPU. Entries above L1 are
+// different: the CPU caches them as paging structures, and a table that
+// was unlinked can become an ordinary, writable frame, so changing one
+// flushes every time.
+
 fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only flushes the TLB.
     unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
+}
+
+fn invlpg(va: u64) {
+    // SAFETY: invalidating one translation has no other effect.
+    unsafe { x86::tlb::flush(va as usize) };
 }
 
 /// Most entries one `mmu_update`/`mmuext_op` call may carry: Xen splits
@@ -216,14 +233,23 @@ fn batch<T: ringvisor_abi::Pod>(
 }
 
 pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
-    let r = batch(d, ft, space, reqs, count, done_ptr, dom, mmu_update_one);
-    // Entries were changed at machine addresses: we do not know which
-    // virtual addresses they served, so the whole TLB goes (once).
-    flush_tlb();
+    let mut upper = false;
+    let r = batch(d, ft, space, reqs, count, done_ptr, dom, |d, ft, u: MmuUpdate| {
+        let (rc, level) = mmu_update_one(d, ft, u);
+        upper |= level > 1;
+        rc
+    });
+    // An L1 entry's old translation is the guest's to flush (see "Stale
+    // translations"); a changed upper entry flushes the TLB, once a batch.
+    if upper {
+        flush_tlb();
+    }
     r
 }
 
-fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> Ret {
+/// One `mmu_update` request: its result and the level of the table entry
+/// it changed (0 for none).
+fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> (Ret, u8) {
     // The command rides in the low bits of the (8-byte aligned) pointer.
     let cmd = u.ptr & 7;
     let ptr = u.ptr & !7;
@@ -233,25 +259,26 @@ fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> Ret {
             match ft.get(mfn) {
                 Some(i) if i.owner == d.id => match i.kind {
                     Kind::Table(level) => {
-                        update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val)
+                        (update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val), level)
                     }
-                    _ => err(EINVAL),
+                    _ => (err(EINVAL), 0),
                 },
-                _ => err(EPERM),
+                _ => (err(EPERM), 0),
             }
         }
         MMU_MACHPHYS_UPDATE => {
             let mfn = ptr >> 12;
-            if !ft.owned_by(mfn, d.id) {
+            let rc = if !ft.owned_by(mfn, d.id) {
                 err(EPERM)
             } else if u.val >= d.p2m.len() as u64 && u.val != paging::M2P_INVALID {
                 err(EINVAL)
             } else {
                 paging::m2p_set(mfn, u.val);
                 0
-            }
+            };
+            (rc, 0)
         }
-        _ => err(ENOSYS),
+        _ => (err(ENOSYS), 0),
     }
 }
 
@@ -271,14 +298,19 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     Some((t, ((va >> 12) & 511) as usize))
 }
 
-pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64, _flags: u64) -> Ret {
+pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64, flags: u64) -> Ret {
+    use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
     match l1_slot(d, va) {
         Some((l1, i)) if ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) => {
             let r = update_entry(d, ft, l1, 1, i, val);
-            // Always, and all of it: the old translation must go whatever
-            // the guest asked, and this L1 may be linked at other places
-            // too (so serve other addresses than `va`).
-            flush_tlb();
+            // What the guest asked for (see "Stale translations" above:
+            // an old L1 translation left in the TLB is the guest's own
+            // business). One CPU: local, multi and all are the same.
+            match flags & UVMF_FLUSHTYPE_MASK {
+                UVMF_NONE => {}
+                UVMF_INVLPG => invlpg(va),
+                _ => flush_tlb(),
+            }
             r
         }
         _ => err(EINVAL),
@@ -403,7 +435,11 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
             0
         }
         MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
-            flush_tlb();
+            // One CPU: every vCPU mask is this one. A non-canonical
+            // address would #GP in invlpg; there is nothing to drop.
+            if is_canonical(op.linear_addr()) {
+                invlpg(op.linear_addr());
+            }
             0
         }
         _ => err(ENOSYS),
