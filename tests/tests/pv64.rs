@@ -241,3 +241,44 @@ fn console_ring_of_a_domu() {
     assert!(out.contains("(d1) split line"), "{what}: a line written in two pieces\n{}", out.transcript());
     assert!(out.contains("(d1) PASS: the reader consumed the ring"), "{}", out.transcript());
 }
+
+/// The hostile guests (guests/hostile-*) against a victim: d0 is
+/// guest-victim (its memory filled with a pattern, its page tables
+/// recorded), d1-d5 attack it, the hypervisor and their own page tables
+/// (foreign frames, hypervisor frames and slots, page tables, descriptors,
+/// hypercall pointers). Every attack is refused (each attacker says
+/// SUCCESS), the victim's memory and tables are intact at the end (it
+/// says SUCCESS), the hypervisor never faults, and every frame is back in
+/// the pool when all have ended.
+#[test]
+fn hostile_guests_against_a_victim() {
+    let what = "victim d0 and five hostile guests";
+    let attackers = [
+        "guest-hostile-foreign",
+        "guest-hostile-hypervisor",
+        "guest-hostile-pagetables",
+        "guest-hostile-descriptors",
+        "guest-hostile-pointers",
+    ];
+    let mut guests = vec![guest("guest-victim").opt("mem", "16M").args(&format!("attackers={}", attackers.len()))];
+    for (i, a) in attackers.iter().enumerate() {
+        guests.push(guest(a).opt("mem", "8M").args(&format!("victim=0 port={}", i + 1)));
+    }
+    let out = boot(what, "", guests);
+    expect_success(what, &out, 1 + attackers.len() as u32);
+    for (i, a) in attackers.iter().enumerate() {
+        let d = i + 1;
+        assert!(out.contains(&format!("(d{d}) TEST: {}", a.trim_start_matches("guest-"))), "{what}: d{d} is not {a}\n{}", out.transcript());
+        assert!(out.contains(&format!("(d0) INFO: d{d} is done")), "{what}: the victim never heard d{d} finish\n{}", out.transcript());
+    }
+    let line = out
+        .rv_lines()
+        .find(|l| l.contains("frames free at the end"))
+        .unwrap_or_else(|| panic!("{what}: no memory line\n{}", out.transcript()))
+        .to_string();
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(
+        !line.contains("not given back") && numbers.len() >= 2 && numbers[0] == numbers[1],
+        "{what}: not every frame is back: {line}"
+    );
+}
