@@ -10,9 +10,11 @@
 //! - an L2-L4 entry must point at a page table of the level below; an
 //!   ordinary frame without writable mappings becomes one (it is validated
 //!   entry by entry first);
-//! - no superpages, no reserved bits, no `_PAGE_GLOBAL` (guest kernel and
-//!   user share ring 3), and the user bit is forced on (the guest kernel
-//!   runs in ring 3);
+//! - no superpages and no caching attributes (PWT, PCD, PAT), as Xen for a
+//!   domain without I/O memory; bit 62 of an L1 entry is refused (Xen's),
+//!   bits 52-61 are the guest's own; `_PAGE_GLOBAL` is refused above L1
+//!   and stripped from L1 entries (guest kernel and user share ring 3);
+//!   the user bit is forced on (the guest kernel runs in ring 3);
 //! - the hypervisor's L4 slots (256-271) belong to the hypervisor.
 //!
 //! A bad update returns `-EINVAL` (or `-EPERM` for a frame that is not the
@@ -29,8 +31,18 @@ use crate::mm::paging::{self, phys_to_virt};
 use crate::pv::guest_mem::*;
 use crate::pv::hypercall::{err, Ret};
 
-/// Bits a guest may not set in a present entry (above the address: 52-62).
-const RESERVED_HIGH: u64 = 0x7ff0_0000_0000_0000;
+/// Flags a guest may not set in a present entry, as Xen's
+/// `BASE_DISALLOW_MASK` and `L1_DISALLOW_MASK` (x86_64 `page.h`) for a
+/// domain without I/O memory: no caching attributes (a second memory type
+/// beside the direct map's is a hardware hazard), no superpages, no global
+/// upper entries; bit 62 of an L1 entry is Xen's (`_PAGE_GNTTAB`). Bits
+/// 52-61 are the guest's own (the CPU ignores them: CR4.PKE is off).
+const L1_REFUSED: u64 = PTE_PWT | PTE_PCD | PTE_PAT_4K | 1 << 62;
+const UPPER_REFUSED: u64 = PTE_PWT | PTE_PCD | PTE_PS | PTE_G;
+/// A PAE L3 entry (32-bit guests): everything above the address must be 0.
+const PAE_L3_RESERVED_HIGH: u64 = 0xfff0_0000_0000_0000;
+/// PAT in a 4 KiB entry is the bit that is PS above L1.
+const PTE_PAT_4K: u64 = PTE_PS;
 
 fn pte_ptr(mfn: u64, index: usize) -> *mut u64 {
     (phys_to_virt(mfn << 12) + index as u64 * 8) as *mut u64
@@ -58,7 +70,13 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
     if val & PTE_P == 0 {
         return Ok(val);
     }
-    if val & RESERVED_HIGH != 0 || (level > 1 && val & PTE_PS != 0) {
+    // Flags first, then the frame (Xen's order in get_page_from_l?e).
+    let refused = match (level, d.compat) {
+        (1, _) => L1_REFUSED,
+        (3, true) => UPPER_REFUSED | PAE_L3_RESERVED_HIGH,
+        _ => UPPER_REFUSED,
+    };
+    if val & refused != 0 {
         return Err(EINVAL);
     }
     let target = (val & PTE_ADDR) >> 12;

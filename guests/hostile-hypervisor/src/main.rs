@@ -201,7 +201,8 @@ fn frames_of_no_domain(w: &Window, spare_l2: usize) {
 }
 
 fn device_frames(w: &Window) {
-    let mut s = Sweep::new(format_args!("update_va_mapping of device and absent frames: -EPERM"), EPERM);
+    let mut s = Sweep::new(format_args!("update_va_mapping of device and absent frames: -EPERM"), EPERM)
+        .also(EINVAL, "uncached: PCD/PWT refused before the frame is looked at, as Xen");
     for f in [0xfee00, 0xfec00, 0xfed00, 0xb8, 0xa0, 0xfffff, 0x1000_0000, (1 << 40) - 1, max_mfn(), max_mfn() - 1] {
         for flags in [LEAF_RO, LEAF_RW, LEAF_RW | PCD | PWT] {
             if s.one(f, w.map(1, f, flags)) {

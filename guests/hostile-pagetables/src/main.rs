@@ -36,17 +36,18 @@
 //!   L1, `NEW_BASEPTR` → `-EINVAL`; unmapped, it can (pin 0), and then
 //!   cannot be mapped writable (`-EINVAL`).
 //! - Pin a table with a bad entry: L1 → another domain's frame, frame
-//!   0x100 (`-EPERM`), reserved bit 52 or 62, writable → our L4, writable
+//!   0x100 (`-EPERM`), PCD or bit 62, writable → our L4, writable
 //!   → itself (`-EINVAL`); L2 with a 2 MiB entry, L3 with a 1 GiB entry,
 //!   L4 with PS (`-EINVAL`); L2 → an L1 with a bad entry (`-EPERM`). The
 //!   page is ordinary memory afterwards (mappable writable).
 //! - `NEW_BASEPTR` and `NEW_USER_BASEPTR` to our L3, L2, an L1, a pinned
 //!   L1, a frame mapped writable (`-EINVAL`), a copy of our L4 with
-//!   another domain's frame in it (`-EPERM`) or bit 52 in an entry
+//!   another domain's frame in it (`-EPERM`) or PCD in an entry
 //!   (`-EINVAL`); `mov %cr3` with our L3 → #GP(0); an unpinned
 //!   copy of our L4 → 0 (we run on it), and back.
-//! - Entries: bits 52-62 each (L1), bit 52 in L2/L3/L4 entries, PS in
-//!   L2/L3/L4 entries → `-EINVAL`; an address beyond RAM → `-EPERM`; NX,
+//! - Entries: bit 62, PWT, PCD, PAT (L1), PCD/PWT/G in L2/L3/L4 entries,
+//!   PS in L2/L3/L4 entries → `-EINVAL`; software bits 52-61 (L1) → 0,
+//!   stored as given; an address beyond RAM → `-EPERM`; NX,
 //!   the available bits 9-11 → 0; `_PAGE_GLOBAL` is dropped and
 //!   `_PAGE_USER` forced on in what is stored.
 //! - Writable page tables (`vm_assist`): a direct 64-bit store into an L1
@@ -398,8 +399,8 @@ fn bad_pins(w: &Window) {
     }
     for (case, entry, want) in [
         ("pin an L1 with frame 0x100 (the hypervisor's) in it: -EPERM", HV_MFN << 12 | LEAF_RO, EPERM),
-        ("pin an L1 with reserved bit 52 set in an entry: -EINVAL", 1 << 52 | own_leaf(), EINVAL),
-        ("pin an L1 with reserved bit 62 set in an entry: -EINVAL", 1 << 62 | own_leaf(), EINVAL),
+        ("pin an L1 with PCD set in an entry: -EINVAL", PCD | own_leaf(), EINVAL),
+        ("pin an L1 with bit 62 (Xen's) set in an entry: -EINVAL", 1 << 62 | own_leaf(), EINVAL),
         ("pin an L1 with a writable mapping of our L4: -EINVAL", l4 << 12 | LEAF_RW, EINVAL),
     ] {
         let p = page_with(w, &[(3, own_leaf()), (9, entry)]);
@@ -468,7 +469,7 @@ fn base_pointers(w: &Window) {
     // we would still run, and switch back.
     let other = (0..m2p_frames()).find(|&f| foreign(f)).unwrap_or(HV_MFN);
     let bad = l4_copy_with(w, 300, other << 12 | TABLE);
-    let reserved = l4_copy_with(w, 300, 1 << 52 | l3 << 12 | TABLE);
+    let reserved = l4_copy_with(w, 300, PCD | l3 << 12 | TABLE);
     for (what, f, want) in [
         ("our L3", l3, EINVAL),
         ("our L2", l2, EINVAL),
@@ -518,11 +519,25 @@ fn base_pointers(w: &Window) {
 
 fn entries(w: &Window, slot: usize) {
     let (_, f) = alloc_page();
-    let mut s = Sweep::new(format_args!("an L1 entry with one of bits 52-62 set: -EINVAL"), EINVAL);
-    for bit in 52..63 {
+    let mut s = Sweep::new(format_args!("an L1 entry with bit 62 (Xen's) or PWT, PCD, PAT: -EINVAL"), EINVAL);
+    for bit in [62, 3, 4, 7] {
         if s.one(bit, w.map(1, f, LEAF_RO | 1 << bit)) {
             w.unmap(1);
         }
+    }
+    s.end();
+    // Xen's page.h: "range [62:52] is available for software use" (62 in
+    // an L1 entry is its own); the CPU ignores them.
+    let mut s = Sweep::new(format_args!("an L1 entry with one of the software bits 52-61: 0, stored as given"), 0);
+    for bit in 52..62 {
+        let rc = w.map(1, f, LEAF_RO | 1 << bit);
+        let e = w.entry(1);
+        if rc == 0 && (e & 1 << bit == 0 || e & ADDR != f << 12) {
+            s.bad(bit);
+        } else {
+            s.one(bit, rc);
+        }
+        w.unmap(1);
     }
     s.end();
     let l4 = l4_mfn();
@@ -535,9 +550,9 @@ fn entries(w: &Window, slot: usize) {
     let l4e = (l4 << 12) | (300 * 8);
     let t = page_with(w, &[]);
     for (case, ptr, val) in [
-        ("an L2 entry with bit 52: -EINVAL", l2e, 1 << 52 | l1 << 12 | TABLE),
-        ("an L3 entry with bit 52: -EINVAL", l3e, 1 << 52 | l2 << 12 | TABLE),
-        ("an L4 entry with bit 52: -EINVAL", l4e, 1 << 52 | t << 12 | TABLE),
+        ("an L2 entry with PCD: -EINVAL", l2e, PCD | l1 << 12 | TABLE),
+        ("an L3 entry with PWT: -EINVAL", l3e, PWT | l2 << 12 | TABLE),
+        ("an L4 entry with _PAGE_GLOBAL: -EINVAL", l4e, G | t << 12 | TABLE),
         ("an L2 entry with PS (2 MiB of our memory): -EINVAL", l2e, (p2m(0) << 12) & !0x1f_f000 | TABLE | PS),
         ("an L3 entry with PS (1 GiB): -EINVAL", l3e, TABLE | PS),
         ("an L4 entry with PS: -EINVAL", l4e, TABLE | PS),
@@ -554,13 +569,6 @@ fn entries(w: &Window, slot: usize) {
     check_rc("an L1 entry with _PAGE_GLOBAL, without _PAGE_USER: 0", w.map(1, f, P | RW | A | D | G), 0);
     let e = w.entry(1);
     check("  ... stored without _PAGE_GLOBAL, with _PAGE_USER", e & G == 0 && e & US != 0, format_args!("{e:#x}"));
-    let rc = w.map(1, f, LEAF_RW | PCD | PWT);
-    info(format_args!(
-        "an L1 entry with PCD|PWT (uncached) of our own page: {} (Xen refuses cache attributes to a domain without I/O memory: -EINVAL)",
-        Rc(rc)
-    ));
-    let rc = w.map(1, f, LEAF_RW | PS);
-    info(format_args!("an L1 entry with bit 7 (PAT): {}", Rc(rc)));
     w.unmap(1);
 }
 
@@ -574,7 +582,7 @@ fn writable_pagetables(w: &Window, slot: usize) {
         (20u64, other << 12 | LEAF_RO),
         (21, HV_MFN << 12 | LEAF_RO),
         (22, l4_mfn() << 12 | LEAF_RW),
-        (23, 1 << 55 | own_leaf()),
+        (23, 1 << 62 | own_leaf()),
     ] {
         match catch(|| store64(e(i), v)) {
             Err(t) if t.vector == 14 && t.error_code == 3 && t.cr2 == e(i) && w.entry(i) == 0 => s.ok(),

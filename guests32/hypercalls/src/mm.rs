@@ -296,10 +296,21 @@ pub fn run(nr_pages: u32) {
         0,
     );
     check_rc(
-        "update_va_mapping: reserved bit 52 in the hi half -EINVAL",
-        uvm(FREE_VA + 3 * 4096, pte(fb, KERNEL_RO) | 1 << 52),
+        "update_va_mapping: bit 62 (Xen's _PAGE_GNTTAB) in the hi half -EINVAL",
+        uvm(FREE_VA + 3 * 4096, pte(fb, KERNEL_RO) | 1 << 62),
         EINVAL,
     );
+    check_rc(
+        "update_va_mapping: PCD (a second memory type) -EINVAL",
+        uvm(FREE_VA + 3 * 4096, pte(fb, KERNEL_RO) | 1 << 4),
+        EINVAL,
+    );
+    check_rc(
+        "update_va_mapping: software bit 52 in the hi half is the guest's: 0",
+        uvm(FREE_VA + 3 * 4096, pte(fb, KERNEL_RO) | 1 << 52),
+        0,
+    );
+    check_rc("and unmapped again", uvm(FREE_VA + 3 * 4096, 0), 0);
     check_rc(
         "update_va_mapping of L read-only at scratch page 2",
         uvm(s2, pte(fl, KERNEL_RO)),
