@@ -275,13 +275,18 @@ fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
 // Tour 08: data selectors that no longer load
 pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
     let why = format!("cannot reload data selectors ds {:#x} es {:#x} fs {:#x} gs {:#x}", sels[0], sels[1], sels[2], sels[3]);
+    if d.compat {
+        // Xen's load_segments: from ring 1 the frame goes on the
+        // interrupted stack, which is fine (only a selector was bad).
+        return failsafe32(d, f, &why, sels, true);
+    }
     failsafe_with(d, f, &why, sels)
 }
 
 // Tour 08: the failsafe frame (docs/frames/failsafe64.svg)
 fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     if d.compat {
-        return failsafe32(d, f, why, sels);
+        return failsafe32(d, f, why, sels, false);
     }
     let id = d.id;
     let mask = upcall_mask(d);
@@ -334,9 +339,11 @@ fn fault_words(e: &Fault) -> &'static str {
 }
 
 /// The 32-bit failsafe frame `{ DS, ES, FS, GS, EIP, CS, EFLAGS, [ESP, SS] }`
-/// on the ring-1 stack from stack_switch.
+/// on the ring-1 stack from stack_switch; with `on_ring1_stack` (a
+/// selector reload failed, Xen's `load_segments`), from ring 1 right below
+/// the interrupted `esp` on the interrupted `ss`.
 // Tour 08: the 32-bit failsafe frame (docs/frames/failsafe32.svg)
-fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
+fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4], on_ring1_stack: bool) {
     let id = d.id;
     let mask = upcall_mask(d);
     let v = d.v_mut();
@@ -351,7 +358,8 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
         ((f.cs & 0xffff) | (mask as u64) << 16) as u32, eflags as u32, f.rsp as u32, f.ss as u32];
     let n = if from_user { 9 } else { 7 };
     words[..n].copy_from_slice(&base[..n]);
-    let sp = v.kernel_sp as u32;
+    let here = on_ring1_stack && !from_user;
+    let (sp, ss) = if here { (f.rsp as u32, f.ss) } else { (v.kernel_sp as u32, v.kernel_ss) };
     let frame_va = sp.wrapping_sub(n as u32 * 4) as u64;
     let mut bytes = [0u8; 36];
     for (i, w) in words[..n].iter().enumerate() {
@@ -370,7 +378,7 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     crate::trace!(TRACE_BOUNCE, "d{id}v{} failsafe (32-bit) -> {handler:#x} frame {frame_va:#x}", d.cur);
     f.rip = handler;
     f.cs = if cs == 0 { ringvisor_abi::x86_32::FLAT_RING1_CS } else { cs } as u64;
-    f.ss = d.v().kernel_ss;
+    f.ss = ss;
     f.rsp = frame_va;
     f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
 }

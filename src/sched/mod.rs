@@ -172,12 +172,14 @@ fn selector_ok(sel: u16, compat: bool) -> bool {
 
 /// Load the vCPU's data selectors, each checked first: a selector whose
 /// descriptor the guest has since changed would fault here, in ring 0.
-/// Returns false (and loads null instead) when one is bad: the caller
-/// delivers the failsafe callback.
+/// Returns false when one is bad, which is loaded as null (the good ones
+/// as they are, as Xen's `loadsegment` does): the caller delivers the
+/// failsafe callback.
 // Tour 08: selectors checked before they are loaded
 fn load_data_selectors(sels: [u16; 4], compat: bool) -> bool {
-    let ok = sels.iter().all(|&s| selector_ok(s, compat));
-    let [ds, es, fs, gs] = if ok { sels } else { [0; 4] };
+    let good = sels.map(|s| selector_ok(s, compat));
+    let ok = good.iter().all(|&g| g);
+    let [ds, es, fs, gs] = [0, 1, 2, 3].map(|i| if good[i] { sels[i] } else { 0 });
     // SAFETY: every selector is null or was checked by selector_ok against
     // the GDT now loaded. Loading GS replaces the hypervisor's GS base, so
     // it is put back at once (interrupts are off).

@@ -9,7 +9,8 @@
 //! - beside a 64-bit guest: both kinds of domain run, time-shared;
 //! - the Rust 32-bit guests (guests32/): hello, traps (bounces from ring 1
 //!   and ring 3), failsafe, and a crash without failsafe beside a 64-bit
-//!   domain that goes on;
+//!   domain that goes on; segfail (a data selector that no longer loads on
+//!   a context switch: the failsafe callback) beside a 64-bit domain;
 //! - a domain that spins forever without a hypercall does not starve the
 //!   others: they run to success while it spins (the run then ends at
 //!   its timeout, the spinner still running).
@@ -154,6 +155,33 @@ fn guest32_crash_without_failsafe_beside_a_64_bit_domain() {
     assert!(out.rv_lines().any(|l| l.contains("d0: crashed:") && l.contains("no failsafe callback")), "{t}");
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Failure, "{t}");
+}
+
+#[test]
+fn guest32_segfail_beside_a_64_bit_domain() {
+    // A data selector the 32-bit guest has loaded (%fs) is made not present
+    // with update_descriptor; it yields to the 64-bit domain, and on the way
+    // back the hypervisor cannot reload %fs: the failsafe callback with
+    // Xen's 32-bit frame (load_segments), %fs null afterwards
+    // (guests32/segfail). The other domain is not disturbed. guest-events
+    // stays alive long enough for the yield to switch to it (guest-hello
+    // can be done within one time slice, before the 32-bit guest yields).
+    let what = "guest32-segfail + guest-events";
+    let events64 = build::test_guest("guest-events").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot(what, vec![guest32("guest32-segfail"), GuestSpec::new(events64)]);
+    let t = out.transcript();
+    assert!(out.contains("(d0) EXPECT-FAILSAFE"), "{t}");
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0: cannot reload data selectors")
+            && l.contains("fs 0x11")
+            && l.contains("delivering to the failsafe callback")),
+        "{t}"
+    );
+    assert!(!out.contains("(d0) FAIL:"), "{t}");
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
+    assert!(!out.contains("(d1) FAIL:"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
 
 #[test]
