@@ -139,30 +139,58 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
         v.trap_table = [TrapEntry::default(); 256];
         return 0;
     }
-    // Validate the whole list before changing anything.
-    let mut new = v.trap_table;
-    let mut va = list;
-    for _ in 0..=256 {
-        let t: TrapInfo = match space.read(va) {
-            Ok(t) => t,
-            Err(_) => return err(EFAULT),
-        };
-        if t.address == 0 {
-            v.trap_table = new;
-            return 0;
-        }
+    // Validate the whole list before changing anything, then walk it again
+    // to install it (nothing else runs in between: one CPU, the lock held).
+    let check = |t: &TrapInfo| {
         // As Xen: a bad selector is -EPERM, a bad address -EINVAL (we also
         // refuse the hypervisor's range, which Xen leaves to fault later).
         if !guest_code_selector(t.cs) {
-            return err(EPERM);
+            Err(EPERM)
+        } else if !guest_code_address(t.address) {
+            Err(EINVAL)
+        } else {
+            Ok(())
         }
-        if !guest_code_address(t.address) {
-            return err(EINVAL);
-        }
-        new[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
-        va += core::mem::size_of::<TrapInfo>() as u64;
+    };
+    if let Err(e) = trap_list(&space, list, check) {
+        return err(e);
     }
-    err(EINVAL) // more than 256 entries without a terminator
+    let table = &mut v.trap_table;
+    let installed = trap_list(&space, list, |t| {
+        check(t)?;
+        table[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
+        Ok(())
+    });
+    installed.map_or_else(err, |()| 0)
+}
+
+/// Walk a guest's `trap_info` list up to its terminator (`address` 0; at
+/// most 256 entries before it), calling `each` on every entry. It reads as
+/// many entries as the current page holds at once, so a 32-entry table
+/// costs one or two page walks instead of 33, and never reads past the
+/// page the terminator is on.
+fn trap_list(space: &GuestSpace, list: u64, mut each: impl FnMut(&TrapInfo) -> Result<(), i32>) -> Result<(), i32> {
+    const SIZE: u64 = core::mem::size_of::<TrapInfo>() as u64;
+    let mut buf = [TrapInfo::zeroed(); 16];
+    let mut va = list;
+    let mut seen = 0;
+    loop {
+        // An entry straddling a page boundary is read on its own.
+        let n = ((4096 - (va & 0xfff)) / SIZE).clamp(1, 16) as usize;
+        let bytes = &mut ringvisor_abi::as_bytes_mut(&mut buf)[..n * SIZE as usize];
+        space.read_bytes(va, bytes).map_err(|_| EFAULT)?;
+        for t in &buf[..n] {
+            if t.address == 0 {
+                return Ok(());
+            }
+            if seen == 256 {
+                return Err(EINVAL); // more than 256 entries without a terminator
+            }
+            seen += 1;
+            each(t)?;
+        }
+        va = va.checked_add(n as u64 * SIZE).ok_or(EFAULT)?;
+    }
 }
 
 // Tour 06: the kernel stack for entries from user mode
