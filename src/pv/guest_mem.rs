@@ -119,16 +119,27 @@ impl GuestSpace {
     // Tour 04, 08: the only way a frame reaches a guest stack
     pub fn write_bytes(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
         // Check every page first, so a partly-writable range changes nothing.
+        // The first two pages' frames are kept (a bounce frame spans at
+        // most two), so the common case walks the tables once per page.
         let mut at = va & !0xfff;
         let end = va.checked_add(data.len() as u64).ok_or(Fault { va, level: 0, error_code: 6 })?;
+        let mut frames = [0u64; 2];
+        let mut page = 0;
         while at < end {
-            translate_as(self.l4_mfn, at.max(va), true, self.user)?;
+            let pa = translate_as(self.l4_mfn, at.max(va), true, self.user)?;
+            if let Some(f) = frames.get_mut(page) {
+                *f = pa & !0xfff;
+            }
+            page += 1;
             at += 4096;
         }
         let mut done = 0;
         while done < data.len() {
             let at = va + done as u64;
-            let pa = translate_as(self.l4_mfn, at, true, self.user)?;
+            let pa = match frames.get(((at >> 12) - (va >> 12)) as usize) {
+                Some(f) => f | (at & 0xfff),
+                None => translate_as(self.l4_mfn, at, true, self.user)?,
+            };
             let n = (4096 - (at & 0xfff) as usize).min(data.len() - done);
             // SAFETY: as in read_bytes, and the walk found the page writable
             // by the guest, so it is not a page table or hypervisor memory.
