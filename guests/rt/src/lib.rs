@@ -26,6 +26,10 @@
 //!   ([`console::use_ring`]);
 //! - a few instructions PV kernels expect Xen to emulate ([`cpu`]).
 //!
+//! The console line buffer, the report lines and [`cell::GuestCell`] are
+//! `pvguest-common`'s (`guests/rt-common`), shared with the 32-bit runtime
+//! and re-exported here.
+//!
 //! A guest crate is `#![no_std] #![no_main]` on the bare-metal target and
 //! names its test with [`guest_main!`]; its build script is
 //! `build-guest.rs` (`build = "../rt/build-guest.rs"`), which passes
@@ -42,6 +46,8 @@
 
 pub use ringvisor_abi as abi;
 
+pub use pvguest_common::{print, println};
+
 pub mod cell;
 pub mod console;
 pub mod cpu;
@@ -53,6 +59,13 @@ pub mod smp;
 pub mod start_info;
 pub mod time;
 pub mod traps;
+
+/// `sched_op(SCHEDOP_shutdown)` for `pvguest-common` (its `report::finish`,
+/// `skip` and `error`); the console write it calls is in [`console`].
+#[no_mangle]
+fn pvguest_shutdown(reason: u32) -> ! {
+    hypercall::shutdown(reason)
+}
 
 /// Where the image is linked and `XEN_ELFNOTE_VIRT_BASE`: the top 2 GiB,
 /// like a Linux PV kernel. Must match `VIRT_BASE` in `guest.ld`.

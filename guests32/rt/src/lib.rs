@@ -31,6 +31,10 @@
 //! - `memcpy` and friends, which the `i686-unknown-linux-gnu` target
 //!   expects from a C library ([`mem`]).
 //!
+//! The console line buffer, the report lines and [`cell::GuestCell`] are
+//! `pvguest-common`'s (`guests/rt-common`), shared with the 64-bit runtime
+//! and re-exported here.
+//!
 //! A guest crate is `#![no_std] #![no_main]` on the 32-bit target and names
 //! its test with [`guest_main!`]; the crate's `build.rs` passes `guest.ld`
 //! to the linker. On the host (`cargo test --workspace`) everything here
@@ -46,6 +50,8 @@
 pub use ringvisor_abi as abi;
 pub use ringvisor_abi::x86_32 as abi32;
 
+pub use pvguest_common::{print, println};
+
 pub mod cell;
 pub mod console;
 pub mod cpu;
@@ -56,6 +62,13 @@ pub mod mem;
 pub mod report;
 pub mod start_info;
 pub mod traps;
+
+/// `sched_op(SCHEDOP_shutdown)` for `pvguest-common` (its `report::finish`,
+/// `skip` and `error`); the console write it calls is in [`console`].
+#[no_mangle]
+fn pvguest_shutdown(reason: u32) -> ! {
+    hypercall::shutdown(reason)
+}
 
 /// Where the image is linked and `XEN_ELFNOTE_VIRT_BASE`: 3 GiB, a Linux
 /// i386 kernel's `PAGE_OFFSET`. Must match `VIRT_BASE` in `guest.ld`.

@@ -1,94 +1,20 @@
 //! XTF-style results, exactly as the 64-bit runtime (`guests/rt`) prints
-//! them.
-//!
-//! A test prints `TEST: <name>` first, one `PASS: <case>` or
-//! `FAIL: <case>: <why>` line per case, and exactly one final line:
-//!
-//! | line                          | meaning                       | then          |
-//! |-------------------------------|-------------------------------|---------------|
-//! | `RESULT: SUCCESS`             | every case passed             | poweroff      |
-//! | `RESULT: FAILURE: <n> failed` | the thing under test is wrong | crash         |
-//! | `RESULT: SKIP: <why>`         | not applicable here           | poweroff      |
-//! | `RESULT: ERROR: <why>`        | the test itself is broken     | crash         |
-//!
-//! A harness counts a run without a `RESULT:` line as CRASH; a silent
-//! timeout is never a pass.
+//! them: `TEST:`, `PASS:`/`FAIL:`/`INFO:` and one final `RESULT:` line,
+//! then shutdown. The lines and counts are `pvguest-common`'s, re-exported
+//! here; only the hypercall result, 32 bits wide (`long`), is this
+//! runtime's own.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::abi;
-use crate::println;
-
-static FAILED: AtomicU32 = AtomicU32::new(0);
-static PASSED: AtomicU32 = AtomicU32::new(0);
-
-/// Prints `TEST: <name>` (done by the runtime before `main`).
-pub fn begin(name: &str) {
-    println!("TEST: {}", name);
-}
-
-/// Prints `PASS: <case>`.
-pub fn pass(case: &str) {
-    PASSED.fetch_add(1, Ordering::Relaxed);
-    println!("PASS: {}", case);
-}
-
-/// Prints `FAIL: <case>: <why>` and counts a failure.
-pub fn fail(case: &str, why: fmt::Arguments<'_>) {
-    FAILED.fetch_add(1, Ordering::Relaxed);
-    println!("FAIL: {}: {}", case, why);
-}
-
-/// An informational line (`INFO: ...`): values a reader of the log wants,
-/// which are not pass/fail.
-pub fn info(args: fmt::Arguments<'_>) {
-    println!("INFO: {}", args);
-}
-
-/// `pass(case)` if `ok`, else `fail(case, why)`. Returns `ok`.
-pub fn check(case: &str, ok: bool, why: fmt::Arguments<'_>) -> bool {
-    if ok {
-        pass(case);
-    } else {
-        fail(case, why);
-    }
-    ok
-}
-
-/// Passes when `got == want`; the failure shows both in hex.
-pub fn check_eq<T>(case: &str, got: T, want: T) -> bool
-where
-    T: PartialEq + fmt::LowerHex,
-{
-    check(
-        case,
-        got == want,
-        format_args!("got {:#x}, want {:#x}", got, want),
-    )
-}
-
-/// Passes when `got == want`, for values without a hex form (tuples,
-/// arrays, options); the failure shows both with `{:x?}`.
-pub fn check_same<T>(case: &str, got: T, want: T) -> bool
-where
-    T: PartialEq + fmt::Debug,
-{
-    check(
-        case,
-        got == want,
-        format_args!("got {:x?}, want {:x?}", got, want),
-    )
-}
+pub use pvguest_common::report::{
+    begin, check, check_eq, check_same, error, fail, failures, finish, info, pass, passes,
+    result_line, skip,
+};
 
 /// Passes when a hypercall returned `want` (an `-errno` or 0); the failure
 /// names the errno values.
 pub fn check_rc(case: &str, got: i32, want: i32) -> bool {
-    check(
-        case,
-        got == want,
-        format_args!("returned {}, want {}", Rc(got), Rc(want)),
-    )
+    pvguest_common::report::check_rc(case, got.into(), want.into())
 }
 
 /// `-errno` as the 32-bit guest sees it (`long` is 32 bits).
@@ -101,94 +27,17 @@ pub struct Rc(pub i32);
 
 impl fmt::Display for Rc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        if self.0 < 0 && self.0 > i32::MIN {
-            if let Some(name) = abi::errno_name(-self.0) {
-                write!(f, " (-{})", name)?;
-            }
-        }
-        Ok(())
+        pvguest_common::report::Rc(self.0.into()).fmt(f)
     }
-}
-
-/// Number of failed cases so far.
-pub fn failures() -> u32 {
-    FAILED.load(Ordering::Relaxed)
-}
-
-/// Number of passed cases so far.
-pub fn passes() -> u32 {
-    PASSED.load(Ordering::Relaxed)
-}
-
-/// The final line for `failed` failures.
-pub fn result_line(failed: u32, out: &mut dyn fmt::Write) -> fmt::Result {
-    if failed == 0 {
-        write!(out, "RESULT: SUCCESS")
-    } else {
-        write!(out, "RESULT: FAILURE: {} failed", failed)
-    }
-}
-
-/// Prints the `RESULT:` line for the cases reported so far and shuts down:
-/// poweroff on success, crash on failure.
-pub fn finish() -> ! {
-    let failed = failures();
-    let mut w = crate::console::LineWriter::new();
-    let _ = result_line(failed, &mut w);
-    let _ = fmt::Write::write_str(&mut w, "\n");
-    drop(w);
-    crate::hypercall::shutdown(if failed == 0 {
-        abi::SHUTDOWN_POWEROFF
-    } else {
-        abi::SHUTDOWN_CRASH
-    })
-}
-
-/// `RESULT: SKIP: <why>`, then poweroff.
-pub fn skip(why: fmt::Arguments<'_>) -> ! {
-    println!("RESULT: SKIP: {}", why);
-    crate::hypercall::shutdown(abi::SHUTDOWN_POWEROFF)
-}
-
-/// `RESULT: ERROR: <why>` (the test is broken), then crash.
-pub fn error(why: fmt::Arguments<'_>) -> ! {
-    println!("RESULT: ERROR: {}", why);
-    crate::hypercall::shutdown(abi::SHUTDOWN_CRASH)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct S([u8; 64], usize);
-    impl fmt::Write for S {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            self.0[self.1..self.1 + s.len()].copy_from_slice(s.as_bytes());
-            self.1 += s.len();
-            Ok(())
-        }
-    }
-    fn render(f: impl FnOnce(&mut S)) -> S {
-        let mut s = S([0; 64], 0);
-        f(&mut s);
-        s
-    }
+    use crate::abi;
 
     #[test]
-    fn result_lines() {
-        let s = render(|s| result_line(0, s).unwrap());
-        assert_eq!(&s.0[..s.1], b"RESULT: SUCCESS");
-        let s = render(|s| result_line(3, s).unwrap());
-        assert_eq!(&s.0[..s.1], b"RESULT: FAILURE: 3 failed");
-    }
-
-    #[test]
-    fn rc_names_errno() {
-        let s = render(|s| fmt::Write::write_fmt(s, format_args!("{}", Rc(-38))).unwrap());
-        assert_eq!(&s.0[..s.1], b"-38 (-ENOSYS)");
-        let s = render(|s| fmt::Write::write_fmt(s, format_args!("{}", Rc(0))).unwrap());
-        assert_eq!(&s.0[..s.1], b"0");
+    fn neg_is_minus_errno() {
         assert_eq!(neg(abi::EINVAL), -22);
     }
 }
