@@ -16,7 +16,7 @@ use pvguest::{hypercall, report, start_info, traps};
 
 const MAX_TICKS: u32 = 500;
 
-fn main(_si: &abi::StartInfo) {
+fn run(_si: &abi::StartInfo) {
     traps::install_default_trap_table();
     let mut b = EvtchnBindVirq { virq: abi::VIRQ_TIMER, vcpu: 0, port: 0 };
     // SAFETY: `b` is a live, writable evtchn_bind_virq.
@@ -49,4 +49,4 @@ fn main(_si: &abi::StartInfo) {
     }
 }
 
-pvguest::guest_main!("idle", main);
+pvguest::guest_main!("idle", run);
