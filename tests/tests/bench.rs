@@ -7,7 +7,10 @@
 //! Cases:
 //! - the hypervisor prints every baseline (`syscall`, `int`, `ud`, `pf`)
 //!   and the first-guest-instruction time; the guest prints every path and
-//!   `RESULT: SUCCESS`; the run ends in SUCCESS;
+//!   `RESULT: SUCCESS`; the run ends in SUCCESS; with guest-bench booted
+//!   again as domain 1 (`role=echo peer=0`), the two-domain paths
+//!   (`event-ping-pong`, `domain-switch`) have figures too and both
+//!   domains power off;
 //! - null hypercall > bare syscall; int3 bounce > bare int; #PF bounce >
 //!   bare #PF; user syscall > bare syscall;
 //! - the bare round trips are deterministic under icount (p10 == p90).
@@ -28,7 +31,8 @@ fn bench_runs_and_reports_sane_numbers() {
         .unwrap_or(60.0);
     let mut q = Qemu::kernel(elf)
         .cmdline("bench")
-        .guest(GuestSpec::new(guest).args("n=300 rounds=3 console=6"))
+        .guest(GuestSpec::new(&guest).args("n=300 rounds=3 console=6 peer=1"))
+        .guest(GuestSpec::new(&guest).args("role=echo peer=0"))
         .timeout(Some(Duration::from_secs_f64(timeout)));
     q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
     let out = q.run().unwrap_or_else(|e| panic!("QEMU did not run: {e}"));

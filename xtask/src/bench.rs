@@ -28,8 +28,11 @@ hypervisor times the bare hardware round trips on a ring-3 stub of its own
 (syscall/sysretq, int/iretq, #UD/iretq, #PF/iretq; 100000 iterations
 each), then the guest times each PV path (null hypercall, console_io,
 bounces, user syscall, set_trap_table, mmu_update, update_va_mapping,
-event send -> upcall). Two clocks: plain TCG (rdtsc ticks of the host,
-noisy: K boots, each figure the median over them) and QEMU
+event send -> upcall) and, against the same image booted as domain 1
+(`role=echo peer=0`), the interdomain event ping-pong (send + poll until
+the answer is pending) and the domain switch (a sched_op(yield) round
+trip d0 -> d1 -> d0: two switches). Two clocks: plain TCG (rdtsc ticks
+of the host, noisy: K boots, each figure the median over them) and QEMU
 `-icount shift=0,sleep=off`, where a tick is one guest instruction (one
 boot: it is deterministic).
 
@@ -46,7 +49,8 @@ docs/benchmarks.md says how to read it.
   --args \"ARGS\"    guest-bench's command line: n=N iterations per path
                    (default and most 20000), rounds=R (default 10),
                    console=N (console_io iterations, default 500)
-  --vs-xen         also boot guest-bench as dom0 of real Xen (Debian's
+  --vs-xen         also boot guest-bench as dom0 of real Xen (alone: the
+                   two-domain rows read '-' for Xen) (Debian's
                    xen-hypervisor-4.17-amd64, fetched once with
                    `apt-get download` into target/xen/ and unpacked there)
                    in the same QEMU, once per ringvisor boot of each
@@ -155,14 +159,18 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         .args(["build", "--release", "--target", build::TARGET, "-p", "guest-bench"]);
     cmd::run(&mut c)?;
     let guest_elf = build::guest_path("guest-bench");
-    let guest = GuestSpec::new(&guest_elf).args(&o.args);
+    // ringvisor: guest-bench as domain 0 told its peer, and the same image
+    // as domain 1 answering it (the two-domain cases). Xen boots dom0
+    // alone, without `peer=`: those cases print "not measured" there.
+    let guest = GuestSpec::new(&guest_elf).args(format!("{} peer=1", o.args).trim_start());
+    let echo = GuestSpec::new(&guest_elf).args("role=echo peer=0");
     let failed = Cell::new(false);
     let fail = |label: &str, problem: String, transcript: String| {
         failed.set(true);
         eprintln!("bench: {label} failed:\n{problem}\n--- console ---\n{transcript}");
     };
     let boot = |label: String, icount: bool| -> Result<Report> {
-        let mut q = Qemu::kernel(&elf).cmdline("bench").guest(guest.clone());
+        let mut q = Qemu::kernel(&elf).cmdline("bench").guest(guest.clone()).guest(echo.clone());
         if icount {
             q.extra_args = icount_args();
         }

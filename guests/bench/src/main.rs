@@ -36,15 +36,42 @@
 //!   counts the upcall and returns with `HYPERVISOR_iret`. Every send must
 //!   have produced exactly one upcall.
 //!
+//! - `event-ping-pong` (with a second domain, see below): `EVTCHNOP_send`
+//!   on an interdomain channel, then `sched_op(poll)` on the same port
+//!   until the other domain's answer is pending: d0 → d1 (woken from its
+//!   own poll, it sends back and polls again) → d0. Each answer must have
+//!   arrived on that port (its pending bit), else the row is an error.
+//! - `domain-switch` (same): `sched_op(yield)` while the other domain
+//!   yields in a loop: d0 → d1 → d0, two domain switches per figure, plus
+//!   the one `EVTCHNOP_send` d1 makes each time round (its proof that it
+//!   ran: the port must be pending after every yield recorded; a yield
+//!   without it is retried, not recorded (the echo domain had been
+//!   preempted between its send and its yield), two in a row are an
+//!   error).
+//!
+//! The two-domain cases need the same image booted as another domain with
+//! `role=echo peer=0`, and `peer=D` on this one's command line (D: that
+//! domain's id). Without `peer=` (real Xen boots dom0 alone) they print
+//! `BENCH: <name> not measured (no second domain)`. They run first, in
+//! their own interleaved rounds, and the echo domain shuts down before the
+//! other cases start (it does not share the CPU with them). Protocol: we
+//! allocate three ports for the echo domain, first of all (so they are
+//! `port=P`, default 1, and the next two; the echo domain, given the same
+//! `port=`, binds to them by number and says so on the second): ping,
+//! control (switch between the two cases; acknowledged on it) and stop
+//! (acknowledged on it, then the echo domain powers off). All
+//! ports are masked and events stay masked: only pending bits and
+//! `sched_op(poll)`, no upcalls. Every wait is bounded (5 s of system
+//! time; the echo domain waits 60 s for the first contact and yields for
+//! at most 30 s).
+//!
 //! Also `BENCH: first-line tsc=<T>`: the TSC right after the guest's first
 //! console line (`TEST: bench`) was written.
 //!
 //! Guest command line: `n=N` iterations per case (default 20000, at most
 //! 20000), `rounds=R` (default 10), `console=N` iterations of the console
-//! case (default 500: each one prints a line).
-//!
-//! Not yet: event ping-pong between two domains and the domain switch
-//! (they need a second domain to talk to).
+//! case (default 500: each one prints a line), `peer=D` and `port=P` (the
+//! two-domain cases), `role=echo` (be the other domain of those).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -53,7 +80,9 @@ use core::arch::asm;
 use pvguest::abi::{self, StartInfo, TrapInfo};
 use pvguest::cell::{GuestCell, Page};
 use pvguest::hypercall::{self as hc, stub_addr};
-use pvguest::report::{self, check_eq, check_rc, fail};
+use pvguest::events as ev;
+use pvguest::report::{self, check, check_eq, check_rc, fail, info, pass};
+use pvguest::time::{now_ns, MS};
 use pvguest::{println, start_info, traps};
 
 pvguest::guest_main!("bench", run);
@@ -61,7 +90,7 @@ pvguest::guest_main!("bench", run);
 /// Samples kept per case.
 const MAX_N: usize = 20_000;
 
-const CASES: [&str; 10] = [
+const CASES: [&str; 12] = [
     "loop",
     "null-hypercall",
     "console-io-64",
@@ -72,6 +101,8 @@ const CASES: [&str; 10] = [
     "mmu-update-1",
     "update-va-mapping",
     "event-send-upcall",
+    "event-ping-pong",
+    "domain-switch",
 ];
 const LOOP: usize = 0;
 const NULL: usize = 1;
@@ -83,6 +114,18 @@ const TRAP_TABLE: usize = 6;
 const MMU_UPDATE: usize = 7;
 const UVA: usize = 8;
 const EVENT: usize = 9;
+const PING_PONG: usize = 10;
+const SWITCH: usize = 11;
+
+/// Why a case has no figure: `None` (it has one, or was never run), or
+/// the message printed instead of it.
+static NOT_MEASURED: GuestCell<[Option<&'static str>; CASES.len()]> = GuestCell::new([None; CASES.len()]);
+
+fn not_measured(case: usize, why: &'static str) {
+    let mut m = NOT_MEASURED.get();
+    m[case] = Some(why);
+    NOT_MEASURED.set(m);
+}
 
 /// One u32 per iteration per case. Written by guest kernel and user mode
 /// alike (the user page table is the kernel's, all of it user-accessible).
@@ -245,6 +288,22 @@ fn time_pf(addr: u64) -> u32 {
     timed!(".byte 0x8a, 0x07"; in("rdi") addr, out("rcx") _, out("r11") _,)
 }
 
+/// One ping-pong round trip: `EVTCHNOP_send(*send)`, then
+/// `sched_op(SCHEDOP_poll, poll)`, both through the hypercall page.
+fn time_ping(send: u64, poll: u64) -> u32 {
+    timed!(
+        "mov edi, {send_cmd}", "mov rsi, {send}", "call {evtchn}",
+        "mov edi, {poll_cmd}", "mov rsi, {poll}", "call {sched}";
+        send_cmd = const abi::EVTCHNOP_SEND,
+        poll_cmd = const abi::SCHEDOP_POLL,
+        send = in(reg) send,
+        poll = in(reg) poll,
+        evtchn = in(reg) stub_addr(abi::HYPERVISOR_EVENT_CHANNEL_OP),
+        sched = in(reg) stub_addr(abi::HYPERVISOR_SCHED_OP),
+        out("rdi") _, out("rsi") _, out("rcx") _, out("r9") _, out("r10") _, out("r11") _,
+    )
+}
+
 fn time_user_syscall() -> u32 {
     timed!("syscall"; out("rcx") _, out("r11") _,)
 }
@@ -312,6 +371,10 @@ fn trap_entry(vector: u8, address: u64) -> TrapInfo {
 }
 
 fn run(si: &StartInfo) {
+    if start_info::arg("role") == Some("echo") {
+        echo();
+        return;
+    }
     let first_line = rdtsc();
     println!("BENCH: first-line tsc={}", first_line);
     let p = parse_params(start_info::cmd_line(si));
@@ -319,6 +382,14 @@ fn run(si: &StartInfo) {
         "INFO: n={} rounds={} console={}: {} rounds of every case, interleaved",
         p.n, p.rounds, p.console, p.rounds
     );
+    match peer_arg() {
+        Some(peer) => two_domains(p, peer, start_info::arg_u32("port").unwrap_or(1)),
+        None => {
+            info(format_args!("no peer=<domid> on the command line: no second domain, two-domain cases not measured"));
+            not_measured(PING_PONG, "not measured (no second domain)");
+            not_measured(SWITCH, "not measured (no second domain)");
+        }
+    }
 
     // Set-up, and each path once untimed: it must work before it is timed.
     traps::install_default_trap_table();
@@ -472,12 +543,276 @@ fn run(si: &StartInfo) {
 
     let overhead = summary(LOOP).map_or(0, |s| s.median);
     for (c, name) in CASES.iter().enumerate() {
+        if let Some(why) = NOT_MEASURED.get()[c] {
+            println!("BENCH: {name} {why}");
+            continue;
+        }
         let Some(s) = summary(c) else {
             println!("BENCH: {name} not measured (n=0)");
             continue;
         };
         let s = if c == LOOP { s } else { s.minus(overhead) };
         println!("BENCH: {name} median {} spread {}..{} n={}", s.median, s.p10, s.p90, s.n);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The two-domain cases.
+// ---------------------------------------------------------------------------
+
+/// Any one wait of the two-domain cases, in ns of system time.
+const WAIT: u64 = 5_000 * MS;
+/// The echo domain's wait for the first contact.
+const FIRST_WAIT: u64 = 60_000 * MS;
+/// Yields of the domain-switch case after which the echo domain's event
+/// was not there (not recorded).
+static SWITCH_MISSES: GuestCell<u64> = GuestCell::new(0);
+/// The three channels, in allocation order from `port=`.
+const PING: usize = 0;
+const CTL: usize = 1;
+const STOP: usize = 2;
+
+fn peer_arg() -> Option<u16> {
+    match start_info::arg_u32("peer") {
+        Some(p) if p < 0x7ff0 => Some(p as u16),
+        Some(p) => report::error(format_args!("peer={p} is not a domain id")),
+        None => None,
+    }
+}
+
+/// Waits (events masked, `sched_op(poll)` on `port`) until `port` is
+/// pending or `wait` ns pass; whether it is.
+fn wait_pending(port: u32, wait: u64) -> bool {
+    let deadline = now_ns() + wait;
+    while !ev::is_pending(port) {
+        if now_ns() >= deadline {
+            return ev::is_pending(port);
+        }
+        ev::poll(&[port], deadline);
+    }
+    true
+}
+
+/// Clears the ports' pending bits, the selector word and
+/// `evtchn_upcall_pending` (a newly bound port is notified at once, Xen's
+/// rule, before we could mask it), so that the event case later sees
+/// exactly its own upcalls.
+fn clear_event_state(ports: &[u32]) {
+    for &p in ports {
+        ev::clear_pending(p);
+    }
+    // SAFETY: our own shared info page, mapped; vCPU 0 is this one.
+    unsafe {
+        let si = start_info::shared_info();
+        core::ptr::addr_of_mut!((*si).vcpu_info[0].evtchn_pending_sel).write_volatile(0);
+    }
+    ev::clear_upcall_pending(0);
+}
+
+/// Domain 0's side: allocates the three ports for the echo domain, times
+/// the two cases round by round, stops the echo domain. On a failure,
+/// `fail`s and marks both cases as errors (their figures would mean
+/// nothing).
+fn two_domains(p: Params, peer: u16, port: u32) {
+    start_info::set_upcall_mask(1);
+    let error = |why: &'static str| {
+        not_measured(PING_PONG, why);
+        not_measured(SWITCH, why);
+    };
+    // Our ports are the lowest free ones: `port`.. on a domain that has
+    // none in use yet (the echo domain binds to them by number).
+    let mut l = [0u32; 3];
+    for (i, l) in l.iter_mut().enumerate() {
+        match ev::alloc_unbound(abi::DOMID_SELF, peer) {
+            Ok(p) if p == port + i as u32 => *l = p,
+            r => {
+                let (got, rc) = match r {
+                    Ok(p) => (p as i64, 0),
+                    Err(rc) => (-1, rc),
+                };
+                fail(
+                    "two domains: alloc_unbound for the echo domain",
+                    format_args!("port {got} (rc {}), want port {}", report::Rc(rc), port + i as u32),
+                );
+                return error("error: no channel to the second domain (alloc_unbound failed)");
+            }
+        }
+        ev::mask_port(*l);
+    }
+    // The echo domain says it has bound all three (an unbound port drops
+    // what is sent on it).
+    if !wait_pending(l[CTL], WAIT) {
+        fail(
+            "two domains: the echo domain binds",
+            format_args!("nothing from domain {peer} on port {} within 5 s (is it booted with role=echo peer=0?)", l[CTL]),
+        );
+        for &p in &l {
+            ev::close(p);
+        }
+        return error("error: the second domain did not answer (see FAIL above)");
+    }
+    clear_event_state(&l);
+    info(format_args!("two domains: ports {l:?} bound by domain {peer}"));
+
+    let send = l.map(|port| abi::EvtchnSend { port });
+    let ping_ports = [l[PING]];
+    let mut poll = abi::SchedPoll { ports: ping_ports.as_ptr() as u64, nr_ports: 1, _pad0: 0, timeout: 0 };
+    let poll_ptr = &mut poll as *mut abi::SchedPoll;
+    let send_ptr = |i: usize| &send[i] as *const _ as u64;
+    // Control: the echo domain switches between echoing and yielding,
+    // or stops, and acknowledges on the same port.
+    let control = |which: usize| -> bool {
+        ev::send(l[which]);
+        ev::send(l[PING]); // wakes it from its poll on the ping port
+        let ok = wait_pending(l[which], WAIT);
+        ev::clear_pending(l[which]);
+        ev::clear_pending(l[PING]);
+        ok
+    };
+    let mut failed = None;
+    'rounds: for r in 0..p.rounds {
+        let k = share(p.n, p.rounds, r);
+        for i in 0..k {
+            // SAFETY: `poll` lives on this frame; nothing else refers to it now.
+            unsafe { (*poll_ptr).timeout = now_ns() + WAIT };
+            let dt = time_ping(send_ptr(PING), poll_ptr as u64);
+            if !ev::is_pending(l[PING]) {
+                fail("event ping-pong", format_args!("round {r} iteration {i}: no answer on port {} within 5 s", l[PING]));
+                failed = Some("error: an answer did not arrive (see FAIL above)");
+                break 'rounds;
+            }
+            ev::clear_pending(l[PING]);
+            record(PING_PONG, dt);
+        }
+        if !control(CTL) {
+            fail("two domains: switch to yielding", format_args!("round {r}: no acknowledgement on port {}", l[CTL]));
+            failed = Some("error: the second domain stopped answering (see FAIL above)");
+            break;
+        }
+        // A yield with no event is not recorded: the echo domain was
+        // preempted (timer) between its send and its yield, so it ran
+        // once for us unasked and now yields straight back. The next yield
+        // finds its event; two misses running are an error.
+        let (mut got, mut run_of_misses) = (0, 0);
+        while got < k {
+            let dt = time_hypercall(abi::HYPERVISOR_SCHED_OP, abi::SCHEDOP_YIELD.into(), 0, 0, 0);
+            if !ev::is_pending(l[PING]) {
+                run_of_misses += 1;
+                SWITCH_MISSES.set(SWITCH_MISSES.get() + 1);
+                if run_of_misses < 2 {
+                    continue;
+                }
+                fail("domain switch", format_args!("round {r} after {got}: the second domain did not run during two sched_op(yield) running (no event on port {})", l[PING]));
+                failed = Some("error: the second domain did not run (see FAIL above)");
+                break 'rounds;
+            }
+            run_of_misses = 0;
+            ev::clear_pending(l[PING]);
+            record(SWITCH, dt);
+            got += 1;
+        }
+        if !control(CTL) {
+            fail("two domains: switch to echoing", format_args!("round {r}: no acknowledgement on port {}", l[CTL]));
+            failed = Some("error: the second domain stopped answering (see FAIL above)");
+            break;
+        }
+    }
+    info(format_args!(
+        "two domains: {} yields not recorded (no event from the echo domain: it had been preempted between its send and its yield)",
+        SWITCH_MISSES.get()
+    ));
+    let stopped = control(STOP);
+    check("two domains: the echo domain acknowledges the stop", stopped, format_args!("nothing on port {} within 5 s", l[STOP]));
+    for &p in &l {
+        check_rc("two domains: close our end", ev::close(p), 0);
+        // The mask bit stays as we set it: the next port with this number
+        // (the event case's IPI port) must start unmasked.
+        ev::clear_mask_bit(p);
+    }
+    clear_event_state(&l);
+    if let Some(why) = failed {
+        error(why);
+    } else if !stopped {
+        error("error: the second domain did not stop (see FAIL above)");
+    }
+}
+
+/// The echo domain (`role=echo peer=0`): binds to the peer's three ports,
+/// then answers every ping while echoing, sends one event on the
+/// ping port per `sched_op(yield)` while yielding, switches on the control
+/// port and returns (so powers off) on the stop port.
+fn echo() {
+    start_info::set_upcall_mask(1);
+    let Some(peer) = peer_arg() else {
+        report::error(format_args!("role=echo needs peer=<domid>"))
+    };
+    let first = start_info::arg_u32("port").unwrap_or(1);
+    // The peer allocates the ports early; retry until it has.
+    let deadline = now_ns() + FIRST_WAIT;
+    let mut l = [0u32; 3];
+    for (i, l) in l.iter_mut().enumerate() {
+        *l = loop {
+            match ev::bind_interdomain(peer, first + i as u32) {
+                Ok(l) => break l,
+                Err(rc) if (rc == abi::neg(abi::EINVAL) || rc == abi::neg(abi::ESRCH)) && now_ns() < deadline => {
+                    ev::yield_now();
+                }
+                Err(rc) => report::error(format_args!(
+                    "bind_interdomain to port {} of domain {peer} = {}",
+                    first + i as u32,
+                    report::Rc(rc)
+                )),
+            }
+        };
+        ev::mask_port(*l);
+    }
+    clear_event_state(&l);
+    info(format_args!("echo: local ports {l:?} bound to ports {first}.. of domain {peer}"));
+    ev::send(l[CTL]);
+    let (mut pings, mut yields, mut switches) = (0u64, 0u64, 0u64);
+    let mut yielding = false;
+    let mut wait = FIRST_WAIT;
+    let mut phase_end = now_ns() + 30_000 * MS;
+    let ok = loop {
+        if ev::is_pending(l[STOP]) {
+            ev::clear_pending(l[STOP]);
+            ev::send(l[STOP]);
+            break true;
+        }
+        if ev::is_pending(l[CTL]) {
+            ev::clear_pending(l[CTL]);
+            ev::clear_pending(l[PING]);
+            yielding = !yielding;
+            switches += 1;
+            phase_end = now_ns() + 30_000 * MS;
+            ev::send(l[CTL]);
+            continue;
+        }
+        if yielding {
+            ev::send(l[PING]);
+            ev::yield_now();
+            yields += 1;
+            if yields % 1024 == 0 && now_ns() > phase_end {
+                fail("echo: yielding", format_args!("no control event from domain {peer} in 30 s"));
+                break false;
+            }
+            continue;
+        }
+        if ev::is_pending(l[PING]) {
+            ev::clear_pending(l[PING]);
+            ev::send(l[PING]);
+            pings += 1;
+            wait = WAIT;
+            continue;
+        }
+        if !wait_pending(l[PING], wait) {
+            fail("echo: waiting", format_args!("no event from domain {peer} within {} s", wait / 1000 / MS));
+            break false;
+        }
+    };
+    info(format_args!("echo: {pings} pings answered, {yields} yields, {switches} switches"));
+    if ok {
+        pass("echo: stopped by the peer");
     }
 }
 
