@@ -58,10 +58,12 @@ const CODE32_RING3: u64 = 0x00cf_fa00_0000_ffff;
 const DATA_RING3: u64 = 0x00cf_f200_0000_ffff;
 const CODE64_RING3: u64 = 0x00af_fa00_0000_ffff;
 
+/// The table, and how many of its guest entries (from 0) may be non-zero:
+/// a switch clears only up to there, not all 7168 (56 KiB).
 #[repr(C, align(4096))]
-struct Gdt([u64; GDT_ENTRIES]);
+struct Gdt([u64; GDT_ENTRIES], usize);
 
-static GDT: Mutex<Gdt> = Mutex::new(Gdt([0; GDT_ENTRIES]));
+static GDT: Mutex<Gdt> = Mutex::new(Gdt([0; GDT_ENTRIES], 0));
 static TSS: Mutex<TaskStateSegment> = Mutex::new(TaskStateSegment::new());
 
 const IST_STACK_SIZE: usize = 16 * 1024;
@@ -177,15 +179,19 @@ pub fn load_guest_entries(entries: &[u64]) {
     let n = entries.len().min(FIRST_RESERVED_GDT_ENTRY);
     g.0[..n].copy_from_slice(&entries[..n]);
     g.0[0] = 0;
-    for e in &mut g.0[n..FIRST_RESERVED_GDT_ENTRY] {
-        *e = 0;
+    let high = g.1;
+    if high > n {
+        g.0[n..high].fill(0);
     }
+    g.1 = n;
 }
 
 /// Set one guest entry (update_descriptor on the running vCPU's GDT).
 pub fn set_guest_entry(index: usize, desc: u64) {
     if index != 0 && index < FIRST_RESERVED_GDT_ENTRY {
-        GDT.lock().0[index] = desc;
+        let mut g = GDT.lock();
+        g.0[index] = desc;
+        g.1 = g.1.max(index + 1);
     }
 }
 
