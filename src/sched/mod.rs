@@ -255,9 +255,15 @@ fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// The next vCPU after `from` (round robin, `from` itself last) that can
 /// run: its domain alive, the vCPU up and not blocked.
 fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
-    let all: Vec<(usize, usize)> = all_vcpus(hv).collect();
-    let at = all.iter().position(|&p| p == from).unwrap_or(all.len().saturating_sub(1));
-    (1..=all.len()).map(|i| all[(at + i) % all.len()]).find(|&(d, v)| runnable(&hv.domains[d], v))
+    // No list is built (this runs on every reschedule): those after `from`,
+    // then those before it, then `from`. If `from` is gone, from the start.
+    let ok = |&(d, v): &(usize, usize)| runnable(&hv.domains[d], v);
+    all_vcpus(hv)
+        .skip_while(|&p| p != from)
+        .skip(1)
+        .find(ok)
+        .or_else(|| all_vcpus(hv).take_while(|&p| p != from).find(ok))
+        .or_else(|| all_vcpus(hv).find(|&p| p == from).filter(ok))
 }
 
 fn runnable(d: &Domain, vi: usize) -> bool {
