@@ -158,7 +158,14 @@ fn bench(o: &Opts) -> Result<ExitCode> {
     c.current_dir(build::workspace_root())
         .args(["build", "--release", "--target", build::TARGET, "-p", "guest-bench"]);
     cmd::run(&mut c)?;
+    let mut c = build::cargo();
+    c.current_dir(build::workspace_root())
+        .args(["build", "--release", "--target", build::TARGET32, "-p", "guest32-bench"]);
+    cmd::run(&mut c)?;
     let guest_elf = build::guest_path("guest-bench");
+    // The 32-bit paths: guest32-bench alone, in a boot of its own after
+    // each 64-bit one (the 64-bit figures stay as they were).
+    let guest32 = GuestSpec::new(build::guest_path("guest32-bench")).args(o.args.trim());
     // ringvisor: guest-bench as domain 0 told its peer, and the same image
     // as domain 1 answering it (the two-domain cases). Xen boots dom0
     // alone, without `peer=`: those cases print "not measured" there.
@@ -190,6 +197,28 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         if let Some(p) = problems {
             fail(&label, p, out.transcript());
         }
+        let mut r = r;
+        let mut q = Qemu::kernel(&elf).cmdline("bench").guest(guest32.clone());
+        if icount {
+            q.extra_args = icount_args();
+        }
+        q.timeout = Some(o.timeout);
+        q.echo = o.echo;
+        let out = q.run()?;
+        let r32 = Report::from_run(&out);
+        eprintln!("bench: {label} (32-bit guest): {}", out.summary());
+        let problems = match (out.verdict.is_success(), r32.check32()) {
+            (true, Ok(())) => None,
+            (ok, c) => Some(format!(
+                "{}{}",
+                if ok { String::new() } else { format!("{}\n", out.summary()) },
+                c.err().unwrap_or_default()
+            )),
+        };
+        if let Some(p) = problems {
+            fail(&format!("{label} (32-bit guest)"), p, out.transcript());
+        }
+        r.add_32(&r32);
         Ok(r)
     };
     let xen_boot = |label: String, icount: bool| -> Result<Report> {
