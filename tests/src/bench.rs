@@ -19,6 +19,12 @@
 //! ([`TWO_DOMAIN`]); it prints no `BENCH:` line, only its `RESULT:`. The
 //! run's result is the worst `RESULT:` of any domain.
 //!
+//! After each such boot `cargo xtask bench` boots the hypervisor again, with
+//! `guest32-bench` (the 32-bit guest) alone as domain 0: the same lines,
+//! its paths named `32-*` ([`PATHS32`], loop `32-loop`), checked with
+//! [`Report::check32`] and added to the 64-bit boot's report with
+//! [`Report::add_32`].
+//!
 //! `cargo xtask bench --vs-xen` boots the same guest as dom0 of real Xen,
 //! which writes dom0's `console_io` output as it is, with no `(d0) `
 //! prefix, among its own `(XEN) ` lines (each line ends in `\r\n`, which
@@ -787,6 +793,35 @@ mod tests {
         assert_eq!(r.first_line_at, Some(Duration::from_millis(5)));
         assert_eq!(r.result.as_deref(), Some("SUCCESS"));
         assert_eq!(r.check(), Ok(()));
+    }
+
+    const RUN32: &str = "\
+(RV) bench: baseline int median 2 spread 2..2 n=100000
+(d0) TEST: bench32
+(d0) BENCH: 32-loop median 4 spread 4..4 n=20000
+(d0) BENCH: 32-null-hypercall median 420 spread 420..420 n=20000
+(d0) BENCH: 32-int3-bounce median 751 spread 751..751 n=20000
+(d0) BENCH: 32-pf-bounce median 791 spread 791..791 n=20000
+(d0) BENCH: 32-set-trap-table-32 median 7537 spread 7537..7537 n=20000
+(d0) RESULT: SUCCESS
+";
+
+    #[test]
+    fn the_32_bit_boot_is_added() {
+        let r32 = Report::parse(RUN32.lines().map(|l| (l, None)));
+        // Only `int` among the baselines here: the check says which miss.
+        assert!(r32.check32().unwrap_err().contains("baseline pf"));
+        let mut r = parsed();
+        r.add_32(&r32);
+        assert_eq!(r.check(), Ok(()));
+        assert_eq!(r.path("32-pf-bounce").unwrap().median, 791);
+        assert_eq!(r.baseline("int").unwrap().median, 2);
+        let t = table(None, Some(&r));
+        assert!(t.contains("32-set-trap-table-32"), "{t}");
+        let failed = Report::parse(RUN32.replace("RESULT: SUCCESS", "RESULT: FAILURE: 1 failed").lines().map(|l| (l, None)));
+        let mut r = parsed();
+        r.add_32(&failed);
+        assert_eq!(r.result.as_deref(), Some("FAILURE: 1 failed"));
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //!   domains power off;
 //! - null hypercall > bare syscall; int3 bounce > bare int; #PF bounce >
 //!   bare #PF; user syscall > bare syscall;
-//! - the bare round trips are deterministic under icount (p10 == p90).
+//! - the bare round trips are deterministic under icount (p10 == p90);
+//! - guest32-bench in a boot of its own: every `32-*` path (null hypercall
+//!   through `int $0x82`, int3 and #PF bounces from ring 1, set_trap_table
+//!   of 32 entries) and `RESULT: SUCCESS`, each above its bare round trip.
 
-use ringvisor_tests::bench::{Report, PATHS};
+use ringvisor_tests::bench::{Report, PATHS, PATHS32};
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
 use ringvisor_tests::qemu::{Qemu, Verdict};
@@ -57,4 +60,37 @@ fn bench_runs_and_reports_sane_numbers() {
     }
     assert_eq!(r.guest.len(), PATHS.len() + 1, "every path and the loop: {:?}", r.guest);
     eprintln!("{}", ringvisor_tests::bench::table(None, Some(&r)));
+}
+
+/// The 32-bit bench guest (`guest32-bench`), alone in a boot of its own as
+/// `cargo xtask bench` runs it: every `32-*` path with a positive figure,
+/// `RESULT: SUCCESS`, each bounce dearer than its bare round trip.
+#[test]
+fn bench32_runs_and_reports_sane_numbers() {
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let guest = build::test_guest("guest32-bench").unwrap_or_else(|e| panic!("no guest32-bench: {e}"));
+    let timeout = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
+    let mut q = Qemu::kernel(elf)
+        .cmdline("bench")
+        .guest(GuestSpec::new(&guest).args("n=300 rounds=3"))
+        .timeout(Some(Duration::from_secs_f64(timeout)));
+    q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
+    let out = q.run().unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    eprintln!("bench32 (icount): {}", out.summary());
+    let r = Report::from_run(&out);
+    assert_eq!(out.verdict, Verdict::Success, "{}\n{}", out.summary(), out.transcript());
+    if let Err(e) = r.check32() {
+        panic!("32-bit bench run incomplete:\n{e}\n--- console ---\n{}", out.transcript());
+    }
+    for (p, b) in PATHS32 {
+        assert!(
+            r.path(p).unwrap().median > r.baseline(b).unwrap().median,
+            "{p} should cost more than the bare {b} round trip: {:?}",
+            r.guest
+        );
+    }
+    assert_eq!(r.guest.len(), PATHS32.len() + 1, "every 32-bit path and the loop: {:?}", r.guest);
 }

@@ -31,7 +31,11 @@ bounces, user syscall, set_trap_table, mmu_update, update_va_mapping,
 event send -> upcall) and, against the same image booted as domain 1
 (`role=echo peer=0`), the interdomain event ping-pong (send + poll until
 the answer is pending) and the domain switch (a sched_op(yield) round
-trip d0 -> d1 -> d0: two switches). Two clocks: plain TCG (rdtsc ticks
+trip d0 -> d1 -> d0: two switches). After each such boot, a boot of its
+own with guest32-bench (the 32-bit PAE guest, kernel in ring 1) as domain
+0 times the 32-bit rows: null hypercall (int $0x82), int3 and #PF bounces
+from ring 1, set_trap_table of 32 entries (no Xen column: Debian's Xen has
+no 32-bit PV). Two clocks: plain TCG (rdtsc ticks
 of the host, noisy: K boots, each figure the median over them) and QEMU
 `-icount shift=0,sleep=off`, where a tick is one guest instruction (one
 boot: it is deterministic).
@@ -145,7 +149,8 @@ fn icount_args() -> Vec<String> {
     vec!["-icount".into(), "shift=0,sleep=off".into()]
 }
 
-/// Boots hypervisor + guest-bench (TCG `runs` times, icount once; with
+/// Boots hypervisor + guest-bench, then hypervisor + guest32-bench (TCG
+/// `runs` times, icount once; with
 /// --vs-xen each followed by the same boot on Xen), prints the table,
 /// writes target/bench/bench.{json,txt}.
 fn bench(o: &Opts) -> Result<ExitCode> {
