@@ -35,16 +35,25 @@ const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 /// Code selectors a 32-bit guest kernel may name for its handlers: ring 1
 /// (RPL 1), the flat one or a code segment of its own GDT.
 pub fn kernel_code_selector(d: &Domain, cs: u16) -> bool {
-    cs & 3 == 1 && (cs == FLAT_RING1_CS || own_segment(d, cs, true))
+    ring1_code(&d.v().gdt, cs)
+}
+
+/// `kernel_code_selector` against the vCPU's GDT entries `gdt`.
+fn ring1_code(gdt: &[u64], cs: u16) -> bool {
+    cs & 3 == 1 && (cs == FLAT_RING1_CS || segment_in(gdt, cs, true))
 }
 
 /// A present segment of the guest's own GDT of the right kind, whose DPL
 /// equals the selector's RPL (1 or 3).
 fn own_segment(d: &Domain, sel: u16, code: bool) -> bool {
+    segment_in(&d.v().gdt, sel, code)
+}
+
+fn segment_in(gdt: &[u64], sel: u16, code: bool) -> bool {
     if sel & 4 != 0 {
         return false;
     }
-    match d.v().gdt.get((sel >> 3) as usize) {
+    match gdt.get((sel >> 3) as usize) {
         Some(&desc) => {
             let present = desc & (1 << 47) != 0;
             let is_code = desc & (1 << 43) != 0;
@@ -167,20 +176,22 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
         d.v_mut().trap_table = [TrapEntry::default(); 256];
         return 0;
     }
-    let mut new = d.v().trap_table;
-    for i in 0..=256u64 {
-        let Ok(t) = space.read::<TrapInfo32>(list + i * 8) else { return err(EFAULT) };
-        if t.address == 0 {
-            d.v_mut().trap_table = new;
-            return 0;
-        }
-        // A ring-0 selector would run the handler in ring 0: refused.
-        if !kernel_code_selector(d, t.cs) {
-            return err(EPERM);
-        }
-        new[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs, address: t.address as u64 };
+    // Validate the whole list, then walk it again to install it (as the
+    // 64-bit one does).
+    let v = d.v_mut();
+    let (gdt, table) = (&v.gdt, &mut v.trap_table);
+    let end = |t: &TrapInfo32| t.address == 0;
+    // A ring-0 selector would run the handler in ring 0: refused.
+    let check = |t: &TrapInfo32| if ring1_code(gdt, t.cs) { Ok(()) } else { Err(EPERM) };
+    if let Err(e) = hc::trap_list(&space, list, end, check) {
+        return err(e);
     }
-    err(EINVAL)
+    let installed = hc::trap_list(&space, list, end, |t| {
+        check(t)?;
+        table[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs, address: t.address as u64 };
+        Ok(())
+    });
+    installed.map_or_else(err, |()| 0)
 }
 
 /// `set_callbacks(event_selector, event_address, failsafe_selector,

@@ -152,11 +152,11 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
             Ok(())
         }
     };
-    if let Err(e) = trap_list(&space, list, check) {
+    if let Err(e) = trap_list(&space, list, |t: &TrapInfo| t.address == 0, check) {
         return err(e);
     }
     let table = &mut v.trap_table;
-    let installed = trap_list(&space, list, |t| {
+    let installed = trap_list(&space, list, |t: &TrapInfo| t.address == 0, |t| {
         check(t)?;
         table[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
         Ok(())
@@ -164,23 +164,28 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     installed.map_or_else(err, |()| 0)
 }
 
-/// Walk a guest's `trap_info` list up to its terminator (`address` 0; at
-/// most 256 entries before it), calling `each` on every entry. It reads as
-/// many entries as the current page holds at once, so a 32-entry table
-/// costs one or two page walks instead of 33, and never reads past the
-/// page the terminator is on.
-fn trap_list(space: &GuestSpace, list: u64, mut each: impl FnMut(&TrapInfo) -> Result<(), i32>) -> Result<(), i32> {
-    const SIZE: u64 = core::mem::size_of::<TrapInfo>() as u64;
-    let mut buf = [TrapInfo::zeroed(); 16];
+/// Walk a guest's `trap_info` list (64-bit or 32-bit entries) up to its
+/// terminator (`end`; at most 256 entries before it), calling `each` on
+/// every entry. It reads as many entries as the current page holds at
+/// once, so a 32-entry table costs one or two page walks instead of 33,
+/// and never reads past the page the terminator is on.
+pub(crate) fn trap_list<T: Pod>(
+    space: &GuestSpace,
+    list: u64,
+    end: impl Fn(&T) -> bool,
+    mut each: impl FnMut(&T) -> Result<(), i32>,
+) -> Result<(), i32> {
+    let size = core::mem::size_of::<T>() as u64;
+    let mut buf = [T::zeroed(); 16];
     let mut va = list;
     let mut seen = 0;
     loop {
         // An entry straddling a page boundary is read on its own.
-        let n = ((4096 - (va & 0xfff)) / SIZE).clamp(1, 16) as usize;
-        let bytes = &mut ringvisor_abi::as_bytes_mut(&mut buf)[..n * SIZE as usize];
+        let n = ((4096 - (va & 0xfff)) / size).clamp(1, 16) as usize;
+        let bytes = &mut ringvisor_abi::as_bytes_mut(&mut buf)[..n * size as usize];
         space.read_bytes(va, bytes).map_err(|_| EFAULT)?;
         for t in &buf[..n] {
-            if t.address == 0 {
+            if end(t) {
                 return Ok(());
             }
             if seen == 256 {
@@ -189,7 +194,7 @@ fn trap_list(space: &GuestSpace, list: u64, mut each: impl FnMut(&TrapInfo) -> R
             seen += 1;
             each(t)?;
         }
-        va = va.checked_add(n as u64 * SIZE).ok_or(EFAULT)?;
+        va = va.checked_add(n as u64 * size).ok_or(EFAULT)?;
     }
 }
 
