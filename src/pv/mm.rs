@@ -152,6 +152,11 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
                 match get_entry(d, ft, level, read_pte(mfn, i)) {
                     Ok(v) => write_pte(mfn, i, v),
                     Err(e) => {
+                        // Drop what the entries before this one took (as
+                        // Xen does), so a failed validation leaves nothing.
+                        for j in (0..i).filter(|&j| !hv_slot(level, j)) {
+                            put_entry(ft, level, read_pte(mfn, j));
+                        }
                         ft.get_mut(mfn).unwrap().kind = Kind::Normal;
                         return Err(e);
                     }
