@@ -517,7 +517,13 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
         d.p2m[pfn] = f.0;
         paging::m2p_set(f.0, pfn as u64);
         if space.write(at, &f.0).is_err() {
-            return i as Ret; // the frame stays the domain's; it is counted
+            // The guest cannot learn the frame: take it back, so the
+            // reservation does not grow by a page nobody can name.
+            d.p2m[pfn] = INVALID_MFN;
+            ft.release(f.0);
+            paging::m2p_set(f.0, paging::M2P_INVALID);
+            let _ = paging::with_frames(|fa| fa.free(f));
+            return i as Ret; // extents done, as Xen counts them
         }
     }
     n as Ret
