@@ -89,20 +89,7 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
-    let d = &hv.domains[cur];
-    crate::trace::record(crate::trace::Record { what: hypercall_name(nr), dom: d.id, vcpu: d.cur as u16, a: a[0], b: ret as u64 });
-    crate::trace!(
-        TRACE_HYPERCALL,
-        "d{}v{} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret} (32-bit)",
-        d.id,
-        d.cur,
-        hypercall_name(nr),
-        a[0],
-        a[1],
-        a[2],
-        a[3],
-        a[4]
-    );
+    hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
     // eax gets the result; the upper half of rax is not the guest's.
     f.rax = ret as u32 as u64;
 }

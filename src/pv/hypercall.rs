@@ -69,11 +69,18 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         },
         _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
-    let d = &hv.domains[cur];
+    log_call(&hv.domains[cur], nr, a, ret, "");
+    f.rax = ret as u64;
+}
+
+/// Every hypercall's answer goes to the recent-calls ring (debug keys)
+/// and, when tracing hypercalls, to the console; `tail` tells the 32-bit
+/// ABI's apart.
+pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
     crate::trace::record(crate::trace::Record { what: hypercall_name(nr), dom: d.id, vcpu: d.cur as u16, a: a[0], b: ret as u64 });
     crate::trace!(
         TRACE_HYPERCALL,
-        "d{}v{} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
+        "d{}v{} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}{tail}",
         d.id,
         d.cur,
         hypercall_name(nr),
@@ -83,7 +90,6 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         a[3],
         a[4]
     );
-    f.rax = ret as u64;
 }
 
 /// The calls that concern only the calling domain.
