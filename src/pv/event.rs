@@ -157,7 +157,7 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
         return;
     }
     // Every upcall masks events (Xen: TBF_INTERRUPT on the event callback).
-    let b = Bounce { what: "event upcall", vector: None, error_code: None, handler: cb.address, cs: cb.cs, mask_events: true };
+    let b = Bounce { mask_events: true, ..Bounce::to_callback("event upcall", cb) };
     traps::deliver(d, f, b);
 }
 

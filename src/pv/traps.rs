@@ -47,7 +47,7 @@ use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
 use ringvisor_abi::xen::TI_IF;
 
 use crate::arch::x86_64::idt::{exception_name, TrapFrame};
-use crate::domain::vcpu::Vcpu;
+use crate::domain::vcpu::{Callback, Vcpu};
 use crate::domain::Domain;
 use crate::mm::paging::phys_to_virt;
 use crate::pv::emulate;
@@ -137,6 +137,13 @@ pub struct Bounce {
     /// The handler's code selector (32-bit guests; 0: the flat kernel CS).
     pub cs: u16,
     pub mask_events: bool,
+}
+
+impl Bounce {
+    /// Entering a registered callback (no vector, no error code).
+    pub fn to_callback(what: &'static str, cb: Callback) -> Bounce {
+        Bounce { what, vector: None, error_code: None, handler: cb.address, cs: cb.cs, mask_events: cb.mask_events }
+    }
 }
 
 /// Build the bounce frame and enter the handler; on failure nothing has
@@ -474,15 +481,7 @@ pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
         inject(d, f, VEC_UD, None);
         return;
     }
-    let b = Bounce {
-        what: if compat { "syscall32" } else { "syscall" },
-        vector: None,
-        error_code: None,
-        handler: cb.address,
-        cs: cb.cs,
-        mask_events: cb.mask_events,
-    };
-    deliver(d, f, b);
+    deliver(d, f, Bounce::to_callback(if compat { "syscall32" } else { "syscall" }, cb));
 }
 
 /// Software interrupts (`int n`) from the guest: allowed when the trap
@@ -518,15 +517,7 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return false;
     }
     f.rip += 2;
-    let b = Bounce {
-        what: "sysenter",
-        vector: None,
-        error_code: None,
-        handler: cb.address,
-        cs: cb.cs,
-        mask_events: cb.mask_events,
-    };
-    deliver(d, f, b);
+    deliver(d, f, Bounce::to_callback("sysenter", cb));
     true
 }
 
