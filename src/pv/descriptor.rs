@@ -76,7 +76,7 @@ pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64
     }
     let mut frames = Vec::new();
     for i in 0..entries.div_ceil(512) {
-        let Ok(mfn) = space.read_u64(list + i * 8) else { return err(EFAULT) };
+        let Some(Ok(mfn)) = list.checked_add(i * 8).map(|at| space.read_u64(at)) else { return err(EFAULT) };
         frames.push(mfn);
     }
     let vi = d.cur;

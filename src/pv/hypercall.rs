@@ -64,7 +64,10 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
             // The old form: { cmd, union } in one buffer.
-            Ok(op) => event::op(hv, space, op.cmd as u64, a[0] + 8),
+            Ok(op) => match a[0].checked_add(8) {
+                Some(arg) => event::op(hv, space, op.cmd as u64, arg),
+                None => err(EFAULT),
+            },
             Err(_) => err(EFAULT),
         },
         _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
@@ -682,7 +685,7 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     }
     let mut ports = alloc::vec::Vec::with_capacity(p.nr_ports as usize);
     for i in 0..p.nr_ports as u64 {
-        let Ok(port) = space.read::<u32>(p.ports + i * 4) else { return err(EFAULT) };
+        let Some(Ok(port)) = p.ports.checked_add(i * 4).map(|at| space.read::<u32>(at)) else { return err(EFAULT) };
         if port as usize >= d.ports.len() {
             return err(EINVAL);
         }
@@ -775,7 +778,7 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             }
             let v = &mut d.vcpus[vcpu as usize];
             v.periodic_period = t.period_ns;
-            v.periodic_next = crate::arch::x86_64::time::now_ns() + t.period_ns;
+            v.periodic_next = crate::arch::x86_64::time::now_ns().saturating_add(t.period_ns);
             sched::timers_changed();
             0
         }

@@ -239,7 +239,8 @@ fn batch<T: ringvisor_abi::Pod>(
     let mut done = 0u64;
     let mut rc = 0;
     while done < count {
-        let Ok(req) = space.read::<T>(list + done * core::mem::size_of::<T>() as u64) else {
+        let at = list.checked_add(done * core::mem::size_of::<T>() as u64);
+        let Some(Ok(req)) = at.map(|at| space.read::<T>(at)) else {
             rc = err(EFAULT);
             break;
         };
@@ -478,7 +479,7 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
     use crate::domain::builder::INVALID_MFN;
     use ringvisor_abi::memory::*;
     for i in 0..n {
-        let at = list + i * 8;
+        let Some(at) = list.checked_add(i * 8) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         let Ok(arg) = space.read_u64(at) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         if cmd == XENMEM_DECREASE_RESERVATION {
             // Only a frame nothing holds: not mapped, not a page table.

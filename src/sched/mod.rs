@@ -301,7 +301,7 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
         }
         if v.periodic_period != 0 && v.periodic_next <= now {
             // Missed periods are not made up: one tick, then the next one.
-            v.periodic_next = now + v.periodic_period;
+            v.periodic_next = now.saturating_add(v.periodic_period);
             fire = true;
         }
         if v.poll_deadline.is_some_and(|t| t <= now) {
