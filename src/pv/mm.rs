@@ -90,8 +90,13 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
             return Err(EINVAL);
         }
         let info = ft.get_mut(target).unwrap();
-        info.mapped += 1;
-        info.writable += rw as u32;
+        // A count at its limit refuses the reference (Xen's get_page):
+        // a count that wrapped would let a mapped frame pass for unused.
+        let (Some(mapped), Some(writable)) = (info.mapped.checked_add(1), info.writable.checked_add(rw as u32)) else {
+            return Err(EINVAL);
+        };
+        info.mapped = mapped;
+        info.writable = writable;
         // A 64-bit kernel runs in ring 3: its pages must be user pages. A
         // 32-bit kernel (ring 1) chooses per page.
         return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
@@ -106,7 +111,8 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
     })
 }
 
-/// Drop what `get_entry` took for an entry being replaced.
+/// Drop what `get_entry` took for an entry being replaced. The last
+/// reference to a page table devalidates it (`devalidate`).
 fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
     if old & PTE_P == 0 {
         return;
@@ -121,11 +127,28 @@ fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
         } else if info.kind == Kind::Table(level - 1) {
             info.table_refs = info.table_refs.saturating_sub(1);
             if info.table_refs == 0 && !info.pinned {
-                // No longer a page table (its own entries keep their
-                // references: the safe direction).
-                info.kind = Kind::Normal;
+                devalidate(ft, target, level - 1);
             }
         }
+    }
+}
+
+/// A page table whose last reference went (unpinned, unlinked from the
+/// last higher table, no longer a CR3) becomes ordinary memory again, and
+/// every reference its entries took is dropped, down the tree (Xen:
+/// `free_l1_table`..`free_l4_table` when the type count reaches 0).
+/// Keeping them would let a pin/unpin loop take them again and again
+/// until a count wrapped, and would keep the children typed: Linux maps
+/// its old boot page tables writable once it has unpinned them.
+///
+/// The TLB: the table is linked nowhere now; where it was unlinked, the
+/// caller flushes before the guest runs again (see "Stale translations").
+fn devalidate(ft: &mut FrameTable, mfn: u64, level: u8) {
+    if let Some(info) = ft.get_mut(mfn) {
+        info.kind = Kind::Normal;
+    }
+    for i in (0..512).filter(|&i| !hv_slot(level, i)) {
+        put_entry(ft, level, read_pte(mfn, i));
     }
 }
 
@@ -170,7 +193,11 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
         }
         _ => return Err(EINVAL),
     }
-    ft.get_mut(mfn).unwrap().table_refs += 1;
+    let info = ft.get_mut(mfn).unwrap();
+    match info.table_refs.checked_add(1) {
+        Some(n) => info.table_refs = n,
+        None => return Err(EINVAL),
+    }
     Ok(())
 }
 
