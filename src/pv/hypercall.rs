@@ -304,12 +304,12 @@ fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
             return err(EFAULT);
         }
     };
+    // As Xen's do_iret: the selectors get RPL 3 (the guest kernel runs in
+    // ring 3 too) and nothing else is checked here; a frame the CPU would
+    // refuse (a bad selector, a non-canonical rip, rip above 4 GiB in
+    // 32-bit code) gives the guest the fault (pv::retcheck).
     let cs = c.cs as u16 | 3;
     let to_user = c.cs & 3 == 3;
-    if !matches!(cs, FLAT_KERNEL_CS64 | FLAT_USER_CS32) || c.ss as u16 | 3 != FLAT_KERNEL_SS64 || !is_canonical(c.rip) {
-        sched::crash(d, format!("iret to a bad context: cs {:#x} ss {:#x} rip {:#x}", c.cs, c.ss, c.rip));
-        return err(EINVAL);
-    }
     if to_user && d.v().kernel_mode {
         if d.v().guest_table_user == 0 {
             sched::crash(d, "iret to user mode without user page tables (new_user_baseptr)".into());
