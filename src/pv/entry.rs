@@ -107,6 +107,26 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
     traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
 }
 
+/// `selftest=iretfault`: the next return to a guest gets a null SS.
+pub static IRET_SELFTEST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The hypervisor's `iretq` refused `f` (`idt::iret_fixup`): a frame
+/// `retcheck` should have refused first. The domain is crashed, saying
+/// so, and the way out settles what runs next.
+pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
+    with_current(|hv| {
+        let cur = hv.current;
+        let d = &mut hv.domains[cur];
+        let what = crate::arch::x86_64::idt::exception_name(vector);
+        crate::error!(
+            "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
+            d.id, d.cur, f.rip, f.cs, f.ss
+        );
+        sched::crash(d, format!("return frame refused by the CPU ({what})"));
+        before_guest_return(hv, f);
+    })
+}
+
 /// The last thing before `iretq` into a guest.
 // Tour 02, 05, 07: the last step before every return to a guest
 pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
@@ -143,6 +163,9 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         // iretq's fixup, handle_exception), never a hypervisor fault.
         let Some((vector, ec)) = crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
         else {
+            if IRET_SELFTEST.swap(false, core::sync::atomic::Ordering::Relaxed) {
+                f.ss = 0; // selftest=iretfault: past every check, on purpose
+            }
             return;
         };
         let who = (cur, d.cur);

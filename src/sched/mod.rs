@@ -228,7 +228,7 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     use crate::arch::x86_64::gdt;
     *f = v.regs;
     gdt::set_layout(if compat { gdt::Layout::Compat } else { gdt::Layout::Native });
-    crate::arch::x86_64::cpu::set_user_protection(!compat);
+    crate::arch::x86_64::percpu::set_pv32(compat);
     gdt::load_guest_entries(&v.gdt);
     let sels_ok = load_data_selectors(v.data_sels, compat);
     load_cr3(v);
