@@ -98,6 +98,14 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
     match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hc::console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
+        // The 32-bit sched_poll: a 4-byte handle, then nr_ports, then the
+        // timeout at offset 8 (16 bytes, not the 64-bit 24).
+        HYPERVISOR_SCHED_OP if a[0] == ringvisor_abi::sched::SCHEDOP_POLL as u64 => {
+            match space.read::<ringvisor_abi::sched::SchedPoll32>(a[1]) {
+                Ok(p) => hc::poll(d, space, p.ports as u64, p.nr_ports, p.timeout),
+                Err(_) => err(EFAULT),
+            }
+        }
         HYPERVISOR_SCHED_OP => hc::sched_op(d, space, a[0], a[1]),
         HYPERVISOR_SCHED_OP_COMPAT => hc::sched_op_compat(d, a[0], a[1]),
         HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),

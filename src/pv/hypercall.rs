@@ -533,7 +533,10 @@ pub(crate) fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) ->
             0
         }
         SCHEDOP_BLOCK => block(d),
-        SCHEDOP_POLL => poll(d, space, arg),
+        SCHEDOP_POLL => match space.read::<SchedPoll>(arg) {
+            Ok(p) => poll(d, space, p.ports, p.nr_ports, p.timeout),
+            Err(_) => err(EFAULT),
+        },
         SCHEDOP_SHUTDOWN => match space.read::<SchedShutdown>(arg) {
             Ok(s) => shutdown(d, s.reason),
             Err(_) => err(EFAULT),
@@ -570,7 +573,7 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
     }
-    if offset + size > 4096 || offset % 8 != 0 {
+    if offset > 4096 - size || offset % 8 != 0 {
         return err(EINVAL);
     }
     match ft.get_mut(mfn) {
@@ -578,8 +581,9 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
         // hypervisor writes it, so it must never become a page table or be
         // given back.
         Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
-            f.mapped += 1;
-            f.writable += 1;
+            // At their limit, refused (never wrapped: see pv::mm).
+            let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else { return err(EINVAL) };
+            (f.mapped, f.writable) = (m, w);
         }
         _ => return err(EINVAL),
     }
@@ -678,14 +682,15 @@ fn block(d: &mut Domain) -> Ret {
 
 /// `sched_op(poll)`: sleep until one of the ports is pending or the
 /// timeout (absolute system time, 0: none) passes. Events stay masked.
-fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(p) = space.read::<SchedPoll>(arg) else { return err(EFAULT) };
-    if p.nr_ports > 128 {
+/// `ports`, `nr_ports` and `timeout` come from the guest's `sched_poll`,
+/// whose layout differs with its width (`compat` translates).
+pub(crate) fn poll(d: &mut Domain, space: GuestSpace, ports_va: u64, nr_ports: u32, timeout: u64) -> Ret {
+    if nr_ports > 128 {
         return err(EINVAL);
     }
-    let mut ports = alloc::vec::Vec::with_capacity(p.nr_ports as usize);
-    for i in 0..p.nr_ports as u64 {
-        let Some(Ok(port)) = p.ports.checked_add(i * 4).map(|at| space.read::<u32>(at)) else { return err(EFAULT) };
+    let mut ports = alloc::vec::Vec::with_capacity(nr_ports as usize);
+    for i in 0..nr_ports as u64 {
+        let Some(Ok(port)) = ports_va.checked_add(i * 4).map(|at| space.read::<u32>(at)) else { return err(EFAULT) };
         if port as usize >= d.ports.len() {
             return err(EINVAL);
         }
@@ -696,7 +701,7 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     }
     let v = d.v_mut();
     v.poll = ports;
-    v.poll_deadline = (p.timeout != 0).then_some(p.timeout);
+    v.poll_deadline = (timeout != 0).then_some(timeout);
     v.blocked = true;
     sched::timers_changed();
     sched::request_resched();

@@ -327,6 +327,23 @@ fn earliest_timer(hv: &Hv) -> Option<u64> {
         .min()
 }
 
+/// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
+/// a guest timer whose `VIRQ_TIMER` is bound (unbound, its tick raises
+/// nothing, and a vCPU blocked on it would sleep for ever).
+fn earliest_wakeup(hv: &Hv) -> Option<u64> {
+    hv.domains
+        .iter()
+        .filter(|d| d.is_alive())
+        .flat_map(|d| {
+            d.vcpus.iter().enumerate().filter(|(_, v)| v.up && v.blocked).flat_map(move |(vi, v)| {
+                let ticks = d.ports.virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32).is_some();
+                [v.poll_deadline, v.singleshot.filter(|_| ticks), (ticks && v.periodic_period != 0).then_some(v.periodic_next)]
+            })
+        })
+        .flatten()
+        .min()
+}
+
 /// Program the APIC for the next thing that needs the CPU back: the end
 /// of the time slice or the earliest guest timer.
 fn arm_timer(hv: &Hv, now: u64) {
@@ -451,7 +468,9 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
             }
             None => {
                 // Every live vCPU is blocked: sleep until a timer wakes one.
-                let Some(t) = earliest_timer(hv) else {
+                // With none armed that could, nothing ever will (no other
+                // domain runs to send an event): a clear end, not a hang.
+                let Some(t) = earliest_wakeup(hv) else {
                     for d in hv.domains.iter_mut() {
                         crash(d, String::from("blocked with no timer and no event that could wake it"));
                     }
