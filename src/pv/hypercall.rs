@@ -802,13 +802,13 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
 
 pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
-    let nr_pages = d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
+    let nr_pages = |d: &Domain| d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
     match cmd as u32 {
         XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
             Ok(id) if id == DOMID_SELF || id == d.id => {
                 if cmd as u32 == XENMEM_CURRENT_RESERVATION {
-                    nr_pages
+                    nr_pages(d)
                 } else {
                     d.max_pages as Ret
                 }
@@ -833,7 +833,7 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
             if m.nr_entries < 1 {
                 return err(EINVAL);
             }
-            let e = E820Entry { addr: 0, size: nr_pages as u64 * 4096, type_: 1 };
+            let e = E820Entry { addr: 0, size: nr_pages(d) as u64 * 4096, type_: 1 };
             if space.write(m.buffer, &e).is_err() {
                 return err(EFAULT);
             }

@@ -505,6 +505,13 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
 pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u32, list: u64, n: u64) -> Ret {
     use crate::domain::builder::INVALID_MFN;
     use ringvisor_abi::memory::*;
+    // Constant work per extent (no P2M scan each time), so a call of
+    // MAX_BATCH extents stays short with interrupts off: the pages held
+    // are counted once, and the search for a free pseudo-physical page
+    // goes on from where the last one was found.
+    let mut held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
+    let mut free_from = 0usize;
+    let mut searched = false;
     for i in 0..n {
         let Some(at) = list.checked_add(i * 8) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         let Ok(arg) = space.read_u64(at) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
@@ -512,9 +519,21 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             // Only a frame nothing holds: not mapped, not a page table.
             let mfn = arg;
             let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused());
-            let slot = d.p2m.iter().position(|&m| m == mfn);
-            let (true, Some(pfn)) = (ok, slot) else { return i as Ret };
+            // The M2P says where it is, unless the guest rewrote that
+            // entry (MMU_MACHPHYS_UPDATE): then the P2M is searched, once
+            // a call at most (the extents done so far are the answer).
+            let hint = paging::m2p_get(mfn) as usize;
+            let pfn = if d.p2m.get(hint) == Some(&mfn) {
+                Some(hint)
+            } else if !searched {
+                searched = true;
+                d.p2m.iter().position(|&m| m == mfn)
+            } else {
+                None
+            };
+            let (true, Some(pfn)) = (ok, pfn) else { return i as Ret };
             d.p2m[pfn] = INVALID_MFN;
+            held -= 1;
             // No stale translation may outlive the frame's ownership.
             flush_tlb();
             ft.release(mfn);
@@ -522,7 +541,6 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
             continue;
         }
-        let held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
         if held >= d.max_pages {
             return i as Ret;
         }
@@ -533,7 +551,10 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             }
             arg as usize
         } else {
-            d.p2m.iter().position(|&m| m == INVALID_MFN).unwrap_or(d.p2m.len())
+            while d.p2m.get(free_from).is_some_and(|&m| m != INVALID_MFN) {
+                free_from += 1;
+            }
+            free_from // at the end: a new page after the last
         };
         let Some(f) = paging::with_frames(|fa| fa.alloc()) else { return i as Ret };
         // SAFETY: a frame just taken from the pool, in the direct map.
@@ -543,6 +564,7 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             d.p2m.resize(pfn + 1, INVALID_MFN);
         }
         d.p2m[pfn] = f.0;
+        held += 1;
         paging::m2p_set(f.0, pfn as u64);
         if space.write(at, &f.0).is_err() {
             // The guest cannot learn the frame: take it back, so the

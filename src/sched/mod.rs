@@ -94,6 +94,16 @@ fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
 }
 
 fn fxrstor(area: &crate::domain::vcpu::FpuState) {
+    let (fcw, fsw) = (u16::from_le_bytes([area.0[0], area.0[1]]), u16::from_le_bytes([area.0[2], area.0[3]]));
+    if fsw & !fcw & 0x3f == 0 && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed) {
+        // Xen's fix for XSA-52: load a value so the x87 pointers are this
+        // hypervisor's (harmless) instead of the previous vCPU's.
+        // SAFETY: x87 state is scratch here (fxrstor overwrites it next);
+        // fildl reads 4 bytes of the area, which is valid memory.
+        unsafe {
+            core::arch::asm!("fnclex", "ffree st(7)", "fild dword ptr [{}]", in(reg) area.0.as_ptr(), options(nostack))
+        };
+    }
     // SAFETY: as fxsave; the area was filled by fxsave64 or zeroed, and the
     // zero image is valid except MXCSR reserved bits, which are zero.
     unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };

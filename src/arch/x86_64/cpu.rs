@@ -154,9 +154,20 @@ pub fn enable_protections(f: &Features) {
         if f.umip {
             c4 |= Cr4::CR4_ENABLE_UMIP;
         }
+        // A known state, not what the loader left: no XSAVE. Guest FPU
+        // state is switched with fxsave/fxrstor, which do not cover AVX
+        // and later registers; with OSXSAVE off they #UD instead of
+        // leaking between domains (XCR0 is out of reach without it).
+        c4 &= !Cr4::CR4_ENABLE_OS_XSAVE;
         cr4_write(c4);
+        let v = f.vendor.as_str();
+        FXRSTOR_KEEPS_POINTERS.store(v == "AuthenticAMD" || v == "HygonGenuine", core::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// AMD's fxsave/fxrstor skip FIP/FDP/FOP unless an exception is pending:
+/// fxrstor would leave the previous vCPU's values visible (XSA-52).
+pub static FXRSTOR_KEEPS_POINTERS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// SMEP and SMAP as the CPU has them (set by enable_protections).
 static USER_PROTECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
