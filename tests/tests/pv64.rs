@@ -236,6 +236,21 @@ fn not_a_guest_is_refused_by_name_and_others_still_run() {
 }
 
 #[test]
+fn more_memory_than_the_machine_is_refused_by_name() {
+    // rv.mem=8G on a 256 MiB machine: a build error naming the domain (was
+    // a hypervisor panic on heap exhaustion); the other domain runs.
+    let what = "rv.mem=8G beside hello";
+    let out = boot(what, "", vec![guest("guest-hello").opt("mem", "8G"), guest("guest-hello")]);
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0 (guest-hello): cannot build:") && l.contains("rv.mem=8192 MiB")),
+        "{what}: no build error naming d0 and its rv.mem\n{}",
+        out.transcript()
+    );
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{}", out.transcript());
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
+}
+
+#[test]
 fn trace_shows_hypercalls() {
     let what = "trace=hypercall";
     let out = boot(what, "trace=hypercall", vec![guest("guest-hello")]);
