@@ -390,6 +390,9 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         cur: 0,
         state: State::Running,
         console_line: String::new(),
+        console_budget: crate::pv::hypercall::CONSOLE_BURST,
+        console_refilled: 0,
+        console_dropped: 0,
         ports,
         console,
     })

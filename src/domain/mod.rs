@@ -48,6 +48,11 @@ mod domain {
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,
+        /// What a domU may still print now (bytes; see `console_byte`),
+        /// when that was last topped up (ns), and what was dropped since.
+        pub console_budget: u64,
+        pub console_refilled: u64,
+        pub console_dropped: u64,
         /// Event-channel ports.
         pub ports: crate::pv::evtchn::Ports,
         /// The console ring (domains other than 0): its frame and port.

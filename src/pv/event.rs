@@ -394,6 +394,7 @@ fn unmask(d: &mut Domain, port: Port) -> Ret {
 pub fn drain_console(d: &mut Domain) {
     use ringvisor_abi::console::XenconsInterface as R;
     let Some((mfn, _)) = d.console else { return };
+    crate::pv::hypercall::console_refill(d);
     let base = phys_to_virt(mfn << 12);
     let idx = |off: usize| {
         // SAFETY: the ring page belongs to the domain; u32 indices inside it.

@@ -472,8 +472,10 @@ const CONSOLE_IO_MAX: u64 = 64 << 10;
 pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64, buf: u64) -> Ret {
     match cmd as u32 {
         CONSOLEIO_WRITE => {
-            // One call writes at most 64 KiB (the rest is dropped): a guest
-            // cannot hold the CPU for long with a huge count.
+            // One call writes at most 64 KiB (the rest is dropped), and a
+            // domU at most its budget: a guest cannot hold the CPU (and a
+            // slow serial line) for long with a huge count.
+            console_refill(d);
             let count = count.min(CONSOLE_IO_MAX);
             let mut chunk = [0u8; 256];
             let mut done = 0u64;
@@ -494,8 +496,40 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
     }
 }
 
+/// A domU's console output is rate-limited, as Xen limits guest console
+/// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
+/// initial domain (the console's owner) is not limited.
+pub const CONSOLE_BURST: u64 = 64 << 10;
+const CONSOLE_RATE: u64 = 32 << 10;
+
+/// Top up a domU's console budget for the time since the last top-up, and
+/// say once what was dropped while it was empty.
+pub fn console_refill(d: &mut Domain) {
+    if d.id == 0 {
+        return;
+    }
+    let now = crate::arch::x86_64::time::now_ns();
+    let earned = (now.saturating_sub(d.console_refilled) as u128 * CONSOLE_RATE as u128 / 1_000_000_000) as u64;
+    if earned == 0 {
+        return;
+    }
+    d.console_refilled = now;
+    d.console_budget = d.console_budget.saturating_add(earned).min(CONSOLE_BURST);
+    if d.console_dropped != 0 {
+        crate::warn!("d{}: {} bytes of console output dropped (rate limit)", d.id, d.console_dropped);
+        d.console_dropped = 0;
+    }
+}
+
 /// One byte of guest console output (console_io or the console ring).
 pub fn console_byte(d: &mut Domain, b: u8) {
+    if d.id != 0 {
+        if d.console_budget == 0 {
+            d.console_dropped += 1;
+            return;
+        }
+        d.console_budget -= 1;
+    }
     match b {
         b'\n' => flush_console_line(d),
         b'\r' => {}
