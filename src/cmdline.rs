@@ -7,7 +7,7 @@
 //! | option | meaning |
 //! |---|---|
 //! | `loglvl=error\|warn\|info\|debug\|trace` | how much the hypervisor logs (default `info`) |
-//! | `selftest=pagefault\|divide\|panic` | fault on purpose after boot, to check the fault dump |
+//! | `selftest=pagefault\|divide\|panic\|iretfault` | fault on purpose after boot, to check the fault dump (`iretfault`: the first return to a guest faults at the hypervisor's `iretq`; that domain is crashed) |
 //! | `on_exit=halt\|reboot` | what real hardware does when nothing is left to run (default `halt`) |
 //! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
 //! | `bench` | before any guest runs, time the hardware's own ring 3 → ring 0 round trips (src/bench.rs) |
@@ -53,6 +53,10 @@ pub enum SelfTest {
     Divide,
     /// A Rust panic.
     Panic,
+    /// The first return to a guest gets a null SS after every check: the
+    /// CPU refuses it at the hypervisor's own `iretq`, whose fixup must
+    /// crash that domain and nothing else.
+    IretFault,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,9 +120,10 @@ impl Options {
                         "pagefault" => SelfTest::PageFault,
                         "divide" => SelfTest::Divide,
                         "panic" => SelfTest::Panic,
+                        "iretfault" => SelfTest::IretFault,
                         "none" => SelfTest::None,
                         _ => {
-                            bad(BadOption { word, why: "expected pagefault|divide|panic" });
+                            bad(BadOption { word, why: "expected pagefault|divide|panic|iretfault" });
                             continue;
                         }
                     };

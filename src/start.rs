@@ -184,6 +184,10 @@ fn selftest(t: SelfTest) {
             unsafe { core::arch::asm!("xor edx, edx", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _) };
         }
         SelfTest::Panic => panic!("selftest=panic asked for a panic"),
+        SelfTest::IretFault => {
+            info!("selftest: the first return to a guest will fault at the hypervisor's iretq");
+            crate::pv::entry::IRET_SELFTEST.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -78,17 +78,21 @@ fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool, compat: bool) -> 
     if v_start % PAGE != 0 {
         return Err(format!("VIRT_BASE {v_start:#x} is not page aligned"));
     }
-    let round = |x: u64| x.next_multiple_of(PAGE);
-    let vphysmap = round(img.virt_kend);
-    let vstartinfo = round(vphysmap + nr_pages * if compat { 4 } else { 8 });
-    let vconsole = console.then_some(vstartinfo + PAGE);
-    let vpt = vstartinfo + PAGE + if console { PAGE } else { 0 };
+    // Every step checked: the ELF parser leaves the image's end to us, and
+    // an image ending near 2^64 must be refused, not wrapped round to 0.
+    let wraps = || "the bootstrap region wraps around the address space".to_string();
+    let round = |x: u64| x.checked_next_multiple_of(PAGE).ok_or_else(wraps);
+    let add = |a: u64, b: u64| a.checked_add(b).ok_or_else(wraps);
+    let vphysmap = round(img.virt_kend)?;
+    let vstartinfo = round(add(vphysmap, nr_pages.checked_mul(if compat { 4 } else { 8 }).ok_or_else(wraps)?)?)?;
+    let vconsole = if console { Some(add(vstartinfo, PAGE)?) } else { None };
+    let vpt = add(vstartinfo, PAGE + if console { PAGE } else { 0 })?;
     let mut nr_pt = 1;
     loop {
-        let vstack_end = vpt + nr_pt * PAGE + PAGE;
-        let mut v_end = (vstack_end + (4 << 20) - 1) & !((4 << 20) - 1);
+        let vstack_end = add(vpt, nr_pt * PAGE + PAGE)?;
+        let mut v_end = add(vstack_end, (4 << 20) - 1)? & !((4 << 20) - 1);
         if v_end - vstack_end < 512 << 10 {
-            v_end += 4 << 20;
+            v_end = add(v_end, 4 << 20)?;
         }
         if v_end < v_start || v_end.wrapping_sub(1) < v_start {
             return Err("the bootstrap region wraps around the address space".to_string());
@@ -153,7 +157,23 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     let l = layout(&img, nr_pages, id != 0, compat)?;
 
     // Memory: nr_pages frames, all zeroed, owned by the domain.
-    let mut p2m = Vec::with_capacity(nr_pages as usize);
+    // The P2M lives on the hypervisor heap (8 bytes a page): more than the
+    // machine has, or than the heap holds, is refused here, not a panic.
+    if nr_pages > paging::max_ram() >> 12 {
+        return Err(BuildError::Bad(format!(
+            "rv.mem={} MiB is more than this machine's {} MiB",
+            mc.options.mem >> 20,
+            paging::max_ram() >> 20
+        )));
+    }
+    let mut p2m = Vec::new();
+    if p2m.try_reserve_exact(nr_pages as usize).is_err() {
+        return Err(BuildError::Bad(format!(
+            "rv.mem={} MiB needs a {} KiB P2M the hypervisor heap cannot hold",
+            mc.options.mem >> 20,
+            nr_pages * 8 >> 10
+        )));
+    }
     for _ in 0..nr_pages {
         match paging::with_frames(|fa| fa.alloc()) {
             Some(f) => p2m.push(f.0),

@@ -278,6 +278,16 @@ pub fn init_m2p(nframes: u64) -> Option<()> {
     Some(())
 }
 
+/// The pseudo-physical frame machine frame `mfn` is (M2P_INVALID if none).
+pub fn m2p_get(mfn: u64) -> u64 {
+    if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {
+        // SAFETY: inside the table init_m2p allocated; a u64 load.
+        unsafe { (M2P.load(Ordering::Relaxed) as *const u64).add(mfn as usize).read_volatile() }
+    } else {
+        M2P_INVALID
+    }
+}
+
 /// Record that machine frame `mfn` is pseudo-physical frame `pfn`.
 pub fn m2p_set(mfn: u64, pfn: u64) {
     if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {

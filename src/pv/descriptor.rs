@@ -76,7 +76,7 @@ pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64
     }
     let mut frames = Vec::new();
     for i in 0..entries.div_ceil(512) {
-        let Ok(mfn) = space.read_u64(list + i * 8) else { return err(EFAULT) };
+        let Some(Ok(mfn)) = list.checked_add(i * 8).map(|at| space.read_u64(at)) else { return err(EFAULT) };
         frames.push(mfn);
     }
     let vi = d.cur;
@@ -100,7 +100,12 @@ pub fn install_gdt(d: &mut Domain, ft: &mut FrameTable, vi: usize, frames: &[u64
             return err(EINVAL);
         }
     }
-    let mut copy = Vec::with_capacity(entries as usize);
+    // Up to 56 KiB per vCPU on the heap: a clear -ENOMEM when it is full,
+    // never an allocation failure in the hypervisor.
+    let mut copy = Vec::new();
+    if copy.try_reserve_exact(entries as usize).is_err() {
+        return err(ringvisor_abi::errno::ENOMEM);
+    }
     for i in 0..entries as usize {
         match check_descriptor(frame_u64s(frames[i / 512])[i % 512], d.compat) {
             Some(desc) => copy.push(desc),

@@ -59,12 +59,21 @@ pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
         let cur = hv.current;
         let d = &mut hv.domains[cur];
         if d.compat {
-            // 32-bit guests use int $0x82 and their trap table; `syscall`
-            // is not part of their ABI here: #UD, with the frame made a
-            // compat one (the entry assumed a 64-bit guest's selectors).
-            f.cs = if d.v().kernel_mode { 0xe019 } else { 0xe02b };
-            f.ss = if d.v().kernel_mode { 0xe021 } else { 0xe033 };
-            traps::inject(d, f, traps::VEC_UD, None);
+            // Xen's compat_syscall: the caller is user mode, from whatever
+            // ring (the CPU does not say which, and a cached kernel-mode
+            // flag is stale once the kernel went to ring 3 by a native
+            // iret): flat user selectors, then the syscall32 callback, or
+            // without one #GP(0) at the `syscall` instruction.
+            f.cs = ringvisor_abi::x86_32::FLAT_RING3_CS as u64;
+            f.ss = ringvisor_abi::x86_32::FLAT_RING3_SS as u64;
+            d.v_mut().kernel_mode = false;
+            let cb = d.v().syscall32;
+            if cb.address != 0 && cb.cs & !3 != 0 {
+                traps::deliver(d, f, traps::Bounce::to_callback("syscall32", cb));
+            } else {
+                f.rip = f.rip.wrapping_sub(2) & 0xffff_ffff;
+                traps::inject(d, f, traps::VEC_GP, Some(0));
+            }
         } else if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
         } else if d.v().kernel_mode {
@@ -98,9 +107,31 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
     traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
 }
 
+/// `selftest=iretfault`: the next return to a guest gets a null SS.
+pub static IRET_SELFTEST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The hypervisor's `iretq` refused `f` (`idt::iret_fixup`): a frame
+/// `retcheck` should have refused first. The domain is crashed, saying
+/// so, and the way out settles what runs next.
+pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
+    with_current(|hv| {
+        let cur = hv.current;
+        let d = &mut hv.domains[cur];
+        let what = crate::arch::x86_64::idt::exception_name(vector);
+        crate::error!(
+            "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
+            d.id, d.cur, f.rip, f.cs, f.ss
+        );
+        sched::crash(d, format!("return frame refused by the CPU ({what})"));
+        before_guest_return(hv, f);
+    })
+}
+
 /// The last thing before `iretq` into a guest.
 // Tour 02, 05, 07: the last step before every return to a guest
 pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
+    // The vCPU whose return frame was refused once on this way out.
+    let mut refused_once = None;
     loop {
         // Settle a dead domain or an expired time slice; this may switch
         // to another vCPU or end the run.
@@ -109,22 +140,6 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         let d = &mut hv.domains[cur];
         if !d.is_alive() {
             continue; // killed while being switched in
-        }
-        // What iretq would refuse in ring 0 (a #GP there would be a
-        // hypervisor fault) is checked here, so it can only ever be the
-        // guest's problem: hypercalls and bounces store validated values,
-        // so failing this means a hypervisor bug, caught early.
-        let ok = if d.compat {
-            // Ring 1 or 3, compat segments, 32-bit addresses.
-            matches!((f.cs as u16, f.ss as u16), (0xe019, 0xe021) | (0xe02b, 0xe033))
-                || crate::pv::compat::guest_selectors_ok(d, f.cs as u16, f.ss as u16)
-        } else {
-            matches!(f.cs as u16, 0xe033 | 0xe023) && f.ss as u16 == 0xe02b
-        };
-        let addr_ok = if d.compat { f.rip >> 32 == 0 } else { crate::pv::guest_mem::is_canonical(f.rip) };
-        if !ok || !addr_ok {
-            sched::crash(d, format!("bad return frame cs {:#x} ss {:#x} rip {:#x}", f.cs, f.ss, f.rip));
-            continue;
         }
         // An exception injected by hand (debug key `i`).
         if let Some(vector) = d.v_mut().inject.take() {
@@ -140,6 +155,34 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
             continue; // the upcall could not be delivered: crashed
         }
         f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-        return;
+        // Last, on the frame as it now is (after the upcall and any
+        // bounce rewrote it): would iretq take it? A guest may return to
+        // any selector and address (HYPERVISOR_iret, its callbacks, GDT
+        // entries changed since it registered them); what the CPU would
+        // refuse is the guest's fault, delivered like one (Xen: the exit
+        // iretq's fixup, handle_exception), never a hypervisor fault.
+        let Some((vector, ec)) = crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
+        else {
+            if IRET_SELFTEST.swap(false, core::sync::atomic::Ordering::Relaxed) {
+                f.ss = 0; // selftest=iretfault: past every check, on purpose
+            }
+            return;
+        };
+        let who = (cur, d.cur);
+        let what = format!(
+            "return to rip {:#x} cs {:#x} ss {:#x} refused: {} (vector {vector}) error code {ec:#x}",
+            f.rip,
+            f.cs,
+            f.ss,
+            crate::arch::x86_64::idt::exception_name(vector as u64)
+        );
+        if refused_once == Some(who) {
+            // The handler the fault went to cannot be returned to either.
+            sched::crash(d, format!("{what}, again for the handler of the first refusal"));
+            continue;
+        }
+        refused_once = Some(who);
+        crate::trace!(crate::trace::TRACE_BOUNCE, "d{}v{} {what}", d.id, d.cur);
+        crate::pv::traps::inject(d, f, vector, Some(ec));
     }
 }

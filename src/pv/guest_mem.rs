@@ -121,17 +121,21 @@ impl GuestSpace {
         // Check every page first, so a partly-writable range changes nothing.
         // The first two pages' frames are kept (a bounce frame spans at
         // most two), so the common case walks the tables once per page.
-        let mut at = va & !0xfff;
-        let end = va.checked_add(data.len() as u64).ok_or(Fault { va, level: 0, error_code: 6 })?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // The last byte, not the end: a buffer may end exactly at 2^64.
+        let last = va.checked_add(data.len() as u64 - 1).ok_or(Fault { va, level: 0, error_code: 6 })?;
+        // Count pages, not addresses: the last page of the address space
+        // (0xffff_ffff_ffff_f000) has no page after it to compare with.
+        let pages = (last >> 12) - (va >> 12) + 1;
         let mut frames = [0u64; 2];
-        let mut page = 0;
-        while at < end {
+        for page in 0..pages {
+            let at = ((va >> 12) + page) << 12;
             let pa = translate_as(self.l4_mfn, at.max(va), true, self.user)?;
-            if let Some(f) = frames.get_mut(page) {
+            if let Some(f) = frames.get_mut(page as usize) {
                 *f = pa & !0xfff;
             }
-            page += 1;
-            at += 4096;
         }
         let mut done = 0;
         while done < data.len() {

@@ -64,7 +64,10 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
             // The old form: { cmd, union } in one buffer.
-            Ok(op) => event::op(hv, space, op.cmd as u64, a[0] + 8),
+            Ok(op) => match a[0].checked_add(8) {
+                Some(arg) => event::op(hv, space, op.cmd as u64, arg),
+                None => err(EFAULT),
+            },
             Err(_) => err(EFAULT),
         },
         _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
@@ -301,12 +304,12 @@ fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
             return err(EFAULT);
         }
     };
+    // As Xen's do_iret: the selectors get RPL 3 (the guest kernel runs in
+    // ring 3 too) and nothing else is checked here; a frame the CPU would
+    // refuse (a bad selector, a non-canonical rip, rip above 4 GiB in
+    // 32-bit code) gives the guest the fault (pv::retcheck).
     let cs = c.cs as u16 | 3;
     let to_user = c.cs & 3 == 3;
-    if !matches!(cs, FLAT_KERNEL_CS64 | FLAT_USER_CS32) || c.ss as u16 | 3 != FLAT_KERNEL_SS64 || !is_canonical(c.rip) {
-        sched::crash(d, format!("iret to a bad context: cs {:#x} ss {:#x} rip {:#x}", c.cs, c.ss, c.rip));
-        return err(EINVAL);
-    }
     if to_user && d.v().kernel_mode {
         if d.v().guest_table_user == 0 {
             sched::crash(d, "iret to user mode without user page tables (new_user_baseptr)".into());
@@ -530,7 +533,10 @@ pub(crate) fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) ->
             0
         }
         SCHEDOP_BLOCK => block(d),
-        SCHEDOP_POLL => poll(d, space, arg),
+        SCHEDOP_POLL => match space.read::<SchedPoll>(arg) {
+            Ok(p) => poll(d, space, p.ports, p.nr_ports, p.timeout),
+            Err(_) => err(EFAULT),
+        },
         SCHEDOP_SHUTDOWN => match space.read::<SchedShutdown>(arg) {
             Ok(s) => shutdown(d, s.reason),
             Err(_) => err(EFAULT),
@@ -567,7 +573,7 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
     }
-    if offset + size > 4096 || offset % 8 != 0 {
+    if offset > 4096 - size || offset % 8 != 0 {
         return err(EINVAL);
     }
     match ft.get_mut(mfn) {
@@ -575,8 +581,9 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
         // hypervisor writes it, so it must never become a page table or be
         // given back.
         Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
-            f.mapped += 1;
-            f.writable += 1;
+            // At their limit, refused (never wrapped: see pv::mm).
+            let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else { return err(EINVAL) };
+            (f.mapped, f.writable) = (m, w);
         }
         _ => return err(EINVAL),
     }
@@ -675,14 +682,15 @@ fn block(d: &mut Domain) -> Ret {
 
 /// `sched_op(poll)`: sleep until one of the ports is pending or the
 /// timeout (absolute system time, 0: none) passes. Events stay masked.
-fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(p) = space.read::<SchedPoll>(arg) else { return err(EFAULT) };
-    if p.nr_ports > 128 {
+/// `ports`, `nr_ports` and `timeout` come from the guest's `sched_poll`,
+/// whose layout differs with its width (`compat` translates).
+pub(crate) fn poll(d: &mut Domain, space: GuestSpace, ports_va: u64, nr_ports: u32, timeout: u64) -> Ret {
+    if nr_ports > 128 {
         return err(EINVAL);
     }
-    let mut ports = alloc::vec::Vec::with_capacity(p.nr_ports as usize);
-    for i in 0..p.nr_ports as u64 {
-        let Ok(port) = space.read::<u32>(p.ports + i * 4) else { return err(EFAULT) };
+    let mut ports = alloc::vec::Vec::with_capacity(nr_ports as usize);
+    for i in 0..nr_ports as u64 {
+        let Some(Ok(port)) = ports_va.checked_add(i * 4).map(|at| space.read::<u32>(at)) else { return err(EFAULT) };
         if port as usize >= d.ports.len() {
             return err(EINVAL);
         }
@@ -693,7 +701,7 @@ fn poll(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     }
     let v = d.v_mut();
     v.poll = ports;
-    v.poll_deadline = (p.timeout != 0).then_some(p.timeout);
+    v.poll_deadline = (timeout != 0).then_some(timeout);
     v.blocked = true;
     sched::timers_changed();
     sched::request_resched();
@@ -775,7 +783,7 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             }
             let v = &mut d.vcpus[vcpu as usize];
             v.periodic_period = t.period_ns;
-            v.periodic_next = crate::arch::x86_64::time::now_ns() + t.period_ns;
+            v.periodic_next = crate::arch::x86_64::time::now_ns().saturating_add(t.period_ns);
             sched::timers_changed();
             0
         }
@@ -794,13 +802,13 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
 
 pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
-    let nr_pages = d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
+    let nr_pages = |d: &Domain| d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
     match cmd as u32 {
         XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
             Ok(id) if id == DOMID_SELF || id == d.id => {
                 if cmd as u32 == XENMEM_CURRENT_RESERVATION {
-                    nr_pages
+                    nr_pages(d)
                 } else {
                     d.max_pages as Ret
                 }
@@ -825,7 +833,7 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
             if m.nr_entries < 1 {
                 return err(EINVAL);
             }
-            let e = E820Entry { addr: 0, size: nr_pages as u64 * 4096, type_: 1 };
+            let e = E820Entry { addr: 0, size: nr_pages(d) as u64 * 4096, type_: 1 };
             if space.write(m.buffer, &e).is_err() {
                 return err(EFAULT);
             }

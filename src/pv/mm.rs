@@ -90,8 +90,13 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
             return Err(EINVAL);
         }
         let info = ft.get_mut(target).unwrap();
-        info.mapped += 1;
-        info.writable += rw as u32;
+        // A count at its limit refuses the reference (Xen's get_page):
+        // a count that wrapped would let a mapped frame pass for unused.
+        let (Some(mapped), Some(writable)) = (info.mapped.checked_add(1), info.writable.checked_add(rw as u32)) else {
+            return Err(EINVAL);
+        };
+        info.mapped = mapped;
+        info.writable = writable;
         // A 64-bit kernel runs in ring 3: its pages must be user pages. A
         // 32-bit kernel (ring 1) chooses per page.
         return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
@@ -106,7 +111,8 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
     })
 }
 
-/// Drop what `get_entry` took for an entry being replaced.
+/// Drop what `get_entry` took for an entry being replaced. The last
+/// reference to a page table devalidates it (`devalidate`).
 fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
     if old & PTE_P == 0 {
         return;
@@ -121,11 +127,28 @@ fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
         } else if info.kind == Kind::Table(level - 1) {
             info.table_refs = info.table_refs.saturating_sub(1);
             if info.table_refs == 0 && !info.pinned {
-                // No longer a page table (its own entries keep their
-                // references: the safe direction).
-                info.kind = Kind::Normal;
+                devalidate(ft, target, level - 1);
             }
         }
+    }
+}
+
+/// A page table whose last reference went (unpinned, unlinked from the
+/// last higher table, no longer a CR3) becomes ordinary memory again, and
+/// every reference its entries took is dropped, down the tree (Xen:
+/// `free_l1_table`..`free_l4_table` when the type count reaches 0).
+/// Keeping them would let a pin/unpin loop take them again and again
+/// until a count wrapped, and would keep the children typed: Linux maps
+/// its old boot page tables writable once it has unpinned them.
+///
+/// The TLB: the table is linked nowhere now; where it was unlinked, the
+/// caller flushes before the guest runs again (see "Stale translations").
+fn devalidate(ft: &mut FrameTable, mfn: u64, level: u8) {
+    if let Some(info) = ft.get_mut(mfn) {
+        info.kind = Kind::Normal;
+    }
+    for i in (0..512).filter(|&i| !hv_slot(level, i)) {
+        put_entry(ft, level, read_pte(mfn, i));
     }
 }
 
@@ -170,7 +193,11 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
         }
         _ => return Err(EINVAL),
     }
-    ft.get_mut(mfn).unwrap().table_refs += 1;
+    let info = ft.get_mut(mfn).unwrap();
+    match info.table_refs.checked_add(1) {
+        Some(n) => info.table_refs = n,
+        None => return Err(EINVAL),
+    }
     Ok(())
 }
 
@@ -239,7 +266,8 @@ fn batch<T: ringvisor_abi::Pod>(
     let mut done = 0u64;
     let mut rc = 0;
     while done < count {
-        let Ok(req) = space.read::<T>(list + done * core::mem::size_of::<T>() as u64) else {
+        let at = list.checked_add(done * core::mem::size_of::<T>() as u64);
+        let Some(Ok(req)) = at.map(|at| space.read::<T>(at)) else {
             rc = err(EFAULT);
             break;
         };
@@ -477,16 +505,35 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
 pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u32, list: u64, n: u64) -> Ret {
     use crate::domain::builder::INVALID_MFN;
     use ringvisor_abi::memory::*;
+    // Constant work per extent (no P2M scan each time), so a call of
+    // MAX_BATCH extents stays short with interrupts off: the pages held
+    // are counted once, and the search for a free pseudo-physical page
+    // goes on from where the last one was found.
+    let mut held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
+    let mut free_from = 0usize;
+    let mut searched = false;
     for i in 0..n {
-        let at = list + i * 8;
+        let Some(at) = list.checked_add(i * 8) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         let Ok(arg) = space.read_u64(at) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         if cmd == XENMEM_DECREASE_RESERVATION {
             // Only a frame nothing holds: not mapped, not a page table.
             let mfn = arg;
             let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused());
-            let slot = d.p2m.iter().position(|&m| m == mfn);
-            let (true, Some(pfn)) = (ok, slot) else { return i as Ret };
+            // The M2P says where it is, unless the guest rewrote that
+            // entry (MMU_MACHPHYS_UPDATE): then the P2M is searched, once
+            // a call at most (the extents done so far are the answer).
+            let hint = paging::m2p_get(mfn) as usize;
+            let pfn = if d.p2m.get(hint) == Some(&mfn) {
+                Some(hint)
+            } else if !searched {
+                searched = true;
+                d.p2m.iter().position(|&m| m == mfn)
+            } else {
+                None
+            };
+            let (true, Some(pfn)) = (ok, pfn) else { return i as Ret };
             d.p2m[pfn] = INVALID_MFN;
+            held -= 1;
             // No stale translation may outlive the frame's ownership.
             flush_tlb();
             ft.release(mfn);
@@ -494,7 +541,6 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
             continue;
         }
-        let held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
         if held >= d.max_pages {
             return i as Ret;
         }
@@ -505,7 +551,10 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             }
             arg as usize
         } else {
-            d.p2m.iter().position(|&m| m == INVALID_MFN).unwrap_or(d.p2m.len())
+            while d.p2m.get(free_from).is_some_and(|&m| m != INVALID_MFN) {
+                free_from += 1;
+            }
+            free_from // at the end: a new page after the last
         };
         let Some(f) = paging::with_frames(|fa| fa.alloc()) else { return i as Ret };
         // SAFETY: a frame just taken from the pool, in the direct map.
@@ -515,6 +564,7 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             d.p2m.resize(pfn + 1, INVALID_MFN);
         }
         d.p2m[pfn] = f.0;
+        held += 1;
         paging::m2p_set(f.0, pfn as u64);
         if space.write(at, &f.0).is_err() {
             // The guest cannot learn the frame: take it back, so the

@@ -9,7 +9,8 @@
 //! - `event`, `evtchn`: event channels and the upcall;
 //! - `mm`: validated page-table updates;
 //! - `descriptor`: the guest's GDT (`set_gdt`, `update_descriptor`);
-//! - `guest_mem`: checked copies to and from guest memory.
+//! - `guest_mem`: checked copies to and from guest memory;
+//! - `retcheck`: would the CPU's `iretq` take a return frame?
 
 #[cfg(target_os = "none")]
 pub mod guest_mem;
@@ -25,6 +26,7 @@ pub mod entry;
 pub mod event;
 pub mod evtchn;
 pub mod insn;
+pub mod retcheck;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 #[cfg(target_os = "none")]

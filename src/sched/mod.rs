@@ -94,6 +94,16 @@ fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
 }
 
 fn fxrstor(area: &crate::domain::vcpu::FpuState) {
+    let (fcw, fsw) = (u16::from_le_bytes([area.0[0], area.0[1]]), u16::from_le_bytes([area.0[2], area.0[3]]));
+    if fsw & !fcw & 0x3f == 0 && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed) {
+        // Xen's fix for XSA-52: load a value so the x87 pointers are this
+        // hypervisor's (harmless) instead of the previous vCPU's.
+        // SAFETY: x87 state is scratch here (fxrstor overwrites it next);
+        // fildl reads 4 bytes of the area, which is valid memory.
+        unsafe {
+            core::arch::asm!("fnclex", "ffree st(7)", "fild dword ptr [{}]", in(reg) area.0.as_ptr(), options(nostack))
+        };
+    }
     // SAFETY: as fxsave; the area was filled by fxsave64 or zeroed, and the
     // zero image is valid except MXCSR reserved bits, which are zero.
     unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };
@@ -228,7 +238,7 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     use crate::arch::x86_64::gdt;
     *f = v.regs;
     gdt::set_layout(if compat { gdt::Layout::Compat } else { gdt::Layout::Native });
-    crate::arch::x86_64::cpu::set_user_protection(!compat);
+    crate::arch::x86_64::percpu::set_pv32(compat);
     gdt::load_guest_entries(&v.gdt);
     let sels_ok = load_data_selectors(v.data_sels, compat);
     load_cr3(v);
@@ -301,7 +311,7 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
         }
         if v.periodic_period != 0 && v.periodic_next <= now {
             // Missed periods are not made up: one tick, then the next one.
-            v.periodic_next = now + v.periodic_period;
+            v.periodic_next = now.saturating_add(v.periodic_period);
             fire = true;
         }
         if v.poll_deadline.is_some_and(|t| t <= now) {
@@ -323,6 +333,23 @@ fn earliest_timer(hv: &Hv) -> Option<u64> {
         .filter(|d| d.is_alive())
         .flat_map(|d| d.vcpus.iter().filter(|v| v.up))
         .flat_map(|v| [v.singleshot, (v.periodic_period != 0).then_some(v.periodic_next), v.poll_deadline])
+        .flatten()
+        .min()
+}
+
+/// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
+/// a guest timer whose `VIRQ_TIMER` is bound (unbound, its tick raises
+/// nothing, and a vCPU blocked on it would sleep for ever).
+fn earliest_wakeup(hv: &Hv) -> Option<u64> {
+    hv.domains
+        .iter()
+        .filter(|d| d.is_alive())
+        .flat_map(|d| {
+            d.vcpus.iter().enumerate().filter(|(_, v)| v.up && v.blocked).flat_map(move |(vi, v)| {
+                let ticks = d.ports.virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32).is_some();
+                [v.poll_deadline, v.singleshot.filter(|_| ticks), (ticks && v.periodic_period != 0).then_some(v.periodic_next)]
+            })
+        })
         .flatten()
         .min()
 }
@@ -451,7 +478,9 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
             }
             None => {
                 // Every live vCPU is blocked: sleep until a timer wakes one.
-                let Some(t) = earliest_timer(hv) else {
+                // With none armed that could, nothing ever will (no other
+                // domain runs to send an event): a clear end, not a hang.
+                let Some(t) = earliest_wakeup(hv) else {
                     for d in hv.domains.iter_mut() {
                         crash(d, String::from("blocked with no timer and no event that could wake it"));
                     }

@@ -153,6 +153,31 @@ fn crash_without_failsafe_kills_only_that_domain() {
 }
 
 #[test]
+fn a_fault_of_the_hypervisors_own_iretq_crashes_only_that_domain() {
+    // selftest=iretfault gives the first return to a guest a null SS after
+    // every software check: the CPU refuses it at the hypervisor's iretq,
+    // and the exception fixup there must crash that domain (whichever
+    // returned first) and let the other run to success.
+    let what = "selftest=iretfault";
+    let out = boot(what, what, vec![guest("guest-hello"), guest("guest-hello")]);
+    let crashed: Vec<u32> = (0..2)
+        .filter(|d| {
+            out.rv_lines().any(|l| l.contains(&format!("d{d}: crashed:")) && l.contains("return frame refused by the CPU"))
+        })
+        .collect();
+    assert_eq!(crashed.len(), 1, "{what}: expected one domain crashed for its return\n{}", out.transcript());
+    let (bad, good) = (crashed[0], 1 - crashed[0]);
+    assert!(
+        out.rv_lines().any(|l| l.contains(&format!("d{bad}v0: the return to")) && l.contains("faulted: #GP")),
+        "{what}: no line saying d{bad}'s return faulted\n{}",
+        out.transcript()
+    );
+    assert_eq!(result_of(&out, bad), None, "{what}: d{bad} ran on\n{}", out.transcript());
+    assert_eq!(result_of(&out, good).as_deref(), Some("SUCCESS"), "{what}: d{good} did not succeed\n{}", out.transcript());
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
+}
+
+#[test]
 fn sixty_four_domains_one_after_another_in_256_mib() {
     // 64 x 32 MiB does not fit at once: domains are built as earlier ones
     // end and give their memory back; at the end every frame is free.
@@ -207,6 +232,21 @@ fn not_a_guest_is_refused_by_name_and_others_still_run() {
     );
     assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{}", out.transcript());
     // One domain failed to build: the run as a whole is a failure.
+    assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
+}
+
+#[test]
+fn more_memory_than_the_machine_is_refused_by_name() {
+    // rv.mem=8G on a 256 MiB machine: a build error naming the domain (was
+    // a hypervisor panic on heap exhaustion); the other domain runs.
+    let what = "rv.mem=8G beside hello";
+    let out = boot(what, "", vec![guest("guest-hello").opt("mem", "8G"), guest("guest-hello")]);
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0 (guest-hello): cannot build:") && l.contains("rv.mem=8192 MiB")),
+        "{what}: no build error naming d0 and its rv.mem\n{}",
+        out.transcript()
+    );
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{}", out.transcript());
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
 }
 

@@ -154,32 +154,36 @@ pub fn enable_protections(f: &Features) {
         if f.umip {
             c4 |= Cr4::CR4_ENABLE_UMIP;
         }
+        // A known state, not what the loader left: no XSAVE. Guest FPU
+        // state is switched with fxsave/fxrstor, which do not cover AVX
+        // and later registers; with OSXSAVE off they #UD instead of
+        // leaking between domains (XCR0 is out of reach without it).
+        c4 &= !Cr4::CR4_ENABLE_OS_XSAVE;
         cr4_write(c4);
+        let v = f.vendor.as_str();
+        FXRSTOR_KEEPS_POINTERS.store(v == "AuthenticAMD" || v == "HygonGenuine", core::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// AMD's fxsave/fxrstor skip FIP/FDP/FOP unless an exception is pending:
+/// fxrstor would leave the previous vCPU's values visible (XSA-52).
+pub static FXRSTOR_KEEPS_POINTERS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// SMEP and SMAP as the CPU has them (set by enable_protections).
 static USER_PROTECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// SMEP/SMAP on for 64-bit guests, off while a 32-bit guest kernel runs in
-/// ring 1: to the CPU ring 1 is supervisor mode, so it would forbid the
-/// guest kernel its own user pages (Xen turns them off for these guests
-/// too). The hypervisor never touches guest memory through guest mappings.
-pub fn set_user_protection(on: bool) {
-    let bits = USER_PROTECT.load(core::sync::atomic::Ordering::Relaxed);
-    if bits == 0 {
-        return;
-    }
-    // SAFETY: toggling SMEP/SMAP only changes what ring-0 code may do with
-    // user pages; the hypervisor accesses guest memory through the direct
-    // map only.
-    unsafe {
-        let c4 = cr4().bits() as u64;
-        let want = if on { c4 | bits } else { c4 & !bits };
-        if want != c4 {
-            cr4_write(Cr4::from_bits_truncate(want as usize));
-        }
-    }
+/// The SMEP/SMAP bits of CR4 the hypervisor runs with. They are off only
+/// between the last instruction of the way out to a 32-bit guest and the
+/// first of the way back in (entry.S, `PerCpu::pv32`): to the CPU a
+/// 32-bit guest kernel in ring 1 is supervisor mode and would be refused
+/// its own user pages (Xen does the same).
+pub fn user_protection_bits() -> u64 {
+    USER_PROTECT.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn cr4_bits() -> u64 {
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { cr4().bits() as u64 }
 }
 
 /// The control registers, for the fault dump.

@@ -6,13 +6,18 @@
  *        current stack (RSP0 from the TSS when entered from a guest in
  *        ring 1 or 3, the IST stack for #DF/NMI/#MC), then the stub's
  *        ERRCODE (0 when the CPU pushes none) and VECTOR;
- *   builds: struct TrapFrame (idt.rs): 15 GPRs below VECTOR; swaps GS to
- *        the hypervisor's per-CPU block when the trap came from a guest;
+ *   builds: struct TrapFrame (idt.rs): 15 GPRs below VECTOR; when the
+ *        trap came from a guest (or is a fault of ret_iretq, still in the
+ *        guest's state): swaps GS to the hypervisor's per-CPU block, turns
+ *        SMEP/SMAP back on after a 32-bit guest and clears EFLAGS.AC
+ *        (guest_state_off);
  *        calls trap_dispatch(&mut TrapFrame) with RSP 16-byte aligned
  *        (the CPU aligns RSP before pushing in 64-bit mode, and 5 + 2 + 15
  *        words = 176 bytes keeps it aligned);
  *   out (ret_to_frame): every register from the (possibly edited) TrapFrame,
- *        GS swapped back when returning to a guest, iretq.
+ *        GS swapped back and, for a 32-bit guest, SMEP/SMAP off when
+ *        returning to a guest, iretq (ret_iretq: a fault there is fixed up
+ *        in idt.rs, it never reaches the hypervisor's fatal path).
  *
  * No numeric offsets here: TF_CS, PC_* and the selectors come from Rust
  * (idt.rs) as const operands.
@@ -61,8 +66,25 @@ idt_stubs:
 trap_common:
     SAVE_GPRS
     testb $3, {TF_CS}(%rsp)       /* from a guest (ring 1 or 3)? */
-    jz trap_call
+    jnz from_guest
+    lea ret_iretq(%rip), %rax     /* or our own iretq to a guest faulted: */
+    cmp %rax, {TF_RIP}(%rsp)      /* GS and CR4 are still the guest's */
+    jne trap_call
+from_guest:
     swapgs                        /* GS = this CPU's hypervisor block */
+/* Tour 02: the guest's state off before any Rust runs (Xen: ASM_CLAC,
+ * cr4_pv32_restore). A guest may set EFLAGS.AC (popf), which would let
+ * ring 0 touch user pages despite SMAP; a 32-bit guest ran with SMEP and
+ * SMAP off. The syscall entries come here too (swapgs done). */
+guest_state_off:
+    testb $1, %gs:{PC_PV32}
+    jz 7f
+    mov %cr4, %rax
+    or %gs:{PC_CR4_PV32}, %rax
+    mov %rax, %cr4
+7:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz trap_call
+    clac                          /* only where SMAP exists (else #UD) */
 trap_call:
     mov %rsp, %rdi
     cld
@@ -73,7 +95,14 @@ ret_to_frame:
     /* rsp = a TrapFrame. Also the first entry into every vCPU. */
     testb $3, {TF_CS}(%rsp)
     jz ret_pop
-    swapgs                        /* GS = the guest's */
+    testb $1, %gs:{PC_PV32}       /* a 32-bit guest: SMEP/SMAP off */
+    jz 8f
+    mov %gs:{PC_CR4_PV32}, %rdx
+    not %rdx
+    mov %cr4, %rax
+    and %rdx, %rax
+    mov %rax, %cr4
+8:  swapgs                        /* GS = the guest's */
 ret_pop:
     pop %r15
     pop %r14
@@ -91,6 +120,8 @@ ret_pop:
     pop %rbx
     pop %rax
     add $16, %rsp                 /* vector and error code */
+.global ret_iretq
+ret_iretq:
     iretq
 
 /* `syscall` from a 64-bit guest (its kernel: a hypercall; its user mode:
@@ -113,7 +144,7 @@ syscall_entry:
     pushq $0                      /* ERRCODE */
     pushq ${VEC_SYSCALL}          /* VECTOR */
     SAVE_GPRS
-    jmp trap_call
+    jmp guest_state_off
 
 /* `syscall` from 32-bit code (compatibility mode): handled the same way. */
 .balign 16
@@ -131,4 +162,4 @@ syscall32_entry:
     pushq $0
     pushq ${VEC_SYSCALL32}
     SAVE_GPRS
-    jmp trap_call
+    jmp guest_state_off

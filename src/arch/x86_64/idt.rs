@@ -74,6 +74,10 @@ pub const VEC_HYPERCALL32: u64 = 0x82;
 core::arch::global_asm!(
     include_str!("entry.S"),
     TF_CS = const offset_of!(TrapFrame, cs),
+    TF_RIP = const offset_of!(TrapFrame, rip),
+    PC_PV32 = const offset_of!(super::percpu::PerCpu, pv32),
+    PC_CR4_PV32 = const offset_of!(super::percpu::PerCpu, cr4_pv32),
+    CR4_SMAP = const 1u64 << 21,
     PC_SCRATCH = const offset_of!(super::percpu::PerCpu, scratch_rsp),
     PC_STACK_TOP = const offset_of!(super::percpu::PerCpu, stack_top),
     GUEST_SS = const ringvisor_abi::x86_64::FLAT_RING3_SS64 as u64,
@@ -87,6 +91,38 @@ core::arch::global_asm!(
 extern "C" {
     /// Pops a TrapFrame at RSP and returns through it (entry.S).
     fn ret_to_frame() -> !;
+    /// Its `iretq` (entry.S): a fault there is a refused guest frame.
+    static ret_iretq: u8;
+}
+
+/// The way out's `iretq` faulted: the guest frame it was given is one the
+/// CPU refuses. `pv::retcheck` refuses those before the `iretq`, so this
+/// is a hypervisor bug, but the guest's: as Xen's exception fixup on its
+/// exit `iretq`, it goes to that domain (crashed, saying why), never to
+/// `fatal`. `f` is a copy of the fault's frame: its registers are the
+/// guest's (already popped), and the iret frame the CPU refused is at
+/// `f.rsp`, the top of this CPU's stack.
+// Tour 02: a fault of the hypervisor's own iretq
+fn iret_fixup(f: TrapFrame) -> ! {
+    let slot = super::percpu::guest_frame();
+    let iret_at = slot as u64 + offset_of!(TrapFrame, rip) as u64;
+    if f.rsp != iret_at {
+        fatal(&f, "the return iretq faulted on a frame that is not the guest slot");
+    }
+    // SAFETY: f.rsp is the guest slot's iret frame (checked above): five
+    // words of this CPU's stack, above everything the fault pushed.
+    let w = unsafe { core::ptr::read(f.rsp as *const [u64; 5]) };
+    if w[1] & 3 == 0 {
+        fatal(&f, "the return iretq to ring 0 faulted");
+    }
+    let mut g = f;
+    (g.rip, g.cs, g.rflags, g.rsp, g.ss) = (w[0], w[1], w[2], w[3], w[4]);
+    // SAFETY: the slot is this CPU's guest frame at the top of its stack;
+    // the frame of this fault lies below it and is not used again.
+    unsafe { slot.write(g) };
+    // SAFETY: as above; the only reference to the slot from here on.
+    crate::pv::entry::return_faulted(unsafe { &mut *slot }, f.vector, f.error_code);
+    enter_frame(slot)
 }
 
 /// Leave the hypervisor through `frame`, which must be the TrapFrame at
@@ -177,10 +213,24 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         // that also settles the way back (a bounce, a vCPU switch, a dead
         // domain) on the frame itself.
         _ if from_guest => {}
+        _ if f.rip == core::ptr::addr_of!(ret_iretq) as u64 => iret_fixup(*f),
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }
     if from_guest {
+        entry_state_check(f);
         crate::pv::entry::from_guest(f);
+    }
+}
+
+/// What entry.S promises before any Rust runs for a guest: EFLAGS.AC
+/// clear and SMEP/SMAP on, whatever the guest did. Cheap enough to check
+/// on every entry, so a regression is a visible fault, not a silent hole.
+fn entry_state_check(f: &TrapFrame) {
+    use x86::bits64::rflags::{self, RFlags};
+    let want = super::cpu::user_protection_bits();
+    let cr4 = super::cpu::cr4_bits();
+    if rflags::read().contains(RFlags::FLAGS_AC) || cr4 & want != want {
+        fatal(f, "entered from a guest with EFLAGS.AC set or SMEP/SMAP off");
     }
 }
 

@@ -21,13 +21,21 @@ pub struct PerCpu {
     /// The guest RSP while the syscall entry switches stacks.
     pub scratch_rsp: u64,
     pub cpu: u64,
+    /// 1 while the current vCPU is a 32-bit guest's: the way out turns
+    /// SMEP/SMAP off for it (to the CPU its ring-1 kernel is supervisor
+    /// mode, and its pages are user pages), every way in turns them back
+    /// on before any hypervisor code runs (entry.S; Xen: cr4_pv32_restore).
+    pub pv32: u64,
+    /// The CR4 bits that are: SMEP/SMAP as the CPU has them (0 if none).
+    pub cr4_pv32: u64,
 }
 
 struct Slot(UnsafeCell<PerCpu>);
 // SAFETY: each CPU only touches its own slot (there is one CPU for now).
 unsafe impl Sync for Slot {}
 
-static CPU0: Slot = Slot(UnsafeCell::new(PerCpu { self_ptr: 0, stack_top: 0, scratch_rsp: 0, cpu: 0 }));
+static CPU0: Slot =
+    Slot(UnsafeCell::new(PerCpu { self_ptr: 0, stack_top: 0, scratch_rsp: 0, cpu: 0, pv32: 0, cr4_pv32: 0 }));
 
 /// Set up this CPU's block (boot CPU) with its stack top and point GS at it.
 pub fn init(stack_top: u64) {
@@ -38,9 +46,17 @@ pub fn init(stack_top: u64) {
     unsafe {
         (*p).self_ptr = p as u64;
         (*p).stack_top = stack_top;
+        (*p).cr4_pv32 = super::cpu::user_protection_bits();
         wrmsr(IA32_GS_BASE, p as u64);
         wrmsr(IA32_KERNEL_GSBASE, 0);
     }
+}
+
+/// Say whether the current vCPU is a 32-bit guest's (see `PerCpu::pv32`).
+pub fn set_pv32(on: bool) {
+    // SAFETY: this CPU's own slot; the entry code reads it only on this
+    // CPU, with interrupts off, as we do here.
+    unsafe { (*CPU0.0.get()).pv32 = on as u64 }
 }
 
 pub fn stack_top() -> u64 {
