@@ -197,3 +197,55 @@ fn guest32_hypercalls() {
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
+
+/// `RINGVISOR_TEST_TIMEOUT` seconds (default 60).
+fn test_timeout() -> Duration {
+    let s = std::env::var("RINGVISOR_TEST_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(60.0);
+    Duration::from_secs_f64(s)
+}
+
+#[test]
+fn hostile32_alone() {
+    // guests32/hostile: syscall from ring 3 after a native iret, the
+    // compat SCHEDOP_poll layout, HYPERVISOR_iret and event upcalls to
+    // frames the CPU refuses (delivered as the fault the CPU raises, with
+    // the refused frame). Every case passes, the hypervisor never faults.
+    let what = "guest32-hostile";
+    let out = boot_for(what, vec![guest32("guest32-hostile")], test_timeout());
+    let t = out.transcript();
+    assert!(!out.contains("(d0) FAIL:"), "{t}");
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
+fn hostile32_beside_a_64_bit_domain() {
+    // The same beside the 64-bit guest-hello: both succeed.
+    let what = "guest32-hostile + guest-hello";
+    let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot_for(what, vec![guest32("guest32-hostile"), GuestSpec::new(hello64)], test_timeout());
+    let t = out.transcript();
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
+#[test]
+fn hostile32_rpl0_iret_crashes_only_that_domain() {
+    // HYPERVISOR_iret to cs 0xe018 (RPL 0): Xen's compat_iret crashes the
+    // domain. The hypervisor says so, does not fault, and the 64-bit
+    // guest-hello beside it runs to success.
+    let what = "guest32-hostile only=rpl0-iret + guest-hello";
+    let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
+    let out = boot_for(
+        what,
+        vec![guest32("guest32-hostile").args("only=rpl0-iret"), GuestSpec::new(hello64)],
+        test_timeout(),
+    );
+    let t = out.transcript();
+    assert!(out.contains("(d0) EXPECT-CRASH"), "{t}");
+    assert!(out.rv_lines().any(|l| l.contains("d0: crashed")), "{t}");
+    assert!(!out.contains("(d0) RESULT:"), "{t}");
+    assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Failure, "{t}");
+}

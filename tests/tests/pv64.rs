@@ -322,3 +322,55 @@ fn hostile_guests_against_a_victim() {
         "{what}: not every frame is back: {line}"
     );
 }
+
+/// guest-hostile-round2 (guests/hostile-round2) alone as d0: page-table
+/// devalidation and reference counts, HYPERVISOR_iret frames the CPU
+/// refuses, EFLAGS.AC, hypercall buffers and a bounce frame at the very
+/// top of the address space. Every case passes and the hypervisor never
+/// faults.
+#[test]
+fn hostile_round2_alone() {
+    run_alone("guest-hostile-round2");
+}
+
+/// The same beside guest-victim (d0, one attacker): the victim's memory
+/// and page tables are intact at the end.
+#[test]
+fn hostile_round2_beside_a_victim() {
+    let what = "victim d0 and guest-hostile-round2 d1";
+    let out = boot(
+        what,
+        "",
+        vec![
+            guest("guest-victim").opt("mem", "16M").args("attackers=1"),
+            guest("guest-hostile-round2").opt("mem", "8M").args("victim=0 port=1"),
+        ],
+    );
+    expect_success(what, &out, 2);
+    assert!(out.contains("(d0) INFO: d1 is done"), "{what}: the victim never heard d1 finish\n{}", out.transcript());
+}
+
+/// guest-hostile-round2 `only=iret-nohandler` as d0 (HYPERVISOR_iret to a
+/// frame the CPU refuses, no #GP handler, a failsafe callback) beside
+/// guest-hello as d1: d0 either gets its failsafe callback (and says
+/// SUCCESS) or is crashed with a message naming it; the hypervisor never
+/// faults and d1 runs to success.
+#[test]
+fn hostile_round2_refused_iret_without_handler_only_that_domain() {
+    let what = "hostile-round2 only=iret-nohandler beside hello";
+    let out = boot(what, "", vec![guest("guest-hostile-round2").args("only=iret-nohandler"), guest("guest-hello")]);
+    assert!(out.contains("(d0) EXPECT-CRASH-OR-FAILSAFE"), "{what}: d0 did not get to the iret\n{}", out.transcript());
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not run to success\n{}", out.transcript());
+    match result_of(&out, 0).as_deref() {
+        Some("SUCCESS") => eprintln!("{what}: d0's failsafe callback ran"),
+        Some(r) => panic!("{what}: d0 says RESULT: {r}\n{}", out.transcript()),
+        None => {
+            assert!(
+                out.rv_lines().any(|l| l.contains("d0: crashed")),
+                "{what}: d0 printed no RESULT and the hypervisor did not say it crashed it\n{}",
+                out.transcript()
+            );
+            eprintln!("{what}: d0 was crashed");
+        }
+    }
+}
