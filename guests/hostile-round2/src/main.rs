@@ -193,7 +193,8 @@ fn children_released(w: &Window) {
     if w.map(3, x, LEAF_RW) != 0 {
         pvguest::report::error(format_args!("1b: map X writable"));
     }
-    poke(w.va(3), 0x1b1b);
+    // X stays zero: as an L1 (pinned below) every entry is empty.
+    poke(w.va(3), 0);
     let t = page_with(w, &[(0, x << 12 | LEAF_RW)]);
     let p = page_with(w, &[(0, t << 12 | TABLE)]);
     check_rc(
@@ -488,6 +489,9 @@ fn iret_no_handler() {
     let mut t = traps::default_trap_table();
     // Drop vector 13: shift the rest down (the end entry moves too).
     t.copy_within(14.., 13);
+    // set_trap_table only adds entries: clear the table first (NULL).
+    // SAFETY: the runtime's entries are installed again right after.
+    check_rc("2c: set_trap_table(NULL) clears the trap table", unsafe { hc::set_trap_table(0) }, 0);
     check_rc("2c: trap table without #GP", traps::set_trap_table(&t), 0);
     check_rc(
         "2c: register the failsafe callback",
@@ -665,31 +669,37 @@ fn top_3d() {
         "3d: XENVER_guest_handle, 16 bytes ending at 2^64",
         abi::XENVER_GUEST_HANDLE,
         end,
+        0,
     );
     outputs_at_end::<16>(
         "3d: XENVER_extraversion, 16 bytes ending at 2^64",
         abi::XENVER_EXTRAVERSION,
         end,
+        0,
     );
     outputs_at_end::<64>(
         "3d: XENVER_changeset, 64 bytes ending at 2^64",
         abi::XENVER_CHANGESET,
         end,
+        0,
     );
     outputs_at_end::<1024>(
         "3d: XENVER_capabilities, 1024 bytes ending at 2^64",
         abi::XENVER_CAPABILITIES,
         end,
+        0,
     );
     outputs_at_end::<8>(
         "3d: XENVER_platform_parameters, 8 bytes ending at 2^64",
         abi::XENVER_PLATFORM_PARAMETERS,
         end,
+        0,
     );
     outputs_at_end::<8>(
         "3d: XENVER_get_features (submap 0), 8 bytes ending at 2^64",
         abi::XENVER_GET_FEATURES,
         end,
+        4,
     );
 }
 
@@ -706,13 +716,15 @@ fn check_same_bytes<const N: usize>(case: &str, got: [u8; N], want: [u8; N]) {
 }
 
 /// `xen_version(cmd)` into an ordinary buffer and into the last `N` bytes
-/// of the address space (filled with 0xa5 first): both 0, the same bytes.
-fn outputs_at_end<const N: usize>(case: &str, cmd: u32, end: u64) {
+/// of the address space (filled with 0xa5 first, but for the first
+/// `zero_in` bytes: an IN field, 0 in both): both 0, the same bytes.
+fn outputs_at_end<const N: usize>(case: &str, cmd: u32, end: u64, zero_in: u64) {
     let mut plain = [0u8; N];
     // SAFETY: N bytes of ours, the size `cmd` writes.
     let rc0 = unsafe { hc::xen_version(cmd, plain.as_mut_ptr() as u64) };
     let at = end.wrapping_sub(N as u64);
     fill(at, N as u64, 0xa5);
+    fill(at, zero_in, 0);
     // SAFETY: our page (N <= 4096).
     let rc = unsafe { hc::xen_version(cmd, at) };
     let got = read_bytes::<N>(at);
