@@ -32,45 +32,17 @@ use crate::trace::TRACE_HYPERCALL;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 
-/// Code selectors a 32-bit guest kernel may name for its handlers: ring 1
-/// (RPL 1), the flat one or a code segment of its own GDT.
-pub fn kernel_code_selector(d: &Domain, cs: u16) -> bool {
-    ring1_code(&d.v().gdt, cs)
-}
-
-/// `kernel_code_selector` against the vCPU's GDT entries `gdt`.
-fn ring1_code(gdt: &[u64], cs: u16) -> bool {
-    cs & 3 == 1 && (cs == FLAT_RING1_CS || segment_in(gdt, cs, true))
-}
-
-/// A present segment of the guest's own GDT of the right kind, whose DPL
-/// equals the selector's RPL (1 or 3).
-fn own_segment(d: &Domain, sel: u16, code: bool) -> bool {
-    segment_in(&d.v().gdt, sel, code)
-}
-
-fn segment_in(gdt: &[u64], sel: u16, code: bool) -> bool {
-    if sel & 4 != 0 {
-        return false;
+/// A selector a 32-bit guest kernel names for its handlers or its stack,
+/// as Xen takes it (`fixup_guest_code_selector`/`_stack_selector`): an RPL
+/// below the kernel's ring (0) is raised to 1, anything else is kept.
+/// Nothing more is checked when it is registered: a selector the CPU
+/// refuses when it is used is the guest's fault then (pv::retcheck).
+pub fn fixup_selector(sel: u16) -> u16 {
+    if sel & 3 >= 1 {
+        sel
+    } else {
+        sel | 1
     }
-    match gdt.get((sel >> 3) as usize) {
-        Some(&desc) => {
-            let present = desc & (1 << 47) != 0;
-            let is_code = desc & (1 << 43) != 0;
-            let dpl = (desc >> 45) & 3;
-            present && desc & (1 << 44) != 0 && is_code == code && dpl == (sel & 3) as u64
-        }
-        None => false,
-    }
-}
-
-/// cs:ss pairs of the guest's own GDT it may run on (ring 1 or 3).
-pub fn guest_selectors_ok(d: &Domain, cs: u16, ss: u16) -> bool {
-    cs & 3 == ss & 3 && cs & 3 != 0 && cs & 3 != 2 && own_segment(d, cs, true) && own_segment(d, ss, false)
-}
-
-fn kernel_data_selector(d: &Domain, ss: u16) -> bool {
-    ss & 3 == 1 && (ss == FLAT_RING1_DS || own_segment(d, ss, false))
 }
 
 // Tour 02: the 32-bit hypercall table
@@ -173,31 +145,25 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     }
     // Validate the whole list, then walk it again to install it (as the
     // 64-bit one does).
-    let v = d.v_mut();
-    let (gdt, table) = (&v.gdt, &mut v.trap_table);
+    let table = &mut d.v_mut().trap_table;
     let end = |t: &TrapInfo32| t.address == 0;
-    // A ring-0 selector would run the handler in ring 0: refused.
-    let check = |t: &TrapInfo32| if ring1_code(gdt, t.cs) { Ok(()) } else { Err(EPERM) };
-    if let Err(e) = hc::trap_list(&space, list, end, check) {
-        return err(e);
-    }
+    // Any selector, its RPL raised to 1 (a ring-0 handler would be the
+    // hypervisor's): as Xen, nothing to refuse in an entry.
     let installed = hc::trap_list(&space, list, end, |t| {
-        check(t)?;
-        table[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs, address: t.address as u64 };
+        table[t.vector as usize] = TrapEntry { flags: t.flags, cs: fixup_selector(t.cs), address: t.address as u64 };
         Ok(())
     });
     installed.map_or_else(err, |()| 0)
 }
 
 /// `set_callbacks(event_selector, event_address, failsafe_selector,
-/// failsafe_address)`: both selectors must be ring 1 (RPL 1).
+/// failsafe_address)`: as Xen's compat_set_callbacks, the selectors' RPL
+/// fixed up, always 0. The failsafe keeps masking events (ringvisor's
+/// choice for set_callbacks, documented in docs/abi.md).
 fn set_callbacks(d: &mut Domain, ev_cs: u16, ev: u64, fs_cs: u16, fs: u64) -> Ret {
-    if !kernel_code_selector(d, ev_cs) || !kernel_code_selector(d, fs_cs) {
-        return err(EINVAL);
-    }
     let v = d.v_mut();
-    v.event = Callback { address: ev, cs: ev_cs, mask_events: false };
-    v.failsafe = Callback { address: fs, cs: fs_cs, mask_events: true };
+    v.event = Callback { address: ev, cs: fixup_selector(ev_cs), mask_events: false };
+    v.failsafe = Callback { address: fs, cs: fixup_selector(fs_cs), mask_events: true };
     0
 }
 
@@ -205,13 +171,15 @@ fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         CALLBACKOP_REGISTER => {
             let Ok(r) = space.read::<CallbackRegister32>(arg) else { return err(EFAULT) };
-            let cs = r.address.cs as u16;
-            // 32-bit guests have no syscall/sysenter callbacks here.
-            if !matches!(r.type_, CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE | CALLBACKTYPE_NMI) {
+            let cs = fixup_selector(r.address.cs as u16);
+            // Xen's compat_register_guest_callback: event, failsafe,
+            // syscall32, sysenter and nmi; a 64-bit guest's syscall
+            // callback does not exist here.
+            if !matches!(
+                r.type_,
+                CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE | CALLBACKTYPE_SYSCALL32 | CALLBACKTYPE_SYSENTER | CALLBACKTYPE_NMI
+            ) {
                 return err(ENOSYS);
-            }
-            if !kernel_code_selector(d, cs) {
-                return err(EINVAL);
             }
             let cb = Callback { address: r.address.eip as u64, cs, mask_events: r.flags & CALLBACKF_MASK_EVENTS != 0 };
             match hc::callback_slot(d.v_mut(), r.type_) {
@@ -228,20 +196,20 @@ fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
                 d.v_mut().nmi = Callback::default();
                 0
             }
-            Ok(u) if matches!(u.type_, CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE) => err(EINVAL),
+            Ok(u) if matches!(u.type_, CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE | CALLBACKTYPE_SYSCALL32 | CALLBACKTYPE_SYSENTER) => {
+                err(EINVAL)
+            }
             Ok(_) => err(ENOSYS),
             Err(_) => err(EFAULT),
         },
-        _ => err(ENOSYS),
+        _ => err(EINVAL),
     }
 }
 
+/// As Xen's do_stack_switch: the selector's RPL fixed up, always 0.
 fn stack_switch(d: &mut Domain, ss: u16, esp: u64) -> Ret {
-    if !kernel_data_selector(d, ss) {
-        return err(EPERM);
-    }
     let v = d.v_mut();
-    v.kernel_ss = ss as u64;
+    v.kernel_ss = fixup_selector(ss) as u64;
     v.kernel_sp = esp;
     0
 }

@@ -509,12 +509,29 @@ fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) 
 // Tour 06: `sysenter` from 32-bit user code
 fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let cb = d.v().sysenter;
-    if d.v().kernel_mode || cb.address == 0 {
+    // A 32-bit guest's mode is its ring (a cached flag is stale after a
+    // native iret to ring 3).
+    let user = if d.compat { f.cs & 3 == 3 } else { !d.v().kernel_mode };
+    if !user || cb.address == 0 {
         return false;
     }
     let mut insn = [0u8; 2];
     if fetch(d, f.rip, &mut insn) != 2 || insn != [0x0f, 0x34] {
         return false;
+    }
+    if d.compat {
+        // Xen's sysenter_entry/compat_sysenter: sysenter saves nothing, so
+        // the frame says so: eip 0, a null ring-3 cs, esp 0 on the flat
+        // user ss (the handler finds its way back in registers, as the
+        // sysenter convention has it). A callback with a null selector
+        // gets the #GP handler's.
+        (f.rip, f.cs, f.rsp, f.ss) = (0, 3, 0, ringvisor_abi::x86_32::FLAT_RING3_SS as u64);
+        let mut b = Bounce::to_callback("sysenter", cb);
+        if cb.cs & !3 == 0 {
+            b.cs = d.v().trap_table[VEC_GP as usize].cs;
+        }
+        deliver(d, f, b);
+        return true;
     }
     f.rip += 2;
     deliver(d, f, Bounce::to_callback("sysenter", cb));

@@ -34,19 +34,19 @@ pub fn set_trap_table() {
             EFAULT,
         );
     }
-    // An RPL-0 selector would run the handler in ring 0. ringvisor refuses
-    // it (-EPERM, as for 64-bit set_trap_table); Xen raises the RPL to 1
-    // (fixup_guest_code_selector) and returns 0: see the README.
-    let mut bad = trap_info(6, 0, true);
-    bad.cs = RING1_CS_RPL0 as u16;
+    // An RPL-0 selector would run the handler in ring 0: as Xen
+    // (fixup_guest_code_selector), its RPL is raised to 1 and the call
+    // answers 0; the handler then runs on 0xe019, in ring 1.
+    let mut rpl0 = trap_info(6, 0, true);
+    rpl0.cs = RING1_CS_RPL0 as u16;
     check_rc(
-        "set_trap_table: RPL-0 selector 0xe018 -EPERM",
-        traps::set_trap_table(&[bad, TRAP_TABLE_END]),
-        EPERM,
+        "set_trap_table: RPL-0 selector 0xe018 taken, RPL raised to 1 (0)",
+        traps::set_trap_table(&[rpl0, TRAP_TABLE_END]),
+        0,
     );
     let r = ud2();
     check(
-        "set_trap_table: refused table changed nothing (#UD still bounces)",
+        "set_trap_table: the #UD handler registered with 0xe018 runs on 0xe019",
         matches!(r, Err(t) if t.vector == 6 && t.cs_sel() == FLAT_RING1_CS),
         format_args!("{:?}", r),
     );
@@ -63,22 +63,23 @@ pub fn set_callbacks() {
         traps::install_callbacks(),
         0,
     );
-    // Issue 4: "refuses a selector whose RPL is not 1" (Xen would fix the
-    // RPL up and return 0: see the README).
+    // As Xen's compat_set_callbacks: an RPL-0 selector is raised to 1, a
+    // ring-3 one kept; the call always answers 0 (a selector the CPU
+    // refuses would be the guest's fault when the callback runs).
     check_rc(
-        "set_callbacks: RPL-0 event selector -EINVAL",
+        "set_callbacks: RPL-0 event selector taken (0)",
         traps::set_callbacks_with(RING1_CS_RPL0, cs),
-        EINVAL,
+        0,
     );
     check_rc(
-        "set_callbacks: RPL-0 failsafe selector -EINVAL",
+        "set_callbacks: RPL-0 failsafe selector taken (0)",
         traps::set_callbacks_with(cs, RING1_CS_RPL0),
-        EINVAL,
+        0,
     );
     check_rc(
-        "set_callbacks: ring-3 event selector 0xe02b -EINVAL",
+        "set_callbacks: ring-3 event selector 0xe02b taken (0)",
         traps::set_callbacks_with(u32::from(FLAT_RING3_CS), cs),
-        EINVAL,
+        0,
     );
     check_rc(
         "set_callbacks: good pair again",
@@ -112,14 +113,24 @@ pub fn callback_op() {
         0,
     );
     check_rc(
-        "callback_op register event, RPL-0 cs -EINVAL",
+        "callback_op register event, RPL-0 cs taken, RPL raised (0)",
         traps::register_callback(abi::CALLBACKTYPE_EVENT, 0, RING1_CS_RPL0),
-        EINVAL,
+        0,
     );
     check_rc(
-        "callback_op register failsafe, RPL-0 cs -EINVAL",
+        "callback_op register failsafe, RPL-0 cs taken, RPL raised (0)",
         traps::register_callback(abi::CALLBACKTYPE_FAILSAFE, 0, RING1_CS_RPL0),
-        EINVAL,
+        0,
+    );
+    check_rc(
+        "callback_op register syscall32 (type 7), CALLBACKF_mask_events (0)",
+        traps::register_callback(abi::CALLBACKTYPE_SYSCALL32, abi::CALLBACKF_MASK_EVENTS, cs),
+        0,
+    );
+    check_rc(
+        "callback_op register sysenter (type 5), CALLBACKF_mask_events (0)",
+        traps::register_callback(abi::CALLBACKTYPE_SYSENTER, abi::CALLBACKF_MASK_EVENTS, cs),
+        0,
     );
     let addr = traps::entry_address(traps::VEC_EVENT).unwrap_or(0);
     // SAFETY: refused registrations change nothing.
@@ -146,6 +157,22 @@ pub fn callback_op() {
         EINVAL,
     );
     check_rc(
+        "callback_op unregister syscall32 -EINVAL",
+        unregister(abi::CALLBACKTYPE_SYSCALL32),
+        EINVAL,
+    );
+    check_rc(
+        "callback_op unregister sysenter -EINVAL",
+        unregister(abi::CALLBACKTYPE_SYSENTER),
+        EINVAL,
+    );
+    // SAFETY: an unknown command changes nothing.
+    check_rc(
+        "callback_op unknown command 9 -EINVAL (Xen's compat_callback_op)",
+        unsafe { hc::callback_op(9, UNMAPPED) },
+        EINVAL,
+    );
+    check_rc(
         "callback_op unregister nmi 0",
         unregister(abi::CALLBACKTYPE_NMI),
         0,
@@ -166,20 +193,25 @@ pub fn stack_switch() {
     // SAFETY: KERNEL_STACK is the runtime's stack for bounces from ring 3.
     let rc = unsafe { hc::stack_switch(FLAT_RING1_SS.into(), traps::KERNEL_STACK.top()) };
     check_rc("stack_switch(0xe021, kernel stack)", rc, 0);
-    // ringvisor refuses a kernel stack selector that is not ring 1 (-EPERM;
-    // Xen raises an RPL-0 one to 1 and takes a ring-3 one as it is: see the
-    // README).
-    // SAFETY: refused calls change nothing.
+    // As Xen's do_stack_switch: an RPL-0 ss is raised to 1, a ring-3 one
+    // kept, always 0. The runtime's stack is put back at once (no bounce
+    // from ring 3 comes in between).
+    // SAFETY: OTHER_STACK is a real stack; KERNEL_STACK is restored below.
     unsafe {
         check_rc(
-            "stack_switch: RPL-0 ss 0xe020 -EPERM",
+            "stack_switch: RPL-0 ss 0xe020 taken (0)",
             hc::stack_switch(RING1_SS_RPL0, OTHER_STACK.top()),
-            EPERM,
+            0,
         );
         check_rc(
-            "stack_switch: ring-3 ss 0xe033 -EPERM",
+            "stack_switch: ring-3 ss 0xe033 taken (0)",
             hc::stack_switch(FLAT_RING3_SS.into(), OTHER_STACK.top()),
-            EPERM,
+            0,
+        );
+        check_rc(
+            "stack_switch(0xe021, kernel stack) again",
+            hc::stack_switch(FLAT_RING1_SS.into(), traps::KERNEL_STACK.top()),
+            0,
         );
     }
     if let Err((what, rc)) = traps::setup_user_mode() {

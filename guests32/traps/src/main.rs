@@ -15,14 +15,12 @@
 //! - `set_trap_table` with 8-byte 32-bit entries (vectors 0-31, 0x80,
 //!   0x41, code selector `FLAT_RING1_CS` 0xe019): 0.
 //! - `set_callbacks(0xe019, event, 0xe019, failsafe)`: 0.
-//! - `set_callbacks` with an RPL-0 event or failsafe selector (0xe018):
-//!   `-EINVAL`, as ringvisor's issue 4 specifies ("refuses a selector whose
-//!   RPL is not 1"). Real Xen differs: `compat_set_callbacks`
-//!   (`xen/arch/x86/pv/callback.c`) always returns 0 and
+//! - `set_callbacks` with an RPL-0 event or failsafe selector (0xe018): 0,
+//!   as Xen's `compat_set_callbacks` (`xen/arch/x86/pv/callback.c`), whose
 //!   `fixup_guest_code_selector` raises an RPL below 1 to 1.
 //! - `callback_op(register, event)` with the 32-bit `callback_register`
-//!   (`{ type, flags, { cs, eip } }`): 0 with 0xe019, `-EINVAL` with RPL 0
-//!   (same note).
+//!   (`{ type, flags, { cs, eip } }`): 0 with 0xe019 and with RPL 0 (same
+//!   note).
 //!
 //! Ring-1 cases (each fault caught inline and its frame compared):
 //! - #DE (`div` by zero): vector 0, eip at the `div`, cs 0xe019.
