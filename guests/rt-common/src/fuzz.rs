@@ -477,22 +477,53 @@ fn rflags(r: &mut Rng, env: &Env) -> u64 {
 }
 
 fn iret(r: &mut Rng, env: &Env) -> Step {
-    let (mut cs, mut ss) = (selector(r, env), selector(r, env));
+    // Mostly a selector pair the guest may use (a bad one makes the
+    // hypervisor crash the domain, as Xen does, which ends the run of
+    // this seed): kernel, user, compat user for 64-bit; ring 1, ring 3
+    // for 32-bit. Sometimes anything.
+    let pairs: &[(u64, u64)] = if env.width == 64 {
+        &[(0xe030, 0xe02b), (0xe033, 0xe02b), (0xe023, 0xe02b), (0xe033, 0xe02b)]
+    } else {
+        &[(0xe019, 0xe021), (0xe02b, 0xe033)]
+    };
+    let (mut cs, mut ss) = r.pick(pairs);
+    if r.chance(2) {
+        if r.chance(128) {
+            cs = selector(r, env);
+        } else {
+            ss = selector(r, env);
+        }
+    }
     if env.width == 32 && env.exclude & EXCL_IRET32_SEL != 0 {
-        // Only the flat pairs: ring 1 (0xe019/0xe021), ring 3
-        // (0xe02b/0xe033).
-        let ring3 = r.chance(128);
-        cs = if ring3 { 0xe02b } else { 0xe019 };
-        ss = if ring3 { 0xe033 } else { 0xe021 };
+        (cs, ss) = r.pick(pairs);
     }
     Step::Iret {
         flags: if r.chance(200) { if r.chance(128) { 0 } else { 1 << 8 } } else { value(r, env) },
-        rip: if r.chance(210) { 0 } else { value(r, env) },
+        // A non-canonical rip is a crash of the domain (as in Xen): rare.
+        rip: if r.chance(230) { 0 } else if r.chance(8) { wild(r, env) } else { env.cut(0xdead_0000 + r.below(0x1000)) },
         cs,
         rflags: rflags(r, env),
-        sp: if r.chance(200) { 0 } else { value(r, env) },
+        sp: match r.below(8) {
+            0..=5 => 0,
+            6 => env.cut(env.scratch + 4096 + r.below(64) * 8),
+            _ => wild(r, env),
+        },
         ss,
     }
+}
+
+/// An address that is not the guest's own (where a jump or a stack may
+/// go without the guest overwriting itself): the hypervisor's range,
+/// non-canonical, the last page, unmapped low memory.
+fn wild(r: &mut Rng, env: &Env) -> u64 {
+    let v = match r.below(5) {
+        0 => r.pick(env.hv) + r.below(0x1000),
+        1 => r.pick(env.bad) + r.below(0x1000),
+        2 if env.exclude & EXCL_LASTPAGE == 0 => env.last_page + r.below(0x1000),
+        3 => r.below(0x10000),
+        _ => 0xdead_0000 + r.below(0x1000),
+    };
+    env.cut(v)
 }
 
 /// The step for iteration `iter`. `words` is the scratch buffer, refilled
@@ -509,12 +540,7 @@ pub fn next(r: &mut Rng, env: &Env, iter: u64, words: &mut [u64]) -> Call {
             if exc == Exc::Write && (arg.wrapping_sub(env.scratch) >= 8192) {
                 // Never our own memory: the hypervisor's, non-canonical,
                 // the last page, or nothing at all.
-                arg = match r.below(4) {
-                    0 => r.pick(env.hv),
-                    1 => r.pick(env.bad),
-                    2 if env.exclude & EXCL_LASTPAGE == 0 => env.last_page,
-                    _ => 0xdead_0000,
-                } + r.below(0x1000);
+                arg = wild(r, env);
             }
             let mut arg2 = value(r, env);
             if exc == Exc::Popf {
@@ -528,6 +554,7 @@ pub fn next(r: &mut Rng, env: &Env, iter: u64, words: &mut [u64]) -> Call {
 }
 
 /// The last `N` calls, oldest first when walked.
+#[derive(Clone, Copy)]
 pub struct Ring<const N: usize> {
     calls: [Option<Call>; N],
     next: usize,
@@ -563,6 +590,51 @@ impl<const N: usize> Ring<N> {
             }
         }
     }
+}
+
+
+// --------------------------------------------------------------------------
+// The guest's command line.
+// --------------------------------------------------------------------------
+
+/// `seed=S iters=N progress=P log=K exclude=a,b` (numbers decimal or
+/// `0x` hex).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub seed: u64,
+    /// Steps to run, then `RESULT: SUCCESS`.
+    pub iters: u64,
+    /// A `FUZZ: iter=` line every this many steps.
+    pub progress: u64,
+    /// From this step on, every step is printed before it runs
+    /// (`u64::MAX`: never).
+    pub log_from: u64,
+    pub exclude: u32,
+}
+
+fn number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// Reads [`Options`] from the guest command line; `Err` names the word it
+/// could not read.
+pub fn options(line: &str) -> Result<Options, &str> {
+    let mut o = Options { seed: 1, iters: 10_000, progress: 1000, log_from: u64::MAX, exclude: EXCL_KNOWN };
+    for w in line.split(' ').filter(|w| !w.is_empty()) {
+        let Some((k, v)) = w.split_once('=') else { continue };
+        match k {
+            "seed" => o.seed = number(v).ok_or(w)?,
+            "iters" => o.iters = number(v).ok_or(w)?,
+            "progress" => o.progress = number(v).filter(|&n| n > 0).ok_or(w)?,
+            "log" => o.log_from = number(v).ok_or(w)?,
+            "exclude" => o.exclude = parse_exclude(v).map_err(|_| w)?,
+            _ => {}
+        }
+    }
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -635,6 +707,15 @@ mod tests {
         extern crate std;
         use std::string::ToString;
         assert_eq!(ExclNames(EXCL_POLL32 | EXCL_AC).to_string(), "poll32,ac");
+    }
+
+    #[test]
+    fn options_from_the_command_line() {
+        let o = options("victim=0 port=1 seed=0x10 iters=5 log=3 exclude=none").unwrap();
+        assert_eq!((o.seed, o.iters, o.log_from, o.exclude, o.progress), (16, 5, 3, 0, 1000));
+        assert_eq!(options("").unwrap().exclude, EXCL_KNOWN);
+        assert!(options("seed=x").is_err());
+        assert!(options("exclude=what").is_err());
     }
 
     #[test]
