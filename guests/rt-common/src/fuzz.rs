@@ -422,6 +422,17 @@ fn hypercall(r: &mut Rng, env: &Env, words: &mut [u64]) -> Step {
             *w = 0x2e2e_2e2e_2e2e_2e2e; // "........"
         }
     }
+    // sched_op_compat (6) takes the same commands, a shutdown reason by
+    // value.
+    if op == 6 {
+        args[0] = r.below(8);
+        match args[0] {
+            1 => fixup = Fixup::Block,
+            2 | 5 => args[1] = 0xff00 | r.below(0x100),
+            3 => args[0] = 0,
+            _ => {}
+        }
+    }
     if op == 29 {
         match args[0] {
             // SCHEDOP_shutdown / shutdown_code: a reason that is no reason
