@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod build;
 pub mod cmd;
+pub mod fuzz;
 pub mod grub;
 pub mod guest;
 pub mod qemu;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod frames;
+mod fuzz;
 mod lesson;
 
 use ringvisor_tests::build::{self, Profile};
@@ -45,6 +46,7 @@ COMMANDS:
   gdb     boot in QEMU halted, waiting for gdb on :1234
   lesson  run a lesson on PV trap bouncing (`lesson --list`; see lessons/)
   frames  draw the guest stack frames into docs/frames/*.svg
+  fuzz    random hypercalls, exceptions and iret frames beside a victim
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
 `target/` means $CARGO_TARGET_DIR when that is set.
@@ -253,12 +255,13 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "bench" => return bench::command(rest),
         "lesson" => return lesson::command(rest),
         "frames" => return frames::command(rest),
+        "fuzz" => return fuzz::command(rest),
         "gdb" => (
             GDB_HELP,
             [profile, &["--cmdline", "GUEST"]].concat(),
             Profile::Debug,
         ),
-        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, help"),
+        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, help"),
     };
     let o = parse(command, rest, &allowed, default)?;
     if o.help {

@@ -23,6 +23,7 @@
 
 pub mod cell;
 pub mod console;
+pub mod fuzz;
 pub mod report;
 
 mod hooks {

@@ -115,6 +115,7 @@ pvguest_entry_failsafe:
  */
         .balign 16
 pvguest_trap_common:
+        cld                             /* the interrupted code may have set DF; Rust code wants it clear */
         push    $0                      /* iret_flags */
         push    %rdi
         push    %rsi

@@ -118,6 +118,7 @@ pvguest32_entry_failsafe:
  */
         .balign 16
 pvguest32_trap_common:
+        cld                             /* the interrupted code may have set DF; Rust code wants it clear */
         push    $0                      /* exit: set by pvguest32_trap */
         push    %gs
         push    %fs

@@ -1,0 +1,51 @@
+//! A short fuzz run for CI (docs/fuzzing.md): `guest-fuzz` (and
+//! `guest32-fuzz` when it is there) beside `guest-victim`, fixed seeds, a
+//! few tens of thousands of calls. Every boot must end without a
+//! hypervisor fault or hang, with the victim's `RESULT: SUCCESS` and every
+//! frame back; a fuzz domain crashed by the hypervisor is allowed (the
+//! next boot takes the next seed). Known hypervisor bugs are excluded
+//! (`exclude=known`, see `pvguest_common::fuzz::EXCLUSIONS`).
+
+use ringvisor_tests::build;
+use ringvisor_tests::fuzz::Campaign;
+use std::time::Duration;
+
+fn campaign(width: u32, seed: u64, calls: u64) {
+    let c = Campaign {
+        elf: build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}")),
+        width,
+        seed,
+        calls,
+        per_boot: calls,
+        exclude: "known".into(),
+        log_from: None,
+        hang: Duration::from_secs(30),
+        echo: false,
+    };
+    let r = c
+        .run(|b| eprintln!("fuzz {width}-bit seed {}: {} of {} calls in {:.1} s{}", b.seed, b.reached, b.asked, b.elapsed.as_secs_f64(), b.crash.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()))
+        .unwrap_or_else(|e| panic!("fuzz {width}-bit: QEMU did not run: {e}"));
+    match r {
+        Ok(r) => eprintln!(
+            "fuzz {width}-bit: {} calls in {} boots ({} crashed) in {:.1} s: {:.0} calls/s",
+            r.calls,
+            r.boots.len(),
+            r.crashes(),
+            r.elapsed.as_secs_f64(),
+            r.calls_per_sec()
+        ),
+        Err(f) => panic!("{f}"),
+    }
+}
+
+#[test]
+fn fuzz_64() {
+    campaign(64, 1, 15_000);
+}
+
+#[test]
+fn fuzz_32() {
+    if build::guest_crates().iter().any(|g| g == "guest32-fuzz") {
+        campaign(32, 1, 15_000);
+    }
+}
