@@ -75,6 +75,10 @@ pub struct Vcpu {
     pub data_sels: [u16; 4],
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub cr0_ts: bool,
+    /// Debug registers as the guest set them (pv::debugreg).
+    pub dr: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
     /// Virtual CR2: the address of the last page fault bounced.
     pub cr2: u64,
     /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
@@ -133,6 +137,9 @@ impl Vcpu {
             gs_sel_user: 0,
             data_sels: [0; 4],
             cr0_ts: false,
+            dr: [0; 4],
+            dr6: crate::pv::debugreg::DR6_DEFAULT,
+            dr7: crate::pv::debugreg::DR7_DEFAULT,
             cr2: 0,
             iopl: 0,
             fpu: FpuState::initial(),

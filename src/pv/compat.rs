@@ -56,14 +56,29 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
         crate::trace!(TRACE_HYPERCALL, "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
         return;
     }
+    if nr == HYPERVISOR_MULTICALL as u64 {
+        let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
+        if let crate::pv::multicall::Outcome::Ret(ret) = out {
+            hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
+            f.rax = ret as u32 as u64;
+        }
+        return;
+    }
+    // eax gets the result; the upper half of rax is not the guest's.
+    f.rax = call(hv, nr, a) as u32 as u64;
+}
+
+/// One 32-bit hypercall other than iret and multicall (arguments already
+/// 32-bit values), from the registers or a multicall entry; logged.
+pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
+    let cur = hv.current;
     let space = hv.domains[cur].v().space();
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
     hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
-    // eax gets the result; the upper half of rax is not the guest's.
-    f.rax = ret as u32 as u64;
+    ret
 }
 
 fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
@@ -89,6 +104,8 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
         HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
         HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => hc::set_timer_op(d, a[0] | a[1] << 32),
+        HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
+        HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
         // The 64-bit PTE comes in two halves.
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1] | a[2] << 32, a[3]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
@@ -218,7 +235,7 @@ fn stack_switch(d: &mut Domain, ss: u16, esp: u64) -> Ret {
 /// frame the guest returns through, `{ eax, eip, cs, eflags, [esp, ss] }`
 /// (esp and ss only when going back to ring 3).
 // Tour 05: the 32-bit HYPERVISOR_iret (docs/frames/iret32.svg)
-fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
+pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let space = d.v().space();
     let Ok(c) = space.read::<[u32; 4]>(f.rsp) else {
         sched::crash(d, alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp));

@@ -272,6 +272,28 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                     }
                     len = i + 3;
                 }
+                // mov to/from %drN (Xen's read_dr/write_dr): a refused
+                // value is a #GP, as Xen's X86EMUL_UNHANDLEABLE.
+                0x21 | 0x23 => {
+                    let Some(&modrm) = insn.get(i + 2) else { return false };
+                    if modrm >> 6 != 3 || rex & 4 != 0 {
+                        return false;
+                    }
+                    let dr = ((modrm >> 3) & 7) as u64;
+                    let reg = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+                    if op2 == 0x21 {
+                        let v = crate::pv::debugreg::get(d, dr); // 0-7: always a value
+                        *gpr(f, reg) = if d.compat { v as u32 as u64 } else { v as u64 };
+                        what = "mov from dr";
+                    } else {
+                        let val = if d.compat { *gpr(f, reg) as u32 as u64 } else { *gpr(f, reg) };
+                        if crate::pv::debugreg::set(d, dr, val) != 0 {
+                            return false;
+                        }
+                        what = "mov to dr";
+                    }
+                    len = i + 3;
+                }
                 0x32 => {
                     let Some(val) = rdmsr(d, f.rcx as u32) else { return false };
                     f.rax = val & 0xffff_ffff;

@@ -58,6 +58,22 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         crate::trace!(TRACE_HYPERCALL, "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
         return;
     }
+    if nr == HYPERVISOR_MULTICALL as u64 {
+        let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
+        if let crate::pv::multicall::Outcome::Ret(ret) = out {
+            log_call(&hv.domains[cur], nr, a, ret, "");
+            f.rax = ret as u64;
+        }
+        return;
+    }
+    let ret = call(hv, nr, a);
+    f.rax = ret as u64;
+}
+
+/// One hypercall other than iret and multicall, from the registers or a
+/// multicall entry; logged.
+pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
+    let cur = hv.current;
     let space = hv.domains[cur].v().space();
     // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
@@ -73,7 +89,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
     log_call(&hv.domains[cur], nr, a, ret, "");
-    f.rax = ret as u64;
+    ret
 }
 
 /// Every hypercall's answer goes to the recent-calls ring (debug keys)
@@ -118,6 +134,8 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
         HYPERVISOR_MEMORY_OP => memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => set_timer_op(d, a[0]),
+        HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
+        HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
         _ => err(ENOSYS),
     }
 }
@@ -295,7 +313,7 @@ pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
 /// rax, r11, rcx onto the guest stack below the frame the bounce built, so
 /// the guest stack holds an `iret_context`.
 // Tour 05, 08: the return from a bounce
-fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
+pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let space = d.v().space();
     let c: IretContext = match space.read(f.rsp) {
         Ok(c) => c,

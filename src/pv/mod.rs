@@ -8,6 +8,8 @@
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
 //! - `event`, `evtchn`: event channels and the upcall;
 //! - `mm`: validated page-table updates;
+//! - `multicall`: a batch of hypercalls in one entry;
+//! - `debugreg`: the guest's debug registers (kept, not armed);
 //! - `descriptor`: the guest's GDT (`set_gdt`, `update_descriptor`);
 //! - `guest_mem`: checked copies to and from guest memory;
 //! - `retcheck`: would the CPU's `iretq` take a return frame?
@@ -16,6 +18,8 @@
 pub mod guest_mem;
 #[cfg(target_os = "none")]
 pub mod compat;
+#[cfg(target_os = "none")]
+pub mod debugreg;
 #[cfg(target_os = "none")]
 pub mod descriptor;
 #[cfg(target_os = "none")]
@@ -31,5 +35,7 @@ pub mod retcheck;
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod mm;
+#[cfg(target_os = "none")]
+pub mod multicall;
 #[cfg(target_os = "none")]
 pub mod traps;

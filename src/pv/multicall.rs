@@ -1,0 +1,106 @@
+//! `multicall`: several hypercalls in one entry (Xen: `common/multicall.c`,
+//! `pv_do_multicall_call`), for both widths.
+//!
+//! Each entry `{ op, result, args[6] }` (64 bytes; 32 for a 32-bit guest,
+//! every field 4 bytes) is dispatched as if the guest had made the call,
+//! and its return value written to `result`. As Xen:
+//!
+//! - no nesting: a `multicall` entry answers -EINVAL;
+//! - an `iret` entry ends the batch there (XSA-213: what follows would run
+//!   in the context the iret returned to); the batch's return value is
+//!   the iret's, and the frame is the one iret built;
+//! - a batch is preemptible between entries: after `BATCH` entries the
+//!   rest is a continuation, the guest re-executes its `syscall`/`int
+//!   $0x82` with the list and count advanced (Xen's
+//!   `hypercall_create_continuation`), so no batch holds the CPU long.
+//!
+//! The guest must rely only on the `result` fields (Xen's debug builds
+//! scribble over the rest).
+
+use ringvisor_abi::errno::*;
+use ringvisor_abi::xen::{HYPERVISOR_IRET, HYPERVISOR_MULTICALL};
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::pv::hypercall::{err, Ret};
+use crate::pv::{compat, hypercall};
+use crate::sched::Hv;
+
+/// Entries done per entry into the hypervisor before a continuation.
+const BATCH: u64 = 64;
+
+/// Length of the instruction that entered: `syscall` and `int $0x82` are
+/// both 2 bytes.
+const ENTRY_INSN_LEN: u64 = 2;
+
+/// What the batch leaves for the caller to put in the guest's rax.
+pub enum Outcome {
+    /// The batch's return value.
+    Ret(Ret),
+    /// The frame is final (an iret ran, or a continuation was set up).
+    FrameDone,
+}
+
+// Tour 02: a batch of hypercalls in one entry
+pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
+    let cur = hv.current;
+    let compat = hv.domains[cur].compat;
+    let size: u64 = if compat { 32 } else { 64 };
+    let n = n as u32 as u64; // nr_calls is a uint32_t in both widths
+    for i in 0..n {
+        let Some(at) = i.checked_mul(size).and_then(|o| list.checked_add(o)) else {
+            return Outcome::Ret(err(EFAULT));
+        };
+        if i == BATCH {
+            // Preempted between entries: the rest, as a fresh call.
+            f.rip = f.rip.wrapping_sub(ENTRY_INSN_LEN);
+            f.rax = HYPERVISOR_MULTICALL as u64;
+            if compat {
+                (f.rbx, f.rcx) = (at, n - i);
+            } else {
+                (f.rdi, f.rsi) = (at, n - i);
+            }
+            return Outcome::FrameDone;
+        }
+        let space = hv.domains[cur].v().space();
+        let (op, args) = if compat {
+            match space.read::<ringvisor_abi::x86_32::MulticallEntry32>(at) {
+                Ok(e) => (e.op as u64, core::array::from_fn(|k| e.args[k] as u64)),
+                Err(_) => return Outcome::Ret(err(EFAULT)),
+            }
+        } else {
+            match space.read::<ringvisor_abi::xen::MulticallEntry>(at) {
+                Ok(e) => (e.op, core::array::from_fn(|k| e.args[k])),
+                Err(_) => return Outcome::Ret(err(EFAULT)),
+            }
+        };
+        let op = if compat { op as u32 as u64 } else { op };
+        if op == HYPERVISOR_IRET as u64 {
+            let d = &mut hv.domains[cur];
+            let r = if compat { compat::iret(d, f) } else { hypercall::iret(d, f) };
+            // Best effort, as Xen: the batch ends here either way.
+            let _ = write_result(hv, cur, at, r);
+            return Outcome::FrameDone;
+        }
+        let r = if op == HYPERVISOR_MULTICALL as u64 {
+            err(EINVAL)
+        } else if compat {
+            compat::call(hv, op, args)
+        } else {
+            hypercall::call(hv, op, args)
+        };
+        if write_result(hv, cur, at, r).is_err() {
+            return Outcome::Ret(err(EFAULT));
+        }
+        if !hv.domains[cur].is_alive() {
+            break;
+        }
+    }
+    Outcome::Ret(0)
+}
+
+fn write_result(hv: &Hv, cur: usize, at: u64, r: Ret) -> Result<(), ()> {
+    let d = &hv.domains[cur];
+    let space = d.v().space();
+    let w = if d.compat { space.write(at + 4, &(r as u32)) } else { space.write(at + 8, &(r as u64)) };
+    w.map_err(|_| ())
+}
