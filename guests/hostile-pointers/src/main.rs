@@ -40,7 +40,7 @@
 //!   register_vcpu_info (IN), get_runstate_info (OUT);
 //! - `sched_op` shutdown (we keep running), shutdown_code, poll struct and
 //!   port list (IN); `physdev_op` set_iopl (IN); `set_gdt` frame list
-//!   (IN); `multicall` (not implemented: `-ENOSYS`);
+//!   (IN); `multicall` list (IN: `-EFAULT`, as Xen);
 //! - `set_segment_base` of `%fs`/`%gs` to the direct map → 0 (canonical),
 //!   and a read through it → #PF;
 //! - huge counts are refused at once (each call under 50 ms, the best of
@@ -522,7 +522,7 @@ fn sched_and_others(b: &Bufs) {
     sweep_in("set_gdt with a bad frame list", EFAULT, &ins(b, 8), |a| unsafe {
         hc::hypercall5(abi::HYPERVISOR_SET_GDT, a, 1, 0, 0, 0)
     });
-    sweep_in("multicall with a bad list", ENOSYS, &ins(b, 56), |a| unsafe {
+    sweep_in("multicall with a bad list", EFAULT, &ins(b, 56), |a| unsafe {
         hc::hypercall5(abi::HYPERVISOR_MULTICALL, a, 1, 0, 0, 0)
     });
 }
