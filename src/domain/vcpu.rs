@@ -91,6 +91,9 @@ pub struct Vcpu {
     /// progress since (no hypercall, no bounce delivered): a bounce that
     /// fails now crashes the domain instead of looping.
     pub in_failsafe: bool,
+    /// Failsafe callbacks delivered since the last bounce that could be
+    /// written (pv::traps::deliver): a guest looping through it is ended.
+    pub failsafe_streak: u32,
     /// An exception to bounce on the next return (debug key `i`).
     pub inject: Option<u8>,
     /// Blocked in `sched_op(block/poll)` until an event (or its timeout).
@@ -145,6 +148,7 @@ impl Vcpu {
             fpu: FpuState::initial(),
             vcpu_info_maddr: None,
             in_failsafe: false,
+            failsafe_streak: 0,
             inject: None,
             blocked: false,
             poll: alloc::vec::Vec::new(),

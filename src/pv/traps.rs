@@ -390,6 +390,11 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4], on_r
     f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
+/// Failsafe callbacks in a row, with no bounce that could be written in
+/// between, before the domain is crashed instead (a guest whose failsafe
+/// handler returns to the context that failed would loop for ever).
+const FAILSAFE_STREAK_MAX: u32 = 16;
+
 /// Deliver `b`, falling back to the failsafe callback.
 // Tour 04, 08: a bounce, or else the failsafe callback
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
@@ -405,6 +410,7 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     match bounce(d, f, &b) {
         Ok(frame) => {
             d.v_mut().in_failsafe = false;
+            d.v_mut().failsafe_streak = 0;
             // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
             // and for a #PF the address, as the guest will see them.
             let frame_cs = if !d.compat && from == "kernel" { old_cs & !3 } else { old_cs };
@@ -433,8 +439,15 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
                 sched::crash(d, format!("{why}, in the failsafe callback"));
                 return;
             }
+            if d.v().failsafe_streak >= FAILSAFE_STREAK_MAX {
+                // Its handler makes hypercalls (progress, by the test
+                // above) but goes back to where it cannot be bounced to.
+                sched::crash(d, format!("{why}, the {FAILSAFE_STREAK_MAX}th failsafe callback in a row with no bounce in between"));
+                return;
+            }
             failsafe(d, f, &why);
             d.v_mut().in_failsafe = true;
+            d.v_mut().failsafe_streak += 1;
         }
     }
 }

@@ -252,6 +252,9 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
         // SAFETY: fs_base was checked canonical when the guest set it.
         unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
     }
+    // TS may still be the last vCPU's: one that died is not switched out
+    // (a guest could set its virtual TS and crash), and fxrstor would #NM.
+    set_cr0_ts(false);
     fxrstor(&v.fpu);
     set_cr0_ts(v.cr0_ts);
     sels_ok

@@ -236,6 +236,17 @@ fn not_a_guest_is_refused_by_name_and_others_still_run() {
 }
 
 #[test]
+fn a_domain_ending_with_its_virtual_ts_set_leaves_the_next_one_running() {
+    // CR0.TS of a vCPU that died is not switched out: the next vCPU's
+    // fxrstor must not meet it (#NM in the hypervisor before the fix).
+    // (guest-hypercalls is still running when d0 ends: it is switched in.)
+    let what = "hostile-round2 only=ts-crash beside hypercalls";
+    let out = boot(what, "", vec![guest("guest-hostile-round2").args("only=ts-crash"), guest("guest-hypercalls")]);
+    assert!(out.contains("(d0) EXPECT-CRASH"), "{what}: d0 did not get there\n{}", out.transcript());
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not succeed\n{}", out.transcript());
+}
+
+#[test]
 fn more_memory_than_the_machine_is_refused_by_name() {
     // rv.mem=8G on a 256 MiB machine: a build error naming the domain (was
     // a hypervisor panic on heap exhaustion); the other domain runs.
