@@ -93,7 +93,7 @@ pub const MAX_IMAGE_SPAN: u64 = 1 << 30;
 pub const MAX_NOTES: usize = 65536;
 
 /// The hypervisor's own range in every 64-bit guest address space
-/// (DESIGN.md, as in Xen x86-64): no guest image may lie in it.
+/// (docs/design.md, as in Xen x86-64): no guest image may lie in it.
 pub const HYPERVISOR_RESERVED: core::ops::Range<u64> = 0xffff_8000_0000_0000..0xffff_8800_0000_0000;
 
 /// The image must start at an address aligned to this many bytes in memory
