@@ -234,3 +234,16 @@ pub fn ensure_targets(targets: &[&'static str]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_targets_reads_the_sysroot() {
+        // The host's own target is always there; a made-up one never is.
+        let host = if cfg!(target_arch = "x86_64") { "x86_64-unknown-linux-gnu" } else { return };
+        assert_eq!(missing_targets(&[host, "no-such-target-none"]).unwrap(), ["no-such-target-none"]);
+        assert_eq!(rustup_hint(RUST_TARGETS), "rustup target add x86_64-unknown-none i686-unknown-linux-gnu");
+    }
+}
