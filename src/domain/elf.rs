@@ -74,9 +74,12 @@ use xmas_elf::program::{ProgramHeader, Type as PhType};
 use xmas_elf::sections::{SectionHeader, ShType};
 use xmas_elf::ElfFile;
 
-/// `e_machine` of a 32-bit x86 image.
+/// `e_machine` of a 32-bit x86 image (the parser matches xmas-elf's
+/// `Machine::X86`; the tests build headers with these numbers).
+#[cfg(test)]
 pub const EM_386: u16 = 3;
 /// `e_machine` of a 64-bit x86 image.
+#[cfg(test)]
 pub const EM_X86_64: u16 = 62;
 
 /// Guest page size.
@@ -90,7 +93,7 @@ pub const MAX_IMAGE_SPAN: u64 = 1 << 30;
 pub const MAX_NOTES: usize = 65536;
 
 /// The hypervisor's own range in every 64-bit guest address space
-/// (DESIGN.md, as in Xen x86-64): no guest image may lie in it.
+/// (docs/design.md, as in Xen x86-64): no guest image may lie in it.
 pub const HYPERVISOR_RESERVED: core::ops::Range<u64> = 0xffff_8000_0000_0000..0xffff_8800_0000_0000;
 
 /// The image must start at an address aligned to this many bytes in memory
@@ -100,6 +103,8 @@ pub const IMAGE_ALIGN: usize = 8;
 
 /// Note type numbers, `XEN_ELFNOTE_*` in `xen/include/public/elfnote.h`.
 pub mod note {
+    /// Skipped, as libelf does (the tests write one).
+    #[cfg(test)]
     pub const INFO: u32 = 0;
     pub const ENTRY: u32 = 1;
     pub const HYPERCALL_PAGE: u32 = 2;
@@ -149,7 +154,8 @@ const FEATURE_NAMES: [(&str, u32); 7] = [
 ];
 
 /// The name of a feature bit, for messages (`None` for bits libelf does
-/// not name).
+/// not name). Only the tests use it today.
+#[cfg(test)]
 pub fn feature_name(bit: u32) -> Option<&'static str> {
     FEATURE_NAMES
         .iter()
@@ -202,6 +208,7 @@ pub struct Features {
     pub required: u32,
 }
 
+#[cfg(test)]
 impl Features {
     pub fn supports(&self, bit: u32) -> bool {
         bit < 32 && self.supported & (1 << bit) != 0

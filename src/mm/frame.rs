@@ -17,9 +17,6 @@ impl Frame {
     pub fn addr(self) -> u64 {
         self.0 * PAGE_SIZE
     }
-    pub fn containing(addr: u64) -> Frame {
-        Frame(addr / PAGE_SIZE)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,8 +13,6 @@ use alloc::vec::Vec;
 
 /// Owner value of frames that belong to no domain.
 pub const OWNER_NONE: u16 = 0xffff;
-/// Owner value of frames the hypervisor uses.
-pub const OWNER_XEN: u16 = 0x7ff2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

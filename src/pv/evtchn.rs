@@ -163,10 +163,6 @@ impl Ports {
     pub fn len(&self) -> usize {
         self.chans.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.chans.len() <= 1
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ pub const PTE_A: u64 = 1 << 5;
 pub const PTE_D: u64 = 1 << 6;
 pub const PTE_PS: u64 = 1 << 7;
 pub const PTE_G: u64 = 1 << 8;
-pub const PTE_NX: u64 = 1 << 63;
 pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 /// Why a guest address could not be used.
@@ -51,16 +50,11 @@ fn entry(table_mfn: u64, index: u64) -> u64 {
     unsafe { (phys_to_virt(table_mfn << 12 | index * 8) as *const u64).read_volatile() }
 }
 
-/// Translate `va` in the address space rooted at `l4_mfn`, for a guest
-/// access with user-mode rights (what a 64-bit guest kernel has: it runs
-/// in ring 3). Returns the machine address.
-pub fn translate(l4_mfn: u64, va: u64, write: bool) -> Result<u64, Fault> {
-    translate_as(l4_mfn, va, write, true)
-}
-
-/// As `translate`; `user: false` for a supervisor access (a 32-bit guest
-/// kernel in ring 1): the user bit is then not required, writes still
-/// need the writable bit (CR0.WP is on).
+/// Translate `va` in the address space rooted at `l4_mfn` to a machine
+/// address. `user: true` for an access with user-mode rights (a 64-bit
+/// guest kernel: it runs in ring 3); `user: false` for a supervisor access
+/// (a 32-bit guest kernel in ring 1): the user bit is then not required,
+/// writes still need the writable bit (CR0.WP is on).
 pub fn translate_as(l4_mfn: u64, va: u64, write: bool, user: bool) -> Result<u64, Fault> {
     let wbit = if write { 2 } else { 0 };
     if !is_canonical(va) || in_hypervisor_range(va) {

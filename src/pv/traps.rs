@@ -61,8 +61,6 @@ const RFLAGS_IOPL: u64 = 3 << 12;
 /// (TF, NT, RF, VM) plus AC.
 const RFLAGS_ENTRY_CLEAR: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
 
-pub const VEC_DE: u8 = 0;
-pub const VEC_DB: u8 = 1;
 pub const VEC_BP: u8 = 3;
 pub const VEC_OF: u8 = 4;
 pub const VEC_UD: u8 = 6;

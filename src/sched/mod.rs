@@ -1,7 +1,7 @@
 //! Scheduling domains on the (one) physical CPU, and the end of the run.
 //!
-//! Round robin over the domains that are still running, one vCPU each for
-//! now, with a 10 ms time slice from the local APIC timer. A switch happens
+//! Round robin over every vCPU that is up and not blocked, in domain
+//! order, with a 10 ms time slice from the local APIC timer. A switch happens
 //! only on the way back to a guest (`pv::entry::before_guest_return`): the
 //! outgoing vCPU's registers are copied out of the frame at the top of the
 //! stack and the incoming vCPU's copied in, so the same `iretq` resumes

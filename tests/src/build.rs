@@ -71,6 +71,7 @@ pub fn cargo() -> Command {
 /// `cargo build -p ringvisor --target x86_64-unknown-none [--release]`, then
 /// copies the binary to `target/ringvisor.elf` and returns that path.
 pub fn build_hypervisor(profile: Profile) -> Result<PathBuf> {
+    tools::ensure_targets(&[TARGET])?;
     let mut c = cargo();
     c.current_dir(workspace_root())
         .args(["build", "-p", "ringvisor", "--target", TARGET]);
@@ -136,6 +137,7 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
+    tools::ensure_targets(tools::RUST_TARGETS)?;
     for target in [TARGET, TARGET32] {
         let these: Vec<&String> = names.iter().filter(|n| guest_target(n) == target).collect();
         if these.is_empty() {

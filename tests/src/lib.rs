@@ -13,12 +13,14 @@
 //!   a timeout, turn the exit status into a [`qemu::Verdict`].
 //! - [`tools`]: find (or, as root, install) QEMU, GRUB and friends.
 //! - [`cmd`]: run a command, printing it first (`$ ...`).
+//! - [`docs`]: link checks for the Markdown documents.
 //!
 //! Every command the harness runs is printed to stderr before it runs.
 
 pub mod bench;
 pub mod build;
 pub mod cmd;
+pub mod docs;
 pub mod fuzz;
 pub mod grub;
 pub mod guest;

@@ -2,9 +2,10 @@
 //!
 //! Missing tools are installed with apt-get when we run as root (a fresh
 //! Debian machine, CI); otherwise the error names the command to run.
+//! Missing Rust targets are added with rustup (see [`ensure_targets`]).
 
 use crate::{bail, cmd, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -15,6 +16,7 @@ pub const PACKAGES: &[&str] = &[
     "grub-common",
     "xorriso",
     "mtools",
+    "binutils",
 ];
 
 /// One external tool: how to tell it is there.
@@ -65,12 +67,20 @@ pub const MFORMAT: Tool = Tool {
     present: || cmd::find_in_path("mformat").is_some(),
 };
 
+/// `as --32` and `ld -m elf_i386`: the assembly test guests (tests/asm/)
+/// and lesson 9.
+pub const BINUTILS: Tool = Tool {
+    name: "as, ld (binutils)",
+    package: "binutils",
+    present: || cmd::find_in_path("as").is_some() && cmd::find_in_path("ld").is_some(),
+};
+
 /// What `qemu` runs need.
 pub const QEMU: &[Tool] = &[QEMU_TOOL];
 /// What an ISO build needs.
 pub const ISO: &[Tool] = &[GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT];
 /// Everything.
-pub const ALL: &[Tool] = &[QEMU_TOOL, GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT];
+pub const ALL: &[Tool] = &[QEMU_TOOL, GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT, BINUTILS];
 
 /// The install command as one shell line.
 pub fn install_hint() -> String {
@@ -142,4 +152,98 @@ pub fn ensure(tools: &[Tool]) -> Result<()> {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
     Ok(())
+}
+
+/// The Rust targets the builds need besides the host's: the hypervisor and
+/// the 64-bit guests (`x86_64-unknown-none`), the 32-bit guests
+/// (`i686-unknown-linux-gnu`, see `.cargo/config.toml`).
+pub const RUST_TARGETS: &[&str] = &[crate::build::TARGET, crate::build::TARGET32];
+
+/// The command that adds `targets`.
+pub fn rustup_hint(targets: &[&str]) -> String {
+    format!("rustup target add {}", targets.join(" "))
+}
+
+/// The rustc of the toolchain that runs us: `$RUSTC`, else the `rustc`
+/// beside `$CARGO` (rustup's toolchain directory), else `rustc` on `PATH`.
+fn rustc() -> Command {
+    if let Some(r) = std::env::var_os("RUSTC").filter(|r| !r.is_empty()) {
+        return Command::new(r);
+    }
+    if let Some(c) = std::env::var_os("CARGO") {
+        let beside = PathBuf::from(c).with_file_name(format!("rustc{}", std::env::consts::EXE_SUFFIX));
+        if beside.is_file() {
+            return Command::new(beside);
+        }
+    }
+    Command::new("rustc")
+}
+
+/// The targets of `targets` whose standard library is not in the
+/// toolchain's sysroot (`rustc --print sysroot`, run in the workspace so
+/// rust-toolchain.toml applies).
+pub fn missing_targets(targets: &[&'static str]) -> Result<Vec<&'static str>> {
+    let out = match rustc()
+        .current_dir(crate::build::workspace_root())
+        .args(["--print", "sysroot"])
+        .output()
+    {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => bail!("`rustc --print sysroot` failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => bail!("cannot run rustc: {e}"),
+    };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok(targets
+        .iter()
+        .copied()
+        .filter(|t| !sysroot.join("lib/rustlib").join(t).join("lib").is_dir())
+        .collect())
+}
+
+/// Makes sure the toolchain has `targets`: adds the missing ones with
+/// `rustup target add` (saying so), or, without rustup, fails naming the
+/// command. rust-toolchain.toml lists them, but rustup installs a toolchain
+/// file's targets only when it installs the toolchain itself: a toolchain
+/// already there is used as it is.
+pub fn ensure_targets(targets: &[&'static str]) -> Result<()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+
+    let missing = missing_targets(targets)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hint = rustup_hint(&missing);
+    if cmd::find_in_path("rustup").is_none() {
+        bail!(
+            "the Rust toolchain lacks the target(s) {} and there is no rustup to add them; \
+             install rustup (https://rustup.rs), then run: {hint}",
+            missing.join(", ")
+        );
+    }
+    eprintln!("missing Rust target(s) {}: adding them with rustup", missing.join(", "));
+    cmd::run(
+        Command::new("rustup")
+            .current_dir(crate::build::workspace_root())
+            .args(["target", "add"])
+            .args(&missing),
+    )?;
+    let still = missing_targets(targets)?;
+    if !still.is_empty() {
+        bail!("still missing after `{hint}`: {}", still.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_targets_reads_the_sysroot() {
+        // The host's own target is always there; a made-up one never is.
+        let host = if cfg!(target_arch = "x86_64") { "x86_64-unknown-linux-gnu" } else { return };
+        assert_eq!(missing_targets(&[host, "no-such-target-none"]).unwrap(), ["no-such-target-none"]);
+        assert_eq!(rustup_hint(RUST_TARGETS), "rustup target add x86_64-unknown-none i686-unknown-linux-gnu");
+    }
 }

@@ -91,6 +91,8 @@ fn guest32_hello() {
     let t = out.transcript();
     assert!(out.contains("(d0) INFO: cmd_line = \"hello args\""), "{t}");
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
+    // Every hypercall answered as docs/abi.md's 32-bit column says.
+    assert!(out.contains("(d0) PASS: hypercalls 0-63 answer -ENOSYS as docs/abi.md's 32-bit column says"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
 

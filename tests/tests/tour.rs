@@ -369,27 +369,7 @@ fn every_tag_in_the_code_is_linked_from_its_page() {
     assert!(problems.is_empty(), "stale or misplaced tour tags:\n  {}", problems.join("\n  "));
 }
 
-/// Every `](relative)` link and image in `file` points at something.
-fn check_relative_links(file: &Path, problems: &mut Vec<String>) {
-    let text = read(file);
-    let dir = file.parent().unwrap();
-    for (i, line) in text.lines().enumerate() {
-        let mut rest = line;
-        while let Some(at) = rest.find("](") {
-            let after = &rest[at + 2..];
-            let Some(close) = after.find(')') else { break };
-            let target = &after[..close];
-            rest = &after[close + 1..];
-            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
-                continue;
-            }
-            let path = target.split('#').next().unwrap_or(target);
-            if !dir.join(path).exists() {
-                problems.push(format!("{}:{}: {target} does not exist", file.display(), i + 1));
-            }
-        }
-    }
-}
+use ringvisor_tests::docs::check_relative_links;
 
 #[test]
 fn relative_links_and_images_resolve() {

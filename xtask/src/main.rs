@@ -49,7 +49,10 @@ COMMANDS:
   fuzz    random hypercalls, exceptions and iret frames beside a victim
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
-`target/` means $CARGO_TARGET_DIR when that is set.
+`target/` means $CARGO_TARGET_DIR when that is set. Before building,
+missing Rust targets (x86_64-unknown-none, i686-unknown-linux-gnu) are added
+with `rustup target add`; missing QEMU/GRUB/binutils are installed with
+apt-get when run as root, else the apt-get command is named.
 ";
 
 const BUILD_HELP: &str = "\
@@ -68,7 +71,7 @@ cargo xtask iso [--release|--debug] [--cmdline \"ARGS\"] [GUEST[@KEY=VAL,...][:A
 Builds the hypervisor, then target/ringvisor.iso with grub-mkrescue: GRUB on
 the serial line (115200), no menu delay, the hypervisor as
 /boot/ringvisor.elf and each GUEST as a module under /boot/ (grub.cfg made
-from qemu/grub.cfg). Without GUEST, the demo guests (none today).
+from qemu/grub.cfg). Without GUEST, the demo guests (see run --help).
 
   --release | --debug   hypervisor profile (default: release)
   --cmdline \"ARGS\"      hypervisor command line (e.g. \"loglvl=debug\")
@@ -123,7 +126,8 @@ RINGVISOR_ELF and RINGVISOR_ISO set to those two files,
 that is, the doc tests and then the host unit tests of every crate and the
 QEMU boot tests in tests/tests/. Each QEMU run prints its verdict and
 boot-to-banner time. Exits non-zero when a test fails.
-Missing QEMU/GRUB tools are installed with apt-get when run as root.
+Missing Rust targets are added with rustup; missing QEMU/GRUB/binutils
+are installed with apt-get when run as root (otherwise the command is named).
 ";
 
 const GDB_HELP: &str = "\

@@ -1,7 +1,7 @@
 //! `guest-failsafe`: the failsafe callback runs when a bounce frame cannot
-//! be written (DESIGN.md: "if building the frame or reloading guest
-//! segments faults, bounce to the failsafe callback instead; if that
-//! faults too, crash that domain").
+//! be written (docs/design.md, "Failsafe": a bounce frame that cannot be
+//! written gets the failsafe callback; if its frame cannot be written
+//! either, that domain is crashed).
 //!
 //! Set-up: trap table; event, syscall and failsafe callbacks (failsafe
 //! with `CALLBACKF_mask_events`); a good kernel stack (`stack_switch`).

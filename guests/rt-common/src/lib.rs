@@ -21,6 +21,7 @@
 //! the host, where only the pure parts are meaningful).
 #![no_std]
 
+pub mod abitable;
 pub mod cell;
 pub mod console;
 pub mod fuzz;

@@ -18,7 +18,7 @@
 //!   LDT): vector 13, error code 0x404.
 //! - #GP from `int $0` through the DPL-0 #DE entry: error code 2.
 //! - #GP from `int $0x41` through a DPL-0 entry: error code
-//!   `(0x41 << 3) | 2` = 0x20a (DESIGN.md; real Xen under QEMU TCG reports
+//!   `(0x41 << 3) | 2` = 0x20a (docs/design.md; real Xen under QEMU TCG reports
 //!   0x412, TCG's `(N << 4) | 2`, see guests/README.md).
 //! - `int $0x80` through a DPL-3 entry: delivered as vector 0x80, rip after
 //!   the `int`.

@@ -22,7 +22,7 @@
 //!   frame, rip after the `int`; iret back to user mode goes on there.
 //! - `int $0` (DPL 0) from user mode: #GP, error code 2.
 //! - `int $0x41` (DPL 0) from user mode: #GP, error code
-//!   `(0x41 << 3) | 2` = 0x20a (DESIGN.md; real Xen under QEMU TCG reports
+//!   `(0x41 << 3) | 2` = 0x20a (docs/design.md; real Xen under QEMU TCG reports
 //!   0x412).
 //! - `mov %cr3, %rax` in user mode: #GP(0) (not emulated outside kernel
 //!   mode).

@@ -7,7 +7,7 @@
 //!
 //! Case: in ring 1, `%esp` is pointed at an unmapped address and `ud2`
 //! runs. The #UD frame cannot be written there, so the failsafe callback
-//! must run instead (DESIGN.md, docs/abi.md), with the 32-bit failsafe
+//! must run instead (docs/design.md, docs/abi.md), with the 32-bit failsafe
 //! frame `ds, es, fs, gs, eip, cs | mask << 16, eflags` (Xen's
 //! `compat_create_bounce_frame` with `TBF_FAILSAFE`: the four selectors
 //! below the trap frame; no esp/ss, ring 1 was interrupted):

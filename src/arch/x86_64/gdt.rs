@@ -29,7 +29,6 @@ use x86::Ring;
 
 pub const HYPERVISOR_CS: u16 = 0xe008;
 pub const HYPERVISOR_DS: u16 = 0xe010;
-pub const HYPERVISOR_CS32: u16 = 0xe038;
 pub const TSS_SELECTOR: u16 = 0xe040;
 
 /// First byte / entry of the hypervisor's reserved part of the GDT.

@@ -54,7 +54,6 @@ const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
 const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
 const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
 
-pub const VEC_DE: u64 = 0;
 pub const VEC_NMI: u64 = 2;
 pub const VEC_DF: u64 = 8;
 pub const VEC_PF: u64 = 14;
