@@ -70,6 +70,11 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
         abi::HYPERVISOR_VM_ASSIST => [abi::VMASST_CMD_ENABLE, 63, 0, 0],
         abi::HYPERVISOR_IRET => return Err("it returns through a frame; every trap guest uses it"),
         abi::HYPERVISOR_VCPU_OP => [abi::VCPUOP_IS_UP, 0, 0, 0],
+        // No such debug register: -ENODEV; reading %dr0 changes nothing.
+        abi::HYPERVISOR_SET_DEBUGREG => [99, 0, 0, 0],
+        abi::HYPERVISOR_GET_DEBUGREG => [0, 0, 0, 0],
+        // An empty batch: 0, nothing read.
+        abi::HYPERVISOR_MULTICALL => [p, 0, 0, 0],
         // No such segment register.
         abi::HYPERVISOR_SET_SEGMENT_BASE => [99, 0, 0, 0],
         abi::HYPERVISOR_CALLBACK_OP => [abi::CALLBACKOP_UNREGISTER, p, 0, 0],
@@ -86,7 +91,7 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
 
 /// Has a harmless probe (else zeros are only safe for -ENOSYS calls).
 fn probed(nr: u32) -> bool {
-    matches!(nr, 0..=6 | 10 | 12 | 14..=18 | 21 | 23..=26 | 29 | 30 | 32 | 33)
+    matches!(nr, 0..=6 | 8..=10 | 12..=18 | 21 | 23..=26 | 29 | 30 | 32 | 33)
 }
 
 pub fn check(on_ringvisor: bool) {
