@@ -24,6 +24,7 @@
 //! | [`version`]        | `version.h`, `features.h`                            |
 //! | [`elfnote`]        | `elfnote.h`                                          |
 //! | [`event_channel`]  | `event_channel.h` (the `VIRQ_*` numbers are in [`xen`], as in Xen) |
+//! | [`grant_table`]    | `grant_table.h` (v1 and v2 entries, the operations ringvisor has) |
 //! | [`memory`]         | `memory.h` (+ the e820 entry the memory map is made of) |
 //! | [`physdev`]        | `physdev.h`                                          |
 //! | [`console`]        | `io/console.h`                                       |
@@ -71,6 +72,7 @@ pub mod console;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
+pub mod grant_table;
 pub mod hypercall_page;
 pub mod memory;
 pub mod physdev;

@@ -390,6 +390,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         cur: 0,
         state: State::Running,
         console_line: String::new(),
+        gnttab: crate::pv::grant::GrantTable::new(),
         console_budget: crate::pv::hypercall::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,
@@ -442,6 +443,7 @@ pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
     if d.p2m.is_empty() {
         return; // already done
     }
+    crate::pv::grant::teardown(d, ft);
     // Pages the guest gave back are INVALID_MFN in its P2M.
     d.p2m.retain(|&m| m != INVALID_MFN);
     release_frames(&d.p2m, ft);

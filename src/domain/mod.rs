@@ -55,6 +55,8 @@ mod domain {
         pub console_dropped: u64,
         /// Event-channel ports.
         pub ports: crate::pv::evtchn::Ports,
+        /// Its grant table (pv::grant).
+        pub gnttab: crate::pv::grant::GrantTable,
         /// The console ring (domains other than 0): its frame and port.
         pub console: Option<(u64, crate::pv::evtchn::Port)>,
     }

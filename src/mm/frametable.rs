@@ -24,6 +24,10 @@ pub enum Kind {
     SharedInfo,
     /// Part of a vCPU's GDT (`set_gdt`): mapped read-only only.
     Gdt,
+    /// The hypervisor's, shared read-only with the domain (grant status
+    /// frames): mapped read-only only, never a page table, never given
+    /// back by the guest.
+    ReadOnly,
 }
 
 #[derive(Clone, Copy, Debug)]

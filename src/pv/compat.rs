@@ -105,6 +105,7 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
         HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => hc::set_timer_op(d, a[0] | a[1] << 32),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
+        HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
         // The 64-bit PTE comes in two halves.
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1] | a[2] << 32, a[3]),

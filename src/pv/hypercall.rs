@@ -135,6 +135,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
         HYPERVISOR_MEMORY_OP => memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => set_timer_op(d, a[0]),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
+        HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
         _ => err(ENOSYS),
     }

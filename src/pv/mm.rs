@@ -86,7 +86,7 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
     }
     if level == 1 {
         let rw = val & PTE_RW != 0;
-        if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt) {
+        if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt | Kind::ReadOnly) {
             return Err(EINVAL);
         }
         let info = ft.get_mut(target).unwrap();
@@ -116,6 +116,9 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
 fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
     if old & PTE_P == 0 {
         return;
+    }
+    if level == 1 && old & PTE_GNTTAB != 0 {
+        return; // a grant mapping's references are its map's (pv::grant)
     }
     let target = (old & PTE_ADDR) >> 12;
     if let Some(info) = ft.get_mut(target) {
@@ -206,11 +209,16 @@ fn update_entry(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8, index: usi
     if hv_slot(level, index) {
         return err(EINVAL);
     }
+    let old = read_pte(mfn, index);
+    if level == 1 && old & PTE_P != 0 && old & PTE_GNTTAB != 0 {
+        // Only unmap_grant_ref removes a grant mapping (Xen crashes a
+        // domain that tries this; ringvisor refuses the update).
+        return err(EINVAL);
+    }
     let new = match get_entry(d, ft, level, val) {
         Ok(v) => v,
         Err(e) => return err(e),
     };
-    let old = read_pte(mfn, index);
     write_pte(mfn, index, new);
     put_entry(ft, level, old);
     // The caller flushes what the old entry may have left in the TLB.
@@ -331,6 +339,69 @@ fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> (Ret, u8
         }
         _ => (err(ENOSYS), 0),
     }
+}
+
+/// Xen's `_PAGE_GNTTAB`: this L1 entry is a grant mapping, whose
+/// references its map holds (pv::grant). Guests may not set it (L1_REFUSED).
+pub const PTE_GNTTAB: u64 = 1 << 62;
+
+/// An L1 entry of the domain: its table frame and index.
+#[derive(Clone, Copy)]
+pub struct Slot(u64, usize);
+
+/// Where a grant host mapping goes or is: the L1 entry mapping virtual
+/// address `addr` in the current tables, or with `by_pte` the L1 entry at
+/// machine address `addr` (8-byte aligned: XSA-227).
+pub fn grant_slot(d: &Domain, ft: &FrameTable, addr: u64, by_pte: bool) -> Option<Slot> {
+    let (l1, i) = if by_pte {
+        if addr % 8 != 0 {
+            return None;
+        }
+        (addr >> 12, ((addr & 0xfff) / 8) as usize)
+    } else {
+        l1_slot(d, addr)?
+    };
+    ft.get(l1).filter(|f| f.owner == d.id && f.kind == Kind::Table(1))?;
+    Some(Slot(l1, i))
+}
+
+/// The L1 entry of a grant mapping of `mfn`: present, accessed, dirty,
+/// marked; user for a 64-bit guest (its kernel is in ring 3) or when asked.
+pub fn grant_pte(mfn: u64, rw: bool, user: bool) -> u64 {
+    mfn << 12 | PTE_P | PTE_A | PTE_D | PTE_GNTTAB | if rw { PTE_RW } else { 0 } | if user { PTE_US } else { 0 }
+}
+
+/// Is `e` the grant mapping of `mfn`, with those rights?
+pub fn is_grant_pte(e: u64, mfn: u64, rw: bool) -> bool {
+    e & PTE_P != 0 && e & PTE_GNTTAB != 0 && (e & PTE_ADDR) >> 12 == mfn && (e & PTE_RW != 0) == rw
+}
+
+pub fn slot_read(s: Slot) -> u64 {
+    read_pte(s.0, s.1)
+}
+
+/// Put grant entry `pte` in the slot. What was there is dropped as an
+/// update would drop it; a grant mapping there is refused.
+pub fn grant_install(ft: &mut FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
+    let old = read_pte(s.0, s.1);
+    if old & PTE_P != 0 && old & PTE_GNTTAB != 0 {
+        return Err(());
+    }
+    write_pte(s.0, s.1, pte);
+    put_entry(ft, 1, old);
+    flush_tlb();
+    Ok(())
+}
+
+/// Write `e` into the slot, moving an entry whose references stay as they
+/// are (its own, or its grant map's), and flush what the old one left.
+pub fn slot_replace(s: Slot, e: u64) {
+    write_pte(s.0, s.1, e);
+    flush_tlb();
+}
+
+pub fn grant_clear(s: Slot) {
+    slot_replace(s, 0);
 }
 
 /// The L1 table and index mapping `va` in the domain's kernel tables.

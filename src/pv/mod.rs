@@ -7,6 +7,7 @@
 //!   the failsafe callback;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
 //! - `event`, `evtchn`: event channels and the upcall;
+//! - `grant`: grant tables (a domain's own grants);
 //! - `mm`: validated page-table updates;
 //! - `multicall`: a batch of hypercalls in one entry;
 //! - `debugreg`: the guest's debug registers (kept, not armed);
@@ -31,6 +32,8 @@ pub mod event;
 pub mod evtchn;
 pub mod insn;
 pub mod retcheck;
+#[cfg(target_os = "none")]
+pub mod grant;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 #[cfg(target_os = "none")]

@@ -28,8 +28,10 @@
 //! reservation and increase/decrease reservation of it → `-EPERM`;
 //! `EVTCHNOP_alloc_unbound` / `status` in it → `-EPERM`;
 //! `bind_interdomain` to its ports that are not for us → `-EINVAL`;
-//! `update_va_mapping_otherdomain`, `grant_table_op`, `domctl`, `sysctl`
-//! → `-ENOSYS`.
+//! `update_va_mapping_otherdomain`, `domctl`, `sysctl` → `-ENOSYS`;
+//! `grant_table_op` `setup_table`, `query_size` and `map_grant_ref` naming
+//! it → 0 with `GNTST_permission_denied` in the struct (a domain's own
+//! grants only), nothing of its table handed out.
 //!
 //! Frames handed over are clean: every page of ours above the bootstrap
 //! region reads zero at start; pages given back (`decrease_reservation`,
@@ -330,7 +332,6 @@ fn naming_other_domains(link: &Option<VictimLink>) {
     }
     for (case, nr) in [
         ("update_va_mapping_otherdomain: -ENOSYS", abi::HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN),
-        ("grant_table_op: -ENOSYS", abi::HYPERVISOR_GRANT_TABLE_OP),
         ("domctl: -ENOSYS", abi::HYPERVISOR_DOMCTL),
         ("sysctl: -ENOSYS", abi::HYPERVISOR_SYSCTL),
     ] {
@@ -338,6 +339,51 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         // is looked at (and on Xen refused to an unprivileged domain).
         let rc = unsafe { hc::hypercall5(nr, 0, VIRT_BASE, 1, victim as u64, 0) };
         refused(case, rc, ENOSYS);
+    }
+    foreign_grants(victim);
+}
+
+/// Another domain's grant table: not set up, sized or mapped from here.
+fn foreign_grants(victim: u16) {
+    use abi::grant_table::*;
+    use abi::Pod;
+    let op = |cmd: u32, arg: u64| {
+        // SAFETY: the structs are ours, on our stack; the hypervisor
+        // writes only their status fields (and no frame list: refused).
+        unsafe { hc::hypercall5(abi::HYPERVISOR_GRANT_TABLE_OP, cmd as u64, arg, 1, 0, 0) }
+    };
+    let mut frames = [0u64; 1];
+    let mut setup = GnttabSetupTable::zeroed();
+    setup.dom = victim;
+    setup.nr_frames = 1;
+    setup.frame_list = frames.as_mut_ptr() as u64;
+    let rc = op(GNTTABOP_SETUP_TABLE, &mut setup as *mut _ as u64);
+    check(
+        "grant setup_table of the victim's table: 0, GNTST_permission_denied, no frame given",
+        rc == 0 && setup.status == GNTST_PERMISSION_DENIED && frames[0] == 0,
+        format_args!("rc {} status {} frame {:#x}", Rc(rc), setup.status, frames[0]),
+    );
+    let mut q = GnttabQuerySize::zeroed();
+    q.dom = victim;
+    let rc = op(GNTTABOP_QUERY_SIZE, &mut q as *mut _ as u64);
+    check(
+        "grant query_size of the victim's table: 0, GNTST_permission_denied",
+        rc == 0 && q.status == GNTST_PERMISSION_DENIED && q.nr_frames == 0,
+        format_args!("rc {} status {} nr_frames {}", Rc(rc), q.status, q.nr_frames),
+    );
+    let target = VIRT_BASE + 0x10_0000; // an address of ours, not touched: refused first
+    for gref in [0u32, 8, 0xffff_ffff] {
+        let mut m = GnttabMapGrantRef::zeroed();
+        m.host_addr = target;
+        m.flags = GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP;
+        m.ref_ = gref;
+        m.dom = victim;
+        let rc = op(GNTTABOP_MAP_GRANT_REF, &mut m as *mut _ as u64);
+        check(
+            "grant map_grant_ref of the victim's grant: 0, GNTST_permission_denied",
+            rc == 0 && m.status == GNTST_PERMISSION_DENIED && m.dev_bus_addr == 0,
+            format_args!("ref {gref}: rc {} status {} dev_bus_addr {:#x}", Rc(rc), m.status, m.dev_bus_addr),
+        );
     }
 }
 

@@ -75,6 +75,8 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
         abi::HYPERVISOR_GET_DEBUGREG => [0, 0, 0, 0],
         // An empty batch: 0, nothing read.
         abi::HYPERVISOR_MULTICALL => [p, 0, 0, 0],
+        // query_size with a count of 0: -EINVAL, nothing read or written.
+        abi::HYPERVISOR_GRANT_TABLE_OP => [6, p, 0, 0],
         // No such segment register.
         abi::HYPERVISOR_SET_SEGMENT_BASE => [99, 0, 0, 0],
         abi::HYPERVISOR_CALLBACK_OP => [abi::CALLBACKOP_UNREGISTER, p, 0, 0],
@@ -91,7 +93,7 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
 
 /// Has a harmless probe (else zeros are only safe for -ENOSYS calls).
 fn probed(nr: u32) -> bool {
-    matches!(nr, 0..=6 | 8..=10 | 12..=18 | 21 | 23..=26 | 29 | 30 | 32 | 33)
+    matches!(nr, 0..=6 | 8..=10 | 12..=18 | 20 | 21 | 23..=26 | 29 | 30 | 32 | 33)
 }
 
 pub fn check(on_ringvisor: bool) {
