@@ -266,6 +266,10 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
         return err(EINVAL);
     }
     d.v_mut().kernel_mode = !to_user;
+    if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+        // As Xen's compat_iret: the frame's IOPL is the vCPU's virtual one.
+        d.v_mut().iopl = (eflags >> 12) & 3;
+    }
     f.rip = eip as u64;
     f.cs = cs as u64;
     f.rflags = (eflags as u64 & !(3 << 12 | 1 << 17)) | 1 << 9;
