@@ -146,6 +146,28 @@ layout!(XenMemoryReservation32, 20; extent_start @ 0, nr_extents @ 4, extent_ord
         mem_flags @ 12, domid @ 16);
 
 pod_struct! {
+    /// `struct xen_memory_exchange` (64-bit guest): `in` extents given
+    /// back for `out` extents; `nr_exchanged` is how far it got (in and
+    /// out).
+    pub struct XenMemoryExchange {
+        pub in_: XenMemoryReservation,
+        pub out: XenMemoryReservation,
+        pub nr_exchanged: u64,
+    }
+}
+layout!(XenMemoryExchange, 72; out @ 32, nr_exchanged @ 64);
+
+pod_struct! {
+    /// `struct xen_memory_exchange` (32-bit guest).
+    pub struct XenMemoryExchange32 {
+        pub in_: XenMemoryReservation32,
+        pub out: XenMemoryReservation32,
+        pub nr_exchanged: u32,
+    }
+}
+layout!(XenMemoryExchange32, 44; out @ 20, nr_exchanged @ 40);
+
+pod_struct! {
     /// `struct xen_memory_domain` (both widths).
     pub struct XenMemoryDomain {
         pub domid: DomId,

@@ -126,6 +126,20 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
             | ringvisor_abi::memory::XENMEM_CURRENT_RESERVATION
             | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => hc::memory_op(d, ft, space, a[0], a[1]),
             ringvisor_abi::memory::XENMEM_MEMORY_MAP => memory_map(d, space, a[1]),
+            ringvisor_abi::memory::XENMEM_EXCHANGE => mm::exchange(d, ft, space, a[1]),
+            // The 20-byte 32-bit reservation, its list of 4-byte frames.
+            ringvisor_abi::memory::XENMEM_DECREASE_RESERVATION
+            | ringvisor_abi::memory::XENMEM_INCREASE_RESERVATION
+            | ringvisor_abi::memory::XENMEM_POPULATE_PHYSMAP => {
+                let Ok(r) = space.read::<ringvisor_abi::memory::XenMemoryReservation32>(a[1]) else { return err(EFAULT) };
+                if r.domid != DOMID_SELF && r.domid != d.id {
+                    return err(EPERM);
+                }
+                if r.extent_order != 0 || r.nr_extents as u64 > mm::MAX_BATCH {
+                    return err(EINVAL);
+                }
+                mm::reservation(d, ft, space, a[0] as u32, r.extent_start as u64, r.nr_extents as u64)
+            }
             _ => err(ENOSYS),
         },
         HYPERVISOR_SET_GDT => set_gdt(d, ft, space, a[0], a[1]),

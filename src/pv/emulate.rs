@@ -126,6 +126,65 @@ pub fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
     }
 }
 
+/// SIDT, SGDT, SMSW, SLDT and STR, which CR4.UMIP keeps from ring 1 and
+/// 3 (ringvisor turns it on; Xen does not, so its guests read the real
+/// values): emulated, from either guest mode, with what the instruction
+/// would have given: the hypervisor's IDT/GDT, the virtual CR0, no LDT,
+/// the hypervisor's TR. Returns the instruction's length when done.
+fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> Option<usize> {
+    let group = *insn.get(i + 1)?;
+    let (reg, operand, end) = crate::pv::insn::decode_modrm(insn, i + 2, rex, d.compat)?;
+    let value: u64 = match (group, reg & 7) {
+        (0x01, 0) | (0x01, 1) => {
+            // sgdt / sidt: a memory operand only; limit, then the base.
+            let Ok(m) = operand else { return None };
+            let (base, limit) = crate::arch::x86_64::cpu::descriptor_table(reg & 7 == 1);
+            let mut bytes = [0u8; 10];
+            bytes[..2].copy_from_slice(&limit.to_le_bytes());
+            bytes[2..].copy_from_slice(&base.to_le_bytes());
+            let n = if d.compat { 6 } else { 10 };
+            let at = effective_address(d, f, &m, end);
+            d.v().space().write_bytes(at, &bytes[..n]).ok()?;
+            return Some(end);
+        }
+        (0x01, 4) => virtual_cr0(d),
+        (0x00, 0) => 0, // sldt: guests have no LDT here
+        (0x00, 1) => crate::arch::x86_64::cpu::task_register() as u64,
+        _ => return None,
+    };
+    match operand {
+        Err(r) => {
+            let r = gpr(f, r);
+            *r = if d.compat { value as u32 as u64 } else { value };
+        }
+        Ok(m) => {
+            let at = effective_address(d, f, &m, end);
+            d.v().space().write_bytes(at, &(value as u16).to_le_bytes()).ok()?;
+        }
+    }
+    Some(end)
+}
+
+/// Where a decoded memory operand points (flat segments; 32-bit code
+/// wraps at 4 GiB). `end` is the instruction's length, for rip-relative.
+fn effective_address(d: &Domain, f: &mut TrapFrame, m: &crate::pv::insn::MemOperand, end: usize) -> u64 {
+    let mut a = m.disp as u64;
+    if let Some(b) = m.base {
+        a = a.wrapping_add(*gpr(f, b));
+    }
+    if let Some((x, s)) = m.index {
+        a = a.wrapping_add(gpr(f, x).wrapping_mul(s as u64));
+    }
+    if m.rip_relative {
+        a = a.wrapping_add(f.rip).wrapping_add(end as u64);
+    }
+    if d.compat {
+        a as u32 as u64
+    } else {
+        a
+    }
+}
+
 fn virtual_cr0(d: &Domain) -> u64 {
     // PE, MP, ET, NE, WP, AM, PG as a 64-bit kernel expects; TS virtual.
     0x8005_0033 | if d.v().cr0_ts { 1 << 3 } else { 0 }
@@ -209,7 +268,12 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
     let Some(&op) = insn.get(i) else { return false };
     let what: &str;
     let len;
+    let umip = if op == 0x0f { umip_insn(d, f, insn, i, rex) } else { None };
     match op {
+        _ if umip.is_some() => {
+            what = "sidt/sgdt/smsw/sldt/str";
+            len = umip.unwrap_or(0);
+        }
         0xfa | 0xfb if iopl_ok(d) => {
             // cli/sti with enough virtual IOPL: allowed, and (as in Xen)
             // without effect: a guest masks events through evtchn_upcall_mask,

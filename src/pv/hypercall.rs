@@ -880,6 +880,7 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
             }
             crate::pv::mm::reservation(d, ft, space, cmd as u32, r.extent_start, r.nr_extents)
         }
+        XENMEM_EXCHANGE => crate::pv::mm::exchange(d, ft, space, arg),
         XENMEM_MEMORY_MAP => {
             // The guest's pseudo-physical map: all its pages, one RAM range.
             let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };

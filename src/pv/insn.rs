@@ -69,10 +69,81 @@ pub fn decode_pte_store(b: &[u8]) -> Option<PteStore> {
     (i <= b.len()).then_some(PteStore { kind, len: i })
 }
 
+/// A memory operand, as a ModRM (+SIB, +displacement) encodes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemOperand {
+    pub base: Option<u8>,
+    /// Index register and scale (1, 2, 4, 8).
+    pub index: Option<(u8, u8)>,
+    pub disp: i64,
+    /// Relative to the next instruction's address (64-bit code only).
+    pub rip_relative: bool,
+}
+
+/// Decode the ModRM at `b[i]` (REX bits in `rex`; `addr32`: 32-bit code,
+/// where mod 0 / rm 5 is an absolute disp32). Returns the `reg` field,
+/// the memory operand (`None` for a register operand: mod 3, then the
+/// register number is `rm`) and the index past the operand.
+pub fn decode_modrm(b: &[u8], mut i: usize, rex: u8, addr32: bool) -> Option<(u8, Result<MemOperand, u8>, usize)> {
+    let modrm = *b.get(i)?;
+    i += 1;
+    let (md, reg, rm) = (modrm >> 6, ((modrm >> 3) & 7) | (rex & 4) << 1, modrm & 7);
+    if md == 3 {
+        return Some((reg, Err(rm | (rex & 1) << 3), i));
+    }
+    let mut op = MemOperand { base: Some(rm | (rex & 1) << 3), index: None, disp: 0, rip_relative: false };
+    let mut disp32_only = md == 0 && rm == 5;
+    if rm == 4 {
+        let sib = *b.get(i)?;
+        i += 1;
+        let (scale, index, base) = (1u8 << (sib >> 6), ((sib >> 3) & 7) | (rex & 2) << 2, sib & 7);
+        op.index = (index != 4).then_some((index, scale));
+        op.base = Some(base | (rex & 1) << 3);
+        if md == 0 && base == 5 {
+            op.base = None;
+            disp32_only = true;
+        }
+    } else if disp32_only {
+        op.base = None;
+        op.rip_relative = !addr32;
+    }
+    let dlen = match md {
+        1 => 1,
+        2 => 4,
+        _ if disp32_only => 4,
+        _ => 0,
+    };
+    op.disp = match dlen {
+        1 => *b.get(i)? as i8 as i64,
+        4 => i32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as i64,
+        _ => 0,
+    };
+    Some((reg, Ok(op), i + dlen))
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modrm_forms() {
+        // sidt (%rax): 0f 01 08
+        assert_eq!(decode_modrm(&[0x08], 0, 0, false), Some((1, Ok(MemOperand { base: Some(0), index: None, disp: 0, rip_relative: false }), 1)));
+        // 0x10(%rbp,%r9,4) with REX.X: modrm 0x44 (mod 1, rm 4), sib 0x8d, disp8 0x10
+        assert_eq!(
+            decode_modrm(&[0x44, 0x8d, 0x10], 0, 0x42, false),
+            Some((0, Ok(MemOperand { base: Some(5), index: Some((9, 4)), disp: 0x10, rip_relative: false }), 3))
+        );
+        // rip-relative in 64-bit code, absolute in 32-bit code
+        let rel = decode_modrm(&[0x0d, 0x78, 0x56, 0x34, 0x12], 0, 0, false).unwrap();
+        assert_eq!(rel.1, Ok(MemOperand { base: None, index: None, disp: 0x12345678, rip_relative: true }));
+        let abs = decode_modrm(&[0x0d, 0x78, 0x56, 0x34, 0x12], 0, 0, true).unwrap();
+        assert_eq!((abs.0, abs.1, abs.2), (1, Ok(MemOperand { base: None, index: None, disp: 0x12345678, rip_relative: false }), 5));
+        // a register operand, REX.B
+        assert_eq!(decode_modrm(&[0xe1], 0, 0x41, false), Some((4, Err(9), 1)));
+        // truncated
+        assert_eq!(decode_modrm(&[0x80, 0x00], 0, 0, false), None);
+    }
 
     fn d(b: &[u8]) -> Option<PteStore> {
         decode_pte_store(b)

@@ -574,6 +574,8 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
 /// listed pseudo-physical pages, MFNs written back). Returns how many
 /// were done; stops at the first that cannot be.
 pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u32, list: u64, n: u64) -> Ret {
+    // A 64-bit guest's list holds 8-byte frame numbers, a 32-bit one's 4.
+    let elem = if d.compat { 4 } else { 8 };
     use crate::domain::builder::INVALID_MFN;
     use ringvisor_abi::memory::*;
     // Constant work per extent (no P2M scan each time), so a call of
@@ -584,8 +586,8 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
     let mut free_from = 0usize;
     let mut searched = false;
     for i in 0..n {
-        let Some(at) = list.checked_add(i * 8) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
-        let Ok(arg) = space.read_u64(at) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
+        let Some(at) = list.checked_add(i * elem) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
+        let Ok(arg) = read_elem(&space, at, elem) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         if cmd == XENMEM_DECREASE_RESERVATION {
             // Only a frame nothing holds: not mapped, not a page table.
             let mfn = arg;
@@ -637,7 +639,7 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
         d.p2m[pfn] = f.0;
         held += 1;
         paging::m2p_set(f.0, pfn as u64);
-        if space.write(at, &f.0).is_err() {
+        if write_elem(&space, at, elem, f.0).is_err() {
             // The guest cannot learn the frame: take it back, so the
             // reservation does not grow by a page nobody can name.
             d.p2m[pfn] = INVALID_MFN;
@@ -648,6 +650,143 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
         }
     }
     n as Ret
+}
+
+fn read_elem(space: &GuestSpace, at: u64, elem: u64) -> Result<u64, Fault> {
+    if elem == 4 {
+        space.read::<u32>(at).map(u64::from)
+    } else {
+        space.read_u64(at)
+    }
+}
+
+fn write_elem(space: &GuestSpace, at: u64, elem: u64, v: u64) -> Result<(), Fault> {
+    if elem == 4 {
+        space.write(at, &(v as u32))
+    } else {
+        space.write(at, &v)
+    }
+}
+
+/// Xen's `guest_handle_subrange_okay`: elements `first..=last` of `size`
+/// bytes from `start` lie where a guest may point (the address of the
+/// first, for a 64-bit guest, outside 2^47..HYPERVISOR_VIRT_END; the whole
+/// range, for a 32-bit guest, below its hypervisor area).
+fn subrange_ok(compat: bool, start: u64, first: u64, last: u64, size: u64) -> bool {
+    let Some(count) = last.checked_sub(first).map(|c| c + 1) else { return true };
+    if count >= u64::MAX / size {
+        return false;
+    }
+    let a = start.wrapping_add(first.wrapping_mul(size));
+    if compat {
+        a.checked_add(count * size).is_some_and(|e| e <= ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64)
+    } else {
+        a < 1 << 47 || a >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END
+    }
+}
+
+/// `XENMEM_exchange` (Xen: memory_exchange): give back the `in` extents
+/// and get as many new ones, written to `out`; `nr_exchanged` says how far
+/// it got, and where a repeated call starts. Xen's checks, in Xen's order
+/// (XSA-212: both lists are checked from `nr_exchanged` on, so a call that
+/// starts "far into" a list cannot make the hypervisor write outside the
+/// guest). Extents of one page only: larger ones (contiguous machine
+/// memory) are -ENOSYS here.
+pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
+    use ringvisor_abi::memory::*;
+    let compat = d.compat;
+    let (inr, outr, done, elem, done_at) = if compat {
+        let Ok(x) = space.read::<XenMemoryExchange32>(arg) else { return err(EFAULT) };
+        let r = |r: XenMemoryReservation32| (r.extent_start as u64, r.nr_extents as u64, r.extent_order, r.domid);
+        (r(x.in_), r(x.out), x.nr_exchanged as u64, 4, 40)
+    } else {
+        let Ok(x) = space.read::<XenMemoryExchange>(arg) else { return err(EFAULT) };
+        let r = |r: XenMemoryReservation| (r.extent_start, r.nr_extents, r.extent_order, r.domid);
+        (r(x.in_), r(x.out), x.nr_exchanged, 8, 64)
+    };
+    let (mut done, mut rc) = (done, 0);
+    let max_order = if d.id == 0 { 12 } else { 9 };
+    let checked = (|| {
+        let ((in_start, in_nr, in_order, in_dom), (out_start, out_nr, out_order, out_dom)) = (inr, outr);
+        if in_order.max(out_order) > max_order {
+            return Err(EFAULT);
+        }
+        if done > in_nr
+            || in_dom != out_dom
+            || (u64::MAX >> in_order) < in_nr
+            || (u64::MAX >> out_order) < out_nr
+            || in_nr << in_order != out_nr << out_order
+        {
+            return Err(EINVAL);
+        }
+        if done == in_nr {
+            return Ok(None);
+        }
+        if !subrange_ok(compat, in_start, done, in_nr - 1, elem) {
+            return Err(EFAULT);
+        }
+        let out_first = if in_order <= out_order { done >> (out_order - in_order) } else { done << (in_order - out_order) };
+        if !subrange_ok(compat, out_start, out_first, out_nr - 1, elem) {
+            return Err(EFAULT);
+        }
+        if in_dom != DOMID_SELF && in_dom != d.id {
+            return Err(EPERM);
+        }
+        if in_order != 0 || out_order != 0 {
+            return Err(ENOSYS);
+        }
+        if in_nr - done > MAX_BATCH {
+            return Err(EINVAL);
+        }
+        Ok(Some((in_start, in_nr, out_start)))
+    })();
+    match checked {
+        Err(e) => rc = err(e),
+        Ok(None) => {}
+        Ok(Some((in_start, in_nr, out_start))) => {
+            while done < in_nr {
+                let (Some(ia), Some(oa)) = (in_start.checked_add(done * elem), out_start.checked_add(done * elem)) else {
+                    rc = err(EFAULT);
+                    break;
+                };
+                let Ok(mfn) = read_elem(&space, ia, elem) else {
+                    rc = err(EFAULT);
+                    break;
+                };
+                // The page given back: the domain's, held by nothing.
+                let pfn = paging::m2p_get(mfn) as usize;
+                let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused()) && d.p2m.get(pfn) == Some(&mfn);
+                if !ok {
+                    rc = err(EINVAL);
+                    break;
+                }
+                let Some(new) = paging::with_frames(|fa| fa.alloc()) else {
+                    rc = err(ENOMEM);
+                    break;
+                };
+                if write_elem(&space, oa, elem, new.0).is_err() {
+                    let _ = paging::with_frames(|fa| fa.free(new));
+                    rc = err(EFAULT);
+                    break;
+                }
+                // SAFETY: a frame just taken from the pool, in the direct map.
+                unsafe { core::ptr::write_bytes(phys_to_virt(new.addr()) as *mut u8, 0, 4096) };
+                flush_tlb(); // no stale translation of the old frame survives
+                ft.release(mfn);
+                paging::m2p_set(mfn, paging::M2P_INVALID);
+                let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
+                ft.assign(new.0, d.id, Kind::Normal);
+                d.p2m[pfn] = new.0;
+                paging::m2p_set(new.0, pfn as u64);
+                done += 1;
+            }
+        }
+    }
+    let w = if compat { space.write(arg + done_at, &(done as u32)) } else { space.write(arg + done_at, &done) };
+    if w.is_err() {
+        return err(EFAULT);
+    }
+    rc
 }
 
 /// Writable page tables (`vm_assist(writable_pagetables)`, Xen's ptwr):

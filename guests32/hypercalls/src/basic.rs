@@ -314,8 +314,9 @@ pub fn memory_op(si: &StartInfo32) {
             EFAULT,
         );
     }
-    // Not translated for 32-bit guests yet (docs/abi.md: "Not yet: ...
-    // memory reservations"); Xen has them (compat_memory_op).
+    // The 20-byte 32-bit reservation with its list of 4-byte frame
+    // numbers (compat_memory_op): empty lists change nothing and answer 0
+    // extents done; the round trip with a real frame is in mm.rs.
     let mut list = [0u32; 1];
     let r = XenMemoryReservation32 {
         extent_start: va(list.as_mut_ptr()),
@@ -326,21 +327,12 @@ pub fn memory_op(si: &StartInfo32) {
         _pad0: 0,
     };
     for (name, cmd) in [
-        (
-            "XENMEM_increase_reservation (not yet for 32-bit) -ENOSYS",
-            abi::XENMEM_INCREASE_RESERVATION,
-        ),
-        (
-            "XENMEM_decrease_reservation (not yet for 32-bit) -ENOSYS",
-            abi::XENMEM_DECREASE_RESERVATION,
-        ),
-        (
-            "XENMEM_populate_physmap (not yet for 32-bit) -ENOSYS",
-            abi::XENMEM_POPULATE_PHYSMAP,
-        ),
+        ("XENMEM_increase_reservation of no extents: 0", abi::XENMEM_INCREASE_RESERVATION),
+        ("XENMEM_decrease_reservation of no extents: 0", abi::XENMEM_DECREASE_RESERVATION),
+        ("XENMEM_populate_physmap of no extents: 0", abi::XENMEM_POPULATE_PHYSMAP),
     ] {
-        // SAFETY: no extents: nothing changes whatever the answer.
-        check_rc(name, unsafe { hc::memory_op(cmd, va(&r)) }, ENOSYS);
+        // SAFETY: no extents: nothing changes.
+        check_rc(name, unsafe { hc::memory_op(cmd, va(&r)) }, 0);
     }
     // SAFETY: no such command.
     check_rc(

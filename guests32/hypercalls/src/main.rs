@@ -154,6 +154,7 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     basic::memory_op(si);
     basic::vcpu_op();
     mm::run(si.nr_pages);
+    mm::reservation_round_trip(si.nr_pages);
     gdt::run();
     events::event_channel_op();
     events::set_timer_op();

@@ -181,6 +181,27 @@ pub fn user_protection_bits() -> u64 {
     USER_PROTECT.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// The hypervisor's IDT (`idt`) or GDT: base and limit, as SIDT/SGDT give
+/// them (for guests that UMIP keeps from reading them: pv::emulate).
+pub fn descriptor_table(idt: bool) -> (u64, u16) {
+    let mut p: x86::dtables::DescriptorTablePointer<u64> = Default::default();
+    // SAFETY: sidt/sgdt only store the register into `p`.
+    unsafe {
+        if idt {
+            x86::dtables::sidt(&mut p);
+        } else {
+            x86::dtables::sgdt(&mut p);
+        }
+    }
+    (p.base as u64, p.limit)
+}
+
+/// The task register's selector.
+pub fn task_register() -> u16 {
+    // SAFETY: str only reads the task register.
+    unsafe { x86::task::tr().bits() }
+}
+
 pub fn cr4_bits() -> u64 {
     // SAFETY: reading CR4 has no side effects.
     unsafe { cr4().bits() as u64 }
