@@ -38,11 +38,15 @@ pub struct FrameInfo {
     pub mapped: u32,
     pub writable: u32,
     pub table_refs: u32,
+    /// Linear page tables (Xen's linear_pt_count): > 0, how many entries
+    /// of this table map a table of its own level; < 0, how many such
+    /// entries map this one. Never both (XSA-240): chains stay one deep.
+    pub linear: i32,
 }
 
 impl FrameInfo {
     const FREE: FrameInfo =
-        FrameInfo { owner: OWNER_NONE, kind: Kind::Normal, pinned: false, mapped: 0, writable: 0, table_refs: 0 };
+        FrameInfo { owner: OWNER_NONE, kind: Kind::Normal, pinned: false, mapped: 0, writable: 0, table_refs: 0, linear: 0 };
 
     /// Nothing holds it: no mapping, not a page table or GDT.
     pub fn unused(&self) -> bool {

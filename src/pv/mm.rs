@@ -66,7 +66,7 @@ fn hv_slot(level: u8, index: usize) -> bool {
 
 /// Check a new entry for a table of `level` and take the references it
 /// needs. Returns the value to store (user bit forced, global stripped).
-fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64, i32> {
+fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -> Result<u64, i32> {
     if val & PTE_P == 0 {
         return Ok(val);
     }
@@ -101,7 +101,12 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
         // 32-bit kernel (ring 1) chooses per page.
         return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
     }
-    get_table(d, ft, target, level - 1)?;
+    match get_table(d, ft, target, level - 1) {
+        Ok(()) => {}
+        // A table of its own level: a linear page table, if allowed.
+        Err(EINVAL) if !d.compat => get_linear(d, ft, table, level, target, val)?,
+        Err(e) => return Err(e),
+    }
     Ok(match (d.compat, level) {
         // A PAE L3 entry cannot say writable or user; in the long-mode
         // tables the CPU walks, it must (Xen: adjust_guest_l3e).
@@ -111,9 +116,33 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, level: u8, val: u64) -> Result<u64
     })
 }
 
+/// A linear page table (Xen's get_l{2,3,4}_linear_pagetable, 64-bit guests
+/// only): entry of `table` at `level` mapping a table of the same level,
+/// read-only (through it the guest reads its page tables, never writes
+/// them: XSA-182). A table maps itself without a reference; another one
+/// gets a type reference, and a table is either a user of linear entries
+/// or a target of them, never both, so they never chain (XSA-240).
+fn get_linear(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, target: u64, val: u64) -> Result<(), i32> {
+    if val & PTE_RW != 0 || table == 0 {
+        return Err(EINVAL);
+    }
+    if target == table {
+        return Ok(());
+    }
+    let (Some(t), Some(u)) = (ft.get(target), ft.get(table)) else { return Err(EINVAL) };
+    if t.owner != d.id || t.kind != Kind::Table(level) || t.linear > 0 || u.linear < 0 || t.table_refs == u32::MAX {
+        return Err(EINVAL);
+    }
+    let t = ft.get_mut(target).unwrap();
+    t.table_refs += 1;
+    t.linear -= 1;
+    ft.get_mut(table).unwrap().linear += 1;
+    Ok(())
+}
+
 /// Drop what `get_entry` took for an entry being replaced. The last
 /// reference to a page table devalidates it (`devalidate`).
-fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
+fn put_entry(ft: &mut FrameTable, table: u64, level: u8, old: u64) {
     if old & PTE_P == 0 {
         return;
     }
@@ -131,6 +160,17 @@ fn put_entry(ft: &mut FrameTable, level: u8, old: u64) {
             info.table_refs = info.table_refs.saturating_sub(1);
             if info.table_refs == 0 && !info.pinned {
                 devalidate(ft, target, level - 1);
+            }
+        } else if info.kind == Kind::Table(level) && target != table && table != 0 {
+            // A linear entry (get_linear); one to itself took nothing.
+            info.table_refs = info.table_refs.saturating_sub(1);
+            info.linear += 1;
+            let free = info.table_refs == 0 && !info.pinned;
+            if let Some(u) = ft.get_mut(table) {
+                u.linear -= 1;
+            }
+            if free {
+                devalidate(ft, target, level);
             }
         }
     }
@@ -151,7 +191,7 @@ fn devalidate(ft: &mut FrameTable, mfn: u64, level: u8) {
         info.kind = Kind::Normal;
     }
     for i in (0..512).filter(|&i| !hv_slot(level, i)) {
-        put_entry(ft, level, read_pte(mfn, i));
+        put_entry(ft, mfn, level, read_pte(mfn, i));
     }
 }
 
@@ -175,13 +215,13 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
                 if hv_slot(level, i) {
                     continue;
                 }
-                match get_entry(d, ft, level, read_pte(mfn, i)) {
+                match get_entry(d, ft, mfn, level, read_pte(mfn, i)) {
                     Ok(v) => write_pte(mfn, i, v),
                     Err(e) => {
                         // Drop what the entries before this one took (as
                         // Xen does), so a failed validation leaves nothing.
                         for j in (0..i).filter(|&j| !hv_slot(level, j)) {
-                            put_entry(ft, level, read_pte(mfn, j));
+                            put_entry(ft, mfn, level, read_pte(mfn, j));
                         }
                         ft.get_mut(mfn).unwrap().kind = Kind::Normal;
                         return Err(e);
@@ -215,12 +255,12 @@ fn update_entry(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8, index: usi
         // domain that tries this; ringvisor refuses the update).
         return err(EINVAL);
     }
-    let new = match get_entry(d, ft, level, val) {
+    let new = match get_entry(d, ft, mfn, level, val) {
         Ok(v) => v,
         Err(e) => return err(e),
     };
     write_pte(mfn, index, new);
-    put_entry(ft, level, old);
+    put_entry(ft, mfn, level, old);
     // The caller flushes what the old entry may have left in the TLB.
     0
 }
@@ -388,7 +428,7 @@ pub fn grant_install(ft: &mut FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
         return Err(());
     }
     write_pte(s.0, s.1, pte);
-    put_entry(ft, 1, old);
+    put_entry(ft, s.0, 1, old);
     flush_tlb();
     Ok(())
 }
@@ -478,7 +518,7 @@ fn new_baseptr(d: &mut Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32>
         unsafe { pte_ptr(v.compat_l4, 0).write_volatile(mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A) };
     }
     if old != 0 {
-        put_entry(ft, level + 1, old << 12 | PTE_P);
+        put_entry(ft, 0, level + 1, old << 12 | PTE_P);
     }
     crate::sched::load_cr3(d.v());
     Ok(())
@@ -508,7 +548,7 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                     _ => 1,
                 };
                 ft.get_mut(mfn).unwrap().pinned = false;
-                put_entry(ft, level + 1, mfn << 12 | PTE_P);
+                put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
                 0
             }
             _ => err(EINVAL),
@@ -522,7 +562,7 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                 }
                 let old = core::mem::take(&mut d.v_mut().guest_table_user);
                 if old != 0 {
-                    put_entry(ft, 5, old << 12 | PTE_P);
+                    put_entry(ft, 0, 5, old << 12 | PTE_P);
                 }
                 0
             } else if !user {
@@ -541,7 +581,7 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                             v.guest_table = mfn;
                         }
                         if old != 0 {
-                            put_entry(ft, 5, old << 12 | PTE_P);
+                            put_entry(ft, 0, 5, old << 12 | PTE_P);
                         }
                         if v.kernel_mode != user {
                             crate::sched::load_cr3(v);
