@@ -77,6 +77,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     }
 
     cpu::enable_protections(&f);
+    crate::sched::probe_mxcsr_mask();
     let stack_top = core::ptr::addr_of!(boot_stack_top) as u64;
     gdt::init(stack_top);
     idt::init();

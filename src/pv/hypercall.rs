@@ -154,12 +154,6 @@ fn guest_code_address(a: u64) -> bool {
     is_canonical(a) && !in_hypervisor_range(a)
 }
 
-/// Code selectors a 64-bit guest may name: its kernel CS, with RPL 0 or 3
-/// (a PV kernel believes it runs in ring 0).
-fn guest_code_selector(cs: u16) -> bool {
-    cs | 3 == FLAT_KERNEL_CS64 || cs | 3 == FLAT_USER_CS32
-}
-
 // Tour 03: the guest's virtual IDT
 fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     let v = d.v_mut();
@@ -170,11 +164,11 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     // Validate the whole list before changing anything, then walk it again
     // to install it (nothing else runs in between: one CPU, the lock held).
     let check = |t: &TrapInfo| {
-        // As Xen: a bad selector is -EPERM, a bad address -EINVAL (we also
-        // refuse the hypervisor's range, which Xen leaves to fault later).
-        if !guest_code_selector(t.cs) {
-            Err(EPERM)
-        } else if !guest_code_address(t.address) {
+        // As Xen: any selector, its RPL raised to 3 (a 64-bit guest's
+        // handlers run on FLAT_KERNEL_CS64 whatever it names); a
+        // non-canonical address -EINVAL (we also refuse the hypervisor's
+        // range, which Xen leaves to fault later).
+        if !guest_code_address(t.address) {
             Err(EINVAL)
         } else {
             Ok(())
@@ -653,8 +647,11 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
 /// `VCPUOP_initialise`: give a down vCPU its first context, every part of
 /// it checked as the matching hypercall would check it.
 fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
+    // As Xen's arch_set_info_guest: selectors get the kernel's RPL (a
+    // selector the CPU refuses is the guest's fault when the vCPU first
+    // returns: pv::retcheck), addresses must be canonical.
     let r = &c.user_regs;
-    if r.cs | 3 != FLAT_KERNEL_CS64 || r.ss | 3 != FLAT_KERNEL_SS64 || !is_canonical(r.rip) {
+    if !is_canonical(r.rip) {
         return err(EINVAL);
     }
     for a in [c.fs_base, c.gs_base_kernel, c.gs_base_user] {
@@ -670,8 +667,8 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     let [Some(event), Some(failsafe), Some(syscall)] = cbs else { return err(EINVAL) };
     let mut traps = [TrapEntry::default(); 256];
     for t in c.trap_ctxt.iter().filter(|t| t.address != 0) {
-        if !guest_code_selector(t.cs) || !guest_code_address(t.address) {
-            return err(EPERM);
+        if !guest_code_address(t.address) {
+            return err(EINVAL);
         }
         traps[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
     }
@@ -698,8 +695,8 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
         r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, r11: r.r11, r10: r.r10, r9: r.r9, r8: r.r8,
         rbp: r.rbp, rdi: r.rdi, rsi: r.rsi, rdx: r.rdx, rcx: r.rcx, rbx: r.rbx, rax: r.rax,
         vector: 0, error_code: 0,
-        rip: r.rip, cs: FLAT_KERNEL_CS64 as u64, rflags: (r.rflags & !(3 << 12)) | 0x202, rsp: r.rsp,
-        ss: FLAT_KERNEL_SS64 as u64,
+        rip: r.rip, cs: r.cs as u64 | 3, rflags: (r.rflags & !(3 << 12)) | 0x202, rsp: r.rsp,
+        ss: r.ss as u64 | 3,
     };
     v.trap_table = traps;
     v.event = event;
@@ -714,7 +711,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
         v.fpu.0 = c.fpu_ctxt;
         // MXCSR reserved bits would make fxrstor fault: keep only the
         // architectural ones.
-        let mxcsr = u32::from_le_bytes([c.fpu_ctxt[24], c.fpu_ctxt[25], c.fpu_ctxt[26], c.fpu_ctxt[27]]) & 0xffff;
+        let mxcsr = u32::from_le_bytes([c.fpu_ctxt[24], c.fpu_ctxt[25], c.fpu_ctxt[26], c.fpu_ctxt[27]]) & sched::mxcsr_mask();
         v.fpu.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
     }
     v.initialised = true;

@@ -93,6 +93,22 @@ fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
     unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
 }
 
+/// The MXCSR bits this CPU has (fxsave's MXCSR_MASK; 0 there means the
+/// architectural default 0xffbf): any other bit makes fxrstor #GP.
+static MXCSR_MASK: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0xffbf);
+
+/// Learn MXCSR_MASK (at boot, before any guest: CR0.TS is clear).
+pub fn probe_mxcsr_mask() {
+    let mut area = crate::domain::vcpu::FpuState::initial();
+    fxsave(&mut area);
+    let m = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
+    MXCSR_MASK.store(if m == 0 { 0xffbf } else { m }, Ordering::Relaxed);
+}
+
+pub fn mxcsr_mask() -> u32 {
+    MXCSR_MASK.load(Ordering::Relaxed)
+}
+
 fn fxrstor(area: &crate::domain::vcpu::FpuState) {
     let (fcw, fsw) = (u16::from_le_bytes([area.0[0], area.0[1]]), u16::from_le_bytes([area.0[2], area.0[3]]));
     if fsw & !fcw & 0x3f == 0 && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed) {

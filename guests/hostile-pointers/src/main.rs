@@ -19,7 +19,7 @@
 //! - `set_trap_table` list (a straddling list whose first entry would make
 //!   `int3` a DPL-0 vector changes nothing: `int3` still traps); handlers
 //!   in the hypervisor's range or non-canonical → `-EINVAL`; code
-//!   selector 0xe008 → `-EPERM`; 512 entries and no end → `-EINVAL`;
+//!   selector 0xe008 → 0 (RPL raised, as Xen); 512 entries and no end → `-EINVAL`;
 //! - `set_callbacks` and `callback_op` register (all six types) with a
 //!   handler in the hypervisor's range or non-canonical → `-EINVAL`;
 //!   `callback_op` register / unregister argument;
@@ -231,11 +231,20 @@ fn trap_table(b: &Bufs) {
             traps::install_default_trap_table();
         }
     }
+    // The hypervisor's own code selector: as Xen, taken with its RPL
+    // raised (a 64-bit guest's handlers run on FLAT_KERNEL_CS64, in ring 3,
+    // whatever it names): the #UD handler runs, in ring 3.
     let mut t = trap_info(6, 0, true);
     t.cs = 0xe008;
-    if refused("set_trap_table with code selector 0xe008: -EPERM", traps::set_trap_table(&[t, TRAP_TABLE_END]), EPERM) {
-        traps::install_default_trap_table();
-    }
+    check_rc("set_trap_table with code selector 0xe008: 0 (RPL raised)", traps::set_trap_table(&[t, TRAP_TABLE_END]), 0);
+    // SAFETY: ud2 bounces to the entry just installed, which unwinds to the catch.
+    let r = pvguest::traps::catch(|| unsafe { asm!("ud2") });
+    check(
+        "  ... and #UD still reaches the handler (its frame: the kernel, RPL 0)",
+        matches!(r, Err(ref tr) if tr.vector == 6 && tr.cs & 3 == 0),
+        format_args!("{r:?}"),
+    );
+    traps::install_default_trap_table();
     // 512 entries, no end (then an unmapped page).
     let (_, p1) = alloc_page();
     let (_, p2) = alloc_page();
