@@ -97,6 +97,7 @@ fn run(si: &StartInfo) {
         Err(w) => pvguest::report::error(format_args!("bad command line word {w:?}")),
     };
     setup();
+    protect_image();
     if let Err((what, rc)) = traps::setup_user_mode() {
         pvguest::report::error(format_args!("{what} = {rc}"));
     }
@@ -201,6 +202,30 @@ fn link_victim() {
             }
             Err(rc) => pvguest::report::error(format_args!("bind to the victim's port = {rc}")),
         }
+    }
+}
+
+/// Map our code, hypercall page and read-only data read-only: calls the
+/// generator points into our own image then fail (-EFAULT) instead of
+/// overwriting the code that runs next (a fuzz guest that wrecks itself
+/// only loops, which tells nothing about the hypervisor).
+fn protect_image() {
+    extern "C" {
+        static __image_start: u8;
+        static __data_start: u8;
+    }
+    // SAFETY: linker symbols: only their addresses are used.
+    let (start, end) = (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__data_start) as u64);
+    let mut va = start;
+    while va < end {
+        if let Some(mfn) = start_info::virt_to_mfn(va) {
+            // SAFETY: the same frame, read-only: nothing of ours writes there.
+            let rc = unsafe { hc::update_va_mapping(va, mfn << 12 | 1 | 1 << 5, abi::UVMF_INVLPG) };
+            if rc != 0 {
+                pvguest::report::error(format_args!("remap {va:#x} read-only = {rc}"));
+            }
+        }
+        va += 4096;
     }
 }
 
