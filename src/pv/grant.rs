@@ -443,7 +443,9 @@ fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u3
         let contains_pte = m.flags & GNTMAP_CONTAINS_PTE != 0;
         let Some(at) = mm::grant_slot(d, ft, m.host_addr, contains_pte) else { return Err(GNTST_GENERAL_ERROR) };
         let user = !d.compat || m.flags & GNTMAP_APPLICATION_MAP != 0;
-        let pte = mm::grant_pte(frame, rw, user);
+        // GNTMAP_guest_avail bits (XENFEAT_gnttab_map_avail_bits) go to
+        // the PTE's available bits 9-11, as Xen's grant_to_pte_flags.
+        let pte = mm::grant_pte(frame, rw, user) | ((m.flags as u64 >> 16) & 7) << 9;
         if !take(ft, frame, rw) {
             return Err(GNTST_GENERAL_ERROR);
         }

@@ -450,9 +450,16 @@ pub(crate) fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64)
         XENVER_GET_FEATURES => {
             let Ok(mut fi) = space.read::<XenFeatureInfo>(arg) else { return err(EFAULT) };
             fi.submap = match fi.submap_idx {
+                // Xen 4.17's set for a PV domain (common/kernel.c); the
+                // grant map's avail bits are honoured (pv::grant), and
+                // vnode_supported only says get_vnumainfo may be asked.
                 0 => {
-                    1 << XENFEAT_PAE_PGDIR_ABOVE_4GB
+                    1 << XENFEAT_MEMORY_OP_VNODE_SUPPORTED
+                        | 1 << XENFEAT_PAE_PGDIR_ABOVE_4GB
                         | 1 << XENFEAT_MMU_PT_UPDATE_PRESERVE_AD
+                        | 1 << XENFEAT_HIGHMEM_ASSIST
+                        | 1 << XENFEAT_GNTTAB_MAP_AVAIL_BITS
+                        | 1 << XENFEAT_DIRECT_MAPPED
                         | if d.privileged { 1 << XENFEAT_DOM0 } else { 0 }
                 }
                 _ => 0,
