@@ -63,9 +63,16 @@ pub fn cpuid_policy(leaf: u32, sub: u32) -> [u32; 4] {
                     // with fxsave); say "hypervisor present".
                     c &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 26) | (1 << 27) | (1 << 28));
                     c |= 1 << 31;
+                    // As Xen's PV policy: no VME, PSE, PGE, PSE36 (a PV
+                    // kernel cannot use them), and no MCE/MCA (Xen backs
+                    // them with emulated MCG MSRs, ringvisor has none: a
+                    // kernel seeing MCA reads MSR 0x179 and panics).
+                    d &= !((1 << 1) | (1 << 3) | (1 << 7) | (1 << 13) | (1 << 14) | (1 << 17));
                     // Local APIC id: vCPU 0.
                     b &= 0x00ff_ffff;
                 }
+                // No 1 GiB pages (PV guests get no superpages).
+                0x8000_0001 => d &= !(1 << 26),
                 // FSGSBASE is not enabled for guests; no AVX2/AVX-512.
                 7 if sub == 0 => b &= !((1 << 0) | (1 << 5) | (1 << 16)),
                 0xd => (a, b, c, d) = (0, 0, 0, 0),
@@ -329,7 +336,12 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                                     return false;
                                 }
                             }
-                            4 if val == virtual_cr4() => {}
+                            // Xen takes any value (pv_fixup_guest_cr4) and
+                            // keeps the guest's view to the bits its policy
+                            // lets it control; ringvisor offers none of
+                            // them (TSD, DE, FSGSBASE, OSXSAVE), so the view
+                            // stays the visible hardware bits.
+                            4 => {}
                             _ => return false,
                         }
                         what = "mov to cr";
