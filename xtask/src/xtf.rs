@@ -857,6 +857,19 @@ pv64\tnoreason\t-\tSUCCESS\tSUCCESS
         }
     }
 
+    #[test]
+    fn the_repository_file_parses_and_covers_tests_txt() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let e = parse_expected(&fs::read_to_string(root.join("xtf/expected.tsv")).unwrap()).unwrap();
+        assert!(e.len() >= 60, "{}", e.len());
+        let p = root.join("../shared/xtf/tests.txt");
+        if let Ok(t) = fs::read_to_string(p) {
+            for v in parse_tests_txt(&t).unwrap() {
+                assert!(e.iter().any(|e| e.id() == v.id()), "xtf/expected.tsv lacks {}", v.id());
+            }
+        }
+    }
+
     fn r(id: &str, o: Outcome) -> (String, Outcome) {
         (id.to_string(), o)
     }
