@@ -25,7 +25,7 @@ cargo xtask xtf DIR [--env pv64|pv32pae] [--jobs N] [--timeout S]
                     [--check FILE] [--cmdline \"ARGS\"] [--echo] [NAME...]
 
 Builds the hypervisor (release) and boots each XTF PV image found in DIR
-(files test-ENV-NAME, ENV pv64 or pv32pae, as XTF's build leaves them in
+(ELF files test-ENV-NAME, ENV pv64 or pv32pae, as XTF's build leaves them in
 tests/*/ or bin/) as domain 0, alone, one QEMU run each:
   qemu-system-x86_64 -accel tcg -cpu max,-smap -m 256M ... -kernel
   target/ringvisor.elf -initrd 'DIR/test-ENV-NAME rv.vcpus=N -- CMDLINE'
@@ -50,7 +50,8 @@ last console lines of that run (guest and hypervisor).
   --check FILE   compare with the expected results in FILE (xtf/expected.tsv:
                  env, name, variant, expected, xen-4.17, reason; tab-separated,
                  `-` for no variant, `#` comments): the table gains the
-                 expected and Xen 4.17 columns; exits 1 when a test expected
+                 expected and Xen 4.17 columns (`<-` marks a result that
+                 differs from FILE); exits 1 when a test expected
                  SUCCESS gives anything else, a test expected SKIP gives
                  anything but SUCCESS or SKIP, or such a test has no image
                  in DIR; prints, without failing, tests that now do better
@@ -182,7 +183,9 @@ pub fn variants_in(dir: &Path) -> Result<(Vec<Variant>, Vec<Variant>)> {
     for e in entries.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
         if let Some((env, name)) = image_name(&file) {
-            if e.path().is_file() {
+            // XTF's build leaves test-ENV-NAME.cfg (xl configs) beside the
+            // images: only ELF files count.
+            if is_elf(&e.path()) {
                 images.push((env.to_string(), name.to_string()));
             }
         }
@@ -200,6 +203,12 @@ pub fn variants_in(dir: &Path) -> Result<(Vec<Variant>, Vec<Variant>)> {
         }
     }
     Ok((present, missing))
+}
+
+fn is_elf(p: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
 /// `test-ENV-NAME` -> `(ENV, NAME)` for a PV environment.
@@ -646,7 +655,7 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     }
     let failed = findings.iter().filter(|f| f.fails()).count();
     if failed > 0 {
-        println!("xtf: check against {file} FAILED: {failed} test(s) expected to pass no longer do");
+        println!("xtf: check against {file} FAILED: {failed} test(s) expected to pass did not (REGRESSION, NOT RUN above)");
         Ok(ExitCode::FAILURE)
     } else {
         let also = if findings.is_empty() { "" } else { " (see the notes above)" };
@@ -765,9 +774,12 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
         let dir = std::env::temp_dir().join(format!("xtask-xtf-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        for f in ["test-pv64-pv-iopl", "test-pv64-zzz", "test-pv32pae-xsa-296", "test-hvm64-example", "README.md"] {
-            fs::write(dir.join(f), "x").unwrap();
+        for f in ["test-pv64-pv-iopl", "test-pv64-zzz", "test-pv32pae-xsa-296", "test-hvm64-example"] {
+            fs::write(dir.join(f), b"\x7fELF...").unwrap();
         }
+        // Not images: XTF's xl configs, anything not ELF.
+        fs::write(dir.join("test-pv64-zzz.cfg"), "name=\"zzz\"").unwrap();
+        fs::write(dir.join("README.md"), "x").unwrap();
         fs::write(dir.join("tests.txt"), TESTS_TXT).unwrap();
         let (present, missing) = variants_in(&dir).unwrap();
         let ids: Vec<String> = present.iter().map(Variant::id).collect();
