@@ -622,7 +622,11 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         }
         if r.outcome != Outcome::Success {
             let lines: Vec<&str> = r.out.lines.iter().map(|l| l.text.as_str()).collect();
-            for l in tail(&lines, 6) {
+            let last = tail(&lines, 6);
+            if last.is_empty() {
+                table.push_str("    | (no console output)\n");
+            }
+            for l in last {
                 table.push_str(&format!("    | {l}\n"));
             }
         }
