@@ -8,6 +8,7 @@ mod bench;
 mod frames;
 mod fuzz;
 mod lesson;
+mod xtf;
 
 use ringvisor_tests::build::{self, Profile};
 use ringvisor_tests::guest::GuestSpec;
@@ -47,6 +48,7 @@ COMMANDS:
   lesson  run a lesson on PV trap bouncing (`lesson --list`; see lessons/)
   frames  draw the guest stack frames into docs/frames/*.svg
   fuzz    random hypercalls, exceptions and iret frames beside a victim
+  xtf     boot each XTF test image of a directory, table of results
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
 `target/` means $CARGO_TARGET_DIR when that is set. Before building,
@@ -260,12 +262,13 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "lesson" => return lesson::command(rest),
         "frames" => return frames::command(rest),
         "fuzz" => return fuzz::command(rest),
+        "xtf" => return xtf::command(rest),
         "gdb" => (
             GDB_HELP,
             [profile, &["--cmdline", "GUEST"]].concat(),
             Profile::Debug,
         ),
-        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, help"),
+        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, xtf, help"),
     };
     let o = parse(command, rest, &allowed, default)?;
     if o.help {
