@@ -391,6 +391,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         state: State::Running,
         console_line: String::new(),
         gnttab: crate::pv::grant::GrantTable::new(),
+        watchdogs: [None; 2],
         console_budget: crate::pv::hypercall::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,

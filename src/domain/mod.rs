@@ -55,6 +55,8 @@ mod domain {
         pub console_dropped: u64,
         /// Event-channel ports.
         pub ports: crate::pv::evtchn::Ports,
+        /// `SCHEDOP_watchdog` timers: when each fires (system time, ns).
+        pub watchdogs: [Option<u64>; 2],
         /// Its grant table (pv::grant).
         pub gnttab: crate::pv::grant::GrantTable,
         /// The console ring (domains other than 0): its frame and port.

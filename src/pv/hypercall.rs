@@ -580,8 +580,46 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     0
 }
 
+/// `SCHEDOP_watchdog` (Xen's domain_watchdog): id 0 takes a free timer
+/// and answers its id (1 or 2; -ENOSPC when both are taken), id N re-arms
+/// that one, a timeout of 0 frees it. When one fires the domain is shut
+/// down with SHUTDOWN_watchdog.
+fn watchdog(d: &mut Domain, id: u32, timeout_s: u32) -> Ret {
+    let deadline = crate::arch::x86_64::time::now_ns().saturating_add(timeout_s as u64 * 1_000_000_000);
+    let n = d.watchdogs.len() as u32;
+    if id > n {
+        return err(EINVAL);
+    }
+    sched::timers_changed();
+    if id == 0 {
+        return match d.watchdogs.iter().position(Option::is_none) {
+            Some(i) => {
+                d.watchdogs[i] = Some(deadline);
+                i as Ret + 1
+            }
+            None => err(ENOSPC),
+        };
+    }
+    let slot = &mut d.watchdogs[id as usize - 1];
+    if slot.is_none() {
+        return err(EINVAL);
+    }
+    *slot = (timeout_s != 0).then_some(deadline);
+    0
+}
+
+/// A watchdog of `d` fired: the domain is shut down, as Xen does.
+pub fn watchdog_fired(d: &mut Domain) {
+    crate::warn!("d{}: watchdog timer fired", d.id);
+    shutdown(d, SHUTDOWN_WATCHDOG);
+}
+
 pub(crate) fn sched_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
+        SCHEDOP_WATCHDOG => match space.read::<SchedWatchdog>(arg) {
+            Ok(w) => watchdog(d, w.id, w.timeout),
+            Err(_) => err(EFAULT),
+        },
         SCHEDOP_YIELD => {
             sched::request_resched();
             0

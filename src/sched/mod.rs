@@ -304,6 +304,12 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 fn fire_timers(hv: &mut Hv, now: u64) {
     let current = (hv.current, hv.domains.get(hv.current).map_or(0, |d| d.cur));
     for (di, d) in hv.domains.iter_mut().enumerate().filter(|(_, d)| d.is_alive()) {
+        if d.watchdogs.iter().flatten().any(|&t| t <= now) {
+            d.watchdogs = [None; 2];
+            crate::pv::hypercall::watchdog_fired(d);
+            request_resched();
+            continue;
+        }
         for vi in 0..d.vcpus.len() {
             if fire_vcpu_timers(d, vi, now) && (di, vi) != current {
                 // A timer event for a vCPU that is not on the CPU: let the
@@ -347,13 +353,12 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
 
 /// The earliest guest timer of any live domain.
 fn earliest_timer(hv: &Hv) -> Option<u64> {
-    hv.domains
-        .iter()
-        .filter(|d| d.is_alive())
+    let alive = || hv.domains.iter().filter(|d| d.is_alive());
+    let vcpus = alive()
         .flat_map(|d| d.vcpus.iter().filter(|v| v.up))
         .flat_map(|v| [v.singleshot, (v.periodic_period != 0).then_some(v.periodic_next), v.poll_deadline])
-        .flatten()
-        .min()
+        .flatten();
+    vcpus.chain(alive().flat_map(|d| d.watchdogs.iter().flatten().copied())).min()
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
@@ -370,6 +375,8 @@ fn earliest_wakeup(hv: &Hv) -> Option<u64> {
             })
         })
         .flatten()
+        // A watchdog ends its domain: that is a wake-up too.
+        .chain(hv.domains.iter().filter(|d| d.is_alive()).flat_map(|d| d.watchdogs.iter().flatten().copied()))
         .min()
 }
 
@@ -466,9 +473,16 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
         // perhaps handed to a new domain and zeroed).
         // SAFETY: the hypervisor's own tables map everything it uses.
         unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
-        let d = &mut hv.domains[cur.0];
+    }
+    // Every domain that ended, on the CPU or not (a watchdog, a crash
+    // while another ran), gives its memory back (teardown is idempotent);
+    // modules waiting for memory may fit then.
+    let mut freed = false;
+    for d in hv.domains.iter_mut().filter(|d| !d.is_alive() && !d.p2m.is_empty()) {
         builder::teardown(d, &mut hv.frames);
-        // Its memory is free again: modules waiting for memory may fit.
+        freed = true;
+    }
+    if freed {
         build_pending(hv);
     }
     loop {
@@ -534,6 +548,11 @@ fn finish() -> ! {
 
 /// Every domain has ended: report each one and leave with the verdict.
 fn finish_locked(hv: &mut Hv) -> ! {
+    // Domains that ended while another ran (a watchdog, the idle loop's
+    // end of blocked domains) are torn down here if not yet.
+    for d in hv.domains.iter_mut().filter(|d| !d.p2m.is_empty()) {
+        builder::teardown(d, &mut hv.frames);
+    }
     let mut bad = hv.build_failures;
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
     crate::info!(

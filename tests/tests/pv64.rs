@@ -254,6 +254,22 @@ fn a_domain_ending_with_its_virtual_ts_set_leaves_the_next_one_running() {
 }
 
 #[test]
+fn a_domain_watchdog_ends_a_spinning_domain_and_its_memory_comes_back() {
+    // SCHEDOP_watchdog: the guest checks the timers' answers, then spins
+    // with one armed for 1 s; the hypervisor shuts it down (while the
+    // other domain may be the one on the CPU) and every frame comes back.
+    let what = "hostile-round2 only=watchdog beside hypercalls";
+    let out = boot(what, "", vec![guest("guest-hostile-round2").args("only=watchdog"), guest("guest-hypercalls")]);
+    assert!(out.contains("(d0) EXPECT-WATCHDOG"), "{what}: d0 did not get there\n{}", out.transcript());
+    assert!(!out.contains("(d0) FAIL"), "{what}: a watchdog answer was wrong\n{}", out.transcript());
+    assert!(out.rv_lines().any(|l| l.contains("d0: watchdog timer fired")), "{what}: no watchdog\n{}", out.transcript());
+    assert!(out.rv_lines().any(|l| l.contains("d0: shutdown: watchdog")), "{what}: not shut down\n{}", out.transcript());
+    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not succeed\n{}", out.transcript());
+    let line = out.rv_lines().find(|l| l.contains("frames free at the end")).unwrap_or_default().to_string();
+    assert!(!line.is_empty() && !line.contains("not given back"), "{what}: {line}\n{}", out.transcript());
+}
+
+#[test]
 fn more_memory_than_the_machine_is_refused_by_name() {
     // rv.mem=8G on a 256 MiB machine: a build error naming the domain (was
     // a hypervisor panic on heap exhaustion); the other domain runs.

@@ -106,6 +106,10 @@ fn run(si: &StartInfo) {
         Err(rc) => pvguest::report::error(format_args!("bind_virq(VIRQ_TIMER) = {rc}")),
     }
     link_victim();
+    match watchdog(0, WATCHDOG_S) {
+        id @ 1.. => WATCHDOG_ID.set(id as u32),
+        rc => pvguest::report::error(format_args!("SCHEDOP_watchdog = {rc}")),
+    }
 
     // What the generator may name.
     let l4 = si.pt_base;
@@ -174,6 +178,7 @@ fn run(si: &StartInfo) {
         after(&call);
         if (i + 1) % o.progress == 0 {
             println!("FUZZ: iter={} last={call}", i + 1);
+            watchdog(WATCHDOG_ID.get(), WATCHDOG_S);
         }
     }
     println!("FUZZ: done iters={}", o.iters);
@@ -183,6 +188,20 @@ fn run(si: &StartInfo) {
 }
 
 static IMAGE_END: GuestCell<u64> = GuestCell::new(0);
+
+/// The domain watchdog (SCHEDOP_watchdog) this guest keeps armed: a
+/// guest that wrecks itself into a loop (its stack or handlers made
+/// useless by its own calls) is ended by the hypervisor instead of
+/// spinning until the campaign's timeout calls it a hang.
+static WATCHDOG_ID: GuestCell<u32> = GuestCell::new(0);
+const WATCHDOG_S: u32 = 10;
+
+/// `SCHEDOP_watchdog(id, timeout)`: the id (new one for id 0) or an error.
+fn watchdog(id: u32, timeout: u32) -> i64 {
+    let w = abi::SchedWatchdog { id, timeout };
+    // SAFETY: the hypervisor only reads the struct.
+    unsafe { hc::hypercall5(abi::HYPERVISOR_SCHED_OP, abi::SCHEDOP_WATCHDOG as u64, &w as *const _ as u64, 0, 0, 0) }
+}
 static VICTIM_PORT: GuestCell<Option<u32>> = GuestCell::new(None);
 
 /// Binds to the victim's port for us, retrying while it fills its memory.

@@ -78,10 +78,35 @@ fn run(_si: &StartInfo) {
     traps::install_default_trap_table();
     let only = pvguest::start_info::arg("only");
     if let Some(o) = only {
-        if o != "iret-nohandler" && o != "ts-crash" && !GROUPS.contains(&o) && !CASES.contains(&o) {
+        if o != "iret-nohandler" && o != "ts-crash" && o != "watchdog" && !GROUPS.contains(&o) && !CASES.contains(&o) {
             pvguest::report::error(format_args!("only={o}: no such group"));
         }
         info(format_args!("only={o}"));
+    }
+    if only == Some("watchdog") {
+        // SCHEDOP_watchdog as Xen's domain_watchdog: two timers, id 0 takes
+        // a free one, a timeout of 0 frees it; then one left to fire while
+        // we spin: the hypervisor shuts the domain down (the test checks).
+        let wd = |id: u32, timeout: u32| {
+            let w = abi::SchedWatchdog { id, timeout };
+            // SAFETY: the hypervisor only reads the struct.
+            unsafe { hc::hypercall5(abi::HYPERVISOR_SCHED_OP, abi::SCHEDOP_WATCHDOG as u64, &w as *const _ as u64, 0, 0, 0) }
+        };
+        check_rc("watchdog: id 0 takes timer 1", wd(0, 100), 1);
+        check_rc("watchdog: id 0 takes timer 2", wd(0, 100), 2);
+        check_rc("watchdog: no third: -ENOSPC", wd(0, 100), -28);
+        check_rc("watchdog: id 3: -EINVAL", wd(3, 100), -22);
+        check_rc("watchdog: timer 2 freed (timeout 0)", wd(2, 0), 0);
+        check_rc("watchdog: timer 2 again: -EINVAL (free)", wd(2, 100), -22);
+        check_rc("watchdog: timer 1 re-armed for 1 s", wd(1, 1), 0);
+        pvguest::println!("EXPECT-WATCHDOG");
+        // Blocked, not spinning: the watchdog fires while another domain
+        // is on the CPU, or the CPU idles (it must still end this one and
+        // give its memory back).
+        loop {
+            // SAFETY: blocks until an event; none comes.
+            unsafe { hc::sched_op(abi::SCHEDOP_BLOCK, 0) };
+        }
     }
     if only == Some("ts-crash") {
         // The virtual CR0.TS set, then the domain ends: the next vCPU's

@@ -442,6 +442,8 @@ fn hypercall(r: &mut Rng, env: &Env, words: &mut [u64]) -> Step {
                 words[0] = 0xff00 | r.below(0x100);
             }
             1 => fixup = Fixup::Block,
+            // SCHEDOP_watchdog would move the guest's own watchdog: a yield.
+            6 => args[0] = 0,
             3 => {
                 if env.width == 32 && env.exclude & EXCL_POLL32 != 0 {
                     args[0] = 0; // yield instead
