@@ -360,6 +360,14 @@ fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> (Ret, u8
                     Kind::Table(level) => {
                         (update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val), level)
                     }
+                    // Not a page table: as Xen (get_page_type(writable) and
+                    // paging_write_guest_entry), written like memory when
+                    // the frame could be mapped writable (Linux builds its
+                    // unpinned page tables this way).
+                    Kind::Normal | Kind::SharedInfo => {
+                        write_pte(mfn, ((ptr & 0xfff) / 8) as usize, u.val);
+                        (0, 0)
+                    }
                     _ => (err(EINVAL), 0),
                 },
                 _ => (err(EPERM), 0),
