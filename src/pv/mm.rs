@@ -845,10 +845,20 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
 /// step past it. Anything else is bounced as the #PF it is. `cr2` is the
 /// address written; `insn` the bytes at rip.
 pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, insn: &[u8]) -> bool {
-    if cr2 % 8 != 0 {
+    use crate::pv::emulate::gpr;
+    use crate::pv::insn::Src;
+    // 0x40-0x4f are inc/dec in 32-bit code, not REX prefixes.
+    if d.compat && insn.iter().take_while(|b| matches!(b, 0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x66 | 0x40..=0x4f)).any(|b| (0x40..=0x4f).contains(b)) {
         return false;
     }
-    let Ok(pa) = translate_as(d.v().cr3_table(), cr2, false, !d.compat) else { return false };
+    let Some(op) = decode_pte_store(insn) else { return false };
+    // The operand must lie inside one entry (a partial write of it is
+    // applied to the whole entry, then checked as a whole).
+    let (off, size) = ((cr2 & 7) as u32, op.size as u32);
+    if off + size > 8 {
+        return false;
+    }
+    let Ok(pa) = translate_as(d.v().cr3_table(), cr2 & !7, false, !d.compat) else { return false };
     let mfn = pa >> 12;
     let level = match ft.get(mfn) {
         Some(i) if i.owner == d.id => match i.kind {
@@ -857,30 +867,63 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
         },
         _ => return false,
     };
-    let Some(op) = decode_pte_store(insn) else { return false };
     let index = ((pa & 0xfff) / 8) as usize;
     let cur = read_pte(mfn, index);
-    use crate::pv::emulate::gpr as reg;
+    let mask = if size == 8 { !0u64 } else { (1u64 << (size * 8)) - 1 };
+    let old = (cur >> (off * 8)) & mask;
+    let value = |f: &mut TrapFrame, s: Src| match s {
+        Src::Reg { n, high8: true } => (*gpr(f, n - 4) >> 8) & 0xff,
+        Src::Reg { n, high8: false } => *gpr(f, n) & mask,
+        Src::Imm(v) => v & mask,
+    };
+    // Flags as the instruction sets them where a kernel looks (ZF/SF for
+    // and/or, CF for btr/bts, ZF for cmpxchg); the others are left.
+    const CF: u64 = 1 << 0;
+    const ZF: u64 = 1 << 6;
+    const SF: u64 = 1 << 7;
+    let sign = 1u64 << (size * 8 - 1);
+    let logic_flags = |f: &mut TrapFrame, r: u64| {
+        f.rflags &= !(CF | ZF | SF | 1 << 11);
+        f.rflags |= if r == 0 { ZF } else { 0 } | if r & sign != 0 { SF } else { 0 };
+    };
     let new = match op.kind {
-        StoreKind::Reg(r) | StoreKind::Xchg(r) => *reg(f, r),
-        StoreKind::Imm(v) => v,
+        StoreKind::Mov(s) => value(f, s),
+        StoreKind::Xchg(r) => value(f, Src::Reg { n: r, high8: false }),
+        StoreKind::And(s) => {
+            let r = old & value(f, s);
+            logic_flags(f, r);
+            r
+        }
+        StoreKind::Or(s) => {
+            let r = old | value(f, s);
+            logic_flags(f, r);
+            r
+        }
+        StoreKind::Btr(s) | StoreKind::Bts(s) => {
+            let bit = value(f, s) & (size as u64 * 8 - 1);
+            f.rflags = (f.rflags & !CF) | (old >> bit) & 1;
+            if matches!(op.kind, StoreKind::Btr(_)) { old & !(1 << bit) } else { old | 1 << bit }
+        }
         StoreKind::Cmpxchg(r) => {
-            if cur != f.rax {
-                f.rax = cur;
-                f.rflags &= !(1 << 6); // ZF clear: no store
+            if old != f.rax & mask {
+                // No store: the accumulator gets the operand, ZF clear.
+                f.rax = if size == 4 { old } else { (f.rax & !mask) | old };
+                f.rflags &= !ZF;
                 f.rip += op.len as u64;
                 return true;
             }
-            f.rflags |= 1 << 6;
-            *reg(f, r)
+            f.rflags |= ZF;
+            value(f, Src::Reg { n: r, high8: false })
         }
     };
-    if update_entry(d, ft, mfn, level, index, new) != 0 {
+    let entry = (cur & !(mask << (off * 8))) | (new & mask) << (off * 8);
+    if update_entry(d, ft, mfn, level, index, entry) != 0 {
         return false;
     }
     flush_tlb();
     if let StoreKind::Xchg(r) = op.kind {
-        *reg(f, r) = cur;
+        let g = gpr(f, r);
+        *g = if size == 4 || size == 8 { old } else { (*g & !mask) | old };
     }
     f.rip += op.len as u64;
     true

@@ -594,10 +594,40 @@ fn writable_pagetables(w: &Window, slot: usize) {
         }
     }
     s.end();
-    expect_fault("writable page tables: a 32-bit store into an L1 entry: #PF ec 3", 14, Some(3), || {
-        // SAFETY: faults (a read-only page table; not emulated).
+    // A partial store (here 32 bits of a not-present entry) is applied to
+    // the whole entry and checked as one, as Xen's ptwr does.
+    let r = catch(|| {
+        // SAFETY: emulated (a not-present entry's low half).
         unsafe { core::arch::asm!("mov dword ptr [{}], {:e}", in(reg) e(24), in(reg) 0x1234u32) };
     });
+    check(
+        "writable page tables: a 32-bit store into an L1 entry: applied to the entry",
+        r.is_ok() && w.entry(24) == 0x1234,
+        format_args!("{r:?}, entry {:#x}", w.entry(24)),
+    );
+    w.unmap(24);
+    // The read-modify-write forms a kernel uses on an entry (Xen's ptwr
+    // emulates them): clear RW with `lock andb` of the low byte (UP Linux's
+    // ptep_set_wrprotect is `ds andb $0xfd`), set it again with `lock bts`,
+    // clear it with `lock btr` (CF = the old bit), or in the accessed bit.
+    let leaf = own_leaf() | RW;
+    check_rc("writable page tables: an own leaf, writable, at entry 25", mmu1((w.l1 << 12) | 25 * 8, leaf), 0);
+    let at = e(25);
+    let r = catch(|| {
+        // SAFETY: emulated: the low byte of our own L1 entry.
+        unsafe { core::arch::asm!("lock and byte ptr [{}], 0xfd", in(reg) at) };
+    });
+    check("  ... lock andb $0xfd: RW cleared, the rest kept", r.is_ok() && w.entry(25) == leaf & !RW | US, format_args!("{r:?} {:#x}", w.entry(25)));
+    let r = catch(|| {
+        // SAFETY: emulated: bit 1 of our own L1 entry.
+        unsafe { core::arch::asm!("lock bts qword ptr [{}], 1", in(reg) at) };
+    });
+    check("  ... lock btsq $1: RW set again", r.is_ok() && w.entry(25) & RW != 0, format_args!("{r:?} {:#x}", w.entry(25)));
+    let cf: u64;
+    // SAFETY: emulated: bit 1 of our own L1 entry; CF read right after.
+    unsafe { core::arch::asm!("lock btr qword ptr [{}], 1", "setc {c}", "movzx {o}, {c}", in(reg) at, c = out(reg_byte) _, o = out(reg) cf) };
+    check("  ... lock btrq $1: RW cleared, CF = 1 (it was set)", cf == 1 && w.entry(25) & RW == 0, format_args!("cf {cf} {:#x}", w.entry(25)));
+    w.unmap(25);
     expect_fault("writable page tables: xchg of another domain's frame into an L1: #PF ec 3", 14, Some(3), || {
         let mut v = other << 12 | LEAF_RO;
         // SAFETY: faults (refused by the emulation).
