@@ -86,6 +86,17 @@ impl RegionKind {
         }
     }
 
+    /// The e820 type (1 RAM, 2 reserved, 3 ACPI data, 4 ACPI NVS, 5 bad).
+    pub fn e820_type(self) -> u32 {
+        match self {
+            RegionKind::Usable => 1,
+            RegionKind::Reserved => 2,
+            RegionKind::AcpiReclaimable => 3,
+            RegionKind::AcpiNvs => 4,
+            RegionKind::Defective => 5,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RegionKind::Usable => "usable",

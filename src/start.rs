@@ -98,6 +98,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     let heap_size = heap::HEAP_BASE_SIZE + nframes * core::mem::size_of::<crate::mm::frametable::FrameInfo>() as u64;
     let heap = heap::init(heap_size).unwrap_or_else(|| panic!("no room for the {} MiB heap", heap_size >> 20));
     debug!("heap: {} MiB at {heap:#x}", heap_size >> 20);
+    paging::record_machine_map(bi.regions().iter().map(|r| (r.start, r.end - r.start, r.kind.e820_type())));
     paging::init_m2p(nframes).unwrap_or_else(|| panic!("no room for the M2P table"));
 
     let (tsc_hz, src) = time::init(&f);

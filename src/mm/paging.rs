@@ -278,6 +278,18 @@ pub fn init_m2p(nframes: u64) -> Option<()> {
     Some(())
 }
 
+/// The machine's memory map as the loader gave it, e820-style `(start,
+/// length, type)`, for the initial domain's XENMEM_machine_memory_map.
+static MACHINE_MAP: spin::Once<alloc::vec::Vec<(u64, u64, u32)>> = spin::Once::new();
+
+pub fn record_machine_map(regions: impl Iterator<Item = (u64, u64, u32)>) {
+    MACHINE_MAP.call_once(|| regions.collect());
+}
+
+pub fn machine_map() -> &'static [(u64, u64, u32)] {
+    MACHINE_MAP.get().map_or(&[], |v| v.as_slice())
+}
+
 /// The pseudo-physical frame machine frame `mfn` is (M2P_INVALID if none).
 pub fn m2p_get(mfn: u64) -> u64 {
     if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {

@@ -923,6 +923,35 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
             crate::pv::mm::reservation(d, ft, space, cmd as u32, r.extent_start, r.nr_extents)
         }
         XENMEM_EXCHANGE => crate::pv::mm::exchange(d, ft, space, arg),
+        // Where the M2P is, as Xen's subarch_memory_op: its whole range,
+        // and the highest frame (the machine's for the initial domain).
+        XENMEM_MACHPHYS_MAPPING => {
+            use ringvisor_abi::x86_64::{MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
+            let max_mfn = if d.privileged { (crate::mm::paging::max_ram() >> 12) - 1 } else { MACH2PHYS_NR_ENTRIES - 1 };
+            let m = XenMachphysMapping { v_start: MACH2PHYS_VIRT_START, v_end: MACH2PHYS_VIRT_END, max_mfn };
+            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
+        }
+        // The machine's memory map, for the initial domain only (Xen:
+        // XSM_PRIV); a buffer too small for it is -EINVAL.
+        XENMEM_MACHINE_MEMORY_MAP => {
+            if !d.privileged {
+                return err(EPERM);
+            }
+            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };
+            let map = crate::mm::paging::machine_map();
+            if (m.nr_entries as usize) < map.len() {
+                return err(EINVAL);
+            }
+            for (i, &(addr, size, type_)) in map.iter().enumerate() {
+                let e = E820Entry { addr, size, type_ };
+                let at = m.buffer.checked_add(i as u64 * core::mem::size_of::<E820Entry>() as u64);
+                if !matches!(at.map(|at| space.write(at, &e)), Some(Ok(()))) {
+                    return err(EFAULT);
+                }
+            }
+            m.nr_entries = map.len() as u32;
+            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
+        }
         XENMEM_MEMORY_MAP => {
             // The guest's pseudo-physical map: all its pages, one RAM range.
             let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };

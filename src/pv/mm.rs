@@ -600,6 +600,20 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                 }
             }
         }
+        MMUEXT_SET_LDT => {
+            // Xen's checks (page-aligned, a guest address, at most 8192
+            // entries: -EINVAL). No LDT is offered: clearing it (what Linux
+            // does at boot) is done, a real one -ENOSYS (docs/abi.md).
+            let (ents, ptr) = (op.nr_ents(), if op.nr_ents() != 0 { op.linear_addr() } else { 0 });
+            let guest_addr = ptr < 1 << 47 || ptr >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END;
+            if ptr % 4096 != 0 || (!d.compat && !guest_addr) || ents > 8192 {
+                err(EINVAL)
+            } else if ents == 0 {
+                0
+            } else {
+                err(ENOSYS)
+            }
+        }
         MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
             flush_tlb();
             0

@@ -44,7 +44,7 @@ use pvguest::abi::{self, StartInfo};
 use pvguest::cell::GuestCell;
 use pvguest::cpu::{self, CR0_PE, CR0_PG, CR0_TS};
 use pvguest::hypercall as hc;
-use pvguest::report::{check, check_eq, check_rc, fail, info, pass};
+use pvguest::report::{check, check_eq, check_rc, fail, info, pass, Rc};
 use pvguest::start_info;
 use pvguest::traps::{self, catch, expect_fault, trap_info, TRAP_TABLE_END};
 
@@ -60,6 +60,7 @@ const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
 
 const EFAULT: i64 = abi::neg(abi::EFAULT);
 const EINVAL: i64 = abi::neg(abi::EINVAL);
+const EPERM: i64 = abi::neg(abi::EPERM);
 const ENOSYS: i64 = abi::neg(abi::ENOSYS);
 const ENOENT: i64 = abi::neg(abi::ENOENT);
 
@@ -356,6 +357,43 @@ fn memory_ops() {
         );
         check_rc("memory_op command 63", hc::memory_op(63, 0), ENOSYS);
         check_rc("physdev_op command 99", hc::physdev_op(99, 0), ENOSYS);
+    }
+    // XENMEM_machphys_mapping: where the M2P is (Xen's 64-bit range).
+    let mut m = abi::XenMachphysMapping { v_start: 0, v_end: 0, max_mfn: 0 };
+    // SAFETY: the hypervisor writes the struct, ours.
+    let rc = unsafe { hc::memory_op(abi::XENMEM_MACHPHYS_MAPPING, &mut m as *mut _ as u64) };
+    check(
+        "XENMEM_machphys_mapping: 0, Xen's M2P range 0xffff800000000000-0xffff804000000000",
+        rc == 0 && m.v_start == 0xffff_8000_0000_0000 && m.v_end == 0xffff_8040_0000_0000 && m.max_mfn > 0,
+        format_args!("rc {} {:#x}-{:#x} max_mfn {:#x}", Rc(rc), m.v_start, m.v_end, m.max_mfn),
+    );
+    // XENMEM_machine_memory_map: the initial domain gets the machine's
+    // e820 (RAM in it), a buffer too small -EINVAL; another domain -EPERM.
+    let mut e = [abi::E820Entry { addr: 0, size: 0, type_: 0 }; 32];
+    let mut map = abi::XenMemoryMap { nr_entries: 32, _pad0: 0, buffer: e.as_mut_ptr() as u64 };
+    // SAFETY: the hypervisor writes up to 32 entries into `e`, then `map`.
+    let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut map as *mut _ as u64) };
+    if start_info::start_info().flags & abi::SIF_PRIVILEGED != 0 {
+        let ram = e[..map.nr_entries.min(32) as usize].iter().any(|x| x.type_ == 1 && x.size > 0);
+        check(
+            "XENMEM_machine_memory_map (initial domain): 0, the machine's map with RAM in it",
+            rc == 0 && map.nr_entries > 0 && ram,
+            format_args!("rc {} nr_entries {}", Rc(rc), map.nr_entries),
+        );
+        let mut small = abi::XenMemoryMap { nr_entries: 0, _pad0: 0, buffer: e.as_mut_ptr() as u64 };
+        // SAFETY: refused, nothing written.
+        let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut small as *mut _ as u64) };
+        check_rc("XENMEM_machine_memory_map with no room: -EINVAL", rc, EINVAL);
+    } else {
+        check_rc("XENMEM_machine_memory_map (not the initial domain): -EPERM", rc, EPERM);
+    }
+    // MMUEXT_SET_LDT: no LDT (what Linux asks at boot) is 0; a misaligned
+    // one -EINVAL; a real one -ENOSYS here (ringvisor offers no LDT).
+    // SAFETY: no LDT is set by any of these.
+    unsafe {
+        check_rc("mmuext_op SET_LDT of no entries: 0", hc::mmuext1(abi::MMUEXT_SET_LDT, 0, 0), 0);
+        check_rc("mmuext_op SET_LDT misaligned: -EINVAL", hc::mmuext1(abi::MMUEXT_SET_LDT, 0x1008, 4), EINVAL);
+        check_rc("mmuext_op SET_LDT of 8193 entries: -EINVAL", hc::mmuext1(abi::MMUEXT_SET_LDT, 0x1000, 8193), EINVAL);
     }
 }
 
