@@ -94,6 +94,11 @@ pub struct Vcpu {
     /// Failsafe callbacks delivered since the last bounce that could be
     /// written (pv::traps::deliver): a guest looping through it is ended.
     pub failsafe_streak: u32,
+    /// Runstate accounting (Xen's vcpu_runstate_info): the state, when it
+    /// was entered, the time spent in each; and where the guest wants a
+    /// copy kept (VCPUOP_register_runstate_memory_area, a guest address).
+    pub runstate: (i32, u64, [u64; 4]),
+    pub runstate_area: Option<u64>,
     /// An exception to bounce on the next return (debug key `i`).
     pub inject: Option<u8>,
     /// Blocked in `sched_op(block/poll)` until an event (or its timeout).
@@ -149,6 +154,8 @@ impl Vcpu {
             vcpu_info_maddr: None,
             in_failsafe: false,
             failsafe_streak: 0,
+            runstate: (ringvisor_abi::vcpu::RUNSTATE_OFFLINE, 0, [0; 4]),
+            runstate_area: None,
             inject: None,
             blocked: false,
             poll: alloc::vec::Vec::new(),

@@ -823,35 +823,35 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
                 return err(EINVAL);
             }
             d.vcpus[vi].up = true;
+            if vi != d.cur {
+                sched::set_runstate(d, vi, RUNSTATE_RUNNABLE, crate::arch::x86_64::time::now_ns());
+            }
             0
         }
         VCPUOP_DOWN => {
             d.vcpus[vi].up = false;
             if vi == d.cur {
                 sched::request_resched();
+            } else {
+                sched::set_runstate(d, vi, RUNSTATE_OFFLINE, crate::arch::x86_64::time::now_ns());
             }
             0
         }
         VCPUOP_GET_RUNSTATE_INFO => {
-            // Coarse: the state now, entered at boot.
-            let now = crate::arch::x86_64::time::now_ns();
-            let v = &d.vcpus[vi];
-            let state = if !v.up {
-                RUNSTATE_OFFLINE
-            } else if vi == d.cur {
-                RUNSTATE_RUNNING
-            } else if v.blocked {
-                RUNSTATE_BLOCKED
-            } else {
-                RUNSTATE_RUNNABLE
-            };
-            let mut r = VcpuRunstateInfo::zeroed();
-            r.state = state;
-            r.state_entry_time = now;
-            r.time[state as usize] = now;
+            let (state, entry, time) = d.vcpus[vi].runstate;
+            let r = VcpuRunstateInfo { state, _pad0: 0, state_entry_time: entry, time };
             if space.write(arg, &r).is_err() {
                 return err(EFAULT);
             }
+            0
+        }
+        // Xen keeps a copy at this guest address, written on every state
+        // change (and now); ~0 or 0 stops it.
+        VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
+            let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else { return err(EFAULT) };
+            let va = if d.compat { a.addr as u32 as u64 } else { a.addr };
+            d.vcpus[vi].runstate_area = (va != 0 && va != !0 && va as u32 != !0).then_some(va);
+            sched::write_runstate(d, vi);
             0
         }
         // The single-shot timer is the calling vCPU's own (as in Xen).

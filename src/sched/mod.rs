@@ -276,6 +276,48 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     sels_ok
 }
 
+/// Enter runstate `state` (RUNSTATE_*) for vCPU `vi` at `now`, charging
+/// the time since the last change to the state it leaves, and update the
+/// guest's copy if it registered one.
+pub fn set_runstate(d: &mut Domain, vi: usize, state: i32, now: u64) {
+    let rs = &mut d.vcpus[vi].runstate;
+    if rs.0 == state {
+        return;
+    }
+    if let Some(t) = rs.2.get_mut(rs.0 as usize) {
+        *t += now.saturating_sub(rs.1);
+    }
+    (rs.0, rs.1) = (state, now);
+    write_runstate(d, vi);
+}
+
+/// The vCPU's runstate into its registered area (guest address, through
+/// that vCPU's own page tables; an address that does not work is skipped,
+/// as Xen's copy is best effort).
+pub fn write_runstate(d: &Domain, vi: usize) {
+    let v = &d.vcpus[vi];
+    let Some(va) = v.runstate_area else { return };
+    let (state, entry, time) = v.runstate;
+    let space = v.space();
+    let _ = if d.compat {
+        space.write(va, &ringvisor_abi::vcpu::VcpuRunstateInfo32 { state, state_entry_time: entry, time })
+    } else {
+        space.write(va, &ringvisor_abi::vcpu::VcpuRunstateInfo { state, _pad0: 0, state_entry_time: entry, time })
+    };
+}
+
+/// The state a vCPU that is not on the CPU is in.
+fn idle_state(v: &Vcpu) -> i32 {
+    use ringvisor_abi::vcpu::*;
+    if !v.up {
+        RUNSTATE_OFFLINE
+    } else if v.blocked {
+        RUNSTATE_BLOCKED
+    } else {
+        RUNSTATE_RUNNABLE
+    }
+}
+
 /// Every (domain, vCPU) pair, in round-robin order.
 fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
     hv.domains.iter().enumerate().flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
@@ -434,6 +476,8 @@ pub fn start(hv: Hv) -> ! {
         hv.current = di;
         hv.domains[di].cur = vi;
         update_time(&hv.domains[di], vi);
+        let now = crate::arch::x86_64::time::now_ns();
+        set_runstate(&mut hv.domains[di], vi, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
         // SAFETY: `frame` is this CPU's guest frame slot at the top of its
         // stack, which nothing else uses while we are on the boot path.
         let compat = hv.domains[di].compat;
@@ -491,11 +535,15 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
                 if next != cur {
                     if alive {
                         switch_out(&mut hv.domains[cur.0].vcpus[cur.1], f);
+                        let d = &mut hv.domains[cur.0];
+                        let st = idle_state(&d.vcpus[cur.1]);
+                        set_runstate(d, cur.1, st, now);
                     }
                     hv.current = next.0;
                     let d = &mut hv.domains[next.0];
                     d.cur = next.1;
                     update_time(d, next.1);
+                    set_runstate(d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
                     if !switch_in(&d.vcpus[next.1], f, d.compat) {
                         let sels = d.vcpus[next.1].data_sels;
                         crate::pv::traps::failsafe_segments(d, f, sels);

@@ -358,6 +358,32 @@ fn memory_ops() {
         check_rc("memory_op command 63", hc::memory_op(63, 0), ENOSYS);
         check_rc("physdev_op command 99", hc::physdev_op(99, 0), ENOSYS);
     }
+    // VCPUOP_register_runstate_memory_area: the hypervisor keeps a copy
+    // there (Linux BUG()s if it cannot register one): written at once,
+    // the same as get_runstate_info, the running state.
+    static AREA: GuestCell<abi::VcpuRunstateInfo> =
+        GuestCell::new(abi::VcpuRunstateInfo { state: -1, _pad0: 0, state_entry_time: 0, time: [0; 4] });
+    let reg = abi::VcpuRegisterRunstateMemoryArea { addr: AREA.as_ptr() as u64 };
+    // SAFETY: the hypervisor writes 48 bytes at AREA, ours.
+    let rc = unsafe { hc::vcpu_op(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, &reg as *const _ as u64) };
+    let a = AREA.get();
+    check(
+        "VCPUOP_register_runstate_memory_area: 0, written at once: running, entered at a real time",
+        rc == 0 && a.state == abi::RUNSTATE_RUNNING && a.state_entry_time > 0,
+        format_args!("rc {} state {} entry {}", Rc(rc), a.state, a.state_entry_time),
+    );
+    let mut r = abi::VcpuRunstateInfo { state: -1, _pad0: 0, state_entry_time: 0, time: [0; 4] };
+    // SAFETY: the hypervisor writes one vcpu_runstate_info into `r`.
+    let rc = unsafe { hc::vcpu_op(abi::VCPUOP_GET_RUNSTATE_INFO, 0, &mut r as *mut _ as u64) };
+    check(
+        "  ... get_runstate_info agrees with the area",
+        rc == 0 && r.state == a.state && r.state_entry_time == a.state_entry_time,
+        format_args!("rc {} state {} entry {}", Rc(rc), r.state, r.state_entry_time),
+    );
+    let off = abi::VcpuRegisterRunstateMemoryArea { addr: !0 };
+    // SAFETY: ~0: no area any more.
+    let rc = unsafe { hc::vcpu_op(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, &off as *const _ as u64) };
+    check_rc("  ... ~0 stops it: 0", rc, 0);
     // XENMEM_machphys_mapping: where the M2P is (Xen's 64-bit range).
     let mut m = abi::XenMachphysMapping { v_start: 0, v_end: 0, max_mfn: 0 };
     // SAFETY: the hypervisor writes the struct, ours.
