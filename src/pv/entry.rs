@@ -163,7 +163,8 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         // iretq's fixup, handle_exception), never a hypervisor fault.
         let Some((vector, ec)) = crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
         else {
-            if IRET_SELFTEST.swap(false, core::sync::atomic::Ordering::Relaxed) {
+            let selftest = &IRET_SELFTEST;
+            if selftest.load(core::sync::atomic::Ordering::Relaxed) && selftest.swap(false, core::sync::atomic::Ordering::Relaxed) {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
             return;

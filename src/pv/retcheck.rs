@@ -99,6 +99,16 @@ fn flat(compat: bool, sel: u16) -> Option<u64> {
 /// `None` when it would succeed. `gdt` is the vCPU's own GDT entries,
 /// `compat` says a 32-bit guest (whose flat segments differ).
 pub fn refused(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<(u8, u64)> {
+    // The frames nearly every return has: the flat selectors, a good rip
+    // (the same answer as the full walk below, without it).
+    let flat_ok = if compat {
+        matches!((cs, ss), (c32::FLAT_RING1_CS, c32::FLAT_RING1_SS) | (c32::FLAT_RING3_CS, c32::FLAT_RING3_SS)) && rip >> 32 == 0
+    } else {
+        (cs, ss) == (c64::FLAT_RING3_CS64, c64::FLAT_RING3_SS64) && canonical(rip)
+    };
+    if flat_ok {
+        return None;
+    }
     let rpl = cs & 3;
     // Code segment: not null, a code descriptor, privilege, present.
     if cs & !3 == 0 {
