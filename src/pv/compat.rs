@@ -118,6 +118,19 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
             | ringvisor_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER
             | ringvisor_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER
             | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER => hc::vcpu_op(d, ft, space, a[0], a[1], a[2]),
+            ringvisor_abi::vcpu::VCPUOP_INITIALISE => {
+                let vi = a[1] as usize;
+                if vi >= d.vcpus.len() {
+                    return err(ENOENT);
+                }
+                if d.vcpus[vi].initialised {
+                    return err(EEXIST);
+                }
+                match space.read::<VcpuGuestContext32>(a[2]) {
+                    Ok(c) => initialise_vcpu(d, ft, vi, &c),
+                    Err(_) => err(EFAULT),
+                }
+            }
             // The others carry 32-bit layouts not translated yet.
             _ => err(ENOSYS),
         },
@@ -291,6 +304,68 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     f.ss = ss as u64;
     traps::set_upcall_mask(d, (eflags & (1 << 9) == 0) as u8);
     f.rax = eax as u64;
+    0
+}
+
+/// `VCPUOP_initialise` from a 32-bit `vcpu_guest_context` (Xen's
+/// compat arch_set_info_guest): selectors get RPL 1 (a bad one is the
+/// guest's fault when the vCPU first runs: pv::retcheck), the trap table
+/// and callbacks as their hypercalls take them, the GDT checked as
+/// set_gdt, the PAE L3 in ctrlreg[3] (folded format) validated and given
+/// this vCPU's hypervisor L4.
+fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext32) -> Ret {
+    use crate::arch::x86_64::idt::TrapFrame;
+    let r = &c.user_regs;
+    if c.gdt_ents > 0 {
+        let frames: Vec<u64> = c.gdt_frames[..(c.gdt_ents.div_ceil(512) as usize).min(16)].iter().map(|&f| f as u64).collect();
+        let rc = descriptor::install_gdt(d, ft, vi, &frames, c.gdt_ents as u64);
+        if rc != 0 {
+            return rc;
+        }
+    }
+    let l3 = xen_cr3_to_pfn(c.ctrlreg[3]) as u64;
+    if mm::get_table_at(d, ft, l3, 3).is_err() {
+        return err(EINVAL);
+    }
+    let Some(l4) = crate::domain::builder::compat_l4(l3) else {
+        mm::put_root(ft, l3, 3);
+        return err(ENOMEM);
+    };
+    let mut traps = [TrapEntry::default(); 256];
+    for t in c.trap_ctxt.iter().filter(|t| t.address != 0) {
+        traps[t.vector as usize] = TrapEntry { flags: t.flags, cs: fixup_selector(t.cs), address: t.address as u64 };
+    }
+    let v = &mut d.vcpus[vi];
+    if v.compat_l4 != 0 {
+        let _ = crate::mm::paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(v.compat_l4)));
+    }
+    v.compat_l4 = l4;
+    v.guest_table = l3;
+    v.guest_table_user = 0;
+    v.kernel_mode = r.cs & 3 != 3;
+    v.regs = TrapFrame {
+        r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0,
+        rbp: r.ebp as u64, rdi: r.edi as u64, rsi: r.esi as u64, rdx: r.edx as u64, rcx: r.ecx as u64,
+        rbx: r.ebx as u64, rax: r.eax as u64, vector: 0, error_code: 0,
+        rip: r.eip as u64, cs: fixup_selector(r.cs) as u64, rflags: (r.eflags as u64 & !(3 << 12 | 1 << 17)) | 0x202,
+        rsp: r.esp as u64, ss: fixup_selector(r.ss) as u64,
+    };
+    v.data_sels = [r.ds, r.es, r.fs, r.gs];
+    v.trap_table = traps;
+    v.event = Callback { address: c.event_callback_eip as u64, cs: fixup_selector(c.event_callback_cs as u16), mask_events: false };
+    v.failsafe = Callback {
+        address: c.failsafe_callback_eip as u64,
+        cs: fixup_selector(c.failsafe_callback_cs as u16),
+        mask_events: c.flags as u64 & VGCF_FAILSAFE_DISABLES_EVENTS != 0,
+    };
+    v.kernel_ss = fixup_selector(c.kernel_ss as u16) as u64;
+    v.kernel_sp = c.kernel_sp as u64;
+    if c.flags as u64 & VGCF_I387_VALID != 0 {
+        v.fpu.0 = c.fpu_ctxt;
+        let mxcsr = u32::from_le_bytes([c.fpu_ctxt[24], c.fpu_ctxt[25], c.fpu_ctxt[26], c.fpu_ctxt[27]]) & sched::mxcsr_mask();
+        v.fpu.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+    }
+    v.initialised = true;
     0
 }
 

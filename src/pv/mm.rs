@@ -949,6 +949,16 @@ pub fn get_root(d: &Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32> {
     get_table(d, ft, mfn, 4)
 }
 
+/// As get_root, for a table of `level` (a 32-bit guest's PAE L3).
+pub fn get_table_at(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
+    get_table(d, ft, mfn, level)
+}
+
+/// Drop a reference get_table_at took.
+pub fn put_root(ft: &mut FrameTable, mfn: u64, level: u8) {
+    put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
+}
+
 /// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer
 /// (a 32-bit guest's CR3 folds bits 32+ of the frame number into bits
 /// 0-11: extended-cr3, Xen's xen_cr3_to_pfn).

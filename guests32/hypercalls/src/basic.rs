@@ -390,10 +390,6 @@ pub fn vcpu_op() {
         let buf = [0u32; 32];
         for (name, cmd) in [
             (
-                "vcpu_op initialise (not yet for 32-bit) -ENOSYS",
-                abi::VCPUOP_INITIALISE,
-            ),
-            (
                 "vcpu_op get_runstate_info (not yet for 32-bit) -ENOSYS",
                 abi::VCPUOP_GET_RUNSTATE_INFO,
             ),
@@ -404,5 +400,9 @@ pub fn vcpu_op() {
         ] {
             check_rc(name, hc::vcpu_op(cmd, 0, va(buf.as_ptr())), ENOSYS);
         }
+        // The 32-bit vcpu_guest_context is translated now: vCPU 0 runs
+        // already (Xen: -EEXIST), a vCPU that does not exist is -ENOENT.
+        check_rc("vcpu_op initialise of the running vCPU 0: -EEXIST", hc::vcpu_op(abi::VCPUOP_INITIALISE, 0, va(buf.as_ptr())), -17);
+        check_rc("vcpu_op initialise of vCPU 40: -ENOENT", hc::vcpu_op(abi::VCPUOP_INITIALISE, 40, va(buf.as_ptr())), -2);
     }
 }
