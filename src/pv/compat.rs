@@ -361,9 +361,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     v.kernel_ss = fixup_selector(c.kernel_ss as u16) as u64;
     v.kernel_sp = c.kernel_sp as u64;
     if c.flags as u64 & VGCF_I387_VALID != 0 {
-        v.fpu.0 = c.fpu_ctxt;
-        let mxcsr = u32::from_le_bytes([c.fpu_ctxt[24], c.fpu_ctxt[25], c.fpu_ctxt[26], c.fpu_ctxt[27]]) & sched::mxcsr_mask();
-        v.fpu.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+        v.fpu = crate::domain::vcpu::FpuState::from_guest(&c.fpu_ctxt);
     }
     v.initialised = true;
     0

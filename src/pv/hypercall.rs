@@ -753,11 +753,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     v.gs_base_kernel = c.gs_base_kernel;
     v.gs_base_user = c.gs_base_user;
     if c.flags & VGCF_I387_VALID != 0 {
-        v.fpu.0 = c.fpu_ctxt;
-        // MXCSR reserved bits would make fxrstor fault: keep only the
-        // architectural ones.
-        let mxcsr = u32::from_le_bytes([c.fpu_ctxt[24], c.fpu_ctxt[25], c.fpu_ctxt[26], c.fpu_ctxt[27]]) & sched::mxcsr_mask();
-        v.fpu.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+        v.fpu = crate::domain::vcpu::FpuState::from_guest(&c.fpu_ctxt);
     }
     v.initialised = true;
     0
