@@ -1,5 +1,6 @@
-//! Debug keys (like Xen's): type a key on the serial console while guests
-//! run and the hypervisor prints what it knows.
+//! Debug keys (like Xen's): with the serial input at the hypervisor (three
+//! Ctrl-A move it there from the domains: console_in.rs), type a key while
+//! guests run and the hypervisor prints what it knows.
 //!
 //! | key | prints / does |
 //! |---|---|
@@ -51,7 +52,10 @@ pub fn poll(hv: &mut Hv, f: &mut TrapFrame) {
         return;
     }
     while let Some(k) = crate::console::try_read() {
-        key(hv, f, k);
+        // The input goes where console_in says: a domain, or our keys.
+        if let crate::console_in::Route::DebugKey(k) = crate::console_in::route(hv, k) {
+            key(hv, f, k);
+        }
     }
 }
 

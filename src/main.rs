@@ -22,6 +22,8 @@ mod boot_info;
 mod calendar;
 mod cmdline;
 #[cfg(target_os = "none")]
+mod console_in;
+#[cfg(target_os = "none")]
 mod debugkeys;
 mod domain;
 mod mm;

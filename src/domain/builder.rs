@@ -390,6 +390,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         cur: 0,
         state: State::Running,
         console_line: String::new(),
+        console_in: alloc::collections::VecDeque::new(),
         gnttab: crate::pv::grant::GrantTable::new(),
         watchdogs: [None; 2],
         console_budget: crate::pv::hypercall::CONSOLE_BURST,

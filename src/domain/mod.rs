@@ -48,6 +48,8 @@ mod domain {
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,
+        /// Serial input not read yet (the initial domain: console_in.rs).
+        pub console_in: alloc::collections::VecDeque<u8>,
         /// What a domU may still print now (bytes; see `console_byte`),
         /// when that was last topped up (ns), and what was dropped since.
         pub console_budget: u64,

@@ -427,6 +427,28 @@ fn unmask(d: &mut Domain, port: Port) -> Ret {
 
 /// The console ring of a domain other than 0: copy what the guest wrote
 /// to `out` to the serial console as `(dN) ` lines.
+/// One byte into a domU's console ring's input half; false when it is
+/// full (the byte is dropped).
+pub fn console_ring_input(d: &Domain, mfn: u64, b: u8) -> bool {
+    use ringvisor_abi::console::{XenconsInterface as R, XENCONS_IN_SIZE};
+    let _ = d;
+    let base = phys_to_virt(mfn << 12);
+    let idx = |off: usize| {
+        // SAFETY: the ring page belongs to the domain; u32 indices inside it.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr((base + off as u64) as *mut u32) }
+    };
+    let cons = idx(offset_of!(R, in_cons)).load(Ordering::Acquire);
+    let prod = idx(offset_of!(R, in_prod)).load(Ordering::Relaxed);
+    if prod.wrapping_sub(cons) as usize >= XENCONS_IN_SIZE {
+        return false;
+    }
+    let off = offset_of!(R, in_) + (prod as usize % XENCONS_IN_SIZE);
+    // SAFETY: inside the ring page, as above.
+    unsafe { ((base + off as u64) as *mut u8).write_volatile(b) };
+    idx(offset_of!(R, in_prod)).store(prod.wrapping_add(1), Ordering::Release);
+    true
+}
+
 pub fn drain_console(d: &mut Domain) {
     use ringvisor_abi::console::XenconsInterface as R;
     let Some((mfn, _)) = d.console else { return };

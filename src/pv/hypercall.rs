@@ -511,7 +511,17 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
             }
             0
         }
-        CONSOLEIO_READ => 0,
+        // What was typed for this domain (console_in.rs): up to `count`
+        // bytes, the number read returned, as Xen's do_console_io.
+        CONSOLEIO_READ => {
+            let n = (count as usize).min(d.console_in.len()).min(1024);
+            let bytes: alloc::vec::Vec<u8> = d.console_in.iter().take(n).copied().collect();
+            if space.write_bytes(buf, &bytes).is_err() {
+                return err(EFAULT);
+            }
+            d.console_in.drain(..n);
+            n as Ret
+        }
         _ => err(ENOSYS),
     }
 }

@@ -21,7 +21,9 @@ fn debug_keys_dump_state_and_inject() {
     let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
     let out = Qemu::kernel(elf)
         .guest(GuestSpec::new(idle))
-        .send_on("IDLE: start", b"hqdteri003")
+        // The input is the initial domain's: three Ctrl-A give it to the
+        // hypervisor (there is no other domain to pass it to first).
+        .send_on("IDLE: start", b"\x01\x01\x01hqdteri003")
         .timeout(Some(Duration::from_secs(60)))
         .run()
         .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
@@ -32,6 +34,7 @@ fn debug_keys_dump_state_and_inject() {
         let at = out.lines.iter().position(|l| l.text.contains(header));
         at.is_some_and(|i| out.lines[i + 1..].iter().any(|l| l.text.contains(needle)))
     };
+    assert!(has("serial input to the hypervisor"), "the input did not move to the hypervisor\n{t}");
     assert!(has("[debug keys] h: help"), "no help\n{t}");
     assert!(after("[debug key q]", "d0 guest-idle") && has("Running"), "no domain list\n{t}");
     assert!(after("[debug key d]", "d0v0: rip 0x"), "no registers\n{t}");
@@ -43,3 +46,27 @@ fn debug_keys_dump_state_and_inject() {
     assert!(has("(d0) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
+
+#[test]
+fn serial_input_goes_to_the_initial_domain_and_moves_with_ctrl_a() {
+    // Typed bytes reach d0 by default: guest-idle mode=echo reads them with
+    // console_io(CONSOLEIO_read) when VIRQ_CONSOLE says so and prints each
+    // line back (the move to the hypervisor by three Ctrl-A is the test
+    // above).
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
+    let out = Qemu::kernel(elf)
+        .guest(GuestSpec::new(idle).args("mode=echo"))
+        .send_on("ECHO: ready", b"hello ringvisor\rquit\r")
+        .timeout(Some(Duration::from_secs(60)))
+        .run()
+        .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    eprintln!("serial input: {}", out.summary());
+    let t = out.transcript();
+    let has = |needle: &str| out.lines.iter().any(|l| l.text.contains(needle));
+    assert!(has("(d0) INFO: ECHO: hello ringvisor"), "d0 did not read the line\n{t}");
+    assert!(has("(d0) INFO: ECHO: quit"), "{t}");
+    assert!(has("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}
+
