@@ -140,6 +140,12 @@ pub fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
 /// the hypervisor's TR. Returns the instruction's length when done.
 fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> Option<usize> {
     let group = *insn.get(i + 1)?;
+    // The store is made with the rights of the mode that executed it: a
+    // 32-bit guest's user mode shares its kernel's tables, so its stores
+    // must be checked as ring 3's (found by the 32-bit fuzzer: sidt from
+    // ring 3 wrote into a supervisor page).
+    let mut space = d.v().space();
+    space.user |= f.cs & 3 == 3;
     let (reg, operand, end) = crate::pv::insn::decode_modrm(insn, i + 2, rex, d.compat)?;
     let value: u64 = match (group, reg & 7) {
         (0x01, 0) | (0x01, 1) => {
@@ -151,7 +157,7 @@ fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> O
             bytes[2..].copy_from_slice(&base.to_le_bytes());
             let n = if d.compat { 6 } else { 10 };
             let at = effective_address(d, f, &m, end);
-            d.v().space().write_bytes(at, &bytes[..n]).ok()?;
+            space.write_bytes(at, &bytes[..n]).ok()?;
             return Some(end);
         }
         (0x01, 4) => virtual_cr0(d),
@@ -166,7 +172,7 @@ fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> O
         }
         Ok(m) => {
             let at = effective_address(d, f, &m, end);
-            d.v().space().write_bytes(at, &(value as u16).to_le_bytes()).ok()?;
+            space.write_bytes(at, &(value as u16).to_le_bytes()).ok()?;
         }
     }
     Some(end)
