@@ -138,7 +138,7 @@ pub fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
 /// values): emulated, from either guest mode, with what the instruction
 /// would have given: the hypervisor's IDT/GDT, the virtual CR0, no LDT,
 /// the hypervisor's TR. Returns the instruction's length when done.
-fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> Option<usize> {
+fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> Option<Result<usize, crate::pv::guest_mem::Fault>> {
     let group = *insn.get(i + 1)?;
     // The store is made with the rights of the mode that executed it: a
     // 32-bit guest's user mode shares its kernel's tables, so its stores
@@ -157,8 +157,7 @@ fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> O
             bytes[2..].copy_from_slice(&base.to_le_bytes());
             let n = if d.compat { 6 } else { 10 };
             let at = effective_address(d, f, &m, end);
-            space.write_bytes(at, &bytes[..n]).ok()?;
-            return Some(end);
+            return Some(space.write_bytes(at, &bytes[..n]).map(|()| end));
         }
         (0x01, 4) => virtual_cr0(d),
         (0x00, 0) => 0, // sldt: guests have no LDT here
@@ -172,10 +171,12 @@ fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> O
         }
         Ok(m) => {
             let at = effective_address(d, f, &m, end);
-            space.write_bytes(at, &(value as u16).to_le_bytes()).ok()?;
+            if let Err(e) = space.write_bytes(at, &(value as u16).to_le_bytes()) {
+                return Some(Err(e));
+            }
         }
     }
-    Some(end)
+    Some(Ok(end))
 }
 
 /// Where a decoded memory operand points (flat segments; 32-bit code
@@ -281,7 +282,15 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
     let Some(&op) = insn.get(i) else { return false };
     let what: &str;
     let len;
-    let umip = if op == 0x0f { umip_insn(d, f, insn, i, rex) } else { None };
+    let umip = match if op == 0x0f { umip_insn(d, f, insn, i, rex) } else { None } {
+        // The store faulted as the guest's own would have: a #PF there.
+        Some(Err(e)) => {
+            crate::pv::traps::inject_page_fault(d, f, e.va, e.error_code);
+            return true;
+        }
+        Some(Ok(len)) => Some(len),
+        None => None,
+    };
     match op {
         _ if umip.is_some() => {
             what = "sidt/sgdt/smsw/sldt/str";

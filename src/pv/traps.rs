@@ -450,6 +450,14 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     }
 }
 
+/// A #PF at `cr2` with `error_code`, as if the guest's own access had
+/// faulted (an emulated store that its page tables refuse).
+pub fn inject_page_fault(d: &mut Domain, f: &mut TrapFrame, cr2: u64, error_code: u64) {
+    d.v_mut().cr2 = cr2;
+    set_vcpu_cr2(d, cr2);
+    inject(d, f, VEC_PF, Some(error_code));
+}
+
 /// Deliver exception `vector` through the guest's trap table.
 // Tour 03, 08: an exception meets the trap table
 pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {

@@ -176,6 +176,9 @@ mod case {
         if wanted("syscall", "6") {
             syscall_after_native_iret();
         }
+        if wanted("umip", "8") {
+            sidt_from_ring3();
+        }
         if ["7a", "7b", "7c", "7d"].iter().any(|c| wanted("poll", c)) {
             poll();
         }
@@ -302,6 +305,32 @@ mod case {
             "6: the user stack below its esp is untouched",
             first_bad.is_none(),
             format_args!("changed at {:#x}", first_bad.unwrap_or(0)),
+        );
+    }
+
+    // -----------------------------------------------------------------
+    // 8. SIDT from ring 3 into a supervisor page (UMIP emulation).
+    // -----------------------------------------------------------------
+
+    /// A kernel (supervisor) word the user code aims its SIDT at.
+    static KTARGET: GuestCell<[u32; 4]> = GuestCell::new([PATTERN; 4]);
+    pvguest32::user_fn!(fn user_sidt() { "sidt {t}", "ret", t = sym KTARGET });
+
+    /// UMIP makes SIDT fault and the hypervisor emulates it; the store must
+    /// be checked with ring 3's rights: a supervisor page is a #PF (error
+    /// code: present, write, user) and stays as it was.
+    fn sidt_from_ring3() {
+        KTARGET.set([PATTERN; 4]);
+        let r = traps::run_user(user_sidt);
+        check(
+            "8: sidt from ring 3 into a kernel page: #PF, user write (ec 7)",
+            matches!(r, Err(ref t) if t.vector == 14 && t.error_code & 6 == 6),
+            format_args!("{r:?}"),
+        );
+        check(
+            "8: ... and the kernel page is unchanged",
+            KTARGET.get() == [PATTERN; 4],
+            format_args!("{:#x?}", KTARGET.get()),
         );
     }
 
