@@ -76,9 +76,11 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
         let op = if compat { op as u32 as u64 } else { op };
         if op == HYPERVISOR_IRET as u64 {
             let d = &mut hv.domains[cur];
-            let r = if compat { compat::iret(d, f) } else { hypercall::iret(d, f) };
-            // Best effort, as Xen: the batch ends here either way.
-            let _ = write_result(hv, cur, at, r);
+            let _ = if compat { compat::iret(d, f) } else { hypercall::iret(d, f) };
+            // Xen's do_iret/compat_iret return the frame's rax, which is
+            // the entry's result (best effort: the batch ends here anyway).
+            let rax = if compat { f.rax as u32 as Ret } else { f.rax as Ret };
+            let _ = write_result(hv, cur, at, rax);
             return Outcome::FrameDone;
         }
         let r = if op == HYPERVISOR_MULTICALL as u64 {
