@@ -149,6 +149,13 @@
 //!   new → 0, of the old → `-EPERM` (Xen: `-EINVAL`); nr_exchanged ==
 //!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
 //!   0xF5800000 → `-EFAULT`; order 1 → `-ENOSYS` (ringvisor).
+//! - ring 3 (user.rs): syscall32 and sysenter callbacks registered at a
+//!   second entry → 0; `syscall` from ring 3 → the syscall32 callback
+//!   with eip after it, cs 0xe02b, the user esp, on the `stack_switch`
+//!   stack, events masked; `sysenter` from ring 3 → the sysenter callback
+//!   with Xen's frame (eip 0, cs 3, esp 0). (Should the CPU refuse
+//!   sysenter in compatibility mode, as AMD's do, the case instead checks
+//!   the #UD bounced at the sysenter.)
 #![cfg_attr(target_arch = "x86", no_std, no_main)]
 #![cfg_attr(not(target_arch = "x86"), allow(dead_code, unused_imports))]
 // `Trap` (the whole bounce frame) is the point of every `Err` here.
@@ -170,6 +177,8 @@ mod exchange;
 mod grant;
 #[cfg(target_arch = "x86")]
 mod multicall;
+#[cfg(target_arch = "x86")]
+mod user;
 #[cfg(target_arch = "x86")]
 mod events;
 #[cfg(target_arch = "x86")]
@@ -204,4 +213,5 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     debugreg::run();
     grant::run();
     exchange::run(si.nr_pages);
+    user::run();
 }
