@@ -34,6 +34,45 @@
 //!   then `cli` and `sti` are emulated as no-ops (Xen 4.17 does not touch
 //!   the upcall mask for them).
 //!   `set_iopl(4)` → `-EINVAL`.
+//! - `multicall` (multicall.rs): [xen_version, is_up(0), op 63,
+//!   is_up(31)] → 0 and each `result` (version, 1, `-ENOSYS`,
+//!   `-ENOENT`); a nested multicall entry → its result `-EINVAL`, the
+//!   inner list not run, the next entry run; an unmapped list → `-EFAULT`
+//!   (0 entries → 0); 200 xen_version entries (continuations) → 0, every
+//!   result written; [iret, xen_version] made with `syscall` below an iret
+//!   frame (as XTF's xsa-213) → back at the frame's rip with its rax, the
+//!   xen_version entry not run, the iret entry's result the frame's rax
+//!   (Xen's `do_iret` return value).
+//! - `set_debugreg`/`get_debugreg` (debugreg.rs): DR0-3 = guest addresses
+//!   → 0, read back; a hypervisor address → `-EPERM`; DR6 = 0 → reads
+//!   0xffff0ff0, upper half → `-EINVAL`; DR7 = 1 → reads 0x401; GD or an
+//!   I/O breakpoint → `-EPERM`, upper half → `-EINVAL`; register 8 →
+//!   `-ENODEV` (set), `-EINVAL` (get); `mov` to/from `%dr1`/`%dr6` as the
+//!   hypercalls; a refused `mov` to `%dr0`/`%dr7` → #GP(0).
+//! - `grant_table_op` (grant.rs), the domain's own grants (its id: 0 as
+//!   the initial domain, else `domid=N`): query_size, setup_table (count
+//!   2 → `-EINVAL`; 8-byte frame list), copy → `-ENOSYS` (ringvisor);
+//!   frame 0 mapped writable, a grant of an own page mapped by address →
+//!   status 0, the page's pattern visible, GTF_reading|GTF_writing; an
+//!   `mmu_update`/`update_va_mapping` over that PTE → `-EINVAL` (Xen
+//!   crashes the domain); unmap with a bad handle → `GNTST_bad_handle`,
+//!   unmap → 0, #PF there, GTF bits clear; by PTE: misaligned →
+//!   `GNTST_general_error`, aligned → 0 and unmapped by PTE; ref 100000 →
+//!   `GNTST_bad_gntref`; a readonly grant writable →
+//!   `GNTST_general_error`, readonly → 0 (GTF_reading only, a write #PF);
+//!   DOMID_SELF as `dom` → `GNTST_bad_domain`; a device map →
+//!   `dev_bus_addr` = frame << 12, unmap with the wrong one →
+//!   `GNTST_bad_dev_addr`; v2: set_version 2, get_version 2,
+//!   get_status_frames, the status frame writable → `-EINVAL`, read-only
+//!   → 0; a v2 map → status word GTF_reading|GTF_writing; set_version 1
+//!   while a grant or the status frame is mapped → `-EBUSY`, after → 0.
+//! - `XENMEM_exchange` (exchange.rs): the last page (mapped nowhere) for a
+//!   new frame → 0, nr_exchanged 1, the M2P maps it to the pfn,
+//!   `MMU_MACHPHYS_UPDATE` of it → 0, of the old one → `-EPERM` (Xen:
+//!   `-EINVAL`); nr_exchanged == nr_extents → 0 with unmapped lists; 1 in
+//!   for 2 out, or nr_exchanged > nr_extents → `-EINVAL`; the out list in
+//!   the hypervisor's range → `-EFAULT` (XSA-212); order 1 → `-ENOSYS`
+//!   (ringvisor).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 #![allow(clippy::result_large_err)]
@@ -49,6 +88,11 @@ use pvguest::start_info;
 use pvguest::traps::{self, catch, expect_fault, trap_info, TRAP_TABLE_END};
 
 pvguest::guest_main!("hypercalls", run);
+
+mod debugreg;
+mod exchange;
+mod grant;
+mod multicall;
 
 /// Canonical and unmapped.
 const UNMAPPED: u64 = 0x0000_0000_dead_b000;
@@ -79,6 +123,10 @@ fn run(si: &StartInfo) {
     cpuid();
     control_registers(si);
     cli();
+    multicall::run();
+    debugreg::run();
+    grant::run();
+    exchange::run();
 }
 
 fn set_trap_table() {

@@ -116,6 +116,46 @@
 //!   from the frame) → user code runs at CPL 3 with `eax` from the frame,
 //!   and its `int3` comes back on the `stack_switch` stack with the saved
 //!   mask `!IF`.
+//! - `multicall` (multicall.rs, 32-byte entries): [xen_version, is_up(0),
+//!   op 63, is_up(31)] → 0 and each `result`; a nested multicall entry →
+//!   its result `-EINVAL`, the inner list not run, the next entry run; a
+//!   list unmapped or at 0xF5800000 → `-EFAULT`; 200 xen_version entries
+//!   (continuations) → 0, every result written; [iret, xen_version] made
+//!   with a bare `int $0x82` below a ring-1 iret frame (XTF's xsa-213) →
+//!   back at the frame's eip with its eax, the xen_version entry not run,
+//!   the iret entry's result the frame's eax (Xen's `compat_iret`).
+//! - `set_debugreg`/`get_debugreg` (debugreg.rs): DR0-3 = guest addresses
+//!   → 0, read back; 0xF5800000 or 0xFFFFF000 → `-EPERM`; DR6 = 0 → reads
+//!   0xffff0ff0; DR7 = 1 → 0x401; GD or an I/O breakpoint → `-EPERM`;
+//!   register 8 → `-ENODEV` (set), `-EINVAL` (get); `mov` to/from
+//!   `%dr1`/`%dr6` in ring 1 as the hypercalls; a refused `mov` to
+//!   `%dr0`/`%dr7` → #GP(0).
+//! - `grant_table_op` (grant.rs), own grants (id 0 as the initial domain,
+//!   else `domid=N`): query_size; setup_table (16-byte struct, 4-byte
+//!   frames; count 2 → `-EINVAL`); copy → `-ENOSYS` (ringvisor); a grant
+//!   mapped by address (pattern visible, GTF_reading|GTF_writing), an
+//!   `mmu_update`/`update_va_mapping` over it → `-EINVAL` (Xen crashes the
+//!   domain), bad handle → `GNTST_bad_handle`, unmap → #PF there, GTF
+//!   clear; by PTE (misaligned → `GNTST_general_error`); bad ref,
+//!   readonly grant writable, DOMID_SELF → `GNTST_bad_gntref`,
+//!   `GNTST_general_error`, `GNTST_bad_domain`; readonly map (a write
+//!   #PF); device map (`dev_bus_addr`, wrong one on unmap →
+//!   `GNTST_bad_dev_addr`); v2: set/get_version, get_status_frames
+//!   (12-byte struct, 8-byte frames), the status frame writable →
+//!   `-EINVAL`, read-only → 0, a v2 map's status word, set_version 1 →
+//!   `-EBUSY` while a grant or the status frame is mapped, then 0.
+//! - `XENMEM_exchange` (exchange.rs, 44-byte struct, 4-byte lists): a free
+//!   frame for a new one → 0, nr_exchanged 1, `MMU_MACHPHYS_UPDATE` of the
+//!   new → 0, of the old → `-EPERM` (Xen: `-EINVAL`); nr_exchanged ==
+//!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
+//!   0xF5800000 → `-EFAULT`; order 1 → `-ENOSYS` (ringvisor).
+//! - ring 3 (user.rs): syscall32 and sysenter callbacks registered at a
+//!   second entry → 0; `syscall` from ring 3 → the syscall32 callback
+//!   with eip after it, cs 0xe02b, the user esp, on the `stack_switch`
+//!   stack, events masked; `sysenter` from ring 3 → the sysenter callback
+//!   with Xen's frame (eip 0, cs 3, esp 0). (Should the CPU refuse
+//!   sysenter in compatibility mode, as AMD's do, the case instead checks
+//!   the #UD bounced at the sysenter.)
 #![cfg_attr(target_arch = "x86", no_std, no_main)]
 #![cfg_attr(not(target_arch = "x86"), allow(dead_code, unused_imports))]
 // `Trap` (the whole bounce frame) is the point of every `Err` here.
@@ -129,6 +169,16 @@ mod basic;
 mod callbacks;
 #[cfg(target_arch = "x86")]
 mod common;
+#[cfg(target_arch = "x86")]
+mod debugreg;
+#[cfg(target_arch = "x86")]
+mod exchange;
+#[cfg(target_arch = "x86")]
+mod grant;
+#[cfg(target_arch = "x86")]
+mod multicall;
+#[cfg(target_arch = "x86")]
+mod user;
 #[cfg(target_arch = "x86")]
 mod events;
 #[cfg(target_arch = "x86")]
@@ -159,4 +209,9 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     events::event_channel_op();
     events::set_timer_op();
     iret::run();
+    multicall::run();
+    debugreg::run();
+    grant::run();
+    exchange::run(si.nr_pages);
+    user::run();
 }

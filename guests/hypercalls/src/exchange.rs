@@ -1,0 +1,127 @@
+//! `memory_op(XENMEM_exchange)` (12/11) with Xen 4.17's checks in Xen's
+//! order (`xen/common/memory.c`, `memory_exchange`): one frame of the
+//! domain's that nothing maps given for a new one; the early answers.
+
+use core::ptr::{read_volatile, write_volatile};
+
+use pvguest::abi::{self, MmuUpdate, XenMemoryExchange, XenMemoryReservation};
+use pvguest::hypercall as hc;
+use pvguest::report::{check, check_rc, fail, info, Rc};
+use pvguest::start_info;
+use pvguest::traps::catch;
+
+use crate::{EFAULT, EINVAL, ENOSYS, EPERM, HV_ADDR, UNMAPPED};
+
+fn resv(list: u64, n: u64, order: u32) -> XenMemoryReservation {
+    XenMemoryReservation { extent_start: list, nr_extents: n, extent_order: order, mem_flags: 0, domid: abi::DOMID_SELF, _pad0: [0; 3] }
+}
+
+fn exchange(e: &mut XenMemoryExchange) -> i64 {
+    // SAFETY: the only frame given is one nothing maps; the hypervisor
+    // writes the out list and nr_exchanged, both the caller's.
+    unsafe { hc::memory_op(abi::XENMEM_EXCHANGE, e as *mut _ as u64) }
+}
+
+fn machphys(mfn: u64, pfn: u64) -> i64 {
+    let req = MmuUpdate { ptr: mfn << 12 | abi::MMU_MACHPHYS_UPDATE, val: pfn };
+    // SAFETY: the M2P entry of a frame of ours (or refused).
+    unsafe { hc::mmu_update(&req as *const _ as u64, 1, 0, abi::DOMID_SELF) }
+}
+
+fn m2p(mfn: u64) -> u64 {
+    // SAFETY: the read-only M2P covers every frame of the domain.
+    unsafe { read_volatile((abi::MACH2PHYS_VIRT_START + mfn * 8) as *const u64) }
+}
+
+pub fn run() {
+    let si = start_info::start_info();
+    // The last page: above the bootstrap region, mapped nowhere.
+    let pfn = si.nr_pages - 1;
+    let va = pvguest::VIRT_BASE + pfn * 4096;
+    // SAFETY: a read that must fault (the page is not mapped).
+    if catch(|| unsafe {
+        read_volatile(va as *const u8);
+    })
+    .is_ok()
+    {
+        fail("XENMEM_exchange: a free frame", format_args!("pfn {:#x} is mapped", pfn));
+        return;
+    }
+    let p2m = si.mfn_list as *mut u64;
+    // SAFETY: the P2M list is mapped, nr_pages entries.
+    let old = unsafe { read_volatile(p2m.add(pfn as usize)) };
+
+    let mut inl = [old];
+    let mut outl = [pfn, 0x5a5a];
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 1, 0),
+        out: resv(outl.as_mut_ptr() as u64, 1, 0),
+        nr_exchanged: 0,
+    };
+    let rc = exchange(&mut e);
+    let new = outl[0];
+    if check(
+        "XENMEM_exchange of a free frame: 0, nr_exchanged 1, a new frame in the out list",
+        rc == 0 && e.nr_exchanged == 1 && new != pfn && new != old && outl[1] == 0x5a5a,
+        format_args!("rc {} nr_exchanged {} out {:#x} {:#x} old {:#x}", Rc(rc), e.nr_exchanged, outl[0], outl[1], old),
+    ) {
+        check(
+            "  ... the M2P maps the new frame to the out list's pfn",
+            m2p(new) == pfn,
+            format_args!("m2p[{:#x}] = {:#x}", new, m2p(new)),
+        );
+        check_rc("  ... MMU_MACHPHYS_UPDATE of the new frame: 0 (it is ours)", machphys(new, pfn), 0);
+        check_rc(
+            "  ... MMU_MACHPHYS_UPDATE of the old frame: -EPERM (not ours; Xen: -EINVAL)",
+            machphys(old, pfn),
+            EPERM,
+        );
+        // SAFETY: the P2M entry of the page exchanged.
+        if catch(|| unsafe { write_volatile(p2m.add(pfn as usize), new) }).is_err() {
+            info(format_args!("the P2M list is read-only: entry {:#x} not updated", pfn));
+        }
+    } else {
+        return;
+    }
+
+    // nr_exchanged == nr_extents: done at once, the lists not read.
+    let mut e = XenMemoryExchange { in_: resv(UNMAPPED, 1, 0), out: resv(UNMAPPED, 1, 0), nr_exchanged: 1 };
+    check_rc("XENMEM_exchange with nr_exchanged == nr_extents: 0 (lists unmapped, not read)", exchange(&mut e), 0);
+    let mut inl = [new];
+    let mut outl = [pfn, pfn];
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 1, 0),
+        out: resv(outl.as_mut_ptr() as u64, 2, 0),
+        nr_exchanged: 0,
+    };
+    check_rc("XENMEM_exchange with in.nr_extents 1, out.nr_extents 2: -EINVAL", exchange(&mut e), EINVAL);
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 1, 0),
+        out: resv(outl.as_mut_ptr() as u64, 1, 0),
+        nr_exchanged: 2,
+    };
+    check_rc("XENMEM_exchange with nr_exchanged > nr_extents: -EINVAL", exchange(&mut e), EINVAL);
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 1, 0),
+        out: resv(HV_ADDR, 1, 0),
+        nr_exchanged: 0,
+    };
+    let rc = exchange(&mut e);
+    check(
+        "XENMEM_exchange with the out list in the hypervisor's range: -EFAULT, nr_exchanged 0 (XSA-212)",
+        rc == EFAULT && e.nr_exchanged == 0,
+        format_args!("rc {} nr_exchanged {}", Rc(rc), e.nr_exchanged),
+    );
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 1, 1),
+        out: resv(outl.as_mut_ptr() as u64, 1, 1),
+        nr_exchanged: 0,
+    };
+    let rc = exchange(&mut e);
+    check(
+        "XENMEM_exchange of order-1 extents: -ENOSYS (ringvisor; Xen exchanges them)",
+        rc == ENOSYS && e.nr_exchanged == 0,
+        format_args!("rc {} nr_exchanged {}", Rc(rc), e.nr_exchanged),
+    );
+    check_rc("  ... the new frame is still ours (MMU_MACHPHYS_UPDATE: 0)", machphys(new, pfn), 0);
+}
