@@ -49,7 +49,7 @@ mod guest {
     use core::mem::offset_of;
     use core::sync::atomic::{AtomicU32, Ordering};
 
-    use pvguest32::abi::{self, x86_32::StartInfo32, x86_32::VcpuInfo32, EvtchnBindInterdomain, EvtchnBindVirq, EvtchnSend, EvtchnStatus, VcpuTimeInfo};
+    use pvguest32::abi::{self, x86_32::StartInfo32, x86_32::VcpuInfo32, EvtchnBindInterdomain, EvtchnBindVirq, EvtchnSend, EvtchnStatus, EvtchnUnmask, VcpuTimeInfo};
     use pvguest32::abi32::{FLAT_RING1_CS, FLAT_RING1_SS};
     use pvguest32::cell::{GuestCell, Page, Stack};
     use pvguest32::hypercall as hc;
@@ -321,14 +321,18 @@ fuzz32_routines:
                 TIMER_PORT.set(p);
             }
         }
-        let p = TIMER_PORT.get() as usize;
+        // Not pending (a port pending while masked is never notified
+        // again), then unmasked through the hypervisor, which raises the
+        // upcall if it became pending meanwhile.
+        let p = TIMER_PORT.get();
         let si = start_info::shared_info();
-        if p < 32 * 32 {
+        if (p as usize) < 32 * 32 {
             // SAFETY: a word of the mapped shared_info page, shared with
             // the hypervisor (atomic).
-            let mask = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*si).evtchn_mask[p / 32])) };
-            mask.fetch_and(!(1 << (p % 32)), Ordering::SeqCst);
+            let pending = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*si).evtchn_pending[p as usize / 32])) };
+            pending.fetch_and(!(1 << (p % 32)), Ordering::SeqCst);
         }
+        evtchn(abi::EVTCHNOP_UNMASK, &mut EvtchnUnmask { port: p });
         hc::set_timer_op(now_ns() + 1_000_000);
     }
 
@@ -398,7 +402,11 @@ fuzz32_routines:
 
     /// Puts back what a step may have changed.
     fn restore(gdt: bool) {
-        let _ = setup();
+        // First: the trap table is built with SSE instructions.
+        hc::fpu_taskswitch(0);
+        if let Err((what, rc)) = setup() {
+            println!("FUZZ: restore: {what} = {rc}");
+        }
         // SAFETY: the runtime's kernel stack, used only for bounces from
         // ring 3.
         unsafe { hc::stack_switch(FLAT_RING1_SS.into(), KERNEL_STACK.top()) };
@@ -527,6 +535,7 @@ fuzz32_routines:
             // which only reads it outside a step.
             unsafe { (*RING.as_ptr()).push(call) };
             STEP_TRAPS.set(0);
+            let mask = start_info::upcall_mask();
             IN_STEP.set(true);
             fill_scratch(&words, scratch);
             let user = match call.step {
@@ -549,6 +558,14 @@ fuzz32_routines:
             }
             IN_STEP.set(false);
             after(&call, scratch);
+            // Events as they were before the step (a step that replaced
+            // the callbacks ran masked, see `step`).
+            if mask == 0 && start_info::upcall_mask() != 0 {
+                start_info::set_upcall_mask(0);
+                if start_info::upcall_pending() != 0 {
+                    hc::force_event_check();
+                }
+            }
             if (i + 1) % o.progress == 0 {
                 println!("FUZZ: iter={} last={call}", i + 1);
             }
@@ -627,6 +644,13 @@ fuzz32_routines:
     /// and an unwind for faults, #DB also clearing TF; outside a step a
     /// trap is unexpected: print the last steps and stop.
     fn handler(frame: &mut TrapFrame, t: &Trap) -> Action {
+        // #NM: a step set the virtual CR0.TS (fpu_taskswitch, clts, a
+        // write to cr0) and the guest's own code uses SSE: clear it and go
+        // on, as a kernel would, inside a step or not.
+        if t.vector == 7 && hc::fpu_taskswitch(0) == 0 && STEP_TRAPS.get() < MAX_STEP_TRAPS {
+            STEP_TRAPS.set(STEP_TRAPS.get() + 1);
+            return Action::Resume;
+        }
         STEP_TRAPS.set(STEP_TRAPS.get() + 1);
         if !IN_STEP.get() || STEP_TRAPS.get() > MAX_STEP_TRAPS {
             let why = if IN_STEP.get() { "the step keeps trapping" } else { "a trap outside a step" };
@@ -646,6 +670,36 @@ fuzz32_routines:
         }
     }
 
+    /// The same guards for the entries of a multicall (32-bit
+    /// `multicall_entry`: op, result, six arguments; 32 bytes) that lie in
+    /// the scratch pages: calls that replace the trap table, callbacks,
+    /// kernel stack or GDT, or `iret`, become unknown numbers (64 + op),
+    /// shutdowns become yields, `update_va_mapping` of the image goes to
+    /// an unmapped region.
+    fn defuse_multicall(list: u32, count: u32, scratch: u32) {
+        for i in 0..count.min(256) {
+            let Some(e) = list.checked_add(i * 32) else { return };
+            if !(scratch..scratch + 8192 - 32).contains(&e) {
+                continue;
+            }
+            let p = e as usize as *mut u32;
+            // SAFETY: inside our scratch pages, mapped writable (filled
+            // just before).
+            unsafe {
+                let op = p.read_volatile();
+                let arg = |k: usize| p.add(2 + k).read_volatile();
+                match op {
+                    0 | 2 | 3 | 4 | 23 | 30 => p.write_volatile(64 + op),
+                    6 | 29 if matches!(arg(0), 2 | 4 | 5) => p.add(2).write_volatile(0),
+                    14 if (VIRT_BASE..IMAGE_END.get()).contains(&arg(0)) && !(scratch..scratch + 8192).contains(&arg(0)) => {
+                        p.add(2).write_volatile(0xe000_0000 | (arg(0) & 0x0fff_ffff))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     fn step(call: &Call, scratch: u32) {
         match call.step {
             Step::Hypercall { op, args, fixup } => {
@@ -659,6 +713,13 @@ fuzz32_routines:
                         unsafe { ((scratch + 8) as usize as *mut u64).write_volatile(now_ns() + 1_000_000) };
                     }
                 }
+                // Calls that may replace the trap table, the callbacks,
+                // the kernel stack or the GDT run with events masked: an
+                // upcall on the way out would go to whatever they
+                // installed, before `restore` puts ours back.
+                if matches!(op, 0 | 2 | 3 | 4 | 13 | 30) {
+                    start_info::set_upcall_mask(1);
+                }
                 let mut a = args.map(|x| x as u32);
                 // update_va_mapping of our own image (but for the scratch
                 // pages) would unmap the guest under its feet: aim it at the
@@ -668,6 +729,20 @@ fuzz32_routines:
                     && !(scratch..scratch + 8192).contains(&a[0])
                 {
                     a[0] = 0xe000_0000 | (a[0] & 0x0fff_ffff);
+                }
+                if op == abi::HYPERVISOR_MULTICALL {
+                    // Entries only from the scratch pages (whose contents
+                    // are drawn): the rest of the image would run as calls
+                    // (zeros: set_trap_table(NULL), ...). A list elsewhere
+                    // in the image moves to an unmapped region, a count
+                    // past the scratch pages is cut.
+                    if (scratch..scratch + 8192).contains(&a[0]) {
+                        a[1] = a[1].min((scratch + 8192 - a[0]) / 32);
+                    } else if (VIRT_BASE..IMAGE_END.get()).contains(&a[0]) {
+                        a[0] = 0xe000_0000 | (a[0] & 0x0fff_ffff);
+                    }
+                    arm_timer();
+                    defuse_multicall(a[0], a[1], scratch);
                 }
                 // SAFETY: this is the fuzzer: the hypervisor must cope with
                 // any arguments; whatever happens to this guest is caught or
