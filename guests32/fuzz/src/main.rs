@@ -78,6 +78,8 @@ mod guest {
     static TIMER_PORT: GuestCell<u32> = GuestCell::new(0);
     static VICTIM_PORT: GuestCell<Option<u32>> = GuestCell::new(None);
     static IMAGE_END: GuestCell<u32> = GuestCell::new(0);
+    /// `fuzz::EXCL_*` bits of the command line.
+    static EXCLUDE: GuestCell<u32> = GuestCell::new(0);
     /// Traps taken during the current step: a step that keeps faulting
     /// (the guest unmapped its own code or stack, say) ends the guest.
     static STEP_TRAPS: GuestCell<u32> = GuestCell::new(0);
@@ -314,6 +316,9 @@ fuzz32_routines:
     /// Makes sure a blocked or polling vCPU wakes up: `VIRQ_TIMER` bound
     /// (a step may have closed it), its port unmasked, a timer 1 ms ahead.
     fn arm_timer() {
+        // Events masked until the block (which unmasks them): a timer that
+        // fires before it must stay pending, not be taken by an upcall.
+        start_info::set_upcall_mask(1);
         let p = TIMER_PORT.get();
         let mut s = EvtchnStatus { dom: abi::DOMID_SELF, _pad0: 0, port: p, status: 0, vcpu: 0, u: [0; 2] };
         if evtchn(abi::EVTCHNOP_STATUS, &mut s) != 0 || s.status != abi::EVTCHNSTAT_VIRQ {
@@ -522,6 +527,7 @@ fuzz32_routines:
             last_page: 0xffff_f000,
             exclude: o.exclude,
         };
+        EXCLUDE.set(o.exclude);
         println!("FUZZ: start width=32 seed={} iters={} exclude={}", o.seed, o.iters, ExclNames(o.exclude));
 
         let mut rng = Rng::new(o.seed);
@@ -544,7 +550,7 @@ fuzz32_routines:
                     true
                 }
                 Step::Exception { exc, user: true, arg, arg2 } => {
-                    set_args(exc, arg as u32, arg2 as u32, scratch, true);
+                    set_args(arg as u32, arg2 as u32, scratch, true);
                     let _ = traps::run_user(to_fn(routine(exc, arg as u32, arg2 as u32)));
                     true
                 }
@@ -580,9 +586,10 @@ fuzz32_routines:
     /// stores: the kernel's scratch page (in ring 3 that must fault, the
     /// store being emulated or not), a user page, or one straddling the
     /// end of a page.
-    fn set_args(_exc: Exc, arg: u32, arg2: u32, scratch: u32, user: bool) {
+    fn set_args(arg: u32, arg2: u32, scratch: u32, user: bool) {
+        let umip_user = EXCLUDE.get() & fuzz::EXCL_UMIP_USER == 0;
         let ptr = match (user, arg >> 1 & 3) {
-            (true, 0) => scratch + 64,
+            (true, 0) if umip_user => scratch + 64,
             (true, _) => USER_BUF.addr() + ((arg >> 4) & 0xff8),
             (false, 0) => scratch + 4093,
             (false, _) => scratch + ((arg >> 4) & 0xff8),
@@ -674,8 +681,8 @@ fuzz32_routines:
     /// `multicall_entry`: op, result, six arguments; 32 bytes) that lie in
     /// the scratch pages: calls that replace the trap table, callbacks,
     /// kernel stack or GDT, or `iret`, become unknown numbers (64 + op),
-    /// shutdowns become yields, `update_va_mapping` of the image goes to
-    /// an unmapped region.
+    /// shutdowns, blocks and polls become yields, `VCPUOP_down` names
+    /// vCPU 1, `update_va_mapping` of the image goes to an unmapped region.
     fn defuse_multicall(list: u32, count: u32, scratch: u32) {
         for i in 0..count.min(256) {
             let Some(e) = list.checked_add(i * 32) else { return };
@@ -690,7 +697,12 @@ fuzz32_routines:
                 let arg = |k: usize| p.add(2 + k).read_volatile();
                 match op {
                     0 | 2 | 3 | 4 | 23 | 30 => p.write_volatile(64 + op),
-                    6 | 29 if matches!(arg(0), 2 | 4 | 5) => p.add(2).write_volatile(0),
+                    // Shutdowns, and blocks and polls (a later entry may
+                    // cancel the timer or close its port: asleep for
+                    // ever): yields.
+                    6 | 29 if matches!(arg(0), 1..=5) => p.add(2).write_volatile(0),
+                    // VCPUOP_down of vCPU 0: the only one.
+                    24 if arg(0) == 2 && arg(1) == 0 => p.add(3).write_volatile(1),
                     14 if (VIRT_BASE..IMAGE_END.get()).contains(&arg(0)) && !(scratch..scratch + 8192).contains(&arg(0)) => {
                         p.add(2).write_volatile(0xe000_0000 | (arg(0) & 0x0fff_ffff))
                     }
@@ -741,7 +753,6 @@ fuzz32_routines:
                     } else if (VIRT_BASE..IMAGE_END.get()).contains(&a[0]) {
                         a[0] = 0xe000_0000 | (a[0] & 0x0fff_ffff);
                     }
-                    arm_timer();
                     defuse_multicall(a[0], a[1], scratch);
                 }
                 // SAFETY: this is the fuzzer: the hypervisor must cope with
@@ -759,7 +770,7 @@ fuzz32_routines:
             // the implemented ones.
             Step::Int { vector, .. } => call_addr(int_stub(vector), 0x100 + u32::from(vector)),
             Step::Exception { exc, arg, arg2, .. } => {
-                set_args(exc, arg as u32, arg2 as u32, scratch, false);
+                set_args(arg as u32, arg2 as u32, scratch, false);
                 call_addr(routine(exc, arg as u32, arg2 as u32), arg as u32);
             }
             Step::Iret { flags, rip, cs, rflags, sp, ss } => {
