@@ -528,6 +528,8 @@ fuzz32_routines:
             exclude: o.exclude,
         };
         EXCLUDE.set(o.exclude);
+        // SAFETY: the filled hypercall page, read once into our copy.
+        unsafe { core::ptr::copy_nonoverlapping(hc_page() as *const u8, HC_PAGE.as_ptr() as *mut u8, 4096) };
         println!("FUZZ: start width=32 seed={} iters={} exclude={}", o.seed, o.iters, ExclNames(o.exclude));
 
         let mut rng = Rng::new(o.seed);
@@ -624,7 +626,34 @@ fuzz32_routines:
         }
     }
 
+    /// The hypercall page as the hypervisor filled it.
+    static HC_PAGE: GuestCell<[u8; 4096]> = GuestCell::new([0; 4096]);
+
+    fn hc_page() -> *mut u8 {
+        hc::page_addr() as usize as *mut u8
+    }
+
+    /// Puts the hypercall page back if a step wrote into it (it is one of
+    /// the pointers drawn): with its stubs overwritten every later call,
+    /// the shutdown at the end among them, would be another one.
+    fn check_hypercall_page() {
+        let saved = HC_PAGE.as_ptr() as *const u8;
+        let _ = traps::catch(|| {
+            // SAFETY: the hypercall page is part of the image, mapped
+            // writable; a fault (a step remapped it) unwinds.
+            unsafe {
+                let page = core::slice::from_raw_parts(hc_page() as *const u8, 4096);
+                if page != core::slice::from_raw_parts(saved, 4096) {
+                    core::ptr::copy_nonoverlapping(saved, hc_page(), 4096);
+                }
+            }
+        });
+    }
+
     fn after(call: &Call, scratch: u32) {
+        if let Step::Hypercall { .. } = call.step {
+            check_hypercall_page();
+        }
         let (touched, gdt, pages) = match call.step {
             Step::Hypercall { op, .. } => (
                 matches!(op, 0 | 2..=6 | 8 | 13 | 21 | 30) || op >= 64,
