@@ -1,23 +1,23 @@
-//! A short fuzz run for CI (docs/fuzzing.md): `guest-fuzz` (and
-//! `guest32-fuzz` when it is there) beside `guest-victim`, fixed seeds, a
-//! few tens of thousands of calls. Every boot must end without a
+//! A short fuzz run for CI (docs/fuzzing.md): `guest-fuzz` and
+//! `guest32-fuzz` beside `guest-victim`, fixed seeds, a few thousand
+//! calls each. Every boot must end without a
 //! hypervisor fault or hang, with the victim's `RESULT: SUCCESS` and every
 //! frame back; a fuzz domain crashed by the hypervisor is allowed (the
-//! next boot takes the next seed). Known hypervisor bugs are excluded
-//! (`exclude=known`, see `pvguest_common::fuzz::EXCLUSIONS`).
+//! next boot takes the next seed). Open hypervisor bugs are steered
+//! around by name (`pvguest_common::fuzz::EXCLUSIONS`).
 
 use ringvisor_tests::build;
 use ringvisor_tests::fuzz::Campaign;
 use std::time::Duration;
 
-fn campaign(width: u32, seed: u64, calls: u64) {
+fn campaign(width: u32, seed: u64, calls: u64, exclude: &str) {
     let c = Campaign {
         elf: build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}")),
         width,
         seed,
         calls,
         per_boot: calls,
-        exclude: "none".into(),
+        exclude: exclude.into(),
         log_from: None,
         hang: Duration::from_secs(30),
         echo: false,
@@ -40,12 +40,12 @@ fn campaign(width: u32, seed: u64, calls: u64) {
 
 #[test]
 fn fuzz_64() {
-    campaign(64, 1, 15_000);
+    campaign(64, 1, 15_000, "none");
 }
 
+/// `guest32-fuzz`; `umip-user` steered around while that bug is open
+/// (docs/fuzzing.md).
 #[test]
 fn fuzz_32() {
-    if build::guest_crates().iter().any(|g| g == "guest32-fuzz") {
-        campaign(32, 1, 15_000);
-    }
+    campaign(32, 1, 5_000, "umip-user");
 }

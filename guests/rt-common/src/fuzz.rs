@@ -65,16 +65,23 @@ pub const EXCL_LASTPAGE: u32 = 1 << 2;
 /// hypervisor.
 pub const EXCL_AC: u32 = 1 << 3;
 
+/// SGDT, SIDT, SMSW, SLDT, STR with a memory operand from 32-bit ring 3
+/// aimed at a supervisor page (the guest's kernel scratch page): the
+/// hypervisor's UMIP emulation writes it (found by `guest32-fuzz`, seed
+/// 17, call #205). With the exclusion, ring-3 stores go to a user page.
+pub const EXCL_UMIP_USER: u32 = 1 << 4;
+
 /// Every exclusion by name.
 pub const EXCLUSIONS: &[(&str, u32)] = &[
     ("poll32", EXCL_POLL32),
     ("iret32-sel", EXCL_IRET32_SEL),
     ("lastpage", EXCL_LASTPAGE),
     ("ac", EXCL_AC),
+    ("umip-user", EXCL_UMIP_USER),
 ];
 
 /// Every known-bug exclusion.
-pub const EXCL_KNOWN: u32 = EXCL_POLL32 | EXCL_IRET32_SEL | EXCL_LASTPAGE | EXCL_AC;
+pub const EXCL_KNOWN: u32 = EXCL_POLL32 | EXCL_IRET32_SEL | EXCL_LASTPAGE | EXCL_AC | EXCL_UMIP_USER;
 
 /// `a,b,c`, `known` (all), `none` (or empty) -> bits; unknown names are
 /// returned as `Err(name)`.
@@ -198,6 +205,13 @@ pub fn pointer(r: &mut Rng, env: &Env) -> u64 {
 /// guest uses the same numbers through its compat layer), weighted over
 /// the rest. 23 (`iret`) is a [`Step::Iret`], never a plain call.
 pub const IMPLEMENTED: &[u32] = &[0, 1, 2, 3, 4, 5, 10, 12, 14, 15, 17, 18, 21, 24, 25, 26, 29, 30, 32, 33];
+
+/// The hypercalls ringvisor's compat layer (`src/pv/compat.rs`) gives a
+/// 32-bit guest, the ones a 32-bit guest draws most: as [`IMPLEMENTED`]
+/// without `set_segment_base` (64-bit only), with `sched_op_compat`,
+/// `set_debugreg`, `get_debugreg`, `multicall` (its entries random words)
+/// and `grant_table_op`. 23 (`iret`) is a [`Step::Iret`].
+pub const IMPLEMENTED32: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 17, 18, 20, 21, 24, 26, 29, 30, 32, 33];
 
 /// Exceptions the guest raises on purpose (kernel or user mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,8 +370,9 @@ pub fn fill(r: &mut Rng, env: &Env, words: &mut [u64]) {
 
 /// The hypercall part of [`next`].
 fn hypercall(r: &mut Rng, env: &Env, words: &mut [u64]) -> Step {
+    let implemented = if env.width == 32 { IMPLEMENTED32 } else { IMPLEMENTED };
     let op = match r.below(20) {
-        0..=15 => r.pick(IMPLEMENTED),
+        0..=15 => r.pick(implemented),
         16 | 17 => r.below(64) as u32,
         18 => 64 + r.below(64) as u32,
         _ => {
@@ -476,6 +491,64 @@ fn selector(r: &mut Rng, env: &Env) -> u64 {
     }
 }
 
+/// The GDT `guest32-fuzz` installs (`set_gdt`, one frame, these 14
+/// entries): what its iret frames and segment loads name besides the
+/// hypervisor's flat selectors. All pass the compat descriptor check
+/// (no long-mode code, no system descriptors).
+pub const GDT32: [u64; 14] = [
+    0x00cf_fb00_0000_ffff, // 0x00: DPL-3 code in entry 0 (a null selector all the same)
+    0x00cf_fb00_0000_ffff, // 0x08: flat code, DPL 3
+    0x00cf_f300_0000_ffff, // 0x10: flat data, DPL 3
+    0x00cf_bb00_0000_ffff, // 0x18: flat code, DPL 1
+    0x00cf_b300_0000_ffff, // 0x20: flat data, DPL 1
+    0x00cf_f100_0000_ffff, // 0x28: read-only data, DPL 3
+    0x004f_fb00_0000_ffff, // 0x30: code, DPL 3, limit 0xfffff bytes
+    0x00cf_7b00_0000_ffff, // 0x38: code, DPL 3, not present
+    0x008f_fb00_0000_ffff, // 0x40: 16-bit code, DPL 3
+    0x00cf_f700_0000_ffff, // 0x48: expand-down data, DPL 3
+    0x00cf_b300_1000_ffff, // 0x50: data, DPL 1, base 0x1000
+    0x00cf_9b00_0000_ffff, // 0x58: code, DPL 0 (the hypervisor raises it to 1)
+    0x00cf_ff00_0000_ffff, // 0x60: conforming code, DPL 3
+    0x00cf_f900_0000_ffff, // 0x68: execute-only code, DPL 3
+];
+
+/// A 32-bit selector: the flat ones, the guest's own GDT entries (index
+/// 0 among them, and one past the end), anything. RPL 1 or 3; RPL 0 or 2
+/// (which make `HYPERVISOR_iret` crash the domain by design) about one
+/// time in 128.
+pub fn selector32(r: &mut Rng) -> u64 {
+    let sel = match r.below(8) {
+        0 | 1 => r.pick(&[0xe019, 0xe021, 0xe02b, 0xe033, 0xe011, 0xe009]),
+        2..=5 => r.below(GDT32.len() as u64 + 1) << 3,
+        6 => r.below(0x1_0000),
+        _ => r.pick(&[0, 0xfff8, 0xe000, 0xe008, 0xdff8, 0x0ff8]),
+    };
+    let rpl = if r.chance(2) { r.pick(&[0, 2]) } else { r.pick(&[1, 3]) };
+    (sel & !3) | rpl
+}
+
+/// A 32-bit iret frame's cs and ss, one or both from [`selector32`] (the
+/// other flat for the ring the frame goes to).
+fn selectors32(r: &mut Rng) -> (u64, u64) {
+    let flat_ss = |cs: u64| if cs & 3 == 3 { 0xe033 } else { 0xe021 };
+    match r.below(3) {
+        0 => {
+            let cs = selector32(r);
+            (cs, flat_ss(cs))
+        }
+        1 => {
+            let cs = r.pick(&[0xe019, 0xe02b]);
+            let mut ss = selector32(r);
+            // Mostly the ring of cs (else a #GP, no more).
+            if r.chance(192) {
+                ss = (ss & !3) | (cs & 3);
+            }
+            (cs, ss)
+        }
+        _ => (selector32(r), selector32(r)),
+    }
+}
+
 fn rflags(r: &mut Rng, env: &Env) -> u64 {
     let mut f = match r.below(4) {
         0 => r.next() & 0x3f_7fd7,
@@ -506,6 +579,9 @@ fn iret(r: &mut Rng, env: &Env) -> Step {
         } else {
             ss = selector(r, env);
         }
+    }
+    if env.width == 32 && env.exclude & EXCL_IRET32_SEL == 0 && r.chance(48) {
+        (cs, ss) = selectors32(r);
     }
     if env.width == 32 && env.exclude & EXCL_IRET32_SEL != 0 {
         (cs, ss) = r.pick(pairs);
@@ -558,6 +634,10 @@ pub fn next(r: &mut Rng, env: &Env, iter: u64, words: &mut [u64]) -> Call {
             let mut arg2 = value(r, env);
             if exc == Exc::Popf {
                 arg2 = rflags(r, env);
+            }
+            // 32-bit: segment loads mostly of the guest's own selectors.
+            if env.width == 32 && exc == Exc::LoadSeg && r.chance(160) {
+                arg = selector32(r);
             }
             Step::Exception { exc, user: r.chance(90), arg: env.cut(arg), arg2: env.cut(arg2) }
         }
@@ -705,10 +785,37 @@ mod tests {
                 _ => {}
             }
         }
-        for op in IMPLEMENTED {
+        for op in IMPLEMENTED32 {
             assert!(ops[*op as usize] > 500, "op {op} drawn {} times", ops[*op as usize]);
         }
         assert!(ops.iter().all(|&n| n > 0) || ops[23] == 0);
+    }
+
+    #[test]
+    fn iret32_selectors() {
+        let mut e = env();
+        e.width = 32;
+        e.last_page = 0xffff_f000;
+        let mut r = Rng::new(3);
+        let mut w = [0u64; 64];
+        let (mut irets, mut ring02, mut own) = (0u32, 0u32, 0u32);
+        for i in 0..200_000 {
+            if let Step::Iret { cs, ss, .. } = next(&mut r, &e, i, &mut w).step {
+                irets += 1;
+                assert!(cs >> 16 == 0 && ss >> 16 == 0);
+                if cs & 1 == 0 {
+                    ring02 += 1;
+                }
+                if cs < 0xe000 && (cs >> 3) <= GDT32.len() as u64 {
+                    own += 1;
+                }
+            }
+        }
+        // Own GDT selectors are common; an iret the domain dies of is rare
+        // (under 0.5 % of iret frames).
+        assert!(own * 100 > irets * 3, "{own} of {irets}");
+        assert!(ring02 * 200 < irets, "{ring02} of {irets}");
+        assert!(ring02 > 0);
     }
 
     #[test]
