@@ -35,10 +35,9 @@ call logged and a command that reproduces it, and exits 1.
   --long          1000000 calls per width
   --width W       64, 32 or both (default both)
   --exclude LIST  steer around these, comma-separated: poll32, iret32-sel,
-                  lastpage, ac (four bugs found in the hypervisor, all fixed
-                  since; kept to bisect with), umip-user (open: 32-bit ring 3
-                  SGDT & co. write supervisor pages); `known` is all of
-                  them, `none` (default) none
+                  lastpage, ac, umip-user (five bugs found in the
+                  hypervisor, all fixed since; kept to bisect with);
+                  `known` is all of them, `none` (default) none
   --log-from K    the guest prints every call from call K on (to find the
                   call that breaks a seed)
   --hang S        a boot with no progress for S seconds more than its
