@@ -176,6 +176,10 @@ fn events(hv: &Hv) {
     out!("[debug key e] event channels (port: state, vcpu, pending, masked)");
     for d in hv.domains.iter().filter(|d| d.is_alive()) {
         out!("  d{}: upcall mask {}", d.id, crate::pv::traps::upcall_mask(d));
+        for v in 0..d.vcpus.len() {
+            let (pending, sel) = crate::pv::event::vcpu_event_bits(d, v);
+            out!("    v{v}: upcall pending {pending}, pending_sel {sel:#x}");
+        }
         for port in 1..d.ports.len() as u32 {
             let Some(c) = d.ports.get(port) else { continue };
             if c == Channel::Free {

@@ -93,6 +93,22 @@ fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
     }
 }
 
+/// `evtchn_upcall_pending` and `evtchn_pending_sel` of `vcpu`, for the
+/// debug keys (a port pending with neither set never wakes a block: the
+/// guest's own state, as on Xen).
+pub fn vcpu_event_bits(d: &Domain, vcpu: usize) -> (u8, u64) {
+    let sel = if d.compat {
+        let at = vcpu_field(d, vcpu, offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel));
+        // SAFETY: an aligned u32 of a live domain's vcpu_info (see `word`).
+        u64::from(unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) }.load(Ordering::Relaxed))
+    } else {
+        let at = vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_pending_sel));
+        // SAFETY: an aligned u64 of a live domain's vcpu_info (see `word`).
+        unsafe { AtomicU64::from_ptr(at as *mut u64) }.load(Ordering::Relaxed)
+    };
+    (upcall_pending(d, vcpu).load(Ordering::Relaxed), sel)
+}
+
 /// (pending, masked) of a port, for the debug keys.
 pub fn port_bits(d: &Domain, port: Port) -> (bool, bool) {
     let bit = 1u64 << (port % 64);

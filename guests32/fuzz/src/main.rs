@@ -308,6 +308,22 @@ fuzz32_routines:
         evtchn(abi::EVTCHNOP_SEND, &mut EvtchnSend { port });
     }
 
+    /// The domain watchdog (SCHEDOP_watchdog) this guest keeps armed, as
+    /// guest-fuzz does: a guest that wrecks its own event state (a timer
+    /// port left pending with no upcall flagged, then `SCHEDOP_block`, a
+    /// sleep Xen would not end either) is ended by the hypervisor instead
+    /// of sleeping until the campaign's timeout calls it a hang.
+    static WATCHDOG_ID: GuestCell<u32> = GuestCell::new(0);
+    const WATCHDOG_S: u32 = 10;
+
+    /// `SCHEDOP_watchdog(id, WATCHDOG_S)`: the id (a new one for id 0) or
+    /// an error.
+    fn watchdog(id: u32) -> i32 {
+        let w = abi::SchedWatchdog { id, timeout: WATCHDOG_S };
+        // SAFETY: the hypervisor only reads the struct.
+        unsafe { hc::sched_op(abi::SCHEDOP_WATCHDOG, &w as *const _ as u32) }
+    }
+
     fn yield_now() {
         // SAFETY: yield takes no argument.
         unsafe { hc::sched_op(abi::SCHEDOP_YIELD, 0) };
@@ -485,6 +501,10 @@ fuzz32_routines:
             Err(rc) => pvguest32::report::error(format_args!("bind_virq(VIRQ_TIMER) = {rc}")),
         }
         link_victim(line);
+        match watchdog(0) {
+            id @ 1.. => WATCHDOG_ID.set(id as u32),
+            rc => pvguest32::report::error(format_args!("SCHEDOP_watchdog = {rc}")),
+        }
 
         // What the generator may name.
         let l3 = si.pt_base;
@@ -576,6 +596,7 @@ fuzz32_routines:
             }
             if (i + 1) % o.progress == 0 {
                 println!("FUZZ: iter={} last={call}", i + 1);
+                watchdog(WATCHDOG_ID.get());
             }
         }
         println!("FUZZ: done iters={}", o.iters);
