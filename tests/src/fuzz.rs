@@ -204,10 +204,11 @@ impl Campaign {
                 return Ok(Err(fail(format!("unexpected end: {}", out.summary()))));
             }
             // The fuzz guest's own checks (guest32-fuzz: ring 3 wrote a
-            // supervisor page).
-            if let Some(l) = out.lines.iter().find(|l| l.text.starts_with("(d1) ") && l.text.contains("FUZZ: BUG")) {
-                let i = l.text.find("FUZZ: BUG").unwrap_or(0);
-                return Ok(Err(fail(format!("the fuzz guest caught the hypervisor: {}", &l.text[i..]))));
+            // supervisor page): a line of its own, not text inside a line
+            // (a random console_io may print the guest's image, strings
+            // and all).
+            if let Some(l) = out.lines.iter().find(|l| l.text.starts_with("(d1) FUZZ: BUG: ")) {
+                return Ok(Err(fail(format!("the fuzz guest caught the hypervisor: {}", &l.text[5..]))));
             }
             if !out.contains("(d0) RESULT: SUCCESS") {
                 return Ok(Err(fail("the victim did not end with RESULT: SUCCESS".into())));
