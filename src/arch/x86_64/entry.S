@@ -17,7 +17,8 @@
  *   out (ret_to_frame): every register from the (possibly edited) TrapFrame,
  *        GS swapped back and, for a 32-bit guest, SMEP/SMAP off when
  *        returning to a guest, iretq (ret_iretq: a fault there is fixed up
- *        in idt.rs, it never reaches the hypervisor's fatal path).
+ *        in idt.rs, it never reaches the hypervisor's fatal path), or
+ *        sysretq where pv::fast found it equivalent (ret_sysret).
  *
  * No numeric offsets here: TF_CS, PC_* and the selectors come from Rust
  * (idt.rs) as const operands.
@@ -102,7 +103,9 @@ ret_to_frame:
     mov %cr4, %rax
     and %rdx, %rax
     mov %rax, %cr4
-8:  swapgs                        /* GS = the guest's */
+8:  btrq $0, %gs:{PC_SYSRET}      /* pv::fast said: sysretq will do */
+    jc ret_sysret
+    swapgs                        /* GS = the guest's */
 ret_pop:
     pop %r15
     pop %r14
@@ -123,6 +126,36 @@ ret_pop:
 .global ret_iretq
 ret_iretq:
     iretq
+
+/* Tour 02: the way back by sysretq
+ * The lean return of a `syscall` entry (Xen: restore_all_guest's sysret
+ * path). Only when pv::fast::leave set PC_SYSRET, which it does only for
+ * a 64-bit guest kernel's frame with the flat selectors {GUEST_CS}/
+ * {GUEST_SS} (STAR gives sysretq the same), a canonical RIP (XSA-7:
+ * sysretq to a non-canonical RIP faults in ring 0 on Intel, on the
+ * guest's stack), RCX == RIP and R11 == RFLAGS (RF clear): it resumes
+ * the guest exactly as iretq would.
+ *   in:  rsp = the TrapFrame, GS the hypervisor's;
+ *   out: every register from the frame, RSP from its RSP slot. */
+ret_sysret:
+    swapgs                        /* GS = the guest's */
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    mov {TF_RSP_AFTER_POPS}(%rsp), %rsp
+    sysretq
 
 /* `syscall` from a 64-bit guest (its kernel: a hypercall; its user mode:
  * a system call for its kernel). The CPU has put RIP in RCX and RFLAGS in

@@ -75,6 +75,8 @@ core::arch::global_asm!(
     TF_CS = const offset_of!(TrapFrame, cs),
     TF_RIP = const offset_of!(TrapFrame, rip),
     PC_PV32 = const offset_of!(super::percpu::PerCpu, pv32),
+    PC_SYSRET = const offset_of!(super::percpu::PerCpu, sysret),
+    TF_RSP_AFTER_POPS = const offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector),
     PC_CR4_PV32 = const offset_of!(super::percpu::PerCpu, cr4_pv32),
     CR4_SMAP = const 1u64 << 21,
     PC_SCRATCH = const offset_of!(super::percpu::PerCpu, scratch_rsp),
@@ -201,6 +203,30 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
 // Tour 02: every entry meets here
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    if f.vector == VEC_SYSCALL {
+        // `syscall` from a 64-bit guest (only syscall_entry pushes this
+        // vector): the hypercalls answered without the lock first.
+        entry_state_check(f);
+        if !crate::pv::fast::hypercall(f) {
+            crate::pv::entry::from_guest(f);
+        }
+        return;
+    }
+    if f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1 {
+        // `int $0x82` from a 32-bit guest kernel: the same, for the few
+        // it answers without the lock.
+        entry_state_check(f);
+        if crate::pv::fast::hypercall32(f) {
+            return;
+        }
+    }
+    other_trap(f);
+}
+
+/// Every entry but `syscall` from a 64-bit guest (out of line, so the
+/// lock-free hypercalls above pay for none of its stack frame).
+#[inline(never)]
+fn other_trap(f: &mut TrapFrame) {
     let from_guest = f.cs & 3 != 0;
     match f.vector {
         apic::TIMER_VECTOR => apic::timer_interrupt(),
@@ -225,6 +251,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
 /// and, with SMAP, EFLAGS.AC clear, whatever the guest did (without SMAP,
 /// AC means nothing in ring 0 and `clac` does not exist). Cheap enough to
 /// check on every entry, so a regression is a visible fault, not a hole.
+#[inline(always)]
 fn entry_state_check(f: &TrapFrame) {
     use x86::bits64::rflags::{self, RFlags};
     const CR4_SMAP: u64 = 1 << 21;
