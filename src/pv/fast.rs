@@ -77,6 +77,7 @@ enum Kind {
     Locked,
 }
 
+#[inline(always)]
 fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
     if nr >= 64 || UNASSIGNED >> nr & 1 != 0 {
         return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
