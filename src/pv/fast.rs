@@ -216,6 +216,60 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     }
 }
 
+/// An exception of a 64-bit guest (vectors 0-31), handled by the locked
+/// path's own function (`traps::guest_exception`: bounced to the guest's
+/// trap table, or emulated), on the vCPU alone, and left by
+/// [`leave_checked`]; `false`: nothing done, the locked path runs. #GP
+/// (privileged instructions: CR3 loads, MSRs, ...) and #PF (with writable
+/// page tables, a page-table store) may change shared state, so they
+/// hold the lock while they run; an NMI or machine check is never the
+/// guest's and stays on the locked path (which stops on it).
+// Tour 04: an exception without the locked path
+#[inline(always)]
+pub fn exception(f: &mut TrapFrame) -> bool {
+    let vector = f.vector;
+    let pc = percpu::this();
+    // A 32-bit guest's mode follows its ring: the locked path.
+    if vector >= 32 || vector == 2 || vector == 18 || pc.pv32 != 0 {
+        return false;
+    }
+    exception_on_vcpu(pc, f)
+}
+
+#[inline(never)]
+fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
+    use crate::pv::traps::{VEC_GP, VEC_PF};
+    let vector = f.vector;
+    if crate::sched::HV.is_locked() {
+        return false;
+    }
+    // SAFETY: published under the lock; HV is unlocked and nothing else
+    // runs (module comment), and no other reference to the domain, its
+    // vCPUs or the frame table is alive: these are the only ones.
+    let (Some(d), Some(ft)) = (unsafe {
+        (
+            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut(),
+            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut(),
+        )
+    }) else {
+        return false;
+    };
+    {
+        let _held = match vector as u8 {
+            VEC_GP | VEC_PF => match crate::sched::HV.try_lock() {
+                Some(g) => Some(g),
+                None => return false,
+            },
+            _ => None,
+        };
+        crate::pv::traps::guest_exception(d, ft, f);
+    }
+    if !leave_checked(pc, d, f) {
+        locked_way_out(f);
+    }
+    true
+}
+
 /// The lean way out for a frame that may have been rewritten (an iret, a
 /// bounce): the domain still alive, nothing pending, and the frame one
 /// `retcheck` lets through, in full. Otherwise (`false`) the locked way

@@ -243,6 +243,11 @@ fn other_trap(f: &mut TrapFrame) {
     }
     if from_guest {
         entry_state_check(f);
+        // An exception of a 64-bit guest: bounced (or emulated) without
+        // the locked path's lookups and scheduler when it can be.
+        if f.vector < 32 && crate::pv::fast::exception(f) {
+            return;
+        }
         crate::pv::entry::from_guest(f);
     }
 }
