@@ -196,3 +196,40 @@ syscall32_entry:
     pushq ${VEC_SYSCALL32}
     SAVE_GPRS
     jmp guest_state_off
+
+/* Copy through the page tables CR3 holds (a guest's), as the CPU's own
+ * walk allows a ring-0 access (Xen: __copy_to_user/__copy_from_user with
+ * their exception fixups). Used by pv::guest_mem for ranges it has
+ * already limited to one page of a 64-bit guest's half, outside the
+ * hypervisor's range, under the vCPU's own CR3.
+ *   in:  rdi = destination, rsi = source, rdx = length in bytes;
+ *   out: rax = 0 copied, 1 faulted (a #PF or #GP at guest_copy_insn or
+ *        guest_copy_insn_tail is sent to guest_copy_fault by idt.rs,
+ *        never to the fatal path);
+ *   clobbers rcx, rsi, rdi, flags. EFLAGS.AC is set (stac) only around
+ *   the copy and only where SMAP exists. */
+.balign 16
+.global guest_copy
+guest_copy:
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 5f
+    stac
+5:  mov %rdx, %rcx
+    shr $3, %rcx
+.global guest_copy_insn
+guest_copy_insn:
+    rep movsq                     /* the words, then the bytes left */
+    mov %rdx, %rcx
+    and $7, %rcx
+.global guest_copy_insn_tail
+guest_copy_insn_tail:
+    rep movsb
+    xor %eax, %eax
+    jmp 6f
+.global guest_copy_fault
+guest_copy_fault:
+    mov $1, %eax
+6:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 7f
+    clac
+7:  ret

@@ -90,6 +90,29 @@ core::arch::global_asm!(
 );
 
 extern "C" {
+    /// `guest_copy`'s copying instruction and its fixup (entry.S).
+    static guest_copy_insn: u8;
+    static guest_copy_insn_tail: u8;
+    static guest_copy_fault: u8;
+    fn guest_copy(dst: u64, src: u64, len: u64) -> u64;
+}
+
+/// Copy `len` bytes from `src` to `dst` through the page tables CR3 holds,
+/// with ring 0's rights (SMAP lifted for the copy): `false` when the CPU
+/// refused an access (nothing of a one-page destination was written then:
+/// whether a page may be written is the same for all its bytes).
+///
+/// # Safety
+/// `dst..dst+len` and `src..src+len` must each be either hypervisor memory
+/// the caller may access, or addresses whose every mapping the current
+/// page tables may hold is one the hypervisor may touch on the guest's
+/// behalf: the guest's own half, never the hypervisor's range.
+pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
+    // SAFETY: the caller's contract; a fault inside is fixed up (above).
+    unsafe { guest_copy(dst, src, len) == 0 }
+}
+
+extern "C" {
     /// Pops a TrapFrame at RSP and returns through it (entry.S).
     fn ret_to_frame() -> !;
     /// Its `iretq` (entry.S): a fault there is a refused guest frame.
@@ -239,6 +262,14 @@ fn other_trap(f: &mut TrapFrame) {
         // domain) on the frame itself.
         _ if from_guest => {}
         _ if f.rip == core::ptr::addr_of!(ret_iretq) as u64 => iret_fixup(*f),
+        // A copy through a guest's mapping refused by the CPU: the copy
+        // reports it (guest_copy's fixup), the caller falls back.
+        VEC_PF | 13
+            if f.rip == core::ptr::addr_of!(guest_copy_insn) as u64
+                || f.rip == core::ptr::addr_of!(guest_copy_insn_tail) as u64 =>
+        {
+            f.rip = core::ptr::addr_of!(guest_copy_fault) as u64;
+        }
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }
     if from_guest {
