@@ -1,5 +1,6 @@
 //! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
 
+pub mod bzimage;
 pub mod elf;
 #[cfg(target_os = "none")]
 pub mod builder;
