@@ -1,23 +1,8 @@
 //! The domain builder: from a multiboot module (a Xen PV ELF) to a domain
 //! whose vCPU 0 is ready to run its first instruction.
 //!
-//! Start-of-day layout, as Xen builds an x86-64 PV domain (dom0_build.c):
-//!
-//! ```text
-//! v_start = VIRT_BASE     pseudo-physical page 0 is mapped here, and every
-//!                         page of the bootstrap region at v_start + pfn*4K
-//! [virt_kstart, kend)     the kernel image (PT_LOAD segments)
-//! vphysmap                the P2M list: one u64 MFN per pseudo-physical page
-//! vstartinfo              start_info_t (rsi points here)
-//! vconsole                the console ring (domains other than 0; its
-//!                         frame and event channel are in start_info)
-//! vpt                     the initial page tables: L4, L3s, L2s, L1s,
-//!                         mapped read-only (the guest changes them only
-//!                         through hypercalls)
-//! vstack                  one page of boot stack (rsp = its top)
-//! v_end                   rounded up to 4 MiB, at least 512 KiB past the
-//!                         stack, all of it mapped
-//! ```
+//! The start-of-day layout (image, initrd, P2M list, start_info, page
+//! tables, stack) is decided by [`super::layout`], as Xen's dom0_build.c.
 //!
 //! Registers on entry: rip = entry, rsp = stack top, rsi = start_info,
 //! cs/ss = FLAT_KERNEL_CS/SS, events masked (`evtchn_upcall_mask` = 1).
@@ -28,11 +13,12 @@ use alloc::vec::Vec;
 
 use ringvisor_abi::hypercall_page::fill_hypercall_page64;
 use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
-use ringvisor_abi::xen::{StartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use ringvisor_abi::xen::{StartInfo, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED};
 use ringvisor_abi::Pod;
 
 use super::bzimage;
 use super::elf::{self, ElfClass};
+use super::layout::{self, PAGE};
 use super::vcpu::Vcpu;
 use super::{DomId, Domain, State};
 use crate::cmdline::ModuleCmdline;
@@ -40,7 +26,6 @@ use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging::{self, phys_to_virt};
 use crate::pv::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
 
-const PAGE: u64 = 4096;
 
 fn frame_bytes(mfn: u64) -> &'static mut [u8; 4096] {
     // SAFETY: `mfn` was just allocated to the domain being built (so no
@@ -52,69 +37,6 @@ fn frame_bytes(mfn: u64) -> &'static mut [u8; 4096] {
 fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
     // SAFETY: as frame_bytes; a 4 KiB aligned frame is 512 aligned u64s.
     unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
-}
-
-/// Page-table frames needed to map [start, end) with 4 KiB pages: an L4
-/// and the L3s, L2s, L1s below it; for a 32-bit PAE guest its L3 (the
-/// top) and the L2s and L1s.
-fn tables_needed(start: u64, end: u64, compat: bool) -> u64 {
-    let span = |shift: u32| ((end - 1) >> shift) - (start >> shift) + 1;
-    1 + if compat { 0 } else { span(39) } + span(30) + span(21)
-}
-
-struct Layout {
-    v_start: u64,
-    vphysmap: u64,
-    vstartinfo: u64,
-    vconsole: Option<u64>,
-    vpt: u64,
-    nr_pt: u64,
-    vstack_end: u64,
-    v_end: u64,
-}
-
-// Tour 01: where the parts of the bootstrap region go
-fn layout(img: &elf::GuestImage, nr_pages: u64, console: bool, compat: bool) -> Result<Layout, String> {
-    let v_start = img.virt_base;
-    if v_start % PAGE != 0 {
-        return Err(format!("VIRT_BASE {v_start:#x} is not page aligned"));
-    }
-    // Every step checked: the ELF parser leaves the image's end to us, and
-    // an image ending near 2^64 must be refused, not wrapped round to 0.
-    let wraps = || "the bootstrap region wraps around the address space".to_string();
-    let round = |x: u64| x.checked_next_multiple_of(PAGE).ok_or_else(wraps);
-    let add = |a: u64, b: u64| a.checked_add(b).ok_or_else(wraps);
-    let vphysmap = round(img.virt_kend)?;
-    let vstartinfo = round(add(vphysmap, nr_pages.checked_mul(if compat { 4 } else { 8 }).ok_or_else(wraps)?)?)?;
-    let vconsole = if console { Some(add(vstartinfo, PAGE)?) } else { None };
-    let vpt = add(vstartinfo, PAGE + if console { PAGE } else { 0 })?;
-    let mut nr_pt = 1;
-    loop {
-        let vstack_end = add(vpt, nr_pt * PAGE + PAGE)?;
-        let mut v_end = add(vstack_end, (4 << 20) - 1)? & !((4 << 20) - 1);
-        if v_end - vstack_end < 512 << 10 {
-            v_end = add(v_end, 4 << 20)?;
-        }
-        if v_end < v_start || v_end.wrapping_sub(1) < v_start {
-            return Err("the bootstrap region wraps around the address space".to_string());
-        }
-        if compat && v_end > ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64 {
-            return Err(format!(
-                "the bootstrap region ends at {v_end:#x}, in the hypervisor's part of a 32-bit address space"
-            ));
-        }
-        if tables_needed(v_start, v_end, compat) <= nr_pt {
-            if (v_end - v_start) / PAGE > nr_pages {
-                return Err(format!(
-                    "{} MiB is too little memory: the bootstrap region alone needs {} MiB",
-                    nr_pages * PAGE >> 20,
-                    (v_end - v_start) >> 20
-                ));
-            }
-            return Ok(Layout { v_start, vphysmap, vstartinfo, vconsole, vpt, nr_pt, vstack_end, v_end });
-        }
-        nr_pt += 1;
-    }
 }
 
 /// Why a domain was not built.
@@ -218,7 +140,17 @@ fn unpack_bzimage(id: DomId, name: &str, image: &[u8]) -> Result<Option<(FrameBu
 
 /// Build domain `id` from a module's bytes and command line.
 // Tour 01: from module bytes to a vCPU ready to run
-pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -> Result<Domain, BuildError> {
+///
+/// `initrd` is the module after the kernel when that is not a kernel
+/// itself (Xen's dom0 initrd): it is copied into the domain and named by
+/// `start_info.mod_start` / `mod_len`.
+pub fn build(
+    id: DomId,
+    image: &[u8],
+    initrd: Option<&[u8]>,
+    mc: &ModuleCmdline,
+    ft: &mut FrameTable,
+) -> Result<Domain, BuildError> {
     // A bzImage's kernel lives in `unpacked` until the build is over.
     let mut unpacked = unpack_bzimage(id, mc.name(), image)?;
     let image: &[u8] = match unpacked.as_mut() {
@@ -229,9 +161,34 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     // A 32-bit (PAE: the parser refuses others) image runs in ring 1 with
     // the 32-bit layouts; the differences are marked `compat` below.
     let compat = img.class == ElfClass::Elf32;
+    // As Xen's dom0 builder: a kernel that says which features it supports
+    // must list dom0 to be the initial domain, and no PV kernel here can
+    // run in supervisor mode (it runs in ring 3, or ring 1).
+    if id == 0 && img.notes.supported_features.is_some() && img.features.supported & 1 << elf::feat::DOM0 == 0 {
+        return Err(BuildError::Bad(
+            "the kernel does not support running as the initial domain (its SUPPORTED_FEATURES lack dom0)".to_string(),
+        ));
+    }
+    if img.features.required & 1 << elf::feat::SUPERVISOR_MODE_KERNEL != 0 {
+        return Err(BuildError::Bad(
+            "the kernel requires supervisor_mode_kernel (FEATURES): PV kernels run deprivileged here".to_string(),
+        ));
+    }
     let nr_pages = mc.options.mem / PAGE;
+    let initrd = initrd.unwrap_or(&[]);
+    // libelf's unmapped_initrd: a non-zero MOD_START_PFN note.
+    let unmapped_initrd = img.notes.mod_start_pfn.is_some_and(|v| v != 0);
     // Domain 0 writes its console with console_io; the others get a ring.
-    let l = layout(&img, nr_pages, id != 0, compat)?;
+    let l = layout::layout(&layout::Input {
+        virt_base: img.virt_base,
+        virt_kend: img.virt_kend,
+        nr_pages,
+        console: id != 0,
+        compat,
+        initrd_len: initrd.len() as u64,
+        unmapped_initrd,
+        p2m_base: None,
+    })?;
 
     // Memory: nr_pages frames, all zeroed, owned by the domain.
     // The P2M lives on the hypervisor heap (8 bytes a page): more than the
@@ -298,17 +255,21 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     let pfn_of = |va: u64| (va - l.v_start) / PAGE;
     let mfn_of = |va: u64| p2m[pfn_of(va) as usize];
 
-    // The image.
-    let write = |va: u64, bytes: &[u8]| {
+    // Copy to a pseudo-physical address (the layout keeps it below
+    // nr_pages), and to a virtual address in the bootstrap region.
+    let write_pa = |pa: u64, bytes: &[u8]| {
         let mut done = 0;
         while done < bytes.len() {
-            let at = va + done as u64;
+            let at = pa + done as u64;
             let off = (at % PAGE) as usize;
             let n = (PAGE as usize - off).min(bytes.len() - done);
-            frame_bytes(mfn_of(at))[off..off + n].copy_from_slice(&bytes[done..done + n]);
+            frame_bytes(p2m[(at / PAGE) as usize])[off..off + n].copy_from_slice(&bytes[done..done + n]);
             done += n;
         }
     };
+    let write = |va: u64, bytes: &[u8]| write_pa(va - l.v_start, bytes);
+
+    // The image.
     for c in img.load_chunks() {
         write(c.guest_va, c.bytes); // the zero-filled tail is already zero
     }
@@ -318,6 +279,12 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         } else {
             fill_hypercall_page64(frame_bytes(mfn_of(hp)));
         }
+    }
+
+    // The initrd: mapped after the image, or (MOD_START_PFN) only in
+    // pseudo-physical memory after the bootstrap region's chunk.
+    if let Some(pfn) = l.initrd_pfn {
+        write_pa(pfn * PAGE, initrd);
     }
 
     // The P2M list (32-bit entries for a 32-bit guest).
@@ -403,6 +370,13 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
     si.nr_pages = nr_pages;
     si.shared_info = shared.0 << 12;
     si.flags = if id == 0 { SIF_PRIVILEGED | SIF_INITDOMAIN } else { 0 };
+    if l.initrd_pfn.is_some() {
+        si.mod_start = l.mod_start;
+        si.mod_len = initrd.len() as u64;
+        if unmapped_initrd {
+            si.flags |= SIF_MOD_START_PFN;
+        }
+    }
     si.pt_base = l.vpt;
     si.nr_pt_frames = l.nr_pt;
     si.mfn_list = l.vphysmap;
@@ -454,6 +428,14 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         l.vpt,
         l.vstack_end
     );
+    if let Some(pfn) = l.initrd_pfn {
+        crate::info!(
+            "d{id}: initrd of {} bytes at pfn {pfn:#x}, mod_start {:#x}{}",
+            initrd.len(),
+            l.mod_start,
+            if unmapped_initrd { " (a PFN: MOD_START_PFN)" } else { " (mapped)" }
+        );
+    }
     Ok(Domain {
         id,
         name: mc.name().to_string(),
@@ -490,6 +472,8 @@ fn start_info32(si: &StartInfo) -> ringvisor_abi::x86_32::StartInfo32 {
     s.pt_base = si.pt_base as u32;
     s.nr_pt_frames = si.nr_pt_frames as u32;
     s.mfn_list = si.mfn_list as u32;
+    s.mod_start = si.mod_start as u32;
+    s.mod_len = si.mod_len as u32;
     s.cmd_line = si.cmd_line;
     s
 }

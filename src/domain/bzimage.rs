@@ -159,6 +159,12 @@ fn u32_at(d: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
 }
 
+/// Is this module a kernel (an ELF, or a bzImage with its setup header)?
+/// A module that is not is the initrd of the kernel before it.
+pub fn is_kernel_image(data: &[u8]) -> bool {
+    data.starts_with(b"\x7fELF") || data.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(&b"HdrS"[..])
+}
+
 /// Is this a bzImage, and where is its payload? `Ok(None)`: no `HdrS`
 /// setup header, not a bzImage (Xen's `bzimage_check` returning 0).
 pub fn probe(data: &[u8]) -> Result<Option<Payload<'_>>, BzError> {
@@ -536,6 +542,16 @@ mod tests {
         assert_eq!(p.bytes.len(), XZ.len() + 4);
         assert_eq!(&p.bytes[..XZ.len()], XZ);
         assert_eq!(xz_dict_size(&p), Some(1 << 20), "xz --lzma2=dict=1MiB");
+    }
+
+    #[test]
+    fn kernels_and_data() {
+        assert!(is_kernel_image(b"\x7fELF\x02\x01"));
+        assert!(is_kernel_image(&bzimage(XZ, 1)));
+        assert!(is_kernel_image(&bzimage(b"junk", 1)), "a broken bzImage is still a kernel: its error is shown");
+        assert!(!is_kernel_image(b"070701")); // a cpio archive
+        assert!(!is_kernel_image(GZ)); // a gzip initrd
+        assert!(!is_kernel_image(b""));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod bzimage;
 pub mod elf;
+pub mod layout;
 #[cfg(target_os = "none")]
 pub mod builder;
 #[cfg(target_os = "none")]

@@ -45,6 +45,8 @@ pub struct Pending {
     pub index: usize,
     pub bytes: &'static [u8],
     pub cmdline: String,
+    /// The module after it when that is not a kernel: its initrd.
+    pub initrd: Option<&'static [u8]>,
 }
 
 /// Build waiting modules, in order, while memory allows. A module that
@@ -53,7 +55,7 @@ pub fn build_pending(hv: &mut Hv) {
     while let Some(p) = hv.pending.front() {
         let mc = crate::cmdline::ModuleCmdline::parse(&p.cmdline, |_| {});
         let id = hv.next_id;
-        match builder::build(id, p.bytes, &mc, &mut hv.frames) {
+        match builder::build(id, p.bytes, p.initrd, &mc, &mut hv.frames) {
             Ok(d) => {
                 hv.domains.push(d);
                 hv.next_id += 1;
