@@ -187,7 +187,7 @@ pub fn build(
         compat,
         initrd_len: initrd.len() as u64,
         unmapped_initrd,
-        p2m_base: None,
+        p2m_base: img.p2m_base,
     })?;
 
     // Memory: nr_pages frames, all zeroed, owned by the domain.
@@ -287,12 +287,17 @@ pub fn build(
         write_pa(pfn * PAGE, initrd);
     }
 
-    // The P2M list (32-bit entries for a 32-bit guest).
+    // The P2M list (32-bit entries for a 32-bit guest): in the bootstrap
+    // region, or (INIT_P2M) in its own pages past it.
+    let p2m_pa = match l.p2m {
+        Some(a) => a.first_pfn * PAGE,
+        None => l.vphysmap - l.v_start,
+    };
     for (pfn, &mfn) in p2m.iter().enumerate() {
         if compat {
-            write(l.vphysmap + pfn as u64 * 4, &(mfn as u32).to_le_bytes());
+            write_pa(p2m_pa + pfn as u64 * 4, &(mfn as u32).to_le_bytes());
         } else {
-            write(l.vphysmap + pfn as u64 * 8, &mfn.to_le_bytes());
+            write_pa(p2m_pa + pfn as u64 * 8, &mfn.to_le_bytes());
         }
     }
 
@@ -310,31 +315,47 @@ pub fn build(
     }
     // Upper levels: user and writable (the leaf decides); a 32-bit
     // kernel's own pages are supervisor (it runs in ring 1), a 64-bit
-    // kernel's must be user (it runs in ring 3).
+    // kernel's must be user (it runs in ring 3). Leaves carry no NX bit,
+    // as Xen's L1_PROT: the kernel sets its own protections later.
     let table_flags = PTE_P | PTE_RW | PTE_US | PTE_A;
     let leaf_user = if compat { 0 } else { PTE_US };
-    let mut va = l.v_start;
-    while va < l.v_end {
+    // Map `va` to `mfn`; missing tables come from pseudo-physical pages
+    // `*next_table`, `*next_table + 1`, ...
+    let map = |ft: &mut FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
         let mut t = top;
         for level in (2..=top_level).rev() {
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
             if frame_u64s(t)[idx] & PTE_P == 0 {
-                let child = p2m[next_pt as usize];
-                next_pt += 1;
+                let child = p2m[*next_table as usize];
+                *next_table += 1;
                 ft.assign(child, id, Kind::Table(level as u8 - 1));
                 ft.get_mut(child).unwrap().table_refs = 1;
                 frame_u64s(t)[idx] = child << 12 | table_flags;
             }
             t = (frame_u64s(t)[idx] & crate::pv::guest_mem::PTE_ADDR) >> 12;
         }
-        let pfn = pfn_of(va);
-        let mfn = p2m[pfn as usize];
-        let rw = if (pt_first..pt_last).contains(&pfn) { 0 } else { PTE_RW };
         frame_u64s(t)[((va >> 12) & 511) as usize] = mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
         let info = ft.get_mut(mfn).unwrap();
         info.mapped += 1;
         info.writable += (rw != 0) as u32;
+    };
+    let mut va = l.v_start;
+    while va < l.v_end {
+        let pfn = pfn_of(va);
+        let rw = if (pt_first..pt_last).contains(&pfn) { 0 } else { PTE_RW };
+        map(ft, &mut next_pt, va, p2m[pfn as usize], rw);
         va += PAGE;
+    }
+    // INIT_P2M: the list pages mapped at the note's address, writable,
+    // with tables of their own from the pages right after the list
+    // (Xen's setup_pv_physmap; it uses 2 MiB / 1 GiB pages where it can).
+    if let Some(a) = l.p2m {
+        let (tables_first, tables_end) = (a.first_pfn + a.list_pages, a.first_pfn + a.frames());
+        let mut next_table = tables_first;
+        for i in 0..a.list_pages {
+            map(ft, &mut next_table, a.va + i * PAGE, p2m[(a.first_pfn + i) as usize], PTE_RW);
+        }
+        debug_assert!(next_table == tables_end);
     }
     debug_assert!(next_pt <= pt_last);
     ft.assign(top, id, Kind::Table(top_level as u8));
@@ -380,6 +401,10 @@ pub fn build(
     si.pt_base = l.vpt;
     si.nr_pt_frames = l.nr_pt;
     si.mfn_list = l.vphysmap;
+    if let Some(a) = l.p2m {
+        si.first_p2m_pfn = a.first_pfn;
+        si.nr_p2m_frames = a.frames();
+    }
     let args = mc.guest_args.as_bytes();
     let n = args.len().min(si.cmd_line.len() - 1);
     si.cmd_line[..n].copy_from_slice(&args[..n]);
@@ -428,6 +453,14 @@ pub fn build(
         l.vpt,
         l.vstack_end
     );
+    if let Some(a) = l.p2m {
+        crate::info!(
+            "d{id}: P2M list at {:#x} (INIT_P2M): pfns {:#x}.., {} frames with its page tables",
+            a.va,
+            a.first_pfn,
+            a.frames()
+        );
+    }
     if let Some(pfn) = l.initrd_pfn {
         crate::info!(
             "d{id}: initrd of {} bytes at pfn {pfn:#x}, mod_start {:#x}{}",
