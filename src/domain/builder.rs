@@ -138,21 +138,35 @@ fn unpack_bzimage(id: DomId, name: &str, image: &[u8]) -> Result<Option<(FrameBu
     Ok(Some((out, n)))
 }
 
+/// How much memory a domain gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Memory {
+    /// `rv.mem`, or the 32 MiB default.
+    Bytes(u64),
+    /// The initial domain without `rv.mem`: Xen's dom0 default of what is
+    /// free once the kernel is unpacked, `others` bytes being kept for the
+    /// other modules' domains (`cmdline::initial_domain_mem`).
+    InitialDefault { others: u64 },
+}
+
 /// Build domain `id` from a module's bytes and command line.
 // Tour 01: from module bytes to a vCPU ready to run
 ///
 /// `initrd` is the module after the kernel when that is not a kernel
 /// itself (Xen's dom0 initrd): it is copied into the domain and named by
-/// `start_info.mod_start` / `mod_len`.
+/// `start_info.mod_start` / `mod_len`. `label` names the module in
+/// messages (its file name, or "module N" where the loader gives none).
 pub fn build(
     id: DomId,
+    label: &str,
     image: &[u8],
     initrd: Option<&[u8]>,
     mc: &ModuleCmdline,
+    memory: Memory,
     ft: &mut FrameTable,
 ) -> Result<Domain, BuildError> {
     // A bzImage's kernel lives in `unpacked` until the build is over.
-    let mut unpacked = unpack_bzimage(id, mc.name(), image)?;
+    let mut unpacked = unpack_bzimage(id, label, image)?;
     let image: &[u8] = match unpacked.as_mut() {
         Some((buf, n)) => &buf.bytes()[..*n],
         None => image,
@@ -174,7 +188,24 @@ pub fn build(
             "the kernel requires supervisor_mode_kernel (FEATURES): PV kernels run deprivileged here".to_string(),
         ));
     }
-    let nr_pages = mc.options.mem / PAGE;
+    let mem = match memory {
+        Memory::Bytes(m) => m,
+        Memory::InitialDefault { others } => {
+            let free = paging::with_frames(|fa| fa.free_frames()) * PAGE;
+            // The P2M below lives on the hypervisor heap (8 bytes a page):
+            // the default takes at most what half the free heap can list.
+            let heap_cap = crate::mm::heap::free_bytes() / 2 / 8 * PAGE;
+            let m = crate::cmdline::initial_domain_mem(free, others).min(heap_cap);
+            crate::info!(
+                "d{id}: {} MiB, the initial domain's default ({} MiB free, {} MiB kept for the other domains)",
+                m >> 20,
+                free >> 20,
+                others >> 20
+            );
+            m
+        }
+    };
+    let nr_pages = mem / PAGE;
     let initrd = initrd.unwrap_or(&[]);
     // libelf's unmapped_initrd: a non-zero MOD_START_PFN note.
     let unmapped_initrd = img.notes.mod_start_pfn.is_some_and(|v| v != 0);
@@ -196,7 +227,7 @@ pub fn build(
     if nr_pages > paging::max_ram() >> 12 {
         return Err(BuildError::Bad(format!(
             "rv.mem={} MiB is more than this machine's {} MiB",
-            mc.options.mem >> 20,
+            mem >> 20,
             paging::max_ram() >> 20
         )));
     }
@@ -204,7 +235,7 @@ pub fn build(
     if p2m.try_reserve_exact(nr_pages as usize).is_err() {
         return Err(BuildError::Bad(format!(
             "rv.mem={} MiB needs a {} KiB P2M the hypervisor heap cannot hold",
-            mc.options.mem >> 20,
+            mem >> 20,
             nr_pages * 8 >> 10
         )));
     }
@@ -213,7 +244,7 @@ pub fn build(
             Some(f) => p2m.push(f.0),
             None => {
                 release_frames(&p2m, ft);
-                return Err(BuildError::NoMemory(format!("out of memory: could not give it {} MiB", mc.options.mem >> 20)));
+                return Err(BuildError::NoMemory(format!("out of memory: could not give it {} MiB", mem >> 20)));
             }
         }
     }
@@ -440,9 +471,16 @@ pub fn build(
         v.regs.ss = FLAT_KERNEL_SS64 as u64;
     }
 
+    // Its name: the module's file name where the loader gives one, else
+    // the kernel's GUEST_OS note (Linux: "linux"), else dN.
+    let name = match (mc.name(), img.notes.guest_os) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(os)) if !os.is_empty() => os.to_string(),
+        _ => format!("d{id}"),
+    };
     crate::info!(
         "d{id}: built {} ({}-bit, {} MiB): image {:#x}-{:#x} entry {:#x}; start_info {:#x}, {} page-table frames at {:#x}, stack top {:#x}",
-        mc.name(),
+        name,
         if compat { 32 } else { 64 },
         nr_pages * PAGE >> 20,
         img.virt_kstart,
@@ -471,7 +509,7 @@ pub fn build(
     }
     Ok(Domain {
         id,
-        name: mc.name().to_string(),
+        name,
         max_pages: nr_pages,
         p2m,
         shared_info_mfn: shared.0,
