@@ -222,7 +222,9 @@ pub fn layout(i: &Input) -> Result<Layout, String> {
         }
         None => None,
     };
-    if next_pfn > i.nr_pages && (has_initrd || p2m.is_some()) {
+    // Only what lies past the region needs the chunk to fit too.
+    let past_region = (has_initrd && vinitrd.is_none()) || p2m.is_some();
+    if past_region && next_pfn > i.nr_pages {
         return Err(too_little(
             next_pfn,
             match (has_initrd, p2m.is_some()) {
@@ -307,6 +309,16 @@ mod tests {
         let l = layout(&Input { virt_kend: KBASE + 9 * MB, ..big }).unwrap();
         assert_eq!(l.bootstrap_pages(), 3072);
         assert_eq!(l.mod_start, 4096);
+    }
+
+    #[test]
+    fn mapped_initrd_needs_no_room_past_the_region() {
+        // A 12 MiB region (3072 pages) in 14 MiB: its 16 MiB chunk does not
+        // fit, which matters only for what goes past the region.
+        let i = Input { virt_kend: KBASE + 9 * MB, nr_pages: 14 * MB / PAGE, initrd_len: 100, ..input() };
+        assert!(layout(&i).is_ok());
+        let e = layout(&Input { unmapped_initrd: true, ..i }).unwrap_err();
+        assert!(e.contains("bootstrap region and initrd need 17 MiB"), "{e}");
     }
 
     #[test]
