@@ -26,7 +26,6 @@ use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging::{self, phys_to_virt};
 use crate::pv::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
 
-
 fn frame_bytes(mfn: u64) -> &'static mut [u8; 4096] {
     // SAFETY: `mfn` was just allocated to the domain being built (so no
     // one else uses it) and lies in the direct map; the builder is the only
@@ -150,12 +149,12 @@ pub enum Memory {
 }
 
 /// Build domain `id` from a module's bytes and command line.
-// Tour 01: from module bytes to a vCPU ready to run
 ///
 /// `initrd` is the module after the kernel when that is not a kernel
 /// itself (Xen's dom0 initrd): it is copied into the domain and named by
 /// `start_info.mod_start` / `mod_len`. `label` names the module in
 /// messages (its file name, or "module N" where the loader gives none).
+// Tour 01: from module bytes to a vCPU ready to run
 pub fn build(
     id: DomId,
     label: &str,
