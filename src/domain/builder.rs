@@ -33,6 +33,20 @@ fn frame_bytes(mfn: u64) -> &'static mut [u8; 4096] {
     unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u8; 4096]) }
 }
 
+/// Zero a frame with plain 8-byte stores, 64 bytes a loop. (`fill(0)`
+/// becomes `rep stosq`, which QEMU's TCG runs an iteration at a time:
+/// building a 941 MiB initial domain took 3.6 s of zeroing that way.)
+fn zero_frame(mfn: u64) {
+    let words = frame_u64s(mfn);
+    for chunk in words.chunks_exact_mut(8) {
+        for w in chunk {
+            // SAFETY: `w` is a valid, aligned u64 of the frame; volatile
+            // only so the loop is not turned back into a memset.
+            unsafe { core::ptr::write_volatile(w, 0) };
+        }
+    }
+}
+
 fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
     // SAFETY: as frame_bytes; a 4 KiB aligned frame is 512 aligned u64s.
     unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
@@ -251,10 +265,23 @@ pub fn build(
         release_frames(&p2m, ft);
         return Err(BuildError::NoMemory("out of memory for shared_info".to_string()));
     };
-    for &mfn in p2m.iter().chain([&shared.0]) {
-        frame_bytes(mfn).fill(0);
+    // Every page the builder lays out starts zeroed (bss tails, page
+    // tables, start_info, the console ring rely on it). The rest of the
+    // initial domain's memory is not scrubbed, as Xen's dom0 builder
+    // allocates with MEMF_no_scrub: it is built at boot, before any guest
+    // ran, so those frames hold only what firmware, the loader and the
+    // hypervisor's own boot left. Every other domain's memory is zeroed
+    // whole (it may be frames an ended domain gave back). Zeroing is most
+    // of a build under TCG: 941 MiB took 2.3 s, the rest of the build 0.05 s.
+    let scrub_all = id != 0;
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        if scrub_all || (pfn as u64) < l.laid_out_pages {
+            zero_frame(mfn);
+        }
         ft.assign(mfn, id, Kind::Normal);
     }
+    zero_frame(shared.0);
+    ft.assign(shared.0, id, Kind::Normal);
     for (pfn, &mfn) in p2m.iter().enumerate() {
         paging::m2p_set(mfn, pfn as u64);
     }

@@ -99,6 +99,10 @@ pub struct Layout {
     pub v_end: u64,
     /// `INIT_P2M`: the list outside the bootstrap region.
     pub p2m: Option<P2mArea>,
+    /// Pseudo-physical pages [0, laid_out_pages) hold everything placed:
+    /// the bootstrap region, and past it an unmapped initrd and the
+    /// `INIT_P2M` list (the builder zeroes at least these).
+    pub laid_out_pages: u64,
 }
 
 impl Layout {
@@ -246,6 +250,7 @@ pub fn layout(i: &Input) -> Result<Layout, String> {
         vstack_end,
         v_end,
         p2m,
+        laid_out_pages: if past_region { next_pfn } else { boot_pages },
     })
 }
 
@@ -279,6 +284,7 @@ mod tests {
         assert_eq!(l.p2m, None);
         assert_eq!(l.v_end, KBASE + 4 * MB);
         assert_eq!(l.nr_pt, tables_needed(l.v_start, l.v_end, false));
+        assert_eq!(l.laid_out_pages, 1024);
     }
 
     #[test]
@@ -299,6 +305,7 @@ mod tests {
         assert_eq!(l.initrd_pfn, Some(1024));
         assert_eq!(l.mod_start, 1024);
         assert_eq!(l.vphysmap, KBASE + 0x1c000, "nothing mapped in between");
+        assert_eq!(l.laid_out_pages, 1024 + 2);
         // A 6 MiB image makes an 8 MiB region (2048 pages): the same chunk.
         let big = Input { virt_kend: KBASE + 6 * MB, initrd_len: 1, unmapped_initrd: true, ..input() };
         let l = layout(&big).unwrap();
@@ -344,6 +351,7 @@ mod tests {
         // 128 pages in one 2 MiB: one L3, one L2, one L1 of its own.
         assert_eq!(p.table_pages, 3);
         assert_eq!(p.frames(), 131);
+        assert_eq!(l.laid_out_pages, 1024 + 3 + 131);
         // Without an initrd it starts right after the chunk.
         let l = layout(&Input { initrd_len: 0, ..i }).unwrap();
         assert_eq!(l.p2m.unwrap().first_pfn, 1024);
