@@ -194,8 +194,8 @@ pub const DEFAULT_DOMAIN_MEM: u64 = 32 << 20;
 pub const HYPERVISOR_RESERVE_MAX: u64 = 128 << 20;
 
 /// The initial domain's memory without `rv.mem`, as Xen's dom0 default:
-/// of the `free` bytes, first `others` (every other domain's memory) is
-/// set aside, then a reserve of 1/16 of the rest, at most 128 MiB. Never
+/// of the `free` bytes, first `others` (every other domain's memory, and
+/// what the largest other bzImage borrows to be decompressed) is set aside, then a reserve of 1/16 of the rest, at most 128 MiB. Never
 /// less than the 32 MiB default (then, with too many other domains, they
 /// wait for memory as before); rounded down to whole pages.
 pub fn initial_domain_mem(free: u64, others: u64) -> u64 {

@@ -259,6 +259,16 @@ pub fn xz_dict_size(p: &Payload<'_>) -> Option<usize> {
     None
 }
 
+/// Memory a build of this module borrows while it decompresses it (the
+/// kernel and the xz dictionary, given back after the build): 0 for an
+/// ELF, or a bzImage whose header is bad (its build fails anyway).
+pub fn unpack_bytes(data: &[u8]) -> u64 {
+    match probe(data) {
+        Ok(Some(p)) => (p.out_len as u64).next_multiple_of(4096) + xz_dict_size(&p).unwrap_or(0) as u64,
+        _ => 0,
+    }
+}
+
 /// Output written so far is reported to `progress` at least every this
 /// many bytes (the builder prints a line: decompressing Debian's kernel
 /// takes seconds under TCG).
@@ -552,6 +562,15 @@ mod tests {
         assert!(!is_kernel_image(b"070701")); // a cpio archive
         assert!(!is_kernel_image(GZ)); // a gzip initrd
         assert!(!is_kernel_image(b""));
+    }
+
+    #[test]
+    fn memory_borrowed_while_unpacking() {
+        // Output rounded to pages, plus the 1 MiB dictionary.
+        assert_eq!(unpack_bytes(&bzimage(XZ, 238890)), 241664 + (1 << 20));
+        assert_eq!(unpack_bytes(&bzimage(GZ, 238890)), 241664);
+        assert_eq!(unpack_bytes(b"\x7fELF"), 0);
+        assert_eq!(unpack_bytes(&bzimage(b"junk", 1)), 0);
     }
 
     #[test]

@@ -74,16 +74,16 @@ pub fn build_pending(hv: &mut Hv) {
         let label = p.label();
         let memory = match mc.options.mem {
             Some(m) => builder::Memory::Bytes(m),
-            // The initial domain, as Xen's dom0: what the others leave.
-            None if id == 0 => builder::Memory::InitialDefault {
-                others: hv
-                    .pending
-                    .iter()
-                    .skip(1)
-                    .filter(|o| crate::domain::bzimage::is_kernel_image(o.bytes))
-                    .map(|o| o.cmdline().options.mem.unwrap_or(crate::cmdline::DEFAULT_DOMAIN_MEM))
-                    .sum(),
-            },
+            // The initial domain, as Xen's dom0: what the others leave,
+            // their memory and, for the largest bzImage among them, what
+            // its build borrows to decompress it (builds run one by one).
+            None if id == 0 => {
+                let others = || hv.pending.iter().skip(1).filter(|o| crate::domain::bzimage::is_kernel_image(o.bytes));
+                let mem: u64 =
+                    others().map(|o| o.cmdline().options.mem.unwrap_or(crate::cmdline::DEFAULT_DOMAIN_MEM)).sum();
+                let unpack = others().map(|o| crate::domain::bzimage::unpack_bytes(o.bytes)).max().unwrap_or(0);
+                builder::Memory::InitialDefault { others: mem + unpack }
+            }
             None => builder::Memory::Bytes(crate::cmdline::DEFAULT_DOMAIN_MEM),
         };
         match builder::build(id, &label, p.bytes, p.initrd, &mc, memory, &mut hv.frames) {
