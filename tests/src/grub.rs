@@ -96,7 +96,9 @@ pub fn grub_cfg(cmdline: &str, modules: &[IsoModule]) -> Result<String> {
     let mut module_lines = String::new();
     for m in modules {
         let path = format!("/boot/{}", m.name);
-        let opts = m.guest.option_words();
+        // A module with neither options nor arguments (an initrd) is just
+        // its path, as in a Xen entry: `module2 /boot/initrd.img`.
+        let opts = if m.guest.opts.is_empty() && m.guest.args.is_empty() { Vec::new() } else { m.guest.option_words() };
         let words = [path.as_str()]
             .into_iter()
             .chain(opts.iter().map(String::as_str))
@@ -154,6 +156,16 @@ mod tests {
             assert!(cfg.contains(want), "{want:?} missing from:\n{cfg}");
         }
         assert!(!cfg.contains('@'), "unfilled slot:\n{cfg}");
+    }
+
+    #[test]
+    fn cfg_for_a_kernel_and_its_initrd_as_xen_users_write_it() {
+        let k: GuestSpec = "b/vmlinuz:console=hvc0 earlyprintk=xen".parse().unwrap();
+        let cfg = grub_cfg("loglvl=info", &plan_modules(&[k, GuestSpec::new("b/initrd.img")])).unwrap();
+        assert!(
+            cfg.contains("    module2 /boot/vmlinuz -- console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
+            "{cfg}"
+        );
     }
 
     #[test]

@@ -27,18 +27,20 @@ fn timeout() -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn dir() -> PathBuf {
-    let d = build::target_dir().join("images-tests");
+/// A directory of the test's own: the tests run in parallel, and one must
+/// not rewrite a file while the other copies it into an ISO.
+fn dir(test: &str) -> PathBuf {
+    let d = build::target_dir().join("images-tests").join(test);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 /// guest-hello as a gzip bzImage, and two initrds of different lengths
 /// and contents (deterministic noise, neither a page multiple).
-fn files() -> (PathBuf, Vec<(PathBuf, Vec<u8>)>) {
+fn files(dir: &std::path::Path) -> (PathBuf, Vec<(PathBuf, Vec<u8>)>) {
     let hello = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("no guest-hello: {e}"));
     let elf = std::fs::read(&hello).unwrap();
-    let bz = dir().join("hello.bz");
+    let bz = dir.join("hello.bz");
     std::fs::write(&bz, bzimage::wrap_gzip(&elf)).unwrap();
     let mut initrds = Vec::new();
     for (i, len) in [5000usize, 70001].into_iter().enumerate() {
@@ -51,7 +53,7 @@ fn files() -> (PathBuf, Vec<(PathBuf, Vec<u8>)>) {
                 x as u8
             })
             .collect();
-        let p = dir().join(format!("rd{i}.img"));
+        let p = dir.join(format!("rd{i}.img"));
         std::fs::write(&p, &bytes).unwrap();
         initrds.push((p, bytes));
     }
@@ -93,7 +95,7 @@ fn check(what: &str, out: &RunOutput, initrds: &[(PathBuf, Vec<u8>)], args: [&st
 #[test]
 fn gzip_bzimage_twice_with_own_initrds_from_qemu_kernel() {
     let what = "two bzImages with initrds (-kernel)";
-    let (bz, initrds) = files();
+    let (bz, initrds) = files(&dir("kernel"));
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     // -initrd "hello.bz -- first guest,rd0.img --,hello.bz -- second,rd1.img --"
     let q = Qemu::kernel(elf)
@@ -110,9 +112,10 @@ fn gzip_bzimage_twice_with_own_initrds_from_qemu_kernel() {
 #[test]
 fn gzip_bzimage_twice_with_own_initrds_from_grub2() {
     let what = "two bzImages with initrds (GRUB 2 ISO)";
-    let (bz, initrds) = files();
+    let d = dir("grub2");
+    let (bz, initrds) = files(&d);
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
-    let iso = dir().join("images.iso");
+    let iso = d.join("images.iso");
     let guests = [
         GuestSpec::new(&bz).args("first guest"),
         GuestSpec::new(&initrds[0].0),
