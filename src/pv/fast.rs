@@ -216,7 +216,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     }
 }
 
-/// An exception of a 64-bit guest (vectors 0-31), handled by the locked
+/// An exception of a guest (vectors 0-31), handled by the locked
 /// path's own function (`traps::guest_exception`: bounced to the guest's
 /// trap table, or emulated), on the vCPU alone, and left by
 /// [`leave_checked`]; `false`: nothing done, the locked path runs. #GP
@@ -228,12 +228,10 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
 #[inline(always)]
 pub fn exception(f: &mut TrapFrame) -> bool {
     let vector = f.vector;
-    let pc = percpu::this();
-    // A 32-bit guest's mode follows its ring: the locked path.
-    if vector >= 32 || vector == 2 || vector == 18 || pc.pv32 != 0 {
+    if vector >= 32 || vector == 2 || vector == 18 {
         return false;
     }
-    exception_on_vcpu(pc, f)
+    exception_on_vcpu(percpu::this(), f)
 }
 
 #[inline(never)]
@@ -262,6 +260,11 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
             },
             _ => None,
         };
+        if d.compat {
+            // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
+            // `entry::guest_trap` says).
+            d.v_mut().kernel_mode = f.cs & 3 != 3;
+        }
         crate::pv::traps::guest_exception(d, ft, f);
     }
     if !leave_checked(pc, d, f) {
@@ -279,7 +282,7 @@ fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
     if !d.is_alive() || !nothing_pending(pc) {
         return false;
     }
-    if crate::pv::retcheck::refused(&d.v().gdt, false, f.rip, f.cs as u16, f.ss as u16).is_some() {
+    if crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_some() {
         return false;
     }
     f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT

@@ -131,15 +131,18 @@ impl GuestSpace {
     /// rights and ring 3's are the same there, and only RAM it may use is
     /// mapped; page tables and GDT frames are read-only, and CR0.WP holds
     /// ring 0 to that), and a translation the TLB still keeps is one the
-    /// guest could use itself (see "Stale translations" in pv::mm). Not a
-    /// 32-bit guest: its ring-1 kernel has supervisor pages its user mode
-    /// must not reach. One copy instead of a software walk; any refusal
+    /// guest could use itself (see "Stale translations" in pv::mm). A
+    /// 32-bit guest's space qualifies only with its kernel's rights
+    /// (`!user`: ring 1 is a supervisor ring, so ring 0's walk asks what
+    /// the software walk asks then: present, and writable for a write),
+    /// never its user mode's: its kernel's supervisor pages must stay out
+    /// of reach there. One copy instead of a software walk; any refusal
     /// falls back to the walk, which says why.
     /// Only small copies (bounce and iret frames, hypercall structures):
     /// a longer one is a walk per page either way.
     fn by_cpu(&self, va: u64, len: usize) -> bool {
         let one_page = len != 0 && len <= BY_CPU_MAX && len <= 4096 - (va & 0xfff) as usize;
-        crate::arch::x86_64::percpu::this().pv32 == 0
+        (crate::arch::x86_64::percpu::this().pv32 == 0 || !self.user)
             && one_page
             && is_canonical(va)
             && !in_hypervisor_range(va)
