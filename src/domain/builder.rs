@@ -382,6 +382,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         name: mc.name().to_string(),
         max_pages: nr_pages,
         p2m,
+        p2m_moved: alloc::collections::BTreeMap::new(),
         shared_info_mfn: shared.0,
         privileged: id == 0,
         compat,
@@ -457,5 +458,6 @@ pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
         }
     }
     d.p2m = Vec::new();
+    d.p2m_moved.clear();
     d.shared_info_mfn = 0;
 }

@@ -33,6 +33,9 @@ mod domain {
         /// Pseudo-physical to machine frame numbers (the P2M); a page the
         /// guest gave back is `builder::INVALID_MFN`.
         pub p2m: Vec<u64>,
+        /// Frames of `p2m` whose M2P entry the guest moved elsewhere
+        /// (`MMU_MACHPHYS_UPDATE`): frame -> its index in `p2m`.
+        pub p2m_moved: alloc::collections::BTreeMap<u64, usize>,
         /// The most pages it may hold (`maximum_reservation`).
         pub max_pages: u64,
         pub shared_info_mfn: u64,

@@ -43,6 +43,8 @@ const UPPER_REFUSED: u64 = PTE_PWT | PTE_PCD | PTE_PS | PTE_G;
 const PAE_L3_RESERVED_HIGH: u64 = 0xfff0_0000_0000_0000;
 /// PAT in a 4 KiB entry is the bit that is PS above L1.
 const PTE_PAT_4K: u64 = PTE_PS;
+/// The cache attributes of a 4 KiB entry (Xen's PAGE_CACHE_ATTRS).
+const CACHE_ATTRS: u64 = PTE_PWT | PTE_PCD | PTE_PAT_4K;
 
 fn pte_ptr(mfn: u64, index: usize) -> *mut u64 {
     (phys_to_virt(mfn << 12) + index as u64 * 8) as *mut u64
@@ -72,6 +74,9 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
     }
     // Flags first, then the frame (Xen's order in get_page_from_l?e).
     let refused = match (level, d.compat) {
+        // A domain with I/O memory (the initial one) chooses the cache
+        // attributes of its L1 entries (Xen's l1_disallow_mask).
+        (1, _) if d.privileged => L1_REFUSED & !CACHE_ATTRS,
         (1, _) => L1_REFUSED,
         (3, true) => UPPER_REFUSED | PAE_L3_RESERVED_HIGH,
         _ => UPPER_REFUSED,
@@ -80,11 +85,21 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
         return Err(EINVAL);
     }
     let target = (val & PTE_ADDR) >> 12;
+    if level == 1 {
+        if let Some(v) = io_entry(d, ft, target, val)? {
+            return Ok(v);
+        }
+    }
     let Some(info) = ft.get(target) else { return Err(EPERM) };
     if info.owner != d.id {
         return Err(EPERM);
     }
     if level == 1 {
+        // The hypervisor's pages keep write-back (Xen: -EACCES for a Xen
+        // heap page, "Attempt to change cache attributes").
+        if val & CACHE_ATTRS != 0 && matches!(info.kind, Kind::SharedInfo | Kind::ReadOnly) {
+            return Err(EACCES);
+        }
         let rw = val & PTE_RW != 0;
         if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt | Kind::ReadOnly) {
             return Err(EINVAL);
@@ -114,6 +129,40 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
         (true, _) => val,
         (false, _) => val | PTE_US,
     })
+}
+
+/// An L1 entry mapping I/O memory (mm::iomem), as Xen's
+/// `get_page_from_l1e` treats a frame of `dom_io` or past the frame table:
+/// `None` when `mfn` is not I/O memory (a domain's or the hypervisor's
+/// RAM: the ownership rules apply), else the entry to store or the error.
+/// Only a domain with I/O memory capabilities, the initial one, maps it;
+/// no reference is taken (nothing can free an I/O frame). As Xen without
+/// `mmio-relax`, the entry's cache attributes are flipped to uncached
+/// where they asked for a cached type (WB, WT, WP: PCD, and PWT for WB,
+/// are flipped on; WC, UC- and UC stay), and a read-only range loses
+/// `_PAGE_RW`; the guest reads the entry back as stored.
+fn io_entry(d: &Domain, ft: &FrameTable, mfn: u64, val: u64) -> Result<Option<u64>, i32> {
+    let Some(p) = crate::mm::iomem::policy() else { return Ok(None) };
+    if ft.get(mfn).is_some_and(|f| f.owner != crate::mm::frametable::OWNER_NONE) || !(p.is_io(mfn) || p.beyond(mfn)) {
+        return Ok(None);
+    }
+    use crate::mm::iomem::Access;
+    let access = if d.privileged { p.dom0_access(mfn) } else { Access::Denied };
+    let mut flip = match access {
+        Access::NotIo | Access::Denied => {
+            // Xen's answer for INVALID_MFN (all 40 bits set) is -EINVAL.
+            return Err(if mfn == (1 << 40) - 1 { EINVAL } else { EPERM });
+        }
+        Access::ReadOnly => val & PTE_RW,
+        Access::ReadWrite => 0,
+    };
+    flip |= match val & CACHE_ATTRS {
+        0 => PTE_PWT | PTE_PCD,
+        a if a == PTE_PWT || a == PTE_PWT | PTE_PAT_4K => PTE_PCD | (a & PTE_PAT_4K),
+        _ => 0,
+    };
+    let v = val ^ flip;
+    Ok(Some(if d.compat { v } else { v | PTE_US } & !PTE_G))
 }
 
 /// A linear page table (Xen's get_l{2,3,4}_linear_pagetable, 64-bit guests
@@ -151,6 +200,10 @@ fn put_entry(ft: &mut FrameTable, table: u64, level: u8, old: u64) {
     }
     let target = (old & PTE_ADDR) >> 12;
     if let Some(info) = ft.get_mut(target) {
+        if level == 1 && info.owner == crate::mm::frametable::OWNER_NONE {
+            // I/O memory (io_entry): no reference was taken.
+            return;
+        }
         if level == 1 {
             info.mapped = info.mapped.saturating_sub(1);
             if old & PTE_RW != 0 {
@@ -375,11 +428,22 @@ fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> (Ret, u8
         }
         MMU_MACHPHYS_UPDATE => {
             let mfn = ptr >> 12;
+            // Any page number for a frame of the domain's own, as Xen's
+            // set_gpfn_from_mfn: the M2P is the guest's to say (Linux
+            // moves the frames of pages in e820 holes above its memory).
+            // The hypervisor never trusts it: it keeps its own list of the
+            // domain's frames (d.p2m), and reads the M2P only as a hint
+            // (find_pfn).
             let rc = if !ft.owned_by(mfn, d.id) {
                 err(EPERM)
-            } else if u.val >= d.p2m.len() as u64 && u.val != paging::M2P_INVALID {
-                err(EINVAL)
             } else {
+                if let Some(slot) = find_slot(d, mfn) {
+                    if u.val == slot as u64 {
+                        d.p2m_moved.remove(&mfn);
+                    } else {
+                        d.p2m_moved.insert(mfn, slot);
+                    }
+                }
                 paging::m2p_set(mfn, u.val);
                 0
             };
@@ -630,6 +694,18 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
     }
 }
 
+/// Where frame `mfn` of the domain is in its P2M (d.p2m, the hypervisor's
+/// own list of the domain's frames). The M2P says so, unless the guest
+/// rewrote that entry (`MMU_MACHPHYS_UPDATE` takes any page number, as
+/// Xen): then `d.p2m_moved` remembers it. Constant work either way.
+fn find_slot(d: &Domain, mfn: u64) -> Option<usize> {
+    let at = |slot: usize| (d.p2m.get(slot) == Some(&mfn)).then_some(slot);
+    match d.p2m_moved.get(&mfn) {
+        Some(&slot) => at(slot),
+        None => at(usize::try_from(paging::m2p_get(mfn)).ok()?),
+    }
+}
+
 /// `decrease_reservation` (give back frames: the list holds MFNs, as for
 /// every PV guest), `increase_reservation` (take new frames: their MFNs
 /// are written to the list) and `populate_physmap` (new frames for the
@@ -646,7 +722,6 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
     // goes on from where the last one was found.
     let mut held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
     let mut free_from = 0usize;
-    let mut searched = false;
     for i in 0..n {
         let Some(at) = list.checked_add(i * elem) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
         let Ok(arg) = read_elem(&space, at, elem) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
@@ -654,20 +729,9 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             // Only a frame nothing holds: not mapped, not a page table.
             let mfn = arg;
             let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused());
-            // The M2P says where it is, unless the guest rewrote that
-            // entry (MMU_MACHPHYS_UPDATE): then the P2M is searched, once
-            // a call at most (the extents done so far are the answer).
-            let hint = paging::m2p_get(mfn) as usize;
-            let pfn = if d.p2m.get(hint) == Some(&mfn) {
-                Some(hint)
-            } else if !searched {
-                searched = true;
-                d.p2m.iter().position(|&m| m == mfn)
-            } else {
-                None
-            };
-            let (true, Some(pfn)) = (ok, pfn) else { return i as Ret };
+            let (true, Some(pfn)) = (ok, find_slot(d, mfn)) else { return i as Ret };
             d.p2m[pfn] = INVALID_MFN;
+            d.p2m_moved.remove(&mfn);
             held -= 1;
             // No stale translation may outlive the frame's ownership.
             flush_tlb();

@@ -49,9 +49,11 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
         // A misaligned machine address: -EINVAL.
         abi::HYPERVISOR_UPDATE_DESCRIPTOR => [1, 0, 0, 0],
         abi::HYPERVISOR_MEMORY_OP => [abi::XENMEM_MAXIMUM_RAM_PAGE as u64, 0, 0, 0],
-        // buf's own page with PCD set: refused (-EINVAL) before the frame
-        // is looked at, so the mapping stays.
-        abi::HYPERVISOR_UPDATE_VA_MAPPING => [p & !0xfff, 1 | 1 << 4, 0, 0],
+        // buf's own page with bit 62 set (Xen's _PAGE_GNTTAB, refused to
+        // every domain; PCD is not: the initial domain may choose cache
+        // attributes): -EINVAL before the frame is looked at, so the
+        // mapping stays.
+        abi::HYPERVISOR_UPDATE_VA_MAPPING => [p & !0xfff, 1 | 1 << 62, 0, 0],
         // Cancels a single-shot timer this guest never set.
         abi::HYPERVISOR_SET_TIMER_OP => [0, 0, 0, 0],
         abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => [p, 0, 0, 0],
