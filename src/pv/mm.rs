@@ -812,30 +812,39 @@ fn subrange_ok(compat: bool, start: u64, first: u64, last: u64, size: u64) -> bo
 }
 
 /// `XENMEM_exchange` (Xen: memory_exchange): give back the `in` extents
-/// and get as many new ones, written to `out`; `nr_exchanged` says how far
-/// it got, and where a repeated call starts. Xen's checks, in Xen's order
-/// (XSA-212: both lists are checked from `nr_exchanged` on, so a call that
-/// starts "far into" a list cannot make the hypervisor write outside the
-/// guest). Extents of one page only: larger ones (contiguous machine
-/// memory) are -ENOSYS here.
+/// and get as many pages in new ones, whose MFNs are written to `out`;
+/// `nr_exchanged` says how far it got, and where a repeated call starts.
+/// Xen's checks, in Xen's order (XSA-212: both lists are checked from
+/// `nr_exchanged` on, so a call that starts "far into" a list cannot make
+/// the hypervisor write outside the guest). Extents may be larger than a
+/// page (up to order 12 for the initial domain, 9 for others; more is
+/// `-EPERM`): an out extent of order N is 2^N machine-contiguous frames,
+/// aligned to their size, below `2^address_bits` when `out.mem_flags`
+/// asks (XENMEMF_address_bits) — how Linux gets DMA-able buffers
+/// (swiotlb). Work goes in chunks of max(in, out) order; each chunk is
+/// done whole or not at all (pages given back to the guest if it fails).
+/// As Xen for a PV guest, each out entry holds on entry the page number
+/// the extent becomes: the M2P maps its pages from there; the hypervisor's
+/// own list (d.p2m) gives the new frames the slots the old ones left.
 pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
     let compat = d.compat;
+    // (start, nr, order, mem_flags, domid) of each list.
     let (inr, outr, done, elem, done_at) = if compat {
         let Ok(x) = space.read::<XenMemoryExchange32>(arg) else { return err(EFAULT) };
-        let r = |r: XenMemoryReservation32| (r.extent_start as u64, r.nr_extents as u64, r.extent_order, r.domid);
+        let r = |r: XenMemoryReservation32| (r.extent_start as u64, r.nr_extents as u64, r.extent_order, r.mem_flags, r.domid);
         (r(x.in_), r(x.out), x.nr_exchanged as u64, 4, 40)
     } else {
         let Ok(x) = space.read::<XenMemoryExchange>(arg) else { return err(EFAULT) };
-        let r = |r: XenMemoryReservation| (r.extent_start, r.nr_extents, r.extent_order, r.domid);
+        let r = |r: XenMemoryReservation| (r.extent_start, r.nr_extents, r.extent_order, r.mem_flags, r.domid);
         (r(x.in_), r(x.out), x.nr_exchanged, 8, 64)
     };
     let (mut done, mut rc) = (done, 0);
     let max_order = if d.id == 0 { 12 } else { 9 };
+    let ((in_start, in_nr, in_order, _, in_dom), (out_start, out_nr, out_order, out_flags, out_dom)) = (inr, outr);
     let checked = (|| {
-        let ((in_start, in_nr, in_order, in_dom), (out_start, out_nr, out_order, out_dom)) = (inr, outr);
         if in_order.max(out_order) > max_order {
-            return Err(EFAULT);
+            return Err(EPERM);
         }
         if done > in_nr
             || in_dom != out_dom
@@ -846,7 +855,7 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
             return Err(EINVAL);
         }
         if done == in_nr {
-            return Ok(None);
+            return Ok(false);
         }
         if !subrange_ok(compat, in_start, done, in_nr - 1, elem) {
             return Err(EFAULT);
@@ -855,62 +864,142 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
         if !subrange_ok(compat, out_start, out_first, out_nr - 1, elem) {
             return Err(EFAULT);
         }
+        // Xen's propagate_node: a NUMA node (XENMEMF_node) past
+        // MAX_NUMNODES (64) from the control domain, or an exact-node
+        // request from another, is -EINVAL (one node here: node 0).
+        let node = ((out_flags >> 8).wrapping_sub(1)) & 0xff;
+        let exact = out_flags & (1 << 17) != 0;
+        if node != 0xff && if d.privileged { node >= 64 } else { exact } {
+            return Err(EINVAL);
+        }
         if in_dom != DOMID_SELF && in_dom != d.id {
             return Err(EPERM);
         }
-        if in_order != 0 || out_order != 0 {
-            return Err(ENOSYS);
-        }
-        if in_nr - done > MAX_BATCH {
+        // Constant work a call (ringvisor: no continuation; Xen would
+        // preempt and continue): at most MAX_BATCH pages.
+        if (in_nr - done) << in_order > MAX_BATCH {
             return Err(EINVAL);
         }
-        Ok(Some((in_start, in_nr, out_start)))
+        Ok(true)
     })();
     match checked {
         Err(e) => rc = err(e),
-        Ok(None) => {}
-        Ok(Some((in_start, in_nr, out_start))) => {
+        Ok(false) => {}
+        Ok(true) => {
+            let in_chunk = out_order.saturating_sub(in_order); // in extents per chunk: 2^in_chunk
+            let out_chunk = in_order.saturating_sub(out_order);
+            let bits = out_flags & 0xff; // XENMEMF_get_address_bits
+            let limit = if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << (bits - 12) };
             while done < in_nr {
-                let (Some(ia), Some(oa)) = (in_start.checked_add(done * elem), out_start.checked_add(done * elem)) else {
-                    rc = err(EFAULT);
-                    break;
-                };
-                let Ok(mfn) = read_elem(&space, ia, elem) else {
-                    rc = err(EFAULT);
-                    break;
-                };
-                // The page given back: the domain's, held by nothing.
-                let pfn = paging::m2p_get(mfn) as usize;
-                let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused()) && d.p2m.get(pfn) == Some(&mfn);
-                if !ok {
-                    rc = err(EINVAL);
-                    break;
+                let first_out = (done >> in_chunk) << out_chunk;
+                match exchange_chunk(d, ft, &space, elem, (in_start, done, 1 << in_chunk, in_order), (out_start, first_out, 1 << out_chunk, out_order), limit) {
+                    Ok(()) => done += 1 << in_chunk,
+                    Err(e) => {
+                        rc = err(e);
+                        break;
+                    }
                 }
-                let Some(new) = paging::with_frames(|fa| fa.alloc()) else {
-                    rc = err(ENOMEM);
-                    break;
-                };
-                if write_elem(&space, oa, elem, new.0).is_err() {
-                    let _ = paging::with_frames(|fa| fa.free(new));
-                    rc = err(EFAULT);
-                    break;
-                }
-                // SAFETY: a frame just taken from the pool, in the direct map.
-                unsafe { core::ptr::write_bytes(phys_to_virt(new.addr()) as *mut u8, 0, 4096) };
-                flush_tlb(); // no stale translation of the old frame survives
-                ft.release(mfn);
-                paging::m2p_set(mfn, paging::M2P_INVALID);
-                let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
-                ft.assign(new.0, d.id, Kind::Normal);
-                d.p2m[pfn] = new.0;
-                paging::m2p_set(new.0, pfn as u64);
-                done += 1;
             }
         }
     }
     let w = if compat { space.write(arg + done_at, &(done as u32)) } else { space.write(arg + done_at, &done) };
     if w.is_err() {
         return err(EFAULT);
+    }
+    rc
+}
+
+/// One chunk of `exchange`: `in_` = (list, first index, extents, order)
+/// to give back, `out` the same for the new extents; machine frames below
+/// `limit`. All or nothing.
+fn exchange_chunk(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: &GuestSpace,
+    elem: u64,
+    in_: (u64, u64, u64, u32),
+    out: (u64, u64, u64, u32),
+    limit: u64,
+) -> Result<(), i32> {
+    use crate::domain::builder::INVALID_MFN;
+    use crate::mm::frame::Frame;
+    let entry = |list: u64, i: u64| list.checked_add(i * elem).ok_or(EFAULT);
+    // Take the pages given back out of the domain as they are checked, so
+    // one named twice is refused the second time (Xen's steal_page).
+    let mut stolen: alloc::vec::Vec<(u64, usize)> = alloc::vec::Vec::new();
+    let give_back = |d: &mut Domain, ft: &mut FrameTable, stolen: &[(u64, usize)]| {
+        for &(mfn, slot) in stolen {
+            ft.assign(mfn, d.id, Kind::Normal);
+            d.p2m[slot] = mfn;
+        }
+    };
+    for i in 0..in_.2 {
+        let Ok(base) = entry(in_.0, in_.1 + i).and_then(|at| read_elem(space, at, elem).map_err(|_| EFAULT)) else {
+            give_back(d, ft, &stolen);
+            return Err(EFAULT);
+        };
+        for k in 0..1u64 << in_.3 {
+            let mfn = base.wrapping_add(k);
+            let slot = find_slot(d, mfn);
+            let (true, Some(slot)) = (ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused()), slot) else {
+                give_back(d, ft, &stolen);
+                return Err(EINVAL);
+            };
+            ft.release(mfn);
+            d.p2m[slot] = INVALID_MFN;
+            stolen.push((mfn, slot));
+        }
+    }
+    // The new extents: 2^order contiguous frames each, aligned, below limit.
+    let pages = 1u64 << out.3;
+    let mut fresh: alloc::vec::Vec<Frame> = alloc::vec::Vec::new();
+    for _ in 0..out.2 {
+        let f = paging::with_frames(|fa| fa.alloc_contiguous(pages, pages));
+        match f {
+            Some(f) if f.0.checked_add(pages).is_some_and(|end| end <= limit) => fresh.push(f),
+            other => {
+                paging::with_frames(|fa| {
+                    for f in other.into_iter().chain(fresh.iter().copied()) {
+                        for k in 0..pages {
+                            let _ = fa.free(Frame(f.0 + k));
+                        }
+                    }
+                });
+                give_back(d, ft, &stolen);
+                return Err(ENOMEM);
+            }
+        }
+    }
+    // Beyond here the chunk cannot fail (Xen: "Success!"), but for the
+    // guest's lists: an unreadable or unwritable out entry is -EFAULT
+    // after the chunk is done, as Xen.
+    flush_tlb(); // no stale translation of a frame given back survives
+    for &(mfn, _) in &stolen {
+        paging::m2p_set(mfn, paging::M2P_INVALID);
+        d.p2m_moved.remove(&mfn);
+        let _ = paging::with_frames(|fa| fa.free(Frame(mfn)));
+    }
+    let mut slots = stolen.iter().map(|&(_, slot)| slot);
+    let mut rc = Ok(());
+    for (j, f) in fresh.iter().enumerate() {
+        let at = entry(out.0, out.1 + j as u64);
+        let gpfn = at.and_then(|at| read_elem(space, at, elem).map_err(|_| EFAULT));
+        for k in 0..pages {
+            let mfn = f.0 + k;
+            // SAFETY: a frame just taken from the pool, in the direct map.
+            unsafe { core::ptr::write_bytes(phys_to_virt(mfn << 12) as *mut u8, 0, 4096) };
+            ft.assign(mfn, d.id, Kind::Normal);
+            let slot = slots.next().expect("as many pages out as in");
+            d.p2m[slot] = mfn;
+            let m2p = gpfn.map_or(slot as u64, |g| g.wrapping_add(k));
+            if m2p != slot as u64 {
+                d.p2m_moved.insert(mfn, slot);
+            }
+            paging::m2p_set(mfn, m2p);
+        }
+        if gpfn.is_err() || at.and_then(|at| write_elem(space, at, elem, f.0).map_err(|_| EFAULT)).is_err() {
+            rc = Err(EFAULT);
+        }
     }
     rc
 }

@@ -71,8 +71,11 @@
 //!   `MMU_MACHPHYS_UPDATE` of it → 0, of the old one → `-EPERM` (Xen:
 //!   `-EINVAL`); nr_exchanged == nr_extents → 0 with unmapped lists; 1 in
 //!   for 2 out, or nr_exchanged > nr_extents → `-EINVAL`; the out list in
-//!   the hypervisor's range → `-EFAULT` (XSA-212); order 1 → `-ENOSYS`
-//!   (ringvisor).
+//!   the hypervisor's range → `-EFAULT` (XSA-212); two pages for an
+//!   order-1 extent below 4 GiB (`XENMEMF_address_bits(32)`) → 0, an
+//!   aligned pair, the M2P from the out list's page; the pair for two
+//!   pages → 0; one frame named twice → `-EINVAL`, nothing done; order 13
+//!   → `-EPERM`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 #![allow(clippy::result_large_err)]

@@ -150,7 +150,8 @@
 //!   frame for a new one → 0, nr_exchanged 1, `MMU_MACHPHYS_UPDATE` of the
 //!   new → 0, of the old → `-EPERM` (Xen: `-EINVAL`); nr_exchanged ==
 //!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
-//!   0xF5800000 → `-EFAULT`; order 1 → `-ENOSYS` (ringvisor).
+//!   0xF5800000 → `-EFAULT`; an order-1 extent at the new frame (the next
+//!   one is not ours) → `-EINVAL`, nothing done.
 //! - ring 3 (user.rs): syscall32 and sysenter callbacks registered at a
 //!   second entry → 0; `syscall` from ring 3 → the syscall32 callback
 //!   with eip after it, cs 0xe02b, the user esp, on the `stack_switch`
