@@ -38,8 +38,8 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
         abi::HYPERVISOR_MMU_UPDATE | abi::HYPERVISOR_MMUEXT_OP => [p, 0, 0, self_],
         // More entries than a guest GDT has: -EINVAL.
         abi::HYPERVISOR_SET_GDT => [p, 0x10000, 0, 0],
-        // Not the kernel's stack segment: -EPERM.
-        abi::HYPERVISOR_STACK_SWITCH => [0, 0, 0, 0],
+        // The runtime's own kernel stack again: 0 (Xen never refuses).
+        abi::HYPERVISOR_STACK_SWITCH => [abi::FLAT_KERNEL_SS as u64, pvguest::traps::KERNEL_STACK.top(), 0, 0],
         // A non-canonical event callback: -EINVAL.
         abi::HYPERVISOR_SET_CALLBACKS => [1 << 63, 0, 0, 0],
         // Virtual CR0.TS clear (it is).

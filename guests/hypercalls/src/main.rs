@@ -11,7 +11,9 @@
 //!   `-ENOSYS` (Xen's answer for an unknown type); a non-canonical address
 //!   → `-EINVAL`; an unmapped argument → `-EFAULT`; command 2 → `-ENOSYS`.
 //!   Unregister: event → `-EINVAL` (cannot be unregistered), nmi → 0.
-//! - `stack_switch` → 0.
+//! - `stack_switch` → 0, also with Linux's `__KERNEL_DS` (0x18, RPL 0:
+//!   Xen raises the RPL, do_stack_switch never refuses) and with a null
+//!   selector; then back to `FLAT_KERNEL_SS`.
 //! - `fpu_taskswitch(1)` → 0, CR0.TS reads 1, `fninit` → #NM (rip at it),
 //!   after which TS reads 0 (Xen clears the virtual TS when it bounces #NM);
 //!   `fpu_taskswitch(1)` then `(0)`: TS reads 0 and `fninit` runs.
@@ -257,6 +259,16 @@ fn stack_switch() {
     // SAFETY: the stack is unused otherwise.
     let rc = unsafe { hc::stack_switch(abi::FLAT_KERNEL_SS.into(), traps::KERNEL_STACK.top()) };
     check_rc("stack_switch", rc, 0);
+    // Linux's context switch passes __KERNEL_DS (0x18) with RPL 0.
+    // SAFETY: as above; the stack goes back to FLAT_KERNEL_SS below.
+    let rc = unsafe { hc::stack_switch(0x18, traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch(ss 0x18, Linux's __KERNEL_DS)", rc, 0);
+    // SAFETY: as above.
+    let rc = unsafe { hc::stack_switch(0, traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch(null ss)", rc, 0);
+    // SAFETY: as above.
+    let rc = unsafe { hc::stack_switch(abi::FLAT_KERNEL_SS.into(), traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch back to FLAT_KERNEL_SS", rc, 0);
 }
 
 fn fninit() -> Result<(), traps::Trap> {
