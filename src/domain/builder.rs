@@ -383,6 +383,7 @@ pub fn build(id: DomId, image: &[u8], mc: &ModuleCmdline, ft: &mut FrameTable) -
         max_pages: nr_pages,
         p2m,
         p2m_moved: alloc::collections::BTreeMap::new(),
+        pirq_eoi_mfn: 0,
         shared_info_mfn: shared.0,
         privileged: id == 0,
         compat,

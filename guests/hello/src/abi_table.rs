@@ -40,6 +40,11 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
         abi::HYPERVISOR_SET_GDT => [p, 0x10000, 0, 0],
         // The runtime's own kernel stack again: 0 (Xen never refuses).
         abi::HYPERVISOR_STACK_SWITCH => [abi::FLAT_KERNEL_SS as u64, pvguest::traps::KERNEL_STACK.top(), 0, 0],
+        // Interface version 0: -EACCES (platform_op), -EACCES or -EPERM
+        // (mca: -EPERM first for a domain that is not the control one).
+        abi::HYPERVISOR_PLATFORM_OP | abi::HYPERVISOR_MCA => [p, 0, 0, 0],
+        // Xen 4.17 without `vpmu`: -EOPNOTSUPP, nothing read.
+        abi::HYPERVISOR_XENPMU_OP => [0, p, 0, 0],
         // A non-canonical event callback: -EINVAL.
         abi::HYPERVISOR_SET_CALLBACKS => [1 << 63, 0, 0, 0],
         // Virtual CR0.TS clear (it is).
@@ -89,7 +94,7 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
 
 /// Has a harmless probe (else zeros are only safe for -ENOSYS calls).
 fn probed(nr: u32) -> bool {
-    matches!(nr, 0..=6 | 8..=10 | 12..=18 | 20 | 21 | 23..=26 | 29 | 30 | 32 | 33)
+    matches!(nr, 0..=10 | 12..=18 | 20 | 21 | 23..=26 | 29 | 30 | 32 | 33 | 40 | 48)
 }
 
 pub fn check(on_ringvisor: bool) {

@@ -78,6 +78,20 @@
 //!   aligned pair, the M2P from the out list's page; the pair for two
 //!   pages → 0; one frame named twice → `-EINVAL`, nothing done; order 13
 //!   → `-EPERM`.
+//! - platform.rs, as Xen 4.17 answers a dom0 on a machine whose hardware
+//!   ringvisor does not hand out: `platform_op` (interface version
+//!   `-EACCES`, unmapped `-EFAULT`; from a domU `-EPERM`; settime64 moves
+//!   shared_info's wall clock, mbz `-EINVAL`, settime32 moves it back;
+//!   firmware_info disk/MBR/EDID `-ESRCH`, EFI `-ENOSYS`, keyboard flags 0,
+//!   index 1 `-ESRCH`, type 99 `-EINVAL`; get_cpuinfo CPU 0 online, CPU 1
+//!   invalid; get_cpu_version the CPUID vendor; cpu_online/offline,
+//!   change_freq, getidletime, platform_quirk, command 99); `mca`
+//!   (version `-EACCES`, physcpuinfo one CPU and its MCG_CAP, fetch's
+//!   checks and "no data", notifydomain `-EINVAL`; domU `-EPERM`);
+//!   `physdev_op` apic_read/setup_gsi/map_pirq (`-EINVAL`, MSI `-ENODEV`,
+//!   domain 999 `-ESRCH`; domU `-EPERM`), pirq_eoi_gmfn (not ours
+//!   `-EINVAL`, ours 0, again `-EBUSY`); `xenpmu_op(init)` `-EOPNOTSUPP`;
+//!   `set_priority` (bad port `-EINVAL`, a port of ours `-ENOSYS`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 #![allow(clippy::result_large_err)]
@@ -98,6 +112,7 @@ mod debugreg;
 mod exchange;
 mod grant;
 mod multicall;
+mod platform;
 
 /// Canonical and unmapped.
 const UNMAPPED: u64 = 0x0000_0000_dead_b000;
@@ -132,6 +147,7 @@ fn run(si: &StartInfo) {
     debugreg::run();
     grant::run();
     exchange::run();
+    platform::run();
 }
 
 fn set_trap_table() {
