@@ -120,7 +120,8 @@ pub struct Module {
     /// Physical range `[start, end)` of the module's bytes.
     pub start: u64,
     pub end: u64,
-    /// The module's string: path first, then its arguments.
+    /// The module's string as the loader gave it (with the path first
+    /// unless the loader is GRUB 2: see [`cmdline_cook`]).
     pub cmdline: FixedStr<256>,
 }
 
@@ -165,6 +166,25 @@ impl fmt::Display for BootError {
             BootError::Multiboot2(why) => write!(f, "multiboot2 information: {why}"),
         }
     }
+}
+
+/// Is the loader GRUB 2? Xen's `loader_is_grub2`: GRUB legacy calls
+/// itself "GNU GRUB 0.97", GRUB 2 "GRUB 2.06" (1.xx before 2.00).
+pub fn loader_is_grub2(loader_name: &str) -> bool {
+    loader_name.find("GRUB ").is_some_and(|i| loader_name.as_bytes().get(i + 5) != Some(&b'0'))
+}
+
+/// A command line as the loader gave it, without the image's path where
+/// the loader puts one first (Xen's `cmdline_cook`): GRUB 2 does not (its
+/// `multiboot2`/`module2` pass only the words after the path); QEMU's
+/// multiboot1 `-kernel`/`-initrd`, GRUB legacy and loaders without a name
+/// do.
+pub fn cmdline_cook<'a>(line: &'a str, loader_name: &str) -> &'a str {
+    let line = line.trim_start();
+    if loader_is_grub2(loader_name) {
+        return line;
+    }
+    line.split_once(|c: char| c.is_ascii_whitespace()).map_or("", |(_, rest)| rest.trim_start())
 }
 
 /// Read access to physical memory while the loader's identity mapping is
@@ -246,8 +266,8 @@ impl BootInfo {
 
     /// Parse multiboot1 information at physical `info`.
     ///
-    /// The multiboot1 command line starts with the kernel's own path (QEMU
-    /// and GRUB both put it there, like argv[0]); it is dropped.
+    /// QEMU's multiboot1 command line starts with the kernel's own path
+    /// (like argv[0]); it is dropped unless the loader is GRUB 2.
     pub fn from_multiboot1(info: u64, mem: &impl PhysMem) -> Result<BootInfo, BootError> {
         let unreadable = |what| BootError::Unreadable { what, addr: info };
         let mut bi = BootInfo::empty(Loader::Multiboot1);
@@ -257,9 +277,7 @@ impl BootInfo {
         if flags & (1 << 2) != 0 {
             let p = mem.u32_at(info + 16).ok_or(unreadable("cmdline pointer"))? as u64;
             let s = mem.c_str(p, 4096).ok_or(BootError::Unreadable { what: "command line", addr: p })?;
-            let s = core::str::from_utf8(s).unwrap_or("");
-            let args = s.trim_start().split_once(char::is_whitespace).map_or("", |(_, rest)| rest);
-            bi.cmdline = FixedStr::from_bytes(args.trim().as_bytes());
+            bi.cmdline = FixedStr::from_bytes(s);
         }
         if flags & (1 << 9) != 0 {
             let p = mem.u32_at(info + 64).ok_or(unreadable("loader name pointer"))? as u64;
@@ -304,7 +322,21 @@ impl BootInfo {
         if bi.nregions == 0 {
             return Err(BootError::NoMemoryMap);
         }
+        bi.cook_cmdline();
         Ok(bi)
+    }
+
+    /// Drop the hypervisor's own path from its command line where the
+    /// loader puts it there (Xen's `cmdline_cook`).
+    fn cook_cmdline(&mut self) {
+        let cooked = cmdline_cook(self.cmdline.as_str(), self.loader_name.as_str()).trim();
+        self.cmdline = FixedStr::from_bytes(cooked.as_bytes());
+    }
+
+    /// Whether module command lines start with the module's path (and the
+    /// hypervisor's with its own): everything but GRUB 2 puts it there.
+    pub fn lines_name_the_image(&self) -> bool {
+        !loader_is_grub2(self.loader_name.as_str())
     }
 
     /// Parse multiboot2 information at `info`, which must be readable at
@@ -322,7 +354,7 @@ impl BootInfo {
         let mut bi = BootInfo::empty(Loader::Multiboot2);
         bi.info_range = (mbi.start_address() as u64, mbi.end_address() as u64);
         if let Some(c) = mbi.command_line_tag().and_then(|t| t.cmdline().ok()) {
-            bi.cmdline = FixedStr::from_bytes(c.trim().as_bytes());
+            bi.cmdline = FixedStr::from_bytes(c.as_bytes());
         }
         if let Some(n) = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()) {
             bi.loader_name = FixedStr::from_bytes(n.as_bytes());
@@ -349,6 +381,7 @@ impl BootInfo {
         if bi.nregions == 0 {
             return Err(BootError::NoMemoryMap);
         }
+        bi.cook_cmdline();
         Ok(bi)
     }
 
@@ -468,9 +501,13 @@ mod tests {
 
     #[test]
     fn multiboot2() {
-        use multiboot2::{Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, ModuleTag};
+        use multiboot2::{
+            BootLoaderNameTag, Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag,
+            ModuleTag,
+        };
         let mbi = Builder::new()
             .cmdline(CommandLineTag::new("loglvl=warn"))
+            .bootloader(BootLoaderNameTag::new("GRUB 2.06-13+deb12u1"))
             .add_module(ModuleTag::new(0x400000, 0x401000, "/boot/g.elf -- x"))
             .mmap(MemoryMapTag::new(&[
                 MemoryArea::new(0, 0x9f000, MemoryAreaType::Available),
@@ -488,6 +525,30 @@ mod tests {
         assert_eq!(bi.regions().len(), 3);
         assert_eq!(bi.regions()[1].kind, RegionKind::Reserved);
         assert_eq!(bi.max_usable(), 0x1010_0000);
+    }
+
+    #[test]
+    fn loaders_and_image_paths_as_xen() {
+        for grub2 in ["GRUB 2.06", "GRUB 2.06-13+deb12u1", "GRUB 1.99"] {
+            assert!(loader_is_grub2(grub2), "{grub2}");
+            assert_eq!(cmdline_cook("  console=hvc0 x", grub2), "console=hvc0 x");
+        }
+        for other in ["GNU GRUB 0.97", "qemu", "", "unknown", "GRUB 0.97"] {
+            assert!(!loader_is_grub2(other), "{other}");
+            assert_eq!(cmdline_cook(" /boot/vmlinuz  console=hvc0 x", other), "console=hvc0 x");
+            assert_eq!(cmdline_cook("/boot/vmlinuz", other), "");
+        }
+    }
+
+    #[test]
+    fn multiboot1_under_grub2_keeps_its_first_word() {
+        let mut m = mb1_image();
+        m.put(0x9180, b"GRUB 2.06\0");
+        m.put(0x9100, b"loglvl=debug selftest=panic\0");
+        let bi = BootInfo::from_multiboot1(0x9000, &m).unwrap();
+        assert_eq!(bi.cmdline.as_str(), "loglvl=debug selftest=panic");
+        assert!(!bi.lines_name_the_image());
+        assert!(BootInfo::from_multiboot1(0x9000, &mb1_image()).unwrap().lines_name_the_image());
     }
 
     #[test]

@@ -12,12 +12,20 @@
 //! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
 //! | `bench` | before any guest runs, time the hardware's own ring 3 → ring 0 round trips (src/bench.rs) |
 //!
-//! Module command line: `NAME [rv.KEY=VALUE ...] [--] GUEST-ARGS`.
-//! The first word names the module (its path). Then words starting with
-//! `rv.` are per-domain hypervisor options (`rv.mem=64M`, `rv.vcpus=2`);
-//! the first other word, or a `--` (dropped), ends them. The rest goes to
-//! the guest's `start_info.cmd_line` verbatim, so `--` protects guest
-//! arguments that happen to start with `rv.`.
+//! Module command line: `[rv.KEY=VALUE ...] [--] GUEST-ARGS`, after the
+//! module's path where the loader puts one first (QEMU's multiboot1
+//! `-initrd`, not GRUB 2's `module2`: see `boot_info::cmdline_cook`, as
+//! Xen reads dom0's line). Words starting with `rv.` are per-domain
+//! hypervisor options (`rv.mem=64M`, `rv.vcpus=2`); the first other word,
+//! or a `--` (dropped), ends them. The rest goes to the guest's
+//! `start_info.cmd_line` verbatim, so `--` protects guest arguments that
+//! happen to start with `rv.`. So the GRUB entry Xen users have,
+//! `module2 /boot/vmlinuz console=hvc0`, works unchanged.
+//!
+//! Memory without `rv.mem`: 32 MiB, except the initial domain (the first
+//! kernel module), which gets Xen's dom0 default: what is left after each
+//! other domain's memory, less a reserve for the hypervisor of 1/16 of it
+//! or 128 MiB, whichever is less ([`initial_domain_mem`]).
 
 use core::fmt;
 
@@ -171,42 +179,66 @@ impl Options {
 /// Per-domain hypervisor options from a module's command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainOptions {
-    /// Guest memory in bytes (`rv.mem=`, suffixes K, M, G).
-    pub mem: u64,
+    /// Guest memory in bytes (`rv.mem=`, suffixes K, M, G); `None`: the
+    /// default ([`DEFAULT_DOMAIN_MEM`], or [`initial_domain_mem`]).
+    pub mem: Option<u64>,
     /// Number of vCPUs (`rv.vcpus=`).
     pub vcpus: u32,
 }
 
 /// Defaults when a module says nothing: 32 MiB and one vCPU.
 pub const DEFAULT_DOMAIN_MEM: u64 = 32 << 20;
+
+/// Xen's cap on the hypervisor's reserve out of dom0's default
+/// (`default_nr_pages` in `xen/arch/x86/dom0_build.c`).
+pub const HYPERVISOR_RESERVE_MAX: u64 = 128 << 20;
+
+/// The initial domain's memory without `rv.mem`, as Xen's dom0 default:
+/// of the `free` bytes, first `others` (every other domain's memory, and
+/// what the largest other bzImage borrows to be decompressed) is set aside, then a reserve of 1/16 of the rest, at most 128 MiB. Never
+/// less than the 32 MiB default (then, with too many other domains, they
+/// wait for memory as before); rounded down to whole pages.
+pub fn initial_domain_mem(free: u64, others: u64) -> u64 {
+    let left = free.saturating_sub(others);
+    let mem = left - (left / 16).min(HYPERVISOR_RESERVE_MAX);
+    mem.max(DEFAULT_DOMAIN_MEM) & !0xfff
+}
 pub const MAX_DOMAIN_VCPUS: u32 = 64;
 
 impl Default for DomainOptions {
     fn default() -> Self {
-        DomainOptions { mem: DEFAULT_DOMAIN_MEM, vcpus: 1 }
+        DomainOptions { mem: None, vcpus: 1 }
     }
 }
 
 /// A module's command line split into its parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModuleCmdline<'a> {
-    /// First word: the module's path as the loader gave it.
-    pub path: &'a str,
+    /// The module's path, where the loader puts it first (not GRUB 2).
+    pub path: Option<&'a str>,
     pub options: DomainOptions,
     /// What the guest sees in `start_info.cmd_line`.
     pub guest_args: &'a str,
 }
 
 impl<'a> ModuleCmdline<'a> {
-    /// The module's name: the last component of its path.
-    pub fn name(&self) -> &'a str {
-        self.path.rsplit('/').next().unwrap_or(self.path)
+    /// The module's file name (the last component of its path), if the
+    /// loader gave the path.
+    pub fn name(&self) -> Option<&'a str> {
+        self.path.map(|p| p.rsplit('/').next().unwrap_or(p))
     }
 
-    pub fn parse(s: &'a str, mut bad: impl FnMut(BadOption<'a>)) -> ModuleCmdline<'a> {
+    /// Parse a module's line; `names_image`: its first word is the
+    /// module's path (`boot_info::BootInfo::lines_name_the_image`).
+    pub fn parse(s: &'a str, names_image: bool, mut bad: impl FnMut(BadOption<'a>)) -> ModuleCmdline<'a> {
         let mut rest = s.trim_start();
-        let (path, r) = split_word(rest);
-        rest = r;
+        let path = if names_image {
+            let (path, r) = split_word(rest);
+            rest = r;
+            Some(path).filter(|p| !p.is_empty())
+        } else {
+            None
+        };
         let mut options = DomainOptions::default();
         loop {
             let (word, r) = split_word(rest);
@@ -219,7 +251,7 @@ impl<'a> ModuleCmdline<'a> {
             let (key, val) = opt.split_once('=').unwrap_or((opt, ""));
             match key {
                 "mem" => match parse_size(val) {
-                    Some(m) if m >= 1 << 20 => options.mem = m,
+                    Some(m) if m >= 1 << 20 => options.mem = Some(m),
                     _ => bad(BadOption { word, why: "expected a size of at least 1M, e.g. 64M" }),
                 },
                 "vcpus" => match val.parse::<u32>() {
@@ -309,24 +341,39 @@ mod tests {
 
     #[test]
     fn module_plain() {
-        let m = ModuleCmdline::parse("/boot/guest.elf console=hvc0  quiet", |_| panic!());
-        assert_eq!(m.path, "/boot/guest.elf");
-        assert_eq!(m.name(), "guest.elf");
+        let m = ModuleCmdline::parse("/boot/guest.elf console=hvc0  quiet", true, |_| panic!());
+        assert_eq!(m.path, Some("/boot/guest.elf"));
+        assert_eq!(m.name(), Some("guest.elf"));
         assert_eq!(m.options, DomainOptions::default());
         assert_eq!(m.guest_args, "console=hvc0  quiet");
     }
 
     #[test]
+    fn module_from_grub2_has_no_path() {
+        // `module2 /boot/vmlinuz-6.1.0-NN-amd64 console=hvc0 earlyprintk=xen`
+        let m = ModuleCmdline::parse("console=hvc0 earlyprintk=xen", false, |_| panic!());
+        assert_eq!((m.path, m.name()), (None, None));
+        assert_eq!(m.guest_args, "console=hvc0 earlyprintk=xen");
+        let m = ModuleCmdline::parse("rv.mem=64M -- rv.x", false, |_| panic!());
+        assert_eq!(m.options.mem, Some(64 << 20));
+        assert_eq!(m.guest_args, "rv.x");
+        let m = ModuleCmdline::parse("", false, |_| panic!());
+        assert_eq!((m.path, m.guest_args), (None, ""));
+        let m = ModuleCmdline::parse("", true, |_| panic!());
+        assert_eq!((m.path, m.guest_args), (None, ""));
+    }
+
+    #[test]
     fn module_with_options() {
-        let m = ModuleCmdline::parse("g.elf rv.mem=64M rv.vcpus=2 -- rv.not=mine x", |_| panic!());
-        assert_eq!(m.options, DomainOptions { mem: 64 << 20, vcpus: 2 });
+        let m = ModuleCmdline::parse("g.elf rv.mem=64M rv.vcpus=2 -- rv.not=mine x", true, |_| panic!());
+        assert_eq!(m.options, DomainOptions { mem: Some(64 << 20), vcpus: 2 });
         assert_eq!(m.guest_args, "rv.not=mine x");
     }
 
     #[test]
     fn module_bad_options() {
         let mut bad = Vec::new();
-        let m = ModuleCmdline::parse("g rv.mem=12 rv.vcpus=0 rv.colour=red args", |b| bad.push(b.word));
+        let m = ModuleCmdline::parse("g rv.mem=12 rv.vcpus=0 rv.colour=red args", true, |b| bad.push(b.word));
         assert_eq!(bad, vec!["rv.mem=12", "rv.vcpus=0", "rv.colour=red"]);
         assert_eq!(m.options, DomainOptions::default());
         assert_eq!(m.guest_args, "args");
@@ -334,9 +381,22 @@ mod tests {
 
     #[test]
     fn module_only_name() {
-        let m = ModuleCmdline::parse("  g.elf  ", |_| panic!());
-        assert_eq!(m.path, "g.elf");
+        let m = ModuleCmdline::parse("  g.elf  ", true, |_| panic!());
+        assert_eq!(m.path, Some("g.elf"));
         assert_eq!(m.guest_args, "");
+    }
+
+    #[test]
+    fn initial_domain_default_as_xen() {
+        const M: u64 = 1 << 20;
+        // 1 GiB free, nothing else: less 1/16 (64 MiB).
+        assert_eq!(initial_domain_mem(1024 * M, 0), 960 * M);
+        // 4 GiB free: the reserve stops at 128 MiB.
+        assert_eq!(initial_domain_mem(4096 * M, 0), 3968 * M);
+        // 253 MiB free, one other domain of 32 MiB: (221 - 13.8) MiB.
+        assert_eq!(initial_domain_mem(253 * M, 32 * M), (221 * M - 221 * M / 16) & !0xfff);
+        // Others want more than there is: the plain default.
+        assert_eq!(initial_domain_mem(253 * M, 63 * 32 * M), DEFAULT_DOMAIN_MEM);
     }
 
     #[test]

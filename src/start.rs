@@ -142,25 +142,46 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         next_id: 0,
         free_at_start: paging::with_frames(|fa| fa.free_frames()),
     };
+    // QEMU's -initrd puts each module's path first; GRUB 2 does not.
+    let names_image = bi.lines_name_the_image();
     for (i, m) in bi.modules().iter().enumerate() {
-        let mc = ModuleCmdline::parse(m.cmdline.as_str(), |b| warn!("module {i}: {b}"));
+        // SAFETY: the loader put the module at [start, end) in RAM, which
+        // the frame allocator keeps reserved for good; nothing writes it.
+        let bytes: &'static [u8] = unsafe {
+            core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize)
+        };
+        // A module that is not a kernel is the initrd of the kernel module
+        // just before it, as Xen takes dom0's second module. One without a
+        // kernel before it stays a domain of its own, refused by name.
+        if !crate::domain::bzimage::is_kernel_image(bytes) {
+            if let Some(k) = hv.pending.back_mut().filter(|k| k.index + 1 == i && k.initrd.is_none()) {
+                info!("module {i}: {} bytes, the initrd of module {} (\"{}\")", bytes.len(), k.index, m.cmdline.as_str());
+                k.initrd = Some(bytes);
+                continue;
+            }
+        }
+        let mc = ModuleCmdline::parse(m.cmdline.as_str(), names_image, |b| warn!("module {i}: {b}"));
         info!(
-            "module {i}: name={} bytes={} mem={}M vcpus={} cmdline=\"{}\"",
-            mc.name(),
+            "module {i}: {}bytes={} mem={} vcpus={} cmdline=\"{}\"",
+            mc.name().map(|n| alloc::format!("name={n} ")).unwrap_or_default(),
             m.end - m.start,
-            mc.options.mem >> 20,
+            match mc.options.mem {
+                Some(m) => alloc::format!("{}M", m >> 20),
+                None => String::from("default"),
+            },
             mc.options.vcpus,
             mc.guest_args
         );
         if mc.options.vcpus as usize > crate::pv::evtchn::MAX_VCPUS {
             warn!("module {i}: at most {} vCPUs per domain; using that many", crate::pv::evtchn::MAX_VCPUS);
         }
-        // SAFETY: the loader put the module at [start, end) in RAM, which
-        // the frame allocator keeps reserved for good; nothing writes it.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize)
-        };
-        hv.pending.push_back(sched::Pending { index: i, bytes, cmdline: String::from(m.cmdline.as_str()) });
+        hv.pending.push_back(sched::Pending {
+            index: i,
+            bytes,
+            cmdline: String::from(m.cmdline.as_str()),
+            initrd: None,
+            names_image,
+        });
     }
     if bi.dropped_modules > 0 {
         warn!("{} modules did not fit and were ignored", bi.dropped_modules);

@@ -30,7 +30,11 @@
 //!   image and is refused (`elf_xen_note_check`).
 //! * **Each note** (`elf_xen_parse_note`): numeric notes are 1, 2, 4 or 8
 //!   bytes (libelf's `elf_note_numeric`; any other size is refused here,
-//!   where libelf would silently read 0); string notes are NUL-terminated.
+//!   where libelf would silently read 0); a string note is read from its
+//!   descriptor up to the first NUL, even past the note's declared size
+//!   (into its padding, or further: libelf's `elf_strval` stops only at a
+//!   NUL, the end of the file or 4096 bytes). Linux's `FEATURES` note is an
+//!   `.ascii` string of 41 bytes with no NUL inside it.
 //!   A repeated note overrides the earlier one, except `FEATURES` and
 //!   `SUPPORTED_FEATURES`, which accumulate. Unknown note types are skipped.
 //!   `PAE_MODE`: `"yes"` means extended-cr3, anything containing
@@ -937,7 +941,7 @@ fn find_notes<'a>(elf: &ElfFile<'a>) -> Result<XenNotes<'a>, ImageError> {
                 file_len,
             });
         };
-        found += walk_notes(area, offset, &mut total, &mut notes)?;
+        found += walk_notes(data, area, offset, &mut total, &mut notes)?;
     }
     if found > 0 {
         return Ok(notes);
@@ -960,7 +964,7 @@ fn find_notes<'a>(elf: &ElfFile<'a>) -> Result<XenNotes<'a>, ImageError> {
                 file_len,
             });
         };
-        found += walk_notes(area, offset, &mut total, &mut notes)?;
+        found += walk_notes(data, area, offset, &mut total, &mut notes)?;
     }
     if found > 0 {
         return Ok(notes);
@@ -999,8 +1003,10 @@ fn section_by_name<'a>(elf: &ElfFile<'a>, name: &[u8]) -> Option<(u16, SectionHe
 
 /// Walk one note area (4-byte aligned entries: `namesz, descsz, type`,
 /// name, desc), parse the notes owned by "Xen", return how many there were.
-/// `file_offset` is the area's offset in the file, for messages.
+/// `file_offset` is the area's offset in `file`: string notes may be read
+/// on past the area, as libelf does.
 fn walk_notes<'a>(
+    file: &'a [u8],
     area: &'a [u8],
     file_offset: u64,
     total: &mut usize,
@@ -1030,7 +1036,9 @@ fn walk_notes<'a>(
         let desc = &area[desc_at as usize..(desc_at + descsz) as usize];
         let owner = name.split(|&b| b == 0).next().unwrap_or(name);
         if owner == b"Xen" {
-            parse_note(ty, desc, notes)?;
+            // In range: `area` is `file[file_offset..]` and `desc` lies in it.
+            let text_from = &file[(file_offset + desc_at) as usize..];
+            parse_note(ty, desc, text_from, notes)?;
             xen += 1;
         }
         pos = next.min(area.len() as u64) as usize;
@@ -1045,9 +1053,17 @@ fn align4(n: u64) -> u64 {
 // ---------------------------------------------------------------------------
 // One note (elf_xen_parse_note).
 
-fn parse_note<'a>(ty: u32, desc: &'a [u8], n: &mut XenNotes<'a>) -> Result<(), ImageError> {
+/// `desc` is the note's descriptor as declared; `text_from` is the file
+/// from the descriptor's first byte to its end, where a string note is
+/// read (see [`string`]).
+fn parse_note<'a>(
+    ty: u32,
+    desc: &'a [u8],
+    text_from: &'a [u8],
+    n: &mut XenNotes<'a>,
+) -> Result<(), ImageError> {
     let num = |name: &'static str| numeric(name, desc);
-    let text = |name: &'static str| string(name, desc);
+    let text = |name: &'static str| string(name, text_from);
     match ty {
         note::ENTRY => n.entry = Some(num("ENTRY")?),
         note::HYPERCALL_PAGE => n.hypercall_page = Some(num("HYPERCALL_PAGE")?),
@@ -1118,18 +1134,25 @@ fn numeric(name: &'static str, desc: &[u8]) -> Result<u64, ImageError> {
     }
 }
 
-/// A string note: text up to the NUL, which must be inside the note.
-fn string<'a>(name: &'static str, desc: &'a [u8]) -> Result<&'a str, ImageError> {
+/// libelf's `ELF_MAX_STRING_LENGTH`: a string longer than this is refused.
+pub const MAX_STRING_LEN: usize = 4096;
+
+/// A string note: the text from the descriptor's start up to the first
+/// NUL, as libelf's `elf_strval` reads it: the NUL may lie past the note's
+/// declared size (Linux's `FEATURES` is a 41-byte `.ascii` with its NUL in
+/// the note padding), but within the file and [`MAX_STRING_LEN`] bytes.
+fn string<'a>(name: &'static str, text_from: &'a [u8]) -> Result<&'a str, ImageError> {
     let bad = |why: &str| ImageError::BadNote {
         note: name,
         legacy: false,
         why: String::from(why),
     };
-    let len = desc
+    let window = &text_from[..text_from.len().min(MAX_STRING_LEN + 1)];
+    let len = window
         .iter()
         .position(|&b| b == 0)
-        .ok_or_else(|| bad("string is not NUL-terminated"))?;
-    core::str::from_utf8(&desc[..len]).map_err(|_| bad("string is not UTF-8"))
+        .ok_or_else(|| bad("string has no NUL within 4096 bytes or before the end of the file"))?;
+    core::str::from_utf8(&window[..len]).map_err(|_| bad("string is not UTF-8"))
 }
 
 /// Merge a `FEATURES` string into `f` (`elf_xen_parse_features`).
@@ -1760,6 +1783,25 @@ mod tests {
     }
 
     #[test]
+    fn string_notes_read_to_the_first_nul_past_the_note_size() {
+        // Linux (arch/x86/xen/xen-head.S): `ELFNOTE(Xen, XEN_ELFNOTE_FEATURES,
+        // .ascii "!writable_page_tables|pae_pgdir_above_4gb")`: 41 bytes,
+        // no NUL in the note; the NUL is the first byte of its padding.
+        let linux = "!writable_page_tables|pae_pgdir_above_4gb";
+        assert_eq!(linux.len(), 41);
+        let g = ok(&img64().note(note::FEATURES, Vec::from(linux.as_bytes())));
+        assert_eq!(g.notes.features_str, Some(linux));
+        assert!(g.features.requires(feat::WRITABLE_PAGE_TABLES));
+        assert!(g.features.supports(feat::PAE_PGDIR_ABOVE_4GB));
+        // A 4-byte string has no padding: it runs on into the next note
+        // (namesz 4 = b"\x04\0\0\0") as libelf's elf_strval reads it.
+        let g = ok(&img64()
+            .note(note::GUEST_VERSION, Vec::from(&b"abcd"[..]))
+            .note(note::INFO, s("x")));
+        assert_eq!(g.notes.guest_version, Some("abcd\u{4}"));
+    }
+
+    #[test]
     fn unknown_required_feature_is_refused() {
         let e = err(&img64().note(note::FEATURES, s("!no_such_feature")));
         assert!(
@@ -1784,7 +1826,8 @@ mod tests {
             "{e:?}"
         );
         assert!(format!("{e}").starts_with("Xen ELF note ENTRY"));
-        let e = err(&img64().note(note::GUEST_VERSION, Vec::from(&b"no-nul"[..])));
+        // No NUL within 4096 bytes: refused (libelf's ELF_MAX_STRING_LENGTH).
+        let e = err(&img64().note(note::GUEST_VERSION, vec![b'a'; 5000]));
         assert!(
             matches!(
                 e,

@@ -1,6 +1,8 @@
 //! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
 
+pub mod bzimage;
 pub mod elf;
+pub mod layout;
 #[cfg(target_os = "none")]
 pub mod builder;
 #[cfg(target_os = "none")]

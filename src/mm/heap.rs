@@ -21,3 +21,8 @@ pub fn init(size: u64) -> Option<u64> {
     unsafe { HEAP.lock().init(va as *mut u8, size as usize) };
     Some(va)
 }
+
+/// Bytes the heap has free now (for sizing what a build puts on it).
+pub fn free_bytes() -> u64 {
+    HEAP.lock().free() as u64
+}

@@ -45,15 +45,48 @@ pub struct Pending {
     pub index: usize,
     pub bytes: &'static [u8],
     pub cmdline: String,
+    /// The module after it when that is not a kernel: its initrd.
+    pub initrd: Option<&'static [u8]>,
+    /// Its line starts with its path (`BootInfo::lines_name_the_image`).
+    pub names_image: bool,
+}
+
+impl Pending {
+    fn cmdline(&self) -> crate::cmdline::ModuleCmdline<'_> {
+        crate::cmdline::ModuleCmdline::parse(&self.cmdline, self.names_image, |_| {})
+    }
+
+    /// How it is named in messages: its file name, or "module N".
+    fn label(&self) -> String {
+        match self.cmdline().name() {
+            Some(n) => String::from(n),
+            None => alloc::format!("module {}", self.index),
+        }
+    }
 }
 
 /// Build waiting modules, in order, while memory allows. A module that
 /// does not fit even with no domain running never will: it fails.
 pub fn build_pending(hv: &mut Hv) {
     while let Some(p) = hv.pending.front() {
-        let mc = crate::cmdline::ModuleCmdline::parse(&p.cmdline, |_| {});
+        let mc = p.cmdline();
         let id = hv.next_id;
-        match builder::build(id, p.bytes, &mc, &mut hv.frames) {
+        let label = p.label();
+        let memory = match mc.options.mem {
+            Some(m) => builder::Memory::Bytes(m),
+            // The initial domain, as Xen's dom0: what the others leave,
+            // their memory and, for the largest bzImage among them, what
+            // its build borrows to decompress it (builds run one by one).
+            None if id == 0 => {
+                let others = || hv.pending.iter().skip(1).filter(|o| crate::domain::bzimage::is_kernel_image(o.bytes));
+                let mem: u64 =
+                    others().map(|o| o.cmdline().options.mem.unwrap_or(crate::cmdline::DEFAULT_DOMAIN_MEM)).sum();
+                let unpack = others().map(|o| crate::domain::bzimage::unpack_bytes(o.bytes)).max().unwrap_or(0);
+                builder::Memory::InitialDefault { others: mem + unpack }
+            }
+            None => builder::Memory::Bytes(crate::cmdline::DEFAULT_DOMAIN_MEM),
+        };
+        match builder::build(id, &label, p.bytes, p.initrd, &mc, memory, &mut hv.frames) {
             Ok(d) => {
                 hv.domains.push(d);
                 hv.next_id += 1;
@@ -63,7 +96,7 @@ pub fn build_pending(hv: &mut Hv) {
                 return;
             }
             Err(e) => {
-                crate::error!("d{id} ({}): cannot build: {e}", mc.name());
+                crate::error!("d{id} ({label}): cannot build: {e}");
                 hv.build_failures += 1;
                 hv.next_id += 1;
             }

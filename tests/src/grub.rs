@@ -3,11 +3,13 @@
 //! What GRUB 2.06 hands the kernel (grub-core/loader/multiboot.c,
 //! `grub_cmd_multiboot`/`grub_cmd_module`): the arguments *after* the file
 //! path, joined by single spaces (`argc - 1, argv + 1`). So
-//! `module2 /boot/g.elf g.elf rv.mem=64M -- console=hvc0` gives the module
-//! the command line `g.elf rv.mem=64M -- console=hvc0`, and
-//! `multiboot2 /boot/ringvisor.elf loglvl=debug` gives the hypervisor
-//! `loglvl=debug` (no path, unlike QEMU's multiboot1 `-kernel`, whose
-//! command line starts with the kernel's path).
+//! `module2 /boot/g.elf rv.mem=64M -- console=hvc0` gives the module the
+//! command line `rv.mem=64M -- console=hvc0`, and `multiboot2
+//! /boot/ringvisor.elf loglvl=debug` gives the hypervisor `loglvl=debug`
+//! (no path, unlike QEMU's multiboot1 `-kernel`/`-initrd`, whose lines
+//! start with the path). The hypervisor knows this from the loader's name,
+//! as Xen does (`cmdline_cook`), so a Xen user's `module2 /boot/vmlinuz
+//! console=hvc0` line works unchanged.
 //!
 //! GRUB joins words with one space and puts a backslash before `\`, `'` and
 //! `"` inside a word (grub-core/lib/cmdline.c), so runs of blanks and those
@@ -89,13 +91,15 @@ fn quote_words<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<String> {
 }
 
 /// The `grub.cfg` for an ISO: hypervisor command line `cmdline`, one
-/// `module2 /boot/NAME NAME rv.KEY=VAL ... -- ARGS` line per module.
+/// `module2 /boot/NAME rv.KEY=VAL ... -- ARGS` line per module.
 pub fn grub_cfg(cmdline: &str, modules: &[IsoModule]) -> Result<String> {
     let mut module_lines = String::new();
     for m in modules {
         let path = format!("/boot/{}", m.name);
-        let opts = m.guest.option_words();
-        let words = [path.as_str(), m.name.as_str()]
+        // A module with neither options nor arguments (an initrd) is just
+        // its path, as in a Xen entry: `module2 /boot/initrd.img`.
+        let opts = if m.guest.opts.is_empty() && m.guest.args.is_empty() { Vec::new() } else { m.guest.option_words() };
+        let words = [path.as_str()]
             .into_iter()
             .chain(opts.iter().map(String::as_str))
             .chain(m.guest.args.split_whitespace());
@@ -146,12 +150,22 @@ mod tests {
             "terminal_output serial",
             "set timeout=0",
             "    multiboot2 /boot/ringvisor.elf loglvl=debug selftest=panic\n",
-            "    module2 /boot/g.elf g.elf rv.mem=64M -- console=hvc0 'x=$y'\n",
+            "    module2 /boot/g.elf rv.mem=64M -- console=hvc0 'x=$y'\n",
             "    boot\n",
         ] {
             assert!(cfg.contains(want), "{want:?} missing from:\n{cfg}");
         }
         assert!(!cfg.contains('@'), "unfilled slot:\n{cfg}");
+    }
+
+    #[test]
+    fn cfg_for_a_kernel_and_its_initrd_as_xen_users_write_it() {
+        let k: GuestSpec = "b/vmlinuz:console=hvc0 earlyprintk=xen".parse().unwrap();
+        let cfg = grub_cfg("loglvl=info", &plan_modules(&[k, GuestSpec::new("b/initrd.img")])).unwrap();
+        assert!(
+            cfg.contains("    module2 /boot/vmlinuz -- console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
+            "{cfg}"
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! - `:ARGS`: the guest's own command line, verbatim.
 //!
 //! The hypervisor sees the module command line
-//! `NAME rv.KEY=VAL ... -- ARGS`: the `--` is always there, so nothing in
-//! ARGS can ever be read as a hypervisor option. `NAME` is the path as
-//! given under QEMU `-kernel` (QEMU puts the module's path first), and the
-//! file name under GRUB (see [`crate::grub`]).
+//! `PATH rv.KEY=VAL ... -- ARGS` under QEMU `-kernel` (QEMU puts the
+//! module's path first) and `rv.KEY=VAL ... -- ARGS` under GRUB 2 (see
+//! [`crate::grub`]): the `--` is always there, so nothing in ARGS can ever
+//! be read as a hypervisor option.
 
 use crate::{bail, Error, Result};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,18 @@ impl GuestSpec {
         self
     }
 
+    /// Sets option `key` unless it is set already. The QEMU tests give the
+    /// first guest `mem=32M` this way: without `rv.mem` the initial domain
+    /// would get nearly all of QEMU's memory (Xen's dom0 default), which
+    /// makes each boot slower and changes what those tests were written
+    /// to check (tests/tests/images.rs checks the default itself).
+    pub fn default_opt(mut self, key: &str, value: &str) -> Self {
+        if !self.opts.iter().any(|(k, _)| k == key) {
+            self.opts.push((key.to_string(), value.to_string()));
+        }
+        self
+    }
+
     pub fn args(mut self, args: &str) -> Self {
         self.args = args.to_string();
         self
@@ -65,7 +77,7 @@ impl GuestSpec {
         words
     }
 
-    /// The module command line the hypervisor sees: `NAME rv.KEY=VAL ... -- ARGS`.
+    /// The module command line QEMU's `-initrd` gives: `NAME rv.KEY=VAL ... -- ARGS`.
     pub fn module_cmdline(&self, name: &str) -> String {
         let mut s = name.to_string();
         for w in self.option_words() {

@@ -3,11 +3,12 @@
 //!
 //! - [`bench`]: read a `cargo xtask bench` run, combine runs, print the
 //!   table and JSON.
+//! - [`bzimage`]: wrap a kernel ELF as a minimal gzip bzImage (std only).
 //! - [`build`]: build the hypervisor (`cargo build -p ringvisor --target
 //!   x86_64-unknown-none`), copy it to `target/ringvisor.elf`, make a GRUB
 //!   ISO (`target/ringvisor.iso`).
 //! - [`guest`]: the `GUEST[@KEY=VAL,...][:ARGS]` syntax and the module
-//!   command line the hypervisor sees (`NAME rv.KEY=VAL ... -- ARGS`).
+//!   command line the hypervisor sees (`PATH rv.KEY=VAL ... -- ARGS`).
 //! - [`grub`]: `grub.cfg` generation from the `qemu/grub.cfg` template.
 //! - [`qemu`]: spawn QEMU, stream and timestamp the serial console, enforce
 //!   a timeout, turn the exit status into a [`qemu::Verdict`].
@@ -19,6 +20,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod bzimage;
 pub mod cmd;
 pub mod docs;
 pub mod fuzz;

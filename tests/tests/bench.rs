@@ -34,7 +34,7 @@ fn bench_runs_and_reports_sane_numbers() {
         .unwrap_or(60.0);
     let mut q = Qemu::kernel(elf)
         .cmdline("bench")
-        .guest(GuestSpec::new(&guest).args("n=300 rounds=3 console=6 peer=1"))
+        .guest(GuestSpec::new(&guest).opt("mem", "32M").args("n=300 rounds=3 console=6 peer=1"))
         .guest(GuestSpec::new(&guest).args("role=echo peer=0"))
         .timeout(Some(Duration::from_secs_f64(timeout)));
     q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
@@ -75,7 +75,7 @@ fn bench32_runs_and_reports_sane_numbers() {
         .unwrap_or(60.0);
     let mut q = Qemu::kernel(elf)
         .cmdline("bench")
-        .guest(GuestSpec::new(&guest).args("n=300 rounds=3"))
+        .guest(GuestSpec::new(&guest).opt("mem", "32M").args("n=300 rounds=3"))
         .timeout(Some(Duration::from_secs_f64(timeout)));
     q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
     let out = q.run().unwrap_or_else(|e| panic!("QEMU did not run: {e}"));

@@ -20,7 +20,7 @@ fn debug_keys_dump_state_and_inject() {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
     let out = Qemu::kernel(elf)
-        .guest(GuestSpec::new(idle))
+        .guest(GuestSpec::new(idle).opt("mem", "32M"))
         // The input is the initial domain's: three Ctrl-A give it to the
         // hypervisor (there is no other domain to pass it to first).
         .send_on("IDLE: start", b"\x01\x01\x01hqdteri003")
@@ -56,7 +56,7 @@ fn serial_input_goes_to_the_initial_domain_and_moves_with_ctrl_a() {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
     let out = Qemu::kernel(elf)
-        .guest(GuestSpec::new(idle).args("mode=echo"))
+        .guest(GuestSpec::new(idle).opt("mem", "32M").args("mode=echo"))
         .send_on("ECHO: ready", b"hello ringvisor\rquit\r")
         .timeout(Some(Duration::from_secs(60)))
         .run()

@@ -61,8 +61,10 @@ fn boot(what: &str, guests: Vec<GuestSpec>) -> RunOutput {
 fn boot_for(what: &str, guests: Vec<GuestSpec>, timeout: Duration) -> RunOutput {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     let mut q = Qemu::kernel(elf);
-    for g in guests {
-        q = q.guest(g);
+    for (i, g) in guests.into_iter().enumerate() {
+        // The initial domain's memory as these tests were written for (see
+        // GuestSpec::default_opt).
+        q = q.guest(if i == 0 { g.default_opt("mem", "32M") } else { g });
     }
     let out = q.timeout(Some(timeout)).run().unwrap_or_else(|e| panic!("{what}: {e}"));
     eprintln!("{what}: {}", out.summary());

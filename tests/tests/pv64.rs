@@ -43,8 +43,10 @@ fn timeout() -> Duration {
 
 fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
     let mut q = Qemu::kernel(elf()).cmdline(cmdline);
-    for g in guests {
-        q = q.guest(g);
+    for (i, g) in guests.into_iter().enumerate() {
+        // The initial domain's memory as these tests were written for (see
+        // GuestSpec::default_opt).
+        q = q.guest(if i == 0 { g.default_opt("mem", "32M") } else { g });
     }
     let out = q
         .timeout(Some(timeout()))

@@ -112,7 +112,9 @@ verdict), TIMEOUT (QEMU killed) or UNEXPECTED.
 GUEST[@KEY=VAL,...][:ARGS]: one multiboot module (one domain; the first is
 domain 0). KEY=VAL are per-domain hypervisor options (mem=64M, vcpus=2),
 ARGS the guest's command line. The hypervisor sees the module command line
-`PATH rv.KEY=VAL ... -- ARGS` (from an ISO: `NAME rv.KEY=VAL ... -- ARGS`).
+`PATH rv.KEY=VAL ... -- ARGS` (from an ISO, as GRUB 2 passes it:
+`rv.KEY=VAL ... -- ARGS`). A GUEST may be an ELF or a bzImage; a file that
+is neither is the initrd of the GUEST before it (as Xen's dom0 initrd).
 Example: cargo xtask run 'target/g.elf@mem=64M:console=hvc0 loglevel=8'
 (quote a GUEST whose ARGS hold spaces: each shell word is one GUEST)
 ";

@@ -28,7 +28,7 @@ Builds the hypervisor (release) and boots each XTF PV image found in DIR
 (ELF files test-ENV-NAME, ENV pv64 or pv32pae, as XTF's build leaves them in
 tests/*/ or bin/) as domain 0, alone, one QEMU run each:
   qemu-system-x86_64 -accel tcg -cpu max,-smap -m 256M ... -kernel
-  target/ringvisor.elf -initrd 'DIR/test-ENV-NAME rv.vcpus=N -- CMDLINE'
+  target/ringvisor.elf -initrd 'DIR/test-ENV-NAME rv.mem=32M rv.vcpus=N -- CMDLINE'
 (the harness's machine: TCG, SMAP off as for every run of this project,
 the same as DIR's README for XTF; the hypervisor's command line is empty
 unless --cmdline).
@@ -704,7 +704,9 @@ fn run_all(elf: &Path, o: &Opts, variants: &[Variant]) -> Result<Vec<Run>> {
 }
 
 fn run_one(elf: &Path, o: &Opts, v: &Variant) -> Result<Run> {
-    let mut g = GuestSpec::new(v.image(&o.dir));
+    // 32 MiB, as xtf/expected.tsv was recorded (without rv.mem the
+    // initial domain gets nearly all of QEMU's memory, as Xen's dom0).
+    let mut g = GuestSpec::new(v.image(&o.dir)).opt("mem", "32M");
     if v.vcpus != 1 {
         g = g.opt("vcpus", &v.vcpus.to_string());
     }

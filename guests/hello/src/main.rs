@@ -10,6 +10,11 @@
 //!   `nr_pt_frames` > 0; `mfn_list` non-zero.
 //! - `start_info.flags` and `cmd_line`: printed (dom0 on Xen has
 //!   `SIF_PRIVILEGED | SIF_INITDOMAIN`; a ringvisor domU has neither).
+//! - `start_info.mod_start`/`mod_len` (the initrd, when the module after
+//!   this one is not a kernel): mapped inside the bootstrap region (this
+//!   kernel has no `MOD_START_PFN` note, so `SIF_MOD_START_PFN` is clear),
+//!   and its length and FNV-1a 64 hash are printed as `INFO: initrd = N
+//!   bytes, fnv1a64 = 0x...` for the host to compare with the file's.
 //! - `xen_version(XENVER_version)`: major >= 3 (printed as major.minor).
 //! - `XENVER_extraversion`: printed.
 //! - `XENVER_capabilities`: contains `xen-3.0-x86_64`.
@@ -102,6 +107,33 @@ fn run(si: &StartInfo) {
     ));
     info(format_args!("cmd_line = \"{}\"", CStr(&si.cmd_line)));
 
+    if si.mod_len != 0 {
+        let mapped = si.flags & abi::SIF_MOD_START_PFN == 0
+            && si.mod_start >= kstart
+            && si.mod_start.checked_add(si.mod_len).is_some_and(|e| e <= kend);
+        check(
+            "initrd mapped in the bootstrap region",
+            mapped,
+            format_args!(
+                "mod_start = {:#x}, mod_len = {}, flags = {:#x}",
+                si.mod_start, si.mod_len, si.flags
+            ),
+        );
+        if mapped {
+            // SAFETY: the builder mapped [mod_start, mod_start + mod_len)
+            // inside the bootstrap region (checked just above), readable.
+            let initrd = unsafe {
+                core::slice::from_raw_parts(si.mod_start as *const u8, si.mod_len as usize)
+            };
+            info(format_args!(
+                "initrd = {} bytes at {:#x}, fnv1a64 = {:#018x}",
+                si.mod_len,
+                si.mod_start,
+                fnv1a64(initrd)
+            ));
+        }
+    }
+
     // SAFETY: XENVER_version takes no buffer.
     let ver = unsafe { xen_version(abi::XENVER_VERSION, 0) };
     check(
@@ -140,6 +172,11 @@ fn run(si: &StartInfo) {
     check_rc("hypercall 11 (unassigned)", rc, abi::neg(abi::ENOSYS));
 
     abi_table::check(contains(CStr(&extra).bytes(), b"ringvisor"));
+}
+
+/// FNV-1a, 64-bit: tiny, and easy to compute on the host too.
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
