@@ -18,6 +18,7 @@
 //! | `platform_quirk` | known quirks 0, others `-EINVAL` |
 //! | `change_freq`, `getidletime` | `-ENOSYS` (the hypervisor, not dom0, would control frequencies) |
 //! | `efi_runtime_call` | `-ENOSYS` (not booted by EFI) |
+//! | `enter_acpi_sleep` | S3 `-EOPNOTSUPP`, unknown flags `-EINVAL`, else `-EPERM` (no FADT sleep registers known) |
 //! | `set_processor_pminfo` | Px, Cx, Tx: `-ENOSYS` (no power management); PDC: `-ENOSYS` too (ringvisor keeps no ACPI processor state: Xen would filter the bits); other types `-EINVAL` |
 //! | others | `-ENOSYS` (Xen's answer for an unknown one; memtype, microcode, hot-plug, core parking, resource_op and get_symbol are not implemented) |
 
@@ -30,6 +31,8 @@ use crate::sched::Hv;
 
 pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     let Ok(mut op) = space.read::<XenPlatformOp>(arg) else { return err(EFAULT) };
+    // The trace line of the call shows only the pointer: name the sub-op.
+    crate::trace!(crate::trace::TRACE_HYPERCALL, "d{} platform_op cmd {} (version {:#x})", hv.domains[hv.current].id, op.cmd, op.interface_version);
     if op.interface_version != XENPF_INTERFACE_VERSION {
         return err(EACCES);
     }
@@ -104,6 +107,23 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
             _ => err(EINVAL),
         },
         XENPF_CHANGE_FREQ | XENPF_GETIDLETIME | XENPF_EFI_RUNTIME_CALL => err(ENOSYS),
+        // { u16 val_a, u16 val_b, u32 sleep_state, u32 flags }: Xen's
+        // acpi_enter_sleep without the FADT's registers (ringvisor reads no
+        // ACPI tables): S3 without a wakeup vector -EOPNOTSUPP, unknown
+        // flags -EINVAL, then no PM1a control block (or sleep control
+        // register) -EPERM. Linux asks at ACPI power-off, then shuts down
+        // with sched_op.
+        XENPF_ENTER_ACPI_SLEEP => {
+            const ACPI_STATE_S3: u32 = 3;
+            const XENPF_ACPI_SLEEP_EXTENDED: u32 = 1;
+            if (word(u, 0) >> 32) as u32 == ACPI_STATE_S3 {
+                err(EOPNOTSUPP)
+            } else if word(u, 1) as u32 & !XENPF_ACPI_SLEEP_EXTENDED != 0 {
+                err(EINVAL)
+            } else {
+                err(EPERM)
+            }
+        }
         // { u32 id, u32 type, union }
         XENPF_SET_PROCESSOR_PMINFO => match (word(u, 0) >> 32) as u32 {
             XEN_PM_CX | XEN_PM_PX | XEN_PM_TX | XEN_PM_PDC => err(ENOSYS),

@@ -85,7 +85,8 @@
 //!   firmware_info disk/MBR/EDID `-ESRCH`, EFI `-ENOSYS`, keyboard flags 0,
 //!   index 1 `-ESRCH`, type 99 `-EINVAL`; get_cpuinfo CPU 0 online, CPU 1
 //!   invalid; get_cpu_version the CPUID vendor; cpu_online/offline,
-//!   change_freq, getidletime, platform_quirk, command 99); `mca`
+//!   change_freq, getidletime, enter_acpi_sleep S5 `-EPERM` and S3
+//!   `-EOPNOTSUPP`, platform_quirk, command 99); `mca`
 //!   (version `-EACCES`, physcpuinfo one CPU and its MCG_CAP, fetch's
 //!   checks and "no data", notifydomain `-EINVAL`; domU `-EPERM`);
 //!   `physdev_op` apic_read/setup_gsi/map_pirq (`-EINVAL`, MSI `-ENODEV`,

@@ -128,6 +128,8 @@ fn platform_op() {
         (57, 0, EOPNOTSUPP, "platform_op cpu_offline(0): -EOPNOTSUPP"),
         (52, 0, ENOSYS, "platform_op change_freq: -ENOSYS"),
         (53, 0, ENOSYS, "platform_op getidletime: -ENOSYS"),
+        (51, 5 << 32, EPERM, "platform_op enter_acpi_sleep(S5): -EPERM (no ACPI sleep registers known)"),
+        (51, 3 << 32, EOPNOTSUPP, "platform_op enter_acpi_sleep(S3): -EOPNOTSUPP (no wakeup vector)"),
         (39, 1, 0, "platform_op platform_quirk(NOIRQBALANCING): 0"),
         (39, 9, EINVAL, "platform_op platform_quirk(9): -EINVAL"),
         (99, 0, ENOSYS, "platform_op command 99: -ENOSYS"),
