@@ -30,7 +30,7 @@ use crate::pv::hypercall::{err, Ret};
 use crate::sched::Hv;
 
 pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(mut op) = space.read::<XenPlatformOp>(arg) else { return err(EFAULT) };
+    let Ok(op) = space.read::<XenPlatformOp>(arg) else { return err(EFAULT) };
     // The trace line of the call shows only the pointer: name the sub-op.
     crate::trace!(crate::trace::TRACE_HYPERCALL, "d{} platform_op cmd {} (version {:#x})", hv.domains[hv.current].id, op.cmd, op.interface_version);
     if op.interface_version != XENPF_INTERFACE_VERSION {
@@ -39,9 +39,9 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     if !hv.domains[hv.current].privileged {
         return err(EPERM);
     }
-    let u = &mut op.u;
+    let u = &op.u;
     let word = |u: &[u64; 16], i: usize| u[i];
-    let rc = match op.cmd {
+    match op.cmd {
         XENPF_SETTIME32 => {
             // { u32 secs, u32 nsecs, u64 system_time }
             settime(hv, word(u, 0) as u32 as u64, (word(u, 0) >> 32) as u32, word(u, 1));
@@ -130,8 +130,7 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
             _ => err(EINVAL),
         },
         _ => err(ENOSYS),
-    };
-    rc
+    }
 }
 
 /// Xen's do_settime: the wall clock reads `secs`.`nsecs` at system time
