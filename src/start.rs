@@ -144,21 +144,24 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     };
     // QEMU's -initrd puts each module's path first; GRUB 2 does not.
     let names_image = bi.lines_name_the_image();
-    for (i, m) in bi.modules().iter().enumerate() {
+    let module_bytes = |m: &crate::boot_info::Module| -> &'static [u8] {
         // SAFETY: the loader put the module at [start, end) in RAM, which
         // the frame allocator keeps reserved for good; nothing writes it.
-        let bytes: &'static [u8] = unsafe {
-            core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize)
-        };
-        // A module that is not a kernel is the initrd of the kernel module
-        // just before it, as Xen takes dom0's second module. One without a
-        // kernel before it stays a domain of its own, refused by name.
-        if !crate::domain::bzimage::is_kernel_image(bytes) {
-            if let Some(k) = hv.pending.back_mut().filter(|k| k.index + 1 == i && k.initrd.is_none()) {
-                info!("module {i}: {} bytes, the initrd of module {} (\"{}\")", bytes.len(), k.index, m.cmdline.as_str());
-                k.initrd = Some(bytes);
-                continue;
+        unsafe { core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize) }
+    };
+    // A module that is not a kernel is the initrd of the kernel module
+    // just before it, as Xen takes dom0's second module.
+    let kernels: Vec<bool> = bi.modules().iter().map(|m| crate::domain::bzimage::is_kernel_image(module_bytes(m))).collect();
+    let owners = crate::domain::initrd_owners(&kernels);
+    for (i, m) in bi.modules().iter().enumerate() {
+        let bytes = module_bytes(m);
+        if let Some(k) = owners[i] {
+            info!("module {i}: {} bytes, the initrd of module {k} (\"{}\")", bytes.len(), m.cmdline.as_str());
+            // Its kernel is the last one pushed (modules go in order).
+            if let Some(p) = hv.pending.back_mut().filter(|p| p.index == k) {
+                p.initrd = Some(bytes);
             }
+            continue;
         }
         let mc = ModuleCmdline::parse(m.cmdline.as_str(), names_image, |b| warn!("module {i}: {b}"));
         info!(

@@ -188,19 +188,8 @@ pub fn build(
     // A 32-bit (PAE: the parser refuses others) image runs in ring 1 with
     // the 32-bit layouts; the differences are marked `compat` below.
     let compat = img.class == ElfClass::Elf32;
-    // As Xen's dom0 builder: a kernel that says which features it supports
-    // must list dom0 to be the initial domain, and no PV kernel here can
-    // run in supervisor mode (it runs in ring 3, or ring 1).
-    if id == 0 && img.notes.supported_features.is_some() && img.features.supported & 1 << elf::feat::DOM0 == 0 {
-        return Err(BuildError::Bad(
-            "the kernel does not support running as the initial domain (its SUPPORTED_FEATURES lack dom0)".to_string(),
-        ));
-    }
-    if img.features.required & 1 << elf::feat::SUPERVISOR_MODE_KERNEL != 0 {
-        return Err(BuildError::Bad(
-            "the kernel requires supervisor_mode_kernel (FEATURES): PV kernels run deprivileged here".to_string(),
-        ));
-    }
+    // What Xen's dom0 builder refuses (dom0 support, supervisor mode).
+    elf::check_for_builder(&img, id == 0)?;
     let mem = match memory {
         Memory::Bytes(m) => m,
         Memory::InitialDefault { others } => {

@@ -654,6 +654,25 @@ impl fmt::Display for ImageError {
     }
 }
 
+/// What Xen's dom0 builder (`dom0_construct_pv`) refuses beyond libelf,
+/// for every kernel here (`initial`: the initial domain's): a kernel whose
+/// `SUPPORTED_FEATURES` note does not list `dom0` cannot be the initial
+/// domain, and no kernel may require `supervisor_mode_kernel` (PV kernels
+/// run deprivileged: ring 3, or ring 1).
+pub fn check_for_builder(img: &GuestImage<'_>, initial: bool) -> Result<(), String> {
+    if initial && img.notes.supported_features.is_some() && img.features.supported & 1 << feat::DOM0 == 0 {
+        return Err(String::from(
+            "the kernel does not support running as the initial domain (its SUPPORTED_FEATURES lack dom0)",
+        ));
+    }
+    if img.features.required & 1 << feat::SUPERVISOR_MODE_KERNEL != 0 {
+        return Err(String::from(
+            "the kernel requires supervisor_mode_kernel (FEATURES): PV kernels run deprivileged here",
+        ));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // The ELF structure, read with xmas-elf after the checks it would assert on.
 
@@ -1799,6 +1818,30 @@ mod tests {
             .note(note::GUEST_VERSION, Vec::from(&b"abcd"[..]))
             .note(note::INFO, s("x")));
         assert_eq!(g.notes.guest_version, Some("abcd\u{4}"));
+    }
+
+    #[test]
+    fn refused_as_xens_dom0_builder_refuses() {
+        // SUPPORTED_FEATURES without dom0: not the initial domain.
+        let g = ok(&img64().note(note::SUPPORTED_FEATURES, n4(1 << feat::WRITABLE_PAGE_TABLES)));
+        let e = check_for_builder(&g, true).unwrap_err();
+        assert!(e.contains("SUPPORTED_FEATURES lack dom0"), "{e}");
+        assert_eq!(check_for_builder(&g, false), Ok(()));
+        // With dom0 (in the note, or in FEATURES), or without the note: fine.
+        let g = ok(&img64().note(note::SUPPORTED_FEATURES, n4(1 << feat::DOM0)));
+        assert_eq!(check_for_builder(&g, true), Ok(()));
+        let g = ok(&img64().note(note::SUPPORTED_FEATURES, n4(0)).note(note::FEATURES, s("dom0")));
+        assert_eq!(check_for_builder(&g, true), Ok(()));
+        assert_eq!(check_for_builder(&ok(&img64()), true), Ok(()));
+        // Requiring supervisor_mode_kernel: refused for every domain;
+        // merely supporting it is fine.
+        let g = ok(&img64().note(note::FEATURES, s("!supervisor_mode_kernel")));
+        for initial in [true, false] {
+            let e = check_for_builder(&g, initial).unwrap_err();
+            assert!(e.contains("supervisor_mode_kernel"), "{e}");
+        }
+        let g = ok(&img64().note(note::FEATURES, s("supervisor_mode_kernel")));
+        assert_eq!(check_for_builder(&g, false), Ok(()));
     }
 
     #[test]

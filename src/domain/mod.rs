@@ -11,6 +11,38 @@ pub mod vcpu;
 #[cfg(target_os = "none")]
 pub use domain::*;
 
+/// Which kernel module each multiboot module is the initrd of, from
+/// whether each one is a kernel (`bzimage::is_kernel_image`): a module
+/// that is not a kernel belongs to the kernel module right before it, as
+/// Xen takes dom0's second module, one initrd per kernel. `None`: a kernel
+/// (a domain of its own), or a data module with no kernel right before it
+/// (also a domain of its own, whose build fails naming it).
+pub fn initrd_owners(is_kernel: &[bool]) -> alloc::vec::Vec<Option<usize>> {
+    let mut owners = alloc::vec::Vec::with_capacity(is_kernel.len());
+    for (i, &kernel) in is_kernel.iter().enumerate() {
+        let owner = (!kernel && i > 0 && is_kernel[i - 1]).then(|| i - 1);
+        owners.push(owner);
+    }
+    owners
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initrd_owners;
+
+    #[test]
+    fn each_kernel_takes_the_data_module_after_it() {
+        // kernel, initrd, kernel, initrd: two domains, each its own initrd.
+        assert_eq!(initrd_owners(&[true, false, true, false]), [None, Some(0), None, Some(2)]);
+        // Kernels without initrds; a kernel's second data module and a data
+        // module first are domains of their own (refused by name).
+        assert_eq!(initrd_owners(&[true, true]), [None, None]);
+        assert_eq!(initrd_owners(&[true, false, false]), [None, Some(0), None]);
+        assert_eq!(initrd_owners(&[false, true, false]), [None, None, Some(1)]);
+        assert_eq!(initrd_owners(&[]), []);
+    }
+}
+
 #[cfg(target_os = "none")]
 mod domain {
     use alloc::string::String;
