@@ -77,7 +77,9 @@
 //!   and read back there; `update_va_mapping` of A at the next page shows
 //!   the same data; B read-only with NX (hi half 0x80000000) → 0, the
 //!   entry reads back with NX, a write there → #PF ec 3; bit 62 in the hi
-//!   half or PCD → `-EINVAL`, software bit 52 → 0; `mmu_update` of an L1 entry to the APIC page →
+//!   half → `-EINVAL`, PCD → `-EINVAL` (the initial domain: 0, it may
+//!   choose cache attributes), software bit 52 → 0; `mmu_update` of an L1
+//!   entry to the APIC page →
 //!   `-EPERM`, to L itself writable → `-EINVAL`; a batch [good, foreign]
 //!   → `-EPERM`, done 1; `update_va_mapping` at 0xF5800000 → `-EINVAL`;
 //!   TLB_FLUSH_LOCAL, INVLPG_LOCAL → 0; command 99 → `-ENOSYS`; then
@@ -148,7 +150,14 @@
 //!   frame for a new one → 0, nr_exchanged 1, `MMU_MACHPHYS_UPDATE` of the
 //!   new → 0, of the old → `-EPERM` (Xen: `-EINVAL`); nr_exchanged ==
 //!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
-//!   0xF5800000 → `-EFAULT`; order 1 → `-ENOSYS` (ringvisor).
+//!   0xF5800000 → `-EFAULT`; an order-1 extent at the new frame (the next
+//!   one is not ours) → `-EINVAL`, nothing done.
+//! - platform.rs, the 32-bit layouts of the dom0 calls: `platform_op`
+//!   version 0 → `-EACCES`, settime64 → 0 (d0; a domU `-EPERM`),
+//!   get_cpuinfo CPU 0 online; `mca` physcpuinfo one CPU (domU `-EPERM`);
+//!   `xenpmu_op` → `-EOPNOTSUPP`; `apic_read` (12 bytes) → `-EINVAL`
+//!   (domU `-EPERM`); `pirq_eoi_gmfn_v2` (4-byte frame) → 0, again
+//!   `-EBUSY`; `set_priority` of port 0xffff → `-EINVAL`.
 //! - ring 3 (user.rs): syscall32 and sysenter callbacks registered at a
 //!   second entry → 0; `syscall` from ring 3 → the syscall32 callback
 //!   with eip after it, cs 0xe02b, the user esp, on the `stack_switch`
@@ -187,6 +196,8 @@ mod gdt;
 mod iret;
 #[cfg(target_arch = "x86")]
 mod mm;
+#[cfg(target_arch = "x86")]
+mod platform;
 
 #[cfg(target_arch = "x86")]
 fn run(si: &pvguest32::abi32::StartInfo32) {
@@ -213,5 +224,6 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     debugreg::run();
     grant::run();
     exchange::run(si.nr_pages);
+    platform::run();
     user::run();
 }
