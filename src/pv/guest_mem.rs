@@ -128,8 +128,8 @@ impl GuestSpace {
     /// this space is the one CR3 holds: then the CPU's own walk of it gives
     /// the guest kernel's rights (every entry of a 64-bit guest's tables
     /// has the user bit, forced by pv::mm and the builder, so ring 0's
-    /// rights and ring 3's are the same there, and only RAM it may use is
-    /// mapped; page tables and GDT frames are read-only, and CR0.WP holds
+    /// rights and ring 3's are the same there, and only memory it may use
+    /// is mapped; page tables and GDT frames are read-only, and CR0.WP holds
     /// ring 0 to that), and a translation the TLB still keeps is one the
     /// guest could use itself (see "Stale translations" in pv::mm). A
     /// 32-bit guest's space qualifies only with its kernel's rights
@@ -137,7 +137,10 @@ impl GuestSpace {
     /// the software walk asks then: present, and writable for a write),
     /// never its user mode's: its kernel's supervisor pages must stay out
     /// of reach there. One copy instead of a software walk; any refusal
-    /// falls back to the walk, which says why.
+    /// falls back to the walk, which says why. One difference from the
+    /// walk: I/O memory the initial domain mapped (`pv::mm`'s `io_entry`)
+    /// is accessed as its own code would access it, where the walk
+    /// refuses anything but RAM; Xen's `__copy_to_user` does the same.
     /// Only small copies (bounce and iret frames, hypercall structures):
     /// a longer one is a walk per page either way.
     fn by_cpu(&self, va: u64, len: usize) -> bool {
