@@ -1,7 +1,8 @@
-//! The lock-free entry paths: hypercalls that touch only the calling vCPU
-//! (and, for an unchanged page-table entry, nothing at all), answered
-//! without the hypervisor lock, and the lean way out shared by them (Xen:
-//! the `syscall` entry's fast path and `test_all_events`).
+//! The entry paths that skip the locked path: hypercalls, system calls and
+//! exceptions that touch only the calling vCPU (its registers, its guest's
+//! memory), handled without the hypervisor lock or its lookups, and the
+//! lean way out shared by them (Xen: the `syscall` entry's fast path and
+//! `test_all_events`).
 //!
 //! # Why no lock is needed here
 //!
@@ -11,37 +12,39 @@
 //! the scheduler's idle loop, which runs in ring 0 and is never entered
 //! from here). So while a guest runs, no hypervisor code is running, and
 //! `sched::HV` is unlocked: it is taken only inside an entry and released
-//! before the return (`pv::entry::with_current`, `sched::start`). A
-//! `syscall` from a guest therefore finds the hypervisor state quiescent,
-//! and nothing can run beside the fast path until it returns. That is what
-//! the lock would give; [`hypercall`] checks it (`HV` unlocked) rather than
+//! before the return (`pv::entry::with_current`, `sched::start`). An
+//! entry from a guest therefore finds the hypervisor state quiescent, and
+//! nothing can run beside it until it returns. That is what the lock
+//! would give; every path here checks it (`HV` unlocked) rather than
 //! assuming it.
 //!
 //! What it reads instead of `hv.domains[hv.current].vcpus[d.cur]` are the
-//! pointers `pv::entry::publish_current` stores in this CPU's block at the
-//! end of every locked way out, after everything that could move or free
-//! them (a new domain pushed onto `hv.domains`, a vCPU switch, a teardown,
-//! a new `vcpu_info` location) and before the guest runs. Nothing between
-//! that store and the next entry changes them: only the guest runs, and
-//! the calls answered here change none of them.
+//! pointers `pv::entry::publish_current` stores in this CPU's block under
+//! the lock wherever they can change (the first entry into a vCPU; after
+//! the scheduler switched vCPU, tore a domain down or built one onto
+//! `hv.domains`). Nothing between that store and the next entry changes
+//! them: only the guest runs, and nothing here changes them.
 //!
-//! The calls answered here, and why each touches nothing else: see
-//! [`hypercall`]. Anything else (another sub-op, a pointer to follow, a
-//! changed page-table entry) returns `false` before any effect and takes
-//! the locked path, unchanged.
+//! Each call is the locked path's own function, made only once it is
+//! known to touch nothing shared ([`hypercall()`], [`hypercall32`],
+//! [`exception`] say which and why). What changes shared state (frame
+//! reference counts: a changed page-table entry, an `mmu_update`, the
+//! emulation behind #GP and #PF) holds `HV` while it runs. Anything else
+//! returns `false` before any effect and takes the locked path, unchanged.
 //!
 //! # The way out
 //!
 //! [`leave`] does what `pv::entry::before_guest_return` does when nothing
 //! is pending, in as few steps: the work-pending word is 0 (no
-//! reschedule, no timer change; an injected exception, a dead domain, a
-//! blocked vCPU are only ever set on the locked path, which settles them
-//! before its own return), no event upcall is due (`evtchn_upcall_pending`
-//! set and unmasked: Linux's `xen_force_evtchn_callback` is an
-//! `xen_version` call made for exactly that), and the frame is one the CPU
-//! takes (`retcheck`'s flat-selector case: `syscall_entry` pushed the flat
-//! selectors and nothing here changes them; rip canonical). Otherwise the
-//! locked way out runs as for any entry.
+//! reschedule, no timer change; an injected exception, a blocked vCPU are
+//! only ever set on the locked path, which settles them before its own
+//! return), the domain is alive, no event upcall is due
+//! (`evtchn_upcall_pending` set and unmasked: Linux's
+//! `xen_force_evtchn_callback` is an `xen_version` call made for exactly
+//! that), and the frame is one the CPU takes (`retcheck`: its flat-selector
+//! case after a plain hypercall, whose frame `syscall_entry` built; the
+//! full check after an iret or a bounce, [`leave_checked`]). Otherwise the
+//! locked way out runs as for any entry, and settles it.
 
 use core::sync::atomic::Ordering;
 
@@ -63,7 +66,7 @@ use crate::pv::mm;
 /// needs no lookup of anything.
 const UNASSIGNED: u64 = 1 << 11 | 0x1f << 43 | 0xff << 56 | 0x3f << 50;
 
-/// What [`hypercall`] does with a number, decided before it looks at
+/// What [`hypercall()`] does with a number, decided before it looks at
 /// anything else.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -127,8 +130,10 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
         own_vcpu(pc, f);
         return true;
     }
-    let ret = match k {
-        Kind::Constant(r) => r,
+    // A call on the domain could, in principle, end it (none of those
+    // above does today): then the locked way out settles that.
+    let (ret, alive) = match k {
+        Kind::Constant(r) => (r, true),
         _ => match with_domain(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]) {
             Some(r) => r,
             None => return false,
@@ -144,7 +149,7 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
         traced(pc, nr, f, ret);
     }
-    if !leave(pc, f) {
+    if !alive || !leave(pc, f) {
         locked_way_out(f);
     }
     true
@@ -155,9 +160,10 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
 /// they are; a page-table update that changes an entry changes frame
 /// reference counts, shared state, so it holds the lock while it does
 /// (the lock only: not the locked path's lookups, scheduler and exit).
-/// `None`: nothing was done (the locked path runs).
+/// `None`: nothing was done (the locked path runs); else the result and
+/// whether the domain is still alive.
 #[inline(never)]
-fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<Ret> {
+fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
     // SAFETY: published under the lock; HV is unlocked and nothing else
     // runs (module comment), and no other reference to the domain, its
     // vCPUs or the frame table is alive: these are the only ones.
@@ -167,7 +173,7 @@ fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<Ret> {
             (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut()?,
         )
     };
-    Some(match nr as u32 {
+    let r = match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
         HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
         // An L1 entry rewritten with the value it holds: the update takes
@@ -187,7 +193,8 @@ fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<Ret> {
             mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3])
         }
         _ => return None,
-    })
+    };
+    Some((r, d.is_alive()))
 }
 
 /// `HYPERVISOR_iret`, or a system call of the guest's user mode bounced
@@ -324,7 +331,7 @@ fn locked_way_out(f: &mut TrapFrame) {
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1) whose answer is a
 /// constant (`-ENOSYS`, `XENVER_version`: the 32-bit table gives the same
-/// ones), answered without the lock as [`hypercall`] does; `false`:
+/// ones), answered without the lock as [`hypercall()`] does; `false`:
 /// nothing done, the locked path runs.
 // Tour 02: the hypercalls that take no lock
 #[inline(always)]
