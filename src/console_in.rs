@@ -3,7 +3,12 @@
 //! Bytes typed on the serial line go to the domain that has the input:
 //! the initial domain's (d0) by default. Three Ctrl-A in a row move it on:
 //! to the next live domain, then to the hypervisor's debug keys, then back
-//! to the first domain; the console says where it went. The initial domain
+//! to the first domain; the console says where it went. When the domain
+//! with the input has ended, the next byte moves it on to the next live
+//! domain (wrapping round; saying so) rather than dropping it as Xen does:
+//! with no toolstack to switch consoles, a domU started after a short-lived
+//! domain 0 (a Linux shell as d1) would otherwise need three Ctrl-A before
+//! anything typed reached it. The initial domain
 //! reads its input with `console_io(CONSOLEIO_read)` and is told by
 //! `VIRQ_CONSOLE`; any other domain finds it in its console ring's `in`
 //! half, its console port notified (the ring holds 1 KiB: what does not
@@ -46,8 +51,11 @@ pub fn route(hv: &mut Hv, k: u8) -> Route {
         return Route::Taken;
     }
     CTRL_A.store(0, Ordering::Relaxed);
-    let focus = FOCUS.load(Ordering::Relaxed);
-    if focus == HYPERVISOR || !takes_input(hv, focus) {
+    let mut focus = FOCUS.load(Ordering::Relaxed);
+    if focus != HYPERVISOR && !takes_input(hv, focus) {
+        focus = follow(hv, focus);
+    }
+    if focus == HYPERVISOR {
         return Route::DebugKey(k);
     }
     deliver(&mut hv.domains[focus], k);
@@ -65,6 +73,22 @@ fn switch(hv: &Hv) {
         HYPERVISOR => crate::info!("serial input to the hypervisor (debug keys; type Ctrl-A three times to switch)"),
         i => crate::info!("serial input to d{} (type Ctrl-A three times to switch)", hv.domains[i].id),
     }
+}
+
+/// The domain at `from` had the input and has ended: the input goes to
+/// the next live domain after it, wrapping round, else to the hypervisor.
+fn follow(hv: &Hv, from: usize) -> usize {
+    let n = hv.domains.len();
+    let next = (1..=n).map(|i| (from + i) % n.max(1)).find(|&i| takes_input(hv, i)).unwrap_or(HYPERVISOR);
+    FOCUS.store(next, Ordering::Relaxed);
+    match next {
+        HYPERVISOR => crate::info!("serial input to the hypervisor: no domain is left (debug keys)"),
+        i => crate::info!(
+            "serial input to d{}: the domain that had it has ended (type Ctrl-A three times to switch)",
+            hv.domains[i].id
+        ),
+    }
+    next
 }
 
 /// One byte of input for domain `d`.
