@@ -356,6 +356,7 @@ fn subop_name(call: &str, op: u64) -> Option<&'static str> {
         ("vcpu_op", 5) => "register_runstate_memory_area",
         ("vcpu_op", 10) => "register_vcpu_info",
         ("xenpmu_op", 4) => "init",
+        ("xenpmu_op", 5) => "finish",
         ("grant_table_op", 2) => "setup_table",
         ("grant_table_op", 6) => "query_size",
         ("grant_table_op", 8) => "set_version",
