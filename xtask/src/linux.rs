@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub const HELP: &str = "\
-cargo xtask linux [--domU] [--shell] [--trace] [--vs-xen] [--timeout S]
-                  [--release|--debug] [--quiet]
+cargo xtask linux [--domU] [--shell] [--trace] [--vs-xen] [--runs K]
+                  [--timeout S] [--release|--debug] [--quiet]
 
 Boots Debian's stock Linux kernel on ringvisor in QEMU (TCG, -m 1G) and
 times it. The files are fetched the way a user would, once, into
@@ -47,6 +47,9 @@ run fails, the last console lines.
                  dom0_mem=256M, and print both times. Xen without a
                  toolstack has no domU: with --domU, Xen's figure is dom0's.
                  Not with --shell.
+  --runs K       boot K times (each followed by Xen's boot with --vs-xen)
+                 and print the median times with each boot's (default 1;
+                 TCG times are noisy on a busy host)
   --timeout S    bound on each QEMU run in seconds (default 180; 3600 with
                  --shell; 0: none with --shell only)
   --release|--debug  hypervisor profile (default: release)
@@ -65,6 +68,8 @@ pub struct Opts {
     pub timeout: Option<Duration>,
     pub profile: Profile,
     pub quiet: bool,
+    /// Boots of each hypervisor.
+    pub runs: usize,
     pub help: bool,
 }
 
@@ -77,6 +82,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
         timeout: None,
         profile: Profile::Release,
         quiet: false,
+        runs: 1,
         help: false,
     };
     let mut timeout: Option<f64> = None;
@@ -95,6 +101,16 @@ pub fn parse(args: &[String]) -> Result<Opts> {
             "--quiet" => o.quiet = true,
             "--release" => o.profile = Profile::Release,
             "--debug" => o.profile = Profile::Debug,
+            "--runs" => {
+                let v = match inline.or_else(|| it.next().cloned()) {
+                    Some(v) => v,
+                    None => bail!("--runs needs a value"),
+                };
+                o.runs = match v.parse() {
+                    Ok(n) if n >= 1 => n,
+                    _ => bail!("--runs takes a count of at least 1, not {v:?}"),
+                };
+            }
             "--timeout" => {
                 let v = match inline.or_else(|| it.next().cloned()) {
                     Some(v) => v,
@@ -110,6 +126,9 @@ pub fn parse(args: &[String]) -> Result<Opts> {
     }
     if o.shell && o.vs_xen {
         bail!("--vs-xen times the boot to /init and power-off: not with --shell");
+    }
+    if o.shell && o.runs > 1 {
+        bail!("--runs is for timing: not with --shell");
     }
     o.timeout = match timeout {
         Some(s) if s == 0.0 && !o.shell => bail!("--timeout 0 (no bound) only with --shell"),
@@ -172,47 +191,81 @@ fn linux(o: &Opts) -> Result<ExitCode> {
     if o.shell && o.domu {
         eprintln!("linux: your input goes to d0 while it runs, then on to d1 when d0 has ended (or type Ctrl-A three times)");
     }
-    let out = q.run()?;
-    let rv = Times::of(&out.lines);
-    let rv_ok = judge("ringvisor", &out, &rv, !o.shell);
-    if o.trace {
-        let failed = lx::failed_hypercalls(&out.lines, dom);
-        if failed.is_empty() {
-            eprintln!("linux: d{dom} had no failed hypercall");
-        } else {
-            eprintln!("linux: d{dom}'s failed hypercalls (hypercall [sub-op]: answer x count):");
-            for l in failed {
-                eprintln!("  {l}");
-            }
-        }
-    }
-
-    let mut xen_ok = true;
-    let mut xen_times = None;
-    if let Some(xen) = xen {
-        if o.domu {
-            eprintln!("linux: Xen has no domU without a toolstack: Linux boots there as dom0");
-        }
-        let mut q = lx::xen(&xen, &files, &initrd);
-        q.timeout = o.timeout;
-        q.echo = !o.quiet;
-        eprintln!("linux: booting the same files as dom0 of Xen 4.17 (timeout {})", o.timeout.map_or("none".into(), secs));
+    let mut ok = true;
+    let (mut rv_times, mut xen_times) = (Vec::new(), Vec::new());
+    for run in 1..=o.runs {
+        let label = |who: &str| if o.runs > 1 { format!("{who} run {run}/{}", o.runs) } else { who.to_string() };
         let out = q.run()?;
         let t = Times::of(&out.lines);
-        xen_ok = judge("Xen", &out, &t, true);
-        xen_times = Some(t);
+        ok &= judge(&label("ringvisor"), &out, &t, !o.shell);
+        rv_times.push(t);
+        if o.trace {
+            let failed = lx::failed_hypercalls(&out.lines, dom);
+            if failed.is_empty() {
+                eprintln!("linux: d{dom} had no failed hypercall");
+            } else {
+                eprintln!("linux: d{dom}'s failed hypercalls (hypercall [sub-op]: answer x count):");
+                for l in failed {
+                    eprintln!("  {l}");
+                }
+            }
+        }
+        // Xen's boot right after ringvisor's: host noise hits both alike.
+        if let Some(xen) = &xen {
+            if o.domu && run == 1 {
+                eprintln!("linux: Xen has no domU without a toolstack: Linux boots there as dom0");
+            }
+            let mut q = lx::xen(xen, &files, &initrd);
+            q.timeout = o.timeout;
+            q.echo = !o.quiet;
+            eprintln!("linux: booting the same files as dom0 of Xen 4.17 (timeout {})", o.timeout.map_or("none".into(), secs));
+            let out = q.run()?;
+            let t = Times::of(&out.lines);
+            ok &= judge(&label("Xen"), &out, &t, true);
+            xen_times.push(t);
+        }
     }
 
     eprintln!();
-    eprintln!("linux: {} with busybox /init, QEMU TCG -m {}, {} MiB domain:", files.package, lx::QEMU_MEM, lx::LINUX_MEM.trim_end_matches('M'));
-    eprintln!("  ringvisor (Linux as d{dom}): {}", rv.describe());
-    if let Some(t) = xen_times {
-        eprintln!("  Xen 4.17  (Linux as dom0): {}", t.describe());
-        if let (Some(a), Some(b)) = (rv.init, t.init) {
+    eprintln!(
+        "linux: {} with busybox /init, QEMU TCG -m {}, {} MiB domain{}:",
+        files.package,
+        lx::QEMU_MEM,
+        lx::LINUX_MEM.trim_end_matches('M'),
+        if o.runs > 1 { format!(", median of {} boots [each boot]", o.runs) } else { String::new() }
+    );
+    let rv = summarize(&format!("ringvisor (Linux as d{dom})"), &rv_times);
+    if !xen_times.is_empty() {
+        let xen = summarize("Xen 4.17  (Linux as dom0)", &xen_times);
+        if let (Some(a), Some(b)) = (rv.init, xen.init) {
             eprintln!("  /init: ringvisor {:.2}x Xen's time", a.as_secs_f64() / b.as_secs_f64());
         }
     }
-    Ok(if rv_ok && xen_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Prints one line of times (medians, each boot's in brackets when there
+/// are several) and returns the medians.
+fn summarize(who: &str, runs: &[Times]) -> Times {
+    let med = |f: fn(&Times) -> Option<Duration>| {
+        let mut v: Vec<Duration> = runs.iter().filter_map(f).collect();
+        if v.len() < runs.len() || v.is_empty() {
+            return None;
+        }
+        v.sort();
+        Some(v[v.len() / 2])
+    };
+    let m = Times { kernel: med(|t| t.kernel), init: med(|t| t.init) };
+    let each = if runs.len() > 1 {
+        let all = |f: fn(&Times) -> Option<Duration>| {
+            runs.iter().map(|t| f(t).map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()))).collect::<Vec<_>>().join(" ")
+        };
+        format!(" [kernel {}; /init {}]", all(|t| t.kernel), all(|t| t.init))
+    } else {
+        String::new()
+    };
+    eprintln!("  {who}: {}{each}", m.describe());
+    m
 }
 
 /// Prints the run's end; `false` (and the last console lines) unless it
@@ -269,6 +322,9 @@ mod tests {
         assert!(parse(&strings(&["--timeout", "0"])).is_err());
         assert!(parse(&strings(&["--shell", "--vs-xen"])).is_err());
         assert!(parse(&strings(&["--frobnicate"])).is_err());
+        assert_eq!(parse(&strings(&["--runs", "3"])).unwrap().runs, 3);
+        assert!(parse(&strings(&["--runs", "0"])).is_err());
+        assert!(parse(&strings(&["--shell", "--runs", "2"])).is_err());
         assert!(parse(&strings(&["vmlinuz"])).is_err());
     }
 }
