@@ -9,7 +9,7 @@
 //! - [`initramfs`]: a busybox initramfs (newc cpio, uncompressed) whose
 //!   `/init` prints [`MARKER`] and powers off (`poweroff -f`), or runs a
 //!   shell on the console.
-//! - [`ringvisor`], [`xen`]: the QEMU runs, as the initial domain or as a
+//! - [`ringvisor`], [`ringvisor_iso`], [`xen`]: the QEMU runs, as the initial domain or as a
 //!   domU after another domain: `-initrd "vmlinuz ... console=hvc0
 //!   earlyprintk=xen,initrd.cpio"`.
 //! - [`Times`], [`failed_hypercalls`]: what a run says.
@@ -180,6 +180,10 @@ pub fn initramfs_bytes(busybox: &[u8], init: Init) -> Vec<u8> {
 /// `target/linux/initrd-poweroff.cpio` or `initrd-shell.cpio`, written
 /// now from `busybox`.
 pub fn initramfs(busybox: &Path, init: Init) -> Result<PathBuf> {
+    // One writer at a time in this process (tests run in threads); written
+    // beside and renamed, so a QEMU reading the old file is not disturbed.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let bb = fs::read(busybox)?;
     let path = dir().join(format!("initrd-{}.cpio", init.name()));
     let part = path.with_extension(format!("cpio.{}", std::process::id()));
@@ -193,7 +197,7 @@ pub fn initramfs(busybox: &Path, init: Init) -> Result<PathBuf> {
 pub enum Role {
     /// The first module: domain 0, the initial domain.
     Initial,
-    /// Domain 1, after [`FIRST_GUEST`] as domain 0.
+    /// Domain 1, after [`FIRST_GUEST`] as domain 0 (`rv.mem=32M`).
     DomU,
 }
 
@@ -222,13 +226,30 @@ pub fn ringvisor(elf: &Path, files: &Files, initrd: &Path, role: Role, first: Op
     q.memory = QEMU_MEM.into();
     if role == Role::DomU {
         if let Some(f) = first {
-            q = q.guest(GuestSpec::new(f));
+            q = q.guest(GuestSpec::new(f).opt("mem", "32M"));
         }
     }
     for m in modules(files, initrd) {
         q = q.guest(m);
     }
     q
+}
+
+/// The same boot from a GRUB 2 ISO (`target/linux/ringvisor-linux.iso`,
+/// multiboot2, Xen-style `module2` lines: the kernel with its command line,
+/// then the initrd), built now.
+pub fn ringvisor_iso(elf: &Path, files: &Files, initrd: &Path, role: Role, first: Option<&Path>, trace: bool) -> Result<Qemu> {
+    let mut guests = Vec::new();
+    if role == Role::DomU {
+        if let Some(f) = first {
+            guests.push(GuestSpec::new(f).opt("mem", "32M"));
+        }
+    }
+    guests.extend(modules(files, initrd));
+    let iso = build::build_iso(elf, if trace { "trace=hypercall" } else { "" }, &guests, &dir().join("ringvisor-linux.iso"))?;
+    let mut q = Qemu::iso(iso);
+    q.memory = QEMU_MEM.into();
+    Ok(q)
 }
 
 /// Xen's command line for Linux as dom0.

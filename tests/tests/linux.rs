@@ -12,6 +12,8 @@
 //!   frame back at the end;
 //! - Linux as domain 1 after guest-hello as domain 0: the same for d1,
 //!   d0 succeeds too;
+//! - the same domU boot from a GRUB 2 ISO, with Xen-style `module2` lines
+//!   (the kernel with its command line, then the initrd);
 //! - a busybox shell in a Linux domU: a command typed on the serial line
 //!   (input follows to d1 once d0 has ended) reaches the shell through the
 //!   domain's console ring, its output comes back, and `poweroff -f`
@@ -84,7 +86,9 @@ fn expect_clean_poweroff(what: &str, out: &RunOutput, dom: u32) {
     assert!(kernel, "{what}: d{dom} printed no `{}` line\n{t}", lx::KERNEL_LINE);
     let marker = format!("(d{dom}) {}", lx::MARKER);
     assert!(out.lines.iter().any(|l| l.text.starts_with(&marker)), "{what}: no {marker:?} line: /init not reached\n{t}");
-    let shut = out.rv_lines().any(|l| l.starts_with(&format!("(RV) d{dom} (vmlinuz")) && l.ends_with("shut down: poweroff"));
+    // `(RV) d1 (NAME): shut down: poweroff`; NAME is the file under
+    // -kernel, the kernel's GUEST_OS note under GRUB.
+    let shut = out.rv_lines().any(|l| l.starts_with(&format!("(RV) d{dom} (")) && l.ends_with("shut down: poweroff"));
     assert!(shut, "{what}: d{dom} (Linux) did not shut down with poweroff\n{t}");
     assert_eq!(out.verdict, Verdict::Success, "{what}: {}\n{t}", out.summary());
     let mem = out.rv_lines().find(|l| l.contains("frames free at the end")).unwrap_or_default().to_string();
@@ -106,6 +110,19 @@ fn linux_as_a_domu_after_another_domain_reaches_init_and_powers_off() {
     let Some(f) = files(what) else { return };
     let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
     let out = boot(what, lx::ringvisor(&elf(), &f, &initrd, Role::DomU, Some(&first_guest()), false));
+    assert!(out.contains("(d0) RESULT: SUCCESS"), "{what}: d0 did not succeed\n{}", out.transcript());
+    expect_clean_poweroff(what, &out, 1);
+}
+
+#[test]
+fn linux_as_a_domu_boots_from_a_grub_iso() {
+    let what = "Linux as d1 from a GRUB ISO";
+    let Some(f) = files(what) else { return };
+    let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let q = lx::ringvisor_iso(&elf(), &f, &initrd, Role::DomU, Some(&first_guest()), false)
+        .unwrap_or_else(|e| panic!("{what}: no ISO: {e}"));
+    let out = boot(what, q);
+    assert!(out.rv_lines().any(|l| l.contains("loader: multiboot2")), "{what}: not booted by GRUB (multiboot2)\n{}", out.transcript());
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{what}: d0 did not succeed\n{}", out.transcript());
     expect_clean_poweroff(what, &out, 1);
 }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub const HELP: &str = "\
-cargo xtask linux [--domU] [--shell] [--trace] [--vs-xen] [--runs K]
+cargo xtask linux [--domU] [--shell] [--trace] [--vs-xen] [--iso] [--runs K]
                   [--timeout S] [--release|--debug] [--quiet]
 
 Boots Debian's stock Linux kernel on ringvisor in QEMU (TCG, -m 1G) and
@@ -47,6 +47,12 @@ run fails, the last console lines.
                  dom0_mem=256M, and print both times. Xen without a
                  toolstack has no domU: with --domU, Xen's figure is dom0's.
                  Not with --shell.
+  --iso          boot ringvisor from a GRUB 2 ISO (multiboot2) instead,
+                 target/linux/ringvisor-linux.iso, whose grub.cfg has the
+                 Xen-style lines `module2 /boot/vmlinuz-... rv.mem=256M --
+                 console=hvc0 earlyprintk=xen` and `module2
+                 /boot/initrd-....cpio --` (GRUB reads the 10 MiB from the
+                 emulated CD: about a second more)
   --runs K       boot K times (each followed by Xen's boot with --vs-xen)
                  and print the median times with each boot's (default 1;
                  TCG times are noisy on a busy host)
@@ -68,6 +74,7 @@ pub struct Opts {
     pub timeout: Option<Duration>,
     pub profile: Profile,
     pub quiet: bool,
+    pub iso: bool,
     /// Boots of each hypervisor.
     pub runs: usize,
     pub help: bool,
@@ -82,6 +89,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
         timeout: None,
         profile: Profile::Release,
         quiet: false,
+        iso: false,
         runs: 1,
         help: false,
     };
@@ -99,6 +107,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
             "--trace" => o.trace = true,
             "--vs-xen" => o.vs_xen = true,
             "--quiet" => o.quiet = true,
+            "--iso" => o.iso = true,
             "--release" => o.profile = Profile::Release,
             "--debug" => o.profile = Profile::Debug,
             "--runs" => {
@@ -175,7 +184,12 @@ fn linux(o: &Opts) -> Result<ExitCode> {
         None
     };
 
-    let mut q = lx::ringvisor(&elf, &files, &initrd, role, first.as_deref(), o.trace);
+    let mut q = if o.iso {
+        eprintln!("linux: writing a GRUB ISO with the hypervisor, the kernel and its initrd");
+        lx::ringvisor_iso(&elf, &files, &initrd, role, first.as_deref(), o.trace)?
+    } else {
+        lx::ringvisor(&elf, &files, &initrd, role, first.as_deref(), o.trace)
+    };
     q.timeout = o.timeout;
     q.echo = !o.quiet;
     q.keyboard = o.shell && std::io::stdin().is_terminal();
@@ -313,8 +327,8 @@ mod tests {
         let o = parse(&[]).unwrap();
         assert!(!o.domu && !o.shell && !o.trace && !o.vs_xen && !o.quiet);
         assert_eq!(o.timeout, Some(Duration::from_secs(180)));
-        let o = parse(&strings(&["--domU", "--trace", "--vs-xen", "--timeout=30", "--debug"])).unwrap();
-        assert!(o.domu && o.trace && o.vs_xen);
+        let o = parse(&strings(&["--domU", "--trace", "--vs-xen", "--timeout=30", "--debug", "--iso"])).unwrap();
+        assert!(o.domu && o.trace && o.vs_xen && o.iso);
         assert_eq!((o.timeout, o.profile), (Some(Duration::from_secs(30)), Profile::Debug));
         let o = parse(&strings(&["--shell"])).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_secs(3600)));
