@@ -33,10 +33,12 @@ kernel's first line (`Linux version`) and to the marker, and, when the
 run fails, the last console lines.
 
   --domU         Linux as domain 1, after guest-hello as domain 0
+                 (rv.mem=32M), which ends within a second
   --shell        /init runs a busybox shell on the console (hvc0) instead
                  of powering off; `exit` (or `poweroff -f`) ends it. Your
                  keyboard goes to the serial line: input reaches domain 0
-                 first; three Ctrl-A move it on (to the next domain, then
+                 first, and the next live domain once the one that has it
+                 ends; three Ctrl-A move it on (to the next domain, then
                  the hypervisor's debug keys). Default timeout 3600 s.
   --trace        hypervisor trace=hypercall (slow: one line per call), then
                  the Linux domain's failed hypercalls counted by hypercall,
@@ -48,11 +50,12 @@ run fails, the last console lines.
                  toolstack has no domU: with --domU, Xen's figure is dom0's.
                  Not with --shell.
   --iso          boot ringvisor from a GRUB 2 ISO (multiboot2) instead,
-                 target/linux/ringvisor-linux.iso, whose grub.cfg has the
-                 Xen-style lines `module2 /boot/vmlinuz-... rv.mem=256M --
-                 console=hvc0 earlyprintk=xen` and `module2
-                 /boot/initrd-....cpio --` (GRUB reads the 10 MiB from the
-                 emulated CD: about a second more)
+                 target/linux/ringvisor-linux.iso, whose grub.cfg has a
+                 Xen entry's module2 lines (plus ringvisor's options):
+                 `module2 /boot/vmlinuz-... rv.mem=256M -- console=hvc0
+                 earlyprintk=xen`, `module2 /boot/initrd-....cpio --`
+                 (GRUB reads the 10 MiB from the emulated CD: about a
+                 second more)
   --runs K       boot K times (each followed by Xen's boot with --vs-xen)
                  and print the median times with each boot's (default 1;
                  TCG times are noisy on a busy host)
