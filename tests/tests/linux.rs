@@ -17,7 +17,9 @@
 //! - a busybox shell in a Linux domU: a command typed on the serial line
 //!   (input follows to d1 once d0 has ended) reaches the shell through the
 //!   domain's console ring, its output comes back, and `poweroff -f`
-//!   typed there ends the run cleanly.
+//!   typed there ends the run cleanly;
+//! - the same in a Linux shell as the initial domain, whose input comes
+//!   through console_io(CONSOLEIO_read) and VIRQ_CONSOLE.
 
 use ringvisor_tests::build;
 use ringvisor_tests::debian::Fetch;
@@ -145,4 +147,21 @@ fn a_command_typed_into_a_linux_domu_shell_runs() {
         "{what}: the typed command did not run in d1's shell\n{t}"
     );
     expect_clean_poweroff(what, &out, 1);
+}
+
+#[test]
+fn a_command_typed_into_a_linux_d0_shell_runs() {
+    let what = "Linux shell as d0";
+    let Some(f) = files(what) else { return };
+    let initrd = lx::initramfs(&f.busybox, Init::Shell).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let q = lx::ringvisor(&elf(), &f, &initrd, Role::Initial, None, false)
+        .send_on("RINGVISOR-LINUX-SHELL", b"echo rv-$((6*7))\r")
+        .send_on("rv-42", b"poweroff -f\r");
+    let out = boot(what, q);
+    let t = out.transcript();
+    assert!(
+        out.lines.iter().any(|l| l.text.starts_with("(d0) rv-42")),
+        "{what}: the typed command did not run in d0's shell\n{t}"
+    );
+    expect_clean_poweroff(what, &out, 0);
 }
