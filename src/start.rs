@@ -116,6 +116,12 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         a.timer_hz / 1_000_000,
         a.timer_hz / 1_000 % 1_000
     );
+    // Which frames are I/O memory, and which of them domain 0 may map
+    // (mm::iomem): from the e820 map, the modules, the local APIC.
+    let phys_bits = raw_cpuid::CpuId::new().get_processor_capacity_feature_info().map_or(36, |c| c.physical_address_bits() as u32);
+    let amd = matches!(f.vendor.as_str(), "AuthenticAMD" | "HygonGenuine").then_some(f.family);
+    let modules: Vec<(u64, u64)> = bi.modules().iter().map(|m| (m.start, m.end)).collect();
+    crate::mm::iomem::init(crate::mm::iomem::Policy::new(paging::machine_map(), &modules, a.phys, amd, phys_bits));
     match apic::selfcheck(1_000_000) {
         Some(ns) => info!("time: APIC one-shot of 1 ms fired after {}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000),
         None => error!("time: APIC one-shot of 1 ms never fired"),

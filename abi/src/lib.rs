@@ -76,6 +76,7 @@ pub mod grant_table;
 pub mod hypercall_page;
 pub mod memory;
 pub mod physdev;
+pub mod platform;
 pub mod sched;
 pub mod vcpu;
 pub mod version;

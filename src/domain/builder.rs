@@ -527,6 +527,8 @@ pub fn build(
         name,
         max_pages: nr_pages,
         p2m,
+        p2m_moved: alloc::collections::BTreeMap::new(),
+        pirq_eoi_mfn: 0,
         shared_info_mfn: shared.0,
         privileged: id == 0,
         compat,
@@ -604,5 +606,6 @@ pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
         }
     }
     d.p2m = Vec::new();
+    d.p2m_moved.clear();
     d.shared_info_mfn = 0;
 }

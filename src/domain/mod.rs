@@ -67,6 +67,12 @@ mod domain {
         /// Pseudo-physical to machine frame numbers (the P2M); a page the
         /// guest gave back is `builder::INVALID_MFN`.
         pub p2m: Vec<u64>,
+        /// Frames of `p2m` whose M2P entry the guest moved elsewhere
+        /// (`MMU_MACHPHYS_UPDATE`): frame -> its index in `p2m`.
+        pub p2m_moved: alloc::collections::BTreeMap<u64, usize>,
+        /// The page the guest registered for PIRQ EOI bits
+        /// (`PHYSDEVOP_pirq_eoi_gmfn_v1/v2`), 0 for none.
+        pub pirq_eoi_mfn: u64,
         /// The most pages it may hold (`maximum_reservation`).
         pub max_pages: u64,
         pub shared_info_mfn: u64,

@@ -2,6 +2,7 @@
 
 pub mod frame;
 pub mod frametable;
+pub mod iomem;
 #[cfg(target_os = "none")]
 pub mod heap;
 #[cfg(target_os = "none")]

@@ -75,6 +75,15 @@ pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
     let space = hv.domains[cur].v().space();
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
+        // The layouts of the sub-ops implemented are the same in both
+        // widths (xen_platform_op is 8-byte aligned; the mca handles are
+        // read as 4 bytes).
+        HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op(hv, space, a[0]),
+        HYPERVISOR_MCA => crate::pv::platform::mca(hv, space, a[0]),
+        HYPERVISOR_XENPMU_OP => hc::xenpmu_op(),
+        // physdev_map_pirq's argument is the same in both widths up to
+        // the fields read.
+        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => hc::map_pirq(hv, space, a[1]),
         _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
     hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
@@ -102,7 +111,7 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
         HYPERVISOR_FPU_TASKSWITCH => hc::fpu_taskswitch(d, a[0]),
         HYPERVISOR_VM_ASSIST if a[1] == VMASST_TYPE_M2P_STRICT as u64 => err(EINVAL),
         HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
-        HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, space, a[0], a[1]),
+        HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => hc::set_timer_op(d, a[0] | a[1] << 32),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
         HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),

@@ -37,7 +37,7 @@ const MSR_PAT: u32 = 0x277;
 const MSR_MISC_ENABLE: u32 = 0x1a0;
 const MSR_TSC: u32 = 0x10;
 const EFER_GUEST: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
-const PAT_GUEST: u64 = 0x0005_0100_0704_06;
+const PAT_GUEST: u64 = crate::arch::x86_64::cpu::PAT_XEN;
 const MISC_ENABLE_GUEST: u64 = (1 << 11) | (1 << 12);
 
 /// The CPUID a guest sees: the real one, minus what it cannot use in a PV

@@ -362,9 +362,17 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             Err(_) => err(EFAULT),
         },
         // Xen: -EOPNOTSUPP until init_control succeeded, which it never does
-        // here; set_priority is -ENOSYS with the 2-level port ops.
+        // here.
         EVTCHNOP_EXPAND_ARRAY => match space.read::<u64>(arg) {
             Ok(_) => err(EOPNOTSUPP),
+            Err(_) => err(EFAULT),
+        },
+        // Xen's evtchn_set_priority: a port that is not valid -EINVAL
+        // (valid as for status), else -ENOSYS: the 2-level ABI has no
+        // priorities (Linux asks for its timer port's).
+        EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
+            Ok([port, _]) if port as usize >= hv.domains[cur].ports.len() => err(EINVAL),
+            Ok(_) => err(ENOSYS),
             Err(_) => err(EFAULT),
         },
         EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {

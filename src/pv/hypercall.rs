@@ -78,6 +78,9 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
     // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
+        HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op(hv, space, a[0]),
+        HYPERVISOR_MCA => crate::pv::platform::mca(hv, space, a[0]),
+        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => map_pirq(hv, space, a[1]),
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
             // The old form: { cmd, union } in one buffer.
             Ok(op) => match a[0].checked_add(8) {
@@ -129,7 +132,7 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
         HYPERVISOR_MMUEXT_OP => mm::mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_SCHED_OP => sched_op(d, space, a[0], a[1]),
         HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
-        HYPERVISOR_PHYSDEV_OP => physdev_op(d, space, a[0], a[1]),
+        HYPERVISOR_PHYSDEV_OP => physdev_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
         HYPERVISOR_MEMORY_OP => memory_op(d, ft, space, a[0], a[1]),
@@ -137,8 +140,45 @@ fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u6
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
         HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
+        HYPERVISOR_XENPMU_OP => xenpmu_op(),
         _ => err(ENOSYS),
     }
+}
+
+/// `PHYSDEVOP_map_pirq` (Xen's physdev_map_pirq), which names a domain:
+/// one that does not exist `-ESRCH`; only the control domain may map
+/// (`-EPERM`, Xen's XSM_DM_PRIV); then a GSI `-EINVAL` (no GSI is routed
+/// to guests: allocate_and_map_gsi_pirq's "invalid gsi"), an MSI
+/// `-ENODEV` (no PCI device is known), another type `-EINVAL`.
+pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
+    // { domid_t domid; pad; int type; int index; int pirq; int bus;
+    // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
+    let me = &hv.domains[hv.current];
+    let mut b = [0u8; 40];
+    if space.read_bytes(arg, &mut b[..if me.compat { 36 } else { 40 }]).is_err() {
+        return err(EFAULT);
+    }
+    let (domid, type_) = (u16::from_le_bytes([b[0], b[1]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+    if domid != DOMID_SELF && !hv.domains.iter().any(|d| d.id == domid && d.is_alive()) {
+        return err(ESRCH);
+    }
+    if !me.privileged {
+        return err(EPERM);
+    }
+    const MAP_PIRQ_TYPE_MSI: u32 = 0;
+    const MAP_PIRQ_TYPE_MSI_SEG: u32 = 2;
+    const MAP_PIRQ_TYPE_MULTI_MSI: u32 = 3;
+    match type_ {
+        MAP_PIRQ_TYPE_MSI | MAP_PIRQ_TYPE_MSI_SEG | MAP_PIRQ_TYPE_MULTI_MSI => err(ENODEV),
+        _ => err(EINVAL),
+    }
+}
+
+/// `xenpmu_op`: Xen 4.17 boots with its virtual PMU off (`vpmu` not on
+/// its command line): every command is `-EOPNOTSUPP`, before anything
+/// is read. ringvisor offers no virtual PMU either.
+pub(crate) fn xenpmu_op() -> Ret {
+    err(EOPNOTSUPP)
 }
 
 /// `set_timer_op(timeout)`: a single-shot timer at absolute system time
@@ -220,11 +260,12 @@ pub(crate) fn trap_list<T: Pod>(
     }
 }
 
+/// As Xen's do_stack_switch: any selector, its RPL raised to 3
+/// (fixup_guest_stack_selector), never refused (Linux passes __KERNEL_DS,
+/// 0x18, on every context switch). A 64-bit guest's bounces run on
+/// FLAT_KERNEL_SS whatever it names; the value is kept for get-context.
 // Tour 06: the kernel stack for entries from user mode
 fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
-    if ss as u16 | 3 != FLAT_KERNEL_SS64 {
-        return err(EPERM);
-    }
     let v = d.v_mut();
     v.kernel_ss = ss | 3;
     v.kernel_sp = sp;
@@ -978,9 +1019,60 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
     }
 }
 
-pub(crate) fn physdev_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+/// `physdev_op`. ringvisor drives no interrupt controller for its
+/// guests and knows no I/O APIC or PCI device (it reads no MADT and gives
+/// the initial domain no physical interrupts), so the calls a dom0 kernel
+/// makes about them answer as Xen does for an I/O APIC, GSI or device it
+/// does not have; the privileged ones `-EPERM` for other domains first, in
+/// Xen's order (the argument is read before):
+///
+/// - `apic_read`/`apic_write`: `-EINVAL` (ioapic_guest_read/write: no I/O
+///   APIC at that address; Linux then uses its emulated values);
+/// - `map_pirq` (see `map_pirq`): a GSI `-EINVAL`, an MSI `-ENODEV`;
+/// - `setup_gsi`: `-EINVAL` (mp_register_gsi: "No IOAPIC for GSI");
+/// - `pirq_eoi_gmfn_v1/v2` (any domain): done as Xen (the page is held
+///   writable for the domain's life; a second one `-EBUSY`); no PIRQ ever
+///   sets a bit in it.
+pub(crate) fn physdev_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     use ringvisor_abi::physdev::*;
+    // The 32-bit layouts differ only in the width of `unsigned long` and
+    // xen_pfn_t (the I/O APIC address, the EOI page's frame).
+    let ulong = |at: u64| if d.compat { space.read::<u32>(at).map(u64::from) } else { space.read::<u64>(at) };
     match cmd as u32 {
+        PHYSDEVOP_APIC_READ | PHYSDEVOP_APIC_WRITE => {
+            // { unsigned long apic_physbase; u32 reg; u32 value; }
+            let size = if d.compat { 12 } else { 16 };
+            let mut buf = [0u8; 16];
+            if space.read_bytes(arg, &mut buf[..size]).is_err() {
+                return err(EFAULT);
+            }
+            if !d.privileged {
+                return err(EPERM);
+            }
+            err(EINVAL)
+        }
+        PHYSDEVOP_SETUP_GSI => match space.read::<[u32; 2]>(arg) {
+            Err(_) => err(EFAULT),
+            Ok(_) if !d.privileged => err(EPERM),
+            Ok(_) => err(EINVAL),
+        },
+        PHYSDEVOP_PIRQ_EOI_GMFN_V1 | PHYSDEVOP_PIRQ_EOI_GMFN_V2 => {
+            let Ok(mfn) = ulong(arg) else { return err(EFAULT) };
+            match ft.get_mut(mfn) {
+                // Held as a writable mapping would be (Xen: get_page_type
+                // PGT_writable_page): never a page table, never given back.
+                Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
+                    if d.pirq_eoi_mfn != 0 {
+                        return err(EBUSY);
+                    }
+                    let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else { return err(EINVAL) };
+                    (f.mapped, f.writable) = (m, w);
+                    d.pirq_eoi_mfn = mfn;
+                    0
+                }
+                _ => err(EINVAL),
+            }
+        }
         PHYSDEVOP_SET_IOPL => match space.read::<PhysdevSetIopl>(arg) {
             Ok(p) if p.iopl <= 3 => {
                 d.v_mut().iopl = p.iopl;

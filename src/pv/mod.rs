@@ -39,6 +39,8 @@ pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod mm;
 #[cfg(target_os = "none")]
+pub mod platform;
+#[cfg(target_os = "none")]
 pub mod multicall;
 #[cfg(target_os = "none")]
 pub mod traps;

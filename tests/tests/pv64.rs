@@ -359,6 +359,36 @@ fn hostile_guests_against_a_victim() {
     );
 }
 
+/// guest-hostile-hypervisor as the initial domain (d0) against a victim
+/// d1 (`first=0`: d0 is its attacker). With I/O capabilities d0 maps I/O
+/// memory as Xen's dom0 does (the first MiB, e820 regions that are not
+/// RAM, holes; cache attributes flipped to uncached; the local APIC, MSI
+/// and I/O APIC ranges refused; the HPET read-only), but still nothing of
+/// the hypervisor's RAM and nothing of the victim's: the victim's memory
+/// and tables are intact, and every frame is back at the end.
+#[test]
+fn hostile_hypervisor_as_d0_against_a_victim() {
+    let what = "guest-hostile-hypervisor d0 and victim d1";
+    let guests = vec![
+        guest("guest-hostile-hypervisor").opt("mem", "8M").args("victim=1 port=2"),
+        guest("guest-victim").opt("mem", "16M").args("attackers=1 first=0"),
+    ];
+    let out = boot(what, "", guests);
+    expect_success(what, &out, 2);
+    assert!(out.contains("(d0) PASS: d0 maps I/O frame 0xf0 writable"), "{what}: no I/O mapping checked\n{}", out.transcript());
+    assert!(out.contains("(d1) INFO: d0 is done"), "{what}: the victim never heard d0 finish\n{}", out.transcript());
+    let line = out
+        .rv_lines()
+        .find(|l| l.contains("frames free at the end"))
+        .unwrap_or_else(|| panic!("{what}: no memory line\n{}", out.transcript()))
+        .to_string();
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(
+        !line.contains("not given back") && numbers.len() >= 2 && numbers[0] == numbers[1],
+        "{what}: not every frame is back: {line}"
+    );
+}
+
 /// guest-hostile-round2 (guests/hostile-round2) alone as d0: page-table
 /// devalidation and reference counts, HYPERVISOR_iret frames the CPU
 /// refuses, EFLAGS.AC, hypercall buffers and a bounce frame at the very

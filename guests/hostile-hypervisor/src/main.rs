@@ -40,8 +40,26 @@
 //! - `update_va_mapping` of an address in the hypervisor's range (direct
 //!   map, M2P) or non-canonical → `-EINVAL`.
 //! - `MMU_MACHPHYS_UPDATE` (the M2P by hypercall): frame 0x100 →
-//!   `-EPERM`; our own frame with page 2^40 → `-EINVAL`; with its own page
-//!   → 0 (the control).
+//!   `-EPERM`; our own frame with any page number (2^40, past our
+//!   memory) → 0, as Xen (set back to its own page after).
+//!
+//! As the initial domain (`SIF_INITDOMAIN`; the sweeps above then leave
+//! out the I/O frames, which it may map), I/O memory as Xen's
+//! get_page_from_l1e gives it to a domain with I/O capabilities
+//! (`iomem_as_d0`; frames from `XENMEM_machine_memory_map`):
+//! - I/O frames (the first MiB: 0, 0x9f, 0xa0, 0xb8, 0xf0, 0xff; the
+//!   first frame of each e820 region above 1 MiB that is not RAM; a hole
+//!   below 4 GiB) → 0 read-only and writable, readable; the entry as
+//!   stored has its cache attributes flipped to uncached as Xen's (WB and
+//!   WT get PCD|PWT, WP PCD|PWT without PAT; UC, UC- and WC stay);
+//! - the local APIC, the MSI range, the I/O APIC range → `-EPERM`; the
+//!   HPET page writable → 0 but stored read-only;
+//! - RAM of no domain (the hypervisor's image at 0x100) with cache
+//!   attributes → `-EPERM`; a page of our own uncached → 0 (a domain with
+//!   I/O memory chooses); our shared_info uncached → `-EACCES`;
+//! - every frame of another domain (the victim's, when there is one) →
+//!   `-EPERM` read-only and writable: I/O capabilities give nothing of
+//!   another domain's RAM.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -50,7 +68,8 @@ mod common;
 
 use common::*;
 use pvguest::abi::{self, StartInfo};
-use pvguest::report::{check, check_eq, check_rc, fail, info};
+use pvguest::hypercall as hc;
+use pvguest::report::{check, check_eq, check_rc, fail, info, Rc};
 use pvguest::traps::{self, catch, expect_fault};
 
 pvguest::guest_main!("hostile-hypervisor", run);
@@ -69,13 +88,118 @@ fn run(_si: &StartInfo) {
     direct_accesses();
     m2p_table();
     timed("frames of no domain", || frames_of_no_domain(&w, free_l2_slot(1)));
-    device_frames(&w);
+    if !is_d0() {
+        device_frames(&w); // the initial domain's are iomem_as_d0's
+    }
     l4_slots();
     forged_l4(&w);
     superpages(free_l2_slot(2));
     hypervisor_addresses();
     machphys();
+    if is_d0() {
+        iomem_as_d0(&w);
+    }
     victim_done(&link);
+}
+
+/// The initial domain's I/O memory (see the cases above).
+fn iomem_as_d0(w: &Window) {
+    const PAT: u64 = 1 << 7; // in a 4 KiB entry
+    const CACHE: u64 = PWT | PCD | PAT;
+    let mut frames = [0u64; 40];
+    let mut n = 0;
+    for f in [0, 0x9f, 0xa0, 0xb8, 0xf0, 0xff] {
+        frames[n] = f;
+        n += 1;
+    }
+    for e in e820() {
+        let (addr, t) = (e.addr, e.type_);
+        // Below 4 GiB (QEMU's reservation at 0xfd00000000 is AMD's
+        // HyperTransport range, refused as Xen's dom0 gets it).
+        if addr >= 1 << 20 && t != 1 && t != 5 && addr < 1 << 32 && n < 39 {
+            frames[n] = addr >> 12;
+            n += 1;
+        }
+    }
+    // A hole below 4 GiB: the first frame above 1 MiB no region covers.
+    if let Some(h) = (0x100..0x10_0000u64).step_by(0x100).find(|&f| {
+        !e820().iter().any(|e| {
+            let (addr, size) = (e.addr, e.size);
+            addr < (f + 1) << 12 && addr + size > f << 12
+        }) && !(0xfec00..0xfef00).contains(&f)
+    }) {
+        frames[n] = h;
+        n += 1;
+    }
+    let frames = &frames[..n];
+    info(format_args!("I/O frames tried as the initial domain: {frames:#x?}"));
+    // (flags asked, cache attributes stored) as Xen's flip without mmio-relax.
+    let cases = [(0, PCD | PWT), (PWT, PCD | PWT), (PWT | PAT, PCD | PWT), (PCD, PCD), (PCD | PWT, PCD | PWT), (PAT, PAT)];
+    for &f in frames {
+        for (rw, leaf) in [("read-only", LEAF_RO), ("writable", LEAF_RW)] {
+            for &(asked, stored) in &cases {
+                let rc = w.map(1, f, leaf | asked);
+                let e = w.entry(1);
+                let ok = rc == 0 && e & ADDR == f << 12 && e & CACHE == stored && (e & RW != 0) == (leaf & RW != 0);
+                check(
+                    Name::new(format_args!("d0 maps I/O frame {f:#x} {rw}, attributes {asked:#x}: 0, stored {stored:#x}")).as_str(),
+                    ok,
+                    format_args!("rc {} entry {e:#x}", Rc(rc)),
+                );
+                if rc == 0 {
+                    // SAFETY: a read of the page just mapped (I/O memory
+                    // of the machine: firmware, ACPI, holes read all ones).
+                    let r = catch(|| {
+                        peek(w.va(1));
+                    });
+                    check(Name::new(format_args!("  ... frame {f:#x} is readable")).as_str(), r.is_ok(), format_args!("{r:?}"));
+                    w.unmap(1);
+                }
+            }
+        }
+    }
+    let mut s = Sweep::new(format_args!("d0 maps the local APIC, MSI and I/O APIC ranges: -EPERM"), EPERM);
+    for f in [0xfee00, 0xfee01, 0xfeeff, 0xfec00, 0xfec01, 0xfecff] {
+        for flags in [LEAF_RO, LEAF_RW, LEAF_RW | PCD | PWT] {
+            if s.one(f, w.map(1, f, flags)) {
+                w.unmap(1);
+            }
+        }
+    }
+    s.end();
+    let rc = w.map(1, 0xfed00, LEAF_RW | PCD | PWT);
+    let e = w.entry(1);
+    check("d0 maps the HPET writable: 0, stored read-only (Xen's ro_hpet)", rc == 0 && e & RW == 0 && e & P != 0, format_args!("rc {} entry {e:#x}", Rc(rc)));
+    if rc == 0 {
+        w.unmap(1);
+    }
+    let rc = w.map(1, HV_MFN, LEAF_RO | PCD | PWT);
+    check_rc("d0 maps the hypervisor's image (RAM of no domain) uncached: -EPERM", rc, EPERM);
+    let (va, mfn) = alloc_page();
+    let _ = va;
+    let rc = w.map(1, mfn, LEAF_RW | PCD | PWT);
+    check_rc("d0 maps a page of its own uncached: 0", rc, 0);
+    if rc == 0 {
+        check("  ... stored as asked", w.entry(1) & CACHE == PCD | PWT, format_args!("entry {:#x}", w.entry(1)));
+        w.unmap(1);
+    }
+    let si = pvguest::start_info::start_info().shared_info >> 12;
+    check_rc("d0 maps its shared_info uncached: -EACCES (a hypervisor page keeps write-back)", w.map(1, si, LEAF_RW | PCD), -(abi::EACCES as i64));
+    let mut ro = Sweep::new(format_args!("d0 maps another domain's frame read-only: -EPERM"), EPERM);
+    let mut rw = Sweep::new(format_args!("d0 maps another domain's frame writable: -EPERM"), EPERM);
+    let mut n = 0;
+    for f in (0..m2p_frames()).filter(|&f| foreign(f)) {
+        n += 1;
+        if ro.one(f, w.map(1, f, LEAF_RO)) {
+            w.unmap(1);
+        }
+        if rw.one(f, w.map(1, f, LEAF_RW | PCD | PWT)) {
+            w.unmap(1);
+        }
+    }
+    ro.end();
+    rw.end();
+    info(format_args!("{n} frames of other domains tried"));
 }
 
 /// #PF at `va` with error code `ec` (`what` the access), cr2 = `va`.
@@ -143,7 +267,42 @@ fn m2p_table() {
 /// the domains' shared_info pages, which have no page number), but for our
 /// own shared_info.
 fn no_domain(f: u64) -> bool {
-    !m2p_valid(m2p(f)) && f != pvguest::start_info::start_info().shared_info >> 12
+    !m2p_valid(m2p(f)) && f != pvguest::start_info::start_info().shared_info >> 12 && !(is_d0() && io_frame(f))
+}
+
+fn is_d0() -> bool {
+    pvguest::start_info::start_info().flags & abi::SIF_INITDOMAIN != 0
+}
+
+static E820: pvguest::cell::GuestCell<([abi::E820Entry; 32], usize)> =
+    pvguest::cell::GuestCell::new(([abi::E820Entry { addr: 0, size: 0, type_: 0 }; 32], 0));
+
+/// The machine's memory map (the initial domain's `XENMEM_machine_memory_map`).
+fn e820() -> &'static [abi::E820Entry] {
+    if E820.get().1 == 0 {
+        let mut e = [abi::E820Entry { addr: 0, size: 0, type_: 0 }; 32];
+        let mut m = abi::XenMemoryMap { nr_entries: 32, _pad0: 0, buffer: e.as_mut_ptr() as u64 };
+        // SAFETY: the hypervisor writes up to 32 entries into `e`, then `m`.
+        let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut m as *mut _ as u64) };
+        if rc != 0 {
+            pvguest::report::error(format_args!("XENMEM_machine_memory_map = {}", Rc(rc)));
+        }
+        E820.set((e, (m.nr_entries as usize).min(32)));
+    }
+    // SAFETY: set once above and never again; read-only from here on (one
+    // vCPU), so a shared reference to it stays valid.
+    let (map, n) = unsafe { &*E820.as_ptr() };
+    &map[..*n]
+}
+
+/// An I/O frame as Xen's arch_init_memory makes them (`dom_io`'s): the
+/// first MiB, and whatever the e820 map does not call RAM or unusable.
+fn io_frame(f: u64) -> bool {
+    f < 0x100
+        || !e820().iter().any(|e| {
+            let (addr, size, t) = (e.addr, e.size, e.type_);
+            (t == 1 || t == 5) && addr < (f + 1) << 12 && addr + size > f << 12
+        })
 }
 
 fn frames_of_no_domain(w: &Window, spare_l2: usize) {
@@ -322,10 +481,11 @@ fn machphys() {
     check_rc("MMU_MACHPHYS_UPDATE of frame 0x100: -EPERM", mmu1(HV_MFN << 12 | abi::MMU_MACHPHYS_UPDATE, 0), EPERM);
     let (pfn, f) = alloc_page();
     check_rc(
-        "MMU_MACHPHYS_UPDATE of our frame to page 2^40: -EINVAL",
+        "MMU_MACHPHYS_UPDATE of our frame to page 2^40: 0 (any page number, as Xen)",
         mmu1(f << 12 | abi::MMU_MACHPHYS_UPDATE, 1 << 40),
-        EINVAL,
+        0,
     );
+    check_eq("its M2P entry", m2p(f), 1 << 40);
     check_rc("MMU_MACHPHYS_UPDATE of our frame to its own page: 0", mmu1(f << 12 | abi::MMU_MACHPHYS_UPDATE, pfn), 0);
     check_eq("its M2P entry", m2p(f), pfn);
 }

@@ -10,7 +10,7 @@ use pvguest::report::{check, check_rc, fail, info, Rc};
 use pvguest::start_info;
 use pvguest::traps::catch;
 
-use crate::{EFAULT, EINVAL, ENOSYS, EPERM, HV_ADDR, UNMAPPED};
+use crate::{EFAULT, EINVAL, EPERM, HV_ADDR, UNMAPPED};
 
 fn resv(list: u64, n: u64, order: u32) -> XenMemoryReservation {
     XenMemoryReservation { extent_start: list, nr_extents: n, extent_order: order, mem_flags: 0, domid: abi::DOMID_SELF, _pad0: [0; 3] }
@@ -112,16 +112,87 @@ pub fn run() {
         rc == EFAULT && e.nr_exchanged == 0,
         format_args!("rc {} nr_exchanged {}", Rc(rc), e.nr_exchanged),
     );
+    // Larger extents, as Linux's swiotlb asks (xen_create_contiguous_region):
+    // two free pages for one order-1 extent below 4 GiB, and back.
+    let pfn2 = pfn - 1;
+    let va2 = pvguest::VIRT_BASE + pfn2 * 4096;
+    // SAFETY: a read that must fault (the page is not mapped).
+    if catch(|| unsafe {
+        read_volatile(va2 as *const u8);
+    })
+    .is_ok()
+    {
+        fail("XENMEM_exchange: a second free frame", format_args!("pfn {:#x} is mapped", pfn2));
+        return;
+    }
+    // SAFETY: the P2M list is mapped, nr_pages entries.
+    let old2 = unsafe { read_volatile(p2m.add(pfn2 as usize)) };
+    let mut inl = [new, old2];
+    let mut outl = [pfn2, 0x5a5a];
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 2, 0),
+        out: XenMemoryReservation { mem_flags: 32, ..resv(outl.as_mut_ptr() as u64, 1, 1) },
+        nr_exchanged: 0,
+    };
+    let rc = exchange(&mut e);
+    let big = outl[0];
+    let ok = check(
+        "XENMEM_exchange of 2 pages for an order-1 extent below 4 GiB: 0, nr_exchanged 2, an aligned pair of frames",
+        rc == 0 && e.nr_exchanged == 2 && big % 2 == 0 && big + 1 < 1 << 20 && outl[1] == 0x5a5a,
+        format_args!("rc {} nr_exchanged {} out {:#x} {:#x}", Rc(rc), e.nr_exchanged, outl[0], outl[1]),
+    );
+    if !ok {
+        return;
+    }
+    check(
+        "  ... the M2P maps the pair to the out list's pages (as Xen: gpfn + k)",
+        m2p(big) == pfn2 && m2p(big + 1) == pfn,
+        format_args!("m2p {:#x} {:#x}", m2p(big), m2p(big + 1)),
+    );
+    check_rc("  ... the frames given are no longer ours (MMU_MACHPHYS_UPDATE: -EPERM)", machphys(old2, pfn2), EPERM);
+    check_rc("  ... the second frame of the pair is ours (MMU_MACHPHYS_UPDATE: 0)", machphys(big + 1, pfn), 0);
+    let mut inl = [big];
+    let mut outl = [pfn2, pfn];
     let mut e = XenMemoryExchange {
         in_: resv(inl.as_mut_ptr() as u64, 1, 1),
+        out: resv(outl.as_mut_ptr() as u64, 2, 0),
+        nr_exchanged: 0,
+    };
+    let rc = exchange(&mut e);
+    let (a, b) = (outl[0], outl[1]);
+    if !check(
+        "XENMEM_exchange of the order-1 extent for 2 pages: 0, nr_exchanged 1",
+        rc == 0 && e.nr_exchanged == 1 && a != pfn2 && b != pfn && a != b,
+        format_args!("rc {} nr_exchanged {} out {:#x} {:#x}", Rc(rc), e.nr_exchanged, a, b),
+    ) {
+        return;
+    }
+    check("  ... the M2P maps them to their pages", m2p(a) == pfn2 && m2p(b) == pfn, format_args!("m2p {:#x} {:#x}", m2p(a), m2p(b)));
+    // SAFETY: the P2M entries of the pages exchanged (ignored if read-only).
+    let _ = catch(|| unsafe {
+        write_volatile(p2m.add(pfn2 as usize), a);
+        write_volatile(p2m.add(pfn as usize), b);
+    });
+    // The same frame twice in a chunk: the second time it is no longer
+    // ours (Xen's steal_page), the chunk undone.
+    let mut inl = [a, a];
+    let mut outl = [pfn2];
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 2, 0),
         out: resv(outl.as_mut_ptr() as u64, 1, 1),
         nr_exchanged: 0,
     };
     let rc = exchange(&mut e);
     check(
-        "XENMEM_exchange of order-1 extents: -ENOSYS (ringvisor; Xen exchanges them)",
-        rc == ENOSYS && e.nr_exchanged == 0,
+        "XENMEM_exchange naming one frame twice: -EINVAL, nr_exchanged 0",
+        rc == EINVAL && e.nr_exchanged == 0,
         format_args!("rc {} nr_exchanged {}", Rc(rc), e.nr_exchanged),
     );
-    check_rc("  ... the new frame is still ours (MMU_MACHPHYS_UPDATE: 0)", machphys(new, pfn), 0);
+    check_rc("  ... the frame is still ours (MMU_MACHPHYS_UPDATE: 0)", machphys(a, pfn2), 0);
+    let mut e = XenMemoryExchange {
+        in_: resv(inl.as_mut_ptr() as u64, 1, 13),
+        out: resv(outl.as_mut_ptr() as u64, 1, 13),
+        nr_exchanged: 0,
+    };
+    check_rc("XENMEM_exchange of order-13 extents: -EPERM (past max_order, as Xen)", exchange(&mut e), EPERM);
 }

@@ -11,7 +11,9 @@
 //!   `-ENOSYS` (Xen's answer for an unknown type); a non-canonical address
 //!   → `-EINVAL`; an unmapped argument → `-EFAULT`; command 2 → `-ENOSYS`.
 //!   Unregister: event → `-EINVAL` (cannot be unregistered), nmi → 0.
-//! - `stack_switch` → 0.
+//! - `stack_switch` → 0, also with Linux's `__KERNEL_DS` (0x18, RPL 0:
+//!   Xen raises the RPL, do_stack_switch never refuses) and with a null
+//!   selector; then back to `FLAT_KERNEL_SS`.
 //! - `fpu_taskswitch(1)` → 0, CR0.TS reads 1, `fninit` → #NM (rip at it),
 //!   after which TS reads 0 (Xen clears the virtual TS when it bounces #NM);
 //!   `fpu_taskswitch(1)` then `(0)`: TS reads 0 and `fninit` runs.
@@ -71,8 +73,26 @@
 //!   `MMU_MACHPHYS_UPDATE` of it → 0, of the old one → `-EPERM` (Xen:
 //!   `-EINVAL`); nr_exchanged == nr_extents → 0 with unmapped lists; 1 in
 //!   for 2 out, or nr_exchanged > nr_extents → `-EINVAL`; the out list in
-//!   the hypervisor's range → `-EFAULT` (XSA-212); order 1 → `-ENOSYS`
-//!   (ringvisor).
+//!   the hypervisor's range → `-EFAULT` (XSA-212); two pages for an
+//!   order-1 extent below 4 GiB (`XENMEMF_address_bits(32)`) → 0, an
+//!   aligned pair, the M2P from the out list's page; the pair for two
+//!   pages → 0; one frame named twice → `-EINVAL`, nothing done; order 13
+//!   → `-EPERM`.
+//! - platform.rs, as Xen 4.17 answers a dom0 on a machine whose hardware
+//!   ringvisor does not hand out: `platform_op` (interface version
+//!   `-EACCES`, unmapped `-EFAULT`; from a domU `-EPERM`; settime64 moves
+//!   shared_info's wall clock, mbz `-EINVAL`, settime32 moves it back;
+//!   firmware_info disk/MBR/EDID `-ESRCH`, EFI `-ENOSYS`, keyboard flags 0,
+//!   index 1 `-ESRCH`, type 99 `-EINVAL`; get_cpuinfo CPU 0 online, CPU 1
+//!   invalid; get_cpu_version the CPUID vendor; cpu_online/offline,
+//!   change_freq, getidletime, enter_acpi_sleep S5 `-EPERM` and S3
+//!   `-EOPNOTSUPP`, platform_quirk, command 99); `mca`
+//!   (version `-EACCES`, physcpuinfo one CPU and its MCG_CAP, fetch's
+//!   checks and "no data", notifydomain `-EINVAL`; domU `-EPERM`);
+//!   `physdev_op` apic_read/setup_gsi/map_pirq (`-EINVAL`, MSI `-ENODEV`,
+//!   domain 999 `-ESRCH`; domU `-EPERM`), pirq_eoi_gmfn (not ours
+//!   `-EINVAL`, ours 0, again `-EBUSY`); `xenpmu_op(init)` `-EOPNOTSUPP`;
+//!   `set_priority` (bad port `-EINVAL`, a port of ours `-ENOSYS`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 #![allow(clippy::result_large_err)]
@@ -93,6 +113,7 @@ mod debugreg;
 mod exchange;
 mod grant;
 mod multicall;
+mod platform;
 
 /// Canonical and unmapped.
 const UNMAPPED: u64 = 0x0000_0000_dead_b000;
@@ -127,6 +148,7 @@ fn run(si: &StartInfo) {
     debugreg::run();
     grant::run();
     exchange::run();
+    platform::run();
 }
 
 fn set_trap_table() {
@@ -254,6 +276,16 @@ fn stack_switch() {
     // SAFETY: the stack is unused otherwise.
     let rc = unsafe { hc::stack_switch(abi::FLAT_KERNEL_SS.into(), traps::KERNEL_STACK.top()) };
     check_rc("stack_switch", rc, 0);
+    // Linux's context switch passes __KERNEL_DS (0x18) with RPL 0.
+    // SAFETY: as above; the stack goes back to FLAT_KERNEL_SS below.
+    let rc = unsafe { hc::stack_switch(0x18, traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch(ss 0x18, Linux's __KERNEL_DS)", rc, 0);
+    // SAFETY: as above.
+    let rc = unsafe { hc::stack_switch(0, traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch(null ss)", rc, 0);
+    // SAFETY: as above.
+    let rc = unsafe { hc::stack_switch(abi::FLAT_KERNEL_SS.into(), traps::KERNEL_STACK.top()) };
+    check_rc("stack_switch back to FLAT_KERNEL_SS", rc, 0);
 }
 
 fn fninit() -> Result<(), traps::Trap> {

@@ -9,10 +9,14 @@
 //! are handed out lowest first, so domain k's is port k). Attacker k binds
 //! to it (`victim=0 port=k`) and notifies it when it has finished. The
 //! ports are allocated only once the memory is filled, so the attacks
-//! start after that.
+//! start after that. `first=D`: the attackers are domains D..D+N-1
+//! instead (`first=0`: the initial domain attacks a victim built after
+//! it; port k is then domain D+k-1's).
 //!
 //! Cases:
-//! - the ports for the attackers are 1..=N, `VIRQ_TIMER` is bound;
+//! - the ports for the attackers are 1..=N (2..=N+1 when the victim is
+//!   not the initial domain: port 1 is its console ring's), `VIRQ_TIMER`
+//!   is bound;
 //! - every attacker notified us before the deadline (40 s), and we were
 //!   running all along (timer ticks counted);
 //! - the pattern in every free page (above the bootstrap region, and the
@@ -59,6 +63,7 @@ static NR_WINDOWS: GuestCell<usize> = GuestCell::new(0);
 fn run(si: &StartInfo) {
     traps::install_default_trap_table();
     let attackers = pvguest::start_info::arg_u32("attackers").unwrap_or(0);
+    let first = pvguest::start_info::arg_u32("first").unwrap_or(1) as u16;
     info(format_args!(
         "nr_pages {}, bootstrap pages {}, page-table frames {}, attackers {attackers}",
         nr_pages(),
@@ -76,14 +81,16 @@ fn run(si: &StartInfo) {
     let mut ports = [0u32; 32];
     let n = (attackers as usize).min(ports.len() - 1);
     for (k, p) in ports.iter_mut().enumerate().take(n) {
-        match ev::alloc_unbound(abi::DOMID_SELF, k as u16 + 1) {
+        match ev::alloc_unbound(abi::DOMID_SELF, first + k as u16) {
             Ok(got) => *p = got,
-            Err(rc) => pvguest::report::error(format_args!("alloc_unbound for d{} = {}", k + 1, Rc(rc))),
+            Err(rc) => pvguest::report::error(format_args!("alloc_unbound for d{} = {}", first as usize + k, Rc(rc))),
         }
     }
+    // Ports from 1, or from 2 for a domU (its console ring has port 1).
+    let base = if pvguest::start_info::start_info().flags & abi::SIF_INITDOMAIN != 0 { 1 } else { 2 };
     check(
-        "the attackers' ports are 1..=N",
-        (0..n).all(|k| ports[k] == k as u32 + 1),
+        "the attackers' ports are consecutive from the first free one",
+        (0..n).all(|k| ports[k] == k as u32 + base),
         format_args!("{:?}", &ports[..n]),
     );
     let timer = match ev::bind_virq(abi::VIRQ_TIMER, 0) {
@@ -115,15 +122,15 @@ fn run(si: &StartInfo) {
                     ticks += 1;
                 } else if !done[k] && !gone_mode {
                     done[k] = true;
-                    info(format_args!("d{} is done ({} ms in)", k + 1, (now_ns() - start) / 1_000_000));
+                    info(format_args!("d{} is done ({} ms in)", first as usize + k, (now_ns() - start) / 1_000_000));
                 }
             }
         }
         if gone_mode {
             for (k, d) in done.iter_mut().enumerate().take(n) {
-                if !*d && ev::status(k as u16 + 1, 0).err() == Some(ESRCH) {
+                if !*d && ev::status(first + k as u16, 0).err() == Some(ESRCH) {
                     *d = true;
-                    info(format_args!("d{} is gone ({} ms in)", k + 1, (now_ns() - start) / 1_000_000));
+                    info(format_args!("d{} is gone ({} ms in)", first as usize + k, (now_ns() - start) / 1_000_000));
                 }
             }
         }

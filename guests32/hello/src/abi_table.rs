@@ -48,6 +48,11 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
         abi::HYPERVISOR_SET_GDT => [p, 0x10000, 0, 0],
         // Null stack segment: -EPERM.
         abi::HYPERVISOR_STACK_SWITCH => [0, 0, 0, 0],
+        // Interface version 0: -EACCES (platform_op), -EACCES or -EPERM
+        // (mca: -EPERM first for a domain that is not the control one).
+        abi::HYPERVISOR_PLATFORM_OP | abi::HYPERVISOR_MCA => [p, 0, 0, 0],
+        // Xen 4.17 without `vpmu`: -EOPNOTSUPP, nothing read.
+        abi::HYPERVISOR_XENPMU_OP => [0, p, 0, 0],
         // Null callback selectors: -EINVAL.
         abi::HYPERVISOR_SET_CALLBACKS => [0, 0, 0, 0],
         // Virtual CR0.TS clear (it is).
@@ -56,9 +61,11 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
         // A misaligned machine address (two halves): -EINVAL.
         abi::HYPERVISOR_UPDATE_DESCRIPTOR => [1, 0, 0, 0],
         abi::HYPERVISOR_MEMORY_OP => [abi::XENMEM_MAXIMUM_RAM_PAGE, 0, 0, 0],
-        // buf's own page, PTE (two halves) with PCD set: refused (-EINVAL)
-        // before the frame is looked at, so the mapping stays.
-        abi::HYPERVISOR_UPDATE_VA_MAPPING => [p & !0xfff, 1 | 1 << 4, 0, 0],
+        // buf's own page, PTE (two halves) with bit 62 set (Xen's
+        // _PAGE_GNTTAB, refused to every domain; PCD is not: the initial
+        // domain may choose cache attributes): -EINVAL before the frame is
+        // looked at, so the mapping stays.
+        abi::HYPERVISOR_UPDATE_VA_MAPPING => [p & !0xfff, 1, 1 << 30, 0],
         // Cancels a single-shot timer this guest never set (two halves).
         abi::HYPERVISOR_SET_TIMER_OP => [0, 0, 0, 0],
         abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => [p, 0, 0, 0],
@@ -93,7 +100,7 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
 
 /// Has a harmless probe (else zeros are only safe for -ENOSYS calls).
 fn probed(nr: u32) -> bool {
-    matches!(nr, 0..=6 | 8..=10 | 12..=18 | 20 | 21 | 23..=26 | 29 | 30 | 32 | 33)
+    matches!(nr, 0..=10 | 12..=18 | 20 | 21 | 23..=26 | 29 | 30 | 32 | 33 | 40 | 48)
 }
 
 pub fn check(on_ringvisor: bool) {

@@ -100,8 +100,8 @@ pub fn run(nr_pages: u32) {
     };
     let rc = exchange(&mut e);
     check(
-        "XENMEM_exchange of order-1 extents: -ENOSYS (ringvisor; Xen exchanges them)",
-        rc == ENOSYS && e.nr_exchanged == 0,
+        "XENMEM_exchange of an order-1 extent at our new frame: -EINVAL (the frame after it, from the pool, is not ours: Xen's steal_page), nr_exchanged 0",
+        rc == EINVAL && e.nr_exchanged == 0,
         format_args!("rc {} nr_exchanged {}", Rc(rc), e.nr_exchanged),
     );
     check_rc("  ... the new frame is still ours (MMU_MACHPHYS_UPDATE: 0)", machphys(new, pfn), 0);

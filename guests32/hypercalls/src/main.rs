@@ -77,7 +77,9 @@
 //!   and read back there; `update_va_mapping` of A at the next page shows
 //!   the same data; B read-only with NX (hi half 0x80000000) → 0, the
 //!   entry reads back with NX, a write there → #PF ec 3; bit 62 in the hi
-//!   half or PCD → `-EINVAL`, software bit 52 → 0; `mmu_update` of an L1 entry to the APIC page →
+//!   half → `-EINVAL`, PCD → `-EINVAL` (the initial domain: 0, it may
+//!   choose cache attributes), software bit 52 → 0; `mmu_update` of an L1
+//!   entry to the APIC page →
 //!   `-EPERM`, to L itself writable → `-EINVAL`; a batch [good, foreign]
 //!   → `-EPERM`, done 1; `update_va_mapping` at 0xF5800000 → `-EINVAL`;
 //!   TLB_FLUSH_LOCAL, INVLPG_LOCAL → 0; command 99 → `-ENOSYS`; then
@@ -148,7 +150,8 @@
 //!   frame for a new one → 0, nr_exchanged 1, `MMU_MACHPHYS_UPDATE` of the
 //!   new → 0, of the old → `-EPERM` (Xen: `-EINVAL`); nr_exchanged ==
 //!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
-//!   0xF5800000 → `-EFAULT`; order 1 → `-ENOSYS` (ringvisor).
+//!   0xF5800000 → `-EFAULT`; an order-1 extent at the new frame (the next
+//!   one is not ours) → `-EINVAL`, nothing done.
 //! - ring 3 (user.rs): syscall32 and sysenter callbacks registered at a
 //!   second entry → 0; `syscall` from ring 3 → the syscall32 callback
 //!   with eip after it, cs 0xe02b, the user esp, on the `stack_switch`

@@ -4,7 +4,7 @@ use core::fmt::Write;
 
 use raw_cpuid::CpuId;
 use x86::controlregs::{cr0, cr0_write, cr4, cr4_write, Cr0, Cr4};
-use x86::msr::{rdmsr, wrmsr, IA32_EFER};
+use x86::msr::{rdmsr, wrmsr, IA32_EFER, IA32_PAT};
 
 use crate::boot_info::FixedStr;
 
@@ -132,7 +132,8 @@ impl Write for Line {
 pub fn enable_protections(f: &Features) {
     // SAFETY: these bits only restrict what code may do (NX, WP, SMEP, SMAP,
     // UMIP) or enable FPU state handling; each is set only when CPUID says
-    // the CPU has it, and our mappings are built to honour them.
+    // the CPU has it, and our mappings are built to honour them; the PAT
+    // keeps the memory types of the four entries our mappings use.
     unsafe {
         if f.nx {
             wrmsr(IA32_EFER, rdmsr(IA32_EFER) | EFER_NXE);
@@ -160,10 +161,19 @@ pub fn enable_protections(f: &Features) {
         // leaking between domains (XCR0 is out of reach without it).
         c4 &= !Cr4::CR4_ENABLE_OS_XSAVE;
         cr4_write(c4);
+        // The PAT guests are told about (rdmsr, pv::emulate) must be the
+        // one the CPU uses, now that the initial domain may choose cache
+        // attributes for I/O memory (pv::mm): Xen's XEN_MSR_PAT, whose
+        // first four entries (WB, WT, UC-, UC) are the power-on ones the
+        // hypervisor's own mappings use, then WC, WP, UC, UC.
+        wrmsr(IA32_PAT, PAT_XEN);
         let v = f.vendor.as_str();
         FXRSTOR_KEEPS_POINTERS.store(v == "AuthenticAMD" || v == "HygonGenuine", core::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Xen's `XEN_MSR_PAT`: WB, WT, UC-, UC, WC, WP, UC, UC.
+pub const PAT_XEN: u64 = 0x0000_0501_0007_0406;
 
 /// AMD's fxsave/fxrstor skip FIP/FDP/FOP unless an exception is pending:
 /// fxrstor would leave the previous vCPU's values visible (XSA-52).

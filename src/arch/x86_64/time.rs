@@ -74,6 +74,12 @@ pub fn boot_epoch() -> u64 {
     BOOT_EPOCH.load(Ordering::Relaxed)
 }
 
+/// The initial domain set the wall clock (`XENPF_settime`): seconds since
+/// 1970 at system time 0, for domains built from now on.
+pub fn set_wallclock(sec: u64, _nsec: u32) {
+    BOOT_EPOCH.store(sec, Ordering::Relaxed);
+}
+
 fn cmos(reg: u8) -> u8 {
     // SAFETY: ports 0x70/0x71 (the CMOS) belong to the hypervisor; bit 7
     // of the index keeps NMIs enabled as they were (0).
