@@ -321,7 +321,8 @@ pub fn last_lines(out: &RunOutput, n: usize) -> String {
 
 /// Hypercalls whose first argument is a sub-operation (a `cmd`). Not
 /// `mmu_update`, `mmuext_op`, `platform_op`, `mca`: theirs is inside the
-/// structure the first argument points to, which the trace does not show.
+/// structure the first argument points to (the trace names
+/// `platform_op`'s on a line of its own, before the call's).
 const WITH_SUBOP: &[&str] = &[
     "memory_op",
     "physdev_op",
@@ -382,6 +383,15 @@ fn subop_name(call: &str, op: u64) -> Option<&'static str> {
         ("grant_table_op", 2) => "setup_table",
         ("grant_table_op", 6) => "query_size",
         ("grant_table_op", 8) => "set_version",
+        ("platform_op", 17) => "settime32",
+        ("platform_op", 48) => "get_cpu_version",
+        ("platform_op", 49) => "efi_runtime_call",
+        ("platform_op", 50) => "firmware_info",
+        ("platform_op", 51) => "enter_acpi_sleep",
+        ("platform_op", 52) => "change_freq",
+        ("platform_op", 53) => "getidletime",
+        ("platform_op", 55) => "get_cpuinfo",
+        ("platform_op", 62) => "settime64",
         _ => return None,
     })
 }
@@ -426,10 +436,19 @@ fn parse_trace(text: &str, dom: u32) -> Option<(String, u64, i64)> {
 /// most frequent first.
 pub fn failed_hypercalls(lines: &[Line], dom: u32) -> Vec<String> {
     let mut counts: BTreeMap<(String, Option<u64>, i64), u64> = BTreeMap::new();
+    // `(RV) trace: dD platform_op cmd N (...)` comes before the call's own
+    // line, whose first argument is only a pointer.
+    let platform_cmd = format!("(RV) trace: d{dom} platform_op cmd ");
+    let mut last_platform: Option<u64> = None;
     for l in lines {
+        if let Some(rest) = l.text.split_once(&platform_cmd).map(|x| x.1) {
+            last_platform = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+            continue;
+        }
         if let Some((name, a0, ret)) = parse_trace(&l.text, dom) {
+            let platform = if name == "platform_op" { last_platform.take() } else { None };
             if ret < 0 {
-                let sub = WITH_SUBOP.contains(&name.as_str()).then_some(a0);
+                let sub = if name == "platform_op" { platform } else { WITH_SUBOP.contains(&name.as_str()).then_some(a0) };
                 *counts.entry((name, sub, ret)).or_default() += 1;
             }
         }
@@ -506,6 +525,8 @@ mod tests {
             line(6, "(RV) trace: d1v0 hypercall sched_op (29) (0x0, 0x0, 0x0, 0x0, 0x0) = 0"),
             line(7, "(RV) trace: d0v0 hypercall physdev_op (33) (0xd, 0x0, 0x0, 0x0, 0x0) = -38"),
             line(8, "(d1) [    1.0] something else = -38"),
+            line(9, "(RV) trace: d1 platform_op cmd 50 (version 0x3)"),
+            line(10, "(RV) trace: d1v0 hypercall platform_op (7) (0xffffc90000013e40, 0x0, 0x0, 0x0, 0x0) = -3"),
         ];
         assert_eq!(
             failed_hypercalls(&lines, 1),
@@ -513,6 +534,7 @@ mod tests {
                 "physdev_op 13 (map_pirq): -38 ENOSYS x2",
                 "mmu_update: -1 EPERM x1",
                 "physdev_op 21 (setup_gsi): -38 ENOSYS x1",
+                "platform_op 50 (firmware_info): -3 ESRCH x1",
                 "vcpu_op 3 (is_up): -2 ENOENT x1",
             ]
         );
