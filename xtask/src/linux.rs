@@ -53,7 +53,7 @@ run fails, the last console lines.
                  target/linux/ringvisor-linux.iso, whose grub.cfg has a
                  Xen entry's module2 lines (plus ringvisor's options):
                  `module2 /boot/vmlinuz-... rv.mem=256M -- console=hvc0
-                 earlyprintk=xen`, `module2 /boot/initrd-....cpio --`
+                 earlyprintk=xen`, `module2 /boot/initrd-....cpio`
                  (GRUB reads the 10 MiB from the emulated CD: about a
                  second more)
   --runs K       boot K times (each followed by Xen's boot with --vs-xen)
