@@ -709,7 +709,8 @@ fn find_slot(d: &Domain, mfn: u64) -> Option<usize> {
 /// `decrease_reservation` (give back frames: the list holds MFNs, as for
 /// every PV guest), `increase_reservation` (take new frames: their MFNs
 /// are written to the list) and `populate_physmap` (new frames for the
-/// listed pseudo-physical pages, MFNs written back). Returns how many
+/// listed pseudo-physical pages, any page number as Xen, MFNs written
+/// back); the domain never holds more than its maximum reservation. Returns how many
 /// were done; stops at the first that cannot be.
 pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u32, list: u64, n: u64) -> Ret {
     // A 64-bit guest's list holds 8-byte frame numbers, a 32-bit one's 4.
@@ -743,32 +744,45 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
         if held >= d.max_pages {
             return i as Ret;
         }
-        // The pseudo-physical page it becomes.
-        let pfn = if cmd == XENMEM_POPULATE_PHYSMAP {
-            if arg >= d.max_pages || d.p2m.get(arg as usize).is_some_and(|&m| m != INVALID_MFN) {
-                return i as Ret;
-            }
-            arg as usize
-        } else {
+        // The hypervisor's slot for the frame (d.p2m) and the page number
+        // the M2P gives it. populate_physmap: the page the guest names,
+        // any number, as Xen for a PV guest (set_gpfn_from_mfn; the count
+        // is what is bounded); its slot that page when free, else the
+        // first free one (the M2P then says where it is: d.p2m_moved).
+        // increase_reservation: the first free slot, also its page.
+        let mut free_slot = |d: &Domain| {
             while d.p2m.get(free_from).is_some_and(|&m| m != INVALID_MFN) {
                 free_from += 1;
             }
             free_from // at the end: a new page after the last
         };
+        let (slot, page) = if cmd == XENMEM_POPULATE_PHYSMAP {
+            match usize::try_from(arg) {
+                Ok(a) if d.p2m.get(a) == Some(&INVALID_MFN) => (a, arg),
+                _ => (free_slot(d), arg),
+            }
+        } else {
+            let s = free_slot(d);
+            (s, s as u64)
+        };
         let Some(f) = paging::with_frames(|fa| fa.alloc()) else { return i as Ret };
         // SAFETY: a frame just taken from the pool, in the direct map.
         unsafe { core::ptr::write_bytes(phys_to_virt(f.addr()) as *mut u8, 0, 4096) };
         ft.assign(f.0, d.id, Kind::Normal);
-        if pfn >= d.p2m.len() {
-            d.p2m.resize(pfn + 1, INVALID_MFN);
+        if slot >= d.p2m.len() {
+            d.p2m.resize(slot + 1, INVALID_MFN);
         }
-        d.p2m[pfn] = f.0;
+        d.p2m[slot] = f.0;
+        if page != slot as u64 {
+            d.p2m_moved.insert(f.0, slot);
+        }
         held += 1;
-        paging::m2p_set(f.0, pfn as u64);
+        paging::m2p_set(f.0, page);
         if write_elem(&space, at, elem, f.0).is_err() {
             // The guest cannot learn the frame: take it back, so the
             // reservation does not grow by a page nobody can name.
-            d.p2m[pfn] = INVALID_MFN;
+            d.p2m[slot] = INVALID_MFN;
+            d.p2m_moved.remove(&f.0);
             ft.release(f.0);
             paging::m2p_set(f.0, paging::M2P_INVALID);
             let _ = paging::with_frames(|fa| fa.free(f));

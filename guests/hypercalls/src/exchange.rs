@@ -195,4 +195,35 @@ pub fn run() {
         nr_exchanged: 0,
     };
     check_rc("XENMEM_exchange of order-13 extents: -EPERM (past max_order, as Xen)", exchange(&mut e), EPERM);
+
+    // populate_physmap takes any page number, as Xen for a PV guest (Linux
+    // remaps pages above its initial ones): give one page back, then ask
+    // for a page past nr_pages.
+    let resv_op = |cmd: u32, list: &mut [u64]| {
+        let r = resv(list.as_mut_ptr() as u64, list.len() as u64, 0);
+        // SAFETY: `r` names our list; the frames are ours or refused.
+        unsafe { hc::memory_op(cmd, &r as *const _ as u64) }
+    };
+    let mut l = [b];
+    check_rc("XENMEM_decrease_reservation of a free page: 1 done", resv_op(abi::XENMEM_DECREASE_RESERVATION, &mut l), 1);
+    let beyond = si.nr_pages + 5;
+    let mut l = [beyond];
+    let rc = resv_op(abi::XENMEM_POPULATE_PHYSMAP, &mut l);
+    let m = l[0];
+    if check(
+        "XENMEM_populate_physmap of page nr_pages + 5: 1 done, a new frame",
+        rc == 1 && m != beyond,
+        format_args!("rc {} list {:#x}", Rc(rc), m),
+    ) {
+        check("  ... the M2P maps it to that page", m2p(m) == beyond, format_args!("m2p {:#x}", m2p(m)));
+        check_rc("  ... it is ours (MMU_MACHPHYS_UPDATE: 0)", machphys(m, beyond), 0);
+        let mut l = [beyond + 1];
+        check_rc("XENMEM_populate_physmap with the reservation full: 0 done", resv_op(abi::XENMEM_POPULATE_PHYSMAP, &mut l), 0);
+        let mut l = [m];
+        check_rc("XENMEM_decrease_reservation of it: 1 done", resv_op(abi::XENMEM_DECREASE_RESERVATION, &mut l), 1);
+        let mut l = [pfn];
+        check_rc("XENMEM_populate_physmap of the page given back: 1 done", resv_op(abi::XENMEM_POPULATE_PHYSMAP, &mut l), 1);
+        // SAFETY: the P2M entry of that page (ignored if read-only).
+        let _ = catch(|| unsafe { write_volatile(p2m.add(pfn as usize), l[0]) });
+    }
 }

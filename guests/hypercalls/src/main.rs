@@ -77,7 +77,9 @@
 //!   order-1 extent below 4 GiB (`XENMEMF_address_bits(32)`) → 0, an
 //!   aligned pair, the M2P from the out list's page; the pair for two
 //!   pages → 0; one frame named twice → `-EINVAL`, nothing done; order 13
-//!   → `-EPERM`.
+//!   → `-EPERM`; a page given back, then `populate_physmap` of page
+//!   nr_pages + 5 → 1 done, the M2P says that page (as Xen: any page
+//!   number), with the reservation full → 0 done.
 //! - platform.rs, as Xen 4.17 answers a dom0 on a machine whose hardware
 //!   ringvisor does not hand out: `platform_op` (interface version
 //!   `-EACCES`, unmapped `-EFAULT`; from a domU `-EPERM`; settime64 moves

@@ -152,6 +152,12 @@
 //!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
 //!   0xF5800000 → `-EFAULT`; an order-1 extent at the new frame (the next
 //!   one is not ours) → `-EINVAL`, nothing done.
+//! - platform.rs, the 32-bit layouts of the dom0 calls: `platform_op`
+//!   version 0 → `-EACCES`, settime64 → 0 (d0; a domU `-EPERM`),
+//!   get_cpuinfo CPU 0 online; `mca` physcpuinfo one CPU (domU `-EPERM`);
+//!   `xenpmu_op` → `-EOPNOTSUPP`; `apic_read` (12 bytes) → `-EINVAL`
+//!   (domU `-EPERM`); `pirq_eoi_gmfn_v2` (4-byte frame) → 0, again
+//!   `-EBUSY`; `set_priority` of port 0xffff → `-EINVAL`.
 //! - ring 3 (user.rs): syscall32 and sysenter callbacks registered at a
 //!   second entry → 0; `syscall` from ring 3 → the syscall32 callback
 //!   with eip after it, cs 0xe02b, the user esp, on the `stack_switch`
@@ -190,6 +196,8 @@ mod gdt;
 mod iret;
 #[cfg(target_arch = "x86")]
 mod mm;
+#[cfg(target_arch = "x86")]
+mod platform;
 
 #[cfg(target_arch = "x86")]
 fn run(si: &pvguest32::abi32::StartInfo32) {
@@ -216,5 +224,6 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     debugreg::run();
     grant::run();
     exchange::run(si.nr_pages);
+    platform::run();
     user::run();
 }
