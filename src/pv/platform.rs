@@ -58,7 +58,7 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
         XENPF_FIRMWARE_INFO => {
             // { u32 type, u32 index, union at byte 8 }
             let (type_, index) = (word(u, 0) as u32, (word(u, 0) >> 32) as u32);
-            return match type_ {
+            match type_ {
                 XEN_FW_DISK_INFO | XEN_FW_DISK_MBR_SIGNATURE | XEN_FW_VBEDDC_INFO => err(ESRCH),
                 XEN_FW_EFI_INFO => err(ENOSYS),
                 XEN_FW_KBD_SHIFT_FLAGS if index != 0 => err(ESRCH),
@@ -68,7 +68,7 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
                     space.write(arg + 8 + 8, &flags).map_or(err(EFAULT), |()| 0)
                 }
                 _ => err(EINVAL),
-            };
+            }
         }
         XENPF_GET_CPUINFO => {
             let mut i = XenpfPcpuinfo { xen_cpuid: word(u, 0) as u32, ..ringvisor_abi::Pod::zeroed() };
@@ -80,7 +80,7 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
                 i.flags = XEN_PCPU_FLAGS_INVALID;
             }
             i.max_present = 0;
-            return space.write(arg + 8, &i).map_or(err(EFAULT), |()| 0);
+            space.write(arg + 8, &i).map_or(err(EFAULT), |()| 0)
         }
         XENPF_GET_CPU_VERSION => {
             let cpu = word(u, 0) as u32;
@@ -92,7 +92,7 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
                 v.vendor_id[..n].copy_from_slice(&vendor[..n]);
                 (v.family, v.model, v.stepping) = (f.family as u32, f.model as u32, f.stepping as u32);
             }
-            return space.write(arg + 8, &v).map_or(err(EFAULT), |()| 0);
+            space.write(arg + 8, &v).map_or(err(EFAULT), |()| 0)
         }
         XENPF_CPU_ONLINE => match word(u, 0) as u32 {
             0 => 0,
@@ -226,7 +226,8 @@ pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
                 // Nothing was handed out, so nothing to acknowledge.
                 return space.write(arg + 8, &0u32).map_or(err(EFAULT), |()| 0);
             }
-            match handle(arg + 24) {
+            // Past the 24 bytes read: the address may wrap (-EFAULT).
+            match arg.checked_add(24).ok_or(()).and_then(|at| handle(at).map_err(|_| ())) {
                 Err(_) => return err(EFAULT),
                 Ok(0) => return err(EINVAL),
                 Ok(_) => {}
