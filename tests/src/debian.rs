@@ -58,10 +58,21 @@ pub fn resolve_dependency(meta: &str, prefix: &str) -> Result<String, Fetch> {
             "apt-cache is not installed: cannot resolve {meta} (a Debian-like system with apt is needed)"
         )));
     }
-    let mut c = Command::new("apt-cache");
-    c.args(["depends", meta]);
-    cmd::announce(&c);
-    let out = c.output().map_err(|e| Fetch::Unavailable(format!("cannot run apt-cache: {e}")))?;
+    let query = || {
+        let mut c = Command::new("apt-cache");
+        c.args(["depends", meta]);
+        cmd::announce(&c);
+        c.output().map_err(|e| Fetch::Unavailable(format!("cannot run apt-cache: {e}")))
+    };
+    let mut out = query()?;
+    // A fresh machine may have no package lists at all: as root, update
+    // them once and ask again.
+    if depends_on(&String::from_utf8_lossy(&out.stdout), prefix).is_none() && crate::tools::is_root() {
+        eprintln!("`apt-cache depends {meta}` names no {prefix}* package: updating the package lists once");
+        if apt_update().is_ok() {
+            out = query()?;
+        }
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     match depends_on(&text, prefix) {
         Some(p) if out.status.success() => Ok(p),
@@ -70,6 +81,13 @@ pub fn resolve_dependency(meta: &str, prefix: &str) -> Result<String, Fetch> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
     }
+}
+
+/// `apt-get update` (as root).
+fn apt_update() -> Result<(), crate::Error> {
+    let mut u = Command::new("apt-get");
+    u.arg("update").env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::run(&mut u).map(|_| ())
 }
 
 /// The first `Depends: PREFIX...` of `apt-cache depends` output.
@@ -125,9 +143,7 @@ pub fn download(dir: &Path, package: &str) -> Result<PathBuf, Fetch> {
     let mut result = attempt();
     if result.is_err() && crate::tools::is_root() {
         eprintln!("`{line}` failed: updating the package lists once and trying again");
-        let mut u = Command::new("apt-get");
-        u.arg("update").env("DEBIAN_FRONTEND", "noninteractive");
-        if cmd::run(&mut u).is_ok() {
+        if apt_update().is_ok() {
             result = attempt();
         }
     }
