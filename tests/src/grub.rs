@@ -167,9 +167,13 @@ mod tests {
         let k: GuestSpec = "b/vmlinuz:console=hvc0 earlyprintk=xen".parse().unwrap();
         let cfg = grub_cfg("loglvl=info", &plan_modules(&[k, GuestSpec::new("b/initrd.img")])).unwrap();
         assert!(
-            cfg.contains("    module2 /boot/vmlinuz -- console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
+            cfg.contains("    module2 /boot/vmlinuz console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
             "{cfg}"
         );
+        // `--` where an argument would read as an option.
+        let k: GuestSpec = "b/vmlinuz:rv.x=1".parse().unwrap();
+        let cfg = grub_cfg("", &plan_modules(&[k])).unwrap();
+        assert!(cfg.contains("    module2 /boot/vmlinuz -- rv.x=1\n"), "{cfg}");
     }
 
     #[test]
