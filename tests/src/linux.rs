@@ -252,6 +252,22 @@ pub fn ringvisor_iso(elf: &Path, files: &Files, initrd: &Path, role: Role, first
     Ok(q)
 }
 
+/// Linux as the initial domain from a GRUB 2 ISO whose entry is a Xen
+/// user's but for the hypervisor line (`multiboot2 /boot/ringvisor.elf
+/// loglvl=info`, then `module2 /boot/vmlinuz-... console=hvc0
+/// earlyprintk=xen` and `module2 /boot/initrd`): no `rv.` option, so the
+/// domain's memory is the dom0 default. Returns the run and the grub.cfg.
+pub fn xen_style_iso(elf: &Path, files: &Files, initrd: &Path) -> Result<(Qemu, String)> {
+    let guests = [GuestSpec::new(&files.kernel).args(KERNEL_ARGS), GuestSpec::new(initrd)];
+    let out = dir().join("ringvisor-linux-xen-entry.iso");
+    let iso = build::build_iso(elf, "loglvl=info", &guests, &out)?;
+    // build_iso leaves its tree beside the ISO, in `NAME.d`.
+    let cfg = std::fs::read_to_string(dir().join("ringvisor-linux-xen-entry.iso.d/boot/grub/grub.cfg"))?;
+    let mut q = Qemu::iso(iso);
+    q.memory = QEMU_MEM.into();
+    Ok((q, cfg))
+}
+
 /// Xen's command line for Linux as dom0.
 pub fn xen_cmdline() -> String {
     format!("console=com1 com1=115200,8n1 dom0_mem={LINUX_MEM} dom0_max_vcpus=1 loglvl=all guest_loglvl=all")

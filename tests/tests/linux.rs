@@ -129,6 +129,29 @@ fn linux_as_a_domu_boots_from_a_grub_iso() {
     expect_clean_poweroff(what, &out, 1);
 }
 
+/// The GRUB entry, as a Xen user writes it but for the first
+/// line: no ringvisor option anywhere, so Linux as the initial domain gets
+/// Xen's dom0 default memory (all of it but the hypervisor's reserve).
+#[test]
+fn linux_as_the_initial_domain_boots_from_a_xen_style_grub_entry() {
+    let what = "Linux as d0 from a Xen-style GRUB entry";
+    let Some(f) = files(what) else { return };
+    let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let (q, cfg) = lx::xen_style_iso(&elf(), &f, &initrd).unwrap_or_else(|e| panic!("{what}: no ISO: {e}"));
+    let kernel = f.kernel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let initrd_name = initrd.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    for want in [
+        "multiboot2 /boot/ringvisor.elf loglvl=info\n".to_string(),
+        format!("module2 /boot/{kernel} {}\n", lx::KERNEL_ARGS),
+        format!("module2 /boot/{initrd_name}\n"),
+    ] {
+        assert!(cfg.contains(&want), "{what}: grub.cfg lacks {want:?}:\n{cfg}");
+    }
+    let out = boot(what, q);
+    assert!(out.rv_lines().any(|l| l.contains("loader: multiboot2")), "{what}: not booted by GRUB (multiboot2)\n{}", out.transcript());
+    expect_clean_poweroff(what, &out, 0);
+}
+
 #[test]
 fn a_command_typed_into_a_linux_domu_shell_runs() {
     let what = "Linux shell as d1";
