@@ -174,3 +174,20 @@ pub fn take_hypervisor_hits() -> Option<(u64, u64, u64)> {
     let n = HV_HITS.swap(0, Ordering::Relaxed);
     Some((n, HV_LAST_RIP.load(Ordering::Relaxed), HV_LAST_DBG.load(Ordering::Relaxed) & (DR6_HITS | 0xe000 | 0x10000)))
 }
+
+/// `selftest=dbtrap`: take a #DB in hypervisor context on purpose (a data
+/// breakpoint on a hypervisor static, armed here, never by a guest) and
+/// check the handler noted it and came back. QEMU's TCG delivers a guest's
+/// mov-ss #DB before the `syscall`/`int` that follows (it ignores the
+/// shadow), so without this the ring-0 path would never run under test.
+/// Returns the hits seen (rip, DR6 bits), or None when no #DB came back.
+pub fn selftest() -> Option<(u64, u64)> {
+    static WATCHED: AtomicU64 = AtomicU64::new(0);
+    let _ = take_hypervisor_hits(); // start from none
+    let addr = WATCHED.as_ptr() as u64;
+    // L0, write, 8 bytes (R/W0 = 01b, LEN0 = 10b).
+    activate(&[addr, 0, 0, 0], 1 | 1 << 16 | 2 << 18 | 0x400);
+    WATCHED.store(1, Ordering::SeqCst);
+    activate(&[0; 4], 0);
+    take_hypervisor_hits().map(|(_, rip, dbg)| (rip, dbg))
+}
