@@ -201,3 +201,91 @@ pub fn build(data: &[u8], class: ElfClass, pend: u64) -> Option<BsdSymtab> {
     blob[strtab_at as usize..(strtab_at + str_size) as usize].copy_from_slice(str_bytes);
     Some(BsdSymtab { paddr, blob })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF of `class`: header, section headers (null, .symtab
+    /// linked to 2, .strtab), a symbol table of `sym` bytes and a string
+    /// table of `strs` bytes; `fill` in every other byte so a copy of the
+    /// wrong bytes shows.
+    fn image(class: ElfClass, sym: &[u8], strs: &[u8], fill: u8) -> Vec<u8> {
+        let (ehdr, shdr, _) = widths(class);
+        let f = fields(class);
+        let shoff = 0x100u64;
+        let sym_off = shoff + 3 * shdr;
+        let str_off = sym_off + sym.len() as u64;
+        let mut d = vec![fill; (str_off + strs.len() as u64) as usize];
+        d[..ehdr as usize].fill(0);
+        d[..4].copy_from_slice(b"\x7fELF");
+        d[4] = if class == ElfClass::Elf64 { 2 } else { 1 };
+        wr(&mut d, f.e_shoff.0, f.e_shoff.1, shoff);
+        wr(&mut d, f.e_shentsize, 2, shdr);
+        wr(&mut d, f.e_shnum, 2, 3);
+        wr(&mut d, f.e_phoff.0, f.e_phoff.1, 0x40);
+        d[shoff as usize..sym_off as usize].fill(0);
+        for (i, ty, off, size, link) in [(1, SHT_SYMTAB, sym_off, sym.len(), 2), (2, SHT_STRTAB, str_off, strs.len(), 0)] {
+            let h = shoff + i * shdr;
+            wr(&mut d, h + 4, 4, ty as u64);
+            wr(&mut d, h + f.sh_offset.0, f.sh_offset.1, off);
+            wr(&mut d, h + f.sh_size.0, f.sh_size.1, size as u64);
+            wr(&mut d, h + f.sh_link, 4, link);
+        }
+        d[sym_off as usize..str_off as usize].copy_from_slice(sym);
+        d[str_off as usize..].copy_from_slice(strs);
+        d
+    }
+
+    #[test]
+    fn laid_out_as_libelf_with_zero_padding() {
+        for class in [ElfClass::Elf32, ElfClass::Elf64] {
+            let (ehdr, shdr, align) = widths(class);
+            let f = fields(class);
+            let (sym, strs) = ([0x11u8; 18], *b"\0main\0_end\0");
+            let d = image(class, &sym, &strs, 0xcc);
+            let b = build(&d, class, 0x1003).expect("a symbol table");
+            assert_eq!(b.paddr, round(0x1003, align).unwrap());
+            let blob = &b.blob;
+            assert_eq!(blob.len() as u64 % align, 0);
+            // The ELF header: magic, e_shoff 64, 3 sections, our widths.
+            assert_eq!(&blob[4..8], b"\x7fELF");
+            assert_eq!(rd(blob, 4 + f.e_shoff.0, f.e_shoff.1), Some(64));
+            assert_eq!(rd(blob, 4 + f.e_shnum, 2), Some(3));
+            assert_eq!(rd(blob, 4 + f.e_shentsize, 2), Some(shdr));
+            assert_eq!(rd(blob, 4 + f.e_shentsize - 6, 2), Some(ehdr));
+            assert_eq!(rd(blob, 4 + f.e_phoff.0, f.e_phoff.1), Some(0));
+            // Nothing between the ELF header and the section headers, and
+            // section 0, but zeroes (XSA-194).
+            assert!(blob[(4 + ehdr) as usize..(HEADER_LEN + shdr) as usize].iter().all(|&x| x == 0));
+            // The tables where their headers say, relative to the ELF header.
+            let sh = |i: u64| 4 + 64 + i * shdr;
+            let sym_at = 4 + rd(blob, sh(1) + f.sh_offset.0, f.sh_offset.1).unwrap();
+            let str_at = 4 + rd(blob, sh(2) + f.sh_offset.0, f.sh_offset.1).unwrap();
+            assert_eq!(rd(blob, sh(1) + f.sh_link, 4), Some(2));
+            assert_eq!(&blob[sym_at as usize..sym_at as usize + sym.len()], &sym);
+            assert_eq!(&blob[str_at as usize..str_at as usize + strs.len()], &strs);
+            assert_eq!(sym_at, round(SYM_HEADER_LEN, align).unwrap());
+            // The size word: ELF header to the end of the string table.
+            assert_eq!(rd(blob, 0, 4), Some(str_at + strs.len() as u64 - 4));
+            // No byte of the image's fill anywhere: every gap is zero.
+            assert!(!blob.contains(&0xcc));
+        }
+    }
+
+    #[test]
+    fn none_without_a_usable_symbol_table() {
+        let d = image(ElfClass::Elf64, &[1; 24], b"\0a\0", 0);
+        // The link pointing at a non-string table.
+        let mut bad = d.clone();
+        wr(&mut bad, 0x100 + 64 + 40, 4, 1);
+        assert_eq!(build(&bad, ElfClass::Elf64, 0), None);
+        // A table past the end of the file.
+        let mut cut = d.clone();
+        cut.truncate(cut.len() - 1);
+        assert_eq!(build(&cut, ElfClass::Elf64, 0), None);
+        // A kernel ending at the top of the address space.
+        assert_eq!(build(&d, ElfClass::Elf64, u64::MAX - 8), None);
+        assert!(build(&d, ElfClass::Elf64, 0).is_some());
+    }
+}
