@@ -5,7 +5,7 @@
 //! line sets how much is printed.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
@@ -53,11 +53,53 @@ impl Write for Sink<'_> {
     }
 }
 
+/// No guest line is open on the serial line.
+const NO_LINE: u32 = u32::MAX;
+/// The domain whose unfinished line (a shell's prompt) is on the serial
+/// line, written by [`guest_partial`]; `NO_LINE` when none is.
+static OPEN: AtomicU32 = AtomicU32::new(NO_LINE);
+
+/// Ends an unfinished guest line, if one is open (the lock is held).
+fn close_open_line(s: &mut Option<Uart16550Tty<PioBackend>>) {
+    if OPEN.swap(NO_LINE, Ordering::Relaxed) != NO_LINE {
+        let _ = Sink(s).write_str("\n");
+    }
+}
+
 /// Print one whole line (the tag is the caller's): the lock is held for the
-/// whole line so lines never interleave.
+/// whole line so lines never interleave. An unfinished guest line on the
+/// serial line is ended first.
 pub fn print(args: fmt::Arguments) {
     let mut s = SERIAL.lock();
+    close_open_line(&mut s);
     let _ = Sink(&mut s).write_fmt(args);
+}
+
+/// The rest of domain `dom`'s line and its end: `(dN) text`, or only
+/// `text` when it continues the unfinished line [`guest_partial`] left.
+pub fn guest_line(dom: u16, text: &str) {
+    let mut s = SERIAL.lock();
+    if OPEN.load(Ordering::Relaxed) == dom as u32 {
+        OPEN.store(NO_LINE, Ordering::Relaxed);
+        let _ = writeln!(Sink(&mut s), "{text}");
+    } else {
+        close_open_line(&mut s);
+        let _ = writeln!(Sink(&mut s), "(d{dom}) {text}");
+    }
+}
+
+/// The start of a line of domain `dom` now, before its end: a shell's
+/// prompt and the echo of what is typed show at once (console_in.rs: the
+/// domain with the serial input). The line stays open until the domain's
+/// next [`guest_line`] or any other line.
+pub fn guest_partial(dom: u16, text: &str) {
+    let mut s = SERIAL.lock();
+    if OPEN.load(Ordering::Relaxed) != dom as u32 {
+        close_open_line(&mut s);
+        let _ = write!(Sink(&mut s), "(d{dom}) ");
+        OPEN.store(dom as u32, Ordering::Relaxed);
+    }
+    let _ = Sink(&mut s).write_str(text);
 }
 
 /// A byte typed on the serial line, if one is waiting.

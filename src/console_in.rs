@@ -3,13 +3,21 @@
 //! Bytes typed on the serial line go to the domain that has the input:
 //! the initial domain's (d0) by default. Three Ctrl-A in a row move it on:
 //! to the next live domain, then to the hypervisor's debug keys, then back
-//! to the first domain; the console says where it went. The initial domain
+//! to the first domain; the console says where it went. When the domain
+//! with the input has ended, the input moves on to the next live domain
+//! (wrapping round; saying so) as soon as the input is next polled, rather
+//! than being dropped as Xen does:
+//! with no toolstack to switch consoles, a domU started after a short-lived
+//! domain 0 (a Linux shell as d1) would otherwise need three Ctrl-A before
+//! anything typed reached it. The domain with the input has its console
+//! output shown as a terminal's: as it comes (a prompt before its
+//! newline), with its control characters. The initial domain
 //! reads its input with `console_io(CONSOLEIO_read)` and is told by
 //! `VIRQ_CONSOLE`; any other domain finds it in its console ring's `in`
 //! half, its console port notified (the ring holds 1 KiB: what does not
 //! fit is dropped, as a slow reader loses it on Xen too).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::domain::Domain;
 use crate::sched::Hv;
@@ -17,6 +25,9 @@ use crate::sched::Hv;
 /// Who gets the next byte: `usize::MAX` the hypervisor, else a domain's
 /// index in `hv.domains`.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
+/// The id of the domain with the input (`u32::MAX`: the hypervisor), for
+/// the console output side, which knows domains by id.
+static FOCUS_ID: AtomicU32 = AtomicU32::new(0);
 /// Ctrl-A typed in a row so far.
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 
@@ -29,6 +40,20 @@ pub enum Route {
     DebugKey(u8),
     /// Delivered to a domain, or a switch key.
     Taken,
+}
+
+/// Whether domain `id` has the serial input: its console output is then a
+/// terminal's (pv::hypercall::console_byte: shown as it comes, its
+/// control characters kept).
+pub fn has_input(id: u16) -> bool {
+    FOCUS_ID.load(Ordering::Relaxed) == id as u32
+}
+
+/// Gives the input to domain index `next` (or the hypervisor).
+fn set_focus(hv: &Hv, next: usize) {
+    FOCUS.store(next, Ordering::Relaxed);
+    let id = if next == HYPERVISOR { u32::MAX } else { hv.domains[next].id as u32 };
+    FOCUS_ID.store(id, Ordering::Relaxed);
 }
 
 /// Domain `i` can take input: alive.
@@ -46,8 +71,11 @@ pub fn route(hv: &mut Hv, k: u8) -> Route {
         return Route::Taken;
     }
     CTRL_A.store(0, Ordering::Relaxed);
-    let focus = FOCUS.load(Ordering::Relaxed);
-    if focus == HYPERVISOR || !takes_input(hv, focus) {
+    let mut focus = FOCUS.load(Ordering::Relaxed);
+    if focus != HYPERVISOR && !takes_input(hv, focus) {
+        focus = follow(hv, focus);
+    }
+    if focus == HYPERVISOR {
         return Route::DebugKey(k);
     }
     deliver(&mut hv.domains[focus], k);
@@ -60,11 +88,41 @@ fn switch(hv: &Hv) {
     let from = FOCUS.load(Ordering::Relaxed);
     let start = if from == HYPERVISOR { 0 } else { from + 1 };
     let next = (start..hv.domains.len()).find(|&i| takes_input(hv, i)).unwrap_or(HYPERVISOR);
-    FOCUS.store(next, Ordering::Relaxed);
+    set_focus(hv, next);
     match next {
         HYPERVISOR => crate::info!("serial input to the hypervisor (debug keys; type Ctrl-A three times to switch)"),
         i => crate::info!("serial input to d{} (type Ctrl-A three times to switch)", hv.domains[i].id),
     }
+}
+
+/// When the domain with the input has ended and another is alive, the
+/// input moves on to it now (not only at the next key), so that its output
+/// is shown as a terminal's at once (a Linux domU's first prompt after a
+/// short-lived domain 0). Called as typed input is polled.
+pub fn settle(hv: &Hv) {
+    let focus = FOCUS.load(Ordering::Relaxed);
+    if focus == HYPERVISOR || takes_input(hv, focus) {
+        return;
+    }
+    if (0..hv.domains.len()).any(|i| takes_input(hv, i)) {
+        follow(hv, focus);
+    }
+}
+
+/// The domain at `from` had the input and has ended: the input goes to
+/// the next live domain after it, wrapping round, else to the hypervisor.
+fn follow(hv: &Hv, from: usize) -> usize {
+    let n = hv.domains.len();
+    let next = (1..=n).map(|i| (from + i) % n.max(1)).find(|&i| takes_input(hv, i)).unwrap_or(HYPERVISOR);
+    set_focus(hv, next);
+    match next {
+        HYPERVISOR => crate::info!("serial input to the hypervisor: no domain is left (debug keys)"),
+        i => crate::info!(
+            "serial input to d{}: the domain that had it has ended (type Ctrl-A three times to switch)",
+            hv.domains[i].id
+        ),
+    }
+    next
 }
 
 /// One byte of input for domain `d`.

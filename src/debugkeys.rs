@@ -51,6 +51,7 @@ pub fn poll(hv: &mut Hv, f: &mut TrapFrame) {
     if !TICK.swap(false, Ordering::Relaxed) {
         return;
     }
+    crate::console_in::settle(hv);
     while let Some(k) = crate::console::try_read() {
         // The input goes where console_in says: a domain, or our keys.
         if let crate::console_in::Route::DebugKey(k) = crate::console_in::route(hv, k) {

@@ -496,4 +496,5 @@ pub fn drain_console(d: &mut Domain) {
         cons = cons.wrapping_add(1);
     }
     idx(offset_of!(R, out_cons)).store(cons, Ordering::Release);
+    crate::pv::hypercall::console_show_partial(d);
 }

@@ -550,6 +550,7 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
                 }
                 done += n as u64;
             }
+            console_show_partial(d);
             0
         }
         // What was typed for this domain (console_in.rs): up to `count`
@@ -603,9 +604,13 @@ pub fn console_byte(d: &mut Domain, b: u8) {
     }
     match b {
         b'\n' => flush_console_line(d),
+        0x20..=0x7e => d.console_line.push(b as char),
+        // The domain with the serial input is a terminal's (a shell): its
+        // line editing (carriage return, backspace, escape sequences, bell,
+        // tab) reaches the terminal.
+        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console_in::has_input(d.id) => d.console_line.push(b as char),
         b'\r' => {}
         // Keep control characters off the hypervisor's console.
-        0x20..=0x7e => d.console_line.push(b as char),
         _ => d.console_line.push('?'),
     }
     if d.console_line.len() >= 200 {
@@ -614,8 +619,18 @@ pub fn console_byte(d: &mut Domain, b: u8) {
 }
 
 pub fn flush_console_line(d: &mut Domain) {
-    crate::console::print(format_args!("(d{}) {}\n", d.id, d.console_line));
+    crate::console::guest_line(d.id, &d.console_line);
     d.console_line.clear();
+}
+
+/// After a console write: the domain with the serial input shows its
+/// unfinished line (a prompt, the echo of a key) at once rather than at
+/// its newline, as Xen's console shows dom0's output as it comes.
+pub fn console_show_partial(d: &mut Domain) {
+    if !d.console_line.is_empty() && crate::console_in::has_input(d.id) {
+        crate::console::guest_partial(d.id, &d.console_line);
+        d.console_line.clear();
+    }
 }
 
 fn shutdown(d: &mut Domain, reason: u32) -> Ret {

@@ -96,9 +96,13 @@ pub fn grub_cfg(cmdline: &str, modules: &[IsoModule]) -> Result<String> {
     let mut module_lines = String::new();
     for m in modules {
         let path = format!("/boot/{}", m.name);
-        // A module with neither options nor arguments (an initrd) is just
-        // its path, as in a Xen entry: `module2 /boot/initrd.img`.
-        let opts = if m.guest.opts.is_empty() && m.guest.args.is_empty() { Vec::new() } else { m.guest.option_words() };
+        // Without options the line is a Xen entry's: the path and the
+        // arguments (`module2 /boot/vmlinuz console=hvc0`), or only the
+        // path (an initrd); `--` only where an argument would otherwise
+        // read as an option.
+        let first = m.guest.args.split_whitespace().next();
+        let needs_dashes = first.is_some_and(|w| w == "--" || w.starts_with("rv."));
+        let opts = if m.guest.opts.is_empty() && !needs_dashes { Vec::new() } else { m.guest.option_words() };
         let words = [path.as_str()]
             .into_iter()
             .chain(opts.iter().map(String::as_str))
@@ -163,9 +167,13 @@ mod tests {
         let k: GuestSpec = "b/vmlinuz:console=hvc0 earlyprintk=xen".parse().unwrap();
         let cfg = grub_cfg("loglvl=info", &plan_modules(&[k, GuestSpec::new("b/initrd.img")])).unwrap();
         assert!(
-            cfg.contains("    module2 /boot/vmlinuz -- console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
+            cfg.contains("    module2 /boot/vmlinuz console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
             "{cfg}"
         );
+        // `--` where an argument would read as an option.
+        let k: GuestSpec = "b/vmlinuz:rv.x=1".parse().unwrap();
+        let cfg = grub_cfg("", &plan_modules(&[k])).unwrap();
+        assert!(cfg.contains("    module2 /boot/vmlinuz -- rv.x=1\n"), "{cfg}");
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   a timeout, turn the exit status into a [`qemu::Verdict`].
 //! - [`tools`]: find (or, as root, install) QEMU, GRUB and friends.
 //! - [`cmd`]: run a command, printing it first (`$ ...`).
+//! - [`debian`]: Debian packages fetched with `apt-get download` into
+//!   `target/` (Xen 4.17, the stock kernel, busybox-static).
+//! - [`cpio`]: a newc cpio writer (the initramfs format).
+//! - [`linux`]: Debian's stock Linux on ringvisor and on Xen: files,
+//!   initramfs, QEMU runs, boot times, failed hypercalls.
 //! - [`docs`]: link checks for the Markdown documents.
 //!
 //! Every command the harness runs is printed to stderr before it runs.
@@ -22,10 +27,13 @@ pub mod bench;
 pub mod build;
 pub mod bzimage;
 pub mod cmd;
+pub mod cpio;
+pub mod debian;
 pub mod docs;
 pub mod fuzz;
 pub mod grub;
 pub mod guest;
+pub mod linux;
 pub mod qemu;
 pub mod tools;
 

@@ -77,6 +77,10 @@ pub struct Qemu {
     pub send_on: Vec<(String, Vec<u8>)>,
     /// Our stdin goes to the serial line (interactive runs: debug keys).
     pub keyboard: bool,
+    /// Stop QEMU as soon as a console line contains one of these (for a
+    /// hypervisor that halts instead of exiting, such as Xen): the run's
+    /// verdict is then [`Verdict::Stopped`].
+    pub stop_on: Vec<String>,
 }
 
 impl Qemu {
@@ -104,6 +108,7 @@ impl Qemu {
             extra_args: Vec::new(),
             send_on: Vec::new(),
             keyboard: false,
+            stop_on: Vec::new(),
         }
     }
 
@@ -233,9 +238,24 @@ impl Qemu {
         let errors = thread::spawn(move || read_stderr(stderr, echo));
 
         let mut timed_out = false;
+        let mut stopped_at: Option<String> = None;
+        let mut checked = 0;
         let status = loop {
             if let Some(st) = child.0.try_wait()? {
                 break st;
+            }
+            if !self.stop_on.is_empty() {
+                let seen = lines.lock().unwrap_or_else(|p| p.into_inner());
+                stopped_at = seen[checked..]
+                    .iter()
+                    .find(|l| self.stop_on.iter().any(|s| l.text.contains(s.as_str())))
+                    .map(|l| l.text.clone());
+                checked = seen.len();
+                drop(seen);
+                if stopped_at.is_some() {
+                    let _ = child.0.kill();
+                    break child.0.wait()?;
+                }
             }
             if !to_send.is_empty() {
                 let seen = lines.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,8 +287,13 @@ impl Qemu {
             .find(|l| !l.text.trim().is_empty())
             .map(|l| l.at);
         let banner = lines.iter().find(|l| l.text.contains(BANNER)).map(|l| l.at);
+        let verdict = match stopped_at {
+            Some(_) => Verdict::Stopped,
+            None => Verdict::from_status(status.code(), timed_out),
+        };
         Ok(RunOutput {
-            verdict: Verdict::from_status(status.code(), timed_out),
+            verdict,
+            stopped_at,
             status: status.code(),
             signal: signal_of(&status),
             timeout: self.timeout,
@@ -418,6 +443,9 @@ pub enum Verdict {
     TripleFault,
     /// Killed by the harness: no verdict before the timeout.
     Timeout,
+    /// Stopped by the harness at a line it was told to stop at
+    /// ([`Qemu::stop_on`]).
+    Stopped,
     /// Any other end: QEMU's own error (status 1: bad arguments, unreadable
     /// file...), an unknown debug-exit value, or a signal (`None`).
     Other(Option<i32>),
@@ -451,6 +479,7 @@ impl Verdict {
                 "triple fault or reset without a verdict (QEMU exited 0 under -no-reboot)".into()
             }
             Verdict::Timeout => "no verdict before the timeout; QEMU killed".into(),
+            Verdict::Stopped => "stopped by the harness at the line it waited for".into(),
             Verdict::Other(Some(1)) => {
                 "QEMU exited with status 1 without a verdict (a QEMU error? see its stderr)".into()
             }
@@ -468,6 +497,7 @@ impl fmt::Display for Verdict {
             Verdict::Panic => "PANIC",
             Verdict::TripleFault => "TRIPLE-FAULT",
             Verdict::Timeout => "TIMEOUT",
+            Verdict::Stopped => "STOPPED",
             Verdict::Other(_) => "UNEXPECTED",
         })
     }
@@ -477,6 +507,8 @@ impl fmt::Display for Verdict {
 #[derive(Debug, Clone)]
 pub struct RunOutput {
     pub verdict: Verdict,
+    /// The line that stopped the run ([`Qemu::stop_on`]).
+    pub stopped_at: Option<String>,
     /// QEMU's exit status (`None`: killed by a signal).
     pub status: Option<i32>,
     pub signal: Option<i32>,

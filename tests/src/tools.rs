@@ -90,7 +90,8 @@ pub fn install_hint() -> String {
     )
 }
 
-fn is_root() -> bool {
+/// Whether we run as root (the real uid).
+pub(crate) fn is_root() -> bool {
     // The real uid from /proc (Linux), else `id -u`.
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {

@@ -9,6 +9,11 @@
 //! - `e` shows the guest's VIRQ_TIMER port;
 //! - `r` shows recent hypercalls (the guest's polls);
 //! - `i003` injects #BP into d0: the guest sees vector 3 and succeeds.
+//!
+//! And serial input (one boot each): typed lines reach d0 through
+//! console_io(CONSOLEIO_read); three Ctrl-A move the input to d1, whose
+//! lines arrive in its console ring's input half; when d1 has ended the
+//! input follows to the live d0.
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
@@ -70,3 +75,34 @@ fn serial_input_goes_to_the_initial_domain_and_moves_with_ctrl_a() {
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
 
+
+#[test]
+fn serial_input_reaches_a_domu_console_ring_and_follows_to_a_live_domain() {
+    // d0 (guest-idle mode=echo) reads with console_io; d1 (guest-console
+    // mode=echo) reads its console ring's `in` half. A line for d0, three
+    // Ctrl-A (the input to d1), a line and `quit` for d1; once d1 has shut
+    // down, `quit` goes to d0, the live domain, without another Ctrl-A.
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
+    let console = build::test_guest("guest-console").unwrap_or_else(|e| panic!("no guest-console: {e}"));
+    let out = Qemu::kernel(elf)
+        .guest(GuestSpec::new(idle).args("mode=echo"))
+        .guest(GuestSpec::new(console).args("mode=echo"))
+        .send_on("(d1) INFO: ECHO: ready", b"hello d0\r\x01\x01\x01hello d1\rquit\r")
+        .send_on("(RV) d1: shutdown: poweroff", b"quit\r")
+        .timeout(Some(Duration::from_secs(60)))
+        .run()
+        .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    eprintln!("serial input to a domU: {}", out.summary());
+    let t = out.transcript();
+    let has = |needle: &str| out.lines.iter().any(|l| l.text.contains(needle));
+    assert!(has("(d0) INFO: ECHO: hello d0"), "d0 did not read its line\n{t}");
+    assert!(has("serial input to d1 (type Ctrl-A three times to switch)"), "three Ctrl-A did not move the input to d1\n{t}");
+    assert!(has("(d1) INFO: ECHO: hello d1"), "d1 did not read the line from its console ring\n{t}");
+    assert!(has("(d1) PASS: the console port was notified of the input"), "{t}");
+    assert!(has("(d1) RESULT: SUCCESS"), "{t}");
+    assert!(has("serial input to d0: the domain that had it has ended"), "the input did not follow to d0\n{t}");
+    assert!(has("(d0) INFO: ECHO: quit"), "{t}");
+    assert!(has("(d0) RESULT: SUCCESS"), "{t}");
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+}

@@ -8,12 +8,12 @@ use ringvisor_tests::bench::{self as b, Report, Runs};
 use ringvisor_tests::build::{self, Profile};
 use ringvisor_tests::guest::GuestSpec;
 use ringvisor_tests::qemu::{self, Line, Qemu};
-use ringvisor_tests::{bail, cmd, tools, Error, Result};
+use ringvisor_tests::{bail, cmd, debian, tools, Error, Result};
 use std::cell::Cell;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -286,77 +286,14 @@ fn bench(o: &Opts) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Debian's Xen package and the hypervisor image in it.
-const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
-const XEN_IMAGE: &str = "boot/xen-4.17-amd64.gz";
 /// Xen's command line: the serial console, guest-bench as a 64 MiB dom0
 /// with one vCPU, and every log line (dom0's console_io included).
 const XEN_CMDLINE: &str =
     "console=com1 com1=115200,8n1 dom0_mem=64M dom0_max_vcpus=1 loglvl=all guest_loglvl=all";
 
-/// target/xen/xen.elf, made on first use: `apt-get download` the package
-/// into target/xen/ (unless a .deb of it is already there), `dpkg -x` it,
-/// `zcat` the image to an ELF QEMU's multiboot loader takes. Nothing of it
-/// leaves target/.
+/// target/xen/xen.elf (see `ringvisor_tests::debian::xen_elf`).
 fn xen_elf() -> Result<PathBuf> {
-    let dir = build::target_dir().join("xen");
-    let elf = dir.join("xen.elf");
-    if elf.is_file() {
-        return Ok(elf);
-    }
-    fs::create_dir_all(&dir)?;
-    let deb = match find_deb(&dir) {
-        Some(d) => d,
-        None => {
-            let line = format!("apt-get download {XEN_PACKAGE}");
-            if cmd::find_in_path("apt-get").is_none() {
-                bail!("--vs-xen: `{line}` cannot run: apt-get is not installed (put the .deb in {} by hand)", dir.display());
-            }
-            let mut c = Command::new("apt-get");
-            c.current_dir(&dir).args(["download", XEN_PACKAGE]);
-            if let Err(e) = cmd::run(&mut c) {
-                bail!("--vs-xen: `{line}` (in {}) failed: {} (apt-get update first?)", dir.display(), e.0);
-            }
-            match find_deb(&dir) {
-                Some(d) => d,
-                None => bail!("--vs-xen: `{line}` left no {XEN_PACKAGE}_*.deb in {}", dir.display()),
-            }
-        }
-    };
-    let root = dir.join("pkg");
-    let mut c = Command::new("dpkg");
-    c.arg("-x").arg(&deb).arg(&root);
-    if let Err(e) = cmd::run(&mut c) {
-        bail!("--vs-xen: `dpkg -x {} {}` failed: {}", deb.display(), root.display(), e.0);
-    }
-    let gz = root.join(XEN_IMAGE);
-    let part = dir.join("xen.elf.part");
-    eprintln!("$ zcat {} > {}", gz.display(), elf.display());
-    let status = Command::new("zcat")
-        .arg(&gz)
-        .stdout(fs::File::create(&part)?)
-        .status()
-        .map_err(|e| Error::new(format!("--vs-xen: cannot run `zcat {}`: {e}", gz.display())))?;
-    if !status.success() {
-        let _ = fs::remove_file(&part);
-        bail!("--vs-xen: `zcat {} > {}` failed ({status})", gz.display(), elf.display());
-    }
-    fs::rename(&part, &elf)?;
-    Ok(elf)
-}
-
-/// The latest `xen-hypervisor-4.17-amd64_*.deb` put in `dir` (by
-/// modification time).
-fn find_deb(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(&format!("{XEN_PACKAGE}_")) && n.ends_with(".deb")
-        })
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .map(|e| e.path())
+    debian::xen_elf().map_err(|e| Error::new(format!("--vs-xen: {e}")))
 }
 
 /// How a Xen boot ended.
@@ -513,23 +450,5 @@ mod tests {
         assert!(parse(&strings(&["--timeout", "-1"])).is_err());
         assert!(parse(&strings(&["g.elf"])).is_err());
         assert!(parse(&strings(&["--args"])).is_err());
-    }
-
-    #[test]
-    fn xen_debs_are_found_by_name() {
-        let dir = std::env::temp_dir().join(format!("xtask-bench-deb-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        assert_eq!(find_deb(&dir), None);
-        let t0 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        for (i, n) in ["xen-hypervisor-4.17-amd64_4.17.7+13_amd64.deb", "other_1_amd64.deb", "xen-hypervisor-4.17-amd64_4.17.6_amd64.deb"]
-            .iter()
-            .enumerate()
-        {
-            let f = fs::File::create(dir.join(n)).unwrap();
-            f.set_modified(t0 + Duration::from_secs(10 - i as u64)).unwrap();
-        }
-        let d = find_deb(&dir).unwrap();
-        assert!(d.ends_with("xen-hypervisor-4.17-amd64_4.17.7+13_amd64.deb"), "{}", d.display());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,6 +8,7 @@ mod bench;
 mod frames;
 mod fuzz;
 mod lesson;
+mod linux;
 mod xtf;
 
 use ringvisor_tests::build::{self, Profile};
@@ -49,6 +50,7 @@ COMMANDS:
   frames  draw the guest stack frames into docs/frames/*.svg
   fuzz    random hypercalls, exceptions and iret frames beside a victim
   xtf     boot each XTF test image of a directory, table of results
+  linux   boot Debian's stock Linux kernel (busybox initramfs) and time it
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
 `target/` means $CARGO_TARGET_DIR when that is set. Before building,
@@ -265,12 +267,13 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "frames" => return frames::command(rest),
         "fuzz" => return fuzz::command(rest),
         "xtf" => return xtf::command(rest),
+        "linux" => return linux::command(rest),
         "gdb" => (
             GDB_HELP,
             [profile, &["--cmdline", "GUEST"]].concat(),
             Profile::Debug,
         ),
-        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, xtf, help"),
+        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, xtf, linux, help"),
     };
     let o = parse(command, rest, &allowed, default)?;
     if o.help {

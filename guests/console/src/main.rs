@@ -16,6 +16,13 @@
 //!   is full). [`LINES`] numbered lines of 72 bytes (more than the ring's
 //!   2048 bytes: the indices wrap), then a line written in two pieces.
 //! - The reader keeps up: `out_cons` reaches `out_prod` (within 5 s).
+//! - With `mode=echo` on its command line, then the input half: `ECHO:
+//!   ready`, then every line typed on the serial console while this domain
+//!   has the input (`in[MASK(in_cons)]` up to `in_prod`, `in_cons`
+//!   advanced) is printed back as `ECHO: line`; the line `quit` ends it.
+//!   The console port was pending when input came (the hypervisor notifies
+//!   it); input indices stay sane (`in_prod - in_cons` <= 1024). FAILURE
+//!   when no `quit` comes within 20 s.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -127,4 +134,54 @@ fn run(si: &StartInfo) {
         out_cons(),
         out_prod()
     ));
+    if pvguest::start_info::arg("mode") == Some("echo") {
+        echo(port);
+    }
+}
+
+/// Reads the ring's input half until the line `quit`, printing each line
+/// back (see the cases above).
+fn echo(port: u32) {
+    let in_cons_ix = || {
+        // SAFETY: as in `index`.
+        unsafe { AtomicU32::from_ptr((RING.addr() + offset_of!(XenconsInterface, in_cons) as u64) as *mut u32) }
+    };
+    let input = RING.addr() + offset_of!(XenconsInterface, in_) as u64;
+    info(format_args!("ECHO: ready"));
+    let mut line = [0u8; 80];
+    let mut len = 0;
+    let mut notified = false;
+    let deadline = now_ns() + 20_000 * MS;
+    while now_ns() < deadline {
+        // Woken by the console port, or every 100 ms.
+        ev::poll(&[port], now_ns() + 100 * MS);
+        notified |= ev::is_pending(port);
+        ev::clear_pending(port);
+        let prod = index(offset_of!(XenconsInterface, in_prod));
+        let mut cons = in_cons_ix().load(Ordering::Acquire);
+        if prod.wrapping_sub(cons) as usize > abi::XENCONS_IN_SIZE {
+            report::fail("input indices sane", format_args!("in_cons {cons} in_prod {prod}"));
+            return;
+        }
+        while cons != prod {
+            // SAFETY: inside the ring's `in` array (index masked).
+            let c = unsafe { ((input + abi::mask_xencons_in(cons) as u64) as *const u8).read_volatile() };
+            cons = cons.wrapping_add(1);
+            if c == b'\r' || c == b'\n' {
+                let s = core::str::from_utf8(&line[..len]).unwrap_or("?");
+                info(format_args!("ECHO: {s}"));
+                if s == "quit" {
+                    in_cons_ix().store(cons, Ordering::Release);
+                    check("the console port was notified of the input", notified, format_args!("never pending"));
+                    return;
+                }
+                len = 0;
+            } else if len < line.len() {
+                line[len] = c;
+                len += 1;
+            }
+        }
+        in_cons_ix().store(cons, Ordering::Release);
+    }
+    report::fail("echo", format_args!("no `quit` line within 20 s"));
 }
