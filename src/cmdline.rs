@@ -7,7 +7,7 @@
 //! | option | meaning |
 //! |---|---|
 //! | `loglvl=error\|warn\|info\|debug\|trace` | how much the hypervisor logs (default `info`) |
-//! | `selftest=pagefault\|divide\|panic\|iretfault` | fault on purpose after boot, to check the fault dump (`iretfault`: the first return to a guest faults at the hypervisor's `iretq`; that domain is crashed) |
+//! | `selftest=pagefault\|divide\|panic\|iretfault\|dbtrap` | fault on purpose after boot, to check the fault dump (`iretfault`: the first return to a guest faults at the hypervisor's `iretq`; that domain is crashed; `dbtrap`: a #DB in ring 0, noted and ignored, boot goes on) |
 //! | `on_exit=halt\|reboot` | what real hardware does when nothing is left to run (default `halt`) |
 //! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
 //! | `bench` | before any guest runs, time the hardware's own ring 3 → ring 0 round trips (src/bench.rs) |
@@ -65,6 +65,10 @@ pub enum SelfTest {
     /// CPU refuses it at the hypervisor's own `iretq`, whose fixup must
     /// crash that domain and nothing else.
     IretFault,
+    /// A data breakpoint on a hypervisor static, hit in ring 0: the #DB
+    /// handler must note it and return (the path a guest's `mov ss` +
+    /// `syscall` takes on hardware).
+    DebugTrap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,9 +133,10 @@ impl Options {
                         "divide" => SelfTest::Divide,
                         "panic" => SelfTest::Panic,
                         "iretfault" => SelfTest::IretFault,
+                        "dbtrap" => SelfTest::DebugTrap,
                         "none" => SelfTest::None,
                         _ => {
-                            bad(BadOption { word, why: "expected pagefault|divide|panic|iretfault" });
+                            bad(BadOption { word, why: "expected pagefault|divide|panic|iretfault|dbtrap" });
                             continue;
                         }
                     };

@@ -216,6 +216,10 @@ fn selftest(t: SelfTest) {
             unsafe { core::arch::asm!("xor edx, edx", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _) };
         }
         SelfTest::Panic => panic!("selftest=panic asked for a panic"),
+        SelfTest::DebugTrap => match crate::arch::x86_64::debugreg::selftest() {
+            Some((rip, dbg)) => info!("selftest: #DB in hypervisor context noted and ignored (rip {rip:#x}, dr6 bits {dbg:#x})"),
+            None => error!("selftest: the data breakpoint on a hypervisor static raised no #DB"),
+        },
         SelfTest::IretFault => {
             info!("selftest: the first return to a guest will fault at the hypervisor's iretq");
             crate::pv::entry::IRET_SELFTEST.store(true, core::sync::atomic::Ordering::Relaxed);

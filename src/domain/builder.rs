@@ -319,6 +319,11 @@ pub fn build(
     for c in img.load_chunks() {
         write(c.guest_va, c.bytes); // the zero-filled tail is already zero
     }
+    // BSD_SYMTAB: the whole area, its padding zeroes included (fresh
+    // frames are zero too; written anyway, the blob is the one truth).
+    if let Some(b) = &img.bsd_symtab {
+        write(b.guest_va, &b.blob);
+    }
     if let Some(hp) = img.hypercall_page {
         if compat {
             ringvisor_abi::hypercall_page::fill_hypercall_page32(frame_bytes(mfn_of(hp)));

@@ -314,6 +314,14 @@ pub struct LoadChunk<'a> {
     pub zero_len: u64,
 }
 
+/// The BSD symbol table area: `blob` (every byte of it, zeroes included)
+/// goes to `guest_va`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BsdArea {
+    pub guest_va: u64,
+    pub blob: Vec<u8>,
+}
+
 /// A parsed, checked guest kernel image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestImage<'a> {
@@ -340,6 +348,9 @@ pub struct GuestImage<'a> {
     pub features: Features,
     /// The loadable segments, in program-header order.
     pub segments: Vec<Segment>,
+    /// `BSD_SYMTAB`: the symbol table area after the segments (bsdsyms.rs),
+    /// inside `[virt_kstart, virt_kend)`.
+    pub bsd_symtab: Option<BsdArea>,
     pub notes: XenNotes<'a>,
     pub data: &'a [u8],
 }
@@ -1322,6 +1333,10 @@ fn place<'a>(
         .map(|s| s.paddr + s.mem_size)
         .max()
         .unwrap_or(0);
+    // BSD_SYMTAB: the symbol table right after the segments, part of the
+    // image from here on (elf_xen_addr_calc_check: virt_kend moves).
+    let bsd_symtab = if notes.bsd_symtab { super::bsdsyms::build(data, class, pend) } else { None };
+    let pend = bsd_symtab.as_ref().map_or(pend, |b| b.end());
     let shift = virt_base as i128 - paddr_offset as i128;
     let top: i128 = match class {
         ElfClass::Elf64 => u64::MAX as i128,
@@ -1407,6 +1422,7 @@ fn place<'a>(
         pae,
         features: notes.features,
         segments,
+        bsd_symtab: bsd_symtab.map(|b| BsdArea { guest_va: (b.paddr as i128 + shift) as u64, blob: b.blob }),
         notes,
         data,
     })

@@ -1,6 +1,7 @@
 //! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
 
 pub mod bzimage;
+pub mod bsdsyms;
 pub mod elf;
 pub mod layout;
 #[cfg(target_os = "none")]

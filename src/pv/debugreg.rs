@@ -2,11 +2,14 @@
 //! emulated `mov` to and from `%drN` (Xen: `pv/misc-hypercalls.c`
 //! set_debugreg, `do_get_debugreg`), with Xen's checks and answers.
 //!
-//! ringvisor keeps the values but does not arm them in the hardware: a
-//! guest's breakpoints never fire (docs/abi.md says so). Arming them needs
-//! #DB on an IST stack and a ring-0 #DB handler for the breakpoints that
-//! trigger on the way into the hypervisor (the `mov ss` case of XSA-260),
-//! which ringvisor does not have yet; single-stepping with TF works.
+//! The values are loaded into the CPU while the vCPU runs
+//! (`arch::x86_64::debugreg::activate`, on a change here and on every
+//! switch in), so a guest's breakpoints fire and its #DB is bounced with
+//! DR6 as it should see it (`merge_dr6`). What keeps that safe is checked
+//! here: breakpoints only on the guest's own addresses, never General
+//! Detect, no I/O breakpoints; what hits in the hypervisor anyway (the
+//! `mov ss` case of XSA-260, a watched buffer a hypercall touches) is the
+//! arch #DB handler's, on its own IST stack.
 
 use ringvisor_abi::errno::*;
 
@@ -21,6 +24,13 @@ const DR7_RESERVED_ONE: u64 = 0x400;
 const DR7_RESERVED_ZERO: u64 = !0xffff_27ff & 0xffff_ffff;
 const DR7_GENERAL_DETECT: u64 = 0x2000;
 const DR7_ACTIVE_MASK: u64 = 0xff;
+/// DR6 B0-B3, the breakpoints that hit: replaced on each #DB; the other
+/// conditions (BD, BS, BT) stay until the guest clears them (Xen's
+/// x86_merge_dr6).
+const DR6_HITS: u64 = 0xf;
+/// DR6 bits the CPU may report: B0-B3, BD, BS, BT and RTM (bit 16, which
+/// with positive polarity means "in a transaction"; never here).
+const DR6_KNOWN: u64 = DR6_HITS | 0xe000 | 0x1_0000;
 /// R/W = 10b: an I/O breakpoint, which needs CR4.DE (never set for a PV
 /// guest here).
 const DR_IO: u64 = 2;
@@ -72,7 +82,20 @@ pub fn set(d: &mut Domain, reg: u64, value: u64) -> Ret {
         }
         _ => return err(ENODEV),
     }
+    // The running vCPU's change takes effect now, as in Xen.
+    let v = d.v();
+    crate::arch::x86_64::debugreg::activate(&v.dr, v.dr7);
     0
+}
+
+/// A #DB for the guest: fold `dbg` (the hardware DR6, positive polarity)
+/// into the DR6 it reads (Xen: x86_merge_dr6). Only the bits the CPU
+/// defines are taken; the rest keep their fixed values.
+pub fn merge_dr6(d: &mut Domain, dbg: u64) {
+    let v = d.v_mut();
+    let mut pos = (v.dr6 ^ DR6_DEFAULT) & !DR6_HITS;
+    pos |= dbg & DR6_KNOWN;
+    v.dr6 = ((pos ^ DR6_DEFAULT) & !DR6_RESERVED_ZERO) | DR6_RESERVED_ONE;
 }
 
 /// Xen's `do_get_debugreg`: the value, or -EINVAL for no such register.

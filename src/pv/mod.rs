@@ -12,7 +12,7 @@
 //! - `grant`: grant tables (a domain's own grants);
 //! - `mm`: validated page-table updates;
 //! - `multicall`: a batch of hypercalls in one entry;
-//! - `debugreg`: the guest's debug registers (kept, not armed);
+//! - `debugreg`: the guest's debug registers (checked, armed while it runs);
 //! - `descriptor`: the guest's GDT (`set_gdt`, `update_descriptor`);
 //! - `guest_mem`: checked copies to and from guest memory;
 //! - `retcheck`: would the CPU's `iretq` take a return frame?

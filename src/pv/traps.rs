@@ -61,6 +61,7 @@ const RFLAGS_IOPL: u64 = 3 << 12;
 /// (TF, NT, RF, VM) plus AC.
 const RFLAGS_ENTRY_CLEAR: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
 
+pub const VEC_DB: u8 = 1;
 pub const VEC_BP: u8 = 3;
 pub const VEC_OF: u8 = 4;
 pub const VEC_UD: u8 = 6;
@@ -639,6 +640,13 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
         // are delivered like the CPU's own #BP/#OF whatever the trap
         // entry's DPL, as Xen does (do_int3).
         VEC_BP | VEC_OF => inject(d, f, vector, None),
+        // A breakpoint or single step in the guest: DR6 as the guest
+        // should see it (arch debugreg.rs left the hardware's, with
+        // positive polarity, in the error code), then its handler.
+        VEC_DB => {
+            crate::pv::debugreg::merge_dr6(d, f.error_code);
+            inject(d, f, VEC_DB, None);
+        }
         0x80 => soft_interrupt(d, f, 0x80, 2),
         // A physical NMI or machine check is the hypervisor's business.
         2 | 18 => crate::arch::x86_64::idt::fatal(f, "NMI/machine check while a guest ran"),

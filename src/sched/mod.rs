@@ -289,6 +289,7 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     gdt::load_guest_entries(&v.gdt);
     let sels_ok = load_data_selectors(v.data_sels, compat);
     load_cr3(v);
+    crate::arch::x86_64::debugreg::activate(&v.dr, v.dr7);
     if compat {
         // Segment bases come from the descriptors: loading fs set FS's;
         // gs's goes where swapgs will find it on the way out.

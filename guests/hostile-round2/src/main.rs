@@ -4,7 +4,7 @@
 //! frame's words, a register).
 //!
 //! Command line: `only=NAME` runs one group (`refcount`, `ac`, `iret`,
-//! `top`, `iret-nohandler`) or one case (`1a`..`1d`, `2a`, `2b`, `3a`..`3d`;
+//! `top`, `debugreg`, `iret-nohandler`) or one case (`1a`..`1d`, `2a`, `2b`, `3a`..`3d`;
 //! `3*` map the top pages first); without it every group but
 //! `iret-nohandler` runs, least dangerous first (a hypervisor without the fixes fails
 //! `refcount` visibly, faults on `iret` and hangs on `top`).
@@ -45,6 +45,15 @@
 //!       bytes), extraversion, changeset, capabilities,
 //!       platform_parameters, get_features → 0, data as into an ordinary
 //!       buffer.
+//! 5. `debugreg` (debugreg.rs): breakpoints armed for real, aimed at the
+//!    hypervisor (XSA-260): a. DR0-3 at hypervisor addresses → -EPERM
+//!    (by `mov %dr0`: #GP(0)); b. DR7 with GD → -EPERM / #GP(0);
+//!    c. a write breakpoint on a kernel stack buffer, XENVER_extraversion
+//!    into it → 0 and no #DB, our own store → one #DB, DR6.B0;
+//!    d. the word where an int3's bounce frame goes watched → the #BP is
+//!    delivered; e. `mov %ss` from a watched word + `syscall` (a
+//!    hypercall), + int3, + `int $0x80` → each completes with at most one
+//!    #DB (one where the CPU ignores the MOV-SS shadow, as QEMU's TCG).
 //! 2c. `iret-nohandler` (only with `only=`): as 2a with no #GP entry in the
 //!    trap table and a failsafe callback: the failsafe callback runs
 //!    (PASS) or the domain is crashed (the harness reads the hypervisor's
@@ -54,6 +63,7 @@
 
 #[path = "../../hostile-foreign/src/common.rs"]
 mod common;
+mod debugreg;
 
 use common::*;
 use pvguest::abi::{self, MmuUpdate, StartInfo};
@@ -66,7 +76,7 @@ pvguest::guest_main!("hostile-round2", run);
 /// Scratch slot of the window for building pages.
 const BUILD: u64 = 0;
 
-const GROUPS: [&str; 4] = ["refcount", "ac", "iret", "top"];
+const GROUPS: [&str; 5] = ["refcount", "ac", "iret", "top", "debugreg"];
 const CASES: [&str; 10] = ["1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c", "3d"];
 
 /// Whether case `case` (e.g. "2a") of `group` runs under `only=`.
@@ -139,6 +149,9 @@ fn run(_si: &StartInfo) {
     }
     if group("top", &["3a", "3b", "3c", "3d"]) {
         top_of_address_space(&w);
+    }
+    if group("debugreg", &[]) {
+        debugreg::run();
     }
     if only == Some("iret-nohandler") {
         iret_no_handler();

@@ -18,8 +18,9 @@ const ENODEV: i64 = abi::neg(abi::ENODEV);
 static TARGET: GuestCell<u64> = GuestCell::new(0);
 
 fn set(reg: u64, value: u64) -> i64 {
-    // SAFETY: ringvisor keeps the value without arming it (docs/abi.md);
-    // on Xen a breakpoint on TARGET, which nothing reads, never fires.
+    // SAFETY: the breakpoints set here watch TARGET, which nothing
+    // touches (or execute there, where nothing runs): armed, they never
+    // fire.
     unsafe { hc::hypercall5(abi::HYPERVISOR_SET_DEBUGREG, reg, value, 0, 0, 0) }
 }
 

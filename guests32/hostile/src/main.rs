@@ -3,7 +3,8 @@
 //! an answer of the hypervisor (an error code, a frame's words).
 //!
 //! Command line: `only=NAME` runs one group (`poll`, `syscall`, `iret`,
-//! `upcall`, `rpl0-iret`) or one case (`7a`..`7d`, `6`, `5a`..`5d`);
+//! `upcall`, `debugreg`, `rpl0-iret`) or one case (`7a`..`7d`, `6`,
+//! `9`, `5a`..`5d`);
 //! without it every group but `rpl0-iret` runs, least dangerous first:
 //! 6, 7c, 7d, 7b, 7a, 5a, 5c, 5b, 5d (the hypervisor at 256b2ae fails 6
 //! and 7c visibly, hangs on 7d/7b/7a, crashes the domain on 5a/5c and
@@ -17,6 +18,15 @@
 //! flat DPL-1 code (0x21), 5 flat writable DPL-3 data (0x2b).
 //!
 //! Cases:
+//! 9. `debugreg` (debugreg.rs): breakpoints armed for real, aimed at the
+//!    hypervisor (XSA-260): a. DR0-3 in the hypervisor hole → -EPERM (by
+//!    `mov %dr0`: #GP(0)); b. DR7 with GD → -EPERM / #GP(0); c. a write
+//!    breakpoint on a stack buffer, XENVER_extraversion into it → 0 and
+//!    no #DB, our own store → one #DB, DR6.B0; d. the word where an int3's
+//!    bounce frame goes watched → the #BP is delivered; e. `mov %ss` from a
+//!    watched word + `int $0x82` (a hypercall), + int3, and `pop %ss` +
+//!    `int $0x82` → each completes with at most one #DB (one where the CPU
+//!    ignores the MOV-SS shadow, as QEMU's TCG).
 //! 7. `poll`: `sched_op(SCHEDOP_poll)` with the 32-bit layout `{ u32
 //!    ports, u32 nr_ports, u64 timeout }`:
 //!    a. one port already pending → 0 at once;
@@ -48,6 +58,9 @@ pvguest32::guest_main!("hostile32", run);
 
 #[cfg(target_arch = "x86")]
 use case::run;
+
+#[cfg(target_arch = "x86")]
+mod debugreg;
 
 #[cfg(target_arch = "x86")]
 mod case {
@@ -178,6 +191,9 @@ mod case {
         }
         if wanted("umip", "8") {
             sidt_from_ring3();
+        }
+        if wanted("debugreg", "9") {
+            crate::debugreg::run();
         }
         if ["7a", "7b", "7c", "7d"].iter().any(|c| wanted("poll", c)) {
             poll();

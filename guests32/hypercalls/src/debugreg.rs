@@ -19,8 +19,8 @@ const ENODEV: i32 = neg(abi::ENODEV);
 static TARGET: GuestCell<u32> = GuestCell::new(0);
 
 fn set(reg: u32, value: u32) -> i32 {
-    // SAFETY: kept, not armed (docs/abi.md); on Xen a breakpoint on
-    // TARGET, which nothing touches.
+    // SAFETY: armed as Xen arms them, on TARGET, which nothing touches
+    // (or executes): they never fire.
     unsafe { hc::hypercall(abi::HYPERVISOR_SET_DEBUGREG, &[reg, value]) }
 }
 

@@ -4,7 +4,7 @@
  * Register contract of trap_common:
  *   in:  the CPU's frame  [ERRCODE,] RIP, CS, RFLAGS, RSP, SS  on the
  *        current stack (RSP0 from the TSS when entered from a guest in
- *        ring 1 or 3, the IST stack for #DF/NMI/#MC), then the stub's
+ *        ring 1 or 3, the IST stack for #DF/NMI/#MC/#DB), then the stub's
  *        ERRCODE (0 when the CPU pushes none) and VECTOR;
  *   builds: struct TrapFrame (idt.rs): 15 GPRs below VECTOR; when the
  *        trap came from a guest (or is a fault of ret_iretq, still in the

@@ -40,6 +40,9 @@ const GDT_ENTRIES: usize = FIRST_RESERVED_GDT_ENTRY + 512;
 pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_NMI: u8 = 2;
 pub const IST_MACHINE_CHECK: u8 = 3;
+/// #DB: a guest's breakpoint may hit at the first instruction of an entry,
+/// before `syscall_entry` has left the guest's stack (XSA-260).
+pub const IST_DEBUG: u8 = 4;
 
 /// Which guest flavour the reserved entries are laid out for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +88,7 @@ impl IstStack {
 static DF_STACK: IstStack = IstStack::new();
 static NMI_STACK: IstStack = IstStack::new();
 static MC_STACK: IstStack = IstStack::new();
+static DB_STACK: IstStack = IstStack::new();
 
 fn set_reserved(g: &mut Gdt, layout: Layout) {
     let r = &mut g.0[FIRST_RESERVED_GDT_ENTRY..];
@@ -125,6 +129,7 @@ pub fn init(rsp0: u64) {
     tss.set_ist(IST_DOUBLE_FAULT as usize - 1, DF_STACK.top());
     tss.set_ist(IST_NMI as usize - 1, NMI_STACK.top());
     tss.set_ist(IST_MACHINE_CHECK as usize - 1, MC_STACK.top());
+    tss.set_ist(IST_DEBUG as usize - 1, DB_STACK.top());
     // No I/O bitmap: the offset points past the TSS limit.
     tss.iomap_base = size_of::<TaskStateSegment>() as u16;
     let tss_base = &*tss as *const TaskStateSegment as u64;

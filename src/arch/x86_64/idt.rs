@@ -4,7 +4,9 @@
 //! A fault in the hypervisor itself (an exception taken in ring 0) is fatal:
 //! we print a decoded dump and exit with the panic verdict, so a bug never
 //! looks like a hang or a silent triple fault. (#DF, NMI and #MC run on
-//! their own IST stacks, so even a blown stack gets its dump.)
+//! their own IST stacks, so even a blown stack gets its dump.) The one
+//! exception taken in ring 0 that is not fatal is #DB, on its own IST stack
+//! too: a guest's breakpoint can hit in the hypervisor (debugreg.rs).
 
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +15,7 @@ use spin::Mutex;
 use x86::dtables::{lidt, DescriptorTablePointer};
 
 use super::exit::{exit, Verdict};
-use super::gdt::{HYPERVISOR_CS, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use super::gdt::{HYPERVISOR_CS, IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::{apic, cpu};
 use crate::console::{print_emergency, TAG};
 
@@ -39,7 +41,8 @@ pub struct TrapFrame {
     pub rax: u64,
     /// Pushed by the stub.
     pub vector: u64,
-    /// Pushed by the CPU for some vectors, else 0 by the stub.
+    /// Pushed by the CPU for some vectors, else 0 by the stub. For a #DB
+    /// from a guest, DR6 with positive polarity (debugreg.rs puts it here).
     pub error_code: u64,
     /// The CPU's interrupt frame.
     pub rip: u64,
@@ -54,6 +57,7 @@ const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
 const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
 const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
 
+pub const VEC_DB: u64 = 1;
 pub const VEC_NMI: u64 = 2;
 pub const VEC_DF: u64 = 8;
 pub const VEC_PF: u64 = 14;
@@ -114,7 +118,7 @@ pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
 
 extern "C" {
     /// Pops a TrapFrame at RSP and returns through it (entry.S).
-    fn ret_to_frame() -> !;
+    pub(super) fn ret_to_frame() -> !;
     /// Its `iretq` (entry.S): a fault there is a refused guest frame.
     static ret_iretq: u8;
 }
@@ -188,6 +192,7 @@ pub fn init() {
     for (v, gate) in idt.iter_mut().enumerate() {
         let ist = match v as u64 {
             VEC_DF => IST_DOUBLE_FAULT,
+            VEC_DB => IST_DEBUG,
             VEC_NMI => IST_NMI,
             VEC_MC => IST_MACHINE_CHECK,
             _ => 0,
@@ -229,7 +234,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
     if f.vector == VEC_SYSCALL {
         // `syscall` from a 64-bit guest (only syscall_entry pushes this
         // vector): the hypercalls answered without the lock first.
-        entry_state_check(f);
+        guest_state_checks(f);
         if !crate::pv::fast::hypercall(f) {
             crate::pv::entry::from_guest(f);
         }
@@ -238,7 +243,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
     if f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1 {
         // `int $0x82` from a 32-bit guest kernel: the same, for the few
         // it answers without the lock.
-        entry_state_check(f);
+        guest_state_checks(f);
         if crate::pv::fast::hypercall32(f) {
             return;
         }
@@ -257,6 +262,12 @@ fn other_trap(f: &mut TrapFrame) {
         // Legacy PIC lines (remapped to 0x20-0x2f, all masked): a spurious
         // IRQ 7/15 can still arrive; nothing to do.
         0x20..=0x2f => {}
+        // #DB arrives on its own IST stack: from a guest it moves to the
+        // guest slot (and never returns here); in the hypervisor it is a
+        // guest's breakpoint hit on the way in or on guest memory, noted
+        // and ignored (debugreg.rs).
+        VEC_DB if from_guest => super::debugreg::from_guest(f),
+        VEC_DB => return super::debugreg::in_hypervisor(f),
         // Hypercalls, system calls and exceptions of a guest: one pass
         // that also settles the way back (a bounce, a vCPU switch, a dead
         // domain) on the frame itself.
@@ -273,13 +284,40 @@ fn other_trap(f: &mut TrapFrame) {
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }
     if from_guest {
-        entry_state_check(f);
-        // An exception of a 64-bit guest: bounced (or emulated) without
-        // the locked path's lookups and scheduler when it can be.
-        if f.vector < 32 && crate::pv::fast::exception(f) {
-            return;
-        }
-        crate::pv::entry::from_guest(f);
+        guest_entry(f);
+    }
+}
+
+/// The common path of every entry from a guest, with `f` the guest slot
+/// (also called by debugreg.rs on the main stack for a guest's #DB).
+pub(super) extern "C" fn guest_entry(f: &mut TrapFrame) {
+    guest_state_checks(f);
+    // An exception: bounced (or emulated) without the locked path's
+    // lookups and scheduler when it can be.
+    if f.vector < 32 && crate::pv::fast::exception(f) {
+        return;
+    }
+    crate::pv::entry::from_guest(f);
+}
+
+/// What every entry from a guest checks first: the state entry.S promises
+/// (`entry_state_check`), and a guest's breakpoints hit in the hypervisor
+/// since the last entry, reported.
+#[inline(always)]
+fn guest_state_checks(f: &TrapFrame) {
+    entry_state_check(f);
+    if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
+        report_hypervisor_db(n, rip, dbg);
+    }
+}
+
+/// Say (up to 16 times) that a guest's breakpoint hit in the hypervisor and
+/// was ignored, as Xen's rate-limited "Hit #DB in Xen context".
+#[cold]
+fn report_hypervisor_db(n: u64, rip: u64, dbg: u64) {
+    static REPORTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    if REPORTS.fetch_add(1, Ordering::Relaxed) < 16 {
+        crate::warn!("{n} #DB in hypervisor context ignored (a guest breakpoint), last at rip {rip:#x} dr6 bits {dbg:#x}");
     }
 }
 

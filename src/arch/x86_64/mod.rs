@@ -2,6 +2,7 @@
 
 pub mod apic;
 pub mod cpu;
+pub mod debugreg;
 pub mod exit;
 pub mod gdt;
 pub mod idt;
