@@ -1,15 +1,22 @@
 //! The trace: one line per bounce, hypercall or emulated instruction, when
 //! `trace=` asks for it. Off by default; when off it costs one load and a
-//! branch per event.
+//! branch per event. Beside it, the recent-calls ring (`record`).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 pub use crate::cmdline::{TRACE_BOUNCE, TRACE_EMULATE, TRACE_HYPERCALL};
 
-static FLAGS: AtomicU32 = AtomicU32::new(0);
+static FLAGS: AtomicU32 = AtomicU32::new(RECENT);
 
+/// The `trace=` bits; the recent-calls ring stays on.
 pub fn set(flags: u32) {
-    FLAGS.store(flags, Ordering::Relaxed);
+    FLAGS.store(flags | RECENT, Ordering::Relaxed);
+}
+
+/// All the bits: `trace=` ones and [`RECENT`] (one load for both).
+#[inline]
+pub fn flags() -> u32 {
+    FLAGS.load(Ordering::Relaxed)
 }
 
 #[inline]
@@ -17,8 +24,13 @@ pub fn on(what: u32) -> bool {
     FLAGS.load(Ordering::Relaxed) & what != 0
 }
 
-/// The last few bounces and hypercalls, kept whether or not `trace=` is
-/// on (a few stores each), for the `r` debug key.
+/// The recent-calls ring is kept (the `r` debug key reads it); on from
+/// the start, with the `trace=` bits in the same word, so an entry tests
+/// one flag for both.
+pub const RECENT: u32 = 1 << 31;
+
+/// The last few bounces and hypercalls, kept while [`RECENT`] is on (the
+/// default), for the `r` debug key.
 #[derive(Clone, Copy, Debug)]
 pub struct Record {
     pub what: &'static str,
@@ -30,26 +42,44 @@ pub struct Record {
 
 const RING: usize = 32;
 
+/// This CPU's ring: written only by this CPU, with interrupts off (every
+/// hypervisor entry runs so), so it needs no lock; read by the `r` debug
+/// key on the same CPU. (One ring per CPU when there are more: index it
+/// by `percpu::this().cpu`.)
 struct Ring {
-    recs: [Option<Record>; RING],
-    next: usize,
+    recs: core::cell::UnsafeCell<[Record; RING]>,
+    next: core::sync::atomic::AtomicUsize,
 }
 
-static RECENT: spin::Mutex<Ring> = spin::Mutex::new(Ring { recs: [None; RING], next: 0 });
+// SAFETY: one CPU, interrupts off while the hypervisor runs: `record`
+// and `recent` never overlap (see `Ring`).
+unsafe impl Sync for Ring {}
 
+const EMPTY: Record = Record { what: "", dom: 0, vcpu: 0, a: 0, b: 0 };
+static RECENT_RING: Ring =
+    Ring { recs: core::cell::UnsafeCell::new([EMPTY; RING]), next: core::sync::atomic::AtomicUsize::new(0) };
+
+/// Keep `r` in the ring (when [`RECENT`] is on): one record's stores, no
+/// lock.
+#[inline]
 pub fn record(r: Record) {
-    let mut ring = RECENT.lock();
-    let at = ring.next % RING;
-    ring.recs[at] = Some(r);
-    ring.next = ring.next.wrapping_add(1);
+    if FLAGS.load(Ordering::Relaxed) & RECENT == 0 {
+        return;
+    }
+    let at = RECENT_RING.next.load(Ordering::Relaxed);
+    RECENT_RING.next.store(at.wrapping_add(1), Ordering::Relaxed);
+    // SAFETY: this CPU's ring, no reference into it is alive (`Ring`).
+    unsafe { (*RECENT_RING.recs.get())[at % RING] = r };
 }
 
 /// Oldest first.
 pub fn recent(mut f: impl FnMut(&Record)) {
-    let ring = RECENT.lock();
+    let next = RECENT_RING.next.load(Ordering::Relaxed);
     for i in 0..RING {
-        if let Some(r) = &ring.recs[(ring.next + i) % RING] {
-            f(r);
+        // SAFETY: as in `record`; a copy is taken, nothing is held.
+        let r = unsafe { (*RECENT_RING.recs.get())[(next + i) % RING] };
+        if !r.what.is_empty() {
+            f(&r);
         }
     }
 }

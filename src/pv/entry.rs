@@ -15,7 +15,13 @@
 //!
 //! On the way out, `before_guest_return` settles what is pending (a dead
 //! domain, a time slice, an event upcall) and checks the frame is one
-//! `iretq` can take.
+//! `iretq` can take; last, `publish_current` tells this CPU's block where
+//! the current domain and vCPU are.
+//!
+//! A few hypercalls of a 64-bit kernel that touch only its own vCPU are
+//! answered before any of that, without the lock (`pv::fast`, which says
+//! why that is safe), and leave without the scheduler when nothing is
+//! pending.
 
 use alloc::format;
 
@@ -32,6 +38,7 @@ pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
 /// Every entry from a guest, under one lock of the hypervisor state: the
 /// entry itself, then the way back (`before_guest_return`).
 // Tour 02: every entry from a guest, and the way back, under one lock
+#[inline(never)]
 pub fn from_guest(f: &mut TrapFrame) {
     use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -167,6 +174,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
             if selftest.load(core::sync::atomic::Ordering::Relaxed) && selftest.swap(false, core::sync::atomic::Ordering::Relaxed) {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
+            debug_assert!(published(hv), "the lock-free paths' pointers are stale");
             return;
         };
         let who = (cur, d.cur);
@@ -186,4 +194,45 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         crate::trace!(crate::trace::TRACE_BOUNCE, "d{}v{} {what}", d.id, d.cur);
         crate::pv::traps::inject(d, f, vector, Some(ec));
     }
+}
+
+/// Tell this CPU's block where the current domain, vCPU, its slot in
+/// `shared_info` and the frame table are, for the lock-free paths
+/// (`pv::fast`). Called with the lock held wherever they can change:
+/// before the first entry into a vCPU (`sched::start`) and after the
+/// scheduler settled anything (a vCPU switch, a teardown, a new domain on
+/// `hv.domains`); nothing else moves them. (A `vcpu_info` the guest moved
+/// is read from the vCPU itself.)
+pub fn publish_current(hv: &mut Hv) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let pc = crate::arch::x86_64::percpu::this();
+    pc.frames.store(&mut hv.frames as *mut _ as u64, Relaxed);
+    let Some(d) = hv.domains.get_mut(hv.current) else {
+        pc.domain.store(0, Relaxed);
+        pc.vcpu.store(0, Relaxed);
+        return;
+    };
+    pc.vcpu_info.store(shared_vcpu_info(d), Relaxed);
+    pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
+    pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
+    pc.domain.store(d as *mut _ as u64, Relaxed);
+}
+
+/// The current vCPU's `vcpu_info` slot in its domain's `shared_info`.
+fn shared_vcpu_info(d: &crate::domain::Domain) -> u64 {
+    crate::mm::paging::phys_to_virt(d.shared_info_mfn << 12)
+        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+            + d.cur * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()) as u64
+}
+
+/// What `publish_current` stored is still true (checked in debug builds).
+fn published(hv: &mut Hv) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    let pc = crate::arch::x86_64::percpu::this();
+    let frames = &mut hv.frames as *mut _ as u64;
+    let d = &mut hv.domains[hv.current];
+    pc.frames.load(Relaxed) == frames
+        && pc.domain.load(Relaxed) == d as *mut _ as u64
+        && pc.vcpu_info.load(Relaxed) == shared_vcpu_info(d)
+        && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

@@ -4,8 +4,11 @@
 //! Every access walks the guest's page tables in software, exactly as the
 //! CPU would for the guest's ring-3 code (present, user, writable at every
 //! level), then touches the frame through the hypervisor's direct map. A
-//! bad pointer is therefore an `Err(Fault)`, never a hypervisor fault, and
-//! SMAP never needs to be lifted.
+//! bad pointer is therefore an `Err(Fault)`, never a hypervisor fault.
+//! The common case, one page of a 64-bit guest's own half under its own
+//! CR3, is copied through the guest's mapping instead, by the CPU's walk
+//! (`GuestSpace::by_cpu`: a `stac`-guarded copy whose fault is fixed up),
+//! falling back to the software walk when the CPU refuses it.
 
 use ringvisor_abi::Pod;
 
@@ -81,6 +84,10 @@ pub fn translate_as(l4_mfn: u64, va: u64, write: bool, user: bool) -> Result<u64
     Ok(mfn << 12 | (va & 0xfff))
 }
 
+/// The longest copy `GuestSpace::by_cpu` makes through the guest's
+/// mapping.
+const BY_CPU_MAX: usize = 256;
+
 /// One guest address space, as the guest kernel sees it: from ring 3 for
 /// a 64-bit guest (`user`), from ring 1 for a 32-bit one.
 #[derive(Clone, Copy)]
@@ -96,6 +103,12 @@ impl GuestSpace {
     }
 
     pub fn read_bytes(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
+        // SAFETY: as in write_bytes; `out` is the hypervisor's own buffer.
+        if self.by_cpu(va, out.len())
+            && unsafe { crate::arch::x86_64::idt::copy_through_cr3(out.as_mut_ptr() as u64, va, out.len() as u64) }
+        {
+            return Ok(());
+        }
         let mut done = 0;
         while done < out.len() {
             let at = va.checked_add(done as u64).ok_or(Fault { va, level: 0, error_code: 4 })?;
@@ -110,8 +123,44 @@ impl GuestSpace {
         Ok(())
     }
 
+    /// The range lies in one page of the guest's half (not the
+    /// hypervisor's range), the vCPU on the CPU is a 64-bit guest's and
+    /// this space is the one CR3 holds: then the CPU's own walk of it gives
+    /// the guest kernel's rights (every entry of a 64-bit guest's tables
+    /// has the user bit, forced by pv::mm and the builder, so ring 0's
+    /// rights and ring 3's are the same there, and only memory it may use
+    /// is mapped; page tables and GDT frames are read-only, and CR0.WP holds
+    /// ring 0 to that), and a translation the TLB still keeps is one the
+    /// guest could use itself (see "Stale translations" in pv::mm). A
+    /// 32-bit guest's space qualifies only with its kernel's rights
+    /// (`!user`: ring 1 is a supervisor ring, so ring 0's walk asks what
+    /// the software walk asks then: present, and writable for a write),
+    /// never its user mode's: its kernel's supervisor pages must stay out
+    /// of reach there. One copy instead of a software walk; any refusal
+    /// falls back to the walk, which says why. One difference from the
+    /// walk: I/O memory the initial domain mapped (`pv::mm`'s `io_entry`)
+    /// is accessed as its own code would access it, where the walk
+    /// refuses anything but RAM; Xen's `__copy_to_user` does the same.
+    /// Only small copies (bounce and iret frames, hypercall structures):
+    /// a longer one is a walk per page either way.
+    fn by_cpu(&self, va: u64, len: usize) -> bool {
+        let one_page = len != 0 && len <= BY_CPU_MAX && len <= 4096 - (va & 0xfff) as usize;
+        (crate::arch::x86_64::percpu::this().pv32 == 0 || !self.user)
+            && one_page
+            && is_canonical(va)
+            && !in_hypervisor_range(va)
+            && crate::arch::x86_64::cpu::cr3_frame() == self.l4_mfn
+    }
+
     // Tour 04, 08: the only way a frame reaches a guest stack
     pub fn write_bytes(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
+        // SAFETY: `by_cpu`: one page of the guest's own half under its own
+        // CR3; a refused access writes nothing (one page) and falls back.
+        if self.by_cpu(va, data.len())
+            && unsafe { crate::arch::x86_64::idt::copy_through_cr3(va, data.as_ptr() as u64, data.len() as u64) }
+        {
+            return Ok(());
+        }
         // Check every page first, so a partly-writable range changes nothing.
         // The first two pages' frames are kept (a bounce frame spans at
         // most two), so the common case walks the tables once per page.

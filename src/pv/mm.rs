@@ -1137,3 +1137,21 @@ pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
     };
     new_baseptr(d, ft, mfn).is_ok()
 }
+
+// ---------------------------------------------------------------------------
+// For the lock-free entry paths (pv::fast): is an update_va_mapping one
+// that rewrites an L1 entry with the value it already holds? Then the
+// update is taken as it is (the same function, the same checks) without
+// the hypervisor lock: its references are taken and dropped on the same
+// frame, and no other vCPU or domain can see a difference.
+// ---------------------------------------------------------------------------
+
+/// `update_va_mapping(va, val, ..)` names a valid L1 table of the domain
+/// whose entry for `va` is already `val`.
+pub(crate) fn l1_entry_holds(d: &Domain, ft: &FrameTable, va: u64, val: u64) -> bool {
+    match l1_slot(d, va) {
+        Some((l1, i)) => ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) && read_pte(l1, i) == val,
+        None => false,
+    }
+}
+

@@ -2,6 +2,8 @@
 //!
 //! - `entry`: where every guest entry lands (syscall, exception, interrupt)
 //!   and the single way back;
+//! - `fast`: the hypercalls answered without the hypervisor lock, and the
+//!   lean way out when nothing is pending;
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
@@ -29,6 +31,8 @@ pub mod emulate;
 pub mod entry;
 #[cfg(target_os = "none")]
 pub mod event;
+#[cfg(target_os = "none")]
+pub mod fast;
 pub mod evtchn;
 pub mod insn;
 pub mod retcheck;

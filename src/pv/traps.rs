@@ -560,17 +560,18 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 /// The instruction bytes at `rip` in the guest's current address space.
 pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
+    // Readable or not is a property of the page: the bytes on rip's page
+    // in one read (one walk of the guest's tables, not one per byte), then
+    // those on the next page, if any, in another.
     let space = d.v().space();
-    let mut n = 0;
-    while n < buf.len() {
-        let mut b = [0u8; 1];
-        if space.read_bytes(rip.wrapping_add(n as u64), &mut b).is_err() {
-            break;
-        }
-        buf[n] = b[0];
-        n += 1;
+    let first = (4096 - (rip & 0xfff) as usize).min(buf.len());
+    if space.read_bytes(rip, &mut buf[..first]).is_err() {
+        return 0;
     }
-    n
+    if first < buf.len() && space.read_bytes(rip.wrapping_add(first as u64), &mut buf[first..]).is_err() {
+        return first;
+    }
+    buf.len()
 }
 
 /// An exception or interrupt vector taken while the guest ran.

@@ -10,7 +10,7 @@
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use spin::Mutex;
 use x86::msr::{rdmsr, wrmsr, IA32_FS_BASE, IA32_KERNEL_GSBASE};
@@ -106,18 +106,16 @@ pub fn build_pending(hv: &mut Hv) {
 }
 
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
-static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
 
-/// The time slice ran out (timer interrupt) or a guest yielded.
+/// The time slice ran out (timer interrupt) or a guest yielded: a bit of
+/// this CPU's work-pending word, which every way out tests.
 pub fn request_resched() {
-    NEED_RESCHED.store(true, Ordering::Relaxed);
+    percpu::this().raise(percpu::WORK_RESCHED);
 }
-
-static TIMERS_CHANGED: AtomicBool = AtomicBool::new(false);
 
 /// A guest set or stopped a timer: the APIC may need re-arming.
 pub fn timers_changed() {
-    TIMERS_CHANGED.store(true, Ordering::Relaxed);
+    percpu::this().raise(percpu::WORK_TIMERS);
 }
 
 fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
@@ -516,6 +514,7 @@ pub fn start(hv: Hv) -> ! {
         // stack, which nothing else uses while we are on the boot path.
         let compat = hv.domains[di].compat;
         switch_in(&hv.domains[di].vcpus[vi], unsafe { &mut *frame }, compat);
+        crate::pv::entry::publish_current(hv);
         crate::info!("d{}: running", hv.domains[di].id);
         apic::oneshot(TIMESLICE_NS);
     }
@@ -527,12 +526,26 @@ pub fn start(hv: Hv) -> ! {
 /// `f` is the frame at the top of the stack.
 // Tour 08: where a crashed domain stops
 pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
+    // The common case (a hypercall, a bounce): nothing to settle, one test
+    // of this CPU's work-pending word. Timers only need looking at after a
+    // timer interrupt (which also asks for a reschedule) or when a guest
+    // changed one.
+    if percpu::this().work.load(Ordering::Relaxed) == 0 && runnable(&hv.domains[hv.current], hv.domains[hv.current].cur) {
+        return;
+    }
+    settle(hv, f);
+    // This may have switched vCPU, torn a domain down or built one (the
+    // domain list may have moved): tell the lock-free paths.
+    crate::pv::entry::publish_current(hv);
+}
+
+/// The rest of `schedule`, when there is something to settle.
+#[inline(never)]
+fn settle(hv: &mut Hv, f: &mut TrapFrame) {
     let cur = (hv.current, hv.domains[hv.current].cur);
-    let resched = NEED_RESCHED.swap(false, Ordering::Relaxed);
-    let timers = TIMERS_CHANGED.swap(false, Ordering::Relaxed);
-    // The common case (a hypercall, a bounce): nothing to settle. Timers
-    // only need looking at after a timer interrupt (which also asks for a
-    // reschedule) or when a guest changed one.
+    let pc = percpu::this();
+    let resched = pc.take(percpu::WORK_RESCHED) != 0;
+    let timers = pc.take(percpu::WORK_TIMERS) != 0;
     if !resched && !timers && runnable(&hv.domains[cur.0], cur.1) {
         return;
     }
@@ -540,7 +553,7 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
     let mut now = crate::arch::x86_64::time::now_ns();
     fire_timers(hv, now);
     // A timer event for another vCPU asks for a switch now.
-    let resched = resched | NEED_RESCHED.swap(false, Ordering::Relaxed);
+    let resched = resched | (pc.take(percpu::WORK_RESCHED) != 0);
     let alive = hv.domains[cur.0].is_alive();
     if runnable(&hv.domains[cur.0], cur.1) && !resched {
         arm_timer(hv, now);

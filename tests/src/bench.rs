@@ -63,6 +63,12 @@ pub const PATHS: &[(&str, &str)] = &[
     ("event-send-upcall", "syscall"),
     ("event-ping-pong", "syscall"),
     ("domain-switch", "syscall"),
+    ("enosys-hypercall", "syscall"),
+    ("console-io-0", "syscall"),
+    ("ud2-bounce", "ud"),
+    ("cpuid-emul", "ud"),
+    ("update-va-mapping-same", "syscall"),
+    ("mmu-update-same", "syscall"),
 ];
 
 /// The paths timed against a second domain (the echo domain, domain 1).
@@ -756,6 +762,12 @@ mod tests {
 (d0) BENCH: event-send-upcall median 2100 spread 2100..2100 n=20000
 (d0) BENCH: event-ping-pong median 21492 spread 21490..21500 n=20000
 (d0) BENCH: domain-switch median 19158 spread 19158..19158 n=20000
+(d0) BENCH: enosys-hypercall median 420 spread 420..420 n=20000
+(d0) BENCH: console-io-0 median 538 spread 538..538 n=20000
+(d0) BENCH: ud2-bounce median 2727 spread 2727..2727 n=20000
+(d0) BENCH: cpuid-emul median 1693 spread 1693..1693 n=20000
+(d0) BENCH: update-va-mapping-same median 593 spread 593..593 n=20000
+(d0) BENCH: mmu-update-same median 810 spread 810..810 n=20000
 (d0) RESULT: SUCCESS
 (RV) exit: success (all 2 domain(s) powered off)
 ";
@@ -782,7 +794,7 @@ mod tests {
         assert_eq!(r.baseline("syscall").unwrap().median, 2);
         assert_eq!(r.path("null-hypercall"), Some(Stat { median: 707, p10: 700, p90: 710, n: 20000 }));
         assert_eq!(r.path("loop").unwrap().median, 4);
-        assert_eq!(r.guest.len(), 12);
+        assert_eq!(r.guest.len(), 18);
         assert_eq!(r.path("domain-switch").unwrap().median, 19158);
         assert!(r.unmeasured.is_empty());
         assert_eq!(
@@ -946,6 +958,12 @@ BENCH: update-va-mapping median 1009 spread 990..1009 n=20000
 BENCH: event-send-upcall median 896 spread 896..896 n=20000
 BENCH: event-ping-pong not measured (no second domain)
 BENCH: domain-switch not measured (no second domain)
+BENCH: enosys-hypercall median 212 spread 212..212 n=20000
+BENCH: console-io-0 median 276 spread 276..276 n=20000
+BENCH: ud2-bounce median 719 spread 719..719 n=20000
+BENCH: cpuid-emul median 384 spread 384..384 n=20000
+BENCH: update-va-mapping-same median 592 spread 592..592 n=20000
+BENCH: mmu-update-same median 768 spread 768..768 n=20000
 RESULT: SUCCESS
 (XEN) Hardware Dom0 halted: halting machine
 ";
@@ -984,7 +1002,7 @@ RESULT: SUCCESS
         assert!(line("bare syscall").split_whitespace().filter(|w| *w == "-").count() == 4, "{t}");
         assert!(t.contains("Xen: 4.17.7 (Debian"), "{t}");
         assert!(t.contains("Xen icount start-up: first guest console line written after 298543078"), "{t}");
-        assert!(t.contains("there on 0 of 9 paths compared"), "{t}");
+        assert!(t.contains("there on 0 of 15 paths compared"), "{t}");
         // The two-domain rows: ringvisor's figure, '-' for Xen.
         let ping = line("event-ping-pong");
         assert!(ping.contains("21492") && ping.split_whitespace().filter(|w| *w == "-").count() == 4, "{t}");

@@ -35,6 +35,18 @@
 //!   the event callback, whose handler clears the port's pending bits,
 //!   counts the upcall and returns with `HYPERVISOR_iret`. Every send must
 //!   have produced exactly one upcall.
+//! - `enosys-hypercall`: hypercall 55 (`arch_7`, unused on Xen and
+//!   ringvisor alike), which answers `-ENOSYS` (checked untimed).
+//! - `console-io-0`: `console_io(CONSOLEIO_write)` of 0 bytes.
+//! - `ud2-bounce`: `ud2` → the guest's #UD handler, which steps over it
+//!   → `HYPERVISOR_iret`.
+//! - `cpuid-emul`: the forced-emulation `cpuid` (`ud2a; .ascii "xen";
+//!   cpuid`, leaf 0), emulated by the hypervisor (the window also holds
+//!   the `push`/`pop` of rbx and the two zeroings of eax and ecx).
+//! - `update-va-mapping-same`: `update_va_mapping(..., UVMF_INVLPG)` that
+//!   writes the entry the scratch page already has.
+//! - `mmu-update-same`: `mmu_update` of one L1 entry to the value it
+//!   already has.
 //!
 //! - `event-ping-pong` (with a second domain, see below): `EVTCHNOP_send`
 //!   on an interdomain channel, then `sched_op(poll)` on the same port
@@ -90,7 +102,7 @@ pvguest::guest_main!("bench", run);
 /// Samples kept per case.
 const MAX_N: usize = 20_000;
 
-const CASES: [&str; 12] = [
+const CASES: [&str; 18] = [
     "loop",
     "null-hypercall",
     "console-io-64",
@@ -103,6 +115,12 @@ const CASES: [&str; 12] = [
     "event-send-upcall",
     "event-ping-pong",
     "domain-switch",
+    "enosys-hypercall",
+    "console-io-0",
+    "ud2-bounce",
+    "cpuid-emul",
+    "update-va-mapping-same",
+    "mmu-update-same",
 ];
 const LOOP: usize = 0;
 const NULL: usize = 1;
@@ -116,6 +134,15 @@ const UVA: usize = 8;
 const EVENT: usize = 9;
 const PING_PONG: usize = 10;
 const SWITCH: usize = 11;
+const ENOSYS_CALL: usize = 12;
+const CONSOLE0: usize = 13;
+const UD2: usize = 14;
+const CPUID: usize = 15;
+const UVA_SAME: usize = 16;
+const MMU_SAME: usize = 17;
+
+/// A hypercall number neither Xen nor ringvisor implements (`arch_7`).
+const UNUSED_HYPERCALL: u32 = abi::HYPERVISOR_ARCH_7;
 
 /// Why a case has no figure: `None` (it has one, or was never run), or
 /// the message printed instead of it.
@@ -187,6 +214,15 @@ bench_pf_entry:                 /* #PF is a fault: rip is the load */
     jmp hypercall_page + {iret}
 
     .balign 16
+    .globl bench_ud_entry
+bench_ud_entry:                 /* #UD is a fault: rip is the ud2 */
+    pop %rcx
+    pop %r11
+    addq $2, (%rsp)             /* step over `ud2` (0f 0b) */
+    pushq $0                    /* flags */
+    jmp hypercall_page + {iret}
+
+    .balign 16
     .globl bench_event_entry
 bench_event_entry:              /* no error code; rip is where it came in */
     movb $0, {si}+{upcall_pending}(%rip)
@@ -229,6 +265,7 @@ extern "C" {
     fn bench_event_entry();
     fn bench_int3_entry();
     fn bench_pf_entry();
+    fn bench_ud_entry();
     fn bench_syscall_entry();
 }
 
@@ -302,6 +339,16 @@ fn time_ping(send: u64, poll: u64) -> u32 {
         sched = in(reg) stub_addr(abi::HYPERVISOR_SCHED_OP),
         out("rdi") _, out("rsi") _, out("rcx") _, out("r9") _, out("r10") _, out("r11") _,
     )
+}
+
+fn time_ud2() -> u32 {
+    timed!("ud2"; out("rcx") _, out("r11") _,)
+}
+
+/// The forced-emulation `cpuid` of leaf 0 (rbx is LLVM's: saved around it).
+fn time_cpuid() -> u32 {
+    timed!("push rbx", "xor eax, eax", "xor ecx, ecx", ".byte 0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2", "pop rbx";
+        out("rcx") _, out("r11") _,)
 }
 
 fn time_user_syscall() -> u32 {
@@ -413,6 +460,7 @@ fn run(si: &StartInfo) {
     let ours = [
         trap_entry(3, bench_int3_entry as *const () as u64),
         trap_entry(14, bench_pf_entry as *const () as u64),
+        trap_entry(6, bench_ud_entry as *const () as u64),
         traps::TRAP_TABLE_END,
     ];
 
@@ -431,6 +479,13 @@ fn run(si: &StartInfo) {
         fail("xen_version(XENVER_version)", format_args!("returned {v:#x}"));
     }
     check_rc("set_trap_table (32 entries)", traps::set_trap_table(&table32), 0);
+    // SAFETY: an unused hypercall number takes no buffer.
+    let rc = unsafe { hc::hypercall5(UNUSED_HYPERCALL, 0, 0, 0, 0, 0) };
+    check_rc("hypercall 55 (unused)", rc, -(abi::errno::ENOSYS as i64));
+    // SAFETY: nothing is read from a 0-byte buffer.
+    let rc = unsafe { hc::hypercall5(abi::HYPERVISOR_CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), 0, LINE.as_ptr() as u64, 0, 0) };
+    check_rc("console_io(write, 0 bytes)", rc, 0);
+    time_cpuid();
     for (i, &val) in ptes.iter().chain(ptes.iter()).enumerate() {
         let rc = if i < 2 {
             let u = abi::MmuUpdate { ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE, val };
@@ -455,6 +510,7 @@ fn run(si: &StartInfo) {
     }
     time_int3();
     time_pf(UNMAPPED);
+    time_ud2();
     traps::install_default_trap_table();
     if let Err(t) = traps::run_user(|| {
         time_user_syscall();
@@ -513,6 +569,24 @@ fn run(si: &StartInfo) {
             let dt = time_hypercall(abi::HYPERVISOR_UPDATE_VA_MAPPING, scratch, ptes[cur], abi::UVMF_INVLPG, 0);
             record(UVA, dt);
         }
+        for _ in 0..k {
+            let dt = time_hypercall(abi::HYPERVISOR_UPDATE_VA_MAPPING, scratch, ptes[cur], abi::UVMF_INVLPG, 0);
+            record(UVA_SAME, dt);
+        }
+        for _ in 0..k {
+            mmu.set(abi::MmuUpdate { val: ptes[cur], ..mmu.get() });
+            let dt = time_hypercall(abi::HYPERVISOR_MMU_UPDATE, mmu.as_ptr() as u64, 1, 0, abi::DOMID_SELF.into());
+            record(MMU_SAME, dt);
+        }
+        for _ in 0..k {
+            record(ENOSYS_CALL, time_hypercall(UNUSED_HYPERCALL, 0, 0, 0, 0));
+        }
+        for _ in 0..k {
+            record(CONSOLE0, time_hypercall(abi::HYPERVISOR_CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), 0, LINE.as_ptr() as u64, 0));
+        }
+        for _ in 0..k {
+            record(CPUID, time_cpuid());
+        }
         if let Err(t) = traps::run_user(|| {
             for _ in 0..k {
                 record(USER_SYSCALL, time_user_syscall());
@@ -526,6 +600,9 @@ fn run(si: &StartInfo) {
         }
         for _ in 0..k {
             record(PF, time_pf(UNMAPPED));
+        }
+        for _ in 0..k {
+            record(UD2, time_ud2());
         }
         traps::install_default_trap_table();
         start_info::set_upcall_mask(0);

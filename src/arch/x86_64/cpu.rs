@@ -222,3 +222,10 @@ pub fn control_registers() -> (u64, u64, u64, u64) {
     // SAFETY: reading control registers has no side effects.
     unsafe { (cr0().bits() as u64, x86::controlregs::cr2() as u64, x86::controlregs::cr3(), cr4().bits() as u64) }
 }
+
+/// The frame number of the top-level table CR3 holds.
+#[inline]
+pub fn cr3_frame() -> u64 {
+    // SAFETY: reading CR3 has no side effects.
+    (unsafe { x86::controlregs::cr3() } & 0x000f_ffff_ffff_f000) >> 12
+}

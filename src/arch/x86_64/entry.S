@@ -17,7 +17,8 @@
  *   out (ret_to_frame): every register from the (possibly edited) TrapFrame,
  *        GS swapped back and, for a 32-bit guest, SMEP/SMAP off when
  *        returning to a guest, iretq (ret_iretq: a fault there is fixed up
- *        in idt.rs, it never reaches the hypervisor's fatal path).
+ *        in idt.rs, it never reaches the hypervisor's fatal path), or
+ *        sysretq where pv::fast found it equivalent (ret_sysret).
  *
  * No numeric offsets here: TF_CS, PC_* and the selectors come from Rust
  * (idt.rs) as const operands.
@@ -102,7 +103,9 @@ ret_to_frame:
     mov %cr4, %rax
     and %rdx, %rax
     mov %rax, %cr4
-8:  swapgs                        /* GS = the guest's */
+8:  btrq $0, %gs:{PC_SYSRET}      /* pv::fast said: sysretq will do */
+    jc ret_sysret
+    swapgs                        /* GS = the guest's */
 ret_pop:
     pop %r15
     pop %r14
@@ -123,6 +126,36 @@ ret_pop:
 .global ret_iretq
 ret_iretq:
     iretq
+
+/* Tour 02: the way back by sysretq
+ * The lean return of a `syscall` entry (Xen: restore_all_guest's sysret
+ * path). Only when pv::fast::leave set PC_SYSRET, which it does only for
+ * a 64-bit guest kernel's frame with the flat selectors {GUEST_CS}/
+ * {GUEST_SS} (STAR gives sysretq the same), a canonical RIP (XSA-7:
+ * sysretq to a non-canonical RIP faults in ring 0 on Intel, on the
+ * guest's stack), RCX == RIP and R11 == RFLAGS (RF clear): it resumes
+ * the guest exactly as iretq would.
+ *   in:  rsp = the TrapFrame, GS the hypervisor's;
+ *   out: every register from the frame, RSP from its RSP slot. */
+ret_sysret:
+    swapgs                        /* GS = the guest's */
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    mov {TF_RSP_AFTER_POPS}(%rsp), %rsp
+    sysretq
 
 /* `syscall` from a 64-bit guest (its kernel: a hypercall; its user mode:
  * a system call for its kernel). The CPU has put RIP in RCX and RFLAGS in
@@ -163,3 +196,40 @@ syscall32_entry:
     pushq ${VEC_SYSCALL32}
     SAVE_GPRS
     jmp guest_state_off
+
+/* Copy through the page tables CR3 holds (a guest's), as the CPU's own
+ * walk allows a ring-0 access (Xen: __copy_to_user/__copy_from_user with
+ * their exception fixups). Used by pv::guest_mem for ranges it has
+ * already limited to one page of a 64-bit guest's half, outside the
+ * hypervisor's range, under the vCPU's own CR3.
+ *   in:  rdi = destination, rsi = source, rdx = length in bytes;
+ *   out: rax = 0 copied, 1 faulted (a #PF or #GP at guest_copy_insn or
+ *        guest_copy_insn_tail is sent to guest_copy_fault by idt.rs,
+ *        never to the fatal path);
+ *   clobbers rcx, rsi, rdi, flags. EFLAGS.AC is set (stac) only around
+ *   the copy and only where SMAP exists. */
+.balign 16
+.global guest_copy
+guest_copy:
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 5f
+    stac
+5:  mov %rdx, %rcx
+    shr $3, %rcx
+.global guest_copy_insn
+guest_copy_insn:
+    rep movsq                     /* the words, then the bytes left */
+    mov %rdx, %rcx
+    and $7, %rcx
+.global guest_copy_insn_tail
+guest_copy_insn_tail:
+    rep movsb
+    xor %eax, %eax
+    jmp 6f
+.global guest_copy_fault
+guest_copy_fault:
+    mov $1, %eax
+6:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 7f
+    clac
+7:  ret

@@ -79,6 +79,8 @@ core::arch::global_asm!(
     TF_CS = const offset_of!(TrapFrame, cs),
     TF_RIP = const offset_of!(TrapFrame, rip),
     PC_PV32 = const offset_of!(super::percpu::PerCpu, pv32),
+    PC_SYSRET = const offset_of!(super::percpu::PerCpu, sysret),
+    TF_RSP_AFTER_POPS = const offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector),
     PC_CR4_PV32 = const offset_of!(super::percpu::PerCpu, cr4_pv32),
     CR4_SMAP = const 1u64 << 21,
     PC_SCRATCH = const offset_of!(super::percpu::PerCpu, scratch_rsp),
@@ -90,6 +92,29 @@ core::arch::global_asm!(
     VEC_SYSCALL32 = const VEC_SYSCALL32,
     options(att_syntax)
 );
+
+extern "C" {
+    /// `guest_copy`'s copying instruction and its fixup (entry.S).
+    static guest_copy_insn: u8;
+    static guest_copy_insn_tail: u8;
+    static guest_copy_fault: u8;
+    fn guest_copy(dst: u64, src: u64, len: u64) -> u64;
+}
+
+/// Copy `len` bytes from `src` to `dst` through the page tables CR3 holds,
+/// with ring 0's rights (SMAP lifted for the copy): `false` when the CPU
+/// refused an access (nothing of a one-page destination was written then:
+/// whether a page may be written is the same for all its bytes).
+///
+/// # Safety
+/// `dst..dst+len` and `src..src+len` must each be either hypervisor memory
+/// the caller may access, or addresses whose every mapping the current
+/// page tables may hold is one the hypervisor may touch on the guest's
+/// behalf: the guest's own half, never the hypervisor's range.
+pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
+    // SAFETY: the caller's contract; a fault inside is fixed up (above).
+    unsafe { guest_copy(dst, src, len) == 0 }
+}
 
 extern "C" {
     /// Pops a TrapFrame at RSP and returns through it (entry.S).
@@ -206,6 +231,30 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
 // Tour 02: every entry meets here
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    if f.vector == VEC_SYSCALL {
+        // `syscall` from a 64-bit guest (only syscall_entry pushes this
+        // vector): the hypercalls answered without the lock first.
+        guest_state_checks(f);
+        if !crate::pv::fast::hypercall(f) {
+            crate::pv::entry::from_guest(f);
+        }
+        return;
+    }
+    if f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1 {
+        // `int $0x82` from a 32-bit guest kernel: the same, for the few
+        // it answers without the lock.
+        guest_state_checks(f);
+        if crate::pv::fast::hypercall32(f) {
+            return;
+        }
+    }
+    other_trap(f);
+}
+
+/// Every entry but `syscall` from a 64-bit guest (out of line, so the
+/// lock-free hypercalls above pay for none of its stack frame).
+#[inline(never)]
+fn other_trap(f: &mut TrapFrame) {
     let from_guest = f.cs & 3 != 0;
     match f.vector {
         apic::TIMER_VECTOR => apic::timer_interrupt(),
@@ -224,6 +273,14 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         // domain) on the frame itself.
         _ if from_guest => {}
         _ if f.rip == core::ptr::addr_of!(ret_iretq) as u64 => iret_fixup(*f),
+        // A copy through a guest's mapping refused by the CPU: the copy
+        // reports it (guest_copy's fixup), the caller falls back.
+        VEC_PF | 13
+            if f.rip == core::ptr::addr_of!(guest_copy_insn) as u64
+                || f.rip == core::ptr::addr_of!(guest_copy_insn_tail) as u64 =>
+        {
+            f.rip = core::ptr::addr_of!(guest_copy_fault) as u64;
+        }
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }
     if from_guest {
@@ -234,11 +291,24 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
 /// The common path of every entry from a guest, with `f` the guest slot
 /// (also called by debugreg.rs on the main stack for a guest's #DB).
 pub(super) extern "C" fn guest_entry(f: &mut TrapFrame) {
+    guest_state_checks(f);
+    // An exception: bounced (or emulated) without the locked path's
+    // lookups and scheduler when it can be.
+    if f.vector < 32 && crate::pv::fast::exception(f) {
+        return;
+    }
+    crate::pv::entry::from_guest(f);
+}
+
+/// What every entry from a guest checks first: the state entry.S promises
+/// (`entry_state_check`), and a guest's breakpoints hit in the hypervisor
+/// since the last entry, reported.
+#[inline(always)]
+fn guest_state_checks(f: &TrapFrame) {
     entry_state_check(f);
     if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
         report_hypervisor_db(n, rip, dbg);
     }
-    crate::pv::entry::from_guest(f);
 }
 
 /// Say (up to 16 times) that a guest's breakpoint hit in the hypervisor and
@@ -255,6 +325,7 @@ fn report_hypervisor_db(n: u64, rip: u64, dbg: u64) {
 /// and, with SMAP, EFLAGS.AC clear, whatever the guest did (without SMAP,
 /// AC means nothing in ring 0 and `clac` does not exist). Cheap enough to
 /// check on every entry, so a regression is a visible fault, not a hole.
+#[inline(always)]
 fn entry_state_check(f: &TrapFrame) {
     use x86::bits64::rflags::{self, RFlags};
     const CR4_SMAP: u64 = 1 << 21;

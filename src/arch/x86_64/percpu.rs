@@ -1,17 +1,27 @@
 //! Per-CPU data reached through GS while in the hypervisor.
 //!
-//! Only the `syscall` entry needs it (it arrives with the guest's RSP and
-//! must find this CPU's stack); Rust code uses `this_cpu()`. While a guest
-//! runs, the guest's GS base is live and ours waits in IA32_KERNEL_GS_BASE;
-//! every entry from a guest `swapgs`es (entry.S).
+//! The entry code uses it to find this CPU's stack (`syscall` arrives with
+//! the guest's RSP), to know whether the vCPU is a 32-bit guest's and
+//! whether the way out may be `sysretq`; Rust code reaches it with
+//! [`this`] (one load through GS). While a guest runs, the guest's GS base
+//! is live and ours waits in IA32_KERNEL_GS_BASE; every entry from a
+//! guest `swapgs`es (entry.S).
+//!
+//! It also holds what the lock-free entry paths need (`pv::fast`): where
+//! the current domain, vCPU, `vcpu_info` and frame table are, published
+//! under the hypervisor lock at the end of every locked way out, and the
+//! work-pending word the way out tests once (Xen's `softirq_pending` and
+//! `test_all_events`).
 
 use core::cell::UnsafeCell;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86::msr::{wrmsr, IA32_GS_BASE, IA32_KERNEL_GSBASE};
 
 use super::idt::TrapFrame;
 
+// Tour 02: this CPU's block: its stack, the current vCPU, work pending
 #[repr(C)]
 pub struct PerCpu {
     /// Points at itself (handy when reading through GS).
@@ -28,14 +38,83 @@ pub struct PerCpu {
     pub pv32: u64,
     /// The CR4 bits that are: SMEP/SMAP as the CPU has them (0 if none).
     pub cr4_pv32: u64,
+    /// Bit 0 set: the next way out to a guest is `sysretq` (entry.S tests
+    /// and clears it; only `pv::fast` sets it, for a frame `sysretq`
+    /// resumes exactly as `iretq` would).
+    pub sysret: AtomicU64,
+    /// Work for the way out ([`WORK_RESCHED`], [`WORK_TIMERS`]): while it
+    /// is 0 and no event upcall is due, a return skips the scheduler.
+    pub work: AtomicU64,
+    /// The current domain, vCPU, its `vcpu_info` (direct-map address) and
+    /// the frame table, as `pv::entry::publish_current` last saw them
+    /// under the lock (0: none yet). Opaque here: `pv::fast` gives them
+    /// their types.
+    pub domain: AtomicU64,
+    pub vcpu: AtomicU64,
+    pub vcpu_info: AtomicU64,
+    pub frames: AtomicU64,
+    /// The current domain's id (bits 0-15) and vCPU index (bits 16-31),
+    /// for the recent-calls ring.
+    pub ids: AtomicU64,
 }
+
+/// The time slice ran out or a guest yielded: the way out reschedules.
+pub const WORK_RESCHED: u64 = 1 << 0;
+/// A guest timer changed (or fired): the way out re-arms the APIC.
+pub const WORK_TIMERS: u64 = 1 << 1;
 
 struct Slot(UnsafeCell<PerCpu>);
 // SAFETY: each CPU only touches its own slot (there is one CPU for now).
 unsafe impl Sync for Slot {}
 
-static CPU0: Slot =
-    Slot(UnsafeCell::new(PerCpu { self_ptr: 0, stack_top: 0, scratch_rsp: 0, cpu: 0, pv32: 0, cr4_pv32: 0 }));
+static CPU0: Slot = Slot(UnsafeCell::new(PerCpu {
+    self_ptr: 0,
+    stack_top: 0,
+    scratch_rsp: 0,
+    cpu: 0,
+    pv32: 0,
+    cr4_pv32: 0,
+    sysret: AtomicU64::new(0),
+    work: AtomicU64::new(0),
+    domain: AtomicU64::new(0),
+    vcpu: AtomicU64::new(0),
+    vcpu_info: AtomicU64::new(0),
+    frames: AtomicU64::new(0),
+    ids: AtomicU64::new(0),
+}));
+
+/// This CPU's block, through GS (its `self_ptr`): valid from `init` on,
+/// wherever the hypervisor runs (every entry from a guest swaps GS first).
+#[inline(always)]
+pub fn this() -> &'static PerCpu {
+    let p: *const PerCpu;
+    // SAFETY: GS_BASE is this CPU's block from `init` on (entry.S swaps it
+    // in before any Rust runs for a guest), and its first word points at
+    // itself; reading it has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags, pure));
+    }
+    // SAFETY: the block is a static that lives for ever; the fields Rust
+    // changes after `init` are atomics (no `&mut` to it is ever made).
+    unsafe { &*p }
+}
+
+impl PerCpu {
+    /// Ask the way out for `bits` of work.
+    #[inline]
+    pub fn raise(&self, bits: u64) {
+        self.work.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// Take (and clear) the work bits `bits` that were raised.
+    #[inline]
+    pub fn take(&self, bits: u64) -> u64 {
+        if self.work.load(Ordering::Relaxed) & bits == 0 {
+            return 0;
+        }
+        self.work.fetch_and(!bits, Ordering::Relaxed) & bits
+    }
+}
 
 /// Set up this CPU's block (boot CPU) with its stack top and point GS at it.
 pub fn init(stack_top: u64) {

@@ -1,0 +1,434 @@
+//! The entry paths that skip the locked path: hypercalls, system calls and
+//! exceptions that touch only the calling vCPU (its registers, its guest's
+//! memory), handled without the hypervisor lock or its lookups, and the
+//! lean way out shared by them (Xen: the `syscall` entry's fast path and
+//! `test_all_events`).
+//!
+//! # Why no lock is needed here
+//!
+//! ringvisor runs on one physical CPU, and the hypervisor runs with
+//! interrupts off from every entry to the matching return (the `syscall`
+//! MSRs mask IF, every gate is an interrupt gate, and the only `sti` is in
+//! the scheduler's idle loop, which runs in ring 0 and is never entered
+//! from here). So while a guest runs, no hypervisor code is running, and
+//! `sched::HV` is unlocked: it is taken only inside an entry and released
+//! before the return (`pv::entry::with_current`, `sched::start`). An
+//! entry from a guest therefore finds the hypervisor state quiescent, and
+//! nothing can run beside it until it returns. That is what the lock
+//! would give; every path here checks it (`HV` unlocked) rather than
+//! assuming it.
+//!
+//! What it reads instead of `hv.domains[hv.current].vcpus[d.cur]` are the
+//! pointers `pv::entry::publish_current` stores in this CPU's block under
+//! the lock wherever they can change (the first entry into a vCPU; after
+//! the scheduler switched vCPU, tore a domain down or built one onto
+//! `hv.domains`). Nothing between that store and the next entry changes
+//! them: only the guest runs, and nothing here changes them.
+//!
+//! Each call is the locked path's own function, made only once it is
+//! known to touch nothing shared ([`hypercall()`], [`hypercall32`],
+//! [`exception`] say which and why). What changes shared state (frame
+//! reference counts: a changed page-table entry, an `mmu_update`, the
+//! emulation behind #GP and #PF) holds `HV` while it runs. Anything else
+//! returns `false` before any effect and takes the locked path, unchanged.
+//!
+//! # The way out
+//!
+//! [`leave`] does what `pv::entry::before_guest_return` does when nothing
+//! is pending, in as few steps: the work-pending word is 0 (no
+//! reschedule, no timer change; an injected exception, a blocked vCPU are
+//! only ever set on the locked path, which settles them before its own
+//! return), the domain is alive, no event upcall is due
+//! (`evtchn_upcall_pending` set and unmasked: Linux's
+//! `xen_force_evtchn_callback` is an `xen_version` call made for exactly
+//! that), and the frame is one the CPU takes (`retcheck`: its flat-selector
+//! case after a plain hypercall, whose frame `syscall_entry` built; the
+//! full check after an iret or a bounce, [`leave_checked`]). Otherwise the
+//! locked way out runs as for any entry, and settles it.
+
+use core::sync::atomic::Ordering;
+
+use ringvisor_abi::x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+use ringvisor_abi::xen::*;
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::percpu::{self, PerCpu};
+use crate::domain::vcpu::Vcpu;
+use crate::domain::Domain;
+use crate::mm::frametable::FrameTable;
+use crate::pv::guest_mem::is_canonical;
+use crate::pv::hypercall::{self, Ret};
+use crate::pv::mm;
+
+/// Hypercall numbers Xen's x86 ABI gives to nothing (`xen.h`: 11, 43-47,
+/// `arch_2`..`arch_7` = 50-55, 56-63; every number from 64 up is past
+/// `NR_hypercalls`): no handler can exist for them, so their `-ENOSYS`
+/// needs no lookup of anything.
+const UNASSIGNED: u64 = 1 << 11 | 0x1f << 43 | 0xff << 56 | 0x3f << 50;
+
+/// What [`hypercall()`] does with a number, decided before it looks at
+/// anything else.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A constant answer: `-ENOSYS`, `XENVER_version`.
+    Constant(Ret),
+    /// A call on the domain itself (`with_domain`).
+    Domain,
+    /// `HYPERVISOR_iret` (`own_vcpu`).
+    Iret,
+    /// Not here: the locked path.
+    Locked,
+}
+
+#[inline(always)]
+fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
+    if nr >= 64 || UNASSIGNED >> nr & 1 != 0 {
+        return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
+    }
+    match nr as u32 {
+        HYPERVISOR_XEN_VERSION if a0 == ringvisor_abi::version::XENVER_VERSION as u64 => {
+            Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret)
+        }
+        HYPERVISOR_CONSOLE_IO if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 => Kind::Domain,
+        HYPERVISOR_FPU_TASKSWITCH | HYPERVISOR_UPDATE_VA_MAPPING => Kind::Domain,
+        HYPERVISOR_MMU_UPDATE if a1 == 1 => Kind::Domain,
+        HYPERVISOR_IRET => Kind::Iret,
+        _ => Kind::Locked,
+    }
+}
+
+/// A hypercall answered without the lock, or `false` (nothing done: the
+/// caller takes the locked path). When it returns `true`, the result is
+/// in `f.rax` and the way out has been settled (by [`leave`], or the
+/// locked one).
+// Tour 02: the hypercalls that take no lock
+#[inline(always)]
+pub fn hypercall(f: &mut TrapFrame) -> bool {
+    let pc = percpu::this();
+    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
+    // A 32-bit guest's `syscall` is a system call (pv32: its vCPU is on
+    // the CPU), and HV is never held here (module comment): checked, not
+    // assumed.
+    if vp.is_null() || pc.pv32 != 0 || crate::sched::HV.is_locked() {
+        return false;
+    }
+    let nr = f.rax;
+    let k = {
+        // SAFETY: the current vCPU, published under the lock; HV is
+        // unlocked and nothing else runs, so this is the only reference to
+        // it, and it ends before `with_domain` makes one to its domain.
+        let v = unsafe { &mut *vp };
+        let k = if v.kernel_mode { kind(nr, f.rdi, f.rsi) } else { Kind::Iret };
+        if k == Kind::Locked {
+            return false;
+        }
+        // A hypercall or system call is progress (as on the locked path).
+        v.in_failsafe = false;
+        k
+    };
+    if k == Kind::Iret {
+        own_vcpu(pc, f);
+        return true;
+    }
+    // A call on the domain could, in principle, end it (none of those
+    // above does today): then the locked way out settles that.
+    let (ret, alive) = match k {
+        Kind::Constant(r) => (r, true),
+        _ => match with_domain(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]) {
+            Some(r) => r,
+            None => return false,
+        },
+    };
+    f.rax = ret as u64;
+    let flags = crate::trace::flags();
+    if flags & crate::trace::RECENT != 0 {
+        let ids = pc.ids.load(Ordering::Relaxed);
+        let what = hypercall_name(nr);
+        crate::trace::record(crate::trace::Record { what, dom: ids as u16, vcpu: (ids >> 16) as u16, a: f.rdi, b: ret as u64 });
+    }
+    if flags & crate::trace::TRACE_HYPERCALL != 0 {
+        traced(pc, nr, f, ret);
+    }
+    if !alive || !leave(pc, f) {
+        locked_way_out(f);
+    }
+    true
+}
+
+/// The calls of [`Kind::Domain`]: each is the locked path's own function,
+/// on the current domain. Those that only touch the calling vCPU run as
+/// they are; a page-table update that changes an entry changes frame
+/// reference counts, shared state, so it holds the lock while it does
+/// (the lock only: not the locked path's lookups, scheduler and exit).
+/// `None`: nothing was done (the locked path runs); else the result and
+/// whether the domain is still alive.
+#[inline(never)]
+fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
+    // SAFETY: published under the lock; HV is unlocked and nothing else
+    // runs (module comment), and no other reference to the domain, its
+    // vCPUs or the frame table is alive: these are the only ones.
+    let (d, ft) = unsafe {
+        (
+            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut()?,
+            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut()?,
+        )
+    };
+    let r = match nr as u32 {
+        HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
+        HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
+        // An L1 entry rewritten with the value it holds: the update takes
+        // and drops the same references (net nothing), and no other vCPU
+        // or domain can see a difference. No lock.
+        HYPERVISOR_UPDATE_VA_MAPPING if mm::l1_entry_holds(d, ft, a[0], a[1]) => {
+            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
+        }
+        HYPERVISOR_UPDATE_VA_MAPPING => {
+            let _held = crate::sched::HV.try_lock()?;
+            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
+        }
+        // One request (reading it to see whether it changes anything
+        // costs a guest page walk): under the lock.
+        HYPERVISOR_MMU_UPDATE => {
+            let _held = crate::sched::HV.try_lock()?;
+            mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3])
+        }
+        _ => return None,
+    };
+    Some((r, d.is_alive()))
+}
+
+/// `HYPERVISOR_iret`, or a system call of the guest's user mode bounced
+/// to its kernel's syscall callback: the locked path's own functions
+/// (`hypercall::iret`, `traps::syscall_from_user`), which read and write
+/// only this vCPU's state and its guest's stack (a failure crashes only
+/// this domain). The frame they leave may be anything the guest asked
+/// for, so the way out is [`leave_checked`].
+#[inline(never)]
+fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
+    // SAFETY: published under the lock; HV is unlocked and nothing else
+    // runs (module comment); the only reference to the domain and its
+    // vCPUs while it lives.
+    let Some(d) = (unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() }) else {
+        return locked_way_out(f);
+    };
+    if d.v().kernel_mode {
+        let r = hypercall::iret(d, f);
+        let to = if d.v().kernel_mode { "kernel" } else { "user" };
+        crate::trace!(crate::trace::TRACE_HYPERCALL, "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
+    } else {
+        crate::pv::traps::syscall_from_user(d, f, false);
+    }
+    if !leave_checked(pc, d, f) {
+        locked_way_out(f);
+    }
+}
+
+/// An exception of a guest (vectors 0-31), handled by the locked
+/// path's own function (`traps::guest_exception`: bounced to the guest's
+/// trap table, or emulated), on the vCPU alone, and left by
+/// [`leave_checked`]; `false`: nothing done, the locked path runs. #GP
+/// (privileged instructions: CR3 loads, MSRs, ...) and #PF (with writable
+/// page tables, a page-table store) may change shared state, so they
+/// hold the lock while they run; an NMI or machine check is never the
+/// guest's and stays on the locked path (which stops on it).
+// Tour 04: an exception without the locked path
+#[inline(always)]
+pub fn exception(f: &mut TrapFrame) -> bool {
+    let vector = f.vector;
+    if vector >= 32 || vector == 2 || vector == 18 {
+        return false;
+    }
+    exception_on_vcpu(percpu::this(), f)
+}
+
+#[inline(never)]
+fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
+    use crate::pv::traps::{VEC_GP, VEC_PF};
+    let vector = f.vector;
+    if crate::sched::HV.is_locked() {
+        return false;
+    }
+    // SAFETY: published under the lock; HV is unlocked and nothing else
+    // runs (module comment), and no other reference to the domain, its
+    // vCPUs or the frame table is alive: these are the only ones.
+    let (Some(d), Some(ft)) = (unsafe {
+        (
+            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut(),
+            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut(),
+        )
+    }) else {
+        return false;
+    };
+    {
+        let _held = match vector as u8 {
+            VEC_GP | VEC_PF => match crate::sched::HV.try_lock() {
+                Some(g) => Some(g),
+                None => return false,
+            },
+            _ => None,
+        };
+        if d.compat {
+            // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
+            // `entry::guest_trap` says).
+            d.v_mut().kernel_mode = f.cs & 3 != 3;
+        }
+        crate::pv::traps::guest_exception(d, ft, f);
+    }
+    if !leave_checked(pc, d, f) {
+        locked_way_out(f);
+    }
+    true
+}
+
+/// The lean way out for a frame that may have been rewritten (an iret, a
+/// bounce): the domain still alive, nothing pending, and the frame one
+/// `retcheck` lets through, in full. Otherwise (`false`) the locked way
+/// out settles it: the crash, the upcall, the refused frame's fault.
+#[inline(always)]
+fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
+    if !d.is_alive() || !nothing_pending(pc) {
+        return false;
+    }
+    if crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_some() {
+        return false;
+    }
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    // sysretq only where it is what iretq would do (see `leave`).
+    if (f.cs, f.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
+        && is_canonical(f.rip)
+        && f.rcx == f.rip
+        && f.r11 == f.rflags
+        && f.rflags & 0x10000 == 0
+    {
+        pc.sysret.store(1, Ordering::Relaxed);
+    }
+    true
+}
+
+/// The trace line `hypercall::log_call` writes (`trace=hypercall`).
+#[cold]
+#[inline(never)]
+fn traced(pc: &PerCpu, nr: u64, f: &TrapFrame, ret: Ret) {
+    let ids = pc.ids.load(Ordering::Relaxed);
+    let (dom, vcpu) = (ids as u16, (ids >> 16) as u16);
+    crate::trace!(
+        crate::trace::TRACE_HYPERCALL,
+        "d{dom}v{vcpu} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
+        hypercall_name(nr),
+        f.rdi,
+        f.rsi,
+        f.rdx,
+        f.r10,
+        f.r8
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn locked_way_out(f: &mut TrapFrame) {
+    crate::pv::entry::with_current(|hv| crate::pv::entry::before_guest_return(hv, f));
+}
+
+/// `int $0x82` from a 32-bit guest kernel (ring 1) whose answer is a
+/// constant (`-ENOSYS`, `XENVER_version`: the 32-bit table gives the same
+/// ones), answered without the lock as [`hypercall()`] does; `false`:
+/// nothing done, the locked path runs.
+// Tour 02: the hypercalls that take no lock
+#[inline(always)]
+pub fn hypercall32(f: &mut TrapFrame) -> bool {
+    let nr = f.rax as u32 as u64;
+    let Kind::Constant(ret) = kind(nr, f.rbx as u32 as u64, f.rcx as u32 as u64) else { return false };
+    let pc = percpu::this();
+    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
+    if vp.is_null() || pc.pv32 == 0 || crate::sched::HV.is_locked() {
+        return false;
+    }
+    {
+        // SAFETY: as in `hypercall`.
+        let v = unsafe { &mut *vp };
+        // Ring 1 is its kernel (as `entry::compat_hypercall` says), and a
+        // hypercall is progress.
+        v.kernel_mode = true;
+        v.in_failsafe = false;
+    }
+    // eax gets the result; the upper half of rax is not the guest's.
+    f.rax = ret as u32 as u64;
+    let flags = crate::trace::flags();
+    if flags & crate::trace::RECENT != 0 {
+        let ids = pc.ids.load(Ordering::Relaxed);
+        let what = hypercall_name(nr);
+        let a = f.rbx as u32 as u64;
+        crate::trace::record(crate::trace::Record { what, dom: ids as u16, vcpu: (ids >> 16) as u16, a, b: ret as u64 });
+    }
+    if flags & crate::trace::TRACE_HYPERCALL != 0 {
+        traced(pc, nr, f, ret);
+    }
+    // retcheck's flat case for a 32-bit guest, as `before_guest_return`
+    // asks it: its flat ring-1 or ring-3 selectors, eip below 4 GiB.
+    use ringvisor_abi::x86_32 as c32;
+    let flat = matches!(
+        (f.cs as u16, f.ss as u16),
+        (c32::FLAT_RING1_CS, c32::FLAT_RING1_SS) | (c32::FLAT_RING3_CS, c32::FLAT_RING3_SS)
+    );
+    if !(flat && f.cs >> 16 == 0 && f.ss >> 16 == 0 && f.rip >> 32 == 0 && nothing_pending(pc)) {
+        locked_way_out(f);
+        return true;
+    }
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    true
+}
+
+/// Nothing for the way out to settle (see the module comment): no work
+/// bit, no `selftest=iretfault` pending, no event upcall due.
+#[inline(always)]
+fn nothing_pending(pc: &PerCpu) -> bool {
+    if pc.work.load(Ordering::Relaxed) != 0 || crate::pv::entry::IRET_SELFTEST.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: as in `hypercall` (no other reference to the vCPU now).
+    let v = unsafe { &*(pc.vcpu.load(Ordering::Relaxed) as *const Vcpu) };
+    let vi = match v.vcpu_info_maddr {
+        Some(ma) => crate::mm::paging::phys_to_virt(ma),
+        None => pc.vcpu_info.load(Ordering::Relaxed),
+    };
+    // SAFETY: the current vCPU's vcpu_info in the direct map (its slot in
+    // shared_info, published under the lock with the vCPU, or the frame
+    // it registered, which stays its own while registered; the domain is
+    // alive while its guest runs). Two bytes the guest may change too, but
+    // it is not running.
+    let upcall = unsafe {
+        let p = (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const [u8; 2];
+        p.read_volatile()
+    };
+    // Pending and not masked: the locked way out bounces the upcall (or,
+    // with no event callback, does nothing: only slower).
+    !(upcall[0] != 0 && upcall[1] == 0)
+}
+
+/// The way out of a lock-free `syscall` entry when nothing is pending
+/// (see the module comment): `true` when the frame may go back as it is,
+/// with `sysretq` where that resumes the guest exactly as `iretq` would;
+/// `false`: the locked way out must run.
+// Tour 02: the lean way out
+#[inline(always)]
+fn leave(pc: &PerCpu, f: &mut TrapFrame) -> bool {
+    if !nothing_pending(pc) {
+        return false;
+    }
+    // retcheck's flat case, as `before_guest_return` asks it.
+    if (f.cs, f.ss) != (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64) || !is_canonical(f.rip) {
+        return false;
+    }
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    // sysretq loads rip from rcx and rflags from r11 (RF and VM cleared),
+    // cs/ss from STAR (the flat ring-3 selectors above, with the CPU's
+    // fixed flat attributes: the same segments the GDT's entries say).
+    // Where rcx and r11 already hold rip and rflags, it returns exactly
+    // as iretq would. rip is canonical (checked above): never sysret to a
+    // non-canonical rip (XSA-7: Intel CPUs fault in ring 0 on the guest's
+    // stack).
+    if f.rcx == f.rip && f.r11 == f.rflags && f.rflags & 0x10000 == 0 {
+        pc.sysret.store(1, Ordering::Relaxed);
+    }
+    true
+}
