@@ -665,10 +665,12 @@ fn timers(t: u32) {
     time::spin_for(5 * MS);
     check_eq("set_timer_op: exactly one upcall", count(t), c + 1);
 
+    // 50 ms of margin: QEMU's clock is the host's, and a loaded host can
+    // stop this vCPU for milliseconds between the two calls.
     let c = count(t);
-    pvguest::hypercall::set_timer_op(now_ns() + 2 * MS);
+    pvguest::hypercall::set_timer_op(now_ns() + 50 * MS);
     check_rc("set_timer_op(0)", pvguest::hypercall::set_timer_op(0), 0);
-    time::spin_for(6 * MS);
+    time::spin_for(60 * MS);
     check_eq("set_timer_op(0) cancels the timer", count(t), c);
 }
 
@@ -837,17 +839,20 @@ fn periodic(t: u32) {
         }
     };
     check_rc("VCPUOP_set_periodic_timer(0.5 ms)", set(500_000), EINVAL);
+    // Ten ticks, none early: the tenth not before 50 ms. (Counted until
+    // ten came, up to 2 s: on a loaded host QEMU's vCPU may be stopped for
+    // several periods, whose ticks Xen's periodic timer coalesces.)
     let c = count(t);
     let t0 = now_ns();
     check_rc("VCPUOP_set_periodic_timer(5 ms)", set(5 * MS), 0);
-    time::spin_until(t0 + 100 * MS);
-    let ticks = count(t) - c;
+    ev::spin_until(|| count(t) - c >= 10, t0 + 2000 * MS);
+    let (ticks, dt) = (count(t) - c, now_ns() - t0);
     check(
-        "periodic 5 ms: about 20 ticks in 100 ms",
-        (10..=28).contains(&ticks),
-        format_args!("{ticks} ticks"),
+        "periodic 5 ms: ten ticks, the tenth not before 50 ms",
+        ticks >= 10 && dt >= 50 * MS,
+        format_args!("{ticks} ticks in {} us", dt / 1000),
     );
-    info(format_args!("periodic 5 ms: {ticks} ticks in 100 ms"));
+    info(format_args!("periodic 5 ms: {ticks} ticks in {} us", dt / 1000));
     check_rc(
         "VCPUOP_stop_periodic_timer",
         vcpu_op0(abi::VCPUOP_STOP_PERIODIC_TIMER, 0),
