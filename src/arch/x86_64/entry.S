@@ -42,6 +42,25 @@
     push %r15
 .endm
 
+/* SAVE_GPRS undone: the frame's registers back, RSP at its vector slot. */
+.macro RESTORE_GPRS
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+.endm
+
 .section .text
 .balign 16
 .global idt_stubs
@@ -107,21 +126,7 @@ ret_to_frame:
     jc ret_sysret
     swapgs                        /* GS = the guest's */
 ret_pop:
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
+    RESTORE_GPRS
     add $16, %rsp                 /* vector and error code */
 .global ret_iretq
 ret_iretq:
@@ -139,21 +144,7 @@ ret_iretq:
  *   out: every register from the frame, RSP from its RSP slot. */
 ret_sysret:
     swapgs                        /* GS = the guest's */
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
+    RESTORE_GPRS
     mov {TF_RSP_AFTER_POPS}(%rsp), %rsp
     sysretq
 
