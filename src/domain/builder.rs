@@ -536,6 +536,7 @@ pub fn build(
         pirq_eoi_mfn: 0,
         shared_info_mfn: shared.0,
         privileged: id == 0,
+        cmos_idx: 0,
         compat,
         vm_assist: 0,
         vcpus: core::iter::once(v).chain((1..nr_vcpus as u32).map(Vcpu::new)).collect(),

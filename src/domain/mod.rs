@@ -78,6 +78,9 @@ mod domain {
         pub max_pages: u64,
         pub shared_info_mfn: u64,
         pub privileged: bool,
+        /// The CMOS index the initial domain last wrote to port 0x70
+        /// (Xen: `arch.cmos_idx`; `pv::emulate`).
+        pub cmos_idx: u8,
         /// A 32-bit (PAE) PV guest: kernel in ring 1, compat-mode segments,
         /// the 32-bit layouts of the ABI structures.
         pub compat: bool,

@@ -264,6 +264,25 @@ fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
 
 /// #GP from the guest: a privileged instruction we emulate? Returns true
 /// when emulated (rip advanced), false to bounce the #GP.
+/// A byte `in`/`out` of the initial domain on port 0x70 (the CMOS index)
+/// or 0x71 (its data), as Xen's `rtc_guest_read`/`rtc_guest_write`: the
+/// index is the domain's own (bit 7, the NMI mask, never reaches the
+/// chip), data reads come from the chip. Writes reach it only for the
+/// time and date registers (0x00-0x09, what `hwclock` sets): stricter
+/// than Xen, which passes every register, because status registers A-D
+/// drive the RTC's interrupt and rate (docs/abi.md).
+fn cmos_port(d: &mut Domain, f: &mut TrapFrame, port: u16, write: bool) {
+    use crate::arch::x86_64::time::{cmos_read, cmos_write};
+    let al = f.rax as u8;
+    match (port, write) {
+        (0x70, true) => d.cmos_idx = al & 0x7f,
+        (0x70, false) => f.rax = (f.rax & !0xff) | d.cmos_idx as u64,
+        (_, false) => f.rax = (f.rax & !0xff) | cmos_read(d.cmos_idx) as u64,
+        (_, true) if d.cmos_idx <= 0x09 => cmos_write(d.cmos_idx, al),
+        (_, true) => {}
+    }
+}
+
 pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: &[u8]) -> bool {
     let kernel = d.v().kernel_mode;
     let mut i = 0;
@@ -304,18 +323,31 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
             len = i + 1;
         }
         0xe4 | 0xe5 | 0xec | 0xed | 0xe6 | 0xe7 | 0xee | 0xef if iopl_ok(d) => {
-            // No I/O ports are passed through: reads float high, writes are
-            // dropped (Xen does the same for ports a domain may not use).
-            if matches!(op, 0xe4 | 0xe5 | 0xec | 0xed) {
-                let mask = match (op, opsize16) {
-                    (0xe4 | 0xec, _) => 0xff,
-                    (_, true) => 0xffff,
-                    _ => 0xffff_ffff,
-                };
-                f.rax = (f.rax & !mask) | mask;
-            }
-            what = "in/out";
+            let port = match op {
+                0xe4..=0xe7 => insn.get(i + 1).map(|&p| p as u16),
+                _ => Some(f.rdx as u16),
+            };
             len = i + if matches!(op, 0xe4..=0xe7) { 2 } else { 1 };
+            if let (true, Some(port @ (0x70 | 0x71)), 0xe4 | 0xe6 | 0xec | 0xee) = (d.privileged, port, op) {
+                // The initial domain's RTC: byte accesses to the CMOS
+                // ports, as Xen's rtc_guest_read/write for the hardware
+                // domain.
+                cmos_port(d, f, port, matches!(op, 0xe6 | 0xee));
+                what = "in/out (CMOS)";
+            } else {
+                // No other I/O port is passed through: reads float high,
+                // writes are dropped (Xen does the same for ports a domain
+                // may not use).
+                if matches!(op, 0xe4 | 0xe5 | 0xec | 0xed) {
+                    let mask = match (op, opsize16) {
+                        (0xe4 | 0xec, _) => 0xff,
+                        (_, true) => 0xffff,
+                        _ => 0xffff_ffff,
+                    };
+                    f.rax = (f.rax & !mask) | mask;
+                }
+                what = "in/out";
+            }
         }
         0x0f if kernel => {
             let Some(&op2) = insn.get(i + 1) else { return false };

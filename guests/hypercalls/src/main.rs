@@ -592,8 +592,43 @@ fn cli() {
         1,
     );
     start_info::set_upcall_mask(1);
+    cmos();
     check_rc("physdev_op set_iopl 0", set_iopl(0), 0);
     check_rc("physdev_op set_iopl 4", set_iopl(4), EINVAL);
+}
+
+/// With IOPL 1, the CMOS ports (Xen's rtc_guest_read/write): the initial
+/// domain has its own index (bit 7 dropped) and reads the chip (QEMU's RTC
+/// runs in 24-hour mode: register B bit 1); another domain reads 0xff.
+fn cmos() {
+    let inb = |port: u8| -> u8 {
+        let v: u8;
+        // SAFETY: a byte in from an I/O port, emulated by the hypervisor
+        // (IOPL 1); only AL changes.
+        unsafe {
+            match port {
+                0x70 => asm!("in al, 0x70", out("al") v),
+                _ => asm!("in al, 0x71", out("al") v),
+            }
+        }
+        v
+    };
+    // SAFETY: as `inb`, a byte out; nothing changes in the guest.
+    unsafe { asm!("out 0x70, al", in("al") 0x8bu8) };
+    let (idx, reg_b) = (inb(0x70), inb(0x71));
+    if start_info::start_info().flags & abi::SIF_PRIVILEGED != 0 {
+        check(
+            "CMOS (initial domain): index 0x8b reads back 0x0b, register B has 24-hour mode",
+            idx == 0x0b && reg_b & 0x02 != 0,
+            format_args!("index {idx:#x}, register B {reg_b:#x}"),
+        );
+    } else {
+        check(
+            "CMOS (other domains): ports 0x70/0x71 read 0xff",
+            idx == 0xff && reg_b == 0xff,
+            format_args!("index {idx:#x}, register B {reg_b:#x}"),
+        );
+    }
 }
 
 /// "prefix" + "name" in a small stack buffer (case names for a loop).

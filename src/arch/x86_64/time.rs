@@ -89,6 +89,23 @@ fn cmos(reg: u8) -> u8 {
     }
 }
 
+/// A CMOS register for the initial domain (`pv::emulate`'s port 0x71, as
+/// Xen's `rtc_guest_read`): the index's bit 7 stays 0 (NMIs as they were).
+pub fn cmos_read(reg: u8) -> u8 {
+    cmos(reg & 0x7f)
+}
+
+/// Write a CMOS register for the initial domain (Xen's `rtc_guest_write`);
+/// the caller decides which registers it may write.
+pub fn cmos_write(reg: u8, val: u8) {
+    // SAFETY: as `cmos`; one index/data pair, nothing of the hypervisor's
+    // depends on the CMOS after boot (the RTC is read once, `read_rtc`).
+    unsafe {
+        outb(0x70, reg & 0x7f);
+        outb(0x71, val);
+    }
+}
+
 /// Read the RTC (waiting out an update in progress) as Unix seconds.
 fn read_rtc() -> u64 {
     let mut spins = 0;
