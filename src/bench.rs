@@ -71,7 +71,12 @@ impl Summary {
         }
         samples.sort_unstable();
         let at = |p: usize| samples[(samples.len() - 1) * p / 100];
-        Some(Summary { median: at(50), p10: at(10), p90: at(90), n: samples.len() })
+        Some(Summary {
+            median: at(50),
+            p10: at(10),
+            p90: at(90),
+            n: samples.len(),
+        })
     }
 
     /// The same figures less `overhead` (the cost of timing nothing).
@@ -88,7 +93,11 @@ impl Summary {
 impl core::fmt::Display for Summary {
     /// `median M spread P10..P90 n=N`, the shape `cargo xtask bench` reads.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "median {} spread {}..{} n={}", self.median, self.p10, self.p90, self.n)
+        write!(
+            f,
+            "median {} spread {}..{} n={}",
+            self.median, self.p10, self.p90, self.n
+        )
     }
 }
 
@@ -339,7 +348,12 @@ bench_k_exit:
             let Some(bufs) = paging::with_frames(|fa| fa.alloc_contiguous(nbufs, 1)) else {
                 return Err("no room for the sample buffers");
             };
-            let mut w = Window { frames: Vec::new(), bufs, nbufs, l4_slot };
+            let mut w = Window {
+                frames: Vec::new(),
+                bufs,
+                nbufs,
+                l4_slot,
+            };
             // Page tables L3, L2, L1, then the code and stack pages.
             let mut pages = [0u64; 5];
             for p in &mut pages {
@@ -349,7 +363,9 @@ bench_k_exit:
                 };
                 w.frames.push(f);
                 // SAFETY: a frame just taken from the pool, in the direct map.
-                unsafe { core::ptr::write_bytes(phys_to_virt(f.addr()) as *mut u8, 0, PAGE as usize) };
+                unsafe {
+                    core::ptr::write_bytes(phys_to_virt(f.addr()) as *mut u8, 0, PAGE as usize)
+                };
                 *p = f.addr();
             }
             let [l3, l2, l1, code, stack] = pages;
@@ -364,7 +380,11 @@ bench_k_exit:
                 core::ptr::copy_nonoverlapping(s as *const u8, dst, (e - s) as usize);
             }
             // SAFETY: reading EFER has no side effects.
-            let nx = if unsafe { rdmsr(IA32_EFER) } & EFER_NXE != 0 { NX } else { 0 };
+            let nx = if unsafe { rdmsr(IA32_EFER) } & EFER_NXE != 0 {
+                NX
+            } else {
+                0
+            };
             table(l2)[idx(BASE, 1)] = l1 | P | RW | US;
             table(l3)[idx(BASE, 2)] = l2 | P | RW | US;
             let pt = table(l1);
@@ -384,7 +404,12 @@ bench_k_exit:
             table(paging::root())[self.l4_slot] = 0;
             flush_tlb();
             paging::with_frames(|fa| {
-                for f in self.frames.iter().copied().chain((0..self.nbufs).map(|i| Frame(self.bufs.0 + i))) {
+                for f in self
+                    .frames
+                    .iter()
+                    .copied()
+                    .chain((0..self.nbufs).map(|i| Frame(self.bufs.0 + i)))
+                {
                     let _ = fa.free(f);
                 }
             });
@@ -442,15 +467,20 @@ bench_k_exit:
                 sym(&bench_user_int),
                 sym(&bench_user_ud),
                 sym(&bench_user_pf),
-            ][c]
-                - sym(&bench_user_start)
+            ][c] - sym(&bench_user_start)
         };
         // The fault cases lend their exception gates only for the call: in
         // that time ring 0 runs nothing but bench_enter's iretq and
         // bench_k_exit, which cannot fault.
         let lent = match c {
-            3 => Some((UD_VECTOR, idt::borrow_gate(UD_VECTOR, bench_k_ud as *const () as u64, 0))),
-            4 => Some((PF_VECTOR, idt::borrow_gate(PF_VECTOR, bench_k_pf as *const () as u64, 0))),
+            3 => Some((
+                UD_VECTOR,
+                idt::borrow_gate(UD_VECTOR, bench_k_ud as *const () as u64, 0),
+            )),
+            4 => Some((
+                PF_VECTOR,
+                idt::borrow_gate(PF_VECTOR, bench_k_pf as *const () as u64, 0),
+            )),
             _ => None,
         };
         // SAFETY: BASE maps the stub's code (user, executable), its stack
@@ -482,18 +512,25 @@ bench_k_exit:
             let _lent = Borrowed::take();
             for round in 0..ROUNDS {
                 for c in 0..CASES.len() {
-                    let buf = BASE + (BUF_PAGE + c as u64 * BUF_PAGES) * PAGE + (round * PER_ROUND * 4) as u64;
+                    let buf = BASE
+                        + (BUF_PAGE + c as u64 * BUF_PAGES) * PAGE
+                        + (round * PER_ROUND * 4) as u64;
                     run_case(c, buf, PER_ROUND);
                 }
             }
         }
         let overhead = Summary::of(w.samples(0)).map_or(0, |s| s.median);
         for (c, name) in CASES.iter().enumerate() {
-            let Some(s) = Summary::of(w.samples(c)) else { continue };
+            let Some(s) = Summary::of(w.samples(c)) else {
+                continue;
+            };
             if c == 0 {
                 print(format_args!("{TAG}bench: baseline {name} {s} (timing overhead, subtracted from the others)\n"));
             } else {
-                print(format_args!("{TAG}bench: baseline {name} {}\n", s.minus(overhead)));
+                print(format_args!(
+                    "{TAG}bench: baseline {name} {}\n",
+                    s.minus(overhead)
+                ));
             }
         }
         w.free();
@@ -526,16 +563,45 @@ mod tests {
     fn percentiles() {
         let mut v: Vec<u32> = (1..=101).rev().collect();
         let s = Summary::of(&mut v).unwrap();
-        assert_eq!(s, Summary { median: 51, p10: 11, p90: 91, n: 101 });
-        assert_eq!(s.minus(20), Summary { median: 31, p10: 0, p90: 71, n: 101 });
+        assert_eq!(
+            s,
+            Summary {
+                median: 51,
+                p10: 11,
+                p90: 91,
+                n: 101
+            }
+        );
+        assert_eq!(
+            s.minus(20),
+            Summary {
+                median: 31,
+                p10: 0,
+                p90: 71,
+                n: 101
+            }
+        );
         assert_eq!(Summary::of(&mut []), None);
         let mut one = [7];
-        assert_eq!(Summary::of(&mut one), Some(Summary { median: 7, p10: 7, p90: 7, n: 1 }));
+        assert_eq!(
+            Summary::of(&mut one),
+            Some(Summary {
+                median: 7,
+                p10: 7,
+                p90: 7,
+                n: 1
+            })
+        );
     }
 
     #[test]
     fn display_is_what_xtask_reads() {
-        let s = Summary { median: 114, p10: 108, p90: 131, n: 100_000 };
+        let s = Summary {
+            median: 114,
+            p10: 108,
+            p90: 131,
+            n: 100_000,
+        };
         assert_eq!(s.to_string(), "median 114 spread 108..131 n=100000");
     }
 }

@@ -25,7 +25,10 @@ pub struct FixedStr<const N: usize> {
 
 impl<const N: usize> FixedStr<N> {
     pub const fn new() -> Self {
-        FixedStr { buf: [0; N], len: 0 }
+        FixedStr {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Self {
@@ -33,7 +36,14 @@ impl<const N: usize> FixedStr<N> {
         // Invalid UTF-8 becomes '?', so later code only sees str.
         let mut n = 0;
         for chunk in bytes.utf8_chunks() {
-            for piece in [chunk.valid().as_bytes(), if chunk.invalid().is_empty() { b"" } else { b"?" }] {
+            for piece in [
+                chunk.valid().as_bytes(),
+                if chunk.invalid().is_empty() {
+                    b""
+                } else {
+                    b"?"
+                },
+            ] {
                 let take = piece.len().min(N - n);
                 s.buf[n..n + take].copy_from_slice(&piece[..take]);
                 n += take;
@@ -152,7 +162,10 @@ pub struct BootInfo {
 pub enum BootError {
     BadMagic(u32),
     /// A loader structure points at memory we cannot read.
-    Unreadable { what: &'static str, addr: u64 },
+    Unreadable {
+        what: &'static str,
+        addr: u64,
+    },
     NoMemoryMap,
     Multiboot2(&'static str),
 }
@@ -161,7 +174,9 @@ impl fmt::Display for BootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootError::BadMagic(m) => write!(f, "not started by a multiboot loader (magic {m:#x})"),
-            BootError::Unreadable { what, addr } => write!(f, "boot information: {what} at {addr:#x} is unreadable"),
+            BootError::Unreadable { what, addr } => {
+                write!(f, "boot information: {what} at {addr:#x} is unreadable")
+            }
             BootError::NoMemoryMap => write!(f, "the boot loader gave no memory map"),
             BootError::Multiboot2(why) => write!(f, "multiboot2 information: {why}"),
         }
@@ -171,7 +186,9 @@ impl fmt::Display for BootError {
 /// Is the loader GRUB 2? Xen's `loader_is_grub2`: GRUB legacy calls
 /// itself "GNU GRUB 0.97", GRUB 2 "GRUB 2.06" (1.xx before 2.00).
 pub fn loader_is_grub2(loader_name: &str) -> bool {
-    loader_name.find("GRUB ").is_some_and(|i| loader_name.as_bytes().get(i + 5) != Some(&b'0'))
+    loader_name
+        .find("GRUB ")
+        .is_some_and(|i| loader_name.as_bytes().get(i + 5) != Some(&b'0'))
 }
 
 /// A command line as the loader gave it, without the image's path where
@@ -184,7 +201,8 @@ pub fn cmdline_cook<'a>(line: &'a str, loader_name: &str) -> &'a str {
     if loader_is_grub2(loader_name) {
         return line;
     }
-    line.split_once(|c: char| c.is_ascii_whitespace()).map_or("", |(_, rest)| rest.trim_start())
+    line.split_once(|c: char| c.is_ascii_whitespace())
+        .map_or("", |(_, rest)| rest.trim_start())
 }
 
 /// Read access to physical memory while the loader's identity mapping is
@@ -193,7 +211,8 @@ pub trait PhysMem {
     fn read(&self, addr: u64, len: usize) -> Option<&[u8]>;
 
     fn u32_at(&self, addr: u64) -> Option<u32> {
-        self.read(addr, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.read(addr, 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn u64_at(&self, addr: u64) -> Option<u64> {
@@ -221,7 +240,11 @@ impl BootInfo {
             loader,
             loader_name: FixedStr::new(),
             cmdline: FixedStr::new(),
-            regions: [MemRegion { start: 0, end: 0, kind: RegionKind::Reserved }; MAX_REGIONS],
+            regions: [MemRegion {
+                start: 0,
+                end: 0,
+                kind: RegionKind::Reserved,
+            }; MAX_REGIONS],
             nregions: 0,
             modules: [Module::default(); MAX_MODULES],
             nmodules: 0,
@@ -260,7 +283,11 @@ impl BootInfo {
             self.dropped_modules += 1;
             return;
         }
-        self.modules[self.nmodules] = Module { start, end, cmdline: FixedStr::from_bytes(cmdline) };
+        self.modules[self.nmodules] = Module {
+            start,
+            end,
+            cmdline: FixedStr::from_bytes(cmdline),
+        };
         self.nmodules += 1;
     }
 
@@ -276,11 +303,16 @@ impl BootInfo {
 
         if flags & (1 << 2) != 0 {
             let p = mem.u32_at(info + 16).ok_or(unreadable("cmdline pointer"))? as u64;
-            let s = mem.c_str(p, 4096).ok_or(BootError::Unreadable { what: "command line", addr: p })?;
+            let s = mem.c_str(p, 4096).ok_or(BootError::Unreadable {
+                what: "command line",
+                addr: p,
+            })?;
             bi.cmdline = FixedStr::from_bytes(s);
         }
         if flags & (1 << 9) != 0 {
-            let p = mem.u32_at(info + 64).ok_or(unreadable("loader name pointer"))? as u64;
+            let p = mem
+                .u32_at(info + 64)
+                .ok_or(unreadable("loader name pointer"))? as u64;
             if let Some(s) = mem.c_str(p, 64) {
                 bi.loader_name = FixedStr::from_bytes(s);
             }
@@ -290,21 +322,33 @@ impl BootInfo {
             let base = mem.u32_at(info + 24).ok_or(unreadable("module list"))? as u64;
             for i in 0..count as u64 {
                 let e = base + i * 16;
-                let what = BootError::Unreadable { what: "module entry", addr: e };
+                let what = BootError::Unreadable {
+                    what: "module entry",
+                    addr: e,
+                };
                 let start = mem.u32_at(e).ok_or(what)? as u64;
                 let end = mem.u32_at(e + 4).ok_or(what)? as u64;
                 let sp = mem.u32_at(e + 8).ok_or(what)? as u64;
-                let s = if sp == 0 { &b""[..] } else { mem.c_str(sp, 4096).unwrap_or(b"") };
+                let s = if sp == 0 {
+                    &b""[..]
+                } else {
+                    mem.c_str(sp, 4096).unwrap_or(b"")
+                };
                 bi.push_module(start, end, s);
             }
         }
         if flags & (1 << 6) != 0 {
-            let len = mem.u32_at(info + 44).ok_or(unreadable("memory map length"))? as u64;
+            let len = mem
+                .u32_at(info + 44)
+                .ok_or(unreadable("memory map length"))? as u64;
             let base = mem.u32_at(info + 48).ok_or(unreadable("memory map"))? as u64;
             let mut p = base;
             // Each entry: size (of the rest), base u64, length u64, type u32.
             while p + 24 <= base + len {
-                let what = BootError::Unreadable { what: "memory map entry", addr: p };
+                let what = BootError::Unreadable {
+                    what: "memory map entry",
+                    addr: p,
+                };
                 let size = mem.u32_at(p).ok_or(what)? as u64;
                 let start = mem.u64_at(p + 4).ok_or(what)?;
                 let length = mem.u64_at(p + 12).ok_or(what)?;
@@ -361,7 +405,11 @@ impl BootInfo {
         }
         for m in mbi.module_tags() {
             let s = m.cmdline().unwrap_or("");
-            bi.push_module(m.start_address() as u64, m.end_address() as u64, s.as_bytes());
+            bi.push_module(
+                m.start_address() as u64,
+                m.end_address() as u64,
+                s.as_bytes(),
+            );
         }
         if let Some(mm) = mbi.memory_map_tag() {
             for a in mm.memory_areas() {
@@ -387,7 +435,12 @@ impl BootInfo {
 
     /// The end of the highest usable RAM.
     pub fn max_usable(&self) -> u64 {
-        self.regions().iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.end).max().unwrap_or(0)
+        self.regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -422,7 +475,10 @@ mod tests {
     }
 
     fn mb1_image() -> Buf {
-        let mut m = Buf { base: 0x9000, bytes: vec![0; 0x1000] };
+        let mut m = Buf {
+            base: 0x9000,
+            bytes: vec![0; 0x1000],
+        };
         let info = 0x9000;
         m.put32(info, (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9));
         m.put32(info + 16, 0x9100);
@@ -460,13 +516,24 @@ mod tests {
         assert_eq!(bi.modules().len(), 2);
         assert_eq!(bi.modules()[0].start, 0x200000);
         assert_eq!(bi.modules()[0].end, 0x201000);
-        assert_eq!(bi.modules()[0].cmdline.as_str(), "guest.elf rv.mem=64M -- hello");
+        assert_eq!(
+            bi.modules()[0].cmdline.as_str(),
+            "guest.elf rv.mem=64M -- hello"
+        );
         assert_eq!(bi.modules()[1].cmdline.as_str(), "");
         assert_eq!(
             bi.regions(),
             &[
-                MemRegion { start: 0, end: 0x9fc00, kind: RegionKind::Usable },
-                MemRegion { start: 0x100000, end: 0x7fe0000, kind: RegionKind::Usable },
+                MemRegion {
+                    start: 0,
+                    end: 0x9fc00,
+                    kind: RegionKind::Usable
+                },
+                MemRegion {
+                    start: 0x100000,
+                    end: 0x7fe0000,
+                    kind: RegionKind::Usable
+                },
             ]
         );
         assert_eq!(bi.max_usable(), 0x7fe0000);
@@ -486,7 +553,10 @@ mod tests {
         m.put32(0x9000 + 24, 0xdead_0000);
         assert_eq!(
             BootInfo::from_multiboot1(0x9000, &m).unwrap_err(),
-            BootError::Unreadable { what: "module entry", addr: 0xdead_0000 }
+            BootError::Unreadable {
+                what: "module entry",
+                addr: 0xdead_0000
+            }
         );
         let m = mb1_image();
         assert!(BootInfo::from_multiboot1(0x1234_5678, &m).is_err());
@@ -496,14 +566,17 @@ mod tests {
     fn multiboot1_without_map() {
         let mut m = mb1_image();
         m.put32(0x9000, 0);
-        assert_eq!(BootInfo::from_multiboot1(0x9000, &m).unwrap_err(), BootError::NoMemoryMap);
+        assert_eq!(
+            BootInfo::from_multiboot1(0x9000, &m).unwrap_err(),
+            BootError::NoMemoryMap
+        );
     }
 
     #[test]
     fn multiboot2() {
         use multiboot2::{
-            BootLoaderNameTag, Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag,
-            ModuleTag,
+            BootLoaderNameTag, Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType,
+            MemoryMapTag, ModuleTag,
         };
         let mbi = Builder::new()
             .cmdline(CommandLineTag::new("loglvl=warn"))
@@ -535,7 +608,10 @@ mod tests {
         }
         for other in ["GNU GRUB 0.97", "qemu", "", "unknown", "GRUB 0.97"] {
             assert!(!loader_is_grub2(other), "{other}");
-            assert_eq!(cmdline_cook(" /boot/vmlinuz  console=hvc0 x", other), "console=hvc0 x");
+            assert_eq!(
+                cmdline_cook(" /boot/vmlinuz  console=hvc0 x", other),
+                "console=hvc0 x"
+            );
             assert_eq!(cmdline_cook("/boot/vmlinuz", other), "");
         }
     }
@@ -548,7 +624,9 @@ mod tests {
         let bi = BootInfo::from_multiboot1(0x9000, &m).unwrap();
         assert_eq!(bi.cmdline.as_str(), "loglvl=debug selftest=panic");
         assert!(!bi.lines_name_the_image());
-        assert!(BootInfo::from_multiboot1(0x9000, &mb1_image()).unwrap().lines_name_the_image());
+        assert!(BootInfo::from_multiboot1(0x9000, &mb1_image())
+            .unwrap()
+            .lines_name_the_image());
     }
 
     #[test]

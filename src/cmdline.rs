@@ -95,7 +95,13 @@ pub const TRACE_EMULATE: u32 = 1 << 2;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { loglvl: LogLevel::Info, selftest: SelfTest::None, on_exit: OnExit::Halt, trace: 0, bench: false }
+        Options {
+            loglvl: LogLevel::Info,
+            selftest: SelfTest::None,
+            on_exit: OnExit::Halt,
+            trace: 0,
+            bench: false,
+        }
     }
 }
 
@@ -136,7 +142,10 @@ impl Options {
                         "dbtrap" => SelfTest::DebugTrap,
                         "none" => SelfTest::None,
                         _ => {
-                            bad(BadOption { word, why: "expected pagefault|divide|panic|iretfault|dbtrap" });
+                            bad(BadOption {
+                                word,
+                                why: "expected pagefault|divide|panic|iretfault|dbtrap",
+                            });
                             continue;
                         }
                     };
@@ -147,7 +156,10 @@ impl Options {
                         "halt" => OnExit::Halt,
                         "reboot" => OnExit::Reboot,
                         _ => {
-                            bad(BadOption { word, why: "expected halt|reboot" });
+                            bad(BadOption {
+                                word,
+                                why: "expected halt|reboot",
+                            });
                             continue;
                         }
                     };
@@ -161,7 +173,10 @@ impl Options {
                             "emulate" => TRACE_EMULATE,
                             "all" => TRACE_BOUNCE | TRACE_HYPERCALL | TRACE_EMULATE,
                             _ => {
-                                bad(BadOption { word, why: "expected trace=bounce,hypercall,emulate or trace=all" });
+                                bad(BadOption {
+                                    word,
+                                    why: "expected trace=bounce,hypercall,emulate or trace=all",
+                                });
                                 0
                             }
                         };
@@ -212,7 +227,10 @@ pub const MAX_DOMAIN_VCPUS: u32 = 64;
 
 impl Default for DomainOptions {
     fn default() -> Self {
-        DomainOptions { mem: None, vcpus: 1 }
+        DomainOptions {
+            mem: None,
+            vcpus: 1,
+        }
     }
 }
 
@@ -235,7 +253,11 @@ impl<'a> ModuleCmdline<'a> {
 
     /// Parse a module's line; `names_image`: its first word is the
     /// module's path (`boot_info::BootInfo::lines_name_the_image`).
-    pub fn parse(s: &'a str, names_image: bool, mut bad: impl FnMut(BadOption<'a>)) -> ModuleCmdline<'a> {
+    pub fn parse(
+        s: &'a str,
+        names_image: bool,
+        mut bad: impl FnMut(BadOption<'a>),
+    ) -> ModuleCmdline<'a> {
         let mut rest = s.trim_start();
         let path = if names_image {
             let (path, r) = split_word(rest);
@@ -251,22 +273,37 @@ impl<'a> ModuleCmdline<'a> {
                 rest = r;
                 break;
             }
-            let Some(opt) = word.strip_prefix("rv.") else { break };
+            let Some(opt) = word.strip_prefix("rv.") else {
+                break;
+            };
             rest = r;
             let (key, val) = opt.split_once('=').unwrap_or((opt, ""));
             match key {
                 "mem" => match parse_size(val) {
                     Some(m) if m >= 1 << 20 => options.mem = Some(m),
-                    _ => bad(BadOption { word, why: "expected a size of at least 1M, e.g. 64M" }),
+                    _ => bad(BadOption {
+                        word,
+                        why: "expected a size of at least 1M, e.g. 64M",
+                    }),
                 },
                 "vcpus" => match val.parse::<u32>() {
                     Ok(n) if (1..=MAX_DOMAIN_VCPUS).contains(&n) => options.vcpus = n,
-                    _ => bad(BadOption { word, why: "expected a vCPU count from 1 to 64" }),
+                    _ => bad(BadOption {
+                        word,
+                        why: "expected a vCPU count from 1 to 64",
+                    }),
                 },
-                _ => bad(BadOption { word, why: "unknown per-domain option" }),
+                _ => bad(BadOption {
+                    word,
+                    why: "unknown per-domain option",
+                }),
             }
         }
-        ModuleCmdline { path, options, guest_args: rest.trim() }
+        ModuleCmdline {
+            path,
+            options,
+            guest_args: rest.trim(),
+        }
     }
 }
 
@@ -314,7 +351,8 @@ mod tests {
 
     #[test]
     fn options_parse() {
-        let (o, bad) = opts("loglvl=debug  selftest=pagefault on_exit=reboot trace=bounce,hypercall");
+        let (o, bad) =
+            opts("loglvl=debug  selftest=pagefault on_exit=reboot trace=bounce,hypercall");
         assert_eq!(o.trace, TRACE_BOUNCE | TRACE_HYPERCALL);
         assert_eq!(o.loglvl, LogLevel::Debug);
         assert_eq!(o.selftest, SelfTest::PageFault);
@@ -370,15 +408,27 @@ mod tests {
 
     #[test]
     fn module_with_options() {
-        let m = ModuleCmdline::parse("g.elf rv.mem=64M rv.vcpus=2 -- rv.not=mine x", true, |_| panic!());
-        assert_eq!(m.options, DomainOptions { mem: Some(64 << 20), vcpus: 2 });
+        let m = ModuleCmdline::parse(
+            "g.elf rv.mem=64M rv.vcpus=2 -- rv.not=mine x",
+            true,
+            |_| panic!(),
+        );
+        assert_eq!(
+            m.options,
+            DomainOptions {
+                mem: Some(64 << 20),
+                vcpus: 2
+            }
+        );
         assert_eq!(m.guest_args, "rv.not=mine x");
     }
 
     #[test]
     fn module_bad_options() {
         let mut bad = Vec::new();
-        let m = ModuleCmdline::parse("g rv.mem=12 rv.vcpus=0 rv.colour=red args", true, |b| bad.push(b.word));
+        let m = ModuleCmdline::parse("g rv.mem=12 rv.vcpus=0 rv.colour=red args", true, |b| {
+            bad.push(b.word)
+        });
         assert_eq!(bad, vec!["rv.mem=12", "rv.vcpus=0", "rv.colour=red"]);
         assert_eq!(m.options, DomainOptions::default());
         assert_eq!(m.guest_args, "args");
@@ -399,7 +449,10 @@ mod tests {
         // 4 GiB free: the reserve stops at 128 MiB.
         assert_eq!(initial_domain_mem(4096 * M, 0), 3968 * M);
         // 253 MiB free, one other domain of 32 MiB: (221 - 13.8) MiB.
-        assert_eq!(initial_domain_mem(253 * M, 32 * M), (221 * M - 221 * M / 16) & !0xfff);
+        assert_eq!(
+            initial_domain_mem(253 * M, 32 * M),
+            (221 * M - 221 * M / 16) & !0xfff
+        );
         // Others want more than there is: the plain default.
         assert_eq!(initial_domain_mem(253 * M, 63 * 32 * M), DEFAULT_DOMAIN_MEM);
     }

@@ -52,7 +52,11 @@ pub fn has_input(id: u16) -> bool {
 /// Gives the input to domain index `next` (or the hypervisor).
 fn set_focus(hv: &Hv, next: usize) {
     FOCUS.store(next, Ordering::Relaxed);
-    let id = if next == HYPERVISOR { u32::MAX } else { hv.domains[next].id as u32 };
+    let id = if next == HYPERVISOR {
+        u32::MAX
+    } else {
+        hv.domains[next].id as u32
+    };
     FOCUS_ID.store(id, Ordering::Relaxed);
 }
 
@@ -87,11 +91,18 @@ pub fn route(hv: &mut Hv, k: u8) -> Route {
 fn switch(hv: &Hv) {
     let from = FOCUS.load(Ordering::Relaxed);
     let start = if from == HYPERVISOR { 0 } else { from + 1 };
-    let next = (start..hv.domains.len()).find(|&i| takes_input(hv, i)).unwrap_or(HYPERVISOR);
+    let next = (start..hv.domains.len())
+        .find(|&i| takes_input(hv, i))
+        .unwrap_or(HYPERVISOR);
     set_focus(hv, next);
     match next {
-        HYPERVISOR => crate::info!("serial input to the hypervisor (debug keys; type Ctrl-A three times to switch)"),
-        i => crate::info!("serial input to d{} (type Ctrl-A three times to switch)", hv.domains[i].id),
+        HYPERVISOR => crate::info!(
+            "serial input to the hypervisor (debug keys; type Ctrl-A three times to switch)"
+        ),
+        i => crate::info!(
+            "serial input to d{} (type Ctrl-A three times to switch)",
+            hv.domains[i].id
+        ),
     }
 }
 
@@ -113,7 +124,10 @@ pub fn settle(hv: &Hv) {
 /// the next live domain after it, wrapping round, else to the hypervisor.
 fn follow(hv: &Hv, from: usize) -> usize {
     let n = hv.domains.len();
-    let next = (1..=n).map(|i| (from + i) % n.max(1)).find(|&i| takes_input(hv, i)).unwrap_or(HYPERVISOR);
+    let next = (1..=n)
+        .map(|i| (from + i) % n.max(1))
+        .find(|&i| takes_input(hv, i))
+        .unwrap_or(HYPERVISOR);
     set_focus(hv, next);
     match next {
         HYPERVISOR => crate::info!("serial input to the hypervisor: no domain is left (debug keys)"),

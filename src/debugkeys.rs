@@ -101,7 +101,16 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
         b'e' => events(hv),
         b'r' => {
             out!("[debug key r] recent bounces and hypercalls, oldest first:");
-            crate::trace::recent(|r| out!("  d{}v{} {} ({:#x}, {:#x})", r.dom, r.vcpu, r.what, r.a, r.b));
+            crate::trace::recent(|r| {
+                out!(
+                    "  d{}v{} {} ({:#x}, {:#x})",
+                    r.dom,
+                    r.vcpu,
+                    r.what,
+                    r.a,
+                    r.b
+                )
+            });
         }
         b'm' => {
             let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
@@ -114,9 +123,17 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
 }
 
 fn domains(hv: &Hv) {
-    out!("[debug key q] {} domain(s), d{} on the CPU", hv.domains.len(), hv.domains.get(hv.current).map_or(0, |d| d.id));
+    out!(
+        "[debug key q] {} domain(s), d{} on the CPU",
+        hv.domains.len(),
+        hv.domains.get(hv.current).map_or(0, |d| d.id)
+    );
     for d in &hv.domains {
-        let pages = d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count();
+        let pages = d
+            .p2m
+            .iter()
+            .filter(|&&m| m != crate::domain::builder::INVALID_MFN)
+            .count();
         out!(
             "  d{} {:<20} {:?} pages {} vcpus {} ports {}",
             d.id,
@@ -144,9 +161,30 @@ fn registers(hv: &Hv, live: &TrapFrame) {
     out!("[debug key d] vCPU registers");
     for (di, d) in hv.domains.iter().enumerate() {
         for (vi, v) in d.vcpus.iter().enumerate() {
-            let r = if di == hv.current && vi == d.cur { live } else { &v.regs };
-            out!("  d{}v{}: rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}", d.id, vi, r.rip, r.cs, r.rflags, r.rsp, r.ss);
-            out!("    rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x}", r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi);
+            let r = if di == hv.current && vi == d.cur {
+                live
+            } else {
+                &v.regs
+            };
+            out!(
+                "  d{}v{}: rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}",
+                d.id,
+                vi,
+                r.rip,
+                r.cs,
+                r.rflags,
+                r.rsp,
+                r.ss
+            );
+            out!(
+                "    rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x}",
+                r.rax,
+                r.rbx,
+                r.rcx,
+                r.rdx,
+                r.rsi,
+                r.rdi
+            );
             out!(
                 "    kernel stack {:#x}:{:#x} cr2 {:#x} fs {:#x} gs kernel {:#x} user {:#x} iopl {}",
                 v.kernel_ss,
@@ -165,9 +203,27 @@ fn trap_tables(hv: &Hv) {
     out!("[debug key t] trap tables (vector: dpl, events masked?, handler)");
     for d in &hv.domains {
         for v in &d.vcpus {
-            out!("  d{}v{}: event {:#x} failsafe {:#x} syscall {:#x}", d.id, v.id, v.event.address, v.failsafe.address, v.syscall.address);
-            for (vec, t) in v.trap_table.iter().enumerate().filter(|(_, t)| t.address != 0) {
-                out!("    {:>3}: dpl {} {} {:#x}", vec, t.flags & 3, if t.flags & 4 != 0 { "masked" } else { "      " }, t.address);
+            out!(
+                "  d{}v{}: event {:#x} failsafe {:#x} syscall {:#x}",
+                d.id,
+                v.id,
+                v.event.address,
+                v.failsafe.address,
+                v.syscall.address
+            );
+            for (vec, t) in v
+                .trap_table
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.address != 0)
+            {
+                out!(
+                    "    {:>3}: dpl {} {} {:#x}",
+                    vec,
+                    t.flags & 3,
+                    if t.flags & 4 != 0 { "masked" } else { "      " },
+                    t.address
+                );
             }
         }
     }
@@ -176,7 +232,11 @@ fn trap_tables(hv: &Hv) {
 fn events(hv: &Hv) {
     out!("[debug key e] event channels (port: state, vcpu, pending, masked)");
     for d in hv.domains.iter().filter(|d| d.is_alive()) {
-        out!("  d{}: upcall mask {}", d.id, crate::pv::traps::upcall_mask(d));
+        out!(
+            "  d{}: upcall mask {}",
+            d.id,
+            crate::pv::traps::upcall_mask(d)
+        );
         for v in 0..d.vcpus.len() {
             let (pending, sel) = crate::pv::event::vcpu_event_bits(d, v);
             out!("    v{v}: upcall pending {pending}, pending_sel {sel:#x}");
@@ -187,7 +247,14 @@ fn events(hv: &Hv) {
                 continue;
             }
             let (pending, masked) = crate::pv::event::port_bits(d, port);
-            out!("    {:>4}: {:?} v{} {} {}", port, c, d.ports.notify(port), pending as u8, masked as u8);
+            out!(
+                "    {:>4}: {:?} v{} {} {}",
+                port,
+                c,
+                d.ports.notify(port),
+                pending as u8,
+                masked as u8
+            );
         }
     }
 }
@@ -199,7 +266,10 @@ fn inject(hv: &mut Hv, dom: u16, vector: u8) {
         Some(d) if vector < 32 => {
             let v = d.cur;
             d.vcpus[v].inject = Some(vector);
-            out!("[debug key i] d{dom}v{v}: vector {vector} ({}) will be injected", crate::arch::x86_64::idt::exception_name(vector as u64));
+            out!(
+                "[debug key i] d{dom}v{v}: vector {vector} ({}) will be injected",
+                crate::arch::x86_64::idt::exception_name(vector as u64)
+            );
         }
         Some(_) => out!("[debug key i] only exception vectors (0-31) can be injected"),
         None => out!("[debug key i] no running domain d{dom}"),

@@ -27,7 +27,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         // SAFETY: a multiboot2 loader left its information block at `info`
         // (below 4 GiB, so inside the boot direct map) and does not touch
         // it any more.
-        MULTIBOOT2_MAGIC => unsafe { BootInfo::from_multiboot2(paging::phys_to_virt(info as u64) as *const u8) },
+        MULTIBOOT2_MAGIC => unsafe {
+            BootInfo::from_multiboot2(paging::phys_to_virt(info as u64) as *const u8)
+        },
         other => Err(crate::boot_info::BootError::BadMagic(other)),
     };
     let bi = match bi {
@@ -70,10 +72,18 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     );
     info!("command line: \"{}\"", bi.cmdline.as_str());
     for r in bi.regions() {
-        info!("  memory {:#014x}-{:#014x} {}", r.start, r.end, r.kind.name());
+        info!(
+            "  memory {:#014x}-{:#014x} {}",
+            r.start,
+            r.end,
+            r.kind.name()
+        );
     }
     if bi.dropped_regions > 0 {
-        warn!("memory map: {} entries did not fit and were ignored", bi.dropped_regions);
+        warn!(
+            "memory map: {} entries did not fit and were ignored",
+            bi.dropped_regions
+        );
     }
 
     cpu::enable_protections(&f);
@@ -95,10 +105,16 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         paging::KERNEL_VMA,
     );
     let nframes = bi.max_usable().div_ceil(4096);
-    let heap_size = heap::HEAP_BASE_SIZE + nframes * core::mem::size_of::<crate::mm::frametable::FrameInfo>() as u64;
-    let heap = heap::init(heap_size).unwrap_or_else(|| panic!("no room for the {} MiB heap", heap_size >> 20));
+    let heap_size = heap::HEAP_BASE_SIZE
+        + nframes * core::mem::size_of::<crate::mm::frametable::FrameInfo>() as u64;
+    let heap = heap::init(heap_size)
+        .unwrap_or_else(|| panic!("no room for the {} MiB heap", heap_size >> 20));
     debug!("heap: {} MiB at {heap:#x}", heap_size >> 20);
-    paging::record_machine_map(bi.regions().iter().map(|r| (r.start, r.end - r.start, r.kind.e820_type())));
+    paging::record_machine_map(
+        bi.regions()
+            .iter()
+            .map(|r| (r.start, r.end - r.start, r.kind.e820_type())),
+    );
     paging::init_m2p(nframes).unwrap_or_else(|| panic!("no room for the M2P table"));
 
     let (tsc_hz, src) = time::init(&f);
@@ -118,17 +134,33 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     );
     // Which frames are I/O memory, and which of them domain 0 may map
     // (mm::iomem): from the e820 map, the modules, the local APIC.
-    let phys_bits = raw_cpuid::CpuId::new().get_processor_capacity_feature_info().map_or(36, |c| c.physical_address_bits() as u32);
+    let phys_bits = raw_cpuid::CpuId::new()
+        .get_processor_capacity_feature_info()
+        .map_or(36, |c| c.physical_address_bits() as u32);
     let amd = matches!(f.vendor.as_str(), "AuthenticAMD" | "HygonGenuine").then_some(f.family);
     let modules: Vec<(u64, u64)> = bi.modules().iter().map(|m| (m.start, m.end)).collect();
-    crate::mm::iomem::init(crate::mm::iomem::Policy::new(paging::machine_map(), &modules, a.phys, amd, phys_bits));
+    crate::mm::iomem::init(crate::mm::iomem::Policy::new(
+        paging::machine_map(),
+        &modules,
+        a.phys,
+        amd,
+        phys_bits,
+    ));
     match apic::selfcheck(1_000_000) {
-        Some(ns) => info!("time: APIC one-shot of 1 ms fired after {}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000),
+        Some(ns) => info!(
+            "time: APIC one-shot of 1 ms fired after {}.{:03} ms",
+            ns / 1_000_000,
+            ns / 1_000 % 1_000
+        ),
         None => error!("time: APIC one-shot of 1 ms never fired"),
     }
 
     let boot_ns = time::tsc_to_ns(time::tsc() - t_start);
-    info!("boot: hypervisor ready in {}.{:03} ms", boot_ns / 1_000_000, boot_ns / 1_000 % 1_000);
+    info!(
+        "boot: hypervisor ready in {}.{:03} ms",
+        boot_ns / 1_000_000,
+        boot_ns / 1_000 % 1_000
+    );
     selftest(opts.selftest);
 
     // Each module is one domain: the first is domain 0. Modules that do
@@ -147,26 +179,43 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     let module_bytes = |m: &crate::boot_info::Module| -> &'static [u8] {
         // SAFETY: the loader put the module at [start, end) in RAM, which
         // the frame allocator keeps reserved for good; nothing writes it.
-        unsafe { core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, (m.end - m.start) as usize) }
+        unsafe {
+            core::slice::from_raw_parts(
+                paging::phys_to_virt(m.start) as *const u8,
+                (m.end - m.start) as usize,
+            )
+        }
     };
     // A module that is not a kernel is the initrd of the kernel module
     // just before it, as Xen takes dom0's second module.
-    let kernels: Vec<bool> = bi.modules().iter().map(|m| crate::domain::bzimage::is_kernel_image(module_bytes(m))).collect();
+    let kernels: Vec<bool> = bi
+        .modules()
+        .iter()
+        .map(|m| crate::domain::bzimage::is_kernel_image(module_bytes(m)))
+        .collect();
     let owners = crate::domain::initrd_owners(&kernels);
     for (i, m) in bi.modules().iter().enumerate() {
         let bytes = module_bytes(m);
         if let Some(k) = owners[i] {
-            info!("module {i}: {} bytes, the initrd of module {k} (\"{}\")", bytes.len(), m.cmdline.as_str());
+            info!(
+                "module {i}: {} bytes, the initrd of module {k} (\"{}\")",
+                bytes.len(),
+                m.cmdline.as_str()
+            );
             // Its kernel is the last one pushed (modules go in order).
             if let Some(p) = hv.pending.back_mut().filter(|p| p.index == k) {
                 p.initrd = Some(bytes);
             }
             continue;
         }
-        let mc = ModuleCmdline::parse(m.cmdline.as_str(), names_image, |b| warn!("module {i}: {b}"));
+        let mc = ModuleCmdline::parse(m.cmdline.as_str(), names_image, |b| {
+            warn!("module {i}: {b}")
+        });
         info!(
             "module {i}: {}bytes={} mem={} vcpus={} cmdline=\"{}\"",
-            mc.name().map(|n| alloc::format!("name={n} ")).unwrap_or_default(),
+            mc.name()
+                .map(|n| alloc::format!("name={n} "))
+                .unwrap_or_default(),
             m.end - m.start,
             match mc.options.mem {
                 Some(m) => alloc::format!("{}M", m >> 20),
@@ -176,7 +225,10 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             mc.guest_args
         );
         if mc.options.vcpus as usize > crate::pv::evtchn::MAX_VCPUS {
-            warn!("module {i}: at most {} vCPUs per domain; using that many", crate::pv::evtchn::MAX_VCPUS);
+            warn!(
+                "module {i}: at most {} vCPUs per domain; using that many",
+                crate::pv::evtchn::MAX_VCPUS
+            );
         }
         hv.pending.push_back(sched::Pending {
             index: i,
@@ -187,11 +239,17 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         });
     }
     if bi.dropped_modules > 0 {
-        warn!("{} modules did not fit and were ignored", bi.dropped_modules);
+        warn!(
+            "{} modules did not fit and were ignored",
+            bi.dropped_modules
+        );
     }
     sched::build_pending(&mut hv);
     if hv.domains.is_empty() && hv.build_failures == 0 {
-        exit(Verdict::Success, format_args!("no guests given; nothing to run"));
+        exit(
+            Verdict::Success,
+            format_args!("no guests given; nothing to run"),
+        );
     }
     if opts.bench {
         crate::bench::before_guests();

@@ -55,9 +55,17 @@ struct Ring {
 // and `recent` never overlap (see `Ring`).
 unsafe impl Sync for Ring {}
 
-const EMPTY: Record = Record { what: "", dom: 0, vcpu: 0, a: 0, b: 0 };
-static RECENT_RING: Ring =
-    Ring { recs: core::cell::UnsafeCell::new([EMPTY; RING]), next: core::sync::atomic::AtomicUsize::new(0) };
+const EMPTY: Record = Record {
+    what: "",
+    dom: 0,
+    vcpu: 0,
+    a: 0,
+    b: 0,
+};
+static RECENT_RING: Ring = Ring {
+    recs: core::cell::UnsafeCell::new([EMPTY; RING]),
+    next: core::sync::atomic::AtomicUsize::new(0),
+};
 
 /// Keep `r` in the ring (when [`RECENT`] is on): one record's stores, no
 /// lock.
@@ -67,7 +75,9 @@ pub fn record(r: Record) {
         return;
     }
     let at = RECENT_RING.next.load(Ordering::Relaxed);
-    RECENT_RING.next.store(at.wrapping_add(1), Ordering::Relaxed);
+    RECENT_RING
+        .next
+        .store(at.wrapping_add(1), Ordering::Relaxed);
     // SAFETY: this CPU's ring, no reference into it is alive (`Ring`).
     unsafe { (*RECENT_RING.recs.get())[at % RING] = r };
 }

@@ -134,7 +134,13 @@ pub fn build(data: &[u8], class: ElfClass, pend: u64) -> Option<BsdSymtab> {
     if shentsize < shdr_len {
         return None;
     }
-    let shdr = |i: u64| bytes(data, shoff.checked_add(i.checked_mul(shentsize)?)?, shdr_len);
+    let shdr = |i: u64| {
+        bytes(
+            data,
+            shoff.checked_add(i.checked_mul(shentsize)?)?,
+            shdr_len,
+        )
+    };
     let field = |s: &[u8], (off, len): (u64, u64)| rd(s, off, len);
     let mut sym = None;
     for i in 1..shnum {
@@ -163,7 +169,13 @@ pub fn build(data: &[u8], class: ElfClass, pend: u64) -> Option<BsdSymtab> {
 
     // elf_parse_bsdsyms: where it starts and the end libelf reports.
     let paddr = round(pend, align)?;
-    let sized = round(round(round(4 + EHDR_SLOT + SECTIONS * shdr_len, align)? + sym_size, align)? + str_size, align)?;
+    let sized = round(
+        round(
+            round(4 + EHDR_SLOT + SECTIONS * shdr_len, align)? + sym_size,
+            align,
+        )? + str_size,
+        align,
+    )?;
     // elf_load_bsdsyms: where the tables go (offsets from `paddr`).
     let symtab_at = round(SYM_HEADER_LEN, align)?;
     let strtab_at = round(symtab_at + sym_size, align)?;
@@ -173,7 +185,7 @@ pub fn build(data: &[u8], class: ElfClass, pend: u64) -> Option<BsdSymtab> {
 
     let mut blob = vec![0u8; usize::try_from(len).ok()?];
     let ehdr_at = 4u64; // elf_header_base, which the offsets are from
-    // The size word: from the ELF header to the end of the string table.
+                        // The size word: from the ELF header to the end of the string table.
     wr(&mut blob, 0, 4, written - ehdr_at);
     // The ELF header, then the fields libelf rewrites.
     let e = ehdr_at as usize;
@@ -181,7 +193,12 @@ pub fn build(data: &[u8], class: ElfClass, pend: u64) -> Option<BsdSymtab> {
     wr(&mut blob, ehdr_at + 20, 4, 1); // e_version = EV_CURRENT
     wr(&mut blob, ehdr_at + f.e_phoff.0, f.e_phoff.1, 0);
     wr(&mut blob, ehdr_at + f.e_shoff.0, f.e_shoff.1, EHDR_SLOT);
-    let (e_ehsize, e_phentsize, e_phnum, e_shstrndx) = (f.e_shentsize - 6, f.e_shentsize - 4, f.e_shentsize - 2, f.e_shnum + 2);
+    let (e_ehsize, e_phentsize, e_phnum, e_shstrndx) = (
+        f.e_shentsize - 6,
+        f.e_shentsize - 4,
+        f.e_shentsize - 2,
+        f.e_shnum + 2,
+    );
     wr(&mut blob, ehdr_at + e_ehsize, 2, ehdr_len);
     wr(&mut blob, ehdr_at + e_phentsize, 2, 0);
     wr(&mut blob, ehdr_at + e_phnum, 2, 0);
@@ -189,7 +206,10 @@ pub fn build(data: &[u8], class: ElfClass, pend: u64) -> Option<BsdSymtab> {
     wr(&mut blob, ehdr_at + f.e_shnum, 2, SECTIONS);
     wr(&mut blob, ehdr_at + e_shstrndx, 2, 0);
     // Section headers 1 and 2 (0 stays null), one image width apart.
-    for (i, (src, at, link)) in [(sym, symtab_at, Some(2u64)), (strtab, strtab_at, None)].into_iter().enumerate() {
+    for (i, (src, at, link)) in [(sym, symtab_at, Some(2u64)), (strtab, strtab_at, None)]
+        .into_iter()
+        .enumerate()
+    {
         let h = HEADER_LEN + (i as u64 + 1) * shdr_len;
         blob[h as usize..(h + shdr_len) as usize].copy_from_slice(&src[..shdr_len as usize]);
         wr(&mut blob, h + f.sh_offset.0, f.sh_offset.1, at - ehdr_at);
@@ -225,7 +245,10 @@ mod tests {
         wr(&mut d, f.e_shnum, 2, 3);
         wr(&mut d, f.e_phoff.0, f.e_phoff.1, 0x40);
         d[shoff as usize..sym_off as usize].fill(0);
-        for (i, ty, off, size, link) in [(1, SHT_SYMTAB, sym_off, sym.len(), 2), (2, SHT_STRTAB, str_off, strs.len(), 0)] {
+        for (i, ty, off, size, link) in [
+            (1, SHT_SYMTAB, sym_off, sym.len(), 2),
+            (2, SHT_STRTAB, str_off, strs.len(), 0),
+        ] {
             let h = shoff + i * shdr;
             wr(&mut d, h + 4, 4, ty as u64);
             wr(&mut d, h + f.sh_offset.0, f.sh_offset.1, off);
@@ -257,7 +280,9 @@ mod tests {
             assert_eq!(rd(blob, 4 + f.e_phoff.0, f.e_phoff.1), Some(0));
             // Nothing between the ELF header and the section headers, and
             // section 0, but zeroes (XSA-194).
-            assert!(blob[(4 + ehdr) as usize..(HEADER_LEN + shdr) as usize].iter().all(|&x| x == 0));
+            assert!(blob[(4 + ehdr) as usize..(HEADER_LEN + shdr) as usize]
+                .iter()
+                .all(|&x| x == 0));
             // The tables where their headers say, relative to the ELF header.
             let sh = |i: u64| 4 + 64 + i * shdr;
             let sym_at = 4 + rd(blob, sh(1) + f.sh_offset.0, f.sh_offset.1).unwrap();

@@ -94,7 +94,10 @@ impl FrameBuf {
         let pages = (bytes as u64).div_ceil(PAGE).max(1);
         match paging::with_frames(|fa| fa.alloc_contiguous(pages, 1)) {
             Some(f) => Ok(FrameBuf { first: f.0, pages }),
-            None => Err(BuildError::NoMemory(format!("out of memory: no {} KiB of contiguous memory for {what}", pages * 4))),
+            None => Err(BuildError::NoMemory(format!(
+                "out of memory: no {} KiB of contiguous memory for {what}",
+                pages * 4
+            ))),
         }
     }
 
@@ -102,7 +105,12 @@ impl FrameBuf {
         // SAFETY: the frames [first, first + pages) were taken from the
         // allocator for this buffer alone and stay ours until `drop`; the
         // direct map maps them writable and contiguous.
-        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.first << 12) as *mut u8, (self.pages * PAGE) as usize) }
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                phys_to_virt(self.first << 12) as *mut u8,
+                (self.pages * PAGE) as usize,
+            )
+        }
     }
 }
 
@@ -118,7 +126,11 @@ impl Drop for FrameBuf {
 /// its own, freed once the domain is built (the module itself is left as
 /// the loader gave it). Prints a line every 16 MiB: Debian's 63 MiB kernel
 /// takes seconds under TCG.
-fn unpack_bzimage(id: DomId, name: &str, image: &[u8]) -> Result<Option<(FrameBuf, usize)>, BuildError> {
+fn unpack_bzimage(
+    id: DomId,
+    name: &str,
+    image: &[u8],
+) -> Result<Option<(FrameBuf, usize)>, BuildError> {
     let Some(p) = bzimage::probe(image).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -129,13 +141,31 @@ fn unpack_bzimage(id: DomId, name: &str, image: &[u8]) -> Result<Option<(FrameBu
         None => None,
     };
     let total = p.out_len;
-    let mut progress = |done: usize| crate::info!("d{id}: {name}: decompressing, {} of {} MiB", done >> 20, total >> 20);
+    let mut progress = |done: usize| {
+        crate::info!(
+            "d{id}: {name}: decompressing, {} of {} MiB",
+            done >> 20,
+            total >> 20
+        )
+    };
     let dict_bytes: &mut [u8] = match dict.as_mut() {
         Some(d) => d.bytes(),
         None => &mut [],
     };
-    let n = bzimage::decompress(&p, out.bytes(), dict_bytes, bzimage::PROGRESS_STEP, &mut progress)
-        .map_err(|e| format!("bzImage (boot protocol {}.{:02}): {e}", p.version >> 8, p.version & 0xff))?;
+    let n = bzimage::decompress(
+        &p,
+        out.bytes(),
+        dict_bytes,
+        bzimage::PROGRESS_STEP,
+        &mut progress,
+    )
+    .map_err(|e| {
+        format!(
+            "bzImage (boot protocol {}.{:02}): {e}",
+            p.version >> 8,
+            p.version & 0xff
+        )
+    })?;
     drop(dict); // before the domain's memory is taken
     let ns = crate::arch::x86_64::time::tsc_to_ns(crate::arch::x86_64::time::tsc() - t0);
     crate::info!(
@@ -246,13 +276,18 @@ pub fn build(
             Some(f) => p2m.push(f.0),
             None => {
                 release_frames(&p2m, ft);
-                return Err(BuildError::NoMemory(format!("out of memory: could not give it {} MiB", mem >> 20)));
+                return Err(BuildError::NoMemory(format!(
+                    "out of memory: could not give it {} MiB",
+                    mem >> 20
+                )));
             }
         }
     }
     let Some(shared) = paging::with_frames(|fa| fa.alloc()) else {
         release_frames(&p2m, ft);
-        return Err(BuildError::NoMemory("out of memory for shared_info".to_string()));
+        return Err(BuildError::NoMemory(
+            "out of memory for shared_info".to_string(),
+        ));
     };
     // Every page the builder lays out starts zeroed (bss tails, page
     // tables, start_info, the console ring rely on it). The rest of the
@@ -281,14 +316,20 @@ pub fn build(
         use ringvisor_abi::x86_32::{ArchSharedInfo32, SharedInfo32};
         (
             core::mem::offset_of!(SharedInfo32, wc_sec),
-            core::mem::offset_of!(SharedInfo32, arch) + core::mem::offset_of!(ArchSharedInfo32, wc_sec_hi),
+            core::mem::offset_of!(SharedInfo32, arch)
+                + core::mem::offset_of!(ArchSharedInfo32, wc_sec_hi),
         )
     } else {
         use ringvisor_abi::xen::SharedInfo;
-        (core::mem::offset_of!(SharedInfo, wc_sec), core::mem::offset_of!(SharedInfo, wc_sec_hi))
+        (
+            core::mem::offset_of!(SharedInfo, wc_sec),
+            core::mem::offset_of!(SharedInfo, wc_sec_hi),
+        )
     };
-    si_words[wc..wc + 4].copy_from_slice(&(crate::arch::x86_64::time::boot_epoch() as u32).to_le_bytes());
-    si_words[wc_hi..wc_hi + 4].copy_from_slice(&((crate::arch::x86_64::time::boot_epoch() >> 32) as u32).to_le_bytes());
+    si_words[wc..wc + 4]
+        .copy_from_slice(&(crate::arch::x86_64::time::boot_epoch() as u32).to_le_bytes());
+    si_words[wc_hi..wc_hi + 4]
+        .copy_from_slice(&((crate::arch::x86_64::time::boot_epoch() >> 32) as u32).to_le_bytes());
     // Events start masked on every vCPU (evtchn_upcall_mask = 1).
     let nr_vcpus = (mc.options.vcpus as usize).min(crate::pv::evtchn::MAX_VCPUS);
     for vi in 0..nr_vcpus {
@@ -309,7 +350,8 @@ pub fn build(
             let at = pa + done as u64;
             let off = (at % PAGE) as usize;
             let n = (PAGE as usize - off).min(bytes.len() - done);
-            frame_bytes(p2m[(at / PAGE) as usize])[off..off + n].copy_from_slice(&bytes[done..done + n]);
+            frame_bytes(p2m[(at / PAGE) as usize])[off..off + n]
+                .copy_from_slice(&bytes[done..done + n]);
             done += n;
         }
     };
@@ -362,7 +404,8 @@ pub fn build(
     next_pt += 1;
     if !compat {
         let slots = paging::hypervisor_l4_slots();
-        frame_u64s(top)[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS].copy_from_slice(&slots);
+        frame_u64s(top)[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS]
+            .copy_from_slice(&slots);
     }
     // Upper levels: user and writable (the leaf decides); a 32-bit
     // kernel's own pages are supervisor (it runs in ring 1), a 64-bit
@@ -385,7 +428,8 @@ pub fn build(
             }
             t = (frame_u64s(t)[idx] & crate::pv::guest_mem::PTE_ADDR) >> 12;
         }
-        frame_u64s(t)[((va >> 12) & 511) as usize] = mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
+        frame_u64s(t)[((va >> 12) & 511) as usize] =
+            mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
         let info = ft.get_mut(mfn).unwrap();
         info.mapped += 1;
         info.writable += (rw != 0) as u32;
@@ -393,7 +437,11 @@ pub fn build(
     let mut va = l.v_start;
     while va < l.v_end {
         let pfn = pfn_of(va);
-        let rw = if (pt_first..pt_last).contains(&pfn) { 0 } else { PTE_RW };
+        let rw = if (pt_first..pt_last).contains(&pfn) {
+            0
+        } else {
+            PTE_RW
+        };
         map(ft, &mut next_pt, va, p2m[pfn as usize], rw);
         va += PAGE;
     }
@@ -404,7 +452,13 @@ pub fn build(
         let (tables_first, tables_end) = (a.first_pfn + a.list_pages, a.first_pfn + a.frames());
         let mut next_table = tables_first;
         for i in 0..a.list_pages {
-            map(ft, &mut next_table, a.va + i * PAGE, p2m[(a.first_pfn + i) as usize], PTE_RW);
+            map(
+                ft,
+                &mut next_table,
+                a.va + i * PAGE,
+                p2m[(a.first_pfn + i) as usize],
+                PTE_RW,
+            );
         }
         debug_assert!(next_table == tables_end);
     }
@@ -420,7 +474,9 @@ pub fn build(
     let mut ports = crate::pv::evtchn::Ports::new();
     let console = match l.vconsole {
         Some(va) => {
-            let port = ports.alloc(crate::pv::evtchn::Channel::Console).map_err(|_| "no event channel for the console")?;
+            let port = ports
+                .alloc(crate::pv::evtchn::Channel::Console)
+                .map_err(|_| "no event channel for the console")?;
             // The hypervisor reads and writes the ring for the domain's
             // whole life: it holds the page as a writable mapping would, so
             // the guest can neither give it back nor make it a page table.
@@ -441,7 +497,11 @@ pub fn build(
     si.magic[..14].copy_from_slice(b"xen-3.0-x86_64");
     si.nr_pages = nr_pages;
     si.shared_info = shared.0 << 12;
-    si.flags = if id == 0 { SIF_PRIVILEGED | SIF_INITDOMAIN } else { 0 };
+    si.flags = if id == 0 {
+        SIF_PRIVILEGED | SIF_INITDOMAIN
+    } else {
+        0
+    };
     if l.initrd_pfn.is_some() {
         si.mod_start = l.mod_start;
         si.mod_len = initrd.len() as u64;
@@ -483,7 +543,9 @@ pub fn build(
             None => {
                 release_frames(&p2m, ft);
                 release_frames(&[shared.0], ft);
-                return Err(BuildError::NoMemory("out of memory for the vCPU's top-level table".to_string()));
+                return Err(BuildError::NoMemory(
+                    "out of memory for the vCPU's top-level table".to_string(),
+                ));
             }
         };
     } else {
@@ -524,7 +586,11 @@ pub fn build(
             "d{id}: initrd of {} bytes at pfn {pfn:#x}, mod_start {:#x}{}",
             initrd.len(),
             l.mod_start,
-            if unmapped_initrd { " (a PFN: MOD_START_PFN)" } else { " (mapped)" }
+            if unmapped_initrd {
+                " (a PFN: MOD_START_PFN)"
+            } else {
+                " (mapped)"
+            }
         );
     }
     Ok(Domain {
@@ -539,7 +605,9 @@ pub fn build(
         cmos_idx: 0,
         compat,
         vm_assist: 0,
-        vcpus: core::iter::once(v).chain((1..nr_vcpus as u32).map(Vcpu::new)).collect(),
+        vcpus: core::iter::once(v)
+            .chain((1..nr_vcpus as u32).map(Vcpu::new))
+            .collect(),
         cur: 0,
         state: State::Running,
         console_line: String::new(),
@@ -580,7 +648,8 @@ pub fn compat_l4(guest_l3: u64) -> Option<u64> {
     let t = frame_u64s(f.0);
     t.fill(0);
     t[0] = guest_l3 << 12 | PTE_P | PTE_RW | PTE_US | PTE_A;
-    t[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS].copy_from_slice(&paging::hypervisor_l4_slots());
+    t[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS]
+        .copy_from_slice(&paging::hypervisor_l4_slots());
     Some(f.0)
 }
 

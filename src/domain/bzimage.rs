@@ -91,7 +91,11 @@ pub enum BzError {
     /// Boot protocol older than 2.08: no payload fields (Xen refuses it too).
     OldProtocol(u16),
     /// The payload does not lie inside the file.
-    PayloadOutside { offset: u64, length: u64, file_len: usize },
+    PayloadOutside {
+        offset: u64,
+        length: u64,
+        file_len: usize,
+    },
     /// A compression this hypervisor does not decompress.
     Unsupported(&'static str),
     /// Not a known compression format (nor an ELF).
@@ -180,7 +184,11 @@ pub fn probe(data: &[u8]) -> Result<Option<Payload<'_>>, BzError> {
     // write 0, and Xen does not special-case it either.)
     let offset = (data[SETUP_SECTS] as u64 + 1) * 512 + u32_at(data, PAYLOAD_OFFSET) as u64;
     let length = u32_at(data, PAYLOAD_LENGTH) as u64;
-    let outside = || BzError::PayloadOutside { offset, length, file_len: data.len() };
+    let outside = || BzError::PayloadOutside {
+        offset,
+        length,
+        file_len: data.len(),
+    };
     let end = offset.checked_add(length).ok_or_else(outside)?;
     if end > data.len() as u64 || length < 4 {
         return Err(outside());
@@ -195,7 +203,11 @@ pub fn probe(data: &[u8]) -> Result<Option<Payload<'_>>, BzError> {
         [0x5d, 0, 0, ..] => return Err(BzError::Unsupported("lzma")),
         [0x89, b'L', b'Z', b'O', ..] => return Err(BzError::Unsupported("lzo")),
         [0x02, 0x21, 0x4c, 0x18, ..] => return Err(BzError::Unsupported("lz4")),
-        _ => return Err(BzError::UnknownFormat([bytes[0], bytes[1], bytes[2], bytes[3]])),
+        _ => {
+            return Err(BzError::UnknownFormat([
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ]))
+        }
     };
     let out_len = match format {
         Format::Elf => bytes.len(),
@@ -204,7 +216,12 @@ pub fn probe(data: &[u8]) -> Result<Option<Payload<'_>>, BzError> {
     if out_len == 0 || out_len > MAX_OUTPUT {
         return Err(BzError::BadSize(out_len as u64));
     }
-    Ok(Some(Payload { bytes, format, out_len, version }))
+    Ok(Some(Payload {
+        bytes,
+        format,
+        out_len,
+        version,
+    }))
 }
 
 /// The dictionary an xz payload's first block asks for (its LZMA2 filter
@@ -251,7 +268,11 @@ pub fn xz_dict_size(p: &Payload<'_>) -> Option<usize> {
             if bits > 40 {
                 return None;
             }
-            let size = if bits == 40 { u32::MAX as u64 } else { (2 | (bits as u64 & 1)) << (bits / 2 + 11) };
+            let size = if bits == 40 {
+                u32::MAX as u64
+            } else {
+                (2 | (bits as u64 & 1)) << (bits / 2 + 11)
+            };
             return Some(size as usize);
         }
         pos = pos.checked_add(props_len)?;
@@ -264,7 +285,9 @@ pub fn xz_dict_size(p: &Payload<'_>) -> Option<usize> {
 /// ELF, or a bzImage whose header is bad (its build fails anyway).
 pub fn unpack_bytes(data: &[u8]) -> u64 {
     match probe(data) {
-        Ok(Some(p)) => (p.out_len as u64).next_multiple_of(4096) + xz_dict_size(&p).unwrap_or(0) as u64,
+        Ok(Some(p)) => {
+            (p.out_len as u64).next_multiple_of(4096) + xz_dict_size(&p).unwrap_or(0) as u64
+        }
         _ => 0,
     }
 }
@@ -315,14 +338,20 @@ fn gzip_body(d: &[u8]) -> Result<&[u8], BzError> {
     let mut pos = 10usize;
     if flags & 4 != 0 {
         // FEXTRA: a 2-byte length and that many bytes.
-        let n = d.get(pos..pos + 2).ok_or(BzError::Truncated(Format::Gzip))?;
+        let n = d
+            .get(pos..pos + 2)
+            .ok_or(BzError::Truncated(Format::Gzip))?;
         pos += 2 + u16::from_le_bytes([n[0], n[1]]) as usize;
     }
     for flag in [8, 16] {
         // FNAME, FCOMMENT: NUL-terminated.
         if flags & flag != 0 {
             let rest = d.get(pos..).ok_or(BzError::Truncated(Format::Gzip))?;
-            pos += rest.iter().position(|&b| b == 0).ok_or(BzError::Truncated(Format::Gzip))? + 1;
+            pos += rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(BzError::Truncated(Format::Gzip))?
+                + 1;
         }
     }
     if flags & 2 != 0 {
@@ -331,7 +360,12 @@ fn gzip_body(d: &[u8]) -> Result<&[u8], BzError> {
     d.get(pos..).ok_or(truncated)
 }
 
-fn gunzip(d: &[u8], out: &mut [u8], step: usize, progress: &mut dyn FnMut(usize)) -> Result<usize, BzError> {
+fn gunzip(
+    d: &[u8],
+    out: &mut [u8],
+    step: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize, BzError> {
     use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
     use miniz_oxide::inflate::TINFLStatus;
     let body = gzip_body(d)?;
@@ -363,11 +397,16 @@ fn gunzip(d: &[u8], out: &mut [u8], step: usize, progress: &mut dyn FnMut(usize)
         }
     }
     // The trailer: CRC32 of the output and ISIZE, its length modulo 2^32.
-    let trailer = body.get(inp..inp + 8).ok_or(BzError::Truncated(Format::Gzip))?;
+    let trailer = body
+        .get(inp..inp + 8)
+        .ok_or(BzError::Truncated(Format::Gzip))?;
     let (crc, isize) = (u32_at(trailer, 0), u32_at(trailer, 4));
     let got = crc32(&out[..done]);
     if crc != got {
-        return Err(BzError::Corrupt(Format::Gzip, format!("CRC32 {got:#010x}, the gzip trailer says {crc:#010x}")));
+        return Err(BzError::Corrupt(
+            Format::Gzip,
+            format!("CRC32 {got:#010x}, the gzip trailer says {crc:#010x}"),
+        ));
     }
     if isize != done as u32 {
         return Err(BzError::Corrupt(
@@ -388,7 +427,11 @@ fn crc32(data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             t[i] = c;
@@ -396,7 +439,9 @@ fn crc32(data: &[u8]) -> u32 {
         }
         t
     };
-    !data.iter().fold(!0u32, |c, &b| TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 fn unxz(
@@ -435,7 +480,10 @@ fn unxz(
             Err(XzError::DictionaryTooLarge(n)) => {
                 return Err(BzError::Corrupt(
                     Format::Xz,
-                    format!("asks for a {n}-byte dictionary, {} given", dec_dict_len(d, out.len())),
+                    format!(
+                        "asks for a {n}-byte dictionary, {} given",
+                        dec_dict_len(d, out.len())
+                    ),
                 ))
             }
             Err(e) => return Err(BzError::Corrupt(Format::Xz, format!("{e:?}"))),
@@ -449,10 +497,21 @@ fn unxz(
 
 /// For the message only: what `xz_dict_size` made of this stream.
 fn dec_dict_len(d: &[u8], out_len: usize) -> usize {
-    xz_dict_size(&Payload { bytes: d, format: Format::Xz, out_len, version: 0 }).unwrap_or(0)
+    xz_dict_size(&Payload {
+        bytes: d,
+        format: Format::Xz,
+        out_len,
+        version: 0,
+    })
+    .unwrap_or(0)
 }
 
-fn unzstd(d: &[u8], out: &mut [u8], step: usize, progress: &mut dyn FnMut(usize)) -> Result<usize, BzError> {
+fn unzstd(
+    d: &[u8],
+    out: &mut [u8],
+    step: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize, BzError> {
     use ruzstd::decoding::errors::{FrameDecoderError, FrameHeaderError};
     use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
     use ruzstd::io::Read;
@@ -462,7 +521,9 @@ fn unzstd(d: &[u8], out: &mut [u8], step: usize, progress: &mut dyn FnMut(usize)
     let mut src = d;
     match dec.init(&mut src) {
         Ok(()) => {}
-        Err(FrameDecoderError::WindowSizeTooBig { requested, .. }) => return Err(BzError::ZstdWindow(requested)),
+        Err(FrameDecoderError::WindowSizeTooBig { requested, .. }) => {
+            return Err(BzError::ZstdWindow(requested))
+        }
         Err(FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig { got })) => {
             return Err(BzError::ZstdWindow(got))
         }
@@ -473,11 +534,16 @@ fn unzstd(d: &[u8], out: &mut [u8], step: usize, progress: &mut dyn FnMut(usize)
         // Decode a few blocks into the heap window (at most 256 KiB past
         // it, to keep the heap small), then move what is ready out.
         let chunk = step.min(256 << 10);
-        dec.decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(chunk)).map_err(|e| match e {
-            FrameDecoderError::FailedToReadBlockHeader(_) if src.is_empty() => BzError::Truncated(Format::Zstd),
-            e => corrupt(e),
-        })?;
-        let n = dec.read(&mut out[done..]).map_err(|e| BzError::Corrupt(Format::Zstd, format!("{e:?}")))?;
+        dec.decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(chunk))
+            .map_err(|e| match e {
+                FrameDecoderError::FailedToReadBlockHeader(_) if src.is_empty() => {
+                    BzError::Truncated(Format::Zstd)
+                }
+                e => corrupt(e),
+            })?;
+        let n = dec
+            .read(&mut out[done..])
+            .map_err(|e| BzError::Corrupt(Format::Zstd, format!("{e:?}")))?;
         done += n;
         if dec.can_collect() != 0 {
             return Err(BzError::TooLong(Format::Zstd, out.len()));
@@ -505,7 +571,9 @@ mod tests {
     /// from it with `gzip -9 -n`, `xz --check=crc32 --x86
     /// --lzma2=preset=6,dict=1MiB` (Linux's filters) and `zstd -19`).
     fn plain() -> Vec<u8> {
-        (0..5000).flat_map(|i| format!("line {i} of the ringvisor bzImage test payload\n").into_bytes()).collect()
+        (0..5000)
+            .flat_map(|i| format!("line {i} of the ringvisor bzImage test payload\n").into_bytes())
+            .collect()
     }
 
     const GZ: &[u8] = include_bytes!("testdata/payload.gz");
@@ -524,8 +592,10 @@ mod tests {
         v[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
         v[HEADER_MAGIC..HEADER_MAGIC + 4].copy_from_slice(b"HdrS");
         v[VERSION..VERSION + 2].copy_from_slice(&0x020fu16.to_le_bytes());
-        v[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(&(payload_offset as u32).to_le_bytes());
-        v[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4].copy_from_slice(&(payload.len() as u32 + 4).to_le_bytes());
+        v[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4]
+            .copy_from_slice(&(payload_offset as u32).to_le_bytes());
+        v[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4]
+            .copy_from_slice(&(payload.len() as u32 + 4).to_le_bytes());
         v.extend_from_slice(payload);
         v.extend_from_slice(&size.to_le_bytes());
         v.extend_from_slice(&[0xcc; 100]); // whatever follows (Linux: more setup data)
@@ -558,7 +628,10 @@ mod tests {
     fn kernels_and_data() {
         assert!(is_kernel_image(b"\x7fELF\x02\x01"));
         assert!(is_kernel_image(&bzimage(XZ, 1)));
-        assert!(is_kernel_image(&bzimage(b"junk", 1)), "a broken bzImage is still a kernel: its error is shown");
+        assert!(
+            is_kernel_image(&bzimage(b"junk", 1)),
+            "a broken bzImage is still a kernel: its error is shown"
+        );
         assert!(!is_kernel_image(b"070701")); // a cpio archive
         assert!(!is_kernel_image(GZ)); // a gzip initrd
         assert!(!is_kernel_image(b""));
@@ -594,10 +667,22 @@ mod tests {
         img[SETUP_SECTS] = 255;
         assert!(matches!(probe(&img), Err(BzError::PayloadOutside { .. })));
         assert_eq!(probe(&bzimage(XZ, 0)), Err(BzError::BadSize(0)));
-        assert_eq!(probe(&bzimage(XZ, u32::MAX)), Err(BzError::BadSize(u32::MAX as u64)));
-        assert_eq!(probe(&bzimage(b"BZh91AY", 10)), Err(BzError::Unsupported("bzip2")));
-        assert_eq!(probe(&bzimage(&[0x02, 0x21, 0x4c, 0x18], 10)), Err(BzError::Unsupported("lz4")));
-        assert_eq!(probe(&bzimage(b"junk", 10)), Err(BzError::UnknownFormat(*b"junk")));
+        assert_eq!(
+            probe(&bzimage(XZ, u32::MAX)),
+            Err(BzError::BadSize(u32::MAX as u64))
+        );
+        assert_eq!(
+            probe(&bzimage(b"BZh91AY", 10)),
+            Err(BzError::Unsupported("bzip2"))
+        );
+        assert_eq!(
+            probe(&bzimage(&[0x02, 0x21, 0x4c, 0x18], 10)),
+            Err(BzError::Unsupported("lz4"))
+        );
+        assert_eq!(
+            probe(&bzimage(b"junk", 10)),
+            Err(BzError::UnknownFormat(*b"junk"))
+        );
         // Headers cut short anywhere: never a panic.
         let img = bzimage(XZ, 238890);
         for n in 0..HEADER_END + 8 {
@@ -615,8 +700,14 @@ mod tests {
             // 238890 bytes in 64 KiB steps: reported at least 3 times, in
             // order. (ruzstd hands out nothing until the output is larger
             // than its window, here the whole file.)
-            assert!(reports.len() >= 3 || fmt == Format::Zstd, "{fmt:?}: {reports:?}");
-            assert!(reports.windows(2).all(|w| w[0] < w[1]), "{fmt:?}: {reports:?}");
+            assert!(
+                reports.len() >= 3 || fmt == Format::Zstd,
+                "{fmt:?}: {reports:?}"
+            );
+            assert!(
+                reports.windows(2).all(|w| w[0] < w[1]),
+                "{fmt:?}: {reports:?}"
+            );
         }
     }
 
@@ -645,7 +736,9 @@ mod tests {
                 // (Cut short, Linux's 4-byte size trailer becomes the
                 // stream's last bytes: it may read as more data, too long.)
                 match run(&img) {
-                    Err(BzError::Truncated(f)) | Err(BzError::Corrupt(f, _)) | Err(BzError::TooLong(f, _)) => {
+                    Err(BzError::Truncated(f))
+                    | Err(BzError::Corrupt(f, _))
+                    | Err(BzError::TooLong(f, _)) => {
                         assert_eq!(f, fmt)
                     }
                     other => panic!("{fmt:?} cut at {cut}: {other:?}"),
@@ -664,7 +757,12 @@ mod tests {
                 d[at] ^= 0x5a;
                 let img = bzimage(&d, plain().len() as u32);
                 match run(&img) {
-                    Ok((out, _)) => assert_eq!(fmt, Format::Zstd, "{fmt:?} at {at}: accepted as {} bytes", out.len()),
+                    Ok((out, _)) => assert_eq!(
+                        fmt,
+                        Format::Zstd,
+                        "{fmt:?} at {at}: accepted as {} bytes",
+                        out.len()
+                    ),
                     Err(e) => assert!(!format!("{e}").contains('\n')),
                 }
             }
@@ -675,7 +773,11 @@ mod tests {
     fn output_longer_than_the_trailer_says() {
         for (data, fmt) in [(GZ, Format::Gzip), (XZ, Format::Xz), (ZST, Format::Zstd)] {
             let img = bzimage(data, 1000);
-            assert_eq!(run(&img).unwrap_err(), BzError::TooLong(fmt, 1000), "{fmt:?}");
+            assert_eq!(
+                run(&img).unwrap_err(),
+                BzError::TooLong(fmt, 1000),
+                "{fmt:?}"
+            );
         }
     }
 

@@ -671,7 +671,10 @@ impl fmt::Display for ImageError {
 /// domain, and no kernel may require `supervisor_mode_kernel` (PV kernels
 /// run deprivileged: ring 3, or ring 1).
 pub fn check_for_builder(img: &GuestImage<'_>, initial: bool) -> Result<(), String> {
-    if initial && img.notes.supported_features.is_some() && img.features.supported & 1 << feat::DOM0 == 0 {
+    if initial
+        && img.notes.supported_features.is_some()
+        && img.features.supported & 1 << feat::DOM0 == 0
+    {
         return Err(String::from(
             "the kernel does not support running as the initial domain (its SUPPORTED_FEATURES lack dom0)",
         ));
@@ -1335,7 +1338,11 @@ fn place<'a>(
         .unwrap_or(0);
     // BSD_SYMTAB: the symbol table right after the segments, part of the
     // image from here on (elf_xen_addr_calc_check: virt_kend moves).
-    let bsd_symtab = if notes.bsd_symtab { super::bsdsyms::build(data, class, pend) } else { None };
+    let bsd_symtab = if notes.bsd_symtab {
+        super::bsdsyms::build(data, class, pend)
+    } else {
+        None
+    };
     let pend = bsd_symtab.as_ref().map_or(pend, |b| b.end());
     let shift = virt_base as i128 - paddr_offset as i128;
     let top: i128 = match class {
@@ -1422,7 +1429,10 @@ fn place<'a>(
         pae,
         features: notes.features,
         segments,
-        bsd_symtab: bsd_symtab.map(|b| BsdArea { guest_va: (b.paddr as i128 + shift) as u64, blob: b.blob }),
+        bsd_symtab: bsd_symtab.map(|b| BsdArea {
+            guest_va: (b.paddr as i128 + shift) as u64,
+            blob: b.blob,
+        }),
         notes,
         data,
     })
@@ -1839,14 +1849,19 @@ mod tests {
     #[test]
     fn refused_as_xens_dom0_builder_refuses() {
         // SUPPORTED_FEATURES without dom0: not the initial domain.
-        let g = ok(&img64().note(note::SUPPORTED_FEATURES, n4(1 << feat::WRITABLE_PAGE_TABLES)));
+        let g = ok(&img64().note(
+            note::SUPPORTED_FEATURES,
+            n4(1 << feat::WRITABLE_PAGE_TABLES),
+        ));
         let e = check_for_builder(&g, true).unwrap_err();
         assert!(e.contains("SUPPORTED_FEATURES lack dom0"), "{e}");
         assert_eq!(check_for_builder(&g, false), Ok(()));
         // With dom0 (in the note, or in FEATURES), or without the note: fine.
         let g = ok(&img64().note(note::SUPPORTED_FEATURES, n4(1 << feat::DOM0)));
         assert_eq!(check_for_builder(&g, true), Ok(()));
-        let g = ok(&img64().note(note::SUPPORTED_FEATURES, n4(0)).note(note::FEATURES, s("dom0")));
+        let g = ok(&img64()
+            .note(note::SUPPORTED_FEATURES, n4(0))
+            .note(note::FEATURES, s("dom0")));
         assert_eq!(check_for_builder(&g, true), Ok(()));
         assert_eq!(check_for_builder(&ok(&img64()), true), Ok(()));
         // Requiring supervisor_mode_kernel: refused for every domain;

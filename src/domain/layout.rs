@@ -129,7 +129,11 @@ pub fn extra_tables(start: u64, end: u64, have_start: u64, have_end: u64) -> u64
         let (first, last) = (start >> shift, (end - 1) >> shift);
         let (hf, hl) = (have_start >> shift, (have_end - 1) >> shift);
         // Distinct table slots in [first, last] minus those in [hf, hl].
-        let overlap = if hl < first || last < hf { 0 } else { last.min(hl) - first.max(hf) + 1 };
+        let overlap = if hl < first || last < hf {
+            0
+        } else {
+            last.min(hl) - first.max(hf) + 1
+        };
         n += last - first + 1 - overlap;
     }
     n
@@ -164,7 +168,11 @@ pub fn layout(i: &Input) -> Result<Layout, String> {
     // vphysmap_start).
     let in_region = if i.p2m_base.is_some() { 0 } else { p2m_bytes };
     let vstartinfo = round(add(vphysmap, in_region)?)?;
-    let vconsole = if i.console { Some(add(vstartinfo, PAGE)?) } else { None };
+    let vconsole = if i.console {
+        Some(add(vstartinfo, PAGE)?)
+    } else {
+        None
+    };
     let vpt = add(vstartinfo, PAGE + if i.console { PAGE } else { 0 })?;
     let mut nr_pt = 1;
     let (vstack_end, v_end) = loop {
@@ -210,8 +218,15 @@ pub fn layout(i: &Input) -> Result<Layout, String> {
             let list_pages = pages(p2m_bytes);
             let end = va
                 .checked_add(list_pages * PAGE)
-                .filter(|&e| e <= crate::domain::elf::HYPERVISOR_RESERVED.start || va >= crate::domain::elf::HYPERVISOR_RESERVED.end)
-                .ok_or_else(|| format!("INIT_P2M {va:#x}: the P2M list would wrap or reach the hypervisor's range"))?;
+                .filter(|&e| {
+                    e <= crate::domain::elf::HYPERVISOR_RESERVED.start
+                        || va >= crate::domain::elf::HYPERVISOR_RESERVED.end
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "INIT_P2M {va:#x}: the P2M list would wrap or reach the hypervisor's range"
+                    )
+                })?;
             if va % PAGE != 0 {
                 return Err(format!("INIT_P2M {va:#x} is not page aligned"));
             }
@@ -220,7 +235,12 @@ pub fn layout(i: &Input) -> Result<Layout, String> {
                     "INIT_P2M {va:#x}..{end:#x} overlaps the bootstrap region {v_start:#x}..{v_end:#x}"
                 ));
             }
-            let area = P2mArea { va, first_pfn: next_pfn, list_pages, table_pages: extra_tables(va, end, v_start, v_end) };
+            let area = P2mArea {
+                va,
+                first_pfn: next_pfn,
+                list_pages,
+                table_pages: extra_tables(va, end, v_start, v_end),
+            };
             next_pfn += area.frames();
             Some(area)
         }
@@ -278,7 +298,11 @@ mod tests {
     fn plain_image() {
         let l = layout(&input()).unwrap();
         assert_eq!(l.vphysmap, KBASE + 0x1c000);
-        assert_eq!(l.vstartinfo, KBASE + 0x1c000 + 0x10000, "8192 pages * 8 bytes");
+        assert_eq!(
+            l.vstartinfo,
+            KBASE + 0x1c000 + 0x10000,
+            "8192 pages * 8 bytes"
+        );
         assert_eq!(l.initrd_pfn, None);
         assert_eq!(l.mod_start, 0);
         assert_eq!(l.p2m, None);
@@ -289,7 +313,11 @@ mod tests {
 
     #[test]
     fn mapped_initrd_follows_the_image() {
-        let l = layout(&Input { initrd_len: 5000, ..input() }).unwrap();
+        let l = layout(&Input {
+            initrd_len: 5000,
+            ..input()
+        })
+        .unwrap();
         // Image ends at +0x1c000; the initrd (2 pages) right after it.
         assert_eq!(l.mod_start, KBASE + 0x1c000);
         assert_eq!(l.initrd_pfn, Some(0x1c));
@@ -299,7 +327,12 @@ mod tests {
 
     #[test]
     fn unmapped_initrd_after_the_power_of_two_chunk() {
-        let l = layout(&Input { initrd_len: 5000, unmapped_initrd: true, ..input() }).unwrap();
+        let l = layout(&Input {
+            initrd_len: 5000,
+            unmapped_initrd: true,
+            ..input()
+        })
+        .unwrap();
         // Region: 4 MiB = 1024 pages, already a power of two.
         assert_eq!(l.bootstrap_pages(), 1024);
         assert_eq!(l.initrd_pfn, Some(1024));
@@ -307,13 +340,22 @@ mod tests {
         assert_eq!(l.vphysmap, KBASE + 0x1c000, "nothing mapped in between");
         assert_eq!(l.laid_out_pages, 1024 + 2);
         // A 6 MiB image makes an 8 MiB region (2048 pages): the same chunk.
-        let big = Input { virt_kend: KBASE + 6 * MB, initrd_len: 1, unmapped_initrd: true, ..input() };
+        let big = Input {
+            virt_kend: KBASE + 6 * MB,
+            initrd_len: 1,
+            unmapped_initrd: true,
+            ..input()
+        };
         let l = layout(&big).unwrap();
         assert_eq!(l.bootstrap_pages(), 2048);
         assert_eq!(l.mod_start, 2048);
         // A 9 MiB image: a 12 MiB region, in a 16 MiB chunk (Linux on Xen:
         // a 65 MiB region puts its RAMDISK at 128 MiB).
-        let l = layout(&Input { virt_kend: KBASE + 9 * MB, ..big }).unwrap();
+        let l = layout(&Input {
+            virt_kend: KBASE + 9 * MB,
+            ..big
+        })
+        .unwrap();
         assert_eq!(l.bootstrap_pages(), 3072);
         assert_eq!(l.mod_start, 4096);
     }
@@ -322,25 +364,55 @@ mod tests {
     fn mapped_initrd_needs_no_room_past_the_region() {
         // A 12 MiB region (3072 pages) in 14 MiB: its 16 MiB chunk does not
         // fit, which matters only for what goes past the region.
-        let i = Input { virt_kend: KBASE + 9 * MB, nr_pages: 14 * MB / PAGE, initrd_len: 100, ..input() };
+        let i = Input {
+            virt_kend: KBASE + 9 * MB,
+            nr_pages: 14 * MB / PAGE,
+            initrd_len: 100,
+            ..input()
+        };
         assert!(layout(&i).is_ok());
-        let e = layout(&Input { unmapped_initrd: true, ..i }).unwrap_err();
+        let e = layout(&Input {
+            unmapped_initrd: true,
+            ..i
+        })
+        .unwrap_err();
         assert!(e.contains("bootstrap region and initrd need 17 MiB"), "{e}");
     }
 
     #[test]
     fn initrd_must_fit() {
-        let e = layout(&Input { initrd_len: 40 * MB, unmapped_initrd: true, ..input() }).unwrap_err();
-        assert!(e.contains("too little memory") && e.contains("initrd"), "{e}");
-        let e = layout(&Input { initrd_len: 40 * MB, ..input() }).unwrap_err();
-        assert!(e.contains("too little memory") && e.contains("bootstrap region"), "{e}");
+        let e = layout(&Input {
+            initrd_len: 40 * MB,
+            unmapped_initrd: true,
+            ..input()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("too little memory") && e.contains("initrd"),
+            "{e}"
+        );
+        let e = layout(&Input {
+            initrd_len: 40 * MB,
+            ..input()
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("too little memory") && e.contains("bootstrap region"),
+            "{e}"
+        );
     }
 
     #[test]
     fn init_p2m_outside_the_region() {
         // Linux: INIT_P2M = 512 GiB (L4 slot 1), MOD_START_PFN set.
         let base = 1 << 39;
-        let i = Input { nr_pages: 256 * MB / PAGE, initrd_len: 3 * PAGE, unmapped_initrd: true, p2m_base: Some(base), ..input() };
+        let i = Input {
+            nr_pages: 256 * MB / PAGE,
+            initrd_len: 3 * PAGE,
+            unmapped_initrd: true,
+            p2m_base: Some(base),
+            ..input()
+        };
         let l = layout(&i).unwrap();
         assert_eq!(l.vphysmap, base);
         // Nothing of the list in the region: start_info right after the image.
@@ -360,33 +432,70 @@ mod tests {
     #[test]
     fn init_p2m_shares_tables_with_the_region() {
         // The list 8 MiB above the region, same L3 and L2: only L1s new.
-        let i = Input { nr_pages: 1 << 20, p2m_base: Some(KBASE + 64 * MB), ..input() };
+        let i = Input {
+            nr_pages: 1 << 20,
+            p2m_base: Some(KBASE + 64 * MB),
+            ..input()
+        };
         let l = layout(&i).unwrap();
         let p = l.p2m.unwrap();
         assert_eq!(p.list_pages, 2048); // 8 MiB of list: four 2 MiB L1s
         assert_eq!(p.table_pages, 4);
         assert_eq!(extra_tables(0x1000, 0x2000, 0x1000, 0x2000), 0);
-        assert_eq!(extra_tables(0, 1 << 30, 1 << 40, (1 << 40) + 4096), 1 + 1 + 512);
+        assert_eq!(
+            extra_tables(0, 1 << 30, 1 << 40, (1 << 40) + 4096),
+            1 + 1 + 512
+        );
     }
 
     #[test]
     fn init_p2m_overlap_and_memory() {
-        let e = layout(&Input { p2m_base: Some(KBASE + 4096), ..input() }).unwrap_err();
+        let e = layout(&Input {
+            p2m_base: Some(KBASE + 4096),
+            ..input()
+        })
+        .unwrap_err();
         assert!(e.contains("overlaps the bootstrap region"), "{e}");
-        let e = layout(&Input { p2m_base: Some(0x1234), ..input() }).unwrap_err();
+        let e = layout(&Input {
+            p2m_base: Some(0x1234),
+            ..input()
+        })
+        .unwrap_err();
         assert!(e.contains("not page aligned"), "{e}");
-        let e = layout(&Input { p2m_base: Some(0xffff_7fff_ffff_f000), ..input() }).unwrap_err();
+        let e = layout(&Input {
+            p2m_base: Some(0xffff_7fff_ffff_f000),
+            ..input()
+        })
+        .unwrap_err();
         assert!(e.contains("hypervisor"), "{e}");
         // 1024 pages of region in 1024 pages of memory: no room for the list.
-        let e = layout(&Input { nr_pages: 1024, p2m_base: Some(1 << 39), ..input() }).unwrap_err();
+        let e = layout(&Input {
+            nr_pages: 1024,
+            p2m_base: Some(1 << 39),
+            ..input()
+        })
+        .unwrap_err();
         assert!(e.contains("P2M list"), "{e}");
     }
 
     #[test]
     fn too_little_memory_and_wrapping() {
-        let e = layout(&Input { nr_pages: 512, ..input() }).unwrap_err();
+        let e = layout(&Input {
+            nr_pages: 512,
+            ..input()
+        })
+        .unwrap_err();
         assert!(e.contains("bootstrap region alone needs 4 MiB"), "{e}");
-        assert!(layout(&Input { virt_base: 0xffff_ffff_ffff_f000, virt_kend: u64::MAX, ..input() }).is_err());
-        assert!(layout(&Input { virt_base: 0x1001, ..input() }).is_err());
+        assert!(layout(&Input {
+            virt_base: 0xffff_ffff_ffff_f000,
+            virt_kend: u64::MAX,
+            ..input()
+        })
+        .is_err());
+        assert!(layout(&Input {
+            virt_base: 0x1001,
+            ..input()
+        })
+        .is_err());
     }
 }

@@ -1,11 +1,11 @@
 //! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
 
-pub mod bzimage;
 pub mod bsdsyms;
-pub mod elf;
-pub mod layout;
 #[cfg(target_os = "none")]
 pub mod builder;
+pub mod bzimage;
+pub mod elf;
+pub mod layout;
 #[cfg(target_os = "none")]
 pub mod vcpu;
 
@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn each_kernel_takes_the_data_module_after_it() {
         // kernel, initrd, kernel, initrd: two domains, each its own initrd.
-        assert_eq!(initrd_owners(&[true, false, true, false]), [None, Some(0), None, Some(2)]);
+        assert_eq!(
+            initrd_owners(&[true, false, true, false]),
+            [None, Some(0), None, Some(2)]
+        );
         // Kernels without initrds; a kernel's second data module and a data
         // module first are domains of their own (refused by name).
         assert_eq!(initrd_owners(&[true, true]), [None, None]);

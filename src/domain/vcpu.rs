@@ -201,6 +201,9 @@ impl Vcpu {
     /// Its address space as its kernel sees it (for hypercall buffers and
     /// bounce frames).
     pub fn space(&self) -> crate::pv::guest_mem::GuestSpace {
-        crate::pv::guest_mem::GuestSpace { l4_mfn: self.cr3_table(), user: self.compat_l4 == 0 }
+        crate::pv::guest_mem::GuestSpace {
+            l4_mfn: self.cr3_table(),
+            user: self.compat_l4 == 0,
+        }
     }
 }

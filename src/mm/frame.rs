@@ -80,7 +80,12 @@ impl<'a> FrameAllocator<'a> {
     pub fn new(bits: &'a mut [u64], max_addr: u64) -> Self {
         bits.fill(0);
         let nframes = (max_addr / PAGE_SIZE).min(bits.len() as u64 * 64);
-        FrameAllocator { bits, nframes, free: 0, hint: 0 }
+        FrameAllocator {
+            bits,
+            nframes,
+            free: 0,
+            hint: 0,
+        }
     }
 
     fn is_free(&self, f: u64) -> bool {
@@ -198,7 +203,10 @@ mod tests {
         assert!(f.addr() >= 2 * MB + PAGE_SIZE);
         assert_eq!(fa.free(f), Ok(()));
         assert_eq!(fa.free(f), Err(FreeError::DoubleFree(f)));
-        assert_eq!(fa.free(Frame(1 << 40)), Err(FreeError::OutOfRange(Frame(1 << 40))));
+        assert_eq!(
+            fa.free(Frame(1 << 40)),
+            Err(FreeError::OutOfRange(Frame(1 << 40)))
+        );
     }
 
     #[test]

@@ -45,8 +45,15 @@ pub struct FrameInfo {
 }
 
 impl FrameInfo {
-    const FREE: FrameInfo =
-        FrameInfo { owner: OWNER_NONE, kind: Kind::Normal, pinned: false, mapped: 0, writable: 0, table_refs: 0, linear: 0 };
+    const FREE: FrameInfo = FrameInfo {
+        owner: OWNER_NONE,
+        kind: Kind::Normal,
+        pinned: false,
+        mapped: 0,
+        writable: 0,
+        table_refs: 0,
+        linear: 0,
+    };
 
     /// Nothing holds it: no mapping, not a page table or GDT.
     pub fn unused(&self) -> bool {
@@ -60,7 +67,9 @@ pub struct FrameTable {
 
 impl FrameTable {
     pub fn new(nframes: usize) -> FrameTable {
-        FrameTable { info: alloc::vec![FrameInfo::FREE; nframes] }
+        FrameTable {
+            info: alloc::vec![FrameInfo::FREE; nframes],
+        }
     }
 
     pub fn get(&self, mfn: u64) -> Option<&FrameInfo> {
@@ -74,7 +83,11 @@ impl FrameTable {
     /// Give a frame to a domain (fresh, ordinary memory).
     pub fn assign(&mut self, mfn: u64, owner: u16, kind: Kind) {
         if let Some(f) = self.get_mut(mfn) {
-            *f = FrameInfo { owner, kind, ..FrameInfo::FREE };
+            *f = FrameInfo {
+                owner,
+                kind,
+                ..FrameInfo::FREE
+            };
         }
     }
 

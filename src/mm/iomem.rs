@@ -83,9 +83,19 @@ impl Policy {
     /// `lapic`: the local APIC's physical address; `amd_family`: the CPU
     /// family on AMD/Hygon (None elsewhere); `phys_bits`: the physical
     /// address width.
-    pub fn new(map: &[(u64, u64, u32)], modules: &[(u64, u64)], lapic: u64, amd_family: Option<u8>, phys_bits: u32) -> Policy {
+    pub fn new(
+        map: &[(u64, u64, u32)],
+        modules: &[(u64, u64)],
+        lapic: u64,
+        amd_family: Option<u8>,
+        phys_bits: u32,
+    ) -> Policy {
         let frames = |start: u64, end: u64| (start >> 12, end.saturating_sub(1) >> 12);
-        let never_io = modules.iter().filter(|(s, e)| e > s).map(|&(s, e)| frames(s, e)).collect();
+        let never_io = modules
+            .iter()
+            .filter(|(s, e)| e > s)
+            .map(|&(s, e)| frames(s, e))
+            .collect();
         let end = 1u64 << (phys_bits.clamp(32, 52) - 12);
         let mut denied = alloc::vec![
             (lapic >> 12, lapic >> 12),
@@ -97,10 +107,20 @@ impl Policy {
         if let Some(family) = amd_family {
             // HyperTransport (Xen: the 12 GiB below 1 TiB, or below the
             // physical address width from family 0x17 on).
-            let top = if family < 0x17 { 1u64 << (40 - 12) } else { end };
+            let top = if family < 0x17 {
+                1u64 << (40 - 12)
+            } else {
+                end
+            };
             denied.push((top - (3 << 20), top - 1));
         }
-        Policy { map: map.to_vec(), never_io, denied, read_only: alloc::vec![(0xfed00, 0xfed00)], end }
+        Policy {
+            map: map.to_vec(),
+            never_io,
+            denied,
+            read_only: alloc::vec![(0xfed00, 0xfed00)],
+            end,
+        }
     }
 
     /// Is `mfn` I/O memory (Xen: owned by `dom_io`, or past the frame
@@ -113,7 +133,9 @@ impl Policy {
             return true;
         }
         let (lo, hi) = (mfn << 12, (mfn << 12) + 4096);
-        !self.map.iter().any(|&(s, size, t)| (t == E820_RAM || t == E820_UNUSABLE) && s < hi && s.saturating_add(size) > lo)
+        !self.map.iter().any(|&(s, size, t)| {
+            (t == E820_RAM || t == E820_UNUSABLE) && s < hi && s.saturating_add(size) > lo
+        })
     }
 
     /// How the initial domain may map `mfn`.
@@ -175,7 +197,10 @@ mod tests {
         assert!(!p.is_io(0x100) && !p.is_io(0x3ffdf), "RAM above 1 MiB");
         assert!(p.is_io(0x3ffe0) && p.is_io(0x3ffff), "ACPI (reserved)");
         assert!(p.is_io(0x40000) && p.is_io(0xfebff), "a hole");
-        assert!(!p.is_io(0x400) && !p.is_io(0x4ff), "a boot module is never I/O");
+        assert!(
+            !p.is_io(0x400) && !p.is_io(0x4ff),
+            "a boot module is never I/O"
+        );
         assert!(!p.is_io(1 << 36), "past 48 bits of physical address");
     }
 

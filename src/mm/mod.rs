@@ -2,8 +2,8 @@
 
 pub mod frame;
 pub mod frametable;
-pub mod iomem;
 #[cfg(target_os = "none")]
 pub mod heap;
+pub mod iomem;
 #[cfg(target_os = "none")]
 pub mod paging;

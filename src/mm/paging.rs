@@ -67,7 +67,10 @@ pub fn image_phys_range() -> (u64, u64) {
 }
 
 pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> R {
-    f(FRAMES.lock().as_mut().expect("frame allocator used before mm::init"))
+    f(FRAMES
+        .lock()
+        .as_mut()
+        .expect("frame allocator used before mm::init"))
 }
 
 /// A page table through the direct map.
@@ -143,7 +146,9 @@ pub fn init(bi: &BootInfo, f: &Features) -> Summary {
     // avoids the image, modules and low memory), reachable through the
     // boot direct map, and reserved in the pool below, so it is never
     // handed out: this is the only reference to it, forever.
-    let bits = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(hole) as *mut u64, (bytes / 8) as usize) };
+    let bits = unsafe {
+        core::slice::from_raw_parts_mut(phys_to_virt(hole) as *mut u64, (bytes / 8) as usize)
+    };
     let mut fa = FrameAllocator::new(bits, max);
     for &(s, e) in usable {
         fa.add_free(s, e);
@@ -185,7 +190,13 @@ pub fn init(bi: &BootInfo, f: &Features) -> Summary {
     // read+write no-execute; the boot stack's guard page stays unmapped.
     // SAFETY: linker-script symbols; only their addresses are used.
     let (start, text_end, ro_end, end, guard) = unsafe {
-        (sym(&__image_start), sym(&__text_end), sym(&__rodata_end), sym(&__image_end), sym(&boot_stack_guard))
+        (
+            sym(&__image_start),
+            sym(&__text_end),
+            sym(&__rodata_end),
+            sym(&__image_end),
+            sym(&boot_stack_guard),
+        )
     };
     let mut va = start;
     while va < end {
@@ -259,12 +270,19 @@ pub fn init_m2p(nframes: u64) -> Option<()> {
     let first = with_frames(|fa| fa.alloc_contiguous(pages, 1))?;
     let base = phys_to_virt(first.addr());
     // SAFETY: freshly allocated frames, ours for good, in the direct map.
-    unsafe { core::slice::from_raw_parts_mut(base as *mut u64, (pages * 512) as usize).fill(M2P_INVALID) };
+    unsafe {
+        core::slice::from_raw_parts_mut(base as *mut u64, (pages * 512) as usize).fill(M2P_INVALID)
+    };
     let root = ROOT.load(Ordering::Relaxed);
     let nx = NX.load(Ordering::Relaxed);
     let va0 = ringvisor_abi::x86_64::MACH2PHYS_VIRT_START;
     for i in 0..pages {
-        map_4k(root, va0 + i * PAGE_SIZE, first.addr() + i * PAGE_SIZE, P | US | G | nx);
+        map_4k(
+            root,
+            va0 + i * PAGE_SIZE,
+            first.addr() + i * PAGE_SIZE,
+            P | US | G | nx,
+        );
     }
     // The upper levels on the way must allow user access too.
     let mut t = root;
@@ -294,7 +312,11 @@ pub fn machine_map() -> &'static [(u64, u64, u32)] {
 pub fn m2p_get(mfn: u64) -> u64 {
     if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {
         // SAFETY: inside the table init_m2p allocated; a u64 load.
-        unsafe { (M2P.load(Ordering::Relaxed) as *const u64).add(mfn as usize).read_volatile() }
+        unsafe {
+            (M2P.load(Ordering::Relaxed) as *const u64)
+                .add(mfn as usize)
+                .read_volatile()
+        }
     } else {
         M2P_INVALID
     }
@@ -304,7 +326,11 @@ pub fn m2p_get(mfn: u64) -> u64 {
 pub fn m2p_set(mfn: u64, pfn: u64) {
     if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {
         // SAFETY: inside the table init_m2p allocated; a u64 store.
-        unsafe { (M2P.load(Ordering::Relaxed) as *mut u64).add(mfn as usize).write_volatile(pfn) };
+        unsafe {
+            (M2P.load(Ordering::Relaxed) as *mut u64)
+                .add(mfn as usize)
+                .write_volatile(pfn)
+        };
     }
 }
 
@@ -312,7 +338,12 @@ pub fn m2p_set(mfn: u64, pfn: u64) {
 pub fn map_mmio(phys: u64) -> u64 {
     let va = NEXT_FIXMAP.fetch_add(PAGE_SIZE, Ordering::Relaxed);
     let nx = NX.load(Ordering::Relaxed);
-    map_4k(ROOT.load(Ordering::Relaxed), va, phys & ADDR, P | RW | PCD | PWT | G | nx);
+    map_4k(
+        ROOT.load(Ordering::Relaxed),
+        va,
+        phys & ADDR,
+        P | RW | PCD | PWT | G | nx,
+    );
     // SAFETY: invalidating a TLB entry is always sound.
     unsafe { x86::tlb::flush(va as usize) };
     va
@@ -372,4 +403,3 @@ impl crate::boot_info::PhysMem for BootPhysMem {
         Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
     }
 }
-

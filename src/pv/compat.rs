@@ -48,12 +48,25 @@ pub fn fixup_selector(sel: u16) -> u16 {
 // Tour 02: the 32-bit hypercall table
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     let nr = f.rax as u32 as u64;
-    let a = [f.rbx as u32 as u64, f.rcx as u32 as u64, f.rdx as u32 as u64, f.rsi as u32 as u64, f.rdi as u32 as u64];
+    let a = [
+        f.rbx as u32 as u64,
+        f.rcx as u32 as u64,
+        f.rdx as u32 as u64,
+        f.rsi as u32 as u64,
+        f.rdi as u32 as u64,
+    ];
     let cur = hv.current;
     if nr == HYPERVISOR_IRET as u64 {
         let d = &mut hv.domains[cur];
         let r = iret(d, f);
-        crate::trace!(TRACE_HYPERCALL, "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
         return;
     }
     if nr == HYPERVISOR_MULTICALL as u64 {
@@ -83,7 +96,9 @@ pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
         HYPERVISOR_XENPMU_OP => hc::xenpmu_op(),
         // physdev_map_pirq's argument is the same in both widths up to
         // the fields read.
-        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => hc::map_pirq(hv, space, a[1]),
+        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
+            hc::map_pirq(hv, space, a[1])
+        }
         _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
     hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
@@ -126,7 +141,9 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
             | ringvisor_abi::vcpu::VCPUOP_DOWN
             | ringvisor_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER
             | ringvisor_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER
-            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER => hc::vcpu_op(d, ft, space, a[0], a[1], a[2]),
+            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER => {
+                hc::vcpu_op(d, ft, space, a[0], a[1], a[2])
+            }
             ringvisor_abi::vcpu::VCPUOP_INITIALISE => {
                 let vi = a[1] as usize;
                 if vi >= d.vcpus.len() {
@@ -146,26 +163,40 @@ fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u6
         HYPERVISOR_MEMORY_OP => match a[0] as u32 {
             ringvisor_abi::memory::XENMEM_MAXIMUM_RAM_PAGE
             | ringvisor_abi::memory::XENMEM_CURRENT_RESERVATION
-            | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => hc::memory_op(d, ft, space, a[0], a[1]),
+            | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => {
+                hc::memory_op(d, ft, space, a[0], a[1])
+            }
             ringvisor_abi::memory::XENMEM_MEMORY_MAP => memory_map(d, space, a[1]),
             ringvisor_abi::memory::XENMEM_EXCHANGE => mm::exchange(d, ft, space, a[1]),
             // The 20-byte 32-bit reservation, its list of 4-byte frames.
             ringvisor_abi::memory::XENMEM_DECREASE_RESERVATION
             | ringvisor_abi::memory::XENMEM_INCREASE_RESERVATION
             | ringvisor_abi::memory::XENMEM_POPULATE_PHYSMAP => {
-                let Ok(r) = space.read::<ringvisor_abi::memory::XenMemoryReservation32>(a[1]) else { return err(EFAULT) };
+                let Ok(r) = space.read::<ringvisor_abi::memory::XenMemoryReservation32>(a[1])
+                else {
+                    return err(EFAULT);
+                };
                 if r.domid != DOMID_SELF && r.domid != d.id {
                     return err(EPERM);
                 }
                 if r.extent_order != 0 || r.nr_extents as u64 > mm::MAX_BATCH {
                     return err(EINVAL);
                 }
-                mm::reservation(d, ft, space, a[0] as u32, r.extent_start as u64, r.nr_extents as u64)
+                mm::reservation(
+                    d,
+                    ft,
+                    space,
+                    a[0] as u32,
+                    r.extent_start as u64,
+                    r.nr_extents as u64,
+                )
             }
             _ => err(ENOSYS),
         },
         HYPERVISOR_SET_GDT => set_gdt(d, ft, space, a[0], a[1]),
-        HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0] | a[1] << 32, a[2] | a[3] << 32),
+        HYPERVISOR_UPDATE_DESCRIPTOR => {
+            descriptor::update_descriptor(d, ft, a[0] | a[1] << 32, a[2] | a[3] << 32)
+        }
         _ => err(ENOSYS),
     }
 }
@@ -182,7 +213,9 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             0
         }
         XENVER_PLATFORM_PARAMETERS => {
-            let p = XenPlatformParameters32 { virt_start: HYPERVISOR_COMPAT_VIRT_START };
+            let p = XenPlatformParameters32 {
+                virt_start: HYPERVISOR_COMPAT_VIRT_START,
+            };
             if space.write(arg, &p).is_err() {
                 return err(EFAULT);
             }
@@ -204,7 +237,11 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
     // Any selector, its RPL raised to 1 (a ring-0 handler would be the
     // hypervisor's): as Xen, nothing to refuse in an entry.
     let installed = hc::trap_list(&space, list, end, |t| {
-        table[t.vector as usize] = TrapEntry { flags: t.flags, cs: fixup_selector(t.cs), address: t.address as u64 };
+        table[t.vector as usize] = TrapEntry {
+            flags: t.flags,
+            cs: fixup_selector(t.cs),
+            address: t.address as u64,
+        };
         Ok(())
     });
     installed.map_or_else(err, |()| 0)
@@ -216,26 +253,44 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
 /// choice for set_callbacks, documented in docs/abi.md).
 fn set_callbacks(d: &mut Domain, ev_cs: u16, ev: u64, fs_cs: u16, fs: u64) -> Ret {
     let v = d.v_mut();
-    v.event = Callback { address: ev, cs: fixup_selector(ev_cs), mask_events: false };
-    v.failsafe = Callback { address: fs, cs: fixup_selector(fs_cs), mask_events: true };
+    v.event = Callback {
+        address: ev,
+        cs: fixup_selector(ev_cs),
+        mask_events: false,
+    };
+    v.failsafe = Callback {
+        address: fs,
+        cs: fixup_selector(fs_cs),
+        mask_events: true,
+    };
     0
 }
 
 fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         CALLBACKOP_REGISTER => {
-            let Ok(r) = space.read::<CallbackRegister32>(arg) else { return err(EFAULT) };
+            let Ok(r) = space.read::<CallbackRegister32>(arg) else {
+                return err(EFAULT);
+            };
             let cs = fixup_selector(r.address.cs as u16);
             // Xen's compat_register_guest_callback: event, failsafe,
             // syscall32, sysenter and nmi; a 64-bit guest's syscall
             // callback does not exist here.
             if !matches!(
                 r.type_,
-                CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE | CALLBACKTYPE_SYSCALL32 | CALLBACKTYPE_SYSENTER | CALLBACKTYPE_NMI
+                CALLBACKTYPE_EVENT
+                    | CALLBACKTYPE_FAILSAFE
+                    | CALLBACKTYPE_SYSCALL32
+                    | CALLBACKTYPE_SYSENTER
+                    | CALLBACKTYPE_NMI
             ) {
                 return err(ENOSYS);
             }
-            let cb = Callback { address: r.address.eip as u64, cs, mask_events: r.flags & CALLBACKF_MASK_EVENTS != 0 };
+            let cb = Callback {
+                address: r.address.eip as u64,
+                cs,
+                mask_events: r.flags & CALLBACKF_MASK_EVENTS != 0,
+            };
             match hc::callback_slot(d.v_mut(), r.type_) {
                 Some(slot) => {
                     *slot = cb;
@@ -250,7 +305,15 @@ fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
                 d.v_mut().nmi = Callback::default();
                 0
             }
-            Ok(u) if matches!(u.type_, CALLBACKTYPE_EVENT | CALLBACKTYPE_FAILSAFE | CALLBACKTYPE_SYSCALL32 | CALLBACKTYPE_SYSENTER) => {
+            Ok(u)
+                if matches!(
+                    u.type_,
+                    CALLBACKTYPE_EVENT
+                        | CALLBACKTYPE_FAILSAFE
+                        | CALLBACKTYPE_SYSCALL32
+                        | CALLBACKTYPE_SYSENTER
+                ) =>
+            {
                 err(EINVAL)
             }
             Ok(_) => err(ENOSYS),
@@ -275,7 +338,10 @@ fn stack_switch(d: &mut Domain, ss: u16, esp: u64) -> Ret {
 pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let space = d.v().space();
     let Ok(c) = space.read::<[u32; 4]>(f.rsp) else {
-        sched::crash(d, alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp));
+        sched::crash(
+            d,
+            alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp),
+        );
         return err(EFAULT);
     };
     let [eax, eip, cs, eflags] = c;
@@ -285,7 +351,10 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
         match space.read::<[u32; 2]>(f.rsp + 16) {
             Ok([esp, ss]) => (esp as u64, ss as u16),
             Err(_) => {
-                sched::crash(d, alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp));
+                sched::crash(
+                    d,
+                    alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp),
+                );
                 return err(EFAULT);
             }
         }
@@ -298,7 +367,13 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     // ringvisor runs no guest code in ring 2 (its bounces treat every
     // ring but 3 as the kernel's), so RPL 2 is refused as RPL 0 is.
     if cs & 3 == 0 || cs & 3 == 2 {
-        sched::crash(d, alloc::format!("iret to ring {}: cs {cs:#x} ss {ss:#x} eip {eip:#x}", cs & 3));
+        sched::crash(
+            d,
+            alloc::format!(
+                "iret to ring {}: cs {cs:#x} ss {ss:#x} eip {eip:#x}",
+                cs & 3
+            ),
+        );
         return err(EINVAL);
     }
     d.v_mut().kernel_mode = !to_user;
@@ -326,7 +401,10 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     use crate::arch::x86_64::idt::TrapFrame;
     let r = &c.user_regs;
     if c.gdt_ents > 0 {
-        let frames: Vec<u64> = c.gdt_frames[..(c.gdt_ents.div_ceil(512) as usize).min(16)].iter().map(|&f| f as u64).collect();
+        let frames: Vec<u64> = c.gdt_frames[..(c.gdt_ents.div_ceil(512) as usize).min(16)]
+            .iter()
+            .map(|&f| f as u64)
+            .collect();
         let rc = descriptor::install_gdt(d, ft, vi, &frames, c.gdt_ents as u64);
         if rc != 0 {
             return rc;
@@ -342,7 +420,11 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     };
     let mut traps = [TrapEntry::default(); 256];
     for t in c.trap_ctxt.iter().filter(|t| t.address != 0) {
-        traps[t.vector as usize] = TrapEntry { flags: t.flags, cs: fixup_selector(t.cs), address: t.address as u64 };
+        traps[t.vector as usize] = TrapEntry {
+            flags: t.flags,
+            cs: fixup_selector(t.cs),
+            address: t.address as u64,
+        };
     }
     let v = &mut d.vcpus[vi];
     if v.compat_l4 != 0 {
@@ -353,15 +435,36 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     v.guest_table_user = 0;
     v.kernel_mode = r.cs & 3 != 3;
     v.regs = TrapFrame {
-        r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0,
-        rbp: r.ebp as u64, rdi: r.edi as u64, rsi: r.esi as u64, rdx: r.edx as u64, rcx: r.ecx as u64,
-        rbx: r.ebx as u64, rax: r.eax as u64, vector: 0, error_code: 0,
-        rip: r.eip as u64, cs: fixup_selector(r.cs) as u64, rflags: (r.eflags as u64 & !(3 << 12 | 1 << 17)) | 0x202,
-        rsp: r.esp as u64, ss: fixup_selector(r.ss) as u64,
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: r.ebp as u64,
+        rdi: r.edi as u64,
+        rsi: r.esi as u64,
+        rdx: r.edx as u64,
+        rcx: r.ecx as u64,
+        rbx: r.ebx as u64,
+        rax: r.eax as u64,
+        vector: 0,
+        error_code: 0,
+        rip: r.eip as u64,
+        cs: fixup_selector(r.cs) as u64,
+        rflags: (r.eflags as u64 & !(3 << 12 | 1 << 17)) | 0x202,
+        rsp: r.esp as u64,
+        ss: fixup_selector(r.ss) as u64,
     };
     v.data_sels = [r.ds, r.es, r.fs, r.gs];
     v.trap_table = traps;
-    v.event = Callback { address: c.event_callback_eip as u64, cs: fixup_selector(c.event_callback_cs as u16), mask_events: false };
+    v.event = Callback {
+        address: c.event_callback_eip as u64,
+        cs: fixup_selector(c.event_callback_cs as u16),
+        mask_events: false,
+    };
     v.failsafe = Callback {
         address: c.failsafe_callback_eip as u64,
         cs: fixup_selector(c.failsafe_callback_cs as u16),
@@ -378,13 +481,23 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
 
 /// `mmuext_op` with the 12-byte 32-bit entries, translated one by one.
 #[allow(clippy::too_many_arguments)]
-fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+fn mmuext_op(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    ops: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
     if count > mm::MAX_BATCH {
         return err(EINVAL);
     }
     let mut native = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let Ok(op) = space.read::<MmuExtOp32>(ops + i * 12) else { return err(EFAULT) };
+        let Ok(op) = space.read::<MmuExtOp32>(ops + i * 12) else {
+            return err(EFAULT);
+        };
         let mut n = MmuExtOp::zeroed();
         n.cmd = op.cmd;
         n.arg1 = op.arg1 as u64;
@@ -396,12 +509,22 @@ fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, c
 
 fn memory_map(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
-    let Ok(mut m) = space.read::<XenMemoryMap32>(arg) else { return err(EFAULT) };
+    let Ok(mut m) = space.read::<XenMemoryMap32>(arg) else {
+        return err(EFAULT);
+    };
     if m.nr_entries < 1 {
         return err(EINVAL);
     }
-    let pages = d.p2m.iter().filter(|&&x| x != crate::domain::builder::INVALID_MFN).count() as u64;
-    let e = E820Entry { addr: 0, size: pages * 4096, type_: 1 };
+    let pages = d
+        .p2m
+        .iter()
+        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
+        .count() as u64;
+    let e = E820Entry {
+        addr: 0,
+        size: pages * 4096,
+        type_: 1,
+    };
     if space.write(m.buffer as u64, &e).is_err() {
         return err(EFAULT);
     }
@@ -419,7 +542,9 @@ fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64, en
     }
     let mut frames = Vec::new();
     for i in 0..entries.div_ceil(512) {
-        let Ok(mfn) = space.read::<u32>(list + i * 4) else { return err(EFAULT) };
+        let Ok(mfn) = space.read::<u32>(list + i * 4) else {
+            return err(EFAULT);
+        };
         frames.push(mfn as u64);
     }
     let vi = d.cur;

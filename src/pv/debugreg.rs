@@ -75,7 +75,9 @@ pub fn set(d: &mut Domain, reg: u64, value: u64) -> Ret {
             if value & DR7_GENERAL_DETECT != 0 {
                 return err(EPERM);
             }
-            if value & DR7_ACTIVE_MASK != 0 && (16..32).step_by(4).any(|i| (value >> i) & 3 == DR_IO) {
+            if value & DR7_ACTIVE_MASK != 0
+                && (16..32).step_by(4).any(|i| (value >> i) & 3 == DR_IO)
+            {
                 return err(EPERM);
             }
             v.dr7 = value;

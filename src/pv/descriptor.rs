@@ -70,13 +70,21 @@ pub fn data_selector_base(v: &crate::domain::vcpu::Vcpu, sel: u16) -> Option<u64
     data.then(|| ((desc >> 16) & 0xff_ffff) | ((desc >> 56) & 0xff) << 24)
 }
 
-pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
+pub fn set_gdt(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    list: u64,
+    entries: u64,
+) -> Ret {
     if entries > FIRST_RESERVED_GDT_ENTRY as u64 {
         return err(EINVAL);
     }
     let mut frames = Vec::new();
     for i in 0..entries.div_ceil(512) {
-        let Some(Ok(mfn)) = list.checked_add(i * 8).map(|at| space.read_u64(at)) else { return err(EFAULT) };
+        let Some(Ok(mfn)) = list.checked_add(i * 8).map(|at| space.read_u64(at)) else {
+            return err(EFAULT);
+        };
         frames.push(mfn);
     }
     let vi = d.cur;
@@ -88,7 +96,13 @@ pub fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64
 }
 
 /// Make `frames` (holding `entries` descriptors) vCPU `vi`'s GDT.
-pub fn install_gdt(d: &mut Domain, ft: &mut FrameTable, vi: usize, frames: &[u64], entries: u64) -> Ret {
+pub fn install_gdt(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    vi: usize,
+    frames: &[u64],
+    entries: u64,
+) -> Ret {
     if entries > FIRST_RESERVED_GDT_ENTRY as u64 || frames.len() as u64 != entries.div_ceil(512) {
         return err(EINVAL);
     }
@@ -139,11 +153,15 @@ pub fn update_descriptor(d: &mut Domain, ft: &mut FrameTable, maddr: u64, desc: 
         return err(EINVAL);
     }
     let mfn = maddr >> 12;
-    let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && matches!(f.kind, Kind::Gdt | Kind::Normal));
+    let ok = ft
+        .get(mfn)
+        .is_some_and(|f| f.owner == d.id && matches!(f.kind, Kind::Gdt | Kind::Normal));
     if !ok {
         return err(EPERM);
     }
-    let Some(desc) = check_descriptor(desc, d.compat) else { return err(EINVAL) };
+    let Some(desc) = check_descriptor(desc, d.compat) else {
+        return err(EINVAL);
+    };
     let slot = ((maddr & 0xfff) / 8) as usize;
     frame_u64s(mfn)[slot] = desc;
     let v = d.v_mut();

@@ -49,7 +49,12 @@ pub fn cpuid_policy(leaf: u32, sub: u32) -> [u32; 4] {
             let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
             [0x4000_0002, w(0), w(4), w(8)]
         }
-        0x4000_0001 => [(crate::pv::hypercall::XEN_MAJOR << 16 | crate::pv::hypercall::XEN_MINOR) as u32, 0, 0, 0],
+        0x4000_0001 => [
+            (crate::pv::hypercall::XEN_MAJOR << 16 | crate::pv::hypercall::XEN_MINOR) as u32,
+            0,
+            0,
+            0,
+        ],
         // One hypercall page; MSR 0x40000000 would write it (not offered:
         // PV guests get theirs from the ELF note).
         0x4000_0002 => [1, 0x4000_0000, 0, 0],
@@ -89,7 +94,15 @@ pub fn forced(d: &mut Domain, f: &mut TrapFrame, insn: &[u8]) -> bool {
         return false;
     }
     let [a, b, c, dx] = cpuid_policy(f.rax as u32, f.rcx as u32);
-    crate::trace!(TRACE_EMULATE, "d{}v{} emulate cpuid leaf {:#x}.{:#x} at {:#x}", d.id, d.cur, f.rax as u32, f.rcx as u32, f.rip);
+    crate::trace!(
+        TRACE_EMULATE,
+        "d{}v{} emulate cpuid leaf {:#x}.{:#x} at {:#x}",
+        d.id,
+        d.cur,
+        f.rax as u32,
+        f.rcx as u32,
+        f.rip
+    );
     f.rax = a as u64;
     f.rbx = b as u64;
     f.rcx = c as u64;
@@ -138,7 +151,13 @@ pub fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
 /// values): emulated, from either guest mode, with what the instruction
 /// would have given: the hypervisor's IDT/GDT, the virtual CR0, no LDT,
 /// the hypervisor's TR. Returns the instruction's length when done.
-fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> Option<Result<usize, crate::pv::guest_mem::Fault>> {
+fn umip_insn(
+    d: &Domain,
+    f: &mut TrapFrame,
+    insn: &[u8],
+    i: usize,
+    rex: u8,
+) -> Option<Result<usize, crate::pv::guest_mem::Fault>> {
     let group = *insn.get(i + 1)?;
     // The store is made with the rights of the mode that executed it: a
     // 32-bit guest's user mode shares its kernel's tables, so its stores
@@ -181,7 +200,12 @@ fn umip_insn(d: &Domain, f: &mut TrapFrame, insn: &[u8], i: usize, rex: u8) -> O
 
 /// Where a decoded memory operand points (flat segments; 32-bit code
 /// wraps at 4 GiB). `end` is the instruction's length, for rip-relative.
-fn effective_address(d: &Domain, f: &mut TrapFrame, m: &crate::pv::insn::MemOperand, end: usize) -> u64 {
+fn effective_address(
+    d: &Domain,
+    f: &mut TrapFrame,
+    m: &crate::pv::insn::MemOperand,
+    end: usize,
+) -> u64 {
     let mut a = m.disp as u64;
     if let Some(b) = m.base {
         a = a.wrapping_add(*gpr(f, b));
@@ -301,7 +325,11 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
     let Some(&op) = insn.get(i) else { return false };
     let what: &str;
     let len;
-    let umip = match if op == 0x0f { umip_insn(d, f, insn, i, rex) } else { None } {
+    let umip = match if op == 0x0f {
+        umip_insn(d, f, insn, i, rex)
+    } else {
+        None
+    } {
         // The store faulted as the guest's own would have: a #PF there.
         Some(Err(e)) => {
             crate::pv::traps::inject_page_fault(d, f, e.va, e.error_code);
@@ -328,7 +356,9 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                 _ => Some(f.rdx as u16),
             };
             len = i + if matches!(op, 0xe4..=0xe7) { 2 } else { 1 };
-            if let (true, Some(port @ (0x70 | 0x71)), 0xe4 | 0xe6 | 0xec | 0xee) = (d.privileged, port, op) {
+            if let (true, Some(port @ (0x70 | 0x71)), 0xe4 | 0xe6 | 0xec | 0xee) =
+                (d.privileged, port, op)
+            {
                 // The initial domain's RTC: byte accesses to the CMOS
                 // ports, as Xen's rtc_guest_read/write for the hardware
                 // domain.
@@ -350,10 +380,14 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
             }
         }
         0x0f if kernel => {
-            let Some(&op2) = insn.get(i + 1) else { return false };
+            let Some(&op2) = insn.get(i + 1) else {
+                return false;
+            };
             match op2 {
                 0x20 | 0x22 => {
-                    let Some(&modrm) = insn.get(i + 2) else { return false };
+                    let Some(&modrm) = insn.get(i + 2) else {
+                        return false;
+                    };
                     if modrm >> 6 != 3 {
                         return false;
                     }
@@ -363,7 +397,10 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                         let val = match cr {
                             0 => virtual_cr0(d),
                             2 => d.v().cr2,
-                            3 if d.compat => ringvisor_abi::x86_32::xen_pfn_to_cr3(d.v().current_table() as u32) as u64,
+                            3 if d.compat => {
+                                ringvisor_abi::x86_32::xen_pfn_to_cr3(d.v().current_table() as u32)
+                                    as u64
+                            }
                             3 => d.v().current_table() << 12,
                             4 => virtual_cr4(),
                             _ => return false,
@@ -398,7 +435,9 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                 // mov to/from %drN (Xen's read_dr/write_dr): a refused
                 // value is a #GP, as Xen's X86EMUL_UNHANDLEABLE.
                 0x21 | 0x23 => {
-                    let Some(&modrm) = insn.get(i + 2) else { return false };
+                    let Some(&modrm) = insn.get(i + 2) else {
+                        return false;
+                    };
                     if modrm >> 6 != 3 || rex & 4 != 0 {
                         return false;
                     }
@@ -409,7 +448,11 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                         *gpr(f, reg) = if d.compat { v as u32 as u64 } else { v as u64 };
                         what = "mov from dr";
                     } else {
-                        let val = if d.compat { *gpr(f, reg) as u32 as u64 } else { *gpr(f, reg) };
+                        let val = if d.compat {
+                            *gpr(f, reg) as u32 as u64
+                        } else {
+                            *gpr(f, reg)
+                        };
                         if crate::pv::debugreg::set(d, dr, val) != 0 {
                             return false;
                         }
@@ -418,7 +461,9 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
                     len = i + 3;
                 }
                 0x32 => {
-                    let Some(val) = rdmsr(d, f.rcx as u32) else { return false };
+                    let Some(val) = rdmsr(d, f.rcx as u32) else {
+                        return false;
+                    };
                     f.rax = val & 0xffff_ffff;
                     f.rdx = val >> 32;
                     what = "rdmsr";
@@ -437,7 +482,13 @@ pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: 
         }
         _ => return false,
     }
-    crate::trace!(TRACE_EMULATE, "d{}v{} emulate {what} at {:#x}", d.id, d.cur, f.rip);
+    crate::trace!(
+        TRACE_EMULATE,
+        "d{}v{} emulate {what} at {:#x}",
+        d.id,
+        d.cur,
+        f.rip
+    );
     f.rip += len as u64;
     true
 }

@@ -115,7 +115,8 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
 }
 
 /// `selftest=iretfault`: the next return to a guest gets a null SS.
-pub static IRET_SELFTEST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+pub static IRET_SELFTEST: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
 
 /// The hypervisor's `iretq` refused `f` (`idt::iret_fixup`): a frame
 /// `retcheck` should have refused first. The domain is crashed, saying
@@ -162,16 +163,19 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
             continue; // the upcall could not be delivered: crashed
         }
         f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-        // Last, on the frame as it now is (after the upcall and any
-        // bounce rewrote it): would iretq take it? A guest may return to
-        // any selector and address (HYPERVISOR_iret, its callbacks, GDT
-        // entries changed since it registered them); what the CPU would
-        // refuse is the guest's fault, delivered like one (Xen: the exit
-        // iretq's fixup, handle_exception), never a hypervisor fault.
-        let Some((vector, ec)) = crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
+                                                                      // Last, on the frame as it now is (after the upcall and any
+                                                                      // bounce rewrote it): would iretq take it? A guest may return to
+                                                                      // any selector and address (HYPERVISOR_iret, its callbacks, GDT
+                                                                      // entries changed since it registered them); what the CPU would
+                                                                      // refuse is the guest's fault, delivered like one (Xen: the exit
+                                                                      // iretq's fixup, handle_exception), never a hypervisor fault.
+        let Some((vector, ec)) =
+            crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
         else {
             let selftest = &IRET_SELFTEST;
-            if selftest.load(core::sync::atomic::Ordering::Relaxed) && selftest.swap(false, core::sync::atomic::Ordering::Relaxed) {
+            if selftest.load(core::sync::atomic::Ordering::Relaxed)
+                && selftest.swap(false, core::sync::atomic::Ordering::Relaxed)
+            {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
             debug_assert!(published(hv), "the lock-free paths' pointers are stale");
@@ -187,7 +191,10 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         );
         if refused_once == Some(who) {
             // The handler the fault went to cannot be returned to either.
-            sched::crash(d, format!("{what}, again for the handler of the first refusal"));
+            sched::crash(
+                d,
+                format!("{what}, again for the handler of the first refusal"),
+            );
             continue;
         }
         refused_once = Some(who);

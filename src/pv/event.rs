@@ -47,9 +47,11 @@ fn word(d: &Domain, off: usize) -> &'static AtomicU64 {
     unsafe { AtomicU64::from_ptr((si_base(d) + off as u64) as *mut u64) }
 }
 
-
 fn pending_word(d: &Domain, port: Port) -> &'static AtomicU64 {
-    word(d, offset_of!(SharedInfo, evtchn_pending) + (port as usize / 64) * 8)
+    word(
+        d,
+        offset_of!(SharedInfo, evtchn_pending) + (port as usize / 64) * 8,
+    )
 }
 
 fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
@@ -63,7 +65,6 @@ fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
     word(d, base + (port as usize / 64) * 8)
 }
 
-
 /// A field of `vcpu`'s vcpu_info (its shared_info slot, or where the guest
 /// moved it with VCPUOP_register_vcpu_info): its direct-map address.
 fn vcpu_field(d: &Domain, vcpu: usize, off: usize) -> u64 {
@@ -72,14 +73,22 @@ fn vcpu_field(d: &Domain, vcpu: usize, off: usize) -> u64 {
 
 fn upcall_pending(d: &Domain, vcpu: usize) -> &'static AtomicU8 {
     // SAFETY: a byte of a live domain's vcpu_info (see `word`).
-    unsafe { AtomicU8::from_ptr(vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending)) as *mut u8) }
+    unsafe {
+        AtomicU8::from_ptr(
+            vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending)) as *mut u8,
+        )
+    }
 }
 
 /// Set the selector bit of `port`'s word in `vcpu`'s `evtchn_pending_sel`
 /// (one bit per 64 ports, or per 32 for a 32-bit guest); was it set?
 fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
     if d.compat {
-        let at = vcpu_field(d, vcpu, offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel));
+        let at = vcpu_field(
+            d,
+            vcpu,
+            offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel),
+        );
         // SAFETY: an aligned u32 of a live domain's vcpu_info (see `word`).
         let w = unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) };
         let bit = 1u32 << (port / 32);
@@ -98,9 +107,16 @@ fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
 /// guest's own state, as on Xen).
 pub fn vcpu_event_bits(d: &Domain, vcpu: usize) -> (u8, u64) {
     let sel = if d.compat {
-        let at = vcpu_field(d, vcpu, offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel));
+        let at = vcpu_field(
+            d,
+            vcpu,
+            offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel),
+        );
         // SAFETY: an aligned u32 of a live domain's vcpu_info (see `word`).
-        u64::from(unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) }.load(Ordering::Relaxed))
+        u64::from(
+            unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) }
+                .load(Ordering::Relaxed),
+        )
     } else {
         let at = vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_pending_sel));
         // SAFETY: an aligned u64 of a live domain's vcpu_info (see `word`).
@@ -173,7 +189,10 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
         return;
     }
     // Every upcall masks events (Xen: TBF_INTERRUPT on the event callback).
-    let b = Bounce { mask_events: true, ..Bounce::to_callback("event upcall", cb) };
+    let b = Bounce {
+        mask_events: true,
+        ..Bounce::to_callback("event upcall", cb)
+    };
     traps::deliver(d, f, b);
 }
 
@@ -205,7 +224,9 @@ fn evt_err(e: EvtError) -> Ret {
 
 /// Read a struct, run `f` on it, write it back (most ops have OUT fields).
 fn inout<T: ringvisor_abi::Pod>(space: GuestSpace, arg: u64, f: impl FnOnce(&mut T) -> Ret) -> Ret {
-    let Ok(mut v) = space.read::<T>(arg) else { return err(EFAULT) };
+    let Ok(mut v) = space.read::<T>(arg) else {
+        return err(EFAULT);
+    };
     let r = f(&mut v);
     if r == 0 && space.write(arg, &v).is_err() {
         return err(EFAULT);
@@ -219,7 +240,11 @@ fn inout<T: ringvisor_abi::Pod>(space: GuestSpace, arg: u64, f: impl FnOnce(&mut
 /// (-ENOENT), the 72-byte control block must fit the page at an 8-byte
 /// aligned offset (-EINVAL), the frame must be one of the domain's that
 /// can be a writable page (-EINVAL).
-fn fifo_init_control(d: &Domain, ft: &crate::mm::frametable::FrameTable, c: ringvisor_abi::event_channel::EvtchnInitControl) -> Ret {
+fn fifo_init_control(
+    d: &Domain,
+    ft: &crate::mm::frametable::FrameTable,
+    c: ringvisor_abi::event_channel::EvtchnInitControl,
+) -> Ret {
     const CONTROL_BLOCK: u32 = 72; // ready, reserved, 16 queue heads
     if c.vcpu as usize >= d.vcpus.len() {
         return err(ENOENT);
@@ -245,7 +270,11 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
                 return e;
             }
             // As in Xen, the remote domain need not exist yet.
-            let remote = if a.remote_dom == DOMID_SELF { me } else { a.remote_dom };
+            let remote = if a.remote_dom == DOMID_SELF {
+                me
+            } else {
+                a.remote_dom
+            };
             match hv.domains[cur].ports.alloc(Channel::Unbound { remote }) {
                 Ok(p) => {
                     a.port = p;
@@ -255,17 +284,28 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             }
         }),
         EVTCHNOP_BIND_INTERDOMAIN => inout(space, arg, |b: &mut EvtchnBindInterdomain| {
-            let Some(r) = find(hv, b.remote_dom, me) else { return err(ESRCH) };
+            let Some(r) = find(hv, b.remote_dom, me) else {
+                return err(ESRCH);
+            };
             let remote = hv.domains[r].id;
             // The remote port must be waiting for us.
             if hv.domains[r].ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
                 return err(EINVAL);
             }
-            let local = match hv.domains[cur].ports.alloc(Channel::Interdomain { remote, remote_port: b.remote_port }) {
+            let local = match hv.domains[cur].ports.alloc(Channel::Interdomain {
+                remote,
+                remote_port: b.remote_port,
+            }) {
                 Ok(p) => p,
                 Err(e) => return evt_err(e),
             };
-            hv.domains[r].ports.set(b.remote_port, Channel::Interdomain { remote: me, remote_port: local });
+            hv.domains[r].ports.set(
+                b.remote_port,
+                Channel::Interdomain {
+                    remote: me,
+                    remote_port: local,
+                },
+            );
             b.local_port = local;
             // Xen raises the local port so the binder notices a pending
             // notification (evtchn_bind_interdomain).
@@ -336,7 +376,10 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
                     s.set_unbound(remote);
                     s.status = EVTCHNSTAT_UNBOUND;
                 }
-                Channel::Interdomain { remote, remote_port } => {
+                Channel::Interdomain {
+                    remote,
+                    remote_port,
+                } => {
                     s.set_interdomain(remote, remote_port);
                     s.status = EVTCHNSTAT_INTERDOMAIN;
                 }
@@ -357,10 +400,12 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // back to it). What Xen checks before it would switch ABI is
         // checked the same way, with its answers; a request that passes
         // is -ENOSYS, said so in docs/abi.md.
-        EVTCHNOP_INIT_CONTROL => match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
-            Ok(c) => fifo_init_control(&hv.domains[cur], &hv.frames, c),
-            Err(_) => err(EFAULT),
-        },
+        EVTCHNOP_INIT_CONTROL => {
+            match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
+                Ok(c) => fifo_init_control(&hv.domains[cur], &hv.frames, c),
+                Err(_) => err(EFAULT),
+            }
+        }
         // Xen: -EOPNOTSUPP until init_control succeeded, which it never does
         // here.
         EVTCHNOP_EXPAND_ARRAY => match space.read::<u64>(arg) {
@@ -392,10 +437,18 @@ fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
         pending_word(&hv.domains[cur], port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
     }
     match closed {
-        Ok(Channel::Interdomain { remote, remote_port }) => {
+        Ok(Channel::Interdomain {
+            remote,
+            remote_port,
+        }) => {
             // The other end goes back to waiting for us.
             if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
-                if r.ports.get(remote_port) == Some(Channel::Interdomain { remote: me, remote_port: port }) {
+                if r.ports.get(remote_port)
+                    == Some(Channel::Interdomain {
+                        remote: me,
+                        remote_port: port,
+                    })
+                {
                     r.ports.set(remote_port, Channel::Unbound { remote: me });
                 }
             }
@@ -409,7 +462,10 @@ fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
 // Tour 07: EVTCHNOP_send
 fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
     match hv.domains[cur].ports.get(port) {
-        Some(Channel::Interdomain { remote, remote_port }) => {
+        Some(Channel::Interdomain {
+            remote,
+            remote_port,
+        }) => {
             if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
                 set_pending(r, remote_port);
             }

@@ -31,8 +31,13 @@ pub enum Channel {
     Free,
     /// Port 0: never handed out.
     Reserved,
-    Unbound { remote: DomId },
-    Interdomain { remote: DomId, remote_port: Port },
+    Unbound {
+        remote: DomId,
+    },
+    Interdomain {
+        remote: DomId,
+        remote_port: Port,
+    },
     Virq(u32),
     Ipi,
     /// Connected to the hypervisor's console reader.
@@ -65,11 +70,18 @@ impl Default for Ports {
 
 impl Ports {
     pub fn new() -> Ports {
-        Ports { chans: alloc::vec![Channel::Reserved], notify: alloc::vec![0], virq_port: alloc::vec![[0; NR_VIRQS]; MAX_VCPUS] }
+        Ports {
+            chans: alloc::vec![Channel::Reserved],
+            notify: alloc::vec![0],
+            virq_port: alloc::vec![[0; NR_VIRQS]; MAX_VCPUS],
+        }
     }
 
     pub fn get(&self, port: Port) -> Option<Channel> {
-        self.chans.get(port as usize).copied().filter(|c| *c != Channel::Reserved)
+        self.chans
+            .get(port as usize)
+            .copied()
+            .filter(|c| *c != Channel::Reserved)
     }
 
     pub fn set(&mut self, port: Port, c: Channel) {
@@ -110,7 +122,11 @@ impl Ports {
     }
 
     pub fn virq_port(&self, virq: u32, vcpu: u32) -> Option<Port> {
-        self.virq_port.get(vcpu as usize)?.get(virq as usize).copied().filter(|&p| p != 0)
+        self.virq_port
+            .get(vcpu as usize)?
+            .get(virq as usize)
+            .copied()
+            .filter(|&p| p != 0)
     }
 
     /// The vCPU `port` notifies.
@@ -208,11 +224,19 @@ mod tests {
     fn bind_vcpu_moves_what_xen_lets_move() {
         let mut p = Ports::new();
         let ipi = p.alloc(Channel::Ipi).unwrap();
-        assert_eq!(p.set_notify(ipi, 3), Err(EvtError::Invalid), "an IPI stays with its vCPU");
+        assert_eq!(
+            p.set_notify(ipi, 3),
+            Err(EvtError::Invalid),
+            "an IPI stays with its vCPU"
+        );
         p.set_ipi_vcpu(ipi, 3);
         assert_eq!(p.notify(ipi), 3);
         let timer = p.bind_virq(0, 0).unwrap();
-        assert_eq!(p.set_notify(timer, 2), Err(EvtError::Invalid), "VIRQ_TIMER is per vCPU");
+        assert_eq!(
+            p.set_notify(timer, 2),
+            Err(EvtError::Invalid),
+            "VIRQ_TIMER is per vCPU"
+        );
         let console = p.bind_virq(2, 0).unwrap();
         assert_eq!(p.set_notify(console, 2), Ok(()), "VIRQ_CONSOLE is global");
         assert_eq!(p.virq_port(2, 2), Some(console));

@@ -118,7 +118,11 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
         // unlocked and nothing else runs, so this is the only reference to
         // it, and it ends before `with_domain` makes one to its domain.
         let v = unsafe { &mut *vp };
-        let k = if v.kernel_mode { kind(nr, f.rdi, f.rsi) } else { Kind::Iret };
+        let k = if v.kernel_mode {
+            kind(nr, f.rdi, f.rsi)
+        } else {
+            Kind::Iret
+        };
         if k == Kind::Locked {
             return false;
         }
@@ -144,7 +148,13 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     if flags & crate::trace::RECENT != 0 {
         let ids = pc.ids.load(Ordering::Relaxed);
         let what = hypercall_name(nr);
-        crate::trace::record(crate::trace::Record { what, dom: ids as u16, vcpu: (ids >> 16) as u16, a: f.rdi, b: ret as u64 });
+        crate::trace::record(crate::trace::Record {
+            what,
+            dom: ids as u16,
+            vcpu: (ids >> 16) as u16,
+            a: f.rdi,
+            b: ret as u64,
+        });
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
         traced(pc, nr, f, ret);
@@ -214,7 +224,14 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     if d.v().kernel_mode {
         let r = hypercall::iret(d, f);
         let to = if d.v().kernel_mode { "kernel" } else { "user" };
-        crate::trace!(crate::trace::TRACE_HYPERCALL, "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
+        crate::trace!(
+            crate::trace::TRACE_HYPERCALL,
+            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
     } else {
         crate::pv::traps::syscall_from_user(d, f, false);
     }
@@ -289,11 +306,12 @@ fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
     if !d.is_alive() || !nothing_pending(pc) {
         return false;
     }
-    if crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_some() {
+    if crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_some()
+    {
         return false;
     }
     f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-    // sysretq only where it is what iretq would do (see `leave`).
+                                                                  // sysretq only where it is what iretq would do (see `leave`).
     if (f.cs, f.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
         && is_canonical(f.rip)
         && f.rcx == f.rip
@@ -337,7 +355,9 @@ fn locked_way_out(f: &mut TrapFrame) {
 #[inline(always)]
 pub fn hypercall32(f: &mut TrapFrame) -> bool {
     let nr = f.rax as u32 as u64;
-    let Kind::Constant(ret) = kind(nr, f.rbx as u32 as u64, f.rcx as u32 as u64) else { return false };
+    let Kind::Constant(ret) = kind(nr, f.rbx as u32 as u64, f.rcx as u32 as u64) else {
+        return false;
+    };
     let pc = percpu::this();
     let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
     if vp.is_null() || pc.pv32 == 0 || crate::sched::HV.is_locked() {
@@ -358,7 +378,13 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
         let ids = pc.ids.load(Ordering::Relaxed);
         let what = hypercall_name(nr);
         let a = f.rbx as u32 as u64;
-        crate::trace::record(crate::trace::Record { what, dom: ids as u16, vcpu: (ids >> 16) as u16, a, b: ret as u64 });
+        crate::trace::record(crate::trace::Record {
+            what,
+            dom: ids as u16,
+            vcpu: (ids >> 16) as u16,
+            a,
+            b: ret as u64,
+        });
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
         traced(pc, nr, f, ret);
@@ -382,7 +408,9 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
 /// bit, no `selftest=iretfault` pending, no event upcall due.
 #[inline(always)]
 fn nothing_pending(pc: &PerCpu) -> bool {
-    if pc.work.load(Ordering::Relaxed) != 0 || crate::pv::entry::IRET_SELFTEST.load(Ordering::Relaxed) {
+    if pc.work.load(Ordering::Relaxed) != 0
+        || crate::pv::entry::IRET_SELFTEST.load(Ordering::Relaxed)
+    {
         return false;
     }
     // SAFETY: as in `hypercall` (no other reference to the vCPU now).
@@ -397,7 +425,8 @@ fn nothing_pending(pc: &PerCpu) -> bool {
     // alive while its guest runs). Two bytes the guest may change too, but
     // it is not running.
     let upcall = unsafe {
-        let p = (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const [u8; 2];
+        let p =
+            (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const [u8; 2];
         p.read_volatile()
     };
     // Pending and not masked: the locked way out bounces the upcall (or,
@@ -420,13 +449,13 @@ fn leave(pc: &PerCpu, f: &mut TrapFrame) -> bool {
         return false;
     }
     f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-    // sysretq loads rip from rcx and rflags from r11 (RF and VM cleared),
-    // cs/ss from STAR (the flat ring-3 selectors above, with the CPU's
-    // fixed flat attributes: the same segments the GDT's entries say).
-    // Where rcx and r11 already hold rip and rflags, it returns exactly
-    // as iretq would. rip is canonical (checked above): never sysret to a
-    // non-canonical rip (XSA-7: Intel CPUs fault in ring 0 on the guest's
-    // stack).
+                                                                  // sysretq loads rip from rcx and rflags from r11 (RF and VM cleared),
+                                                                  // cs/ss from STAR (the flat ring-3 selectors above, with the CPU's
+                                                                  // fixed flat attributes: the same segments the GDT's entries say).
+                                                                  // Where rcx and r11 already hold rip and rflags, it returns exactly
+                                                                  // as iretq would. rip is canonical (checked above): never sysret to a
+                                                                  // non-canonical rip (XSA-7: Intel CPUs fault in ring 0 on the guest's
+                                                                  // stack).
     if f.rcx == f.rip && f.r11 == f.rflags && f.rflags & 0x10000 == 0 {
         pc.sysret.store(1, Ordering::Relaxed);
     }

@@ -71,11 +71,19 @@ pub struct GrantTable {
 
 impl GrantTable {
     pub fn new() -> GrantTable {
-        GrantTable { version: 1, ..GrantTable::default() }
+        GrantTable {
+            version: 1,
+            ..GrantTable::default()
+        }
     }
 
     fn entries(&self) -> usize {
-        self.shared.len() * if self.version == 2 { V2_PER_FRAME } else { V1_PER_FRAME }
+        self.shared.len()
+            * if self.version == 2 {
+                V2_PER_FRAME
+            } else {
+                V1_PER_FRAME
+            }
     }
 
     /// Every frame the table holds (for the domain's teardown).
@@ -92,13 +100,25 @@ fn read_at<T: Pod>(mfn: u64, offset: usize) -> T {
     let mut v = T::zeroed();
     // SAFETY: a grant frame of the domain (allocated here, alive as long
     // as the domain), `offset + size_of::<T>()` within its 4 KiB.
-    unsafe { core::ptr::copy_nonoverlapping(frame_bytes(mfn).add(offset), ringvisor_abi::as_bytes_mut(&mut v).as_mut_ptr(), core::mem::size_of::<T>()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            frame_bytes(mfn).add(offset),
+            ringvisor_abi::as_bytes_mut(&mut v).as_mut_ptr(),
+            core::mem::size_of::<T>(),
+        )
+    };
     v
 }
 
 fn write_at<T: Pod>(mfn: u64, offset: usize, v: &T) {
     // SAFETY: as read_at.
-    unsafe { core::ptr::copy_nonoverlapping(ringvisor_abi::as_bytes(v).as_ptr(), frame_bytes(mfn).add(offset), core::mem::size_of::<T>()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            ringvisor_abi::as_bytes(v).as_ptr(),
+            frame_bytes(mfn).add(offset),
+            core::mem::size_of::<T>(),
+        )
+    };
 }
 
 /// A new zeroed frame for the domain's table.
@@ -130,12 +150,16 @@ fn status_frames_for(shared: usize) -> usize {
 /// Grow to `n` shared frames (and their status frames under v2).
 fn grow(d: &mut Domain, ft: &mut FrameTable, n: usize) -> bool {
     while d.gnttab.shared.len() < n {
-        let Some(f) = new_frame(d, ft, Kind::Normal) else { return false };
+        let Some(f) = new_frame(d, ft, Kind::Normal) else {
+            return false;
+        };
         d.gnttab.shared.push(f);
     }
     if d.gnttab.version == 2 {
         while d.gnttab.status.len() < status_frames_for(d.gnttab.shared.len()) {
-            let Some(f) = new_frame(d, ft, Kind::ReadOnly) else { return false };
+            let Some(f) = new_frame(d, ft, Kind::ReadOnly) else {
+                return false;
+            };
             d.gnttab.status.push(f);
         }
     }
@@ -170,7 +194,10 @@ fn update_status(gt: &GrantTable, gref: u32) {
     let bits = if reading { GTF_READING } else { 0 } | if writing { GTF_WRITING } else { 0 };
     let gref = gref as usize;
     let (mfn, off) = if gt.version == 2 {
-        (gt.status[gref / STATUS_PER_FRAME], (gref % STATUS_PER_FRAME) * 2)
+        (
+            gt.status[gref / STATUS_PER_FRAME],
+            (gref % STATUS_PER_FRAME) * 2,
+        )
     } else {
         (gt.shared[gref / V1_PER_FRAME], (gref % V1_PER_FRAME) * 8)
     };
@@ -180,7 +207,9 @@ fn update_status(gt: &GrantTable, gref: u32) {
 
 /// Take the references one mapping of `mfn` takes (as an L1 entry does).
 fn take(ft: &mut FrameTable, mfn: u64, rw: bool) -> bool {
-    let Some(f) = ft.get_mut(mfn) else { return false };
+    let Some(f) = ft.get_mut(mfn) else {
+        return false;
+    };
     match (f.mapped.checked_add(1), f.writable.checked_add(rw as u32)) {
         (Some(m), Some(w)) => {
             (f.mapped, f.writable) = (m, w);
@@ -200,7 +229,14 @@ fn drop_ref(ft: &mut FrameTable, mfn: u64, rw: bool) {
 }
 
 /// `HYPERVISOR_grant_table_op(cmd, arg, count)`.
-pub fn op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64, count: u64) -> Ret {
+pub fn op(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    cmd: u64,
+    arg: u64,
+    count: u64,
+) -> Ret {
     let count = count as u32 as u64;
     let one = |c: u64| if c == 1 { Ok(()) } else { Err(err(EINVAL)) };
     match cmd as u32 {
@@ -208,7 +244,9 @@ pub fn op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg:
         GNTTABOP_QUERY_SIZE => one(count).map_or_else(|e| e, |()| query_size(d, space, arg)),
         GNTTABOP_SET_VERSION => one(count).map_or_else(|e| e, |()| set_version(d, ft, space, arg)),
         GNTTABOP_GET_VERSION => one(count).map_or_else(|e| e, |()| get_version(d, space, arg)),
-        GNTTABOP_GET_STATUS_FRAMES => one(count).map_or_else(|e| e, |()| get_status_frames(d, space, arg)),
+        GNTTABOP_GET_STATUS_FRAMES => {
+            one(count).map_or_else(|e| e, |()| get_status_frames(d, space, arg))
+        }
         GNTTABOP_MAP_GRANT_REF | GNTTABOP_UNMAP_GRANT_REF | GNTTABOP_UNMAP_AND_REPLACE => {
             if count > MAX_COUNT {
                 return err(EINVAL);
@@ -218,7 +256,9 @@ pub fn op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg:
                 _ => 24,
             };
             for i in 0..count {
-                let Some(at) = arg.checked_add(i * size) else { return err(EFAULT) };
+                let Some(at) = arg.checked_add(i * size) else {
+                    return err(EFAULT);
+                };
                 let r = match cmd as u32 {
                     GNTTABOP_MAP_GRANT_REF => map_one(d, ft, space, at),
                     GNTTABOP_UNMAP_GRANT_REF => unmap_one(d, ft, space, at),
@@ -237,10 +277,14 @@ pub fn op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg:
 fn setup_table(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
     // The two widths differ in the handle and the frame number's size.
     let (dom, nr, list, wide) = if d.compat {
-        let Ok(s) = space.read::<GnttabSetupTable32>(arg) else { return err(EFAULT) };
+        let Ok(s) = space.read::<GnttabSetupTable32>(arg) else {
+            return err(EFAULT);
+        };
         (s.dom, s.nr_frames, s.frame_list as u64, false)
     } else {
-        let Ok(s) = space.read::<GnttabSetupTable>(arg) else { return err(EFAULT) };
+        let Ok(s) = space.read::<GnttabSetupTable>(arg) else {
+            return err(EFAULT);
+        };
         (s.dom, s.nr_frames, s.frame_list, true)
     };
     let status = if !own(d, dom) {
@@ -252,9 +296,11 @@ fn setup_table(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64)
         for i in 0..nr as usize {
             let mfn = d.gnttab.shared[i];
             let w = if wide {
-                list.checked_add(i as u64 * 8).map(|at| space.write(at, &mfn))
+                list.checked_add(i as u64 * 8)
+                    .map(|at| space.write(at, &mfn))
             } else {
-                list.checked_add(i as u64 * 4).map(|at| space.write(at, &(mfn as u32)))
+                list.checked_add(i as u64 * 4)
+                    .map(|at| space.write(at, &(mfn as u32)))
             };
             if !matches!(w, Some(Ok(()))) {
                 st = GNTST_BAD_VIRT_ADDR;
@@ -269,7 +315,9 @@ fn setup_table(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64)
 }
 
 fn query_size(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(mut q) = space.read::<GnttabQuerySize>(arg) else { return err(EFAULT) };
+    let Ok(mut q) = space.read::<GnttabQuerySize>(arg) else {
+        return err(EFAULT);
+    };
     if own(d, q.dom) {
         q.nr_frames = d.gnttab.shared.len().max(1) as u32;
         q.max_nr_frames = MAX_FRAMES as u32;
@@ -281,7 +329,9 @@ fn query_size(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
 }
 
 fn get_version(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(mut g) = space.read::<GnttabGetVersion>(arg) else { return err(EFAULT) };
+    let Ok(mut g) = space.read::<GnttabGetVersion>(arg) else {
+        return err(EFAULT);
+    };
     if !own(d, g.dom) {
         return err(EPERM);
     }
@@ -294,7 +344,9 @@ fn get_version(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
 /// maps a status frame (-EBUSY: XSA-255). The reserved entries are kept;
 /// the rest of the table is cleared.
 fn set_version(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(mut v) = space.read::<GnttabSetVersion>(arg) else { return err(EFAULT) };
+    let Ok(mut v) = space.read::<GnttabSetVersion>(arg) else {
+        return err(EFAULT);
+    };
     let rc = set_version_to(d, ft, v.version);
     v.version = d.gnttab.version as u32;
     if space.write(arg, &v).is_err() {
@@ -310,7 +362,12 @@ fn set_version_to(d: &mut Domain, ft: &mut FrameTable, version: u32) -> Ret {
     if d.gnttab.version as u32 == version {
         return 0;
     }
-    if d.gnttab.maps.iter().flatten().any(|m| m.gref as usize >= RESERVED_ENTRIES) {
+    if d.gnttab
+        .maps
+        .iter()
+        .flatten()
+        .any(|m| m.gref as usize >= RESERVED_ENTRIES)
+    {
         return err(EBUSY);
     }
     if !grow(d, ft, 1) {
@@ -325,13 +382,25 @@ fn set_version_to(d: &mut Domain, ft: &mut FrameTable, version: u32) -> Ret {
             return err(ERANGE);
         }
         if flags & GTF_TYPE_MASK == GTF_PERMIT_ACCESS {
-            let status: u16 = if old == 2 { read_at(d.gnttab.status[0], i * 2) } else { 0 };
-            *k = GrantEntryV1 { flags: flags | status, domid, frame: frame as u32 };
+            let status: u16 = if old == 2 {
+                read_at(d.gnttab.status[0], i * 2)
+            } else {
+                0
+            };
+            *k = GrantEntryV1 {
+                flags: flags | status,
+                domid,
+                frame: frame as u32,
+            };
         }
     }
     if version == 1 {
         // The status frames go back to the pool: not while mapped.
-        if d.gnttab.status.iter().any(|&s| ft.get(s).is_some_and(|f| f.mapped != 0)) {
+        if d.gnttab
+            .status
+            .iter()
+            .any(|&s| ft.get(s).is_some_and(|f| f.mapped != 0))
+        {
             return err(EBUSY);
         }
         for s in core::mem::take(&mut d.gnttab.status) {
@@ -351,9 +420,18 @@ fn set_version_to(d: &mut Domain, ft: &mut FrameTable, version: u32) -> Ret {
     let gt = &d.gnttab;
     for (i, k) in keep.iter().enumerate() {
         if gt.version == 2 {
-            let e = GrantEntryV2 { flags: k.flags & !(GTF_READING | GTF_WRITING), domid: k.domid, _pad0: 0, frame: k.frame as u64 };
+            let e = GrantEntryV2 {
+                flags: k.flags & !(GTF_READING | GTF_WRITING),
+                domid: k.domid,
+                _pad0: 0,
+                frame: k.frame as u64,
+            };
             write_at(gt.shared[0], i * 16, &e);
-            write_at(gt.status[0], i * 2, &(k.flags & (GTF_READING | GTF_WRITING)));
+            write_at(
+                gt.status[0],
+                i * 2,
+                &(k.flags & (GTF_READING | GTF_WRITING)),
+            );
         } else {
             write_at(gt.shared[0], i * 8, k);
         }
@@ -363,10 +441,14 @@ fn set_version_to(d: &mut Domain, ft: &mut FrameTable, version: u32) -> Ret {
 
 fn get_status_frames(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
     let (nr, dom, list, status_at) = if d.compat {
-        let Ok(g) = space.read::<GnttabGetStatusFrames32>(arg) else { return err(EFAULT) };
+        let Ok(g) = space.read::<GnttabGetStatusFrames32>(arg) else {
+            return err(EFAULT);
+        };
         (g.nr_frames, g.dom, g.frame_list as u64, 6)
     } else {
-        let Ok(g) = space.read::<GnttabGetStatusFrames>(arg) else { return err(EFAULT) };
+        let Ok(g) = space.read::<GnttabGetStatusFrames>(arg) else {
+            return err(EFAULT);
+        };
         (g.nr_frames, g.dom, g.frame_list, 6)
     };
     let status = if !own(d, dom) {
@@ -377,20 +459,26 @@ fn get_status_frames(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
         let mut st = GNTST_OKAY;
         for i in 0..nr as usize {
             // uint64_t frame numbers in both widths.
-            let w = list.checked_add(i as u64 * 8).map(|at| space.write(at, &d.gnttab.status[i]));
+            let w = list
+                .checked_add(i as u64 * 8)
+                .map(|at| space.write(at, &d.gnttab.status[i]));
             if !matches!(w, Some(Ok(()))) {
                 st = GNTST_BAD_VIRT_ADDR;
             }
         }
         st
     };
-    space.write(arg + status_at, &status).map_or(err(EFAULT), |()| 0)
+    space
+        .write(arg + status_at, &status)
+        .map_or(err(EFAULT), |()| 0)
 }
 
 /// One `gnttab_map_grant_ref`: the status goes into the struct, the
 /// return value is 0 unless the struct itself cannot be read or written.
 fn map_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> Ret {
-    let Ok(mut m) = space.read::<GnttabMapGrantRef>(at) else { return err(EFAULT) };
+    let Ok(mut m) = space.read::<GnttabMapGrantRef>(at) else {
+        return err(EFAULT);
+    };
     match map(d, ft, &m) {
         Ok((handle, dev)) => {
             m.status = GNTST_OKAY;
@@ -414,7 +502,11 @@ fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u3
     if m.dom != d.id {
         // Xen looks the domain up by id (DOMID_SELF is not one): a domain
         // that does not exist is bad; another one is not offered here.
-        return Err(if m.dom == ringvisor_abi::xen::DOMID_SELF { GNTST_BAD_DOMAIN } else { GNTST_PERMISSION_DENIED });
+        return Err(if m.dom == ringvisor_abi::xen::DOMID_SELF {
+            GNTST_BAD_DOMAIN
+        } else {
+            GNTST_PERMISSION_DENIED
+        });
     }
     let gref = m.ref_ as usize;
     if gref >= d.gnttab.entries() {
@@ -422,7 +514,11 @@ fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u3
     }
     let (flags, domid, frame) = entry_flags(&d.gnttab, gref);
     let ro_entry = flags & GTF_READONLY != 0;
-    if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || flags & GTF_SUB_PAGE != 0 || domid != d.id || (ro_entry && !readonly) {
+    if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS
+        || flags & GTF_SUB_PAGE != 0
+        || domid != d.id
+        || (ro_entry && !readonly)
+    {
         return Err(GNTST_GENERAL_ERROR);
     }
     // For a PV guest the frame number in the entry is the machine frame;
@@ -430,18 +526,27 @@ fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u3
     // cannot be mapped writable.
     let rw = !readonly;
     let ok_frame = ft.get(frame).is_some_and(|f| {
-        f.owner == d.id && (matches!(f.kind, Kind::Normal | Kind::SharedInfo) || (!rw && f.kind != Kind::ReadOnly))
+        f.owner == d.id
+            && (matches!(f.kind, Kind::Normal | Kind::SharedInfo)
+                || (!rw && f.kind != Kind::ReadOnly))
     });
     if !ok_frame {
         return Err(GNTST_GENERAL_ERROR);
     }
-    let slot = d.gnttab.maps.iter().position(Option::is_none).unwrap_or(d.gnttab.maps.len());
+    let slot = d
+        .gnttab
+        .maps
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or(d.gnttab.maps.len());
     if slot >= MAX_MAPS {
         return Err(GNTST_NO_DEVICE_SPACE);
     }
     if host {
         let contains_pte = m.flags & GNTMAP_CONTAINS_PTE != 0;
-        let Some(at) = mm::grant_slot(d, ft, m.host_addr, contains_pte) else { return Err(GNTST_GENERAL_ERROR) };
+        let Some(at) = mm::grant_slot(d, ft, m.host_addr, contains_pte) else {
+            return Err(GNTST_GENERAL_ERROR);
+        };
         let user = !d.compat || m.flags & GNTMAP_APPLICATION_MAP != 0;
         // GNTMAP_guest_avail bits (XENFEAT_gnttab_map_avail_bits) go to
         // the PTE's available bits 9-11, as Xen's grant_to_pte_flags.
@@ -457,7 +562,8 @@ fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u3
     if device && !take(ft, frame, rw) {
         if host {
             // Undo the host mapping just made.
-            if let Some(at) = mm::grant_slot(d, ft, m.host_addr, m.flags & GNTMAP_CONTAINS_PTE != 0) {
+            if let Some(at) = mm::grant_slot(d, ft, m.host_addr, m.flags & GNTMAP_CONTAINS_PTE != 0)
+            {
                 mm::grant_clear(at);
             }
             drop_ref(ft, frame, rw);
@@ -465,7 +571,14 @@ fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u3
         return Err(GNTST_GENERAL_ERROR);
     }
     let by_pte = m.flags & GNTMAP_CONTAINS_PTE != 0;
-    let map = Map { gref: gref as u32, mfn: frame, readonly, host, by_pte, device };
+    let map = Map {
+        gref: gref as u32,
+        mfn: frame,
+        readonly,
+        host,
+        by_pte,
+        device,
+    };
     if slot == d.gnttab.maps.len() {
         d.gnttab.maps.push(Some(map));
     } else {
@@ -482,8 +595,17 @@ fn live(d: &Domain, handle: u32) -> Option<Map> {
 
 /// Remove the grant PTE at `addr` if it maps `m`'s frame with its rights
 /// (Xen's replace_grant_host_mapping checks); `new` is what goes there.
-fn host_unmap(d: &Domain, ft: &mut FrameTable, m: &Map, addr: u64, contains_pte: bool, new: u64) -> Result<(), i16> {
-    let Some(at) = mm::grant_slot(d, ft, addr, contains_pte) else { return Err(GNTST_GENERAL_ERROR) };
+fn host_unmap(
+    d: &Domain,
+    ft: &mut FrameTable,
+    m: &Map,
+    addr: u64,
+    contains_pte: bool,
+    new: u64,
+) -> Result<(), i16> {
+    let Some(at) = mm::grant_slot(d, ft, addr, contains_pte) else {
+        return Err(GNTST_GENERAL_ERROR);
+    };
     let cur = mm::slot_read(at);
     if !mm::is_grant_pte(cur, m.mfn, !m.readonly) {
         return Err(GNTST_GENERAL_ERROR);
@@ -495,7 +617,9 @@ fn host_unmap(d: &Domain, ft: &mut FrameTable, m: &Map, addr: u64, contains_pte:
 /// Drop the host or device part of map `handle`; the map ends when
 /// neither is left.
 fn release(d: &mut Domain, ft: &mut FrameTable, handle: u32, host: bool, device: bool) {
-    let Some(Some(m)) = d.gnttab.maps.get_mut(handle as usize) else { return };
+    let Some(Some(m)) = d.gnttab.maps.get_mut(handle as usize) else {
+        return;
+    };
     let rw = !m.readonly;
     if host && m.host {
         m.host = false;
@@ -513,7 +637,9 @@ fn release(d: &mut Domain, ft: &mut FrameTable, handle: u32, host: bool, device:
 }
 
 fn unmap_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> Ret {
-    let Ok(mut u) = space.read::<GnttabUnmapGrantRef>(at) else { return err(EFAULT) };
+    let Ok(mut u) = space.read::<GnttabUnmapGrantRef>(at) else {
+        return err(EFAULT);
+    };
     u.status = match live(d, u.handle) {
         None => GNTST_BAD_HANDLE,
         Some(m) if u.dev_bus_addr != 0 && u.dev_bus_addr != m.mfn << 12 => GNTST_BAD_DEV_ADDR,
@@ -543,7 +669,9 @@ fn unmap_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) ->
 /// checked is that `host_addr` still holds this map's grant PTE with its
 /// rights (XSA-234).
 fn replace_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> Ret {
-    let Ok(mut r) = space.read::<GnttabUnmapAndReplace>(at) else { return err(EFAULT) };
+    let Ok(mut r) = space.read::<GnttabUnmapAndReplace>(at) else {
+        return err(EFAULT);
+    };
     r.status = match live(d, r.handle) {
         None => GNTST_BAD_HANDLE,
         Some(m) if !m.host || (m.by_pte && r.new_addr != 0) => GNTST_GENERAL_ERROR,
@@ -551,7 +679,9 @@ fn replace_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) 
             let moved = if r.new_addr == 0 {
                 Ok(0)
             } else {
-                mm::grant_slot(d, ft, r.new_addr, false).map(mm::slot_read).ok_or(GNTST_GENERAL_ERROR)
+                mm::grant_slot(d, ft, r.new_addr, false)
+                    .map(mm::slot_read)
+                    .ok_or(GNTST_GENERAL_ERROR)
             };
             match moved {
                 Err(e) => e,

@@ -43,7 +43,8 @@ pub fn is_canonical(va: u64) -> bool {
 
 /// Inside the range the ABI reserves for the hypervisor?
 pub fn in_hypervisor_range(va: u64) -> bool {
-    (ringvisor_abi::x86_64::HYPERVISOR_VIRT_START..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&va)
+    (ringvisor_abi::x86_64::HYPERVISOR_VIRT_START..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END)
+        .contains(&va)
 }
 
 fn entry(table_mfn: u64, index: u64) -> u64 {
@@ -61,25 +62,45 @@ fn entry(table_mfn: u64, index: u64) -> u64 {
 pub fn translate_as(l4_mfn: u64, va: u64, write: bool, user: bool) -> Result<u64, Fault> {
     let wbit = if write { 2 } else { 0 };
     if !is_canonical(va) || in_hypervisor_range(va) {
-        return Err(Fault { va, level: 0, error_code: wbit | 4 });
+        return Err(Fault {
+            va,
+            level: 0,
+            error_code: wbit | 4,
+        });
     }
     let mut mfn = l4_mfn;
     for level in (1..=4u8).rev() {
         let e = entry(mfn, (va >> (12 + 9 * (level as u64 - 1))) & 511);
         if e & PTE_P == 0 {
-            return Err(Fault { va, level, error_code: wbit | 4 });
+            return Err(Fault {
+                va,
+                level,
+                error_code: wbit | 4,
+            });
         }
         if (user && e & PTE_US == 0) || (write && e & PTE_RW == 0) {
-            return Err(Fault { va, level, error_code: 1 | wbit | 4 });
+            return Err(Fault {
+                va,
+                level,
+                error_code: 1 | wbit | 4,
+            });
         }
         // Guests never get superpages (mm.rs refuses PS above L1).
         if level > 1 && e & PTE_PS != 0 {
-            return Err(Fault { va, level, error_code: 1 | wbit | 4 | 8 });
+            return Err(Fault {
+                va,
+                level,
+                error_code: 1 | wbit | 4 | 8,
+            });
         }
         mfn = (e & PTE_ADDR) >> 12;
     }
     if !crate::mm::paging::is_ram(mfn << 12) {
-        return Err(Fault { va, level: 1, error_code: 1 | wbit | 4 });
+        return Err(Fault {
+            va,
+            level: 1,
+            error_code: 1 | wbit | 4,
+        });
     }
     Ok(mfn << 12 | (va & 0xfff))
 }
@@ -105,13 +126,23 @@ impl GuestSpace {
     pub fn read_bytes(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
         // SAFETY: as in write_bytes; `out` is the hypervisor's own buffer.
         if self.by_cpu(va, out.len())
-            && unsafe { crate::arch::x86_64::idt::copy_through_cr3(out.as_mut_ptr() as u64, va, out.len() as u64) }
+            && unsafe {
+                crate::arch::x86_64::idt::copy_through_cr3(
+                    out.as_mut_ptr() as u64,
+                    va,
+                    out.len() as u64,
+                )
+            }
         {
             return Ok(());
         }
         let mut done = 0;
         while done < out.len() {
-            let at = va.checked_add(done as u64).ok_or(Fault { va, level: 0, error_code: 4 })?;
+            let at = va.checked_add(done as u64).ok_or(Fault {
+                va,
+                level: 0,
+                error_code: 4,
+            })?;
             let pa = translate_as(self.l4_mfn, at, false, self.user)?;
             let n = (4096 - (at & 0xfff) as usize).min(out.len() - done);
             // SAFETY: `pa..pa+n` lies in one guest-owned RAM frame (the walk
@@ -157,7 +188,13 @@ impl GuestSpace {
         // SAFETY: `by_cpu`: one page of the guest's own half under its own
         // CR3; a refused access writes nothing (one page) and falls back.
         if self.by_cpu(va, data.len())
-            && unsafe { crate::arch::x86_64::idt::copy_through_cr3(va, data.as_ptr() as u64, data.len() as u64) }
+            && unsafe {
+                crate::arch::x86_64::idt::copy_through_cr3(
+                    va,
+                    data.as_ptr() as u64,
+                    data.len() as u64,
+                )
+            }
         {
             return Ok(());
         }
@@ -168,7 +205,11 @@ impl GuestSpace {
             return Ok(());
         }
         // The last byte, not the end: a buffer may end exactly at 2^64.
-        let last = va.checked_add(data.len() as u64 - 1).ok_or(Fault { va, level: 0, error_code: 6 })?;
+        let last = va.checked_add(data.len() as u64 - 1).ok_or(Fault {
+            va,
+            level: 0,
+            error_code: 6,
+        })?;
         // Count pages, not addresses: the last page of the address space
         // (0xffff_ffff_ffff_f000) has no page after it to compare with.
         let pages = (last >> 12) - (va >> 12) + 1;

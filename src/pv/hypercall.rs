@@ -55,7 +55,14 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         let d = &mut hv.domains[cur];
         let r = iret(d, f);
         let to = if d.v().kernel_mode { "kernel" } else { "user" };
-        crate::trace!(TRACE_HYPERCALL, "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})", d.id, d.cur, f.rip, f.cs);
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
         return;
     }
     if nr == HYPERVISOR_MULTICALL as u64 {
@@ -80,15 +87,19 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op(hv, space, a[0]),
         HYPERVISOR_MCA => crate::pv::platform::mca(hv, space, a[0]),
-        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => map_pirq(hv, space, a[1]),
-        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
-            // The old form: { cmd, union } in one buffer.
-            Ok(op) => match a[0].checked_add(8) {
-                Some(arg) => event::op(hv, space, op.cmd as u64, arg),
-                None => err(EFAULT),
-            },
-            Err(_) => err(EFAULT),
-        },
+        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
+            map_pirq(hv, space, a[1])
+        }
+        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
+            match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
+                // The old form: { cmd, union } in one buffer.
+                Ok(op) => match a[0].checked_add(8) {
+                    Some(arg) => event::op(hv, space, op.cmd as u64, arg),
+                    None => err(EFAULT),
+                },
+                Err(_) => err(EFAULT),
+            }
+        }
         _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
     };
     log_call(&hv.domains[cur], nr, a, ret, "");
@@ -99,7 +110,13 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
 /// and, when tracing hypercalls, to the console; `tail` tells the 32-bit
 /// ABI's apart.
 pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
-    crate::trace::record(crate::trace::Record { what: hypercall_name(nr), dom: d.id, vcpu: d.cur as u16, a: a[0], b: ret as u64 });
+    crate::trace::record(crate::trace::Record {
+        what: hypercall_name(nr),
+        dom: d.id,
+        vcpu: d.cur as u16,
+        a: a[0],
+        b: ret as u64,
+    });
     crate::trace!(
         TRACE_HYPERCALL,
         "d{}v{} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}{tail}",
@@ -115,7 +132,13 @@ pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
 }
 
 /// The calls that concern only the calling domain.
-fn dispatch_local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
+fn dispatch_local(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    nr: u64,
+    a: [u64; 5],
+) -> Ret {
     match nr as u32 {
         HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
@@ -155,10 +178,16 @@ pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
     let me = &hv.domains[hv.current];
     let mut b = [0u8; 40];
-    if space.read_bytes(arg, &mut b[..if me.compat { 36 } else { 40 }]).is_err() {
+    if space
+        .read_bytes(arg, &mut b[..if me.compat { 36 } else { 40 }])
+        .is_err()
+    {
         return err(EFAULT);
     }
-    let (domid, type_) = (u16::from_le_bytes([b[0], b[1]]), u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+    let (domid, type_) = (
+        u16::from_le_bytes([b[0], b[1]]),
+        u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+    );
     if domid != DOMID_SELF && !hv.domains.iter().any(|d| d.id == domid && d.is_alive()) {
         return err(ESRCH);
     }
@@ -218,11 +247,20 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
         return err(e);
     }
     let table = &mut v.trap_table;
-    let installed = trap_list(&space, list, |t: &TrapInfo| t.address == 0, |t| {
-        check(t)?;
-        table[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
-        Ok(())
-    });
+    let installed = trap_list(
+        &space,
+        list,
+        |t: &TrapInfo| t.address == 0,
+        |t| {
+            check(t)?;
+            table[t.vector as usize] = TrapEntry {
+                flags: t.flags,
+                cs: t.cs | 3,
+                address: t.address,
+            };
+            Ok(())
+        },
+    );
     installed.map_or_else(err, |()| 0)
 }
 
@@ -273,15 +311,21 @@ fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
 }
 
 pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
-    (address == 0 || guest_code_address(address))
-        .then_some(Callback { address, cs: 0, mask_events: flags & CALLBACKF_MASK_EVENTS != 0 })
+    (address == 0 || guest_code_address(address)).then_some(Callback {
+        address,
+        cs: 0,
+        mask_events: flags & CALLBACKF_MASK_EVENTS != 0,
+    })
 }
 
 /// 64-bit `set_callbacks(event, failsafe, syscall)`: events masked on
 /// failsafe entry, as Xen does.
 fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret {
-    let (Some(e), Some(fs), Some(sc)) = (callback(event, 0), callback(failsafe, CALLBACKF_MASK_EVENTS), callback(syscall, 0))
-    else {
+    let (Some(e), Some(fs), Some(sc)) = (
+        callback(event, 0),
+        callback(failsafe, CALLBACKF_MASK_EVENTS),
+        callback(syscall, 0),
+    ) else {
         return err(EINVAL);
     };
     let v = d.v_mut();
@@ -293,7 +337,10 @@ fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret
 
 /// The vCPU's slot for a `CALLBACKTYPE_*`, if the type is one a 64-bit
 /// guest has.
-pub(crate) fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Option<&mut Callback> {
+pub(crate) fn callback_slot(
+    v: &mut crate::domain::vcpu::Vcpu,
+    type_: u16,
+) -> Option<&mut Callback> {
     Some(match type_ {
         CALLBACKTYPE_EVENT => &mut v.event,
         CALLBACKTYPE_FAILSAFE => &mut v.failsafe,
@@ -311,14 +358,22 @@ pub(crate) fn callback_slot(v: &mut crate::domain::vcpu::Vcpu, type_: u16) -> Op
 fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     match cmd as u32 {
         CALLBACKOP_REGISTER => {
-            let Ok(r) = space.read::<CallbackRegister>(arg) else { return err(EFAULT) };
-            let Some(slot) = callback_slot(d.v_mut(), r.type_) else { return err(ENOSYS) };
-            let Some(cb) = callback(r.address, r.flags) else { return err(EINVAL) };
+            let Ok(r) = space.read::<CallbackRegister>(arg) else {
+                return err(EFAULT);
+            };
+            let Some(slot) = callback_slot(d.v_mut(), r.type_) else {
+                return err(ENOSYS);
+            };
+            let Some(cb) = callback(r.address, r.flags) else {
+                return err(EINVAL);
+            };
             *slot = cb;
             0
         }
         CALLBACKOP_UNREGISTER => {
-            let Ok(u) = space.read::<CallbackUnregister>(arg) else { return err(EFAULT) };
+            let Ok(u) = space.read::<CallbackUnregister>(arg) else {
+                return err(EFAULT);
+            };
             match u.type_ {
                 CALLBACKTYPE_NMI => {
                     d.v_mut().nmi = Callback::default();
@@ -366,7 +421,10 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let to_user = c.cs & 3 == 3;
     if to_user && d.v().kernel_mode {
         if d.v().guest_table_user == 0 {
-            sched::crash(d, "iret to user mode without user page tables (new_user_baseptr)".into());
+            sched::crash(
+                d,
+                "iret to user mode without user page tables (new_user_baseptr)".into(),
+            );
             return err(EINVAL);
         }
         traps::toggle_guest_mode(d.v_mut());
@@ -421,7 +479,9 @@ fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
             // Null, flat data, or a data segment of its own GDT; the base
             // comes from the descriptor.
             let sel = value as u16 | if value as u16 & !3 == 0 { 0 } else { 3 };
-            let Some(base) = descriptor::data_selector_base(v, sel) else { return err(EINVAL) };
+            let Some(base) = descriptor::data_selector_base(v, sel) else {
+                return err(EINVAL);
+            };
             sched::save_guest_gs(v);
             v.gs_sel_user = sel;
             v.gs_base_user = base;
@@ -482,14 +542,18 @@ pub(crate) fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64)
             0
         }
         XENVER_PLATFORM_PARAMETERS => {
-            let p = XenPlatformParameters { virt_start: HYPERVISOR_VIRT_START };
+            let p = XenPlatformParameters {
+                virt_start: HYPERVISOR_VIRT_START,
+            };
             if space.write(arg, &p).is_err() {
                 return err(EFAULT);
             }
             0
         }
         XENVER_GET_FEATURES => {
-            let Ok(mut fi) = space.read::<XenFeatureInfo>(arg) else { return err(EFAULT) };
+            let Ok(mut fi) = space.read::<XenFeatureInfo>(arg) else {
+                return err(EFAULT);
+            };
             fi.submap = match fi.submap_idx {
                 // Xen 4.17's set for a PV domain (common/kernel.c); the
                 // grant map's avail bits are honoured (pv::grant), and
@@ -542,7 +606,10 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
             let mut done = 0u64;
             while done < count {
                 let n = (count - done).min(chunk.len() as u64) as usize;
-                if space.read_bytes(buf.wrapping_add(done), &mut chunk[..n]).is_err() {
+                if space
+                    .read_bytes(buf.wrapping_add(done), &mut chunk[..n])
+                    .is_err()
+                {
                     return err(EFAULT);
                 }
                 for &b in &chunk[..n] {
@@ -581,14 +648,19 @@ pub fn console_refill(d: &mut Domain) {
         return;
     }
     let now = crate::arch::x86_64::time::now_ns();
-    let earned = (now.saturating_sub(d.console_refilled) as u128 * CONSOLE_RATE as u128 / 1_000_000_000) as u64;
+    let earned = (now.saturating_sub(d.console_refilled) as u128 * CONSOLE_RATE as u128
+        / 1_000_000_000) as u64;
     if earned == 0 {
         return;
     }
     d.console_refilled = now;
     d.console_budget = d.console_budget.saturating_add(earned).min(CONSOLE_BURST);
     if d.console_dropped != 0 {
-        crate::warn!("d{}: {} bytes of console output dropped (rate limit)", d.id, d.console_dropped);
+        crate::warn!(
+            "d{}: {} bytes of console output dropped (rate limit)",
+            d.id,
+            d.console_dropped
+        );
         d.console_dropped = 0;
     }
 }
@@ -608,7 +680,9 @@ pub fn console_byte(d: &mut Domain, b: u8) {
         // The domain with the serial input is a terminal's (a shell): its
         // line editing (carriage return, backspace, escape sequences, bell,
         // tab) reaches the terminal.
-        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console_in::has_input(d.id) => d.console_line.push(b as char),
+        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console_in::has_input(d.id) => {
+            d.console_line.push(b as char)
+        }
         b'\r' => {}
         // Keep control characters off the hypervisor's console.
         _ => d.console_line.push('?'),
@@ -651,7 +725,8 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
 /// that one, a timeout of 0 frees it. When one fires the domain is shut
 /// down with SHUTDOWN_watchdog.
 fn watchdog(d: &mut Domain, id: u32, timeout_s: u32) -> Ret {
-    let deadline = crate::arch::x86_64::time::now_ns().saturating_add(timeout_s as u64 * 1_000_000_000);
+    let deadline =
+        crate::arch::x86_64::time::now_ns().saturating_add(timeout_s as u64 * 1_000_000_000);
     let n = d.watchdogs.len() as u32;
     if id > n {
         return err(EINVAL);
@@ -726,7 +801,13 @@ pub(crate) fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
 /// ordinary memory, and the 64 bytes must fit in it. The current contents
 /// are copied over. The hypervisor keeps a reference, so the page cannot
 /// be given back while the domain lives.
-fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, offset: u64) -> Ret {
+fn register_vcpu_info(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    vi: usize,
+    mfn: u64,
+    offset: u64,
+) -> Ret {
     let size = core::mem::size_of::<VcpuInfo>() as u64;
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
@@ -740,7 +821,9 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
         // given back.
         Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
             // At their limit, refused (never wrapped: see pv::mm).
-            let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else { return err(EINVAL) };
+            let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else {
+                return err(EINVAL);
+            };
             (f.mapped, f.writable) = (m, w);
         }
         _ => return err(EINVAL),
@@ -750,7 +833,13 @@ fn register_vcpu_info(d: &mut Domain, ft: &mut FrameTable, vi: usize, mfn: u64, 
     // SAFETY: both are 64-byte areas of frames the domain owns, in the
     // direct map; they cannot overlap (different frames, or the old one
     // is in shared_info which is not Normal).
-    unsafe { core::ptr::copy_nonoverlapping(old as *const u8, crate::mm::paging::phys_to_virt(new) as *mut u8, size as usize) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            old as *const u8,
+            crate::mm::paging::phys_to_virt(new) as *mut u8,
+            size as usize,
+        )
+    };
     d.vcpus[vi].vcpu_info_maddr = Some(new);
     0
 }
@@ -772,16 +861,36 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     }
     let cbs = [
         callback(c.event_callback_eip, 0),
-        callback(c.failsafe_callback_eip, if c.flags & VGCF_FAILSAFE_DISABLES_EVENTS != 0 { CALLBACKF_MASK_EVENTS } else { 0 }),
-        callback(c.syscall_callback_eip, if c.flags & VGCF_SYSCALL_DISABLES_EVENTS != 0 { CALLBACKF_MASK_EVENTS } else { 0 }),
+        callback(
+            c.failsafe_callback_eip,
+            if c.flags & VGCF_FAILSAFE_DISABLES_EVENTS != 0 {
+                CALLBACKF_MASK_EVENTS
+            } else {
+                0
+            },
+        ),
+        callback(
+            c.syscall_callback_eip,
+            if c.flags & VGCF_SYSCALL_DISABLES_EVENTS != 0 {
+                CALLBACKF_MASK_EVENTS
+            } else {
+                0
+            },
+        ),
     ];
-    let [Some(event), Some(failsafe), Some(syscall)] = cbs else { return err(EINVAL) };
+    let [Some(event), Some(failsafe), Some(syscall)] = cbs else {
+        return err(EINVAL);
+    };
     let mut traps = [TrapEntry::default(); 256];
     for t in c.trap_ctxt.iter().filter(|t| t.address != 0) {
         if !guest_code_address(t.address) {
             return err(EINVAL);
         }
-        traps[t.vector as usize] = TrapEntry { flags: t.flags, cs: t.cs | 3, address: t.address };
+        traps[t.vector as usize] = TrapEntry {
+            flags: t.flags,
+            cs: t.cs | 3,
+            address: t.address,
+        };
     }
     if c.gdt_ents > 0 {
         let frames = &c.gdt_frames[..(c.gdt_ents.div_ceil(512) as usize).min(16)];
@@ -803,10 +912,27 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
     v.guest_table_user = user;
     v.kernel_mode = c.flags & VGCF_IN_KERNEL != 0 || user == 0;
     v.regs = TrapFrame {
-        r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, r11: r.r11, r10: r.r10, r9: r.r9, r8: r.r8,
-        rbp: r.rbp, rdi: r.rdi, rsi: r.rsi, rdx: r.rdx, rcx: r.rcx, rbx: r.rbx, rax: r.rax,
-        vector: 0, error_code: 0,
-        rip: r.rip, cs: r.cs as u64 | 3, rflags: (r.rflags & !(3 << 12)) | 0x202, rsp: r.rsp,
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rbp: r.rbp,
+        rdi: r.rdi,
+        rsi: r.rsi,
+        rdx: r.rdx,
+        rcx: r.rcx,
+        rbx: r.rbx,
+        rax: r.rax,
+        vector: 0,
+        error_code: 0,
+        rip: r.rip,
+        cs: r.cs as u64 | 3,
+        rflags: (r.rflags & !(3 << 12)) | 0x202,
+        rsp: r.rsp,
         ss: r.ss as u64 | 3,
     };
     v.trap_table = traps;
@@ -841,13 +967,21 @@ fn block(d: &mut Domain) -> Ret {
 /// timeout (absolute system time, 0: none) passes. Events stay masked.
 /// `ports`, `nr_ports` and `timeout` come from the guest's `sched_poll`,
 /// whose layout differs with its width (`compat` translates).
-pub(crate) fn poll(d: &mut Domain, space: GuestSpace, ports_va: u64, nr_ports: u32, timeout: u64) -> Ret {
+pub(crate) fn poll(
+    d: &mut Domain,
+    space: GuestSpace,
+    ports_va: u64,
+    nr_ports: u32,
+    timeout: u64,
+) -> Ret {
     if nr_ports > 128 {
         return err(EINVAL);
     }
     let mut ports = alloc::vec::Vec::with_capacity(nr_ports as usize);
     for i in 0..nr_ports as u64 {
-        let Some(Ok(port)) = ports_va.checked_add(i * 4).map(|at| space.read::<u32>(at)) else { return err(EFAULT) };
+        let Some(Ok(port)) = ports_va.checked_add(i * 4).map(|at| space.read::<u32>(at)) else {
+            return err(EFAULT);
+        };
         if port as usize >= d.ports.len() {
             return err(EINVAL);
         }
@@ -865,7 +999,14 @@ pub(crate) fn poll(d: &mut Domain, space: GuestSpace, ports_va: u64, nr_ports: u
     0
 }
 
-pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, vcpu: u64, arg: u64) -> Ret {
+pub(crate) fn vcpu_op(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    cmd: u64,
+    vcpu: u64,
+    arg: u64,
+) -> Ret {
     use ringvisor_abi::vcpu::*;
     if vcpu as usize >= d.vcpus.len() {
         return err(ENOENT);
@@ -877,7 +1018,9 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             if d.vcpus[vi].initialised {
                 return err(EEXIST);
             }
-            let Ok(c) = space.read::<VcpuGuestContext>(arg) else { return err(EFAULT) };
+            let Ok(c) = space.read::<VcpuGuestContext>(arg) else {
+                return err(EFAULT);
+            };
             initialise_vcpu(d, ft, vi, &c)
         }
         VCPUOP_UP => {
@@ -886,7 +1029,12 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             }
             d.vcpus[vi].up = true;
             if vi != d.cur {
-                sched::set_runstate(d, vi, RUNSTATE_RUNNABLE, crate::arch::x86_64::time::now_ns());
+                sched::set_runstate(
+                    d,
+                    vi,
+                    RUNSTATE_RUNNABLE,
+                    crate::arch::x86_64::time::now_ns(),
+                );
             }
             0
         }
@@ -901,7 +1049,12 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
         }
         VCPUOP_GET_RUNSTATE_INFO => {
             let (state, entry, time) = d.vcpus[vi].runstate;
-            let r = VcpuRunstateInfo { state, _pad0: 0, state_entry_time: entry, time };
+            let r = VcpuRunstateInfo {
+                state,
+                _pad0: 0,
+                state_entry_time: entry,
+                time,
+            };
             if space.write(arg, &r).is_err() {
                 return err(EFAULT);
             }
@@ -910,8 +1063,14 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
         // Xen keeps a copy at this guest address, written on every state
         // change (and now); ~0 or 0 stops it.
         VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else { return err(EFAULT) };
-            let va = if d.compat { a.addr as u32 as u64 } else { a.addr };
+            let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else {
+                return err(EFAULT);
+            };
+            let va = if d.compat {
+                a.addr as u32 as u64
+            } else {
+                a.addr
+            };
             d.vcpus[vi].runstate_area = (va != 0 && va != !0 && va as u32 != !0).then_some(va);
             sched::write_runstate(d, vi);
             0
@@ -919,8 +1078,12 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
         // The single-shot timer is the calling vCPU's own (as in Xen).
         VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if vi != d.cur => err(EINVAL),
         VCPUOP_SET_SINGLESHOT_TIMER => {
-            let Ok(t) = space.read::<VcpuSetSingleshotTimer>(arg) else { return err(EFAULT) };
-            if t.flags & VCPU_SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < crate::arch::x86_64::time::now_ns() {
+            let Ok(t) = space.read::<VcpuSetSingleshotTimer>(arg) else {
+                return err(EFAULT);
+            };
+            if t.flags & VCPU_SSHOTTMR_FUTURE != 0
+                && t.timeout_abs_ns < crate::arch::x86_64::time::now_ns()
+            {
                 return err(ETIME);
             }
             d.vcpus[vcpu as usize].singleshot = Some(t.timeout_abs_ns);
@@ -933,7 +1096,9 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             0
         }
         VCPUOP_SET_PERIODIC_TIMER => {
-            let Ok(t) = space.read::<VcpuSetPeriodicTimer>(arg) else { return err(EFAULT) };
+            let Ok(t) = space.read::<VcpuSetPeriodicTimer>(arg) else {
+                return err(EFAULT);
+            };
             // Xen refuses periods under 1 ms.
             if t.period_ns < 1_000_000 {
                 return err(EINVAL);
@@ -950,16 +1115,29 @@ pub(crate) fn vcpu_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cm
             0
         }
         VCPUOP_REGISTER_VCPU_INFO => {
-            let Ok(r) = space.read::<VcpuRegisterVcpuInfo>(arg) else { return err(EFAULT) };
+            let Ok(r) = space.read::<VcpuRegisterVcpuInfo>(arg) else {
+                return err(EFAULT);
+            };
             register_vcpu_info(d, ft, vi, r.mfn, r.offset as u64)
         }
         _ => err(ENOSYS),
     }
 }
 
-pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn memory_op(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    cmd: u64,
+    arg: u64,
+) -> Ret {
     use ringvisor_abi::memory::*;
-    let nr_pages = |d: &Domain| d.p2m.iter().filter(|&&m| m != crate::domain::builder::INVALID_MFN).count() as Ret;
+    let nr_pages = |d: &Domain| {
+        d.p2m
+            .iter()
+            .filter(|&&m| m != crate::domain::builder::INVALID_MFN)
+            .count() as Ret
+    };
     match cmd as u32 {
         XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
@@ -974,7 +1152,9 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
             Err(_) => err(EFAULT),
         },
         XENMEM_DECREASE_RESERVATION | XENMEM_INCREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
-            let Ok(r) = space.read::<XenMemoryReservation>(arg) else { return err(EFAULT) };
+            let Ok(r) = space.read::<XenMemoryReservation>(arg) else {
+                return err(EFAULT);
+            };
             if r.domid != DOMID_SELF && r.domid != d.id {
                 return err(EPERM);
             }
@@ -988,9 +1168,19 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
         // Where the M2P is, as Xen's subarch_memory_op: its whole range,
         // and the highest frame (the machine's for the initial domain).
         XENMEM_MACHPHYS_MAPPING => {
-            use ringvisor_abi::x86_64::{MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
-            let max_mfn = if d.privileged { (crate::mm::paging::max_ram() >> 12) - 1 } else { MACH2PHYS_NR_ENTRIES - 1 };
-            let m = XenMachphysMapping { v_start: MACH2PHYS_VIRT_START, v_end: MACH2PHYS_VIRT_END, max_mfn };
+            use ringvisor_abi::x86_64::{
+                MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START,
+            };
+            let max_mfn = if d.privileged {
+                (crate::mm::paging::max_ram() >> 12) - 1
+            } else {
+                MACH2PHYS_NR_ENTRIES - 1
+            };
+            let m = XenMachphysMapping {
+                v_start: MACH2PHYS_VIRT_START,
+                v_end: MACH2PHYS_VIRT_END,
+                max_mfn,
+            };
             space.write(arg, &m).map_or(err(EFAULT), |()| 0)
         }
         // The machine's memory map, for the initial domain only (Xen:
@@ -999,14 +1189,18 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
             if !d.privileged {
                 return err(EPERM);
             }
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };
+            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
+                return err(EFAULT);
+            };
             let map = crate::mm::paging::machine_map();
             if (m.nr_entries as usize) < map.len() {
                 return err(EINVAL);
             }
             for (i, &(addr, size, type_)) in map.iter().enumerate() {
                 let e = E820Entry { addr, size, type_ };
-                let at = m.buffer.checked_add(i as u64 * core::mem::size_of::<E820Entry>() as u64);
+                let at = m
+                    .buffer
+                    .checked_add(i as u64 * core::mem::size_of::<E820Entry>() as u64);
                 if !matches!(at.map(|at| space.write(at, &e)), Some(Ok(()))) {
                     return err(EFAULT);
                 }
@@ -1016,11 +1210,17 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
         }
         XENMEM_MEMORY_MAP => {
             // The guest's pseudo-physical map: all its pages, one RAM range.
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else { return err(EFAULT) };
+            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
+                return err(EFAULT);
+            };
             if m.nr_entries < 1 {
                 return err(EINVAL);
             }
-            let e = E820Entry { addr: 0, size: nr_pages(d) as u64 * 4096, type_: 1 };
+            let e = E820Entry {
+                addr: 0,
+                size: nr_pages(d) as u64 * 4096,
+                type_: 1,
+            };
             if space.write(m.buffer, &e).is_err() {
                 return err(EFAULT);
             }
@@ -1048,11 +1248,23 @@ pub(crate) fn memory_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, 
 /// - `pirq_eoi_gmfn_v1/v2` (any domain): done as Xen (the page is held
 ///   writable for the domain's life; a second one `-EBUSY`); no PIRQ ever
 ///   sets a bit in it.
-pub(crate) fn physdev_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+pub(crate) fn physdev_op(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    cmd: u64,
+    arg: u64,
+) -> Ret {
     use ringvisor_abi::physdev::*;
     // The 32-bit layouts differ only in the width of `unsigned long` and
     // xen_pfn_t (the I/O APIC address, the EOI page's frame).
-    let ulong = |at: u64| if d.compat { space.read::<u32>(at).map(u64::from) } else { space.read::<u64>(at) };
+    let ulong = |at: u64| {
+        if d.compat {
+            space.read::<u32>(at).map(u64::from)
+        } else {
+            space.read::<u64>(at)
+        }
+    };
     match cmd as u32 {
         PHYSDEVOP_APIC_READ | PHYSDEVOP_APIC_WRITE => {
             // { unsigned long apic_physbase; u32 reg; u32 value; }
@@ -1072,7 +1284,9 @@ pub(crate) fn physdev_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace,
             Ok(_) => err(EINVAL),
         },
         PHYSDEVOP_PIRQ_EOI_GMFN_V1 | PHYSDEVOP_PIRQ_EOI_GMFN_V2 => {
-            let Ok(mfn) = ulong(arg) else { return err(EFAULT) };
+            let Ok(mfn) = ulong(arg) else {
+                return err(EFAULT);
+            };
             match ft.get_mut(mfn) {
                 // Held as a writable mapping would be (Xen: get_page_type
                 // PGT_writable_page): never a page table, never given back.
@@ -1080,7 +1294,10 @@ pub(crate) fn physdev_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace,
                     if d.pirq_eoi_mfn != 0 {
                         return err(EBUSY);
                     }
-                    let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else { return err(EINVAL) };
+                    let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1))
+                    else {
+                        return err(EINVAL);
+                    };
                     (f.mapped, f.writable) = (m, w);
                     d.pirq_eoi_mfn = mfn;
                     0

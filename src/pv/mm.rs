@@ -24,12 +24,12 @@ use ringvisor_abi::errno::*;
 use ringvisor_abi::xen::*;
 
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::pv::insn::{decode_pte_store, StoreKind};
 use crate::domain::Domain;
 use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging::{self, phys_to_virt};
 use crate::pv::guest_mem::*;
 use crate::pv::hypercall::{err, Ret};
+use crate::pv::insn::{decode_pte_store, StoreKind};
 
 /// Flags a guest may not set in a present entry, as Xen's
 /// `BASE_DISALLOW_MASK` and `L1_DISALLOW_MASK` (x86_64 `page.h`) for a
@@ -90,7 +90,9 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
             return Ok(v);
         }
     }
-    let Some(info) = ft.get(target) else { return Err(EPERM) };
+    let Some(info) = ft.get(target) else {
+        return Err(EPERM);
+    };
     if info.owner != d.id {
         return Err(EPERM);
     }
@@ -107,7 +109,10 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
         let info = ft.get_mut(target).unwrap();
         // A count at its limit refuses the reference (Xen's get_page):
         // a count that wrapped would let a mapped frame pass for unused.
-        let (Some(mapped), Some(writable)) = (info.mapped.checked_add(1), info.writable.checked_add(rw as u32)) else {
+        let (Some(mapped), Some(writable)) = (
+            info.mapped.checked_add(1),
+            info.writable.checked_add(rw as u32),
+        ) else {
             return Err(EINVAL);
         };
         info.mapped = mapped;
@@ -142,12 +147,22 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
 /// are flipped on; WC, UC- and UC stay), and a read-only range loses
 /// `_PAGE_RW`; the guest reads the entry back as stored.
 fn io_entry(d: &Domain, ft: &FrameTable, mfn: u64, val: u64) -> Result<Option<u64>, i32> {
-    let Some(p) = crate::mm::iomem::policy() else { return Ok(None) };
-    if ft.get(mfn).is_some_and(|f| f.owner != crate::mm::frametable::OWNER_NONE) || !(p.is_io(mfn) || p.beyond(mfn)) {
+    let Some(p) = crate::mm::iomem::policy() else {
+        return Ok(None);
+    };
+    if ft
+        .get(mfn)
+        .is_some_and(|f| f.owner != crate::mm::frametable::OWNER_NONE)
+        || !(p.is_io(mfn) || p.beyond(mfn))
+    {
         return Ok(None);
     }
     use crate::mm::iomem::Access;
-    let access = if d.privileged { p.dom0_access(mfn) } else { Access::Denied };
+    let access = if d.privileged {
+        p.dom0_access(mfn)
+    } else {
+        Access::Denied
+    };
     let mut flip = match access {
         Access::NotIo | Access::Denied => {
             // Xen's answer for INVALID_MFN (all 40 bits set) is -EINVAL.
@@ -171,15 +186,29 @@ fn io_entry(d: &Domain, ft: &FrameTable, mfn: u64, val: u64) -> Result<Option<u6
 /// them: XSA-182). A table maps itself without a reference; another one
 /// gets a type reference, and a table is either a user of linear entries
 /// or a target of them, never both, so they never chain (XSA-240).
-fn get_linear(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, target: u64, val: u64) -> Result<(), i32> {
+fn get_linear(
+    d: &Domain,
+    ft: &mut FrameTable,
+    table: u64,
+    level: u8,
+    target: u64,
+    val: u64,
+) -> Result<(), i32> {
     if val & PTE_RW != 0 || table == 0 {
         return Err(EINVAL);
     }
     if target == table {
         return Ok(());
     }
-    let (Some(t), Some(u)) = (ft.get(target), ft.get(table)) else { return Err(EINVAL) };
-    if t.owner != d.id || t.kind != Kind::Table(level) || t.linear > 0 || u.linear < 0 || t.table_refs == u32::MAX {
+    let (Some(t), Some(u)) = (ft.get(target), ft.get(table)) else {
+        return Err(EINVAL);
+    };
+    if t.owner != d.id
+        || t.kind != Kind::Table(level)
+        || t.linear > 0
+        || u.linear < 0
+        || t.table_refs == u32::MAX
+    {
         return Err(EINVAL);
     }
     let t = ft.get_mut(target).unwrap();
@@ -251,7 +280,9 @@ fn devalidate(ft: &mut FrameTable, mfn: u64, level: u8) {
 /// Take a reference on `mfn` as a page table of `level`, validating it
 /// first if it is not one yet.
 fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
-    let Some(info) = ft.get(mfn) else { return Err(EPERM) };
+    let Some(info) = ft.get(mfn) else {
+        return Err(EPERM);
+    };
     if info.owner != d.id {
         return Err(EPERM);
     }
@@ -298,7 +329,14 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
 }
 
 /// Replace entry `index` of table `mfn` (of `level`) with `val`.
-fn update_entry(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8, index: usize, val: u64) -> Ret {
+fn update_entry(
+    d: &Domain,
+    ft: &mut FrameTable,
+    mfn: u64,
+    level: u8,
+    index: usize,
+    val: u64,
+) -> Ret {
     if hv_slot(level, index) {
         return err(EINVAL);
     }
@@ -384,13 +422,30 @@ fn batch<T: ringvisor_abi::Pod>(
     rc
 }
 
-pub fn mmu_update(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, reqs: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+pub fn mmu_update(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    reqs: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
     let mut upper = false;
-    let r = batch(d, ft, space, reqs, count, done_ptr, dom, |d, ft, u: MmuUpdate| {
-        let (rc, level) = mmu_update_one(d, ft, u);
-        upper |= level > 1;
-        rc
-    });
+    let r = batch(
+        d,
+        ft,
+        space,
+        reqs,
+        count,
+        done_ptr,
+        dom,
+        |d, ft, u: MmuUpdate| {
+            let (rc, level) = mmu_update_one(d, ft, u);
+            upper |= level > 1;
+            rc
+        },
+    );
     // An L1 entry's old translation is the guest's to flush (see "Stale
     // translations"); a changed upper entry flushes the TLB, once a batch.
     if upper {
@@ -410,9 +465,10 @@ fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> (Ret, u8
             let mfn = ptr >> 12;
             match ft.get(mfn) {
                 Some(i) if i.owner == d.id => match i.kind {
-                    Kind::Table(level) => {
-                        (update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val), level)
-                    }
+                    Kind::Table(level) => (
+                        update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val),
+                        level,
+                    ),
                     // Not a page table: as Xen (get_page_type(writable) and
                     // paging_write_guest_entry), written like memory when
                     // the frame could be mapped writable (Linux builds its
@@ -473,14 +529,21 @@ pub fn grant_slot(d: &Domain, ft: &FrameTable, addr: u64, by_pte: bool) -> Optio
     } else {
         l1_slot(d, addr)?
     };
-    ft.get(l1).filter(|f| f.owner == d.id && f.kind == Kind::Table(1))?;
+    ft.get(l1)
+        .filter(|f| f.owner == d.id && f.kind == Kind::Table(1))?;
     Some(Slot(l1, i))
 }
 
 /// The L1 entry of a grant mapping of `mfn`: present, accessed, dirty,
 /// marked; user for a 64-bit guest (its kernel is in ring 3) or when asked.
 pub fn grant_pte(mfn: u64, rw: bool, user: bool) -> u64 {
-    mfn << 12 | PTE_P | PTE_A | PTE_D | PTE_GNTTAB | if rw { PTE_RW } else { 0 } | if user { PTE_US } else { 0 }
+    mfn << 12
+        | PTE_P
+        | PTE_A
+        | PTE_D
+        | PTE_GNTTAB
+        | if rw { PTE_RW } else { 0 }
+        | if user { PTE_US } else { 0 }
 }
 
 /// Is `e` the grant mapping of `mfn`, with those rights?
@@ -532,10 +595,20 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     Some((t, ((va >> 12) & 511) as usize))
 }
 
-pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64, flags: u64) -> Ret {
+pub fn update_va_mapping(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    va: u64,
+    val: u64,
+    flags: u64,
+) -> Ret {
     use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
     match l1_slot(d, va) {
-        Some((l1, i)) if ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) => {
+        Some((l1, i))
+            if ft
+                .get(l1)
+                .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) =>
+        {
             let r = update_entry(d, ft, l1, 1, i, val);
             // What the guest asked for (see "Stale translations" above:
             // an old L1 translation left in the TLB is the guest's own
@@ -552,12 +625,27 @@ pub fn update_va_mapping(d: &mut Domain, ft: &mut FrameTable, va: u64, val: u64,
 }
 
 // Tour 06: MMUEXT_NEW_USER_BASEPTR sets the user page tables
-pub fn mmuext_op(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: u64, count: u64, done_ptr: u64, dom: u64) -> Ret {
+pub fn mmuext_op(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    ops: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
     batch(d, ft, space, ops, count, done_ptr, dom, mmuext_one)
 }
 
 /// `mmuext_op` on requests already read (and translated: 32-bit guests).
-pub fn mmuext_list(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, ops: &[MmuExtOp], done_ptr: u64, dom: u64) -> Ret {
+pub fn mmuext_list(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    ops: &[MmuExtOp],
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
     if dom as u16 != DOMID_SELF && dom as u16 != d.id {
         return err(EPERM);
     }
@@ -587,7 +675,9 @@ fn new_baseptr(d: &mut Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32>
     if v.compat_l4 != 0 {
         // SAFETY: the hypervisor's own frame for this vCPU, in the direct
         // map; slot 0 maps the guest's 4 GiB.
-        unsafe { pte_ptr(v.compat_l4, 0).write_volatile(mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A) };
+        unsafe {
+            pte_ptr(v.compat_l4, 0).write_volatile(mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A)
+        };
     }
     if old != 0 {
         put_entry(ft, 0, level + 1, old << 12 | PTE_P);
@@ -646,7 +736,11 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                 match get_table(d, ft, mfn, 4) {
                     Ok(()) => {
                         let v = d.v_mut();
-                        let old = if user { v.guest_table_user } else { v.guest_table };
+                        let old = if user {
+                            v.guest_table_user
+                        } else {
+                            v.guest_table
+                        };
                         if user {
                             v.guest_table_user = mfn;
                         } else {
@@ -668,7 +762,14 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
             // Xen's checks (page-aligned, a guest address, at most 8192
             // entries: -EINVAL). No LDT is offered: clearing it (what Linux
             // does at boot) is done, a real one -ENOSYS (docs/abi.md).
-            let (ents, ptr) = (op.nr_ents(), if op.nr_ents() != 0 { op.linear_addr() } else { 0 });
+            let (ents, ptr) = (
+                op.nr_ents(),
+                if op.nr_ents() != 0 {
+                    op.linear_addr()
+                } else {
+                    0
+                },
+            );
             let guest_addr = ptr < 1 << 47 || ptr >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END;
             if ptr % 4096 != 0 || (!d.compat && !guest_addr) || ents > 8192 {
                 err(EINVAL)
@@ -712,7 +813,14 @@ fn find_slot(d: &Domain, mfn: u64) -> Option<usize> {
 /// listed pseudo-physical pages, any page number as Xen, MFNs written
 /// back); the domain never holds more than its maximum reservation. Returns how many
 /// were done; stops at the first that cannot be.
-pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: u32, list: u64, n: u64) -> Ret {
+pub fn reservation(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    space: GuestSpace,
+    cmd: u32,
+    list: u64,
+    n: u64,
+) -> Ret {
     // A 64-bit guest's list holds 8-byte frame numbers, a 32-bit one's 4.
     let elem = if d.compat { 4 } else { 8 };
     use crate::domain::builder::INVALID_MFN;
@@ -724,13 +832,19 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
     let mut held = d.p2m.iter().filter(|&&m| m != INVALID_MFN).count() as u64;
     let mut free_from = 0usize;
     for i in 0..n {
-        let Some(at) = list.checked_add(i * elem) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
-        let Ok(arg) = read_elem(&space, at, elem) else { return if i == 0 { err(EFAULT) } else { i as Ret } };
+        let Some(at) = list.checked_add(i * elem) else {
+            return if i == 0 { err(EFAULT) } else { i as Ret };
+        };
+        let Ok(arg) = read_elem(&space, at, elem) else {
+            return if i == 0 { err(EFAULT) } else { i as Ret };
+        };
         if cmd == XENMEM_DECREASE_RESERVATION {
             // Only a frame nothing holds: not mapped, not a page table.
             let mfn = arg;
             let ok = ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused());
-            let (true, Some(pfn)) = (ok, find_slot(d, mfn)) else { return i as Ret };
+            let (true, Some(pfn)) = (ok, find_slot(d, mfn)) else {
+                return i as Ret;
+            };
             d.p2m[pfn] = INVALID_MFN;
             d.p2m_moved.remove(&mfn);
             held -= 1;
@@ -765,7 +879,9 @@ pub fn reservation(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, cmd: 
             let s = free_slot(d);
             (s, s as u64)
         };
-        let Some(f) = paging::with_frames(|fa| fa.alloc()) else { return i as Ret };
+        let Some(f) = paging::with_frames(|fa| fa.alloc()) else {
+            return i as Ret;
+        };
         // SAFETY: a frame just taken from the pool, in the direct map.
         unsafe { core::ptr::write_bytes(phys_to_virt(f.addr()) as *mut u8, 0, 4096) };
         ft.assign(f.0, d.id, Kind::Normal);
@@ -813,13 +929,16 @@ fn write_elem(space: &GuestSpace, at: u64, elem: u64, v: u64) -> Result<(), Faul
 /// first, for a 64-bit guest, outside 2^47..HYPERVISOR_VIRT_END; the whole
 /// range, for a 32-bit guest, below its hypervisor area).
 fn subrange_ok(compat: bool, start: u64, first: u64, last: u64, size: u64) -> bool {
-    let Some(count) = last.checked_sub(first).map(|c| c + 1) else { return true };
+    let Some(count) = last.checked_sub(first).map(|c| c + 1) else {
+        return true;
+    };
     if count >= u64::MAX / size {
         return false;
     }
     let a = start.wrapping_add(first.wrapping_mul(size));
     if compat {
-        a.checked_add(count * size).is_some_and(|e| e <= ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64)
+        a.checked_add(count * size)
+            .is_some_and(|e| e <= ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64)
     } else {
         a < 1 << 47 || a >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END
     }
@@ -845,17 +964,40 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
     let compat = d.compat;
     // (start, nr, order, mem_flags, domid) of each list.
     let (inr, outr, done, elem, done_at) = if compat {
-        let Ok(x) = space.read::<XenMemoryExchange32>(arg) else { return err(EFAULT) };
-        let r = |r: XenMemoryReservation32| (r.extent_start as u64, r.nr_extents as u64, r.extent_order, r.mem_flags, r.domid);
+        let Ok(x) = space.read::<XenMemoryExchange32>(arg) else {
+            return err(EFAULT);
+        };
+        let r = |r: XenMemoryReservation32| {
+            (
+                r.extent_start as u64,
+                r.nr_extents as u64,
+                r.extent_order,
+                r.mem_flags,
+                r.domid,
+            )
+        };
         (r(x.in_), r(x.out), x.nr_exchanged as u64, 4, 40)
     } else {
-        let Ok(x) = space.read::<XenMemoryExchange>(arg) else { return err(EFAULT) };
-        let r = |r: XenMemoryReservation| (r.extent_start, r.nr_extents, r.extent_order, r.mem_flags, r.domid);
+        let Ok(x) = space.read::<XenMemoryExchange>(arg) else {
+            return err(EFAULT);
+        };
+        let r = |r: XenMemoryReservation| {
+            (
+                r.extent_start,
+                r.nr_extents,
+                r.extent_order,
+                r.mem_flags,
+                r.domid,
+            )
+        };
         (r(x.in_), r(x.out), x.nr_exchanged, 8, 64)
     };
     let (mut done, mut rc) = (done, 0);
     let max_order = if d.id == 0 { 12 } else { 9 };
-    let ((in_start, in_nr, in_order, _, in_dom), (out_start, out_nr, out_order, out_flags, out_dom)) = (inr, outr);
+    let (
+        (in_start, in_nr, in_order, _, in_dom),
+        (out_start, out_nr, out_order, out_flags, out_dom),
+    ) = (inr, outr);
     let checked = (|| {
         if in_order.max(out_order) > max_order {
             return Err(EPERM);
@@ -874,7 +1016,11 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
         if !subrange_ok(compat, in_start, done, in_nr - 1, elem) {
             return Err(EFAULT);
         }
-        let out_first = if in_order <= out_order { done >> (out_order - in_order) } else { done << (in_order - out_order) };
+        let out_first = if in_order <= out_order {
+            done >> (out_order - in_order)
+        } else {
+            done << (in_order - out_order)
+        };
         if !subrange_ok(compat, out_start, out_first, out_nr - 1, elem) {
             return Err(EFAULT);
         }
@@ -903,10 +1049,22 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
             let in_chunk = out_order.saturating_sub(in_order); // in extents per chunk: 2^in_chunk
             let out_chunk = in_order.saturating_sub(out_order);
             let bits = out_flags & 0xff; // XENMEMF_get_address_bits
-            let limit = if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << (bits - 12) };
+            let limit = if bits == 0 || bits >= 64 {
+                u64::MAX
+            } else {
+                1u64 << (bits - 12)
+            };
             while done < in_nr {
                 let first_out = (done >> in_chunk) << out_chunk;
-                match exchange_chunk(d, ft, &space, elem, (in_start, done, 1 << in_chunk, in_order), (out_start, first_out, 1 << out_chunk, out_order), limit) {
+                match exchange_chunk(
+                    d,
+                    ft,
+                    &space,
+                    elem,
+                    (in_start, done, 1 << in_chunk, in_order),
+                    (out_start, first_out, 1 << out_chunk, out_order),
+                    limit,
+                ) {
                     Ok(()) => done += 1 << in_chunk,
                     Err(e) => {
                         rc = err(e);
@@ -916,7 +1074,11 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
             }
         }
     }
-    let w = if compat { space.write(arg + done_at, &(done as u32)) } else { space.write(arg + done_at, &done) };
+    let w = if compat {
+        space.write(arg + done_at, &(done as u32))
+    } else {
+        space.write(arg + done_at, &done)
+    };
     if w.is_err() {
         return err(EFAULT);
     }
@@ -948,14 +1110,19 @@ fn exchange_chunk(
         }
     };
     for i in 0..in_.2 {
-        let Ok(base) = entry(in_.0, in_.1 + i).and_then(|at| read_elem(space, at, elem).map_err(|_| EFAULT)) else {
+        let Ok(base) =
+            entry(in_.0, in_.1 + i).and_then(|at| read_elem(space, at, elem).map_err(|_| EFAULT))
+        else {
             give_back(d, ft, &stolen);
             return Err(EFAULT);
         };
         for k in 0..1u64 << in_.3 {
             let mfn = base.wrapping_add(k);
             let slot = find_slot(d, mfn);
-            let (true, Some(slot)) = (ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused()), slot) else {
+            let (true, Some(slot)) = (
+                ft.get(mfn).is_some_and(|f| f.owner == d.id && f.unused()),
+                slot,
+            ) else {
                 give_back(d, ft, &stolen);
                 return Err(EINVAL);
             };
@@ -1011,7 +1178,11 @@ fn exchange_chunk(
             }
             paging::m2p_set(mfn, m2p);
         }
-        if gpfn.is_err() || at.and_then(|at| write_elem(space, at, elem, f.0).map_err(|_| EFAULT)).is_err() {
+        if gpfn.is_err()
+            || at
+                .and_then(|at| write_elem(space, at, elem, f.0).map_err(|_| EFAULT))
+                .is_err()
+        {
             rc = Err(EFAULT);
         }
     }
@@ -1029,17 +1200,26 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
     use crate::pv::emulate::gpr;
     use crate::pv::insn::Src;
     // 0x40-0x4f are inc/dec in 32-bit code, not REX prefixes.
-    if d.compat && insn.iter().take_while(|b| matches!(b, 0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x66 | 0x40..=0x4f)).any(|b| (0x40..=0x4f).contains(b)) {
+    if d.compat
+        && insn
+            .iter()
+            .take_while(|b| matches!(b, 0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x66 | 0x40..=0x4f))
+            .any(|b| (0x40..=0x4f).contains(b))
+    {
         return false;
     }
-    let Some(op) = decode_pte_store(insn) else { return false };
+    let Some(op) = decode_pte_store(insn) else {
+        return false;
+    };
     // The operand must lie inside one entry (a partial write of it is
     // applied to the whole entry, then checked as a whole).
     let (off, size) = ((cr2 & 7) as u32, op.size as u32);
     if off + size > 8 {
         return false;
     }
-    let Ok(pa) = translate_as(d.v().cr3_table(), cr2 & !7, false, !d.compat) else { return false };
+    let Ok(pa) = translate_as(d.v().cr3_table(), cr2 & !7, false, !d.compat) else {
+        return false;
+    };
     let mfn = pa >> 12;
     let level = match ft.get(mfn) {
         Some(i) if i.owner == d.id => match i.kind {
@@ -1050,7 +1230,11 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
     };
     let index = ((pa & 0xfff) / 8) as usize;
     let cur = read_pte(mfn, index);
-    let mask = if size == 8 { !0u64 } else { (1u64 << (size * 8)) - 1 };
+    let mask = if size == 8 {
+        !0u64
+    } else {
+        (1u64 << (size * 8)) - 1
+    };
     let old = (cur >> (off * 8)) & mask;
     let value = |f: &mut TrapFrame, s: Src| match s {
         Src::Reg { n, high8: true } => (*gpr(f, n - 4) >> 8) & 0xff,
@@ -1083,12 +1267,20 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
         StoreKind::Btr(s) | StoreKind::Bts(s) => {
             let bit = value(f, s) & (size as u64 * 8 - 1);
             f.rflags = (f.rflags & !CF) | (old >> bit) & 1;
-            if matches!(op.kind, StoreKind::Btr(_)) { old & !(1 << bit) } else { old | 1 << bit }
+            if matches!(op.kind, StoreKind::Btr(_)) {
+                old & !(1 << bit)
+            } else {
+                old | 1 << bit
+            }
         }
         StoreKind::Cmpxchg(r) => {
             if old != f.rax & mask {
                 // No store: the accumulator gets the operand, ZF clear.
-                f.rax = if size == 4 { old } else { (f.rax & !mask) | old };
+                f.rax = if size == 4 {
+                    old
+                } else {
+                    (f.rax & !mask) | old
+                };
                 f.rflags &= !ZF;
                 f.rip += op.len as u64;
                 return true;
@@ -1104,7 +1296,11 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
     flush_tlb();
     if let StoreKind::Xchg(r) = op.kind {
         let g = gpr(f, r);
-        *g = if size == 4 || size == 8 { old } else { (*g & !mask) | old };
+        *g = if size == 4 || size == 8 {
+            old
+        } else {
+            (*g & !mask) | old
+        };
     }
     f.rip += op.len as u64;
     true
@@ -1150,8 +1346,11 @@ pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
 /// whose entry for `va` is already `val`.
 pub(crate) fn l1_entry_holds(d: &Domain, ft: &FrameTable, va: u64, val: u64) -> bool {
     match l1_slot(d, va) {
-        Some((l1, i)) => ft.get(l1).is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) && read_pte(l1, i) == val,
+        Some((l1, i)) => {
+            ft.get(l1)
+                .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
+                && read_pte(l1, i) == val
+        }
         None => false,
     }
 }
-

@@ -18,8 +18,6 @@
 //! - `retcheck`: would the CPU's `iretq` take a return frame?
 
 #[cfg(target_os = "none")]
-pub mod guest_mem;
-#[cfg(target_os = "none")]
 pub mod compat;
 #[cfg(target_os = "none")]
 pub mod debugreg;
@@ -31,20 +29,22 @@ pub mod emulate;
 pub mod entry;
 #[cfg(target_os = "none")]
 pub mod event;
+pub mod evtchn;
 #[cfg(target_os = "none")]
 pub mod fast;
-pub mod evtchn;
-pub mod insn;
-pub mod retcheck;
 #[cfg(target_os = "none")]
 pub mod grant;
 #[cfg(target_os = "none")]
+pub mod guest_mem;
+#[cfg(target_os = "none")]
 pub mod hypercall;
+pub mod insn;
 #[cfg(target_os = "none")]
 pub mod mm;
 #[cfg(target_os = "none")]
-pub mod platform;
-#[cfg(target_os = "none")]
 pub mod multicall;
+#[cfg(target_os = "none")]
+pub mod platform;
+pub mod retcheck;
 #[cfg(target_os = "none")]
 pub mod traps;

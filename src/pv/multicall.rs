@@ -76,10 +76,18 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
         let op = if compat { op as u32 as u64 } else { op };
         if op == HYPERVISOR_IRET as u64 {
             let d = &mut hv.domains[cur];
-            let _ = if compat { compat::iret(d, f) } else { hypercall::iret(d, f) };
+            let _ = if compat {
+                compat::iret(d, f)
+            } else {
+                hypercall::iret(d, f)
+            };
             // Xen's do_iret/compat_iret return the frame's rax, which is
             // the entry's result (best effort: the batch ends here anyway).
-            let rax = if compat { f.rax as u32 as Ret } else { f.rax as Ret };
+            let rax = if compat {
+                f.rax as u32 as Ret
+            } else {
+                f.rax as Ret
+            };
             let _ = write_result(hv, cur, at, rax);
             return Outcome::FrameDone;
         }
@@ -103,6 +111,10 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
 fn write_result(hv: &Hv, cur: usize, at: u64, r: Ret) -> Result<(), ()> {
     let d = &hv.domains[cur];
     let space = d.v().space();
-    let w = if d.compat { space.write(at + 4, &(r as u32)) } else { space.write(at + 8, &(r as u64)) };
+    let w = if d.compat {
+        space.write(at + 4, &(r as u32))
+    } else {
+        space.write(at + 8, &(r as u64))
+    };
     w.map_err(|_| ())
 }

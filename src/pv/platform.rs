@@ -30,9 +30,17 @@ use crate::pv::hypercall::{err, Ret};
 use crate::sched::Hv;
 
 pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
-    let Ok(op) = space.read::<XenPlatformOp>(arg) else { return err(EFAULT) };
+    let Ok(op) = space.read::<XenPlatformOp>(arg) else {
+        return err(EFAULT);
+    };
     // The trace line of the call shows only the pointer: name the sub-op.
-    crate::trace!(crate::trace::TRACE_HYPERCALL, "d{} platform_op cmd {} (version {:#x})", hv.domains[hv.current].id, op.cmd, op.interface_version);
+    crate::trace!(
+        crate::trace::TRACE_HYPERCALL,
+        "d{} platform_op cmd {} (version {:#x})",
+        hv.domains[hv.current].id,
+        op.cmd,
+        op.interface_version
+    );
     if op.interface_version != XENPF_INTERFACE_VERSION {
         return err(EACCES);
     }
@@ -44,7 +52,12 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     match op.cmd {
         XENPF_SETTIME32 => {
             // { u32 secs, u32 nsecs, u64 system_time }
-            settime(hv, word(u, 0) as u32 as u64, (word(u, 0) >> 32) as u32, word(u, 1));
+            settime(
+                hv,
+                word(u, 0) as u32 as u64,
+                (word(u, 0) >> 32) as u32,
+                word(u, 1),
+            );
             0
         }
         XENPF_SETTIME64 => {
@@ -71,7 +84,10 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
             }
         }
         XENPF_GET_CPUINFO => {
-            let mut i = XenpfPcpuinfo { xen_cpuid: word(u, 0) as u32, ..ringvisor_abi::Pod::zeroed() };
+            let mut i = XenpfPcpuinfo {
+                xen_cpuid: word(u, 0) as u32,
+                ..ringvisor_abi::Pod::zeroed()
+            };
             if i.xen_cpuid == 0 {
                 i.apic_id = apic_id();
                 i.acpi_id = u32::MAX;
@@ -84,13 +100,17 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
         }
         XENPF_GET_CPU_VERSION => {
             let cpu = word(u, 0) as u32;
-            let mut v = XenpfPcpuVersion { xen_cpuid: cpu, ..ringvisor_abi::Pod::zeroed() };
+            let mut v = XenpfPcpuVersion {
+                xen_cpuid: cpu,
+                ..ringvisor_abi::Pod::zeroed()
+            };
             if cpu == 0 {
                 let f = crate::arch::x86_64::cpu::detect();
                 let vendor = f.vendor.as_str().as_bytes();
                 let n = vendor.len().min(12);
                 v.vendor_id[..n].copy_from_slice(&vendor[..n]);
-                (v.family, v.model, v.stepping) = (f.family as u32, f.model as u32, f.stepping as u32);
+                (v.family, v.model, v.stepping) =
+                    (f.family as u32, f.model as u32, f.stepping as u32);
             }
             space.write(arg + 8, &v).map_or(err(EFAULT), |()| 0)
         }
@@ -136,7 +156,10 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
 /// Xen's do_settime: the wall clock reads `secs`.`nsecs` at system time
 /// `system_time`; every domain's shared_info gets the new base.
 fn settime(hv: &mut Hv, secs: u64, nsecs: u32, system_time: u64) {
-    let x = secs.wrapping_mul(1_000_000_000).wrapping_add(nsecs as u64).wrapping_sub(system_time);
+    let x = secs
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(nsecs as u64)
+        .wrapping_sub(system_time);
     let (sec, nsec) = (x / 1_000_000_000, (x % 1_000_000_000) as u32);
     crate::arch::x86_64::time::set_wallclock(sec, nsec);
     for d in hv.domains.iter().filter(|d| d.shared_info_mfn != 0) {
@@ -157,7 +180,12 @@ pub fn write_wallclock(shared_info_mfn: u64, compat: bool, sec: u64, nsec: u32) 
         )
     } else {
         use ringvisor_abi::xen::SharedInfo;
-        (offset_of!(SharedInfo, wc_version), offset_of!(SharedInfo, wc_sec), offset_of!(SharedInfo, wc_nsec), offset_of!(SharedInfo, wc_sec_hi))
+        (
+            offset_of!(SharedInfo, wc_version),
+            offset_of!(SharedInfo, wc_sec),
+            offset_of!(SharedInfo, wc_nsec),
+            offset_of!(SharedInfo, wc_sec_hi),
+        )
     };
     let base = crate::mm::paging::phys_to_virt(shared_info_mfn << 12);
     let at = |off: usize| (base + off as u64) as *mut u32;
@@ -191,7 +219,9 @@ fn max_basic_leaf() -> u32 {
 
 /// This CPU's initial APIC id (CPUID leaf 1, EBX[31:24]).
 fn apic_id() -> u32 {
-    raw_cpuid::CpuId::new().get_feature_info().map_or(0, |f| f.initial_local_apic_id() as u32)
+    raw_cpuid::CpuId::new()
+        .get_feature_info()
+        .map_or(0, |f| f.initial_local_apic_id() as u32)
 }
 
 /// `mca` (Xen's do_mca): the control domain only (`-EPERM`, before the
@@ -206,11 +236,19 @@ pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     if !d.privileged {
         return err(EPERM);
     }
-    let Ok(mut op) = space.read::<XenMcPhyscpuinfo>(arg) else { return err(EFAULT) };
+    let Ok(mut op) = space.read::<XenMcPhyscpuinfo>(arg) else {
+        return err(EFAULT);
+    };
     if op.interface_version != XEN_MCA_INTERFACE_VERSION {
         return err(EACCES);
     }
-    let handle = |at: u64| if d.compat { space.read::<u32>(at).map(u64::from) } else { space.read::<u64>(at) };
+    let handle = |at: u64| {
+        if d.compat {
+            space.read::<u32>(at).map(u64::from)
+        } else {
+            space.read::<u64>(at)
+        }
+    };
     match op.cmd {
         XEN_MC_FETCH => {
             // { u32 flags (IN/OUT), pad, u64 fetch_id, handle data }
@@ -219,7 +257,10 @@ pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
             const XEN_MC_ACK: u32 = 4;
             const XEN_MC_NODATA: u32 = 2;
             let flags = op.ncpus;
-            if !matches!(flags & (XEN_MC_NONURGENT | XEN_MC_URGENT), XEN_MC_NONURGENT | XEN_MC_URGENT) {
+            if !matches!(
+                flags & (XEN_MC_NONURGENT | XEN_MC_URGENT),
+                XEN_MC_NONURGENT | XEN_MC_URGENT
+            ) {
                 return err(EINVAL);
             }
             if flags & XEN_MC_ACK != 0 {
@@ -227,16 +268,24 @@ pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
                 return space.write(arg + 8, &0u32).map_or(err(EFAULT), |()| 0);
             }
             // Past the 24 bytes read: the address may wrap (-EFAULT).
-            match arg.checked_add(24).ok_or(()).and_then(|at| handle(at).map_err(|_| ())) {
+            match arg
+                .checked_add(24)
+                .ok_or(())
+                .and_then(|at| handle(at).map_err(|_| ()))
+            {
                 Err(_) => return err(EFAULT),
                 Ok(0) => return err(EINVAL),
                 Ok(_) => {}
             }
-            let w = space.write(arg + 8, &XEN_MC_NODATA).and_then(|()| space.write(arg + 16, &0u64));
+            let w = space
+                .write(arg + 8, &XEN_MC_NODATA)
+                .and_then(|()| space.write(arg + 16, &0u64));
             w.map_or(err(EFAULT), |()| 0)
         }
         XEN_MC_PHYSCPUINFO => {
-            let Ok(info) = handle(arg + 16) else { return err(EFAULT) };
+            let Ok(info) = handle(arg + 16) else {
+                return err(EFAULT);
+            };
             if info != 0 {
                 if op.ncpus as i32 <= 0 {
                     return err(EINVAL);
@@ -258,7 +307,8 @@ pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
 fn logical_cpu0() -> [u8; 304] {
     let mut b = [0u8; 304];
     let f = crate::arch::x86_64::cpu::detect();
-    let put32 = |b: &mut [u8; 304], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |b: &mut [u8; 304], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_le_bytes());
     // mc_cpunr 0, mc_chipid 0, mc_coreid/threadid 0, mc_apicid @12
     put32(&mut b, 12, apic_id());
     put32(&mut b, 16, apic_id()); // mc_clusterid: CPUID.1 EBX[31:24]

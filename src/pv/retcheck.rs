@@ -102,7 +102,10 @@ pub fn refused(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<
     // The frames nearly every return has: the flat selectors, a good rip
     // (the same answer as the full walk below, without it).
     let flat_ok = if compat {
-        matches!((cs, ss), (c32::FLAT_RING1_CS, c32::FLAT_RING1_SS) | (c32::FLAT_RING3_CS, c32::FLAT_RING3_SS)) && rip >> 32 == 0
+        matches!(
+            (cs, ss),
+            (c32::FLAT_RING1_CS, c32::FLAT_RING1_SS) | (c32::FLAT_RING3_CS, c32::FLAT_RING3_SS)
+        ) && rip >> 32 == 0
     } else {
         (cs, ss) == (c64::FLAT_RING3_CS64, c64::FLAT_RING3_SS64) && canonical(rip)
     };
@@ -114,11 +117,17 @@ pub fn refused(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<
     if cs & !3 == 0 {
         return Some((VEC_GP, 0));
     }
-    let Some(code) = descriptor(gdt, compat, cs) else { return Some((VEC_GP, ec(cs))) };
+    let Some(code) = descriptor(gdt, compat, cs) else {
+        return Some((VEC_GP, ec(cs)));
+    };
     if code & D_SEGMENT == 0 || code & D_CODE == 0 || rpl == 0 {
         return Some((VEC_GP, ec(cs)));
     }
-    let privilege_ok = if code & D_CONFORMING != 0 { dpl(code) <= rpl } else { dpl(code) == rpl };
+    let privilege_ok = if code & D_CONFORMING != 0 {
+        dpl(code) <= rpl
+    } else {
+        dpl(code) == rpl
+    };
     if !privilege_ok {
         return Some((VEC_GP, ec(cs)));
     }
@@ -137,8 +146,11 @@ pub fn refused(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<
             return Some((VEC_GP, 0));
         }
     } else {
-        let Some(stack) = descriptor(gdt, compat, ss) else { return Some((VEC_GP, ec(ss))) };
-        let writable_data = stack & D_SEGMENT != 0 && stack & D_CODE == 0 && stack & D_ACCESSED_WRITABLE != 0;
+        let Some(stack) = descriptor(gdt, compat, ss) else {
+            return Some((VEC_GP, ec(ss)));
+        };
+        let writable_data =
+            stack & D_SEGMENT != 0 && stack & D_CODE == 0 && stack & D_ACCESSED_WRITABLE != 0;
         if ss & 3 != rpl || dpl(stack) != rpl || !writable_data {
             return Some((VEC_GP, ec(ss)));
         }
@@ -148,7 +160,11 @@ pub fn refused(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<
     }
     // The instruction pointer: canonical for 64-bit code, inside the
     // limit for 32-bit code (AMD compares all 64 bits with the limit).
-    let rip_ok = if long { canonical(rip) } else { rip <= limit(code) };
+    let rip_ok = if long {
+        canonical(rip)
+    } else {
+        rip <= limit(code)
+    };
     if !rip_ok {
         return Some((VEC_GP, 0));
     }
@@ -175,18 +191,69 @@ mod tests {
 
     #[test]
     fn flat_pairs_pass() {
-        assert_eq!(refused(&[], true, 0x1000, c32::FLAT_RING1_CS, c32::FLAT_RING1_SS), None);
-        assert_eq!(refused(&[], true, 0xffff_ffff, c32::FLAT_RING3_CS, c32::FLAT_RING3_SS), None);
-        assert_eq!(refused(&[], false, 0xffff_8000_0000_0000, c64::FLAT_RING3_CS64, c64::FLAT_RING3_SS64), None);
-        assert_eq!(refused(&[], false, 0x1000, c64::FLAT_RING3_CS32, c64::FLAT_RING3_SS64), None);
+        assert_eq!(
+            refused(&[], true, 0x1000, c32::FLAT_RING1_CS, c32::FLAT_RING1_SS),
+            None
+        );
+        assert_eq!(
+            refused(
+                &[],
+                true,
+                0xffff_ffff,
+                c32::FLAT_RING3_CS,
+                c32::FLAT_RING3_SS
+            ),
+            None
+        );
+        assert_eq!(
+            refused(
+                &[],
+                false,
+                0xffff_8000_0000_0000,
+                c64::FLAT_RING3_CS64,
+                c64::FLAT_RING3_SS64
+            ),
+            None
+        );
+        assert_eq!(
+            refused(
+                &[],
+                false,
+                0x1000,
+                c64::FLAT_RING3_CS32,
+                c64::FLAT_RING3_SS64
+            ),
+            None
+        );
     }
 
     #[test]
     fn addresses() {
         // 64-bit code: canonical; 32-bit code: within 4 GiB, all 64 bits.
-        assert_eq!(refused(&[], false, 1 << 63, c64::FLAT_RING3_CS64, c64::FLAT_RING3_SS64), Some((VEC_GP, 0)));
-        assert_eq!(refused(&[], false, 1 << 32, c64::FLAT_RING3_CS32, c64::FLAT_RING3_SS64), Some((VEC_GP, 0)));
-        assert_eq!(refused(&[], true, 1 << 32, c32::FLAT_RING1_CS, c32::FLAT_RING1_SS), Some((VEC_GP, 0)));
+        assert_eq!(
+            refused(
+                &[],
+                false,
+                1 << 63,
+                c64::FLAT_RING3_CS64,
+                c64::FLAT_RING3_SS64
+            ),
+            Some((VEC_GP, 0))
+        );
+        assert_eq!(
+            refused(
+                &[],
+                false,
+                1 << 32,
+                c64::FLAT_RING3_CS32,
+                c64::FLAT_RING3_SS64
+            ),
+            Some((VEC_GP, 0))
+        );
+        assert_eq!(
+            refused(&[], true, 1 << 32, c32::FLAT_RING1_CS, c32::FLAT_RING1_SS),
+            Some((VEC_GP, 0))
+        );
         // A byte-granular 1 MiB code segment.
         let small = seg(true, false, 3, true) & !D_GRANULAR;
         let gdt = [0, small, seg(false, true, 3, true)];
@@ -197,13 +264,13 @@ mod tests {
     #[test]
     fn selectors() {
         let gdt = [
-            seg(true, false, 3, true),   // 0: never a segment (the null selector)
-            seg(true, false, 3, true),   // 1 (0x0b): ring-3 code
-            seg(false, true, 3, true),   // 2 (0x13): ring-3 stack
-            seg(false, false, 3, true),  // 3 (0x1b): read-only data
-            seg(true, false, 1, false),  // 4 (0x21): ring-1 code, not present
-            seg(false, true, 3, false),  // 5 (0x2b): ring-3 stack, not present
-            seg(true, false, 1, true),   // 6 (0x31): ring-1 code
+            seg(true, false, 3, true),  // 0: never a segment (the null selector)
+            seg(true, false, 3, true),  // 1 (0x0b): ring-3 code
+            seg(false, true, 3, true),  // 2 (0x13): ring-3 stack
+            seg(false, false, 3, true), // 3 (0x1b): read-only data
+            seg(true, false, 1, false), // 4 (0x21): ring-1 code, not present
+            seg(false, true, 3, false), // 5 (0x2b): ring-3 stack, not present
+            seg(true, false, 1, true),  // 6 (0x31): ring-1 code
         ];
         assert_eq!(refused(&gdt, true, 0, 0x0b, 0x13), None);
         // Index 0 is null whatever the table holds there.
@@ -212,19 +279,34 @@ mod tests {
         // A read-only SS, a code SS, an SS of another ring.
         assert_eq!(refused(&gdt, true, 0, 0x0b, 0x1b), Some((VEC_GP, 0x18)));
         assert_eq!(refused(&gdt, true, 0, 0x0b, 0x0b), Some((VEC_GP, 0x08)));
-        assert_eq!(refused(&gdt, true, 0, 0x0b, c32::FLAT_RING1_SS), Some((VEC_GP, (c32::FLAT_RING1_SS & !3) as u64)));
+        assert_eq!(
+            refused(&gdt, true, 0, 0x0b, c32::FLAT_RING1_SS),
+            Some((VEC_GP, (c32::FLAT_RING1_SS & !3) as u64))
+        );
         // Not present: #NP for CS, #SS for SS.
-        assert_eq!(refused(&gdt, true, 0, 0x21, c32::FLAT_RING1_SS), Some((VEC_NP, 0x20)));
+        assert_eq!(
+            refused(&gdt, true, 0, 0x21, c32::FLAT_RING1_SS),
+            Some((VEC_NP, 0x20))
+        );
         assert_eq!(refused(&gdt, true, 0, 0x0b, 0x2b), Some((VEC_SS, 0x28)));
         // RPL and DPL disagree; data as CS; beyond the table; the LDT.
-        assert_eq!(refused(&gdt, true, 0, 0x33, c32::FLAT_RING3_SS), Some((VEC_GP, 0x30)));
+        assert_eq!(
+            refused(&gdt, true, 0, 0x33, c32::FLAT_RING3_SS),
+            Some((VEC_GP, 0x30))
+        );
         assert_eq!(refused(&gdt, true, 0, 0x13, 0x13), Some((VEC_GP, 0x10)));
         assert_eq!(refused(&gdt, true, 0, 0x43, 0x13), Some((VEC_GP, 0x40)));
         assert_eq!(refused(&gdt, true, 0, 0x0f, 0x13), Some((VEC_GP, 0x0c)));
         // RPL 0 never goes back to a guest; hypervisor selectors refused.
         assert_eq!(refused(&gdt, true, 0, 0x08, 0x13), Some((VEC_GP, 0x08)));
-        assert_eq!(refused(&gdt, false, 0, 0xe00b, c64::FLAT_RING3_SS64), Some((VEC_GP, 0xe008)));
+        assert_eq!(
+            refused(&gdt, false, 0, 0xe00b, c64::FLAT_RING3_SS64),
+            Some((VEC_GP, 0xe008))
+        );
         // A 32-bit guest's flat selectors mean nothing to a 64-bit one.
-        assert_eq!(refused(&gdt, false, 0, c32::FLAT_RING1_CS, c32::FLAT_RING1_SS), Some((VEC_GP, 0xe018)));
+        assert_eq!(
+            refused(&gdt, false, 0, c32::FLAT_RING1_CS, c32::FLAT_RING1_SS),
+            Some((VEC_GP, 0xe018))
+        );
     }
 }

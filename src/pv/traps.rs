@@ -82,7 +82,8 @@ pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
 
 /// The running vCPU's `evtchn_upcall_mask`.
 fn upcall_mask_ptr(d: &Domain) -> *mut u8 {
-    (vcpu_info_addr(d, d.cur) + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
+    (vcpu_info_addr(d, d.cur)
+        + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
         as *mut u8
 }
 
@@ -141,7 +142,14 @@ pub struct Bounce {
 impl Bounce {
     /// Entering a registered callback (no vector, no error code).
     pub fn to_callback(what: &'static str, cb: Callback) -> Bounce {
-        Bounce { what, vector: None, error_code: None, handler: cb.address, cs: cb.cs, mask_events: cb.mask_events }
+        Bounce {
+            what,
+            vector: None,
+            error_code: None,
+            handler: cb.address,
+            cs: cb.cs,
+            mask_events: cb.mask_events,
+        }
     }
 }
 
@@ -153,7 +161,8 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
         return bounce32(d, f, b);
     }
     let mask = upcall_mask(d);
-    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
+    {
         (d.v().iopl as u64) << 12
     } else {
         0
@@ -164,7 +173,8 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     // A frame interrupting the guest kernel reports RPL 0: the guest
     // kernel believes it runs in ring 0.
     let cs = if from_user { f.cs } else { f.cs & !3 };
-    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
+    let rflags =
+        (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
     let mut words = [0u64; 8];
     let mut n = 0;
     let mut push = |w: u64| {
@@ -221,15 +231,21 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
 // Tour 04: the 32-bit bounce frame (docs/frames/exception32-*.svg)
 fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     let mask = upcall_mask(d);
-    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
+    {
         (d.v().iopl as u64) << 12
     } else {
         0
     };
     let v = d.v_mut();
     let from_user = f.cs & 3 == 3;
-    let (sp, ss) = if from_user { (v.kernel_sp, v.kernel_ss) } else { (f.rsp, f.ss) };
-    let eflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
+    let (sp, ss) = if from_user {
+        (v.kernel_sp, v.kernel_ss)
+    } else {
+        (f.rsp, f.ss)
+    };
+    let eflags =
+        (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
     let mut words = [0u32; 6];
     let mut n = 0;
     let mut push = |w: u64| {
@@ -248,7 +264,11 @@ fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault>
     }
     let frame_va = (sp as u32).wrapping_sub(n as u32 * 4) as u64;
     if frame_va > sp {
-        return Err(Fault { va: sp, level: 0, error_code: 2 });
+        return Err(Fault {
+            va: sp,
+            level: 0,
+            error_code: 2,
+        });
     }
     let mut bytes = [0u8; 24];
     for (i, w) in words[..n].iter().enumerate() {
@@ -260,7 +280,11 @@ fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault>
         set_upcall_mask(d, 1);
     }
     f.rip = b.handler;
-    f.cs = if b.cs == 0 { ringvisor_abi::x86_32::FLAT_RING1_CS } else { b.cs } as u64;
+    f.cs = if b.cs == 0 {
+        ringvisor_abi::x86_32::FLAT_RING1_CS
+    } else {
+        b.cs
+    } as u64;
     f.ss = ss;
     f.rsp = frame_va;
     f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
@@ -280,7 +304,10 @@ fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
 /// them): the failsafe callback gets the selectors it had.
 // Tour 08: data selectors that no longer load
 pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
-    let why = format!("cannot reload data selectors ds {:#x} es {:#x} fs {:#x} gs {:#x}", sels[0], sels[1], sels[2], sels[3]);
+    let why = format!(
+        "cannot reload data selectors ds {:#x} es {:#x} fs {:#x} gs {:#x}",
+        sels[0], sels[1], sels[2], sels[3]
+    );
     if d.compat {
         // Xen's load_segments: from ring 1 the frame goes on the
         // interrupted stack, which is fine (only a selector was bad).
@@ -304,7 +331,19 @@ fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     let [ds, es, fs, gs] = sels.map(|s| s as u64);
     let cs = if v.kernel_mode { f.cs & !3 } else { f.cs };
     let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
-    let words = [f.rcx, f.r11, ds, es, fs, gs, f.rip, cs | (mask as u64) << 32, rflags, f.rsp, f.ss];
+    let words = [
+        f.rcx,
+        f.r11,
+        ds,
+        es,
+        fs,
+        gs,
+        f.rip,
+        cs | (mask as u64) << 32,
+        rflags,
+        f.rsp,
+        f.ss,
+    ];
     let sp = v.kernel_sp & !15;
     let frame_va = sp.wrapping_sub(words.len() as u64 * 8);
     let mut bytes = [0u8; 88];
@@ -314,7 +353,11 @@ fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
     if let Err(e) = GuestSpace::new(v.guest_table).write_bytes(frame_va, &bytes) {
         sched::crash(
             d,
-            format!("{why}; the failsafe frame could not be written either (stack {:#x}, {})", frame_va, fault_words(&e)),
+            format!(
+                "{why}; the failsafe frame could not be written either (stack {:#x}, {})",
+                frame_va,
+                fault_words(&e)
+            ),
         );
         return;
     }
@@ -326,7 +369,11 @@ fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
         set_upcall_mask(d, 1);
     }
     crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
-    crate::trace!(TRACE_BOUNCE, "d{id}v{} failsafe -> {handler:#x} frame {frame_va:#x}", d.cur);
+    crate::trace!(
+        TRACE_BOUNCE,
+        "d{id}v{} failsafe -> {handler:#x} frame {frame_va:#x}",
+        d.cur
+    );
     f.rip = handler;
     f.cs = FLAT_KERNEL_CS64 as u64;
     f.ss = FLAT_KERNEL_SS64 as u64;
@@ -360,19 +407,35 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4], on_r
     let from_user = f.cs & 3 == 3;
     let eflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
     let mut words = [0u32; 9];
-    let base = [sels[0] as u32, sels[1] as u32, sels[2] as u32, sels[3] as u32, f.rip as u32,
-        ((f.cs & 0xffff) | (mask as u64) << 16) as u32, eflags as u32, f.rsp as u32, f.ss as u32];
+    let base = [
+        sels[0] as u32,
+        sels[1] as u32,
+        sels[2] as u32,
+        sels[3] as u32,
+        f.rip as u32,
+        ((f.cs & 0xffff) | (mask as u64) << 16) as u32,
+        eflags as u32,
+        f.rsp as u32,
+        f.ss as u32,
+    ];
     let n = if from_user { 9 } else { 7 };
     words[..n].copy_from_slice(&base[..n]);
     let here = on_ring1_stack && !from_user;
-    let (sp, ss) = if here { (f.rsp as u32, f.ss) } else { (v.kernel_sp as u32, v.kernel_ss) };
+    let (sp, ss) = if here {
+        (f.rsp as u32, f.ss)
+    } else {
+        (v.kernel_sp as u32, v.kernel_ss)
+    };
     let frame_va = sp.wrapping_sub(n as u32 * 4) as u64;
     let mut bytes = [0u8; 36];
     for (i, w) in words[..n].iter().enumerate() {
         bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
     }
     if frame_va > sp as u64 || v.space().write_bytes(frame_va, &bytes[..n * 4]).is_err() {
-        sched::crash(d, format!("{why}; the failsafe frame could not be written either (stack {frame_va:#x})"));
+        sched::crash(
+            d,
+            format!("{why}; the failsafe frame could not be written either (stack {frame_va:#x})"),
+        );
         return;
     }
     let (handler, cs, mask_events) = (v.failsafe.address, v.failsafe.cs, v.failsafe.mask_events);
@@ -381,9 +444,17 @@ fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4], on_r
         set_upcall_mask(d, 1);
     }
     crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
-    crate::trace!(TRACE_BOUNCE, "d{id}v{} failsafe (32-bit) -> {handler:#x} frame {frame_va:#x}", d.cur);
+    crate::trace!(
+        TRACE_BOUNCE,
+        "d{id}v{} failsafe (32-bit) -> {handler:#x} frame {frame_va:#x}",
+        d.cur
+    );
     f.rip = handler;
-    f.cs = if cs == 0 { ringvisor_abi::x86_32::FLAT_RING1_CS } else { cs } as u64;
+    f.cs = if cs == 0 {
+        ringvisor_abi::x86_32::FLAT_RING1_CS
+    } else {
+        cs
+    } as u64;
     f.ss = ss;
     f.rsp = frame_va;
     f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
@@ -412,7 +483,11 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
             d.v_mut().failsafe_streak = 0;
             // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
             // and for a #PF the address, as the guest will see them.
-            let frame_cs = if !d.compat && from == "kernel" { old_cs & !3 } else { old_cs };
+            let frame_cs = if !d.compat && from == "kernel" {
+                old_cs & !3
+            } else {
+                old_cs
+            };
             crate::trace!(
                 TRACE_BOUNCE,
                 "d{}v{} bounce {} ec={}{} from {from} rip={old_rip:#x} cs={frame_cs:#x} -> handler {:#x} frame {frame:#x}",
@@ -464,7 +539,9 @@ pub fn inject_page_fault(d: &mut Domain, f: &mut TrapFrame, cr2: u64, error_code
 pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {
     let t = d.v().trap_table[vector as usize];
     if t.address == 0 {
-        let ec = error_code.map_or(alloc::string::String::new(), |e| format!(" error code {e:#x}"));
+        let ec = error_code.map_or(alloc::string::String::new(), |e| {
+            format!(" error code {e:#x}")
+        });
         sched::crash(
             d,
             format!(
@@ -495,13 +572,21 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
 /// (syscall32 from 32-bit user code), frame without error code.
 // Tour 06: a user `syscall` goes to the guest kernel
 pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
-    let cb = if compat { d.v().syscall32 } else { d.v().syscall };
+    let cb = if compat {
+        d.v().syscall32
+    } else {
+        d.v().syscall
+    };
     if cb.address == 0 {
         // No callback: as if syscall were disabled (EFER.SCE clear): #UD.
         inject(d, f, VEC_UD, None);
         return;
     }
-    deliver(d, f, Bounce::to_callback(if compat { "syscall32" } else { "syscall" }, cb));
+    deliver(
+        d,
+        f,
+        Bounce::to_callback(if compat { "syscall32" } else { "syscall" }, cb),
+    );
 }
 
 /// Software interrupts (`int n`) from the guest: allowed when the trap
@@ -531,7 +616,11 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let cb = d.v().sysenter;
     // A 32-bit guest's mode is its ring (a cached flag is stale after a
     // native iret to ring 3).
-    let user = if d.compat { f.cs & 3 == 3 } else { !d.v().kernel_mode };
+    let user = if d.compat {
+        f.cs & 3 == 3
+    } else {
+        !d.v().kernel_mode
+    };
     if !user || cb.address == 0 {
         return false;
     }
@@ -568,7 +657,11 @@ pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
     if space.read_bytes(rip, &mut buf[..first]).is_err() {
         return 0;
     }
-    if first < buf.len() && space.read_bytes(rip.wrapping_add(first as u64), &mut buf[first..]).is_err() {
+    if first < buf.len()
+        && space
+            .read_bytes(rip.wrapping_add(first as u64), &mut buf[first..])
+            .is_err()
+    {
         return first;
     }
     buf.len()
@@ -576,7 +669,11 @@ pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
 
 /// An exception or interrupt vector taken while the guest ran.
 // Tour 04: what each vector means for the guest
-pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTable, f: &mut TrapFrame) {
+pub fn guest_exception(
+    d: &mut Domain,
+    ft: &mut crate::mm::frametable::FrameTable,
+    f: &mut TrapFrame,
+) {
     let vector = f.vector as u8;
     match vector {
         VEC_PF => {
@@ -586,12 +683,17 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             set_vcpu_cr2(d, cr2);
             // A direct write to one of its own page tables, with writable
             // page tables on: applied (checked) and stepped over.
-            let ptwr_on = d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
+            let ptwr_on =
+                d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
             if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
                 let mut insn = [0u8; 15];
                 let n = fetch(d, f.rip, &mut insn);
                 if crate::pv::mm::ptwr(d, ft, f, cr2, &insn[..n]) {
-                    crate::trace!(crate::trace::TRACE_EMULATE, "d{} emulate page-table write at {cr2:#x}", d.id);
+                    crate::trace!(
+                        crate::trace::TRACE_EMULATE,
+                        "d{} emulate page-table write at {cr2:#x}",
+                        d.id
+                    );
                     return;
                 }
             }
@@ -654,6 +756,9 @@ pub fn guest_exception(d: &mut Domain, ft: &mut crate::mm::frametable::FrameTabl
             let ec = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30).then_some(f.error_code);
             inject(d, f, vector, ec);
         }
-        _ => crate::warn!("d{}: unexpected interrupt vector {vector:#x} from guest; ignored", d.id),
+        _ => crate::warn!(
+            "d{}: unexpected interrupt vector {vector:#x} from guest; ignored",
+            d.id
+        ),
     }
 }

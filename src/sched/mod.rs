@@ -78,11 +78,27 @@ pub fn build_pending(hv: &mut Hv) {
             // their memory and, for the largest bzImage among them, what
             // its build borrows to decompress it (builds run one by one).
             None if id == 0 => {
-                let others = || hv.pending.iter().skip(1).filter(|o| crate::domain::bzimage::is_kernel_image(o.bytes));
-                let mem: u64 =
-                    others().map(|o| o.cmdline().options.mem.unwrap_or(crate::cmdline::DEFAULT_DOMAIN_MEM)).sum();
-                let unpack = others().map(|o| crate::domain::bzimage::unpack_bytes(o.bytes)).max().unwrap_or(0);
-                builder::Memory::InitialDefault { others: mem + unpack }
+                let others = || {
+                    hv.pending
+                        .iter()
+                        .skip(1)
+                        .filter(|o| crate::domain::bzimage::is_kernel_image(o.bytes))
+                };
+                let mem: u64 = others()
+                    .map(|o| {
+                        o.cmdline()
+                            .options
+                            .mem
+                            .unwrap_or(crate::cmdline::DEFAULT_DOMAIN_MEM)
+                    })
+                    .sum();
+                let unpack = others()
+                    .map(|o| crate::domain::bzimage::unpack_bytes(o.bytes))
+                    .max()
+                    .unwrap_or(0);
+                builder::Memory::InitialDefault {
+                    others: mem + unpack,
+                }
             }
             None => builder::Memory::Bytes(crate::cmdline::DEFAULT_DOMAIN_MEM),
         };
@@ -141,8 +157,13 @@ pub fn mxcsr_mask() -> u32 {
 }
 
 fn fxrstor(area: &crate::domain::vcpu::FpuState) {
-    let (fcw, fsw) = (u16::from_le_bytes([area.0[0], area.0[1]]), u16::from_le_bytes([area.0[2], area.0[3]]));
-    if fsw & !fcw & 0x3f == 0 && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed) {
+    let (fcw, fsw) = (
+        u16::from_le_bytes([area.0[0], area.0[1]]),
+        u16::from_le_bytes([area.0[2], area.0[3]]),
+    );
+    if fsw & !fcw & 0x3f == 0
+        && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed)
+    {
         // Xen's fix for XSA-52: load a value so the x87 pointers are this
         // hypervisor's (harmless) instead of the previous vCPU's.
         // SAFETY: x87 state is scratch here (fxrstor overwrites it next);
@@ -171,7 +192,11 @@ fn set_cr0_ts(on: bool) {
 /// The guest's GS base that is live while it runs (its kernel's or its
 /// user's, by mode); while we run it waits in IA32_KERNEL_GS_BASE.
 pub fn load_guest_gs(v: &Vcpu) {
-    let base = if v.kernel_mode { v.gs_base_kernel } else { v.gs_base_user };
+    let base = if v.kernel_mode {
+        v.gs_base_kernel
+    } else {
+        v.gs_base_user
+    };
     // SAFETY: only the guest sees this base, after the swapgs on exit.
     unsafe { wrmsr(IA32_KERNEL_GSBASE, base) };
 }
@@ -223,7 +248,11 @@ fn selector_ok(sel: u16, compat: bool) -> bool {
     let s_bit = rights & (1 << 12) != 0;
     let code_not_readable = rights & (1 << 11) != 0 && rights & (1 << 9) == 0;
     let rpl = (sel & 3) as u32;
-    let ring_ok = if compat { dpl >= 1 && rpl >= 1 && rpl <= dpl } else { dpl == 3 && rpl == 3 };
+    let ring_ok = if compat {
+        dpl >= 1 && rpl >= 1 && rpl <= dpl
+    } else {
+        dpl == 3 && rpl == 3
+    };
     ok == 1 && present && s_bit && ring_ok && !code_not_readable
 }
 
@@ -275,7 +304,9 @@ fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
 /// and null: 0; its own GDT entries: their base).
 fn selector_base(v: &Vcpu, sel: u16) -> u64 {
     match v.gdt.get((sel >> 3) as usize) {
-        Some(&d) if sel & 4 == 0 && sel >> 3 != 0 => ((d >> 16) & 0xff_ffff) | ((d >> 56) & 0xff) << 24,
+        Some(&d) if sel & 4 == 0 && sel >> 3 != 0 => {
+            ((d >> 16) & 0xff_ffff) | ((d >> 56) & 0xff) << 24
+        }
         _ => 0,
     }
 }
@@ -284,7 +315,11 @@ fn selector_base(v: &Vcpu, sel: u16) -> u64 {
 fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     use crate::arch::x86_64::gdt;
     *f = v.regs;
-    gdt::set_layout(if compat { gdt::Layout::Compat } else { gdt::Layout::Native });
+    gdt::set_layout(if compat {
+        gdt::Layout::Compat
+    } else {
+        gdt::Layout::Native
+    });
     crate::arch::x86_64::percpu::set_pv32(compat);
     gdt::load_guest_entries(&v.gdt);
     let sels_ok = load_data_selectors(v.data_sels, compat);
@@ -332,9 +367,24 @@ pub fn write_runstate(d: &Domain, vi: usize) {
     let (state, entry, time) = v.runstate;
     let space = v.space();
     let _ = if d.compat {
-        space.write(va, &ringvisor_abi::vcpu::VcpuRunstateInfo32 { state, state_entry_time: entry, time })
+        space.write(
+            va,
+            &ringvisor_abi::vcpu::VcpuRunstateInfo32 {
+                state,
+                state_entry_time: entry,
+                time,
+            },
+        )
     } else {
-        space.write(va, &ringvisor_abi::vcpu::VcpuRunstateInfo { state, _pad0: 0, state_entry_time: entry, time })
+        space.write(
+            va,
+            &ringvisor_abi::vcpu::VcpuRunstateInfo {
+                state,
+                _pad0: 0,
+                state_entry_time: entry,
+                time,
+            },
+        )
     };
 }
 
@@ -352,7 +402,10 @@ fn idle_state(v: &Vcpu) -> i32 {
 
 /// Every (domain, vCPU) pair, in round-robin order.
 fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
-    hv.domains.iter().enumerate().flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
+    hv.domains
+        .iter()
+        .enumerate()
+        .flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
 }
 
 /// The next vCPU after `from` (round robin, `from` itself last) that can
@@ -377,7 +430,12 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 /// polls whose timeout has passed.
 fn fire_timers(hv: &mut Hv, now: u64) {
     let current = (hv.current, hv.domains.get(hv.current).map_or(0, |d| d.cur));
-    for (di, d) in hv.domains.iter_mut().enumerate().filter(|(_, d)| d.is_alive()) {
+    for (di, d) in hv
+        .domains
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, d)| d.is_alive())
+    {
         if d.watchdogs.iter().flatten().any(|&t| t <= now) {
             d.watchdogs = [None; 2];
             crate::pv::hypercall::watchdog_fired(d);
@@ -430,9 +488,17 @@ fn earliest_timer(hv: &Hv) -> Option<u64> {
     let alive = || hv.domains.iter().filter(|d| d.is_alive());
     let vcpus = alive()
         .flat_map(|d| d.vcpus.iter().filter(|v| v.up))
-        .flat_map(|v| [v.singleshot, (v.periodic_period != 0).then_some(v.periodic_next), v.poll_deadline])
+        .flat_map(|v| {
+            [
+                v.singleshot,
+                (v.periodic_period != 0).then_some(v.periodic_next),
+                v.poll_deadline,
+            ]
+        })
         .flatten();
-    vcpus.chain(alive().flat_map(|d| d.watchdogs.iter().flatten().copied())).min()
+    vcpus
+        .chain(alive().flat_map(|d| d.watchdogs.iter().flatten().copied()))
+        .min()
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
@@ -443,14 +509,30 @@ fn earliest_wakeup(hv: &Hv) -> Option<u64> {
         .iter()
         .filter(|d| d.is_alive())
         .flat_map(|d| {
-            d.vcpus.iter().enumerate().filter(|(_, v)| v.up && v.blocked).flat_map(move |(vi, v)| {
-                let ticks = d.ports.virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32).is_some();
-                [v.poll_deadline, v.singleshot.filter(|_| ticks), (ticks && v.periodic_period != 0).then_some(v.periodic_next)]
-            })
+            d.vcpus
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.up && v.blocked)
+                .flat_map(move |(vi, v)| {
+                    let ticks = d
+                        .ports
+                        .virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32)
+                        .is_some();
+                    [
+                        v.poll_deadline,
+                        v.singleshot.filter(|_| ticks),
+                        (ticks && v.periodic_period != 0).then_some(v.periodic_next),
+                    ]
+                })
         })
         .flatten()
         // A watchdog ends its domain: that is a wake-up too.
-        .chain(hv.domains.iter().filter(|d| d.is_alive()).flat_map(|d| d.watchdogs.iter().flatten().copied()))
+        .chain(
+            hv.domains
+                .iter()
+                .filter(|d| d.is_alive())
+                .flat_map(|d| d.watchdogs.iter().flatten().copied()),
+        )
         .min()
 }
 
@@ -509,7 +591,12 @@ pub fn start(hv: Hv) -> ! {
         hv.domains[di].cur = vi;
         update_time(&hv.domains[di], vi);
         let now = crate::arch::x86_64::time::now_ns();
-        set_runstate(&mut hv.domains[di], vi, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
+        set_runstate(
+            &mut hv.domains[di],
+            vi,
+            ringvisor_abi::vcpu::RUNSTATE_RUNNING,
+            now,
+        );
         // SAFETY: `frame` is this CPU's guest frame slot at the top of its
         // stack, which nothing else uses while we are on the boot path.
         let compat = hv.domains[di].compat;
@@ -530,7 +617,9 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
     // changed one.
-    if percpu::this().work.load(Ordering::Relaxed) == 0 && runnable(&hv.domains[hv.current], hv.domains[hv.current].cur) {
+    if percpu::this().work.load(Ordering::Relaxed) == 0
+        && runnable(&hv.domains[hv.current], hv.domains[hv.current].cur)
+    {
         return;
     }
     settle(hv, f);
@@ -569,7 +658,11 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
     // while another ran), gives its memory back (teardown is idempotent);
     // modules waiting for memory may fit then.
     let mut freed = false;
-    for d in hv.domains.iter_mut().filter(|d| !d.is_alive() && !d.p2m.is_empty()) {
+    for d in hv
+        .domains
+        .iter_mut()
+        .filter(|d| !d.is_alive() && !d.p2m.is_empty())
+    {
         builder::teardown(d, &mut hv.frames);
         freed = true;
     }
@@ -610,7 +703,10 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
                 // domain runs to send an event): a clear end, not a hang.
                 let Some(t) = earliest_wakeup(hv) else {
                     for d in hv.domains.iter_mut() {
-                        crash(d, String::from("blocked with no timer and no event that could wake it"));
+                        crash(
+                            d,
+                            String::from("blocked with no timer and no event that could wake it"),
+                        );
                     }
                     continue;
                 };
@@ -637,7 +733,10 @@ fn finish() -> ! {
     let mut g = HV.lock();
     match g.as_mut() {
         Some(hv) => finish_locked(hv),
-        None => exit(Verdict::Success, format_args!("no guests given; nothing to run")),
+        None => exit(
+            Verdict::Success,
+            format_args!("no guests given; nothing to run"),
+        ),
     }
 }
 
@@ -654,12 +753,21 @@ fn finish_locked(hv: &mut Hv) -> ! {
         "memory: {} frames free at the end, {} before the first domain{}",
         free,
         hv.free_at_start,
-        if free == hv.free_at_start { "" } else { ": some were not given back" }
+        if free == hv.free_at_start {
+            ""
+        } else {
+            ": some were not given back"
+        }
     );
     for d in &hv.domains {
         match &d.state {
             State::Shutdown(r) => {
-                crate::info!("d{} ({}): shut down: {}", d.id, d.name, ringvisor_abi::sched::shutdown_reason_name(*r));
+                crate::info!(
+                    "d{} ({}): shut down: {}",
+                    d.id,
+                    d.name,
+                    ringvisor_abi::sched::shutdown_reason_name(*r)
+                );
                 if *r != ringvisor_abi::sched::SHUTDOWN_POWEROFF {
                     bad += 1;
                 }
@@ -672,11 +780,17 @@ fn finish_locked(hv: &mut Hv) -> ! {
         }
     }
     if bad == 0 {
-        exit(Verdict::Success, format_args!("all {} domain(s) powered off", hv.domains.len()))
+        exit(
+            Verdict::Success,
+            format_args!("all {} domain(s) powered off", hv.domains.len()),
+        )
     } else {
         exit(
             Verdict::Failure,
-            format_args!("{bad} of {} domain(s) did not power off", hv.domains.len() + hv.build_failures),
+            format_args!(
+                "{bad} of {} domain(s) did not power off",
+                hv.domains.len() + hv.build_failures
+            ),
         )
     }
 }

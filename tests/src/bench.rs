@@ -110,7 +110,12 @@ pub fn parse_stat(s: &str) -> Option<Stat> {
     }
     let (a, b) = w.next()?.split_once("..")?;
     let n = w.next()?.strip_prefix("n=")?.parse().ok()?;
-    Some(Stat { median, p10: a.parse().ok()?, p90: b.parse().ok()?, n })
+    Some(Stat {
+        median,
+        p10: a.parse().ok()?,
+        p90: b.parse().ok()?,
+        n,
+    })
 }
 
 /// `key=<u64>` anywhere in `s`.
@@ -156,7 +161,10 @@ pub struct Report {
 impl Report {
     /// Reads the lines of one run; `at` is each line's arrival time.
     pub fn parse<'a>(lines: impl IntoIterator<Item = (&'a str, Option<Duration>)>) -> Report {
-        let mut r = Report { runs: 1, ..Report::default() };
+        let mut r = Report {
+            runs: 1,
+            ..Report::default()
+        };
         for (text, at) in lines {
             if let Some(i) = text.find("(RV) bench: ") {
                 let rest = &text[i + "(RV) bench: ".len()..];
@@ -170,10 +178,17 @@ impl Report {
                     if let (Some(tsc), Some(ns), Some(bt), Some(bns)) = (
                         field(rest, "tsc"),
                         field(rest, "ns"),
-                        rest.split_once("baseline took").and_then(|(_, b)| field(b, "tsc")),
-                        rest.split_once("baseline took").and_then(|(_, b)| field(b, "ns")),
+                        rest.split_once("baseline took")
+                            .and_then(|(_, b)| field(b, "tsc")),
+                        rest.split_once("baseline took")
+                            .and_then(|(_, b)| field(b, "ns")),
                     ) {
-                        r.entry = Some(GuestEntry { tsc, ns, baseline_tsc: bt, baseline_ns: bns });
+                        r.entry = Some(GuestEntry {
+                            tsc,
+                            ns,
+                            baseline_tsc: bt,
+                            baseline_ns: bns,
+                        });
                     }
                 }
                 continue;
@@ -183,7 +198,9 @@ impl Report {
                 r.xen_version.get_or_insert_with(|| v.trim().to_string());
                 continue;
             }
-            let Some(guest) = guest_part(text) else { continue };
+            let Some(guest) = guest_part(text) else {
+                continue;
+            };
             if r.first_line_at.is_none() {
                 r.first_line_at = at;
             }
@@ -193,7 +210,9 @@ impl Report {
                 } else if let Some((name, stat)) = rest.split_once(' ') {
                     match parse_stat(stat) {
                         Some(s) => r.guest.push((name.to_string(), s)),
-                        None => r.unmeasured.push((name.to_string(), stat.trim().to_string())),
+                        None => r
+                            .unmeasured
+                            .push((name.to_string(), stat.trim().to_string())),
                     }
                 }
             } else if let Some(res) = guest.strip_prefix("RESULT: ") {
@@ -212,7 +231,10 @@ impl Report {
     }
 
     pub fn baseline(&self, name: &str) -> Option<Stat> {
-        self.baseline.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+        self.baseline
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| *s)
     }
 
     pub fn path(&self, name: &str) -> Option<Stat> {
@@ -221,7 +243,10 @@ impl Report {
 
     /// What the guest printed instead of a figure for `name`, if anything.
     pub fn unmeasured(&self, name: &str) -> Option<&str> {
-        self.unmeasured.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str())
+        self.unmeasured
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
     }
 
     /// Every baseline and every path present with a positive median, the
@@ -293,7 +318,11 @@ impl Report {
             }
         }
         if self.result.as_deref() == Some("SUCCESS") && r32.result.as_deref() != Some("SUCCESS") {
-            self.result = Some(r32.result.clone().unwrap_or_else(|| "CRASH (32-bit boot: no RESULT line)".into()));
+            self.result = Some(
+                r32.result
+                    .clone()
+                    .unwrap_or_else(|| "CRASH (32-bit boot: no RESULT line)".into()),
+            );
         }
     }
 
@@ -312,7 +341,8 @@ impl Report {
             match (self.path(p), self.unmeasured(p)) {
                 (Some(s), _) if s.median > 0 => {}
                 (Some(s), _) => bad.push(format!("{p}: median {} (not positive)", s.median)),
-                (None, Some(t)) if !two_domain && TWO_DOMAIN.contains(p) && t.starts_with("not measured") => {}
+                (None, Some(t))
+                    if !two_domain && TWO_DOMAIN.contains(p) && t.starts_with("not measured") => {}
                 (None, Some(t)) => bad.push(format!("{p}: {t}")),
                 (None, None) => bad.push(format!("{p}: no BENCH line")),
             }
@@ -333,7 +363,9 @@ impl Report {
     /// p90, every startup time) is the median of that figure over the
     /// runs. Rows missing from some runs use the runs that have them.
     pub fn combine(runs: &[Report]) -> Report {
-        let Some(first) = runs.first() else { return Report::default() };
+        let Some(first) = runs.first() else {
+            return Report::default();
+        };
         let rows = |pick: fn(&Report) -> &Vec<(String, Stat)>| -> Vec<(String, Stat)> {
             let mut names: Vec<&String> = Vec::new();
             for r in runs {
@@ -346,10 +378,20 @@ impl Report {
             names
                 .into_iter()
                 .map(|n| {
-                    let all: Vec<Stat> =
-                        runs.iter().filter_map(|r| pick(r).iter().find(|(m, _)| m == n).map(|(_, s)| *s)).collect();
+                    let all: Vec<Stat> = runs
+                        .iter()
+                        .filter_map(|r| pick(r).iter().find(|(m, _)| m == n).map(|(_, s)| *s))
+                        .collect();
                     let m = |f: fn(&Stat) -> u64| median(all.iter().map(f).collect());
-                    (n.clone(), Stat { median: m(|s| s.median), p10: m(|s| s.p10), p90: m(|s| s.p90), n: m(|s| s.n) })
+                    (
+                        n.clone(),
+                        Stat {
+                            median: m(|s| s.median),
+                            p10: m(|s| s.p10),
+                            p90: m(|s| s.p90),
+                            n: m(|s| s.n),
+                        },
+                    )
                 })
                 .collect()
         };
@@ -364,7 +406,11 @@ impl Report {
             }
         });
         let tscs: Vec<u64> = runs.iter().filter_map(|r| r.first_line_tsc).collect();
-        let ats: Vec<u64> = runs.iter().filter_map(|r| r.first_line_at).map(|d| d.as_nanos() as u64).collect();
+        let ats: Vec<u64> = runs
+            .iter()
+            .filter_map(|r| r.first_line_at)
+            .map(|d| d.as_nanos() as u64)
+            .collect();
         let mut unmeasured: Vec<(String, String)> = Vec::new();
         for (n, t) in runs.iter().flat_map(|r| &r.unmeasured) {
             if !unmeasured.iter().any(|(m, _)| m == n) {
@@ -381,7 +427,9 @@ impl Report {
             result: if runs.iter().all(|r| r.result.as_deref() == Some("SUCCESS")) {
                 Some("SUCCESS".into())
             } else {
-                runs.iter().find_map(|r| r.result.clone().filter(|s| s != "SUCCESS")).or(first.result.clone())
+                runs.iter()
+                    .find_map(|r| r.result.clone().filter(|s| s != "SUCCESS"))
+                    .or(first.result.clone())
             },
             runs: runs.len(),
             xen_version: first.xen_version.clone(),
@@ -434,7 +482,9 @@ pub fn vs_xen(rv: Option<Stat>, xen: Option<Stat>) -> Option<f64> {
 }
 
 fn cell(s: Option<Stat>) -> String {
-    s.map_or("-".into(), |s| format!("{} [{}..{}]", s.median, s.p10, s.p90))
+    s.map_or("-".into(), |s| {
+        format!("{} [{}..{}]", s.median, s.p10, s.p90)
+    })
 }
 
 fn ms(ns: u64) -> String {
@@ -458,12 +508,22 @@ pub struct Runs<'a> {
 
 /// The one table without Xen: see [`Runs::table`].
 pub fn table(tcg: Option<&Report>, icount: Option<&Report>) -> String {
-    Runs { tcg, icount, ..Runs::default() }.table()
+    Runs {
+        tcg,
+        icount,
+        ..Runs::default()
+    }
+    .table()
 }
 
 /// The same numbers as [`table`], as JSON: see [`Runs::json`].
 pub fn json(tcg: Option<&Report>, icount: Option<&Report>) -> String {
-    Runs { tcg, icount, ..Runs::default() }.json()
+    Runs {
+        tcg,
+        icount,
+        ..Runs::default()
+    }
+    .json()
 }
 
 impl Runs<'_> {
@@ -486,7 +546,11 @@ impl Runs<'_> {
         }
         header.push("match");
         let mut rows: Vec<Vec<String>> = vec![header.into_iter().map(String::from).collect()];
-        let xen_cells = |row: &mut Vec<String>, xen: Option<&Report>, rv: Option<Stat>, base: bool, name: &str| {
+        let xen_cells = |row: &mut Vec<String>,
+                         xen: Option<&Report>,
+                         rv: Option<Stat>,
+                         base: bool,
+                         name: &str| {
             if let Some(x) = xen {
                 let xs = if base { None } else { x.path(name) };
                 row.push(xs.map_or("-".into(), |s| s.median.to_string()));
@@ -519,8 +583,9 @@ impl Runs<'_> {
             row(p.to_string(), false, p, m);
         }
         let cols = rows[0].len();
-        let widths: Vec<usize> =
-            (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
         let mut out = String::new();
         for (i, r) in rows.iter().enumerate() {
             let mut line = String::new();
@@ -561,7 +626,11 @@ impl Runs<'_> {
             loop_of(icount, false)
         );
         if let Some(t) = tcg {
-            let _ = writeln!(out, "TCG: {} run(s), each figure the median over the runs", t.runs);
+            let _ = writeln!(
+                out,
+                "TCG: {} run(s), each figure the median over the runs",
+                t.runs
+            );
             if let Some(e) = t.entry {
                 let _ = writeln!(
                     out,
@@ -599,7 +668,9 @@ impl Runs<'_> {
     /// The lines under the table about Xen: which Xen, its start-up, the goal.
     fn xen_notes(&self) -> String {
         let mut out = String::new();
-        let Some(any) = self.xen_tcg.or(self.xen_icount) else { return out };
+        let Some(any) = self.xen_tcg.or(self.xen_icount) else {
+            return out;
+        };
         let _ = writeln!(
             out,
             "\nXen: {} with the same guest as dom0 in the same QEMU (rv/Xen: ringvisor's median over Xen's)",
@@ -615,12 +686,24 @@ impl Runs<'_> {
             }
         }
         if !missing.is_empty() {
-            let _ = writeln!(out, "Xen (dom0 alone, no toolstack): {}", missing.join("; "));
+            let _ = writeln!(
+                out,
+                "Xen (dom0 alone, no toolstack): {}",
+                missing.join("; ")
+            );
         }
         if let Some(x) = self.xen_tcg {
-            let _ = writeln!(out, "Xen TCG: {} run(s), each figure the median over the runs", x.runs);
+            let _ = writeln!(
+                out,
+                "Xen TCG: {} run(s), each figure the median over the runs",
+                x.runs
+            );
             if let Some(at) = x.first_line_at {
-                let _ = writeln!(out, "Xen TCG start-up: first guest console line {} after QEMU started (host clock)", ms(at.as_nanos() as u64));
+                let _ = writeln!(
+                    out,
+                    "Xen TCG start-up: first guest console line {} after QEMU started (host clock)",
+                    ms(at.as_nanos() as u64)
+                );
             }
         }
         if let Some(x) = self.xen_icount {
@@ -628,10 +711,15 @@ impl Runs<'_> {
                 let _ = writeln!(out, "Xen icount start-up: first guest console line written after {t} instructions since CPU reset");
             }
             if let Some(rv) = self.icount {
-                let compared: Vec<(&str, f64)> =
-                    PATHS.iter().filter_map(|(p, _)| Some((*p, vs_xen(rv.path(p), x.path(p))?))).collect();
-                let met: Vec<String> =
-                    compared.iter().filter(|(_, q)| *q <= XEN_GOAL).map(|(p, q)| format!("{p} {q:.2}")).collect();
+                let compared: Vec<(&str, f64)> = PATHS
+                    .iter()
+                    .filter_map(|(p, _)| Some((*p, vs_xen(rv.path(p), x.path(p))?)))
+                    .collect();
+                let met: Vec<String> = compared
+                    .iter()
+                    .filter(|(_, q)| *q <= XEN_GOAL)
+                    .map(|(p, q)| format!("{p} {q:.2}"))
+                    .collect();
                 let _ = writeln!(
                     out,
                     "goal (issue 8): at most {XEN_GOAL:.2} of Xen's instructions on every path; there on {} of {} paths compared{}",
@@ -665,7 +753,14 @@ fn json_stats(rows: &[(String, Stat)]) -> String {
     let items: Vec<String> = rows
         .iter()
         .map(|(n, s)| {
-            format!("{}: {{\"median\": {}, \"p10\": {}, \"p90\": {}, \"n\": {}}}", json_str(n), s.median, s.p10, s.p90, s.n)
+            format!(
+                "{}: {{\"median\": {}, \"p10\": {}, \"p90\": {}, \"n\": {}}}",
+                json_str(n),
+                s.median,
+                s.p10,
+                s.p90,
+                s.n
+            )
         })
         .collect();
     format!("{{{}}}", items.join(", "))
@@ -678,7 +773,11 @@ fn json_report(r: &Report) -> String {
             e.tsc, e.ns, e.baseline_tsc, e.baseline_ns
         )
     });
-    let unmeasured: Vec<String> = r.unmeasured.iter().map(|(n, t)| format!("{}: {}", json_str(n), json_str(t))).collect();
+    let unmeasured: Vec<String> = r
+        .unmeasured
+        .iter()
+        .map(|(n, t)| format!("{}: {}", json_str(n), json_str(t)))
+        .collect();
     format!(
         "{{\"runs\": {}, \"baseline\": {}, \"paths\": {}, \"not_measured\": {{{}}}, \"first_guest_instruction\": {}, \
          \"first_line_tsc\": {}, \"first_line_host_ns\": {}, \"result\": {}}}",
@@ -694,7 +793,9 @@ fn json_report(r: &Report) -> String {
 }
 
 fn json_ratios(rv: Option<&Report>, xen: Option<&Report>) -> String {
-    let (Some(rv), Some(xen)) = (rv, xen) else { return "null".into() };
+    let (Some(rv), Some(xen)) = (rv, xen) else {
+        return "null".into();
+    };
     let items: Vec<String> = PATHS
         .iter()
         .map(|(p, _)| {
@@ -712,9 +813,16 @@ impl Runs<'_> {
     /// {...}}, "matching_baseline": {...}, "not_yet": [...]}`; a clock not
     /// run is `null`.
     pub fn json(&self) -> String {
-        let matching: Vec<String> = PATHS.iter().chain(PATHS32).map(|(p, m)| format!("{}: {}", json_str(p), json_str(m))).collect();
+        let matching: Vec<String> = PATHS
+            .iter()
+            .chain(PATHS32)
+            .map(|(p, m)| format!("{}: {}", json_str(p), json_str(m)))
+            .collect();
         let not_yet: Vec<String> = NOT_YET.iter().map(|(p, _)| json_str(p)).collect();
-        let version = self.xen_tcg.or(self.xen_icount).and_then(|x| x.xen_version.as_deref());
+        let version = self
+            .xen_tcg
+            .or(self.xen_icount)
+            .and_then(|x| x.xen_version.as_deref());
         format!(
             "{{\"tcg\": {}, \"icount\": {}, \"xen_tcg\": {}, \"xen_icount\": {}, \"xen_version\": {}, \
              \"rv_over_xen\": {{\"tcg\": {}, \"icount\": {}}}, \"matching_baseline\": {{{}}}, \"not_yet\": [{}]}}\n",
@@ -780,7 +888,12 @@ mod tests {
     fn stat_lines() {
         assert_eq!(
             parse_stat("median 114 spread 108..131 n=100000 (more)"),
-            Some(Stat { median: 114, p10: 108, p90: 131, n: 100_000 })
+            Some(Stat {
+                median: 114,
+                p10: 108,
+                p90: 131,
+                n: 100_000
+            })
         );
         assert_eq!(parse_stat("median x spread 1..2 n=3"), None);
         assert_eq!(parse_stat("median 1 spread 12 n=3"), None);
@@ -792,14 +905,27 @@ mod tests {
         let r = parsed();
         assert_eq!(r.baseline.len(), 5);
         assert_eq!(r.baseline("syscall").unwrap().median, 2);
-        assert_eq!(r.path("null-hypercall"), Some(Stat { median: 707, p10: 700, p90: 710, n: 20000 }));
+        assert_eq!(
+            r.path("null-hypercall"),
+            Some(Stat {
+                median: 707,
+                p10: 700,
+                p90: 710,
+                n: 20000
+            })
+        );
         assert_eq!(r.path("loop").unwrap().median, 4);
         assert_eq!(r.guest.len(), 18);
         assert_eq!(r.path("domain-switch").unwrap().median, 19158);
         assert!(r.unmeasured.is_empty());
         assert_eq!(
             r.entry,
-            Some(GuestEntry { tsc: 48674227, ns: 48674221, baseline_tsc: 11026675, baseline_ns: 11026673 })
+            Some(GuestEntry {
+                tsc: 48674227,
+                ns: 48674221,
+                baseline_tsc: 11026675,
+                baseline_ns: 11026673
+            })
         );
         assert_eq!(r.first_line_tsc, Some(49509065));
         assert_eq!(r.first_line_at, Some(Duration::from_millis(5)));
@@ -830,7 +956,12 @@ mod tests {
         assert_eq!(r.baseline("int").unwrap().median, 2);
         let t = table(None, Some(&r));
         assert!(t.contains("32-set-trap-table-32"), "{t}");
-        let failed = Report::parse(RUN32.replace("RESULT: SUCCESS", "RESULT: FAILURE: 1 failed").lines().map(|l| (l, None)));
+        let failed = Report::parse(
+            RUN32
+                .replace("RESULT: SUCCESS", "RESULT: FAILURE: 1 failed")
+                .lines()
+                .map(|l| (l, None)),
+        );
         let mut r = parsed();
         r.add_32(&failed);
         assert_eq!(r.result.as_deref(), Some("FAILURE: 1 failed"));
@@ -838,7 +969,11 @@ mod tests {
 
     #[test]
     fn check_names_what_is_missing() {
-        let text = RUN.replace("(d0) BENCH: pf-bounce median 1994 spread 1994..1994 n=20000\n", "")
+        let text = RUN
+            .replace(
+                "(d0) BENCH: pf-bounce median 1994 spread 1994..1994 n=20000\n",
+                "",
+            )
             .replace("RESULT: SUCCESS", "RESULT: FAILURE: 1 failed")
             .replace("baseline int median 2", "baseline int median 0");
         let r = Report::parse(text.lines().map(|l| (l, None)));
@@ -846,30 +981,53 @@ mod tests {
         assert!(e.contains("pf-bounce: no BENCH line"), "{e}");
         assert!(e.contains("guest RESULT: FAILURE"), "{e}");
         assert!(e.contains("baseline int: median 0"), "{e}");
-        assert!(Report::default().check().unwrap_err().contains("no guest RESULT line"));
+        assert!(Report::default()
+            .check()
+            .unwrap_err()
+            .contains("no guest RESULT line"));
     }
 
     #[test]
     fn two_domain_rows_without_figures() {
         // An error on ringvisor fails the check, with the guest's words.
-        let text = RUN.replace("event-ping-pong median 21492 spread 21490..21500 n=20000", "event-ping-pong error: an answer did not arrive");
+        let text = RUN.replace(
+            "event-ping-pong median 21492 spread 21490..21500 n=20000",
+            "event-ping-pong error: an answer did not arrive",
+        );
         let r = Report::parse(text.lines().map(|l| (l, None)));
-        assert_eq!(r.unmeasured("event-ping-pong"), Some("error: an answer did not arrive"));
-        assert!(r.check().unwrap_err().contains("event-ping-pong: error: an answer did not arrive"));
+        assert_eq!(
+            r.unmeasured("event-ping-pong"),
+            Some("error: an answer did not arrive")
+        );
+        assert!(r
+            .check()
+            .unwrap_err()
+            .contains("event-ping-pong: error: an answer did not arrive"));
         assert!(r.check_guest().is_err());
-        assert!(table(Some(&r), None).contains("event-ping-pong (TCG): error: an answer did not arrive"));
+        assert!(table(Some(&r), None)
+            .contains("event-ping-pong (TCG): error: an answer did not arrive"));
         // "Not measured" is fine only where there is no second domain (Xen).
-        let text = RUN
-            .replace("domain-switch median 19158 spread 19158..19158 n=20000", "domain-switch not measured (no second domain)");
+        let text = RUN.replace(
+            "domain-switch median 19158 spread 19158..19158 n=20000",
+            "domain-switch not measured (no second domain)",
+        );
         let r = Report::parse(text.lines().map(|l| (l, None)));
-        assert!(r.check().unwrap_err().contains("domain-switch: not measured (no second domain)"));
+        assert!(r
+            .check()
+            .unwrap_err()
+            .contains("domain-switch: not measured (no second domain)"));
         assert_eq!(r.check_guest(), Ok(()));
         // A domain's failure is the run's, whichever RESULT line comes first.
         let text = RUN.replace("(d0) RESULT: SUCCESS", "(d0) RESULT: FAILURE: 1 failed");
         let r = Report::parse(text.lines().map(|l| (l, None)));
         assert_eq!(r.result.as_deref(), Some("FAILURE: 1 failed"));
         let text = RUN.replace("(d1) RESULT: SUCCESS", "(d1) RESULT: ERROR: x");
-        assert_eq!(Report::parse(text.lines().map(|l| (l, None))).result.as_deref(), Some("ERROR: x"));
+        assert_eq!(
+            Report::parse(text.lines().map(|l| (l, None)))
+                .result
+                .as_deref(),
+            Some("ERROR: x")
+        );
     }
 
     #[test]
@@ -896,22 +1054,46 @@ mod tests {
             assert!(t.contains(p), "{p} missing:\n{t}");
         }
         // 707 / 2 = 353.5 against syscall; int3 1968 / int 2 = 984.0.
-        assert!(t.lines().any(|l| l.starts_with("null-hypercall") && l.contains("353.5")), "{t}");
-        assert!(t.lines().any(|l| l.starts_with("int3-bounce") && l.contains("984.0")), "{t}");
-        assert!(t.lines().any(|l| l.starts_with("event-ping-pong") && l.contains("10746.0")), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("null-hypercall") && l.contains("353.5")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("int3-bounce") && l.contains("984.0")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("event-ping-pong") && l.contains("10746.0")),
+            "{t}"
+        );
         assert!(!t.contains("domain-switch: not yet"), "{t}");
         assert!(t.contains("32-null-hypercall"), "{t}");
-        assert!(t.lines().any(|l| l.starts_with("event-send-upcall") && l.contains("1050.0")), "{t}");
-        assert!(t.contains("first guest instruction after 37647552 instructions"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("event-send-upcall") && l.contains("1050.0")),
+            "{t}"
+        );
+        assert!(
+            t.contains("first guest instruction after 37647552 instructions"),
+            "{t}"
+        );
         let only_tcg = table(Some(&r), None);
-        assert!(only_tcg.lines().any(|l| l.starts_with("null-hypercall") && l.trim_end().ends_with("syscall")));
+        assert!(only_tcg
+            .lines()
+            .any(|l| l.starts_with("null-hypercall") && l.trim_end().ends_with("syscall")));
     }
 
     #[test]
     fn json_is_well_formed_enough() {
         let r = parsed();
         let j = json(Some(&r), None);
-        assert!(j.starts_with("{\"tcg\": {\"runs\": 1, \"baseline\": {\"loop\": {\"median\": 4"), "{j}");
+        assert!(
+            j.starts_with("{\"tcg\": {\"runs\": 1, \"baseline\": {\"loop\": {\"median\": 4"),
+            "{j}"
+        );
         assert!(j.contains("\"icount\": null"));
         assert!(j.contains("\"null-hypercall\": \"syscall\""));
         assert_eq!(j.matches('{').count(), j.matches('}').count());
@@ -922,7 +1104,10 @@ mod tests {
     fn guest_lines_from_any_domain() {
         assert_eq!(guest_part("(d12) BENCH: x"), Some("BENCH: x"));
         assert_eq!(guest_part("(RV) d0: running"), None);
-        assert_eq!(guest_part("(RV) bench: baseline syscall median 2 spread 2..2 n=1"), None);
+        assert_eq!(
+            guest_part("(RV) bench: baseline syscall median 2 spread 2..2 n=1"),
+            None
+        );
         assert_eq!(guest_part("(d) x"), None);
         // Xen's dom0: no prefix.
         assert_eq!(guest_part("BENCH: x"), Some("BENCH: x"));
@@ -969,17 +1154,35 @@ RESULT: SUCCESS
 ";
 
     fn xen() -> Report {
-        Report::parse(XEN_RUN.lines().map(|l| (l, Some(Duration::from_millis(1200)))))
+        Report::parse(
+            XEN_RUN
+                .lines()
+                .map(|l| (l, Some(Duration::from_millis(1200)))),
+        )
     }
 
     #[test]
     fn a_xen_run_is_read_without_prefixes() {
         let x = xen();
-        assert_eq!(x.xen_version.as_deref(), Some("4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)"));
+        assert_eq!(
+            x.xen_version.as_deref(),
+            Some("4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)")
+        );
         assert_eq!(x.path("null-hypercall").unwrap().median, 277);
-        assert_eq!(x.path("mmu-update-1"), Some(Stat { median: 1118, p10: 1099, p90: 1118, n: 20000 }));
+        assert_eq!(
+            x.path("mmu-update-1"),
+            Some(Stat {
+                median: 1118,
+                p10: 1099,
+                p90: 1118,
+                n: 20000
+            })
+        );
         assert_eq!(x.guest.len(), PATHS.len() + 1 - TWO_DOMAIN.len());
-        assert_eq!(x.unmeasured("domain-switch"), Some("not measured (no second domain)"));
+        assert_eq!(
+            x.unmeasured("domain-switch"),
+            Some("not measured (no second domain)")
+        );
         assert_eq!(x.first_line_tsc, Some(298543078));
         assert_eq!(x.result.as_deref(), Some("SUCCESS"));
         assert_eq!(x.check_guest(), Ok(()));
@@ -991,34 +1194,82 @@ RESULT: SUCCESS
     #[test]
     fn the_table_and_json_with_xen() {
         let (r, x) = (parsed(), xen());
-        let runs = Runs { tcg: Some(&r), icount: Some(&r), xen_tcg: Some(&x), xen_icount: Some(&x) };
+        let runs = Runs {
+            tcg: Some(&r),
+            icount: Some(&r),
+            xen_tcg: Some(&x),
+            xen_icount: Some(&x),
+        };
         let t = runs.table();
         let head = t.lines().next().unwrap();
         assert_eq!(head.matches("rv/Xen").count(), 2, "{t}");
         // 707 / 277 = 2.55; 868 / 1009 = 0.86.
         let line = |p: &str| t.lines().find(|l| l.starts_with(p)).unwrap().to_string();
-        assert!(line("null-hypercall").contains(" 277 ") && line("null-hypercall").contains("2.55"), "{t}");
+        assert!(
+            line("null-hypercall").contains(" 277 ") && line("null-hypercall").contains("2.55"),
+            "{t}"
+        );
         assert!(line("update-va-mapping").contains("0.86"), "{t}");
-        assert!(line("bare syscall").split_whitespace().filter(|w| *w == "-").count() == 4, "{t}");
+        assert!(
+            line("bare syscall")
+                .split_whitespace()
+                .filter(|w| *w == "-")
+                .count()
+                == 4,
+            "{t}"
+        );
         assert!(t.contains("Xen: 4.17.7 (Debian"), "{t}");
-        assert!(t.contains("Xen icount start-up: first guest console line written after 298543078"), "{t}");
+        assert!(
+            t.contains("Xen icount start-up: first guest console line written after 298543078"),
+            "{t}"
+        );
         assert!(t.contains("there on 0 of 15 paths compared"), "{t}");
         // The two-domain rows: ringvisor's figure, '-' for Xen.
         let ping = line("event-ping-pong");
-        assert!(ping.contains("21492") && ping.split_whitespace().filter(|w| *w == "-").count() == 4, "{t}");
+        assert!(
+            ping.contains("21492") && ping.split_whitespace().filter(|w| *w == "-").count() == 4,
+            "{t}"
+        );
         assert!(t.contains("Xen (dom0 alone, no toolstack): event-ping-pong: not measured (no second domain); domain-switch"), "{t}");
-        let only_icount = Runs { icount: Some(&r), xen_icount: Some(&x), ..Runs::default() }.table();
-        assert_eq!(only_icount.lines().next().unwrap().matches("rv/Xen").count(), 1);
+        let only_icount = Runs {
+            icount: Some(&r),
+            xen_icount: Some(&x),
+            ..Runs::default()
+        }
+        .table();
+        assert_eq!(
+            only_icount
+                .lines()
+                .next()
+                .unwrap()
+                .matches("rv/Xen")
+                .count(),
+            1
+        );
         assert!(!table(Some(&r), Some(&r)).contains("Xen"));
 
         let j = runs.json();
         assert!(j.contains("\"xen_version\": \"4.17.7 (Debian"), "{j}");
-        assert!(j.contains("\"rv_over_xen\": {\"tcg\": {\"null-hypercall\": 2.552"), "{j}");
-        assert!(j.contains("\"xen_icount\": {\"runs\": 1, \"baseline\": {}, \"paths\": {\"loop\""), "{j}");
-        assert!(j.contains("\"not_measured\": {\"event-ping-pong\": \"not measured (no second domain)\""), "{j}");
+        assert!(
+            j.contains("\"rv_over_xen\": {\"tcg\": {\"null-hypercall\": 2.552"),
+            "{j}"
+        );
+        assert!(
+            j.contains("\"xen_icount\": {\"runs\": 1, \"baseline\": {}, \"paths\": {\"loop\""),
+            "{j}"
+        );
+        assert!(
+            j.contains(
+                "\"not_measured\": {\"event-ping-pong\": \"not measured (no second domain)\""
+            ),
+            "{j}"
+        );
         assert!(j.contains("\"domain-switch\": null"), "{j}");
         assert_eq!(j.matches('{').count(), j.matches('}').count());
         let plain = json(Some(&r), None);
-        assert!(plain.contains("\"xen_tcg\": null") && plain.contains("\"rv_over_xen\": {\"tcg\": null, \"icount\": null}"));
+        assert!(
+            plain.contains("\"xen_tcg\": null")
+                && plain.contains("\"rv_over_xen\": {\"tcg\": null, \"icount\": null}")
+        );
     }
 }

@@ -102,12 +102,19 @@ pub const TARGET32: &str = "i686-unknown-linux-gnu";
 pub fn guest_crates() -> Vec<String> {
     let mut names = Vec::new();
     for (dir, prefix) in [("guests", "guest-"), ("guests32", "guest32-")] {
-        let Ok(dirs) = fs::read_dir(workspace_root().join(dir)) else { continue };
+        let Ok(dirs) = fs::read_dir(workspace_root().join(dir)) else {
+            continue;
+        };
         for d in dirs.flatten() {
-            let Ok(toml) = fs::read_to_string(d.path().join("Cargo.toml")) else { continue };
-            let name = toml
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"').map(str::to_string));
+            let Ok(toml) = fs::read_to_string(d.path().join("Cargo.toml")) else {
+                continue;
+            };
+            let name = toml.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("name = \"")?
+                    .strip_suffix('"')
+                    .map(str::to_string)
+            });
             if let Some(n) = name.filter(|n| n.starts_with(prefix)) {
                 names.push(n);
             }
@@ -128,7 +135,10 @@ fn guest_target(name: &str) -> &'static str {
 /// Where `cargo build` leaves guest `name` (always a release build: guests
 /// run under TCG and must be quick).
 pub fn guest_path(name: &str) -> PathBuf {
-    target_dir().join(guest_target(name)).join("release").join(name)
+    target_dir()
+        .join(guest_target(name))
+        .join("release")
+        .join(name)
 }
 
 /// Builds every test guest, one cargo run per target.
@@ -144,7 +154,8 @@ pub fn build_guests() -> Result<Vec<PathBuf>> {
             continue;
         }
         let mut c = cargo();
-        c.current_dir(workspace_root()).args(["build", "--release", "--target", target]);
+        c.current_dir(workspace_root())
+            .args(["build", "--release", "--target", target]);
         for n in these {
             c.args(["-p", n]);
         }
@@ -174,7 +185,11 @@ pub fn test_guest(name: &str) -> Result<PathBuf> {
         .clone()?;
     let p = guest_path(name);
     if !p.is_file() {
-        bail!("no guest {name} at {} (is guests/{} a workspace member?)", p.display(), name.trim_start_matches("guest-"));
+        bail!(
+            "no guest {name} at {} (is guests/{} a workspace member?)",
+            p.display(),
+            name.trim_start_matches("guest-")
+        );
     }
     Ok(p)
 }

@@ -23,11 +23,17 @@ pub fn crc32(data: &[u8]) -> u32 {
     for (i, t) in table.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
         *t = c;
     }
-    !data.iter().fold(!0u32, |c, &b| table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 /// A gzip member (RFC 1952) holding `data` in stored deflate blocks
@@ -71,7 +77,9 @@ pub fn wrap_gzip(kernel: &[u8]) -> Vec<u8> {
 
 /// FNV-1a, 64-bit: what guest-hello prints for its initrd.
 pub fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -101,7 +109,8 @@ mod tests {
     fn header_places_the_payload() {
         let img = wrap_gzip(b"\x7fELF kernel");
         assert_eq!(&img[0x202..0x206], b"HdrS");
-        let off = (img[0x1f1] as usize + 1) * 512 + u32::from_le_bytes(img[0x248..0x24c].try_into().unwrap()) as usize;
+        let off = (img[0x1f1] as usize + 1) * 512
+            + u32::from_le_bytes(img[0x248..0x24c].try_into().unwrap()) as usize;
         let len = u32::from_le_bytes(img[0x24c..0x250].try_into().unwrap()) as usize;
         assert_eq!(off + len, img.len());
         assert_eq!(&img[off..off + 2], &[0x1f, 0x8b]);

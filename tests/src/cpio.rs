@@ -21,7 +21,10 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer { out: Vec::new(), ino: 0 }
+        Writer {
+            out: Vec::new(),
+            ino: 0,
+        }
     }
 
     fn pad4(&mut self) {
@@ -106,8 +109,11 @@ mod tests {
         loop {
             assert_eq!(&a[..6], b"070701", "magic at offset {}", total - a.len());
             let field = |i: usize| hex(&a[6 + 8 * i..14 + 8 * i]);
-            let (mode, size, rmaj, namesize) = (field(1), field(6) as usize, field(9), field(11) as usize);
-            let name = std::str::from_utf8(&a[110..110 + namesize - 1]).unwrap().to_string();
+            let (mode, size, rmaj, namesize) =
+                (field(1), field(6) as usize, field(9), field(11) as usize);
+            let name = std::str::from_utf8(&a[110..110 + namesize - 1])
+                .unwrap()
+                .to_string();
             assert_eq!(a[110 + namesize - 1], 0, "name NUL-terminated");
             let data_at = (110 + namesize).next_multiple_of(4);
             let data = a[data_at..data_at + size].to_vec();
@@ -124,13 +130,19 @@ mod tests {
     #[test]
     fn entries_read_back_as_written() {
         let mut w = Writer::new();
-        w.dir("bin").file("/bin/busybox", 0o755, b"\x7fELF...").symlink("bin/sh", "busybox").char_dev("dev/console", 0o600, 5, 1);
+        w.dir("bin")
+            .file("/bin/busybox", 0o755, b"\x7fELF...")
+            .symlink("bin/sh", "busybox")
+            .char_dev("dev/console", 0o600, 5, 1);
         w.file("init", 0o755, b"#!/bin/sh\n");
         let a = w.finish();
         assert_eq!(a.len() % 4, 0);
         let e = read(&a);
         let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
-        assert_eq!(names, ["bin", "bin/busybox", "bin/sh", "dev/console", "init"]);
+        assert_eq!(
+            names,
+            ["bin", "bin/busybox", "bin/sh", "dev/console", "init"]
+        );
         assert_eq!(e[0].1, 0o040755);
         assert_eq!((e[1].1, e[1].3.as_slice()), (0o100755, &b"\x7fELF..."[..]));
         assert_eq!((e[2].1, e[2].3.as_slice()), (0o120777, &b"busybox"[..]));

@@ -62,12 +62,15 @@ pub fn resolve_dependency(meta: &str, prefix: &str) -> Result<String, Fetch> {
         let mut c = Command::new("apt-cache");
         c.args(["depends", meta]);
         cmd::announce(&c);
-        c.output().map_err(|e| Fetch::Unavailable(format!("cannot run apt-cache: {e}")))
+        c.output()
+            .map_err(|e| Fetch::Unavailable(format!("cannot run apt-cache: {e}")))
     };
     let mut out = query()?;
     // A fresh machine may have no package lists at all: as root, update
     // them once and ask again.
-    if depends_on(&String::from_utf8_lossy(&out.stdout), prefix).is_none() && crate::tools::is_root() {
+    if depends_on(&String::from_utf8_lossy(&out.stdout), prefix).is_none()
+        && crate::tools::is_root()
+    {
         eprintln!("`apt-cache depends {meta}` names no {prefix}* package: updating the package lists once");
         if apt_update().is_ok() {
             out = query()?;
@@ -95,7 +98,8 @@ pub fn depends_on(apt_cache_output: &str, prefix: &str) -> Option<String> {
     apt_cache_output.lines().find_map(|l| {
         let name = l.trim().strip_prefix("Depends:")?.trim();
         // `Depends: <virtual>` is written with angle brackets: skip those.
-        (name.starts_with(prefix) && !name.contains('<')).then(|| name.split_whitespace().next().unwrap_or(name).to_string())
+        (name.starts_with(prefix) && !name.contains('<'))
+            .then(|| name.split_whitespace().next().unwrap_or(name).to_string())
     })
 }
 
@@ -134,7 +138,10 @@ pub fn download(dir: &Path, package: &str) -> Result<PathBuf, Fetch> {
     let scratch = dir.join(format!(".download-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
-    eprintln!("downloading {package} with apt-get (cached in {})", dir.display());
+    eprintln!(
+        "downloading {package} with apt-get (cached in {})",
+        dir.display()
+    );
     let attempt = || {
         let mut c = Command::new("apt-get");
         c.current_dir(&scratch).args(["download", package]);
@@ -162,7 +169,10 @@ pub fn download(dir: &Path, package: &str) -> Result<PathBuf, Fetch> {
             fs::rename(&d, &to)?;
             Ok(to)
         }
-        None => Err(Fetch::Failed(format!("`{line}` left no {package}_*.deb in {}", scratch.display()))),
+        None => Err(Fetch::Failed(format!(
+            "`{line}` left no {package}_*.deb in {}",
+            scratch.display()
+        ))),
     };
     let _ = fs::remove_dir_all(&scratch);
     result
@@ -175,7 +185,10 @@ pub fn download(dir: &Path, package: &str) -> Result<PathBuf, Fetch> {
 pub fn extract(deb: &Path, pattern: &str, into: &Path) -> Result<(), Fetch> {
     for tool in ["dpkg-deb", "tar"] {
         if cmd::find_in_path(tool).is_none() {
-            return Err(Fetch::Unavailable(format!("{tool} is not installed: cannot unpack {}", deb.display())));
+            return Err(Fetch::Unavailable(format!(
+                "{tool} is not installed: cannot unpack {}",
+                deb.display()
+            )));
         }
     }
     fs::create_dir_all(into)?;
@@ -245,7 +258,11 @@ pub fn xen_elf() -> Result<PathBuf, Fetch> {
         .map_err(|e| Fetch::Failed(format!("cannot run `zcat {}`: {e}", gz.display())))?;
     if !status.success() {
         let _ = fs::remove_file(&part);
-        return Err(Fetch::Failed(format!("`zcat {} > {}` failed ({status})", gz.display(), elf.display())));
+        return Err(Fetch::Failed(format!(
+            "`zcat {} > {}` failed ({status})",
+            gz.display(),
+            elf.display()
+        )));
     }
     fs::rename(&part, &elf)?;
     Ok(elf)
@@ -258,9 +275,16 @@ mod tests {
 
     #[test]
     fn the_kernel_is_found_among_the_dependencies() {
-        let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n  Recommends: firmware\n";
-        assert_eq!(depends_on(out, "linux-image-").as_deref(), Some("linux-image-6.1.0-57-amd64"));
-        assert_eq!(depends_on("x\n  Depends: <virtual>\n", "linux-image-"), None);
+        let out =
+            "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n  Recommends: firmware\n";
+        assert_eq!(
+            depends_on(out, "linux-image-").as_deref(),
+            Some("linux-image-6.1.0-57-amd64")
+        );
+        assert_eq!(
+            depends_on("x\n  Depends: <virtual>\n", "linux-image-"),
+            None
+        );
         assert_eq!(depends_on("", "linux-image-"), None);
     }
 
@@ -270,16 +294,29 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         assert_eq!(find_deb(&dir, XEN_PACKAGE), None);
         let t0 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        for (i, n) in ["xen-hypervisor-4.17-amd64_4.17.7+13_amd64.deb", "other_1_amd64.deb", "xen-hypervisor-4.17-amd64_4.17.6_amd64.deb"]
-            .iter()
-            .enumerate()
+        for (i, n) in [
+            "xen-hypervisor-4.17-amd64_4.17.7+13_amd64.deb",
+            "other_1_amd64.deb",
+            "xen-hypervisor-4.17-amd64_4.17.6_amd64.deb",
+        ]
+        .iter()
+        .enumerate()
         {
             let f = fs::File::create(dir.join(n)).unwrap();
-            f.set_modified(t0 + Duration::from_secs(10 - i as u64)).unwrap();
+            f.set_modified(t0 + Duration::from_secs(10 - i as u64))
+                .unwrap();
         }
         let d = find_deb(&dir, XEN_PACKAGE).unwrap();
-        assert!(d.ends_with("xen-hypervisor-4.17-amd64_4.17.7+13_amd64.deb"), "{}", d.display());
-        assert_eq!(find_deb(&dir, "xen-hypervisor"), None, "a prefix of the name is not the package");
+        assert!(
+            d.ends_with("xen-hypervisor-4.17-amd64_4.17.7+13_amd64.deb"),
+            "{}",
+            d.display()
+        );
+        assert_eq!(
+            find_deb(&dir, "xen-hypervisor"),
+            None,
+            "a prefix of the name is not the package"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,9 @@ pub fn markdown_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -92,16 +94,28 @@ pub fn check_relative_links(file: &Path, problems: &mut Vec<String>) {
             Some((p, f)) => (p, Some(f)),
             None => (target.as_str(), None),
         };
-        let dest = if path.is_empty() { file.to_path_buf() } else { dir.join(path) };
+        let dest = if path.is_empty() {
+            file.to_path_buf()
+        } else {
+            dir.join(path)
+        };
         if !dest.exists() {
-            problems.push(format!("{}:{line}: {target}: {} does not exist", file.display(), dest.display()));
+            problems.push(format!(
+                "{}:{line}: {target}: {} does not exist",
+                file.display(),
+                dest.display()
+            ));
             continue;
         }
         if let Some(frag) = frag {
             if dest.extension().is_some_and(|x| x == "md") {
                 let t = fs::read_to_string(&dest).unwrap_or_default();
                 if !anchors(&t).iter().any(|a| a == frag) {
-                    problems.push(format!("{}:{line}: {target}: no heading #{frag} in {}", file.display(), dest.display()));
+                    problems.push(format!(
+                        "{}:{line}: {target}: no heading #{frag} in {}",
+                        file.display(),
+                        dest.display()
+                    ));
                 }
             }
         }
@@ -122,8 +136,14 @@ mod tests {
     #[test]
     fn anchors_as_github_makes_them() {
         assert_eq!(anchor(" `cargo xtask`"), "cargo-xtask");
-        assert_eq!(anchor(" Guests: module command lines"), "guests-module-command-lines");
-        assert_eq!(anchor(" 32-bit PAE guests (first cut)"), "32-bit-pae-guests-first-cut");
+        assert_eq!(
+            anchor(" Guests: module command lines"),
+            "guests-module-command-lines"
+        );
+        assert_eq!(
+            anchor(" 32-bit PAE guests (first cut)"),
+            "32-bit-pae-guests-first-cut"
+        );
         assert_eq!(anchors("# A\n```\n# not\n```\n## B c\n"), ["a", "b-c"]);
     }
 }

@@ -68,11 +68,23 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "FUZZ FAILURE ({}-bit, seed {}): {}", self.width, self.seed, self.what)?;
+        writeln!(
+            f,
+            "FUZZ FAILURE ({}-bit, seed {}): {}",
+            self.width, self.seed, self.what
+        )?;
         writeln!(f, "  last iteration reached: {}", self.last_iter)?;
-        writeln!(f, "  last call logged: {}", self.last_call.as_deref().unwrap_or("(none)"))?;
+        writeln!(
+            f,
+            "  last call logged: {}",
+            self.last_call.as_deref().unwrap_or("(none)")
+        )?;
         writeln!(f, "  reproduce: {}", self.repro)?;
-        write!(f, "--- the end of the console ---\n{}", self.transcript_tail)
+        write!(
+            f,
+            "--- the end of the console ---\n{}",
+            self.transcript_tail
+        )
     }
 }
 
@@ -104,7 +116,10 @@ pub fn guest_name(width: u32) -> &'static str {
 /// The number after `key=` in `line`.
 fn field(line: &str, key: &str) -> Option<u64> {
     let i = line.find(key)? + key.len();
-    let digits: String = line[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = line[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -148,7 +163,10 @@ impl Campaign {
         // a boot of 895 that crashes counts nothing and the campaign
         // never ends).
         let progress = (iters / 4).clamp(1, 1000);
-        let mut args = format!("victim=0 port=1 seed={seed} iters={iters} progress={progress} exclude={}", self.exclude);
+        let mut args = format!(
+            "victim=0 port=1 seed={seed} iters={iters} progress={progress} exclude={}",
+            self.exclude
+        );
         if let Some(k) = self.log_from {
             args.push_str(&format!(" log={k}"));
         }
@@ -190,7 +208,10 @@ impl Campaign {
                 })
             };
             if out.contains("(RV) FATAL") || out.verdict == Verdict::Panic {
-                return Ok(Err(fail(format!("the hypervisor faulted or panicked ({})", out.summary()))));
+                return Ok(Err(fail(format!(
+                    "the hypervisor faulted or panicked ({})",
+                    out.summary()
+                ))));
             }
             if out.verdict == Verdict::Timeout {
                 let quiet = last_at.map_or(out.elapsed, |t| out.elapsed.saturating_sub(t));
@@ -207,13 +228,25 @@ impl Campaign {
             // supervisor page): a line of its own, not text inside a line
             // (a random console_io may print the guest's image, strings
             // and all).
-            if let Some(l) = out.lines.iter().find(|l| l.text.starts_with("(d1) FUZZ: BUG: ")) {
-                return Ok(Err(fail(format!("the fuzz guest caught the hypervisor: {}", &l.text[5..]))));
+            if let Some(l) = out
+                .lines
+                .iter()
+                .find(|l| l.text.starts_with("(d1) FUZZ: BUG: "))
+            {
+                return Ok(Err(fail(format!(
+                    "the fuzz guest caught the hypervisor: {}",
+                    &l.text[5..]
+                ))));
             }
             if !out.contains("(d0) RESULT: SUCCESS") {
-                return Ok(Err(fail("the victim did not end with RESULT: SUCCESS".into())));
+                return Ok(Err(fail(
+                    "the victim did not end with RESULT: SUCCESS".into(),
+                )));
             }
-            let mem = out.rv_lines().find(|l| l.contains("frames free at the end")).map(str::to_string);
+            let mem = out
+                .rv_lines()
+                .find(|l| l.contains("frames free at the end"))
+                .map(str::to_string);
             let numbers: Vec<u64> = mem
                 .as_deref()
                 .unwrap_or("")
@@ -221,13 +254,23 @@ impl Campaign {
                 .filter_map(|w| w.parse().ok())
                 .collect();
             match &mem {
-                Some(l) if !l.contains("not given back") && numbers.len() >= 2 && numbers[0] == numbers[1] => {}
-                _ => return Ok(Err(fail(format!("not every frame came back: {}", mem.as_deref().unwrap_or("no memory line"))))),
+                Some(l)
+                    if !l.contains("not given back")
+                        && numbers.len() >= 2
+                        && numbers[0] == numbers[1] => {}
+                _ => {
+                    return Ok(Err(fail(format!(
+                        "not every frame came back: {}",
+                        mem.as_deref().unwrap_or("no memory line")
+                    ))))
+                }
             }
             let finished = out.contains("(d1) FUZZ: done") && out.contains("(d1) RESULT: SUCCESS");
             let crash = out
                 .rv_lines()
-                .find(|l| l.starts_with("(RV) d1: crashed") || l.starts_with("(RV) d1: shutdown: crash"))
+                .find(|l| {
+                    l.starts_with("(RV) d1: crashed") || l.starts_with("(RV) d1: shutdown: crash")
+                })
                 .map(str::to_string);
             if !finished && crash.is_none() {
                 // The fuzz guest ended some other way (a shutdown it drew,
@@ -242,7 +285,11 @@ impl Campaign {
                 asked,
                 reached,
                 finished,
-                crash: if finished { None } else { Some(crash.unwrap_or_else(|| "ended without FUZZ: done".into())) },
+                crash: if finished {
+                    None
+                } else {
+                    Some(crash.unwrap_or_else(|| "ended without FUZZ: done".into()))
+                },
                 elapsed: out.elapsed,
             };
             on_boot(&b);

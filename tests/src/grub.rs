@@ -102,7 +102,11 @@ pub fn grub_cfg(cmdline: &str, modules: &[IsoModule]) -> Result<String> {
         // read as an option.
         let first = m.guest.args.split_whitespace().next();
         let needs_dashes = first.is_some_and(|w| w == "--" || w.starts_with("rv."));
-        let opts = if m.guest.opts.is_empty() && !needs_dashes { Vec::new() } else { m.guest.option_words() };
+        let opts = if m.guest.opts.is_empty() && !needs_dashes {
+            Vec::new()
+        } else {
+            m.guest.option_words()
+        };
         let words = [path.as_str()]
             .into_iter()
             .chain(opts.iter().map(String::as_str))
@@ -165,7 +169,11 @@ mod tests {
     #[test]
     fn cfg_for_a_kernel_and_its_initrd_as_xen_users_write_it() {
         let k: GuestSpec = "b/vmlinuz:console=hvc0 earlyprintk=xen".parse().unwrap();
-        let cfg = grub_cfg("loglvl=info", &plan_modules(&[k, GuestSpec::new("b/initrd.img")])).unwrap();
+        let cfg = grub_cfg(
+            "loglvl=info",
+            &plan_modules(&[k, GuestSpec::new("b/initrd.img")]),
+        )
+        .unwrap();
         assert!(
             cfg.contains("    module2 /boot/vmlinuz console=hvc0 earlyprintk=xen\n    module2 /boot/initrd.img\n"),
             "{cfg}"
@@ -173,7 +181,10 @@ mod tests {
         // `--` where an argument would read as an option.
         let k: GuestSpec = "b/vmlinuz:rv.x=1".parse().unwrap();
         let cfg = grub_cfg("", &plan_modules(&[k])).unwrap();
-        assert!(cfg.contains("    module2 /boot/vmlinuz -- rv.x=1\n"), "{cfg}");
+        assert!(
+            cfg.contains("    module2 /boot/vmlinuz -- rv.x=1\n"),
+            "{cfg}"
+        );
     }
 
     #[test]

@@ -69,8 +69,14 @@ fn cached_kernel_packages(dir: &Path) -> Vec<String> {
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             let pkg = n.strip_suffix(".deb")?.split('_').next()?.to_string();
-            (pkg.starts_with("linux-image-") && pkg != KERNEL_META)
-                .then(|| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), pkg))
+            (pkg.starts_with("linux-image-") && pkg != KERNEL_META).then(|| {
+                (
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                    pkg,
+                )
+            })
         })
         .collect();
     v.sort();
@@ -80,7 +86,10 @@ fn cached_kernel_packages(dir: &Path) -> Vec<String> {
 /// Moves `from` to `to` (same file system).
 fn take(from: &Path, to: &Path) -> Result<(), Fetch> {
     if !from.is_file() {
-        return Err(Fetch::Failed(format!("the package holds no {}", from.display())));
+        return Err(Fetch::Failed(format!(
+            "the package holds no {}",
+            from.display()
+        )));
     }
     fs::rename(from, to)?;
     Ok(())
@@ -103,7 +112,10 @@ pub fn fetch() -> Result<Files, Fetch> {
             None => return Err(e),
         },
     };
-    let version = package.strip_prefix("linux-image-").unwrap_or(&package).to_string();
+    let version = package
+        .strip_prefix("linux-image-")
+        .unwrap_or(&package)
+        .to_string();
     let kernel = dir.join(format!("vmlinuz-{version}"));
     if !kernel.is_file() {
         let deb = debian::download(&dir, &package)?;
@@ -118,7 +130,11 @@ pub fn fetch() -> Result<Files, Fetch> {
         debian::extract(&deb, "./bin/busybox", &pkg)?;
         take(&pkg.join("bin/busybox"), &busybox)?;
     }
-    Ok(Files { kernel, busybox, package })
+    Ok(Files {
+        kernel,
+        busybox,
+        package,
+    })
 }
 
 /// What `/init` does after printing the marker.
@@ -167,7 +183,9 @@ pub fn init_script(init: Init) -> String {
 /// to it, `/dev/console`, and `/init`.
 pub fn initramfs_bytes(busybox: &[u8], init: Init) -> Vec<u8> {
     let mut w = cpio::Writer::new();
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "root", "etc"] {
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "root", "etc",
+    ] {
         w.dir(d);
     }
     w.file("bin/busybox", 0o755, busybox)
@@ -214,14 +232,23 @@ impl Role {
 /// The Linux kernel and its initrd as two modules.
 pub fn modules(files: &Files, initrd: &Path) -> [GuestSpec; 2] {
     [
-        GuestSpec::new(&files.kernel).opt("mem", LINUX_MEM).args(KERNEL_ARGS),
+        GuestSpec::new(&files.kernel)
+            .opt("mem", LINUX_MEM)
+            .args(KERNEL_ARGS),
         GuestSpec::new(initrd),
     ]
 }
 
 /// The ringvisor run: `elf` with Linux as `role` (after `first` as d0 for
 /// a domU), `trace=hypercall` when `trace`, QEMU with [`QEMU_MEM`].
-pub fn ringvisor(elf: &Path, files: &Files, initrd: &Path, role: Role, first: Option<&Path>, trace: bool) -> Qemu {
+pub fn ringvisor(
+    elf: &Path,
+    files: &Files,
+    initrd: &Path,
+    role: Role,
+    first: Option<&Path>,
+    trace: bool,
+) -> Qemu {
     let mut q = Qemu::kernel(elf).cmdline(if trace { "trace=hypercall" } else { "" });
     q.memory = QEMU_MEM.into();
     if role == Role::DomU {
@@ -238,7 +265,14 @@ pub fn ringvisor(elf: &Path, files: &Files, initrd: &Path, role: Role, first: Op
 /// The same boot from a GRUB 2 ISO (`target/linux/ringvisor-linux.iso`,
 /// multiboot2, Xen-style `module2` lines: the kernel with its command line,
 /// then the initrd), built now.
-pub fn ringvisor_iso(elf: &Path, files: &Files, initrd: &Path, role: Role, first: Option<&Path>, trace: bool) -> Result<Qemu> {
+pub fn ringvisor_iso(
+    elf: &Path,
+    files: &Files,
+    initrd: &Path,
+    role: Role,
+    first: Option<&Path>,
+    trace: bool,
+) -> Result<Qemu> {
     let mut guests = Vec::new();
     if role == Role::DomU {
         if let Some(f) = first {
@@ -246,7 +280,12 @@ pub fn ringvisor_iso(elf: &Path, files: &Files, initrd: &Path, role: Role, first
         }
     }
     guests.extend(modules(files, initrd));
-    let iso = build::build_iso(elf, if trace { "trace=hypercall" } else { "" }, &guests, &dir().join("ringvisor-linux.iso"))?;
+    let iso = build::build_iso(
+        elf,
+        if trace { "trace=hypercall" } else { "" },
+        &guests,
+        &dir().join("ringvisor-linux.iso"),
+    )?;
     let mut q = Qemu::iso(iso);
     q.memory = QEMU_MEM.into();
     Ok(q)
@@ -258,11 +297,15 @@ pub fn ringvisor_iso(elf: &Path, files: &Files, initrd: &Path, role: Role, first
 /// earlyprintk=xen` and `module2 /boot/initrd`): no `rv.` option, so the
 /// domain's memory is the dom0 default. Returns the run and the grub.cfg.
 pub fn xen_style_iso(elf: &Path, files: &Files, initrd: &Path) -> Result<(Qemu, String)> {
-    let guests = [GuestSpec::new(&files.kernel).args(KERNEL_ARGS), GuestSpec::new(initrd)];
+    let guests = [
+        GuestSpec::new(&files.kernel).args(KERNEL_ARGS),
+        GuestSpec::new(initrd),
+    ];
     let out = dir().join("ringvisor-linux-xen-entry.iso");
     let iso = build::build_iso(elf, "loglvl=info", &guests, &out)?;
     // build_iso leaves its tree beside the ISO, in `NAME.d`.
-    let cfg = std::fs::read_to_string(dir().join("ringvisor-linux-xen-entry.iso.d/boot/grub/grub.cfg"))?;
+    let cfg =
+        std::fs::read_to_string(dir().join("ringvisor-linux-xen-entry.iso.d/boot/grub/grub.cfg"))?;
     let mut q = Qemu::iso(iso);
     q.memory = QEMU_MEM.into();
     Ok((q, cfg))
@@ -290,7 +333,9 @@ pub const XEN_POWEROFF: &str = "(XEN) Entering ACPI S5 state";
 
 /// Whether Xen's run ended with dom0 powering off or halting.
 pub fn xen_powered_off(out: &RunOutput) -> bool {
-    out.lines.iter().any(|l| l.text.contains(XEN_POWEROFF) || l.text.contains("(XEN) Hardware Dom0 halted"))
+    out.lines
+        .iter()
+        .any(|l| l.text.contains(XEN_POWEROFF) || l.text.contains("(XEN) Hardware Dom0 halted"))
 }
 
 /// The same kernel and initrd as dom0 of Debian's Xen 4.17 (`xen` from
@@ -301,7 +346,11 @@ pub fn xen(xen: &Path, files: &Files, initrd: &Path) -> Qemu {
     // Xen reads `PATH ARGS` (it drops the path); no `--`.
     q.extra_args = vec![
         "-initrd".into(),
-        format!("{} {KERNEL_ARGS},{}", files.kernel.display(), initrd.display()),
+        format!(
+            "{} {KERNEL_ARGS},{}",
+            files.kernel.display(),
+            initrd.display()
+        ),
     ];
     q.stop_on = XEN_ENDS.iter().map(|s| s.to_string()).collect();
     q
@@ -319,20 +368,30 @@ pub struct Times {
 impl Times {
     pub fn of(lines: &[Line]) -> Times {
         let at = |needle: &str| lines.iter().find(|l| l.text.contains(needle)).map(|l| l.at);
-        Times { kernel: at(KERNEL_LINE), init: at(MARKER) }
+        Times {
+            kernel: at(KERNEL_LINE),
+            init: at(MARKER),
+        }
     }
 
     /// `first kernel line 3.512 s, /init 8.851 s`.
     pub fn describe(&self) -> String {
         let t = |d: Option<Duration>| d.map_or("not reached".to_string(), crate::qemu::secs);
-        format!("first kernel line {}, /init {}", t(self.kernel), t(self.init))
+        format!(
+            "first kernel line {}, /init {}",
+            t(self.kernel),
+            t(self.init)
+        )
     }
 }
 
 /// The last `n` console lines, with their times.
 pub fn last_lines(out: &RunOutput, n: usize) -> String {
     let from = out.lines.len().saturating_sub(n);
-    out.lines[from..].iter().map(|l| format!("[{:8.3}] {}\n", l.at.as_secs_f64(), l.text)).collect()
+    out.lines[from..]
+        .iter()
+        .map(|l| format!("[{:8.3}] {}\n", l.at.as_secs_f64(), l.text))
+        .collect()
 }
 
 /// Hypercalls whose first argument is a sub-operation (a `cmd`). Not
@@ -462,9 +521,17 @@ pub fn failed_hypercalls(lines: &[Line], dom: u32) -> Vec<String> {
             continue;
         }
         if let Some((name, a0, ret)) = parse_trace(&l.text, dom) {
-            let platform = if name == "platform_op" { last_platform.take() } else { None };
+            let platform = if name == "platform_op" {
+                last_platform.take()
+            } else {
+                None
+            };
             if ret < 0 {
-                let sub = if name == "platform_op" { platform } else { WITH_SUBOP.contains(&name.as_str()).then_some(a0) };
+                let sub = if name == "platform_op" {
+                    platform
+                } else {
+                    WITH_SUBOP.contains(&name.as_str()).then_some(a0)
+                };
                 *counts.entry((name, sub, ret)).or_default() += 1;
             }
         }
@@ -490,7 +557,10 @@ mod tests {
     use super::*;
 
     fn line(at_ms: u64, text: &str) -> Line {
-        Line { at: Duration::from_millis(at_ms), text: text.into() }
+        Line {
+            at: Duration::from_millis(at_ms),
+            text: text.into(),
+        }
     }
 
     #[test]
@@ -509,7 +579,13 @@ mod tests {
     fn the_initramfs_holds_init_busybox_and_the_console() {
         let a = initramfs_bytes(b"BUSYBOX", Init::PowerOff);
         let has = |needle: &[u8]| a.windows(needle.len()).any(|w| w == needle);
-        for name in [&b"bin/busybox\0"[..], b"bin/sh\0", b"dev/console\0", b"init\0", b"TRAILER!!!\0"] {
+        for name in [
+            &b"bin/busybox\0"[..],
+            b"bin/sh\0",
+            b"dev/console\0",
+            b"init\0",
+            b"TRAILER!!!\0",
+        ] {
             assert!(has(name), "{}", String::from_utf8_lossy(name));
         }
         assert!(has(b"BUSYBOX") && has(MARKER.as_bytes()));
@@ -519,7 +595,10 @@ mod tests {
     fn times_are_the_first_kernel_line_and_the_marker() {
         let lines = [
             line(90, "(RV) ringvisor 0.1"),
-            line(3500, "(d0) [    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)"),
+            line(
+                3500,
+                "(d0) [    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)",
+            ),
             line(3600, "(d0) [    0.000000] Command line: console=hvc0"),
             line(8850, "(d0) RINGVISOR-LINUX-INIT"),
         ];
@@ -527,7 +606,10 @@ mod tests {
         assert_eq!(t.kernel, Some(Duration::from_millis(3500)));
         assert_eq!(t.init, Some(Duration::from_millis(8850)));
         assert_eq!(t.describe(), "first kernel line 3.500 s, /init 8.850 s");
-        assert_eq!(Times::of(&lines[..1]).describe(), "first kernel line not reached, /init not reached");
+        assert_eq!(
+            Times::of(&lines[..1]).describe(),
+            "first kernel line not reached, /init not reached"
+        );
     }
 
     #[test]
@@ -554,6 +636,9 @@ mod tests {
                 "vcpu_op 3 (is_up): -2 ENOENT x1",
             ]
         );
-        assert_eq!(failed_hypercalls(&lines, 0), ["physdev_op 13 (map_pirq): -38 ENOSYS x1"]);
+        assert_eq!(
+            failed_hypercalls(&lines, 0),
+            ["physdev_op 13 (map_pirq): -38 ENOSYS x1"]
+        );
     }
 }

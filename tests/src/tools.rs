@@ -80,7 +80,14 @@ pub const QEMU: &[Tool] = &[QEMU_TOOL];
 /// What an ISO build needs.
 pub const ISO: &[Tool] = &[GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT];
 /// Everything.
-pub const ALL: &[Tool] = &[QEMU_TOOL, GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT, BINUTILS];
+pub const ALL: &[Tool] = &[
+    QEMU_TOOL,
+    GRUB_MKRESCUE,
+    GRUB_PC,
+    XORRISO,
+    MFORMAT,
+    BINUTILS,
+];
 
 /// The install command as one shell line.
 pub fn install_hint() -> String {
@@ -172,7 +179,8 @@ fn rustc() -> Command {
         return Command::new(r);
     }
     if let Some(c) = std::env::var_os("CARGO") {
-        let beside = PathBuf::from(c).with_file_name(format!("rustc{}", std::env::consts::EXE_SUFFIX));
+        let beside =
+            PathBuf::from(c).with_file_name(format!("rustc{}", std::env::consts::EXE_SUFFIX));
         if beside.is_file() {
             return Command::new(beside);
         }
@@ -190,7 +198,10 @@ pub fn missing_targets(targets: &[&'static str]) -> Result<Vec<&'static str>> {
         .output()
     {
         Ok(o) if o.status.success() => o,
-        Ok(o) => bail!("`rustc --print sysroot` failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Ok(o) => bail!(
+            "`rustc --print sysroot` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         Err(e) => bail!("cannot run rustc: {e}"),
     };
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -222,7 +233,10 @@ pub fn ensure_targets(targets: &[&'static str]) -> Result<()> {
             missing.join(", ")
         );
     }
-    eprintln!("missing Rust target(s) {}: adding them with rustup", missing.join(", "));
+    eprintln!(
+        "missing Rust target(s) {}: adding them with rustup",
+        missing.join(", ")
+    );
     cmd::run(
         Command::new("rustup")
             .current_dir(crate::build::workspace_root())
@@ -243,8 +257,18 @@ mod tests {
     #[test]
     fn missing_targets_reads_the_sysroot() {
         // The host's own target is always there; a made-up one never is.
-        let host = if cfg!(target_arch = "x86_64") { "x86_64-unknown-linux-gnu" } else { return };
-        assert_eq!(missing_targets(&[host, "no-such-target-none"]).unwrap(), ["no-such-target-none"]);
-        assert_eq!(rustup_hint(RUST_TARGETS), "rustup target add x86_64-unknown-none i686-unknown-linux-gnu");
+        let host = if cfg!(target_arch = "x86_64") {
+            "x86_64-unknown-linux-gnu"
+        } else {
+            return;
+        };
+        assert_eq!(
+            missing_targets(&[host, "no-such-target-none"]).unwrap(),
+            ["no-such-target-none"]
+        );
+        assert_eq!(
+            rustup_hint(RUST_TARGETS),
+            "rustup target add x86_64-unknown-none i686-unknown-linux-gnu"
+        );
     }
 }

@@ -34,20 +34,38 @@ fn bench_runs_and_reports_sane_numbers() {
         .unwrap_or(60.0);
     let mut q = Qemu::kernel(elf)
         .cmdline("bench")
-        .guest(GuestSpec::new(&guest).opt("mem", "32M").args("n=300 rounds=3 console=6 peer=1"))
+        .guest(
+            GuestSpec::new(&guest)
+                .opt("mem", "32M")
+                .args("n=300 rounds=3 console=6 peer=1"),
+        )
         .guest(GuestSpec::new(&guest).args("role=echo peer=0"))
         .timeout(Some(Duration::from_secs_f64(timeout)));
     q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
     let out = q.run().unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
     eprintln!("bench (icount): {}", out.summary());
     let r = Report::from_run(&out);
-    assert_eq!(out.verdict, Verdict::Success, "{}\n{}", out.summary(), out.transcript());
+    assert_eq!(
+        out.verdict,
+        Verdict::Success,
+        "{}\n{}",
+        out.summary(),
+        out.transcript()
+    );
     if let Err(e) = r.check() {
-        panic!("bench run incomplete:\n{e}\n--- console ---\n{}", out.transcript());
+        panic!(
+            "bench run incomplete:\n{e}\n--- console ---\n{}",
+            out.transcript()
+        );
     }
     let base = |n: &str| r.baseline(n).unwrap();
     let path = |n: &str| r.path(n).unwrap();
-    for (p, b) in [("null-hypercall", "syscall"), ("int3-bounce", "int"), ("pf-bounce", "pf"), ("user-syscall", "syscall")] {
+    for (p, b) in [
+        ("null-hypercall", "syscall"),
+        ("int3-bounce", "int"),
+        ("pf-bounce", "pf"),
+        ("user-syscall", "syscall"),
+    ] {
         assert!(
             path(p).median > base(b).median,
             "{p} ({} instructions) should cost more than the bare {b} round trip ({})",
@@ -56,9 +74,19 @@ fn bench_runs_and_reports_sane_numbers() {
         );
     }
     for b in ["syscall", "int", "ud", "pf"] {
-        assert_eq!(base(b).p10, base(b).p90, "bare {b} under icount should not vary: {:?}", base(b));
+        assert_eq!(
+            base(b).p10,
+            base(b).p90,
+            "bare {b} under icount should not vary: {:?}",
+            base(b)
+        );
     }
-    assert_eq!(r.guest.len(), PATHS.len() + 1, "every path and the loop: {:?}", r.guest);
+    assert_eq!(
+        r.guest.len(),
+        PATHS.len() + 1,
+        "every path and the loop: {:?}",
+        r.guest
+    );
     eprintln!("{}", ringvisor_tests::bench::table(None, Some(&r)));
 }
 
@@ -68,22 +96,36 @@ fn bench_runs_and_reports_sane_numbers() {
 #[test]
 fn bench32_runs_and_reports_sane_numbers() {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
-    let guest = build::test_guest("guest32-bench").unwrap_or_else(|e| panic!("no guest32-bench: {e}"));
+    let guest =
+        build::test_guest("guest32-bench").unwrap_or_else(|e| panic!("no guest32-bench: {e}"));
     let timeout = std::env::var("RINGVISOR_TEST_TIMEOUT")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(60.0);
     let mut q = Qemu::kernel(elf)
         .cmdline("bench")
-        .guest(GuestSpec::new(&guest).opt("mem", "32M").args("n=300 rounds=3"))
+        .guest(
+            GuestSpec::new(&guest)
+                .opt("mem", "32M")
+                .args("n=300 rounds=3"),
+        )
         .timeout(Some(Duration::from_secs_f64(timeout)));
     q.extra_args = vec!["-icount".into(), "shift=0,sleep=off".into()];
     let out = q.run().unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
     eprintln!("bench32 (icount): {}", out.summary());
     let r = Report::from_run(&out);
-    assert_eq!(out.verdict, Verdict::Success, "{}\n{}", out.summary(), out.transcript());
+    assert_eq!(
+        out.verdict,
+        Verdict::Success,
+        "{}\n{}",
+        out.summary(),
+        out.transcript()
+    );
     if let Err(e) = r.check32() {
-        panic!("32-bit bench run incomplete:\n{e}\n--- console ---\n{}", out.transcript());
+        panic!(
+            "32-bit bench run incomplete:\n{e}\n--- console ---\n{}",
+            out.transcript()
+        );
     }
     for (p, b) in PATHS32 {
         assert!(
@@ -92,5 +134,10 @@ fn bench32_runs_and_reports_sane_numbers() {
             r.guest
         );
     }
-    assert_eq!(r.guest.len(), PATHS32.len() + 1, "every 32-bit path and the loop: {:?}", r.guest);
+    assert_eq!(
+        r.guest.len(),
+        PATHS32.len() + 1,
+        "every 32-bit path and the loop: {:?}",
+        r.guest
+    );
 }

@@ -185,7 +185,11 @@ fn expect_module_listed(what: &str, out: &RunOutput, name: Option<&str>, args: &
         Some(n) => format!("(RV) module 0: name={n} bytes="),
         None => "(RV) module 0: bytes=".to_string(),
     };
-    let listed = |l: &&str| l.starts_with(&head) && l.contains(" mem=64M ") && l.ends_with(&format!("cmdline=\"{args}\""));
+    let listed = |l: &&str| {
+        l.starts_with(&head)
+            && l.contains(" mem=64M ")
+            && l.ends_with(&format!("cmdline=\"{args}\""))
+    };
     assert!(
         out.rv_lines().any(|l| listed(&l)),
         "{what}: no `{head}... mem=64M ... cmdline=\"{args}\"` line\n{}",
@@ -227,7 +231,12 @@ fn grub_module_line_has_no_path_and_is_read_so() {
     // the path, and the hypervisor (knowing GRUB 2 by its name, as Xen)
     // takes the first word as an option, not as a path.
     expect_module_listed(what, &out, None, "hello world,x");
-    assert!(out.rv_lines().any(|l| l.contains("d0 (module 0): cannot build")), "{what}\n{}", out.transcript());
+    assert!(
+        out.rv_lines()
+            .any(|l| l.contains("d0 (module 0): cannot build")),
+        "{what}\n{}",
+        out.transcript()
+    );
 }
 
 #[test]

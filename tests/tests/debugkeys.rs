@@ -39,15 +39,30 @@ fn debug_keys_dump_state_and_inject() {
         let at = out.lines.iter().position(|l| l.text.contains(header));
         at.is_some_and(|i| out.lines[i + 1..].iter().any(|l| l.text.contains(needle)))
     };
-    assert!(has("serial input to the hypervisor"), "the input did not move to the hypervisor\n{t}");
+    assert!(
+        has("serial input to the hypervisor"),
+        "the input did not move to the hypervisor\n{t}"
+    );
     assert!(has("[debug keys] h: help"), "no help\n{t}");
-    assert!(after("[debug key q]", "d0 guest-idle") && has("Running"), "no domain list\n{t}");
+    assert!(
+        after("[debug key q]", "d0 guest-idle") && has("Running"),
+        "no domain list\n{t}"
+    );
     assert!(after("[debug key d]", "d0v0: rip 0x"), "no registers\n{t}");
-    assert!(after("[debug key t]", "  3: dpl"), "no trap table entry for vector 3\n{t}");
+    assert!(
+        after("[debug key t]", "  3: dpl"),
+        "no trap table entry for vector 3\n{t}"
+    );
     assert!(after("[debug key e]", "Virq(0)"), "no VIRQ_TIMER port\n{t}");
-    assert!(after("[debug key r]", "sched_op"), "no recent hypercalls\n{t}");
+    assert!(
+        after("[debug key r]", "sched_op"),
+        "no recent hypercalls\n{t}"
+    );
     assert!(has("[debug key i] d0v0: vector 3"), "no injection\n{t}");
-    assert!(has("(d0) INFO: INJECTED: vector 3"), "the guest did not see the injected #BP\n{t}");
+    assert!(
+        has("(d0) INFO: INJECTED: vector 3"),
+        "the guest did not see the injected #BP\n{t}"
+    );
     assert!(has("(d0) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
@@ -69,12 +84,14 @@ fn serial_input_goes_to_the_initial_domain_and_moves_with_ctrl_a() {
     eprintln!("serial input: {}", out.summary());
     let t = out.transcript();
     let has = |needle: &str| out.lines.iter().any(|l| l.text.contains(needle));
-    assert!(has("(d0) INFO: ECHO: hello ringvisor"), "d0 did not read the line\n{t}");
+    assert!(
+        has("(d0) INFO: ECHO: hello ringvisor"),
+        "d0 did not read the line\n{t}"
+    );
     assert!(has("(d0) INFO: ECHO: quit"), "{t}");
     assert!(has("(d0) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
-
 
 #[test]
 fn serial_input_reaches_a_domu_console_ring_and_follows_to_a_live_domain() {
@@ -84,11 +101,15 @@ fn serial_input_reaches_a_domu_console_ring_and_follows_to_a_live_domain() {
     // down, `quit` goes to d0, the live domain, without another Ctrl-A.
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
-    let console = build::test_guest("guest-console").unwrap_or_else(|e| panic!("no guest-console: {e}"));
+    let console =
+        build::test_guest("guest-console").unwrap_or_else(|e| panic!("no guest-console: {e}"));
     let out = Qemu::kernel(elf)
         .guest(GuestSpec::new(idle).args("mode=echo"))
         .guest(GuestSpec::new(console).args("mode=echo"))
-        .send_on("(d1) INFO: ECHO: ready", b"hello d0\r\x01\x01\x01hello d1\rquit\r")
+        .send_on(
+            "(d1) INFO: ECHO: ready",
+            b"hello d0\r\x01\x01\x01hello d1\rquit\r",
+        )
         .send_on("(RV) d1: shutdown: poweroff", b"quit\r")
         .timeout(Some(Duration::from_secs(60)))
         .run()
@@ -96,12 +117,27 @@ fn serial_input_reaches_a_domu_console_ring_and_follows_to_a_live_domain() {
     eprintln!("serial input to a domU: {}", out.summary());
     let t = out.transcript();
     let has = |needle: &str| out.lines.iter().any(|l| l.text.contains(needle));
-    assert!(has("(d0) INFO: ECHO: hello d0"), "d0 did not read its line\n{t}");
-    assert!(has("serial input to d1 (type Ctrl-A three times to switch)"), "three Ctrl-A did not move the input to d1\n{t}");
-    assert!(has("(d1) INFO: ECHO: hello d1"), "d1 did not read the line from its console ring\n{t}");
-    assert!(has("(d1) PASS: the console port was notified of the input"), "{t}");
+    assert!(
+        has("(d0) INFO: ECHO: hello d0"),
+        "d0 did not read its line\n{t}"
+    );
+    assert!(
+        has("serial input to d1 (type Ctrl-A three times to switch)"),
+        "three Ctrl-A did not move the input to d1\n{t}"
+    );
+    assert!(
+        has("(d1) INFO: ECHO: hello d1"),
+        "d1 did not read the line from its console ring\n{t}"
+    );
+    assert!(
+        has("(d1) PASS: the console port was notified of the input"),
+        "{t}"
+    );
     assert!(has("(d1) RESULT: SUCCESS"), "{t}");
-    assert!(has("serial input to d0: the domain that had it has ended"), "the input did not follow to d0\n{t}");
+    assert!(
+        has("serial input to d0: the domain that had it has ended"),
+        "the input did not follow to d0\n{t}"
+    );
     assert!(has("(d0) INFO: ECHO: quit"), "{t}");
     assert!(has("(d0) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");

@@ -30,14 +30,23 @@ fn read(rel: &str) -> String {
 #[test]
 fn relative_links_resolve() {
     let root = workspace_root();
-    let mut files = vec![root.join("README.md"), root.join("guests/README.md"), root.join("guests32/README.md"), root.join("lessons/README.md")];
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("guests/README.md"),
+        root.join("guests32/README.md"),
+        root.join("lessons/README.md"),
+    ];
     files.extend(markdown_files(&root.join("docs")));
     let mut problems = Vec::new();
     for f in &files {
         check_relative_links(f, &mut problems);
     }
     assert!(files.len() > 10, "found only {files:?}");
-    assert!(problems.is_empty(), "broken links:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "broken links:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 #[test]
@@ -49,13 +58,25 @@ fn abi_hypercall_table_reads_and_names_every_hypercall() {
     let rows: Vec<abitable::Row> = rows.into_iter().flatten().collect();
     let nrs: Vec<u32> = rows.iter().map(|r| r.nr).collect();
     // 0-42 are Xen's common numbers; 48 is x86's first arch hypercall (mca).
-    assert_eq!(nrs, (0..=42).chain([48]).collect::<Vec<_>>(), "docs/abi.md lists hypercalls 0-42 and 48 once each, in order");
+    assert_eq!(
+        nrs,
+        (0..=42).chain([48]).collect::<Vec<_>>(),
+        "docs/abi.md lists hypercalls 0-42 and 48 once each, in order"
+    );
     for r in &rows {
         let xen = ringvisor_abi::xen::hypercall_name(r.nr as u64);
         if xen == "unknown" {
-            assert_eq!(r.name, "(unassigned)", "hypercall {} is unassigned in Xen", r.nr);
+            assert_eq!(
+                r.name, "(unassigned)",
+                "hypercall {} is unassigned in Xen",
+                r.nr
+            );
         } else {
-            assert_eq!(r.name, xen, "docs/abi.md: hypercall {} is Xen's {xen}", r.nr);
+            assert_eq!(
+                r.name, xen,
+                "docs/abi.md: hypercall {} is Xen's {xen}",
+                r.nr
+            );
         }
     }
     // What the guests were built with is this file (abitable::ABI_MD is
@@ -66,14 +87,32 @@ fn abi_hypercall_table_reads_and_names_every_hypercall() {
 #[test]
 fn ci_runs_the_readme_commands() {
     let readme = read("README.md");
-    let start = readme.split("## Start here").nth(1).expect("README has a Start here section");
-    let block = start.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("a sh block in Start here");
-    let commands: Vec<&str> = block.lines().map(|l| l.split('#').next().unwrap().trim()).filter(|l| !l.is_empty()).collect();
+    let start = readme
+        .split("## Start here")
+        .nth(1)
+        .expect("README has a Start here section");
+    let block = start
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block in Start here");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
     assert!(!commands.is_empty());
     let ci = read(".ci/run");
-    let ci_commands: Vec<&str> = ci.lines().map(str::trim).filter(|l| l.starts_with("cargo xtask")).collect();
+    let ci_commands: Vec<&str> = ci
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("cargo xtask"))
+        .collect();
     for c in &commands {
-        assert!(ci_commands.iter().any(|l| l.starts_with(c)), ".ci/run does not run the README's `{c}`");
+        assert!(
+            ci_commands.iter().any(|l| l.starts_with(c)),
+            ".ci/run does not run the README's `{c}`"
+        );
     }
 }
 
@@ -93,15 +132,25 @@ fn design_references_point_at_docs_design_md() {
                 }
                 continue;
             }
-            let Ok(text) = fs::read_to_string(&p) else { continue };
+            let Ok(text) = fs::read_to_string(&p) else {
+                continue;
+            };
             for (i, l) in text.lines().enumerate() {
                 if l.contains("DESIGN.md") {
-                    stale.push(format!("{}:{}", p.strip_prefix(&root).unwrap().display(), i + 1));
+                    stale.push(format!(
+                        "{}:{}",
+                        p.strip_prefix(&root).unwrap().display(),
+                        i + 1
+                    ));
                 }
             }
         }
     }
     // This file names it once, above.
     stale.retain(|s| !s.starts_with("tests/tests/docs.rs"));
-    assert!(stale.is_empty(), "references to a DESIGN.md (the design is docs/design.md):\n  {}", stale.join("\n  "));
+    assert!(
+        stale.is_empty(),
+        "references to a DESIGN.md (the design is docs/design.md):\n  {}",
+        stale.join("\n  ")
+    );
 }

@@ -23,7 +23,19 @@ fn campaign(width: u32, seed: u64, calls: u64, exclude: &str) {
         echo: false,
     };
     let r = c
-        .run(|b| eprintln!("fuzz {width}-bit seed {}: {} of {} calls in {:.1} s{}", b.seed, b.reached, b.asked, b.elapsed.as_secs_f64(), b.crash.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()))
+        .run(|b| {
+            eprintln!(
+                "fuzz {width}-bit seed {}: {} of {} calls in {:.1} s{}",
+                b.seed,
+                b.reached,
+                b.asked,
+                b.elapsed.as_secs_f64(),
+                b.crash
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            )
+        })
         .unwrap_or_else(|e| panic!("fuzz {width}-bit: QEMU did not run: {e}"));
     match r {
         Ok(r) => eprintln!(

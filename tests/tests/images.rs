@@ -23,7 +23,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn timeout() -> Duration {
-    let s = std::env::var("RINGVISOR_TEST_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(60.0);
+    let s = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
     Duration::from_secs_f64(s)
 }
 
@@ -61,9 +64,16 @@ fn files(dir: &std::path::Path) -> (PathBuf, Vec<(PathBuf, Vec<u8>)>) {
 }
 
 fn run(what: &str, q: Qemu) -> RunOutput {
-    let out = q.timeout(Some(timeout())).run().unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
+    let out = q
+        .timeout(Some(timeout()))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
     eprintln!("{what}: {}", out.summary());
-    assert!(!out.contains("(RV) FATAL") && out.verdict != Verdict::Panic, "{what}: hypervisor panic\n{}", out.transcript());
+    assert!(
+        !out.contains("(RV) FATAL") && out.verdict != Verdict::Panic,
+        "{what}: hypervisor panic\n{}",
+        out.transcript()
+    );
     out
 }
 
@@ -71,25 +81,64 @@ fn run(what: &str, q: Qemu) -> RunOutput {
 /// and argument, and the run ended cleanly with every frame back.
 fn check(what: &str, out: &RunOutput, initrds: &[(PathBuf, Vec<u8>)], args: [&str; 2]) {
     let t = out.transcript();
-    assert_eq!(out.verdict, Verdict::Success, "{what}: {}\n{t}", out.summary());
-    let unpacked = out.rv_lines().filter(|l| l.contains(": bzImage 2.15, gzip payload")).count();
-    assert_eq!(unpacked, 2, "{what}: expected two gzip bzImages decompressed\n{t}");
+    assert_eq!(
+        out.verdict,
+        Verdict::Success,
+        "{what}: {}\n{t}",
+        out.summary()
+    );
+    let unpacked = out
+        .rv_lines()
+        .filter(|l| l.contains(": bzImage 2.15, gzip payload"))
+        .count();
+    assert_eq!(
+        unpacked, 2,
+        "{what}: expected two gzip bzImages decompressed\n{t}"
+    );
     for (d, (_, bytes)) in initrds.iter().enumerate() {
         let want = format!("(d{d}) INFO: initrd = {} bytes at ", bytes.len());
         let hash = format!("fnv1a64 = {:#018x}", bzimage::fnv1a64(bytes));
         assert!(
-            out.lines.iter().any(|l| l.text.starts_with(&want) && l.text.ends_with(&hash)),
+            out.lines
+                .iter()
+                .any(|l| l.text.starts_with(&want) && l.text.ends_with(&hash)),
             "{what}: no `{want}... {hash}` line\n{t}"
         );
-        assert!(out.contains(&format!("(d{d}) PASS: initrd mapped in the bootstrap region")), "{what}\n{t}");
-        assert!(out.contains(&format!("(d{d}) INFO: cmd_line = \"{}\"", args[d])), "{what}: d{d}'s arguments\n{t}");
-        assert!(out.contains(&format!("(d{d}) RESULT: SUCCESS")), "{what}: d{d} did not succeed\n{t}");
+        assert!(
+            out.contains(&format!(
+                "(d{d}) PASS: initrd mapped in the bootstrap region"
+            )),
+            "{what}\n{t}"
+        );
+        assert!(
+            out.contains(&format!("(d{d}) INFO: cmd_line = \"{}\"", args[d])),
+            "{what}: d{d}'s arguments\n{t}"
+        );
+        assert!(
+            out.contains(&format!("(d{d}) RESULT: SUCCESS")),
+            "{what}: d{d} did not succeed\n{t}"
+        );
     }
     // No rv.mem: d0 gets Xen's dom0 default, d1 the plain 32 MiB.
-    assert!(out.rv_lines().any(|l| l.starts_with("(RV) d0: ") && l.contains("the initial domain's default")), "{what}\n{t}");
-    assert!(out.rv_lines().any(|l| l.starts_with("(RV) d1: built ") && l.contains("(64-bit, 32 MiB)")), "{what}\n{t}");
-    let end = out.rv_lines().find(|l| l.contains("frames free at the end")).unwrap_or_default().to_string();
-    assert!(!end.is_empty() && !end.contains("not given back"), "{what}: {end}\n{t}");
+    assert!(
+        out.rv_lines()
+            .any(|l| l.starts_with("(RV) d0: ") && l.contains("the initial domain's default")),
+        "{what}\n{t}"
+    );
+    assert!(
+        out.rv_lines()
+            .any(|l| l.starts_with("(RV) d1: built ") && l.contains("(64-bit, 32 MiB)")),
+        "{what}\n{t}"
+    );
+    let end = out
+        .rv_lines()
+        .find(|l| l.contains("frames free at the end"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !end.is_empty() && !end.contains("not given back"),
+        "{what}: {end}\n{t}"
+    );
 }
 
 #[test]
@@ -106,7 +155,12 @@ fn gzip_bzimage_twice_with_own_initrds_from_qemu_kernel() {
     let out = run(what, q);
     check(what, &out, &initrds, ["first guest", "second"]);
     // QEMU names the modules: the domains are named after the files.
-    assert!(out.rv_lines().any(|l| l == "(RV) d0 (hello.bz): shut down: poweroff"), "{what}\n{}", out.transcript());
+    assert!(
+        out.rv_lines()
+            .any(|l| l == "(RV) d0 (hello.bz): shut down: poweroff"),
+        "{what}\n{}",
+        out.transcript()
+    );
 }
 
 #[test]
@@ -126,9 +180,15 @@ fn gzip_bzimage_twice_with_own_initrds_from_grub2() {
     let out = run(what, Qemu::iso(&iso));
     check(what, &out, &initrds, ["first guest", "second"]);
     // GRUB 2 gives no path: the name comes from the image's GUEST_OS note.
-    assert!(out.rv_lines().any(|l| l.contains("(RV) loader: multiboot2 GRUB 2")), "{what}\n{}", out.transcript());
     assert!(
-        out.rv_lines().any(|l| l == "(RV) d1 (ringvisor-test): shut down: poweroff"),
+        out.rv_lines()
+            .any(|l| l.contains("(RV) loader: multiboot2 GRUB 2")),
+        "{what}\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines()
+            .any(|l| l == "(RV) d1 (ringvisor-test): shut down: poweroff"),
         "{what}\n{}",
         out.transcript()
     );

@@ -22,7 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn timeout() -> Duration {
-    let s = std::env::var("RINGVISOR_TEST_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(60.0);
+    let s = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
     Duration::from_secs_f64(s)
 }
 
@@ -36,20 +39,42 @@ fn lesson_files_are_well_formed() {
     assert!(!all.is_empty(), "no lessons in lessons/");
     let crates = build::guest_crates();
     for (i, l) in all.iter().enumerate() {
-        assert!(all[..i].iter().all(|o| o.number != l.number), "two lessons numbered {:02}", l.number);
+        assert!(
+            all[..i].iter().all(|o| o.number != l.number),
+            "two lessons numbered {:02}",
+            l.number
+        );
         if let Some(t) = &l.tour {
             let p = build::workspace_root().join("docs/tour").join(t);
-            assert!(p.is_file(), "lessons/{}.md: tour page {} does not exist", l.stem, p.display());
+            assert!(
+                p.is_file(),
+                "lessons/{}.md: tour page {} does not exist",
+                l.stem,
+                p.display()
+            );
         }
         match &l.status {
-            Status::Pending(why) => assert!(!why.is_empty(), "lessons/{}.md: pending, but not why", l.stem),
+            Status::Pending(why) => assert!(
+                !why.is_empty(),
+                "lessons/{}.md: pending, but not why",
+                l.stem
+            ),
             Status::Ready => {
                 for g in &l.guests {
                     if lesson::is_asm_guest(g) {
                         let p = build::workspace_root().join(g);
-                        assert!(p.is_file(), "lessons/{}.md: no assembly guest {}", l.stem, p.display());
+                        assert!(
+                            p.is_file(),
+                            "lessons/{}.md: no assembly guest {}",
+                            l.stem,
+                            p.display()
+                        );
                     } else {
-                        assert!(crates.contains(g), "lessons/{}.md: no guest crate {g} in guests/", l.stem);
+                        assert!(
+                            crates.contains(g),
+                            "lessons/{}.md: no guest crate {g} in guests/",
+                            l.stem
+                        );
                     }
                 }
                 assert!(
@@ -65,7 +90,10 @@ fn lesson_files_are_well_formed() {
     for e in std::fs::read_dir(lesson::lessons_dir()).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".trace") {
-            assert!(all.iter().any(|l| l.stem == stem), "lessons/{name} has no lessons/{stem}.md");
+            assert!(
+                all.iter().any(|l| l.stem == stem),
+                "lessons/{name} has no lessons/{stem}.md"
+            );
         }
     }
 }
@@ -73,7 +101,10 @@ fn lesson_files_are_well_formed() {
 #[test]
 fn every_ready_lesson_matches_its_snapshot() {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
-    let ready: Vec<Lesson> = lessons().into_iter().filter(|l| l.status == Status::Ready).collect();
+    let ready: Vec<Lesson> = lessons()
+        .into_iter()
+        .filter(|l| l.status == Status::Ready)
+        .collect();
     for l in &ready {
         for g in l.guests.iter().filter(|g| !lesson::is_asm_guest(g)) {
             build::test_guest(g).unwrap_or_else(|e| panic!("lesson {:02}: {e}", l.number));
@@ -83,25 +114,40 @@ fn every_ready_lesson_matches_its_snapshot() {
     // guest-traps); a few QEMUs at a time: each is one TCG thread.
     let mut runs: Vec<Vec<Lesson>> = Vec::new();
     for l in ready {
-        match runs.iter_mut().find(|r| r[0].guests == l.guests && r[0].cmdline == l.cmdline) {
+        match runs
+            .iter_mut()
+            .find(|r| r[0].guests == l.guests && r[0].cmdline == l.cmdline)
+        {
             Some(r) => r.push(l),
             None => runs.push(vec![l]),
         }
     }
-    let width = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+    let width = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
     let queue = Arc::new(Mutex::new(runs));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let workers: Vec<_> = (0..width)
         .map(|_| {
             let (queue, failures, elf) = (Arc::clone(&queue), Arc::clone(&failures), elf.clone());
             std::thread::spawn(move || loop {
-                let Some(run) = queue.lock().unwrap().pop() else { return };
+                let Some(run) = queue.lock().unwrap().pop() else {
+                    return;
+                };
                 let first = &run[0];
-                let guests: Result<Vec<_>, _> = first.guests.iter().map(|g| lesson::guest_image(g)).collect();
-                let out = match guests.and_then(|g| lesson::boot(first, &elf, &g, false, timeout())) {
+                let guests: Result<Vec<_>, _> = first
+                    .guests
+                    .iter()
+                    .map(|g| lesson::guest_image(g))
+                    .collect();
+                let out = match guests.and_then(|g| lesson::boot(first, &elf, &g, false, timeout()))
+                {
                     Ok(out) => out,
                     Err(e) => {
-                        failures.lock().unwrap().push(format!("lesson {:02}: could not boot: {e}", first.number));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("lesson {:02}: could not boot: {e}", first.number));
                         continue;
                     }
                 };
@@ -121,7 +167,12 @@ fn every_ready_lesson_matches_its_snapshot() {
         w.join().expect("a lesson worker panicked");
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} lesson(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} lesson(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -130,7 +181,10 @@ fn addresses_are_normalized_small_numbers_are_not() {
         lesson::normalize("(RV) trace: d0v0 bounce #PF page fault ec=0x2 from kernel rip=0xffffffff80000513 cs=0xe033 -> handler 0xdeadb010"),
         "(RV) trace: d0v0 bounce #PF page fault ec=0x2 from kernel rip=<addr> cs=0xe033 -> handler <addr>"
     );
-    assert_eq!(lesson::normalize("(0xe02b, 0x2c0a003, 0x7ff0) = 262161"), "(0xe02b, <addr>, 0x7ff0) = 262161");
+    assert_eq!(
+        lesson::normalize("(0xe02b, 0x2c0a003, 0x7ff0) = 262161"),
+        "(0xe02b, <addr>, 0x7ff0) = 262161"
+    );
 }
 
 #[test]
@@ -172,7 +226,13 @@ a
     ];
     assert_eq!(
         lesson::window(&l, &out, false),
-        ["(RV) trace: d0v0 bounce #DE", "(d0) PASS: one", "(RV) d0: a wanted line", "...", "(d0) RESULT: SUCCESS"]
+        [
+            "(RV) trace: d0v0 bounce #DE",
+            "(d0) PASS: one",
+            "(RV) d0: a wanted line",
+            "...",
+            "(d0) RESULT: SUCCESS"
+        ]
     );
     assert!(lesson::window(&l, &out, true).contains(&"(d0) INFO: only on the terminal".to_string()));
     assert_eq!(lesson::ending(&out).len(), 2);
@@ -183,5 +243,8 @@ a
 #[test]
 fn diff_shows_what_changed() {
     assert_eq!(lesson::diff(&["a", "b"], &["a", "b"]), "");
-    assert_eq!(lesson::diff(&["a", "b", "c"], &["a", "x", "c"]), "  a\n- b\n+ x\n  c\n");
+    assert_eq!(
+        lesson::diff(&["a", "b", "c"], &["a", "x", "c"]),
+        "  a\n- b\n+ x\n  c\n"
+    );
 }

@@ -70,7 +70,10 @@ fn first_guest() -> PathBuf {
 }
 
 fn boot(what: &str, q: Qemu) -> RunOutput {
-    let out = q.timeout(Some(timeout())).run().unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
+    let out = q
+        .timeout(Some(timeout()))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
     eprintln!("{what}: {}", out.summary());
     eprintln!("{what}: {}", Times::of(&out.lines).describe());
     out
@@ -84,25 +87,56 @@ fn expect_clean_poweroff(what: &str, out: &RunOutput, dom: u32) {
         !out.contains("(RV) FATAL") && out.verdict != Verdict::Panic,
         "{what}: the hypervisor faulted or panicked\n{t}"
     );
-    let kernel = out.lines.iter().any(|l| l.text.starts_with(&format!("(d{dom}) ")) && l.text.contains(lx::KERNEL_LINE));
-    assert!(kernel, "{what}: d{dom} printed no `{}` line\n{t}", lx::KERNEL_LINE);
+    let kernel = out
+        .lines
+        .iter()
+        .any(|l| l.text.starts_with(&format!("(d{dom}) ")) && l.text.contains(lx::KERNEL_LINE));
+    assert!(
+        kernel,
+        "{what}: d{dom} printed no `{}` line\n{t}",
+        lx::KERNEL_LINE
+    );
     let marker = format!("(d{dom}) {}", lx::MARKER);
-    assert!(out.lines.iter().any(|l| l.text.starts_with(&marker)), "{what}: no {marker:?} line: /init not reached\n{t}");
+    assert!(
+        out.lines.iter().any(|l| l.text.starts_with(&marker)),
+        "{what}: no {marker:?} line: /init not reached\n{t}"
+    );
     // `(RV) d1 (NAME): shut down: poweroff`; NAME is the file under
     // -kernel, the kernel's GUEST_OS note under GRUB.
-    let shut = out.rv_lines().any(|l| l.starts_with(&format!("(RV) d{dom} (")) && l.ends_with("shut down: poweroff"));
-    assert!(shut, "{what}: d{dom} (Linux) did not shut down with poweroff\n{t}");
-    assert_eq!(out.verdict, Verdict::Success, "{what}: {}\n{t}", out.summary());
-    let mem = out.rv_lines().find(|l| l.contains("frames free at the end")).unwrap_or_default().to_string();
-    assert!(!mem.is_empty() && !mem.contains("not given back"), "{what}: not every frame came back: {mem:?}\n{t}");
+    let shut = out
+        .rv_lines()
+        .any(|l| l.starts_with(&format!("(RV) d{dom} (")) && l.ends_with("shut down: poweroff"));
+    assert!(
+        shut,
+        "{what}: d{dom} (Linux) did not shut down with poweroff\n{t}"
+    );
+    assert_eq!(
+        out.verdict,
+        Verdict::Success,
+        "{what}: {}\n{t}",
+        out.summary()
+    );
+    let mem = out
+        .rv_lines()
+        .find(|l| l.contains("frames free at the end"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !mem.is_empty() && !mem.contains("not given back"),
+        "{what}: not every frame came back: {mem:?}\n{t}"
+    );
 }
 
 #[test]
 fn linux_as_the_initial_domain_reaches_init_and_powers_off() {
     let what = "Linux as d0";
     let Some(f) = files(what) else { return };
-    let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
-    let out = boot(what, lx::ringvisor(&elf(), &f, &initrd, Role::Initial, None, false));
+    let initrd = lx::initramfs(&f.busybox, Init::PowerOff)
+        .unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let out = boot(
+        what,
+        lx::ringvisor(&elf(), &f, &initrd, Role::Initial, None, false),
+    );
     expect_clean_poweroff(what, &out, 0);
 }
 
@@ -110,9 +144,17 @@ fn linux_as_the_initial_domain_reaches_init_and_powers_off() {
 fn linux_as_a_domu_after_another_domain_reaches_init_and_powers_off() {
     let what = "Linux as d1 after guest-hello";
     let Some(f) = files(what) else { return };
-    let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
-    let out = boot(what, lx::ringvisor(&elf(), &f, &initrd, Role::DomU, Some(&first_guest()), false));
-    assert!(out.contains("(d0) RESULT: SUCCESS"), "{what}: d0 did not succeed\n{}", out.transcript());
+    let initrd = lx::initramfs(&f.busybox, Init::PowerOff)
+        .unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let out = boot(
+        what,
+        lx::ringvisor(&elf(), &f, &initrd, Role::DomU, Some(&first_guest()), false),
+    );
+    assert!(
+        out.contains("(d0) RESULT: SUCCESS"),
+        "{what}: d0 did not succeed\n{}",
+        out.transcript()
+    );
     expect_clean_poweroff(what, &out, 1);
 }
 
@@ -120,12 +162,21 @@ fn linux_as_a_domu_after_another_domain_reaches_init_and_powers_off() {
 fn linux_as_a_domu_boots_from_a_grub_iso() {
     let what = "Linux as d1 from a GRUB ISO";
     let Some(f) = files(what) else { return };
-    let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let initrd = lx::initramfs(&f.busybox, Init::PowerOff)
+        .unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
     let q = lx::ringvisor_iso(&elf(), &f, &initrd, Role::DomU, Some(&first_guest()), false)
         .unwrap_or_else(|e| panic!("{what}: no ISO: {e}"));
     let out = boot(what, q);
-    assert!(out.rv_lines().any(|l| l.contains("loader: multiboot2")), "{what}: not booted by GRUB (multiboot2)\n{}", out.transcript());
-    assert!(out.contains("(d0) RESULT: SUCCESS"), "{what}: d0 did not succeed\n{}", out.transcript());
+    assert!(
+        out.rv_lines().any(|l| l.contains("loader: multiboot2")),
+        "{what}: not booted by GRUB (multiboot2)\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.contains("(d0) RESULT: SUCCESS"),
+        "{what}: d0 did not succeed\n{}",
+        out.transcript()
+    );
     expect_clean_poweroff(what, &out, 1);
 }
 
@@ -136,19 +187,35 @@ fn linux_as_a_domu_boots_from_a_grub_iso() {
 fn linux_as_the_initial_domain_boots_from_a_xen_style_grub_entry() {
     let what = "Linux as d0 from a Xen-style GRUB entry";
     let Some(f) = files(what) else { return };
-    let initrd = lx::initramfs(&f.busybox, Init::PowerOff).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
-    let (q, cfg) = lx::xen_style_iso(&elf(), &f, &initrd).unwrap_or_else(|e| panic!("{what}: no ISO: {e}"));
-    let kernel = f.kernel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let initrd_name = initrd.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let initrd = lx::initramfs(&f.busybox, Init::PowerOff)
+        .unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let (q, cfg) =
+        lx::xen_style_iso(&elf(), &f, &initrd).unwrap_or_else(|e| panic!("{what}: no ISO: {e}"));
+    let kernel = f
+        .kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let initrd_name = initrd
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     for want in [
         "multiboot2 /boot/ringvisor.elf loglvl=info\n".to_string(),
         format!("module2 /boot/{kernel} {}\n", lx::KERNEL_ARGS),
         format!("module2 /boot/{initrd_name}\n"),
     ] {
-        assert!(cfg.contains(&want), "{what}: grub.cfg lacks {want:?}:\n{cfg}");
+        assert!(
+            cfg.contains(&want),
+            "{what}: grub.cfg lacks {want:?}:\n{cfg}"
+        );
     }
     let out = boot(what, q);
-    assert!(out.rv_lines().any(|l| l.contains("loader: multiboot2")), "{what}: not booted by GRUB (multiboot2)\n{}", out.transcript());
+    assert!(
+        out.rv_lines().any(|l| l.contains("loader: multiboot2")),
+        "{what}: not booted by GRUB (multiboot2)\n{}",
+        out.transcript()
+    );
     expect_clean_poweroff(what, &out, 0);
 }
 
@@ -156,7 +223,8 @@ fn linux_as_the_initial_domain_boots_from_a_xen_style_grub_entry() {
 fn a_command_typed_into_a_linux_domu_shell_runs() {
     let what = "Linux shell as d1";
     let Some(f) = files(what) else { return };
-    let initrd = lx::initramfs(&f.busybox, Init::Shell).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let initrd =
+        lx::initramfs(&f.busybox, Init::Shell).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
     let q = lx::ringvisor(&elf(), &f, &initrd, Role::DomU, Some(&first_guest()), false)
         // d0 (guest-hello) has ended long before: the input follows to d1.
         // The shell's output is `rv-42`, which the echoed command line
@@ -176,7 +244,8 @@ fn a_command_typed_into_a_linux_domu_shell_runs() {
 fn a_command_typed_into_a_linux_d0_shell_runs() {
     let what = "Linux shell as d0";
     let Some(f) = files(what) else { return };
-    let initrd = lx::initramfs(&f.busybox, Init::Shell).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
+    let initrd =
+        lx::initramfs(&f.busybox, Init::Shell).unwrap_or_else(|e| panic!("{what}: initramfs: {e}"));
     let q = lx::ringvisor(&elf(), &f, &initrd, Role::Initial, None, false)
         .send_on("RINGVISOR-LINUX-SHELL", b"echo rv-$((6*7))\r")
         .send_on("rv-42", b"poweroff -f\r");

@@ -41,10 +41,18 @@ fn assemble(name: &str) -> PathBuf {
     let obj = out.join(format!("{name}.o"));
     let elf = out.join(format!("{name}.elf"));
     let run = |c: &mut Command| {
-        let st = c.status().unwrap_or_else(|e| panic!("cannot run {c:?} (binutils installed?): {e}"));
+        let st = c
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {c:?} (binutils installed?): {e}"));
         assert!(st.success(), "{c:?} failed: {st}");
     };
-    run(Command::new("as").arg("--32").arg("-I").arg(&src).arg(src.join(format!("{name}.S"))).arg("-o").arg(&obj));
+    run(Command::new("as")
+        .arg("--32")
+        .arg("-I")
+        .arg(&src)
+        .arg(src.join(format!("{name}.S")))
+        .arg("-o")
+        .arg(&obj));
     run(Command::new("ld")
         .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
         .arg(src.join("hello32.ld"))
@@ -64,11 +72,22 @@ fn boot_for(what: &str, guests: Vec<GuestSpec>, timeout: Duration) -> RunOutput 
     for (i, g) in guests.into_iter().enumerate() {
         // The initial domain's memory as these tests were written for (see
         // GuestSpec::default_opt).
-        q = q.guest(if i == 0 { g.default_opt("mem", "32M") } else { g });
+        q = q.guest(if i == 0 {
+            g.default_opt("mem", "32M")
+        } else {
+            g
+        });
     }
-    let out = q.timeout(Some(timeout)).run().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = q
+        .timeout(Some(timeout))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     eprintln!("{what}: {}", out.summary());
-    assert!(!out.contains("(RV) FATAL"), "{what}: hypervisor fault\n{}", out.transcript());
+    assert!(
+        !out.contains("(RV) FATAL"),
+        "{what}: hypervisor fault\n{}",
+        out.transcript()
+    );
     out
 }
 
@@ -94,7 +113,12 @@ fn guest32_hello() {
     assert!(out.contains("(d0) INFO: cmd_line = \"hello args\""), "{t}");
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
     // Every hypercall answered as docs/abi.md's 32-bit column says.
-    assert!(out.contains("(d0) PASS: hypercalls 0-63 answer -ENOSYS as docs/abi.md's 32-bit column says"), "{t}");
+    assert!(
+        out.contains(
+            "(d0) PASS: hypercalls 0-63 answer -ENOSYS as docs/abi.md's 32-bit column says"
+        ),
+        "{t}"
+    );
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
 
@@ -102,7 +126,10 @@ fn guest32_hello() {
 fn hello32_beside_a_64_bit_guest() {
     let what = "hello32 + guest-hello";
     let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
-    let out = boot(what, vec![GuestSpec::new(hello32()), GuestSpec::new(hello64)]);
+    let out = boot(
+        what,
+        vec![GuestSpec::new(hello32()), GuestSpec::new(hello64)],
+    );
     let t = out.transcript();
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
@@ -115,14 +142,22 @@ fn a_spinning_domain_does_not_starve_the_others() {
     let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
     let out = boot_for(
         what,
-        vec![GuestSpec::new(spin32()), GuestSpec::new(hello64), GuestSpec::new(hello32())],
+        vec![
+            GuestSpec::new(spin32()),
+            GuestSpec::new(hello64),
+            GuestSpec::new(hello32()),
+        ],
         Duration::from_secs(8),
     );
     let t = out.transcript();
     assert!(out.contains("(d0) SPINNING"), "{t}");
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
     assert!(out.contains("(d2) RESULT: SUCCESS"), "{t}");
-    assert_eq!(out.verdict, Verdict::Timeout, "the spinner should still be running\n{t}");
+    assert_eq!(
+        out.verdict,
+        Verdict::Timeout,
+        "the spinner should still be running\n{t}"
+    );
 }
 
 fn guest32(name: &str) -> GuestSpec {
@@ -144,7 +179,11 @@ fn guest32_failsafe() {
     let what = "guest32-failsafe";
     let out = boot(what, vec![guest32("guest32-failsafe")]);
     let t = out.transcript();
-    assert!(out.rv_lines().any(|l| l.contains("delivering to the failsafe callback")), "{t}");
+    assert!(
+        out.rv_lines()
+            .any(|l| l.contains("delivering to the failsafe callback")),
+        "{t}"
+    );
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
@@ -153,10 +192,17 @@ fn guest32_failsafe() {
 fn guest32_crash_without_failsafe_beside_a_64_bit_domain() {
     let what = "guest32-crash-nofailsafe + guest-hello";
     let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
-    let out = boot(what, vec![guest32("guest32-crash-nofailsafe"), GuestSpec::new(hello64)]);
+    let out = boot(
+        what,
+        vec![guest32("guest32-crash-nofailsafe"), GuestSpec::new(hello64)],
+    );
     let t = out.transcript();
     assert!(out.contains("(d0) EXPECT-CRASH"), "{t}");
-    assert!(out.rv_lines().any(|l| l.contains("d0: crashed:") && l.contains("no failsafe callback")), "{t}");
+    assert!(
+        out.rv_lines()
+            .any(|l| l.contains("d0: crashed:") && l.contains("no failsafe callback")),
+        "{t}"
+    );
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
     assert_eq!(out.verdict, Verdict::Failure, "{t}");
 }
@@ -172,13 +218,17 @@ fn guest32_segfail_beside_a_64_bit_domain() {
     // can be done within one time slice, before the 32-bit guest yields).
     let what = "guest32-segfail + guest-events";
     let events64 = build::test_guest("guest-events").unwrap_or_else(|e| panic!("{e}"));
-    let out = boot(what, vec![guest32("guest32-segfail"), GuestSpec::new(events64)]);
+    let out = boot(
+        what,
+        vec![guest32("guest32-segfail"), GuestSpec::new(events64)],
+    );
     let t = out.transcript();
     assert!(out.contains("(d0) EXPECT-FAILSAFE"), "{t}");
     assert!(
-        out.rv_lines().any(|l| l.contains("d0: cannot reload data selectors")
-            && l.contains("fs 0x11")
-            && l.contains("delivering to the failsafe callback")),
+        out.rv_lines()
+            .any(|l| l.contains("d0: cannot reload data selectors")
+                && l.contains("fs 0x11")
+                && l.contains("delivering to the failsafe callback")),
         "{t}"
     );
     assert!(!out.contains("(d0) FAIL:"), "{t}");
@@ -204,7 +254,10 @@ fn guest32_hypercalls() {
 
 /// `RINGVISOR_TEST_TIMEOUT` seconds (default 60).
 fn test_timeout() -> Duration {
-    let s = std::env::var("RINGVISOR_TEST_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(60.0);
+    let s = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
     Duration::from_secs_f64(s)
 }
 
@@ -227,7 +280,11 @@ fn hostile32_beside_a_64_bit_domain() {
     // The same beside the 64-bit guest-hello: both succeed.
     let what = "guest32-hostile + guest-hello";
     let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
-    let out = boot_for(what, vec![guest32("guest32-hostile"), GuestSpec::new(hello64)], test_timeout());
+    let out = boot_for(
+        what,
+        vec![guest32("guest32-hostile"), GuestSpec::new(hello64)],
+        test_timeout(),
+    );
     let t = out.transcript();
     assert!(out.contains("(d0) RESULT: SUCCESS"), "{t}");
     assert!(out.contains("(d1) RESULT: SUCCESS"), "{t}");
@@ -243,7 +300,10 @@ fn hostile32_rpl0_iret_crashes_only_that_domain() {
     let hello64 = build::test_guest("guest-hello").unwrap_or_else(|e| panic!("{e}"));
     let out = boot_for(
         what,
-        vec![guest32("guest32-hostile").args("only=rpl0-iret"), GuestSpec::new(hello64)],
+        vec![
+            guest32("guest32-hostile").args("only=rpl0-iret"),
+            GuestSpec::new(hello64),
+        ],
         test_timeout(),
     );
     let t = out.transcript();

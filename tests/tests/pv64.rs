@@ -46,7 +46,11 @@ fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
     for (i, g) in guests.into_iter().enumerate() {
         // The initial domain's memory as these tests were written for (see
         // GuestSpec::default_opt).
-        q = q.guest(if i == 0 { g.default_opt("mem", "32M") } else { g });
+        q = q.guest(if i == 0 {
+            g.default_opt("mem", "32M")
+        } else {
+            g
+        });
     }
     let out = q
         .timeout(Some(timeout()))
@@ -65,7 +69,9 @@ fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
 /// The RESULT line domain `dom` printed.
 fn result_of(out: &RunOutput, dom: u32) -> Option<String> {
     let prefix = format!("(d{dom}) RESULT: ");
-    out.lines.iter().find_map(|l| l.text.strip_prefix(&prefix).map(str::to_string))
+    out.lines
+        .iter()
+        .find_map(|l| l.text.strip_prefix(&prefix).map(str::to_string))
 }
 
 fn expect_success(what: &str, out: &RunOutput, doms: u32) {
@@ -73,10 +79,19 @@ fn expect_success(what: &str, out: &RunOutput, doms: u32) {
         match result_of(out, d) {
             Some(r) if r == "SUCCESS" => {}
             Some(r) => panic!("{what}: d{d} says RESULT: {r}\n{}", out.transcript()),
-            None => panic!("{what}: d{d} printed no RESULT line (CRASH)\n{}", out.transcript()),
+            None => panic!(
+                "{what}: d{d} printed no RESULT line (CRASH)\n{}",
+                out.transcript()
+            ),
         }
     }
-    assert_eq!(out.verdict, Verdict::Success, "{what}: {}\n{}", out.summary(), out.transcript());
+    assert_eq!(
+        out.verdict,
+        Verdict::Success,
+        "{what}: {}\n{}",
+        out.summary(),
+        out.transcript()
+    );
 }
 
 fn run_alone(name: &str) {
@@ -90,7 +105,9 @@ fn hello() {
     expect_success("guest-hello", &out, 1);
     // Every hypercall answered as docs/abi.md's 64-bit column says.
     assert!(
-        out.contains("(d0) PASS: hypercalls 0-63 answer -ENOSYS as docs/abi.md's 64-bit column says"),
+        out.contains(
+            "(d0) PASS: hypercalls 0-63 answer -ENOSYS as docs/abi.md's 64-bit column says"
+        ),
         "{}",
         out.transcript()
     );
@@ -117,7 +134,10 @@ fn pingpong_two_domains() {
     let out = boot(
         what,
         "",
-        vec![guest("guest-pingpong").args("role=server peer=1"), guest("guest-pingpong").args("role=client peer=0")],
+        vec![
+            guest("guest-pingpong").args("role=server peer=1"),
+            guest("guest-pingpong").args("role=client peer=0"),
+        ],
     );
     expect_success(what, &out, 2);
 }
@@ -139,7 +159,8 @@ fn failsafe() {
     let out = boot(what, "", vec![guest(what)]);
     expect_success(what, &out, 1);
     assert!(
-        out.rv_lines().any(|l| l.contains("d0: cannot write the") && l.contains("delivering to the failsafe callback")),
+        out.rv_lines().any(|l| l.contains("d0: cannot write the")
+            && l.contains("delivering to the failsafe callback")),
         "{what}: no failsafe line from the hypervisor\n{}",
         out.transcript()
     );
@@ -148,15 +169,35 @@ fn failsafe() {
 #[test]
 fn crash_without_failsafe_kills_only_that_domain() {
     let what = "crash-nofailsafe beside hello";
-    let out = boot(what, "", vec![guest("guest-crash-nofailsafe"), guest("guest-hello")]);
-    assert!(out.contains("(d0) EXPECT-CRASH"), "{what}: the guest did not get to its crash\n{}", out.transcript());
+    let out = boot(
+        what,
+        "",
+        vec![guest("guest-crash-nofailsafe"), guest("guest-hello")],
+    );
     assert!(
-        out.rv_lines().any(|l| l.contains("d0: crashed:") && l.contains("no failsafe callback") && l.contains("rip 0x")),
+        out.contains("(d0) EXPECT-CRASH"),
+        "{what}: the guest did not get to its crash\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0: crashed:")
+            && l.contains("no failsafe callback")
+            && l.contains("rip 0x")),
         "{what}: no crash message naming d0, rip and why\n{}",
         out.transcript()
     );
-    assert_eq!(result_of(&out, 0), None, "{what}: d0 went on after its crash\n{}", out.transcript());
-    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not run to success\n{}", out.transcript());
+    assert_eq!(
+        result_of(&out, 0),
+        None,
+        "{what}: d0 went on after its crash\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d1 did not run to success\n{}",
+        out.transcript()
+    );
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
     assert!(out.contains("(RV) exit: failure"), "{}", out.transcript());
 }
@@ -170,11 +211,19 @@ fn a_debug_trap_in_the_hypervisor_is_noted_and_boot_goes_on() {
     let what = "selftest=dbtrap";
     let out = boot(what, what, vec![guest("guest-hello")]);
     assert!(
-        out.rv_lines().any(|l| l.contains("selftest: #DB in hypervisor context noted and ignored") && l.contains("dr6 bits 0x1")),
+        out.rv_lines().any(
+            |l| l.contains("selftest: #DB in hypervisor context noted and ignored")
+                && l.contains("dr6 bits 0x1")
+        ),
         "{what}: no #DB noted\n{}",
         out.transcript()
     );
-    assert_eq!(result_of(&out, 0).as_deref(), Some("SUCCESS"), "{what}: the guest did not succeed\n{}", out.transcript());
+    assert_eq!(
+        result_of(&out, 0).as_deref(),
+        Some("SUCCESS"),
+        "{what}: the guest did not succeed\n{}",
+        out.transcript()
+    );
 }
 
 #[test]
@@ -187,18 +236,37 @@ fn a_fault_of_the_hypervisors_own_iretq_crashes_only_that_domain() {
     let out = boot(what, what, vec![guest("guest-hello"), guest("guest-hello")]);
     let crashed: Vec<u32> = (0..2)
         .filter(|d| {
-            out.rv_lines().any(|l| l.contains(&format!("d{d}: crashed:")) && l.contains("return frame refused by the CPU"))
+            out.rv_lines().any(|l| {
+                l.contains(&format!("d{d}: crashed:"))
+                    && l.contains("return frame refused by the CPU")
+            })
         })
         .collect();
-    assert_eq!(crashed.len(), 1, "{what}: expected one domain crashed for its return\n{}", out.transcript());
+    assert_eq!(
+        crashed.len(),
+        1,
+        "{what}: expected one domain crashed for its return\n{}",
+        out.transcript()
+    );
     let (bad, good) = (crashed[0], 1 - crashed[0]);
     assert!(
-        out.rv_lines().any(|l| l.contains(&format!("d{bad}v0: the return to")) && l.contains("faulted: #GP")),
+        out.rv_lines()
+            .any(|l| l.contains(&format!("d{bad}v0: the return to")) && l.contains("faulted: #GP")),
         "{what}: no line saying d{bad}'s return faulted\n{}",
         out.transcript()
     );
-    assert_eq!(result_of(&out, bad), None, "{what}: d{bad} ran on\n{}", out.transcript());
-    assert_eq!(result_of(&out, good).as_deref(), Some("SUCCESS"), "{what}: d{good} did not succeed\n{}", out.transcript());
+    assert_eq!(
+        result_of(&out, bad),
+        None,
+        "{what}: d{bad} ran on\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, good).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d{good} did not succeed\n{}",
+        out.transcript()
+    );
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
 }
 
@@ -221,25 +289,75 @@ fn sixty_four_domains_one_after_another_in_256_mib() {
 fn sixteen_domains_together() {
     // 16 x 12 MiB fit at once: all are built at boot and time-shared.
     let what = "16 domains";
-    let out = boot(what, "", (0..16).map(|_| guest("guest-hello").opt("mem", "12M")).collect());
+    let out = boot(
+        what,
+        "",
+        (0..16)
+            .map(|_| guest("guest-hello").opt("mem", "12M"))
+            .collect(),
+    );
     expect_success(what, &out, 16);
-    assert!(!out.lines.iter().any(|l| l.text.contains("waiting for memory")), "{}", out.transcript());
-    let built = out.rv_lines().filter(|l| l.contains(": built guest-hello")).count();
-    let first_result = out.lines.iter().position(|l| l.text.contains("RESULT:")).unwrap();
-    let built_before = out.lines[..first_result].iter().filter(|l| l.text.contains(": built guest-hello")).count();
-    assert_eq!((built, built_before), (16, 16), "all 16 built before any finished\n{}", out.transcript());
+    assert!(
+        !out.lines
+            .iter()
+            .any(|l| l.text.contains("waiting for memory")),
+        "{}",
+        out.transcript()
+    );
+    let built = out
+        .rv_lines()
+        .filter(|l| l.contains(": built guest-hello"))
+        .count();
+    let first_result = out
+        .lines
+        .iter()
+        .position(|l| l.text.contains("RESULT:"))
+        .unwrap();
+    let built_before = out.lines[..first_result]
+        .iter()
+        .filter(|l| l.text.contains(": built guest-hello"))
+        .count();
+    assert_eq!(
+        (built, built_before),
+        (16, 16),
+        "all 16 built before any finished\n{}",
+        out.transcript()
+    );
 }
 
 #[test]
 fn hello_gets_its_command_line_and_domain_flags() {
     let what = "hello as d0 and d1";
-    let out = boot(what, "", vec![guest("guest-hello").args("first guest"), guest("guest-hello").args("second")]);
+    let out = boot(
+        what,
+        "",
+        vec![
+            guest("guest-hello").args("first guest"),
+            guest("guest-hello").args("second"),
+        ],
+    );
     expect_success(what, &out, 2);
-    assert!(out.contains("(d0) INFO: cmd_line = \"first guest\""), "{}", out.transcript());
-    assert!(out.contains("(d1) INFO: cmd_line = \"second\""), "{}", out.transcript());
+    assert!(
+        out.contains("(d0) INFO: cmd_line = \"first guest\""),
+        "{}",
+        out.transcript()
+    );
+    assert!(
+        out.contains("(d1) INFO: cmd_line = \"second\""),
+        "{}",
+        out.transcript()
+    );
     // Only the first module is the initial, privileged domain.
-    assert!(out.contains("(d0) INFO: flags = 0x3 PRIVILEGED INITDOMAIN"), "{}", out.transcript());
-    assert!(!out.contains("(d1) INFO: flags = 0x3"), "{}", out.transcript());
+    assert!(
+        out.contains("(d0) INFO: flags = 0x3 PRIVILEGED INITDOMAIN"),
+        "{}",
+        out.transcript()
+    );
+    assert!(
+        !out.contains("(d1) INFO: flags = 0x3"),
+        "{}",
+        out.transcript()
+    );
 }
 
 #[test]
@@ -251,11 +369,17 @@ fn not_a_guest_is_refused_by_name_and_others_still_run() {
     std::fs::write(&bad, b"\x7fELF but not really").unwrap();
     let out = boot(what, "", vec![GuestSpec::new(&bad), guest("guest-hello")]);
     assert!(
-        out.rv_lines().any(|l| l.contains("d0 (not-a-guest.bin): cannot build:")),
+        out.rv_lines()
+            .any(|l| l.contains("d0 (not-a-guest.bin): cannot build:")),
         "{what}: no build error naming d0\n{}",
         out.transcript()
     );
-    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{}", out.transcript());
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{}",
+        out.transcript()
+    );
     // One domain failed to build: the run as a whole is a failure.
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
 }
@@ -266,9 +390,25 @@ fn a_domain_ending_with_its_virtual_ts_set_leaves_the_next_one_running() {
     // fxrstor must not meet it (#NM in the hypervisor before the fix).
     // (guest-hypercalls is still running when d0 ends: it is switched in.)
     let what = "hostile-round2 only=ts-crash beside hypercalls";
-    let out = boot(what, "", vec![guest("guest-hostile-round2").args("only=ts-crash"), guest("guest-hypercalls")]);
-    assert!(out.contains("(d0) EXPECT-CRASH"), "{what}: d0 did not get there\n{}", out.transcript());
-    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not succeed\n{}", out.transcript());
+    let out = boot(
+        what,
+        "",
+        vec![
+            guest("guest-hostile-round2").args("only=ts-crash"),
+            guest("guest-hypercalls"),
+        ],
+    );
+    assert!(
+        out.contains("(d0) EXPECT-CRASH"),
+        "{what}: d0 did not get there\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d1 did not succeed\n{}",
+        out.transcript()
+    );
 }
 
 #[test]
@@ -277,14 +417,51 @@ fn a_domain_watchdog_ends_a_spinning_domain_and_its_memory_comes_back() {
     // with one armed for 1 s; the hypervisor shuts it down (while the
     // other domain may be the one on the CPU) and every frame comes back.
     let what = "hostile-round2 only=watchdog beside hypercalls";
-    let out = boot(what, "", vec![guest("guest-hostile-round2").args("only=watchdog"), guest("guest-hypercalls")]);
-    assert!(out.contains("(d0) EXPECT-WATCHDOG"), "{what}: d0 did not get there\n{}", out.transcript());
-    assert!(!out.contains("(d0) FAIL"), "{what}: a watchdog answer was wrong\n{}", out.transcript());
-    assert!(out.rv_lines().any(|l| l.contains("d0: watchdog timer fired")), "{what}: no watchdog\n{}", out.transcript());
-    assert!(out.rv_lines().any(|l| l.contains("d0: shutdown: watchdog")), "{what}: not shut down\n{}", out.transcript());
-    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not succeed\n{}", out.transcript());
-    let line = out.rv_lines().find(|l| l.contains("frames free at the end")).unwrap_or_default().to_string();
-    assert!(!line.is_empty() && !line.contains("not given back"), "{what}: {line}\n{}", out.transcript());
+    let out = boot(
+        what,
+        "",
+        vec![
+            guest("guest-hostile-round2").args("only=watchdog"),
+            guest("guest-hypercalls"),
+        ],
+    );
+    assert!(
+        out.contains("(d0) EXPECT-WATCHDOG"),
+        "{what}: d0 did not get there\n{}",
+        out.transcript()
+    );
+    assert!(
+        !out.contains("(d0) FAIL"),
+        "{what}: a watchdog answer was wrong\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines()
+            .any(|l| l.contains("d0: watchdog timer fired")),
+        "{what}: no watchdog\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0: shutdown: watchdog")),
+        "{what}: not shut down\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d1 did not succeed\n{}",
+        out.transcript()
+    );
+    let line = out
+        .rv_lines()
+        .find(|l| l.contains("frames free at the end"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !line.is_empty() && !line.contains("not given back"),
+        "{what}: {line}\n{}",
+        out.transcript()
+    );
 }
 
 #[test]
@@ -292,13 +469,22 @@ fn more_memory_than_the_machine_is_refused_by_name() {
     // rv.mem=8G on a 256 MiB machine: a build error naming the domain (was
     // a hypervisor panic on heap exhaustion); the other domain runs.
     let what = "rv.mem=8G beside hello";
-    let out = boot(what, "", vec![guest("guest-hello").opt("mem", "8G"), guest("guest-hello")]);
+    let out = boot(
+        what,
+        "",
+        vec![guest("guest-hello").opt("mem", "8G"), guest("guest-hello")],
+    );
     assert!(
         out.rv_lines().any(|l| l.contains("d0 (guest-hello): cannot build:") && l.contains("rv.mem=8192 MiB")),
         "{what}: no build error naming d0 and its rv.mem\n{}",
         out.transcript()
     );
-    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{}", out.transcript());
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{}",
+        out.transcript()
+    );
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
 }
 
@@ -308,12 +494,14 @@ fn trace_shows_hypercalls() {
     let out = boot(what, "trace=hypercall", vec![guest("guest-hello")]);
     expect_success(what, &out, 1);
     assert!(
-        out.rv_lines().any(|l| l.contains("trace: d0v0 hypercall xen_version (17)")),
+        out.rv_lines()
+            .any(|l| l.contains("trace: d0v0 hypercall xen_version (17)")),
         "{what}: no xen_version trace line\n{}",
         out.transcript()
     );
     assert!(
-        out.rv_lines().any(|l| l.contains("hypercall sched_op (29)") || l.contains("d0: shutdown: poweroff")),
+        out.rv_lines()
+            .any(|l| l.contains("hypercall sched_op (29)") || l.contains("d0: shutdown: poweroff")),
         "{}",
         out.transcript()
     );
@@ -327,11 +515,30 @@ fn console_ring_of_a_domu() {
     let what = "guest-console as d1 beside hello";
     let out = boot(what, "", vec![guest("guest-hello"), guest("guest-console")]);
     expect_success(what, &out, 2);
-    let got: Vec<&str> = out.lines.iter().filter_map(|l| l.text.strip_prefix("(d1) console line ")).collect();
-    let want: Vec<String> = (1..=40).map(|i| format!("{i:02} of 40: {}", ".".repeat(48))).collect();
-    assert_eq!(got, want, "{what}: the ring's lines, in order\n{}", out.transcript());
-    assert!(out.contains("(d1) split line"), "{what}: a line written in two pieces\n{}", out.transcript());
-    assert!(out.contains("(d1) PASS: the reader consumed the ring"), "{}", out.transcript());
+    let got: Vec<&str> = out
+        .lines
+        .iter()
+        .filter_map(|l| l.text.strip_prefix("(d1) console line "))
+        .collect();
+    let want: Vec<String> = (1..=40)
+        .map(|i| format!("{i:02} of 40: {}", ".".repeat(48)))
+        .collect();
+    assert_eq!(
+        got,
+        want,
+        "{what}: the ring's lines, in order\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.contains("(d1) split line"),
+        "{what}: a line written in two pieces\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.contains("(d1) PASS: the reader consumed the ring"),
+        "{}",
+        out.transcript()
+    );
 }
 
 /// The hostile guests (guests/hostile-*) against a victim: d0 is
@@ -352,16 +559,30 @@ fn hostile_guests_against_a_victim() {
         "guest-hostile-descriptors",
         "guest-hostile-pointers",
     ];
-    let mut guests = vec![guest("guest-victim").opt("mem", "16M").args(&format!("attackers={}", attackers.len()))];
+    let mut guests = vec![guest("guest-victim")
+        .opt("mem", "16M")
+        .args(&format!("attackers={}", attackers.len()))];
     for (i, a) in attackers.iter().enumerate() {
-        guests.push(guest(a).opt("mem", "8M").args(&format!("victim=0 port={}", i + 1)));
+        guests.push(
+            guest(a)
+                .opt("mem", "8M")
+                .args(&format!("victim=0 port={}", i + 1)),
+        );
     }
     let out = boot(what, "", guests);
     expect_success(what, &out, 1 + attackers.len() as u32);
     for (i, a) in attackers.iter().enumerate() {
         let d = i + 1;
-        assert!(out.contains(&format!("(d{d}) TEST: {}", a.trim_start_matches("guest-"))), "{what}: d{d} is not {a}\n{}", out.transcript());
-        assert!(out.contains(&format!("(d0) INFO: d{d} is done")), "{what}: the victim never heard d{d} finish\n{}", out.transcript());
+        assert!(
+            out.contains(&format!("(d{d}) TEST: {}", a.trim_start_matches("guest-"))),
+            "{what}: d{d} is not {a}\n{}",
+            out.transcript()
+        );
+        assert!(
+            out.contains(&format!("(d0) INFO: d{d} is done")),
+            "{what}: the victim never heard d{d} finish\n{}",
+            out.transcript()
+        );
     }
     expect_every_frame_back(what, &out);
 }
@@ -374,7 +595,10 @@ fn expect_every_frame_back(what: &str, out: &RunOutput) {
         .find(|l| l.contains("frames free at the end"))
         .unwrap_or_else(|| panic!("{what}: no memory line\n{}", out.transcript()))
         .to_string();
-    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
     assert!(
         !line.contains("not given back") && numbers.len() >= 2 && numbers[0] == numbers[1],
         "{what}: not every frame is back: {line}"
@@ -392,13 +616,25 @@ fn expect_every_frame_back(what: &str, out: &RunOutput) {
 fn hostile_hypervisor_as_d0_against_a_victim() {
     let what = "guest-hostile-hypervisor d0 and victim d1";
     let guests = vec![
-        guest("guest-hostile-hypervisor").opt("mem", "8M").args("victim=1 port=2"),
-        guest("guest-victim").opt("mem", "16M").args("attackers=1 first=0"),
+        guest("guest-hostile-hypervisor")
+            .opt("mem", "8M")
+            .args("victim=1 port=2"),
+        guest("guest-victim")
+            .opt("mem", "16M")
+            .args("attackers=1 first=0"),
     ];
     let out = boot(what, "", guests);
     expect_success(what, &out, 2);
-    assert!(out.contains("(d0) PASS: d0 maps I/O frame 0xf0 writable"), "{what}: no I/O mapping checked\n{}", out.transcript());
-    assert!(out.contains("(d1) INFO: d0 is done"), "{what}: the victim never heard d0 finish\n{}", out.transcript());
+    assert!(
+        out.contains("(d0) PASS: d0 maps I/O frame 0xf0 writable"),
+        "{what}: no I/O mapping checked\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.contains("(d1) INFO: d0 is done"),
+        "{what}: the victim never heard d0 finish\n{}",
+        out.transcript()
+    );
     expect_every_frame_back(what, &out);
 }
 
@@ -422,11 +658,17 @@ fn hostile_round2_beside_a_victim() {
         "",
         vec![
             guest("guest-victim").opt("mem", "16M").args("attackers=1"),
-            guest("guest-hostile-round2").opt("mem", "8M").args("victim=0 port=1"),
+            guest("guest-hostile-round2")
+                .opt("mem", "8M")
+                .args("victim=0 port=1"),
         ],
     );
     expect_success(what, &out, 2);
-    assert!(out.contains("(d0) INFO: d1 is done"), "{what}: the victim never heard d1 finish\n{}", out.transcript());
+    assert!(
+        out.contains("(d0) INFO: d1 is done"),
+        "{what}: the victim never heard d1 finish\n{}",
+        out.transcript()
+    );
 }
 
 /// guest-hostile-round2 `only=iret-nohandler` as d0 (HYPERVISOR_iret to a
@@ -437,9 +679,25 @@ fn hostile_round2_beside_a_victim() {
 #[test]
 fn hostile_round2_refused_iret_without_handler_only_that_domain() {
     let what = "hostile-round2 only=iret-nohandler beside hello";
-    let out = boot(what, "", vec![guest("guest-hostile-round2").args("only=iret-nohandler"), guest("guest-hello")]);
-    assert!(out.contains("(d0) EXPECT-CRASH-OR-FAILSAFE"), "{what}: d0 did not get to the iret\n{}", out.transcript());
-    assert_eq!(result_of(&out, 1).as_deref(), Some("SUCCESS"), "{what}: d1 did not run to success\n{}", out.transcript());
+    let out = boot(
+        what,
+        "",
+        vec![
+            guest("guest-hostile-round2").args("only=iret-nohandler"),
+            guest("guest-hello"),
+        ],
+    );
+    assert!(
+        out.contains("(d0) EXPECT-CRASH-OR-FAILSAFE"),
+        "{what}: d0 did not get to the iret\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d1 did not run to success\n{}",
+        out.transcript()
+    );
     match result_of(&out, 0).as_deref() {
         Some("SUCCESS") => eprintln!("{what}: d0's failsafe callback ran"),
         Some(r) => panic!("{what}: d0 says RESULT: {r}\n{}", out.transcript()),

@@ -46,9 +46,14 @@ fn tour_dir() -> PathBuf {
 /// `(number, file name, text)` of every `NN-name.md` page, by number.
 fn pages() -> Vec<(u32, String, String)> {
     let mut out = Vec::new();
-    for e in fs::read_dir(tour_dir()).expect("docs/tour exists").flatten() {
+    for e in fs::read_dir(tour_dir())
+        .expect("docs/tour exists")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".md") else { continue };
+        let Some(stem) = name.strip_suffix(".md") else {
+            continue;
+        };
         if stem == "README" {
             continue;
         }
@@ -77,7 +82,9 @@ fn links_of(page: u32, page_file: &str, text: &str) -> Vec<Link> {
         let mut rest = rest;
         let mut found = 0;
         while let Some(open) = rest.find('[') {
-            let Some(mid) = rest[open..].find("](") else { break };
+            let Some(mid) = rest[open..].find("](") else {
+                break;
+            };
             let text_part = &rest[open + 1..open + mid];
             let after = &rest[open + mid + 2..];
             let Some(close) = after.find(')') else { break };
@@ -98,13 +105,20 @@ fn links_of(page: u32, page_file: &str, text: &str) -> Vec<Link> {
             });
             found += 1;
         }
-        assert!(found > 0, "docs/tour/{page_file}:{}: a `Code:`/`See:` line without a link", i + 1);
+        assert!(
+            found > 0,
+            "docs/tour/{page_file}:{}: a `Code:`/`See:` line without a link",
+            i + 1
+        );
     }
     out
 }
 
 fn all_links() -> Vec<Link> {
-    pages().iter().flat_map(|(n, f, t)| links_of(*n, f, t)).collect()
+    pages()
+        .iter()
+        .flat_map(|(n, f, t)| links_of(*n, f, t))
+        .collect()
 }
 
 fn is_asm(path: &str) -> bool {
@@ -137,7 +151,17 @@ fn definitions(src: &str, item: &str, asm: bool) -> Vec<usize> {
 
 /// The name a Rust line defines, if it is an item definition.
 fn item_defined_by(line: &str) -> Option<String> {
-    const KEYWORDS: &[&str] = &["fn", "struct", "enum", "trait", "type", "const", "static", "mod", "macro_rules!"];
+    const KEYWORDS: &[&str] = &[
+        "fn",
+        "struct",
+        "enum",
+        "trait",
+        "type",
+        "const",
+        "static",
+        "mod",
+        "macro_rules!",
+    ];
     let words: Vec<&str> = line.split_whitespace().collect();
     for (i, w) in words.iter().enumerate() {
         if !KEYWORDS.contains(w) {
@@ -145,13 +169,26 @@ fn item_defined_by(line: &str) -> Option<String> {
         }
         // Everything before the keyword must be a qualifier.
         let qualifiers_only = words[..i].iter().all(|q| {
-            matches!(*q, "pub" | "unsafe" | "extern" | "async" | "const" | "default" | "\"C\"" | "\"sysv64\"")
-                || q.starts_with("pub(")
+            matches!(
+                *q,
+                "pub"
+                    | "unsafe"
+                    | "extern"
+                    | "async"
+                    | "const"
+                    | "default"
+                    | "\"C\""
+                    | "\"sysv64\""
+            ) || q.starts_with("pub(")
         });
         if !qualifiers_only {
             return None;
         }
-        let name: String = words.get(i + 1)?.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = words
+            .get(i + 1)?
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         // `const fn name`: the keyword is the next one.
         if *w == "const" && KEYWORDS.contains(&words.get(i + 1).copied().unwrap_or_default()) {
             continue;
@@ -212,7 +249,9 @@ fn tags_in(text: &str) -> Vec<(u32, String)> {
         let nums: Option<Vec<u32>> = list
             .split(',')
             .map(|n| n.trim())
-            .map(|n| (n.len() == 2 && n.chars().all(|c| c.is_ascii_digit())).then(|| n.parse().unwrap()))
+            .map(|n| {
+                (n.len() == 2 && n.chars().all(|c| c.is_ascii_digit())).then(|| n.parse().unwrap())
+            })
             .collect();
         if let Some(nums) = nums {
             for n in nums {
@@ -233,10 +272,20 @@ fn pages_are_numbered_listed_and_link_code() {
     assert!(!pages.is_empty(), "no tour pages");
     let readme = read(&tour_dir().join("README.md"));
     for (i, (n, file, text)) in pages.iter().enumerate() {
-        assert_eq!(*n as usize, i + 1, "docs/tour: page {file} is out of sequence (expected {:02}-...)", i + 1);
-        assert!(readme.contains(&format!("]({file})")), "docs/tour/README.md does not list {file}");
+        assert_eq!(
+            *n as usize,
+            i + 1,
+            "docs/tour: page {file} is out of sequence (expected {:02}-...)",
+            i + 1
+        );
         assert!(
-            links_of(*n, file, text).iter().any(|l| l.kind == Kind::Code),
+            readme.contains(&format!("]({file})")),
+            "docs/tour/README.md does not list {file}"
+        );
+        assert!(
+            links_of(*n, file, text)
+                .iter()
+                .any(|l| l.kind == Kind::Code),
             "docs/tour/{file}: links no code (`Code: [src/.. `item`](../../src/..)`)"
         );
     }
@@ -247,11 +296,18 @@ fn code_links_resolve_and_carry_their_tags() {
     let root = workspace_root();
     let mut problems = Vec::new();
     let links = all_links();
-    assert!(links.len() >= 8, "suspiciously few code links: {}", links.len());
+    assert!(
+        links.len() >= 8,
+        "suspiciously few code links: {}",
+        links.len()
+    );
     for l in &links {
         let at = format!("docs/tour/{}:{}", l.page_file, l.line);
         if l.target != format!("../../{}", l.path) {
-            problems.push(format!("{at}: [{} `{}`] points at {}, not ../../{}", l.path, l.item, l.target, l.path));
+            problems.push(format!(
+                "{at}: [{} `{}`] points at {}, not ../../{}",
+                l.path, l.item, l.target, l.path
+            ));
         }
         let file = root.join(&l.path);
         let Ok(src) = fs::read_to_string(&file) else {
@@ -275,7 +331,11 @@ fn code_links_resolve_and_carry_their_tags() {
             continue;
         }
         let lines: Vec<&str> = src.lines().collect();
-        let tagged = defs.iter().any(|&d| tags_in(&block_above(&lines, d, asm)).iter().any(|(n, _)| *n == l.page));
+        let tagged = defs.iter().any(|&d| {
+            tags_in(&block_above(&lines, d, asm))
+                .iter()
+                .any(|(n, _)| *n == l.page)
+        });
         if !tagged {
             problems.push(format!(
                 "{at}: `{}` in {} has no tour tag for page {:02}: put `{} Tour {:02}: ...` in the comment right above it",
@@ -287,11 +347,17 @@ fn code_links_resolve_and_carry_their_tags() {
             ));
         }
     }
-    assert!(problems.is_empty(), "the tour and the code disagree:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "the tour and the code disagree:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -313,7 +379,11 @@ fn every_tag_in_the_code_is_linked_from_its_page() {
     let mut problems = Vec::new();
     let mut tags = 0;
     for f in files {
-        let rel = f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         let src = read(&f);
         let asm = is_asm(&rel);
         let lines: Vec<&str> = src.lines().collect();
@@ -343,19 +413,30 @@ fn every_tag_in_the_code_is_linked_from_its_page() {
             }
             let below = lines.get(j).map(|u| u.trim()).unwrap_or("");
             let item = if asm {
-                below.strip_suffix(':').filter(|n| !n.contains(' ')).map(str::to_string)
+                below
+                    .strip_suffix(':')
+                    .filter(|n| !n.contains(' '))
+                    .map(str::to_string)
             } else {
                 item_defined_by(below)
             };
             let Some(item) = item else {
-                problems.push(format!("{rel}:{}: a tour tag, but no item right below it (found {below:?})", i + 1));
+                problems.push(format!(
+                    "{rel}:{}: a tour tag, but no item right below it (found {below:?})",
+                    i + 1
+                ));
                 continue;
             };
             for (n, _) in found {
                 tags += 1;
                 if !pages.contains(&n) {
-                    problems.push(format!("{rel}:{}: `Tour {n:02}` names a page that does not exist", i + 1));
-                } else if !links.iter().any(|k| k.page == n && k.kind == Kind::Code && k.path == rel && k.item == item)
+                    problems.push(format!(
+                        "{rel}:{}: `Tour {n:02}` names a page that does not exist",
+                        i + 1
+                    ));
+                } else if !links
+                    .iter()
+                    .any(|k| k.page == n && k.kind == Kind::Code && k.path == rel && k.item == item)
                 {
                     problems.push(format!(
                         "{rel}:{}: `Tour {n:02}` on `{item}`, but docs/tour/{n:02}-*.md has no `Code: [{rel} `{item}`](../../{rel})`",
@@ -366,7 +447,11 @@ fn every_tag_in_the_code_is_linked_from_its_page() {
         }
     }
     assert!(tags > 0, "no tour tags in src/ at all");
-    assert!(problems.is_empty(), "stale or misplaced tour tags:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "stale or misplaced tour tags:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 use ringvisor_tests::docs::check_relative_links;
@@ -382,26 +467,60 @@ fn relative_links_and_images_resolve() {
             }
         }
     }
-    assert!(problems.is_empty(), "broken links:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "broken links:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 #[test]
 fn the_parsers_themselves() {
-    assert_eq!(item_defined_by("pub fn bounce(d: &mut Domain) {"), Some("bounce".into()));
-    assert_eq!(item_defined_by("extern \"C\" fn trap_dispatch(f: &mut TrapFrame) {"), Some("trap_dispatch".into()));
-    assert_eq!(item_defined_by("pub const fn w(name: &str) -> Word {"), Some("w".into()));
-    assert_eq!(item_defined_by("pub struct IretContext {"), Some("IretContext".into()));
+    assert_eq!(
+        item_defined_by("pub fn bounce(d: &mut Domain) {"),
+        Some("bounce".into())
+    );
+    assert_eq!(
+        item_defined_by("extern \"C\" fn trap_dispatch(f: &mut TrapFrame) {"),
+        Some("trap_dispatch".into())
+    );
+    assert_eq!(
+        item_defined_by("pub const fn w(name: &str) -> Word {"),
+        Some("w".into())
+    );
+    assert_eq!(
+        item_defined_by("pub struct IretContext {"),
+        Some("IretContext".into())
+    );
     assert_eq!(item_defined_by("let x = fn_body(a);"), None);
     assert_eq!(item_defined_by("bounce(d, f, &b)"), None);
     let src = "/* Tour 02, 05: the way in\n * and out. */\n.balign 16\n.global syscall_entry\nsyscall_entry:\n";
     let lines: Vec<&str> = src.lines().collect();
     let block = block_above(&lines, definitions(src, "syscall_entry", true)[0], true);
-    assert_eq!(tags_in(&block).iter().map(|t| t.0).collect::<Vec<_>>(), [2, 5]);
+    assert_eq!(
+        tags_in(&block).iter().map(|t| t.0).collect::<Vec<_>>(),
+        [2, 5]
+    );
     let rs = "}\n\n// Tour 04: the frame\n/// Docs.\n#[inline]\nfn bounce() {}\n";
     let lines: Vec<&str> = rs.lines().collect();
-    assert_eq!(tags_in(&block_above(&lines, definitions(rs, "bounce", false)[0], false))[0].0, 4);
+    assert_eq!(
+        tags_in(&block_above(
+            &lines,
+            definitions(rs, "bounce", false)[0],
+            false
+        ))[0]
+            .0,
+        4
+    );
     assert!(tags_in("the Tour de France: 3 weeks").is_empty());
     let links = links_of(4, "04-x.md", "- Code: [src/a.rs `f`](../../src/a.rs), [src/b.rs `g`](../../src/b.rs)\nSee: [guests/x.S `l`](../../guests/x.S)\n");
     assert_eq!(links.len(), 3);
-    assert_eq!((links[1].path.as_str(), links[1].item.as_str(), links[2].kind.clone()), ("src/b.rs", "g", Kind::See));
+    assert_eq!(
+        (
+            links[1].path.as_str(),
+            links[1].item.as_str(),
+            links[2].kind.clone()
+        ),
+        ("src/b.rs", "g", Kind::See)
+    );
 }

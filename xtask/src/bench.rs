@@ -160,23 +160,39 @@ fn bench(o: &Opts) -> Result<ExitCode> {
     let elf = build::build_hypervisor(Profile::Release)?;
     // Only the bench guest: the others are not needed here.
     let mut c = build::cargo();
-    c.current_dir(build::workspace_root())
-        .args(["build", "--release", "--target", build::TARGET, "-p", "guest-bench"]);
+    c.current_dir(build::workspace_root()).args([
+        "build",
+        "--release",
+        "--target",
+        build::TARGET,
+        "-p",
+        "guest-bench",
+    ]);
     cmd::run(&mut c)?;
     let mut c = build::cargo();
-    c.current_dir(build::workspace_root())
-        .args(["build", "--release", "--target", build::TARGET32, "-p", "guest32-bench"]);
+    c.current_dir(build::workspace_root()).args([
+        "build",
+        "--release",
+        "--target",
+        build::TARGET32,
+        "-p",
+        "guest32-bench",
+    ]);
     cmd::run(&mut c)?;
     let guest_elf = build::guest_path("guest-bench");
     // The 32-bit paths: guest32-bench alone, in a boot of its own after
     // each 64-bit one (the 64-bit figures stay as they were).
     // 32 MiB each, as the figures in docs/benchmarks.md were taken (without
     // rv.mem the initial domain would take nearly all of QEMU's memory).
-    let guest32 = GuestSpec::new(build::guest_path("guest32-bench")).opt("mem", "32M").args(o.args.trim());
+    let guest32 = GuestSpec::new(build::guest_path("guest32-bench"))
+        .opt("mem", "32M")
+        .args(o.args.trim());
     // ringvisor: guest-bench as domain 0 told its peer, and the same image
     // as domain 1 answering it (the two-domain cases). Xen boots dom0
     // alone, without `peer=`: those cases print "not measured" there.
-    let guest = GuestSpec::new(&guest_elf).opt("mem", "32M").args(format!("{} peer=1", o.args).trim_start());
+    let guest = GuestSpec::new(&guest_elf)
+        .opt("mem", "32M")
+        .args(format!("{} peer=1", o.args).trim_start());
     let echo = GuestSpec::new(&guest_elf).args("role=echo peer=0");
     let failed = Cell::new(false);
     let fail = |label: &str, problem: String, transcript: String| {
@@ -184,7 +200,10 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         eprintln!("bench: {label} failed:\n{problem}\n--- console ---\n{transcript}");
     };
     let boot = |label: String, icount: bool| -> Result<Report> {
-        let mut q = Qemu::kernel(&elf).cmdline("bench").guest(guest.clone()).guest(echo.clone());
+        let mut q = Qemu::kernel(&elf)
+            .cmdline("bench")
+            .guest(guest.clone())
+            .guest(echo.clone());
         if icount {
             q.extra_args = icount_args();
         }
@@ -197,7 +216,11 @@ fn bench(o: &Opts) -> Result<ExitCode> {
             (true, Ok(())) => None,
             (ok, c) => Some(format!(
                 "{}{}",
-                if ok { String::new() } else { format!("{}\n", out.summary()) },
+                if ok {
+                    String::new()
+                } else {
+                    format!("{}\n", out.summary())
+                },
                 c.err().unwrap_or_default()
             )),
         };
@@ -218,7 +241,11 @@ fn bench(o: &Opts) -> Result<ExitCode> {
             (true, Ok(())) => None,
             (ok, c) => Some(format!(
                 "{}{}",
-                if ok { String::new() } else { format!("{}\n", out.summary()) },
+                if ok {
+                    String::new()
+                } else {
+                    format!("{}\n", out.summary())
+                },
                 c.err().unwrap_or_default()
             )),
         };
@@ -232,7 +259,11 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         let xen = xen.as_deref().expect("only with --vs-xen");
         let run = boot_xen(xen, &guest_elf, &o.args, icount, o.timeout, o.echo)?;
         let r = Report::parse(run.lines.iter().map(|l| (l.text.as_str(), Some(l.at))));
-        eprintln!("bench: {label}: {} (ran {})", run.end, qemu::secs(run.elapsed));
+        eprintln!(
+            "bench: {label}: {} (ran {})",
+            run.end,
+            qemu::secs(run.elapsed)
+        );
         let problems = match (&run.end, r.check_guest()) {
             (XenEnd::Result, Ok(())) => None,
             (XenEnd::Result, Err(e)) => Some(e),
@@ -278,7 +309,10 @@ fn bench(o: &Opts) -> Result<ExitCode> {
     fs::create_dir_all(&dir)?;
     fs::write(dir.join("bench.json"), runs.json())?;
     fs::write(dir.join("bench.txt"), &table)?;
-    eprintln!("bench: wrote {} and bench.txt", dir.join("bench.json").display());
+    eprintln!(
+        "bench: wrote {} and bench.txt",
+        dir.join("bench.json").display()
+    );
     if failed.get() {
         eprintln!("xtask: bench: a run failed (see above)");
         return Ok(ExitCode::FAILURE);
@@ -314,7 +348,9 @@ impl std::fmt::Display for XenEnd {
             XenEnd::Result => write!(f, "guest RESULT line seen, QEMU stopped"),
             XenEnd::Xen(l) => write!(f, "Xen ended the run before the guest's RESULT line: {l}"),
             XenEnd::Exited(s) => write!(f, "QEMU exited before the guest's RESULT line ({s})"),
-            XenEnd::Timeout(t) => write!(f, "TIMEOUT: no guest RESULT line within {}", qemu::secs(*t)),
+            XenEnd::Timeout(t) => {
+                write!(f, "TIMEOUT: no guest RESULT line within {}", qemu::secs(*t))
+            }
         }
     }
 }
@@ -341,7 +377,14 @@ struct XenRun {
 /// rather than exiting QEMU, so QEMU is killed as soon as the guest's
 /// `RESULT:` line (or a line of Xen's ending the run) is in, or at the
 /// timeout.
-fn boot_xen(xen: &Path, guest: &Path, args: &str, icount: bool, timeout: Duration, echo: bool) -> Result<XenRun> {
+fn boot_xen(
+    xen: &Path,
+    guest: &Path,
+    args: &str,
+    icount: bool,
+    timeout: Duration,
+    echo: bool,
+) -> Result<XenRun> {
     let mut q = Qemu::kernel(xen).cmdline(XEN_CMDLINE);
     // The module string as Xen reads it, `PATH ARGS` (Xen drops the path;
     // ringvisor's `-- ` separator is not wanted here).
@@ -351,10 +394,14 @@ fn boot_xen(xen: &Path, guest: &Path, args: &str, icount: bool, timeout: Duratio
         q.extra_args.extend(icount_args());
     }
     let mut c = q.command()?;
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd::announce(&c);
     let start = Instant::now();
-    let mut child = c.spawn().map_err(|e| Error::new(format!("cannot start qemu-system-x86_64: {e}")))?;
+    let mut child = c
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot start qemu-system-x86_64: {e}")))?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let (tx, rx) = mpsc::channel::<Line>();
@@ -368,7 +415,13 @@ fn boot_xen(xen: &Path, guest: &Path, args: &str, icount: bool, timeout: Duratio
             let at = start.elapsed();
             for &byte in &buf[..n] {
                 if byte == b'\n' {
-                    if tx.send(Line { at, text: qemu::clean(&partial) }).is_err() {
+                    if tx
+                        .send(Line {
+                            at,
+                            text: qemu::clean(&partial),
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                     partial.clear();
@@ -378,7 +431,10 @@ fn boot_xen(xen: &Path, guest: &Path, args: &str, icount: bool, timeout: Duratio
             }
         }
         if !partial.is_empty() {
-            let _ = tx.send(Line { at: start.elapsed(), text: qemu::clean(&partial) });
+            let _ = tx.send(Line {
+                at: start.elapsed(),
+                text: qemu::clean(&partial),
+            });
         }
     });
     let errors = thread::spawn(move || {
@@ -399,7 +455,10 @@ fn boot_xen(xen: &Path, guest: &Path, args: &str, icount: bool, timeout: Duratio
                     let _ = writeln!(out, "{}", line.text);
                 }
                 let result = b::guest_part(&line.text).is_some_and(|g| g.starts_with("RESULT: "));
-                let xen_end = XEN_ENDS.iter().any(|e| line.text.starts_with(e)).then(|| line.text.clone());
+                let xen_end = XEN_ENDS
+                    .iter()
+                    .any(|e| line.text.starts_with(e))
+                    .then(|| line.text.clone());
                 lines.push(line);
                 if result {
                     break XenEnd::Result;
@@ -423,7 +482,12 @@ fn boot_xen(xen: &Path, guest: &Path, args: &str, icount: bool, timeout: Duratio
     drop(rx);
     let _ = reader.join();
     let stderr = errors.join().unwrap_or_default();
-    Ok(XenRun { end, lines, stderr, elapsed })
+    Ok(XenRun {
+        end,
+        lines,
+        stderr,
+        elapsed,
+    })
 }
 
 #[cfg(test)]
@@ -439,7 +503,13 @@ mod tests {
         let o = parse(&[]).unwrap();
         assert!(o.tcg && o.icount && !o.echo && !o.help && !o.vs_xen);
         assert_eq!((o.runs, o.args.as_str()), (3, ""));
-        let o = parse(&strings(&["--icount", "--args", "n=100 rounds=2", "--timeout=9"])).unwrap();
+        let o = parse(&strings(&[
+            "--icount",
+            "--args",
+            "n=100 rounds=2",
+            "--timeout=9",
+        ]))
+        .unwrap();
         assert!(!o.tcg && o.icount);
         assert_eq!(o.args, "n=100 rounds=2");
         assert_eq!(o.timeout, Duration::from_secs(9));

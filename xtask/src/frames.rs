@@ -49,11 +49,22 @@ pub struct Word {
 pub enum Source {
     /// The `push(..)` calls in `func` of `file`, in order; words whose code
     /// is in `skip` are the optional ones this frame leaves out.
-    Pushes { file: &'static str, func: &'static str, skip: &'static [&'static str] },
+    Pushes {
+        file: &'static str,
+        func: &'static str,
+        skip: &'static [&'static str],
+    },
     /// An array literal `let var = [..];` in `func` of `file`.
-    Array { file: &'static str, func: &'static str, var: &'static str },
+    Array {
+        file: &'static str,
+        func: &'static str,
+        var: &'static str,
+    },
     /// The fields of `struct name` in `file`, in order.
-    Struct { file: &'static str, name: &'static str },
+    Struct {
+        file: &'static str,
+        name: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,11 +83,21 @@ pub struct Frame {
 }
 
 const fn w(name: &'static str, code: &'static str, note: &'static str) -> Word {
-    Word { name, code, note, optional: false }
+    Word {
+        name,
+        code,
+        note,
+        optional: false,
+    }
 }
 
 const fn opt(name: &'static str, code: &'static str, note: &'static str) -> Word {
-    Word { name, code, note, optional: true }
+    Word {
+        name,
+        code,
+        note,
+        optional: true,
+    }
 }
 
 const TRAPS: &str = "src/pv/traps.rs";
@@ -93,8 +114,15 @@ const EXCEPTION64: &[Word] = &[
     w("SS", "f.ss", "the interrupted ss (0xe02b)"),
 ];
 
-const EXCEPTION64_NO_EC: &[Word] =
-    &[EXCEPTION64[0], EXCEPTION64[1], EXCEPTION64[3], EXCEPTION64[4], EXCEPTION64[5], EXCEPTION64[6], EXCEPTION64[7]];
+const EXCEPTION64_NO_EC: &[Word] = &[
+    EXCEPTION64[0],
+    EXCEPTION64[1],
+    EXCEPTION64[3],
+    EXCEPTION64[4],
+    EXCEPTION64[5],
+    EXCEPTION64[6],
+    EXCEPTION64[7],
+];
 
 const SYSCALL64: &[Word] = &[
     w("RCX", "f.rcx", "the user's return rip: the CPU put it in rcx at the syscall"),
@@ -113,17 +141,29 @@ const SYSCALL64: &[Word] = &[
 const FAILSAFE64: &[Word] = &[
     w("RCX", "f.rcx", "the interrupted rcx"),
     w("R11", "f.r11", "the interrupted r11"),
-    w("DS", "ds", "data selectors at the fault, or the ones that no longer load (a segment reload failed)"),
+    w(
+        "DS",
+        "ds",
+        "data selectors at the fault, or the ones that no longer load (a segment reload failed)",
+    ),
     w("ES", "es", ""),
     w("FS", "fs", ""),
     w("GS", "gs", ""),
-    w("RIP", "f.rip", "the instruction whose bounce could not be written"),
+    w(
+        "RIP",
+        "f.rip",
+        "the instruction whose bounce could not be written",
+    ),
     w(
         "CS",
         "cs | (mask as u64) << 32",
         "bits 0-15: cs (RPL 0 for the guest kernel); bits 32-39: the saved evtchn_upcall_mask",
     ),
-    w("RFLAGS", "rflags", "the interrupted rflags with IF = !saved upcall mask"),
+    w(
+        "RFLAGS",
+        "rflags",
+        "the interrupted rflags with IF = !saved upcall mask",
+    ),
     w("RSP", "f.rsp", "the interrupted (broken) rsp"),
     w("SS", "f.ss", "the interrupted ss"),
 ];
@@ -149,23 +189,47 @@ const EXCEPTION32_RING3: &[Word] = &[
     w("SS", "f.ss", "the user ss"),
 ];
 
-const EXCEPTION32_RING1: &[Word] =
-    &[EXCEPTION32_RING3[0], EXCEPTION32_RING3[1], EXCEPTION32_RING3[2], EXCEPTION32_RING3[3]];
+const EXCEPTION32_RING1: &[Word] = &[
+    EXCEPTION32_RING3[0],
+    EXCEPTION32_RING3[1],
+    EXCEPTION32_RING3[2],
+    EXCEPTION32_RING3[3],
+];
 
 const FAILSAFE32: &[Word] = &[
-    w("DS", "sels[0] as u32", "data selectors at the fault, or the ones that no longer load"),
+    w(
+        "DS",
+        "sels[0] as u32",
+        "data selectors at the fault, or the ones that no longer load",
+    ),
     w("ES", "sels[1] as u32", ""),
     w("FS", "sels[2] as u32", ""),
     w("GS", "sels[3] as u32", ""),
     w("EIP", "f.rip as u32", "the interrupted instruction"),
-    w("CS", "((f.cs & 0xffff) | (mask as u64) << 16) as u32", "bits 0-15: cs; bits 16-23: the saved evtchn_upcall_mask"),
+    w(
+        "CS",
+        "((f.cs & 0xffff) | (mask as u64) << 16) as u32",
+        "bits 0-15: cs; bits 16-23: the saved evtchn_upcall_mask",
+    ),
     w("EFLAGS", "eflags as u32", "IF = !saved upcall mask"),
-    opt("ESP", "f.rsp as u32", "only when guest user mode (ring 3) was interrupted"),
-    opt("SS", "f.ss as u32", "only when guest user mode (ring 3) was interrupted"),
+    opt(
+        "ESP",
+        "f.rsp as u32",
+        "only when guest user mode (ring 3) was interrupted",
+    ),
+    opt(
+        "SS",
+        "f.ss as u32",
+        "only when guest user mode (ring 3) was interrupted",
+    ),
 ];
 
 const IRET32: &[Word] = &[
-    w("EAX", "eax", "pushed by the iret stub: the eax to return with"),
+    w(
+        "EAX",
+        "eax",
+        "pushed by the iret stub: the eax to return with",
+    ),
     w("EIP", "eip", "where to go on"),
     w("CS", "cs", "RPL 1: guest kernel; RPL 3: guest user mode"),
     w("EFLAGS", "eflags", "IF sets evtchn_upcall_mask = !IF"),
@@ -263,7 +327,9 @@ pub fn frames_dir() -> PathBuf {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Greedy word wrap at `width` characters.
@@ -288,7 +354,9 @@ fn wrap(s: &str, width: usize) -> Vec<String> {
 /// Where the frame's layout lives, in words.
 fn source_line(f: &Frame) -> String {
     match f.source {
-        Source::Pushes { file, func, .. } => format!("written by {func}() in {file}, lowest address first"),
+        Source::Pushes { file, func, .. } => {
+            format!("written by {func}() in {file}, lowest address first")
+        }
         Source::Array { file, func, var } => {
             format!("written from `{var}` in {func}() in {file}, lowest address first")
         }
@@ -308,7 +376,11 @@ const LINE: u32 = 15;
 
 /// The SVG text of one frame.
 pub fn render(f: &Frame) -> String {
-    let rows: Vec<(Word, Vec<String>)> = f.words.iter().map(|w| (*w, wrap(w.note, NOTE_CHARS))).collect();
+    let rows: Vec<(Word, Vec<String>)> = f
+        .words
+        .iter()
+        .map(|w| (*w, wrap(w.note, NOTE_CHARS)))
+        .collect();
     let row_h = |lines: usize| (lines.max(1) as u32) * LINE + 17;
     let top = 66;
     let body: u32 = rows.iter().map(|(_, l)| row_h(l.len())).sum();
@@ -324,26 +396,45 @@ pub fn render(f: &Frame) -> String {
         s,
         "<!-- Generated by `cargo xtask frames` from xtask/src/frames.rs: edit the table there, not this file. -->"
     );
-    let _ = writeln!(s, r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
+    );
     let _ = writeln!(
         s,
         r##"<text x="16" y="26" font-size="16" font-weight="bold" fill="#111111">{}</text>"##,
         escape(f.title)
     );
-    let _ = writeln!(s, r##"<text x="16" y="46" fill="#555555">{}</text>"##, escape(&source_line(f)));
+    let _ = writeln!(
+        s,
+        r##"<text x="16" y="46" fill="#555555">{}</text>"##,
+        escape(&source_line(f))
+    );
     let (fill, stroke) = ("#e8f0fe", "#1a4fa0");
     let mut y = top;
     for (i, (word, lines)) in rows.iter().enumerate() {
         let h = row_h(lines.len());
-        let dash = if word.optional { r#" stroke-dasharray="6 4""# } else { "" };
+        let dash = if word.optional {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
             r##"<rect x="{BOX_X}" y="{y}" width="{BOX_W}" height="{h}" fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dash}/>"##
         );
         let off = i as u32 * f.word_bytes;
-        let _ =
-            writeln!(s, r##"<text x="{}" y="{}" font-size="11" fill="#666666">+{off:#04x}</text>"##, BOX_X + 6, y + 14);
-        let name = if word.optional { format!("[{}]", word.name) } else { word.name.to_string() };
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" font-size="11" fill="#666666">+{off:#04x}</text>"##,
+            BOX_X + 6,
+            y + 14
+        );
+        let name = if word.optional {
+            format!("[{}]", word.name)
+        } else {
+            word.name.to_string()
+        };
         let _ = writeln!(
             s,
             r##"<text x="{}" y="{}" text-anchor="middle" font-weight="bold" fill="#111111">{}</text>"##,
@@ -353,7 +444,11 @@ pub fn render(f: &Frame) -> String {
         );
         for (j, l) in lines.iter().enumerate() {
             let ly = y + (h - lines.len() as u32 * LINE) / 2 + 11 + j as u32 * LINE;
-            let _ = writeln!(s, r##"<text x="{NOTE_X}" y="{ly}" fill="#222222">{}</text>"##, escape(l));
+            let _ = writeln!(
+                s,
+                r##"<text x="{NOTE_X}" y="{ly}" fill="#222222">{}</text>"##,
+                escape(l)
+            );
         }
         if i == 0 {
             let ay = y + h / 2;
@@ -385,7 +480,11 @@ pub fn render(f: &Frame) -> String {
     );
     let mut fy = y + 22;
     for l in wrap(&footer, FOOTER_CHARS) {
-        let _ = writeln!(s, r##"<text x="{BOX_X}" y="{fy}" fill="#555555">{}</text>"##, escape(&l));
+        let _ = writeln!(
+            s,
+            r##"<text x="{BOX_X}" y="{fy}" fill="#555555">{}</text>"##,
+            escape(&l)
+        );
         fy += LINE + 2;
     }
     if f.words.iter().any(|w| w.optional) {
@@ -405,7 +504,9 @@ fn code_words(f: &Frame) -> std::result::Result<Vec<String>, String> {
         std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
     let body = |src: &str, file: &str, func: &str| -> std::result::Result<String, String> {
-        code::fn_body(src, func).map(str::to_string).ok_or_else(|| format!("{file}: no fn {func}"))
+        code::fn_body(src, func)
+            .map(str::to_string)
+            .ok_or_else(|| format!("{file}: no fn {func}"))
     };
     Ok(match f.source {
         Source::Pushes { file, func, skip } => {
@@ -414,15 +515,18 @@ fn code_words(f: &Frame) -> std::result::Result<Vec<String>, String> {
             if pushes.is_empty() {
                 return Err(format!("{file} {func}: no push(..) calls"));
             }
-            pushes.into_iter().filter(|p| !skip.contains(&p.as_str())).collect()
+            pushes
+                .into_iter()
+                .filter(|p| !skip.contains(&p.as_str()))
+                .collect()
         }
         Source::Array { file, func, var } => {
             let b = body(&read(file)?, file, func)?;
-            code::array_elems(&b, var).ok_or_else(|| format!("{file} {func}: no `let {var} = [..]`"))?
+            code::array_elems(&b, var)
+                .ok_or_else(|| format!("{file} {func}: no `let {var} = [..]`"))?
         }
-        Source::Struct { file, name } => {
-            code::struct_fields(&read(file)?, name).ok_or_else(|| format!("{file}: no struct {name}"))?
-        }
+        Source::Struct { file, name } => code::struct_fields(&read(file)?, name)
+            .ok_or_else(|| format!("{file}: no struct {name}"))?,
     })
 }
 
@@ -479,7 +583,10 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         }
     }
     if !stale.is_empty() {
-        eprintln!("out of date (run `cargo xtask frames`):\n  {}", stale.join("\n  "));
+        eprintln!(
+            "out of date (run `cargo xtask frames`):\n  {}",
+            stale.join("\n  ")
+        );
         return Ok(ExitCode::FAILURE);
     }
     if check {
@@ -625,7 +732,11 @@ mod tests {
         for f in FRAMES {
             let path = dir.join(format!("{}.svg", f.file));
             let have = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(have == render(f), "{} is out of date: run `cargo xtask frames`", path.display());
+            assert!(
+                have == render(f),
+                "{} is out of date: run `cargo xtask frames`",
+                path.display()
+            );
         }
         // And nothing else is there pretending to be generated.
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -644,7 +755,10 @@ mod tests {
         let src = "fn a(x: u8) {\n    push(f.rcx);\n    if y { push(ec); }\n    q.push(z);\n    let words = [f.a, b | (c as u64) << 32, g(h, i)];\n}\nstruct S {\n    /// doc\n    pub a: u64,\n    pub b: u64,\n}\n";
         let body = code::fn_body(src, "a").unwrap();
         assert_eq!(code::call_args(body, "push"), ["f.rcx", "ec"]);
-        assert_eq!(code::array_elems(body, "words").unwrap(), ["f.a", "b | (c as u64) << 32", "g(h, i)"]);
+        assert_eq!(
+            code::array_elems(body, "words").unwrap(),
+            ["f.a", "b | (c as u64) << 32", "g(h, i)"]
+        );
         assert_eq!(code::struct_fields(src, "S").unwrap(), ["a", "b"]);
     }
 
@@ -653,7 +767,11 @@ mod tests {
         for f in FRAMES {
             let s = render(f);
             assert!(s.starts_with("<svg ") && s.ends_with("</svg>\n"));
-            assert!(!s.contains("<-") && !s.contains("& "), "{}: unescaped text", f.file);
+            assert!(
+                !s.contains("<-") && !s.contains("& "),
+                "{}: unescaped text",
+                f.file
+            );
         }
     }
 }

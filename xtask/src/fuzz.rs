@@ -91,12 +91,26 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         }
     }
     for w in exclude.split(',').filter(|w| !w.is_empty()) {
-        if !["known", "all", "none", "poll32", "iret32-sel", "lastpage", "ac", "umip-user"].contains(&w) {
+        if ![
+            "known",
+            "all",
+            "none",
+            "poll32",
+            "iret32-sel",
+            "lastpage",
+            "ac",
+            "umip-user",
+        ]
+        .contains(&w)
+        {
             bail!("--exclude: unknown name {w:?} (poll32, iret32-sel, lastpage, ac, umip-user, known, none)");
         }
     }
     let seed = seed.unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() % 1_000_000).unwrap_or(1)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() % 1_000_000)
+            .unwrap_or(1)
     });
     tools::ensure(tools::QEMU)?;
     let elf = build::build_hypervisor(Profile::Release)?;
@@ -106,7 +120,17 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     let mut failed = false;
     let mut summary = Vec::new();
     for w in widths {
-        let c = Campaign { elf: elf.clone(), width: w, seed, calls: iters, per_boot, exclude: exclude.clone(), log_from, hang, echo };
+        let c = Campaign {
+            elf: elf.clone(),
+            width: w,
+            seed,
+            calls: iters,
+            per_boot,
+            exclude: exclude.clone(),
+            log_from,
+            hang,
+            echo,
+        };
         let r = c.run(|b| {
             eprintln!(
                 "fuzz {w}-bit seed {}: {} of {} calls, {:.1} s{}",
@@ -114,7 +138,10 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
                 b.reached,
                 b.asked,
                 b.elapsed.as_secs_f64(),
-                b.crash.as_deref().map(|c| format!("; fuzz domain ended: {c}")).unwrap_or_default()
+                b.crash
+                    .as_deref()
+                    .map(|c| format!("; fuzz domain ended: {c}"))
+                    .unwrap_or_default()
             )
         })?;
         match r {
@@ -136,5 +163,9 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     for s in &summary {
         eprintln!("fuzz: {s}");
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -101,7 +101,9 @@ impl Lesson {
 
     /// `name` of `NN-name`.
     pub fn name(&self) -> &str {
-        self.stem.split_once('-').map_or(self.stem.as_str(), |(_, n)| n)
+        self.stem
+            .split_once('-')
+            .map_or(self.stem.as_str(), |(_, n)| n)
     }
 
     /// None: any end will do (`verdict: any`).
@@ -126,8 +128,12 @@ pub fn parse(stem: &str, text: &str) -> Result<Lesson> {
         .ok_or_else(|| Error::new(format!("lessons/{stem}.md: no `# ` title")))?
         .trim()
         .to_string();
-    let Some(start) = text.find("<!-- lesson") else { bail!("lessons/{stem}.md: no `<!-- lesson` block") };
-    let Some(len) = text[start..].find("-->") else { bail!("lessons/{stem}.md: the lesson block has no `-->`") };
+    let Some(start) = text.find("<!-- lesson") else {
+        bail!("lessons/{stem}.md: no `<!-- lesson` block")
+    };
+    let Some(len) = text[start..].find("-->") else {
+        bail!("lessons/{stem}.md: the lesson block has no `-->`")
+    };
     let mut l = Lesson {
         number,
         stem: stem.to_string(),
@@ -149,7 +155,9 @@ pub fn parse(stem: &str, text: &str) -> Result<Lesson> {
         if line.is_empty() {
             continue;
         }
-        let Some((k, v)) = line.split_once(':') else { bail!("lessons/{stem}.md: `{line}` is not `key: value`") };
+        let Some((k, v)) = line.split_once(':') else {
+            bail!("lessons/{stem}.md: `{line}` is not `key: value`")
+        };
         let v = v.trim().to_string();
         match k.trim() {
             "guests" => l.guests = v.split_whitespace().map(str::to_string).collect(),
@@ -162,10 +170,17 @@ pub fn parse(stem: &str, text: &str) -> Result<Lesson> {
             },
             "keep" => l.keep.push(v),
             "hide" => l.hide.push(v),
-            "domain" => l.domain = Some(v.parse().map_err(|_| Error::new(format!("lessons/{stem}.md: domain {v:?}")))?),
+            "domain" => {
+                l.domain = Some(
+                    v.parse()
+                        .map_err(|_| Error::new(format!("lessons/{stem}.md: domain {v:?}")))?,
+                )
+            }
             "tour" => l.tour = Some(v),
             "status" => match v.strip_prefix("pending") {
-                Some(why) => l.status = Status::Pending(why.trim_start_matches([':', ' ']).to_string()),
+                Some(why) => {
+                    l.status = Status::Pending(why.trim_start_matches([':', ' ']).to_string())
+                }
                 None if v == "ready" => {}
                 None => bail!("lessons/{stem}.md: status is `ready` or `pending: why`, not {v:?}"),
             },
@@ -201,10 +216,13 @@ fn section(text: &str, heading: &str) -> String {
 pub fn load_all() -> Result<Vec<Lesson>> {
     let dir = lessons_dir();
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".md") else { continue };
+        let Some(stem) = name.strip_suffix(".md") else {
+            continue;
+        };
         if !stem.starts_with(|c: char| c.is_ascii_digit()) {
             continue; // README.md
         }
@@ -218,7 +236,9 @@ pub fn load_all() -> Result<Vec<Lesson>> {
 pub fn find(lessons: &[Lesson], which: &str) -> Result<Lesson> {
     let hit = match which.parse::<u32>() {
         Ok(n) => lessons.iter().find(|l| l.number == n),
-        Err(_) => lessons.iter().find(|l| l.name() == which || l.stem == which),
+        Err(_) => lessons
+            .iter()
+            .find(|l| l.name() == which || l.stem == which),
     };
     match hit {
         Some(l) => Ok(l.clone()),
@@ -233,8 +253,15 @@ pub fn normalize(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'0' && i + 1 < b.len() && b[i + 1] == b'x' && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
-            let digits = b[i + 2..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        if b[i] == b'0'
+            && i + 1 < b.len()
+            && b[i + 1] == b'x'
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+        {
+            let digits = b[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .count();
             if digits >= 5 {
                 out.push_str("<addr>");
                 i += 2 + digits;
@@ -260,7 +287,8 @@ fn of_domain(text: &str, d: u32) -> bool {
         return n == d;
     }
     let tag = format!("d{d}");
-    text.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == tag || w.starts_with(&format!("{tag}v")))
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w == tag || w.starts_with(&format!("{tag}v")))
 }
 
 const KEY_LINES: &[&str] = &["TEST:", "PASS:", "FAIL:", "RESULT:", "EXPECT"];
@@ -270,7 +298,11 @@ const KEY_LINES: &[&str] = &["TEST:", "PASS:", "FAIL:", "RESULT:", "EXPECT"];
 /// student (`with_info`) also the guests' INFO lines.
 pub fn window(l: &Lesson, lines: &[&str], with_info: bool) -> Vec<String> {
     let whole = [(None, None)];
-    let windows = if l.windows.is_empty() { &whole[..] } else { &l.windows[..] };
+    let windows = if l.windows.is_empty() {
+        &whole[..]
+    } else {
+        &l.windows[..]
+    };
     let mut kept = Vec::new();
     let mut at = 0;
     for (from, to) in windows {
@@ -297,7 +329,12 @@ pub fn window(l: &Lesson, lines: &[&str], with_info: bool) -> Vec<String> {
         if !kept.is_empty() && !kept.last().is_some_and(|k: &String| k.starts_with("!!")) {
             kept.push("...".to_string());
         }
-        kept.extend(lines[start..end].iter().filter(|t| wanted(l, t, with_info)).map(|t| t.to_string()));
+        kept.extend(
+            lines[start..end]
+                .iter()
+                .filter(|t| wanted(l, t, with_info))
+                .map(|t| t.to_string()),
+        );
         at = end;
     }
     kept
@@ -307,9 +344,12 @@ fn wanted(l: &Lesson, t: &str, with_info: bool) -> bool {
     let shown = t.starts_with("(RV) trace: ")
         || l.keep.iter().any(|k| t.contains(k.as_str()))
         || guest_line(t).is_some_and(|(_, body)| {
-            KEY_LINES.iter().any(|k| body.starts_with(k)) || (with_info && body.starts_with("INFO:"))
+            KEY_LINES.iter().any(|k| body.starts_with(k))
+                || (with_info && body.starts_with("INFO:"))
         });
-    shown && !l.hide.iter().any(|h| t.contains(h.as_str())) && l.domain.is_none_or(|d| of_domain(t, d))
+    shown
+        && !l.hide.iter().any(|h| t.contains(h.as_str()))
+        && l.domain.is_none_or(|d| of_domain(t, d))
 }
 
 /// The end-of-run report: each domain's end, then the exit line.
@@ -321,7 +361,8 @@ pub fn ending(lines: &[&str]) -> Vec<String> {
             t.starts_with("(RV) exit: ")
                 || (t.starts_with("(RV) d")
                     && t.split_once(": ").is_some_and(|(head, rest)| {
-                        head.contains(" (") && (rest.starts_with("shut down:") || rest.starts_with("crashed:"))
+                        head.contains(" (")
+                            && (rest.starts_with("shut down:") || rest.starts_with("crashed:"))
                     }))
         })
         .map(str::to_string)
@@ -371,7 +412,11 @@ pub fn diff(expected: &[&str], got: &[&str]) -> String {
     let mut lcs = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if expected[i] == got[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if expected[i] == got[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out, mut changed) = (0, 0, String::new(), false);
@@ -431,11 +476,20 @@ pub fn check(l: &Lesson, out: &RunOutput) -> std::result::Result<(), String> {
 /// Did the run end as the lesson says (and never with a hypervisor fault)?
 pub fn ended_as_expected(l: &Lesson, out: &RunOutput) -> std::result::Result<(), String> {
     if out.contains("(RV) FATAL") || out.verdict == Verdict::Panic {
-        return Err(format!("lesson {:02}: the hypervisor faulted: {}", l.number, out.summary()));
+        return Err(format!(
+            "lesson {:02}: the hypervisor faulted: {}",
+            l.number,
+            out.summary()
+        ));
     }
     let ended = matches!(out.verdict, Verdict::Success | Verdict::Failure);
     if l.expected_verdict().map_or(!ended, |v| out.verdict != v) {
-        return Err(format!("lesson {:02}: expected the run to end in {}, got {}", l.number, l.verdict, out.summary()));
+        return Err(format!(
+            "lesson {:02}: expected the run to end in {}, got {}",
+            l.number,
+            l.verdict,
+            out.summary()
+        ));
     }
     Ok(())
 }
@@ -455,14 +509,23 @@ pub fn guest_image(g: &str) -> Result<PathBuf> {
     }
     let src = build::workspace_root().join(g);
     let ld = src.with_extension("ld");
-    let stem = src.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = src
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let out = build::target_dir().join("lessons");
     std::fs::create_dir_all(&out)?;
     let obj = out.join(format!("{stem}.o"));
     let elf = out.join(format!("{stem}.elf"));
     let dir = src.parent().unwrap_or(&src).to_path_buf();
     ringvisor_tests::cmd::run(
-        std::process::Command::new("as").arg("--32").arg("-I").arg(&dir).arg(&src).arg("-o").arg(&obj),
+        std::process::Command::new("as")
+            .arg("--32")
+            .arg("-I")
+            .arg(&dir)
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj),
     )?;
     ringvisor_tests::cmd::run(
         std::process::Command::new("ld")
@@ -476,7 +539,13 @@ pub fn guest_image(g: &str) -> Result<PathBuf> {
 }
 
 /// Boot the lesson: `elf` with the lesson's command line and guests.
-pub fn boot(l: &Lesson, elf: &Path, guests: &[PathBuf], echo: bool, timeout: Duration) -> Result<RunOutput> {
+pub fn boot(
+    l: &Lesson,
+    elf: &Path,
+    guests: &[PathBuf],
+    echo: bool,
+    timeout: Duration,
+) -> Result<RunOutput> {
     let mut q = Qemu::kernel(elf).cmdline(&l.cmdline);
     for g in guests {
         q = q.guest(GuestSpec::new(g));
@@ -491,13 +560,20 @@ fn list(lessons: &[Lesson]) {
             Status::Ready => ("ready", String::new()),
             Status::Pending(w) => ("pending", format!("\n        pending: {w}")),
         };
-        let guests = if l.guests.is_empty() { String::new() } else { format!(" [{}]", l.guests.join(", ")) };
+        let guests = if l.guests.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", l.guests.join(", "))
+        };
         println!("  {:02}  {:<8} {}{guests}{why}", l.number, status, l.title);
     }
 }
 
 fn rule(title: &str) {
-    println!("\n== {title} {}", "=".repeat(70usize.saturating_sub(title.len())));
+    println!(
+        "\n== {title} {}",
+        "=".repeat(70usize.saturating_sub(title.len()))
+    );
 }
 
 /// `cargo xtask lesson ...`.
@@ -515,7 +591,9 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
             "--bless" => bless = true,
             "--quiet" => quiet = true,
             "--timeout" => {
-                let v = it.next().ok_or_else(|| Error::new("--timeout needs a value"))?;
+                let v = it
+                    .next()
+                    .ok_or_else(|| Error::new("--timeout needs a value"))?;
                 match v.parse::<f64>() {
                     Ok(s) if s > 0.0 && s.is_finite() => timeout = Duration::from_secs_f64(s),
                     _ => bail!("--timeout takes seconds, not {v:?}"),
@@ -547,8 +625,16 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     if l.guests.iter().any(|g| !is_asm_guest(g)) {
         build::build_guests()?;
     }
-    let guests: Vec<PathBuf> = l.guests.iter().map(|g| guest_image(g)).collect::<Result<_>>()?;
-    rule(&format!("ringvisor {} with {}", l.cmdline, l.guests.join(", ")));
+    let guests: Vec<PathBuf> = l
+        .guests
+        .iter()
+        .map(|g| guest_image(g))
+        .collect::<Result<_>>()?;
+    rule(&format!(
+        "ringvisor {} with {}",
+        l.cmdline,
+        l.guests.join(", ")
+    ));
     let out = boot(&l, &elf, &guests, !quiet, timeout)?;
 
     rule("The lines this lesson is about");
@@ -574,7 +660,11 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     }
     match check(&l, &out) {
         Ok(()) => {
-            eprintln!("xtask: lesson {:02}: the run matches {}", l.number, l.trace_path().display());
+            eprintln!(
+                "xtask: lesson {:02}: the run matches {}",
+                l.number,
+                l.trace_path().display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -163,9 +163,17 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
 
 fn linux(o: &Opts) -> Result<ExitCode> {
     tools::ensure(tools::QEMU)?;
-    eprintln!("linux: fetching Debian's kernel and busybox-static (cached in {})", lx::dir().display());
+    eprintln!(
+        "linux: fetching Debian's kernel and busybox-static (cached in {})",
+        lx::dir().display()
+    );
     let files = lx::fetch()?;
-    eprintln!("linux: {} ({}), busybox {}", files.package, files.kernel.display(), files.busybox.display());
+    eprintln!(
+        "linux: {} ({}), busybox {}",
+        files.package,
+        files.kernel.display(),
+        files.busybox.display()
+    );
     // Xen before the long runs: a missing package fails early.
     let xen = if o.vs_xen {
         Some(debian::xen_elf().map_err(|e| Error::new(format!("--vs-xen: {e}")))?)
@@ -174,13 +182,27 @@ fn linux(o: &Opts) -> Result<ExitCode> {
     };
     let init = if o.shell { Init::Shell } else { Init::PowerOff };
     let initrd = lx::initramfs(&files.busybox, init)?;
-    eprintln!("linux: initramfs {} (/init: {})", initrd.display(), if o.shell { "shell" } else { "marker, poweroff -f" });
+    eprintln!(
+        "linux: initramfs {} (/init: {})",
+        initrd.display(),
+        if o.shell {
+            "shell"
+        } else {
+            "marker, poweroff -f"
+        }
+    );
     let elf = build::build_hypervisor(o.profile)?;
     let role = if o.domu { Role::DomU } else { Role::Initial };
     let first = if o.domu {
         let mut c = build::cargo();
-        c.current_dir(build::workspace_root())
-            .args(["build", "--release", "--target", build::TARGET, "-p", lx::FIRST_GUEST]);
+        c.current_dir(build::workspace_root()).args([
+            "build",
+            "--release",
+            "--target",
+            build::TARGET,
+            "-p",
+            lx::FIRST_GUEST,
+        ]);
         cmd::run(&mut c)?;
         Some(build::guest_path(lx::FIRST_GUEST))
     } else {
@@ -202,7 +224,11 @@ fn linux(o: &Opts) -> Result<ExitCode> {
     let dom = role.domid();
     eprintln!(
         "linux: booting Linux as d{dom}{} on ringvisor (timeout {})",
-        if o.domu { ", after guest-hello as d0" } else { ", the initial domain" },
+        if o.domu {
+            ", after guest-hello as d0"
+        } else {
+            ", the initial domain"
+        },
         o.timeout.map_or("none".into(), secs)
     );
     if o.shell && o.domu {
@@ -211,7 +237,13 @@ fn linux(o: &Opts) -> Result<ExitCode> {
     let mut ok = true;
     let (mut rv_times, mut xen_times) = (Vec::new(), Vec::new());
     for run in 1..=o.runs {
-        let label = |who: &str| if o.runs > 1 { format!("{who} run {run}/{}", o.runs) } else { who.to_string() };
+        let label = |who: &str| {
+            if o.runs > 1 {
+                format!("{who} run {run}/{}", o.runs)
+            } else {
+                who.to_string()
+            }
+        };
         let out = q.run()?;
         let t = Times::of(&out.lines);
         ok &= judge(&label("ringvisor"), &out, &t, !o.shell);
@@ -221,7 +253,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
             if failed.is_empty() {
                 eprintln!("linux: d{dom} had no failed hypercall");
             } else {
-                eprintln!("linux: d{dom}'s failed hypercalls (hypercall [sub-op]: answer x count):");
+                eprintln!(
+                    "linux: d{dom}'s failed hypercalls (hypercall [sub-op]: answer x count):"
+                );
                 for l in failed {
                     eprintln!("  {l}");
                 }
@@ -235,7 +269,10 @@ fn linux(o: &Opts) -> Result<ExitCode> {
             let mut q = lx::xen(xen, &files, &initrd);
             q.timeout = o.timeout;
             q.echo = !o.quiet;
-            eprintln!("linux: booting the same files as dom0 of Xen 4.17 (timeout {})", o.timeout.map_or("none".into(), secs));
+            eprintln!(
+                "linux: booting the same files as dom0 of Xen 4.17 (timeout {})",
+                o.timeout.map_or("none".into(), secs)
+            );
             let out = q.run()?;
             let t = Times::of(&out.lines);
             ok &= judge(&label("Xen"), &out, &t, true);
@@ -249,16 +286,27 @@ fn linux(o: &Opts) -> Result<ExitCode> {
         files.package,
         lx::QEMU_MEM,
         lx::LINUX_MEM.trim_end_matches('M'),
-        if o.runs > 1 { format!(", median of {} boots [each boot]", o.runs) } else { String::new() }
+        if o.runs > 1 {
+            format!(", median of {} boots [each boot]", o.runs)
+        } else {
+            String::new()
+        }
     );
     let rv = summarize(&format!("ringvisor (Linux as d{dom})"), &rv_times);
     if !xen_times.is_empty() {
         let xen = summarize("Xen 4.17  (Linux as dom0)", &xen_times);
         if let (Some(a), Some(b)) = (rv.init, xen.init) {
-            eprintln!("  /init: ringvisor {:.2}x Xen's time", a.as_secs_f64() / b.as_secs_f64());
+            eprintln!(
+                "  /init: ringvisor {:.2}x Xen's time",
+                a.as_secs_f64() / b.as_secs_f64()
+            );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints one line of times (medians, each boot's in brackets when there
@@ -272,10 +320,16 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
         v.sort();
         Some(v[v.len() / 2])
     };
-    let m = Times { kernel: med(|t| t.kernel), init: med(|t| t.init) };
+    let m = Times {
+        kernel: med(|t| t.kernel),
+        init: med(|t| t.init),
+    };
     let each = if runs.len() > 1 {
         let all = |f: fn(&Times) -> Option<Duration>| {
-            runs.iter().map(|t| f(t).map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()))).collect::<Vec<_>>().join(" ")
+            runs.iter()
+                .map(|t| f(t).map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64())))
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         format!(" [kernel {}; /init {}]", all(|t| t.kernel), all(|t| t.init))
     } else {
@@ -297,7 +351,10 @@ fn judge(who: &str, out: &RunOutput, t: &Times, want_marker: bool) -> bool {
     }
     match out.verdict {
         Verdict::Success => {
-            if let Some(l) = out.rv_lines().find(|l| l.contains("frames free at the end")) {
+            if let Some(l) = out
+                .rv_lines()
+                .find(|l| l.contains("frames free at the end"))
+            {
                 if l.contains("not given back") {
                     problems.push(format!("not every frame came back: {l}"));
                 }
@@ -313,7 +370,10 @@ fn judge(who: &str, out: &RunOutput, t: &Times, want_marker: bool) -> bool {
     for p in &problems {
         eprintln!("linux: {who}: {p}");
     }
-    eprintln!("linux: {who}: the last console lines:\n{}", lx::last_lines(out, 25));
+    eprintln!(
+        "linux: {who}: the last console lines:\n{}",
+        lx::last_lines(out, 25)
+    );
     false
 }
 
@@ -330,12 +390,28 @@ mod tests {
         let o = parse(&[]).unwrap();
         assert!(!o.domu && !o.shell && !o.trace && !o.vs_xen && !o.quiet);
         assert_eq!(o.timeout, Some(Duration::from_secs(180)));
-        let o = parse(&strings(&["--domU", "--trace", "--vs-xen", "--timeout=30", "--debug", "--iso"])).unwrap();
+        let o = parse(&strings(&[
+            "--domU",
+            "--trace",
+            "--vs-xen",
+            "--timeout=30",
+            "--debug",
+            "--iso",
+        ]))
+        .unwrap();
         assert!(o.domu && o.trace && o.vs_xen && o.iso);
-        assert_eq!((o.timeout, o.profile), (Some(Duration::from_secs(30)), Profile::Debug));
+        assert_eq!(
+            (o.timeout, o.profile),
+            (Some(Duration::from_secs(30)), Profile::Debug)
+        );
         let o = parse(&strings(&["--shell"])).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_secs(3600)));
-        assert_eq!(parse(&strings(&["--shell", "--timeout", "0"])).unwrap().timeout, None);
+        assert_eq!(
+            parse(&strings(&["--shell", "--timeout", "0"]))
+                .unwrap()
+                .timeout,
+            None
+        );
         assert!(parse(&strings(&["--timeout", "0"])).is_err());
         assert!(parse(&strings(&["--shell", "--vs-xen"])).is_err());
         assert!(parse(&strings(&["--frobnicate"])).is_err());

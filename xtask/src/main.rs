@@ -303,7 +303,11 @@ fn demo_guests() -> Result<Vec<GuestSpec>> {
     let available = build::guest_crates();
     DEMO_GUESTS
         .iter()
-        .filter(|s| available.iter().any(|c| s.split(':').next() == Some(c.as_str())))
+        .filter(|s| {
+            available
+                .iter()
+                .any(|c| s.split(':').next() == Some(c.as_str()))
+        })
         .map(|s| {
             let mut g: GuestSpec = s.parse()?;
             g.path = build::guest_path(&g.path.to_string_lossy());
@@ -391,7 +395,11 @@ fn test(o: &Opts) -> Result<ExitCode> {
             .args(targets)
             // The test guests are bare-metal kernels (built above for the
             // target, run by tests/tests/pv64.rs): nothing to test on the host.
-            .args(build::guest_crates().iter().flat_map(|g| ["--exclude".to_string(), g.clone()]))
+            .args(
+                build::guest_crates()
+                    .iter()
+                    .flat_map(|g| ["--exclude".to_string(), g.clone()]),
+            )
             .args(["--", "--nocapture"])
             .args(&o.rest);
         cmd::announce(&c);
@@ -450,7 +458,10 @@ fn gdb(o: &Opts) -> Result<ExitCode> {
         "QEMU halts before the first instruction; -d int,cpu_reset goes to {}",
         log.display()
     );
-    eprintln!("gdb script: {} (symbols of the hypervisor and each guest, breakpoints preset)", script.display());
+    eprintln!(
+        "gdb script: {} (symbols of the hypervisor and each guest, breakpoints preset)",
+        script.display()
+    );
 
     let interactive = std::io::stdin().is_terminal();
     if cmd::find_in_path("gdb").is_none() || !interactive {
@@ -574,7 +585,10 @@ mod tests {
         for s in DEMO_GUESTS {
             let g: GuestSpec = s.parse().unwrap();
             let name = g.path.to_string_lossy();
-            assert!(name.starts_with("guest-") || name.starts_with("guest32-"), "{s} names a guest crate");
+            assert!(
+                name.starts_with("guest-") || name.starts_with("guest32-"),
+                "{s} names a guest crate"
+            );
         }
     }
 }

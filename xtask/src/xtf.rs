@@ -81,7 +81,13 @@ pub struct Variant {
 
 impl Variant {
     fn plain(env: &str, name: &str) -> Self {
-        Variant { env: env.into(), name: name.into(), cmdline: String::new(), vcpus: 1, category: String::new() }
+        Variant {
+            env: env.into(),
+            name: name.into(),
+            cmdline: String::new(),
+            vcpus: 1,
+            category: String::new(),
+        }
     }
 
     /// `ENV:NAME[:VARIANT]`.
@@ -115,9 +121,13 @@ pub fn parse_tests_txt(text: &str) -> Result<Vec<Variant>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let words = split_words(line).map_err(|e| ringvisor_tests::Error::new(format!("tests.txt line {}: {e}", i + 1)))?;
+        let words = split_words(line)
+            .map_err(|e| ringvisor_tests::Error::new(format!("tests.txt line {}: {e}", i + 1)))?;
         let [env, name, rest @ ..] = &words[..] else {
-            bail!("tests.txt line {}: expected `ENV NAME [KEY=VALUE...]`: {line:?}", i + 1);
+            bail!(
+                "tests.txt line {}: expected `ENV NAME [KEY=VALUE...]`: {line:?}",
+                i + 1
+            );
         };
         let mut v = Variant::plain(env, name);
         for w in rest {
@@ -195,8 +205,10 @@ pub fn variants_in(dir: &Path) -> Result<(Vec<Variant>, Vec<Variant>)> {
         Ok(t) => parse_tests_txt(&t)?,
         Err(_) => Vec::new(),
     };
-    let (mut present, missing): (Vec<Variant>, Vec<Variant>) =
-        listed.iter().cloned().partition(|v| images.iter().any(|(e, n)| *e == v.env && *n == v.name));
+    let (mut present, missing): (Vec<Variant>, Vec<Variant>) = listed
+        .iter()
+        .cloned()
+        .partition(|v| images.iter().any(|(e, n)| *e == v.env && *n == v.name));
     for (env, name) in &images {
         if !listed.iter().any(|v| v.env == *env && v.name == *name) {
             present.push(Variant::plain(env, name));
@@ -208,7 +220,10 @@ pub fn variants_in(dir: &Path) -> Result<(Vec<Variant>, Vec<Variant>)> {
 fn is_elf(p: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+    fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
 }
 
 /// `test-ENV-NAME` -> `(ENV, NAME)` for a PV environment.
@@ -242,8 +257,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] =
-        [Outcome::Success, Outcome::Skip, Outcome::Failure, Outcome::Error, Outcome::Crash, Outcome::Timeout];
+    const ALL: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::Skip,
+        Outcome::Failure,
+        Outcome::Error,
+        Outcome::Crash,
+        Outcome::Timeout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -292,8 +313,13 @@ pub fn outcome_of<'a>(lines: impl IntoIterator<Item = &'a str>, timed_out: bool)
             continue;
         }
         if let Some(at) = l.find(RESULT_LINE) {
-            let word = l[at + RESULT_LINE.len()..].split_whitespace().next().unwrap_or("");
-            if let Ok(o @ (Outcome::Success | Outcome::Skip | Outcome::Failure | Outcome::Error)) = word.parse() {
+            let word = l[at + RESULT_LINE.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if let Ok(o @ (Outcome::Success | Outcome::Skip | Outcome::Failure | Outcome::Error)) =
+                word.parse()
+            {
                 found = Some(o);
             }
         }
@@ -343,20 +369,36 @@ pub fn parse_expected(text: &str) -> Result<Vec<Expectation>> {
         if cols.len() < 5 || cols.len() > 6 {
             bail!("line {n}: expected 6 tab-separated columns ({EXPECTED_HEADER}), found {}: {line:?}", cols.len());
         }
-        let field = |s: &str| if s.trim() == "-" { String::new() } else { s.trim().to_string() };
+        let field = |s: &str| {
+            if s.trim() == "-" {
+                String::new()
+            } else {
+                s.trim().to_string()
+            }
+        };
         let e = Expectation {
             env: cols[0].trim().to_string(),
             name: cols[1].trim().to_string(),
             variant: field(cols[2]),
-            expected: cols[3].trim().parse().map_err(|e| ringvisor_tests::Error::new(format!("line {n}: {e}")))?,
+            expected: cols[3]
+                .trim()
+                .parse()
+                .map_err(|e| ringvisor_tests::Error::new(format!("line {n}: {e}")))?,
             xen: cols[4].trim().to_string(),
-            reason: cols.get(5).map(|s| s.trim().to_string()).unwrap_or_default(),
+            reason: cols
+                .get(5)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
         };
         if !ENVS.contains(&e.env.as_str()) || e.name.is_empty() {
             bail!("line {n}: env must be one of {ENVS:?} and the name not empty: {line:?}");
         }
         if e.expected != Outcome::Success && e.reason.is_empty() {
-            bail!("line {n}: {} is expected {} but gives no reason", e.id(), e.expected);
+            bail!(
+                "line {n}: {} is expected {} but gives no reason",
+                e.id(),
+                e.expected
+            );
         }
         if out.iter().any(|o| o.id() == e.id()) {
             bail!("line {n}: {} is listed twice", e.id());
@@ -370,14 +412,26 @@ pub fn parse_expected(text: &str) -> Result<Vec<Expectation>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
     /// Expected SUCCESS (or SKIP), now worse: fails the check.
-    Regression { id: String, expected: Outcome, got: Outcome },
+    Regression {
+        id: String,
+        expected: Outcome,
+        got: Outcome,
+    },
     /// Expected SUCCESS or SKIP, but DIR has no image for it: fails the check.
     NotRun { id: String, expected: Outcome },
     /// Expected something other than SUCCESS, now SUCCESS (or expected
     /// worse than SKIP, now SKIP): update the file.
-    NowPassing { id: String, expected: Outcome, got: Outcome },
+    NowPassing {
+        id: String,
+        expected: Outcome,
+        got: Outcome,
+    },
     /// Expected a failure, now another kind of failure.
-    Changed { id: String, expected: Outcome, got: Outcome },
+    Changed {
+        id: String,
+        expected: Outcome,
+        got: Outcome,
+    },
     /// Ran, but not in the file.
     Unlisted { id: String, got: Outcome },
 }
@@ -392,15 +446,25 @@ impl Finding {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Finding::Regression { id, expected, got } => write!(f, "REGRESSION: {id}: expected {expected}, got {got}"),
-            Finding::NotRun { id, expected } => write!(f, "NOT RUN: {id}: expected {expected}, but DIR has no image for it"),
+            Finding::Regression { id, expected, got } => {
+                write!(f, "REGRESSION: {id}: expected {expected}, got {got}")
+            }
+            Finding::NotRun { id, expected } => write!(
+                f,
+                "NOT RUN: {id}: expected {expected}, but DIR has no image for it"
+            ),
             Finding::NowPassing { id, expected, got } => {
-                write!(f, "now passing: {id}: expected {expected}, got {got}: update the file")
+                write!(
+                    f,
+                    "now passing: {id}: expected {expected}, got {got}: update the file"
+                )
             }
             Finding::Changed { id, expected, got } => {
                 write!(f, "changed: {id}: expected {expected}, got {got} (not a regression): update the file")
             }
-            Finding::Unlisted { id, got } => write!(f, "not in the file: {id}: got {got}: add a line"),
+            Finding::Unlisted { id, got } => {
+                write!(f, "not in the file: {id}: got {got}: add a line")
+            }
         }
     }
 }
@@ -428,7 +492,10 @@ pub fn compare(
     for (id, got) in results {
         let got = *got;
         let Some(e) = expected.iter().find(|e| e.id() == *id) else {
-            out.push(Finding::Unlisted { id: id.clone(), got });
+            out.push(Finding::Unlisted {
+                id: id.clone(),
+                got,
+            });
             continue;
         };
         let (id, expected) = (id.clone(), e.expected);
@@ -445,7 +512,10 @@ pub fn compare(
     }
     for e in expected {
         if considered(e) && e.expected.is_pass() && !results.iter().any(|(id, _)| *id == e.id()) {
-            out.push(Finding::NotRun { id: e.id(), expected: e.expected });
+            out.push(Finding::NotRun {
+                id: e.id(),
+                expected: e.expected,
+            });
         }
     }
     out
@@ -456,7 +526,10 @@ pub fn compare(
 /// (`(RV) memory: N frames free ...`, `shut down: poweroff`,
 /// `(RV) exit: success ...`), the last `n`.
 pub fn tail(lines: &[&str], n: usize) -> Vec<String> {
-    let start = lines.iter().position(|l| l.contains("d0: running")).unwrap_or(0);
+    let start = lines
+        .iter()
+        .position(|l| l.contains("d0: running"))
+        .unwrap_or(0);
     let routine = |l: &str| {
         l.trim().is_empty()
             || (l.starts_with("(RV) ")
@@ -465,8 +538,15 @@ pub fn tail(lines: &[&str], n: usize) -> Vec<String> {
                     || l.ends_with("shutdown: poweroff")
                     || l.ends_with("shut down: poweroff")))
     };
-    let keep: Vec<&str> = lines[start..].iter().copied().filter(|l| !routine(l)).collect();
-    keep[keep.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    let keep: Vec<&str> = lines[start..]
+        .iter()
+        .copied()
+        .filter(|l| !routine(l))
+        .collect();
+    keep[keep.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// `cargo xtask xtf` options.
@@ -563,7 +643,10 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     // The expected results first: a malformed file fails before any run.
     let expected = match &o.check {
         Some(f) => match fs::read_to_string(f) {
-            Ok(t) => Some(parse_expected(&t).map_err(|e| ringvisor_tests::Error::new(format!("{}: {e}", f.display())))?),
+            Ok(t) => Some(
+                parse_expected(&t)
+                    .map_err(|e| ringvisor_tests::Error::new(format!("{}: {e}", f.display())))?,
+            ),
             Err(e) => bail!("cannot read {}: {e}", f.display()),
         },
         None => None,
@@ -572,17 +655,37 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     let wanted = |env: &str, name: &str, variant: &str| {
         o.env.as_deref().is_none_or(|e| e == env) && selected(&o.names, env, name, variant)
     };
-    let variants: Vec<Variant> = all.into_iter().filter(|v| wanted(&v.env, &v.name, &v.cmdline)).collect();
+    let variants: Vec<Variant> = all
+        .into_iter()
+        .filter(|v| wanted(&v.env, &v.name, &v.cmdline))
+        .collect();
     for n in &o.names {
-        if !variants.iter().any(|v| selected(std::slice::from_ref(n), &v.env, &v.name, &v.cmdline)) {
-            bail!("no XTF test {n:?} in {} (with --env {})", o.dir.display(), o.env.as_deref().unwrap_or("any"));
+        if !variants
+            .iter()
+            .any(|v| selected(std::slice::from_ref(n), &v.env, &v.name, &v.cmdline))
+        {
+            bail!(
+                "no XTF test {n:?} in {} (with --env {})",
+                o.dir.display(),
+                o.env.as_deref().unwrap_or("any")
+            );
         }
     }
     if variants.is_empty() {
-        bail!("no XTF image (test-pv64-NAME, test-pv32pae-NAME) in {}", o.dir.display());
+        bail!(
+            "no XTF image (test-pv64-NAME, test-pv32pae-NAME) in {}",
+            o.dir.display()
+        );
     }
-    for m in missing.iter().filter(|v| wanted(&v.env, &v.name, &v.cmdline)) {
-        eprintln!("note: tests.txt lists {} but {} does not exist", m.id(), m.image(&o.dir).display());
+    for m in missing
+        .iter()
+        .filter(|v| wanted(&v.env, &v.name, &v.cmdline))
+    {
+        eprintln!(
+            "note: tests.txt lists {} but {} does not exist",
+            m.id(),
+            m.image(&o.dir).display()
+        );
     }
 
     tools::ensure(tools::QEMU)?;
@@ -597,11 +700,20 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
     let runs = run_all(&elf, &o, &variants)?;
 
     // The table.
-    let results: Vec<(String, Outcome)> = runs.iter().map(|r| (r.variant.id(), r.outcome)).collect();
-    let width = results.iter().map(|(id, _)| id.len()).max().unwrap_or(4).max(4);
+    let results: Vec<(String, Outcome)> =
+        runs.iter().map(|r| (r.variant.id(), r.outcome)).collect();
+    let width = results
+        .iter()
+        .map(|(id, _)| id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut table = String::new();
     let head = match &expected {
-        Some(_) => format!("{:width$}  {:8} {:>6}  {:8} {:8}\n", "test", "result", "s", "expected", "xen-4.17"),
+        Some(_) => format!(
+            "{:width$}  {:8} {:>6}  {:8} {:8}\n",
+            "test", "result", "s", "expected", "xen-4.17"
+        ),
         None => format!("{:width$}  {:8} {:>6}\n", "test", "result", "s"),
     };
     table.push_str(&head);
@@ -615,10 +727,20 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
                     Some(e) => (e.expected.as_str(), e.xen.as_str()),
                     None => ("-", "-"),
                 };
-                let mark = if e.is_some_and(|e| e.expected != r.outcome) { "  <-" } else { "" };
-                table.push_str(&format!("{id:width$}  {:8} {secs:6.1}  {exp:8} {xen}{mark}\n", r.outcome.as_str()));
+                let mark = if e.is_some_and(|e| e.expected != r.outcome) {
+                    "  <-"
+                } else {
+                    ""
+                };
+                table.push_str(&format!(
+                    "{id:width$}  {:8} {secs:6.1}  {exp:8} {xen}{mark}\n",
+                    r.outcome.as_str()
+                ));
             }
-            None => table.push_str(&format!("{id:width$}  {:8} {secs:6.1}\n", r.outcome.as_str())),
+            None => table.push_str(&format!(
+                "{id:width$}  {:8} {secs:6.1}\n",
+                r.outcome.as_str()
+            )),
         }
         if r.outcome != Outcome::Success {
             let lines: Vec<&str> = r.out.lines.iter().map(|l| l.text.as_str()).collect();
@@ -641,19 +763,33 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         }
     }
     for env in ENVS {
-        let of_env: Vec<&(String, Outcome)> = results.iter().filter(|(id, _)| id.starts_with(&format!("{env}:"))).collect();
+        let of_env: Vec<&(String, Outcome)> = results
+            .iter()
+            .filter(|(id, _)| id.starts_with(&format!("{env}:")))
+            .collect();
         if !of_env.is_empty() {
-            let ok = of_env.iter().filter(|(_, o)| *o == Outcome::Success).count();
+            let ok = of_env
+                .iter()
+                .filter(|(_, o)| *o == Outcome::Success)
+                .count();
             summary.push_str(&format!("; {env} {ok}/{} SUCCESS", of_env.len()));
         }
     }
     println!("{summary}");
 
     let Some(expected) = expected else {
-        return Ok(if results.iter().all(|(_, o)| o.is_pass()) { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if results.iter().all(|(_, o)| o.is_pass()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     };
     let findings = compare(&expected, &results, |e| wanted(&e.env, &e.name, &e.variant));
-    let file = o.check.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+    let file = o
+        .check
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default();
     for f in &findings {
         println!("{f}");
     }
@@ -662,7 +798,11 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         println!("xtf: check against {file} FAILED: {failed} test(s) expected to pass did not (REGRESSION, NOT RUN above)");
         Ok(ExitCode::FAILURE)
     } else {
-        let also = if findings.is_empty() { "" } else { " (see the notes above)" };
+        let also = if findings.is_empty() {
+            ""
+        } else {
+            " (see the notes above)"
+        };
         println!("xtf: check against {file}: no regression{also}");
         Ok(ExitCode::SUCCESS)
     }
@@ -672,7 +812,8 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
 fn run_all(elf: &Path, o: &Opts, variants: &[Variant]) -> Result<Vec<Run>> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<Result<Run>>>> = Mutex::new((0..variants.len()).map(|_| None).collect());
+    let slots: Mutex<Vec<Option<Result<Run>>>> =
+        Mutex::new((0..variants.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..o.jobs.min(variants.len()) {
             s.spawn(|| loop {
@@ -711,10 +852,21 @@ fn run_one(elf: &Path, o: &Opts, v: &Variant) -> Result<Run> {
         g = g.opt("vcpus", &v.vcpus.to_string());
     }
     g = g.args(&v.cmdline);
-    let q = Qemu::kernel(elf).cmdline(&o.cmdline).guest(g).timeout(Some(o.timeout)).echo(o.echo);
+    let q = Qemu::kernel(elf)
+        .cmdline(&o.cmdline)
+        .guest(g)
+        .timeout(Some(o.timeout))
+        .echo(o.echo);
     let out = q.run()?;
-    let outcome = outcome_of(out.lines.iter().map(|l| l.text.as_str()), out.verdict == Verdict::Timeout);
-    Ok(Run { variant: v.clone(), outcome, out })
+    let outcome = outcome_of(
+        out.lines.iter().map(|l| l.text.as_str()),
+        out.verdict == Verdict::Timeout,
+    );
+    Ok(Run {
+        variant: v.clone(),
+        outcome,
+        out,
+    })
 }
 
 #[cfg(test)]
@@ -740,25 +892,43 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
     fn tests_txt_variants() {
         let v = parse_tests_txt(TESTS_TXT).unwrap();
         assert_eq!(v.len(), 5);
-        assert_eq!(v[0], Variant { category: "special".into(), ..Variant::plain("pv64", "example") });
+        assert_eq!(
+            v[0],
+            Variant {
+                category: "special".into(),
+                ..Variant::plain("pv64", "example")
+            }
+        );
         assert_eq!(v[0].id(), "pv64:example");
         assert_eq!(v[1].cmdline, "hypercall");
         assert_eq!(v[2].id(), "pv64:pv-iopl:vmassist");
         assert_eq!((v[3].env.as_str(), v[3].vcpus), ("pv32pae", 2));
         assert_eq!(v[4].cmdline, "a b");
-        assert_eq!(v[4].image(Path::new("d")), Path::new("d/test-pv32pae-quoted"));
+        assert_eq!(
+            v[4].image(Path::new("d")),
+            Path::new("d/test-pv32pae-quoted")
+        );
     }
 
     #[test]
     fn tests_txt_errors() {
-        for bad in ["pv64", "pv64 x vcpus=0", "pv64 x vcpus=two", "pv64 x frob=1", "pv64 x cmdline=\"open"] {
+        for bad in [
+            "pv64",
+            "pv64 x vcpus=0",
+            "pv64 x vcpus=two",
+            "pv64 x frob=1",
+            "pv64 x cmdline=\"open",
+        ] {
             assert!(parse_tests_txt(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn the_shared_tests_txt_parses_when_present() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("../shared/xtf/tests.txt");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("../shared/xtf/tests.txt");
         if let Ok(t) = fs::read_to_string(p) {
             let v = parse_tests_txt(&t).unwrap();
             assert!(v.len() >= 60, "{}", v.len());
@@ -769,7 +939,10 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
     #[test]
     fn image_names() {
         assert_eq!(image_name("test-pv64-xsa-182"), Some(("pv64", "xsa-182")));
-        assert_eq!(image_name("test-pv32pae-pv-iopl"), Some(("pv32pae", "pv-iopl")));
+        assert_eq!(
+            image_name("test-pv32pae-pv-iopl"),
+            Some(("pv32pae", "pv-iopl"))
+        );
         assert_eq!(image_name("test-hvm64-example"), None);
         assert_eq!(image_name("test-pv64-"), None);
         assert_eq!(image_name("tests.txt"), None);
@@ -780,7 +953,12 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
         let dir = std::env::temp_dir().join(format!("xtask-xtf-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        for f in ["test-pv64-pv-iopl", "test-pv64-zzz", "test-pv32pae-xsa-296", "test-hvm64-example"] {
+        for f in [
+            "test-pv64-pv-iopl",
+            "test-pv64-zzz",
+            "test-pv32pae-xsa-296",
+            "test-hvm64-example",
+        ] {
             fs::write(dir.join(f), b"\x7fELF...").unwrap();
         }
         // Not images: XTF's xl configs, anything not ELF.
@@ -789,7 +967,15 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
         fs::write(dir.join("tests.txt"), TESTS_TXT).unwrap();
         let (present, missing) = variants_in(&dir).unwrap();
         let ids: Vec<String> = present.iter().map(Variant::id).collect();
-        assert_eq!(ids, ["pv64:pv-iopl:hypercall", "pv64:pv-iopl:vmassist", "pv32pae:xsa-296", "pv64:zzz"]);
+        assert_eq!(
+            ids,
+            [
+                "pv64:pv-iopl:hypercall",
+                "pv64:pv-iopl:vmassist",
+                "pv32pae:xsa-296",
+                "pv64:zzz"
+            ]
+        );
         let missing: Vec<String> = missing.iter().map(Variant::id).collect();
         assert_eq!(missing, ["pv64:example", "pv32pae:quoted:a b"]);
         fs::remove_dir_all(&dir).unwrap();
@@ -811,15 +997,26 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
 
     #[test]
     fn outcomes_from_the_console() {
-        let run = ["(RV) d0: running", "(d0) --- Xen Test Framework ---", "(d0) Test result: SKIP", "(RV) exit: success"];
+        let run = [
+            "(RV) d0: running",
+            "(d0) --- Xen Test Framework ---",
+            "(d0) Test result: SKIP",
+            "(RV) exit: success",
+        ];
         assert_eq!(outcome_of(run, false), Outcome::Skip);
         let two = ["(d0) Test result: FAILURE", "(d0) Test result: ERROR"];
         assert_eq!(outcome_of(two, false), Outcome::Error);
         // Only a guest's line counts, and only a known word.
-        let rv = ["(RV) trace: Test result: SUCCESS", "(d0) Test result: MAYBE"];
+        let rv = [
+            "(RV) trace: Test result: SUCCESS",
+            "(d0) Test result: MAYBE",
+        ];
         assert_eq!(outcome_of(rv, false), Outcome::Crash);
         assert_eq!(outcome_of(["(d0) Hello"], true), Outcome::Timeout);
-        assert_eq!(outcome_of(["(d0) Test result: SUCCESS"], true), Outcome::Success);
+        assert_eq!(
+            outcome_of(["(d0) Test result: SUCCESS"], true),
+            Outcome::Success
+        );
     }
 
     #[test]
@@ -834,8 +1031,20 @@ pv32pae quoted cmdline=\"a b\" vcpus=1
             "(RV) exit: success",
         ];
         assert_eq!(tail(&lines, 2), ["(d0) a", "(d0) Test result: FAILURE"]);
-        let crash = ["(RV) d0: running", "(d0) PANIC", "(RV) d0: shutdown: crash", "(RV) exit: failure (1 of 1)"];
-        assert_eq!(tail(&crash, 3), ["(d0) PANIC", "(RV) d0: shutdown: crash", "(RV) exit: failure (1 of 1)"]);
+        let crash = [
+            "(RV) d0: running",
+            "(d0) PANIC",
+            "(RV) d0: shutdown: crash",
+            "(RV) exit: failure (1 of 1)",
+        ];
+        assert_eq!(
+            tail(&crash, 3),
+            [
+                "(d0) PANIC",
+                "(RV) d0: shutdown: crash",
+                "(RV) exit: failure (1 of 1)"
+            ]
+        );
         assert_eq!(tail(&lines, 10)[0], "(RV) d0: running");
         assert_eq!(tail(&lines[..1], 3), ["(RV) boot"]);
     }
@@ -856,19 +1065,25 @@ pv64\tnoreason\t-\tSUCCESS\tSUCCESS
         assert_eq!(e.len(), 5);
         assert_eq!(e[0].id(), "pv64:example");
         assert_eq!(e[1].id(), "pv64:pv-iopl:vmassist");
-        assert_eq!((e[1].expected, e[1].xen.as_str(), e[1].reason.as_str()), (Outcome::Failure, "PANIC", "something"));
-        assert_eq!((e[3].id().as_str(), e[3].expected), ("pv32pae:crash", Outcome::Crash));
+        assert_eq!(
+            (e[1].expected, e[1].xen.as_str(), e[1].reason.as_str()),
+            (Outcome::Failure, "PANIC", "something")
+        );
+        assert_eq!(
+            (e[3].id().as_str(), e[3].expected),
+            ("pv32pae:crash", Outcome::Crash)
+        );
         assert_eq!(e[4].reason, "");
     }
 
     #[test]
     fn expected_file_errors() {
         for bad in [
-            "pv64\tx\t-\tFAILURE\t-\t",           // no reason
-            "pv64\tx\t-\tFAILURE\t-",             // no reason column at all
-            "pv64\tx\t-\tGREAT\t-\twhy",          // unknown result
-            "hvm64\tx\t-\tSUCCESS\t-\t",          // unknown env
-            "pv64 x - SUCCESS - ok",              // spaces, not tabs
+            "pv64\tx\t-\tFAILURE\t-\t",                           // no reason
+            "pv64\tx\t-\tFAILURE\t-",                             // no reason column at all
+            "pv64\tx\t-\tGREAT\t-\twhy",                          // unknown result
+            "hvm64\tx\t-\tSUCCESS\t-\t",                          // unknown env
+            "pv64 x - SUCCESS - ok",                              // spaces, not tabs
             "pv64\tx\t-\tSUCCESS\t-\t\npv64\tx\t-\tSKIP\t-\tdup", // twice
         ] {
             assert!(parse_expected(bad).is_err(), "{bad:?} accepted");
@@ -878,12 +1093,17 @@ pv64\tnoreason\t-\tSUCCESS\tSUCCESS
     #[test]
     fn the_repository_file_parses_and_covers_tests_txt() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let e = parse_expected(&fs::read_to_string(root.join("xtf/expected.tsv")).unwrap()).unwrap();
+        let e =
+            parse_expected(&fs::read_to_string(root.join("xtf/expected.tsv")).unwrap()).unwrap();
         assert!(e.len() >= 60, "{}", e.len());
         let p = root.join("../shared/xtf/tests.txt");
         if let Ok(t) = fs::read_to_string(p) {
             for v in parse_tests_txt(&t).unwrap() {
-                assert!(e.iter().any(|e| e.id() == v.id()), "xtf/expected.tsv lacks {}", v.id());
+                assert!(
+                    e.iter().any(|e| e.id() == v.id()),
+                    "xtf/expected.tsv lacks {}",
+                    v.id()
+                );
             }
         }
     }
@@ -898,55 +1118,132 @@ pv64\tnoreason\t-\tSUCCESS\tSUCCESS
         let e = parse_expected(EXPECTED).unwrap();
         let all = |_: &Expectation| true;
         // As expected: nothing to say.
-        let same = [r("pv64:example", Success), r("pv64:pv-iopl:vmassist", Failure), r("pv64:skips", Skip), r("pv32pae:crash", Crash), r("pv64:noreason", Success)];
+        let same = [
+            r("pv64:example", Success),
+            r("pv64:pv-iopl:vmassist", Failure),
+            r("pv64:skips", Skip),
+            r("pv32pae:crash", Crash),
+            r("pv64:noreason", Success),
+        ];
         assert_eq!(compare(&e, &same, all), []);
         // Better than expected: notes, no failure.
-        let better = [r("pv64:example", Success), r("pv64:pv-iopl:vmassist", Success), r("pv64:skips", Success), r("pv32pae:crash", Skip), r("pv64:noreason", Success)];
+        let better = [
+            r("pv64:example", Success),
+            r("pv64:pv-iopl:vmassist", Success),
+            r("pv64:skips", Success),
+            r("pv32pae:crash", Skip),
+            r("pv64:noreason", Success),
+        ];
         let f = compare(&e, &better, all);
         assert_eq!(
             f,
             [
-                Finding::NowPassing { id: "pv64:pv-iopl:vmassist".into(), expected: Failure, got: Success },
-                Finding::NowPassing { id: "pv64:skips".into(), expected: Skip, got: Success },
-                Finding::NowPassing { id: "pv32pae:crash".into(), expected: Crash, got: Skip },
+                Finding::NowPassing {
+                    id: "pv64:pv-iopl:vmassist".into(),
+                    expected: Failure,
+                    got: Success
+                },
+                Finding::NowPassing {
+                    id: "pv64:skips".into(),
+                    expected: Skip,
+                    got: Success
+                },
+                Finding::NowPassing {
+                    id: "pv32pae:crash".into(),
+                    expected: Crash,
+                    got: Skip
+                },
             ]
         );
         assert!(f.iter().all(|f| !f.fails()));
         assert!(f[0].to_string().contains("now passing"));
         // Worse: SUCCESS -> SKIP and SKIP -> FAILURE fail; a failure of
         // another kind only changes; an unlisted test is a note.
-        let worse = [r("pv64:example", Skip), r("pv64:pv-iopl:vmassist", Timeout), r("pv64:skips", Failure), r("pv32pae:crash", Error), r("pv64:new", Success)];
+        let worse = [
+            r("pv64:example", Skip),
+            r("pv64:pv-iopl:vmassist", Timeout),
+            r("pv64:skips", Failure),
+            r("pv32pae:crash", Error),
+            r("pv64:new", Success),
+        ];
         let f = compare(&e, &worse, all);
         assert_eq!(
             f,
             [
-                Finding::Regression { id: "pv64:example".into(), expected: Success, got: Skip },
-                Finding::Changed { id: "pv64:pv-iopl:vmassist".into(), expected: Failure, got: Timeout },
-                Finding::Regression { id: "pv64:skips".into(), expected: Skip, got: Failure },
-                Finding::Changed { id: "pv32pae:crash".into(), expected: Crash, got: Error },
-                Finding::Unlisted { id: "pv64:new".into(), got: Success },
-                Finding::NotRun { id: "pv64:noreason".into(), expected: Success },
+                Finding::Regression {
+                    id: "pv64:example".into(),
+                    expected: Success,
+                    got: Skip
+                },
+                Finding::Changed {
+                    id: "pv64:pv-iopl:vmassist".into(),
+                    expected: Failure,
+                    got: Timeout
+                },
+                Finding::Regression {
+                    id: "pv64:skips".into(),
+                    expected: Skip,
+                    got: Failure
+                },
+                Finding::Changed {
+                    id: "pv32pae:crash".into(),
+                    expected: Crash,
+                    got: Error
+                },
+                Finding::Unlisted {
+                    id: "pv64:new".into(),
+                    got: Success
+                },
+                Finding::NotRun {
+                    id: "pv64:noreason".into(),
+                    expected: Success
+                },
             ]
         );
         assert_eq!(f.iter().filter(|f| f.fails()).count(), 3);
         // Lines outside the selection are not missed.
         let some = [r("pv64:example", Success)];
         assert_eq!(compare(&e, &some, |e| e.name == "example"), []);
-        assert!(is_regression(Success, Crash) && !is_regression(Skip, Success) && !is_regression(Failure, Crash));
+        assert!(
+            is_regression(Success, Crash)
+                && !is_regression(Skip, Success)
+                && !is_regression(Failure, Crash)
+        );
     }
 
     #[test]
     fn options() {
-        let o = parse_opts(&strings(&["d", "--env", "pv32pae", "--jobs=3", "--timeout", "7.5", "--check", "f.tsv", "x", "pv64:y"])).unwrap();
+        let o = parse_opts(&strings(&[
+            "d",
+            "--env",
+            "pv32pae",
+            "--jobs=3",
+            "--timeout",
+            "7.5",
+            "--check",
+            "f.tsv",
+            "x",
+            "pv64:y",
+        ]))
+        .unwrap();
         assert_eq!(o.dir, Path::new("d"));
         assert_eq!(o.env.as_deref(), Some("pv32pae"));
         assert_eq!((o.jobs, o.timeout), (3, Duration::from_millis(7500)));
         assert_eq!(o.check.as_deref(), Some(Path::new("f.tsv")));
         assert_eq!(o.names, ["x", "pv64:y"]);
         let d = parse_opts(&strings(&["d"])).unwrap();
-        assert_eq!((d.jobs, d.timeout, d.env, d.check), (2, Duration::from_secs(20), None, None));
+        assert_eq!(
+            (d.jobs, d.timeout, d.env, d.check),
+            (2, Duration::from_secs(20), None, None)
+        );
         assert!(parse_opts(&strings(&["--help"])).unwrap().help);
-        for bad in [&["--env", "pv64"][..], &["d", "--env", "hvm64"], &["d", "--jobs", "0"], &["d", "--timeout", "0"], &["d", "--frob"]] {
+        for bad in [
+            &["--env", "pv64"][..],
+            &["d", "--env", "hvm64"],
+            &["d", "--jobs", "0"],
+            &["d", "--timeout", "0"],
+            &["d", "--frob"],
+        ] {
             assert!(parse_opts(&strings(bad)).is_err(), "{bad:?} accepted");
         }
     }

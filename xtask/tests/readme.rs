@@ -8,12 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn xtask(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("runs xtask");
-    assert!(out.status.success(), "`cargo xtask {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("runs xtask");
+    assert!(
+        out.status.success(),
+        "`cargo xtask {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -23,7 +34,12 @@ fn commands() -> Vec<String> {
     let list = help.split("COMMANDS:").nth(1).expect("help lists COMMANDS");
     list.lines()
         .take_while(|l| !l.trim().is_empty() || l.is_empty())
-        .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next().map(str::to_string))
+        .filter_map(|l| {
+            l.strip_prefix("  ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -31,7 +47,13 @@ fn commands() -> Vec<String> {
 fn flags(s: &str) -> Vec<String> {
     s.split(|c: char| c.is_whitespace() || matches!(c, '[' | ']' | '|' | '\\' | '`'))
         .filter(|w| w.starts_with("--") && w.len() > 2 && *w != "--help")
-        .map(|w| w.split('=').next().unwrap().trim_end_matches(|c: char| !c.is_alphanumeric()).to_string())
+        .map(|w| {
+            w.split('=')
+                .next()
+                .unwrap()
+                .trim_end_matches(|c: char| !c.is_alphanumeric())
+                .to_string()
+        })
         .collect()
 }
 
@@ -65,8 +87,15 @@ fn shown(text: &str) -> Vec<(String, String)> {
 #[test]
 fn shown_commands_exist_and_their_help_agrees() {
     let commands = commands();
-    assert!(commands.len() >= 8 && commands.iter().any(|c| c == "run"), "{commands:?}");
-    let mut docs = vec![root().join("README.md"), root().join("lessons/README.md"), root().join("guests32/README.md")];
+    assert!(
+        commands.len() >= 8 && commands.iter().any(|c| c == "run"),
+        "{commands:?}"
+    );
+    let mut docs = vec![
+        root().join("README.md"),
+        root().join("lessons/README.md"),
+        root().join("guests32/README.md"),
+    ];
     for d in ["docs", "docs/tour"] {
         for e in std::fs::read_dir(root().join(d)).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "md") {
@@ -82,7 +111,9 @@ fn shown_commands_exist_and_their_help_agrees() {
             seen += 1;
             let name = doc.strip_prefix(root()).unwrap().display();
             if !commands.contains(&cmd) {
-                problems.push(format!("{name}: `cargo xtask {cmd}`: no such command (cargo xtask help: {commands:?})"));
+                problems.push(format!(
+                    "{name}: `cargo xtask {cmd}`: no such command (cargo xtask help: {commands:?})"
+                ));
                 continue;
             }
             if cmd == "help" {
@@ -103,7 +134,10 @@ fn shown_commands_exist_and_their_help_agrees() {
 #[test]
 fn readme_table_lists_every_command_with_its_options() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme.split("## `cargo xtask`").nth(1).expect("README has a `cargo xtask` section");
+    let section = readme
+        .split("## `cargo xtask`")
+        .nth(1)
+        .expect("README has a `cargo xtask` section");
     let section = section.split("\n## ").next().unwrap();
     let mut listed = Vec::new();
     let mut problems = Vec::new();
@@ -115,7 +149,9 @@ fn readme_table_lists_every_command_with_its_options() {
             let help = xtask(&[&cmd, "--help"]);
             for f in flags(usage) {
                 if !help.contains(&f) {
-                    problems.push(format!("README table: `{usage}`: `cargo xtask {cmd} --help` does not mention {f}"));
+                    problems.push(format!(
+                        "README table: `{usage}`: `cargo xtask {cmd} --help` does not mention {f}"
+                    ));
                 }
             }
             listed.push(cmd);
@@ -123,7 +159,9 @@ fn readme_table_lists_every_command_with_its_options() {
     }
     for c in commands() {
         if c != "help" && !listed.contains(&c) {
-            problems.push(format!("README's `cargo xtask` table lacks `{c}` (in cargo xtask help)"));
+            problems.push(format!(
+                "README's `cargo xtask` table lacks `{c}` (in cargo xtask help)"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -131,7 +169,10 @@ fn readme_table_lists_every_command_with_its_options() {
 
 #[test]
 fn the_parsers_themselves() {
-    assert_eq!(flags("run [--iso] [--kvm\\|--tcg] [--timeout S] --cmdline=\"x\""), ["--iso", "--kvm", "--tcg", "--timeout", "--cmdline"]);
+    assert_eq!(
+        flags("run [--iso] [--kvm\\|--tcg] [--timeout S] --cmdline=\"x\""),
+        ["--iso", "--kvm", "--tcg", "--timeout", "--cmdline"]
+    );
     assert_eq!(
         shown("`cargo xtask lesson --list`, then `cargo xtask lesson N`\ncargo xtask bench --vs-xen   # ~40 s: --nope"),
         [("lesson".into(), "--list".into()), ("lesson".into(), "N".into()), ("bench".into(), "--vs-xen".into())]

@@ -91,8 +91,8 @@ use core::arch::asm;
 
 use pvguest::abi::{self, StartInfo, TrapInfo};
 use pvguest::cell::{GuestCell, Page};
-use pvguest::hypercall::{self as hc, stub_addr};
 use pvguest::events as ev;
+use pvguest::hypercall::{self as hc, stub_addr};
 use pvguest::report::{self, check, check_eq, check_rc, fail, info, pass};
 use pvguest::time::{now_ns, MS};
 use pvguest::{println, start_info, traps};
@@ -146,7 +146,8 @@ const UNUSED_HYPERCALL: u32 = abi::HYPERVISOR_ARCH_7;
 
 /// Why a case has no figure: `None` (it has one, or was never run), or
 /// the message printed instead of it.
-static NOT_MEASURED: GuestCell<[Option<&'static str>; CASES.len()]> = GuestCell::new([None; CASES.len()]);
+static NOT_MEASURED: GuestCell<[Option<&'static str>; CASES.len()]> =
+    GuestCell::new([None; CASES.len()]);
 
 fn not_measured(case: usize, why: &'static str) {
     let mut m = NOT_MEASURED.get();
@@ -365,11 +366,22 @@ struct Params {
 }
 
 fn parse_params(cmdline: &[u8]) -> Params {
-    let mut p = Params { n: MAX_N, rounds: 10, console: 500 };
+    let mut p = Params {
+        n: MAX_N,
+        rounds: 10,
+        console: 500,
+    };
     for word in cmdline.split(|&b| b == b' ') {
-        let Some(eq) = word.iter().position(|&b| b == b'=') else { continue };
+        let Some(eq) = word.iter().position(|&b| b == b'=') else {
+            continue;
+        };
         let (k, v) = (&word[..eq], &word[eq + 1..]);
-        let Some(v) = core::str::from_utf8(v).ok().and_then(|v| v.parse::<usize>().ok()) else { continue };
+        let Some(v) = core::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        else {
+            continue;
+        };
         match k {
             b"n" => p.n = v.clamp(1, MAX_N),
             b"rounds" => p.rounds = v.max(1),
@@ -391,7 +403,9 @@ fn share(total: usize, rounds: usize, r: usize) -> usize {
 /// `pt_base..pt_base + nr_pt_frames * 4096`, mapped read-only).
 fn l1_entry_maddr(si: &StartInfo, va: u64) -> Option<(u64, u64)> {
     let find_va = |mfn: u64| {
-        (0..si.nr_pt_frames).map(|k| si.pt_base + k * 4096).find(|&t| start_info::virt_to_mfn(t) == Some(mfn))
+        (0..si.nr_pt_frames)
+            .map(|k| si.pt_base + k * 4096)
+            .find(|&t| start_info::virt_to_mfn(t) == Some(mfn))
     };
     let mut table_va = si.pt_base;
     for level in (1..=4u32).rev() {
@@ -414,7 +428,13 @@ fn l1_entry_maddr(si: &StartInfo, va: u64) -> Option<(u64, u64)> {
 /// with the runtime's DPLs: 3 for #BP (`int3` from anywhere), else 0.
 fn trap_entry(vector: u8, address: u64) -> TrapInfo {
     let dpl = if vector == 3 { 3 } else { 0 };
-    TrapInfo { vector, flags: abi::TI_IF | dpl, cs: abi::FLAT_KERNEL_CS, _pad0: 0, address }
+    TrapInfo {
+        vector,
+        flags: abi::TI_IF | dpl,
+        cs: abi::FLAT_KERNEL_CS,
+        _pad0: 0,
+        address,
+    }
 }
 
 fn run(si: &StartInfo) {
@@ -449,7 +469,10 @@ fn run(si: &StartInfo) {
         )
     };
     if rc != 0 {
-        report::error(format_args!("callback_op(register syscall) = {}", report::Rc(rc)));
+        report::error(format_args!(
+            "callback_op(register syscall) = {}",
+            report::Rc(rc)
+        ));
     }
     if let Err((what, rc)) = traps::setup_user_mode() {
         report::error(format_args!("{what} = {}", report::Rc(rc)));
@@ -466,7 +489,9 @@ fn run(si: &StartInfo) {
 
     let scratch = SCRATCH.addr();
     let Some((pte_maddr, pte)) = l1_entry_maddr(si, scratch) else {
-        report::error(format_args!("no L1 entry found for the scratch page {scratch:#x}"))
+        report::error(format_args!(
+            "no L1 entry found for the scratch page {scratch:#x}"
+        ))
     };
     let Some(other_mfn) = start_info::virt_to_mfn(OTHER.addr()) else {
         report::error(format_args!("no MFN for {:#x}", OTHER.addr()))
@@ -476,19 +501,38 @@ fn run(si: &StartInfo) {
     // SAFETY: XENVER_version takes no buffer.
     let v = unsafe { hc::xen_version(abi::XENVER_VERSION, 0) };
     if v >> 16 < 3 {
-        fail("xen_version(XENVER_version)", format_args!("returned {v:#x}"));
+        fail(
+            "xen_version(XENVER_version)",
+            format_args!("returned {v:#x}"),
+        );
     }
-    check_rc("set_trap_table (32 entries)", traps::set_trap_table(&table32), 0);
+    check_rc(
+        "set_trap_table (32 entries)",
+        traps::set_trap_table(&table32),
+        0,
+    );
     // SAFETY: an unused hypercall number takes no buffer.
     let rc = unsafe { hc::hypercall5(UNUSED_HYPERCALL, 0, 0, 0, 0, 0) };
     check_rc("hypercall 55 (unused)", rc, -(abi::errno::ENOSYS as i64));
     // SAFETY: nothing is read from a 0-byte buffer.
-    let rc = unsafe { hc::hypercall5(abi::HYPERVISOR_CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), 0, LINE.as_ptr() as u64, 0, 0) };
+    let rc = unsafe {
+        hc::hypercall5(
+            abi::HYPERVISOR_CONSOLE_IO,
+            abi::CONSOLEIO_WRITE.into(),
+            0,
+            LINE.as_ptr() as u64,
+            0,
+            0,
+        )
+    };
     check_rc("console_io(write, 0 bytes)", rc, 0);
     time_cpuid();
     for (i, &val) in ptes.iter().chain(ptes.iter()).enumerate() {
         let rc = if i < 2 {
-            let u = abi::MmuUpdate { ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE, val };
+            let u = abi::MmuUpdate {
+                ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE,
+                val,
+            };
             // SAFETY: maps our own scratch page to one of our own frames.
             unsafe { hc::mmu_update(&u as *const _ as u64, 1, 0, abi::DOMID_SELF) }
         } else {
@@ -496,17 +540,26 @@ fn run(si: &StartInfo) {
             unsafe { hc::update_va_mapping(scratch, val, abi::UVMF_INVLPG) }
         };
         if rc != 0 {
-            report::error(format_args!("page-table update {i} of the scratch page = {}", report::Rc(rc)));
+            report::error(format_args!(
+                "page-table update {i} of the scratch page = {}",
+                report::Rc(rc)
+            ));
         }
     }
     // SAFETY: maps the scratch page to its own frame again.
     let rc = unsafe { hc::update_va_mapping(scratch, ptes[0], abi::UVMF_INVLPG) };
     if rc != 0 {
-        report::error(format_args!("restoring the scratch page = {}", report::Rc(rc)));
+        report::error(format_args!(
+            "restoring the scratch page = {}",
+            report::Rc(rc)
+        ));
     }
     let rc = traps::set_trap_table(&ours);
     if rc != 0 {
-        report::error(format_args!("set_trap_table(bench handlers) = {}", report::Rc(rc)));
+        report::error(format_args!(
+            "set_trap_table(bench handlers) = {}",
+            report::Rc(rc)
+        ));
     }
     time_int3();
     time_pf(UNMAPPED);
@@ -519,29 +572,63 @@ fn run(si: &StartInfo) {
     }
     let mut ipi = abi::EvtchnBindIpi { vcpu: 0, port: 0 };
     // SAFETY: the hypervisor writes the port into `ipi`.
-    let rc = unsafe { hc::hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP, abi::EVTCHNOP_BIND_IPI.into(), &mut ipi as *mut _ as u64, 0, 0, 0) };
+    let rc = unsafe {
+        hc::hypercall5(
+            abi::HYPERVISOR_EVENT_CHANNEL_OP,
+            abi::EVTCHNOP_BIND_IPI.into(),
+            &mut ipi as *mut _ as u64,
+            0,
+            0,
+            0,
+        )
+    };
     if rc != 0 {
-        report::error(format_args!("event_channel_op(bind_ipi) = {}", report::Rc(rc)));
+        report::error(format_args!(
+            "event_channel_op(bind_ipi) = {}",
+            report::Rc(rc)
+        ));
     }
     EVENT_PORT.set(ipi.port.into());
     let send = abi::EvtchnSend { port: ipi.port };
     let send_ptr = &send as *const _ as u64;
     // SAFETY: the entry point is ours (above).
-    let rc = unsafe { hc::register_callback(abi::CALLBACKTYPE_EVENT, 0, bench_event_entry as *const () as u64) };
+    let rc = unsafe {
+        hc::register_callback(
+            abi::CALLBACKTYPE_EVENT,
+            0,
+            bench_event_entry as *const () as u64,
+        )
+    };
     if rc != 0 {
-        report::error(format_args!("callback_op(register event) = {}", report::Rc(rc)));
+        report::error(format_args!(
+            "callback_op(register event) = {}",
+            report::Rc(rc)
+        ));
     }
     start_info::set_upcall_mask(0);
-    time_hypercall(abi::HYPERVISOR_EVENT_CHANNEL_OP, abi::EVTCHNOP_SEND.into(), send_ptr, 0, 0);
+    time_hypercall(
+        abi::HYPERVISOR_EVENT_CHANNEL_OP,
+        abi::EVTCHNOP_SEND.into(),
+        send_ptr,
+        0,
+        0,
+    );
     start_info::set_upcall_mask(1);
     if UPCALLS.get() != 1 {
-        report::error(format_args!("EVTCHNOP_send on IPI port {}: {} upcalls, want 1", ipi.port, UPCALLS.get()));
+        report::error(format_args!(
+            "EVTCHNOP_send on IPI port {}: {} upcalls, want 1",
+            ipi.port,
+            UPCALLS.get()
+        ));
     }
     UPCALLS.set(0);
 
     // The page-table cases flip the scratch page between its own frame
     // (ptes[0]) and OTHER's (ptes[1]): every update is a real change.
-    let mmu = GuestCell::new(abi::MmuUpdate { ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE, val: ptes[0] });
+    let mmu = GuestCell::new(abi::MmuUpdate {
+        ptr: pte_maddr | abi::MMU_NORMAL_PT_UPDATE,
+        val: ptes[0],
+    });
     let mut cur = 0;
     for r in 0..p.rounds {
         let k = share(p.n, p.rounds, r);
@@ -549,40 +636,103 @@ fn run(si: &StartInfo) {
             record(LOOP, time_loop());
         }
         for _ in 0..k {
-            record(NULL, time_hypercall(abi::HYPERVISOR_XEN_VERSION, abi::XENVER_VERSION.into(), 0, 0, 0));
+            record(
+                NULL,
+                time_hypercall(
+                    abi::HYPERVISOR_XEN_VERSION,
+                    abi::XENVER_VERSION.into(),
+                    0,
+                    0,
+                    0,
+                ),
+            );
         }
         for _ in 0..share(p.console, p.rounds, r) {
-            let dt = time_hypercall(abi::HYPERVISOR_CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), 64, LINE.as_ptr() as u64, 0);
+            let dt = time_hypercall(
+                abi::HYPERVISOR_CONSOLE_IO,
+                abi::CONSOLEIO_WRITE.into(),
+                64,
+                LINE.as_ptr() as u64,
+                0,
+            );
             record(CONSOLE, dt);
         }
         for _ in 0..k {
-            record(TRAP_TABLE, time_hypercall(abi::HYPERVISOR_SET_TRAP_TABLE, table32.as_ptr() as u64, 0, 0, 0));
+            record(
+                TRAP_TABLE,
+                time_hypercall(
+                    abi::HYPERVISOR_SET_TRAP_TABLE,
+                    table32.as_ptr() as u64,
+                    0,
+                    0,
+                    0,
+                ),
+            );
         }
         for _ in 0..k {
             cur ^= 1;
-            mmu.set(abi::MmuUpdate { val: ptes[cur], ..mmu.get() });
-            let dt = time_hypercall(abi::HYPERVISOR_MMU_UPDATE, mmu.as_ptr() as u64, 1, 0, abi::DOMID_SELF.into());
+            mmu.set(abi::MmuUpdate {
+                val: ptes[cur],
+                ..mmu.get()
+            });
+            let dt = time_hypercall(
+                abi::HYPERVISOR_MMU_UPDATE,
+                mmu.as_ptr() as u64,
+                1,
+                0,
+                abi::DOMID_SELF.into(),
+            );
             record(MMU_UPDATE, dt);
         }
         for _ in 0..k {
             cur ^= 1;
-            let dt = time_hypercall(abi::HYPERVISOR_UPDATE_VA_MAPPING, scratch, ptes[cur], abi::UVMF_INVLPG, 0);
+            let dt = time_hypercall(
+                abi::HYPERVISOR_UPDATE_VA_MAPPING,
+                scratch,
+                ptes[cur],
+                abi::UVMF_INVLPG,
+                0,
+            );
             record(UVA, dt);
         }
         for _ in 0..k {
-            let dt = time_hypercall(abi::HYPERVISOR_UPDATE_VA_MAPPING, scratch, ptes[cur], abi::UVMF_INVLPG, 0);
+            let dt = time_hypercall(
+                abi::HYPERVISOR_UPDATE_VA_MAPPING,
+                scratch,
+                ptes[cur],
+                abi::UVMF_INVLPG,
+                0,
+            );
             record(UVA_SAME, dt);
         }
         for _ in 0..k {
-            mmu.set(abi::MmuUpdate { val: ptes[cur], ..mmu.get() });
-            let dt = time_hypercall(abi::HYPERVISOR_MMU_UPDATE, mmu.as_ptr() as u64, 1, 0, abi::DOMID_SELF.into());
+            mmu.set(abi::MmuUpdate {
+                val: ptes[cur],
+                ..mmu.get()
+            });
+            let dt = time_hypercall(
+                abi::HYPERVISOR_MMU_UPDATE,
+                mmu.as_ptr() as u64,
+                1,
+                0,
+                abi::DOMID_SELF.into(),
+            );
             record(MMU_SAME, dt);
         }
         for _ in 0..k {
             record(ENOSYS_CALL, time_hypercall(UNUSED_HYPERCALL, 0, 0, 0, 0));
         }
         for _ in 0..k {
-            record(CONSOLE0, time_hypercall(abi::HYPERVISOR_CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), 0, LINE.as_ptr() as u64, 0));
+            record(
+                CONSOLE0,
+                time_hypercall(
+                    abi::HYPERVISOR_CONSOLE_IO,
+                    abi::CONSOLEIO_WRITE.into(),
+                    0,
+                    LINE.as_ptr() as u64,
+                    0,
+                ),
+            );
         }
         for _ in 0..k {
             record(CPUID, time_cpuid());
@@ -607,11 +757,24 @@ fn run(si: &StartInfo) {
         traps::install_default_trap_table();
         start_info::set_upcall_mask(0);
         for _ in 0..k {
-            record(EVENT, time_hypercall(abi::HYPERVISOR_EVENT_CHANNEL_OP, abi::EVTCHNOP_SEND.into(), send_ptr, 0, 0));
+            record(
+                EVENT,
+                time_hypercall(
+                    abi::HYPERVISOR_EVENT_CHANNEL_OP,
+                    abi::EVTCHNOP_SEND.into(),
+                    send_ptr,
+                    0,
+                    0,
+                ),
+            );
         }
         start_info::set_upcall_mask(1);
     }
-    check_eq("one upcall per EVTCHNOP_send", UPCALLS.get(), DONE.get()[EVENT] as u64);
+    check_eq(
+        "one upcall per EVTCHNOP_send",
+        UPCALLS.get(),
+        DONE.get()[EVENT] as u64,
+    );
     traps::register_callback(abi::CALLBACKTYPE_EVENT, 0);
     if cur != 0 {
         // SAFETY: maps the scratch page to its own frame again.
@@ -629,7 +792,10 @@ fn run(si: &StartInfo) {
             continue;
         };
         let s = if c == LOOP { s } else { s.minus(overhead) };
-        println!("BENCH: {name} median {} spread {}..{} n={}", s.median, s.p10, s.p90, s.n);
+        println!(
+            "BENCH: {name} median {} spread {}..{} n={}",
+            s.median, s.p10, s.p90, s.n
+        );
     }
 }
 
@@ -709,7 +875,11 @@ fn two_domains(p: Params, peer: u16, port: u32) {
                 };
                 fail(
                     "two domains: alloc_unbound for the echo domain",
-                    format_args!("port {got} (rc {}), want port {}", report::Rc(rc), port + i as u32),
+                    format_args!(
+                        "port {got} (rc {}), want port {}",
+                        report::Rc(rc),
+                        port + i as u32
+                    ),
                 );
                 return error("error: no channel to the second domain (alloc_unbound failed)");
             }
@@ -729,11 +899,18 @@ fn two_domains(p: Params, peer: u16, port: u32) {
         return error("error: the second domain did not answer (see FAIL above)");
     }
     clear_event_state(&l);
-    info(format_args!("two domains: ports {l:?} bound by domain {peer}"));
+    info(format_args!(
+        "two domains: ports {l:?} bound by domain {peer}"
+    ));
 
     let send = l.map(|port| abi::EvtchnSend { port });
     let ping_ports = [l[PING]];
-    let mut poll = abi::SchedPoll { ports: ping_ports.as_ptr() as u64, nr_ports: 1, _pad0: 0, timeout: 0 };
+    let mut poll = abi::SchedPoll {
+        ports: ping_ports.as_ptr() as u64,
+        nr_ports: 1,
+        _pad0: 0,
+        timeout: 0,
+    };
     let poll_ptr = &mut poll as *mut abi::SchedPoll;
     let send_ptr = |i: usize| &send[i] as *const _ as u64;
     // Control: the echo domain switches between echoing and yielding,
@@ -754,7 +931,13 @@ fn two_domains(p: Params, peer: u16, port: u32) {
             unsafe { (*poll_ptr).timeout = now_ns() + WAIT };
             let dt = time_ping(send_ptr(PING), poll_ptr as u64);
             if !ev::is_pending(l[PING]) {
-                fail("event ping-pong", format_args!("round {r} iteration {i}: no answer on port {} within 5 s", l[PING]));
+                fail(
+                    "event ping-pong",
+                    format_args!(
+                        "round {r} iteration {i}: no answer on port {} within 5 s",
+                        l[PING]
+                    ),
+                );
                 failed = Some("error: an answer did not arrive (see FAIL above)");
                 break 'rounds;
             }
@@ -762,7 +945,10 @@ fn two_domains(p: Params, peer: u16, port: u32) {
             record(PING_PONG, dt);
         }
         if !control(CTL) {
-            fail("two domains: switch to yielding", format_args!("round {r}: no acknowledgement on port {}", l[CTL]));
+            fail(
+                "two domains: switch to yielding",
+                format_args!("round {r}: no acknowledgement on port {}", l[CTL]),
+            );
             failed = Some("error: the second domain stopped answering (see FAIL above)");
             break;
         }
@@ -789,7 +975,10 @@ fn two_domains(p: Params, peer: u16, port: u32) {
             got += 1;
         }
         if !control(CTL) {
-            fail("two domains: switch to echoing", format_args!("round {r}: no acknowledgement on port {}", l[CTL]));
+            fail(
+                "two domains: switch to echoing",
+                format_args!("round {r}: no acknowledgement on port {}", l[CTL]),
+            );
             failed = Some("error: the second domain stopped answering (see FAIL above)");
             break;
         }
@@ -799,7 +988,11 @@ fn two_domains(p: Params, peer: u16, port: u32) {
         SWITCH_MISSES.get()
     ));
     let stopped = control(STOP);
-    check("two domains: the echo domain acknowledges the stop", stopped, format_args!("nothing on port {} within 5 s", l[STOP]));
+    check(
+        "two domains: the echo domain acknowledges the stop",
+        stopped,
+        format_args!("nothing on port {} within 5 s", l[STOP]),
+    );
     for &p in &l {
         check_rc("two domains: close our end", ev::close(p), 0);
         // The mask bit stays as we set it: the next port with this number
@@ -831,7 +1024,10 @@ fn echo() {
         *l = loop {
             match ev::bind_interdomain(peer, first + i as u32) {
                 Ok(l) => break l,
-                Err(rc) if (rc == abi::neg(abi::EINVAL) || rc == abi::neg(abi::ESRCH)) && now_ns() < deadline => {
+                Err(rc)
+                    if (rc == abi::neg(abi::EINVAL) || rc == abi::neg(abi::ESRCH))
+                        && now_ns() < deadline =>
+                {
                     ev::yield_now();
                 }
                 Err(rc) => report::error(format_args!(
@@ -844,7 +1040,9 @@ fn echo() {
         ev::mask_port(*l);
     }
     clear_event_state(&l);
-    info(format_args!("echo: local ports {l:?} bound to ports {first}.. of domain {peer}"));
+    info(format_args!(
+        "echo: local ports {l:?} bound to ports {first}.. of domain {peer}"
+    ));
     ev::send(l[CTL]);
     let (mut pings, mut yields, mut switches) = (0u64, 0u64, 0u64);
     let mut yielding = false;
@@ -870,7 +1068,10 @@ fn echo() {
             ev::yield_now();
             yields += 1;
             if yields % 1024 == 0 && now_ns() > phase_end {
-                fail("echo: yielding", format_args!("no control event from domain {peer} in 30 s"));
+                fail(
+                    "echo: yielding",
+                    format_args!("no control event from domain {peer} in 30 s"),
+                );
                 break false;
             }
             continue;
@@ -883,11 +1084,16 @@ fn echo() {
             continue;
         }
         if !wait_pending(l[PING], wait) {
-            fail("echo: waiting", format_args!("no event from domain {peer} within {} s", wait / 1000 / MS));
+            fail(
+                "echo: waiting",
+                format_args!("no event from domain {peer} within {} s", wait / 1000 / MS),
+            );
             break false;
         }
     };
-    info(format_args!("echo: {pings} pings answered, {yields} yields, {switches} switches"));
+    info(format_args!(
+        "echo: {pings} pings answered, {yields} yields, {switches} switches"
+    ));
     if ok {
         pass("echo: stopped by the peer");
     }
@@ -910,7 +1116,12 @@ struct Summary {
 
 impl Summary {
     fn minus(self, o: u32) -> Summary {
-        Summary { median: self.median.saturating_sub(o), p10: self.p10.saturating_sub(o), p90: self.p90.saturating_sub(o), n: self.n }
+        Summary {
+            median: self.median.saturating_sub(o),
+            p10: self.p10.saturating_sub(o),
+            p90: self.p90.saturating_sub(o),
+            n: self.n,
+        }
     }
 }
 
@@ -925,7 +1136,12 @@ fn summary(c: usize) -> Option<Summary> {
     let s = unsafe { &mut (&mut *SAMPLES.0.get())[c][..n] };
     s.sort_unstable();
     let at = |p: usize| s[(n - 1) * p / 100];
-    Some(Summary { median: at(50), p10: at(10), p90: at(90), n })
+    Some(Summary {
+        median: at(50),
+        p10: at(10),
+        p90: at(90),
+        n,
+    })
 }
 
 // The bin has `test = false` like every guest: run these with
@@ -947,7 +1163,10 @@ mod tests {
     #[test]
     fn shares_add_up() {
         for (total, rounds) in [(20_000, 10), (7, 3), (500, 10), (0, 4)] {
-            assert_eq!((0..rounds).map(|r| share(total, rounds, r)).sum::<usize>(), total);
+            assert_eq!(
+                (0..rounds).map(|r| share(total, rounds, r)).sum::<usize>(),
+                total
+            );
         }
     }
 }

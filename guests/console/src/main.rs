@@ -144,7 +144,11 @@ fn run(si: &StartInfo) {
 fn echo(port: u32) {
     let in_cons_ix = || {
         // SAFETY: as in `index`.
-        unsafe { AtomicU32::from_ptr((RING.addr() + offset_of!(XenconsInterface, in_cons) as u64) as *mut u32) }
+        unsafe {
+            AtomicU32::from_ptr(
+                (RING.addr() + offset_of!(XenconsInterface, in_cons) as u64) as *mut u32,
+            )
+        }
     };
     let input = RING.addr() + offset_of!(XenconsInterface, in_) as u64;
     info(format_args!("ECHO: ready"));
@@ -160,19 +164,28 @@ fn echo(port: u32) {
         let prod = index(offset_of!(XenconsInterface, in_prod));
         let mut cons = in_cons_ix().load(Ordering::Acquire);
         if prod.wrapping_sub(cons) as usize > abi::XENCONS_IN_SIZE {
-            report::fail("input indices sane", format_args!("in_cons {cons} in_prod {prod}"));
+            report::fail(
+                "input indices sane",
+                format_args!("in_cons {cons} in_prod {prod}"),
+            );
             return;
         }
         while cons != prod {
             // SAFETY: inside the ring's `in` array (index masked).
-            let c = unsafe { ((input + abi::mask_xencons_in(cons) as u64) as *const u8).read_volatile() };
+            let c = unsafe {
+                ((input + abi::mask_xencons_in(cons) as u64) as *const u8).read_volatile()
+            };
             cons = cons.wrapping_add(1);
             if c == b'\r' || c == b'\n' {
                 let s = core::str::from_utf8(&line[..len]).unwrap_or("?");
                 info(format_args!("ECHO: {s}"));
                 if s == "quit" {
                     in_cons_ix().store(cons, Ordering::Release);
-                    check("the console port was notified of the input", notified, format_args!("never pending"));
+                    check(
+                        "the console port was notified of the input",
+                        notified,
+                        format_args!("never pending"),
+                    );
                     return;
                 }
                 len = 0;

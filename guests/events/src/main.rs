@@ -852,7 +852,10 @@ fn periodic(t: u32) {
         ticks >= 10 && dt >= 50 * MS,
         format_args!("{ticks} ticks in {} us", dt / 1000),
     );
-    info(format_args!("periodic 5 ms: {ticks} ticks in {} us", dt / 1000));
+    info(format_args!(
+        "periodic 5 ms: {ticks} ticks in {} us",
+        dt / 1000
+    ));
     check_rc(
         "VCPUOP_stop_periodic_timer",
         vcpu_op0(abi::VCPUOP_STOP_PERIODIC_TIMER, 0),

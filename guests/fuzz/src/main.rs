@@ -53,13 +53,15 @@ const MAX_STEP_TRAPS: u32 = 256;
 fn fill_scratch(words: &[u64; 1024], scratch: u64, mfns: &[u64; 2]) {
     // SAFETY: the scratch pages are ours and nothing else uses them; a
     // fault unwinds to the catch.
-    let copy = || unsafe { core::ptr::copy_nonoverlapping(words.as_ptr(), scratch as *mut u64, words.len()) };
+    let copy = || unsafe {
+        core::ptr::copy_nonoverlapping(words.as_ptr(), scratch as *mut u64, words.len())
+    };
     if traps::catch(copy).is_ok() {
         return;
     }
     for (i, mfn) in mfns.iter().enumerate() {
         let pte = (mfn << 12) | 0x67; // P RW US A D
-        // SAFETY: our own scratch frames, mapped where they belong.
+                                      // SAFETY: our own scratch frames, mapped where they belong.
         unsafe { hc::update_va_mapping(scratch + i as u64 * 4096, pte, abi::UVMF_INVLPG) };
     }
     let _ = traps::catch(copy);
@@ -118,7 +120,10 @@ fn run(si: &StartInfo) {
     });
     let scratch = SCRATCH.bottom();
     IMAGE_END.set(pvguest::VIRT_BASE + si.nr_pages * 4096);
-    let s_mfn = [start_info::virt_to_mfn(scratch).unwrap_or(0), start_info::virt_to_mfn(scratch + 4096).unwrap_or(0)];
+    let s_mfn = [
+        start_info::virt_to_mfn(scratch).unwrap_or(0),
+        start_info::virt_to_mfn(scratch + 4096).unwrap_or(0),
+    ];
     let own = [
         l4,
         l4 + 4096,
@@ -131,10 +136,39 @@ fn run(si: &StartInfo) {
         si.mfn_list,
         LANDING_STACK.bottom(),
     ];
-    let maddrs = [pt_mfns[0] << 12, pt_mfns[1] << 12, pt_mfns[2] << 12, pt_mfns[3] << 12, s_mfn[0] << 12, s_mfn[1] << 12];
-    let mfns = [pt_mfns[0], pt_mfns[1], pt_mfns[2], s_mfn[0], s_mfn[1], si.shared_info >> 12, 0x100, 0xfffff, 0, 1];
-    let hv = [0xffff_8000_0000_0000, 0xffff_8300_0000_0000, 0xffff_82d0_8010_0000, 0xffff_8040_0000_0000, 0xffff_87ff_ffff_f000];
-    let bad = [0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0x0000_7fff_ffff_f000, 0xffff_7fff_ffff_f000];
+    let maddrs = [
+        pt_mfns[0] << 12,
+        pt_mfns[1] << 12,
+        pt_mfns[2] << 12,
+        pt_mfns[3] << 12,
+        s_mfn[0] << 12,
+        s_mfn[1] << 12,
+    ];
+    let mfns = [
+        pt_mfns[0],
+        pt_mfns[1],
+        pt_mfns[2],
+        s_mfn[0],
+        s_mfn[1],
+        si.shared_info >> 12,
+        0x100,
+        0xfffff,
+        0,
+        1,
+    ];
+    let hv = [
+        0xffff_8000_0000_0000,
+        0xffff_8300_0000_0000,
+        0xffff_82d0_8010_0000,
+        0xffff_8040_0000_0000,
+        0xffff_87ff_ffff_f000,
+    ];
+    let bad = [
+        0x8000_0000_0000_0000,
+        0x0000_8000_0000_0000,
+        0x0000_7fff_ffff_f000,
+        0xffff_7fff_ffff_f000,
+    ];
     let env = Env {
         width: 64,
         scratch,
@@ -169,9 +203,12 @@ fn run(si: &StartInfo) {
         // User-mode steps: run_user is a catch of its own.
         let _ = match call.step {
             Step::Int { vector, user: true } => traps::run_user(|| call_addr(int_stub(vector))),
-            Step::Exception { exc, user: true, arg, arg2 } => {
-                traps::run_user(|| exception(exc, arg, arg2, scratch, true))
-            }
+            Step::Exception {
+                exc,
+                user: true,
+                arg,
+                arg2,
+            } => traps::run_user(|| exception(exc, arg, arg2, scratch, true)),
             _ => traps::catch(|| step(&call, scratch)),
         };
         IN_STEP.set(false);
@@ -200,13 +237,24 @@ const WATCHDOG_S: u32 = 10;
 fn watchdog(id: u32, timeout: u32) -> i64 {
     let w = abi::SchedWatchdog { id, timeout };
     // SAFETY: the hypervisor only reads the struct.
-    unsafe { hc::hypercall5(abi::HYPERVISOR_SCHED_OP, abi::SCHEDOP_WATCHDOG as u64, &w as *const _ as u64, 0, 0, 0) }
+    unsafe {
+        hc::hypercall5(
+            abi::HYPERVISOR_SCHED_OP,
+            abi::SCHEDOP_WATCHDOG as u64,
+            &w as *const _ as u64,
+            0,
+            0,
+            0,
+        )
+    }
 }
 static VICTIM_PORT: GuestCell<Option<u32>> = GuestCell::new(None);
 
 /// Binds to the victim's port for us, retrying while it fills its memory.
 fn link_victim() {
-    let Some(victim) = start_info::arg_u32("victim") else { return };
+    let Some(victim) = start_info::arg_u32("victim") else {
+        return;
+    };
     let port = start_info::arg_u32("port").unwrap_or(1);
     let deadline = pvguest::time::now_ns() + 30_000_000_000;
     loop {
@@ -234,7 +282,10 @@ fn protect_image() {
         static __data_start: u8;
     }
     // SAFETY: linker symbols: only their addresses are used.
-    let (start, end) = (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__data_start) as u64);
+    let (start, end) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__data_start) as u64,
+    );
     let mut va = start;
     while va < end {
         if let Some(mfn) = start_info::virt_to_mfn(va) {
@@ -251,13 +302,22 @@ fn protect_image() {
 /// The guest's own set-up: trap table, callbacks, handlers.
 fn setup() {
     traps::install_default_trap_table();
-    for t in [abi::CALLBACKTYPE_EVENT, abi::CALLBACKTYPE_FAILSAFE, abi::CALLBACKTYPE_SYSCALL] {
+    for t in [
+        abi::CALLBACKTYPE_EVENT,
+        abi::CALLBACKTYPE_FAILSAFE,
+        abi::CALLBACKTYPE_SYSCALL,
+    ] {
         let rc = traps::register_callback(t, 0);
         if rc != 0 {
             pvguest::report::error(format_args!("register_callback({t}) = {rc}"));
         }
     }
-    for v in (0..32).chain([traps::VEC_INT80, traps::VEC_SOFTINT, traps::VEC_FAILSAFE, traps::VEC_SYSCALL]) {
+    for v in (0..32).chain([
+        traps::VEC_INT80,
+        traps::VEC_SOFTINT,
+        traps::VEC_FAILSAFE,
+        traps::VEC_SYSCALL,
+    ]) {
         traps::set_handler(v, Some(handler));
     }
 }
@@ -289,7 +349,11 @@ fn after(call: &Call) {
 fn handler(frame: &mut TrapFrame, t: &Trap) -> Action {
     STEP_TRAPS.set(STEP_TRAPS.get() + 1);
     if !IN_STEP.get() || STEP_TRAPS.get() > MAX_STEP_TRAPS {
-        let why = if IN_STEP.get() { "the step keeps trapping" } else { "a trap outside a step" };
+        let why = if IN_STEP.get() {
+            "the step keeps trapping"
+        } else {
+            "a trap outside a step"
+        };
         println!("FUZZ: unexpected: {why}: {t}");
         // SAFETY: the loop is not running (we interrupted it outside a step).
         unsafe { (*RING.as_ptr()).each(|c| println!("FUZZ: recent {c}")) };
@@ -300,7 +364,9 @@ fn handler(frame: &mut TrapFrame, t: &Trap) -> Action {
             frame.rflags &= !(1 << 8);
             Action::Unwind
         }
-        traps::VEC_SYSCALL | 3 | 4 | traps::VEC_INT80 | traps::VEC_SOFTINT => traps::default_action(frame, t),
+        traps::VEC_SYSCALL | 3 | 4 | traps::VEC_INT80 | traps::VEC_SOFTINT => {
+            traps::default_action(frame, t)
+        }
         _ => Action::Unwind,
     }
 }
@@ -315,14 +381,20 @@ fn step(call: &Call, scratch: u64) {
                     arm_timer();
                     // SAFETY: the scratch page is ours: the timeout field of
                     // the sched_poll there.
-                    unsafe { ((scratch + 16) as *mut u64).write_volatile(pvguest::time::now_ns() + 1_000_000) };
+                    unsafe {
+                        ((scratch + 16) as *mut u64)
+                            .write_volatile(pvguest::time::now_ns() + 1_000_000)
+                    };
                 }
             }
             let mut args = args;
             // update_va_mapping of our own image (but for the scratch
             // pages) would unmap the guest under its feet: aim it at the
             // same offset in an unmapped region instead.
-            if op == 14 && (pvguest::VIRT_BASE..IMAGE_END.get()).contains(&args[0]) && !(scratch..scratch + 8192).contains(&args[0]) {
+            if op == 14
+                && (pvguest::VIRT_BASE..IMAGE_END.get()).contains(&args[0])
+                && !(scratch..scratch + 8192).contains(&args[0])
+            {
                 args[0] = 0xffff_ffff_c000_0000 | (args[0] & 0x3fff_ffff);
             }
             // SAFETY: this is the fuzzer: the hypervisor must cope with any
@@ -337,13 +409,28 @@ fn step(call: &Call, scratch: u64) {
         }
         Step::Int { vector, .. } => call_addr(int_stub(vector)),
         Step::Exception { exc, arg, arg2, .. } => exception(exc, arg, arg2, scratch, false),
-        Step::Iret { flags, rip, cs, rflags, sp, ss } => {
+        Step::Iret {
+            flags,
+            rip,
+            cs,
+            rflags,
+            sp,
+            ss,
+        } => {
             let frame = hc::IretFrame {
                 flags,
-                rip: if rip == 0 { fuzz_landing as *const () as u64 } else { rip },
+                rip: if rip == 0 {
+                    fuzz_landing as *const () as u64
+                } else {
+                    rip
+                },
                 cs,
                 rflags,
-                rsp: if sp == 0 { LANDING_STACK.top() - 64 } else { sp },
+                rsp: if sp == 0 {
+                    LANDING_STACK.top() - 64
+                } else {
+                    sp
+                },
                 ss,
             };
             // SAFETY: the fuzzer; this frame is abandoned and the landing
@@ -407,7 +494,9 @@ fn exception(exc: Exc, arg: u64, arg2: u64, scratch: u64, user: bool) {
         match exc {
             Exc::Ud2 => asm!("ud2"),
             Exc::Int3 => asm!("int3"),
-            Exc::Div0 => asm!("div {0:e}", in(reg) 0u32, inout("eax") 1u32 => _, inout("edx") 0u32 => _),
+            Exc::Div0 => {
+                asm!("div {0:e}", in(reg) 0u32, inout("eax") 1u32 => _, inout("edx") 0u32 => _)
+            }
             Exc::Read => asm!("mov {0}, [{1}]", out(reg) _, in(reg) arg),
             Exc::Write => asm!("mov [{0}], {1}", in(reg) arg, in(reg) arg2),
             Exc::CliSti => {
@@ -425,7 +514,9 @@ fn exception(exc: Exc, arg: u64, arg2: u64, scratch: u64, user: bool) {
                 }
             }
             Exc::Rdmsr => asm!("rdmsr", in("ecx") arg as u32, out("eax") _, out("edx") _),
-            Exc::Wrmsr => asm!("wrmsr", in("ecx") arg as u32, in("eax") arg2 as u32, in("edx") (arg2 >> 32) as u32),
+            Exc::Wrmsr => {
+                asm!("wrmsr", in("ecx") arg as u32, in("eax") arg2 as u32, in("edx") (arg2 >> 32) as u32)
+            }
             Exc::ReadCr => match arg % 5 {
                 0 => asm!("mov {0}, cr0", out(reg) _),
                 1 => asm!("mov {0}, cr2", out(reg) _),
@@ -440,10 +531,18 @@ fn exception(exc: Exc, arg: u64, arg2: u64, scratch: u64, user: bool) {
             },
             Exc::Popf => asm!("pushfq", "push {0}", "popfq", "nop", "popfq", in(reg) arg2),
             Exc::LoadSeg => match arg2 % 4 {
-                0 => asm!("mov {s:x}, ds", "mov ds, {v:x}", "mov ds, {s:x}", v = in(reg) arg, s = out(reg) _),
-                1 => asm!("mov {s:x}, es", "mov es, {v:x}", "mov es, {s:x}", v = in(reg) arg, s = out(reg) _),
-                2 => asm!("mov {s:x}, fs", "mov fs, {v:x}", "mov fs, {s:x}", v = in(reg) arg, s = out(reg) _),
-                _ => asm!("mov {s:x}, gs", "mov gs, {v:x}", "mov gs, {s:x}", v = in(reg) arg, s = out(reg) _),
+                0 => {
+                    asm!("mov {s:x}, ds", "mov ds, {v:x}", "mov ds, {s:x}", v = in(reg) arg, s = out(reg) _)
+                }
+                1 => {
+                    asm!("mov {s:x}, es", "mov es, {v:x}", "mov es, {s:x}", v = in(reg) arg, s = out(reg) _)
+                }
+                2 => {
+                    asm!("mov {s:x}, fs", "mov fs, {v:x}", "mov fs, {s:x}", v = in(reg) arg, s = out(reg) _)
+                }
+                _ => {
+                    asm!("mov {s:x}, gs", "mov gs, {v:x}", "mov gs, {s:x}", v = in(reg) arg, s = out(reg) _)
+                }
             },
             Exc::Syscall => {
                 // From the guest kernel `syscall` is a hypercall: keep it to

@@ -39,7 +39,12 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
         // More entries than a guest GDT has: -EINVAL.
         abi::HYPERVISOR_SET_GDT => [p, 0x10000, 0, 0],
         // The runtime's own kernel stack again: 0 (Xen never refuses).
-        abi::HYPERVISOR_STACK_SWITCH => [abi::FLAT_KERNEL_SS as u64, pvguest::traps::KERNEL_STACK.top(), 0, 0],
+        abi::HYPERVISOR_STACK_SWITCH => [
+            abi::FLAT_KERNEL_SS as u64,
+            pvguest::traps::KERNEL_STACK.top(),
+            0,
+            0,
+        ],
         // Interface version 0: -EACCES (platform_op), -EACCES or -EPERM
         // (mca: -EPERM first for a domain that is not the control one).
         abi::HYPERVISOR_PLATFORM_OP | abi::HYPERVISOR_MCA => [p, 0, 0, 0],
@@ -50,7 +55,9 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
         // Virtual CR0.TS clear (it is).
         abi::HYPERVISOR_FPU_TASKSWITCH => [0, 0, 0, 0],
         // SCHEDOP_yield.
-        abi::HYPERVISOR_SCHED_OP_COMPAT | abi::HYPERVISOR_SCHED_OP => [abi::SCHEDOP_YIELD as u64, 0, 0, 0],
+        abi::HYPERVISOR_SCHED_OP_COMPAT | abi::HYPERVISOR_SCHED_OP => {
+            [abi::SCHEDOP_YIELD as u64, 0, 0, 0]
+        }
         // A misaligned machine address: -EINVAL.
         abi::HYPERVISOR_UPDATE_DESCRIPTOR => [1, 0, 0, 0],
         abi::HYPERVISOR_MEMORY_OP => [abi::XENMEM_MAXIMUM_RAM_PAGE as u64, 0, 0, 0],
@@ -101,7 +108,10 @@ pub fn check(on_ringvisor: bool) {
     let mut bad_rows = 0;
     for row in abitable::rows(ABI_MD) {
         if let Err(line) = row {
-            fail("docs/abi.md hypercall row", format_args!("cannot read {line:?}"));
+            fail(
+                "docs/abi.md hypercall row",
+                format_args!("cannot read {line:?}"),
+            );
             bad_rows += 1;
         }
     }
@@ -110,30 +120,49 @@ pub fn check(on_ringvisor: bool) {
     for nr in 0..64 {
         let want = abitable::expected(ABI_MD, nr, true);
         if want == Answer::Yes && !probed(nr) {
-            fail("docs/abi.md hypercall table", format_args!("hypercall {nr} is listed as implemented but has no harmless probe here"));
+            fail(
+                "docs/abi.md hypercall table",
+                format_args!(
+                    "hypercall {nr} is listed as implemented but has no harmless probe here"
+                ),
+            );
             continue;
         }
         let rc = match probe(nr) {
             Ok(rc) => rc,
             Err(why) => {
-                info(format_args!("hypercall {nr} ({}): not probed: {why}", abi::hypercall_name(nr as u64)));
+                info(format_args!(
+                    "hypercall {nr} ({}): not probed: {why}",
+                    abi::hypercall_name(nr as u64)
+                ));
                 continue;
             }
         };
         checked += 1;
-        let got = if rc == enosys { Answer::Enosys } else { Answer::Yes };
+        let got = if rc == enosys {
+            Answer::Enosys
+        } else {
+            Answer::Yes
+        };
         if got != want {
             differ += 1;
             let name = abi::hypercall_name(nr as u64);
             if on_ringvisor {
-                fail("docs/abi.md hypercall table", format_args!("hypercall {nr} ({name}) returned {rc}, the table says {want:?}"));
+                fail(
+                    "docs/abi.md hypercall table",
+                    format_args!("hypercall {nr} ({name}) returned {rc}, the table says {want:?}"),
+                );
             } else {
-                info(format_args!("hypercall {nr} ({name}): {rc} here, ringvisor's table says {want:?}"));
+                info(format_args!(
+                    "hypercall {nr} ({name}): {rc} here, ringvisor's table says {want:?}"
+                ));
             }
         }
     }
     if bad_rows == 0 && (differ == 0 || !on_ringvisor) {
         pass("hypercalls 0-63 answer -ENOSYS as docs/abi.md's 64-bit column says");
     }
-    info(format_args!("{checked} hypercalls probed, {differ} differ from docs/abi.md"));
+    info(format_args!(
+        "{checked} hypercalls probed, {differ} differ from docs/abi.md"
+    ));
 }

@@ -110,7 +110,10 @@ fn run(si: &StartInfo) {
     if si.mod_len != 0 {
         let mapped = si.flags & abi::SIF_MOD_START_PFN == 0
             && si.mod_start >= kstart
-            && si.mod_start.checked_add(si.mod_len).is_some_and(|e| e <= kend);
+            && si
+                .mod_start
+                .checked_add(si.mod_len)
+                .is_some_and(|e| e <= kend);
         check(
             "initrd mapped in the bootstrap region",
             mapped,
@@ -176,7 +179,9 @@ fn run(si: &StartInfo) {
 
 /// FNV-1a, 64-bit: tiny, and easy to compute on the host too.
 fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

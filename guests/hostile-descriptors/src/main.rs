@@ -84,11 +84,19 @@ fn run(si: &StartInfo) {
     gdt_frame(&w, g, si);
     update_descriptor_cases(&w, g, si);
     let g2 = stale_tlb(&w);
-    check_rc("the first GDT frame, replaced, is ordinary memory again (mappable writable)", w.map(2, g, LEAF_RW), 0);
+    check_rc(
+        "the first GDT frame, replaced, is ordinary memory again (mappable writable)",
+        w.map(2, g, LEAF_RW),
+        0,
+    );
     w.unmap(2);
     refused("give the GDT frame back: 0 done", give_back_rc(g2), EPERM);
     check_rc("set_gdt with no frames: 0", set_gdt(&[], 0), 0);
-    check_rc("the last GDT frame is ordinary memory again (mappable writable)", w.map(2, g2, LEAF_RW), 0);
+    check_rc(
+        "the last GDT frame is ordinary memory again (mappable writable)",
+        w.map(2, g2, LEAF_RW),
+        0,
+    );
     w.unmap(2);
     victim_done(&link);
 }
@@ -105,15 +113,31 @@ fn gdt_page(w: &Window, descs: &[u64]) -> u64 {
     f
 }
 
-const GOOD: [u64; 6] = [0, CODE64_DPL0, DATA_DPL0, CODE32_DPL0, CONFORMING_DPL0, NOT_PRESENT];
+const GOOD: [u64; 6] = [
+    0,
+    CODE64_DPL0,
+    DATA_DPL0,
+    CODE32_DPL0,
+    CONFORMING_DPL0,
+    NOT_PRESENT,
+];
 
 fn good_gdt(w: &Window) -> u64 {
     let g = gdt_page(w, &GOOD);
-    check_rc("set_gdt: DPL-0 code, data, 32-bit code, conforming code, not-present: 0", set_gdt(&[g], 8), 0);
+    check_rc(
+        "set_gdt: DPL-0 code, data, 32-bit code, conforming code, not-present: 0",
+        set_gdt(&[g], 8),
+        0,
+    );
     w.map(2, g, LEAF_RO);
     let got: [u64; 6] = core::array::from_fn(|i| peek(w.va(2) + i as u64 * 8));
     w.unmap(2);
-    for (i, name) in [(1, "64-bit code"), (2, "data"), (3, "32-bit code"), (4, "conforming code")] {
+    for (i, name) in [
+        (1, "64-bit code"),
+        (2, "data"),
+        (3, "32-bit code"),
+        (4, "conforming code"),
+    ] {
         // The accessed bit (type bit 0) may be set by a load.
         let want = GOOD[i] | DPL;
         check(
@@ -122,7 +146,11 @@ fn good_gdt(w: &Window) -> u64 {
             format_args!("{:#018x}, want {want:#018x}", got[i]),
         );
     }
-    check_eq("the not-present entry reads back untouched", got[5], NOT_PRESENT);
+    check_eq(
+        "the not-present entry reads back untouched",
+        got[5],
+        NOT_PRESENT,
+    );
     g
 }
 
@@ -169,11 +197,20 @@ fn far_return_through(sel: u16) -> u16 {
 
 fn using_it() {
     let r = catch(|| load_ds(2 << 3 | 3));
-    check("%ds loads our data segment (selector 0x13)", r.is_ok() && ds() == 0x13, format_args!("{:?}", r.err()));
+    check(
+        "%ds loads our data segment (selector 0x13)",
+        r.is_ok() && ds() == 0x13,
+        format_args!("{:?}", r.err()),
+    );
     load_ds(0);
-    expect_fault("a far return to our code segment with RPL 0: #GP(0x8)", 13, Some(0x8), || {
-        far_return_through(1 << 3);
-    });
+    expect_fault(
+        "a far return to our code segment with RPL 0: #GP(0x8)",
+        13,
+        Some(0x8),
+        || {
+            far_return_through(1 << 3);
+        },
+    );
     let mut cs = 0;
     let r = catch(|| cs = far_return_through(1 << 3 | 3));
     check(
@@ -186,17 +223,41 @@ fn using_it() {
 fn bad_gdts(w: &Window, g: u64) {
     let code = run as *const () as u64;
     for (what, descs) in [
-        ("a call gate to our code segment", [0, call_gate(abi::FLAT_KERNEL_CS64, code), code >> 32]),
-        ("a call gate to the hypervisor's code segment 0xe008", [0, call_gate(0xe008, code), code >> 32]),
+        (
+            "a call gate to our code segment",
+            [0, call_gate(abi::FLAT_KERNEL_CS64, code), code >> 32],
+        ),
+        (
+            "a call gate to the hypervisor's code segment 0xe008",
+            [0, call_gate(0xe008, code), code >> 32],
+        ),
         ("an LDT descriptor", [0, system(2), 0]),
         ("an available 64-bit TSS", [0, system(9), 0]),
         ("a busy 64-bit TSS", [0, system(0xb), 0]),
         ("a 16-bit TSS", [0, system(1), 0]),
-        ("an interrupt gate", [0, call_gate(abi::FLAT_KERNEL_CS64, code) & !(0xf << 40) | 0xe << 40, code >> 32]),
-        ("a trap gate", [0, call_gate(abi::FLAT_KERNEL_CS64, code) & !(0xf << 40) | 0xf << 40, code >> 32]),
+        (
+            "an interrupt gate",
+            [
+                0,
+                call_gate(abi::FLAT_KERNEL_CS64, code) & !(0xf << 40) | 0xe << 40,
+                code >> 32,
+            ],
+        ),
+        (
+            "a trap gate",
+            [
+                0,
+                call_gate(abi::FLAT_KERNEL_CS64, code) & !(0xf << 40) | 0xf << 40,
+                code >> 32,
+            ],
+        ),
     ] {
         let f = gdt_page(w, &descs);
-        if refused(Name::new(format_args!("set_gdt with {what}: -EINVAL")).as_str(), set_gdt(&[f], 3), EINVAL) {
+        if refused(
+            Name::new(format_args!("set_gdt with {what}: -EINVAL")).as_str(),
+            set_gdt(&[f], 3),
+            EINVAL,
+        ) {
             info(format_args!("  ... it reads back {:#x}", {
                 w.map(2, f, LEAF_RO);
                 let v = peek(w.va(2) + 8);
@@ -208,12 +269,20 @@ fn bad_gdts(w: &Window, g: u64) {
         }
     }
     let r = catch(|| load_ds(2 << 3 | 3));
-    check("the GDT in force is unchanged (%ds still loads 0x13)", r.is_ok(), format_args!("{:?}", r.err()));
+    check(
+        "the GDT in force is unchanged (%ds still loads 0x13)",
+        r.is_ok(),
+        format_args!("{:?}", r.err()),
+    );
     load_ds(0);
 }
 
 fn gdt_frame(w: &Window, g: u64, si: &StartInfo) {
-    if refused("map the GDT frame writable: -EINVAL", w.map(2, g, LEAF_RW), EINVAL) {
+    if refused(
+        "map the GDT frame writable: -EINVAL",
+        w.map(2, g, LEAF_RW),
+        EINVAL,
+    ) {
         w.unmap(2);
     }
     check_rc("map the GDT frame read-only: 0", w.map(2, g, LEAF_RO), 0);
@@ -223,34 +292,66 @@ fn gdt_frame(w: &Window, g: u64, si: &StartInfo) {
     }
     let f = gdt_page(w, &GOOD);
     w.map(3, f, LEAF_RW);
-    if refused("set_gdt with a frame mapped writable: -EINVAL", set_gdt(&[f], 8), EINVAL) {
+    if refused(
+        "set_gdt with a frame mapped writable: -EINVAL",
+        set_gdt(&[f], 8),
+        EINVAL,
+    ) {
         set_gdt(&[g], 8); // back to the good one
     }
     w.unmap(3);
     let l1 = table_of(VIRT_BASE, 1).unwrap();
-    if refused("set_gdt with one of our page tables: -EINVAL", set_gdt(&[l1], 8), EINVAL) {
+    if refused(
+        "set_gdt with one of our page tables: -EINVAL",
+        set_gdt(&[l1], 8),
+        EINVAL,
+    ) {
         set_gdt(&[g], 8); // back to the good one
     }
-    if refused("set_gdt with our shared_info: -EINVAL", set_gdt(&[si.shared_info >> 12], 8), EINVAL) {
+    if refused(
+        "set_gdt with our shared_info: -EINVAL",
+        set_gdt(&[si.shared_info >> 12], 8),
+        EINVAL,
+    ) {
         set_gdt(&[g], 8); // back to the good one
     }
-    if refused("set_gdt with frame 0x100: -EINVAL", set_gdt(&[HV_MFN], 8), EINVAL) {
+    if refused(
+        "set_gdt with frame 0x100: -EINVAL",
+        set_gdt(&[HV_MFN], 8),
+        EINVAL,
+    ) {
         set_gdt(&[g], 8); // back to the good one
     }
     if let Some(o) = (0..m2p_frames()).find(|&f| foreign(f)) {
-        if refused("set_gdt with another domain's frame: -EINVAL", set_gdt(&[o], 8), EINVAL) {
+        if refused(
+            "set_gdt with another domain's frame: -EINVAL",
+            set_gdt(&[o], 8),
+            EINVAL,
+        ) {
             set_gdt(&[g], 8); // back to the good one
         }
     }
     let frames = [f; 16];
-    if refused("set_gdt with 7169 entries: -EINVAL", set_gdt(&frames, 7169), EINVAL) {
+    if refused(
+        "set_gdt with 7169 entries: -EINVAL",
+        set_gdt(&frames, 7169),
+        EINVAL,
+    ) {
         set_gdt(&[g], 8); // back to the good one
     }
-    if refused("set_gdt with 2^32 entries: -EINVAL", set_gdt(&frames, 1 << 32), EINVAL) {
+    if refused(
+        "set_gdt with 2^32 entries: -EINVAL",
+        set_gdt(&frames, 1 << 32),
+        EINVAL,
+    ) {
         set_gdt(&[g], 8); // back to the good one
     }
     // Still the good one.
-    check_rc("the GDT frame is still a GDT (writable: -EINVAL)", w.map(2, g, LEAF_RW), EINVAL);
+    check_rc(
+        "the GDT frame is still a GDT (writable: -EINVAL)",
+        w.map(2, g, LEAF_RW),
+        EINVAL,
+    );
 }
 
 fn stale_tlb(w: &Window) -> u64 {
@@ -267,9 +368,17 @@ fn stale_tlb(w: &Window) -> u64 {
     check_rc("stale TLB: make the frame the GDT", set_gdt(&[f], 8), 0);
     let r = catch(|| poke(va_b + 8 * 7, call_gate(abi::FLAT_KERNEL_CS64, 0)));
     match r {
-        Err(t) if t.vector == 14 => pass("stale TLB: writing the new GDT frame through the other link faults"),
-        Err(t) => fail("stale TLB: writing the new GDT frame through the other link faults", format_args!("{t}")),
-        Ok(()) => fail("stale TLB: writing the new GDT frame through the other link faults", format_args!("it was written")),
+        Err(t) if t.vector == 14 => {
+            pass("stale TLB: writing the new GDT frame through the other link faults")
+        }
+        Err(t) => fail(
+            "stale TLB: writing the new GDT frame through the other link faults",
+            format_args!("{t}"),
+        ),
+        Ok(()) => fail(
+            "stale TLB: writing the new GDT frame through the other link faults",
+            format_args!("it was written"),
+        ),
     }
     mmu1((l2 << 12) | (a * 8), 0);
     mmu1((l2 << 12) | (b * 8), 0);
@@ -278,25 +387,52 @@ fn stale_tlb(w: &Window) -> u64 {
 
 fn update_descriptor_cases(w: &Window, g: u64, si: &StartInfo) {
     let at = |i: u64| (g << 12) | (i * 8);
-    check_rc("update_descriptor: a DPL-0 code segment into the GDT: 0", update_descriptor(at(6), CODE64_DPL0), 0);
+    check_rc(
+        "update_descriptor: a DPL-0 code segment into the GDT: 0",
+        update_descriptor(at(6), CODE64_DPL0),
+        0,
+    );
     w.map(2, g, LEAF_RO);
     let got = peek(w.va(2) + 6 * 8);
     w.unmap(2);
-    check_eq("  ... it reads back with DPL 3", got & !(1 << 40), (CODE64_DPL0 | DPL) & !(1 << 40));
-    check_rc("update_descriptor: a DPL-0 data segment into the GDT: 0", update_descriptor(at(7), DATA_DPL0), 0);
+    check_eq(
+        "  ... it reads back with DPL 3",
+        got & !(1 << 40),
+        (CODE64_DPL0 | DPL) & !(1 << 40),
+    );
+    check_rc(
+        "update_descriptor: a DPL-0 data segment into the GDT: 0",
+        update_descriptor(at(7), DATA_DPL0),
+        0,
+    );
     let r = catch(|| load_ds(7 << 3 | 3));
-    check("  ... it is in force at once, with DPL 3 (%ds loads 0x3b)", r.is_ok(), format_args!("{:?}", r.err()));
+    check(
+        "  ... it is in force at once, with DPL 3 (%ds loads 0x3b)",
+        r.is_ok(),
+        format_args!("{:?}", r.err()),
+    );
     load_ds(0);
     let code = run as *const () as u64;
     for (what, d) in [
         ("a call gate", call_gate(abi::FLAT_KERNEL_CS64, code)),
         ("an LDT descriptor", system(2)),
         ("a 64-bit TSS", system(9)),
-        ("an interrupt gate", call_gate(abi::FLAT_KERNEL_CS64, code) & !(0xf << 40) | 0xe << 40),
+        (
+            "an interrupt gate",
+            call_gate(abi::FLAT_KERNEL_CS64, code) & !(0xf << 40) | 0xe << 40,
+        ),
     ] {
-        refused(Name::new(format_args!("update_descriptor: {what}: -EINVAL")).as_str(), update_descriptor(at(7), d), EINVAL);
+        refused(
+            Name::new(format_args!("update_descriptor: {what}: -EINVAL")).as_str(),
+            update_descriptor(at(7), d),
+            EINVAL,
+        );
     }
-    refused("update_descriptor at a misaligned address: -EINVAL", update_descriptor(at(7) + 4, DATA_DPL0), EINVAL);
+    refused(
+        "update_descriptor at a misaligned address: -EINVAL",
+        update_descriptor(at(7) + 4, DATA_DPL0),
+        EINVAL,
+    );
     let l1 = table_of(VIRT_BASE, 1).unwrap();
     for (what, f) in [
         ("one of our L1 tables", l1),
@@ -311,12 +447,23 @@ fn update_descriptor_cases(w: &Window, g: u64, si: &StartInfo) {
             EPERM,
         );
     }
-    check_eq("  ... our L1's entry 1 is unchanged", pte(l1, 1) & ADDR, p2m(1) << 12);
-    let mut s = Sweep::new(format_args!("update_descriptor into another domain's frame: -EPERM"), EPERM);
+    check_eq(
+        "  ... our L1's entry 1 is unchanged",
+        pte(l1, 1) & ADDR,
+        p2m(1) << 12,
+    );
+    let mut s = Sweep::new(
+        format_args!("update_descriptor into another domain's frame: -EPERM"),
+        EPERM,
+    );
     for f in (0..m2p_frames()).filter(|&f| foreign(f)) {
         s.one(f, update_descriptor(f << 12 | 8, 0));
     }
     s.end();
     let (_, mine) = alloc_page();
-    check_rc("update_descriptor into an ordinary page of ours: 0", update_descriptor(mine << 12 | 8, DATA_DPL0), 0);
+    check_rc(
+        "update_descriptor into an ordinary page of ours: 0",
+        update_descriptor(mine << 12 | 8, DATA_DPL0),
+        0,
+    );
 }

@@ -77,7 +77,11 @@ pub fn nr_pages() -> u64 {
 pub fn p2m(pfn: u64) -> u64 {
     assert!(pfn < nr_pages(), "pfn out of range");
     // SAFETY: the builder maps the P2M list, nr_pages entries long.
-    unsafe { (start_info().mfn_list as *const u64).add(pfn as usize).read_volatile() }
+    unsafe {
+        (start_info().mfn_list as *const u64)
+            .add(pfn as usize)
+            .read_volatile()
+    }
 }
 
 /// `XENMEM_maximum_ram_page`.
@@ -94,10 +98,12 @@ static M2P_FRAMES: GuestCell<u64> = GuestCell::new(0);
 /// `maximum_ram_page`), at most `max_mfn()`.
 pub fn m2p_frames() -> u64 {
     if M2P_FRAMES.get() == 0 {
-        let readable = |page: u64| catch(|| {
-            peek(M2P_BASE + page * 4096);
-        })
-        .is_ok();
+        let readable = |page: u64| {
+            catch(|| {
+                peek(M2P_BASE + page * 4096);
+            })
+            .is_ok()
+        };
         // Pages of the table: [0, lo) readable, hi not.
         let (mut lo, mut hi) = (1u64, max_mfn().div_ceil(512).max(1));
         if readable(hi - 1) {
@@ -294,7 +300,12 @@ pub fn mmu(reqs: &[MmuUpdate]) -> (i64, u32) {
     let mut done: u32 = 0xdead;
     // SAFETY: the hypervisor validates every request (what is tested).
     let rc = unsafe {
-        hc::mmu_update(reqs.as_ptr() as u64, reqs.len() as u64, &mut done as *mut u32 as u64, abi::DOMID_SELF)
+        hc::mmu_update(
+            reqs.as_ptr() as u64,
+            reqs.len() as u64,
+            &mut done as *mut u32 as u64,
+            abi::DOMID_SELF,
+        )
     };
     (rc, done)
 }
@@ -314,7 +325,14 @@ pub fn ext(cmd: u32, arg1: u64) -> i64 {
 pub fn ext_done(op: MmuExtOp) -> (i64, u32) {
     let mut done: u32 = 0xdead;
     // SAFETY: validated by the hypervisor.
-    let rc = unsafe { hc::mmuext_op(&op as *const _ as u64, 1, &mut done as *mut u32 as u64, abi::DOMID_SELF) };
+    let rc = unsafe {
+        hc::mmuext_op(
+            &op as *const _ as u64,
+            1,
+            &mut done as *mut u32 as u64,
+            abi::DOMID_SELF,
+        )
+    };
     (rc, done)
 }
 
@@ -371,7 +389,11 @@ pub fn give_back_rc(f: u64) -> i64 {
 
 /// `VCPUOP_register_vcpu_info { mfn, offset }` for vCPU 0.
 pub fn register_vcpu_info(mfn: u64, offset: u32) -> i64 {
-    let r = abi::VcpuRegisterVcpuInfo { mfn, offset, rsvd: 0 };
+    let r = abi::VcpuRegisterVcpuInfo {
+        mfn,
+        offset,
+        rsvd: 0,
+    };
     // SAFETY: the hypervisor moves vCPU 0's vcpu_info there if it accepts;
     // callers pass a page they give up for it, or one it must refuse.
     unsafe { hc::vcpu_op(abi::VCPUOP_REGISTER_VCPU_INFO, 0, &r as *const _ as u64) }
@@ -387,13 +409,26 @@ pub fn update_descriptor(maddr: u64, desc: u64) -> i64 {
 pub fn set_gdt(frames: &[u64], entries: u64) -> i64 {
     // SAFETY: the hypervisor checks the frames and every descriptor; the
     // runtime never loads a selector of its own GDT.
-    unsafe { hc::hypercall5(abi::HYPERVISOR_SET_GDT, frames.as_ptr() as u64, entries, 0, 0, 0) }
+    unsafe {
+        hc::hypercall5(
+            abi::HYPERVISOR_SET_GDT,
+            frames.as_ptr() as u64,
+            entries,
+            0,
+            0,
+            0,
+        )
+    }
 }
 
 /// `vm_assist(enable/disable, writable_pagetables)`.
 pub fn writable_pagetables(on: bool) -> i64 {
     hc::vm_assist(
-        if on { abi::VMASST_CMD_ENABLE } else { abi::VMASST_CMD_DISABLE },
+        if on {
+            abi::VMASST_CMD_ENABLE
+        } else {
+            abi::VMASST_CMD_DISABLE
+        },
         abi::VMASST_TYPE_WRITABLE_PAGETABLES,
     )
 }
@@ -427,12 +462,23 @@ impl Window {
         let (_, l1) = alloc_page();
         let rc = mmu1((l2 << 12) | (l2_index as u64 * 8), l1 << 12 | TABLE);
         if rc != 0 {
-            pvguest::report::error(format_args!("window {l2_index}: linking its L1 = {}", Rc(rc)));
+            pvguest::report::error(format_args!(
+                "window {l2_index}: linking its L1 = {}",
+                Rc(rc)
+            ));
         }
-        let w = Window { base: VIRT_BASE + ((l2_index as u64) << 21), l1, l2, l2_index };
+        let w = Window {
+            base: VIRT_BASE + ((l2_index as u64) << 21),
+            l1,
+            l2,
+            l2_index,
+        };
         let rc = w.map(WINDOW_SELF, l1, LEAF_RO);
         if rc != 0 {
-            pvguest::report::error(format_args!("window {l2_index}: mapping its L1 read-only = {}", Rc(rc)));
+            pvguest::report::error(format_args!(
+                "window {l2_index}: mapping its L1 read-only = {}",
+                Rc(rc)
+            ));
         }
         set_table_va(l1, w.va(WINDOW_SELF));
         w
@@ -487,7 +533,9 @@ pub fn poke(va: u64, v: u64) {
 /// emulation decodes).
 pub fn store64(va: u64, v: u64) {
     // SAFETY: as `peek`: mapped, or inside `catch`.
-    unsafe { core::arch::asm!("mov qword ptr [{a}], {v}", a = in(reg) va, v = in(reg) v, options(nostack)) }
+    unsafe {
+        core::arch::asm!("mov qword ptr [{a}], {v}", a = in(reg) va, v = in(reg) v, options(nostack))
+    }
 }
 
 /// Whether reading `va` faults.
@@ -519,7 +567,10 @@ pub struct Name {
 
 impl Name {
     pub fn new(args: fmt::Arguments<'_>) -> Name {
-        let mut n = Name { buf: [0; 200], len: 0 };
+        let mut n = Name {
+            buf: [0; 200],
+            len: 0,
+        };
         let _ = n.write_fmt(args);
         n
     }
@@ -544,7 +595,12 @@ pub fn refused(case: &str, rc: i64, want: i64) -> bool {
     check(
         case,
         rc == want,
-        format_args!("returned {}, want {}{}", Rc(rc), Rc(want), if rc == 0 { ": ACCEPTED" } else { "" }),
+        format_args!(
+            "returned {}, want {}{}",
+            Rc(rc),
+            Rc(want),
+            if rc == 0 { ": ACCEPTED" } else { "" }
+        ),
     );
     rc == 0
 }
@@ -566,7 +622,16 @@ pub struct Sweep {
 
 impl Sweep {
     pub fn new(what: fmt::Arguments<'_>, want: i64) -> Sweep {
-        Sweep { what: Name::new(what), want, also: None, also_n: 0, tried: 0, accepted: 0, other: 0, first: None }
+        Sweep {
+            what: Name::new(what),
+            want,
+            also: None,
+            also_n: 0,
+            tried: 0,
+            accepted: 0,
+            other: 0,
+            first: None,
+        }
     }
 
     /// `rc` counts as refused too (`why` it may come is printed with the
@@ -616,13 +681,22 @@ impl Sweep {
 
     pub fn end(self) {
         if let Some((rc, why)) = self.also.filter(|_| self.also_n > 0) {
-            info(format_args!("{}: {} answered {} ({why})", self.what.as_str(), self.also_n, Rc(rc)));
+            info(format_args!(
+                "{}: {} answered {} ({why})",
+                self.what.as_str(),
+                self.also_n,
+                Rc(rc)
+            ));
         }
         if self.tried == 0 {
             info(format_args!("{}: nothing to try", self.what.as_str()));
             return;
         }
-        let case = Name::new(format_args!("{} ({} tried)", self.what.as_str(), self.tried));
+        let case = Name::new(format_args!(
+            "{} ({} tried)",
+            self.what.as_str(),
+            self.tried
+        ));
         match self.first {
             None => pass(case.as_str()),
             Some((t, rc)) => fail(
@@ -644,7 +718,11 @@ pub fn timed<R>(what: &str, f: impl FnOnce() -> R) -> R {
     let t = pvguest::time::now_ns();
     let r = f();
     let dt = pvguest::time::now_ns().saturating_sub(t);
-    info(format_args!("{what}: {}.{:03} ms", dt / 1_000_000, dt / 1000 % 1000));
+    info(format_args!(
+        "{what}: {}.{:03} ms",
+        dt / 1_000_000,
+        dt / 1000 % 1000
+    ));
     r
 }
 
@@ -671,14 +749,19 @@ pub fn link_victim() -> Option<VictimLink> {
     loop {
         match pvguest::events::bind_interdomain(victim, port) {
             Ok(local) => {
-                info(format_args!("linked to the victim d{victim} port {port} (local port {local})"));
+                info(format_args!(
+                    "linked to the victim d{victim} port {port} (local port {local})"
+                ));
                 return Some(VictimLink { victim, local });
             }
             Err(rc) if (rc == EINVAL || rc == ESRCH) && pvguest::time::now_ns() < deadline => {
                 pvguest::events::yield_now();
             }
             Err(rc) => {
-                fail("bind to the victim's port", format_args!("returned {}", Rc(rc)));
+                fail(
+                    "bind to the victim's port",
+                    format_args!("returned {}", Rc(rc)),
+                );
                 return None;
             }
         }
@@ -690,7 +773,10 @@ pub fn victim_done(link: &Option<VictimLink>) {
     if let Some(l) = link {
         let rc = pvguest::events::send(l.local);
         if rc != 0 {
-            fail("notify the victim", format_args!("send returned {}", Rc(rc)));
+            fail(
+                "notify the victim",
+                format_args!("send returned {}", Rc(rc)),
+            );
         }
     }
 }

@@ -67,7 +67,11 @@ fn run(_si: &StartInfo) {
     clean_memory(&w);
     let n = timed("foreign frames", || foreign_frames(&w, spare_l2));
     if link.is_some() {
-        check("other domains' frames were found", n > 0, format_args!("none in the M2P"));
+        check(
+            "other domains' frames were found",
+            n > 0,
+            format_args!("none in the M2P"),
+        );
     }
     naming_other_domains(&link);
     give_back(&w);
@@ -78,7 +82,10 @@ fn run(_si: &StartInfo) {
 /// Every page above the bootstrap region reads zero: nothing another
 /// domain (or the hypervisor) left in a frame reaches us.
 fn clean_memory(w: &Window) {
-    let mut s = Sweep::new(format_args!("our pages above the bootstrap region are zero at start"), 0);
+    let mut s = Sweep::new(
+        format_args!("our pages above the bootstrap region are zero at start"),
+        0,
+    );
     for pfn in next_free_pfn()..nr_pages() {
         let mfn = p2m(pfn);
         if w.map(0, mfn, LEAF_RO) != 0 {
@@ -87,7 +94,8 @@ fn clean_memory(w: &Window) {
         }
         let va = w.va(0);
         // SAFETY: a page of ours mapped read-only just above.
-        let nonzero = (0..512).any(|i| unsafe { ((va + i * 8) as *const u64).read_volatile() } != 0);
+        let nonzero =
+            (0..512).any(|i| unsafe { ((va + i * 8) as *const u64).read_volatile() } != 0);
         if nonzero {
             s.bad(pfn);
         } else {
@@ -102,7 +110,13 @@ fn clean_memory(w: &Window) {
 const PINNED: &str = "already pinned by its owner: ringvisor looks at the pin bit before the owner";
 
 fn op(cmd: u32, arg1: u64, arg2: u64) -> i64 {
-    ext_done(MmuExtOp { cmd, _pad0: 0, arg1, arg2 }).0
+    ext_done(MmuExtOp {
+        cmd,
+        _pad0: 0,
+        arg1,
+        arg2,
+    })
+    .0
 }
 
 /// Runs `attack` on every frame of another domain, as one sweep.
@@ -137,7 +151,10 @@ fn foreign_frames(w: &Window, spare_l2: usize) -> u64 {
         None,
         |f| w.map(1, f, LEAF_RO),
         |f| {
-            info(format_args!("mapped frame {f:#x} of another domain: it reads {:#x}", peek(va)));
+            info(format_args!(
+                "mapped frame {f:#x} of another domain: it reads {:#x}",
+                peek(va)
+            ));
             w.unmap(1);
         },
     );
@@ -163,7 +180,12 @@ fn foreign_frames(w: &Window, spare_l2: usize) -> u64 {
         format_args!("mmu_update (PRESERVE_AD) our L1 entry -> another domain's frame: -EPERM"),
         EPERM,
         None,
-        |f| mmu1(w.pte_maddr(1) | abi::MMU_PT_UPDATE_PRESERVE_AD, f << 12 | LEAF_RO),
+        |f| {
+            mmu1(
+                w.pte_maddr(1) | abi::MMU_PT_UPDATE_PRESERVE_AD,
+                f << 12 | LEAF_RO,
+            )
+        },
         |_| {
             mmu1(w.pte_maddr(1), 0);
         },
@@ -202,7 +224,13 @@ fn foreign_frames(w: &Window, spare_l2: usize) -> u64 {
             },
         );
     }
-    sweep(format_args!("unpin another domain's frame: -EINVAL"), EINVAL, None, unpin, |_| {});
+    sweep(
+        format_args!("unpin another domain's frame: -EINVAL"),
+        EINVAL,
+        None,
+        unpin,
+        |_| {},
+    );
     sweep(
         format_args!("NEW_BASEPTR to another domain's frame: -EPERM"),
         EPERM,
@@ -261,24 +289,53 @@ fn foreign_frames(w: &Window, spare_l2: usize) -> u64 {
 /// Hypercalls that name another domain (or DOMID_IO / DOMID_XEN).
 fn naming_other_domains(link: &Option<VictimLink>) {
     let Some(victim) = link.as_ref().map(|l| l.victim) else {
-        info(format_args!("no victim on the command line: no other domain to name"));
+        info(format_args!(
+            "no victim on the command line: no other domain to name"
+        ));
         return;
     };
     let (_, f) = alloc_page();
-    let u = [MmuUpdate { ptr: f << 12 | abi::MMU_MACHPHYS_UPDATE, val: 0 }];
-    for (name, dom) in [("the victim", victim), ("DOMID_IO", abi::DOMID_IO), ("DOMID_XEN", abi::DOMID_XEN)] {
+    let u = [MmuUpdate {
+        ptr: f << 12 | abi::MMU_MACHPHYS_UPDATE,
+        val: 0,
+    }];
+    for (name, dom) in [
+        ("the victim", victim),
+        ("DOMID_IO", abi::DOMID_IO),
+        ("DOMID_XEN", abi::DOMID_XEN),
+    ] {
         let mut done = 0u32;
         // SAFETY: refused before anything is read.
         let rc = unsafe { hc::mmu_update(u.as_ptr() as u64, 1, &mut done as *mut u32 as u64, dom) };
-        refused(Name::new(format_args!("mmu_update on behalf of {name} (d{dom:#x})")).as_str(), rc, EPERM);
-        let o = MmuExtOp { cmd: abi::MMUEXT_TLB_FLUSH_LOCAL, _pad0: 0, arg1: 0, arg2: 0 };
+        refused(
+            Name::new(format_args!("mmu_update on behalf of {name} (d{dom:#x})")).as_str(),
+            rc,
+            EPERM,
+        );
+        let o = MmuExtOp {
+            cmd: abi::MMUEXT_TLB_FLUSH_LOCAL,
+            _pad0: 0,
+            arg1: 0,
+            arg2: 0,
+        };
         // SAFETY: as above.
-        let rc = unsafe { hc::mmuext_op(&o as *const _ as u64, 1, &mut done as *mut u32 as u64, dom) };
-        refused(Name::new(format_args!("mmuext_op on behalf of {name} (d{dom:#x})")).as_str(), rc, EPERM);
+        let rc =
+            unsafe { hc::mmuext_op(&o as *const _ as u64, 1, &mut done as *mut u32 as u64, dom) };
+        refused(
+            Name::new(format_args!("mmuext_op on behalf of {name} (d{dom:#x})")).as_str(),
+            rc,
+            EPERM,
+        );
     }
     for (case, cmd) in [
-        ("memory_op current_reservation of the victim: -EPERM", abi::XENMEM_CURRENT_RESERVATION),
-        ("memory_op maximum_reservation of the victim: -EPERM", abi::XENMEM_MAXIMUM_RESERVATION),
+        (
+            "memory_op current_reservation of the victim: -EPERM",
+            abi::XENMEM_CURRENT_RESERVATION,
+        ),
+        (
+            "memory_op maximum_reservation of the victim: -EPERM",
+            abi::XENMEM_MAXIMUM_RESERVATION,
+        ),
     ] {
         let d = victim;
         // SAFETY: the hypervisor reads a domid_t.
@@ -298,7 +355,11 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         reservation_of(abi::XENMEM_INCREASE_RESERVATION, &mut l, victim),
         EPERM,
     );
-    let mut a = abi::EvtchnAllocUnbound { dom: victim, remote_dom: abi::DOMID_SELF, port: 0 };
+    let mut a = abi::EvtchnAllocUnbound {
+        dom: victim,
+        remote_dom: abi::DOMID_SELF,
+        port: 0,
+    };
     refused(
         "EVTCHNOP_alloc_unbound in the victim: -EPERM",
         pvguest::events::op(abi::EVTCHNOP_ALLOC_UNBOUND, &mut a),
@@ -313,7 +374,10 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         // Ours is the port named on our command line; the others are for
         // other attackers, the victim's timer, or free.
         let ours = pvguest::start_info::arg_u32("port").unwrap_or(1);
-        let mut s = Sweep::new(format_args!("bind_interdomain to the victim's ports not for us: -EINVAL"), EINVAL);
+        let mut s = Sweep::new(
+            format_args!("bind_interdomain to the victim's ports not for us: -EINVAL"),
+            EINVAL,
+        );
         for p in 1..16 {
             if p == ours {
                 continue;
@@ -331,7 +395,10 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         s.end();
     }
     for (case, nr) in [
-        ("update_va_mapping_otherdomain: -ENOSYS", abi::HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN),
+        (
+            "update_va_mapping_otherdomain: -ENOSYS",
+            abi::HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN,
+        ),
         ("domctl: -ENOSYS", abi::HYPERVISOR_DOMCTL),
         ("sysctl: -ENOSYS", abi::HYPERVISOR_SYSCTL),
     ] {
@@ -361,7 +428,12 @@ fn foreign_grants(victim: u16) {
     check(
         "grant setup_table of the victim's table: 0, GNTST_permission_denied, no frame given",
         rc == 0 && setup.status == GNTST_PERMISSION_DENIED && frames[0] == 0,
-        format_args!("rc {} status {} frame {:#x}", Rc(rc), setup.status, frames[0]),
+        format_args!(
+            "rc {} status {} frame {:#x}",
+            Rc(rc),
+            setup.status,
+            frames[0]
+        ),
     );
     let mut q = GnttabQuerySize::zeroed();
     q.dom = victim;
@@ -369,7 +441,12 @@ fn foreign_grants(victim: u16) {
     check(
         "grant query_size of the victim's table: 0, GNTST_permission_denied",
         rc == 0 && q.status == GNTST_PERMISSION_DENIED && q.nr_frames == 0,
-        format_args!("rc {} status {} nr_frames {}", Rc(rc), q.status, q.nr_frames),
+        format_args!(
+            "rc {} status {} nr_frames {}",
+            Rc(rc),
+            q.status,
+            q.nr_frames
+        ),
     );
     let target = VIRT_BASE + 0x10_0000; // an address of ours, not touched: refused first
     for gref in [0u32, 8, 0xffff_ffff] {
@@ -382,7 +459,12 @@ fn foreign_grants(victim: u16) {
         check(
             "grant map_grant_ref of the victim's grant: 0, GNTST_permission_denied",
             rc == 0 && m.status == GNTST_PERMISSION_DENIED && m.dev_bus_addr == 0,
-            format_args!("ref {gref}: rc {} status {} dev_bus_addr {:#x}", Rc(rc), m.status, m.dev_bus_addr),
+            format_args!(
+                "ref {gref}: rc {} status {} dev_bus_addr {:#x}",
+                Rc(rc),
+                m.status,
+                m.dev_bus_addr
+            ),
         );
     }
 }
@@ -422,17 +504,25 @@ fn give_back(w: &Window) {
         reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l) as u64,
         16,
     );
-    let mut s = Sweep::new(format_args!("a page given back is no longer ours (map: -EPERM)"), EPERM);
+    let mut s = Sweep::new(
+        format_args!("a page given back is no longer ours (map: -EPERM)"),
+        EPERM,
+    );
     for &f in &given {
         if s.one(f, w.map(2, f, LEAF_RO)) {
-            info(format_args!("mapped frame {f:#x} given back: reads {:#x}", peek(w.va(2))));
+            info(format_args!(
+                "mapped frame {f:#x} given back: reads {:#x}",
+                peek(w.va(2))
+            ));
             w.unmap(2);
         }
     }
     s.end();
     check(
         "the M2P of pages given back is invalid",
-        given.iter().all(|&f| f >= m2p_frames() || !m2p_valid(m2p(f))),
+        given
+            .iter()
+            .all(|&f| f >= m2p_frames() || !m2p_valid(m2p(f))),
         format_args!("{:#x}", m2p(given[0])),
     );
     // And taken again: frames of ours, zeroed.
@@ -448,7 +538,10 @@ fn give_back(w: &Window) {
         unsafe { hc::memory_op(abi::XENMEM_CURRENT_RESERVATION, &d as *const u16 as u64) }
     };
     check_eq("current_reservation is back where it was", after, before);
-    let mut s = Sweep::new(format_args!("a page from increase_reservation is ours and zero"), 0);
+    let mut s = Sweep::new(
+        format_args!("a page from increase_reservation is ours and zero"),
+        0,
+    );
     for &f in &l {
         if w.map(2, f, LEAF_RO) != 0 {
             s.one(f, -1);
@@ -470,6 +563,9 @@ fn window_empty(w: &Window) {
     let stray = (0..WINDOW_SELF).find(|&i| w.entry(i) != 0);
     match stray {
         None => pass("nothing was left mapped in our window"),
-        Some(i) => fail("nothing was left mapped in our window", format_args!("slot {i}: {:#x}", w.entry(i))),
+        Some(i) => fail(
+            "nothing was left mapped in our window",
+            format_args!("slot {i}: {:#x}", w.entry(i)),
+        ),
     }
 }

@@ -87,7 +87,9 @@ fn run(_si: &StartInfo) {
     let w = Window::new(free_l2_slot(0));
     direct_accesses();
     m2p_table();
-    timed("frames of no domain", || frames_of_no_domain(&w, free_l2_slot(1)));
+    timed("frames of no domain", || {
+        frames_of_no_domain(&w, free_l2_slot(1))
+    });
     if !is_d0() {
         device_frames(&w); // the initial domain's are iomem_as_d0's
     }
@@ -132,15 +134,27 @@ fn iomem_as_d0(w: &Window) {
         n += 1;
     }
     let frames = &frames[..n];
-    info(format_args!("I/O frames tried as the initial domain: {frames:#x?}"));
+    info(format_args!(
+        "I/O frames tried as the initial domain: {frames:#x?}"
+    ));
     // (flags asked, cache attributes stored) as Xen's flip without mmio-relax.
-    let cases = [(0, PCD | PWT), (PWT, PCD | PWT), (PWT | PAT, PCD | PWT), (PCD, PCD), (PCD | PWT, PCD | PWT), (PAT, PAT)];
+    let cases = [
+        (0, PCD | PWT),
+        (PWT, PCD | PWT),
+        (PWT | PAT, PCD | PWT),
+        (PCD, PCD),
+        (PCD | PWT, PCD | PWT),
+        (PAT, PAT),
+    ];
     for &f in frames {
         for (rw, leaf) in [("read-only", LEAF_RO), ("writable", LEAF_RW)] {
             for &(asked, stored) in &cases {
                 let rc = w.map(1, f, leaf | asked);
                 let e = w.entry(1);
-                let ok = rc == 0 && e & ADDR == f << 12 && e & CACHE == stored && (e & RW != 0) == (leaf & RW != 0);
+                let ok = rc == 0
+                    && e & ADDR == f << 12
+                    && e & CACHE == stored
+                    && (e & RW != 0) == (leaf & RW != 0);
                 check(
                     Name::new(format_args!("d0 maps I/O frame {f:#x} {rw}, attributes {asked:#x}: 0, stored {stored:#x}")).as_str(),
                     ok,
@@ -152,13 +166,20 @@ fn iomem_as_d0(w: &Window) {
                     let r = catch(|| {
                         peek(w.va(1));
                     });
-                    check(Name::new(format_args!("  ... frame {f:#x} is readable")).as_str(), r.is_ok(), format_args!("{r:?}"));
+                    check(
+                        Name::new(format_args!("  ... frame {f:#x} is readable")).as_str(),
+                        r.is_ok(),
+                        format_args!("{r:?}"),
+                    );
                     w.unmap(1);
                 }
             }
         }
     }
-    let mut s = Sweep::new(format_args!("d0 maps the local APIC, MSI and I/O APIC ranges: -EPERM"), EPERM);
+    let mut s = Sweep::new(
+        format_args!("d0 maps the local APIC, MSI and I/O APIC ranges: -EPERM"),
+        EPERM,
+    );
     for f in [0xfee00, 0xfee01, 0xfeeff, 0xfec00, 0xfec01, 0xfecff] {
         for flags in [LEAF_RO, LEAF_RW, LEAF_RW | PCD | PWT] {
             if s.one(f, w.map(1, f, flags)) {
@@ -169,24 +190,46 @@ fn iomem_as_d0(w: &Window) {
     s.end();
     let rc = w.map(1, 0xfed00, LEAF_RW | PCD | PWT);
     let e = w.entry(1);
-    check("d0 maps the HPET writable: 0, stored read-only (Xen's ro_hpet)", rc == 0 && e & RW == 0 && e & P != 0, format_args!("rc {} entry {e:#x}", Rc(rc)));
+    check(
+        "d0 maps the HPET writable: 0, stored read-only (Xen's ro_hpet)",
+        rc == 0 && e & RW == 0 && e & P != 0,
+        format_args!("rc {} entry {e:#x}", Rc(rc)),
+    );
     if rc == 0 {
         w.unmap(1);
     }
     let rc = w.map(1, HV_MFN, LEAF_RO | PCD | PWT);
-    check_rc("d0 maps the hypervisor's image (RAM of no domain) uncached: -EPERM", rc, EPERM);
+    check_rc(
+        "d0 maps the hypervisor's image (RAM of no domain) uncached: -EPERM",
+        rc,
+        EPERM,
+    );
     let (va, mfn) = alloc_page();
     let _ = va;
     let rc = w.map(1, mfn, LEAF_RW | PCD | PWT);
     check_rc("d0 maps a page of its own uncached: 0", rc, 0);
     if rc == 0 {
-        check("  ... stored as asked", w.entry(1) & CACHE == PCD | PWT, format_args!("entry {:#x}", w.entry(1)));
+        check(
+            "  ... stored as asked",
+            w.entry(1) & CACHE == PCD | PWT,
+            format_args!("entry {:#x}", w.entry(1)),
+        );
         w.unmap(1);
     }
     let si = pvguest::start_info::start_info().shared_info >> 12;
-    check_rc("d0 maps its shared_info uncached: -EACCES (a hypervisor page keeps write-back)", w.map(1, si, LEAF_RW | PCD), -(abi::EACCES as i64));
-    let mut ro = Sweep::new(format_args!("d0 maps another domain's frame read-only: -EPERM"), EPERM);
-    let mut rw = Sweep::new(format_args!("d0 maps another domain's frame writable: -EPERM"), EPERM);
+    check_rc(
+        "d0 maps its shared_info uncached: -EACCES (a hypervisor page keeps write-back)",
+        w.map(1, si, LEAF_RW | PCD),
+        -(abi::EACCES as i64),
+    );
+    let mut ro = Sweep::new(
+        format_args!("d0 maps another domain's frame read-only: -EPERM"),
+        EPERM,
+    );
+    let mut rw = Sweep::new(
+        format_args!("d0 maps another domain's frame writable: -EPERM"),
+        EPERM,
+    );
     let mut n = 0;
     for f in (0..m2p_frames()).filter(|&f| foreign(f)) {
         n += 1;
@@ -216,29 +259,57 @@ fn direct_accesses() {
     pf("read the hypervisor's direct map: #PF ec 1", dm, 1, || {
         peek(dm);
     });
-    pf("write the hypervisor's direct map: #PF ec 3", dm, 3, || poke(dm, 0));
-    let alias = dm + (l4_mfn() << 12);
-    pf("read our L4 through the direct map: #PF ec 1", alias, 1, || {
-        peek(alias);
+    pf("write the hypervisor's direct map: #PF ec 3", dm, 3, || {
+        poke(dm, 0)
     });
-    pf("write our L4 through the direct map: #PF ec 3", alias + 8 * 300, 3, || poke(alias + 8 * 300, 0));
+    let alias = dm + (l4_mfn() << 12);
+    pf(
+        "read our L4 through the direct map: #PF ec 1",
+        alias,
+        1,
+        || {
+            peek(alias);
+        },
+    );
+    pf(
+        "write our L4 through the direct map: #PF ec 3",
+        alias + 8 * 300,
+        3,
+        || poke(alias + 8 * 300, 0),
+    );
     pf("read the hypervisor's text: #PF ec 1", HV_TEXT, 1, || {
         peek(HV_TEXT);
     });
-    pf("write the hypervisor's text: #PF ec 3", HV_TEXT, 3, || poke(HV_TEXT, 0xcc));
-    pf("call into the hypervisor's text: #PF ec 0x11", HV_TEXT, 0x11, || {
-        // SAFETY: faults at once (supervisor page): what is tested.
-        let f: extern "C" fn() = unsafe { core::mem::transmute(HV_TEXT as usize) };
-        f();
+    pf("write the hypervisor's text: #PF ec 3", HV_TEXT, 3, || {
+        poke(HV_TEXT, 0xcc)
     });
+    pf(
+        "call into the hypervisor's text: #PF ec 0x11",
+        HV_TEXT,
+        0x11,
+        || {
+            // SAFETY: faults at once (supervisor page): what is tested.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(HV_TEXT as usize) };
+            f();
+        },
+    );
     let fixmap = 0xffff_82c0_0000_0000;
-    pf("read the hypervisor's fixmap (local APIC): #PF ec 1", fixmap, 1, || {
-        peek(fixmap);
-    });
+    pf(
+        "read the hypervisor's fixmap (local APIC): #PF ec 1",
+        fixmap,
+        1,
+        || {
+            peek(fixmap);
+        },
+    );
     // Every other slot of the hypervisor's range, and slot 256 past the M2P.
-    let mut s = Sweep::new(format_args!("a read in each hypervisor L4 slot 257-271 and past the M2P: #PF"), 14);
+    let mut s = Sweep::new(
+        format_args!("a read in each hypervisor L4 slot 257-271 and past the M2P: #PF"),
+        14,
+    );
     let past_m2p = M2P_BASE + (m2p_frames() * 8).next_multiple_of(1 << 21);
-    for va in core::iter::once(past_m2p).chain((257..272).map(|slot| va_of(slot, 0, 0, 0) + 0x1000)) {
+    for va in core::iter::once(past_m2p).chain((257..272).map(|slot| va_of(slot, 0, 0, 0) + 0x1000))
+    {
         match catch(|| {
             peek(va);
         }) {
@@ -257,7 +328,11 @@ fn direct_accesses() {
 fn m2p_table() {
     let l4 = l4_mfn();
     let pfn = (pvguest::start_info::start_info().pt_base - VIRT_BASE) >> 12;
-    check_eq("the M2P is readable: our L4 frame's entry is its page", m2p(l4), pfn);
+    check_eq(
+        "the M2P is readable: our L4 frame's entry is its page",
+        m2p(l4),
+        pfn,
+    );
     let va = M2P_BASE + l4 * 8;
     pf("write the M2P: #PF ec 3", va, 3, || poke(va, 0));
     check_eq("the M2P entry is unchanged", m2p(l4), pfn);
@@ -267,7 +342,9 @@ fn m2p_table() {
 /// the domains' shared_info pages, which have no page number), but for our
 /// own shared_info.
 fn no_domain(f: u64) -> bool {
-    !m2p_valid(m2p(f)) && f != pvguest::start_info::start_info().shared_info >> 12 && !(is_d0() && io_frame(f))
+    !m2p_valid(m2p(f))
+        && f != pvguest::start_info::start_info().shared_info >> 12
+        && !(is_d0() && io_frame(f))
 }
 
 fn is_d0() -> bool {
@@ -275,13 +352,28 @@ fn is_d0() -> bool {
 }
 
 static E820: pvguest::cell::GuestCell<([abi::E820Entry; 32], usize)> =
-    pvguest::cell::GuestCell::new(([abi::E820Entry { addr: 0, size: 0, type_: 0 }; 32], 0));
+    pvguest::cell::GuestCell::new((
+        [abi::E820Entry {
+            addr: 0,
+            size: 0,
+            type_: 0,
+        }; 32],
+        0,
+    ));
 
 /// The machine's memory map (the initial domain's `XENMEM_machine_memory_map`).
 fn e820() -> &'static [abi::E820Entry] {
     if E820.get().1 == 0 {
-        let mut e = [abi::E820Entry { addr: 0, size: 0, type_: 0 }; 32];
-        let mut m = abi::XenMemoryMap { nr_entries: 32, _pad0: 0, buffer: e.as_mut_ptr() as u64 };
+        let mut e = [abi::E820Entry {
+            addr: 0,
+            size: 0,
+            type_: 0,
+        }; 32];
+        let mut m = abi::XenMemoryMap {
+            nr_entries: 32,
+            _pad0: 0,
+            buffer: e.as_mut_ptr() as u64,
+        };
         // SAFETY: the hypervisor writes up to 32 entries into `e`, then `m`.
         let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut m as *mut _ as u64) };
         if rc != 0 {
@@ -307,11 +399,17 @@ fn io_frame(f: u64) -> bool {
 
 fn frames_of_no_domain(w: &Window, spare_l2: usize) {
     let l2e = (w.l2 << 12) | (spare_l2 as u64 * 8);
-    let mut ro = Sweep::new(format_args!("update_va_mapping read-only of a frame of no domain: -EPERM"), EPERM);
+    let mut ro = Sweep::new(
+        format_args!("update_va_mapping read-only of a frame of no domain: -EPERM"),
+        EPERM,
+    );
     for f in (0..m2p_frames()).filter(|&f| no_domain(f)) {
         if ro.one(f, w.map(1, f, LEAF_RO)) {
             if ro.accepted_count() <= 4 {
-                info(format_args!("mapped frame {f:#x}: reads {:#x}", peek(w.va(1))));
+                info(format_args!(
+                    "mapped frame {f:#x}: reads {:#x}",
+                    peek(w.va(1))
+                ));
             }
             w.unmap(1);
         }
@@ -319,18 +417,51 @@ fn frames_of_no_domain(w: &Window, spare_l2: usize) {
     ro.end();
     // The rest on every 16th, the image and low memory.
     let sample = |f: u64| no_domain(f) && (f.is_multiple_of(16) || f < 0x200);
-    let mut rw = Sweep::new(format_args!("update_va_mapping writable of a frame of no domain: -EPERM"), EPERM);
-    let mut l1 = Sweep::new(format_args!("mmu_update our L1 entry -> a frame of no domain: -EPERM"), EPERM);
-    let mut l2 = Sweep::new(format_args!("mmu_update our L2 entry -> a frame of no domain as L1: -EPERM"), EPERM);
-    let mut ptr = Sweep::new(format_args!("mmu_update of an entry inside a frame of no domain: -EPERM"), EPERM);
-    let mut pin1 = Sweep::new(format_args!("pin a frame of no domain as L1: -EPERM"), EPERM);
-    let mut pin4 = Sweep::new(format_args!("pin a frame of no domain as L4: -EPERM"), EPERM);
-    let mut base = Sweep::new(format_args!("NEW_BASEPTR to a frame of no domain: -EPERM"), EPERM);
+    let mut rw = Sweep::new(
+        format_args!("update_va_mapping writable of a frame of no domain: -EPERM"),
+        EPERM,
+    );
+    let mut l1 = Sweep::new(
+        format_args!("mmu_update our L1 entry -> a frame of no domain: -EPERM"),
+        EPERM,
+    );
+    let mut l2 = Sweep::new(
+        format_args!("mmu_update our L2 entry -> a frame of no domain as L1: -EPERM"),
+        EPERM,
+    );
+    let mut ptr = Sweep::new(
+        format_args!("mmu_update of an entry inside a frame of no domain: -EPERM"),
+        EPERM,
+    );
+    let mut pin1 = Sweep::new(
+        format_args!("pin a frame of no domain as L1: -EPERM"),
+        EPERM,
+    );
+    let mut pin4 = Sweep::new(
+        format_args!("pin a frame of no domain as L4: -EPERM"),
+        EPERM,
+    );
+    let mut base = Sweep::new(
+        format_args!("NEW_BASEPTR to a frame of no domain: -EPERM"),
+        EPERM,
+    );
     // 0 extents done counts as refused (-EPERM), 1 as accepted (0).
-    let mut dec = Sweep::new(format_args!("decrease_reservation of a frame of no domain: 0 done"), EPERM);
-    let mut gdt = Sweep::new(format_args!("set_gdt with a frame of no domain: -EINVAL"), EINVAL);
-    let mut desc = Sweep::new(format_args!("update_descriptor in a frame of no domain: -EPERM"), EPERM);
-    let mut vi = Sweep::new(format_args!("register_vcpu_info in a frame of no domain: -EINVAL"), EINVAL);
+    let mut dec = Sweep::new(
+        format_args!("decrease_reservation of a frame of no domain: 0 done"),
+        EPERM,
+    );
+    let mut gdt = Sweep::new(
+        format_args!("set_gdt with a frame of no domain: -EINVAL"),
+        EINVAL,
+    );
+    let mut desc = Sweep::new(
+        format_args!("update_descriptor in a frame of no domain: -EPERM"),
+        EPERM,
+    );
+    let mut vi = Sweep::new(
+        format_args!("register_vcpu_info in a frame of no domain: -EINVAL"),
+        EINVAL,
+    );
     for f in (0..m2p_frames()).filter(|&f| sample(f)) {
         if rw.one(f, w.map(1, f, LEAF_RW)) {
             w.unmap(1);
@@ -360,9 +491,26 @@ fn frames_of_no_domain(w: &Window, spare_l2: usize) {
 }
 
 fn device_frames(w: &Window) {
-    let mut s = Sweep::new(format_args!("update_va_mapping of device and absent frames: -EPERM"), EPERM)
-        .also(EINVAL, "uncached: PCD/PWT refused before the frame is looked at, as Xen");
-    for f in [0xfee00, 0xfec00, 0xfed00, 0xb8, 0xa0, 0xfffff, 0x1000_0000, (1 << 40) - 1, max_mfn(), max_mfn() - 1] {
+    let mut s = Sweep::new(
+        format_args!("update_va_mapping of device and absent frames: -EPERM"),
+        EPERM,
+    )
+    .also(
+        EINVAL,
+        "uncached: PCD/PWT refused before the frame is looked at, as Xen",
+    );
+    for f in [
+        0xfee00,
+        0xfec00,
+        0xfed00,
+        0xb8,
+        0xa0,
+        0xfffff,
+        0x1000_0000,
+        (1 << 40) - 1,
+        max_mfn(),
+        max_mfn() - 1,
+    ] {
         for flags in [LEAF_RO, LEAF_RW, LEAF_RW | PCD | PWT] {
             if s.one(f, w.map(1, f, flags)) {
                 w.unmap(1);
@@ -376,9 +524,17 @@ fn l4_slots() {
     let l4 = l4_mfn();
     let l3 = table_of(VIRT_BASE, 3).expect("no L3");
     let before: [u64; 16] = core::array::from_fn(|i| pte(l4, 256 + i));
-    let mut s = Sweep::new(format_args!("mmu_update of our L4's hypervisor slots 256-271: -EINVAL"), EINVAL);
+    let mut s = Sweep::new(
+        format_args!("mmu_update of our L4's hypervisor slots 256-271: -EINVAL"),
+        EINVAL,
+    );
     for slot in 256..272u64 {
-        for val in [0, l3 << 12 | TABLE, before[slot as usize - 256], HV_MFN << 12 | TABLE] {
+        for val in [
+            0,
+            l3 << 12 | TABLE,
+            before[slot as usize - 256],
+            HV_MFN << 12 | TABLE,
+        ] {
             if s.one(slot, mmu1((l4 << 12) | (slot * 8), val)) {
                 mmu1((l4 << 12) | (slot * 8), before[slot as usize - 256]);
             }
@@ -386,21 +542,51 @@ fn l4_slots() {
     }
     s.end();
     let after: [u64; 16] = core::array::from_fn(|i| pte(l4, 256 + i));
-    check("the hypervisor slots of our L4 are unchanged", before == after, format_args!("{:#x?}", after));
+    check(
+        "the hypervisor slots of our L4 are unchanged",
+        before == after,
+        format_args!("{:#x?}", after),
+    );
 
     // Writable page tables: a direct store into the (read-only) L4.
-    check_rc("vm_assist(enable, writable_pagetables)", writable_pagetables(true), 0);
+    check_rc(
+        "vm_assist(enable, writable_pagetables)",
+        writable_pagetables(true),
+        0,
+    );
     let l4va = pvguest::start_info::start_info().pt_base;
     let at = l4va + 256 * 8;
-    pf("writable page tables: store into L4 slot 256: #PF ec 3", at, 3, || store64(at, 0));
+    pf(
+        "writable page tables: store into L4 slot 256: #PF ec 3",
+        at,
+        3,
+        || store64(at, 0),
+    );
     let at = l4va + 271 * 8;
-    pf("writable page tables: store into L4 slot 271: #PF ec 3", at, 3, || store64(at, l3 << 12 | TABLE));
+    pf(
+        "writable page tables: store into L4 slot 271: #PF ec 3",
+        at,
+        3,
+        || store64(at, l3 << 12 | TABLE),
+    );
     let guest = l4va + 300 * 8;
     let r = catch(|| store64(guest, 0));
-    check("writable page tables: a store of 0 into guest slot 300 is applied", r.is_ok(), format_args!("{:?}", r.err()));
-    check_rc("vm_assist(disable, writable_pagetables)", writable_pagetables(false), 0);
+    check(
+        "writable page tables: a store of 0 into guest slot 300 is applied",
+        r.is_ok(),
+        format_args!("{:?}", r.err()),
+    );
+    check_rc(
+        "vm_assist(disable, writable_pagetables)",
+        writable_pagetables(false),
+        0,
+    );
     let after: [u64; 16] = core::array::from_fn(|i| pte(l4, 256 + i));
-    check("the hypervisor slots of our L4 are still unchanged", before == after, format_args!("{:#x?}", after));
+    check(
+        "the hypervisor slots of our L4 are still unchanged",
+        before == after,
+        format_args!("{:#x?}", after),
+    );
 }
 
 /// An L4 of our own whose slots 256-271 we filled ourselves.
@@ -416,11 +602,19 @@ fn forged_l4(w: &Window) {
     w.unmap(2);
     w.map(2, x, LEAF_RW);
     for i in 0..512u64 {
-        let v = if (256..272).contains(&i) { y << 12 | TABLE } else { pte(l4, i as usize) };
+        let v = if (256..272).contains(&i) {
+            y << 12 | TABLE
+        } else {
+            pte(l4, i as usize)
+        };
         poke(w.va(2) + i * 8, v);
     }
     w.unmap(2);
-    if !check_rc("pin an L4 with forged hypervisor slots: 0 (they are replaced)", pin(4, x), 0) {
+    if !check_rc(
+        "pin an L4 with forged hypervisor slots: 0 (they are replaced)",
+        pin(4, x),
+        0,
+    ) {
         return;
     }
     w.map(2, x, LEAF_RO);
@@ -430,22 +624,47 @@ fn forged_l4(w: &Window) {
     check(
         "its slots 256-271 are the hypervisor's",
         differs.is_none(),
-        format_args!("slot {0}: {1:#x}, ours {2:#x}", differs.unwrap_or(0), pte(x, differs.unwrap_or(0)), pte(l4, differs.unwrap_or(0))),
+        format_args!(
+            "slot {0}: {1:#x}, ours {2:#x}",
+            differs.unwrap_or(0),
+            pte(x, differs.unwrap_or(0)),
+            pte(l4, differs.unwrap_or(0))
+        ),
     );
-    check_rc("the forged L3 did not become a page table (mappable writable)", w.map(3, y, LEAF_RW), 0);
+    check_rc(
+        "the forged L3 did not become a page table (mappable writable)",
+        w.map(3, y, LEAF_RW),
+        0,
+    );
     w.unmap(3);
     if check_rc("NEW_BASEPTR to it", ext(abi::MMUEXT_NEW_BASEPTR, x), 0) {
         let forged = va_of(257, 0, 0, 0);
         let r = catch(|| {
             peek(forged);
         });
-        check("running on it, the forged slot maps nothing of ours", r.is_err(), format_args!("{forged:#x} readable"));
-        check_eq("running on it, the M2P is the M2P", m2p(l4), (pvguest::start_info::start_info().pt_base - VIRT_BASE) >> 12);
-        check_rc("NEW_BASEPTR back to our L4", ext(abi::MMUEXT_NEW_BASEPTR, l4), 0);
+        check(
+            "running on it, the forged slot maps nothing of ours",
+            r.is_err(),
+            format_args!("{forged:#x} readable"),
+        );
+        check_eq(
+            "running on it, the M2P is the M2P",
+            m2p(l4),
+            (pvguest::start_info::start_info().pt_base - VIRT_BASE) >> 12,
+        );
+        check_rc(
+            "NEW_BASEPTR back to our L4",
+            ext(abi::MMUEXT_NEW_BASEPTR, l4),
+            0,
+        );
     }
     w.unmap(2);
     check_rc("unpin the copy", unpin(x), 0);
-    check_rc("the copy, unreferenced, is ordinary memory again (mappable writable)", w.map(2, x, LEAF_RW), 0);
+    check_rc(
+        "the copy, unreferenced, is ordinary memory again (mappable writable)",
+        w.map(2, x, LEAF_RW),
+        0,
+    );
     w.unmap(2);
 }
 
@@ -468,17 +687,30 @@ fn superpages(slot: usize) {
 fn hypervisor_addresses() {
     let (_, f) = alloc_page();
     for (case, va) in [
-        ("update_va_mapping at the hypervisor's direct map: -EINVAL", HV_DIRECTMAP),
+        (
+            "update_va_mapping at the hypervisor's direct map: -EINVAL",
+            HV_DIRECTMAP,
+        ),
         ("update_va_mapping at the M2P: -EINVAL", M2P_BASE),
-        ("update_va_mapping at the hypervisor's text: -EINVAL", HV_TEXT),
-        ("update_va_mapping at a non-canonical address: -EINVAL", NON_CANONICAL_LOW),
+        (
+            "update_va_mapping at the hypervisor's text: -EINVAL",
+            HV_TEXT,
+        ),
+        (
+            "update_va_mapping at a non-canonical address: -EINVAL",
+            NON_CANONICAL_LOW,
+        ),
     ] {
         check_rc(case, uvm(va, f << 12 | LEAF_RW), EINVAL);
     }
 }
 
 fn machphys() {
-    check_rc("MMU_MACHPHYS_UPDATE of frame 0x100: -EPERM", mmu1(HV_MFN << 12 | abi::MMU_MACHPHYS_UPDATE, 0), EPERM);
+    check_rc(
+        "MMU_MACHPHYS_UPDATE of frame 0x100: -EPERM",
+        mmu1(HV_MFN << 12 | abi::MMU_MACHPHYS_UPDATE, 0),
+        EPERM,
+    );
     let (pfn, f) = alloc_page();
     check_rc(
         "MMU_MACHPHYS_UPDATE of our frame to page 2^40: 0 (any page number, as Xen)",
@@ -486,6 +718,10 @@ fn machphys() {
         0,
     );
     check_eq("its M2P entry", m2p(f), 1 << 40);
-    check_rc("MMU_MACHPHYS_UPDATE of our frame to its own page: 0", mmu1(f << 12 | abi::MMU_MACHPHYS_UPDATE, pfn), 0);
+    check_rc(
+        "MMU_MACHPHYS_UPDATE of our frame to its own page: 0",
+        mmu1(f << 12 | abi::MMU_MACHPHYS_UPDATE, pfn),
+        0,
+    );
     check_eq("its M2P entry", m2p(f), pfn);
 }

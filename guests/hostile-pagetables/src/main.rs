@@ -161,7 +161,11 @@ fn boot_l1() -> u64 {
 fn unpin_live_l4(w: &Window) {
     let l4 = l4_mfn();
     check_rc("unpin the live L4", unpin(l4), 0);
-    if refused("the live L4, unpinned, still cannot be mapped writable: -EINVAL", w.map(1, l4, LEAF_RW), EINVAL) {
+    if refused(
+        "the live L4, unpinned, still cannot be mapped writable: -EINVAL",
+        w.map(1, l4, LEAF_RW),
+        EINVAL,
+    ) {
         w.unmap(1);
     }
     check_rc("pin it again", pin(4, l4), 0);
@@ -181,9 +185,15 @@ fn stale_tlb(w: &Window, slot: usize, how: UvmHow) {
     let l2 = table_of(VIRT_BASE, 2).unwrap();
     let (a, b) = (free_l2_slot(slot) as u64, free_l2_slot(slot + 1) as u64);
     let t = page_with(w, &[]);
-    let (ra, rb) = (mmu1((l2 << 12) | (a * 8), t << 12 | TABLE), mmu1((l2 << 12) | (b * 8), t << 12 | TABLE));
+    let (ra, rb) = (
+        mmu1((l2 << 12) | (a * 8), t << 12 | TABLE),
+        mmu1((l2 << 12) | (b * 8), t << 12 | TABLE),
+    );
     if ra != 0 || rb != 0 {
-        fail("stale TLB: link one L1 at two L2 slots", format_args!("{} {}", Rc(ra), Rc(rb)));
+        fail(
+            "stale TLB: link one L1 at two L2 slots",
+            format_args!("{} {}", Rc(ra), Rc(rb)),
+        );
         return;
     }
     let va_a = VIRT_BASE + (a << 21);
@@ -196,7 +206,11 @@ fn stale_tlb(w: &Window, slot: usize, how: UvmHow) {
         UvmHow::None => uvm_flags(va_a, 0, abi::UVMF_NONE),
         UvmHow::MmuUpdate => mmu1(t << 12, 0),
     };
-    check_rc(Name::new(format_args!("stale TLB ({how:?}): unmap F through slot a")).as_str(), rc, 0);
+    check_rc(
+        Name::new(format_args!("stale TLB ({how:?}): unmap F through slot a")).as_str(),
+        rc,
+        0,
+    );
     if how == UvmHow::None {
         // Whether this CPU (or QEMU) keeps the stale translation at all:
         // if it does, the fault below is the hypervisor's flush at work.
@@ -204,15 +218,26 @@ fn stale_tlb(w: &Window, slot: usize, how: UvmHow) {
             peek(va_b);
         })
         .is_ok();
-        info(format_args!("stale TLB (None): F still readable through slot b before the pin: {stale}"));
+        info(format_args!(
+            "stale TLB (None): F still readable through slot b before the pin: {stale}"
+        ));
     }
-    check_rc(Name::new(format_args!("stale TLB ({how:?}): pin F as an L1")).as_str(), pin(1, f), 0);
-    let case = Name::new(format_args!("stale TLB ({how:?}): writing F through slot b faults (#PF)"));
+    check_rc(
+        Name::new(format_args!("stale TLB ({how:?}): pin F as an L1")).as_str(),
+        pin(1, f),
+        0,
+    );
+    let case = Name::new(format_args!(
+        "stale TLB ({how:?}): writing F through slot b faults (#PF)"
+    ));
     let r = catch(|| poke(va_b + 5 * 8, HV_MFN << 12 | LEAF_RO));
     match r {
         Err(t) if t.vector == 14 => pass(case.as_str()),
         Err(t) => fail(case.as_str(), format_args!("{t}")),
-        Ok(()) => fail(case.as_str(), format_args!("wrote a pinned L1 through a stale TLB entry")),
+        Ok(()) => fail(
+            case.as_str(),
+            format_args!("wrote a pinned L1 through a stale TLB entry"),
+        ),
     }
     unpin(f);
     mmu1((l2 << 12) | (a * 8), 0);
@@ -233,19 +258,35 @@ fn stale_tlb_l4(w: &Window, slot: usize) {
     let f = l4_copy(w);
     uvm(va_a, (f << 12) | LEAF_RW);
     poke(va_b + 300 * 8, 0); // a writable translation through b
-    check_rc("stale TLB (L4): unmap F through slot a (UVMF_NONE)", uvm_flags(va_a, 0, abi::UVMF_NONE), 0);
+    check_rc(
+        "stale TLB (L4): unmap F through slot a (UVMF_NONE)",
+        uvm_flags(va_a, 0, abi::UVMF_NONE),
+        0,
+    );
     let l4 = l4_mfn();
-    if check_rc("stale TLB (L4): NEW_BASEPTR to F", ext(abi::MMUEXT_NEW_BASEPTR, f), 0) {
+    if check_rc(
+        "stale TLB (L4): NEW_BASEPTR to F",
+        ext(abi::MMUEXT_NEW_BASEPTR, f),
+        0,
+    ) {
         let forged = (HV_MFN << 12) | TABLE;
         let r = catch(|| poke(va_b + 300 * 8, forged));
         let wrote = peek_or(va_b + 300 * 8) == forged;
         ext(abi::MMUEXT_NEW_BASEPTR, l4);
         match r {
-            Err(t) if t.vector == 14 => pass("stale TLB (L4): writing the live L4 through slot b faults (#PF)"),
-            Err(t) => fail("stale TLB (L4): writing the live L4 through slot b faults (#PF)", format_args!("{t}")),
+            Err(t) if t.vector == 14 => {
+                pass("stale TLB (L4): writing the live L4 through slot b faults (#PF)")
+            }
+            Err(t) => fail(
+                "stale TLB (L4): writing the live L4 through slot b faults (#PF)",
+                format_args!("{t}"),
+            ),
             Ok(()) => fail(
                 "stale TLB (L4): writing the live L4 through slot b faults (#PF)",
-                format_args!("wrote it (entry 300 now {})", if wrote { "frame 0x100" } else { "unchanged" }),
+                format_args!(
+                    "wrote it (entry 300 now {})",
+                    if wrote { "frame 0x100" } else { "unchanged" }
+                ),
             ),
         }
     }
@@ -267,11 +308,19 @@ fn given_back_stale(w: &Window, slot: usize) {
     poke(va_b, 0x600d);
     uvm(va_a, 0);
     let mut l = [f];
-    check_eq("stale TLB: give F back (1 done)", reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l), 1);
+    check_eq(
+        "stale TLB: give F back (1 done)",
+        reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l),
+        1,
+    );
     let r = catch(|| {
         peek(va_b);
     });
-    check("stale TLB: reading F given back through slot b faults", r.is_err(), format_args!("read {:#x}", peek_or(va_b)));
+    check(
+        "stale TLB: reading F given back through slot b faults",
+        r.is_err(),
+        format_args!("read {:#x}", peek_or(va_b)),
+    );
     mmu1((l2 << 12) | (a * 8), 0);
     mmu1((l2 << 12) | (b * 8), 0);
 }
@@ -283,11 +332,26 @@ fn peek_or(va: u64) -> u64 {
 }
 
 fn own_tables_writable(w: &Window) {
-    let mut remap = Sweep::new(format_args!("update_va_mapping of a table's own mapping to writable: -EINVAL"), EINVAL);
-    let mut alias = Sweep::new(format_args!("update_va_mapping of a table writable elsewhere: -EINVAL"), EINVAL);
-    let mut mmu_rw = Sweep::new(format_args!("mmu_update of an L1 entry -> a table, writable: -EINVAL"), EINVAL);
-    let mut mmu_ad = Sweep::new(format_args!("mmu_update (PRESERVE_AD) of an L1 entry -> a table, writable: -EINVAL"), EINVAL);
-    let mut ro = Sweep::new(format_args!("a read-only alias of a table reads the same"), 0);
+    let mut remap = Sweep::new(
+        format_args!("update_va_mapping of a table's own mapping to writable: -EINVAL"),
+        EINVAL,
+    );
+    let mut alias = Sweep::new(
+        format_args!("update_va_mapping of a table writable elsewhere: -EINVAL"),
+        EINVAL,
+    );
+    let mut mmu_rw = Sweep::new(
+        format_args!("mmu_update of an L1 entry -> a table, writable: -EINVAL"),
+        EINVAL,
+    );
+    let mut mmu_ad = Sweep::new(
+        format_args!("mmu_update (PRESERVE_AD) of an L1 entry -> a table, writable: -EINVAL"),
+        EINVAL,
+    );
+    let mut ro = Sweep::new(
+        format_args!("a read-only alias of a table reads the same"),
+        0,
+    );
     let mut store = Sweep::new(format_args!("a store into a table faults (#PF ec 3)"), 14);
     for pfn in boot_pt_pfns() {
         let t = p2m(pfn);
@@ -301,17 +365,26 @@ fn own_tables_writable(w: &Window) {
         if mmu_rw.one(t, mmu1(w.pte_maddr(1), t << 12 | LEAF_RW)) {
             w.unmap(1);
         }
-        if mmu_ad.one(t, mmu1(w.pte_maddr(1) | abi::MMU_PT_UPDATE_PRESERVE_AD, t << 12 | LEAF_RW)) {
+        if mmu_ad.one(
+            t,
+            mmu1(
+                w.pte_maddr(1) | abi::MMU_PT_UPDATE_PRESERVE_AD,
+                t << 12 | LEAF_RW,
+            ),
+        ) {
             w.unmap(1);
         }
-        if w.map(1, t, LEAF_RO) == 0 && (0..512).all(|i| peek(w.va(1) + i * 8) == peek(va + i * 8)) {
+        if w.map(1, t, LEAF_RO) == 0 && (0..512).all(|i| peek(w.va(1) + i * 8) == peek(va + i * 8))
+        {
             ro.ok();
         } else {
             ro.bad(t);
         }
         w.unmap(1);
         match catch(|| poke(va + 300 * 8, 0)) {
-            Err(tr) if tr.vector == 14 && tr.error_code == 3 && tr.cr2 == va + 300 * 8 => store.ok(),
+            Err(tr) if tr.vector == 14 && tr.error_code == 3 && tr.cr2 == va + 300 * 8 => {
+                store.ok()
+            }
             _ => store.bad(t),
         }
     }
@@ -337,24 +410,44 @@ fn type_confusion(w: &Window, slot: usize) {
     }
     let l3free = (0..512).rev().find(|&i| pte(l3, i) & P == 0).unwrap();
     let l3e = (l3 << 12) | (l3free as u64 * 8);
-    if refused("L3 entry -> our L3 itself: -EINVAL", mmu1(l3e, l3 << 12 | TABLE), EINVAL) {
+    if refused(
+        "L3 entry -> our L3 itself: -EINVAL",
+        mmu1(l3e, l3 << 12 | TABLE),
+        EINVAL,
+    ) {
         mmu1(l3e, 0);
     }
     let l4e = (l4 << 12) | (300 * 8);
-    if refused("L4 entry -> our L4 itself, writable: -EINVAL", mmu1(l4e, l4 << 12 | TABLE), EINVAL) {
+    if refused(
+        "L4 entry -> our L4 itself, writable: -EINVAL",
+        mmu1(l4e, l4 << 12 | TABLE),
+        EINVAL,
+    ) {
         mmu1(l4e, 0);
     }
     // Read-only, a table of the same level is a linear page table, which
     // Xen allows (the guest reads its tables through it, never writes):
     // taken, then removed again.
-    check_rc("L4 entry -> our L4 itself, read-only (a linear page table): 0", mmu1(l4e, l4 << 12 | (TABLE & !RW)), 0);
+    check_rc(
+        "L4 entry -> our L4 itself, read-only (a linear page table): 0",
+        mmu1(l4e, l4 << 12 | (TABLE & !RW)),
+        0,
+    );
     check_rc("  ... removed: 0", mmu1(l4e, 0), 0);
-    check_rc("L2 entry -> our L2 itself, read-only (a linear page table): 0", mmu1(l2e, l2 << 12 | (TABLE & !RW)), 0);
+    check_rc(
+        "L2 entry -> our L2 itself, read-only (a linear page table): 0",
+        mmu1(l2e, l2 << 12 | (TABLE & !RW)),
+        0,
+    );
     check_rc("  ... removed: 0", mmu1(l2e, 0), 0);
     refused("pin our L2 as an L1: -EINVAL", pin(1, l2), EINVAL);
     refused("pin our L1 as an L2: -EINVAL", pin(2, l1), EINVAL);
     refused("pin our L4 as an L3: -EINVAL", pin(3, l4), EINVAL);
-    check_rc("L2 entry -> a bootstrap L1 (a second link): 0", mmu1(l2e, l1 << 12 | TABLE), 0);
+    check_rc(
+        "L2 entry -> a bootstrap L1 (a second link): 0",
+        mmu1(l2e, l1 << 12 | TABLE),
+        0,
+    );
     check_eq(
         "through the second link, the same page",
         peek(VIRT_BASE + ((slot as u64) << 21)),
@@ -369,23 +462,55 @@ fn writable_then_table(w: &Window, slot: usize) {
     let l2e = (l2 << 12) | (slot as u64 * 8);
     let (_, f) = alloc_page();
     w.map(2, f, LEAF_RW);
-    refused("pin a frame mapped writable as an L1: -EINVAL", pin(1, f), EINVAL);
-    if refused("link a frame mapped writable as an L1: -EINVAL", mmu1(l2e, f << 12 | TABLE), EINVAL) {
+    refused(
+        "pin a frame mapped writable as an L1: -EINVAL",
+        pin(1, f),
+        EINVAL,
+    );
+    if refused(
+        "link a frame mapped writable as an L1: -EINVAL",
+        mmu1(l2e, f << 12 | TABLE),
+        EINVAL,
+    ) {
         mmu1(l2e, 0);
     }
-    refused("NEW_BASEPTR to a frame mapped writable: -EINVAL", ext(abi::MMUEXT_NEW_BASEPTR, f), EINVAL);
-    refused("NEW_USER_BASEPTR to a frame mapped writable: -EINVAL", ext(abi::MMUEXT_NEW_USER_BASEPTR, f), EINVAL);
+    refused(
+        "NEW_BASEPTR to a frame mapped writable: -EINVAL",
+        ext(abi::MMUEXT_NEW_BASEPTR, f),
+        EINVAL,
+    );
+    refused(
+        "NEW_USER_BASEPTR to a frame mapped writable: -EINVAL",
+        ext(abi::MMUEXT_NEW_USER_BASEPTR, f),
+        EINVAL,
+    );
     // A second, writable alias through mmu_update, then both gone.
     mmu1(w.pte_maddr(3), f << 12 | LEAF_RW);
     w.unmap(2);
-    refused("pin it with one writable alias left: -EINVAL", pin(1, f), EINVAL);
+    refused(
+        "pin it with one writable alias left: -EINVAL",
+        pin(1, f),
+        EINVAL,
+    );
     w.unmap(3);
     check_rc("unmapped, it can be pinned as an L1", pin(1, f), 0);
-    refused("a pinned L1 cannot be mapped writable: -EINVAL", w.map(2, f, LEAF_RW), EINVAL);
-    check_rc("a pinned L1 can be mapped read-only", w.map(2, f, LEAF_RO), 0);
+    refused(
+        "a pinned L1 cannot be mapped writable: -EINVAL",
+        w.map(2, f, LEAF_RW),
+        EINVAL,
+    );
+    check_rc(
+        "a pinned L1 can be mapped read-only",
+        w.map(2, f, LEAF_RO),
+        0,
+    );
     w.unmap(2);
     check_rc("unpin it", unpin(f), 0);
-    check("unpinned and unlinked, it is ordinary memory again", is_ordinary(w, f), format_args!("still typed"));
+    check(
+        "unpinned and unlinked, it is ordinary memory again",
+        is_ordinary(w, f),
+        format_args!("still typed"),
+    );
 }
 
 fn bad_pins(w: &Window) {
@@ -393,23 +518,52 @@ fn bad_pins(w: &Window) {
     let other = (0..m2p_frames()).find(|&f| foreign(f));
     if let Some(o) = other {
         let p = page_with(w, &[(7, o << 12 | LEAF_RO)]);
-        refused("pin an L1 with another domain's frame in it: -EPERM", pin(1, p), EPERM);
-        check("that page is ordinary memory afterwards", is_ordinary(w, p), format_args!("typed"));
+        refused(
+            "pin an L1 with another domain's frame in it: -EPERM",
+            pin(1, p),
+            EPERM,
+        );
+        check(
+            "that page is ordinary memory afterwards",
+            is_ordinary(w, p),
+            format_args!("typed"),
+        );
     } else {
-        info(format_args!("no other domain: no foreign frame for the bad-pin case"));
+        info(format_args!(
+            "no other domain: no foreign frame for the bad-pin case"
+        ));
     }
     for (case, entry, want) in [
-        ("pin an L1 with frame 0x100 (the hypervisor's) in it: -EPERM", HV_MFN << 12 | LEAF_RO, EPERM),
-        ("pin an L1 with PCD set in an entry: -EINVAL", PCD | own_leaf(), EINVAL),
-        ("pin an L1 with bit 62 (Xen's) set in an entry: -EINVAL", 1 << 62 | own_leaf(), EINVAL),
-        ("pin an L1 with a writable mapping of our L4: -EINVAL", l4 << 12 | LEAF_RW, EINVAL),
+        (
+            "pin an L1 with frame 0x100 (the hypervisor's) in it: -EPERM",
+            HV_MFN << 12 | LEAF_RO,
+            EPERM,
+        ),
+        (
+            "pin an L1 with PCD set in an entry: -EINVAL",
+            PCD | own_leaf(),
+            EINVAL,
+        ),
+        (
+            "pin an L1 with bit 62 (Xen's) set in an entry: -EINVAL",
+            1 << 62 | own_leaf(),
+            EINVAL,
+        ),
+        (
+            "pin an L1 with a writable mapping of our L4: -EINVAL",
+            l4 << 12 | LEAF_RW,
+            EINVAL,
+        ),
     ] {
         let p = page_with(w, &[(3, own_leaf()), (9, entry)]);
         if refused(case, pin(1, p), want) {
             unpin(p);
         }
         check(
-            Name::new(format_args!("  ... and the page is ordinary memory afterwards")).as_str(),
+            Name::new(format_args!(
+                "  ... and the page is ordinary memory afterwards"
+            ))
+            .as_str(),
             is_ordinary(w, p),
             format_args!("typed"),
         );
@@ -419,13 +573,29 @@ fn bad_pins(w: &Window) {
     w.map(BUILD, p, LEAF_RW);
     poke(w.va(BUILD) + 8, p << 12 | LEAF_RW);
     w.unmap(BUILD);
-    if refused("pin an L1 that maps itself writable: -EINVAL", pin(1, p), EINVAL) {
+    if refused(
+        "pin an L1 that maps itself writable: -EINVAL",
+        pin(1, p),
+        EINVAL,
+    ) {
         unpin(p);
     }
     for (case, level, entry) in [
-        ("pin an L2 with a 2 MiB entry: -EINVAL", 2, own_leaf() & !0x1f_f000 | PS),
-        ("pin an L3 with a 1 GiB entry: -EINVAL", 3, P | RW | US | A | D | PS),
-        ("pin an L4 with a PS entry: -EINVAL", 4, P | RW | US | A | D | PS),
+        (
+            "pin an L2 with a 2 MiB entry: -EINVAL",
+            2,
+            own_leaf() & !0x1f_f000 | PS,
+        ),
+        (
+            "pin an L3 with a 1 GiB entry: -EINVAL",
+            3,
+            P | RW | US | A | D | PS,
+        ),
+        (
+            "pin an L4 with a PS entry: -EINVAL",
+            4,
+            P | RW | US | A | D | PS,
+        ),
     ] {
         let p = page_with(w, &[(1, entry)]);
         if refused(case, pin(level, p), EINVAL) {
@@ -435,17 +605,33 @@ fn bad_pins(w: &Window) {
     // Nested: an L2 whose entry is an L1 with a bad entry.
     let bad_l1 = page_with(w, &[(0, HV_MFN << 12 | LEAF_RO)]);
     let p = page_with(w, &[(0, bad_l1 << 12 | TABLE)]);
-    refused("pin an L2 -> an L1 with frame 0x100 in it: -EPERM", pin(2, p), EPERM);
-    check("the L2 and that L1 are ordinary memory afterwards", is_ordinary(w, p) && is_ordinary(w, bad_l1), format_args!("typed"));
+    refused(
+        "pin an L2 -> an L1 with frame 0x100 in it: -EPERM",
+        pin(2, p),
+        EPERM,
+    );
+    check(
+        "the L2 and that L1 are ordinary memory afterwards",
+        is_ordinary(w, p) && is_ordinary(w, bad_l1),
+        format_args!("typed"),
+    );
     // Nested, with a good L1 validated before the bad one: what was
     // validated is undone (as Xen does), so the good L1 is ordinary again.
     let good_l1 = page_with(w, &[]);
     let p = page_with(w, &[(0, good_l1 << 12 | TABLE), (1, bad_l1 << 12 | TABLE)]);
-    refused("pin an L2 -> [a good L1, an L1 with frame 0x100]: -EPERM", pin(2, p), EPERM);
+    refused(
+        "pin an L2 -> [a good L1, an L1 with frame 0x100]: -EPERM",
+        pin(2, p),
+        EPERM,
+    );
     check(
         "after that failed pin, the good L1 and the L2 are ordinary memory again",
         is_ordinary(w, good_l1) && is_ordinary(w, p),
-        format_args!("good L1 ordinary: {}, L2 ordinary: {}", is_ordinary(w, good_l1), is_ordinary(w, p)),
+        format_args!(
+            "good L1 ordinary: {}, L2 ordinary: {}",
+            is_ordinary(w, good_l1),
+            is_ordinary(w, p)
+        ),
     );
 }
 
@@ -480,7 +666,10 @@ fn base_pointers(w: &Window) {
         ("a page with another domain's frame in it", bad, EPERM),
         ("a page with a reserved bit in an entry", reserved, EINVAL),
     ] {
-        let w2 = Name::new(format_args!("-{}", abi::errno_name(-want as i32).unwrap_or("?")));
+        let w2 = Name::new(format_args!(
+            "-{}",
+            abi::errno_name(-want as i32).unwrap_or("?")
+        ));
         if refused(
             Name::new(format_args!("NEW_BASEPTR to {what}: {}", w2.as_str())).as_str(),
             ext(abi::MMUEXT_NEW_BASEPTR, f),
@@ -505,22 +694,49 @@ fn base_pointers(w: &Window) {
     // An unpinned copy of our L4: a good base pointer.
     let l4 = l4_mfn();
     let copy = l4_copy(w);
-    if check_rc("NEW_BASEPTR to an unpinned copy of our L4: 0", ext(abi::MMUEXT_NEW_BASEPTR, copy), 0) {
+    if check_rc(
+        "NEW_BASEPTR to an unpinned copy of our L4: 0",
+        ext(abi::MMUEXT_NEW_BASEPTR, copy),
+        0,
+    ) {
         check_eq("running on it: cr3", pvguest::cpu::read_cr3(), copy << 12);
         check_rc("NEW_BASEPTR back", ext(abi::MMUEXT_NEW_BASEPTR, l4), 0);
     }
-    check("the copy, no longer used, is ordinary memory again", is_ordinary(w, copy), format_args!("typed"));
+    check(
+        "the copy, no longer used, is ordinary memory again",
+        is_ordinary(w, copy),
+        format_args!("typed"),
+    );
     // NEW_USER_BASEPTR and 0 (the user table's reference goes).
     let copy = l4_copy(w);
-    check_rc("NEW_USER_BASEPTR to a copy of our L4: 0", ext(abi::MMUEXT_NEW_USER_BASEPTR, copy), 0);
-    refused("while it is the user table, mapping it writable: -EINVAL", w.map(2, copy, LEAF_RW), EINVAL);
-    check_rc("NEW_USER_BASEPTR 0", ext(abi::MMUEXT_NEW_USER_BASEPTR, 0), 0);
-    check("the former user table is ordinary memory again", is_ordinary(w, copy), format_args!("typed"));
+    check_rc(
+        "NEW_USER_BASEPTR to a copy of our L4: 0",
+        ext(abi::MMUEXT_NEW_USER_BASEPTR, copy),
+        0,
+    );
+    refused(
+        "while it is the user table, mapping it writable: -EINVAL",
+        w.map(2, copy, LEAF_RW),
+        EINVAL,
+    );
+    check_rc(
+        "NEW_USER_BASEPTR 0",
+        ext(abi::MMUEXT_NEW_USER_BASEPTR, 0),
+        0,
+    );
+    check(
+        "the former user table is ordinary memory again",
+        is_ordinary(w, copy),
+        format_args!("typed"),
+    );
 }
 
 fn entries(w: &Window, slot: usize) {
     let (_, f) = alloc_page();
-    let mut s = Sweep::new(format_args!("an L1 entry with bit 62 (Xen's) or PWT, PCD, PAT: -EINVAL"), EINVAL);
+    let mut s = Sweep::new(
+        format_args!("an L1 entry with bit 62 (Xen's) or PWT, PCD, PAT: -EINVAL"),
+        EINVAL,
+    );
     for bit in [62, 3, 4, 7] {
         if s.one(bit, w.map(1, f, LEAF_RO | 1 << bit)) {
             w.unmap(1);
@@ -529,7 +745,10 @@ fn entries(w: &Window, slot: usize) {
     s.end();
     // Xen's page.h: "range [62:52] is available for software use" (62 in
     // an L1 entry is its own); the CPU ignores them.
-    let mut s = Sweep::new(format_args!("an L1 entry with one of the software bits 52-61: 0, stored as given"), 0);
+    let mut s = Sweep::new(
+        format_args!("an L1 entry with one of the software bits 52-61: 0, stored as given"),
+        0,
+    );
     for bit in 52..62 {
         let rc = w.map(1, f, LEAF_RO | 1 << bit);
         let e = w.entry(1);
@@ -553,8 +772,16 @@ fn entries(w: &Window, slot: usize) {
     for (case, ptr, val) in [
         ("an L2 entry with PCD: -EINVAL", l2e, PCD | l1 << 12 | TABLE),
         ("an L3 entry with PWT: -EINVAL", l3e, PWT | l2 << 12 | TABLE),
-        ("an L4 entry with _PAGE_GLOBAL: -EINVAL", l4e, G | t << 12 | TABLE),
-        ("an L2 entry with PS (2 MiB of our memory): -EINVAL", l2e, (p2m(0) << 12) & !0x1f_f000 | TABLE | PS),
+        (
+            "an L4 entry with _PAGE_GLOBAL: -EINVAL",
+            l4e,
+            G | t << 12 | TABLE,
+        ),
+        (
+            "an L2 entry with PS (2 MiB of our memory): -EINVAL",
+            l2e,
+            (p2m(0) << 12) & !0x1f_f000 | TABLE | PS,
+        ),
         ("an L3 entry with PS (1 GiB): -EINVAL", l3e, TABLE | PS),
         ("an L4 entry with PS: -EINVAL", l4e, TABLE | PS),
     ] {
@@ -562,23 +789,46 @@ fn entries(w: &Window, slot: usize) {
             mmu1(ptr, 0);
         }
     }
-    if refused("an L1 entry with an address beyond RAM: -EPERM", w.map(1, 0xf_ffff_ffff, LEAF_RO), EPERM) {
+    if refused(
+        "an L1 entry with an address beyond RAM: -EPERM",
+        w.map(1, 0xf_ffff_ffff, LEAF_RO),
+        EPERM,
+    ) {
         w.unmap(1);
     }
     check_rc("an L1 entry with NX: 0", w.map(1, f, LEAF_RO | NX), 0);
-    check_rc("an L1 entry with the available bits 9-11: 0", w.map(1, f, LEAF_RO | 7 << 9), 0);
-    check_rc("an L1 entry with _PAGE_GLOBAL, without _PAGE_USER: 0", w.map(1, f, P | RW | A | D | G), 0);
+    check_rc(
+        "an L1 entry with the available bits 9-11: 0",
+        w.map(1, f, LEAF_RO | 7 << 9),
+        0,
+    );
+    check_rc(
+        "an L1 entry with _PAGE_GLOBAL, without _PAGE_USER: 0",
+        w.map(1, f, P | RW | A | D | G),
+        0,
+    );
     let e = w.entry(1);
-    check("  ... stored without _PAGE_GLOBAL, with _PAGE_USER", e & G == 0 && e & US != 0, format_args!("{e:#x}"));
+    check(
+        "  ... stored without _PAGE_GLOBAL, with _PAGE_USER",
+        e & G == 0 && e & US != 0,
+        format_args!("{e:#x}"),
+    );
     w.unmap(1);
 }
 
 fn writable_pagetables(w: &Window, slot: usize) {
-    check_rc("vm_assist(enable, writable_pagetables)", common::writable_pagetables(true), 0);
+    check_rc(
+        "vm_assist(enable, writable_pagetables)",
+        common::writable_pagetables(true),
+        0,
+    );
     let l1va = w.va(WINDOW_SELF);
     let e = |i: u64| l1va + i * 8;
     let other = (0..m2p_frames()).find(|&f| foreign(f)).unwrap_or(0x101);
-    let mut s = Sweep::new(format_args!("writable page tables: a bad entry stored directly into an L1: #PF ec 3"), 14);
+    let mut s = Sweep::new(
+        format_args!("writable page tables: a bad entry stored directly into an L1: #PF ec 3"),
+        14,
+    );
     for (i, v) in [
         (20u64, other << 12 | LEAF_RO),
         (21, HV_MFN << 12 | LEAF_RO),
@@ -586,7 +836,9 @@ fn writable_pagetables(w: &Window, slot: usize) {
         (23, 1 << 62 | own_leaf()),
     ] {
         match catch(|| store64(e(i), v)) {
-            Err(t) if t.vector == 14 && t.error_code == 3 && t.cr2 == e(i) && w.entry(i) == 0 => s.ok(),
+            Err(t) if t.vector == 14 && t.error_code == 3 && t.cr2 == e(i) && w.entry(i) == 0 => {
+                s.ok()
+            }
             Err(t) => {
                 s.one(i, -(t.vector as i64));
             }
@@ -611,42 +863,72 @@ fn writable_pagetables(w: &Window, slot: usize) {
     // ptep_set_wrprotect is `ds andb $0xfd`), set it again with `lock bts`,
     // clear it with `lock btr` (CF = the old bit), or in the accessed bit.
     let leaf = own_leaf() | RW;
-    check_rc("writable page tables: an own leaf, writable, at entry 25", mmu1((w.l1 << 12) | 25 * 8, leaf), 0);
+    check_rc(
+        "writable page tables: an own leaf, writable, at entry 25",
+        mmu1((w.l1 << 12) | 25 * 8, leaf),
+        0,
+    );
     let at = e(25);
     let r = catch(|| {
         // SAFETY: emulated: the low byte of our own L1 entry.
         unsafe { core::arch::asm!("lock and byte ptr [{}], 0xfd", in(reg) at) };
     });
-    check("  ... lock andb $0xfd: RW cleared, the rest kept", r.is_ok() && w.entry(25) == leaf & !RW | US, format_args!("{r:?} {:#x}", w.entry(25)));
+    check(
+        "  ... lock andb $0xfd: RW cleared, the rest kept",
+        r.is_ok() && w.entry(25) == leaf & !RW | US,
+        format_args!("{r:?} {:#x}", w.entry(25)),
+    );
     let r = catch(|| {
         // SAFETY: emulated: bit 1 of our own L1 entry.
         unsafe { core::arch::asm!("lock bts qword ptr [{}], 1", in(reg) at) };
     });
-    check("  ... lock btsq $1: RW set again", r.is_ok() && w.entry(25) & RW != 0, format_args!("{r:?} {:#x}", w.entry(25)));
+    check(
+        "  ... lock btsq $1: RW set again",
+        r.is_ok() && w.entry(25) & RW != 0,
+        format_args!("{r:?} {:#x}", w.entry(25)),
+    );
     let cf: u64;
     // SAFETY: emulated: bit 1 of our own L1 entry; CF read right after.
-    unsafe { core::arch::asm!("lock btr qword ptr [{}], 1", "setc {c}", "movzx {o}, {c}", in(reg) at, c = out(reg_byte) _, o = out(reg) cf) };
-    check("  ... lock btrq $1: RW cleared, CF = 1 (it was set)", cf == 1 && w.entry(25) & RW == 0, format_args!("cf {cf} {:#x}", w.entry(25)));
+    unsafe {
+        core::arch::asm!("lock btr qword ptr [{}], 1", "setc {c}", "movzx {o}, {c}", in(reg) at, c = out(reg_byte) _, o = out(reg) cf)
+    };
+    check(
+        "  ... lock btrq $1: RW cleared, CF = 1 (it was set)",
+        cf == 1 && w.entry(25) & RW == 0,
+        format_args!("cf {cf} {:#x}", w.entry(25)),
+    );
     w.unmap(25);
-    expect_fault("writable page tables: xchg of another domain's frame into an L1: #PF ec 3", 14, Some(3), || {
-        let mut v = other << 12 | LEAF_RO;
-        // SAFETY: faults (refused by the emulation).
-        unsafe { core::arch::asm!("xchg qword ptr [{}], {}", in(reg) e(25), inout(reg) v) };
-        let _ = v;
-    });
+    expect_fault(
+        "writable page tables: xchg of another domain's frame into an L1: #PF ec 3",
+        14,
+        Some(3),
+        || {
+            let mut v = other << 12 | LEAF_RO;
+            // SAFETY: faults (refused by the emulation).
+            unsafe { core::arch::asm!("xchg qword ptr [{}], {}", in(reg) e(25), inout(reg) v) };
+            let _ = v;
+        },
+    );
     // Nested: an L2 entry stored directly, -> an L1 with a bad entry.
     let l2 = table_of(VIRT_BASE, 2).unwrap();
     let bad_l1 = page_with(w, &[(0, HV_MFN << 12 | LEAF_RO)]);
     let l2va = table_va(l2).unwrap() + slot as u64 * 8;
     let before = pte(l2, slot);
-    expect_fault("writable page tables: an L2 entry -> an L1 with frame 0x100 in it: #PF ec 3", 14, Some(3), || {
-        store64(l2va, bad_l1 << 12 | TABLE)
-    });
+    expect_fault(
+        "writable page tables: an L2 entry -> an L1 with frame 0x100 in it: #PF ec 3",
+        14,
+        Some(3),
+        || store64(l2va, bad_l1 << 12 | TABLE),
+    );
     check_eq("  ... the L2 entry is unchanged", pte(l2, slot), before);
     // The control: a good entry is applied.
     let (_, f) = alloc_page();
     let r = catch(|| store64(e(26), f << 12 | LEAF_RW));
-    check("writable page tables: a good entry stored directly is applied", r.is_ok() && w.entry(26) & ADDR == f << 12, format_args!("{:#x}", w.entry(26)));
+    check(
+        "writable page tables: a good entry stored directly is applied",
+        r.is_ok() && w.entry(26) & ADDR == f << 12,
+        format_args!("{:#x}", w.entry(26)),
+    );
     poke(w.va(26), 0xabcd);
     let mut old = 0u64;
     let r = catch(|| {
@@ -660,16 +942,29 @@ fn writable_pagetables(w: &Window, slot: usize) {
         r.is_ok() && old & ADDR == f << 12 && w.entry(26) == 0,
         format_args!("old {old:#x}, now {:#x}", w.entry(26)),
     );
-    check_rc("vm_assist(disable, writable_pagetables)", common::writable_pagetables(false), 0);
+    check_rc(
+        "vm_assist(disable, writable_pagetables)",
+        common::writable_pagetables(false),
+        0,
+    );
 }
 
 fn batches(w: &Window) {
     let (_, a) = alloc_page();
     let (_, b) = alloc_page();
     let reqs = [
-        MmuUpdate { ptr: w.pte_maddr(30), val: a << 12 | LEAF_RO },
-        MmuUpdate { ptr: w.pte_maddr(31), val: HV_MFN << 12 | LEAF_RO },
-        MmuUpdate { ptr: w.pte_maddr(32), val: b << 12 | LEAF_RO },
+        MmuUpdate {
+            ptr: w.pte_maddr(30),
+            val: a << 12 | LEAF_RO,
+        },
+        MmuUpdate {
+            ptr: w.pte_maddr(31),
+            val: HV_MFN << 12 | LEAF_RO,
+        },
+        MmuUpdate {
+            ptr: w.pte_maddr(32),
+            val: b << 12 | LEAF_RO,
+        },
     ];
     let (rc, done) = mmu(&reqs);
     check_rc("mmu_update [good, frame 0x100, good]: -EPERM", rc, EPERM);
@@ -686,10 +981,18 @@ fn misuse(w: &Window) {
     let l4 = l4_mfn();
     let l2 = table_of(VIRT_BASE, 2).unwrap();
     refused("pin the pinned L4 again: -EINVAL", pin(4, l4), EINVAL);
-    refused("unpin an unpinned table (our L2): -EINVAL", unpin(l2), EINVAL);
+    refused(
+        "unpin an unpinned table (our L2): -EINVAL",
+        unpin(l2),
+        EINVAL,
+    );
     let (_, f) = alloc_page();
     refused("unpin an ordinary page: -EINVAL", unpin(f), EINVAL);
-    check_rc("mmu_update of an entry in an ordinary page: 0 (written like memory)", mmu1(f << 12 | 8, 0x1234_5678_9abc_def0), 0);
+    check_rc(
+        "mmu_update of an entry in an ordinary page: 0 (written like memory)",
+        mmu1(f << 12 | 8, 0x1234_5678_9abc_def0),
+        0,
+    );
     w.map(30, f, LEAF_RW);
     // SAFETY: our own page, just mapped at slot 30 of the window.
     let v = unsafe { core::ptr::read_volatile((w.va(30) + 8) as *const u64) };
@@ -704,22 +1007,36 @@ fn misuse(w: &Window) {
     }
     check_rc("pin our L2 (linked already): 0", pin(2, l2), 0);
     check_rc("unpin it: 0", unpin(l2), 0);
-    refused("still linked, it still cannot be mapped writable: -EINVAL", w.map(1, l2, LEAF_RW), EINVAL);
+    refused(
+        "still linked, it still cannot be mapped writable: -EINVAL",
+        w.map(1, l2, LEAF_RW),
+        EINVAL,
+    );
     // (0 done is counted as -EPERM, 1 done as 0.)
-    let mut s = Sweep::new(format_args!("decrease_reservation of our page tables: 0 done"), EPERM);
+    let mut s = Sweep::new(
+        format_args!("decrease_reservation of our page tables: 0 done"),
+        EPERM,
+    );
     for pfn in boot_pt_pfns() {
         s.one(pfn, give_back_rc(p2m(pfn)));
     }
     s.one(w.l1, give_back_rc(w.l1));
     s.end();
     let mut l = [p2m(0)];
-    check_eq("decrease_reservation of a mapped page (our image): 0 done", reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l), 0);
+    check_eq(
+        "decrease_reservation of a mapped page (our image): 0 done",
+        reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l),
+        0,
+    );
 }
 
 fn console_page(si: &StartInfo) {
     let c = si.console.mfn;
     let Some(va) = boot_va(c) else {
-        fail("the console ring is in the bootstrap region", format_args!("frame {c:#x}"));
+        fail(
+            "the console ring is in the bootstrap region",
+            format_args!("frame {c:#x}"),
+        );
         return;
     };
     check_rc("unmap the console ring", uvm(va, 0), 0);
@@ -727,7 +1044,11 @@ fn console_page(si: &StartInfo) {
         unpin(c);
     }
     let mut l = [c];
-    check_eq("give the console ring back: 0 done", reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l), 0);
+    check_eq(
+        "give the console ring back: 0 done",
+        reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l),
+        0,
+    );
     check_rc("map it again", uvm(va, c << 12 | LEAF_RW), 0);
 }
 
@@ -741,9 +1062,17 @@ fn vcpu_info_page() {
     for _ in 0..3 {
         pvguest::events::yield_now();
     }
-    if refused("the vcpu_info page cannot become an L1: -EINVAL", pin(1, v), EINVAL) {
+    if refused(
+        "the vcpu_info page cannot become an L1: -EINVAL",
+        pin(1, v),
+        EINVAL,
+    ) {
         unpin(v);
     }
     let mut l = [v];
-    check_eq("the vcpu_info page cannot be given back: 0 done", reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l), 0);
+    check_eq(
+        "the vcpu_info page cannot be given back: 0 done",
+        reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l),
+        0,
+    );
 }

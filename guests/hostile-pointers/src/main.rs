@@ -97,7 +97,13 @@ fn run(si: &StartInfo) {
     let (_, s) = alloc_page();
     w.map(STRAD_SLOT, s, LEAF_RW);
     let pt = table_va(table_of(VIRT_BASE, 1).unwrap()).unwrap();
-    let b = Bufs { w, ro: w.va(RO_SLOT), ro_alias: w.va(RO_ALIAS_SLOT), strad_end: w.va(STRAD_SLOT + 1), pt };
+    let b = Bufs {
+        w,
+        ro: w.va(RO_SLOT),
+        ro_alias: w.va(RO_ALIAS_SLOT),
+        strad_end: w.va(STRAD_SLOT + 1),
+        pt,
+    };
     fill(b.ro_alias, CANARY);
     fill(b.strad_end - 4096, CANARY);
     console_io(&b);
@@ -121,7 +127,9 @@ fn fill(page: u64, v: u64) {
 }
 
 fn sum(page: u64) -> u64 {
-    (0..512).fold(0u64, |h, i| (h ^ peek(page + i * 8)).wrapping_mul(0x100_0000_01b3))
+    (0..512).fold(0u64, |h, i| {
+        (h ^ peek(page + i * 8)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The IN pointers for a struct of `size` bytes.
@@ -133,18 +141,36 @@ fn ins(b: &Bufs, size: u64) -> [(&'static str, u64); 7] {
         ("an unmapped page", UNMAPPED),
         ("a non-canonical address", NON_CANONICAL),
         ("the first non-canonical address", NON_CANONICAL_LOW),
-        ("a buffer straddling an unmapped page", b.strad_end - (size / 2).max(1)),
+        (
+            "a buffer straddling an unmapped page",
+            b.strad_end - (size / 2).max(1),
+        ),
     ]
 }
 
 /// The OUT pointers for a struct of `size` bytes.
 fn outs(b: &Bufs, size: u64) -> [(&'static str, u64); 9] {
     let i = ins(b, size);
-    [i[0], i[1], i[2], i[3], i[4], i[5], i[6], ("a read-only page", b.ro), ("a read-only page table", b.pt)]
+    [
+        i[0],
+        i[1],
+        i[2],
+        i[3],
+        i[4],
+        i[5],
+        i[6],
+        ("a read-only page", b.ro),
+        ("a read-only page table", b.pt),
+    ]
 }
 
 /// One sweep of `call` over `addrs`, each answer `want`.
-fn sweep_in(what: &str, want: i64, addrs: &[(&'static str, u64)], mut call: impl FnMut(u64) -> i64) {
+fn sweep_in(
+    what: &str,
+    want: i64,
+    addrs: &[(&'static str, u64)],
+    mut call: impl FnMut(u64) -> i64,
+) {
     let mut s = Sweep::new(format_args!("{what}: {}", Errno(want)), want);
     for &(_, a) in addrs {
         s.one(a, call(a));
@@ -153,15 +179,27 @@ fn sweep_in(what: &str, want: i64, addrs: &[(&'static str, u64)], mut call: impl
 }
 
 /// As `sweep_in`, and what the hypervisor must not write stays unchanged.
-fn sweep_out(b: &Bufs, what: &str, want: i64, addrs: &[(&'static str, u64)], mut call: impl FnMut(u64) -> i64) {
-    let mut s = Sweep::new(format_args!("{what}: {}, nothing written", Errno(want)), want);
+fn sweep_out(
+    b: &Bufs,
+    what: &str,
+    want: i64,
+    addrs: &[(&'static str, u64)],
+    mut call: impl FnMut(u64) -> i64,
+) {
+    let mut s = Sweep::new(
+        format_args!("{what}: {}, nothing written", Errno(want)),
+        want,
+    );
     for &(_, a) in addrs {
         let before = (sum(b.ro), sum(b.strad_end - 4096), sum(b.pt & !0xfff));
         let rc = call(a);
         let after = (sum(b.ro), sum(b.strad_end - 4096), sum(b.pt & !0xfff));
         let changed = before != after;
         if changed {
-            info(format_args!("{what}: {a:#x} -> {}, and something was written", Errno(rc)));
+            info(format_args!(
+                "{what}: {a:#x} -> {}, and something was written",
+                Errno(rc)
+            ));
         }
         if changed && rc == want {
             s.bad(a); // refused, but after writing
@@ -186,12 +224,18 @@ impl core::fmt::Display for Errno {
 
 fn console_io(b: &Bufs) {
     // SAFETY (all below): refused pointers; the hypervisor only reads.
-    sweep_in("console_io write, 16 bytes at a bad buffer", EFAULT, &ins(b, 16), |a| unsafe {
-        hc::console_io(abi::CONSOLEIO_WRITE, 16, a)
-    });
-    sweep_in("console_io write, 0 bytes at a bad buffer", 0, &ins(b, 16), |a| unsafe {
-        hc::console_io(abi::CONSOLEIO_WRITE, 0, a)
-    });
+    sweep_in(
+        "console_io write, 16 bytes at a bad buffer",
+        EFAULT,
+        &ins(b, 16),
+        |a| unsafe { hc::console_io(abi::CONSOLEIO_WRITE, 16, a) },
+    );
+    sweep_in(
+        "console_io write, 0 bytes at a bad buffer",
+        0,
+        &ins(b, 16),
+        |a| unsafe { hc::console_io(abi::CONSOLEIO_WRITE, 0, a) },
+    );
 }
 
 fn set_trap_table_at(list: u64) -> i64 {
@@ -208,14 +252,27 @@ fn int3_traps() -> bool {
 }
 
 fn trap_table(b: &Bufs) {
-    sweep_in("set_trap_table with a bad list", EFAULT, &ins(b, 16)[..6], set_trap_table_at);
+    sweep_in(
+        "set_trap_table with a bad list",
+        EFAULT,
+        &ins(b, 16)[..6],
+        set_trap_table_at,
+    );
     // Straddling: entry 0 (mapped) would make int3 DPL 0; entry 1 crosses.
     let first = b.strad_end - 24;
     let e = trap_info(3, 0, true);
     // SAFETY: writes our own writable page.
     unsafe { (first as *mut TrapInfo).write_volatile(e) };
-    check_rc("set_trap_table with a list straddling an unmapped page: -EFAULT", set_trap_table_at(first), EFAULT);
-    check("  ... the table is unchanged (int3 still traps to us)", int3_traps(), format_args!("{}", traps::last()));
+    check_rc(
+        "set_trap_table with a list straddling an unmapped page: -EFAULT",
+        set_trap_table_at(first),
+        EFAULT,
+    );
+    check(
+        "  ... the table is unchanged (int3 still traps to us)",
+        int3_traps(),
+        format_args!("{}", traps::last()),
+    );
     fill(b.strad_end - 4096, CANARY);
     for (what, addr) in [
         ("the hypervisor's text", HV_TEXT),
@@ -227,7 +284,14 @@ fn trap_table(b: &Bufs) {
         let mut t = trap_info(6, 0, true);
         t.address = addr;
         let rc = traps::set_trap_table(&[t, TRAP_TABLE_END]);
-        if refused(Name::new(format_args!("set_trap_table with a handler at {what}: -EINVAL")).as_str(), rc, EINVAL) {
+        if refused(
+            Name::new(format_args!(
+                "set_trap_table with a handler at {what}: -EINVAL"
+            ))
+            .as_str(),
+            rc,
+            EINVAL,
+        ) {
             traps::install_default_trap_table();
         }
     }
@@ -236,7 +300,11 @@ fn trap_table(b: &Bufs) {
     // whatever it names): the #UD handler runs, in ring 3.
     let mut t = trap_info(6, 0, true);
     t.cs = 0xe008;
-    check_rc("set_trap_table with code selector 0xe008: 0 (RPL raised)", traps::set_trap_table(&[t, TRAP_TABLE_END]), 0);
+    check_rc(
+        "set_trap_table with code selector 0xe008: 0 (RPL raised)",
+        traps::set_trap_table(&[t, TRAP_TABLE_END]),
+        0,
+    );
     // SAFETY: ud2 bounces to the entry just installed, which unwinds to the catch.
     let r = pvguest::traps::catch(|| unsafe { asm!("ud2") });
     check(
@@ -256,14 +324,33 @@ fn trap_table(b: &Bufs) {
         unsafe { ((b.w.va(30) + i * 16) as *mut TrapInfo).write_volatile(t) };
     }
     let rc = set_trap_table_at(b.w.va(30));
-    check_rc("set_trap_table with 512 entries and no end: -EINVAL", rc, EINVAL);
+    check_rc(
+        "set_trap_table with 512 entries and no end: -EINVAL",
+        rc,
+        EINVAL,
+    );
     traps::install_default_trap_table();
-    check("  ... int3 still traps to us", int3_traps(), format_args!("{}", traps::last()));
+    check(
+        "  ... int3 still traps to us",
+        int3_traps(),
+        format_args!("{}", traps::last()),
+    );
 }
 
 fn callbacks(b: &Bufs) {
-    let bad = [HV_TEXT, HV_DIRECTMAP, M2P_BASE, NON_CANONICAL, NON_CANONICAL_LOW];
-    let mut s = Sweep::new(format_args!("set_callbacks with a handler in the hypervisor's range or non-canonical: -EINVAL"), EINVAL);
+    let bad = [
+        HV_TEXT,
+        HV_DIRECTMAP,
+        M2P_BASE,
+        NON_CANONICAL,
+        NON_CANONICAL_LOW,
+    ];
+    let mut s = Sweep::new(
+        format_args!(
+            "set_callbacks with a handler in the hypervisor's range or non-canonical: -EINVAL"
+        ),
+        EINVAL,
+    );
     for a in bad {
         for (e, f, c) in [(a, 0, 0), (0, a, 0), (0, 0, a)] {
             // SAFETY: refused.
@@ -294,12 +381,18 @@ fn callbacks(b: &Bufs) {
     }
     s.end();
     // SAFETY (both): refused pointers.
-    sweep_in("callback_op register with a bad argument", EFAULT, &ins(b, 16), |a| unsafe {
-        hc::callback_op(abi::CALLBACKOP_REGISTER, a)
-    });
-    sweep_in("callback_op unregister with a bad argument", EFAULT, &ins(b, 2), |a| unsafe {
-        hc::callback_op(abi::CALLBACKOP_UNREGISTER, a)
-    });
+    sweep_in(
+        "callback_op register with a bad argument",
+        EFAULT,
+        &ins(b, 16),
+        |a| unsafe { hc::callback_op(abi::CALLBACKOP_REGISTER, a) },
+    );
+    sweep_in(
+        "callback_op unregister with a bad argument",
+        EFAULT,
+        &ins(b, 2),
+        |a| unsafe { hc::callback_op(abi::CALLBACKOP_UNREGISTER, a) },
+    );
 }
 
 fn xen_version(b: &Bufs, si: &StartInfo) {
@@ -313,16 +406,24 @@ fn xen_version(b: &Bufs, si: &StartInfo) {
         ("guest_handle", abi::XENVER_GUEST_HANDLE, 16),
     ] {
         // SAFETY: bad pointers: refused.
-        sweep_out(b, Name::new(format_args!("xen_version({name}) to a bad buffer")).as_str(), EFAULT, &outs(b, size), |a| unsafe {
-            hc::xen_version(cmd, a)
-        });
+        sweep_out(
+            b,
+            Name::new(format_args!("xen_version({name}) to a bad buffer")).as_str(),
+            EFAULT,
+            &outs(b, size),
+            |a| unsafe { hc::xen_version(cmd, a) },
+        );
     }
     let privileged = si.flags & abi::SIF_PRIVILEGED != 0;
     let want = if privileged { EFAULT } else { EPERM };
     // SAFETY: bad pointers: refused.
-    sweep_out(b, "xen_version(commandline) to a bad buffer", want, &outs(b, 1024), |a| unsafe {
-        hc::xen_version(abi::XENVER_COMMANDLINE, a)
-    });
+    sweep_out(
+        b,
+        "xen_version(commandline) to a bad buffer",
+        want,
+        &outs(b, 1024),
+        |a| unsafe { hc::xen_version(abi::XENVER_COMMANDLINE, a) },
+    );
 }
 
 fn evtchn(cmd: u32, arg: u64) -> i64 {
@@ -342,42 +443,77 @@ fn event_channel(b: &Bufs) {
         ("unmask", abi::EVTCHNOP_UNMASK, 4),
         ("bind_vcpu", abi::EVTCHNOP_BIND_VCPU, 8),
     ] {
-        sweep_in(Name::new(format_args!("event_channel_op({name}) with a bad argument")).as_str(), EFAULT, &ins(b, size), |a| {
-            evtchn(cmd, a)
-        });
+        sweep_in(
+            Name::new(format_args!("event_channel_op({name}) with a bad argument")).as_str(),
+            EFAULT,
+            &ins(b, size),
+            |a| evtchn(cmd, a),
+        );
     }
     // OUT: the struct is readable but not writable. (The operation is done
     // before the answer is written back, as in Xen: a port is used up.)
-    let a = abi::EvtchnAllocUnbound { dom: abi::DOMID_SELF, remote_dom: abi::DOMID_SELF, port: 0 };
+    let a = abi::EvtchnAllocUnbound {
+        dom: abi::DOMID_SELF,
+        remote_dom: abi::DOMID_SELF,
+        port: 0,
+    };
     // SAFETY: our own writable alias of the read-only page.
     unsafe { (b.ro_alias as *mut abi::EvtchnAllocUnbound).write_volatile(a) };
-    sweep_out(b, "event_channel_op(alloc_unbound) with a read-only struct", EFAULT, &[("a read-only page", b.ro)], |a| {
-        evtchn(abi::EVTCHNOP_ALLOC_UNBOUND, a)
-    });
-    let s = abi::EvtchnStatus { dom: abi::DOMID_SELF, _pad0: 0, port: 1, status: 0, vcpu: 0, u: [0; 2] };
+    sweep_out(
+        b,
+        "event_channel_op(alloc_unbound) with a read-only struct",
+        EFAULT,
+        &[("a read-only page", b.ro)],
+        |a| evtchn(abi::EVTCHNOP_ALLOC_UNBOUND, a),
+    );
+    let s = abi::EvtchnStatus {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        port: 1,
+        status: 0,
+        vcpu: 0,
+        u: [0; 2],
+    };
     // SAFETY: as above.
     unsafe { (b.ro_alias as *mut abi::EvtchnStatus).write_volatile(s) };
-    sweep_out(b, "event_channel_op(status) with a read-only struct", EFAULT, &[("a read-only page", b.ro)], |a| {
-        evtchn(abi::EVTCHNOP_STATUS, a)
-    });
+    sweep_out(
+        b,
+        "event_channel_op(status) with a read-only struct",
+        EFAULT,
+        &[("a read-only page", b.ro)],
+        |a| evtchn(abi::EVTCHNOP_STATUS, a),
+    );
     let i = abi::EvtchnBindIpi { vcpu: 0, port: 0 };
     // SAFETY: as above.
     unsafe { (b.ro_alias as *mut abi::EvtchnBindIpi).write_volatile(i) };
-    sweep_out(b, "event_channel_op(bind_ipi) with a read-only struct", EFAULT, &[("a read-only page", b.ro)], |a| {
-        evtchn(abi::EVTCHNOP_BIND_IPI, a)
-    });
+    sweep_out(
+        b,
+        "event_channel_op(bind_ipi) with a read-only struct",
+        EFAULT,
+        &[("a read-only page", b.ro)],
+        |a| evtchn(abi::EVTCHNOP_BIND_IPI, a),
+    );
     fill(b.ro_alias, CANARY);
     // SAFETY: refused pointers.
-    sweep_in("event_channel_op_compat with a bad argument", EFAULT, &ins(b, 32), |a| unsafe {
-        hc::hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT, a, 0, 0, 0, 0)
-    });
+    sweep_in(
+        "event_channel_op_compat with a bad argument",
+        EFAULT,
+        &ins(b, 32),
+        |a| unsafe { hc::hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT, a, 0, 0, 0, 0) },
+    );
 }
 
 fn mmu(b: &Bufs) {
     let w = b.w;
-    let noop = [MmuUpdate { ptr: w.pte_maddr(40), val: 0 }];
+    let noop = [MmuUpdate {
+        ptr: w.pte_maddr(40),
+        val: 0,
+    }];
     let mut done: u32;
-    let mut s = Sweep::new(format_args!("mmu_update with a bad list: -EFAULT, done = 0"), EFAULT);
+    let mut s = Sweep::new(
+        format_args!("mmu_update with a bad list: -EFAULT, done = 0"),
+        EFAULT,
+    );
     for (_, a) in ins(b, 16) {
         done = 0xdead;
         // SAFETY: refused list; done is ours.
@@ -386,11 +522,23 @@ fn mmu(b: &Bufs) {
     }
     s.end();
     // SAFETY (below): a no-op update; bad done pointers.
-    sweep_out(b, "mmu_update with a bad done pointer", EFAULT, &outs(b, 4), |a| unsafe {
-        hc::mmu_update(noop.as_ptr() as u64, 1, a, abi::DOMID_SELF)
-    });
-    let op = [MmuExtOp { cmd: abi::MMUEXT_TLB_FLUSH_LOCAL, _pad0: 0, arg1: 0, arg2: 0 }];
-    let mut s = Sweep::new(format_args!("mmuext_op with a bad list: -EFAULT, done = 0"), EFAULT);
+    sweep_out(
+        b,
+        "mmu_update with a bad done pointer",
+        EFAULT,
+        &outs(b, 4),
+        |a| unsafe { hc::mmu_update(noop.as_ptr() as u64, 1, a, abi::DOMID_SELF) },
+    );
+    let op = [MmuExtOp {
+        cmd: abi::MMUEXT_TLB_FLUSH_LOCAL,
+        _pad0: 0,
+        arg1: 0,
+        arg2: 0,
+    }];
+    let mut s = Sweep::new(
+        format_args!("mmuext_op with a bad list: -EFAULT, done = 0"),
+        EFAULT,
+    );
     for (_, a) in ins(b, 24) {
         done = 0xdead;
         // SAFETY: refused list.
@@ -398,19 +546,32 @@ fn mmu(b: &Bufs) {
         s.one(a, if done == 0 { rc } else { -1000 - done as i64 });
     }
     s.end();
-    sweep_out(b, "mmuext_op with a bad done pointer", EFAULT, &outs(b, 4), |a| unsafe {
-        hc::mmuext_op(op.as_ptr() as u64, 1, a, abi::DOMID_SELF)
-    });
+    sweep_out(
+        b,
+        "mmuext_op with a bad done pointer",
+        EFAULT,
+        &outs(b, 4),
+        |a| unsafe { hc::mmuext_op(op.as_ptr() as u64, 1, a, abi::DOMID_SELF) },
+    );
     // Straddling list: entry 0 maps a page of ours at slot 31, entry 1
     // crosses into the unmapped page.
     let (_, f) = alloc_page();
     let list = b.strad_end - 24;
     // SAFETY: our own writable page.
-    unsafe { (list as *mut MmuUpdate).write_volatile(MmuUpdate { ptr: w.pte_maddr(41), val: f << 12 | LEAF_RO }) };
+    unsafe {
+        (list as *mut MmuUpdate).write_volatile(MmuUpdate {
+            ptr: w.pte_maddr(41),
+            val: f << 12 | LEAF_RO,
+        })
+    };
     done = 0xdead;
     // SAFETY: one good entry, then a fault.
     let rc = unsafe { hc::mmu_update(list, 2, &mut done as *mut u32 as u64, abi::DOMID_SELF) };
-    check_rc("mmu_update with a list straddling an unmapped page: -EFAULT", rc, EFAULT);
+    check_rc(
+        "mmu_update with a list straddling an unmapped page: -EFAULT",
+        rc,
+        EFAULT,
+    );
     check_eq("  ... done = 1", done, 1);
     check_eq("  ... the first entry applied", w.entry(41) & ADDR, f << 12);
     w.unmap(41);
@@ -423,18 +584,30 @@ fn memop(cmd: u32, arg: u64) -> i64 {
 }
 
 fn memory_op(b: &Bufs) {
-    sweep_in("memory_op(current_reservation) with a bad domid pointer", EFAULT, &ins(b, 2), |a| {
-        memop(abi::XENMEM_CURRENT_RESERVATION, a)
-    });
-    sweep_in("memory_op(maximum_reservation) with a bad domid pointer", EFAULT, &ins(b, 2), |a| {
-        memop(abi::XENMEM_MAXIMUM_RESERVATION, a)
-    });
-    sweep_in("memory_op(decrease_reservation) with a bad struct", EFAULT, &ins(b, 32), |a| {
-        memop(abi::XENMEM_DECREASE_RESERVATION, a)
-    });
-    sweep_in("memory_op(increase_reservation) with a bad struct", EFAULT, &ins(b, 32), |a| {
-        memop(abi::XENMEM_INCREASE_RESERVATION, a)
-    });
+    sweep_in(
+        "memory_op(current_reservation) with a bad domid pointer",
+        EFAULT,
+        &ins(b, 2),
+        |a| memop(abi::XENMEM_CURRENT_RESERVATION, a),
+    );
+    sweep_in(
+        "memory_op(maximum_reservation) with a bad domid pointer",
+        EFAULT,
+        &ins(b, 2),
+        |a| memop(abi::XENMEM_MAXIMUM_RESERVATION, a),
+    );
+    sweep_in(
+        "memory_op(decrease_reservation) with a bad struct",
+        EFAULT,
+        &ins(b, 32),
+        |a| memop(abi::XENMEM_DECREASE_RESERVATION, a),
+    );
+    sweep_in(
+        "memory_op(increase_reservation) with a bad struct",
+        EFAULT,
+        &ins(b, 32),
+        |a| memop(abi::XENMEM_INCREASE_RESERVATION, a),
+    );
     let r = |list: u64| abi::XenMemoryReservation {
         extent_start: list,
         nr_extents: 1,
@@ -443,22 +616,36 @@ fn memory_op(b: &Bufs) {
         domid: abi::DOMID_SELF,
         _pad0: [0; 3],
     };
-    sweep_in("memory_op(decrease_reservation) with a bad extent list", EFAULT, &ins(b, 8), |a| {
-        let x = r(a);
-        memop(abi::XENMEM_DECREASE_RESERVATION, &x as *const _ as u64)
-    });
+    sweep_in(
+        "memory_op(decrease_reservation) with a bad extent list",
+        EFAULT,
+        &ins(b, 8),
+        |a| {
+            let x = r(a);
+            memop(abi::XENMEM_DECREASE_RESERVATION, &x as *const _ as u64)
+        },
+    );
     let unreadable = &ins(b, 8)[..6];
-    sweep_in("memory_op(increase_reservation) with an unreadable extent list", EFAULT, unreadable, |a| {
-        let x = r(a);
-        memop(abi::XENMEM_INCREASE_RESERVATION, &x as *const _ as u64)
-    });
+    sweep_in(
+        "memory_op(increase_reservation) with an unreadable extent list",
+        EFAULT,
+        unreadable,
+        |a| {
+            let x = r(a);
+            memop(abi::XENMEM_INCREASE_RESERVATION, &x as *const _ as u64)
+        },
+    );
     let cur = || {
         let d = abi::DOMID_SELF;
         memop(abi::XENMEM_CURRENT_RESERVATION, &d as *const u16 as u64)
     };
     // Room for two more pages: give two back.
     let mut l = [alloc_page().1, alloc_page().1];
-    check_eq("give two pages back (room to take new ones)", reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l), 2);
+    check_eq(
+        "give two pages back (room to take new ones)",
+        reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l),
+        2,
+    );
     let before = cur();
     sweep_out(
         b,
@@ -472,21 +659,48 @@ fn memory_op(b: &Bufs) {
     );
     // A frame whose number cannot be written is taken back: the
     // reservation does not grow by pages the guest cannot name.
-    check_eq("  ... current_reservation unchanged by those calls", cur(), before);
-    sweep_in("memory_op(memory_map) with a bad struct", EFAULT, &ins(b, 16), |a| memop(abi::XENMEM_MEMORY_MAP, a));
+    check_eq(
+        "  ... current_reservation unchanged by those calls",
+        cur(),
+        before,
+    );
+    sweep_in(
+        "memory_op(memory_map) with a bad struct",
+        EFAULT,
+        &ins(b, 16),
+        |a| memop(abi::XENMEM_MEMORY_MAP, a),
+    );
     let (_, e) = alloc_page();
     b.w.map(42, e, LEAF_RW);
-    let m = abi::XenMemoryMap { nr_entries: 1, _pad0: 0, buffer: b.w.va(42) };
+    let m = abi::XenMemoryMap {
+        nr_entries: 1,
+        _pad0: 0,
+        buffer: b.w.va(42),
+    };
     // SAFETY: our own writable alias of the read-only page.
     unsafe { (b.ro_alias as *mut abi::XenMemoryMap).write_volatile(m) };
-    sweep_out(b, "memory_op(memory_map) with a read-only struct", EFAULT, &[("a read-only page", b.ro)], |a| {
-        memop(abi::XENMEM_MEMORY_MAP, a)
-    });
+    sweep_out(
+        b,
+        "memory_op(memory_map) with a read-only struct",
+        EFAULT,
+        &[("a read-only page", b.ro)],
+        |a| memop(abi::XENMEM_MEMORY_MAP, a),
+    );
     fill(b.ro_alias, CANARY);
-    sweep_out(b, "memory_op(memory_map) with a bad buffer", EFAULT, &outs(b, 20), |a| {
-        let m = abi::XenMemoryMap { nr_entries: 1, _pad0: 0, buffer: a };
-        memop(abi::XENMEM_MEMORY_MAP, &m as *const _ as u64)
-    });
+    sweep_out(
+        b,
+        "memory_op(memory_map) with a bad buffer",
+        EFAULT,
+        &outs(b, 20),
+        |a| {
+            let m = abi::XenMemoryMap {
+                nr_entries: 1,
+                _pad0: 0,
+                buffer: a,
+            };
+            memop(abi::XENMEM_MEMORY_MAP, &m as *const _ as u64)
+        },
+    );
 }
 
 fn vcpu(cmd: u32, arg: u64) -> i64 {
@@ -500,61 +714,114 @@ fn vcpu_op(b: &Bufs) {
         ("set_singleshot_timer", abi::VCPUOP_SET_SINGLESHOT_TIMER, 16),
         ("register_vcpu_info", abi::VCPUOP_REGISTER_VCPU_INFO, 16),
     ] {
-        sweep_in(Name::new(format_args!("vcpu_op({name}) with a bad argument")).as_str(), EFAULT, &ins(b, size), |a| {
-            vcpu(cmd, a)
-        });
+        sweep_in(
+            Name::new(format_args!("vcpu_op({name}) with a bad argument")).as_str(),
+            EFAULT,
+            &ins(b, size),
+            |a| vcpu(cmd, a),
+        );
     }
-    sweep_out(b, "vcpu_op(get_runstate_info) to a bad buffer", EFAULT, &outs(b, 48), |a| {
-        vcpu(abi::VCPUOP_GET_RUNSTATE_INFO, a)
-    });
+    sweep_out(
+        b,
+        "vcpu_op(get_runstate_info) to a bad buffer",
+        EFAULT,
+        &outs(b, 48),
+        |a| vcpu(abi::VCPUOP_GET_RUNSTATE_INFO, a),
+    );
 }
 
 fn sched_and_others(b: &Bufs) {
     // SAFETY (all): refused pointers.
-    sweep_in("sched_op(shutdown) with a bad argument (and we keep running)", EFAULT, &ins(b, 4), |a| unsafe {
-        hc::sched_op(abi::SCHEDOP_SHUTDOWN, a)
-    });
-    sweep_in("sched_op(shutdown_code) with a bad argument", EFAULT, &ins(b, 4), |a| unsafe {
-        hc::sched_op(abi::SCHEDOP_SHUTDOWN_CODE, a)
-    });
-    sweep_in("sched_op(poll) with a bad argument", EFAULT, &ins(b, 24), |a| unsafe {
-        hc::sched_op(abi::SCHEDOP_POLL, a)
-    });
-    sweep_in("sched_op(poll) with a bad port list", EFAULT, &ins(b, 4), |a| {
-        let p = abi::SchedPoll { ports: a, nr_ports: 1, _pad0: 0, timeout: 1 };
-        // SAFETY: refused port list.
-        unsafe { hc::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) }
-    });
-    sweep_in("physdev_op(set_iopl) with a bad argument", EFAULT, &ins(b, 4), |a| unsafe {
-        hc::physdev_op(abi::PHYSDEVOP_SET_IOPL, a)
-    });
-    sweep_in("set_gdt with a bad frame list", EFAULT, &ins(b, 8), |a| unsafe {
-        hc::hypercall5(abi::HYPERVISOR_SET_GDT, a, 1, 0, 0, 0)
-    });
-    sweep_in("multicall with a bad list", EFAULT, &ins(b, 56), |a| unsafe {
-        hc::hypercall5(abi::HYPERVISOR_MULTICALL, a, 1, 0, 0, 0)
-    });
+    sweep_in(
+        "sched_op(shutdown) with a bad argument (and we keep running)",
+        EFAULT,
+        &ins(b, 4),
+        |a| unsafe { hc::sched_op(abi::SCHEDOP_SHUTDOWN, a) },
+    );
+    sweep_in(
+        "sched_op(shutdown_code) with a bad argument",
+        EFAULT,
+        &ins(b, 4),
+        |a| unsafe { hc::sched_op(abi::SCHEDOP_SHUTDOWN_CODE, a) },
+    );
+    sweep_in(
+        "sched_op(poll) with a bad argument",
+        EFAULT,
+        &ins(b, 24),
+        |a| unsafe { hc::sched_op(abi::SCHEDOP_POLL, a) },
+    );
+    sweep_in(
+        "sched_op(poll) with a bad port list",
+        EFAULT,
+        &ins(b, 4),
+        |a| {
+            let p = abi::SchedPoll {
+                ports: a,
+                nr_ports: 1,
+                _pad0: 0,
+                timeout: 1,
+            };
+            // SAFETY: refused port list.
+            unsafe { hc::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) }
+        },
+    );
+    sweep_in(
+        "physdev_op(set_iopl) with a bad argument",
+        EFAULT,
+        &ins(b, 4),
+        |a| unsafe { hc::physdev_op(abi::PHYSDEVOP_SET_IOPL, a) },
+    );
+    sweep_in(
+        "set_gdt with a bad frame list",
+        EFAULT,
+        &ins(b, 8),
+        |a| unsafe { hc::hypercall5(abi::HYPERVISOR_SET_GDT, a, 1, 0, 0, 0) },
+    );
+    sweep_in(
+        "multicall with a bad list",
+        EFAULT,
+        &ins(b, 56),
+        |a| unsafe { hc::hypercall5(abi::HYPERVISOR_MULTICALL, a, 1, 0, 0, 0) },
+    );
 }
 
 fn segment_bases() {
     // SAFETY: %fs/%gs bases only affect our own accesses; restored below.
     let rc = unsafe { hc::set_segment_base(abi::SEGBASE_FS, HV_DIRECTMAP) };
-    check_rc("set_segment_base(fs) to the direct map: 0 (canonical)", rc, 0);
-    if let Some(t) = expect_fault("  ... a read through %fs faults: #PF ec 1", 14, Some(1), || {
-        // SAFETY: faults: what is tested.
-        unsafe { asm!("mov {}, qword ptr fs:[0]", out(reg) _, options(nostack)) };
-    }) {
+    check_rc(
+        "set_segment_base(fs) to the direct map: 0 (canonical)",
+        rc,
+        0,
+    );
+    if let Some(t) = expect_fault(
+        "  ... a read through %fs faults: #PF ec 1",
+        14,
+        Some(1),
+        || {
+            // SAFETY: faults: what is tested.
+            unsafe { asm!("mov {}, qword ptr fs:[0]", out(reg) _, options(nostack)) };
+        },
+    ) {
         check_eq("  ... at the direct map", t.cr2, HV_DIRECTMAP);
     }
     // SAFETY: back to 0.
     unsafe { hc::set_segment_base(abi::SEGBASE_FS, 0) };
     // SAFETY: as above (the runtime does not use %gs).
     let rc = unsafe { hc::set_segment_base(abi::SEGBASE_GS_KERNEL, HV_TEXT) };
-    check_rc("set_segment_base(gs kernel) to the hypervisor's text: 0 (canonical)", rc, 0);
-    expect_fault("  ... a read through %gs faults: #PF ec 1", 14, Some(1), || {
-        // SAFETY: faults: what is tested.
-        unsafe { asm!("mov {}, qword ptr gs:[0]", out(reg) _, options(nostack)) };
-    });
+    check_rc(
+        "set_segment_base(gs kernel) to the hypervisor's text: 0 (canonical)",
+        rc,
+        0,
+    );
+    expect_fault(
+        "  ... a read through %gs faults: #PF ec 1",
+        14,
+        Some(1),
+        || {
+            // SAFETY: faults: what is tested.
+            unsafe { asm!("mov {}, qword ptr gs:[0]", out(reg) _, options(nostack)) };
+        },
+    );
     // SAFETY: back to 0.
     unsafe { hc::set_segment_base(abi::SEGBASE_GS_KERNEL, 0) };
 }
@@ -565,8 +832,16 @@ static BATCH: GuestCell<[MmuUpdate; 4096]> = GuestCell::new([MmuUpdate { ptr: 0,
 fn huge_counts(b: &Bufs) {
     const LIMIT_NS: u64 = 50_000_000;
     let w = b.w;
-    let noop = [MmuUpdate { ptr: w.pte_maddr(40), val: 0 }];
-    let op = [MmuExtOp { cmd: abi::MMUEXT_TLB_FLUSH_LOCAL, _pad0: 0, arg1: 0, arg2: 0 }];
+    let noop = [MmuUpdate {
+        ptr: w.pte_maddr(40),
+        val: 0,
+    }];
+    let op = [MmuExtOp {
+        cmd: abi::MMUEXT_TLB_FLUSH_LOCAL,
+        _pad0: 0,
+        arg1: 0,
+        arg2: 0,
+    }];
     let mut slow = Sweep::new(format_args!("huge counts are answered within 50 ms"), 0);
     // The best of three: the other domains run too, and a call may be
     // preempted at its end (what is measured is the call, not the slice).
@@ -579,54 +854,107 @@ fn huge_counts(b: &Bufs) {
             dt = dt.min(now_ns() - t);
         }
         check_rc(case, rc, want);
-        slow.one(dt, if dt < LIMIT_NS { 0 } else { -(dt as i64 / 1000) });
+        slow.one(
+            dt,
+            if dt < LIMIT_NS {
+                0
+            } else {
+                -(dt as i64 / 1000)
+            },
+        );
     };
     for n in [u64::MAX, 1 << 32, 4097] {
         // SAFETY (both): refused counts.
-        timed_rc(Name::new(format_args!("mmu_update of {n:#x} entries: -EINVAL")).as_str(), EINVAL, &mut || unsafe {
-            hc::mmu_update(noop.as_ptr() as u64, n, 0, abi::DOMID_SELF)
-        });
-        timed_rc(Name::new(format_args!("mmuext_op of {n:#x} ops: -EINVAL")).as_str(), EINVAL, &mut || unsafe {
-            hc::mmuext_op(op.as_ptr() as u64, n, 0, abi::DOMID_SELF)
-        });
+        timed_rc(
+            Name::new(format_args!("mmu_update of {n:#x} entries: -EINVAL")).as_str(),
+            EINVAL,
+            &mut || unsafe { hc::mmu_update(noop.as_ptr() as u64, n, 0, abi::DOMID_SELF) },
+        );
+        timed_rc(
+            Name::new(format_args!("mmuext_op of {n:#x} ops: -EINVAL")).as_str(),
+            EINVAL,
+            &mut || unsafe { hc::mmuext_op(op.as_ptr() as u64, n, 0, abi::DOMID_SELF) },
+        );
     }
     let mut l = [0u64; 1];
-    timed_rc("decrease_reservation of 2^64-1 extents: -EINVAL", EINVAL, &mut || {
-        let x = abi::XenMemoryReservation {
-            extent_start: l.as_mut_ptr() as u64,
-            nr_extents: u64::MAX,
-            extent_order: 0,
-            mem_flags: 0,
-            domid: abi::DOMID_SELF,
-            _pad0: [0; 3],
-        };
-        memop(abi::XENMEM_DECREASE_RESERVATION, &x as *const _ as u64)
-    });
+    timed_rc(
+        "decrease_reservation of 2^64-1 extents: -EINVAL",
+        EINVAL,
+        &mut || {
+            let x = abi::XenMemoryReservation {
+                extent_start: l.as_mut_ptr() as u64,
+                nr_extents: u64::MAX,
+                extent_order: 0,
+                mem_flags: 0,
+                domid: abi::DOMID_SELF,
+                _pad0: [0; 3],
+            };
+            memop(abi::XENMEM_DECREASE_RESERVATION, &x as *const _ as u64)
+        },
+    );
     let port = 1u32;
-    timed_rc("sched_op(poll) of 2^32-1 ports: -EINVAL", EINVAL, &mut || {
-        let p = abi::SchedPoll { ports: &port as *const u32 as u64, nr_ports: u32::MAX, _pad0: 0, timeout: 1 };
-        // SAFETY: refused count.
-        unsafe { hc::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) }
-    });
+    timed_rc(
+        "sched_op(poll) of 2^32-1 ports: -EINVAL",
+        EINVAL,
+        &mut || {
+            let p = abi::SchedPoll {
+                ports: &port as *const u32 as u64,
+                nr_ports: u32::MAX,
+                _pad0: 0,
+                timeout: 1,
+            };
+            // SAFETY: refused count.
+            unsafe { hc::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) }
+        },
+    );
     let frames = [0u64; 16];
     timed_rc("set_gdt of 2^64-1 entries: -EINVAL", EINVAL, &mut || {
         // SAFETY: refused count.
-        unsafe { hc::hypercall5(abi::HYPERVISOR_SET_GDT, frames.as_ptr() as u64, u64::MAX, 0, 0, 0) }
+        unsafe {
+            hc::hypercall5(
+                abi::HYPERVISOR_SET_GDT,
+                frames.as_ptr() as u64,
+                u64::MAX,
+                0,
+                0,
+                0,
+            )
+        }
     });
-    timed_rc("console_io of 2^64-1 bytes from a straddling buffer: -EFAULT", EFAULT, &mut || {
-        // SAFETY: the hypervisor only reads, and stops at the unmapped page.
-        unsafe { hc::console_io(abi::CONSOLEIO_WRITE, u64::MAX, b.strad_end - 16) }
-    });
+    timed_rc(
+        "console_io of 2^64-1 bytes from a straddling buffer: -EFAULT",
+        EFAULT,
+        &mut || {
+            // SAFETY: the hypervisor only reads, and stops at the unmapped page.
+            unsafe { hc::console_io(abi::CONSOLEIO_WRITE, u64::MAX, b.strad_end - 16) }
+        },
+    );
     let batch = BATCH.as_ptr() as *mut MmuUpdate;
     for i in 0..4096 {
         // SAFETY: inside the static array; nothing else uses it.
-        unsafe { batch.add(i).write_volatile(MmuUpdate { ptr: w.pte_maddr(100 + (i as u64 % 300)), val: 0 }) };
+        unsafe {
+            batch.add(i).write_volatile(MmuUpdate {
+                ptr: w.pte_maddr(100 + (i as u64 % 300)),
+                val: 0,
+            })
+        };
     }
     let mut done = 0u32;
-    timed_rc("mmu_update of a full batch of 4096 no-op entries: 0", 0, &mut || {
-        // SAFETY: every entry clears an empty slot of our window.
-        unsafe { hc::mmu_update(BATCH.as_ptr() as u64, 4096, &mut done as *mut u32 as u64, abi::DOMID_SELF) }
-    });
+    timed_rc(
+        "mmu_update of a full batch of 4096 no-op entries: 0",
+        0,
+        &mut || {
+            // SAFETY: every entry clears an empty slot of our window.
+            unsafe {
+                hc::mmu_update(
+                    BATCH.as_ptr() as u64,
+                    4096,
+                    &mut done as *mut u32 as u64,
+                    abi::DOMID_SELF,
+                )
+            }
+        },
+    );
     check_eq("  ... done = 4096", done, 4096);
     slow.end();
 }

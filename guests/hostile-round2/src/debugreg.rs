@@ -61,25 +61,48 @@ pub fn run() {
     for (what, a) in [
         ("its text 0xffff82d080100000", 0xffff_82d0_8010_0000u64),
         ("the direct map 0xffff830000000000", 0xffff_8300_0000_0000),
-        ("the start of its range 0xffff800000000000", 0xffff_8000_0000_0000),
-        ("the last word of its range 0xffff87fffffffff8", 0xffff_87ff_ffff_fff8),
+        (
+            "the start of its range 0xffff800000000000",
+            0xffff_8000_0000_0000,
+        ),
+        (
+            "the last word of its range 0xffff87fffffffff8",
+            0xffff_87ff_ffff_fff8,
+        ),
     ] {
         for reg in 0..4 {
             let rc = set(reg, a);
             if rc != EPERM {
-                check_rc(&alloc_free_name("5a: set_debugreg DR0-3 = ", what), rc, EPERM);
+                check_rc(
+                    &alloc_free_name("5a: set_debugreg DR0-3 = ", what),
+                    rc,
+                    EPERM,
+                );
             }
         }
-        check_rc(&alloc_free_name("5a: set_debugreg DR0-3 = ", what), set(3, a), EPERM);
+        check_rc(
+            &alloc_free_name("5a: set_debugreg DR0-3 = ", what),
+            set(3, a),
+            EPERM,
+        );
     }
-    expect_fault("5a: mov to %dr0 of a hypervisor address: #GP(0)", 13, Some(0), || {
-        // SAFETY: emulated and refused: a #GP into our handler.
-        unsafe { asm!("mov dr0, {}", in(reg) 0xffff_82d0_8010_0000u64) }
-    });
+    expect_fault(
+        "5a: mov to %dr0 of a hypervisor address: #GP(0)",
+        13,
+        Some(0),
+        || {
+            // SAFETY: emulated and refused: a #GP into our handler.
+            unsafe { asm!("mov dr0, {}", in(reg) 0xffff_82d0_8010_0000u64) }
+        },
+    );
 
     // 5b. General Detect: refused (it would make the hypervisor's own
     // debug-register accesses fault).
-    check_rc("5b: set_debugreg DR7 with GD: -EPERM", set(7, DR7_GD | 1), EPERM);
+    check_rc(
+        "5b: set_debugreg DR7 with GD: -EPERM",
+        set(7, DR7_GD | 1),
+        EPERM,
+    );
     expect_fault("5b: mov to %dr7 with GD: #GP(0)", 13, Some(0), || {
         // SAFETY: emulated and refused.
         unsafe { asm!("mov dr7, {}", in(reg) DR7_GD | 1) }
@@ -98,11 +121,23 @@ pub fn run() {
     let before = DBS.get();
     // SAFETY: 16 bytes written into our buffer.
     let rc = unsafe { hc::xen_version(abi::XENVER_EXTRAVERSION, addr) };
-    check("5c: XENVER_extraversion into the watched buffer: 0, no #DB", rc == 0 && DBS.get() == before, format_args!("rc {rc}, {} #DB", DBS.get() - before));
+    check(
+        "5c: XENVER_extraversion into the watched buffer: 0, no #DB",
+        rc == 0 && DBS.get() == before,
+        format_args!("rc {rc}, {} #DB", DBS.get() - before),
+    );
     // SAFETY: our own buffer.
     unsafe { write_volatile(&mut buf[0], 0x5a5a) };
-    check("5c: our own store to it: one #DB", DBS.get() == before + 1, format_args!("{} #DB", DBS.get() - before));
-    check("5c: DR6 shows B0", get(6) & 0xf == 1, format_args!("dr6 {:#x}", get(6)));
+    check(
+        "5c: our own store to it: one #DB",
+        DBS.get() == before + 1,
+        format_args!("{} #DB", DBS.get() - before),
+    );
+    check(
+        "5c: DR6 shows B0",
+        get(6) & 0xf == 1,
+        format_args!("dr6 {:#x}", get(6)),
+    );
     // SAFETY: our own buffer.
     let _ = unsafe { read_volatile(&buf[0]) };
 
@@ -112,11 +147,19 @@ pub fn run() {
     // SAFETY: reads rsp.
     unsafe { asm!("mov {}, rsp", out(reg) rsp) };
     let slot = ((rsp & !15) - 24) & !7;
-    check_rc("5d: DR0 = a word where the next bounce frame goes", set(0, slot), 0);
+    check_rc(
+        "5d: DR0 = a word where the next bounce frame goes",
+        set(0, slot),
+        0,
+    );
     let (db0, bp0) = (DBS.get(), BPS.get());
     // SAFETY: int3 is bounced to on_bp, which resumes after it.
     unsafe { asm!("int3") };
-    check("5d: int3 with its frame watched: #BP delivered, back", BPS.get() == bp0 + 1, format_args!("{} #BP, {} #DB", BPS.get() - bp0, DBS.get() - db0));
+    check(
+        "5d: int3 with its frame watched: #BP delivered, back",
+        BPS.get() == bp0 + 1,
+        format_args!("{} #BP, {} #DB", BPS.get() - bp0, DBS.get() - db0),
+    );
     check_rc("5d: DR7 = 0", set(7, 0), 0);
 
     // 5e. `mov %ss` from a watched word, then an entry into the hypervisor:
@@ -151,10 +194,18 @@ pub fn run() {
         )
     }
     let n = DBS.get() - db0;
-    check("5e: mov %ss + syscall (a hypercall): its answer, at most one #DB", got == want && n <= 1, format_args!("rax {got:#x} want {want:#x}, {n} #DB"));
+    check(
+        "5e: mov %ss + syscall (a hypercall): its answer, at most one #DB",
+        got == want && n <= 1,
+        format_args!("rax {got:#x} want {want:#x}, {n} #DB"),
+    );
     info(format_args!(
         "5e: mov %ss + syscall gave {n} #DB{}",
-        if n == 1 { " to the guest (the MOV-SS shadow was not honoured: delivered before the entry)" } else { " (taken and ignored in the hypervisor)" }
+        if n == 1 {
+            " to the guest (the MOV-SS shadow was not honoured: delivered before the entry)"
+        } else {
+            " (taken and ignored in the hypervisor)"
+        }
     ));
     for (what, int80) in [("int3", false), ("int $0x80", true)] {
         let (db0, bp0, c0) = (DBS.get(), BPS.get(), traps::count());
@@ -167,7 +218,11 @@ pub fn run() {
             }
         }
         let (n, bounces) = (DBS.get() - db0, traps::count() - c0);
-        let delivered = if int80 { bounces - n == 1 } else { BPS.get() == bp0 + 1 };
+        let delivered = if int80 {
+            bounces - n == 1
+        } else {
+            BPS.get() == bp0 + 1
+        };
         check(
             &alloc_free_name("5e: mov %ss + ", what),
             delivered && n <= 1,
@@ -183,7 +238,10 @@ pub fn run() {
 /// A case name from two parts (no allocator in every guest: a fixed
 /// buffer).
 fn alloc_free_name(a: &str, b: &str) -> Name {
-    let mut n = Name { buf: [0; 96], len: 0 };
+    let mut n = Name {
+        buf: [0; 96],
+        len: 0,
+    };
     for &c in a.as_bytes().iter().chain(b.as_bytes()) {
         if n.len < n.buf.len() {
             n.buf[n.len] = c;

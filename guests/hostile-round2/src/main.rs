@@ -88,7 +88,12 @@ fn run(_si: &StartInfo) {
     traps::install_default_trap_table();
     let only = pvguest::start_info::arg("only");
     if let Some(o) = only {
-        if o != "iret-nohandler" && o != "ts-crash" && o != "watchdog" && !GROUPS.contains(&o) && !CASES.contains(&o) {
+        if o != "iret-nohandler"
+            && o != "ts-crash"
+            && o != "watchdog"
+            && !GROUPS.contains(&o)
+            && !CASES.contains(&o)
+        {
             pvguest::report::error(format_args!("only={o}: no such group"));
         }
         info(format_args!("only={o}"));
@@ -100,7 +105,16 @@ fn run(_si: &StartInfo) {
         let wd = |id: u32, timeout: u32| {
             let w = abi::SchedWatchdog { id, timeout };
             // SAFETY: the hypervisor only reads the struct.
-            unsafe { hc::hypercall5(abi::HYPERVISOR_SCHED_OP, abi::SCHEDOP_WATCHDOG as u64, &w as *const _ as u64, 0, 0, 0) }
+            unsafe {
+                hc::hypercall5(
+                    abi::HYPERVISOR_SCHED_OP,
+                    abi::SCHEDOP_WATCHDOG as u64,
+                    &w as *const _ as u64,
+                    0,
+                    0,
+                    0,
+                )
+            }
         };
         check_rc("watchdog: id 0 takes timer 1", wd(0, 100), 1);
         check_rc("watchdog: id 0 takes timer 2", wd(0, 100), 2);
@@ -537,7 +551,11 @@ fn iret_no_handler() {
     t.copy_within(14.., 13);
     // set_trap_table only adds entries: clear the table first (NULL).
     // SAFETY: the runtime's entries are installed again right after.
-    check_rc("2c: set_trap_table(NULL) clears the trap table", unsafe { hc::set_trap_table(0) }, 0);
+    check_rc(
+        "2c: set_trap_table(NULL) clears the trap table",
+        unsafe { hc::set_trap_table(0) },
+        0,
+    );
     check_rc("2c: trap table without #GP", traps::set_trap_table(&t), 0);
     check_rc(
         "2c: register the failsafe callback",

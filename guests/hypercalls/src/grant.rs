@@ -91,7 +91,15 @@ fn my_domid() -> Option<u16> {
 }
 
 fn map(ref_: u32, dom: u16, flags: u32, host_addr: u64) -> GnttabMapGrantRef {
-    let mut m = GnttabMapGrantRef { host_addr, flags, ref_, dom, status: 0x7777, handle: !0, dev_bus_addr: 0 };
+    let mut m = GnttabMapGrantRef {
+        host_addr,
+        flags,
+        ref_,
+        dom,
+        status: 0x7777,
+        handle: !0,
+        dev_bus_addr: 0,
+    };
     let rc = gnttab(GNTTABOP_MAP_GRANT_REF, &mut m as *mut _ as u64, 1);
     if rc != 0 {
         m.status = 0x7000 | (rc as i16 & 0xff);
@@ -101,7 +109,13 @@ fn map(ref_: u32, dom: u16, flags: u32, host_addr: u64) -> GnttabMapGrantRef {
 }
 
 fn unmap(host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16 {
-    let mut u = GnttabUnmapGrantRef { host_addr, dev_bus_addr, handle, status: 0x7777, _pad0: 0 };
+    let mut u = GnttabUnmapGrantRef {
+        host_addr,
+        dev_bus_addr,
+        handle,
+        status: 0x7777,
+        _pad0: 0,
+    };
     let rc = gnttab(GNTTABOP_UNMAP_GRANT_REF, &mut u as *mut _ as u64, 1);
     if rc != 0 {
         info(format_args!("unmap_grant_ref itself returned {}", Rc(rc)));
@@ -134,12 +148,25 @@ fn grant_v1(r: u32, domid: u16, frame: u64, flags: u16) {
 static SAVED: GuestCell<[u64; 3]> = GuestCell::new([0; 3]);
 
 pub fn run() {
-    let mut q = GnttabQuerySize { dom: abi::DOMID_SELF, _pad0: 0, nr_frames: 0, max_nr_frames: 0, status: 0x7777, _pad1: 0 };
+    let mut q = GnttabQuerySize {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        nr_frames: 0,
+        max_nr_frames: 0,
+        status: 0x7777,
+        _pad1: 0,
+    };
     let rc = gnttab(GNTTABOP_QUERY_SIZE, &mut q as *mut _ as u64, 1);
     check(
         "grant query_size: 0, status 0, nr_frames >= 1, max_nr_frames 64",
         rc == 0 && q.status == 0 && q.nr_frames >= 1 && q.max_nr_frames == 64,
-        format_args!("rc {} status {} nr {} max {}", Rc(rc), q.status, q.nr_frames, q.max_nr_frames),
+        format_args!(
+            "rc {} status {} nr {} max {}",
+            Rc(rc),
+            q.status,
+            q.nr_frames,
+            q.max_nr_frames
+        ),
     );
     let mut frames = [0x5a5a_5a5a_5a5a_5a5au64; 2];
     let mut s = GnttabSetupTable {
@@ -159,8 +186,18 @@ pub fn run() {
     let frame = frames[0];
     check(
         "grant setup_table of 1 frame: 0, status 0, the frame written as 8 bytes, nothing after it",
-        rc == 0 && s.status == 0 && frame >> 32 == 0 && frame != 0 && frames[1] == 0x5a5a_5a5a_5a5a_5a5a,
-        format_args!("rc {} status {} list {:#x} {:#x}", Rc(rc), s.status, frames[0], frames[1]),
+        rc == 0
+            && s.status == 0
+            && frame >> 32 == 0
+            && frame != 0
+            && frames[1] == 0x5a5a_5a5a_5a5a_5a5a,
+        format_args!(
+            "rc {} status {} list {:#x} {:#x}",
+            Rc(rc),
+            s.status,
+            frames[0],
+            frames[1]
+        ),
     );
     check_rc(
         "grant copy (5): -ENOSYS (ringvisor; Xen copies)",
@@ -170,15 +207,24 @@ pub fn run() {
     let (Some((host_pte_at, host_pte)), Some((_, table_pte)), Some((_, status_pte))) =
         (l1e(HOST.addr()), l1e(TABLE.addr()), l1e(STATUS.addr()))
     else {
-        pvguest::report::fail("grant: the L1 entries of the scratch pages", format_args!("not found"));
+        pvguest::report::fail(
+            "grant: the L1 entries of the scratch pages",
+            format_args!("not found"),
+        );
         return;
     };
     SAVED.set([host_pte, table_pte, status_pte]);
-    if !check_rc("update_va_mapping of grant frame 0, writable: 0", uvm(TABLE.addr(), frame << 12 | RW), 0) {
+    if !check_rc(
+        "update_va_mapping of grant frame 0, writable: 0",
+        uvm(TABLE.addr(), frame << 12 | RW),
+        0,
+    ) {
         return;
     }
     let Some(me) = my_domid() else {
-        info(format_args!("grant maps skipped: not the initial domain and no domid=N"));
+        info(format_args!(
+            "grant maps skipped: not the initial domain and no domid=N"
+        ));
         restore();
         return;
     };
@@ -207,29 +253,65 @@ pub fn run() {
             v1_flags(REF),
             GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING,
         );
-        let req = MmuUpdate { ptr: host_pte_at | abi::MMU_NORMAL_PT_UPDATE, val: host_pte };
+        let req = MmuUpdate {
+            ptr: host_pte_at | abi::MMU_NORMAL_PT_UPDATE,
+            val: host_pte,
+        };
         // SAFETY: refused (the entry is a grant mapping).
         let rc = unsafe { hc::mmu_update(&req as *const _ as u64, 1, 0, abi::DOMID_SELF) };
-        check_rc("mmu_update over the grant PTE: -EINVAL (ringvisor; Xen crashes the domain)", rc, EINVAL);
+        check_rc(
+            "mmu_update over the grant PTE: -EINVAL (ringvisor; Xen crashes the domain)",
+            rc,
+            EINVAL,
+        );
         check_rc(
             "update_va_mapping over the grant PTE: -EINVAL (ringvisor; Xen crashes the domain)",
             uvm(HOST.addr(), host_pte),
             EINVAL,
         );
-        check_eq("unmap_grant_ref with a bad handle: GNTST_bad_handle", unmap(HOST.addr(), 0, 0xdead), GNTST_BAD_HANDLE);
-        check_eq("unmap_grant_ref: status 0", unmap(HOST.addr(), 0, m.handle), GNTST_OKAY);
+        check_eq(
+            "unmap_grant_ref with a bad handle: GNTST_bad_handle",
+            unmap(HOST.addr(), 0, 0xdead),
+            GNTST_BAD_HANDLE,
+        );
+        check_eq(
+            "unmap_grant_ref: status 0",
+            unmap(HOST.addr(), 0, m.handle),
+            GNTST_OKAY,
+        );
         expect_fault("  ... the mapping is gone: a read: #PF", 14, None, || {
             rd(HOST.addr());
         });
-        check_eq("  ... GTF_reading/GTF_writing clear", v1_flags(REF), GTF_PERMIT_ACCESS);
+        check_eq(
+            "  ... GTF_reading/GTF_writing clear",
+            v1_flags(REF),
+            GTF_PERMIT_ACCESS,
+        );
     }
-    check_rc("update_va_mapping puts HOST's own frame back: 0", uvm(HOST.addr(), host_pte), 0);
+    check_rc(
+        "update_va_mapping puts HOST's own frame back: 0",
+        uvm(HOST.addr(), host_pte),
+        0,
+    );
 
     // By PTE (machine address of the L1 entry).
-    let m = map(REF, me, GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE, host_pte_at + 4);
-    check_eq("map_grant_ref contains_pte with a misaligned PTE address: GNTST_general_error", m.status, GNTST_GENERAL_ERROR);
+    let m = map(
+        REF,
+        me,
+        GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE,
+        host_pte_at + 4,
+    );
+    check_eq(
+        "map_grant_ref contains_pte with a misaligned PTE address: GNTST_general_error",
+        m.status,
+        GNTST_GENERAL_ERROR,
+    );
     let m = map(REF, me, GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE, host_pte_at);
-    if check_eq("map_grant_ref contains_pte at HOST's L1 entry: status 0", m.status, GNTST_OKAY) {
+    if check_eq(
+        "map_grant_ref contains_pte at HOST's L1 entry: status 0",
+        m.status,
+        GNTST_OKAY,
+    ) {
         let r = catch(|| SAVED.set([rd(HOST.addr()), 0, 0]));
         check(
             "  ... the granted page is visible there",
@@ -237,43 +319,90 @@ pub fn run() {
             format_args!("{:?} read {:#x}", r.err(), SAVED.get()[0]),
         );
         SAVED.set([host_pte, table_pte, status_pte]);
-        check_eq("unmap_grant_ref by PTE: status 0", unmap(host_pte_at, 0, m.handle), GNTST_OKAY);
+        check_eq(
+            "unmap_grant_ref by PTE: status 0",
+            unmap(host_pte_at, 0, m.handle),
+            GNTST_OKAY,
+        );
         check_eq("  ... GTF bits clear", v1_flags(REF), GTF_PERMIT_ACCESS);
     }
-    check_rc("update_va_mapping puts HOST's own frame back: 0", uvm(HOST.addr(), host_pte), 0);
+    check_rc(
+        "update_va_mapping puts HOST's own frame back: 0",
+        uvm(HOST.addr(), host_pte),
+        0,
+    );
 
     // Bad arguments.
     let m = map(100_000, me, GNTMAP_HOST_MAP, HOST.addr());
-    check_eq("map_grant_ref of ref 100000: GNTST_bad_gntref", m.status, GNTST_BAD_GNTREF);
+    check_eq(
+        "map_grant_ref of ref 100000: GNTST_bad_gntref",
+        m.status,
+        GNTST_BAD_GNTREF,
+    );
     let m = map(REF_RO, me, GNTMAP_HOST_MAP, HOST.addr());
-    check_eq("map_grant_ref of a readonly grant, writable: GNTST_general_error", m.status, GNTST_GENERAL_ERROR);
+    check_eq(
+        "map_grant_ref of a readonly grant, writable: GNTST_general_error",
+        m.status,
+        GNTST_GENERAL_ERROR,
+    );
     let m = map(REF, abi::DOMID_SELF, GNTMAP_HOST_MAP, HOST.addr());
-    check_eq("map_grant_ref naming DOMID_SELF: GNTST_bad_domain", m.status, GNTST_BAD_DOMAIN);
-    check_eq("  ... no GTF bits set by the refused maps", v1_flags(REF) | v1_flags(REF_RO), GTF_PERMIT_ACCESS | GTF_READONLY);
+    check_eq(
+        "map_grant_ref naming DOMID_SELF: GNTST_bad_domain",
+        m.status,
+        GNTST_BAD_DOMAIN,
+    );
+    check_eq(
+        "  ... no GTF bits set by the refused maps",
+        v1_flags(REF) | v1_flags(REF_RO),
+        GTF_PERMIT_ACCESS | GTF_READONLY,
+    );
     let m = map(REF_RO, me, GNTMAP_HOST_MAP | GNTMAP_READONLY, HOST.addr());
-    if check_eq("map_grant_ref of a readonly grant, readonly: status 0", m.status, GNTST_OKAY) {
-        check_eq("  ... GTF_reading only", v1_flags(REF_RO), GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+    if check_eq(
+        "map_grant_ref of a readonly grant, readonly: status 0",
+        m.status,
+        GNTST_OKAY,
+    ) {
+        check_eq(
+            "  ... GTF_reading only",
+            v1_flags(REF_RO),
+            GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING,
+        );
         expect_fault("  ... a write there: #PF", 14, None, || {
             // SAFETY: faults: the grant mapping is read-only.
             unsafe { write_volatile(HOST.addr() as *mut u64, 1) }
         });
-        check_eq("  ... unmap: status 0", unmap(HOST.addr(), 0, m.handle), GNTST_OKAY);
+        check_eq(
+            "  ... unmap: status 0",
+            unmap(HOST.addr(), 0, m.handle),
+            GNTST_OKAY,
+        );
     }
-    check_rc("update_va_mapping puts HOST's own frame back: 0", uvm(HOST.addr(), host_pte), 0);
+    check_rc(
+        "update_va_mapping puts HOST's own frame back: 0",
+        uvm(HOST.addr(), host_pte),
+        0,
+    );
 
     // Device mapping.
     let m = map(REF, me, GNTMAP_DEVICE_MAP, 0);
     if check(
         "map_grant_ref device map: status 0, dev_bus_addr = frame << 12",
         m.status == 0 && m.dev_bus_addr == granted << 12,
-        format_args!("status {} dev_bus_addr {:#x} frame {:#x}", m.status, m.dev_bus_addr, granted),
+        format_args!(
+            "status {} dev_bus_addr {:#x} frame {:#x}",
+            m.status, m.dev_bus_addr, granted
+        ),
     ) {
         check_eq(
             "unmap_grant_ref with the wrong dev_bus_addr: GNTST_bad_dev_addr",
             unmap(0, (granted + 1) << 12, m.handle),
             GNTST_BAD_DEV_ADDR,
         );
-        check_eq("unmap_grant_ref with the right dev_bus_addr: status 0", unmap(0, granted << 12, m.handle), GNTST_OKAY);
+        check_eq(
+            "unmap_grant_ref with the right dev_bus_addr: status 0",
+            unmap(0, granted << 12, m.handle),
+            GNTST_OKAY,
+        );
         check_eq("  ... GTF bits clear", v1_flags(REF), GTF_PERMIT_ACCESS);
     }
 
@@ -287,12 +416,29 @@ fn version2(me: u16, granted: u64) {
     grant_v1(REF, 0, 0, 0);
     grant_v1(REF_RO, 0, 0, 0);
     let mut v = GnttabSetVersion { version: 2 };
-    check_rc("grant set_version 2: 0", gnttab(GNTTABOP_SET_VERSION, &mut v as *mut _ as u64, 1), 0);
-    let mut g = GnttabGetVersion { dom: abi::DOMID_SELF, _pad0: 0, version: 0 };
+    check_rc(
+        "grant set_version 2: 0",
+        gnttab(GNTTABOP_SET_VERSION, &mut v as *mut _ as u64, 1),
+        0,
+    );
+    let mut g = GnttabGetVersion {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        version: 0,
+    };
     let rc = gnttab(GNTTABOP_GET_VERSION, &mut g as *mut _ as u64, 1);
-    check("grant get_version: 0, version 2", rc == 0 && g.version == 2, format_args!("rc {} version {}", Rc(rc), g.version));
+    check(
+        "grant get_version: 0, version 2",
+        rc == 0 && g.version == 2,
+        format_args!("rc {} version {}", Rc(rc), g.version),
+    );
     let mut list = [0u64; 1];
-    let mut sf = GnttabGetStatusFrames { nr_frames: 1, dom: abi::DOMID_SELF, status: 0x7777, frame_list: list.as_mut_ptr() as u64 };
+    let mut sf = GnttabGetStatusFrames {
+        nr_frames: 1,
+        dom: abi::DOMID_SELF,
+        status: 0x7777,
+        frame_list: list.as_mut_ptr() as u64,
+    };
     let rc = gnttab(GNTTABOP_GET_STATUS_FRAMES, &mut sf as *mut _ as u64, 1);
     let st = list[0];
     if !check(
@@ -302,8 +448,16 @@ fn version2(me: u16, granted: u64) {
     ) {
         return;
     }
-    check_rc("update_va_mapping of the status frame writable: -EINVAL", uvm(STATUS.addr(), st << 12 | RW), EINVAL);
-    check_rc("update_va_mapping of the status frame read-only: 0", uvm(STATUS.addr(), st << 12 | RO), 0);
+    check_rc(
+        "update_va_mapping of the status frame writable: -EINVAL",
+        uvm(STATUS.addr(), st << 12 | RW),
+        EINVAL,
+    );
+    check_rc(
+        "update_va_mapping of the status frame read-only: 0",
+        uvm(STATUS.addr(), st << 12 | RO),
+        0,
+    );
     let status_word = |r: u32| {
         // SAFETY: STATUS maps the status frame read-only.
         unsafe { read_volatile((STATUS.addr() as *const u16).add(r as usize)) }
@@ -325,14 +479,22 @@ fn version2(me: u16, granted: u64) {
             r.is_ok() && SAVED.get()[0] == PATTERN,
             format_args!("{:?} read {:#x}", r.err(), SAVED.get()[0]),
         );
-        check_eq("  ... GTF_reading|GTF_writing in the status frame", status_word(REF), GTF_READING | GTF_WRITING);
+        check_eq(
+            "  ... GTF_reading|GTF_writing in the status frame",
+            status_word(REF),
+            GTF_READING | GTF_WRITING,
+        );
         let mut v1 = GnttabSetVersion { version: 1 };
         check_rc(
             "grant set_version 1 while a grant is mapped: -EBUSY",
             gnttab(GNTTABOP_SET_VERSION, &mut v1 as *mut _ as u64, 1),
             EBUSY,
         );
-        check_eq("  ... unmap: status 0", unmap(HOST.addr(), 0, m.handle), GNTST_OKAY);
+        check_eq(
+            "  ... unmap: status 0",
+            unmap(HOST.addr(), 0, m.handle),
+            GNTST_OKAY,
+        );
         check_eq("  ... the status word clear", status_word(REF), 0);
     }
     let [host_pte, _, status_pte] = SAVED.get();
@@ -343,20 +505,36 @@ fn version2(me: u16, granted: u64) {
         gnttab(GNTTABOP_SET_VERSION, &mut v1 as *mut _ as u64, 1),
         EBUSY,
     );
-    check_rc("update_va_mapping puts STATUS's own frame back: 0", uvm(STATUS.addr(), status_pte), 0);
+    check_rc(
+        "update_va_mapping puts STATUS's own frame back: 0",
+        uvm(STATUS.addr(), status_pte),
+        0,
+    );
     let mut v1 = GnttabSetVersion { version: 1 };
     check_rc(
         "grant set_version 1 after unmapping it: 0",
         gnttab(GNTTABOP_SET_VERSION, &mut v1 as *mut _ as u64, 1),
         0,
     );
-    let mut g = GnttabGetVersion { dom: abi::DOMID_SELF, _pad0: 0, version: 0 };
+    let mut g = GnttabGetVersion {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        version: 0,
+    };
     let rc = gnttab(GNTTABOP_GET_VERSION, &mut g as *mut _ as u64, 1);
-    check("grant get_version: 1", rc == 0 && g.version == 1, format_args!("rc {} version {}", Rc(rc), g.version));
+    check(
+        "grant get_version: 1",
+        rc == 0 && g.version == 1,
+        format_args!("rc {} version {}", Rc(rc), g.version),
+    );
 }
 
 fn restore() {
     let [host_pte, table_pte, _] = SAVED.get();
     uvm(HOST.addr(), host_pte);
-    check_rc("update_va_mapping puts TABLE's own frame back: 0", uvm(TABLE.addr(), table_pte), 0);
+    check_rc(
+        "update_va_mapping puts TABLE's own frame back: 0",
+        uvm(TABLE.addr(), table_pte),
+        0,
+    );
 }

@@ -443,65 +443,146 @@ fn memory_ops() {
     // VCPUOP_register_runstate_memory_area: the hypervisor keeps a copy
     // there (Linux BUG()s if it cannot register one): written at once,
     // the same as get_runstate_info, the running state.
-    static AREA: GuestCell<abi::VcpuRunstateInfo> =
-        GuestCell::new(abi::VcpuRunstateInfo { state: -1, _pad0: 0, state_entry_time: 0, time: [0; 4] });
-    let reg = abi::VcpuRegisterRunstateMemoryArea { addr: AREA.as_ptr() as u64 };
+    static AREA: GuestCell<abi::VcpuRunstateInfo> = GuestCell::new(abi::VcpuRunstateInfo {
+        state: -1,
+        _pad0: 0,
+        state_entry_time: 0,
+        time: [0; 4],
+    });
+    let reg = abi::VcpuRegisterRunstateMemoryArea {
+        addr: AREA.as_ptr() as u64,
+    };
     // SAFETY: the hypervisor writes 48 bytes at AREA, ours.
-    let rc = unsafe { hc::vcpu_op(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, &reg as *const _ as u64) };
+    let rc = unsafe {
+        hc::vcpu_op(
+            abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+            0,
+            &reg as *const _ as u64,
+        )
+    };
     let a = AREA.get();
     check(
         "VCPUOP_register_runstate_memory_area: 0, written at once: running, entered at a real time",
         rc == 0 && a.state == abi::RUNSTATE_RUNNING && a.state_entry_time > 0,
-        format_args!("rc {} state {} entry {}", Rc(rc), a.state, a.state_entry_time),
+        format_args!(
+            "rc {} state {} entry {}",
+            Rc(rc),
+            a.state,
+            a.state_entry_time
+        ),
     );
-    let mut r = abi::VcpuRunstateInfo { state: -1, _pad0: 0, state_entry_time: 0, time: [0; 4] };
+    let mut r = abi::VcpuRunstateInfo {
+        state: -1,
+        _pad0: 0,
+        state_entry_time: 0,
+        time: [0; 4],
+    };
     // SAFETY: the hypervisor writes one vcpu_runstate_info into `r`.
     let rc = unsafe { hc::vcpu_op(abi::VCPUOP_GET_RUNSTATE_INFO, 0, &mut r as *mut _ as u64) };
     check(
         "  ... get_runstate_info agrees with the area",
         rc == 0 && r.state == a.state && r.state_entry_time == a.state_entry_time,
-        format_args!("rc {} state {} entry {}", Rc(rc), r.state, r.state_entry_time),
+        format_args!(
+            "rc {} state {} entry {}",
+            Rc(rc),
+            r.state,
+            r.state_entry_time
+        ),
     );
     let off = abi::VcpuRegisterRunstateMemoryArea { addr: !0 };
     // SAFETY: ~0: no area any more.
-    let rc = unsafe { hc::vcpu_op(abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, &off as *const _ as u64) };
+    let rc = unsafe {
+        hc::vcpu_op(
+            abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+            0,
+            &off as *const _ as u64,
+        )
+    };
     check_rc("  ... ~0 stops it: 0", rc, 0);
     // XENMEM_machphys_mapping: where the M2P is (Xen's 64-bit range).
-    let mut m = abi::XenMachphysMapping { v_start: 0, v_end: 0, max_mfn: 0 };
+    let mut m = abi::XenMachphysMapping {
+        v_start: 0,
+        v_end: 0,
+        max_mfn: 0,
+    };
     // SAFETY: the hypervisor writes the struct, ours.
     let rc = unsafe { hc::memory_op(abi::XENMEM_MACHPHYS_MAPPING, &mut m as *mut _ as u64) };
     check(
         "XENMEM_machphys_mapping: 0, Xen's M2P range 0xffff800000000000-0xffff804000000000",
-        rc == 0 && m.v_start == 0xffff_8000_0000_0000 && m.v_end == 0xffff_8040_0000_0000 && m.max_mfn > 0,
-        format_args!("rc {} {:#x}-{:#x} max_mfn {:#x}", Rc(rc), m.v_start, m.v_end, m.max_mfn),
+        rc == 0
+            && m.v_start == 0xffff_8000_0000_0000
+            && m.v_end == 0xffff_8040_0000_0000
+            && m.max_mfn > 0,
+        format_args!(
+            "rc {} {:#x}-{:#x} max_mfn {:#x}",
+            Rc(rc),
+            m.v_start,
+            m.v_end,
+            m.max_mfn
+        ),
     );
     // XENMEM_machine_memory_map: the initial domain gets the machine's
     // e820 (RAM in it), a buffer too small -EINVAL; another domain -EPERM.
-    let mut e = [abi::E820Entry { addr: 0, size: 0, type_: 0 }; 32];
-    let mut map = abi::XenMemoryMap { nr_entries: 32, _pad0: 0, buffer: e.as_mut_ptr() as u64 };
+    let mut e = [abi::E820Entry {
+        addr: 0,
+        size: 0,
+        type_: 0,
+    }; 32];
+    let mut map = abi::XenMemoryMap {
+        nr_entries: 32,
+        _pad0: 0,
+        buffer: e.as_mut_ptr() as u64,
+    };
     // SAFETY: the hypervisor writes up to 32 entries into `e`, then `map`.
     let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut map as *mut _ as u64) };
     if start_info::start_info().flags & abi::SIF_PRIVILEGED != 0 {
-        let ram = e[..map.nr_entries.min(32) as usize].iter().any(|x| x.type_ == 1 && x.size > 0);
+        let ram = e[..map.nr_entries.min(32) as usize]
+            .iter()
+            .any(|x| x.type_ == 1 && x.size > 0);
         check(
             "XENMEM_machine_memory_map (initial domain): 0, the machine's map with RAM in it",
             rc == 0 && map.nr_entries > 0 && ram,
             format_args!("rc {} nr_entries {}", Rc(rc), map.nr_entries),
         );
-        let mut small = abi::XenMemoryMap { nr_entries: 0, _pad0: 0, buffer: e.as_mut_ptr() as u64 };
+        let mut small = abi::XenMemoryMap {
+            nr_entries: 0,
+            _pad0: 0,
+            buffer: e.as_mut_ptr() as u64,
+        };
         // SAFETY: refused, nothing written.
-        let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut small as *mut _ as u64) };
-        check_rc("XENMEM_machine_memory_map with no room: -EINVAL", rc, EINVAL);
+        let rc =
+            unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, &mut small as *mut _ as u64) };
+        check_rc(
+            "XENMEM_machine_memory_map with no room: -EINVAL",
+            rc,
+            EINVAL,
+        );
     } else {
-        check_rc("XENMEM_machine_memory_map (not the initial domain): -EPERM", rc, EPERM);
+        check_rc(
+            "XENMEM_machine_memory_map (not the initial domain): -EPERM",
+            rc,
+            EPERM,
+        );
     }
     // MMUEXT_SET_LDT: no LDT (what Linux asks at boot) is 0; a misaligned
     // one -EINVAL; a real one -ENOSYS here (ringvisor offers no LDT).
     // SAFETY: no LDT is set by any of these.
     unsafe {
-        check_rc("mmuext_op SET_LDT of no entries: 0", hc::mmuext1(abi::MMUEXT_SET_LDT, 0, 0), 0);
-        check_rc("mmuext_op SET_LDT misaligned: -EINVAL", hc::mmuext1(abi::MMUEXT_SET_LDT, 0x1008, 4), EINVAL);
-        check_rc("mmuext_op SET_LDT of 8193 entries: -EINVAL", hc::mmuext1(abi::MMUEXT_SET_LDT, 0x1000, 8193), EINVAL);
+        check_rc(
+            "mmuext_op SET_LDT of no entries: 0",
+            hc::mmuext1(abi::MMUEXT_SET_LDT, 0, 0),
+            0,
+        );
+        check_rc(
+            "mmuext_op SET_LDT misaligned: -EINVAL",
+            hc::mmuext1(abi::MMUEXT_SET_LDT, 0x1008, 4),
+            EINVAL,
+        );
+        check_rc(
+            "mmuext_op SET_LDT of 8193 entries: -EINVAL",
+            hc::mmuext1(abi::MMUEXT_SET_LDT, 0x1000, 8193),
+            EINVAL,
+        );
     }
 }
 

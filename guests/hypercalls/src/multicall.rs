@@ -19,11 +19,18 @@ const PRESET: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 const IRET_RAX: u64 = 0xdead;
 
 const fn entry(op: u32, args: [u64; 6]) -> MulticallEntry {
-    MulticallEntry { op: op as u64, result: PRESET, args }
+    MulticallEntry {
+        op: op as u64,
+        result: PRESET,
+        args,
+    }
 }
 
 const fn xen_version() -> MulticallEntry {
-    entry(abi::HYPERVISOR_XEN_VERSION, [abi::XENVER_VERSION as u64, 0, 0, 0, 0, 0])
+    entry(
+        abi::HYPERVISOR_XEN_VERSION,
+        [abi::XENVER_VERSION as u64, 0, 0, 0, 0, 0],
+    )
 }
 
 fn multicall(list: u64, n: u64) -> i64 {
@@ -41,9 +48,15 @@ pub fn run() {
 
     let mut list = [
         xen_version(),
-        entry(abi::HYPERVISOR_VCPU_OP, [abi::VCPUOP_IS_UP as u64, 0, 0, 0, 0, 0]),
+        entry(
+            abi::HYPERVISOR_VCPU_OP,
+            [abi::VCPUOP_IS_UP as u64, 0, 0, 0, 0, 0],
+        ),
         entry(63, [0; 6]),
-        entry(abi::HYPERVISOR_VCPU_OP, [abi::VCPUOP_IS_UP as u64, 31, 0, 0, 0, 0]),
+        entry(
+            abi::HYPERVISOR_VCPU_OP,
+            [abi::VCPUOP_IS_UP as u64, 31, 0, 0, 0, 0],
+        ),
     ];
     let rc = multicall(list.as_mut_ptr() as u64, list.len() as u64);
     check_rc("multicall of 4 harmless calls: 0", rc, 0);
@@ -51,7 +64,14 @@ pub fn run() {
     check(
         "  ... results: xen_version, is_up(0) 1, op 63 -ENOSYS, is_up(31) -ENOENT",
         r == [version, 1, ENOSYS, crate::ENOENT],
-        format_args!("{} {} {} {} (version {:#x})", Rc(r[0]), Rc(r[1]), Rc(r[2]), Rc(r[3]), version),
+        format_args!(
+            "{} {} {} {} (version {:#x})",
+            Rc(r[0]),
+            Rc(r[1]),
+            Rc(r[2]),
+            Rc(r[3]),
+            version
+        ),
     );
 
     // A multicall entry inside a multicall: -EINVAL in its result, the
@@ -60,14 +80,22 @@ pub fn run() {
     inner[0].result = PRESET;
     INNER.set(inner);
     let mut list = [
-        entry(abi::HYPERVISOR_MULTICALL, [INNER.as_ptr() as u64, 1, 0, 0, 0, 0]),
+        entry(
+            abi::HYPERVISOR_MULTICALL,
+            [INNER.as_ptr() as u64, 1, 0, 0, 0, 0],
+        ),
         xen_version(),
     ];
     let rc = multicall(list.as_mut_ptr() as u64, 2);
     check(
         "multicall with a nested multicall entry: 0, that entry -EINVAL, the next run",
         rc == 0 && list[0].result as i64 == EINVAL && list[1].result as i64 == version,
-        format_args!("rc {} results {} {}", Rc(rc), Rc(list[0].result as i64), Rc(list[1].result as i64)),
+        format_args!(
+            "rc {} results {} {}",
+            Rc(rc),
+            Rc(list[0].result as i64),
+            Rc(list[1].result as i64)
+        ),
     );
     check(
         "  ... the nested list not run",
@@ -75,8 +103,16 @@ pub fn run() {
         format_args!("inner result {:#x}", INNER.get()[0].result),
     );
 
-    check_rc("multicall with an unmapped list: -EFAULT", multicall(UNMAPPED, 1), EFAULT);
-    check_rc("multicall of 0 entries with an unmapped list: 0", multicall(UNMAPPED, 0), 0);
+    check_rc(
+        "multicall with an unmapped list: -EFAULT",
+        multicall(UNMAPPED, 1),
+        EFAULT,
+    );
+    check_rc(
+        "multicall of 0 entries with an unmapped list: 0",
+        multicall(UNMAPPED, 0),
+        0,
+    );
 
     // 200 entries: continuations every 64 on ringvisor (Xen: whenever
     // preemption is due); every result written.

@@ -20,15 +20,25 @@ const MAX_TICKS: u32 = 500;
 /// woken by VIRQ_CONSOLE), print each line back as `ECHO: line`, and
 /// power off at the line `quit` (or FAILURE after MAX_TICKS ticks).
 fn echo() {
-    let mut b = EvtchnBindVirq { virq: abi::VIRQ_CONSOLE, vcpu: 0, port: 0 };
+    let mut b = EvtchnBindVirq {
+        virq: abi::VIRQ_CONSOLE,
+        vcpu: 0,
+        port: 0,
+    };
     // SAFETY: `b` is a live, writable evtchn_bind_virq.
-    let rc = unsafe { hypercall::event_channel_op(abi::EVTCHNOP_BIND_VIRQ, &mut b as *mut _ as u64) };
+    let rc =
+        unsafe { hypercall::event_channel_op(abi::EVTCHNOP_BIND_VIRQ, &mut b as *mut _ as u64) };
     if !report::check_rc("bind_virq(VIRQ_CONSOLE)", rc, 0) {
         return;
     }
-    let mut t = EvtchnBindVirq { virq: abi::VIRQ_TIMER, vcpu: 0, port: 0 };
+    let mut t = EvtchnBindVirq {
+        virq: abi::VIRQ_TIMER,
+        vcpu: 0,
+        port: 0,
+    };
     // SAFETY: as above.
-    let rc = unsafe { hypercall::event_channel_op(abi::EVTCHNOP_BIND_VIRQ, &mut t as *mut _ as u64) };
+    let rc =
+        unsafe { hypercall::event_channel_op(abi::EVTCHNOP_BIND_VIRQ, &mut t as *mut _ as u64) };
     if !report::check_rc("bind_virq(VIRQ_TIMER)", rc, 0) {
         return;
     }
@@ -38,7 +48,12 @@ fn echo() {
     let mut woken = false;
     for _ in 0..MAX_TICKS * 4 {
         let ports = [b.port, t.port];
-        let p = SchedPoll { ports: ports.as_ptr() as u64, nr_ports: 2, _pad0: 0, timeout: 0 };
+        let p = SchedPoll {
+            ports: ports.as_ptr() as u64,
+            nr_ports: 2,
+            _pad0: 0,
+            timeout: 0,
+        };
         // SAFETY: `p` names two ports in this stack frame.
         unsafe { hypercall::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) };
         let si = start_info::shared_info();
@@ -59,7 +74,11 @@ fn echo() {
                 let s = core::str::from_utf8(&line[..len]).unwrap_or("?");
                 report::info(format_args!("ECHO: {s}"));
                 if s == "quit" {
-                    report::check("VIRQ_CONSOLE told us there was input", woken, format_args!("no"));
+                    report::check(
+                        "VIRQ_CONSOLE told us there was input",
+                        woken,
+                        format_args!("no"),
+                    );
                     return;
                 }
                 len = 0;
@@ -69,7 +88,10 @@ fn echo() {
             }
         }
     }
-    report::fail("echo", format_args!("no `quit` line within {} ticks", MAX_TICKS * 4));
+    report::fail(
+        "echo",
+        format_args!("no `quit` line within {} ticks", MAX_TICKS * 4),
+    );
 }
 
 fn run(_si: &abi::StartInfo) {
@@ -77,9 +99,14 @@ fn run(_si: &abi::StartInfo) {
     if start_info::arg("mode") == Some("echo") {
         return echo();
     }
-    let mut b = EvtchnBindVirq { virq: abi::VIRQ_TIMER, vcpu: 0, port: 0 };
+    let mut b = EvtchnBindVirq {
+        virq: abi::VIRQ_TIMER,
+        vcpu: 0,
+        port: 0,
+    };
     // SAFETY: `b` is a live, writable evtchn_bind_virq.
-    let rc = unsafe { hypercall::event_channel_op(abi::EVTCHNOP_BIND_VIRQ, &mut b as *mut _ as u64) };
+    let rc =
+        unsafe { hypercall::event_channel_op(abi::EVTCHNOP_BIND_VIRQ, &mut b as *mut _ as u64) };
     if !report::check_rc("bind_virq(VIRQ_TIMER)", rc, 0) {
         return;
     }
@@ -88,7 +115,12 @@ fn run(_si: &abi::StartInfo) {
     let before = traps::count();
     let mut ticks = 0;
     while ticks < MAX_TICKS && traps::count() == before {
-        let p = SchedPoll { ports: &port as *const u32 as u64, nr_ports: 1, _pad0: 0, timeout: 0 };
+        let p = SchedPoll {
+            ports: &port as *const u32 as u64,
+            nr_ports: 1,
+            _pad0: 0,
+            timeout: 0,
+        };
         // SAFETY: `p` names one port in this stack frame.
         unsafe { hypercall::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) };
         // Acknowledge the tick: clear the port's pending bit.
@@ -104,7 +136,10 @@ fn run(_si: &abi::StartInfo) {
         report::info(format_args!("INJECTED: vector {}", t.vector));
         report::check_eq("injected vector", t.vector, 3);
     } else {
-        report::fail("injection", format_args!("no exception injected within {MAX_TICKS} ticks"));
+        report::fail(
+            "injection",
+            format_args!("no exception injected within {MAX_TICKS} ticks"),
+        );
     }
 }
 

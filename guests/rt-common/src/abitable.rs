@@ -48,7 +48,12 @@ pub fn rows(md: &str) -> impl Iterator<Item = Result<Row<'_>, &str>> {
             let name = next()?.trim_matches('`');
             let abi64 = answer(next()?).ok_or(line)?;
             let abi32 = answer(next()?).ok_or(line)?;
-            Ok(Row { nr, name, abi64, abi32 })
+            Ok(Row {
+                nr,
+                name,
+                abi64,
+                abi32,
+            })
         })();
         Some(row)
     })
@@ -81,8 +86,24 @@ mod tests {
                   | 0 | `set_trap_table` | yes | -ENOSYS | text |\n| 7 | `p` | -ENOSYS | `-ENOSYS` | |\n\
                   | 8 | `q` | maybe | yes |\n| other | | -ENOSYS | -ENOSYS | |\n## Next\n| 9 | `r` | yes | yes |\n";
         let r: alloc_free::Vec4 = rows(md).collect();
-        assert_eq!(r.0[0], Some(Ok(Row { nr: 0, name: "set_trap_table", abi64: Answer::Yes, abi32: Answer::Enosys })));
-        assert_eq!(r.0[1], Some(Ok(Row { nr: 7, name: "p", abi64: Answer::Enosys, abi32: Answer::Enosys })));
+        assert_eq!(
+            r.0[0],
+            Some(Ok(Row {
+                nr: 0,
+                name: "set_trap_table",
+                abi64: Answer::Yes,
+                abi32: Answer::Enosys
+            }))
+        );
+        assert_eq!(
+            r.0[1],
+            Some(Ok(Row {
+                nr: 7,
+                name: "p",
+                abi64: Answer::Enosys,
+                abi32: Answer::Enosys
+            }))
+        );
         assert_eq!(r.0[2], Some(Err("| 8 | `q` | maybe | yes |")));
         assert_eq!(r.0[3], None);
         assert_eq!(expected(md, 0, false), Answer::Enosys);
@@ -93,7 +114,10 @@ mod tests {
     #[test]
     fn the_real_table_reads() {
         assert!(rows(ABI_MD).all(|r| r.is_ok()));
-        assert_eq!(rows(ABI_MD).flatten().find(|r| r.nr == 17).map(|r| r.name), Some("xen_version"));
+        assert_eq!(
+            rows(ABI_MD).flatten().find(|r| r.nr == 17).map(|r| r.name),
+            Some("xen_version")
+        );
     }
 
     /// No alloc in this crate: a fixed collector for the test.

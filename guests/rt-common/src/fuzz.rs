@@ -81,7 +81,8 @@ pub const EXCLUSIONS: &[(&str, u32)] = &[
 ];
 
 /// Every known-bug exclusion.
-pub const EXCL_KNOWN: u32 = EXCL_POLL32 | EXCL_IRET32_SEL | EXCL_LASTPAGE | EXCL_AC | EXCL_UMIP_USER;
+pub const EXCL_KNOWN: u32 =
+    EXCL_POLL32 | EXCL_IRET32_SEL | EXCL_LASTPAGE | EXCL_AC | EXCL_UMIP_USER;
 
 /// `a,b,c`, `known` (all), `none` (or empty) -> bits; unknown names are
 /// returned as `Err(name)`.
@@ -169,7 +170,15 @@ pub fn value(r: &mut Rng, env: &Env) -> u64 {
     let v = match r.below(24) {
         0..=3 => r.below(16),
         4 => u64::MAX,
-        5 => r.pick(&[0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0xffff, 0x1_0000_0000, 1 << 63, i64::MAX as u64]),
+        5 => r.pick(&[
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_ffff,
+            0xffff,
+            0x1_0000_0000,
+            1 << 63,
+            i64::MAX as u64,
+        ]),
         6 => r.next(),
         7..=10 => env.scratch + (r.below(512) * 8) + if r.chance(32) { r.below(8) } else { 0 },
         11 => env.scratch + 4096 - r.pick(&[1, 2, 4, 8, 12, 16, 24]),
@@ -204,14 +213,18 @@ pub fn pointer(r: &mut Rng, env: &Env) -> u64 {
 /// The hypercalls ringvisor implements (64-bit numbering; the 32-bit
 /// guest uses the same numbers through its compat layer), weighted over
 /// the rest. 23 (`iret`) is a [`Step::Iret`], never a plain call.
-pub const IMPLEMENTED: &[u32] = &[0, 1, 2, 3, 4, 5, 10, 12, 14, 15, 17, 18, 21, 24, 25, 26, 29, 30, 32, 33];
+pub const IMPLEMENTED: &[u32] = &[
+    0, 1, 2, 3, 4, 5, 10, 12, 14, 15, 17, 18, 21, 24, 25, 26, 29, 30, 32, 33,
+];
 
 /// The hypercalls ringvisor's compat layer (`src/pv/compat.rs`) gives a
 /// 32-bit guest, the ones a 32-bit guest draws most: as [`IMPLEMENTED`]
 /// without `set_segment_base` (64-bit only), with `sched_op_compat`,
 /// `set_debugreg`, `get_debugreg`, `multicall` (its entries random words)
 /// and `grant_table_op`. 23 (`iret`) is a [`Step::Iret`].
-pub const IMPLEMENTED32: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 17, 18, 20, 21, 24, 26, 29, 30, 32, 33];
+pub const IMPLEMENTED32: &[u32] = &[
+    0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 17, 18, 20, 21, 24, 26, 29, 30, 32, 33,
+];
 
 /// Exceptions the guest raises on purpose (kernel or user mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,13 +293,29 @@ pub enum Fixup {
 /// One iteration's action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    Hypercall { op: u32, args: [u64; 6], fixup: Fixup },
+    Hypercall {
+        op: u32,
+        args: [u64; 6],
+        fixup: Fixup,
+    },
     /// `int $vector` from kernel or user mode.
     Int { vector: u8, user: bool },
-    Exception { exc: Exc, user: bool, arg: u64, arg2: u64 },
+    Exception {
+        exc: Exc,
+        user: bool,
+        arg: u64,
+        arg2: u64,
+    },
     /// `HYPERVISOR_iret` with this frame; `rip` 0 means "the landing pad"
     /// (the guest puts its own address there), `sp` 0 "the landing stack".
-    Iret { flags: u64, rip: u64, cs: u64, rflags: u64, sp: u64, ss: u64 },
+    Iret {
+        flags: u64,
+        rip: u64,
+        cs: u64,
+        rflags: u64,
+        sp: u64,
+        ss: u64,
+    },
 }
 
 /// A step and its iteration number.
@@ -322,17 +351,17 @@ impl fmt::Display for Call {
 /// Sub-command ranges worth drawing for multiplexed hypercalls.
 fn subcmd(r: &mut Rng, op: u32) -> u64 {
     let n = match op {
-        17 => 12,      // xen_version
-        18 => 3,       // console_io
-        12 => 30,      // memory_op
-        24 => 16,      // vcpu_op
-        26 => 24,      // mmuext_op count is arg 1; arg 0 a pointer
-        29 => 11,      // sched_op
-        30 => 4,       // callback_op
-        32 => 13,      // event_channel_op
-        33 => 32,      // physdev_op
-        21 => 2,       // vm_assist cmd
-        25 => 5,       // set_segment_base
+        17 => 12, // xen_version
+        18 => 3,  // console_io
+        12 => 30, // memory_op
+        24 => 16, // vcpu_op
+        26 => 24, // mmuext_op count is arg 1; arg 0 a pointer
+        29 => 11, // sched_op
+        30 => 4,  // callback_op
+        32 => 13, // event_channel_op
+        33 => 32, // physdev_op
+        21 => 2,  // vm_assist cmd
+        25 => 5,  // set_segment_base
         _ => 16,
     };
     if r.chance(20) {
@@ -370,7 +399,11 @@ pub fn fill(r: &mut Rng, env: &Env, words: &mut [u64]) {
 
 /// The hypercall part of [`next`].
 fn hypercall(r: &mut Rng, env: &Env, words: &mut [u64]) -> Step {
-    let implemented = if env.width == 32 { IMPLEMENTED32 } else { IMPLEMENTED };
+    let implemented = if env.width == 32 {
+        IMPLEMENTED32
+    } else {
+        IMPLEMENTED
+    };
     let op = match r.below(20) {
         0..=15 => r.pick(implemented),
         16 | 17 => r.below(64) as u32,
@@ -397,7 +430,11 @@ fn hypercall(r: &mut Rng, env: &Env, words: &mut [u64]) -> Step {
         }
         24 => {
             args[0] = subcmd(r, op);
-            args[1] = if r.chance(220) { r.below(3) } else { value(r, env) };
+            args[1] = if r.chance(220) {
+                r.below(3)
+            } else {
+                value(r, env)
+            };
             args[2] = pointer(r, env);
             // VCPUOP_down (2) of vCPU 0 takes down the only vCPU: the
             // domain would wait for ever, which tells nothing.
@@ -408,26 +445,46 @@ fn hypercall(r: &mut Rng, env: &Env, words: &mut [u64]) -> Step {
         // Arrays: a pointer, a count, a done pointer, a domain.
         1 | 26 => {
             args[0] = pointer(r, env);
-            args[1] = if r.chance(200) { r.below(9) } else { value(r, env) };
+            args[1] = if r.chance(200) {
+                r.below(9)
+            } else {
+                value(r, env)
+            };
             args[2] = if r.chance(128) { 0 } else { pointer(r, env) };
-            args[3] = if r.chance(200) { 0x7ff0 } else { value(r, env) & 0xffff };
+            args[3] = if r.chance(200) {
+                0x7ff0
+            } else {
+                value(r, env) & 0xffff
+            };
         }
         0 | 2 => {
             args[0] = pointer(r, env);
             if op == 2 {
-                args[1] = if r.chance(200) { r.below(32) } else { value(r, env) };
+                args[1] = if r.chance(200) {
+                    r.below(32)
+                } else {
+                    value(r, env)
+                };
             }
         }
         18 => {
             args[0] = subcmd(r, op);
             // Writes: a short count (the console is shared); sometimes a
             // count no buffer has.
-            args[1] = if r.chance(230) { r.below(24) } else { value(r, env) | 0x8000_0000 };
+            args[1] = if r.chance(230) {
+                r.below(24)
+            } else {
+                value(r, env) | 0x8000_0000
+            };
             args[2] = pointer(r, env);
         }
         21 => {
             args[0] = subcmd(r, op);
-            args[1] = if r.chance(200) { r.below(34) } else { value(r, env) };
+            args[1] = if r.chance(200) {
+                r.below(34)
+            } else {
+                value(r, env)
+            };
         }
         _ => {}
     }
@@ -523,7 +580,11 @@ pub fn selector32(r: &mut Rng) -> u64 {
         6 => r.below(0x1_0000),
         _ => r.pick(&[0, 0xfff8, 0xe000, 0xe008, 0xdff8, 0x0ff8]),
     };
-    let rpl = if r.chance(2) { r.pick(&[0, 2]) } else { r.pick(&[1, 3]) };
+    let rpl = if r.chance(2) {
+        r.pick(&[0, 2])
+    } else {
+        r.pick(&[1, 3])
+    };
     (sel & !3) | rpl
 }
 
@@ -568,7 +629,12 @@ fn iret(r: &mut Rng, env: &Env) -> Step {
     // this seed): kernel, user, compat user for 64-bit; ring 1, ring 3
     // for 32-bit. Sometimes anything.
     let pairs: &[(u64, u64)] = if env.width == 64 {
-        &[(0xe030, 0xe02b), (0xe033, 0xe02b), (0xe023, 0xe02b), (0xe033, 0xe02b)]
+        &[
+            (0xe030, 0xe02b),
+            (0xe033, 0xe02b),
+            (0xe023, 0xe02b),
+            (0xe033, 0xe02b),
+        ]
     } else {
         &[(0xe019, 0xe021), (0xe02b, 0xe033)]
     };
@@ -587,9 +653,23 @@ fn iret(r: &mut Rng, env: &Env) -> Step {
         (cs, ss) = r.pick(pairs);
     }
     Step::Iret {
-        flags: if r.chance(200) { if r.chance(128) { 0 } else { 1 << 8 } } else { value(r, env) },
+        flags: if r.chance(200) {
+            if r.chance(128) {
+                0
+            } else {
+                1 << 8
+            }
+        } else {
+            value(r, env)
+        },
         // A non-canonical rip is a crash of the domain (as in Xen): rare.
-        rip: if r.chance(230) { 0 } else if r.chance(8) { wild(r, env) } else { env.cut(0xdead_0000 + r.below(0x1000)) },
+        rip: if r.chance(230) {
+            0
+        } else if r.chance(8) {
+            wild(r, env)
+        } else {
+            env.cut(0xdead_0000 + r.below(0x1000))
+        },
         cs,
         rflags: rflags(r, env),
         sp: match r.below(8) {
@@ -622,7 +702,10 @@ pub fn next(r: &mut Rng, env: &Env, iter: u64, words: &mut [u64]) -> Call {
     fill(r, env, words);
     let step = match r.below(32) {
         0..=21 => hypercall(r, env, words),
-        22..=24 => Step::Int { vector: r.below(256) as u8, user: r.chance(100) },
+        22..=24 => Step::Int {
+            vector: r.below(256) as u8,
+            user: r.chance(100),
+        },
         25..=29 => {
             let exc = r.pick(EXCS);
             let mut arg = value(r, env);
@@ -639,7 +722,12 @@ pub fn next(r: &mut Rng, env: &Env, iter: u64, words: &mut [u64]) -> Call {
             if env.width == 32 && exc == Exc::LoadSeg && r.chance(160) {
                 arg = selector32(r);
             }
-            Step::Exception { exc, user: r.chance(90), arg: env.cut(arg), arg2: env.cut(arg2) }
+            Step::Exception {
+                exc,
+                user: r.chance(90),
+                arg: env.cut(arg),
+                arg2: env.cut(arg2),
+            }
         }
         _ => iret(r, env),
     };
@@ -661,7 +749,10 @@ impl<const N: usize> Default for Ring<N> {
 
 impl<const N: usize> Ring<N> {
     pub const fn new() -> Self {
-        Ring { calls: [None; N], next: 0 }
+        Ring {
+            calls: [None; N],
+            next: 0,
+        }
     }
     pub fn push(&mut self, c: Call) {
         self.calls[self.next % N] = Some(c);
@@ -684,7 +775,6 @@ impl<const N: usize> Ring<N> {
         }
     }
 }
-
 
 // --------------------------------------------------------------------------
 // The guest's command line.
@@ -715,9 +805,17 @@ fn number(v: &str) -> Option<u64> {
 /// Reads [`Options`] from the guest command line; `Err` names the word it
 /// could not read.
 pub fn options(line: &str) -> Result<Options, &str> {
-    let mut o = Options { seed: 1, iters: 10_000, progress: 1000, log_from: u64::MAX, exclude: EXCL_KNOWN };
+    let mut o = Options {
+        seed: 1,
+        iters: 10_000,
+        progress: 1000,
+        log_from: u64::MAX,
+        exclude: EXCL_KNOWN,
+    };
     for w in line.split(' ').filter(|w| !w.is_empty()) {
-        let Some((k, v)) = w.split_once('=') else { continue };
+        let Some((k, v)) = w.split_once('=') else {
+            continue;
+        };
         match k {
             "seed" => o.seed = number(v).ok_or(w)?,
             "iters" => o.iters = number(v).ok_or(w)?,
@@ -786,7 +884,11 @@ mod tests {
             }
         }
         for op in IMPLEMENTED32 {
-            assert!(ops[*op as usize] > 500, "op {op} drawn {} times", ops[*op as usize]);
+            assert!(
+                ops[*op as usize] > 500,
+                "op {op} drawn {} times",
+                ops[*op as usize]
+            );
         }
         assert!(ops.iter().all(|&n| n > 0) || ops[23] == 0);
     }
@@ -832,7 +934,10 @@ mod tests {
     #[test]
     fn options_from_the_command_line() {
         let o = options("victim=0 port=1 seed=0x10 iters=5 log=3 exclude=none").unwrap();
-        assert_eq!((o.seed, o.iters, o.log_from, o.exclude, o.progress), (16, 5, 3, 0, 1000));
+        assert_eq!(
+            (o.seed, o.iters, o.log_from, o.exclude, o.progress),
+            (16, 5, 3, 0, 1000)
+        );
         assert_eq!(options("").unwrap().exclude, EXCL_KNOWN);
         assert!(options("seed=x").is_err());
         assert!(options("exclude=what").is_err());
@@ -842,7 +947,13 @@ mod tests {
     fn ring_keeps_the_last() {
         let mut r: Ring<4> = Ring::new();
         for i in 0..10 {
-            r.push(Call { iter: i, step: Step::Int { vector: 0, user: false } });
+            r.push(Call {
+                iter: i,
+                step: Step::Int {
+                    vector: 0,
+                    user: false,
+                },
+            });
         }
         let mut seen = [0u64; 4];
         let mut k = 0;

@@ -46,9 +46,9 @@
 
 pub use ringvisor_abi as abi;
 
-pub use pvguest_common::{print, println};
 /// The hypercall table of `docs/abi.md` (the hello guests check it).
 pub use pvguest_common::abitable;
+pub use pvguest_common::{print, println};
 
 pub mod cell;
 pub mod console;

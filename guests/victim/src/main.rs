@@ -75,7 +75,10 @@ fn run(si: &StartInfo) {
     let sums_before = table_sums(&tables);
     let p2m_before = p2m_sum();
     let reservation_before = current_reservation();
-    info(format_args!("{pages} pages filled, {} page-table frames recorded", tables.len));
+    info(format_args!(
+        "{pages} pages filled, {} page-table frames recorded",
+        tables.len
+    ));
 
     // Let them in.
     let mut ports = [0u32; 32];
@@ -83,11 +86,19 @@ fn run(si: &StartInfo) {
     for (k, p) in ports.iter_mut().enumerate().take(n) {
         match ev::alloc_unbound(abi::DOMID_SELF, first + k as u16) {
             Ok(got) => *p = got,
-            Err(rc) => pvguest::report::error(format_args!("alloc_unbound for d{} = {}", first as usize + k, Rc(rc))),
+            Err(rc) => pvguest::report::error(format_args!(
+                "alloc_unbound for d{} = {}",
+                first as usize + k,
+                Rc(rc)
+            )),
         }
     }
     // Ports from 1, or from 2 for a domU (its console ring has port 1).
-    let base = if pvguest::start_info::start_info().flags & abi::SIF_INITDOMAIN != 0 { 1 } else { 2 };
+    let base = if pvguest::start_info::start_info().flags & abi::SIF_INITDOMAIN != 0 {
+        1
+    } else {
+        2
+    };
     check(
         "the attackers' ports are consecutive from the first free one",
         (0..n).all(|k| ports[k] == k as u32 + base),
@@ -99,11 +110,14 @@ fn run(si: &StartInfo) {
     };
     ports[n] = timer;
     let ports = &ports[..=n];
-    info(format_args!("ready: attacked from now on (timer port {timer})"));
+    info(format_args!(
+        "ready: attacked from now on (timer port {timer})"
+    ));
 
     // Stay alive until every attacker is done.
     let gone_mode = pvguest::start_info::arg_u32("gone") == Some(1);
-    let deadline_ns = pvguest::start_info::arg_u32("deadline").map_or(DEADLINE_NS, |s| u64::from(s) * 1_000_000_000);
+    let deadline_ns = pvguest::start_info::arg_u32("deadline")
+        .map_or(DEADLINE_NS, |s| u64::from(s) * 1_000_000_000);
     let start = now_ns();
     let mut done = [false; 32];
     let mut ticks = 0u64;
@@ -111,7 +125,12 @@ fn run(si: &StartInfo) {
     let mut next_page = 0u64;
     let mut early = Early::default();
     while done[..n].iter().any(|d| !d) && now_ns() < start + deadline_ns {
-        let p = abi::SchedPoll { ports: ports.as_ptr() as u64, nr_ports: ports.len() as u32, _pad0: 0, timeout: 0 };
+        let p = abi::SchedPoll {
+            ports: ports.as_ptr() as u64,
+            nr_ports: ports.len() as u32,
+            _pad0: 0,
+            timeout: 0,
+        };
         // SAFETY: `p` names our ports, in this stack frame.
         unsafe { hc::sched_op(abi::SCHEDOP_POLL, &p as *const _ as u64) };
         wakes += 1;
@@ -122,7 +141,11 @@ fn run(si: &StartInfo) {
                     ticks += 1;
                 } else if !done[k] && !gone_mode {
                     done[k] = true;
-                    info(format_args!("d{} is done ({} ms in)", first as usize + k, (now_ns() - start) / 1_000_000));
+                    info(format_args!(
+                        "d{} is done ({} ms in)",
+                        first as usize + k,
+                        (now_ns() - start) / 1_000_000
+                    ));
                 }
             }
         }
@@ -130,7 +153,11 @@ fn run(si: &StartInfo) {
             for (k, d) in done.iter_mut().enumerate().take(n) {
                 if !*d && ev::status(first + k as u16, 0).err() == Some(ESRCH) {
                     *d = true;
-                    info(format_args!("d{} is gone ({} ms in)", first as usize + k, (now_ns() - start) / 1_000_000));
+                    info(format_args!(
+                        "d{} is gone ({} ms in)",
+                        first as usize + k,
+                        (now_ns() - start) / 1_000_000
+                    ));
                 }
             }
         }
@@ -141,7 +168,10 @@ fn run(si: &StartInfo) {
                 next_page += 1;
             }
         }
-        if wakes.is_multiple_of(64) && table_sums(&tables).differs(&sums_before) && early.tables.is_none() {
+        if wakes.is_multiple_of(64)
+            && table_sums(&tables).differs(&sums_before)
+            && early.tables.is_none()
+        {
             early.tables = Some(now_ns() - start);
         }
     }
@@ -151,39 +181,70 @@ fn run(si: &StartInfo) {
     check(
         "every attacker finished while we ran",
         missing == 0,
-        format_args!("{missing} of {n} never said so within {} s", deadline_ns / 1_000_000_000),
+        format_args!(
+            "{missing} of {n} never said so within {} s",
+            deadline_ns / 1_000_000_000
+        ),
     );
-    check("we kept running (timer ticks)", n == 0 || ticks > 0, format_args!("no tick in {ms} ms"));
+    check(
+        "we kept running (timer ticks)",
+        n == 0 || ticks > 0,
+        format_args!("no tick in {ms} ms"),
+    );
     match early.bad {
         None => pass("the pattern held while the attacks ran"),
         Some((pfn, i, got)) => fail(
             "the pattern held while the attacks ran",
-            format_args!("page {pfn:#x} word {i}: {got:#x}, want {:#x}", pattern(pfn, i)),
+            format_args!(
+                "page {pfn:#x} word {i}: {got:#x}, want {:#x}",
+                pattern(pfn, i)
+            ),
         ),
     }
     match early.tables {
         None => pass("the page tables held while the attacks ran"),
-        Some(t) => fail("the page tables held while the attacks ran", format_args!("changed {} ms in", t / 1_000_000)),
+        Some(t) => fail(
+            "the page tables held while the attacks ran",
+            format_args!("changed {} ms in", t / 1_000_000),
+        ),
     }
 
     // Everything, at the end.
     let bad = timed("verify", verify);
     match bad {
-        None => pass(Name::new(format_args!("the pattern in all {pages} pages is intact")).as_str()),
+        None => {
+            pass(Name::new(format_args!("the pattern in all {pages} pages is intact")).as_str())
+        }
         Some((pfn, i, got, count)) => fail(
             "the pattern in every page is intact",
-            format_args!("{count} words differ; first: page {pfn:#x} word {i}: {got:#x}, want {:#x}", pattern(pfn, i)),
+            format_args!(
+                "{count} words differ; first: page {pfn:#x} word {i}: {got:#x}, want {:#x}",
+                pattern(pfn, i)
+            ),
         ),
     }
     let sums_after = table_sums(&tables);
     match (0..tables.len).find(|&i| sums_after.sum[i] != sums_before.sum[i]) {
-        None => pass(Name::new(format_args!("all {} page-table frames are intact", tables.len)).as_str()),
+        None => pass(
+            Name::new(format_args!(
+                "all {} page-table frames are intact",
+                tables.len
+            ))
+            .as_str(),
+        ),
         Some(i) => fail(
             "every page-table frame is intact",
-            format_args!("frame {:#x} changed ({:#x} -> {:#x})", tables.mfn[i], sums_before.sum[i], sums_after.sum[i]),
+            format_args!(
+                "frame {:#x} changed ({:#x} -> {:#x})",
+                tables.mfn[i], sums_before.sum[i], sums_after.sum[i]
+            ),
         ),
     }
-    check_rc("our L4 is still pinned (pinning it again: -EINVAL)", pin(4, l4_mfn()), EINVAL);
+    check_rc(
+        "our L4 is still pinned (pinning it again: -EINVAL)",
+        pin(4, l4_mfn()),
+        EINVAL,
+    );
     check_eq("the P2M list is unchanged", p2m_sum(), p2m_before);
     let m2p_bad = (0..nr_pages()).find(|&pfn| {
         let mfn = p2m(pfn);
@@ -193,10 +254,18 @@ fn run(si: &StartInfo) {
         None => pass("the M2P maps each of our frames to its page"),
         Some(pfn) => fail(
             "the M2P maps each of our frames to its page",
-            format_args!("page {pfn:#x} (frame {:#x}): M2P says {:#x}", p2m(pfn), m2p(p2m(pfn))),
+            format_args!(
+                "page {pfn:#x} (frame {:#x}): M2P says {:#x}",
+                p2m(pfn),
+                m2p(p2m(pfn))
+            ),
         ),
     }
-    check_eq("current_reservation is unchanged", current_reservation(), reservation_before);
+    check_eq(
+        "current_reservation is unchanged",
+        current_reservation(),
+        reservation_before,
+    );
 }
 
 /// What the word `i` of page `pfn` holds.
@@ -252,7 +321,9 @@ fn fill() -> u64 {
     let above = nr_pages() - first_free_pfn();
     let nw = above.div_ceil(WINDOW_SELF) as usize;
     if nw > MAX_WINDOWS {
-        pvguest::report::error(format_args!("{above} free pages need more than {MAX_WINDOWS} windows"));
+        pvguest::report::error(format_args!(
+            "{above} free pages need more than {MAX_WINDOWS} windows"
+        ));
     }
     let mut ws = [0u64; MAX_WINDOWS];
     let mut l1s = [0u64; MAX_WINDOWS];
@@ -271,7 +342,10 @@ fn fill() -> u64 {
         let n = (total - mapped).min(WINDOW_SELF);
         for (j, r) in reqs.iter_mut().enumerate().take(n as usize) {
             let pfn = first_patterned() + mapped + j as u64;
-            *r = MmuUpdate { ptr: (l1s[i] << 12) | (j as u64 * 8), val: p2m(pfn) << 12 | LEAF_RW };
+            *r = MmuUpdate {
+                ptr: (l1s[i] << 12) | (j as u64 * 8),
+                val: p2m(pfn) << 12 | LEAF_RW,
+            };
         }
         let (rc, done) = mmu(&reqs[..n as usize]);
         if rc != 0 {
@@ -294,7 +368,9 @@ fn fill() -> u64 {
 /// Checks a page: (word, value) of the first mismatch.
 fn check_page(pfn: u64) -> Option<(u64, u64)> {
     let va = page_va(pfn);
-    (0..512).map(|i| (i, peek(va + i * 8))).find(|&(i, v)| v != pattern(pfn, i))
+    (0..512)
+        .map(|i| (i, peek(va + i * 8)))
+        .find(|&(i, v)| v != pattern(pfn, i))
 }
 
 #[derive(Default)]
@@ -339,7 +415,10 @@ struct Tables {
 
 /// Our page-table frames: the bootstrap tables and the windows' L1s.
 fn table_frames() -> Tables {
-    let mut t = Tables { mfn: [0; 96], len: 0 };
+    let mut t = Tables {
+        mfn: [0; 96],
+        len: 0,
+    };
     for pfn in boot_pt_pfns() {
         t.mfn[t.len] = p2m(pfn);
         t.len += 1;

@@ -49,12 +49,17 @@ mod guest {
     use core::mem::offset_of;
     use core::sync::atomic::{AtomicU32, Ordering};
 
-    use pvguest32::abi::{self, x86_32::StartInfo32, x86_32::VcpuInfo32, EvtchnBindInterdomain, EvtchnBindVirq, EvtchnSend, EvtchnStatus, EvtchnUnmask, VcpuTimeInfo};
+    use pvguest32::abi::{
+        self, x86_32::StartInfo32, x86_32::VcpuInfo32, EvtchnBindInterdomain, EvtchnBindVirq,
+        EvtchnSend, EvtchnStatus, EvtchnUnmask, VcpuTimeInfo,
+    };
     use pvguest32::abi32::{FLAT_RING1_CS, FLAT_RING1_SS};
     use pvguest32::cell::{GuestCell, Page, Stack};
     use pvguest32::hypercall as hc;
     use pvguest32::println;
-    use pvguest32::start_info::{self, PTE_ACCESSED, PTE_ADDR, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER};
+    use pvguest32::start_info::{
+        self, PTE_ACCESSED, PTE_ADDR, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER,
+    };
     use pvguest32::traps::{self, Action, Trap, TrapFrame, KERNEL_STACK, USER_STACK};
     use pvguest32::{va, VIRT_BASE};
     use pvguest_common::fuzz::{self, Call, Env, Exc, ExclNames, Fixup, Ring, Rng, Step, GDT32};
@@ -285,7 +290,11 @@ fuzz32_routines:
                 continue;
             }
             let mut delta = tsc.wrapping_sub(stamp);
-            delta = if shift >= 0 { delta << shift } else { delta >> -shift };
+            delta = if shift >= 0 {
+                delta << shift
+            } else {
+                delta >> -shift
+            };
             return system + (delta >> 32) * mul + (((delta & 0xffff_ffff) * mul) >> 32);
         }
         0
@@ -297,7 +306,11 @@ fuzz32_routines:
     }
 
     fn bind_virq_timer() -> Result<u32, i32> {
-        let mut b = EvtchnBindVirq { virq: abi::VIRQ_TIMER, vcpu: 0, port: 0 };
+        let mut b = EvtchnBindVirq {
+            virq: abi::VIRQ_TIMER,
+            vcpu: 0,
+            port: 0,
+        };
         match evtchn(abi::EVTCHNOP_BIND_VIRQ, &mut b) {
             0 => Ok(b.port),
             rc => Err(rc),
@@ -319,7 +332,10 @@ fuzz32_routines:
     /// `SCHEDOP_watchdog(id, WATCHDOG_S)`: the id (a new one for id 0) or
     /// an error.
     fn watchdog(id: u32) -> i32 {
-        let w = abi::SchedWatchdog { id, timeout: WATCHDOG_S };
+        let w = abi::SchedWatchdog {
+            id,
+            timeout: WATCHDOG_S,
+        };
         // SAFETY: the hypervisor only reads the struct.
         unsafe { hc::sched_op(abi::SCHEDOP_WATCHDOG, &w as *const _ as u32) }
     }
@@ -336,7 +352,14 @@ fuzz32_routines:
         // fires before it must stay pending, not be taken by an upcall.
         start_info::set_upcall_mask(1);
         let p = TIMER_PORT.get();
-        let mut s = EvtchnStatus { dom: abi::DOMID_SELF, _pad0: 0, port: p, status: 0, vcpu: 0, u: [0; 2] };
+        let mut s = EvtchnStatus {
+            dom: abi::DOMID_SELF,
+            _pad0: 0,
+            port: p,
+            status: 0,
+            vcpu: 0,
+            u: [0; 2],
+        };
         if evtchn(abi::EVTCHNOP_STATUS, &mut s) != 0 || s.status != abi::EVTCHNSTAT_VIRQ {
             if let Ok(p) = bind_virq_timer() {
                 TIMER_PORT.set(p);
@@ -350,7 +373,11 @@ fuzz32_routines:
         if (p as usize) < 32 * 32 {
             // SAFETY: a word of the mapped shared_info page, shared with
             // the hypervisor (atomic).
-            let pending = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*si).evtchn_pending[p as usize / 32])) };
+            let pending = unsafe {
+                AtomicU32::from_ptr(core::ptr::addr_of_mut!(
+                    (*si).evtchn_pending[p as usize / 32]
+                ))
+            };
             pending.fetch_and(!(1 << (p % 32)), Ordering::SeqCst);
         }
         evtchn(abi::EVTCHNOP_UNMASK, &mut EvtchnUnmask { port: p });
@@ -368,7 +395,13 @@ fuzz32_routines:
     /// Maps `va` (a page of the image) to its own frame with `flags`.
     fn remap(va: u32, flags: u64) -> i32 {
         // SAFETY: the page's own frame at its own address.
-        unsafe { hc::update_va_mapping(va, u64::from(mfn_of(va)) << 12 | flags, abi::UVMF_INVLPG as u32) }
+        unsafe {
+            hc::update_va_mapping(
+                va,
+                u64::from(mfn_of(va)) << 12 | flags,
+                abi::UVMF_INVLPG as u32,
+            )
+        }
     }
 
     /// Writes `GDT32` into the GDT page and installs it (the page is
@@ -389,7 +422,12 @@ fuzz32_routines:
         let frames = [mfn_of(GDT.addr())];
         // SAFETY: checked descriptors; the running selectors are the
         // hypervisor's flat ones.
-        unsafe { hc::hypercall(abi::HYPERVISOR_SET_GDT, &[va(frames.as_ptr()), GDT32.len() as u32]) }
+        unsafe {
+            hc::hypercall(
+                abi::HYPERVISOR_SET_GDT,
+                &[va(frames.as_ptr()), GDT32.len() as u32],
+            )
+        }
     }
 
     /// The guest's own set-up: trap table, callbacks, handlers. Returns
@@ -440,7 +478,10 @@ fuzz32_routines:
     /// Maps the scratch pages back to their frames, supervisor read-write.
     fn remap_scratch(scratch: u32) {
         for i in 0..2 {
-            remap(scratch + i * 4096, PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY);
+            remap(
+                scratch + i * 4096,
+                PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY,
+            );
         }
     }
 
@@ -449,7 +490,13 @@ fuzz32_routines:
     /// once more.
     fn fill_scratch(words: &[u64; 1024], scratch: u32) {
         // SAFETY: the scratch pages are ours; a fault unwinds to the catch.
-        let copy = || unsafe { core::ptr::copy_nonoverlapping(words.as_ptr(), scratch as usize as *mut u64, words.len()) };
+        let copy = || unsafe {
+            core::ptr::copy_nonoverlapping(
+                words.as_ptr(),
+                scratch as usize as *mut u64,
+                words.len(),
+            )
+        };
         if traps::catch(copy).is_ok() {
             return;
         }
@@ -458,16 +505,24 @@ fuzz32_routines:
     }
 
     fn arg_u32(line: &str, key: &str) -> Option<u32> {
-        line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        line.split(' ')
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
     }
 
     /// Binds to the victim's port for us, retrying while it fills its memory.
     fn link_victim(line: &str) {
-        let Some(victim) = arg_u32(line, "victim") else { return };
+        let Some(victim) = arg_u32(line, "victim") else {
+            return;
+        };
         let port = arg_u32(line, "port").unwrap_or(1);
         let deadline = now_ns() + 30_000_000_000;
         loop {
-            let mut b = EvtchnBindInterdomain { remote_dom: victim as u16, _pad0: 0, remote_port: port, local_port: 0 };
+            let mut b = EvtchnBindInterdomain {
+                remote_dom: victim as u16,
+                _pad0: 0,
+                remote_port: port,
+                local_port: 0,
+            };
             match evtchn(abi::EVTCHNOP_BIND_INTERDOMAIN, &mut b) {
                 0 => {
                     println!("FUZZ: linked to the victim d{victim} port {port}");
@@ -509,10 +564,14 @@ fuzz32_routines:
         // What the generator may name.
         let l3 = si.pt_base;
         let nr_pt = si.nr_pt_frames.max(1);
-        let pt_mfns: [u64; 8] = core::array::from_fn(|i| u64::from(mfn_of(l3 + (i as u32 % nr_pt) * 4096)));
+        let pt_mfns: [u64; 8] =
+            core::array::from_fn(|i| u64::from(mfn_of(l3 + (i as u32 % nr_pt) * 4096)));
         let scratch = SCRATCH.bottom();
         IMAGE_END.set(VIRT_BASE + si.nr_pages * 4096);
-        let s_mfn = [u64::from(mfn_of(scratch)), u64::from(mfn_of(scratch + 4096))];
+        let s_mfn = [
+            u64::from(mfn_of(scratch)),
+            u64::from(mfn_of(scratch + 4096)),
+        ];
         let gdt_mfn = u64::from(mfn_of(GDT.addr()));
         let own = [
             l3,
@@ -529,13 +588,46 @@ fuzz32_routines:
             USER_STACK.bottom(),
         ]
         .map(u64::from);
-        let maddrs = [pt_mfns[0] << 12, pt_mfns[1] << 12, pt_mfns[2] << 12, pt_mfns[3] << 12, s_mfn[0] << 12, s_mfn[1] << 12, gdt_mfn << 12];
-        let mfns = [pt_mfns[0], pt_mfns[1], pt_mfns[2], s_mfn[0], s_mfn[1], gdt_mfn, u64::from(si.shared_info) >> 12, 0x100, 0xfffff, 0, 1];
+        let maddrs = [
+            pt_mfns[0] << 12,
+            pt_mfns[1] << 12,
+            pt_mfns[2] << 12,
+            pt_mfns[3] << 12,
+            s_mfn[0] << 12,
+            s_mfn[1] << 12,
+            gdt_mfn << 12,
+        ];
+        let mfns = [
+            pt_mfns[0],
+            pt_mfns[1],
+            pt_mfns[2],
+            s_mfn[0],
+            s_mfn[1],
+            gdt_mfn,
+            u64::from(si.shared_info) >> 12,
+            0x100,
+            0xfffff,
+            0,
+            1,
+        ];
         // The hypervisor's part of a 32-bit address space (from 0xF5800000:
         // the read-only compat M2P first).
-        let hv = [0xf580_0000, 0xf5a0_0000, 0xf600_0000, 0xfc00_0000, 0xff80_0000, 0xffff_e000];
+        let hv = [
+            0xf580_0000,
+            0xf5a0_0000,
+            0xf600_0000,
+            0xfc00_0000,
+            0xff80_0000,
+            0xffff_e000,
+        ];
         // Nothing there: below the hole, the low quarters.
-        let bad = [0xf57f_f000, 0x0000_0000, 0xbfff_f000, 0x8000_0000, 0x5ead_b000];
+        let bad = [
+            0xf57f_f000,
+            0x0000_0000,
+            0xbfff_f000,
+            0x8000_0000,
+            0x5ead_b000,
+        ];
         let env = Env {
             width: 32,
             scratch: u64::from(scratch),
@@ -549,8 +641,19 @@ fuzz32_routines:
         };
         EXCLUDE.set(o.exclude);
         // SAFETY: the filled hypercall page, read once into our copy.
-        unsafe { core::ptr::copy_nonoverlapping(hc_page() as *const u8, HC_PAGE.as_ptr() as *mut u8, 4096) };
-        println!("FUZZ: start width=32 seed={} iters={} exclude={}", o.seed, o.iters, ExclNames(o.exclude));
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                hc_page() as *const u8,
+                HC_PAGE.as_ptr() as *mut u8,
+                4096,
+            )
+        };
+        println!(
+            "FUZZ: start width=32 seed={} iters={} exclude={}",
+            o.seed,
+            o.iters,
+            ExclNames(o.exclude)
+        );
 
         let mut rng = Rng::new(o.seed);
         let mut words = [0u64; 1024];
@@ -571,7 +674,12 @@ fuzz32_routines:
                     let _ = traps::run_user(to_fn(int_stub(vector)));
                     true
                 }
-                Step::Exception { exc, user: true, arg, arg2 } => {
+                Step::Exception {
+                    exc,
+                    user: true,
+                    arg,
+                    arg2,
+                } => {
                     set_args(arg as u32, arg2 as u32, scratch, true);
                     let _ = traps::run_user(to_fn(routine(exc, arg as u32, arg2 as u32)));
                     true
@@ -643,7 +751,9 @@ fuzz32_routines:
             // The marker is put together at run time: this image's own
             // bytes, dumped by a random console_io, must not read as it.
             let bug = core::hint::black_box("BUG");
-            println!("FUZZ: {bug}: a ring-3 step changed the kernel's scratch page at +{off:#x}: {call}");
+            println!(
+                "FUZZ: {bug}: a ring-3 step changed the kernel's scratch page at +{off:#x}: {call}"
+            );
             // SAFETY: the loop is not running a step.
             unsafe { (*RING.as_ptr()).each(|c| println!("FUZZ: recent {c}")) };
             pvguest32::report::error(format_args!("ring 3 wrote a supervisor page"));
@@ -713,7 +823,11 @@ fuzz32_routines:
         }
         STEP_TRAPS.set(STEP_TRAPS.get() + 1);
         if !IN_STEP.get() || STEP_TRAPS.get() > MAX_STEP_TRAPS {
-            let why = if IN_STEP.get() { "the step keeps trapping" } else { "a trap outside a step" };
+            let why = if IN_STEP.get() {
+                "the step keeps trapping"
+            } else {
+                "a trap outside a step"
+            };
             println!("FUZZ: unexpected: {why}: {t}");
             // SAFETY: the loop is not running (we interrupted it outside a
             // step, or the step is abandoned).
@@ -738,7 +852,9 @@ fuzz32_routines:
     /// vCPU 1, `update_va_mapping` of the image goes to an unmapped region.
     fn defuse_multicall(list: u32, count: u32, scratch: u32) {
         for i in 0..count.min(256) {
-            let Some(e) = list.checked_add(i * 32) else { return };
+            let Some(e) = list.checked_add(i * 32) else {
+                return;
+            };
             if !(scratch..scratch + 8192 - 32).contains(&e) {
                 continue;
             }
@@ -756,8 +872,11 @@ fuzz32_routines:
                     6 | 29 if matches!(arg(0), 1..=5) => p.add(2).write_volatile(0),
                     // VCPUOP_down of vCPU 0: the only one.
                     24 if arg(0) == 2 && arg(1) == 0 => p.add(3).write_volatile(1),
-                    14 if (VIRT_BASE..IMAGE_END.get()).contains(&arg(0)) && !(scratch..scratch + 8192).contains(&arg(0)) => {
-                        p.add(2).write_volatile(0xe000_0000 | (arg(0) & 0x0fff_ffff))
+                    14 if (VIRT_BASE..IMAGE_END.get()).contains(&arg(0))
+                        && !(scratch..scratch + 8192).contains(&arg(0)) =>
+                    {
+                        p.add(2)
+                            .write_volatile(0xe000_0000 | (arg(0) & 0x0fff_ffff))
                     }
                     _ => {}
                 }
@@ -775,7 +894,10 @@ fuzz32_routines:
                         arm_timer();
                         // SAFETY: the scratch page is ours: the timeout of
                         // the 32-bit sched_poll there (offset 8).
-                        unsafe { ((scratch + 8) as usize as *mut u64).write_volatile(now_ns() + 1_000_000) };
+                        unsafe {
+                            ((scratch + 8) as usize as *mut u64)
+                                .write_volatile(now_ns() + 1_000_000)
+                        };
                     }
                 }
                 // Calls that may replace the trap table, the callbacks,
@@ -826,14 +948,25 @@ fuzz32_routines:
                 set_args(arg as u32, arg2 as u32, scratch, false);
                 call_addr(routine(exc, arg as u32, arg2 as u32), arg as u32);
             }
-            Step::Iret { flags, rip, cs, rflags, sp, ss } => {
+            Step::Iret {
+                flags,
+                rip,
+                cs,
+                rflags,
+                sp,
+                ss,
+            } => {
                 let to_user = cs & 3 == 3;
                 let eip = match rip {
                     0 if to_user => fuzz32_user_landing as *const () as usize as u32,
                     0 => fuzz32_landing as *const () as usize as u32,
                     r => r as u32,
                 };
-                let esp = if sp == 0 { USER_STACK.top() - 256 } else { sp as u32 };
+                let esp = if sp == 0 {
+                    USER_STACK.top() - 256
+                } else {
+                    sp as u32
+                };
                 let frame = LANDING.top() - 64;
                 let slots = [eip, cs as u32, rflags as u32, esp, ss as u32];
                 for (k, v) in slots.iter().enumerate() {

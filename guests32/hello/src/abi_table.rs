@@ -107,7 +107,10 @@ pub fn check(on_ringvisor: bool) {
     let mut bad_rows = 0;
     for row in abitable::rows(ABI_MD) {
         if let Err(line) = row {
-            fail("docs/abi.md hypercall row", format_args!("cannot read {line:?}"));
+            fail(
+                "docs/abi.md hypercall row",
+                format_args!("cannot read {line:?}"),
+            );
             bad_rows += 1;
         }
     }
@@ -116,30 +119,49 @@ pub fn check(on_ringvisor: bool) {
     for nr in 0..64 {
         let want = abitable::expected(ABI_MD, nr, false);
         if want == Answer::Yes && !probed(nr) {
-            fail("docs/abi.md hypercall table", format_args!("hypercall {nr} is listed as implemented but has no harmless probe here"));
+            fail(
+                "docs/abi.md hypercall table",
+                format_args!(
+                    "hypercall {nr} is listed as implemented but has no harmless probe here"
+                ),
+            );
             continue;
         }
         let rc = match probe(nr) {
             Ok(rc) => rc,
             Err(why) => {
-                info(format_args!("hypercall {nr} ({}): not probed: {why}", abi::hypercall_name(nr as u64)));
+                info(format_args!(
+                    "hypercall {nr} ({}): not probed: {why}",
+                    abi::hypercall_name(nr as u64)
+                ));
                 continue;
             }
         };
         checked += 1;
-        let got = if rc == enosys { Answer::Enosys } else { Answer::Yes };
+        let got = if rc == enosys {
+            Answer::Enosys
+        } else {
+            Answer::Yes
+        };
         if got != want {
             differ += 1;
             let name = abi::hypercall_name(nr as u64);
             if on_ringvisor {
-                fail("docs/abi.md hypercall table", format_args!("hypercall {nr} ({name}) returned {rc}, the table says {want:?}"));
+                fail(
+                    "docs/abi.md hypercall table",
+                    format_args!("hypercall {nr} ({name}) returned {rc}, the table says {want:?}"),
+                );
             } else {
-                info(format_args!("hypercall {nr} ({name}): {rc} here, ringvisor's table says {want:?}"));
+                info(format_args!(
+                    "hypercall {nr} ({name}): {rc} here, ringvisor's table says {want:?}"
+                ));
             }
         }
     }
     if bad_rows == 0 && (differ == 0 || !on_ringvisor) {
         pass("hypercalls 0-63 answer -ENOSYS as docs/abi.md's 32-bit column says");
     }
-    info(format_args!("{checked} hypercalls probed, {differ} differ from docs/abi.md"));
+    info(format_args!(
+        "{checked} hypercalls probed, {differ} differ from docs/abi.md"
+    ));
 }

@@ -78,7 +78,11 @@ pub fn run() {
     });
 
     // 9b. General Detect: refused.
-    check_rc("9b: set_debugreg DR7 with GD: -EPERM", set(7, DR7_GD | 1), EPERM);
+    check_rc(
+        "9b: set_debugreg DR7 with GD: -EPERM",
+        set(7, DR7_GD | 1),
+        EPERM,
+    );
     expect_fault("9b: mov to %dr7 with GD: #GP(0)", 13, Some(0), || {
         // SAFETY: emulated and refused.
         unsafe { asm!("mov dr7, {}", in(reg) DR7_GD | 1) }
@@ -94,20 +98,36 @@ pub fn run() {
     let before = DBS.get();
     // SAFETY: 16 bytes written into our buffer.
     let rc = unsafe { hc::xen_version(abi::XENVER_EXTRAVERSION, addr) };
-    check("9c: XENVER_extraversion into the watched buffer: 0, no #DB", rc == 0 && DBS.get() == before, format_args!("rc {}, {} #DB", Rc(rc), DBS.get() - before));
+    check(
+        "9c: XENVER_extraversion into the watched buffer: 0, no #DB",
+        rc == 0 && DBS.get() == before,
+        format_args!("rc {}, {} #DB", Rc(rc), DBS.get() - before),
+    );
     // SAFETY: our own buffer.
     unsafe { write_volatile(&mut buf[0], 0x5a5a) };
-    check("9c: our own store to it: one #DB, DR6.B0", DBS.get() == before + 1 && get(6) & 0xf == 1, format_args!("{} #DB, dr6 {:#x}", DBS.get() - before, get(6)));
+    check(
+        "9c: our own store to it: one #DB, DR6.B0",
+        DBS.get() == before + 1 && get(6) & 0xf == 1,
+        format_args!("{} #DB, dr6 {:#x}", DBS.get() - before, get(6)),
+    );
 
     // 9d. The word where an int3's bounce frame goes, watched.
     let esp: u32;
     // SAFETY: reads esp.
     unsafe { asm!("mov {}, esp", out(reg) esp) };
-    check_rc("9d: DR0 = a word where the next bounce frame goes", set(0, (esp - 8) & !3), 0);
+    check_rc(
+        "9d: DR0 = a word where the next bounce frame goes",
+        set(0, (esp - 8) & !3),
+        0,
+    );
     let bp0 = BPS.get();
     // SAFETY: bounced to on_bp, which resumes after it.
     unsafe { asm!("int3") };
-    check("9d: int3 with its frame watched: #BP delivered, back", BPS.get() == bp0 + 1, format_args!("{} #BP", BPS.get() - bp0));
+    check(
+        "9d: int3 with its frame watched: #BP delivered, back",
+        BPS.get() == bp0 + 1,
+        format_args!("{} #BP", BPS.get() - bp0),
+    );
 
     // 9e. `mov %ss` / `pop %ss` from a watched word, then an entry into
     // the hypervisor (`int $0x82`, int3): on hardware the #DB arrives at
@@ -136,14 +156,29 @@ pub fn run() {
         )
     }
     let n = DBS.get() - db0;
-    check("9e: mov %ss + int $0x82 (a hypercall): its answer, at most one #DB", got == want && n <= 1, format_args!("eax {got:#x} want {want:#x}, {n} #DB"));
-    info(format_args!("9e: mov %ss + int $0x82 gave {n} #DB{}", if n == 1 { " to the guest (the MOV-SS shadow was not honoured)" } else { " (ignored in the hypervisor)" }));
+    check(
+        "9e: mov %ss + int $0x82 (a hypercall): its answer, at most one #DB",
+        got == want && n <= 1,
+        format_args!("eax {got:#x} want {want:#x}, {n} #DB"),
+    );
+    info(format_args!(
+        "9e: mov %ss + int $0x82 gave {n} #DB{}",
+        if n == 1 {
+            " to the guest (the MOV-SS shadow was not honoured)"
+        } else {
+            " (ignored in the hypervisor)"
+        }
+    ));
 
     let (db0, bp0) = (DBS.get(), BPS.get());
     // SAFETY: bounced to on_bp, which resumes after it.
     unsafe { asm!("mov ss, word ptr [{src}]", "int3", src = in(reg) src) };
     let n = DBS.get() - db0;
-    check("9e: mov %ss + int3: #BP delivered, at most one #DB", BPS.get() == bp0 + 1 && n <= 1, format_args!("{} #BP, {n} #DB", BPS.get() - bp0));
+    check(
+        "9e: mov %ss + int3: #BP delivered, at most one #DB",
+        BPS.get() == bp0 + 1 && n <= 1,
+        format_args!("{} #BP, {n} #DB", BPS.get() - bp0),
+    );
 
     // pop %ss: esp on POP_STACK's top word, the watched one.
     let top = POP_STACK.as_ptr() as *mut u32;
@@ -177,7 +212,11 @@ pub fn run() {
     // Where the #DB comes to us (TCG), its frame's top word is the watched
     // one: our handler reading its frame takes a second #DB before it
     // disarms.
-    check("9e: pop %ss + int $0x82: its answer, at most two #DB", got == want && n <= 2, format_args!("eax {got:#x} want {want:#x}, {n} #DB"));
+    check(
+        "9e: pop %ss + int $0x82: its answer, at most two #DB",
+        got == want && n <= 2,
+        format_args!("eax {got:#x} want {want:#x}, {n} #DB"),
+    );
 
     check_rc("9e: DR7 = 0", set(7, 0), 0);
     check_eq("9e: the hypervisor still answers", version(), want);

@@ -73,7 +73,9 @@ mod case {
     use pvguest32::hypercall::{self as hc, hypercall};
     use pvguest32::println;
     use pvguest32::report::{check, check_rc, error, fail, info, Rc};
-    use pvguest32::start_info::{self, set_upcall_mask, PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW};
+    use pvguest32::start_info::{
+        self, set_upcall_mask, PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW,
+    };
     use pvguest32::traps::{self, catch, Action, Trap, TrapFrame, KERNEL_STACK, USER_STACK};
     use pvguest32::{events, va};
 
@@ -122,7 +124,11 @@ mod case {
         let flags = PTE_PRESENT | PTE_ACCESSED | if writable { PTE_RW | PTE_DIRTY } else { 0 };
         // SAFETY: the page's own frame at its own address.
         unsafe {
-            hc::update_va_mapping(page.addr(), u64::from(mfn_of(page.addr())) << 12 | flags, abi::UVMF_INVLPG as u32)
+            hc::update_va_mapping(
+                page.addr(),
+                u64::from(mfn_of(page.addr())) << 12 | flags,
+                abi::UVMF_INVLPG as u32,
+            )
         }
     }
 
@@ -133,7 +139,12 @@ mod case {
         unsafe {
             hypercall(
                 abi::HYPERVISOR_UPDATE_DESCRIPTOR,
-                &[maddr as u32, (maddr >> 32) as u32, desc as u32, (desc >> 32) as u32],
+                &[
+                    maddr as u32,
+                    (maddr >> 32) as u32,
+                    desc as u32,
+                    (desc >> 32) as u32,
+                ],
             )
         }
     }
@@ -145,7 +156,17 @@ mod case {
         let base = GDT.addr() as usize as *mut u64;
         // SAFETY: our page, mapped writable.
         unsafe {
-            for (i, d) in [entry0, CODE_DPL3, DATA_RO_DPL3, CODE_SMALL_DPL3, CODE_DPL1, DATA_DPL3].iter().enumerate() {
+            for (i, d) in [
+                entry0,
+                CODE_DPL3,
+                DATA_RO_DPL3,
+                CODE_SMALL_DPL3,
+                CODE_DPL1,
+                DATA_DPL3,
+            ]
+            .iter()
+            .enumerate()
+            {
                 write_volatile(base.add(i), *d);
             }
         }
@@ -171,7 +192,10 @@ mod case {
         let mut ipi = EvtchnBindIpi { vcpu: 0, port: 0 };
         let rc = evtchn(abi::EVTCHNOP_BIND_IPI, &mut ipi);
         if rc != 0 {
-            fail("EVTCHNOP_bind_ipi(vcpu 0)", format_args!("returned {}", Rc(rc)));
+            fail(
+                "EVTCHNOP_bind_ipi(vcpu 0)",
+                format_args!("returned {}", Rc(rc)),
+            );
             return None;
         }
         Some(ipi.port)
@@ -179,7 +203,11 @@ mod case {
 
     pub fn run(_si: &StartInfo32) {
         traps::install_default_trap_table();
-        check_rc("set_callbacks(0xe019, event, 0xe019, failsafe)", traps::install_callbacks(), 0);
+        check_rc(
+            "set_callbacks(0xe019, event, 0xe019, failsafe)",
+            traps::install_callbacks(),
+            0,
+        );
         if let Some(o) = only() {
             info(format_args!("only={o}"));
         }
@@ -203,18 +231,33 @@ mod case {
         if iret_cases.iter().any(|c| wanted("iret", c)) || upcall || only() == Some("rpl0-iret") {
             let rc = set_gdt(CODE_DPL3);
             let rc = if rc == 0 {
-                info(format_args!("set_gdt with entry 0 a DPL-3 code descriptor: 0"));
+                info(format_args!(
+                    "set_gdt with entry 0 a DPL-3 code descriptor: 0"
+                ));
                 rc
             } else {
-                info(format_args!("set_gdt with entry 0 a DPL-3 code descriptor: {}; entry 0 null instead", Rc(rc)));
+                info(format_args!(
+                    "set_gdt with entry 0 a DPL-3 code descriptor: {}; entry 0 null instead",
+                    Rc(rc)
+                ));
                 set_gdt(0)
             };
-            if !check_rc("set_gdt([own frame], 6): DPL-3 code, read-only data, small code, DPL-1 code, data", rc, 0) {
+            if !check_rc(
+                "set_gdt([own frame], 6): DPL-3 code, read-only data, small code, DPL-1 code, data",
+                rc,
+                0,
+            ) {
                 return;
             }
         }
         if wanted("iret", "5a") {
-            iret_refused("5a: iret to cs 0x0003 (null, entry 0 a DPL-3 code descriptor): #GP(0)", SEL_NULL3, 0x1000, FLAT_RING3_SS.into(), 0);
+            iret_refused(
+                "5a: iret to cs 0x0003 (null, entry 0 a DPL-3 code descriptor): #GP(0)",
+                SEL_NULL3,
+                0x1000,
+                FLAT_RING3_SS.into(),
+                0,
+            );
         }
         if wanted("iret", "5c") {
             iret_refused(
@@ -247,7 +290,11 @@ mod case {
     // -----------------------------------------------------------------
 
     fn poll_rc(ports: u32, nr_ports: u32, timeout: u64) -> i32 {
-        let p = SchedPoll32 { ports, nr_ports, timeout };
+        let p = SchedPoll32 {
+            ports,
+            nr_ports,
+            timeout,
+        };
         // SAFETY: the hypervisor reads the struct and the ports.
         unsafe { hc::sched_op(abi::SCHEDOP_POLL, va(&p)) }
     }
@@ -264,15 +311,27 @@ mod case {
             );
         }
         if wanted("poll", "7d") {
-            check_rc("7d: poll with the ports pointer unmapped (0x1000): -EFAULT", poll_rc(0x1000, 1, 1), EFAULT);
+            check_rc(
+                "7d: poll with the ports pointer unmapped (0x1000): -EFAULT",
+                poll_rc(0x1000, 1, 1),
+                EFAULT,
+            );
         }
         if wanted("poll", "7b") {
-            check_rc("7b: poll with nr_ports 129 (> 128): -EINVAL", poll_rc(va(ports.as_ptr()), 129, 1), EINVAL);
+            check_rc(
+                "7b: poll with nr_ports 129 (> 128): -EINVAL",
+                poll_rc(va(ports.as_ptr()), 129, 1),
+                EINVAL,
+            );
         }
         if wanted("poll", "7a") {
             // Events masked: the port stays pending, no upcall.
             check_rc("7a: send to our IPI port (events masked)", send(port), 0);
-            check_rc("7a: poll one port already pending: 0 at once", poll_rc(va(ports.as_ptr()), 1, 0), 0);
+            check_rc(
+                "7a: poll one port already pending: 0 at once",
+                poll_rc(va(ports.as_ptr()), 1, 0),
+                0,
+            );
             events::dispatch();
         }
     }
@@ -282,7 +341,11 @@ mod case {
     // -----------------------------------------------------------------
 
     pvguest32::user_fn!(fn user_syscall() { "syscall", "ret" });
-    pvguest32::user_fn!(fn user_nop() { "ret" });
+    pvguest32::user_fn!(
+        fn user_nop() {
+            "ret"
+        }
+    );
 
     const PATTERN: u32 = 0x5a5a_5a5a;
 
@@ -298,7 +361,10 @@ mod case {
         let at = user_syscall as *const () as usize as u32;
         let ktop = KERNEL_STACK.top();
         match r {
-            Ok(()) => fail("6: syscall from ring 3 without a syscall32 callback", format_args!("returned normally")),
+            Ok(()) => fail(
+                "6: syscall from ring 3 without a syscall32 callback",
+                format_args!("returned normally"),
+            ),
             Err(t) => {
                 check(
                     "6: syscall from ring 3 after a native iret, no syscall32 callback: #GP(0) at it, cs 0xe02b, kernel stack",
@@ -417,10 +483,18 @@ mod case {
         let fs = traps::entry_address(traps::VEC_FAILSAFE).unwrap_or(0);
         // SAFETY: our entry points, on our own DPL-1 code segment.
         let rc = unsafe { hc::set_callbacks(SEL_CODE1, ev, FLAT_RING1_CS.into(), fs) };
-        if !check_rc("5d: set_callbacks(0x21 (own DPL-1 code), event, 0xe019, failsafe)", rc, 0) {
+        if !check_rc(
+            "5d: set_callbacks(0x21 (own DPL-1 code), event, 0xe019, failsafe)",
+            rc,
+            0,
+        ) {
             return;
         }
-        if !check_rc("5d: update_descriptor: entry 4 not present", update_descriptor(4, CODE_DPL1 & !PRESENT), 0) {
+        if !check_rc(
+            "5d: update_descriptor: entry 4 not present",
+            update_descriptor(4, CODE_DPL1 & !PRESENT),
+            0,
+        ) {
             traps::install_callbacks();
             return;
         }
@@ -440,7 +514,10 @@ mod case {
         match (r, NP_SEEN.get()) {
             (Err(t), Some(_)) => check(
                 case,
-                t.vector == 11 && t.error_code == SEL_CODE1 & 0xfffc && t.eip == ev && u32::from(t.cs_sel()) == SEL_CODE1,
+                t.vector == 11
+                    && t.error_code == SEL_CODE1 & 0xfffc
+                    && t.eip == ev
+                    && u32::from(t.cs_sel()) == SEL_CODE1,
                 format_args!("want eip {ev:#x} cs 0x21; got {t}"),
             ),
             (Err(t), None) => check(case, false, format_args!("got {t}")),
@@ -457,7 +534,18 @@ mod case {
     fn rpl0_iret() {
         println!("EXPECT-CRASH");
         let esp = KERNEL_STACK.top() - 256;
-        let _ = catch(|| hyp_iret(user_nop as *const () as usize as u32, u32::from(FLAT_RING1_CS) & !3, 0x202, esp, FLAT_RING1_DS.into()));
-        fail("5e: HYPERVISOR_iret to cs 0xe018 (RPL 0)", format_args!("the domain went on: {}", traps::last()));
+        let _ = catch(|| {
+            hyp_iret(
+                user_nop as *const () as usize as u32,
+                u32::from(FLAT_RING1_CS) & !3,
+                0x202,
+                esp,
+                FLAT_RING1_DS.into(),
+            )
+        });
+        fail(
+            "5e: HYPERVISOR_iret to cs 0xe018 (RPL 0)",
+            format_args!("the domain went on: {}", traps::last()),
+        );
     }
 }

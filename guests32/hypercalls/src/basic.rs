@@ -327,9 +327,18 @@ pub fn memory_op(si: &StartInfo32) {
         _pad0: 0,
     };
     for (name, cmd) in [
-        ("XENMEM_increase_reservation of no extents: 0", abi::XENMEM_INCREASE_RESERVATION),
-        ("XENMEM_decrease_reservation of no extents: 0", abi::XENMEM_DECREASE_RESERVATION),
-        ("XENMEM_populate_physmap of no extents: 0", abi::XENMEM_POPULATE_PHYSMAP),
+        (
+            "XENMEM_increase_reservation of no extents: 0",
+            abi::XENMEM_INCREASE_RESERVATION,
+        ),
+        (
+            "XENMEM_decrease_reservation of no extents: 0",
+            abi::XENMEM_DECREASE_RESERVATION,
+        ),
+        (
+            "XENMEM_populate_physmap of no extents: 0",
+            abi::XENMEM_POPULATE_PHYSMAP,
+        ),
     ] {
         // SAFETY: no extents: nothing changes.
         check_rc(name, unsafe { hc::memory_op(cmd, va(&r)) }, 0);
@@ -402,7 +411,15 @@ pub fn vcpu_op() {
         }
         // The 32-bit vcpu_guest_context is translated now: vCPU 0 runs
         // already (Xen: -EEXIST), a vCPU that does not exist is -ENOENT.
-        check_rc("vcpu_op initialise of the running vCPU 0: -EEXIST", hc::vcpu_op(abi::VCPUOP_INITIALISE, 0, va(buf.as_ptr())), -17);
-        check_rc("vcpu_op initialise of vCPU 40: -ENOENT", hc::vcpu_op(abi::VCPUOP_INITIALISE, 40, va(buf.as_ptr())), -2);
+        check_rc(
+            "vcpu_op initialise of the running vCPU 0: -EEXIST",
+            hc::vcpu_op(abi::VCPUOP_INITIALISE, 0, va(buf.as_ptr())),
+            -17,
+        );
+        check_rc(
+            "vcpu_op initialise of vCPU 40: -ENOENT",
+            hc::vcpu_op(abi::VCPUOP_INITIALISE, 40, va(buf.as_ptr())),
+            -2,
+        );
     }
 }

@@ -35,20 +35,47 @@ pub fn run() {
         let rc = set(reg, addr + reg);
         let back = get(reg);
         check(
-            &join("set_debugreg of a guest address: 0, read back: DR", ["0", "1", "2", "3"][reg as usize]),
+            &join(
+                "set_debugreg of a guest address: 0, read back: DR",
+                ["0", "1", "2", "3"][reg as usize],
+            ),
             rc == 0 && back == addr + reg,
             format_args!("rc {} read {:#x}", Rc(rc), back),
         );
     }
-    check_rc("set_debugreg DR0 = 0xF5800000 (hypervisor hole): -EPERM", set(0, HV_START), EPERM);
-    check_rc("set_debugreg DR1 = 0xFFFFF000: -EPERM", set(1, 0xffff_f000), EPERM);
+    check_rc(
+        "set_debugreg DR0 = 0xF5800000 (hypervisor hole): -EPERM",
+        set(0, HV_START),
+        EPERM,
+    );
+    check_rc(
+        "set_debugreg DR1 = 0xFFFFF000: -EPERM",
+        set(1, 0xffff_f000),
+        EPERM,
+    );
     check_eq("  ... DR0 unchanged", get(0), addr);
     check_rc("set_debugreg DR6 = 0: 0", set(6, 0), 0);
-    check_eq("  ... get_debugreg DR6 reads 0xffff0ff0", get(6), 0xffff_0ff0);
+    check_eq(
+        "  ... get_debugreg DR6 reads 0xffff0ff0",
+        get(6),
+        0xffff_0ff0,
+    );
     check_rc("set_debugreg DR7 = 0x1 (L0, execute): 0", set(7, 1), 0);
-    check_eq("  ... get_debugreg DR7 = 0x401 (bit 10 forced)", get(7), 0x401);
-    check_rc("set_debugreg DR7 with GD (bit 13): -EPERM", set(7, 1 | 1 << 13), EPERM);
-    check_rc("set_debugreg DR7 with an I/O breakpoint (L1, R/W1 = 10b): -EPERM", set(7, 1 << 2 | 2 << 20), EPERM);
+    check_eq(
+        "  ... get_debugreg DR7 = 0x401 (bit 10 forced)",
+        get(7),
+        0x401,
+    );
+    check_rc(
+        "set_debugreg DR7 with GD (bit 13): -EPERM",
+        set(7, 1 | 1 << 13),
+        EPERM,
+    );
+    check_rc(
+        "set_debugreg DR7 with an I/O breakpoint (L1, R/W1 = 10b): -EPERM",
+        set(7, 1 << 2 | 2 << 20),
+        EPERM,
+    );
     check_eq("  ... DR7 unchanged", get(7), 0x401);
     check_rc("set_debugreg register 8: -ENODEV", set(8, 0), ENODEV);
     check_rc("get_debugreg register 8: -EINVAL", get(8) as i32, EINVAL);
@@ -57,7 +84,11 @@ pub fn run() {
     let v = addr + 0x10;
     // SAFETY: emulated (or faults into the handler, unwound by the catch).
     let r = catch(|| unsafe { asm!("mov %eax, %dr1", in("eax") v, options(att_syntax)) });
-    check("mov %eax,%dr1 of a guest address runs (ring 1)", r.is_ok(), format_args!("{:?}", r.err()));
+    check(
+        "mov %eax,%dr1 of a guest address runs (ring 1)",
+        r.is_ok(),
+        format_args!("{:?}", r.err()),
+    );
     check_eq("  ... get_debugreg DR1 reads it", get(1), v);
     static OUT: GuestCell<u32> = GuestCell::new(0);
     // SAFETY: as above.
@@ -83,14 +114,20 @@ pub fn run() {
         format_args!("{:?} read {:#x}", r.err(), OUT.get()),
     );
     // SAFETY: refused: #GP, unwound by the catch.
-    expect_fault("mov of 0xF5800000 to %dr0: #GP(0)", 13, Some(0), || unsafe {
-        asm!("mov %eax, %dr0", in("eax") HV_START, options(att_syntax))
-    });
+    expect_fault(
+        "mov of 0xF5800000 to %dr0: #GP(0)",
+        13,
+        Some(0),
+        || unsafe { asm!("mov %eax, %dr0", in("eax") HV_START, options(att_syntax)) },
+    );
     check_eq("  ... DR0 unchanged", get(0), addr);
     // SAFETY: as above.
-    expect_fault("mov of DR7 with GD to %dr7: #GP(0)", 13, Some(0), || unsafe {
-        asm!("mov %eax, %dr7", in("eax") 1u32 << 13, options(att_syntax))
-    });
+    expect_fault(
+        "mov of DR7 with GD to %dr7: #GP(0)",
+        13,
+        Some(0),
+        || unsafe { asm!("mov %eax, %dr7", in("eax") 1u32 << 13, options(att_syntax)) },
+    );
     for reg in 0..4 {
         set(reg, 0);
     }

@@ -13,7 +13,14 @@ use pvguest32::VIRT_BASE;
 use crate::common::*;
 
 fn resv(list: u32, n: u32, order: u32) -> XenMemoryReservation32 {
-    XenMemoryReservation32 { extent_start: list, nr_extents: n, extent_order: order, mem_flags: 0, domid: abi::DOMID_SELF, _pad0: 0 }
+    XenMemoryReservation32 {
+        extent_start: list,
+        nr_extents: n,
+        extent_order: order,
+        mem_flags: 0,
+        domid: abi::DOMID_SELF,
+        _pad0: 0,
+    }
 }
 
 fn exchange(e: &mut XenMemoryExchange32) -> i32 {
@@ -23,7 +30,10 @@ fn exchange(e: &mut XenMemoryExchange32) -> i32 {
 }
 
 fn machphys(mfn: u32, pfn: u32) -> i32 {
-    let req = MmuUpdate { ptr: u64::from(mfn) << 12 | abi::MMU_MACHPHYS_UPDATE, val: pfn.into() };
+    let req = MmuUpdate {
+        ptr: u64::from(mfn) << 12 | abi::MMU_MACHPHYS_UPDATE,
+        val: pfn.into(),
+    };
     // SAFETY: the M2P entry of a frame of ours (or refused).
     unsafe { hc::mmu_update(va(&req), 1, 0, abi::DOMID_SELF) }
 }
@@ -39,7 +49,10 @@ fn free_pfn(nr_pages: u32) -> Option<u32> {
 
 pub fn run(nr_pages: u32) {
     let Some(pfn) = free_pfn(nr_pages) else {
-        fail("XENMEM_exchange (32-bit): a free frame", format_args!("none"));
+        fail(
+            "XENMEM_exchange (32-bit): a free frame",
+            format_args!("none"),
+        );
         return;
     };
     let p2m = start_info::start_info().mfn_list as usize as *mut u32;
@@ -61,19 +74,38 @@ pub fn run(nr_pages: u32) {
     ) {
         return;
     }
-    check_rc("  ... MMU_MACHPHYS_UPDATE of the new frame: 0 (it is ours)", machphys(new, pfn), 0);
-    check_rc("  ... MMU_MACHPHYS_UPDATE of the old frame: -EPERM (not ours; Xen: -EINVAL)", machphys(old, pfn), EPERM);
+    check_rc(
+        "  ... MMU_MACHPHYS_UPDATE of the new frame: 0 (it is ours)",
+        machphys(new, pfn),
+        0,
+    );
+    check_rc(
+        "  ... MMU_MACHPHYS_UPDATE of the old frame: -EPERM (not ours; Xen: -EINVAL)",
+        machphys(old, pfn),
+        EPERM,
+    );
     if pvguest32::traps::catch(|| {
         // SAFETY: the P2M entry of the page exchanged.
         unsafe { write_volatile(p2m.add(pfn as usize), new) }
     })
     .is_err()
     {
-        info(format_args!("the P2M list is read-only: entry {:#x} not updated", pfn));
+        info(format_args!(
+            "the P2M list is read-only: entry {:#x} not updated",
+            pfn
+        ));
     }
 
-    let mut e = XenMemoryExchange32 { in_: resv(UNMAPPED, 1, 0), out: resv(UNMAPPED, 1, 0), nr_exchanged: 1 };
-    check_rc("XENMEM_exchange with nr_exchanged == nr_extents: 0 (lists unmapped, not read)", exchange(&mut e), 0);
+    let mut e = XenMemoryExchange32 {
+        in_: resv(UNMAPPED, 1, 0),
+        out: resv(UNMAPPED, 1, 0),
+        nr_exchanged: 1,
+    };
+    check_rc(
+        "XENMEM_exchange with nr_exchanged == nr_extents: 0 (lists unmapped, not read)",
+        exchange(&mut e),
+        0,
+    );
     let mut inl = [new];
     let mut outl = [pfn, pfn];
     let mut e = XenMemoryExchange32 {
@@ -81,7 +113,11 @@ pub fn run(nr_pages: u32) {
         out: resv(va(outl.as_mut_ptr()), 2, 0),
         nr_exchanged: 0,
     };
-    check_rc("XENMEM_exchange with in.nr_extents 1, out.nr_extents 2: -EINVAL", exchange(&mut e), EINVAL);
+    check_rc(
+        "XENMEM_exchange with in.nr_extents 1, out.nr_extents 2: -EINVAL",
+        exchange(&mut e),
+        EINVAL,
+    );
     let mut e = XenMemoryExchange32 {
         in_: resv(va(inl.as_mut_ptr()), 1, 0),
         out: resv(HV_START, 1, 0),
@@ -104,5 +140,9 @@ pub fn run(nr_pages: u32) {
         rc == EINVAL && e.nr_exchanged == 0,
         format_args!("rc {} nr_exchanged {}", Rc(rc), e.nr_exchanged),
     );
-    check_rc("  ... the new frame is still ours (MMU_MACHPHYS_UPDATE: 0)", machphys(new, pfn), 0);
+    check_rc(
+        "  ... the new frame is still ours (MMU_MACHPHYS_UPDATE: 0)",
+        machphys(new, pfn),
+        0,
+    );
 }

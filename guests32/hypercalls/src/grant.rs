@@ -47,7 +47,9 @@ static READ: GuestCell<u32> = GuestCell::new(0);
 
 /// The value at `v`, or the #PF's error code as Err.
 fn try_rd(v: u32) -> Result<u32, u32> {
-    catch(|| READ.set(rd(v))).map(|()| READ.get()).map_err(|t| t.error_code)
+    catch(|| READ.set(rd(v)))
+        .map(|()| READ.get())
+        .map_err(|t| t.error_code)
 }
 
 fn my_domid() -> Option<u16> {
@@ -64,8 +66,20 @@ fn my_domid() -> Option<u16> {
 }
 
 fn map(ref_: u32, dom: u16, flags: u32, host_addr: u64) -> GnttabMapGrantRef {
-    let mut m = GnttabMapGrantRef { host_addr, flags, ref_, dom, status: 0x7777, handle: !0, dev_bus_addr: 0 };
-    let rc = gnttab(GNTTABOP_MAP_GRANT_REF, va(&mut m as *mut GnttabMapGrantRef), 1);
+    let mut m = GnttabMapGrantRef {
+        host_addr,
+        flags,
+        ref_,
+        dom,
+        status: 0x7777,
+        handle: !0,
+        dev_bus_addr: 0,
+    };
+    let rc = gnttab(
+        GNTTABOP_MAP_GRANT_REF,
+        va(&mut m as *mut GnttabMapGrantRef),
+        1,
+    );
     if rc != 0 {
         m.status = 0x7000;
         info(format_args!("map_grant_ref itself returned {}", Rc(rc)));
@@ -74,8 +88,18 @@ fn map(ref_: u32, dom: u16, flags: u32, host_addr: u64) -> GnttabMapGrantRef {
 }
 
 fn unmap(host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16 {
-    let mut u = GnttabUnmapGrantRef { host_addr, dev_bus_addr, handle, status: 0x7777, _pad0: 0 };
-    let rc = gnttab(GNTTABOP_UNMAP_GRANT_REF, va(&mut u as *mut GnttabUnmapGrantRef), 1);
+    let mut u = GnttabUnmapGrantRef {
+        host_addr,
+        dev_bus_addr,
+        handle,
+        status: 0x7777,
+        _pad0: 0,
+    };
+    let rc = gnttab(
+        GNTTABOP_UNMAP_GRANT_REF,
+        va(&mut u as *mut GnttabUnmapGrantRef),
+        1,
+    );
     if rc != 0 {
         info(format_args!("unmap_grant_ref itself returned {}", Rc(rc)));
         return 0x7000;
@@ -103,31 +127,66 @@ fn grant_v1(r: u32, domid: u16, frame: u32, flags: u16) {
 }
 
 pub fn run() {
-    let mut q = GnttabQuerySize { dom: abi::DOMID_SELF, _pad0: 0, nr_frames: 0, max_nr_frames: 0, status: 0x7777, _pad1: 0 };
+    let mut q = GnttabQuerySize {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        nr_frames: 0,
+        max_nr_frames: 0,
+        status: 0x7777,
+        _pad1: 0,
+    };
     let rc = gnttab(GNTTABOP_QUERY_SIZE, va(&mut q as *mut GnttabQuerySize), 1);
     check(
         "grant query_size: 0, status 0, nr_frames >= 1, max_nr_frames 64",
         rc == 0 && q.status == 0 && q.nr_frames >= 1 && q.max_nr_frames == 64,
-        format_args!("rc {} status {} nr {} max {}", Rc(rc), q.status, q.nr_frames, q.max_nr_frames),
+        format_args!(
+            "rc {} status {} nr {} max {}",
+            Rc(rc),
+            q.status,
+            q.nr_frames,
+            q.max_nr_frames
+        ),
     );
     let mut frames = [0x5a5a_5a5au32; 2];
-    let mut s = GnttabSetupTable32 { dom: abi::DOMID_SELF, _pad0: 0, nr_frames: 1, status: 0x7777, _pad1: 0, frame_list: va(frames.as_mut_ptr()) };
+    let mut s = GnttabSetupTable32 {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        nr_frames: 1,
+        status: 0x7777,
+        _pad1: 0,
+        frame_list: va(frames.as_mut_ptr()),
+    };
     check_rc(
         "grant setup_table with count 2: -EINVAL",
-        gnttab(GNTTABOP_SETUP_TABLE, va(&mut s as *mut GnttabSetupTable32), 2),
+        gnttab(
+            GNTTABOP_SETUP_TABLE,
+            va(&mut s as *mut GnttabSetupTable32),
+            2,
+        ),
         EINVAL,
     );
-    let rc = gnttab(GNTTABOP_SETUP_TABLE, va(&mut s as *mut GnttabSetupTable32), 1);
+    let rc = gnttab(
+        GNTTABOP_SETUP_TABLE,
+        va(&mut s as *mut GnttabSetupTable32),
+        1,
+    );
     let frame = frames[0];
     check(
         "grant setup_table (16-byte struct) of 1 frame: 0, status 0, the frame written as 4 bytes, nothing after it",
         rc == 0 && s.status == 0 && frame != 0 && frame != 0x5a5a_5a5a && frames[1] == 0x5a5a_5a5a,
         format_args!("rc {} status {} list {:#x} {:#x}", Rc(rc), s.status, frames[0], frames[1]),
     );
-    check_rc("grant copy (5): -ENOSYS (ringvisor; Xen copies)", gnttab(GNTTABOP_COPY, UNMAPPED, 0), ENOSYS);
+    check_rc(
+        "grant copy (5): -ENOSYS (ringvisor; Xen copies)",
+        gnttab(GNTTABOP_COPY, UNMAPPED, 0),
+        ENOSYS,
+    );
     let l1 = |p: &Page| start_info::walk(p.addr())[2];
     let (Some(host), Some(table), Some(status)) = (l1(&HOST), l1(&TABLE), l1(&STATUS)) else {
-        fail("grant: the L1 entries of the scratch pages", format_args!("not found"));
+        fail(
+            "grant: the L1 entries of the scratch pages",
+            format_args!("not found"),
+        );
         return;
     };
     if !check_rc(
@@ -138,7 +197,9 @@ pub fn run() {
         return;
     }
     let Some(me) = my_domid() else {
-        info(format_args!("grant maps skipped: not the initial domain and no domid=N"));
+        info(format_args!(
+            "grant maps skipped: not the initial domain and no domid=N"
+        ));
         uvm(TABLE.addr(), table.val);
         return;
     };
@@ -150,37 +211,97 @@ pub fn run() {
     let h = u64::from(HOST.addr());
 
     let m = map(REF, me, GNTMAP_HOST_MAP, h);
-    if check_eq("map_grant_ref of an own grant at a virtual address: status 0", m.status, GNTST_OKAY) {
-        check_same("  ... the granted page is visible at host_addr", try_rd(HOST.addr()), Ok(PATTERN));
-        check_eq("  ... GTF_reading and GTF_writing set", v1_flags(REF), GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
-        let req = MmuUpdate { ptr: host.maddr | abi::MMU_NORMAL_PT_UPDATE, val: host.val };
+    if check_eq(
+        "map_grant_ref of an own grant at a virtual address: status 0",
+        m.status,
+        GNTST_OKAY,
+    ) {
+        check_same(
+            "  ... the granted page is visible at host_addr",
+            try_rd(HOST.addr()),
+            Ok(PATTERN),
+        );
+        check_eq(
+            "  ... GTF_reading and GTF_writing set",
+            v1_flags(REF),
+            GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING,
+        );
+        let req = MmuUpdate {
+            ptr: host.maddr | abi::MMU_NORMAL_PT_UPDATE,
+            val: host.val,
+        };
         // SAFETY: refused (a grant PTE).
         let rc = unsafe { hc::mmu_update(va(&req), 1, 0, abi::DOMID_SELF) };
-        check_rc("mmu_update over the grant PTE: -EINVAL (ringvisor; Xen crashes the domain)", rc, EINVAL);
+        check_rc(
+            "mmu_update over the grant PTE: -EINVAL (ringvisor; Xen crashes the domain)",
+            rc,
+            EINVAL,
+        );
         check_rc(
             "update_va_mapping over the grant PTE: -EINVAL (ringvisor; Xen crashes the domain)",
             uvm(HOST.addr(), host.val),
             EINVAL,
         );
-        check_eq("unmap_grant_ref with a bad handle: GNTST_bad_handle", unmap(h, 0, 0xdead), GNTST_BAD_HANDLE);
-        check_eq("unmap_grant_ref: status 0", unmap(h, 0, m.handle), GNTST_OKAY);
+        check_eq(
+            "unmap_grant_ref with a bad handle: GNTST_bad_handle",
+            unmap(h, 0, 0xdead),
+            GNTST_BAD_HANDLE,
+        );
+        check_eq(
+            "unmap_grant_ref: status 0",
+            unmap(h, 0, m.handle),
+            GNTST_OKAY,
+        );
         expect_fault("  ... the mapping is gone: a read #PF", 14, None, || {
             rd(HOST.addr());
         });
         check_eq("  ... GTF bits clear", v1_flags(REF), GTF_PERMIT_ACCESS);
     }
-    check_rc("update_va_mapping puts HOST's own frame back: 0", uvm(HOST.addr(), host.val), 0);
+    check_rc(
+        "update_va_mapping puts HOST's own frame back: 0",
+        uvm(HOST.addr(), host.val),
+        0,
+    );
 
-    let m = map(REF, me, GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE, host.maddr + 4);
-    check_eq("map_grant_ref contains_pte with a misaligned PTE address: GNTST_general_error", m.status, GNTST_GENERAL_ERROR);
+    let m = map(
+        REF,
+        me,
+        GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE,
+        host.maddr + 4,
+    );
+    check_eq(
+        "map_grant_ref contains_pte with a misaligned PTE address: GNTST_general_error",
+        m.status,
+        GNTST_GENERAL_ERROR,
+    );
     let m = map(REF, me, GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE, host.maddr);
-    if check_eq("map_grant_ref contains_pte at HOST's L1 entry: status 0", m.status, GNTST_OKAY) {
-        check_same("  ... the granted page is visible there", try_rd(HOST.addr()), Ok(PATTERN));
-        check_eq("unmap_grant_ref by PTE: status 0", unmap(host.maddr, 0, m.handle), GNTST_OKAY);
+    if check_eq(
+        "map_grant_ref contains_pte at HOST's L1 entry: status 0",
+        m.status,
+        GNTST_OKAY,
+    ) {
+        check_same(
+            "  ... the granted page is visible there",
+            try_rd(HOST.addr()),
+            Ok(PATTERN),
+        );
+        check_eq(
+            "unmap_grant_ref by PTE: status 0",
+            unmap(host.maddr, 0, m.handle),
+            GNTST_OKAY,
+        );
     }
-    check_rc("update_va_mapping puts HOST's own frame back: 0", uvm(HOST.addr(), host.val), 0);
+    check_rc(
+        "update_va_mapping puts HOST's own frame back: 0",
+        uvm(HOST.addr(), host.val),
+        0,
+    );
 
-    check_eq("map_grant_ref of ref 100000: GNTST_bad_gntref", map(100_000, me, GNTMAP_HOST_MAP, h).status, GNTST_BAD_GNTREF);
+    check_eq(
+        "map_grant_ref of ref 100000: GNTST_bad_gntref",
+        map(100_000, me, GNTMAP_HOST_MAP, h).status,
+        GNTST_BAD_GNTREF,
+    );
     check_eq(
         "map_grant_ref of a readonly grant, writable: GNTST_general_error",
         map(REF_RO, me, GNTMAP_HOST_MAP, h).status,
@@ -192,31 +313,58 @@ pub fn run() {
         GNTST_BAD_DOMAIN,
     );
     let m = map(REF_RO, me, GNTMAP_HOST_MAP | GNTMAP_READONLY, h);
-    if check_eq("map_grant_ref of a readonly grant, readonly: status 0", m.status, GNTST_OKAY) {
-        check_eq("  ... GTF_reading only", v1_flags(REF_RO), GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+    if check_eq(
+        "map_grant_ref of a readonly grant, readonly: status 0",
+        m.status,
+        GNTST_OKAY,
+    ) {
+        check_eq(
+            "  ... GTF_reading only",
+            v1_flags(REF_RO),
+            GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING,
+        );
         expect_fault("  ... a write there: #PF", 14, None, || {
             // SAFETY: faults: the grant mapping is read-only.
             unsafe { write_volatile(HOST.addr() as usize as *mut u32, 1) }
         });
         check_eq("  ... unmap: status 0", unmap(h, 0, m.handle), GNTST_OKAY);
     }
-    check_rc("update_va_mapping puts HOST's own frame back: 0", uvm(HOST.addr(), host.val), 0);
+    check_rc(
+        "update_va_mapping puts HOST's own frame back: 0",
+        uvm(HOST.addr(), host.val),
+        0,
+    );
 
     let m = map(REF, me, GNTMAP_DEVICE_MAP, 0);
     let dev = u64::from(granted) << 12;
     if check(
         "map_grant_ref device map: status 0, dev_bus_addr = frame << 12",
         m.status == 0 && m.dev_bus_addr == dev,
-        format_args!("status {} dev_bus_addr {:#x} frame {:#x}", m.status, m.dev_bus_addr, granted),
+        format_args!(
+            "status {} dev_bus_addr {:#x} frame {:#x}",
+            m.status, m.dev_bus_addr, granted
+        ),
     ) {
-        check_eq("unmap_grant_ref with the wrong dev_bus_addr: GNTST_bad_dev_addr", unmap(0, dev + 4096, m.handle), GNTST_BAD_DEV_ADDR);
-        check_eq("unmap_grant_ref with the right dev_bus_addr: status 0", unmap(0, dev, m.handle), GNTST_OKAY);
+        check_eq(
+            "unmap_grant_ref with the wrong dev_bus_addr: GNTST_bad_dev_addr",
+            unmap(0, dev + 4096, m.handle),
+            GNTST_BAD_DEV_ADDR,
+        );
+        check_eq(
+            "unmap_grant_ref with the right dev_bus_addr: status 0",
+            unmap(0, dev, m.handle),
+            GNTST_OKAY,
+        );
         check_eq("  ... GTF bits clear", v1_flags(REF), GTF_PERMIT_ACCESS);
     }
 
     version2(me, granted, host.val, status.val);
     uvm(HOST.addr(), host.val);
-    check_rc("update_va_mapping puts TABLE's own frame back: 0", uvm(TABLE.addr(), table.val), 0);
+    check_rc(
+        "update_va_mapping puts TABLE's own frame back: 0",
+        uvm(TABLE.addr(), table.val),
+        0,
+    );
 }
 
 fn set_version(v: u32) -> i32 {
@@ -225,7 +373,11 @@ fn set_version(v: u32) -> i32 {
 }
 
 fn get_version() -> (i32, u32) {
-    let mut g = GnttabGetVersion { dom: abi::DOMID_SELF, _pad0: 0, version: 0 };
+    let mut g = GnttabGetVersion {
+        dom: abi::DOMID_SELF,
+        _pad0: 0,
+        version: 0,
+    };
     let rc = gnttab(GNTTABOP_GET_VERSION, va(&mut g as *mut GnttabGetVersion), 1);
     (rc, g.version)
 }
@@ -236,8 +388,17 @@ fn version2(me: u16, granted: u32, host_pte: u64, status_pte: u64) {
     check_rc("grant set_version 2: 0", set_version(2), 0);
     check_same("grant get_version: (0, 2)", get_version(), (0, 2));
     let mut list = [0x5a5a_5a5a_5a5a_5a5au64; 2];
-    let mut sf = GnttabGetStatusFrames32 { nr_frames: 1, dom: abi::DOMID_SELF, status: 0x7777, frame_list: va(list.as_mut_ptr()) };
-    let rc = gnttab(GNTTABOP_GET_STATUS_FRAMES, va(&mut sf as *mut GnttabGetStatusFrames32), 1);
+    let mut sf = GnttabGetStatusFrames32 {
+        nr_frames: 1,
+        dom: abi::DOMID_SELF,
+        status: 0x7777,
+        frame_list: va(list.as_mut_ptr()),
+    };
+    let rc = gnttab(
+        GNTTABOP_GET_STATUS_FRAMES,
+        va(&mut sf as *mut GnttabGetStatusFrames32),
+        1,
+    );
     let st = list[0];
     if !check(
         "grant get_status_frames (12-byte struct): 0, status 0, a frame as 8 bytes, nothing after it",
@@ -246,8 +407,16 @@ fn version2(me: u16, granted: u32, host_pte: u64, status_pte: u64) {
     ) {
         return;
     }
-    check_rc("update_va_mapping of the status frame writable: -EINVAL", uvm(STATUS.addr(), st << 12 | KERNEL_RW), EINVAL);
-    check_rc("update_va_mapping of the status frame read-only: 0", uvm(STATUS.addr(), st << 12 | KERNEL_RO), 0);
+    check_rc(
+        "update_va_mapping of the status frame writable: -EINVAL",
+        uvm(STATUS.addr(), st << 12 | KERNEL_RW),
+        EINVAL,
+    );
+    check_rc(
+        "update_va_mapping of the status frame read-only: 0",
+        uvm(STATUS.addr(), st << 12 | KERNEL_RO),
+        0,
+    );
     let status_word = |r: u32| {
         // SAFETY: STATUS maps the status frame read-only.
         unsafe { read_volatile((STATUS.addr() as usize as *const u16).add(r as usize)) }
@@ -263,15 +432,39 @@ fn version2(me: u16, granted: u32, host_pte: u64, status_pte: u64) {
     let h = u64::from(HOST.addr());
     let m = map(REF, me, GNTMAP_HOST_MAP, h);
     if check_eq("v2 map_grant_ref: status 0", m.status, GNTST_OKAY) {
-        check_same("  ... the granted page is visible at host_addr", try_rd(HOST.addr()), Ok(PATTERN));
-        check_eq("  ... GTF_reading|GTF_writing in the status frame", status_word(REF), GTF_READING | GTF_WRITING);
-        check_rc("grant set_version 1 while a grant is mapped: -EBUSY", set_version(1), EBUSY);
+        check_same(
+            "  ... the granted page is visible at host_addr",
+            try_rd(HOST.addr()),
+            Ok(PATTERN),
+        );
+        check_eq(
+            "  ... GTF_reading|GTF_writing in the status frame",
+            status_word(REF),
+            GTF_READING | GTF_WRITING,
+        );
+        check_rc(
+            "grant set_version 1 while a grant is mapped: -EBUSY",
+            set_version(1),
+            EBUSY,
+        );
         check_eq("  ... unmap: status 0", unmap(h, 0, m.handle), GNTST_OKAY);
         check_eq("  ... the status word clear", status_word(REF), 0);
     }
     uvm(HOST.addr(), host_pte);
-    check_rc("grant set_version 1 while the status frame is mapped: -EBUSY (XSA-255)", set_version(1), EBUSY);
-    check_rc("update_va_mapping puts STATUS's own frame back: 0", uvm(STATUS.addr(), status_pte), 0);
-    check_rc("grant set_version 1 after unmapping it: 0", set_version(1), 0);
+    check_rc(
+        "grant set_version 1 while the status frame is mapped: -EBUSY (XSA-255)",
+        set_version(1),
+        EBUSY,
+    );
+    check_rc(
+        "update_va_mapping puts STATUS's own frame back: 0",
+        uvm(STATUS.addr(), status_pte),
+        0,
+    );
+    check_rc(
+        "grant set_version 1 after unmapping it: 0",
+        set_version(1),
+        0,
+    );
     check_same("grant get_version: (0, 1)", get_version(), (0, 1));
 }

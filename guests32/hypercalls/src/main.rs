@@ -181,23 +181,23 @@ mod common;
 #[cfg(target_arch = "x86")]
 mod debugreg;
 #[cfg(target_arch = "x86")]
-mod exchange;
-#[cfg(target_arch = "x86")]
-mod grant;
-#[cfg(target_arch = "x86")]
-mod multicall;
-#[cfg(target_arch = "x86")]
-mod user;
-#[cfg(target_arch = "x86")]
 mod events;
 #[cfg(target_arch = "x86")]
+mod exchange;
+#[cfg(target_arch = "x86")]
 mod gdt;
+#[cfg(target_arch = "x86")]
+mod grant;
 #[cfg(target_arch = "x86")]
 mod iret;
 #[cfg(target_arch = "x86")]
 mod mm;
 #[cfg(target_arch = "x86")]
+mod multicall;
+#[cfg(target_arch = "x86")]
 mod platform;
+#[cfg(target_arch = "x86")]
+mod user;
 
 #[cfg(target_arch = "x86")]
 fn run(si: &pvguest32::abi32::StartInfo32) {

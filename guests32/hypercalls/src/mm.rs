@@ -110,7 +110,10 @@ fn try_rd(va: u32) -> Result<u32, u32> {
 /// ours and written where the list says, nothing past it.
 pub fn reservation_round_trip(nr_pages: u32) {
     let Some([f, ..]) = free_frames(nr_pages) else {
-        fail("reservation round trip: a free frame", format_args!("none found"));
+        fail(
+            "reservation round trip: a free frame",
+            format_args!("none found"),
+        );
         return;
     };
     let mut list = [f, 0x5a5a_5a5a];
@@ -124,11 +127,22 @@ pub fn reservation_round_trip(nr_pages: u32) {
     };
     // SAFETY: the frame is one nothing maps; the list is ours.
     let rc = unsafe { hc::memory_op(abi::XENMEM_DECREASE_RESERVATION, va(&r)) };
-    check_rc("XENMEM_decrease_reservation of a free frame (4-byte list): 1 done", rc, 1);
-    let u = MmuUpdate { ptr: (f as u64) << 12 | abi::MMU_MACHPHYS_UPDATE as u64, val: 0 };
+    check_rc(
+        "XENMEM_decrease_reservation of a free frame (4-byte list): 1 done",
+        rc,
+        1,
+    );
+    let u = MmuUpdate {
+        ptr: (f as u64) << 12 | abi::MMU_MACHPHYS_UPDATE as u64,
+        val: 0,
+    };
     // SAFETY: refused: the frame is no longer ours.
     let rc = unsafe { hc::mmu_update(va(&u), 1, 0, abi::DOMID_SELF) };
-    check_rc("  ... the frame given back is not ours (MACHPHYS_UPDATE -EPERM)", rc, EPERM);
+    check_rc(
+        "  ... the frame given back is not ours (MACHPHYS_UPDATE -EPERM)",
+        rc,
+        EPERM,
+    );
     list[0] = 0;
     r.extent_start = va(list.as_mut_ptr());
     // SAFETY: one page taken back, within the reservation.
@@ -139,7 +153,10 @@ pub fn reservation_round_trip(nr_pages: u32) {
         list[0] != 0 && list[1] == 0x5a5a_5a5a,
         format_args!("list {:#x} {:#x}", list[0], list[1]),
     );
-    let u = MmuUpdate { ptr: (list[0] as u64) << 12 | abi::MMU_MACHPHYS_UPDATE as u64, val: 0 };
+    let u = MmuUpdate {
+        ptr: (list[0] as u64) << 12 | abi::MMU_MACHPHYS_UPDATE as u64,
+        val: 0,
+    };
     // SAFETY: pfn 0's M2P entry for a frame of ours that nothing maps.
     let rc = unsafe { hc::mmu_update(va(&u), 1, 0, abi::DOMID_SELF) };
     check_rc("  ... and it is ours (MACHPHYS_UPDATE 0)", rc, 0);

@@ -19,11 +19,18 @@ const PRESET: u32 = 0x5a5a_5a5a;
 const IRET_EAX: u32 = 0xdead;
 
 const fn entry(op: u32, args: [u32; 6]) -> MulticallEntry32 {
-    MulticallEntry32 { op, result: PRESET, args }
+    MulticallEntry32 {
+        op,
+        result: PRESET,
+        args,
+    }
 }
 
 const fn xen_version() -> MulticallEntry32 {
-    entry(abi::HYPERVISOR_XEN_VERSION, [abi::XENVER_VERSION, 0, 0, 0, 0, 0])
+    entry(
+        abi::HYPERVISOR_XEN_VERSION,
+        [abi::XENVER_VERSION, 0, 0, 0, 0, 0],
+    )
 }
 
 fn multicall(list: u32, n: u32) -> i32 {
@@ -49,26 +56,56 @@ pub fn run() {
     check(
         "  ... results: xen_version, is_up(0) 1, op 63 -ENOSYS, is_up(31) -ENOENT",
         r == [version, 1, ENOSYS, ENOENT],
-        format_args!("{} {} {} {} (version {:#x})", Rc(r[0]), Rc(r[1]), Rc(r[2]), Rc(r[3]), version),
+        format_args!(
+            "{} {} {} {} (version {:#x})",
+            Rc(r[0]),
+            Rc(r[1]),
+            Rc(r[2]),
+            Rc(r[3]),
+            version
+        ),
     );
 
-    let mut list = [entry(abi::HYPERVISOR_MULTICALL, [va(INNER.as_ptr()), 1, 0, 0, 0, 0]), xen_version()];
+    let mut list = [
+        entry(
+            abi::HYPERVISOR_MULTICALL,
+            [va(INNER.as_ptr()), 1, 0, 0, 0, 0],
+        ),
+        xen_version(),
+    ];
     let rc = multicall(va(list.as_mut_ptr()), 2);
     check(
         "multicall with a nested multicall entry: 0, that entry -EINVAL, the next run",
         rc == 0 && list[0].result as i32 == EINVAL && list[1].result as i32 == version,
-        format_args!("rc {} results {} {}", Rc(rc), Rc(list[0].result as i32), Rc(list[1].result as i32)),
+        format_args!(
+            "rc {} results {} {}",
+            Rc(rc),
+            Rc(list[0].result as i32),
+            Rc(list[1].result as i32)
+        ),
     );
     check(
         "  ... the nested list not run",
         INNER.get()[0].result == PRESET,
         format_args!("inner result {:#x}", INNER.get()[0].result),
     );
-    check_rc("multicall with an unmapped list: -EFAULT", multicall(UNMAPPED, 1), EFAULT);
-    check_rc("multicall with a list in the hypervisor hole: -EFAULT", multicall(HV_START, 1), EFAULT);
+    check_rc(
+        "multicall with an unmapped list: -EFAULT",
+        multicall(UNMAPPED, 1),
+        EFAULT,
+    );
+    check_rc(
+        "multicall with a list in the hypervisor hole: -EFAULT",
+        multicall(HV_START, 1),
+        EFAULT,
+    );
 
     let rc = multicall(va(LONG.as_ptr()), 200);
-    let written = LONG.get().iter().filter(|e| e.result as i32 == version).count();
+    let written = LONG
+        .get()
+        .iter()
+        .filter(|e| e.result as i32 == version)
+        .count();
     check(
         "multicall of 200 xen_version entries: 0, every result written",
         rc == 0 && written == 200,

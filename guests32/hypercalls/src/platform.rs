@@ -31,7 +31,11 @@ fn platform(words: &mut [u32; 34]) -> i32 {
 pub fn run() {
     let mut o = [0u32; 34];
     o[0] = 62; // settime64
-    check_rc("platform_op with interface version 0: -EACCES", platform(&mut o), EACCES);
+    check_rc(
+        "platform_op with interface version 0: -EACCES",
+        platform(&mut o),
+        EACCES,
+    );
     let si = start_info::shared_info();
     // SAFETY: our shared_info, mapped by the runtime; plain reads.
     let (sec, nsec) = unsafe { (read_volatile(&(*si).wc_sec), read_volatile(&(*si).wc_nsec)) };
@@ -41,13 +45,26 @@ pub fn run() {
     let rc = platform(&mut o);
     if d0() {
         // SAFETY: as above.
-        let (s2, v) = unsafe { (read_volatile(&(*si).wc_sec), read_volatile(&(*si).wc_version)) };
-        check("platform_op(settime64) with the current time: 0, wall clock kept, version even", rc == 0 && s2 == sec && v % 2 == 0, format_args!("rc {} wc_sec {s2} version {v}", Rc(rc)));
+        let (s2, v) = unsafe {
+            (
+                read_volatile(&(*si).wc_sec),
+                read_volatile(&(*si).wc_version),
+            )
+        };
+        check(
+            "platform_op(settime64) with the current time: 0, wall clock kept, version even",
+            rc == 0 && s2 == sec && v % 2 == 0,
+            format_args!("rc {} wc_sec {s2} version {v}", Rc(rc)),
+        );
         // get_cpuinfo { xen_cpuid, max_present, flags, apic_id, acpi_id }
         o = [0; 34];
         (o[0], o[1], o[2]) = (55, 0x0300_0001, 0);
         let rc = platform(&mut o);
-        check("platform_op(get_cpuinfo) CPU 0: 0, online", rc == 0 && o[4] == 1, format_args!("rc {} flags {:#x}", Rc(rc), o[4]));
+        check(
+            "platform_op(get_cpuinfo) CPU 0: 0, online",
+            rc == 0 && o[4] == 1,
+            format_args!("rc {} flags {:#x}", Rc(rc), o[4]),
+        );
     } else {
         check_rc("platform_op(settime64) from a domU: -EPERM", rc, EPERM);
     }
@@ -56,7 +73,11 @@ pub fn run() {
     // SAFETY: `m` is ours; the hypervisor writes ncpus.
     let rc = unsafe { hypercall(abi::HYPERVISOR_MCA, &[va(m.as_mut_ptr())]) };
     if d0() {
-        check("mca(physcpuinfo) without a buffer: 0, one CPU", rc == 0 && m[2] == 1, format_args!("rc {} ncpus {}", Rc(rc), m[2]));
+        check(
+            "mca(physcpuinfo) without a buffer: 0, one CPU",
+            rc == 0 && m[2] == 1,
+            format_args!("rc {} ncpus {}", Rc(rc), m[2]),
+        );
     } else {
         check_rc("mca(physcpuinfo) from a domU: -EPERM", rc, EPERM);
     }
@@ -66,8 +87,17 @@ pub fn run() {
     // apic_read { u32 apic_physbase; u32 reg; u32 value } (12 bytes)
     let mut a = [0xfec0_0000u32, 1, 0];
     // SAFETY: `a` is ours; refused.
-    let rc = unsafe { hypercall(abi::HYPERVISOR_PHYSDEV_OP, &[abi::PHYSDEVOP_APIC_READ, va(a.as_mut_ptr())]) };
-    check_rc("physdev_op(apic_read), 12-byte argument: -EINVAL as d0, -EPERM otherwise", rc, if d0() { EINVAL } else { EPERM });
+    let rc = unsafe {
+        hypercall(
+            abi::HYPERVISOR_PHYSDEV_OP,
+            &[abi::PHYSDEVOP_APIC_READ, va(a.as_mut_ptr())],
+        )
+    };
+    check_rc(
+        "physdev_op(apic_read), 12-byte argument: -EINVAL as d0, -EPERM otherwise",
+        rc,
+        if d0() { EINVAL } else { EPERM },
+    );
     // pirq_eoi_gmfn_v2 { u32 gmfn }: the third page from the end, ours,
     // mapped nowhere.
     let s = start_info::start_info();
@@ -75,13 +105,31 @@ pub fn run() {
     let mfn = unsafe { read_volatile((s.mfn_list as *const u32).add(s.nr_pages as usize - 3)) };
     let g = [mfn];
     // SAFETY: `g` is ours, read only.
-    let rc = unsafe { hypercall(abi::HYPERVISOR_PHYSDEV_OP, &[abi::PHYSDEVOP_PIRQ_EOI_GMFN_V2, va(g.as_ptr())]) };
-    check_rc("physdev_op(pirq_eoi_gmfn_v2), 4-byte frame number: 0", rc, 0);
+    let rc = unsafe {
+        hypercall(
+            abi::HYPERVISOR_PHYSDEV_OP,
+            &[abi::PHYSDEVOP_PIRQ_EOI_GMFN_V2, va(g.as_ptr())],
+        )
+    };
+    check_rc(
+        "physdev_op(pirq_eoi_gmfn_v2), 4-byte frame number: 0",
+        rc,
+        0,
+    );
     // SAFETY: as above.
-    let rc = unsafe { hypercall(abi::HYPERVISOR_PHYSDEV_OP, &[abi::PHYSDEVOP_PIRQ_EOI_GMFN_V2, va(g.as_ptr())]) };
+    let rc = unsafe {
+        hypercall(
+            abi::HYPERVISOR_PHYSDEV_OP,
+            &[abi::PHYSDEVOP_PIRQ_EOI_GMFN_V2, va(g.as_ptr())],
+        )
+    };
     check_rc("physdev_op(pirq_eoi_gmfn_v2) again: -EBUSY", rc, EBUSY);
     let b = [0xffffu32, 1];
     // SAFETY: `b` is ours, read only.
     let rc = unsafe { hc::event_channel_op(abi::EVTCHNOP_SET_PRIORITY, va(b.as_ptr())) };
-    check_rc("event_channel_op(set_priority) of port 0xffff: -EINVAL", rc, EINVAL);
+    check_rc(
+        "event_channel_op(set_priority) of port 0xffff: -EINVAL",
+        rc,
+        EINVAL,
+    );
 }

@@ -50,9 +50,9 @@
 pub use ringvisor_abi as abi;
 pub use ringvisor_abi::x86_32 as abi32;
 
-pub use pvguest_common::{print, println};
 /// The hypercall table of `docs/abi.md` (the hello guests check it).
 pub use pvguest_common::abitable;
+pub use pvguest_common::{print, println};
 
 pub mod cell;
 pub mod console;

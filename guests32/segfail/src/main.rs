@@ -84,12 +84,21 @@ mod case {
     /// segment, present or not.
     fn set_data_present(g: u32, present: bool) -> i32 {
         let maddr = (u64::from(g) << 12) + 2 * 8;
-        let desc = if present { DATA_DPL1 } else { DATA_DPL1 & !PRESENT };
+        let desc = if present {
+            DATA_DPL1
+        } else {
+            DATA_DPL1 & !PRESENT
+        };
         // SAFETY: a descriptor the hypervisor checks, in our own GDT frame.
         unsafe {
             hypercall(
                 abi::HYPERVISOR_UPDATE_DESCRIPTOR,
-                &[maddr as u32, (maddr >> 32) as u32, desc as u32, (desc >> 32) as u32],
+                &[
+                    maddr as u32,
+                    (maddr >> 32) as u32,
+                    desc as u32,
+                    (desc >> 32) as u32,
+                ],
             )
         }
     }
@@ -216,16 +225,26 @@ mod case {
             // answer was stored): set it up again and retry.
             let early = matches!(&r, Err(t) if t.vector == traps::VEC_FAILSAFE && AT.get() == 0);
             if !(early && UPDATE_RC.get() == NOT_RECORDED)
-                && !check_rc("update_descriptor(entry 2, not present)", UPDATE_RC.get(), 0)
+                && !check_rc(
+                    "update_descriptor(entry 2, not present)",
+                    UPDATE_RC.get(),
+                    0,
+                )
             {
                 return;
             }
             if !early || attempt == 3 {
                 break (r, after);
             }
-            info(format_args!("attempt {attempt}: the switch came before the first yield; again"));
+            info(format_args!(
+                "attempt {attempt}: the switch came before the first yield; again"
+            ));
             attempt += 1;
-            if !check_rc("update_descriptor(entry 2, present again)", set_data_present(g, true), 0) {
+            if !check_rc(
+                "update_descriptor(entry 2, present again)",
+                set_data_present(g, true),
+                0,
+            ) {
                 return;
             }
             // SAFETY: entry 2 is a good DPL-1 data segment again.

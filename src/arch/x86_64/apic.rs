@@ -81,7 +81,10 @@ pub fn init() -> ApicInfo {
         unsafe { x86::msr::wrmsr(IA32_APIC_BASE, base_msr | APIC_GLOBAL_ENABLE) };
     }
     let phys = base_msr & 0x000f_ffff_ffff_f000;
-    BASE.store(crate::mm::paging::map_mmio(phys) as usize, Ordering::Relaxed);
+    BASE.store(
+        crate::mm::paging::map_mmio(phys) as usize,
+        Ordering::Relaxed,
+    );
 
     write(REG_SVR, 0x100 | SPURIOUS_VECTOR as u32); // software enable
     write(REG_TIMER_DIVIDE, 0b0011); // divide by 16
@@ -94,12 +97,17 @@ pub fn init() -> ApicInfo {
     write(REG_TIMER_INIT, 0);
     let hz = counted as u64 * 100;
     TIMER_HZ.store(hz.max(1), Ordering::Relaxed);
-    ApicInfo { id: read(REG_ID) >> 24, phys, timer_hz: hz }
+    ApicInfo {
+        id: read(REG_ID) >> 24,
+        phys,
+        timer_hz: hz,
+    }
 }
 
 /// Interrupt once, `ns` from now (one-shot mode, vector TIMER_VECTOR).
 pub fn oneshot(ns: u64) {
-    let ticks = (ns as u128 * TIMER_HZ.load(Ordering::Relaxed) as u128 / 1_000_000_000).clamp(1, u32::MAX as u128);
+    let ticks = (ns as u128 * TIMER_HZ.load(Ordering::Relaxed) as u128 / 1_000_000_000)
+        .clamp(1, u32::MAX as u128);
     write(REG_LVT_TIMER, TIMER_VECTOR as u32);
     write(REG_TIMER_INIT, ticks as u32);
 }

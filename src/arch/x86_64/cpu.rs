@@ -48,9 +48,18 @@ pub fn detect() -> Features {
                 .filter(|&hz| hz != 0)
         });
     Features {
-        vendor: FixedStr::from_bytes(id.get_vendor_info().as_ref().map_or("unknown", |v| v.as_str()).as_bytes()),
+        vendor: FixedStr::from_bytes(
+            id.get_vendor_info()
+                .as_ref()
+                .map_or("unknown", |v| v.as_str())
+                .as_bytes(),
+        ),
         brand: FixedStr::from_bytes(
-            id.get_processor_brand_string().as_ref().map_or("", |b| b.as_str()).trim().as_bytes(),
+            id.get_processor_brand_string()
+                .as_ref()
+                .map_or("", |b| b.as_str())
+                .trim()
+                .as_bytes(),
         ),
         family: fi.as_ref().map_or(0, |f| f.family_id()),
         model: fi.as_ref().map_or(0, |f| f.model_id()),
@@ -66,7 +75,9 @@ pub fn detect() -> Features {
         x2apic: fi.as_ref().is_some_and(|f| f.has_x2apic()),
         tsc_deadline: fi.as_ref().is_some_and(|f| f.has_tsc_deadline()),
         hypervisor: fi.as_ref().is_some_and(|f| f.has_hypervisor()),
-        invariant_tsc: id.get_advanced_power_mgmt_info().is_some_and(|a| a.has_invariant_tsc()),
+        invariant_tsc: id
+            .get_advanced_power_mgmt_info()
+            .is_some_and(|a| a.has_invariant_tsc()),
         tsc_hz,
     }
 }
@@ -105,7 +116,10 @@ struct Line {
 
 impl Default for Line {
     fn default() -> Self {
-        Line { buf: [0; 160], len: 0 }
+        Line {
+            buf: [0; 160],
+            len: 0,
+        }
     }
 }
 
@@ -168,7 +182,10 @@ pub fn enable_protections(f: &Features) {
         // hypervisor's own mappings use, then WC, WP, UC, UC.
         wrmsr(IA32_PAT, PAT_XEN);
         let v = f.vendor.as_str();
-        FXRSTOR_KEEPS_POINTERS.store(v == "AuthenticAMD" || v == "HygonGenuine", core::sync::atomic::Ordering::Relaxed);
+        FXRSTOR_KEEPS_POINTERS.store(
+            v == "AuthenticAMD" || v == "HygonGenuine",
+            core::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -177,7 +194,8 @@ pub const PAT_XEN: u64 = 0x0000_0501_0007_0406;
 
 /// AMD's fxsave/fxrstor skip FIP/FDP/FOP unless an exception is pending:
 /// fxrstor would leave the previous vCPU's values visible (XSA-52).
-pub static FXRSTOR_KEEPS_POINTERS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+pub static FXRSTOR_KEEPS_POINTERS: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
 
 /// SMEP and SMAP as the CPU has them (set by enable_protections).
 static USER_PROTECT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -220,7 +238,14 @@ pub fn cr4_bits() -> u64 {
 /// The control registers, for the fault dump.
 pub fn control_registers() -> (u64, u64, u64, u64) {
     // SAFETY: reading control registers has no side effects.
-    unsafe { (cr0().bits() as u64, x86::controlregs::cr2() as u64, x86::controlregs::cr3(), cr4().bits() as u64) }
+    unsafe {
+        (
+            cr0().bits() as u64,
+            x86::controlregs::cr2() as u64,
+            x86::controlregs::cr3(),
+            cr4().bits() as u64,
+        )
+    }
 }
 
 /// The frame number of the top-level table CR3 holds.

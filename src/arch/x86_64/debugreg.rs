@@ -172,7 +172,11 @@ pub fn take_hypervisor_hits() -> Option<(u64, u64, u64)> {
         return None;
     }
     let n = HV_HITS.swap(0, Ordering::Relaxed);
-    Some((n, HV_LAST_RIP.load(Ordering::Relaxed), HV_LAST_DBG.load(Ordering::Relaxed) & (DR6_HITS | 0xe000 | 0x10000)))
+    Some((
+        n,
+        HV_LAST_RIP.load(Ordering::Relaxed),
+        HV_LAST_DBG.load(Ordering::Relaxed) & (DR6_HITS | 0xe000 | 0x10000),
+    ))
 }
 
 /// `selftest=dbtrap`: take a #DB in hypervisor context on purpose (a data

@@ -41,7 +41,12 @@ pub fn set_on_exit(o: OnExit) {
 
 /// Print the verdict line and stop the machine.
 pub fn exit(v: Verdict, why: core::fmt::Arguments) -> ! {
-    crate::console::print_emergency(format_args!("{}exit: {} ({})\n", crate::console::TAG, v.name(), why));
+    crate::console::print_emergency(format_args!(
+        "{}exit: {} ({})\n",
+        crate::console::TAG,
+        v.name(),
+        why
+    ));
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present; on real
     // machines it is an unused legacy port, and writing it is harmless.
     unsafe { outb(DEBUG_EXIT_PORT, v as u8) };

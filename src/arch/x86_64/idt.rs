@@ -135,7 +135,10 @@ fn iret_fixup(f: TrapFrame) -> ! {
     let slot = super::percpu::guest_frame();
     let iret_at = slot as u64 + offset_of!(TrapFrame, rip) as u64;
     if f.rsp != iret_at {
-        fatal(&f, "the return iretq faulted on a frame that is not the guest slot");
+        fatal(
+            &f,
+            "the return iretq faulted on a frame that is not the guest slot",
+        );
     }
     // SAFETY: f.rsp is the guest slot's iret frame (checked above): five
     // words of this CPU's stack, above everything the fault pushed.
@@ -219,7 +222,10 @@ pub fn init() {
 /// borrows a few gates before any guest runs and gives them back with
 /// [`restore_gate`]; the CPU reads gates from memory at each delivery.
 pub fn borrow_gate(vector: u8, handler: u64, dpl: u8) -> [u64; 2] {
-    core::mem::replace(&mut IDT.lock()[vector as usize], interrupt_gate(handler, 0, dpl))
+    core::mem::replace(
+        &mut IDT.lock()[vector as usize],
+        interrupt_gate(handler, 0, dpl),
+    )
 }
 
 /// Put back a gate [`borrow_gate`] replaced.
@@ -332,7 +338,10 @@ fn entry_state_check(f: &TrapFrame) {
     let want = super::cpu::user_protection_bits();
     let cr4 = super::cpu::cr4_bits();
     if (want & CR4_SMAP != 0 && rflags::read().contains(RFlags::FLAGS_AC)) || cr4 & want != want {
-        fatal(f, "entered from a guest with EFLAGS.AC set or SMEP/SMAP off");
+        fatal(
+            f,
+            "entered from a guest with EFLAGS.AC set or SMEP/SMAP off",
+        );
     }
 }
 
@@ -379,10 +388,24 @@ pub fn exception_name(v: u64) -> &'static str {
 /// The #PF error code in words (SDM Vol. 3A, 4.7).
 fn pf_reason(ec: u64) -> (&'static str, &'static str, &'static str, &'static str) {
     (
-        if ec & 1 != 0 { "protection violation" } else { "not present" },
-        if ec & 2 != 0 { "write" } else if ec & 16 != 0 { "instruction fetch" } else { "read" },
+        if ec & 1 != 0 {
+            "protection violation"
+        } else {
+            "not present"
+        },
+        if ec & 2 != 0 {
+            "write"
+        } else if ec & 16 != 0 {
+            "instruction fetch"
+        } else {
+            "read"
+        },
         if ec & 4 != 0 { "user" } else { "supervisor" },
-        if ec & 8 != 0 { ", reserved bit set" } else { "" },
+        if ec & 8 != 0 {
+            ", reserved bit set"
+        } else {
+            ""
+        },
     )
 }
 
@@ -394,22 +417,70 @@ macro_rules! p {
 pub fn fatal(f: &TrapFrame, what: &str) -> ! {
     if IN_FATAL.swap(true, Ordering::SeqCst) {
         // Faulted while printing a dump: say so and stop right away.
-        exit(Verdict::Panic, format_args!("fault while reporting a fault: vector {} at rip {:#x}", f.vector, f.rip));
+        exit(
+            Verdict::Panic,
+            format_args!(
+                "fault while reporting a fault: vector {} at rip {:#x}",
+                f.vector, f.rip
+            ),
+        );
     }
     let (cr0, cr2, cr3, cr4) = cpu::control_registers();
-    p!("FATAL: {what}: {} (vector {}), error code {:#x}", exception_name(f.vector), f.vector, f.error_code);
+    p!(
+        "FATAL: {what}: {} (vector {}), error code {:#x}",
+        exception_name(f.vector),
+        f.vector,
+        f.error_code
+    );
     if f.vector == VEC_PF {
         let (p, a, m, r) = pf_reason(f.error_code);
         p!("  page fault at cr2 {cr2:#018x}: {p}, {a}, {m} mode{r}");
     }
-    p!("  rip {:#018x}  cs {:#06x}  rflags {:#010x}  rsp {:#018x}  ss {:#06x}", f.rip, f.cs, f.rflags, f.rsp, f.ss);
-    p!("  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
-    p!("  rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  r8  {:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
-    p!("  r9  {:#018x}  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}", f.r9, f.r10, f.r11, f.r12);
-    p!("  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}", f.r13, f.r14, f.r15);
+    p!(
+        "  rip {:#018x}  cs {:#06x}  rflags {:#010x}  rsp {:#018x}  ss {:#06x}",
+        f.rip,
+        f.cs,
+        f.rflags,
+        f.rsp,
+        f.ss
+    );
+    p!(
+        "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
+    );
+    p!(
+        "  rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  r8  {:#018x}",
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8
+    );
+    p!(
+        "  r9  {:#018x}  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}",
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12
+    );
+    p!(
+        "  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}",
+        f.r13,
+        f.r14,
+        f.r15
+    );
     p!("  cr0 {cr0:#018x}  cr2 {cr2:#018x}  cr3 {cr3:#018x}  cr4 {cr4:#018x}");
     dump_stack(f.rsp);
-    exit(Verdict::Panic, format_args!("hypervisor fault: {} at rip {:#x}", exception_name(f.vector), f.rip))
+    exit(
+        Verdict::Panic,
+        format_args!(
+            "hypervisor fault: {} at rip {:#x}",
+            exception_name(f.vector),
+            f.rip
+        ),
+    )
 }
 
 fn dump_stack(rsp: u64) {
@@ -424,6 +495,18 @@ fn dump_stack(rsp: u64) {
             }
         }
     }
-    p!("  stack [{rsp:#x}]: {:#x} {:#x} {:#x} {:#x}", words[0], words[1], words[2], words[3]);
-    p!("         +0x20: {:#x} {:#x} {:#x} {:#x}", words[4], words[5], words[6], words[7]);
+    p!(
+        "  stack [{rsp:#x}]: {:#x} {:#x} {:#x} {:#x}",
+        words[0],
+        words[1],
+        words[2],
+        words[3]
+    );
+    p!(
+        "         +0x20: {:#x} {:#x} {:#x} {:#x}",
+        words[4],
+        words[5],
+        words[6],
+        words[7]
+    );
 }
