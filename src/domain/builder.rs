@@ -268,7 +268,7 @@ pub fn build(
         return Err(BuildError::Bad(format!(
             "rv.mem={} MiB needs a {} KiB P2M the hypervisor heap cannot hold",
             mem >> 20,
-            nr_pages * 8 >> 10
+            (nr_pages * 8) >> 10
         )));
     }
     for _ in 0..nr_pages {
@@ -564,7 +564,7 @@ pub fn build(
         "d{id}: built {} ({}-bit, {} MiB): image {:#x}-{:#x} entry {:#x}; start_info {:#x}, {} page-table frames at {:#x}, stack top {:#x}",
         name,
         if compat { 32 } else { 64 },
-        nr_pages * PAGE >> 20,
+        (nr_pages * PAGE) >> 20,
         img.virt_kstart,
         img.virt_kend,
         img.entry,

@@ -146,7 +146,7 @@ fn pages(bytes: u64) -> u64 {
 // Tour 01: where the parts of the bootstrap region go
 pub fn layout(i: &Input) -> Result<Layout, String> {
     let v_start = i.virt_base;
-    if v_start % PAGE != 0 {
+    if !v_start.is_multiple_of(PAGE) {
         return Err(format!("VIRT_BASE {v_start:#x} is not page aligned"));
     }
     // Every step checked: the ELF parser leaves the image's end to us, and
@@ -198,7 +198,7 @@ pub fn layout(i: &Input) -> Result<Layout, String> {
     let too_little = |need: u64, what: &str| {
         format!(
             "{} MiB is too little memory: {what} {} MiB",
-            i.nr_pages * PAGE >> 20,
+            (i.nr_pages * PAGE) >> 20,
             (need * PAGE).div_ceil(1 << 20)
         )
     };

@@ -372,7 +372,7 @@ pub fn translate(va: u64) -> Option<u64> {
 /// Read a word of hypervisor memory if it is mapped (the fault dump uses it
 /// so a wild stack pointer cannot fault again).
 pub fn read_hypervisor_u64(va: u64) -> Option<u64> {
-    if va % 8 != 0 {
+    if !va.is_multiple_of(8) {
         return None;
     }
     let pa = translate(va)?;

@@ -45,7 +45,7 @@ fn addr_ok(d: &Domain, addr: u64) -> bool {
     if d.compat {
         addr < ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64
     } else {
-        addr < 1 << 47 || addr >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END
+        !(1 << 47..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&addr)
     }
 }
 

@@ -67,7 +67,7 @@ pub fn data_selector_base(v: &crate::domain::vcpu::Vcpu, sel: u16) -> Option<u64
     }
     let desc = *v.gdt.get((sel >> 3) as usize)?;
     let data = desc & SEG_P != 0 && desc & SEG_S != 0 && desc & (1 << 43) == 0;
-    data.then(|| ((desc >> 16) & 0xff_ffff) | ((desc >> 56) & 0xff) << 24)
+    data.then_some(((desc >> 16) & 0xff_ffff) | ((desc >> 56) & 0xff) << 24)
 }
 
 pub fn set_gdt(
@@ -149,7 +149,7 @@ pub fn install_gdt(
 }
 
 pub fn update_descriptor(d: &mut Domain, ft: &mut FrameTable, maddr: u64, desc: u64) -> Ret {
-    if maddr % 8 != 0 {
+    if !maddr.is_multiple_of(8) {
         return err(EINVAL);
     }
     let mfn = maddr >> 12;

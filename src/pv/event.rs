@@ -249,7 +249,7 @@ fn fifo_init_control(
     if c.vcpu as usize >= d.vcpus.len() {
         return err(ENOENT);
     }
-    if c.offset > 4096 - CONTROL_BLOCK || c.offset % 8 != 0 {
+    if c.offset > 4096 - CONTROL_BLOCK || !c.offset.is_multiple_of(8) {
         return err(EINVAL);
     }
     let writable = ft

@@ -51,7 +51,7 @@ fn entry(table_mfn: u64, index: u64) -> u64 {
     // SAFETY: `table_mfn` is a guest page-table frame reached from the
     // vCPU's validated top-level table, so it is RAM inside the direct
     // map; reading a u64 of it cannot fault.
-    unsafe { (phys_to_virt(table_mfn << 12 | index * 8) as *const u64).read_volatile() }
+    unsafe { (phys_to_virt((table_mfn << 12) | (index * 8)) as *const u64).read_volatile() }
 }
 
 /// Translate `va` in the address space rooted at `l4_mfn` to a machine
@@ -124,8 +124,8 @@ impl GuestSpace {
     }
 
     pub fn read_bytes(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
-        // SAFETY: as in write_bytes; `out` is the hypervisor's own buffer.
         if self.by_cpu(va, out.len())
+            // SAFETY: as in write_bytes; `out` is the hypervisor's own buffer.
             && unsafe {
                 crate::arch::x86_64::idt::copy_through_cr3(
                     out.as_mut_ptr() as u64,
@@ -185,9 +185,10 @@ impl GuestSpace {
 
     // Tour 04, 08: the only way a frame reaches a guest stack
     pub fn write_bytes(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
-        // SAFETY: `by_cpu`: one page of the guest's own half under its own
-        // CR3; a refused access writes nothing (one page) and falls back.
         if self.by_cpu(va, data.len())
+            // SAFETY: `by_cpu`: one page of the guest's own half under its
+            // own CR3; a refused access writes nothing (one page) and falls
+            // back.
             && unsafe {
                 crate::arch::x86_64::idt::copy_through_cr3(
                     va,

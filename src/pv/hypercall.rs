@@ -812,7 +812,7 @@ fn register_vcpu_info(
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
     }
-    if offset > 4096 - size || offset % 8 != 0 {
+    if offset > 4096 - size || !offset.is_multiple_of(8) {
         return err(EINVAL);
     }
     match ft.get_mut(mfn) {

@@ -522,7 +522,7 @@ pub struct Slot(u64, usize);
 /// machine address `addr` (8-byte aligned: XSA-227).
 pub fn grant_slot(d: &Domain, ft: &FrameTable, addr: u64, by_pte: bool) -> Option<Slot> {
     let (l1, i) = if by_pte {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return None;
         }
         (addr >> 12, ((addr & 0xfff) / 8) as usize)
@@ -770,7 +770,7 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                     0
                 },
             );
-            let guest_addr = ptr < 1 << 47 || ptr >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END;
+            let guest_addr = !(1 << 47..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&ptr);
             if ptr % 4096 != 0 || (!d.compat && !guest_addr) || ents > 8192 {
                 err(EINVAL)
             } else if ents == 0 {
@@ -940,7 +940,7 @@ fn subrange_ok(compat: bool, start: u64, first: u64, last: u64, size: u64) -> bo
         a.checked_add(count * size)
             .is_some_and(|e| e <= ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64)
     } else {
-        a < 1 << 47 || a >= ringvisor_abi::x86_64::HYPERVISOR_VIRT_END
+        !(1 << 47..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&a)
     }
 }
 

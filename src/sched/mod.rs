@@ -597,10 +597,11 @@ pub fn start(hv: Hv) -> ! {
             ringvisor_abi::vcpu::RUNSTATE_RUNNING,
             now,
         );
+        let compat = hv.domains[di].compat;
         // SAFETY: `frame` is this CPU's guest frame slot at the top of its
         // stack, which nothing else uses while we are on the boot path.
-        let compat = hv.domains[di].compat;
-        switch_in(&hv.domains[di].vcpus[vi], unsafe { &mut *frame }, compat);
+        let frame = unsafe { &mut *frame };
+        switch_in(&hv.domains[di].vcpus[vi], frame, compat);
         crate::pv::entry::publish_current(hv);
         crate::info!("d{}: running", hv.domains[di].id);
         apic::oneshot(TIMESLICE_NS);

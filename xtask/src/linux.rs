@@ -143,8 +143,8 @@ pub fn parse(args: &[String]) -> Result<Opts> {
         bail!("--runs is for timing: not with --shell");
     }
     o.timeout = match timeout {
-        Some(s) if s == 0.0 && !o.shell => bail!("--timeout 0 (no bound) only with --shell"),
-        Some(s) if s == 0.0 => None,
+        Some(0.0) if !o.shell => bail!("--timeout 0 (no bound) only with --shell"),
+        Some(0.0) => None,
         Some(s) => Some(Duration::from_secs_f64(s)),
         None if o.shell => Some(Duration::from_secs(3600)),
         None => Some(Duration::from_secs(180)),

@@ -8,6 +8,7 @@ mod bench;
 mod frames;
 mod fuzz;
 mod lesson;
+mod lint;
 mod linux;
 mod xtf;
 
@@ -51,6 +52,7 @@ COMMANDS:
   fuzz    random hypercalls, exceptions and iret frames beside a victim
   xtf     boot each XTF test image of a directory, table of results
   linux   boot Debian's stock Linux kernel (busybox initramfs) and time it
+  lint    rustfmt and clippy over every crate and target, as CI runs them
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
 `target/` means $CARGO_TARGET_DIR when that is set. Before building,
@@ -268,12 +270,13 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "fuzz" => return fuzz::command(rest),
         "xtf" => return xtf::command(rest),
         "linux" => return linux::command(rest),
+        "lint" => return lint::command(rest),
         "gdb" => (
             GDB_HELP,
             [profile, &["--cmdline", "GUEST"]].concat(),
             Profile::Debug,
         ),
-        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, xtf, linux, help"),
+        other => bail!("unknown command {other:?}; commands: build, iso, run, test, bench, gdb, lesson, frames, fuzz, xtf, linux, lint, help"),
     };
     let o = parse(command, rest, &allowed, default)?;
     if o.help {

@@ -865,7 +865,7 @@ fn writable_pagetables(w: &Window, slot: usize) {
     let leaf = own_leaf() | RW;
     check_rc(
         "writable page tables: an own leaf, writable, at entry 25",
-        mmu1((w.l1 << 12) | 25 * 8, leaf),
+        mmu1((w.l1 << 12) | (25 * 8), leaf),
         0,
     );
     let at = e(25);

@@ -223,18 +223,25 @@ impl core::fmt::Display for Errno {
 }
 
 fn console_io(b: &Bufs) {
-    // SAFETY (all below): refused pointers; the hypervisor only reads.
     sweep_in(
         "console_io write, 16 bytes at a bad buffer",
         EFAULT,
         &ins(b, 16),
-        |a| unsafe { hc::console_io(abi::CONSOLEIO_WRITE, 16, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::console_io(abi::CONSOLEIO_WRITE, 16, a) }
+        },
     );
     sweep_in(
         "console_io write, 0 bytes at a bad buffer",
         0,
         &ins(b, 16),
-        |a| unsafe { hc::console_io(abi::CONSOLEIO_WRITE, 0, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::console_io(abi::CONSOLEIO_WRITE, 0, a) }
+        },
     );
 }
 
@@ -380,18 +387,25 @@ fn callbacks(b: &Bufs) {
         }
     }
     s.end();
-    // SAFETY (both): refused pointers.
     sweep_in(
         "callback_op register with a bad argument",
         EFAULT,
         &ins(b, 16),
-        |a| unsafe { hc::callback_op(abi::CALLBACKOP_REGISTER, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::callback_op(abi::CALLBACKOP_REGISTER, a) }
+        },
     );
     sweep_in(
         "callback_op unregister with a bad argument",
         EFAULT,
         &ins(b, 2),
-        |a| unsafe { hc::callback_op(abi::CALLBACKOP_UNREGISTER, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::callback_op(abi::CALLBACKOP_UNREGISTER, a) }
+        },
     );
 }
 
@@ -411,7 +425,11 @@ fn xen_version(b: &Bufs, si: &StartInfo) {
             Name::new(format_args!("xen_version({name}) to a bad buffer")).as_str(),
             EFAULT,
             &outs(b, size),
-            |a| unsafe { hc::xen_version(cmd, a) },
+            |a| {
+                // SAFETY: an argument the hypervisor must refuse (the sweep's
+                // name says which); nothing of ours is written.
+                unsafe { hc::xen_version(cmd, a) }
+            },
         );
     }
     let privileged = si.flags & abi::SIF_PRIVILEGED != 0;
@@ -422,7 +440,11 @@ fn xen_version(b: &Bufs, si: &StartInfo) {
         "xen_version(commandline) to a bad buffer",
         want,
         &outs(b, 1024),
-        |a| unsafe { hc::xen_version(abi::XENVER_COMMANDLINE, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::xen_version(abi::XENVER_COMMANDLINE, a) }
+        },
     );
 }
 
@@ -499,7 +521,11 @@ fn event_channel(b: &Bufs) {
         "event_channel_op_compat with a bad argument",
         EFAULT,
         &ins(b, 32),
-        |a| unsafe { hc::hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT, a, 0, 0, 0, 0) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::hypercall5(abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT, a, 0, 0, 0, 0) }
+        },
     );
 }
 
@@ -527,7 +553,11 @@ fn mmu(b: &Bufs) {
         "mmu_update with a bad done pointer",
         EFAULT,
         &outs(b, 4),
-        |a| unsafe { hc::mmu_update(noop.as_ptr() as u64, 1, a, abi::DOMID_SELF) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::mmu_update(noop.as_ptr() as u64, 1, a, abi::DOMID_SELF) }
+        },
     );
     let op = [MmuExtOp {
         cmd: abi::MMUEXT_TLB_FLUSH_LOCAL,
@@ -551,7 +581,11 @@ fn mmu(b: &Bufs) {
         "mmuext_op with a bad done pointer",
         EFAULT,
         &outs(b, 4),
-        |a| unsafe { hc::mmuext_op(op.as_ptr() as u64, 1, a, abi::DOMID_SELF) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::mmuext_op(op.as_ptr() as u64, 1, a, abi::DOMID_SELF) }
+        },
     );
     // Straddling list: entry 0 maps a page of ours at slot 31, entry 1
     // crosses into the unmapped page.
@@ -736,19 +770,31 @@ fn sched_and_others(b: &Bufs) {
         "sched_op(shutdown) with a bad argument (and we keep running)",
         EFAULT,
         &ins(b, 4),
-        |a| unsafe { hc::sched_op(abi::SCHEDOP_SHUTDOWN, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::sched_op(abi::SCHEDOP_SHUTDOWN, a) }
+        },
     );
     sweep_in(
         "sched_op(shutdown_code) with a bad argument",
         EFAULT,
         &ins(b, 4),
-        |a| unsafe { hc::sched_op(abi::SCHEDOP_SHUTDOWN_CODE, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::sched_op(abi::SCHEDOP_SHUTDOWN_CODE, a) }
+        },
     );
     sweep_in(
         "sched_op(poll) with a bad argument",
         EFAULT,
         &ins(b, 24),
-        |a| unsafe { hc::sched_op(abi::SCHEDOP_POLL, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::sched_op(abi::SCHEDOP_POLL, a) }
+        },
     );
     sweep_in(
         "sched_op(poll) with a bad port list",
@@ -769,20 +815,22 @@ fn sched_and_others(b: &Bufs) {
         "physdev_op(set_iopl) with a bad argument",
         EFAULT,
         &ins(b, 4),
-        |a| unsafe { hc::physdev_op(abi::PHYSDEVOP_SET_IOPL, a) },
+        |a| {
+            // SAFETY: an argument the hypervisor must refuse (the sweep's
+            // name says which); nothing of ours is written.
+            unsafe { hc::physdev_op(abi::PHYSDEVOP_SET_IOPL, a) }
+        },
     );
-    sweep_in(
-        "set_gdt with a bad frame list",
-        EFAULT,
-        &ins(b, 8),
-        |a| unsafe { hc::hypercall5(abi::HYPERVISOR_SET_GDT, a, 1, 0, 0, 0) },
-    );
-    sweep_in(
-        "multicall with a bad list",
-        EFAULT,
-        &ins(b, 56),
-        |a| unsafe { hc::hypercall5(abi::HYPERVISOR_MULTICALL, a, 1, 0, 0, 0) },
-    );
+    sweep_in("set_gdt with a bad frame list", EFAULT, &ins(b, 8), |a| {
+        // SAFETY: an argument the hypervisor must refuse (the sweep's
+        // name says which); nothing of ours is written.
+        unsafe { hc::hypercall5(abi::HYPERVISOR_SET_GDT, a, 1, 0, 0, 0) }
+    });
+    sweep_in("multicall with a bad list", EFAULT, &ins(b, 56), |a| {
+        // SAFETY: an argument the hypervisor must refuse (the sweep's
+        // name says which); nothing of ours is written.
+        unsafe { hc::hypercall5(abi::HYPERVISOR_MULTICALL, a, 1, 0, 0, 0) }
+    });
 }
 
 fn segment_bases() {
@@ -864,16 +912,23 @@ fn huge_counts(b: &Bufs) {
         );
     };
     for n in [u64::MAX, 1 << 32, 4097] {
-        // SAFETY (both): refused counts.
         timed_rc(
             Name::new(format_args!("mmu_update of {n:#x} entries: -EINVAL")).as_str(),
             EINVAL,
-            &mut || unsafe { hc::mmu_update(noop.as_ptr() as u64, n, 0, abi::DOMID_SELF) },
+            &mut || {
+                // SAFETY: an argument the hypervisor must refuse (the sweep's
+                // name says which); nothing of ours is written.
+                unsafe { hc::mmu_update(noop.as_ptr() as u64, n, 0, abi::DOMID_SELF) }
+            },
         );
         timed_rc(
             Name::new(format_args!("mmuext_op of {n:#x} ops: -EINVAL")).as_str(),
             EINVAL,
-            &mut || unsafe { hc::mmuext_op(op.as_ptr() as u64, n, 0, abi::DOMID_SELF) },
+            &mut || {
+                // SAFETY: an argument the hypervisor must refuse (the sweep's
+                // name says which); nothing of ours is written.
+                unsafe { hc::mmuext_op(op.as_ptr() as u64, n, 0, abi::DOMID_SELF) }
+            },
         );
     }
     let mut l = [0u64; 1];

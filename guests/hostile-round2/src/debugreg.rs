@@ -1,6 +1,6 @@
 //! 5. `debugreg`: breakpoints the hypervisor arms for us, aimed at the
-//! hypervisor (XSA-260, CVE-2018-8897). Each case must leave the
-//! hypervisor running; where the guest should get a #DB, it does.
+//!    hypervisor (XSA-260, CVE-2018-8897). Each case must leave the
+//!    hypervisor running; where the guest should get a #DB, it does.
 
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};

@@ -54,12 +54,18 @@
 //!    delivered; e. `mov %ss` from a watched word + `syscall` (a
 //!    hypercall), + int3, + `int $0x80` → each completes with at most one
 //!    #DB (one where the CPU ignores the MOV-SS shadow, as QEMU's TCG).
-//! 2c. `iret-nohandler` (only with `only=`): as 2a with no #GP entry in the
+//!    2c. `iret-nohandler` (only with `only=`): as 2a with no #GP entry in the
 //!    trap table and a failsafe callback: the failsafe callback runs
 //!    (PASS) or the domain is crashed (the harness reads the hypervisor's
 //!    line); the hypervisor never faults.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+// A caught trap is a whole saved frame, returned by value from a few
+// test helpers: its size does not matter here.
+#![allow(clippy::result_large_err)]
+// The case list above nests lettered sub-cases, which markdown reads as
+// continuation lines.
+#![allow(clippy::doc_overindented_list_items)]
 
 #[path = "../../hostile-foreign/src/common.rs"]
 mod common;

@@ -187,7 +187,7 @@ pub fn run() {
     let big = outl[0];
     let ok = check(
         "XENMEM_exchange of 2 pages for an order-1 extent below 4 GiB: 0, nr_exchanged 2, an aligned pair of frames",
-        rc == 0 && e.nr_exchanged == 2 && big % 2 == 0 && big + 1 < 1 << 20 && outl[1] == 0x5a5a,
+        rc == 0 && e.nr_exchanged == 2 && big.is_multiple_of(2) && big + 1 < 1 << 20 && outl[1] == 0x5a5a,
         format_args!("rc {} nr_exchanged {} out {:#x} {:#x}", Rc(rc), e.nr_exchanged, outl[0], outl[1]),
     );
     if !ok {

@@ -23,6 +23,8 @@ impl Rng {
     pub const fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x5f0e_7a11_c0de_f00d)
     }
+    // Not an Iterator: the stream never ends and callers want plain u64s.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

@@ -213,7 +213,7 @@ fuzz32_routines:
     /// The routine for an exception step.
     fn routine(exc: Exc, arg: u32, arg2: u32) -> u32 {
         let i = match exc {
-            Exc::Ud2 if arg % 4 == 0 => R_CPUID,
+            Exc::Ud2 if arg.is_multiple_of(4) => R_CPUID,
             Exc::Ud2 => R_UD2,
             Exc::Int3 => R_INT3,
             Exc::Div0 => R_DIV0,
@@ -743,7 +743,7 @@ fuzz32_routines:
             }
         });
         let Some(off) = changed else { return };
-        let page = scratch + off as u32 & !0xfff;
+        let page = (scratch + off as u32) & !0xfff;
         let [_, _, l1] = start_info::walk(page);
         let Some(l1) = l1 else { return };
         let own_frame = (l1.val & PTE_ADDR) >> 12 == s_mfn[off / 4096];

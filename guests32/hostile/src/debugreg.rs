@@ -1,6 +1,6 @@
 //! 9. `debugreg`: breakpoints the hypervisor arms for us from ring 1,
-//! aimed at the hypervisor (XSA-260, CVE-2018-8897). Each case must leave
-//! the hypervisor running; where the guest should get a #DB, it does.
+//!    aimed at the hypervisor (XSA-260, CVE-2018-8897). Each case must leave
+//!    the hypervisor running; where the guest should get a #DB, it does.
 
 use core::arch::asm;
 use core::ptr::write_volatile;

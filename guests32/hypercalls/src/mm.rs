@@ -133,7 +133,7 @@ pub fn reservation_round_trip(nr_pages: u32) {
         1,
     );
     let u = MmuUpdate {
-        ptr: (f as u64) << 12 | abi::MMU_MACHPHYS_UPDATE as u64,
+        ptr: (f as u64) << 12 | abi::MMU_MACHPHYS_UPDATE,
         val: 0,
     };
     // SAFETY: refused: the frame is no longer ours.
@@ -154,7 +154,7 @@ pub fn reservation_round_trip(nr_pages: u32) {
         format_args!("list {:#x} {:#x}", list[0], list[1]),
     );
     let u = MmuUpdate {
-        ptr: (list[0] as u64) << 12 | abi::MMU_MACHPHYS_UPDATE as u64,
+        ptr: (list[0] as u64) << 12 | abi::MMU_MACHPHYS_UPDATE,
         val: 0,
     };
     // SAFETY: pfn 0's M2P entry for a frame of ours that nothing maps.

@@ -224,7 +224,7 @@ mod case {
             // eip is then not one we recorded; perhaps even before the
             // answer was stored): set it up again and retry.
             let early = matches!(&r, Err(t) if t.vector == traps::VEC_FAILSAFE && AT.get() == 0);
-            if !(early && UPDATE_RC.get() == NOT_RECORDED)
+            if (!early || UPDATE_RC.get() != NOT_RECORDED)
                 && !check_rc(
                     "update_descriptor(entry 2, not present)",
                     UPDATE_RC.get(),
