@@ -403,3 +403,20 @@ impl crate::boot_info::PhysMem for BootPhysMem {
         Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
     }
 }
+
+/// All RAM through the direct map, for reading firmware tables (ACPI)
+/// once `init` has mapped everything up to [`max_ram`].
+pub struct DirectMapMem;
+
+impl crate::boot_info::PhysMem for DirectMapMem {
+    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let end = addr.checked_add(len as u64)?;
+        if end > DIRECTMAP_END.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: [addr, end) is inside the direct map, which maps all of
+        // it (RAM, firmware tables, holes: uncached through the MTRRs);
+        // what is read is firmware data nobody writes while we parse it.
+        Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
+    }
+}
