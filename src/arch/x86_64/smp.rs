@@ -230,27 +230,34 @@ fn read_data(t: u64) -> TrampolineData {
     unsafe { at.read_volatile() }
 }
 
-/// The CPUs the firmware lists, from the MADT, or why not.
-fn madt(bi: &BootInfo) -> Result<acpi::Madt, acpi::AcpiError> {
+/// The CPUs the firmware lists, from the MADT, and where the RSDP came
+/// from; or why not.
+fn madt(bi: &BootInfo) -> Result<(acpi::Madt, &'static str), acpi::AcpiError> {
     let mem = paging::DirectMapMem;
-    let rsdp = match bi.acpi_rsdp {
-        Some(r) => r,
-        None => acpi::scan_bios(&mem).ok_or(acpi::AcpiError::NoRsdp)?.1,
+    let (rsdp, from) = match bi.acpi_rsdp {
+        Some(r) => (r, "the loader"),
+        None => (
+            acpi::scan_bios(&mem).ok_or(acpi::AcpiError::NoRsdp)?.1,
+            "the BIOS area",
+        ),
     };
     let tables = acpi::Tables::new(&mem, &rsdp)?;
     let root = tables.root();
     debug!(
-        "acpi: RSDP revision {} from {}, {} at {:#x}",
+        "acpi: RSDP revision {} from {from}, {} at {:#x}",
         rsdp.revision,
-        if bi.acpi_rsdp.is_some() {
-            "the loader"
-        } else {
-            "the BIOS area"
-        },
         core::str::from_utf8(&root.signature()).unwrap_or("?"),
         root.addr
     );
-    acpi::parse_madt(&tables.find(*b"APIC")?)
+    Ok((acpi::parse_madt(&tables.find(*b"APIC")?)?, from))
+}
+
+fn cpus(n: usize) -> &'static str {
+    if n == 1 {
+        "CPU"
+    } else {
+        "CPUs"
+    }
 }
 
 /// Find and start the other CPUs, at most `limit` in all (`cpus=`).
@@ -259,7 +266,7 @@ pub fn start(bi: &BootInfo, f: &cpu::Features, limit: Option<u32>) -> usize {
     let bsp = apic::id();
     CPUS[0].apic_id.store(bsp, Ordering::Relaxed);
     CPUS[0].online.store(true, Ordering::Relaxed);
-    let m = match madt(bi) {
+    let (m, from) = match madt(bi) {
         Ok(m) => m,
         Err(e) => {
             warn!("smp: {e}; running on the boot CPU only");
@@ -273,7 +280,8 @@ pub fn start(bi: &BootInfo, f: &cpu::Features, limit: Option<u32>) -> usize {
         .filter(|c| !c.enabled && c.online_capable)
         .count();
     info!(
-        "smp: the MADT lists {listed} enabled CPUs{}; the boot CPU is APIC ID {bsp}",
+        "smp: the MADT (ACPI RSDP from {from}) lists {listed} enabled {}{}; the boot CPU is APIC ID {bsp}",
+        cpus(listed),
         if hotplug > 0 {
             alloc::format!(" and {hotplug} hot-pluggable (not started)")
         } else {
@@ -317,7 +325,8 @@ pub fn start(bi: &BootInfo, f: &cpu::Features, limit: Option<u32>) -> usize {
         );
     }
     info!(
-        "smp: {up} CPUs up (of {listed} listed{}), APIC IDs {ids}",
+        "smp: {up} {} up (of {listed} listed{}), APIC IDs {ids}",
+        cpus(up),
         match limit {
             Some(n) => alloc::format!(", cpus={n}"),
             None => alloc::string::String::new(),
