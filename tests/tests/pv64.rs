@@ -25,6 +25,10 @@ use ringvisor_tests::qemu::{Qemu, RunOutput, Verdict};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Every run is a 4-CPU machine: the application processors start and
+/// idle while the guests run on the boot CPU (they must not notice).
+const SMP: u32 = 4;
+
 fn elf() -> PathBuf {
     build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"))
 }
@@ -42,7 +46,7 @@ fn timeout() -> Duration {
 }
 
 fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
-    let mut q = Qemu::kernel(elf()).cmdline(cmdline);
+    let mut q = Qemu::kernel(elf()).smp(SMP).cmdline(cmdline);
     for (i, g) in guests.into_iter().enumerate() {
         // The initial domain's memory as these tests were written for (see
         // GuestSpec::default_opt).
