@@ -19,7 +19,7 @@
 //! - the runner itself: a run without a verdict is killed at its timeout;
 //! - SMP: `-smp 4` brings 4 CPUs up (RSDP from the BIOS area under
 //!   `-kernel`, from GRUB's ACPI tag from the ISO), each AP's APIC timer
-//!   fires and each answers a wake IPI; `cpus=1` and `cpus=2` start only
+//!   fires, each answers a wake IPI and a TLB shootdown; `cpus=1` and `cpus=2` start only
 //!   that many; a 1-CPU machine; multi-threaded TCG and the q35 machine.
 
 use ringvisor_tests::build;
@@ -295,6 +295,11 @@ fn expect_cpus_up(what: &str, out: &RunOutput, n: usize, listed: usize) {
             what,
             out,
             &format!("a wake IPI to each of the {} other", n - 1),
+        );
+        expect_line(
+            what,
+            out,
+            &format!("a TLB shootdown of one page to the {} other", n - 1),
         );
     }
 }

@@ -14,6 +14,8 @@ use super::time;
 pub const TIMER_VECTOR: u64 = 0xf0;
 /// The IPI that wakes a CPU from `hlt` (smp.rs).
 pub const WAKE_VECTOR: u64 = 0xf1;
+/// The IPI that asks a CPU to flush its TLB (smp.rs).
+pub const FLUSH_VECTOR: u64 = 0xf2;
 pub const SPURIOUS_VECTOR: u64 = 0xff;
 
 const REG_ID: usize = 0x20;

@@ -274,6 +274,7 @@ fn other_trap(f: &mut TrapFrame) {
     match f.vector {
         apic::TIMER_VECTOR => apic::timer_interrupt(),
         apic::WAKE_VECTOR => super::smp::wake_interrupt(),
+        apic::FLUSH_VECTOR => super::smp::flush_interrupt(),
         apic::SPURIOUS_VECTOR => {}
         // Legacy PIC lines (remapped to 0x20-0x2f, all masked): a spurious
         // IRQ 7/15 can still arrive; nothing to do.

@@ -334,6 +334,7 @@ pub fn start(bi: &BootInfo, f: &cpu::Features, limit: Option<u32>) -> usize {
     );
     if up > 1 {
         check_wake(up);
+        check_shootdown(up);
     }
     up
 }
@@ -511,11 +512,97 @@ fn check_wake(up: usize) {
     }
     let us = (time::now_ns() - t0) / 1000;
     if answered == up - 1 {
-        info!("smp: a wake IPI to each of the {answered} other CPUs answered in {us} µs in all");
+        info!(
+            "smp: a wake IPI to each of the {answered} other {} answered in {us} µs in all",
+            cpus(answered)
+        );
     } else {
         warn!(
             "smp: only {answered} of {} CPUs answered a wake IPI",
             up - 1
         );
     }
+}
+
+/// A TLB shootdown in flight: the page (or [`FLUSH_ALL`]) and the CPUs
+/// (bit n: CPU n) that have not flushed yet. One at a time
+/// (`SHOOTDOWN_LOCK`).
+static FLUSH_VA: AtomicU64 = AtomicU64::new(0);
+static FLUSH_PENDING: AtomicU64 = AtomicU64::new(0);
+static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// [`flush_tlb`]'s "every translation, global ones too".
+pub const FLUSH_ALL: u64 = u64::MAX;
+
+/// Flush this CPU's TLB as asked (`FLUSH_VA`), then say so.
+fn flush_here() {
+    let me = percpu::this().cpu;
+    if FLUSH_PENDING.load(Ordering::Acquire) & (1 << me) == 0 {
+        return;
+    }
+    match FLUSH_VA.load(Ordering::Relaxed) {
+        FLUSH_ALL => cpu::flush_tlb_all(),
+        va => cpu::flush_tlb_page(va),
+    }
+    FLUSH_PENDING.fetch_and(!(1 << me), Ordering::AcqRel);
+}
+
+/// The flush IPI arrived (idt.rs).
+pub fn flush_interrupt() {
+    flush_here();
+    apic::eoi();
+}
+
+/// Shoot down `va`'s translation (or every one: [`FLUSH_ALL`]) on the
+/// CPUs of `mask` (bit n: CPU n; this one included if its bit is set),
+/// and return once every one of them has flushed. Callable with
+/// interrupts off, as the hypervisor runs: while it waits for the
+/// shootdown lock or the other CPUs, it answers a shootdown aimed at it
+/// by polling, so two CPUs shooting at each other do not deadlock
+/// (the IPI that would have told it stays pending and finds nothing).
+pub fn flush_tlb(mask: u64, va: u64) {
+    let me = percpu::this().cpu;
+    let guard = loop {
+        if let Some(g) = SHOOTDOWN_LOCK.try_lock() {
+            break g;
+        }
+        flush_here();
+        core::hint::spin_loop();
+    };
+    let mut online = 0u64;
+    for (n, c) in CPUS.iter().enumerate() {
+        if c.online.load(Ordering::Acquire) {
+            online |= 1 << n;
+        }
+    }
+    let others = mask & online & !(1 << me);
+    FLUSH_VA.store(va, Ordering::Relaxed);
+    FLUSH_PENDING.store(others | (mask & (1 << me)), Ordering::Release);
+    flush_here();
+    for n in 0..MAX_CPUS {
+        if others & (1 << n) != 0 {
+            send_ipi(n, apic::FLUSH_VECTOR as u8);
+        }
+    }
+    while FLUSH_PENDING.load(Ordering::Acquire) != 0 {
+        core::hint::spin_loop();
+    }
+    drop(guard);
+}
+
+/// Boot check (and cost) of a shootdown: one page on every other CPU.
+fn check_shootdown(up: usize) {
+    let others = ((1u64 << up) - 1) & !1;
+    // A page of the hypervisor's image: mapped on every CPU.
+    let va = check_shootdown as *const () as u64 & !(PAGE_SIZE - 1);
+    let t0 = time::tsc();
+    flush_tlb(others, va);
+    let ns = time::tsc_to_ns(time::tsc() - t0);
+    info!(
+        "smp: a TLB shootdown of one page to the {} other {} took {}.{:03} µs",
+        up - 1,
+        cpus(up - 1),
+        ns / 1000,
+        ns % 1000
+    );
 }
