@@ -20,7 +20,8 @@
 //! - SMP: `-smp 4` brings 4 CPUs up (RSDP from the BIOS area under
 //!   `-kernel`, from GRUB's ACPI tag from the ISO), each AP's APIC timer
 //!   fires, each answers a wake IPI and a TLB shootdown; `cpus=1` and `cpus=2` start only
-//!   that many; a 1-CPU machine; multi-threaded TCG and the q35 machine.
+//!   that many; a 1-CPU machine; multi-threaded TCG and the q35 machine;
+//!   without ACPI tables (`acpi=off`) the boot CPU alone, saying why.
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
@@ -347,6 +348,22 @@ fn smp_under_multithreaded_tcg_and_q35() {
     q.extra_args = vec!["-M".into(), "q35".into()];
     let out = boot(what, q);
     expect_cpus_up(what, &out, 4, 4);
+}
+
+#[test]
+fn smp_without_acpi_says_so_and_runs_on_the_boot_cpu() {
+    let what = "-machine pc,acpi=off -smp 4";
+    let mut q = Qemu::kernel(elf()).smp(4);
+    q.extra_args = vec!["-machine".into(), "pc,acpi=off".into()];
+    let out = boot(what, q);
+    expect_verdict(what, &out, Verdict::Success);
+    expect_line(what, &out, "smp: no RSDP");
+    expect_line(what, &out, "running on the boot CPU only");
+    assert!(
+        !out.rv_lines().any(|l| l.contains("smp: CPU 1 (")),
+        "{what}: an AP was started\n{}",
+        out.transcript()
+    );
 }
 
 #[test]

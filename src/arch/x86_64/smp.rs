@@ -560,6 +560,8 @@ pub fn flush_interrupt() {
 /// shootdown lock or the other CPUs, it answers a shootdown aimed at it
 /// by polling, so two CPUs shooting at each other do not deadlock
 /// (the IPI that would have told it stays pending and finds nothing).
+/// The caller must hold no lock another CPU may spin on with interrupts
+/// off without polling too (it would never answer).
 pub fn flush_tlb(mask: u64, va: u64) {
     let me = percpu::this().cpu;
     let guard = loop {
