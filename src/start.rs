@@ -132,6 +132,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         a.timer_hz / 1_000_000,
         a.timer_hz / 1_000 % 1_000
     );
+    if apic::left_x2apic() {
+        warn!("local APIC: the firmware left it in x2APIC mode; switched back to xAPIC");
+    }
     // Which frames are I/O memory, and which of them domain 0 may map
     // (mm::iomem): from the e820 map, the modules, the local APIC.
     let phys_bits = raw_cpuid::CpuId::new()

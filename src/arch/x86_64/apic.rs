@@ -84,11 +84,69 @@ fn enable() -> u64 {
     // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; we set only the
     // global enable bit and keep its address.
     let base_msr = unsafe { rdmsr(IA32_APIC_BASE) };
-    if base_msr & APIC_GLOBAL_ENABLE == 0 {
+    if base_msr & APIC_X2APIC_MODE != 0 {
+        leave_x2apic(base_msr);
+    } else if base_msr & APIC_GLOBAL_ENABLE == 0 {
         // SAFETY: as above.
         unsafe { x86::msr::wrmsr(IA32_APIC_BASE, base_msr | APIC_GLOBAL_ENABLE) };
     }
     base_msr & 0x000f_ffff_ffff_f000
+}
+
+/// IA32_APIC_BASE.EXTD: the APIC is in x2APIC mode (registers are MSRs).
+const APIC_X2APIC_MODE: u64 = 1 << 10;
+/// Set once `leave_x2apic` ran on the boot CPU (reported at boot).
+static LEFT_X2APIC: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Firmware (UEFI, often) handed over in x2APIC mode, where the memory
+/// registers this driver uses do not answer. Go back to xAPIC through
+/// the disabled state, the only allowed way (SDM Vol. 3A, 11.12.5: x2APIC
+/// to xAPIC directly is an invalid transition); at boot, with interrupts
+/// off and nothing armed, what the APIC forgets does not matter. Where
+/// the CPU locks x2APIC on (IA32_XAPIC_DISABLE_STATUS), stop with a
+/// message instead of a #GP.
+fn leave_x2apic(base_msr: u64) {
+    const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+    const ARCH_CAPS_XAPIC_DISABLE_STATUS: u64 = 1 << 21;
+    const MSR_XAPIC_DISABLE_STATUS: u32 = 0xbd;
+    // CPUID.(7,0):EDX bit 29: IA32_ARCH_CAPABILITIES exists (the crate
+    // has no name for it).
+    let has_arch_caps =
+        raw_cpuid::cpuid!(0).eax >= 7 && raw_cpuid::cpuid!(7, 0).edx & (1 << 29) != 0;
+    // SAFETY: IA32_ARCH_CAPABILITIES exists when CPUID says so, and its
+    // XAPIC_DISABLE_STATUS bit says MSR 0xbd exists; reads only.
+    let locked = has_arch_caps
+        && unsafe {
+            rdmsr(MSR_ARCH_CAPABILITIES) & ARCH_CAPS_XAPIC_DISABLE_STATUS != 0
+                && rdmsr(MSR_XAPIC_DISABLE_STATUS) & 1 != 0
+        };
+    if locked {
+        super::exit::exit(
+            super::exit::Verdict::Failure,
+            format_args!(
+                "the local APIC is locked in x2APIC mode, which ringvisor does not drive yet"
+            ),
+        );
+    }
+    // SAFETY: x2APIC -> disabled -> xAPIC, as the SDM allows; the address
+    // bits are kept.
+    unsafe {
+        x86::msr::wrmsr(
+            IA32_APIC_BASE,
+            base_msr & !(APIC_X2APIC_MODE | APIC_GLOBAL_ENABLE),
+        );
+        x86::msr::wrmsr(
+            IA32_APIC_BASE,
+            (base_msr & !APIC_X2APIC_MODE) | APIC_GLOBAL_ENABLE,
+        );
+    }
+    LEFT_X2APIC.store(true, Ordering::Relaxed);
+}
+
+/// Whether firmware left some CPU's APIC in x2APIC mode and `enable`
+/// switched it back to xAPIC.
+pub fn left_x2apic() -> bool {
+    LEFT_X2APIC.load(Ordering::Relaxed)
 }
 
 fn enable_local() {
