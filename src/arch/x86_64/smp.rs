@@ -83,6 +83,7 @@ pub const MAX_CPUS: usize = 64;
 /// Each AP's stacks: the main one (also TSS.RSP0) and four IST stacks.
 const STACK_PAGES: u64 = 16;
 const IST_PAGES: u64 = 4;
+const _: () = assert!(1 + 4 * (IST_PAGES + 1) + STACK_PAGES <= (1 << 20) / PAGE_SIZE);
 
 struct Cpu {
     apic_id: AtomicU32,
@@ -346,17 +347,21 @@ fn start_one(t: u64, n: usize, apic_id: u32, f: &cpu::Features) -> bool {
         warn!("smp: no memory for CPU {n}'s stacks; not started");
         return false;
     };
-    // IST stacks at the bottom, then the main stack; all through the
-    // direct map (no guard pages: its 2 MiB pages have no holes).
-    let va = paging::phys_to_virt(base.addr());
-    let top = |pages_in: u64| va + pages_in * PAGE_SIZE;
-    let ist = [
-        top(IST_PAGES),
-        top(2 * IST_PAGES),
-        top(3 * IST_PAGES),
-        top(4 * IST_PAGES),
-    ];
-    let stack_top = top(pages);
+    // This CPU's MiB of stack space: an unmapped guard page, then each
+    // IST stack followed by a guard, then the main stack. An overflow
+    // faults on a guard (#PF, then #DF on its IST stack: a dump) instead
+    // of running into the next stack.
+    let mut va = paging::CPU_STACKS_BASE + ((n as u64) << 20) + PAGE_SIZE;
+    let mut pa = base.addr();
+    let mut ist = [0; 4];
+    for top in ist.iter_mut() {
+        paging::map_stack(va, pa, IST_PAGES);
+        *top = va + IST_PAGES * PAGE_SIZE;
+        va += (IST_PAGES + 1) * PAGE_SIZE;
+        pa += IST_PAGES * PAGE_SIZE;
+    }
+    paging::map_stack(va, pa, STACK_PAGES);
+    let stack_top = va + STACK_PAGES * PAGE_SIZE;
     *BOOTING.lock() = Some(ApBoot {
         stack_top,
         ist,
