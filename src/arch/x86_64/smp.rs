@@ -407,6 +407,8 @@ fn start_one(t: u64, n: usize, apic_id: u32, f: &cpu::Features) -> bool {
         );
         return false;
     }
+    CPUS[n].online.store(true, Ordering::Release);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
     let us = (time::now_ns() - t0) / 1000;
     let timer = CPUS[n].timer_ns.load(Ordering::Relaxed);
     info!(
@@ -452,10 +454,11 @@ extern "C" fn ap_entry(n: u64) -> ! {
             }
         }
     }
-    let ns = apic::selfcheck(1_000_000).unwrap_or(0);
-    cpu.timer_ns.store(ns.max(1), Ordering::Relaxed);
-    cpu.online.store(true, Ordering::Release);
-    ONLINE.fetch_add(1, Ordering::AcqRel);
+    // 0 says "never fired"; a timer that fired says at least 1 ns.
+    let ns = apic::selfcheck(1_000_000).map_or(0, |ns| ns.max(1));
+    cpu.timer_ns.store(ns, Ordering::Relaxed);
+    // The boot CPU counts it online once it sees this (not the AP, so
+    // one that answers only after the boot CPU gave up is never counted).
     ALIVE.store(true, Ordering::Release);
     idle_loop()
 }
