@@ -642,32 +642,33 @@ mod tests {
             Builder, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, RsdpV1Tag, RsdpV2Tag,
         };
         let mmap = || MemoryMapTag::new(&[MemoryArea::new(0, 0x9f000, MemoryAreaType::Available)]);
-        let v1 = RsdpV1Tag::new(*b"BOCHS ", 0, 0x7fe1_234);
-        let v2 = RsdpV2Tag::new(*b"OVMF  ", 2, 0x7fe1_234, 36, 0x7fe0_0e8);
-        // SAFETY (each): the builder produced a complete, aligned block
-        // that lives until the end of the statement.
+        let v1 = RsdpV1Tag::new(*b"BOCHS ", 0, 0x07fe_1234);
+        let v2 = RsdpV2Tag::new(*b"OVMF  ", 2, 0x07fe_1234, 36, 0x07fe_00e8);
         let parse = |b: Builder| {
-            unsafe { BootInfo::from_multiboot2(b.build().as_bytes().as_ptr()) }.unwrap()
+            let mbi = b.build();
+            // SAFETY: the builder produced a complete, aligned block that
+            // lives until the end of this closure.
+            unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap()
         };
         let old = parse(Builder::new().mmap(mmap()).rsdpv1(v1))
             .acpi_rsdp
             .unwrap();
         assert_eq!(
             (old.rsdt, old.xsdt, &old.oem_id),
-            (0x7fe1_234, None, b"BOCHS ")
+            (0x07fe_1234, None, b"BOCHS ")
         );
         let both = parse(Builder::new().mmap(mmap()).rsdpv1(v1).rsdpv2(v2))
             .acpi_rsdp
             .unwrap();
         assert_eq!(
             (both.revision, both.rsdt, both.xsdt),
-            (2, 0x7fe1_234, Some(0x7fe0_0e8))
+            (2, 0x07fe_1234, Some(0x07fe_00e8))
         );
         assert_eq!(&both.oem_id, b"OVMF  ");
         let only_v2 = parse(Builder::new().mmap(mmap()).rsdpv2(v2))
             .acpi_rsdp
             .unwrap();
-        assert_eq!((only_v2.rsdt, only_v2.xsdt), (0, Some(0x7fe0_0e8)));
+        assert_eq!((only_v2.rsdt, only_v2.xsdt), (0, Some(0x07fe_00e8)));
     }
 
     #[test]
