@@ -498,6 +498,19 @@ pub fn wake(n: usize) -> bool {
     send_ipi(n, apic::WAKE_VECTOR as u8)
 }
 
+/// `f(number, APIC ID, wake IPIs taken)` for every CPU that is up.
+pub fn each_cpu(mut f: impl FnMut(usize, u32, u64)) {
+    for (n, c) in CPUS.iter().enumerate() {
+        if c.online.load(Ordering::Acquire) {
+            f(
+                n,
+                c.apic_id.load(Ordering::Relaxed),
+                c.wakes.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
 /// Wake IPIs CPU `n` has taken.
 pub fn wakes(n: usize) -> u64 {
     CPUS.get(n).map_or(0, |c| c.wakes.load(Ordering::Acquire))
