@@ -21,7 +21,8 @@
 //!   `-kernel`, from GRUB's ACPI tag from the ISO), each AP's APIC timer
 //!   fires, each answers a wake IPI and a TLB shootdown; `cpus=1` and `cpus=2` start only
 //!   that many; a 1-CPU machine; multi-threaded TCG and the q35 machine;
-//!   without ACPI tables (`acpi=off`) the boot CPU alone, saying why.
+//!   without ACPI tables (`acpi=off`) the boot CPU alone, saying why;
+//!   `-smp 66`: the first 64 (ringvisor's most), saying so.
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
@@ -348,6 +349,14 @@ fn smp_under_multithreaded_tcg_and_q35() {
     q.extra_args = vec!["-M".into(), "q35".into()];
     let out = boot(what, q);
     expect_cpus_up(what, &out, 4, 4);
+}
+
+#[test]
+fn smp_66_cpus_start_the_first_64() {
+    let what = "-smp 66";
+    let out = boot(what, Qemu::kernel(elf()).smp(66));
+    expect_cpus_up(what, &out, 64, 66);
+    expect_line(what, &out, "ringvisor uses at most 64 CPUs");
 }
 
 #[test]

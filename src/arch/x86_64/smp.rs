@@ -77,7 +77,8 @@ extern "C" {
     static ap_trampoline_end: u8;
 }
 
-/// CPUs ringvisor keeps track of (the boot CPU included).
+/// CPUs ringvisor keeps track of (the boot CPU included): one bit each
+/// in a shootdown's `u64` mask.
 pub const MAX_CPUS: usize = 64;
 
 /// Each AP's stacks: the main one (also TSS.RSP0) and four IST stacks.
@@ -290,6 +291,9 @@ pub fn start(bi: &BootInfo, f: &cpu::Features, limit: Option<u32>) -> usize {
         }
     );
     let want = limit.map_or(usize::MAX, |n| n as usize).min(MAX_CPUS);
+    if listed > want && want == MAX_CPUS {
+        warn!("smp: ringvisor uses at most {MAX_CPUS} CPUs; the others are not started");
+    }
     let t = TRAMPOLINE.load(Ordering::Relaxed);
     if listed > 1 && want > 1 {
         if t == 0 {
@@ -615,7 +619,8 @@ pub fn flush_tlb(mask: u64, va: u64) {
 
 /// Boot check (and cost) of a shootdown: one page on every other CPU.
 fn check_shootdown(up: usize) {
-    let others = ((1u64 << up) - 1) & !1;
+    // CPUs are numbered densely from 0 (a failed start reuses its number).
+    let others = (u64::MAX >> (64 - up)) & !1;
     // A page of the hypervisor's image: mapped on every CPU.
     let va = check_shootdown as *const () as u64 & !(PAGE_SIZE - 1);
     let t0 = time::tsc();
