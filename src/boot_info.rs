@@ -156,6 +156,9 @@ pub struct BootInfo {
     pub dropped_modules: usize,
     /// Physical range of the loader's information block itself.
     pub info_range: (u64, u64),
+    /// The ACPI RSDP the loader copied (multiboot2's ACPI new/old tags;
+    /// under UEFI the only way to find it), checksum checked.
+    pub acpi_rsdp: Option<crate::firmware::acpi::Rsdp>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +253,7 @@ impl BootInfo {
             nmodules: 0,
             dropped_regions: 0,
             dropped_modules: 0,
+            acpi_rsdp: None,
             info_range: (0, 0),
         }
     }
@@ -429,8 +433,39 @@ impl BootInfo {
         if bi.nregions == 0 {
             return Err(BootError::NoMemoryMap);
         }
+        bi.acpi_rsdp = Self::rsdp_from_tags(&mbi);
         bi.cook_cmdline();
         Ok(bi)
+    }
+
+    /// The RSDP from the ACPI old (v1) and new (v2) tags, their
+    /// checksums checked: the XSDT from v2, the RSDT from v1 (the crate
+    /// reads no RSDT address out of a v2 tag).
+    fn rsdp_from_tags(mbi: &multiboot2::BootInformation) -> Option<crate::firmware::acpi::Rsdp> {
+        let oem = |s: Result<&str, core::str::Utf8Error>| {
+            let mut o = [b' '; 6];
+            let s = s.unwrap_or("");
+            let n = s.len().min(6);
+            o[..n].copy_from_slice(&s.as_bytes()[..n]);
+            o
+        };
+        let v1 = mbi.rsdp_v1_tag().filter(|t| t.checksum_is_valid());
+        let v2 = mbi.rsdp_v2_tag().filter(|t| t.checksum_is_valid());
+        match (v1, v2) {
+            (_, Some(t2)) => Some(crate::firmware::acpi::Rsdp {
+                revision: t2.revision(),
+                oem_id: oem(t2.oem_id()),
+                rsdt: v1.map_or(0, |t| t.rsdt_address() as u32),
+                xsdt: Some(t2.xsdt_address() as u64).filter(|&a| a != 0),
+            }),
+            (Some(t1), None) => Some(crate::firmware::acpi::Rsdp {
+                revision: t1.revision(),
+                oem_id: oem(t1.oem_id()),
+                rsdt: t1.rsdt_address() as u32,
+                xsdt: None,
+            }),
+            (None, None) => None,
+        }
     }
 
     /// The end of the highest usable RAM.
@@ -598,6 +633,42 @@ mod tests {
         assert_eq!(bi.regions().len(), 3);
         assert_eq!(bi.regions()[1].kind, RegionKind::Reserved);
         assert_eq!(bi.max_usable(), 0x1010_0000);
+        assert_eq!(bi.acpi_rsdp, None);
+    }
+
+    #[test]
+    fn multiboot2_acpi_tags_give_the_rsdp() {
+        use multiboot2::{
+            Builder, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, RsdpV1Tag, RsdpV2Tag,
+        };
+        let mmap = || MemoryMapTag::new(&[MemoryArea::new(0, 0x9f000, MemoryAreaType::Available)]);
+        let v1 = RsdpV1Tag::new(*b"BOCHS ", 0, 0x07fe_1234);
+        let v2 = RsdpV2Tag::new(*b"OVMF  ", 2, 0x07fe_1234, 36, 0x07fe_00e8);
+        let parse = |b: Builder| {
+            let mbi = b.build();
+            // SAFETY: the builder produced a complete, aligned block that
+            // lives until the end of this closure.
+            unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap()
+        };
+        let old = parse(Builder::new().mmap(mmap()).rsdpv1(v1))
+            .acpi_rsdp
+            .unwrap();
+        assert_eq!(
+            (old.rsdt, old.xsdt, &old.oem_id),
+            (0x07fe_1234, None, b"BOCHS ")
+        );
+        let both = parse(Builder::new().mmap(mmap()).rsdpv1(v1).rsdpv2(v2))
+            .acpi_rsdp
+            .unwrap();
+        assert_eq!(
+            (both.revision, both.rsdt, both.xsdt),
+            (2, 0x07fe_1234, Some(0x07fe_00e8))
+        );
+        assert_eq!(&both.oem_id, b"OVMF  ");
+        let only_v2 = parse(Builder::new().mmap(mmap()).rsdpv2(v2))
+            .acpi_rsdp
+            .unwrap();
+        assert_eq!((only_v2.rsdt, only_v2.xsdt), (0, Some(0x07fe_00e8)));
     }
 
     #[test]

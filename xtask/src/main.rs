@@ -85,11 +85,11 @@ from qemu/grub.cfg). Without GUEST, the demo guests (see run --help).
 ";
 
 const RUN_HELP: &str = "\
-cargo xtask run [--iso] [--kvm|--tcg] [--timeout S] [--cmdline \"ARGS\"]
-                [--release|--debug] [GUEST[@KEY=VAL,...][:ARGS]...]
+cargo xtask run [--iso] [--kvm|--tcg|--mttcg] [--smp N] [--timeout S]
+                [--cmdline \"ARGS\"] [--release|--debug] [GUEST[@KEY=VAL,...][:ARGS]...]
 
 Builds the hypervisor and boots it in QEMU (qemu-system-x86_64 -accel tcg
--cpu max,-smap -m 256M -serial stdio -display none -no-reboot -device
+-cpu max,-smap -m 256M -smp 4 -serial stdio -display none -no-reboot -device
 isa-debug-exit,...), through -kernel (QEMU's multiboot1 loader) or, with
 --iso, from a GRUB ISO. The serial console streams to stdout. Without GUEST
 it boots the demo with the trace on (trace=bounce,hypercall): two domains
@@ -105,6 +105,9 @@ verdict), TIMEOUT (QEMU killed) or UNEXPECTED.
 
   --iso            boot target/ringvisor.iso (built now) with -cdrom
   --tcg            QEMU's TCG accelerator (default)
+  --mttcg          TCG with a host thread per CPU (-accel tcg,thread=multi)
+  --smp N          N CPUs (default 4; the hypervisor starts them all, guests
+                   run on the first)
   --kvm            -accel kvm -cpu host,-arch-capabilities; never chosen
                    automatically (/dev/kvm on the project's build machines
                    emulates ring 0: a boot takes seconds instead of 0.1 s)
@@ -149,11 +152,17 @@ connected to :1234; QEMU is stopped when gdb exits. Otherwise the gdb
 command is printed and QEMU runs until it exits or is interrupted.
 ";
 
+/// `cargo xtask run`'s CPUs: a machine like the ones the hypervisor is
+/// for (the application processors start and idle; guests use CPU 0).
+const DEFAULT_SMP: u32 = 4;
+
 #[derive(Debug, Clone, PartialEq)]
 struct Opts {
     profile: Profile,
     iso: bool,
     accel: Accel,
+    /// `--smp`: QEMU's CPUs.
+    smp: u32,
     timeout: Option<Duration>,
     cmdline: String,
     guests: Vec<GuestSpec>,
@@ -168,6 +177,7 @@ fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> 
         profile: default,
         iso: false,
         accel: Accel::Tcg,
+        smp: DEFAULT_SMP,
         timeout: Some(qemu::DEFAULT_TIMEOUT),
         cmdline: String::new(),
         guests: Vec::new(),
@@ -210,6 +220,14 @@ fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> 
             "--iso" => o.iso = true,
             "--tcg" => o.accel = Accel::Tcg,
             "--kvm" => o.accel = Accel::Kvm,
+            "--mttcg" => o.accel = Accel::TcgMulti,
+            "--smp" => {
+                let v = value("--smp")?;
+                o.smp = match v.parse() {
+                    Ok(n) if (1..=255).contains(&n) => n,
+                    _ => bail!("--smp takes a number of CPUs (1-255), not {v:?}"),
+                };
+            }
             "--cmdline" => o.cmdline = value("--cmdline")?,
             "--timeout" => {
                 let v = value("--timeout")?;
@@ -258,7 +276,16 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             RUN_HELP,
             [
                 profile,
-                &["--iso", "--tcg", "--kvm", "--timeout", "--cmdline", "GUEST"],
+                &[
+                    "--iso",
+                    "--tcg",
+                    "--kvm",
+                    "--mttcg",
+                    "--smp",
+                    "--timeout",
+                    "--cmdline",
+                    "GUEST",
+                ],
             ]
             .concat(),
             Profile::Release,
@@ -358,6 +385,7 @@ fn run(o: &Opts) -> Result<ExitCode> {
         q
     };
     q.accel = o.accel;
+    q.cpus = o.smp;
     q.timeout = o.timeout;
     q.echo = true;
     // Keys typed while it runs reach the hypervisor's debug keys.
@@ -506,6 +534,8 @@ mod tests {
         "--iso",
         "--tcg",
         "--kvm",
+        "--mttcg",
+        "--smp",
         "--timeout",
         "--cmdline",
         "GUEST",
@@ -516,6 +546,7 @@ mod tests {
         let o = parse("run", &[], RUN, Profile::Release).unwrap();
         assert_eq!(o.profile, Profile::Release);
         assert_eq!(o.accel, Accel::Tcg);
+        assert_eq!(o.smp, 4);
         assert_eq!(o.timeout, Some(qemu::DEFAULT_TIMEOUT));
         assert!(!o.iso && o.guests.is_empty() && o.cmdline.is_empty());
     }
@@ -541,6 +572,19 @@ mod tests {
         assert_eq!(o.profile, Profile::Debug);
         assert_eq!(o.guests.len(), 2);
         assert_eq!(o.guests[0].args, "a b");
+    }
+
+    #[test]
+    fn smp_and_mttcg() {
+        let o = parse(
+            "run",
+            &strings(&["--smp", "2", "--mttcg"]),
+            RUN,
+            Profile::Release,
+        )
+        .unwrap();
+        assert_eq!((o.smp, o.accel), (2, Accel::TcgMulti));
+        assert!(parse("run", &strings(&["--smp=0"]), RUN, Profile::Release).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
+pub mod smp;
 pub mod syscall;
 pub mod time;
 
