@@ -99,13 +99,19 @@ pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
         HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
             hc::map_pirq(hv, space, a[1])
         }
-        _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
+        _ => local(
+            &mut hv.domains[cur],
+            crate::mm::frametable::frames(),
+            space,
+            nr,
+            a,
+        ),
     };
     hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
     ret
 }
 
-fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
+fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hc::console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
@@ -397,7 +403,7 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
 /// and callbacks as their hypercalls take them, the GDT checked as
 /// set_gdt, the PAE L3 in ctrlreg[3] (folded format) validated and given
 /// this vCPU's hypervisor L4.
-fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext32) -> Ret {
+fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestContext32) -> Ret {
     use crate::arch::x86_64::idt::TrapFrame;
     let r = &c.user_regs;
     if c.gdt_ents > 0 {
@@ -483,7 +489,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
 #[allow(clippy::too_many_arguments)]
 fn mmuext_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     ops: u64,
     count: u64,
@@ -536,7 +542,7 @@ fn memory_map(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
 }
 
 /// `set_gdt` with a list of 32-bit frame numbers.
-fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
+fn set_gdt(d: &mut Domain, ft: &FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
     if entries > crate::arch::x86_64::gdt::FIRST_RESERVED_GDT_ENTRY as u64 {
         return err(EINVAL);
     }

@@ -111,7 +111,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
         hv.domains[cur].v_mut().kernel_mode = f.cs & 3 != 3;
     }
-    traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
+    traps::guest_exception(&mut hv.domains[cur], crate::mm::frametable::frames(), f);
 }
 
 /// `selftest=iretfault`: the next return to a guest gets a null SS.
@@ -204,7 +204,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
 }
 
 /// Tell this CPU's block where the current domain, vCPU, its slot in
-/// `shared_info` and the frame table are, for the lock-free paths
+/// `shared_info` are, for the lock-free paths
 /// (`pv::fast`). Called with the lock held wherever they can change:
 /// before the first entry into a vCPU (`sched::start`) and after the
 /// scheduler settled anything (a vCPU switch, a teardown, a new domain on
@@ -213,7 +213,6 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
 pub fn publish_current(hv: &mut Hv) {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    pc.frames.store(&mut hv.frames as *mut _ as u64, Relaxed);
     let Some(d) = hv.domains.get_mut(hv.current) else {
         pc.domain.store(0, Relaxed);
         pc.vcpu.store(0, Relaxed);
@@ -236,10 +235,8 @@ fn shared_vcpu_info(d: &crate::domain::Domain) -> u64 {
 fn published(hv: &mut Hv) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    let frames = &mut hv.frames as *mut _ as u64;
     let d = &mut hv.domains[hv.current];
-    pc.frames.load(Relaxed) == frames
-        && pc.domain.load(Relaxed) == d as *mut _ as u64
+    pc.domain.load(Relaxed) == d as *mut _ as u64
         && pc.vcpu_info.load(Relaxed) == shared_vcpu_info(d)
         && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

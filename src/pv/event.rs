@@ -402,7 +402,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // is -ENOSYS, said so in docs/abi.md.
         EVTCHNOP_INIT_CONTROL => {
             match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
-                Ok(c) => fifo_init_control(&hv.domains[cur], &hv.frames, c),
+                Ok(c) => fifo_init_control(&hv.domains[cur], crate::mm::frametable::frames(), c),
                 Err(_) => err(EFAULT),
             }
         }

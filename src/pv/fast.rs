@@ -55,7 +55,6 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::percpu::{self, PerCpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::Domain;
-use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::is_canonical;
 use crate::pv::hypercall::{self, Ret};
 use crate::pv::mm;
@@ -175,14 +174,10 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
 #[inline(never)]
 fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
     // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment), and no other reference to the domain, its
-    // vCPUs or the frame table is alive: these are the only ones.
-    let (d, ft) = unsafe {
-        (
-            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut()?,
-            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut()?,
-        )
-    };
+    // runs (module comment), and no other reference to the domain or its
+    // vCPUs is alive: this is the only one.
+    let d = unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut()? };
+    let ft = crate::mm::frametable::frames();
     let r = match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
         HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
@@ -266,16 +261,12 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
         return false;
     }
     // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment), and no other reference to the domain, its
-    // vCPUs or the frame table is alive: these are the only ones.
-    let (Some(d), Some(ft)) = (unsafe {
-        (
-            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut(),
-            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut(),
-        )
-    }) else {
+    // runs (module comment), and no other reference to the domain or its
+    // vCPUs is alive: this is the only one.
+    let Some(d) = (unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() }) else {
         return false;
     };
+    let ft = crate::mm::frametable::frames();
     {
         let _held = match vector as u8 {
             VEC_GP | VEC_PF => match crate::sched::HV.try_lock() {

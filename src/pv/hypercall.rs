@@ -100,7 +100,13 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
                 Err(_) => err(EFAULT),
             }
         }
-        _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
+        _ => dispatch_local(
+            &mut hv.domains[cur],
+            crate::mm::frametable::frames(),
+            space,
+            nr,
+            a,
+        ),
     };
     log_call(&hv.domains[cur], nr, a, ret, "");
     ret
@@ -132,13 +138,7 @@ pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
 }
 
 /// The calls that concern only the calling domain.
-fn dispatch_local(
-    d: &mut Domain,
-    ft: &mut FrameTable,
-    space: GuestSpace,
-    nr: u64,
-    a: [u64; 5],
-) -> Ret {
+fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
@@ -801,13 +801,7 @@ pub(crate) fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
 /// ordinary memory, and the 64 bytes must fit in it. The current contents
 /// are copied over. The hypervisor keeps a reference, so the page cannot
 /// be given back while the domain lives.
-fn register_vcpu_info(
-    d: &mut Domain,
-    ft: &mut FrameTable,
-    vi: usize,
-    mfn: u64,
-    offset: u64,
-) -> Ret {
+fn register_vcpu_info(d: &mut Domain, ft: &FrameTable, vi: usize, mfn: u64, offset: u64) -> Ret {
     let size = core::mem::size_of::<VcpuInfo>() as u64;
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
@@ -815,18 +809,22 @@ fn register_vcpu_info(
     if offset > 4096 - size || offset % 8 != 0 {
         return err(EINVAL);
     }
-    match ft.get_mut(mfn) {
-        // Held as a writable mapping would be (as Xen's map_vcpu_info): the
-        // hypervisor writes it, so it must never become a page table or be
-        // given back.
-        Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
-            // At their limit, refused (never wrapped: see pv::mm).
-            let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else {
-                return err(EINVAL);
-            };
-            (f.mapped, f.writable) = (m, w);
+    // Held as a writable mapping would be (as Xen's map_vcpu_info): the
+    // hypervisor writes it, so it must never become a page table or be
+    // given back. Checked and taken in one step on the frame's record.
+    let held = ft.with(mfn, |f| {
+        if f.owner != d.id || f.kind != crate::mm::frametable::Kind::Normal {
+            return false;
         }
-        _ => return err(EINVAL),
+        // At their limit, refused (never wrapped: see pv::mm).
+        let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else {
+            return false;
+        };
+        (f.mapped, f.writable) = (m, w);
+        true
+    });
+    if held != Some(true) {
+        return err(EINVAL);
     }
     let old = traps::vcpu_info_addr(d, vi);
     let new = mfn << 12 | offset;
@@ -846,7 +844,7 @@ fn register_vcpu_info(
 
 /// `VCPUOP_initialise`: give a down vCPU its first context, every part of
 /// it checked as the matching hypercall would check it.
-fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
+fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
     // As Xen's arch_set_info_guest: selectors get the kernel's RPL (a
     // selector the CPU refuses is the guest's fault when the vCPU first
     // returns: pv::retcheck), addresses must be canonical.
@@ -1001,7 +999,7 @@ pub(crate) fn poll(
 
 pub(crate) fn vcpu_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     vcpu: u64,
@@ -1126,7 +1124,7 @@ pub(crate) fn vcpu_op(
 
 pub(crate) fn memory_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     arg: u64,
@@ -1250,7 +1248,7 @@ pub(crate) fn memory_op(
 ///   sets a bit in it.
 pub(crate) fn physdev_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     arg: u64,
@@ -1287,22 +1285,31 @@ pub(crate) fn physdev_op(
             let Ok(mfn) = ulong(arg) else {
                 return err(EFAULT);
             };
-            match ft.get_mut(mfn) {
-                // Held as a writable mapping would be (Xen: get_page_type
-                // PGT_writable_page): never a page table, never given back.
-                Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
-                    if d.pirq_eoi_mfn != 0 {
-                        return err(EBUSY);
-                    }
-                    let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1))
-                    else {
-                        return err(EINVAL);
-                    };
-                    (f.mapped, f.writable) = (m, w);
+            let busy = d.pirq_eoi_mfn != 0;
+            // Held as a writable mapping would be (Xen: get_page_type
+            // PGT_writable_page): never a page table, never given back.
+            // Checked and taken in one step on the frame's record.
+            let r = ft.with(mfn, |f| {
+                if f.owner != d.id || f.kind != crate::mm::frametable::Kind::Normal {
+                    return err(EINVAL);
+                }
+                if busy {
+                    return err(EBUSY);
+                }
+                let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1))
+                else {
+                    return err(EINVAL);
+                };
+                (f.mapped, f.writable) = (m, w);
+                0
+            });
+            match r {
+                Some(0) => {
                     d.pirq_eoi_mfn = mfn;
                     0
                 }
-                _ => err(EINVAL),
+                Some(e) => e,
+                None => err(EINVAL),
             }
         }
         PHYSDEVOP_SET_IOPL => match space.read::<PhysdevSetIopl>(arg) {

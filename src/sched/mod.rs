@@ -20,7 +20,6 @@ use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::{apic, percpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{builder, Domain, State};
-use crate::mm::frametable::FrameTable;
 
 pub const TIMESLICE_NS: u64 = 10_000_000;
 
@@ -28,7 +27,6 @@ pub struct Hv {
     pub domains: Vec<Domain>,
     /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
     pub current: usize,
-    pub frames: FrameTable,
     /// Domains that could not be built (they count as failures).
     pub build_failures: usize,
     /// Modules waiting for memory: built in order as domains end.
@@ -102,7 +100,15 @@ pub fn build_pending(hv: &mut Hv) {
             }
             None => builder::Memory::Bytes(crate::cmdline::DEFAULT_DOMAIN_MEM),
         };
-        match builder::build(id, &label, p.bytes, p.initrd, &mc, memory, &mut hv.frames) {
+        match builder::build(
+            id,
+            &label,
+            p.bytes,
+            p.initrd,
+            &mc,
+            memory,
+            crate::mm::frametable::frames(),
+        ) {
             Ok(d) => {
                 hv.domains.push(d);
                 hv.next_id += 1;
@@ -663,7 +669,7 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
         .iter_mut()
         .filter(|d| !d.is_alive() && !d.p2m.is_empty())
     {
-        builder::teardown(d, &mut hv.frames);
+        builder::teardown(d, crate::mm::frametable::frames());
         freed = true;
     }
     if freed {
@@ -745,7 +751,7 @@ fn finish_locked(hv: &mut Hv) -> ! {
     // Domains that ended while another ran (a watchdog, the idle loop's
     // end of blocked domains) are torn down here if not yet.
     for d in hv.domains.iter_mut().filter(|d| !d.p2m.is_empty()) {
-        builder::teardown(d, &mut hv.frames);
+        builder::teardown(d, crate::mm::frametable::frames());
     }
     let mut bad = hv.build_failures;
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());

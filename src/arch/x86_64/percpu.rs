@@ -8,7 +8,7 @@
 //! guest `swapgs`es (entry.S).
 //!
 //! It also holds what the lock-free entry paths need (`pv::fast`): where
-//! the current domain, vCPU, `vcpu_info` and frame table are, published
+//! the current domain, vCPU and `vcpu_info` are, published
 //! under the hypervisor lock at the end of every locked way out, and the
 //! work-pending word the way out tests once (Xen's `softirq_pending` and
 //! `test_all_events`).
@@ -45,14 +45,14 @@ pub struct PerCpu {
     /// Work for the way out ([`WORK_RESCHED`], [`WORK_TIMERS`]): while it
     /// is 0 and no event upcall is due, a return skips the scheduler.
     pub work: AtomicU64,
-    /// The current domain, vCPU, its `vcpu_info` (direct-map address) and
-    /// the frame table, as `pv::entry::publish_current` last saw them
-    /// under the lock (0: none yet). Opaque here: `pv::fast` gives them
-    /// their types.
+    /// The current domain, vCPU and its `vcpu_info` (direct-map address),
+    /// as `pv::entry::publish_current` last saw them under the lock (0:
+    /// none yet). Opaque here: `pv::fast` gives them their types. (The
+    /// frame table needs no pointer: it is one static with per-frame
+    /// locks, `mm::frametable::frames`.)
     pub domain: AtomicU64,
     pub vcpu: AtomicU64,
     pub vcpu_info: AtomicU64,
-    pub frames: AtomicU64,
     /// The current domain's id (bits 0-15) and vCPU index (bits 16-31),
     /// for the recent-calls ring.
     pub ids: AtomicU64,
@@ -79,7 +79,6 @@ static CPU0: Slot = Slot(UnsafeCell::new(PerCpu {
     domain: AtomicU64::new(0),
     vcpu: AtomicU64::new(0),
     vcpu_info: AtomicU64::new(0),
-    frames: AtomicU64::new(0),
     ids: AtomicU64::new(0),
 }));
 
