@@ -55,9 +55,9 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
         f.rsi as u32 as u64,
         f.rdi as u32 as u64,
     ];
-    let cur = hv.current;
     if nr == HYPERVISOR_IRET as u64 {
-        let d = &mut hv.domains[cur];
+        let mut d = hv.cur();
+        let d = &mut *d;
         let r = iret(d, f);
         crate::trace!(
             TRACE_HYPERCALL,
@@ -72,7 +72,7 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     if nr == HYPERVISOR_MULTICALL as u64 {
         let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
         if let crate::pv::multicall::Outcome::Ret(ret) = out {
-            hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
+            hc::log_call(&hv.cur(), nr, a, ret, " (32-bit)");
             f.rax = ret as u32 as u64;
         }
         return;
@@ -84,8 +84,7 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
 /// One 32-bit hypercall other than iret and multicall (arguments already
 /// 32-bit values), from the registers or a multicall entry; logged.
 pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
-    let cur = hv.current;
-    let space = hv.domains[cur].v().space();
+    let space = hv.cur().v().space();
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         // The layouts of the sub-ops implemented are the same in both
@@ -99,15 +98,9 @@ pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
         HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
             hc::map_pirq(hv, space, a[1])
         }
-        _ => local(
-            &mut hv.domains[cur],
-            crate::mm::frametable::frames(),
-            space,
-            nr,
-            a,
-        ),
+        _ => local(&mut hv.cur(), crate::mm::frametable::frames(), space, nr, a),
     };
-    hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
+    hc::log_call(&hv.cur(), nr, a, ret, " (32-bit)");
     ret
 }
 

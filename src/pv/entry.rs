@@ -45,8 +45,7 @@ pub fn from_guest(f: &mut TrapFrame) {
     with_current(|hv| {
         if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
             // A hypercall or system call: the guest is making progress.
-            let cur = hv.current;
-            hv.domains[cur].v_mut().in_failsafe = false;
+            hv.cur().v_mut().in_failsafe = false;
         }
         match f.vector {
             VEC_SYSCALL | VEC_SYSCALL32 => syscall(hv, f),
@@ -62,9 +61,9 @@ pub fn from_guest(f: &mut TrapFrame) {
 
 // Tour 02, 06: hypercall, or system call for the guest kernel?
 pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
-    {
-        let cur = hv.current;
-        let d = &mut hv.domains[cur];
+    let hypercall = {
+        let mut d = hv.cur();
+        let d = &mut *d;
         if d.compat {
             // Xen's compat_syscall: the caller is user mode, from whatever
             // ring (the CPU does not say which, and a cached kernel-mode
@@ -81,37 +80,47 @@ pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
                 f.rip = f.rip.wrapping_sub(2) & 0xffff_ffff;
                 traps::inject(d, f, traps::VEC_GP, Some(0));
             }
+            false
         } else if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
+            false
         } else if d.v().kernel_mode {
-            hypercall::dispatch(hv, f);
+            true
         } else {
             traps::syscall_from_user(d, f, false);
+            false
         }
+    };
+    if hypercall {
+        // Outside the domain's lock: the hypercall locks what it needs
+        // (its domain, or with events others, one at a time).
+        hypercall::dispatch(hv, f);
     }
 }
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1).
 // Tour 02: `int $0x82` from a 32-bit kernel in ring 1
 pub fn compat_hypercall(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = hv.current;
-    if !hv.domains[cur].compat {
-        // A 64-bit guest cannot be in ring 1; be safe anyway.
-        traps::inject(&mut hv.domains[cur], f, traps::VEC_GP, Some(0x82 << 3 | 2));
-        return;
+    {
+        let mut d = hv.cur();
+        if !d.compat {
+            // A 64-bit guest cannot be in ring 1; be safe anyway.
+            traps::inject(&mut d, f, traps::VEC_GP, Some(0x82 << 3 | 2));
+            return;
+        }
+        d.v_mut().kernel_mode = true;
     }
-    hv.domains[cur].v_mut().kernel_mode = true;
     crate::pv::compat::dispatch(hv, f);
 }
 
 // Tour 04: an exception or interrupt from a guest
 pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = hv.current;
-    if hv.domains[cur].compat {
+    let mut d = hv.cur();
+    if d.compat {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
-        hv.domains[cur].v_mut().kernel_mode = f.cs & 3 != 3;
+        d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
-    traps::guest_exception(&mut hv.domains[cur], crate::mm::frametable::frames(), f);
+    traps::guest_exception(&mut d, crate::mm::frametable::frames(), f);
 }
 
 /// `selftest=iretfault`: the next return to a guest gets a null SS.
@@ -123,14 +132,15 @@ pub static IRET_SELFTEST: core::sync::atomic::AtomicBool =
 /// so, and the way out settles what runs next.
 pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
     with_current(|hv| {
-        let cur = hv.current;
-        let d = &mut hv.domains[cur];
-        let what = crate::arch::x86_64::idt::exception_name(vector);
-        crate::error!(
-            "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
-            d.id, d.cur, f.rip, f.cs, f.ss
-        );
-        sched::crash(d, format!("return frame refused by the CPU ({what})"));
+        {
+            let mut d = hv.cur();
+            let what = crate::arch::x86_64::idt::exception_name(vector);
+            crate::error!(
+                "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
+                d.id, d.cur, f.rip, f.cs, f.ss
+            );
+            sched::crash(&mut d, format!("return frame refused by the CPU ({what})"));
+        }
         before_guest_return(hv, f);
     })
 }
@@ -145,7 +155,8 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         // to another vCPU or end the run.
         sched::schedule(hv, f);
         let cur = hv.current;
-        let d = &mut hv.domains[cur];
+        let mut guard = hv.dom(cur);
+        let d = &mut *guard;
         if !d.is_alive() {
             continue; // killed while being switched in
         }
@@ -178,7 +189,10 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
             {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
-            debug_assert!(published(hv), "the lock-free paths' pointers are stale");
+            debug_assert!(
+                published(&hv.domains[cur], d),
+                "the lock-free paths' pointers are stale"
+            );
             return;
         };
         let who = (cur, d.cur);
@@ -213,15 +227,18 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
 pub fn publish_current(hv: &mut Hv) {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    let Some(d) = hv.domains.get_mut(hv.current) else {
+    let Some(cell) = hv.domains.get(hv.current) else {
         pc.domain.store(0, Relaxed);
         pc.vcpu.store(0, Relaxed);
         return;
     };
-    pc.vcpu_info.store(shared_vcpu_info(d), Relaxed);
+    let mut d = cell.lock();
+    pc.vcpu_info.store(shared_vcpu_info(&d), Relaxed);
     pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
     pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
-    pc.domain.store(d as *mut _ as u64, Relaxed);
+    // The domain's lock, not the domain: `pv::fast` takes it.
+    pc.domain
+        .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
 }
 
 /// The current vCPU's `vcpu_info` slot in its domain's `shared_info`.
@@ -232,11 +249,10 @@ fn shared_vcpu_info(d: &crate::domain::Domain) -> u64 {
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
-fn published(hv: &mut Hv) -> bool {
+fn published(cell: &crate::domain::DomainRef, d: &mut crate::domain::Domain) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    let d = &mut hv.domains[hv.current];
-    pc.domain.load(Relaxed) == d as *mut _ as u64
+    pc.domain.load(Relaxed) == alloc::sync::Arc::as_ptr(cell) as u64
         && pc.vcpu_info.load(Relaxed) == shared_vcpu_info(d)
         && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

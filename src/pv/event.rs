@@ -202,7 +202,10 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
 fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
     if dom == DOMID_SELF || dom == me {
         Ok(())
-    } else if hv.domains.iter().any(|d| d.id == dom && d.is_alive()) {
+    } else if hv.domains.iter().any(|d| {
+        let d = d.lock();
+        d.id == dom && d.is_alive()
+    }) {
         Err(err(EPERM))
     } else {
         Err(err(ESRCH))
@@ -211,7 +214,10 @@ fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
 
 fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
     let id = if id == DOMID_SELF { me } else { id };
-    hv.domains.iter().position(|d| d.id == id && d.is_alive())
+    hv.domains.iter().position(|d| {
+        let d = d.lock();
+        d.id == id && d.is_alive()
+    })
 }
 
 fn evt_err(e: EvtError) -> Ret {
@@ -263,7 +269,7 @@ fn fifo_init_control(
 
 pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     let cur = hv.current;
-    let me = hv.domains[cur].id;
+    let me = hv.dom(cur).id;
     match cmd as u32 {
         EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
             if let Err(e) = only_self(hv, a.dom, me) {
@@ -275,7 +281,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             } else {
                 a.remote_dom
             };
-            match hv.domains[cur].ports.alloc(Channel::Unbound { remote }) {
+            match hv.dom(cur).ports.alloc(Channel::Unbound { remote }) {
                 Ok(p) => {
                     a.port = p;
                     0
@@ -287,19 +293,19 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             let Some(r) = find(hv, b.remote_dom, me) else {
                 return err(ESRCH);
             };
-            let remote = hv.domains[r].id;
+            let remote = hv.dom(r).id;
             // The remote port must be waiting for us.
-            if hv.domains[r].ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
+            if hv.dom(r).ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
                 return err(EINVAL);
             }
-            let local = match hv.domains[cur].ports.alloc(Channel::Interdomain {
+            let local = match hv.dom(cur).ports.alloc(Channel::Interdomain {
                 remote,
                 remote_port: b.remote_port,
             }) {
                 Ok(p) => p,
                 Err(e) => return evt_err(e),
             };
-            hv.domains[r].ports.set(
+            hv.dom(r).ports.set(
                 b.remote_port,
                 Channel::Interdomain {
                     remote: me,
@@ -309,7 +315,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             b.local_port = local;
             // Xen raises the local port so the binder notices a pending
             // notification (evtchn_bind_interdomain).
-            set_pending(&mut hv.domains[cur], local);
+            set_pending(&mut hv.dom(cur), local);
             0
         }),
         EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
@@ -317,10 +323,10 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
                 return err(EINVAL);
             }
-            if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
+            if b.vcpu as usize >= hv.dom(cur).vcpus.len() {
                 return err(ENOENT);
             }
-            match hv.domains[cur].ports.bind_virq(b.virq, b.vcpu) {
+            match hv.dom(cur).ports.bind_virq(b.virq, b.vcpu) {
                 Ok(p) => {
                     b.port = p;
                     0
@@ -329,10 +335,11 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             }
         }),
         EVTCHNOP_BIND_IPI => inout(space, arg, |b: &mut EvtchnBindIpi| {
-            if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
+            if b.vcpu as usize >= hv.dom(cur).vcpus.len() {
                 return err(ENOENT);
             }
-            let ports = &mut hv.domains[cur].ports;
+            let mut d = hv.dom(cur);
+            let ports = &mut d.ports;
             match ports.alloc(Channel::Ipi) {
                 Ok(p) => {
                     ports.set_ipi_vcpu(p, b.vcpu);
@@ -343,8 +350,8 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             }
         }),
         EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
-            Ok(b) if b.vcpu as usize >= hv.domains[cur].vcpus.len() => err(ENOENT),
-            Ok(b) => match hv.domains[cur].ports.set_notify(b.port, b.vcpu) {
+            Ok(b) if b.vcpu as usize >= hv.dom(cur).vcpus.len() => err(ENOENT),
+            Ok(b) => match hv.dom(cur).ports.set_notify(b.port, b.vcpu) {
                 Ok(()) => 0,
                 Err(e) => evt_err(e),
             },
@@ -362,7 +369,8 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             if let Err(e) = only_self(hv, s.dom, me) {
                 return e;
             }
-            let ports = &hv.domains[cur].ports;
+            let d = hv.dom(cur);
+            let ports = &d.ports;
             if s.port as usize >= ports.len() {
                 return err(EINVAL);
             }
@@ -402,7 +410,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // is -ENOSYS, said so in docs/abi.md.
         EVTCHNOP_INIT_CONTROL => {
             match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
-                Ok(c) => fifo_init_control(&hv.domains[cur], crate::mm::frametable::frames(), c),
+                Ok(c) => fifo_init_control(&hv.dom(cur), crate::mm::frametable::frames(), c),
                 Err(_) => err(EFAULT),
             }
         }
@@ -416,12 +424,12 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // (valid as for status), else -ENOSYS: the 2-level ABI has no
         // priorities (Linux asks for its timer port's).
         EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
-            Ok([port, _]) if port as usize >= hv.domains[cur].ports.len() => err(EINVAL),
+            Ok([port, _]) if port as usize >= hv.dom(cur).ports.len() => err(EINVAL),
             Ok(_) => err(ENOSYS),
             Err(_) => err(EFAULT),
         },
         EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {
-            Ok(u) => unmask(&mut hv.domains[cur], u.port),
+            Ok(u) => unmask(&mut hv.dom(cur), u.port),
             Err(_) => err(EFAULT),
         },
         _ => err(ENOSYS),
@@ -429,20 +437,25 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
 }
 
 fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    let me = hv.domains[cur].id;
-    let closed = hv.domains[cur].ports.close(port);
-    if closed.is_ok() {
-        // A closed port is not pending (Xen: evtchn_free), so its next
-        // binding starts clean.
-        pending_word(&hv.domains[cur], port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
-    }
+    let (me, closed) = {
+        let mut d = hv.dom(cur);
+        let closed = d.ports.close(port);
+        if closed.is_ok() {
+            // A closed port is not pending (Xen: evtchn_free), so its next
+            // binding starts clean.
+            pending_word(&d, port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
+        }
+        (d.id, closed)
+    };
     match closed {
         Ok(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            // The other end goes back to waiting for us.
-            if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
+            // The other end goes back to waiting for us (our own lock is
+            // released: the other end may be this domain).
+            if let Some(r) = hv.index_of(remote) {
+                let mut r = hv.dom(r);
                 if r.ports.get(remote_port)
                     == Some(Channel::Interdomain {
                         remote: me,
@@ -461,24 +474,27 @@ fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
 
 // Tour 07: EVTCHNOP_send
 fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    match hv.domains[cur].ports.get(port) {
+    // Read first, so this domain's lock is released before another's (or
+    // this one's again: a loopback channel) is taken.
+    let channel = hv.dom(cur).ports.get(port);
+    match channel {
         Some(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
-                set_pending(r, remote_port);
+            if let Some(r) = hv.index_of(remote) {
+                set_pending(&mut hv.dom(r), remote_port);
             }
             0
         }
         Some(Channel::Ipi) => {
-            set_pending(&mut hv.domains[cur], port);
+            set_pending(&mut hv.dom(cur), port);
             0
         }
         // Nobody listening yet: the notification is dropped (as in Xen).
         Some(Channel::Unbound { .. }) => 0,
         Some(Channel::Console) => {
-            drain_console(&mut hv.domains[cur]);
+            drain_console(&mut hv.dom(cur));
             0
         }
         _ => err(EINVAL),

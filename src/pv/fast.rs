@@ -173,10 +173,8 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
 /// whether the domain is still alive.
 #[inline(never)]
 fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
-    // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment), and no other reference to the domain or its
-    // vCPUs is alive: this is the only one.
-    let d = unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut()? };
+    let mut d = current_domain(pc)?.lock();
+    let d = &mut *d;
     let ft = crate::mm::frametable::frames();
     let r = match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
@@ -187,16 +185,10 @@ fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
         HYPERVISOR_UPDATE_VA_MAPPING if mm::l1_entry_holds(d, ft, a[0], a[1]) => {
             mm::update_va_mapping(d, ft, a[0], a[1], a[2])
         }
-        HYPERVISOR_UPDATE_VA_MAPPING => {
-            let _held = crate::sched::HV.try_lock()?;
-            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
-        }
-        // One request (reading it to see whether it changes anything
-        // costs a guest page walk): under the lock.
-        HYPERVISOR_MMU_UPDATE => {
-            let _held = crate::sched::HV.try_lock()?;
-            mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3])
-        }
+        // A change: the domain's page tables under its lock (held here),
+        // the frame records each under its own (`mm::frametable`).
+        HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
+        HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3]),
         _ => return None,
     };
     Some((r, d.is_alive()))
@@ -210,12 +202,11 @@ fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
 /// for, so the way out is [`leave_checked`].
 #[inline(never)]
 fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
-    // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment); the only reference to the domain and its
-    // vCPUs while it lives.
-    let Some(d) = (unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() }) else {
+    let Some(cell) = current_domain(pc) else {
         return locked_way_out(f);
     };
+    let mut g = cell.lock();
+    let d = &mut *g;
     if d.v().kernel_mode {
         let r = hypercall::iret(d, f);
         let to = if d.v().kernel_mode { "kernel" } else { "user" };
@@ -230,9 +221,22 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     } else {
         crate::pv::traps::syscall_from_user(d, f, false);
     }
-    if !leave_checked(pc, d, f) {
+    let left = leave_checked(pc, d, f);
+    // The locked way out takes HV, then this domain's lock: ours goes
+    // first (docs/design.md, "Lock order").
+    drop(g);
+    if !left {
         locked_way_out(f);
     }
+}
+
+/// The current domain's lock, as `pv::entry::publish_current` stored it
+/// (`None` before the first domain runs).
+#[inline(always)]
+fn current_domain(pc: &PerCpu) -> Option<&'static spin::Mutex<Domain>> {
+    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
+    // domains are never removed from the list, so it lives for the run.
+    unsafe { (pc.domain.load(Ordering::Relaxed) as *const spin::Mutex<Domain>).as_ref() }
 }
 
 /// An exception of a guest (vectors 0-31), handled by the locked
@@ -255,34 +259,27 @@ pub fn exception(f: &mut TrapFrame) -> bool {
 
 #[inline(never)]
 fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
-    use crate::pv::traps::{VEC_GP, VEC_PF};
-    let vector = f.vector;
     if crate::sched::HV.is_locked() {
         return false;
     }
-    // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment), and no other reference to the domain or its
-    // vCPUs is alive: this is the only one.
-    let Some(d) = (unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() }) else {
+    let Some(cell) = current_domain(pc) else {
         return false;
     };
+    // The domain's lock covers what emulating #GP and #PF may change (its
+    // page tables, descriptor tables, the frames' records each under its
+    // own lock); a bounce changes only this vCPU and its guest's stack.
+    let mut g = cell.lock();
+    let d = &mut *g;
     let ft = crate::mm::frametable::frames();
-    {
-        let _held = match vector as u8 {
-            VEC_GP | VEC_PF => match crate::sched::HV.try_lock() {
-                Some(g) => Some(g),
-                None => return false,
-            },
-            _ => None,
-        };
-        if d.compat {
-            // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
-            // `entry::guest_trap` says).
-            d.v_mut().kernel_mode = f.cs & 3 != 3;
-        }
-        crate::pv::traps::guest_exception(d, ft, f);
+    if d.compat {
+        // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
+        // `entry::guest_trap` says).
+        d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
-    if !leave_checked(pc, d, f) {
+    crate::pv::traps::guest_exception(d, ft, f);
+    let left = leave_checked(pc, d, f);
+    drop(g); // before the locked way out takes HV
+    if !left {
         locked_way_out(f);
     }
     true

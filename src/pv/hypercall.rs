@@ -49,10 +49,10 @@ const CAPABILITIES: &str = "xen-3.0-x86_64 ";
 pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    let cur = hv.current;
     if nr == HYPERVISOR_IRET as u64 {
         // iret rewrites the whole frame, rax included.
-        let d = &mut hv.domains[cur];
+        let mut d = hv.cur();
+        let d = &mut *d;
         let r = iret(d, f);
         let to = if d.v().kernel_mode { "kernel" } else { "user" };
         crate::trace!(
@@ -68,7 +68,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     if nr == HYPERVISOR_MULTICALL as u64 {
         let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
         if let crate::pv::multicall::Outcome::Ret(ret) = out {
-            log_call(&hv.domains[cur], nr, a, ret, "");
+            log_call(&hv.cur(), nr, a, ret, "");
             f.rax = ret as u64;
         }
         return;
@@ -80,8 +80,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 /// One hypercall other than iret and multicall, from the registers or a
 /// multicall entry; logged.
 pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
-    let cur = hv.current;
-    let space = hv.domains[cur].v().space();
+    let space = hv.cur().v().space();
     // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
@@ -100,15 +99,9 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
                 Err(_) => err(EFAULT),
             }
         }
-        _ => dispatch_local(
-            &mut hv.domains[cur],
-            crate::mm::frametable::frames(),
-            space,
-            nr,
-            a,
-        ),
+        _ => dispatch_local(&mut hv.cur(), crate::mm::frametable::frames(), space, nr, a),
     };
-    log_call(&hv.domains[cur], nr, a, ret, "");
+    log_call(&hv.cur(), nr, a, ret, "");
     ret
 }
 
@@ -176,10 +169,15 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
 pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
-    let me = &hv.domains[hv.current];
+    // What is needed of the caller, copied: the domain search below locks
+    // every domain in turn, this one too.
+    let (compat, privileged) = {
+        let me = hv.cur();
+        (me.compat, me.privileged)
+    };
     let mut b = [0u8; 40];
     if space
-        .read_bytes(arg, &mut b[..if me.compat { 36 } else { 40 }])
+        .read_bytes(arg, &mut b[..if compat { 36 } else { 40 }])
         .is_err()
     {
         return err(EFAULT);
@@ -188,10 +186,15 @@ pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
         u16::from_le_bytes([b[0], b[1]]),
         u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
     );
-    if domid != DOMID_SELF && !hv.domains.iter().any(|d| d.id == domid && d.is_alive()) {
+    if domid != DOMID_SELF
+        && !hv.domains.iter().any(|d| {
+            let d = d.lock();
+            d.id == domid && d.is_alive()
+        })
+    {
         return err(ESRCH);
     }
-    if !me.privileged {
+    if !privileged {
         return err(EPERM);
     }
     const MAP_PIRQ_TYPE_MSI: u32 = 0;

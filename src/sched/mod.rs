@@ -19,12 +19,15 @@ use crate::arch::x86_64::exit::{exit, Verdict};
 use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::{apic, percpu};
 use crate::domain::vcpu::Vcpu;
-use crate::domain::{builder, Domain, State};
+use crate::domain::{builder, Domain, DomainRef, State};
 
 pub const TIMESLICE_NS: u64 = 10_000_000;
 
 pub struct Hv {
-    pub domains: Vec<Domain>,
+    /// Every domain ever built, in id order (a domain that ended stays,
+    /// torn down, for the final report): each behind its own lock, taken
+    /// one at a time here (docs/design.md, "Lock order").
+    pub domains: Vec<DomainRef>,
     /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
     pub current: usize,
     /// Domains that could not be built (they count as failures).
@@ -110,10 +113,10 @@ pub fn build_pending(hv: &mut Hv) {
             crate::mm::frametable::frames(),
         ) {
             Ok(d) => {
-                hv.domains.push(d);
+                hv.domains.push(alloc::sync::Arc::new(Mutex::new(d)));
                 hv.next_id += 1;
             }
-            Err(builder::BuildError::NoMemory(why)) if hv.domains.iter().any(|d| d.is_alive()) => {
+            Err(builder::BuildError::NoMemory(why)) if hv.any_alive() => {
                 crate::debug!("module {}: waiting for memory ({why})", p.index);
                 return;
             }
@@ -128,6 +131,28 @@ pub fn build_pending(hv: &mut Hv) {
 }
 
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
+
+impl Hv {
+    /// Domain `i`, locked. Under `HV`, one domain lock at a time: never
+    /// call this while holding another domain's guard.
+    pub fn dom(&self, i: usize) -> spin::MutexGuard<'_, Domain> {
+        self.domains[i].lock()
+    }
+
+    /// The current domain, locked.
+    pub fn cur(&self) -> spin::MutexGuard<'_, Domain> {
+        self.dom(self.current)
+    }
+
+    pub fn any_alive(&self) -> bool {
+        self.domains.iter().any(|d| d.lock().is_alive())
+    }
+
+    /// The index of the domain with this id.
+    pub fn index_of(&self, id: u16) -> Option<usize> {
+        self.domains.iter().position(|d| d.lock().id == id)
+    }
+}
 
 /// The time slice ran out (timer interrupt) or a guest yielded: a bit of
 /// this CPU's work-pending word, which every way out tests.
@@ -411,7 +436,7 @@ fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
     hv.domains
         .iter()
         .enumerate()
-        .flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
+        .flat_map(|(di, d)| (0..d.lock().vcpus.len()).map(move |vi| (di, vi)))
 }
 
 /// The next vCPU after `from` (round robin, `from` itself last) that can
@@ -419,7 +444,7 @@ fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
 fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
     // No list is built (this runs on every reschedule): those after `from`,
     // then those before it, then `from`. If `from` is gone, from the start.
-    let ok = |&(d, v): &(usize, usize)| runnable(&hv.domains[d], v);
+    let ok = |&(d, v): &(usize, usize)| runnable(&hv.dom(d), v);
     all_vcpus(hv)
         .skip_while(|&p| p != from)
         .skip(1)
@@ -435,21 +460,23 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
 fn fire_timers(hv: &mut Hv, now: u64) {
-    let current = (hv.current, hv.domains.get(hv.current).map_or(0, |d| d.cur));
-    for (di, d) in hv
-        .domains
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, d)| d.is_alive())
-    {
+    let current = (
+        hv.current,
+        hv.domains.get(hv.current).map_or(0, |d| d.lock().cur),
+    );
+    for (di, d) in hv.domains.iter().enumerate() {
+        let mut d = d.lock();
+        if !d.is_alive() {
+            continue;
+        }
         if d.watchdogs.iter().flatten().any(|&t| t <= now) {
             d.watchdogs = [None; 2];
-            crate::pv::hypercall::watchdog_fired(d);
+            crate::pv::hypercall::watchdog_fired(&mut d);
             request_resched();
             continue;
         }
         for vi in 0..d.vcpus.len() {
-            if fire_vcpu_timers(d, vi, now) && (di, vi) != current {
+            if fire_vcpu_timers(&mut d, vi, now) && (di, vi) != current {
                 // A timer event for a vCPU that is not on the CPU: let the
                 // next return switch (as Xen boosts a woken vCPU), so
                 // ticks are not coalesced behind a spinning one.
@@ -491,55 +518,64 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
 
 /// The earliest guest timer of any live domain.
 fn earliest_timer(hv: &Hv) -> Option<u64> {
-    let alive = || hv.domains.iter().filter(|d| d.is_alive());
-    let vcpus = alive()
-        .flat_map(|d| d.vcpus.iter().filter(|v| v.up))
-        .flat_map(|v| {
-            [
-                v.singleshot,
-                (v.periodic_period != 0).then_some(v.periodic_next),
-                v.poll_deadline,
-            ]
-        })
-        .flatten();
-    vcpus
-        .chain(alive().flat_map(|d| d.watchdogs.iter().flatten().copied()))
-        .min()
+    let mut at = None::<u64>;
+    for d in hv.domains.iter() {
+        let d = d.lock();
+        if !d.is_alive() {
+            continue;
+        }
+        let vcpus = d
+            .vcpus
+            .iter()
+            .filter(|v| v.up)
+            .flat_map(|v| {
+                [
+                    v.singleshot,
+                    (v.periodic_period != 0).then_some(v.periodic_next),
+                    v.poll_deadline,
+                ]
+            })
+            .flatten();
+        let first = vcpus.chain(d.watchdogs.iter().flatten().copied()).min();
+        at = at.into_iter().chain(first).min();
+    }
+    at
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
 /// a guest timer whose `VIRQ_TIMER` is bound (unbound, its tick raises
 /// nothing, and a vCPU blocked on it would sleep for ever).
 fn earliest_wakeup(hv: &Hv) -> Option<u64> {
-    hv.domains
-        .iter()
-        .filter(|d| d.is_alive())
-        .flat_map(|d| {
-            d.vcpus
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.up && v.blocked)
-                .flat_map(move |(vi, v)| {
-                    let ticks = d
-                        .ports
-                        .virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32)
-                        .is_some();
-                    [
-                        v.poll_deadline,
-                        v.singleshot.filter(|_| ticks),
-                        (ticks && v.periodic_period != 0).then_some(v.periodic_next),
-                    ]
-                })
-        })
-        .flatten()
-        // A watchdog ends its domain: that is a wake-up too.
-        .chain(
-            hv.domains
-                .iter()
-                .filter(|d| d.is_alive())
-                .flat_map(|d| d.watchdogs.iter().flatten().copied()),
-        )
-        .min()
+    let mut at = None::<u64>;
+    for d in hv.domains.iter() {
+        let d = d.lock();
+        if !d.is_alive() {
+            continue;
+        }
+        let d = &*d;
+        let first = d
+            .vcpus
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.up && v.blocked)
+            .flat_map(|(vi, v)| {
+                let ticks = d
+                    .ports
+                    .virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32)
+                    .is_some();
+                [
+                    v.poll_deadline,
+                    v.singleshot.filter(|_| ticks),
+                    (ticks && v.periodic_period != 0).then_some(v.periodic_next),
+                ]
+            })
+            .flatten()
+            // A watchdog ends its domain: that is a wake-up too.
+            .chain(d.watchdogs.iter().flatten().copied())
+            .min();
+        at = at.into_iter().chain(first).min();
+    }
+    at
 }
 
 /// Program the APIC for the next thing that needs the CPU back: the end
@@ -594,21 +630,20 @@ pub fn start(hv: Hv) -> ! {
         let mut g = HV.lock();
         let hv = g.as_mut().unwrap();
         hv.current = di;
-        hv.domains[di].cur = vi;
-        update_time(&hv.domains[di], vi);
-        let now = crate::arch::x86_64::time::now_ns();
-        set_runstate(
-            &mut hv.domains[di],
-            vi,
-            ringvisor_abi::vcpu::RUNSTATE_RUNNING,
-            now,
-        );
-        // SAFETY: `frame` is this CPU's guest frame slot at the top of its
-        // stack, which nothing else uses while we are on the boot path.
-        let compat = hv.domains[di].compat;
-        switch_in(&hv.domains[di].vcpus[vi], unsafe { &mut *frame }, compat);
+        {
+            let mut d = hv.dom(di);
+            d.cur = vi;
+            update_time(&d, vi);
+            let now = crate::arch::x86_64::time::now_ns();
+            set_runstate(&mut d, vi, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
+            // SAFETY: `frame` is this CPU's guest frame slot at the top of
+            // its stack, which nothing else uses while we are on the boot
+            // path.
+            let compat = d.compat;
+            switch_in(&d.vcpus[vi], unsafe { &mut *frame }, compat);
+            crate::info!("d{}: running", d.id);
+        }
         crate::pv::entry::publish_current(hv);
-        crate::info!("d{}: running", hv.domains[di].id);
         apic::oneshot(TIMESLICE_NS);
     }
     enter_frame(frame)
@@ -623,9 +658,10 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
     // changed one.
-    if percpu::this().work.load(Ordering::Relaxed) == 0
-        && runnable(&hv.domains[hv.current], hv.domains[hv.current].cur)
-    {
+    if percpu::this().work.load(Ordering::Relaxed) == 0 && {
+        let d = hv.cur();
+        runnable(&d, d.cur)
+    } {
         return;
     }
     settle(hv, f);
@@ -637,11 +673,11 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
 /// The rest of `schedule`, when there is something to settle.
 #[inline(never)]
 fn settle(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = (hv.current, hv.domains[hv.current].cur);
+    let cur = (hv.current, hv.cur().cur);
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
-    if !resched && !timers && runnable(&hv.domains[cur.0], cur.1) {
+    if !resched && !timers && runnable(&hv.dom(cur.0), cur.1) {
         return;
     }
     crate::debugkeys::poll(hv, f);
@@ -649,8 +685,8 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
     fire_timers(hv, now);
     // A timer event for another vCPU asks for a switch now.
     let resched = resched | (pc.take(percpu::WORK_RESCHED) != 0);
-    let alive = hv.domains[cur.0].is_alive();
-    if runnable(&hv.domains[cur.0], cur.1) && !resched {
+    let alive = hv.dom(cur.0).is_alive();
+    if runnable(&hv.dom(cur.0), cur.1) && !resched {
         arm_timer(hv, now);
         return;
     }
@@ -664,13 +700,12 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
     // while another ran), gives its memory back (teardown is idempotent);
     // modules waiting for memory may fit then.
     let mut freed = false;
-    for d in hv
-        .domains
-        .iter_mut()
-        .filter(|d| !d.is_alive() && !d.p2m.is_empty())
-    {
-        builder::teardown(d, crate::mm::frametable::frames());
-        freed = true;
+    for d in hv.domains.iter() {
+        let mut d = d.lock();
+        if !d.is_alive() && !d.p2m.is_empty() {
+            builder::teardown(&mut d, crate::mm::frametable::frames());
+            freed = true;
+        }
     }
     if freed {
         build_pending(hv);
@@ -680,25 +715,26 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
             Some(next) => {
                 if next != cur {
                     if alive {
-                        switch_out(&mut hv.domains[cur.0].vcpus[cur.1], f);
-                        let d = &mut hv.domains[cur.0];
+                        let mut d = hv.dom(cur.0);
+                        switch_out(&mut d.vcpus[cur.1], f);
                         let st = idle_state(&d.vcpus[cur.1]);
-                        set_runstate(d, cur.1, st, now);
+                        set_runstate(&mut d, cur.1, st, now);
                     }
                     hv.current = next.0;
-                    let d = &mut hv.domains[next.0];
+                    let mut d = hv.dom(next.0);
                     d.cur = next.1;
-                    update_time(d, next.1);
-                    set_runstate(d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
-                    if !switch_in(&d.vcpus[next.1], f, d.compat) {
+                    update_time(&d, next.1);
+                    set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
+                    let compat = d.compat;
+                    if !switch_in(&d.vcpus[next.1], f, compat) {
                         let sels = d.vcpus[next.1].data_sels;
-                        crate::pv::traps::failsafe_segments(d, f, sels);
+                        crate::pv::traps::failsafe_segments(&mut d, f, sels);
                     }
                 }
                 arm_timer(hv, now);
                 return;
             }
-            None if !hv.domains.iter().any(|d| d.is_alive()) => {
+            None if !hv.any_alive() => {
                 // SAFETY: the hypervisor's own tables map everything it uses.
                 unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
                 finish_locked(hv)
@@ -708,9 +744,9 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
                 // With none armed that could, nothing ever will (no other
                 // domain runs to send an event): a clear end, not a hang.
                 let Some(t) = earliest_wakeup(hv) else {
-                    for d in hv.domains.iter_mut() {
+                    for d in hv.domains.iter() {
                         crash(
-                            d,
+                            &mut d.lock(),
                             String::from("blocked with no timer and no event that could wake it"),
                         );
                     }
@@ -750,8 +786,11 @@ fn finish() -> ! {
 fn finish_locked(hv: &mut Hv) -> ! {
     // Domains that ended while another ran (a watchdog, the idle loop's
     // end of blocked domains) are torn down here if not yet.
-    for d in hv.domains.iter_mut().filter(|d| !d.p2m.is_empty()) {
-        builder::teardown(d, crate::mm::frametable::frames());
+    for d in hv.domains.iter() {
+        let mut d = d.lock();
+        if !d.p2m.is_empty() {
+            builder::teardown(&mut d, crate::mm::frametable::frames());
+        }
     }
     let mut bad = hv.build_failures;
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
@@ -766,6 +805,7 @@ fn finish_locked(hv: &mut Hv) -> ! {
         }
     );
     for d in &hv.domains {
+        let d = d.lock();
         match &d.state {
             State::Shutdown(r) => {
                 crate::info!(
