@@ -81,6 +81,44 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     f.rax = call(hv, nr, a) as u32 as u64;
 }
 
+/// A 32-bit guest kernel's hypercall that concerns only its own domain,
+/// under that domain's lock (held by the caller), as
+/// `hypercall::dispatch_domain`; `false`: a global call, nothing done.
+pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let nr = f.rax as u32 as u64;
+    let a = [
+        f.rbx as u32 as u64,
+        f.rcx as u32 as u64,
+        f.rdx as u32 as u64,
+        f.rsi as u32 as u64,
+        f.rdi as u32 as u64,
+    ];
+    if hc::is_global(nr, a[0]) {
+        return false;
+    }
+    if nr == HYPERVISOR_IRET as u64 {
+        let r = iret(d, f);
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
+        return true;
+    }
+    let space = d.v().space();
+    let ret = match nr as u32 {
+        HYPERVISOR_XENPMU_OP => hc::xenpmu_op(),
+        _ => local(d, crate::mm::frametable::frames(), space, nr, a),
+    };
+    hc::log_call(d, nr, a, ret, " (32-bit)");
+    // eax gets the result; the upper half of rax is not the guest's.
+    f.rax = ret as u32 as u64;
+    true
+}
+
 /// One 32-bit hypercall other than iret and multicall (arguments already
 /// 32-bit values), from the registers or a multicall entry; logged.
 pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {

@@ -26,6 +26,7 @@
 use alloc::format;
 
 use crate::arch::x86_64::idt::{TrapFrame, VEC_SYSCALL32};
+use crate::domain::Domain;
 use crate::pv::{hypercall, traps};
 use crate::sched::{self, Hv, HV};
 
@@ -35,13 +36,17 @@ pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
     f(g.as_mut().expect("guest entry before any domain exists"))
 }
 
-/// Every entry from a guest, under one lock of the hypervisor state: the
-/// entry itself, then the way back (`before_guest_return`).
-// Tour 02: every entry from a guest, and the way back, under one lock
+/// Every entry from a guest: under its domain's lock alone when it
+/// concerns only that domain (`on_domain`, nearly all), else under the
+/// hypervisor state's lock; then the way back (`before_guest_return`).
+// Tour 02: every entry from a guest, and the way back
 #[inline(never)]
 pub fn from_guest(f: &mut TrapFrame) {
     use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
+    if on_domain(f) {
+        return;
+    }
     with_current(|hv| {
         if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
             // A hypercall or system call: the guest is making progress.
@@ -61,9 +66,18 @@ pub fn from_guest(f: &mut TrapFrame) {
 
 // Tour 02, 06: hypercall, or system call for the guest kernel?
 pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
-    let hypercall = {
-        let mut d = hv.cur();
-        let d = &mut *d;
+    let hypercall = syscall_on(&mut hv.cur(), f);
+    if hypercall {
+        // Outside the domain's lock: the hypercall locks what it needs
+        // (its domain, or with events others, one at a time).
+        hypercall::dispatch(hv, f);
+    }
+}
+
+/// The domain's part of [`syscall`]: a system call bounced (or refused)
+/// here, or `true` for a hypercall, which the caller makes.
+fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    {
         if d.compat {
             // Xen's compat_syscall: the caller is user mode, from whatever
             // ring (the CPU does not say which, and a cached kernel-mode
@@ -90,12 +104,96 @@ pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
             traps::syscall_from_user(d, f, false);
             false
         }
-    };
-    if hypercall {
-        // Outside the domain's lock: the hypercall locks what it needs
-        // (its domain, or with events others, one at a time).
-        hypercall::dispatch(hv, f);
     }
+}
+
+/// An entry that concerns only the current domain, handled under that
+/// domain's lock alone (no `HV`): system calls, every hypercall but the
+/// global ones (`hypercall::is_global`), exceptions, interrupts; then the
+/// way out, without the scheduler when nothing is pending for it
+/// (`leave_domain`). `false`: nothing done (a global hypercall, or no
+/// domain yet): the caller takes `HV`.
+fn on_domain(f: &mut TrapFrame) -> bool {
+    use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
+    use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
+    let Some(cell) = current_domain() else {
+        return false;
+    };
+    let mut g = cell.lock();
+    let d = &mut *g;
+    let hypercall64 = f.vector == VEC_SYSCALL && !d.compat && d.v().kernel_mode;
+    let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
+    // Decided before any effect: a global call goes to HV untouched.
+    if (hypercall64 && hypercall::is_global(f.rax, f.rdi))
+        || (hypercall32 && hypercall::is_global(f.rax as u32 as u64, f.rbx as u32 as u64))
+    {
+        return false;
+    }
+    if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
+        // A hypercall or system call: the guest is making progress.
+        d.v_mut().in_failsafe = false;
+    }
+    match f.vector {
+        VEC_SYSCALL | VEC_SYSCALL32 => {
+            if syscall_on(d, f) {
+                hypercall::dispatch_domain(d, f);
+            }
+        }
+        VEC_HYPERCALL32 if hypercall32 => {
+            if d.compat {
+                d.v_mut().kernel_mode = true;
+                crate::pv::compat::dispatch_domain(d, f);
+            } else {
+                // A 64-bit guest cannot be in ring 1; be safe anyway.
+                traps::inject(d, f, traps::VEC_GP, Some(0x82 << 3 | 2));
+            }
+        }
+        TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
+        _ => guest_trap_on(d, f),
+    }
+    let left = leave_domain(d, f);
+    // The locked way out takes HV, then this lock: ours goes first.
+    drop(g);
+    if !left {
+        with_current(|hv| before_guest_return(hv, f));
+    }
+    true
+}
+
+/// The way out of [`on_domain`] when there is nothing for the scheduler
+/// (this CPU's work word is 0, the vCPU can go on running, nothing
+/// injected by hand): the event upcall, then `retcheck`, as
+/// [`before_guest_return`] does them. `false`: the locked way out must
+/// run (it settles what is pending, a domain that died, a refused frame).
+fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    let v = d.v();
+    if crate::arch::x86_64::percpu::this().work.load(Relaxed) != 0
+        || IRET_SELFTEST.load(Relaxed)
+        || !d.is_alive()
+        || !v.up
+        || v.blocked
+        || v.inject.is_some()
+    {
+        return false;
+    }
+    crate::pv::event::deliver_upcall(d, f);
+    if !d.is_alive() {
+        return false; // the upcall could not be delivered: crashed
+    }
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_none()
+}
+
+/// The current domain's lock, as [`publish_current`] stored it in this
+/// CPU's block (`None` before the first domain runs).
+#[inline(always)]
+pub fn current_domain() -> Option<&'static spin::Mutex<Domain>> {
+    let pc = crate::arch::x86_64::percpu::this();
+    let p = pc.domain.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
+    // domains are never removed from the list, so it lives for the run.
+    unsafe { (p as *const spin::Mutex<Domain>).as_ref() }
 }
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1).
@@ -115,12 +213,15 @@ pub fn compat_hypercall(hv: &mut Hv, f: &mut TrapFrame) {
 
 // Tour 04: an exception or interrupt from a guest
 pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
-    let mut d = hv.cur();
+    guest_trap_on(&mut hv.cur(), f);
+}
+
+fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
     if d.compat {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
         d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
-    traps::guest_exception(&mut d, crate::mm::frametable::frames(), f);
+    traps::guest_exception(d, crate::mm::frametable::frames(), f);
 }
 
 /// `selftest=iretfault`: the next return to a guest gets a null SS.

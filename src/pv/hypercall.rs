@@ -77,6 +77,54 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     f.rax = ret as u64;
 }
 
+/// Whether hypercall `nr` (first argument `a0`) may reach beyond the
+/// calling domain: event channels (another domain's ports), platform and
+/// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
+/// domain), and a multicall (which may hold any of them). Those run under
+/// `HV` (`pv::entry`); every other call concerns only its domain and runs
+/// under that domain's lock alone ([`dispatch_domain`]).
+pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
+    matches!(
+        nr as u32,
+        HYPERVISOR_EVENT_CHANNEL_OP
+            | HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+            | HYPERVISOR_PLATFORM_OP
+            | HYPERVISOR_MCA
+            | HYPERVISOR_MULTICALL
+    ) || (nr as u32 == HYPERVISOR_PHYSDEV_OP
+        && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
+}
+
+/// A 64-bit guest kernel's hypercall that concerns only its own domain,
+/// under that domain's lock (held by the caller): what [`dispatch`] does
+/// for it, without `HV`. `false`: a global call ([`is_global`]), nothing
+/// done.
+pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let nr = f.rax;
+    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    if is_global(nr, a[0]) {
+        return false;
+    }
+    if nr == HYPERVISOR_IRET as u64 {
+        let r = iret(d, f);
+        let to = if d.v().kernel_mode { "kernel" } else { "user" };
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
+        return true;
+    }
+    let space = d.v().space();
+    let ret = dispatch_local(d, crate::mm::frametable::frames(), space, nr, a);
+    log_call(d, nr, a, ret, "");
+    f.rax = ret as u64;
+    true
+}
+
 /// One hypercall other than iret and multicall, from the registers or a
 /// multicall entry; logged.
 pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
