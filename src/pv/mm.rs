@@ -382,6 +382,19 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
         // domain that tries this; ringvisor refuses the update).
         return err(EINVAL);
     }
+    // Xen's mod_l1_entry fast path: the same frame with the same rights
+    // and cache type, only bits no reference or rule depends on changed
+    // (A, D, G, US, NX, the guest's own): nothing to take or drop, no
+    // frame record touched. (Bit 62 is not among them: `old` has none.)
+    const L1_SAME: u64 = PTE_A | PTE_D | PTE_G | PTE_US | 0x7 << 9 | 0x3ff << 52 | 1 << 63;
+    if level == 1 && old & PTE_P != 0 && (old ^ val) & !L1_SAME == 0 {
+        write_pte(
+            mfn,
+            index,
+            if d.compat { val } else { val | PTE_US } & !PTE_G,
+        );
+        return 0;
+    }
     let new = match get_entry(d, ft, mfn, level, val) {
         Ok(v) => v,
         Err(e) => return err(e),
