@@ -47,7 +47,7 @@ pub fn from_guest(f: &mut TrapFrame) {
     if on_domain(f) {
         return;
     }
-    with_current(|hv| {
+    let idle = with_current(|hv| {
         if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
             // A hypercall or system call: the guest is making progress.
             hv.cur().v_mut().in_failsafe = false;
@@ -60,8 +60,20 @@ pub fn from_guest(f: &mut TrapFrame) {
             TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
             _ => guest_trap(hv, f),
         }
-        before_guest_return(hv, f);
-    })
+        before_guest_return(hv, f)
+    });
+    if idle {
+        sched::idle();
+        locked_way_out(f);
+    }
+}
+
+/// The way out under `HV` (`before_guest_return`), sleeping with every
+/// lock released whenever nothing can run, until something can.
+pub fn locked_way_out(f: &mut TrapFrame) {
+    while with_current(|hv| before_guest_return(hv, f)) {
+        sched::idle();
+    }
 }
 
 // Tour 02, 06: hypercall, or system call for the guest kernel?
@@ -155,7 +167,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     // The locked way out takes HV, then this lock: ours goes first.
     drop(g);
     if !left {
-        with_current(|hv| before_guest_return(hv, f));
+        locked_way_out(f);
     }
     true
 }
@@ -232,7 +244,7 @@ pub static IRET_SELFTEST: core::sync::atomic::AtomicBool =
 /// `retcheck` should have refused first. The domain is crashed, saying
 /// so, and the way out settles what runs next.
 pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
-    with_current(|hv| {
+    let idle = with_current(|hv| {
         {
             let mut d = hv.cur();
             let what = crate::arch::x86_64::idt::exception_name(vector);
@@ -242,19 +254,28 @@ pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
             );
             sched::crash(&mut d, format!("return frame refused by the CPU ({what})"));
         }
-        before_guest_return(hv, f);
-    })
+        before_guest_return(hv, f)
+    });
+    if idle {
+        sched::idle();
+        locked_way_out(f);
+    }
 }
 
-/// The last thing before `iretq` into a guest.
+/// The last thing before `iretq` into a guest. Returns `true` when
+/// nothing can run yet: the caller sleeps with `HV` released and calls
+/// this again (`locked_way_out`).
 // Tour 02, 05, 07: the last step before every return to a guest
-pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
+#[must_use]
+pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // The vCPU whose return frame was refused once on this way out.
     let mut refused_once = None;
     loop {
         // Settle a dead domain or an expired time slice; this may switch
         // to another vCPU or end the run.
-        sched::schedule(hv, f);
+        if sched::schedule(hv, f) {
+            return true;
+        }
         let cur = hv.current;
         let mut guard = hv.dom(cur);
         let d = &mut *guard;
@@ -294,7 +315,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
                 published(&hv.domains[cur], d),
                 "the lock-free paths' pointers are stale"
             );
-            return;
+            return false;
         };
         let who = (cur, d.cur);
         let what = format!(

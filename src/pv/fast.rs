@@ -332,7 +332,7 @@ fn traced(pc: &PerCpu, nr: u64, f: &TrapFrame, ret: Ret) {
 #[cold]
 #[inline(never)]
 fn locked_way_out(f: &mut TrapFrame) {
-    crate::pv::entry::with_current(|hv| crate::pv::entry::before_guest_return(hv, f));
+    crate::pv::entry::locked_way_out(f);
 }
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1) whose answer is a

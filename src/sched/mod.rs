@@ -612,7 +612,9 @@ pub fn update_time(d: &Domain, vi: usize) {
 }
 
 /// Sleep until the next interrupt (the timer is armed by the caller).
-fn idle() {
+/// Called with no lock held (`pv::entry::locked_way_out`): another CPU
+/// may need any of them meanwhile, and an interrupt here takes none.
+pub fn idle() {
     // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt,
     // which is handled on this stack, then interrupts go off again.
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
@@ -650,10 +652,13 @@ pub fn start(hv: Hv) -> ! {
 }
 
 /// On the way back to a guest: fire guest timers, handle a dead or
-/// blocked current vCPU and time slices, idle when nothing can run.
-/// `f` is the frame at the top of the stack.
+/// blocked current vCPU and time slices. `f` is the frame at the top of
+/// the stack. Returns `true` when nothing can run: the APIC is armed for
+/// the earliest wake-up, and the caller sleeps (`idle`) with every lock
+/// released, then calls this again.
 // Tour 08: where a crashed domain stops
-pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
+#[must_use]
+pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // The common case (a hypercall, a bounce): nothing to settle, one test
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
@@ -662,33 +667,34 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
         let d = hv.cur();
         runnable(&d, d.cur)
     } {
-        return;
+        return false;
     }
-    settle(hv, f);
+    let idle = settle(hv, f);
     // This may have switched vCPU, torn a domain down or built one (the
     // domain list may have moved): tell the lock-free paths.
     crate::pv::entry::publish_current(hv);
+    idle
 }
 
 /// The rest of `schedule`, when there is something to settle.
 #[inline(never)]
-fn settle(hv: &mut Hv, f: &mut TrapFrame) {
+fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let cur = (hv.current, hv.cur().cur);
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
     if !resched && !timers && runnable(&hv.dom(cur.0), cur.1) {
-        return;
+        return false;
     }
     crate::debugkeys::poll(hv, f);
-    let mut now = crate::arch::x86_64::time::now_ns();
+    let now = crate::arch::x86_64::time::now_ns();
     fire_timers(hv, now);
     // A timer event for another vCPU asks for a switch now.
     let resched = resched | (pc.take(percpu::WORK_RESCHED) != 0);
     let alive = hv.dom(cur.0).is_alive();
     if runnable(&hv.dom(cur.0), cur.1) && !resched {
         arm_timer(hv, now);
-        return;
+        return false;
     }
     if !alive {
         // Off the dead domain's page tables before they are freed (and
@@ -732,7 +738,7 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
                     }
                 }
                 arm_timer(hv, now);
-                return;
+                return false;
             }
             None if !hv.any_alive() => {
                 // SAFETY: the hypervisor's own tables map everything it uses.
@@ -752,11 +758,11 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
                     }
                     continue;
                 };
+                // Not here: the caller sleeps with HV released (no lock
+                // is held across `hlt`) and comes back through `schedule`,
+                // which polls the keys and fires the timers.
                 apic::oneshot(t.saturating_sub(now).max(1_000));
-                idle();
-                crate::debugkeys::poll(hv, f);
-                now = crate::arch::x86_64::time::now_ns();
-                fire_timers(hv, now);
+                return true;
             }
         }
     }
