@@ -86,32 +86,25 @@ fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Re
     }
     let target = (val & PTE_ADDR) >> 12;
     if level == 1 {
-        if let Some(v) = io_entry(d, ft, target, val)? {
-            return Ok(v);
-        }
-    }
-    let Some(info) = ft.get(target) else {
-        return Err(EPERM);
-    };
-    if info.owner != d.id {
-        return Err(EPERM);
-    }
-    if level == 1 {
         let rw = val & PTE_RW != 0;
         // The checks and the references they allow in one step on the
         // frame's record: a frame typed between them (another vCPU, a
-        // grant) must not end up both a page table and writable.
-        ft.with(target, |info| {
+        // grant) must not end up both a page table and writable. A frame
+        // no domain owns (or past the table) may be I/O memory.
+        let taken = ft.with(target, |info| {
+            if info.owner == crate::mm::frametable::OWNER_NONE {
+                return None;
+            }
             if info.owner != d.id {
-                return Err(EPERM);
+                return Some(Err(EPERM));
             }
             // The hypervisor's pages keep write-back (Xen: -EACCES for a
             // Xen heap page, "Attempt to change cache attributes").
             if val & CACHE_ATTRS != 0 && matches!(info.kind, Kind::SharedInfo | Kind::ReadOnly) {
-                return Err(EACCES);
+                return Some(Err(EACCES));
             }
             if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt | Kind::ReadOnly) {
-                return Err(EINVAL);
+                return Some(Err(EINVAL));
             }
             // A count at its limit refuses the reference (Xen's get_page):
             // a count that wrapped would let a mapped frame pass for unused.
@@ -119,13 +112,16 @@ fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Re
                 info.mapped.checked_add(1),
                 info.writable.checked_add(rw as u32),
             ) else {
-                return Err(EINVAL);
+                return Some(Err(EINVAL));
             };
             info.mapped = mapped;
             info.writable = writable;
-            Ok(())
-        })
-        .unwrap_or(Err(EPERM))?;
+            Some(Ok(()))
+        });
+        match taken.flatten() {
+            Some(r) => r?,
+            None => return io_entry(d, ft, target, val)?.ok_or(EPERM),
+        }
         // A 64-bit kernel runs in ring 3: its pages must be user pages. A
         // 32-bit kernel (ring 1) chooses per page.
         return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
@@ -1388,11 +1384,15 @@ pub fn write_cr3(d: &mut Domain, ft: &FrameTable, cr3: u64) -> bool {
 /// `update_va_mapping(va, val, ..)` names a valid L1 table of the domain
 /// whose entry for `va` is already `val`.
 pub(crate) fn l1_entry_holds(d: &Domain, ft: &FrameTable, va: u64, val: u64) -> bool {
+    // The entry first: a change is told apart without the frame's lock.
+    // (Reading it is harmless: `l1_slot` found it through the domain's
+    // validated tables; the record says whether it is an L1 of its own.)
     match l1_slot(d, va) {
         Some((l1, i)) => {
-            ft.get(l1)
-                .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
-                && read_pte(l1, i) == val
+            read_pte(l1, i) == val
+                && ft
+                    .get(l1)
+                    .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
         }
         None => false,
     }
