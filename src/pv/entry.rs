@@ -2,7 +2,9 @@
 //!
 //! A guest enters in one of these ways, all reaching `trap_dispatch` with
 //! the guest's registers in a `TrapFrame` at the top of this CPU's stack,
-//! and then `from_guest`, which takes the hypervisor state's lock once:
+//! and then `from_guest`, which takes the current domain's lock
+//! (`on_domain`), or for a hypercall that may reach another domain the
+//! scheduler lock `HV` (lock order: docs/design.md):
 //!
 //! 1. `syscall` from a 64-bit kernel: a hypercall (`hypercall::dispatch`);
 //! 2. `int $0x82` from a 32-bit kernel in ring 1: a hypercall
@@ -13,15 +15,16 @@
 //!    (`traps::guest_exception`); an interrupt (the timer) was already
 //!    handled by the hypervisor.
 //!
-//! On the way out, `before_guest_return` settles what is pending (a dead
-//! domain, a time slice, an event upcall) and checks the frame is one
-//! `iretq` can take; last, `publish_current` tells this CPU's block where
-//! the current domain and vCPU are.
+//! On the way out, with nothing pending for the scheduler, `leave_domain`
+//! delivers an event upcall and checks the frame under the domain's lock
+//! alone; otherwise `before_guest_return`, under `HV`, settles what is
+//! pending (a dead domain, a time slice, a blocked vCPU) and checks the
+//! frame is one `iretq` can take; `publish_current` tells this CPU's
+//! block where the current domain and vCPU are after a change.
 //!
-//! A few hypercalls of a 64-bit kernel that touch only its own vCPU are
-//! answered before any of that, without the lock (`pv::fast`, which says
-//! why that is safe), and leave without the scheduler when nothing is
-//! pending.
+//! A few hypercalls of a 64-bit kernel are answered before any of that
+//! (`pv::fast`, which says which lock each takes), and leave without the
+//! scheduler when nothing is pending.
 
 use alloc::format;
 
@@ -30,7 +33,8 @@ use crate::domain::Domain;
 use crate::pv::{hypercall, traps};
 use crate::sched::{self, Hv, HV};
 
-/// Run `f` on the current domain with the hypervisor state locked.
+/// Run `f` with the scheduler lock `HV` held (no domain lock may be held
+/// by the caller: `HV` comes first in the lock order).
 pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
     let mut g = HV.lock();
     f(g.as_mut().expect("guest entry before any domain exists"))

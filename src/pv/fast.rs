@@ -1,44 +1,39 @@
-//! The entry paths that skip the locked path: hypercalls, system calls and
-//! exceptions that touch only the calling vCPU (its registers, its guest's
-//! memory), handled without the hypervisor lock or its lookups, and the
-//! lean way out shared by them (Xen: the `syscall` entry's fast path and
-//! `test_all_events`).
+//! The entry paths that skip the locked path's lookups: hypercalls,
+//! system calls and exceptions that touch only the calling vCPU or its
+//! domain, handled without `sched::HV`, and the lean way out shared by
+//! them (Xen: the `syscall` entry's fast path and `test_all_events`).
 //!
-//! # Why no lock is needed here
+//! # Which lock, and why that is enough
 //!
-//! ringvisor runs on one physical CPU, and the hypervisor runs with
-//! interrupts off from every entry to the matching return (the `syscall`
-//! MSRs mask IF, every gate is an interrupt gate, and the only `sti` is in
-//! the scheduler's idle loop, which runs in ring 0 and is never entered
-//! from here). So while a guest runs, no hypervisor code is running, and
-//! `sched::HV` is unlocked: it is taken only inside an entry and released
-//! before the return (`pv::entry::with_current`, `sched::start`). An
-//! entry from a guest therefore finds the hypervisor state quiescent, and
-//! nothing can run beside it until it returns. That is what the lock
-//! would give; every path here checks it (`HV` unlocked) rather than
-//! assuming it.
+//! The lock order is in docs/design.md ("Lock order and lock-free
+//! paths"). The current domain's lock and vCPU are found through this
+//! CPU's block, as `pv::entry::publish_current` stored them under `HV`
+//! wherever they can change (the first entry into a vCPU; after the
+//! scheduler switched vCPU, tore a domain down or built one); a domain is
+//! never removed from the list, so its lock outlives every entry.
 //!
-//! What it reads instead of `hv.domains[hv.current].vcpus[d.cur]` are the
-//! pointers `pv::entry::publish_current` stores in this CPU's block under
-//! the lock wherever they can change (the first entry into a vCPU; after
-//! the scheduler switched vCPU, tore a domain down or built one onto
-//! `hv.domains`). Nothing between that store and the next entry changes
-//! them: only the guest runs, and nothing here changes them.
+//! - A constant answer (`-ENOSYS`, `XENVER_version`) takes no lock: it
+//!   writes only `in_failsafe` and `kernel_mode` of the running vCPU,
+//!   which only the CPU running it writes.
+//! - Everything else here (`HYPERVISOR_iret`, a user `syscall` bounced,
+//!   the calls of `with_domain`, every exception, #GP and #PF emulation
+//!   included) holds the domain's lock: it is the locked path's own
+//!   function, on that domain, and frame records are each behind their
+//!   own lock (`mm::frametable`). The domain's lock is dropped before the
+//!   locked way out, which takes `HV` first.
 //!
-//! Each call is the locked path's own function, made only once it is
-//! known to touch nothing shared ([`hypercall()`], [`hypercall32`],
-//! [`exception`] say which and why). What changes shared state (frame
-//! reference counts: a changed page-table entry, an `mmu_update`, the
-//! emulation behind #GP and #PF) holds `HV` while it runs. Anything else
-//! returns `false` before any effect and takes the locked path, unchanged.
+//! The `HV.is_locked()` tests below are left from the one-lock design:
+//! with `HV` free on every entry from a guest on one CPU they cost a load
+//! and never fail; with several CPUs they only send a call to the locked
+//! path while another CPU holds `HV`.
 //!
 //! # The way out
 //!
 //! [`leave`] does what `pv::entry::before_guest_return` does when nothing
 //! is pending, in as few steps: the work-pending word is 0 (no
 //! reschedule, no timer change; an injected exception, a blocked vCPU are
-//! only ever set on the locked path, which settles them before its own
-//! return), the domain is alive, no event upcall is due
+//! never set here, and a path that sets them settles them on its own way
+//! out), the domain is alive, no event upcall is due
 //! (`evtchn_upcall_pending` set and unmasked: Linux's
 //! `xen_force_evtchn_callback` is an `xen_version` call made for exactly
 //! that), and the frame is one the CPU takes (`retcheck`: its flat-selector
