@@ -202,10 +202,7 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
 fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
     if dom == DOMID_SELF || dom == me {
         Ok(())
-    } else if hv.domains.iter().any(|d| {
-        let d = d.lock();
-        d.id == dom && d.is_alive()
-    }) {
+    } else if hv.live_index_of(dom).is_some() {
         Err(err(EPERM))
     } else {
         Err(err(ESRCH))
@@ -214,10 +211,7 @@ fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
 
 fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
     let id = if id == DOMID_SELF { me } else { id };
-    hv.domains.iter().position(|d| {
-        let d = d.lock();
-        d.id == id && d.is_alive()
-    })
+    hv.live_index_of(id)
 }
 
 fn evt_err(e: EvtError) -> Ret {

@@ -234,12 +234,7 @@ pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
         u16::from_le_bytes([b[0], b[1]]),
         u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
     );
-    if domid != DOMID_SELF
-        && !hv.domains.iter().any(|d| {
-            let d = d.lock();
-            d.id == domid && d.is_alive()
-        })
-    {
+    if domid != DOMID_SELF && hv.live_index_of(domid).is_none() {
         return err(ESRCH);
     }
     if !privileged {

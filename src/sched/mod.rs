@@ -28,6 +28,8 @@ pub struct Hv {
     /// torn down, for the final report): each behind its own lock, taken
     /// one at a time here (docs/design.md, "Lock order").
     pub domains: Vec<DomainRef>,
+    /// The id of each of `domains`, in the same order.
+    pub ids: Vec<crate::domain::DomId>,
     /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
     pub current: usize,
     /// Domains that could not be built (they count as failures).
@@ -113,6 +115,7 @@ pub fn build_pending(hv: &mut Hv) {
             crate::mm::frametable::frames(),
         ) {
             Ok(d) => {
+                hv.ids.push(d.id);
                 hv.domains.push(alloc::sync::Arc::new(Mutex::new(d)));
                 hv.next_id += 1;
             }
@@ -148,9 +151,15 @@ impl Hv {
         self.domains.iter().any(|d| d.lock().is_alive())
     }
 
-    /// The index of the domain with this id.
+    /// The index of the domain with this id (no domain lock: ids never
+    /// change, and `ids` keeps them beside the list).
     pub fn index_of(&self, id: u16) -> Option<usize> {
-        self.domains.iter().position(|d| d.lock().id == id)
+        self.ids.iter().position(|&i| i == id)
+    }
+
+    /// The index of the live domain with this id.
+    pub fn live_index_of(&self, id: u16) -> Option<usize> {
+        self.index_of(id).filter(|&i| self.dom(i).is_alive())
     }
 }
 
@@ -442,15 +451,24 @@ fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// The next vCPU after `from` (round robin, `from` itself last) that can
 /// run: its domain alive, the vCPU up and not blocked.
 fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
-    // No list is built (this runs on every reschedule): those after `from`,
-    // then those before it, then `from`. If `from` is gone, from the start.
-    let ok = |&(d, v): &(usize, usize)| runnable(&hv.dom(d), v);
-    all_vcpus(hv)
-        .skip_while(|&p| p != from)
-        .skip(1)
-        .find(ok)
-        .or_else(|| all_vcpus(hv).take_while(|&p| p != from).find(ok))
-        .or_else(|| all_vcpus(hv).find(|&p| p == from).filter(ok))
+    // No list is built (this runs on every reschedule), and each domain
+    // visited is locked once: the vCPUs after `from` in its domain, the
+    // other domains in order (wrapping round), then its domain's vCPUs
+    // up to `from` itself. If `from`'s domain is gone, from the start.
+    let n = hv.domains.len();
+    let pick = |di: usize, vcpus: core::ops::Range<usize>| {
+        let d = hv.dom(di);
+        let end = vcpus.end.min(d.vcpus.len());
+        (vcpus.start..end)
+            .find(|&vi| runnable(&d, vi))
+            .map(|vi| (di, vi))
+    };
+    if from.0 >= n {
+        return (0..n).find_map(|di| pick(di, 0..usize::MAX));
+    }
+    pick(from.0, from.1 + 1..usize::MAX)
+        .or_else(|| (1..n).find_map(|k| pick((from.0 + k) % n, 0..usize::MAX)))
+        .or_else(|| pick(from.0, 0..from.1 + 1))
 }
 
 fn runnable(d: &Domain, vi: usize) -> bool {
