@@ -111,6 +111,11 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let space = d.v().space();
     let ret = match nr as u32 {
         HYPERVISOR_XENPMU_OP => hc::xenpmu_op(),
+        // The same layouts in both widths (as `call` says).
+        HYPERVISOR_EVENT_CHANNEL_OP => match event::op_local(d, space, a[0], a[1]) {
+            Some(r) => r,
+            None => return false,
+        },
         _ => local(d, crate::mm::frametable::frames(), space, nr, a),
     };
     hc::log_call(d, nr, a, ret, " (32-bit)");

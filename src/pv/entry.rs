@@ -127,8 +127,8 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// domain's lock alone (no `HV`): system calls, every hypercall but the
 /// global ones (`hypercall::is_global`), exceptions, interrupts; then the
 /// way out, without the scheduler when nothing is pending for it
-/// (`leave_domain`). `false`: nothing done (a global hypercall, or no
-/// domain yet): the caller takes `HV`.
+/// (`leave_domain`). `false`: nothing done (a global hypercall, an event
+/// sent to another domain, or no domain yet): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -150,15 +150,20 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         d.v_mut().in_failsafe = false;
     }
     match f.vector {
+        // A call that turns out to need other domains (an event sent to
+        // one) has done nothing but what the HV path does again: the
+        // progress mark, the ring. It goes there.
         VEC_SYSCALL | VEC_SYSCALL32 => {
-            if syscall_on(d, f) {
-                hypercall::dispatch_domain(d, f);
+            if syscall_on(d, f) && !hypercall::dispatch_domain(d, f) {
+                return false;
             }
         }
         VEC_HYPERCALL32 if hypercall32 => {
             if d.compat {
                 d.v_mut().kernel_mode = true;
-                crate::pv::compat::dispatch_domain(d, f);
+                if !crate::pv::compat::dispatch_domain(d, f) {
+                    return false;
+                }
             } else {
                 // A 64-bit guest cannot be in ring 1; be safe anyway.
                 traps::inject(d, f, traps::VEC_GP, Some(0x82 << 3 | 2));

@@ -261,8 +261,81 @@ fn fifo_init_control(
     err(ENOSYS)
 }
 
+/// The event channel ops that concern only the calling domain, under its
+/// lock alone (no `HV`): a send on a port that is not interdomain, unmask,
+/// binding a VIRQ or an IPI, moving a port to another vCPU. `None`:
+/// nothing done, the op needs the domain list (`op`, under `HV`).
+pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
+    Some(match cmd as u32 {
+        EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
+            Ok(s) => match d.ports.get(s.port) {
+                Some(Channel::Interdomain { .. }) => return None,
+                Some(Channel::Ipi) => {
+                    set_pending(d, s.port);
+                    0
+                }
+                // Nobody listening yet: the notification is dropped (as in
+                // Xen).
+                Some(Channel::Unbound { .. }) => 0,
+                Some(Channel::Console) => {
+                    drain_console(d);
+                    0
+                }
+                _ => err(EINVAL),
+            },
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
+            // A global VIRQ is bound on vCPU 0 (then movable with bind_vcpu).
+            if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
+                return err(EINVAL);
+            }
+            if b.vcpu as usize >= d.vcpus.len() {
+                return err(ENOENT);
+            }
+            match d.ports.bind_virq(b.virq, b.vcpu) {
+                Ok(p) => {
+                    b.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_IPI => inout(space, arg, |b: &mut EvtchnBindIpi| {
+            if b.vcpu as usize >= d.vcpus.len() {
+                return err(ENOENT);
+            }
+            let ports = &mut d.ports;
+            match ports.alloc(Channel::Ipi) {
+                Ok(p) => {
+                    ports.set_ipi_vcpu(p, b.vcpu);
+                    b.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
+            Ok(b) if b.vcpu as usize >= d.vcpus.len() => err(ENOENT),
+            Ok(b) => match d.ports.set_notify(b.port, b.vcpu) {
+                Ok(()) => 0,
+                Err(e) => evt_err(e),
+            },
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {
+            Ok(u) => unmask(d, u.port),
+            Err(_) => err(EFAULT),
+        },
+        _ => return None,
+    })
+}
+
 pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     let cur = hv.current;
+    if let Some(r) = op_local(&mut hv.dom(cur), space, cmd, arg) {
+        return r;
+    }
     let me = hv.dom(cur).id;
     match cmd as u32 {
         EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
@@ -312,45 +385,6 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             set_pending(&mut hv.dom(cur), local);
             0
         }),
-        EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
-            // A global VIRQ is bound on vCPU 0 (then movable with bind_vcpu).
-            if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
-                return err(EINVAL);
-            }
-            if b.vcpu as usize >= hv.dom(cur).vcpus.len() {
-                return err(ENOENT);
-            }
-            match hv.dom(cur).ports.bind_virq(b.virq, b.vcpu) {
-                Ok(p) => {
-                    b.port = p;
-                    0
-                }
-                Err(e) => evt_err(e),
-            }
-        }),
-        EVTCHNOP_BIND_IPI => inout(space, arg, |b: &mut EvtchnBindIpi| {
-            if b.vcpu as usize >= hv.dom(cur).vcpus.len() {
-                return err(ENOENT);
-            }
-            let mut d = hv.dom(cur);
-            let ports = &mut d.ports;
-            match ports.alloc(Channel::Ipi) {
-                Ok(p) => {
-                    ports.set_ipi_vcpu(p, b.vcpu);
-                    b.port = p;
-                    0
-                }
-                Err(e) => evt_err(e),
-            }
-        }),
-        EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
-            Ok(b) if b.vcpu as usize >= hv.dom(cur).vcpus.len() => err(ENOENT),
-            Ok(b) => match hv.dom(cur).ports.set_notify(b.port, b.vcpu) {
-                Ok(()) => 0,
-                Err(e) => evt_err(e),
-            },
-            Err(_) => err(EFAULT),
-        },
         EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
             Ok(c) => close(hv, cur, c.port),
             Err(_) => err(EFAULT),
@@ -420,10 +454,6 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
             Ok([port, _]) if port as usize >= hv.dom(cur).ports.len() => err(EINVAL),
             Ok(_) => err(ENOSYS),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {
-            Ok(u) => unmask(&mut hv.dom(cur), u.port),
             Err(_) => err(EFAULT),
         },
         _ => err(ENOSYS),

@@ -78,7 +78,8 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 }
 
 /// Whether hypercall `nr` (first argument `a0`) may reach beyond the
-/// calling domain: event channels (another domain's ports), platform and
+/// calling domain: event channels in the old form (an `event_channel_op`
+/// is decided by its op, `event::op_local`), platform and
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
 /// domain), and a multicall (which may hold any of them). Those run under
 /// `HV` (`pv::entry`); every other call concerns only its domain and runs
@@ -86,8 +87,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
     matches!(
         nr as u32,
-        HYPERVISOR_EVENT_CHANNEL_OP
-            | HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
             | HYPERVISOR_PLATFORM_OP
             | HYPERVISOR_MCA
             | HYPERVISOR_MULTICALL
@@ -97,8 +97,8 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 
 /// A 64-bit guest kernel's hypercall that concerns only its own domain,
 /// under that domain's lock (held by the caller): what [`dispatch`] does
-/// for it, without `HV`. `false`: a global call ([`is_global`]), nothing
-/// done.
+/// for it, without `HV`. `false`: a global call ([`is_global`], or an
+/// event channel op on another domain's ports), nothing done.
 pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
@@ -119,7 +119,15 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return true;
     }
     let space = d.v().space();
-    let ret = dispatch_local(d, crate::mm::frametable::frames(), space, nr, a);
+    let ret = if nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP {
+        match event::op_local(d, space, a[0], a[1]) {
+            Some(r) => r,
+            // Another domain's ports: nothing done, the caller takes HV.
+            None => return false,
+        }
+    } else {
+        dispatch_local(d, crate::mm::frametable::frames(), space, nr, a)
+    };
     log_call(d, nr, a, ret, "");
     f.rax = ret as u64;
     true
