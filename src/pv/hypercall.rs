@@ -771,6 +771,7 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     }
     crate::info!("d{}: shutdown: {}", d.id, shutdown_reason_name(reason));
     d.state = State::Shutdown(reason);
+    crate::sched::domain_ended();
     0
 }
 

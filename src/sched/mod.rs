@@ -477,11 +477,10 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
-fn fire_timers(hv: &mut Hv, now: u64) {
-    let current = (
-        hv.current,
-        hv.domains.get(hv.current).map_or(0, |d| d.lock().cur),
-    );
+/// Returns the earliest guest timer left (`earliest_timer`, found in the
+/// same pass: one lock of each domain).
+fn fire_timers(hv: &mut Hv, now: u64, current: (usize, usize)) -> Option<u64> {
+    let mut at = None::<u64>;
     for (di, d) in hv.domains.iter().enumerate() {
         let mut d = d.lock();
         if !d.is_alive() {
@@ -501,7 +500,9 @@ fn fire_timers(hv: &mut Hv, now: u64) {
                 request_resched();
             }
         }
+        at = at.into_iter().chain(domain_earliest(&d)).min();
     }
+    at
 }
 
 // Tour 07: guest timers raise VIRQ_TIMER
@@ -535,29 +536,21 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
 }
 
 /// The earliest guest timer of any live domain.
-fn earliest_timer(hv: &Hv) -> Option<u64> {
-    let mut at = None::<u64>;
-    for d in hv.domains.iter() {
-        let d = d.lock();
-        if !d.is_alive() {
-            continue;
-        }
-        let vcpus = d
-            .vcpus
-            .iter()
-            .filter(|v| v.up)
-            .flat_map(|v| {
-                [
-                    v.singleshot,
-                    (v.periodic_period != 0).then_some(v.periodic_next),
-                    v.poll_deadline,
-                ]
-            })
-            .flatten();
-        let first = vcpus.chain(d.watchdogs.iter().flatten().copied()).min();
-        at = at.into_iter().chain(first).min();
-    }
-    at
+/// The earliest timer of a (live) domain: its vCPUs' and its watchdogs.
+fn domain_earliest(d: &Domain) -> Option<u64> {
+    let vcpus = d
+        .vcpus
+        .iter()
+        .filter(|v| v.up)
+        .flat_map(|v| {
+            [
+                v.singleshot,
+                (v.periodic_period != 0).then_some(v.periodic_next),
+                v.poll_deadline,
+            ]
+        })
+        .flatten();
+    vcpus.chain(d.watchdogs.iter().flatten().copied()).min()
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
@@ -598,9 +591,10 @@ fn earliest_wakeup(hv: &Hv) -> Option<u64> {
 
 /// Program the APIC for the next thing that needs the CPU back: the end
 /// of the time slice or the earliest guest timer.
-fn arm_timer(hv: &Hv, now: u64) {
+/// `earliest`: the earliest guest timer of any live domain.
+fn arm_timer(earliest: Option<u64>, now: u64) {
     let slice_end = now + TIMESLICE_NS;
-    let at = earliest_timer(hv).map_or(slice_end, |t| t.min(slice_end));
+    let at = earliest.map_or(slice_end, |t| t.min(slice_end));
     apic::oneshot(at.saturating_sub(now).max(1_000));
 }
 
@@ -697,21 +691,27 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 /// The rest of `schedule`, when there is something to settle.
 #[inline(never)]
 fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    let cur = (hv.current, hv.cur().cur);
+    let (cur, can_run) = {
+        let d = hv.cur();
+        ((hv.current, d.cur), runnable(&d, d.cur))
+    };
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
-    if !resched && !timers && runnable(&hv.dom(cur.0), cur.1) {
+    if !resched && !timers && can_run {
         return false;
     }
     crate::debugkeys::poll(hv, f);
     let now = crate::arch::x86_64::time::now_ns();
-    fire_timers(hv, now);
+    let earliest = fire_timers(hv, now, cur);
     // A timer event for another vCPU asks for a switch now.
     let resched = resched | (pc.take(percpu::WORK_RESCHED) != 0);
-    let alive = hv.dom(cur.0).is_alive();
-    if runnable(&hv.dom(cur.0), cur.1) && !resched {
-        arm_timer(hv, now);
+    let (alive, can_run) = {
+        let d = hv.dom(cur.0);
+        (d.is_alive(), runnable(&d, cur.1))
+    };
+    if can_run && !resched {
+        arm_timer(earliest, now);
         return false;
     }
     if !alive {
@@ -723,12 +723,15 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // Every domain that ended, on the CPU or not (a watchdog, a crash
     // while another ran), gives its memory back (teardown is idempotent);
     // modules waiting for memory may fit then.
+    // (Only when one has ended since the last look: `ENDED`.)
     let mut freed = false;
-    for d in hv.domains.iter() {
-        let mut d = d.lock();
-        if !d.is_alive() && !d.p2m.is_empty() {
-            builder::teardown(&mut d, crate::mm::frametable::frames());
-            freed = true;
+    if ENDED.swap(false, Ordering::Relaxed) {
+        for d in hv.domains.iter() {
+            let mut d = d.lock();
+            if !d.is_alive() && !d.p2m.is_empty() {
+                builder::teardown(&mut d, crate::mm::frametable::frames());
+                freed = true;
+            }
         }
     }
     if freed {
@@ -755,7 +758,7 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                         crate::pv::traps::failsafe_segments(&mut d, f, sels);
                     }
                 }
-                arm_timer(hv, now);
+                arm_timer(earliest, now);
                 return false;
             }
             None if !hv.any_alive() => {
@@ -792,7 +795,17 @@ pub fn crash(d: &mut Domain, why: String) {
     if d.is_alive() {
         crate::error!("d{}: crashed: {why}", d.id);
         d.state = State::Crashed(why);
+        domain_ended();
     }
+}
+
+/// A domain stopped running (crashed or shut down, under its own lock
+/// only): the next `settle` looks for domains to tear down. A flag seen
+/// late only delays a teardown to the next `settle`; it is never lost.
+static ENDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn domain_ended() {
+    ENDED.store(true, Ordering::Relaxed);
 }
 
 fn finish() -> ! {
