@@ -244,6 +244,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             bi.dropped_modules
         );
     }
+    // Every domain id there will be (one per module, built or not).
+    sched::init_registry(hv.pending.len());
     sched::build_pending(&mut hv);
     if hv.domains.is_empty() && hv.build_failures == 0 {
         exit(

@@ -172,6 +172,16 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
         _ => guest_trap_on(d, f),
     }
+    let pc = crate::arch::x86_64::percpu::this();
+    if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {
+        // An event for another domain: sent with this domain's lock
+        // released (never two domain locks at once, without HV), then the
+        // way out under it again.
+        drop(g);
+        crate::pv::event::send_deferred();
+        g = cell.lock();
+    }
+    let d = &mut *g;
     let left = leave_domain(d, f);
     // The locked way out takes HV, then this lock: ours goes first.
     drop(g);

@@ -268,21 +268,7 @@ fn fifo_init_control(
 pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
     Some(match cmd as u32 {
         EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
-            Ok(s) => match d.ports.get(s.port) {
-                Some(Channel::Interdomain { .. }) => return None,
-                Some(Channel::Ipi) => {
-                    set_pending(d, s.port);
-                    0
-                }
-                // Nobody listening yet: the notification is dropped (as in
-                // Xen).
-                Some(Channel::Unbound { .. }) => 0,
-                Some(Channel::Console) => {
-                    drain_console(d);
-                    0
-                }
-                _ => err(EINVAL),
-            },
+            Ok(s) => send(d, s.port),
             Err(_) => err(EFAULT),
         },
         EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
@@ -331,9 +317,33 @@ pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option
     })
 }
 
+/// `PerCpu::deferred_send`'s valid bit (the remote id in bits 32-47, its
+/// port in bits 0-31).
+const DEFER: u64 = 1 << 63;
+
+/// The send `op_local` left for after the domain's lock (none held by
+/// the caller now): the other end's port made pending, under its lock.
+pub fn send_deferred() {
+    let pc = crate::arch::x86_64::percpu::this();
+    if pc.deferred_send.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let w = pc.deferred_send.swap(0, Ordering::Relaxed);
+    if w & DEFER == 0 {
+        return;
+    }
+    // A domain that was never built: dropped, as `send` drops it.
+    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
+        set_pending(&mut r.lock(), w as u32);
+    }
+}
+
 pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     let cur = hv.current;
-    if let Some(r) = op_local(&mut hv.dom(cur), space, cmd, arg) {
+    // (The guard ends with the statement: the deferred send locks another.)
+    let local = op_local(&mut hv.dom(cur), space, cmd, arg);
+    if let Some(r) = local {
+        send_deferred();
         return r;
     }
     let me = hv.dom(cur).id;
@@ -387,10 +397,6 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         }),
         EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
             Ok(c) => close(hv, cur, c.port),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
-            Ok(s) => send(hv, cur, s.port),
             Err(_) => err(EFAULT),
         },
         EVTCHNOP_STATUS => inout(space, arg, |s: &mut EvtchnStatus| {
@@ -497,28 +503,40 @@ fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
 }
 
 // Tour 07: EVTCHNOP_send
-fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    // Read first, so this domain's lock is released before another's (or
-    // this one's again: a loopback channel) is taken.
-    let channel = hv.dom(cur).ports.get(port);
-    match channel {
+/// `EVTCHNOP_send` under the sender's lock; a send to another domain is
+/// finished by `send_deferred` once that lock is released.
+fn send(d: &mut Domain, port: Port) -> Ret {
+    match d.ports.get(port) {
+        // To itself: at once, under the lock held.
+        Some(Channel::Interdomain {
+            remote,
+            remote_port,
+        }) if remote == d.id => {
+            set_pending(d, remote_port);
+            0
+        }
+        // To another domain: after this domain's lock is released
+        // (`send_deferred`; never two domain locks at once).
         Some(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            if let Some(r) = hv.index_of(remote) {
-                set_pending(&mut hv.dom(r), remote_port);
-            }
+            let pc = crate::arch::x86_64::percpu::this();
+            pc.deferred_send.store(
+                DEFER | (remote as u64) << 32 | remote_port as u64,
+                Ordering::Relaxed,
+            );
             0
         }
         Some(Channel::Ipi) => {
-            set_pending(&mut hv.dom(cur), port);
+            set_pending(d, port);
             0
         }
-        // Nobody listening yet: the notification is dropped (as in Xen).
+        // Nobody listening yet: the notification is dropped (as in
+        // Xen).
         Some(Channel::Unbound { .. }) => 0,
         Some(Channel::Console) => {
-            drain_console(&mut hv.dom(cur));
+            drain_console(d);
             0
         }
         _ => err(EINVAL),

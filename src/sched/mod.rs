@@ -116,7 +116,9 @@ pub fn build_pending(hv: &mut Hv) {
         ) {
             Ok(d) => {
                 hv.ids.push(d.id);
-                hv.domains.push(alloc::sync::Arc::new(Mutex::new(d)));
+                let d = alloc::sync::Arc::new(Mutex::new(d));
+                register(id, &d);
+                hv.domains.push(d);
                 hv.next_id += 1;
             }
             Err(builder::BuildError::NoMemory(why)) if hv.any_alive() => {
@@ -134,6 +136,37 @@ pub fn build_pending(hv: &mut Hv) {
 }
 
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
+
+/// Each domain's lock by domain id, readable without any lock: a slot is
+/// written once, under HV, when its domain is built, and a domain is never
+/// removed (`Hv::domains` keeps it for the run), so a pointer read here
+/// stays valid. What an interdomain event send uses to reach the other
+/// end from under no lock but its own domain's, released first
+/// (`pv::event::send_remote`).
+static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<Mutex<Domain>>>> = spin::Once::new();
+
+/// Room for `n` domain ids (boot: one per module).
+pub fn init_registry(n: usize) {
+    REGISTRY.call_once(|| {
+        (0..n)
+            .map(|_| core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
+            .collect()
+    });
+}
+
+fn register(id: crate::domain::DomId, d: &DomainRef) {
+    if let Some(slot) = REGISTRY.get().and_then(|r| r.get(id as usize)) {
+        slot.store(alloc::sync::Arc::as_ptr(d) as *mut _, Ordering::Release);
+    }
+}
+
+/// The lock of domain `id`, if it was built.
+pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static Mutex<Domain>> {
+    let p = REGISTRY.get()?.get(id as usize)?.load(Ordering::Acquire);
+    // SAFETY: null, or a `DomainRef`'s lock stored by `register`; the list
+    // keeps that Arc for the whole run, so it is never freed.
+    unsafe { p.as_ref() }
+}
 
 impl Hv {
     /// Domain `i`, locked. Under `HV`, one domain lock at a time: never

@@ -55,6 +55,9 @@ pub struct PerCpu {
     pub domain: AtomicU64,
     pub vcpu: AtomicU64,
     pub vcpu_info: AtomicU64,
+    /// An event send to another domain waiting for this CPU to release its
+    /// domain's lock (`pv::event::send_deferred`; 0: none).
+    pub deferred_send: AtomicU64,
     /// The current domain's id (bits 0-15) and vCPU index (bits 16-31),
     /// for the recent-calls ring.
     pub ids: AtomicU64,
@@ -81,6 +84,7 @@ static CPU0: Slot = Slot(UnsafeCell::new(PerCpu {
     domain: AtomicU64::new(0),
     vcpu: AtomicU64::new(0),
     vcpu_info: AtomicU64::new(0),
+    deferred_send: AtomicU64::new(0),
     ids: AtomicU64::new(0),
 }));
 
