@@ -22,10 +22,8 @@
 //!   own lock (`mm::frametable`). The domain's lock is dropped before the
 //!   locked way out, which takes `HV` first.
 //!
-//! The `HV.is_locked()` tests below are left from the one-lock design:
-//! with `HV` free on every entry from a guest on one CPU they cost a load
-//! and never fail; with several CPUs they only send a call to the locked
-//! path while another CPU holds `HV`.
+//! None of them looks at `HV` (another CPU may hold it: that is no
+//! business of theirs).
 //!
 //! # The way out
 //!
@@ -101,16 +99,18 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     let pc = percpu::this();
     let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
     // A 32-bit guest's `syscall` is a system call (pv32: its vCPU is on
-    // the CPU), and HV is never held here (module comment): checked, not
-    // assumed.
-    if vp.is_null() || pc.pv32 != 0 || crate::sched::HV.is_locked() {
+    // the CPU). `HV` does not matter here: nothing below touches what it
+    // guards (module comment).
+    if vp.is_null() || pc.pv32 != 0 {
         return false;
     }
     let nr = f.rax;
     let k = {
-        // SAFETY: the current vCPU, published under the lock; HV is
-        // unlocked and nothing else runs, so this is the only reference to
-        // it, and it ends before `with_domain` makes one to its domain.
+        // SAFETY: the vCPU this CPU runs, published under HV. No domain
+        // lock is held on this CPU now, and on one CPU nothing else runs:
+        // this is the only reference to it, and it ends before
+        // `with_domain` locks its domain. (With several CPUs this needs
+        // the per-vCPU block docs/design.md lists under "Several CPUs".)
         let v = unsafe { &mut *vp };
         let k = if v.kernel_mode {
             kind(nr, f.rdi, f.rsi)
@@ -254,9 +254,6 @@ pub fn exception(f: &mut TrapFrame) -> bool {
 
 #[inline(never)]
 fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
-    if crate::sched::HV.is_locked() {
-        return false;
-    }
     let Some(cell) = current_domain(pc) else {
         return false;
     };
@@ -343,7 +340,7 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
     };
     let pc = percpu::this();
     let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
-    if vp.is_null() || pc.pv32 == 0 || crate::sched::HV.is_locked() {
+    if vp.is_null() || pc.pv32 == 0 {
         return false;
     }
     {
