@@ -100,12 +100,16 @@ impl FrameTable {
     /// a decision another CPU or domain could race belongs in [`with`].
     ///
     /// [`with`]: FrameTable::with
+    #[inline(always)]
     pub fn get(&self, mfn: u64) -> Option<FrameInfo> {
         Some(*self.info.get(usize::try_from(mfn).ok()?)?.lock())
     }
 
     /// Run `f` on the frame's record under its lock: a check and the
     /// change it allows, as one step. `None` for a frame past the table.
+    // Inlined: on the mm hypercalls' paths, a call with a closure costs
+    // as much as the lock itself (`cargo xtask bench --icount`).
+    #[inline(always)]
     pub fn with<R>(&self, mfn: u64, f: impl FnOnce(&mut FrameInfo) -> R) -> Option<R> {
         let slot = self.info.get(usize::try_from(mfn).ok()?)?;
         let mut g = slot.lock();
@@ -140,6 +144,7 @@ pub fn init(nframes: usize) {
 }
 
 /// The frame table (after [`init`]; before it, an empty one).
+#[inline]
 pub fn frames() -> &'static FrameTable {
     static EMPTY: FrameTable = FrameTable { info: Vec::new() };
     FRAMES.get().unwrap_or(&EMPTY)
