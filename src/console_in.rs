@@ -55,14 +55,14 @@ fn set_focus(hv: &Hv, next: usize) {
     let id = if next == HYPERVISOR {
         u32::MAX
     } else {
-        hv.domains[next].id as u32
+        hv.dom(next).id as u32
     };
     FOCUS_ID.store(id, Ordering::Relaxed);
 }
 
 /// Domain `i` can take input: alive.
 fn takes_input(hv: &Hv, i: usize) -> bool {
-    hv.domains.get(i).is_some_and(Domain::is_alive)
+    hv.domains.get(i).is_some_and(|d| d.lock().is_alive())
 }
 
 /// Route byte `k`.
@@ -82,7 +82,7 @@ pub fn route(hv: &mut Hv, k: u8) -> Route {
     if focus == HYPERVISOR {
         return Route::DebugKey(k);
     }
-    deliver(&mut hv.domains[focus], k);
+    deliver(&mut hv.dom(focus), k);
     Route::Taken
 }
 
@@ -101,7 +101,7 @@ fn switch(hv: &Hv) {
         ),
         i => crate::info!(
             "serial input to d{} (type Ctrl-A three times to switch)",
-            hv.domains[i].id
+            hv.dom(i).id
         ),
     }
 }
@@ -133,7 +133,7 @@ fn follow(hv: &Hv, from: usize) -> usize {
         HYPERVISOR => crate::info!("serial input to the hypervisor: no domain is left (debug keys)"),
         i => crate::info!(
             "serial input to d{}: the domain that had it has ended (type Ctrl-A three times to switch)",
-            hv.domains[i].id
+            hv.dom(i).id
         ),
     }
     next

@@ -132,9 +132,10 @@ fn domains(hv: &Hv) {
     out!(
         "[debug key q] {} domain(s), d{} on the CPU",
         hv.domains.len(),
-        hv.domains.get(hv.current).map_or(0, |d| d.id)
+        hv.domains.get(hv.current).map_or(0, |d| d.lock().id)
     );
     for d in &hv.domains {
+        let d = d.lock();
         let pages = d
             .p2m
             .iter()
@@ -166,6 +167,7 @@ fn domains(hv: &Hv) {
 fn registers(hv: &Hv, live: &TrapFrame) {
     out!("[debug key d] vCPU registers");
     for (di, d) in hv.domains.iter().enumerate() {
+        let d = d.lock();
         for (vi, v) in d.vcpus.iter().enumerate() {
             let r = if di == hv.current && vi == d.cur {
                 live
@@ -208,6 +210,7 @@ fn registers(hv: &Hv, live: &TrapFrame) {
 fn trap_tables(hv: &Hv) {
     out!("[debug key t] trap tables (vector: dpl, events masked?, handler)");
     for d in &hv.domains {
+        let d = d.lock();
         for v in &d.vcpus {
             out!(
                 "  d{}v{}: event {:#x} failsafe {:#x} syscall {:#x}",
@@ -237,7 +240,12 @@ fn trap_tables(hv: &Hv) {
 
 fn events(hv: &Hv) {
     out!("[debug key e] event channels (port: state, vcpu, pending, masked)");
-    for d in hv.domains.iter().filter(|d| d.is_alive()) {
+    for d in hv.domains.iter() {
+        let d = d.lock();
+        let d = &*d;
+        if !d.is_alive() {
+            continue;
+        }
         out!(
             "  d{}: upcall mask {}",
             d.id,
@@ -268,8 +276,12 @@ fn events(hv: &Hv) {
 /// Inject `vector` into domain `dom` by hand: the next time one of its
 /// vCPUs returns to the guest, the exception is bounced to its handler.
 fn inject(hv: &mut Hv, dom: u16, vector: u8) {
-    match hv.domains.iter_mut().find(|d| d.id == dom && d.is_alive()) {
-        Some(d) if vector < 32 => {
+    let found = hv.domains.iter().find(|d| {
+        let d = d.lock();
+        d.id == dom && d.is_alive()
+    });
+    match found.map(|d| d.lock()) {
+        Some(mut d) if vector < 32 => {
             let v = d.cur;
             d.vcpus[v].inject = Some(vector);
             out!(

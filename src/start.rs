@@ -5,7 +5,6 @@ use crate::arch::x86_64::{apic, cpu, gdt, idt, percpu, smp, syscall, time};
 use crate::boot_info::{BootInfo, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC};
 use crate::cmdline::{ModuleCmdline, Options, SelfTest};
 use crate::console;
-use crate::mm::frametable::FrameTable;
 use crate::mm::{heap, paging};
 use crate::sched::{self, Hv};
 use alloc::collections::VecDeque;
@@ -105,8 +104,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         paging::KERNEL_VMA,
     );
     let nframes = bi.max_usable().div_ceil(4096);
-    let heap_size = heap::HEAP_BASE_SIZE
-        + nframes * core::mem::size_of::<crate::mm::frametable::FrameInfo>() as u64;
+    let heap_size =
+        heap::HEAP_BASE_SIZE + nframes * crate::mm::frametable::FrameTable::BYTES_PER_FRAME as u64;
     let heap = heap::init(heap_size)
         .unwrap_or_else(|| panic!("no room for the {} MiB heap", heap_size >> 20));
     debug!("heap: {} MiB at {heap:#x}", heap_size >> 20);
@@ -116,6 +115,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             .map(|r| (r.start, r.end - r.start, r.kind.e820_type())),
     );
     paging::init_m2p(nframes).unwrap_or_else(|| panic!("no room for the M2P table"));
+    crate::mm::frametable::init(nframes as usize);
 
     let (tsc_hz, src) = time::init(&f);
     let a = apic::init();
@@ -170,8 +170,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     // not fit in memory now wait until earlier domains end.
     let mut hv = Hv {
         domains: Vec::new(),
+        ids: Vec::new(),
         current: 0,
-        frames: FrameTable::new(nframes as usize),
         build_failures: 0,
         pending: VecDeque::new(),
         next_id: 0,
@@ -247,6 +247,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             bi.dropped_modules
         );
     }
+    // Every domain id there will be (one per module, built or not).
+    sched::init_registry(hv.pending.len());
     sched::build_pending(&mut hv);
     if hv.domains.is_empty() && hv.build_failures == 0 {
         exit(

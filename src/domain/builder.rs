@@ -206,7 +206,7 @@ pub fn build(
     initrd: Option<&[u8]>,
     mc: &ModuleCmdline,
     memory: Memory,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
 ) -> Result<Domain, BuildError> {
     // A bzImage's kernel lives in `unpacked` until the build is over.
     let mut unpacked = unpack_bzimage(id, label, image)?;
@@ -415,7 +415,7 @@ pub fn build(
     let leaf_user = if compat { 0 } else { PTE_US };
     // Map `va` to `mfn`; missing tables come from pseudo-physical pages
     // `*next_table`, `*next_table + 1`, ...
-    let map = |ft: &mut FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
+    let map = |ft: &FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
         let mut t = top;
         for level in (2..=top_level).rev() {
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
@@ -423,16 +423,17 @@ pub fn build(
                 let child = p2m[*next_table as usize];
                 *next_table += 1;
                 ft.assign(child, id, Kind::Table(level as u8 - 1));
-                ft.get_mut(child).unwrap().table_refs = 1;
+                ft.with(child, |i| i.table_refs = 1);
                 frame_u64s(t)[idx] = child << 12 | table_flags;
             }
             t = (frame_u64s(t)[idx] & crate::pv::guest_mem::PTE_ADDR) >> 12;
         }
         frame_u64s(t)[((va >> 12) & 511) as usize] =
             mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
-        let info = ft.get_mut(mfn).unwrap();
-        info.mapped += 1;
-        info.writable += (rw != 0) as u32;
+        ft.with(mfn, |info| {
+            info.mapped += 1;
+            info.writable += (rw != 0) as u32;
+        });
     };
     let mut va = l.v_start;
     while va < l.v_end {
@@ -464,11 +465,9 @@ pub fn build(
     }
     debug_assert!(next_pt <= pt_last);
     ft.assign(top, id, Kind::Table(top_level as u8));
-    let top_info = ft.get_mut(top).unwrap();
     // Two references, as in Xen: the pin, and the vCPU's CR3 (so unpinning
     // the live top table leaves it a page table).
-    top_info.pinned = true;
-    top_info.table_refs = 2;
+    ft.with(top, |i| (i.pinned, i.table_refs) = (true, 2));
 
     // Event channels; the console ring's port is the first one.
     let mut ports = crate::pv::evtchn::Ports::new();
@@ -480,9 +479,10 @@ pub fn build(
             // The hypervisor reads and writes the ring for the domain's
             // whole life: it holds the page as a writable mapping would, so
             // the guest can neither give it back nor make it a page table.
-            let info = ft.get_mut(mfn_of(va)).unwrap();
-            info.mapped += 1;
-            info.writable += 1;
+            ft.with(mfn_of(va), |info| {
+                info.mapped += 1;
+                info.writable += 1;
+            });
             Some((mfn_of(va), port))
         }
         None => None,
@@ -656,7 +656,7 @@ pub fn compat_l4(guest_l3: u64) -> Option<u64> {
 /// A pseudo-physical page with no machine frame (given back).
 pub const INVALID_MFN: u64 = !0;
 
-fn release_frames(mfns: &[u64], ft: &mut FrameTable) {
+fn release_frames(mfns: &[u64], ft: &FrameTable) {
     for &mfn in mfns {
         ft.release(mfn);
         paging::m2p_set(mfn, paging::M2P_INVALID);
@@ -665,7 +665,7 @@ fn release_frames(mfns: &[u64], ft: &mut FrameTable) {
 }
 
 /// Give every frame of a finished domain back to the pool.
-pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
+pub fn teardown(d: &mut Domain, ft: &FrameTable) {
     if d.p2m.is_empty() {
         return; // already done
     }

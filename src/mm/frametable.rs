@@ -8,8 +8,28 @@
 //! the references that keep it a page table (pins, entries of a
 //! higher-level table, a vCPU's CR3). A frame is given back (balloon,
 //! `decrease_reservation`) only when none of these hold it.
+//!
+//! # Concurrency
+//!
+//! The table is one static ([`frames`]), outside every other lock, and
+//! each frame's record has its own lock (Xen updates `count_info` and
+//! `type_info` of one `page_info` with cmpxchg; a small spin lock per
+//! frame is the same guarantee, read-modify-write of one frame's record
+//! as one step, for a record of several fields). A check and the change
+//! it allows happen in one [`FrameTable::with`] call ("not a page table,
+//! so one more writable mapping"), so two CPUs, or two domains (grant
+//! mappings count on the granter's frames), cannot both pass a check the
+//! other's change would fail. A frame's lock is a leaf: [`FrameTable::with`]
+//! never runs with another frame's lock held (the closure gets only that
+//! record), so two frame locks are never held at once.
+//!
+//! What spans several frames (validating a page table takes references
+//! on every frame its entries name) is the domain's mm operation, which
+//! holds that domain's lock (docs/design.md, "Lock order"): only the
+//! owner's operations change a frame's type, and they do not interleave.
 
 use alloc::vec::Vec;
+use spin::Mutex;
 
 /// Owner value of frames that belong to no domain.
 pub const OWNER_NONE: u16 = 0xffff;
@@ -62,42 +82,70 @@ impl FrameInfo {
 }
 
 pub struct FrameTable {
-    info: Vec<FrameInfo>,
+    info: Vec<Mutex<FrameInfo>>,
 }
 
 impl FrameTable {
+    /// What the table costs per machine frame (for sizing the heap).
+    pub const BYTES_PER_FRAME: usize = core::mem::size_of::<Mutex<FrameInfo>>();
+
     pub fn new(nframes: usize) -> FrameTable {
-        FrameTable {
-            info: alloc::vec![FrameInfo::FREE; nframes],
-        }
+        let mut info = Vec::with_capacity(nframes);
+        info.resize_with(nframes, || Mutex::new(FrameInfo::FREE));
+        FrameTable { info }
     }
 
-    pub fn get(&self, mfn: u64) -> Option<&FrameInfo> {
-        self.info.get(usize::try_from(mfn).ok()?)
+    /// A copy of the frame's record as it is now. Enough for a decision
+    /// only the caller's domain lock keeps true (its own frames' types);
+    /// a decision another CPU or domain could race belongs in [`with`].
+    ///
+    /// [`with`]: FrameTable::with
+    #[inline(always)]
+    pub fn get(&self, mfn: u64) -> Option<FrameInfo> {
+        Some(*self.info.get(usize::try_from(mfn).ok()?)?.lock())
     }
 
-    pub fn get_mut(&mut self, mfn: u64) -> Option<&mut FrameInfo> {
-        self.info.get_mut(usize::try_from(mfn).ok()?)
+    /// Run `f` on the frame's record under its lock: a check and the
+    /// change it allows, as one step. `None` for a frame past the table.
+    // Inlined: on the mm hypercalls' paths, a call with a closure costs
+    // as much as the lock itself (`cargo xtask bench --icount`).
+    #[inline(always)]
+    pub fn with<R>(&self, mfn: u64, f: impl FnOnce(&mut FrameInfo) -> R) -> Option<R> {
+        let slot = self.info.get(usize::try_from(mfn).ok()?)?;
+        let mut g = slot.lock();
+        Some(f(&mut g))
     }
 
     /// Give a frame to a domain (fresh, ordinary memory).
-    pub fn assign(&mut self, mfn: u64, owner: u16, kind: Kind) {
-        if let Some(f) = self.get_mut(mfn) {
+    pub fn assign(&self, mfn: u64, owner: u16, kind: Kind) {
+        self.with(mfn, |f| {
             *f = FrameInfo {
                 owner,
                 kind,
                 ..FrameInfo::FREE
-            };
-        }
+            }
+        });
     }
 
-    pub fn release(&mut self, mfn: u64) {
-        if let Some(f) = self.get_mut(mfn) {
-            *f = FrameInfo::FREE;
-        }
+    pub fn release(&self, mfn: u64) {
+        self.with(mfn, |f| *f = FrameInfo::FREE);
     }
 
     pub fn owned_by(&self, mfn: u64, dom: u16) -> bool {
         self.get(mfn).is_some_and(|f| f.owner == dom)
     }
+}
+
+static FRAMES: spin::Once<FrameTable> = spin::Once::new();
+
+/// Make the frame table, for `nframes` machine frames (boot, once).
+pub fn init(nframes: usize) {
+    FRAMES.call_once(|| FrameTable::new(nframes));
+}
+
+/// The frame table (after [`init`]; before it, an empty one).
+#[inline]
+pub fn frames() -> &'static FrameTable {
+    static EMPTY: FrameTable = FrameTable { info: Vec::new() };
+    FRAMES.get().unwrap_or(&EMPTY)
 }

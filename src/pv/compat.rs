@@ -55,9 +55,9 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
         f.rsi as u32 as u64,
         f.rdi as u32 as u64,
     ];
-    let cur = hv.current;
     if nr == HYPERVISOR_IRET as u64 {
-        let d = &mut hv.domains[cur];
+        let mut d = hv.cur();
+        let d = &mut *d;
         let r = iret(d, f);
         crate::trace!(
             TRACE_HYPERCALL,
@@ -72,7 +72,7 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     if nr == HYPERVISOR_MULTICALL as u64 {
         let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
         if let crate::pv::multicall::Outcome::Ret(ret) = out {
-            hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
+            hc::log_call(&hv.cur(), nr, a, ret, " (32-bit)");
             f.rax = ret as u32 as u64;
         }
         return;
@@ -81,11 +81,53 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     f.rax = call(hv, nr, a) as u32 as u64;
 }
 
+/// A 32-bit guest kernel's hypercall that concerns only its own domain,
+/// under that domain's lock (held by the caller), as
+/// `hypercall::dispatch_domain`; `false`: a global call, nothing done.
+pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let nr = f.rax as u32 as u64;
+    let a = [
+        f.rbx as u32 as u64,
+        f.rcx as u32 as u64,
+        f.rdx as u32 as u64,
+        f.rsi as u32 as u64,
+        f.rdi as u32 as u64,
+    ];
+    if hc::is_global(nr, a[0]) {
+        return false;
+    }
+    if nr == HYPERVISOR_IRET as u64 {
+        let r = iret(d, f);
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
+        return true;
+    }
+    let space = d.v().space();
+    let ret = match nr as u32 {
+        HYPERVISOR_XENPMU_OP => hc::xenpmu_op(),
+        // The same layouts in both widths (as `call` says).
+        HYPERVISOR_EVENT_CHANNEL_OP => match event::op_local(d, space, a[0], a[1]) {
+            Some(r) => r,
+            None => return false,
+        },
+        _ => local(d, crate::mm::frametable::frames(), space, nr, a),
+    };
+    hc::log_call(d, nr, a, ret, " (32-bit)");
+    // eax gets the result; the upper half of rax is not the guest's.
+    f.rax = ret as u32 as u64;
+    true
+}
+
 /// One 32-bit hypercall other than iret and multicall (arguments already
 /// 32-bit values), from the registers or a multicall entry; logged.
 pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
-    let cur = hv.current;
-    let space = hv.domains[cur].v().space();
+    let space = hv.cur().v().space();
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
         // The layouts of the sub-ops implemented are the same in both
@@ -99,13 +141,13 @@ pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
         HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
             hc::map_pirq(hv, space, a[1])
         }
-        _ => local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
+        _ => local(&mut hv.cur(), crate::mm::frametable::frames(), space, nr, a),
     };
-    hc::log_call(&hv.domains[cur], nr, a, ret, " (32-bit)");
+    hc::log_call(&hv.cur(), nr, a, ret, " (32-bit)");
     ret
 }
 
-fn local(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
+fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hc::console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
@@ -397,7 +439,7 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
 /// and callbacks as their hypercalls take them, the GDT checked as
 /// set_gdt, the PAE L3 in ctrlreg[3] (folded format) validated and given
 /// this vCPU's hypervisor L4.
-fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext32) -> Ret {
+fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestContext32) -> Ret {
     use crate::arch::x86_64::idt::TrapFrame;
     let r = &c.user_regs;
     if c.gdt_ents > 0 {
@@ -483,7 +525,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuest
 #[allow(clippy::too_many_arguments)]
 fn mmuext_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     ops: u64,
     count: u64,
@@ -536,7 +578,7 @@ fn memory_map(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
 }
 
 /// `set_gdt` with a list of 32-bit frame numbers.
-fn set_gdt(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
+fn set_gdt(d: &mut Domain, ft: &FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
     if entries > crate::arch::x86_64::gdt::FIRST_RESERVED_GDT_ENTRY as u64 {
         return err(EINVAL);
     }

@@ -70,13 +70,7 @@ pub fn data_selector_base(v: &crate::domain::vcpu::Vcpu, sel: u16) -> Option<u64
     data.then_some(((desc >> 16) & 0xff_ffff) | ((desc >> 56) & 0xff) << 24)
 }
 
-pub fn set_gdt(
-    d: &mut Domain,
-    ft: &mut FrameTable,
-    space: GuestSpace,
-    list: u64,
-    entries: u64,
-) -> Ret {
+pub fn set_gdt(d: &mut Domain, ft: &FrameTable, space: GuestSpace, list: u64, entries: u64) -> Ret {
     if entries > FIRST_RESERVED_GDT_ENTRY as u64 {
         return err(EINVAL);
     }
@@ -98,7 +92,7 @@ pub fn set_gdt(
 /// Make `frames` (holding `entries` descriptors) vCPU `vi`'s GDT.
 pub fn install_gdt(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     vi: usize,
     frames: &[u64],
     entries: u64,
@@ -130,25 +124,46 @@ pub fn install_gdt(
     for (i, &desc) in copy.iter().enumerate() {
         frame_u64s(frames[i / 512])[i % 512] = desc;
     }
-    let v = &mut d.vcpus[vi];
-    for &old in &v.gdt_frames {
-        if let Some(f) = ft.get_mut(old) {
-            f.kind = Kind::Normal;
+    // Type the new frames, each in one step with its check again (a grant
+    // mapping by another domain may have made one writable since the
+    // check above); a refusal undoes what this call typed.
+    let mut typed = 0u32; // bit i: frames[i] was made a GDT frame here
+    for (i, &mfn) in frames.iter().enumerate() {
+        let r = ft.with(mfn, |f| match f.kind {
+            Kind::Gdt if f.owner == d.id => Some(false),
+            Kind::Normal if f.owner == d.id && f.writable == 0 => {
+                f.kind = Kind::Gdt;
+                Some(true)
+            }
+            _ => None,
+        });
+        match r.flatten() {
+            Some(true) => typed |= 1 << i,
+            Some(false) => {}
+            None => {
+                for (j, &m) in frames.iter().enumerate() {
+                    if typed & 1 << j != 0 {
+                        ft.with(m, |f| f.kind = Kind::Normal);
+                    }
+                }
+                return err(EINVAL);
+            }
         }
     }
-    // A writable translation may linger in the TLB: flush before the
-    // frames become read-only descriptor tables.
+    // A writable translation may linger in the TLB from before: flush now
+    // that the frames are read-only descriptor tables.
     // SAFETY: reloading CR3 with its own value only flushes the TLB.
     unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
-    for &mfn in frames {
-        ft.get_mut(mfn).unwrap().kind = Kind::Gdt;
+    let v = &mut d.vcpus[vi];
+    for &old in v.gdt_frames.iter().filter(|o| !frames.contains(o)) {
+        ft.with(old, |f| f.kind = Kind::Normal);
     }
     v.gdt_frames = frames.to_vec();
     v.gdt = copy;
     0
 }
 
-pub fn update_descriptor(d: &mut Domain, ft: &mut FrameTable, maddr: u64, desc: u64) -> Ret {
+pub fn update_descriptor(d: &mut Domain, ft: &FrameTable, maddr: u64, desc: u64) -> Ret {
     if !maddr.is_multiple_of(8) {
         return err(EINVAL);
     }

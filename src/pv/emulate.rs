@@ -307,7 +307,7 @@ fn cmos_port(d: &mut Domain, f: &mut TrapFrame, port: u16, write: bool) {
     }
 }
 
-pub fn privileged(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, insn: &[u8]) -> bool {
+pub fn privileged(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, insn: &[u8]) -> bool {
     let kernel = d.v().kernel_mode;
     let mut i = 0;
     let mut opsize16 = false;

@@ -2,7 +2,9 @@
 //!
 //! A guest enters in one of these ways, all reaching `trap_dispatch` with
 //! the guest's registers in a `TrapFrame` at the top of this CPU's stack,
-//! and then `from_guest`, which takes the hypervisor state's lock once:
+//! and then `from_guest`, which takes the current domain's lock
+//! (`on_domain`), or for a hypercall that may reach another domain the
+//! scheduler lock `HV` (lock order: docs/design.md):
 //!
 //! 1. `syscall` from a 64-bit kernel: a hypercall (`hypercall::dispatch`);
 //! 2. `int $0x82` from a 32-bit kernel in ring 1: a hypercall
@@ -13,40 +15,46 @@
 //!    (`traps::guest_exception`); an interrupt (the timer) was already
 //!    handled by the hypervisor.
 //!
-//! On the way out, `before_guest_return` settles what is pending (a dead
-//! domain, a time slice, an event upcall) and checks the frame is one
-//! `iretq` can take; last, `publish_current` tells this CPU's block where
-//! the current domain and vCPU are.
+//! On the way out, with nothing pending for the scheduler, `leave_domain`
+//! delivers an event upcall and checks the frame under the domain's lock
+//! alone; otherwise `before_guest_return`, under `HV`, settles what is
+//! pending (a dead domain, a time slice, a blocked vCPU) and checks the
+//! frame is one `iretq` can take; `publish_current` tells this CPU's
+//! block where the current domain and vCPU are after a change.
 //!
-//! A few hypercalls of a 64-bit kernel that touch only its own vCPU are
-//! answered before any of that, without the lock (`pv::fast`, which says
-//! why that is safe), and leave without the scheduler when nothing is
-//! pending.
+//! A few hypercalls of a 64-bit kernel are answered before any of that
+//! (`pv::fast`, which says which lock each takes), and leave without the
+//! scheduler when nothing is pending.
 
 use alloc::format;
 
 use crate::arch::x86_64::idt::{TrapFrame, VEC_SYSCALL32};
+use crate::domain::Domain;
 use crate::pv::{hypercall, traps};
 use crate::sched::{self, Hv, HV};
 
-/// Run `f` on the current domain with the hypervisor state locked.
+/// Run `f` with the scheduler lock `HV` held (no domain lock may be held
+/// by the caller: `HV` comes first in the lock order).
 pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
     let mut g = HV.lock();
     f(g.as_mut().expect("guest entry before any domain exists"))
 }
 
-/// Every entry from a guest, under one lock of the hypervisor state: the
-/// entry itself, then the way back (`before_guest_return`).
-// Tour 02: every entry from a guest, and the way back, under one lock
+/// Every entry from a guest: under its domain's lock alone when it
+/// concerns only that domain (`on_domain`, nearly all), else under the
+/// hypervisor state's lock; then the way back (`before_guest_return`).
+// Tour 02: every entry from a guest, and the way back
 #[inline(never)]
 pub fn from_guest(f: &mut TrapFrame) {
     use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
-    with_current(|hv| {
+    if on_domain(f) {
+        return;
+    }
+    let idle = with_current(|hv| {
         if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
             // A hypercall or system call: the guest is making progress.
-            let cur = hv.current;
-            hv.domains[cur].v_mut().in_failsafe = false;
+            hv.cur().v_mut().in_failsafe = false;
         }
         match f.vector {
             VEC_SYSCALL | VEC_SYSCALL32 => syscall(hv, f),
@@ -56,15 +64,36 @@ pub fn from_guest(f: &mut TrapFrame) {
             TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
             _ => guest_trap(hv, f),
         }
-        before_guest_return(hv, f);
-    })
+        before_guest_return(hv, f)
+    });
+    if idle {
+        sched::idle();
+        locked_way_out(f);
+    }
+}
+
+/// The way out under `HV` (`before_guest_return`), sleeping with every
+/// lock released whenever nothing can run, until something can.
+pub fn locked_way_out(f: &mut TrapFrame) {
+    while with_current(|hv| before_guest_return(hv, f)) {
+        sched::idle();
+    }
 }
 
 // Tour 02, 06: hypercall, or system call for the guest kernel?
 pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
+    let hypercall = syscall_on(&mut hv.cur(), f);
+    if hypercall {
+        // Outside the domain's lock: the hypercall locks what it needs
+        // (its domain, or with events others, one at a time).
+        hypercall::dispatch(hv, f);
+    }
+}
+
+/// The domain's part of [`syscall`]: a system call bounced (or refused)
+/// here, or `true` for a hypercall, which the caller makes.
+fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
     {
-        let cur = hv.current;
-        let d = &mut hv.domains[cur];
         if d.compat {
             // Xen's compat_syscall: the caller is user mode, from whatever
             // ring (the CPU does not say which, and a cached kernel-mode
@@ -81,37 +110,149 @@ pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
                 f.rip = f.rip.wrapping_sub(2) & 0xffff_ffff;
                 traps::inject(d, f, traps::VEC_GP, Some(0));
             }
+            false
         } else if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
+            false
         } else if d.v().kernel_mode {
-            hypercall::dispatch(hv, f);
+            true
         } else {
             traps::syscall_from_user(d, f, false);
+            false
         }
     }
+}
+
+/// An entry that concerns only the current domain, handled under that
+/// domain's lock alone (no `HV`): system calls, every hypercall but the
+/// global ones (`hypercall::is_global`), exceptions, interrupts; then the
+/// way out, without the scheduler when nothing is pending for it
+/// (`leave_domain`). `false`: nothing done (a global hypercall, an event
+/// sent to another domain, or no domain yet): the caller takes `HV`.
+fn on_domain(f: &mut TrapFrame) -> bool {
+    use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
+    use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
+    let Some(cell) = current_domain() else {
+        return false;
+    };
+    let mut g = cell.lock();
+    let d = &mut *g;
+    let hypercall64 = f.vector == VEC_SYSCALL && !d.compat && d.v().kernel_mode;
+    let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
+    // Decided before any effect: a global call goes to HV untouched.
+    if (hypercall64 && hypercall::is_global(f.rax, f.rdi))
+        || (hypercall32 && hypercall::is_global(f.rax as u32 as u64, f.rbx as u32 as u64))
+    {
+        return false;
+    }
+    if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
+        // A hypercall or system call: the guest is making progress.
+        d.v_mut().in_failsafe = false;
+    }
+    match f.vector {
+        // A call that turns out to need other domains (an event sent to
+        // one) has done nothing but what the HV path does again: the
+        // progress mark, the ring. It goes there.
+        VEC_SYSCALL | VEC_SYSCALL32 => {
+            if syscall_on(d, f) && !hypercall::dispatch_domain(d, f) {
+                return false;
+            }
+        }
+        VEC_HYPERCALL32 if hypercall32 => {
+            if d.compat {
+                d.v_mut().kernel_mode = true;
+                if !crate::pv::compat::dispatch_domain(d, f) {
+                    return false;
+                }
+            } else {
+                // A 64-bit guest cannot be in ring 1; be safe anyway.
+                traps::inject(d, f, traps::VEC_GP, Some(0x82 << 3 | 2));
+            }
+        }
+        TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
+        _ => guest_trap_on(d, f),
+    }
+    let pc = crate::arch::x86_64::percpu::this();
+    if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {
+        // An event for another domain: sent with this domain's lock
+        // released (never two domain locks at once, without HV), then the
+        // way out under it again.
+        drop(g);
+        crate::pv::event::send_deferred();
+        g = cell.lock();
+    }
+    let d = &mut *g;
+    let left = leave_domain(d, f);
+    // The locked way out takes HV, then this lock: ours goes first.
+    drop(g);
+    if !left {
+        locked_way_out(f);
+    }
+    true
+}
+
+/// The way out of [`on_domain`] when there is nothing for the scheduler
+/// (this CPU's work word is 0, the vCPU can go on running, nothing
+/// injected by hand): the event upcall, then `retcheck`, as
+/// [`before_guest_return`] does them. `false`: the locked way out must
+/// run (it settles what is pending, a domain that died, a refused frame).
+fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    let v = d.v();
+    if crate::arch::x86_64::percpu::this().work.load(Relaxed) != 0
+        || IRET_SELFTEST.load(Relaxed)
+        || !d.is_alive()
+        || !v.up
+        || v.blocked
+        || v.inject.is_some()
+    {
+        return false;
+    }
+    crate::pv::event::deliver_upcall(d, f);
+    if !d.is_alive() {
+        return false; // the upcall could not be delivered: crashed
+    }
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_none()
+}
+
+/// The current domain's lock, as [`publish_current`] stored it in this
+/// CPU's block (`None` before the first domain runs).
+#[inline(always)]
+pub fn current_domain() -> Option<&'static spin::Mutex<Domain>> {
+    let pc = crate::arch::x86_64::percpu::this();
+    let p = pc.domain.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
+    // domains are never removed from the list, so it lives for the run.
+    unsafe { (p as *const spin::Mutex<Domain>).as_ref() }
 }
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1).
 // Tour 02: `int $0x82` from a 32-bit kernel in ring 1
 pub fn compat_hypercall(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = hv.current;
-    if !hv.domains[cur].compat {
-        // A 64-bit guest cannot be in ring 1; be safe anyway.
-        traps::inject(&mut hv.domains[cur], f, traps::VEC_GP, Some(0x82 << 3 | 2));
-        return;
+    {
+        let mut d = hv.cur();
+        if !d.compat {
+            // A 64-bit guest cannot be in ring 1; be safe anyway.
+            traps::inject(&mut d, f, traps::VEC_GP, Some(0x82 << 3 | 2));
+            return;
+        }
+        d.v_mut().kernel_mode = true;
     }
-    hv.domains[cur].v_mut().kernel_mode = true;
     crate::pv::compat::dispatch(hv, f);
 }
 
 // Tour 04: an exception or interrupt from a guest
 pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = hv.current;
-    if hv.domains[cur].compat {
+    guest_trap_on(&mut hv.cur(), f);
+}
+
+fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
+    if d.compat {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
-        hv.domains[cur].v_mut().kernel_mode = f.cs & 3 != 3;
+        d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
-    traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
+    traps::guest_exception(d, crate::mm::frametable::frames(), f);
 }
 
 /// `selftest=iretfault`: the next return to a guest gets a null SS.
@@ -122,30 +263,41 @@ pub static IRET_SELFTEST: core::sync::atomic::AtomicBool =
 /// `retcheck` should have refused first. The domain is crashed, saying
 /// so, and the way out settles what runs next.
 pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
-    with_current(|hv| {
-        let cur = hv.current;
-        let d = &mut hv.domains[cur];
-        let what = crate::arch::x86_64::idt::exception_name(vector);
-        crate::error!(
-            "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
-            d.id, d.cur, f.rip, f.cs, f.ss
-        );
-        sched::crash(d, format!("return frame refused by the CPU ({what})"));
-        before_guest_return(hv, f);
-    })
+    let idle = with_current(|hv| {
+        {
+            let mut d = hv.cur();
+            let what = crate::arch::x86_64::idt::exception_name(vector);
+            crate::error!(
+                "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
+                d.id, d.cur, f.rip, f.cs, f.ss
+            );
+            sched::crash(&mut d, format!("return frame refused by the CPU ({what})"));
+        }
+        before_guest_return(hv, f)
+    });
+    if idle {
+        sched::idle();
+        locked_way_out(f);
+    }
 }
 
-/// The last thing before `iretq` into a guest.
+/// The last thing before `iretq` into a guest. Returns `true` when
+/// nothing can run yet: the caller sleeps with `HV` released and calls
+/// this again (`locked_way_out`).
 // Tour 02, 05, 07: the last step before every return to a guest
-pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
+#[must_use]
+pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // The vCPU whose return frame was refused once on this way out.
     let mut refused_once = None;
     loop {
         // Settle a dead domain or an expired time slice; this may switch
         // to another vCPU or end the run.
-        sched::schedule(hv, f);
+        if sched::schedule(hv, f) {
+            return true;
+        }
         let cur = hv.current;
-        let d = &mut hv.domains[cur];
+        let mut guard = hv.dom(cur);
+        let d = &mut *guard;
         if !d.is_alive() {
             continue; // killed while being switched in
         }
@@ -178,8 +330,11 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
             {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
-            debug_assert!(published(hv), "the lock-free paths' pointers are stale");
-            return;
+            debug_assert!(
+                published(&hv.domains[cur], d),
+                "the lock-free paths' pointers are stale"
+            );
+            return false;
         };
         let who = (cur, d.cur);
         let what = format!(
@@ -204,7 +359,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
 }
 
 /// Tell this CPU's block where the current domain, vCPU, its slot in
-/// `shared_info` and the frame table are, for the lock-free paths
+/// `shared_info` are, for the lock-free paths
 /// (`pv::fast`). Called with the lock held wherever they can change:
 /// before the first entry into a vCPU (`sched::start`) and after the
 /// scheduler settled anything (a vCPU switch, a teardown, a new domain on
@@ -213,16 +368,18 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
 pub fn publish_current(hv: &mut Hv) {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    pc.frames.store(&mut hv.frames as *mut _ as u64, Relaxed);
-    let Some(d) = hv.domains.get_mut(hv.current) else {
+    let Some(cell) = hv.domains.get(hv.current) else {
         pc.domain.store(0, Relaxed);
         pc.vcpu.store(0, Relaxed);
         return;
     };
-    pc.vcpu_info.store(shared_vcpu_info(d), Relaxed);
+    let mut d = cell.lock();
+    pc.vcpu_info.store(shared_vcpu_info(&d), Relaxed);
     pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
     pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
-    pc.domain.store(d as *mut _ as u64, Relaxed);
+    // The domain's lock, not the domain: `pv::fast` takes it.
+    pc.domain
+        .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
 }
 
 /// The current vCPU's `vcpu_info` slot in its domain's `shared_info`.
@@ -233,13 +390,10 @@ fn shared_vcpu_info(d: &crate::domain::Domain) -> u64 {
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
-fn published(hv: &mut Hv) -> bool {
+fn published(cell: &crate::domain::DomainRef, d: &mut crate::domain::Domain) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    let frames = &mut hv.frames as *mut _ as u64;
-    let d = &mut hv.domains[hv.current];
-    pc.frames.load(Relaxed) == frames
-        && pc.domain.load(Relaxed) == d as *mut _ as u64
+    pc.domain.load(Relaxed) == alloc::sync::Arc::as_ptr(cell) as u64
         && pc.vcpu_info.load(Relaxed) == shared_vcpu_info(d)
         && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

@@ -202,7 +202,7 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
 fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
     if dom == DOMID_SELF || dom == me {
         Ok(())
-    } else if hv.domains.iter().any(|d| d.id == dom && d.is_alive()) {
+    } else if hv.live_index_of(dom).is_some() {
         Err(err(EPERM))
     } else {
         Err(err(ESRCH))
@@ -211,7 +211,7 @@ fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
 
 fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
     let id = if id == DOMID_SELF { me } else { id };
-    hv.domains.iter().position(|d| d.id == id && d.is_alive())
+    hv.live_index_of(id)
 }
 
 fn evt_err(e: EvtError) -> Ret {
@@ -261,9 +261,92 @@ fn fifo_init_control(
     err(ENOSYS)
 }
 
+/// The event channel ops that concern only the calling domain, under its
+/// lock alone (no `HV`): a send on a port that is not interdomain, unmask,
+/// binding a VIRQ or an IPI, moving a port to another vCPU. `None`:
+/// nothing done, the op needs the domain list (`op`, under `HV`).
+pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
+    Some(match cmd as u32 {
+        EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
+            Ok(s) => send(d, s.port),
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
+            // A global VIRQ is bound on vCPU 0 (then movable with bind_vcpu).
+            if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
+                return err(EINVAL);
+            }
+            if b.vcpu as usize >= d.vcpus.len() {
+                return err(ENOENT);
+            }
+            match d.ports.bind_virq(b.virq, b.vcpu) {
+                Ok(p) => {
+                    b.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_IPI => inout(space, arg, |b: &mut EvtchnBindIpi| {
+            if b.vcpu as usize >= d.vcpus.len() {
+                return err(ENOENT);
+            }
+            let ports = &mut d.ports;
+            match ports.alloc(Channel::Ipi) {
+                Ok(p) => {
+                    ports.set_ipi_vcpu(p, b.vcpu);
+                    b.port = p;
+                    0
+                }
+                Err(e) => evt_err(e),
+            }
+        }),
+        EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
+            Ok(b) if b.vcpu as usize >= d.vcpus.len() => err(ENOENT),
+            Ok(b) => match d.ports.set_notify(b.port, b.vcpu) {
+                Ok(()) => 0,
+                Err(e) => evt_err(e),
+            },
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {
+            Ok(u) => unmask(d, u.port),
+            Err(_) => err(EFAULT),
+        },
+        _ => return None,
+    })
+}
+
+/// `PerCpu::deferred_send`'s valid bit (the remote id in bits 32-47, its
+/// port in bits 0-31).
+const DEFER: u64 = 1 << 63;
+
+/// The send `op_local` left for after the domain's lock (none held by
+/// the caller now): the other end's port made pending, under its lock.
+pub fn send_deferred() {
+    let pc = crate::arch::x86_64::percpu::this();
+    if pc.deferred_send.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let w = pc.deferred_send.swap(0, Ordering::Relaxed);
+    if w & DEFER == 0 {
+        return;
+    }
+    // A domain that was never built: dropped, as `send` drops it.
+    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
+        set_pending(&mut r.lock(), w as u32);
+    }
+}
+
 pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     let cur = hv.current;
-    let me = hv.domains[cur].id;
+    // (The guard ends with the statement: the deferred send locks another.)
+    let local = op_local(&mut hv.dom(cur), space, cmd, arg);
+    if let Some(r) = local {
+        send_deferred();
+        return r;
+    }
+    let me = hv.dom(cur).id;
     match cmd as u32 {
         EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
             if let Err(e) = only_self(hv, a.dom, me) {
@@ -275,7 +358,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             } else {
                 a.remote_dom
             };
-            match hv.domains[cur].ports.alloc(Channel::Unbound { remote }) {
+            match hv.dom(cur).ports.alloc(Channel::Unbound { remote }) {
                 Ok(p) => {
                     a.port = p;
                     0
@@ -287,19 +370,19 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             let Some(r) = find(hv, b.remote_dom, me) else {
                 return err(ESRCH);
             };
-            let remote = hv.domains[r].id;
+            let remote = hv.dom(r).id;
             // The remote port must be waiting for us.
-            if hv.domains[r].ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
+            if hv.dom(r).ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
                 return err(EINVAL);
             }
-            let local = match hv.domains[cur].ports.alloc(Channel::Interdomain {
+            let local = match hv.dom(cur).ports.alloc(Channel::Interdomain {
                 remote,
                 remote_port: b.remote_port,
             }) {
                 Ok(p) => p,
                 Err(e) => return evt_err(e),
             };
-            hv.domains[r].ports.set(
+            hv.dom(r).ports.set(
                 b.remote_port,
                 Channel::Interdomain {
                     remote: me,
@@ -309,60 +392,19 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             b.local_port = local;
             // Xen raises the local port so the binder notices a pending
             // notification (evtchn_bind_interdomain).
-            set_pending(&mut hv.domains[cur], local);
+            set_pending(&mut hv.dom(cur), local);
             0
         }),
-        EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
-            // A global VIRQ is bound on vCPU 0 (then movable with bind_vcpu).
-            if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
-                return err(EINVAL);
-            }
-            if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
-                return err(ENOENT);
-            }
-            match hv.domains[cur].ports.bind_virq(b.virq, b.vcpu) {
-                Ok(p) => {
-                    b.port = p;
-                    0
-                }
-                Err(e) => evt_err(e),
-            }
-        }),
-        EVTCHNOP_BIND_IPI => inout(space, arg, |b: &mut EvtchnBindIpi| {
-            if b.vcpu as usize >= hv.domains[cur].vcpus.len() {
-                return err(ENOENT);
-            }
-            let ports = &mut hv.domains[cur].ports;
-            match ports.alloc(Channel::Ipi) {
-                Ok(p) => {
-                    ports.set_ipi_vcpu(p, b.vcpu);
-                    b.port = p;
-                    0
-                }
-                Err(e) => evt_err(e),
-            }
-        }),
-        EVTCHNOP_BIND_VCPU => match space.read::<EvtchnBindVcpu>(arg) {
-            Ok(b) if b.vcpu as usize >= hv.domains[cur].vcpus.len() => err(ENOENT),
-            Ok(b) => match hv.domains[cur].ports.set_notify(b.port, b.vcpu) {
-                Ok(()) => 0,
-                Err(e) => evt_err(e),
-            },
-            Err(_) => err(EFAULT),
-        },
         EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
             Ok(c) => close(hv, cur, c.port),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
-            Ok(s) => send(hv, cur, s.port),
             Err(_) => err(EFAULT),
         },
         EVTCHNOP_STATUS => inout(space, arg, |s: &mut EvtchnStatus| {
             if let Err(e) = only_self(hv, s.dom, me) {
                 return e;
             }
-            let ports = &hv.domains[cur].ports;
+            let d = hv.dom(cur);
+            let ports = &d.ports;
             if s.port as usize >= ports.len() {
                 return err(EINVAL);
             }
@@ -402,7 +444,7 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // is -ENOSYS, said so in docs/abi.md.
         EVTCHNOP_INIT_CONTROL => {
             match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
-                Ok(c) => fifo_init_control(&hv.domains[cur], &hv.frames, c),
+                Ok(c) => fifo_init_control(&hv.dom(cur), crate::mm::frametable::frames(), c),
                 Err(_) => err(EFAULT),
             }
         }
@@ -416,12 +458,8 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // (valid as for status), else -ENOSYS: the 2-level ABI has no
         // priorities (Linux asks for its timer port's).
         EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
-            Ok([port, _]) if port as usize >= hv.domains[cur].ports.len() => err(EINVAL),
+            Ok([port, _]) if port as usize >= hv.dom(cur).ports.len() => err(EINVAL),
             Ok(_) => err(ENOSYS),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_UNMASK => match space.read::<EvtchnUnmask>(arg) {
-            Ok(u) => unmask(&mut hv.domains[cur], u.port),
             Err(_) => err(EFAULT),
         },
         _ => err(ENOSYS),
@@ -429,20 +467,25 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
 }
 
 fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    let me = hv.domains[cur].id;
-    let closed = hv.domains[cur].ports.close(port);
-    if closed.is_ok() {
-        // A closed port is not pending (Xen: evtchn_free), so its next
-        // binding starts clean.
-        pending_word(&hv.domains[cur], port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
-    }
+    let (me, closed) = {
+        let mut d = hv.dom(cur);
+        let closed = d.ports.close(port);
+        if closed.is_ok() {
+            // A closed port is not pending (Xen: evtchn_free), so its next
+            // binding starts clean.
+            pending_word(&d, port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
+        }
+        (d.id, closed)
+    };
     match closed {
         Ok(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            // The other end goes back to waiting for us.
-            if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
+            // The other end goes back to waiting for us (our own lock is
+            // released: the other end may be this domain).
+            if let Some(r) = hv.index_of(remote) {
+                let mut r = hv.dom(r);
                 if r.ports.get(remote_port)
                     == Some(Channel::Interdomain {
                         remote: me,
@@ -460,25 +503,40 @@ fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
 }
 
 // Tour 07: EVTCHNOP_send
-fn send(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    match hv.domains[cur].ports.get(port) {
+/// `EVTCHNOP_send` under the sender's lock; a send to another domain is
+/// finished by `send_deferred` once that lock is released.
+fn send(d: &mut Domain, port: Port) -> Ret {
+    match d.ports.get(port) {
+        // To itself: at once, under the lock held.
+        Some(Channel::Interdomain {
+            remote,
+            remote_port,
+        }) if remote == d.id => {
+            set_pending(d, remote_port);
+            0
+        }
+        // To another domain: after this domain's lock is released
+        // (`send_deferred`; never two domain locks at once).
         Some(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            if let Some(r) = hv.domains.iter_mut().find(|d| d.id == remote) {
-                set_pending(r, remote_port);
-            }
+            let pc = crate::arch::x86_64::percpu::this();
+            pc.deferred_send.store(
+                DEFER | (remote as u64) << 32 | remote_port as u64,
+                Ordering::Relaxed,
+            );
             0
         }
         Some(Channel::Ipi) => {
-            set_pending(&mut hv.domains[cur], port);
+            set_pending(d, port);
             0
         }
-        // Nobody listening yet: the notification is dropped (as in Xen).
+        // Nobody listening yet: the notification is dropped (as in
+        // Xen).
         Some(Channel::Unbound { .. }) => 0,
         Some(Channel::Console) => {
-            drain_console(&mut hv.domains[cur]);
+            drain_console(d);
             0
         }
         _ => err(EINVAL),

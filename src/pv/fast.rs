@@ -1,44 +1,37 @@
-//! The entry paths that skip the locked path: hypercalls, system calls and
-//! exceptions that touch only the calling vCPU (its registers, its guest's
-//! memory), handled without the hypervisor lock or its lookups, and the
-//! lean way out shared by them (Xen: the `syscall` entry's fast path and
-//! `test_all_events`).
+//! The entry paths that skip the locked path's lookups: hypercalls,
+//! system calls and exceptions that touch only the calling vCPU or its
+//! domain, handled without `sched::HV`, and the lean way out shared by
+//! them (Xen: the `syscall` entry's fast path and `test_all_events`).
 //!
-//! # Why no lock is needed here
+//! # Which lock, and why that is enough
 //!
-//! ringvisor runs on one physical CPU, and the hypervisor runs with
-//! interrupts off from every entry to the matching return (the `syscall`
-//! MSRs mask IF, every gate is an interrupt gate, and the only `sti` is in
-//! the scheduler's idle loop, which runs in ring 0 and is never entered
-//! from here). So while a guest runs, no hypervisor code is running, and
-//! `sched::HV` is unlocked: it is taken only inside an entry and released
-//! before the return (`pv::entry::with_current`, `sched::start`). An
-//! entry from a guest therefore finds the hypervisor state quiescent, and
-//! nothing can run beside it until it returns. That is what the lock
-//! would give; every path here checks it (`HV` unlocked) rather than
-//! assuming it.
+//! The lock order is in docs/design.md ("Lock order and lock-free
+//! paths"). The current domain's lock and vCPU are found through this
+//! CPU's block, as `pv::entry::publish_current` stored them under `HV`
+//! wherever they can change (the first entry into a vCPU; after the
+//! scheduler switched vCPU, tore a domain down or built one); a domain is
+//! never removed from the list, so its lock outlives every entry.
 //!
-//! What it reads instead of `hv.domains[hv.current].vcpus[d.cur]` are the
-//! pointers `pv::entry::publish_current` stores in this CPU's block under
-//! the lock wherever they can change (the first entry into a vCPU; after
-//! the scheduler switched vCPU, tore a domain down or built one onto
-//! `hv.domains`). Nothing between that store and the next entry changes
-//! them: only the guest runs, and nothing here changes them.
+//! - A constant answer (`-ENOSYS`, `XENVER_version`) takes no lock: it
+//!   writes only `in_failsafe` and `kernel_mode` of the running vCPU,
+//!   which only the CPU running it writes.
+//! - Everything else here (`HYPERVISOR_iret`, a user `syscall` bounced,
+//!   the calls of `with_domain`, every exception, #GP and #PF emulation
+//!   included) holds the domain's lock: it is the locked path's own
+//!   function, on that domain, and frame records are each behind their
+//!   own lock (`mm::frametable`). The domain's lock is dropped before the
+//!   locked way out, which takes `HV` first.
 //!
-//! Each call is the locked path's own function, made only once it is
-//! known to touch nothing shared ([`hypercall()`], [`hypercall32`],
-//! [`exception`] say which and why). What changes shared state (frame
-//! reference counts: a changed page-table entry, an `mmu_update`, the
-//! emulation behind #GP and #PF) holds `HV` while it runs. Anything else
-//! returns `false` before any effect and takes the locked path, unchanged.
+//! None of them looks at `HV` (another CPU may hold it: that is no
+//! business of theirs).
 //!
 //! # The way out
 //!
 //! [`leave`] does what `pv::entry::before_guest_return` does when nothing
 //! is pending, in as few steps: the work-pending word is 0 (no
 //! reschedule, no timer change; an injected exception, a blocked vCPU are
-//! only ever set on the locked path, which settles them before its own
-//! return), the domain is alive, no event upcall is due
+//! never set here, and a path that sets them settles them on its own way
+//! out), the domain is alive, no event upcall is due
 //! (`evtchn_upcall_pending` set and unmasked: Linux's
 //! `xen_force_evtchn_callback` is an `xen_version` call made for exactly
 //! that), and the frame is one the CPU takes (`retcheck`: its flat-selector
@@ -55,7 +48,6 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::percpu::{self, PerCpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::Domain;
-use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::is_canonical;
 use crate::pv::hypercall::{self, Ret};
 use crate::pv::mm;
@@ -107,16 +99,18 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     let pc = percpu::this();
     let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
     // A 32-bit guest's `syscall` is a system call (pv32: its vCPU is on
-    // the CPU), and HV is never held here (module comment): checked, not
-    // assumed.
-    if vp.is_null() || pc.pv32 != 0 || crate::sched::HV.is_locked() {
+    // the CPU). `HV` does not matter here: nothing below touches what it
+    // guards (module comment).
+    if vp.is_null() || pc.pv32 != 0 {
         return false;
     }
     let nr = f.rax;
     let k = {
-        // SAFETY: the current vCPU, published under the lock; HV is
-        // unlocked and nothing else runs, so this is the only reference to
-        // it, and it ends before `with_domain` makes one to its domain.
+        // SAFETY: the vCPU this CPU runs, published under HV. No domain
+        // lock is held on this CPU now, and on one CPU nothing else runs:
+        // this is the only reference to it, and it ends before
+        // `with_domain` locks its domain. (With several CPUs this needs
+        // the per-vCPU block docs/design.md lists under "Several CPUs".)
         let v = unsafe { &mut *vp };
         let k = if v.kernel_mode {
             kind(nr, f.rdi, f.rsi)
@@ -174,15 +168,9 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
 /// whether the domain is still alive.
 #[inline(never)]
 fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
-    // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment), and no other reference to the domain, its
-    // vCPUs or the frame table is alive: these are the only ones.
-    let (d, ft) = unsafe {
-        (
-            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut()?,
-            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut()?,
-        )
-    };
+    let mut d = current_domain(pc)?.lock();
+    let d = &mut *d;
+    let ft = crate::mm::frametable::frames();
     let r = match nr as u32 {
         HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
         HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
@@ -192,16 +180,10 @@ fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
         HYPERVISOR_UPDATE_VA_MAPPING if mm::l1_entry_holds(d, ft, a[0], a[1]) => {
             mm::update_va_mapping(d, ft, a[0], a[1], a[2])
         }
-        HYPERVISOR_UPDATE_VA_MAPPING => {
-            let _held = crate::sched::HV.try_lock()?;
-            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
-        }
-        // One request (reading it to see whether it changes anything
-        // costs a guest page walk): under the lock.
-        HYPERVISOR_MMU_UPDATE => {
-            let _held = crate::sched::HV.try_lock()?;
-            mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3])
-        }
+        // A change: the domain's page tables under its lock (held here),
+        // the frame records each under its own (`mm::frametable`).
+        HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
+        HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3]),
         _ => return None,
     };
     Some((r, d.is_alive()))
@@ -215,12 +197,11 @@ fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
 /// for, so the way out is [`leave_checked`].
 #[inline(never)]
 fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
-    // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment); the only reference to the domain and its
-    // vCPUs while it lives.
-    let Some(d) = (unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() }) else {
+    let Some(cell) = current_domain(pc) else {
         return locked_way_out(f);
     };
+    let mut g = cell.lock();
+    let d = &mut *g;
     if d.v().kernel_mode {
         let r = hypercall::iret(d, f);
         let to = if d.v().kernel_mode { "kernel" } else { "user" };
@@ -235,9 +216,22 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     } else {
         crate::pv::traps::syscall_from_user(d, f, false);
     }
-    if !leave_checked(pc, d, f) {
+    let left = leave_checked(pc, d, f);
+    // The locked way out takes HV, then this domain's lock: ours goes
+    // first (docs/design.md, "Lock order").
+    drop(g);
+    if !left {
         locked_way_out(f);
     }
+}
+
+/// The current domain's lock, as `pv::entry::publish_current` stored it
+/// (`None` before the first domain runs).
+#[inline(always)]
+fn current_domain(pc: &PerCpu) -> Option<&'static spin::Mutex<Domain>> {
+    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
+    // domains are never removed from the list, so it lives for the run.
+    unsafe { (pc.domain.load(Ordering::Relaxed) as *const spin::Mutex<Domain>).as_ref() }
 }
 
 /// An exception of a guest (vectors 0-31), handled by the locked
@@ -260,38 +254,24 @@ pub fn exception(f: &mut TrapFrame) -> bool {
 
 #[inline(never)]
 fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
-    use crate::pv::traps::{VEC_GP, VEC_PF};
-    let vector = f.vector;
-    if crate::sched::HV.is_locked() {
-        return false;
-    }
-    // SAFETY: published under the lock; HV is unlocked and nothing else
-    // runs (module comment), and no other reference to the domain, its
-    // vCPUs or the frame table is alive: these are the only ones.
-    let (Some(d), Some(ft)) = (unsafe {
-        (
-            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut(),
-            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut(),
-        )
-    }) else {
+    let Some(cell) = current_domain(pc) else {
         return false;
     };
-    {
-        let _held = match vector as u8 {
-            VEC_GP | VEC_PF => match crate::sched::HV.try_lock() {
-                Some(g) => Some(g),
-                None => return false,
-            },
-            _ => None,
-        };
-        if d.compat {
-            // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
-            // `entry::guest_trap` says).
-            d.v_mut().kernel_mode = f.cs & 3 != 3;
-        }
-        crate::pv::traps::guest_exception(d, ft, f);
+    // The domain's lock covers what emulating #GP and #PF may change (its
+    // page tables, descriptor tables, the frames' records each under its
+    // own lock); a bounce changes only this vCPU and its guest's stack.
+    let mut g = cell.lock();
+    let d = &mut *g;
+    let ft = crate::mm::frametable::frames();
+    if d.compat {
+        // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
+        // `entry::guest_trap` says).
+        d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
-    if !leave_checked(pc, d, f) {
+    crate::pv::traps::guest_exception(d, ft, f);
+    let left = leave_checked(pc, d, f);
+    drop(g); // before the locked way out takes HV
+    if !left {
         locked_way_out(f);
     }
     true
@@ -344,7 +324,7 @@ fn traced(pc: &PerCpu, nr: u64, f: &TrapFrame, ret: Ret) {
 #[cold]
 #[inline(never)]
 fn locked_way_out(f: &mut TrapFrame) {
-    crate::pv::entry::with_current(|hv| crate::pv::entry::before_guest_return(hv, f));
+    crate::pv::entry::locked_way_out(f);
 }
 
 /// `int $0x82` from a 32-bit guest kernel (ring 1) whose answer is a
@@ -360,7 +340,7 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
     };
     let pc = percpu::this();
     let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
-    if vp.is_null() || pc.pv32 == 0 || crate::sched::HV.is_locked() {
+    if vp.is_null() || pc.pv32 == 0 {
         return false;
     }
     {

@@ -122,21 +122,20 @@ fn write_at<T: Pod>(mfn: u64, offset: usize, v: &T) {
 }
 
 /// A new zeroed frame for the domain's table.
-fn new_frame(d: &Domain, ft: &mut FrameTable, kind: Kind) -> Option<u64> {
+fn new_frame(d: &Domain, ft: &FrameTable, kind: Kind) -> Option<u64> {
     let f = paging::with_frames(|fa| fa.alloc())?;
     // SAFETY: a frame just taken from the pool, in the direct map.
     unsafe { core::ptr::write_bytes(frame_bytes(f.0), 0, 4096) };
     ft.assign(f.0, d.id, kind);
     if kind == Kind::Normal {
         // The hypervisor's hold: one writable mapping, for ever.
-        let i = ft.get_mut(f.0).unwrap();
-        (i.mapped, i.writable) = (1, 1);
+        ft.with(f.0, |i| (i.mapped, i.writable) = (1, 1));
     }
     paging::m2p_set(f.0, paging::M2P_INVALID);
     Some(f.0)
 }
 
-fn free_frame(ft: &mut FrameTable, mfn: u64) {
+fn free_frame(ft: &FrameTable, mfn: u64) {
     ft.release(mfn);
     paging::m2p_set(mfn, paging::M2P_INVALID);
     let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
@@ -148,7 +147,7 @@ fn status_frames_for(shared: usize) -> usize {
 }
 
 /// Grow to `n` shared frames (and their status frames under v2).
-fn grow(d: &mut Domain, ft: &mut FrameTable, n: usize) -> bool {
+fn grow(d: &mut Domain, ft: &FrameTable, n: usize) -> bool {
     while d.gnttab.shared.len() < n {
         let Some(f) = new_frame(d, ft, Kind::Normal) else {
             return false;
@@ -206,32 +205,32 @@ fn update_status(gt: &GrantTable, gref: u32) {
 }
 
 /// Take the references one mapping of `mfn` takes (as an L1 entry does).
-fn take(ft: &mut FrameTable, mfn: u64, rw: bool) -> bool {
-    let Some(f) = ft.get_mut(mfn) else {
-        return false;
-    };
-    match (f.mapped.checked_add(1), f.writable.checked_add(rw as u32)) {
-        (Some(m), Some(w)) => {
-            (f.mapped, f.writable) = (m, w);
-            true
+fn take(ft: &FrameTable, mfn: u64, rw: bool) -> bool {
+    ft.with(mfn, |f| {
+        match (f.mapped.checked_add(1), f.writable.checked_add(rw as u32)) {
+            (Some(m), Some(w)) => {
+                (f.mapped, f.writable) = (m, w);
+                true
+            }
+            _ => false,
         }
-        _ => false,
-    }
+    })
+    .unwrap_or(false)
 }
 
-fn drop_ref(ft: &mut FrameTable, mfn: u64, rw: bool) {
-    if let Some(f) = ft.get_mut(mfn) {
+fn drop_ref(ft: &FrameTable, mfn: u64, rw: bool) {
+    ft.with(mfn, |f| {
         f.mapped = f.mapped.saturating_sub(1);
         if rw {
             f.writable = f.writable.saturating_sub(1);
         }
-    }
+    });
 }
 
 /// `HYPERVISOR_grant_table_op(cmd, arg, count)`.
 pub fn op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     arg: u64,
@@ -274,7 +273,7 @@ pub fn op(
     }
 }
 
-fn setup_table(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
+fn setup_table(d: &mut Domain, ft: &FrameTable, space: GuestSpace, arg: u64) -> Ret {
     // The two widths differ in the handle and the frame number's size.
     let (dom, nr, list, wide) = if d.compat {
         let Ok(s) = space.read::<GnttabSetupTable32>(arg) else {
@@ -343,7 +342,7 @@ fn get_version(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
 /// ones is mapped (-EBUSY), or, going back to v1, while the guest still
 /// maps a status frame (-EBUSY: XSA-255). The reserved entries are kept;
 /// the rest of the table is cleared.
-fn set_version(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
+fn set_version(d: &mut Domain, ft: &FrameTable, space: GuestSpace, arg: u64) -> Ret {
     let Ok(mut v) = space.read::<GnttabSetVersion>(arg) else {
         return err(EFAULT);
     };
@@ -355,7 +354,7 @@ fn set_version(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64)
     rc
 }
 
-fn set_version_to(d: &mut Domain, ft: &mut FrameTable, version: u32) -> Ret {
+fn set_version_to(d: &mut Domain, ft: &FrameTable, version: u32) -> Ret {
     if version != 1 && version != 2 {
         return err(EINVAL);
     }
@@ -475,7 +474,7 @@ fn get_status_frames(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
 
 /// One `gnttab_map_grant_ref`: the status goes into the struct, the
 /// return value is 0 unless the struct itself cannot be read or written.
-fn map_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> Ret {
+fn map_one(d: &mut Domain, ft: &FrameTable, space: GuestSpace, at: u64) -> Ret {
     let Ok(mut m) = space.read::<GnttabMapGrantRef>(at) else {
         return err(EFAULT);
     };
@@ -492,7 +491,7 @@ fn map_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> R
     space.write(at, &m).map_or(err(EFAULT), |()| 0)
 }
 
-fn map(d: &mut Domain, ft: &mut FrameTable, m: &GnttabMapGrantRef) -> Result<(u32, u64), i16> {
+fn map(d: &mut Domain, ft: &FrameTable, m: &GnttabMapGrantRef) -> Result<(u32, u64), i16> {
     let host = m.flags & GNTMAP_HOST_MAP != 0;
     let device = m.flags & GNTMAP_DEVICE_MAP != 0;
     let readonly = m.flags & GNTMAP_READONLY != 0;
@@ -597,7 +596,7 @@ fn live(d: &Domain, handle: u32) -> Option<Map> {
 /// (Xen's replace_grant_host_mapping checks); `new` is what goes there.
 fn host_unmap(
     d: &Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     m: &Map,
     addr: u64,
     contains_pte: bool,
@@ -616,7 +615,7 @@ fn host_unmap(
 
 /// Drop the host or device part of map `handle`; the map ends when
 /// neither is left.
-fn release(d: &mut Domain, ft: &mut FrameTable, handle: u32, host: bool, device: bool) {
+fn release(d: &mut Domain, ft: &FrameTable, handle: u32, host: bool, device: bool) {
     let Some(Some(m)) = d.gnttab.maps.get_mut(handle as usize) else {
         return;
     };
@@ -636,7 +635,7 @@ fn release(d: &mut Domain, ft: &mut FrameTable, handle: u32, host: bool, device:
     update_status(&d.gnttab, gref);
 }
 
-fn unmap_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> Ret {
+fn unmap_one(d: &mut Domain, ft: &FrameTable, space: GuestSpace, at: u64) -> Ret {
     let Ok(mut u) = space.read::<GnttabUnmapGrantRef>(at) else {
         return err(EFAULT);
     };
@@ -668,7 +667,7 @@ fn unmap_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) ->
 /// a grant entry's its map's), so nothing is counted twice; what is
 /// checked is that `host_addr` still holds this map's grant PTE with its
 /// rights (XSA-234).
-fn replace_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) -> Ret {
+fn replace_one(d: &mut Domain, ft: &FrameTable, space: GuestSpace, at: u64) -> Ret {
     let Ok(mut r) = space.read::<GnttabUnmapAndReplace>(at) else {
         return err(EFAULT);
     };
@@ -705,7 +704,7 @@ fn replace_one(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, at: u64) 
 
 /// A finished domain's table: its maps are of its own frames (released
 /// with them); the table's frames go back to the pool.
-pub fn teardown(d: &mut Domain, ft: &mut FrameTable) {
+pub fn teardown(d: &mut Domain, ft: &FrameTable) {
     let frames: Vec<u64> = d.gnttab.frames().collect();
     for f in frames {
         free_frame(ft, f);

@@ -49,10 +49,10 @@ const CAPABILITIES: &str = "xen-3.0-x86_64 ";
 pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    let cur = hv.current;
     if nr == HYPERVISOR_IRET as u64 {
         // iret rewrites the whole frame, rax included.
-        let d = &mut hv.domains[cur];
+        let mut d = hv.cur();
+        let d = &mut *d;
         let r = iret(d, f);
         let to = if d.v().kernel_mode { "kernel" } else { "user" };
         crate::trace!(
@@ -68,7 +68,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     if nr == HYPERVISOR_MULTICALL as u64 {
         let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
         if let crate::pv::multicall::Outcome::Ret(ret) = out {
-            log_call(&hv.domains[cur], nr, a, ret, "");
+            log_call(&hv.cur(), nr, a, ret, "");
             f.rax = ret as u64;
         }
         return;
@@ -77,11 +77,66 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     f.rax = ret as u64;
 }
 
+/// Whether hypercall `nr` (first argument `a0`) may reach beyond the
+/// calling domain: event channels in the old form (an `event_channel_op`
+/// is decided by its op, `event::op_local`), platform and
+/// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
+/// domain), and a multicall (which may hold any of them). Those run under
+/// `HV` (`pv::entry`); every other call concerns only its domain and runs
+/// under that domain's lock alone ([`dispatch_domain`]).
+pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
+    matches!(
+        nr as u32,
+        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+            | HYPERVISOR_PLATFORM_OP
+            | HYPERVISOR_MCA
+            | HYPERVISOR_MULTICALL
+    ) || (nr as u32 == HYPERVISOR_PHYSDEV_OP
+        && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
+}
+
+/// A 64-bit guest kernel's hypercall that concerns only its own domain,
+/// under that domain's lock (held by the caller): what [`dispatch`] does
+/// for it, without `HV`. `false`: a global call ([`is_global`], or an
+/// event channel op on another domain's ports), nothing done.
+pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let nr = f.rax;
+    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    if is_global(nr, a[0]) {
+        return false;
+    }
+    if nr == HYPERVISOR_IRET as u64 {
+        let r = iret(d, f);
+        let to = if d.v().kernel_mode { "kernel" } else { "user" };
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
+        return true;
+    }
+    let space = d.v().space();
+    let ret = if nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP {
+        match event::op_local(d, space, a[0], a[1]) {
+            Some(r) => r,
+            // Another domain's ports: nothing done, the caller takes HV.
+            None => return false,
+        }
+    } else {
+        dispatch_local(d, crate::mm::frametable::frames(), space, nr, a)
+    };
+    log_call(d, nr, a, ret, "");
+    f.rax = ret as u64;
+    true
+}
+
 /// One hypercall other than iret and multicall, from the registers or a
 /// multicall entry; logged.
 pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
-    let cur = hv.current;
-    let space = hv.domains[cur].v().space();
+    let space = hv.cur().v().space();
     // The calls that reach other domains get the whole hypervisor state.
     let ret = match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
@@ -100,9 +155,9 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
                 Err(_) => err(EFAULT),
             }
         }
-        _ => dispatch_local(&mut hv.domains[cur], &mut hv.frames, space, nr, a),
+        _ => dispatch_local(&mut hv.cur(), crate::mm::frametable::frames(), space, nr, a),
     };
-    log_call(&hv.domains[cur], nr, a, ret, "");
+    log_call(&hv.cur(), nr, a, ret, "");
     ret
 }
 
@@ -132,13 +187,7 @@ pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
 }
 
 /// The calls that concern only the calling domain.
-fn dispatch_local(
-    d: &mut Domain,
-    ft: &mut FrameTable,
-    space: GuestSpace,
-    nr: u64,
-    a: [u64; 5],
-) -> Ret {
+fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
@@ -176,10 +225,15 @@ fn dispatch_local(
 pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
-    let me = &hv.domains[hv.current];
+    // What is needed of the caller, copied: the domain search below locks
+    // every domain in turn, this one too.
+    let (compat, privileged) = {
+        let me = hv.cur();
+        (me.compat, me.privileged)
+    };
     let mut b = [0u8; 40];
     if space
-        .read_bytes(arg, &mut b[..if me.compat { 36 } else { 40 }])
+        .read_bytes(arg, &mut b[..if compat { 36 } else { 40 }])
         .is_err()
     {
         return err(EFAULT);
@@ -188,10 +242,10 @@ pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
         u16::from_le_bytes([b[0], b[1]]),
         u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
     );
-    if domid != DOMID_SELF && !hv.domains.iter().any(|d| d.id == domid && d.is_alive()) {
+    if domid != DOMID_SELF && hv.live_index_of(domid).is_none() {
         return err(ESRCH);
     }
-    if !me.privileged {
+    if !privileged {
         return err(EPERM);
     }
     const MAP_PIRQ_TYPE_MSI: u32 = 0;
@@ -717,6 +771,7 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     }
     crate::info!("d{}: shutdown: {}", d.id, shutdown_reason_name(reason));
     d.state = State::Shutdown(reason);
+    crate::sched::domain_ended();
     0
 }
 
@@ -801,13 +856,7 @@ pub(crate) fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
 /// ordinary memory, and the 64 bytes must fit in it. The current contents
 /// are copied over. The hypervisor keeps a reference, so the page cannot
 /// be given back while the domain lives.
-fn register_vcpu_info(
-    d: &mut Domain,
-    ft: &mut FrameTable,
-    vi: usize,
-    mfn: u64,
-    offset: u64,
-) -> Ret {
+fn register_vcpu_info(d: &mut Domain, ft: &FrameTable, vi: usize, mfn: u64, offset: u64) -> Ret {
     let size = core::mem::size_of::<VcpuInfo>() as u64;
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
@@ -815,18 +864,22 @@ fn register_vcpu_info(
     if offset > 4096 - size || !offset.is_multiple_of(8) {
         return err(EINVAL);
     }
-    match ft.get_mut(mfn) {
-        // Held as a writable mapping would be (as Xen's map_vcpu_info): the
-        // hypervisor writes it, so it must never become a page table or be
-        // given back.
-        Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
-            // At their limit, refused (never wrapped: see pv::mm).
-            let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else {
-                return err(EINVAL);
-            };
-            (f.mapped, f.writable) = (m, w);
+    // Held as a writable mapping would be (as Xen's map_vcpu_info): the
+    // hypervisor writes it, so it must never become a page table or be
+    // given back. Checked and taken in one step on the frame's record.
+    let held = ft.with(mfn, |f| {
+        if f.owner != d.id || f.kind != crate::mm::frametable::Kind::Normal {
+            return false;
         }
-        _ => return err(EINVAL),
+        // At their limit, refused (never wrapped: see pv::mm).
+        let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1)) else {
+            return false;
+        };
+        (f.mapped, f.writable) = (m, w);
+        true
+    });
+    if held != Some(true) {
+        return err(EINVAL);
     }
     let old = traps::vcpu_info_addr(d, vi);
     let new = mfn << 12 | offset;
@@ -846,7 +899,7 @@ fn register_vcpu_info(
 
 /// `VCPUOP_initialise`: give a down vCPU its first context, every part of
 /// it checked as the matching hypercall would check it.
-fn initialise_vcpu(d: &mut Domain, ft: &mut FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
+fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestContext) -> Ret {
     // As Xen's arch_set_info_guest: selectors get the kernel's RPL (a
     // selector the CPU refuses is the guest's fault when the vCPU first
     // returns: pv::retcheck), addresses must be canonical.
@@ -1001,7 +1054,7 @@ pub(crate) fn poll(
 
 pub(crate) fn vcpu_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     vcpu: u64,
@@ -1126,7 +1179,7 @@ pub(crate) fn vcpu_op(
 
 pub(crate) fn memory_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     arg: u64,
@@ -1250,7 +1303,7 @@ pub(crate) fn memory_op(
 ///   sets a bit in it.
 pub(crate) fn physdev_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u64,
     arg: u64,
@@ -1287,22 +1340,31 @@ pub(crate) fn physdev_op(
             let Ok(mfn) = ulong(arg) else {
                 return err(EFAULT);
             };
-            match ft.get_mut(mfn) {
-                // Held as a writable mapping would be (Xen: get_page_type
-                // PGT_writable_page): never a page table, never given back.
-                Some(f) if f.owner == d.id && f.kind == crate::mm::frametable::Kind::Normal => {
-                    if d.pirq_eoi_mfn != 0 {
-                        return err(EBUSY);
-                    }
-                    let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1))
-                    else {
-                        return err(EINVAL);
-                    };
-                    (f.mapped, f.writable) = (m, w);
+            let busy = d.pirq_eoi_mfn != 0;
+            // Held as a writable mapping would be (Xen: get_page_type
+            // PGT_writable_page): never a page table, never given back.
+            // Checked and taken in one step on the frame's record.
+            let r = ft.with(mfn, |f| {
+                if f.owner != d.id || f.kind != crate::mm::frametable::Kind::Normal {
+                    return err(EINVAL);
+                }
+                if busy {
+                    return err(EBUSY);
+                }
+                let (Some(m), Some(w)) = (f.mapped.checked_add(1), f.writable.checked_add(1))
+                else {
+                    return err(EINVAL);
+                };
+                (f.mapped, f.writable) = (m, w);
+                0
+            });
+            match r {
+                Some(0) => {
                     d.pirq_eoi_mfn = mfn;
                     0
                 }
-                _ => err(EINVAL),
+                Some(e) => e,
+                None => err(EINVAL),
             }
         }
         PHYSDEVOP_SET_IOPL => match space.read::<PhysdevSetIopl>(arg) {

@@ -68,7 +68,7 @@ fn hv_slot(level: u8, index: usize) -> bool {
 
 /// Check a new entry for a table of `level` and take the references it
 /// needs. Returns the value to store (user bit forced, global stripped).
-fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -> Result<u64, i32> {
+fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Result<u64, i32> {
     if val & PTE_P == 0 {
         return Ok(val);
     }
@@ -86,37 +86,42 @@ fn get_entry(d: &Domain, ft: &mut FrameTable, table: u64, level: u8, val: u64) -
     }
     let target = (val & PTE_ADDR) >> 12;
     if level == 1 {
-        if let Some(v) = io_entry(d, ft, target, val)? {
-            return Ok(v);
-        }
-    }
-    let Some(info) = ft.get(target) else {
-        return Err(EPERM);
-    };
-    if info.owner != d.id {
-        return Err(EPERM);
-    }
-    if level == 1 {
-        // The hypervisor's pages keep write-back (Xen: -EACCES for a Xen
-        // heap page, "Attempt to change cache attributes").
-        if val & CACHE_ATTRS != 0 && matches!(info.kind, Kind::SharedInfo | Kind::ReadOnly) {
-            return Err(EACCES);
-        }
         let rw = val & PTE_RW != 0;
-        if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt | Kind::ReadOnly) {
-            return Err(EINVAL);
+        // The checks and the references they allow in one step on the
+        // frame's record: a frame typed between them (another vCPU, a
+        // grant) must not end up both a page table and writable. A frame
+        // no domain owns (or past the table) may be I/O memory.
+        let taken = ft.with(target, |info| {
+            if info.owner == crate::mm::frametable::OWNER_NONE {
+                return None;
+            }
+            if info.owner != d.id {
+                return Some(Err(EPERM));
+            }
+            // The hypervisor's pages keep write-back (Xen: -EACCES for a
+            // Xen heap page, "Attempt to change cache attributes").
+            if val & CACHE_ATTRS != 0 && matches!(info.kind, Kind::SharedInfo | Kind::ReadOnly) {
+                return Some(Err(EACCES));
+            }
+            if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt | Kind::ReadOnly) {
+                return Some(Err(EINVAL));
+            }
+            // A count at its limit refuses the reference (Xen's get_page):
+            // a count that wrapped would let a mapped frame pass for unused.
+            let (Some(mapped), Some(writable)) = (
+                info.mapped.checked_add(1),
+                info.writable.checked_add(rw as u32),
+            ) else {
+                return Some(Err(EINVAL));
+            };
+            info.mapped = mapped;
+            info.writable = writable;
+            Some(Ok(()))
+        });
+        match taken.flatten() {
+            Some(r) => r?,
+            None => return io_entry(d, ft, target, val)?.ok_or(EPERM),
         }
-        let info = ft.get_mut(target).unwrap();
-        // A count at its limit refuses the reference (Xen's get_page):
-        // a count that wrapped would let a mapped frame pass for unused.
-        let (Some(mapped), Some(writable)) = (
-            info.mapped.checked_add(1),
-            info.writable.checked_add(rw as u32),
-        ) else {
-            return Err(EINVAL);
-        };
-        info.mapped = mapped;
-        info.writable = writable;
         // A 64-bit kernel runs in ring 3: its pages must be user pages. A
         // 32-bit kernel (ring 1) chooses per page.
         return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
@@ -188,7 +193,7 @@ fn io_entry(d: &Domain, ft: &FrameTable, mfn: u64, val: u64) -> Result<Option<u6
 /// or a target of them, never both, so they never chain (XSA-240).
 fn get_linear(
     d: &Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     table: u64,
     level: u8,
     target: u64,
@@ -211,16 +216,20 @@ fn get_linear(
     {
         return Err(EINVAL);
     }
-    let t = ft.get_mut(target).unwrap();
-    t.table_refs += 1;
-    t.linear -= 1;
-    ft.get_mut(table).unwrap().linear += 1;
+    // Both are this domain's tables, whose types and linear counts only
+    // its own mm operations change (under its lock): the snapshot above
+    // still holds; each record is updated in one step.
+    ft.with(target, |t| {
+        t.table_refs += 1;
+        t.linear -= 1;
+    });
+    ft.with(table, |u| u.linear += 1);
     Ok(())
 }
 
 /// Drop what `get_entry` took for an entry being replaced. The last
-/// reference to a page table devalidates it (`devalidate`).
-fn put_entry(ft: &mut FrameTable, table: u64, level: u8, old: u64) {
+/// reference to a page table devalidates it (`untype`, then `drop_children`).
+fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
     if old & PTE_P == 0 {
         return;
     }
@@ -228,39 +237,56 @@ fn put_entry(ft: &mut FrameTable, table: u64, level: u8, old: u64) {
         return; // a grant mapping's references are its map's (pv::grant)
     }
     let target = (old & PTE_ADDR) >> 12;
-    if let Some(info) = ft.get_mut(target) {
-        if level == 1 && info.owner == crate::mm::frametable::OWNER_NONE {
-            // I/O memory (io_entry): no reference was taken.
-            return;
-        }
-        if level == 1 {
-            info.mapped = info.mapped.saturating_sub(1);
-            if old & PTE_RW != 0 {
-                info.writable = info.writable.saturating_sub(1);
+    // The reference dropped and what follows from it decided in one step
+    // on the frame's record (the last one devalidates it); the children
+    // and the linear user are other records, changed after.
+    let (devalidate_at, linear_user) = ft
+        .with(target, |info| {
+            if level == 1 && info.owner == crate::mm::frametable::OWNER_NONE {
+                // I/O memory (io_entry): no reference was taken.
+                return (None, false);
             }
-        } else if info.kind == Kind::Table(level - 1) {
-            info.table_refs = info.table_refs.saturating_sub(1);
-            if info.table_refs == 0 && !info.pinned {
-                devalidate(ft, target, level - 1);
+            if level == 1 {
+                info.mapped = info.mapped.saturating_sub(1);
+                if old & PTE_RW != 0 {
+                    info.writable = info.writable.saturating_sub(1);
+                }
+                (None, false)
+            } else if info.kind == Kind::Table(level - 1) {
+                info.table_refs = info.table_refs.saturating_sub(1);
+                let last = info.table_refs == 0 && !info.pinned;
+                (last.then(|| untype(info, level - 1)), false)
+            } else if info.kind == Kind::Table(level) && target != table && table != 0 {
+                // A linear entry (get_linear); one to itself took nothing.
+                info.table_refs = info.table_refs.saturating_sub(1);
+                info.linear += 1;
+                let last = info.table_refs == 0 && !info.pinned;
+                (last.then(|| untype(info, level)), true)
+            } else {
+                (None, false)
             }
-        } else if info.kind == Kind::Table(level) && target != table && table != 0 {
-            // A linear entry (get_linear); one to itself took nothing.
-            info.table_refs = info.table_refs.saturating_sub(1);
-            info.linear += 1;
-            let free = info.table_refs == 0 && !info.pinned;
-            if let Some(u) = ft.get_mut(table) {
-                u.linear -= 1;
-            }
-            if free {
-                devalidate(ft, target, level);
-            }
-        }
+        })
+        .unwrap_or((None, false));
+    if linear_user {
+        ft.with(table, |u| u.linear -= 1);
+    }
+    if let Some(l) = devalidate_at {
+        drop_children(ft, target, l);
     }
 }
 
+/// The last reference to a page table of `level` went: it is ordinary
+/// memory again (in the same step as the count reached 0, so nothing can
+/// take a reference to it as a table in between). Returns `level`.
+fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
+    info.kind = Kind::Normal;
+    level
+}
+
 /// A page table whose last reference went (unpinned, unlinked from the
-/// last higher table, no longer a CR3) becomes ordinary memory again, and
-/// every reference its entries took is dropped, down the tree (Xen:
+/// last higher table, no longer a CR3) became ordinary memory again
+/// (`untype`); every reference its entries took is dropped, down the
+/// tree (Xen:
 /// `free_l1_table`..`free_l4_table` when the type count reaches 0).
 /// Keeping them would let a pin/unpin loop take them again and again
 /// until a count wrapped, and would keep the children typed: Linux maps
@@ -268,10 +294,7 @@ fn put_entry(ft: &mut FrameTable, table: u64, level: u8, old: u64) {
 ///
 /// The TLB: the table is linked nowhere now; where it was unlinked, the
 /// caller flushes before the guest runs again (see "Stale translations").
-fn devalidate(ft: &mut FrameTable, mfn: u64, level: u8) {
-    if let Some(info) = ft.get_mut(mfn) {
-        info.kind = Kind::Normal;
-    }
+fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
     for i in (0..512).filter(|&i| !hv_slot(level, i)) {
         put_entry(ft, mfn, level, read_pte(mfn, i));
     }
@@ -279,7 +302,7 @@ fn devalidate(ft: &mut FrameTable, mfn: u64, level: u8) {
 
 /// Take a reference on `mfn` as a page table of `level`, validating it
 /// first if it is not one yet.
-fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
+fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
     let Some(info) = ft.get(mfn) else {
         return Err(EPERM);
     };
@@ -289,12 +312,23 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
     match info.kind {
         Kind::Table(l) if l == level => {}
         Kind::Normal if info.writable == 0 => {
-            // No writable mapping is left in the tables, but the TLB may
-            // still hold one (an L1 linked at several places serves several
-            // addresses): flush before it becomes a page table.
+            // Type it first so a table cannot contain itself writably:
+            // in one step with the check that no writable mapping is left
+            // (a grant mapping by another domain may have come since).
+            let typed = ft.with(mfn, |i| {
+                let ok = i.owner == d.id && i.kind == Kind::Normal && i.writable == 0;
+                if ok {
+                    i.kind = Kind::Table(level);
+                }
+                ok
+            });
+            if typed != Some(true) {
+                return Err(EINVAL);
+            }
+            // No writable mapping is left in the tables, and none can be
+            // made now, but the TLB may still hold one (an L1 linked at
+            // several places serves several addresses): flush it.
             flush_tlb();
-            // Type it first so a table cannot contain itself writably.
-            ft.get_mut(mfn).unwrap().kind = Kind::Table(level);
             for i in 0..512 {
                 if hv_slot(level, i) {
                     continue;
@@ -307,7 +341,7 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
                         for j in (0..i).filter(|&j| !hv_slot(level, j)) {
                             put_entry(ft, mfn, level, read_pte(mfn, j));
                         }
-                        ft.get_mut(mfn).unwrap().kind = Kind::Normal;
+                        ft.with(mfn, |i| i.kind = Kind::Normal);
                         return Err(e);
                     }
                 }
@@ -320,23 +354,21 @@ fn get_table(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(),
         }
         _ => return Err(EINVAL),
     }
-    let info = ft.get_mut(mfn).unwrap();
-    match info.table_refs.checked_add(1) {
-        Some(n) => info.table_refs = n,
-        None => return Err(EINVAL),
-    }
-    Ok(())
+    // The type checked again with the reference it allows: a table of
+    // another domain cannot be devalidated in between (only its owner,
+    // this domain, drops its references), but the record says so itself.
+    ft.with(mfn, |info| match info.table_refs.checked_add(1) {
+        Some(n) if info.kind == Kind::Table(level) => {
+            info.table_refs = n;
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    })
+    .unwrap_or(Err(EPERM))
 }
 
 /// Replace entry `index` of table `mfn` (of `level`) with `val`.
-fn update_entry(
-    d: &Domain,
-    ft: &mut FrameTable,
-    mfn: u64,
-    level: u8,
-    index: usize,
-    val: u64,
-) -> Ret {
+fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, val: u64) -> Ret {
     if hv_slot(level, index) {
         return err(EINVAL);
     }
@@ -345,6 +377,19 @@ fn update_entry(
         // Only unmap_grant_ref removes a grant mapping (Xen crashes a
         // domain that tries this; ringvisor refuses the update).
         return err(EINVAL);
+    }
+    // Xen's mod_l1_entry fast path: the same frame with the same rights
+    // and cache type, only bits no reference or rule depends on changed
+    // (A, D, G, US, NX, the guest's own): nothing to take or drop, no
+    // frame record touched. (Bit 62 is not among them: `old` has none.)
+    const L1_SAME: u64 = PTE_A | PTE_D | PTE_G | PTE_US | 0x7 << 9 | 0x3ff << 52 | 1 << 63;
+    if level == 1 && old & PTE_P != 0 && (old ^ val) & !L1_SAME == 0 {
+        write_pte(
+            mfn,
+            index,
+            if d.compat { val } else { val | PTE_US } & !PTE_G,
+        );
+        return 0;
     }
     let new = match get_entry(d, ft, mfn, level, val) {
         Ok(v) => v,
@@ -388,13 +433,13 @@ pub const MAX_BATCH: u64 = 4096;
 #[allow(clippy::too_many_arguments)]
 fn batch<T: ringvisor_abi::Pod>(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     list: u64,
     count: u64,
     done_ptr: u64,
     dom: u64,
-    mut one: impl FnMut(&mut Domain, &mut FrameTable, T) -> Ret,
+    mut one: impl FnMut(&mut Domain, &FrameTable, T) -> Ret,
 ) -> Ret {
     if dom as u16 != DOMID_SELF && dom as u16 != d.id {
         return err(EPERM);
@@ -424,7 +469,7 @@ fn batch<T: ringvisor_abi::Pod>(
 
 pub fn mmu_update(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     reqs: u64,
     count: u64,
@@ -456,7 +501,7 @@ pub fn mmu_update(
 
 /// One `mmu_update` request: its result and the level of the table entry
 /// it changed (0 for none).
-fn mmu_update_one(d: &mut Domain, ft: &mut FrameTable, u: MmuUpdate) -> (Ret, u8) {
+fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
     // The command rides in the low bits of the (8-byte aligned) pointer.
     let cmd = u.ptr & 7;
     let ptr = u.ptr & !7;
@@ -557,7 +602,7 @@ pub fn slot_read(s: Slot) -> u64 {
 
 /// Put grant entry `pte` in the slot. What was there is dropped as an
 /// update would drop it; a grant mapping there is refused.
-pub fn grant_install(ft: &mut FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
+pub fn grant_install(ft: &FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
     let old = read_pte(s.0, s.1);
     if old & PTE_P != 0 && old & PTE_GNTTAB != 0 {
         return Err(());
@@ -595,13 +640,7 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     Some((t, ((va >> 12) & 511) as usize))
 }
 
-pub fn update_va_mapping(
-    d: &mut Domain,
-    ft: &mut FrameTable,
-    va: u64,
-    val: u64,
-    flags: u64,
-) -> Ret {
+pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, flags: u64) -> Ret {
     use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
     match l1_slot(d, va) {
         Some((l1, i))
@@ -627,7 +666,7 @@ pub fn update_va_mapping(
 // Tour 06: MMUEXT_NEW_USER_BASEPTR sets the user page tables
 pub fn mmuext_op(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     ops: u64,
     count: u64,
@@ -640,7 +679,7 @@ pub fn mmuext_op(
 /// `mmuext_op` on requests already read (and translated: 32-bit guests).
 pub fn mmuext_list(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     ops: &[MmuExtOp],
     done_ptr: u64,
@@ -666,7 +705,7 @@ pub fn mmuext_list(
 
 /// Make `mfn` the vCPU's kernel top-level table: an L4, or a 32-bit
 /// guest's PAE L3 (which the hypervisor's per-vCPU L4 then points at).
-fn new_baseptr(d: &mut Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32> {
+fn new_baseptr(d: &mut Domain, ft: &FrameTable, mfn: u64) -> Result<(), i32> {
     let level = if d.compat { 3 } else { 4 };
     get_table(d, ft, mfn, level)?;
     let v = d.v_mut();
@@ -686,7 +725,7 @@ fn new_baseptr(d: &mut Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32>
     Ok(())
 }
 
-fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
+fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
     let mfn = op.mfn();
     match op.cmd {
         MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
@@ -696,7 +735,7 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
             } else {
                 match get_table(d, ft, mfn, level) {
                     Ok(()) => {
-                        ft.get_mut(mfn).unwrap().pinned = true;
+                        ft.with(mfn, |i| i.pinned = true);
                         0
                     }
                     Err(e) => err(e),
@@ -709,7 +748,7 @@ fn mmuext_one(d: &mut Domain, ft: &mut FrameTable, op: MmuExtOp) -> Ret {
                     Kind::Table(l) => l,
                     _ => 1,
                 };
-                ft.get_mut(mfn).unwrap().pinned = false;
+                ft.with(mfn, |i| i.pinned = false);
                 put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
                 0
             }
@@ -815,7 +854,7 @@ fn find_slot(d: &Domain, mfn: u64) -> Option<usize> {
 /// were done; stops at the first that cannot be.
 pub fn reservation(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: GuestSpace,
     cmd: u32,
     list: u64,
@@ -959,7 +998,7 @@ fn subrange_ok(compat: bool, start: u64, first: u64, last: u64, size: u64) -> bo
 /// As Xen for a PV guest, each out entry holds on entry the page number
 /// the extent becomes: the M2P maps its pages from there; the hypervisor's
 /// own list (d.p2m) gives the new frames the slots the old ones left.
-pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64) -> Ret {
+pub fn exchange(d: &mut Domain, ft: &FrameTable, space: GuestSpace, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
     let compat = d.compat;
     // (start, nr, order, mem_flags, domid) of each list.
@@ -1090,7 +1129,7 @@ pub fn exchange(d: &mut Domain, ft: &mut FrameTable, space: GuestSpace, arg: u64
 /// `limit`. All or nothing.
 fn exchange_chunk(
     d: &mut Domain,
-    ft: &mut FrameTable,
+    ft: &FrameTable,
     space: &GuestSpace,
     elem: u64,
     in_: (u64, u64, u64, u32),
@@ -1103,7 +1142,7 @@ fn exchange_chunk(
     // Take the pages given back out of the domain as they are checked, so
     // one named twice is refused the second time (Xen's steal_page).
     let mut stolen: alloc::vec::Vec<(u64, usize)> = alloc::vec::Vec::new();
-    let give_back = |d: &mut Domain, ft: &mut FrameTable, stolen: &[(u64, usize)]| {
+    let give_back = |d: &mut Domain, ft: &FrameTable, stolen: &[(u64, usize)]| {
         for &(mfn, slot) in stolen {
             ft.assign(mfn, d.id, Kind::Normal);
             d.p2m[slot] = mfn;
@@ -1196,7 +1235,7 @@ fn exchange_chunk(
 /// cmpxchg`), we apply it as `mmu_update` would, with every check, and
 /// step past it. Anything else is bounced as the #PF it is. `cr2` is the
 /// address written; `insn` the bytes at rip.
-pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, insn: &[u8]) -> bool {
+pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: &[u8]) -> bool {
     use crate::pv::emulate::gpr;
     use crate::pv::insn::Src;
     // 0x40-0x4f are inc/dec in 32-bit code, not REX prefixes.
@@ -1308,24 +1347,24 @@ pub fn ptwr(d: &mut Domain, ft: &mut FrameTable, f: &mut TrapFrame, cr2: u64, in
 
 /// Take a reference on `mfn` as a top-level table (validating it if it is
 /// not one yet): for a vCPU's context from `VCPUOP_initialise`.
-pub fn get_root(d: &Domain, ft: &mut FrameTable, mfn: u64) -> Result<(), i32> {
+pub fn get_root(d: &Domain, ft: &FrameTable, mfn: u64) -> Result<(), i32> {
     get_table(d, ft, mfn, 4)
 }
 
 /// As get_root, for a table of `level` (a 32-bit guest's PAE L3).
-pub fn get_table_at(d: &Domain, ft: &mut FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
+pub fn get_table_at(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
     get_table(d, ft, mfn, level)
 }
 
 /// Drop a reference get_table_at took.
-pub fn put_root(ft: &mut FrameTable, mfn: u64, level: u8) {
+pub fn put_root(ft: &FrameTable, mfn: u64, level: u8) {
     put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
 }
 
 /// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer
 /// (a 32-bit guest's CR3 folds bits 32+ of the frame number into bits
 /// 0-11: extended-cr3, Xen's xen_cr3_to_pfn).
-pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
+pub fn write_cr3(d: &mut Domain, ft: &FrameTable, cr3: u64) -> bool {
     let mfn = if d.compat {
         ringvisor_abi::x86_32::xen_cr3_to_pfn(cr3 as u32) as u64
     } else {
@@ -1345,11 +1384,15 @@ pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
 /// `update_va_mapping(va, val, ..)` names a valid L1 table of the domain
 /// whose entry for `va` is already `val`.
 pub(crate) fn l1_entry_holds(d: &Domain, ft: &FrameTable, va: u64, val: u64) -> bool {
+    // The entry first: a change is told apart without the frame's lock.
+    // (Reading it is harmless: `l1_slot` found it through the domain's
+    // validated tables; the record says whether it is an L1 of its own.)
     match l1_slot(d, va) {
         Some((l1, i)) => {
-            ft.get(l1)
-                .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
-                && read_pte(l1, i) == val
+            read_pte(l1, i) == val
+                && ft
+                    .get(l1)
+                    .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
         }
         None => false,
     }

@@ -43,7 +43,7 @@ pub enum Outcome {
 // Tour 02: a batch of hypercalls in one entry
 pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
     let cur = hv.current;
-    let compat = hv.domains[cur].compat;
+    let compat = hv.dom(cur).compat;
     let size: u64 = if compat { 32 } else { 64 };
     let n = n as u32 as u64; // nr_calls is a uint32_t in both widths
     for i in 0..n {
@@ -61,7 +61,7 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
             }
             return Outcome::FrameDone;
         }
-        let space = hv.domains[cur].v().space();
+        let space = hv.dom(cur).v().space();
         let (op, args) = if compat {
             match space.read::<ringvisor_abi::x86_32::MulticallEntry32>(at) {
                 Ok(e) => (e.op as u64, core::array::from_fn(|k| e.args[k] as u64)),
@@ -75,12 +75,14 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
         };
         let op = if compat { op as u32 as u64 } else { op };
         if op == HYPERVISOR_IRET as u64 {
-            let d = &mut hv.domains[cur];
-            let _ = if compat {
-                compat::iret(d, f)
-            } else {
-                hypercall::iret(d, f)
-            };
+            {
+                let mut d = hv.dom(cur);
+                let _ = if compat {
+                    compat::iret(&mut d, f)
+                } else {
+                    hypercall::iret(&mut d, f)
+                };
+            }
             // Xen's do_iret/compat_iret return the frame's rax, which is
             // the entry's result (best effort: the batch ends here anyway).
             let rax = if compat {
@@ -101,7 +103,7 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
         if write_result(hv, cur, at, r).is_err() {
             return Outcome::Ret(err(EFAULT));
         }
-        if !hv.domains[cur].is_alive() {
+        if !hv.dom(cur).is_alive() {
             break;
         }
     }
@@ -109,7 +111,7 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
 }
 
 fn write_result(hv: &Hv, cur: usize, at: u64, r: Ret) -> Result<(), ()> {
-    let d = &hv.domains[cur];
+    let d = hv.dom(cur);
     let space = d.v().space();
     let w = if d.compat {
         space.write(at + 4, &(r as u32))

@@ -37,14 +37,14 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     crate::trace!(
         crate::trace::TRACE_HYPERCALL,
         "d{} platform_op cmd {} (version {:#x})",
-        hv.domains[hv.current].id,
+        hv.cur().id,
         op.cmd,
         op.interface_version
     );
     if op.interface_version != XENPF_INTERFACE_VERSION {
         return err(EACCES);
     }
-    if !hv.domains[hv.current].privileged {
+    if !hv.cur().privileged {
         return err(EPERM);
     }
     let u = &op.u;
@@ -162,8 +162,11 @@ fn settime(hv: &mut Hv, secs: u64, nsecs: u32, system_time: u64) {
         .wrapping_sub(system_time);
     let (sec, nsec) = (x / 1_000_000_000, (x % 1_000_000_000) as u32);
     crate::arch::x86_64::time::set_wallclock(sec, nsec);
-    for d in hv.domains.iter().filter(|d| d.shared_info_mfn != 0) {
-        write_wallclock(d.shared_info_mfn, d.compat, sec, nsec);
+    for d in hv.domains.iter() {
+        let d = d.lock();
+        if d.shared_info_mfn != 0 {
+            write_wallclock(d.shared_info_mfn, d.compat, sec, nsec);
+        }
     }
 }
 
@@ -232,8 +235,11 @@ fn apic_id() -> u32 {
 /// Xen); the injection commands `-EINVAL` (Xen checks and injects; not
 /// implemented: ringvisor shows guests no machine-check architecture).
 pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
-    let d = &hv.domains[hv.current];
-    if !d.privileged {
+    let (privileged, compat) = {
+        let d = hv.cur();
+        (d.privileged, d.compat)
+    };
+    if !privileged {
         return err(EPERM);
     }
     let Ok(mut op) = space.read::<XenMcPhyscpuinfo>(arg) else {
@@ -243,7 +249,7 @@ pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
         return err(EACCES);
     }
     let handle = |at: u64| {
-        if d.compat {
+        if compat {
             space.read::<u32>(at).map(u64::from)
         } else {
             space.read::<u64>(at)

@@ -669,11 +669,7 @@ pub fn fetch(d: &Domain, rip: u64, buf: &mut [u8]) -> usize {
 
 /// An exception or interrupt vector taken while the guest ran.
 // Tour 04: what each vector means for the guest
-pub fn guest_exception(
-    d: &mut Domain,
-    ft: &mut crate::mm::frametable::FrameTable,
-    f: &mut TrapFrame,
-) {
+pub fn guest_exception(d: &mut Domain, ft: &crate::mm::frametable::FrameTable, f: &mut TrapFrame) {
     let vector = f.vector as u8;
     match vector {
         VEC_PF => {

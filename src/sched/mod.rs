@@ -19,16 +19,19 @@ use crate::arch::x86_64::exit::{exit, Verdict};
 use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::{apic, percpu};
 use crate::domain::vcpu::Vcpu;
-use crate::domain::{builder, Domain, State};
-use crate::mm::frametable::FrameTable;
+use crate::domain::{builder, Domain, DomainRef, State};
 
 pub const TIMESLICE_NS: u64 = 10_000_000;
 
 pub struct Hv {
-    pub domains: Vec<Domain>,
+    /// Every domain ever built, in id order (a domain that ended stays,
+    /// torn down, for the final report): each behind its own lock, taken
+    /// one at a time here (docs/design.md, "Lock order").
+    pub domains: Vec<DomainRef>,
+    /// The id of each of `domains`, in the same order.
+    pub ids: Vec<crate::domain::DomId>,
     /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
     pub current: usize,
-    pub frames: FrameTable,
     /// Domains that could not be built (they count as failures).
     pub build_failures: usize,
     /// Modules waiting for memory: built in order as domains end.
@@ -102,12 +105,23 @@ pub fn build_pending(hv: &mut Hv) {
             }
             None => builder::Memory::Bytes(crate::cmdline::DEFAULT_DOMAIN_MEM),
         };
-        match builder::build(id, &label, p.bytes, p.initrd, &mc, memory, &mut hv.frames) {
+        match builder::build(
+            id,
+            &label,
+            p.bytes,
+            p.initrd,
+            &mc,
+            memory,
+            crate::mm::frametable::frames(),
+        ) {
             Ok(d) => {
+                hv.ids.push(d.id);
+                let d = alloc::sync::Arc::new(Mutex::new(d));
+                register(id, &d);
                 hv.domains.push(d);
                 hv.next_id += 1;
             }
-            Err(builder::BuildError::NoMemory(why)) if hv.domains.iter().any(|d| d.is_alive()) => {
+            Err(builder::BuildError::NoMemory(why)) if hv.any_alive() => {
                 crate::debug!("module {}: waiting for memory ({why})", p.index);
                 return;
             }
@@ -122,6 +136,65 @@ pub fn build_pending(hv: &mut Hv) {
 }
 
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
+
+/// Each domain's lock by domain id, readable without any lock: a slot is
+/// written once, under HV, when its domain is built, and a domain is never
+/// removed (`Hv::domains` keeps it for the run), so a pointer read here
+/// stays valid. What an interdomain event send uses to reach the other
+/// end from under no lock but its own domain's, released first
+/// (`pv::event::send_remote`).
+static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<Mutex<Domain>>>> = spin::Once::new();
+
+/// Room for `n` domain ids (boot: one per module).
+pub fn init_registry(n: usize) {
+    REGISTRY.call_once(|| {
+        (0..n)
+            .map(|_| core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
+            .collect()
+    });
+}
+
+fn register(id: crate::domain::DomId, d: &DomainRef) {
+    if let Some(slot) = REGISTRY.get().and_then(|r| r.get(id as usize)) {
+        slot.store(alloc::sync::Arc::as_ptr(d) as *mut _, Ordering::Release);
+    }
+}
+
+/// The lock of domain `id`, if it was built.
+pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static Mutex<Domain>> {
+    let p = REGISTRY.get()?.get(id as usize)?.load(Ordering::Acquire);
+    // SAFETY: null, or a `DomainRef`'s lock stored by `register`; the list
+    // keeps that Arc for the whole run, so it is never freed.
+    unsafe { p.as_ref() }
+}
+
+impl Hv {
+    /// Domain `i`, locked. Under `HV`, one domain lock at a time: never
+    /// call this while holding another domain's guard.
+    pub fn dom(&self, i: usize) -> spin::MutexGuard<'_, Domain> {
+        self.domains[i].lock()
+    }
+
+    /// The current domain, locked.
+    pub fn cur(&self) -> spin::MutexGuard<'_, Domain> {
+        self.dom(self.current)
+    }
+
+    pub fn any_alive(&self) -> bool {
+        self.domains.iter().any(|d| d.lock().is_alive())
+    }
+
+    /// The index of the domain with this id (no domain lock: ids never
+    /// change, and `ids` keeps them beside the list).
+    pub fn index_of(&self, id: u16) -> Option<usize> {
+        self.ids.iter().position(|&i| i == id)
+    }
+
+    /// The index of the live domain with this id.
+    pub fn live_index_of(&self, id: u16) -> Option<usize> {
+        self.index_of(id).filter(|&i| self.dom(i).is_alive())
+    }
+}
 
 /// The time slice ran out (timer interrupt) or a guest yielded: a bit of
 /// this CPU's work-pending word, which every way out tests.
@@ -405,21 +478,30 @@ fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
     hv.domains
         .iter()
         .enumerate()
-        .flat_map(|(di, d)| (0..d.vcpus.len()).map(move |vi| (di, vi)))
+        .flat_map(|(di, d)| (0..d.lock().vcpus.len()).map(move |vi| (di, vi)))
 }
 
 /// The next vCPU after `from` (round robin, `from` itself last) that can
 /// run: its domain alive, the vCPU up and not blocked.
 fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
-    // No list is built (this runs on every reschedule): those after `from`,
-    // then those before it, then `from`. If `from` is gone, from the start.
-    let ok = |&(d, v): &(usize, usize)| runnable(&hv.domains[d], v);
-    all_vcpus(hv)
-        .skip_while(|&p| p != from)
-        .skip(1)
-        .find(ok)
-        .or_else(|| all_vcpus(hv).take_while(|&p| p != from).find(ok))
-        .or_else(|| all_vcpus(hv).find(|&p| p == from).filter(ok))
+    // No list is built (this runs on every reschedule), and each domain
+    // visited is locked once: the vCPUs after `from` in its domain, the
+    // other domains in order (wrapping round), then its domain's vCPUs
+    // up to `from` itself. If `from`'s domain is gone, from the start.
+    let n = hv.domains.len();
+    let pick = |di: usize, vcpus: core::ops::Range<usize>| {
+        let d = hv.dom(di);
+        let end = vcpus.end.min(d.vcpus.len());
+        (vcpus.start..end)
+            .find(|&vi| runnable(&d, vi))
+            .map(|vi| (di, vi))
+    };
+    if from.0 >= n {
+        return (0..n).find_map(|di| pick(di, 0..usize::MAX));
+    }
+    pick(from.0, from.1 + 1..usize::MAX)
+        .or_else(|| (1..n).find_map(|k| pick((from.0 + k) % n, 0..usize::MAX)))
+        .or_else(|| pick(from.0, 0..from.1 + 1))
 }
 
 fn runnable(d: &Domain, vi: usize) -> bool {
@@ -428,29 +510,32 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
-fn fire_timers(hv: &mut Hv, now: u64) {
-    let current = (hv.current, hv.domains.get(hv.current).map_or(0, |d| d.cur));
-    for (di, d) in hv
-        .domains
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, d)| d.is_alive())
-    {
+/// Returns the earliest guest timer left (`earliest_timer`, found in the
+/// same pass: one lock of each domain).
+fn fire_timers(hv: &mut Hv, now: u64, current: (usize, usize)) -> Option<u64> {
+    let mut at = None::<u64>;
+    for (di, d) in hv.domains.iter().enumerate() {
+        let mut d = d.lock();
+        if !d.is_alive() {
+            continue;
+        }
         if d.watchdogs.iter().flatten().any(|&t| t <= now) {
             d.watchdogs = [None; 2];
-            crate::pv::hypercall::watchdog_fired(d);
+            crate::pv::hypercall::watchdog_fired(&mut d);
             request_resched();
             continue;
         }
         for vi in 0..d.vcpus.len() {
-            if fire_vcpu_timers(d, vi, now) && (di, vi) != current {
+            if fire_vcpu_timers(&mut d, vi, now) && (di, vi) != current {
                 // A timer event for a vCPU that is not on the CPU: let the
                 // next return switch (as Xen boosts a woken vCPU), so
                 // ticks are not coalesced behind a spinning one.
                 request_resched();
             }
         }
+        at = at.into_iter().chain(domain_earliest(&d)).min();
     }
+    at
 }
 
 // Tour 07: guest timers raise VIRQ_TIMER
@@ -484,10 +569,12 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
 }
 
 /// The earliest guest timer of any live domain.
-fn earliest_timer(hv: &Hv) -> Option<u64> {
-    let alive = || hv.domains.iter().filter(|d| d.is_alive());
-    let vcpus = alive()
-        .flat_map(|d| d.vcpus.iter().filter(|v| v.up))
+/// The earliest timer of a (live) domain: its vCPUs' and its watchdogs.
+fn domain_earliest(d: &Domain) -> Option<u64> {
+    let vcpus = d
+        .vcpus
+        .iter()
+        .filter(|v| v.up)
         .flat_map(|v| {
             [
                 v.singleshot,
@@ -496,51 +583,51 @@ fn earliest_timer(hv: &Hv) -> Option<u64> {
             ]
         })
         .flatten();
-    vcpus
-        .chain(alive().flat_map(|d| d.watchdogs.iter().flatten().copied()))
-        .min()
+    vcpus.chain(d.watchdogs.iter().flatten().copied()).min()
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
 /// a guest timer whose `VIRQ_TIMER` is bound (unbound, its tick raises
 /// nothing, and a vCPU blocked on it would sleep for ever).
 fn earliest_wakeup(hv: &Hv) -> Option<u64> {
-    hv.domains
-        .iter()
-        .filter(|d| d.is_alive())
-        .flat_map(|d| {
-            d.vcpus
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.up && v.blocked)
-                .flat_map(move |(vi, v)| {
-                    let ticks = d
-                        .ports
-                        .virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32)
-                        .is_some();
-                    [
-                        v.poll_deadline,
-                        v.singleshot.filter(|_| ticks),
-                        (ticks && v.periodic_period != 0).then_some(v.periodic_next),
-                    ]
-                })
-        })
-        .flatten()
-        // A watchdog ends its domain: that is a wake-up too.
-        .chain(
-            hv.domains
-                .iter()
-                .filter(|d| d.is_alive())
-                .flat_map(|d| d.watchdogs.iter().flatten().copied()),
-        )
-        .min()
+    let mut at = None::<u64>;
+    for d in hv.domains.iter() {
+        let d = d.lock();
+        if !d.is_alive() {
+            continue;
+        }
+        let d = &*d;
+        let first = d
+            .vcpus
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.up && v.blocked)
+            .flat_map(|(vi, v)| {
+                let ticks = d
+                    .ports
+                    .virq_port(ringvisor_abi::xen::VIRQ_TIMER, vi as u32)
+                    .is_some();
+                [
+                    v.poll_deadline,
+                    v.singleshot.filter(|_| ticks),
+                    (ticks && v.periodic_period != 0).then_some(v.periodic_next),
+                ]
+            })
+            .flatten()
+            // A watchdog ends its domain: that is a wake-up too.
+            .chain(d.watchdogs.iter().flatten().copied())
+            .min();
+        at = at.into_iter().chain(first).min();
+    }
+    at
 }
 
 /// Program the APIC for the next thing that needs the CPU back: the end
 /// of the time slice or the earliest guest timer.
-fn arm_timer(hv: &Hv, now: u64) {
+/// `earliest`: the earliest guest timer of any live domain.
+fn arm_timer(earliest: Option<u64>, now: u64) {
     let slice_end = now + TIMESLICE_NS;
-    let at = earliest_timer(hv).map_or(slice_end, |t| t.min(slice_end));
+    let at = earliest.map_or(slice_end, |t| t.min(slice_end));
     apic::oneshot(at.saturating_sub(now).max(1_000));
 }
 
@@ -570,7 +657,9 @@ pub fn update_time(d: &Domain, vi: usize) {
 }
 
 /// Sleep until the next interrupt (the timer is armed by the caller).
-fn idle() {
+/// Called with no lock held (`pv::entry::locked_way_out`): another CPU
+/// may need any of them meanwhile, and an interrupt here takes none.
+pub fn idle() {
     // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt,
     // which is handled on this stack, then interrupts go off again.
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
@@ -588,66 +677,76 @@ pub fn start(hv: Hv) -> ! {
         let mut g = HV.lock();
         let hv = g.as_mut().unwrap();
         hv.current = di;
-        hv.domains[di].cur = vi;
-        update_time(&hv.domains[di], vi);
-        let now = crate::arch::x86_64::time::now_ns();
-        set_runstate(
-            &mut hv.domains[di],
-            vi,
-            ringvisor_abi::vcpu::RUNSTATE_RUNNING,
-            now,
-        );
-        let compat = hv.domains[di].compat;
-        // SAFETY: `frame` is this CPU's guest frame slot at the top of its
-        // stack, which nothing else uses while we are on the boot path.
-        let frame = unsafe { &mut *frame };
-        switch_in(&hv.domains[di].vcpus[vi], frame, compat);
+        {
+            let mut d = hv.dom(di);
+            d.cur = vi;
+            update_time(&d, vi);
+            let now = crate::arch::x86_64::time::now_ns();
+            set_runstate(&mut d, vi, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
+            let compat = d.compat;
+            // SAFETY: `frame` is this CPU's guest frame slot at the top of
+            // its stack, which nothing else uses while we are on the boot
+            // path.
+            let frame = unsafe { &mut *frame };
+            switch_in(&d.vcpus[vi], frame, compat);
+            crate::info!("d{}: running", d.id);
+        }
         crate::pv::entry::publish_current(hv);
-        crate::info!("d{}: running", hv.domains[di].id);
         apic::oneshot(TIMESLICE_NS);
     }
     enter_frame(frame)
 }
 
 /// On the way back to a guest: fire guest timers, handle a dead or
-/// blocked current vCPU and time slices, idle when nothing can run.
-/// `f` is the frame at the top of the stack.
+/// blocked current vCPU and time slices. `f` is the frame at the top of
+/// the stack. Returns `true` when nothing can run: the APIC is armed for
+/// the earliest wake-up, and the caller sleeps (`idle`) with every lock
+/// released, then calls this again.
 // Tour 08: where a crashed domain stops
-pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) {
+#[must_use]
+pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // The common case (a hypercall, a bounce): nothing to settle, one test
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
     // changed one.
-    if percpu::this().work.load(Ordering::Relaxed) == 0
-        && runnable(&hv.domains[hv.current], hv.domains[hv.current].cur)
-    {
-        return;
+    if percpu::this().work.load(Ordering::Relaxed) == 0 && {
+        let d = hv.cur();
+        runnable(&d, d.cur)
+    } {
+        return false;
     }
-    settle(hv, f);
+    let idle = settle(hv, f);
     // This may have switched vCPU, torn a domain down or built one (the
     // domain list may have moved): tell the lock-free paths.
     crate::pv::entry::publish_current(hv);
+    idle
 }
 
 /// The rest of `schedule`, when there is something to settle.
 #[inline(never)]
-fn settle(hv: &mut Hv, f: &mut TrapFrame) {
-    let cur = (hv.current, hv.domains[hv.current].cur);
+fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    let (cur, can_run) = {
+        let d = hv.cur();
+        ((hv.current, d.cur), runnable(&d, d.cur))
+    };
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
-    if !resched && !timers && runnable(&hv.domains[cur.0], cur.1) {
-        return;
+    if !resched && !timers && can_run {
+        return false;
     }
     crate::debugkeys::poll(hv, f);
-    let mut now = crate::arch::x86_64::time::now_ns();
-    fire_timers(hv, now);
+    let now = crate::arch::x86_64::time::now_ns();
+    let earliest = fire_timers(hv, now, cur);
     // A timer event for another vCPU asks for a switch now.
     let resched = resched | (pc.take(percpu::WORK_RESCHED) != 0);
-    let alive = hv.domains[cur.0].is_alive();
-    if runnable(&hv.domains[cur.0], cur.1) && !resched {
-        arm_timer(hv, now);
-        return;
+    let (alive, can_run) = {
+        let d = hv.dom(cur.0);
+        (d.is_alive(), runnable(&d, cur.1))
+    };
+    if can_run && !resched {
+        arm_timer(earliest, now);
+        return false;
     }
     if !alive {
         // Off the dead domain's page tables before they are freed (and
@@ -658,14 +757,16 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
     // Every domain that ended, on the CPU or not (a watchdog, a crash
     // while another ran), gives its memory back (teardown is idempotent);
     // modules waiting for memory may fit then.
+    // (Only when one has ended since the last look: `ENDED`.)
     let mut freed = false;
-    for d in hv
-        .domains
-        .iter_mut()
-        .filter(|d| !d.is_alive() && !d.p2m.is_empty())
-    {
-        builder::teardown(d, &mut hv.frames);
-        freed = true;
+    if ENDED.swap(false, Ordering::Relaxed) {
+        for d in hv.domains.iter() {
+            let mut d = d.lock();
+            if !d.is_alive() && !d.p2m.is_empty() {
+                builder::teardown(&mut d, crate::mm::frametable::frames());
+                freed = true;
+            }
+        }
     }
     if freed {
         build_pending(hv);
@@ -675,25 +776,26 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
             Some(next) => {
                 if next != cur {
                     if alive {
-                        switch_out(&mut hv.domains[cur.0].vcpus[cur.1], f);
-                        let d = &mut hv.domains[cur.0];
+                        let mut d = hv.dom(cur.0);
+                        switch_out(&mut d.vcpus[cur.1], f);
                         let st = idle_state(&d.vcpus[cur.1]);
-                        set_runstate(d, cur.1, st, now);
+                        set_runstate(&mut d, cur.1, st, now);
                     }
                     hv.current = next.0;
-                    let d = &mut hv.domains[next.0];
+                    let mut d = hv.dom(next.0);
                     d.cur = next.1;
-                    update_time(d, next.1);
-                    set_runstate(d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
-                    if !switch_in(&d.vcpus[next.1], f, d.compat) {
+                    update_time(&d, next.1);
+                    set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
+                    let compat = d.compat;
+                    if !switch_in(&d.vcpus[next.1], f, compat) {
                         let sels = d.vcpus[next.1].data_sels;
-                        crate::pv::traps::failsafe_segments(d, f, sels);
+                        crate::pv::traps::failsafe_segments(&mut d, f, sels);
                     }
                 }
-                arm_timer(hv, now);
-                return;
+                arm_timer(earliest, now);
+                return false;
             }
-            None if !hv.domains.iter().any(|d| d.is_alive()) => {
+            None if !hv.any_alive() => {
                 // SAFETY: the hypervisor's own tables map everything it uses.
                 unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
                 finish_locked(hv)
@@ -703,19 +805,19 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) {
                 // With none armed that could, nothing ever will (no other
                 // domain runs to send an event): a clear end, not a hang.
                 let Some(t) = earliest_wakeup(hv) else {
-                    for d in hv.domains.iter_mut() {
+                    for d in hv.domains.iter() {
                         crash(
-                            d,
+                            &mut d.lock(),
                             String::from("blocked with no timer and no event that could wake it"),
                         );
                     }
                     continue;
                 };
+                // Not here: the caller sleeps with HV released (no lock
+                // is held across `hlt`) and comes back through `schedule`,
+                // which polls the keys and fires the timers.
                 apic::oneshot(t.saturating_sub(now).max(1_000));
-                idle();
-                crate::debugkeys::poll(hv, f);
-                now = crate::arch::x86_64::time::now_ns();
-                fire_timers(hv, now);
+                return true;
             }
         }
     }
@@ -727,7 +829,17 @@ pub fn crash(d: &mut Domain, why: String) {
     if d.is_alive() {
         crate::error!("d{}: crashed: {why}", d.id);
         d.state = State::Crashed(why);
+        domain_ended();
     }
+}
+
+/// A domain stopped running (crashed or shut down, under its own lock
+/// only): the next `settle` looks for domains to tear down. A flag seen
+/// late only delays a teardown to the next `settle`; it is never lost.
+static ENDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn domain_ended() {
+    ENDED.store(true, Ordering::Relaxed);
 }
 
 fn finish() -> ! {
@@ -745,8 +857,11 @@ fn finish() -> ! {
 fn finish_locked(hv: &mut Hv) -> ! {
     // Domains that ended while another ran (a watchdog, the idle loop's
     // end of blocked domains) are torn down here if not yet.
-    for d in hv.domains.iter_mut().filter(|d| !d.p2m.is_empty()) {
-        builder::teardown(d, &mut hv.frames);
+    for d in hv.domains.iter() {
+        let mut d = d.lock();
+        if !d.p2m.is_empty() {
+            builder::teardown(&mut d, crate::mm::frametable::frames());
+        }
     }
     let mut bad = hv.build_failures;
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
@@ -761,6 +876,7 @@ fn finish_locked(hv: &mut Hv) -> ! {
         }
     );
     for d in &hv.domains {
+        let d = d.lock();
         match &d.state {
             State::Shutdown(r) => {
                 crate::info!(

@@ -7,9 +7,10 @@
 //! is live and ours waits in IA32_KERNEL_GS_BASE; every entry from a
 //! guest `swapgs`es (entry.S).
 //!
-//! It also holds what the lock-free entry paths need (`pv::fast`): where
-//! the current domain, vCPU, `vcpu_info` and frame table are, published
-//! under the hypervisor lock at the end of every locked way out, and the
+//! It also holds what the entry paths need to reach their domain without
+//! the scheduler lock (`pv::entry::on_domain`, `pv::fast`): the current
+//! domain's lock, vCPU and `vcpu_info`, published under `HV` wherever they
+//! change, and the
 //! work-pending word the way out tests once (Xen's `softirq_pending` and
 //! `test_all_events`).
 
@@ -45,14 +46,18 @@ pub struct PerCpu {
     /// Work for the way out ([`WORK_RESCHED`], [`WORK_TIMERS`]): while it
     /// is 0 and no event upcall is due, a return skips the scheduler.
     pub work: AtomicU64,
-    /// The current domain, vCPU, its `vcpu_info` (direct-map address) and
-    /// the frame table, as `pv::entry::publish_current` last saw them
-    /// under the lock (0: none yet). Opaque here: `pv::fast` gives them
-    /// their types.
+    /// The current domain's lock (a `DomainRef`'s), vCPU and its
+    /// `vcpu_info` (direct-map address), as `pv::entry::publish_current`
+    /// last stored them under `HV` (0: none yet). Opaque here: `pv::entry`
+    /// and `pv::fast` give them their types. (The
+    /// frame table needs no pointer: it is one static with per-frame
+    /// locks, `mm::frametable::frames`.)
     pub domain: AtomicU64,
     pub vcpu: AtomicU64,
     pub vcpu_info: AtomicU64,
-    pub frames: AtomicU64,
+    /// An event send to another domain waiting for this CPU to release its
+    /// domain's lock (`pv::event::send_deferred`; 0: none).
+    pub deferred_send: AtomicU64,
     /// The current domain's id (bits 0-15) and vCPU index (bits 16-31),
     /// for the recent-calls ring.
     pub ids: AtomicU64,
@@ -82,7 +87,7 @@ impl PerCpu {
             domain: AtomicU64::new(0),
             vcpu: AtomicU64::new(0),
             vcpu_info: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
+            deferred_send: AtomicU64::new(0),
             ids: AtomicU64::new(0),
         }
     }
