@@ -156,9 +156,6 @@ impl Table<'_> {
     pub fn signature(&self) -> [u8; 4] {
         [self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]]
     }
-    pub fn revision(&self) -> u8 {
-        self.bytes[8]
-    }
     /// What follows the 36-byte common header.
     pub fn body(&self) -> &[u8] {
         &self.bytes[HEADER_LEN..]

@@ -118,13 +118,13 @@ pub fn parse_fadt(t: &Table) -> Fadt {
     if pm_timer_len != 4 && u32_at(b, 76).unwrap_or(0) != 0 {
         pm_timer = 0;
     }
-    let reset = if flags & FLAG_RESET_REG_SUP != 0 && t.revision() >= 2 {
+    let reset = if flags & FLAG_RESET_REG_SUP != 0 && t.bytes.get(8).copied().unwrap_or(0) >= 2 {
         gas(b, 116).zip(b.get(128).copied())
     } else {
         None
     };
     Fadt {
-        revision: t.revision(),
+        revision: t.bytes.get(8).copied().unwrap_or(0),
         dsdt,
         smi_cmd: u32_at(b, 48).unwrap_or(0),
         acpi_enable: b.get(52).copied().unwrap_or(0),
