@@ -53,6 +53,20 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Guests booted by `cargo xtask run` / `iso` when none are named: test
+/// guests (crates under guests/), built first, each as `CRATE[:ARGS]`.
+/// `cargo xtask run` gives the demo `trace=bounce,hypercall` unless
+/// --cmdline says otherwise.
+pub const DEMO_GUESTS: &[&str] = &[
+    // d0 and d1 exchange events over an interdomain channel.
+    "guest-pingpong:role=server peer=1 rounds=10",
+    "guest-pingpong:role=client peer=0 rounds=10",
+    // Exceptions bounced to a 64-bit kernel (ring 3) ...
+    "guest-traps",
+    // ... and to a 32-bit one (ring 1).
+    "guest32-traps",
+];
+
 /// `target/ringvisor.elf`.
 pub fn elf_path() -> PathBuf {
     target_dir().join("ringvisor.elf")

@@ -16,6 +16,12 @@
 //! - `loglvl=`: error prints fewer hypervisor lines than debug;
 //! - a module from QEMU `-initrd` and one from GRUB `module2` are listed
 //!   with the command line the hypervisor received;
+//! - the hybrid GRUB ISO under OVMF (UEFI, q35): the demo guests to
+//!   SUCCESS, with ACPI found through the loader's RSDP tag;
+//! - without `isa-debug-exit`: `on_exit=poweroff` powers QEMU off through
+//!   ACPI S5 (QEMU exits 0 after `(RV) exit: success`), on `pc` with the
+//!   ACPI PM timer as the reference clock (HPET off) and on `q35` with the
+//!   HPET; `on_exit=reboot` resets it (the FADT's reset register on q35);
 //! - the runner itself: a run without a verdict is killed at its timeout.
 
 use ringvisor_tests::build;
@@ -248,4 +254,81 @@ fn runner_kills_a_run_without_verdict_at_its_timeout() {
     eprintln!("halted QEMU: {}", out.summary());
     assert_eq!(out.verdict, Verdict::Timeout, "{}", out.summary());
     assert!(out.elapsed < Duration::from_secs(10), "{}", out.summary());
+}
+
+#[test]
+fn uefi_iso_boots_the_demo_under_ovmf() {
+    let what = "UEFI ISO (OVMF)";
+    let guests: Vec<GuestSpec> = build::DEMO_GUESTS
+        .iter()
+        .map(|s| {
+            let mut g: GuestSpec = s.parse().unwrap();
+            g.path = build::test_guest(&g.path.to_string_lossy())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            g
+        })
+        .collect();
+    let iso = build::target_dir().join("boot-tests/uefi-demo.iso");
+    build::build_iso(&elf(), "", &guests, &iso).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = boot(what, Qemu::iso(&iso).uefi());
+    expect_verdict(what, &out, Verdict::Success);
+    expect_line(what, &out, "(RV) loader: multiboot2 GRUB 2");
+    // Under UEFI the RSDP is only found through the loader's copy.
+    expect_line(what, &out, "(RV) acpi: RSDP from the loader's ACPI tag");
+    for d in 0..guests.len() {
+        expect_line(what, &out, &format!("(d{d}) RESULT: SUCCESS"));
+    }
+    expect_exit_line(
+        what,
+        &out,
+        &format!("success (all {} domain(s) powered off)", guests.len()),
+    );
+}
+
+/// A run without QEMU's `isa-debug-exit`, ended by the hypervisor as on
+/// hardware: QEMU exits 0 (power-off, or a reset under `-no-reboot`).
+fn without_debug_exit(what: &str, machine: &str, cmdline: &str) -> RunOutput {
+    let mut q = Qemu::kernel(elf()).cmdline(cmdline).without_debug_exit();
+    q.extra_args = vec!["-machine".into(), machine.into()];
+    let out = boot(what, q);
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{what}: QEMU did not exit by itself: {}\n{}",
+        out.summary(),
+        out.transcript()
+    );
+    expect_exit_line(what, &out, "success");
+    assert!(
+        !out.contains("isa-debug-exit at 0xf4 found"),
+        "{what}: the hypervisor saw a debug-exit device that is not there\n{}",
+        out.transcript()
+    );
+    out
+}
+
+#[test]
+fn poweroff_through_acpi_s5_with_the_pm_timer() {
+    let what = "on_exit=poweroff (pc, no HPET)";
+    let out = without_debug_exit(what, "pc,hpet=off", "on_exit=poweroff");
+    expect_line(what, &out, "(RV) power: off through ACPI S5");
+    expect_line(what, &out, "from ACPI PM timer calibration");
+    expect_line(what, &out, "counted against ACPI PM timer");
+}
+
+#[test]
+fn poweroff_through_acpi_s5_with_the_hpet() {
+    let what = "on_exit=poweroff (q35)";
+    let out = without_debug_exit(what, "q35", "on_exit=poweroff");
+    expect_line(what, &out, "(RV) power: off through ACPI S5");
+    expect_line(what, &out, "from HPET calibration");
+    expect_line(what, &out, "counted against HPET");
+}
+
+#[test]
+fn reboot_through_the_acpi_reset_register() {
+    let what = "on_exit=reboot (q35)";
+    let out = without_debug_exit(what, "q35", "on_exit=reboot");
+    expect_line(what, &out, "reset register Io 0xcf9");
+    expect_line(what, &out, "(RV) power: resetting");
 }
