@@ -37,6 +37,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         Err(e) => exit(Verdict::Failure, format_args!("cannot boot: {e}")),
     };
 
+    // The framebuffer console first, so it shows the banner too.
+    let fbcon = bi.framebuffer.map_or(Err("none"), crate::fbcon::init);
+
     let mut bad_words = 0;
     let opts = Options::parse(bi.cmdline.as_str(), |b| {
         warn!("command line: {b}");
@@ -71,6 +74,20 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         bi.loader_name.as_str()
     );
     info!("command line: \"{}\"", bi.cmdline.as_str());
+    match (bi.framebuffer, bi.framebuffer_refused) {
+        (Some(fb), _) => match fbcon {
+            Ok((cols, rows)) => info!(
+                "console: framebuffer {}x{} {} bpp (pitch {}) at {:#x}: {cols}x{rows} text",
+                fb.width, fb.height, fb.bpp, fb.pitch, fb.addr
+            ),
+            Err(why) => warn!("console: framebuffer at {:#x} not used: {why}", fb.addr),
+        },
+        (None, Some(why)) => warn!("console: framebuffer not used: {why}"),
+        (None, None) => {}
+    }
+    if bi.efi_memory_map {
+        info!("memory map: from the EFI memory map (the loader gave no multiboot2 one)");
+    }
     for r in bi.regions() {
         info!(
             "  memory {:#014x}-{:#014x} {}",

@@ -24,7 +24,7 @@ pub const KERNEL_VMA: u64 = 0xffff_82d0_8000_0000;
 pub const DIRECTMAP_BASE: u64 = 0xffff_8300_0000_0000;
 pub const FIXMAP_BASE: u64 = 0xffff_82c0_0000_0000;
 /// The boot page tables direct-map this much (boot/boot.S).
-const BOOT_DIRECTMAP: u64 = 4 << 30;
+pub const BOOT_DIRECTMAP: u64 = 4 << 30;
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;

@@ -22,6 +22,9 @@
 //!   ACPI S5 (QEMU exits 0 after `(RV) exit: success`), on `pc` with the
 //!   ACPI PM timer as the reference clock (HPET off) and on `q35` with the
 //!   HPET; `on_exit=reboot` resets it (the FADT's reset register on q35);
+//! - the framebuffer console: under OVMF the hypervisor logs the GOP
+//!   framebuffer it draws on, and a QEMU `screendump` shows its text (its
+//!   own colour on the black it cleared to);
 //! - the runner itself: a run without a verdict is killed at its timeout.
 
 use ringvisor_tests::build;
@@ -331,4 +334,115 @@ fn reboot_through_the_acpi_reset_register() {
     let out = without_debug_exit(what, "q35", "on_exit=reboot");
     expect_line(what, &out, "reset register Io 0xcf9");
     expect_line(what, &out, "(RV) power: resetting");
+}
+
+/// What a `screendump` (binary PPM) shows: (pixels, pure black ones,
+/// ones in the hypervisor's line colour: no red, green == blue, lit).
+fn screen_counts(ppm: &[u8]) -> Option<(usize, usize, usize)> {
+    // "P6\n<w> <h>\n255\n" then RGB bytes.
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while ppm.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !ppm.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(std::str::from_utf8(&ppm[start..at]).ok()?.to_string());
+    }
+    let pixels = ppm.get(at + 1..)?;
+    if fields[0] != "P6" || fields[3] != "255" {
+        return None;
+    }
+    let (mut black, mut ours) = (0, 0);
+    for p in pixels.chunks_exact(3) {
+        if p == [0, 0, 0] {
+            black += 1;
+        } else if p[0] == 0 && p[1] == p[2] && p[1] > 0x40 {
+            ours += 1;
+        }
+    }
+    Some((pixels.len() / 3, black, ours))
+}
+
+#[test]
+fn framebuffer_console_draws_under_uefi() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let what = "framebuffer console (UEFI)";
+    let dir = build::target_dir().join("boot-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join(format!("fbcon-monitor-{}.sock", std::process::id()));
+    let shot = dir.join(format!("fbcon-{}.ppm", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&shot);
+    // No debug-exit and on_exit=halt (the default): the machine halts
+    // with the text on screen, until the monitor says `quit`.
+    let mut q = Qemu::iso(iso()).uefi().without_debug_exit();
+    q.extra_args = vec![
+        "-monitor".into(),
+        format!("unix:{},server,nowait", sock.display()),
+    ];
+    let watcher = {
+        let (sock, shot) = (sock.clone(), shot.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut mon = loop {
+                match UnixStream::connect(&sock) {
+                    Ok(s) => break s,
+                    Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    Err(e) => return Err(format!("no QEMU monitor at {}: {e}", sock.display())),
+                }
+            };
+            mon.set_read_timeout(Some(Duration::from_millis(500)))
+                .map_err(|e| e.to_string())?;
+            // The monitor's answers, read so they never fill the socket.
+            let mut drain = |mon: &mut UnixStream| {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = mon.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let mut last = None;
+            while start.elapsed() < Duration::from_secs(45) {
+                let _ = std::fs::remove_file(&shot);
+                writeln!(mon, "screendump {}", shot.display()).map_err(|e| e.to_string())?;
+                drain(&mut mon);
+                let counts = std::fs::read(&shot).ok().and_then(|b| screen_counts(&b));
+                if let Some((n, black, ours)) = counts {
+                    last = counts;
+                    if black * 100 >= n * 70 && ours >= 500 {
+                        break;
+                    }
+                }
+            }
+            let _ = writeln!(mon, "quit");
+            drain(&mut mon);
+            Ok(last)
+        })
+    };
+    let out = boot(what, q);
+    let counts = watcher.join().expect("watcher thread");
+    let _ = std::fs::remove_file(&sock);
+    expect_line(what, &out, "(RV) console: framebuffer ");
+    let (n, black, ours) = match counts {
+        Ok(Some(c)) => c,
+        other => panic!(
+            "{what}: no screendump read: {other:?}\n{}",
+            out.transcript()
+        ),
+    };
+    eprintln!("{what}: {n} pixels, {black} black, {ours} in the hypervisor's colour");
+    assert!(
+        black * 100 >= n * 70 && ours >= 500,
+        "{what}: the screen does not show the hypervisor's text ({n} pixels, {black} black, \
+         {ours} in its colour)\n{}",
+        out.transcript()
+    );
 }
