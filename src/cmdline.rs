@@ -359,6 +359,7 @@ mod tests {
         assert_eq!(o.loglvl, LogLevel::Debug);
         assert_eq!(o.selftest, SelfTest::PageFault);
         assert_eq!(o.on_exit, OnExit::Reboot);
+        assert_eq!(opts("on_exit=poweroff").0.on_exit, OnExit::Poweroff);
         assert!(bad.is_empty());
     }
 

@@ -53,6 +53,9 @@ pub struct TextScreen {
     col: usize,
     row: usize,
     esc: Esc,
+    /// The pixel value of each intensity in `shades.0`'s colour, so a
+    /// glyph costs a table look-up per pixel.
+    shades: (Rgb, [u32; 256]),
 }
 
 impl TextScreen {
@@ -68,6 +71,7 @@ impl TextScreen {
             col: 0,
             row: 0,
             esc: Esc::None,
+            shades: (Rgb(0, 0, 0), [0; 256]),
         })
     }
 
@@ -119,10 +123,17 @@ impl TextScreen {
         }
         let r = get_raster(c, WEIGHT, SIZE).or_else(|| get_raster('?', WEIGHT, SIZE));
         let (x0, y0) = (self.col * CELL_W, self.row * CELL_H);
+        if self.shades.0 != color || self.shades.1[255] == 0 {
+            let mut t = [0u32; 256];
+            for (i, v) in t.iter_mut().enumerate() {
+                *v = self.pixel(color, i as u8);
+            }
+            self.shades = (color, t);
+        }
         if let Some(r) = r {
             for (y, line) in r.rows().enumerate().take(CELL_H) {
                 for (x, &i) in line.iter().enumerate().take(CELL_W) {
-                    self.put(px, x0 + x, y0 + y, self.pixel(color, i));
+                    self.put(px, x0 + x, y0 + y, self.shades.1[i as usize]);
                 }
             }
         }

@@ -278,6 +278,11 @@ fn uefi_iso_boots_the_demo_under_ovmf() {
     expect_line(what, &out, "(RV) loader: multiboot2 GRUB 2");
     // Under UEFI the RSDP is only found through the loader's copy.
     expect_line(what, &out, "(RV) acpi: RSDP from the loader's ACPI tag");
+    // UEFI GRUB's memory map and modules reached the 32-bit entry.
+    expect_line(what, &out, "(RV)   memory 0x000000100000-");
+    for i in 0..guests.len() {
+        expect_line(what, &out, &format!("(RV) module {i}: bytes="));
+    }
     for d in 0..guests.len() {
         expect_line(what, &out, &format!("(d{d}) RESULT: SUCCESS"));
     }
