@@ -406,7 +406,7 @@ fn framebuffer_console_draws_under_uefi() {
             mon.set_read_timeout(Some(Duration::from_millis(500)))
                 .map_err(|e| e.to_string())?;
             // The monitor's answers, read so they never fill the socket.
-            let mut drain = |mon: &mut UnixStream| {
+            let drain = |mon: &mut UnixStream| {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = mon.read(&mut buf) {
                     if n == 0 {
