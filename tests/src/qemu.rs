@@ -257,6 +257,12 @@ impl Qemu {
             }
         }
         let mut command = self.command()?;
+        // The run's own copy of OVMF's variable store, removed afterwards.
+        let vars_copy: Option<PathBuf> = command.get_args().find_map(|a| {
+            a.to_str()?
+                .strip_prefix("if=pflash,format=raw,unit=1,file=")
+                .map(PathBuf::from)
+        });
         command
             .stdin(if !self.send_on.is_empty() {
                 Stdio::piped()
@@ -329,6 +335,9 @@ impl Qemu {
             thread::sleep(Duration::from_millis(5));
         };
         let elapsed = start.elapsed();
+        if let Some(p) = vars_copy {
+            let _ = std::fs::remove_file(p);
+        }
         let _ = serial.join();
         let stderr = errors.join().unwrap_or_default();
         let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
@@ -730,6 +739,9 @@ mod tests {
         );
         assert!(a.contains("if=pflash,format=raw,unit=1,file="));
         assert!(!a.contains("isa-debug-exit"));
+        if let Some(f) = a.split("unit=1,file=").nth(1) {
+            let _ = std::fs::remove_file(f.split(' ').next().unwrap_or(""));
+        }
     }
 
     #[test]
