@@ -792,6 +792,42 @@ mod tests {
         assert_eq!(bi.regions().len(), 3);
         assert_eq!(bi.regions()[1].kind, RegionKind::Reserved);
         assert_eq!(bi.max_usable(), 0x1010_0000);
+        assert_eq!(bi.acpi_rsdp, None);
+    }
+
+    #[test]
+    fn multiboot2_acpi_tags_give_the_rsdp() {
+        use multiboot2::{
+            Builder, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, RsdpV1Tag, RsdpV2Tag,
+        };
+        let mmap = || MemoryMapTag::new(&[MemoryArea::new(0, 0x9f000, MemoryAreaType::Available)]);
+        let v1 = RsdpV1Tag::new(*b"BOCHS ", 0, 0x07fe_1234);
+        let v2 = RsdpV2Tag::new(*b"OVMF  ", 2, 0x07fe_1234, 36, 0x07fe_00e8);
+        let parse = |b: Builder| {
+            let mbi = b.build();
+            // SAFETY: the builder produced a complete, aligned block that
+            // lives until the end of this closure.
+            unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap()
+        };
+        let old = parse(Builder::new().mmap(mmap()).rsdpv1(v1))
+            .acpi_rsdp
+            .unwrap();
+        assert_eq!(
+            (old.rsdt, old.xsdt, &old.oem_id),
+            (0x07fe_1234, None, b"BOCHS ")
+        );
+        let both = parse(Builder::new().mmap(mmap()).rsdpv1(v1).rsdpv2(v2))
+            .acpi_rsdp
+            .unwrap();
+        assert_eq!(
+            (both.revision, both.rsdt, both.xsdt),
+            (2, 0x07fe_1234, Some(0x07fe_00e8))
+        );
+        assert_eq!(&both.oem_id, b"OVMF  ");
+        let only_v2 = parse(Builder::new().mmap(mmap()).rsdpv2(v2))
+            .acpi_rsdp
+            .unwrap();
+        assert_eq!((only_v2.rsdt, only_v2.xsdt), (0, Some(0x07fe_00e8)));
     }
 
     /// One EFI memory descriptor (UEFI 2.10 7.2), 48 bytes as OVMF's.

@@ -11,6 +11,7 @@
 //! | `on_exit=halt\|poweroff\|reboot` | what real hardware does when nothing is left to run (default `halt`; `poweroff`: ACPI S5; `reboot`: the ACPI reset register, else the keyboard controller). Under QEMU with `isa-debug-exit` the verdict exits QEMU first |
 //! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
 //! | `bench` | before any guest runs, time the hardware's own ring 3 → ring 0 round trips (src/bench.rs) |
+//! | `cpus=N` (or Xen's `maxcpus=N`) | use at most N CPUs, the boot CPU included (default: every CPU the ACPI MADT lists) |
 //!
 //! Module command line: `[rv.KEY=VALUE ...] [--] GUEST-ARGS`, after the
 //! module's path where the loader puts one first (QEMU's multiboot1
@@ -88,6 +89,8 @@ pub struct Options {
     pub trace: u32,
     /// `bench`: measure the baseline round trips before guests start.
     pub bench: bool,
+    /// `cpus=N`: at most N CPUs, the boot CPU included (None: all).
+    pub cpus: Option<u32>,
 }
 
 pub const TRACE_BOUNCE: u32 = 1 << 0;
@@ -102,6 +105,7 @@ impl Default for Options {
             on_exit: OnExit::Halt,
             trace: 0,
             bench: false,
+            cpus: None,
         }
     }
 }
@@ -190,6 +194,13 @@ impl Options {
                     continue;
                 }
                 "bench" => "takes no value",
+                "cpus" | "maxcpus" => match val.parse::<u32>() {
+                    Ok(n) if n >= 1 => {
+                        o.cpus = Some(n);
+                        continue;
+                    }
+                    _ => "expected a number of CPUs, at least 1",
+                },
                 _ => "unknown option",
             };
             bad(BadOption { word, why });
@@ -373,6 +384,18 @@ mod tests {
         let (o, bad) = opts("bench=yes");
         assert!(!o.bench);
         assert_eq!(bad, ["ignoring `bench=yes`: takes no value"]);
+    }
+
+    #[test]
+    fn cpus_option() {
+        assert_eq!(opts("").0.cpus, None);
+        assert_eq!(opts("cpus=2").0.cpus, Some(2));
+        assert_eq!(opts("maxcpus=1").0.cpus, Some(1));
+        for w in ["cpus=0", "cpus=", "cpus=many"] {
+            let (o, bad) = opts(w);
+            assert_eq!(o.cpus, None, "{w}");
+            assert_eq!(bad.len(), 1, "{w}");
+        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
     match k {
         b'h' => {
             out!("[debug keys] h: help  q: domains  d: vCPU registers  t: trap tables  e: event channels");
-            out!("[debug keys] r: recent bounces/hypercalls  m: memory  i D VV: inject vector VV (hex) into domain D");
+            out!("[debug keys] r: recent bounces/hypercalls  m: memory  c: CPUs  i D VV: inject vector VV (hex) into domain D");
         }
         b'q' => domains(hv),
         b'd' => registers(hv, f),
@@ -115,6 +115,12 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
         b'm' => {
             let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
             out!("[debug key m] {} frames ({} MiB) free", free, free >> 8);
+        }
+        b'c' => {
+            out!("[debug key c] CPUs (guests run on CPU 0):");
+            crate::arch::x86_64::smp::each_cpu(|n, apic_id, wakes| {
+                out!("  CPU {n}: APIC ID {apic_id}, {wakes} wake IPIs taken")
+            });
         }
         b'i' => *STATE.lock() = State::InjectDomain,
         b'\r' | b'\n' | b' ' => {}

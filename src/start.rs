@@ -1,7 +1,7 @@
 //! Start of day: from the boot stub's jump into Rust to running domains.
 
 use crate::arch::x86_64::exit::{exit, Verdict};
-use crate::arch::x86_64::{apic, cpu, gdt, idt, percpu, syscall, time};
+use crate::arch::x86_64::{apic, cpu, gdt, idt, percpu, smp, syscall, time};
 use crate::boot_info::{BootInfo, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC};
 use crate::cmdline::{ModuleCmdline, Options, SelfTest};
 use crate::console;
@@ -172,6 +172,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     if crate::arch::x86_64::firmware::debug_exit_present() {
         info!("qemu: isa-debug-exit at 0xf4 found: the verdict ends QEMU");
     }
+    if apic::left_x2apic() {
+        warn!("local APIC: the firmware left it in x2APIC mode; switched back to xAPIC");
+    }
     // Which frames are I/O memory, and which of them domain 0 may map
     // (mm::iomem): from the e820 map, the modules, the local APIC.
     let phys_bits = raw_cpuid::CpuId::new()
@@ -179,13 +182,12 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         .map_or(36, |c| c.physical_address_bits() as u32);
     let amd = matches!(f.vendor.as_str(), "AuthenticAMD" | "HygonGenuine").then_some(f.family);
     let modules: Vec<(u64, u64)> = bi.modules().iter().map(|m| (m.start, m.end)).collect();
-    crate::mm::iomem::init(crate::mm::iomem::Policy::new(
-        paging::machine_map(),
-        &modules,
-        a.phys,
-        amd,
-        phys_bits,
-    ));
+    // The APs' real-mode trampoline: RAM below 1 MiB no domain may map.
+    let (tramp_start, tramp_end) = smp::reserve_trampoline(&bi).unwrap_or((0, 0));
+    crate::mm::iomem::init(
+        crate::mm::iomem::Policy::new(paging::machine_map(), &modules, a.phys, amd, phys_bits)
+            .deny(tramp_start, tramp_end),
+    );
     match apic::selfcheck(1_000_000) {
         Some(ns) => info!(
             "time: APIC one-shot of 1 ms fired after {}.{:03} ms",
@@ -194,6 +196,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         ),
         None => error!("time: APIC one-shot of 1 ms never fired"),
     }
+    smp::start(&bi, &f, opts.cpus);
 
     let boot_ns = time::tsc_to_ns(time::tsc() - t_start);
     info!(

@@ -74,6 +74,21 @@ pub fn find_hole(usable: &[(u64, u64)], reserved: &[(u64, u64)], size: u64) -> O
     None
 }
 
+/// The highest page-aligned `size` bytes below `below` inside one of the
+/// `usable` ranges, not in the first page (the real-mode interrupt
+/// table): where the application processors' real-mode trampoline goes
+/// (a start-up IPI can only start a CPU below 1 MiB).
+pub fn find_low_window(usable: &[(u64, u64)], size: u64, below: u64) -> Option<u64> {
+    usable
+        .iter()
+        .filter_map(|&(s, e)| {
+            let top = e.min(below) / PAGE_SIZE * PAGE_SIZE;
+            let start = top.checked_sub(size)?;
+            (start >= s.max(PAGE_SIZE)).then_some(start)
+        })
+        .max()
+}
+
 impl<'a> FrameAllocator<'a> {
     /// An allocator over `bits` (see `bitmap_bytes`) with every frame in
     /// use; `add_free` then hands it the usable RAM.
@@ -185,6 +200,25 @@ mod tests {
     use super::*;
 
     const MB: u64 = 1 << 20;
+
+    #[test]
+    fn low_window_for_the_trampoline() {
+        // QEMU's map: RAM to 0x9fc00 (the EBDA above), then from 1 MiB.
+        let qemu = [(0, 0x9fc00), (MB, 256 * MB)];
+        assert_eq!(find_low_window(&qemu, 0x4000, 0xa0000), Some(0x9b000));
+        // Only RAM counts; the first page never.
+        assert_eq!(find_low_window(&[(0, 0x4000)], 0x4000, 0xa0000), None);
+        assert_eq!(
+            find_low_window(&[(0, 0x5000)], 0x4000, 0xa0000),
+            Some(0x1000)
+        );
+        assert_eq!(
+            find_low_window(&[(0x500, 0x6000)], 0x4000, 0xa0000),
+            Some(0x2000)
+        );
+        assert_eq!(find_low_window(&[(MB, 2 * MB)], 0x4000, 0xa0000), None);
+        assert_eq!(find_low_window(&[], 0x4000, 0xa0000), None);
+    }
 
     fn alloc_over(max: u64) -> Vec<u64> {
         vec![0; (bitmap_bytes(max) / 8) as usize]

@@ -30,9 +30,11 @@
 //!   default `ro_hpet` does the same to the HPET its ACPI table names);
 //! - a frame holding a boot module (a guest image the hypervisor still
 //!   reads) is never I/O, wherever the loader put it;
-//! - the first MiB holds nothing of ringvisor's after boot (the frame
-//!   pool never hands it out, boot information is copied), so Xen's rule
-//!   is kept there as it is.
+//! - the first MiB holds nothing of ringvisor's after boot but the
+//!   application processors' real-mode trampoline and its page tables
+//!   (`arch::x86_64::smp`), which no domain may map; the frame pool never
+//!   hands the first MiB out and boot information is copied, so
+//!   elsewhere there Xen's rule is kept as it is.
 
 use alloc::vec::Vec;
 
@@ -121,6 +123,15 @@ impl Policy {
             read_only: alloc::vec![(0xfed00, 0xfed00)],
             end,
         }
+    }
+
+    /// Deny the initial domain the frames of bytes `[start, end)` too
+    /// (the hypervisor's own memory in the first MiB).
+    pub fn deny(mut self, start: u64, end: u64) -> Policy {
+        if end > start {
+            self.denied.push((start >> 12, (end - 1) >> 12));
+        }
+        self
     }
 
     /// Is `mfn` I/O memory (Xen: owned by `dom_io`, or past the frame
@@ -224,6 +235,12 @@ mod tests {
             "HyperTransport"
         );
         assert_eq!(p.dom0_access(0x100), Access::NotIo);
+        // The SMP trampoline's pages in the first MiB.
+        let p = qemu().deny(0x9b000, 0x9f000);
+        assert_eq!(p.dom0_access(0x9a), Access::ReadWrite);
+        assert_eq!(p.dom0_access(0x9b), Access::Denied);
+        assert_eq!(p.dom0_access(0x9e), Access::Denied);
+        assert_eq!(p.dom0_access(0x9f), Access::ReadWrite);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | virtual address | what |
 //! |---|---|
 //! | 0xffff82c000000000 | fixmap: device registers (local APIC), uncached |
+//! | 0xffff82c800000000 | the other CPUs' stacks, 1 MiB each, unmapped guard pages between |
 //! | 0xffff82d080000000 | the hypervisor image, 4 KiB pages, W^X |
 //! | 0xffff830000000000 | direct map of all RAM (2 MiB or 1 GiB pages, no-execute) |
 //!
@@ -23,6 +24,8 @@ use crate::boot_info::{BootInfo, RegionKind};
 pub const KERNEL_VMA: u64 = 0xffff_82d0_8000_0000;
 pub const DIRECTMAP_BASE: u64 = 0xffff_8300_0000_0000;
 pub const FIXMAP_BASE: u64 = 0xffff_82c0_0000_0000;
+/// Application processors' stacks: CPU n's in the MiB at `+ n << 20`.
+pub const CPU_STACKS_BASE: u64 = 0xffff_82c8_0000_0000;
 /// The boot page tables direct-map this much (boot/boot.S).
 pub const BOOT_DIRECTMAP: u64 = 4 << 30;
 
@@ -349,6 +352,23 @@ pub fn map_mmio(phys: u64) -> u64 {
     va
 }
 
+/// Map `pages` frames from `phys` at `va` (inside [`CPU_STACKS_BASE`]'s
+/// range), writable, no-execute: a stack, whose neighbouring pages the
+/// caller leaves unmapped as guards. Boot only (single-threaded page
+/// table edits).
+pub fn map_stack(va: u64, phys: u64, pages: u64) {
+    let nx = NX.load(Ordering::Relaxed);
+    let root = ROOT.load(Ordering::Relaxed);
+    for i in 0..pages {
+        map_4k(
+            root,
+            va + i * PAGE_SIZE,
+            phys + i * PAGE_SIZE,
+            P | RW | G | nx,
+        );
+    }
+}
+
 /// Where `va` is mapped in the hypervisor's tables, if it is.
 pub fn translate(va: u64) -> Option<u64> {
     let mut t = ROOT.load(Ordering::Relaxed);
@@ -400,6 +420,23 @@ impl crate::boot_info::PhysMem for BootPhysMem {
         // SAFETY: the boot page tables map [0, 4 GiB) at the direct map;
         // the loader's structures are read-only input that nobody writes
         // while we parse them.
+        Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
+    }
+}
+
+/// All RAM through the direct map, for reading firmware tables (ACPI)
+/// once `init` has mapped everything up to [`max_ram`].
+pub struct DirectMapMem;
+
+impl crate::boot_info::PhysMem for DirectMapMem {
+    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let end = addr.checked_add(len as u64)?;
+        if end > DIRECTMAP_END.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: [addr, end) is inside the direct map, which maps all of
+        // it (RAM, firmware tables, holes: uncached through the MTRRs);
+        // what is read is firmware data nobody writes while we parse it.
         Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
     }
 }

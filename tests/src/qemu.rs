@@ -41,6 +41,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
     Tcg,
+    /// TCG with one host thread per virtual CPU (`-accel tcg,thread=multi`):
+    /// CPUs really run at the same time.
+    TcgMulti,
     Kvm,
 }
 
@@ -75,6 +78,8 @@ pub struct Qemu {
     pub accel: Accel,
     /// `-m`, e.g. `256M`.
     pub memory: String,
+    /// `-smp`: virtual CPUs (1: the option is left out).
+    pub cpus: u32,
     /// Kill QEMU after this long; `None`: no bound (interactive use only).
     pub timeout: Option<Duration>,
     /// Copy the serial console to our stdout (and QEMU's stderr to ours)
@@ -120,6 +125,7 @@ impl Qemu {
             boot,
             accel: Accel::Tcg,
             memory: "256M".into(),
+            cpus: 1,
             timeout: Some(DEFAULT_TIMEOUT),
             echo: false,
             extra_args: Vec::new(),
@@ -154,6 +160,17 @@ impl Qemu {
         self
     }
 
+    /// Give the machine `n` CPUs (`-smp n`).
+    pub fn smp(mut self, n: u32) -> Self {
+        self.cpus = n;
+        self
+    }
+
+    pub fn accel(mut self, a: Accel) -> Self {
+        self.accel = a;
+        self
+    }
+
     pub fn timeout(mut self, t: Option<Duration>) -> Self {
         self.timeout = t;
         self
@@ -184,6 +201,7 @@ impl Qemu {
             // SMAP off: this QEMU's TCG reads the stack of a ring-3
             // `iretq`/`lretq` as a supervisor access (BOOT-NOTES).
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max,-smap"]),
+            Accel::TcgMulti => push(&["-accel", "tcg,thread=multi", "-cpu", "max,-smap"]),
             // The host's CPU, less IA32_ARCH_CAPABILITIES: this machine's
             // kvm_pvm refuses that MSR and QEMU aborts on `host`/`max`.
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
@@ -204,6 +222,9 @@ impl Qemu {
             ]);
         }
         push(&["-m", &self.memory]);
+        if self.cpus > 1 {
+            push(&["-smp", &self.cpus.to_string()]);
+        }
         push(&["-serial", "stdio", "-display", "none", "-no-reboot"]);
         if self.debug_exit {
             push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
@@ -716,6 +737,19 @@ mod tests {
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -kernel target/ringvisor.elf -append loglvl=debug -initrd g.elf rv.mem=8M -- a,,b"
         );
+    }
+
+    #[test]
+    fn smp_and_multithreaded_tcg() {
+        let a = Qemu::kernel("r.elf")
+            .smp(4)
+            .accel(Accel::TcgMulti)
+            .args()
+            .unwrap()
+            .join(" ");
+        assert!(a.starts_with("-accel tcg,thread=multi -cpu max,-smap -m 256M -smp 4 "));
+        let a = Qemu::kernel("r.elf").args().unwrap();
+        assert!(!a.contains(&"-smp".to_string()));
     }
 
     #[test]

@@ -25,6 +25,12 @@
 //! - the framebuffer console: under OVMF the hypervisor logs the GOP
 //!   framebuffer it draws on, and a QEMU `screendump` shows its text (its
 //!   own colour on the black it cleared to);
+//! - SMP: `-smp 4` brings 4 CPUs up (RSDP from the BIOS area under
+//!   `-kernel`, from GRUB's ACPI tag from the ISO), each AP's APIC timer
+//!   fires, each answers a wake IPI and a TLB shootdown; `cpus=1` and `cpus=2` start only
+//!   that many; a 1-CPU machine; multi-threaded TCG and the q35 machine;
+//!   without ACPI tables (`acpi=off`) the boot CPU alone, saying why;
+//!   `-smp 66`: the first 64 (ringvisor's most), saying so;
 //! - the runner itself: a run without a verdict is killed at its timeout.
 
 use ringvisor_tests::build;
@@ -450,4 +456,131 @@ fn framebuffer_console_draws_under_uefi() {
          {ours} in its colour)\n{}",
         out.transcript()
     );
+}
+
+/// The SMP lines of a run: every CPU the machine has is up, each AP's
+/// APIC timer fired, and each answered a wake IPI.
+fn expect_cpus_up(what: &str, out: &RunOutput, n: usize, listed: usize) {
+    expect_verdict(what, out, Verdict::Success);
+    expect_line(
+        what,
+        out,
+        &format!(
+            "lists {listed} enabled CPU{}",
+            if listed == 1 { "" } else { "s" }
+        ),
+    );
+    expect_line(
+        what,
+        out,
+        &format!(
+            "smp: {n} CPU{} up (of {listed} listed",
+            if n == 1 { "" } else { "s" }
+        ),
+    );
+    for cpu in 1..n {
+        let up = out
+            .rv_lines()
+            .find(|l| l.contains(&format!("smp: CPU {cpu} (APIC ID ")))
+            .unwrap_or_else(|| panic!("{what}: no line for CPU {cpu}\n{}", out.transcript()));
+        assert!(
+            up.contains("one-shot fired"),
+            "{what}: CPU {cpu}'s timer: {up}"
+        );
+    }
+    assert!(
+        !out.rv_lines()
+            .any(|l| l.contains(&format!("smp: CPU {n} ("))),
+        "{what}: more than {n} CPUs started\n{}",
+        out.transcript()
+    );
+    if n > 1 {
+        expect_line(
+            what,
+            out,
+            &format!("a wake IPI to each of the {} other", n - 1),
+        );
+        expect_line(
+            what,
+            out,
+            &format!("a TLB shootdown of one page to the {} other", n - 1),
+        );
+    }
+}
+
+#[test]
+fn smp_4_every_cpu_comes_up() {
+    let what = "-smp 4";
+    let out = boot(what, Qemu::kernel(elf()).smp(4));
+    expect_cpus_up(what, &out, 4, 4);
+    expect_line(what, &out, "RSDP from the BIOS area");
+}
+
+#[test]
+fn smp_cpus_option_limits_the_cpus_started() {
+    for n in [1, 2] {
+        let what = format!("-smp 4 cpus={n}");
+        let out = boot(
+            &what,
+            Qemu::kernel(elf()).smp(4).cmdline(&format!("cpus={n}")),
+        );
+        expect_cpus_up(&what, &out, n, 4);
+        expect_line(&what, &out, &format!(", cpus={n})"));
+    }
+}
+
+#[test]
+fn smp_one_cpu_machine_runs_on_the_boot_cpu() {
+    let what = "-smp 1";
+    let out = boot(what, Qemu::kernel(elf()));
+    expect_cpus_up(what, &out, 1, 1);
+}
+
+#[test]
+fn smp_under_multithreaded_tcg_and_q35() {
+    let what = "-accel tcg,thread=multi -smp 4";
+    let out = boot(
+        what,
+        Qemu::kernel(elf())
+            .smp(4)
+            .accel(ringvisor_tests::qemu::Accel::TcgMulti),
+    );
+    expect_cpus_up(what, &out, 4, 4);
+    let what = "-M q35 -smp 4";
+    let mut q = Qemu::kernel(elf()).smp(4);
+    q.extra_args = vec!["-M".into(), "q35".into()];
+    let out = boot(what, q);
+    expect_cpus_up(what, &out, 4, 4);
+}
+
+#[test]
+fn smp_66_cpus_start_the_first_64() {
+    let what = "-smp 66";
+    let out = boot(what, Qemu::kernel(elf()).smp(66));
+    expect_cpus_up(what, &out, 64, 66);
+    expect_line(what, &out, "ringvisor uses at most 64 CPUs");
+}
+
+#[test]
+fn smp_without_acpi_says_so_and_runs_on_the_boot_cpu() {
+    let what = "-machine pc,acpi=off -smp 4";
+    let mut q = Qemu::kernel(elf()).smp(4);
+    q.extra_args = vec!["-machine".into(), "pc,acpi=off".into()];
+    let out = boot(what, q);
+    expect_verdict(what, &out, Verdict::Success);
+    expect_line(what, &out, "smp: no RSDP");
+    expect_line(what, &out, "running on the boot CPU only");
+    assert!(
+        !out.rv_lines().any(|l| l.contains("smp: CPU 1 (")),
+        "{what}: an AP was started\n{}",
+        out.transcript()
+    );
+}
+
+#[test]
+fn smp_iso_boot_takes_the_rsdp_from_grub() {
+    let what = "GRUB ISO -smp 4";
+    let out = boot(what, Qemu::iso(iso()).smp(4));
+    expect_cpus_up(what, &out, 4, 4);
+    expect_line(what, &out, "RSDP from the loader");
 }

@@ -8,6 +8,8 @@
 //! - `t` prints the trap table (the guest installed vector 3);
 //! - `e` shows the guest's VIRQ_TIMER port;
 //! - `r` shows recent hypercalls (the guest's polls);
+//! - `c` lists the CPUs (a 2-CPU machine: CPU 0 and CPU 1, which took
+//!   the boot check's wake IPI);
 //! - `i003` injects #BP into d0: the guest sees vector 3 and succeeds.
 //!
 //! And serial input (one boot each): typed lines reach d0 through
@@ -25,10 +27,11 @@ fn debug_keys_dump_state_and_inject() {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
     let idle = build::test_guest("guest-idle").unwrap_or_else(|e| panic!("no guest-idle: {e}"));
     let out = Qemu::kernel(elf)
+        .smp(2)
         .guest(GuestSpec::new(idle).opt("mem", "32M"))
         // The input is the initial domain's: three Ctrl-A give it to the
         // hypervisor (there is no other domain to pass it to first).
-        .send_on("IDLE: start", b"\x01\x01\x01hqdteri003")
+        .send_on("IDLE: start", b"\x01\x01\x01hqdterci003")
         .timeout(Some(Duration::from_secs(60)))
         .run()
         .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
@@ -57,6 +60,11 @@ fn debug_keys_dump_state_and_inject() {
     assert!(
         after("[debug key r]", "sched_op"),
         "no recent hypercalls\n{t}"
+    );
+    assert!(
+        after("[debug key c]", "CPU 0: APIC ID 0")
+            && after("[debug key c]", "CPU 1: APIC ID 1, 1 wake IPIs taken"),
+        "no CPU list\n{t}"
     );
     assert!(has("[debug key i] d0v0: vector 3"), "no injection\n{t}");
     assert!(

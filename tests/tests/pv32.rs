@@ -22,6 +22,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// Every run is a 4-CPU machine: the application processors start and
+/// idle while the guests run on the boot CPU (they must not notice).
+const SMP: u32 = 4;
+
 /// Assembled once per test process (the tests run in parallel).
 fn hello32() -> PathBuf {
     static ELF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -68,7 +72,7 @@ fn boot(what: &str, guests: Vec<GuestSpec>) -> RunOutput {
 
 fn boot_for(what: &str, guests: Vec<GuestSpec>, timeout: Duration) -> RunOutput {
     let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
-    let mut q = Qemu::kernel(elf);
+    let mut q = Qemu::kernel(elf).smp(SMP);
     for (i, g) in guests.into_iter().enumerate() {
         // The initial domain's memory as these tests were written for (see
         // GuestSpec::default_opt).

@@ -10,6 +10,8 @@
 //! Cases:
 //! - each guest alone as d0: `RESULT: SUCCESS`, exit success;
 //! - several guests at once (time-sliced): each domain succeeds;
+//! - (every run is a 4-CPU machine) a two-vCPU domain and two pinging
+//!   domains succeed with `cpus=1` and with all four CPUs started;
 //! - a broken kernel stack goes to the failsafe callback (guest-failsafe);
 //! - a guest that crashes on purpose (no failsafe) is killed with a message
 //!   naming the domain, and a second domain still runs to success;
@@ -24,6 +26,10 @@ use ringvisor_tests::guest::GuestSpec;
 use ringvisor_tests::qemu::{Qemu, RunOutput, Verdict};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Every run is a 4-CPU machine: the application processors start and
+/// idle while the guests run on the boot CPU (they must not notice).
+const SMP: u32 = 4;
 
 fn elf() -> PathBuf {
     build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"))
@@ -42,7 +48,7 @@ fn timeout() -> Duration {
 }
 
 fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
-    let mut q = Qemu::kernel(elf()).cmdline(cmdline);
+    let mut q = Qemu::kernel(elf()).smp(SMP).cmdline(cmdline);
     for (i, g) in guests.into_iter().enumerate() {
         // The initial domain's memory as these tests were written for (see
         // GuestSpec::default_opt).
@@ -146,6 +152,32 @@ fn pingpong_two_domains() {
 fn smp_two_vcpus() {
     let out = boot("guest-smp", "", vec![guest("guest-smp").opt("vcpus", "2")]);
     expect_success("guest-smp", &out, 1);
+}
+
+#[test]
+fn smp_two_vcpus_with_cpus_1_and_all_cpus() {
+    // The same two-vCPU guest beside a pair of pinging domains, on the
+    // 4-CPU machine with one CPU started and with all four.
+    for cmdline in ["cpus=1", "cpus=4"] {
+        let what = format!("guest-smp and pingpong, {cmdline}");
+        let out = boot(
+            &what,
+            cmdline,
+            vec![
+                guest("guest-pingpong").args("role=server peer=1 rounds=10"),
+                guest("guest-pingpong").args("role=client peer=0 rounds=10"),
+                guest("guest-smp").opt("vcpus", "2"),
+            ],
+        );
+        expect_success(&what, &out, 3);
+        let n = &cmdline[5..];
+        assert!(
+            out.rv_lines()
+                .any(|l| l.contains(&format!("smp: {n} CPU")) && l.contains(" up (of 4 listed")),
+            "{what}: not {n} CPUs up\n{}",
+            out.transcript()
+        );
+    }
 }
 
 #[test]

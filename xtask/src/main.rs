@@ -78,11 +78,11 @@ from qemu/grub.cfg). Without GUEST, the demo guests (see run --help).
 ";
 
 const RUN_HELP: &str = "\
-cargo xtask run [--iso] [--uefi] [--kvm|--tcg] [--timeout S] [--cmdline \"ARGS\"]
-                [--release|--debug] [GUEST[@KEY=VAL,...][:ARGS]...]
+cargo xtask run [--iso] [--uefi] [--kvm|--tcg|--mttcg] [--smp N] [--timeout S]
+                [--cmdline \"ARGS\"] [--release|--debug] [GUEST[@KEY=VAL,...][:ARGS]...]
 
 Builds the hypervisor and boots it in QEMU (qemu-system-x86_64 -accel tcg
--cpu max,-smap -m 256M -serial stdio -display none -no-reboot -device
+-cpu max,-smap -m 256M -smp 4 -serial stdio -display none -no-reboot -device
 isa-debug-exit,...), through -kernel (QEMU's multiboot1 loader) or, with
 --iso, from a GRUB ISO. The serial console streams to stdout. Without GUEST
 it boots the demo with the trace on (trace=bounce,hypercall): two domains
@@ -101,6 +101,9 @@ verdict), TIMEOUT (QEMU killed) or UNEXPECTED.
                    q35 machine, OVMF_CODE.fd read-only and a copy of
                    OVMF_VARS.fd as pflash drives (implies --iso)
   --tcg            QEMU's TCG accelerator (default)
+  --mttcg          TCG with a host thread per CPU (-accel tcg,thread=multi)
+  --smp N          N CPUs (default 4; the hypervisor starts them all, guests
+                   run on the first)
   --kvm            -accel kvm -cpu host,-arch-capabilities; never chosen
                    automatically (/dev/kvm on the project's build machines
                    emulates ring 0: a boot takes seconds instead of 0.1 s)
@@ -145,12 +148,18 @@ connected to :1234; QEMU is stopped when gdb exits. Otherwise the gdb
 command is printed and QEMU runs until it exits or is interrupted.
 ";
 
+/// `cargo xtask run`'s CPUs: a machine like the ones the hypervisor is
+/// for (the application processors start and idle; guests use CPU 0).
+const DEFAULT_SMP: u32 = 4;
+
 #[derive(Debug, Clone, PartialEq)]
 struct Opts {
     profile: Profile,
     iso: bool,
     uefi: bool,
     accel: Accel,
+    /// `--smp`: QEMU's CPUs.
+    smp: u32,
     timeout: Option<Duration>,
     cmdline: String,
     guests: Vec<GuestSpec>,
@@ -166,6 +175,7 @@ fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> 
         iso: false,
         uefi: false,
         accel: Accel::Tcg,
+        smp: DEFAULT_SMP,
         timeout: Some(qemu::DEFAULT_TIMEOUT),
         cmdline: String::new(),
         guests: Vec::new(),
@@ -212,6 +222,14 @@ fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> 
             }
             "--tcg" => o.accel = Accel::Tcg,
             "--kvm" => o.accel = Accel::Kvm,
+            "--mttcg" => o.accel = Accel::TcgMulti,
+            "--smp" => {
+                let v = value("--smp")?;
+                o.smp = match v.parse() {
+                    Ok(n) if (1..=255).contains(&n) => n,
+                    _ => bail!("--smp takes a number of CPUs (1-255), not {v:?}"),
+                };
+            }
             "--cmdline" => o.cmdline = value("--cmdline")?,
             "--timeout" => {
                 let v = value("--timeout")?;
@@ -265,6 +283,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                     "--uefi",
                     "--tcg",
                     "--kvm",
+                    "--mttcg",
+                    "--smp",
                     "--timeout",
                     "--cmdline",
                     "GUEST",
@@ -371,6 +391,7 @@ fn run(o: &Opts) -> Result<ExitCode> {
         q = q.uefi();
     }
     q.accel = o.accel;
+    q.cpus = o.smp;
     q.timeout = o.timeout;
     q.echo = true;
     // Keys typed while it runs reach the hypervisor's debug keys.
@@ -520,6 +541,8 @@ mod tests {
         "--uefi",
         "--tcg",
         "--kvm",
+        "--mttcg",
+        "--smp",
         "--timeout",
         "--cmdline",
         "GUEST",
@@ -530,6 +553,7 @@ mod tests {
         let o = parse("run", &[], RUN, Profile::Release).unwrap();
         assert_eq!(o.profile, Profile::Release);
         assert_eq!(o.accel, Accel::Tcg);
+        assert_eq!(o.smp, 4);
         assert_eq!(o.timeout, Some(qemu::DEFAULT_TIMEOUT));
         assert!(!o.iso && o.guests.is_empty() && o.cmdline.is_empty());
         let o = parse("run", &strings(&["--uefi"]), RUN, Profile::Release).unwrap();
@@ -557,6 +581,19 @@ mod tests {
         assert_eq!(o.profile, Profile::Debug);
         assert_eq!(o.guests.len(), 2);
         assert_eq!(o.guests[0].args, "a b");
+    }
+
+    #[test]
+    fn smp_and_mttcg() {
+        let o = parse(
+            "run",
+            &strings(&["--smp", "2", "--mttcg"]),
+            RUN,
+            Profile::Release,
+        )
+        .unwrap();
+        assert_eq!((o.smp, o.accel), (2, Accel::TcgMulti));
+        assert!(parse("run", &strings(&["--smp=0"]), RUN, Profile::Release).is_err());
     }
 
     #[test]

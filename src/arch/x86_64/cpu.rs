@@ -254,3 +254,25 @@ pub fn cr3_frame() -> u64 {
     // SAFETY: reading CR3 has no side effects.
     (unsafe { x86::controlregs::cr3() } & 0x000f_ffff_ffff_f000) >> 12
 }
+
+/// Drop this CPU's translation of the page at `va` (global or not).
+pub fn flush_tlb_page(va: u64) {
+    // SAFETY: invalidating a TLB entry is always sound.
+    unsafe { x86::tlb::flush(va as usize) };
+}
+
+/// Drop every translation this CPU caches, global ones too (toggling
+/// CR4.PGE flushes them; a CR3 write alone keeps them: SDM Vol. 3A,
+/// 4.10.4.1).
+pub fn flush_tlb_all() {
+    // SAFETY: the same CR4 with PGE off and back on: only the TLB changes.
+    unsafe {
+        let c4 = cr4();
+        if c4.contains(Cr4::CR4_ENABLE_GLOBAL_PAGES) {
+            cr4_write(c4 - Cr4::CR4_ENABLE_GLOBAL_PAGES);
+            cr4_write(c4);
+        } else {
+            x86::controlregs::cr3_write(x86::controlregs::cr3());
+        }
+    }
+}

@@ -90,8 +90,8 @@ static NMI_STACK: IstStack = IstStack::new();
 static MC_STACK: IstStack = IstStack::new();
 static DB_STACK: IstStack = IstStack::new();
 
-fn set_reserved(g: &mut Gdt, layout: Layout) {
-    let r = &mut g.0[FIRST_RESERVED_GDT_ENTRY..];
+fn set_reserved(gdt: &mut [u64], layout: Layout) {
+    let r = &mut gdt[FIRST_RESERVED_GDT_ENTRY..];
     r[1] = CODE64_RING0;
     r[2] = DATA_RING0;
     match layout {
@@ -136,16 +136,23 @@ pub fn init(rsp0: u64) {
     drop(tss);
 
     let mut g = GDT.lock();
-    set_reserved(&mut g, Layout::Native);
+    set_reserved(&mut g.0, Layout::Native);
+    load(&mut g.0, tss_base);
+}
+
+/// Put the TSS descriptor for `tss_base` into `gdt`, load the table and
+/// TR, and reload every segment register.
+fn load(gdt: &mut [u64], tss_base: u64) {
     let [lo, hi] = tss_descriptor(tss_base, size_of::<TaskStateSegment>() as u64 - 1);
     let t = TSS_SELECTOR as usize / 8;
-    g.0[t] = lo;
-    g.0[t + 1] = hi;
-    let ptr = DescriptorTablePointer::new_from_slice(&g.0[..]);
-    // SAFETY: GDT and TSS are statics (never move, never freed); the
-    // reserved entries above are valid; after lgdt we reload CS with a far
-    // return and the data segments, then load TR. Nothing runs in between
-    // that depends on the old selectors.
+    gdt[t] = lo;
+    gdt[t + 1] = hi;
+    let ptr = DescriptorTablePointer::new_from_slice(gdt);
+    // SAFETY: the GDT and TSS live for ever (statics, or leaked for an
+    // application processor) and never move; the reserved entries are
+    // valid; after lgdt we reload CS with a far return and the data
+    // segments, then load TR. Nothing runs in between that depends on the
+    // old selectors.
     unsafe {
         lgdt(&ptr);
         core::arch::asm!(
@@ -171,9 +178,30 @@ pub fn init(rsp0: u64) {
     }
 }
 
+/// Build and load an application processor's own GDT and TSS, laid out
+/// as the boot CPU's (a TSS is busy once loaded, and each CPU needs its
+/// own IST stacks): `rsp0` as in [`init`], `ist` the tops of its #DF,
+/// NMI, #MC and #DB stacks. They are never freed (CPUs do not go away).
+pub fn init_ap(rsp0: u64, ist: [u64; 4]) {
+    let tss: &'static mut TaskStateSegment =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(TaskStateSegment::new()));
+    tss.set_rsp(Ring::Ring0, rsp0);
+    for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK, IST_DEBUG]
+        .into_iter()
+        .zip(ist)
+    {
+        tss.set_ist(slot as usize - 1, top);
+    }
+    tss.iomap_base = size_of::<TaskStateSegment>() as u16;
+    // vec! of zeros is allocated zeroed in place: no 60 KiB on the stack.
+    let gdt: &'static mut [u64] = alloc::vec![0u64; GDT_ENTRIES].leak();
+    set_reserved(gdt, Layout::Native);
+    load(gdt, tss as *const TaskStateSegment as u64);
+}
+
 /// Lay the reserved entries out for a 64-bit or a 32-bit guest.
 pub fn set_layout(layout: Layout) {
-    set_reserved(&mut GDT.lock(), layout);
+    set_reserved(&mut GDT.lock().0, layout);
 }
 
 /// Put a guest's own descriptors (validated by `pv::descriptor`) in

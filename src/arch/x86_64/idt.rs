@@ -217,6 +217,15 @@ pub fn init() {
     unsafe { lidt(&ptr) };
 }
 
+/// Load the (shared) IDT on an application processor: the gates are the
+/// same for every CPU, only IST stacks differ, and those are in its TSS.
+pub fn load() {
+    let idt = IDT.lock();
+    let ptr = DescriptorTablePointer::new_from_slice(&idt[..]);
+    // SAFETY: as in `init`: a static table whose every gate is valid.
+    unsafe { lidt(&ptr) };
+}
+
 /// Point gate `vector` at `handler` with `dpl`, returning the gate it
 /// replaces. Only for the boot-time baseline (`bench`, src/bench.rs), which
 /// borrows a few gates before any guest runs and gives them back with
@@ -264,6 +273,8 @@ fn other_trap(f: &mut TrapFrame) {
     let from_guest = f.cs & 3 != 0;
     match f.vector {
         apic::TIMER_VECTOR => apic::timer_interrupt(),
+        apic::WAKE_VECTOR => super::smp::wake_interrupt(),
+        apic::FLUSH_VECTOR => super::smp::flush_interrupt(),
         apic::SPURIOUS_VECTOR => {}
         // Legacy PIC lines (remapped to 0x20-0x2f, all masked): a spurious
         // IRQ 7/15 can still arrive; nothing to do.

@@ -64,24 +64,31 @@ pub const WORK_RESCHED: u64 = 1 << 0;
 pub const WORK_TIMERS: u64 = 1 << 1;
 
 struct Slot(UnsafeCell<PerCpu>);
-// SAFETY: each CPU only touches its own slot (there is one CPU for now).
+// SAFETY: each CPU only touches its own slot: the boot CPU this one, an
+// application processor the one `init_ap` leaks for it.
 unsafe impl Sync for Slot {}
 
-static CPU0: Slot = Slot(UnsafeCell::new(PerCpu {
-    self_ptr: 0,
-    stack_top: 0,
-    scratch_rsp: 0,
-    cpu: 0,
-    pv32: 0,
-    cr4_pv32: 0,
-    sysret: AtomicU64::new(0),
-    work: AtomicU64::new(0),
-    domain: AtomicU64::new(0),
-    vcpu: AtomicU64::new(0),
-    vcpu_info: AtomicU64::new(0),
-    frames: AtomicU64::new(0),
-    ids: AtomicU64::new(0),
-}));
+impl PerCpu {
+    const fn empty(cpu: u64) -> PerCpu {
+        PerCpu {
+            self_ptr: 0,
+            stack_top: 0,
+            scratch_rsp: 0,
+            cpu,
+            pv32: 0,
+            cr4_pv32: 0,
+            sysret: AtomicU64::new(0),
+            work: AtomicU64::new(0),
+            domain: AtomicU64::new(0),
+            vcpu: AtomicU64::new(0),
+            vcpu_info: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
+        }
+    }
+}
+
+static CPU0: Slot = Slot(UnsafeCell::new(PerCpu::empty(0)));
 
 /// This CPU's block, through GS (its `self_ptr`): valid from `init` on,
 /// wherever the hypervisor runs (every entry from a guest swaps GS first).
@@ -118,10 +125,23 @@ impl PerCpu {
 
 /// Set up this CPU's block (boot CPU) with its stack top and point GS at it.
 pub fn init(stack_top: u64) {
-    let p = CPU0.0.get();
-    // SAFETY: boot is single threaded and nothing else holds the slot yet;
-    // GS_BASE points at a static that lives forever, and KERNEL_GS_BASE is
-    // 0 for the (not yet running) guest.
+    install(CPU0.0.get(), stack_top);
+}
+
+/// Set up an application processor's block (CPU number `cpu`, counted
+/// from the boot CPU's 0) and point its GS at it. Never freed.
+pub fn init_ap(cpu: u64, stack_top: u64) {
+    let slot = alloc::boxed::Box::leak(alloc::boxed::Box::new(Slot(UnsafeCell::new(
+        PerCpu::empty(cpu),
+    ))));
+    install(slot.0.get(), stack_top);
+}
+
+fn install(p: *mut PerCpu, stack_top: u64) {
+    // SAFETY: `p` is a block no other CPU uses and nothing else holds yet
+    // (the boot CPU's static during single-threaded boot, or one just
+    // leaked for this CPU); GS_BASE points at it for ever, and
+    // KERNEL_GS_BASE is 0 for the (not yet running) guest.
     unsafe {
         (*p).self_ptr = p as u64;
         (*p).stack_top = stack_top;
@@ -132,6 +152,7 @@ pub fn init(stack_top: u64) {
 }
 
 /// Say whether the current vCPU is a 32-bit guest's (see `PerCpu::pv32`).
+/// The boot CPU's: guests run only there for now.
 pub fn set_pv32(on: bool) {
     // SAFETY: this CPU's own slot; the entry code reads it only on this
     // CPU, with interrupts off, as we do here.
@@ -139,8 +160,7 @@ pub fn set_pv32(on: bool) {
 }
 
 pub fn stack_top() -> u64 {
-    // SAFETY: written once in init, read-only afterwards.
-    unsafe { (*CPU0.0.get()).stack_top }
+    this().stack_top
 }
 
 /// The slot at the top of this CPU's stack where a guest's registers live
