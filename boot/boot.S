@@ -44,6 +44,22 @@ mb2_header:
     .short 3, 0
     .long 12
     .long start32_phys
+    /* Information request (optional: a loader may give less): the memory
+     * map (6), the framebuffer (8), the ACPI RSDP copies (old 14, new 15:
+     * under UEFI the only way to find ACPI) and the EFI memory map (17).
+     * There is no EFI boot services tag (7): a UEFI GRUB exits boot
+     * services and enters start32 in 32-bit protected mode, as a BIOS
+     * GRUB does (multiboot2 spec 3.3: the i386 machine state). */
+    .balign 8
+    .short 1, 1
+    .long 8 + 4 * 5
+    .long 6, 8, 14, 15, 17
+    /* Framebuffer (optional): any size and depth; without a serial port
+     * it is the console (src/fbcon.rs). */
+    .balign 8
+    .short 5, 1
+    .long 20
+    .long 0, 0, 0
     /* end tag */
     .balign 8
     .short 0, 0

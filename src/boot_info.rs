@@ -13,6 +13,9 @@ pub const MULTIBOOT1_MAGIC: u32 = 0x2BAD_B002;
 pub const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
 pub const MAX_REGIONS: usize = 64;
+
+const MB2_TAG_FRAMEBUFFER: u32 = 8;
+const MB2_TAG_EFI_MMAP: u32 = 17;
 pub const MAX_MODULES: usize = 128;
 
 /// A string copied out of loader memory, truncated to `N` bytes at a UTF-8
@@ -159,6 +162,145 @@ pub struct BootInfo {
     /// The ACPI RSDP the loader copied (multiboot2's ACPI new/old tags;
     /// under UEFI the only way to find it), checksum checked.
     pub acpi_rsdp: Option<crate::firmware::acpi::Rsdp>,
+    /// The framebuffer the loader set up (multiboot2 tag 8), when it is a
+    /// linear RGB one that [`Framebuffer::from_tag`] accepts.
+    pub framebuffer: Option<Framebuffer>,
+    /// Why a framebuffer tag was not taken (reported at boot).
+    pub framebuffer_refused: Option<&'static str>,
+    /// The memory map came from the EFI memory map tag (17): the loader
+    /// gave no multiboot2 memory map (6).
+    pub efi_memory_map: bool,
+}
+
+/// A linear direct-colour framebuffer, as the multiboot2 framebuffer tag
+/// describes it (type 1, "direct RGB").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framebuffer {
+    /// Physical address of the first pixel.
+    pub addr: u64,
+    /// Bytes from one row to the next.
+    pub pitch: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Bits per pixel: 15, 16, 24 or 32.
+    pub bpp: u8,
+    /// Bit position and size of each colour field in a pixel.
+    pub red: (u8, u8),
+    pub green: (u8, u8),
+    pub blue: (u8, u8),
+}
+
+impl Framebuffer {
+    /// Bytes the visible rows take.
+    pub fn size(&self) -> u64 {
+        self.pitch as u64 * self.height as u64
+    }
+
+    /// Reads the body of a framebuffer tag (everything after the 8-byte
+    /// tag header). Only a sane linear RGB framebuffer is taken: indexed
+    /// and EGA text ones, and any field that does not add up, are refused
+    /// with the reason.
+    pub fn from_tag(b: &[u8]) -> Result<Framebuffer, &'static str> {
+        if b.len() < 22 {
+            return Err("framebuffer tag too short");
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let addr = u32_at(0) as u64 | (u32_at(4) as u64) << 32;
+        let (pitch, width, height, bpp, typ) = (u32_at(8), u32_at(12), u32_at(16), b[20], b[21]);
+        match typ {
+            1 => {}
+            0 => return Err("an indexed (palette) framebuffer"),
+            2 => return Err("an EGA text-mode framebuffer"),
+            _ => return Err("a framebuffer of unknown type"),
+        }
+        if b.len() < 30 {
+            return Err("framebuffer tag too short for its colour fields");
+        }
+        let field = |i: usize| (b[24 + 2 * i], b[25 + 2 * i]);
+        let fb = Framebuffer {
+            addr,
+            pitch,
+            width,
+            height,
+            bpp,
+            red: field(0),
+            green: field(1),
+            blue: field(2),
+        };
+        if !matches!(bpp, 15 | 16 | 24 | 32) {
+            return Err("unsupported bits per pixel");
+        }
+        if width == 0 || height == 0 || addr == 0 {
+            return Err("an empty framebuffer");
+        }
+        if (pitch as u64) < (width as u64 * bpp.div_ceil(8) as u64) {
+            return Err("pitch smaller than a row of pixels");
+        }
+        if addr.checked_add(fb.size()).is_none() {
+            return Err("framebuffer wraps around the address space");
+        }
+        for (pos, size) in [fb.red, fb.green, fb.blue] {
+            if size == 0 || size > 8 || pos as u32 + size as u32 > bpp as u32 {
+                return Err("colour fields outside the pixel");
+            }
+        }
+        Ok(fb)
+    }
+}
+
+/// Multiboot2 tags by number, from the raw information block `b` (its
+/// 8-byte fixed part first): `(type, body)` where the body follows the
+/// tag's 8-byte header. Bounds are checked; the walk stops at the end
+/// tag or at the first tag that does not fit.
+pub fn mb2_raw_tags(b: &[u8]) -> impl Iterator<Item = (u32, &[u8])> + Clone {
+    let total = b
+        .get(..4)
+        .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize)
+        .min(b.len());
+    let mut off = 8;
+    core::iter::from_fn(move || {
+        let h = b.get(off..off + 8).filter(|_| off + 8 <= total)?;
+        let typ = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let size = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        if typ == 0 || size < 8 || off + size > total {
+            return None;
+        }
+        let body = &b[off + 8..off + size];
+        off += size.next_multiple_of(8);
+        Some((typ, body))
+    })
+}
+
+/// The EFI memory map tag's body (descriptor size, version, descriptors)
+/// as regions, in UEFI 2.10 7.2 type numbers: memory the boot services
+/// held is free once they have exited, which GRUB does before entering us.
+fn efi_regions(body: &[u8], mut push: impl FnMut(u64, u64, RegionKind)) {
+    if body.len() < 8 {
+        return;
+    }
+    let desc_size = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if desc_size < 40 {
+        return;
+    }
+    for d in body[8..].chunks_exact(desc_size) {
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&d[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let typ = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        let kind = match typ {
+            // loader code/data, boot services code/data, conventional
+            1..=4 | 7 => RegionKind::Usable,
+            8 => RegionKind::Defective,
+            9 => RegionKind::AcpiReclaimable,
+            10 => RegionKind::AcpiNvs,
+            _ => RegionKind::Reserved,
+        };
+        if let Some(len) = u64_at(24).checked_mul(4096) {
+            push(u64_at(8), len, kind);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +396,9 @@ impl BootInfo {
             dropped_regions: 0,
             dropped_modules: 0,
             acpi_rsdp: None,
+            framebuffer: None,
+            framebuffer_refused: None,
+            efi_memory_map: false,
             info_range: (0, 0),
         }
     }
@@ -401,6 +546,11 @@ impl BootInfo {
             .map_err(|_| BootError::Multiboot2("malformed (bad alignment, size or end tag)"))?;
         let mut bi = BootInfo::empty(Loader::Multiboot2);
         bi.info_range = (mbi.start_address() as u64, mbi.end_address() as u64);
+        // The tags the crate reads with asserts (a framebuffer palette, the
+        // EFI descriptors) are read here from the raw bytes instead.
+        // SAFETY: `load` checked the block: `total_size` bytes at `info`.
+        let bytes = unsafe { core::slice::from_raw_parts(info, mbi.total_size()) };
+        let raw = mb2_raw_tags(bytes);
         if let Some(c) = mbi.command_line_tag().and_then(|t| t.cmdline().ok()) {
             bi.cmdline = FixedStr::from_bytes(c.as_bytes());
         }
@@ -426,6 +576,9 @@ impl BootInfo {
                 };
                 bi.push_region(a.start_address(), a.size(), kind);
             }
+        } else if let Some((_, body)) = raw.clone().find(|&(t, _)| t == MB2_TAG_EFI_MMAP) {
+            efi_regions(body, |start, len, kind| bi.push_region(start, len, kind));
+            bi.efi_memory_map = true;
         } else if let Some(b) = mbi.basic_memory_info_tag() {
             bi.push_region(0, b.memory_lower() as u64 * 1024, RegionKind::Usable);
             bi.push_region(1 << 20, b.memory_upper() as u64 * 1024, RegionKind::Usable);
@@ -434,6 +587,12 @@ impl BootInfo {
             return Err(BootError::NoMemoryMap);
         }
         bi.acpi_rsdp = Self::rsdp_from_tags(&mbi);
+        if let Some((_, body)) = raw.clone().find(|&(t, _)| t == MB2_TAG_FRAMEBUFFER) {
+            match Framebuffer::from_tag(body) {
+                Ok(fb) => bi.framebuffer = Some(fb),
+                Err(why) => bi.framebuffer_refused = Some(why),
+            }
+        }
         bi.cook_cmdline();
         Ok(bi)
     }
@@ -669,6 +828,120 @@ mod tests {
             .acpi_rsdp
             .unwrap();
         assert_eq!((only_v2.rsdt, only_v2.xsdt), (0, Some(0x07fe_00e8)));
+    }
+
+    /// One EFI memory descriptor (UEFI 2.10 7.2), 48 bytes as OVMF's.
+    fn efi_desc(typ: u32, start: u64, pages: u64) -> Vec<u8> {
+        let mut d = vec![0u8; 48];
+        d[0..4].copy_from_slice(&typ.to_le_bytes());
+        d[8..16].copy_from_slice(&start.to_le_bytes());
+        d[24..32].copy_from_slice(&pages.to_le_bytes());
+        d
+    }
+
+    /// A framebuffer tag body: address, pitch, width, height, bpp, type,
+    /// reserved, then the colour fields.
+    fn fb_body(typ: u8, bpp: u8, pitch: u32, fields: [u8; 6]) -> Vec<u8> {
+        let mut b = 0x8000_0000u64.to_le_bytes().to_vec();
+        for v in [pitch, 800, 600] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&[bpp, typ, 0, 0]);
+        b.extend_from_slice(&fields);
+        b
+    }
+
+    #[test]
+    fn framebuffer_tag_taken_only_when_linear_rgb_and_sane() {
+        let xrgb = [16, 8, 8, 8, 0, 8];
+        let fb = Framebuffer::from_tag(&fb_body(1, 32, 3200, xrgb)).unwrap();
+        assert_eq!(
+            (fb.addr, fb.width, fb.height, fb.bpp),
+            (0x8000_0000, 800, 600, 32)
+        );
+        assert_eq!((fb.red, fb.green, fb.blue), ((16, 8), (8, 8), (0, 8)));
+        assert_eq!(fb.size(), 3200 * 600);
+        assert!(Framebuffer::from_tag(&fb_body(0, 8, 800, xrgb)).is_err());
+        assert!(Framebuffer::from_tag(&fb_body(2, 16, 160, xrgb)).is_err());
+        assert!(Framebuffer::from_tag(&fb_body(1, 32, 100, xrgb)).is_err());
+        assert!(Framebuffer::from_tag(&fb_body(1, 12, 3200, xrgb)).is_err());
+        assert!(Framebuffer::from_tag(&fb_body(1, 32, 3200, [30, 8, 8, 8, 0, 8])).is_err());
+        for n in 0..30 {
+            assert!(Framebuffer::from_tag(&fb_body(1, 32, 3200, xrgb)[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn multiboot2_uefi_framebuffer_and_efi_memory_map() {
+        use multiboot2::{
+            Builder, EFIMemoryMapTag, FramebufferField, FramebufferTag, FramebufferType,
+            MaybeDynSized,
+        };
+        let field = |position, size| FramebufferField { position, size };
+        let mut descs = efi_desc(7, 0x10_0000, 0x100);
+        descs.extend(efi_desc(3, 0x20_0000, 0x10));
+        descs.extend(efi_desc(9, 0x7f00_0000, 2));
+        descs.extend(efi_desc(11, 0xffe0_0000, 0x200));
+        let mbi = Builder::new()
+            .framebuffer(FramebufferTag::new(
+                0x8000_0000,
+                4096,
+                1024,
+                768,
+                32,
+                FramebufferType::RGB {
+                    red: field(16, 8),
+                    green: field(8, 8),
+                    blue: field(0, 8),
+                },
+            ))
+            .efi_mmap(EFIMemoryMapTag::new_from_map(48, 1, &descs))
+            .build();
+        // SAFETY: a complete block from the builder, alive for the test.
+        let bi = unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap();
+        assert!(bi.efi_memory_map);
+        let kinds: Vec<(u64, u64, RegionKind)> = bi
+            .regions()
+            .iter()
+            .map(|r| (r.start, r.end, r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (0x10_0000, 0x20_0000, RegionKind::Usable),
+                (0x20_0000, 0x21_0000, RegionKind::Usable),
+                (0x7f00_0000, 0x7f00_2000, RegionKind::AcpiReclaimable),
+                (0xffe0_0000, 0x1_0000_0000, RegionKind::Reserved),
+            ]
+        );
+        let fb = bi.framebuffer.unwrap();
+        assert_eq!(
+            (fb.width, fb.height, fb.pitch, fb.bpp),
+            (1024, 768, 4096, 32)
+        );
+        assert_eq!(bi.framebuffer_refused, None);
+    }
+
+    #[test]
+    fn raw_tag_walk_stops_at_bad_sizes() {
+        // total 32: one tag of type 5 (size 12), padded, then the end tag.
+        let mut b = vec![0u8; 32];
+        b[0] = 32;
+        b[8] = 5;
+        b[12] = 12;
+        b[16..20].copy_from_slice(&[1, 2, 3, 4]);
+        b[24] = 0;
+        b[28] = 8;
+        let tags: Vec<(u32, Vec<u8>)> = mb2_raw_tags(&b).map(|(t, x)| (t, x.to_vec())).collect();
+        assert_eq!(tags, [(5, vec![1, 2, 3, 4])]);
+        // A tag claiming to run past the block ends the walk.
+        b[12] = 200;
+        assert_eq!(mb2_raw_tags(&b).count(), 0);
+        // A total size beyond the buffer is clamped.
+        b[0] = 0xff;
+        b[1] = 0xff;
+        assert_eq!(mb2_raw_tags(&b).count(), 0);
+        assert_eq!(mb2_raw_tags(&[]).count(), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `loglvl=error\|warn\|info\|debug\|trace` | how much the hypervisor logs (default `info`) |
 //! | `selftest=pagefault\|divide\|panic\|iretfault\|dbtrap` | fault on purpose after boot, to check the fault dump (`iretfault`: the first return to a guest faults at the hypervisor's `iretq`; that domain is crashed; `dbtrap`: a #DB in ring 0, noted and ignored, boot goes on) |
-//! | `on_exit=halt\|reboot` | what real hardware does when nothing is left to run (default `halt`) |
+//! | `on_exit=halt\|poweroff\|reboot` | what real hardware does when nothing is left to run (default `halt`; `poweroff`: ACPI S5; `reboot`: the ACPI reset register, else the keyboard controller). Under QEMU with `isa-debug-exit` the verdict exits QEMU first |
 //! | `trace=bounce,hypercall,emulate\|all` | print one line per bounce / hypercall / emulated instruction (default off) |
 //! | `bench` | before any guest runs, time the hardware's own ring 3 → ring 0 round trips (src/bench.rs) |
 //! | `cpus=N` (or Xen's `maxcpus=N`) | use at most N CPUs, the boot CPU included (default: every CPU the ACPI MADT lists) |
@@ -75,6 +75,7 @@ pub enum SelfTest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnExit {
     Halt,
+    Poweroff,
     Reboot,
 }
 
@@ -158,11 +159,12 @@ impl Options {
                 "on_exit" => {
                     o.on_exit = match val {
                         "halt" => OnExit::Halt,
+                        "poweroff" => OnExit::Poweroff,
                         "reboot" => OnExit::Reboot,
                         _ => {
                             bad(BadOption {
                                 word,
-                                why: "expected halt|reboot",
+                                why: "expected halt|poweroff|reboot",
                             });
                             continue;
                         }
@@ -368,6 +370,7 @@ mod tests {
         assert_eq!(o.loglvl, LogLevel::Debug);
         assert_eq!(o.selftest, SelfTest::PageFault);
         assert_eq!(o.on_exit, OnExit::Reboot);
+        assert_eq!(opts("on_exit=poweroff").0.on_exit, OnExit::Poweroff);
         assert!(bad.is_empty());
     }
 

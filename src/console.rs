@@ -1,4 +1,5 @@
-//! The serial console (COM1) and the hypervisor's log macros.
+//! The serial console (COM1) and the hypervisor's log macros. Every line
+//! also goes to the framebuffer console when there is one (`fbcon`).
 //!
 //! Every hypervisor line starts with `(RV) ` so that guest output, which
 //! starts with `(dN) `, is easy to tell apart. `loglvl=` on the command
@@ -42,16 +43,21 @@ pub fn enabled(l: LogLevel) -> bool {
     l as u8 <= LOGLVL.load(Ordering::Relaxed)
 }
 
-struct Sink<'a>(&'a mut Option<Uart16550Tty<PioBackend>>);
+/// The serial line (when there is a UART) and the framebuffer console
+/// (when there is one), text in `.1`'s colour there.
+struct Sink<'a>(&'a mut Option<Uart16550Tty<PioBackend>>, crate::fbcon::Rgb);
 
 impl Write for Sink<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::fbcon::write(s, self.1);
         match self.0 {
             Some(tty) => tty.write_str(s),
             None => Ok(()),
         }
     }
 }
+
+use crate::fbcon::{GUEST, HYPERVISOR};
 
 /// No guest line is open on the serial line.
 const NO_LINE: u32 = u32::MAX;
@@ -62,7 +68,7 @@ static OPEN: AtomicU32 = AtomicU32::new(NO_LINE);
 /// Ends an unfinished guest line, if one is open (the lock is held).
 fn close_open_line(s: &mut Option<Uart16550Tty<PioBackend>>) {
     if OPEN.swap(NO_LINE, Ordering::Relaxed) != NO_LINE {
-        let _ = Sink(s).write_str("\n");
+        let _ = Sink(s, GUEST).write_str("\n");
     }
 }
 
@@ -72,7 +78,7 @@ fn close_open_line(s: &mut Option<Uart16550Tty<PioBackend>>) {
 pub fn print(args: fmt::Arguments) {
     let mut s = SERIAL.lock();
     close_open_line(&mut s);
-    let _ = Sink(&mut s).write_fmt(args);
+    let _ = Sink(&mut s, HYPERVISOR).write_fmt(args);
 }
 
 /// The rest of domain `dom`'s line and its end: `(dN) text`, or only
@@ -81,10 +87,10 @@ pub fn guest_line(dom: u16, text: &str) {
     let mut s = SERIAL.lock();
     if OPEN.load(Ordering::Relaxed) == dom as u32 {
         OPEN.store(NO_LINE, Ordering::Relaxed);
-        let _ = writeln!(Sink(&mut s), "{text}");
+        let _ = writeln!(Sink(&mut s, GUEST), "{text}");
     } else {
         close_open_line(&mut s);
-        let _ = writeln!(Sink(&mut s), "(d{dom}) {text}");
+        let _ = writeln!(Sink(&mut s, GUEST), "(d{dom}) {text}");
     }
 }
 
@@ -96,10 +102,10 @@ pub fn guest_partial(dom: u16, text: &str) {
     let mut s = SERIAL.lock();
     if OPEN.load(Ordering::Relaxed) != dom as u32 {
         close_open_line(&mut s);
-        let _ = write!(Sink(&mut s), "(d{dom}) ");
+        let _ = write!(Sink(&mut s, GUEST), "(d{dom}) ");
         OPEN.store(dom as u32, Ordering::Relaxed);
     }
-    let _ = Sink(&mut s).write_str(text);
+    let _ = Sink(&mut s, GUEST).write_str(text);
 }
 
 /// A byte typed on the serial line, if one is waiting.
@@ -115,6 +121,7 @@ pub fn print_emergency(args: fmt::Arguments) {
         // again, so taking it over cannot race.
         unsafe { SERIAL.force_unlock() };
     }
+    crate::fbcon::take_over();
     print(args);
 }
 

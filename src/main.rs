@@ -26,6 +26,7 @@ mod console_in;
 #[cfg(target_os = "none")]
 mod debugkeys;
 mod domain;
+mod fbcon;
 mod firmware;
 mod mm;
 mod pv;

@@ -36,6 +36,9 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         Err(e) => exit(Verdict::Failure, format_args!("cannot boot: {e}")),
     };
 
+    // The framebuffer console first, so it shows the banner too.
+    let fbcon = bi.framebuffer.map_or(Err("none"), crate::fbcon::init);
+
     let mut bad_words = 0;
     let opts = Options::parse(bi.cmdline.as_str(), |b| {
         warn!("command line: {b}");
@@ -70,6 +73,20 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         bi.loader_name.as_str()
     );
     info!("command line: \"{}\"", bi.cmdline.as_str());
+    match (bi.framebuffer, bi.framebuffer_refused) {
+        (Some(fb), _) => match fbcon {
+            Ok((cols, rows)) => info!(
+                "console: framebuffer {}x{} {} bpp (pitch {}) at {:#x}: {cols}x{rows} text",
+                fb.width, fb.height, fb.bpp, fb.pitch, fb.addr
+            ),
+            Err(why) => warn!("console: framebuffer at {:#x} not used: {why}", fb.addr),
+        },
+        (None, Some(why)) => warn!("console: framebuffer not used: {why}"),
+        (None, None) => {}
+    }
+    if bi.efi_memory_map {
+        info!("memory map: from the EFI memory map (the loader gave no multiboot2 one)");
+    }
     for r in bi.regions() {
         info!(
             "  memory {:#014x}-{:#014x} {}",
@@ -117,21 +134,44 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     paging::init_m2p(nframes).unwrap_or_else(|| panic!("no room for the M2P table"));
     crate::mm::frametable::init(nframes as usize);
 
+    let fw = crate::arch::x86_64::firmware::init(&bi);
+    match fw.error {
+        None => info!(
+            "acpi: RSDP from {}, {}; FADT rev {}, S5 {}, reset {}; HPET {}",
+            fw.rsdp_from,
+            core::str::from_utf8(&fw.root).unwrap_or("?"),
+            fw.fadt.map_or(0, |f| f.revision),
+            fw.s5
+                .map(|(a, b)| alloc::format!("SLP_TYP {a}/{b}"))
+                .unwrap_or_else(|| String::from("unknown (no power-off)")),
+            match fw.fadt.and_then(|f| f.reset) {
+                Some((r, v)) => alloc::format!("register {:?} {:#x} <- {v:#x}", r.space, r.addr),
+                None => String::from("by the keyboard controller"),
+            },
+            fw.hpet
+                .map(|a| alloc::format!("at {a:#x}"))
+                .unwrap_or_else(|| String::from("none")),
+        ),
+        Some(e) => warn!("acpi: {e}: no power-off; reset by the keyboard controller; PIT for time"),
+    }
     let (tsc_hz, src) = time::init(&f);
-    let a = apic::init();
+    let a = apic::init(f.tsc_deadline);
     info!(
-        "time: TSC {}.{:03} MHz (from {}); local APIC {} at {:#x}, timer {}.{:03} MHz",
+        "time: TSC {}.{:03} MHz (from {}), {}invariant; local APIC {} at {:#x}, timer {}.{:03} MHz (counted against {}), {}",
         tsc_hz / 1_000_000,
         tsc_hz / 1_000 % 1_000,
-        match src {
-            time::TscSource::Cpuid => "CPUID",
-            time::TscSource::Pit => "PIT calibration",
-        },
+        src.name(),
+        if f.invariant_tsc { "" } else { "not " },
         a.id,
         a.phys,
         a.timer_hz / 1_000_000,
-        a.timer_hz / 1_000 % 1_000
+        a.timer_hz / 1_000 % 1_000,
+        a.counted_against,
+        if a.tsc_deadline { "TSC-deadline mode" } else { "one-shot mode" },
     );
+    if crate::arch::x86_64::firmware::debug_exit_present() {
+        info!("qemu: isa-debug-exit at 0xf4 found: the verdict ends QEMU");
+    }
     if apic::left_x2apic() {
         warn!("local APIC: the firmware left it in x2APIC mode; switched back to xAPIC");
     }

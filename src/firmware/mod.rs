@@ -2,3 +2,4 @@
 //! physical memory the caller gives).
 
 pub mod acpi;
+pub mod fadt;

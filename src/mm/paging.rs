@@ -27,7 +27,7 @@ pub const FIXMAP_BASE: u64 = 0xffff_82c0_0000_0000;
 /// Application processors' stacks: CPU n's in the MiB at `+ n << 20`.
 pub const CPU_STACKS_BASE: u64 = 0xffff_82c8_0000_0000;
 /// The boot page tables direct-map this much (boot/boot.S).
-const BOOT_DIRECTMAP: u64 = 4 << 30;
+pub const BOOT_DIRECTMAP: u64 = 4 << 30;
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;

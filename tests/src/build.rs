@@ -53,6 +53,20 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Guests booted by `cargo xtask run` / `iso` when none are named: test
+/// guests (crates under guests/), built first, each as `CRATE[:ARGS]`.
+/// `cargo xtask run` gives the demo `trace=bounce,hypercall` unless
+/// --cmdline says otherwise.
+pub const DEMO_GUESTS: &[&str] = &[
+    // d0 and d1 exchange events over an interdomain channel.
+    "guest-pingpong:role=server peer=1 rounds=10",
+    "guest-pingpong:role=client peer=0 rounds=10",
+    // Exceptions bounced to a 64-bit kernel (ring 3) ...
+    "guest-traps",
+    // ... and to a 32-bit one (ring 1).
+    "guest32-traps",
+];
+
 /// `target/ringvisor.elf`.
 pub fn elf_path() -> PathBuf {
     target_dir().join("ringvisor.elf")
@@ -222,7 +236,7 @@ fn copy_stripped(elf: &Path, to: &Path) -> Result<()> {
     )
 }
 
-/// Builds a BIOS GRUB ISO at `out`: `elf` as `/boot/ringvisor.elf` with
+/// Builds a GRUB ISO at `out` that boots from BIOS and UEFI: `elf` as `/boot/ringvisor.elf` with
 /// command line `cmdline`, each guest as `/boot/NAME` (see [`grub`]).
 pub fn build_iso(elf: &Path, cmdline: &str, guests: &[GuestSpec], out: &Path) -> Result<PathBuf> {
     tools::ensure(tools::ISO)?;
@@ -264,7 +278,28 @@ pub fn build_iso(elf: &Path, cmdline: &str, guests: &[GuestSpec], out: &Path) ->
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    eprintln!("iso: {}", out.display());
+    // One image for both firmwares: El Torito entries for BIOS and UEFI
+    // (grub-mkrescue adds the UEFI one only when x86_64-efi is there).
+    let report = Command::new("xorriso")
+        .args(["-indev"])
+        .arg(out)
+        .args(["-report_el_torito", "plain"])
+        .output();
+    if let Ok(r) = report {
+        let text = String::from_utf8_lossy(&r.stdout);
+        for platform in ["BIOS", "UEFI"] {
+            if !text
+                .lines()
+                .any(|l| l.starts_with("El Torito boot img") && l.contains(platform))
+            {
+                bail!(
+                    "{} has no {platform} boot image (are grub-pc-bin and grub-efi-amd64-bin installed?)",
+                    out.display()
+                );
+            }
+        }
+    }
+    eprintln!("iso: {} (boots from BIOS and UEFI)", out.display());
     Ok(out.to_path_buf())
 }
 

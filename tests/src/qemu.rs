@@ -47,6 +47,16 @@ pub enum Accel {
     Kvm,
 }
 
+/// The machine's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU's default: SeaBIOS on the `pc` machine.
+    Bios,
+    /// OVMF (UEFI) on a `q35` machine: `OVMF_CODE.fd` read-only and a
+    /// fresh copy of `OVMF_VARS.fd` as the two pflash drives.
+    Uefi,
+}
+
 /// How QEMU boots the hypervisor.
 #[derive(Debug, Clone)]
 pub enum Boot {
@@ -86,6 +96,13 @@ pub struct Qemu {
     /// hypervisor that halts instead of exiting, such as Xen): the run's
     /// verdict is then [`Verdict::Stopped`].
     pub stop_on: Vec<String>,
+    /// BIOS (default) or UEFI firmware.
+    pub firmware: Firmware,
+    /// Give the machine QEMU's `isa-debug-exit` device (default): the
+    /// hypervisor's verdict becomes QEMU's exit status. Without it the
+    /// hypervisor ends the run as on hardware (`on_exit=`), and QEMU exits
+    /// 0 on a power-off or, under `-no-reboot`, a reset.
+    pub debug_exit: bool,
 }
 
 impl Qemu {
@@ -115,6 +132,8 @@ impl Qemu {
             send_on: Vec::new(),
             keyboard: false,
             stop_on: Vec::new(),
+            firmware: Firmware::Bios,
+            debug_exit: true,
         }
     }
 
@@ -162,6 +181,18 @@ impl Qemu {
         self
     }
 
+    /// Boot under OVMF (UEFI) instead of SeaBIOS.
+    pub fn uefi(mut self) -> Self {
+        self.firmware = Firmware::Uefi;
+        self
+    }
+
+    /// Leave out the `isa-debug-exit` device (see [`Qemu::debug_exit`]).
+    pub fn without_debug_exit(mut self) -> Self {
+        self.debug_exit = false;
+        self
+    }
+
     /// QEMU's arguments.
     pub fn args(&self) -> Result<Vec<String>> {
         let mut a: Vec<String> = Vec::new();
@@ -175,12 +206,29 @@ impl Qemu {
             // kvm_pvm refuses that MSR and QEMU aborts on `host`/`max`.
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
         }
+        if self.firmware == Firmware::Uefi {
+            let vars = ovmf_vars_copy()?;
+            push(&["-machine", "q35"]);
+            push(&[
+                "-drive",
+                &format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    tools::OVMF_CODE
+                ),
+            ]);
+            push(&[
+                "-drive",
+                &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            ]);
+        }
         push(&["-m", &self.memory]);
         if self.cpus > 1 {
             push(&["-smp", &self.cpus.to_string()]);
         }
         push(&["-serial", "stdio", "-display", "none", "-no-reboot"]);
-        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if self.debug_exit {
+            push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        }
         match &self.boot {
             Boot::Kernel {
                 elf,
@@ -212,7 +260,10 @@ impl Qemu {
     /// timeout) and returns what happened. `Err` only when QEMU could not be
     /// run at all; every finished run, good or bad, is an `Ok(RunOutput)`.
     pub fn run(&self) -> Result<RunOutput> {
-        tools::ensure(tools::QEMU)?;
+        tools::ensure(match self.firmware {
+            Firmware::Bios => tools::QEMU,
+            Firmware::Uefi => tools::QEMU_UEFI,
+        })?;
         match &self.boot {
             Boot::Kernel { elf, guests, .. } => {
                 if !elf.is_file() {
@@ -227,6 +278,12 @@ impl Qemu {
             }
         }
         let mut command = self.command()?;
+        // The run's own copy of OVMF's variable store, removed afterwards.
+        let vars_copy: Option<PathBuf> = command.get_args().find_map(|a| {
+            a.to_str()?
+                .strip_prefix("if=pflash,format=raw,unit=1,file=")
+                .map(PathBuf::from)
+        });
         command
             .stdin(if !self.send_on.is_empty() {
                 Stdio::piped()
@@ -299,6 +356,9 @@ impl Qemu {
             thread::sleep(Duration::from_millis(5));
         };
         let elapsed = start.elapsed();
+        if let Some(p) = vars_copy {
+            let _ = std::fs::remove_file(p);
+        }
         let _ = serial.join();
         let stderr = errors.join().unwrap_or_default();
         let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
@@ -325,6 +385,24 @@ impl Qemu {
             banner,
         })
     }
+}
+
+/// A fresh copy of OVMF's variable store for one run (UEFI writes its
+/// boot entries there; runs in parallel each need their own).
+fn ovmf_vars_copy() -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = crate::build::target_dir().join("ovmf");
+    std::fs::create_dir_all(&dir)?;
+    let p = dir.join(format!(
+        "vars-{}-{}.fd",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    if let Err(e) = std::fs::copy(tools::OVMF_VARS, &p) {
+        bail!("cannot copy {} to {}: {e}", tools::OVMF_VARS, p.display());
+    }
+    Ok(p)
 }
 
 #[cfg(unix)]
@@ -679,6 +757,25 @@ mod tests {
         let a = Qemu::iso("x.iso").args().unwrap();
         assert_eq!(&a[a.len() - 2..], ["-cdrom", "x.iso"]);
         assert!(!a.contains(&"-kernel".to_string()));
+    }
+
+    #[test]
+    fn uefi_args_use_ovmf_pflash_and_q35() {
+        if !tools::OVMF.is_present() {
+            eprintln!("no OVMF here: nothing to check");
+            return;
+        }
+        let q = Qemu::iso("x.iso").uefi().without_debug_exit();
+        let a = q.args().unwrap().join(" ");
+        assert!(a.contains("-machine q35"), "{a}");
+        assert!(
+            a.contains("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd")
+        );
+        assert!(a.contains("if=pflash,format=raw,unit=1,file="));
+        assert!(!a.contains("isa-debug-exit"));
+        if let Some(f) = a.split("unit=1,file=").nth(1) {
+            let _ = std::fs::remove_file(f.split(' ').next().unwrap_or(""));
+        }
     }
 
     #[test]

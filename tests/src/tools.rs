@@ -13,10 +13,12 @@ use std::sync::Mutex;
 pub const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "grub-pc-bin",
+    "grub-efi-amd64-bin",
     "grub-common",
     "xorriso",
     "mtools",
     "binutils",
+    "ovmf",
 ];
 
 /// One external tool: how to tell it is there.
@@ -55,6 +57,25 @@ pub const GRUB_PC: Tool = Tool {
     present: || Path::new("/usr/lib/grub/i386-pc/multiboot2.mod").is_file(),
 };
 
+/// GRUB's UEFI modules: with them beside the BIOS ones grub-mkrescue makes
+/// one hybrid image that boots from BIOS and from UEFI.
+pub const GRUB_EFI: Tool = Tool {
+    name: "GRUB UEFI modules (/usr/lib/grub/x86_64-efi)",
+    package: "grub-efi-amd64-bin",
+    present: || Path::new("/usr/lib/grub/x86_64-efi/multiboot2.mod").is_file(),
+};
+
+/// The UEFI firmware for QEMU (`--uefi` runs): code and variable store,
+/// as two pflash drives.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
+pub const OVMF: Tool = Tool {
+    name: "OVMF (UEFI firmware for QEMU, /usr/share/OVMF)",
+    package: "ovmf",
+    present: || Path::new(OVMF_CODE).is_file() && Path::new(OVMF_VARS).is_file(),
+};
+
 pub const XORRISO: Tool = Tool {
     name: "xorriso",
     package: "xorriso",
@@ -77,13 +98,17 @@ pub const BINUTILS: Tool = Tool {
 
 /// What `qemu` runs need.
 pub const QEMU: &[Tool] = &[QEMU_TOOL];
-/// What an ISO build needs.
-pub const ISO: &[Tool] = &[GRUB_MKRESCUE, GRUB_PC, XORRISO, MFORMAT];
+/// What a UEFI `qemu` run needs.
+pub const QEMU_UEFI: &[Tool] = &[QEMU_TOOL, OVMF];
+/// What an ISO build needs (BIOS and UEFI GRUB: one hybrid image).
+pub const ISO: &[Tool] = &[GRUB_MKRESCUE, GRUB_PC, GRUB_EFI, XORRISO, MFORMAT];
 /// Everything.
 pub const ALL: &[Tool] = &[
     QEMU_TOOL,
+    OVMF,
     GRUB_MKRESCUE,
     GRUB_PC,
+    GRUB_EFI,
     XORRISO,
     MFORMAT,
     BINUTILS,

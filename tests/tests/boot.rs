@@ -16,13 +16,22 @@
 //! - `loglvl=`: error prints fewer hypervisor lines than debug;
 //! - a module from QEMU `-initrd` and one from GRUB `module2` are listed
 //!   with the command line the hypervisor received;
-//! - the runner itself: a run without a verdict is killed at its timeout;
+//! - the hybrid GRUB ISO under OVMF (UEFI, q35): the demo guests to
+//!   SUCCESS, with ACPI found through the loader's RSDP tag;
+//! - without `isa-debug-exit`: `on_exit=poweroff` powers QEMU off through
+//!   ACPI S5 (QEMU exits 0 after `(RV) exit: success`), on `pc` with the
+//!   ACPI PM timer as the reference clock (HPET off) and on `q35` with the
+//!   HPET; `on_exit=reboot` resets it (the FADT's reset register on q35);
+//! - the framebuffer console: under OVMF the hypervisor logs the GOP
+//!   framebuffer it draws on, and a QEMU `screendump` shows its text (its
+//!   own colour on the black it cleared to);
 //! - SMP: `-smp 4` brings 4 CPUs up (RSDP from the BIOS area under
 //!   `-kernel`, from GRUB's ACPI tag from the ISO), each AP's APIC timer
 //!   fires, each answers a wake IPI and a TLB shootdown; `cpus=1` and `cpus=2` start only
 //!   that many; a 1-CPU machine; multi-threaded TCG and the q35 machine;
 //!   without ACPI tables (`acpi=off`) the boot CPU alone, saying why;
-//!   `-smp 66`: the first 64 (ringvisor's most), saying so.
+//!   `-smp 66`: the first 64 (ringvisor's most), saying so;
+//! - the runner itself: a run without a verdict is killed at its timeout.
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
@@ -254,6 +263,199 @@ fn runner_kills_a_run_without_verdict_at_its_timeout() {
     eprintln!("halted QEMU: {}", out.summary());
     assert_eq!(out.verdict, Verdict::Timeout, "{}", out.summary());
     assert!(out.elapsed < Duration::from_secs(10), "{}", out.summary());
+}
+
+#[test]
+fn uefi_iso_boots_the_demo_under_ovmf() {
+    let what = "UEFI ISO (OVMF)";
+    let guests: Vec<GuestSpec> = build::DEMO_GUESTS
+        .iter()
+        .map(|s| {
+            let mut g: GuestSpec = s.parse().unwrap();
+            g.path = build::test_guest(&g.path.to_string_lossy())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            g
+        })
+        .collect();
+    let iso = build::target_dir().join("boot-tests/uefi-demo.iso");
+    build::build_iso(&elf(), "", &guests, &iso).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = boot(what, Qemu::iso(&iso).uefi());
+    expect_verdict(what, &out, Verdict::Success);
+    expect_line(what, &out, "(RV) loader: multiboot2 GRUB 2");
+    // Under UEFI the RSDP is only found through the loader's copy.
+    expect_line(what, &out, "(RV) acpi: RSDP from the loader's ACPI tag");
+    // UEFI GRUB's memory map and modules reached the 32-bit entry.
+    expect_line(what, &out, "(RV)   memory 0x000000100000-");
+    for i in 0..guests.len() {
+        expect_line(what, &out, &format!("(RV) module {i}: bytes="));
+    }
+    for d in 0..guests.len() {
+        expect_line(what, &out, &format!("(d{d}) RESULT: SUCCESS"));
+    }
+    expect_exit_line(
+        what,
+        &out,
+        &format!("success (all {} domain(s) powered off)", guests.len()),
+    );
+}
+
+/// A run without QEMU's `isa-debug-exit`, ended by the hypervisor as on
+/// hardware: QEMU exits 0 (power-off, or a reset under `-no-reboot`).
+fn without_debug_exit(what: &str, machine: &str, cmdline: &str) -> RunOutput {
+    let mut q = Qemu::kernel(elf()).cmdline(cmdline).without_debug_exit();
+    q.extra_args = vec!["-machine".into(), machine.into()];
+    let out = boot(what, q);
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{what}: QEMU did not exit by itself: {}\n{}",
+        out.summary(),
+        out.transcript()
+    );
+    expect_exit_line(what, &out, "success");
+    assert!(
+        !out.contains("isa-debug-exit at 0xf4 found"),
+        "{what}: the hypervisor saw a debug-exit device that is not there\n{}",
+        out.transcript()
+    );
+    out
+}
+
+#[test]
+fn poweroff_through_acpi_s5_with_the_pm_timer() {
+    let what = "on_exit=poweroff (pc, no HPET)";
+    let out = without_debug_exit(what, "pc,hpet=off", "on_exit=poweroff");
+    expect_line(what, &out, "(RV) power: off through ACPI S5");
+    expect_line(what, &out, "from ACPI PM timer calibration");
+    expect_line(what, &out, "counted against ACPI PM timer");
+}
+
+#[test]
+fn poweroff_through_acpi_s5_with_the_hpet() {
+    let what = "on_exit=poweroff (q35)";
+    let out = without_debug_exit(what, "q35", "on_exit=poweroff");
+    expect_line(what, &out, "(RV) power: off through ACPI S5");
+    expect_line(what, &out, "from HPET calibration");
+    expect_line(what, &out, "counted against HPET");
+}
+
+#[test]
+fn reboot_through_the_acpi_reset_register() {
+    let what = "on_exit=reboot (q35)";
+    let out = without_debug_exit(what, "q35", "on_exit=reboot");
+    expect_line(what, &out, "reset register Io 0xcf9");
+    expect_line(what, &out, "(RV) power: resetting");
+}
+
+/// What a `screendump` (binary PPM) shows: (pixels, pure black ones,
+/// ones in the hypervisor's line colour: no red, green == blue, lit).
+fn screen_counts(ppm: &[u8]) -> Option<(usize, usize, usize)> {
+    // "P6\n<w> <h>\n255\n" then RGB bytes.
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while ppm.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !ppm.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(std::str::from_utf8(&ppm[start..at]).ok()?.to_string());
+    }
+    let pixels = ppm.get(at + 1..)?;
+    if fields[0] != "P6" || fields[3] != "255" {
+        return None;
+    }
+    let (mut black, mut ours) = (0, 0);
+    for p in pixels.chunks_exact(3) {
+        if p == [0, 0, 0] {
+            black += 1;
+        } else if p[0] == 0 && p[1] == p[2] && p[1] > 0x40 {
+            ours += 1;
+        }
+    }
+    Some((pixels.len() / 3, black, ours))
+}
+
+#[test]
+fn framebuffer_console_draws_under_uefi() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let what = "framebuffer console (UEFI)";
+    let dir = build::target_dir().join("boot-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join(format!("fbcon-monitor-{}.sock", std::process::id()));
+    let shot = dir.join(format!("fbcon-{}.ppm", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&shot);
+    // No debug-exit and on_exit=halt (the default): the machine halts
+    // with the text on screen, until the monitor says `quit`.
+    let mut q = Qemu::iso(iso()).uefi().without_debug_exit();
+    q.extra_args = vec![
+        "-monitor".into(),
+        format!("unix:{},server,nowait", sock.display()),
+    ];
+    let watcher = {
+        let (sock, shot) = (sock.clone(), shot.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut mon = loop {
+                match UnixStream::connect(&sock) {
+                    Ok(s) => break s,
+                    Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    Err(e) => return Err(format!("no QEMU monitor at {}: {e}", sock.display())),
+                }
+            };
+            mon.set_read_timeout(Some(Duration::from_millis(500)))
+                .map_err(|e| e.to_string())?;
+            // The monitor's answers, read so they never fill the socket.
+            let drain = |mon: &mut UnixStream| {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = mon.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let mut last = None;
+            while start.elapsed() < Duration::from_secs(45) {
+                let _ = std::fs::remove_file(&shot);
+                writeln!(mon, "screendump {}", shot.display()).map_err(|e| e.to_string())?;
+                drain(&mut mon);
+                let counts = std::fs::read(&shot).ok().and_then(|b| screen_counts(&b));
+                if let Some((n, black, ours)) = counts {
+                    last = counts;
+                    if black * 100 >= n * 70 && ours >= 500 {
+                        break;
+                    }
+                }
+            }
+            let _ = writeln!(mon, "quit");
+            drain(&mut mon);
+            Ok(last)
+        })
+    };
+    let out = boot(what, q);
+    let counts = watcher.join().expect("watcher thread");
+    let _ = std::fs::remove_file(&sock);
+    expect_line(what, &out, "(RV) console: framebuffer ");
+    let (n, black, ours) = match counts {
+        Ok(Some(c)) => c,
+        other => panic!(
+            "{what}: no screendump read: {other:?}\n{}",
+            out.transcript()
+        ),
+    };
+    eprintln!("{what}: {n} pixels, {black} black, {ours} in the hypervisor's colour");
+    assert!(
+        black * 100 >= n * 70 && ours >= 500,
+        "{what}: the screen does not show the hypervisor's text ({n} pixels, {black} black, \
+         {ours} in its colour)\n{}",
+        out.transcript()
+    );
 }
 
 /// The SMP lines of a run: every CPU the machine has is up, each AP's

@@ -21,18 +21,9 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-/// Guests booted by `cargo xtask run` / `iso` when none are named: test
-/// guests (crates under guests/), built first, each as `CRATE[:ARGS]`.
-/// The demo runs with `DEMO_CMDLINE` unless --cmdline says otherwise.
-const DEMO_GUESTS: &[&str] = &[
-    // d0 and d1 exchange events over an interdomain channel.
-    "guest-pingpong:role=server peer=1 rounds=10",
-    "guest-pingpong:role=client peer=0 rounds=10",
-    // Exceptions bounced to a 64-bit kernel (ring 3) ...
-    "guest-traps",
-    // ... and to a 32-bit one (ring 1).
-    "guest32-traps",
-];
+/// Guests booted by `cargo xtask run` / `iso` when none are named (the
+/// list lives in the harness, where the UEFI boot test boots them too).
+use build::DEMO_GUESTS;
 const DEMO_CMDLINE: &str = "trace=bounce,hypercall";
 
 const HELP: &str = "\
@@ -42,7 +33,7 @@ USAGE: cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
   build   build the hypervisor, copy it to target/ringvisor.elf
-  iso     build target/ringvisor.iso, a GRUB (BIOS, multiboot2) boot image
+  iso     build target/ringvisor.iso, a GRUB (BIOS and UEFI, multiboot2) boot image
   run     build and boot in QEMU, serial console on stdout
   test    build the hypervisor and an ISO, then `cargo test --workspace`
   bench   time every PV path against the hardware's own round trips
@@ -74,7 +65,9 @@ copies the result to target/ringvisor.elf.
 const ISO_HELP: &str = "\
 cargo xtask iso [--release|--debug] [--cmdline \"ARGS\"] [GUEST[@KEY=VAL,...][:ARGS]...]
 
-Builds the hypervisor, then target/ringvisor.iso with grub-mkrescue: GRUB on
+Builds the hypervisor, then target/ringvisor.iso with grub-mkrescue: one
+hybrid image that boots from BIOS and from UEFI (GRUB's i386-pc and
+x86_64-efi platforms), also when written to a USB stick with dd; GRUB on
 the serial line (115200), no menu delay, the hypervisor as
 /boot/ringvisor.elf and each GUEST as a module under /boot/ (grub.cfg made
 from qemu/grub.cfg). Without GUEST, the demo guests (see run --help).
@@ -85,7 +78,7 @@ from qemu/grub.cfg). Without GUEST, the demo guests (see run --help).
 ";
 
 const RUN_HELP: &str = "\
-cargo xtask run [--iso] [--kvm|--tcg|--mttcg] [--smp N] [--timeout S]
+cargo xtask run [--iso] [--uefi] [--kvm|--tcg|--mttcg] [--smp N] [--timeout S]
                 [--cmdline \"ARGS\"] [--release|--debug] [GUEST[@KEY=VAL,...][:ARGS]...]
 
 Builds the hypervisor and boots it in QEMU (qemu-system-x86_64 -accel tcg
@@ -104,6 +97,9 @@ hypervisor panic or fault), TRIPLE-FAULT (QEMU exited 0: reset without a
 verdict), TIMEOUT (QEMU killed) or UNEXPECTED.
 
   --iso            boot target/ringvisor.iso (built now) with -cdrom
+  --uefi           the same ISO under UEFI firmware: OVMF (package ovmf) on a
+                   q35 machine, OVMF_CODE.fd read-only and a copy of
+                   OVMF_VARS.fd as pflash drives (implies --iso)
   --tcg            QEMU's TCG accelerator (default)
   --mttcg          TCG with a host thread per CPU (-accel tcg,thread=multi)
   --smp N          N CPUs (default 4; the hypervisor starts them all, guests
@@ -160,6 +156,7 @@ const DEFAULT_SMP: u32 = 4;
 struct Opts {
     profile: Profile,
     iso: bool,
+    uefi: bool,
     accel: Accel,
     /// `--smp`: QEMU's CPUs.
     smp: u32,
@@ -176,6 +173,7 @@ fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> 
     let mut o = Opts {
         profile: default,
         iso: false,
+        uefi: false,
         accel: Accel::Tcg,
         smp: DEFAULT_SMP,
         timeout: Some(qemu::DEFAULT_TIMEOUT),
@@ -218,6 +216,10 @@ fn parse(command: &str, args: &[String], allowed: &[&str], default: Profile) -> 
             "--release" => o.profile = Profile::Release,
             "--debug" => o.profile = Profile::Debug,
             "--iso" => o.iso = true,
+            "--uefi" => {
+                o.uefi = true;
+                o.iso = true;
+            }
             "--tcg" => o.accel = Accel::Tcg,
             "--kvm" => o.accel = Accel::Kvm,
             "--mttcg" => o.accel = Accel::TcgMulti,
@@ -278,6 +280,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
                 profile,
                 &[
                     "--iso",
+                    "--uefi",
                     "--tcg",
                     "--kvm",
                     "--mttcg",
@@ -384,6 +387,9 @@ fn run(o: &Opts) -> Result<ExitCode> {
         }
         q
     };
+    if o.uefi {
+        q = q.uefi();
+    }
     q.accel = o.accel;
     q.cpus = o.smp;
     q.timeout = o.timeout;
@@ -532,6 +538,7 @@ mod tests {
         "--release",
         "--debug",
         "--iso",
+        "--uefi",
         "--tcg",
         "--kvm",
         "--mttcg",
@@ -549,6 +556,8 @@ mod tests {
         assert_eq!(o.smp, 4);
         assert_eq!(o.timeout, Some(qemu::DEFAULT_TIMEOUT));
         assert!(!o.iso && o.guests.is_empty() && o.cmdline.is_empty());
+        let o = parse("run", &strings(&["--uefi"]), RUN, Profile::Release).unwrap();
+        assert!(o.uefi && o.iso, "--uefi boots the ISO");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The local APIC (xAPIC, memory mapped) and its timer in one-shot mode.
 //!
-//! The timer's rate is unknown until measured: we count it against the TSC
-//! once at boot. The legacy 8259 PICs are remapped away from the exception
+//! The timer's rate is unknown until measured: we count it at boot against
+//! the firmware's reference clock (HPET or ACPI PM timer), else against
+//! the TSC. Where CPUID offers TSC-deadline mode the timer is armed with an
+//! absolute TSC value instead (no rate to measure, no drift). The legacy 8259 PICs are remapped away from the exception
 //! vectors and masked, so only the APIC interrupts us.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -75,7 +77,15 @@ pub struct ApicInfo {
     pub id: u32,
     pub phys: u64,
     pub timer_hz: u64,
+    /// What the timer's rate was counted against.
+    pub counted_against: &'static str,
+    /// One-shot timers are TSC-deadline ones.
+    pub tsc_deadline: bool,
 }
+
+const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
+/// Whether `oneshot` arms the TSC deadline (CPUID.01H:ECX[24]).
+static DEADLINE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Switch this CPU's APIC on (globally in the MSR, then in software) and
 /// its timer to a masked one-shot at divide-by-16. Returns the MSR's
@@ -155,7 +165,7 @@ fn enable_local() {
     write(REG_LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
 }
 
-pub fn init() -> ApicInfo {
+pub fn init(tsc_deadline: bool) -> ApicInfo {
     mask_legacy_pics();
     let phys = enable();
     BASE.store(
@@ -164,17 +174,25 @@ pub fn init() -> ApicInfo {
     );
     enable_local();
 
-    // Count the timer for 10 ms of TSC time.
+    // Count the timer for 10 ms of the reference clock, else of the TSC.
     write(REG_TIMER_INIT, u32::MAX);
-    time::spin_ns(10_000_000);
-    let counted = u32::MAX - read(REG_TIMER_CURRENT);
+    let counter = || (u32::MAX - read(REG_TIMER_CURRENT)) as u64;
+    let by_ref = super::firmware::ref_clock()
+        .and_then(|c| Some((time::rate_against(&c, 10_000_000, counter)?, c.name())));
+    let (hz, counted_against) = by_ref.unwrap_or_else(|| {
+        write(REG_TIMER_INIT, u32::MAX);
+        time::spin_ns(10_000_000);
+        (counter() * 100, "the TSC")
+    });
     write(REG_TIMER_INIT, 0);
-    let hz = counted as u64 * 100;
     TIMER_HZ.store(hz.max(1), Ordering::Relaxed);
+    DEADLINE.store(tsc_deadline, Ordering::Relaxed);
     ApicInfo {
         id: read(REG_ID) >> 24,
         phys,
         timer_hz: hz,
+        counted_against,
+        tsc_deadline,
     }
 }
 
@@ -266,6 +284,18 @@ pub fn eoi() {
 
 /// Interrupt once, `ns` from now (one-shot mode, vector TIMER_VECTOR).
 pub fn oneshot(ns: u64) {
+    if DEADLINE.load(Ordering::Relaxed) {
+        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | TIMER_VECTOR as u32);
+        let at = time::tsc().saturating_add(time::ns_to_tsc(ns).max(1));
+        // SAFETY: IA32_TSC_DEADLINE exists when CPUID says TSC-deadline
+        // mode does (checked before DEADLINE was set). SDM 11.5.4.1: the
+        // MFENCE orders the LVT write before the MSR write.
+        unsafe {
+            core::arch::asm!("mfence", options(nostack));
+            x86::msr::wrmsr(x86::msr::IA32_TSC_DEADLINE, at);
+        }
+        return;
+    }
     let ticks = (ns as u128 * TIMER_HZ.load(Ordering::Relaxed) as u128 / 1_000_000_000)
         .clamp(1, u32::MAX as u128);
     write(REG_LVT_TIMER, TIMER_VECTOR as u32);

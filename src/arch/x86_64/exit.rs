@@ -1,5 +1,7 @@
-//! Leaving: QEMU's `isa-debug-exit` turns our verdict into its exit status;
-//! real hardware halts or reboots (`on_exit=`).
+//! Leaving: QEMU's `isa-debug-exit` turns our verdict into its exit status
+//! (used only when the device is there: `firmware::debug_exit_present`);
+//! otherwise the machine halts, powers off through ACPI S5 or resets, as
+//! `on_exit=` says.
 //!
 //! | verdict | byte written to port 0xf4 | QEMU exit status |
 //! |---|---|---|
@@ -7,7 +9,7 @@
 //! | failure: a domain crashed or could not be built | 0x11 | 35 |
 //! | panic: hypervisor panic or fault in the hypervisor | 0x12 | 37 |
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use x86::io::outb;
 
@@ -33,10 +35,10 @@ impl Verdict {
     }
 }
 
-static REBOOT: AtomicBool = AtomicBool::new(false);
+static ON_EXIT: AtomicU8 = AtomicU8::new(OnExit::Halt as u8);
 
 pub fn set_on_exit(o: OnExit) {
-    REBOOT.store(o == OnExit::Reboot, Ordering::Relaxed);
+    ON_EXIT.store(o as u8, Ordering::Relaxed);
 }
 
 /// Print the verdict line and stop the machine.
@@ -47,13 +49,26 @@ pub fn exit(v: Verdict, why: core::fmt::Arguments) -> ! {
         v.name(),
         why
     ));
-    // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present; on real
-    // machines it is an unused legacy port, and writing it is harmless.
-    unsafe { outb(DEBUG_EXIT_PORT, v as u8) };
-    if REBOOT.load(Ordering::Relaxed) {
-        // SAFETY: pulsing the keyboard controller's reset line only resets
-        // the machine, which is what was asked for.
-        unsafe { outb(0x64, 0xfe) };
+    if super::firmware::debug_exit_present() {
+        // SAFETY: port 0xf4 is QEMU's isa-debug-exit (checked): the write
+        // ends QEMU with status (v << 1) | 1.
+        unsafe { outb(DEBUG_EXIT_PORT, v as u8) };
+    }
+    let on_exit = ON_EXIT.load(Ordering::Relaxed);
+    if on_exit == OnExit::Poweroff as u8 {
+        crate::console::print_emergency(format_args!(
+            "{}power: off through ACPI S5\n",
+            crate::console::TAG
+        ));
+        if let Err(why) = super::firmware::poweroff() {
+            crate::console::print_emergency(format_args!(
+                "{}power: cannot power off: {why}; halting\n",
+                crate::console::TAG
+            ));
+        }
+    } else if on_exit == OnExit::Reboot as u8 {
+        crate::console::print_emergency(format_args!("{}power: resetting\n", crate::console::TAG));
+        super::firmware::reboot();
     }
     halt_forever()
 }

@@ -4,6 +4,7 @@ pub mod apic;
 pub mod cpu;
 pub mod debugreg;
 pub mod exit;
+pub mod firmware;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;

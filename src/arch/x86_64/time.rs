@@ -1,5 +1,6 @@
 //! The TSC: its frequency (from CPUID leaf 0x15/0x16, else measured against
-//! the PIT) and a nanosecond clock built on it.
+//! the HPET or the ACPI PM timer, the PIT only when neither is there: many
+//! new PCs gate the PIT) and a nanosecond clock built on it.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,6 +8,7 @@ use x86::io::{inb, outb};
 use x86::time::rdtsc;
 
 use super::cpu::Features;
+use super::firmware::{self, RefClock};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
@@ -14,7 +16,20 @@ static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TscSource {
     Cpuid,
+    Hpet,
+    PmTimer,
     Pit,
+}
+
+impl TscSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            TscSource::Cpuid => "CPUID",
+            TscSource::Hpet => "HPET calibration",
+            TscSource::PmTimer => "ACPI PM timer calibration",
+            TscSource::Pit => "PIT calibration",
+        }
+    }
 }
 
 pub fn tsc() -> u64 {
@@ -55,10 +70,53 @@ fn calibrate_with_pit() -> u64 {
     }
 }
 
+/// Count `sample` (a counter that only goes up) over about `ns` of the
+/// reference clock; returns the counter's rate in Hz. `None` when the
+/// reference does not advance in time (a broken clock: fall back).
+pub fn rate_against(clock: &RefClock, ns: u64, mut sample: impl FnMut() -> u64) -> Option<u64> {
+    let want = (clock.hz() as u128 * ns as u128 / 1_000_000_000) as u64;
+    let mask = clock.mask();
+    // Start on a tick edge so the window is whole ticks.
+    let r0 = clock.read();
+    let mut spins = 0u64;
+    let mut r = r0;
+    while r == r0 {
+        r = clock.read();
+        spins += 1;
+        if spins > 10_000_000 {
+            return None;
+        }
+    }
+    let (start_ref, start) = (r, sample());
+    loop {
+        let now = clock.read();
+        let s = sample();
+        let d = now.wrapping_sub(start_ref) & mask;
+        if d >= want {
+            return Some((s.wrapping_sub(start) as u128 * clock.hz() as u128 / d as u128) as u64);
+        }
+        spins += 1;
+        if spins > 1_000_000_000 {
+            return None;
+        }
+    }
+}
+
 pub fn init(f: &Features) -> (u64, TscSource) {
+    let measured = || {
+        let c = firmware::ref_clock()?;
+        let hz = rate_against(&c, 10_000_000, tsc)?;
+        Some((
+            hz,
+            match c {
+                RefClock::Hpet { .. } => TscSource::Hpet,
+                RefClock::PmTimer { .. } => TscSource::PmTimer,
+            },
+        ))
+    };
     let (hz, src) = match f.tsc_hz {
         Some(hz) => (hz, TscSource::Cpuid),
-        None => (calibrate_with_pit(), TscSource::Pit),
+        None => measured().unwrap_or_else(|| (calibrate_with_pit(), TscSource::Pit)),
     };
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
     TSC_AT_BOOT.store(tsc(), Ordering::Relaxed);
