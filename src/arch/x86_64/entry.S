@@ -61,6 +61,20 @@
     pop %rax
 .endm
 
+/* A `syscall` entry's TrapFrame, as an interrupt would have built it,
+ * on this CPU's stack (RSP = its top), the guest's RSP in PC_SCRATCH,
+ * its RIP in RCX and RFLAGS in R11. */
+.macro SYSCALL_FRAME cs, vector
+    pushq ${GUEST_SS}             /* SS */
+    pushq %gs:{PC_SCRATCH}        /* RSP */
+    push %r11                     /* RFLAGS */
+    pushq $\cs                    /* CS */
+    push %rcx                     /* RIP */
+    pushq $0                      /* ERRCODE */
+    pushq $\vector                /* VECTOR */
+    SAVE_GPRS
+.endm
+
 .section .text
 .balign 16
 .global idt_stubs
@@ -151,8 +165,26 @@ ret_sysret:
 /* `syscall` from a 64-bit guest (its kernel: a hypercall; its user mode:
  * a system call for its kernel). The CPU has put RIP in RCX and RFLAGS in
  * R11, masked IF (SFMASK), and left RSP as the guest's: switch to this
- * CPU's stack through GS, then build the same TrapFrame an interrupt
- * would, with VECTOR = {VEC_SYSCALL}, so one path handles both. */
+ * CPU's stack through GS.
+ *
+ * Tour 02: the quick way, step by step (Xen: the hypercall fast path of
+ * lstar_enter / test_all_events / restore_all_guest, in fewer steps).
+ *  1. A 64-bit guest's vCPU (a 32-bit one needs its CR4 restored first:
+ *     the full way) and EFLAGS.AC cleared: then Rust may run.
+ *  2. Save only what a Rust call may clobber and the hypercall ABI keeps:
+ *     the argument registers, RCX/R11 (the way back), RAX (the number,
+ *     and the slot for the result), the guest's RSP on top: a QuickRegs
+ *     (idt.rs), 10 words, so RSP stays 16-byte aligned for the call.
+ *     RBX, RBP, R12-R15 are callee-saved: Rust itself keeps them.
+ *  3. syscall_quick (idt.rs, then pv::fast::quick) answers the cheap
+ *     hypercalls on the vCPU alone and checks the work-pending word once;
+ *     it returns 0: back by sysretq with RAX = the result (it checked
+ *     that this resumes the guest exactly as iretq would); 1: nothing
+ *     done, the full way (RAX the number again); 2: done (RAX the
+ *     result), but the way out has something to settle: the full frame,
+ *     vector {VEC_SYSCALL_DONE}, for the locked way out.
+ *  4. Otherwise the full way: the same TrapFrame an interrupt builds,
+ *     with VECTOR = {VEC_SYSCALL}, so one path handles both. */
 .balign 16
 .global syscall_entry
 /* Tour 02: a hypercall (or a user system call) enters here */
@@ -160,14 +192,43 @@ syscall_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}
     mov %gs:{PC_STACK_TOP}, %rsp
-    pushq ${GUEST_SS}             /* SS */
-    pushq %gs:{PC_SCRATCH}        /* RSP */
-    push %r11                     /* RFLAGS */
-    pushq ${GUEST_CS}             /* CS */
-    push %rcx                     /* RIP */
-    pushq $0                      /* ERRCODE */
-    pushq ${VEC_SYSCALL}          /* VECTOR */
-    SAVE_GPRS
+    testb $1, %gs:{PC_PV32}       /* 1. a 32-bit guest's: the full way */
+    jnz syscall_full
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 1f
+    clac                          /* only where SMAP exists (else #UD) */
+1:  pushq %gs:{PC_SCRATCH}        /* 2. QuickRegs, top to bottom */
+    push %rcx
+    push %r11
+    push %rdi
+    push %rsi
+    push %rdx
+    push %r10
+    push %r8
+    push %r9
+    push %rax
+    mov %rsp, %rdi
+    call syscall_quick            /* 3. */
+    cmp $1, %eax                  /* the pops and lea keep the flags */
+    pop %rax
+    pop %r9
+    pop %r8
+    pop %r10
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %r11
+    pop %rcx
+    jb 2f
+    lea 8(%rsp), %rsp             /* the guest's RSP: still in PC_SCRATCH */
+    je syscall_full
+    SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL_DONE}
+    jmp trap_call                 /* the guest state is off already */
+2:  pop %rsp                      /* the guest's */
+    swapgs                        /* GS = the guest's */
+    sysretq
+syscall_full:                     /* 4. */
+    SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
 
 /* `syscall` from 32-bit code (compatibility mode): handled the same way. */
@@ -178,14 +239,7 @@ syscall32_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}
     mov %gs:{PC_STACK_TOP}, %rsp
-    pushq ${GUEST_SS}
-    pushq %gs:{PC_SCRATCH}
-    push %r11
-    pushq ${GUEST_CS32}
-    push %rcx
-    pushq $0
-    pushq ${VEC_SYSCALL32}
-    SAVE_GPRS
+    SYSCALL_FRAME {GUEST_CS32}, {VEC_SYSCALL32}
     jmp guest_state_off
 
 /* Copy through the page tables CR3 holds (a guest's), as the CPU's own
