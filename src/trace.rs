@@ -82,6 +82,27 @@ pub fn record(r: Record) {
     unsafe { (*RECENT_RING.recs.get())[at % RING] = r };
 }
 
+/// [`record`] of hypercall `nr` by the vCPU `ids` names (a per-CPU
+/// block's `ids`: domain in bits 0-15, vCPU in 16-31), its first argument
+/// and result, for a caller that has seen [`RECENT`] on.
+#[inline(always)]
+pub fn record_call(nr: u64, ids: u64, a: u64, b: u64) {
+    let at = RECENT_RING.next.load(Ordering::Relaxed);
+    RECENT_RING
+        .next
+        .store(at.wrapping_add(1), Ordering::Relaxed);
+    // SAFETY: as in `record`.
+    unsafe {
+        (*RECENT_RING.recs.get())[at % RING] = Record {
+            what: ringvisor_abi::xen::hypercall_name(nr),
+            dom: ids as u16,
+            vcpu: (ids >> 16) as u16,
+            a,
+            b,
+        }
+    };
+}
+
 /// Oldest first.
 pub fn recent(mut f: impl FnMut(&Record)) {
     let next = RECENT_RING.next.load(Ordering::Relaxed);

@@ -219,17 +219,11 @@ pub fn publish_current(hv: &mut Hv) {
         pc.vcpu.store(0, Relaxed);
         return;
     };
-    pc.vcpu_info.store(shared_vcpu_info(d), Relaxed);
+    pc.vcpu_info
+        .store(crate::pv::traps::vcpu_info_addr(d, d.cur), Relaxed);
     pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
     pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
     pc.domain.store(d as *mut _ as u64, Relaxed);
-}
-
-/// The current vCPU's `vcpu_info` slot in its domain's `shared_info`.
-fn shared_vcpu_info(d: &crate::domain::Domain) -> u64 {
-    crate::mm::paging::phys_to_virt(d.shared_info_mfn << 12)
-        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
-            + d.cur * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()) as u64
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
@@ -240,6 +234,6 @@ fn published(hv: &mut Hv) -> bool {
     let d = &mut hv.domains[hv.current];
     pc.frames.load(Relaxed) == frames
         && pc.domain.load(Relaxed) == d as *mut _ as u64
-        && pc.vcpu_info.load(Relaxed) == shared_vcpu_info(d)
+        && pc.vcpu_info.load(Relaxed) == crate::pv::traps::vcpu_info_addr(d, d.cur)
         && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

@@ -138,7 +138,7 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     // above does today): then the locked way out settles that.
     let (ret, alive) = match k {
         Kind::Constant(r) => (r, true),
-        _ => match with_domain(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]) {
+        _ => match with_domain(pc, nr, f.rdi, f.rsi, f.rdx, f.r10) {
             Some(r) => r,
             None => return false,
         },
@@ -146,15 +146,7 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     f.rax = ret as u64;
     let flags = crate::trace::flags();
     if flags & crate::trace::RECENT != 0 {
-        let ids = pc.ids.load(Ordering::Relaxed);
-        let what = hypercall_name(nr);
-        crate::trace::record(crate::trace::Record {
-            what,
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a: f.rdi,
-            b: ret as u64,
-        });
+        crate::trace::record_call(nr, pc.ids.load(Ordering::Relaxed), f.rdi, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
         traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret);
@@ -185,49 +177,71 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
     if vp.is_null() || crate::sched::HV.is_locked() {
         return Quick::Full;
     }
-    let nr = r.rax;
-    let a = [r.rdi, r.rsi, r.rdx, r.r10, r.r8];
-    let k = kind(nr, a[0], a[1]);
-    {
-        // SAFETY: as in `hypercall`: the only reference to the current
-        // vCPU, ended before `with_domain` makes one to its domain.
-        let v = unsafe { &mut *vp };
-        // A system call of the guest's user mode is a bounce, and iret a
-        // frame of its own: the full way.
-        if !v.kernel_mode || matches!(k, Kind::Locked | Kind::Iret) {
-            return Quick::Full;
+    // SAFETY: as in `hypercall`: the only reference to the current vCPU
+    // (`quick_domain` makes its own, to the domain, after this one ends).
+    let v = unsafe { &mut *vp };
+    // A system call of the guest's user mode is a bounce, and iret a
+    // frame of its own: the full way.
+    if !v.kernel_mode {
+        return Quick::Full;
+    }
+    match kind(r.rax, r.rdi, r.rsi) {
+        Kind::Constant(ret) => {
+            // A hypercall is progress (as on the locked path).
+            v.in_failsafe = false;
+            quick_out(pc, r, ret, true)
         }
-        // A hypercall is progress (as on the locked path).
+        Kind::Domain => quick_domain(pc, r),
+        Kind::Iret | Kind::Locked => Quick::Full,
+    }
+}
+
+/// [`quick`] for a call of [`Kind::Domain`] (out of line: the constant
+/// answers need none of its registers).
+#[inline(never)]
+fn quick_domain(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    {
+        // SAFETY: as in `quick`; this reference ends before `with_domain`.
+        let v = unsafe { &mut *(pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu) };
         v.in_failsafe = false;
     }
-    let (ret, alive) = match k {
-        Kind::Constant(x) => (x, true),
-        _ => match with_domain(pc, nr, a) {
-            Some(x) => x,
-            None => return Quick::Full,
-        },
-    };
+    match with_domain(pc, r.rax, r.rdi, r.rsi, r.rdx, r.r10) {
+        Some((ret, alive)) => quick_out(pc, r, ret, alive),
+        None => Quick::Full,
+    }
+}
+
+/// The end of [`quick`]: the result in `rax`, the recent-calls ring, and
+/// the way out, checked once.
+#[inline(always)]
+fn quick_out(pc: &PerCpu, r: &mut QuickRegs, ret: Ret, alive: bool) -> Quick {
+    let nr = r.rax;
     r.rax = ret as u64;
     let flags = crate::trace::flags();
     if flags & crate::trace::RECENT != 0 {
-        let ids = pc.ids.load(Ordering::Relaxed);
-        crate::trace::record(crate::trace::Record {
-            what: hypercall_name(nr),
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a: a[0],
-            b: ret as u64,
-        });
+        crate::trace::record_call(nr, pc.ids.load(Ordering::Relaxed), r.rdi, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
-        traced(pc, nr, a, ret);
+        return quick_traced(pc, r, nr, ret, alive);
     }
-    // The way out, checked once. sysretq loads rip from rcx and rflags
-    // from r11 (RF, VM cleared), cs/ss from STAR: the flat ring-3
-    // selectors syscall_entry's frame would hold. So it returns exactly as
-    // `leave` and iretq would where rip (rcx) is canonical (XSA-7: never
-    // sysret to a non-canonical rip) and r11 already is what the way out
-    // makes of rflags: IF on, IOPL 0, no NT, VM or RF.
+    // sysretq loads rip from rcx and rflags from r11 (RF, VM cleared),
+    // cs/ss from STAR: the flat ring-3 selectors syscall_entry's frame
+    // would hold. So it returns exactly as `leave` and iretq would where
+    // rip (rcx) is canonical (XSA-7: never sysret to a non-canonical rip)
+    // and r11 already is what the way out makes of rflags: IF on, IOPL 0,
+    // no NT, VM or RF.
+    const MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
+    if !alive || !nothing_pending(pc) || !is_canonical(r.rcx) || r.r11 & MUST != 0x202 {
+        return Quick::Done;
+    }
+    Quick::Sysret
+}
+
+/// [`quick_out`] with `trace=hypercall`: the line, then the same way out.
+#[cold]
+#[inline(never)]
+fn quick_traced(pc: &PerCpu, r: &mut QuickRegs, nr: u64, ret: Ret, alive: bool) -> Quick {
+    traced(pc, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], ret);
     const MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
     if !alive || !nothing_pending(pc) || !is_canonical(r.rcx) || r.r11 & MUST != 0x202 {
         return Quick::Done;
@@ -243,7 +257,8 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
 /// `None`: nothing was done (the locked path runs); else the result and
 /// whether the domain is still alive.
 #[inline(never)]
-fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
+fn with_domain(pc: &PerCpu, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Option<(Ret, bool)> {
+    let a = [a0, a1, a2, a3];
     // SAFETY: published under the lock; HV is unlocked and nothing else
     // runs (module comment), and no other reference to the domain, its
     // vCPUs or the frame table is alive: these are the only ones.
@@ -448,15 +463,7 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
     let flags = crate::trace::flags();
     if flags & crate::trace::RECENT != 0 {
         let ids = pc.ids.load(Ordering::Relaxed);
-        let what = hypercall_name(nr);
-        let a = f.rbx as u32 as u64;
-        crate::trace::record(crate::trace::Record {
-            what,
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a,
-            b: ret as u64,
-        });
+        crate::trace::record_call(nr, ids, f.rbx as u32 as u64, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
         traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret);
@@ -485,25 +492,21 @@ fn nothing_pending(pc: &PerCpu) -> bool {
     {
         return false;
     }
-    // SAFETY: as in `hypercall` (no other reference to the vCPU now).
-    let v = unsafe { &*(pc.vcpu.load(Ordering::Relaxed) as *const Vcpu) };
-    let vi = match v.vcpu_info_maddr {
-        Some(ma) => crate::mm::paging::phys_to_virt(ma),
-        None => pc.vcpu_info.load(Ordering::Relaxed),
-    };
-    // SAFETY: the current vCPU's vcpu_info in the direct map (its slot in
-    // shared_info, published under the lock with the vCPU, or the frame
-    // it registered, which stays its own while registered; the domain is
+    let vi = pc.vcpu_info.load(Ordering::Relaxed);
+    // SAFETY: the current vCPU's vcpu_info in the direct map, as
+    // published under the lock (its slot in shared_info, or the frame it
+    // registered, which stays its own while registered; the domain is
     // alive while its guest runs). Two bytes the guest may change too, but
     // it is not running.
     let upcall = unsafe {
         let p =
             (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const [u8; 2];
-        p.read_volatile()
+        u16::from_le_bytes(p.read_volatile())
     };
-    // Pending and not masked: the locked way out bounces the upcall (or,
-    // with no event callback, does nothing: only slower).
-    !(upcall[0] != 0 && upcall[1] == 0)
+    // Pending (low byte) and not masked (high byte): the locked way out
+    // bounces the upcall (or, with no event callback, does nothing: only
+    // slower). That is 1..=0xff.
+    !(1..=0xff).contains(&upcall)
 }
 
 /// The way out of a lock-free `syscall` entry when nothing is pending

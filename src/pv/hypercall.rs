@@ -841,6 +841,14 @@ fn register_vcpu_info(
         )
     };
     d.vcpus[vi].vcpu_info_maddr = Some(new);
+    if vi == d.cur {
+        // The caller's own: where the lock-free way out looks for its
+        // pending upcall now (`pv::entry::publish_current`).
+        crate::arch::x86_64::percpu::this().vcpu_info.store(
+            crate::mm::paging::phys_to_virt(new),
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
     0
 }
 

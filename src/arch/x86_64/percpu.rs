@@ -45,7 +45,8 @@ pub struct PerCpu {
     /// Work for the way out ([`WORK_RESCHED`], [`WORK_TIMERS`]): while it
     /// is 0 and no event upcall is due, a return skips the scheduler.
     pub work: AtomicU64,
-    /// The current domain, vCPU, its `vcpu_info` (direct-map address) and
+    /// The current domain, vCPU, its `vcpu_info` (direct-map address: its
+    /// slot in `shared_info`, or where the guest registered it) and
     /// the frame table, as `pv::entry::publish_current` last saw them
     /// under the lock (0: none yet). Opaque here: `pv::fast` gives them
     /// their types.
