@@ -74,6 +74,12 @@ enum Kind {
     Constant(Ret),
     /// A call on the domain itself (`with_domain`).
     Domain,
+    /// `update_va_mapping`: on the domain, without the lock when the entry
+    /// stays the same (`with_domain`, or first `quick_uvm`).
+    UpdateVaMapping,
+    /// `console_io(CONSOLEIO_write)` of 0 bytes: on the domain, and
+    /// short (`hypercall::console_write_nothing`).
+    ConsoleNothing,
     /// `HYPERVISOR_iret` (`own_vcpu`).
     Iret,
     /// Not here: the locked path.
@@ -82,15 +88,16 @@ enum Kind {
 
 #[inline(always)]
 fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
+    if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
+        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+    }
     if nr >= 64 || UNASSIGNED >> nr & 1 != 0 {
         return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
     }
     match nr as u32 {
-        HYPERVISOR_XEN_VERSION if a0 == ringvisor_abi::version::XENVER_VERSION as u64 => {
-            Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret)
-        }
-        HYPERVISOR_CONSOLE_IO if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 => Kind::Domain,
-        HYPERVISOR_FPU_TASKSWITCH | HYPERVISOR_UPDATE_VA_MAPPING => Kind::Domain,
+        HYPERVISOR_CONSOLE_IO if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 => Kind::ConsoleNothing,
+        HYPERVISOR_UPDATE_VA_MAPPING => Kind::UpdateVaMapping,
+        HYPERVISOR_FPU_TASKSWITCH => Kind::Domain,
         HYPERVISOR_MMU_UPDATE if a1 == 1 => Kind::Domain,
         HYPERVISOR_IRET => Kind::Iret,
         _ => Kind::Locked,
@@ -192,6 +199,18 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
             quick_out(pc, r, ret, true)
         }
         Kind::Domain => quick_domain(pc, r),
+        Kind::UpdateVaMapping => {
+            v.in_failsafe = false;
+            quick_uvm(pc, r)
+        }
+        Kind::ConsoleNothing => {
+            v.in_failsafe = false;
+            // SAFETY: as in `with_domain`; `v` is not used again.
+            match unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() } {
+                Some(d) => quick_out(pc, r, hypercall::console_write_nothing(d), true),
+                None => Quick::Full,
+            }
+        }
         Kind::Iret | Kind::Locked => Quick::Full,
     }
 }
@@ -209,6 +228,33 @@ fn quick_domain(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         Some((ret, alive)) => quick_out(pc, r, ret, alive),
         None => Quick::Full,
     }
+}
+
+/// [`quick`] for `update_va_mapping`: an entry rewritten with the value it
+/// holds on the vCPU alone (as in `with_domain`), one that changes under
+/// the lock.
+#[inline(never)]
+fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    // SAFETY: as in `with_domain`.
+    let (Some(d), Some(ft)) = (unsafe {
+        (
+            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut(),
+            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut(),
+        )
+    }) else {
+        return Quick::Full;
+    };
+    let ret = match mm::update_va_mapping_same(d, ft, r.rdi, r.rsi, r.rdx) {
+        Some(ret) => ret,
+        None => {
+            let Some(_held) = crate::sched::HV.try_lock() else {
+                return Quick::Full;
+            };
+            mm::update_va_mapping(d, ft, r.rdi, r.rsi, r.rdx)
+        }
+    };
+    let alive = d.is_alive();
+    quick_out(pc, r, ret, alive)
 }
 
 /// The end of [`quick`]: the result in `rax`, the recent-calls ring, and
@@ -269,18 +315,20 @@ fn with_domain(pc: &PerCpu, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Opti
         )
     };
     let r = match nr as u32 {
-        HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
+        // Only ever of 0 bytes here (`Kind::ConsoleNothing`).
+        HYPERVISOR_CONSOLE_IO => hypercall::console_write_nothing(d),
         HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
         // An L1 entry rewritten with the value it holds: the update takes
-        // and drops the same references (net nothing), and no other vCPU
-        // or domain can see a difference. No lock.
-        HYPERVISOR_UPDATE_VA_MAPPING if mm::l1_entry_holds(d, ft, a[0], a[1]) => {
-            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
-        }
-        HYPERVISOR_UPDATE_VA_MAPPING => {
-            let _held = crate::sched::HV.try_lock()?;
-            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
-        }
+        // and drops the same references (net nothing, and none at all in
+        // `mm`'s same-entry case), and no other vCPU or domain can see a
+        // difference. No lock. A change holds it.
+        HYPERVISOR_UPDATE_VA_MAPPING => match mm::update_va_mapping_same(d, ft, a[0], a[1], a[2]) {
+            Some(r) => r,
+            None => {
+                let _held = crate::sched::HV.try_lock()?;
+                mm::update_va_mapping(d, ft, a[0], a[1], a[2])
+            }
+        },
         // One request (reading it to see whether it changes anything
         // costs a guest page walk): under the lock.
         HYPERVISOR_MMU_UPDATE => {
@@ -499,9 +547,8 @@ fn nothing_pending(pc: &PerCpu) -> bool {
     // alive while its guest runs). Two bytes the guest may change too, but
     // it is not running.
     let upcall = unsafe {
-        let p =
-            (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const [u8; 2];
-        u16::from_le_bytes(p.read_volatile())
+        let p = (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const u16;
+        u16::from_le(p.read_volatile())
     };
     // Pending (low byte) and not masked (high byte): the locked way out
     // bounces the upcall (or, with no event callback, does nothing: only

@@ -111,7 +111,7 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
 /// ABI's apart.
 pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
     crate::trace::record(crate::trace::Record {
-        what: hypercall_name(nr),
+        what: crate::trace::What::Hypercall(nr),
         dom: d.id,
         vcpu: d.cur as u16,
         a: a[0],
@@ -600,22 +600,12 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
             // One call writes at most 64 KiB (the rest is dropped), and a
             // domU at most its budget: a guest cannot hold the CPU (and a
             // slow serial line) for long with a huge count.
+            if count == 0 {
+                return console_write_nothing(d);
+            }
             console_refill(d);
-            let count = count.min(CONSOLE_IO_MAX);
-            let mut chunk = [0u8; 256];
-            let mut done = 0u64;
-            while done < count {
-                let n = (count - done).min(chunk.len() as u64) as usize;
-                if space
-                    .read_bytes(buf.wrapping_add(done), &mut chunk[..n])
-                    .is_err()
-                {
-                    return err(EFAULT);
-                }
-                for &b in &chunk[..n] {
-                    console_byte(d, b);
-                }
-                done += n as u64;
+            if console_write(d, space, count.min(CONSOLE_IO_MAX), buf).is_err() {
+                return err(EFAULT);
             }
             console_show_partial(d);
             0
@@ -633,6 +623,34 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
         }
         _ => err(ENOSYS),
     }
+}
+
+/// `console_io(CONSOLEIO_write)` of 0 bytes (the buffer is never read):
+/// what a write does besides its bytes.
+#[inline]
+pub(crate) fn console_write_nothing(d: &mut Domain) -> Ret {
+    console_refill(d);
+    console_show_partial(d);
+    0
+}
+
+/// `count` bytes at `buf` to the domain's console, a chunk at a time (out
+/// of line: a write of 0 bytes needs no chunk).
+#[inline(never)]
+fn console_write(d: &mut Domain, space: GuestSpace, count: u64, buf: u64) -> Result<(), ()> {
+    let mut chunk = [0u8; 256];
+    let mut done = 0u64;
+    while done < count {
+        let n = (count - done).min(chunk.len() as u64) as usize;
+        space
+            .read_bytes(buf.wrapping_add(done), &mut chunk[..n])
+            .map_err(|_| ())?;
+        for &b in &chunk[..n] {
+            console_byte(d, b);
+        }
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// A domU's console output is rate-limited, as Xen limits guest console

@@ -346,6 +346,11 @@ fn update_entry(
         // domain that tries this; ringvisor refuses the update).
         return err(EINVAL);
     }
+    if level == 1 && val == old && val & PTE_P != 0 {
+        if let Some(rc) = same_l1_entry(d, ft, val) {
+            return rc;
+        }
+    }
     let new = match get_entry(d, ft, mfn, level, val) {
         Ok(v) => v,
         Err(e) => return err(e),
@@ -354,6 +359,43 @@ fn update_entry(
     put_entry(ft, mfn, level, old);
     // The caller flushes what the old entry may have left in the TLB.
     0
+}
+
+/// An L1 entry rewritten with the value it holds (Xen: mod_l1_entry's
+/// fast path, which skips get_page/put_page when the frame and its rights
+/// stay): every check `get_entry` makes, in its order, with its answers,
+/// and no reference taken or dropped (the two would cancel), nothing
+/// written (the same value). `None` where `get_entry` could answer
+/// differently or store another value: I/O memory or another owner's
+/// frame, a count at its limit, an entry it would adjust (64-bit: the
+/// user bit added; the global bit stripped); the full update runs then.
+fn same_l1_entry(d: &Domain, ft: &FrameTable, val: u64) -> Option<Ret> {
+    let refused = if d.privileged {
+        L1_REFUSED & !CACHE_ATTRS
+    } else {
+        L1_REFUSED
+    };
+    if val & refused != 0 {
+        return Some(err(EINVAL));
+    }
+    if val & PTE_G != 0 || (!d.compat && val & PTE_US == 0) {
+        return None;
+    }
+    let info = ft.get((val & PTE_ADDR) >> 12)?;
+    if info.owner != d.id {
+        return None;
+    }
+    if val & CACHE_ATTRS != 0 && matches!(info.kind, Kind::SharedInfo | Kind::ReadOnly) {
+        return Some(err(EACCES));
+    }
+    let rw = val & PTE_RW != 0;
+    if rw && matches!(info.kind, Kind::Table(_) | Kind::Gdt | Kind::ReadOnly) {
+        return Some(err(EINVAL));
+    }
+    if info.mapped.checked_add(1).is_none() || info.writable.checked_add(rw as u32).is_none() {
+        return None;
+    }
+    Some(0)
 }
 
 // Stale translations. When a guest replaces an L1 entry, the old
@@ -602,7 +644,6 @@ pub fn update_va_mapping(
     val: u64,
     flags: u64,
 ) -> Ret {
-    use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
     match l1_slot(d, va) {
         Some((l1, i))
             if ft
@@ -610,17 +651,22 @@ pub fn update_va_mapping(
                 .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) =>
         {
             let r = update_entry(d, ft, l1, 1, i, val);
-            // What the guest asked for (see "Stale translations" above:
-            // an old L1 translation left in the TLB is the guest's own
-            // business). One CPU: local, multi and all are the same.
-            match flags & UVMF_FLUSHTYPE_MASK {
-                UVMF_NONE => {}
-                UVMF_INVLPG => invlpg(va),
-                _ => flush_tlb(),
-            }
+            uvm_flush(va, flags);
             r
         }
         _ => err(EINVAL),
+    }
+}
+
+/// What the guest asked `update_va_mapping` to flush (see "Stale
+/// translations" above: an old L1 translation left in the TLB is the
+/// guest's own business). One CPU: local, multi and all are the same.
+fn uvm_flush(va: u64, flags: u64) {
+    use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
+    match flags & UVMF_FLUSHTYPE_MASK {
+        UVMF_NONE => {}
+        UVMF_INVLPG => invlpg(va),
+        _ => flush_tlb(),
     }
 }
 
@@ -1335,22 +1381,43 @@ pub fn write_cr3(d: &mut Domain, ft: &mut FrameTable, cr3: u64) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// For the lock-free entry paths (pv::fast): is an update_va_mapping one
-// that rewrites an L1 entry with the value it already holds? Then the
-// update is taken as it is (the same function, the same checks) without
-// the hypervisor lock: its references are taken and dropped on the same
-// frame, and no other vCPU or domain can see a difference.
+// For the lock-free entry paths (pv::fast): an update_va_mapping that
+// rewrites an L1 entry with the value it already holds is taken without
+// the hypervisor lock: its references, if it takes any, are taken and
+// dropped on the same frame, and no other vCPU or domain can see a
+// difference.
 // ---------------------------------------------------------------------------
 
-/// `update_va_mapping(va, val, ..)` names a valid L1 table of the domain
-/// whose entry for `va` is already `val`.
-pub(crate) fn l1_entry_holds(d: &Domain, ft: &FrameTable, va: u64, val: u64) -> bool {
-    match l1_slot(d, va) {
-        Some((l1, i)) => {
-            ft.get(l1)
-                .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
-                && read_pte(l1, i) == val
-        }
-        None => false,
+/// `update_va_mapping(va, val, flags)` when `va`'s L1 entry, in a valid L1
+/// table of the domain, already holds `val`: the same update (the same
+/// checks, `update_entry`, the flush asked for), with one walk. `None`:
+/// it does not hold `val` (nothing done).
+pub(crate) fn update_va_mapping_same(
+    d: &mut Domain,
+    ft: &mut FrameTable,
+    va: u64,
+    val: u64,
+    flags: u64,
+) -> Option<Ret> {
+    let (l1, i) = l1_slot(d, va)?;
+    if !ft
+        .get(l1)
+        .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
+        || read_pte(l1, i) != val
+    {
+        return None;
     }
+    // The entry holds `val`: update_entry would take its same-entry case
+    // (or, where that declines, the full update).
+    let same = if val & PTE_P != 0 {
+        same_l1_entry(d, ft, val)
+    } else {
+        None
+    };
+    let r = match same {
+        Some(r) => r,
+        None => update_entry(d, ft, l1, 1, i, val),
+    };
+    uvm_flush(va, flags);
+    Some(r)
 }

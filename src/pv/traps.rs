@@ -471,7 +471,7 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     let from = if d.v().kernel_mode { "kernel" } else { "user" };
     let (old_rip, old_cs) = (f.rip, f.cs);
     crate::trace::record(crate::trace::Record {
-        what: b.what,
+        what: crate::trace::What::Named(b.what),
         dom: d.id,
         vcpu: d.cur as u16,
         a: old_rip,

@@ -170,7 +170,8 @@ ret_sysret:
  * Tour 02: the quick way, step by step (Xen: the hypercall fast path of
  * lstar_enter / test_all_events / restore_all_guest, in fewer steps).
  *  1. A 64-bit guest's vCPU (a 32-bit one needs its CR4 restored first:
- *     the full way) and EFLAGS.AC cleared: then Rust may run.
+ *     the full way) and EFLAGS.AC cleared: then Rust may run (once
+ *     SMEP/SMAP are seen on, as on every entry).
  *  2. Save only what a Rust call may clobber and the hypercall ABI keeps:
  *     the argument registers, RCX/R11 (the way back), RAX (the number,
  *     and the slot for the result), the guest's RSP on top: a QuickRegs
@@ -207,8 +208,14 @@ syscall_entry:
     push %r8
     push %r9
     push %rax
+    mov %cr4, %rax                /* what trap_dispatch checks first: */
+    and %gs:{PC_CR4_PV32}, %rax   /* SMEP/SMAP on (AC is clear above), */
+    cmp %gs:{PC_CR4_PV32}, %rax   /* else the full way, which stops */
+    mov $1, %eax                  /* on it (entry_state_check) */
+    jne 3f
     mov %rsp, %rdi
     call syscall_quick            /* 3. */
+3:
     cmp $1, %eax                  /* the pops and lea keep the flags */
     pop %rax
     pop %r9

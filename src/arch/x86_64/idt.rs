@@ -276,13 +276,13 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
 
 /// A 64-bit guest's `syscall`, first (entry.S, `syscall_entry`): the
 /// hypercalls `pv::fast::quick` answers on the vCPU alone, without the
-/// full frame. Checks what `trap_dispatch` checks on every guest entry.
+/// full frame. Checks what `trap_dispatch` checks on every guest entry
+/// (the entry state in entry.S, the breakpoints hit here).
 // Tour 02: the quick way's Rust half
 #[no_mangle]
 extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
-    if !entry_state_ok() {
-        return Quick::Full; // trap_dispatch stops on it, with the frame
-    }
+    // entry.S checked the entry state (`entry_state_check`) before the
+    // call: SMEP/SMAP on, EFLAGS.AC cleared right before.
     if super::debugreg::hypervisor_hits_pending() {
         return Quick::Full; // reported there
     }
