@@ -114,10 +114,6 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
     traps::guest_exception(&mut hv.domains[cur], &mut hv.frames, f);
 }
 
-/// `selftest=iretfault`: the next return to a guest gets a null SS.
-pub static IRET_SELFTEST: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(false);
-
 /// The hypervisor's `iretq` refused `f` (`idt::iret_fixup`): a frame
 /// `retcheck` should have refused first. The domain is crashed, saying
 /// so, and the way out settles what runs next.
@@ -172,10 +168,8 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) {
         let Some((vector, ec)) =
             crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
         else {
-            let selftest = &IRET_SELFTEST;
-            if selftest.load(core::sync::atomic::Ordering::Relaxed)
-                && selftest.swap(false, core::sync::atomic::Ordering::Relaxed)
-            {
+            use crate::arch::x86_64::percpu::{this, WORK_IRET_SELFTEST};
+            if this().take(WORK_IRET_SELFTEST) != 0 {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
             debug_assert!(published(hv), "the lock-free paths' pointers are stale");
@@ -222,6 +216,7 @@ pub fn publish_current(hv: &mut Hv) {
     pc.vcpu_info
         .store(crate::pv::traps::vcpu_info_addr(d, d.cur), Relaxed);
     pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
+    pc.user_mode.store(!d.v().kernel_mode as u64, Relaxed);
     pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
     pc.domain.store(d as *mut _ as u64, Relaxed);
 }

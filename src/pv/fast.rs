@@ -77,6 +77,9 @@ enum Kind {
     /// `update_va_mapping`: on the domain, without the lock when the entry
     /// stays the same (`with_domain`, or first `quick_uvm`).
     UpdateVaMapping,
+    /// `mmu_update` of one request: on the domain, under the lock
+    /// (`with_domain`, or first `quick_mmu`).
+    MmuUpdate,
     /// `console_io(CONSOLEIO_write)` of 0 bytes: on the domain, and
     /// short (`hypercall::console_write_nothing`).
     ConsoleNothing,
@@ -98,7 +101,7 @@ fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
         HYPERVISOR_CONSOLE_IO if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 => Kind::ConsoleNothing,
         HYPERVISOR_UPDATE_VA_MAPPING => Kind::UpdateVaMapping,
         HYPERVISOR_FPU_TASKSWITCH => Kind::Domain,
-        HYPERVISOR_MMU_UPDATE if a1 == 1 => Kind::Domain,
+        HYPERVISOR_MMU_UPDATE if a1 == 1 => Kind::MmuUpdate,
         HYPERVISOR_IRET => Kind::Iret,
         _ => Kind::Locked,
     }
@@ -203,6 +206,10 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
             v.in_failsafe = false;
             quick_uvm(pc, r)
         }
+        Kind::MmuUpdate => {
+            v.in_failsafe = false;
+            quick_mmu(pc, r)
+        }
         Kind::ConsoleNothing => {
             v.in_failsafe = false;
             // SAFETY: as in `with_domain`; `v` is not used again.
@@ -252,6 +259,29 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
             };
             mm::update_va_mapping(d, ft, r.rdi, r.rsi, r.rdx)
         }
+    };
+    let alive = d.is_alive();
+    quick_out(pc, r, ret, alive)
+}
+
+/// [`quick`] for `mmu_update` of one request: under the lock (as in
+/// `with_domain`), without `with_domain`'s dispatch.
+#[inline(never)]
+fn quick_mmu(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    // SAFETY: as in `with_domain`.
+    let (Some(d), Some(ft)) = (unsafe {
+        (
+            (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut(),
+            (pc.frames.load(Ordering::Relaxed) as *mut FrameTable).as_mut(),
+        )
+    }) else {
+        return Quick::Full;
+    };
+    let ret = {
+        let Some(_held) = crate::sched::HV.try_lock() else {
+            return Quick::Full;
+        };
+        mm::mmu_update(d, ft, d.v().space(), r.rdi, r.rsi, r.rdx, r.r10)
     };
     let alive = d.is_alive();
     quick_out(pc, r, ret, alive)
@@ -532,12 +562,10 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
 }
 
 /// Nothing for the way out to settle (see the module comment): no work
-/// bit, no `selftest=iretfault` pending, no event upcall due.
+/// bit (`selftest=iretfault` is one), no event upcall due.
 #[inline(always)]
 fn nothing_pending(pc: &PerCpu) -> bool {
-    if pc.work.load(Ordering::Relaxed) != 0
-        || crate::pv::entry::IRET_SELFTEST.load(Ordering::Relaxed)
-    {
+    if pc.work.load(Ordering::Relaxed) != 0 {
         return false;
     }
     let vi = pc.vcpu_info.load(Ordering::Relaxed);

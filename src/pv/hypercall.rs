@@ -661,10 +661,15 @@ const CONSOLE_RATE: u64 = 32 << 10;
 
 /// Top up a domU's console budget for the time since the last top-up, and
 /// say once what was dropped while it was empty.
+#[inline]
 pub fn console_refill(d: &mut Domain) {
-    if d.id == 0 {
-        return;
+    if d.id != 0 {
+        console_refill_domu(d);
     }
+}
+
+#[inline(never)]
+fn console_refill_domu(d: &mut Domain) {
     let now = crate::arch::x86_64::time::now_ns();
     let earned = (now.saturating_sub(d.console_refilled) as u128 * CONSOLE_RATE as u128
         / 1_000_000_000) as u64;

@@ -119,6 +119,9 @@ pub fn toggle_guest_mode(v: &mut Vcpu) {
     sched::save_guest_gs(v);
     let before = v.cr3_table();
     v.kernel_mode = !v.kernel_mode;
+    crate::arch::x86_64::percpu::this()
+        .user_mode
+        .store(!v.kernel_mode as u64, core::sync::atomic::Ordering::Relaxed);
     sched::load_guest_gs(v);
     // Many guests use one table for both modes: no CR3 write (and no TLB
     // flush) then.

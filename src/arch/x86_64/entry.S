@@ -195,6 +195,10 @@ syscall_entry:
     mov %gs:{PC_STACK_TOP}, %rsp
     testb $1, %gs:{PC_PV32}       /* 1. a 32-bit guest's: the full way */
     jnz syscall_full
+    cmp ${NR_IRET}, %rax          /* so is HYPERVISOR_iret (its frame) */
+    je syscall_full
+    testb $1, %gs:{PC_USER_MODE}  /* and, likely, a user system call */
+    jnz syscall_full
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 1f
     clac                          /* only where SMAP exists (else #UD) */

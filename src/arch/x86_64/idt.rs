@@ -131,6 +131,8 @@ core::arch::global_asm!(
     VEC_SYSCALL = const VEC_SYSCALL,
     VEC_SYSCALL32 = const VEC_SYSCALL32,
     VEC_SYSCALL_DONE = const VEC_SYSCALL_DONE,
+    PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
+    NR_IRET = const ringvisor_abi::xen::HYPERVISOR_IRET as u64,
     options(att_syntax)
 );
 
