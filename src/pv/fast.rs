@@ -66,6 +66,18 @@ use crate::pv::mm;
 /// needs no lookup of anything.
 const UNASSIGNED: u64 = 1 << 11 | 0x1f << 43 | 0xff << 56 | 0x3f << 50;
 
+/// The numbers below 64 [`quick`] may answer (bit N: number N; every
+/// number from 64 up is `-ENOSYS`, also answered): `syscall_entry` sends
+/// the others the full way without asking (`kind` says `Locked` for
+/// them).
+pub const QUICK_NRS: u64 = UNASSIGNED
+    | 1 << HYPERVISOR_XEN_VERSION
+    | 1 << HYPERVISOR_CONSOLE_IO
+    | 1 << HYPERVISOR_UPDATE_VA_MAPPING
+    | 1 << HYPERVISOR_MMU_UPDATE
+    | 1 << HYPERVISOR_IRET
+    | 1 << HYPERVISOR_FPU_TASKSWITCH;
+
 /// What [`hypercall()`] does with a number, decided before it looks at
 /// anything else.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -91,6 +103,9 @@ enum Kind {
 
 #[inline(always)]
 fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
+    if nr == HYPERVISOR_IRET as u64 {
+        return Kind::Iret; // every bounce's way back
+    }
     if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
         return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
     }
@@ -228,7 +243,12 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
             v.in_failsafe = false;
             quick_console(pc, r)
         }
-        Kind::Iret | Kind::Locked => Quick::Full,
+        Kind::Iret => {
+            // A hypercall is progress (as on the locked path).
+            v.in_failsafe = false;
+            quick_iret(pc, r)
+        }
+        Kind::Locked => Quick::Full,
     }
 }
 
@@ -272,6 +292,48 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     };
     let alive = d.is_alive();
     quick_out(pc, r, ret, alive)
+}
+
+/// [`quick`] for `HYPERVISOR_iret` (the locked path's `own_vcpu` on the
+/// quick way): the same `hypercall::iret`, in its two halves, on the
+/// frame `syscall_entry` saved, then the way out `leave_checked` takes,
+/// by `sysretq` where that is exactly `iretq`, else `iretq`. A context
+/// that cannot be read (or a return to user mode without user tables)
+/// goes the full way before anything changed: there it crashes the
+/// domain, saying why. So does `trace=hypercall` (its line is there).
+#[inline(never)]
+fn quick_iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    if crate::trace::flags() & crate::trace::TRACE_HYPERCALL != 0 {
+        return Quick::Full;
+    }
+    // SAFETY: as in `own_vcpu`.
+    let Some(d) = (unsafe { (pc.domain.load(Ordering::Relaxed) as *mut Domain).as_mut() }) else {
+        return Quick::Full;
+    };
+    let Ok(c) = hypercall::iret_context(d, r.rsp) else {
+        return Quick::Full;
+    };
+    let x = hypercall::iret_apply(d, &c);
+    (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
+    (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
+    // `leave_checked`, on these words.
+    if !d.is_alive()
+        || !nothing_pending(pc)
+        || crate::pv::retcheck::refused(&d.v().gdt, d.compat, r.rip, r.cs as u16, r.ss as u16)
+            .is_some()
+    {
+        return Quick::Done;
+    }
+    r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    if (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
+        && is_canonical(r.rip)
+        && r.rcx == r.rip
+        && r.r11 == r.rflags
+        && r.rflags & 0x10000 == 0
+    {
+        return Quick::Sysret;
+    }
+    Quick::Iretq
 }
 
 /// [`quick`] for `console_io(CONSOLEIO_write)` of 0 bytes (out of line,

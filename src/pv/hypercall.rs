@@ -405,14 +405,73 @@ pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
 /// the guest stack holds an `iret_context`.
 // Tour 05, 08: the return from a bounce
 pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let space = d.v().space();
-    let c: IretContext = match space.read(f.rsp) {
+    let c = match iret_context(d, f.rsp) {
         Ok(c) => c,
-        Err(_) => {
-            sched::crash(d, format!("iret: unreadable iret frame at {:#x}", f.rsp));
-            return err(EFAULT);
-        }
+        Err(e) => return iret_refused(d, f.rsp, e),
     };
+    let r = iret_apply(d, &c);
+    (f.rip, f.cs, f.rflags, f.rsp, f.ss) = (r.rip, r.cs, r.rflags, r.rsp, r.ss);
+    (f.rcx, f.r11, f.rax) = (r.rcx, r.r11, r.rax);
+    0
+}
+
+/// Why `iret` cannot go on: the frame at `rsp` cannot be read, or it
+/// returns to user mode without user page tables.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IretRefused {
+    Unreadable,
+    NoUserTables,
+}
+
+/// `iret`'s checks: the `iret_context` at the guest's `rsp`, read, and a
+/// return to user mode only with user page tables. Nothing changed yet.
+#[inline(always)]
+pub(crate) fn iret_context(d: &Domain, rsp: u64) -> Result<IretContext, IretRefused> {
+    let c: IretContext = d
+        .v()
+        .space()
+        .read(rsp)
+        .map_err(|_| IretRefused::Unreadable)?;
+    if c.cs & 3 == 3 && d.v().kernel_mode && d.v().guest_table_user == 0 {
+        return Err(IretRefused::NoUserTables);
+    }
+    Ok(c)
+}
+
+/// `iret` refused: the domain is crashed, saying why (Xen: domain_crash).
+#[cold]
+pub(crate) fn iret_refused(d: &mut Domain, rsp: u64, e: IretRefused) -> Ret {
+    match e {
+        IretRefused::Unreadable => {
+            sched::crash(d, format!("iret: unreadable iret frame at {rsp:#x}"));
+            err(EFAULT)
+        }
+        IretRefused::NoUserTables => {
+            sched::crash(
+                d,
+                "iret to user mode without user page tables (new_user_baseptr)".into(),
+            );
+            err(EINVAL)
+        }
+    }
+}
+
+/// The registers an `iret` returns with.
+pub(crate) struct IretRegs {
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub rcx: u64,
+    pub r11: u64,
+    pub rax: u64,
+}
+
+/// `iret` itself, on a context `iret_context` accepted: the vCPU's mode,
+/// IOPL and event mask, and the registers to return with.
+#[inline(always)]
+pub(crate) fn iret_apply(d: &mut Domain, c: &IretContext) -> IretRegs {
     // As Xen's do_iret: the selectors get RPL 3 (the guest kernel runs in
     // ring 3 too) and nothing else is checked here; a frame the CPU would
     // refuse (a bad selector, a non-canonical rip, rip above 4 GiB in
@@ -420,36 +479,32 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let cs = c.cs as u16 | 3;
     let to_user = c.cs & 3 == 3;
     if to_user && d.v().kernel_mode {
-        if d.v().guest_table_user == 0 {
-            sched::crash(
-                d,
-                "iret to user mode without user page tables (new_user_baseptr)".into(),
-            );
-            return err(EINVAL);
-        }
         traps::toggle_guest_mode(d.v_mut());
     }
     if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
         d.v_mut().iopl = ((c.rflags >> 12) & 3) as u32;
     }
-    f.rip = c.rip;
-    f.cs = cs as u64;
-    f.rflags = (c.rflags & !(3 << 12 | 1 << 17)) | 1 << 9;
-    f.rsp = c.rsp;
-    f.ss = c.ss | 3;
-    if c.flags & VGCF_IN_SYSCALL == 0 {
-        f.r11 = c.r11;
-        f.rcx = c.rcx;
+    let rip = c.rip;
+    let rflags = (c.rflags & !(3 << 12 | 1 << 17)) | 1 << 9;
+    let (rcx, r11) = if c.flags & VGCF_IN_SYSCALL == 0 {
+        (c.rcx, c.r11)
     } else {
         // Xen returns with sysret here, which leaves rcx = rip and r11 =
         // rflags: the guest sees exactly that (not the stub's values).
-        f.rcx = f.rip;
-        f.r11 = f.rflags;
-    }
+        (rip, rflags)
+    };
     // The guest's IF in the frame is its event mask.
     traps::set_upcall_mask(d, (c.rflags & (1 << 9) == 0) as u8);
-    f.rax = c.rax;
-    0
+    IretRegs {
+        rip,
+        cs: cs as u64,
+        rflags,
+        rsp: c.rsp,
+        ss: c.ss | 3,
+        rcx,
+        r11,
+        rax: c.rax,
+    }
 }
 
 fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {

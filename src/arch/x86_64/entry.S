@@ -169,23 +169,25 @@ ret_sysret:
  *
  * Tour 02: the quick way, step by step (Xen: the hypercall fast path of
  * lstar_enter / test_all_events / restore_all_guest, in fewer steps).
- *  1. A 64-bit guest's vCPU (a 32-bit one needs its CR4 restored first:
- *     the full way) and EFLAGS.AC cleared: then Rust may run (once
- *     SMEP/SMAP are seen on, as on every entry).
- *  2. Save only what a Rust call may clobber and the hypercall ABI keeps:
- *     the argument registers, RCX/R11 (the way back), RAX (the number,
- *     and the slot for the result), the guest's RSP on top: a QuickRegs
- *     (idt.rs), 10 words, so RSP stays 16-byte aligned for the call.
- *     RBX, RBP, R12-R15 are callee-saved: Rust itself keeps them.
+ *  1. A 64-bit guest's vCPU (a 32-bit one needs its CR4 restored first),
+ *     not in user mode (by a hint: a user system call is a bounce), and a
+ *     number pv::fast may answer (QUICK_NRS; the others never can): else
+ *     the full way at once. EFLAGS.AC cleared and SMEP/SMAP seen on (what
+ *     every entry checks first): then Rust may run.
+ *  2. The top of the TrapFrame an interrupt would leave (SS, RSP, RFLAGS,
+ *     CS, RIP, ERRCODE, VECTOR = {VEC_SYSCALL}), then only the registers
+ *     a Rust call may clobber and the hypercall ABI keeps: RCX, R11, the
+ *     arguments, RAX (the number in, the result out). That is a QuickRegs
+ *     (idt.rs), 16 words, RSP 16-byte aligned for the call. RBX, RBP,
+ *     R12-R15 are callee-saved: the Rust called keeps them.
  *  3. syscall_quick (idt.rs, then pv::fast::quick) answers the cheap
- *     hypercalls on the vCPU alone and checks the work-pending word once;
- *     it returns 0: back by sysretq with RAX = the result (it checked
- *     that this resumes the guest exactly as iretq would); 1: nothing
- *     done, the full way (RAX the number again); 2: done (RAX the
- *     result), but the way out has something to settle: the full frame,
- *     vector {VEC_SYSCALL_DONE}, for the locked way out.
- *  4. Otherwise the full way: the same TrapFrame an interrupt builds,
- *     with VECTOR = {VEC_SYSCALL}, so one path handles both. */
+ *     hypercalls and HYPERVISOR_iret on the vCPU alone, checks the
+ *     work-pending word once, and says how to go back: 0 sysretq, 1
+ *     iretq (it checked the frame is one the CPU takes), 2 by the full
+ *     TrapFrame: the six other registers pushed below these, for
+ *     trap_dispatch (nothing was done, VECTOR {VEC_SYSCALL}; or answered
+ *     with something left to settle, VECTOR {VEC_SYSCALL_DONE}).
+ *  4. The full way: the same TrapFrame, built in one go. */
 .balign 16
 .global syscall_entry
 /* Tour 02: a hypercall (or a user system call) enters here */
@@ -193,16 +195,24 @@ syscall_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}
     mov %gs:{PC_STACK_TOP}, %rsp
-    testb $1, %gs:{PC_PV32}       /* 1. a 32-bit guest's: the full way */
+    testb $1, %gs:{PC_PV32}       /* 1. */
     jnz syscall_full
-    cmp ${NR_IRET}, %rax          /* so is HYPERVISOR_iret (its frame) */
-    je syscall_full
-    testb $1, %gs:{PC_USER_MODE}  /* and, likely, a user system call */
+    testb $1, %gs:{PC_USER_MODE}
     jnz syscall_full
-    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
-    jz 1f
+    cmp $64, %rax                 /* past the table: -ENOSYS, quick */
+    jae 1f
+    bt %rax, quick_nrs(%rip)
+    jnc syscall_full
+1:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 2f
     clac                          /* only where SMAP exists (else #UD) */
-1:  pushq %gs:{PC_SCRATCH}        /* 2. QuickRegs, top to bottom */
+2:  pushq ${GUEST_SS}             /* 2. SS */
+    pushq %gs:{PC_SCRATCH}        /* RSP */
+    push %r11                     /* RFLAGS */
+    pushq ${GUEST_CS}             /* CS */
+    push %rcx                     /* RIP */
+    pushq $0                      /* ERRCODE */
+    pushq ${VEC_SYSCALL}          /* VECTOR */
     push %rcx
     push %r11
     push %rdi
@@ -212,15 +222,14 @@ syscall_entry:
     push %r8
     push %r9
     push %rax
-    mov %cr4, %rax                /* what trap_dispatch checks first: */
-    and %gs:{PC_CR4_PV32}, %rax   /* SMEP/SMAP on (AC is clear above), */
-    cmp %gs:{PC_CR4_PV32}, %rax   /* else the full way, which stops */
-    mov $1, %eax                  /* on it (entry_state_check) */
-    jne 3f
+    mov %cr4, %rax
+    and %gs:{PC_CR4_PV32}, %rax
+    cmp %gs:{PC_CR4_PV32}, %rax
+    mov $2, %eax                  /* SMEP/SMAP off: the full way, which */
+    jne 3f                        /* stops on it (entry_state_check) */
     mov %rsp, %rdi
     call syscall_quick            /* 3. */
-3:
-    cmp $1, %eax                  /* the pops and lea keep the flags */
+3:  cmp $1, %eax                  /* the pops keep the flags */
     pop %rax
     pop %r9
     pop %r8
@@ -230,17 +239,27 @@ syscall_entry:
     pop %rdi
     pop %r11
     pop %rcx
-    jb 2f
-    lea 8(%rsp), %rsp             /* the guest's RSP: still in PC_SCRATCH */
-    je syscall_full
-    SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL_DONE}
+    jb 4f
+    je 5f
+    SAVE_GPRS                     /* the full TrapFrame, on the same top */
     jmp trap_call                 /* the guest state is off already */
-2:  pop %rsp                      /* the guest's */
+4:  mov {QR_RSP_AFTER_POPS}(%rsp), %rsp /* the guest's */
     swapgs                        /* GS = the guest's */
     sysretq
+5:  add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
 syscall_full:                     /* 4. */
     SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
+
+/* The hypercall numbers below 64 that pv::fast may answer on the quick
+ * way (bit N: number N), from idt.rs. */
+.section .rodata
+.balign 8
+quick_nrs:
+    .quad {QUICK_NRS}
+.section .text
 
 /* `syscall` from 32-bit code (compatibility mode): handled the same way. */
 .balign 16

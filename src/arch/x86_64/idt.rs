@@ -76,9 +76,10 @@ pub const VEC_SYSCALL32: u64 = 0x101;
 pub const VEC_SYSCALL_DONE: u64 = 0x102;
 
 /// What `syscall_entry` saves for the quick way (entry.S), lowest address
-/// first: the registers a Rust call may clobber and the guest keeps, and
-/// its RSP. `rax` is the hypercall number on the way in and the result on
-/// the way out.
+/// first: the registers a Rust call may clobber and the guest keeps, then
+/// the top of a `TrapFrame` (vector, error code and the interrupt frame),
+/// at the same place as the full frame's. `rax` is the hypercall number on
+/// the way in and the result on the way out.
 #[repr(C)]
 #[derive(Debug)]
 pub struct QuickRegs {
@@ -91,12 +92,23 @@ pub struct QuickRegs {
     pub rdi: u64,
     pub r11: u64,
     pub rcx: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
     pub rsp: u64,
+    pub ss: u64,
 }
 
-// entry.S pushes exactly these words, in this order, and keeps RSP
-// 16-byte aligned for the call with an even number of them.
-const _: () = assert!(size_of::<QuickRegs>() == 10 * 8);
+// entry.S pushes exactly these words, in this order, with an even number
+// of them (RSP 16-byte aligned for the call), and its top is a
+// TrapFrame's: the way out by iretq and the full frame use it in place.
+const _: () = assert!(size_of::<QuickRegs>() == 16 * 8);
+const _: () = assert!(
+    size_of::<TrapFrame>() - offset_of!(TrapFrame, vector)
+        == size_of::<QuickRegs>() - offset_of!(QuickRegs, vector)
+);
 
 /// What `syscall_quick` tells `syscall_entry` to do next.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -104,13 +116,17 @@ const _: () = assert!(size_of::<QuickRegs>() == 10 * 8);
 pub enum Quick {
     /// Answered: back by `sysretq`, the registers as they are.
     Sysret = 0,
+    /// Answered: back by `iretq` on the frame's `rip`..`ss`, which the
+    /// CPU takes (checked).
+    Iretq = 1,
     /// Nothing done: the full way, as if the quick one did not exist.
-    Full = 1,
+    Full = 2,
     /// Answered, but the way out needs the full frame (vector
-    /// [`VEC_SYSCALL_DONE`]): something is pending, or the frame is not
-    /// one `sysretq` returns to exactly as `iretq` would.
-    Done = 2,
+    /// [`VEC_SYSCALL_DONE`]): something is pending, or the frame is one
+    /// only the locked way out can settle.
+    Done = 3,
 }
+
 /// `int $0x82`: a 32-bit guest's hypercall.
 pub const VEC_HYPERCALL32: u64 = 0x82;
 
@@ -132,7 +148,8 @@ core::arch::global_asm!(
     VEC_SYSCALL32 = const VEC_SYSCALL32,
     VEC_SYSCALL_DONE = const VEC_SYSCALL_DONE,
     PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
-    NR_IRET = const ringvisor_abi::xen::HYPERVISOR_IRET as u64,
+    QR_RSP_AFTER_POPS = const offset_of!(QuickRegs, rsp) - offset_of!(QuickRegs, vector),
+    QUICK_NRS = const QUICK_NRS,
     options(att_syntax)
 );
 
@@ -276,6 +293,10 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
     IDT.lock()[vector as usize] = old;
 }
 
+/// The hypercall numbers below 64 `pv::fast::quick` may answer (bit N:
+/// number N): `syscall_entry` sends the others the full way at once.
+const QUICK_NRS: u64 = crate::pv::fast::QUICK_NRS;
+
 /// A 64-bit guest's `syscall`, first (entry.S, `syscall_entry`): the
 /// hypercalls `pv::fast::quick` answers on the vCPU alone, without the
 /// full frame. Checks what `trap_dispatch` checks on every guest entry
@@ -288,7 +309,13 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
     if super::debugreg::hypervisor_hits_pending() {
         return Quick::Full; // reported there
     }
-    crate::pv::fast::quick(r)
+    match crate::pv::fast::quick(r) {
+        Quick::Done => {
+            r.vector = VEC_SYSCALL_DONE;
+            Quick::Full
+        }
+        q => q,
+    }
 }
 
 /// Every interrupt and exception arrives here (from `trap_common`).
