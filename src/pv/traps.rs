@@ -196,11 +196,8 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     push(f.ss);
     let frame_va = sp.wrapping_sub(n as u64 * 8);
     let space = GuestSpace::new(v.guest_table);
-    let mut bytes = [0u8; 64];
-    for (i, w) in words[..n].iter().enumerate() {
-        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    space.write_bytes(frame_va, &bytes[..n * 8])?;
+    // The words as the guest reads them (x86 is little-endian): one copy.
+    space.write_bytes(frame_va, &ringvisor_abi::as_bytes(&words)[..n * 8])?;
 
     if from_user {
         toggle_guest_mode(v);
@@ -273,11 +270,9 @@ fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault>
             error_code: 2,
         });
     }
-    let mut bytes = [0u8; 24];
-    for (i, w) in words[..n].iter().enumerate() {
-        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    v.space().write_bytes(frame_va, &bytes[..n * 4])?;
+    // The words as the guest reads them (little-endian): one copy.
+    v.space()
+        .write_bytes(frame_va, &ringvisor_abi::as_bytes(&words)[..n * 4])?;
     v.kernel_mode = true;
     if b.mask_events {
         set_upcall_mask(d, 1);
@@ -471,7 +466,8 @@ const FAILSAFE_STREAK_MAX: u32 = 16;
 /// Deliver `b`, falling back to the failsafe callback.
 // Tour 04, 08: a bounce, or else the failsafe callback
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
-    let from = if d.v().kernel_mode { "kernel" } else { "user" };
+    let from_kernel = d.v().kernel_mode;
+    let from = if from_kernel { "kernel" } else { "user" };
     let (old_rip, old_cs) = (f.rip, f.cs);
     crate::trace::record(crate::trace::Record {
         what: crate::trace::What::Named(b.what),
@@ -482,11 +478,12 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     });
     match bounce(d, f, &b) {
         Ok(frame) => {
-            d.v_mut().in_failsafe = false;
-            d.v_mut().failsafe_streak = 0;
+            let v = d.v_mut();
+            v.in_failsafe = false;
+            v.failsafe_streak = 0;
             // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
             // and for a #PF the address, as the guest will see them.
-            let frame_cs = if !d.compat && from == "kernel" {
+            let frame_cs = if !d.compat && from_kernel {
                 old_cs & !3
             } else {
                 old_cs

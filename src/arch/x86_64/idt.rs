@@ -338,6 +338,11 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         }
         return;
     }
+    if f.cs & 3 != 0 && f.vector < 32 && f.vector != VEC_DB {
+        // An exception of a guest (its #DB arrives on the IST stack:
+        // other_trap): what guest_entry does, without other_trap's tests.
+        return guest_entry(f);
+    }
     if f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1 {
         // `int $0x82` from a 32-bit guest kernel: the same, for the few
         // it answers without the lock.
