@@ -467,7 +467,6 @@ const FAILSAFE_STREAK_MAX: u32 = 16;
 // Tour 04, 08: a bounce, or else the failsafe callback
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     let from_kernel = d.v().kernel_mode;
-    let from = if from_kernel { "kernel" } else { "user" };
     let (old_rip, old_cs) = (f.rip, f.cs);
     crate::trace::record(crate::trace::Record {
         what: crate::trace::What::Named(b.what),
@@ -481,49 +480,65 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
             let v = d.v_mut();
             v.in_failsafe = false;
             v.failsafe_streak = 0;
-            // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
-            // and for a #PF the address, as the guest will see them.
-            let frame_cs = if !d.compat && from_kernel {
-                old_cs & !3
-            } else {
-                old_cs
-            };
-            crate::trace!(
-                TRACE_BOUNCE,
-                "d{}v{} bounce {} ec={}{} from {from} rip={old_rip:#x} cs={frame_cs:#x} -> handler {:#x} frame {frame:#x}",
-                d.id,
-                d.cur,
-                b.what,
-                b.error_code.map_or(alloc::string::String::from("-"), |e| format!("{e:#x}")),
-                if b.vector == Some(VEC_PF) { format!(" cr2={:#x}", d.v().cr2) } else { alloc::string::String::new() },
-                b.handler,
-            );
-        }
-        Err(e) => {
-            let why = format!(
-                "cannot write the {} bounce frame at {:#x} ({}) for the handler {:#x}, rip {old_rip:#x}",
-                b.what,
-                e.va,
-                fault_words(&e),
-                b.handler
-            );
-            if d.v().in_failsafe {
-                // The failsafe handler itself faulted before making any
-                // progress: another failsafe would only loop.
-                sched::crash(d, format!("{why}, in the failsafe callback"));
-                return;
+            if crate::trace::on(TRACE_BOUNCE) {
+                traced_bounce(d, &b, from_kernel, old_rip, old_cs, frame);
             }
-            if d.v().failsafe_streak >= FAILSAFE_STREAK_MAX {
-                // Its handler makes hypercalls (progress, by the test
-                // above) but goes back to where it cannot be bounced to.
-                sched::crash(d, format!("{why}, the {FAILSAFE_STREAK_MAX}th failsafe callback in a row with no bounce in between"));
-                return;
-            }
-            failsafe(d, f, &why);
-            d.v_mut().in_failsafe = true;
-            d.v_mut().failsafe_streak += 1;
         }
+        Err(e) => undeliverable(d, f, &b, &e, old_rip),
     }
+}
+
+/// The trace line of a bounce delivered.
+#[cold]
+#[inline(never)]
+fn traced_bounce(d: &Domain, b: &Bounce, from_kernel: bool, old_rip: u64, old_cs: u64, frame: u64) {
+    let from = if from_kernel { "kernel" } else { "user" };
+    // The cs the guest's frame holds (RPL 0 for its 64-bit kernel), and
+    // for a #PF the address, as the guest will see them.
+    let frame_cs = if !d.compat && from_kernel {
+        old_cs & !3
+    } else {
+        old_cs
+    };
+    crate::trace!(
+        TRACE_BOUNCE,
+        "d{}v{} bounce {} ec={}{} from {from} rip={old_rip:#x} cs={frame_cs:#x} -> handler {:#x} frame {frame:#x}",
+        d.id,
+        d.cur,
+        b.what,
+        b.error_code.map_or(alloc::string::String::from("-"), |e| format!("{e:#x}")),
+        if b.vector == Some(VEC_PF) { format!(" cr2={:#x}", d.v().cr2) } else { alloc::string::String::new() },
+        b.handler,
+    );
+}
+
+/// The bounce frame could not be written: the failsafe callback, or a
+/// crash when that would only loop.
+#[cold]
+#[inline(never)]
+fn undeliverable(d: &mut Domain, f: &mut TrapFrame, b: &Bounce, e: &Fault, old_rip: u64) {
+    let why = format!(
+        "cannot write the {} bounce frame at {:#x} ({}) for the handler {:#x}, rip {old_rip:#x}",
+        b.what,
+        e.va,
+        fault_words(e),
+        b.handler
+    );
+    if d.v().in_failsafe {
+        // The failsafe handler itself faulted before making any
+        // progress: another failsafe would only loop.
+        sched::crash(d, format!("{why}, in the failsafe callback"));
+        return;
+    }
+    if d.v().failsafe_streak >= FAILSAFE_STREAK_MAX {
+        // Its handler makes hypercalls (progress, by the test
+        // above) but goes back to where it cannot be bounced to.
+        sched::crash(d, format!("{why}, the {FAILSAFE_STREAK_MAX}th failsafe callback in a row with no bounce in between"));
+        return;
+    }
+    failsafe(d, f, &why);
+    d.v_mut().in_failsafe = true;
+    d.v_mut().failsafe_streak += 1;
 }
 
 /// A #PF at `cr2` with `error_code`, as if the guest's own access had
@@ -539,19 +554,7 @@ pub fn inject_page_fault(d: &mut Domain, f: &mut TrapFrame, cr2: u64, error_code
 pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {
     let t = d.v().trap_table[vector as usize];
     if t.address == 0 {
-        let ec = error_code.map_or(alloc::string::String::new(), |e| {
-            format!(" error code {e:#x}")
-        });
-        sched::crash(
-            d,
-            format!(
-                "{} (vector {vector}){ec} at rip {:#x} cs {:#x}, and no trap-table handler for it",
-                exception_name(vector as u64),
-                f.rip,
-                f.cs
-            ),
-        );
-        return;
+        return no_handler(d, f, vector, error_code);
     }
     let b = Bounce {
         what: match vector {
@@ -566,6 +569,24 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
         mask_events: t.flags & TI_IF != 0,
     };
     deliver(d, f, b);
+}
+
+/// No trap-table handler for `vector`: the domain is crashed, saying so.
+#[cold]
+#[inline(never)]
+fn no_handler(d: &mut Domain, f: &TrapFrame, vector: u8, error_code: Option<u64>) {
+    let ec = error_code.map_or(alloc::string::String::new(), |e| {
+        format!(" error code {e:#x}")
+    });
+    sched::crash(
+        d,
+        format!(
+            "{} (vector {vector}){ec} at rip {:#x} cs {:#x}, and no trap-table handler for it",
+            exception_name(vector as u64),
+            f.rip,
+            f.cs
+        ),
+    );
 }
 
 /// `syscall` from guest user mode: to the kernel's syscall callback
