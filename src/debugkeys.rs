@@ -106,7 +106,7 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
                     "  d{}v{} {} ({:#x}, {:#x})",
                     r.dom,
                     r.vcpu,
-                    r.what,
+                    r.what.name(),
                     r.a,
                     r.b
                 )

@@ -325,7 +325,8 @@ fn selftest(t: SelfTest) {
         },
         SelfTest::IretFault => {
             info!("selftest: the first return to a guest will fault at the hypervisor's iretq");
-            crate::pv::entry::IRET_SELFTEST.store(true, core::sync::atomic::Ordering::Relaxed);
+            let pc = crate::arch::x86_64::percpu::this();
+            pc.raise(crate::arch::x86_64::percpu::WORK_IRET_SELFTEST);
         }
     }
 }

@@ -33,11 +33,28 @@ pub const RECENT: u32 = 1 << 31;
 /// default), for the `r` debug key.
 #[derive(Clone, Copy, Debug)]
 pub struct Record {
-    pub what: &'static str,
+    pub what: What,
     pub dom: u16,
     pub vcpu: u16,
     pub a: u64,
     pub b: u64,
+}
+
+/// What a [`Record`] is: a bounce's name, or a hypercall's number (named
+/// when read, so that keeping one is a store, not a lookup).
+#[derive(Clone, Copy, Debug)]
+pub enum What {
+    Named(&'static str),
+    Hypercall(u64),
+}
+
+impl What {
+    pub fn name(&self) -> &'static str {
+        match *self {
+            What::Named(s) => s,
+            What::Hypercall(nr) => ringvisor_abi::xen::hypercall_name(nr),
+        }
+    }
 }
 
 const RING: usize = 32;
@@ -56,7 +73,7 @@ struct Ring {
 unsafe impl Sync for Ring {}
 
 const EMPTY: Record = Record {
-    what: "",
+    what: What::Named(""),
     dom: 0,
     vcpu: 0,
     a: 0,
@@ -82,13 +99,34 @@ pub fn record(r: Record) {
     unsafe { (*RECENT_RING.recs.get())[at % RING] = r };
 }
 
+/// [`record`] of hypercall `nr` by the vCPU `ids` names (a per-CPU
+/// block's `ids`: domain in bits 0-15, vCPU in 16-31), its first argument
+/// and result, for a caller that has seen [`RECENT`] on.
+#[inline(always)]
+pub fn record_call(nr: u64, ids: u64, a: u64, b: u64) {
+    let at = RECENT_RING.next.load(Ordering::Relaxed);
+    RECENT_RING
+        .next
+        .store(at.wrapping_add(1), Ordering::Relaxed);
+    // SAFETY: as in `record`.
+    unsafe {
+        (*RECENT_RING.recs.get())[at % RING] = Record {
+            what: What::Hypercall(nr),
+            dom: ids as u16,
+            vcpu: (ids >> 16) as u16,
+            a,
+            b,
+        }
+    };
+}
+
 /// Oldest first.
 pub fn recent(mut f: impl FnMut(&Record)) {
     let next = RECENT_RING.next.load(Ordering::Relaxed);
     for i in 0..RING {
         // SAFETY: as in `record`; a copy is taken, nothing is held.
         let r = unsafe { (*RECENT_RING.recs.get())[(next + i) % RING] };
-        if !r.what.is_empty() {
+        if !r.what.name().is_empty() {
             f(&r);
         }
     }

@@ -199,8 +199,8 @@ fn on_domain(f: &mut TrapFrame) -> bool {
 fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
     let v = d.v();
+    // (`selftest=iretfault` is a work bit: the locked way out takes it.)
     if crate::arch::x86_64::percpu::this().work.load(Relaxed) != 0
-        || IRET_SELFTEST.load(Relaxed)
         || !d.is_alive()
         || !v.up
         || v.blocked
@@ -254,10 +254,6 @@ fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
     }
     traps::guest_exception(d, crate::mm::frametable::frames(), f);
 }
-
-/// `selftest=iretfault`: the next return to a guest gets a null SS.
-pub static IRET_SELFTEST: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(false);
 
 /// The hypervisor's `iretq` refused `f` (`idt::iret_fixup`): a frame
 /// `retcheck` should have refused first. The domain is crashed, saying
@@ -324,10 +320,8 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         let Some((vector, ec)) =
             crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
         else {
-            let selftest = &IRET_SELFTEST;
-            if selftest.load(core::sync::atomic::Ordering::Relaxed)
-                && selftest.swap(false, core::sync::atomic::Ordering::Relaxed)
-            {
+            use crate::arch::x86_64::percpu::{this, WORK_IRET_SELFTEST};
+            if this().take(WORK_IRET_SELFTEST) != 0 {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
             debug_assert!(
@@ -374,19 +368,14 @@ pub fn publish_current(hv: &mut Hv) {
         return;
     };
     let mut d = cell.lock();
-    pc.vcpu_info.store(shared_vcpu_info(&d), Relaxed);
+    pc.vcpu_info
+        .store(crate::pv::traps::vcpu_info_addr(&d, d.cur), Relaxed);
     pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
+    pc.user_mode.store(!d.v().kernel_mode as u64, Relaxed);
     pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
     // The domain's lock, not the domain: `pv::fast` takes it.
     pc.domain
         .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
-}
-
-/// The current vCPU's `vcpu_info` slot in its domain's `shared_info`.
-fn shared_vcpu_info(d: &crate::domain::Domain) -> u64 {
-    crate::mm::paging::phys_to_virt(d.shared_info_mfn << 12)
-        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
-            + d.cur * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()) as u64
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
@@ -394,6 +383,6 @@ fn published(cell: &crate::domain::DomainRef, d: &mut crate::domain::Domain) -> 
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
     pc.domain.load(Relaxed) == alloc::sync::Arc::as_ptr(cell) as u64
-        && pc.vcpu_info.load(Relaxed) == shared_vcpu_info(d)
+        && pc.vcpu_info.load(Relaxed) == crate::pv::traps::vcpu_info_addr(d, d.cur)
         && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

@@ -25,6 +25,10 @@
 //! None of them looks at `HV` (another CPU may hold it: that is no
 //! business of theirs).
 //!
+//! The quick way (`quick`, on the few registers `syscall_entry` saved,
+//! [`QuickRegs`]) answers the same calls with the same functions under the
+//! same locks; only the frame is smaller.
+//!
 //! # The way out
 //!
 //! [`leave`] does what `pv::entry::before_guest_return` does when nothing
@@ -44,7 +48,7 @@ use core::sync::atomic::Ordering;
 use ringvisor_abi::x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
 use ringvisor_abi::xen::*;
 
-use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::idt::{Quick, QuickRegs, TrapFrame};
 use crate::arch::x86_64::percpu::{self, PerCpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::Domain;
@@ -58,6 +62,18 @@ use crate::pv::mm;
 /// needs no lookup of anything.
 const UNASSIGNED: u64 = 1 << 11 | 0x1f << 43 | 0xff << 56 | 0x3f << 50;
 
+/// The numbers below 64 [`quick`] may answer (bit N: number N; every
+/// number from 64 up is `-ENOSYS`, also answered): `syscall_entry` sends
+/// the others the full way without asking (`kind` says `Locked` for
+/// them).
+pub const QUICK_NRS: u64 = UNASSIGNED
+    | 1 << HYPERVISOR_XEN_VERSION
+    | 1 << HYPERVISOR_CONSOLE_IO
+    | 1 << HYPERVISOR_UPDATE_VA_MAPPING
+    | 1 << HYPERVISOR_MMU_UPDATE
+    | 1 << HYPERVISOR_IRET
+    | 1 << HYPERVISOR_FPU_TASKSWITCH;
+
 /// What [`hypercall()`] does with a number, decided before it looks at
 /// anything else.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,6 +82,15 @@ enum Kind {
     Constant(Ret),
     /// A call on the domain itself (`with_domain`).
     Domain,
+    /// `update_va_mapping`: on the domain, without the lock when the entry
+    /// stays the same (`with_domain`, or first `quick_uvm`).
+    UpdateVaMapping,
+    /// `mmu_update` of one request: on the domain, under the lock
+    /// (`with_domain`, or first `quick_mmu`).
+    MmuUpdate,
+    /// `console_io(CONSOLEIO_write)` of 0 bytes: on the domain, and
+    /// short (`hypercall::console_write_nothing`).
+    ConsoleNothing,
     /// `HYPERVISOR_iret` (`own_vcpu`).
     Iret,
     /// Not here: the locked path.
@@ -74,19 +99,37 @@ enum Kind {
 
 #[inline(always)]
 fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
+    if nr == HYPERVISOR_IRET as u64 {
+        return Kind::Iret; // every bounce's way back
+    }
+    if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
+        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+    }
     if nr >= 64 || UNASSIGNED >> nr & 1 != 0 {
         return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
     }
-    match nr as u32 {
-        HYPERVISOR_XEN_VERSION if a0 == ringvisor_abi::version::XENVER_VERSION as u64 => {
-            Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret)
+    // One test each, the likeliest first (a `match` here is a jump table:
+    // more instructions than these few compares).
+    let nr = nr as u32;
+    if nr == HYPERVISOR_CONSOLE_IO {
+        if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 {
+            return Kind::ConsoleNothing;
         }
-        HYPERVISOR_CONSOLE_IO if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 => Kind::Domain,
-        HYPERVISOR_FPU_TASKSWITCH | HYPERVISOR_UPDATE_VA_MAPPING => Kind::Domain,
-        HYPERVISOR_MMU_UPDATE if a1 == 1 => Kind::Domain,
-        HYPERVISOR_IRET => Kind::Iret,
-        _ => Kind::Locked,
+        return Kind::Locked;
     }
+    if nr == HYPERVISOR_UPDATE_VA_MAPPING {
+        return Kind::UpdateVaMapping;
+    }
+    if nr == HYPERVISOR_MMU_UPDATE && a1 == 1 {
+        return Kind::MmuUpdate;
+    }
+    if nr == HYPERVISOR_IRET {
+        return Kind::Iret;
+    }
+    if nr == HYPERVISOR_FPU_TASKSWITCH {
+        return Kind::Domain;
+    }
+    Kind::Locked
 }
 
 /// A hypercall answered without the lock, or `false` (nothing done: the
@@ -132,7 +175,7 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     // above does today): then the locked way out settles that.
     let (ret, alive) = match k {
         Kind::Constant(r) => (r, true),
-        _ => match with_domain(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]) {
+        _ => match with_domain(pc, nr, f.rdi, f.rsi, f.rdx, f.r10) {
             Some(r) => r,
             None => return false,
         },
@@ -140,23 +183,225 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     f.rax = ret as u64;
     let flags = crate::trace::flags();
     if flags & crate::trace::RECENT != 0 {
-        let ids = pc.ids.load(Ordering::Relaxed);
-        let what = hypercall_name(nr);
-        crate::trace::record(crate::trace::Record {
-            what,
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a: f.rdi,
-            b: ret as u64,
-        });
+        crate::trace::record_call(nr, pc.ids.load(Ordering::Relaxed), f.rdi, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
-        traced(pc, nr, f, ret);
+        traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret);
     }
     if !alive || !leave(pc, f) {
         locked_way_out(f);
     }
     true
+}
+
+/// The quick way of a 64-bit guest kernel's `syscall` (entry.S
+/// `syscall_entry`, then idt.rs `syscall_quick`): the calls [`hypercall()`]
+/// answers without the lock, except `HYPERVISOR_iret`, on the few
+/// registers the entry saved ([`QuickRegs`]) instead of a full
+/// `TrapFrame`. The same checks, the same functions, the same result;
+/// only the frame is smaller, and the way out is checked once, here:
+/// nothing pending (the work word, the upcall) and a return `sysretq`
+/// makes exactly as `iretq` would ([`Quick::Sysret`]). Anything else
+/// after the call is [`Quick::Done`] (the locked way out, on the full
+/// frame); anything else before it, [`Quick::Full`] (nothing done).
+// Tour 02: the quick way: a hypercall on a few saved registers
+#[inline(always)]
+pub fn quick(r: &mut QuickRegs) -> Quick {
+    let pc = percpu::this();
+    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
+    // entry.S sent a 32-bit guest's vCPU the full way already. `HV` does
+    // not matter here: nothing below touches what it guards.
+    if vp.is_null() {
+        return Quick::Full;
+    }
+    // SAFETY: as in `hypercall`: the only reference to the current vCPU
+    // (`quick_domain` makes its own, to the domain, after this one ends).
+    let v = unsafe { &mut *vp };
+    // A system call of the guest's user mode is a bounce, and iret a
+    // frame of its own: the full way.
+    if !v.kernel_mode {
+        return Quick::Full;
+    }
+    match kind(r.rax, r.rdi, r.rsi) {
+        Kind::Constant(ret) => {
+            // A hypercall is progress (as on the locked path).
+            v.in_failsafe = false;
+            quick_out(pc, r, ret, true)
+        }
+        Kind::Domain => quick_domain(pc, r),
+        Kind::UpdateVaMapping => {
+            v.in_failsafe = false;
+            quick_uvm(pc, r)
+        }
+        Kind::MmuUpdate => {
+            v.in_failsafe = false;
+            quick_mmu(pc, r)
+        }
+        Kind::ConsoleNothing => {
+            v.in_failsafe = false;
+            quick_console(pc, r)
+        }
+        Kind::Iret => {
+            // A hypercall is progress (as on the locked path).
+            v.in_failsafe = false;
+            quick_iret(pc, r)
+        }
+        Kind::Locked => Quick::Full,
+    }
+}
+
+/// [`quick`] for a call of [`Kind::Domain`] (out of line: the constant
+/// answers need none of its registers).
+#[inline(never)]
+fn quick_domain(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    {
+        // SAFETY: as in `quick`; this reference ends before `with_domain`.
+        let v = unsafe { &mut *(pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu) };
+        v.in_failsafe = false;
+    }
+    match with_domain(pc, r.rax, r.rdi, r.rsi, r.rdx, r.r10) {
+        Some((ret, alive)) => quick_out(pc, r, ret, alive),
+        None => Quick::Full,
+    }
+}
+
+/// [`quick`] for `update_va_mapping`: an entry rewritten with the value it
+/// holds on the vCPU alone (as in `with_domain`), one that changes under
+/// the lock.
+#[inline(never)]
+fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    let Some(cell) = current_domain(pc) else {
+        return Quick::Full;
+    };
+    // The domain's page tables under its lock; an entry rewritten with its
+    // own value takes `mm`'s same-entry case (Xen's mod_l1_entry fast
+    // path: no reference taken or dropped).
+    let (ret, alive) = {
+        let mut d = cell.lock();
+        let ret =
+            mm::update_va_mapping(&mut d, crate::mm::frametable::frames(), r.rdi, r.rsi, r.rdx);
+        (ret, d.is_alive())
+    };
+    quick_out(pc, r, ret, alive)
+}
+
+/// [`quick`] for `HYPERVISOR_iret` (the locked path's `own_vcpu` on the
+/// quick way): the same `hypercall::iret`, in its two halves, on the
+/// frame `syscall_entry` saved, then the way out `leave_checked` takes,
+/// by `sysretq` where that is exactly `iretq`, else `iretq`. A context
+/// that cannot be read (or a return to user mode without user tables)
+/// goes the full way before anything changed: there it crashes the
+/// domain, saying why. So does `trace=hypercall` (its line is there).
+#[inline(never)]
+fn quick_iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    if crate::trace::flags() & crate::trace::TRACE_HYPERCALL != 0 {
+        return Quick::Full;
+    }
+    let Some(cell) = current_domain(pc) else {
+        return Quick::Full;
+    };
+    // Held to the end: the caller's way out (the locked one after
+    // `Quick::Done`) runs after it is dropped.
+    let mut g = cell.lock();
+    let d = &mut *g;
+    let Ok(c) = hypercall::iret_context(d, r.rsp) else {
+        return Quick::Full;
+    };
+    let x = hypercall::iret_apply(d, &c);
+    (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
+    (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
+    // `leave_checked`, on these words.
+    if !d.is_alive()
+        || !nothing_pending(pc)
+        || crate::pv::retcheck::refused(&d.v().gdt, d.compat, r.rip, r.cs as u16, r.ss as u16)
+            .is_some()
+    {
+        return Quick::Done;
+    }
+    r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    if (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
+        && is_canonical(r.rip)
+        && r.rcx == r.rip
+        && r.r11 == r.rflags
+        && r.rflags & 0x10000 == 0
+    {
+        return Quick::Sysret;
+    }
+    Quick::Iretq
+}
+
+/// [`quick`] for `console_io(CONSOLEIO_write)` of 0 bytes (out of line,
+/// as the other calls on the domain).
+#[inline(never)]
+fn quick_console(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    let Some(cell) = current_domain(pc) else {
+        return Quick::Full;
+    };
+    let ret = hypercall::console_write_nothing(&mut cell.lock());
+    quick_out(pc, r, ret, true)
+}
+
+/// [`quick`] for `mmu_update` of one request: under the lock (as in
+/// `with_domain`), without `with_domain`'s dispatch.
+#[inline(never)]
+fn quick_mmu(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    let Some(cell) = current_domain(pc) else {
+        return Quick::Full;
+    };
+    let (ret, alive) = {
+        let mut g = cell.lock();
+        let d = &mut *g;
+        let space = d.v().space();
+        let ret = mm::mmu_update(
+            d,
+            crate::mm::frametable::frames(),
+            space,
+            r.rdi,
+            r.rsi,
+            r.rdx,
+            r.r10,
+        );
+        (ret, d.is_alive())
+    };
+    quick_out(pc, r, ret, alive)
+}
+
+/// The end of [`quick`]: the result in `rax`, the recent-calls ring, and
+/// the way out, checked once.
+#[inline(always)]
+fn quick_out(pc: &PerCpu, r: &mut QuickRegs, ret: Ret, alive: bool) -> Quick {
+    let nr = r.rax;
+    r.rax = ret as u64;
+    let flags = crate::trace::flags();
+    if flags & crate::trace::RECENT != 0 {
+        crate::trace::record_call(nr, pc.ids.load(Ordering::Relaxed), r.rdi, ret as u64);
+    }
+    if flags & crate::trace::TRACE_HYPERCALL != 0 {
+        return quick_traced(pc, r, nr, ret, alive);
+    }
+    // sysretq loads rip from rcx and rflags from r11 (RF, VM cleared),
+    // cs/ss from STAR: the flat ring-3 selectors syscall_entry's frame
+    // would hold. So it returns exactly as `leave` and iretq would where
+    // rip (rcx) is canonical (XSA-7: never sysret to a non-canonical rip)
+    // and r11 already is what the way out makes of rflags: IF on, IOPL 0,
+    // no NT, VM or RF.
+    const MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
+    if !alive || !nothing_pending(pc) || !is_canonical(r.rcx) || r.r11 & MUST != 0x202 {
+        return Quick::Done;
+    }
+    Quick::Sysret
+}
+
+/// [`quick_out`] with `trace=hypercall`: the line, then the same way out.
+#[cold]
+#[inline(never)]
+fn quick_traced(pc: &PerCpu, r: &mut QuickRegs, nr: u64, ret: Ret, alive: bool) -> Quick {
+    traced(pc, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], ret);
+    const MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
+    if !alive || !nothing_pending(pc) || !is_canonical(r.rcx) || r.r11 & MUST != 0x202 {
+        return Quick::Done;
+    }
+    Quick::Sysret
 }
 
 /// The calls of [`Kind::Domain`]: each is the locked path's own function,
@@ -167,21 +412,17 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
 /// `None`: nothing was done (the locked path runs); else the result and
 /// whether the domain is still alive.
 #[inline(never)]
-fn with_domain(pc: &PerCpu, nr: u64, a: [u64; 5]) -> Option<(Ret, bool)> {
-    let mut d = current_domain(pc)?.lock();
-    let d = &mut *d;
+fn with_domain(pc: &PerCpu, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Option<(Ret, bool)> {
+    let a = [a0, a1, a2, a3];
+    let mut g = current_domain(pc)?.lock();
+    let d = &mut *g;
     let ft = crate::mm::frametable::frames();
     let r = match nr as u32 {
-        HYPERVISOR_CONSOLE_IO => hypercall::console_io(d, d.v().space(), a[0], 0, a[2]),
+        // Only ever of 0 bytes here (`Kind::ConsoleNothing`).
+        HYPERVISOR_CONSOLE_IO => hypercall::console_write_nothing(d),
         HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
-        // An L1 entry rewritten with the value it holds: the update takes
-        // and drops the same references (net nothing), and no other vCPU
-        // or domain can see a difference. No lock.
-        HYPERVISOR_UPDATE_VA_MAPPING if mm::l1_entry_holds(d, ft, a[0], a[1]) => {
-            mm::update_va_mapping(d, ft, a[0], a[1], a[2])
-        }
-        // A change: the domain's page tables under its lock (held here),
-        // the frame records each under its own (`mm::frametable`).
+        // The domain's page tables under its lock (held here), the frame
+        // records each under its own (`mm::frametable`).
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, d.v().space(), a[0], a[1], a[2], a[3]),
         _ => return None,
@@ -306,24 +547,26 @@ fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
 /// The trace line `hypercall::log_call` writes (`trace=hypercall`).
 #[cold]
 #[inline(never)]
-fn traced(pc: &PerCpu, nr: u64, f: &TrapFrame, ret: Ret) {
+fn traced(pc: &PerCpu, nr: u64, a: [u64; 5], ret: Ret) {
     let ids = pc.ids.load(Ordering::Relaxed);
     let (dom, vcpu) = (ids as u16, (ids >> 16) as u16);
     crate::trace!(
         crate::trace::TRACE_HYPERCALL,
         "d{dom}v{vcpu} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
         hypercall_name(nr),
-        f.rdi,
-        f.rsi,
-        f.rdx,
-        f.r10,
-        f.r8
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4]
     );
 }
 
+/// The locked way out (`entry::before_guest_return`) of an entry already
+/// handled.
 #[cold]
 #[inline(never)]
-fn locked_way_out(f: &mut TrapFrame) {
+pub fn locked_way_out(f: &mut TrapFrame) {
     crate::pv::entry::locked_way_out(f);
 }
 
@@ -356,18 +599,10 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
     let flags = crate::trace::flags();
     if flags & crate::trace::RECENT != 0 {
         let ids = pc.ids.load(Ordering::Relaxed);
-        let what = hypercall_name(nr);
-        let a = f.rbx as u32 as u64;
-        crate::trace::record(crate::trace::Record {
-            what,
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a,
-            b: ret as u64,
-        });
+        crate::trace::record_call(nr, ids, f.rbx as u32 as u64, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
-        traced(pc, nr, f, ret);
+        traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret);
     }
     // retcheck's flat case for a 32-bit guest, as `before_guest_return`
     // asks it: its flat ring-1 or ring-3 selectors, eip below 4 GiB.
@@ -385,33 +620,26 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
 }
 
 /// Nothing for the way out to settle (see the module comment): no work
-/// bit, no `selftest=iretfault` pending, no event upcall due.
+/// bit (`selftest=iretfault` is one), no event upcall due.
 #[inline(always)]
 fn nothing_pending(pc: &PerCpu) -> bool {
-    if pc.work.load(Ordering::Relaxed) != 0
-        || crate::pv::entry::IRET_SELFTEST.load(Ordering::Relaxed)
-    {
+    if pc.work.load(Ordering::Relaxed) != 0 {
         return false;
     }
-    // SAFETY: as in `hypercall` (no other reference to the vCPU now).
-    let v = unsafe { &*(pc.vcpu.load(Ordering::Relaxed) as *const Vcpu) };
-    let vi = match v.vcpu_info_maddr {
-        Some(ma) => crate::mm::paging::phys_to_virt(ma),
-        None => pc.vcpu_info.load(Ordering::Relaxed),
-    };
-    // SAFETY: the current vCPU's vcpu_info in the direct map (its slot in
-    // shared_info, published under the lock with the vCPU, or the frame
-    // it registered, which stays its own while registered; the domain is
+    let vi = pc.vcpu_info.load(Ordering::Relaxed);
+    // SAFETY: the current vCPU's vcpu_info in the direct map, as
+    // published under the lock (its slot in shared_info, or the frame it
+    // registered, which stays its own while registered; the domain is
     // alive while its guest runs). Two bytes the guest may change too, but
     // it is not running.
     let upcall = unsafe {
-        let p =
-            (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const [u8; 2];
-        p.read_volatile()
+        let p = (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const u16;
+        u16::from_le(p.read_volatile())
     };
-    // Pending and not masked: the locked way out bounces the upcall (or,
-    // with no event callback, does nothing: only slower).
-    !(upcall[0] != 0 && upcall[1] == 0)
+    // Pending (low byte) and not masked (high byte): the locked way out
+    // bounces the upcall (or, with no event callback, does nothing: only
+    // slower). That is 1..=0xff.
+    !(1..=0xff).contains(&upcall)
 }
 
 /// The way out of a lock-free `syscall` entry when nothing is pending

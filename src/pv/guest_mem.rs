@@ -136,6 +136,13 @@ impl GuestSpace {
         {
             return Ok(());
         }
+        self.read_bytes_walk(va, out)
+    }
+
+    /// `read_bytes` by the software walk, a page at a time (out of line:
+    /// the copy by the CPU's walk needs none of its registers).
+    #[inline(never)]
+    fn read_bytes_walk(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
         let mut done = 0;
         while done < out.len() {
             let at = va.checked_add(done as u64).ok_or(Fault {
@@ -199,6 +206,13 @@ impl GuestSpace {
         {
             return Ok(());
         }
+        self.write_bytes_walk(va, data)
+    }
+
+    /// `write_bytes` by the software walk (out of line, as
+    /// `read_bytes_walk`).
+    #[inline(never)]
+    fn write_bytes_walk(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
         // Check every page first, so a partly-writable range changes nothing.
         // The first two pages' frames are kept (a bounce frame spans at
         // most two), so the common case walks the tables once per page.

@@ -166,7 +166,7 @@ pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
 /// ABI's apart.
 pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
     crate::trace::record(crate::trace::Record {
-        what: hypercall_name(nr),
+        what: crate::trace::What::Hypercall(nr),
         dom: d.id,
         vcpu: d.cur as u16,
         a: a[0],
@@ -459,14 +459,73 @@ pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
 /// the guest stack holds an `iret_context`.
 // Tour 05, 08: the return from a bounce
 pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let space = d.v().space();
-    let c: IretContext = match space.read(f.rsp) {
+    let c = match iret_context(d, f.rsp) {
         Ok(c) => c,
-        Err(_) => {
-            sched::crash(d, format!("iret: unreadable iret frame at {:#x}", f.rsp));
-            return err(EFAULT);
-        }
+        Err(e) => return iret_refused(d, f.rsp, e),
     };
+    let r = iret_apply(d, &c);
+    (f.rip, f.cs, f.rflags, f.rsp, f.ss) = (r.rip, r.cs, r.rflags, r.rsp, r.ss);
+    (f.rcx, f.r11, f.rax) = (r.rcx, r.r11, r.rax);
+    0
+}
+
+/// Why `iret` cannot go on: the frame at `rsp` cannot be read, or it
+/// returns to user mode without user page tables.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IretRefused {
+    Unreadable,
+    NoUserTables,
+}
+
+/// `iret`'s checks: the `iret_context` at the guest's `rsp`, read, and a
+/// return to user mode only with user page tables. Nothing changed yet.
+#[inline(always)]
+pub(crate) fn iret_context(d: &Domain, rsp: u64) -> Result<IretContext, IretRefused> {
+    let c: IretContext = d
+        .v()
+        .space()
+        .read(rsp)
+        .map_err(|_| IretRefused::Unreadable)?;
+    if c.cs & 3 == 3 && d.v().kernel_mode && d.v().guest_table_user == 0 {
+        return Err(IretRefused::NoUserTables);
+    }
+    Ok(c)
+}
+
+/// `iret` refused: the domain is crashed, saying why (Xen: domain_crash).
+#[cold]
+pub(crate) fn iret_refused(d: &mut Domain, rsp: u64, e: IretRefused) -> Ret {
+    match e {
+        IretRefused::Unreadable => {
+            sched::crash(d, format!("iret: unreadable iret frame at {rsp:#x}"));
+            err(EFAULT)
+        }
+        IretRefused::NoUserTables => {
+            sched::crash(
+                d,
+                "iret to user mode without user page tables (new_user_baseptr)".into(),
+            );
+            err(EINVAL)
+        }
+    }
+}
+
+/// The registers an `iret` returns with.
+pub(crate) struct IretRegs {
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub rcx: u64,
+    pub r11: u64,
+    pub rax: u64,
+}
+
+/// `iret` itself, on a context `iret_context` accepted: the vCPU's mode,
+/// IOPL and event mask, and the registers to return with.
+#[inline(always)]
+pub(crate) fn iret_apply(d: &mut Domain, c: &IretContext) -> IretRegs {
     // As Xen's do_iret: the selectors get RPL 3 (the guest kernel runs in
     // ring 3 too) and nothing else is checked here; a frame the CPU would
     // refuse (a bad selector, a non-canonical rip, rip above 4 GiB in
@@ -474,36 +533,32 @@ pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
     let cs = c.cs as u16 | 3;
     let to_user = c.cs & 3 == 3;
     if to_user && d.v().kernel_mode {
-        if d.v().guest_table_user == 0 {
-            sched::crash(
-                d,
-                "iret to user mode without user page tables (new_user_baseptr)".into(),
-            );
-            return err(EINVAL);
-        }
         traps::toggle_guest_mode(d.v_mut());
     }
     if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
         d.v_mut().iopl = ((c.rflags >> 12) & 3) as u32;
     }
-    f.rip = c.rip;
-    f.cs = cs as u64;
-    f.rflags = (c.rflags & !(3 << 12 | 1 << 17)) | 1 << 9;
-    f.rsp = c.rsp;
-    f.ss = c.ss | 3;
-    if c.flags & VGCF_IN_SYSCALL == 0 {
-        f.r11 = c.r11;
-        f.rcx = c.rcx;
+    let rip = c.rip;
+    let rflags = (c.rflags & !(3 << 12 | 1 << 17)) | 1 << 9;
+    let (rcx, r11) = if c.flags & VGCF_IN_SYSCALL == 0 {
+        (c.rcx, c.r11)
     } else {
         // Xen returns with sysret here, which leaves rcx = rip and r11 =
         // rflags: the guest sees exactly that (not the stub's values).
-        f.rcx = f.rip;
-        f.r11 = f.rflags;
-    }
+        (rip, rflags)
+    };
     // The guest's IF in the frame is its event mask.
     traps::set_upcall_mask(d, (c.rflags & (1 << 9) == 0) as u8);
-    f.rax = c.rax;
-    0
+    IretRegs {
+        rip,
+        cs: cs as u64,
+        rflags,
+        rsp: c.rsp,
+        ss: c.ss | 3,
+        rcx,
+        r11,
+        rax: c.rax,
+    }
 }
 
 fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
@@ -654,22 +709,12 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
             // One call writes at most 64 KiB (the rest is dropped), and a
             // domU at most its budget: a guest cannot hold the CPU (and a
             // slow serial line) for long with a huge count.
+            if count == 0 {
+                return console_write_nothing(d);
+            }
             console_refill(d);
-            let count = count.min(CONSOLE_IO_MAX);
-            let mut chunk = [0u8; 256];
-            let mut done = 0u64;
-            while done < count {
-                let n = (count - done).min(chunk.len() as u64) as usize;
-                if space
-                    .read_bytes(buf.wrapping_add(done), &mut chunk[..n])
-                    .is_err()
-                {
-                    return err(EFAULT);
-                }
-                for &b in &chunk[..n] {
-                    console_byte(d, b);
-                }
-                done += n as u64;
+            if console_write(d, space, count.min(CONSOLE_IO_MAX), buf).is_err() {
+                return err(EFAULT);
             }
             console_show_partial(d);
             0
@@ -689,6 +734,34 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
     }
 }
 
+/// `console_io(CONSOLEIO_write)` of 0 bytes (the buffer is never read):
+/// what a write does besides its bytes.
+#[inline]
+pub(crate) fn console_write_nothing(d: &mut Domain) -> Ret {
+    console_refill(d);
+    console_show_partial(d);
+    0
+}
+
+/// `count` bytes at `buf` to the domain's console, a chunk at a time (out
+/// of line: a write of 0 bytes needs no chunk).
+#[inline(never)]
+fn console_write(d: &mut Domain, space: GuestSpace, count: u64, buf: u64) -> Result<(), ()> {
+    let mut chunk = [0u8; 256];
+    let mut done = 0u64;
+    while done < count {
+        let n = (count - done).min(chunk.len() as u64) as usize;
+        space
+            .read_bytes(buf.wrapping_add(done), &mut chunk[..n])
+            .map_err(|_| ())?;
+        for &b in &chunk[..n] {
+            console_byte(d, b);
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// A domU's console output is rate-limited, as Xen limits guest console
 /// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
 /// initial domain (the console's owner) is not limited.
@@ -697,10 +770,15 @@ const CONSOLE_RATE: u64 = 32 << 10;
 
 /// Top up a domU's console budget for the time since the last top-up, and
 /// say once what was dropped while it was empty.
+#[inline]
 pub fn console_refill(d: &mut Domain) {
-    if d.id == 0 {
-        return;
+    if d.id != 0 {
+        console_refill_domu(d);
     }
+}
+
+#[inline(never)]
+fn console_refill_domu(d: &mut Domain) {
     let now = crate::arch::x86_64::time::now_ns();
     let earned = (now.saturating_sub(d.console_refilled) as u128 * CONSOLE_RATE as u128
         / 1_000_000_000) as u64;
@@ -894,6 +972,14 @@ fn register_vcpu_info(d: &mut Domain, ft: &FrameTable, vi: usize, mfn: u64, offs
         )
     };
     d.vcpus[vi].vcpu_info_maddr = Some(new);
+    if vi == d.cur {
+        // The caller's own: where the lock-free way out looks for its
+        // pending upcall now (`pv::entry::publish_current`).
+        crate::arch::x86_64::percpu::this().vcpu_info.store(
+            crate::mm::paging::phys_to_virt(new),
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
     0
 }
 

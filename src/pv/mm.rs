@@ -641,7 +641,6 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
 }
 
 pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, flags: u64) -> Ret {
-    use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
     match l1_slot(d, va) {
         Some((l1, i))
             if ft
@@ -649,17 +648,22 @@ pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, fla
                 .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) =>
         {
             let r = update_entry(d, ft, l1, 1, i, val);
-            // What the guest asked for (see "Stale translations" above:
-            // an old L1 translation left in the TLB is the guest's own
-            // business). One CPU: local, multi and all are the same.
-            match flags & UVMF_FLUSHTYPE_MASK {
-                UVMF_NONE => {}
-                UVMF_INVLPG => invlpg(va),
-                _ => flush_tlb(),
-            }
+            uvm_flush(va, flags);
             r
         }
         _ => err(EINVAL),
+    }
+}
+
+/// What the guest asked `update_va_mapping` to flush (see "Stale
+/// translations" above: an old L1 translation left in the TLB is the
+/// guest's own business). One CPU: local, multi and all are the same.
+fn uvm_flush(va: u64, flags: u64) {
+    use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
+    match flags & UVMF_FLUSHTYPE_MASK {
+        UVMF_NONE => {}
+        UVMF_INVLPG => invlpg(va),
+        _ => flush_tlb(),
     }
 }
 
@@ -1371,29 +1375,4 @@ pub fn write_cr3(d: &mut Domain, ft: &FrameTable, cr3: u64) -> bool {
         (cr3 & PTE_ADDR) >> 12
     };
     new_baseptr(d, ft, mfn).is_ok()
-}
-
-// ---------------------------------------------------------------------------
-// For the lock-free entry paths (pv::fast): is an update_va_mapping one
-// that rewrites an L1 entry with the value it already holds? Then the
-// update is taken as it is (the same function, the same checks) without
-// the hypervisor lock: its references are taken and dropped on the same
-// frame, and no other vCPU or domain can see a difference.
-// ---------------------------------------------------------------------------
-
-/// `update_va_mapping(va, val, ..)` names a valid L1 table of the domain
-/// whose entry for `va` is already `val`.
-pub(crate) fn l1_entry_holds(d: &Domain, ft: &FrameTable, va: u64, val: u64) -> bool {
-    // The entry first: a change is told apart without the frame's lock.
-    // (Reading it is harmless: `l1_slot` found it through the domain's
-    // validated tables; the record says whether it is an L1 of its own.)
-    match l1_slot(d, va) {
-        Some((l1, i)) => {
-            read_pte(l1, i) == val
-                && ft
-                    .get(l1)
-                    .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1))
-        }
-        None => false,
-    }
 }

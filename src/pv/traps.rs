@@ -119,6 +119,9 @@ pub fn toggle_guest_mode(v: &mut Vcpu) {
     sched::save_guest_gs(v);
     let before = v.cr3_table();
     v.kernel_mode = !v.kernel_mode;
+    crate::arch::x86_64::percpu::this()
+        .user_mode
+        .store(!v.kernel_mode as u64, core::sync::atomic::Ordering::Relaxed);
     sched::load_guest_gs(v);
     // Many guests use one table for both modes: no CR3 write (and no TLB
     // flush) then.
@@ -193,11 +196,8 @@ fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     push(f.ss);
     let frame_va = sp.wrapping_sub(n as u64 * 8);
     let space = GuestSpace::new(v.guest_table);
-    let mut bytes = [0u8; 64];
-    for (i, w) in words[..n].iter().enumerate() {
-        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    space.write_bytes(frame_va, &bytes[..n * 8])?;
+    // The words as the guest reads them (x86 is little-endian): one copy.
+    space.write_bytes(frame_va, &ringvisor_abi::as_bytes(&words)[..n * 8])?;
 
     if from_user {
         toggle_guest_mode(v);
@@ -270,11 +270,9 @@ fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault>
             error_code: 2,
         });
     }
-    let mut bytes = [0u8; 24];
-    for (i, w) in words[..n].iter().enumerate() {
-        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    v.space().write_bytes(frame_va, &bytes[..n * 4])?;
+    // The words as the guest reads them (little-endian): one copy.
+    v.space()
+        .write_bytes(frame_va, &ringvisor_abi::as_bytes(&words)[..n * 4])?;
     v.kernel_mode = true;
     if b.mask_events {
         set_upcall_mask(d, 1);
@@ -468,10 +466,10 @@ const FAILSAFE_STREAK_MAX: u32 = 16;
 /// Deliver `b`, falling back to the failsafe callback.
 // Tour 04, 08: a bounce, or else the failsafe callback
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
-    let from = if d.v().kernel_mode { "kernel" } else { "user" };
+    let from_kernel = d.v().kernel_mode;
     let (old_rip, old_cs) = (f.rip, f.cs);
     crate::trace::record(crate::trace::Record {
-        what: b.what,
+        what: crate::trace::What::Named(b.what),
         dom: d.id,
         vcpu: d.cur as u16,
         a: old_rip,
@@ -479,51 +477,68 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     });
     match bounce(d, f, &b) {
         Ok(frame) => {
-            d.v_mut().in_failsafe = false;
-            d.v_mut().failsafe_streak = 0;
-            // The cs the guest's frame holds (RPL 0 for its 64-bit kernel),
-            // and for a #PF the address, as the guest will see them.
-            let frame_cs = if !d.compat && from == "kernel" {
-                old_cs & !3
-            } else {
-                old_cs
-            };
-            crate::trace!(
-                TRACE_BOUNCE,
-                "d{}v{} bounce {} ec={}{} from {from} rip={old_rip:#x} cs={frame_cs:#x} -> handler {:#x} frame {frame:#x}",
-                d.id,
-                d.cur,
-                b.what,
-                b.error_code.map_or(alloc::string::String::from("-"), |e| format!("{e:#x}")),
-                if b.vector == Some(VEC_PF) { format!(" cr2={:#x}", d.v().cr2) } else { alloc::string::String::new() },
-                b.handler,
-            );
-        }
-        Err(e) => {
-            let why = format!(
-                "cannot write the {} bounce frame at {:#x} ({}) for the handler {:#x}, rip {old_rip:#x}",
-                b.what,
-                e.va,
-                fault_words(&e),
-                b.handler
-            );
-            if d.v().in_failsafe {
-                // The failsafe handler itself faulted before making any
-                // progress: another failsafe would only loop.
-                sched::crash(d, format!("{why}, in the failsafe callback"));
-                return;
+            let v = d.v_mut();
+            v.in_failsafe = false;
+            v.failsafe_streak = 0;
+            if crate::trace::on(TRACE_BOUNCE) {
+                traced_bounce(d, &b, from_kernel, old_rip, old_cs, frame);
             }
-            if d.v().failsafe_streak >= FAILSAFE_STREAK_MAX {
-                // Its handler makes hypercalls (progress, by the test
-                // above) but goes back to where it cannot be bounced to.
-                sched::crash(d, format!("{why}, the {FAILSAFE_STREAK_MAX}th failsafe callback in a row with no bounce in between"));
-                return;
-            }
-            failsafe(d, f, &why);
-            d.v_mut().in_failsafe = true;
-            d.v_mut().failsafe_streak += 1;
         }
+        Err(e) => undeliverable(d, f, &b, &e, old_rip),
     }
+}
+
+/// The trace line of a bounce delivered.
+#[cold]
+#[inline(never)]
+fn traced_bounce(d: &Domain, b: &Bounce, from_kernel: bool, old_rip: u64, old_cs: u64, frame: u64) {
+    let from = if from_kernel { "kernel" } else { "user" };
+    // The cs the guest's frame holds (RPL 0 for its 64-bit kernel), and
+    // for a #PF the address, as the guest will see them.
+    let frame_cs = if !d.compat && from_kernel {
+        old_cs & !3
+    } else {
+        old_cs
+    };
+    crate::trace!(
+        TRACE_BOUNCE,
+        "d{}v{} bounce {} ec={}{} from {from} rip={old_rip:#x} cs={frame_cs:#x} -> handler {:#x} frame {frame:#x}",
+        d.id,
+        d.cur,
+        b.what,
+        b.error_code.map_or(alloc::string::String::from("-"), |e| format!("{e:#x}")),
+        if b.vector == Some(VEC_PF) { format!(" cr2={:#x}", d.v().cr2) } else { alloc::string::String::new() },
+        b.handler,
+    );
+}
+
+/// The bounce frame could not be written: the failsafe callback, or a
+/// crash when that would only loop.
+#[cold]
+#[inline(never)]
+fn undeliverable(d: &mut Domain, f: &mut TrapFrame, b: &Bounce, e: &Fault, old_rip: u64) {
+    let why = format!(
+        "cannot write the {} bounce frame at {:#x} ({}) for the handler {:#x}, rip {old_rip:#x}",
+        b.what,
+        e.va,
+        fault_words(e),
+        b.handler
+    );
+    if d.v().in_failsafe {
+        // The failsafe handler itself faulted before making any
+        // progress: another failsafe would only loop.
+        sched::crash(d, format!("{why}, in the failsafe callback"));
+        return;
+    }
+    if d.v().failsafe_streak >= FAILSAFE_STREAK_MAX {
+        // Its handler makes hypercalls (progress, by the test
+        // above) but goes back to where it cannot be bounced to.
+        sched::crash(d, format!("{why}, the {FAILSAFE_STREAK_MAX}th failsafe callback in a row with no bounce in between"));
+        return;
+    }
+    failsafe(d, f, &why);
+    d.v_mut().in_failsafe = true;
+    d.v_mut().failsafe_streak += 1;
 }
 
 /// A #PF at `cr2` with `error_code`, as if the guest's own access had
@@ -539,19 +554,7 @@ pub fn inject_page_fault(d: &mut Domain, f: &mut TrapFrame, cr2: u64, error_code
 pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<u64>) {
     let t = d.v().trap_table[vector as usize];
     if t.address == 0 {
-        let ec = error_code.map_or(alloc::string::String::new(), |e| {
-            format!(" error code {e:#x}")
-        });
-        sched::crash(
-            d,
-            format!(
-                "{} (vector {vector}){ec} at rip {:#x} cs {:#x}, and no trap-table handler for it",
-                exception_name(vector as u64),
-                f.rip,
-                f.cs
-            ),
-        );
-        return;
+        return no_handler(d, f, vector, error_code);
     }
     let b = Bounce {
         what: match vector {
@@ -566,6 +569,24 @@ pub fn inject(d: &mut Domain, f: &mut TrapFrame, vector: u8, error_code: Option<
         mask_events: t.flags & TI_IF != 0,
     };
     deliver(d, f, b);
+}
+
+/// No trap-table handler for `vector`: the domain is crashed, saying so.
+#[cold]
+#[inline(never)]
+fn no_handler(d: &mut Domain, f: &TrapFrame, vector: u8, error_code: Option<u64>) {
+    let ec = error_code.map_or(alloc::string::String::new(), |e| {
+        format!(" error code {e:#x}")
+    });
+    sched::crash(
+        d,
+        format!(
+            "{} (vector {vector}){ec} at rip {:#x} cs {:#x}, and no trap-table handler for it",
+            exception_name(vector as u64),
+            f.rip,
+            f.cs
+        ),
+    );
 }
 
 /// `syscall` from guest user mode: to the kernel's syscall callback

@@ -167,6 +167,12 @@ pub fn in_hypervisor(f: &mut TrapFrame) {
 
 /// #DBs ignored in hypervisor context since the last call: (count, last
 /// rip, last DR6 with positive polarity). One atomic load when none.
+/// Whether [`take_hypervisor_hits`] has something to take.
+#[inline(always)]
+pub fn hypervisor_hits_pending() -> bool {
+    HV_HITS.load(Ordering::Relaxed) != 0
+}
+
 pub fn take_hypervisor_hits() -> Option<(u64, u64, u64)> {
     if HV_HITS.load(Ordering::Relaxed) == 0 {
         return None;

@@ -61,6 +61,20 @@
     pop %rax
 .endm
 
+/* A `syscall` entry's TrapFrame, as an interrupt would have built it,
+ * on this CPU's stack (RSP = its top), the guest's RSP in PC_SCRATCH,
+ * its RIP in RCX and RFLAGS in R11. */
+.macro SYSCALL_FRAME cs, vector
+    pushq ${GUEST_SS}             /* SS */
+    pushq %gs:{PC_SCRATCH}        /* RSP */
+    push %r11                     /* RFLAGS */
+    pushq $\cs                    /* CS */
+    push %rcx                     /* RIP */
+    pushq $0                      /* ERRCODE */
+    pushq $\vector                /* VECTOR */
+    SAVE_GPRS
+.endm
+
 .section .text
 .balign 16
 .global idt_stubs
@@ -151,8 +165,29 @@ ret_sysret:
 /* `syscall` from a 64-bit guest (its kernel: a hypercall; its user mode:
  * a system call for its kernel). The CPU has put RIP in RCX and RFLAGS in
  * R11, masked IF (SFMASK), and left RSP as the guest's: switch to this
- * CPU's stack through GS, then build the same TrapFrame an interrupt
- * would, with VECTOR = {VEC_SYSCALL}, so one path handles both. */
+ * CPU's stack through GS.
+ *
+ * Tour 02: the quick way, step by step (Xen: the hypercall fast path of
+ * lstar_enter / test_all_events / restore_all_guest, in fewer steps).
+ *  1. A 64-bit guest's vCPU (a 32-bit one needs its CR4 restored first),
+ *     not in user mode (by a hint: a user system call is a bounce), and a
+ *     number pv::fast may answer (QUICK_NRS; the others never can): else
+ *     the full way at once. EFLAGS.AC cleared and SMEP/SMAP seen on (what
+ *     every entry checks first): then Rust may run.
+ *  2. The top of the TrapFrame an interrupt would leave (SS, RSP, RFLAGS,
+ *     CS, RIP, ERRCODE, VECTOR = {VEC_SYSCALL}), then only the registers
+ *     a Rust call may clobber and the hypercall ABI keeps: RCX, R11, the
+ *     arguments, RAX (the number in, the result out). That is a QuickRegs
+ *     (idt.rs), 16 words, RSP 16-byte aligned for the call. RBX, RBP,
+ *     R12-R15 are callee-saved: the Rust called keeps them.
+ *  3. syscall_quick (idt.rs, then pv::fast::quick) answers the cheap
+ *     hypercalls and HYPERVISOR_iret on the vCPU alone, checks the
+ *     work-pending word once, and says how to go back: 0 sysretq, 1
+ *     iretq (it checked the frame is one the CPU takes), 2 by the full
+ *     TrapFrame: the six other registers pushed below these, for
+ *     trap_dispatch (nothing was done, VECTOR {VEC_SYSCALL}; or answered
+ *     with something left to settle, VECTOR {VEC_SYSCALL_DONE}).
+ *  4. The full way: the same TrapFrame, built in one go. */
 .balign 16
 .global syscall_entry
 /* Tour 02: a hypercall (or a user system call) enters here */
@@ -160,15 +195,71 @@ syscall_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}
     mov %gs:{PC_STACK_TOP}, %rsp
-    pushq ${GUEST_SS}             /* SS */
+    testb $1, %gs:{PC_PV32}       /* 1. */
+    jnz syscall_full
+    testb $1, %gs:{PC_USER_MODE}
+    jnz syscall_full
+    cmp $64, %rax                 /* past the table: -ENOSYS, quick */
+    jae 1f
+    bt %rax, quick_nrs(%rip)
+    jnc syscall_full
+1:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 2f
+    clac                          /* only where SMAP exists (else #UD) */
+2:  pushq ${GUEST_SS}             /* 2. SS */
     pushq %gs:{PC_SCRATCH}        /* RSP */
     push %r11                     /* RFLAGS */
     pushq ${GUEST_CS}             /* CS */
     push %rcx                     /* RIP */
     pushq $0                      /* ERRCODE */
     pushq ${VEC_SYSCALL}          /* VECTOR */
-    SAVE_GPRS
+    push %rcx
+    push %r11
+    push %rdi
+    push %rsi
+    push %rdx
+    push %r10
+    push %r8
+    push %r9
+    push %rax
+    mov %cr4, %rax
+    and %gs:{PC_CR4_PV32}, %rax
+    cmp %gs:{PC_CR4_PV32}, %rax
+    mov $2, %eax                  /* SMEP/SMAP off: the full way, which */
+    jne 3f                        /* stops on it (entry_state_check) */
+    mov %rsp, %rdi
+    call syscall_quick            /* 3. */
+3:  cmp $1, %eax                  /* the pops keep the flags */
+    pop %rax
+    pop %r9
+    pop %r8
+    pop %r10
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %r11
+    pop %rcx
+    jb 4f
+    je 5f
+    SAVE_GPRS                     /* the full TrapFrame, on the same top */
+    jmp trap_call                 /* the guest state is off already */
+4:  mov {QR_RSP_AFTER_POPS}(%rsp), %rsp /* the guest's */
+    swapgs                        /* GS = the guest's */
+    sysretq
+5:  add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+syscall_full:                     /* 4. */
+    SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
+
+/* The hypercall numbers below 64 that pv::fast may answer on the quick
+ * way (bit N: number N), from idt.rs. */
+.section .rodata
+.balign 8
+quick_nrs:
+    .quad {QUICK_NRS}
+.section .text
 
 /* `syscall` from 32-bit code (compatibility mode): handled the same way. */
 .balign 16
@@ -178,14 +269,7 @@ syscall32_entry:
     swapgs
     mov %rsp, %gs:{PC_SCRATCH}
     mov %gs:{PC_STACK_TOP}, %rsp
-    pushq ${GUEST_SS}
-    pushq %gs:{PC_SCRATCH}
-    push %r11
-    pushq ${GUEST_CS32}
-    push %rcx
-    pushq $0
-    pushq ${VEC_SYSCALL32}
-    SAVE_GPRS
+    SYSCALL_FRAME {GUEST_CS32}, {VEC_SYSCALL32}
     jmp guest_state_off
 
 /* Copy through the page tables CR3 holds (a guest's), as the CPU's own

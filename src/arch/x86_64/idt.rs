@@ -71,6 +71,62 @@ extern "C" {
 /// Pseudo-vectors for the `syscall` entries (above the 256 real ones).
 pub const VEC_SYSCALL: u64 = 0x100;
 pub const VEC_SYSCALL32: u64 = 0x101;
+/// A `syscall` hypercall already answered by the quick way (`rax` holds
+/// its result) whose way out needs the full frame (`syscall_quick`).
+pub const VEC_SYSCALL_DONE: u64 = 0x102;
+
+/// What `syscall_entry` saves for the quick way (entry.S), lowest address
+/// first: the registers a Rust call may clobber and the guest keeps, then
+/// the top of a `TrapFrame` (vector, error code and the interrupt frame),
+/// at the same place as the full frame's. `rax` is the hypercall number on
+/// the way in and the result on the way out.
+#[repr(C)]
+#[derive(Debug)]
+pub struct QuickRegs {
+    pub rax: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub r10: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r11: u64,
+    pub rcx: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// entry.S pushes exactly these words, in this order, with an even number
+// of them (RSP 16-byte aligned for the call), and its top is a
+// TrapFrame's: the way out by iretq and the full frame use it in place.
+const _: () = assert!(size_of::<QuickRegs>() == 16 * 8);
+const _: () = assert!(
+    size_of::<TrapFrame>() - offset_of!(TrapFrame, vector)
+        == size_of::<QuickRegs>() - offset_of!(QuickRegs, vector)
+);
+
+/// What `syscall_quick` tells `syscall_entry` to do next.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u64)]
+pub enum Quick {
+    /// Answered: back by `sysretq`, the registers as they are.
+    Sysret = 0,
+    /// Answered: back by `iretq` on the frame's `rip`..`ss`, which the
+    /// CPU takes (checked).
+    Iretq = 1,
+    /// Nothing done: the full way, as if the quick one did not exist.
+    Full = 2,
+    /// Answered, but the way out needs the full frame (vector
+    /// [`VEC_SYSCALL_DONE`]): something is pending, or the frame is one
+    /// only the locked way out can settle.
+    Done = 3,
+}
+
 /// `int $0x82`: a 32-bit guest's hypercall.
 pub const VEC_HYPERCALL32: u64 = 0x82;
 
@@ -90,6 +146,10 @@ core::arch::global_asm!(
     GUEST_CS32 = const ringvisor_abi::x86_64::FLAT_RING3_CS32 as u64,
     VEC_SYSCALL = const VEC_SYSCALL,
     VEC_SYSCALL32 = const VEC_SYSCALL32,
+    VEC_SYSCALL_DONE = const VEC_SYSCALL_DONE,
+    PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
+    QR_RSP_AFTER_POPS = const offset_of!(QuickRegs, rsp) - offset_of!(QuickRegs, vector),
+    QUICK_NRS = const QUICK_NRS,
     options(att_syntax)
 );
 
@@ -242,10 +302,42 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
     IDT.lock()[vector as usize] = old;
 }
 
+/// The hypercall numbers below 64 `pv::fast::quick` may answer (bit N:
+/// number N): `syscall_entry` sends the others the full way at once.
+const QUICK_NRS: u64 = crate::pv::fast::QUICK_NRS;
+
+/// A 64-bit guest's `syscall`, first (entry.S, `syscall_entry`): the
+/// hypercalls `pv::fast::quick` answers on the vCPU alone, without the
+/// full frame. Checks what `trap_dispatch` checks on every guest entry
+/// (the entry state in entry.S, the breakpoints hit here).
+// Tour 02: the quick way's Rust half
+#[no_mangle]
+extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
+    // entry.S checked the entry state (`entry_state_check`) before the
+    // call: SMEP/SMAP on, EFLAGS.AC cleared right before.
+    if super::debugreg::hypervisor_hits_pending() {
+        return Quick::Full; // reported there
+    }
+    match crate::pv::fast::quick(r) {
+        Quick::Done => {
+            r.vector = VEC_SYSCALL_DONE;
+            Quick::Full
+        }
+        q => q,
+    }
+}
+
 /// Every interrupt and exception arrives here (from `trap_common`).
 // Tour 02: every entry meets here
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    if f.vector == VEC_SYSCALL_DONE {
+        // Answered by the quick way (`rax` is the result); only its way
+        // out is left, the locked one.
+        f.vector = VEC_SYSCALL;
+        guest_state_checks(f);
+        return crate::pv::fast::locked_way_out(f);
+    }
     if f.vector == VEC_SYSCALL {
         // `syscall` from a 64-bit guest (only syscall_entry pushes this
         // vector): the hypercalls answered without the lock first.
@@ -254,6 +346,11 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
             crate::pv::entry::from_guest(f);
         }
         return;
+    }
+    if f.cs & 3 != 0 && f.vector < 32 && f.vector != VEC_DB {
+        // An exception of a guest (its #DB arrives on the IST stack:
+        // other_trap): what guest_entry does, without other_trap's tests.
+        return guest_entry(f);
     }
     if f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1 {
         // `int $0x82` from a 32-bit guest kernel: the same, for the few
@@ -344,16 +441,22 @@ fn report_hypervisor_db(n: u64, rip: u64, dbg: u64) {
 /// check on every entry, so a regression is a visible fault, not a hole.
 #[inline(always)]
 fn entry_state_check(f: &TrapFrame) {
-    use x86::bits64::rflags::{self, RFlags};
-    const CR4_SMAP: u64 = 1 << 21;
-    let want = super::cpu::user_protection_bits();
-    let cr4 = super::cpu::cr4_bits();
-    if (want & CR4_SMAP != 0 && rflags::read().contains(RFlags::FLAGS_AC)) || cr4 & want != want {
+    if !entry_state_ok() {
         fatal(
             f,
             "entered from a guest with EFLAGS.AC set or SMEP/SMAP off",
         );
     }
+}
+
+/// The state `entry_state_check` asks for.
+#[inline(always)]
+fn entry_state_ok() -> bool {
+    use x86::bits64::rflags::{self, RFlags};
+    const CR4_SMAP: u64 = 1 << 21;
+    let want = super::cpu::user_protection_bits();
+    let cr4 = super::cpu::cr4_bits();
+    !((want & CR4_SMAP != 0 && rflags::read().contains(RFlags::FLAGS_AC)) || cr4 & want != want)
 }
 
 static IN_FATAL: AtomicBool = AtomicBool::new(false);

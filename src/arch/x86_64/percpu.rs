@@ -43,7 +43,8 @@ pub struct PerCpu {
     /// and clears it; only `pv::fast` sets it, for a frame `sysretq`
     /// resumes exactly as `iretq` would).
     pub sysret: AtomicU64,
-    /// Work for the way out ([`WORK_RESCHED`], [`WORK_TIMERS`]): while it
+    /// Work for the way out ([`WORK_RESCHED`], [`WORK_TIMERS`],
+    /// [`WORK_IRET_SELFTEST`]): while it
     /// is 0 and no event upcall is due, a return skips the scheduler.
     pub work: AtomicU64,
     /// The current domain's lock (a `DomainRef`'s), vCPU and its
@@ -61,12 +62,21 @@ pub struct PerCpu {
     /// The current domain's id (bits 0-15) and vCPU index (bits 16-31),
     /// for the recent-calls ring.
     pub ids: AtomicU64,
+    /// 1 while the current vCPU is (as last seen) in guest user mode: a
+    /// hint for `syscall_entry`, which sends a user system call (a bounce)
+    /// the full way at once. Only a hint: the quick way checks the vCPU's
+    /// own mode, so a stale 0 costs time, never correctness. Kept by
+    /// `pv::traps::toggle_guest_mode` and `pv::entry::publish_current`.
+    pub user_mode: AtomicU64,
 }
 
 /// The time slice ran out or a guest yielded: the way out reschedules.
 pub const WORK_RESCHED: u64 = 1 << 0;
 /// A guest timer changed (or fired): the way out re-arms the APIC.
 pub const WORK_TIMERS: u64 = 1 << 1;
+/// `selftest=iretfault`: the next locked way out gives the guest a frame
+/// its `iretq` refuses (`pv::entry::before_guest_return`).
+pub const WORK_IRET_SELFTEST: u64 = 1 << 2;
 
 struct Slot(UnsafeCell<PerCpu>);
 // SAFETY: each CPU only touches its own slot: the boot CPU this one, an
@@ -89,6 +99,7 @@ impl PerCpu {
             vcpu_info: AtomicU64::new(0),
             deferred_send: AtomicU64::new(0),
             ids: AtomicU64::new(0),
+            user_mode: AtomicU64::new(0),
         }
     }
 }
