@@ -82,7 +82,7 @@ impl From<&str> for BuildError {
 }
 
 /// Contiguous frames from the frame allocator, for buffers far larger than
-/// the hypervisor heap (a decompressed kernel, an xz dictionary); given
+/// the hypervisor heap (a decompressed kernel); given
 /// back when dropped.
 struct FrameBuf {
     first: u64,
@@ -136,10 +136,6 @@ fn unpack_bzimage(
     };
     let t0 = crate::arch::x86_64::time::tsc();
     let mut out = FrameBuf::new(p.out_len, "the decompressed kernel")?;
-    let mut dict = match bzimage::xz_dict_size(&p) {
-        Some(n) => Some(FrameBuf::new(n, "the xz dictionary")?),
-        None => None,
-    };
     let total = p.out_len;
     let mut progress = |done: usize| {
         crate::info!(
@@ -148,25 +144,15 @@ fn unpack_bzimage(
             total >> 20
         )
     };
-    let dict_bytes: &mut [u8] = match dict.as_mut() {
-        Some(d) => d.bytes(),
-        None => &mut [],
-    };
-    let n = bzimage::decompress(
-        &p,
-        out.bytes(),
-        dict_bytes,
-        bzimage::PROGRESS_STEP,
-        &mut progress,
-    )
-    .map_err(|e| {
-        format!(
-            "bzImage (boot protocol {}.{:02}): {e}",
-            p.version >> 8,
-            p.version & 0xff
-        )
-    })?;
-    drop(dict); // before the domain's memory is taken
+    let n = bzimage::decompress(&p, out.bytes(), bzimage::PROGRESS_STEP, &mut progress).map_err(
+        |e| {
+            format!(
+                "bzImage (boot protocol {}.{:02}): {e}",
+                p.version >> 8,
+                p.version & 0xff
+            )
+        },
+    )?;
     let ns = crate::arch::x86_64::time::tsc_to_ns(crate::arch::x86_64::time::tsc() - t0);
     crate::info!(
         "d{id}: {name}: bzImage {}.{:02}, {} payload {} KiB -> {} KiB in {}.{:03} s",

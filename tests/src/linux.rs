@@ -385,6 +385,20 @@ impl Times {
     }
 }
 
+/// For each console line, the time since the line before it (the first
+/// line: since QEMU's start).
+pub fn gaps(lines: &[Line]) -> Vec<Duration> {
+    let mut prev = Duration::ZERO;
+    lines
+        .iter()
+        .map(|l| {
+            let gap = l.at.saturating_sub(prev);
+            prev = l.at;
+            gap
+        })
+        .collect()
+}
+
 /// The last `n` console lines, with their times.
 pub fn last_lines(out: &RunOutput, n: usize) -> String {
     let from = out.lines.len().saturating_sub(n);
@@ -561,6 +575,18 @@ mod tests {
             at: Duration::from_millis(at_ms),
             text: text.into(),
         }
+    }
+
+    #[test]
+    fn gaps_between_lines() {
+        let l = [
+            line(500, "a"),
+            line(700, "b"),
+            line(700, "c"),
+            line(2000, "d"),
+        ];
+        let ms: Vec<u128> = gaps(&l).iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [500, 200, 0, 1300]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub const HELP: &str = "\
 cargo xtask linux [--domU] [--shell] [--trace] [--vs-xen] [--iso] [--runs K]
-                  [--timeout S] [--release|--debug] [--quiet]
+                  [--timestamps] [--timeout S] [--release|--debug] [--quiet]
 
 Boots Debian's stock Linux kernel on ringvisor in QEMU (TCG, -m 1G) and
 times it. The files are fetched the way a user would, once, into
@@ -59,6 +59,9 @@ run fails, the last console lines.
   --runs K       boot K times (each followed by Xen's boot with --vs-xen)
                  and print the median times with each boot's (default 1;
                  TCG times are noisy on a busy host)
+  --timestamps   after each boot, print every console line with its time
+                 from QEMU's start and the gap since the line before, then
+                 the ten longest gaps (where the boot waits or works)
   --timeout S    bound on each QEMU run in seconds (default 180; 3600 with
                  --shell; 0: none with --shell only)
   --release|--debug  hypervisor profile (default: release)
@@ -78,6 +81,7 @@ pub struct Opts {
     pub profile: Profile,
     pub quiet: bool,
     pub iso: bool,
+    pub timestamps: bool,
     /// Boots of each hypervisor.
     pub runs: usize,
     pub help: bool,
@@ -93,6 +97,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
         profile: Profile::Release,
         quiet: false,
         iso: false,
+        timestamps: false,
         runs: 1,
         help: false,
     };
@@ -111,6 +116,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
             "--vs-xen" => o.vs_xen = true,
             "--quiet" => o.quiet = true,
             "--iso" => o.iso = true,
+            "--timestamps" => o.timestamps = true,
             "--release" => o.profile = Profile::Release,
             "--debug" => o.profile = Profile::Debug,
             "--runs" => {
@@ -248,6 +254,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
         let t = Times::of(&out.lines);
         ok &= judge(&label("ringvisor"), &out, &t, !o.shell);
         rv_times.push(t);
+        if o.timestamps {
+            print_timestamps(&label("ringvisor"), &out);
+        }
         if o.trace {
             let failed = lx::failed_hypercalls(&out.lines, dom);
             if failed.is_empty() {
@@ -276,6 +285,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
             let out = q.run()?;
             let t = Times::of(&out.lines);
             ok &= judge(&label("Xen"), &out, &t, true);
+            if o.timestamps {
+                print_timestamps(&label("Xen"), &out);
+            }
             xen_times.push(t);
         }
     }
@@ -339,6 +351,33 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
     m
 }
 
+/// Every console line with its time from QEMU's start and the gap since
+/// the line before, then the longest gaps: the line each gap ends on is
+/// the first one printed after the wait or the work.
+fn print_timestamps(who: &str, out: &RunOutput) {
+    let gaps = lx::gaps(&out.lines);
+    eprintln!("linux: {who}: the console with times [from start +gap]:");
+    for (l, gap) in out.lines.iter().zip(&gaps) {
+        eprintln!(
+            "[{:7.3} +{:6.3}] {}",
+            l.at.as_secs_f64(),
+            gap.as_secs_f64(),
+            l.text
+        );
+    }
+    let mut by_gap: Vec<usize> = (0..gaps.len()).collect();
+    by_gap.sort_by(|&a, &b| gaps[b].cmp(&gaps[a]));
+    eprintln!("linux: {who}: the longest gaps (before the line shown):");
+    for &i in by_gap.iter().take(10) {
+        eprintln!(
+            "  +{:6.3} s before [{:7.3}] {}",
+            gaps[i].as_secs_f64(),
+            out.lines[i].at.as_secs_f64(),
+            out.lines[i].text
+        );
+    }
+}
+
 /// Prints the run's end; `false` (and the last console lines) unless it
 /// reached the marker and ended cleanly (ringvisor: SUCCESS with every
 /// frame back; Xen: dom0's ACPI power-off or halt). Without `want_marker` (the
@@ -397,9 +436,10 @@ mod tests {
             "--timeout=30",
             "--debug",
             "--iso",
+            "--timestamps",
         ]))
         .unwrap();
-        assert!(o.domu && o.trace && o.vs_xen && o.iso);
+        assert!(o.domu && o.trace && o.vs_xen && o.iso && o.timestamps);
         assert_eq!(
             (o.timeout, o.profile),
             (Some(Duration::from_secs(30)), Profile::Debug)
