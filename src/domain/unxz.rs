@@ -624,22 +624,33 @@ impl Lzma {
 }
 
 /// `out[pos..pos + len]` = the bytes `dist` back, repeating when they
-/// overlap (`dist < len`). Eight bytes a move where the source is at least
-/// that far back (under TCG every memory access costs; matches are most
-/// of a kernel's bytes).
+/// overlap (`dist < len`). Eight bytes a move (under TCG every memory
+/// access costs; matches are most of a kernel's bytes): from `dist` back,
+/// or for a shorter distance from the first multiple of it that is at
+/// least 8 back, which holds the same repeating pattern once its first
+/// bytes are written one at a time. A last move may run past the match
+/// into bytes not decoded yet; they are written again before anything
+/// reads them (the decoder reads only behind its position).
 fn copy_match(out: &mut [u8], pos: usize, dist: usize, len: usize) {
-    let src = pos - dist;
-    let mut i = 0;
-    if dist >= 8 {
-        while i + 8 <= len {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&out[src + i..src + i + 8]);
-            out[pos + i..pos + i + 8].copy_from_slice(&w);
-            i += 8;
-        }
+    let end = pos + len;
+    let back = if dist >= 8 {
+        dist
+    } else {
+        dist * 8usize.div_ceil(dist)
+    };
+    let mut i = pos;
+    while i < end && i < pos + (back - dist) {
+        out[i] = out[i - dist];
+        i += 1;
     }
-    while i < len {
-        out[pos + i] = out[src + i];
+    while i < end && i + 8 <= out.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&out[i - back..i - back + 8]);
+        out[i..i + 8].copy_from_slice(&w);
+        i += 8;
+    }
+    while i < end {
+        out[i] = out[i - dist];
         i += 1;
     }
 }
@@ -908,4 +919,56 @@ fn crc64(data: &[u8]) -> u64 {
     !data.iter().fold(!0u64, |c, &b| {
         T[((c ^ b as u64) & 0xff) as usize] ^ (c >> 8)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn copy_match_repeats_as_a_byte_loop_does() {
+        for dist in 1..20 {
+            for len in 1..40 {
+                for room in [0, 3, 8, 16] {
+                    let pos = 20;
+                    let mut a: Vec<u8> = (0..(pos + len + room) as u8)
+                        .map(|b| b.wrapping_mul(7).wrapping_add(1))
+                        .collect();
+                    let mut b = a.clone();
+                    copy_match(&mut a, pos, dist, len);
+                    for i in pos..pos + len {
+                        b[i] = b[i - dist];
+                    }
+                    assert_eq!(
+                        a[..pos + len],
+                        b[..pos + len],
+                        "dist {dist} len {len} room {room}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crc_known_values() {
+        assert_eq!(crc32(0, b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(crc32(0, b"12345"), b"6789"), 0xcbf4_3926);
+        assert_eq!(crc64(b"123456789"), 0x995d_c9bb_df19_39fa);
+    }
+
+    #[test]
+    fn bcj_x86_turns_absolute_calls_back_into_relative_ones() {
+        // A call at offset 16 whose target the encoder made absolute
+        // (0x100 + 16 + 5): decoded back to relative 0x100.
+        let mut buf = [0x90u8; 32];
+        buf[16] = 0xe8;
+        buf[17..21].copy_from_slice(&(0x100u32 + 21).to_le_bytes());
+        bcj_x86(&mut buf);
+        assert_eq!(buf[17..21], 0x100u32.to_le_bytes());
+        assert!(buf
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| (16..21).contains(&i) || b == 0x90));
+    }
 }
