@@ -47,6 +47,29 @@ fn zero_frame(mfn: u64) {
     }
 }
 
+/// Copy `src` into frame `mfn` from byte `off` (both inside the frame):
+/// at an 8-byte aligned `off`, with plain 8-byte stores as `zero_frame`
+/// (`copy_from_slice` becomes `rep movsq`, one TCG iteration at a time:
+/// the 58 MiB of Debian's kernel were 0.28 s, about twice as long).
+fn copy_to_frame(mfn: u64, off: usize, src: &[u8]) {
+    let dst = &mut frame_bytes(mfn)[off..off + src.len()];
+    if off % 8 != 0 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d8, s8) in (&mut d).zip(&mut s) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(s8);
+        // SAFETY: `d8` is 8 bytes of the frame at an 8-byte aligned
+        // address (the frame is page aligned, `off` a multiple of 8);
+        // volatile only so the loop is not turned back into a memcpy.
+        unsafe { core::ptr::write_volatile(d8.as_mut_ptr() as *mut u64, u64::from_ne_bytes(w)) };
+    }
+    d.into_remainder().copy_from_slice(s.remainder());
+}
+
 fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
     // SAFETY: as frame_bytes; a 4 KiB aligned frame is 512 aligned u64s.
     unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
@@ -358,8 +381,7 @@ pub fn build(
             let at = pa + done as u64;
             let off = (at % PAGE) as usize;
             let n = (PAGE as usize - off).min(bytes.len() - done);
-            frame_bytes(p2m[(at / PAGE) as usize])[off..off + n]
-                .copy_from_slice(&bytes[done..done + n]);
+            copy_to_frame(p2m[(at / PAGE) as usize], off, &bytes[done..done + n]);
             done += n;
         }
     };
