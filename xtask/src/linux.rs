@@ -29,8 +29,10 @@ powers off (`poweroff -f`). QEMU gets
 
 so the kernel is domain 0 and the cpio its initrd. The console streams
 as it comes; at the end xtask prints the time from QEMU's start to the
-kernel's first line (`Linux version`) and to the marker, and, when the
-run fails, the last console lines.
+kernel's first line (`Linux version`) and to the marker, with QEMU's CPU
+time at each (its threads' time on a CPU, from /proc: a busy host
+stretches it far less than the wall clock), and, when the run fails, the
+last console lines.
 
   --domU         Linux as domain 1, after guest-hello as domain 0
                  (rv.mem=32M), which ends within a second
@@ -241,6 +243,7 @@ fn linux(o: &Opts) -> Result<ExitCode> {
         eprintln!("linux: your input goes to d0 while it runs, then on to d1 when d0 has ended (or type Ctrl-A three times)");
     }
     let mut ok = true;
+    let load_before = load_average();
     let (mut rv_times, mut xen_times) = (Vec::new(), Vec::new());
     for run in 1..=o.runs {
         let label = |who: &str| {
@@ -304,6 +307,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
             String::new()
         }
     );
+    if let (Some(a), Some(b)) = (load_before, load_average()) {
+        eprintln!("  host load average (1 min): {a} before the boots, {b} after");
+    }
     let rv = summarize(&format!("ringvisor (Linux as d{dom})"), &rv_times);
     if !xen_times.is_empty() {
         let xen = summarize("Xen 4.17  (Linux as dom0)", &xen_times);
@@ -321,6 +327,13 @@ fn linux(o: &Opts) -> Result<ExitCode> {
     })
 }
 
+/// The host's 1-minute load average (`/proc/loadavg`), to print beside
+/// wall-clock figures: TCG times grow with it.
+fn load_average() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next().map(str::to_string)
+}
+
 /// Prints one line of times (medians, each boot's in brackets when there
 /// are several) and returns the medians.
 fn summarize(who: &str, runs: &[Times]) -> Times {
@@ -335,6 +348,8 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
     let m = Times {
         kernel: med(|t| t.kernel),
         init: med(|t| t.init),
+        kernel_cpu: med(|t| t.kernel_cpu),
+        init_cpu: med(|t| t.init_cpu),
     };
     let each = if runs.len() > 1 {
         let all = |f: fn(&Times) -> Option<Duration>| {
@@ -343,7 +358,13 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        format!(" [kernel {}; /init {}]", all(|t| t.kernel), all(|t| t.init))
+        format!(
+            " [kernel {}; /init {}; CPU {}; {}]",
+            all(|t| t.kernel),
+            all(|t| t.init),
+            all(|t| t.kernel_cpu),
+            all(|t| t.init_cpu)
+        )
     } else {
         String::new()
     };
