@@ -53,7 +53,7 @@ fn zero_frame(mfn: u64) {
 /// the 58 MiB of Debian's kernel were 0.28 s, about twice as long).
 fn copy_to_frame(mfn: u64, off: usize, src: &[u8]) {
     let dst = &mut frame_bytes(mfn)[off..off + src.len()];
-    if off % 8 != 0 {
+    if !off.is_multiple_of(8) {
         dst.copy_from_slice(src);
         return;
     }
