@@ -100,8 +100,8 @@ pub struct Layout {
     /// `INIT_P2M`: the list outside the bootstrap region.
     pub p2m: Option<P2mArea>,
     /// Pseudo-physical pages [0, laid_out_pages) hold everything placed:
-    /// the bootstrap region, and past it an unmapped initrd and the
-    /// `INIT_P2M` list (the builder zeroes at least these).
+    /// the bootstrap region, and past it (after the rest of its
+    /// power-of-two chunk) an unmapped initrd and the `INIT_P2M` list.
     pub laid_out_pages: u64,
 }
 

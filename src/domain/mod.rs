@@ -6,6 +6,7 @@ pub mod builder;
 pub mod bzimage;
 pub mod elf;
 pub mod layout;
+pub mod unxz;
 #[cfg(target_os = "none")]
 pub mod vcpu;
 

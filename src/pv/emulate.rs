@@ -364,6 +364,19 @@ pub fn privileged(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, insn: &[u8
                 // domain.
                 cmos_port(d, f, port, matches!(op, 0xe6 | 0xee));
                 what = "in/out (CMOS)";
+            } else if let (true, Some(port @ (0x42 | 0x43 | 0x61)), 0xe4 | 0xe6 | 0xec | 0xee) =
+                (d.privileged, port, op)
+            {
+                // The initial domain's PIT channel 2 (Linux calibrates its
+                // TSC with it; floating high, its quick calibration polls
+                // 100000 times before giving up): passed on as Xen's
+                // hwdom_pit_access.
+                let write = matches!(op, 0xe6 | 0xee).then_some(f.rax as u8);
+                let got = crate::arch::x86_64::time::pit_ch2_access(port, write);
+                if write.is_none() {
+                    f.rax = (f.rax & !0xff) | got.unwrap_or(0xff) as u64;
+                }
+                what = "in/out (PIT channel 2)";
             } else {
                 // No other I/O port is passed through: reads float high,
                 // writes are dropped (Xen does the same for ports a domain

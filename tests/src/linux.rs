@@ -363,26 +363,55 @@ pub struct Times {
     pub kernel: Option<Duration>,
     /// To the marker `/init` prints.
     pub init: Option<Duration>,
+    /// QEMU's CPU time at those two lines ([`Line::cpu`]): what a busy
+    /// host inflates least.
+    pub kernel_cpu: Option<Duration>,
+    pub init_cpu: Option<Duration>,
 }
 
 impl Times {
     pub fn of(lines: &[Line]) -> Times {
-        let at = |needle: &str| lines.iter().find(|l| l.text.contains(needle)).map(|l| l.at);
+        let line = |needle: &str| lines.iter().find(|l| l.text.contains(needle));
         Times {
-            kernel: at(KERNEL_LINE),
-            init: at(MARKER),
+            kernel: line(KERNEL_LINE).map(|l| l.at),
+            init: line(MARKER).map(|l| l.at),
+            kernel_cpu: line(KERNEL_LINE).and_then(|l| l.cpu),
+            init_cpu: line(MARKER).and_then(|l| l.cpu),
         }
     }
 
-    /// `first kernel line 3.512 s, /init 8.851 s`.
+    /// `first kernel line 3.512 s, /init 8.851 s (QEMU CPU time 3.401 s,
+    /// 8.103 s)`.
     pub fn describe(&self) -> String {
         let t = |d: Option<Duration>| d.map_or("not reached".to_string(), crate::qemu::secs);
+        let cpu = match (self.kernel_cpu, self.init_cpu) {
+            (Some(k), Some(i)) => format!(
+                " (QEMU CPU time {}, {})",
+                crate::qemu::secs(k),
+                crate::qemu::secs(i)
+            ),
+            _ => String::new(),
+        };
         format!(
-            "first kernel line {}, /init {}",
+            "first kernel line {}, /init {}{cpu}",
             t(self.kernel),
             t(self.init)
         )
     }
+}
+
+/// For each console line, the time since the line before it (the first
+/// line: since QEMU's start).
+pub fn gaps(lines: &[Line]) -> Vec<Duration> {
+    let mut prev = Duration::ZERO;
+    lines
+        .iter()
+        .map(|l| {
+            let gap = l.at.saturating_sub(prev);
+            prev = l.at;
+            gap
+        })
+        .collect()
 }
 
 /// The last `n` console lines, with their times.
@@ -560,7 +589,20 @@ mod tests {
         Line {
             at: Duration::from_millis(at_ms),
             text: text.into(),
+            cpu: None,
         }
+    }
+
+    #[test]
+    fn gaps_between_lines() {
+        let l = [
+            line(500, "a"),
+            line(700, "b"),
+            line(700, "c"),
+            line(2000, "d"),
+        ];
+        let ms: Vec<u128> = gaps(&l).iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [500, 200, 0, 1300]);
     }
 
     #[test]

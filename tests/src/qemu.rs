@@ -301,6 +301,7 @@ impl Qemu {
             Ok(c) => c,
             Err(e) => bail!("cannot start qemu-system-x86_64: {e}"),
         };
+        let pid = child.id();
         let mut child = KillOnDrop(child);
         let stdout = child.0.stdout.take().expect("piped");
         let stderr = child.0.stderr.take().expect("piped");
@@ -311,7 +312,7 @@ impl Qemu {
         let echo = self.echo;
         let serial = {
             let lines = Arc::clone(&lines);
-            thread::spawn(move || read_serial(stdout, start, echo, &lines))
+            thread::spawn(move || read_serial(stdout, start, pid, echo, &lines))
         };
         let errors = thread::spawn(move || read_stderr(stderr, echo));
 
@@ -428,7 +429,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn read_serial(mut from: impl Read, start: Instant, echo: bool, lines: &Mutex<Vec<Line>>) {
+fn read_serial(
+    mut from: impl Read,
+    start: Instant,
+    pid: u32,
+    echo: bool,
+    lines: &Mutex<Vec<Line>>,
+) {
     let mut buf = [0u8; 4096];
     let mut partial: Vec<u8> = Vec::new();
     let mut out = std::io::stdout();
@@ -438,6 +445,7 @@ fn read_serial(mut from: impl Read, start: Instant, echo: bool, lines: &Mutex<Ve
             Ok(n) => n,
         };
         let at = start.elapsed();
+        let cpu = cpu_time(pid);
         if echo {
             let _ = out.write_all(&buf[..n]);
             let _ = out.flush();
@@ -449,7 +457,7 @@ fn read_serial(mut from: impl Read, start: Instant, echo: bool, lines: &Mutex<Ve
                 lines
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(Line { at, text });
+                    .push(Line { at, text, cpu });
             } else {
                 partial.push(b);
             }
@@ -460,6 +468,7 @@ fn read_serial(mut from: impl Read, start: Instant, echo: bool, lines: &Mutex<Ve
         lines.lock().unwrap_or_else(|p| p.into_inner()).push(Line {
             at: start.elapsed(),
             text,
+            cpu: None,
         });
     }
 }
@@ -519,6 +528,20 @@ pub fn clean(raw: &[u8]) -> String {
 pub struct Line {
     pub at: Duration,
     pub text: String,
+    /// QEMU's CPU time then, all its threads (Linux `/proc`; `None`
+    /// elsewhere): under TCG a busy host stretches `at` far more than this.
+    pub cpu: Option<Duration>,
+}
+
+/// CPU time process `pid` has run so far, summed over its threads
+/// (`/proc/PID/task/*/schedstat`, nanoseconds on a CPU).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+        ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 impl Line {
@@ -783,6 +806,7 @@ mod tests {
         let l = Line {
             at: Duration::ZERO,
             text: "junk(RV) exit: success".into(),
+            cpu: None,
         };
         assert_eq!(l.rv(), Some("(RV) exit: success"));
     }

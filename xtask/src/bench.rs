@@ -419,6 +419,7 @@ fn boot_xen(
                         .send(Line {
                             at,
                             text: qemu::clean(&partial),
+                            cpu: None,
                         })
                         .is_err()
                     {
@@ -434,6 +435,7 @@ fn boot_xen(
             let _ = tx.send(Line {
                 at: start.elapsed(),
                 text: qemu::clean(&partial),
+                cpu: None,
             });
         }
     });

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub const HELP: &str = "\
 cargo xtask linux [--domU] [--shell] [--trace] [--vs-xen] [--iso] [--runs K]
-                  [--timeout S] [--release|--debug] [--quiet]
+                  [--timestamps] [--timeout S] [--release|--debug] [--quiet]
 
 Boots Debian's stock Linux kernel on ringvisor in QEMU (TCG, -m 1G) and
 times it. The files are fetched the way a user would, once, into
@@ -29,8 +29,10 @@ powers off (`poweroff -f`). QEMU gets
 
 so the kernel is domain 0 and the cpio its initrd. The console streams
 as it comes; at the end xtask prints the time from QEMU's start to the
-kernel's first line (`Linux version`) and to the marker, and, when the
-run fails, the last console lines.
+kernel's first line (`Linux version`) and to the marker, with QEMU's CPU
+time at each (its threads' time on a CPU, from /proc: a busy host
+stretches it far less than the wall clock), and, when the run fails, the
+last console lines.
 
   --domU         Linux as domain 1, after guest-hello as domain 0
                  (rv.mem=32M), which ends within a second
@@ -59,6 +61,9 @@ run fails, the last console lines.
   --runs K       boot K times (each followed by Xen's boot with --vs-xen)
                  and print the median times with each boot's (default 1;
                  TCG times are noisy on a busy host)
+  --timestamps   after each boot, print every console line with its time
+                 from QEMU's start and the gap since the line before, then
+                 the ten longest gaps (where the boot waits or works)
   --timeout S    bound on each QEMU run in seconds (default 180; 3600 with
                  --shell; 0: none with --shell only)
   --release|--debug  hypervisor profile (default: release)
@@ -78,6 +83,7 @@ pub struct Opts {
     pub profile: Profile,
     pub quiet: bool,
     pub iso: bool,
+    pub timestamps: bool,
     /// Boots of each hypervisor.
     pub runs: usize,
     pub help: bool,
@@ -93,6 +99,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
         profile: Profile::Release,
         quiet: false,
         iso: false,
+        timestamps: false,
         runs: 1,
         help: false,
     };
@@ -111,6 +118,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
             "--vs-xen" => o.vs_xen = true,
             "--quiet" => o.quiet = true,
             "--iso" => o.iso = true,
+            "--timestamps" => o.timestamps = true,
             "--release" => o.profile = Profile::Release,
             "--debug" => o.profile = Profile::Debug,
             "--runs" => {
@@ -235,6 +243,7 @@ fn linux(o: &Opts) -> Result<ExitCode> {
         eprintln!("linux: your input goes to d0 while it runs, then on to d1 when d0 has ended (or type Ctrl-A three times)");
     }
     let mut ok = true;
+    let load_before = load_average();
     let (mut rv_times, mut xen_times) = (Vec::new(), Vec::new());
     for run in 1..=o.runs {
         let label = |who: &str| {
@@ -248,6 +257,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
         let t = Times::of(&out.lines);
         ok &= judge(&label("ringvisor"), &out, &t, !o.shell);
         rv_times.push(t);
+        if o.timestamps {
+            print_timestamps(&label("ringvisor"), &out);
+        }
         if o.trace {
             let failed = lx::failed_hypercalls(&out.lines, dom);
             if failed.is_empty() {
@@ -276,6 +288,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
             let out = q.run()?;
             let t = Times::of(&out.lines);
             ok &= judge(&label("Xen"), &out, &t, true);
+            if o.timestamps {
+                print_timestamps(&label("Xen"), &out);
+            }
             xen_times.push(t);
         }
     }
@@ -292,6 +307,9 @@ fn linux(o: &Opts) -> Result<ExitCode> {
             String::new()
         }
     );
+    if let (Some(a), Some(b)) = (load_before, load_average()) {
+        eprintln!("  host load average (1 min): {a} before the boots, {b} after");
+    }
     let rv = summarize(&format!("ringvisor (Linux as d{dom})"), &rv_times);
     if !xen_times.is_empty() {
         let xen = summarize("Xen 4.17  (Linux as dom0)", &xen_times);
@@ -309,6 +327,13 @@ fn linux(o: &Opts) -> Result<ExitCode> {
     })
 }
 
+/// The host's 1-minute load average (`/proc/loadavg`), to print beside
+/// wall-clock figures: TCG times grow with it.
+fn load_average() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next().map(str::to_string)
+}
+
 /// Prints one line of times (medians, each boot's in brackets when there
 /// are several) and returns the medians.
 fn summarize(who: &str, runs: &[Times]) -> Times {
@@ -323,6 +348,8 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
     let m = Times {
         kernel: med(|t| t.kernel),
         init: med(|t| t.init),
+        kernel_cpu: med(|t| t.kernel_cpu),
+        init_cpu: med(|t| t.init_cpu),
     };
     let each = if runs.len() > 1 {
         let all = |f: fn(&Times) -> Option<Duration>| {
@@ -331,12 +358,45 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        format!(" [kernel {}; /init {}]", all(|t| t.kernel), all(|t| t.init))
+        format!(
+            " [kernel {}; /init {}; CPU {}; {}]",
+            all(|t| t.kernel),
+            all(|t| t.init),
+            all(|t| t.kernel_cpu),
+            all(|t| t.init_cpu)
+        )
     } else {
         String::new()
     };
     eprintln!("  {who}: {}{each}", m.describe());
     m
+}
+
+/// Every console line with its time from QEMU's start and the gap since
+/// the line before, then the longest gaps: the line each gap ends on is
+/// the first one printed after the wait or the work.
+fn print_timestamps(who: &str, out: &RunOutput) {
+    let gaps = lx::gaps(&out.lines);
+    eprintln!("linux: {who}: the console with times [from start +gap]:");
+    for (l, gap) in out.lines.iter().zip(&gaps) {
+        eprintln!(
+            "[{:7.3} +{:6.3}] {}",
+            l.at.as_secs_f64(),
+            gap.as_secs_f64(),
+            l.text
+        );
+    }
+    let mut by_gap: Vec<usize> = (0..gaps.len()).collect();
+    by_gap.sort_by(|&a, &b| gaps[b].cmp(&gaps[a]));
+    eprintln!("linux: {who}: the longest gaps (before the line shown):");
+    for &i in by_gap.iter().take(10) {
+        eprintln!(
+            "  +{:6.3} s before [{:7.3}] {}",
+            gaps[i].as_secs_f64(),
+            out.lines[i].at.as_secs_f64(),
+            out.lines[i].text
+        );
+    }
 }
 
 /// Prints the run's end; `false` (and the last console lines) unless it
@@ -397,9 +457,10 @@ mod tests {
             "--timeout=30",
             "--debug",
             "--iso",
+            "--timestamps",
         ]))
         .unwrap();
-        assert!(o.domu && o.trace && o.vs_xen && o.iso);
+        assert!(o.domu && o.trace && o.vs_xen && o.iso && o.timestamps);
         assert_eq!(
             (o.timeout, o.profile),
             (Some(Duration::from_secs(30)), Profile::Debug)

@@ -124,6 +124,45 @@ pub fn init(f: &Features) -> (u64, TscSource) {
     (hz, src)
 }
 
+/// A byte access of the initial domain to PIT channel 2 or port 0x61, as
+/// Xen's `hwdom_pit_access` passes them to the hardware domain when Xen
+/// does not use channel 2 itself (neither do we after `calibrate_with_pit`
+/// at boot): the channel 2 counter (0x42) both ways; on the mode port
+/// (0x43) a control word for counter 2, or a read-back with the other
+/// counters' select bits dropped (Xen emulates those on the domain's
+/// virtual PIT; here they select nothing); on port 0x61 reads, and writes
+/// of the gate and speaker bits only. `write`: the byte written. Returns
+/// the byte read, or `None` when the access is not passed on (a read of
+/// the mode port, a control word for counter 0 or 1).
+pub fn pit_ch2_access(port: u16, write: Option<u8>) -> Option<u8> {
+    // SAFETY: channel 2 and port 0x61 are not used by the hypervisor after
+    // boot; only counter 2's control words and 0x61's low two bits are
+    // written, so channels 0 and 1 and the rest of 0x61 stay as they are.
+    unsafe {
+        match (port, write) {
+            (0x42, None) => Some(inb(0x42)),
+            (0x42, Some(v)) => {
+                outb(0x42, v);
+                Some(0)
+            }
+            (0x43, Some(v)) if v & 0xc0 == 0x80 => {
+                outb(0x43, v);
+                Some(0)
+            }
+            (0x43, Some(v)) if v & 0xc0 == 0xc0 && v & 0x08 != 0 => {
+                outb(0x43, v & 0xf8);
+                Some(0)
+            }
+            (0x61, None) => Some(inb(0x61)),
+            (0x61, Some(v)) => {
+                outb(0x61, (inb(0x61) & !3) | (v & 3));
+                Some(0)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Wall-clock seconds since 1970 when the hypervisor started its clock,
 /// from the CMOS real-time clock.
 static BOOT_EPOCH: AtomicU64 = AtomicU64::new(0);
