@@ -46,7 +46,7 @@ pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
 // Tour 02: every entry from a guest, and the way back
 #[inline(never)]
 pub fn from_guest(f: &mut TrapFrame) {
-    use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
+    use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
     if on_domain(f) {
         return;
@@ -61,7 +61,7 @@ pub fn from_guest(f: &mut TrapFrame) {
             VEC_HYPERCALL32 if f.cs & 3 == 1 => compat_hypercall(hv, f),
             // Interrupts were handled by trap_dispatch; nothing of the
             // guest's to do.
-            TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
+            TIMER_VECTOR | SPURIOUS_VECTOR | WAKE_VECTOR | FLUSH_VECTOR | 0x20..=0x2f => {}
             _ => guest_trap(hv, f),
         }
         before_guest_return(hv, f)
@@ -130,7 +130,7 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// (`leave_domain`). `false`: nothing done (a global hypercall, an event
 /// sent to another domain, or no domain yet): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
-    use crate::arch::x86_64::apic::{SPURIOUS_VECTOR, TIMER_VECTOR};
+    use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
     let Some(cell) = current_domain() else {
         return false;
@@ -169,7 +169,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
                 traps::inject(d, f, traps::VEC_GP, Some(0x82 << 3 | 2));
             }
         }
-        TIMER_VECTOR | SPURIOUS_VECTOR | 0x20..=0x2f => {}
+        TIMER_VECTOR | SPURIOUS_VECTOR | WAKE_VECTOR | FLUSH_VECTOR | 0x20..=0x2f => {}
         _ => guest_trap_on(d, f),
     }
     let pc = crate::arch::x86_64::percpu::this();

@@ -186,7 +186,7 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
         crate::trace::record_call(nr, pc.ids.load(Ordering::Relaxed), f.rdi, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
-        traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret);
+        traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret, "");
     }
     if !alive || !leave(pc, f) {
         locked_way_out(f);
@@ -396,7 +396,7 @@ fn quick_out(pc: &PerCpu, r: &mut QuickRegs, ret: Ret, alive: bool) -> Quick {
 #[cold]
 #[inline(never)]
 fn quick_traced(pc: &PerCpu, r: &mut QuickRegs, nr: u64, ret: Ret, alive: bool) -> Quick {
-    traced(pc, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], ret);
+    traced(pc, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], ret, "");
     const MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
     if !alive || !nothing_pending(pc) || !is_canonical(r.rcx) || r.r11 & MUST != 0x202 {
         return Quick::Done;
@@ -547,12 +547,12 @@ fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
 /// The trace line `hypercall::log_call` writes (`trace=hypercall`).
 #[cold]
 #[inline(never)]
-fn traced(pc: &PerCpu, nr: u64, a: [u64; 5], ret: Ret) {
+fn traced(pc: &PerCpu, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
     let ids = pc.ids.load(Ordering::Relaxed);
     let (dom, vcpu) = (ids as u16, (ids >> 16) as u16);
     crate::trace!(
         crate::trace::TRACE_HYPERCALL,
-        "d{dom}v{vcpu} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}",
+        "d{dom}v{vcpu} hypercall {} ({nr}) ({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {ret}{tail}",
         hypercall_name(nr),
         a[0],
         a[1],
@@ -602,7 +602,10 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
         crate::trace::record_call(nr, ids, f.rbx as u32 as u64, ret as u64);
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
-        traced(pc, nr, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], ret);
+        // A 32-bit guest's arguments: ebx, ecx, edx, esi, edi (as
+        // `compat::dispatch` logs them).
+        let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|x| x as u32 as u64);
+        traced(pc, nr, a, ret, " (32-bit)");
     }
     // retcheck's flat case for a 32-bit guest, as `before_guest_return`
     // asks it: its flat ring-1 or ring-3 selectors, eip below 4 GiB.

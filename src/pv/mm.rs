@@ -510,10 +510,18 @@ fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
             let mfn = ptr >> 12;
             match ft.get(mfn) {
                 Some(i) if i.owner == d.id => match i.kind {
-                    Kind::Table(level) => (
-                        update_entry(d, ft, mfn, level, ((ptr & 0xfff) / 8) as usize, u.val),
-                        level,
-                    ),
+                    Kind::Table(level) => {
+                        let index = ((ptr & 0xfff) / 8) as usize;
+                        // PRESERVE_AD: the new entry keeps the accessed and
+                        // dirty bits the old one has (Xen's update_intpte
+                        // with preserve_ad; neither bit is checked).
+                        let val = if cmd == MMU_PT_UPDATE_PRESERVE_AD {
+                            u.val | (read_pte(mfn, index) & (PTE_A | PTE_D))
+                        } else {
+                            u.val
+                        };
+                        (update_entry(d, ft, mfn, level, index, val), level)
+                    }
                     // Not a page table: as Xen (get_page_type(writable) and
                     // paging_write_guest_entry), written like memory when
                     // the frame could be mapped writable (Linux builds its

@@ -126,6 +126,33 @@ fn guest32_hello() {
     assert_eq!(out.verdict, Verdict::Success, "{t}");
 }
 
+/// `trace=hypercall` names a 32-bit guest's arguments as it passed them
+/// (ebx, ecx, edx, esi, edi) on the lock-free path too (`pv::fast`, which
+/// answers the unassigned numbers), with the "(32-bit)" tail the locked
+/// path writes.
+#[test]
+fn guest32_trace_shows_its_own_arguments() {
+    let what = "guest32-hello with trace=hypercall";
+    let g = build::test_guest("guest32-hello").unwrap_or_else(|e| panic!("{e}"));
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let out = Qemu::kernel(elf)
+        .smp(SMP)
+        .cmdline("trace=hypercall")
+        .guest(GuestSpec::new(g).default_opt("mem", "32M"))
+        .timeout(Some(Duration::from_secs(60)))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let t = out.transcript();
+    assert_eq!(out.verdict, Verdict::Success, "{t}");
+    // hypercall(60, [1, 2, 3, 4, 5]): unassigned, answered lock-free.
+    assert!(
+        out.rv_lines().any(|l| l.contains(
+            "trace: d0v0 hypercall unknown (60) (0x1, 0x2, 0x3, 0x4, 0x5) = -38 (32-bit)"
+        )),
+        "{what}: no trace line with the guest's own arguments\n{t}"
+    );
+}
+
 #[test]
 fn hello32_beside_a_64_bit_guest() {
     let what = "hello32 + guest-hello";

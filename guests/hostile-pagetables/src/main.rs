@@ -975,6 +975,31 @@ fn batches(w: &Window) {
         format_args!("{:#x} {:#x} {:#x}", w.entry(30), w.entry(31), w.entry(32)),
     );
     w.unmap(30);
+    // MMU_PT_UPDATE_PRESERVE_AD: the entry keeps the accessed and dirty
+    // bits it had (Xen's update_intpte with preserve_ad); a normal update
+    // writes them as given.
+    let (_, g) = alloc_page();
+    check_rc(
+        "mmu_update: a page mapped with A and D set",
+        mmu1(w.pte_maddr(41), g << 12 | LEAF_RW),
+        0,
+    );
+    check_rc(
+        "MMU_PT_UPDATE_PRESERVE_AD of the entry without A and D: 0",
+        mmu1(
+            w.pte_maddr(41) | abi::MMU_PT_UPDATE_PRESERVE_AD,
+            g << 12 | (LEAF_RW & !(A | D)),
+        ),
+        0,
+    );
+    check_eq("  ... A and D kept", w.entry(41) & (A | D), A | D);
+    check_rc(
+        "MMU_NORMAL_PT_UPDATE of the entry without A and D: 0",
+        mmu1(w.pte_maddr(41), g << 12 | (LEAF_RW & !(A | D))),
+        0,
+    );
+    check_eq("  ... A and D cleared", w.entry(41) & (A | D), 0);
+    w.unmap(41);
 }
 
 fn misuse(w: &Window) {
