@@ -92,16 +92,19 @@ impl FrameView {
         (self.va - paging::phys_to_virt(0)) >> 12
     }
 
+    /// Entry `i`'s address. An index past 511 wraps within the frame
+    /// (debug builds stop on it): a mask, not a branch to a panic, keeps the
+    /// mmu_update and update_va_mapping paths as short as raw pointers did.
     #[inline(always)]
     fn word_ptr(&self, i: usize) -> *mut u64 {
-        assert!(i < ENTRIES);
-        (self.va + i as u64 * 8) as *mut u64
+        debug_assert!(i < ENTRIES);
+        (self.va + (i % ENTRIES) as u64 * 8) as *mut u64
     }
 
     /// Entry `i` (0..512) of the frame read as a table of u64s.
     #[inline(always)]
     pub fn read(&self, i: usize) -> u64 {
-        // SAFETY: in bounds and aligned (checked in word_ptr) of a frame
+        // SAFETY: in bounds and aligned (word_ptr masks the index) of a frame
         // valid by construction; volatile, as others may write it.
         unsafe { self.word_ptr(i).read_volatile() }
     }
