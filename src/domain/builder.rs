@@ -346,12 +346,17 @@ pub fn build(
         Some(a) => a.first_pfn * PAGE,
         None => l.vphysmap - l.v_start,
     };
-    for (pfn, &mfn) in p2m.iter().enumerate() {
-        if compat {
-            write_pa(p2m_pa + pfn as u64 * 4, &(mfn as u32).to_le_bytes());
-        } else {
-            write_pa(p2m_pa + pfn as u64 * 8, &mfn.to_le_bytes());
+    // A page's worth of entries at a time: each write looks its frame up.
+    let width = if compat { 4 } else { 8 };
+    let mut buf = [0u8; PAGE as usize];
+    for (i, chunk) in p2m.chunks(PAGE as usize / width).enumerate() {
+        for (e, &mfn) in buf.chunks_exact_mut(width).zip(chunk) {
+            e.copy_from_slice(&mfn.to_le_bytes()[..width]);
         }
+        write_pa(
+            p2m_pa + (i * PAGE as usize) as u64,
+            &buf[..chunk.len() * width],
+        );
     }
 
     // The initial page tables, allocated in order from the vpt region.
@@ -376,7 +381,23 @@ pub fn build(
     let leaf_user = if compat { 0 } else { PTE_US };
     // Map `va` to `mfn`; missing tables come from pseudo-physical pages
     // `*next_table`, `*next_table + 1`, ...
-    let map = |ft: &FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
+    // The L1 table of the last 2 MiB mapped, so a run of pages looks up
+    // its tables once (each lookup takes the frame's record lock).
+    let mut last_l1: Option<(u64, FrameView)> = None;
+    let mut map = |ft: &FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
+        let leaf = ((va >> 12) & 511) as usize;
+        let entry = mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
+        let count = || {
+            ft.with(mfn, |info| {
+                info.mapped += 1;
+                info.writable += (rw != 0) as u32;
+            })
+        };
+        if let Some((_, l1)) = last_l1.filter(|&(at, _)| at == va >> 21) {
+            l1.write(leaf, entry);
+            count();
+            return;
+        }
         let mut t = top;
         for level in (2..=top_level).rev() {
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
@@ -390,14 +411,10 @@ pub fn build(
             }
             t = (table.read(idx) & crate::pv::guest_mem::PTE_ADDR) >> 12;
         }
-        frame(ft, t).write(
-            ((va >> 12) & 511) as usize,
-            mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw,
-        );
-        ft.with(mfn, |info| {
-            info.mapped += 1;
-            info.writable += (rw != 0) as u32;
-        });
+        let l1 = frame(ft, t);
+        l1.write(leaf, entry);
+        count();
+        last_l1 = Some((va >> 21, l1));
     };
     let mut va = l.v_start;
     while va < l.v_end {
