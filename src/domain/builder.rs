@@ -23,56 +23,15 @@ use super::vcpu::Vcpu;
 use super::{DomId, Domain, State};
 use crate::cmdline::ModuleCmdline;
 use crate::mm::frametable::{FrameTable, Kind};
-use crate::mm::paging::{self, phys_to_virt};
+use crate::mm::paging;
+use crate::mm::view::{FrameBuf, FrameView};
 use crate::pv::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
 
-fn frame_bytes(mfn: u64) -> &'static mut [u8; 4096] {
-    // SAFETY: `mfn` was just allocated to the domain being built (so no
-    // one else uses it) and lies in the direct map; the builder is the only
-    // code touching the domain until its vCPU first runs.
-    unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u8; 4096]) }
-}
-
-/// Zero a frame with plain 8-byte stores, 64 bytes a loop. (`fill(0)`
-/// becomes `rep stosq`, which QEMU's TCG runs an iteration at a time:
-/// building a 941 MiB initial domain took 3.6 s of zeroing that way.)
-fn zero_frame(mfn: u64) {
-    let words = frame_u64s(mfn);
-    for chunk in words.chunks_exact_mut(8) {
-        for w in chunk {
-            // SAFETY: `w` is a valid, aligned u64 of the frame; volatile
-            // only so the loop is not turned back into a memset.
-            unsafe { core::ptr::write_volatile(w, 0) };
-        }
-    }
-}
-
-/// Copy `src` into frame `mfn` from byte `off` (both inside the frame):
-/// at an 8-byte aligned `off`, with plain 8-byte stores as `zero_frame`
-/// (`copy_from_slice` becomes `rep movsq`, one TCG iteration at a time:
-/// the 58 MiB of Debian's kernel were 0.28 s, about twice as long).
-fn copy_to_frame(mfn: u64, off: usize, src: &[u8]) {
-    let dst = &mut frame_bytes(mfn)[off..off + src.len()];
-    if !off.is_multiple_of(8) {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d8, s8) in (&mut d).zip(&mut s) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(s8);
-        // SAFETY: `d8` is 8 bytes of the frame at an 8-byte aligned
-        // address (the frame is page aligned, `off` a multiple of 8);
-        // volatile only so the loop is not turned back into a memcpy.
-        unsafe { core::ptr::write_volatile(d8.as_mut_ptr() as *mut u64, u64::from_ne_bytes(w)) };
-    }
-    d.into_remainder().copy_from_slice(s.remainder());
-}
-
-fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
-    // SAFETY: as frame_bytes; a 4 KiB aligned frame is 512 aligned u64s.
-    unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
+/// A frame of the domain being built: the frame table records it as the
+/// domain's from the start (`ft.assign` before any write), and the builder
+/// is the only code touching the domain until its vCPU first runs.
+fn frame(ft: &FrameTable, mfn: u64) -> FrameView {
+    FrameView::owned(ft, mfn).expect("the builder writes only the domain's own frames")
 }
 
 /// Why a domain was not built.
@@ -104,45 +63,15 @@ impl From<&str> for BuildError {
     }
 }
 
-/// Contiguous frames from the frame allocator, for buffers far larger than
-/// the hypervisor heap (a decompressed kernel); given
-/// back when dropped.
-struct FrameBuf {
-    first: u64,
-    pages: u64,
-}
-
-impl FrameBuf {
-    fn new(bytes: usize, what: &str) -> Result<FrameBuf, BuildError> {
-        let pages = (bytes as u64).div_ceil(PAGE).max(1);
-        match paging::with_frames(|fa| fa.alloc_contiguous(pages, 1)) {
-            Some(f) => Ok(FrameBuf { first: f.0, pages }),
-            None => Err(BuildError::NoMemory(format!(
-                "out of memory: no {} KiB of contiguous memory for {what}",
-                pages * 4
-            ))),
-        }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the frames [first, first + pages) were taken from the
-        // allocator for this buffer alone and stay ours until `drop`; the
-        // direct map maps them writable and contiguous.
-        unsafe {
-            core::slice::from_raw_parts_mut(
-                phys_to_virt(self.first << 12) as *mut u8,
-                (self.pages * PAGE) as usize,
-            )
-        }
-    }
-}
-
-impl Drop for FrameBuf {
-    fn drop(&mut self) {
-        for f in self.first..self.first + self.pages {
-            let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(f)));
-        }
-    }
+/// Contiguous frames for `bytes`, or why there are none now.
+fn frame_buf(bytes: usize, what: &str) -> Result<FrameBuf, BuildError> {
+    let pages = (bytes as u64).div_ceil(PAGE).max(1);
+    FrameBuf::new(pages).ok_or_else(|| {
+        BuildError::NoMemory(format!(
+            "out of memory: no {} KiB of contiguous memory for {what}",
+            pages * 4
+        ))
+    })
 }
 
 /// If `image` is a bzImage, decompress its kernel (an ELF) into frames of
@@ -158,7 +87,7 @@ fn unpack_bzimage(
         return Ok(None);
     };
     let t0 = crate::arch::x86_64::time::tsc();
-    let mut out = FrameBuf::new(p.out_len, "the decompressed kernel")?;
+    let mut out = frame_buf(p.out_len, "the decompressed kernel")?;
     let total = p.out_len;
     let mut progress = |done: usize| {
         crate::info!(
@@ -330,19 +259,19 @@ pub fn build(
         |ranges: &[(u64, u64)], pfn: u64| ranges.iter().any(|&(a, b)| (a..b).contains(&pfn));
     for (pfn, &mfn) in p2m.iter().enumerate() {
         let pfn = pfn as u64;
-        if (scrub_all || within(&placed, pfn)) && !within(&filled, pfn) {
-            zero_frame(mfn);
-        }
         ft.assign(mfn, id, Kind::Normal);
+        if (scrub_all || within(&placed, pfn)) && !within(&filled, pfn) {
+            frame(ft, mfn).zero();
+        }
     }
-    zero_frame(shared.0);
     ft.assign(shared.0, id, Kind::Normal);
+    frame(ft, shared.0).zero();
     for (pfn, &mfn) in p2m.iter().enumerate() {
         paging::m2p_set(mfn, pfn as u64);
     }
     ft.assign(shared.0, id, Kind::SharedInfo);
     // The wall clock at system time 0 (version even: stable).
-    let si_words = frame_bytes(shared.0);
+    let si_frame = frame(ft, shared.0);
     let (wc, wc_hi) = if compat {
         use ringvisor_abi::x86_32::{ArchSharedInfo32, SharedInfo32};
         (
@@ -357,17 +286,16 @@ pub fn build(
             core::mem::offset_of!(SharedInfo, wc_sec_hi),
         )
     };
-    si_words[wc..wc + 4]
-        .copy_from_slice(&(crate::arch::x86_64::time::boot_epoch() as u32).to_le_bytes());
-    si_words[wc_hi..wc_hi + 4]
-        .copy_from_slice(&((crate::arch::x86_64::time::boot_epoch() >> 32) as u32).to_le_bytes());
+    let epoch = crate::arch::x86_64::time::boot_epoch();
+    si_frame.write_bytes(wc, &(epoch as u32).to_le_bytes());
+    si_frame.write_bytes(wc_hi, &((epoch >> 32) as u32).to_le_bytes());
     // Events start masked on every vCPU (evtchn_upcall_mask = 1).
     let nr_vcpus = (mc.options.vcpus as usize).min(crate::pv::evtchn::MAX_VCPUS);
     for vi in 0..nr_vcpus {
         let off = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
             + vi * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()
             + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask);
-        frame_bytes(shared.0)[off] = 1;
+        si_frame.write_bytes(off, &[1]);
     }
 
     let pfn_of = |va: u64| (va - l.v_start) / PAGE;
@@ -381,7 +309,7 @@ pub fn build(
             let at = pa + done as u64;
             let off = (at % PAGE) as usize;
             let n = (PAGE as usize - off).min(bytes.len() - done);
-            copy_to_frame(p2m[(at / PAGE) as usize], off, &bytes[done..done + n]);
+            frame(ft, p2m[(at / PAGE) as usize]).write_bulk(off, &bytes[done..done + n]);
             done += n;
         }
     };
@@ -397,11 +325,13 @@ pub fn build(
         write(b.guest_va, &b.blob);
     }
     if let Some(hp) = img.hypercall_page {
+        let mut page = [0u8; PAGE as usize];
         if compat {
-            ringvisor_abi::hypercall_page::fill_hypercall_page32(frame_bytes(mfn_of(hp)));
+            ringvisor_abi::hypercall_page::fill_hypercall_page32(&mut page);
         } else {
-            fill_hypercall_page64(frame_bytes(mfn_of(hp)));
+            fill_hypercall_page64(&mut page);
         }
+        frame(ft, mfn_of(hp)).write_bytes(0, &page);
     }
 
     // The initrd: mapped after the image, or (MOD_START_PFN) only in
@@ -416,12 +346,17 @@ pub fn build(
         Some(a) => a.first_pfn * PAGE,
         None => l.vphysmap - l.v_start,
     };
-    for (pfn, &mfn) in p2m.iter().enumerate() {
-        if compat {
-            write_pa(p2m_pa + pfn as u64 * 4, &(mfn as u32).to_le_bytes());
-        } else {
-            write_pa(p2m_pa + pfn as u64 * 8, &mfn.to_le_bytes());
+    // A page's worth of entries at a time: each write looks its frame up.
+    let width = if compat { 4 } else { 8 };
+    let mut buf = [0u8; PAGE as usize];
+    for (i, chunk) in p2m.chunks(PAGE as usize / width).enumerate() {
+        for (e, &mfn) in buf.chunks_exact_mut(width).zip(chunk) {
+            e.copy_from_slice(&mfn.to_le_bytes()[..width]);
         }
+        write_pa(
+            p2m_pa + (i * PAGE as usize) as u64,
+            &buf[..chunk.len() * width],
+        );
     }
 
     // The initial page tables, allocated in order from the vpt region.
@@ -433,9 +368,10 @@ pub fn build(
     let top = p2m[next_pt as usize];
     next_pt += 1;
     if !compat {
-        let slots = paging::hypervisor_l4_slots();
-        frame_u64s(top)[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS]
-            .copy_from_slice(&slots);
+        let t = frame(ft, top);
+        for (i, &e) in paging::hypervisor_l4_slots().iter().enumerate() {
+            t.write(paging::HV_FIRST_SLOT + i, e);
+        }
     }
     // Upper levels: user and writable (the leaf decides); a 32-bit
     // kernel's own pages are supervisor (it runs in ring 1), a 64-bit
@@ -445,25 +381,40 @@ pub fn build(
     let leaf_user = if compat { 0 } else { PTE_US };
     // Map `va` to `mfn`; missing tables come from pseudo-physical pages
     // `*next_table`, `*next_table + 1`, ...
-    let map = |ft: &FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
+    // The L1 table of the last 2 MiB mapped, so a run of pages looks up
+    // its tables once (each lookup takes the frame's record lock).
+    let mut last_l1: Option<(u64, FrameView)> = None;
+    let mut map = |ft: &FrameTable, next_table: &mut u64, va: u64, mfn: u64, rw: u64| {
+        let leaf = ((va >> 12) & 511) as usize;
+        let entry = mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
+        let count = || {
+            ft.with(mfn, |info| {
+                info.mapped += 1;
+                info.writable += (rw != 0) as u32;
+            })
+        };
+        if let Some((_, l1)) = last_l1.filter(|&(at, _)| at == va >> 21) {
+            l1.write(leaf, entry);
+            count();
+            return;
+        }
         let mut t = top;
         for level in (2..=top_level).rev() {
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
-            if frame_u64s(t)[idx] & PTE_P == 0 {
+            let table = frame(ft, t);
+            if table.read(idx) & PTE_P == 0 {
                 let child = p2m[*next_table as usize];
                 *next_table += 1;
                 ft.assign(child, id, Kind::Table(level as u8 - 1));
                 ft.with(child, |i| i.table_refs = 1);
-                frame_u64s(t)[idx] = child << 12 | table_flags;
+                table.write(idx, child << 12 | table_flags);
             }
-            t = (frame_u64s(t)[idx] & crate::pv::guest_mem::PTE_ADDR) >> 12;
+            t = (table.read(idx) & crate::pv::guest_mem::PTE_ADDR) >> 12;
         }
-        frame_u64s(t)[((va >> 12) & 511) as usize] =
-            mfn << 12 | PTE_P | leaf_user | PTE_A | PTE_D | rw;
-        ft.with(mfn, |info| {
-            info.mapped += 1;
-            info.writable += (rw != 0) as u32;
-        });
+        let l1 = frame(ft, t);
+        l1.write(leaf, entry);
+        count();
+        last_l1 = Some((va >> 21, l1));
     };
     let mut va = l.v_start;
     while va < l.v_end {
@@ -674,13 +625,12 @@ fn start_info32(si: &StartInfo) -> ringvisor_abi::x86_32::StartInfo32 {
 /// 0 maps the guest's PAE L3 (its 4 GiB), slots 256-271 the hypervisor.
 /// (Xen's compat L4; the guest never sees it.)
 pub fn compat_l4(guest_l3: u64) -> Option<u64> {
-    let f = paging::with_frames(|fa| fa.alloc())?;
-    let t = frame_u64s(f.0);
-    t.fill(0);
-    t[0] = guest_l3 << 12 | PTE_P | PTE_RW | PTE_US | PTE_A;
-    t[paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS]
-        .copy_from_slice(&paging::hypervisor_l4_slots());
-    Some(f.0)
+    let t = FrameView::alloc_zeroed()?;
+    t.write(0, guest_l3 << 12 | PTE_P | PTE_RW | PTE_US | PTE_A);
+    for (i, &e) in paging::hypervisor_l4_slots().iter().enumerate() {
+        t.write(paging::HV_FIRST_SLOT + i, e);
+    }
+    Some(t.mfn())
 }
 
 /// A pseudo-physical page with no machine frame (given back).

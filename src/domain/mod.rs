@@ -1,5 +1,8 @@
 //! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
 
+// Policy: frames are reached through mm::view, hardware through arch.
+#![deny(unsafe_code)]
+
 pub mod bsdsyms;
 #[cfg(target_os = "none")]
 pub mod builder;

@@ -7,3 +7,5 @@ pub mod heap;
 pub mod iomem;
 #[cfg(target_os = "none")]
 pub mod paging;
+#[cfg(target_os = "none")]
+pub mod view;

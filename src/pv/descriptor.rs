@@ -10,14 +10,16 @@
 //! ever reaches the GDT); gates, TSS and LDT descriptors are refused with
 //! `-EINVAL`: they are how a guest would reach ring 0.
 
+#![deny(unsafe_code)]
+
 use alloc::vec::Vec;
 
 use ringvisor_abi::errno::*;
 
 use crate::arch::x86_64::gdt::{self, FIRST_RESERVED_GDT_ENTRY};
 use crate::domain::Domain;
-use crate::mm::frametable::{FrameTable, Kind};
-use crate::mm::paging::phys_to_virt;
+use crate::mm::frametable::{FrameInfo, FrameTable, Kind};
+use crate::mm::view::FrameView;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
 
@@ -47,12 +49,6 @@ pub fn check_descriptor(desc: u64, compat: bool) -> Option<u64> {
     // System descriptors: only type 0 (used as the upper half of a
     // 16-byte descriptor), which the CPU never loads.
     ((desc >> 40) & 0xf == 0).then_some(desc)
-}
-
-fn frame_u64s(mfn: u64) -> &'static mut [u64; 512] {
-    // SAFETY: `mfn` is a frame of the calling domain (checked through the
-    // frame table), RAM inside the direct map.
-    unsafe { &mut *(phys_to_virt(mfn << 12) as *mut [u64; 512]) }
 }
 
 /// The base of a selector the guest may load into a data segment register:
@@ -100,11 +96,12 @@ pub fn install_gdt(
     if entries > FIRST_RESERVED_GDT_ENTRY as u64 || frames.len() as u64 != entries.div_ceil(512) {
         return err(EINVAL);
     }
-    for &mfn in frames {
-        let ok = ft.get(mfn).is_some_and(|f| {
+    let mut views = [None; FIRST_RESERVED_GDT_ENTRY.div_ceil(512)];
+    for (view, &mfn) in views.iter_mut().zip(frames) {
+        *view = FrameView::owned_if(ft, mfn, |f| {
             f.owner == d.id && (f.kind == Kind::Gdt || (f.kind == Kind::Normal && f.writable == 0))
         });
-        if !ok {
+        if view.is_none() {
             return err(EINVAL);
         }
     }
@@ -115,14 +112,19 @@ pub fn install_gdt(
         return err(ringvisor_abi::errno::ENOMEM);
     }
     for i in 0..entries as usize {
-        match check_descriptor(frame_u64s(frames[i / 512])[i % 512], d.compat) {
+        let Some(frame) = views[i / 512] else {
+            return err(EINVAL); // not reached: every frame was checked
+        };
+        match check_descriptor(frame.read(i % 512), d.compat) {
             Some(desc) => copy.push(desc),
             None => return err(EINVAL),
         }
     }
     // The frames hold what the CPU will use (DPLs raised).
     for (i, &desc) in copy.iter().enumerate() {
-        frame_u64s(frames[i / 512])[i % 512] = desc;
+        if let Some(frame) = views[i / 512] {
+            frame.write(i % 512, desc);
+        }
     }
     // Type the new frames, each in one step with its check again (a grant
     // mapping by another domain may have made one writable since the
@@ -152,8 +154,7 @@ pub fn install_gdt(
     }
     // A writable translation may linger in the TLB from before: flush now
     // that the frames are read-only descriptor tables.
-    // SAFETY: reloading CR3 with its own value only flushes the TLB.
-    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
+    crate::arch::x86_64::cpu::flush_tlb_nonglobal();
     let v = &mut d.vcpus[vi];
     for &old in v.gdt_frames.iter().filter(|o| !frames.contains(o)) {
         ft.with(old, |f| f.kind = Kind::Normal);
@@ -168,17 +169,15 @@ pub fn update_descriptor(d: &mut Domain, ft: &FrameTable, maddr: u64, desc: u64)
         return err(EINVAL);
     }
     let mfn = maddr >> 12;
-    let ok = ft
-        .get(mfn)
-        .is_some_and(|f| f.owner == d.id && matches!(f.kind, Kind::Gdt | Kind::Normal));
-    if !ok {
+    let ok = |f: &FrameInfo| f.owner == d.id && matches!(f.kind, Kind::Gdt | Kind::Normal);
+    let Some(frame) = FrameView::owned_if(ft, mfn, ok) else {
         return err(EPERM);
-    }
+    };
     let Some(desc) = check_descriptor(desc, d.compat) else {
         return err(EINVAL);
     };
     let slot = ((maddr & 0xfff) / 8) as usize;
-    frame_u64s(mfn)[slot] = desc;
+    frame.write(slot, desc);
     let v = d.v_mut();
     if let Some(page) = v.gdt_frames.iter().position(|&f| f == mfn) {
         let index = page * 512 + slot;

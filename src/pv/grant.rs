@@ -23,6 +23,8 @@
 //! offered (docs/abi.md): a map naming another domain answers
 //! GNTST_permission_denied, the others -ENOSYS.
 
+#![deny(unsafe_code)]
+
 use alloc::vec::Vec;
 
 use ringvisor_abi::errno::*;
@@ -31,7 +33,8 @@ use ringvisor_abi::Pod;
 
 use crate::domain::Domain;
 use crate::mm::frametable::{FrameTable, Kind};
-use crate::mm::paging::{self, phys_to_virt};
+use crate::mm::paging;
+use crate::mm::view::FrameView;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::mm;
@@ -92,40 +95,27 @@ impl GrantTable {
     }
 }
 
-fn frame_bytes(mfn: u64) -> *mut u8 {
-    phys_to_virt(mfn << 12) as *mut u8
+/// A grant frame of the domain: the frame table records it as the
+/// domain's from `new_frame` to `free_frame`, and the hypervisor's hold
+/// (one writable mapping, or the read-only kind) keeps the guest from
+/// giving it back.
+fn frame(mfn: u64) -> FrameView {
+    FrameView::owned(crate::mm::frametable::frames(), mfn).expect("a grant frame is its domain's")
 }
 
 fn read_at<T: Pod>(mfn: u64, offset: usize) -> T {
     let mut v = T::zeroed();
-    // SAFETY: a grant frame of the domain (allocated here, alive as long
-    // as the domain), `offset + size_of::<T>()` within its 4 KiB.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            frame_bytes(mfn).add(offset),
-            ringvisor_abi::as_bytes_mut(&mut v).as_mut_ptr(),
-            core::mem::size_of::<T>(),
-        )
-    };
+    frame(mfn).read_bytes(offset, ringvisor_abi::as_bytes_mut(&mut v));
     v
 }
 
 fn write_at<T: Pod>(mfn: u64, offset: usize, v: &T) {
-    // SAFETY: as read_at.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            ringvisor_abi::as_bytes(v).as_ptr(),
-            frame_bytes(mfn).add(offset),
-            core::mem::size_of::<T>(),
-        )
-    };
+    frame(mfn).write_bytes(offset, ringvisor_abi::as_bytes(v));
 }
 
 /// A new zeroed frame for the domain's table.
 fn new_frame(d: &Domain, ft: &FrameTable, kind: Kind) -> Option<u64> {
-    let f = paging::with_frames(|fa| fa.alloc())?;
-    // SAFETY: a frame just taken from the pool, in the direct map.
-    unsafe { core::ptr::write_bytes(frame_bytes(f.0), 0, 4096) };
+    let f = crate::mm::frame::Frame(FrameView::alloc_zeroed()?.mfn());
     ft.assign(f.0, d.id, kind);
     if kind == Kind::Normal {
         // The hypervisor's hold: one writable mapping, for ever.
@@ -413,8 +403,7 @@ fn set_version_to(d: &mut Domain, ft: &FrameTable, version: u32) -> Ret {
         }
     }
     for &f in &d.gnttab.shared {
-        // SAFETY: the domain's grant frame, in the direct map.
-        unsafe { core::ptr::write_bytes(frame_bytes(f), 0, 4096) };
+        frame(f).zero();
     }
     let gt = &d.gnttab;
     for (i, k) in keep.iter().enumerate() {

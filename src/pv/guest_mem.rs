@@ -12,7 +12,7 @@
 
 use ringvisor_abi::Pod;
 
-use crate::mm::paging::phys_to_virt;
+use crate::mm::view::FrameView;
 
 pub const PTE_P: u64 = 1 << 0;
 pub const PTE_RW: u64 = 1 << 1;
@@ -47,11 +47,20 @@ pub fn in_hypervisor_range(va: u64) -> bool {
         .contains(&va)
 }
 
+/// A frame the walk reached: a guest page table (from the vCPU's validated
+/// top-level table down), or a leaf `translate_as` found to be RAM the
+/// guest may touch (pv::mm lets a domain map only its own frames, and the
+/// initial domain low-memory frames the hypervisor does not use).
+#[inline(always)]
+fn frame(mfn: u64) -> FrameView {
+    // SAFETY: as above: RAM inside the direct map that no Rust reference
+    // covers; the accessors cope with the guest writing it meanwhile.
+    unsafe { FrameView::new(mfn) }
+}
+
+#[inline(always)]
 fn entry(table_mfn: u64, index: u64) -> u64 {
-    // SAFETY: `table_mfn` is a guest page-table frame reached from the
-    // vCPU's validated top-level table, so it is RAM inside the direct
-    // map; reading a u64 of it cannot fault.
-    unsafe { (phys_to_virt((table_mfn << 12) | (index * 8)) as *const u64).read_volatile() }
+    frame(table_mfn).read(index as usize)
 }
 
 /// Translate `va` in the address space rooted at `l4_mfn` to a machine
@@ -152,10 +161,8 @@ impl GuestSpace {
             })?;
             let pa = translate_as(self.l4_mfn, at, false, self.user)?;
             let n = (4096 - (at & 0xfff) as usize).min(out.len() - done);
-            // SAFETY: `pa..pa+n` lies in one guest-owned RAM frame (the walk
-            // checked it), read through the direct map.
-            let src = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, n) };
-            out[done..done + n].copy_from_slice(src);
+            // `pa..pa+n` lies in one RAM frame the walk let the guest read.
+            frame(pa >> 12).read_bytes((pa & 0xfff) as usize, &mut out[done..done + n]);
             done += n;
         }
         Ok(())
@@ -244,10 +251,9 @@ impl GuestSpace {
                 None => translate_as(self.l4_mfn, at, true, self.user)?,
             };
             let n = (4096 - (at & 0xfff) as usize).min(data.len() - done);
-            // SAFETY: as in read_bytes, and the walk found the page writable
-            // by the guest, so it is not a page table or hypervisor memory.
-            let dst = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(pa) as *mut u8, n) };
-            dst.copy_from_slice(&data[done..done + n]);
+            // The walk found the page writable by the guest, so it is not a
+            // page table or hypervisor memory.
+            frame(pa >> 12).write_bytes((pa & 0xfff) as usize, &data[done..done + n]);
             done += n;
         }
         Ok(())

@@ -26,7 +26,8 @@ use ringvisor_abi::xen::*;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::Domain;
 use crate::mm::frametable::{FrameTable, Kind};
-use crate::mm::paging::{self, phys_to_virt};
+use crate::mm::paging;
+use crate::mm::view::FrameView;
 use crate::pv::guest_mem::*;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::insn::{decode_pte_store, StoreKind};
@@ -46,20 +47,28 @@ const PTE_PAT_4K: u64 = PTE_PS;
 /// The cache attributes of a 4 KiB entry (Xen's PAGE_CACHE_ATTRS).
 const CACHE_ATTRS: u64 = PTE_PWT | PTE_PCD | PTE_PAT_4K;
 
-fn pte_ptr(mfn: u64, index: usize) -> *mut u64 {
-    (phys_to_virt(mfn << 12) + index as u64 * 8) as *mut u64
+/// Table `mfn` through the direct map. Every caller names a frame the
+/// frame table has just shown to be the domain's (its page tables, and
+/// frames it may write), or one reached from its validated tables, or a
+/// vCPU's compat L4 (the hypervisor's own, `domain::builder::compat_l4`).
+/// Not `FrameView::owned`: that is a second look at the frame's record on
+/// the `mmu_update` / `update_va_mapping` paths.
+#[inline(always)]
+fn table(mfn: u64) -> FrameView {
+    // SAFETY: as above: a domain's frame (or a compat L4) is pool RAM in
+    // the direct map that no Rust reference covers, and it stays so while
+    // the domain's mm operation (which holds its lock) uses it.
+    unsafe { FrameView::new(mfn) }
 }
 
+#[inline(always)]
 fn read_pte(mfn: u64, index: usize) -> u64 {
-    // SAFETY: `mfn` is a page-table frame of the domain (checked by the
-    // callers through the frame table), inside the direct map.
-    unsafe { pte_ptr(mfn, index).read_volatile() }
+    table(mfn).read(index)
 }
 
+#[inline(always)]
 fn write_pte(mfn: u64, index: usize, v: u64) {
-    // SAFETY: as read_pte; the guest maps page-table frames read-only, so
-    // only the hypervisor writes them.
-    unsafe { pte_ptr(mfn, index).write_volatile(v) }
+    table(mfn).write(index, v)
 }
 
 fn hv_slot(level: u8, index: usize) -> bool {
@@ -414,13 +423,11 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
 // flushes every time.
 
 fn flush_tlb() {
-    // SAFETY: reloading CR3 with its own value only flushes the TLB.
-    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
+    crate::arch::x86_64::cpu::flush_tlb_nonglobal();
 }
 
 fn invlpg(va: u64) {
-    // SAFETY: invalidating one translation has no other effect.
-    unsafe { x86::tlb::flush(va as usize) };
+    crate::arch::x86_64::cpu::flush_tlb_page(va);
 }
 
 /// Most entries one `mmu_update`/`mmuext_op` call may carry: Xen splits
@@ -724,11 +731,8 @@ fn new_baseptr(d: &mut Domain, ft: &FrameTable, mfn: u64) -> Result<(), i32> {
     let old = v.guest_table;
     v.guest_table = mfn;
     if v.compat_l4 != 0 {
-        // SAFETY: the hypervisor's own frame for this vCPU, in the direct
-        // map; slot 0 maps the guest's 4 GiB.
-        unsafe {
-            pte_ptr(v.compat_l4, 0).write_volatile(mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A)
-        };
+        // Slot 0 of the hypervisor's L4 for this vCPU maps the guest's 4 GiB.
+        write_pte(v.compat_l4, 0, mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A);
     }
     if old != 0 {
         put_entry(ft, 0, level + 1, old << 12 | PTE_P);
@@ -930,11 +934,9 @@ pub fn reservation(
             let s = free_slot(d);
             (s, s as u64)
         };
-        let Some(f) = paging::with_frames(|fa| fa.alloc()) else {
+        let Some(f) = FrameView::alloc_zeroed().map(|v| crate::mm::frame::Frame(v.mfn())) else {
             return i as Ret;
         };
-        // SAFETY: a frame just taken from the pool, in the direct map.
-        unsafe { core::ptr::write_bytes(phys_to_virt(f.addr()) as *mut u8, 0, 4096) };
         ft.assign(f.0, d.id, Kind::Normal);
         if slot >= d.p2m.len() {
             d.p2m.resize(slot + 1, INVALID_MFN);
@@ -1218,9 +1220,11 @@ fn exchange_chunk(
         let gpfn = at.and_then(|at| read_elem(space, at, elem).map_err(|_| EFAULT));
         for k in 0..pages {
             let mfn = f.0 + k;
-            // SAFETY: a frame just taken from the pool, in the direct map.
-            unsafe { core::ptr::write_bytes(phys_to_virt(mfn << 12) as *mut u8, 0, 4096) };
             ft.assign(mfn, d.id, Kind::Normal);
+            // A frame just taken from the pool, the domain's from here.
+            if let Some(v) = FrameView::owned(ft, mfn) {
+                v.zero();
+            }
             let slot = slots.next().expect("as many pages out as in");
             d.p2m[slot] = mfn;
             let m2p = gpfn.map_or(slot as u64, |g| g.wrapping_add(k));

@@ -261,6 +261,15 @@ pub fn flush_tlb_page(va: u64) {
     unsafe { x86::tlb::flush(va as usize) };
 }
 
+/// Drop this CPU's non-global translations (a CR3 write with its own
+/// value; global ones stay: SDM Vol. 3A, 4.10.4.1). Guest entries are
+/// never global, so this is the flush for guest mappings.
+#[inline]
+pub fn flush_tlb_nonglobal() {
+    // SAFETY: reloading CR3 with its own value only flushes the TLB.
+    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
+}
+
 /// Drop every translation this CPU caches, global ones too (toggling
 /// CR4.PGE flushes them; a CR3 write alone keeps them: SDM Vol. 3A,
 /// 4.10.4.1).
