@@ -208,7 +208,9 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => {
                 hc::memory_op(d, ft, space, a[0], a[1])
             }
-            ringvisor_abi::memory::XENMEM_MEMORY_MAP => memory_map(d, space, a[1]),
+            ringvisor_abi::memory::XENMEM_MEMORY_MAP => {
+                hc::memory_map::<ringvisor_abi::memory::XenMemoryMap32>(d, space, a[1])
+            }
             ringvisor_abi::memory::XENMEM_EXCHANGE => mm::exchange(d, ft, space, a[1]),
             // The 20-byte 32-bit reservation, its list of 4-byte frames.
             ringvisor_abi::memory::XENMEM_DECREASE_RESERVATION
@@ -547,34 +549,6 @@ fn mmuext_op(
         native.push(n);
     }
     mm::mmuext_list(d, ft, space, &native, done_ptr, dom)
-}
-
-fn memory_map(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    use ringvisor_abi::memory::*;
-    let Ok(mut m) = space.read::<XenMemoryMap32>(arg) else {
-        return err(EFAULT);
-    };
-    if m.nr_entries < 1 {
-        return err(EINVAL);
-    }
-    let pages = d
-        .p2m
-        .iter()
-        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
-        .count() as u64;
-    let e = E820Entry {
-        addr: 0,
-        size: pages * 4096,
-        type_: 1,
-    };
-    if space.write(m.buffer as u64, &e).is_err() {
-        return err(EFAULT);
-    }
-    m.nr_entries = 1;
-    if space.write(arg, &m).is_err() {
-        return err(EFAULT);
-    }
-    0
 }
 
 /// `set_gdt` with a list of 32-bit frame numbers.

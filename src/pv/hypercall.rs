@@ -1347,30 +1347,43 @@ pub(crate) fn memory_op(
             m.nr_entries = map.len() as u32;
             space.write(arg, &m).map_or(err(EFAULT), |()| 0)
         }
-        XENMEM_MEMORY_MAP => {
-            // The guest's pseudo-physical map: all its pages, one RAM range.
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
-                return err(EFAULT);
-            };
-            if m.nr_entries < 1 {
-                return err(EINVAL);
-            }
-            let e = E820Entry {
-                addr: 0,
-                size: nr_pages(d) as u64 * 4096,
-                type_: 1,
-            };
-            if space.write(m.buffer, &e).is_err() {
-                return err(EFAULT);
-            }
-            m.nr_entries = 1;
-            if space.write(arg, &m).is_err() {
-                return err(EFAULT);
-            }
-            0
-        }
+        XENMEM_MEMORY_MAP => memory_map::<XenMemoryMap>(d, space, arg),
         _ => err(ENOSYS),
     }
+}
+
+/// `XENMEM_memory_map`, for either width (`M`: its `xen_memory_map`): the
+/// guest's pseudo-physical map, all its pages as one RAM range.
+pub(crate) fn memory_map<M: crate::pv::width::MemoryMapArg>(
+    d: &Domain,
+    space: GuestSpace,
+    arg: u64,
+) -> Ret {
+    use ringvisor_abi::memory::E820Entry;
+    let Ok(mut m) = space.read::<M>(arg) else {
+        return err(EFAULT);
+    };
+    if m.nr_entries() < 1 {
+        return err(EINVAL);
+    }
+    let pages = d
+        .p2m
+        .iter()
+        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
+        .count() as u64;
+    let e = E820Entry {
+        addr: 0,
+        size: pages * 4096,
+        type_: 1,
+    };
+    if space.write(m.buffer(), &e).is_err() {
+        return err(EFAULT);
+    }
+    m.set_nr_entries(1);
+    if space.write(arg, &m).is_err() {
+        return err(EFAULT);
+    }
+    0
 }
 
 /// `physdev_op`. ringvisor drives no interrupt controller for its

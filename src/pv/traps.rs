@@ -222,15 +222,18 @@ fn write_frame(
     let mask = upcall_mask(d);
     let v = d.v();
     let from_user = w.interrupted_user(v.kernel_mode, f.cs);
-    // Which stack: the interrupted one if the guest kernel was
-    // interrupted, else the one from stack_switch.
+    // 1. Which stack: the interrupted one if the guest kernel was
+    // interrupted, else (and for the failsafe) the one from stack_switch;
+    // its top rounded down as the width says (64-bit: 16 bytes, as the
+    // CPU does in 64-bit mode).
     let (sp, ss) = if from_user || spec.switch_stack {
         (v.kernel_sp, v.kernel_ss)
     } else {
         (f.rsp, f.ss)
     };
     let top = sp & lay.addr_mask & !(lay.align - 1);
-    // A 64-bit guest kernel believes it runs in ring 0: RPL 0 for it.
+    // 2. The CS and flags words. A 64-bit guest kernel believes it runs
+    // in ring 0: RPL 0 for it; a 32-bit one really is in ring 1.
     let cs = if lay.kernel_rpl0 && !from_user {
         f.cs & !3
     } else {
@@ -239,7 +242,8 @@ fn write_frame(
     let flags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL))
         | if mask == 0 { RFLAGS_IF } else { 0 }
         | spec.iopl_bits;
-    // The words, one push each, in the order the guest reads them.
+    // 3. The words, one push each, in the order the guest reads them
+    // (docs/frames/ is checked against these pushes).
     let mut words = [0u64; 11];
     let mut n = 0;
     let mut push = |w: u64| {
@@ -277,8 +281,8 @@ fn write_frame(
         };
         return Err(Unwritable { va, fault });
     }
-    // The words as the guest reads them (little-endian, each cut to the
-    // word size): one copy.
+    // 4. The words as the guest reads them (little-endian, each cut to
+    // the word size), in one copy that checks every page first.
     let (size, mut bytes) = (lay.word as usize, [0u8; 88]);
     for (i, word) in words[..n].iter().enumerate() {
         bytes[i * size..(i + 1) * size].copy_from_slice(&word.to_le_bytes()[..size]);
