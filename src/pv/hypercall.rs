@@ -352,14 +352,16 @@ pub(crate) fn trap_list<T: Pod>(
     }
 }
 
-/// As Xen's do_stack_switch: any selector, its RPL raised to 3
-/// (fixup_guest_stack_selector), never refused (Linux passes __KERNEL_DS,
-/// 0x18, on every context switch). A 64-bit guest's bounces run on
-/// FLAT_KERNEL_SS whatever it names; the value is kept for get-context.
+/// As Xen's do_stack_switch, for either width: any selector, its RPL
+/// fixed up (`Width::fixup_selector`), never refused (Linux passes
+/// __KERNEL_DS, 0x18, on every context switch), always 0. A 64-bit
+/// guest's bounces run on FLAT_KERNEL_SS whatever it names (the value is
+/// kept for get-context); a 32-bit guest's run on this ss.
 // Tour 06: the kernel stack for entries from user mode
-fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
+pub(crate) fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
+    let w = d.width();
     let v = d.v_mut();
-    v.kernel_ss = ss | 3;
+    v.kernel_ss = w.fixup_selector(ss);
     v.kernel_sp = sp;
     0
 }

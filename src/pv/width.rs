@@ -120,6 +120,21 @@ impl Width {
         }
     }
 
+    /// A selector the guest kernel names for its stack or handlers, as
+    /// Xen takes it (`fixup_guest_stack_selector`/`_code_selector`): a
+    /// 64-bit guest's gets RPL 3 (its kernel runs in ring 3); a 32-bit
+    /// guest's, 16 bits, keeps its RPL unless that is 0 (the
+    /// hypervisor's ring), which is raised to 1. Nothing is refused: a
+    /// selector the CPU will not load is the guest's fault when it is
+    /// used (pv::retcheck).
+    pub const fn fixup_selector(self, sel: u64) -> u64 {
+        match self {
+            Width::W64 => sel | 3,
+            Width::W32 if sel & 3 == 0 => (sel as u16 | 1) as u64,
+            Width::W32 => sel as u16 as u64,
+        }
+    }
+
     /// Was guest user code interrupted? A 64-bit guest's kernel runs in
     /// ring 3 too, so only the vCPU's mode says; a 32-bit guest's mode is
     /// its ring (a cached flag is stale after a native `iret` to ring 3).
@@ -187,6 +202,15 @@ mod tests {
             assert!(l.mask_shift + 8 <= 8 * l.word as u32);
             assert!(l.cs_bits >> l.mask_shift == 0 || l.cs_bits == u64::MAX);
         }
+    }
+
+    #[test]
+    fn selectors_are_fixed_up_as_xen() {
+        assert_eq!(Width::W64.fixup_selector(0x18), 0x1b);
+        assert_eq!(Width::W64.fixup_selector(0xe02b), 0xe02b);
+        assert_eq!(Width::W32.fixup_selector(0xe020), 0xe021);
+        assert_eq!(Width::W32.fixup_selector(0xe021), 0xe021);
+        assert_eq!(Width::W32.fixup_selector(0x1_e023), 0xe023);
     }
 
     #[test]
