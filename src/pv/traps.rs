@@ -212,6 +212,7 @@ struct Unwritable {
 /// (bits 32-39, or 16-23), the flags word IF = !mask; the width's
 /// `Layout` says which words, how wide, and which stack.
 // Tour 04, 06, 08: the frame, word by word, for either width
+#[inline(always)]
 fn write_frame(
     d: &Domain,
     f: &TrapFrame,
@@ -243,12 +244,14 @@ fn write_frame(
         | if mask == 0 { RFLAGS_IF } else { 0 }
         | spec.iopl_bits;
     // 3. The words, one push each, in the order the guest reads them
-    // (docs/frames/ is checked against these pushes).
-    let mut words = [0u64; 11];
+    // (docs/frames/ is checked against these pushes), each as the guest
+    // reads it: little-endian, cut to the word size. `n` counts bytes.
+    let size = lay.word as usize;
+    let mut bytes = [0u8; 11 * 8];
     let mut n = 0;
     let mut push = |w: u64| {
-        words[n] = w;
-        n += 1;
+        bytes[n..n + size].copy_from_slice(&w.to_le_bytes()[..size]);
+        n += size;
     };
     if lay.rcx_r11 {
         push(f.rcx);
@@ -270,7 +273,7 @@ fn write_frame(
         push(f.rsp);
         push(f.ss);
     }
-    let va = top.wrapping_sub(n as u64 * lay.word) & lay.addr_mask;
+    let va = top.wrapping_sub(n as u64) & lay.addr_mask;
     if va > top && lay.addr_mask != u64::MAX {
         // Below 0 in a 4 GiB space. (A 64-bit frame wraps into the
         // hypervisor's range, which write_bytes refuses.)
@@ -281,13 +284,8 @@ fn write_frame(
         };
         return Err(Unwritable { va, fault });
     }
-    // 4. The words as the guest reads them (little-endian, each cut to
-    // the word size), in one copy that checks every page first.
-    let (size, mut bytes) = (lay.word as usize, [0u8; 88]);
-    for (i, word) in words[..n].iter().enumerate() {
-        bytes[i * size..(i + 1) * size].copy_from_slice(&word.to_le_bytes()[..size]);
-    }
-    match kernel_space(v).write_bytes(va, &bytes[..n * size]) {
+    // 4. The frame in one copy, which checks every page first.
+    match kernel_space(v).write_bytes(va, &bytes[..n]) {
         Ok(()) => Ok(Placed { va, ss, from_user }),
         Err(fault) => Err(Unwritable { va, fault }),
     }
@@ -296,6 +294,7 @@ fn write_frame(
 /// Enter a handler on the frame just written: guest kernel mode, events
 /// masked if asked, and the `TrapFrame` pointing at the handler.
 // Tour 04, 08: into the guest kernel's handler
+#[inline(always)]
 fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: Callback) {
     let lay = w.layout();
     let v = d.v_mut();
@@ -324,7 +323,16 @@ fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: C
 /// width's `Layout` (src/pv/width.rs) says what differs.
 // Tour 04, 06: a bounce, for either width (docs/frames/exception*.svg)
 fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
-    let w = d.width();
+    // The recipe is compiled once per width, each copy with its Layout's
+    // constants folded in: as fast as two hand-written copies.
+    match d.width() {
+        Width::W64 => bounce_as(Width::W64, d, f, b),
+        Width::W32 => bounce_as(Width::W32, d, f, b),
+    }
+}
+
+#[inline(always)]
+fn bounce_as(w: Width, d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
     let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
     {
         (d.v().iopl as u64) << 12
