@@ -38,11 +38,7 @@ const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 /// Nothing more is checked when it is registered: a selector the CPU
 /// refuses when it is used is the guest's fault then (pv::retcheck).
 pub fn fixup_selector(sel: u16) -> u16 {
-    if sel & 3 >= 1 {
-        sel
-    } else {
-        sel | 1
-    }
+    crate::pv::width::Width::W32.fixup_selector(sel as u64) as u16
 }
 
 // Tour 02: the 32-bit hypercall table
@@ -164,7 +160,7 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
         HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
         HYPERVISOR_SET_CALLBACKS => set_callbacks(d, a[0] as u16, a[1], a[2] as u16, a[3]),
         HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
-        HYPERVISOR_STACK_SWITCH => stack_switch(d, a[0] as u16, a[1]),
+        HYPERVISOR_STACK_SWITCH => hc::stack_switch(d, a[0], a[1]),
         HYPERVISOR_FPU_TASKSWITCH => hc::fpu_taskswitch(d, a[0]),
         HYPERVISOR_VM_ASSIST if a[1] == VMASST_TYPE_M2P_STRICT as u64 => err(EINVAL),
         HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
@@ -208,7 +204,9 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => {
                 hc::memory_op(d, ft, space, a[0], a[1])
             }
-            ringvisor_abi::memory::XENMEM_MEMORY_MAP => memory_map(d, space, a[1]),
+            ringvisor_abi::memory::XENMEM_MEMORY_MAP => {
+                hc::memory_map::<ringvisor_abi::memory::XenMemoryMap32>(d, space, a[1])
+            }
             ringvisor_abi::memory::XENMEM_EXCHANGE => mm::exchange(d, ft, space, a[1]),
             // The 20-byte 32-bit reservation, its list of 4-byte frames.
             ringvisor_abi::memory::XENMEM_DECREASE_RESERVATION
@@ -363,14 +361,6 @@ fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         },
         _ => err(EINVAL),
     }
-}
-
-/// As Xen's do_stack_switch: the selector's RPL fixed up, always 0.
-fn stack_switch(d: &mut Domain, ss: u16, esp: u64) -> Ret {
-    let v = d.v_mut();
-    v.kernel_ss = fixup_selector(ss) as u64;
-    v.kernel_sp = esp;
-    0
 }
 
 /// The 32-bit `iret` (Xen: compat_iret): the stub pushed eax below the
@@ -547,34 +537,6 @@ fn mmuext_op(
         native.push(n);
     }
     mm::mmuext_list(d, ft, space, &native, done_ptr, dom)
-}
-
-fn memory_map(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    use ringvisor_abi::memory::*;
-    let Ok(mut m) = space.read::<XenMemoryMap32>(arg) else {
-        return err(EFAULT);
-    };
-    if m.nr_entries < 1 {
-        return err(EINVAL);
-    }
-    let pages = d
-        .p2m
-        .iter()
-        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
-        .count() as u64;
-    let e = E820Entry {
-        addr: 0,
-        size: pages * 4096,
-        type_: 1,
-    };
-    if space.write(m.buffer as u64, &e).is_err() {
-        return err(EFAULT);
-    }
-    m.nr_entries = 1;
-    if space.write(arg, &m).is_err() {
-        return err(EFAULT);
-    }
-    0
 }
 
 /// `set_gdt` with a list of 32-bit frame numbers.

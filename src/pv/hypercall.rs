@@ -352,14 +352,16 @@ pub(crate) fn trap_list<T: Pod>(
     }
 }
 
-/// As Xen's do_stack_switch: any selector, its RPL raised to 3
-/// (fixup_guest_stack_selector), never refused (Linux passes __KERNEL_DS,
-/// 0x18, on every context switch). A 64-bit guest's bounces run on
-/// FLAT_KERNEL_SS whatever it names; the value is kept for get-context.
+/// As Xen's do_stack_switch, for either width: any selector, its RPL
+/// fixed up (`Width::fixup_selector`), never refused (Linux passes
+/// __KERNEL_DS, 0x18, on every context switch), always 0. A 64-bit
+/// guest's bounces run on FLAT_KERNEL_SS whatever it names (the value is
+/// kept for get-context); a 32-bit guest's run on this ss.
 // Tour 06: the kernel stack for entries from user mode
-fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
+pub(crate) fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
+    let w = d.width();
     let v = d.v_mut();
-    v.kernel_ss = ss | 3;
+    v.kernel_ss = w.fixup_selector(ss);
     v.kernel_sp = sp;
     0
 }
@@ -1347,30 +1349,43 @@ pub(crate) fn memory_op(
             m.nr_entries = map.len() as u32;
             space.write(arg, &m).map_or(err(EFAULT), |()| 0)
         }
-        XENMEM_MEMORY_MAP => {
-            // The guest's pseudo-physical map: all its pages, one RAM range.
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
-                return err(EFAULT);
-            };
-            if m.nr_entries < 1 {
-                return err(EINVAL);
-            }
-            let e = E820Entry {
-                addr: 0,
-                size: nr_pages(d) as u64 * 4096,
-                type_: 1,
-            };
-            if space.write(m.buffer, &e).is_err() {
-                return err(EFAULT);
-            }
-            m.nr_entries = 1;
-            if space.write(arg, &m).is_err() {
-                return err(EFAULT);
-            }
-            0
-        }
+        XENMEM_MEMORY_MAP => memory_map::<XenMemoryMap>(d, space, arg),
         _ => err(ENOSYS),
     }
+}
+
+/// `XENMEM_memory_map`, for either width (`M`: its `xen_memory_map`): the
+/// guest's pseudo-physical map, all its pages as one RAM range.
+pub(crate) fn memory_map<M: crate::pv::width::MemoryMapArg>(
+    d: &Domain,
+    space: GuestSpace,
+    arg: u64,
+) -> Ret {
+    use ringvisor_abi::memory::E820Entry;
+    let Ok(mut m) = space.read::<M>(arg) else {
+        return err(EFAULT);
+    };
+    if m.nr_entries() < 1 {
+        return err(EINVAL);
+    }
+    let pages = d
+        .p2m
+        .iter()
+        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
+        .count() as u64;
+    let e = E820Entry {
+        addr: 0,
+        size: pages * 4096,
+        type_: 1,
+    };
+    if space.write(m.buffer(), &e).is_err() {
+        return err(EFAULT);
+    }
+    m.set_nr_entries(1);
+    if space.write(arg, &m).is_err() {
+        return err(EFAULT);
+    }
+    0
 }
 
 /// `physdev_op`. ringvisor drives no interrupt controller for its

@@ -7,6 +7,7 @@
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
+//! - `width`: 64-bit or 32-bit guest, and how its frames differ;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
 //! - `event`, `evtchn`: event channels and the upcall;
 //! - `grant`: grant tables (a domain's own grants);
@@ -48,3 +49,4 @@ pub mod platform;
 pub mod retcheck;
 #[cfg(target_os = "none")]
 pub mod traps;
+pub mod width;

@@ -1,41 +1,48 @@
 //! Bouncing: delivering an exception, a system call or a failsafe callback
-//! onto the guest kernel's own handler, exactly as the Xen x86-64 PV ABI
+//! onto the guest kernel's own handler, exactly as the Xen PV ABI
 //! describes it (Xen: `xen/arch/x86/x86_64/entry.S` create_bounce_frame,
-//! `pv/traps.c`).
+//! `x86_64/compat/entry.S` compat_create_bounce_frame, `pv/traps.c`).
 //!
 //! # A bounce, step by step
 //!
-//! The CPU has taken an exception in the guest (ring 3) and pushed its
-//! frame on *our* stack; the guest never saw it. To the guest kernel it
-//! must look as if the CPU had delivered it there, so we:
+//! The CPU has taken an exception in the guest (ring 3, or ring 1 for a
+//! 32-bit kernel) and pushed its frame on *our* stack; the guest never saw
+//! it. To the guest kernel it must look as if the CPU had delivered it
+//! there, so `write_frame` and `enter_handler`, one recipe for both guest
+//! widths (what differs is data: `width::Layout`):
 //!
 //! 1. pick the guest kernel stack: the interrupted one if the guest was in
-//!    kernel mode, else the one it registered with `stack_switch`;
-//! 2. write this frame on it, 16-byte aligned, lowest address first:
+//!    kernel mode, else the one it registered with `stack_switch`
+//!    (64-bit: rounded down to 16 bytes);
+//! 2. write the frame on it, lowest address first, one `push` per word
+//!    (64-bit: 8-byte words; 32-bit: 4-byte words, the frame the CPU
+//!    itself pushes, with no RCX/R11 and ESP/SS only from ring 3):
 //!
 //! ```text
 //!    rsp' ->  RCX        the guest's rcx, r11 (its hypercall/syscall path
 //!             R11        clobbers them, so the ABI hands them over)
 //!            [ERRCODE]   for #DF #TS #NP #SS #GP #PF #AC #CP #VC #SX
 //!             RIP        where the guest was (fault) or goes on (trap)
-//!             CS         interrupted cs (RPL 0 if it was the guest
-//!                        kernel), and in bits 32-39 the saved
-//!                        evtchn_upcall_mask: the guest's "IF" for events
+//!             CS         interrupted cs (RPL 0 if it was the 64-bit guest
+//!                        kernel), and in bits 32-39 (32-bit: 16-23) the
+//!                        saved evtchn_upcall_mask: the guest's "IF" for
+//!                        events
 //!             RFLAGS     with IF = !saved upcall mask
 //!             RSP        the interrupted stack
 //!             SS
 //! ```
 //!
-//! 3. if the trap-table entry asks (`TI_IF`) or the callback was
+//! 3. switch the vCPU to guest kernel mode (64-bit: its page tables and GS
+//!    base); if the trap-table entry asks (`TI_IF`) or the callback was
 //!    registered with `CALLBACKF_mask_events`, set `evtchn_upcall_mask`;
-//! 4. switch the vCPU to guest kernel mode (its page tables and GS base)
-//!    and point it at the handler: rip = handler, rsp = rsp',
-//!    cs/ss = FLAT_KERNEL_CS/SS. The guest returns with `HYPERVISOR_iret`.
+//! 4. point it at the handler: rip = handler, rsp = rsp', cs/ss = the flat
+//!    kernel selectors (32-bit: the handler's cs, the stack's ss). The
+//!    guest returns with `HYPERVISOR_iret` (32-bit: or a plain `iret`).
 //!
 //! If the frame cannot be written (stack unmapped, read-only, not
 //! canonical), ringvisor tries the failsafe callback, on the stack
 //! registered with `stack_switch`, with the interrupted context and the
-//! data selectors (`failsafe_frame`). Xen crashes the domain at that
+//! data selectors (the same recipe, `failsafe_with`). Xen crashes the domain at that
 //! point and keeps the failsafe for bad segment reloads; we give the
 //! kernel one more chance, which is easier to watch in a lesson. If there
 //! is no failsafe callback, or its frame cannot be written either, the
@@ -43,7 +50,6 @@
 
 use alloc::format;
 
-use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
 use ringvisor_abi::xen::TI_IF;
 
 use crate::arch::x86_64::idt::{exception_name, TrapFrame};
@@ -52,6 +58,7 @@ use crate::domain::Domain;
 use crate::mm::paging::phys_to_virt;
 use crate::pv::emulate;
 use crate::pv::guest_mem::{Fault, GuestSpace};
+use crate::pv::width::Width;
 use crate::sched;
 use crate::trace::TRACE_BOUNCE;
 
@@ -156,146 +163,204 @@ impl Bounce {
     }
 }
 
-/// Build the bounce frame and enter the handler; on failure nothing has
-/// changed and the fault says where.
-// Tour 04, 06: the bounce frame, word by word (docs/frames/exception64*.svg)
-fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
-    if d.compat {
-        return bounce32(d, f, b);
-    }
-    let mask = upcall_mask(d);
-    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
-    {
-        (d.v().iopl as u64) << 12
+/// The guest kernel's address space, where every frame goes (for a
+/// 64-bit guest interrupted in user mode: not the current one).
+fn kernel_space(v: &Vcpu) -> GuestSpace {
+    if v.compat_l4 != 0 {
+        v.space()
     } else {
-        0
-    };
-    let v = d.v_mut();
-    let from_user = !v.kernel_mode;
-    let sp = if from_user { v.kernel_sp } else { f.rsp } & !15;
-    // A frame interrupting the guest kernel reports RPL 0: the guest
-    // kernel believes it runs in ring 0.
-    let cs = if from_user { f.cs } else { f.cs & !3 };
-    let rflags =
-        (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
-    let mut words = [0u64; 8];
-    let mut n = 0;
-    let mut push = |w: u64| {
-        words[n] = w;
-        n += 1;
-    };
-    push(f.rcx);
-    push(f.r11);
-    if let Some(ec) = b.error_code {
-        push(ec);
+        GuestSpace::new(v.guest_table)
     }
-    push(f.rip);
-    push(cs | (mask as u64) << 32);
-    push(rflags);
-    push(f.rsp);
-    push(f.ss);
-    let frame_va = sp.wrapping_sub(n as u64 * 8);
-    let space = GuestSpace::new(v.guest_table);
-    // The words as the guest reads them (x86 is little-endian): one copy.
-    space.write_bytes(frame_va, &ringvisor_abi::as_bytes(&words)[..n * 8])?;
-
-    if from_user {
-        toggle_guest_mode(v);
-    }
-    if b.mask_events {
-        set_upcall_mask(d, 1);
-    }
-    f.rip = b.handler;
-    f.cs = FLAT_KERNEL_CS64 as u64;
-    f.ss = FLAT_KERNEL_SS64 as u64;
-    f.rsp = frame_va;
-    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
-    Ok(frame_va)
 }
 
-/// The 32-bit bounce (Xen: compat/entry.S compat_create_bounce_frame), on
-/// the ring-1 stack, lowest address first:
+/// What a frame holds besides the interrupted context, and where it goes.
+struct FrameSpec {
+    /// The failsafe's data selectors (ds, es, fs, gs), after rcx and r11.
+    sels: Option<[u16; 4]>,
+    /// The exception's error code, before rip.
+    error_code: Option<u64>,
+    /// The virtual IOPL reported in the flags word (bounces, with
+    /// `architectural_iopl`; 0 for the failsafe, as Xen's).
+    iopl_bits: u64,
+    /// On the `stack_switch` stack even when the guest kernel was
+    /// interrupted (the failsafe: the interrupted stack is the broken one).
+    switch_stack: bool,
+}
+
+/// A frame written: where, on which stack segment, and from which mode.
+struct Placed {
+    va: u64,
+    ss: u64,
+    from_user: bool,
+}
+
+/// A frame that could not be written: where it would have gone, and why.
+struct Unwritable {
+    va: u64,
+    fault: Fault,
+}
+
+/// Write a bounce or failsafe frame for the guest's width; on failure
+/// nothing has changed. Lowest address first (docs/frames/):
 ///
 /// ```text
-///    esp' ->  [ERRCODE]
-///             EIP
-///             CS         bits 0-15 the interrupted cs, bits 16-23 the
-///                        saved evtchn_upcall_mask
-///             EFLAGS     with IF = !saved upcall mask
-///            [ESP, SS]   only when it interrupted ring 3: we switched to
-///                        the ring-1 stack from stack_switch
+///  64-bit:  RCX R11 [DS ES FS GS] [ERRCODE] RIP CS RFLAGS RSP SS   8-byte words
+///  32-bit:          [DS ES FS GS] [ERRCODE] EIP CS EFLAGS [ESP SS] 4-byte words
 /// ```
 ///
-/// The handler returns with a plain `iret` (the CPU does the same pops),
-/// or `HYPERVISOR_iret` when it needs events unmasked on the way.
-// Tour 04: the 32-bit bounce frame (docs/frames/exception32-*.svg)
-fn bounce32(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
+/// The CS word carries the saved `evtchn_upcall_mask` above the selector
+/// (bits 32-39, or 16-23), the flags word IF = !mask; the width's
+/// `Layout` says which words, how wide, and which stack.
+// Tour 04, 06, 08: the frame, word by word, for either width
+#[inline(always)]
+fn write_frame(
+    d: &Domain,
+    f: &TrapFrame,
+    w: Width,
+    spec: &FrameSpec,
+) -> Result<Placed, Unwritable> {
+    let lay = w.layout();
     let mask = upcall_mask(d);
-    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
-    {
-        (d.v().iopl as u64) << 12
-    } else {
-        0
-    };
-    let v = d.v_mut();
-    let from_user = f.cs & 3 == 3;
-    let (sp, ss) = if from_user {
+    let v = d.v();
+    let from_user = w.interrupted_user(v.kernel_mode, f.cs);
+    // 1. Which stack: the interrupted one if the guest kernel was
+    // interrupted, else (and for the failsafe) the one from stack_switch;
+    // its top rounded down as the width says (64-bit: 16 bytes, as the
+    // CPU does in 64-bit mode).
+    let (sp, ss) = if from_user || spec.switch_stack {
         (v.kernel_sp, v.kernel_ss)
     } else {
         (f.rsp, f.ss)
     };
-    let eflags =
-        (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 } | iopl_bits;
-    let mut words = [0u32; 6];
+    let top = sp & lay.addr_mask & !(lay.align - 1);
+    // 2. The CS and flags words. A 64-bit guest kernel believes it runs
+    // in ring 0: RPL 0 for it; a 32-bit one really is in ring 1.
+    let cs = if lay.kernel_rpl0 && !from_user {
+        f.cs & !3
+    } else {
+        f.cs & lay.cs_bits
+    };
+    let flags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL))
+        | if mask == 0 { RFLAGS_IF } else { 0 }
+        | spec.iopl_bits;
+    // 3. The words, one push each, in the order the guest reads them
+    // (docs/frames/ is checked against these pushes), each as the guest
+    // reads it: little-endian, cut to the word size. `n` counts bytes.
+    let size = lay.word as usize;
+    let mut bytes = [0u8; 11 * 8];
     let mut n = 0;
     let mut push = |w: u64| {
-        words[n] = w as u32;
-        n += 1;
+        bytes[n..n + size].copy_from_slice(&w.to_le_bytes()[..size]);
+        n += size;
     };
-    if let Some(ec) = b.error_code {
+    if lay.rcx_r11 {
+        push(f.rcx);
+        push(f.r11);
+    }
+    if let Some([ds, es, fs, gs]) = spec.sels.map(|s| s.map(u64::from)) {
+        push(ds);
+        push(es);
+        push(fs);
+        push(gs);
+    }
+    if let Some(ec) = spec.error_code {
         push(ec);
     }
     push(f.rip);
-    push((f.cs & 0xffff) | (mask as u64) << 16);
-    push(eflags);
-    if from_user {
+    push(cs | (mask as u64) << lay.mask_shift);
+    push(flags);
+    if lay.stack_always || from_user {
         push(f.rsp);
         push(f.ss);
     }
-    let frame_va = (sp as u32).wrapping_sub(n as u32 * 4) as u64;
-    if frame_va > sp {
-        return Err(Fault {
-            va: sp,
+    let va = top.wrapping_sub(n as u64) & lay.addr_mask;
+    if va > top && lay.addr_mask != u64::MAX {
+        // Below 0 in a 4 GiB space. (A 64-bit frame wraps into the
+        // hypervisor's range, which write_bytes refuses.)
+        let fault = Fault {
+            va: top,
             level: 0,
             error_code: 2,
-        });
+        };
+        return Err(Unwritable { va, fault });
     }
-    // The words as the guest reads them (little-endian): one copy.
-    v.space()
-        .write_bytes(frame_va, &ringvisor_abi::as_bytes(&words)[..n * 4])?;
-    v.kernel_mode = true;
-    if b.mask_events {
-        set_upcall_mask(d, 1);
+    // 4. The frame in one copy, which checks every page first.
+    match kernel_space(v).write_bytes(va, &bytes[..n]) {
+        Ok(()) => Ok(Placed { va, ss, from_user }),
+        Err(fault) => Err(Unwritable { va, fault }),
     }
-    f.rip = b.handler;
-    f.cs = if b.cs == 0 {
-        ringvisor_abi::x86_32::FLAT_RING1_CS
-    } else {
-        b.cs
-    } as u64;
-    f.ss = ss;
-    f.rsp = frame_va;
-    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
-    Ok(frame_va)
 }
 
-/// The failsafe frame: the interrupted context plus its data selectors,
-/// `{ RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS }`, on the
-/// `stack_switch` stack.
+/// Enter a handler on the frame just written: guest kernel mode, events
+/// masked if asked, and the `TrapFrame` pointing at the handler.
+// Tour 04, 08: into the guest kernel's handler
+#[inline(always)]
+fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: Callback) {
+    let lay = w.layout();
+    let v = d.v_mut();
+    // A 64-bit guest's user mode has its own page tables and GS base.
+    if lay.user_tables && at.from_user {
+        toggle_guest_mode(v);
+    }
+    v.kernel_mode = true;
+    if to.mask_events {
+        set_upcall_mask(d, 1);
+    }
+    let (cs, ss) = match lay.fixed_cs_ss {
+        Some((cs, ss)) => (cs as u64, ss as u64),
+        None if to.cs == 0 => (lay.flat_cs as u64, at.ss),
+        None => (to.cs as u64, at.ss),
+    };
+    f.rip = to.address;
+    f.cs = cs;
+    f.ss = ss;
+    f.rsp = at.va;
+    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
+}
+
+/// Build the bounce frame and enter the handler; on failure nothing has
+/// changed and the fault says where. The same recipe for both widths: the
+/// width's `Layout` (src/pv/width.rs) says what differs.
+// Tour 04, 06: a bounce, for either width (docs/frames/exception*.svg)
+fn bounce(d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
+    // The recipe is compiled once per width, each copy with its Layout's
+    // constants folded in: as fast as two hand-written copies.
+    match d.width() {
+        Width::W64 => bounce_as(Width::W64, d, f, b),
+        Width::W32 => bounce_as(Width::W32, d, f, b),
+    }
+}
+
+#[inline(always)]
+fn bounce_as(w: Width, d: &mut Domain, f: &mut TrapFrame, b: &Bounce) -> Result<u64, Fault> {
+    let iopl_bits = if d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
+    {
+        (d.v().iopl as u64) << 12
+    } else {
+        0
+    };
+    let spec = FrameSpec {
+        sels: None,
+        error_code: b.error_code,
+        iopl_bits,
+        switch_stack: false,
+    };
+    let at = write_frame(d, f, w, &spec).map_err(|e| e.fault)?;
+    let to = Callback {
+        address: b.handler,
+        cs: b.cs,
+        mask_events: b.mask_events,
+    };
+    enter_handler(d, f, w, &at, to);
+    Ok(at.va)
+}
+
+/// The failsafe callback, with the data selectors of the interrupted
+/// context, on the `stack_switch` stack.
 // Tour 08: a bounce frame could not be written
 fn failsafe(d: &mut Domain, f: &mut TrapFrame, why: &str) {
     let sels = crate::sched::read_data_selectors();
-    failsafe_with(d, f, why, sels)
+    failsafe_with(d, f, why, sels, true)
 }
 
 /// Reloading the vCPU's data selectors failed (its GDT changed under
@@ -306,77 +371,53 @@ pub fn failsafe_segments(d: &mut Domain, f: &mut TrapFrame, sels: [u16; 4]) {
         "cannot reload data selectors ds {:#x} es {:#x} fs {:#x} gs {:#x}",
         sels[0], sels[1], sels[2], sels[3]
     );
-    if d.compat {
-        // Xen's load_segments: from ring 1 the frame goes on the
-        // interrupted stack, which is fine (only a selector was bad).
-        return failsafe32(d, f, &why, sels, true);
-    }
-    failsafe_with(d, f, &why, sels)
+    // Xen's compat load_segments: from ring 1 the frame goes on the
+    // interrupted stack, which is fine (only a selector was bad).
+    let switch_stack = !d.width().layout().segfail_on_interrupted_stack;
+    failsafe_with(d, f, &why, sels, switch_stack)
 }
 
-// Tour 08: the failsafe frame (docs/frames/failsafe64.svg)
-fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4]) {
-    if d.compat {
-        return failsafe32(d, f, why, sels, false);
-    }
-    let id = d.id;
-    let mask = upcall_mask(d);
-    let v = d.v_mut();
-    if v.failsafe.address == 0 {
+/// The failsafe frame, `{ [RCX, R11,] DS, ES, FS, GS, RIP, CS, RFLAGS,
+/// [RSP, SS] }` as the width has it (docs/frames/failsafe*.svg), and into
+/// the failsafe callback; the domain is crashed if there is none or its
+/// frame cannot be written either.
+// Tour 08: the failsafe frame, for either width
+fn failsafe_with(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4], switch_stack: bool) {
+    let (id, w, cb) = (d.id, d.width(), d.v().failsafe);
+    if cb.address == 0 {
         sched::crash(d, format!("{why}, and there is no failsafe callback"));
         return;
     }
-    let [ds, es, fs, gs] = sels.map(|s| s as u64);
-    let cs = if v.kernel_mode { f.cs & !3 } else { f.cs };
-    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
-    let words = [
-        f.rcx,
-        f.r11,
-        ds,
-        es,
-        fs,
-        gs,
-        f.rip,
-        cs | (mask as u64) << 32,
-        rflags,
-        f.rsp,
-        f.ss,
-    ];
-    let sp = v.kernel_sp & !15;
-    let frame_va = sp.wrapping_sub(words.len() as u64 * 8);
-    let mut bytes = [0u8; 88];
-    for (i, w) in words.iter().enumerate() {
-        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    if let Err(e) = GuestSpace::new(v.guest_table).write_bytes(frame_va, &bytes) {
-        sched::crash(
-            d,
-            format!(
-                "{why}; the failsafe frame could not be written either (stack {:#x}, {})",
-                frame_va,
-                fault_words(&e)
-            ),
-        );
-        return;
-    }
-    if !v.kernel_mode {
-        toggle_guest_mode(v);
-    }
-    let handler = v.failsafe.address;
-    if v.failsafe.mask_events {
-        set_upcall_mask(d, 1);
-    }
+    let spec = FrameSpec {
+        sels: Some(sels),
+        error_code: None,
+        iopl_bits: 0,
+        switch_stack,
+    };
+    let at = match write_frame(d, f, w, &spec) {
+        Ok(at) => at,
+        Err(e) => {
+            sched::crash(
+                d,
+                format!(
+                    "{why}; the failsafe frame could not be written either (stack {:#x}, {})",
+                    e.va,
+                    fault_words(&e.fault)
+                ),
+            );
+            return;
+        }
+    };
+    enter_handler(d, f, w, &at, cb);
+    let handler = cb.address;
     crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
     crate::trace!(
         TRACE_BOUNCE,
-        "d{id}v{} failsafe -> {handler:#x} frame {frame_va:#x}",
-        d.cur
+        "d{id}v{} failsafe{} -> {handler:#x} frame {:#x}",
+        d.cur,
+        w.layout().trace_tag,
+        at.va
     );
-    f.rip = handler;
-    f.cs = FLAT_KERNEL_CS64 as u64;
-    f.ss = FLAT_KERNEL_SS64 as u64;
-    f.rsp = frame_va;
-    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
 // Tour 08: why a write to a guest stack failed
@@ -387,75 +428,6 @@ fn fault_words(e: &Fault) -> &'static str {
         (_, _, 2) => "read-only",
         _ => "not accessible",
     }
-}
-
-/// The 32-bit failsafe frame `{ DS, ES, FS, GS, EIP, CS, EFLAGS, [ESP, SS] }`
-/// on the ring-1 stack from stack_switch; with `on_ring1_stack` (a
-/// selector reload failed, Xen's `load_segments`), from ring 1 right below
-/// the interrupted `esp` on the interrupted `ss`.
-// Tour 08: the 32-bit failsafe frame (docs/frames/failsafe32.svg)
-fn failsafe32(d: &mut Domain, f: &mut TrapFrame, why: &str, sels: [u16; 4], on_ring1_stack: bool) {
-    let id = d.id;
-    let mask = upcall_mask(d);
-    let v = d.v_mut();
-    if v.failsafe.address == 0 {
-        sched::crash(d, format!("{why}, and there is no failsafe callback"));
-        return;
-    }
-    let from_user = f.cs & 3 == 3;
-    let eflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if mask == 0 { RFLAGS_IF } else { 0 };
-    let mut words = [0u32; 9];
-    let base = [
-        sels[0] as u32,
-        sels[1] as u32,
-        sels[2] as u32,
-        sels[3] as u32,
-        f.rip as u32,
-        ((f.cs & 0xffff) | (mask as u64) << 16) as u32,
-        eflags as u32,
-        f.rsp as u32,
-        f.ss as u32,
-    ];
-    let n = if from_user { 9 } else { 7 };
-    words[..n].copy_from_slice(&base[..n]);
-    let here = on_ring1_stack && !from_user;
-    let (sp, ss) = if here {
-        (f.rsp as u32, f.ss)
-    } else {
-        (v.kernel_sp as u32, v.kernel_ss)
-    };
-    let frame_va = sp.wrapping_sub(n as u32 * 4) as u64;
-    let mut bytes = [0u8; 36];
-    for (i, w) in words[..n].iter().enumerate() {
-        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    if frame_va > sp as u64 || v.space().write_bytes(frame_va, &bytes[..n * 4]).is_err() {
-        sched::crash(
-            d,
-            format!("{why}; the failsafe frame could not be written either (stack {frame_va:#x})"),
-        );
-        return;
-    }
-    let (handler, cs, mask_events) = (v.failsafe.address, v.failsafe.cs, v.failsafe.mask_events);
-    v.kernel_mode = true;
-    if mask_events {
-        set_upcall_mask(d, 1);
-    }
-    crate::warn!("d{id}: {why}: delivering to the failsafe callback {handler:#x}");
-    crate::trace!(
-        TRACE_BOUNCE,
-        "d{id}v{} failsafe (32-bit) -> {handler:#x} frame {frame_va:#x}",
-        d.cur
-    );
-    f.rip = handler;
-    f.cs = if cs == 0 {
-        ringvisor_abi::x86_32::FLAT_RING1_CS
-    } else {
-        cs
-    } as u64;
-    f.ss = ss;
-    f.rsp = frame_va;
-    f.rflags = (f.rflags & !(RFLAGS_ENTRY_CLEAR | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
 /// Failsafe callbacks in a row, with no bounce that could be written in
@@ -495,7 +467,7 @@ fn traced_bounce(d: &Domain, b: &Bounce, from_kernel: bool, old_rip: u64, old_cs
     let from = if from_kernel { "kernel" } else { "user" };
     // The cs the guest's frame holds (RPL 0 for its 64-bit kernel), and
     // for a #PF the address, as the guest will see them.
-    let frame_cs = if !d.compat && from_kernel {
+    let frame_cs = if d.width().layout().kernel_rpl0 && from_kernel {
         old_cs & !3
     } else {
         old_cs
@@ -635,13 +607,8 @@ fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) 
 // Tour 06: `sysenter` from 32-bit user code
 fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let cb = d.v().sysenter;
-    // A 32-bit guest's mode is its ring (a cached flag is stale after a
-    // native iret to ring 3).
-    let user = if d.compat {
-        f.cs & 3 == 3
-    } else {
-        !d.v().kernel_mode
-    };
+    // A 32-bit guest's mode is its ring (Width::interrupted_user).
+    let user = d.width().interrupted_user(d.v().kernel_mode, f.cs);
     if !user || cb.address == 0 {
         return false;
     }

@@ -5,8 +5,8 @@
 //! lowest address first, each with the expression the hypervisor writes
 //! (`code`) and a short note. The unit tests below check the table against
 //! the code that builds the frames (the `push(...)` calls of
-//! `src/pv/traps.rs` `bounce`, the `words` array of `failsafe_with`, the
-//! fields of `IretContext` in `abi/src/x86_64.rs`) and check that the
+//! `src/pv/traps.rs` `write_frame`, one builder for both guest widths, the
+//! fields of `IretContext` in `abi/src/x86_64.rs` and `IretContext32`) and check that the
 //! committed SVGs are what this file renders, so a change to either side
 //! that is not made to the other fails `cargo xtask test`.
 //!
@@ -54,12 +54,6 @@ pub enum Source {
         func: &'static str,
         skip: &'static [&'static str],
     },
-    /// An array literal `let var = [..];` in `func` of `file`.
-    Array {
-        file: &'static str,
-        func: &'static str,
-        var: &'static str,
-    },
     /// The fields of `struct name` in `file`, in order.
     Struct {
         file: &'static str,
@@ -102,14 +96,27 @@ const fn opt(name: &'static str, code: &'static str, note: &'static str) -> Word
 
 const TRAPS: &str = "src/pv/traps.rs";
 
+// What each frame leaves out of `write_frame`'s pushes (each group is
+// conditional there: see `optional_words_are_conditional` below).
+/// An exception frame: no failsafe selectors.
+const SELS: &[&str] = &["ds", "es", "fs", "gs"];
+/// No selectors, no error code.
+const SELS_EC: &[&str] = &["ds", "es", "fs", "gs", "ec"];
+/// 32-bit, from ring 1: no rcx/r11 (`Layout::rcx_r11`), no ESP/SS.
+const W32_RING1: &[&str] = &["f.rcx", "f.r11", "ds", "es", "fs", "gs", "f.rsp", "f.ss"];
+/// 32-bit, from ring 3: no rcx/r11.
+const W32_RING3: &[&str] = &["f.rcx", "f.r11", "ds", "es", "fs", "gs"];
+/// The 32-bit failsafe: no rcx/r11, no error code.
+const W32_FAILSAFE: &[&str] = &["f.rcx", "f.r11", "ec"];
+
 /// The 64-bit exception frame, error code included (`bounce`).
 const EXCEPTION64: &[Word] = &[
     w("RCX", "f.rcx", "the interrupted rcx: Xen enters handlers with sysret, which overwrites rcx; the handler pops it"),
     w("R11", "f.r11", "the interrupted r11 (sysret overwrites it with rflags)"),
     w("ERRCODE", "ec", "the error code (#DF #TS #NP #SS #GP #PF #AC #CP ...); #PF: bit 2 (U) set only from guest user mode"),
     w("RIP", "f.rip", "the faulting instruction (fault) or the next one (trap, int n)"),
-    w("CS", "cs | (mask as u64) << 32", "bits 0-15: cs, RPL 0 (0xe030) if the guest kernel was interrupted, 0xe033 if user; bits 32-39: the saved evtchn_upcall_mask"),
-    w("RFLAGS", "rflags", "the interrupted rflags with IF = !saved upcall mask (and the virtual IOPL with architectural_iopl)"),
+    w("CS", "cs | (mask as u64) << lay.mask_shift", "bits 0-15: cs, RPL 0 (0xe030) if the guest kernel was interrupted, 0xe033 if user; bits 32-39: the saved evtchn_upcall_mask"),
+    w("RFLAGS", "flags", "the interrupted rflags with IF = !saved upcall mask (and the virtual IOPL with architectural_iopl)"),
     w("RSP", "f.rsp", "the interrupted rsp"),
     w("SS", "f.ss", "the interrupted ss (0xe02b)"),
 ];
@@ -130,10 +137,10 @@ const SYSCALL64: &[Word] = &[
     w("RIP", "f.rip", "the user instruction after the syscall"),
     w(
         "CS",
-        "cs | (mask as u64) << 32",
+        "cs | (mask as u64) << lay.mask_shift",
         "bits 0-15: 0xe033 (user, RPL 3; 0xe023 for 32-bit user code); bits 32-39: the saved evtchn_upcall_mask",
     ),
-    w("RFLAGS", "rflags", "the user's rflags with IF = !saved upcall mask"),
+    w("RFLAGS", "flags", "the user's rflags with IF = !saved upcall mask"),
     w("RSP", "f.rsp", "the user's rsp"),
     w("SS", "f.ss", "0xe02b"),
 ];
@@ -156,12 +163,12 @@ const FAILSAFE64: &[Word] = &[
     ),
     w(
         "CS",
-        "cs | (mask as u64) << 32",
+        "cs | (mask as u64) << lay.mask_shift",
         "bits 0-15: cs (RPL 0 for the guest kernel); bits 32-39: the saved evtchn_upcall_mask",
     ),
     w(
         "RFLAGS",
-        "rflags",
+        "flags",
         "the interrupted rflags with IF = !saved upcall mask",
     ),
     w("RSP", "f.rsp", "the interrupted (broken) rsp"),
@@ -183,8 +190,8 @@ const IRET64: &[Word] = &[
 const EXCEPTION32_RING3: &[Word] = &[
     opt("ERRCODE", "ec", "only for vectors with an error code"),
     w("EIP", "f.rip", "the faulting or next instruction"),
-    w("CS", "(f.cs & 0xffff) | (mask as u64) << 16", "bits 0-15: cs as interrupted (0xe019 in ring 1, RPL 3 in user mode); bits 16-23: the saved evtchn_upcall_mask"),
-    w("EFLAGS", "eflags", "IF = !saved upcall mask (and the virtual IOPL with architectural_iopl)"),
+    w("CS", "cs | (mask as u64) << lay.mask_shift", "bits 0-15: cs as interrupted (0xe019 in ring 1, RPL 3 in user mode); bits 16-23: the saved evtchn_upcall_mask"),
+    w("EFLAGS", "flags", "IF = !saved upcall mask (and the virtual IOPL with architectural_iopl)"),
     w("ESP", "f.rsp", "the user esp: a ring change, so the frame has the old stack"),
     w("SS", "f.ss", "the user ss"),
 ];
@@ -199,27 +206,27 @@ const EXCEPTION32_RING1: &[Word] = &[
 const FAILSAFE32: &[Word] = &[
     w(
         "DS",
-        "sels[0] as u32",
+        "ds",
         "data selectors at the fault, or the ones that no longer load",
     ),
-    w("ES", "sels[1] as u32", ""),
-    w("FS", "sels[2] as u32", ""),
-    w("GS", "sels[3] as u32", ""),
-    w("EIP", "f.rip as u32", "the interrupted instruction"),
+    w("ES", "es", ""),
+    w("FS", "fs", ""),
+    w("GS", "gs", ""),
+    w("EIP", "f.rip", "the interrupted instruction"),
     w(
         "CS",
-        "((f.cs & 0xffff) | (mask as u64) << 16) as u32",
+        "cs | (mask as u64) << lay.mask_shift",
         "bits 0-15: cs; bits 16-23: the saved evtchn_upcall_mask",
     ),
-    w("EFLAGS", "eflags as u32", "IF = !saved upcall mask"),
+    w("EFLAGS", "flags", "IF = !saved upcall mask"),
     opt(
         "ESP",
-        "f.rsp as u32",
+        "f.rsp",
         "only when guest user mode (ring 3) was interrupted",
     ),
     opt(
         "SS",
-        "f.ss as u32",
+        "f.ss",
         "only when guest user mode (ring 3) was interrupted",
     ),
 ];
@@ -243,7 +250,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception64-errcode",
         title: "64-bit PV exception frame, with error code",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "bounce", skip: &[] },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: SELS },
         pointer: "handler's rsp",
         footer: "frame top: the interrupted rsp & ~15 (guest kernel) or the stack_switch sp & ~15 (guest user)",
         words: EXCEPTION64,
@@ -252,7 +259,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception64",
         title: "64-bit PV exception frame, no error code (also events)",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "bounce", skip: &["ec"] },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: SELS_EC },
         pointer: "handler's rsp",
         footer: "frame top: the interrupted rsp & ~15 (guest kernel) or the stack_switch sp & ~15 (guest user)",
         words: EXCEPTION64_NO_EC,
@@ -261,7 +268,7 @@ pub const FRAMES: &[Frame] = &[
         file: "syscall64",
         title: "64-bit syscall callback frame (guest user -> guest kernel)",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "bounce", skip: &["ec"] },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: SELS_EC },
         pointer: "handler's rsp",
         footer: "frame top: the stack_switch sp & ~15; back with HYPERVISOR_iret and VGCF_in_syscall",
         words: SYSCALL64,
@@ -270,7 +277,7 @@ pub const FRAMES: &[Frame] = &[
         file: "failsafe64",
         title: "64-bit failsafe callback frame",
         word_bytes: 8,
-        source: Source::Array { file: TRAPS, func: "failsafe_with", var: "words" },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: &["ec"] },
         pointer: "handler's rsp",
         footer: "frame top: the stack_switch sp & ~15, whatever the mode (the interrupted stack is the broken one)",
         words: FAILSAFE64,
@@ -288,7 +295,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception32-ring1",
         title: "32-bit PV exception frame, from ring 1 (guest kernel)",
         word_bytes: 4,
-        source: Source::Pushes { file: TRAPS, func: "bounce32", skip: &["f.rsp", "f.ss"] },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: W32_RING1 },
         pointer: "handler's esp",
         footer: "frame top: the interrupted esp (no ring change, so no ESP/SS); a plain iret returns through it",
         words: EXCEPTION32_RING1,
@@ -297,7 +304,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception32-ring3",
         title: "32-bit PV exception frame, from ring 3 (guest user)",
         word_bytes: 4,
-        source: Source::Pushes { file: TRAPS, func: "bounce32", skip: &[] },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: W32_RING3 },
         pointer: "handler's esp",
         footer: "frame top: the stack_switch esp; the vCPU is switched to kernel mode (ring 1)",
         words: EXCEPTION32_RING3,
@@ -306,7 +313,7 @@ pub const FRAMES: &[Frame] = &[
         file: "failsafe32",
         title: "32-bit failsafe callback frame",
         word_bytes: 4,
-        source: Source::Array { file: TRAPS, func: "failsafe32", var: "base" },
+        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: W32_FAILSAFE },
         pointer: "handler's esp",
         footer: "frame top: the stack_switch esp, whatever the ring (Xen: the interrupted esp in ring 1)",
         words: FAILSAFE32,
@@ -356,9 +363,6 @@ fn source_line(f: &Frame) -> String {
     match f.source {
         Source::Pushes { file, func, .. } => {
             format!("written by {func}() in {file}, lowest address first")
-        }
-        Source::Array { file, func, var } => {
-            format!("written from `{var}` in {func}() in {file}, lowest address first")
         }
         Source::Struct { file, name } => format!("read as {name} ({file}), lowest address first"),
     }
@@ -520,11 +524,6 @@ fn code_words(f: &Frame) -> std::result::Result<Vec<String>, String> {
                 .filter(|p| !skip.contains(&p.as_str()))
                 .collect()
         }
-        Source::Array { file, func, var } => {
-            let b = body(&read(file)?, file, func)?;
-            code::array_elems(&b, var)
-                .ok_or_else(|| format!("{file} {func}: no `let {var} = [..]`"))?
-        }
         Source::Struct { file, name } => code::struct_fields(&read(file)?, name)
             .ok_or_else(|| format!("{file}: no struct {name}"))?,
     })
@@ -647,38 +646,6 @@ pub mod code {
         None
     }
 
-    /// Split at commas that are not inside brackets.
-    pub fn split_top(s: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut depth = 0i32;
-        let mut cur = String::new();
-        for c in s.chars() {
-            match c {
-                '(' | '[' | '{' => depth += 1,
-                ')' | ']' | '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    out.push(cur.trim().to_string());
-                    cur.clear();
-                    continue;
-                }
-                _ => {}
-            }
-            cur.push(c);
-        }
-        if !cur.trim().is_empty() {
-            out.push(cur.trim().to_string());
-        }
-        out
-    }
-
-    /// The elements of `let var = [ ... ];` in `text`.
-    pub fn array_elems(text: &str, var: &str) -> Option<Vec<String>> {
-        let pat = format!("let {var} = [");
-        let at = text.find(&pat)? + pat.len();
-        let (inner, _) = balanced(&text[at..], '[', ']')?;
-        Some(split_top(inner))
-    }
-
     /// The field names of `struct name { .. }` in `src`, in order.
     pub fn struct_fields(src: &str, name: &str) -> Option<Vec<String>> {
         let pat = format!("struct {name} {{");
@@ -714,16 +681,24 @@ mod tests {
     }
 
     #[test]
-    fn optional_error_code_is_conditional_in_bounce() {
-        // The frames without ERRCODE are the bounce pushes minus `ec`: it
-        // must be pushed only when the bounce has an error code.
+    fn optional_words_are_conditional() {
+        // The frames leave words out of write_frame's pushes: each group
+        // must be pushed only under its condition (the width's layout, or
+        // what the frame carries).
         let src = read(TRAPS);
-        let body = code::fn_body(&src, "bounce").unwrap();
+        let body = code::fn_body(&src, "write_frame").unwrap();
         let compact: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(
-            compact.contains("if let Some(ec) = b.error_code { push(ec); }"),
-            "src/pv/traps.rs bounce: the error code is no longer pushed as `if let Some(ec) = b.error_code {{ push(ec); }}`"
-        );
+        for group in [
+            "if lay.rcx_r11 { push(f.rcx); push(f.r11); }",
+            "= spec.sels.map(|s| s.map(u64::from)) { push(ds); push(es); push(fs); push(gs); }",
+            "if let Some(ec) = spec.error_code { push(ec); }",
+            "if lay.stack_always || from_user { push(f.rsp); push(f.ss); }",
+        ] {
+            assert!(
+                compact.contains(group),
+                "src/pv/traps.rs write_frame: no longer `{group}`"
+            );
+        }
     }
 
     #[test]
@@ -755,10 +730,6 @@ mod tests {
         let src = "fn a(x: u8) {\n    push(f.rcx);\n    if y { push(ec); }\n    q.push(z);\n    let words = [f.a, b | (c as u64) << 32, g(h, i)];\n}\nstruct S {\n    /// doc\n    pub a: u64,\n    pub b: u64,\n}\n";
         let body = code::fn_body(src, "a").unwrap();
         assert_eq!(code::call_args(body, "push"), ["f.rcx", "ec"]);
-        assert_eq!(
-            code::array_elems(body, "words").unwrap(),
-            ["f.a", "b | (c as u64) << 32", "g(h, i)"]
-        );
         assert_eq!(code::struct_fields(src, "S").unwrap(), ["a", "b"]);
     }
 
