@@ -174,9 +174,9 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     }
     let pc = crate::arch::x86_64::percpu::this();
     if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {
-        // An event for another domain: sent with this domain's lock
-        // released (never two domain locks at once, without HV), then the
-        // way out under it again.
+        // An event for another domain, or a closed channel's other end:
+        // done with this domain's lock released (never two domain locks
+        // at once, without HV), then the way out under it again.
         drop(g);
         crate::pv::event::send_deferred();
         g = cell.lock();

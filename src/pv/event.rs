@@ -262,10 +262,19 @@ fn fifo_init_control(
 }
 
 /// The event channel ops that concern only the calling domain, under its
-/// lock alone (no `HV`): a send on a port that is not interdomain, unmask,
-/// binding a VIRQ or an IPI, moving a port to another vCPU. `None`:
-/// nothing done, the op needs the domain list (`op`, under `HV`).
+/// lock alone (no `HV`), as Xen's per-domain event lock: send, unmask,
+/// binding a VIRQ or an IPI, moving a port to another vCPU,
+/// `alloc_unbound` and `status` of its own ports (an interdomain port's
+/// status is the remote id and port recorded here), binding an
+/// interdomain channel to itself, `close` (the other end of a channel to
+/// another domain is put back to unbound after this lock is released,
+/// `send_deferred`), and the FIFO ops' checks. `None`: nothing done, the
+/// op needs another domain's state (`op`, under `HV`): binding to
+/// another domain, or naming another domain where only our own is
+/// allowed (its `-EPERM`/`-ESRCH` depends on whether it is alive).
 pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
+    let me = d.id;
+    let is_me = |dom: u16| dom == DOMID_SELF || dom == me;
     Some(match cmd as u32 {
         EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
             Ok(s) => send(d, s.port),
@@ -313,16 +322,172 @@ pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option
             Ok(u) => unmask(d, u.port),
             Err(_) => err(EFAULT),
         },
-        _ => return None,
+        EVTCHNOP_ALLOC_UNBOUND => {
+            let Ok(mut a) = space.read::<EvtchnAllocUnbound>(arg) else {
+                return Some(err(EFAULT));
+            };
+            if !is_me(a.dom) {
+                return None;
+            }
+            let r = alloc_unbound(d, &mut a);
+            write_back(space, arg, &a, r)
+        }
+        EVTCHNOP_STATUS => {
+            let Ok(mut s) = space.read::<EvtchnStatus>(arg) else {
+                return Some(err(EFAULT));
+            };
+            if !is_me(s.dom) {
+                return None;
+            }
+            let r = status(d, &mut s);
+            write_back(space, arg, &s, r)
+        }
+        EVTCHNOP_BIND_INTERDOMAIN => {
+            let Ok(mut b) = space.read::<EvtchnBindInterdomain>(arg) else {
+                return Some(err(EFAULT));
+            };
+            if !is_me(b.remote_dom) {
+                return None;
+            }
+            let r = bind_to_self(d, &mut b);
+            write_back(space, arg, &b, r)
+        }
+        EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
+            Ok(c) => close(d, c.port),
+            Err(_) => err(EFAULT),
+        },
+        // FIFO event channels are not offered (2-level only; Linux falls
+        // back to it). What Xen checks before it would switch ABI is
+        // checked the same way, with its answers; a request that passes
+        // is -ENOSYS, said so in docs/abi.md.
+        EVTCHNOP_INIT_CONTROL => {
+            match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
+                Ok(c) => fifo_init_control(d, crate::mm::frametable::frames(), c),
+                Err(_) => err(EFAULT),
+            }
+        }
+        // Xen: -EOPNOTSUPP until init_control succeeded, which it never does
+        // here.
+        EVTCHNOP_EXPAND_ARRAY => match space.read::<u64>(arg) {
+            Ok(_) => err(EOPNOTSUPP),
+            Err(_) => err(EFAULT),
+        },
+        // Xen's evtchn_set_priority: a port that is not valid -EINVAL
+        // (valid as for status), else -ENOSYS: the 2-level ABI has no
+        // priorities (Linux asks for its timer port's).
+        EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
+            Ok([port, _]) if port as usize >= d.ports.len() => err(EINVAL),
+            Ok(_) => err(ENOSYS),
+            Err(_) => err(EFAULT),
+        },
+        _ => err(ENOSYS),
     })
 }
 
-/// `PerCpu::deferred_send`'s valid bit (the remote id in bits 32-47, its
-/// port in bits 0-31).
-const DEFER: u64 = 1 << 63;
+/// The OUT fields go back only on success (Xen copies back when rc is 0).
+fn write_back<T: ringvisor_abi::Pod>(space: GuestSpace, arg: u64, v: &T, r: Ret) -> Ret {
+    if r == 0 && space.write(arg, v).is_err() {
+        return err(EFAULT);
+    }
+    r
+}
 
-/// The send `op_local` left for after the domain's lock (none held by
-/// the caller now): the other end's port made pending, under its lock.
+/// `alloc_unbound` on the caller's own ports (`a.dom` is itself).
+fn alloc_unbound(d: &mut Domain, a: &mut EvtchnAllocUnbound) -> Ret {
+    // As in Xen, the remote domain need not exist yet.
+    let remote = if a.remote_dom == DOMID_SELF {
+        d.id
+    } else {
+        a.remote_dom
+    };
+    match d.ports.alloc(Channel::Unbound { remote }) {
+        Ok(p) => {
+            a.port = p;
+            0
+        }
+        Err(e) => evt_err(e),
+    }
+}
+
+/// `status` of one of the caller's own ports (`s.dom` is itself): an
+/// interdomain port reports the remote end recorded here.
+fn status(d: &Domain, s: &mut EvtchnStatus) -> Ret {
+    let ports = &d.ports;
+    if s.port as usize >= ports.len() {
+        return err(EINVAL);
+    }
+    // Port 0 (reserved) reads as closed, as in Xen.
+    let c = ports.get(s.port).unwrap_or(Channel::Free);
+    s.vcpu = ports.notify(s.port);
+    s.u = [0; 2];
+    match c {
+        Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
+        Channel::Unbound { remote } => {
+            s.set_unbound(remote);
+            s.status = EVTCHNSTAT_UNBOUND;
+        }
+        Channel::Interdomain {
+            remote,
+            remote_port,
+        } => {
+            s.set_interdomain(remote, remote_port);
+            s.status = EVTCHNSTAT_INTERDOMAIN;
+        }
+        Channel::Virq(v) => {
+            s.set_virq(v);
+            s.status = EVTCHNSTAT_VIRQ;
+        }
+        Channel::Ipi => s.status = EVTCHNSTAT_IPI,
+        // The console ring's other end is the hypervisor.
+        Channel::Console => {
+            s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0);
+            s.status = EVTCHNSTAT_INTERDOMAIN;
+        }
+    }
+    0
+}
+
+/// `bind_interdomain` to one of the caller's own unbound ports (a
+/// loopback channel): both ends are here, under the lock held.
+fn bind_to_self(d: &mut Domain, b: &mut EvtchnBindInterdomain) -> Ret {
+    let me = d.id;
+    // The remote port must be waiting for us.
+    if d.ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
+        return err(EINVAL);
+    }
+    let local = match d.ports.alloc(Channel::Interdomain {
+        remote: me,
+        remote_port: b.remote_port,
+    }) {
+        Ok(p) => p,
+        Err(e) => return evt_err(e),
+    };
+    d.ports.set(
+        b.remote_port,
+        Channel::Interdomain {
+            remote: me,
+            remote_port: local,
+        },
+    );
+    b.local_port = local;
+    // Xen raises the local port so the binder notices a pending
+    // notification (evtchn_bind_interdomain).
+    set_pending(d, local);
+    0
+}
+
+/// `PerCpu::deferred_send`'s valid bit. A send: the remote id in bits
+/// 32-47, its port in bits 0-31. With [`CLOSE`]: our port closed in bits
+/// 48-61, the remote id in 32-47, ours in 16-31, the remote port in 0-15.
+const DEFER: u64 = 1 << 63;
+/// The deferred step is a close's other end, not a send.
+const CLOSE: u64 = 1 << 62;
+// Both ports of a close fit their fields.
+const _: () = assert!(crate::pv::evtchn::MAX_PORTS <= 1 << 14);
+
+/// What `op_local` left for after the domain's lock (none held by the
+/// caller now), under the other end's lock: a send's port made pending,
+/// or a closed channel's other end put back to unbound.
 pub fn send_deferred() {
     let pc = crate::arch::x86_64::percpu::this();
     if pc.deferred_send.load(Ordering::Relaxed) == 0 {
@@ -333,39 +498,47 @@ pub fn send_deferred() {
         return;
     }
     // A domain that was never built: dropped, as `send` drops it.
-    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
+    let Some(r) = crate::sched::domain_lock((w >> 32) as u16) else {
+        return;
+    };
+    if w & CLOSE == 0 {
         set_pending(&mut r.lock(), w as u32);
+        return;
+    }
+    let (port, me, remote_port) = ((w >> 48) as u32 & 0x3fff, (w >> 16) as u16, w as u16 as u32);
+    let mut r = r.lock();
+    // Only if it still points at the port we closed: the other end may
+    // have closed it meanwhile, or died (its ports stay as they were, as
+    // today: nothing sends to a dead domain). Our port stays closed.
+    if r.ports.get(remote_port)
+        == Some(Channel::Interdomain {
+            remote: me,
+            remote_port: port,
+        })
+    {
+        r.ports.set(remote_port, Channel::Unbound { remote: me });
     }
 }
 
 pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
     let cur = hv.current;
-    // (The guard ends with the statement: the deferred send locks another.)
+    // (The guard ends with the statement: the deferred step locks another.)
     let local = op_local(&mut hv.dom(cur), space, cmd, arg);
     if let Some(r) = local {
         send_deferred();
         return r;
     }
+    // What `op_local` leaves: another domain named.
     let me = hv.dom(cur).id;
     match cmd as u32 {
-        EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
-            if let Err(e) = only_self(hv, a.dom, me) {
-                return e;
-            }
-            // As in Xen, the remote domain need not exist yet.
-            let remote = if a.remote_dom == DOMID_SELF {
-                me
-            } else {
-                a.remote_dom
-            };
-            match hv.dom(cur).ports.alloc(Channel::Unbound { remote }) {
-                Ok(p) => {
-                    a.port = p;
-                    0
-                }
-                Err(e) => evt_err(e),
-            }
-        }),
+        EVTCHNOP_ALLOC_UNBOUND => match space.read::<EvtchnAllocUnbound>(arg) {
+            Ok(a) => only_self(hv, a.dom, me).err().unwrap_or(err(EINVAL)),
+            Err(_) => err(EFAULT),
+        },
+        EVTCHNOP_STATUS => match space.read::<EvtchnStatus>(arg) {
+            Ok(s) => only_self(hv, s.dom, me).err().unwrap_or(err(EINVAL)),
+            Err(_) => err(EFAULT),
+        },
         EVTCHNOP_BIND_INTERDOMAIN => inout(space, arg, |b: &mut EvtchnBindInterdomain| {
             let Some(r) = find(hv, b.remote_dom, me) else {
                 return err(ESRCH);
@@ -395,106 +568,50 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             set_pending(&mut hv.dom(cur), local);
             0
         }),
-        EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
-            Ok(c) => close(hv, cur, c.port),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_STATUS => inout(space, arg, |s: &mut EvtchnStatus| {
-            if let Err(e) = only_self(hv, s.dom, me) {
-                return e;
-            }
-            let d = hv.dom(cur);
-            let ports = &d.ports;
-            if s.port as usize >= ports.len() {
-                return err(EINVAL);
-            }
-            // Port 0 (reserved) reads as closed, as in Xen.
-            let c = ports.get(s.port).unwrap_or(Channel::Free);
-            s.vcpu = ports.notify(s.port);
-            s.u = [0; 2];
-            match c {
-                Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
-                Channel::Unbound { remote } => {
-                    s.set_unbound(remote);
-                    s.status = EVTCHNSTAT_UNBOUND;
-                }
-                Channel::Interdomain {
-                    remote,
-                    remote_port,
-                } => {
-                    s.set_interdomain(remote, remote_port);
-                    s.status = EVTCHNSTAT_INTERDOMAIN;
-                }
-                Channel::Virq(v) => {
-                    s.set_virq(v);
-                    s.status = EVTCHNSTAT_VIRQ;
-                }
-                Channel::Ipi => s.status = EVTCHNSTAT_IPI,
-                // The console ring's other end is the hypervisor.
-                Channel::Console => {
-                    s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0);
-                    s.status = EVTCHNSTAT_INTERDOMAIN;
-                }
-            }
-            0
-        }),
-        // FIFO event channels are not offered (2-level only; Linux falls
-        // back to it). What Xen checks before it would switch ABI is
-        // checked the same way, with its answers; a request that passes
-        // is -ENOSYS, said so in docs/abi.md.
-        EVTCHNOP_INIT_CONTROL => {
-            match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
-                Ok(c) => fifo_init_control(&hv.dom(cur), crate::mm::frametable::frames(), c),
-                Err(_) => err(EFAULT),
-            }
-        }
-        // Xen: -EOPNOTSUPP until init_control succeeded, which it never does
-        // here.
-        EVTCHNOP_EXPAND_ARRAY => match space.read::<u64>(arg) {
-            Ok(_) => err(EOPNOTSUPP),
-            Err(_) => err(EFAULT),
-        },
-        // Xen's evtchn_set_priority: a port that is not valid -EINVAL
-        // (valid as for status), else -ENOSYS: the 2-level ABI has no
-        // priorities (Linux asks for its timer port's).
-        EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
-            Ok([port, _]) if port as usize >= hv.dom(cur).ports.len() => err(EINVAL),
-            Ok(_) => err(ENOSYS),
-            Err(_) => err(EFAULT),
-        },
         _ => err(ENOSYS),
     }
 }
 
-fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    let (me, closed) = {
-        let mut d = hv.dom(cur);
-        let closed = d.ports.close(port);
-        if closed.is_ok() {
-            // A closed port is not pending (Xen: evtchn_free), so its next
-            // binding starts clean.
-            pending_word(&d, port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
-        }
-        (d.id, closed)
-    };
+/// `close` under the caller's lock: the port is freed here; the other end
+/// of a channel to another domain goes back to waiting for us after this
+/// lock is released (`send_deferred`), as a send to it does.
+fn close(d: &mut Domain, port: Port) -> Ret {
+    let closed = d.ports.close(port);
+    if closed.is_ok() {
+        // A closed port is not pending (Xen: evtchn_free), so its next
+        // binding starts clean.
+        pending_word(d, port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
+    }
     match closed {
+        // A loopback channel: its other end is here.
+        Ok(Channel::Interdomain {
+            remote,
+            remote_port,
+        }) if remote == d.id => {
+            if d.ports.get(remote_port)
+                == Some(Channel::Interdomain {
+                    remote,
+                    remote_port: port,
+                })
+            {
+                d.ports.set(remote_port, Channel::Unbound { remote });
+            }
+            0
+        }
         Ok(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            // The other end goes back to waiting for us (our own lock is
-            // released: the other end may be this domain).
-            if let Some(r) = hv.index_of(remote) {
-                let mut r = hv.dom(r);
-                if r.ports.get(remote_port)
-                    == Some(Channel::Interdomain {
-                        remote: me,
-                        remote_port: port,
-                    })
-                {
-                    r.ports.set(remote_port, Channel::Unbound { remote: me });
-                }
-            }
+            let pc = crate::arch::x86_64::percpu::this();
+            pc.deferred_send.store(
+                DEFER
+                    | CLOSE
+                    | (port as u64) << 48
+                    | (remote as u64) << 32
+                    | (d.id as u64) << 16
+                    | remote_port as u64,
+                Ordering::Relaxed,
+            );
             0
         }
         Ok(_) => 0,

@@ -79,7 +79,8 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 
 /// Whether hypercall `nr` (first argument `a0`) may reach beyond the
 /// calling domain: event channels in the old form (an `event_channel_op`
-/// is decided by its op, `event::op_local`), platform and
+/// is decided by its op and arguments, `event::op_local`: only binding
+/// to another domain, or naming one, needs `HV`), platform and
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
 /// domain), and a multicall (which may hold any of them). Those run under
 /// `HV` (`pv::entry`); every other call concerns only its domain and runs
