@@ -127,8 +127,10 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// domain's lock alone (no `HV`): system calls, every hypercall but the
 /// global ones (`hypercall::is_global`), exceptions, interrupts; then the
 /// way out, without the scheduler when nothing is pending for it
-/// (`leave_domain`). `false`: nothing done (a global hypercall, an event
-/// sent to another domain, or no domain yet): the caller takes `HV`.
+/// (`leave_domain`). An event channel op naming another domain takes
+/// that domain's lock after ours is released (`event::op_remote`).
+/// `false`: nothing done (a global hypercall, or no domain yet): the
+/// caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -149,20 +151,20 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         // A hypercall or system call: the guest is making progress.
         d.v_mut().in_failsafe = false;
     }
+    // An event channel op that names another domain: nothing done yet
+    // (`event::op_local` left it); finished below, one lock at a time.
+    let mut remote_event = false;
     match f.vector {
-        // A call that turns out to need other domains (an event sent to
-        // one) has done nothing but what the HV path does again: the
-        // progress mark, the ring. It goes there.
         VEC_SYSCALL | VEC_SYSCALL32 => {
             if syscall_on(d, f) && !hypercall::dispatch_domain(d, f) {
-                return false;
+                remote_event = true;
             }
         }
         VEC_HYPERCALL32 if hypercall32 => {
             if d.compat {
                 d.v_mut().kernel_mode = true;
                 if !crate::pv::compat::dispatch_domain(d, f) {
-                    return false;
+                    remote_event = true;
                 }
             } else {
                 // A 64-bit guest cannot be in ring 1; be safe anyway.
@@ -171,6 +173,26 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         }
         TIMER_VECTOR | SPURIOUS_VECTOR | WAKE_VECTOR | FLUSH_VECTOR | 0x20..=0x2f => {}
         _ => guest_trap_on(d, f),
+    }
+    if remote_event {
+        // (Only an event_channel_op comes back undone: every global call
+        // went to HV above.) Our lock is dropped: `op_remote` takes it and
+        // the other domain's in turn.
+        let (nr, a, tail) = if hypercall32 {
+            let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
+            (f.rax as u32 as u64, a, " (32-bit)")
+        } else {
+            (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], "")
+        };
+        drop(g);
+        let ret = crate::pv::event::op_remote(cell, a[0], a[1]);
+        g = cell.lock();
+        hypercall::log_call(&g, nr, a, ret, tail);
+        f.rax = if hypercall32 {
+            ret as u32 as u64
+        } else {
+            ret as u64
+        };
     }
     let pc = crate::arch::x86_64::percpu::this();
     if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {

@@ -196,24 +196,6 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
     traps::deliver(d, f, b);
 }
 
-/// Ops that name a domain act only on the caller's own ports: another
-/// domain that exists is `-EPERM`, one that does not `-ESRCH` (Xen looks
-/// the domain up first).
-fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
-    if dom == DOMID_SELF || dom == me {
-        Ok(())
-    } else if hv.live_index_of(dom).is_some() {
-        Err(err(EPERM))
-    } else {
-        Err(err(ESRCH))
-    }
-}
-
-fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
-    let id = if id == DOMID_SELF { me } else { id };
-    hv.live_index_of(id)
-}
-
 fn evt_err(e: EvtError) -> Ret {
     match e {
         EvtError::NoSpace => err(ENOSPC),
@@ -273,9 +255,22 @@ fn fifo_init_control(
 /// another domain, or naming another domain where only our own is
 /// allowed (its `-EPERM`/`-ESRCH` depends on whether it is alive).
 pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
+    op_split(d, space, cmd, arg).ok()
+}
+
+/// What `op_split` leaves for `op_remote`, read from the guest once.
+enum Remote {
+    /// `alloc_unbound` or `status` naming another domain: an error only.
+    NotSelf(u16),
+    /// `bind_interdomain` to another domain.
+    Bind(EvtchnBindInterdomain),
+}
+
+/// `op_local`, saying what is left when it is not done.
+fn op_split(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Result<Ret, Remote> {
     let me = d.id;
     let is_me = |dom: u16| dom == DOMID_SELF || dom == me;
-    Some(match cmd as u32 {
+    Ok(match cmd as u32 {
         EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
             Ok(s) => send(d, s.port),
             Err(_) => err(EFAULT),
@@ -324,30 +319,30 @@ pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option
         },
         EVTCHNOP_ALLOC_UNBOUND => {
             let Ok(mut a) = space.read::<EvtchnAllocUnbound>(arg) else {
-                return Some(err(EFAULT));
+                return Ok(err(EFAULT));
             };
             if !is_me(a.dom) {
-                return None;
+                return Err(Remote::NotSelf(a.dom));
             }
             let r = alloc_unbound(d, &mut a);
             write_back(space, arg, &a, r)
         }
         EVTCHNOP_STATUS => {
             let Ok(mut s) = space.read::<EvtchnStatus>(arg) else {
-                return Some(err(EFAULT));
+                return Ok(err(EFAULT));
             };
             if !is_me(s.dom) {
-                return None;
+                return Err(Remote::NotSelf(s.dom));
             }
             let r = status(d, &mut s);
             write_back(space, arg, &s, r)
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
             let Ok(mut b) = space.read::<EvtchnBindInterdomain>(arg) else {
-                return Some(err(EFAULT));
+                return Ok(err(EFAULT));
             };
             if !is_me(b.remote_dom) {
-                return None;
+                return Err(Remote::Bind(b));
             }
             let r = bind_to_self(d, &mut b);
             write_back(space, arg, &b, r)
@@ -485,6 +480,17 @@ const CLOSE: u64 = 1 << 62;
 // Both ports of a close fit their fields.
 const _: () = assert!(crate::pv::evtchn::MAX_PORTS <= 1 << 14);
 
+/// The deferred step of closing `port` of domain `me`, whose other end is
+/// `remote_port` of `remote`.
+fn close_word(port: Port, remote: u16, me: u16, remote_port: Port) -> u64 {
+    DEFER
+        | CLOSE
+        | (port as u64) << 48
+        | (remote as u64) << 32
+        | (me as u64) << 16
+        | remote_port as u64
+}
+
 /// What `op_local` left for after the domain's lock (none held by the
 /// caller now), under the other end's lock: a send's port made pending,
 /// or a closed channel's other end put back to unbound.
@@ -520,56 +526,115 @@ pub fn send_deferred() {
     }
 }
 
-pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    let cur = hv.current;
-    // (The guard ends with the statement: the deferred step locks another.)
-    let local = op_local(&mut hv.dom(cur), space, cmd, arg);
-    if let Some(r) = local {
-        send_deferred();
-        return r;
+/// `event_channel_op` under `HV` (a multicall entry, the old-form op):
+/// `HV` adds nothing, the domain locks are taken one at a time as
+/// without it; the argument is read under the caller's lock.
+pub fn op(hv: &mut Hv, _space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    op_remote(&hv.domains[hv.current], cmd, arg)
+}
+
+/// `event_channel_op(cmd, arg)` with no lock held by the caller: under
+/// `me`'s lock alone (`op_local`), then, for an op that names another
+/// domain, that domain's lock after ours is released, never both. A
+/// deferred send or close is finished here too.
+pub fn op_remote(me: &spin::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
+    let (id, left) = {
+        let mut d = me.lock();
+        let space = d.v().space();
+        (d.id, op_split(&mut d, space, cmd, arg))
+    };
+    match left {
+        Ok(r) => {
+            send_deferred();
+            r
+        }
+        // Xen looks the domain up first: another that exists is -EPERM,
+        // one that does not -ESRCH.
+        Err(Remote::NotSelf(dom)) => match crate::sched::domain_lock(dom) {
+            Some(r) if r.lock().is_alive() => err(EPERM),
+            _ => err(ESRCH),
+        },
+        Err(Remote::Bind(b)) => bind_remote(me, id, b, arg),
     }
-    // What `op_local` leaves: another domain named.
-    let me = hv.dom(cur).id;
-    match cmd as u32 {
-        EVTCHNOP_ALLOC_UNBOUND => match space.read::<EvtchnAllocUnbound>(arg) {
-            Ok(a) => only_self(hv, a.dom, me).err().unwrap_or(err(EINVAL)),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_STATUS => match space.read::<EvtchnStatus>(arg) {
-            Ok(s) => only_self(hv, s.dom, me).err().unwrap_or(err(EINVAL)),
-            Err(_) => err(EFAULT),
-        },
-        EVTCHNOP_BIND_INTERDOMAIN => inout(space, arg, |b: &mut EvtchnBindInterdomain| {
-            let Some(r) = find(hv, b.remote_dom, me) else {
-                return err(ESRCH);
-            };
-            let remote = hv.dom(r).id;
-            // The remote port must be waiting for us.
-            if hv.dom(r).ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
-                return err(EINVAL);
-            }
-            let local = match hv.dom(cur).ports.alloc(Channel::Interdomain {
-                remote,
-                remote_port: b.remote_port,
-            }) {
-                Ok(p) => p,
-                Err(e) => return evt_err(e),
-            };
-            hv.dom(r).ports.set(
+}
+
+/// `bind_interdomain` to another domain `b.remote_dom`, one lock at a time
+/// (Xen holds both event locks; here a step that finds the other side
+/// changed undoes ours): check the remote port waits for us, take our
+/// port, point the remote port at it if it still waits, then raise ours.
+/// The answers and their order are those of one atomic step: -ESRCH (no
+/// such live domain), -EINVAL (its port does not wait for us), -ENOSPC.
+fn bind_remote(me: &spin::Mutex<Domain>, id: u16, mut b: EvtchnBindInterdomain, arg: u64) -> Ret {
+    let rdom = b.remote_dom;
+    let Some(rl) = crate::sched::domain_lock(rdom) else {
+        return err(ESRCH);
+    };
+    let waiting = Some(Channel::Unbound { remote: id });
+    {
+        let r = rl.lock();
+        if !r.is_alive() {
+            return err(ESRCH);
+        }
+        if r.ports.get(b.remote_port) != waiting {
+            return err(EINVAL);
+        }
+    }
+    let ours = Channel::Interdomain {
+        remote: rdom,
+        remote_port: b.remote_port,
+    };
+    let local = match me.lock().ports.alloc(ours) {
+        Ok(p) => p,
+        Err(e) => return evt_err(e),
+    };
+    // The remote port, if it still waits for us (it may have been closed,
+    // or its domain died, since we looked).
+    let bound = {
+        let mut r = rl.lock();
+        if !r.is_alive() {
+            Err(err(ESRCH))
+        } else if r.ports.get(b.remote_port) != waiting {
+            Err(err(EINVAL))
+        } else {
+            r.ports.set(
                 b.remote_port,
                 Channel::Interdomain {
-                    remote: me,
+                    remote: id,
                     remote_port: local,
                 },
             );
-            b.local_port = local;
-            // Xen raises the local port so the binder notices a pending
-            // notification (evtchn_bind_interdomain).
-            set_pending(&mut hv.dom(cur), local);
-            0
-        }),
-        _ => err(ENOSYS),
+            Ok(())
+        }
+    };
+    let mut d = me.lock();
+    let still_ours = d.ports.get(local) == Some(ours);
+    if let Err(e) = bound {
+        // Our port back, unless already closed meanwhile (nothing made
+        // it pending; the remote port never pointed at it).
+        if still_ours {
+            let _ = d.ports.close(local);
+        }
+        return e;
     }
+    if !still_ours {
+        // Closed meanwhile (another vCPU), before the remote port pointed
+        // at it: bound, then closed; the close's remote step again.
+        drop(d);
+        let pc = crate::arch::x86_64::percpu::this();
+        pc.deferred_send.store(
+            close_word(local, rdom, id, b.remote_port),
+            Ordering::Relaxed,
+        );
+        send_deferred();
+        b.local_port = local;
+        return write_back(me.lock().v().space(), arg, &b, 0);
+    }
+    b.local_port = local;
+    // Xen raises the local port so the binder notices a pending
+    // notification (evtchn_bind_interdomain).
+    set_pending(&mut d, local);
+    let space = d.v().space();
+    write_back(space, arg, &b, 0)
 }
 
 /// `close` under the caller's lock: the port is freed here; the other end
@@ -604,12 +669,7 @@ fn close(d: &mut Domain, port: Port) -> Ret {
         }) => {
             let pc = crate::arch::x86_64::percpu::this();
             pc.deferred_send.store(
-                DEFER
-                    | CLOSE
-                    | (port as u64) << 48
-                    | (remote as u64) << 32
-                    | (d.id as u64) << 16
-                    | remote_port as u64,
+                close_word(port, remote, d.id, remote_port),
                 Ordering::Relaxed,
             );
             0

@@ -123,7 +123,8 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let ret = if nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP {
         match event::op_local(d, space, a[0], a[1]) {
             Some(r) => r,
-            // Another domain's ports: nothing done, the caller takes HV.
+            // Another domain named: nothing done, the caller finishes it
+            // with our lock released (`event::op_remote`).
             None => return false,
         }
     } else {
