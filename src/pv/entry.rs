@@ -127,10 +127,10 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// domain's lock alone (no `HV`): system calls, every hypercall but the
 /// global ones (`hypercall::is_global`), exceptions, interrupts; then the
 /// way out, without the scheduler when nothing is pending for it
-/// (`leave_domain`). An event channel op naming another domain takes
-/// that domain's lock after ours is released (`event::op_remote`).
-/// `false`: nothing done (a global hypercall, or no domain yet): the
-/// caller takes `HV`.
+/// (`leave_domain`). A call that may reach another domain takes that
+/// domain's lock after ours is released (`hypercall::call_unlocked`).
+/// `false`: nothing done (a multicall, the old-form event op, or no
+/// domain yet): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -141,9 +141,9 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     let d = &mut *g;
     let hypercall64 = f.vector == VEC_SYSCALL && !d.compat && d.v().kernel_mode;
     let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
-    // Decided before any effect: a global call goes to HV untouched.
-    if (hypercall64 && hypercall::is_global(f.rax, f.rdi))
-        || (hypercall32 && hypercall::is_global(f.rax as u32 as u64, f.rbx as u32 as u64))
+    // Decided before any effect: a call that needs HV goes there untouched.
+    if (hypercall64 && hypercall::needs_hv(f.rax))
+        || (hypercall32 && hypercall::needs_hv(f.rax as u32 as u64))
     {
         return false;
     }
@@ -151,8 +151,9 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         // A hypercall or system call: the guest is making progress.
         d.v_mut().in_failsafe = false;
     }
-    // An event channel op that names another domain: nothing done yet
-    // (`event::op_local` left it); finished below, one lock at a time.
+    // A call that may reach another domain (`hypercall::is_global`, or an
+    // event channel op naming one): left undone by the dispatcher, made
+    // below with our lock released.
     let mut remote_event = false;
     match f.vector {
         VEC_SYSCALL | VEC_SYSCALL32 => {
@@ -175,9 +176,8 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         _ => guest_trap_on(d, f),
     }
     if remote_event {
-        // (Only an event_channel_op comes back undone: every global call
-        // went to HV above.) Our lock is dropped: `op_remote` takes it and
-        // the other domain's in turn.
+        // Our lock is dropped: the call takes it and another domain's in
+        // turn.
         let (nr, a, tail) = if hypercall32 {
             let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
             (f.rax as u32 as u64, a, " (32-bit)")
@@ -185,7 +185,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
             (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], "")
         };
         drop(g);
-        let ret = crate::pv::event::op_remote(cell, a[0], a[1]);
+        let ret = hypercall::call_unlocked(cell, nr, a);
         g = cell.lock();
         hypercall::log_call(&g, nr, a, ret, tail);
         f.rax = if hypercall32 {
