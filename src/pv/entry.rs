@@ -129,8 +129,9 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// way out, without the scheduler when nothing is pending for it
 /// (`leave_domain`). A call that may reach another domain takes that
 /// domain's lock after ours is released (`hypercall::call_unlocked`).
-/// `false`: nothing done (a multicall, the old-form event op, or no
-/// domain yet): the caller takes `HV`.
+/// A multicall makes each entry as its plain call
+/// (`multicall::multicall_on`). `false`: nothing done (the old-form
+/// event op, or no domain yet): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -185,14 +186,23 @@ fn on_domain(f: &mut TrapFrame) -> bool {
             (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], "")
         };
         drop(g);
-        let ret = hypercall::call_unlocked(cell, nr, a);
-        g = cell.lock();
-        hypercall::log_call(&g, nr, a, ret, tail);
-        f.rax = if hypercall32 {
-            ret as u32 as u64
+        let ret = if nr == ringvisor_abi::xen::HYPERVISOR_MULTICALL as u64 {
+            match crate::pv::multicall::multicall_on(cell, f, a[0], a[1]) {
+                crate::pv::multicall::Outcome::Ret(r) => Some(r),
+                crate::pv::multicall::Outcome::FrameDone => None,
+            }
         } else {
-            ret as u64
+            Some(hypercall::call_unlocked(cell, nr, a))
         };
+        g = cell.lock();
+        if let Some(ret) = ret {
+            hypercall::log_call(&g, nr, a, ret, tail);
+            f.rax = if hypercall32 {
+                ret as u32 as u64
+            } else {
+                ret as u64
+            };
+        }
     }
     let pc = crate::arch::x86_64::percpu::this();
     if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {

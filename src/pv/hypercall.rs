@@ -83,7 +83,8 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
 /// domain), and a multicall (which may hold any of them). The domain
 /// dispatchers leave them undone; all but [`needs_hv`] are then made with
-/// no lock held ([`call_unlocked`]), the rest under `HV` (`pv::entry`).
+/// no lock held ([`call_unlocked`], `multicall::multicall_on`), the rest
+/// under `HV` (`pv::entry`).
 /// Every other call concerns only its domain and runs under that
 /// domain's lock alone ([`dispatch_domain`]).
 pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
@@ -97,14 +98,10 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
         && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
 }
 
-/// The calls that still take `HV`: a multicall (its entries may be any
-/// call) and the old-form event op (rare; its 32-bit answer comes from
-/// `compat`'s table).
+/// The call that still takes `HV`: the old-form event op (rare; its
+/// 32-bit answer comes from `compat`'s table).
 pub(crate) fn needs_hv(nr: u64) -> bool {
-    matches!(
-        nr as u32,
-        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT | HYPERVISOR_MULTICALL
-    )
+    nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
 }
 
 /// A call the domain dispatchers left undone that is not [`needs_hv`]:
