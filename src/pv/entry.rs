@@ -179,30 +179,9 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     if remote_event {
         // Our lock is dropped: the call takes it and another domain's in
         // turn.
-        let (nr, a, tail) = if hypercall32 {
-            let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
-            (f.rax as u32 as u64, a, " (32-bit)")
-        } else {
-            (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], "")
-        };
         drop(g);
-        let ret = if nr == ringvisor_abi::xen::HYPERVISOR_MULTICALL as u64 {
-            match crate::pv::multicall::multicall_on(cell, f, a[0], a[1]) {
-                crate::pv::multicall::Outcome::Ret(r) => Some(r),
-                crate::pv::multicall::Outcome::FrameDone => None,
-            }
-        } else {
-            Some(hypercall::call_unlocked(cell, nr, a))
-        };
+        call_unlocked(cell, f, hypercall32);
         g = cell.lock();
-        if let Some(ret) = ret {
-            hypercall::log_call(&g, nr, a, ret, tail);
-            f.rax = if hypercall32 {
-                ret as u32 as u64
-            } else {
-                ret as u64
-            };
-        }
     }
     let pc = crate::arch::x86_64::percpu::this();
     if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {
@@ -221,6 +200,35 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         locked_way_out(f);
     }
     true
+}
+
+/// What the domain's dispatcher left undone (`hypercall::is_global`, an
+/// event channel op naming another domain), made with no lock held; the
+/// answer in the frame, as the dispatcher would have put it.
+#[cold]
+#[inline(never)]
+fn call_unlocked(cell: &'static spin::Mutex<Domain>, f: &mut TrapFrame, hypercall32: bool) {
+    let (nr, a, tail) = if hypercall32 {
+        let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
+        (f.rax as u32 as u64, a, " (32-bit)")
+    } else {
+        (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], "")
+    };
+    let ret = if nr == ringvisor_abi::xen::HYPERVISOR_MULTICALL as u64 {
+        match crate::pv::multicall::multicall_on(cell, f, a[0], a[1]) {
+            crate::pv::multicall::Outcome::Ret(r) => r,
+            // The frame is final (an iret entry, or a continuation).
+            crate::pv::multicall::Outcome::FrameDone => return,
+        }
+    } else {
+        hypercall::call_unlocked(cell, nr, a)
+    };
+    hypercall::log_call(&cell.lock(), nr, a, ret, tail);
+    f.rax = if hypercall32 {
+        ret as u32 as u64
+    } else {
+        ret as u64
+    };
 }
 
 /// The way out of [`on_domain`] when there is nothing for the scheduler

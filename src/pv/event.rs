@@ -503,14 +503,22 @@ pub fn send_deferred() {
     if w & DEFER == 0 {
         return;
     }
+    if w & CLOSE != 0 {
+        return close_deferred(w);
+    }
     // A domain that was never built: dropped, as `send` drops it.
+    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
+        set_pending(&mut r.lock(), w as u32);
+    }
+}
+
+/// A close's other end (rare: kept out of the send's path).
+#[cold]
+#[inline(never)]
+fn close_deferred(w: u64) {
     let Some(r) = crate::sched::domain_lock((w >> 32) as u16) else {
         return;
     };
-    if w & CLOSE == 0 {
-        set_pending(&mut r.lock(), w as u32);
-        return;
-    }
     let (port, me, remote_port) = ((w >> 48) as u32 & 0x3fff, (w >> 16) as u16, w as u16 as u32);
     let mut r = r.lock();
     // Only if it still points at the port we closed: the other end may
