@@ -130,8 +130,8 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// (`leave_domain`). A call that may reach another domain takes that
 /// domain's lock after ours is released (`hypercall::call_unlocked`).
 /// A multicall makes each entry as its plain call
-/// (`multicall::multicall_on`). `false`: nothing done (the old-form
-/// event op, or no domain yet): the caller takes `HV`.
+/// (`multicall::multicall_on`). `false`: nothing done (a 32-bit guest's
+/// old-form event op, or no domain yet): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -140,12 +140,9 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     };
     let mut g = cell.lock();
     let d = &mut *g;
-    let hypercall64 = f.vector == VEC_SYSCALL && !d.compat && d.v().kernel_mode;
     let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
     // Decided before any effect: a call that needs HV goes there untouched.
-    if (hypercall64 && hypercall::needs_hv(f.rax))
-        || (hypercall32 && hypercall::needs_hv(f.rax as u32 as u64))
-    {
+    if hypercall32 && hypercall::needs_hv(f.rax as u32 as u64, d.compat) {
         return false;
     }
     if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {

@@ -98,20 +98,34 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
         && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
 }
 
-/// The call that still takes `HV`: the old-form event op (rare; its
-/// 32-bit answer comes from `compat`'s table).
-pub(crate) fn needs_hv(nr: u64) -> bool {
-    nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+/// The call that still takes `HV`: a 32-bit guest's old-form event op
+/// (rare; its answer comes from `compat`'s table, under `HV`).
+pub(crate) fn needs_hv(nr: u64, compat: bool) -> bool {
+    compat && nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
 }
 
 /// A call the domain dispatchers left undone that is not [`needs_hv`]:
-/// an `event_channel_op` naming another domain, `platform_op`, `mca`,
-/// `PHYSDEVOP_map_pirq`, with no lock held by the caller; each takes the
+/// an `event_channel_op` naming another domain, a 64-bit guest's
+/// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
+/// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
 /// arguments and answers in both widths (as `compat::call`).
 pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
+        // The old form (64-bit): { cmd, union } in one buffer, as `call`.
+        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
+            let op = {
+                let d = me.lock();
+                d.v()
+                    .space()
+                    .read::<ringvisor_abi::event_channel::EvtchnOp>(a[0])
+            };
+            match (op, a[0].checked_add(8)) {
+                (Ok(op), Some(arg)) => event::op_remote(me, op.cmd as u64, arg),
+                _ => err(EFAULT),
+            }
+        }
         HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op_on(me, a[0]),
         HYPERVISOR_MCA => crate::pv::platform::mca_on(me, a[0]),
         HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {

@@ -187,7 +187,7 @@ pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u
                 e.rax as Ret
             } else {
                 drop(d);
-                let r = if hypercall::needs_hv(op) {
+                let r = if hypercall::needs_hv(op, compat) {
                     crate::pv::entry::with_current(|hv| {
                         if compat {
                             compat::call(hv, op, args)
@@ -199,7 +199,7 @@ pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u
                     hypercall::call_unlocked(me, op, args)
                 };
                 d = me.lock();
-                if !hypercall::needs_hv(op) {
+                if !hypercall::needs_hv(op, compat) {
                     let tail = if compat { " (32-bit)" } else { "" };
                     hypercall::log_call(&d, op, args, r, tail);
                 }
