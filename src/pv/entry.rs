@@ -3,8 +3,10 @@
 //! A guest enters in one of these ways, all reaching `trap_dispatch` with
 //! the guest's registers in a `TrapFrame` at the top of this CPU's stack,
 //! and then `from_guest`, which takes the current domain's lock
-//! (`on_domain`), or for a hypercall that may reach another domain the
-//! scheduler lock `HV` (lock order: docs/design.md):
+//! (`on_domain`; a call that may reach another domain takes that
+//! domain's lock after ours is released), or, before any domain runs or
+//! for a 32-bit guest's old-form event op, the scheduler lock `HV` (lock
+//! order: docs/design.md):
 //!
 //! 1. `syscall` from a 64-bit kernel: a hypercall (`hypercall::dispatch`);
 //! 2. `int $0x82` from a 32-bit kernel in ring 1: a hypercall
@@ -125,7 +127,7 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 /// An entry that concerns only the current domain, handled under that
 /// domain's lock alone (no `HV`): system calls, every hypercall but the
-/// global ones (`hypercall::is_global`), exceptions, interrupts; then the
+/// one that needs `HV` (`hypercall::needs_hv`), exceptions, interrupts; then the
 /// way out, without the scheduler when nothing is pending for it
 /// (`leave_domain`). A call that may reach another domain takes that
 /// domain's lock after ours is released (`hypercall::call_unlocked`).

@@ -251,9 +251,10 @@ fn fifo_init_control(
 /// interdomain channel to itself, `close` (the other end of a channel to
 /// another domain is put back to unbound after this lock is released,
 /// `send_deferred`), and the FIFO ops' checks. `None`: nothing done, the
-/// op needs another domain's state (`op`, under `HV`): binding to
-/// another domain, or naming another domain where only our own is
-/// allowed (its `-EPERM`/`-ESRCH` depends on whether it is alive).
+/// op needs another domain's state (`op_remote`, with our lock
+/// released): binding to another domain, or naming another domain where
+/// only our own is allowed (its `-EPERM`/`-ESRCH` depends on whether it
+/// is alive).
 pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
     // The send, the hot one, without `op_split`'s larger answer.
     if cmd as u32 == EVTCHNOP_SEND {
@@ -542,7 +543,8 @@ fn close_deferred(w: u64) {
     }
 }
 
-/// `event_channel_op` under `HV` (a multicall entry, the old-form op):
+/// `event_channel_op` on the paths under `HV` (`hypercall::call`,
+/// `compat::call`):
 /// `HV` adds nothing, the domain locks are taken one at a time as
 /// without it; the argument is read under the caller's lock.
 pub fn op(hv: &mut Hv, _space: GuestSpace, cmd: u64, arg: u64) -> Ret {

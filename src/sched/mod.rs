@@ -142,7 +142,7 @@ pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
 /// removed (`Hv::domains` keeps it for the run), so a pointer read here
 /// stays valid. What an interdomain event send uses to reach the other
 /// end from under no lock but its own domain's, released first
-/// (`pv::event::send_remote`).
+/// (`pv::event::send_deferred`, `op_remote`; `for_each_domain_lock`).
 static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<Mutex<Domain>>>> = spin::Once::new();
 
 /// Room for `n` domain ids (boot: one per module).
