@@ -3,8 +3,10 @@
 //! A guest enters in one of these ways, all reaching `trap_dispatch` with
 //! the guest's registers in a `TrapFrame` at the top of this CPU's stack,
 //! and then `from_guest`, which takes the current domain's lock
-//! (`on_domain`), or for a hypercall that may reach another domain the
-//! scheduler lock `HV` (lock order: docs/design.md):
+//! (`on_domain`; a call that may reach another domain takes that
+//! domain's lock after ours is released), or, before any domain runs or
+//! for a 32-bit guest's old-form event op, the scheduler lock `HV` (lock
+//! order: docs/design.md):
 //!
 //! 1. `syscall` from a 64-bit kernel: a hypercall (`hypercall::dispatch`);
 //! 2. `int $0x82` from a 32-bit kernel in ring 1: a hypercall
@@ -125,10 +127,13 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 /// An entry that concerns only the current domain, handled under that
 /// domain's lock alone (no `HV`): system calls, every hypercall but the
-/// global ones (`hypercall::is_global`), exceptions, interrupts; then the
+/// one that needs `HV` (`hypercall::needs_hv`), exceptions, interrupts; then the
 /// way out, without the scheduler when nothing is pending for it
-/// (`leave_domain`). `false`: nothing done (a global hypercall, an event
-/// sent to another domain, or no domain yet): the caller takes `HV`.
+/// (`leave_domain`). A call that may reach another domain takes that
+/// domain's lock after ours is released (`hypercall::call_unlocked`).
+/// A multicall makes each entry as its plain call
+/// (`multicall::multicall_on`). `false`: nothing done (a 32-bit guest's
+/// old-form event op, or no domain yet): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -137,32 +142,30 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     };
     let mut g = cell.lock();
     let d = &mut *g;
-    let hypercall64 = f.vector == VEC_SYSCALL && !d.compat && d.v().kernel_mode;
     let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
-    // Decided before any effect: a global call goes to HV untouched.
-    if (hypercall64 && hypercall::is_global(f.rax, f.rdi))
-        || (hypercall32 && hypercall::is_global(f.rax as u32 as u64, f.rbx as u32 as u64))
-    {
+    // Decided before any effect: a call that needs HV goes there untouched.
+    if hypercall32 && hypercall::needs_hv(f.rax as u32 as u64, d.compat) {
         return false;
     }
     if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
         // A hypercall or system call: the guest is making progress.
         d.v_mut().in_failsafe = false;
     }
+    // A call that may reach another domain (`hypercall::is_global`, or an
+    // event channel op naming one): left undone by the dispatcher, made
+    // below with our lock released.
+    let mut remote_event = false;
     match f.vector {
-        // A call that turns out to need other domains (an event sent to
-        // one) has done nothing but what the HV path does again: the
-        // progress mark, the ring. It goes there.
         VEC_SYSCALL | VEC_SYSCALL32 => {
             if syscall_on(d, f) && !hypercall::dispatch_domain(d, f) {
-                return false;
+                remote_event = true;
             }
         }
         VEC_HYPERCALL32 if hypercall32 => {
             if d.compat {
                 d.v_mut().kernel_mode = true;
                 if !crate::pv::compat::dispatch_domain(d, f) {
-                    return false;
+                    remote_event = true;
                 }
             } else {
                 // A 64-bit guest cannot be in ring 1; be safe anyway.
@@ -172,11 +175,18 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         TIMER_VECTOR | SPURIOUS_VECTOR | WAKE_VECTOR | FLUSH_VECTOR | 0x20..=0x2f => {}
         _ => guest_trap_on(d, f),
     }
+    if remote_event {
+        // Our lock is dropped: the call takes it and another domain's in
+        // turn.
+        drop(g);
+        call_unlocked(cell, f, hypercall32);
+        g = cell.lock();
+    }
     let pc = crate::arch::x86_64::percpu::this();
     if pc.deferred_send.load(core::sync::atomic::Ordering::Relaxed) != 0 {
-        // An event for another domain: sent with this domain's lock
-        // released (never two domain locks at once, without HV), then the
-        // way out under it again.
+        // An event for another domain, or a closed channel's other end:
+        // done with this domain's lock released (never two domain locks
+        // at once, without HV), then the way out under it again.
         drop(g);
         crate::pv::event::send_deferred();
         g = cell.lock();
@@ -189,6 +199,35 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         locked_way_out(f);
     }
     true
+}
+
+/// What the domain's dispatcher left undone (`hypercall::is_global`, an
+/// event channel op naming another domain), made with no lock held; the
+/// answer in the frame, as the dispatcher would have put it.
+#[cold]
+#[inline(never)]
+fn call_unlocked(cell: &'static spin::Mutex<Domain>, f: &mut TrapFrame, hypercall32: bool) {
+    let (nr, a, tail) = if hypercall32 {
+        let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
+        (f.rax as u32 as u64, a, " (32-bit)")
+    } else {
+        (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8], "")
+    };
+    let ret = if nr == ringvisor_abi::xen::HYPERVISOR_MULTICALL as u64 {
+        match crate::pv::multicall::multicall_on(cell, f, a[0], a[1]) {
+            crate::pv::multicall::Outcome::Ret(r) => r,
+            // The frame is final (an iret entry, or a continuation).
+            crate::pv::multicall::Outcome::FrameDone => return,
+        }
+    } else {
+        hypercall::call_unlocked(cell, nr, a)
+    };
+    hypercall::log_call(&cell.lock(), nr, a, ret, tail);
+    f.rax = if hypercall32 {
+        ret as u32 as u64
+    } else {
+        ret as u64
+    };
 }
 
 /// The way out of [`on_domain`] when there is nothing for the scheduler

@@ -196,24 +196,6 @@ pub fn deliver_upcall(d: &mut Domain, f: &mut TrapFrame) {
     traps::deliver(d, f, b);
 }
 
-/// Ops that name a domain act only on the caller's own ports: another
-/// domain that exists is `-EPERM`, one that does not `-ESRCH` (Xen looks
-/// the domain up first).
-fn only_self(hv: &Hv, dom: u16, me: u16) -> Result<(), Ret> {
-    if dom == DOMID_SELF || dom == me {
-        Ok(())
-    } else if hv.live_index_of(dom).is_some() {
-        Err(err(EPERM))
-    } else {
-        Err(err(ESRCH))
-    }
-}
-
-fn find(hv: &Hv, id: u16, me: u16) -> Option<usize> {
-    let id = if id == DOMID_SELF { me } else { id };
-    hv.live_index_of(id)
-}
-
 fn evt_err(e: EvtError) -> Ret {
     match e {
         EvtError::NoSpace => err(ENOSPC),
@@ -262,15 +244,46 @@ fn fifo_init_control(
 }
 
 /// The event channel ops that concern only the calling domain, under its
-/// lock alone (no `HV`): a send on a port that is not interdomain, unmask,
-/// binding a VIRQ or an IPI, moving a port to another vCPU. `None`:
-/// nothing done, the op needs the domain list (`op`, under `HV`).
+/// lock alone (no `HV`), as Xen's per-domain event lock: send, unmask,
+/// binding a VIRQ or an IPI, moving a port to another vCPU,
+/// `alloc_unbound` and `status` of its own ports (an interdomain port's
+/// status is the remote id and port recorded here), binding an
+/// interdomain channel to itself, `close` (the other end of a channel to
+/// another domain is put back to unbound after this lock is released,
+/// `send_deferred`), and the FIFO ops' checks. `None`: nothing done, the
+/// op needs another domain's state (`op_remote`, with our lock
+/// released): binding to another domain, or naming another domain where
+/// only our own is allowed (its `-EPERM`/`-ESRCH` depends on whether it
+/// is alive).
 pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option<Ret> {
-    Some(match cmd as u32 {
-        EVTCHNOP_SEND => match space.read::<EvtchnSend>(arg) {
-            Ok(s) => send(d, s.port),
-            Err(_) => err(EFAULT),
-        },
+    // The send, the hot one, without `op_split`'s larger answer.
+    if cmd as u32 == EVTCHNOP_SEND {
+        return Some(send_op(d, space, arg));
+    }
+    op_split(d, space, cmd, arg).ok()
+}
+
+fn send_op(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
+    match space.read::<EvtchnSend>(arg) {
+        Ok(s) => send(d, s.port),
+        Err(_) => err(EFAULT),
+    }
+}
+
+/// What `op_split` leaves for `op_remote`, read from the guest once.
+enum Remote {
+    /// `alloc_unbound` or `status` naming another domain: an error only.
+    NotSelf(u16),
+    /// `bind_interdomain` to another domain.
+    Bind(EvtchnBindInterdomain),
+}
+
+/// `op_local`, saying what is left when it is not done.
+fn op_split(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Result<Ret, Remote> {
+    let me = d.id;
+    let is_me = |dom: u16| dom == DOMID_SELF || dom == me;
+    Ok(match cmd as u32 {
+        EVTCHNOP_SEND => send_op(d, space, arg),
         EVTCHNOP_BIND_VIRQ => inout(space, arg, |b: &mut EvtchnBindVirq| {
             // A global VIRQ is bound on vCPU 0 (then movable with bind_vcpu).
             if crate::pv::evtchn::virq_is_global(b.virq) && b.vcpu != 0 {
@@ -313,138 +326,47 @@ pub fn op_local(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Option
             Ok(u) => unmask(d, u.port),
             Err(_) => err(EFAULT),
         },
-        _ => return None,
-    })
-}
-
-/// `PerCpu::deferred_send`'s valid bit (the remote id in bits 32-47, its
-/// port in bits 0-31).
-const DEFER: u64 = 1 << 63;
-
-/// The send `op_local` left for after the domain's lock (none held by
-/// the caller now): the other end's port made pending, under its lock.
-pub fn send_deferred() {
-    let pc = crate::arch::x86_64::percpu::this();
-    if pc.deferred_send.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    let w = pc.deferred_send.swap(0, Ordering::Relaxed);
-    if w & DEFER == 0 {
-        return;
-    }
-    // A domain that was never built: dropped, as `send` drops it.
-    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
-        set_pending(&mut r.lock(), w as u32);
-    }
-}
-
-pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    let cur = hv.current;
-    // (The guard ends with the statement: the deferred send locks another.)
-    let local = op_local(&mut hv.dom(cur), space, cmd, arg);
-    if let Some(r) = local {
-        send_deferred();
-        return r;
-    }
-    let me = hv.dom(cur).id;
-    match cmd as u32 {
-        EVTCHNOP_ALLOC_UNBOUND => inout(space, arg, |a: &mut EvtchnAllocUnbound| {
-            if let Err(e) = only_self(hv, a.dom, me) {
-                return e;
-            }
-            // As in Xen, the remote domain need not exist yet.
-            let remote = if a.remote_dom == DOMID_SELF {
-                me
-            } else {
-                a.remote_dom
+        EVTCHNOP_ALLOC_UNBOUND => {
+            let Ok(mut a) = space.read::<EvtchnAllocUnbound>(arg) else {
+                return Ok(err(EFAULT));
             };
-            match hv.dom(cur).ports.alloc(Channel::Unbound { remote }) {
-                Ok(p) => {
-                    a.port = p;
-                    0
-                }
-                Err(e) => evt_err(e),
+            if !is_me(a.dom) {
+                return Err(Remote::NotSelf(a.dom));
             }
-        }),
-        EVTCHNOP_BIND_INTERDOMAIN => inout(space, arg, |b: &mut EvtchnBindInterdomain| {
-            let Some(r) = find(hv, b.remote_dom, me) else {
-                return err(ESRCH);
+            let r = alloc_unbound(d, &mut a);
+            write_back(space, arg, &a, r)
+        }
+        EVTCHNOP_STATUS => {
+            let Ok(mut s) = space.read::<EvtchnStatus>(arg) else {
+                return Ok(err(EFAULT));
             };
-            let remote = hv.dom(r).id;
-            // The remote port must be waiting for us.
-            if hv.dom(r).ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
-                return err(EINVAL);
+            if !is_me(s.dom) {
+                return Err(Remote::NotSelf(s.dom));
             }
-            let local = match hv.dom(cur).ports.alloc(Channel::Interdomain {
-                remote,
-                remote_port: b.remote_port,
-            }) {
-                Ok(p) => p,
-                Err(e) => return evt_err(e),
+            let r = status(d, &mut s);
+            write_back(space, arg, &s, r)
+        }
+        EVTCHNOP_BIND_INTERDOMAIN => {
+            let Ok(mut b) = space.read::<EvtchnBindInterdomain>(arg) else {
+                return Ok(err(EFAULT));
             };
-            hv.dom(r).ports.set(
-                b.remote_port,
-                Channel::Interdomain {
-                    remote: me,
-                    remote_port: local,
-                },
-            );
-            b.local_port = local;
-            // Xen raises the local port so the binder notices a pending
-            // notification (evtchn_bind_interdomain).
-            set_pending(&mut hv.dom(cur), local);
-            0
-        }),
+            if !is_me(b.remote_dom) {
+                return Err(Remote::Bind(b));
+            }
+            let r = bind_to_self(d, &mut b);
+            write_back(space, arg, &b, r)
+        }
         EVTCHNOP_CLOSE => match space.read::<EvtchnClose>(arg) {
-            Ok(c) => close(hv, cur, c.port),
+            Ok(c) => close(d, c.port),
             Err(_) => err(EFAULT),
         },
-        EVTCHNOP_STATUS => inout(space, arg, |s: &mut EvtchnStatus| {
-            if let Err(e) = only_self(hv, s.dom, me) {
-                return e;
-            }
-            let d = hv.dom(cur);
-            let ports = &d.ports;
-            if s.port as usize >= ports.len() {
-                return err(EINVAL);
-            }
-            // Port 0 (reserved) reads as closed, as in Xen.
-            let c = ports.get(s.port).unwrap_or(Channel::Free);
-            s.vcpu = ports.notify(s.port);
-            s.u = [0; 2];
-            match c {
-                Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
-                Channel::Unbound { remote } => {
-                    s.set_unbound(remote);
-                    s.status = EVTCHNSTAT_UNBOUND;
-                }
-                Channel::Interdomain {
-                    remote,
-                    remote_port,
-                } => {
-                    s.set_interdomain(remote, remote_port);
-                    s.status = EVTCHNSTAT_INTERDOMAIN;
-                }
-                Channel::Virq(v) => {
-                    s.set_virq(v);
-                    s.status = EVTCHNSTAT_VIRQ;
-                }
-                Channel::Ipi => s.status = EVTCHNSTAT_IPI,
-                // The console ring's other end is the hypervisor.
-                Channel::Console => {
-                    s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0);
-                    s.status = EVTCHNSTAT_INTERDOMAIN;
-                }
-            }
-            0
-        }),
         // FIFO event channels are not offered (2-level only; Linux falls
         // back to it). What Xen checks before it would switch ABI is
         // checked the same way, with its answers; a request that passes
         // is -ENOSYS, said so in docs/abi.md.
         EVTCHNOP_INIT_CONTROL => {
             match space.read::<ringvisor_abi::event_channel::EvtchnInitControl>(arg) {
-                Ok(c) => fifo_init_control(&hv.dom(cur), crate::mm::frametable::frames(), c),
+                Ok(c) => fifo_init_control(d, crate::mm::frametable::frames(), c),
                 Err(_) => err(EFAULT),
             }
         }
@@ -458,43 +380,316 @@ pub fn op(hv: &mut Hv, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         // (valid as for status), else -ENOSYS: the 2-level ABI has no
         // priorities (Linux asks for its timer port's).
         EVTCHNOP_SET_PRIORITY => match space.read::<[u32; 2]>(arg) {
-            Ok([port, _]) if port as usize >= hv.dom(cur).ports.len() => err(EINVAL),
+            Ok([port, _]) if port as usize >= d.ports.len() => err(EINVAL),
             Ok(_) => err(ENOSYS),
             Err(_) => err(EFAULT),
         },
         _ => err(ENOSYS),
+    })
+}
+
+/// The OUT fields go back only on success (Xen copies back when rc is 0).
+fn write_back<T: ringvisor_abi::Pod>(space: GuestSpace, arg: u64, v: &T, r: Ret) -> Ret {
+    if r == 0 && space.write(arg, v).is_err() {
+        return err(EFAULT);
+    }
+    r
+}
+
+/// `alloc_unbound` on the caller's own ports (`a.dom` is itself).
+fn alloc_unbound(d: &mut Domain, a: &mut EvtchnAllocUnbound) -> Ret {
+    // As in Xen, the remote domain need not exist yet.
+    let remote = if a.remote_dom == DOMID_SELF {
+        d.id
+    } else {
+        a.remote_dom
+    };
+    match d.ports.alloc(Channel::Unbound { remote }) {
+        Ok(p) => {
+            a.port = p;
+            0
+        }
+        Err(e) => evt_err(e),
     }
 }
 
-fn close(hv: &mut Hv, cur: usize, port: Port) -> Ret {
-    let (me, closed) = {
-        let mut d = hv.dom(cur);
-        let closed = d.ports.close(port);
-        if closed.is_ok() {
-            // A closed port is not pending (Xen: evtchn_free), so its next
-            // binding starts clean.
-            pending_word(&d, port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
+/// `status` of one of the caller's own ports (`s.dom` is itself): an
+/// interdomain port reports the remote end recorded here.
+fn status(d: &Domain, s: &mut EvtchnStatus) -> Ret {
+    let ports = &d.ports;
+    if s.port as usize >= ports.len() {
+        return err(EINVAL);
+    }
+    // Port 0 (reserved) reads as closed, as in Xen.
+    let c = ports.get(s.port).unwrap_or(Channel::Free);
+    s.vcpu = ports.notify(s.port);
+    s.u = [0; 2];
+    match c {
+        Channel::Free | Channel::Reserved => s.status = EVTCHNSTAT_CLOSED,
+        Channel::Unbound { remote } => {
+            s.set_unbound(remote);
+            s.status = EVTCHNSTAT_UNBOUND;
         }
-        (d.id, closed)
+        Channel::Interdomain {
+            remote,
+            remote_port,
+        } => {
+            s.set_interdomain(remote, remote_port);
+            s.status = EVTCHNSTAT_INTERDOMAIN;
+        }
+        Channel::Virq(v) => {
+            s.set_virq(v);
+            s.status = EVTCHNSTAT_VIRQ;
+        }
+        Channel::Ipi => s.status = EVTCHNSTAT_IPI,
+        // The console ring's other end is the hypervisor.
+        Channel::Console => {
+            s.set_interdomain(ringvisor_abi::xen::DOMID_XEN, 0);
+            s.status = EVTCHNSTAT_INTERDOMAIN;
+        }
+    }
+    0
+}
+
+/// `bind_interdomain` to one of the caller's own unbound ports (a
+/// loopback channel): both ends are here, under the lock held.
+fn bind_to_self(d: &mut Domain, b: &mut EvtchnBindInterdomain) -> Ret {
+    let me = d.id;
+    // The remote port must be waiting for us.
+    if d.ports.get(b.remote_port) != Some(Channel::Unbound { remote: me }) {
+        return err(EINVAL);
+    }
+    let local = match d.ports.alloc(Channel::Interdomain {
+        remote: me,
+        remote_port: b.remote_port,
+    }) {
+        Ok(p) => p,
+        Err(e) => return evt_err(e),
     };
+    d.ports.set(
+        b.remote_port,
+        Channel::Interdomain {
+            remote: me,
+            remote_port: local,
+        },
+    );
+    b.local_port = local;
+    // Xen raises the local port so the binder notices a pending
+    // notification (evtchn_bind_interdomain).
+    set_pending(d, local);
+    0
+}
+
+/// `PerCpu::deferred_send`'s valid bit. A send: the remote id in bits
+/// 32-47, its port in bits 0-31. With [`CLOSE`]: our port closed in bits
+/// 48-61, the remote id in 32-47, ours in 16-31, the remote port in 0-15.
+const DEFER: u64 = 1 << 63;
+/// The deferred step is a close's other end, not a send.
+const CLOSE: u64 = 1 << 62;
+// Both ports of a close fit their fields.
+const _: () = assert!(crate::pv::evtchn::MAX_PORTS <= 1 << 14);
+
+/// The deferred step of closing `port` of domain `me`, whose other end is
+/// `remote_port` of `remote`.
+fn close_word(port: Port, remote: u16, me: u16, remote_port: Port) -> u64 {
+    DEFER
+        | CLOSE
+        | (port as u64) << 48
+        | (remote as u64) << 32
+        | (me as u64) << 16
+        | remote_port as u64
+}
+
+/// What `op_local` left for after the domain's lock (none held by the
+/// caller now), under the other end's lock: a send's port made pending,
+/// or a closed channel's other end put back to unbound.
+pub fn send_deferred() {
+    let pc = crate::arch::x86_64::percpu::this();
+    if pc.deferred_send.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let w = pc.deferred_send.swap(0, Ordering::Relaxed);
+    if w & DEFER == 0 {
+        return;
+    }
+    if w & CLOSE != 0 {
+        return close_deferred(w);
+    }
+    // A domain that was never built: dropped, as `send` drops it.
+    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
+        set_pending(&mut r.lock(), w as u32);
+    }
+}
+
+/// A close's other end (rare: kept out of the send's path).
+#[cold]
+#[inline(never)]
+fn close_deferred(w: u64) {
+    let Some(r) = crate::sched::domain_lock((w >> 32) as u16) else {
+        return;
+    };
+    let (port, me, remote_port) = ((w >> 48) as u32 & 0x3fff, (w >> 16) as u16, w as u16 as u32);
+    let mut r = r.lock();
+    // Only if it still points at the port we closed: the other end may
+    // have closed it meanwhile, or died (its ports stay as they were, as
+    // today: nothing sends to a dead domain). Our port stays closed.
+    if r.ports.get(remote_port)
+        == Some(Channel::Interdomain {
+            remote: me,
+            remote_port: port,
+        })
+    {
+        r.ports.set(remote_port, Channel::Unbound { remote: me });
+    }
+}
+
+/// `event_channel_op` on the paths under `HV` (`hypercall::call`,
+/// `compat::call`):
+/// `HV` adds nothing, the domain locks are taken one at a time as
+/// without it; the argument is read under the caller's lock.
+pub fn op(hv: &mut Hv, _space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    op_remote(&hv.domains[hv.current], cmd, arg)
+}
+
+/// `event_channel_op(cmd, arg)` with no lock held by the caller: under
+/// `me`'s lock alone (`op_local`), then, for an op that names another
+/// domain, that domain's lock after ours is released, never both. A
+/// deferred send or close is finished here too.
+pub fn op_remote(me: &spin::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
+    let (id, left) = {
+        let mut d = me.lock();
+        let space = d.v().space();
+        (d.id, op_split(&mut d, space, cmd, arg))
+    };
+    match left {
+        Ok(r) => {
+            send_deferred();
+            r
+        }
+        // Xen looks the domain up first: another that exists is -EPERM,
+        // one that does not -ESRCH.
+        Err(Remote::NotSelf(dom)) => match crate::sched::domain_lock(dom) {
+            Some(r) if r.lock().is_alive() => err(EPERM),
+            _ => err(ESRCH),
+        },
+        Err(Remote::Bind(b)) => bind_remote(me, id, b, arg),
+    }
+}
+
+/// `bind_interdomain` to another domain `b.remote_dom`, one lock at a time
+/// (Xen holds both event locks; here a step that finds the other side
+/// changed undoes ours): check the remote port waits for us, take our
+/// port, point the remote port at it if it still waits, then raise ours.
+/// The answers and their order are those of one atomic step: -ESRCH (no
+/// such live domain), -EINVAL (its port does not wait for us), -ENOSPC.
+fn bind_remote(me: &spin::Mutex<Domain>, id: u16, mut b: EvtchnBindInterdomain, arg: u64) -> Ret {
+    let rdom = b.remote_dom;
+    let Some(rl) = crate::sched::domain_lock(rdom) else {
+        return err(ESRCH);
+    };
+    let waiting = Some(Channel::Unbound { remote: id });
+    {
+        let r = rl.lock();
+        if !r.is_alive() {
+            return err(ESRCH);
+        }
+        if r.ports.get(b.remote_port) != waiting {
+            return err(EINVAL);
+        }
+    }
+    let ours = Channel::Interdomain {
+        remote: rdom,
+        remote_port: b.remote_port,
+    };
+    let local = match me.lock().ports.alloc(ours) {
+        Ok(p) => p,
+        Err(e) => return evt_err(e),
+    };
+    // The remote port, if it still waits for us (it may have been closed,
+    // or its domain died, since we looked).
+    let bound = {
+        let mut r = rl.lock();
+        if !r.is_alive() {
+            Err(err(ESRCH))
+        } else if r.ports.get(b.remote_port) != waiting {
+            Err(err(EINVAL))
+        } else {
+            r.ports.set(
+                b.remote_port,
+                Channel::Interdomain {
+                    remote: id,
+                    remote_port: local,
+                },
+            );
+            Ok(())
+        }
+    };
+    let mut d = me.lock();
+    let still_ours = d.ports.get(local) == Some(ours);
+    if let Err(e) = bound {
+        // Our port back, unless already closed meanwhile (nothing made
+        // it pending; the remote port never pointed at it).
+        if still_ours {
+            let _ = d.ports.close(local);
+        }
+        return e;
+    }
+    if !still_ours {
+        // Closed meanwhile (another vCPU), before the remote port pointed
+        // at it: bound, then closed; the close's remote step again.
+        drop(d);
+        let pc = crate::arch::x86_64::percpu::this();
+        pc.deferred_send.store(
+            close_word(local, rdom, id, b.remote_port),
+            Ordering::Relaxed,
+        );
+        send_deferred();
+        b.local_port = local;
+        return write_back(me.lock().v().space(), arg, &b, 0);
+    }
+    b.local_port = local;
+    // Xen raises the local port so the binder notices a pending
+    // notification (evtchn_bind_interdomain).
+    set_pending(&mut d, local);
+    let space = d.v().space();
+    write_back(space, arg, &b, 0)
+}
+
+/// `close` under the caller's lock: the port is freed here; the other end
+/// of a channel to another domain goes back to waiting for us after this
+/// lock is released (`send_deferred`), as a send to it does.
+fn close(d: &mut Domain, port: Port) -> Ret {
+    let closed = d.ports.close(port);
+    if closed.is_ok() {
+        // A closed port is not pending (Xen: evtchn_free), so its next
+        // binding starts clean.
+        pending_word(d, port).fetch_and(!(1u64 << (port % 64)), Ordering::SeqCst);
+    }
     match closed {
+        // A loopback channel: its other end is here.
+        Ok(Channel::Interdomain {
+            remote,
+            remote_port,
+        }) if remote == d.id => {
+            if d.ports.get(remote_port)
+                == Some(Channel::Interdomain {
+                    remote,
+                    remote_port: port,
+                })
+            {
+                d.ports.set(remote_port, Channel::Unbound { remote });
+            }
+            0
+        }
         Ok(Channel::Interdomain {
             remote,
             remote_port,
         }) => {
-            // The other end goes back to waiting for us (our own lock is
-            // released: the other end may be this domain).
-            if let Some(r) = hv.index_of(remote) {
-                let mut r = hv.dom(r);
-                if r.ports.get(remote_port)
-                    == Some(Channel::Interdomain {
-                        remote: me,
-                        remote_port: port,
-                    })
-                {
-                    r.ports.set(remote_port, Channel::Unbound { remote: me });
-                }
-            }
+            let pc = crate::arch::x86_64::percpu::this();
+            pc.deferred_send.store(
+                close_word(port, remote, d.id, remote_port),
+                Ordering::Relaxed,
+            );
             0
         }
         Ok(_) => 0,

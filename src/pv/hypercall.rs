@@ -79,11 +79,14 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 
 /// Whether hypercall `nr` (first argument `a0`) may reach beyond the
 /// calling domain: event channels in the old form (an `event_channel_op`
-/// is decided by its op, `event::op_local`), platform and
+/// is decided by its op and arguments, `event::op_local`), platform and
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
-/// domain), and a multicall (which may hold any of them). Those run under
-/// `HV` (`pv::entry`); every other call concerns only its domain and runs
-/// under that domain's lock alone ([`dispatch_domain`]).
+/// domain), and a multicall (which may hold any of them). The domain
+/// dispatchers leave them undone; all but [`needs_hv`] are then made with
+/// no lock held ([`call_unlocked`], `multicall::multicall_on`), the rest
+/// under `HV` (`pv::entry`).
+/// Every other call concerns only its domain and runs under that
+/// domain's lock alone ([`dispatch_domain`]).
 pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
     matches!(
         nr as u32,
@@ -93,6 +96,43 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
             | HYPERVISOR_MULTICALL
     ) || (nr as u32 == HYPERVISOR_PHYSDEV_OP
         && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
+}
+
+/// The call that still takes `HV`: a 32-bit guest's old-form event op
+/// (rare; its answer comes from `compat`'s table, under `HV`).
+pub(crate) fn needs_hv(nr: u64, compat: bool) -> bool {
+    compat && nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+}
+
+/// A call the domain dispatchers left undone that is not [`needs_hv`]:
+/// an `event_channel_op` naming another domain, a 64-bit guest's
+/// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
+/// lock held by the caller; each takes the
+/// caller's lock, and another domain's after releasing it. The same
+/// arguments and answers in both widths (as `compat::call`).
+pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
+    match nr as u32 {
+        HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
+        // The old form (64-bit): { cmd, union } in one buffer, as `call`.
+        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
+            let op = {
+                let d = me.lock();
+                d.v()
+                    .space()
+                    .read::<ringvisor_abi::event_channel::EvtchnOp>(a[0])
+            };
+            match (op, a[0].checked_add(8)) {
+                (Ok(op), Some(arg)) => event::op_remote(me, op.cmd as u64, arg),
+                _ => err(EFAULT),
+            }
+        }
+        HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op_on(me, a[0]),
+        HYPERVISOR_MCA => crate::pv::platform::mca_on(me, a[0]),
+        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
+            map_pirq_on(me, a[1])
+        }
+        _ => err(ENOSYS),
+    }
 }
 
 /// A 64-bit guest kernel's hypercall that concerns only its own domain,
@@ -122,7 +162,8 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let ret = if nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP {
         match event::op_local(d, space, a[0], a[1]) {
             Some(r) => r,
-            // Another domain's ports: nothing done, the caller takes HV.
+            // Another domain named: nothing done, the caller finishes it
+            // with our lock released (`event::op_remote`).
             None => return false,
         }
     } else {
@@ -222,27 +263,35 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
 /// (`-EPERM`, Xen's XSM_DM_PRIV); then a GSI `-EINVAL` (no GSI is routed
 /// to guests: allocate_and_map_gsi_pirq's "invalid gsi"), an MSI
 /// `-ENODEV` (no PCI device is known), another type `-EINVAL`.
-pub(crate) fn map_pirq(hv: &mut sched::Hv, space: GuestSpace, arg: u64) -> Ret {
+pub(crate) fn map_pirq(hv: &mut sched::Hv, _space: GuestSpace, arg: u64) -> Ret {
+    map_pirq_on(&hv.domains[hv.current], arg)
+}
+
+/// [`map_pirq`] with no lock held by the caller: the argument under the
+/// caller's lock, then the named domain's, to see it is alive.
+fn map_pirq_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
-    // What is needed of the caller, copied: the domain search below locks
-    // every domain in turn, this one too.
-    let (compat, privileged) = {
-        let me = hv.cur();
-        (me.compat, me.privileged)
+    let (privileged, read) = {
+        let d = me.lock();
+        let mut b = [0u8; 40];
+        let n = if d.compat { 36 } else { 40 };
+        (
+            d.privileged,
+            d.v().space().read_bytes(arg, &mut b[..n]).map(|_| b),
+        )
     };
-    let mut b = [0u8; 40];
-    if space
-        .read_bytes(arg, &mut b[..if compat { 36 } else { 40 }])
-        .is_err()
-    {
+    let Ok(b) = read else {
         return err(EFAULT);
-    }
+    };
     let (domid, type_) = (
         u16::from_le_bytes([b[0], b[1]]),
         u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
     );
-    if domid != DOMID_SELF && hv.live_index_of(domid).is_none() {
+    // Xen looks the domain up first (our own lock is released: it may be
+    // this domain, named by its id).
+    let alive = |id| crate::sched::domain_lock(id).is_some_and(|l| l.lock().is_alive());
+    if domid != DOMID_SELF && !alive(domid) {
         return err(ESRCH);
     }
     if !privileged {

@@ -21,6 +21,7 @@ use ringvisor_abi::errno::*;
 use ringvisor_abi::xen::{HYPERVISOR_IRET, HYPERVISOR_MULTICALL};
 
 use crate::arch::x86_64::idt::TrapFrame;
+use crate::domain::Domain;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::{compat, hypercall};
 use crate::sched::Hv;
@@ -110,8 +111,119 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
     Outcome::Ret(0)
 }
 
+/// A multicall with no lock held by the caller (`pv::entry::on_domain`):
+/// each entry is made as the plain call would be, under the domain's lock
+/// (`dispatch_domain`), or with it released for a call that may reach
+/// another domain (`call_unlocked`), or under `HV` for one that needs it
+/// (`needs_hv`). A send to another domain is finished after each entry
+/// (`send_deferred`), before the next one can record another.
+pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
+    let compat = me.lock().compat;
+    let size: u64 = if compat { 32 } else { 64 };
+    let n = n as u32 as u64; // nr_calls is a uint32_t in both widths
+    for i in 0..n {
+        let Some(at) = i.checked_mul(size).and_then(|o| list.checked_add(o)) else {
+            return Outcome::Ret(err(EFAULT));
+        };
+        if i == BATCH {
+            // Preempted between entries: the rest, as a fresh call.
+            f.rip = f.rip.wrapping_sub(ENTRY_INSN_LEN);
+            f.rax = HYPERVISOR_MULTICALL as u64;
+            if compat {
+                (f.rbx, f.rcx) = (at, n - i);
+            } else {
+                (f.rdi, f.rsi) = (at, n - i);
+            }
+            return Outcome::FrameDone;
+        }
+        let mut d = me.lock();
+        let space = d.v().space();
+        let (op, args): (u64, [u64; 5]) = if compat {
+            match space.read::<ringvisor_abi::x86_32::MulticallEntry32>(at) {
+                Ok(e) => (e.op as u64, core::array::from_fn(|k| e.args[k] as u64)),
+                Err(_) => return Outcome::Ret(err(EFAULT)),
+            }
+        } else {
+            match space.read::<ringvisor_abi::xen::MulticallEntry>(at) {
+                Ok(e) => (e.op, core::array::from_fn(|k| e.args[k])),
+                Err(_) => return Outcome::Ret(err(EFAULT)),
+            }
+        };
+        let op = if compat { op as u32 as u64 } else { op };
+        if op == HYPERVISOR_IRET as u64 {
+            let _ = if compat {
+                compat::iret(&mut d, f)
+            } else {
+                hypercall::iret(&mut d, f)
+            };
+            // Xen's do_iret/compat_iret return the frame's rax, which is
+            // the entry's result (best effort: the batch ends here anyway).
+            let rax = if compat {
+                f.rax as u32 as Ret
+            } else {
+                f.rax as Ret
+            };
+            let _ = write_result_to(&d, at, rax);
+            return Outcome::FrameDone;
+        }
+        let r = if op == HYPERVISOR_MULTICALL as u64 {
+            err(EINVAL)
+        } else {
+            // The entry as registers, for the domain's dispatcher (which
+            // reads only the number and arguments of a call not iret).
+            let mut e = *f;
+            e.rax = op;
+            if compat {
+                (e.rbx, e.rcx, e.rdx, e.rsi, e.rdi) = (args[0], args[1], args[2], args[3], args[4]);
+            } else {
+                (e.rdi, e.rsi, e.rdx, e.r10, e.r8) = (args[0], args[1], args[2], args[3], args[4]);
+            }
+            let done = if compat {
+                compat::dispatch_domain(&mut d, &mut e)
+            } else {
+                hypercall::dispatch_domain(&mut d, &mut e)
+            };
+            if done {
+                e.rax as Ret
+            } else {
+                drop(d);
+                let r = if hypercall::needs_hv(op, compat) {
+                    crate::pv::entry::with_current(|hv| {
+                        if compat {
+                            compat::call(hv, op, args)
+                        } else {
+                            hypercall::call(hv, op, args)
+                        }
+                    })
+                } else {
+                    hypercall::call_unlocked(me, op, args)
+                };
+                d = me.lock();
+                if !hypercall::needs_hv(op, compat) {
+                    let tail = if compat { " (32-bit)" } else { "" };
+                    hypercall::log_call(&d, op, args, r, tail);
+                }
+                r
+            }
+        };
+        if write_result_to(&d, at, r).is_err() {
+            return Outcome::Ret(err(EFAULT));
+        }
+        let alive = d.is_alive();
+        drop(d);
+        crate::pv::event::send_deferred();
+        if !alive {
+            break;
+        }
+    }
+    Outcome::Ret(0)
+}
+
 fn write_result(hv: &Hv, cur: usize, at: u64, r: Ret) -> Result<(), ()> {
-    let d = hv.dom(cur);
+    write_result_to(&hv.dom(cur), at, r)
+}
+
+fn write_result_to(d: &Domain, at: u64, r: Ret) -> Result<(), ()> {
     let space = d.v().space();
     let w = if d.compat {
         space.write(at + 4, &(r as u32))

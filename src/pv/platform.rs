@@ -25,11 +25,38 @@
 use ringvisor_abi::errno::*;
 use ringvisor_abi::platform::*;
 
+use crate::domain::Domain;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
 use crate::sched::Hv;
 
-pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
+/// `platform_op` under `HV` (a multicall entry): as [`platform_op_on`].
+pub fn platform_op(hv: &mut Hv, _space: GuestSpace, arg: u64) -> Ret {
+    platform_op_on(&hv.domains[hv.current], arg)
+}
+
+/// `platform_op` with no domain lock held by the caller: under the
+/// caller's lock; a new wall clock then goes to every domain, one lock at
+/// a time (no `HV`: the domains are found through `sched`'s table).
+pub fn platform_op_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
+    let mut time = None;
+    let r = {
+        let d = me.lock();
+        platform_op_locked(&d, d.v().space(), arg, &mut time)
+    };
+    if let Some((secs, nsecs, system_time)) = time {
+        settime(secs, nsecs, system_time);
+    }
+    r
+}
+
+/// The op under the caller's lock; a time to set is left in `time`.
+fn platform_op_locked(
+    d: &Domain,
+    space: GuestSpace,
+    arg: u64,
+    time: &mut Option<(u64, u32, u64)>,
+) -> Ret {
     let Ok(op) = space.read::<XenPlatformOp>(arg) else {
         return err(EFAULT);
     };
@@ -37,14 +64,14 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     crate::trace!(
         crate::trace::TRACE_HYPERCALL,
         "d{} platform_op cmd {} (version {:#x})",
-        hv.cur().id,
+        d.id,
         op.cmd,
         op.interface_version
     );
     if op.interface_version != XENPF_INTERFACE_VERSION {
         return err(EACCES);
     }
-    if !hv.cur().privileged {
+    if !d.privileged {
         return err(EPERM);
     }
     let u = &op.u;
@@ -52,12 +79,11 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
     match op.cmd {
         XENPF_SETTIME32 => {
             // { u32 secs, u32 nsecs, u64 system_time }
-            settime(
-                hv,
+            *time = Some((
                 word(u, 0) as u32 as u64,
                 (word(u, 0) >> 32) as u32,
                 word(u, 1),
-            );
+            ));
             0
         }
         XENPF_SETTIME64 => {
@@ -65,7 +91,7 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
             if word(u, 1) >> 32 != 0 {
                 return err(EINVAL);
             }
-            settime(hv, word(u, 0), word(u, 1) as u32, word(u, 2));
+            *time = Some((word(u, 0), word(u, 1) as u32, word(u, 2)));
             0
         }
         XENPF_FIRMWARE_INFO => {
@@ -154,20 +180,21 @@ pub fn platform_op(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
 }
 
 /// Xen's do_settime: the wall clock reads `secs`.`nsecs` at system time
-/// `system_time`; every domain's shared_info gets the new base.
-fn settime(hv: &mut Hv, secs: u64, nsecs: u32, system_time: u64) {
+/// `system_time`; every domain's shared_info gets the new base (no lock
+/// held by the caller but perhaps `HV`).
+fn settime(secs: u64, nsecs: u32, system_time: u64) {
     let x = secs
         .wrapping_mul(1_000_000_000)
         .wrapping_add(nsecs as u64)
         .wrapping_sub(system_time);
     let (sec, nsec) = (x / 1_000_000_000, (x % 1_000_000_000) as u32);
     crate::arch::x86_64::time::set_wallclock(sec, nsec);
-    for d in hv.domains.iter() {
+    crate::sched::for_each_domain_lock(|d| {
         let d = d.lock();
         if d.shared_info_mfn != 0 {
             write_wallclock(d.shared_info_mfn, d.compat, sec, nsec);
         }
-    }
+    });
 }
 
 /// Xen's update_domain_wallclock_time: version odd while it changes.
@@ -234,11 +261,18 @@ fn apic_id() -> u32 {
 /// when a buffer is given; `notifydomain` `-EINVAL` ("unsupported", as
 /// Xen); the injection commands `-EINVAL` (Xen checks and injects; not
 /// implemented: ringvisor shows guests no machine-check architecture).
-pub fn mca(hv: &mut Hv, space: GuestSpace, arg: u64) -> Ret {
-    let (privileged, compat) = {
-        let d = hv.cur();
-        (d.privileged, d.compat)
-    };
+pub fn mca(hv: &mut Hv, _space: GuestSpace, arg: u64) -> Ret {
+    mca_on(&hv.domains[hv.current], arg)
+}
+
+/// `mca` with no domain lock held by the caller: it concerns only the
+/// caller, under its lock.
+pub fn mca_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
+    let d = me.lock();
+    mca_locked(d.privileged, d.compat, d.v().space(), arg)
+}
+
+fn mca_locked(privileged: bool, compat: bool, space: GuestSpace, arg: u64) -> Ret {
     if !privileged {
         return err(EPERM);
     }

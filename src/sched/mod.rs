@@ -142,7 +142,7 @@ pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
 /// removed (`Hv::domains` keeps it for the run), so a pointer read here
 /// stays valid. What an interdomain event send uses to reach the other
 /// end from under no lock but its own domain's, released first
-/// (`pv::event::send_remote`).
+/// (`pv::event::send_deferred`, `op_remote`; `for_each_domain_lock`).
 static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<Mutex<Domain>>>> = spin::Once::new();
 
 /// Room for `n` domain ids (boot: one per module).
@@ -168,6 +168,17 @@ pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static Mutex<Domain>> {
     unsafe { p.as_ref() }
 }
 
+/// Every domain built so far, by its lock (none held by the caller but
+/// perhaps `HV`; `f` takes one at a time).
+pub fn for_each_domain_lock(mut f: impl FnMut(&'static Mutex<Domain>)) {
+    for slot in REGISTRY.get().into_iter().flatten() {
+        // SAFETY: as in `domain_lock`: null or a lock kept for the run.
+        if let Some(l) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
+            f(l);
+        }
+    }
+}
+
 impl Hv {
     /// Domain `i`, locked. Under `HV`, one domain lock at a time: never
     /// call this while holding another domain's guard.
@@ -182,17 +193,6 @@ impl Hv {
 
     pub fn any_alive(&self) -> bool {
         self.domains.iter().any(|d| d.lock().is_alive())
-    }
-
-    /// The index of the domain with this id (no domain lock: ids never
-    /// change, and `ids` keeps them beside the list).
-    pub fn index_of(&self, id: u16) -> Option<usize> {
-        self.ids.iter().position(|&i| i == id)
-    }
-
-    /// The index of the live domain with this id.
-    pub fn live_index_of(&self, id: u16) -> Option<usize> {
-        self.index_of(id).filter(|&i| self.dom(i).is_alive())
     }
 }
 
