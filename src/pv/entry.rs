@@ -126,8 +126,8 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 }
 
 /// An entry that concerns only the current domain, handled under that
-/// domain's lock alone (no `HV`): system calls, every hypercall but the
-/// one that needs `HV` (`hypercall::needs_hv`), exceptions, interrupts; then the
+/// domain's lock alone (no `HV`): system calls, every hypercall,
+/// exceptions, interrupts; then the
 /// way out, without the scheduler when nothing is pending for it
 /// (`leave_domain`). A call that may reach another domain takes that
 /// domain's lock after ours is released (`hypercall::call_unlocked`).
@@ -143,10 +143,6 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     let mut g = cell.lock();
     let d = &mut *g;
     let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
-    // Decided before any effect: a call that needs HV goes there untouched.
-    if hypercall32 && hypercall::needs_hv(f.rax as u32 as u64, d.compat) {
-        return false;
-    }
     if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
         // A hypercall or system call: the guest is making progress.
         d.v_mut().in_failsafe = false;

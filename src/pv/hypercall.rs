@@ -82,10 +82,10 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
 /// is decided by its op and arguments, `event::op_local`), platform and
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
 /// domain), and a multicall (which may hold any of them). The domain
-/// dispatchers leave them undone; all but [`needs_hv`] are then made with
-/// no lock held ([`call_unlocked`], `multicall::multicall_on`), the rest
-/// under `HV` (`pv::entry`).
-/// Every other call concerns only its domain and runs under that
+/// dispatchers leave them undone (a 32-bit guest has no old-form event
+/// op: `compat` answers it -ENOSYS itself); they are then made with no
+/// lock held ([`call_unlocked`], `multicall::multicall_on`). Every other
+/// call concerns only its domain and runs under that
 /// domain's lock alone ([`dispatch_domain`]).
 pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
     matches!(
@@ -98,14 +98,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
         && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
 }
 
-/// The call that still takes `HV`: a 32-bit guest's old-form event op
-/// (rare; its answer comes from `compat`'s table, under `HV`).
-pub(crate) fn needs_hv(nr: u64, compat: bool) -> bool {
-    compat && nr as u32 == HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
-}
-
-/// A call the domain dispatchers left undone that is not [`needs_hv`]:
-/// an `event_channel_op` naming another domain, a 64-bit guest's
+/// A call the domain dispatchers left undone: an `event_channel_op` naming another domain, a 64-bit guest's
 /// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same

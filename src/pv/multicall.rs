@@ -114,8 +114,7 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
 /// A multicall with no lock held by the caller (`pv::entry::on_domain`):
 /// each entry is made as the plain call would be, under the domain's lock
 /// (`dispatch_domain`), or with it released for a call that may reach
-/// another domain (`call_unlocked`), or under `HV` for one that needs it
-/// (`needs_hv`). A send to another domain is finished after each entry
+/// another domain (`call_unlocked`); none takes `HV`. A send to another domain is finished after each entry
 /// (`send_deferred`), before the next one can record another.
 pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
     let compat = me.lock().compat;
@@ -187,22 +186,10 @@ pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u
                 e.rax as Ret
             } else {
                 drop(d);
-                let r = if hypercall::needs_hv(op, compat) {
-                    crate::pv::entry::with_current(|hv| {
-                        if compat {
-                            compat::call(hv, op, args)
-                        } else {
-                            hypercall::call(hv, op, args)
-                        }
-                    })
-                } else {
-                    hypercall::call_unlocked(me, op, args)
-                };
+                let r = hypercall::call_unlocked(me, op, args);
                 d = me.lock();
-                if !hypercall::needs_hv(op, compat) {
-                    let tail = if compat { " (32-bit)" } else { "" };
-                    hypercall::log_call(&d, op, args, r, tail);
-                }
+                let tail = if compat { " (32-bit)" } else { "" };
+                hypercall::log_call(&d, op, args, r, tail);
                 r
             }
         };
