@@ -28,7 +28,6 @@ use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
 use crate::pv::{descriptor, event, mm, traps};
 use crate::sched::{self, Hv};
-use crate::trace::TRACE_HYPERCALL;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 
@@ -55,14 +54,7 @@ pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
         let mut d = hv.cur();
         let d = &mut *d;
         let r = iret(d, f);
-        crate::trace!(
-            TRACE_HYPERCALL,
-            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
+        hc::trace_iret(d, f, r);
         return;
     }
     if nr == HYPERVISOR_MULTICALL as u64 {
@@ -96,14 +88,7 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     }
     if nr == HYPERVISOR_IRET as u64 {
         let r = iret(d, f);
-        crate::trace!(
-            TRACE_HYPERCALL,
-            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
+        hc::trace_iret(d, f, r);
         return true;
     }
     let space = d.v().space();

@@ -445,15 +445,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     let d = &mut *g;
     if d.v().kernel_mode {
         let r = hypercall::iret(d, f);
-        let to = if d.v().kernel_mode { "kernel" } else { "user" };
-        crate::trace!(
-            crate::trace::TRACE_HYPERCALL,
-            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
+        hypercall::trace_iret(d, f, r);
     } else {
         crate::pv::traps::syscall_from_user(d, f, false);
     }

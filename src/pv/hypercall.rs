@@ -54,15 +54,7 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
         let mut d = hv.cur();
         let d = &mut *d;
         let r = iret(d, f);
-        let to = if d.v().kernel_mode { "kernel" } else { "user" };
-        crate::trace!(
-            TRACE_HYPERCALL,
-            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
+        trace_iret(d, f, r);
         return;
     }
     if nr == HYPERVISOR_MULTICALL as u64 {
@@ -75,6 +67,31 @@ pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
     }
     let ret = call(hv, nr, a);
     f.rax = ret as u64;
+}
+
+/// The `trace=hypercall` line of a `HYPERVISOR_iret` (result `r`), for
+/// either width, on every path that makes one.
+pub(crate) fn trace_iret(d: &Domain, f: &TrapFrame, r: Ret) {
+    if d.compat {
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
+    } else {
+        let to = if d.v().kernel_mode { "kernel" } else { "user" };
+        crate::trace!(
+            TRACE_HYPERCALL,
+            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
+            d.id,
+            d.cur,
+            f.rip,
+            f.cs
+        );
+    }
 }
 
 /// Whether hypercall `nr` (first argument `a0`) may reach beyond the
@@ -140,15 +157,7 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     }
     if nr == HYPERVISOR_IRET as u64 {
         let r = iret(d, f);
-        let to = if d.v().kernel_mode { "kernel" } else { "user" };
-        crate::trace!(
-            TRACE_HYPERCALL,
-            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
+        trace_iret(d, f, r);
         return true;
     }
     let space = d.v().space();
