@@ -210,7 +210,6 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     // not fit in memory now wait until earlier domains end.
     let mut hv = Hv {
         domains: Vec::new(),
-        ids: Vec::new(),
         current: 0,
         build_failures: 0,
         pending: VecDeque::new(),

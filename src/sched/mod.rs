@@ -28,8 +28,6 @@ pub struct Hv {
     /// torn down, for the final report): each behind its own lock, taken
     /// one at a time here (docs/design.md, "Lock order").
     pub domains: Vec<DomainRef>,
-    /// The id of each of `domains`, in the same order.
-    pub ids: Vec<crate::domain::DomId>,
     /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
     pub current: usize,
     /// Domains that could not be built (they count as failures).
@@ -115,7 +113,6 @@ pub fn build_pending(hv: &mut Hv) {
             crate::mm::frametable::frames(),
         ) {
             Ok(d) => {
-                hv.ids.push(d.id);
                 let d = alloc::sync::Arc::new(Mutex::new(d));
                 register(id, &d);
                 hv.domains.push(d);
