@@ -132,8 +132,8 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// (`leave_domain`). A call that may reach another domain takes that
 /// domain's lock after ours is released (`hypercall::call_unlocked`).
 /// A multicall makes each entry as its plain call
-/// (`multicall::multicall_on`). `false`: nothing done (a 32-bit guest's
-/// old-form event op, or no domain yet): the caller takes `HV`.
+/// (`multicall::multicall_on`). `false`: nothing done (no domain is
+/// current yet, which a guest entry never finds): the caller takes `HV`.
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
