@@ -27,7 +27,7 @@ use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
 use crate::pv::{descriptor, event, mm, traps};
-use crate::sched::{self, Hv};
+use crate::sched;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 
@@ -40,38 +40,10 @@ pub fn fixup_selector(sel: u16) -> u16 {
     crate::pv::width::Width::W32.fixup_selector(sel as u64) as u16
 }
 
-// Tour 02: the 32-bit hypercall table
-pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
-    let nr = f.rax as u32 as u64;
-    let a = [
-        f.rbx as u32 as u64,
-        f.rcx as u32 as u64,
-        f.rdx as u32 as u64,
-        f.rsi as u32 as u64,
-        f.rdi as u32 as u64,
-    ];
-    if nr == HYPERVISOR_IRET as u64 {
-        let mut d = hv.cur();
-        let d = &mut *d;
-        let r = iret(d, f);
-        hc::trace_iret(d, f, r);
-        return;
-    }
-    if nr == HYPERVISOR_MULTICALL as u64 {
-        let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
-        if let crate::pv::multicall::Outcome::Ret(ret) = out {
-            hc::log_call(&hv.cur(), nr, a, ret, " (32-bit)");
-            f.rax = ret as u32 as u64;
-        }
-        return;
-    }
-    // eax gets the result; the upper half of rax is not the guest's.
-    f.rax = call(hv, nr, a) as u32 as u64;
-}
-
 /// A 32-bit guest kernel's hypercall that concerns only its own domain,
 /// under that domain's lock (held by the caller), as
 /// `hypercall::dispatch_domain`; `false`: a global call, nothing done.
+// Tour 02: the 32-bit hypercall table
 pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let nr = f.rax as u32 as u64;
     let a = [
@@ -105,29 +77,6 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     // eax gets the result; the upper half of rax is not the guest's.
     f.rax = ret as u32 as u64;
     true
-}
-
-/// One 32-bit hypercall other than iret and multicall (arguments already
-/// 32-bit values), from the registers or a multicall entry; logged.
-pub(crate) fn call(hv: &mut Hv, nr: u64, a: [u64; 5]) -> Ret {
-    let space = hv.cur().v().space();
-    let ret = match nr as u32 {
-        HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
-        // The layouts of the sub-ops implemented are the same in both
-        // widths (xen_platform_op is 8-byte aligned; the mca handles are
-        // read as 4 bytes).
-        HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op(hv, space, a[0]),
-        HYPERVISOR_MCA => crate::pv::platform::mca(hv, space, a[0]),
-        HYPERVISOR_XENPMU_OP => hc::xenpmu_op(),
-        // physdev_map_pirq's argument is the same in both widths up to
-        // the fields read.
-        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
-            hc::map_pirq(hv, space, a[1])
-        }
-        _ => local(&mut hv.cur(), crate::mm::frametable::frames(), space, nr, a),
-    };
-    hc::log_call(&hv.cur(), nr, a, ret, " (32-bit)");
-    ret
 }
 
 fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {

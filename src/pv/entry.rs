@@ -4,13 +4,12 @@
 //! the guest's registers in a `TrapFrame` at the top of this CPU's stack,
 //! and then `from_guest`, which takes the current domain's lock
 //! (`on_domain`; a call that may reach another domain takes that
-//! domain's lock after ours is released), or, before any domain runs or
-//! for a 32-bit guest's old-form event op, the scheduler lock `HV` (lock
-//! order: docs/design.md):
+//! domain's lock after ours is released; lock order: docs/design.md):
 //!
-//! 1. `syscall` from a 64-bit kernel: a hypercall (`hypercall::dispatch`);
+//! 1. `syscall` from a 64-bit kernel: a hypercall
+//!    (`hypercall::dispatch_domain`);
 //! 2. `int $0x82` from a 32-bit kernel in ring 1: a hypercall
-//!    (`compat::dispatch`);
+//!    (`compat::dispatch_domain`);
 //! 3. `syscall` from guest user mode: bounced to its kernel's syscall
 //!    callback (`traps::syscall_from_user`);
 //! 4. an exception: emulated or bounced to its trap table
@@ -42,34 +41,15 @@ pub fn with_current<R>(f: impl FnOnce(&mut Hv) -> R) -> R {
     f(g.as_mut().expect("guest entry before any domain exists"))
 }
 
-/// Every entry from a guest: under its domain's lock alone when it
-/// concerns only that domain (`on_domain`, nearly all), else under the
-/// hypervisor state's lock; then the way back (`before_guest_return`).
+/// Every entry from a guest: under its domain's lock alone
+/// ([`on_domain`]: hypercalls, system calls, exceptions, interrupts), then
+/// the way back, without the scheduler when nothing is pending for it.
 // Tour 02: every entry from a guest, and the way back
 #[inline(never)]
 pub fn from_guest(f: &mut TrapFrame) {
-    use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
-    use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
-    if on_domain(f) {
-        return;
-    }
-    let idle = with_current(|hv| {
-        if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
-            // A hypercall or system call: the guest is making progress.
-            hv.cur().v_mut().in_failsafe = false;
-        }
-        match f.vector {
-            VEC_SYSCALL | VEC_SYSCALL32 => syscall(hv, f),
-            VEC_HYPERCALL32 if f.cs & 3 == 1 => compat_hypercall(hv, f),
-            // Interrupts were handled by trap_dispatch; nothing of the
-            // guest's to do.
-            TIMER_VECTOR | SPURIOUS_VECTOR | WAKE_VECTOR | FLUSH_VECTOR | 0x20..=0x2f => {}
-            _ => guest_trap(hv, f),
-        }
-        before_guest_return(hv, f)
-    });
-    if idle {
-        sched::idle();
+    if !on_domain(f) {
+        // No domain is current (a guest entry never meets this): only
+        // the scheduler's way out is left to run.
         locked_way_out(f);
     }
 }
@@ -82,18 +62,9 @@ pub fn locked_way_out(f: &mut TrapFrame) {
     }
 }
 
+/// `syscall` from a guest: a hypercall when its kernel made it (`true`:
+/// the caller makes it), else a system call bounced (or refused) here.
 // Tour 02, 06: hypercall, or system call for the guest kernel?
-pub fn syscall(hv: &mut Hv, f: &mut TrapFrame) {
-    let hypercall = syscall_on(&mut hv.cur(), f);
-    if hypercall {
-        // Outside the domain's lock: the hypercall locks what it needs
-        // (its domain, or with events others, one at a time).
-        hypercall::dispatch(hv, f);
-    }
-}
-
-/// The domain's part of [`syscall`]: a system call bounced (or refused)
-/// here, or `true` for a hypercall, which the caller makes.
 fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
     {
         if d.compat {
@@ -134,6 +105,7 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// A multicall makes each entry as its plain call
 /// (`multicall::multicall_on`). `false`: nothing done (no domain is
 /// current yet, which a guest entry never finds): the caller takes `HV`.
+// Tour 02: `int $0x82` from a 32-bit kernel in ring 1
 fn on_domain(f: &mut TrapFrame) -> bool {
     use crate::arch::x86_64::apic::{FLUSH_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
     use crate::arch::x86_64::idt::{VEC_HYPERCALL32, VEC_SYSCALL};
@@ -262,26 +234,7 @@ pub fn current_domain() -> Option<&'static spin::Mutex<Domain>> {
     unsafe { (p as *const spin::Mutex<Domain>).as_ref() }
 }
 
-/// `int $0x82` from a 32-bit guest kernel (ring 1).
-// Tour 02: `int $0x82` from a 32-bit kernel in ring 1
-pub fn compat_hypercall(hv: &mut Hv, f: &mut TrapFrame) {
-    {
-        let mut d = hv.cur();
-        if !d.compat {
-            // A 64-bit guest cannot be in ring 1; be safe anyway.
-            traps::inject(&mut d, f, traps::VEC_GP, Some(0x82 << 3 | 2));
-            return;
-        }
-        d.v_mut().kernel_mode = true;
-    }
-    crate::pv::compat::dispatch(hv, f);
-}
-
 // Tour 04: an exception or interrupt from a guest
-pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
-    guest_trap_on(&mut hv.cur(), f);
-}
-
 fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
     if d.compat {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.

@@ -33,7 +33,6 @@ use crate::pv::evtchn::{Channel, EvtError, Port};
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::traps::{self, Bounce};
-use crate::sched::Hv;
 
 fn si_base(d: &Domain) -> u64 {
     phys_to_virt(d.shared_info_mfn << 12)
@@ -541,14 +540,6 @@ fn close_deferred(w: u64) {
     {
         r.ports.set(remote_port, Channel::Unbound { remote: me });
     }
-}
-
-/// `event_channel_op` on the paths under `HV` (`hypercall::call`,
-/// `compat::call`):
-/// `HV` adds nothing, the domain locks are taken one at a time as
-/// without it; the argument is read under the caller's lock.
-pub fn op(hv: &mut Hv, _space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    op_remote(&hv.domains[hv.current], cmd, arg)
 }
 
 /// `event_channel_op(cmd, arg)` with no lock held by the caller: under

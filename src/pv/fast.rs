@@ -498,7 +498,7 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
     let ft = crate::mm::frametable::frames();
     if d.compat {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
-        // `entry::guest_trap` says).
+        // `entry::guest_trap_on` says).
         d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
     crate::pv::traps::guest_exception(d, ft, f);
@@ -581,7 +581,7 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
     {
         // SAFETY: as in `hypercall`.
         let v = unsafe { &mut *vp };
-        // Ring 1 is its kernel (as `entry::compat_hypercall` says), and a
+        // Ring 1 is its kernel (as `entry::on_domain` says), and a
         // hypercall is progress.
         v.kernel_mode = true;
         v.in_failsafe = false;
@@ -595,7 +595,7 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
     }
     if flags & crate::trace::TRACE_HYPERCALL != 0 {
         // A 32-bit guest's arguments: ebx, ecx, edx, esi, edi (as
-        // `compat::dispatch` logs them).
+        // `hypercall::log_call` logs them).
         let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|x| x as u32 as u64);
         traced(pc, nr, a, ret, " (32-bit)");
     }

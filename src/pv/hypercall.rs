@@ -5,8 +5,9 @@
 //! The guest kernel calls `hypercall_page + N * 32`; the stub there does
 //! `push %rcx; push %r11; mov $N, %eax; syscall`. `syscall` lands in
 //! entry.S (`syscall_entry`), which switches to this CPU's stack and saves
-//! the guest registers as a `TrapFrame`; `pv::entry::syscall` sees the
-//! vCPU is in guest kernel mode and calls `dispatch` here. Arguments are in
+//! the guest registers as a `TrapFrame`; `pv::entry::syscall_on` sees the
+//! vCPU is in guest kernel mode and `on_domain` calls `dispatch_domain`
+//! here. Arguments are in
 //! rdi, rsi, rdx, r10, r8 (r10 because `syscall` uses rcx); the result goes
 //! back in rax, and the stub's `pop %r11; pop %rcx; ret` finishes. Every
 //! guest pointer is read through `GuestSpace`, so a bad one is `-EFAULT`,
@@ -44,30 +45,6 @@ pub const XEN_MAJOR: u64 = 4;
 pub const XEN_MINOR: u64 = 17;
 const EXTRAVERSION: &str = "-ringvisor";
 const CAPABILITIES: &str = "xen-3.0-x86_64 ";
-
-// Tour 02, 05: the hypercall table
-pub fn dispatch(hv: &mut sched::Hv, f: &mut TrapFrame) {
-    let nr = f.rax;
-    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    if nr == HYPERVISOR_IRET as u64 {
-        // iret rewrites the whole frame, rax included.
-        let mut d = hv.cur();
-        let d = &mut *d;
-        let r = iret(d, f);
-        trace_iret(d, f, r);
-        return;
-    }
-    if nr == HYPERVISOR_MULTICALL as u64 {
-        let out = crate::pv::multicall::multicall(hv, f, a[0], a[1]);
-        if let crate::pv::multicall::Outcome::Ret(ret) = out {
-            log_call(&hv.cur(), nr, a, ret, "");
-            f.rax = ret as u64;
-        }
-        return;
-    }
-    let ret = call(hv, nr, a);
-    f.rax = ret as u64;
-}
 
 /// The `trace=hypercall` line of a `HYPERVISOR_iret` (result `r`), for
 /// either width, on every path that makes one.
@@ -119,7 +96,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 /// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
-/// arguments and answers in both widths (as `compat::call`).
+/// arguments and answers in both widths (as `compat::dispatch_domain`).
 pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
@@ -146,9 +123,9 @@ pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> R
 }
 
 /// A 64-bit guest kernel's hypercall that concerns only its own domain,
-/// under that domain's lock (held by the caller): what [`dispatch`] does
-/// for it, without `HV`. `false`: a global call ([`is_global`], or an
+/// under that domain's lock (held by the caller). `false`: a global call ([`is_global`], or an
 /// event channel op on another domain's ports), nothing done.
+// Tour 02, 05: the hypercall table
 pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let nr = f.rax;
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
@@ -174,34 +151,6 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
     log_call(d, nr, a, ret, "");
     f.rax = ret as u64;
     true
-}
-
-/// One hypercall other than iret and multicall, from the registers or a
-/// multicall entry; logged.
-pub(crate) fn call(hv: &mut sched::Hv, nr: u64, a: [u64; 5]) -> Ret {
-    let space = hv.cur().v().space();
-    // The calls that reach other domains get the whole hypervisor state.
-    let ret = match nr as u32 {
-        HYPERVISOR_EVENT_CHANNEL_OP => event::op(hv, space, a[0], a[1]),
-        HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op(hv, space, a[0]),
-        HYPERVISOR_MCA => crate::pv::platform::mca(hv, space, a[0]),
-        HYPERVISOR_PHYSDEV_OP if a[0] == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64 => {
-            map_pirq(hv, space, a[1])
-        }
-        HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
-            match space.read::<ringvisor_abi::event_channel::EvtchnOp>(a[0]) {
-                // The old form: { cmd, union } in one buffer.
-                Ok(op) => match a[0].checked_add(8) {
-                    Some(arg) => event::op(hv, space, op.cmd as u64, arg),
-                    None => err(EFAULT),
-                },
-                Err(_) => err(EFAULT),
-            }
-        }
-        _ => dispatch_local(&mut hv.cur(), crate::mm::frametable::frames(), space, nr, a),
-    };
-    log_call(&hv.cur(), nr, a, ret, "");
-    ret
 }
 
 /// Every hypercall's answer goes to the recent-calls ring (debug keys)
@@ -265,12 +214,9 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
 /// (`-EPERM`, Xen's XSM_DM_PRIV); then a GSI `-EINVAL` (no GSI is routed
 /// to guests: allocate_and_map_gsi_pirq's "invalid gsi"), an MSI
 /// `-ENODEV` (no PCI device is known), another type `-EINVAL`.
-pub(crate) fn map_pirq(hv: &mut sched::Hv, _space: GuestSpace, arg: u64) -> Ret {
-    map_pirq_on(&hv.domains[hv.current], arg)
-}
-
-/// [`map_pirq`] with no lock held by the caller: the argument under the
-/// caller's lock, then the named domain's, to see it is alive.
+///
+/// Called with no lock held: the argument under the caller's lock, then
+/// the named domain's, to see it is alive.
 fn map_pirq_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)

@@ -24,7 +24,6 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::Domain;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::{compat, hypercall};
-use crate::sched::Hv;
 
 /// Entries done per entry into the hypervisor before a continuation.
 const BATCH: u64 = 64;
@@ -41,81 +40,13 @@ pub enum Outcome {
     FrameDone,
 }
 
-// Tour 02: a batch of hypercalls in one entry
-pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
-    let cur = hv.current;
-    let compat = hv.dom(cur).compat;
-    let size: u64 = if compat { 32 } else { 64 };
-    let n = n as u32 as u64; // nr_calls is a uint32_t in both widths
-    for i in 0..n {
-        let Some(at) = i.checked_mul(size).and_then(|o| list.checked_add(o)) else {
-            return Outcome::Ret(err(EFAULT));
-        };
-        if i == BATCH {
-            // Preempted between entries: the rest, as a fresh call.
-            f.rip = f.rip.wrapping_sub(ENTRY_INSN_LEN);
-            f.rax = HYPERVISOR_MULTICALL as u64;
-            if compat {
-                (f.rbx, f.rcx) = (at, n - i);
-            } else {
-                (f.rdi, f.rsi) = (at, n - i);
-            }
-            return Outcome::FrameDone;
-        }
-        let space = hv.dom(cur).v().space();
-        let (op, args) = if compat {
-            match space.read::<ringvisor_abi::x86_32::MulticallEntry32>(at) {
-                Ok(e) => (e.op as u64, core::array::from_fn(|k| e.args[k] as u64)),
-                Err(_) => return Outcome::Ret(err(EFAULT)),
-            }
-        } else {
-            match space.read::<ringvisor_abi::xen::MulticallEntry>(at) {
-                Ok(e) => (e.op, core::array::from_fn(|k| e.args[k])),
-                Err(_) => return Outcome::Ret(err(EFAULT)),
-            }
-        };
-        let op = if compat { op as u32 as u64 } else { op };
-        if op == HYPERVISOR_IRET as u64 {
-            {
-                let mut d = hv.dom(cur);
-                let _ = if compat {
-                    compat::iret(&mut d, f)
-                } else {
-                    hypercall::iret(&mut d, f)
-                };
-            }
-            // Xen's do_iret/compat_iret return the frame's rax, which is
-            // the entry's result (best effort: the batch ends here anyway).
-            let rax = if compat {
-                f.rax as u32 as Ret
-            } else {
-                f.rax as Ret
-            };
-            let _ = write_result(hv, cur, at, rax);
-            return Outcome::FrameDone;
-        }
-        let r = if op == HYPERVISOR_MULTICALL as u64 {
-            err(EINVAL)
-        } else if compat {
-            compat::call(hv, op, args)
-        } else {
-            hypercall::call(hv, op, args)
-        };
-        if write_result(hv, cur, at, r).is_err() {
-            return Outcome::Ret(err(EFAULT));
-        }
-        if !hv.dom(cur).is_alive() {
-            break;
-        }
-    }
-    Outcome::Ret(0)
-}
-
 /// A multicall with no lock held by the caller (`pv::entry::on_domain`):
 /// each entry is made as the plain call would be, under the domain's lock
 /// (`dispatch_domain`), or with it released for a call that may reach
-/// another domain (`call_unlocked`); none takes `HV`. A send to another domain is finished after each entry
-/// (`send_deferred`), before the next one can record another.
+/// another domain (`call_unlocked`); none takes `HV`. A send to another
+/// domain is finished after each entry (`send_deferred`), before the next
+/// one can record another.
+// Tour 02: a batch of hypercalls in one entry
 pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
     let compat = me.lock().compat;
     let size: u64 = if compat { 32 } else { 64 };
@@ -204,10 +135,6 @@ pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u
         }
     }
     Outcome::Ret(0)
-}
-
-fn write_result(hv: &Hv, cur: usize, at: u64, r: Ret) -> Result<(), ()> {
-    write_result_to(&hv.dom(cur), at, r)
 }
 
 fn write_result_to(d: &Domain, at: u64, r: Ret) -> Result<(), ()> {

@@ -28,12 +28,6 @@ use ringvisor_abi::platform::*;
 use crate::domain::Domain;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
-use crate::sched::Hv;
-
-/// `platform_op` under `HV` (a multicall entry): as [`platform_op_on`].
-pub fn platform_op(hv: &mut Hv, _space: GuestSpace, arg: u64) -> Ret {
-    platform_op_on(&hv.domains[hv.current], arg)
-}
 
 /// `platform_op` with no domain lock held by the caller: under the
 /// caller's lock; a new wall clock then goes to every domain, one lock at
@@ -261,12 +255,9 @@ fn apic_id() -> u32 {
 /// when a buffer is given; `notifydomain` `-EINVAL` ("unsupported", as
 /// Xen); the injection commands `-EINVAL` (Xen checks and injects; not
 /// implemented: ringvisor shows guests no machine-check architecture).
-pub fn mca(hv: &mut Hv, _space: GuestSpace, arg: u64) -> Ret {
-    mca_on(&hv.domains[hv.current], arg)
-}
-
-/// `mca` with no domain lock held by the caller: it concerns only the
-/// caller, under its lock.
+///
+/// Called with no domain lock held: it concerns only the caller, under
+/// its lock.
 pub fn mca_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
     let d = me.lock();
     mca_locked(d.privileged, d.compat, d.v().space(), arg)

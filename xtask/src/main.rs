@@ -483,9 +483,9 @@ fn gdb(o: &Opts) -> Result<ExitCode> {
         "target remote localhost:1234\n\
          hbreak syscall_entry\n\
          hbreak ringvisor::pv::traps::deliver\n\
-         hbreak ringvisor::pv::compat::dispatch\n\
+         hbreak ringvisor::pv::compat::dispatch_domain\n\
          echo Hardware breakpoints: syscall_entry (64-bit hypercalls and system calls),\\n\n\
-         echo   pv::traps::deliver (every bounce), pv::compat::dispatch (32-bit hypercalls).\\n\n",
+         echo   pv::traps::deliver (every bounce), pv::compat::dispatch_domain (32-bit hypercalls).\\n\n",
     );
     std::fs::write(&script, text)?;
     let mut gdb = Command::new("gdb");
