@@ -30,6 +30,7 @@ mod fbcon;
 mod firmware;
 mod mm;
 mod pv;
+mod sync;
 
 #[cfg(target_os = "none")]
 #[macro_use]

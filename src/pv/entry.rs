@@ -174,7 +174,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
 /// answer in the frame, as the dispatcher would have put it.
 #[cold]
 #[inline(never)]
-fn call_unlocked(cell: &'static spin::Mutex<Domain>, f: &mut TrapFrame, hypercall32: bool) {
+fn call_unlocked(cell: &'static crate::sync::Mutex<Domain>, f: &mut TrapFrame, hypercall32: bool) {
     let (nr, a, tail) = if hypercall32 {
         let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
         (f.rax as u32 as u64, a, " (32-bit)")
@@ -226,12 +226,12 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// The current domain's lock, as [`publish_current`] stored it in this
 /// CPU's block (`None` before the first domain runs).
 #[inline(always)]
-pub fn current_domain() -> Option<&'static spin::Mutex<Domain>> {
+pub fn current_domain() -> Option<&'static crate::sync::Mutex<Domain>> {
     let pc = crate::arch::x86_64::percpu::this();
     let p = pc.domain.load(core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the address of a `DomainRef`'s lock, published under HV;
     // domains are never removed from the list, so it lives for the run.
-    unsafe { (p as *const spin::Mutex<Domain>).as_ref() }
+    unsafe { (p as *const crate::sync::Mutex<Domain>).as_ref() }
 }
 
 // Tour 04: an exception or interrupt from a guest

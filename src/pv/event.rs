@@ -546,7 +546,7 @@ fn close_deferred(w: u64) {
 /// `me`'s lock alone (`op_local`), then, for an op that names another
 /// domain, that domain's lock after ours is released, never both. A
 /// deferred send or close is finished here too.
-pub fn op_remote(me: &spin::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
+pub fn op_remote(me: &crate::sync::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
     let (id, left) = {
         let mut d = me.lock();
         let space = d.v().space();
@@ -573,7 +573,7 @@ pub fn op_remote(me: &spin::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
 /// port, point the remote port at it if it still waits, then raise ours.
 /// The answers and their order are those of one atomic step: -ESRCH (no
 /// such live domain), -EINVAL (its port does not wait for us), -ENOSPC.
-fn bind_remote(me: &spin::Mutex<Domain>, id: u16, mut b: EvtchnBindInterdomain, arg: u64) -> Ret {
+fn bind_remote(me: &crate::sync::Mutex<Domain>, id: u16, mut b: EvtchnBindInterdomain, arg: u64) -> Ret {
     let rdom = b.remote_dom;
     let Some(rl) = crate::sched::domain_lock(rdom) else {
         return err(ESRCH);

@@ -97,7 +97,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
 /// arguments and answers in both widths (as `compat::dispatch_domain`).
-pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
+pub(crate) fn call_unlocked(me: &crate::sync::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
         // The old form (64-bit): { cmd, union } in one buffer, as `call`.
@@ -217,7 +217,7 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
 ///
 /// Called with no lock held: the argument under the caller's lock, then
 /// the named domain's, to see it is alive.
-fn map_pirq_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
+fn map_pirq_on(me: &crate::sync::Mutex<Domain>, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
     let (privileged, read) = {

@@ -337,7 +337,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
             // No writable mapping is left in the tables, and none can be
             // made now, but the TLB may still hold one (an L1 linked at
             // several places serves several addresses): flush it.
-            flush_tlb();
+            flush_tlb(d);
             for i in 0..512 {
                 if hv_slot(level, i) {
                     continue;
@@ -422,12 +422,16 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
 // was unlinked can become an ordinary, writable frame, so changing one
 // flushes every time.
 
-fn flush_tlb() {
-    crate::arch::x86_64::cpu::flush_tlb_nonglobal();
+/// Drop `d`'s translations (non-global: guest entries never are) on
+/// every CPU that may hold them: this one and its dirty mask
+/// (`sched::dirty_cpus`), returning once each has.
+pub fn flush_tlb(d: &Domain) {
+    crate::sched::flush_domain_tlb(d.id, crate::arch::x86_64::smp::FLUSH_NONGLOBAL);
 }
 
-fn invlpg(va: u64) {
-    crate::arch::x86_64::cpu::flush_tlb_page(va);
+/// Drop `va`'s translation wherever `d` may have one (as [`flush_tlb`]).
+fn invlpg(d: &Domain, va: u64) {
+    crate::sched::flush_domain_tlb(d.id, va);
 }
 
 /// Most entries one `mmu_update`/`mmuext_op` call may carry: Xen splits
@@ -501,7 +505,7 @@ pub fn mmu_update(
     // An L1 entry's old translation is the guest's to flush (see "Stale
     // translations"); a changed upper entry flushes the TLB, once a batch.
     if upper {
-        flush_tlb();
+        flush_tlb(d);
     }
     r
 }
@@ -617,26 +621,26 @@ pub fn slot_read(s: Slot) -> u64 {
 
 /// Put grant entry `pte` in the slot. What was there is dropped as an
 /// update would drop it; a grant mapping there is refused.
-pub fn grant_install(ft: &FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
+pub fn grant_install(d: &Domain, ft: &FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
     let old = read_pte(s.0, s.1);
     if old & PTE_P != 0 && old & PTE_GNTTAB != 0 {
         return Err(());
     }
     write_pte(s.0, s.1, pte);
     put_entry(ft, s.0, 1, old);
-    flush_tlb();
+    flush_tlb(d);
     Ok(())
 }
 
 /// Write `e` into the slot, moving an entry whose references stay as they
 /// are (its own, or its grant map's), and flush what the old one left.
-pub fn slot_replace(s: Slot, e: u64) {
+pub fn slot_replace(d: &Domain, s: Slot, e: u64) {
     write_pte(s.0, s.1, e);
-    flush_tlb();
+    flush_tlb(d);
 }
 
-pub fn grant_clear(s: Slot) {
-    slot_replace(s, 0);
+pub fn grant_clear(d: &Domain, s: Slot) {
+    slot_replace(d, s, 0);
 }
 
 /// The L1 table and index mapping `va` in the domain's kernel tables.
@@ -663,7 +667,7 @@ pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, fla
                 .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) =>
         {
             let r = update_entry(d, ft, l1, 1, i, val);
-            uvm_flush(va, flags);
+            uvm_flush(d, va, flags);
             r
         }
         _ => err(EINVAL),
@@ -672,13 +676,20 @@ pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, fla
 
 /// What the guest asked `update_va_mapping` to flush (see "Stale
 /// translations" above: an old L1 translation left in the TLB is the
-/// guest's own business). One CPU: local, multi and all are the same.
-fn uvm_flush(va: u64, flags: u64) {
+/// guest's own business). As Xen reads the rest of `flags`: 0 is
+/// `UVMF_LOCAL` (this CPU), `UVMF_ALL` and a vCPU mask's address
+/// (`UVMF_MULTI`) are every CPU that ran the domain since it last left
+/// them (its dirty mask: a superset of those vCPUs' CPUs, so the mask is
+/// not read).
+fn uvm_flush(d: &Domain, va: u64, flags: u64) {
     use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
+    let everywhere = flags & !UVMF_FLUSHTYPE_MASK != 0;
     match flags & UVMF_FLUSHTYPE_MASK {
         UVMF_NONE => {}
-        UVMF_INVLPG => invlpg(va),
-        _ => flush_tlb(),
+        UVMF_INVLPG if everywhere => invlpg(d, va),
+        UVMF_INVLPG => crate::arch::x86_64::cpu::flush_tlb_page(va),
+        _ if everywhere => flush_tlb(d),
+        _ => crate::arch::x86_64::cpu::flush_tlb_nonglobal(),
     }
 }
 
@@ -766,6 +777,9 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                 };
                 ft.with(mfn, |i| i.pinned = false);
                 put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
+                // The table may be ordinary memory now, writable next:
+                // no CPU keeps it cached as a paging structure.
+                flush_tlb(d);
                 0
             }
             _ => err(EINVAL),
@@ -834,15 +848,26 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                 err(ENOSYS)
             }
         }
-        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
-            flush_tlb();
+        MMUEXT_TLB_FLUSH_LOCAL => {
+            crate::arch::x86_64::cpu::flush_tlb_nonglobal();
+            0
+        }
+        // A vCPU mask, or all of them: every CPU in the domain's dirty
+        // mask (a superset of where those vCPUs ran; the mask itself is
+        // not read, as a bad pointer there changes nothing we flush).
+        MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
+            flush_tlb(d);
             0
         }
         MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
-            // One CPU: every vCPU mask is this one. A non-canonical
-            // address would #GP in invlpg; there is nothing to drop.
+            // A non-canonical address would #GP in invlpg; there is
+            // nothing to drop.
             if is_canonical(op.linear_addr()) {
-                invlpg(op.linear_addr());
+                if op.cmd == MMUEXT_INVLPG_LOCAL {
+                    crate::arch::x86_64::cpu::flush_tlb_page(op.linear_addr());
+                } else {
+                    invlpg(d, op.linear_addr());
+                }
             }
             0
         }
@@ -904,7 +929,7 @@ pub fn reservation(
             d.p2m_moved.remove(&mfn);
             held -= 1;
             // No stale translation may outlive the frame's ownership.
-            flush_tlb();
+            flush_tlb(d);
             ft.release(mfn);
             paging::m2p_set(mfn, paging::M2P_INVALID);
             let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
@@ -1207,7 +1232,7 @@ fn exchange_chunk(
     // Beyond here the chunk cannot fail (Xen: "Success!"), but for the
     // guest's lists: an unreadable or unwritable out entry is -EFAULT
     // after the chunk is done, as Xen.
-    flush_tlb(); // no stale translation of a frame given back survives
+    flush_tlb(d); // no stale translation of a frame given back survives
     for &(mfn, _) in &stolen {
         paging::m2p_set(mfn, paging::M2P_INVALID);
         d.p2m_moved.remove(&mfn);
@@ -1348,7 +1373,7 @@ pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: 
     if update_entry(d, ft, mfn, level, index, entry) != 0 {
         return false;
     }
-    flush_tlb();
+    flush_tlb(d);
     if let StoreKind::Xchg(r) = op.kind {
         let g = gpr(f, r);
         *g = if size == 4 || size == 8 {

@@ -10,9 +10,9 @@
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 use x86::msr::{rdmsr, wrmsr, IA32_FS_BASE, IA32_KERNEL_GSBASE};
 
 use crate::arch::x86_64::exit::{exit, Verdict};
@@ -149,6 +149,44 @@ pub fn init_registry(n: usize) {
             .map(|_| core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
             .collect()
     });
+    DIRTY.call_once(|| (0..n).map(|_| AtomicU64::new(0)).collect());
+}
+
+/// Each domain's dirty-CPU mask, by domain id (Xen: `d->dirty_cpumask`):
+/// bit n set while CPU n may hold the domain's translations. A CPU sets
+/// its bit before it loads one of the domain's page tables into CR3
+/// (`switch_in`), and clears it only after it loaded another domain's or
+/// the hypervisor's (a CR3 write drops every guest translation: they are
+/// never global). A flush reads the mask after its page-table change
+/// (both sequentially consistent): a CPU whose bit it misses loads the
+/// domain's tables after the change, so it cannot hold the old entry.
+static DIRTY: spin::Once<Vec<AtomicU64>> = spin::Once::new();
+
+/// Domain `id`'s dirty mask (0 for an id with no slot).
+pub fn dirty_cpus(id: crate::domain::DomId) -> u64 {
+    DIRTY
+        .get()
+        .and_then(|m| m.get(id as usize))
+        .map_or(0, |m| m.load(Ordering::SeqCst))
+}
+
+fn dirty_set(id: crate::domain::DomId, cpu: u64, on: bool) {
+    if let Some(m) = DIRTY.get().and_then(|m| m.get(id as usize)) {
+        if on {
+            m.fetch_or(1 << cpu, Ordering::SeqCst);
+        } else {
+            m.fetch_and(!(1 << cpu), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Flush `va` (or `smp::FLUSH_NONGLOBAL`) on this CPU and every CPU in
+/// domain `id`'s dirty mask; back once each has. The caller holds that
+/// domain's lock at most (other CPUs spinning on it answer: `sync`).
+pub fn flush_domain_tlb(id: crate::domain::DomId, va: u64) {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = percpu::this().cpu;
+    crate::arch::x86_64::smp::flush_tlb(dirty_cpus(id) | 1 << me, va);
 }
 
 fn register(id: crate::domain::DomId, d: &DomainRef) {
@@ -179,12 +217,12 @@ pub fn for_each_domain_lock(mut f: impl FnMut(&'static Mutex<Domain>)) {
 impl Hv {
     /// Domain `i`, locked. Under `HV`, one domain lock at a time: never
     /// call this while holding another domain's guard.
-    pub fn dom(&self, i: usize) -> spin::MutexGuard<'_, Domain> {
+    pub fn dom(&self, i: usize) -> crate::sync::MutexGuard<'_, Domain> {
         self.domains[i].lock()
     }
 
     /// The current domain, locked.
-    pub fn cur(&self) -> spin::MutexGuard<'_, Domain> {
+    pub fn cur(&self) -> crate::sync::MutexGuard<'_, Domain> {
         self.dom(self.current)
     }
 

@@ -168,11 +168,13 @@ fn install(p: *mut PerCpu, stack_top: u64) {
 }
 
 /// Say whether the current vCPU is a 32-bit guest's (see `PerCpu::pv32`).
-/// The boot CPU's: guests run only there for now.
 pub fn set_pv32(on: bool) {
+    let p = this().self_ptr as *mut PerCpu;
     // SAFETY: this CPU's own slot; the entry code reads it only on this
-    // CPU, with interrupts off, as we do here.
-    unsafe { (*CPU0.0.get()).pv32 = on as u64 }
+    // CPU, with interrupts off, as we do here (no reference to the field
+    // is held anywhere: `this` hands out shared ones, and this is a
+    // plain store through the block's own address).
+    unsafe { core::ptr::addr_of_mut!((*p).pv32).write(on as u64) }
 }
 
 pub fn stack_top() -> u64 {

@@ -443,7 +443,7 @@ extern "C" fn ap_entry(n: u64) -> ! {
         .take()
         .expect("an AP started with nothing to boot");
     cpu::enable_protections(&b.features);
-    gdt::init_ap(b.stack_top, b.ist);
+    gdt::init_ap(n, b.stack_top, b.ist);
     idt::load();
     percpu::init_ap(n, b.stack_top);
     syscall::init();
@@ -558,18 +558,34 @@ static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// [`flush_tlb`]'s "every translation, global ones too".
 pub const FLUSH_ALL: u64 = u64::MAX;
+/// [`flush_tlb`]'s "every non-global translation" (a CR3 reload: every
+/// guest translation, since guest entries are never global). Like
+/// `FLUSH_ALL`, a page address no `invlpg` needs (a guest asking for
+/// this one gets more flushed, never less).
+pub const FLUSH_NONGLOBAL: u64 = u64::MAX - 1;
 
 /// Flush this CPU's TLB as asked (`FLUSH_VA`), then say so.
+pub fn answer_flush() {
+    flush_here();
+}
+
 fn flush_here() {
     let me = percpu::this().cpu;
     if FLUSH_PENDING.load(Ordering::Acquire) & (1 << me) == 0 {
         return;
     }
-    match FLUSH_VA.load(Ordering::Relaxed) {
+    flush_local(FLUSH_VA.load(Ordering::Relaxed));
+    FLUSH_PENDING.fetch_and(!(1 << me), Ordering::AcqRel);
+}
+
+/// This CPU's part of a shootdown of `va` (or `FLUSH_ALL`,
+/// `FLUSH_NONGLOBAL`).
+fn flush_local(va: u64) {
+    match va {
         FLUSH_ALL => cpu::flush_tlb_all(),
+        FLUSH_NONGLOBAL => cpu::flush_tlb_nonglobal(),
         va => cpu::flush_tlb_page(va),
     }
-    FLUSH_PENDING.fetch_and(!(1 << me), Ordering::AcqRel);
 }
 
 /// The flush IPI arrived (idt.rs).
@@ -589,6 +605,14 @@ pub fn flush_interrupt() {
 /// off without polling too (it would never answer).
 pub fn flush_tlb(mask: u64, va: u64) {
     let me = percpu::this().cpu;
+    if mask & !(1 << me) == 0 {
+        // Only this CPU (one CPU, or a domain that ran nowhere else):
+        // no IPI, no shared state.
+        if mask != 0 {
+            flush_local(va);
+        }
+        return;
+    }
     let guard = loop {
         if let Some(g) = SHOOTDOWN_LOCK.try_lock() {
             break g;
