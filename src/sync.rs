@@ -43,3 +43,32 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 }
+
+/// A domain's lock ([`Mutex`]), which also says which vCPU the holder is:
+/// taken by the CPU that runs one of the domain's vCPUs (this CPU's
+/// block names this lock), it sets `Domain::cur` to that vCPU, so
+/// `Domain::v` is the caller's own vCPU while several of the domain's
+/// vCPUs run on other CPUs. Taken for another domain (an event sent
+/// there, the scheduler's walk), `cur` is left as it was: always a valid
+/// index, and no such path uses it to mean the caller.
+pub struct DomainLock(Mutex<crate::domain::Domain>);
+
+impl DomainLock {
+    pub fn new(d: crate::domain::Domain) -> Self {
+        DomainLock(Mutex::new(d))
+    }
+
+    #[inline]
+    pub fn lock(&self) -> MutexGuard<'_, crate::domain::Domain> {
+        use core::sync::atomic::Ordering::Relaxed;
+        let mut g = self.0.lock();
+        let pc = crate::arch::x86_64::percpu::this();
+        if pc.domain.load(Relaxed) == self as *const Self as u64 {
+            let vi = (pc.ids.load(Relaxed) >> 16 & 0xffff) as usize;
+            if vi < g.vcpus.len() {
+                g.cur = vi;
+            }
+        }
+        g
+    }
+}

@@ -68,7 +68,7 @@ mod domain {
     /// points at the current one, so an entry from a guest reaches its
     /// domain without the hypervisor lock. Domains are never removed from
     /// the list, so the address stays valid for the whole run.
-    pub type DomainRef = alloc::sync::Arc<crate::sync::Mutex<Domain>>;
+    pub type DomainRef = alloc::sync::Arc<crate::sync::DomainLock>;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub enum State {

@@ -55,6 +55,11 @@ pub struct Vcpu {
     /// `VCPUOP_initialise`); only then may it be brought up.
     pub initialised: bool,
     pub up: bool,
+    /// The CPU whose guest frame holds its registers (it runs there, or
+    /// that CPU is in the hypervisor for it), set and cleared by that
+    /// CPU's scheduler under `HV` and the domain's lock: no other CPU
+    /// picks it meanwhile, and a wake-up for it goes to that CPU.
+    pub running_on: Option<u32>,
     /// The guest's registers while not running (on the CPU's stack when it
     /// is: see percpu::guest_frame).
     pub regs: TrapFrame,
@@ -167,6 +172,7 @@ impl Vcpu {
             runstate_area: None,
             inject: None,
             blocked: false,
+            running_on: None,
             poll: alloc::vec::Vec::new(),
             singleshot: None,
             // vcpu.h: "The timer is initially programmed to trigger at

@@ -97,7 +97,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
 /// arguments and answers in both widths (as `compat::dispatch_domain`).
-pub(crate) fn call_unlocked(me: &crate::sync::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
+pub(crate) fn call_unlocked(me: &crate::sync::DomainLock, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
         // The old form (64-bit): { cmd, union } in one buffer, as `call`.
@@ -217,7 +217,7 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
 ///
 /// Called with no lock held: the argument under the caller's lock, then
 /// the named domain's, to see it is alive.
-fn map_pirq_on(me: &crate::sync::Mutex<Domain>, arg: u64) -> Ret {
+fn map_pirq_on(me: &crate::sync::DomainLock, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
     let (privileged, read) = {
@@ -849,6 +849,8 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     crate::info!("d{}: shutdown: {}", d.id, shutdown_reason_name(reason));
     d.state = State::Shutdown(reason);
     crate::sched::domain_ended();
+    // Its vCPUs on other CPUs stop there at once.
+    crate::sched::kick_all(d);
     0
 }
 
@@ -1166,7 +1168,8 @@ pub(crate) fn vcpu_op(
                 return err(EINVAL);
             }
             d.vcpus[vi].up = true;
-            if vi != d.cur {
+            if d.vcpus[vi].running_on.is_none() {
+                // An idle CPU takes it (`kick`).
                 sched::set_runstate(
                     d,
                     vi,
@@ -1174,6 +1177,7 @@ pub(crate) fn vcpu_op(
                     crate::arch::x86_64::time::now_ns(),
                 );
             }
+            sched::kick(d, vi);
             0
         }
         VCPUOP_DOWN => {
@@ -1181,7 +1185,11 @@ pub(crate) fn vcpu_op(
             if vi == d.cur {
                 sched::request_resched();
             } else {
+                // Offline from now on (a vCPU on another CPU stops there
+                // when its CPU takes the kick, as Xen's
+                // `vcpu_sleep_nosync`).
                 sched::set_runstate(d, vi, RUNSTATE_OFFLINE, crate::arch::x86_64::time::now_ns());
+                sched::kick(d, vi);
             }
             0
         }

@@ -23,7 +23,7 @@
 
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
-use ringvisor_tests::qemu::{Qemu, RunOutput, Verdict};
+use ringvisor_tests::qemu::{Accel, Qemu, RunOutput, Verdict};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,7 +48,19 @@ fn timeout() -> Duration {
 }
 
 fn boot(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
-    let mut q = Qemu::kernel(elf()).smp(SMP).cmdline(cmdline);
+    boot_on(Accel::Tcg, what, cmdline, guests)
+}
+
+/// [`boot`] under multi-threaded TCG: the CPUs really run at once (one
+/// host thread each), for guests whose vCPUs run side by side and time
+/// each other (single-threaded TCG runs one CPU for up to 100 ms while
+/// the others wait).
+fn boot_multi(what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
+    boot_on(Accel::TcgMulti, what, cmdline, guests)
+}
+
+fn boot_on(accel: Accel, what: &str, cmdline: &str, guests: Vec<GuestSpec>) -> RunOutput {
+    let mut q = Qemu::kernel(elf()).accel(accel).smp(SMP).cmdline(cmdline);
     for (i, g) in guests.into_iter().enumerate() {
         // The initial domain's memory as these tests were written for (see
         // GuestSpec::default_opt).
@@ -150,7 +162,7 @@ fn pingpong_two_domains() {
 
 #[test]
 fn smp_two_vcpus() {
-    let out = boot("guest-smp", "", vec![guest("guest-smp").opt("vcpus", "2")]);
+    let out = boot_multi("guest-smp", "", vec![guest("guest-smp").opt("vcpus", "2")]);
     expect_success("guest-smp", &out, 1);
 }
 
@@ -160,7 +172,7 @@ fn smp_two_vcpus_with_cpus_1_and_all_cpus() {
     // 4-CPU machine with one CPU started and with all four.
     for cmdline in ["cpus=1", "cpus=4"] {
         let what = format!("guest-smp and pingpong, {cmdline}");
-        let out = boot(
+        let out = boot_multi(
             &what,
             cmdline,
             vec![

@@ -90,7 +90,9 @@ fn with_mine<R>(f: impl FnOnce(&mut [u64], &mut usize, &mut TaskStateSegment) ->
         f(&mut g.0, &mut g.1, &mut TSS.lock())
     } else {
         let mut t = AP_TABLES[cpu].lock();
-        let t = t.as_mut().expect("an AP's tables are set up before it runs a vCPU");
+        let t = t
+            .as_mut()
+            .expect("an AP's tables are set up before it runs a vCPU");
         f(t.gdt, &mut t.high, t.tss)
     }
 }

@@ -467,15 +467,51 @@ extern "C" fn ap_entry(n: u64) -> ! {
     idle_loop()
 }
 
-/// An AP's life for now: sleep until an interrupt, count wake IPIs.
+/// An AP's life until guests run: sleep until an interrupt (count wake
+/// IPIs); once the boot CPU started the scheduler (and woke us), run its
+/// loop here too (`sched::run_cpu`).
 fn idle_loop() -> ! {
     loop {
+        if crate::sched::started() {
+            crate::sched::run_cpu()
+        }
         // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt
         // (the `sti` shadow makes the pair atomic: no wake-up is lost
         // between them), which runs on this stack; then interrupts go
         // off again.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
     }
+}
+
+/// Call `f` on this CPU's stack from just below its guest frame slot
+/// (`percpu::guest_frame`), abandoning whatever the stack held: the slot
+/// is then free for a vCPU's registers, and `f` never returns.
+pub fn on_frame_stack(f: extern "C" fn() -> !) -> ! {
+    let top = percpu::guest_frame() as u64 & !0xf;
+    // SAFETY: `top` is 16-byte aligned inside this CPU's stack, below the
+    // frame slot; nothing on the stack is used again (`f` never returns),
+    // and interrupts are off while rsp moves.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "call {f}",
+            "ud2",
+            top = in(reg) top,
+            f = in(reg) f,
+            options(noreturn)
+        )
+    }
+}
+
+/// The CPUs that are up (bit n: CPU n).
+pub fn online_mask() -> u64 {
+    let mut m = 0;
+    for (n, c) in CPUS.iter().enumerate() {
+        if c.online.load(Ordering::Acquire) {
+            m |= 1 << n;
+        }
+    }
+    m
 }
 
 /// The wake IPI arrived (idt.rs): count it.
