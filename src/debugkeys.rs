@@ -100,10 +100,10 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
         b't' => trap_tables(hv),
         b'e' => events(hv),
         b'r' => {
-            out!("[debug key r] recent bounces and hypercalls, oldest first:");
-            crate::trace::recent(|r| {
+            out!("[debug key r] recent bounces and hypercalls, each CPU's, oldest first:");
+            crate::trace::recent(|cpu, r| {
                 out!(
-                    "  d{}v{} {} ({:#x}, {:#x})",
+                    "  CPU {cpu}: d{}v{} {} ({:#x}, {:#x})",
                     r.dom,
                     r.vcpu,
                     r.what.name(),

@@ -59,17 +59,22 @@ impl What {
 
 const RING: usize = 32;
 
-/// This CPU's ring: written only by this CPU, with interrupts off (every
-/// hypervisor entry runs so), so it needs no lock; read by the `r` debug
-/// key on the same CPU. (One ring per CPU when there are more: index it
-/// by `percpu::this().cpu`.)
+/// One CPU's ring: written only by that CPU, with interrupts off (every
+/// hypervisor entry runs so), so it needs no lock. The `r` debug key
+/// reads every CPU's ring, perhaps while another CPU writes its own:
+/// each slot has a sequence number (odd while it is written), and a copy
+/// read between two equal, even numbers is whole; any other is dropped
+/// unused (a torn record could hold half of one name's address and half
+/// of another's length).
 struct Ring {
     recs: core::cell::UnsafeCell<[Record; RING]>,
+    seq: [AtomicU32; RING],
     next: core::sync::atomic::AtomicUsize,
 }
 
-// SAFETY: one CPU, interrupts off while the hypervisor runs: `record`
-// and `recent` never overlap (see `Ring`).
+// SAFETY: a ring's slots are written only by its CPU (`record`), and read
+// elsewhere only through the sequence check (`recent`), which uses no
+// copy that overlapped a write.
 unsafe impl Sync for Ring {}
 
 const EMPTY: Record = Record {
@@ -79,24 +84,38 @@ const EMPTY: Record = Record {
     a: 0,
     b: 0,
 };
-static RECENT_RING: Ring = Ring {
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_RING: Ring = Ring {
     recs: core::cell::UnsafeCell::new([EMPTY; RING]),
+    seq: [const { AtomicU32::new(0) }; RING],
     next: core::sync::atomic::AtomicUsize::new(0),
 };
+static RINGS: [Ring; crate::arch::x86_64::smp::MAX_CPUS] =
+    [EMPTY_RING; crate::arch::x86_64::smp::MAX_CPUS];
 
-/// Keep `r` in the ring (when [`RECENT`] is on): one record's stores, no
-/// lock.
+/// Keep `r` in this CPU's ring (when [`RECENT`] is on): one record's
+/// stores, no lock.
 #[inline]
 pub fn record(r: Record) {
     if FLAGS.load(Ordering::Relaxed) & RECENT == 0 {
         return;
     }
-    let at = RECENT_RING.next.load(Ordering::Relaxed);
-    RECENT_RING
-        .next
-        .store(at.wrapping_add(1), Ordering::Relaxed);
-    // SAFETY: this CPU's ring, no reference into it is alive (`Ring`).
-    unsafe { (*RECENT_RING.recs.get())[at % RING] = r };
+    put(r);
+}
+
+#[inline(always)]
+fn put(r: Record) {
+    let ring = &RINGS[crate::arch::x86_64::percpu::this().cpu as usize];
+    let at = ring.next.load(Ordering::Relaxed);
+    ring.next.store(at.wrapping_add(1), Ordering::Relaxed);
+    let i = at % RING;
+    let s = ring.seq[i].load(Ordering::Relaxed);
+    ring.seq[i].store(s.wrapping_add(1), Ordering::Relaxed);
+    core::sync::atomic::fence(Ordering::Release);
+    // SAFETY: this CPU's ring, written only here (see `Ring`); readers
+    // check the slot's sequence number around their copy.
+    unsafe { core::ptr::addr_of_mut!((*ring.recs.get())[i]).write_volatile(r) };
+    ring.seq[i].store(s.wrapping_add(2), Ordering::Release);
 }
 
 /// [`record`] of hypercall `nr` by the vCPU `ids` names (a per-CPU
@@ -104,30 +123,35 @@ pub fn record(r: Record) {
 /// and result, for a caller that has seen [`RECENT`] on.
 #[inline(always)]
 pub fn record_call(nr: u64, ids: u64, a: u64, b: u64) {
-    let at = RECENT_RING.next.load(Ordering::Relaxed);
-    RECENT_RING
-        .next
-        .store(at.wrapping_add(1), Ordering::Relaxed);
-    // SAFETY: as in `record`.
-    unsafe {
-        (*RECENT_RING.recs.get())[at % RING] = Record {
-            what: What::Hypercall(nr),
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a,
-            b,
-        }
-    };
+    put(Record {
+        what: What::Hypercall(nr),
+        dom: ids as u16,
+        vcpu: (ids >> 16) as u16,
+        a,
+        b,
+    });
 }
 
-/// Oldest first.
-pub fn recent(mut f: impl FnMut(&Record)) {
-    let next = RECENT_RING.next.load(Ordering::Relaxed);
-    for i in 0..RING {
-        // SAFETY: as in `record`; a copy is taken, nothing is held.
-        let r = unsafe { (*RECENT_RING.recs.get())[(next + i) % RING] };
-        if !r.what.name().is_empty() {
-            f(&r);
+/// Every CPU's ring, CPU by CPU, oldest first (`f(cpu, record)`).
+pub fn recent(mut f: impl FnMut(usize, &Record)) {
+    for (cpu, ring) in RINGS.iter().enumerate() {
+        let next = ring.next.load(Ordering::Acquire);
+        for k in 0..RING {
+            let i = (next + k) % RING;
+            let s = ring.seq[i].load(Ordering::Acquire);
+            if s & 1 != 0 {
+                continue; // being written
+            }
+            // SAFETY: a copy of plain data, used only if the slot's
+            // sequence number shows no write overlapped it (`Ring`).
+            let r = unsafe { core::ptr::addr_of!((*ring.recs.get())[i]).read_volatile() };
+            core::sync::atomic::fence(Ordering::Acquire);
+            if ring.seq[i].load(Ordering::Relaxed) != s {
+                continue;
+            }
+            if !r.what.name().is_empty() {
+                f(cpu, &r);
+            }
         }
     }
 }

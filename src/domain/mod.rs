@@ -104,8 +104,12 @@ mod domain {
         /// `vm_assist` bits enabled.
         pub vm_assist: u64,
         pub vcpus: Vec<Vcpu>,
-        /// Index of the vCPU on the CPU (or that ran last).
+        /// Index of the vCPU of the CPU holding the lock (see
+        /// `sync::DomainLock`; for another holder, the last such one).
         pub cur: usize,
+        /// The most of its vCPUs that were on CPUs at once (each on its
+        /// own), for the end-of-run report.
+        pub max_running: usize,
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,

@@ -282,7 +282,10 @@ fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
         return 0;
     }
     // Validate the whole list before changing anything, then walk it again
-    // to install it (nothing else runs in between: one CPU, the lock held).
+    // to install it. Another vCPU of the domain, on another CPU, may
+    // change the list in between: each entry is checked again as it is
+    // installed, so a guest racing itself gets at worst a partly
+    // installed table and the error, never an unchecked entry.
     let check = |t: &TrapInfo| {
         // As Xen: any selector, its RPL raised to 3 (a 64-bit guest's
         // handlers run on FLAT_KERNEL_CS64 whatever it names); a

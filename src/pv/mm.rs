@@ -411,16 +411,33 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
 }
 
 // Stale translations. When a guest replaces an L1 entry, the old
-// translation may stay in this CPU's TLB until the guest flushes it, as on
-// Xen: the guest asks with UVMF_* or mmuext_op. That is safe for everyone
-// else because each moment where a stale *writable* translation could
-// matter flushes the whole TLB itself: a frame becoming a page table
-// (get_table) or GDT (set_gdt), and a frame going back to the pool
-// (decrease_reservation; a domain's teardown switches CR3 first). Guest
-// entries are never global, and there is one CPU. Entries above L1 are
-// different: the CPU caches them as paging structures, and a table that
-// was unlinked can become an ordinary, writable frame, so changing one
-// flushes every time.
+// translation may stay in the TLB of any CPU that runs one of its vCPUs
+// until the guest flushes it, as on Xen: the guest asks with UVMF_* or
+// mmuext_op (`_LOCAL`: this CPU; a vCPU mask or `_ALL`: every CPU in the
+// domain's dirty mask). That is safe for everyone else because each
+// moment where a stale *writable* translation, or a cached paging
+// structure, could matter flushes every CPU that may hold one before the
+// frame can be used otherwise: a frame becoming a page table (get_table)
+// or GDT (set_gdt), a changed upper entry (once a batch), an unpin, a
+// grant mapping installed or removed, a frame going back to the pool
+// (decrease_reservation, exchange; a domain's teardown waits until no
+// CPU holds one of its vCPUs, and each such CPU loaded other tables
+// since). Which CPUs may hold one is the domain's dirty mask
+// (`sched::dirty_cpus`: a CPU joins before it loads the domain's tables
+// and leaves only after it loaded others; guest entries are never global,
+// so a CR3 load drops them all), and `flush_tlb` waits until each has
+// flushed. A grant mapping lives in the mapping domain's tables, so its
+// removal flushes that domain's mask.
+//
+// Every write of a guest's page-table entry by the hypervisor is made
+// under its domain's lock (all mm operations are), so the read of the old
+// entry, the checks and the write are one step for every other vCPU of
+// the domain as well. The CPUs themselves change an entry only by
+// setting its Accessed and Dirty bits, which no reference or rule here
+// depends on (Xen's cmpxchg loop in `update_intpte` retries on exactly
+// those two and writes the same value): a plain write loses at most a
+// bit the guest's own vCPU set in between, as Xen's write without
+// `MMU_PT_UPDATE_PRESERVE_AD` does.
 
 /// Drop `d`'s translations (non-global: guest entries never are) on
 /// every CPU that may hold them: this one and its dirty mask

@@ -169,12 +169,13 @@ pub fn init_registry(n: usize) {
 /// domain's tables after the change, so it cannot hold the old entry.
 static DIRTY: spin::Once<Vec<AtomicU64>> = spin::Once::new();
 
-/// Domain `id`'s dirty mask (0 for an id with no slot).
+/// Domain `id`'s dirty mask (every CPU for an id with no slot, which no
+/// built domain has).
 pub fn dirty_cpus(id: crate::domain::DomId) -> u64 {
     DIRTY
         .get()
         .and_then(|m| m.get(id as usize))
-        .map_or(0, |m| m.load(Ordering::SeqCst))
+        .map_or(u64::MAX, |m| m.load(Ordering::SeqCst))
 }
 
 fn dirty_set(id: crate::domain::DomId, cpu: u64, on: bool) {
@@ -262,8 +263,8 @@ static IDLE: AtomicU64 = AtomicU64::new(0);
 pub fn kick(d: &Domain, vi: usize) {
     let me = percpu::this().cpu;
     match d.vcpus.get(vi).and_then(|v| v.running_on) {
-        Some(c) if c as u64 != me => {
-            crate::arch::x86_64::smp::wake(c as usize);
+        Some(c) if c as u64 != me && crate::arch::x86_64::smp::wake(c as usize) => {
+            REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
         }
         Some(_) => {}
         None if runnable(d, vi) => {
@@ -286,8 +287,16 @@ pub fn kick_all(d: &Domain) {
 fn wake_idle_cpu() -> bool {
     core::sync::atomic::fence(Ordering::SeqCst);
     let idle = IDLE.load(Ordering::SeqCst) & !(1 << percpu::this().cpu);
-    idle != 0 && crate::arch::x86_64::smp::wake(idle.trailing_zeros() as usize)
+    let woke = idle != 0 && crate::arch::x86_64::smp::wake(idle.trailing_zeros() as usize);
+    if woke {
+        REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
+    }
+    woke
 }
+
+/// Wake IPIs sent for a vCPU (`kick`, `wake_idle_cpu`), for the
+/// end-of-run report.
+static REMOTE_WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// The time slice ran out (timer interrupt) or a guest yielded: a bit of
 /// this CPU's work-pending word, which every way out tests.
@@ -1043,6 +1052,9 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) {
     crate::pv::entry::publish_current(hv);
     let mut d = hv.dom(next.0);
     d.vcpus[next.1].running_on = Some(me as u32);
+    d.vcpus[next.1].cpus_used |= 1 << me;
+    let running = d.vcpus.iter().filter(|v| v.running_on.is_some()).count();
+    d.max_running = d.max_running.max(running);
     dirty_set(d.id, me as u64, true);
     update_time(&d, next.1);
     set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
@@ -1085,6 +1097,18 @@ fn finish() -> ! {
     }
 }
 
+/// "0,1,3" for the CPUs of `mask`.
+fn cpu_list(mask: u64) -> String {
+    let mut s = String::new();
+    for n in (0..64).filter(|n| mask & 1 << n != 0) {
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(&alloc::format!("{n}"));
+    }
+    s
+}
+
 /// Every domain has ended: report each one and leave with the verdict.
 fn finish_locked(hv: &mut Hv) -> ! {
     // Domains that ended while another ran (a watchdog, the idle loop's
@@ -1096,6 +1120,10 @@ fn finish_locked(hv: &mut Hv) -> ! {
         }
     }
     let mut bad = hv.build_failures;
+    crate::info!(
+        "sched: {} wake IPIs sent to other CPUs for a vCPU",
+        REMOTE_WAKES.load(Ordering::Relaxed)
+    );
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
     crate::info!(
         "memory: {} frames free at the end, {} before the first domain{}",
@@ -1109,6 +1137,17 @@ fn finish_locked(hv: &mut Hv) -> ! {
     );
     for d in &hv.domains {
         let d = d.lock();
+        if d.vcpus.len() > 1 {
+            let used = d.vcpus.iter().fold(0, |m, v| m | v.cpus_used);
+            crate::info!(
+                "d{} ({}): its {} vCPUs ran on CPUs {}, up to {} at once",
+                d.id,
+                d.name,
+                d.vcpus.len(),
+                cpu_list(used),
+                d.max_running
+            );
+        }
         match &d.state {
             State::Shutdown(r) => {
                 crate::info!(
