@@ -943,6 +943,12 @@ fn register_vcpu_info(d: &mut Domain, ft: &FrameTable, vi: usize, mfn: u64, offs
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
         return err(EINVAL);
     }
+    // As Xen's map_vcpu_info: the caller's own, or a vCPU that is down
+    // (one running on another CPU reads its `vcpu_info` through that
+    // CPU's block, which only that CPU updates).
+    if vi != d.cur && d.vcpus[vi].up {
+        return err(EINVAL);
+    }
     if offset > 4096 - size || !offset.is_multiple_of(8) {
         return err(EINVAL);
     }

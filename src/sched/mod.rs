@@ -938,9 +938,9 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                 IDLE.fetch_and(!(1 << me), Ordering::SeqCst);
                 if Some(next) != cur {
                     let left = cur.map(|c| detach(hv, c, f, Some(next), now));
-                    switch_to(hv, next, f, now);
+                    let new_id = switch_to(hv, next, f, now);
                     if let Some((id, runnable)) = left {
-                        if hv.dom(next.0).id != id {
+                        if new_id != id {
                             // Our CR3 is another domain's now.
                             dirty_set(id, me as u64, false);
                         }
@@ -1044,12 +1044,19 @@ fn detach(
 /// Make `next` this CPU's vCPU: its registers into the frame, its CR3,
 /// GDT entries, segments, FPU; the domain's dirty mask gets this CPU
 /// before its tables are loaded.
-fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) {
+/// Returns the domain's id.
+fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> u16 {
     let me = this_cpu();
     hv.here[me] = Some(next);
     hv.last[me] = next;
-    // The lock-free paths and `DomainLock` see the new vCPU from here on.
-    crate::pv::entry::publish_current(hv);
+    // `DomainLock` sees the new vCPU from here on (`schedule` publishes
+    // the rest for the lock-free paths when `settle` is done).
+    let pc = percpu::this();
+    pc.ids.store((next.1 as u64) << 16, Ordering::Relaxed);
+    pc.domain.store(
+        alloc::sync::Arc::as_ptr(&hv.domains[next.0]) as u64,
+        Ordering::Relaxed,
+    );
     let mut d = hv.dom(next.0);
     d.vcpus[next.1].running_on = Some(me as u32);
     d.vcpus[next.1].cpus_used |= 1 << me;
@@ -1063,6 +1070,7 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) {
         let sels = d.vcpus[next.1].data_sels;
         crate::pv::traps::failsafe_segments(&mut d, f, sels);
     }
+    d.id
 }
 
 /// Kill a domain with a message saying why (it stops at the next return).

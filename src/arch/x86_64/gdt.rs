@@ -81,19 +81,19 @@ const NO_TABLES: Mutex<Option<ApTables>> = Mutex::new(None);
 static AP_TABLES: [Mutex<Option<ApTables>>; super::smp::MAX_CPUS] =
     [NO_TABLES; super::smp::MAX_CPUS];
 
-/// `f(gdt, high mark, tss)` on this CPU's tables.
-fn with_mine<R>(f: impl FnOnce(&mut [u64], &mut usize, &mut TaskStateSegment) -> R) -> R {
+/// `f(gdt, high mark)` on this CPU's GDT.
+fn with_my_gdt<R>(f: impl FnOnce(&mut [u64], &mut usize) -> R) -> R {
     let cpu = super::percpu::this().cpu as usize;
     if cpu == 0 {
         let mut g = GDT.lock();
         let g = &mut *g;
-        f(&mut g.0, &mut g.1, &mut TSS.lock())
+        f(&mut g.0, &mut g.1)
     } else {
         let mut t = AP_TABLES[cpu].lock();
         let t = t
             .as_mut()
             .expect("an AP's tables are set up before it runs a vCPU");
-        f(t.gdt, &mut t.high, t.tss)
+        f(t.gdt, &mut t.high)
     }
 }
 
@@ -232,14 +232,14 @@ pub fn init_ap(cpu: u64, rsp0: u64, ist: [u64; 4]) {
 /// Lay the reserved entries out for a 64-bit or a 32-bit guest (this
 /// CPU's GDT).
 pub fn set_layout(layout: Layout) {
-    with_mine(|g, _, _| set_reserved(g, layout));
+    with_my_gdt(|g, _| set_reserved(g, layout));
 }
 
 /// Put a guest's own descriptors (validated by `pv::descriptor`) in
 /// entries 0..n of this CPU's GDT, clearing what a previous guest left
 /// above.
 pub fn load_guest_entries(entries: &[u64]) {
-    with_mine(|g, high, _| {
+    with_my_gdt(|g, high| {
         let n = entries.len().min(FIRST_RESERVED_GDT_ENTRY);
         g[..n].copy_from_slice(&entries[..n]);
         g[0] = 0;
@@ -253,7 +253,7 @@ pub fn load_guest_entries(entries: &[u64]) {
 /// Set one guest entry (update_descriptor on the running vCPU's GDT).
 pub fn set_guest_entry(index: usize, desc: u64) {
     if index != 0 && index < FIRST_RESERVED_GDT_ENTRY {
-        with_mine(|g, high, _| {
+        with_my_gdt(|g, high| {
             g[index] = desc;
             *high = (*high).max(index + 1);
         })
@@ -262,5 +262,10 @@ pub fn set_guest_entry(index: usize, desc: u64) {
 
 /// Set the stack the CPU loads on entry from rings 1-3 (per running vCPU).
 pub fn set_rsp0(rsp0: u64) {
-    with_mine(|_, _, tss| tss.set_rsp(Ring::Ring0, rsp0));
+    let cpu = super::percpu::this().cpu as usize;
+    if cpu == 0 {
+        TSS.lock().set_rsp(Ring::Ring0, rsp0);
+    } else if let Some(t) = AP_TABLES[cpu].lock().as_mut() {
+        t.tss.set_rsp(Ring::Ring0, rsp0);
+    }
 }
