@@ -1,11 +1,15 @@
-//! Scheduling domains on the (one) physical CPU, and the end of the run.
+//! Scheduling vCPUs on every CPU, and the end of the run.
 //!
-//! Round robin over every vCPU that is up and not blocked, in domain
-//! order, with a 10 ms time slice from the local APIC timer. A switch happens
-//! only on the way back to a guest (`pv::entry::before_guest_return`): the
-//! outgoing vCPU's registers are copied out of the frame at the top of the
-//! stack and the incoming vCPU's copied in, so the same `iretq` resumes
-//! whichever guest is next.
+//! Round robin over every vCPU that is up, not blocked and not running
+//! on another CPU, in domain order, with a 10 ms time slice from each
+//! CPU's local APIC timer; every CPU runs this loop, taking from the one
+//! shared queue (`run_cpu`, `next_runnable`). A switch happens only on
+//! the way back to a guest (`pv::entry::before_guest_return`): the
+//! outgoing vCPU's registers are copied out of the frame at the top of
+//! this CPU's stack and the incoming vCPU's copied in, so the same
+//! `iretq` resumes whichever guest is next. Wake-ups across CPUs go by
+//! IPI (`kick`), TLB flushes to each domain's dirty-CPU mask
+//! (`flush_domain_tlb`); docs/design.md, "SMP", says how.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;

@@ -1,12 +1,9 @@
 //! The other CPUs: found in the ACPI MADT, started with INIT-SIPI-SIPI
 //! through a real-mode trampoline, each given its own stacks, GDT, TSS,
 //! per-CPU block and APIC timer, then parked in a `hlt` loop with
-//! interrupts on, woken by IPIs ([`wake`]).
-//!
-//! Guests still run only on the boot CPU (CPU 0): the hypervisor state
-//! is behind one lock that the lock-free paths (`pv::fast`) assume no
-//! other CPU takes (docs/design.md, "SMP"). The application processors
-//! (APs) never touch it.
+//! interrupts on, woken by IPIs ([`wake`]), until guests run: then each
+//! runs its own scheduling loop (`sched::run_cpu`). TLB shootdowns
+//! ([`flush_tlb`]) reach the CPUs that may hold a domain's translations.
 //!
 //! The way up, one AP at a time (SDM Vol. 3A, 9.4.4.1; Xen's
 //! `do_boot_cpu`): the boot CPU fills the trampoline's data block with
