@@ -615,7 +615,7 @@ fn any_runnable(hv: &Hv) -> bool {
 }
 
 fn runnable(d: &Domain, vi: usize) -> bool {
-    d.is_alive() && d.vcpus[vi].up && !d.vcpus[vi].blocked
+    d.is_alive() && d.vcpus.get(vi).is_some_and(|v| v.up && !v.blocked)
 }
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
