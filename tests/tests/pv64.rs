@@ -209,6 +209,24 @@ fn smp_four_vcpus_run_at_once_on_four_cpus() {
 }
 
 #[test]
+fn smp_scale_figures() {
+    // guest-smp mode=scale: N null hypercalls on one vCPU and on four at
+    // once, and an event round trip between two vCPUs on two CPUs; the
+    // checks are that every call and every round completes, the figures
+    // are printed (host-bound: this machine's 2 cores are shared).
+    let what = "guest-smp rv.vcpus=4 mode=scale";
+    let out = boot_multi(
+        what,
+        "",
+        vec![guest("guest-smp").opt("vcpus", "4").args("mode=scale")],
+    );
+    expect_success(what, &out, 1);
+    for l in out.lines.iter().filter(|l| l.text.contains("SCALE:")) {
+        eprintln!("{}", l.text);
+    }
+}
+
+#[test]
 fn smp_a_stale_translation_on_another_cpu_is_shot_down() {
     // guest-smp mode=staletlb: vCPU 1 keeps a writable translation of a
     // page on its CPU; vCPU 0 unmaps the page without a flush and pins it

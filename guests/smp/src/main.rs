@@ -51,6 +51,11 @@
 //! must have shot the stale translation down on vCPU 1's CPU when the
 //! frame became a page table, so the write faults, and the table, read
 //! back through a read-only mapping, holds no such entry.
+//!
+//! With `mode=scale` (2 to 4 vCPUs), figures, not checks: the time of N
+//! `xen_version` hypercalls on vCPU 0 alone and on every vCPU at once
+//! (the ratio of the rates), and the round trip of an event between
+//! vCPU 0 and vCPU 1 on two CPUs (send, upcall there, send back).
 //! - `VCPUOP_down(1)` → 0: `is_up(1)` 0, runstate offline, the counter
 //!   stops; an IPI sent meanwhile is not delivered; `VCPUOP_up(1)` → 0:
 //!   vCPU 1 goes on where it was (the counter moves again) and gets that
@@ -131,6 +136,7 @@ fn run(_si: &StartInfo) {
     match pvguest::start_info::arg("mode") {
         Some("parallel") => return parallel(),
         Some("staletlb") => return stale_tlb(),
+        Some("scale") => return scale(),
         _ => {}
     }
     let up1 = vcpu_op0(abi::VCPUOP_IS_UP, 1);
@@ -653,4 +659,119 @@ fn stale_tlb() {
         );
     }
     traps::set_handler(14, None);
+}
+
+/// `mode=scale`: hypercalls per vCPU, the phase (1 go, 2 ping-pong, 3
+/// stop), each vCPU's done flag, and the two ports of the ping-pong.
+const SCALE_CALLS: u64 = 100_000;
+static SCALE_GO: AtomicU32 = AtomicU32::new(0);
+static SCALE_DONE: AtomicU32 = AtomicU32::new(0);
+static SCALE_TO1: AtomicU32 = AtomicU32::new(0);
+static SCALE_TO0: AtomicU32 = AtomicU32::new(0);
+
+fn null_calls(n: u64) {
+    for _ in 0..n {
+        // SAFETY: XENVER_version writes nothing.
+        unsafe { pvguest::hypercall::xen_version(abi::XENVER_VERSION, 0) };
+    }
+}
+
+extern "C" fn scale_secondary(vcpu: u32, _arg: u64) {
+    ev::unmask_events();
+    let mut seen = 0;
+    loop {
+        match SCALE_GO.load(Ordering::SeqCst) {
+            1 if SCALE_DONE.load(Ordering::SeqCst) & 1 << vcpu == 0 => {
+                null_calls(SCALE_CALLS);
+                SCALE_DONE.fetch_or(1 << vcpu, Ordering::SeqCst);
+            }
+            2 if vcpu == 1 => {
+                // Answer every event from vCPU 0 with one back.
+                let p = SCALE_TO1.load(Ordering::SeqCst);
+                if count(p) != seen {
+                    seen = count(p);
+                    ev::send(SCALE_TO0.load(Ordering::SeqCst));
+                }
+            }
+            // Not in the ping-pong, or done: sleep (a spinning vCPU
+            // would take a host CPU from the two that time it).
+            2 | 3 => loop {
+                ev::block();
+            },
+            _ => core::hint::spin_loop(),
+        }
+    }
+}
+
+fn scale() {
+    let n = (1..PAR_MAX as u32)
+        .take_while(|&k| vcpu_op0(abi::VCPUOP_IS_UP, k) != ENOENT)
+        .count()
+        + 1;
+    if n < 2 {
+        report::skip(format_args!("mode=scale needs 2 to 4 vCPUs (rv.vcpus=4)"));
+    }
+    let t0 = now_ns();
+    null_calls(SCALE_CALLS);
+    let one = now_ns() - t0;
+    for k in 1..n {
+        let st = &PAR_STACKS[k - 1];
+        let Some(ctx) = smp::context(k as u32, st.bottom(), st.top(), scale_secondary, 0) else {
+            report::error(format_args!("no MFN for pt_base"));
+        };
+        // SAFETY: vCPU k gets its own stack and runs `scale_secondary`,
+        // which touches only atomics and makes hypercalls.
+        check_rc("initialise", unsafe { smp::initialise(k as u32, &ctx) }, 0);
+        check_rc("up", vcpu_op0(abi::VCPUOP_UP, k as u32), 0);
+    }
+    time::spin_for(20 * MS);
+    let all = (1u32 << n) - 1;
+    let t0 = now_ns();
+    SCALE_GO.store(1, Ordering::SeqCst);
+    null_calls(SCALE_CALLS);
+    SCALE_DONE.fetch_or(1, Ordering::SeqCst);
+    let done = ev::spin_until(
+        || SCALE_DONE.load(Ordering::SeqCst) == all,
+        now_ns() + 4 * WAIT,
+    );
+    let many = now_ns() - t0;
+    check(
+        "every vCPU made its calls",
+        done,
+        format_args!("done {:#x}", SCALE_DONE.load(Ordering::SeqCst)),
+    );
+    let ratio_x100 = (n as u64 * SCALE_CALLS * 100 * one) / (SCALE_CALLS * many.max(1));
+    info(format_args!(
+        "SCALE: {SCALE_CALLS} xen_version calls: 1 vCPU {} ns each; {n} vCPUs at once {} ns for all ({}.{:02}x the 1-vCPU rate)",
+        one / SCALE_CALLS,
+        many,
+        ratio_x100 / 100,
+        ratio_x100 % 100
+    ));
+    // The ping-pong: vCPU 0 sends on TO1 (bound to vCPU 1), vCPU 1
+    // answers on TO0 (bound to vCPU 0).
+    let (Ok(to1), Ok(to0)) = (ev::bind_ipi(1), ev::bind_ipi(0)) else {
+        report::error(format_args!("bind_ipi failed"));
+    };
+    SCALE_TO1.store(to1, Ordering::SeqCst);
+    SCALE_TO0.store(to0, Ordering::SeqCst);
+    SCALE_GO.store(2, Ordering::SeqCst);
+    time::spin_for(5 * MS);
+    const ROUNDS: u32 = 2000;
+    let t0 = now_ns();
+    let mut ok = 0;
+    for _ in 0..ROUNDS {
+        let c = count(to0);
+        ev::send(to1);
+        if ev::spin_until(|| count(to0) != c, now_ns() + WAIT) {
+            ok += 1;
+        }
+    }
+    let rt = now_ns() - t0;
+    check_eq("every round came back", ok, ROUNDS);
+    info(format_args!(
+        "SCALE: event round trip vCPU 0 -> vCPU 1 -> vCPU 0 on two CPUs: {} ns ({ROUNDS} rounds)",
+        rt / ROUNDS as u64
+    ));
+    SCALE_GO.store(3, Ordering::SeqCst);
 }
