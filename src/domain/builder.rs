@@ -591,6 +591,7 @@ pub fn build(
             .collect(),
         cur: 0,
         max_running: 0,
+        running: 0,
         state: State::Running,
         console_line: String::new(),
         console_in: alloc::collections::VecDeque::new(),

@@ -110,6 +110,8 @@ mod domain {
         /// The most of its vCPUs that were on CPUs at once (each on its
         /// own), for the end-of-run report.
         pub max_running: usize,
+        /// How many of its vCPUs are on CPUs now (`running_on` set).
+        pub running: usize,
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,

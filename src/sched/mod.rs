@@ -1034,6 +1034,7 @@ fn detach(
         let st = idle_state(&d.vcpus[c.1]);
         set_runstate(&mut d, c.1, st, now);
         d.vcpus[c.1].running_on = None;
+        d.running -= 1;
         (d.id, runnable(&d, c.1))
     };
     hv.here[me] = None;
@@ -1064,8 +1065,8 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> 
     let mut d = hv.dom(next.0);
     d.vcpus[next.1].running_on = Some(me as u32);
     d.vcpus[next.1].cpus_used |= 1 << me;
-    let running = d.vcpus.iter().filter(|v| v.running_on.is_some()).count();
-    d.max_running = d.max_running.max(running);
+    d.running += 1;
+    d.max_running = d.max_running.max(d.running);
     dirty_set(d.id, me as u64, true);
     update_time(&d, next.1);
     set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
