@@ -27,8 +27,8 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
-use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
-use crate::pv::{descriptor, event, mm, traps};
+use crate::pv::guest_mem::{is_canonical, GuestSpace};
+use crate::pv::{callback, descriptor, event, mm, traps};
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
 
@@ -181,10 +181,10 @@ pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
 /// The calls that concern only the calling domain.
 fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
-        HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
+        HYPERVISOR_SET_TRAP_TABLE => callback::set_trap_table(d, space, a[0]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
-        HYPERVISOR_STACK_SWITCH => stack_switch(d, a[0], a[1]),
-        HYPERVISOR_SET_CALLBACKS => set_callbacks(d, a[0], a[1], a[2]),
+        HYPERVISOR_STACK_SWITCH => callback::stack_switch(d, a[0], a[1]),
+        HYPERVISOR_SET_CALLBACKS => callback::set_callbacks(d, [a[0], a[1], a[2], 0]),
         HYPERVISOR_FPU_TASKSWITCH => fpu_taskswitch(d, a[0]),
         HYPERVISOR_SCHED_OP_COMPAT => sched_op_compat(d, a[0], a[1]),
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
@@ -195,7 +195,7 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
         HYPERVISOR_SET_SEGMENT_BASE => set_segment_base(d, a[0], a[1]),
         HYPERVISOR_MMUEXT_OP => mm::mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_SCHED_OP => sched_op(d, space, a[0], a[1]),
-        HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
+        HYPERVISOR_CALLBACK_OP => callback::callback_op(d, space, a[0], a[1]),
         HYPERVISOR_PHYSDEV_OP => physdev_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
@@ -269,98 +269,9 @@ pub(crate) fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
     0
 }
 
-/// An address a guest may register as code: canonical, not ours.
+/// An address a 64-bit guest may register as code: canonical, not ours.
 fn guest_code_address(a: u64) -> bool {
-    is_canonical(a) && !in_hypervisor_range(a)
-}
-
-// Tour 03: the guest's virtual IDT
-fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
-    let v = d.v_mut();
-    if list == 0 {
-        v.trap_table = [TrapEntry::default(); 256];
-        return 0;
-    }
-    // Validate the whole list before changing anything, then walk it again
-    // to install it (nothing else runs in between: one CPU, the lock held).
-    let check = |t: &TrapInfo| {
-        // As Xen: any selector, its RPL raised to 3 (a 64-bit guest's
-        // handlers run on FLAT_KERNEL_CS64 whatever it names); a
-        // non-canonical address -EINVAL (we also refuse the hypervisor's
-        // range, which Xen leaves to fault later).
-        if !guest_code_address(t.address) {
-            Err(EINVAL)
-        } else {
-            Ok(())
-        }
-    };
-    if let Err(e) = trap_list(&space, list, |t: &TrapInfo| t.address == 0, check) {
-        return err(e);
-    }
-    let table = &mut v.trap_table;
-    let installed = trap_list(
-        &space,
-        list,
-        |t: &TrapInfo| t.address == 0,
-        |t| {
-            check(t)?;
-            table[t.vector as usize] = TrapEntry {
-                flags: t.flags,
-                cs: t.cs | 3,
-                address: t.address,
-            };
-            Ok(())
-        },
-    );
-    installed.map_or_else(err, |()| 0)
-}
-
-/// Walk a guest's `trap_info` list (64-bit or 32-bit entries) up to its
-/// terminator (`end`; at most 256 entries before it), calling `each` on
-/// every entry. It reads as many entries as the current page holds at
-/// once, so a 32-entry table costs one or two page walks instead of 33,
-/// and never reads past the page the terminator is on.
-pub(crate) fn trap_list<T: Pod>(
-    space: &GuestSpace,
-    list: u64,
-    end: impl Fn(&T) -> bool,
-    mut each: impl FnMut(&T) -> Result<(), i32>,
-) -> Result<(), i32> {
-    let size = core::mem::size_of::<T>() as u64;
-    let mut buf = [T::zeroed(); 16];
-    let mut va = list;
-    let mut seen = 0;
-    loop {
-        // An entry straddling a page boundary is read on its own.
-        let n = ((4096 - (va & 0xfff)) / size).clamp(1, 16) as usize;
-        let bytes = &mut ringvisor_abi::as_bytes_mut(&mut buf)[..n * size as usize];
-        space.read_bytes(va, bytes).map_err(|_| EFAULT)?;
-        for t in &buf[..n] {
-            if end(t) {
-                return Ok(());
-            }
-            if seen == 256 {
-                return Err(EINVAL); // more than 256 entries without a terminator
-            }
-            seen += 1;
-            each(t)?;
-        }
-        va = va.checked_add(n as u64 * size).ok_or(EFAULT)?;
-    }
-}
-
-/// As Xen's do_stack_switch, for either width: any selector, its RPL
-/// fixed up (`Width::fixup_selector`), never refused (Linux passes
-/// __KERNEL_DS, 0x18, on every context switch), always 0. A 64-bit
-/// guest's bounces run on FLAT_KERNEL_SS whatever it names (the value is
-/// kept for get-context); a 32-bit guest's run on this ss.
-// Tour 06: the kernel stack for entries from user mode
-pub(crate) fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
-    let w = d.width();
-    let v = d.v_mut();
-    v.kernel_ss = w.fixup_selector(ss);
-    v.kernel_sp = sp;
-    0
+    callback::code_address_ok(crate::pv::width::Width::W64, a)
 }
 
 pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
@@ -369,75 +280,6 @@ pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
         cs: 0,
         mask_events: flags & CALLBACKF_MASK_EVENTS != 0,
     })
-}
-
-/// 64-bit `set_callbacks(event, failsafe, syscall)`: events masked on
-/// failsafe entry, as Xen does.
-fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret {
-    let (Some(e), Some(fs), Some(sc)) = (
-        callback(event, 0),
-        callback(failsafe, CALLBACKF_MASK_EVENTS),
-        callback(syscall, 0),
-    ) else {
-        return err(EINVAL);
-    };
-    let v = d.v_mut();
-    v.event = e;
-    v.failsafe = fs;
-    v.syscall = sc;
-    0
-}
-
-/// The vCPU's slot for a `CALLBACKTYPE_*`, if the type is one a 64-bit
-/// guest has.
-pub(crate) fn callback_slot(
-    v: &mut crate::domain::vcpu::Vcpu,
-    type_: u16,
-) -> Option<&mut Callback> {
-    Some(match type_ {
-        CALLBACKTYPE_EVENT => &mut v.event,
-        CALLBACKTYPE_FAILSAFE => &mut v.failsafe,
-        CALLBACKTYPE_SYSCALL => &mut v.syscall,
-        CALLBACKTYPE_SYSCALL32 => &mut v.syscall32,
-        CALLBACKTYPE_SYSENTER => &mut v.sysenter,
-        CALLBACKTYPE_NMI => &mut v.nmi,
-        _ => return None,
-    })
-}
-
-/// `callback_op`, with Xen's answers: an unknown type is `-ENOSYS`; only
-/// the NMI callback can be unregistered (the others `-EINVAL`).
-// Tour 03: registering callbacks
-fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    match cmd as u32 {
-        CALLBACKOP_REGISTER => {
-            let Ok(r) = space.read::<CallbackRegister>(arg) else {
-                return err(EFAULT);
-            };
-            let Some(slot) = callback_slot(d.v_mut(), r.type_) else {
-                return err(ENOSYS);
-            };
-            let Some(cb) = callback(r.address, r.flags) else {
-                return err(EINVAL);
-            };
-            *slot = cb;
-            0
-        }
-        CALLBACKOP_UNREGISTER => {
-            let Ok(u) = space.read::<CallbackUnregister>(arg) else {
-                return err(EFAULT);
-            };
-            match u.type_ {
-                CALLBACKTYPE_NMI => {
-                    d.v_mut().nmi = Callback::default();
-                    0
-                }
-                t if callback_slot(d.v_mut(), t).is_some() => err(EINVAL),
-                _ => err(ENOSYS),
-            }
-        }
-        _ => err(ENOSYS),
-    }
 }
 
 pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {

@@ -5,6 +5,8 @@
 //! - `fast`: the hypercalls answered without the hypervisor lock, and the
 //!   lean way out when nothing is pending;
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
+//! - `callback`: where the guest's handlers are (trap table, callbacks,
+//!   kernel stack), for both widths;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `width`: 64-bit or 32-bit guest, and how its frames differ;
@@ -18,6 +20,8 @@
 //! - `guest_mem`: checked copies to and from guest memory;
 //! - `retcheck`: would the CPU's `iretq` take a return frame?
 
+#[cfg(target_os = "none")]
+pub mod callback;
 #[cfg(target_os = "none")]
 pub mod compat;
 #[cfg(target_os = "none")]
