@@ -25,7 +25,7 @@ use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
-use crate::pv::{callback, descriptor, event, mm, traps};
+use crate::pv::{callback, descriptor, event, memory, mm, traps};
 use crate::sched;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
@@ -133,41 +133,7 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             // The others carry 32-bit layouts not translated yet.
             _ => err(ENOSYS),
         },
-        HYPERVISOR_MEMORY_OP => match a[0] as u32 {
-            ringvisor_abi::memory::XENMEM_MAXIMUM_RAM_PAGE
-            | ringvisor_abi::memory::XENMEM_CURRENT_RESERVATION
-            | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => {
-                hc::memory_op(d, ft, space, a[0], a[1])
-            }
-            ringvisor_abi::memory::XENMEM_MEMORY_MAP => {
-                hc::memory_map::<ringvisor_abi::memory::XenMemoryMap32>(d, space, a[1])
-            }
-            ringvisor_abi::memory::XENMEM_EXCHANGE => mm::exchange(d, ft, space, a[1]),
-            // The 20-byte 32-bit reservation, its list of 4-byte frames.
-            ringvisor_abi::memory::XENMEM_DECREASE_RESERVATION
-            | ringvisor_abi::memory::XENMEM_INCREASE_RESERVATION
-            | ringvisor_abi::memory::XENMEM_POPULATE_PHYSMAP => {
-                let Ok(r) = space.read::<ringvisor_abi::memory::XenMemoryReservation32>(a[1])
-                else {
-                    return err(EFAULT);
-                };
-                if r.domid != DOMID_SELF && r.domid != d.id {
-                    return err(EPERM);
-                }
-                if r.extent_order != 0 || r.nr_extents as u64 > mm::MAX_BATCH {
-                    return err(EINVAL);
-                }
-                mm::reservation(
-                    d,
-                    ft,
-                    space,
-                    a[0] as u32,
-                    r.extent_start as u64,
-                    r.nr_extents as u64,
-                )
-            }
-            _ => err(ENOSYS),
-        },
+        HYPERVISOR_MEMORY_OP => memory::memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => {
             descriptor::update_descriptor(d, ft, a[0] | a[1] << 32, a[2] | a[3] << 32)

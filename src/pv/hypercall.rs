@@ -28,7 +28,7 @@ use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::{is_canonical, GuestSpace};
-use crate::pv::{callback, descriptor, event, mm, traps};
+use crate::pv::{callback, descriptor, event, memory, mm, traps};
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
 
@@ -199,7 +199,7 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
         HYPERVISOR_PHYSDEV_OP => physdev_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
-        HYPERVISOR_MEMORY_OP => memory_op(d, ft, space, a[0], a[1]),
+        HYPERVISOR_MEMORY_OP => memory::memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => set_timer_op(d, a[0]),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
         HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
@@ -1102,129 +1102,6 @@ pub(crate) fn vcpu_op(
         }
         _ => err(ENOSYS),
     }
-}
-
-pub(crate) fn memory_op(
-    d: &mut Domain,
-    ft: &FrameTable,
-    space: GuestSpace,
-    cmd: u64,
-    arg: u64,
-) -> Ret {
-    use ringvisor_abi::memory::*;
-    let nr_pages = |d: &Domain| {
-        d.p2m
-            .iter()
-            .filter(|&&m| m != crate::domain::builder::INVALID_MFN)
-            .count() as Ret
-    };
-    match cmd as u32 {
-        XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
-        XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
-            Ok(id) if id == DOMID_SELF || id == d.id => {
-                if cmd as u32 == XENMEM_CURRENT_RESERVATION {
-                    nr_pages(d)
-                } else {
-                    d.max_pages as Ret
-                }
-            }
-            Ok(_) => err(EPERM),
-            Err(_) => err(EFAULT),
-        },
-        XENMEM_DECREASE_RESERVATION | XENMEM_INCREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
-            let Ok(r) = space.read::<XenMemoryReservation>(arg) else {
-                return err(EFAULT);
-            };
-            if r.domid != DOMID_SELF && r.domid != d.id {
-                return err(EPERM);
-            }
-            // Single pages only (what PV kernels ask for); bounded per call.
-            if r.extent_order != 0 || r.nr_extents > crate::pv::mm::MAX_BATCH {
-                return err(EINVAL);
-            }
-            crate::pv::mm::reservation(d, ft, space, cmd as u32, r.extent_start, r.nr_extents)
-        }
-        XENMEM_EXCHANGE => crate::pv::mm::exchange(d, ft, space, arg),
-        // Where the M2P is, as Xen's subarch_memory_op: its whole range,
-        // and the highest frame (the machine's for the initial domain).
-        XENMEM_MACHPHYS_MAPPING => {
-            use ringvisor_abi::x86_64::{
-                MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START,
-            };
-            let max_mfn = if d.privileged {
-                (crate::mm::paging::max_ram() >> 12) - 1
-            } else {
-                MACH2PHYS_NR_ENTRIES - 1
-            };
-            let m = XenMachphysMapping {
-                v_start: MACH2PHYS_VIRT_START,
-                v_end: MACH2PHYS_VIRT_END,
-                max_mfn,
-            };
-            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
-        }
-        // The machine's memory map, for the initial domain only (Xen:
-        // XSM_PRIV); a buffer too small for it is -EINVAL.
-        XENMEM_MACHINE_MEMORY_MAP => {
-            if !d.privileged {
-                return err(EPERM);
-            }
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
-                return err(EFAULT);
-            };
-            let map = crate::mm::paging::machine_map();
-            if (m.nr_entries as usize) < map.len() {
-                return err(EINVAL);
-            }
-            for (i, &(addr, size, type_)) in map.iter().enumerate() {
-                let e = E820Entry { addr, size, type_ };
-                let at = m
-                    .buffer
-                    .checked_add(i as u64 * core::mem::size_of::<E820Entry>() as u64);
-                if !matches!(at.map(|at| space.write(at, &e)), Some(Ok(()))) {
-                    return err(EFAULT);
-                }
-            }
-            m.nr_entries = map.len() as u32;
-            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
-        }
-        XENMEM_MEMORY_MAP => memory_map::<XenMemoryMap>(d, space, arg),
-        _ => err(ENOSYS),
-    }
-}
-
-/// `XENMEM_memory_map`, for either width (`M`: its `xen_memory_map`): the
-/// guest's pseudo-physical map, all its pages as one RAM range.
-pub(crate) fn memory_map<M: crate::pv::width::MemoryMapArg>(
-    d: &Domain,
-    space: GuestSpace,
-    arg: u64,
-) -> Ret {
-    use ringvisor_abi::memory::E820Entry;
-    let Ok(mut m) = space.read::<M>(arg) else {
-        return err(EFAULT);
-    };
-    if m.nr_entries() < 1 {
-        return err(EINVAL);
-    }
-    let pages = d
-        .p2m
-        .iter()
-        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
-        .count() as u64;
-    let e = E820Entry {
-        addr: 0,
-        size: pages * 4096,
-        type_: 1,
-    };
-    if space.write(m.buffer(), &e).is_err() {
-        return err(EFAULT);
-    }
-    m.set_nr_entries(1);
-    if space.write(arg, &m).is_err() {
-        return err(EFAULT);
-    }
-    0
 }
 
 /// `physdev_op`. ringvisor drives no interrupt controller for its

@@ -13,6 +13,7 @@
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
 //! - `event`, `evtchn`: event channels and the upcall;
 //! - `grant`: grant tables (a domain's own grants);
+//! - `memory`: `memory_op` (reservation, memory maps, the M2P's place);
 //! - `mm`: validated page-table updates;
 //! - `multicall`: a batch of hypercalls in one entry;
 //! - `debugreg`: the guest's debug registers (checked, armed while it runs);
@@ -44,6 +45,8 @@ pub mod guest_mem;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 pub mod insn;
+#[cfg(target_os = "none")]
+pub mod memory;
 #[cfg(target_os = "none")]
 pub mod mm;
 #[cfg(target_os = "none")]
