@@ -82,33 +82,31 @@ pub(crate) fn memory_op(
         }
         // The machine's memory map, for the initial domain only (Xen:
         // XSM_PRIV); a buffer too small for it is -EINVAL.
-        XENMEM_MACHINE_MEMORY_MAP if w == Width::W64 => {
+        XENMEM_MACHINE_MEMORY_MAP => {
             if !d.privileged {
                 return err(EPERM);
             }
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
-                return err(EFAULT);
-            };
             let map = paging::machine_map();
-            if (m.nr_entries as usize) < map.len() {
-                return err(EINVAL);
+            let entries = map
+                .iter()
+                .map(|&(addr, size, type_)| E820Entry { addr, size, type_ });
+            match w {
+                Width::W64 => write_map::<XenMemoryMap>(space, arg, entries),
+                Width::W32 => write_map::<XenMemoryMap32>(space, arg, entries),
             }
-            for (i, &(addr, size, type_)) in map.iter().enumerate() {
-                let e = E820Entry { addr, size, type_ };
-                let at = m
-                    .buffer
-                    .checked_add(i as u64 * core::mem::size_of::<E820Entry>() as u64);
-                if !matches!(at.map(|at| space.write(at, &e)), Some(Ok(()))) {
-                    return err(EFAULT);
-                }
-            }
-            m.nr_entries = map.len() as u32;
-            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
         }
-        XENMEM_MEMORY_MAP => match w {
-            Width::W64 => memory_map::<XenMemoryMap>(d, space, arg),
-            Width::W32 => memory_map::<XenMemoryMap32>(d, space, arg),
-        },
+        // The guest's pseudo-physical map: all its pages as one RAM range.
+        XENMEM_MEMORY_MAP => {
+            let ram = E820Entry {
+                addr: 0,
+                size: nr_pages(d) * 4096,
+                type_: 1,
+            };
+            match w {
+                Width::W64 => write_map::<XenMemoryMap>(space, arg, [ram].into_iter()),
+                Width::W32 => write_map::<XenMemoryMap32>(space, arg, [ram].into_iter()),
+            }
+        }
         _ => err(ENOSYS),
     }
 }
@@ -157,29 +155,31 @@ fn read_reservation<T: ReservationArg>(space: &GuestSpace, arg: u64) -> Result<R
     space.read::<T>(arg).map(|r| r.get()).map_err(|_| ())
 }
 
-/// `XENMEM_memory_map`, for either width (`M`: its `xen_memory_map`): the
-/// guest's pseudo-physical map, all its pages as one RAM range.
-fn memory_map<M: MemoryMapArg>(d: &Domain, space: GuestSpace, arg: u64) -> Ret {
+/// A memory map into the guest's `xen_memory_map` of either width (`M`):
+/// a capacity smaller than the map is `-EINVAL`, as Xen's
+/// `XENMEM_memory_map` and `XENMEM_machine_memory_map` answer; the
+/// entries are written, then the count.
+fn write_map<M: MemoryMapArg>(
+    space: GuestSpace,
+    arg: u64,
+    entries: impl ExactSizeIterator<Item = E820Entry>,
+) -> Ret {
     let Ok(mut m) = space.read::<M>(arg) else {
         return err(EFAULT);
     };
-    if m.nr_entries() < 1 {
+    let n = entries.len();
+    if (m.nr_entries() as usize) < n {
         return err(EINVAL);
     }
-    let pages = nr_pages(d);
-    let e = E820Entry {
-        addr: 0,
-        size: pages * 4096,
-        type_: 1,
-    };
-    if space.write(m.buffer(), &e).is_err() {
-        return err(EFAULT);
+    let size = core::mem::size_of::<E820Entry>() as u64;
+    for (i, e) in entries.enumerate() {
+        let at = m.buffer().checked_add(i as u64 * size);
+        if !matches!(at.map(|at| space.write(at, &e)), Some(Ok(()))) {
+            return err(EFAULT);
+        }
     }
-    m.set_nr_entries(1);
-    if space.write(arg, &m).is_err() {
-        return err(EFAULT);
-    }
-    0
+    m.set_nr_entries(n as u32);
+    space.write(arg, &m).map_or(err(EFAULT), |()| 0)
 }
 
 /// `struct xen_memory_map` (`XENMEM_memory_map`'s argument) of either

@@ -284,6 +284,30 @@ pub fn memory_op(si: &StartInfo32) {
         );
     }
 
+    // The machine's map, in the same 8-byte struct: the initial domain's
+    // only (Xen: XSM_PRIV), -EPERM for the others.
+    let mut machine = [E820Entry::zeroed(); 32];
+    let mut arg = [32u32, va(machine.as_mut_ptr()), 0xdead_beef];
+    // SAFETY: the hypervisor writes the struct and up to 32 entries, or nothing.
+    let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, va(arg.as_mut_ptr())) };
+    if si.flags & abi::SIF_PRIVILEGED != 0 {
+        let n = arg[0] as usize;
+        let ram = machine[..n.min(32)]
+            .iter()
+            .any(|e| e.type_ == 1 && { e.size } > 0);
+        check(
+            "XENMEM_machine_memory_map (32-bit struct, initial domain): 0, entries, RAM among them",
+            rc == 0 && (1..=32).contains(&n) && arg[2] == 0xdead_beef && ram,
+            format_args!("returned {} with {} entries", Rc(rc), n),
+        );
+    } else {
+        check_rc(
+            "XENMEM_machine_memory_map (not the initial domain): -EPERM",
+            rc,
+            EPERM,
+        );
+    }
+
     let me = abi::DOMID_SELF;
     // SAFETY: the queries only read the domid.
     unsafe {
