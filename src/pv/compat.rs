@@ -114,7 +114,11 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             | ringvisor_abi::vcpu::VCPUOP_DOWN
             | ringvisor_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER
             | ringvisor_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER
-            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER => {
+            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER
+            | ringvisor_abi::vcpu::VCPUOP_SET_SINGLESHOT_TIMER
+            | ringvisor_abi::vcpu::VCPUOP_GET_RUNSTATE_INFO
+            | ringvisor_abi::vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA
+            | ringvisor_abi::vcpu::VCPUOP_REGISTER_VCPU_INFO => {
                 hc::vcpu_op(d, ft, space, a[0], a[1], a[2])
             }
             ringvisor_abi::vcpu::VCPUOP_INITIALISE => {
@@ -130,7 +134,7 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
                     Err(_) => err(EFAULT),
                 }
             }
-            // The others carry 32-bit layouts not translated yet.
+            // The others, as Xen's compat_vcpu_op: -ENOSYS.
             _ => err(ENOSYS),
         },
         HYPERVISOR_MEMORY_OP => memory::memory_op(d, ft, space, a[0], a[1]),

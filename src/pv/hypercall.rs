@@ -27,7 +27,7 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
-use crate::pv::guest_mem::{is_canonical, GuestSpace};
+use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
 use crate::pv::{callback, descriptor, event, memory, mm, traps};
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
@@ -1027,46 +1027,92 @@ pub(crate) fn vcpu_op(
             }
             0
         }
+        // A 32-bit guest's in its 44-byte layout (Xen: compat_vcpu_op's
+        // xlat_vcpu_runstate_info).
+        // As Xen's vcpu_runstate_get, the time in the current state so
+        // far is added to its total.
         VCPUOP_GET_RUNSTATE_INFO => {
-            let (state, entry, time) = d.vcpus[vi].runstate;
-            let r = VcpuRunstateInfo {
-                state,
-                _pad0: 0,
-                state_entry_time: entry,
-                time,
-            };
-            if space.write(arg, &r).is_err() {
-                return err(EFAULT);
+            let (state, entry, mut time) = d.vcpus[vi].runstate;
+            let now = crate::arch::x86_64::time::now_ns();
+            if let Some(t) = time.get_mut(state as usize) {
+                *t = t.wrapping_add(now.saturating_sub(entry));
             }
-            0
+            let written = if d.compat {
+                space.write(
+                    arg,
+                    &VcpuRunstateInfo32 {
+                        state,
+                        state_entry_time: entry,
+                        time,
+                    },
+                )
+            } else {
+                space.write(
+                    arg,
+                    &VcpuRunstateInfo {
+                        state,
+                        _pad0: 0,
+                        state_entry_time: entry,
+                        time,
+                    },
+                )
+            };
+            written.map_or(err(EFAULT), |()| 0)
         }
         // Xen keeps a copy at this guest address, written on every state
-        // change (and now); ~0 or 0 stops it.
+        // change (and now); ~0 or 0 stops it. As Xen's guest_handle_okay
+        // (64-bit) and compat_handle_okay (32-bit: only the 4-byte
+        // handle is read), an area reaching into the hypervisor's range is
+        // -EFAULT.
         VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else {
-                return err(EFAULT);
-            };
-            let va = if d.compat {
-                a.addr as u32 as u64
+            let (va, okay) = if d.compat {
+                let Ok(h) = space.read::<u32>(arg) else {
+                    return err(EFAULT);
+                };
+                let size = core::mem::size_of::<VcpuRunstateInfo32>() as u64;
+                let end = ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64;
+                (h as u64, h as u64 + size <= end)
             } else {
-                a.addr
+                let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else {
+                    return err(EFAULT);
+                };
+                let size = core::mem::size_of::<VcpuRunstateInfo>() as u64;
+                let last = a.addr.wrapping_add(size - 1);
+                (
+                    a.addr,
+                    !in_hypervisor_range(a.addr) && !in_hypervisor_range(last),
+                )
             };
-            d.vcpus[vi].runstate_area = (va != 0 && va != !0 && va as u32 != !0).then_some(va);
+            let stop = va == 0 || va == !0 || (d.compat && va as u32 == !0);
+            if !okay && !stop {
+                return err(EFAULT);
+            }
+            d.vcpus[vi].runstate_area = (!stop).then_some(va);
             sched::write_runstate(d, vi);
             0
         }
         // The single-shot timer is the calling vCPU's own (as in Xen).
         VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if vi != d.cur => err(EINVAL),
         VCPUOP_SET_SINGLESHOT_TIMER => {
-            let Ok(t) = space.read::<VcpuSetSingleshotTimer>(arg) else {
+            // A 32-bit guest's struct is 12 bytes (Xen: compat_vcpu_op).
+            let t = if d.compat {
+                space
+                    .read::<VcpuSetSingleshotTimer32>(arg)
+                    .map(|t| (t.timeout_abs_ns, t.flags))
+            } else {
+                space
+                    .read::<VcpuSetSingleshotTimer>(arg)
+                    .map(|t| (t.timeout_abs_ns, t.flags))
+            };
+            let Ok((timeout_abs_ns, flags)) = t else {
                 return err(EFAULT);
             };
-            if t.flags & VCPU_SSHOTTMR_FUTURE != 0
-                && t.timeout_abs_ns < crate::arch::x86_64::time::now_ns()
+            if flags & VCPU_SSHOTTMR_FUTURE != 0
+                && timeout_abs_ns < crate::arch::x86_64::time::now_ns()
             {
                 return err(ETIME);
             }
-            d.vcpus[vcpu as usize].singleshot = Some(t.timeout_abs_ns);
+            d.vcpus[vcpu as usize].singleshot = Some(timeout_abs_ns);
             sched::timers_changed();
             0
         }
