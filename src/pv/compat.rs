@@ -52,9 +52,7 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         f.rsi as u32 as u64,
         f.rdi as u32 as u64,
     ];
-    // The old-form event op is global for a 64-bit guest; a 32-bit one
-    // has none (`local` answers -ENOSYS), so it stays here.
-    if hc::is_global(nr, a[0]) && nr as u32 != HYPERVISOR_EVENT_CHANNEL_OP_COMPAT {
+    if hc::is_global(nr, a[0]) {
         return false;
     }
     if nr == HYPERVISOR_IRET as u64 {

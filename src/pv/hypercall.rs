@@ -76,8 +76,7 @@ pub(crate) fn trace_iret(d: &Domain, f: &TrapFrame, r: Ret) {
 /// is decided by its op and arguments, `event::op_local`), platform and
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
 /// domain), and a multicall (which may hold any of them). The domain
-/// dispatchers leave them undone (a 32-bit guest has no old-form event
-/// op: `compat` answers it -ENOSYS itself); they are then made with no
+/// dispatchers leave them undone; they are then made with no
 /// lock held ([`call_unlocked`], `multicall::multicall_on`). Every other
 /// call concerns only its domain and runs under that
 /// domain's lock alone ([`dispatch_domain`]).
@@ -92,7 +91,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
         && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
 }
 
-/// A call the domain dispatchers left undone: an `event_channel_op` naming another domain, a 64-bit guest's
+/// A call the domain dispatchers left undone: an `event_channel_op` naming another domain, the
 /// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
@@ -100,7 +99,9 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
-        // The old form (64-bit): { cmd, union } in one buffer, as `call`.
+        // The old form: `struct evtchn_op`, { u32 cmd, union } in one
+        // buffer, the union at offset 4 in both widths (its members are
+        // all 4-byte aligned), as Xen's do_event_channel_op_compat.
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
             let op = {
                 let d = me.lock();
@@ -108,7 +109,8 @@ pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> R
                     .space()
                     .read::<ringvisor_abi::event_channel::EvtchnOp>(a[0])
             };
-            match (op, a[0].checked_add(8)) {
+            let union = core::mem::offset_of!(ringvisor_abi::event_channel::EvtchnOp, u) as u64;
+            match (op, a[0].checked_add(union)) {
                 (Ok(op), Some(arg)) => event::op_remote(me, op.cmd as u64, arg),
                 _ => err(EFAULT),
             }

@@ -18,10 +18,11 @@ fn probe(nr: u32) -> Result<i64, &'static str> {
     let mut buf = [0u64; 8];
     match nr {
         // EVTCHNOP_status of a port past the domain's: -EINVAL. The old
-        // form has the command first and the arguments from offset 8.
+        // form has the command first and the arguments from offset 4
+        // (`struct evtchn_op`): `dom` at 4, `port` at 8.
         abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
-            buf[0] = abi::EVTCHNOP_STATUS as u64;
-            buf[1] = self_ | 0xffff << 32;
+            buf[0] = abi::EVTCHNOP_STATUS as u64 | self_ << 32;
+            buf[1] = 0xffff;
         }
         abi::HYPERVISOR_EVENT_CHANNEL_OP => buf[0] = self_ | 0xffff << 32,
         // Unregistering the event callback is refused: -EINVAL.

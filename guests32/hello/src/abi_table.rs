@@ -19,14 +19,13 @@ fn probe(nr: u32) -> Result<i32, &'static str> {
     // Memory for the calls that read a buffer: zeros unless set here.
     let mut buf = [0u32; 16];
     match nr {
-        // EVTCHNOP_status of a port past the domain's: -EINVAL, read with
-        // the arguments at offset 4 (the 32-bit union) or 8: word 1 is
-        // `dom`, word 2 `port` (huge) or `dom`, word 3 `port`.
+        // EVTCHNOP_status of a port past the domain's: -EINVAL, the
+        // arguments at offset 4 (`struct evtchn_op`): `dom` in word 1,
+        // `port` in word 2.
         abi::HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
             buf[0] = abi::EVTCHNOP_STATUS;
             buf[1] = self_;
-            buf[2] = self_ << 16 | self_;
-            buf[3] = 0xffff;
+            buf[2] = 0xffff;
         }
         abi::HYPERVISOR_EVENT_CHANNEL_OP => {
             buf[0] = self_;
