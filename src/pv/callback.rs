@@ -240,7 +240,9 @@ fn register(d: &mut Domain, type_: u16, cs: u64, address: u64, flags: u16) -> Re
             Width::W64 => 0,
             Width::W32 => w.fixup_selector(cs) as u16,
         },
-        mask_events: flags & CALLBACKF_MASK_EVENTS != 0,
+        // Xen's NMI callback always runs with events masked
+        // (register_guest_nmi_callback: TI_SET_IF), whatever the flags.
+        mask_events: flags & CALLBACKF_MASK_EVENTS != 0 || type_ == CALLBACKTYPE_NMI,
     };
     *callback_slot(w, d.v_mut(), type_).ok_or(ENOSYS)? = cb;
     Ok(())
@@ -332,4 +334,35 @@ fn read_register<T: CallbackArg>(
 ) -> Result<(u16, u64, u64, u16), i32> {
     let r = space.read::<T>(arg).map_err(|_| EFAULT)?;
     Ok((r.type_(), r.cs(), r.address(), r.flags()))
+}
+
+/// `XENNMI_register_callback`: `nmi_op`'s argument, `struct
+/// xennmi_callback` (64-bit: two `unsigned long`s, 32-bit: two `u32`s).
+const XENNMI_REGISTER_CALLBACK: u64 = 0;
+const XENNMI_UNREGISTER_CALLBACK: u64 = 1;
+
+/// `nmi_op(cmd, arg)` (Xen: do_nmi_op, compat_nmi_op): the older way to
+/// the NMI callback `callback_op` also registers; unregistering always
+/// succeeds; another command `-ENOSYS`.
+pub(crate) fn nmi_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
+    match cmd {
+        XENNMI_REGISTER_CALLBACK => {
+            let handler = match d.width() {
+                Width::W64 => space.read::<[u64; 2]>(arg).map(|cb| cb[0]),
+                Width::W32 => space.read::<[u32; 2]>(arg).map(|cb| cb[0] as u64),
+            };
+            let Ok(handler) = handler else {
+                return err(EFAULT);
+            };
+            match register(d, CALLBACKTYPE_NMI, 0, handler, 0) {
+                Ok(()) => 0,
+                Err(e) => err(e),
+            }
+        }
+        XENNMI_UNREGISTER_CALLBACK => {
+            d.v_mut().nmi = Callback::default();
+            0
+        }
+        _ => err(ENOSYS),
+    }
 }

@@ -104,6 +104,10 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
         // The 64-bit PTE comes in two halves.
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1] | a[2] << 32, a[3]),
+        HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN => {
+            mm::update_va_mapping_otherdomain(d, ft, a[0], a[1] | a[2] << 32, a[3], a[4])
+        }
+        HYPERVISOR_NMI_OP => callback::nmi_op(d, space, a[0], a[1]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_MMUEXT_OP => mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_VCPU_OP => match a[0] as u32 {

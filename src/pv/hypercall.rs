@@ -84,6 +84,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
     matches!(
         nr as u32,
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+            | HYPERVISOR_PHYSDEV_OP_COMPAT
             | HYPERVISOR_PLATFORM_OP
             | HYPERVISOR_MCA
             | HYPERVISOR_MULTICALL
@@ -92,7 +93,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 }
 
 /// A call the domain dispatchers left undone: an `event_channel_op` naming another domain, the
-/// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
+/// old-form event op, the old-form `physdev_op` (its command may be `map_pirq`), `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
 /// arguments and answers in both widths (as `compat::dispatch_domain`).
@@ -113,6 +114,41 @@ pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> R
             match (op, a[0].checked_add(union)) {
                 (Ok(op), Some(arg)) => event::op_remote(me, op.cmd as u64, arg),
                 _ => err(EFAULT),
+            }
+        }
+        // The old form: `struct physdev_op`, { u32 cmd, union }, read
+        // whole (Xen copies it first: -EFAULT), the union at offset 8
+        // (64-bit: it holds `unsigned long`s and a guest handle) or 4
+        // (32-bit), then physdev_op on it, as Xen's do_physdev_op_compat
+        // and compat_physdev_op_compat.
+        HYPERVISOR_PHYSDEV_OP_COMPAT => {
+            let op = {
+                let d = me.lock();
+                let space = d.v().space();
+                if d.compat {
+                    space.read::<[u32; 4]>(a[0]).map(|op| (op[0], 4))
+                } else {
+                    space.read::<[u64; 3]>(a[0]).map(|op| (op[0] as u32, 8))
+                }
+            };
+            let Ok((cmd, union)) = op else {
+                return err(EFAULT);
+            };
+            let Some(arg) = a[0].checked_add(union) else {
+                return err(EFAULT);
+            };
+            if cmd == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ {
+                map_pirq_on(me, arg)
+            } else {
+                let mut d = me.lock();
+                let space = d.v().space();
+                physdev_op(
+                    &mut d,
+                    crate::mm::frametable::frames(),
+                    space,
+                    cmd as u64,
+                    arg,
+                )
             }
         }
         HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op_on(me, a[0]),
@@ -190,6 +226,10 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
         HYPERVISOR_FPU_TASKSWITCH => fpu_taskswitch(d, a[0]),
         HYPERVISOR_SCHED_OP_COMPAT => sched_op_compat(d, a[0], a[1]),
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
+        HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN => {
+            mm::update_va_mapping_otherdomain(d, ft, a[0], a[1], a[2], a[3])
+        }
+        HYPERVISOR_NMI_OP => callback::nmi_op(d, space, a[0], a[1]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
         HYPERVISOR_CONSOLE_IO => console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_VM_ASSIST => vm_assist(d, a[0], a[1]),

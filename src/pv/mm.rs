@@ -448,8 +448,8 @@ fn batch<T: ringvisor_abi::Pod>(
     dom: u64,
     mut one: impl FnMut(&mut Domain, &FrameTable, T) -> Ret,
 ) -> Ret {
-    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
-        return err(EPERM);
+    if let Err(e) = pg_owner(d, dom as u16) {
+        return err(e);
     }
     if count > MAX_BATCH {
         return err(EINVAL);
@@ -655,6 +655,44 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     Some((t, ((va >> 12) & 511) as usize))
 }
 
+/// The page owner a guest names for `mmu_update`, `mmuext_op` and
+/// `update_va_mapping_otherdomain`, as Xen's `get_pg_owner`: `DOMID_SELF`
+/// is the domain itself; its own id written out is refused (`-ESRCH`:
+/// "Cannot specify itself as foreign domain"), and so is a domain that
+/// does not exist. ringvisor maps no other domain's frames, `DOMID_IO`'s
+/// or `DOMID_XEN`'s through these calls (the initial domain maps I/O
+/// memory as its own): naming one is `-EPERM`, what Xen's XSM check
+/// answers a domain without the privilege.
+pub fn pg_owner(d: &Domain, dom: u16) -> Result<(), i32> {
+    use ringvisor_abi::xen::{DOMID_IO, DOMID_XEN};
+    if dom == DOMID_SELF {
+        Ok(())
+    } else if dom == d.id {
+        Err(ESRCH)
+    } else if dom == DOMID_IO || dom == DOMID_XEN || crate::sched::domain_lock(dom).is_some() {
+        Err(EPERM)
+    } else {
+        Err(ESRCH)
+    }
+}
+
+/// `update_va_mapping_otherdomain(va, val, flags, domid)` (Xen:
+/// do_update_va_mapping_otherdomain): `update_va_mapping` with the page
+/// owner named ([`pg_owner`]).
+pub fn update_va_mapping_otherdomain(
+    d: &mut Domain,
+    ft: &FrameTable,
+    va: u64,
+    val: u64,
+    flags: u64,
+    dom: u64,
+) -> Ret {
+    match pg_owner(d, dom as u16) {
+        Ok(()) => update_va_mapping(d, ft, va, val, flags),
+        Err(e) => err(e),
+    }
+}
+
 pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, flags: u64) -> Ret {
     match l1_slot(d, va) {
         Some((l1, i))
@@ -704,8 +742,8 @@ pub fn mmuext_list(
     done_ptr: u64,
     dom: u64,
 ) -> Ret {
-    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
-        return err(EPERM);
+    if let Err(e) = pg_owner(d, dom as u16) {
+        return err(e);
     }
     let mut done = 0u32;
     let mut rc = 0;
