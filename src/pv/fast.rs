@@ -74,6 +74,30 @@ pub const QUICK_NRS: u64 = UNASSIGNED
     | 1 << HYPERVISOR_IRET
     | 1 << HYPERVISOR_FPU_TASKSWITCH;
 
+/// The numbers below 64 `syscall_entry` and `int82_entry` (entry.S) may
+/// answer themselves, with no Rust at all: the unassigned ones
+/// (`-ENOSYS`), `xen_version` (`XENVER_version` only) and `console_io`
+/// (a write of 0 bytes, 64-bit guests, while the domain's
+/// `console_quiet` says it does nothing). Every number from 64 up is
+/// `-ENOSYS` too. These are [`Kind::Constant`]'s answers (and
+/// `ConsoleNothing`'s when it has nothing to do), as [`kind`] gives them:
+/// the asm sends anything it is unsure of to [`quick`] (or the full way)
+/// before it changed anything.
+pub const ASM_NRS: u64 =
+    UNASSIGNED | 1 << HYPERVISOR_XEN_VERSION | 1 << HYPERVISOR_CONSOLE_IO;
+/// The answers the asm gives, and what it reads and writes of the vCPU:
+/// `kernel_mode` (the call must be its kernel's; a 32-bit guest's
+/// `int $0x82` from ring 1 sets it, as [`hypercall32`]), `in_failsafe`
+/// (cleared: a hypercall is progress) and the upcall bytes of its
+/// `vcpu_info` ([`nothing_pending`]).
+pub const ASM_ENOSYS: i64 = hypercall::err(ringvisor_abi::errno::ENOSYS);
+pub const ASM_VERSION: i64 = (hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as i64;
+pub const VCPU_KERNEL_MODE: usize = core::mem::offset_of!(Vcpu, kernel_mode);
+pub const VCPU_IN_FAILSAFE: usize = core::mem::offset_of!(Vcpu, in_failsafe);
+pub const VI_UPCALL: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
+const _: () = assert!(QUICK_NRS & ASM_NRS == ASM_NRS);
+const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask) == VI_UPCALL + 1);
+
 /// What [`hypercall()`] does with a number, decided before it looks at
 /// anything else.
 #[derive(Clone, Copy, PartialEq, Eq)]

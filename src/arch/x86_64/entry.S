@@ -199,11 +199,12 @@ syscall_entry:
     jnz syscall_full
     testb $1, %gs:{PC_USER_MODE}
     jnz syscall_full
-    cmp $64, %rax                 /* past the table: -ENOSYS, quick */
-    jae 1f
+    cmp $64, %rax                 /* past the table: -ENOSYS */
+    jae syscall_enosys
     bt %rax, quick_nrs(%rip)
-    jnc syscall_full
-1:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jnc syscall_not_quick
+syscall_quick_way:
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 2f
     clac                          /* only where SMAP exists (else #UD) */
 2:  pushq ${GUEST_SS}             /* 2. SS */
@@ -252,6 +253,218 @@ syscall_entry:
 syscall_full:                     /* 4. */
     SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
+/* A kernel's number (by the hint) that only the locked way answers: the
+ * frame says so (VECTOR {VEC_SYSCALL_LOCKED}), and trap_dispatch does
+ * not ask pv::fast again. */
+syscall_locked:
+    SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL_LOCKED}
+    jmp guest_state_off
+
+/* Tour 02: the answers that need no Rust at all
+ * 0. A number whose answer is a constant (pv::fast::ASM_NRS: -ENOSYS,
+ *    XENVER_version, console_io of 0 bytes while the domain's
+ *    console_quiet says it does nothing). The answer waits on this
+ *    stack, RDX (and RSI for the record) are saved to work with, and
+ *    every test of the quick way is made first, before anything changes:
+ *    the entry state (EFLAGS.AC cleared, SMEP/SMAP on), no trace line
+ *    wanted (the flags are exactly RECENT), no #DB hit to report, the
+ *    way out's (the work word 0, no upcall due, RCX canonical as XSA-7
+ *    asks, R11 what the way out makes of RFLAGS), the vCPU in kernel
+ *    mode. Any "no": the quick way (Rust), as if this did not exist.
+ *    Then: in_failsafe cleared, the recent-calls record, RAX = the
+ *    answer, back by sysretq with every other register as it came. */
+syscall_not_quick:
+    bt %rax, asm_nrs(%rip)
+    jnc syscall_locked
+    cmp ${NR_XEN_VERSION}, %eax
+    je 1f
+    cmp ${NR_CONSOLE_IO}, %eax
+    je 2f
+syscall_enosys:
+    pushq ${ASM_ENOSYS}
+    jmp 3f
+1:  test %rdi, %rdi               /* XENVER_version; others: locked */
+    jnz syscall_locked
+    pushq ${ASM_VERSION}
+    jmp 3f
+2:  cmp ${CONSOLEIO_WRITE}, %rdi  /* a write of 0 bytes; others: locked */
+    jne syscall_locked
+    test %rsi, %rsi
+    jnz syscall_locked
+    pushq $0
+    push %rdx
+    mov %gs:{PC_CONSOLE_QUIET}, %rdx
+    test %rdx, %rdx
+    jz 9f
+    cmpb $0, (%rdx)
+    jne 4f
+    jmp 9f
+3:  push %rdx
+4:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 5f
+    clac                          /* only where SMAP exists (else #UD) */
+5:  mov %cr4, %rdx
+    and %gs:{PC_CR4_PV32}, %rdx
+    cmp %gs:{PC_CR4_PV32}, %rdx
+    jne 9f                        /* SMEP/SMAP off: the full way stops */
+    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
+    jne 9f
+    cmpq $0, {HV_HITS}(%rip)
+    jne 9f
+    cmpq $0, %gs:{PC_WORK}
+    jne 9f
+    mov %gs:{PC_VCPU_INFO}, %rdx  /* upcall pending and unmasked: */
+    movzwl {VI_UPCALL}(%rdx), %edx /* the two bytes are 1..=0xff */
+    dec %edx
+    cmp $0xff, %edx
+    jb 9f
+    mov %rcx, %rdx                /* RCX canonical: bits 63..47 alike */
+    sar $47, %rdx
+    inc %rdx
+    cmp $1, %rdx
+    ja 9f
+    mov %r11, %rdx
+    and ${RFLAGS_MUST}, %edx
+    cmp $0x202, %edx
+    jne 9f
+    mov %gs:{PC_VCPU}, %rdx
+    test %rdx, %rdx
+    jz 9f
+    cmpb $0, {VCPU_KERNEL_MODE}(%rdx)
+    je 9f                         /* a user system call: a bounce */
+    movb $0, {VCPU_IN_FAILSAFE}(%rdx) /* answered from here on */
+    push %rsi
+    mov {RING}+{RING_NEXT}(%rip), %rdx
+    incq {RING}+{RING_NEXT}(%rip)
+    and ${RING_MASK}, %edx
+    lea (%rdx,%rdx,4), %rdx       /* 40-byte records */
+    shl $3, %rdx
+    lea {RING}+{RING_RECS}(%rip), %rsi
+    add %rsi, %rdx
+    movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
+    mov %rax, {REC_NR}(%rdx)
+    mov %gs:{PC_IDS}, %esi
+    mov %esi, {REC_IDS}(%rdx)
+    mov %rdi, {REC_A}(%rdx)
+    mov 16(%rsp), %rax            /* the answer */
+    mov %rax, {REC_B}(%rdx)
+    pop %rsi
+    pop %rdx
+    mov %gs:{PC_SCRATCH}, %rsp    /* the guest's */
+    swapgs                        /* GS = the guest's */
+    sysretq
+9:  pop %rdx                      /* not here: the quick way */
+    add $8, %rsp
+    jmp syscall_quick_way
+
+/* `int $0x82` from a 32-bit guest kernel (ring 1: the gate's DPL): its
+ * hypercall (Xen: entry_int82). The constant answers of syscall_entry's
+ * step 0 (not console_io: the full way), as pv::fast::hypercall32 gives
+ * them, on the CPU's frame and two scratch registers: the same tests (the
+ * way out's flat case for a ring-1 frame: FLAT_RING1_CS/SS, EIP below 4
+ * GiB), then eax = the answer, kernel_mode set and in_failsafe cleared,
+ * the record, RFLAGS as the way out leaves them (IF on, IOPL 0, no VM or
+ * NT), SMEP/SMAP off again and back by iretq (ret_iretq, with its fixup).
+ * Anything else: the full TrapFrame, as the IDT stub would have built
+ * it, with the guest state already off.
+ *
+ * SMEP/SMAP are turned back on first thing, as on every entry from a
+ * 32-bit guest (Xen: CR4_PV32_RESTORE), whether or not Rust runs. */
+.balign 16
+.global int82_entry
+/* Tour 02: a 32-bit guest's hypercall enters here */
+int82_entry:
+    pushq $0                      /* ERRCODE */
+    pushq ${VEC_HYPERCALL32}      /* VECTOR */
+    testb $3, {IF_CS}(%rsp)
+    jz trap_common                /* never from ring 0: fatal there */
+    swapgs                        /* GS = this CPU's hypervisor block */
+    testb $1, %gs:{PC_PV32}
+    jz 8f                         /* (never: ring 1 is a 32-bit guest's) */
+    push %rax
+    mov %cr4, %rax
+    or %gs:{PC_CR4_PV32}, %rax
+    mov %rax, %cr4
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 1f
+    clac                          /* only where SMAP exists (else #UD) */
+1:  mov (%rsp), %eax              /* the number: eax */
+    cmp $64, %eax
+    jae 2f
+    bt %eax, asm_nrs(%rip)
+    jnc 7f
+    cmp ${NR_XEN_VERSION}, %eax
+    je 3f
+    cmp ${NR_CONSOLE_IO}, %eax
+    je 7f
+2:  pushq ${ASM_ENOSYS}
+    jmp 4f
+3:  test %ebx, %ebx               /* XENVER_version */
+    jnz 7f
+    pushq ${ASM_VERSION}
+4:  push %rdx                     /* the stack: RDX, answer, RAX, VECTOR */
+    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
+    jne 6f
+    cmpq $0, {HV_HITS}(%rip)
+    jne 6f
+    cmpq $0, %gs:{PC_WORK}
+    jne 6f
+    mov %gs:{PC_VCPU_INFO}, %rdx
+    movzwl {VI_UPCALL}(%rdx), %edx
+    dec %edx
+    cmp $0xff, %edx
+    jb 6f
+    cmpq ${GUEST32_CS1}, 24+{IF_CS}(%rsp) /* the whole word: no high bits */
+    jne 6f
+    cmpq ${GUEST32_SS1}, 24+{IF_SS}(%rsp)
+    jne 6f
+    cmpl $0, 24+{IF_RIP}+4(%rsp)  /* EIP below 4 GiB */
+    jne 6f
+    mov %gs:{PC_VCPU}, %rdx
+    test %rdx, %rdx
+    jz 6f
+    movb $1, {VCPU_KERNEL_MODE}(%rdx) /* answered from here on */
+    movb $0, {VCPU_IN_FAILSAFE}(%rdx)
+    mov {RING}+{RING_NEXT}(%rip), %rdx
+    incq {RING}+{RING_NEXT}(%rip)
+    and ${RING_MASK}, %edx
+    lea (%rdx,%rdx,4), %rdx       /* 40-byte records */
+    shl $3, %rdx
+    lea {RING}+{RING_RECS}(%rip), %rax
+    add %rax, %rdx
+    movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
+    mov 16(%rsp), %eax            /* the number, zero-extended */
+    mov %rax, {REC_NR}(%rdx)
+    mov %gs:{PC_IDS}, %eax
+    mov %eax, {REC_IDS}(%rdx)
+    mov %ebx, %eax                /* the first argument, zero-extended */
+    mov %rax, {REC_A}(%rdx)
+    mov 8(%rsp), %rax             /* the answer */
+    mov %rax, {REC_B}(%rdx)
+    orq $0x202, 24+{IF_RFLAGS}(%rsp)
+    andq $~0x27000, 24+{IF_RFLAGS}(%rsp)
+    mov %gs:{PC_CR4_PV32}, %rdx   /* SMEP/SMAP off for the guest */
+    not %rdx
+    mov %cr4, %rax
+    and %rdx, %rax
+    mov %rax, %cr4
+    pop %rdx
+    pop %rax
+    mov %eax, %eax                /* eax = the answer, high half 0 */
+    add $24, %rsp                 /* RAX, VECTOR, ERRCODE */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+6:  pop %rdx                      /* not here: the full way */
+    add $8, %rsp
+    pop %rax
+    SAVE_GPRS
+    jmp trap_call                 /* the guest state is off already */
+7:  pop %rax                      /* not a constant: the locked way's */
+    movq ${NOT_QUICK}, 8(%rsp)    /* ERRCODE */
+    SAVE_GPRS
+    jmp trap_call
+8:  SAVE_GPRS
+    jmp guest_state_off
 
 /* The hypercall numbers below 64 that pv::fast may answer on the quick
  * way (bit N: number N), from idt.rs. */
@@ -259,6 +472,9 @@ syscall_full:                     /* 4. */
 .balign 8
 quick_nrs:
     .quad {QUICK_NRS}
+/* Those of them entry.S answers itself (pv::fast::ASM_NRS). */
+asm_nrs:
+    .quad {ASM_NRS}
 .section .text
 
 /* `syscall` from 32-bit code (compatibility mode): handled the same way. */
