@@ -123,32 +123,32 @@ enum Kind {
 
 #[inline(always)]
 fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
+    // One test each, the likeliest on the quick way first (the constant
+    // answers are entry.S's now: they come here only when it declined); a
+    // `match` here is a jump table: more instructions than these compares.
+    // (Three compares, then a different test: more of them in a row
+    // become a jump table, which costs the first ones more.)
     if nr == HYPERVISOR_IRET as u64 {
         return Kind::Iret; // every bounce's way back
     }
-    if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
-        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+    if nr == HYPERVISOR_UPDATE_VA_MAPPING as u64 {
+        return Kind::UpdateVaMapping;
+    }
+    if nr == HYPERVISOR_MMU_UPDATE as u64 && a1 == 1 {
+        return Kind::MmuUpdate;
     }
     if nr >= 64 || UNASSIGNED >> nr & 1 != 0 {
         return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
     }
-    // One test each, the likeliest first (a `match` here is a jump table:
-    // more instructions than these few compares).
+    if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
+        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+    }
     let nr = nr as u32;
     if nr == HYPERVISOR_CONSOLE_IO {
         if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 {
             return Kind::ConsoleNothing;
         }
         return Kind::Locked;
-    }
-    if nr == HYPERVISOR_UPDATE_VA_MAPPING {
-        return Kind::UpdateVaMapping;
-    }
-    if nr == HYPERVISOR_MMU_UPDATE && a1 == 1 {
-        return Kind::MmuUpdate;
-    }
-    if nr == HYPERVISOR_IRET {
-        return Kind::Iret;
     }
     if nr == HYPERVISOR_FPU_TASKSWITCH {
         return Kind::Domain;
@@ -303,7 +303,7 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     let (ret, alive) = {
         let mut d = cell.lock();
         let ret =
-            mm::update_va_mapping(&mut d, crate::mm::frametable::frames(), r.rdi, r.rsi, r.rdx);
+            mm::update_va_mapping_inline(&mut d, crate::mm::frametable::frames(), r.rdi, r.rsi, r.rdx);
         (ret, d.is_alive())
     };
     quick_out(pc, r, ret, alive)
@@ -366,7 +366,7 @@ fn quick_console(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
 }
 
 /// [`quick`] for `mmu_update` of one request: under the lock (as in
-/// `with_domain`), without `with_domain`'s dispatch.
+/// `with_domain`), without `with_domain`'s dispatch or the batch's loop.
 #[inline(never)]
 fn quick_mmu(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     let Some(cell) = current_domain(pc) else {
@@ -376,12 +376,12 @@ fn quick_mmu(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         let mut g = cell.lock();
         let d = &mut *g;
         let space = d.v().space();
-        let ret = mm::mmu_update(
+        // `kind` saw a count of 1.
+        let ret = mm::mmu_update_single(
             d,
             crate::mm::frametable::frames(),
             space,
             r.rdi,
-            r.rsi,
             r.rdx,
             r.r10,
         );

@@ -359,17 +359,22 @@ syscall_enosys:
 
 /* `int $0x82` from a 32-bit guest kernel (ring 1: the gate's DPL): its
  * hypercall (Xen: entry_int82). The constant answers of syscall_entry's
- * step 0 (not console_io: the full way), as pv::fast::hypercall32 gives
- * them, on the CPU's frame and two scratch registers: the same tests (the
- * way out's flat case for a ring-1 frame: FLAT_RING1_CS/SS, EIP below 4
- * GiB), then eax = the answer, kernel_mode set and in_failsafe cleared,
- * the record, RFLAGS as the way out leaves them (IF on, IOPL 0, no VM or
- * NT), SMEP/SMAP off again and back by iretq (ret_iretq, with its fixup).
- * Anything else: the full TrapFrame, as the IDT stub would have built
- * it, with the guest state already off.
- *
- * SMEP/SMAP are turned back on first thing, as on every entry from a
- * 32-bit guest (Xen: CR4_PV32_RESTORE), whether or not Rust runs. */
+ * step 0 (not console_io: that goes the full way), as
+ * pv::fast::hypercall32 gives them:
+ *  1. The number (eax) and first argument (ebx) alone say whether the
+ *     answer is a constant; if not, the full TrapFrame as the IDT stub
+ *     would have built it, marked ERRCODE {NOT_QUICK} (trap_dispatch then
+ *     does not ask pv::fast).
+ *  2. Else GS and SMEP/SMAP back on (Xen: CR4_PV32_RESTORE) and EFLAGS.AC
+ *     cleared, before anything else, and the tests of the quick way on
+ *     the CPU's frame with two scratch registers: no trace line wanted,
+ *     no #DB hit to report, nothing pending, the frame the way out's flat
+ *     case for ring 1 (FLAT_RING1_CS/SS, EIP below 4 GiB). Any "no": the
+ *     full TrapFrame (the guest state is off already).
+ *  3. Then eax = the answer, kernel_mode set and in_failsafe cleared, the
+ *     record, RFLAGS as the way out leaves them (IF on, IOPL 0, no VM or
+ *     NT), SMEP/SMAP off again and back by iretq (ret_iretq, with its
+ *     fixup). */
 .balign 16
 .global int82_entry
 /* Tour 02: a 32-bit guest's hypercall enters here */
@@ -378,18 +383,7 @@ int82_entry:
     pushq ${VEC_HYPERCALL32}      /* VECTOR */
     testb $3, {IF_CS}(%rsp)
     jz trap_common                /* never from ring 0: fatal there */
-    swapgs                        /* GS = this CPU's hypervisor block */
-    testb $1, %gs:{PC_PV32}
-    jz 8f                         /* (never: ring 1 is a 32-bit guest's) */
-    push %rax
-    mov %cr4, %rax
-    or %gs:{PC_CR4_PV32}, %rax
-    mov %rax, %cr4
-    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
-    jz 1f
-    clac                          /* only where SMAP exists (else #UD) */
-1:  mov (%rsp), %eax              /* the number: eax */
-    cmp $64, %eax
+    cmp $64, %eax                 /* 1. */
     jae 2f
     bt %eax, asm_nrs(%rip)
     jnc 7f
@@ -402,7 +396,17 @@ int82_entry:
 3:  test %ebx, %ebx               /* XENVER_version */
     jnz 7f
     pushq ${ASM_VERSION}
-4:  push %rdx                     /* the stack: RDX, answer, RAX, VECTOR */
+4:  swapgs                        /* 2. GS = this CPU's hypervisor block */
+    testb $1, %gs:{PC_PV32}
+    jz 8f                         /* (never: ring 1 is a 32-bit guest's) */
+    push %rax
+    mov %cr4, %rax
+    or %gs:{PC_CR4_PV32}, %rax
+    mov %rax, %cr4
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 5f
+    clac                          /* only where SMAP exists (else #UD) */
+5:  push %rdx                     /* the stack: RDX, RAX, answer, VECTOR */
     cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
     jne 6f
     cmpq $0, {HV_HITS}(%rip)
@@ -423,7 +427,7 @@ int82_entry:
     mov %gs:{PC_VCPU}, %rdx
     test %rdx, %rdx
     jz 6f
-    movb $1, {VCPU_KERNEL_MODE}(%rdx) /* answered from here on */
+    movb $1, {VCPU_KERNEL_MODE}(%rdx) /* 3. answered from here on */
     movb $0, {VCPU_IN_FAILSAFE}(%rdx)
     mov {RING}+{RING_NEXT}(%rip), %rdx
     incq {RING}+{RING_NEXT}(%rip)
@@ -433,13 +437,13 @@ int82_entry:
     lea {RING}+{RING_RECS}(%rip), %rax
     add %rax, %rdx
     movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
-    mov 16(%rsp), %eax            /* the number, zero-extended */
+    mov 8(%rsp), %eax             /* the number, zero-extended */
     mov %rax, {REC_NR}(%rdx)
     mov %gs:{PC_IDS}, %eax
     mov %eax, {REC_IDS}(%rdx)
     mov %ebx, %eax                /* the first argument, zero-extended */
     mov %rax, {REC_A}(%rdx)
-    mov 8(%rsp), %rax             /* the answer */
+    mov 16(%rsp), %rax            /* the answer */
     mov %rax, {REC_B}(%rdx)
     orq $0x202, 24+{IF_RFLAGS}(%rsp)
     andq $~0x27000, 24+{IF_RFLAGS}(%rsp)
@@ -449,21 +453,22 @@ int82_entry:
     and %rdx, %rax
     mov %rax, %cr4
     pop %rdx
-    pop %rax
+    add $8, %rsp                  /* RAX */
+    pop %rax                      /* the answer */
     mov %eax, %eax                /* eax = the answer, high half 0 */
-    add $24, %rsp                 /* RAX, VECTOR, ERRCODE */
+    add $16, %rsp                 /* VECTOR, ERRCODE */
     swapgs                        /* GS = the guest's */
     jmp ret_iretq                 /* with its fault fixup (idt.rs) */
 6:  pop %rdx                      /* not here: the full way */
-    add $8, %rsp
     pop %rax
+    add $8, %rsp                  /* the answer */
     SAVE_GPRS
     jmp trap_call                 /* the guest state is off already */
-7:  pop %rax                      /* not a constant: the locked way's */
-    movq ${NOT_QUICK}, 8(%rsp)    /* ERRCODE */
+7:  movq ${NOT_QUICK}, 8(%rsp)    /* not a constant: the locked way's */
     SAVE_GPRS
-    jmp trap_call
-8:  SAVE_GPRS
+    jmp from_guest                /* as trap_common from here */
+8:  add $8, %rsp                  /* the answer */
+    SAVE_GPRS
     jmp guest_state_off
 
 /* The hypercall numbers below 64 that pv::fast may answer on the quick

@@ -392,6 +392,15 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
 // Tour 02: every entry meets here
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
+    if f.vector == VEC_SYSCALL {
+        // `syscall` from a 64-bit guest (only syscall_entry pushes this
+        // vector): the hypercalls answered without the lock first.
+        guest_state_checks(f);
+        if !crate::pv::fast::hypercall(f) {
+            crate::pv::entry::from_guest(f);
+        }
+        return;
+    }
     if f.vector >= VEC_SYSCALL_DONE {
         // Answered by the quick way (`rax` is the result): only its way
         // out is left, the locked one. Or one only the locked path
@@ -403,15 +412,6 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
             return crate::pv::fast::locked_way_out(f);
         }
         return crate::pv::entry::from_guest(f);
-    }
-    if f.vector == VEC_SYSCALL {
-        // `syscall` from a 64-bit guest (only syscall_entry pushes this
-        // vector): the hypercalls answered without the lock first.
-        guest_state_checks(f);
-        if !crate::pv::fast::hypercall(f) {
-            crate::pv::entry::from_guest(f);
-        }
-        return;
     }
     if f.cs & 3 != 0 && f.vector < 32 && f.vector != VEC_DB {
         // An exception of a guest (its #DB arrives on the IST stack:
