@@ -110,14 +110,25 @@ pub const REC_B: usize = core::mem::offset_of!(Record, b);
 const WHAT_LAYOUT: (usize, usize, u64) = {
     const A: u64 = 0x1234_5678_9abc;
     const B: u64 = 0x0fed_cba9_8765;
+    type Words = [core::mem::MaybeUninit<u64>; 2];
     // SAFETY: `What` is two words (the transmute checks the size); a
     // variant's every word is initialised or `assume_init` fails the
     // build (const evaluation rejects reading uninitialised bytes).
-    let (a, b): ([core::mem::MaybeUninit<u64>; 2], [core::mem::MaybeUninit<u64>; 2]) =
-        unsafe { (core::mem::transmute(What::Hypercall(A)), core::mem::transmute(What::Hypercall(B))) };
+    let (a, b) = unsafe {
+        (
+            core::mem::transmute::<What, Words>(What::Hypercall(A)),
+            core::mem::transmute::<What, Words>(What::Hypercall(B)),
+        )
+    };
     // SAFETY: as above.
-    let (a0, a1, b0, b1) =
-        unsafe { (a[0].assume_init(), a[1].assume_init(), b[0].assume_init(), b[1].assume_init()) };
+    let (a0, a1, b0, b1) = unsafe {
+        (
+            a[0].assume_init(),
+            a[1].assume_init(),
+            b[0].assume_init(),
+            b[1].assume_init(),
+        )
+    };
     if a0 == A && b0 == B && a1 == b1 {
         (0, 8, a1)
     } else if a1 == A && b1 == B && a0 == b0 {

@@ -14,7 +14,11 @@
 //!
 //! - A constant answer (`-ENOSYS`, `XENVER_version`) takes no lock: it
 //!   writes only `in_failsafe` and `kernel_mode` of the running vCPU,
-//!   which only the CPU running it writes.
+//!   which only the CPU running it writes. entry.S gives these answers
+//!   itself ([`ASM_NRS`]), and `console_io`'s of 0 bytes while the
+//!   domain's `console_quiet` (an atomic its console code keeps under the
+//!   lock) says the write does nothing; this module gives them when the
+//!   asm declined (a trace line wanted, something pending, ...).
 //! - Everything else here (`HYPERVISOR_iret`, a user `syscall` bounced,
 //!   the calls of `with_domain`, every exception, #GP and #PF emulation
 //!   included) holds the domain's lock: it is the locked path's own
@@ -83,8 +87,7 @@ pub const QUICK_NRS: u64 = UNASSIGNED
 /// `ConsoleNothing`'s when it has nothing to do), as [`kind`] gives them:
 /// the asm sends anything it is unsure of to [`quick`] (or the full way)
 /// before it changed anything.
-pub const ASM_NRS: u64 =
-    UNASSIGNED | 1 << HYPERVISOR_XEN_VERSION | 1 << HYPERVISOR_CONSOLE_IO;
+pub const ASM_NRS: u64 = UNASSIGNED | 1 << HYPERVISOR_XEN_VERSION | 1 << HYPERVISOR_CONSOLE_IO;
 /// The answers the asm gives, and what it reads and writes of the vCPU:
 /// `kernel_mode` (the call must be its kernel's; a 32-bit guest's
 /// `int $0x82` from ring 1 sets it, as [`hypercall32`]), `in_failsafe`
@@ -96,6 +99,8 @@ pub const VCPU_KERNEL_MODE: usize = core::mem::offset_of!(Vcpu, kernel_mode);
 pub const VCPU_IN_FAILSAFE: usize = core::mem::offset_of!(Vcpu, in_failsafe);
 pub const VI_UPCALL: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
 const _: () = assert!(QUICK_NRS & ASM_NRS == ASM_NRS);
+// entry.S tests the first argument against 0 (`test`) for both.
+const _: () = assert!(ringvisor_abi::version::XENVER_VERSION == 0 && CONSOLEIO_WRITE == 0);
 const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask) == VI_UPCALL + 1);
 
 /// What [`hypercall()`] does with a number, decided before it looks at
@@ -302,8 +307,13 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     // path: no reference taken or dropped).
     let (ret, alive) = {
         let mut d = cell.lock();
-        let ret =
-            mm::update_va_mapping_inline(&mut d, crate::mm::frametable::frames(), r.rdi, r.rsi, r.rdx);
+        let ret = mm::update_va_mapping_inline(
+            &mut d,
+            crate::mm::frametable::frames(),
+            r.rdi,
+            r.rsi,
+            r.rdx,
+        );
         (ret, d.is_alive())
     };
     quick_out(pc, r, ret, alive)
