@@ -1,5 +1,6 @@
 //! The IDT: all 256 vectors enter through `entry.S` and reach
-//! `trap_dispatch` with a full register frame.
+//! `trap_dispatch` with a full register frame (but for `int $0x82`'s
+//! constant answers, which `int82_entry` gives itself).
 //!
 //! A fault in the hypervisor itself (an exception taken in ring 0) is fatal:
 //! we print a decoded dump and exit with the panic verdict, so a bug never
