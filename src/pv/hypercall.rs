@@ -35,7 +35,7 @@ use crate::trace::TRACE_HYPERCALL;
 /// Hypercall results: 0 or a positive value, or `-errno`.
 pub type Ret = i64;
 
-pub fn err(e: i32) -> Ret {
+pub const fn err(e: i32) -> Ret {
     -(e as i64)
 }
 
@@ -597,6 +597,7 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
             }
             console_refill(d);
             if console_write(d, space, count.min(CONSOLE_IO_MAX), buf).is_err() {
+                console_settled(d);
                 return err(EFAULT);
             }
             console_show_partial(d);
@@ -710,6 +711,7 @@ pub fn console_byte(d: &mut Domain, b: u8) {
 pub fn flush_console_line(d: &mut Domain) {
     crate::console::guest_line(d.id, &d.console_line);
     d.console_line.clear();
+    console_settled(d);
 }
 
 /// After a console write: the domain with the serial input shows its
@@ -720,6 +722,20 @@ pub fn console_show_partial(d: &mut Domain) {
         crate::console::guest_partial(d.id, &d.console_line);
         d.console_line.clear();
     }
+    console_settled(d);
+}
+
+/// The end of every change to the console line (each ends in
+/// `console_show_partial`, `flush_console_line` or here): say whether a
+/// write of 0 bytes would now do nothing at all (`Domain::console_quiet`):
+/// no budget to top up (the initial domain) and no partial line to show.
+/// In between, under the lock, the flag still says what was true before
+/// the change began: a reader without the lock sees one or the other.
+pub fn console_settled(d: &mut Domain) {
+    d.console_quiet.store(
+        d.id == 0 && d.console_line.is_empty(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 fn shutdown(d: &mut Domain, reason: u32) -> Ret {
