@@ -520,8 +520,8 @@ pub fn mmu_update_single(
     done_ptr: u64,
     dom: u64,
 ) -> Ret {
-    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
-        return err(EPERM);
+    if let Err(e) = pg_owner(d, dom as u16) {
+        return err(e);
     }
     let (rc, level) = match space.read::<MmuUpdate>(req) {
         Ok(u) => mmu_update_one(d, ft, u),
@@ -697,16 +697,25 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
 /// or `DOMID_XEN`'s through these calls (the initial domain maps I/O
 /// memory as its own): naming one is `-EPERM`, what Xen's XSM check
 /// answers a domain without the privilege.
+#[inline(always)]
 pub fn pg_owner(d: &Domain, dom: u16) -> Result<(), i32> {
-    use ringvisor_abi::xen::{DOMID_IO, DOMID_XEN};
     if dom == DOMID_SELF {
         Ok(())
-    } else if dom == d.id {
-        Err(ESRCH)
-    } else if dom == DOMID_IO || dom == DOMID_XEN || crate::sched::domain_lock(dom).is_some() {
-        Err(EPERM)
     } else {
-        Err(ESRCH)
+        Err(foreign_owner(d, dom))
+    }
+}
+
+/// Why naming `dom` (not `DOMID_SELF`) as the page owner is refused.
+#[cold]
+fn foreign_owner(d: &Domain, dom: u16) -> i32 {
+    use ringvisor_abi::xen::{DOMID_IO, DOMID_XEN};
+    if dom == d.id {
+        ESRCH
+    } else if dom == DOMID_IO || dom == DOMID_XEN || crate::sched::domain_lock(dom).is_some() {
+        EPERM
+    } else {
+        ESRCH
     }
 }
 
