@@ -356,6 +356,7 @@ pub fn publish_current(hv: &mut Hv) {
         pc.domain.store(0, Relaxed);
         pc.vcpu.store(0, Relaxed);
         pc.ids.store(0, Relaxed);
+        pc.console_quiet.store(0, Relaxed);
         return;
     };
     let cell = &hv.domains[di];
@@ -364,6 +365,8 @@ pub fn publish_current(hv: &mut Hv) {
     pc.domain
         .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
     let mut d = cell.lock();
+    pc.console_quiet
+        .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
     pc.vcpu_info
         .store(crate::pv::traps::vcpu_info_addr(&d, vi), Relaxed);
     pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);

@@ -68,6 +68,13 @@ pub struct PerCpu {
     /// own mode, so a stale 0 costs time, never correctness. Kept by
     /// `pv::traps::toggle_guest_mode` and `pv::entry::publish_current`.
     pub user_mode: AtomicU64,
+    /// The current domain's `console_quiet` flag (an `AtomicBool`'s
+    /// address, 0: none), published with `domain`: `syscall_entry`
+    /// answers `console_io` of 0 bytes itself while it is set.
+    pub console_quiet: AtomicU64,
+    /// This CPU's recent-calls ring (`trace::ring_of`), which entry.S
+    /// writes the constant answers' records into.
+    pub ring: u64,
 }
 
 /// The time slice ran out or a guest yielded: the way out reschedules.
@@ -100,6 +107,8 @@ impl PerCpu {
             deferred_send: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             user_mode: AtomicU64::new(0),
+            console_quiet: AtomicU64::new(0),
+            ring: 0,
         }
     }
 }
@@ -162,6 +171,7 @@ fn install(p: *mut PerCpu, stack_top: u64) {
         (*p).self_ptr = p as u64;
         (*p).stack_top = stack_top;
         (*p).cr4_pv32 = super::cpu::user_protection_bits();
+        (*p).ring = crate::trace::ring_of((*p).cpu);
         wrmsr(IA32_GS_BASE, p as u64);
         wrmsr(IA32_KERNEL_GSBASE, 0);
     }
