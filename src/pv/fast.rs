@@ -461,7 +461,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
 /// The current domain's lock, as `pv::entry::publish_current` stored it
 /// (`None` before the first domain runs).
 #[inline(always)]
-fn current_domain(pc: &PerCpu) -> Option<&'static spin::Mutex<Domain>> {
+pub(crate) fn current_domain(pc: &PerCpu) -> Option<&'static spin::Mutex<Domain>> {
     // SAFETY: the address of a `DomainRef`'s lock, published under HV;
     // domains are never removed from the list, so it lives for the run.
     unsafe { (pc.domain.load(Ordering::Relaxed) as *const spin::Mutex<Domain>).as_ref() }
@@ -515,7 +515,7 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
 /// `retcheck` lets through, in full. Otherwise (`false`) the locked way
 /// out settles it: the crash, the upcall, the refused frame's fault.
 #[inline(always)]
-fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
+pub(crate) fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
     if !d.is_alive() || !nothing_pending(pc) {
         return false;
     }

@@ -36,12 +36,14 @@ pub struct Fault {
     pub error_code: u64,
 }
 
+#[inline(always)]
 pub fn is_canonical(va: u64) -> bool {
     let top = va >> 47;
     top == 0 || top == 0x1ffff
 }
 
 /// Inside the range the ABI reserves for the hypervisor?
+#[inline(always)]
 pub fn in_hypervisor_range(va: u64) -> bool {
     (ringvisor_abi::x86_64::HYPERVISOR_VIRT_START..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END)
         .contains(&va)
@@ -188,6 +190,7 @@ impl GuestSpace {
     /// refuses anything but RAM; Xen's `__copy_to_user` does the same.
     /// Only small copies (bounce and iret frames, hypercall structures):
     /// a longer one is a walk per page either way.
+    #[inline(always)]
     fn by_cpu(&self, va: u64, len: usize) -> bool {
         let one_page = len != 0 && len <= BY_CPU_MAX && len <= 4096 - (va & 0xfff) as usize;
         (crate::arch::x86_64::percpu::this().pv32 == 0 || !self.user)

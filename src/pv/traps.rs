@@ -105,7 +105,7 @@ pub fn set_upcall_mask(d: &Domain, m: u8) {
     unsafe { upcall_mask_ptr(d).write_volatile(m) }
 }
 
-fn set_vcpu_cr2(d: &Domain, cr2: u64) {
+pub(crate) fn set_vcpu_cr2(d: &Domain, cr2: u64) {
     let base = vcpu_info_addr(d, d.cur);
     if d.compat {
         let off = core::mem::offset_of!(ringvisor_abi::x86_32::VcpuInfo32, arch);
@@ -165,7 +165,7 @@ impl Bounce {
 
 /// The guest kernel's address space, where every frame goes (for a
 /// 64-bit guest interrupted in user mode: not the current one).
-fn kernel_space(v: &Vcpu) -> GuestSpace {
+pub(crate) fn kernel_space(v: &Vcpu) -> GuestSpace {
     if v.compat_l4 != 0 {
         v.space()
     } else {
@@ -174,28 +174,28 @@ fn kernel_space(v: &Vcpu) -> GuestSpace {
 }
 
 /// What a frame holds besides the interrupted context, and where it goes.
-struct FrameSpec {
+pub(crate) struct FrameSpec {
     /// The failsafe's data selectors (ds, es, fs, gs), after rcx and r11.
-    sels: Option<[u16; 4]>,
+    pub(crate) sels: Option<[u16; 4]>,
     /// The exception's error code, before rip.
-    error_code: Option<u64>,
+    pub(crate) error_code: Option<u64>,
     /// The virtual IOPL reported in the flags word (bounces, with
     /// `architectural_iopl`; 0 for the failsafe, as Xen's).
-    iopl_bits: u64,
+    pub(crate) iopl_bits: u64,
     /// On the `stack_switch` stack even when the guest kernel was
     /// interrupted (the failsafe: the interrupted stack is the broken one).
-    switch_stack: bool,
+    pub(crate) switch_stack: bool,
 }
 
 /// A frame written: where, on which stack segment, and from which mode.
-struct Placed {
-    va: u64,
+pub(crate) struct Placed {
+    pub(crate) va: u64,
     ss: u64,
     from_user: bool,
 }
 
 /// A frame that could not be written: where it would have gone, and why.
-struct Unwritable {
+pub(crate) struct Unwritable {
     va: u64,
     fault: Fault,
 }
@@ -219,9 +219,42 @@ fn write_frame(
     w: Width,
     spec: &FrameSpec,
 ) -> Result<Placed, Unwritable> {
-    let lay = w.layout();
-    let mask = upcall_mask(d);
     let v = d.v();
+    let b = build_frame(v, upcall_mask(d), f, w, spec)?;
+    // 4. The frame in one copy, which checks every page first.
+    match kernel_space(v).write_bytes(b.at.va, b.bytes()) {
+        Ok(()) => Ok(b.at),
+        Err(fault) => Err(Unwritable { va: b.at.va, fault }),
+    }
+}
+
+/// A frame's words, built, and where they go ([`write_frame`] writes
+/// them; so does `pv::fast_trap`).
+pub(crate) struct Built {
+    bytes: [u8; 11 * 8],
+    n: usize,
+    pub(crate) at: Placed,
+}
+
+impl Built {
+    /// The frame's bytes, lowest address first.
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.n]
+    }
+}
+
+/// Steps 1-3 of [`write_frame`]: which stack, and the words, with the
+/// saved upcall `mask`; nothing written yet.
+#[inline(always)]
+pub(crate) fn build_frame(
+    v: &Vcpu,
+    mask: u8,
+    f: &TrapFrame,
+    w: Width,
+    spec: &FrameSpec,
+) -> Result<Built, Unwritable> {
+    let lay = w.layout();
     let from_user = w.interrupted_user(v.kernel_mode, f.cs);
     // 1. Which stack: the interrupted one if the guest kernel was
     // interrupted, else (and for the failsafe) the one from stack_switch;
@@ -250,7 +283,13 @@ fn write_frame(
     let mut bytes = [0u8; 11 * 8];
     let mut n = 0;
     let mut push = |w: u64| {
-        bytes[n..n + size].copy_from_slice(&w.to_le_bytes()[..size]);
+        // Two fixed sizes, so each push is a store even where the width
+        // is not folded in.
+        if size == 8 {
+            bytes[n..n + 8].copy_from_slice(&w.to_le_bytes());
+        } else {
+            bytes[n..n + 4].copy_from_slice(&(w as u32).to_le_bytes());
+        }
         n += size;
     };
     if lay.rcx_r11 {
@@ -284,18 +323,18 @@ fn write_frame(
         };
         return Err(Unwritable { va, fault });
     }
-    // 4. The frame in one copy, which checks every page first.
-    match kernel_space(v).write_bytes(va, &bytes[..n]) {
-        Ok(()) => Ok(Placed { va, ss, from_user }),
-        Err(fault) => Err(Unwritable { va, fault }),
-    }
+    Ok(Built {
+        bytes,
+        n,
+        at: Placed { va, ss, from_user },
+    })
 }
 
 /// Enter a handler on the frame just written: guest kernel mode, events
 /// masked if asked, and the `TrapFrame` pointing at the handler.
 // Tour 04, 08: into the guest kernel's handler
 #[inline(always)]
-fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: Callback) {
+pub(crate) fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: Callback) {
     let lay = w.layout();
     let v = d.v_mut();
     // A 64-bit guest's user mode has its own page tables and GS base.

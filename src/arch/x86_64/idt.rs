@@ -171,6 +171,7 @@ extern "C" {
 /// the caller may access, or addresses whose every mapping the current
 /// page tables may hold is one the hypervisor may touch on the guest's
 /// behalf: the guest's own half, never the hypervisor's range.
+#[inline(always)]
 pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
     // SAFETY: the caller's contract; a fault inside is fixed up (above).
     unsafe { guest_copy(dst, src, len) == 0 }
@@ -325,6 +326,30 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
         }
         q => q,
     }
+}
+
+/// An exception (vectors 0-31) of a guest, first (entry.S
+/// `exception_common`, which checked SMEP/SMAP on): the common bounces
+/// and emulations on the vCPU alone (`pv::fast_trap`), without
+/// `trap_dispatch`'s tests; everything else where `trap_dispatch` sends
+/// it. A guest's #DB arrives on its IST stack and moves to the guest slot
+/// (`other_trap`): `trap_dispatch`'s.
+// Tour 04: a guest's exception, first
+#[no_mangle]
+extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
+    if f.vector == VEC_DB {
+        return trap_dispatch(f);
+    }
+    if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
+        report_hypervisor_db(n, rip, dbg);
+    }
+    if crate::pv::fast_trap::exception(f) {
+        return;
+    }
+    if crate::pv::fast::exception(f) {
+        return;
+    }
+    crate::pv::entry::from_guest(f);
 }
 
 /// Every interrupt and exception arrives here (from `trap_common`).

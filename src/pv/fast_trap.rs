@@ -1,0 +1,226 @@
+//! The quick way of a guest's exception (Xen: `handle_exception` and
+//! `create_bounce_frame`, with no softirq work pending): the common
+//! cases, from `exception_common` (entry.S) and
+//! `idt::guest_exception_entry` to the guest's handler and back, in one
+//! function per guest width, without the dispatch on the vector, the
+//! locked path or the scheduler.
+//!
+//! - `int3`/`into` (#BP, #OF): bounced to the trap-table handler.
+//! - #UD from the guest kernel: the forced-emulation `cpuid` (`ud2;
+//!   .ascii "xen"; cpuid`) emulated, any other bounced.
+//! - #PF: CR2 given to the guest, then bounced, unless writable page
+//!   tables may apply (a page-table store: `pv::mm::ptwr`, on the general
+//!   way).
+//!
+//! Everything else (and these, whenever something is unusual: tracing
+//! on, no handler, a frame the CPU's walk will not write) goes the
+//! general way, `pv::fast::exception` then the locked path, before
+//! anything changed; a #PF whose frame cannot be written goes to
+//! `traps::inject`, which ends in the failsafe callback or the crash,
+//! exactly as before.
+//!
+//! The same locks as `pv::fast::exception`: the current domain's, found
+//! through this CPU's block. The same frame as every bounce:
+//! `traps::build_frame`, one recipe for both widths. The same way out:
+//! `pv::fast::leave_checked` (the work word, the upcall, `retcheck`),
+//! else the locked one.
+
+use core::sync::atomic::Ordering;
+
+use ringvisor_abi::xen::{TI_IF, VMASST_TYPE_ARCHITECTURAL_IOPL, VMASST_TYPE_WRITABLE_PAGETABLES};
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::percpu::{self, PerCpu};
+use crate::domain::vcpu::Callback;
+use crate::domain::Domain;
+use crate::pv::emulate;
+use crate::pv::fast;
+use crate::pv::traps::{self, FrameSpec, VEC_BP, VEC_OF, VEC_PF, VEC_UD};
+use crate::pv::width::Width;
+
+/// A guest's exception (not #DB, NMI or #MC: `idt::guest_exception_entry`
+/// sends those elsewhere): `true` when handled here, way out included;
+/// `false`: nothing done, the general way runs.
+// Tour 04: an exception on the quick way
+#[inline(always)]
+pub fn exception(f: &mut TrapFrame) -> bool {
+    let vector = f.vector as u8;
+    if !matches!(vector, VEC_BP | VEC_OF | VEC_UD | VEC_PF) || f.vector >= 32 {
+        return false;
+    }
+    on_domain(f, vector)
+}
+
+#[inline(never)]
+fn on_domain(f: &mut TrapFrame, vector: u8) -> bool {
+    let pc = percpu::this();
+    let Some(cell) = fast::current_domain(pc) else {
+        return false;
+    };
+    // The domain's lock, as `pv::fast::exception` holds it (a bounce
+    // changes only this vCPU and its guest's stack, but the locked path's
+    // own functions are called on the domain).
+    let mut g = cell.lock();
+    let d = &mut *g;
+    let done = match d.width() {
+        Width::W64 => on_width(Width::W64, pc, d, f, vector),
+        Width::W32 => on_width(Width::W32, pc, d, f, vector),
+    };
+    if !done {
+        return false;
+    }
+    let left = fast::leave_checked(pc, d, f);
+    drop(g); // before the locked way out takes HV
+    if !left {
+        fast::locked_way_out(f);
+    }
+    true
+}
+
+/// The cases, for one width (compiled once per width, its `Layout`'s
+/// constants folded in).
+#[inline(always)]
+fn on_width(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame, vector: u8) -> bool {
+    if w == Width::W32 {
+        // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
+        // `pv::fast::exception_on_vcpu` says).
+        d.v_mut().kernel_mode = f.cs & 3 != 3;
+    }
+    match vector {
+        VEC_BP | VEC_OF => bounce(w, pc, d, f, vector, None),
+        VEC_UD => undefined(w, pc, d, f),
+        _ => page_fault(w, pc, d, f),
+    }
+}
+
+/// #UD: the forced-emulation prefix from the guest kernel (what
+/// `traps::guest_exception` and `emulate::forced` do, on one read of the
+/// instruction), else its handler. From user mode (where `sysenter` may
+/// be the cause): the general way.
+#[inline(always)]
+fn undefined(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+    if w.interrupted_user(d.v().kernel_mode, f.cs) {
+        return false;
+    }
+    let mut insn = [0u8; 8];
+    if d.v().space().read_bytes(f.rip, &mut insn).is_err() {
+        return false; // fewer bytes readable: `traps::fetch` sorts them out
+    }
+    if emulate::forced(d, f, &insn) {
+        return true;
+    }
+    bounce(w, pc, d, f, VEC_UD, None)
+}
+
+/// #PF: CR2 for the guest, the error code as its mode sees it, and its
+/// handler (`traps::guest_exception`'s #PF arm without writable page
+/// tables, which may apply only to a write by the kernel with the assist
+/// on: that goes the general way).
+#[inline(always)]
+fn page_fault(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let ptwr_on = d.vm_assist & (1 << VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
+    if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
+        return false;
+    }
+    // SAFETY: reading CR2 has no side effects. Nothing here faults before
+    // it is read (a refused copy below is after it, and then `inject`
+    // needs only what was stored).
+    let cr2 = unsafe { x86::controlregs::cr2() } as u64;
+    d.v_mut().cr2 = cr2;
+    traps::set_vcpu_cr2(d, cr2);
+    // The CPU saw a ring-3 access either way; the guest must see "user"
+    // only for its user mode. A 32-bit kernel really is in ring 1.
+    let ec = if w == Width::W32 {
+        f.error_code
+    } else if d.v().kernel_mode {
+        f.error_code & !4
+    } else {
+        f.error_code | 4
+    };
+    if !bounce(w, pc, d, f, VEC_PF, Some(ec)) {
+        // CR2 may be a refused copy's by now: the general bounce, on what
+        // was stored, with its failsafe and crash.
+        traps::inject(d, f, VEC_PF, Some(ec));
+    }
+    true
+}
+
+/// Bounce `vector` to the trap-table handler: `traps::deliver` for a
+/// frame the CPU's walk writes in one go (`traps::build_frame`, then one
+/// copy), the vCPU in its handler; `false`: nothing changed (no handler,
+/// tracing on, or the frame not written: the general way says why, and
+/// tries the failsafe).
+#[inline(always)]
+fn bounce(
+    w: Width,
+    pc: &PerCpu,
+    d: &mut Domain,
+    f: &mut TrapFrame,
+    vector: u8,
+    error_code: Option<u64>,
+) -> bool {
+    let flags = crate::trace::flags();
+    if flags & crate::trace::TRACE_BOUNCE != 0 {
+        return false;
+    }
+    let iopl_bits = if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
+        (d.v().iopl as u64) << 12
+    } else {
+        0
+    };
+    let v = d.v();
+    let t = v.trap_table[vector as usize];
+    if t.address == 0 {
+        return false;
+    }
+    let spec = FrameSpec {
+        sels: None,
+        error_code,
+        iopl_bits,
+        switch_stack: false,
+    };
+    let Ok(b) = traps::build_frame(v, upcall_mask(pc), f, w, &spec) else {
+        return false;
+    };
+    if traps::kernel_space(v).write_bytes(b.at.va, b.bytes()).is_err() {
+        return false;
+    }
+    let old_rip = f.rip;
+    let to = Callback {
+        address: t.address,
+        cs: t.cs,
+        mask_events: t.flags & TI_IF != 0,
+    };
+    traps::enter_handler(d, f, w, &b.at, to);
+    let (dom, cur) = (d.id, d.cur);
+    let v = d.v_mut();
+    v.in_failsafe = false;
+    v.failsafe_streak = 0;
+    if flags & crate::trace::RECENT != 0 {
+        crate::trace::record(crate::trace::Record {
+            what: crate::trace::What::Named(crate::arch::x86_64::idt::exception_name(
+                vector as u64,
+            )),
+            dom,
+            vcpu: cur as u16,
+            a: old_rip,
+            b: error_code.unwrap_or(0),
+        });
+    }
+    true
+}
+
+/// The current vCPU's `evtchn_upcall_mask`, through the `vcpu_info`
+/// address this CPU's block publishes (the one `traps::upcall_mask`
+/// computes; `pv::entry::published` checks they agree).
+#[inline(always)]
+fn upcall_mask(pc: &PerCpu) -> u8 {
+    let vi = pc.vcpu_info.load(Ordering::Relaxed);
+    // SAFETY: the current vCPU's vcpu_info in the direct map, as published
+    // under the lock (see `pv::fast::nothing_pending`); one byte.
+    unsafe {
+        ((vi + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
+            as *const u8)
+            .read_volatile()
+    }
+}
