@@ -29,14 +29,17 @@ use core::sync::atomic::Ordering;
 
 use ringvisor_abi::xen::{TI_IF, VMASST_TYPE_ARCHITECTURAL_IOPL, VMASST_TYPE_WRITABLE_PAGETABLES};
 
-use crate::arch::x86_64::idt::TrapFrame;
+use ringvisor_abi::x86_64::{IretContext, FLAT_RING3_CS64, FLAT_RING3_SS64};
+
+use crate::arch::x86_64::idt::{Quick, QuickRegs, TrapFrame};
 use crate::arch::x86_64::percpu::{self, PerCpu};
 use crate::domain::vcpu::Callback;
 use crate::domain::Domain;
-use crate::pv::emulate;
 use crate::pv::fast;
+use crate::pv::guest_mem::{is_canonical, GuestSpace};
 use crate::pv::traps::{self, FrameSpec, VEC_BP, VEC_OF, VEC_PF, VEC_UD};
 use crate::pv::width::Width;
+use crate::pv::{emulate, hypercall, retcheck};
 
 /// A guest's exception (not #DB, NMI or #MC: `idt::guest_exception_entry`
 /// sends those elsewhere): `true` when handled here, way out included;
@@ -62,9 +65,10 @@ fn on_domain(f: &mut TrapFrame, vector: u8) -> bool {
     // own functions are called on the domain).
     let mut g = cell.lock();
     let d = &mut *g;
-    let done = match d.width() {
-        Width::W64 => on_width(Width::W64, pc, d, f, vector),
-        Width::W32 => on_width(Width::W32, pc, d, f, vector),
+    let done = if d.compat {
+        on_width::<true>(pc, d, f, vector)
+    } else {
+        on_width::<false>(pc, d, f, vector)
     };
     if !done {
         return false;
@@ -77,19 +81,25 @@ fn on_domain(f: &mut TrapFrame, vector: u8) -> bool {
     true
 }
 
-/// The cases, for one width (compiled once per width, its `Layout`'s
-/// constants folded in).
+/// The cases, for one width (`COMPAT`: 32-bit), compiled once per width
+/// with its `Layout`'s constants folded in.
 #[inline(always)]
-fn on_width(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame, vector: u8) -> bool {
+fn on_width<const COMPAT: bool>(
+    pc: &PerCpu,
+    d: &mut Domain,
+    f: &mut TrapFrame,
+    vector: u8,
+) -> bool {
+    let w = Width::of(COMPAT);
     if w == Width::W32 {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
         // `pv::fast::exception_on_vcpu` says).
         d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
     match vector {
-        VEC_BP | VEC_OF => bounce(w, pc, d, f, vector, None),
-        VEC_UD => undefined(w, pc, d, f),
-        _ => page_fault(w, pc, d, f),
+        VEC_BP | VEC_OF => bounce::<COMPAT>(pc, d, f, vector, None),
+        VEC_UD => undefined::<COMPAT>(pc, d, f),
+        _ => page_fault::<COMPAT>(pc, d, f),
     }
 }
 
@@ -98,7 +108,8 @@ fn on_width(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame, vector: u8
 /// instruction), else its handler. From user mode (where `sysenter` may
 /// be the cause): the general way.
 #[inline(always)]
-fn undefined(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+fn undefined<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let w = Width::of(COMPAT);
     if w.interrupted_user(d.v().kernel_mode, f.cs) {
         return false;
     }
@@ -109,7 +120,7 @@ fn undefined(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
     if emulate::forced(d, f, &insn) {
         return true;
     }
-    bounce(w, pc, d, f, VEC_UD, None)
+    bounce::<COMPAT>(pc, d, f, VEC_UD, None)
 }
 
 /// #PF: CR2 for the guest, the error code as its mode sees it, and its
@@ -117,7 +128,8 @@ fn undefined(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// tables, which may apply only to a write by the kernel with the assist
 /// on: that goes the general way).
 #[inline(always)]
-fn page_fault(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+fn page_fault<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let w = Width::of(COMPAT);
     let ptwr_on = d.vm_assist & (1 << VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
     if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
         return false;
@@ -137,7 +149,7 @@ fn page_fault(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool 
     } else {
         f.error_code | 4
     };
-    if !bounce(w, pc, d, f, VEC_PF, Some(ec)) {
+    if !bounce::<COMPAT>(pc, d, f, VEC_PF, Some(ec)) {
         // CR2 may be a refused copy's by now: the general bounce, on what
         // was stored, with its failsafe and crash.
         traps::inject(d, f, VEC_PF, Some(ec));
@@ -151,14 +163,14 @@ fn page_fault(w: Width, pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool 
 /// tracing on, or the frame not written: the general way says why, and
 /// tries the failsafe).
 #[inline(always)]
-fn bounce(
-    w: Width,
+fn bounce<const COMPAT: bool>(
     pc: &PerCpu,
     d: &mut Domain,
     f: &mut TrapFrame,
     vector: u8,
     error_code: Option<u64>,
 ) -> bool {
+    let w = Width::of(COMPAT);
     let flags = crate::trace::flags();
     if flags & crate::trace::TRACE_BOUNCE != 0 {
         return false;
@@ -182,7 +194,10 @@ fn bounce(
     let Ok(b) = traps::build_frame(v, upcall_mask(pc), f, w, &spec) else {
         return false;
     };
-    if traps::kernel_space(v).write_bytes(b.at.va, b.bytes()).is_err() {
+    if traps::kernel_space(v)
+        .write_bytes(b.at.va, b.bytes())
+        .is_err()
+    {
         return false;
     }
     let old_rip = f.rip;
@@ -223,4 +238,69 @@ fn upcall_mask(pc: &PerCpu) -> u8 {
             as *const u8)
             .read_volatile()
     }
+}
+
+/// `HYPERVISOR_iret` of a 64-bit guest kernel on the quick way
+/// (`pv::fast::quick_iret`): `hypercall::iret` in its two halves, the
+/// `iret_context` read through the CPU's walk of the kernel's tables
+/// where it can be (else `iret_context`'s own read), then the way out
+/// `leave_checked` takes, by `sysretq` where that is exactly `iretq`,
+/// else `iretq`. A context that cannot be read (or a return to user mode
+/// without user tables) goes the full way before anything changed: there
+/// it crashes the domain, saying why. So does `trace=hypercall` (its line
+/// is there).
+// Tour 05: the return from a bounce, on the quick way
+#[inline(always)]
+pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    if crate::trace::flags() & crate::trace::TRACE_HYPERCALL != 0 {
+        return Quick::Full;
+    }
+    let Some(cell) = fast::current_domain(pc) else {
+        return Quick::Full;
+    };
+    // Held to the end: the caller's way out (the locked one after
+    // `Quick::Done`) runs after it is dropped.
+    let mut g = cell.lock();
+    let d = &mut *g;
+    if d.compat {
+        return Quick::Full; // (syscall_entry sends none here)
+    }
+    // The guest kernel's own tables: what `space()` gives in kernel mode
+    // (the quick way runs only there), and what CR3 holds (`by_cpu`).
+    let v = d.v();
+    let mut c = <IretContext as ringvisor_abi::Pod>::zeroed();
+    if GuestSpace::new(v.guest_table).read_by_cpu(r.rsp, ringvisor_abi::as_bytes_mut(&mut c)) {
+        // `iret_context`'s other check.
+        if c.cs & 3 == 3 && v.guest_table_user == 0 {
+            return Quick::Full;
+        }
+    } else {
+        match hypercall::iret_context(d, r.rsp) {
+            Ok(x) => c = x,
+            Err(_) => return Quick::Full,
+        }
+    }
+    let x = hypercall::iret_apply(d, &c);
+    (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
+    (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
+    // `leave_checked`, on these words.
+    if !d.is_alive() || !fast::nothing_pending(pc) {
+        return Quick::Done;
+    }
+    let (cs, ss) = (r.cs as u16, r.ss as u16);
+    if !retcheck::flat_ok(false, r.rip, cs, ss)
+        && retcheck::refused(&d.v().gdt, false, r.rip, cs, ss).is_some()
+    {
+        return Quick::Done;
+    }
+    r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    if (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
+        && is_canonical(r.rip)
+        && r.rcx == r.rip
+        && r.r11 == r.rflags
+        && r.rflags & 0x10000 == 0
+    {
+        return Quick::Sysret;
+    }
+    Quick::Iretq
 }

@@ -219,6 +219,23 @@ impl GuestSpace {
         self.write_bytes_walk(va, data)
     }
 
+    /// [`read_bytes`](Self::read_bytes) where the CPU's walk answers at
+    /// once (`by_cpu`, and the CPU took the copy); `false`: nothing
+    /// decided, the caller reads the general way (`read_bytes`), which
+    /// walks and says why.
+    #[inline(always)]
+    pub fn read_by_cpu(&self, va: u64, out: &mut [u8]) -> bool {
+        self.by_cpu(va, out.len())
+            // SAFETY: as in read_bytes.
+            && unsafe {
+                crate::arch::x86_64::idt::copy_through_cr3(
+                    out.as_mut_ptr() as u64,
+                    va,
+                    out.len() as u64,
+                )
+            }
+    }
+
     /// `write_bytes` by the software walk (out of line, as
     /// `read_bytes_walk`).
     #[inline(never)]

@@ -231,7 +231,7 @@ fn write_frame(
 /// A frame's words, built, and where they go ([`write_frame`] writes
 /// them; so does `pv::fast_trap`).
 pub(crate) struct Built {
-    bytes: [u8; 11 * 8],
+    words: [u64; 11],
     n: usize,
     pub(crate) at: Placed,
 }
@@ -240,12 +240,13 @@ impl Built {
     /// The frame's bytes, lowest address first.
     #[inline(always)]
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.n]
+        &ringvisor_abi::as_bytes(&self.words)[..self.n]
     }
 }
 
 /// Steps 1-3 of [`write_frame`]: which stack, and the words, with the
 /// saved upcall `mask`; nothing written yet.
+// Tour 04: the words, one push each
 #[inline(always)]
 pub(crate) fn build_frame(
     v: &Vcpu,
@@ -279,39 +280,44 @@ pub(crate) fn build_frame(
     // 3. The words, one push each, in the order the guest reads them
     // (docs/frames/ is checked against these pushes), each as the guest
     // reads it: little-endian, cut to the word size. `n` counts bytes.
+    // (In 8-byte slots, two 4-byte words to a slot, low one first: the
+    // bytes are the same, and each push is one store.)
     let size = lay.word as usize;
-    let mut bytes = [0u8; 11 * 8];
-    let mut n = 0;
-    let mut push = |w: u64| {
-        // Two fixed sizes, so each push is a store even where the width
-        // is not folded in.
-        if size == 8 {
-            bytes[n..n + 8].copy_from_slice(&w.to_le_bytes());
-        } else {
-            bytes[n..n + 4].copy_from_slice(&(w as u32).to_le_bytes());
-        }
-        n += size;
-    };
+    let mut words = [0u64; 11];
+    let mut k = 0;
+    // (A macro, not a closure: always in line, the width folded in.)
+    macro_rules! push {
+        ($w:expr) => {{
+            let w: u64 = $w;
+            if size == 8 {
+                words[k % 11] = w;
+            } else {
+                words[k / 2 % 11] |= (w as u32 as u64) << (32 * (k % 2));
+            }
+            k += 1;
+        }};
+    }
     if lay.rcx_r11 {
-        push(f.rcx);
-        push(f.r11);
+        push!(f.rcx);
+        push!(f.r11);
     }
     if let Some([ds, es, fs, gs]) = spec.sels.map(|s| s.map(u64::from)) {
-        push(ds);
-        push(es);
-        push(fs);
-        push(gs);
+        push!(ds);
+        push!(es);
+        push!(fs);
+        push!(gs);
     }
     if let Some(ec) = spec.error_code {
-        push(ec);
+        push!(ec);
     }
-    push(f.rip);
-    push(cs | (mask as u64) << lay.mask_shift);
-    push(flags);
+    push!(f.rip);
+    push!(cs | (mask as u64) << lay.mask_shift);
+    push!(flags);
     if lay.stack_always || from_user {
-        push(f.rsp);
-        push(f.ss);
+        push!(f.rsp);
+        push!(f.ss);
     }
+    let n = k * size;
     let va = top.wrapping_sub(n as u64) & lay.addr_mask;
     if va > top && lay.addr_mask != u64::MAX {
         // Below 0 in a 4 GiB space. (A 64-bit frame wraps into the
@@ -324,7 +330,7 @@ pub(crate) fn build_frame(
         return Err(Unwritable { va, fault });
     }
     Ok(Built {
-        bytes,
+        words,
         n,
         at: Placed { va, ss, from_user },
     })
@@ -334,7 +340,13 @@ pub(crate) fn build_frame(
 /// masked if asked, and the `TrapFrame` pointing at the handler.
 // Tour 04, 08: into the guest kernel's handler
 #[inline(always)]
-pub(crate) fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: Callback) {
+pub(crate) fn enter_handler(
+    d: &mut Domain,
+    f: &mut TrapFrame,
+    w: Width,
+    at: &Placed,
+    to: Callback,
+) {
     let lay = w.layout();
     let v = d.v_mut();
     // A 64-bit guest's user mode has its own page tables and GS base.
