@@ -414,7 +414,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     if d.v().kernel_mode {
         let r = hypercall::iret(d, f);
         hypercall::trace_iret(d, f, r);
-    } else {
+    } else if !crate::pv::fast_trap::user_syscall(pc, d, f) {
         crate::pv::traps::syscall_from_user(d, f, false);
     }
     let left = leave_checked(pc, d, f);

@@ -157,17 +157,54 @@ fn page_fault<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame
     true
 }
 
-/// Bounce `vector` to the trap-table handler: `traps::deliver` for a
-/// frame the CPU's walk writes in one go (`traps::build_frame`, then one
-/// copy), the vCPU in its handler; `false`: nothing changed (no handler,
-/// tracing on, or the frame not written: the general way says why, and
-/// tries the failsafe).
+/// Bounce `vector` to the trap-table handler ([`bounce_to`]); `false`:
+/// nothing changed (no handler, or as `bounce_to`).
 #[inline(always)]
 fn bounce<const COMPAT: bool>(
     pc: &PerCpu,
     d: &mut Domain,
     f: &mut TrapFrame,
     vector: u8,
+    error_code: Option<u64>,
+) -> bool {
+    let t = d.v().trap_table[vector as usize];
+    if t.address == 0 {
+        return false;
+    }
+    let to = Callback {
+        address: t.address,
+        cs: t.cs,
+        mask_events: t.flags & TI_IF != 0,
+    };
+    let what = crate::arch::x86_64::idt::exception_name(vector as u64);
+    bounce_to::<COMPAT>(pc, d, f, to, what, error_code)
+}
+
+/// A 64-bit guest user's `syscall`, bounced to its kernel's syscall
+/// callback (`traps::syscall_from_user` for a frame the CPU's walk
+/// writes in one go; `pv::fast::own_vcpu`); `false`: nothing changed,
+/// `syscall_from_user` runs (no callback: its #UD; or as `bounce_to`).
+// Tour 06: a user `syscall`, on the quick way
+#[inline(always)]
+pub fn user_syscall(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
+    let cb = d.v().syscall;
+    if d.compat || cb.address == 0 {
+        return false;
+    }
+    bounce_to::<false>(pc, d, f, cb, "syscall", None)
+}
+
+/// Bounce to `to`: `traps::deliver` for a frame the CPU's walk writes in
+/// one go (`traps::build_frame`, then one copy), the vCPU in its handler;
+/// `false`: nothing changed (tracing on, or the frame not written: the
+/// general way says why, and tries the failsafe).
+#[inline(always)]
+fn bounce_to<const COMPAT: bool>(
+    pc: &PerCpu,
+    d: &mut Domain,
+    f: &mut TrapFrame,
+    to: Callback,
+    what: &'static str,
     error_code: Option<u64>,
 ) -> bool {
     let w = Width::of(COMPAT);
@@ -181,10 +218,6 @@ fn bounce<const COMPAT: bool>(
         0
     };
     let v = d.v();
-    let t = v.trap_table[vector as usize];
-    if t.address == 0 {
-        return false;
-    }
     let spec = FrameSpec {
         sels: None,
         error_code,
@@ -201,11 +234,6 @@ fn bounce<const COMPAT: bool>(
         return false;
     }
     let old_rip = f.rip;
-    let to = Callback {
-        address: t.address,
-        cs: t.cs,
-        mask_events: t.flags & TI_IF != 0,
-    };
     traps::enter_handler(d, f, w, &b.at, to);
     let (dom, cur) = (d.id, d.cur);
     let v = d.v_mut();
@@ -213,9 +241,7 @@ fn bounce<const COMPAT: bool>(
     v.failsafe_streak = 0;
     if flags & crate::trace::RECENT != 0 {
         crate::trace::record(crate::trace::Record {
-            what: crate::trace::What::Named(crate::arch::x86_64::idt::exception_name(
-                vector as u64,
-            )),
+            what: crate::trace::What::Named(what),
             dom,
             vcpu: cur as u16,
             a: old_rip,
