@@ -29,7 +29,7 @@ use core::sync::atomic::Ordering;
 
 use ringvisor_abi::xen::{TI_IF, VMASST_TYPE_ARCHITECTURAL_IOPL, VMASST_TYPE_WRITABLE_PAGETABLES};
 
-use ringvisor_abi::x86_64::{IretContext, FLAT_RING3_CS64, FLAT_RING3_SS64};
+use ringvisor_abi::x86_64::{IretContext, FLAT_RING3_CS64, FLAT_RING3_SS64, VGCF_IN_SYSCALL};
 
 use crate::arch::x86_64::idt::{Quick, QuickRegs, TrapFrame};
 use crate::arch::x86_64::percpu::{self, PerCpu};
@@ -73,7 +73,7 @@ fn on_domain(f: &mut TrapFrame, vector: u8) -> bool {
     if !done {
         return false;
     }
-    let left = fast::leave_checked(pc, d, f);
+    let left = leave(pc, d, f);
     drop(g); // before the locked way out takes HV
     if !left {
         fast::locked_way_out(f);
@@ -251,6 +251,26 @@ fn bounce_to<const COMPAT: bool>(
     true
 }
 
+/// `pv::fast::leave_checked` for a frame an exception left (a handler's,
+/// or the interrupted one after an emulation): the domain alive, nothing
+/// pending, the frame one `retcheck` lets through; `false`: the locked
+/// way out settles it. Always by `iretq`, as Xen leaves an exception
+/// (`sysretq` is for a `syscall` entry's own return).
+#[inline(always)]
+fn leave(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
+    if !d.is_alive() || !fast::nothing_pending(pc) {
+        return false;
+    }
+    let (cs, ss) = (f.cs as u16, f.ss as u16);
+    if !retcheck::flat_ok(d.compat, f.rip, cs, ss)
+        && retcheck::refused(&d.v().gdt, d.compat, f.rip, cs, ss).is_some()
+    {
+        return false;
+    }
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    true
+}
+
 /// The current vCPU's `evtchn_upcall_mask`, through the `vcpu_info`
 /// address this CPU's block publishes (the one `traps::upcall_mask`
 /// computes; `pv::entry::published` checks they agree).
@@ -320,7 +340,13 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         return Quick::Done;
     }
     r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-    if (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
+                                                                  // `sysretq` where Xen's do_iret leaves by it (`VGCF_in_syscall`: rcx
+                                                                  // and r11 are rip and rflags, `iret_apply` made them so) and where it
+                                                                  // is exactly `iretq`: the flat selectors `sysretq` loads, a canonical
+                                                                  // rip (XSA-7), RF clear (r11 is rflags without the fix-up above:
+                                                                  // compared again).
+    if c.flags & VGCF_IN_SYSCALL != 0
+        && (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
         && is_canonical(r.rip)
         && r.rcx == r.rip
         && r.r11 == r.rflags

@@ -78,6 +78,7 @@ pub const VEC_PF: u8 = 14;
 
 /// Where vCPU `vcpu`'s `vcpu_info` is (direct-map address): its slot in
 /// `shared_info`, or where the guest put it (`VCPUOP_register_vcpu_info`).
+#[inline(always)]
 pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
     if let Some(ma) = d.vcpus[vcpu].vcpu_info_maddr {
         return phys_to_virt(ma);
@@ -88,6 +89,7 @@ pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
 }
 
 /// The running vCPU's `evtchn_upcall_mask`.
+#[inline(always)]
 fn upcall_mask_ptr(d: &Domain) -> *mut u8 {
     (vcpu_info_addr(d, d.cur)
         + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
