@@ -234,7 +234,17 @@ fn bounce_to<const COMPAT: bool>(
         return false;
     }
     let old_rip = f.rip;
+    // The events mask, if asked, through the published `vcpu_info` (the
+    // byte `enter_handler` would find through the domain).
+    let mask_events = to.mask_events;
+    let to = Callback {
+        mask_events: false,
+        ..to
+    };
     traps::enter_handler(d, f, w, &b.at, to);
+    if mask_events {
+        set_upcall_mask(pc, 1);
+    }
     let (dom, cur) = (d.id, d.cur);
     let v = d.v_mut();
     v.in_failsafe = false;
@@ -267,8 +277,22 @@ fn leave(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
     {
         return false;
     }
-    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
+    // IF on, IOPL 0, no VM/NT.
+    f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000);
     true
+}
+
+/// Set the current vCPU's `evtchn_upcall_mask` to `m`, through the
+/// published `vcpu_info` (as [`upcall_mask`] reads it).
+#[inline(always)]
+fn set_upcall_mask(pc: &PerCpu, m: u8) {
+    let vi = pc.vcpu_info.load(Ordering::Relaxed);
+    // SAFETY: as in `upcall_mask`; the guest is not running.
+    unsafe {
+        ((vi + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
+            as *mut u8)
+            .write_volatile(m)
+    }
 }
 
 /// The current vCPU's `evtchn_upcall_mask`, through the `vcpu_info`
@@ -326,7 +350,7 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
             Err(_) => return Quick::Full,
         }
     }
-    let x = hypercall::iret_apply(d, &c);
+    let x = hypercall::iret_apply_with(d, &c, |_, m| set_upcall_mask(pc, m));
     (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
     (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
     // `leave_checked`, on these words.
@@ -339,12 +363,13 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     {
         return Quick::Done;
     }
-    r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-                                                                  // `sysretq` where Xen's do_iret leaves by it (`VGCF_in_syscall`: rcx
-                                                                  // and r11 are rip and rflags, `iret_apply` made them so) and where it
-                                                                  // is exactly `iretq`: the flat selectors `sysretq` loads, a canonical
-                                                                  // rip (XSA-7), RF clear (r11 is rflags without the fix-up above:
-                                                                  // compared again).
+    // IF on, IOPL 0, no VM/NT.
+    r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000);
+    // `sysretq` where Xen's do_iret leaves by it (`VGCF_in_syscall`: rcx
+    // and r11 are rip and rflags, `iret_apply` made them so) and where it
+    // is exactly `iretq`: the flat selectors `sysretq` loads, a canonical
+    // rip (XSA-7), RF clear (r11 is rflags without the fix-up above:
+    // compared again).
     if c.flags & VGCF_IN_SYSCALL != 0
         && (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
         && is_canonical(r.rip)
