@@ -41,17 +41,21 @@ use crate::pv::traps::{self, FrameSpec, VEC_BP, VEC_OF, VEC_PF, VEC_UD};
 use crate::pv::width::Width;
 use crate::pv::{emulate, hypercall, retcheck};
 
-/// A guest's exception (not #DB, NMI or #MC: `idt::guest_exception_entry`
-/// sends those elsewhere): `true` when handled here, way out included;
-/// `false`: nothing done, the general way runs.
+/// The vectors [`exception`] takes (bit N: vector N): entry.S sends only
+/// these to it (`idt::guest_exception_quick`).
+pub const QUICK_VECTORS: u64 =
+    1 << VEC_BP as u64 | 1 << VEC_OF as u64 | 1 << VEC_UD as u64 | 1 << VEC_PF as u64;
+
+/// A guest's exception of a vector in [`QUICK_VECTORS`]: `true` when
+/// handled here, way out included; `false`: nothing done, the general way
+/// runs.
 // Tour 04: an exception on the quick way
 #[inline(always)]
 pub fn exception(f: &mut TrapFrame) -> bool {
-    let vector = f.vector as u8;
-    if !matches!(vector, VEC_BP | VEC_OF | VEC_UD | VEC_PF) || f.vector >= 32 {
+    if f.vector >= 64 || QUICK_VECTORS >> f.vector & 1 == 0 {
         return false;
     }
-    on_domain(f, vector)
+    on_domain(f, f.vector as u8)
 }
 
 #[inline(never)]

@@ -153,9 +153,11 @@ ret_iretq:
 
 /* Tour 04: a guest's exception, straight to its handler
  * Vectors 0-31 (exception_common): the same TrapFrame and guest state
- * off as trap_common, then guest_exception_entry (idt.rs), which bounces
- * or emulates the common cases on the vCPU alone (pv::fast_trap) and
- * sends the rest where trap_dispatch would; no dispatch on the vector
+ * off as trap_common, then, for the vectors pv::fast_trap takes
+ * (quick_vectors), guest_exception_quick (idt.rs), which bounces or
+ * emulates the common cases on the vCPU alone; what it leaves (al = 0:
+ * nothing done), and every other vector, goes to guest_exception_entry,
+ * which sends it where trap_dispatch would. No dispatch on the vector
  * and no interrupt tests before it. SMEP/SMAP are checked on here (as
  * syscall_entry does; EFLAGS.AC was cleared right before): if not, the
  * full way, which stops on it (entry_state_check). An exception in the
@@ -180,7 +182,14 @@ exception_common:
     mov %rsp, %rdi
     cld
     jne 3f
-    call guest_exception_entry
+    mov {TF_VECTOR}(%rsp), %eax   /* one pv::fast_trap takes? */
+    bt %eax, quick_vectors(%rip)
+    jnc 4f
+    call guest_exception_quick
+    test %al, %al
+    jnz ret_to_frame
+    mov %rsp, %rdi
+4:  call guest_exception_entry
     jmp ret_to_frame
 3:  call trap_dispatch
     jmp ret_to_frame
@@ -291,6 +300,14 @@ syscall_entry:
 syscall_full:                     /* 4. */
     SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
+
+/* The exception vectors (below 32) pv::fast_trap takes (bit N: vector
+ * N), from idt.rs. */
+.section .rodata
+.balign 8
+quick_vectors:
+    .quad {QUICK_VECTORS}
+.section .text
 
 /* The hypercall numbers below 64 that pv::fast may answer on the quick
  * way (bit N: number N), from idt.rs. */

@@ -150,6 +150,8 @@ core::arch::global_asm!(
     PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
     QR_RSP_AFTER_POPS = const offset_of!(QuickRegs, rsp) - offset_of!(QuickRegs, vector),
     QUICK_NRS = const QUICK_NRS,
+    QUICK_VECTORS = const crate::pv::fast_trap::QUICK_VECTORS,
+    TF_VECTOR = const offset_of!(TrapFrame, vector),
     options(att_syntax)
 );
 
@@ -328,13 +330,27 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
     }
 }
 
-/// An exception (vectors 0-31) of a guest, first (entry.S
-/// `exception_common`, which checked SMEP/SMAP on): the common bounces
-/// and emulations on the vCPU alone (`pv::fast_trap`), without
-/// `trap_dispatch`'s tests; everything else where `trap_dispatch` sends
-/// it. A guest's #DB arrives on its IST stack and moves to the guest slot
-/// (`other_trap`): `trap_dispatch`'s.
+/// An exception of a guest of a vector `pv::fast_trap` takes, first
+/// (entry.S `exception_common`, which checked SMEP/SMAP on): `true` when
+/// handled, way out included; `false`: nothing done, then
+/// [`guest_exception_entry`]. A guest's breakpoints hit in the hypervisor
+/// since the last entry are reported there (as `syscall_quick` leaves
+/// them to the full way).
 // Tour 04: a guest's exception, first
+#[no_mangle]
+extern "C" fn guest_exception_quick(f: &mut TrapFrame) -> bool {
+    if super::debugreg::hypervisor_hits_pending() {
+        return false;
+    }
+    crate::pv::fast_trap::exception(f)
+}
+
+/// An exception (vectors 0-31) of a guest that [`guest_exception_quick`]
+/// did not take (entry.S `exception_common`, which checked SMEP/SMAP
+/// on): where `trap_dispatch` sends it, without its tests. A guest's #DB
+/// arrives on its IST stack and moves to the guest slot (`other_trap`):
+/// `trap_dispatch`'s.
+// Tour 04: a guest's exception, the other way
 #[no_mangle]
 extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
     if f.vector == VEC_DB {
@@ -342,9 +358,6 @@ extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
     }
     if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
         report_hypervisor_db(n, rip, dbg);
-    }
-    if crate::pv::fast_trap::exception(f) {
-        return;
     }
     if crate::pv::fast::exception(f) {
         return;
