@@ -342,18 +342,19 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     // The guest kernel's own tables: what `space()` gives in kernel mode
     // (the quick way runs only there), and what CR3 holds (`by_cpu`).
     let v = d.v();
-    let mut c = <IretContext as ringvisor_abi::Pod>::zeroed();
-    if GuestSpace::new(v.guest_table).read_by_cpu(r.rsp, ringvisor_abi::as_bytes_mut(&mut c)) {
-        // `iret_context`'s other check.
-        if c.cs & 3 == 3 && v.guest_table_user == 0 {
-            return Quick::Full;
+    let c = match GuestSpace::new(v.guest_table).read_pod_by_cpu::<IretContext>(r.rsp) {
+        Some(c) => {
+            // `iret_context`'s other check.
+            if c.cs & 3 == 3 && v.guest_table_user == 0 {
+                return Quick::Full;
+            }
+            c
         }
-    } else {
-        match hypercall::iret_context(d, r.rsp) {
-            Ok(x) => c = x,
+        None => match hypercall::iret_context(d, r.rsp) {
+            Ok(c) => c,
             Err(_) => return Quick::Full,
-        }
-    }
+        },
+    };
     let x = hypercall::iret_apply_with(d, &c, |_, m| set_upcall_mask(pc, m));
     (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
     (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);

@@ -219,21 +219,24 @@ impl GuestSpace {
         self.write_bytes_walk(va, data)
     }
 
-    /// [`read_bytes`](Self::read_bytes) where the CPU's walk answers at
-    /// once (`by_cpu`, and the CPU took the copy); `false`: nothing
-    /// decided, the caller reads the general way (`read_bytes`), which
-    /// walks and says why.
+    /// A `T` at `va` where the CPU's walk answers at once (`by_cpu`, and
+    /// the CPU took the copy), without zeroing it first; `None`: nothing
+    /// decided, the caller reads the general way (`read`), which walks and
+    /// says why.
     #[inline(always)]
-    pub fn read_by_cpu(&self, va: u64, out: &mut [u8]) -> bool {
-        self.by_cpu(va, out.len())
-            // SAFETY: as in read_bytes.
+    pub fn read_pod_by_cpu<T: Pod>(&self, va: u64) -> Option<T> {
+        let len = core::mem::size_of::<T>();
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: as in read_bytes: `by_cpu`'s range, into our own buffer
+        // of `len` bytes.
+        let copied = self.by_cpu(va, len)
             && unsafe {
-                crate::arch::x86_64::idt::copy_through_cr3(
-                    out.as_mut_ptr() as u64,
-                    va,
-                    out.len() as u64,
-                )
-            }
+                crate::arch::x86_64::idt::copy_through_cr3(v.as_mut_ptr() as u64, va, len as u64)
+            };
+        // SAFETY: the copy wrote all `len` bytes (it reports a refusal
+        // before returning `true` otherwise), and any bytes are a valid
+        // `T: Pod`.
+        copied.then(|| unsafe { v.assume_init() })
     }
 
     /// `write_bytes` by the software walk (out of line, as
