@@ -216,16 +216,21 @@ fn bounce_to<const COMPAT: bool>(
     if flags & crate::trace::TRACE_BOUNCE != 0 {
         return false;
     }
-    let iopl_bits = if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
-        (d.v().iopl as u64) << 12
-    } else {
-        0
-    };
-    let v = d.v();
+    let (iopl_assist, dom, cur) = (
+        d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0,
+        d.id,
+        d.cur,
+    );
+    // The vCPU once, for everything below.
+    let v = d.v_mut();
     let spec = FrameSpec {
         sels: None,
         error_code,
-        iopl_bits,
+        iopl_bits: if iopl_assist {
+            (v.iopl as u64) << 12
+        } else {
+            0
+        },
         switch_stack: false,
     };
     let Ok(b) = traps::build_frame(v, upcall_mask(pc), f, w, &spec) else {
@@ -238,19 +243,12 @@ fn bounce_to<const COMPAT: bool>(
         return false;
     }
     let old_rip = f.rip;
+    traps::enter_handler_on(v, f, w, &b.at, to);
     // The events mask, if asked, through the published `vcpu_info` (the
-    // byte `enter_handler` would find through the domain).
-    let mask_events = to.mask_events;
-    let to = Callback {
-        mask_events: false,
-        ..to
-    };
-    traps::enter_handler(d, f, w, &b.at, to);
-    if mask_events {
+    // byte `enter_handler` finds through the domain).
+    if to.mask_events {
         set_upcall_mask(pc, 1);
     }
-    let (dom, cur) = (d.id, d.cur);
-    let v = d.v_mut();
     v.in_failsafe = false;
     v.failsafe_streak = 0;
     if flags & crate::trace::RECENT != 0 {

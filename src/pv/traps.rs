@@ -349,16 +349,29 @@ pub(crate) fn enter_handler(
     at: &Placed,
     to: Callback,
 ) {
+    enter_handler_on(d.v_mut(), f, w, at, to);
+    if to.mask_events {
+        set_upcall_mask(d, 1);
+    }
+}
+
+/// [`enter_handler`] but for the events mask, on the vCPU (the quick way,
+/// `pv::fast_trap`, sets the mask through the `vcpu_info` its CPU's block
+/// publishes).
+#[inline(always)]
+pub(crate) fn enter_handler_on(
+    v: &mut Vcpu,
+    f: &mut TrapFrame,
+    w: Width,
+    at: &Placed,
+    to: Callback,
+) {
     let lay = w.layout();
-    let v = d.v_mut();
     // A 64-bit guest's user mode has its own page tables and GS base.
     if lay.user_tables && at.from_user {
         toggle_guest_mode(v);
     }
     v.kernel_mode = true;
-    if to.mask_events {
-        set_upcall_mask(d, 1);
-    }
     let (cs, ss) = match lay.fixed_cs_ss {
         Some((cs, ss)) => (cs as u64, ss as u64),
         None if to.cs == 0 => (lay.flat_cs as u64, at.ss),
