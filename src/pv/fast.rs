@@ -286,13 +286,7 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
 }
 
 /// [`quick`] for `HYPERVISOR_iret` (the locked path's `own_vcpu` on the
-/// quick way; `pv::fast_trap::iret`): the same `hypercall::iret`, in its
-/// two halves, on the
-/// frame `syscall_entry` saved, then the way out `leave_checked` takes,
-/// by `sysretq` where that is exactly `iretq`, else `iretq`. A context
-/// that cannot be read (or a return to user mode without user tables)
-/// goes the full way before anything changed: there it crashes the
-/// domain, saying why. So does `trace=hypercall` (its line is there).
+/// quick way): `pv::fast_trap::iret`, with the bounces' other halves.
 #[inline(never)]
 fn quick_iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     crate::pv::fast_trap::iret(pc, r)
