@@ -6,7 +6,10 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 pub use crate::cmdline::{TRACE_BOUNCE, TRACE_EMULATE, TRACE_HYPERCALL};
 
-static FLAGS: AtomicU32 = AtomicU32::new(RECENT);
+/// The `trace=` bits and [`RECENT`]; also read by entry.S's constant
+/// answers (`syscall_entry`, `int82_entry`), which go to Rust unless it is
+/// exactly [`RECENT`].
+pub(crate) static FLAGS: AtomicU32 = AtomicU32::new(RECENT);
 
 /// The `trace=` bits; the recent-calls ring stays on.
 pub fn set(flags: u32) {
@@ -30,7 +33,8 @@ pub fn on(what: u32) -> bool {
 pub const RECENT: u32 = 1 << 31;
 
 /// The last few bounces and hypercalls, kept while [`RECENT`] is on (the
-/// default), for the `r` debug key.
+/// default), for the `r` debug key. entry.S's constant answers write a
+/// hypercall's record themselves, where the `REC_*` constants below say.
 #[derive(Clone, Copy, Debug)]
 pub struct Record {
     pub what: What,
@@ -59,11 +63,11 @@ impl What {
 
 const RING: usize = 32;
 
-/// This CPU's ring: written only by this CPU, with interrupts off (every
+/// This CPU's ring (`RECENT_RING`): written only by this CPU, with interrupts off (every
 /// hypervisor entry runs so), so it needs no lock; read by the `r` debug
 /// key on the same CPU. (One ring per CPU when there are more: index it
 /// by `percpu::this().cpu`.)
-struct Ring {
+pub(crate) struct Ring {
     recs: core::cell::UnsafeCell<[Record; RING]>,
     next: core::sync::atomic::AtomicUsize,
 }
@@ -79,9 +83,63 @@ const EMPTY: Record = Record {
     a: 0,
     b: 0,
 };
-static RECENT_RING: Ring = Ring {
+pub(crate) static RECENT_RING: Ring = Ring {
     recs: core::cell::UnsafeCell::new([EMPTY; RING]),
     next: core::sync::atomic::AtomicUsize::new(0),
+};
+
+/// Where entry.S writes a hypercall's record (`syscall_entry`'s and
+/// `int82_entry`'s constant answers): `RECENT_RING`'s next index and
+/// records (40 bytes each: entry.S multiplies by 5 and 8), and in a
+/// record the two words of `What::Hypercall(nr)` (the number, and the
+/// other word's fixed value: the `&str`'s pointer, null, is the
+/// variant's niche), the ids (domain and vCPU as one 32-bit word:
+/// `PerCpu::ids`' low half), the first argument and the result. Read off
+/// the compiler's own layout, here, so a change of it fails the build.
+pub const RING_NEXT: usize = core::mem::offset_of!(Ring, next);
+pub const RING_RECS: usize = core::mem::offset_of!(Ring, recs);
+pub const RING_MASK: usize = RING - 1;
+pub const REC_NR: usize = core::mem::offset_of!(Record, what) + WHAT_LAYOUT.0;
+pub const REC_TAG: usize = core::mem::offset_of!(Record, what) + WHAT_LAYOUT.1;
+pub const REC_TAG_HYPERCALL: u64 = WHAT_LAYOUT.2;
+pub const REC_IDS: usize = core::mem::offset_of!(Record, dom);
+pub const REC_A: usize = core::mem::offset_of!(Record, a);
+pub const REC_B: usize = core::mem::offset_of!(Record, b);
+/// `What::Hypercall`'s two words: where the number is, where the other
+/// is, and the other's value.
+const WHAT_LAYOUT: (usize, usize, u64) = {
+    const A: u64 = 0x1234_5678_9abc;
+    const B: u64 = 0x0fed_cba9_8765;
+    type Words = [core::mem::MaybeUninit<u64>; 2];
+    // SAFETY: `What` is two words (the transmute checks the size); a
+    // variant's every word is initialised or `assume_init` fails the
+    // build (const evaluation rejects reading uninitialised bytes).
+    let (a, b) = unsafe {
+        (
+            core::mem::transmute::<What, Words>(What::Hypercall(A)),
+            core::mem::transmute::<What, Words>(What::Hypercall(B)),
+        )
+    };
+    // SAFETY: as above.
+    let (a0, a1, b0, b1) = unsafe {
+        (
+            a[0].assume_init(),
+            a[1].assume_init(),
+            b[0].assume_init(),
+            b[1].assume_init(),
+        )
+    };
+    if a0 == A && b0 == B && a1 == b1 {
+        (0, 8, a1)
+    } else if a1 == A && b1 == B && a0 == b0 {
+        (8, 0, a0)
+    } else {
+        panic!("What::Hypercall is not a number word and a fixed word")
+    }
+};
+const _: () = {
+    assert!(core::mem::size_of::<Record>() == 40 && RING.is_power_of_two());
+    assert!(core::mem::offset_of!(Record, vcpu) == REC_IDS + 2);
 };
 
 /// Keep `r` in the ring (when [`RECENT`] is on): one record's stores, no

@@ -598,6 +598,7 @@ pub fn build(
         console_budget: crate::pv::hypercall::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,
+        console_quiet: Default::default(),
         ports,
         console,
     })

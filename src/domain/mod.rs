@@ -116,6 +116,13 @@ mod domain {
         pub console_budget: u64,
         pub console_refilled: u64,
         pub console_dropped: u64,
+        /// Set only while a `console_io` write of 0 bytes does nothing at
+        /// all (the initial domain, whose output is not rate-limited, with
+        /// no partial line): read without the lock by `syscall_entry`,
+        /// which then answers 0 itself. Kept by
+        /// `pv::hypercall::console_settled` under the lock; clear is
+        /// always safe (the call goes to Rust, which settles it).
+        pub console_quiet: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
         /// Event-channel ports.
         pub ports: crate::pv::evtchn::Ports,
         /// `SCHEDOP_watchdog` timers: when each fires (system time, ns).

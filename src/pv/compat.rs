@@ -14,7 +14,6 @@
 
 use alloc::vec::Vec;
 
-use ringvisor_abi::callback::*;
 use ringvisor_abi::errno::*;
 use ringvisor_abi::x86_32::*;
 use ringvisor_abi::xen::*;
@@ -26,7 +25,7 @@ use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
-use crate::pv::{descriptor, event, mm, traps};
+use crate::pv::{callback, descriptor, event, memory, mm, traps};
 use crate::sched;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
@@ -53,9 +52,7 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         f.rsi as u32 as u64,
         f.rdi as u32 as u64,
     ];
-    // The old-form event op is global for a 64-bit guest; a 32-bit one
-    // has none (`local` answers -ENOSYS), so it stays here.
-    if hc::is_global(nr, a[0]) && nr as u32 != HYPERVISOR_EVENT_CHANNEL_OP_COMPAT {
+    if hc::is_global(nr, a[0]) {
         return false;
     }
     if nr == HYPERVISOR_IRET as u64 {
@@ -93,10 +90,10 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
         }
         HYPERVISOR_SCHED_OP => hc::sched_op(d, space, a[0], a[1]),
         HYPERVISOR_SCHED_OP_COMPAT => hc::sched_op_compat(d, a[0], a[1]),
-        HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
-        HYPERVISOR_SET_CALLBACKS => set_callbacks(d, a[0] as u16, a[1], a[2] as u16, a[3]),
-        HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
-        HYPERVISOR_STACK_SWITCH => hc::stack_switch(d, a[0], a[1]),
+        HYPERVISOR_SET_TRAP_TABLE => callback::set_trap_table(d, space, a[0]),
+        HYPERVISOR_SET_CALLBACKS => callback::set_callbacks(d, [a[0], a[1], a[2], a[3]]),
+        HYPERVISOR_CALLBACK_OP => callback::callback_op(d, space, a[0], a[1]),
+        HYPERVISOR_STACK_SWITCH => callback::stack_switch(d, a[0], a[1]),
         HYPERVISOR_FPU_TASKSWITCH => hc::fpu_taskswitch(d, a[0]),
         HYPERVISOR_VM_ASSIST if a[1] == VMASST_TYPE_M2P_STRICT as u64 => err(EINVAL),
         HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
@@ -107,6 +104,10 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
         // The 64-bit PTE comes in two halves.
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1] | a[2] << 32, a[3]),
+        HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN => {
+            mm::update_va_mapping_otherdomain(d, ft, a[0], a[1] | a[2] << 32, a[3], a[4])
+        }
+        HYPERVISOR_NMI_OP => callback::nmi_op(d, space, a[0], a[1]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_MMUEXT_OP => mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_VCPU_OP => match a[0] as u32 {
@@ -115,7 +116,11 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             | ringvisor_abi::vcpu::VCPUOP_DOWN
             | ringvisor_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER
             | ringvisor_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER
-            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER => {
+            | ringvisor_abi::vcpu::VCPUOP_STOP_SINGLESHOT_TIMER
+            | ringvisor_abi::vcpu::VCPUOP_SET_SINGLESHOT_TIMER
+            | ringvisor_abi::vcpu::VCPUOP_GET_RUNSTATE_INFO
+            | ringvisor_abi::vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA
+            | ringvisor_abi::vcpu::VCPUOP_REGISTER_VCPU_INFO => {
                 hc::vcpu_op(d, ft, space, a[0], a[1], a[2])
             }
             ringvisor_abi::vcpu::VCPUOP_INITIALISE => {
@@ -131,44 +136,10 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
                     Err(_) => err(EFAULT),
                 }
             }
-            // The others carry 32-bit layouts not translated yet.
+            // The others, as Xen's compat_vcpu_op: -ENOSYS.
             _ => err(ENOSYS),
         },
-        HYPERVISOR_MEMORY_OP => match a[0] as u32 {
-            ringvisor_abi::memory::XENMEM_MAXIMUM_RAM_PAGE
-            | ringvisor_abi::memory::XENMEM_CURRENT_RESERVATION
-            | ringvisor_abi::memory::XENMEM_MAXIMUM_RESERVATION => {
-                hc::memory_op(d, ft, space, a[0], a[1])
-            }
-            ringvisor_abi::memory::XENMEM_MEMORY_MAP => {
-                hc::memory_map::<ringvisor_abi::memory::XenMemoryMap32>(d, space, a[1])
-            }
-            ringvisor_abi::memory::XENMEM_EXCHANGE => mm::exchange(d, ft, space, a[1]),
-            // The 20-byte 32-bit reservation, its list of 4-byte frames.
-            ringvisor_abi::memory::XENMEM_DECREASE_RESERVATION
-            | ringvisor_abi::memory::XENMEM_INCREASE_RESERVATION
-            | ringvisor_abi::memory::XENMEM_POPULATE_PHYSMAP => {
-                let Ok(r) = space.read::<ringvisor_abi::memory::XenMemoryReservation32>(a[1])
-                else {
-                    return err(EFAULT);
-                };
-                if r.domid != DOMID_SELF && r.domid != d.id {
-                    return err(EPERM);
-                }
-                if r.extent_order != 0 || r.nr_extents as u64 > mm::MAX_BATCH {
-                    return err(EINVAL);
-                }
-                mm::reservation(
-                    d,
-                    ft,
-                    space,
-                    a[0] as u32,
-                    r.extent_start as u64,
-                    r.nr_extents as u64,
-                )
-            }
-            _ => err(ENOSYS),
-        },
+        HYPERVISOR_MEMORY_OP => memory::memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => {
             descriptor::update_descriptor(d, ft, a[0] | a[1] << 32, a[2] | a[3] << 32)
@@ -198,104 +169,6 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             0
         }
         _ => hc::xen_version(d, space, cmd, arg),
-    }
-}
-
-fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
-    if list == 0 {
-        d.v_mut().trap_table = [TrapEntry::default(); 256];
-        return 0;
-    }
-    // Validate the whole list, then walk it again to install it (as the
-    // 64-bit one does).
-    let table = &mut d.v_mut().trap_table;
-    let end = |t: &TrapInfo32| t.address == 0;
-    // Any selector, its RPL raised to 1 (a ring-0 handler would be the
-    // hypervisor's): as Xen, nothing to refuse in an entry.
-    let installed = hc::trap_list(&space, list, end, |t| {
-        table[t.vector as usize] = TrapEntry {
-            flags: t.flags,
-            cs: fixup_selector(t.cs),
-            address: t.address as u64,
-        };
-        Ok(())
-    });
-    installed.map_or_else(err, |()| 0)
-}
-
-/// `set_callbacks(event_selector, event_address, failsafe_selector,
-/// failsafe_address)`: as Xen's compat_set_callbacks, the selectors' RPL
-/// fixed up, always 0. The failsafe keeps masking events (ringvisor's
-/// choice for set_callbacks, documented in docs/abi.md).
-fn set_callbacks(d: &mut Domain, ev_cs: u16, ev: u64, fs_cs: u16, fs: u64) -> Ret {
-    let v = d.v_mut();
-    v.event = Callback {
-        address: ev,
-        cs: fixup_selector(ev_cs),
-        mask_events: false,
-    };
-    v.failsafe = Callback {
-        address: fs,
-        cs: fixup_selector(fs_cs),
-        mask_events: true,
-    };
-    0
-}
-
-fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    match cmd as u32 {
-        CALLBACKOP_REGISTER => {
-            let Ok(r) = space.read::<CallbackRegister32>(arg) else {
-                return err(EFAULT);
-            };
-            let cs = fixup_selector(r.address.cs as u16);
-            // Xen's compat_register_guest_callback: event, failsafe,
-            // syscall32, sysenter and nmi; a 64-bit guest's syscall
-            // callback does not exist here.
-            if !matches!(
-                r.type_,
-                CALLBACKTYPE_EVENT
-                    | CALLBACKTYPE_FAILSAFE
-                    | CALLBACKTYPE_SYSCALL32
-                    | CALLBACKTYPE_SYSENTER
-                    | CALLBACKTYPE_NMI
-            ) {
-                return err(ENOSYS);
-            }
-            let cb = Callback {
-                address: r.address.eip as u64,
-                cs,
-                mask_events: r.flags & CALLBACKF_MASK_EVENTS != 0,
-            };
-            match hc::callback_slot(d.v_mut(), r.type_) {
-                Some(slot) => {
-                    *slot = cb;
-                    0
-                }
-                None => err(ENOSYS),
-            }
-        }
-        // Only NMI can be unregistered, as in Xen.
-        CALLBACKOP_UNREGISTER => match space.read::<CallbackUnregister>(arg) {
-            Ok(u) if u.type_ == CALLBACKTYPE_NMI => {
-                d.v_mut().nmi = Callback::default();
-                0
-            }
-            Ok(u)
-                if matches!(
-                    u.type_,
-                    CALLBACKTYPE_EVENT
-                        | CALLBACKTYPE_FAILSAFE
-                        | CALLBACKTYPE_SYSCALL32
-                        | CALLBACKTYPE_SYSENTER
-                ) =>
-            {
-                err(EINVAL)
-            }
-            Ok(_) => err(ENOSYS),
-            Err(_) => err(EFAULT),
-        },
-        _ => err(EINVAL),
     }
 }
 

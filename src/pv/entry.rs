@@ -353,9 +353,12 @@ pub fn publish_current(hv: &mut Hv) {
     let Some(cell) = hv.domains.get(hv.current) else {
         pc.domain.store(0, Relaxed);
         pc.vcpu.store(0, Relaxed);
+        pc.console_quiet.store(0, Relaxed);
         return;
     };
     let mut d = cell.lock();
+    pc.console_quiet
+        .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
     pc.vcpu_info
         .store(crate::pv::traps::vcpu_info_addr(&d, d.cur), Relaxed);
     pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);

@@ -14,7 +14,11 @@
 //!
 //! - A constant answer (`-ENOSYS`, `XENVER_version`) takes no lock: it
 //!   writes only `in_failsafe` and `kernel_mode` of the running vCPU,
-//!   which only the CPU running it writes.
+//!   which only the CPU running it writes. entry.S gives these answers
+//!   itself ([`ASM_NRS`]), and `console_io`'s of 0 bytes while the
+//!   domain's `console_quiet` (an atomic its console code keeps under the
+//!   lock) says the write does nothing; this module gives them when the
+//!   asm declined (a trace line wanted, something pending, ...).
 //! - Everything else here (`HYPERVISOR_iret`, a user `syscall` bounced,
 //!   the calls of `with_domain`, every exception, #GP and #PF emulation
 //!   included) holds the domain's lock: it is the locked path's own
@@ -74,6 +78,31 @@ pub const QUICK_NRS: u64 = UNASSIGNED
     | 1 << HYPERVISOR_IRET
     | 1 << HYPERVISOR_FPU_TASKSWITCH;
 
+/// The numbers below 64 `syscall_entry` and `int82_entry` (entry.S) may
+/// answer themselves, with no Rust at all: the unassigned ones
+/// (`-ENOSYS`), `xen_version` (`XENVER_version` only) and `console_io`
+/// (a write of 0 bytes, 64-bit guests, while the domain's
+/// `console_quiet` says it does nothing). Every number from 64 up is
+/// `-ENOSYS` too. These are [`Kind::Constant`]'s answers (and
+/// `ConsoleNothing`'s when it has nothing to do), as [`kind`] gives them:
+/// the asm sends anything it is unsure of to [`quick`] (or the full way)
+/// before it changed anything.
+pub const ASM_NRS: u64 = UNASSIGNED | 1 << HYPERVISOR_XEN_VERSION | 1 << HYPERVISOR_CONSOLE_IO;
+/// The answers the asm gives, and what it reads and writes of the vCPU:
+/// `kernel_mode` (the call must be its kernel's; a 32-bit guest's
+/// `int $0x82` from ring 1 sets it, as [`hypercall32`]), `in_failsafe`
+/// (cleared: a hypercall is progress) and the upcall bytes of its
+/// `vcpu_info` ([`nothing_pending`]).
+pub const ASM_ENOSYS: i64 = hypercall::err(ringvisor_abi::errno::ENOSYS);
+pub const ASM_VERSION: i64 = (hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as i64;
+pub const VCPU_KERNEL_MODE: usize = core::mem::offset_of!(Vcpu, kernel_mode);
+pub const VCPU_IN_FAILSAFE: usize = core::mem::offset_of!(Vcpu, in_failsafe);
+pub const VI_UPCALL: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
+const _: () = assert!(QUICK_NRS & ASM_NRS == ASM_NRS);
+// entry.S tests the first argument against 0 (`test`) for both.
+const _: () = assert!(ringvisor_abi::version::XENVER_VERSION == 0 && CONSOLEIO_WRITE == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask) == VI_UPCALL + 1);
+
 /// What [`hypercall()`] does with a number, decided before it looks at
 /// anything else.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -99,32 +128,32 @@ enum Kind {
 
 #[inline(always)]
 fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
+    // One test each, the likeliest on the quick way first (the constant
+    // answers are entry.S's now: they come here only when it declined); a
+    // `match` here is a jump table: more instructions than these compares.
+    // (Three compares, then a different test: more of them in a row
+    // become a jump table, which costs the first ones more.)
     if nr == HYPERVISOR_IRET as u64 {
         return Kind::Iret; // every bounce's way back
     }
-    if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
-        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+    if nr == HYPERVISOR_UPDATE_VA_MAPPING as u64 {
+        return Kind::UpdateVaMapping;
+    }
+    if nr == HYPERVISOR_MMU_UPDATE as u64 && a1 == 1 {
+        return Kind::MmuUpdate;
     }
     if nr >= 64 || UNASSIGNED >> nr & 1 != 0 {
         return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
     }
-    // One test each, the likeliest first (a `match` here is a jump table:
-    // more instructions than these few compares).
+    if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
+        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+    }
     let nr = nr as u32;
     if nr == HYPERVISOR_CONSOLE_IO {
         if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 {
             return Kind::ConsoleNothing;
         }
         return Kind::Locked;
-    }
-    if nr == HYPERVISOR_UPDATE_VA_MAPPING {
-        return Kind::UpdateVaMapping;
-    }
-    if nr == HYPERVISOR_MMU_UPDATE && a1 == 1 {
-        return Kind::MmuUpdate;
-    }
-    if nr == HYPERVISOR_IRET {
-        return Kind::Iret;
     }
     if nr == HYPERVISOR_FPU_TASKSWITCH {
         return Kind::Domain;
@@ -278,8 +307,13 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     // path: no reference taken or dropped).
     let (ret, alive) = {
         let mut d = cell.lock();
-        let ret =
-            mm::update_va_mapping(&mut d, crate::mm::frametable::frames(), r.rdi, r.rsi, r.rdx);
+        let ret = mm::update_va_mapping_inline(
+            &mut d,
+            crate::mm::frametable::frames(),
+            r.rdi,
+            r.rsi,
+            r.rdx,
+        );
         (ret, d.is_alive())
     };
     quick_out(pc, r, ret, alive)
@@ -304,7 +338,7 @@ fn quick_console(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
 }
 
 /// [`quick`] for `mmu_update` of one request: under the lock (as in
-/// `with_domain`), without `with_domain`'s dispatch.
+/// `with_domain`), without `with_domain`'s dispatch or the batch's loop.
 #[inline(never)]
 fn quick_mmu(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     let Some(cell) = current_domain(pc) else {
@@ -314,12 +348,12 @@ fn quick_mmu(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         let mut g = cell.lock();
         let d = &mut *g;
         let space = d.v().space();
-        let ret = mm::mmu_update(
+        // `kind` saw a count of 1.
+        let ret = mm::mmu_update_single(
             d,
             crate::mm::frametable::frames(),
             space,
             r.rdi,
-            r.rsi,
             r.rdx,
             r.r10,
         );

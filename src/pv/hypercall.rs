@@ -28,14 +28,14 @@ use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
-use crate::pv::{descriptor, event, mm, traps};
+use crate::pv::{callback, descriptor, event, memory, mm, traps};
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
 
 /// Hypercall results: 0 or a positive value, or `-errno`.
 pub type Ret = i64;
 
-pub fn err(e: i32) -> Ret {
+pub const fn err(e: i32) -> Ret {
     -(e as i64)
 }
 
@@ -76,8 +76,7 @@ pub(crate) fn trace_iret(d: &Domain, f: &TrapFrame, r: Ret) {
 /// is decided by its op and arguments, `event::op_local`), platform and
 /// MCA ops (every domain's wall clock), `PHYSDEVOP_map_pirq` (names a
 /// domain), and a multicall (which may hold any of them). The domain
-/// dispatchers leave them undone (a 32-bit guest has no old-form event
-/// op: `compat` answers it -ENOSYS itself); they are then made with no
+/// dispatchers leave them undone; they are then made with no
 /// lock held ([`call_unlocked`], `multicall::multicall_on`). Every other
 /// call concerns only its domain and runs under that
 /// domain's lock alone ([`dispatch_domain`]).
@@ -85,6 +84,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
     matches!(
         nr as u32,
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT
+            | HYPERVISOR_PHYSDEV_OP_COMPAT
             | HYPERVISOR_PLATFORM_OP
             | HYPERVISOR_MCA
             | HYPERVISOR_MULTICALL
@@ -92,15 +92,17 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
         && a0 == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ as u64)
 }
 
-/// A call the domain dispatchers left undone: an `event_channel_op` naming another domain, a 64-bit guest's
-/// old-form event op, `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
+/// A call the domain dispatchers left undone: an `event_channel_op` naming another domain, the
+/// old-form event op, the old-form `physdev_op` (its command may be `map_pirq`), `platform_op`, `mca`, `PHYSDEVOP_map_pirq`, with no
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
 /// arguments and answers in both widths (as `compat::dispatch_domain`).
 pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
-        // The old form (64-bit): { cmd, union } in one buffer, as `call`.
+        // The old form: `struct evtchn_op`, { u32 cmd, union } in one
+        // buffer, the union at offset 4 in both widths (its members are
+        // all 4-byte aligned), as Xen's do_event_channel_op_compat.
         HYPERVISOR_EVENT_CHANNEL_OP_COMPAT => {
             let op = {
                 let d = me.lock();
@@ -108,9 +110,45 @@ pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> R
                     .space()
                     .read::<ringvisor_abi::event_channel::EvtchnOp>(a[0])
             };
-            match (op, a[0].checked_add(8)) {
+            let union = core::mem::offset_of!(ringvisor_abi::event_channel::EvtchnOp, u) as u64;
+            match (op, a[0].checked_add(union)) {
                 (Ok(op), Some(arg)) => event::op_remote(me, op.cmd as u64, arg),
                 _ => err(EFAULT),
+            }
+        }
+        // The old form: `struct physdev_op`, { u32 cmd, union }, read
+        // whole (Xen copies it first: -EFAULT), the union at offset 8
+        // (64-bit: it holds `unsigned long`s and a guest handle) or 4
+        // (32-bit), then physdev_op on it, as Xen's do_physdev_op_compat
+        // and compat_physdev_op_compat.
+        HYPERVISOR_PHYSDEV_OP_COMPAT => {
+            let op = {
+                let d = me.lock();
+                let space = d.v().space();
+                if d.compat {
+                    space.read::<[u32; 4]>(a[0]).map(|op| (op[0], 4))
+                } else {
+                    space.read::<[u64; 3]>(a[0]).map(|op| (op[0] as u32, 8))
+                }
+            };
+            let Ok((cmd, union)) = op else {
+                return err(EFAULT);
+            };
+            let Some(arg) = a[0].checked_add(union) else {
+                return err(EFAULT);
+            };
+            if cmd == ringvisor_abi::physdev::PHYSDEVOP_MAP_PIRQ {
+                map_pirq_on(me, arg)
+            } else {
+                let mut d = me.lock();
+                let space = d.v().space();
+                physdev_op(
+                    &mut d,
+                    crate::mm::frametable::frames(),
+                    space,
+                    cmd as u64,
+                    arg,
+                )
             }
         }
         HYPERVISOR_PLATFORM_OP => crate::pv::platform::platform_op_on(me, a[0]),
@@ -181,13 +219,17 @@ pub(crate) fn log_call(d: &Domain, nr: u64, a: [u64; 5], ret: Ret, tail: &str) {
 /// The calls that concern only the calling domain.
 fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
-        HYPERVISOR_SET_TRAP_TABLE => set_trap_table(d, space, a[0]),
+        HYPERVISOR_SET_TRAP_TABLE => callback::set_trap_table(d, space, a[0]),
         HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
-        HYPERVISOR_STACK_SWITCH => stack_switch(d, a[0], a[1]),
-        HYPERVISOR_SET_CALLBACKS => set_callbacks(d, a[0], a[1], a[2]),
+        HYPERVISOR_STACK_SWITCH => callback::stack_switch(d, a[0], a[1]),
+        HYPERVISOR_SET_CALLBACKS => callback::set_callbacks(d, [a[0], a[1], a[2], 0]),
         HYPERVISOR_FPU_TASKSWITCH => fpu_taskswitch(d, a[0]),
         HYPERVISOR_SCHED_OP_COMPAT => sched_op_compat(d, a[0], a[1]),
         HYPERVISOR_UPDATE_VA_MAPPING => mm::update_va_mapping(d, ft, a[0], a[1], a[2]),
+        HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN => {
+            mm::update_va_mapping_otherdomain(d, ft, a[0], a[1], a[2], a[3])
+        }
+        HYPERVISOR_NMI_OP => callback::nmi_op(d, space, a[0], a[1]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
         HYPERVISOR_CONSOLE_IO => console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_VM_ASSIST => vm_assist(d, a[0], a[1]),
@@ -195,11 +237,11 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
         HYPERVISOR_SET_SEGMENT_BASE => set_segment_base(d, a[0], a[1]),
         HYPERVISOR_MMUEXT_OP => mm::mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_SCHED_OP => sched_op(d, space, a[0], a[1]),
-        HYPERVISOR_CALLBACK_OP => callback_op(d, space, a[0], a[1]),
+        HYPERVISOR_CALLBACK_OP => callback::callback_op(d, space, a[0], a[1]),
         HYPERVISOR_PHYSDEV_OP => physdev_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_GDT => descriptor::set_gdt(d, ft, space, a[0], a[1]),
         HYPERVISOR_UPDATE_DESCRIPTOR => descriptor::update_descriptor(d, ft, a[0], a[1]),
-        HYPERVISOR_MEMORY_OP => memory_op(d, ft, space, a[0], a[1]),
+        HYPERVISOR_MEMORY_OP => memory::memory_op(d, ft, space, a[0], a[1]),
         HYPERVISOR_SET_TIMER_OP => set_timer_op(d, a[0]),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
         HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
@@ -269,98 +311,9 @@ pub(crate) fn set_timer_op(d: &mut Domain, timeout: u64) -> Ret {
     0
 }
 
-/// An address a guest may register as code: canonical, not ours.
+/// An address a 64-bit guest may register as code: canonical, not ours.
 fn guest_code_address(a: u64) -> bool {
-    is_canonical(a) && !in_hypervisor_range(a)
-}
-
-// Tour 03: the guest's virtual IDT
-fn set_trap_table(d: &mut Domain, space: GuestSpace, list: u64) -> Ret {
-    let v = d.v_mut();
-    if list == 0 {
-        v.trap_table = [TrapEntry::default(); 256];
-        return 0;
-    }
-    // Validate the whole list before changing anything, then walk it again
-    // to install it (nothing else runs in between: one CPU, the lock held).
-    let check = |t: &TrapInfo| {
-        // As Xen: any selector, its RPL raised to 3 (a 64-bit guest's
-        // handlers run on FLAT_KERNEL_CS64 whatever it names); a
-        // non-canonical address -EINVAL (we also refuse the hypervisor's
-        // range, which Xen leaves to fault later).
-        if !guest_code_address(t.address) {
-            Err(EINVAL)
-        } else {
-            Ok(())
-        }
-    };
-    if let Err(e) = trap_list(&space, list, |t: &TrapInfo| t.address == 0, check) {
-        return err(e);
-    }
-    let table = &mut v.trap_table;
-    let installed = trap_list(
-        &space,
-        list,
-        |t: &TrapInfo| t.address == 0,
-        |t| {
-            check(t)?;
-            table[t.vector as usize] = TrapEntry {
-                flags: t.flags,
-                cs: t.cs | 3,
-                address: t.address,
-            };
-            Ok(())
-        },
-    );
-    installed.map_or_else(err, |()| 0)
-}
-
-/// Walk a guest's `trap_info` list (64-bit or 32-bit entries) up to its
-/// terminator (`end`; at most 256 entries before it), calling `each` on
-/// every entry. It reads as many entries as the current page holds at
-/// once, so a 32-entry table costs one or two page walks instead of 33,
-/// and never reads past the page the terminator is on.
-pub(crate) fn trap_list<T: Pod>(
-    space: &GuestSpace,
-    list: u64,
-    end: impl Fn(&T) -> bool,
-    mut each: impl FnMut(&T) -> Result<(), i32>,
-) -> Result<(), i32> {
-    let size = core::mem::size_of::<T>() as u64;
-    let mut buf = [T::zeroed(); 16];
-    let mut va = list;
-    let mut seen = 0;
-    loop {
-        // An entry straddling a page boundary is read on its own.
-        let n = ((4096 - (va & 0xfff)) / size).clamp(1, 16) as usize;
-        let bytes = &mut ringvisor_abi::as_bytes_mut(&mut buf)[..n * size as usize];
-        space.read_bytes(va, bytes).map_err(|_| EFAULT)?;
-        for t in &buf[..n] {
-            if end(t) {
-                return Ok(());
-            }
-            if seen == 256 {
-                return Err(EINVAL); // more than 256 entries without a terminator
-            }
-            seen += 1;
-            each(t)?;
-        }
-        va = va.checked_add(n as u64 * size).ok_or(EFAULT)?;
-    }
-}
-
-/// As Xen's do_stack_switch, for either width: any selector, its RPL
-/// fixed up (`Width::fixup_selector`), never refused (Linux passes
-/// __KERNEL_DS, 0x18, on every context switch), always 0. A 64-bit
-/// guest's bounces run on FLAT_KERNEL_SS whatever it names (the value is
-/// kept for get-context); a 32-bit guest's run on this ss.
-// Tour 06: the kernel stack for entries from user mode
-pub(crate) fn stack_switch(d: &mut Domain, ss: u64, sp: u64) -> Ret {
-    let w = d.width();
-    let v = d.v_mut();
-    v.kernel_ss = w.fixup_selector(ss);
-    v.kernel_sp = sp;
-    0
+    callback::code_address_ok(crate::pv::width::Width::W64, a)
 }
 
 pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
@@ -369,75 +322,6 @@ pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
         cs: 0,
         mask_events: flags & CALLBACKF_MASK_EVENTS != 0,
     })
-}
-
-/// 64-bit `set_callbacks(event, failsafe, syscall)`: events masked on
-/// failsafe entry, as Xen does.
-fn set_callbacks(d: &mut Domain, event: u64, failsafe: u64, syscall: u64) -> Ret {
-    let (Some(e), Some(fs), Some(sc)) = (
-        callback(event, 0),
-        callback(failsafe, CALLBACKF_MASK_EVENTS),
-        callback(syscall, 0),
-    ) else {
-        return err(EINVAL);
-    };
-    let v = d.v_mut();
-    v.event = e;
-    v.failsafe = fs;
-    v.syscall = sc;
-    0
-}
-
-/// The vCPU's slot for a `CALLBACKTYPE_*`, if the type is one a 64-bit
-/// guest has.
-pub(crate) fn callback_slot(
-    v: &mut crate::domain::vcpu::Vcpu,
-    type_: u16,
-) -> Option<&mut Callback> {
-    Some(match type_ {
-        CALLBACKTYPE_EVENT => &mut v.event,
-        CALLBACKTYPE_FAILSAFE => &mut v.failsafe,
-        CALLBACKTYPE_SYSCALL => &mut v.syscall,
-        CALLBACKTYPE_SYSCALL32 => &mut v.syscall32,
-        CALLBACKTYPE_SYSENTER => &mut v.sysenter,
-        CALLBACKTYPE_NMI => &mut v.nmi,
-        _ => return None,
-    })
-}
-
-/// `callback_op`, with Xen's answers: an unknown type is `-ENOSYS`; only
-/// the NMI callback can be unregistered (the others `-EINVAL`).
-// Tour 03: registering callbacks
-fn callback_op(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
-    match cmd as u32 {
-        CALLBACKOP_REGISTER => {
-            let Ok(r) = space.read::<CallbackRegister>(arg) else {
-                return err(EFAULT);
-            };
-            let Some(slot) = callback_slot(d.v_mut(), r.type_) else {
-                return err(ENOSYS);
-            };
-            let Some(cb) = callback(r.address, r.flags) else {
-                return err(EINVAL);
-            };
-            *slot = cb;
-            0
-        }
-        CALLBACKOP_UNREGISTER => {
-            let Ok(u) = space.read::<CallbackUnregister>(arg) else {
-                return err(EFAULT);
-            };
-            match u.type_ {
-                CALLBACKTYPE_NMI => {
-                    d.v_mut().nmi = Callback::default();
-                    0
-                }
-                t if callback_slot(d.v_mut(), t).is_some() => err(EINVAL),
-                _ => err(ENOSYS),
-            }
-        }
-        _ => err(ENOSYS),
-    }
 }
 
 pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
@@ -725,6 +609,7 @@ pub(crate) fn console_io(d: &mut Domain, space: GuestSpace, cmd: u64, count: u64
             }
             console_refill(d);
             if console_write(d, space, count.min(CONSOLE_IO_MAX), buf).is_err() {
+                console_settled(d);
                 return err(EFAULT);
             }
             console_show_partial(d);
@@ -838,6 +723,7 @@ pub fn console_byte(d: &mut Domain, b: u8) {
 pub fn flush_console_line(d: &mut Domain) {
     crate::console::guest_line(d.id, &d.console_line);
     d.console_line.clear();
+    console_settled(d);
 }
 
 /// After a console write: the domain with the serial input shows its
@@ -848,6 +734,20 @@ pub fn console_show_partial(d: &mut Domain) {
         crate::console::guest_partial(d.id, &d.console_line);
         d.console_line.clear();
     }
+    console_settled(d);
+}
+
+/// The end of every change to the console line (each ends in
+/// `console_show_partial`, `flush_console_line` or here): say whether a
+/// write of 0 bytes would now do nothing at all (`Domain::console_quiet`):
+/// no budget to top up (the initial domain) and no partial line to show.
+/// In between, under the lock, the flag still says what was true before
+/// the change began: a reader without the lock sees one or the other.
+pub fn console_settled(d: &mut Domain) {
+    d.console_quiet.store(
+        d.id == 0 && d.console_line.is_empty(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 fn shutdown(d: &mut Domain, reason: u32) -> Ret {
@@ -1197,46 +1097,92 @@ pub(crate) fn vcpu_op(
             }
             0
         }
+        // A 32-bit guest's in its 44-byte layout (Xen: compat_vcpu_op's
+        // xlat_vcpu_runstate_info).
+        // As Xen's vcpu_runstate_get, the time in the current state so
+        // far is added to its total.
         VCPUOP_GET_RUNSTATE_INFO => {
-            let (state, entry, time) = d.vcpus[vi].runstate;
-            let r = VcpuRunstateInfo {
-                state,
-                _pad0: 0,
-                state_entry_time: entry,
-                time,
-            };
-            if space.write(arg, &r).is_err() {
-                return err(EFAULT);
+            let (state, entry, mut time) = d.vcpus[vi].runstate;
+            let now = crate::arch::x86_64::time::now_ns();
+            if let Some(t) = time.get_mut(state as usize) {
+                *t = t.wrapping_add(now.saturating_sub(entry));
             }
-            0
+            let written = if d.compat {
+                space.write(
+                    arg,
+                    &VcpuRunstateInfo32 {
+                        state,
+                        state_entry_time: entry,
+                        time,
+                    },
+                )
+            } else {
+                space.write(
+                    arg,
+                    &VcpuRunstateInfo {
+                        state,
+                        _pad0: 0,
+                        state_entry_time: entry,
+                        time,
+                    },
+                )
+            };
+            written.map_or(err(EFAULT), |()| 0)
         }
         // Xen keeps a copy at this guest address, written on every state
-        // change (and now); ~0 or 0 stops it.
+        // change (and now); ~0 or 0 stops it. As Xen's guest_handle_okay
+        // (64-bit) and compat_handle_okay (32-bit: only the 4-byte
+        // handle is read), an area reaching into the hypervisor's range is
+        // -EFAULT.
         VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else {
-                return err(EFAULT);
-            };
-            let va = if d.compat {
-                a.addr as u32 as u64
+            let (va, okay) = if d.compat {
+                let Ok(h) = space.read::<u32>(arg) else {
+                    return err(EFAULT);
+                };
+                let size = core::mem::size_of::<VcpuRunstateInfo32>() as u64;
+                let end = ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64;
+                (h as u64, h as u64 + size <= end)
             } else {
-                a.addr
+                let Ok(a) = space.read::<VcpuRegisterRunstateMemoryArea>(arg) else {
+                    return err(EFAULT);
+                };
+                let size = core::mem::size_of::<VcpuRunstateInfo>() as u64;
+                let last = a.addr.wrapping_add(size - 1);
+                (
+                    a.addr,
+                    !in_hypervisor_range(a.addr) && !in_hypervisor_range(last),
+                )
             };
-            d.vcpus[vi].runstate_area = (va != 0 && va != !0 && va as u32 != !0).then_some(va);
+            let stop = va == 0 || va == !0 || (d.compat && va as u32 == !0);
+            if !okay && !stop {
+                return err(EFAULT);
+            }
+            d.vcpus[vi].runstate_area = (!stop).then_some(va);
             sched::write_runstate(d, vi);
             0
         }
         // The single-shot timer is the calling vCPU's own (as in Xen).
         VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if vi != d.cur => err(EINVAL),
         VCPUOP_SET_SINGLESHOT_TIMER => {
-            let Ok(t) = space.read::<VcpuSetSingleshotTimer>(arg) else {
+            // A 32-bit guest's struct is 12 bytes (Xen: compat_vcpu_op).
+            let t = if d.compat {
+                space
+                    .read::<VcpuSetSingleshotTimer32>(arg)
+                    .map(|t| (t.timeout_abs_ns, t.flags))
+            } else {
+                space
+                    .read::<VcpuSetSingleshotTimer>(arg)
+                    .map(|t| (t.timeout_abs_ns, t.flags))
+            };
+            let Ok((timeout_abs_ns, flags)) = t else {
                 return err(EFAULT);
             };
-            if t.flags & VCPU_SSHOTTMR_FUTURE != 0
-                && t.timeout_abs_ns < crate::arch::x86_64::time::now_ns()
+            if flags & VCPU_SSHOTTMR_FUTURE != 0
+                && timeout_abs_ns < crate::arch::x86_64::time::now_ns()
             {
                 return err(ETIME);
             }
-            d.vcpus[vcpu as usize].singleshot = Some(t.timeout_abs_ns);
+            d.vcpus[vcpu as usize].singleshot = Some(timeout_abs_ns);
             sched::timers_changed();
             0
         }
@@ -1272,129 +1218,6 @@ pub(crate) fn vcpu_op(
         }
         _ => err(ENOSYS),
     }
-}
-
-pub(crate) fn memory_op(
-    d: &mut Domain,
-    ft: &FrameTable,
-    space: GuestSpace,
-    cmd: u64,
-    arg: u64,
-) -> Ret {
-    use ringvisor_abi::memory::*;
-    let nr_pages = |d: &Domain| {
-        d.p2m
-            .iter()
-            .filter(|&&m| m != crate::domain::builder::INVALID_MFN)
-            .count() as Ret
-    };
-    match cmd as u32 {
-        XENMEM_MAXIMUM_RAM_PAGE => (crate::mm::paging::max_ram() >> 12) as Ret,
-        XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => match space.read::<u16>(arg) {
-            Ok(id) if id == DOMID_SELF || id == d.id => {
-                if cmd as u32 == XENMEM_CURRENT_RESERVATION {
-                    nr_pages(d)
-                } else {
-                    d.max_pages as Ret
-                }
-            }
-            Ok(_) => err(EPERM),
-            Err(_) => err(EFAULT),
-        },
-        XENMEM_DECREASE_RESERVATION | XENMEM_INCREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
-            let Ok(r) = space.read::<XenMemoryReservation>(arg) else {
-                return err(EFAULT);
-            };
-            if r.domid != DOMID_SELF && r.domid != d.id {
-                return err(EPERM);
-            }
-            // Single pages only (what PV kernels ask for); bounded per call.
-            if r.extent_order != 0 || r.nr_extents > crate::pv::mm::MAX_BATCH {
-                return err(EINVAL);
-            }
-            crate::pv::mm::reservation(d, ft, space, cmd as u32, r.extent_start, r.nr_extents)
-        }
-        XENMEM_EXCHANGE => crate::pv::mm::exchange(d, ft, space, arg),
-        // Where the M2P is, as Xen's subarch_memory_op: its whole range,
-        // and the highest frame (the machine's for the initial domain).
-        XENMEM_MACHPHYS_MAPPING => {
-            use ringvisor_abi::x86_64::{
-                MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START,
-            };
-            let max_mfn = if d.privileged {
-                (crate::mm::paging::max_ram() >> 12) - 1
-            } else {
-                MACH2PHYS_NR_ENTRIES - 1
-            };
-            let m = XenMachphysMapping {
-                v_start: MACH2PHYS_VIRT_START,
-                v_end: MACH2PHYS_VIRT_END,
-                max_mfn,
-            };
-            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
-        }
-        // The machine's memory map, for the initial domain only (Xen:
-        // XSM_PRIV); a buffer too small for it is -EINVAL.
-        XENMEM_MACHINE_MEMORY_MAP => {
-            if !d.privileged {
-                return err(EPERM);
-            }
-            let Ok(mut m) = space.read::<XenMemoryMap>(arg) else {
-                return err(EFAULT);
-            };
-            let map = crate::mm::paging::machine_map();
-            if (m.nr_entries as usize) < map.len() {
-                return err(EINVAL);
-            }
-            for (i, &(addr, size, type_)) in map.iter().enumerate() {
-                let e = E820Entry { addr, size, type_ };
-                let at = m
-                    .buffer
-                    .checked_add(i as u64 * core::mem::size_of::<E820Entry>() as u64);
-                if !matches!(at.map(|at| space.write(at, &e)), Some(Ok(()))) {
-                    return err(EFAULT);
-                }
-            }
-            m.nr_entries = map.len() as u32;
-            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
-        }
-        XENMEM_MEMORY_MAP => memory_map::<XenMemoryMap>(d, space, arg),
-        _ => err(ENOSYS),
-    }
-}
-
-/// `XENMEM_memory_map`, for either width (`M`: its `xen_memory_map`): the
-/// guest's pseudo-physical map, all its pages as one RAM range.
-pub(crate) fn memory_map<M: crate::pv::width::MemoryMapArg>(
-    d: &Domain,
-    space: GuestSpace,
-    arg: u64,
-) -> Ret {
-    use ringvisor_abi::memory::E820Entry;
-    let Ok(mut m) = space.read::<M>(arg) else {
-        return err(EFAULT);
-    };
-    if m.nr_entries() < 1 {
-        return err(EINVAL);
-    }
-    let pages = d
-        .p2m
-        .iter()
-        .filter(|&&x| x != crate::domain::builder::INVALID_MFN)
-        .count() as u64;
-    let e = E820Entry {
-        addr: 0,
-        size: pages * 4096,
-        type_: 1,
-    };
-    if space.write(m.buffer(), &e).is_err() {
-        return err(EFAULT);
-    }
-    m.set_nr_entries(1);
-    if space.write(arg, &m).is_err() {
-        return err(EFAULT);
-    }
-    0
 }
 
 /// `physdev_op`. ringvisor drives no interrupt controller for its

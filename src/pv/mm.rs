@@ -448,8 +448,8 @@ fn batch<T: ringvisor_abi::Pod>(
     dom: u64,
     mut one: impl FnMut(&mut Domain, &FrameTable, T) -> Ret,
 ) -> Ret {
-    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
-        return err(EPERM);
+    if let Err(e) = pg_owner(d, dom as u16) {
+        return err(e);
     }
     if count > MAX_BATCH {
         return err(EINVAL);
@@ -506,6 +506,39 @@ pub fn mmu_update(
     r
 }
 
+/// [`mmu_update`] of exactly one request (`count` 1, the quick way's:
+/// `pv::fast::quick_mmu`): the same steps in the same order as the batch
+/// of one, without its loop: the domain, the request read (`-EFAULT`),
+/// applied, `done_ptr` written (0 or 1), a changed upper entry flushed.
+/// Inlined into its one caller: one function's frame on that path, not two.
+#[inline(always)]
+pub fn mmu_update_single(
+    d: &mut Domain,
+    ft: &FrameTable,
+    space: GuestSpace,
+    req: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
+    if let Err(e) = pg_owner(d, dom as u16) {
+        return err(e);
+    }
+    let (rc, level) = match space.read::<MmuUpdate>(req) {
+        Ok(u) => mmu_update_one(d, ft, u),
+        Err(_) => (err(EFAULT), 0),
+    };
+    let done = (rc == 0) as u32;
+    let r = if done_ptr != 0 && space.write(done_ptr, &done).is_err() {
+        err(EFAULT)
+    } else {
+        rc
+    };
+    if level > 1 {
+        flush_tlb();
+    }
+    r
+}
+
 /// One `mmu_update` request: its result and the level of the table entry
 /// it changed (0 for none).
 fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
@@ -515,8 +548,8 @@ fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
     match cmd {
         MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
             let mfn = ptr >> 12;
-            match ft.get(mfn) {
-                Some(i) if i.owner == d.id => match i.kind {
+            match ft.with(mfn, |i| (i.owner, i.kind)) {
+                Some((owner, kind)) if owner == d.id => match kind {
                     Kind::Table(level) => {
                         let index = ((ptr & 0xfff) / 8) as usize;
                         // PRESERVE_AD: the new entry keeps the accessed and
@@ -647,7 +680,8 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     let mut t = d.v().cr3_table();
     for level in (2..=4u32).rev() {
         let e = read_pte(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
-        if e & PTE_P == 0 || e & PTE_PS != 0 {
+        // Present and not a superpage, in one test.
+        if e & (PTE_P | PTE_PS) != PTE_P {
             return None;
         }
         t = (e & PTE_ADDR) >> 12;
@@ -655,12 +689,71 @@ fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
     Some((t, ((va >> 12) & 511) as usize))
 }
 
+/// The page owner a guest names for `mmu_update`, `mmuext_op` and
+/// `update_va_mapping_otherdomain`, as Xen's `get_pg_owner`: `DOMID_SELF`
+/// is the domain itself; its own id written out is refused (`-ESRCH`:
+/// "Cannot specify itself as foreign domain"), and so is a domain that
+/// does not exist. ringvisor maps no other domain's frames, `DOMID_IO`'s
+/// or `DOMID_XEN`'s through these calls (the initial domain maps I/O
+/// memory as its own): naming one is `-EPERM`, what Xen's XSM check
+/// answers a domain without the privilege.
+#[inline(always)]
+pub fn pg_owner(d: &Domain, dom: u16) -> Result<(), i32> {
+    if dom == DOMID_SELF {
+        Ok(())
+    } else {
+        Err(foreign_owner(d, dom))
+    }
+}
+
+/// Why naming `dom` (not `DOMID_SELF`) as the page owner is refused.
+#[cold]
+fn foreign_owner(d: &Domain, dom: u16) -> i32 {
+    use ringvisor_abi::xen::{DOMID_IO, DOMID_XEN};
+    if dom == d.id {
+        ESRCH
+    } else if dom == DOMID_IO || dom == DOMID_XEN || crate::sched::domain_lock(dom).is_some() {
+        EPERM
+    } else {
+        ESRCH
+    }
+}
+
+/// `update_va_mapping_otherdomain(va, val, flags, domid)` (Xen:
+/// do_update_va_mapping_otherdomain): `update_va_mapping` with the page
+/// owner named ([`pg_owner`]).
+pub fn update_va_mapping_otherdomain(
+    d: &mut Domain,
+    ft: &FrameTable,
+    va: u64,
+    val: u64,
+    flags: u64,
+    dom: u64,
+) -> Ret {
+    match pg_owner(d, dom as u16) {
+        Ok(()) => update_va_mapping(d, ft, va, val, flags),
+        Err(e) => err(e),
+    }
+}
+
 pub fn update_va_mapping(d: &mut Domain, ft: &FrameTable, va: u64, val: u64, flags: u64) -> Ret {
+    update_va_mapping_inline(d, ft, va, val, flags)
+}
+
+/// [`update_va_mapping`], inlined into the quick way's `quick_uvm`: one
+/// function's frame on that path, not two.
+#[inline(always)]
+pub fn update_va_mapping_inline(
+    d: &mut Domain,
+    ft: &FrameTable,
+    va: u64,
+    val: u64,
+    flags: u64,
+) -> Ret {
     match l1_slot(d, va) {
+        // The record's two fields under its lock, not a copy of it.
         Some((l1, i))
-            if ft
-                .get(l1)
-                .is_some_and(|x| x.owner == d.id && x.kind == Kind::Table(1)) =>
+            if ft.with(l1, |x| x.owner == d.id && x.kind == Kind::Table(1)) == Some(true) =>
         {
             let r = update_entry(d, ft, l1, 1, i, val);
             uvm_flush(va, flags);
@@ -704,8 +797,8 @@ pub fn mmuext_list(
     done_ptr: u64,
     dom: u64,
 ) -> Ret {
-    if dom as u16 != DOMID_SELF && dom as u16 != d.id {
-        return err(EPERM);
+    if let Err(e) = pg_owner(d, dom as u16) {
+        return err(e);
     }
     let mut done = 0u32;
     let mut rc = 0;

@@ -6,12 +6,15 @@
 //!   lean way out when nothing is pending; `fast_trap`: the common guest
 //!   exceptions bounced (or emulated) on the quick way;
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
+//! - `callback`: where the guest's handlers are (trap table, callbacks,
+//!   kernel stack), for both widths;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `width`: 64-bit or 32-bit guest, and how its frames differ;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
 //! - `event`, `evtchn`: event channels and the upcall;
 //! - `grant`: grant tables (a domain's own grants);
+//! - `memory`: `memory_op` (reservation, memory maps, the M2P's place);
 //! - `mm`: validated page-table updates;
 //! - `multicall`: a batch of hypercalls in one entry;
 //! - `debugreg`: the guest's debug registers (checked, armed while it runs);
@@ -19,6 +22,8 @@
 //! - `guest_mem`: checked copies to and from guest memory;
 //! - `retcheck`: would the CPU's `iretq` take a return frame?
 
+#[cfg(target_os = "none")]
+pub mod callback;
 #[cfg(target_os = "none")]
 pub mod compat;
 #[cfg(target_os = "none")]
@@ -43,6 +48,8 @@ pub mod guest_mem;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 pub mod insn;
+#[cfg(target_os = "none")]
+pub mod memory;
 #[cfg(target_os = "none")]
 pub mod mm;
 #[cfg(target_os = "none")]

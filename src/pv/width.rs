@@ -18,10 +18,8 @@
 //! | "from user" | the vCPU's mode flag | the interrupted ring is 3 |
 //! | handler's cs, ss | flat kernel selectors | the callback's cs (or the flat ring-1 one), the stack's ss |
 
-use ringvisor_abi::memory::{XenMemoryMap, XenMemoryMap32};
 use ringvisor_abi::x86_32::FLAT_RING1_CS;
 use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
-use ringvisor_abi::Pod;
 
 /// How wide a PV guest is.
 // Tour 04: the guest's width, as a type
@@ -143,40 +141,6 @@ impl Width {
             Width::W64 => !kernel_mode,
             Width::W32 => cs & 3 == 3,
         }
-    }
-}
-
-/// `struct xen_memory_map` (`XENMEM_memory_map`'s argument) of either
-/// width: a capacity in entries and a guest handle to an `e820entry`
-/// array. 64-bit: `{ u32 nr_entries, pad, u64 buffer }` (16 bytes);
-/// 32-bit: `{ u32 nr_entries, u32 buffer }` (8 bytes).
-pub trait MemoryMapArg: Pod {
-    fn nr_entries(&self) -> u32;
-    fn set_nr_entries(&mut self, n: u32);
-    fn buffer(&self) -> u64;
-}
-
-impl MemoryMapArg for XenMemoryMap {
-    fn nr_entries(&self) -> u32 {
-        self.nr_entries
-    }
-    fn set_nr_entries(&mut self, n: u32) {
-        self.nr_entries = n;
-    }
-    fn buffer(&self) -> u64 {
-        self.buffer
-    }
-}
-
-impl MemoryMapArg for XenMemoryMap32 {
-    fn nr_entries(&self) -> u32 {
-        self.nr_entries
-    }
-    fn set_nr_entries(&mut self, n: u32) {
-        self.nr_entries = n;
-    }
-    fn buffer(&self) -> u64 {
-        self.buffer as u64
     }
 }
 

@@ -23,12 +23,13 @@
 //! - `register_vcpu_info(F)`, `set_gdt([F])` → `-EINVAL`;
 //! - afterwards none of it is mapped (our window's L1 is empty).
 //!
-//! And, naming another domain: `mmu_update`/`mmuext_op` with its domid,
-//! `DOMID_IO`, `DOMID_XEN` → `-EPERM`; `memory_op` current/maximum
+//! And, naming another domain: `mmu_update`/`mmuext_op`/
+//! `update_va_mapping_otherdomain` with its domid, `DOMID_IO`,
+//! `DOMID_XEN` → `-EPERM`, with one that does not exist → `-ESRCH`; `memory_op` current/maximum
 //! reservation and increase/decrease reservation of it → `-EPERM`;
 //! `EVTCHNOP_alloc_unbound` / `status` in it → `-EPERM`;
 //! `bind_interdomain` to its ports that are not for us → `-EINVAL`;
-//! `update_va_mapping_otherdomain`, `domctl`, `sysctl` → `-ENOSYS`;
+//! `domctl`, `sysctl` → `-ENOSYS`;
 //! `grant_table_op` `setup_table`, `query_size` and `map_grant_ref` naming
 //! it → 0 with `GNTST_permission_denied` in the struct (a domain's own
 //! grants only), nothing of its table handed out.
@@ -299,10 +300,14 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         ptr: f << 12 | abi::MMU_MACHPHYS_UPDATE,
         val: 0,
     }];
-    for (name, dom) in [
-        ("the victim", victim),
-        ("DOMID_IO", abi::DOMID_IO),
-        ("DOMID_XEN", abi::DOMID_XEN),
+    // Xen's get_pg_owner: a domain that exists (or DOMID_IO, DOMID_XEN)
+    // is refused by the privilege check (-EPERM), one that does not is
+    // -ESRCH.
+    for (name, dom, want) in [
+        ("the victim", victim, EPERM),
+        ("DOMID_IO", abi::DOMID_IO, EPERM),
+        ("DOMID_XEN", abi::DOMID_XEN, EPERM),
+        ("a domain that does not exist", 0x7fe0, ESRCH),
     ] {
         let mut done = 0u32;
         // SAFETY: refused before anything is read.
@@ -310,7 +315,26 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         refused(
             Name::new(format_args!("mmu_update on behalf of {name} (d{dom:#x})")).as_str(),
             rc,
-            EPERM,
+            want,
+        );
+        // SAFETY: refused before the PTE or the mapping is looked at.
+        let rc = unsafe {
+            hc::hypercall5(
+                abi::HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN,
+                VIRT_BASE,
+                1,
+                0,
+                dom as u64,
+                0,
+            )
+        };
+        refused(
+            Name::new(format_args!(
+                "update_va_mapping_otherdomain on behalf of {name} (d{dom:#x})"
+            ))
+            .as_str(),
+            rc,
+            want,
         );
         let o = MmuExtOp {
             cmd: abi::MMUEXT_TLB_FLUSH_LOCAL,
@@ -324,7 +348,7 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         refused(
             Name::new(format_args!("mmuext_op on behalf of {name} (d{dom:#x})")).as_str(),
             rc,
-            EPERM,
+            want,
         );
     }
     for (case, cmd) in [
@@ -395,10 +419,6 @@ fn naming_other_domains(link: &Option<VictimLink>) {
         s.end();
     }
     for (case, nr) in [
-        (
-            "update_va_mapping_otherdomain: -ENOSYS",
-            abi::HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN,
-        ),
         ("domctl: -ENOSYS", abi::HYPERVISOR_DOMCTL),
         ("sysctl: -ENOSYS", abi::HYPERVISOR_SYSCTL),
     ] {

@@ -265,6 +265,34 @@ fn callback_op() {
             hc::callback_op(abi::CALLBACKOP_UNREGISTER, &u as *const _ as u64),
             0,
         );
+        // The older nmi_op: { handler_address, pad }.
+        let cb = [addr, 0u64];
+        check_rc(
+            "nmi_op register_callback",
+            hc::hypercall5(abi::HYPERVISOR_NMI_OP, 0, cb.as_ptr() as u64, 0, 0, 0),
+            0,
+        );
+        let bad = [NON_CANONICAL, 0u64];
+        check_rc(
+            "nmi_op register_callback, non-canonical: -EINVAL",
+            hc::hypercall5(abi::HYPERVISOR_NMI_OP, 0, bad.as_ptr() as u64, 0, 0, 0),
+            EINVAL,
+        );
+        check_rc(
+            "nmi_op register_callback, unmapped argument: -EFAULT",
+            hc::hypercall5(abi::HYPERVISOR_NMI_OP, 0, UNMAPPED, 0, 0, 0),
+            EFAULT,
+        );
+        check_rc(
+            "nmi_op unregister_callback",
+            hc::hypercall5(abi::HYPERVISOR_NMI_OP, 1, 0, 0, 0, 0),
+            0,
+        );
+        check_rc(
+            "nmi_op command 2: -ENOSYS",
+            hc::hypercall5(abi::HYPERVISOR_NMI_OP, 2, 0, 0, 0, 0),
+            ENOSYS,
+        );
     }
     // The event callback again, in case a refused call replaced it.
     check_rc(
@@ -425,6 +453,41 @@ fn memory_ops() {
             "update_va_mapping in the hypervisor's range",
             hc::update_va_mapping(HV_ADDR, 0, abi::UVMF_INVLPG),
             EINVAL,
+        );
+        // The same with the page owner named: DOMID_SELF is update_va_mapping.
+        check_rc(
+            "update_va_mapping_otherdomain(DOMID_SELF) in the hypervisor's range",
+            hc::hypercall5(
+                abi::HYPERVISOR_UPDATE_VA_MAPPING_OTHERDOMAIN,
+                HV_ADDR,
+                0,
+                abi::UVMF_INVLPG,
+                abi::DOMID_SELF as u64,
+                0,
+            ),
+            EINVAL,
+        );
+        // The old physdev_op form, { cmd, union at 8 }: IOPL 1, 4 (-EINVAL),
+        // then back to 0 (the later checks expect it).
+        for (iopl, name, want) in [(1u64, "1", 0), (4, "4", EINVAL), (0, "0", 0)] {
+            let op = [abi::PHYSDEVOP_SET_IOPL as u64, iopl, 0];
+            check_rc(
+                name_case("physdev_op_compat set_iopl ", name).as_str(),
+                hc::hypercall5(
+                    abi::HYPERVISOR_PHYSDEV_OP_COMPAT,
+                    op.as_ptr() as u64,
+                    0,
+                    0,
+                    0,
+                    0,
+                ),
+                want,
+            );
+        }
+        check_rc(
+            "physdev_op_compat, unmapped argument: -EFAULT",
+            hc::hypercall5(abi::HYPERVISOR_PHYSDEV_OP_COMPAT, UNMAPPED, 0, 0, 0, 0),
+            EFAULT,
         );
         check_rc(
             "mmuext_op TLB_FLUSH_LOCAL",

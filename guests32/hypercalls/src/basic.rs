@@ -284,6 +284,30 @@ pub fn memory_op(si: &StartInfo32) {
         );
     }
 
+    // The machine's map, in the same 8-byte struct: the initial domain's
+    // only (Xen: XSM_PRIV), -EPERM for the others.
+    let mut machine = [E820Entry::zeroed(); 32];
+    let mut arg = [32u32, va(machine.as_mut_ptr()), 0xdead_beef];
+    // SAFETY: the hypervisor writes the struct and up to 32 entries, or nothing.
+    let rc = unsafe { hc::memory_op(abi::XENMEM_MACHINE_MEMORY_MAP, va(arg.as_mut_ptr())) };
+    if si.flags & abi::SIF_PRIVILEGED != 0 {
+        let n = arg[0] as usize;
+        let ram = machine[..n.min(32)]
+            .iter()
+            .any(|e| e.type_ == 1 && { e.size } > 0);
+        check(
+            "XENMEM_machine_memory_map (32-bit struct, initial domain): 0, entries, RAM among them",
+            rc == 0 && (1..=32).contains(&n) && arg[2] == 0xdead_beef && ram,
+            format_args!("returned {} with {} entries", Rc(rc), n),
+        );
+    } else {
+        check_rc(
+            "XENMEM_machine_memory_map (not the initial domain): -EPERM",
+            rc,
+            EPERM,
+        );
+    }
+
     let me = abi::DOMID_SELF;
     // SAFETY: the queries only read the domid.
     unsafe {
@@ -352,7 +376,8 @@ pub fn memory_op(si: &StartInfo32) {
 }
 
 pub fn vcpu_op() {
-    // SAFETY: queries, the periodic timer, and refused calls.
+    // SAFETY: queries, timers, refused calls, and a runstate area in a
+    // local array that is unregistered (~0) before it goes out of scope.
     unsafe {
         check_rc(
             "vcpu_op is_up(0) = 1",
@@ -393,22 +418,83 @@ pub fn vcpu_op() {
             hc::vcpu_op(abi::VCPUOP_STOP_SINGLESHOT_TIMER, 0, 0),
             0,
         );
-        // Not translated for 32-bit guests yet (docs/abi.md: "Not yet:
-        // vcpu_op initialise/runstate/single-shot with their 32-bit
-        // layouts"); Xen has them (compat_vcpu_op).
+        // The runstate and the single-shot timer in their 32-bit layouts
+        // (Xen's compat_vcpu_op): a 44-byte vcpu_runstate_info (the u64s
+        // 4-byte aligned: entry time at 4, times at 12), a 12-byte
+        // vcpu_set_singleshot_timer.
+        let mut info = [0xa5a5_a5a5u32; 12];
+        check_rc(
+            "vcpu_op get_runstate_info (32-bit layout)",
+            hc::vcpu_op(abi::VCPUOP_GET_RUNSTATE_INFO, 0, va(info.as_mut_ptr())),
+            0,
+        );
+        let running = u64::from(info[3]) | u64::from(info[4]) << 32;
+        check(
+            "  ... running (state 0) since a time, time running > 0, 44 bytes written",
+            info[0] == abi::vcpu::RUNSTATE_RUNNING as u32
+                && (info[1] | info[2]) != 0
+                && running > 0
+                && info[11] == 0xa5a5_a5a5,
+            format_args!("{info:08x?}"),
+        );
+        let area = [0xa5a5_a5a5u32; 12];
+        let handle = [va(area.as_ptr()), 0xdead_beef];
+        check_rc(
+            "vcpu_op register_runstate_memory_area (a 4-byte handle)",
+            hc::vcpu_op(
+                abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+                0,
+                va(handle.as_ptr()),
+            ),
+            0,
+        );
+        // Read as memory the hypervisor writes behind the compiler's back.
+        let seen = core::ptr::read_volatile(&area);
+        check(
+            "  ... written at once: running, 44 bytes",
+            seen[0] == abi::vcpu::RUNSTATE_RUNNING as u32 && seen[11] == 0xa5a5_a5a5,
+            format_args!("{seen:08x?}"),
+        );
+        let hole = [abi::x86_32::HYPERVISOR_COMPAT_VIRT_START - 8, 0];
+        check_rc(
+            "vcpu_op register_runstate_memory_area reaching the hypervisor's hole: -EFAULT",
+            hc::vcpu_op(
+                abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+                0,
+                va(hole.as_ptr()),
+            ),
+            EFAULT,
+        );
+        let stop = [!0u32, 0];
+        check_rc(
+            "vcpu_op register_runstate_memory_area ~0 (stop)",
+            hc::vcpu_op(
+                abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+                0,
+                va(stop.as_ptr()),
+            ),
+            0,
+        );
+        // { timeout_abs_ns: u64 (two words), flags }: far away, then past
+        // with VCPU_SSHOTTMR_future (-ETIME, Xen's answer).
+        let far = [0, 0x4000_0000u32, 0];
+        check_rc(
+            "vcpu_op set_singleshot_timer (12-byte layout), far in the future",
+            hc::vcpu_op(abi::VCPUOP_SET_SINGLESHOT_TIMER, 0, va(far.as_ptr())),
+            0,
+        );
+        let past = [1u32, 0, abi::vcpu::VCPU_SSHOTTMR_FUTURE];
+        check_rc(
+            "vcpu_op set_singleshot_timer, past with VCPU_SSHOTTMR_future: -ETIME",
+            hc::vcpu_op(abi::VCPUOP_SET_SINGLESHOT_TIMER, 0, va(past.as_ptr())),
+            -(abi::ETIME),
+        );
+        check_rc(
+            "vcpu_op stop_singleshot_timer",
+            hc::vcpu_op(abi::VCPUOP_STOP_SINGLESHOT_TIMER, 0, 0),
+            0,
+        );
         let buf = [0u32; 32];
-        for (name, cmd) in [
-            (
-                "vcpu_op get_runstate_info (not yet for 32-bit) -ENOSYS",
-                abi::VCPUOP_GET_RUNSTATE_INFO,
-            ),
-            (
-                "vcpu_op set_singleshot_timer (not yet for 32-bit) -ENOSYS",
-                abi::VCPUOP_SET_SINGLESHOT_TIMER,
-            ),
-        ] {
-            check_rc(name, hc::vcpu_op(cmd, 0, va(buf.as_ptr())), ENOSYS);
-        }
         // The 32-bit vcpu_guest_context is translated now: vCPU 0 runs
         // already (Xen: -EEXIST), a vCPU that does not exist is -ENOENT.
         check_rc(

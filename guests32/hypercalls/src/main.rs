@@ -60,9 +60,11 @@
 //!   `-ENOSYS`.
 //! - `vcpu_op`: `is_up(0)` = 1, `is_up(31)` → `-ENOENT`; `up(0)` → 0;
 //!   `set_periodic_timer` 0.5 ms → `-EINVAL`, 20 ms → 0;
-//!   `stop_periodic_timer`, `stop_singleshot_timer` → 0; `initialise`,
-//!   `get_runstate_info`, `set_singleshot_timer` → `-ENOSYS` (doc: "Not
-//!   yet: vcpu_op initialise/runstate/single-shot").
+//!   `stop_periodic_timer`, `stop_singleshot_timer` → 0;
+//!   `get_runstate_info` (44-byte layout), `register_runstate_memory_area`
+//!   (4-byte handle; into the hypervisor's hole → `-EFAULT`),
+//!   `set_singleshot_timer` (12-byte layout; past with `future` →
+//!   `-ETIME`); `initialise` of vCPU 0 → `-EEXIST`, of vCPU 40 → `-ENOENT`.
 //! - `mmu_update` / `update_va_mapping` / `mmuext_op` (mm.rs), with three
 //!   frames of its own that nothing maps (L, A, B): L mapped writable over
 //!   a scratch page with the PTE in two halves → 0, written and read back;

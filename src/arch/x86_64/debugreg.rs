@@ -44,8 +44,9 @@ static HW_DR7: AtomicU64 = AtomicU64::new(0);
 
 /// #DBs taken in hypervisor context since the last report, the last one's
 /// rip and DR6 (positive polarity): reported from a safe place
-/// ([`take_hypervisor_hits`]), never from the handler.
-static HV_HITS: AtomicU64 = AtomicU64::new(0);
+/// ([`take_hypervisor_hits`]), never from the handler. entry.S's
+/// constant answers test `HV_HITS` too (the full way reports them).
+pub(super) static HV_HITS: AtomicU64 = AtomicU64::new(0);
 static HV_LAST_RIP: AtomicU64 = AtomicU64::new(0);
 static HV_LAST_DBG: AtomicU64 = AtomicU64::new(0);
 /// Set while [`in_hypervisor`] runs on the #DB IST stack.

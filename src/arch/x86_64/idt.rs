@@ -1,5 +1,6 @@
 //! The IDT: all 256 vectors enter through `entry.S` and reach
-//! `trap_dispatch` with a full register frame.
+//! `trap_dispatch` with a full register frame (but for `int $0x82`'s
+//! constant answers, which `int82_entry` gives itself).
 //!
 //! A fault in the hypervisor itself (an exception taken in ring 0) is fatal:
 //! we print a decoded dump and exit with the panic verdict, so a bug never
@@ -66,11 +67,23 @@ pub const VEC_MC: u64 = 18;
 extern "C" {
     /// 256 entry stubs, 16 bytes apart (entry.S).
     static idt_stubs: [u8; 256 * 16];
+    /// The entry of `int $0x82` (entry.S).
+    static int82_entry: u8;
 }
 
 /// Pseudo-vectors for the `syscall` entries (above the 256 real ones).
 pub const VEC_SYSCALL: u64 = 0x100;
 pub const VEC_SYSCALL32: u64 = 0x101;
+/// The error code of a [`VEC_HYPERCALL32`] frame whose number
+/// `int82_entry` found is not a constant answer: only the locked path
+/// answers it, so `trap_dispatch` does not ask `pv::fast`. Set back to 0
+/// before anything else sees the frame.
+pub const NOT_QUICK: u64 = 1;
+/// A `syscall` of a number `syscall_entry` found none of `pv::fast`'s (a
+/// kernel's, by the user-mode hint; a stale hint costs nothing, the locked
+/// path handles a user system call too): `trap_dispatch` sends it to the
+/// locked path as [`VEC_SYSCALL`] without asking `pv::fast`.
+pub const VEC_SYSCALL_LOCKED: u64 = 0x103;
 /// A `syscall` hypercall already answered by the quick way (`rax` holds
 /// its result) whose way out needs the full frame (`syscall_quick`).
 pub const VEC_SYSCALL_DONE: u64 = 0x102;
@@ -130,6 +143,11 @@ pub enum Quick {
 /// `int $0x82`: a 32-bit guest's hypercall.
 pub const VEC_HYPERCALL32: u64 = 0x82;
 
+/// The RFLAGS bits a `sysretq` or `iretq` straight back must find as the
+/// way out would leave them (IF and bit 1 set; IOPL, NT, RF, VM clear):
+/// `pv::fast::quick_out`'s test, in entry.S's constant answers.
+const RFLAGS_MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
+
 core::arch::global_asm!(
     include_str!("entry.S"),
     TF_CS = const offset_of!(TrapFrame, cs),
@@ -147,9 +165,46 @@ core::arch::global_asm!(
     VEC_SYSCALL = const VEC_SYSCALL,
     VEC_SYSCALL32 = const VEC_SYSCALL32,
     VEC_SYSCALL_DONE = const VEC_SYSCALL_DONE,
+    NOT_QUICK = const NOT_QUICK,
+    VEC_SYSCALL_LOCKED = const VEC_SYSCALL_LOCKED,
     PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
     QR_RSP_AFTER_POPS = const offset_of!(QuickRegs, rsp) - offset_of!(QuickRegs, vector),
-    QUICK_NRS = const QUICK_NRS,
+    QUICK_NRS = const QUICK_NRS & !crate::pv::fast::ASM_NRS,
+    ASM_NRS = const crate::pv::fast::ASM_NRS,
+    ASM_ENOSYS = const crate::pv::fast::ASM_ENOSYS,
+    ASM_VERSION = const crate::pv::fast::ASM_VERSION,
+    NR_XEN_VERSION = const ringvisor_abi::xen::HYPERVISOR_XEN_VERSION,
+    NR_CONSOLE_IO = const ringvisor_abi::xen::HYPERVISOR_CONSOLE_IO,
+    CONSOLEIO_WRITE = const ringvisor_abi::xen::CONSOLEIO_WRITE,
+    VCPU_KERNEL_MODE = const crate::pv::fast::VCPU_KERNEL_MODE,
+    VCPU_IN_FAILSAFE = const crate::pv::fast::VCPU_IN_FAILSAFE,
+    VI_UPCALL = const crate::pv::fast::VI_UPCALL,
+    PC_VCPU = const offset_of!(super::percpu::PerCpu, vcpu),
+    PC_VCPU_INFO = const offset_of!(super::percpu::PerCpu, vcpu_info),
+    PC_WORK = const offset_of!(super::percpu::PerCpu, work),
+    PC_IDS = const offset_of!(super::percpu::PerCpu, ids),
+    PC_CONSOLE_QUIET = const offset_of!(super::percpu::PerCpu, console_quiet),
+    TRACE_FLAGS = sym crate::trace::FLAGS,
+    TRACE_RECENT = const crate::trace::RECENT,
+    HV_HITS = sym super::debugreg::HV_HITS,
+    RING = sym crate::trace::RECENT_RING,
+    RING_NEXT = const crate::trace::RING_NEXT,
+    RING_RECS = const crate::trace::RING_RECS,
+    RING_MASK = const crate::trace::RING_MASK,
+    REC_TAG = const crate::trace::REC_TAG,
+    REC_TAG_HYPERCALL = const crate::trace::REC_TAG_HYPERCALL,
+    REC_NR = const crate::trace::REC_NR,
+    REC_IDS = const crate::trace::REC_IDS,
+    REC_A = const crate::trace::REC_A,
+    REC_B = const crate::trace::REC_B,
+    RFLAGS_MUST = const RFLAGS_MUST,
+    VEC_HYPERCALL32 = const VEC_HYPERCALL32,
+    IF_RIP = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
+    IF_CS = const offset_of!(TrapFrame, cs) - offset_of!(TrapFrame, vector),
+    IF_RFLAGS = const offset_of!(TrapFrame, rflags) - offset_of!(TrapFrame, vector),
+    IF_SS = const offset_of!(TrapFrame, ss) - offset_of!(TrapFrame, vector),
+    GUEST32_CS1 = const ringvisor_abi::x86_32::FLAT_RING1_CS as u64,
+    GUEST32_SS1 = const ringvisor_abi::x86_32::FLAT_RING1_SS as u64,
     QUICK_VECTORS = const crate::pv::fast_trap::QUICK_VECTORS,
     TF_VECTOR = const offset_of!(TrapFrame, vector),
     options(att_syntax)
@@ -272,7 +327,14 @@ pub fn init() {
             0x82 => 1,
             _ => 0,
         };
-        *gate = interrupt_gate(base + v as u64 * 16, ist, dpl);
+        // `int $0x82` has an entry of its own, with the constant answers
+        // (entry.S, `int82_entry`).
+        let handler = if v as u64 == VEC_HYPERCALL32 {
+            core::ptr::addr_of!(int82_entry) as u64
+        } else {
+            base + v as u64 * 16
+        };
+        *gate = interrupt_gate(handler, ist, dpl);
     }
     let ptr = DescriptorTablePointer::new_from_slice(&idt[..]);
     // SAFETY: the IDT is a static that lives forever; every gate points at
@@ -369,13 +431,6 @@ extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
 // Tour 02: every entry meets here
 #[no_mangle]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
-    if f.vector == VEC_SYSCALL_DONE {
-        // Answered by the quick way (`rax` is the result); only its way
-        // out is left, the locked one.
-        f.vector = VEC_SYSCALL;
-        guest_state_checks(f);
-        return crate::pv::fast::locked_way_out(f);
-    }
     if f.vector == VEC_SYSCALL {
         // `syscall` from a 64-bit guest (only syscall_entry pushes this
         // vector): the hypercalls answered without the lock first.
@@ -384,6 +439,18 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
             crate::pv::entry::from_guest(f);
         }
         return;
+    }
+    if f.vector >= VEC_SYSCALL_DONE {
+        // Answered by the quick way (`rax` is the result): only its way
+        // out is left, the locked one. Or one only the locked path
+        // answers (`VEC_SYSCALL_LOCKED`). Both are a `syscall` from then on.
+        let done = f.vector == VEC_SYSCALL_DONE;
+        f.vector = VEC_SYSCALL;
+        guest_state_checks(f);
+        if done {
+            return crate::pv::fast::locked_way_out(f);
+        }
+        return crate::pv::entry::from_guest(f);
     }
     if f.cs & 3 != 0 && f.vector < 32 && f.vector != VEC_DB {
         // An exception of a guest (its #DB arrives on the IST stack:
@@ -394,7 +461,9 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         // `int $0x82` from a 32-bit guest kernel: the same, for the few
         // it answers without the lock.
         guest_state_checks(f);
-        if crate::pv::fast::hypercall32(f) {
+        if f.error_code == NOT_QUICK {
+            f.error_code = 0;
+        } else if crate::pv::fast::hypercall32(f) {
             return;
         }
     }

@@ -68,6 +68,10 @@ pub struct PerCpu {
     /// own mode, so a stale 0 costs time, never correctness. Kept by
     /// `pv::traps::toggle_guest_mode` and `pv::entry::publish_current`.
     pub user_mode: AtomicU64,
+    /// The current domain's `console_quiet` flag (an `AtomicBool`'s
+    /// address, 0: none), published with `domain`: `syscall_entry`
+    /// answers `console_io` of 0 bytes itself while it is set.
+    pub console_quiet: AtomicU64,
 }
 
 /// The time slice ran out or a guest yielded: the way out reschedules.
@@ -100,6 +104,7 @@ impl PerCpu {
             deferred_send: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             user_mode: AtomicU64::new(0),
+            console_quiet: AtomicU64::new(0),
         }
     }
 }
