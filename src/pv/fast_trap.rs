@@ -151,7 +151,8 @@ fn page_fault<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame
     // needs only what was stored).
     let cr2 = unsafe { x86::controlregs::cr2() } as u64;
     d.v_mut().cr2 = cr2;
-    traps::set_vcpu_cr2(d, cr2);
+    // Through the published `vcpu_info` (`traps::set_vcpu_cr2`'s place).
+    traps::set_cr2_at(pc.vcpu_info.load(Ordering::Relaxed), COMPAT, cr2);
     // The CPU saw a ring-3 access either way; the guest must see "user"
     // only for its user mode. A 32-bit kernel really is in ring 1.
     let ec = if w == Width::W32 {

@@ -108,8 +108,15 @@ pub fn set_upcall_mask(d: &Domain, m: u8) {
 }
 
 pub(crate) fn set_vcpu_cr2(d: &Domain, cr2: u64) {
-    let base = vcpu_info_addr(d, d.cur);
-    if d.compat {
+    set_cr2_at(vcpu_info_addr(d, d.cur), d.compat, cr2);
+}
+
+/// [`set_vcpu_cr2`] on the `vcpu_info` at `base` (direct-map address:
+/// the running vCPU's, as `vcpu_info_addr` gives it or this CPU's block
+/// publishes it) of a guest of the width `compat` says.
+#[inline(always)]
+pub(crate) fn set_cr2_at(base: u64, compat: bool, cr2: u64) {
+    if compat {
         let off = core::mem::offset_of!(ringvisor_abi::x86_32::VcpuInfo32, arch);
         // SAFETY: as upcall_mask; an aligned u32 inside the page.
         unsafe { ((base + off as u64) as *mut u32).write_volatile(cr2 as u32) }
