@@ -321,48 +321,10 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
 }
 
 /// [`quick`] for `HYPERVISOR_iret` (the locked path's `own_vcpu` on the
-/// quick way): the same `hypercall::iret`, in its two halves, on the
-/// frame `syscall_entry` saved, then the way out `leave_checked` takes,
-/// by `sysretq` where that is exactly `iretq`, else `iretq`. A context
-/// that cannot be read (or a return to user mode without user tables)
-/// goes the full way before anything changed: there it crashes the
-/// domain, saying why. So does `trace=hypercall` (its line is there).
+/// quick way): `pv::fast_trap::iret`, with the bounces' other halves.
 #[inline(never)]
 fn quick_iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
-    if crate::trace::flags() & crate::trace::TRACE_HYPERCALL != 0 {
-        return Quick::Full;
-    }
-    let Some(cell) = current_domain(pc) else {
-        return Quick::Full;
-    };
-    // Held to the end: the caller's way out (the locked one after
-    // `Quick::Done`) runs after it is dropped.
-    let mut g = cell.lock();
-    let d = &mut *g;
-    let Ok(c) = hypercall::iret_context(d, r.rsp) else {
-        return Quick::Full;
-    };
-    let x = hypercall::iret_apply(d, &c);
-    (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
-    (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
-    // `leave_checked`, on these words.
-    if !d.is_alive()
-        || !nothing_pending(pc)
-        || crate::pv::retcheck::refused(&d.v().gdt, d.compat, r.rip, r.cs as u16, r.ss as u16)
-            .is_some()
-    {
-        return Quick::Done;
-    }
-    r.rflags = (r.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-    if (r.cs, r.ss) == (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64)
-        && is_canonical(r.rip)
-        && r.rcx == r.rip
-        && r.r11 == r.rflags
-        && r.rflags & 0x10000 == 0
-    {
-        return Quick::Sysret;
-    }
-    Quick::Iretq
+    crate::pv::fast_trap::iret(pc, r)
 }
 
 /// [`quick`] for `console_io(CONSOLEIO_write)` of 0 bytes (out of line,
@@ -481,7 +443,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     if d.v().kernel_mode {
         let r = hypercall::iret(d, f);
         hypercall::trace_iret(d, f, r);
-    } else {
+    } else if !crate::pv::fast_trap::user_syscall(pc, d, f) {
         crate::pv::traps::syscall_from_user(d, f, false);
     }
     let left = leave_checked(pc, d, f);
@@ -496,7 +458,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
 /// The current domain's lock, as `pv::entry::publish_current` stored it
 /// (`None` before the first domain runs).
 #[inline(always)]
-fn current_domain(pc: &PerCpu) -> Option<&'static crate::sync::DomainLock> {
+pub(crate) fn current_domain(pc: &PerCpu) -> Option<&'static crate::sync::DomainLock> {
     // SAFETY: the address of a `DomainRef`'s lock, published under HV;
     // domains are never removed from the list, so it lives for the run.
     unsafe { (pc.domain.load(Ordering::Relaxed) as *const crate::sync::DomainLock).as_ref() }
@@ -550,11 +512,13 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
 /// `retcheck` lets through, in full. Otherwise (`false`) the locked way
 /// out settles it: the crash, the upcall, the refused frame's fault.
 #[inline(always)]
-fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
+pub(crate) fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
     if !d.is_alive() || !nothing_pending(pc) {
         return false;
     }
-    if crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_some()
+    let (cs, ss) = (f.cs as u16, f.ss as u16);
+    if !crate::pv::retcheck::flat_ok(d.compat, f.rip, cs, ss)
+        && crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, cs, ss).is_some()
     {
         return false;
     }
@@ -652,7 +616,7 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
 /// Nothing for the way out to settle (see the module comment): no work
 /// bit (`selftest=iretfault` is one), no event upcall due.
 #[inline(always)]
-fn nothing_pending(pc: &PerCpu) -> bool {
+pub(crate) fn nothing_pending(pc: &PerCpu) -> bool {
     if pc.work.load(Ordering::Relaxed) != 0 {
         return false;
     }

@@ -36,12 +36,14 @@ pub struct Fault {
     pub error_code: u64,
 }
 
+#[inline(always)]
 pub fn is_canonical(va: u64) -> bool {
     let top = va >> 47;
     top == 0 || top == 0x1ffff
 }
 
 /// Inside the range the ABI reserves for the hypervisor?
+#[inline(always)]
 pub fn in_hypervisor_range(va: u64) -> bool {
     (ringvisor_abi::x86_64::HYPERVISOR_VIRT_START..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END)
         .contains(&va)
@@ -188,6 +190,7 @@ impl GuestSpace {
     /// refuses anything but RAM; Xen's `__copy_to_user` does the same.
     /// Only small copies (bounce and iret frames, hypercall structures):
     /// a longer one is a walk per page either way.
+    #[inline(always)]
     fn by_cpu(&self, va: u64, len: usize) -> bool {
         let one_page = len != 0 && len <= BY_CPU_MAX && len <= 4096 - (va & 0xfff) as usize;
         (crate::arch::x86_64::percpu::this().pv32 == 0 || !self.user)
@@ -214,6 +217,26 @@ impl GuestSpace {
             return Ok(());
         }
         self.write_bytes_walk(va, data)
+    }
+
+    /// A `T` at `va` where the CPU's walk answers at once (`by_cpu`, and
+    /// the CPU took the copy), without zeroing it first; `None`: nothing
+    /// decided, the caller reads the general way (`read`), which walks and
+    /// says why.
+    #[inline(always)]
+    pub fn read_pod_by_cpu<T: Pod>(&self, va: u64) -> Option<T> {
+        let len = core::mem::size_of::<T>();
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: as in read_bytes: `by_cpu`'s range, into our own buffer
+        // of `len` bytes.
+        let copied = self.by_cpu(va, len)
+            && unsafe {
+                crate::arch::x86_64::idt::copy_through_cr3(v.as_mut_ptr() as u64, va, len as u64)
+            };
+        // SAFETY: the copy wrote all `len` bytes (it reports a refusal
+        // before returning `true` otherwise), and any bytes are a valid
+        // `T: Pod`.
+        copied.then(|| unsafe { v.assume_init() })
     }
 
     /// `write_bytes` by the software walk (out of line, as

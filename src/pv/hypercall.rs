@@ -409,6 +409,18 @@ pub(crate) struct IretRegs {
 /// IOPL and event mask, and the registers to return with.
 #[inline(always)]
 pub(crate) fn iret_apply(d: &mut Domain, c: &IretContext) -> IretRegs {
+    iret_apply_with(d, c, traps::set_upcall_mask)
+}
+
+/// [`iret_apply`], the event mask stored by `set_mask` (the quick way
+/// stores it through the `vcpu_info` its CPU's block publishes, the same
+/// byte `traps::set_upcall_mask` finds).
+#[inline(always)]
+pub(crate) fn iret_apply_with(
+    d: &mut Domain,
+    c: &IretContext,
+    set_mask: impl FnOnce(&Domain, u8),
+) -> IretRegs {
     // As Xen's do_iret: the selectors get RPL 3 (the guest kernel runs in
     // ring 3 too) and nothing else is checked here; a frame the CPU would
     // refuse (a bad selector, a non-canonical rip, rip above 4 GiB in
@@ -431,7 +443,7 @@ pub(crate) fn iret_apply(d: &mut Domain, c: &IretContext) -> IretRegs {
         (rip, rflags)
     };
     // The guest's IF in the frame is its event mask.
-    traps::set_upcall_mask(d, (c.rflags & (1 << 9) == 0) as u8);
+    set_mask(d, (c.rflags & (1 << 9) == 0) as u8);
     IretRegs {
         rip,
         cs: cs as u64,

@@ -3,7 +3,8 @@
 //! - `entry`: where every guest entry lands (syscall, exception, interrupt)
 //!   and the single way back;
 //! - `fast`: the hypercalls answered without the hypervisor lock, and the
-//!   lean way out when nothing is pending;
+//!   lean way out when nothing is pending; `fast_trap`: the common guest
+//!   exceptions bounced (or emulated) on the quick way;
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
 //! - `callback`: where the guest's handlers are (trap table, callbacks,
 //!   kernel stack), for both widths;
@@ -38,6 +39,8 @@ pub mod event;
 pub mod evtchn;
 #[cfg(target_os = "none")]
 pub mod fast;
+#[cfg(target_os = "none")]
+pub mod fast_trap;
 #[cfg(target_os = "none")]
 pub mod grant;
 #[cfg(target_os = "none")]

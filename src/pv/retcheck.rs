@@ -45,6 +45,7 @@ fn limit(desc: u64) -> u64 {
     }
 }
 
+#[inline(always)]
 fn canonical(va: u64) -> bool {
     let top = va >> 47;
     top == 0 || top == 0x1ffff
@@ -98,20 +99,34 @@ fn flat(compat: bool, sel: u16) -> Option<u64> {
 /// The fault `iretq` from ring 0 to `cs:rip` with stack `ss` would raise,
 /// `None` when it would succeed. `gdt` is the vCPU's own GDT entries,
 /// `compat` says a 32-bit guest (whose flat segments differ).
+#[inline(always)]
 pub fn refused(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<(u8, u64)> {
     // The frames nearly every return has: the flat selectors, a good rip
-    // (the same answer as the full walk below, without it).
-    let flat_ok = if compat {
+    // (the same answer as the full walk, without it), in line; the walk
+    // out of line.
+    if flat_ok(compat, rip, cs, ss) {
+        return None;
+    }
+    refused_walk(gdt, compat, rip, cs, ss)
+}
+
+/// The flat selectors of the guest's width and a rip they take: what
+/// [`refused`] lets through without looking at a descriptor.
+#[inline(always)]
+pub fn flat_ok(compat: bool, rip: u64, cs: u16, ss: u16) -> bool {
+    if compat {
         matches!(
             (cs, ss),
             (c32::FLAT_RING1_CS, c32::FLAT_RING1_SS) | (c32::FLAT_RING3_CS, c32::FLAT_RING3_SS)
         ) && rip >> 32 == 0
     } else {
-        (cs, ss) == (c64::FLAT_RING3_CS64, c64::FLAT_RING3_SS64) && canonical(rip)
-    };
-    if flat_ok {
-        return None;
+        cs == c64::FLAT_RING3_CS64 && ss == c64::FLAT_RING3_SS64 && canonical(rip)
     }
+}
+
+/// [`refused`] past its flat case: the descriptors, as the CPU reads them.
+#[inline(never)]
+fn refused_walk(gdt: &[u64], compat: bool, rip: u64, cs: u16, ss: u16) -> Option<(u8, u64)> {
     let rpl = cs & 3;
     // Code segment: not null, a code descriptor, privilege, present.
     if cs & !3 == 0 {

@@ -78,6 +78,7 @@ pub const VEC_PF: u8 = 14;
 
 /// Where vCPU `vcpu`'s `vcpu_info` is (direct-map address): its slot in
 /// `shared_info`, or where the guest put it (`VCPUOP_register_vcpu_info`).
+#[inline(always)]
 pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
     if let Some(ma) = d.vcpus[vcpu].vcpu_info_maddr {
         return phys_to_virt(ma);
@@ -88,6 +89,7 @@ pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
 }
 
 /// The running vCPU's `evtchn_upcall_mask`.
+#[inline(always)]
 fn upcall_mask_ptr(d: &Domain) -> *mut u8 {
     (vcpu_info_addr(d, d.cur)
         + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
@@ -105,9 +107,16 @@ pub fn set_upcall_mask(d: &Domain, m: u8) {
     unsafe { upcall_mask_ptr(d).write_volatile(m) }
 }
 
-fn set_vcpu_cr2(d: &Domain, cr2: u64) {
-    let base = vcpu_info_addr(d, d.cur);
-    if d.compat {
+pub(crate) fn set_vcpu_cr2(d: &Domain, cr2: u64) {
+    set_cr2_at(vcpu_info_addr(d, d.cur), d.compat, cr2);
+}
+
+/// [`set_vcpu_cr2`] on the `vcpu_info` at `base` (direct-map address:
+/// the running vCPU's, as `vcpu_info_addr` gives it or this CPU's block
+/// publishes it) of a guest of the width `compat` says.
+#[inline(always)]
+pub(crate) fn set_cr2_at(base: u64, compat: bool, cr2: u64) {
+    if compat {
         let off = core::mem::offset_of!(ringvisor_abi::x86_32::VcpuInfo32, arch);
         // SAFETY: as upcall_mask; an aligned u32 inside the page.
         unsafe { ((base + off as u64) as *mut u32).write_volatile(cr2 as u32) }
@@ -165,7 +174,7 @@ impl Bounce {
 
 /// The guest kernel's address space, where every frame goes (for a
 /// 64-bit guest interrupted in user mode: not the current one).
-fn kernel_space(v: &Vcpu) -> GuestSpace {
+pub(crate) fn kernel_space(v: &Vcpu) -> GuestSpace {
     if v.compat_l4 != 0 {
         v.space()
     } else {
@@ -174,28 +183,28 @@ fn kernel_space(v: &Vcpu) -> GuestSpace {
 }
 
 /// What a frame holds besides the interrupted context, and where it goes.
-struct FrameSpec {
+pub(crate) struct FrameSpec {
     /// The failsafe's data selectors (ds, es, fs, gs), after rcx and r11.
-    sels: Option<[u16; 4]>,
+    pub(crate) sels: Option<[u16; 4]>,
     /// The exception's error code, before rip.
-    error_code: Option<u64>,
+    pub(crate) error_code: Option<u64>,
     /// The virtual IOPL reported in the flags word (bounces, with
     /// `architectural_iopl`; 0 for the failsafe, as Xen's).
-    iopl_bits: u64,
+    pub(crate) iopl_bits: u64,
     /// On the `stack_switch` stack even when the guest kernel was
     /// interrupted (the failsafe: the interrupted stack is the broken one).
-    switch_stack: bool,
+    pub(crate) switch_stack: bool,
 }
 
 /// A frame written: where, on which stack segment, and from which mode.
-struct Placed {
-    va: u64,
+pub(crate) struct Placed {
+    pub(crate) va: u64,
     ss: u64,
     from_user: bool,
 }
 
 /// A frame that could not be written: where it would have gone, and why.
-struct Unwritable {
+pub(crate) struct Unwritable {
     va: u64,
     fault: Fault,
 }
@@ -219,9 +228,43 @@ fn write_frame(
     w: Width,
     spec: &FrameSpec,
 ) -> Result<Placed, Unwritable> {
-    let lay = w.layout();
-    let mask = upcall_mask(d);
     let v = d.v();
+    let b = build_frame(v, upcall_mask(d), f, w, spec)?;
+    // 4. The frame in one copy, which checks every page first.
+    match kernel_space(v).write_bytes(b.at.va, b.bytes()) {
+        Ok(()) => Ok(b.at),
+        Err(fault) => Err(Unwritable { va: b.at.va, fault }),
+    }
+}
+
+/// A frame's words, built, and where they go ([`write_frame`] writes
+/// them; so does `pv::fast_trap`).
+pub(crate) struct Built {
+    words: [u64; 11],
+    n: usize,
+    pub(crate) at: Placed,
+}
+
+impl Built {
+    /// The frame's bytes, lowest address first.
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &ringvisor_abi::as_bytes(&self.words)[..self.n]
+    }
+}
+
+/// Steps 1-3 of [`write_frame`]: which stack, and the words, with the
+/// saved upcall `mask`; nothing written yet.
+// Tour 04: the words, one push each
+#[inline(always)]
+pub(crate) fn build_frame(
+    v: &Vcpu,
+    mask: u8,
+    f: &TrapFrame,
+    w: Width,
+    spec: &FrameSpec,
+) -> Result<Built, Unwritable> {
+    let lay = w.layout();
     let from_user = w.interrupted_user(v.kernel_mode, f.cs);
     // 1. Which stack: the interrupted one if the guest kernel was
     // interrupted, else (and for the failsafe) the one from stack_switch;
@@ -246,33 +289,44 @@ fn write_frame(
     // 3. The words, one push each, in the order the guest reads them
     // (docs/frames/ is checked against these pushes), each as the guest
     // reads it: little-endian, cut to the word size. `n` counts bytes.
+    // (In 8-byte slots, two 4-byte words to a slot, low one first: the
+    // bytes are the same, and each push is one store.)
     let size = lay.word as usize;
-    let mut bytes = [0u8; 11 * 8];
-    let mut n = 0;
-    let mut push = |w: u64| {
-        bytes[n..n + size].copy_from_slice(&w.to_le_bytes()[..size]);
-        n += size;
-    };
+    let mut words = [0u64; 11];
+    let mut k = 0;
+    // (A macro, not a closure: always in line, the width folded in.)
+    macro_rules! push {
+        ($w:expr) => {{
+            let w: u64 = $w;
+            if size == 8 {
+                words[k % 11] = w;
+            } else {
+                words[k / 2 % 11] |= (w as u32 as u64) << (32 * (k % 2));
+            }
+            k += 1;
+        }};
+    }
     if lay.rcx_r11 {
-        push(f.rcx);
-        push(f.r11);
+        push!(f.rcx);
+        push!(f.r11);
     }
     if let Some([ds, es, fs, gs]) = spec.sels.map(|s| s.map(u64::from)) {
-        push(ds);
-        push(es);
-        push(fs);
-        push(gs);
+        push!(ds);
+        push!(es);
+        push!(fs);
+        push!(gs);
     }
     if let Some(ec) = spec.error_code {
-        push(ec);
+        push!(ec);
     }
-    push(f.rip);
-    push(cs | (mask as u64) << lay.mask_shift);
-    push(flags);
+    push!(f.rip);
+    push!(cs | (mask as u64) << lay.mask_shift);
+    push!(flags);
     if lay.stack_always || from_user {
-        push(f.rsp);
-        push(f.ss);
+        push!(f.rsp);
+        push!(f.ss);
     }
+    let n = k * size;
     let va = top.wrapping_sub(n as u64) & lay.addr_mask;
     if va > top && lay.addr_mask != u64::MAX {
         // Below 0 in a 4 GiB space. (A 64-bit frame wraps into the
@@ -284,28 +338,47 @@ fn write_frame(
         };
         return Err(Unwritable { va, fault });
     }
-    // 4. The frame in one copy, which checks every page first.
-    match kernel_space(v).write_bytes(va, &bytes[..n]) {
-        Ok(()) => Ok(Placed { va, ss, from_user }),
-        Err(fault) => Err(Unwritable { va, fault }),
-    }
+    Ok(Built {
+        words,
+        n,
+        at: Placed { va, ss, from_user },
+    })
 }
 
 /// Enter a handler on the frame just written: guest kernel mode, events
 /// masked if asked, and the `TrapFrame` pointing at the handler.
 // Tour 04, 08: into the guest kernel's handler
 #[inline(always)]
-fn enter_handler(d: &mut Domain, f: &mut TrapFrame, w: Width, at: &Placed, to: Callback) {
+pub(crate) fn enter_handler(
+    d: &mut Domain,
+    f: &mut TrapFrame,
+    w: Width,
+    at: &Placed,
+    to: Callback,
+) {
+    enter_handler_on(d.v_mut(), f, w, at, to);
+    if to.mask_events {
+        set_upcall_mask(d, 1);
+    }
+}
+
+/// [`enter_handler`] but for the events mask, on the vCPU (the quick way,
+/// `pv::fast_trap`, sets the mask through the `vcpu_info` its CPU's block
+/// publishes).
+#[inline(always)]
+pub(crate) fn enter_handler_on(
+    v: &mut Vcpu,
+    f: &mut TrapFrame,
+    w: Width,
+    at: &Placed,
+    to: Callback,
+) {
     let lay = w.layout();
-    let v = d.v_mut();
     // A 64-bit guest's user mode has its own page tables and GS base.
     if lay.user_tables && at.from_user {
         toggle_guest_mode(v);
     }
     v.kernel_mode = true;
-    if to.mask_events {
-        set_upcall_mask(d, 1);
-    }
     let (cs, ss) = match lay.fixed_cs_ss {
         Some((cs, ss)) => (cs as u64, ss as u64),
         None if to.cs == 0 => (lay.flat_cs as u64, at.ss),

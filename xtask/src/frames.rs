@@ -4,8 +4,8 @@
 //! [`FRAMES`] is the one source of truth: each frame as a list of words,
 //! lowest address first, each with the expression the hypervisor writes
 //! (`code`) and a short note. The unit tests below check the table against
-//! the code that builds the frames (the `push(...)` calls of
-//! `src/pv/traps.rs` `write_frame`, one builder for both guest widths, the
+//! the code that builds the frames (the `push!(...)` calls of
+//! `src/pv/traps.rs` `build_frame`, one builder for both guest widths, the
 //! fields of `IretContext` in `abi/src/x86_64.rs` and `IretContext32`) and check that the
 //! committed SVGs are what this file renders, so a change to either side
 //! that is not made to the other fails `cargo xtask test`.
@@ -47,7 +47,7 @@ pub struct Word {
 /// Where the code that builds a frame is, so the tests can compare.
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
-    /// The `push(..)` calls in `func` of `file`, in order; words whose code
+    /// The `push(..)` (or `push!(..)`) calls in `func` of `file`, in order; words whose code
     /// is in `skip` are the optional ones this frame leaves out.
     Pushes {
         file: &'static str,
@@ -250,7 +250,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception64-errcode",
         title: "64-bit PV exception frame, with error code",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: SELS },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: SELS },
         pointer: "handler's rsp",
         footer: "frame top: the interrupted rsp & ~15 (guest kernel) or the stack_switch sp & ~15 (guest user)",
         words: EXCEPTION64,
@@ -259,7 +259,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception64",
         title: "64-bit PV exception frame, no error code (also events)",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: SELS_EC },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: SELS_EC },
         pointer: "handler's rsp",
         footer: "frame top: the interrupted rsp & ~15 (guest kernel) or the stack_switch sp & ~15 (guest user)",
         words: EXCEPTION64_NO_EC,
@@ -268,7 +268,7 @@ pub const FRAMES: &[Frame] = &[
         file: "syscall64",
         title: "64-bit syscall callback frame (guest user -> guest kernel)",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: SELS_EC },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: SELS_EC },
         pointer: "handler's rsp",
         footer: "frame top: the stack_switch sp & ~15; back with HYPERVISOR_iret and VGCF_in_syscall",
         words: SYSCALL64,
@@ -277,7 +277,7 @@ pub const FRAMES: &[Frame] = &[
         file: "failsafe64",
         title: "64-bit failsafe callback frame",
         word_bytes: 8,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: &["ec"] },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: &["ec"] },
         pointer: "handler's rsp",
         footer: "frame top: the stack_switch sp & ~15, whatever the mode (the interrupted stack is the broken one)",
         words: FAILSAFE64,
@@ -295,7 +295,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception32-ring1",
         title: "32-bit PV exception frame, from ring 1 (guest kernel)",
         word_bytes: 4,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: W32_RING1 },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: W32_RING1 },
         pointer: "handler's esp",
         footer: "frame top: the interrupted esp (no ring change, so no ESP/SS); a plain iret returns through it",
         words: EXCEPTION32_RING1,
@@ -304,7 +304,7 @@ pub const FRAMES: &[Frame] = &[
         file: "exception32-ring3",
         title: "32-bit PV exception frame, from ring 3 (guest user)",
         word_bytes: 4,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: W32_RING3 },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: W32_RING3 },
         pointer: "handler's esp",
         footer: "frame top: the stack_switch esp; the vCPU is switched to kernel mode (ring 1)",
         words: EXCEPTION32_RING3,
@@ -313,7 +313,7 @@ pub const FRAMES: &[Frame] = &[
         file: "failsafe32",
         title: "32-bit failsafe callback frame",
         word_bytes: 4,
-        source: Source::Pushes { file: TRAPS, func: "write_frame", skip: W32_FAILSAFE },
+        source: Source::Pushes { file: TRAPS, func: "build_frame", skip: W32_FAILSAFE },
         pointer: "handler's esp",
         footer: "frame top: the stack_switch esp, whatever the ring (Xen: the interrupted esp in ring 1)",
         words: FAILSAFE32,
@@ -611,13 +611,21 @@ pub mod code {
 
     /// The argument text of every call `callee(...)` in `text`, in order.
     pub fn call_args(text: &str, callee: &str) -> Vec<String> {
+        // `callee(` or the macro `callee!(`.
         let pat = format!("{callee}(");
+        let mac = format!("{callee}!(");
         let mut out = Vec::new();
         let mut at = 0;
-        while let Some(i) = text[at..].find(&pat) {
+        loop {
+            let (i, len) = match (text[at..].find(&pat), text[at..].find(&mac)) {
+                (Some(a), Some(b)) if b < a => (b, mac.len()),
+                (Some(a), _) => (a, pat.len()),
+                (None, Some(b)) => (b, mac.len()),
+                (None, None) => break,
+            };
             let begin = at + i;
             let prev = text[..begin].chars().next_back();
-            at = begin + pat.len();
+            at = begin + len;
             if prev.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
                 continue; // another name ending in `callee`, or a method
             }
@@ -682,21 +690,21 @@ mod tests {
 
     #[test]
     fn optional_words_are_conditional() {
-        // The frames leave words out of write_frame's pushes: each group
+        // The frames leave words out of build_frame's pushes: each group
         // must be pushed only under its condition (the width's layout, or
         // what the frame carries).
         let src = read(TRAPS);
-        let body = code::fn_body(&src, "write_frame").unwrap();
+        let body = code::fn_body(&src, "build_frame").unwrap();
         let compact: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
         for group in [
-            "if lay.rcx_r11 { push(f.rcx); push(f.r11); }",
-            "= spec.sels.map(|s| s.map(u64::from)) { push(ds); push(es); push(fs); push(gs); }",
-            "if let Some(ec) = spec.error_code { push(ec); }",
-            "if lay.stack_always || from_user { push(f.rsp); push(f.ss); }",
+            "if lay.rcx_r11 { push!(f.rcx); push!(f.r11); }",
+            "= spec.sels.map(|s| s.map(u64::from)) { push!(ds); push!(es); push!(fs); push!(gs); }",
+            "if let Some(ec) = spec.error_code { push!(ec); }",
+            "if lay.stack_always || from_user { push!(f.rsp); push!(f.ss); }",
         ] {
             assert!(
                 compact.contains(group),
-                "src/pv/traps.rs write_frame: no longer `{group}`"
+                "src/pv/traps.rs build_frame: no longer `{group}`"
             );
         }
     }

@@ -249,7 +249,7 @@ pub fn control_registers() -> (u64, u64, u64, u64) {
 }
 
 /// The frame number of the top-level table CR3 holds.
-#[inline]
+#[inline(always)]
 pub fn cr3_frame() -> u64 {
     // SAFETY: reading CR3 has no side effects.
     (unsafe { x86::controlregs::cr3() } & 0x000f_ffff_ffff_f000) >> 12

@@ -92,7 +92,11 @@ idt_stubs:
     pushq $0
     .endif
     pushq $vec
+    .if vec < 32
+    jmp exception_common          /* exceptions: a guest's go straight on */
+    .else
     jmp trap_common
+    .endif
     .set vec, vec + 1
 .endr
 
@@ -102,6 +106,7 @@ trap_common:
     SAVE_GPRS
     testb $3, {TF_CS}(%rsp)       /* from a guest (ring 1 or 3)? */
     jnz from_guest
+in_hypervisor:
     lea ret_iretq(%rip), %rax     /* or our own iretq to a guest faulted: */
     cmp %rax, {TF_RIP}(%rsp)      /* GS and CR4 are still the guest's */
     jne trap_call
@@ -146,6 +151,49 @@ ret_pop:
 .global ret_iretq
 ret_iretq:
     iretq
+
+/* Tour 04: a guest's exception, straight to its handler
+ * Vectors 0-31 (exception_common): the same TrapFrame and guest state
+ * off as trap_common, then, for the vectors pv::fast_trap takes
+ * (quick_vectors), guest_exception_quick (idt.rs), which bounces or
+ * emulates the common cases on the vCPU alone; what it leaves (al = 0:
+ * nothing done), and every other vector, goes to guest_exception_entry,
+ * which sends it where trap_dispatch would. No dispatch on the vector
+ * and no interrupt tests before it. SMEP/SMAP are checked on here (as
+ * syscall_entry does; EFLAGS.AC was cleared right before): if not, the
+ * full way, which stops on it (entry_state_check). An exception in the
+ * hypervisor itself (ring 0) is trap_common's. */
+.balign 16
+exception_common:
+    SAVE_GPRS
+    testb $3, {TF_CS}(%rsp)
+    jz in_hypervisor
+    swapgs                        /* GS = this CPU's hypervisor block */
+    testb $1, %gs:{PC_PV32}       /* as guest_state_off */
+    jz 1f
+    mov %cr4, %rax
+    or %gs:{PC_CR4_PV32}, %rax
+    mov %rax, %cr4
+1:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 2f
+    clac                          /* only where SMAP exists (else #UD) */
+2:  mov %cr4, %rax                /* SMEP/SMAP on, or the full way */
+    and %gs:{PC_CR4_PV32}, %rax
+    cmp %gs:{PC_CR4_PV32}, %rax
+    mov %rsp, %rdi
+    cld
+    jne 3f
+    mov {TF_VECTOR}(%rsp), %eax   /* one pv::fast_trap takes? */
+    bt %eax, quick_vectors(%rip)
+    jnc 4f
+    call guest_exception_quick
+    test %al, %al
+    jnz ret_to_frame
+    mov %rsp, %rdi
+4:  call guest_exception_entry
+    jmp ret_to_frame
+3:  call trap_dispatch
+    jmp ret_to_frame
 
 /* Tour 02: the way back by sysretq
  * The lean return of a `syscall` entry (Xen: restore_all_guest's sysret
@@ -477,6 +525,14 @@ int82_entry:
 8:  add $8, %rsp                  /* the answer */
     SAVE_GPRS
     jmp guest_state_off
+
+/* The exception vectors (below 32) pv::fast_trap takes (bit N: vector
+ * N), from idt.rs. */
+.section .rodata
+.balign 8
+quick_vectors:
+    .quad {QUICK_VECTORS}
+.section .text
 
 /* The hypercall numbers below 64 that pv::fast may answer on the quick
  * way (bit N: number N), from idt.rs. */

@@ -206,6 +206,8 @@ core::arch::global_asm!(
     IF_SS = const offset_of!(TrapFrame, ss) - offset_of!(TrapFrame, vector),
     GUEST32_CS1 = const ringvisor_abi::x86_32::FLAT_RING1_CS as u64,
     GUEST32_SS1 = const ringvisor_abi::x86_32::FLAT_RING1_SS as u64,
+    QUICK_VECTORS = const crate::pv::fast_trap::QUICK_VECTORS,
+    TF_VECTOR = const offset_of!(TrapFrame, vector),
     options(att_syntax)
 );
 
@@ -227,6 +229,7 @@ extern "C" {
 /// the caller may access, or addresses whose every mapping the current
 /// page tables may hold is one the hypervisor may touch on the guest's
 /// behalf: the guest's own half, never the hypervisor's range.
+#[inline(always)]
 pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
     // SAFETY: the caller's contract; a fault inside is fixed up (above).
     unsafe { guest_copy(dst, src, len) == 0 }
@@ -388,6 +391,41 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
         }
         q => q,
     }
+}
+
+/// An exception of a guest of a vector `pv::fast_trap` takes, first
+/// (entry.S `exception_common`, which checked SMEP/SMAP on): `true` when
+/// handled, way out included; `false`: nothing done, then
+/// [`guest_exception_entry`]. A guest's breakpoints hit in the hypervisor
+/// since the last entry are reported there (as `syscall_quick` leaves
+/// them to the full way).
+// Tour 04: a guest's exception, first
+#[no_mangle]
+extern "C" fn guest_exception_quick(f: &mut TrapFrame) -> bool {
+    if super::debugreg::hypervisor_hits_pending() {
+        return false;
+    }
+    crate::pv::fast_trap::exception(f)
+}
+
+/// An exception (vectors 0-31) of a guest that [`guest_exception_quick`]
+/// did not take (entry.S `exception_common`, which checked SMEP/SMAP
+/// on): where `trap_dispatch` sends it, without its tests. A guest's #DB
+/// arrives on its IST stack and moves to the guest slot (`other_trap`):
+/// `trap_dispatch`'s.
+// Tour 04: a guest's exception, the other way
+#[no_mangle]
+extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
+    if f.vector == VEC_DB {
+        return trap_dispatch(f);
+    }
+    if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
+        report_hypervisor_db(n, rip, dbg);
+    }
+    if crate::pv::fast::exception(f) {
+        return;
+    }
+    crate::pv::entry::from_guest(f);
 }
 
 /// Every interrupt and exception arrives here (from `trap_common`).
