@@ -117,8 +117,9 @@ pub fn try_read() -> Option<u8> {
 pub fn print_emergency(args: fmt::Arguments) {
     if SERIAL.is_locked() {
         // SAFETY: only called on the way to stopping the machine, with
-        // interrupts off on the only CPU: whoever held the lock never runs
-        // again, so taking it over cannot race.
+        // interrupts off: a holder on this CPU never runs again; one on
+        // another CPU may still finish its line, which can at worst mix
+        // characters into ours (the UART takes bytes one at a time).
         unsafe { SERIAL.force_unlock() };
     }
     crate::fbcon::take_over();

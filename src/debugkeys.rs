@@ -100,10 +100,10 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
         b't' => trap_tables(hv),
         b'e' => events(hv),
         b'r' => {
-            out!("[debug key r] recent bounces and hypercalls, oldest first:");
-            crate::trace::recent(|r| {
+            out!("[debug key r] recent bounces and hypercalls, each CPU's, oldest first:");
+            crate::trace::recent(|cpu, r| {
                 out!(
-                    "  d{}v{} {} ({:#x}, {:#x})",
+                    "  CPU {cpu}: d{}v{} {} ({:#x}, {:#x})",
                     r.dom,
                     r.vcpu,
                     r.what.name(),
@@ -117,9 +117,13 @@ fn key(hv: &mut Hv, f: &mut TrapFrame, k: u8) {
             out!("[debug key m] {} frames ({} MiB) free", free, free >> 8);
         }
         b'c' => {
-            out!("[debug key c] CPUs (guests run on CPU 0):");
+            out!("[debug key c] CPUs (each runs a vCPU or is idle):");
             crate::arch::x86_64::smp::each_cpu(|n, apic_id, wakes| {
-                out!("  CPU {n}: APIC ID {apic_id}, {wakes} wake IPIs taken")
+                let on = match hv.here.get(n).copied().flatten() {
+                    Some((di, vi)) => alloc::format!("d{}v{vi}", hv.dom(di).id),
+                    None => alloc::string::String::from("idle"),
+                };
+                out!("  CPU {n}: APIC ID {apic_id}, {wakes} wake IPIs taken, {on}")
             });
         }
         b'i' => *STATE.lock() = State::InjectDomain,
@@ -132,7 +136,9 @@ fn domains(hv: &Hv) {
     out!(
         "[debug key q] {} domain(s), d{} on the CPU",
         hv.domains.len(),
-        hv.domains.get(hv.current).map_or(0, |d| d.lock().id)
+        hv.current()
+            .and_then(|(di, _)| hv.domains.get(di))
+            .map_or(0, |d| d.lock().id)
     );
     for d in &hv.domains {
         let d = d.lock();
@@ -169,7 +175,9 @@ fn registers(hv: &Hv, live: &TrapFrame) {
     for (di, d) in hv.domains.iter().enumerate() {
         let d = d.lock();
         for (vi, v) in d.vcpus.iter().enumerate() {
-            let r = if di == hv.current && vi == d.cur {
+            // This CPU's vCPU: the live frame; one on another CPU: its
+            // registers as they were when it was last switched in.
+            let r = if hv.current() == Some((di, vi)) {
                 live
             } else {
                 &v.regs

@@ -30,6 +30,8 @@ mod fbcon;
 mod firmware;
 mod mm;
 mod pv;
+#[cfg(target_os = "none")]
+mod sync;
 
 #[cfg(target_os = "none")]
 #[macro_use]

@@ -210,7 +210,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     // not fit in memory now wait until earlier domains end.
     let mut hv = Hv {
         domains: Vec::new(),
-        current: 0,
+        here: [None; crate::arch::x86_64::smp::MAX_CPUS],
+        last: [(usize::MAX, 0); crate::arch::x86_64::smp::MAX_CPUS],
         build_failures: 0,
         pending: VecDeque::new(),
         next_id: 0,

@@ -2,7 +2,7 @@
 //! `trace=` asks for it. Off by default; when off it costs one load and a
 //! branch per event. Beside it, the recent-calls ring (`record`).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub use crate::cmdline::{TRACE_BOUNCE, TRACE_EMULATE, TRACE_HYPERCALL};
 
@@ -63,17 +63,31 @@ impl What {
 
 const RING: usize = 32;
 
-/// This CPU's ring (`RECENT_RING`): written only by this CPU, with interrupts off (every
-/// hypervisor entry runs so), so it needs no lock; read by the `r` debug
-/// key on the same CPU. (One ring per CPU when there are more: index it
-/// by `percpu::this().cpu`.)
+/// One CPU's ring: written only by that CPU, with interrupts off (every
+/// hypervisor entry runs so), so it needs no lock; `PerCpu::ring` points
+/// at it (entry.S writes the constant answers' records there). The `r`
+/// debug key reads every CPU's ring, perhaps while another CPU writes its
+/// own: each slot has a sequence number, odd while the record is written
+/// (the writer's stores are seen in order: x86 keeps stores in order),
+/// and a copy read between two equal, even numbers is whole; any other is
+/// dropped unused (a torn record could hold half of one name's address
+/// and half of another's length).
 pub(crate) struct Ring {
-    recs: core::cell::UnsafeCell<[Record; RING]>,
+    slots: core::cell::UnsafeCell<[Slot; RING]>,
     next: core::sync::atomic::AtomicUsize,
 }
 
-// SAFETY: one CPU, interrupts off while the hypervisor runs: `record`
-// and `recent` never overlap (see `Ring`).
+/// A record and its sequence number (48 bytes: entry.S multiplies by 3
+/// and 16).
+#[repr(C)]
+struct Slot {
+    rec: Record,
+    seq: AtomicU64,
+}
+
+// SAFETY: a ring's slots are written only by its CPU (`put`, entry.S),
+// and read elsewhere only through the sequence check (`recent`), which
+// uses no copy that overlapped a write.
 unsafe impl Sync for Ring {}
 
 const EMPTY: Record = Record {
@@ -83,22 +97,38 @@ const EMPTY: Record = Record {
     a: 0,
     b: 0,
 };
-pub(crate) static RECENT_RING: Ring = Ring {
-    recs: core::cell::UnsafeCell::new([EMPTY; RING]),
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_RING: Ring = Ring {
+    slots: core::cell::UnsafeCell::new(
+        [const {
+            Slot {
+                rec: EMPTY,
+                seq: AtomicU64::new(0),
+            }
+        }; RING],
+    ),
     next: core::sync::atomic::AtomicUsize::new(0),
 };
+static RINGS: [Ring; crate::arch::x86_64::smp::MAX_CPUS] =
+    [EMPTY_RING; crate::arch::x86_64::smp::MAX_CPUS];
+
+/// CPU `cpu`'s ring, for its `PerCpu::ring`.
+pub fn ring_of(cpu: u64) -> u64 {
+    &RINGS[cpu as usize % RINGS.len()] as *const Ring as u64
+}
 
 /// Where entry.S writes a hypercall's record (`syscall_entry`'s and
-/// `int82_entry`'s constant answers): `RECENT_RING`'s next index and
-/// records (40 bytes each: entry.S multiplies by 5 and 8), and in a
-/// record the two words of `What::Hypercall(nr)` (the number, and the
-/// other word's fixed value: the `&str`'s pointer, null, is the
+/// `int82_entry`'s constant answers): this CPU's ring (`PerCpu::ring`),
+/// its next index and slots (48 bytes each), a slot's sequence number,
+/// and in a record the two words of `What::Hypercall(nr)` (the number,
+/// and the other word's fixed value: the `&str`'s pointer, null, is the
 /// variant's niche), the ids (domain and vCPU as one 32-bit word:
 /// `PerCpu::ids`' low half), the first argument and the result. Read off
 /// the compiler's own layout, here, so a change of it fails the build.
 pub const RING_NEXT: usize = core::mem::offset_of!(Ring, next);
-pub const RING_RECS: usize = core::mem::offset_of!(Ring, recs);
+pub const RING_RECS: usize = core::mem::offset_of!(Ring, slots);
 pub const RING_MASK: usize = RING - 1;
+pub const SLOT_SEQ: usize = core::mem::offset_of!(Slot, seq);
 pub const REC_NR: usize = core::mem::offset_of!(Record, what) + WHAT_LAYOUT.0;
 pub const REC_TAG: usize = core::mem::offset_of!(Record, what) + WHAT_LAYOUT.1;
 pub const REC_TAG_HYPERCALL: u64 = WHAT_LAYOUT.2;
@@ -140,21 +170,38 @@ const WHAT_LAYOUT: (usize, usize, u64) = {
 const _: () = {
     assert!(core::mem::size_of::<Record>() == 40 && RING.is_power_of_two());
     assert!(core::mem::offset_of!(Record, vcpu) == REC_IDS + 2);
+    assert!(core::mem::size_of::<Slot>() == 48 && SLOT_SEQ == 40);
 };
 
-/// Keep `r` in the ring (when [`RECENT`] is on): one record's stores, no
-/// lock.
+/// Keep `r` in this CPU's ring (when [`RECENT`] is on): one record's
+/// stores, no lock.
 #[inline]
 pub fn record(r: Record) {
     if FLAGS.load(Ordering::Relaxed) & RECENT == 0 {
         return;
     }
-    let at = RECENT_RING.next.load(Ordering::Relaxed);
-    RECENT_RING
-        .next
-        .store(at.wrapping_add(1), Ordering::Relaxed);
-    // SAFETY: this CPU's ring, no reference into it is alive (`Ring`).
-    unsafe { (*RECENT_RING.recs.get())[at % RING] = r };
+    put(r);
+}
+
+#[inline(always)]
+fn put(r: Record) {
+    let ring = crate::arch::x86_64::percpu::this().ring as *const Ring;
+    // SAFETY: `PerCpu::ring` is this CPU's ring (`ring_of`), a static.
+    let ring = unsafe { &*ring };
+    let at = ring.next.load(Ordering::Relaxed);
+    ring.next.store(at.wrapping_add(1), Ordering::Relaxed);
+    // SAFETY: this CPU's ring, written only by this CPU (see `Ring`);
+    // readers check the slot's sequence number around their copy, so a
+    // plain store (no `&mut` made) is enough.
+    unsafe {
+        let slot = core::ptr::addr_of_mut!((*ring.slots.get())[at % RING]);
+        let seq = &(*slot).seq;
+        let s = seq.load(Ordering::Relaxed);
+        seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+        core::ptr::addr_of_mut!((*slot).rec).write(r);
+        seq.store(s.wrapping_add(2), Ordering::Release);
+    }
 }
 
 /// [`record`] of hypercall `nr` by the vCPU `ids` names (a per-CPU
@@ -162,30 +209,37 @@ pub fn record(r: Record) {
 /// and result, for a caller that has seen [`RECENT`] on.
 #[inline(always)]
 pub fn record_call(nr: u64, ids: u64, a: u64, b: u64) {
-    let at = RECENT_RING.next.load(Ordering::Relaxed);
-    RECENT_RING
-        .next
-        .store(at.wrapping_add(1), Ordering::Relaxed);
-    // SAFETY: as in `record`.
-    unsafe {
-        (*RECENT_RING.recs.get())[at % RING] = Record {
-            what: What::Hypercall(nr),
-            dom: ids as u16,
-            vcpu: (ids >> 16) as u16,
-            a,
-            b,
-        }
-    };
+    put(Record {
+        what: What::Hypercall(nr),
+        dom: ids as u16,
+        vcpu: (ids >> 16) as u16,
+        a,
+        b,
+    });
 }
 
-/// Oldest first.
-pub fn recent(mut f: impl FnMut(&Record)) {
-    let next = RECENT_RING.next.load(Ordering::Relaxed);
-    for i in 0..RING {
-        // SAFETY: as in `record`; a copy is taken, nothing is held.
-        let r = unsafe { (*RECENT_RING.recs.get())[(next + i) % RING] };
-        if !r.what.name().is_empty() {
-            f(&r);
+/// Every CPU's ring, CPU by CPU, oldest first (`f(cpu, record)`).
+pub fn recent(mut f: impl FnMut(usize, &Record)) {
+    for (cpu, ring) in RINGS.iter().enumerate() {
+        let next = ring.next.load(Ordering::Acquire);
+        for k in 0..RING {
+            let i = (next + k) % RING;
+            // SAFETY: a shared look at the slot's atomic, and a copy of
+            // plain data used only if the slot's sequence number shows no
+            // write overlapped it (`Ring`).
+            let (s, r, again) = unsafe {
+                let slot = core::ptr::addr_of!((*ring.slots.get())[i]);
+                let s = (*slot).seq.load(Ordering::Acquire);
+                let r = core::ptr::addr_of!((*slot).rec).read_volatile();
+                core::sync::atomic::fence(Ordering::Acquire);
+                (s, r, (*slot).seq.load(Ordering::Relaxed))
+            };
+            if s & 1 != 0 || s != again {
+                continue;
+            }
+            if !r.what.name().is_empty() {
+                f(cpu, &r);
+            }
         }
     }
 }

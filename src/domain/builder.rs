@@ -590,6 +590,8 @@ pub fn build(
             .chain((1..nr_vcpus as u32).map(Vcpu::new))
             .collect(),
         cur: 0,
+        max_running: 0,
+        running: 0,
         state: State::Running,
         console_line: String::new(),
         console_in: alloc::collections::VecDeque::new(),

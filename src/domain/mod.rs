@@ -68,7 +68,7 @@ mod domain {
     /// points at the current one, so an entry from a guest reaches its
     /// domain without the hypervisor lock. Domains are never removed from
     /// the list, so the address stays valid for the whole run.
-    pub type DomainRef = alloc::sync::Arc<spin::Mutex<Domain>>;
+    pub type DomainRef = alloc::sync::Arc<crate::sync::DomainLock>;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub enum State {
@@ -104,8 +104,14 @@ mod domain {
         /// `vm_assist` bits enabled.
         pub vm_assist: u64,
         pub vcpus: Vec<Vcpu>,
-        /// Index of the vCPU on the CPU (or that ran last).
+        /// Index of the vCPU of the CPU holding the lock (see
+        /// `sync::DomainLock`; for another holder, the last such one).
         pub cur: usize,
+        /// The most of its vCPUs that were on CPUs at once (each on its
+        /// own), for the end-of-run report.
+        pub max_running: usize,
+        /// How many of its vCPUs are on CPUs now (`running_on` set).
+        pub running: usize,
         pub state: State,
         /// Console output not yet ended by a newline.
         pub console_line: String,

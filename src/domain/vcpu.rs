@@ -55,6 +55,13 @@ pub struct Vcpu {
     /// `VCPUOP_initialise`); only then may it be brought up.
     pub initialised: bool,
     pub up: bool,
+    /// The CPU whose guest frame holds its registers (it runs there, or
+    /// that CPU is in the hypervisor for it), set and cleared by that
+    /// CPU's scheduler under `HV` and the domain's lock: no other CPU
+    /// picks it meanwhile, and a wake-up for it goes to that CPU.
+    pub running_on: Option<u32>,
+    /// The CPUs it has run on (bit n: CPU n), for the end-of-run report.
+    pub cpus_used: u64,
     /// The guest's registers while not running (on the CPU's stack when it
     /// is: see percpu::guest_frame).
     pub regs: TrapFrame,
@@ -167,6 +174,8 @@ impl Vcpu {
             runstate_area: None,
             inject: None,
             blocked: false,
+            running_on: None,
+            cpus_used: 0,
             poll: alloc::vec::Vec::new(),
             singleshot: None,
             // vcpu.h: "The timer is initially programmed to trigger at

@@ -108,6 +108,10 @@ fn install_trap_table<T: TrapInfoArg>(d: &mut Domain, space: GuestSpace, list: u
     };
     // Check the whole list, then walk it again to install it (nothing
     // else changes the vCPU's table in between: its domain's lock is held).
+    // Another vCPU of the domain, on another CPU, may change the list in
+    // guest memory meanwhile: each entry is checked again as it is
+    // installed, so a guest racing itself gets at worst a partly
+    // installed table and the error, never an unchecked entry.
     if let Err(e) = trap_list(&space, list, end, check) {
         return err(e);
     }

@@ -154,7 +154,7 @@ pub fn install_gdt(
     }
     // A writable translation may linger in the TLB from before: flush now
     // that the frames are read-only descriptor tables.
-    crate::arch::x86_64::cpu::flush_tlb_nonglobal();
+    crate::pv::mm::flush_tlb(d);
     let v = &mut d.vcpus[vi];
     for &old in v.gdt_frames.iter().filter(|o| !frames.contains(o)) {
         ft.with(old, |f| f.kind = Kind::Normal);

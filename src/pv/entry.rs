@@ -174,7 +174,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
 /// answer in the frame, as the dispatcher would have put it.
 #[cold]
 #[inline(never)]
-fn call_unlocked(cell: &'static spin::Mutex<Domain>, f: &mut TrapFrame, hypercall32: bool) {
+fn call_unlocked(cell: &'static crate::sync::DomainLock, f: &mut TrapFrame, hypercall32: bool) {
     let (nr, a, tail) = if hypercall32 {
         let a = [f.rbx, f.rcx, f.rdx, f.rsi, f.rdi].map(|r| r as u32 as u64);
         (f.rax as u32 as u64, a, " (32-bit)")
@@ -226,12 +226,12 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// The current domain's lock, as [`publish_current`] stored it in this
 /// CPU's block (`None` before the first domain runs).
 #[inline(always)]
-pub fn current_domain() -> Option<&'static spin::Mutex<Domain>> {
+pub fn current_domain() -> Option<&'static crate::sync::DomainLock> {
     let pc = crate::arch::x86_64::percpu::this();
     let p = pc.domain.load(core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the address of a `DomainRef`'s lock, published under HV;
     // domains are never removed from the list, so it lives for the run.
-    unsafe { (p as *const spin::Mutex<Domain>).as_ref() }
+    unsafe { (p as *const crate::sync::DomainLock).as_ref() }
 }
 
 // Tour 04: an exception or interrupt from a guest
@@ -248,8 +248,7 @@ fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
 /// so, and the way out settles what runs next.
 pub fn return_faulted(f: &mut TrapFrame, vector: u64, error_code: u64) {
     let idle = with_current(|hv| {
-        {
-            let mut d = hv.cur();
+        if let Some(mut d) = hv.cur() {
             let what = crate::arch::x86_64::idt::exception_name(vector);
             crate::error!(
                 "d{}v{}: the return to rip {:#x} cs {:#x} ss {:#x} faulted: {what} error code {error_code:#x} (a frame ringvisor should have refused first)",
@@ -279,7 +278,10 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         if sched::schedule(hv, f) {
             return true;
         }
-        let cur = hv.current;
+        // `schedule` returned with a vCPU on this CPU.
+        let Some((cur, _)) = hv.current() else {
+            return true;
+        };
         let mut guard = hv.dom(cur);
         let d = &mut *guard;
         if !d.is_alive() {
@@ -350,23 +352,27 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 pub fn publish_current(hv: &mut Hv) {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    let Some(cell) = hv.domains.get(hv.current) else {
+    let Some((di, vi)) = hv.current() else {
         pc.domain.store(0, Relaxed);
         pc.vcpu.store(0, Relaxed);
+        pc.ids.store(0, Relaxed);
         pc.console_quiet.store(0, Relaxed);
         return;
     };
+    let cell = &hv.domains[di];
+    // The vCPU first: `DomainLock::lock` reads it when the lock is ours.
+    pc.ids.store((vi as u64) << 16, Relaxed);
+    pc.domain
+        .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
     let mut d = cell.lock();
     pc.console_quiet
         .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
     pc.vcpu_info
-        .store(crate::pv::traps::vcpu_info_addr(&d, d.cur), Relaxed);
-    pc.ids.store(d.id as u64 | (d.cur as u64) << 16, Relaxed);
-    pc.user_mode.store(!d.v().kernel_mode as u64, Relaxed);
-    pc.vcpu.store(d.v_mut() as *mut _ as u64, Relaxed);
+        .store(crate::pv::traps::vcpu_info_addr(&d, vi), Relaxed);
+    pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);
+    pc.user_mode.store(!d.vcpus[vi].kernel_mode as u64, Relaxed);
     // The domain's lock, not the domain: `pv::fast` takes it.
-    pc.domain
-        .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
+    pc.vcpu.store(&mut d.vcpus[vi] as *mut _ as u64, Relaxed);
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).

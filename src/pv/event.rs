@@ -146,9 +146,13 @@ pub fn set_pending(d: &mut Domain, port: Port) {
     let bit = 1u64 << (port % 64);
     let was = pending_word(d, port).fetch_or(bit, Ordering::SeqCst);
     // A vCPU polling this port wakes even if the port is masked.
-    for v in d.vcpus.iter_mut().filter(|v| v.poll.contains(&port)) {
-        v.blocked = false;
-        v.poll.clear();
+    for vi in 0..d.vcpus.len() {
+        let v = &mut d.vcpus[vi];
+        if v.poll.contains(&port) {
+            v.blocked = false;
+            v.poll.clear();
+            crate::sched::kick(d, vi);
+        }
     }
     if was & bit != 0 || mask_word(d, port).load(Ordering::SeqCst) & bit != 0 {
         return;
@@ -164,6 +168,8 @@ pub fn set_pending(d: &mut Domain, port: Port) {
 fn mark_upcall(d: &mut Domain, vcpu: usize) {
     upcall_pending(d, vcpu).store(1, Ordering::SeqCst);
     d.vcpus[vcpu].blocked = false;
+    // On another CPU, or asleep: its CPU (or an idle one) looks now.
+    crate::sched::kick(d, vcpu);
 }
 
 /// Raise a virtual IRQ of `vcpu`, if the domain has bound it.
@@ -546,7 +552,7 @@ fn close_deferred(w: u64) {
 /// `me`'s lock alone (`op_local`), then, for an op that names another
 /// domain, that domain's lock after ours is released, never both. A
 /// deferred send or close is finished here too.
-pub fn op_remote(me: &spin::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
+pub fn op_remote(me: &crate::sync::DomainLock, cmd: u64, arg: u64) -> Ret {
     let (id, left) = {
         let mut d = me.lock();
         let space = d.v().space();
@@ -573,7 +579,12 @@ pub fn op_remote(me: &spin::Mutex<Domain>, cmd: u64, arg: u64) -> Ret {
 /// port, point the remote port at it if it still waits, then raise ours.
 /// The answers and their order are those of one atomic step: -ESRCH (no
 /// such live domain), -EINVAL (its port does not wait for us), -ENOSPC.
-fn bind_remote(me: &spin::Mutex<Domain>, id: u16, mut b: EvtchnBindInterdomain, arg: u64) -> Ret {
+fn bind_remote(
+    me: &crate::sync::DomainLock,
+    id: u16,
+    mut b: EvtchnBindInterdomain,
+    arg: u64,
+) -> Ret {
     let rdom = b.remote_dom;
     let Some(rl) = crate::sched::domain_lock(rdom) else {
         return err(ESRCH);

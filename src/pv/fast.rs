@@ -178,11 +178,12 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     }
     let nr = f.rax;
     let k = {
-        // SAFETY: the vCPU this CPU runs, published under HV. No domain
-        // lock is held on this CPU now, and on one CPU nothing else runs:
-        // this is the only reference to it, and it ends before
-        // `with_domain` locks its domain. (With several CPUs this needs
-        // the per-vCPU block docs/design.md lists under "Several CPUs".)
+        // SAFETY: the vCPU this CPU runs, published under HV; no other
+        // CPU runs it (`Vcpu::running_on`). No domain lock is held on
+        // this CPU now, and this reference ends before `with_domain`
+        // locks its domain. Another CPU holding the domain's lock may
+        // read this vCPU's `kernel_mode` (the debug keys) but writes
+        // neither field touched here (docs/design.md, "Lock order").
         let v = unsafe { &mut *vp };
         let k = if v.kernel_mode {
             kind(nr, f.rdi, f.rsi)
@@ -457,10 +458,10 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
 /// The current domain's lock, as `pv::entry::publish_current` stored it
 /// (`None` before the first domain runs).
 #[inline(always)]
-pub(crate) fn current_domain(pc: &PerCpu) -> Option<&'static spin::Mutex<Domain>> {
+pub(crate) fn current_domain(pc: &PerCpu) -> Option<&'static crate::sync::DomainLock> {
     // SAFETY: the address of a `DomainRef`'s lock, published under HV;
     // domains are never removed from the list, so it lives for the run.
-    unsafe { (pc.domain.load(Ordering::Relaxed) as *const spin::Mutex<Domain>).as_ref() }
+    unsafe { (pc.domain.load(Ordering::Relaxed) as *const crate::sync::DomainLock).as_ref() }
 }
 
 /// An exception of a guest (vectors 0-31), handled by the locked

@@ -542,7 +542,7 @@ fn map(d: &mut Domain, ft: &FrameTable, m: &GnttabMapGrantRef) -> Result<(u32, u
         if !take(ft, frame, rw) {
             return Err(GNTST_GENERAL_ERROR);
         }
-        if mm::grant_install(ft, at, pte).is_err() {
+        if mm::grant_install(d, ft, at, pte).is_err() {
             drop_ref(ft, frame, rw);
             return Err(GNTST_GENERAL_ERROR);
         }
@@ -552,7 +552,7 @@ fn map(d: &mut Domain, ft: &FrameTable, m: &GnttabMapGrantRef) -> Result<(u32, u
             // Undo the host mapping just made.
             if let Some(at) = mm::grant_slot(d, ft, m.host_addr, m.flags & GNTMAP_CONTAINS_PTE != 0)
             {
-                mm::grant_clear(at);
+                mm::grant_clear(d, at);
             }
             drop_ref(ft, frame, rw);
         }
@@ -598,7 +598,7 @@ fn host_unmap(
     if !mm::is_grant_pte(cur, m.mfn, !m.readonly) {
         return Err(GNTST_GENERAL_ERROR);
     }
-    mm::slot_replace(at, new);
+    mm::slot_replace(d, at, new);
     Ok(())
 }
 
@@ -677,7 +677,7 @@ fn replace_one(d: &mut Domain, ft: &FrameTable, space: GuestSpace, at: u64) -> R
                     Ok(()) => {
                         if r.new_addr != 0 {
                             if let Some(from) = mm::grant_slot(d, ft, r.new_addr, false) {
-                                mm::grant_clear(from);
+                                mm::grant_clear(d, from);
                             }
                         }
                         release(d, ft, r.handle, true, false);

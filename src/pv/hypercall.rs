@@ -97,7 +97,7 @@ pub(crate) fn is_global(nr: u64, a0: u64) -> bool {
 /// lock held by the caller; each takes the
 /// caller's lock, and another domain's after releasing it. The same
 /// arguments and answers in both widths (as `compat::dispatch_domain`).
-pub(crate) fn call_unlocked(me: &spin::Mutex<Domain>, nr: u64, a: [u64; 5]) -> Ret {
+pub(crate) fn call_unlocked(me: &crate::sync::DomainLock, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
         HYPERVISOR_EVENT_CHANNEL_OP => event::op_remote(me, a[0], a[1]),
         // The old form: `struct evtchn_op`, { u32 cmd, union } in one
@@ -259,7 +259,7 @@ fn dispatch_local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a
 ///
 /// Called with no lock held: the argument under the caller's lock, then
 /// the named domain's, to see it is alive.
-fn map_pirq_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
+fn map_pirq_on(me: &crate::sync::DomainLock, arg: u64) -> Ret {
     // { domid_t domid; pad; int type; int index; int pirq; int bus;
     // int devfn; int entry_nr; u64 table_base } (36 bytes for 32-bit)
     let (privileged, read) = {
@@ -761,6 +761,8 @@ fn shutdown(d: &mut Domain, reason: u32) -> Ret {
     crate::info!("d{}: shutdown: {}", d.id, shutdown_reason_name(reason));
     d.state = State::Shutdown(reason);
     crate::sched::domain_ended();
+    // Its vCPUs on other CPUs stop there at once.
+    crate::sched::kick_all(d);
     0
 }
 
@@ -848,6 +850,12 @@ pub(crate) fn sched_op_compat(d: &mut Domain, cmd: u64, arg: u64) -> Ret {
 fn register_vcpu_info(d: &mut Domain, ft: &FrameTable, vi: usize, mfn: u64, offset: u64) -> Ret {
     let size = core::mem::size_of::<VcpuInfo>() as u64;
     if d.vcpus[vi].vcpu_info_maddr.is_some() {
+        return err(EINVAL);
+    }
+    // As Xen's map_vcpu_info: the caller's own, or a vCPU that is down
+    // (one running on another CPU reads its `vcpu_info` through that
+    // CPU's block, which only that CPU updates).
+    if vi != d.cur && d.vcpus[vi].up {
         return err(EINVAL);
     }
     if offset > 4096 - size || !offset.is_multiple_of(8) {
@@ -1078,7 +1086,8 @@ pub(crate) fn vcpu_op(
                 return err(EINVAL);
             }
             d.vcpus[vi].up = true;
-            if vi != d.cur {
+            if d.vcpus[vi].running_on.is_none() {
+                // An idle CPU takes it (`kick`).
                 sched::set_runstate(
                     d,
                     vi,
@@ -1086,6 +1095,7 @@ pub(crate) fn vcpu_op(
                     crate::arch::x86_64::time::now_ns(),
                 );
             }
+            sched::kick(d, vi);
             0
         }
         VCPUOP_DOWN => {
@@ -1093,7 +1103,11 @@ pub(crate) fn vcpu_op(
             if vi == d.cur {
                 sched::request_resched();
             } else {
+                // Offline from now on (a vCPU on another CPU stops there
+                // when its CPU takes the kick, as Xen's
+                // `vcpu_sleep_nosync`).
                 sched::set_runstate(d, vi, RUNSTATE_OFFLINE, crate::arch::x86_64::time::now_ns());
+                sched::kick(d, vi);
             }
             0
         }

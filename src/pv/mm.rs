@@ -337,7 +337,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
             // No writable mapping is left in the tables, and none can be
             // made now, but the TLB may still hold one (an L1 linked at
             // several places serves several addresses): flush it.
-            flush_tlb();
+            flush_tlb(d);
             for i in 0..512 {
                 if hv_slot(level, i) {
                     continue;
@@ -411,23 +411,44 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
 }
 
 // Stale translations. When a guest replaces an L1 entry, the old
-// translation may stay in this CPU's TLB until the guest flushes it, as on
-// Xen: the guest asks with UVMF_* or mmuext_op. That is safe for everyone
-// else because each moment where a stale *writable* translation could
-// matter flushes the whole TLB itself: a frame becoming a page table
-// (get_table) or GDT (set_gdt), and a frame going back to the pool
-// (decrease_reservation; a domain's teardown switches CR3 first). Guest
-// entries are never global, and there is one CPU. Entries above L1 are
-// different: the CPU caches them as paging structures, and a table that
-// was unlinked can become an ordinary, writable frame, so changing one
-// flushes every time.
+// translation may stay in the TLB of any CPU that runs one of its vCPUs
+// until the guest flushes it, as on Xen: the guest asks with UVMF_* or
+// mmuext_op (`_LOCAL`: this CPU; a vCPU mask or `_ALL`: every CPU in the
+// domain's dirty mask). That is safe for everyone else because each
+// moment where a stale *writable* translation, or a cached paging
+// structure, could matter flushes every CPU that may hold one before the
+// frame can be used otherwise: a frame becoming a page table (get_table)
+// or GDT (set_gdt), a changed upper entry (once a batch), an unpin, a
+// grant mapping installed or removed, a frame going back to the pool
+// (decrease_reservation, exchange; a domain's teardown waits until no
+// CPU holds one of its vCPUs, and each such CPU loaded other tables
+// since). Which CPUs may hold one is the domain's dirty mask
+// (`sched::dirty_cpus`: a CPU joins before it loads the domain's tables
+// and leaves only after it loaded others; guest entries are never global,
+// so a CR3 load drops them all), and `flush_tlb` waits until each has
+// flushed. A grant mapping lives in the mapping domain's tables, so its
+// removal flushes that domain's mask.
+//
+// Every write of a guest's page-table entry by the hypervisor is made
+// under its domain's lock (all mm operations are), so the read of the old
+// entry, the checks and the write are one step for every other vCPU of
+// the domain as well. The CPUs themselves change an entry only by
+// setting its Accessed and Dirty bits, which no reference or rule here
+// depends on (Xen's cmpxchg loop in `update_intpte` retries on exactly
+// those two and writes the same value): a plain write loses at most a
+// bit the guest's own vCPU set in between, as Xen's write without
+// `MMU_PT_UPDATE_PRESERVE_AD` does.
 
-fn flush_tlb() {
-    crate::arch::x86_64::cpu::flush_tlb_nonglobal();
+/// Drop `d`'s translations (non-global: guest entries never are) on
+/// every CPU that may hold them: this one and its dirty mask
+/// (`sched::dirty_cpus`), returning once each has.
+pub fn flush_tlb(d: &Domain) {
+    crate::sched::flush_domain_tlb(d.id, crate::arch::x86_64::smp::FLUSH_NONGLOBAL);
 }
 
-fn invlpg(va: u64) {
-    crate::arch::x86_64::cpu::flush_tlb_page(va);
+/// Drop `va`'s translation wherever `d` may have one (as [`flush_tlb`]).
+fn invlpg(d: &Domain, va: u64) {
+    crate::sched::flush_domain_tlb(d.id, va);
 }
 
 /// Most entries one `mmu_update`/`mmuext_op` call may carry: Xen splits
@@ -501,7 +522,7 @@ pub fn mmu_update(
     // An L1 entry's old translation is the guest's to flush (see "Stale
     // translations"); a changed upper entry flushes the TLB, once a batch.
     if upper {
-        flush_tlb();
+        flush_tlb(d);
     }
     r
 }
@@ -534,7 +555,7 @@ pub fn mmu_update_single(
         rc
     };
     if level > 1 {
-        flush_tlb();
+        flush_tlb(d);
     }
     r
 }
@@ -650,26 +671,26 @@ pub fn slot_read(s: Slot) -> u64 {
 
 /// Put grant entry `pte` in the slot. What was there is dropped as an
 /// update would drop it; a grant mapping there is refused.
-pub fn grant_install(ft: &FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
+pub fn grant_install(d: &Domain, ft: &FrameTable, s: Slot, pte: u64) -> Result<(), ()> {
     let old = read_pte(s.0, s.1);
     if old & PTE_P != 0 && old & PTE_GNTTAB != 0 {
         return Err(());
     }
     write_pte(s.0, s.1, pte);
     put_entry(ft, s.0, 1, old);
-    flush_tlb();
+    flush_tlb(d);
     Ok(())
 }
 
 /// Write `e` into the slot, moving an entry whose references stay as they
 /// are (its own, or its grant map's), and flush what the old one left.
-pub fn slot_replace(s: Slot, e: u64) {
+pub fn slot_replace(d: &Domain, s: Slot, e: u64) {
     write_pte(s.0, s.1, e);
-    flush_tlb();
+    flush_tlb(d);
 }
 
-pub fn grant_clear(s: Slot) {
-    slot_replace(s, 0);
+pub fn grant_clear(d: &Domain, s: Slot) {
+    slot_replace(d, s, 0);
 }
 
 /// The L1 table and index mapping `va` in the domain's kernel tables.
@@ -756,7 +777,7 @@ pub fn update_va_mapping_inline(
             if ft.with(l1, |x| x.owner == d.id && x.kind == Kind::Table(1)) == Some(true) =>
         {
             let r = update_entry(d, ft, l1, 1, i, val);
-            uvm_flush(va, flags);
+            uvm_flush(d, va, flags);
             r
         }
         _ => err(EINVAL),
@@ -765,13 +786,20 @@ pub fn update_va_mapping_inline(
 
 /// What the guest asked `update_va_mapping` to flush (see "Stale
 /// translations" above: an old L1 translation left in the TLB is the
-/// guest's own business). One CPU: local, multi and all are the same.
-fn uvm_flush(va: u64, flags: u64) {
+/// guest's own business). As Xen reads the rest of `flags`: 0 is
+/// `UVMF_LOCAL` (this CPU), `UVMF_ALL` and a vCPU mask's address
+/// (`UVMF_MULTI`) are every CPU that ran the domain since it last left
+/// them (its dirty mask: a superset of those vCPUs' CPUs, so the mask is
+/// not read).
+fn uvm_flush(d: &Domain, va: u64, flags: u64) {
     use ringvisor_abi::xen::{UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_NONE};
+    let everywhere = flags & !UVMF_FLUSHTYPE_MASK != 0;
     match flags & UVMF_FLUSHTYPE_MASK {
         UVMF_NONE => {}
-        UVMF_INVLPG => invlpg(va),
-        _ => flush_tlb(),
+        UVMF_INVLPG if everywhere => invlpg(d, va),
+        UVMF_INVLPG => crate::arch::x86_64::cpu::flush_tlb_page(va),
+        _ if everywhere => flush_tlb(d),
+        _ => crate::arch::x86_64::cpu::flush_tlb_nonglobal(),
     }
 }
 
@@ -859,6 +887,9 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                 };
                 ft.with(mfn, |i| i.pinned = false);
                 put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
+                // The table may be ordinary memory now, writable next:
+                // no CPU keeps it cached as a paging structure.
+                flush_tlb(d);
                 0
             }
             _ => err(EINVAL),
@@ -927,15 +958,26 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                 err(ENOSYS)
             }
         }
-        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
-            flush_tlb();
+        MMUEXT_TLB_FLUSH_LOCAL => {
+            crate::arch::x86_64::cpu::flush_tlb_nonglobal();
+            0
+        }
+        // A vCPU mask, or all of them: every CPU in the domain's dirty
+        // mask (a superset of where those vCPUs ran; the mask itself is
+        // not read, as a bad pointer there changes nothing we flush).
+        MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
+            flush_tlb(d);
             0
         }
         MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
-            // One CPU: every vCPU mask is this one. A non-canonical
-            // address would #GP in invlpg; there is nothing to drop.
+            // A non-canonical address would #GP in invlpg; there is
+            // nothing to drop.
             if is_canonical(op.linear_addr()) {
-                invlpg(op.linear_addr());
+                if op.cmd == MMUEXT_INVLPG_LOCAL {
+                    crate::arch::x86_64::cpu::flush_tlb_page(op.linear_addr());
+                } else {
+                    invlpg(d, op.linear_addr());
+                }
             }
             0
         }
@@ -997,7 +1039,7 @@ pub fn reservation(
             d.p2m_moved.remove(&mfn);
             held -= 1;
             // No stale translation may outlive the frame's ownership.
-            flush_tlb();
+            flush_tlb(d);
             ft.release(mfn);
             paging::m2p_set(mfn, paging::M2P_INVALID);
             let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
@@ -1300,7 +1342,7 @@ fn exchange_chunk(
     // Beyond here the chunk cannot fail (Xen: "Success!"), but for the
     // guest's lists: an unreadable or unwritable out entry is -EFAULT
     // after the chunk is done, as Xen.
-    flush_tlb(); // no stale translation of a frame given back survives
+    flush_tlb(d); // no stale translation of a frame given back survives
     for &(mfn, _) in &stolen {
         paging::m2p_set(mfn, paging::M2P_INVALID);
         d.p2m_moved.remove(&mfn);
@@ -1441,7 +1483,7 @@ pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: 
     if update_entry(d, ft, mfn, level, index, entry) != 0 {
         return false;
     }
-    flush_tlb();
+    flush_tlb(d);
     if let StoreKind::Xchg(r) = op.kind {
         let g = gpr(f, r);
         *g = if size == 4 || size == 8 {

@@ -47,7 +47,7 @@ pub enum Outcome {
 /// domain is finished after each entry (`send_deferred`), before the next
 /// one can record another.
 // Tour 02: a batch of hypercalls in one entry
-pub fn multicall_on(me: &spin::Mutex<Domain>, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
+pub fn multicall_on(me: &crate::sync::DomainLock, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
     let compat = me.lock().compat;
     let size: u64 = if compat { 32 } else { 64 };
     let n = n as u32 as u64; // nr_calls is a uint32_t in both widths

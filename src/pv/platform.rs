@@ -32,7 +32,7 @@ use crate::pv::hypercall::{err, Ret};
 /// `platform_op` with no domain lock held by the caller: under the
 /// caller's lock; a new wall clock then goes to every domain, one lock at
 /// a time (no `HV`: the domains are found through `sched`'s table).
-pub fn platform_op_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
+pub fn platform_op_on(me: &crate::sync::DomainLock, arg: u64) -> Ret {
     let mut time = None;
     let r = {
         let d = me.lock();
@@ -258,7 +258,7 @@ fn apic_id() -> u32 {
 ///
 /// Called with no domain lock held: it concerns only the caller, under
 /// its lock.
-pub fn mca_on(me: &spin::Mutex<Domain>, arg: u64) -> Ret {
+pub fn mca_on(me: &crate::sync::DomainLock, arg: u64) -> Ret {
     let d = me.lock();
     mca_locked(d.privileged, d.compat, d.v().space(), arg)
 }

@@ -1,22 +1,27 @@
-//! Scheduling domains on the (one) physical CPU, and the end of the run.
+//! Scheduling vCPUs on every CPU, and the end of the run.
 //!
-//! Round robin over every vCPU that is up and not blocked, in domain
-//! order, with a 10 ms time slice from the local APIC timer. A switch happens
-//! only on the way back to a guest (`pv::entry::before_guest_return`): the
-//! outgoing vCPU's registers are copied out of the frame at the top of the
-//! stack and the incoming vCPU's copied in, so the same `iretq` resumes
-//! whichever guest is next.
+//! Round robin over every vCPU that is up, not blocked and not running
+//! on another CPU, in domain order, with a 10 ms time slice from each
+//! CPU's local APIC timer; every CPU runs this loop, taking from the one
+//! shared queue (`run_cpu`, `next_runnable`). A switch happens only on
+//! the way back to a guest (`pv::entry::before_guest_return`): the
+//! outgoing vCPU's registers are copied out of the frame at the top of
+//! this CPU's stack and the incoming vCPU's copied in, so the same
+//! `iretq` resumes whichever guest is next. Wake-ups across CPUs go by
+//! IPI (`kick`), TLB flushes to each domain's dirty-CPU mask
+//! (`flush_domain_tlb`); docs/design.md, "SMP", says how.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 use x86::msr::{rdmsr, wrmsr, IA32_FS_BASE, IA32_KERNEL_GSBASE};
 
 use crate::arch::x86_64::exit::{exit, Verdict};
 use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
+use crate::arch::x86_64::smp::MAX_CPUS;
 use crate::arch::x86_64::{apic, percpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{builder, Domain, DomainRef, State};
@@ -28,8 +33,13 @@ pub struct Hv {
     /// torn down, for the final report): each behind its own lock, taken
     /// one at a time here (docs/design.md, "Lock order").
     pub domains: Vec<DomainRef>,
-    /// Index into `domains` of the domain on the CPU (its `cur` vCPU).
-    pub current: usize,
+    /// Each CPU's current vCPU, by CPU number: (index into `domains`,
+    /// vCPU index), the one whose registers are in that CPU's guest
+    /// frame (its `running_on` names the CPU); `None`: the CPU runs none.
+    pub here: [Option<(usize, usize)>; MAX_CPUS],
+    /// Where each CPU's round robin last picked (the next pick starts
+    /// after it).
+    pub last: [(usize, usize); MAX_CPUS],
     /// Domains that could not be built (they count as failures).
     pub build_failures: usize,
     /// Modules waiting for memory: built in order as domains end.
@@ -113,7 +123,7 @@ pub fn build_pending(hv: &mut Hv) {
             crate::mm::frametable::frames(),
         ) {
             Ok(d) => {
-                let d = alloc::sync::Arc::new(Mutex::new(d));
+                let d = alloc::sync::Arc::new(crate::sync::DomainLock::new(d));
                 register(id, &d);
                 hv.domains.push(d);
                 hv.next_id += 1;
@@ -140,7 +150,8 @@ pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
 /// stays valid. What an interdomain event send uses to reach the other
 /// end from under no lock but its own domain's, released first
 /// (`pv::event::send_deferred`, `op_remote`; `for_each_domain_lock`).
-static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<Mutex<Domain>>>> = spin::Once::new();
+static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<crate::sync::DomainLock>>> =
+    spin::Once::new();
 
 /// Room for `n` domain ids (boot: one per module).
 pub fn init_registry(n: usize) {
@@ -149,6 +160,45 @@ pub fn init_registry(n: usize) {
             .map(|_| core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
             .collect()
     });
+    DIRTY.call_once(|| (0..n).map(|_| AtomicU64::new(0)).collect());
+}
+
+/// Each domain's dirty-CPU mask, by domain id (Xen: `d->dirty_cpumask`):
+/// bit n set while CPU n may hold the domain's translations. A CPU sets
+/// its bit before it loads one of the domain's page tables into CR3
+/// (`switch_in`), and clears it only after it loaded another domain's or
+/// the hypervisor's (a CR3 write drops every guest translation: they are
+/// never global). A flush reads the mask after its page-table change
+/// (both sequentially consistent): a CPU whose bit it misses loads the
+/// domain's tables after the change, so it cannot hold the old entry.
+static DIRTY: spin::Once<Vec<AtomicU64>> = spin::Once::new();
+
+/// Domain `id`'s dirty mask (every CPU for an id with no slot, which no
+/// built domain has).
+pub fn dirty_cpus(id: crate::domain::DomId) -> u64 {
+    DIRTY
+        .get()
+        .and_then(|m| m.get(id as usize))
+        .map_or(u64::MAX, |m| m.load(Ordering::SeqCst))
+}
+
+fn dirty_set(id: crate::domain::DomId, cpu: u64, on: bool) {
+    if let Some(m) = DIRTY.get().and_then(|m| m.get(id as usize)) {
+        if on {
+            m.fetch_or(1 << cpu, Ordering::SeqCst);
+        } else {
+            m.fetch_and(!(1 << cpu), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Flush `va` (or `smp::FLUSH_NONGLOBAL`) on this CPU and every CPU in
+/// domain `id`'s dirty mask; back once each has. The caller holds that
+/// domain's lock at most (other CPUs spinning on it answer: `sync`).
+pub fn flush_domain_tlb(id: crate::domain::DomId, va: u64) {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = percpu::this().cpu;
+    crate::arch::x86_64::smp::flush_tlb(dirty_cpus(id) | 1 << me, va);
 }
 
 fn register(id: crate::domain::DomId, d: &DomainRef) {
@@ -158,7 +208,7 @@ fn register(id: crate::domain::DomId, d: &DomainRef) {
 }
 
 /// The lock of domain `id`, if it was built.
-pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static Mutex<Domain>> {
+pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static crate::sync::DomainLock> {
     let p = REGISTRY.get()?.get(id as usize)?.load(Ordering::Acquire);
     // SAFETY: null, or a `DomainRef`'s lock stored by `register`; the list
     // keeps that Arc for the whole run, so it is never freed.
@@ -167,7 +217,7 @@ pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static Mutex<Domain>> {
 
 /// Every domain built so far, by its lock (none held by the caller but
 /// perhaps `HV`; `f` takes one at a time).
-pub fn for_each_domain_lock(mut f: impl FnMut(&'static Mutex<Domain>)) {
+pub fn for_each_domain_lock(mut f: impl FnMut(&'static crate::sync::DomainLock)) {
     for slot in REGISTRY.get().into_iter().flatten() {
         // SAFETY: as in `domain_lock`: null or a lock kept for the run.
         if let Some(l) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
@@ -179,19 +229,78 @@ pub fn for_each_domain_lock(mut f: impl FnMut(&'static Mutex<Domain>)) {
 impl Hv {
     /// Domain `i`, locked. Under `HV`, one domain lock at a time: never
     /// call this while holding another domain's guard.
-    pub fn dom(&self, i: usize) -> spin::MutexGuard<'_, Domain> {
+    pub fn dom(&self, i: usize) -> crate::sync::MutexGuard<'_, Domain> {
         self.domains[i].lock()
     }
 
-    /// The current domain, locked.
-    pub fn cur(&self) -> spin::MutexGuard<'_, Domain> {
-        self.dom(self.current)
+    /// This CPU's current vCPU (see `here`).
+    pub fn current(&self) -> Option<(usize, usize)> {
+        self.here[this_cpu()]
+    }
+
+    /// This CPU's current domain, locked (`Domain::cur` is its vCPU).
+    pub fn cur(&self) -> Option<crate::sync::MutexGuard<'_, Domain>> {
+        self.current().map(|(di, _)| self.dom(di))
     }
 
     pub fn any_alive(&self) -> bool {
         self.domains.iter().any(|d| d.lock().is_alive())
     }
 }
+
+fn this_cpu() -> usize {
+    percpu::this().cpu as usize
+}
+
+/// CPUs that found nothing to run (bit n: CPU n), set under `HV` before
+/// a CPU looks for a vCPU and cleared when it found one: a vCPU made
+/// runnable after that look is seen by whoever made it so, who wakes
+/// the CPU (`kick`). Both sides sequentially consistent.
+static IDLE: AtomicU64 = AtomicU64::new(0);
+
+/// Vcpu `vi` of `d` (locked by the caller) may have something to do: an
+/// event for it, woken from a block or poll, brought up or down, its
+/// domain ended. Where it runs on another CPU, that CPU gets the wake
+/// IPI (its way in and out looks at the vCPU again: an upcall, a dead
+/// domain, a vCPU down); where it runs nowhere and can run, an idle CPU
+/// is woken to take it. Xen: `vcpu_kick`, `vcpu_wake`.
+pub fn kick(d: &Domain, vi: usize) {
+    let me = percpu::this().cpu;
+    match d.vcpus.get(vi).and_then(|v| v.running_on) {
+        Some(c) if c as u64 != me && crate::arch::x86_64::smp::wake(c as usize) => {
+            REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(_) => {}
+        None if runnable(d, vi) => {
+            wake_idle_cpu();
+        }
+        None => {}
+    }
+}
+
+/// Every vCPU of `d` that runs on another CPU is told to look (its
+/// domain ended: the CPU stops running it).
+pub fn kick_all(d: &Domain) {
+    for vi in 0..d.vcpus.len() {
+        kick(d, vi);
+    }
+}
+
+/// Wake one CPU that is idle (or about to be), if any but this one: a
+/// vCPU that runs nowhere became runnable. Returns whether one was.
+fn wake_idle_cpu() -> bool {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let idle = IDLE.load(Ordering::SeqCst) & !(1 << percpu::this().cpu);
+    let woke = idle != 0 && crate::arch::x86_64::smp::wake(idle.trailing_zeros() as usize);
+    if woke {
+        REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
+    }
+    woke
+}
+
+/// Wake IPIs sent for a vCPU (`kick`, `wake_idle_cpu`), for the
+/// end-of-run report.
+static REMOTE_WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// The time slice ran out (timer interrupt) or a guest yielded: a bit of
 /// this CPU's work-pending word, which every way out tests.
@@ -470,17 +579,13 @@ fn idle_state(v: &Vcpu) -> i32 {
     }
 }
 
-/// Every (domain, vCPU) pair, in round-robin order.
-fn all_vcpus(hv: &Hv) -> impl Iterator<Item = (usize, usize)> + '_ {
-    hv.domains
-        .iter()
-        .enumerate()
-        .flat_map(|(di, d)| (0..d.lock().vcpus.len()).map(move |vi| (di, vi)))
-}
-
-/// The next vCPU after `from` (round robin, `from` itself last) that can
-/// run: its domain alive, the vCPU up and not blocked.
-fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
+/// The next vCPU after `from` (round robin, `from` itself last) that
+/// can run (its domain alive, the vCPU up and not blocked) and runs on no
+/// other CPU than `me`: a vCPU another CPU holds is left to it, so two
+/// CPUs never pick the same one; one that runs nowhere is taken by any
+/// CPU that looks (the CPUs share this one queue, so an idle CPU takes
+/// work as soon as there is some: nothing is tied to a CPU).
+fn next_runnable(hv: &Hv, from: (usize, usize), me: u32) -> Option<(usize, usize)> {
     // No list is built (this runs on every reschedule), and each domain
     // visited is locked once: the vCPUs after `from` in its domain, the
     // other domains in order (wrapping round), then its domain's vCPUs
@@ -490,7 +595,7 @@ fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
         let d = hv.dom(di);
         let end = vcpus.end.min(d.vcpus.len());
         (vcpus.start..end)
-            .find(|&vi| runnable(&d, vi))
+            .find(|&vi| runnable(&d, vi) && d.vcpus[vi].running_on.is_none_or(|c| c == me))
             .map(|vi| (di, vi))
     };
     if from.0 >= n {
@@ -501,15 +606,23 @@ fn next_runnable(hv: &Hv, from: (usize, usize)) -> Option<(usize, usize)> {
         .or_else(|| pick(from.0, 0..from.1 + 1))
 }
 
+/// Can any vCPU of any domain run (wherever it is)?
+fn any_runnable(hv: &Hv) -> bool {
+    hv.domains.iter().any(|d| {
+        let d = d.lock();
+        (0..d.vcpus.len()).any(|vi| runnable(&d, vi))
+    })
+}
+
 fn runnable(d: &Domain, vi: usize) -> bool {
-    d.is_alive() && d.vcpus[vi].up && !d.vcpus[vi].blocked
+    d.is_alive() && d.vcpus.get(vi).is_some_and(|v| v.up && !v.blocked)
 }
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
 /// Returns the earliest guest timer left (`earliest_timer`, found in the
 /// same pass: one lock of each domain).
-fn fire_timers(hv: &mut Hv, now: u64, current: (usize, usize)) -> Option<u64> {
+fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> Option<u64> {
     let mut at = None::<u64>;
     for (di, d) in hv.domains.iter().enumerate() {
         let mut d = d.lock();
@@ -523,10 +636,17 @@ fn fire_timers(hv: &mut Hv, now: u64, current: (usize, usize)) -> Option<u64> {
             continue;
         }
         for vi in 0..d.vcpus.len() {
-            if fire_vcpu_timers(&mut d, vi, now) && (di, vi) != current {
-                // A timer event for a vCPU that is not on the CPU: let the
-                // next return switch (as Xen boosts a woken vCPU), so
-                // ticks are not coalesced behind a spinning one.
+            // The event wakes the vCPU where it is (`kick`: its CPU, or
+            // an idle one).
+            if fire_vcpu_timers(&mut d, vi, now)
+                && Some((di, vi)) != current
+                && d.vcpus[vi].running_on.is_none()
+                && IDLE.load(Ordering::SeqCst) & !(1 << this_cpu()) == 0
+            {
+                // A timer event for a vCPU that runs nowhere, and no
+                // idle CPU to take it: let this CPU's next return switch
+                // (as Xen boosts a woken vCPU), so ticks are not
+                // coalesced behind a spinning one.
                 request_resched();
             }
         }
@@ -553,13 +673,18 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
             v.periodic_next = now.saturating_add(v.periodic_period);
             fire = true;
         }
+        let mut woke = false;
         if v.poll_deadline.is_some_and(|t| t <= now) {
             v.poll_deadline = None;
             v.poll.clear();
             v.blocked = false;
+            woke = true;
         }
         if fire {
             crate::pv::event::send_virq(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
+        }
+        if woke {
+            kick(d, vi);
         }
         fire
     }
@@ -662,42 +787,73 @@ pub fn idle() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
-/// Start running guests (never returns).
+/// Whether guests run yet (`start` was called): an application
+/// processor woken before that goes back to sleep.
+static STARTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn started() -> bool {
+    STARTED.load(Ordering::Acquire)
+}
+
+/// Start running guests (never returns): the boot CPU, once every domain
+/// it could build is built; every other CPU is woken to run its own
+/// scheduling loop ([`run_cpu`]).
 // Tour 01: the first entry into the first vCPU
 pub fn start(hv: Hv) -> ! {
-    let last = all_vcpus(&hv).last().unwrap_or((0, 0));
-    let first = next_runnable(&hv, last);
+    let none = hv.domains.is_empty();
     *HV.lock() = Some(hv);
-    let Some((di, vi)) = first else { finish() };
-    let frame = percpu::guest_frame();
-    {
-        let mut g = HV.lock();
-        let hv = g.as_mut().unwrap();
-        hv.current = di;
-        {
-            let mut d = hv.dom(di);
-            d.cur = vi;
-            update_time(&d, vi);
-            let now = crate::arch::x86_64::time::now_ns();
-            set_runstate(&mut d, vi, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
-            let compat = d.compat;
-            // SAFETY: `frame` is this CPU's guest frame slot at the top of
-            // its stack, which nothing else uses while we are on the boot
-            // path.
-            let frame = unsafe { &mut *frame };
-            switch_in(&d.vcpus[vi], frame, compat);
-            crate::info!("d{}: running", d.id);
+    if none {
+        finish()
+    }
+    // The other CPUs count as idle until they look for work themselves
+    // (they are asleep, and start looking once the boot CPU entered its
+    // first vCPU: the first domain's first entry is the boot CPU's).
+    IDLE.store(
+        crate::arch::x86_64::smp::online_mask() & !1,
+        Ordering::SeqCst,
+    );
+    run_cpu()
+}
+
+/// The boot CPU picked its first vCPU: the others start their loops.
+fn start_others() {
+    STARTED.store(true, Ordering::Release);
+    crate::arch::x86_64::smp::each_cpu(|n, _, _| {
+        if n != 0 {
+            crate::arch::x86_64::smp::wake(n);
         }
-        crate::pv::entry::publish_current(hv);
-        apic::oneshot(TIMESLICE_NS);
+    });
+}
+
+/// This CPU's scheduling loop, from nothing: find a vCPU no other CPU
+/// runs (or sleep until there is one) and enter it. Every later switch
+/// happens on the way back to a guest (`schedule`). Runs on the stack
+/// below this CPU's guest frame slot, so the slot is free to fill
+/// (`smp::on_frame_stack`).
+pub fn run_cpu() -> ! {
+    crate::arch::x86_64::smp::on_frame_stack(cpu_loop)
+}
+
+extern "C" fn cpu_loop() -> ! {
+    let frame = percpu::guest_frame();
+    // Nothing runs here yet: the first look goes past the quick test.
+    request_resched();
+    // SAFETY: `frame` is this CPU's guest frame slot at the top of its
+    // stack, above this function's own frame (`on_frame_stack`), which
+    // nothing else uses until a vCPU runs from it.
+    let f = unsafe { &mut *frame };
+    crate::pv::entry::locked_way_out(f);
+    if !started() {
+        start_others();
     }
     enter_frame(frame)
 }
 
 /// On the way back to a guest: fire guest timers, handle a dead or
 /// blocked current vCPU and time slices. `f` is the frame at the top of
-/// the stack. Returns `true` when nothing can run: the APIC is armed for
-/// the earliest wake-up, and the caller sleeps (`idle`) with every lock
+/// the stack (this CPU's current vCPU's registers, if it has one).
+/// Returns `true` when nothing can run here: the APIC is armed for the
+/// earliest wake-up, and the caller sleeps (`idle`) with every lock
 /// released, then calls this again.
 // Tour 08: where a crashed domain stops
 #[must_use]
@@ -706,10 +862,11 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
     // changed one.
-    if percpu::this().work.load(Ordering::Relaxed) == 0 && {
-        let d = hv.cur();
-        runnable(&d, d.cur)
-    } {
+    if percpu::this().work.load(Ordering::Relaxed) == 0
+        && hv
+            .current()
+            .is_some_and(|(di, vi)| runnable(&hv.dom(di), vi))
+    {
         return false;
     }
     let idle = settle(hv, f);
@@ -722,86 +879,112 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 /// The rest of `schedule`, when there is something to settle.
 #[inline(never)]
 fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    let (cur, can_run) = {
-        let d = hv.cur();
-        ((hv.current, d.cur), runnable(&d, d.cur))
-    };
+    let me = this_cpu();
+    let cur = hv.current();
+    let can_run = cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi));
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
     if !resched && !timers && can_run {
         return false;
     }
-    crate::debugkeys::poll(hv, f);
+    if me == 0 {
+        crate::debugkeys::poll(hv, f);
+    }
     let now = crate::arch::x86_64::time::now_ns();
     let earliest = fire_timers(hv, now, cur);
     // A timer event for another vCPU asks for a switch now.
     let resched = resched | (pc.take(percpu::WORK_RESCHED) != 0);
-    let (alive, can_run) = {
-        let d = hv.dom(cur.0);
-        (d.is_alive(), runnable(&d, cur.1))
-    };
+    let (alive, can_run) = cur.map_or((false, false), |(di, vi)| {
+        let d = hv.dom(di);
+        (d.is_alive(), runnable(&d, vi))
+    });
     if can_run && !resched {
         arm_timer(earliest, now);
         return false;
     }
-    if !alive {
+    if let Some(c) = cur.filter(|_| !alive) {
         // Off the dead domain's page tables before they are freed (and
-        // perhaps handed to a new domain and zeroed).
-        // SAFETY: the hypervisor's own tables map everything it uses.
-        unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+        // perhaps handed to a new domain and zeroed); its vCPU is on no
+        // CPU now.
+        detach(hv, c, f, None, now);
     }
-    // Every domain that ended, on the CPU or not (a watchdog, a crash
-    // while another ran), gives its memory back (teardown is idempotent);
-    // modules waiting for memory may fit then.
+    // Every domain that ended, on a CPU or not (a watchdog, a crash
+    // while another ran), gives its memory back once no CPU holds one of
+    // its vCPUs (those are told to let go: `kick_all`); teardown is
+    // idempotent. Modules waiting for memory may fit then.
     // (Only when one has ended since the last look: `ENDED`.)
     let mut freed = false;
     if ENDED.swap(false, Ordering::Relaxed) {
         for d in hv.domains.iter() {
             let mut d = d.lock();
             if !d.is_alive() && !d.p2m.is_empty() {
-                builder::teardown(&mut d, crate::mm::frametable::frames());
-                freed = true;
+                if d.vcpus.iter().any(|v| v.running_on.is_some()) {
+                    kick_all(&d);
+                    ENDED.store(true, Ordering::Relaxed);
+                } else {
+                    builder::teardown(&mut d, crate::mm::frametable::frames());
+                    freed = true;
+                }
             }
         }
     }
     if freed {
         build_pending(hv);
     }
+    let mut cur = hv.current();
+    // Say we may sleep before looking (see `IDLE`).
+    IDLE.fetch_or(1 << me, Ordering::SeqCst);
     loop {
-        match next_runnable(hv, cur) {
+        let from = cur.unwrap_or(hv.last[me]);
+        match next_runnable(hv, from, me as u32) {
             Some(next) => {
-                if next != cur {
-                    if alive {
-                        let mut d = hv.dom(cur.0);
-                        switch_out(&mut d.vcpus[cur.1], f);
-                        let st = idle_state(&d.vcpus[cur.1]);
-                        set_runstate(&mut d, cur.1, st, now);
-                    }
-                    hv.current = next.0;
-                    let mut d = hv.dom(next.0);
-                    d.cur = next.1;
-                    update_time(&d, next.1);
-                    set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
-                    let compat = d.compat;
-                    if !switch_in(&d.vcpus[next.1], f, compat) {
-                        let sels = d.vcpus[next.1].data_sels;
-                        crate::pv::traps::failsafe_segments(&mut d, f, sels);
+                IDLE.fetch_and(!(1 << me), Ordering::SeqCst);
+                if Some(next) != cur {
+                    let left = cur.map(|c| detach(hv, c, f, Some(next), now));
+                    let new_id = switch_to(hv, next, f, now);
+                    if let Some((id, runnable)) = left {
+                        if new_id != id {
+                            // Our CR3 is another domain's now.
+                            dirty_set(id, me as u64, false);
+                        }
+                        if runnable {
+                            // Preempted: another CPU may be idle for it.
+                            wake_idle_cpu();
+                        }
                     }
                 }
                 arm_timer(earliest, now);
                 return false;
             }
             None if !hv.any_alive() => {
-                // SAFETY: the hypervisor's own tables map everything it uses.
-                unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
-                finish_locked(hv)
+                if let Some(c) = cur {
+                    detach(hv, c, f, None, now);
+                }
+                // The run ends once no CPU holds a vCPU (they were told
+                // to let go when their domain ended).
+                if hv.here.iter().all(Option::is_none) {
+                    finish_locked(hv)
+                }
+                return true;
             }
             None => {
-                // Every live vCPU is blocked: sleep until a timer wakes one.
-                // With none armed that could, nothing ever will (no other
-                // domain runs to send an event): a clear end, not a hang.
-                let Some(t) = earliest_wakeup(hv) else {
+                // Nothing for this CPU: whatever it ran cannot go on
+                // (blocked, down); it goes back to its vCPU and the CPU
+                // sleeps on the hypervisor's own tables.
+                if let Some(c) = cur.take() {
+                    detach(hv, c, f, None, now);
+                }
+                let t = earliest_wakeup(hv);
+                // Every CPU idle, no vCPU runnable and no timer that
+                // could make one: nothing ever will (a vCPU running
+                // somewhere could still send an event; none does). A
+                // clear end, not a hang.
+                let online = crate::arch::x86_64::smp::online_mask();
+                if t.is_none()
+                    && IDLE.load(Ordering::SeqCst) | !online == u64::MAX
+                    && !any_runnable(hv)
+                {
                     for d in hv.domains.iter() {
                         crash(
                             &mut d.lock(),
@@ -809,15 +992,90 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                         );
                     }
                     continue;
-                };
+                }
                 // Not here: the caller sleeps with HV released (no lock
                 // is held across `hlt`) and comes back through `schedule`,
                 // which polls the keys and fires the timers.
-                apic::oneshot(t.saturating_sub(now).max(1_000));
+                // The boot CPU also wakes each time slice: it polls the
+                // serial input (`debugkeys`), which no other CPU reads.
+                let t = if me == 0 {
+                    Some(t.map_or(now + TIMESLICE_NS, |t| t.min(now + TIMESLICE_NS)))
+                } else {
+                    t
+                };
+                if let Some(t) = t {
+                    apic::oneshot(t.saturating_sub(now).max(1_000));
+                }
                 return true;
             }
         }
     }
+}
+
+/// Take vCPU `c` off this CPU: its registers out of the frame (when its
+/// domain is alive), its runstate, no CPU's. `next`: the vCPU switched to
+/// next (its CR3 is loaded then); `None`: none, the hypervisor's own
+/// tables are loaded now and this CPU leaves the domain's dirty mask.
+/// Returns the domain's id and whether the vCPU could still run.
+fn detach(
+    hv: &mut Hv,
+    c: (usize, usize),
+    f: &TrapFrame,
+    next: Option<(usize, usize)>,
+    now: u64,
+) -> (u16, bool) {
+    let me = this_cpu();
+    let (id, could_run) = {
+        // Lock it by index: `cur` is set to this CPU's vCPU anyway.
+        let mut d = hv.dom(c.0);
+        if d.is_alive() {
+            switch_out(&mut d.vcpus[c.1], f);
+        }
+        let st = idle_state(&d.vcpus[c.1]);
+        set_runstate(&mut d, c.1, st, now);
+        d.vcpus[c.1].running_on = None;
+        d.running -= 1;
+        (d.id, runnable(&d, c.1))
+    };
+    hv.here[me] = None;
+    if next.is_none() {
+        // SAFETY: the hypervisor's own tables map everything it uses.
+        unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+        dirty_set(id, me as u64, false);
+    }
+    (id, could_run)
+}
+
+/// Make `next` this CPU's vCPU: its registers into the frame, its CR3,
+/// GDT entries, segments, FPU; the domain's dirty mask gets this CPU
+/// before its tables are loaded.
+/// Returns the domain's id.
+fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> u16 {
+    let me = this_cpu();
+    hv.here[me] = Some(next);
+    hv.last[me] = next;
+    // `DomainLock` sees the new vCPU from here on (`schedule` publishes
+    // the rest for the lock-free paths when `settle` is done).
+    let pc = percpu::this();
+    pc.ids.store((next.1 as u64) << 16, Ordering::Relaxed);
+    pc.domain.store(
+        alloc::sync::Arc::as_ptr(&hv.domains[next.0]) as u64,
+        Ordering::Relaxed,
+    );
+    let mut d = hv.dom(next.0);
+    d.vcpus[next.1].running_on = Some(me as u32);
+    d.vcpus[next.1].cpus_used |= 1 << me;
+    d.running += 1;
+    d.max_running = d.max_running.max(d.running);
+    dirty_set(d.id, me as u64, true);
+    update_time(&d, next.1);
+    set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
+    let compat = d.compat;
+    if !switch_in(&d.vcpus[next.1], f, compat) {
+        let sels = d.vcpus[next.1].data_sels;
+        crate::pv::traps::failsafe_segments(&mut d, f, sels);
+    }
+    d.id
 }
 
 /// Kill a domain with a message saying why (it stops at the next return).
@@ -827,6 +1085,8 @@ pub fn crash(d: &mut Domain, why: String) {
         crate::error!("d{}: crashed: {why}", d.id);
         d.state = State::Crashed(why);
         domain_ended();
+        // Its vCPUs on other CPUs stop there at once.
+        kick_all(d);
     }
 }
 
@@ -850,6 +1110,18 @@ fn finish() -> ! {
     }
 }
 
+/// "0,1,3" for the CPUs of `mask`.
+fn cpu_list(mask: u64) -> String {
+    let mut s = String::new();
+    for n in (0..64).filter(|n| mask & 1 << n != 0) {
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(&alloc::format!("{n}"));
+    }
+    s
+}
+
 /// Every domain has ended: report each one and leave with the verdict.
 fn finish_locked(hv: &mut Hv) -> ! {
     // Domains that ended while another ran (a watchdog, the idle loop's
@@ -861,6 +1133,10 @@ fn finish_locked(hv: &mut Hv) -> ! {
         }
     }
     let mut bad = hv.build_failures;
+    crate::info!(
+        "sched: {} wake IPIs sent to other CPUs for a vCPU",
+        REMOTE_WAKES.load(Ordering::Relaxed)
+    );
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
     crate::info!(
         "memory: {} frames free at the end, {} before the first domain{}",
@@ -874,6 +1150,17 @@ fn finish_locked(hv: &mut Hv) -> ! {
     );
     for d in &hv.domains {
         let d = d.lock();
+        if d.vcpus.len() > 1 {
+            let used = d.vcpus.iter().fold(0, |m, v| m | v.cpus_used);
+            crate::info!(
+                "d{} ({}): its {} vCPUs ran on CPUs {}, up to {} at once",
+                d.id,
+                d.name,
+                d.vcpus.len(),
+                cpu_list(used),
+                d.max_running
+            );
+        }
         match &d.state {
             State::Shutdown(r) => {
                 crate::info!(

@@ -33,6 +33,29 @@
 //!   again; `VCPUOP_set_singleshot_timer(1)` and
 //!   `VCPUOP_stop_singleshot_timer(1)` from vCPU 0 → `-EINVAL` (Xen: only
 //!   for the calling vCPU).
+//!
+//! With `mode=parallel` (and 2 to 4 vCPUs: `rv.vcpus=4`), instead: every
+//! vCPU is brought up and spins (no hypercall, no yield) counting, and
+//! each checks that it saw every other vCPU's counter move between two
+//! of its own loop turns less than 200 µs apart: no hypervisor time slice
+//! (10 ms) fits in there, so the other vCPU ran at the same time, on
+//! another CPU. Each also notes the APIC IDs it ran on (native `cpuid`
+//! leaf 1: a PV guest's plain `cpuid` is the CPU's own), and vCPU 0 checks
+//! the vCPUs together ran on as many CPUs as there are vCPUs.
+//!
+//! With `mode=staletlb` (2 vCPUs), a stale translation on another CPU:
+//! vCPU 1 keeps writing a page of ours (so its CPU caches the writable
+//! translation); vCPU 0 removes the mapping without asking for any flush
+//! (`UVMF_NONE`: the guest's own business, as on Xen) and pins the frame
+//! as an L1 table. Then vCPU 1 writes a PTE value there: the hypervisor
+//! must have shot the stale translation down on vCPU 1's CPU when the
+//! frame became a page table, so the write faults, and the table, read
+//! back through a read-only mapping, holds no such entry.
+//!
+//! With `mode=scale` (2 to 4 vCPUs), figures, not checks: the time of N
+//! `xen_version` hypercalls on vCPU 0 alone and on every vCPU at once
+//! (the ratio of the rates), and the round trip of an event between
+//! vCPU 0 and vCPU 1 on two CPUs (send, upcall there, send back).
 //! - `VCPUOP_down(1)` → 0: `is_up(1)` 0, runstate offline, the counter
 //!   stops; an IPI sent meanwhile is not delivered; `VCPUOP_up(1)` → 0:
 //!   vCPU 1 goes on where it was (the counter moves again) and gets that
@@ -110,6 +133,12 @@ fn run(_si: &StartInfo) {
     check_rc("callback_op register event", ev::init(), 0);
     ev::unmask_events();
 
+    match pvguest::start_info::arg("mode") {
+        Some("parallel") => return parallel(),
+        Some("staletlb") => return stale_tlb(),
+        Some("scale") => return scale(),
+        _ => {}
+    }
     let up1 = vcpu_op0(abi::VCPUOP_IS_UP, 1);
     if up1 == ENOENT {
         report::skip(format_args!(
@@ -297,14 +326,18 @@ fn timers_of_vcpu1() {
         }
     };
     pass("bind_virq(VIRQ_TIMER, vcpu 1)");
+    // The vCPUs may run on two CPUs of a loaded host (a CPU's thread may
+    // be off for tens of milliseconds): wait for the ticks, with a bound.
     let c = count(t);
-    time::spin_for(55 * MS);
+    let t0 = now_ns();
+    ev::spin_until(|| count(t) >= c + 3, t0 + WAIT);
     check(
         "vCPU 1's periodic timer ticks, handled on vCPU 1",
         count(t) >= c + 3 && ev::last_vcpu(t) == 1,
         format_args!(
-            "{} ticks in 55 ms, last on vCPU {}",
+            "{} ticks in {} ms, last on vCPU {}",
             count(t) - c,
+            (now_ns() - t0) / MS,
             ev::last_vcpu(t)
         ),
     );
@@ -313,6 +346,11 @@ fn timers_of_vcpu1() {
         timer_op(abi::VCPUOP_STOP_PERIODIC_TIMER, 1, 0),
         0,
     );
+    // A tick fired before the stop may still be on its way to vCPU 1's
+    // CPU: it is delivered by the time vCPU 1 has been round its loop
+    // (a yield, and the way back to it) twice more.
+    let k = COUNTER.load(Ordering::SeqCst);
+    ev::spin_until(|| COUNTER.load(Ordering::SeqCst) > k + 2, now_ns() + WAIT);
     time::spin_for(5 * MS);
     let c = count(t);
     time::spin_for(35 * MS);
@@ -324,11 +362,12 @@ fn timers_of_vcpu1() {
         0,
     );
     let c = count(t);
-    time::spin_for(50 * MS);
+    let t0 = now_ns();
+    ev::spin_until(|| count(t) >= c + 4, t0 + WAIT);
     check(
         "vCPU 1 ticks again",
         count(t) >= c + 4 && ev::last_vcpu(t) == 1,
-        format_args!("{} ticks in 50 ms", count(t) - c),
+        format_args!("{} ticks in {} ms", count(t) - c, (now_ns() - t0) / MS),
     );
     timer_op(abi::VCPUOP_STOP_PERIODIC_TIMER, 1, 0);
     let s = abi::VcpuSetSingleshotTimer {
@@ -373,4 +412,366 @@ fn down_and_up(ipi: u32) {
         got && ev::last_vcpu(ipi) == 1,
         format_args!("delivered {got}, on vCPU {}", ev::last_vcpu(ipi)),
     );
+}
+
+/// `mode=parallel`: the vCPUs (at most this many) and their stacks.
+const PAR_MAX: usize = 4;
+static PAR_STACKS: [Stack<{ 8 * 4096 }>; PAR_MAX - 1] = [const { Stack::new() }; PAR_MAX - 1];
+/// Each vCPU's loop count.
+static PAR_COUNT: [AtomicU64; PAR_MAX] = [const { AtomicU64::new(0) }; PAR_MAX];
+/// Each vCPU's "I saw vCPU w run beside me" bits.
+static PAR_SEEN: [AtomicU32; PAR_MAX] = [const { AtomicU32::new(0) }; PAR_MAX];
+/// Each vCPU's APIC IDs (bit n: APIC ID n, below 64).
+static PAR_APICS: [AtomicU64; PAR_MAX] = [const { AtomicU64::new(0) }; PAR_MAX];
+/// How many vCPUs take part; set to 0 to stop them.
+static PAR_N: AtomicU32 = AtomicU32::new(0);
+static PAR_STOP: AtomicU32 = AtomicU32::new(0);
+
+/// The APIC ID of the CPU this runs on (`cpuid` leaf 1, EBX bits 24-31:
+/// not the hypervisor's emulated CPUID, the instruction itself).
+fn apic_id() -> u32 {
+    let ebx: u32;
+    // SAFETY: cpuid reads the CPU's identification; rbx (which LLVM
+    // reserves) is saved and restored around it.
+    unsafe {
+        core::arch::asm!("push rbx", "cpuid", "mov {0:e}, ebx", "pop rbx",
+            out(reg) ebx, inout("eax") 1u32 => _, out("ecx") _, out("edx") _);
+    }
+    ebx >> 24
+}
+
+/// One vCPU's part: count, watch the others, until `done`.
+fn par_loop(v: usize, done: impl Fn() -> bool) {
+    let n = PAR_N.load(Ordering::SeqCst) as usize;
+    let mut last = [0u64; PAR_MAX];
+    let mut t_last = now_ns();
+    while !done() {
+        PAR_COUNT[v].fetch_add(1, Ordering::SeqCst);
+        let id = apic_id();
+        if id < 64 {
+            PAR_APICS[v].fetch_or(1 << id, Ordering::SeqCst);
+        }
+        let t = now_ns();
+        let close = t - t_last < 200_000;
+        for (w, l) in last.iter_mut().enumerate().take(n) {
+            let c = PAR_COUNT[w].load(Ordering::SeqCst);
+            if w != v && close && c != *l {
+                PAR_SEEN[v].fetch_or(1 << w, Ordering::SeqCst);
+            }
+            *l = c;
+        }
+        t_last = t;
+    }
+}
+
+extern "C" fn par_secondary(vcpu: u32, _arg: u64) {
+    par_loop(vcpu as usize, || PAR_STOP.load(Ordering::SeqCst) != 0);
+    // Told to stop: sleep for good (vCPU 0 ends the domain).
+    loop {
+        ev::block();
+    }
+}
+
+fn parallel() {
+    let n = (1..PAR_MAX as u32)
+        .take_while(|&k| vcpu_op0(abi::VCPUOP_IS_UP, k) != ENOENT)
+        .count()
+        + 1;
+    if n < 2 {
+        report::skip(format_args!(
+            "mode=parallel needs 2 to 4 vCPUs (rv.vcpus=4)"
+        ));
+    }
+    PAR_N.store(n as u32, Ordering::SeqCst);
+    for k in 1..n {
+        let st = &PAR_STACKS[k - 1];
+        let Some(ctx) = smp::context(k as u32, st.bottom(), st.top(), par_secondary, 0) else {
+            report::error(format_args!("no MFN for pt_base"));
+        };
+        // SAFETY: vCPU k gets its own stack and runs `par_secondary`,
+        // which touches only atomics and makes hypercalls.
+        check_rc("initialise", unsafe { smp::initialise(k as u32, &ctx) }, 0);
+        check_rc("up", vcpu_op0(abi::VCPUOP_UP, k as u32), 0);
+    }
+    let everyone = (1u32 << n) - 1;
+    let all_seen = || (0..n).all(|v| PAR_SEEN[v].load(Ordering::SeqCst) | 1 << v == everyone);
+    // vCPU 0 takes part too, in bursts, checking between them.
+    let end = now_ns() + 4 * WAIT;
+    while !all_seen() && now_ns() < end {
+        let t = now_ns() + 20 * MS;
+        par_loop(0, || now_ns() >= t);
+    }
+    PAR_STOP.store(1, Ordering::SeqCst);
+    for v in 0..n {
+        let seen = PAR_SEEN[v].load(Ordering::SeqCst) | 1 << v;
+        check(
+            "a vCPU saw every other one run beside it",
+            seen == everyone,
+            format_args!("vCPU {v} saw {seen:#x} of {everyone:#x}"),
+        );
+        info(format_args!(
+            "vCPU {v}: APIC IDs {:#x}, {} turns",
+            PAR_APICS[v].load(Ordering::SeqCst),
+            PAR_COUNT[v].load(Ordering::SeqCst)
+        ));
+    }
+    let apics = (0..n).fold(0u64, |m, v| m | PAR_APICS[v].load(Ordering::SeqCst));
+    check(
+        "the vCPUs ran on as many CPUs as there are vCPUs",
+        apics.count_ones() as usize >= n,
+        format_args!("APIC IDs {apics:#x} for {n} vCPUs"),
+    );
+}
+
+/// `mode=staletlb`: the page vCPU 1 writes, and its phases: 1 write 0
+/// (keep the translation warm), 2 write [`EVIL`] once, 3 stop.
+static STALE_PAGE: pvguest::cell::Page = pvguest::cell::Page::new();
+static STALE_PHASE: AtomicU32 = AtomicU32::new(0);
+static STALE_WRITES: AtomicU64 = AtomicU64::new(0);
+static STALE_FAULTED: AtomicU32 = AtomicU32::new(0);
+static STALE_EVIL_DONE: AtomicU32 = AtomicU32::new(0);
+static STALE_APIC: AtomicU32 = AtomicU32::new(u32::MAX);
+/// A PTE that would map the start_info page writable, were it written
+/// into a page table.
+static EVIL: AtomicU64 = AtomicU64::new(0);
+
+/// `mov [rdi], rsi`: 3 bytes, which the #PF handler skips.
+fn stale_store(va: u64, val: u64) {
+    // SAFETY: a store to our own page, or a #PF the handler steps over.
+    unsafe {
+        core::arch::asm!(".byte 0x48, 0x89, 0x37", in("rdi") va, in("rsi") val, options(nostack));
+    }
+}
+
+fn stale_pf(frame: &mut traps::TrapFrame, t: &traps::Trap) -> traps::Action {
+    // vCPU 1 stores only to the page (cr2 is vCPU 0's in this runtime).
+    if smp::this_vcpu() == 1 && t.error_code & 2 != 0 {
+        STALE_FAULTED.store(1, Ordering::SeqCst);
+        frame.rip += 3;
+        return traps::Action::Resume;
+    }
+    traps::default_action(frame, t)
+}
+
+extern "C" fn stale_secondary(_vcpu: u32, _arg: u64) {
+    STALE_APIC.store(apic_id(), Ordering::SeqCst);
+    let va = STALE_PAGE.addr();
+    loop {
+        match STALE_PHASE.load(Ordering::SeqCst) {
+            1 => {
+                stale_store(va, 0);
+                STALE_WRITES.fetch_add(1, Ordering::SeqCst);
+            }
+            2 if STALE_EVIL_DONE.load(Ordering::SeqCst) == 0 => {
+                stale_store(va, EVIL.load(Ordering::SeqCst));
+                STALE_EVIL_DONE.store(1, Ordering::SeqCst);
+            }
+            3 => loop {
+                ev::block();
+            },
+            _ => core::hint::spin_loop(),
+        }
+    }
+}
+
+fn stale_tlb() {
+    if vcpu_op0(abi::VCPUOP_IS_UP, 1) == ENOENT {
+        report::skip(format_args!("mode=staletlb needs 2 vCPUs (rv.vcpus=2)"));
+    }
+    let va = STALE_PAGE.addr();
+    let (Some(mfn), Some(si_mfn)) = (
+        pvguest::start_info::virt_to_mfn(va),
+        pvguest::start_info::virt_to_mfn(pvguest::start_info::start_info() as *const _ as u64),
+    ) else {
+        report::error(format_args!("no MFN for the page"));
+    };
+    EVIL.store(si_mfn << 12 | 0x67, Ordering::SeqCst);
+    traps::set_handler(14, Some(stale_pf));
+    let Some(ctx) = smp::context(1, STACK1.bottom(), STACK1.top(), stale_secondary, 0) else {
+        report::error(format_args!("no MFN for pt_base"));
+    };
+    // SAFETY: vCPU 1 gets its own stack and runs `stale_secondary`, which
+    // writes only our page and atomics.
+    check_rc("initialise(1)", unsafe { smp::initialise(1, &ctx) }, 0);
+    check_rc("up(1)", vcpu_op0(abi::VCPUOP_UP, 1), 0);
+    STALE_PHASE.store(1, Ordering::SeqCst);
+    let warm = ev::spin_until(
+        || STALE_WRITES.load(Ordering::SeqCst) > 10_000,
+        now_ns() + WAIT,
+    );
+    check(
+        "vCPU 1 writes the page from another CPU",
+        warm && STALE_APIC.load(Ordering::SeqCst) != apic_id(),
+        format_args!(
+            "{} writes; APIC IDs {} and {}",
+            STALE_WRITES.load(Ordering::SeqCst),
+            STALE_APIC.load(Ordering::SeqCst),
+            apic_id()
+        ),
+    );
+    // SAFETY: our own page; vCPU 1's stores to it fault from now on (or
+    // not, on its CPU: that is the point).
+    check_rc(
+        "unmap the page, flushing nothing",
+        unsafe { pvguest::hypercall::update_va_mapping(va, 0, abi::UVMF_NONE) },
+        0,
+    );
+    // SAFETY: an unmapped frame of ours becomes an L1 table.
+    check_rc(
+        "pin the frame as an L1 table",
+        unsafe { pvguest::hypercall::mmuext1(abi::MMUEXT_PIN_L1_TABLE, mfn, 0) },
+        0,
+    );
+    STALE_PHASE.store(2, Ordering::SeqCst);
+    ev::spin_until(
+        || STALE_EVIL_DONE.load(Ordering::SeqCst) == 1,
+        now_ns() + WAIT,
+    );
+    check(
+        "vCPU 1's write through its old translation faults",
+        STALE_FAULTED.load(Ordering::SeqCst) == 1,
+        format_args!(
+            "no #PF (the write went through: {})",
+            STALE_EVIL_DONE.load(Ordering::SeqCst)
+        ),
+    );
+    // Read the table back through a read-only mapping (a table may be
+    // mapped so).
+    // SAFETY: our own page-table frame, mapped read-only at its old place.
+    let ro = unsafe {
+        pvguest::hypercall::update_va_mapping(va, mfn << 12 | 0x25 | 1 << 63, abi::UVMF_INVLPG)
+    };
+    check_rc("map the table read-only", ro, 0);
+    if ro == 0 {
+        // SAFETY: mapped just now, read-only.
+        let first = unsafe { (va as *const u64).read_volatile() };
+        check_eq("the table holds no entry vCPU 1 wrote", first, 0);
+    }
+    STALE_PHASE.store(3, Ordering::SeqCst);
+    // SAFETY: back to an ordinary writable page of ours.
+    unsafe {
+        pvguest::hypercall::update_va_mapping(va, 0, abi::UVMF_INVLPG);
+        pvguest::hypercall::mmuext1(abi::MMUEXT_UNPIN_TABLE, mfn, 0);
+        check_rc(
+            "map the page writable again",
+            pvguest::hypercall::update_va_mapping(va, mfn << 12 | 0x67 | 1 << 63, abi::UVMF_INVLPG),
+            0,
+        );
+    }
+    traps::set_handler(14, None);
+}
+
+/// `mode=scale`: hypercalls per vCPU, the phase (1 go, 2 ping-pong, 3
+/// stop), each vCPU's done flag, and the two ports of the ping-pong.
+const SCALE_CALLS: u64 = 100_000;
+static SCALE_GO: AtomicU32 = AtomicU32::new(0);
+static SCALE_DONE: AtomicU32 = AtomicU32::new(0);
+static SCALE_TO1: AtomicU32 = AtomicU32::new(0);
+static SCALE_TO0: AtomicU32 = AtomicU32::new(0);
+
+fn null_calls(n: u64) {
+    for _ in 0..n {
+        // SAFETY: XENVER_version writes nothing.
+        unsafe { pvguest::hypercall::xen_version(abi::XENVER_VERSION, 0) };
+    }
+}
+
+extern "C" fn scale_secondary(vcpu: u32, _arg: u64) {
+    ev::unmask_events();
+    let mut seen = 0;
+    loop {
+        match SCALE_GO.load(Ordering::SeqCst) {
+            1 if SCALE_DONE.load(Ordering::SeqCst) & 1 << vcpu == 0 => {
+                null_calls(SCALE_CALLS);
+                SCALE_DONE.fetch_or(1 << vcpu, Ordering::SeqCst);
+            }
+            2 if vcpu == 1 => {
+                // Answer every event from vCPU 0 with one back.
+                let p = SCALE_TO1.load(Ordering::SeqCst);
+                if count(p) != seen {
+                    seen = count(p);
+                    ev::send(SCALE_TO0.load(Ordering::SeqCst));
+                }
+            }
+            // Not in the ping-pong, or done: sleep (a spinning vCPU
+            // would take a host CPU from the two that time it).
+            2 | 3 => loop {
+                ev::block();
+            },
+            _ => core::hint::spin_loop(),
+        }
+    }
+}
+
+fn scale() {
+    let n = (1..PAR_MAX as u32)
+        .take_while(|&k| vcpu_op0(abi::VCPUOP_IS_UP, k) != ENOENT)
+        .count()
+        + 1;
+    if n < 2 {
+        report::skip(format_args!("mode=scale needs 2 to 4 vCPUs (rv.vcpus=4)"));
+    }
+    let t0 = now_ns();
+    null_calls(SCALE_CALLS);
+    let one = now_ns() - t0;
+    for k in 1..n {
+        let st = &PAR_STACKS[k - 1];
+        let Some(ctx) = smp::context(k as u32, st.bottom(), st.top(), scale_secondary, 0) else {
+            report::error(format_args!("no MFN for pt_base"));
+        };
+        // SAFETY: vCPU k gets its own stack and runs `scale_secondary`,
+        // which touches only atomics and makes hypercalls.
+        check_rc("initialise", unsafe { smp::initialise(k as u32, &ctx) }, 0);
+        check_rc("up", vcpu_op0(abi::VCPUOP_UP, k as u32), 0);
+    }
+    time::spin_for(20 * MS);
+    let all = (1u32 << n) - 1;
+    let t0 = now_ns();
+    SCALE_GO.store(1, Ordering::SeqCst);
+    null_calls(SCALE_CALLS);
+    SCALE_DONE.fetch_or(1, Ordering::SeqCst);
+    let done = ev::spin_until(
+        || SCALE_DONE.load(Ordering::SeqCst) == all,
+        now_ns() + 4 * WAIT,
+    );
+    let many = now_ns() - t0;
+    check(
+        "every vCPU made its calls",
+        done,
+        format_args!("done {:#x}", SCALE_DONE.load(Ordering::SeqCst)),
+    );
+    let ratio_x100 = (n as u64 * SCALE_CALLS * 100 * one) / (SCALE_CALLS * many.max(1));
+    info(format_args!(
+        "SCALE: {SCALE_CALLS} xen_version calls: 1 vCPU {} ns each; {n} vCPUs at once {} ns for all ({}.{:02}x the 1-vCPU rate)",
+        one / SCALE_CALLS,
+        many,
+        ratio_x100 / 100,
+        ratio_x100 % 100
+    ));
+    // The ping-pong: vCPU 0 sends on TO1 (bound to vCPU 1), vCPU 1
+    // answers on TO0 (bound to vCPU 0).
+    let (Ok(to1), Ok(to0)) = (ev::bind_ipi(1), ev::bind_ipi(0)) else {
+        report::error(format_args!("bind_ipi failed"));
+    };
+    SCALE_TO1.store(to1, Ordering::SeqCst);
+    SCALE_TO0.store(to0, Ordering::SeqCst);
+    SCALE_GO.store(2, Ordering::SeqCst);
+    time::spin_for(5 * MS);
+    const ROUNDS: u32 = 2000;
+    let t0 = now_ns();
+    let mut ok = 0;
+    for _ in 0..ROUNDS {
+        let c = count(to0);
+        ev::send(to1);
+        if ev::spin_until(|| count(to0) != c, now_ns() + WAIT) {
+            ok += 1;
+        }
+    }
+    let rt = now_ns() - t0;
+    check_eq("every round came back", ok, ROUNDS);
+    info(format_args!(
+        "SCALE: event round trip vCPU 0 -> vCPU 1 -> vCPU 0 on two CPUs: {} ns ({ROUNDS} rounds)",
+        rt / ROUNDS as u64
+    ));
+    SCALE_GO.store(3, Ordering::SeqCst);
 }

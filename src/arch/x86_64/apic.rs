@@ -305,10 +305,10 @@ pub fn oneshot(ns: u64) {
 pub fn timer_interrupt() {
     FIRED.fetch_add(1, Ordering::Relaxed);
     write(REG_EOI, 0);
-    // Guests and the serial console live on the boot CPU; another CPU's
-    // timer only wakes it.
+    // Every CPU runs vCPUs (its time slice, guest timers); the serial
+    // console's keys are the boot CPU's.
+    crate::sched::request_resched();
     if super::percpu::this().cpu == 0 {
-        crate::sched::request_resched();
         crate::debugkeys::tick();
     }
 }

@@ -385,13 +385,14 @@ syscall_enosys:
     je 9f                         /* a user system call: a bounce */
     movb $0, {VCPU_IN_FAILSAFE}(%rdx) /* answered from here on */
     push %rsi
-    mov {RING}+{RING_NEXT}(%rip), %rdx
-    incq {RING}+{RING_NEXT}(%rip)
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov {RING_NEXT}(%rsi), %rdx
+    incq {RING_NEXT}(%rsi)
     and ${RING_MASK}, %edx
-    lea (%rdx,%rdx,4), %rdx       /* 40-byte records */
-    shl $3, %rdx
-    lea {RING}+{RING_RECS}(%rip), %rsi
-    add %rsi, %rdx
+    lea (%rdx,%rdx,2), %rdx       /* 48-byte slots */
+    shl $4, %rdx
+    lea {RING_RECS}(%rsi,%rdx), %rdx
+    incq {SLOT_SEQ}(%rdx)         /* odd: being written */
     movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
     mov %rax, {REC_NR}(%rdx)
     mov %gs:{PC_IDS}, %esi
@@ -399,6 +400,7 @@ syscall_enosys:
     mov %rdi, {REC_A}(%rdx)
     mov 16(%rsp), %rax            /* the answer */
     mov %rax, {REC_B}(%rdx)
+    incq {SLOT_SEQ}(%rdx)         /* even: whole */
     pop %rsi
     pop %rdx
     mov %gs:{PC_SCRATCH}, %rsp    /* the guest's */
@@ -480,13 +482,14 @@ int82_entry:
     jz 6f
     movb $1, {VCPU_KERNEL_MODE}(%rdx) /* 3. answered from here on */
     movb $0, {VCPU_IN_FAILSAFE}(%rdx)
-    mov {RING}+{RING_NEXT}(%rip), %rdx
-    incq {RING}+{RING_NEXT}(%rip)
+    mov %gs:{PC_RING}, %rax       /* this CPU's ring (trace.rs) */
+    mov {RING_NEXT}(%rax), %rdx
+    incq {RING_NEXT}(%rax)
     and ${RING_MASK}, %edx
-    lea (%rdx,%rdx,4), %rdx       /* 40-byte records */
-    shl $3, %rdx
-    lea {RING}+{RING_RECS}(%rip), %rax
-    add %rax, %rdx
+    lea (%rdx,%rdx,2), %rdx       /* 48-byte slots */
+    shl $4, %rdx
+    lea {RING_RECS}(%rax,%rdx), %rdx
+    incq {SLOT_SEQ}(%rdx)         /* odd: being written */
     movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
     mov 8(%rsp), %eax             /* the number, zero-extended */
     mov %rax, {REC_NR}(%rdx)
@@ -496,6 +499,7 @@ int82_entry:
     mov %rax, {REC_A}(%rdx)
     mov 16(%rsp), %rax            /* the answer */
     mov %rax, {REC_B}(%rdx)
+    incq {SLOT_SEQ}(%rdx)         /* even: whole */
     orq $0x202, 24+{IF_RFLAGS}(%rsp)
     andq $~0x27000, 24+{IF_RFLAGS}(%rsp)
     mov %gs:{PC_CR4_PV32}, %rdx   /* SMEP/SMAP off for the guest */

@@ -68,6 +68,35 @@ struct Gdt([u64; GDT_ENTRIES], usize);
 static GDT: Mutex<Gdt> = Mutex::new(Gdt([0; GDT_ENTRIES], 0));
 static TSS: Mutex<TaskStateSegment> = Mutex::new(TaskStateSegment::new());
 
+/// An application processor's GDT (its guest-entry high mark beside it)
+/// and TSS, by CPU number: each CPU writes only its own when it switches
+/// vCPU (the boot CPU's are `GDT` and `TSS`).
+struct ApTables {
+    gdt: &'static mut [u64],
+    high: usize,
+    tss: &'static mut TaskStateSegment,
+}
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_TABLES: Mutex<Option<ApTables>> = Mutex::new(None);
+static AP_TABLES: [Mutex<Option<ApTables>>; super::smp::MAX_CPUS] =
+    [NO_TABLES; super::smp::MAX_CPUS];
+
+/// `f(gdt, high mark)` on this CPU's GDT.
+fn with_my_gdt<R>(f: impl FnOnce(&mut [u64], &mut usize) -> R) -> R {
+    let cpu = super::percpu::this().cpu as usize;
+    if cpu == 0 {
+        let mut g = GDT.lock();
+        let g = &mut *g;
+        f(&mut g.0, &mut g.1)
+    } else {
+        let mut t = AP_TABLES[cpu].lock();
+        let t = t
+            .as_mut()
+            .expect("an AP's tables are set up before it runs a vCPU");
+        f(t.gdt, &mut t.high)
+    }
+}
+
 const IST_STACK_SIZE: usize = 16 * 1024;
 
 /// A stack the CPU switches to by itself (IST): only the CPU writes it.
@@ -182,7 +211,7 @@ fn load(gdt: &mut [u64], tss_base: u64) {
 /// as the boot CPU's (a TSS is busy once loaded, and each CPU needs its
 /// own IST stacks): `rsp0` as in [`init`], `ist` the tops of its #DF,
 /// NMI, #MC and #DB stacks. They are never freed (CPUs do not go away).
-pub fn init_ap(rsp0: u64, ist: [u64; 4]) {
+pub fn init_ap(cpu: u64, rsp0: u64, ist: [u64; 4]) {
     let tss: &'static mut TaskStateSegment =
         alloc::boxed::Box::leak(alloc::boxed::Box::new(TaskStateSegment::new()));
     tss.set_rsp(Ring::Ring0, rsp0);
@@ -197,37 +226,46 @@ pub fn init_ap(rsp0: u64, ist: [u64; 4]) {
     let gdt: &'static mut [u64] = alloc::vec![0u64; GDT_ENTRIES].leak();
     set_reserved(gdt, Layout::Native);
     load(gdt, tss as *const TaskStateSegment as u64);
+    *AP_TABLES[cpu as usize].lock() = Some(ApTables { gdt, high: 0, tss });
 }
 
-/// Lay the reserved entries out for a 64-bit or a 32-bit guest.
+/// Lay the reserved entries out for a 64-bit or a 32-bit guest (this
+/// CPU's GDT).
 pub fn set_layout(layout: Layout) {
-    set_reserved(&mut GDT.lock().0, layout);
+    with_my_gdt(|g, _| set_reserved(g, layout));
 }
 
 /// Put a guest's own descriptors (validated by `pv::descriptor`) in
-/// entries 0..n of the GDT, clearing what a previous guest left above.
+/// entries 0..n of this CPU's GDT, clearing what a previous guest left
+/// above.
 pub fn load_guest_entries(entries: &[u64]) {
-    let mut g = GDT.lock();
-    let n = entries.len().min(FIRST_RESERVED_GDT_ENTRY);
-    g.0[..n].copy_from_slice(&entries[..n]);
-    g.0[0] = 0;
-    let high = g.1;
-    if high > n {
-        g.0[n..high].fill(0);
-    }
-    g.1 = n;
+    with_my_gdt(|g, high| {
+        let n = entries.len().min(FIRST_RESERVED_GDT_ENTRY);
+        g[..n].copy_from_slice(&entries[..n]);
+        g[0] = 0;
+        if *high > n {
+            g[n..*high].fill(0);
+        }
+        *high = n;
+    })
 }
 
 /// Set one guest entry (update_descriptor on the running vCPU's GDT).
 pub fn set_guest_entry(index: usize, desc: u64) {
     if index != 0 && index < FIRST_RESERVED_GDT_ENTRY {
-        let mut g = GDT.lock();
-        g.0[index] = desc;
-        g.1 = g.1.max(index + 1);
+        with_my_gdt(|g, high| {
+            g[index] = desc;
+            *high = (*high).max(index + 1);
+        })
     }
 }
 
 /// Set the stack the CPU loads on entry from rings 1-3 (per running vCPU).
 pub fn set_rsp0(rsp0: u64) {
-    TSS.lock().set_rsp(Ring::Ring0, rsp0);
+    let cpu = super::percpu::this().cpu as usize;
+    if cpu == 0 {
+        TSS.lock().set_rsp(Ring::Ring0, rsp0);
+    } else if let Some(t) = AP_TABLES[cpu].lock().as_mut() {
+        t.tss.set_rsp(Ring::Ring0, rsp0);
+    }
 }

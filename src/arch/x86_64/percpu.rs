@@ -72,6 +72,9 @@ pub struct PerCpu {
     /// address, 0: none), published with `domain`: `syscall_entry`
     /// answers `console_io` of 0 bytes itself while it is set.
     pub console_quiet: AtomicU64,
+    /// This CPU's recent-calls ring (`trace::ring_of`), which entry.S
+    /// writes the constant answers' records into.
+    pub ring: u64,
 }
 
 /// The time slice ran out or a guest yielded: the way out reschedules.
@@ -105,6 +108,7 @@ impl PerCpu {
             ids: AtomicU64::new(0),
             user_mode: AtomicU64::new(0),
             console_quiet: AtomicU64::new(0),
+            ring: 0,
         }
     }
 }
@@ -167,17 +171,20 @@ fn install(p: *mut PerCpu, stack_top: u64) {
         (*p).self_ptr = p as u64;
         (*p).stack_top = stack_top;
         (*p).cr4_pv32 = super::cpu::user_protection_bits();
+        (*p).ring = crate::trace::ring_of((*p).cpu);
         wrmsr(IA32_GS_BASE, p as u64);
         wrmsr(IA32_KERNEL_GSBASE, 0);
     }
 }
 
 /// Say whether the current vCPU is a 32-bit guest's (see `PerCpu::pv32`).
-/// The boot CPU's: guests run only there for now.
 pub fn set_pv32(on: bool) {
+    let p = this().self_ptr as *mut PerCpu;
     // SAFETY: this CPU's own slot; the entry code reads it only on this
-    // CPU, with interrupts off, as we do here.
-    unsafe { (*CPU0.0.get()).pv32 = on as u64 }
+    // CPU, with interrupts off, as we do here (no reference to the field
+    // is held anywhere: `this` hands out shared ones, and this is a
+    // plain store through the block's own address).
+    unsafe { core::ptr::addr_of_mut!((*p).pv32).write(on as u64) }
 }
 
 pub fn stack_top() -> u64 {

@@ -1,12 +1,9 @@
 //! The other CPUs: found in the ACPI MADT, started with INIT-SIPI-SIPI
 //! through a real-mode trampoline, each given its own stacks, GDT, TSS,
 //! per-CPU block and APIC timer, then parked in a `hlt` loop with
-//! interrupts on, woken by IPIs ([`wake`]).
-//!
-//! Guests still run only on the boot CPU (CPU 0): the hypervisor state
-//! is behind one lock that the lock-free paths (`pv::fast`) assume no
-//! other CPU takes (docs/design.md, "SMP"). The application processors
-//! (APs) never touch it.
+//! interrupts on, woken by IPIs ([`wake`]), until guests run: then each
+//! runs its own scheduling loop (`sched::run_cpu`). TLB shootdowns
+//! ([`flush_tlb`]) reach the CPUs that may hold a domain's translations.
 //!
 //! The way up, one AP at a time (SDM Vol. 3A, 9.4.4.1; Xen's
 //! `do_boot_cpu`): the boot CPU fills the trampoline's data block with
@@ -443,7 +440,7 @@ extern "C" fn ap_entry(n: u64) -> ! {
         .take()
         .expect("an AP started with nothing to boot");
     cpu::enable_protections(&b.features);
-    gdt::init_ap(b.stack_top, b.ist);
+    gdt::init_ap(n, b.stack_top, b.ist);
     idt::load();
     percpu::init_ap(n, b.stack_top);
     syscall::init();
@@ -467,15 +464,51 @@ extern "C" fn ap_entry(n: u64) -> ! {
     idle_loop()
 }
 
-/// An AP's life for now: sleep until an interrupt, count wake IPIs.
+/// An AP's life until guests run: sleep until an interrupt (count wake
+/// IPIs); once the boot CPU started the scheduler (and woke us), run its
+/// loop here too (`sched::run_cpu`).
 fn idle_loop() -> ! {
     loop {
+        if crate::sched::started() {
+            crate::sched::run_cpu()
+        }
         // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt
         // (the `sti` shadow makes the pair atomic: no wake-up is lost
         // between them), which runs on this stack; then interrupts go
         // off again.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
     }
+}
+
+/// Call `f` on this CPU's stack from just below its guest frame slot
+/// (`percpu::guest_frame`), abandoning whatever the stack held: the slot
+/// is then free for a vCPU's registers, and `f` never returns.
+pub fn on_frame_stack(f: extern "C" fn() -> !) -> ! {
+    let top = percpu::guest_frame() as u64 & !0xf;
+    // SAFETY: `top` is 16-byte aligned inside this CPU's stack, below the
+    // frame slot; nothing on the stack is used again (`f` never returns),
+    // and interrupts are off while rsp moves.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "call {f}",
+            "ud2",
+            top = in(reg) top,
+            f = in(reg) f,
+            options(noreturn)
+        )
+    }
+}
+
+/// The CPUs that are up (bit n: CPU n).
+pub fn online_mask() -> u64 {
+    let mut m = 0;
+    for (n, c) in CPUS.iter().enumerate() {
+        if c.online.load(Ordering::Acquire) {
+            m |= 1 << n;
+        }
+    }
+    m
 }
 
 /// The wake IPI arrived (idt.rs): count it.
@@ -558,18 +591,34 @@ static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 /// [`flush_tlb`]'s "every translation, global ones too".
 pub const FLUSH_ALL: u64 = u64::MAX;
+/// [`flush_tlb`]'s "every non-global translation" (a CR3 reload: every
+/// guest translation, since guest entries are never global). Like
+/// `FLUSH_ALL`, a page address no `invlpg` needs (a guest asking for
+/// this one gets more flushed, never less).
+pub const FLUSH_NONGLOBAL: u64 = u64::MAX - 1;
 
 /// Flush this CPU's TLB as asked (`FLUSH_VA`), then say so.
+pub fn answer_flush() {
+    flush_here();
+}
+
 fn flush_here() {
     let me = percpu::this().cpu;
     if FLUSH_PENDING.load(Ordering::Acquire) & (1 << me) == 0 {
         return;
     }
-    match FLUSH_VA.load(Ordering::Relaxed) {
+    flush_local(FLUSH_VA.load(Ordering::Relaxed));
+    FLUSH_PENDING.fetch_and(!(1 << me), Ordering::AcqRel);
+}
+
+/// This CPU's part of a shootdown of `va` (or `FLUSH_ALL`,
+/// `FLUSH_NONGLOBAL`).
+fn flush_local(va: u64) {
+    match va {
         FLUSH_ALL => cpu::flush_tlb_all(),
+        FLUSH_NONGLOBAL => cpu::flush_tlb_nonglobal(),
         va => cpu::flush_tlb_page(va),
     }
-    FLUSH_PENDING.fetch_and(!(1 << me), Ordering::AcqRel);
 }
 
 /// The flush IPI arrived (idt.rs).
@@ -589,6 +638,14 @@ pub fn flush_interrupt() {
 /// off without polling too (it would never answer).
 pub fn flush_tlb(mask: u64, va: u64) {
     let me = percpu::this().cpu;
+    if mask & !(1 << me) == 0 {
+        // Only this CPU (one CPU, or a domain that ran nowhere else):
+        // no IPI, no shared state.
+        if mask != 0 {
+            flush_local(va);
+        }
+        return;
+    }
     let guard = loop {
         if let Some(g) = SHOOTDOWN_LOCK.try_lock() {
             break g;
