@@ -729,7 +729,8 @@ fuzz32_routines:
     }
 
     /// After a ring-3 step: the kernel's scratch pages must be as filled,
-    /// unless they no longer are supervisor pages of their own frames.
+    /// unless they no longer are supervisor pages of their own frames. (No
+    /// runstate or time area is registered there: `forget_areas`.)
     fn check_scratch(words: &[u64; 1024], scratch: u32, s_mfn: &[u64; 2], call: &Call) {
         let mut changed = None;
         let _ = traps::catch(|| {
@@ -807,6 +808,29 @@ fuzz32_routines:
         }
         if pages {
             remap_scratch(scratch);
+        }
+        if let Step::Hypercall { op: 13 | 24, .. } = call.step {
+            forget_areas();
+        }
+    }
+
+    /// Unregisters the runstate and time areas a `vcpu_op` (direct or in
+    /// a multicall) may have registered: the hypervisor writes those
+    /// whenever the vCPU is scheduled (Xen's public/vcpu.h: "updated by
+    /// the hypervisor each time the VCPU is scheduled"), wherever they
+    /// are. Left in the scratch pages, a ring-3 step that happens to be
+    /// descheduled would see them change, and `check_scratch` would blame
+    /// ring 3. A null handle stops the updates (Xen: `update_runstate_area`
+    /// skips a null handle).
+    fn forget_areas() {
+        // The 32-bit structs: a 4-byte handle (in an 8-byte union).
+        let null = 0u64;
+        for cmd in [
+            abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+            abi::VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA,
+        ] {
+            // SAFETY: a null area; `null` lives across the call.
+            unsafe { hc::vcpu_op(cmd, 0, &null as *const u64 as usize as u32) };
         }
     }
 
