@@ -265,7 +265,7 @@ fn bounce_to<const COMPAT: bool>(
             Some(n) => crate::arch::x86_64::idt::exception_name(n as u64),
             None => "syscall",
         };
-        crate::trace::record(crate::trace::Record {
+        crate::trace::record_seen(crate::trace::Record {
             what: crate::trace::What::Named(what),
             dom,
             vcpu: cur as u16,
