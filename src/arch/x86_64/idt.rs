@@ -447,6 +447,27 @@ extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
     crate::pv::entry::from_guest(f);
 }
 
+/// `syscall` from a 64-bit guest whose user mode the per-CPU hint shows
+/// (entry.S `syscall_user`, the full `TrapFrame` built): `trap_dispatch`'s
+/// `VEC_SYSCALL` arm, without the dispatch and its stack frame (a user
+/// system call is a bounce to its kernel: `pv::fast::hypercall` decides
+/// by the vCPU's own mode, not the hint).
+// Tour 06: a user `syscall`, first
+#[no_mangle]
+extern "C" fn guest_user_syscall(f: &mut TrapFrame) {
+    guest_state_checks(f);
+    crate::pv::fast::user_syscall(f, syscall_dispatched);
+}
+
+/// `trap_dispatch`'s `VEC_SYSCALL` arm, out of line: for
+/// [`guest_user_syscall`] when the hint was not the vCPU's mode.
+#[inline(never)]
+fn syscall_dispatched(f: &mut TrapFrame) {
+    if !crate::pv::fast::hypercall(f) {
+        crate::pv::entry::from_guest(f);
+    }
+}
+
 /// Every interrupt and exception arrives here (from `trap_common`).
 // Tour 02: every entry meets here
 #[no_mangle]
