@@ -224,6 +224,32 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
     true
 }
 
+/// A 64-bit guest's `syscall` that the per-CPU hint says came from its
+/// user mode (entry.S `syscall_user`): what [`hypercall()`] does for one
+/// (a system call is progress; [`own_vcpu`] bounces it), in tail calls
+/// only, so this entry has no stack frame of its own. A vCPU in kernel
+/// mode after all, or none, or a 32-bit guest's: `otherwise`
+/// (`hypercall()` then the locked path, as `trap_dispatch` does).
+// Tour 06: a user `syscall`, by the vCPU's own mode
+#[inline(always)]
+pub fn user_syscall(f: &mut TrapFrame, otherwise: fn(&mut TrapFrame)) {
+    let pc = percpu::this();
+    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
+    if vp.is_null() || pc.pv32 != 0 {
+        return otherwise(f);
+    }
+    {
+        // SAFETY: as in `hypercall`: the vCPU this CPU runs, no domain
+        // lock held on this CPU, the reference ends before `own_vcpu`.
+        let v = unsafe { &mut *vp };
+        if v.kernel_mode {
+            return otherwise(f);
+        }
+        v.in_failsafe = false;
+    }
+    own_vcpu(pc, f)
+}
+
 /// The quick way of a 64-bit guest kernel's `syscall` (entry.S
 /// `syscall_entry`, then idt.rs `syscall_quick`): the calls [`hypercall()`]
 /// answers without the lock, except `HYPERVISOR_iret`, on the few

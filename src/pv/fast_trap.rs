@@ -189,8 +189,7 @@ fn bounce<const COMPAT: bool>(
         cs: t.cs,
         mask_events: t.flags & TI_IF != 0,
     };
-    let what = crate::arch::x86_64::idt::exception_name(vector as u64);
-    bounce_to::<COMPAT>(pc, d, f, to, what, error_code)
+    bounce_to::<COMPAT>(pc, d, f, to, Some(vector), error_code)
 }
 
 /// A 64-bit guest user's `syscall`, bounced to its kernel's syscall
@@ -204,20 +203,21 @@ pub fn user_syscall(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
     if d.compat || cb.address == 0 {
         return false;
     }
-    bounce_to::<false>(pc, d, f, cb, "syscall", None)
+    bounce_to::<false>(pc, d, f, cb, None, None)
 }
 
 /// Bounce to `to`: `traps::deliver` for a frame the CPU's walk writes in
 /// one go (`traps::build_frame`, then one copy), the vCPU in its handler;
 /// `false`: nothing changed (tracing on, or the frame not written: the
-/// general way says why, and tries the failsafe).
+/// general way says why, and tries the failsafe). `vector`: the
+/// exception's, `None` for a user `syscall` (named only when recorded).
 #[inline(always)]
 fn bounce_to<const COMPAT: bool>(
     pc: &PerCpu,
     d: &mut Domain,
     f: &mut TrapFrame,
     to: Callback,
-    what: &'static str,
+    vector: Option<u8>,
     error_code: Option<u64>,
 ) -> bool {
     let w = Width::of(COMPAT);
@@ -261,7 +261,11 @@ fn bounce_to<const COMPAT: bool>(
     v.in_failsafe = false;
     v.failsafe_streak = 0;
     if flags & crate::trace::RECENT != 0 {
-        crate::trace::record(crate::trace::Record {
+        let what = match vector {
+            Some(n) => crate::arch::x86_64::idt::exception_name(n as u64),
+            None => "syscall",
+        };
+        crate::trace::record_seen(crate::trace::Record {
             what: crate::trace::What::Named(what),
             dom,
             vcpu: cur as u16,

@@ -238,7 +238,9 @@ ret_sysret:
  *     TrapFrame: the six other registers pushed below these, for
  *     trap_dispatch (nothing was done, VECTOR {VEC_SYSCALL}; or answered
  *     with something left to settle, VECTOR {VEC_SYSCALL_DONE}).
- *  4. The full way: the same TrapFrame, built in one go. */
+ *  4. The full way: the same TrapFrame, built in one go. In user mode
+ *     (by the hint), the same frame, then guest_user_syscall (idt.rs),
+ *     not trap_dispatch: a system call is a bounce (syscall_user). */
 .balign 16
 .global syscall_entry
 /* Tour 02: a hypercall (or a user system call) enters here */
@@ -249,7 +251,7 @@ syscall_entry:
     testb $1, %gs:{PC_PV32}       /* 1. */
     jnz syscall_full
     testb $1, %gs:{PC_USER_MODE}
-    jnz syscall_full
+    jnz syscall_user
     cmp $64, %rax                 /* past the table: -ENOSYS */
     jae syscall_enosys
     bt %rax, quick_nrs(%rip)
@@ -304,6 +306,21 @@ syscall_quick_way:
 syscall_full:                     /* 4. */
     SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
+/* A 64-bit guest's user mode (by the hint): a system call for its
+ * kernel, bounced (idt.rs guest_user_syscall: what trap_dispatch does for
+ * VEC_SYSCALL, without its dispatch). The full TrapFrame, EFLAGS.AC
+ * cleared as guest_state_off does (no CR4 to restore: not a 32-bit
+ * guest's); the entry state is checked in Rust, as trap_dispatch does. */
+/* Tour 06: a user `syscall`, its own way in */
+syscall_user:
+    SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 1f
+    clac                          /* only where SMAP exists (else #UD) */
+1:  mov %rsp, %rdi
+    cld
+    call guest_user_syscall
+    jmp ret_to_frame
 /* A kernel's number (by the hint) that only the locked way answers: the
  * frame says so (VECTOR {VEC_SYSCALL_LOCKED}), and trap_dispatch does
  * not ask pv::fast again. */

@@ -231,8 +231,27 @@ extern "C" {
 /// behalf: the guest's own half, never the hypervisor's range.
 #[inline(always)]
 pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
+    let failed: u64;
     // SAFETY: the caller's contract; a fault inside is fixed up (above).
-    unsafe { guest_copy(dst, src, len) == 0 }
+    // Called from asm with the registers `guest_copy` really uses (its
+    // comment in entry.S) rather than the C ABI's, so the caller keeps
+    // its others live across the copy (a bounce's frame copy spilled six
+    // registers around it). `call` pushes below RSP: the target has no
+    // red zone (x86_64-unknown-none), and `guest_copy` uses no stack
+    // beyond its return address, so alignment does not matter.
+    unsafe {
+        core::arch::asm!(
+            "call {copy}",
+            copy = sym guest_copy,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            in("rdx") len,
+            out("rcx") _,
+            out("rax") failed,
+            options(att_syntax),
+        );
+    }
+    failed == 0
 }
 
 extern "C" {
@@ -426,6 +445,27 @@ extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
         return;
     }
     crate::pv::entry::from_guest(f);
+}
+
+/// `syscall` from a 64-bit guest whose user mode the per-CPU hint shows
+/// (entry.S `syscall_user`, the full `TrapFrame` built): `trap_dispatch`'s
+/// `VEC_SYSCALL` arm, without the dispatch and its stack frame (a user
+/// system call is a bounce to its kernel: `pv::fast::hypercall` decides
+/// by the vCPU's own mode, not the hint).
+// Tour 06: a user `syscall`, first
+#[no_mangle]
+extern "C" fn guest_user_syscall(f: &mut TrapFrame) {
+    guest_state_checks(f);
+    crate::pv::fast::user_syscall(f, syscall_dispatched);
+}
+
+/// `trap_dispatch`'s `VEC_SYSCALL` arm, out of line: for
+/// [`guest_user_syscall`] when the hint was not the vCPU's mode.
+#[inline(never)]
+fn syscall_dispatched(f: &mut TrapFrame) {
+    if !crate::pv::fast::hypercall(f) {
+        crate::pv::entry::from_guest(f);
+    }
 }
 
 /// Every interrupt and exception arrives here (from `trap_common`).
