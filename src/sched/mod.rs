@@ -253,7 +253,8 @@ fn this_cpu() -> usize {
 }
 
 /// CPUs that found nothing to run (bit n: CPU n), set under `HV` before
-/// a CPU looks for a vCPU and cleared when it found one: a vCPU made
+/// a CPU looks for a vCPU and cleared when it found one (or by the one
+/// that sends it a wake IPI, `wake_idle_cpu`): a vCPU made
 /// runnable after that look is seen by whoever made it so, who wakes
 /// the CPU (`kick`). Both sides sequentially consistent.
 static IDLE: AtomicU64 = AtomicU64::new(0);
@@ -288,14 +289,29 @@ pub fn kick_all(d: &Domain) {
 
 /// Wake one CPU that is idle (or about to be), if any but this one: a
 /// vCPU that runs nowhere became runnable. Returns whether one was.
+/// The CPU woken is taken out of `IDLE` here (it puts itself back before
+/// it looks again), so that the next wake goes to another idle CPU:
+/// three vCPUs woken at once start on three CPUs, not one after another
+/// on the first CPU woken while the others sleep on.
 fn wake_idle_cpu() -> bool {
     core::sync::atomic::fence(Ordering::SeqCst);
-    let idle = IDLE.load(Ordering::SeqCst) & !(1 << percpu::this().cpu);
-    let woke = idle != 0 && crate::arch::x86_64::smp::wake(idle.trailing_zeros() as usize);
-    if woke {
-        REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
+    let me = percpu::this().cpu;
+    loop {
+        let idle = IDLE.load(Ordering::SeqCst) & !(1 << me);
+        if idle == 0 {
+            return false;
+        }
+        let c = idle.trailing_zeros();
+        if IDLE.fetch_and(!(1 << c), Ordering::SeqCst) & 1 << c == 0 {
+            // Found work or taken by another waker meanwhile: the next.
+            continue;
+        }
+        let woke = crate::arch::x86_64::smp::wake(c as usize);
+        if woke {
+            REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
+        }
+        return woke;
     }
-    woke
 }
 
 /// Wake IPIs sent for a vCPU (`kick`, `wake_idle_cpu`), for the
