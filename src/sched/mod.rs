@@ -253,8 +253,7 @@ fn this_cpu() -> usize {
 }
 
 /// CPUs that found nothing to run (bit n: CPU n), set under `HV` before
-/// a CPU looks for a vCPU and cleared when it found one (or by the one
-/// that sends it a wake IPI, `wake_idle_cpu`): a vCPU made
+/// a CPU looks for a vCPU and cleared when it found one: a vCPU made
 /// runnable after that look is seen by whoever made it so, who wakes
 /// the CPU (`kick`). Both sides sequentially consistent.
 static IDLE: AtomicU64 = AtomicU64::new(0);
@@ -289,30 +288,30 @@ pub fn kick_all(d: &Domain) {
 
 /// Wake one CPU that is idle (or about to be), if any but this one: a
 /// vCPU that runs nowhere became runnable. Returns whether one was.
-/// The CPU woken is taken out of `IDLE` here (it puts itself back before
-/// it looks again), so that the next wake goes to another idle CPU:
-/// three vCPUs woken at once start on three CPUs, not one after another
-/// on the first CPU woken while the others sleep on.
+/// An idle CPU not woken since it last looked comes first (`WOKEN`), so
+/// that three vCPUs woken at once start on three CPUs, not one after
+/// another on the first CPU woken while the others sleep on.
 fn wake_idle_cpu() -> bool {
     core::sync::atomic::fence(Ordering::SeqCst);
-    let me = percpu::this().cpu;
-    loop {
-        let idle = IDLE.load(Ordering::SeqCst) & !(1 << me);
-        if idle == 0 {
-            return false;
-        }
-        let c = idle.trailing_zeros();
-        if IDLE.fetch_and(!(1 << c), Ordering::SeqCst) & 1 << c == 0 {
-            // Found work or taken by another waker meanwhile: the next.
-            continue;
-        }
-        let woke = crate::arch::x86_64::smp::wake(c as usize);
-        if woke {
-            REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
-        }
-        return woke;
+    let idle = IDLE.load(Ordering::SeqCst) & !(1 << percpu::this().cpu);
+    if idle == 0 {
+        return false;
     }
+    let fresh = idle & !WOKEN.load(Ordering::SeqCst);
+    let c = if fresh != 0 { fresh } else { idle }.trailing_zeros();
+    WOKEN.fetch_or(1 << c, Ordering::SeqCst);
+    let woke = crate::arch::x86_64::smp::wake(c as usize);
+    if woke {
+        REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
+    }
+    woke
 }
+
+/// CPUs sent a wake IPI (`wake_idle_cpu`) that have not looked for work
+/// since (bit n: CPU n; cleared as the CPU sets its `IDLE` bit). Only a
+/// preference: whatever it says, a CPU in `IDLE` is woken when no other
+/// is.
+static WOKEN: AtomicU64 = AtomicU64::new(0);
 
 /// Wake IPIs sent for a vCPU (`kick`, `wake_idle_cpu`), for the
 /// end-of-run report.
@@ -949,8 +948,10 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         build_pending(hv);
     }
     let mut cur = hv.current();
-    // Say we may sleep before looking (see `IDLE`).
+    // Say we may sleep before looking (see `IDLE`), and that any wake
+    // IPI sent us so far is answered by this look (`WOKEN`).
     IDLE.fetch_or(1 << me, Ordering::SeqCst);
+    WOKEN.fetch_and(!(1 << me), Ordering::SeqCst);
     loop {
         let from = cur.unwrap_or(hv.last[me]);
         match next_runnable(hv, from, me as u32) {
