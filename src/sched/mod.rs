@@ -635,10 +635,10 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
-/// Returns the earliest guest timer left (`earliest_timer`, found in the
+/// Returns the earliest guest timer left (`NEVER`: none; found in the
 /// same pass: one lock of each domain).
-fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> Option<u64> {
-    let mut at = None::<u64>;
+fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> u64 {
+    let mut at = NEVER;
     for (di, d) in hv.domains.iter().enumerate() {
         let mut d = d.lock();
         if !d.is_alive() {
@@ -666,19 +666,14 @@ fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> Option
                 request_resched();
             }
         }
-        at = earlier(at, domain_earliest(&d));
+        at = at.min(domain_earliest(&d));
     }
     at
 }
 
-/// The earlier of two times, either of which may be missing.
-fn earlier(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
-    }
-}
+/// No timer: a time later than any (`arm_timer` takes the end of the
+/// time slice before it).
+const NEVER: u64 = u64::MAX;
 
 // Tour 07: guest timers raise VIRQ_TIMER
 /// Returns whether a timer event was raised.
@@ -715,19 +710,20 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
     }
 }
 
-/// The earliest timer of a (live) domain: its vCPUs' and its watchdogs.
-/// (Plain loops: this runs on every reschedule, and iterator adapters
-/// over arrays of options cost it about a hundred instructions a domain.)
-fn domain_earliest(d: &Domain) -> Option<u64> {
-    let mut at = earlier(d.watchdogs[0], d.watchdogs[1]);
+/// The earliest timer of a (live) domain: its vCPUs' and its watchdogs
+/// (`NEVER`: none). Plain loops and no `Option`s: this runs on every
+/// reschedule, where iterator adapters over arrays of options cost about
+/// a hundred instructions a domain.
+fn domain_earliest(d: &Domain) -> u64 {
+    let at = |t: Option<u64>| t.unwrap_or(NEVER);
+    let mut first = at(d.watchdogs[0]).min(at(d.watchdogs[1]));
     for v in d.vcpus.iter().filter(|v| v.up) {
-        at = earlier(at, v.singleshot);
+        first = first.min(at(v.singleshot)).min(at(v.poll_deadline));
         if v.periodic_period != 0 {
-            at = earlier(at, Some(v.periodic_next));
+            first = first.min(v.periodic_next);
         }
-        at = earlier(at, v.poll_deadline);
     }
-    at
+    first
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
@@ -768,10 +764,11 @@ fn earliest_wakeup(hv: &Hv) -> Option<u64> {
 
 /// Program the APIC for the next thing that needs the CPU back: the end
 /// of the time slice or the earliest guest timer.
-/// `earliest`: the earliest guest timer of any live domain.
-fn arm_timer(earliest: Option<u64>, now: u64) {
+/// `earliest`: the earliest guest timer of any live domain (`NEVER`:
+/// none).
+fn arm_timer(earliest: u64, now: u64) {
     let slice_end = now + TIMESLICE_NS;
-    let at = earliest.map_or(slice_end, |t| t.min(slice_end));
+    let at = earliest.min(slice_end);
     apic::oneshot(at.saturating_sub(now).max(1_000));
 }
 
@@ -903,11 +900,11 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let me = this_cpu();
     let cur = hv.current();
-    let can_run = cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi));
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
-    if !resched && !timers && can_run {
+    // (The lock only when nothing was asked for: a yield skips it.)
+    if !resched && !timers && cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi)) {
         return false;
     }
     if me == 0 {
