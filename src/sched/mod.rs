@@ -288,15 +288,30 @@ pub fn kick_all(d: &Domain) {
 
 /// Wake one CPU that is idle (or about to be), if any but this one: a
 /// vCPU that runs nowhere became runnable. Returns whether one was.
+/// An idle CPU not woken since it last looked comes first (`WOKEN`), so
+/// that three vCPUs woken at once start on three CPUs, not one after
+/// another on the first CPU woken while the others sleep on.
 fn wake_idle_cpu() -> bool {
     core::sync::atomic::fence(Ordering::SeqCst);
     let idle = IDLE.load(Ordering::SeqCst) & !(1 << percpu::this().cpu);
-    let woke = idle != 0 && crate::arch::x86_64::smp::wake(idle.trailing_zeros() as usize);
+    if idle == 0 {
+        return false;
+    }
+    let fresh = idle & !WOKEN.load(Ordering::SeqCst);
+    let c = if fresh != 0 { fresh } else { idle }.trailing_zeros();
+    WOKEN.fetch_or(1 << c, Ordering::SeqCst);
+    let woke = crate::arch::x86_64::smp::wake(c as usize);
     if woke {
         REMOTE_WAKES.fetch_add(1, Ordering::Relaxed);
     }
     woke
 }
+
+/// CPUs sent a wake IPI (`wake_idle_cpu`) that have not looked for work
+/// since (bit n: CPU n; cleared as the CPU sets its `IDLE` bit). Only a
+/// preference: whatever it says, a CPU in `IDLE` is woken when no other
+/// is.
+static WOKEN: AtomicU64 = AtomicU64::new(0);
 
 /// Wake IPIs sent for a vCPU (`kick`, `wake_idle_cpu`), for the
 /// end-of-run report.
@@ -620,16 +635,17 @@ fn runnable(d: &Domain, vi: usize) -> bool {
 
 /// Raise `VIRQ_TIMER` for every guest timer that has expired, and wake
 /// polls whose timeout has passed.
-/// Returns the earliest guest timer left (`earliest_timer`, found in the
+/// Returns the earliest guest timer left (`NEVER`: none; found in the
 /// same pass: one lock of each domain).
-fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> Option<u64> {
-    let mut at = None::<u64>;
+fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> u64 {
+    let mut at = NEVER;
     for (di, d) in hv.domains.iter().enumerate() {
         let mut d = d.lock();
         if !d.is_alive() {
             continue;
         }
-        if d.watchdogs.iter().flatten().any(|&t| t <= now) {
+        let [w0, w1] = d.watchdogs;
+        if w0.is_some_and(|t| t <= now) || w1.is_some_and(|t| t <= now) {
             d.watchdogs = [None; 2];
             crate::pv::hypercall::watchdog_fired(&mut d);
             request_resched();
@@ -650,10 +666,14 @@ fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> Option
                 request_resched();
             }
         }
-        at = at.into_iter().chain(domain_earliest(&d)).min();
+        at = at.min(domain_earliest(&d));
     }
     at
 }
+
+/// No timer: a time later than any (`arm_timer` takes the end of the
+/// time slice before it).
+const NEVER: u64 = u64::MAX;
 
 // Tour 07: guest timers raise VIRQ_TIMER
 /// Returns whether a timer event was raised.
@@ -690,22 +710,20 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
     }
 }
 
-/// The earliest guest timer of any live domain.
-/// The earliest timer of a (live) domain: its vCPUs' and its watchdogs.
-fn domain_earliest(d: &Domain) -> Option<u64> {
-    let vcpus = d
-        .vcpus
-        .iter()
-        .filter(|v| v.up)
-        .flat_map(|v| {
-            [
-                v.singleshot,
-                (v.periodic_period != 0).then_some(v.periodic_next),
-                v.poll_deadline,
-            ]
-        })
-        .flatten();
-    vcpus.chain(d.watchdogs.iter().flatten().copied()).min()
+/// The earliest timer of a (live) domain: its vCPUs' and its watchdogs
+/// (`NEVER`: none). Plain loops and no `Option`s: this runs on every
+/// reschedule, where iterator adapters over arrays of options cost about
+/// a hundred instructions a domain.
+fn domain_earliest(d: &Domain) -> u64 {
+    let at = |t: Option<u64>| t.unwrap_or(NEVER);
+    let mut first = at(d.watchdogs[0]).min(at(d.watchdogs[1]));
+    for v in d.vcpus.iter().filter(|v| v.up) {
+        first = first.min(at(v.singleshot)).min(at(v.poll_deadline));
+        if v.periodic_period != 0 {
+            first = first.min(v.periodic_next);
+        }
+    }
+    first
 }
 
 /// The earliest timer that can wake a blocked vCPU: a poll's timeout, or
@@ -746,17 +764,18 @@ fn earliest_wakeup(hv: &Hv) -> Option<u64> {
 
 /// Program the APIC for the next thing that needs the CPU back: the end
 /// of the time slice or the earliest guest timer.
-/// `earliest`: the earliest guest timer of any live domain.
-fn arm_timer(earliest: Option<u64>, now: u64) {
+/// `earliest`: the earliest guest timer of any live domain (`NEVER`:
+/// none).
+fn arm_timer(earliest: u64, now: u64) {
     let slice_end = now + TIMESLICE_NS;
-    let at = earliest.map_or(slice_end, |t| t.min(slice_end));
+    let at = earliest.min(slice_end);
     apic::oneshot(at.saturating_sub(now).max(1_000));
 }
 
 /// Publish system time to `vcpu_info[vi].time` (the guest computes
 /// now = system_time + scaled(rdtsc - tsc_timestamp)).
 pub fn update_time(d: &Domain, vi: usize) {
-    let (mul, shift) = crate::arch::x86_64::time::scale();
+    let (mul, shift) = tsc_scale();
     let tsc = crate::arch::x86_64::time::tsc();
     let sys = crate::arch::x86_64::time::tsc_to_ns(tsc - crate::arch::x86_64::time::tsc_at_boot());
     let base = crate::pv::traps::vcpu_info_addr(d, vi)
@@ -776,6 +795,24 @@ pub fn update_time(d: &Domain, vi: usize) {
         core::sync::atomic::fence(Ordering::SeqCst);
         v.write_volatile((ver | 1).wrapping_add(1));
     }
+}
+
+/// `time::scale()` (the TSC's frequency, set once at boot before any
+/// guest runs), worked out once: its loops and division cost ~80
+/// instructions on every vCPU switch. Kept as `mul << 8 | shift`, with
+/// bit 40 saying it is there.
+fn tsc_scale() -> (u32, i8) {
+    static SCALE: AtomicU64 = AtomicU64::new(0);
+    let s = SCALE.load(Ordering::Relaxed);
+    if s != 0 {
+        return ((s >> 8) as u32, s as u8 as i8);
+    }
+    let (mul, shift) = crate::arch::x86_64::time::scale();
+    SCALE.store(
+        1 << 40 | (mul as u64) << 8 | shift as u8 as u64,
+        Ordering::Relaxed,
+    );
+    (mul, shift)
 }
 
 /// Sleep until the next interrupt (the timer is armed by the caller).
@@ -881,11 +918,11 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let me = this_cpu();
     let cur = hv.current();
-    let can_run = cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi));
     let pc = percpu::this();
     let resched = pc.take(percpu::WORK_RESCHED) != 0;
     let timers = pc.take(percpu::WORK_TIMERS) != 0;
-    if !resched && !timers && can_run {
+    // (The lock only when nothing was asked for: a yield skips it.)
+    if !resched && !timers && cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi)) {
         return false;
     }
     if me == 0 {
@@ -933,8 +970,10 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         build_pending(hv);
     }
     let mut cur = hv.current();
-    // Say we may sleep before looking (see `IDLE`).
+    // Say we may sleep before looking (see `IDLE`), and that any wake
+    // IPI sent us so far is answered by this look (`WOKEN`).
     IDLE.fetch_or(1 << me, Ordering::SeqCst);
+    WOKEN.fetch_and(!(1 << me), Ordering::SeqCst);
     loop {
         let from = cur.unwrap_or(hv.last[me]);
         match next_runnable(hv, from, me as u32) {

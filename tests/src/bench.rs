@@ -86,6 +86,23 @@ pub const PATHS32: &[(&str, &str)] = &[
     ("32-set-trap-table-32", "int"),
 ];
 
+/// The multi-CPU rows (`guest-bench mode=smp`, a domain of 4 vCPUs, in a
+/// `-smp 4` boot of its own under multi-threaded TCG: TCG ticks only, as
+/// icount runs one virtual CPU at a time) and their bare round trip: that
+/// boot's own `syscall` baseline, kept as [`SMP_BASELINE`].
+pub const PATHS_SMP: &[(&str, &str)] = &[
+    ("smp-calls-1vcpu", SMP_BASELINE),
+    ("smp-calls-4vcpus", SMP_BASELINE),
+    ("smp-uva-local", SMP_BASELINE),
+    ("smp-uva-shootdown-3", SMP_BASELINE),
+    ("smp-uva-shootdown-1", SMP_BASELINE),
+    ("smp-event-remote", SMP_BASELINE),
+];
+
+/// The bare syscall round trip of the `-smp 4` boot (its `syscall`
+/// baseline under another name).
+pub const SMP_BASELINE: &str = "syscall-smp";
+
 /// Paths the issue asks for that have no bench yet, and why.
 pub const NOT_YET: &[(&str, &str)] = &[];
 
@@ -324,6 +341,61 @@ impl Report {
                     .unwrap_or_else(|| "CRASH (32-bit boot: no RESULT line)".into()),
             );
         }
+    }
+
+    /// A `guest-bench mode=smp` boot: the `syscall` baseline, every
+    /// [`PATHS_SMP`] path with a positive median, `RESULT: SUCCESS`.
+    pub fn check_smp(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        if self.baseline("syscall").is_none_or(|s| s.median == 0) {
+            bad.push("baseline syscall: no line or not positive".into());
+        }
+        for (p, _) in PATHS_SMP {
+            match (self.path(p), self.unmeasured(p)) {
+                (Some(s), _) if s.median > 0 => {}
+                (Some(s), _) => bad.push(format!("{p}: median {} (not positive)", s.median)),
+                (None, Some(t)) => bad.push(format!("{p}: {t}")),
+                (None, None) => bad.push(format!("{p}: no BENCH line")),
+            }
+        }
+        match self.result.as_deref() {
+            Some("SUCCESS") => {}
+            Some(r) => bad.push(format!("guest RESULT: {r}")),
+            None => bad.push("no guest RESULT line (CRASH)".into()),
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("\n"))
+        }
+    }
+
+    /// Adds a `mode=smp` boot's rows to this report: its guest rows, its
+    /// `syscall` baseline as [`SMP_BASELINE`], its result if worse.
+    pub fn add_smp(&mut self, smp: &Report) {
+        if let Some(b) = smp.baseline("syscall") {
+            if self.baseline(SMP_BASELINE).is_none() {
+                self.baseline.push((SMP_BASELINE.to_string(), b));
+            }
+        }
+        let result = self.result.clone();
+        self.add_32(smp);
+        if result.as_deref() == Some("SUCCESS") && self.result.as_deref() != Some("SUCCESS") {
+            self.result = Some(format!(
+                "{} (-smp 4 boot)",
+                self.result.as_deref().unwrap_or("CRASH")
+            ));
+        }
+    }
+
+    /// 4 × `smp-calls-1vcpu` / `smp-calls-4vcpus`: how many times one
+    /// vCPU's hypercall throughput 4 vCPUs had (4.0: perfect).
+    pub fn scaling(&self) -> Option<f64> {
+        let (one, four) = (
+            self.path("smp-calls-1vcpu")?,
+            self.path("smp-calls-4vcpus")?,
+        );
+        (four.median > 0).then(|| 4.0 * one.median as f64 / four.median as f64)
     }
 
     /// The guest's part of [`Report::check`] alone, for a run on real Xen
@@ -579,7 +651,21 @@ impl Runs<'_> {
         for b in BASELINES {
             row(format!("bare {b}"), true, b, b);
         }
-        for (p, m) in PATHS.iter().chain(PATHS32) {
+        let smp = [tcg, icount]
+            .iter()
+            .flatten()
+            .any(|r| r.baseline(SMP_BASELINE).is_some() || r.path(PATHS_SMP[0].0).is_some());
+        if smp {
+            row(
+                format!("bare {SMP_BASELINE}"),
+                true,
+                SMP_BASELINE,
+                SMP_BASELINE,
+            );
+        }
+        let base_rows = BASELINES.len() + usize::from(smp);
+        let smp_paths = if smp { PATHS_SMP } else { &[] };
+        for (p, m) in PATHS.iter().chain(PATHS32).chain(smp_paths) {
             row(p.to_string(), false, p, m);
         }
         let cols = rows[0].len();
@@ -599,7 +685,7 @@ impl Runs<'_> {
             }
             out.push_str(line.trim_end());
             out.push('\n');
-            if i == 0 || i == BASELINES.len() {
+            if i == 0 || i == base_rows {
                 out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (cols - 1)));
                 out.push('\n');
             }
@@ -611,6 +697,21 @@ impl Runs<'_> {
         }
         for (p, why) in NOT_YET {
             let _ = writeln!(out, "{p}: {why}");
+        }
+        if smp {
+            let _ = writeln!(
+                out,
+                "smp-* rows: a boot of their own with -smp 4 and multi-threaded TCG, guest-bench mode=smp \
+                 (one domain, 4 vCPUs); TCG ticks only (icount runs one virtual CPU at a time); \
+                 {SMP_BASELINE}: that boot's bare syscall"
+            );
+            if let Some(q) = tcg.and_then(Report::scaling) {
+                let _ = writeln!(
+                    out,
+                    "smp scaling: 4 vCPUs made {q:.2}x the hypercalls of 1 in the same time \
+                     (4 x smp-calls-1vcpu / smp-calls-4vcpus; bounded by the host's cores)"
+                );
+            }
         }
         out.push('\n');
         let loop_of = |r: Option<&Report>, base: bool| {
@@ -816,6 +917,7 @@ impl Runs<'_> {
         let matching: Vec<String> = PATHS
             .iter()
             .chain(PATHS32)
+            .chain(PATHS_SMP)
             .map(|(p, m)| format!("{}: {}", json_str(p), json_str(m)))
             .collect();
         let not_yet: Vec<String> = NOT_YET.iter().map(|(p, _)| json_str(p)).collect();
@@ -825,7 +927,7 @@ impl Runs<'_> {
             .and_then(|x| x.xen_version.as_deref());
         format!(
             "{{\"tcg\": {}, \"icount\": {}, \"xen_tcg\": {}, \"xen_icount\": {}, \"xen_version\": {}, \
-             \"rv_over_xen\": {{\"tcg\": {}, \"icount\": {}}}, \"matching_baseline\": {{{}}}, \"not_yet\": [{}]}}\n",
+             \"rv_over_xen\": {{\"tcg\": {}, \"icount\": {}}}, \"matching_baseline\": {{{}}}, \"not_yet\": [{}], \"smp_scaling_tcg\": {}}}\n",
             self.tcg.map_or("null".into(), json_report),
             self.icount.map_or("null".into(), json_report),
             self.xen_tcg.map_or("null".into(), json_report),
@@ -834,7 +936,10 @@ impl Runs<'_> {
             json_ratios(self.tcg, self.xen_tcg),
             json_ratios(self.icount, self.xen_icount),
             matching.join(", "),
-            not_yet.join(", ")
+            not_yet.join(", "),
+            self.tcg
+                .and_then(Report::scaling)
+                .map_or("null".into(), |q| format!("{q:.3}"))
         )
     }
 }
@@ -965,6 +1070,62 @@ mod tests {
         let mut r = parsed();
         r.add_32(&failed);
         assert_eq!(r.result.as_deref(), Some("FAILURE: 1 failed"));
+    }
+
+    const RUN_SMP: &str = "\
+(RV) bench: baseline syscall median 80 spread 78..90 n=100000
+(d0) TEST: bench
+(d0) BENCH: smp-calls-1vcpu median 600 spread 590..610 n=10
+(d0) BENCH: smp-calls-4vcpus median 400 spread 380..420 n=10
+(d0) BENCH: smp-uva-local median 2000 spread 1900..2100 n=300
+(d0) BENCH: smp-uva-shootdown-3 median 90000 spread 80000..99000 n=300
+(d0) BENCH: smp-uva-shootdown-1 median 9000 spread 8000..9900 n=300
+(d0) BENCH: smp-event-remote median 30000 spread 20000..40000 n=300
+(d0) RESULT: SUCCESS
+";
+
+    #[test]
+    fn the_smp_boot_is_added() {
+        let smp = Report::parse(RUN_SMP.lines().map(|l| (l, None)));
+        assert_eq!(smp.check_smp(), Ok(()));
+        assert_eq!(smp.scaling(), Some(6.0));
+        let mut r = parsed();
+        assert!(!table(Some(&r), None).contains("smp-"));
+        r.add_smp(&smp);
+        assert_eq!(r.check(), Ok(()));
+        assert_eq!(r.baseline(SMP_BASELINE).unwrap().median, 80);
+        // The local flush against that boot's own syscall: 2000 / 80.
+        let t = table(Some(&r), None);
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("smp-uva-local") && l.contains("25.0")),
+            "{t}"
+        );
+        assert!(t.contains("bare syscall-smp"), "{t}");
+        assert!(t.contains("smp scaling: 4 vCPUs made 6.00x"), "{t}");
+        assert!(runs_json(&r).contains("\"smp_scaling_tcg\": 6.000"));
+        let broken = Report::parse(
+            RUN_SMP
+                .replace(
+                    "(d0) BENCH: smp-event-remote median 30000 spread 20000..40000 n=300\n",
+                    "",
+                )
+                .replace("RESULT: SUCCESS", "RESULT: FAILURE: 1 failed")
+                .lines()
+                .map(|l| (l, None)),
+        );
+        let e = broken.check_smp().unwrap_err();
+        assert!(
+            e.contains("smp-event-remote: no BENCH line") && e.contains("FAILURE"),
+            "{e}"
+        );
+        let mut r = parsed();
+        r.add_smp(&broken);
+        assert_eq!(r.result.as_deref(), Some("FAILURE: 1 failed (-smp 4 boot)"));
+    }
+
+    fn runs_json(r: &Report) -> String {
+        json(Some(r), None)
     }
 
     #[test]

@@ -16,12 +16,18 @@
 //! - the bare round trips are deterministic under icount (p10 == p90);
 //! - guest32-bench in a boot of its own: every `32-*` path (null hypercall
 //!   through `int $0x82`, int3 and #PF bounces from ring 1, set_trap_table
-//!   of 32 entries) and `RESULT: SUCCESS`, each above its bare round trip.
+//!   of 32 entries) and `RESULT: SUCCESS`, each above its bare round trip;
+//! - guest-bench `mode=smp` (4 vCPUs) on `-smp 4` multi-threaded TCG, a
+//!   boot of its own as `cargo xtask bench` runs it: every `smp-*` row,
+//!   `RESULT: SUCCESS` (the guest checks every remote event reached
+//!   vCPU 1 and the 4 vCPUs ran on 4 CPUs), the shootdown to 3 CPUs
+//!   dearer than the local flush, a scaling ratio there (TCG ticks: no
+//!   figure is bounded, the host's 2 cores are shared).
 
-use ringvisor_tests::bench::{Report, PATHS, PATHS32};
+use ringvisor_tests::bench::{Report, PATHS, PATHS32, PATHS_SMP};
 use ringvisor_tests::build;
 use ringvisor_tests::guest::GuestSpec;
-use ringvisor_tests::qemu::{Qemu, Verdict};
+use ringvisor_tests::qemu::{Accel, Qemu, Verdict};
 use std::time::Duration;
 
 #[test]
@@ -140,4 +146,67 @@ fn bench32_runs_and_reports_sane_numbers() {
         "every 32-bit path and the loop: {:?}",
         r.guest
     );
+}
+
+/// guest-bench `mode=smp` with 4 vCPUs on `-smp 4` multi-threaded TCG,
+/// as `cargo xtask bench` boots it after each TCG boot: every `smp-*` row
+/// and `RESULT: SUCCESS`.
+#[test]
+fn bench_smp_runs_and_reports_every_row() {
+    let elf = build::test_elf().unwrap_or_else(|e| panic!("no hypervisor ELF: {e}"));
+    let guest = build::test_guest("guest-bench").unwrap_or_else(|e| panic!("no guest-bench: {e}"));
+    let timeout = std::env::var("RINGVISOR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(60.0);
+    let out = Qemu::kernel(elf)
+        .cmdline("bench")
+        .smp(4)
+        .accel(Accel::TcgMulti)
+        .guest(
+            GuestSpec::new(&guest)
+                .opt("mem", "32M")
+                .opt("vcpus", "4")
+                .args("n=200 rounds=4 calls=5000 mode=smp"),
+        )
+        .timeout(Some(Duration::from_secs_f64(timeout)))
+        .run()
+        .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+    eprintln!("bench smp: {}", out.summary());
+    let r = Report::from_run(&out);
+    assert_eq!(
+        out.verdict,
+        Verdict::Success,
+        "{}\n{}",
+        out.summary(),
+        out.transcript()
+    );
+    if let Err(e) = r.check_smp() {
+        panic!(
+            "smp bench run incomplete:\n{e}\n--- console ---\n{}",
+            out.transcript()
+        );
+    }
+    assert_eq!(
+        r.guest.len(),
+        PATHS_SMP.len(),
+        "every smp row: {:?}",
+        r.guest
+    );
+    let path = |p: &str| r.path(p).unwrap().median;
+    for p in ["smp-uva-shootdown-3", "smp-uva-shootdown-1"] {
+        assert!(
+            path(p) > path("smp-uva-local"),
+            "{p}: a flush on other CPUs should cost more than a local one: {:?}",
+            r.guest
+        );
+    }
+    assert!(r.scaling().is_some_and(|q| q > 0.0), "{:?}", r.guest);
+    for l in out
+        .lines
+        .iter()
+        .filter(|l| l.text.contains("BENCH: smp-") || l.text.contains("scaling"))
+    {
+        eprintln!("{}", l.text);
+    }
 }

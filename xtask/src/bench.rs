@@ -7,7 +7,7 @@
 use ringvisor_tests::bench::{self as b, Report, Runs};
 use ringvisor_tests::build::{self, Profile};
 use ringvisor_tests::guest::GuestSpec;
-use ringvisor_tests::qemu::{self, Line, Qemu};
+use ringvisor_tests::qemu::{self, Accel, Line, Qemu};
 use ringvisor_tests::{bail, cmd, debian, tools, Error, Result};
 use std::cell::Cell;
 use std::fs;
@@ -35,7 +35,13 @@ trip d0 -> d1 -> d0: two switches). After each such boot, a boot of its
 own with guest32-bench (the 32-bit PAE guest, kernel in ring 1) as domain
 0 times the 32-bit rows: null hypercall (int $0x82), int3 and #PF bounces
 from ring 1, set_trap_table of 32 entries (no Xen column: Debian's Xen has
-no 32-bit PV). Two clocks: plain TCG (rdtsc ticks
+no 32-bit PV). After each TCG boot, a boot with `-smp 4` and
+multi-threaded TCG, guest-bench alone as a domain of 4 vCPUs (`mode=smp`),
+times the SMP rows: N hypercalls on 1 vCPU and on 4 at once (the scaling
+ratio), update_va_mapping flushing 1 page locally and on the 3 other
+CPUs (a shootdown), an event sent on one CPU to a vCPU spinning on
+another (until its upcall); TCG ticks only (icount runs one virtual CPU
+at a time). Two clocks: plain TCG (rdtsc ticks
 of the host, noisy: K boots, each figure the median over them) and QEMU
 `-icount shift=0,sleep=off`, where a tick is one guest instruction (one
 boot: it is deterministic).
@@ -52,7 +58,10 @@ docs/benchmarks.md says how to read it.
   --runs K         TCG boots (default 3)
   --args \"ARGS\"    guest-bench's command line: n=N iterations per path
                    (default and most 20000), rounds=R (default 10),
-                   console=N (console_io iterations, default 500)
+                   console=N (console_io iterations, default 500),
+                   calls=N (the -smp 4 boot's hypercalls per vCPU
+                   per round, default 50000; its rows keep at most
+                   4096 samples, the 3-CPU shootdown 500)
   --vs-xen         also boot guest-bench as dom0 of real Xen (alone: the
                    two-domain rows read '-' for Xen) (Debian's
                    xen-hypervisor-4.17-amd64, fetched once with
@@ -194,6 +203,12 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         .opt("mem", "32M")
         .args(format!("{} peer=1", o.args).trim_start());
     let echo = GuestSpec::new(&guest_elf).args("role=echo peer=0");
+    // The SMP rows: the same image alone, 4 vCPUs, `mode=smp`; n and
+    // rounds from --args, 2000 samples per row at most.
+    let smp_guest = GuestSpec::new(&guest_elf)
+        .opt("mem", "32M")
+        .opt("vcpus", "4")
+        .args(format!("{} mode=smp", o.args).trim_start());
     let failed = Cell::new(false);
     let fail = |label: &str, problem: String, transcript: String| {
         failed.set(true);
@@ -253,6 +268,36 @@ fn bench(o: &Opts) -> Result<ExitCode> {
             fail(&format!("{label} (32-bit guest)"), p, out.transcript());
         }
         r.add_32(&r32);
+        if icount {
+            // icount runs one virtual CPU at a time: no SMP rows there.
+            return Ok(r);
+        }
+        let mut q = Qemu::kernel(&elf)
+            .cmdline("bench")
+            .smp(4)
+            .accel(Accel::TcgMulti)
+            .guest(smp_guest.clone());
+        q.timeout = Some(o.timeout);
+        q.echo = o.echo;
+        let out = q.run()?;
+        let rs = Report::from_run(&out);
+        eprintln!("bench: {label} (-smp 4, 4 vCPUs): {}", out.summary());
+        let problems = match (out.verdict.is_success(), rs.check_smp()) {
+            (true, Ok(())) => None,
+            (ok, c) => Some(format!(
+                "{}{}",
+                if ok {
+                    String::new()
+                } else {
+                    format!("{}\n", out.summary())
+                },
+                c.err().unwrap_or_default()
+            )),
+        };
+        if let Some(p) = problems {
+            fail(&format!("{label} (-smp 4)"), p, out.transcript());
+        }
+        r.add_smp(&rs);
         Ok(r)
     };
     let xen_boot = |label: String, icount: bool| -> Result<Report> {

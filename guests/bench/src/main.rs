@@ -83,7 +83,9 @@
 //! Guest command line: `n=N` iterations per case (default 20000, at most
 //! 20000), `rounds=R` (default 10), `console=N` iterations of the console
 //! case (default 500: each one prints a line), `peer=D` and `port=P` (the
-//! two-domain cases), `role=echo` (be the other domain of those).
+//! two-domain cases), `role=echo` (be the other domain of those),
+//! `mode=smp` (only the multi-CPU rows, `smp.rs`: 4 vCPUs; `calls=N`
+//! hypercalls per vCPU per round there, default 50000).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
@@ -98,6 +100,8 @@ use pvguest::time::{now_ns, MS};
 use pvguest::{println, start_info, traps};
 
 pvguest::guest_main!("bench", run);
+
+mod smp;
 
 /// Samples kept per case.
 const MAX_N: usize = 20_000;
@@ -445,6 +449,10 @@ fn run(si: &StartInfo) {
     let first_line = rdtsc();
     println!("BENCH: first-line tsc={}", first_line);
     let p = parse_params(start_info::cmd_line(si));
+    if start_info::arg("mode") == Some("smp") {
+        smp::run(si, p.n, p.rounds);
+        return;
+    }
     println!(
         "INFO: n={} rounds={} console={}: {} rounds of every case, interleaved",
         p.n, p.rounds, p.console, p.rounds
