@@ -294,13 +294,20 @@ impl Report {
     /// A `guest32-bench` boot: every baseline, every [`PATHS32`] path with
     /// a positive median, `RESULT: SUCCESS`.
     pub fn check32(&self) -> Result<(), String> {
+        self.check_rows(BASELINES, PATHS32)
+    }
+
+    /// Every baseline of `baselines` and every path of `paths` with a
+    /// positive median (or a reason it was not measured counts against
+    /// it), and the guest's `RESULT: SUCCESS`.
+    fn check_rows(&self, baselines: &[&str], paths: &[(&str, &str)]) -> Result<(), String> {
         let mut bad = Vec::new();
-        for b in BASELINES {
+        for b in baselines {
             if self.baseline(b).is_none_or(|s| s.median == 0) {
                 bad.push(format!("baseline {b}: no line or not positive"));
             }
         }
-        for (p, _) in PATHS32 {
+        for (p, _) in paths {
             match (self.path(p), self.unmeasured(p)) {
                 (Some(s), _) if s.median > 0 => {}
                 (Some(s), _) => bad.push(format!("{p}: median {} (not positive)", s.median)),
@@ -346,28 +353,7 @@ impl Report {
     /// A `guest-bench mode=smp` boot: the `syscall` baseline, every
     /// [`PATHS_SMP`] path with a positive median, `RESULT: SUCCESS`.
     pub fn check_smp(&self) -> Result<(), String> {
-        let mut bad = Vec::new();
-        if self.baseline("syscall").is_none_or(|s| s.median == 0) {
-            bad.push("baseline syscall: no line or not positive".into());
-        }
-        for (p, _) in PATHS_SMP {
-            match (self.path(p), self.unmeasured(p)) {
-                (Some(s), _) if s.median > 0 => {}
-                (Some(s), _) => bad.push(format!("{p}: median {} (not positive)", s.median)),
-                (None, Some(t)) => bad.push(format!("{p}: {t}")),
-                (None, None) => bad.push(format!("{p}: no BENCH line")),
-            }
-        }
-        match self.result.as_deref() {
-            Some("SUCCESS") => {}
-            Some(r) => bad.push(format!("guest RESULT: {r}")),
-            None => bad.push("no guest RESULT line (CRASH)".into()),
-        }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(bad.join("\n"))
-        }
+        self.check_rows(&["syscall"], PATHS_SMP)
     }
 
     /// Adds a `mode=smp` boot's rows to this report: its guest rows, its

@@ -227,18 +227,7 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         let out = q.run()?;
         let r = Report::from_run(&out);
         eprintln!("bench: {label}: {}", out.summary());
-        let problems = match (out.verdict.is_success(), r.check()) {
-            (true, Ok(())) => None,
-            (ok, c) => Some(format!(
-                "{}{}",
-                if ok {
-                    String::new()
-                } else {
-                    format!("{}\n", out.summary())
-                },
-                c.err().unwrap_or_default()
-            )),
-        };
+        let problems = run_problems(&out, r.check());
         if let Some(p) = problems {
             fail(&label, p, out.transcript());
         }
@@ -252,18 +241,7 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         let out = q.run()?;
         let r32 = Report::from_run(&out);
         eprintln!("bench: {label} (32-bit guest): {}", out.summary());
-        let problems = match (out.verdict.is_success(), r32.check32()) {
-            (true, Ok(())) => None,
-            (ok, c) => Some(format!(
-                "{}{}",
-                if ok {
-                    String::new()
-                } else {
-                    format!("{}\n", out.summary())
-                },
-                c.err().unwrap_or_default()
-            )),
-        };
+        let problems = run_problems(&out, r32.check32());
         if let Some(p) = problems {
             fail(&format!("{label} (32-bit guest)"), p, out.transcript());
         }
@@ -282,18 +260,7 @@ fn bench(o: &Opts) -> Result<ExitCode> {
         let out = q.run()?;
         let rs = Report::from_run(&out);
         eprintln!("bench: {label} (-smp 4, 4 vCPUs): {}", out.summary());
-        let problems = match (out.verdict.is_success(), rs.check_smp()) {
-            (true, Ok(())) => None,
-            (ok, c) => Some(format!(
-                "{}{}",
-                if ok {
-                    String::new()
-                } else {
-                    format!("{}\n", out.summary())
-                },
-                c.err().unwrap_or_default()
-            )),
-        };
+        let problems = run_problems(&out, rs.check_smp());
         if let Some(p) = problems {
             fail(&format!("{label} (-smp 4)"), p, out.transcript());
         }
@@ -535,6 +502,23 @@ fn boot_xen(
         stderr,
         elapsed,
     })
+}
+
+/// What is wrong with a ringvisor bench boot: its verdict (when not
+/// SUCCESS) and what the report's check found, or `None`.
+fn run_problems(out: &qemu::RunOutput, check: Result<(), String>) -> Option<String> {
+    match (out.verdict.is_success(), check) {
+        (true, Ok(())) => None,
+        (ok, c) => Some(format!(
+            "{}{}",
+            if ok {
+                String::new()
+            } else {
+                format!("{}\n", out.summary())
+            },
+            c.err().unwrap_or_default()
+        )),
+    }
 }
 
 #[cfg(test)]
