@@ -17,12 +17,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::Mutex;
-use x86::msr::{rdmsr, wrmsr, IA32_FS_BASE, IA32_KERNEL_GSBASE};
 
 use crate::arch::x86_64::exit::{exit, Verdict};
 use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::smp::MAX_CPUS;
-use crate::arch::x86_64::{apic, percpu};
+use crate::arch::x86_64::{apic, context, percpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{builder, Domain, DomainRef, State};
 
@@ -328,76 +327,28 @@ pub fn timers_changed() {
     percpu::this().raise(percpu::WORK_TIMERS);
 }
 
-fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
-    // SAFETY: `area` is 512 bytes, 16-byte aligned, as fxsave64 needs;
-    // CR0.TS is clear while the hypervisor runs, so this cannot #NM.
-    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
-}
-
-/// The MXCSR bits this CPU has (fxsave's MXCSR_MASK; 0 there means the
-/// architectural default 0xffbf): any other bit makes fxrstor #GP.
-static MXCSR_MASK: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0xffbf);
-
-/// Learn MXCSR_MASK (at boot, before any guest: CR0.TS is clear).
-pub fn probe_mxcsr_mask() {
-    let mut area = crate::domain::vcpu::FpuState::initial();
-    fxsave(&mut area);
-    let m = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
-    MXCSR_MASK.store(if m == 0 { 0xffbf } else { m }, Ordering::Relaxed);
-}
-
-pub fn mxcsr_mask() -> u32 {
-    MXCSR_MASK.load(Ordering::Relaxed)
-}
-
-fn fxrstor(area: &crate::domain::vcpu::FpuState) {
-    let (fcw, fsw) = (
-        u16::from_le_bytes([area.0[0], area.0[1]]),
-        u16::from_le_bytes([area.0[2], area.0[3]]),
-    );
-    if fsw & !fcw & 0x3f == 0
-        && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed)
-    {
-        // Xen's fix for XSA-52: load a value so the x87 pointers are this
-        // hypervisor's (harmless) instead of the previous vCPU's.
-        // SAFETY: x87 state is scratch here (fxrstor overwrites it next);
-        // fildl reads 4 bytes of the area, which is valid memory.
-        unsafe {
-            core::arch::asm!("fnclex", "ffree st(7)", "fild dword ptr [{}]", in(reg) area.0.as_ptr(), options(nostack))
-        };
-    }
-    // SAFETY: as fxsave; the area was filled by fxsave64 or zeroed, and the
-    // zero image is valid except MXCSR reserved bits, which are zero.
-    unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };
-}
-
-fn set_cr0_ts(on: bool) {
-    // SAFETY: CR0.TS only decides whether the next FPU instruction traps.
-    unsafe {
-        let c = x86::controlregs::cr0();
-        let ts = x86::controlregs::Cr0::CR0_TASK_SWITCHED;
-        let want = if on { c | ts } else { c - ts };
-        if want != c {
-            x86::controlregs::cr0_write(want);
-        }
-    }
-}
+// The register pieces live in arch (`context`); `idle` is called with no
+// lock held (`pv::entry::locked_way_out`): another CPU may need any of
+// them meanwhile, and an interrupt there takes none.
+pub use crate::arch::x86_64::context::{
+    idle, load_gs_selector, probe_mxcsr_mask, read_data_selectors,
+};
 
 /// The guest's GS base that is live while it runs (its kernel's or its
 /// user's, by mode); while we run it waits in IA32_KERNEL_GS_BASE.
+#[inline(always)]
 pub fn load_guest_gs(v: &Vcpu) {
     let base = if v.kernel_mode {
         v.gs_base_kernel
     } else {
         v.gs_base_user
     };
-    // SAFETY: only the guest sees this base, after the swapgs on exit.
-    unsafe { wrmsr(IA32_KERNEL_GSBASE, base) };
+    context::write_guest_gs_base(base);
 }
 
+#[inline(always)]
 pub fn save_guest_gs(v: &mut Vcpu) {
-    // SAFETY: reading an MSR has no side effects.
-    let base = unsafe { rdmsr(IA32_KERNEL_GSBASE) };
+    let base = context::read_guest_gs_base();
     if v.kernel_mode {
         v.gs_base_kernel = base;
     } else {
@@ -405,93 +356,21 @@ pub fn save_guest_gs(v: &mut Vcpu) {
     }
 }
 
-/// Load the address space for the vCPU's current mode.
+/// Load the address space for the vCPU's current mode: `cr3_table` is a
+/// validated guest L4 (builder or mmuext), with the hypervisor's own
+/// slots in place (`context::load_cr3`'s contract).
+#[inline(always)]
 pub fn load_cr3(v: &Vcpu) {
-    // SAFETY: the table is a validated guest L4 (builder or mmuext), with
-    // the hypervisor's own slots in place, so the hypervisor stays mapped.
-    unsafe { x86::controlregs::cr3_write(v.cr3_table() << 12) };
-}
-
-/// Read ds, es, fs, gs (the guest's: the hypervisor never loads them).
-pub fn read_data_selectors() -> [u16; 4] {
-    let (ds, es, fs, gs): (u16, u16, u16, u16);
-    // SAFETY: reading segment registers has no side effects.
-    unsafe {
-        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
-            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
-    }
-    [ds, es, fs, gs]
-}
-
-/// Is `sel` one a guest may have loaded: null, or a present data (or
-/// readable code) segment in the current GDT, of DPL 3 (a 32-bit guest's
-/// kernel may also use DPL 1, its ring)? Asked with `lar`, which reports
-/// instead of faulting.
-fn selector_ok(sel: u16, compat: bool) -> bool {
-    if sel & !3 == 0 {
-        return true;
-    }
-    let (ok, rights): (u8, u32);
-    // SAFETY: lar only reads the descriptor table and sets ZF.
-    unsafe {
-        core::arch::asm!("lar {r:e}, {s:e}", "setz {ok}", r = out(reg) rights, s = in(reg) sel as u32, ok = out(reg_byte) ok,
-            options(nomem, nostack));
-    }
-    let dpl = (rights >> 13) & 3;
-    let present = rights & (1 << 15) != 0;
-    let s_bit = rights & (1 << 12) != 0;
-    let code_not_readable = rights & (1 << 11) != 0 && rights & (1 << 9) == 0;
-    let rpl = (sel & 3) as u32;
-    let ring_ok = if compat {
-        dpl >= 1 && rpl >= 1 && rpl <= dpl
-    } else {
-        dpl == 3 && rpl == 3
-    };
-    ok == 1 && present && s_bit && ring_ok && !code_not_readable
-}
-
-/// Load the vCPU's data selectors, each checked first: a selector whose
-/// descriptor the guest has since changed would fault here, in ring 0.
-/// Returns false when one is bad, which is loaded as null (the good ones
-/// as they are, as Xen's `loadsegment` does): the caller delivers the
-/// failsafe callback.
-// Tour 08: selectors checked before they are loaded
-fn load_data_selectors(sels: [u16; 4], compat: bool) -> bool {
-    let good = sels.map(|s| selector_ok(s, compat));
-    let ok = good.iter().all(|&g| g);
-    let [ds, es, fs, gs] = [0, 1, 2, 3].map(|i| if good[i] { sels[i] } else { 0 });
-    // SAFETY: every selector is null or was checked by selector_ok against
-    // the GDT now loaded. Loading GS replaces the hypervisor's GS base, so
-    // it is put back at once (interrupts are off).
-    unsafe {
-        let ours = rdmsr(x86::msr::IA32_GS_BASE);
-        core::arch::asm!("mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}", "mov gs, {3:x}",
-            in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs, options(nomem, nostack));
-        wrmsr(x86::msr::IA32_GS_BASE, ours);
-    }
-    ok
-}
-
-/// Load a (checked: null or flat DPL-3 data) selector into %gs for the
-/// guest, keeping the hypervisor's own GS base.
-pub fn load_gs_selector(sel: u16) {
-    // SAFETY: the caller checked `sel`; loading %gs replaces the live GS
-    // base (ours, in the hypervisor), which is put back at once.
-    unsafe {
-        let ours = rdmsr(x86::msr::IA32_GS_BASE);
-        core::arch::asm!("mov gs, {0:x}", in(reg) sel, options(nomem, nostack));
-        wrmsr(x86::msr::IA32_GS_BASE, ours);
-    }
+    context::load_cr3(v.cr3_table());
 }
 
 fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
     v.regs = *f;
     v.data_sels = read_data_selectors();
     save_guest_gs(v);
-    // SAFETY: reading an MSR has no side effects.
-    v.fs_base = unsafe { rdmsr(IA32_FS_BASE) };
-    set_cr0_ts(false);
-    fxsave(&mut v.fpu);
+    v.fs_base = context::read_fs_base();
+    context::set_cr0_ts(false);
+    context::fxsave(&mut v.fpu);
 }
 
 /// The base a 32-bit guest's selector gives (the hypervisor's flat ones
@@ -516,24 +395,24 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     });
     crate::arch::x86_64::percpu::set_pv32(compat);
     gdt::load_guest_entries(&v.gdt);
-    let sels_ok = load_data_selectors(v.data_sels, compat);
+    let sels_ok = context::load_data_selectors(v.data_sels, compat);
     load_cr3(v);
     crate::arch::x86_64::debugreg::activate(&v.dr, v.dr7);
     if compat {
         // Segment bases come from the descriptors: loading fs set FS's;
         // gs's goes where swapgs will find it on the way out.
-        // SAFETY: a base from a validated (or flat) descriptor.
-        unsafe { wrmsr(IA32_KERNEL_GSBASE, selector_base(v, v.data_sels[3])) };
+        // A base from a validated (or flat) descriptor: 32 bits.
+        context::write_guest_gs_base(selector_base(v, v.data_sels[3]));
     } else {
         load_guest_gs(v);
-        // SAFETY: fs_base was checked canonical when the guest set it.
-        unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
+        // fs_base was checked canonical when the guest set it.
+        context::write_fs_base(v.fs_base);
     }
     // TS may still be the last vCPU's: one that died is not switched out
     // (a guest could set its virtual TS and crash), and fxrstor would #NM.
-    set_cr0_ts(false);
-    fxrstor(&v.fpu);
-    set_cr0_ts(v.cr0_ts);
+    context::set_cr0_ts(false);
+    context::fxrstor(&v.fpu);
+    context::set_cr0_ts(v.cr0_ts);
     sels_ok
 }
 
@@ -815,15 +694,6 @@ fn tsc_scale() -> (u32, i8) {
     (mul, shift)
 }
 
-/// Sleep until the next interrupt (the timer is armed by the caller).
-/// Called with no lock held (`pv::entry::locked_way_out`): another CPU
-/// may need any of them meanwhile, and an interrupt here takes none.
-pub fn idle() {
-    // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt,
-    // which is handled on this stack, then interrupts go off again.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
-}
-
 /// Whether guests run yet (`start` was called): an application
 /// processor woken before that goes back to sleep.
 static STARTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -1078,8 +948,7 @@ fn detach(
     };
     hv.here[me] = None;
     if next.is_none() {
-        // SAFETY: the hypervisor's own tables map everything it uses.
-        unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+        context::load_hypervisor_cr3();
         dirty_set(id, me as u64, false);
     }
     (id, could_run)
