@@ -10,6 +10,10 @@
 //! `iretq` resumes whichever guest is next. Wake-ups across CPUs go by
 //! IPI (`kick`), TLB flushes to each domain's dirty-CPU mask
 //! (`flush_domain_tlb`); docs/design.md, "SMP", says how.
+//!
+//! Policy only: the registers a switch saves and loads are
+//! `arch::x86_64::context`'s, the time record `arch::x86_64::time`'s.
+#![deny(unsafe_code)]
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -144,21 +148,16 @@ pub fn build_pending(hv: &mut Hv) {
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
 
 /// Each domain's lock by domain id, readable without any lock: a slot is
-/// written once, under HV, when its domain is built, and a domain is never
-/// removed (`Hv::domains` keeps it for the run), so a pointer read here
-/// stays valid. What an interdomain event send uses to reach the other
+/// written once, under HV, when its domain is built, with a reference of
+/// its own, and never emptied, so a lock read here stays valid for the
+/// run. What an interdomain event send uses to reach the other
 /// end from under no lock but its own domain's, released first
 /// (`pv::event::send_deferred`, `op_remote`; `for_each_domain_lock`).
-static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<crate::sync::DomainLock>>> =
-    spin::Once::new();
+static REGISTRY: spin::Once<Vec<spin::Once<DomainRef>>> = spin::Once::new();
 
 /// Room for `n` domain ids (boot: one per module).
 pub fn init_registry(n: usize) {
-    REGISTRY.call_once(|| {
-        (0..n)
-            .map(|_| core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
-            .collect()
-    });
+    REGISTRY.call_once(|| (0..n).map(|_| spin::Once::new()).collect());
     DIRTY.call_once(|| (0..n).map(|_| AtomicU64::new(0)).collect());
 }
 
@@ -202,25 +201,21 @@ pub fn flush_domain_tlb(id: crate::domain::DomId, va: u64) {
 
 fn register(id: crate::domain::DomId, d: &DomainRef) {
     if let Some(slot) = REGISTRY.get().and_then(|r| r.get(id as usize)) {
-        slot.store(alloc::sync::Arc::as_ptr(d) as *mut _, Ordering::Release);
+        slot.call_once(|| d.clone());
     }
 }
 
 /// The lock of domain `id`, if it was built.
 pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static crate::sync::DomainLock> {
-    let p = REGISTRY.get()?.get(id as usize)?.load(Ordering::Acquire);
-    // SAFETY: null, or a `DomainRef`'s lock stored by `register`; the list
-    // keeps that Arc for the whole run, so it is never freed.
-    unsafe { p.as_ref() }
+    REGISTRY.get()?.get(id as usize)?.get().map(|d| &**d)
 }
 
 /// Every domain built so far, by its lock (none held by the caller but
 /// perhaps `HV`; `f` takes one at a time).
 pub fn for_each_domain_lock(mut f: impl FnMut(&'static crate::sync::DomainLock)) {
     for slot in REGISTRY.get().into_iter().flatten() {
-        // SAFETY: as in `domain_lock`: null or a lock kept for the run.
-        if let Some(l) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-            f(l);
+        if let Some(d) = slot.get() {
+            f(d);
         }
     }
 }
@@ -652,46 +647,13 @@ fn arm_timer(earliest: u64, now: u64) {
 }
 
 /// Publish system time to `vcpu_info[vi].time` (the guest computes
-/// now = system_time + scaled(rdtsc - tsc_timestamp)).
+/// now = system_time + scaled(rdtsc - tsc_timestamp)). The domain is
+/// alive (callers check), so its shared_info frame (or the vCPU's
+/// registered vcpu_info frame) is its own: `publish_vcpu_time`'s contract.
 pub fn update_time(d: &Domain, vi: usize) {
-    let (mul, shift) = tsc_scale();
-    let tsc = crate::arch::x86_64::time::tsc();
-    let sys = crate::arch::x86_64::time::tsc_to_ns(tsc - crate::arch::x86_64::time::tsc_at_boot());
     let base = crate::pv::traps::vcpu_info_addr(d, vi)
         + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time) as u64;
-    let t = base as *mut ringvisor_abi::xen::VcpuTimeInfo;
-    // SAFETY: the domain's shared_info frame, alive (callers check); the
-    // version is made odd while the fields change, as the ABI asks.
-    unsafe {
-        let v = core::ptr::addr_of_mut!((*t).version);
-        let ver = v.read_volatile();
-        v.write_volatile(ver.wrapping_add(1) | 1);
-        core::sync::atomic::fence(Ordering::SeqCst);
-        core::ptr::addr_of_mut!((*t).tsc_timestamp).write_volatile(tsc);
-        core::ptr::addr_of_mut!((*t).system_time).write_volatile(sys);
-        core::ptr::addr_of_mut!((*t).tsc_to_system_mul).write_volatile(mul);
-        core::ptr::addr_of_mut!((*t).tsc_shift).write_volatile(shift);
-        core::sync::atomic::fence(Ordering::SeqCst);
-        v.write_volatile((ver | 1).wrapping_add(1));
-    }
-}
-
-/// `time::scale()` (the TSC's frequency, set once at boot before any
-/// guest runs), worked out once: its loops and division cost ~80
-/// instructions on every vCPU switch. Kept as `mul << 8 | shift`, with
-/// bit 40 saying it is there.
-fn tsc_scale() -> (u32, i8) {
-    static SCALE: AtomicU64 = AtomicU64::new(0);
-    let s = SCALE.load(Ordering::Relaxed);
-    if s != 0 {
-        return ((s >> 8) as u32, s as u8 as i8);
-    }
-    let (mul, shift) = crate::arch::x86_64::time::scale();
-    SCALE.store(
-        1 << 40 | (mul as u64) << 8 | shift as u8 as u64,
-        Ordering::Relaxed,
-    );
-    (mul, shift)
+    crate::arch::x86_64::time::publish_vcpu_time(base);
 }
 
 /// Whether guests run yet (`start` was called): an application
@@ -741,19 +703,16 @@ pub fn run_cpu() -> ! {
     crate::arch::x86_64::smp::on_frame_stack(cpu_loop)
 }
 
-extern "C" fn cpu_loop() -> ! {
-    let frame = percpu::guest_frame();
+/// `f`: this CPU's guest frame slot, at the top of its stack, above this
+/// function's own frame (`on_frame_stack`).
+extern "C" fn cpu_loop(f: &mut TrapFrame) -> ! {
     // Nothing runs here yet: the first look goes past the quick test.
     request_resched();
-    // SAFETY: `frame` is this CPU's guest frame slot at the top of its
-    // stack, above this function's own frame (`on_frame_stack`), which
-    // nothing else uses until a vCPU runs from it.
-    let f = unsafe { &mut *frame };
     crate::pv::entry::locked_way_out(f);
     if !started() {
         start_others();
     }
-    enter_frame(frame)
+    enter_frame(f)
 }
 
 /// On the way back to a guest: fire guest timers, handle a dead or

@@ -481,13 +481,17 @@ fn idle_loop() -> ! {
 }
 
 /// Call `f` on this CPU's stack from just below its guest frame slot
-/// (`percpu::guest_frame`), abandoning whatever the stack held: the slot
-/// is then free for a vCPU's registers, and `f` never returns.
-pub fn on_frame_stack(f: extern "C" fn() -> !) -> ! {
-    let top = percpu::guest_frame() as u64 & !0xf;
+/// (`percpu::guest_frame`), abandoning whatever the stack held, with that
+/// slot: it is then free for a vCPU's registers, and `f` never returns.
+pub fn on_frame_stack(f: extern "C" fn(&mut idt::TrapFrame) -> !) -> ! {
+    let frame = percpu::guest_frame();
+    let top = frame as u64 & !0xf;
     // SAFETY: `top` is 16-byte aligned inside this CPU's stack, below the
     // frame slot; nothing on the stack is used again (`f` never returns),
-    // and interrupts are off while rsp moves.
+    // and interrupts are off while rsp moves. The slot, at the top of the
+    // stack above `f`'s own frames, is memory nothing else uses until a
+    // vCPU runs from it (any earlier user was on the stack abandoned
+    // here), so `f` may have it as its one `&mut`.
     unsafe {
         core::arch::asm!(
             "mov rsp, {top}",
@@ -495,6 +499,7 @@ pub fn on_frame_stack(f: extern "C" fn() -> !) -> ! {
             "ud2",
             top = in(reg) top,
             f = in(reg) f,
+            in("rdi") frame,
             options(noreturn)
         )
     }
