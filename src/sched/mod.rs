@@ -656,12 +656,11 @@ pub fn update_time(d: &Domain, vi: usize) {
     crate::arch::x86_64::time::publish_vcpu_time(base);
 }
 
-/// Whether guests run yet (`start` was called): an application
-/// processor woken before that goes back to sleep.
-static STARTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
+/// Whether guests run yet (the boot CPU entered its first vCPU and
+/// released the others, `start_others`): an application processor woken
+/// before that goes back to sleep.
 pub fn started() -> bool {
-    STARTED.load(Ordering::Acquire)
+    crate::arch::x86_64::smp::aps_released()
 }
 
 /// Start running guests (never returns): the boot CPU, once every domain
@@ -686,12 +685,7 @@ pub fn start(hv: Hv) -> ! {
 
 /// The boot CPU picked its first vCPU: the others start their loops.
 fn start_others() {
-    STARTED.store(true, Ordering::Release);
-    crate::arch::x86_64::smp::each_cpu(|n, _, _| {
-        if n != 0 {
-            crate::arch::x86_64::smp::wake(n);
-        }
-    });
+    crate::arch::x86_64::smp::release_aps(run_cpu);
 }
 
 /// This CPU's scheduling loop, from nothing: find a vCPU no other CPU

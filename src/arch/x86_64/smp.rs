@@ -464,13 +464,33 @@ extern "C" fn ap_entry(n: u64) -> ! {
     idle_loop()
 }
 
+/// What every AP runs once the boot CPU started guests (`release_aps`):
+/// the scheduler's loop, given by the scheduler (arch does not call up).
+static AP_LOOP: spin::Once<fn() -> !> = spin::Once::new();
+
+/// Have every other CPU run `run` (the scheduler's loop, `sched::run_cpu`):
+/// set once, then each is woken.
+pub fn release_aps(run: fn() -> !) {
+    AP_LOOP.call_once(|| run);
+    each_cpu(|n, _, _| {
+        if n != 0 {
+            wake(n);
+        }
+    });
+}
+
+/// Whether `release_aps` was called (guests run).
+pub fn aps_released() -> bool {
+    AP_LOOP.is_completed()
+}
+
 /// An AP's life until guests run: sleep until an interrupt (count wake
 /// IPIs); once the boot CPU started the scheduler (and woke us), run its
-/// loop here too (`sched::run_cpu`).
+/// loop here too (`AP_LOOP`).
 fn idle_loop() -> ! {
     loop {
-        if crate::sched::started() {
-            crate::sched::run_cpu()
+        if let Some(run) = AP_LOOP.get() {
+            run()
         }
         // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt
         // (the `sti` shadow makes the pair atomic: no wake-up is lost
