@@ -153,7 +153,7 @@ pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
 /// run. What an interdomain event send uses to reach the other
 /// end from under no lock but its own domain's, released first
 /// (`pv::event::send_deferred`, `op_remote`; `for_each_domain_lock`).
-static REGISTRY: spin::Once<Vec<spin::Once<DomainRef>>> = spin::Once::new();
+static REGISTRY: spin::Once<Vec<spin::Once<&'static crate::sync::DomainLock>>> = spin::Once::new();
 
 /// Room for `n` domain ids (boot: one per module).
 pub fn init_registry(n: usize) {
@@ -201,20 +201,23 @@ pub fn flush_domain_tlb(id: crate::domain::DomId, va: u64) {
 
 fn register(id: crate::domain::DomId, d: &DomainRef) {
     if let Some(slot) = REGISTRY.get().and_then(|r| r.get(id as usize)) {
-        slot.call_once(|| d.clone());
+        // The slot's own reference, never dropped: the lock it leads to
+        // lives for the run.
+        let r: &'static DomainRef = alloc::boxed::Box::leak(alloc::boxed::Box::new(d.clone()));
+        slot.call_once(|| &**r);
     }
 }
 
 /// The lock of domain `id`, if it was built.
 pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static crate::sync::DomainLock> {
-    REGISTRY.get()?.get(id as usize)?.get().map(|d| &**d)
+    REGISTRY.get()?.get(id as usize)?.get().copied()
 }
 
 /// Every domain built so far, by its lock (none held by the caller but
 /// perhaps `HV`; `f` takes one at a time).
 pub fn for_each_domain_lock(mut f: impl FnMut(&'static crate::sync::DomainLock)) {
     for slot in REGISTRY.get().into_iter().flatten() {
-        if let Some(d) = slot.get() {
+        if let Some(&d) = slot.get() {
             f(d);
         }
     }
