@@ -16,15 +16,11 @@
 //! The line is polled on timer ticks (every time slice), so keys are seen
 //! within about 10 ms while any guest runs or the CPU idles.
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use spin::Mutex;
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::pv::evtchn::Channel;
 use crate::sched::Hv;
-
-static TICK: AtomicBool = AtomicBool::new(false);
 
 /// A key sequence in progress (`i` then domain then vector).
 #[derive(Clone, Copy)]
@@ -36,11 +32,6 @@ enum State {
 
 static STATE: Mutex<State> = Mutex::new(State::Idle);
 
-/// From the timer interrupt: look at the serial line on the next chance.
-pub fn tick() {
-    TICK.store(true, Ordering::Relaxed);
-}
-
 macro_rules! out {
     ($($arg:tt)*) => { crate::console::print(format_args!("{}{}\n", crate::console::TAG, format_args!($($arg)*))) };
 }
@@ -48,7 +39,8 @@ macro_rules! out {
 /// Handle typed keys (called with the hypervisor state locked, `f` the
 /// running vCPU's live registers).
 pub fn poll(hv: &mut Hv, f: &mut TrapFrame) {
-    if !TICK.swap(false, Ordering::Relaxed) {
+    // The boot CPU's timer interrupt says when to look at the serial line.
+    if !crate::arch::x86_64::apic::take_key_tick() {
         return;
     }
     crate::console_in::settle(hv);

@@ -24,30 +24,7 @@ pub struct Callback {
     pub mask_events: bool,
 }
 
-/// Area for `fxsave`: the vCPU's FPU/SSE registers.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-pub struct FpuState(pub [u8; 512]);
-
-impl FpuState {
-    /// A guest's FXSAVE image (VCPUOP_initialise), with the MXCSR bits
-    /// this CPU lacks cleared: fxrstor would #GP on them in the hypervisor.
-    pub fn from_guest(image: &[u8; 512]) -> FpuState {
-        let mut a = *image;
-        let mxcsr = u32::from_le_bytes([a[24], a[25], a[26], a[27]]) & crate::sched::mxcsr_mask();
-        a[24..28].copy_from_slice(&mxcsr.to_le_bytes());
-        FpuState(a)
-    }
-
-    /// The state after FNINIT and reset: x87 control word 0x37f, MXCSR
-    /// 0x1f80 (every exception masked), all registers zero.
-    pub fn initial() -> FpuState {
-        let mut a = [0u8; 512];
-        a[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        FpuState(a)
-    }
-}
+pub use crate::arch::x86_64::context::FpuState;
 
 pub struct Vcpu {
     pub id: u32,

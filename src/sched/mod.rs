@@ -10,6 +10,10 @@
 //! `iretq` resumes whichever guest is next. Wake-ups across CPUs go by
 //! IPI (`kick`), TLB flushes to each domain's dirty-CPU mask
 //! (`flush_domain_tlb`); docs/design.md, "SMP", says how.
+//!
+//! Policy only: the registers a switch saves and loads are
+//! `arch::x86_64::context`'s, the time record `arch::x86_64::time`'s.
+#![deny(unsafe_code)]
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -17,12 +21,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::Mutex;
-use x86::msr::{rdmsr, wrmsr, IA32_FS_BASE, IA32_KERNEL_GSBASE};
 
 use crate::arch::x86_64::exit::{exit, Verdict};
 use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::smp::MAX_CPUS;
-use crate::arch::x86_64::{apic, percpu};
+use crate::arch::x86_64::{apic, context, percpu};
 use crate::domain::vcpu::Vcpu;
 use crate::domain::{builder, Domain, DomainRef, State};
 
@@ -145,21 +148,16 @@ pub fn build_pending(hv: &mut Hv) {
 pub static HV: Mutex<Option<Hv>> = Mutex::new(None);
 
 /// Each domain's lock by domain id, readable without any lock: a slot is
-/// written once, under HV, when its domain is built, and a domain is never
-/// removed (`Hv::domains` keeps it for the run), so a pointer read here
-/// stays valid. What an interdomain event send uses to reach the other
+/// written once, under HV, when its domain is built, with a reference of
+/// its own, and never emptied, so a lock read here stays valid for the
+/// run. What an interdomain event send uses to reach the other
 /// end from under no lock but its own domain's, released first
 /// (`pv::event::send_deferred`, `op_remote`; `for_each_domain_lock`).
-static REGISTRY: spin::Once<Vec<core::sync::atomic::AtomicPtr<crate::sync::DomainLock>>> =
-    spin::Once::new();
+static REGISTRY: spin::Once<Vec<spin::Once<&'static crate::sync::DomainLock>>> = spin::Once::new();
 
 /// Room for `n` domain ids (boot: one per module).
 pub fn init_registry(n: usize) {
-    REGISTRY.call_once(|| {
-        (0..n)
-            .map(|_| core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
-            .collect()
-    });
+    REGISTRY.call_once(|| (0..n).map(|_| spin::Once::new()).collect());
     DIRTY.call_once(|| (0..n).map(|_| AtomicU64::new(0)).collect());
 }
 
@@ -203,25 +201,24 @@ pub fn flush_domain_tlb(id: crate::domain::DomId, va: u64) {
 
 fn register(id: crate::domain::DomId, d: &DomainRef) {
     if let Some(slot) = REGISTRY.get().and_then(|r| r.get(id as usize)) {
-        slot.store(alloc::sync::Arc::as_ptr(d) as *mut _, Ordering::Release);
+        // The slot's own reference, never dropped: the lock it leads to
+        // lives for the run.
+        let r: &'static DomainRef = alloc::boxed::Box::leak(alloc::boxed::Box::new(d.clone()));
+        slot.call_once(|| &**r);
     }
 }
 
 /// The lock of domain `id`, if it was built.
 pub fn domain_lock(id: crate::domain::DomId) -> Option<&'static crate::sync::DomainLock> {
-    let p = REGISTRY.get()?.get(id as usize)?.load(Ordering::Acquire);
-    // SAFETY: null, or a `DomainRef`'s lock stored by `register`; the list
-    // keeps that Arc for the whole run, so it is never freed.
-    unsafe { p.as_ref() }
+    REGISTRY.get()?.get(id as usize)?.get().copied()
 }
 
 /// Every domain built so far, by its lock (none held by the caller but
 /// perhaps `HV`; `f` takes one at a time).
 pub fn for_each_domain_lock(mut f: impl FnMut(&'static crate::sync::DomainLock)) {
     for slot in REGISTRY.get().into_iter().flatten() {
-        // SAFETY: as in `domain_lock`: null or a lock kept for the run.
-        if let Some(l) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-            f(l);
+        if let Some(&d) = slot.get() {
+            f(d);
         }
     }
 }
@@ -328,76 +325,28 @@ pub fn timers_changed() {
     percpu::this().raise(percpu::WORK_TIMERS);
 }
 
-fn fxsave(area: &mut crate::domain::vcpu::FpuState) {
-    // SAFETY: `area` is 512 bytes, 16-byte aligned, as fxsave64 needs;
-    // CR0.TS is clear while the hypervisor runs, so this cannot #NM.
-    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
-}
-
-/// The MXCSR bits this CPU has (fxsave's MXCSR_MASK; 0 there means the
-/// architectural default 0xffbf): any other bit makes fxrstor #GP.
-static MXCSR_MASK: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0xffbf);
-
-/// Learn MXCSR_MASK (at boot, before any guest: CR0.TS is clear).
-pub fn probe_mxcsr_mask() {
-    let mut area = crate::domain::vcpu::FpuState::initial();
-    fxsave(&mut area);
-    let m = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
-    MXCSR_MASK.store(if m == 0 { 0xffbf } else { m }, Ordering::Relaxed);
-}
-
-pub fn mxcsr_mask() -> u32 {
-    MXCSR_MASK.load(Ordering::Relaxed)
-}
-
-fn fxrstor(area: &crate::domain::vcpu::FpuState) {
-    let (fcw, fsw) = (
-        u16::from_le_bytes([area.0[0], area.0[1]]),
-        u16::from_le_bytes([area.0[2], area.0[3]]),
-    );
-    if fsw & !fcw & 0x3f == 0
-        && crate::arch::x86_64::cpu::FXRSTOR_KEEPS_POINTERS.load(Ordering::Relaxed)
-    {
-        // Xen's fix for XSA-52: load a value so the x87 pointers are this
-        // hypervisor's (harmless) instead of the previous vCPU's.
-        // SAFETY: x87 state is scratch here (fxrstor overwrites it next);
-        // fildl reads 4 bytes of the area, which is valid memory.
-        unsafe {
-            core::arch::asm!("fnclex", "ffree st(7)", "fild dword ptr [{}]", in(reg) area.0.as_ptr(), options(nostack))
-        };
-    }
-    // SAFETY: as fxsave; the area was filled by fxsave64 or zeroed, and the
-    // zero image is valid except MXCSR reserved bits, which are zero.
-    unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };
-}
-
-fn set_cr0_ts(on: bool) {
-    // SAFETY: CR0.TS only decides whether the next FPU instruction traps.
-    unsafe {
-        let c = x86::controlregs::cr0();
-        let ts = x86::controlregs::Cr0::CR0_TASK_SWITCHED;
-        let want = if on { c | ts } else { c - ts };
-        if want != c {
-            x86::controlregs::cr0_write(want);
-        }
-    }
-}
+// The register pieces live in arch (`context`); `idle` is called with no
+// lock held (`pv::entry::locked_way_out`): another CPU may need any of
+// them meanwhile, and an interrupt there takes none.
+pub use crate::arch::x86_64::context::{
+    idle, load_gs_selector, probe_mxcsr_mask, read_data_selectors,
+};
 
 /// The guest's GS base that is live while it runs (its kernel's or its
 /// user's, by mode); while we run it waits in IA32_KERNEL_GS_BASE.
+#[inline(always)]
 pub fn load_guest_gs(v: &Vcpu) {
     let base = if v.kernel_mode {
         v.gs_base_kernel
     } else {
         v.gs_base_user
     };
-    // SAFETY: only the guest sees this base, after the swapgs on exit.
-    unsafe { wrmsr(IA32_KERNEL_GSBASE, base) };
+    context::write_guest_gs_base(base);
 }
 
+#[inline(always)]
 pub fn save_guest_gs(v: &mut Vcpu) {
-    // SAFETY: reading an MSR has no side effects.
-    let base = unsafe { rdmsr(IA32_KERNEL_GSBASE) };
+    let base = context::read_guest_gs_base();
     if v.kernel_mode {
         v.gs_base_kernel = base;
     } else {
@@ -405,93 +354,21 @@ pub fn save_guest_gs(v: &mut Vcpu) {
     }
 }
 
-/// Load the address space for the vCPU's current mode.
+/// Load the address space for the vCPU's current mode: `cr3_table` is a
+/// validated guest L4 (builder or mmuext), with the hypervisor's own
+/// slots in place (`context::load_cr3`'s contract).
+#[inline(always)]
 pub fn load_cr3(v: &Vcpu) {
-    // SAFETY: the table is a validated guest L4 (builder or mmuext), with
-    // the hypervisor's own slots in place, so the hypervisor stays mapped.
-    unsafe { x86::controlregs::cr3_write(v.cr3_table() << 12) };
-}
-
-/// Read ds, es, fs, gs (the guest's: the hypervisor never loads them).
-pub fn read_data_selectors() -> [u16; 4] {
-    let (ds, es, fs, gs): (u16, u16, u16, u16);
-    // SAFETY: reading segment registers has no side effects.
-    unsafe {
-        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
-            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
-    }
-    [ds, es, fs, gs]
-}
-
-/// Is `sel` one a guest may have loaded: null, or a present data (or
-/// readable code) segment in the current GDT, of DPL 3 (a 32-bit guest's
-/// kernel may also use DPL 1, its ring)? Asked with `lar`, which reports
-/// instead of faulting.
-fn selector_ok(sel: u16, compat: bool) -> bool {
-    if sel & !3 == 0 {
-        return true;
-    }
-    let (ok, rights): (u8, u32);
-    // SAFETY: lar only reads the descriptor table and sets ZF.
-    unsafe {
-        core::arch::asm!("lar {r:e}, {s:e}", "setz {ok}", r = out(reg) rights, s = in(reg) sel as u32, ok = out(reg_byte) ok,
-            options(nomem, nostack));
-    }
-    let dpl = (rights >> 13) & 3;
-    let present = rights & (1 << 15) != 0;
-    let s_bit = rights & (1 << 12) != 0;
-    let code_not_readable = rights & (1 << 11) != 0 && rights & (1 << 9) == 0;
-    let rpl = (sel & 3) as u32;
-    let ring_ok = if compat {
-        dpl >= 1 && rpl >= 1 && rpl <= dpl
-    } else {
-        dpl == 3 && rpl == 3
-    };
-    ok == 1 && present && s_bit && ring_ok && !code_not_readable
-}
-
-/// Load the vCPU's data selectors, each checked first: a selector whose
-/// descriptor the guest has since changed would fault here, in ring 0.
-/// Returns false when one is bad, which is loaded as null (the good ones
-/// as they are, as Xen's `loadsegment` does): the caller delivers the
-/// failsafe callback.
-// Tour 08: selectors checked before they are loaded
-fn load_data_selectors(sels: [u16; 4], compat: bool) -> bool {
-    let good = sels.map(|s| selector_ok(s, compat));
-    let ok = good.iter().all(|&g| g);
-    let [ds, es, fs, gs] = [0, 1, 2, 3].map(|i| if good[i] { sels[i] } else { 0 });
-    // SAFETY: every selector is null or was checked by selector_ok against
-    // the GDT now loaded. Loading GS replaces the hypervisor's GS base, so
-    // it is put back at once (interrupts are off).
-    unsafe {
-        let ours = rdmsr(x86::msr::IA32_GS_BASE);
-        core::arch::asm!("mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}", "mov gs, {3:x}",
-            in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs, options(nomem, nostack));
-        wrmsr(x86::msr::IA32_GS_BASE, ours);
-    }
-    ok
-}
-
-/// Load a (checked: null or flat DPL-3 data) selector into %gs for the
-/// guest, keeping the hypervisor's own GS base.
-pub fn load_gs_selector(sel: u16) {
-    // SAFETY: the caller checked `sel`; loading %gs replaces the live GS
-    // base (ours, in the hypervisor), which is put back at once.
-    unsafe {
-        let ours = rdmsr(x86::msr::IA32_GS_BASE);
-        core::arch::asm!("mov gs, {0:x}", in(reg) sel, options(nomem, nostack));
-        wrmsr(x86::msr::IA32_GS_BASE, ours);
-    }
+    context::load_cr3(v.cr3_table());
 }
 
 fn switch_out(v: &mut Vcpu, f: &TrapFrame) {
     v.regs = *f;
     v.data_sels = read_data_selectors();
     save_guest_gs(v);
-    // SAFETY: reading an MSR has no side effects.
-    v.fs_base = unsafe { rdmsr(IA32_FS_BASE) };
-    set_cr0_ts(false);
-    fxsave(&mut v.fpu);
+    v.fs_base = context::read_fs_base();
+    context::set_cr0_ts(false);
+    context::fxsave(&mut v.fpu);
 }
 
 /// The base a 32-bit guest's selector gives (the hypervisor's flat ones
@@ -516,24 +393,24 @@ fn switch_in(v: &Vcpu, f: &mut TrapFrame, compat: bool) -> bool {
     });
     crate::arch::x86_64::percpu::set_pv32(compat);
     gdt::load_guest_entries(&v.gdt);
-    let sels_ok = load_data_selectors(v.data_sels, compat);
+    let sels_ok = context::load_data_selectors(v.data_sels, compat);
     load_cr3(v);
     crate::arch::x86_64::debugreg::activate(&v.dr, v.dr7);
     if compat {
         // Segment bases come from the descriptors: loading fs set FS's;
         // gs's goes where swapgs will find it on the way out.
-        // SAFETY: a base from a validated (or flat) descriptor.
-        unsafe { wrmsr(IA32_KERNEL_GSBASE, selector_base(v, v.data_sels[3])) };
+        // A base from a validated (or flat) descriptor: 32 bits.
+        context::write_guest_gs_base(selector_base(v, v.data_sels[3]));
     } else {
         load_guest_gs(v);
-        // SAFETY: fs_base was checked canonical when the guest set it.
-        unsafe { wrmsr(IA32_FS_BASE, v.fs_base) };
+        // fs_base was checked canonical when the guest set it.
+        context::write_fs_base(v.fs_base);
     }
     // TS may still be the last vCPU's: one that died is not switched out
     // (a guest could set its virtual TS and crash), and fxrstor would #NM.
-    set_cr0_ts(false);
-    fxrstor(&v.fpu);
-    set_cr0_ts(v.cr0_ts);
+    context::set_cr0_ts(false);
+    context::fxrstor(&v.fpu);
+    context::set_cr0_ts(v.cr0_ts);
     sels_ok
 }
 
@@ -773,63 +650,20 @@ fn arm_timer(earliest: u64, now: u64) {
 }
 
 /// Publish system time to `vcpu_info[vi].time` (the guest computes
-/// now = system_time + scaled(rdtsc - tsc_timestamp)).
+/// now = system_time + scaled(rdtsc - tsc_timestamp)). The domain is
+/// alive (callers check), so its shared_info frame (or the vCPU's
+/// registered vcpu_info frame) is its own: `publish_vcpu_time`'s contract.
 pub fn update_time(d: &Domain, vi: usize) {
-    let (mul, shift) = tsc_scale();
-    let tsc = crate::arch::x86_64::time::tsc();
-    let sys = crate::arch::x86_64::time::tsc_to_ns(tsc - crate::arch::x86_64::time::tsc_at_boot());
     let base = crate::pv::traps::vcpu_info_addr(d, vi)
         + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time) as u64;
-    let t = base as *mut ringvisor_abi::xen::VcpuTimeInfo;
-    // SAFETY: the domain's shared_info frame, alive (callers check); the
-    // version is made odd while the fields change, as the ABI asks.
-    unsafe {
-        let v = core::ptr::addr_of_mut!((*t).version);
-        let ver = v.read_volatile();
-        v.write_volatile(ver.wrapping_add(1) | 1);
-        core::sync::atomic::fence(Ordering::SeqCst);
-        core::ptr::addr_of_mut!((*t).tsc_timestamp).write_volatile(tsc);
-        core::ptr::addr_of_mut!((*t).system_time).write_volatile(sys);
-        core::ptr::addr_of_mut!((*t).tsc_to_system_mul).write_volatile(mul);
-        core::ptr::addr_of_mut!((*t).tsc_shift).write_volatile(shift);
-        core::sync::atomic::fence(Ordering::SeqCst);
-        v.write_volatile((ver | 1).wrapping_add(1));
-    }
+    crate::arch::x86_64::time::publish_vcpu_time(base);
 }
 
-/// `time::scale()` (the TSC's frequency, set once at boot before any
-/// guest runs), worked out once: its loops and division cost ~80
-/// instructions on every vCPU switch. Kept as `mul << 8 | shift`, with
-/// bit 40 saying it is there.
-fn tsc_scale() -> (u32, i8) {
-    static SCALE: AtomicU64 = AtomicU64::new(0);
-    let s = SCALE.load(Ordering::Relaxed);
-    if s != 0 {
-        return ((s >> 8) as u32, s as u8 as i8);
-    }
-    let (mul, shift) = crate::arch::x86_64::time::scale();
-    SCALE.store(
-        1 << 40 | (mul as u64) << 8 | shift as u8 as u64,
-        Ordering::Relaxed,
-    );
-    (mul, shift)
-}
-
-/// Sleep until the next interrupt (the timer is armed by the caller).
-/// Called with no lock held (`pv::entry::locked_way_out`): another CPU
-/// may need any of them meanwhile, and an interrupt here takes none.
-pub fn idle() {
-    // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt,
-    // which is handled on this stack, then interrupts go off again.
-    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
-}
-
-/// Whether guests run yet (`start` was called): an application
-/// processor woken before that goes back to sleep.
-static STARTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
+/// Whether guests run yet (the boot CPU entered its first vCPU and
+/// released the others, `start_others`): an application processor woken
+/// before that goes back to sleep.
 pub fn started() -> bool {
-    STARTED.load(Ordering::Acquire)
+    crate::arch::x86_64::smp::aps_released()
 }
 
 /// Start running guests (never returns): the boot CPU, once every domain
@@ -854,12 +688,7 @@ pub fn start(hv: Hv) -> ! {
 
 /// The boot CPU picked its first vCPU: the others start their loops.
 fn start_others() {
-    STARTED.store(true, Ordering::Release);
-    crate::arch::x86_64::smp::each_cpu(|n, _, _| {
-        if n != 0 {
-            crate::arch::x86_64::smp::wake(n);
-        }
-    });
+    crate::arch::x86_64::smp::release_aps(run_cpu);
 }
 
 /// This CPU's scheduling loop, from nothing: find a vCPU no other CPU
@@ -871,19 +700,16 @@ pub fn run_cpu() -> ! {
     crate::arch::x86_64::smp::on_frame_stack(cpu_loop)
 }
 
-extern "C" fn cpu_loop() -> ! {
-    let frame = percpu::guest_frame();
+/// `f`: this CPU's guest frame slot, at the top of its stack, above this
+/// function's own frame (`on_frame_stack`).
+extern "C" fn cpu_loop(f: &mut TrapFrame) -> ! {
     // Nothing runs here yet: the first look goes past the quick test.
     request_resched();
-    // SAFETY: `frame` is this CPU's guest frame slot at the top of its
-    // stack, above this function's own frame (`on_frame_stack`), which
-    // nothing else uses until a vCPU runs from it.
-    let f = unsafe { &mut *frame };
     crate::pv::entry::locked_way_out(f);
     if !started() {
         start_others();
     }
-    enter_frame(frame)
+    enter_frame(f)
 }
 
 /// On the way back to a guest: fire guest timers, handle a dead or
@@ -1078,8 +904,7 @@ fn detach(
     };
     hv.here[me] = None;
     if next.is_none() {
-        // SAFETY: the hypervisor's own tables map everything it uses.
-        unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+        context::load_hypervisor_cr3();
         dirty_set(id, me as u64, false);
     }
     (id, could_run)

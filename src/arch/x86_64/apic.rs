@@ -305,12 +305,23 @@ pub fn oneshot(ns: u64) {
 pub fn timer_interrupt() {
     FIRED.fetch_add(1, Ordering::Relaxed);
     write(REG_EOI, 0);
-    // Every CPU runs vCPUs (its time slice, guest timers); the serial
-    // console's keys are the boot CPU's.
-    crate::sched::request_resched();
-    if super::percpu::this().cpu == 0 {
-        crate::debugkeys::tick();
+    // Every CPU runs vCPUs (its time slice, guest timers): its way out
+    // reschedules. The serial console's keys are the boot CPU's: the
+    // debug keys look at the line at their next chance (`take_key_tick`).
+    let pc = super::percpu::this();
+    pc.raise(super::percpu::WORK_RESCHED);
+    if pc.cpu == 0 {
+        KEY_TICK.store(true, Ordering::Relaxed);
     }
+}
+
+/// A timer interrupt came on the boot CPU since the last look: time to
+/// read the serial line (`debugkeys::poll`).
+static KEY_TICK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the boot CPU's timer fired since the last call (and forget it).
+pub fn take_key_tick() -> bool {
+    KEY_TICK.swap(false, Ordering::Relaxed)
 }
 
 pub fn timer_fired() -> u64 {

@@ -464,13 +464,33 @@ extern "C" fn ap_entry(n: u64) -> ! {
     idle_loop()
 }
 
+/// What every AP runs once the boot CPU started guests (`release_aps`):
+/// the scheduler's loop, given by the scheduler (arch does not call up).
+static AP_LOOP: spin::Once<fn() -> !> = spin::Once::new();
+
+/// Have every other CPU run `run` (the scheduler's loop, `sched::run_cpu`):
+/// set once, then each is woken.
+pub fn release_aps(run: fn() -> !) {
+    AP_LOOP.call_once(|| run);
+    each_cpu(|n, _, _| {
+        if n != 0 {
+            wake(n);
+        }
+    });
+}
+
+/// Whether `release_aps` was called (guests run).
+pub fn aps_released() -> bool {
+    AP_LOOP.is_completed()
+}
+
 /// An AP's life until guests run: sleep until an interrupt (count wake
 /// IPIs); once the boot CPU started the scheduler (and woke us), run its
-/// loop here too (`sched::run_cpu`).
+/// loop here too (`AP_LOOP`).
 fn idle_loop() -> ! {
     loop {
-        if crate::sched::started() {
-            crate::sched::run_cpu()
+        if let Some(run) = AP_LOOP.get() {
+            run()
         }
         // SAFETY: the IDT is loaded; `sti; hlt` sleeps until an interrupt
         // (the `sti` shadow makes the pair atomic: no wake-up is lost
@@ -481,13 +501,17 @@ fn idle_loop() -> ! {
 }
 
 /// Call `f` on this CPU's stack from just below its guest frame slot
-/// (`percpu::guest_frame`), abandoning whatever the stack held: the slot
-/// is then free for a vCPU's registers, and `f` never returns.
-pub fn on_frame_stack(f: extern "C" fn() -> !) -> ! {
-    let top = percpu::guest_frame() as u64 & !0xf;
+/// (`percpu::guest_frame`), abandoning whatever the stack held, with that
+/// slot: it is then free for a vCPU's registers, and `f` never returns.
+pub fn on_frame_stack(f: extern "C" fn(&mut idt::TrapFrame) -> !) -> ! {
+    let frame = percpu::guest_frame();
+    let top = frame as u64 & !0xf;
     // SAFETY: `top` is 16-byte aligned inside this CPU's stack, below the
     // frame slot; nothing on the stack is used again (`f` never returns),
-    // and interrupts are off while rsp moves.
+    // and interrupts are off while rsp moves. The slot, at the top of the
+    // stack above `f`'s own frames, is memory nothing else uses until a
+    // vCPU runs from it (any earlier user was on the stack abandoned
+    // here), so `f` may have it as its one `&mut`.
     unsafe {
         core::arch::asm!(
             "mov rsp, {top}",
@@ -495,6 +519,7 @@ pub fn on_frame_stack(f: extern "C" fn() -> !) -> ! {
             "ud2",
             top = in(reg) top,
             f = in(reg) f,
+            in("rdi") frame,
             options(noreturn)
         )
     }

@@ -274,3 +274,52 @@ pub fn spin_ns(ns: u64) {
         core::hint::spin_loop();
     }
 }
+
+/// `scale()` (the TSC's frequency, set once at boot before any guest
+/// runs), worked out once: its loops and division cost ~80 instructions
+/// on every vCPU switch. Kept as `mul << 8 | shift`, with bit 40 saying
+/// it is there.
+#[inline(always)]
+fn scale_cached() -> (u32, i8) {
+    static SCALE: AtomicU64 = AtomicU64::new(0);
+    let s = SCALE.load(Ordering::Relaxed);
+    if s != 0 {
+        return ((s >> 8) as u32, s as u8 as i8);
+    }
+    let (mul, shift) = scale();
+    SCALE.store(
+        1 << 40 | (mul as u64) << 8 | shift as u8 as u64,
+        Ordering::Relaxed,
+    );
+    (mul, shift)
+}
+
+/// Write the time now into the guest's `vcpu_time_info` at direct-map
+/// address `va` (Xen: `__update_vcpu_system_time`), the version odd
+/// while the fields change, as the ABI asks.
+///
+/// Contract (the caller's; it knows which domain and checked it alive):
+/// `va` is the record inside a frame of a live domain's, its shared_info
+/// or a registered vcpu_info frame, which the domain keeps until it is
+/// torn down; the guest may write there too (only its own clock suffers).
+#[inline(always)]
+pub fn publish_vcpu_time(va: u64) {
+    let (mul, shift) = scale_cached();
+    let tsc = tsc();
+    let sys = tsc_to_ns(tsc - tsc_at_boot());
+    let t = va as *mut ringvisor_abi::xen::VcpuTimeInfo;
+    // SAFETY: by the contract, RAM of the domain's in the direct map that
+    // no Rust reference covers; written with volatile stores only.
+    unsafe {
+        let v = core::ptr::addr_of_mut!((*t).version);
+        let ver = v.read_volatile();
+        v.write_volatile(ver.wrapping_add(1) | 1);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        core::ptr::addr_of_mut!((*t).tsc_timestamp).write_volatile(tsc);
+        core::ptr::addr_of_mut!((*t).system_time).write_volatile(sys);
+        core::ptr::addr_of_mut!((*t).tsc_to_system_mul).write_volatile(mul);
+        core::ptr::addr_of_mut!((*t).tsc_shift).write_volatile(shift);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        v.write_volatile((ver | 1).wrapping_add(1));
+    }
+}
