@@ -367,8 +367,7 @@ pub fn publish_current(hv: &mut Hv) {
     let mut d = cell.lock();
     pc.console_quiet
         .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
-    pc.vcpu_info
-        .store(crate::pv::traps::vcpu_info_addr(&d, vi), Relaxed);
+    crate::mm::view::publish_vcpu_info(pc, crate::pv::traps::vcpu_info(&d, vi));
     pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);
     pc.user_mode.store(!d.vcpus[vi].kernel_mode as u64, Relaxed);
     // The domain's lock, not the domain: `pv::fast` takes it.

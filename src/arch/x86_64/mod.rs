@@ -2,6 +2,7 @@
 
 pub mod apic;
 pub mod cpu;
+pub mod cr;
 pub mod debugreg;
 pub mod exit;
 pub mod firmware;
