@@ -198,6 +198,22 @@ impl FrameView {
         unsafe { FrameView::new(mfn) }
     }
 
+    /// A frame a guest's validated page tables reach: one of the tables
+    /// themselves (from a vCPU's validated top-level table down, or the
+    /// compat L4 a pool frame the hypervisor keeps for a 32-bit vCPU), or
+    /// a leaf the walk found to be RAM the
+    /// guest may touch (`pv::mm` lets a domain map only its own frames,
+    /// and the initial domain low-memory frames the hypervisor does not
+    /// use). `pv::guest_mem` and `pv::mm` use it while the domain's lock
+    /// (or its own vCPU on this CPU) keeps the tables as they were walked.
+    #[inline(always)]
+    pub fn guest_mapped(mfn: u64) -> FrameView {
+        // SAFETY: per the above: RAM inside the direct map that no Rust
+        // reference covers (pool frames, or low memory the hypervisor
+        // leaves alone); the accessors cope with the guest writing it.
+        unsafe { FrameView::new(mfn) }
+    }
+
     /// The byte `off` rounded down to a multiple of `size` (a power of
     /// two) and wrapped within the frame (debug builds stop on an
     /// unaligned or too large offset): a mask, not a branch to a panic,

@@ -54,7 +54,6 @@ pub mod fast_trap;
 #[cfg(target_os = "none")]
 pub mod grant;
 #[cfg(target_os = "none")]
-#[allow(unsafe_code)] // not converted yet
 pub mod guest_mem;
 #[cfg(target_os = "none")]
 pub mod hypercall;
@@ -62,7 +61,6 @@ pub mod insn;
 #[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
-#[allow(unsafe_code)] // not converted yet
 pub mod mm;
 #[cfg(target_os = "none")]
 pub mod multicall;
