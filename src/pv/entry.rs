@@ -227,11 +227,7 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// CPU's block (`None` before the first domain runs).
 #[inline(always)]
 pub fn current_domain() -> Option<&'static crate::sync::DomainLock> {
-    let pc = crate::arch::x86_64::percpu::this();
-    let p = pc.domain.load(core::sync::atomic::Ordering::Relaxed);
-    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
-    // domains are never removed from the list, so it lives for the run.
-    unsafe { (p as *const crate::sync::DomainLock).as_ref() }
+    crate::pv::fast::current_domain(crate::arch::x86_64::percpu::this())
 }
 
 // Tour 04: an exception or interrupt from a guest
