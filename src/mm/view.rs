@@ -16,7 +16,9 @@
 //! against the frame table; [`FrameView::new`] takes the caller's word
 //! for it (the hot paths, whose frame-table checks came first).
 
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::arch::x86_64::percpu::PerCpu;
 
 use super::frame::Frame;
 use super::frametable::{FrameInfo, FrameTable, OWNER_NONE};
@@ -176,34 +178,203 @@ impl FrameView {
         }
     }
 
-    // The atomic views are for the shared-info and vcpu_info words
-    // (pv::event, pv::traps), not converted yet: unused until then.
-    #[allow(dead_code)]
+    /// A frame a domain shares with the hypervisor, as the domain's own
+    /// records name it: its `shared_info` frame or console ring (allocated
+    /// for it by the builder, released only when the domain is torn
+    /// down), or the frame
+    /// of a `vcpu_info` it registered (held by the frame table's counts
+    /// from `VCPUOP_register_vcpu_info` to the domain's end). The callers
+    /// (`pv::event`, `pv::traps`, `pv::platform`) use it only for a live
+    /// domain, under its lock or on the CPU running it; debug builds check
+    /// that the frame table records the frame as someone's.
     #[inline(always)]
-    fn aligned(&self, off: usize, size: usize) -> u64 {
-        assert!(off.is_multiple_of(size) && off < FRAME_SIZE);
-        self.va + off as u64
+    pub fn domain_shared(mfn: u64) -> FrameView {
+        debug_assert!(super::frametable::frames()
+            .get(mfn)
+            .is_some_and(|f| f.owner != OWNER_NONE));
+        // SAFETY: per the above: pool RAM in the direct map given to a
+        // domain, which no Rust reference covers; guest and other CPUs
+        // touch it only through atomics or plain stores (the accessors).
+        unsafe { FrameView::new(mfn) }
+    }
+
+    /// A frame a guest's validated page tables reach: one of the tables
+    /// themselves (from a vCPU's validated top-level table down, or the
+    /// compat L4 a pool frame the hypervisor keeps for a 32-bit vCPU), or
+    /// a leaf the walk found to be RAM the
+    /// guest may touch (`pv::mm` lets a domain map only its own frames,
+    /// and the initial domain low-memory frames the hypervisor does not
+    /// use). `pv::guest_mem` and `pv::mm` use it while the domain's lock
+    /// (or its own vCPU on this CPU) keeps the tables as they were walked.
+    #[inline(always)]
+    pub fn guest_mapped(mfn: u64) -> FrameView {
+        // SAFETY: per the above: RAM inside the direct map that no Rust
+        // reference covers (pool frames, or low memory the hypervisor
+        // leaves alone); the accessors cope with the guest writing it.
+        unsafe { FrameView::new(mfn) }
+    }
+
+    /// The byte `off` rounded down to a multiple of `size` (a power of
+    /// two) and wrapped within the frame (debug builds stop on an
+    /// unaligned or too large offset): a mask, not a branch to a panic,
+    /// as `word_ptr`, so the event paths stay as short as raw pointers.
+    #[inline(always)]
+    fn aligned(self, off: usize, size: usize) -> u64 {
+        debug_assert!(off.is_multiple_of(size) && off < FRAME_SIZE);
+        self.va + (off & (FRAME_SIZE - 1) & !(size - 1)) as u64
+    }
+
+    /// The byte at `off`, as an atomic (the upcall pending and mask
+    /// bytes of a `vcpu_info`).
+    #[inline(always)]
+    pub fn atomic_u8(self, off: usize) -> &'static AtomicU8 {
+        let p = self.aligned(off, 1) as *mut u8;
+        // SAFETY: inside a frame valid by construction, which no Rust
+        // reference covers; everyone else touching it (the guest, other
+        // CPUs) uses atomic instructions or plain stores.
+        unsafe { AtomicU8::from_ptr(p) }
     }
 
     /// The u32 at byte `off` (4-byte aligned), as an atomic.
-    #[allow(dead_code)]
     #[inline(always)]
-    pub fn atomic_u32(&self, off: usize) -> &AtomicU32 {
+    pub fn atomic_u32(self, off: usize) -> &'static AtomicU32 {
         let p = self.aligned(off, 4) as *mut u32;
-        // SAFETY: aligned and inside a frame valid by construction, which
-        // no Rust reference covers; everyone else touching it (the guest,
-        // other CPUs) uses atomic instructions or plain word stores.
+        // SAFETY: as atomic_u8; aligned.
         unsafe { AtomicU32::from_ptr(p) }
     }
 
     /// The u64 at byte `off` (8-byte aligned), as an atomic.
-    #[allow(dead_code)]
     #[inline(always)]
-    pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {
+    pub fn atomic_u64(self, off: usize) -> &'static AtomicU64 {
         let p = self.aligned(off, 8) as *mut u64;
-        // SAFETY: as atomic_u32.
+        // SAFETY: as atomic_u8; aligned.
         unsafe { AtomicU64::from_ptr(p) }
     }
+}
+
+/// `LEN` bytes inside one frame a [`FrameView`] is valid for: a guest's
+/// `vcpu_info` (in its `shared_info`, or where it registered it). Atomic
+/// accessors only, as for a frame's words; an offset checked against
+/// `LEN` (a constant offset, as every `vcpu_info` field's, costs nothing).
+///
+/// The atomic accessors (here and `FrameView`'s) give `'static`
+/// references: the direct map is always mapped; what limits their use is
+/// the frame's staying the domain's, the view's own condition, which the
+/// borrow checker cannot see either way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Area<const LEN: usize> {
+    va: u64,
+}
+
+impl<const LEN: usize> Area<LEN> {
+    /// The `LEN` bytes at machine address `ma` that a domain's records
+    /// name as shared with the hypervisor (a `vcpu_info`: its slot in the
+    /// domain's `shared_info`, or the 8-aligned place inside one of its
+    /// frames it registered, checked to fit when registered), within one
+    /// frame. As [`FrameView::domain_shared`], of the frame holding them.
+    #[inline(always)]
+    pub fn domain_shared(ma: u64) -> Area<LEN> {
+        const { assert!(LEN <= FRAME_SIZE && LEN.is_multiple_of(8)) };
+        debug_assert!(ma.is_multiple_of(8) && (ma & 0xfff) as usize <= FRAME_SIZE - LEN);
+        let _ = FrameView::domain_shared(ma >> 12);
+        Area {
+            va: paging::phys_to_virt(ma),
+        }
+    }
+
+    /// Its direct-map address (for the per-CPU block's copy, entry.S's).
+    #[inline(always)]
+    pub fn va(&self) -> u64 {
+        self.va
+    }
+
+    #[inline(always)]
+    fn at(self, off: usize, size: usize) -> u64 {
+        assert!(off + size <= LEN && off.is_multiple_of(size));
+        self.va + off as u64
+    }
+
+    /// The byte at `off`, as an atomic.
+    #[inline(always)]
+    pub fn atomic_u8(self, off: usize) -> &'static AtomicU8 {
+        let p = self.at(off, 1) as *mut u8;
+        // SAFETY: inside the frame the area was cut from (`FrameView::area`
+        // keeps it inside), valid by construction, which no Rust reference
+        // covers; the guest and other CPUs use atomics or plain stores.
+        unsafe { AtomicU8::from_ptr(p) }
+    }
+
+    /// The u16 at `off` (aligned), as an atomic.
+    #[inline(always)]
+    pub fn atomic_u16(self, off: usize) -> &'static AtomicU16 {
+        let p = self.at(off, 2) as *mut u16;
+        // SAFETY: as atomic_u8; aligned (the area's start is 8-aligned
+        // where the ABI puts a vcpu_info; `at` checks the offset).
+        unsafe { AtomicU16::from_ptr(p) }
+    }
+
+    /// The u32 at `off` (aligned), as an atomic.
+    #[inline(always)]
+    pub fn atomic_u32(self, off: usize) -> &'static AtomicU32 {
+        let p = self.at(off, 4) as *mut u32;
+        // SAFETY: as atomic_u16.
+        unsafe { AtomicU32::from_ptr(p) }
+    }
+
+    /// The u64 at `off` (aligned), as an atomic.
+    #[inline(always)]
+    pub fn atomic_u64(self, off: usize) -> &'static AtomicU64 {
+        let p = self.at(off, 8) as *mut u64;
+        // SAFETY: as atomic_u16.
+        unsafe { AtomicU64::from_ptr(p) }
+    }
+
+    /// Copy the area's bytes to `to` (a vCPU's `vcpu_info` moving to the
+    /// page it registered).
+    pub fn copy_to(&self, to: &Area<LEN>) {
+        if self == to {
+            return;
+        }
+        for off in 0..LEN {
+            to.atomic_u8(off).store(
+                self.atomic_u8(off).load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+/// A byte of the BIOS data area (physical 0x400..0x500: what the firmware
+/// left there, e.g. the keyboard shift flags at 0x417).
+pub fn bios_data_byte(pa: u64) -> u8 {
+    assert!((0x400..0x500).contains(&pa));
+    // SAFETY: the first MiB is RAM the direct map covers, and the BIOS
+    // data area is not memory the hypervisor's Rust code refers to; a byte
+    // read has no side effect.
+    unsafe { (paging::phys_to_virt(pa) as *const u8).read_volatile() }
+}
+
+/// A `vcpu_info`: 64 bytes.
+pub type VcpuInfoArea = Area<64>;
+
+/// Tell this CPU's block where the running vCPU's `vcpu_info` is (for the
+/// lock-free paths and entry.S): only ever an [`Area`], so that what
+/// [`published_vcpu_info`] reads back is one.
+#[inline(always)]
+pub fn publish_vcpu_info(pc: &PerCpu, a: VcpuInfoArea) {
+    pc.vcpu_info.store(a.va, Ordering::Relaxed);
+}
+
+/// The running vCPU's `vcpu_info`, as [`publish_vcpu_info`] last stored
+/// it. Only while this CPU runs a guest vCPU (`pc.vcpu` non-zero): one
+/// was published before it first ran.
+#[inline(always)]
+pub fn published_vcpu_info(pc: &PerCpu) -> VcpuInfoArea {
+    let va = pc.vcpu_info.load(Ordering::Relaxed);
+    debug_assert!(va != 0);
+    // Nothing else stores `pc.vcpu_info` (its users: here, entry.S's
+    // loads): it is an Area's address, of a frame still the domain's.
+    Area { va }
 }
 
 /// Contiguous frames from the frame allocator, held by one owner as a

@@ -16,6 +16,8 @@
 //! | MISC_ENABLE | BTS/PEBS unavailable | the same value only |
 //! | TSC | the TSC | refused |
 
+#![deny(unsafe_code)]
+
 use ringvisor_abi::xen::VMASST_TYPE_ARCHITECTURAL_IOPL;
 
 use crate::arch::x86_64::idt::TrapFrame;
@@ -238,25 +240,22 @@ fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
         return None; // segment bases of 64-bit code only
     }
     let v = d.v();
-    // SAFETY: reading these MSRs has no side effects.
-    Some(unsafe {
-        match msr {
-            MSR_FS_BASE => x86::msr::rdmsr(x86::msr::IA32_FS_BASE),
-            // The guest's live GS waits in KERNEL_GS_BASE while we run.
-            MSR_GS_BASE => x86::msr::rdmsr(x86::msr::IA32_KERNEL_GSBASE),
-            MSR_SHADOW_GS_BASE => {
-                if v.kernel_mode {
-                    v.gs_base_user
-                } else {
-                    v.gs_base_kernel
-                }
+    Some(match msr {
+        MSR_FS_BASE => crate::arch::x86_64::cr::fs_base(),
+        // The guest's live GS waits in KERNEL_GS_BASE while we run.
+        MSR_GS_BASE => crate::arch::x86_64::cr::kernel_gs_base(),
+        MSR_SHADOW_GS_BASE => {
+            if v.kernel_mode {
+                v.gs_base_user
+            } else {
+                v.gs_base_kernel
             }
-            MSR_EFER => EFER_GUEST,
-            MSR_PAT => PAT_GUEST,
-            MSR_MISC_ENABLE => MISC_ENABLE_GUEST,
-            MSR_TSC => crate::arch::x86_64::time::tsc(),
-            _ => return None,
         }
+        MSR_EFER => EFER_GUEST,
+        MSR_PAT => PAT_GUEST,
+        MSR_MISC_ENABLE => MISC_ENABLE_GUEST,
+        MSR_TSC => crate::arch::x86_64::time::tsc(),
+        _ => return None,
     })
 }
 
@@ -268,8 +267,7 @@ fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
     match msr {
         MSR_FS_BASE if is_canonical(val) => {
             v.fs_base = val;
-            // SAFETY: a canonical FS base only affects the guest.
-            unsafe { x86::msr::wrmsr(x86::msr::IA32_FS_BASE, val) };
+            crate::arch::x86_64::cr::set_fs_base(val);
         }
         MSR_GS_BASE | MSR_SHADOW_GS_BASE if is_canonical(val) => {
             sched::save_guest_gs(v);

@@ -227,11 +227,7 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// CPU's block (`None` before the first domain runs).
 #[inline(always)]
 pub fn current_domain() -> Option<&'static crate::sync::DomainLock> {
-    let pc = crate::arch::x86_64::percpu::this();
-    let p = pc.domain.load(core::sync::atomic::Ordering::Relaxed);
-    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
-    // domains are never removed from the list, so it lives for the run.
-    unsafe { (p as *const crate::sync::DomainLock).as_ref() }
+    crate::pv::fast::current_domain(crate::arch::x86_64::percpu::this())
 }
 
 // Tour 04: an exception or interrupt from a guest
@@ -367,8 +363,7 @@ pub fn publish_current(hv: &mut Hv) {
     let mut d = cell.lock();
     pc.console_quiet
         .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
-    pc.vcpu_info
-        .store(crate::pv::traps::vcpu_info_addr(&d, vi), Relaxed);
+    crate::mm::view::publish_vcpu_info(pc, crate::pv::traps::vcpu_info(&d, vi));
     pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);
     pc.user_mode.store(!d.vcpus[vi].kernel_mode as u64, Relaxed);
     // The domain's lock, not the domain: `pv::fast` takes it.

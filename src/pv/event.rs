@@ -28,22 +28,18 @@ use ringvisor_abi::xen::{SharedInfo, VcpuInfo, DOMID_SELF};
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::Domain;
-use crate::mm::paging::phys_to_virt;
+use crate::mm::view::FrameView;
 use crate::pv::evtchn::{Channel, EvtError, Port};
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::traps::{self, Bounce};
 
-fn si_base(d: &Domain) -> u64 {
-    phys_to_virt(d.shared_info_mfn << 12)
-}
-
+/// A u64 of the domain's shared_info page (which it owns for its whole
+/// life: callers only use live domains); the guest may change it too,
+/// hence atomics.
+#[inline(always)]
 fn word(d: &Domain, off: usize) -> &'static AtomicU64 {
-    // SAFETY: `off` is an aligned u64 offset inside the shared_info page,
-    // which the domain owns for its whole life (callers only use live
-    // domains), as it does a registered vcpu_info page (the hypervisor
-    // holds a reference); the guest may change them too, hence atomics.
-    unsafe { AtomicU64::from_ptr((si_base(d) + off as u64) as *mut u64) }
+    FrameView::domain_shared(d.shared_info_mfn).atomic_u64(off)
 }
 
 fn pending_word(d: &Domain, port: Port) -> &'static AtomicU64 {
@@ -64,40 +60,22 @@ fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
     word(d, base + (port as usize / 64) * 8)
 }
 
-/// A field of `vcpu`'s vcpu_info (its shared_info slot, or where the guest
-/// moved it with VCPUOP_register_vcpu_info): its direct-map address.
-fn vcpu_field(d: &Domain, vcpu: usize, off: usize) -> u64 {
-    traps::vcpu_info_addr(d, vcpu) + off as u64
-}
-
 fn upcall_pending(d: &Domain, vcpu: usize) -> &'static AtomicU8 {
-    // SAFETY: a byte of a live domain's vcpu_info (see `word`).
-    unsafe {
-        AtomicU8::from_ptr(
-            vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_upcall_pending)) as *mut u8,
-        )
-    }
+    traps::vcpu_info(d, vcpu).atomic_u8(offset_of!(VcpuInfo, evtchn_upcall_pending))
 }
 
 /// Set the selector bit of `port`'s word in `vcpu`'s `evtchn_pending_sel`
 /// (one bit per 64 ports, or per 32 for a 32-bit guest); was it set?
 fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
+    let vi = traps::vcpu_info(d, vcpu);
     if d.compat {
-        let at = vcpu_field(
-            d,
-            vcpu,
-            offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel),
-        );
-        // SAFETY: an aligned u32 of a live domain's vcpu_info (see `word`).
-        let w = unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) };
+        let off = offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
         let bit = 1u32 << (port / 32);
-        w.fetch_or(bit, Ordering::SeqCst) & bit != 0
+        vi.atomic_u32(off).fetch_or(bit, Ordering::SeqCst) & bit != 0
     } else {
         let bit = 1u64 << (port / 64);
-        let at = vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_pending_sel));
-        // SAFETY: an aligned u64 of a live domain's vcpu_info (see `word`).
-        let w = unsafe { AtomicU64::from_ptr(at as *mut u64) };
-        w.fetch_or(bit, Ordering::SeqCst) & bit != 0
+        let off = offset_of!(VcpuInfo, evtchn_pending_sel);
+        vi.atomic_u64(off).fetch_or(bit, Ordering::SeqCst) & bit != 0
     }
 }
 
@@ -105,21 +83,13 @@ fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
 /// debug keys (a port pending with neither set never wakes a block: the
 /// guest's own state, as on Xen).
 pub fn vcpu_event_bits(d: &Domain, vcpu: usize) -> (u8, u64) {
+    let vi = traps::vcpu_info(d, vcpu);
     let sel = if d.compat {
-        let at = vcpu_field(
-            d,
-            vcpu,
-            offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel),
-        );
-        // SAFETY: an aligned u32 of a live domain's vcpu_info (see `word`).
-        u64::from(
-            unsafe { core::sync::atomic::AtomicU32::from_ptr(at as *mut u32) }
-                .load(Ordering::Relaxed),
-        )
+        let off = offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
+        u64::from(vi.atomic_u32(off).load(Ordering::Relaxed))
     } else {
-        let at = vcpu_field(d, vcpu, offset_of!(VcpuInfo, evtchn_pending_sel));
-        // SAFETY: an aligned u64 of a live domain's vcpu_info (see `word`).
-        unsafe { AtomicU64::from_ptr(at as *mut u64) }.load(Ordering::Relaxed)
+        vi.atomic_u64(offset_of!(VcpuInfo, evtchn_pending_sel))
+            .load(Ordering::Relaxed)
     };
     (upcall_pending(d, vcpu).load(Ordering::Relaxed), sel)
 }
@@ -767,19 +737,16 @@ fn unmask(d: &mut Domain, port: Port) -> Ret {
 pub fn console_ring_input(d: &Domain, mfn: u64, b: u8) -> bool {
     use ringvisor_abi::console::{XenconsInterface as R, XENCONS_IN_SIZE};
     let _ = d;
-    let base = phys_to_virt(mfn << 12);
-    let idx = |off: usize| {
-        // SAFETY: the ring page belongs to the domain; u32 indices inside it.
-        unsafe { core::sync::atomic::AtomicU32::from_ptr((base + off as u64) as *mut u32) }
-    };
+    // The ring page the builder gave the domain (`d.console`).
+    let ring = FrameView::domain_shared(mfn);
+    let idx = |off: usize| ring.atomic_u32(off);
     let cons = idx(offset_of!(R, in_cons)).load(Ordering::Acquire);
     let prod = idx(offset_of!(R, in_prod)).load(Ordering::Relaxed);
     if prod.wrapping_sub(cons) as usize >= XENCONS_IN_SIZE {
         return false;
     }
     let off = offset_of!(R, in_) + (prod as usize % XENCONS_IN_SIZE);
-    // SAFETY: inside the ring page, as above.
-    unsafe { ((base + off as u64) as *mut u8).write_volatile(b) };
+    ring.atomic_u8(off).store(b, Ordering::Relaxed);
     idx(offset_of!(R, in_prod)).store(prod.wrapping_add(1), Ordering::Release);
     true
 }
@@ -788,11 +755,8 @@ pub fn drain_console(d: &mut Domain) {
     use ringvisor_abi::console::XenconsInterface as R;
     let Some((mfn, _)) = d.console else { return };
     crate::pv::hypercall::console_refill(d);
-    let base = phys_to_virt(mfn << 12);
-    let idx = |off: usize| {
-        // SAFETY: the ring page belongs to the domain; u32 indices inside it.
-        unsafe { core::sync::atomic::AtomicU32::from_ptr((base + off as u64) as *mut u32) }
-    };
+    let ring = FrameView::domain_shared(mfn);
+    let idx = |off: usize| ring.atomic_u32(off);
     let prod = idx(offset_of!(R, out_prod)).load(Ordering::Acquire);
     let mut cons = idx(offset_of!(R, out_cons)).load(Ordering::Relaxed);
     // A guest can write any indices: never read more than the ring holds.
@@ -801,8 +765,7 @@ pub fn drain_console(d: &mut Domain) {
     }
     while cons != prod {
         let off = offset_of!(R, out) + (cons as usize % ringvisor_abi::console::XENCONS_OUT_SIZE);
-        // SAFETY: inside the ring page, as above.
-        let b = unsafe { ((base + off as u64) as *const u8).read_volatile() };
+        let b = ring.atomic_u8(off).load(Ordering::Relaxed);
         crate::pv::hypercall::console_byte(d, b);
         cons = cons.wrapping_add(1);
     }

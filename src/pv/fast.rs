@@ -646,16 +646,15 @@ pub(crate) fn nothing_pending(pc: &PerCpu) -> bool {
     if pc.work.load(Ordering::Relaxed) != 0 {
         return false;
     }
-    let vi = pc.vcpu_info.load(Ordering::Relaxed);
-    // SAFETY: the current vCPU's vcpu_info in the direct map, as
-    // published under the lock (its slot in shared_info, or the frame it
-    // registered, which stays its own while registered; the domain is
-    // alive while its guest runs). Two bytes the guest may change too, but
-    // it is not running.
-    let upcall = unsafe {
-        let p = (vi + core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) as u64) as *const u16;
-        u16::from_le(p.read_volatile())
-    };
+    // The current vCPU's vcpu_info, as published under the lock (its
+    // slot in shared_info, or the frame it registered, which stays its own
+    // while registered; the domain is alive while its guest runs). Two
+    // bytes the guest may change too, but it is not running.
+    let upcall = u16::from_le(
+        crate::mm::view::published_vcpu_info(pc)
+            .atomic_u16(core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending))
+            .load(Ordering::Relaxed),
+    );
     // Pending (low byte) and not masked (high byte): the locked way out
     // bounces the upcall (or, with no event callback, does nothing: only
     // slower). That is 1..=0xff.

@@ -40,6 +40,7 @@ use crate::arch::x86_64::idt::{Quick, QuickRegs, TrapFrame};
 use crate::arch::x86_64::percpu::{self, PerCpu};
 use crate::domain::vcpu::Callback;
 use crate::domain::Domain;
+use crate::mm::view::published_vcpu_info;
 use crate::pv::fast;
 use crate::pv::guest_mem::{is_canonical, GuestSpace};
 use crate::pv::traps::{self, FrameSpec, VEC_BP, VEC_OF, VEC_PF, VEC_UD};
@@ -146,13 +147,12 @@ fn page_fault<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame
     if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
         return false;
     }
-    // SAFETY: reading CR2 has no side effects. Nothing here faults before
-    // it is read (a refused copy below is after it, and then `inject`
-    // needs only what was stored).
-    let cr2 = unsafe { x86::controlregs::cr2() } as u64;
+    // Nothing here faults before CR2 is read (a refused copy below is
+    // after it, and then `inject` needs only what was stored).
+    let cr2 = crate::arch::x86_64::cr::cr2();
     d.v_mut().cr2 = cr2;
     // Through the published `vcpu_info` (`traps::set_vcpu_cr2`'s place).
-    traps::set_cr2_at(pc.vcpu_info.load(Ordering::Relaxed), COMPAT, cr2);
+    traps::set_cr2_at(published_vcpu_info(pc), COMPAT, cr2);
     // The CPU saw a ring-3 access either way; the guest must see "user"
     // only for its user mode. A 32-bit kernel really is in ring 1.
     let ec = if w == Width::W32 {
@@ -301,28 +301,19 @@ fn leave(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
 /// published `vcpu_info` (as [`upcall_mask`] reads it).
 #[inline(always)]
 fn set_upcall_mask(pc: &PerCpu, m: u8) {
-    let vi = pc.vcpu_info.load(Ordering::Relaxed);
-    // SAFETY: as in `upcall_mask`; the guest is not running.
-    unsafe {
-        ((vi + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
-            as *mut u8)
-            .write_volatile(m)
-    }
+    published_vcpu_info(pc)
+        .atomic_u8(traps::UPCALL_MASK)
+        .store(m, Ordering::Relaxed)
 }
 
 /// The current vCPU's `evtchn_upcall_mask`, through the `vcpu_info`
-/// address this CPU's block publishes (the one `traps::upcall_mask`
-/// computes; `pv::entry::published` checks they agree).
+/// this CPU's block publishes (the one `traps::upcall_mask` reads;
+/// `pv::entry::published` checks they agree). The guest is not running.
 #[inline(always)]
 fn upcall_mask(pc: &PerCpu) -> u8 {
-    let vi = pc.vcpu_info.load(Ordering::Relaxed);
-    // SAFETY: the current vCPU's vcpu_info in the direct map, as published
-    // under the lock (see `pv::fast::nothing_pending`); one byte.
-    unsafe {
-        ((vi + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
-            as *const u8)
-            .read_volatile()
-    }
+    published_vcpu_info(pc)
+        .atomic_u8(traps::UPCALL_MASK)
+        .load(Ordering::Relaxed)
 }
 
 /// `HYPERVISOR_iret` of a 64-bit guest kernel on the quick way

@@ -12,6 +12,7 @@
 
 use ringvisor_abi::Pod;
 
+use crate::arch::x86_64::idt;
 use crate::mm::view::FrameView;
 
 pub const PTE_P: u64 = 1 << 0;
@@ -55,9 +56,7 @@ pub fn in_hypervisor_range(va: u64) -> bool {
 /// initial domain low-memory frames the hypervisor does not use).
 #[inline(always)]
 fn frame(mfn: u64) -> FrameView {
-    // SAFETY: as above: RAM inside the direct map that no Rust reference
-    // covers; the accessors cope with the guest writing it meanwhile.
-    unsafe { FrameView::new(mfn) }
+    FrameView::guest_mapped(mfn)
 }
 
 #[inline(always)]
@@ -135,16 +134,7 @@ impl GuestSpace {
     }
 
     pub fn read_bytes(&self, va: u64, out: &mut [u8]) -> Result<(), Fault> {
-        if self.by_cpu(va, out.len())
-            // SAFETY: as in write_bytes; `out` is the hypervisor's own buffer.
-            && unsafe {
-                crate::arch::x86_64::idt::copy_through_cr3(
-                    out.as_mut_ptr() as u64,
-                    va,
-                    out.len() as u64,
-                )
-            }
-        {
+        if self.by_cpu(out.len()) && idt::copy_from_guest_page(out, va) {
             return Ok(());
         }
         self.read_bytes_walk(va, out)
@@ -190,30 +180,19 @@ impl GuestSpace {
     /// refuses anything but RAM; Xen's `__copy_to_user` does the same.
     /// Only small copies (bounce and iret frames, hypercall structures):
     /// a longer one is a walk per page either way.
+    /// (The one-page, guests'-half part is checked by the copy itself:
+    /// `arch::x86_64::idt::copy_from_guest_page`.)
     #[inline(always)]
-    fn by_cpu(&self, va: u64, len: usize) -> bool {
-        let one_page = len != 0 && len <= BY_CPU_MAX && len <= 4096 - (va & 0xfff) as usize;
-        (crate::arch::x86_64::percpu::this().pv32 == 0 || !self.user)
-            && one_page
-            && is_canonical(va)
-            && !in_hypervisor_range(va)
+    fn by_cpu(&self, len: usize) -> bool {
+        len <= BY_CPU_MAX
+            && (crate::arch::x86_64::percpu::this().pv32 == 0 || !self.user)
             && crate::arch::x86_64::cpu::cr3_frame() == self.l4_mfn
     }
 
     // Tour 04, 08: the only way a frame reaches a guest stack
     pub fn write_bytes(&self, va: u64, data: &[u8]) -> Result<(), Fault> {
-        if self.by_cpu(va, data.len())
-            // SAFETY: `by_cpu`: one page of the guest's own half under its
-            // own CR3; a refused access writes nothing (one page) and falls
-            // back.
-            && unsafe {
-                crate::arch::x86_64::idt::copy_through_cr3(
-                    va,
-                    data.as_ptr() as u64,
-                    data.len() as u64,
-                )
-            }
-        {
+        // A refused access writes nothing (one page) and falls back.
+        if self.by_cpu(data.len()) && idt::copy_to_guest_page(va, data) {
             return Ok(());
         }
         self.write_bytes_walk(va, data)
@@ -225,18 +204,10 @@ impl GuestSpace {
     /// says why.
     #[inline(always)]
     pub fn read_pod_by_cpu<T: Pod>(&self, va: u64) -> Option<T> {
-        let len = core::mem::size_of::<T>();
-        let mut v = core::mem::MaybeUninit::<T>::uninit();
-        // SAFETY: as in read_bytes: `by_cpu`'s range, into our own buffer
-        // of `len` bytes.
-        let copied = self.by_cpu(va, len)
-            && unsafe {
-                crate::arch::x86_64::idt::copy_through_cr3(v.as_mut_ptr() as u64, va, len as u64)
-            };
-        // SAFETY: the copy wrote all `len` bytes (it reports a refusal
-        // before returning `true` otherwise), and any bytes are a valid
-        // `T: Pod`.
-        copied.then(|| unsafe { v.assume_init() })
+        if !self.by_cpu(core::mem::size_of::<T>()) {
+            return None;
+        }
+        idt::read_pod_from_guest_page(va)
     }
 
     /// `write_bytes` by the software walk (out of line, as

@@ -27,6 +27,7 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::vcpu::{Callback, TrapEntry};
 use crate::domain::{Domain, State};
 use crate::mm::frametable::FrameTable;
+use crate::mm::view::VcpuInfoArea;
 use crate::pv::guest_mem::{in_hypervisor_range, is_canonical, GuestSpace};
 use crate::pv::{callback, descriptor, event, memory, mm, traps};
 use crate::sched;
@@ -327,13 +328,7 @@ pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
 pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
     let ts = set != 0;
     d.v_mut().cr0_ts = ts;
-    // SAFETY: CR0.TS only decides whether the next FPU instruction traps;
-    // the hypervisor itself never uses the FPU.
-    unsafe {
-        let c = x86::controlregs::cr0();
-        let t = x86::controlregs::Cr0::CR0_TASK_SWITCHED;
-        x86::controlregs::cr0_write(if ts { c | t } else { c - t });
-    }
+    crate::arch::x86_64::cr::set_cr0_ts(ts);
     0
 }
 
@@ -464,8 +459,7 @@ fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {
                 return err(EINVAL);
             }
             v.fs_base = value;
-            // SAFETY: a canonical FS base only affects the guest.
-            unsafe { x86::msr::wrmsr(x86::msr::IA32_FS_BASE, value) };
+            crate::arch::x86_64::cr::set_fs_base(value);
         }
         SEGBASE_GS_USER | SEGBASE_GS_KERNEL => {
             if !is_canonical(value) {
@@ -878,26 +872,15 @@ fn register_vcpu_info(d: &mut Domain, ft: &FrameTable, vi: usize, mfn: u64, offs
     if held != Some(true) {
         return err(EINVAL);
     }
-    let old = traps::vcpu_info_addr(d, vi);
-    let new = mfn << 12 | offset;
-    // SAFETY: both are 64-byte areas of frames the domain owns, in the
-    // direct map; they cannot overlap (different frames, or the old one
-    // is in shared_info which is not Normal).
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            old as *const u8,
-            crate::mm::paging::phys_to_virt(new) as *mut u8,
-            size as usize,
-        )
-    };
-    d.vcpus[vi].vcpu_info_maddr = Some(new);
+    let old = traps::vcpu_info(d, vi);
+    let new = VcpuInfoArea::domain_shared(mfn << 12 | offset);
+    // Different frames, or the old one is in shared_info (not Normal).
+    old.copy_to(&new);
+    d.vcpus[vi].vcpu_info_maddr = Some(mfn << 12 | offset);
     if vi == d.cur {
         // The caller's own: where the lock-free way out looks for its
         // pending upcall now (`pv::entry::publish_current`).
-        crate::arch::x86_64::percpu::this().vcpu_info.store(
-            crate::mm::paging::phys_to_virt(new),
-            core::sync::atomic::Ordering::Relaxed,
-        );
+        crate::mm::view::publish_vcpu_info(crate::arch::x86_64::percpu::this(), new);
     }
     0
 }

@@ -55,10 +55,7 @@ const CACHE_ATTRS: u64 = PTE_PWT | PTE_PCD | PTE_PAT_4K;
 /// the `mmu_update` / `update_va_mapping` paths.
 #[inline(always)]
 fn table(mfn: u64) -> FrameView {
-    // SAFETY: as above: a domain's frame (or a compat L4) is pool RAM in
-    // the direct map that no Rust reference covers, and it stays so while
-    // the domain's mm operation (which holds its lock) uses it.
-    unsafe { FrameView::new(mfn) }
+    FrameView::guest_mapped(mfn)
 }
 
 #[inline(always)]

@@ -194,6 +194,7 @@ fn settime(secs: u64, nsecs: u32, system_time: u64) {
 /// Xen's update_domain_wallclock_time: version odd while it changes.
 pub fn write_wallclock(shared_info_mfn: u64, compat: bool, sec: u64, nsec: u32) {
     use core::mem::offset_of;
+    use core::sync::atomic::{fence, Ordering::*};
     let (ver, s, ns, hi) = if compat {
         use ringvisor_abi::x86_32::{ArchSharedInfo32, SharedInfo32};
         (
@@ -211,29 +212,25 @@ pub fn write_wallclock(shared_info_mfn: u64, compat: bool, sec: u64, nsec: u32) 
             offset_of!(SharedInfo, wc_sec_hi),
         )
     };
-    let base = crate::mm::paging::phys_to_virt(shared_info_mfn << 12);
-    let at = |off: usize| (base + off as u64) as *mut u32;
-    // SAFETY: the domain's shared_info frame, in the direct map; every
-    // offset is a u32 field inside its 4 KiB (offset_of! on the ABI
-    // struct). The guest may read it meanwhile: the version tells it.
-    unsafe {
-        let v = at(ver).read_volatile();
-        at(ver).write_volatile(v.wrapping_add(1) | 1);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        at(s).write_volatile(sec as u32);
-        at(ns).write_volatile(nsec);
-        at(hi).write_volatile((sec >> 32) as u32);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        at(ver).write_volatile((v.wrapping_add(1) | 1).wrapping_add(1));
-    }
+    // The domain's shared_info frame; every offset is a u32 field inside
+    // its 4 KiB (offset_of! on the ABI struct). The guest may read it
+    // meanwhile: the version tells it.
+    let si = crate::mm::view::FrameView::domain_shared(shared_info_mfn);
+    let at = |off: usize| si.atomic_u32(off);
+    let v = at(ver).load(Relaxed);
+    at(ver).store(v.wrapping_add(1) | 1, Relaxed);
+    fence(SeqCst);
+    at(s).store(sec as u32, Relaxed);
+    at(ns).store(nsec, Relaxed);
+    at(hi).store((sec >> 32) as u32, Relaxed);
+    fence(SeqCst);
+    at(ver).store((v.wrapping_add(1) | 1).wrapping_add(1), Relaxed);
 }
 
 /// The BIOS keyboard shift flags (BIOS data area 0x417, what int 16h
 /// AH=02 returns and Xen reads at boot).
 fn kbd_shift_flags() -> u8 {
-    // SAFETY: physical 0x417 is in the first MiB, RAM the direct map
-    // covers; a byte read has no side effect.
-    unsafe { (crate::mm::paging::phys_to_virt(0x417) as *const u8).read_volatile() }
+    crate::mm::view::bios_data_byte(0x417)
 }
 
 /// The highest basic CPUID leaf (CPUID 0, EAX).

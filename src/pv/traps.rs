@@ -55,7 +55,9 @@ use ringvisor_abi::xen::TI_IF;
 use crate::arch::x86_64::idt::{exception_name, TrapFrame};
 use crate::domain::vcpu::{Callback, Vcpu};
 use crate::domain::Domain;
-use crate::mm::paging::phys_to_virt;
+use core::sync::atomic::Ordering;
+
+use crate::mm::view::VcpuInfoArea;
 use crate::pv::emulate;
 use crate::pv::guest_mem::{Fault, GuestSpace};
 use crate::pv::width::Width;
@@ -76,55 +78,61 @@ pub const VEC_NM: u8 = 7;
 pub const VEC_GP: u8 = 13;
 pub const VEC_PF: u8 = 14;
 
-/// Where vCPU `vcpu`'s `vcpu_info` is (direct-map address): its slot in
-/// `shared_info`, or where the guest put it (`VCPUOP_register_vcpu_info`).
+/// vCPU `vcpu`'s `vcpu_info`: its slot in `shared_info`, or where the
+/// guest put it (`VCPUOP_register_vcpu_info`).
+#[inline(always)]
+pub fn vcpu_info(d: &Domain, vcpu: usize) -> VcpuInfoArea {
+    let ma = match d.vcpus[vcpu].vcpu_info_maddr {
+        Some(ma) => ma,
+        None => {
+            d.shared_info_mfn << 12
+                | (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+                    + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>())
+                    as u64
+        }
+    };
+    VcpuInfoArea::domain_shared(ma)
+}
+
+/// [`vcpu_info`]'s direct-map address.
 #[inline(always)]
 pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
-    if let Some(ma) = d.vcpus[vcpu].vcpu_info_maddr {
-        return phys_to_virt(ma);
-    }
-    phys_to_virt(d.shared_info_mfn << 12)
-        + (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
-            + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()) as u64
+    vcpu_info(d, vcpu).va()
 }
+
+/// Where `evtchn_upcall_mask` is in a `vcpu_info`.
+pub(crate) const UPCALL_MASK: usize =
+    core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask);
 
 /// The running vCPU's `evtchn_upcall_mask`.
-#[inline(always)]
-fn upcall_mask_ptr(d: &Domain) -> *mut u8 {
-    (vcpu_info_addr(d, d.cur)
-        + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, evtchn_upcall_mask) as u64)
-        as *mut u8
-}
-
 pub fn upcall_mask(d: &Domain) -> u8 {
-    // SAFETY: the shared_info frame belongs to the domain for its whole
-    // life and is mapped by the direct map; a byte read cannot fault.
-    unsafe { upcall_mask_ptr(d).read_volatile() }
+    vcpu_info(d, d.cur)
+        .atomic_u8(UPCALL_MASK)
+        .load(Ordering::Relaxed)
 }
 
 pub fn set_upcall_mask(d: &Domain, m: u8) {
-    // SAFETY: as upcall_mask.
-    unsafe { upcall_mask_ptr(d).write_volatile(m) }
+    vcpu_info(d, d.cur)
+        .atomic_u8(UPCALL_MASK)
+        .store(m, Ordering::Relaxed)
 }
 
 pub(crate) fn set_vcpu_cr2(d: &Domain, cr2: u64) {
-    set_cr2_at(vcpu_info_addr(d, d.cur), d.compat, cr2);
+    set_cr2_at(vcpu_info(d, d.cur), d.compat, cr2);
 }
 
-/// [`set_vcpu_cr2`] on the `vcpu_info` at `base` (direct-map address:
-/// the running vCPU's, as `vcpu_info_addr` gives it or this CPU's block
-/// publishes it) of a guest of the width `compat` says.
+/// [`set_vcpu_cr2`] on the `vcpu_info` `vi` (the running vCPU's, as
+/// `vcpu_info` gives it or this CPU's block publishes it) of a guest of
+/// the width `compat` says.
 #[inline(always)]
-pub(crate) fn set_cr2_at(base: u64, compat: bool, cr2: u64) {
+pub(crate) fn set_cr2_at(vi: VcpuInfoArea, compat: bool, cr2: u64) {
     if compat {
         let off = core::mem::offset_of!(ringvisor_abi::x86_32::VcpuInfo32, arch);
-        // SAFETY: as upcall_mask; an aligned u32 inside the page.
-        unsafe { ((base + off as u64) as *mut u32).write_volatile(cr2 as u32) }
+        vi.atomic_u32(off).store(cr2 as u32, Ordering::Relaxed);
     } else {
         let off = core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
             + core::mem::offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
-        // SAFETY: as upcall_mask; an aligned u64 inside the page.
-        unsafe { ((base + off as u64) as *mut u64).write_volatile(cr2) }
+        vi.atomic_u64(off).store(cr2, Ordering::Relaxed);
     }
 }
 
@@ -734,8 +742,7 @@ pub fn guest_exception(d: &mut Domain, ft: &crate::mm::frametable::FrameTable, f
     let vector = f.vector as u8;
     match vector {
         VEC_PF => {
-            // SAFETY: reading CR2 has no side effects.
-            let cr2 = unsafe { x86::controlregs::cr2() } as u64;
+            let cr2 = crate::arch::x86_64::cr::cr2();
             d.v_mut().cr2 = cr2;
             set_vcpu_cr2(d, cr2);
             // A direct write to one of its own page tables, with writable
@@ -791,8 +798,7 @@ pub fn guest_exception(d: &mut Domain, ft: &crate::mm::frametable::FrameTable, f
             // fpu_taskswitch set the virtual TS: the guest's next FPU
             // instruction lands here; clear TS and let its handler run.
             d.v_mut().cr0_ts = false;
-            // SAFETY: clearing CR0.TS only lets FPU instructions run.
-            unsafe { core::arch::asm!("clts", options(nomem, nostack)) };
+            crate::arch::x86_64::cr::clts();
             inject(d, f, VEC_NM, None);
         }
         // int3 (and `int $3`, `int $4`) reach us through DPL-3 gates and

@@ -254,6 +254,60 @@ pub unsafe fn copy_through_cr3(dst: u64, src: u64, len: u64) -> bool {
     failed == 0
 }
 
+/// `va..va+len` is one page of the guests' half: not empty, inside one
+/// page, canonical, outside the range the ABI reserves for the hypervisor.
+/// Every mapping any CR3 holds there is a guest's (the hypervisor's own
+/// are in its slots of that range only: `mm::paging`), memory the
+/// hypervisor may touch on a guest's behalf.
+#[inline(always)]
+fn guest_half_page(va: u64, len: usize) -> bool {
+    use ringvisor_abi::x86_64::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+    let top = va >> 47;
+    len != 0
+        && len <= 4096 - (va & 0xfff) as usize
+        && (top == 0 || top == 0x1ffff)
+        && !(HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va)
+}
+
+/// Copy from `va` (one page of the guests' half) into `out` through the
+/// page tables CR3 holds, with ring 0's rights; `false`: not such a range,
+/// or the CPU refused it (`out` then holds whatever was copied). Which
+/// address space and which rights make that the guest's own access is
+/// the caller's question (`pv::guest_mem::GuestSpace::by_cpu`).
+#[inline(always)]
+pub fn copy_from_guest_page(out: &mut [u8], va: u64) -> bool {
+    guest_half_page(va, out.len())
+        // SAFETY: `out` is the caller's own buffer; the source is one page
+        // of the guests' half (checked), where any mapping is one the
+        // hypervisor may read, and a refused read is fixed up.
+        && unsafe { copy_through_cr3(out.as_mut_ptr() as u64, va, out.len() as u64) }
+}
+
+/// Copy `data` to `va` (one page of the guests' half) as
+/// [`copy_from_guest_page`] reads; `false`: not such a range, or the CPU
+/// refused it (then nothing was written: one page is writable or not).
+#[inline(always)]
+pub fn copy_to_guest_page(va: u64, data: &[u8]) -> bool {
+    guest_half_page(va, data.len())
+        // SAFETY: as copy_from_guest_page: a destination in the guests'
+        // half, which never maps the hypervisor's own memory.
+        && unsafe { copy_through_cr3(va, data.as_ptr() as u64, data.len() as u64) }
+}
+
+/// A `T` read from `va` as [`copy_from_guest_page`] reads, without zeroing
+/// it first; `None` where that returns `false`.
+#[inline(always)]
+pub fn read_pod_from_guest_page<T: ringvisor_abi::Pod>(va: u64) -> Option<T> {
+    let len = core::mem::size_of::<T>();
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let copied = guest_half_page(va, len)
+        // SAFETY: as copy_from_guest_page, into our own `len` bytes.
+        && unsafe { copy_through_cr3(v.as_mut_ptr() as u64, va, len as u64) };
+    // SAFETY: the copy wrote all `len` bytes (it reports a refusal before
+    // returning `true` otherwise), and any bytes are a valid `T: Pod`.
+    copied.then(|| unsafe { v.assume_init() })
+}
+
 extern "C" {
     /// Pops a TrapFrame at RSP and returns through it (entry.S).
     pub(super) fn ret_to_frame() -> !;

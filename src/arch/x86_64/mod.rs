@@ -3,6 +3,7 @@
 pub mod apic;
 pub mod context;
 pub mod cpu;
+pub mod cr;
 pub mod debugreg;
 pub mod exit;
 pub mod firmware;
