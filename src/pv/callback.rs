@@ -37,6 +37,12 @@ pub(crate) fn code_address_ok(w: Width, a: u64) -> bool {
     }
 }
 
+/// An address a guest may register as a callback: none (0), or one it
+/// may register as code ([`code_address_ok`]).
+pub(crate) fn handler_ok(w: Width, a: u64) -> bool {
+    a == 0 || code_address_ok(w, a)
+}
+
 /// A `trap_info` entry of either width.
 pub(crate) trait TrapInfoArg: Pod {
     fn vector(&self) -> u8;
@@ -235,7 +241,7 @@ pub(crate) fn callback_slot(w: Width, v: &mut Vcpu, type_: u16) -> Option<&mut C
 /// A 64-bit guest's handlers run on FLAT_KERNEL_CS64: no selector kept.
 fn register(d: &mut Domain, type_: u16, cs: u64, address: u64, flags: u16) -> Result<(), i32> {
     let w = d.width();
-    if !code_address_ok(w, address) && address != 0 {
+    if !handler_ok(w, address) {
         return Err(EINVAL);
     }
     let cb = Callback {
@@ -281,7 +287,7 @@ pub(crate) fn set_callbacks(d: &mut Domain, a: [u64; 4]) -> Ret {
     let w = d.width();
     if list
         .iter()
-        .any(|&(_, _, address, _)| address != 0 && !code_address_ok(w, address))
+        .any(|&(_, _, address, _)| !handler_ok(w, address))
     {
         return err(EINVAL);
     }

@@ -318,7 +318,7 @@ fn guest_code_address(a: u64) -> bool {
 }
 
 pub(crate) fn callback(address: u64, flags: u16) -> Option<Callback> {
-    (address == 0 || guest_code_address(address)).then_some(Callback {
+    callback::handler_ok(crate::pv::width::Width::W64, address).then_some(Callback {
         address,
         cs: 0,
         mask_events: flags & CALLBACKF_MASK_EVENTS != 0,
