@@ -43,7 +43,7 @@ pub enum Route {
 }
 
 /// Whether domain `id` has the serial input: its console output is then a
-/// terminal's (pv::hypercall::console_byte: shown as it comes, its
+/// terminal's (pv::console_io::console_byte: shown as it comes, its
 /// control characters kept).
 pub fn has_input(id: u16) -> bool {
     FOCUS_ID.load(Ordering::Relaxed) == id as u32

@@ -597,7 +597,7 @@ pub fn build(
         console_in: alloc::collections::VecDeque::new(),
         gnttab: crate::pv::grant::GrantTable::new(),
         watchdogs: [None; 2],
-        console_budget: crate::pv::hypercall::CONSOLE_BURST,
+        console_budget: crate::pv::console_io::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,
         console_quiet: Default::default(),

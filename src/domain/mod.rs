@@ -126,7 +126,7 @@ mod domain {
         /// all (the initial domain, whose output is not rate-limited, with
         /// no partial line): read without the lock by `syscall_entry`,
         /// which then answers 0 itself. Kept by
-        /// `pv::hypercall::console_settled` under the lock; clear is
+        /// `pv::console_io::console_settled` under the lock; clear is
         /// always safe (the call goes to Rust, which settles it).
         pub console_quiet: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
         /// Event-channel ports.

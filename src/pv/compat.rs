@@ -25,7 +25,9 @@ use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
-use crate::pv::{callback, descriptor, event, memory, mm, traps};
+use crate::pv::{
+    callback, console_io, descriptor, event, memory, mm, physdev, sched_op, traps, vcpu_op, version,
+};
 use crate::sched;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
@@ -78,27 +80,27 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
-        HYPERVISOR_CONSOLE_IO => hc::console_io(d, space, a[0], a[1], a[2]),
+        HYPERVISOR_CONSOLE_IO => console_io::console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
         // The 32-bit sched_poll: a 4-byte handle, then nr_ports, then the
         // timeout at offset 8 (16 bytes, not the 64-bit 24).
         HYPERVISOR_SCHED_OP if a[0] == ringvisor_abi::sched::SCHEDOP_POLL as u64 => {
             match space.read::<ringvisor_abi::sched::SchedPoll32>(a[1]) {
-                Ok(p) => hc::poll(d, space, p.ports as u64, p.nr_ports, p.timeout),
+                Ok(p) => sched_op::poll(d, space, p.ports as u64, p.nr_ports, p.timeout),
                 Err(_) => err(EFAULT),
             }
         }
-        HYPERVISOR_SCHED_OP => hc::sched_op(d, space, a[0], a[1]),
-        HYPERVISOR_SCHED_OP_COMPAT => hc::sched_op_compat(d, a[0], a[1]),
+        HYPERVISOR_SCHED_OP => sched_op::sched_op(d, space, a[0], a[1]),
+        HYPERVISOR_SCHED_OP_COMPAT => sched_op::sched_op_compat(d, a[0], a[1]),
         HYPERVISOR_SET_TRAP_TABLE => callback::set_trap_table(d, space, a[0]),
         HYPERVISOR_SET_CALLBACKS => callback::set_callbacks(d, [a[0], a[1], a[2], a[3]]),
         HYPERVISOR_CALLBACK_OP => callback::callback_op(d, space, a[0], a[1]),
         HYPERVISOR_STACK_SWITCH => callback::stack_switch(d, a[0], a[1]),
         HYPERVISOR_FPU_TASKSWITCH => hc::fpu_taskswitch(d, a[0]),
         HYPERVISOR_VM_ASSIST if a[1] == VMASST_TYPE_M2P_STRICT as u64 => err(EINVAL),
-        HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
-        HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, ft, space, a[0], a[1]),
-        HYPERVISOR_SET_TIMER_OP => hc::set_timer_op(d, a[0] | a[1] << 32),
+        HYPERVISOR_VM_ASSIST => version::vm_assist(d, a[0], a[1]),
+        HYPERVISOR_PHYSDEV_OP => physdev::physdev_op(d, ft, space, a[0], a[1]),
+        HYPERVISOR_SET_TIMER_OP => sched_op::set_timer_op(d, a[0] | a[1] << 32),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
         HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
@@ -121,7 +123,7 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             | ringvisor_abi::vcpu::VCPUOP_GET_RUNSTATE_INFO
             | ringvisor_abi::vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA
             | ringvisor_abi::vcpu::VCPUOP_REGISTER_VCPU_INFO => {
-                hc::vcpu_op(d, ft, space, a[0], a[1], a[2])
+                vcpu_op::vcpu_op(d, ft, space, a[0], a[1], a[2])
             }
             ringvisor_abi::vcpu::VCPUOP_INITIALISE => {
                 let vi = a[1] as usize;
@@ -168,7 +170,7 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             }
             0
         }
-        _ => hc::xen_version(d, space, cmd, arg),
+        _ => version::xen_version(d, space, cmd, arg),
     }
 }
 

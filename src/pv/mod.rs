@@ -5,9 +5,17 @@
 //! - `fast`: the hypercalls answered without the hypervisor lock, and the
 //!   lean way out when nothing is pending; `fast_trap`: the common guest
 //!   exceptions bounced (or emulated) on the quick way;
-//! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
-//! - `callback`: where the guest's handlers are (trap table, callbacks,
-//!   kernel stack), for both widths;
+//! - `hypercall`: the hypercall table (and `iret`); `compat`: the same for
+//!   32-bit guests;
+//! - one file per group of calls, each beside its Xen counterpart:
+//!   `callback` (Xen's `pv/callback.c`: trap table, callbacks, kernel
+//!   stack), `memory` (`common/memory.c`), `vcpu_op` (`common/domain.c`'s
+//!   `do_vcpu_op`), `sched_op` (`common/sched/core.c`: block, poll,
+//!   shutdown, watchdogs, `set_timer_op`), `console_io`
+//!   (`drivers/char/console.c`), `version` (`common/kernel.c`:
+//!   `xen_version`, `vm_assist`), `physdev` (`arch/x86/physdev.c`),
+//!   `platform` (`arch/x86/platform_hypercall.c`), for both widths where
+//!   the layouts allow;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `width`: 64-bit or 32-bit guest, and how its frames differ;
@@ -35,6 +43,8 @@
 pub mod callback;
 #[cfg(target_os = "none")]
 pub mod compat;
+#[cfg(target_os = "none")]
+pub mod console_io;
 #[cfg(target_os = "none")]
 pub mod debugreg;
 #[cfg(target_os = "none")]
@@ -65,8 +75,16 @@ pub mod mm;
 #[cfg(target_os = "none")]
 pub mod multicall;
 #[cfg(target_os = "none")]
+pub mod physdev;
+#[cfg(target_os = "none")]
 pub mod platform;
 pub mod retcheck;
 #[cfg(target_os = "none")]
+pub mod sched_op;
+#[cfg(target_os = "none")]
 pub mod traps;
+#[cfg(target_os = "none")]
+pub mod vcpu_op;
+#[cfg(target_os = "none")]
+pub mod version;
 pub mod width;

@@ -524,7 +524,7 @@ fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> u64 {
         let [w0, w1] = d.watchdogs;
         if w0.is_some_and(|t| t <= now) || w1.is_some_and(|t| t <= now) {
             d.watchdogs = [None; 2];
-            crate::pv::hypercall::watchdog_fired(&mut d);
+            crate::pv::sched_op::watchdog_fired(&mut d);
             request_resched();
             continue;
         }
