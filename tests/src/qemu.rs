@@ -402,7 +402,13 @@ fn keep_transcript(command: &Command, out: &RunOutput) {
         .name()
         .unwrap_or("main")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let dir = crate::build::target_dir().join("qemu-runs");
     if std::fs::create_dir_all(&dir).is_err() {
