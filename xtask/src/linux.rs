@@ -350,6 +350,7 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
         init: med(|t| t.init),
         kernel_cpu: med(|t| t.kernel_cpu),
         init_cpu: med(|t| t.init_cpu),
+        uptime: med(|t| t.uptime),
     };
     let each = if runs.len() > 1 {
         let all = |f: fn(&Times) -> Option<Duration>| {
@@ -359,11 +360,12 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
                 .join(" ")
         };
         format!(
-            " [kernel {}; /init {}; CPU {}; {}]",
+            " [kernel {}; /init {}; CPU {}; {}; Linux's clock {}]",
             all(|t| t.kernel),
             all(|t| t.init),
             all(|t| t.kernel_cpu),
-            all(|t| t.init_cpu)
+            all(|t| t.init_cpu),
+            all(|t| t.uptime)
         )
     } else {
         String::new()
