@@ -11,6 +11,9 @@ const HELP: &str = "\
 cargo xtask lint [--fix]
 
 Checks what CI checks before the tests:
+  the layering of src/ (xtask/src/layers.rs): no cycle among the top-level
+  modules, `unsafe` only under src/arch/ and src/mm/, but for the listed
+  exceptions;
   cargo fmt --all --check
   cargo clippy, warnings as errors, in four runs (each crate for the target
   it is built for): the hypervisor for x86_64-unknown-none; the 64-bit test
@@ -99,6 +102,10 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
             cargo(&[fix, r.clone()].concat())?;
         }
     }
+    if let Err(e) = crate::layers::check(&build::workspace_root().join("src")) {
+        bail!("layering (xtask/src/layers.rs, docs/design.md \"Layers\"):\n{e}");
+    }
+    eprintln!("lint: layering clean (no module cycle, `unsafe` only in arch/ and mm/)");
     cargo(&s(&["fmt", "--all", "--check"]))?;
     for r in &runs {
         cargo(&[s(&["clippy"]), r.clone(), s(&["--", "-D", "warnings"])].concat())?;
