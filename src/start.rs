@@ -23,12 +23,12 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
 
     let bi = match magic {
         MULTIBOOT1_MAGIC => BootInfo::from_multiboot1(info as u64, &paging::BootPhysMem),
-        // SAFETY: a multiboot2 loader left its information block at `info`
-        // (below 4 GiB, so inside the boot direct map) and does not touch
-        // it any more.
-        MULTIBOOT2_MAGIC => unsafe {
-            BootInfo::from_multiboot2(paging::phys_to_virt(info as u64) as *const u8)
-        },
+        MULTIBOOT2_MAGIC => {
+            let bytes = crate::mm::boot::multiboot2_block(info);
+            crate::mm::boot::multiboot2(bytes)
+                .map_err(crate::boot_info::BootError::Multiboot2)
+                .and_then(|mbi| BootInfo::from_multiboot2(&mbi, bytes))
+        }
         other => Err(crate::boot_info::BootError::BadMagic(other)),
     };
     let bi = match bi {
@@ -219,16 +219,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     };
     // QEMU's -initrd puts each module's path first; GRUB 2 does not.
     let names_image = bi.lines_name_the_image();
-    let module_bytes = |m: &crate::boot_info::Module| -> &'static [u8] {
-        // SAFETY: the loader put the module at [start, end) in RAM, which
-        // the frame allocator keeps reserved for good; nothing writes it.
-        unsafe {
-            core::slice::from_raw_parts(
-                paging::phys_to_virt(m.start) as *const u8,
-                (m.end - m.start) as usize,
-            )
-        }
-    };
+    let module_bytes = |m: &crate::boot_info::Module| crate::mm::boot::module(m.start, m.end);
     // A module that is not a kernel is the initrd of the kernel module
     // just before it, as Xen takes dom0's second module.
     let kernels: Vec<bool> = bi
