@@ -11,4 +11,6 @@ pub mod iomem;
 #[cfg(target_os = "none")]
 pub mod paging;
 #[cfg(target_os = "none")]
+pub mod userwin;
+#[cfg(target_os = "none")]
 pub mod view;

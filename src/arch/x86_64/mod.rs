@@ -1,6 +1,7 @@
 //! x86-64: boot entry, CPU tables, traps, timers. `unsafe` lives here.
 
 pub mod apic;
+pub mod bench;
 pub mod context;
 pub mod cpu;
 pub mod cr;
