@@ -17,6 +17,9 @@
 
 extern crate alloc;
 
+#[macro_use]
+mod log;
+
 mod bench;
 mod boot_info;
 mod calendar;
@@ -34,10 +37,9 @@ mod pv;
 mod sync;
 
 #[cfg(target_os = "none")]
-#[macro_use]
-mod console;
-#[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod console;
 #[cfg(target_os = "none")]
 mod sched;
 #[cfg(target_os = "none")]

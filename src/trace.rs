@@ -256,7 +256,7 @@ pub fn recent(mut f: impl FnMut(usize, &Record)) {
 macro_rules! trace {
     ($what:expr, $($arg:tt)*) => {
         if $crate::trace::on($what) {
-            $crate::console::print(format_args!("{}trace: {}\n", $crate::console::TAG, format_args!($($arg)*)));
+            $crate::log::print(format_args!("{}trace: {}\n", $crate::log::TAG, format_args!($($arg)*)));
         }
     };
 }

@@ -1,6 +1,6 @@
 //! What the boot loader left in memory, as safe views: its multiboot2
-//! information block and its modules (kernels, initrds). The one place
-//! their physical addresses become Rust slices.
+//! information block, its modules (kernels, initrds) and the framebuffer
+//! it set up. The one place their physical addresses become Rust slices.
 
 /// `bytes` as a multiboot2 information block, checked by the `multiboot2`
 /// crate (alignment, total size, tag sequence, end tag). Safe for any
@@ -50,4 +50,28 @@ pub fn module(start: u64, end: u64) -> &'static [u8] {
             end.saturating_sub(start) as usize,
         )
     }
+}
+
+/// The framebuffer's bytes through the direct map, for its console
+/// (`fbcon`): once; a second call gets an error, not a second `&mut`.
+#[cfg(target_os = "none")]
+pub fn framebuffer(fb: &crate::boot_info::Framebuffer) -> Result<&'static mut [u8], &'static str> {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if fb.addr.saturating_add(fb.size()) > super::paging::BOOT_DIRECTMAP {
+        return Err("it lies above 4 GiB, outside the boot direct map");
+    }
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return Err("it is taken already");
+    }
+    // SAFETY: the loader describes [addr, addr + pitch * height) as the
+    // framebuffer; the direct map covers the first 4 GiB (checked above)
+    // from boot on; it is not RAM the allocator hands out, and this is the
+    // only reference made to it (TAKEN).
+    Ok(unsafe {
+        core::slice::from_raw_parts_mut(
+            super::paging::phys_to_virt(fb.addr) as *mut u8,
+            fb.size() as usize,
+        )
+    })
 }

@@ -18,7 +18,7 @@ use x86::dtables::{lidt, DescriptorTablePointer};
 use super::exit::{exit, Verdict};
 use super::gdt::{HYPERVISOR_CS, IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::{apic, cpu};
-use crate::console::{print_emergency, TAG};
+use crate::log::{print_emergency, TAG};
 
 /// The registers as `trap_common` saves them, lowest address first.
 // Tour 02, 04: the guest's registers while the hypervisor runs

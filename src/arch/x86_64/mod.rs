@@ -14,5 +14,6 @@ pub mod percpu;
 pub mod smp;
 pub mod syscall;
 pub mod time;
+pub mod uart;
 
 core::arch::global_asm!(include_str!("../../../boot/boot.S"), options(att_syntax));
