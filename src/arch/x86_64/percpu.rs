@@ -171,7 +171,7 @@ fn install(p: *mut PerCpu, stack_top: u64) {
         (*p).self_ptr = p as u64;
         (*p).stack_top = stack_top;
         (*p).cr4_pv32 = super::cpu::user_protection_bits();
-        (*p).ring = crate::trace::ring_of((*p).cpu);
+        (*p).ring = super::recent::ring_of((*p).cpu);
         wrmsr(IA32_GS_BASE, p as u64);
         wrmsr(IA32_KERNEL_GSBASE, 0);
     }
