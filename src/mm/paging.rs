@@ -407,6 +407,14 @@ pub fn read_hypervisor_u64(va: u64) -> Option<u64> {
 /// Reading `addr` would fault: used by `selftest=pagefault`.
 pub const UNMAPPED_HYPERVISOR_ADDRESS: u64 = 0xffff_8100_dead_0000;
 
+/// `selftest=pagefault`: read [`UNMAPPED_HYPERVISOR_ADDRESS`], on purpose,
+/// to show the fatal path (the #PF stops the machine; no value comes back).
+pub fn selftest_read_unmapped() -> u64 {
+    // SAFETY: deliberately faults: nothing is mapped there, and the page
+    // fault handler stops the machine; the value is never used.
+    unsafe { (UNMAPPED_HYPERVISOR_ADDRESS as *const u64).read_volatile() }
+}
+
 /// Physical memory through the boot direct map, for parsing the loader's
 /// structures before `init`.
 pub struct BootPhysMem;

@@ -36,9 +36,6 @@ pub const TODO_EDGES: &[(&str, &str)] = &[
     ("sched", "debugkeys"),
 ];
 
-/// Files still to be rid of `unsafe` (the work in progress). To be empty.
-pub const TODO_UNSAFE: &[&str] = &["start.rs"];
-
 /// Files outside arch/ and mm/ that may hold `unsafe`.
 pub const ALLOWED_UNSAFE: &[(&str, &str)] = &[(
     "pv/fast.rs",
@@ -324,7 +321,6 @@ pub fn unsafe_outside(files: &[(String, String)]) -> Vec<(String, usize)> {
     for (path, text) in files {
         if UNSAFE_HOMES.iter().any(|h| path.starts_with(h))
             || ALLOWED_UNSAFE.iter().any(|(f, _)| f == path)
-            || TODO_UNSAFE.contains(&path.as_str())
         {
             continue;
         }
@@ -433,18 +429,6 @@ pub fn check(src: &Path) -> Result<(), String> {
     for (a, b) in TODO_EDGES {
         if !all.iter().any(|u| module_of(&u.file) == *a && u.to == *b) {
             msg += &format!("TODO_EDGES lists {a} -> {b}, which is gone: drop it\n");
-        }
-    }
-    for f in TODO_UNSAFE {
-        let text = files
-            .iter()
-            .find(|(p, _)| p == f)
-            .map(|(_, t)| code_only(t));
-        if !text.is_some_and(|t| {
-            t.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .any(|w| w == "unsafe")
-        }) {
-            msg += &format!("TODO_UNSAFE lists {f}, which has no `unsafe` now: drop it\n");
         }
     }
     for (set, inside) in cycles(&all, ALLOWED_EDGES, TODO_EDGES) {

@@ -91,3 +91,18 @@ pub fn break_lock<T>(m: &spin::Mutex<T>) {
         unsafe { m.force_unlock() };
     }
 }
+
+/// Interrupts off on this CPU (the panic handler, on its way out).
+pub fn interrupts_off() {
+    // SAFETY: stopping interrupts on the way out is always sound.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+}
+
+/// `selftest=divide`: divide by zero in the hypervisor, on purpose, to
+/// show the fatal path (#DE stops the machine; this does not return).
+pub fn selftest_divide_by_zero() {
+    // SAFETY: `div` by zero raises #DE, whose handler stops the machine.
+    unsafe {
+        core::arch::asm!("xor edx, edx", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _)
+    };
+}
