@@ -30,7 +30,6 @@ pub const ALLOWED_EDGES: &[(&str, &str, &str)] = &[(
 pub const TODO_EDGES: &[(&str, &str)] = &[
     ("arch", "mm"),
     ("domain", "pv"),
-    ("domain", "sync"),
     ("pv", "sched"),
     ("pv", "console_in"),
     ("sched", "debugkeys"),
