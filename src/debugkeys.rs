@@ -137,7 +137,7 @@ fn domains(hv: &Hv) {
         let pages = d
             .p2m
             .iter()
-            .filter(|&&m| m != crate::domain::builder::INVALID_MFN)
+            .filter(|&&m| m != crate::domain::INVALID_MFN)
             .count();
         out!(
             "  d{} {:<20} {:?} pages {} vcpus {} ports {}",

@@ -1,13 +1,17 @@
-//! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
+//! Domains: the `Domain` and its vCPUs, the kernel formats a domain is
+//! built from (ELF, bzImage, xz), its memory layout, its event-channel
+//! ports and grant table. Built by `pv::builder`; used by `pv` and `sched`
+//! above, and using only what is below (`mm`, `arch`).
 
 // Policy: frames are reached through mm::view, hardware through arch.
 #![deny(unsafe_code)]
 
 pub mod bsdsyms;
-#[cfg(target_os = "none")]
-pub mod builder;
 pub mod bzimage;
 pub mod elf;
+pub mod evtchn;
+#[cfg(target_os = "none")]
+pub mod grant;
 pub mod layout;
 pub mod unxz;
 #[cfg(target_os = "none")]
@@ -15,6 +19,9 @@ pub mod vcpu;
 
 #[cfg(target_os = "none")]
 pub use domain::*;
+
+/// A pseudo-physical page with no machine frame (given back): its P2M entry.
+pub const INVALID_MFN: u64 = !0;
 
 /// Which kernel module each multiboot module is the initrd of, from
 /// whether each one is a kernel (`bzimage::is_kernel_image`): a module
@@ -123,13 +130,13 @@ mod domain {
         /// always safe (the call goes to Rust, which settles it).
         pub console_quiet: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
         /// Event-channel ports.
-        pub ports: crate::pv::evtchn::Ports,
+        pub ports: super::evtchn::Ports,
         /// `SCHEDOP_watchdog` timers: when each fires (system time, ns).
         pub watchdogs: [Option<u64>; 2],
         /// Its grant table (pv::grant).
-        pub gnttab: crate::pv::grant::GrantTable,
+        pub gnttab: super::grant::GrantTable,
         /// The console ring (domains other than 0): its frame and port.
-        pub console: Option<(u64, crate::pv::evtchn::Port)>,
+        pub console: Option<(u64, super::evtchn::Port)>,
     }
 
     impl Domain {

@@ -50,50 +50,7 @@ const MAX_COUNT: u64 = 512;
 /// version change, and may stay in use through one.
 const RESERVED_ENTRIES: usize = 8;
 
-#[derive(Clone, Copy, Debug)]
-pub struct Map {
-    pub gref: u32,
-    pub mfn: u64,
-    pub readonly: bool,
-    /// A host mapping (a grant PTE somewhere) holds references.
-    pub host: bool,
-    /// The host mapping was made by PTE address (GNTMAP_contains_pte),
-    /// and is named so on unmap.
-    pub by_pte: bool,
-    /// A device mapping holds references.
-    pub device: bool,
-}
-
-#[derive(Default)]
-pub struct GrantTable {
-    pub version: u8,
-    pub shared: Vec<u64>,
-    pub status: Vec<u64>,
-    pub maps: Vec<Option<Map>>,
-}
-
-impl GrantTable {
-    pub fn new() -> GrantTable {
-        GrantTable {
-            version: 1,
-            ..GrantTable::default()
-        }
-    }
-
-    fn entries(&self) -> usize {
-        self.shared.len()
-            * if self.version == 2 {
-                V2_PER_FRAME
-            } else {
-                V1_PER_FRAME
-            }
-    }
-
-    /// Every frame the table holds (for the domain's teardown).
-    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
-        self.shared.iter().chain(self.status.iter()).copied()
-    }
-}
+pub use crate::domain::grant::{GrantTable, Map};
 
 /// A grant frame of the domain: the frame table records it as the
 /// domain's from `new_frame` to `free_frame`, and the hypervisor's hold

@@ -127,6 +127,19 @@ pub struct GuestSpace {
     pub user: bool,
 }
 
+/// A vCPU's space (here, not in `domain::vcpu`: what a space is and how
+/// it is read is the PV layer's; the domain layer does not use it).
+impl crate::domain::vcpu::Vcpu {
+    /// Its address space as its kernel sees it (for hypercall buffers and
+    /// bounce frames).
+    pub fn space(&self) -> GuestSpace {
+        GuestSpace {
+            l4_mfn: self.cr3_table(),
+            user: self.compat_l4 == 0,
+        }
+    }
+}
+
 impl GuestSpace {
     /// A 64-bit guest's address space rooted at `l4_mfn` (user rights).
     pub fn new(l4_mfn: u64) -> GuestSpace {

@@ -6,13 +6,16 @@
 //!   lean way out when nothing is pending; `fast_trap`: the common guest
 //!   exceptions bounced (or emulated) on the quick way;
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
+//! - `builder`: a domain's construction from its kernel (Xen's
+//!   `pv/dom0_build.c`);
 //! - `callback`: where the guest's handlers are (trap table, callbacks,
 //!   kernel stack), for both widths;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `width`: 64-bit or 32-bit guest, and how its frames differ;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
-//! - `event`, `evtchn`: event channels and the upcall;
+//! - `event`: event channels (the port table, `evtchn`, is the
+//!   domain's) and the upcall;
 //! - `grant`: grant tables (a domain's own grants);
 //! - `memory`: `memory_op` (reservation, memory maps, the M2P's place);
 //! - `mm`: validated page-table updates;
@@ -32,6 +35,8 @@
 #![deny(unsafe_code)]
 
 #[cfg(target_os = "none")]
+pub mod builder;
+#[cfg(target_os = "none")]
 pub mod callback;
 #[cfg(target_os = "none")]
 pub mod compat;
@@ -45,7 +50,10 @@ pub mod emulate;
 pub mod entry;
 #[cfg(target_os = "none")]
 pub mod event;
-pub mod evtchn;
+// The port table is the domain's (Xen: common/event_channel.c); its old
+// path still reads.
+#[cfg(target_os = "none")]
+pub use crate::domain::evtchn;
 #[cfg(target_os = "none")]
 // The known exception (xtask/src/layers.rs ALLOWED_UNSAFE): its reborrows
 // of the published vCPU and domain are being moved behind a safe accessor.

@@ -29,7 +29,6 @@ pub const ALLOWED_EDGES: &[(&str, &str, &str)] = &[(
 /// layering work in progress. To be empty.
 pub const TODO_EDGES: &[(&str, &str)] = &[
     ("arch", "mm"),
-    ("domain", "pv"),
     ("pv", "sched"),
     ("pv", "console_in"),
     ("sched", "debugkeys"),

@@ -2,7 +2,7 @@
 //! whose vCPU 0 is ready to run its first instruction.
 //!
 //! The start-of-day layout (image, initrd, P2M list, start_info, page
-//! tables, stack) is decided by [`super::layout`], as Xen's dom0_build.c.
+//! tables, stack) is decided by [`crate::domain::layout`], as Xen's dom0_build.c.
 //!
 //! Registers on entry: rip = entry, rsp = stack top, rsi = start_info,
 //! cs/ss = FLAT_KERNEL_CS/SS, events masked (`evtchn_upcall_mask` = 1).
@@ -16,16 +16,16 @@ use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
 use ringvisor_abi::xen::{StartInfo, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED};
 use ringvisor_abi::Pod;
 
-use super::bzimage;
-use super::elf::{self, ElfClass};
-use super::layout::{self, PAGE};
-use super::vcpu::Vcpu;
-use super::{DomId, Domain, State};
+use super::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
 use crate::cmdline::ModuleCmdline;
+use crate::domain::bzimage;
+use crate::domain::elf::{self, ElfClass};
+use crate::domain::layout::{self, PAGE};
+use crate::domain::vcpu::Vcpu;
+use crate::domain::{DomId, Domain, State};
 use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging;
 use crate::mm::view::{FrameBuf, FrameView};
-use crate::pv::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
 
 /// A frame of the domain being built: the frame table records it as the
 /// domain's from the start (`ft.assign` before any write), and the builder
@@ -290,7 +290,7 @@ pub fn build(
     si_frame.write_bytes(wc, &(epoch as u32).to_le_bytes());
     si_frame.write_bytes(wc_hi, &((epoch >> 32) as u32).to_le_bytes());
     // Events start masked on every vCPU (evtchn_upcall_mask = 1).
-    let nr_vcpus = (mc.options.vcpus as usize).min(crate::pv::evtchn::MAX_VCPUS);
+    let nr_vcpus = (mc.options.vcpus as usize).min(super::evtchn::MAX_VCPUS);
     for vi in 0..nr_vcpus {
         let off = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
             + vi * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()
@@ -409,7 +409,7 @@ pub fn build(
                 ft.with(child, |i| i.table_refs = 1);
                 table.write(idx, child << 12 | table_flags);
             }
-            t = (table.read(idx) & crate::pv::guest_mem::PTE_ADDR) >> 12;
+            t = (table.read(idx) & super::guest_mem::PTE_ADDR) >> 12;
         }
         let l1 = frame(ft, t);
         l1.write(leaf, entry);
@@ -451,11 +451,11 @@ pub fn build(
     ft.with(top, |i| (i.pinned, i.table_refs) = (true, 2));
 
     // Event channels; the console ring's port is the first one.
-    let mut ports = crate::pv::evtchn::Ports::new();
+    let mut ports = super::evtchn::Ports::new();
     let console = match l.vconsole {
         Some(va) => {
             let port = ports
-                .alloc(crate::pv::evtchn::Channel::Console)
+                .alloc(super::evtchn::Channel::Console)
                 .map_err(|_| "no event channel for the console")?;
             // The hypervisor reads and writes the ring for the domain's
             // whole life: it holds the page as a writable mapping would, so
@@ -595,9 +595,9 @@ pub fn build(
         state: State::Running,
         console_line: String::new(),
         console_in: alloc::collections::VecDeque::new(),
-        gnttab: crate::pv::grant::GrantTable::new(),
+        gnttab: super::grant::GrantTable::new(),
         watchdogs: [None; 2],
-        console_budget: crate::pv::hypercall::CONSOLE_BURST,
+        console_budget: super::hypercall::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,
         console_quiet: Default::default(),
@@ -636,8 +636,7 @@ pub fn compat_l4(guest_l3: u64) -> Option<u64> {
     Some(t.mfn())
 }
 
-/// A pseudo-physical page with no machine frame (given back).
-pub const INVALID_MFN: u64 = !0;
+pub use crate::domain::INVALID_MFN;
 
 fn release_frames(mfns: &[u64], ft: &FrameTable) {
     for &mfn in mfns {
@@ -652,7 +651,7 @@ pub fn teardown(d: &mut Domain, ft: &FrameTable) {
     if d.p2m.is_empty() {
         return; // already done
     }
-    crate::pv::grant::teardown(d, ft);
+    super::grant::teardown(d, ft);
     // Pages the guest gave back are INVALID_MFN in its P2M.
     d.p2m.retain(|&m| m != INVALID_MFN);
     release_frames(&d.p2m, ft);
