@@ -4,6 +4,10 @@
 
 use alloc::vec::Vec;
 
+use super::Domain;
+use crate::mm::frametable::FrameTable;
+use crate::mm::paging;
+
 use ringvisor_abi::grant_table::{V1_PER_FRAME, V2_PER_FRAME};
 
 #[derive(Clone, Copy, Debug)]
@@ -49,4 +53,22 @@ impl GrantTable {
     pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
         self.shared.iter().chain(self.status.iter()).copied()
     }
+}
+
+/// Give grant frame `mfn` back: out of the frame table, the M2P and to
+/// the pool.
+pub fn free_frame(ft: &FrameTable, mfn: u64) {
+    ft.release(mfn);
+    paging::m2p_set(mfn, paging::M2P_INVALID);
+    let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
+}
+
+/// A finished domain's table: its maps are of its own frames (released
+/// with them); the table's frames go back to the pool.
+pub fn teardown(d: &mut Domain, ft: &FrameTable) {
+    let frames: Vec<u64> = d.gnttab.frames().collect();
+    for f in frames {
+        free_frame(ft, f);
+    }
+    d.gnttab = GrantTable::new();
 }

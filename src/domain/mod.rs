@@ -1,12 +1,14 @@
 //! Domains: the `Domain` and its vCPUs, the kernel formats a domain is
 //! built from (ELF, bzImage, xz), its memory layout, its event-channel
-//! ports and grant table. Built by `pv::builder`; used by `pv` and `sched`
-//! above, and using only what is below (`mm`, `arch`).
+//! ports and grant table. Built here (`builder`, Xen's `pv/dom0_build.c`); used by
+//! `sync`, `sched` and `pv` above, and using only what is below (`mm`, `arch`).
 
 // Policy: frames are reached through mm::view, hardware through arch.
 #![deny(unsafe_code)]
 
 pub mod bsdsyms;
+#[cfg(target_os = "none")]
+pub mod builder;
 pub mod bzimage;
 pub mod elf;
 pub mod evtchn;
@@ -22,6 +24,11 @@ pub use domain::*;
 
 /// A pseudo-physical page with no machine frame (given back): its P2M entry.
 pub const INVALID_MFN: u64 = !0;
+
+/// A domU's console output is rate-limited, as Xen limits guest console
+/// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
+/// initial domain (the console's owner) is not limited.
+pub const CONSOLE_BURST: u64 = 64 << 10;
 
 /// Which kernel module each multiboot module is the initrd of, from
 /// whether each one is a kernel (`bzimage::is_kernel_image`): a module

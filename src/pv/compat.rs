@@ -255,7 +255,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestCont
     if mm::get_table_at(d, ft, l3, 3).is_err() {
         return err(EINVAL);
     }
-    let Some(l4) = crate::pv::builder::compat_l4(l3) else {
+    let Some(l4) = crate::domain::builder::compat_l4(l3) else {
         mm::put_root(ft, l3, 3);
         return err(ENOMEM);
     };

@@ -25,8 +25,6 @@
 
 #![deny(unsafe_code)]
 
-use alloc::vec::Vec;
-
 use ringvisor_abi::errno::*;
 use ringvisor_abi::grant_table::*;
 use ringvisor_abi::Pod;
@@ -50,6 +48,7 @@ const MAX_COUNT: u64 = 512;
 /// version change, and may stay in use through one.
 const RESERVED_ENTRIES: usize = 8;
 
+use crate::domain::grant::free_frame;
 pub use crate::domain::grant::{GrantTable, Map};
 
 /// A grant frame of the domain: the frame table records it as the
@@ -80,12 +79,6 @@ fn new_frame(d: &Domain, ft: &FrameTable, kind: Kind) -> Option<u64> {
     }
     paging::m2p_set(f.0, paging::M2P_INVALID);
     Some(f.0)
-}
-
-fn free_frame(ft: &FrameTable, mfn: u64) {
-    ft.release(mfn);
-    paging::m2p_set(mfn, paging::M2P_INVALID);
-    let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
 }
 
 /// Status frames needed for `shared` v2 frames.
@@ -646,14 +639,4 @@ fn replace_one(d: &mut Domain, ft: &FrameTable, space: GuestSpace, at: u64) -> R
         }
     };
     space.write(at + 20, &r.status).map_or(err(EFAULT), |()| 0)
-}
-
-/// A finished domain's table: its maps are of its own frames (released
-/// with them); the table's frames go back to the pool.
-pub fn teardown(d: &mut Domain, ft: &FrameTable) {
-    let frames: Vec<u64> = d.gnttab.frames().collect();
-    for f in frames {
-        free_frame(ft, f);
-    }
-    d.gnttab = GrantTable::new();
 }

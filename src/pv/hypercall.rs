@@ -652,10 +652,7 @@ fn console_write(d: &mut Domain, space: GuestSpace, count: u64, buf: u64) -> Res
     Ok(())
 }
 
-/// A domU's console output is rate-limited, as Xen limits guest console
-/// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
-/// initial domain (the console's owner) is not limited.
-pub const CONSOLE_BURST: u64 = 64 << 10;
+pub use crate::domain::CONSOLE_BURST;
 const CONSOLE_RATE: u64 = 32 << 10;
 
 /// Top up a domU's console budget for the time since the last top-up, and

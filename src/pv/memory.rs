@@ -10,10 +10,10 @@ use ringvisor_abi::memory::*;
 use ringvisor_abi::xen::DOMID_SELF;
 use ringvisor_abi::Pod;
 
+use crate::domain::builder::INVALID_MFN;
 use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::mm::paging;
-use crate::pv::builder::INVALID_MFN;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
 use crate::pv::mm;

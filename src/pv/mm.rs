@@ -50,7 +50,7 @@ const CACHE_ATTRS: u64 = PTE_PWT | PTE_PCD | PTE_PAT_4K;
 /// Table `mfn` through the direct map. Every caller names a frame the
 /// frame table has just shown to be the domain's (its page tables, and
 /// frames it may write), or one reached from its validated tables, or a
-/// vCPU's compat L4 (the hypervisor's own, `pv::builder::compat_l4`).
+/// vCPU's compat L4 (the hypervisor's own, `domain::builder::compat_l4`).
 /// Not `FrameView::owned`: that is a second look at the frame's record on
 /// the `mmu_update` / `update_va_mapping` paths.
 #[inline(always)]
@@ -1010,7 +1010,7 @@ pub fn reservation(
 ) -> Ret {
     // A 64-bit guest's list holds 8-byte frame numbers, a 32-bit one's 4.
     let elem = if d.compat { 4 } else { 8 };
-    use crate::pv::builder::INVALID_MFN;
+    use crate::domain::builder::INVALID_MFN;
     use ringvisor_abi::memory::*;
     // Constant work per extent (no P2M scan each time), so a call of
     // MAX_BATCH extents stays short with interrupts off: the pages held
@@ -1282,8 +1282,8 @@ fn exchange_chunk(
     out: (u64, u64, u64, u32),
     limit: u64,
 ) -> Result<(), i32> {
+    use crate::domain::builder::INVALID_MFN;
     use crate::mm::frame::Frame;
-    use crate::pv::builder::INVALID_MFN;
     let entry = |list: u64, i: u64| list.checked_add(i * elem).ok_or(EFAULT);
     // Take the pages given back out of the domain as they are checked, so
     // one named twice is refused the second time (Xen's steal_page).

@@ -6,8 +6,6 @@
 //!   lean way out when nothing is pending; `fast_trap`: the common guest
 //!   exceptions bounced (or emulated) on the quick way;
 //! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
-//! - `builder`: a domain's construction from its kernel (Xen's
-//!   `pv/dom0_build.c`);
 //! - `callback`: where the guest's handlers are (trap table, callbacks,
 //!   kernel stack), for both widths;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
@@ -34,8 +32,6 @@
 
 #![deny(unsafe_code)]
 
-#[cfg(target_os = "none")]
-pub mod builder;
 #[cfg(target_os = "none")]
 pub mod callback;
 #[cfg(target_os = "none")]

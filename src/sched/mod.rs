@@ -27,8 +27,7 @@ use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::smp::MAX_CPUS;
 use crate::arch::x86_64::{apic, context, percpu};
 use crate::domain::vcpu::Vcpu;
-use crate::domain::{Domain, State};
-use crate::pv::builder;
+use crate::domain::{builder, Domain, State};
 use crate::sync::DomainRef;
 
 pub const TIMESLICE_NS: u64 = 10_000_000;

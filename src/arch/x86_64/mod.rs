@@ -11,6 +11,7 @@ pub mod firmware;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
+pub mod pte;
 pub mod recent;
 pub mod smp;
 pub mod syscall;

@@ -2,7 +2,7 @@
 //! whose vCPU 0 is ready to run its first instruction.
 //!
 //! The start-of-day layout (image, initrd, P2M list, start_info, page
-//! tables, stack) is decided by [`crate::domain::layout`], as Xen's dom0_build.c.
+//! tables, stack) is decided by [`super::layout`], as Xen's dom0_build.c.
 //!
 //! Registers on entry: rip = entry, rsp = stack top, rsi = start_info,
 //! cs/ss = FLAT_KERNEL_CS/SS, events masked (`evtchn_upcall_mask` = 1).
@@ -16,13 +16,13 @@ use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
 use ringvisor_abi::xen::{StartInfo, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED};
 use ringvisor_abi::Pod;
 
-use super::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
+use super::bzimage;
+use super::elf::{self, ElfClass};
+use super::layout::{self, PAGE};
+use super::vcpu::Vcpu;
+use super::{DomId, Domain, State};
+use crate::arch::x86_64::pte::{PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_RW, PTE_US};
 use crate::cmdline::ModuleCmdline;
-use crate::domain::bzimage;
-use crate::domain::elf::{self, ElfClass};
-use crate::domain::layout::{self, PAGE};
-use crate::domain::vcpu::Vcpu;
-use crate::domain::{DomId, Domain, State};
 use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging;
 use crate::mm::view::{FrameBuf, FrameView};
@@ -409,7 +409,7 @@ pub fn build(
                 ft.with(child, |i| i.table_refs = 1);
                 table.write(idx, child << 12 | table_flags);
             }
-            t = (table.read(idx) & super::guest_mem::PTE_ADDR) >> 12;
+            t = (table.read(idx) & PTE_ADDR) >> 12;
         }
         let l1 = frame(ft, t);
         l1.write(leaf, entry);
@@ -597,7 +597,7 @@ pub fn build(
         console_in: alloc::collections::VecDeque::new(),
         gnttab: super::grant::GrantTable::new(),
         watchdogs: [None; 2],
-        console_budget: super::hypercall::CONSOLE_BURST,
+        console_budget: super::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,
         console_quiet: Default::default(),
@@ -636,7 +636,7 @@ pub fn compat_l4(guest_l3: u64) -> Option<u64> {
     Some(t.mfn())
 }
 
-pub use crate::domain::INVALID_MFN;
+pub use super::INVALID_MFN;
 
 fn release_frames(mfns: &[u64], ft: &FrameTable) {
     for &mfn in mfns {
