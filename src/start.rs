@@ -107,6 +107,15 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
 
     cpu::enable_protections(&f);
     crate::sched::probe_mxcsr_mask();
+    // The layers above the scheduler, wired in before anything runs.
+    sched::set_hooks(sched::Hooks {
+        watchdog_fired: crate::pv::hypercall::watchdog_fired,
+        send_virq: crate::pv::event::send_virq,
+        locked_way_out: crate::pv::entry::locked_way_out,
+        publish_current: crate::pv::entry::publish_current,
+        failsafe_segments: crate::pv::traps::failsafe_segments,
+        debug_poll: crate::debugkeys::poll,
+    });
     let stack_top = core::ptr::addr_of!(boot_stack_top) as u64;
     gdt::init(stack_top);
     idt::init();

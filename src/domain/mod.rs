@@ -146,6 +146,28 @@ mod domain {
         pub console: Option<(u64, super::evtchn::Port)>,
     }
 
+    /// vCPU `vcpu`'s `vcpu_info`: its slot in `shared_info`, or where the
+    /// guest put it (`VCPUOP_register_vcpu_info`).
+    #[inline(always)]
+    pub fn vcpu_info(d: &Domain, vcpu: usize) -> crate::mm::view::VcpuInfoArea {
+        let ma = match d.vcpus[vcpu].vcpu_info_maddr {
+            Some(ma) => ma,
+            None => {
+                d.shared_info_mfn << 12
+                    | (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+                        + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>())
+                        as u64
+            }
+        };
+        crate::mm::view::VcpuInfoArea::domain_shared(ma)
+    }
+
+    /// [`vcpu_info`]'s direct-map address.
+    #[inline(always)]
+    pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
+        vcpu_info(d, vcpu).va()
+    }
+
     impl Domain {
         pub fn is_alive(&self) -> bool {
             self.state == State::Running

@@ -80,6 +80,42 @@ impl Pending {
     }
 }
 
+/// What the scheduler calls in the layers above it: it decides when a
+/// timer fires, a vCPU switches or the debug keys are looked at; the PV
+/// layer (and `debugkeys`) know what that means for a guest. Registered
+/// once at boot (`start.rs`), before any guest runs; a table of plain
+/// function pointers rather than imports, so `sched` sits below `pv`.
+pub struct Hooks {
+    /// A domain's watchdog expired (`pv::hypercall::watchdog_fired`).
+    pub watchdog_fired: fn(&mut Domain),
+    /// Raise VIRQ `virq` on vCPU `vcpu` (`pv::event::send_virq`).
+    pub send_virq: fn(&mut Domain, usize, u32),
+    /// The way back to a guest under `HV` (`pv::entry::locked_way_out`).
+    pub locked_way_out: fn(&mut TrapFrame),
+    /// Tell the lock-free paths what this CPU runs now
+    /// (`pv::entry::publish_current`).
+    pub publish_current: fn(&mut Hv),
+    /// A vCPU's data selectors did not load: its failsafe callback
+    /// (`pv::traps::failsafe_segments`).
+    pub failsafe_segments: fn(&mut Domain, &mut TrapFrame, [u16; 4]),
+    /// The boot CPU's look at the serial line (`debugkeys::poll`).
+    pub debug_poll: fn(&mut Hv, &mut TrapFrame),
+}
+
+static HOOKS: spin::Once<Hooks> = spin::Once::new();
+
+/// Register the [`Hooks`] (once, at boot, before any guest runs).
+pub fn set_hooks(h: Hooks) {
+    HOOKS.call_once(|| h);
+}
+
+#[inline]
+fn hooks() -> &'static Hooks {
+    HOOKS
+        .get()
+        .expect("sched::set_hooks is called at boot, before the scheduler runs")
+}
+
 /// Build waiting modules, in order, while memory allows. A module that
 /// does not fit even with no domain running never will: it fails.
 pub fn build_pending(hv: &mut Hv) {
@@ -525,7 +561,7 @@ fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> u64 {
         let [w0, w1] = d.watchdogs;
         if w0.is_some_and(|t| t <= now) || w1.is_some_and(|t| t <= now) {
             d.watchdogs = [None; 2];
-            crate::pv::hypercall::watchdog_fired(&mut d);
+            (hooks().watchdog_fired)(&mut d);
             request_resched();
             continue;
         }
@@ -579,7 +615,7 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
             woke = true;
         }
         if fire {
-            crate::pv::event::send_virq(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
+            (hooks().send_virq)(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
         }
         if woke {
             kick(d, vi);
@@ -655,7 +691,7 @@ fn arm_timer(earliest: u64, now: u64) {
 /// alive (callers check), so its shared_info frame (or the vCPU's
 /// registered vcpu_info frame) is its own: `publish_vcpu_time`'s contract.
 pub fn update_time(d: &Domain, vi: usize) {
-    let base = crate::pv::traps::vcpu_info_addr(d, vi)
+    let base = crate::domain::vcpu_info_addr(d, vi)
         + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time) as u64;
     crate::arch::x86_64::time::publish_vcpu_time(base);
 }
@@ -706,7 +742,7 @@ pub fn run_cpu() -> ! {
 extern "C" fn cpu_loop(f: &mut TrapFrame) -> ! {
     // Nothing runs here yet: the first look goes past the quick test.
     request_resched();
-    crate::pv::entry::locked_way_out(f);
+    (hooks().locked_way_out)(f);
     if !started() {
         start_others();
     }
@@ -736,7 +772,7 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let idle = settle(hv, f);
     // This may have switched vCPU, torn a domain down or built one (the
     // domain list may have moved): tell the lock-free paths.
-    crate::pv::entry::publish_current(hv);
+    (hooks().publish_current)(hv);
     idle
 }
 
@@ -753,7 +789,7 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         return false;
     }
     if me == 0 {
-        crate::debugkeys::poll(hv, f);
+        (hooks().debug_poll)(hv, f);
     }
     let now = crate::arch::x86_64::time::now_ns();
     let earliest = fire_timers(hv, now, cur);
@@ -938,7 +974,7 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> 
     let compat = d.compat;
     if !switch_in(&d.vcpus[next.1], f, compat) {
         let sels = d.vcpus[next.1].data_sels;
-        crate::pv::traps::failsafe_segments(&mut d, f, sels);
+        (hooks().failsafe_segments)(&mut d, f, sels);
     }
     d.id
 }
