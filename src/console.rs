@@ -91,6 +91,22 @@ pub fn guest_partial(dom: u16, text: &str) {
     let _ = Sink(&mut s, GUEST).write_str(text);
 }
 
+/// The id of the domain with the serial input (`u32::MAX`: the
+/// hypervisor), set by `console_in.rs` as the input moves; kept here, on
+/// the output side, which knows domains by id.
+static INPUT_OWNER: AtomicU32 = AtomicU32::new(0);
+
+pub fn set_input_owner(id: u32) {
+    INPUT_OWNER.store(id, Ordering::Relaxed);
+}
+
+/// Whether domain `id` has the serial input: its console output is then a
+/// terminal's (pv::hypercall::console_byte: shown as it comes, its
+/// control characters kept).
+pub fn has_input(id: u16) -> bool {
+    INPUT_OWNER.load(Ordering::Relaxed) == id as u32
+}
+
 /// A byte typed on the serial line, if one is waiting.
 pub fn try_read() -> Option<u8> {
     SERIAL.lock().as_mut()?.inner_mut().try_receive_byte().ok()

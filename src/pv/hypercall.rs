@@ -699,7 +699,7 @@ pub fn console_byte(d: &mut Domain, b: u8) {
         // The domain with the serial input is a terminal's (a shell): its
         // line editing (carriage return, backspace, escape sequences, bell,
         // tab) reaches the terminal.
-        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console_in::has_input(d.id) => {
+        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console::has_input(d.id) => {
             d.console_line.push(b as char)
         }
         b'\r' => {}
@@ -721,7 +721,7 @@ pub fn flush_console_line(d: &mut Domain) {
 /// unfinished line (a prompt, the echo of a key) at once rather than at
 /// its newline, as Xen's console shows dom0's output as it comes.
 pub fn console_show_partial(d: &mut Domain) {
-    if !d.console_line.is_empty() && crate::console_in::has_input(d.id) {
+    if !d.console_line.is_empty() && crate::console::has_input(d.id) {
         crate::console::guest_partial(d.id, &d.console_line);
         d.console_line.clear();
     }
