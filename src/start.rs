@@ -195,7 +195,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     let amd = matches!(f.vendor.as_str(), "AuthenticAMD" | "HygonGenuine").then_some(f.family);
     let modules: Vec<(u64, u64)> = bi.modules().iter().map(|m| (m.start, m.end)).collect();
     // The APs' real-mode trampoline: RAM below 1 MiB no domain may map.
-    let (tramp_start, tramp_end) = smp::reserve_trampoline(&bi).unwrap_or((0, 0));
+    let (tramp_start, tramp_end) =
+        smp::reserve_trampoline(&bi, crate::mm::frame::find_low_window).unwrap_or((0, 0));
     crate::mm::iomem::init(
         crate::mm::iomem::Policy::new(paging::machine_map(), &modules, a.phys, amd, phys_bits)
             .deny(tramp_start, tramp_end),

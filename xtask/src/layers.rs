@@ -25,10 +25,6 @@ pub const ALLOWED_EDGES: &[(&str, &str, &str)] = &[(
      being rewritten for speed; to become registered hooks after that",
 )];
 
-/// Module edges still being untangled (whole module to module): the
-/// layering work in progress. To be empty.
-pub const TODO_EDGES: &[(&str, &str)] = &[("arch", "mm")];
-
 /// Files outside arch/ and mm/ that may hold `unsafe`.
 pub const ALLOWED_UNSAFE: &[(&str, &str)] = &[(
     "pv/fast.rs",
@@ -332,19 +328,10 @@ pub fn unsafe_outside(files: &[(String, String)]) -> Vec<(String, usize)> {
 /// The cycles left in the module graph of `uses` once the edges
 /// `allowed` names (file, module) are dropped: each strongly connected
 /// set of two or more modules, with the uses inside it.
-pub fn cycles(
-    uses: &[Use],
-    allowed: &[(&str, &str, &str)],
-    todo: &[(&str, &str)],
-) -> Vec<(Vec<String>, Vec<Use>)> {
+pub fn cycles(uses: &[Use], allowed: &[(&str, &str, &str)]) -> Vec<(Vec<String>, Vec<Use>)> {
     let kept: Vec<&Use> = uses
         .iter()
         .filter(|u| !allowed.iter().any(|(f, m, _)| *f == u.file && *m == u.to))
-        .filter(|u| {
-            !todo
-                .iter()
-                .any(|(a, b)| *a == module_of(&u.file) && *b == u.to)
-        })
         .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for u in &kept {
@@ -419,12 +406,7 @@ pub fn check(src: &Path) -> Result<(), String> {
         msg += &format!("src/{file}:{line}: `unsafe` outside arch/ and mm/\n");
     }
     let all = uses(&files);
-    for (a, b) in TODO_EDGES {
-        if !all.iter().any(|u| module_of(&u.file) == *a && u.to == *b) {
-            msg += &format!("TODO_EDGES lists {a} -> {b}, which is gone: drop it\n");
-        }
-    }
-    for (set, inside) in cycles(&all, ALLOWED_EDGES, TODO_EDGES) {
+    for (set, inside) in cycles(&all, ALLOWED_EDGES) {
         msg += &format!("module cycle among {}:\n", set.join(", "));
         let mut by_edge: BTreeMap<(String, String), Vec<&Use>> = BTreeMap::new();
         for u in &inside {
@@ -508,13 +490,13 @@ mod tests {
             ("d.rs", "crate::a::f();"),
         ]);
         let u = uses(&f);
-        let c = cycles(&u, &[], &[]);
+        let c = cycles(&u, &[]);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].0, vec!["a", "b", "c"]);
         assert_eq!(c[0].1.len(), 3);
-        assert!(cycles(&u, &[("a/x.rs", "b", "test")], &[]).is_empty());
+        assert!(cycles(&u, &[("a/x.rs", "b", "test")]).is_empty());
         // The allowance is for that file only.
-        assert_eq!(cycles(&u, &[("a/y.rs", "b", "test")], &[]).len(), 1);
+        assert_eq!(cycles(&u, &[("a/y.rs", "b", "test")]).len(), 1);
     }
 
     #[test]

@@ -803,7 +803,7 @@ fn dump_stack(rsp: u64) {
     const WORDS: u64 = 8;
     let mut words = [0u64; WORDS as usize];
     for (i, w) in words.iter_mut().enumerate() {
-        match crate::mm::paging::read_hypervisor_u64(rsp + i as u64 * 8) {
+        match super::vm::read_hypervisor_u64(rsp + i as u64 * 8) {
             Some(v) => *w = v,
             None => {
                 p!("  stack at {rsp:#x}: not mapped");

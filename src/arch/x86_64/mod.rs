@@ -17,5 +17,6 @@ pub mod smp;
 pub mod syscall;
 pub mod time;
 pub mod uart;
+pub mod vm;
 
 core::arch::global_asm!(include_str!("../../../boot/boot.S"), options(att_syntax));
