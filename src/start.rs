@@ -112,7 +112,6 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         watchdog_fired: crate::pv::hypercall::watchdog_fired,
         send_virq: crate::pv::event::send_virq,
         locked_way_out: crate::pv::entry::locked_way_out,
-        publish_current: crate::pv::entry::publish_current,
         failsafe_segments: crate::pv::traps::failsafe_segments,
         debug_poll: crate::debugkeys::poll,
     });

@@ -271,7 +271,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     loop {
         // Settle a dead domain or an expired time slice; this may switch
         // to another vCPU or end the run.
-        if sched::schedule(hv, f) {
+        if sched::schedule(hv, f, publish_current) {
             return true;
         }
         // `schedule` returned with a vCPU on this CPU.

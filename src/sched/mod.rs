@@ -92,13 +92,11 @@ pub struct Hooks {
     pub send_virq: fn(&mut Domain, usize, u32),
     /// The way back to a guest under `HV` (`pv::entry::locked_way_out`).
     pub locked_way_out: fn(&mut TrapFrame),
-    /// Tell the lock-free paths what this CPU runs now
-    /// (`pv::entry::publish_current`).
-    pub publish_current: fn(&mut Hv),
     /// A vCPU's data selectors did not load: its failsafe callback
     /// (`pv::traps::failsafe_segments`).
     pub failsafe_segments: fn(&mut Domain, &mut TrapFrame, [u16; 4]),
-    /// The boot CPU's look at the serial line (`debugkeys::poll`).
+    /// The boot CPU's look at the serial line, when its timer said so
+    /// (`debugkeys::poll`).
     pub debug_poll: fn(&mut Hv, &mut TrapFrame),
 }
 
@@ -757,7 +755,7 @@ extern "C" fn cpu_loop(f: &mut TrapFrame) -> ! {
 /// released, then calls this again.
 // Tour 08: where a crashed domain stops
 #[must_use]
-pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+pub fn schedule(hv: &mut Hv, f: &mut TrapFrame, publish: impl FnOnce(&mut Hv)) -> bool {
     // The common case (a hypercall, a bounce): nothing to settle, one test
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
@@ -771,8 +769,9 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     }
     let idle = settle(hv, f);
     // This may have switched vCPU, torn a domain down or built one (the
-    // domain list may have moved): tell the lock-free paths.
-    (hooks().publish_current)(hv);
+    // domain list may have moved): tell the lock-free paths (`publish`,
+    // the caller's: `pv::entry::publish_current`).
+    publish(hv);
     idle
 }
 
@@ -788,7 +787,8 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     if !resched && !timers && cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi)) {
         return false;
     }
-    if me == 0 {
+    // The boot CPU's timer interrupt says when to look at the serial line.
+    if me == 0 && crate::arch::x86_64::apic::take_key_tick() {
         (hooks().debug_poll)(hv, f);
     }
     let now = crate::arch::x86_64::time::now_ns();
