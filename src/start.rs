@@ -270,10 +270,10 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             mc.options.vcpus,
             mc.guest_args
         );
-        if mc.options.vcpus as usize > crate::pv::evtchn::MAX_VCPUS {
+        if mc.options.vcpus as usize > crate::domain::evtchn::MAX_VCPUS {
             warn!(
                 "module {i}: at most {} vCPUs per domain; using that many",
-                crate::pv::evtchn::MAX_VCPUS
+                crate::domain::evtchn::MAX_VCPUS
             );
         }
         hv.pending.push_back(sched::Pending {

@@ -386,6 +386,50 @@ pub fn cycles(uses: &[Use], allowed: &[(&str, &str, &str)]) -> Vec<(Vec<String>,
     out
 }
 
+/// The modules by layer, bottom first: a module's layer is one above the
+/// highest it uses (0: it uses none), the edges `allowed` names left out.
+/// Only meaningful without a cycle ([`cycles`] empty).
+pub fn layers(
+    modules: &[String],
+    uses: &[Use],
+    allowed: &[(&str, &str, &str)],
+) -> Vec<Vec<String>> {
+    let mut below: BTreeMap<String, BTreeSet<String>> = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    for u in uses {
+        if !allowed.iter().any(|(f, m, _)| *f == u.file && *m == u.to) {
+            below
+                .entry(module_of(&u.file))
+                .or_default()
+                .insert(u.to.clone());
+        }
+    }
+    let mut level: BTreeMap<String, usize> = BTreeMap::new();
+    // At most one pass per module settles every level of an acyclic graph.
+    for _ in 0..=below.len() {
+        for (m, bs) in &below {
+            let l = bs
+                .iter()
+                .map(|b| level.get(b).map_or(1, |l| l + 1))
+                .max()
+                .unwrap_or(0);
+            level.insert(m.clone(), l);
+        }
+    }
+    let top = level.values().copied().max().unwrap_or(0);
+    (0..=top)
+        .map(|l| {
+            level
+                .iter()
+                .filter(|(_, v)| **v == l)
+                .map(|(m, _)| m.clone())
+                .collect()
+        })
+        .collect()
+}
+
 fn rs_files(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
@@ -403,8 +447,9 @@ fn rs_files(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> std::io
     Ok(())
 }
 
-/// The check over `src`: Ok, or what is wrong, in words.
-pub fn check(src: &Path) -> Result<(), String> {
+/// The check over `src`: the layers (bottom first), or what is wrong, in
+/// words.
+pub fn check(src: &Path) -> Result<Vec<Vec<String>>, String> {
     let mut files = Vec::new();
     rs_files(src, src, &mut files).map_err(|e| format!("reading {}: {e}", src.display()))?;
     files.sort();
@@ -460,7 +505,10 @@ pub fn check(src: &Path) -> Result<(), String> {
         }
     }
     if msg.is_empty() {
-        Ok(())
+        let modules: BTreeSet<String> = files.iter().map(|(p, _)| module_of(p)).collect();
+        // main.rs is the crate root: it declares the modules, uses none.
+        let modules: Vec<String> = modules.into_iter().filter(|m| m != "main").collect();
+        Ok(layers(&modules, &all, ALLOWED_EDGES))
     } else {
         Err(msg)
     }
@@ -529,6 +577,12 @@ mod tests {
         assert_eq!(c[0].0, vec!["a", "b", "c"]);
         assert_eq!(c[0].1.len(), 3);
         assert!(cycles(&u, &[("a/x.rs", "b", "test")]).is_empty());
+        // Then c uses a, which uses nothing; b uses c; d uses a.
+        let mods: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(
+            layers(&mods, &u, &[("a/x.rs", "b", "test")]),
+            vec![vec!["a"], vec!["c", "d"], vec!["b"]]
+        );
         // The allowance is for that file only.
         assert_eq!(cycles(&u, &[("a/y.rs", "b", "test")]).len(), 1);
     }

@@ -102,10 +102,13 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
             cargo(&[fix, r.clone()].concat())?;
         }
     }
-    if let Err(e) = crate::layers::check(&build::workspace_root().join("src")) {
-        bail!("layering (xtask/src/layers.rs, docs/design.md \"Layers\"):\n{e}");
+    match crate::layers::check(&build::workspace_root().join("src")) {
+        Err(e) => bail!("layering (xtask/src/layers.rs, docs/design.md \"Layers\"):\n{e}"),
+        Ok(layers) => {
+            let drawn: Vec<String> = layers.iter().map(|l| l.join(" ")).collect();
+            eprintln!("lint: layering clean (no module cycle, `unsafe` only in arch/ and mm/); layers, bottom up: {}", drawn.join(" | "));
+        }
     }
-    eprintln!("lint: layering clean (no module cycle, `unsafe` only in arch/ and mm/)");
     cargo(&s(&["fmt", "--all", "--check"]))?;
     for r in &runs {
         cargo(&[s(&["clippy"]), r.clone(), s(&["--", "-D", "warnings"])].concat())?;

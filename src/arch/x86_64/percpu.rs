@@ -72,7 +72,7 @@ pub struct PerCpu {
     /// address, 0: none), published with `domain`: `syscall_entry`
     /// answers `console_io` of 0 bytes itself while it is set.
     pub console_quiet: AtomicU64,
-    /// This CPU's recent-calls ring (`trace::ring_of`), which entry.S
+    /// This CPU's recent-calls ring (`recent::ring_of`), which entry.S
     /// writes the constant answers' records into.
     pub ring: u64,
 }
