@@ -35,8 +35,11 @@ pub fn multiboot2_block(phys: u32) -> &'static [u8] {
     // direct map; the frame allocator keeps it reserved and nothing
     // writes it; its first 4 bytes are its size.
     let total = unsafe { (va as *const u32).read_unaligned() } as usize;
-    // SAFETY: as above, `total` bytes (bounded) from `va`.
-    unsafe { core::slice::from_raw_parts(va, total.clamp(8, 1 << 20)) }
+    // Not past the boot direct map (a bad header is refused by `multiboot2`).
+    let room = super::paging::BOOT_DIRECTMAP.saturating_sub(phys as u64) as usize;
+    let len = total.clamp(8, 1 << 20).min(room);
+    // SAFETY: as above; `len` bytes from `va`, inside the boot direct map.
+    unsafe { core::slice::from_raw_parts(va, len) }
 }
 
 /// The bytes of a module the loader put at `[start, end)`.

@@ -37,13 +37,14 @@ pub fn set_root(root: u64, directmap_end: u64) {
     DIRECTMAP_END.store(directmap_end, Ordering::Relaxed);
 }
 
-/// A page table through the direct map, to read.
-fn table(phys: u64) -> &'static [u64; 512] {
-    debug_assert!(phys < max_ram());
+/// Entry `i` of the page table at `phys`, read through the direct map.
+fn entry(phys: u64, i: usize) -> u64 {
+    debug_assert!(phys < max_ram() && i < 512);
     // SAFETY: `phys` is a page-table frame of the hypervisor's own tables
-    // (the root, or an entry of one), inside the direct map; only read
-    // here, as the CPU's own walk reads it.
-    unsafe { &*(phys_to_virt(phys) as *const [u64; 512]) }
+    // (the root, or an entry of one), inside the direct map; an aligned
+    // word read, as the CPU's own walk reads it (no reference is made:
+    // `mm::paging` may be editing the table).
+    unsafe { (phys_to_virt(phys) as *const u64).add(i).read_volatile() }
 }
 
 fn idx(va: u64, level: u32) -> usize {
@@ -57,10 +58,8 @@ pub const HV_SLOTS: usize = 16;
 /// The hypervisor's PML4 entries for its range, to copy into every guest
 /// top-level table (without the user bit: the guest cannot touch them).
 pub fn hypervisor_l4_slots() -> [u64; HV_SLOTS] {
-    let t = table(ROOT.load(Ordering::Relaxed));
-    let mut out = [0; HV_SLOTS];
-    out.copy_from_slice(&t[HV_FIRST_SLOT..HV_FIRST_SLOT + HV_SLOTS]);
-    out
+    let root = ROOT.load(Ordering::Relaxed);
+    core::array::from_fn(|i| entry(root, HV_FIRST_SLOT + i))
 }
 
 /// The hypervisor's own top-level table (for running with no guest).
@@ -84,7 +83,7 @@ pub fn translate(va: u64) -> Option<u64> {
         return None;
     }
     for level in (0..4).rev() {
-        let e = table(t)[idx(va, level)];
+        let e = entry(t, idx(va, level));
         if e & P == 0 {
             return None;
         }
