@@ -72,10 +72,7 @@ fn console_write(d: &mut Domain, space: GuestSpace, count: u64, buf: u64) -> Res
     Ok(())
 }
 
-/// A domU's console output is rate-limited, as Xen limits guest console
-/// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
-/// initial domain (the console's owner) is not limited.
-pub const CONSOLE_BURST: u64 = 64 << 10;
+pub use crate::domain::CONSOLE_BURST;
 
 const CONSOLE_RATE: u64 = 32 << 10;
 
@@ -123,7 +120,7 @@ pub fn console_byte(d: &mut Domain, b: u8) {
         // The domain with the serial input is a terminal's (a shell): its
         // line editing (carriage return, backspace, escape sequences, bell,
         // tab) reaches the terminal.
-        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console_in::has_input(d.id) => {
+        b'\r' | 0x08 | 0x1b | 0x07 | b'\t' if crate::console::has_input(d.id) => {
             d.console_line.push(b as char)
         }
         b'\r' => {}
@@ -145,7 +142,7 @@ pub fn flush_console_line(d: &mut Domain) {
 /// unfinished line (a prompt, the echo of a key) at once rather than at
 /// its newline, as Xen's console shows dom0's output as it comes.
 pub fn console_show_partial(d: &mut Domain) {
-    if !d.console_line.is_empty() && crate::console_in::has_input(d.id) {
+    if !d.console_line.is_empty() && crate::console::has_input(d.id) {
         crate::console::guest_partial(d.id, &d.console_line);
         d.console_line.clear();
     }

@@ -18,7 +18,7 @@ use x86::dtables::{lidt, DescriptorTablePointer};
 use super::exit::{exit, Verdict};
 use super::gdt::{HYPERVISOR_CS, IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::{apic, cpu};
-use crate::console::{print_emergency, TAG};
+use crate::log::{print_emergency, TAG};
 
 /// The registers as `trap_common` saves them, lowest address first.
 // Tour 02, 04: the guest's registers while the hypervisor runs
@@ -184,20 +184,20 @@ core::arch::global_asm!(
     PC_WORK = const offset_of!(super::percpu::PerCpu, work),
     PC_IDS = const offset_of!(super::percpu::PerCpu, ids),
     PC_CONSOLE_QUIET = const offset_of!(super::percpu::PerCpu, console_quiet),
-    TRACE_FLAGS = sym crate::trace::FLAGS,
-    TRACE_RECENT = const crate::trace::RECENT,
+    TRACE_FLAGS = sym super::recent::FLAGS,
+    TRACE_RECENT = const super::recent::RECENT,
     HV_HITS = sym super::debugreg::HV_HITS,
     PC_RING = const offset_of!(super::percpu::PerCpu, ring),
-    SLOT_SEQ = const crate::trace::SLOT_SEQ,
-    RING_NEXT = const crate::trace::RING_NEXT,
-    RING_RECS = const crate::trace::RING_RECS,
-    RING_MASK = const crate::trace::RING_MASK,
-    REC_TAG = const crate::trace::REC_TAG,
-    REC_TAG_HYPERCALL = const crate::trace::REC_TAG_HYPERCALL,
-    REC_NR = const crate::trace::REC_NR,
-    REC_IDS = const crate::trace::REC_IDS,
-    REC_A = const crate::trace::REC_A,
-    REC_B = const crate::trace::REC_B,
+    SLOT_SEQ = const super::recent::SLOT_SEQ,
+    RING_NEXT = const super::recent::RING_NEXT,
+    RING_RECS = const super::recent::RING_RECS,
+    RING_MASK = const super::recent::RING_MASK,
+    REC_TAG = const super::recent::REC_TAG,
+    REC_TAG_HYPERCALL = const super::recent::REC_TAG_HYPERCALL,
+    REC_NR = const super::recent::REC_NR,
+    REC_IDS = const super::recent::REC_IDS,
+    REC_A = const super::recent::REC_A,
+    REC_B = const super::recent::REC_B,
     RFLAGS_MUST = const RFLAGS_MUST,
     VEC_HYPERCALL32 = const VEC_HYPERCALL32,
     IF_RIP = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
@@ -803,7 +803,7 @@ fn dump_stack(rsp: u64) {
     const WORDS: u64 = 8;
     let mut words = [0u64; WORDS as usize];
     for (i, w) in words.iter_mut().enumerate() {
-        match crate::mm::paging::read_hypervisor_u64(rsp + i as u64 * 8) {
+        match super::vm::read_hypervisor_u64(rsp + i as u64 * 8) {
             Some(v) => *w = v,
             None => {
                 p!("  stack at {rsp:#x}: not mapped");
