@@ -26,9 +26,8 @@ use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
 use crate::pv::{
-    callback, console_io, descriptor, event, memory, mm, physdev, sched_op, traps, vcpu_op, version,
+    callback, console_io, descriptor, event, memory, mm, physdev, sched_op, vcpu_op, version,
 };
-use crate::sched;
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 
@@ -58,8 +57,8 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return false;
     }
     if nr == HYPERVISOR_IRET as u64 {
-        let r = iret(d, f);
-        hc::trace_iret(d, f, r);
+        let r = crate::pv::iret::compat_iret(d, f);
+        crate::pv::iret::trace_iret(d, f, r);
         return true;
     }
     let space = d.v().space();
@@ -172,66 +171,6 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
         }
         _ => version::xen_version(d, space, cmd, arg),
     }
-}
-
-/// The 32-bit `iret` (Xen: compat_iret): the stub pushed eax below the
-/// frame the guest returns through, `{ eax, eip, cs, eflags, [esp, ss] }`
-/// (esp and ss only when going back to ring 3).
-// Tour 05: the 32-bit HYPERVISOR_iret (docs/frames/iret32.svg)
-pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let space = d.v().space();
-    let Ok(c) = space.read::<[u32; 4]>(f.rsp) else {
-        sched::crash(
-            d,
-            alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp),
-        );
-        return err(EFAULT);
-    };
-    let [eax, eip, cs, eflags] = c;
-    let cs = cs as u16;
-    let to_user = cs & 3 == 3;
-    let (esp, ss) = if to_user {
-        match space.read::<[u32; 2]>(f.rsp + 16) {
-            Ok([esp, ss]) => (esp as u64, ss as u16),
-            Err(_) => {
-                sched::crash(
-                    d,
-                    alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp),
-                );
-                return err(EFAULT);
-            }
-        }
-    } else {
-        (f.rsp + 16, f.ss as u16)
-    };
-    // Xen's compat_iret crashes the domain for ring 0 and checks nothing
-    // else: a selector the CPU refuses faults at the exit iretq and the
-    // fault goes to the guest (here: pv::retcheck, before the iretq).
-    // ringvisor runs no guest code in ring 2 (its bounces treat every
-    // ring but 3 as the kernel's), so RPL 2 is refused as RPL 0 is.
-    if cs & 3 == 0 || cs & 3 == 2 {
-        sched::crash(
-            d,
-            alloc::format!(
-                "iret to ring {}: cs {cs:#x} ss {ss:#x} eip {eip:#x}",
-                cs & 3
-            ),
-        );
-        return err(EINVAL);
-    }
-    d.v_mut().kernel_mode = !to_user;
-    if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
-        // As Xen's compat_iret: the frame's IOPL is the vCPU's virtual one.
-        d.v_mut().iopl = (eflags >> 12) & 3;
-    }
-    f.rip = eip as u64;
-    f.cs = cs as u64;
-    f.rflags = (eflags as u64 & !(3 << 12 | 1 << 17)) | 1 << 9;
-    f.rsp = esp;
-    f.ss = ss as u64;
-    traps::set_upcall_mask(d, (eflags & (1 << 9) == 0) as u8);
-    f.rax = eax as u64;
-    0
 }
 
 /// `VCPUOP_initialise` from a 32-bit `vcpu_guest_context` (Xen's

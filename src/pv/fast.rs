@@ -458,7 +458,7 @@ fn with_domain(pc: &PerCpu, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Opti
 
 /// `HYPERVISOR_iret`, or a system call of the guest's user mode bounced
 /// to its kernel's syscall callback: the locked path's own functions
-/// (`hypercall::iret`, `traps::syscall_from_user`), which read and write
+/// (`pv::iret::iret`, `traps::syscall_from_user`), which read and write
 /// only this vCPU's state and its guest's stack (a failure crashes only
 /// this domain). The frame they leave may be anything the guest asked
 /// for, so the way out is [`leave_checked`].
@@ -470,8 +470,8 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     let mut g = cell.lock();
     let d = &mut *g;
     if d.v().kernel_mode {
-        let r = hypercall::iret(d, f);
-        hypercall::trace_iret(d, f, r);
+        let r = crate::pv::iret::iret(d, f);
+        crate::pv::iret::trace_iret(d, f, r);
     } else if !crate::pv::fast_trap::user_syscall(pc, d, f) {
         crate::pv::traps::syscall_from_user(d, f, false);
     }

@@ -45,7 +45,7 @@ use crate::pv::fast;
 use crate::pv::guest_mem::{is_canonical, GuestSpace};
 use crate::pv::traps::{self, FrameSpec, VEC_BP, VEC_OF, VEC_PF, VEC_UD};
 use crate::pv::width::Width;
-use crate::pv::{emulate, hypercall, retcheck};
+use crate::pv::{emulate, retcheck};
 
 /// The vectors [`exception`] takes (bit N: vector N): entry.S sends only
 /// these to it (`idt::guest_exception_quick`).
@@ -317,7 +317,7 @@ fn upcall_mask(pc: &PerCpu) -> u8 {
 }
 
 /// `HYPERVISOR_iret` of a 64-bit guest kernel on the quick way
-/// (`pv::fast::quick_iret`): `hypercall::iret` in its two halves, the
+/// (`pv::fast::quick_iret`): `pv::iret::iret` in its two halves, the
 /// `iret_context` read through the CPU's walk of the kernel's tables
 /// where it can be (else `iret_context`'s own read), then the way out
 /// `leave_checked` takes, by `sysretq` where that is exactly `iretq`,
@@ -352,12 +352,12 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
             }
             c
         }
-        None => match hypercall::iret_context(d, r.rsp) {
+        None => match crate::pv::iret::iret_context(d, r.rsp) {
             Ok(c) => c,
             Err(_) => return Quick::Full,
         },
     };
-    let x = hypercall::iret_apply_with(d, &c, |_, m| set_upcall_mask(pc, m));
+    let x = crate::pv::iret::iret_apply_with(d, &c, |_, m| set_upcall_mask(pc, m));
     (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
     (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
     // `leave_checked`, on these words.

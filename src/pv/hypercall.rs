@@ -13,8 +13,6 @@
 //! guest pointer is read through `GuestSpace`, so a bad one is `-EFAULT`,
 //! never a hypervisor fault. Unknown numbers return `-ENOSYS`.
 
-use alloc::format;
-
 use ringvisor_abi::errno::*;
 use ringvisor_abi::x86_64::*;
 use ringvisor_abi::xen::*;
@@ -24,7 +22,7 @@ use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::{is_canonical, GuestSpace};
 use crate::pv::{
-    callback, console_io, descriptor, event, memory, mm, physdev, sched_op, traps, vcpu_op, version,
+    callback, console_io, descriptor, event, memory, mm, physdev, sched_op, vcpu_op, version,
 };
 use crate::sched;
 use crate::trace::TRACE_HYPERCALL;
@@ -34,31 +32,6 @@ pub type Ret = i64;
 
 pub const fn err(e: i32) -> Ret {
     -(e as i64)
-}
-
-/// The `trace=hypercall` line of a `HYPERVISOR_iret` (result `r`), for
-/// either width, on every path that makes one.
-pub(crate) fn trace_iret(d: &Domain, f: &TrapFrame, r: Ret) {
-    if d.compat {
-        crate::trace!(
-            TRACE_HYPERCALL,
-            "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
-    } else {
-        let to = if d.v().kernel_mode { "kernel" } else { "user" };
-        crate::trace!(
-            TRACE_HYPERCALL,
-            "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
-            d.id,
-            d.cur,
-            f.rip,
-            f.cs
-        );
-    }
 }
 
 /// Whether hypercall `nr` (first argument `a0`) may reach beyond the
@@ -161,8 +134,8 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return false;
     }
     if nr == HYPERVISOR_IRET as u64 {
-        let r = iret(d, f);
-        trace_iret(d, f, r);
+        let r = crate::pv::iret::iret(d, f);
+        crate::pv::iret::trace_iret(d, f, r);
         return true;
     }
     let space = d.v().space();
@@ -253,125 +226,6 @@ pub(crate) fn fpu_taskswitch(d: &mut Domain, set: u64) -> Ret {
     d.v_mut().cr0_ts = ts;
     crate::arch::x86_64::cr::set_cr0_ts(ts);
     0
-}
-
-/// `iret` (Xen: pv/iret.c do_iret): return from a bounce. The stub pushed
-/// rax, r11, rcx onto the guest stack below the frame the bounce built, so
-/// the guest stack holds an `iret_context`.
-// Tour 05, 08: the return from a bounce
-pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let c = match iret_context(d, f.rsp) {
-        Ok(c) => c,
-        Err(e) => return iret_refused(d, f.rsp, e),
-    };
-    let r = iret_apply(d, &c);
-    (f.rip, f.cs, f.rflags, f.rsp, f.ss) = (r.rip, r.cs, r.rflags, r.rsp, r.ss);
-    (f.rcx, f.r11, f.rax) = (r.rcx, r.r11, r.rax);
-    0
-}
-
-/// Why `iret` cannot go on: the frame at `rsp` cannot be read, or it
-/// returns to user mode without user page tables.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum IretRefused {
-    Unreadable,
-    NoUserTables,
-}
-
-/// `iret`'s checks: the `iret_context` at the guest's `rsp`, read, and a
-/// return to user mode only with user page tables. Nothing changed yet.
-#[inline(always)]
-pub(crate) fn iret_context(d: &Domain, rsp: u64) -> Result<IretContext, IretRefused> {
-    let c: IretContext = d
-        .v()
-        .space()
-        .read(rsp)
-        .map_err(|_| IretRefused::Unreadable)?;
-    if c.cs & 3 == 3 && d.v().kernel_mode && d.v().guest_table_user == 0 {
-        return Err(IretRefused::NoUserTables);
-    }
-    Ok(c)
-}
-
-/// `iret` refused: the domain is crashed, saying why (Xen: domain_crash).
-#[cold]
-pub(crate) fn iret_refused(d: &mut Domain, rsp: u64, e: IretRefused) -> Ret {
-    match e {
-        IretRefused::Unreadable => {
-            sched::crash(d, format!("iret: unreadable iret frame at {rsp:#x}"));
-            err(EFAULT)
-        }
-        IretRefused::NoUserTables => {
-            sched::crash(
-                d,
-                "iret to user mode without user page tables (new_user_baseptr)".into(),
-            );
-            err(EINVAL)
-        }
-    }
-}
-
-/// The registers an `iret` returns with.
-pub(crate) struct IretRegs {
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-    pub rcx: u64,
-    pub r11: u64,
-    pub rax: u64,
-}
-
-/// `iret` itself, on a context `iret_context` accepted: the vCPU's mode,
-/// IOPL and event mask, and the registers to return with.
-#[inline(always)]
-pub(crate) fn iret_apply(d: &mut Domain, c: &IretContext) -> IretRegs {
-    iret_apply_with(d, c, traps::set_upcall_mask)
-}
-
-/// [`iret_apply`], the event mask stored by `set_mask` (the quick way
-/// stores it through the `vcpu_info` its CPU's block publishes, the same
-/// byte `traps::set_upcall_mask` finds).
-#[inline(always)]
-pub(crate) fn iret_apply_with(
-    d: &mut Domain,
-    c: &IretContext,
-    set_mask: impl FnOnce(&Domain, u8),
-) -> IretRegs {
-    // As Xen's do_iret: the selectors get RPL 3 (the guest kernel runs in
-    // ring 3 too) and nothing else is checked here; a frame the CPU would
-    // refuse (a bad selector, a non-canonical rip, rip above 4 GiB in
-    // 32-bit code) gives the guest the fault (pv::retcheck).
-    let cs = c.cs as u16 | 3;
-    let to_user = c.cs & 3 == 3;
-    if to_user && d.v().kernel_mode {
-        traps::toggle_guest_mode(d.v_mut());
-    }
-    if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
-        d.v_mut().iopl = ((c.rflags >> 12) & 3) as u32;
-    }
-    let rip = c.rip;
-    let rflags = (c.rflags & !(3 << 12 | 1 << 17)) | 1 << 9;
-    let (rcx, r11) = if c.flags & VGCF_IN_SYSCALL == 0 {
-        (c.rcx, c.r11)
-    } else {
-        // Xen returns with sysret here, which leaves rcx = rip and r11 =
-        // rflags: the guest sees exactly that (not the stub's values).
-        (rip, rflags)
-    };
-    // The guest's IF in the frame is its event mask.
-    set_mask(d, (c.rflags & (1 << 9) == 0) as u8);
-    IretRegs {
-        rip,
-        cs: cs as u64,
-        rflags,
-        rsp: c.rsp,
-        ss: c.ss | 3,
-        rcx,
-        r11,
-        rax: c.rax,
-    }
 }
 
 fn set_segment_base(d: &mut Domain, which: u64, value: u64) -> Ret {

@@ -5,8 +5,8 @@
 //! - `fast`: the hypercalls answered without the hypervisor lock, and the
 //!   lean way out when nothing is pending; `fast_trap`: the common guest
 //!   exceptions bounced (or emulated) on the quick way;
-//! - `hypercall`: the hypercall table (and `iret`); `compat`: the same for
-//!   32-bit guests;
+//! - `hypercall`: the hypercall table; `compat`: the same for 32-bit
+//!   guests; `iret` (Xen's `pv/iret.c`): `HYPERVISOR_iret`, both widths;
 //! - one file per group of calls, each beside its Xen counterpart:
 //!   `callback` (Xen's `pv/callback.c`: trap table, callbacks, kernel
 //!   stack), `memory` (`common/memory.c`), `vcpu_op` (`common/domain.c`'s
@@ -74,6 +74,8 @@ pub mod guest_mem;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 pub mod insn;
+#[cfg(target_os = "none")]
+pub mod iret;
 #[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
