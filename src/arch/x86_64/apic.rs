@@ -171,11 +171,12 @@ pub fn init(tsc_deadline: bool) -> ApicInfo {
     BASE.store(super::vm::map_mmio(phys) as usize, Ordering::Relaxed);
     enable_local();
 
-    // Count the timer for 10 ms of the reference clock, else of the TSC.
+    // Count the timer for 12 ms of the reference clock (three windows,
+    // the median), else for 10 ms of the TSC.
     write(REG_TIMER_INIT, u32::MAX);
     let counter = || (u32::MAX - read(REG_TIMER_CURRENT)) as u64;
     let by_ref = super::firmware::ref_clock()
-        .and_then(|c| Some((time::rate_against(&c, 10_000_000, counter)?, c.name())));
+        .and_then(|c| Some((time::rate_median(&c, 12_000_000, counter)?, c.name())));
     let (hz, counted_against) = by_ref.unwrap_or_else(|| {
         write(REG_TIMER_INIT, u32::MAX);
         time::spin_ns(10_000_000);
