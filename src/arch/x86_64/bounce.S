@@ -301,14 +301,16 @@ bounce_store_fault:
  *  2. Read by the CPU's walk: RIP..SS into the reserved words, FLAGS to
  *     RSI, RCX and R11 to themselves, RAX last (a refused read declines).
  *  3. What the Rust way (hypercall::iret_apply_with, then fast_trap::iret's
- *     way out) would do, where it is the common case, else decline: a
- *     return to the kernel (CS RPL 0 as the bounce frame says; to user
- *     mode toggles the mode), CS (its low 16 bits; a bounce frame's has
+ *     way out) would do, where it is the common case, else decline: to
+ *     user mode (CS RPL 3) only with user tables (new_user_baseptr; else
+ *     the Rust way crashes the domain), CS (its low 16 bits; a bounce frame's has
  *     the saved mask above) | 3 and SS | 3 the flat selectors, RIP
  *     canonical, RFLAGS with bit 1 and none of IOPL, NT, VM (then RFLAGS |
  *     IF is what both the iret and the way out make of it), no upcall due
  *     under the mask the frame's IF gives.
- *  4. Committed: the events mask = !IF, in_failsafe cleared, RAX the
+ *  4. Committed: the events mask = !IF, in_failsafe cleared; to user
+ *     mode, toggle_guest_mode (the GS bases swapped through the vCPU, the
+ *     mode and the per-CPU hint, CR3 the user table if it differs); RAX the
  *     context's; with VGCF_in_syscall RCX = RIP and R11 = RFLAGS (as Xen's
  *     do_iret leaves them), back by sysretq unless RF is set; else by
  *     iretq with the context's RCX and R11. */
@@ -365,12 +367,13 @@ iret_load:                        /* a refused read: iret_load_fault */
 iret_load_end:
     CLAC
     movzwl {IR}+8(%rsp), %edx     /* 3. CS (the selector: above it, the */
-    test $3, %dl                  /* bounce's saved mask): the kernel's, flat */
-    jnz .Liret_no
-    or $3, %rdx
-    cmp ${GUEST_CS}, %rdx
+    test $3, %dl                  /* bounce's saved mask), flat */
+    jz 4f
+    cmpq $0, {VCPU_GUEST_TABLE_USER}(%rdi) /* to user mode: its tables */
+    je .Liret_no
+4:  or $3, %edx
+    cmp ${GUEST_CS}, %edx
     jne .Liret_no
-    mov %rdx, {IR}+8(%rsp)
     mov {IR}+32(%rsp), %rdx       /* SS: flat */
     or $3, %rdx
     cmp ${GUEST_SS}, %rdx
@@ -394,6 +397,27 @@ iret_load_end:
 1:  movb $1, {VI_MASK}(%rdx)
     orq $0x200, {IR}+16(%rsp)
 2:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
+    testb $3, {IR}+8(%rsp)        /* to user mode: toggle_guest_mode */
+    jz 5f
+    push %rax
+    push %rcx
+    mov ${MSR_KERNEL_GS_BASE}, %ecx /* the guest's GS base while here */
+    rdmsr
+    mov %eax, {VCPU_GS_BASE_KERNEL}(%rdi)
+    mov %edx, {VCPU_GS_BASE_KERNEL}+4(%rdi)
+    mov {VCPU_GS_BASE_USER}(%rdi), %eax
+    mov {VCPU_GS_BASE_USER}+4(%rdi), %edx
+    wrmsr
+    movb $0, {VCPU_KERNEL_MODE}(%rdi)
+    movq $1, %gs:{PC_USER_MODE}
+    mov {VCPU_GUEST_TABLE_USER}(%rdi), %rax
+    cmp {VCPU_GUEST_TABLE}(%rdi), %rax
+    je 6f                         /* one table for both: no CR3 write */
+    shl $12, %rax
+    mov %rax, %cr3
+6:  pop %rcx
+    pop %rax
+5:  movq ${GUEST_CS}, {IR}+8(%rsp)
     test ${VGCF_IN_SYSCALL}, %esi
     jz 3f
     mov {IR}+0(%rsp), %rcx        /* as sysretq leaves them: RIP, RFLAGS */
@@ -430,3 +454,175 @@ iret_load_end:
 iret_load_fault:
     CLAC
     jmp .Liret_no
+
+/* Tour 06: a user `syscall`, bounced in asm
+ * From syscall_entry when the per-CPU hint says guest user mode (RCX, R11
+ * = the user's RIP and RFLAGS, its RSP in PC_SCRATCH): what
+ * pv::fast_trap::user_syscall does, for the common case, else declines
+ * to syscall_user (the full TrapFrame, the Rust way) with nothing
+ * changed. The walkthrough:
+ *  1. The iret frame's five words reserved at the stack's top, RAX..R9
+ *     saved below. The tests of bounce_quick's step 1, but user mode (by
+ *     the vCPU's own flag) with its user tables in CR3; a syscall callback,
+ *     canonical; the frame's place, the stack_switch stack (kernel_sp
+ *     rounded down to 16, minus 7 words), one page of the guests' half;
+ *     no upcall due once in the callback.
+ *  2. The words as traps::build_frame makes them from user mode: RCX,
+ *     R11, RIP (= RCX), CS (the user's, 3) | mask << 32, RFLAGS (= R11,
+ *     IF = !mask, IOPL 0), RSP, SS. CR3 the kernel table first (if it
+ *     differs: toggle_guest_mode's CR3 write, early), then the stores by
+ *     the CPU's walk; a refused one puts the user table back and declines.
+ *  3. The rest of toggle_guest_mode (the GS bases swapped through the
+ *     vCPU, kernel mode, the hint), the mask if the callback asks, the
+ *     failsafe state cleared, the record ("syscall", the user RIP), the
+ *     CPU's frame at the callback on the flat kernel selectors with RFLAGS
+ *     as for a bounce; out by iretq. */
+.balign 16
+syscall_user_quick:
+    CLAC                          /* EFLAGS.AC as guest_state_off */
+    sub $40, %rsp                 /* 1. RIP, CS, RFLAGS, RSP, SS */
+    push %rax
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    mov %cr4, %rdx
+    and %gs:{PC_CR4_PV32}, %rdx
+    cmp %gs:{PC_CR4_PV32}, %rdx
+    jne .Lus_no
+    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
+    jne .Lus_no
+    cmpq $0, {HV_HITS}(%rip)
+    jne .Lus_no
+    cmpq $0, %gs:{PC_WORK}
+    jne .Lus_no
+    mov %gs:{PC_VCPU}, %rdi
+    test %rdi, %rdi
+    jz .Lus_no
+    cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
+    jne .Lus_no                   /* the hint was stale: the Rust way */
+    cmpl $0, {VCPU_IOPL}(%rdi)
+    jne .Lus_no
+    mov {VCPU_GUEST_TABLE_USER}(%rdi), %r8
+    test %r8, %r8
+    jz .Lus_no
+    mov %cr3, %rdx
+    shr $12, %rdx
+    cmp %r8, %rdx
+    jne .Lus_no
+    mov {VCPU_SYSCALL_CB}+{CB_ADDRESS}(%rdi), %r8 /* r8 = the callback */
+    test %r8, %r8
+    jz .Lus_no                    /* none: the Rust way's #UD */
+    CANONICAL %r8, %rdx, .Lus_no
+    mov {VCPU_KERNEL_SP}(%rdi), %rdx
+    and $-16, %rdx
+    sub $56, %rdx                 /* rdx = the frame's address */
+    GUEST_HALF_PAGE %rdx, 56, %rax, .Lus_no
+    mov %gs:{PC_VCPU_INFO}, %rsi
+    cmpb $0, {VCPU_SYSCALL_CB}+{CB_MASK}(%rdi)
+    jne 2f                        /* events masked in the callback */
+    movzwl {VI_UPCALL}(%rsi), %eax /* pending and unmasked: 1..=0xff */
+    dec %eax
+    cmp $0xff, %eax
+    jb .Lus_no
+2:  movzbl {VI_MASK}(%rsi), %r9d  /* 2. the saved mask, read once */
+    mov %r11, %rax
+    and $~0x3200, %rax
+    test %r9d, %r9d
+    jnz 3f
+    or $0x200, %rax
+3:  shl $32, %r9
+    or ${GUEST_CS}, %r9           /* the user's CS, RPL 3 */
+    mov {VCPU_GUEST_TABLE}(%rdi), %rcx
+    cmp {VCPU_GUEST_TABLE_USER}(%rdi), %rcx
+    je 4f
+    shl $12, %rcx
+    mov %rcx, %cr3                /* the kernel's tables */
+4:  STAC
+.global user_store
+user_store:                       /* a refused store: user_store_fault */
+    mov %r9, 24(%rdx)
+    mov %rax, 32(%rdx)
+    mov 40(%rsp), %rax            /* the user's RIP (its RCX) */
+    mov %rax, 0(%rdx)
+    mov %rax, 16(%rdx)
+    mov %r11, 8(%rdx)
+    mov %gs:{PC_SCRATCH}, %rax
+    mov %rax, 40(%rdx)
+    movq ${GUEST_SS}, 48(%rdx)
+.global user_store_end
+user_store_end:
+    CLAC
+    mov %rdx, %r9                 /* 3. (rdmsr, wrmsr use rdx) */
+    mov ${MSR_KERNEL_GS_BASE}, %ecx
+    rdmsr
+    mov %eax, {VCPU_GS_BASE_USER}(%rdi)
+    mov %edx, {VCPU_GS_BASE_USER}+4(%rdi)
+    mov {VCPU_GS_BASE_KERNEL}(%rdi), %eax
+    mov {VCPU_GS_BASE_KERNEL}+4(%rdi), %edx
+    wrmsr
+    movb $1, {VCPU_KERNEL_MODE}(%rdi)
+    movq $0, %gs:{PC_USER_MODE}
+    cmpb $0, {VCPU_SYSCALL_CB}+{CB_MASK}(%rdi)
+    je 5f
+    movb $1, {VI_MASK}(%rsi)
+5:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
+    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov {RING_NEXT}(%rsi), %rax
+    incq {RING_NEXT}(%rsi)
+    and ${RING_MASK}, %eax
+    lea (%rax,%rax,2), %rax       /* 48-byte slots */
+    shl $4, %rax
+    lea {RING_RECS}(%rsi,%rax), %rsi
+    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
+    mov {SYSCALL_WHAT}(%rip), %rax
+    mov %rax, {REC_WHAT}(%rsi)
+    mov {SYSCALL_WHAT}+8(%rip), %rax
+    mov %rax, {REC_WHAT}+8(%rsi)
+    mov %gs:{PC_IDS}, %eax
+    mov %eax, {REC_IDS}(%rsi)
+    mov 40(%rsp), %rax
+    mov %rax, {REC_A}(%rsi)
+    movq $0, {REC_B}(%rsi)
+    incq {SLOT_SEQ}(%rsi)         /* even: whole */
+    mov %r8, {US}+0(%rsp)         /* into the callback */
+    movq ${GUEST_CS}, {US}+8(%rsp)
+    mov %r11, %rax
+    and $~{RFLAGS_HANDLER_CLEAR}, %rax
+    or $0x202, %rax
+    mov %rax, {US}+16(%rsp)
+    mov %r9, {US}+24(%rsp)
+    movq ${GUEST_SS}, {US}+32(%rsp)
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+
+.Lus_no:                          /* not here: the Rust way, as it came */
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    add $40, %rsp
+    jmp syscall_user
+
+/* A store above refused by the CPU (idt.rs guest_access_fixup; EFLAGS.AC
+ * may be set): nothing written; the user tables back in CR3. */
+.global user_store_fault
+user_store_fault:
+    CLAC
+    mov {VCPU_GUEST_TABLE_USER}(%rdi), %rcx
+    shl $12, %rcx
+    mov %rcx, %cr3
+    jmp .Lus_no

@@ -268,7 +268,7 @@ syscall_entry:
     testb $1, %gs:{PC_PV32}       /* 1. */
     jnz syscall_full
     testb $1, %gs:{PC_USER_MODE}
-    jnz syscall_user
+    jnz syscall_user_quick        /* (bounce.S; else syscall_user) */
     cmp $64, %rax                 /* past the table: -ENOSYS */
     jae syscall_enosys
     bt %rax, quick_nrs(%rip)

@@ -159,6 +159,13 @@ mod bounce_layout {
     pub const VCPU_GUEST_TABLE: usize = offset_of!(Vcpu, guest_table);
     pub const VCPU_TRAP_TABLE: usize = offset_of!(Vcpu, trap_table);
     pub const VCPU_FAILSAFE_STREAK: usize = offset_of!(Vcpu, failsafe_streak);
+    pub const VCPU_GUEST_TABLE_USER: usize = offset_of!(Vcpu, guest_table_user);
+    pub const VCPU_GS_BASE_KERNEL: usize = offset_of!(Vcpu, gs_base_kernel);
+    pub const VCPU_GS_BASE_USER: usize = offset_of!(Vcpu, gs_base_user);
+    pub const VCPU_KERNEL_SP: usize = offset_of!(Vcpu, kernel_sp);
+    pub const VCPU_SYSCALL_CB: usize = offset_of!(Vcpu, syscall);
+    pub const CB_ADDRESS: usize = offset_of!(crate::domain::vcpu::Callback, address);
+    pub const CB_MASK: usize = offset_of!(crate::domain::vcpu::Callback, mask_events);
     pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
     pub const TE_ADDRESS: usize = offset_of!(TrapEntry, address);
     pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
@@ -205,6 +212,10 @@ pub static BOUNCE_WHAT: [crate::trace::What; 32] = {
     w
 };
 const _: () = assert!(size_of::<crate::trace::What>() == 16);
+
+/// The record's `what` for a user `syscall` bounced (`bounce.S`), as
+/// `pv::fast_trap::bounce_to` names it.
+pub static SYSCALL_WHAT: crate::trace::What = crate::trace::What::Named("syscall");
 
 /// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
 /// N): #BP, #OF, #UD.
@@ -323,6 +334,16 @@ core::arch::global_asm!(
     IC_SS = const bounce_layout::IC_SS,
     IC_SIZE = const bounce_layout::IC_SIZE,
     VGCF_IN_SYSCALL = const ringvisor_abi::x86_64::VGCF_IN_SYSCALL,
+    VCPU_GUEST_TABLE_USER = const bounce_layout::VCPU_GUEST_TABLE_USER,
+    VCPU_GS_BASE_KERNEL = const bounce_layout::VCPU_GS_BASE_KERNEL,
+    VCPU_GS_BASE_USER = const bounce_layout::VCPU_GS_BASE_USER,
+    VCPU_KERNEL_SP = const bounce_layout::VCPU_KERNEL_SP,
+    VCPU_SYSCALL_CB = const bounce_layout::VCPU_SYSCALL_CB,
+    CB_ADDRESS = const bounce_layout::CB_ADDRESS,
+    CB_MASK = const bounce_layout::CB_MASK,
+    MSR_KERNEL_GS_BASE = const 0xc000_0102u32,
+    SYSCALL_WHAT = sym SYSCALL_WHAT,
+    US = const 7 * 8,
     options(att_syntax)
 );
 
@@ -755,6 +776,9 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
         static iret_load: u8;
         static iret_load_end: u8;
         static iret_load_fault: u8;
+        static user_store: u8;
+        static user_store_end: u8;
+        static user_store_fault: u8;
     }
     use core::ptr::addr_of;
     let ranges = [
@@ -772,6 +796,11 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
             addr_of!(iret_load),
             addr_of!(iret_load_end),
             addr_of!(iret_load_fault),
+        ),
+        (
+            addr_of!(user_store),
+            addr_of!(user_store_end),
+            addr_of!(user_store_fault),
         ),
     ]
     .map(|(a, b, c)| (a as u64, b as u64, c as u64));
