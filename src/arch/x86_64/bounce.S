@@ -626,3 +626,150 @@ user_store_fault:
     shl $12, %rcx
     mov %rcx, %cr3
     jmp .Lus_no
+
+/* Tour 04: a 32-bit guest kernel's #BP/#OF, bounced in asm
+ * From exception_common for a 32-bit guest (RAX pushed, SMEP/SMAP and
+ * EFLAGS.AC restored): bounce_quick's steps for a ring-1 kernel
+ * interrupted on the flat ring-1 selectors (the frame's place and kernel
+ * mode follow from them: the interrupted stack, as traps::build_frame
+ * says for Width::W32), a handler below 4 GiB on the flat ring-1 code
+ * selector (or a null one, which means it), its frame of three 32-bit
+ * words (EIP, CS | mask << 16, EFLAGS with IF = !mask, IOPL 0) below the
+ * interrupted ESP (no wrap below 0) in one page under the vCPU's own
+ * table (compat_l4). Out as ret_to_frame leaves a 32-bit guest: SMEP/SMAP
+ * off, iretq. Anything else: declined, the Rust way. */
+.balign 16
+bounce_quick32:
+    push %rcx                     /* 1. */
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    mov %cr4, %rcx
+    and %gs:{PC_CR4_PV32}, %rcx
+    cmp %gs:{PC_CR4_PV32}, %rcx
+    jne .Lb32_no
+    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
+    jne .Lb32_no
+    cmpq $0, {HV_HITS}(%rip)
+    jne .Lb32_no
+    cmpq $0, %gs:{PC_WORK}
+    jne .Lb32_no
+    mov %gs:{PC_VCPU}, %rdi
+    test %rdi, %rdi
+    jz .Lb32_no
+    cmpq ${GUEST32_CS1}, {BQ}+{IF_CS}(%rsp) /* its kernel, flat */
+    jne .Lb32_no
+    cmpq ${GUEST32_SS1}, {BQ}+{IF_SS}(%rsp)
+    jne .Lb32_no
+    cmpl $0, {VCPU_IOPL}(%rdi)
+    jne .Lb32_no
+    mov %cr3, %rcx
+    shr $12, %rcx
+    cmp {VCPU_COMPAT_L4}(%rdi), %rcx
+    jne .Lb32_no
+    shl ${TE_SHIFT}, %eax         /* 2. the vector's trap-table entry */
+    lea {VCPU_TRAP_TABLE}(%rdi,%rax), %r8
+    mov {TE_ADDRESS}(%r8), %rcx   /* rcx = the handler */
+    test %rcx, %rcx
+    jz .Lb32_no
+    mov %rcx, %rax
+    shr $32, %rax                 /* below 4 GiB */
+    jnz .Lb32_no
+    movzwl {TE_CS}(%r8), %eax
+    test %eax, %eax
+    jz 1f
+    cmp ${GUEST32_CS1}, %eax
+    jne .Lb32_no
+1:  movzbl {TE_FLAGS}(%r8), %r8d  /* r8 = its flags */
+    mov {BQ}+{IF_RSP}(%rsp), %edx /* 3. ESP, zero-extended */
+    sub $12, %rdx
+    jb .Lb32_no                   /* below 0 */
+    GUEST_HALF_PAGE %rdx, 12, %rax, .Lb32_no
+    mov %gs:{PC_VCPU_INFO}, %rsi
+    test ${TI_IF}, %r8b
+    jnz 2f
+    movzwl {VI_UPCALL}(%rsi), %eax
+    dec %eax
+    cmp $0xff, %eax
+    jb .Lb32_no
+2:  movzbl {VI_MASK}(%rsi), %r9d  /* 4. the saved mask, read once */
+    mov {BQ}+{IF_RFLAGS}(%rsp), %eax
+    and $~0x3200, %eax
+    test %r9d, %r9d
+    jnz 3f
+    or $0x200, %eax
+3:  shl $16, %r9d
+    or ${GUEST32_CS1}, %r9d       /* CS | mask << 16 */
+    STAC
+.global bounce32_store
+bounce32_store:                   /* a refused store: bounce32_store_fault */
+    mov %r9d, 4(%rdx)
+    mov %eax, 8(%rdx)
+    mov {BQ}+{IF_RIP}(%rsp), %eax
+    mov %eax, 0(%rdx)
+.global bounce32_store_end
+bounce32_store_end:
+    CLAC
+    test ${TI_IF}, %r8b           /* 5. */
+    jz 4f
+    movb $1, {VI_MASK}(%rsi)
+4:  movb $1, {VCPU_KERNEL_MODE}(%rdi) /* ring 1: its kernel */
+    movb $0, {VCPU_IN_FAILSAFE}(%rdi)
+    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov {RING_NEXT}(%rsi), %rax
+    incq {RING_NEXT}(%rsi)
+    and ${RING_MASK}, %eax
+    lea (%rax,%rax,2), %rax       /* 48-byte slots */
+    shl $4, %rax
+    lea {RING_RECS}(%rsi,%rax), %rsi
+    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
+    mov {BQ}(%rsp), %eax          /* the vector's What::Named */
+    shl $4, %eax
+    lea {BOUNCE_WHAT}(%rip), %r9
+    mov (%r9,%rax), %r8
+    mov %r8, {REC_WHAT}(%rsi)
+    mov 8(%r9,%rax), %r8
+    mov %r8, {REC_WHAT}+8(%rsi)
+    mov %gs:{PC_IDS}, %eax
+    mov %eax, {REC_IDS}(%rsi)
+    mov {BQ}+{IF_RIP}(%rsp), %rax
+    mov %rax, {REC_A}(%rsi)
+    movq $0, {REC_B}(%rsi)        /* no error code */
+    incq {SLOT_SEQ}(%rsi)         /* even: whole */
+    mov %rcx, {BQ}+{IF_RIP}(%rsp) /* into the handler (CS, SS stay) */
+    andq $~{RFLAGS_HANDLER_CLEAR}, {BQ}+{IF_RFLAGS}(%rsp)
+    orq $0x202, {BQ}+{IF_RFLAGS}(%rsp)
+    mov %rdx, {BQ}+{IF_RSP}(%rsp)
+    mov %gs:{PC_CR4_PV32}, %rdx   /* SMEP/SMAP off for the guest */
+    not %rdx
+    mov %cr4, %rax
+    and %rdx, %rax
+    mov %rax, %cr4
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+
+.Lb32_no:                         /* not here: the Rust way, as it came */
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    jmp bounce32_declined
+
+/* A store above refused by the CPU (idt.rs guest_access_fixup). */
+.global bounce32_store_fault
+bounce32_store_fault:
+    CLAC
+    jmp .Lb32_no

@@ -185,13 +185,20 @@ bounce_declined:                  /* what bounce_quick leaves (RAX pushed) */
     pop %rax
     SAVE_GPRS
     jmp 2f
-7:  SAVE_GPRS
+7:  push %rax                     /* a 32-bit guest's */
     mov %cr4, %rax
     or %gs:{PC_CR4_PV32}, %rax
     mov %rax, %cr4
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
-    jz 2f
+    jz 5f
     clac                          /* only where SMAP exists (else #UD) */
+5:  mov 8(%rsp), %eax             /* bounced in asm? */
+    bt %eax, bounce_vectors32(%rip)
+    jc bounce_quick32             /* (bounce.S) */
+.global bounce32_declined
+bounce32_declined:                /* what bounce_quick32 leaves (RAX pushed) */
+    pop %rax
+    SAVE_GPRS
 2:  mov %cr4, %rax                /* SMEP/SMAP on, or the full way */
     and %gs:{PC_CR4_PV32}, %rax
     cmp %gs:{PC_CR4_PV32}, %rax
@@ -572,6 +579,8 @@ quick_vectors:
 /* Those bounce.S takes first, for a 64-bit guest (bounce_quick). */
 bounce_vectors:
     .quad {BOUNCE_VECTORS}
+bounce_vectors32:
+    .quad {BOUNCE_VECTORS32}
 .section .text
 
 /* The hypercall numbers below 64 that pv::fast may answer on the quick

@@ -169,6 +169,8 @@ mod bounce_layout {
     pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
     pub const TE_ADDRESS: usize = offset_of!(TrapEntry, address);
     pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
+    pub const TE_CS: usize = offset_of!(TrapEntry, cs);
+    pub const VCPU_COMPAT_L4: usize = offset_of!(Vcpu, compat_l4);
     pub const IC_RAX: usize = offset_of!(IretContext, rax);
     pub const IC_R11: usize = offset_of!(IretContext, r11);
     pub const IC_RCX: usize = offset_of!(IretContext, rcx);
@@ -220,6 +222,8 @@ pub static SYSCALL_WHAT: crate::trace::What = crate::trace::What::Named("syscall
 /// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
 /// N): #BP, #OF, #UD.
 const BOUNCE_VECTORS: u64 = 1 << 3 | 1 << 4 | 1 << 6;
+/// Those it takes for a 32-bit guest: #BP, #OF.
+const BOUNCE_VECTORS32: u64 = 1 << 3 | 1 << 4;
 
 /// The RFLAGS bits a handler is entered without (`traps::enter_handler_on`:
 /// TF, NT, RF, VM, AC, IOPL) and the way out clears (IOPL, NT, VM).
@@ -344,6 +348,9 @@ core::arch::global_asm!(
     MSR_KERNEL_GS_BASE = const 0xc000_0102u32,
     SYSCALL_WHAT = sym SYSCALL_WHAT,
     US = const 7 * 8,
+    BOUNCE_VECTORS32 = const BOUNCE_VECTORS32,
+    TE_CS = const bounce_layout::TE_CS,
+    VCPU_COMPAT_L4 = const bounce_layout::VCPU_COMPAT_L4,
     options(att_syntax)
 );
 
@@ -779,6 +786,9 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
         static user_store: u8;
         static user_store_end: u8;
         static user_store_fault: u8;
+        static bounce32_store: u8;
+        static bounce32_store_end: u8;
+        static bounce32_store_fault: u8;
     }
     use core::ptr::addr_of;
     let ranges = [
@@ -801,6 +811,11 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
             addr_of!(user_store),
             addr_of!(user_store_end),
             addr_of!(user_store_fault),
+        ),
+        (
+            addr_of!(bounce32_store),
+            addr_of!(bounce32_store_end),
+            addr_of!(bounce32_store_fault),
         ),
     ]
     .map(|(a, b, c)| (a as u64, b as u64, c as u64));
