@@ -51,6 +51,21 @@
     ja \no
 .endm
 
+/* The frame's IOPL bits are 0 (else to \no): the vCPU's virtual IOPL
+ * is 0, or architectural_iopl is off (then it is not reported: Linux as
+ * the initial domain runs with IOPL 1 and without the assist). \v = the
+ * vCPU; clobbers \tmp. */
+.macro IOPL_BITS_ZERO v, tmp, no
+    cmpl $0, {VCPU_IOPL}(\v)
+    je 1f
+    mov %gs:{PC_IOPL_ASSIST}, \tmp
+    test \tmp, \tmp
+    jz \no
+    cmpb $0, (\tmp)
+    jne \no
+1:
+.endm
+
 .macro STAC
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 1f
@@ -72,8 +87,8 @@
  *     changed yet: SMEP/SMAP on (else the full way, which stops on it),
  *     no trace line wanted (the flags are exactly RECENT), no #DB hit to
  *     report, the work word 0, a vCPU in guest kernel mode (from user mode
- *     a bounce toggles the mode: the Rust way) with IOPL 0 (the frame's
- *     IOPL bits are 0 then, with or without architectural_iopl), CR3 its
+ *     a bounce toggles the mode: the Rust way) whose frames report IOPL 0
+ *     (IOPL_BITS_ZERO: no domain lock for vm_assist), CR3 its
  *     kernel table (the frame is written through the CPU's walk of it).
  *  2. The trap-table entry: a handler, canonical (else the Rust way).
  *     #UD: the instruction read (8 bytes, one page); the forced-emulation
@@ -117,8 +132,7 @@ bounce_quick:
     jz .Lbq_no
     cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
     je .Lbq_no
-    cmpl $0, {VCPU_IOPL}(%rdi)
-    jne .Lbq_no
+    IOPL_BITS_ZERO %rdi, %rcx, .Lbq_no
     mov %cr3, %rcx
     shr $12, %rcx
     cmp {VCPU_GUEST_TABLE}(%rdi), %rcx
@@ -338,8 +352,7 @@ syscall_iret:
     jz .Liret_no
     cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
     je .Liret_no
-    cmpl $0, {VCPU_IOPL}(%rdi)
-    jne .Liret_no
+    IOPL_BITS_ZERO %rdi, %rdx, .Liret_no
     mov %cr3, %rdx
     shr $12, %rdx
     cmp {VCPU_GUEST_TABLE}(%rdi), %rdx
@@ -503,8 +516,7 @@ syscall_user_quick:
     jz .Lus_no
     cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
     jne .Lus_no                   /* the hint was stale: the Rust way */
-    cmpl $0, {VCPU_IOPL}(%rdi)
-    jne .Lus_no
+    IOPL_BITS_ZERO %rdi, %rdx, .Lus_no
     mov {VCPU_GUEST_TABLE_USER}(%rdi), %r8
     test %r8, %r8
     jz .Lus_no
@@ -663,8 +675,7 @@ bounce_quick32:
     jne .Lb32_no
     cmpq ${GUEST32_SS1}, {BQ}+{IF_SS}(%rsp)
     jne .Lb32_no
-    cmpl $0, {VCPU_IOPL}(%rdi)
-    jne .Lb32_no
+    IOPL_BITS_ZERO %rdi, %rcx, .Lb32_no
     mov %cr3, %rcx
     shr $12, %rcx
     cmp {VCPU_COMPAT_L4}(%rdi), %rcx

@@ -283,6 +283,7 @@ core::arch::global_asm!(
     PC_WORK = const offset_of!(super::percpu::PerCpu, work),
     PC_IDS = const offset_of!(super::percpu::PerCpu, ids),
     PC_CONSOLE_QUIET = const offset_of!(super::percpu::PerCpu, console_quiet),
+    PC_IOPL_ASSIST = const offset_of!(super::percpu::PerCpu, iopl_assist),
     TRACE_FLAGS = sym crate::trace::FLAGS,
     TRACE_RECENT = const crate::trace::RECENT,
     HV_HITS = sym super::debugreg::HV_HITS,
