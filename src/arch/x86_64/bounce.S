@@ -80,8 +80,113 @@
 1:
 .endm
 
+/* bounce_quick's steps 2-5 (from the trap-table entry on), for a
+ * vector without an error code (\ec = 0: 7 words) or with one (\ec = 1:
+ * 8 words, the error code after R11, as the guest's kernel sees it: the U
+ * bit clear, the CPU saw ring 3). The stores are \store..\store_end
+ * (idt.rs guest_access_fixup). */
+.macro BOUNCE64_TAIL ec, store
+    mov {BQ}(%rsp), %ecx
+    shl ${TE_SHIFT}, %ecx
+    lea {VCPU_TRAP_TABLE}(%rdi,%rcx), %r8
+    mov {TE_ADDRESS}(%r8), %rcx   /* rcx = the handler */
+    movzbl {TE_FLAGS}(%r8), %r8d  /* r8 = its flags */
+    test %rcx, %rcx
+    jz .Lbq_no
+    CANONICAL %rcx, %rdx, .Lbq_no
+    mov {BQ}+{IF_RSP}(%rsp), %rdx /* 3. */
+    and $-16, %rdx
+    sub $56+8*\ec, %rdx           /* rdx = the frame's address */
+    GUEST_HALF_PAGE %rdx, 56+8*\ec, %rax, .Lbq_no
+    test ${TI_IF}, %r8b           /* events masked in the handler? */
+    jnz 2f
+    movzwl {VI_UPCALL}(%rsi), %eax /* pending and unmasked: 1..=0xff */
+    dec %eax
+    cmp $0xff, %eax
+    jb .Lbq_no
+2:  movzbl {VI_MASK}(%rsi), %r9d  /* 4. the saved mask, read once */
+    mov {BQ}+{IF_RFLAGS}(%rsp), %rax
+    and $~0x3200, %rax            /* IF and IOPL as the guest sees them */
+    test %r9d, %r9d
+    jnz 3f
+    or $0x200, %rax
+3:  shl $32, %r9
+    or {BQ}+{IF_CS}(%rsp), %r9
+    and $-4, %r9                  /* r9 = CS, RPL 0, | mask << 32 */
+    STAC
+.global \store
+\store:                           /* a refused store: \store\()_fault */
+    mov %r9, 24+8*\ec(%rdx)
+    mov %rax, 32+8*\ec(%rdx)
+    mov 40(%rsp), %rax            /* the guest's RCX */
+    mov %rax, 0(%rdx)
+    mov %r11, 8(%rdx)
+.if \ec
+    mov {BQ}+8(%rsp), %rax        /* the error code, U clear: its kernel's */
+    and $~4, %rax
+    mov %rax, 16(%rdx)
+.endif
+    mov {BQ}+{IF_RIP}(%rsp), %rax
+    mov %rax, 16+8*\ec(%rdx)
+    mov {BQ}+{IF_RSP}(%rsp), %rax
+    mov %rax, 40+8*\ec(%rdx)
+    mov {BQ}+{IF_SS}(%rsp), %rax
+    mov %rax, 48+8*\ec(%rdx)
+.global \store\()_end
+\store\()_end:
+    CLAC
+    test ${TI_IF}, %r8b           /* 5. */
+    jz 4f
+    movb $1, {VI_MASK}(%rsi)
+4:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
+    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov {RING_NEXT}(%rsi), %rax
+    incq {RING_NEXT}(%rsi)
+    and ${RING_MASK}, %eax
+    lea (%rax,%rax,2), %rax       /* 48-byte slots */
+    shl $4, %rax
+    lea {RING_RECS}(%rsi,%rax), %rsi
+    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
+    mov {BQ}(%rsp), %eax          /* the vector's What::Named */
+    shl $4, %eax
+    lea {BOUNCE_WHAT}(%rip), %r9
+    mov (%r9,%rax), %r8
+    mov %r8, {REC_WHAT}(%rsi)
+    mov 8(%r9,%rax), %r8
+    mov %r8, {REC_WHAT}+8(%rsi)
+    mov %gs:{PC_IDS}, %eax
+    mov %eax, {REC_IDS}(%rsi)
+    mov {BQ}+{IF_RIP}(%rsp), %rax
+    mov %rax, {REC_A}(%rsi)
+.if \ec
+    mov {BQ}+8(%rsp), %rax        /* the error code the guest sees */
+    and $~4, %rax
+    mov %rax, {REC_B}(%rsi)
+.else
+    movq $0, {REC_B}(%rsi)        /* no error code */
+.endif
+    incq {SLOT_SEQ}(%rsi)         /* even: whole */
+    mov %rcx, {BQ}+{IF_RIP}(%rsp) /* into the handler */
+    movq ${GUEST_CS}, {BQ}+{IF_CS}(%rsp)
+    andq $~{RFLAGS_HANDLER_CLEAR}, {BQ}+{IF_RFLAGS}(%rsp)
+    orq $0x202, {BQ}+{IF_RFLAGS}(%rsp)
+    mov %rdx, {BQ}+{IF_RSP}(%rsp)
+    movq ${GUEST_SS}, {BQ}+{IF_SS}(%rsp)
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+.endm
+
 /* Tour 04: a guest kernel's exception, bounced in asm
- * From exception_common, for #BP, #OF, #UD of a 64-bit guest (RAX pushed
+ * From exception_common, for #BP, #OF, #UD, #PF of a 64-bit guest (RAX pushed
  * on the stub's frame, EFLAGS.AC cleared). The walkthrough:
  *  1. Save what this uses (RCX..R9; RAX is), then the tests, nothing
  *     changed yet: SMEP/SMAP on (else the full way, which stops on it),
@@ -93,13 +198,16 @@
  *  2. The trap-table entry: a handler, canonical (else the Rust way).
  *     #UD: the instruction read (8 bytes, one page); the forced-emulation
  *     prefix `ud2; .ascii "xen"; cpuid` is emulated (step 6), anything
- *     else bounced.
+ *     else bounced. #PF (.Lbq_pf): not a write to a present page (that
+ *     may be writable page tables: the Rust way), CR2 into the vCPU and
+ *     its vcpu_info, and the frame with the error code (BOUNCE64_TAIL 1).
  *  3. Where the frame goes: the interrupted RSP (the kernel's stack)
- *     rounded down to 16, minus the 7 words; one page of the guests' half.
+ *     rounded down to 16, minus the 7 words (8 with an error code); one
+ *     page of the guests' half.
  *     No upcall due once in the handler (pending and unmasked then: the
  *     Rust way, whose locked way out delivers it).
  *  4. The frame, as traps::build_frame makes it (docs/frames/): RCX, R11,
- *     RIP, CS with RPL 0 and the saved upcall mask in bits 32-39, RFLAGS
+ *     [error code, U clear], RIP, CS with RPL 0 and the saved upcall mask in bits 32-39, RFLAGS
  *     with IF = !mask and IOPL 0, RSP, SS. Written by the CPU's walk; a
  *     refused store (the first one: one page) declines, nothing written.
  *  5. From here nothing declines: the events mask set if the trap-table
@@ -108,7 +216,8 @@
  *     name, ids, the interrupted RIP), and the CPU's frame pointed at the
  *     handler on the flat kernel selectors, RFLAGS as enter_handler_on
  *     and the way out leave them (TF, NT, RF, VM, AC, IOPL cleared, IF
- *     on). Out by iretq (ret_iretq, with its fixup). */
+ *     on). Out by iretq (ret_iretq, with its fixup).
+ * (Steps 2-5 are BOUNCE64_TAIL, once without an error code, once with.) */
 .balign 16
 bounce_quick:
     push %rcx                     /* 1. */
@@ -140,93 +249,11 @@ bounce_quick:
     mov %gs:{PC_VCPU_INFO}, %rsi  /* rsi = the vcpu_info */
     cmp ${VEC_UD}, %eax
     je .Lbq_ud
+    ja .Lbq_pf                    /* (3, 4, 6, 14: above 6 is #PF) */
 .Lbq_handler:                     /* 2. the vector's trap-table entry */
-    mov {BQ}(%rsp), %ecx
-    shl ${TE_SHIFT}, %ecx
-    lea {VCPU_TRAP_TABLE}(%rdi,%rcx), %r8
-    mov {TE_ADDRESS}(%r8), %rcx   /* rcx = the handler */
-    movzbl {TE_FLAGS}(%r8), %r8d  /* r8 = its flags */
-    test %rcx, %rcx
-    jz .Lbq_no
-    CANONICAL %rcx, %rdx, .Lbq_no
-    mov {BQ}+{IF_RSP}(%rsp), %rdx /* 3. */
-    and $-16, %rdx
-    sub $56, %rdx                 /* rdx = the frame's address */
-    GUEST_HALF_PAGE %rdx, 56, %rax, .Lbq_no
-    test ${TI_IF}, %r8b           /* events masked in the handler? */
-    jnz 2f
-    movzwl {VI_UPCALL}(%rsi), %eax /* pending and unmasked: 1..=0xff */
-    dec %eax
-    cmp $0xff, %eax
-    jb .Lbq_no
-2:  movzbl {VI_MASK}(%rsi), %r9d  /* 4. the saved mask, read once */
-    mov {BQ}+{IF_RFLAGS}(%rsp), %rax
-    and $~0x3200, %rax            /* IF and IOPL as the guest sees them */
-    test %r9d, %r9d
-    jnz 3f
-    or $0x200, %rax
-3:  shl $32, %r9
-    or {BQ}+{IF_CS}(%rsp), %r9
-    and $-4, %r9                  /* r9 = CS, RPL 0, | mask << 32 */
-    STAC
-.global bounce_store
-bounce_store:                     /* a refused store: bounce_store_fault */
-    mov %r9, 24(%rdx)
-    mov %rax, 32(%rdx)
-    mov 40(%rsp), %rax            /* the guest's RCX */
-    mov %rax, 0(%rdx)
-    mov %r11, 8(%rdx)
-    mov {BQ}+{IF_RIP}(%rsp), %rax
-    mov %rax, 16(%rdx)
-    mov {BQ}+{IF_RSP}(%rsp), %rax
-    mov %rax, 40(%rdx)
-    mov {BQ}+{IF_SS}(%rsp), %rax
-    mov %rax, 48(%rdx)
-.global bounce_store_end
-bounce_store_end:
-    CLAC
-    test ${TI_IF}, %r8b           /* 5. */
-    jz 4f
-    movb $1, {VI_MASK}(%rsi)
-4:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
-    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
-    mov {RING_NEXT}(%rsi), %rax
-    incq {RING_NEXT}(%rsi)
-    and ${RING_MASK}, %eax
-    lea (%rax,%rax,2), %rax       /* 48-byte slots */
-    shl $4, %rax
-    lea {RING_RECS}(%rsi,%rax), %rsi
-    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
-    mov {BQ}(%rsp), %eax          /* the vector's What::Named */
-    shl $4, %eax
-    lea {BOUNCE_WHAT}(%rip), %r9
-    mov (%r9,%rax), %r8
-    mov %r8, {REC_WHAT}(%rsi)
-    mov 8(%r9,%rax), %r8
-    mov %r8, {REC_WHAT}+8(%rsi)
-    mov %gs:{PC_IDS}, %eax
-    mov %eax, {REC_IDS}(%rsi)
-    mov {BQ}+{IF_RIP}(%rsp), %rax
-    mov %rax, {REC_A}(%rsi)
-    movq $0, {REC_B}(%rsi)        /* no error code */
-    incq {SLOT_SEQ}(%rsi)         /* even: whole */
-    mov %rcx, {BQ}+{IF_RIP}(%rsp) /* into the handler */
-    movq ${GUEST_CS}, {BQ}+{IF_CS}(%rsp)
-    andq $~{RFLAGS_HANDLER_CLEAR}, {BQ}+{IF_RFLAGS}(%rsp)
-    orq $0x202, {BQ}+{IF_RFLAGS}(%rsp)
-    mov %rdx, {BQ}+{IF_RSP}(%rsp)
-    movq ${GUEST_SS}, {BQ}+{IF_SS}(%rsp)
-    pop %r9
-    pop %r8
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rax
-    add $16, %rsp                 /* vector and error code */
-    swapgs                        /* GS = the guest's */
-    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+    BOUNCE64_TAIL 0, bounce_store
+.Lbq_pf_handler:
+    BOUNCE64_TAIL 1, bounce_pf_store
 
 /* #UD (rsi = vcpu_info): the instruction's first 7 bytes against the
  * forced-emulation prefix (emulate::FORCED_CPUID), read as the Rust way
@@ -287,6 +314,21 @@ bounce_fetch_end:
     swapgs                        /* GS = the guest's */
     jmp ret_iretq
 
+/* #PF (rsi = vcpu_info): as pv::fast_trap::page_fault, CR2 first, into
+ * the vCPU and its vcpu_info (the Rust way stores the same if this
+ * declines later; a refused frame store puts CR2 back, fixup below), then
+ * the bounce with the error code. A write to a present page may be a
+ * page-table write (writable page tables): the Rust way decides. */
+.Lbq_pf:
+    mov {BQ}+8(%rsp), %ecx
+    and $3, %ecx
+    cmp $3, %ecx
+    je .Lbq_no
+    mov %cr2, %rcx
+    mov %rcx, {VCPU_CR2}(%rdi)
+    mov %rcx, {VI_CR2}(%rsi)
+    jmp .Lbq_pf_handler
+
 .Lbq_no:                          /* not here: the Rust way, as it came */
     pop %r9
     pop %r8
@@ -301,6 +343,15 @@ bounce_fetch_end:
 .global bounce_store_fault
 bounce_store_fault:
     CLAC
+    jmp .Lbq_no
+
+/* The same for #PF's frame: CR2 is now the refused store's; the Rust way
+ * reads the guest's again from the CPU. */
+.global bounce_pf_store_fault
+bounce_pf_store_fault:
+    CLAC
+    mov {VCPU_CR2}(%rdi), %rcx
+    mov %rcx, %cr2
     jmp .Lbq_no
 
 /* Tour 05: HYPERVISOR_iret in asm

@@ -171,6 +171,10 @@ mod bounce_layout {
     pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
     pub const TE_CS: usize = offset_of!(TrapEntry, cs);
     pub const VCPU_COMPAT_L4: usize = offset_of!(Vcpu, compat_l4);
+    pub const VCPU_CR2: usize = offset_of!(Vcpu, cr2);
+    /// The 64-bit `vcpu_info`'s `arch.cr2` (`traps::set_cr2_at`'s).
+    pub const VI_CR2: usize = offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
+        + offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
     pub const IC_RAX: usize = offset_of!(IretContext, rax);
     pub const IC_R11: usize = offset_of!(IretContext, r11);
     pub const IC_RCX: usize = offset_of!(IretContext, rcx);
@@ -220,8 +224,8 @@ const _: () = assert!(size_of::<crate::trace::What>() == 16);
 pub static SYSCALL_WHAT: crate::trace::What = crate::trace::What::Named("syscall");
 
 /// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
-/// N): #BP, #OF, #UD.
-const BOUNCE_VECTORS: u64 = 1 << 3 | 1 << 4 | 1 << 6;
+/// N): #BP, #OF, #UD, #PF.
+const BOUNCE_VECTORS: u64 = 1 << 3 | 1 << 4 | 1 << 6 | 1 << 14;
 /// Those it takes for a 32-bit guest: #BP, #OF.
 const BOUNCE_VECTORS32: u64 = 1 << 3 | 1 << 4;
 
@@ -352,6 +356,8 @@ core::arch::global_asm!(
     BOUNCE_VECTORS32 = const BOUNCE_VECTORS32,
     TE_CS = const bounce_layout::TE_CS,
     VCPU_COMPAT_L4 = const bounce_layout::VCPU_COMPAT_L4,
+    VCPU_CR2 = const bounce_layout::VCPU_CR2,
+    VI_CR2 = const bounce_layout::VI_CR2,
     options(att_syntax)
 );
 
@@ -787,6 +793,9 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
         static user_store: u8;
         static user_store_end: u8;
         static user_store_fault: u8;
+        static bounce_pf_store: u8;
+        static bounce_pf_store_end: u8;
+        static bounce_pf_store_fault: u8;
         static bounce32_store: u8;
         static bounce32_store_end: u8;
         static bounce32_store_fault: u8;
@@ -812,6 +821,11 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
             addr_of!(user_store),
             addr_of!(user_store_end),
             addr_of!(user_store_fault),
+        ),
+        (
+            addr_of!(bounce_pf_store),
+            addr_of!(bounce_pf_store_end),
+            addr_of!(bounce_pf_store_fault),
         ),
         (
             addr_of!(bounce32_store),
