@@ -161,7 +161,7 @@ pub struct BootInfo {
     pub info_range: (u64, u64),
     /// The ACPI RSDP the loader copied (multiboot2's ACPI new/old tags;
     /// under UEFI the only way to find it), checksum checked.
-    pub acpi_rsdp: Option<crate::firmware::acpi::Rsdp>,
+    pub acpi_rsdp: Option<Rsdp>,
     /// The framebuffer the loader set up (multiboot2 tag 8), when it is a
     /// linear RGB one that [`Framebuffer::from_tag`] accepts.
     pub framebuffer: Option<Framebuffer>,
@@ -350,6 +350,18 @@ pub fn cmdline_cook<'a>(line: &'a str, loader_name: &str) -> &'a str {
         .map_or("", |(_, rest)| rest.trim_start())
 }
 
+/// The RSDP's contents (ACPI 6.5, 5.2.5.3): where the root tables are.
+/// Here, not in `firmware::acpi` (which parses it), because a loader's
+/// tags carry it too; `firmware` uses this module, not the other way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rsdp {
+    pub revision: u8,
+    pub oem_id: [u8; 6],
+    pub rsdt: u32,
+    /// The XSDT (revision 2 and later, when not 0).
+    pub xsdt: Option<u64>,
+}
+
 /// Read access to physical memory while the loader's identity mapping is
 /// still in place (and to a plain buffer in unit tests).
 pub trait PhysMem {
@@ -532,24 +544,17 @@ impl BootInfo {
         !loader_is_grub2(self.loader_name.as_str())
     }
 
-    /// Parse multiboot2 information at `info`, which must be readable at
-    /// that address (identity mapped at boot, a buffer in tests).
-    ///
-    /// # Safety
-    /// `info` points at a complete multiboot2 information block that stays
-    /// valid and unmodified for the duration of the call.
-    pub unsafe fn from_multiboot2(info: *const u8) -> Result<BootInfo, BootError> {
-        use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
-        // SAFETY: the caller guarantees a valid multiboot2 block at `info`;
-        // the crate checks alignment, size and the end tag.
-        let mbi = unsafe { BootInformation::load(info as *const BootInformationHeader) }
-            .map_err(|_| BootError::Multiboot2("malformed (bad alignment, size or end tag)"))?;
+    /// Parse the multiboot2 information block `mbi` (what
+    /// `mm::boot::multiboot2` made of `bytes`, the block's raw bytes).
+    pub fn from_multiboot2(
+        mbi: &multiboot2::BootInformation<'_>,
+        bytes: &[u8],
+    ) -> Result<BootInfo, BootError> {
+        use multiboot2::MemoryAreaType;
         let mut bi = BootInfo::empty(Loader::Multiboot2);
         bi.info_range = (mbi.start_address() as u64, mbi.end_address() as u64);
         // The tags the crate reads with asserts (a framebuffer palette, the
         // EFI descriptors) are read here from the raw bytes instead.
-        // SAFETY: `load` checked the block: `total_size` bytes at `info`.
-        let bytes = unsafe { core::slice::from_raw_parts(info, mbi.total_size()) };
         let raw = mb2_raw_tags(bytes);
         if let Some(c) = mbi.command_line_tag().and_then(|t| t.cmdline().ok()) {
             bi.cmdline = FixedStr::from_bytes(c.as_bytes());
@@ -586,7 +591,7 @@ impl BootInfo {
         if bi.nregions == 0 {
             return Err(BootError::NoMemoryMap);
         }
-        bi.acpi_rsdp = Self::rsdp_from_tags(&mbi);
+        bi.acpi_rsdp = Self::rsdp_from_tags(mbi);
         if let Some((_, body)) = raw.clone().find(|&(t, _)| t == MB2_TAG_FRAMEBUFFER) {
             match Framebuffer::from_tag(body) {
                 Ok(fb) => bi.framebuffer = Some(fb),
@@ -600,7 +605,7 @@ impl BootInfo {
     /// The RSDP from the ACPI old (v1) and new (v2) tags, their
     /// checksums checked: the XSDT from v2, the RSDT from v1 (the crate
     /// reads no RSDT address out of a v2 tag).
-    fn rsdp_from_tags(mbi: &multiboot2::BootInformation) -> Option<crate::firmware::acpi::Rsdp> {
+    fn rsdp_from_tags(mbi: &multiboot2::BootInformation) -> Option<Rsdp> {
         let oem = |s: Result<&str, core::str::Utf8Error>| {
             let mut o = [b' '; 6];
             let s = s.unwrap_or("");
@@ -611,13 +616,13 @@ impl BootInfo {
         let v1 = mbi.rsdp_v1_tag().filter(|t| t.checksum_is_valid());
         let v2 = mbi.rsdp_v2_tag().filter(|t| t.checksum_is_valid());
         match (v1, v2) {
-            (_, Some(t2)) => Some(crate::firmware::acpi::Rsdp {
+            (_, Some(t2)) => Some(Rsdp {
                 revision: t2.revision(),
                 oem_id: oem(t2.oem_id()),
                 rsdt: v1.map_or(0, |t| t.rsdt_address() as u32),
                 xsdt: Some(t2.xsdt_address() as u64).filter(|&a| a != 0),
             }),
-            (Some(t1), None) => Some(crate::firmware::acpi::Rsdp {
+            (Some(t1), None) => Some(Rsdp {
                 revision: t1.revision(),
                 oem_id: oem(t1.oem_id()),
                 rsdt: t1.rsdt_address() as u32,
@@ -641,6 +646,12 @@ impl BootInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A multiboot2 block's bytes parsed, as the boot does (`start.rs`).
+    fn mb2(bytes: &[u8]) -> BootInfo {
+        let mbi = crate::mm::boot::multiboot2(bytes).unwrap();
+        BootInfo::from_multiboot2(&mbi, bytes).unwrap()
+    }
 
     /// Physical memory for tests: a buffer that starts at `base`.
     struct Buf {
@@ -782,9 +793,7 @@ mod tests {
                 MemoryArea::new(0x100000, 0x1000_0000, MemoryAreaType::Available),
             ]))
             .build();
-        // SAFETY: the builder produced a complete, aligned block that lives
-        // until the end of this test.
-        let bi = unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap();
+        let bi = mb2(mbi.as_bytes());
         assert_eq!(bi.loader, Loader::Multiboot2);
         assert_eq!(bi.cmdline.as_str(), "loglvl=warn");
         assert_eq!(bi.modules().len(), 1);
@@ -805,9 +814,7 @@ mod tests {
         let v2 = RsdpV2Tag::new(*b"OVMF  ", 2, 0x07fe_1234, 36, 0x07fe_00e8);
         let parse = |b: Builder| {
             let mbi = b.build();
-            // SAFETY: the builder produced a complete, aligned block that
-            // lives until the end of this closure.
-            unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap()
+            mb2(mbi.as_bytes())
         };
         let old = parse(Builder::new().mmap(mmap()).rsdpv1(v1))
             .acpi_rsdp
@@ -897,8 +904,7 @@ mod tests {
             ))
             .efi_mmap(EFIMemoryMapTag::new_from_map(48, 1, &descs))
             .build();
-        // SAFETY: a complete block from the builder, alive for the test.
-        let bi = unsafe { BootInfo::from_multiboot2(mbi.as_bytes().as_ptr()) }.unwrap();
+        let bi = mb2(mbi.as_bytes());
         assert!(bi.efi_memory_map);
         let kinds: Vec<(u64, u64, RegionKind)> = bi
             .regions()

@@ -1,4 +1,5 @@
-//! The serial console (COM1) and the hypervisor's log macros. Every line
+//! The serial console (COM1): where the hypervisor's log lines (`log`,
+//! registered here at boot) and the guests' console lines go. Every line
 //! also goes to the framebuffer console when there is one (`fbcon`).
 //!
 //! Every hypervisor line starts with `(RV) ` so that guest output, which
@@ -6,41 +7,23 @@
 //! line sets how much is printed.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
-use uart_16550::{Config, Uart16550, Uart16550Tty};
+use uart_16550::Uart16550Tty;
 
-use crate::cmdline::LogLevel;
-
-const COM1: u16 = 0x3f8;
-
-/// The tag in front of every hypervisor line.
-pub const TAG: &str = "(RV) ";
+pub use crate::log::{set_level, TAG};
 
 static SERIAL: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
-static LOGLVL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 
+/// Take COM1 and send the hypervisor's log lines here from now on.
 pub fn init() {
-    // SAFETY: COM1's eight ports belong to the hypervisor alone; no guest
-    // is ever given access to them.
-    let tty = unsafe { Uart16550Tty::new_port(COM1, Config::default()) }.or_else(|_| {
-        // Some real UARTs fail the loopback self-test but still send.
-        // SAFETY: as above.
-        let mut u = unsafe { Uart16550::new_port(COM1) }.map_err(|_| ())?;
-        u.init(Config::default()).map_err(|_| ())?;
-        Ok::<_, ()>(Uart16550Tty::from_inner(u))
+    *SERIAL.lock() = crate::arch::x86_64::uart::com1();
+    crate::log::set_sinks(crate::log::Sinks {
+        print,
+        emergency: print_emergency,
     });
-    *SERIAL.lock() = tty.ok();
-}
-
-pub fn set_level(l: LogLevel) {
-    LOGLVL.store(l as u8, Ordering::Relaxed);
-}
-
-pub fn enabled(l: LogLevel) -> bool {
-    l as u8 <= LOGLVL.load(Ordering::Relaxed)
 }
 
 /// The serial line (when there is a UART) and the framebuffer console
@@ -108,6 +91,22 @@ pub fn guest_partial(dom: u16, text: &str) {
     let _ = Sink(&mut s, GUEST).write_str(text);
 }
 
+/// The id of the domain with the serial input (`u32::MAX`: the
+/// hypervisor), set by `console_in.rs` as the input moves; kept here, on
+/// the output side, which knows domains by id.
+static INPUT_OWNER: AtomicU32 = AtomicU32::new(0);
+
+pub fn set_input_owner(id: u32) {
+    INPUT_OWNER.store(id, Ordering::Relaxed);
+}
+
+/// Whether domain `id` has the serial input: its console output is then a
+/// terminal's (pv::console_io::console_byte: shown as it comes, its
+/// control characters kept).
+pub fn has_input(id: u16) -> bool {
+    INPUT_OWNER.load(Ordering::Relaxed) == id as u32
+}
+
 /// A byte typed on the serial line, if one is waiting.
 pub fn try_read() -> Option<u8> {
     SERIAL.lock().as_mut()?.inner_mut().try_receive_byte().ok()
@@ -115,31 +114,9 @@ pub fn try_read() -> Option<u8> {
 
 /// For the fatal path: take the console even if the faulting code held it.
 pub fn print_emergency(args: fmt::Arguments) {
-    if SERIAL.is_locked() {
-        // SAFETY: only called on the way to stopping the machine, with
-        // interrupts off: a holder on this CPU never runs again; one on
-        // another CPU may still finish its line, which can at worst mix
-        // characters into ours (the UART takes bytes one at a time).
-        unsafe { SERIAL.force_unlock() };
-    }
+    // A holder on another CPU may still finish its line, which can at
+    // worst mix characters into ours (the UART takes bytes one at a time).
+    crate::arch::x86_64::exit::break_lock(&SERIAL);
     crate::fbcon::take_over();
     print(args);
 }
-
-/// `log!(Info, "...")`: one hypervisor line at a level.
-#[macro_export]
-macro_rules! log {
-    ($lvl:ident, $($arg:tt)*) => {
-        if $crate::console::enabled($crate::cmdline::LogLevel::$lvl) {
-            $crate::console::print(format_args!("{}{}\n", $crate::console::TAG, format_args!($($arg)*)));
-        }
-    };
-}
-#[macro_export]
-macro_rules! error { ($($arg:tt)*) => { $crate::log!(Error, $($arg)*) }; }
-#[macro_export]
-macro_rules! warn { ($($arg:tt)*) => { $crate::log!(Warn, $($arg)*) }; }
-#[macro_export]
-macro_rules! info { ($($arg:tt)*) => { $crate::log!(Info, $($arg)*) }; }
-#[macro_export]
-macro_rules! debug { ($($arg:tt)*) => { $crate::log!(Debug, $($arg)*) }; }

@@ -17,7 +17,7 @@
 //! half, its console port notified (the ring holds 1 KiB: what does not
 //! fit is dropped, as a slow reader loses it on Xen too).
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::domain::Domain;
 use crate::sched::Hv;
@@ -25,9 +25,6 @@ use crate::sched::Hv;
 /// Who gets the next byte: `usize::MAX` the hypervisor, else a domain's
 /// index in `hv.domains`.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
-/// The id of the domain with the input (`u32::MAX`: the hypervisor), for
-/// the console output side, which knows domains by id.
-static FOCUS_ID: AtomicU32 = AtomicU32::new(0);
 /// Ctrl-A typed in a row so far.
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 
@@ -42,13 +39,6 @@ pub enum Route {
     Taken,
 }
 
-/// Whether domain `id` has the serial input: its console output is then a
-/// terminal's (pv::hypercall::console_byte: shown as it comes, its
-/// control characters kept).
-pub fn has_input(id: u16) -> bool {
-    FOCUS_ID.load(Ordering::Relaxed) == id as u32
-}
-
 /// Gives the input to domain index `next` (or the hypervisor).
 fn set_focus(hv: &Hv, next: usize) {
     FOCUS.store(next, Ordering::Relaxed);
@@ -57,7 +47,7 @@ fn set_focus(hv: &Hv, next: usize) {
     } else {
         hv.dom(next).id as u32
     };
-    FOCUS_ID.store(id, Ordering::Relaxed);
+    crate::console::set_input_owner(id);
 }
 
 /// Domain `i` can take input: alive.

@@ -37,12 +37,9 @@ macro_rules! out {
 }
 
 /// Handle typed keys (called with the hypervisor state locked, `f` the
-/// running vCPU's live registers).
+/// running vCPU's live registers): the scheduler calls this (a hook) on
+/// the boot CPU when its timer interrupt said to look at the serial line.
 pub fn poll(hv: &mut Hv, f: &mut TrapFrame) {
-    // The boot CPU's timer interrupt says when to look at the serial line.
-    if !crate::arch::x86_64::apic::take_key_tick() {
-        return;
-    }
     crate::console_in::settle(hv);
     while let Some(k) = crate::console::try_read() {
         // The input goes where console_in says: a domain, or our keys.
@@ -137,7 +134,7 @@ fn domains(hv: &Hv) {
         let pages = d
             .p2m
             .iter()
-            .filter(|&&m| m != crate::domain::builder::INVALID_MFN)
+            .filter(|&&m| m != crate::domain::INVALID_MFN)
             .count();
         out!(
             "  d{} {:<20} {:?} pages {} vcpus {} ports {}",

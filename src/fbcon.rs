@@ -203,19 +203,8 @@ mod screen {
     /// Only a framebuffer inside the boot direct map (the first 4 GiB) is
     /// taken; otherwise the reason is returned and nothing is drawn.
     pub fn init(fb: Framebuffer) -> Result<(usize, usize), &'static str> {
-        if fb.addr.saturating_add(fb.size()) > crate::mm::paging::BOOT_DIRECTMAP {
-            return Err("it lies above 4 GiB, outside the boot direct map");
-        }
         let mut text = TextScreen::new(fb).ok_or("it is too small for one line of text")?;
-        // SAFETY: the loader describes [addr, addr + pitch * height) as the
-        // framebuffer; the direct map covers the first 4 GiB (checked
-        // above) from boot on, and only this console writes there.
-        let px = unsafe {
-            core::slice::from_raw_parts_mut(
-                crate::mm::paging::phys_to_virt(fb.addr) as *mut u8,
-                fb.size() as usize,
-            )
-        };
+        let px = crate::mm::boot::framebuffer(&fb)?;
         text.clear(px);
         let size = (text.cols, text.rows);
         *FB.lock() = Some(Console { text, px });
@@ -231,11 +220,7 @@ mod screen {
 
     /// For the fatal path, as `console::print_emergency`.
     pub fn take_over() {
-        if FB.is_locked() {
-            // SAFETY: called only on the way to stopping the machine with
-            // interrupts off: whoever held the lock never runs again.
-            unsafe { FB.force_unlock() };
-        }
+        crate::arch::x86_64::exit::break_lock(&FB);
     }
 }
 

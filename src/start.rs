@@ -16,6 +16,9 @@ extern "C" {
 }
 
 /// Entered from boot/boot.S in long mode, on the boot stack, interrupts off.
+/// `no_mangle` (boot.S calls it by name) is the one thing outside `arch`
+/// and `mm` the `unsafe_code` lint counts; it is allowed here alone.
+#[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     console::init();
@@ -23,12 +26,12 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
 
     let bi = match magic {
         MULTIBOOT1_MAGIC => BootInfo::from_multiboot1(info as u64, &paging::BootPhysMem),
-        // SAFETY: a multiboot2 loader left its information block at `info`
-        // (below 4 GiB, so inside the boot direct map) and does not touch
-        // it any more.
-        MULTIBOOT2_MAGIC => unsafe {
-            BootInfo::from_multiboot2(paging::phys_to_virt(info as u64) as *const u8)
-        },
+        MULTIBOOT2_MAGIC => {
+            let bytes = crate::mm::boot::multiboot2_block(info);
+            crate::mm::boot::multiboot2(bytes)
+                .map_err(crate::boot_info::BootError::Multiboot2)
+                .and_then(|mbi| BootInfo::from_multiboot2(&mbi, bytes))
+        }
         other => Err(crate::boot_info::BootError::BadMagic(other)),
     };
     let bi = match bi {
@@ -104,6 +107,14 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
 
     cpu::enable_protections(&f);
     crate::sched::probe_mxcsr_mask();
+    // The layers above the scheduler, wired in before anything runs.
+    sched::set_hooks(sched::Hooks {
+        watchdog_fired: crate::pv::sched_op::watchdog_fired,
+        send_virq: crate::pv::event::send_virq,
+        locked_way_out: crate::pv::entry::locked_way_out,
+        failsafe_segments: crate::pv::traps::failsafe_segments,
+        debug_poll: crate::debugkeys::poll,
+    });
     let stack_top = core::ptr::addr_of!(boot_stack_top) as u64;
     gdt::init(stack_top);
     idt::init();
@@ -183,7 +194,8 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     let amd = matches!(f.vendor.as_str(), "AuthenticAMD" | "HygonGenuine").then_some(f.family);
     let modules: Vec<(u64, u64)> = bi.modules().iter().map(|m| (m.start, m.end)).collect();
     // The APs' real-mode trampoline: RAM below 1 MiB no domain may map.
-    let (tramp_start, tramp_end) = smp::reserve_trampoline(&bi).unwrap_or((0, 0));
+    let (tramp_start, tramp_end) =
+        smp::reserve_trampoline(&bi, crate::mm::frame::find_low_window).unwrap_or((0, 0));
     crate::mm::iomem::init(
         crate::mm::iomem::Policy::new(paging::machine_map(), &modules, a.phys, amd, phys_bits)
             .deny(tramp_start, tramp_end),
@@ -219,16 +231,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
     };
     // QEMU's -initrd puts each module's path first; GRUB 2 does not.
     let names_image = bi.lines_name_the_image();
-    let module_bytes = |m: &crate::boot_info::Module| -> &'static [u8] {
-        // SAFETY: the loader put the module at [start, end) in RAM, which
-        // the frame allocator keeps reserved for good; nothing writes it.
-        unsafe {
-            core::slice::from_raw_parts(
-                paging::phys_to_virt(m.start) as *const u8,
-                (m.end - m.start) as usize,
-            )
-        }
-    };
+    let module_bytes = |m: &crate::boot_info::Module| crate::mm::boot::module(m.start, m.end);
     // A module that is not a kernel is the initrd of the kernel module
     // just before it, as Xen takes dom0's second module.
     let kernels: Vec<bool> = bi
@@ -267,10 +270,10 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
             mc.options.vcpus,
             mc.guest_args
         );
-        if mc.options.vcpus as usize > crate::pv::evtchn::MAX_VCPUS {
+        if mc.options.vcpus as usize > crate::domain::evtchn::MAX_VCPUS {
             warn!(
                 "module {i}: at most {} vCPUs per domain; using that many",
-                crate::pv::evtchn::MAX_VCPUS
+                crate::domain::evtchn::MAX_VCPUS
             );
         }
         hv.pending.push_back(sched::Pending {
@@ -308,15 +311,12 @@ fn selftest(t: SelfTest) {
         SelfTest::None => {}
         SelfTest::PageFault => {
             info!("selftest: reading unmapped hypervisor address {:#x}", paging::UNMAPPED_HYPERVISOR_ADDRESS);
-            // SAFETY: deliberately unsound: this read faults, and the fault
-            // handler stops the machine; the value is never used.
-            let v = unsafe { (paging::UNMAPPED_HYPERVISOR_ADDRESS as *const u64).read_volatile() };
+            let v = paging::selftest_read_unmapped();
             error!("selftest: read {v:#x} from an address that should be unmapped");
         }
         SelfTest::Divide => {
             info!("selftest: dividing by zero");
-            // SAFETY: `div` by zero raises #DE, which stops the machine.
-            unsafe { core::arch::asm!("xor edx, edx", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _) };
+            crate::arch::x86_64::exit::selftest_divide_by_zero();
         }
         SelfTest::Panic => panic!("selftest=panic asked for a panic"),
         SelfTest::DebugTrap => match crate::arch::x86_64::debugreg::selftest() {
@@ -333,8 +333,7 @@ fn selftest(t: SelfTest) {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: stopping interrupts on the way out is always sound.
-    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    crate::arch::x86_64::exit::interrupts_off();
     let loc = info.location();
     console::print_emergency(format_args!(
         "{}FATAL: panic at {}:{}: {}\n",

@@ -72,3 +72,10 @@ impl DomainLock {
         g
     }
 }
+
+/// A domain behind its own lock (docs/design.md, "Lock order"): the
+/// hypervisor state's list holds one per domain, and this CPU's block
+/// points at the current one, so an entry from a guest reaches its
+/// domain without the hypervisor lock. Domains are never removed from
+/// the list, so the address stays valid for the whole run.
+pub type DomainRef = alloc::sync::Arc<DomainLock>;

@@ -21,11 +21,11 @@ use super::elf::{self, ElfClass};
 use super::layout::{self, PAGE};
 use super::vcpu::Vcpu;
 use super::{DomId, Domain, State};
+use crate::arch::x86_64::pte::{PTE_A, PTE_ADDR, PTE_D, PTE_P, PTE_RW, PTE_US};
 use crate::cmdline::ModuleCmdline;
 use crate::mm::frametable::{FrameTable, Kind};
 use crate::mm::paging;
 use crate::mm::view::{FrameBuf, FrameView};
-use crate::pv::guest_mem::{PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US};
 
 /// A frame of the domain being built: the frame table records it as the
 /// domain's from the start (`ft.assign` before any write), and the builder
@@ -290,7 +290,7 @@ pub fn build(
     si_frame.write_bytes(wc, &(epoch as u32).to_le_bytes());
     si_frame.write_bytes(wc_hi, &((epoch >> 32) as u32).to_le_bytes());
     // Events start masked on every vCPU (evtchn_upcall_mask = 1).
-    let nr_vcpus = (mc.options.vcpus as usize).min(crate::pv::evtchn::MAX_VCPUS);
+    let nr_vcpus = (mc.options.vcpus as usize).min(super::evtchn::MAX_VCPUS);
     for vi in 0..nr_vcpus {
         let off = core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
             + vi * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>()
@@ -409,7 +409,7 @@ pub fn build(
                 ft.with(child, |i| i.table_refs = 1);
                 table.write(idx, child << 12 | table_flags);
             }
-            t = (table.read(idx) & crate::pv::guest_mem::PTE_ADDR) >> 12;
+            t = (table.read(idx) & PTE_ADDR) >> 12;
         }
         let l1 = frame(ft, t);
         l1.write(leaf, entry);
@@ -451,11 +451,11 @@ pub fn build(
     ft.with(top, |i| (i.pinned, i.table_refs) = (true, 2));
 
     // Event channels; the console ring's port is the first one.
-    let mut ports = crate::pv::evtchn::Ports::new();
+    let mut ports = super::evtchn::Ports::new();
     let console = match l.vconsole {
         Some(va) => {
             let port = ports
-                .alloc(crate::pv::evtchn::Channel::Console)
+                .alloc(super::evtchn::Channel::Console)
                 .map_err(|_| "no event channel for the console")?;
             // The hypervisor reads and writes the ring for the domain's
             // whole life: it holds the page as a writable mapping would, so
@@ -595,9 +595,9 @@ pub fn build(
         state: State::Running,
         console_line: String::new(),
         console_in: alloc::collections::VecDeque::new(),
-        gnttab: crate::pv::grant::GrantTable::new(),
+        gnttab: super::grant::GrantTable::new(),
         watchdogs: [None; 2],
-        console_budget: crate::pv::hypercall::CONSOLE_BURST,
+        console_budget: super::CONSOLE_BURST,
         console_refilled: 0,
         console_dropped: 0,
         console_quiet: Default::default(),
@@ -637,8 +637,7 @@ pub fn compat_l4(guest_l3: u64) -> Option<u64> {
     Some(t.mfn())
 }
 
-/// A pseudo-physical page with no machine frame (given back).
-pub const INVALID_MFN: u64 = !0;
+pub use super::INVALID_MFN;
 
 fn release_frames(mfns: &[u64], ft: &FrameTable) {
     for &mfn in mfns {
@@ -653,7 +652,7 @@ pub fn teardown(d: &mut Domain, ft: &FrameTable) {
     if d.p2m.is_empty() {
         return; // already done
     }
-    crate::pv::grant::teardown(d, ft);
+    super::grant::teardown(d, ft);
     // Pages the guest gave back are INVALID_MFN in its P2M.
     d.p2m.retain(|&m| m != INVALID_MFN);
     release_frames(&d.p2m, ft);

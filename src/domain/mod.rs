@@ -1,4 +1,7 @@
-//! Domains: the builder (ELF notes, start_info), vCPUs, lifecycle.
+//! Domains: the `Domain` and its vCPUs, the kernel formats a domain is
+//! built from (ELF, bzImage, xz), its memory layout, its event-channel
+//! ports and grant table. Built here (`builder`, Xen's `pv/dom0_build.c`); used by
+//! `sync`, `sched` and `pv` above, and using only what is below (`mm`, `arch`).
 
 // Policy: frames are reached through mm::view, hardware through arch.
 #![deny(unsafe_code)]
@@ -8,6 +11,9 @@ pub mod bsdsyms;
 pub mod builder;
 pub mod bzimage;
 pub mod elf;
+pub mod evtchn;
+#[cfg(target_os = "none")]
+pub mod grant;
 pub mod layout;
 pub mod unxz;
 #[cfg(target_os = "none")]
@@ -15,6 +21,14 @@ pub mod vcpu;
 
 #[cfg(target_os = "none")]
 pub use domain::*;
+
+/// A pseudo-physical page with no machine frame (given back): its P2M entry.
+pub const INVALID_MFN: u64 = !0;
+
+/// A domU's console output is rate-limited, as Xen limits guest console
+/// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
+/// initial domain (the console's owner) is not limited.
+pub const CONSOLE_BURST: u64 = 64 << 10;
 
 /// Which kernel module each multiboot module is the initrd of, from
 /// whether each one is a kernel (`bzimage::is_kernel_image`): a module
@@ -62,13 +76,6 @@ mod domain {
     use super::vcpu::Vcpu;
 
     pub type DomId = u16;
-
-    /// A domain behind its own lock (docs/design.md, "Lock order"): the
-    /// hypervisor state's list holds one per domain, and this CPU's block
-    /// points at the current one, so an entry from a guest reaches its
-    /// domain without the hypervisor lock. Domains are never removed from
-    /// the list, so the address stays valid for the whole run.
-    pub type DomainRef = alloc::sync::Arc<crate::sync::DomainLock>;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub enum State {
@@ -126,7 +133,7 @@ mod domain {
         /// all (the initial domain, whose output is not rate-limited, with
         /// no partial line): read without the lock by `syscall_entry`,
         /// which then answers 0 itself. Kept by
-        /// `pv::hypercall::console_settled` under the lock; clear is
+        /// `pv::console_io::console_settled` under the lock; clear is
         /// always safe (the call goes to Rust, which settles it).
         pub console_quiet: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
         /// `vm_assist`'s `architectural_iopl` bit, as an atomic the
@@ -135,13 +142,35 @@ mod domain {
         /// by `pv::hypercall::vm_assist` under the lock.
         pub iopl_assist: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
         /// Event-channel ports.
-        pub ports: crate::pv::evtchn::Ports,
+        pub ports: super::evtchn::Ports,
         /// `SCHEDOP_watchdog` timers: when each fires (system time, ns).
         pub watchdogs: [Option<u64>; 2],
         /// Its grant table (pv::grant).
-        pub gnttab: crate::pv::grant::GrantTable,
+        pub gnttab: super::grant::GrantTable,
         /// The console ring (domains other than 0): its frame and port.
-        pub console: Option<(u64, crate::pv::evtchn::Port)>,
+        pub console: Option<(u64, super::evtchn::Port)>,
+    }
+
+    /// vCPU `vcpu`'s `vcpu_info`: its slot in `shared_info`, or where the
+    /// guest put it (`VCPUOP_register_vcpu_info`).
+    #[inline(always)]
+    pub fn vcpu_info(d: &Domain, vcpu: usize) -> crate::mm::view::VcpuInfoArea {
+        let ma = match d.vcpus[vcpu].vcpu_info_maddr {
+            Some(ma) => ma,
+            None => {
+                d.shared_info_mfn << 12
+                    | (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
+                        + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>())
+                        as u64
+            }
+        };
+        crate::mm::view::VcpuInfoArea::domain_shared(ma)
+    }
+
+    /// [`vcpu_info`]'s direct-map address.
+    #[inline(always)]
+    pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
+        vcpu_info(d, vcpu).va()
     }
 
     impl Domain {

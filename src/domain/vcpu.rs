@@ -139,8 +139,8 @@ impl Vcpu {
             data_sels: [0; 4],
             cr0_ts: false,
             dr: [0; 4],
-            dr6: crate::pv::debugreg::DR6_DEFAULT,
-            dr7: crate::pv::debugreg::DR7_DEFAULT,
+            dr6: crate::arch::x86_64::debugreg::DR6_DEFAULT,
+            dr7: crate::arch::x86_64::debugreg::DR7_DEFAULT,
             cr2: 0,
             iopl: 0,
             fpu: FpuState::initial(),
@@ -181,15 +181,6 @@ impl Vcpu {
             self.compat_l4
         } else {
             self.current_table()
-        }
-    }
-
-    /// Its address space as its kernel sees it (for hypercall buffers and
-    /// bounce frames).
-    pub fn space(&self) -> crate::pv::guest_mem::GuestSpace {
-        crate::pv::guest_mem::GuestSpace {
-            l4_mfn: self.cr3_table(),
-            user: self.compat_l4 == 0,
         }
     }
 }

@@ -19,16 +19,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::boot_info::PhysMem;
-
-/// The RSDP's contents (ACPI 6.5, 5.2.5.3): where the root tables are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rsdp {
-    pub revision: u8,
-    pub oem_id: [u8; 6],
-    pub rsdt: u32,
-    /// The XSDT (revision 2 and later, when not 0).
-    pub xsdt: Option<u64>,
-}
+/// The RSDP's contents: in `boot_info`, which a loader's tags fill in.
+pub use crate::boot_info::Rsdp;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcpiError {

@@ -21,13 +21,15 @@ use super::frame::{bitmap_bytes, find_hole, FrameAllocator, PAGE_SIZE};
 use crate::arch::x86_64::cpu::Features;
 use crate::boot_info::{BootInfo, RegionKind};
 
-pub const KERNEL_VMA: u64 = 0xffff_82d0_8000_0000;
-pub const DIRECTMAP_BASE: u64 = 0xffff_8300_0000_0000;
-pub const FIXMAP_BASE: u64 = 0xffff_82c0_0000_0000;
-/// Application processors' stacks: CPU n's in the MiB at `+ n << 20`.
-pub const CPU_STACKS_BASE: u64 = 0xffff_82c8_0000_0000;
-/// The boot page tables direct-map this much (boot/boot.S).
-pub const BOOT_DIRECTMAP: u64 = 4 << 30;
+// The layout and the read side of the hypervisor's tables are arch's
+// (arch/x86_64/vm.rs); this module edits the tables and owns the frames.
+use crate::arch::x86_64::vm;
+pub use crate::arch::x86_64::vm::{
+    hypervisor_l4_slots, is_ram, max_ram, phys_to_virt, root, BootPhysMem, BOOT_DIRECTMAP,
+    DIRECTMAP_BASE, FIXMAP_BASE, HV_FIRST_SLOT, HV_SLOTS, KERNEL_VMA,
+};
+
+const _: () = assert!(PAGE_SIZE == vm::PAGE_SIZE);
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -40,11 +42,8 @@ const NX_BIT: u64 = 1 << 63;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
-/// Physical address of our PML4 (0 until `init` switches to it).
-static ROOT: AtomicU64 = AtomicU64::new(0);
 /// NX when the CPU has it, else 0 (the bit is reserved without EFER.NXE).
 static NX: AtomicU64 = AtomicU64::new(0);
-static DIRECTMAP_END: AtomicU64 = AtomicU64::new(BOOT_DIRECTMAP);
 static NEXT_FIXMAP: AtomicU64 = AtomicU64::new(FIXMAP_BASE);
 
 extern "C" {
@@ -57,10 +56,6 @@ extern "C" {
 
 fn sym(s: &u8) -> u64 {
     s as *const u8 as u64
-}
-
-pub fn phys_to_virt(p: u64) -> u64 {
-    DIRECTMAP_BASE + p
 }
 
 pub fn image_phys_range() -> (u64, u64) {
@@ -78,7 +73,7 @@ pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> R {
 
 /// A page table through the direct map.
 fn table(phys: u64) -> &'static mut [u64; 512] {
-    debug_assert!(phys < DIRECTMAP_END.load(Ordering::Relaxed));
+    debug_assert!(phys < vm::max_ram());
     // SAFETY: `phys` is a page-table frame the hypervisor allocated (or the
     // CPU's CR3 chain points at), inside the direct map; page tables are
     // only edited with the frame allocator's lock or during single-threaded
@@ -220,8 +215,12 @@ pub fn init(bi: &BootInfo, f: &Features) -> Summary {
     // on: its image (code, stacks, statics) and RAM through the direct map,
     // which is where every pointer we hold points. The identity map goes.
     unsafe { cr3_write(root) };
-    ROOT.store(root, Ordering::Relaxed);
-    DIRECTMAP_END.store(dm_end, Ordering::Relaxed);
+    vm::set_root(root, dm_end);
+    vm::set_mapper(vm::Mapper {
+        map_mmio,
+        map_stack,
+        alloc_contiguous: |pages| with_frames(|fa| fa.alloc_contiguous(pages, 1)).map(|f| f.addr()),
+    });
 
     Summary {
         usable: usable.iter().map(|(s, e)| e - s).sum(),
@@ -229,34 +228,6 @@ pub fn init(bi: &BootInfo, f: &Features) -> Summary {
         directmap_end: dm_end,
         gbpages: f.gbpages,
     }
-}
-
-/// PML4 slots 256..272: 0xffff800000000000..0xffff880000000000.
-pub const HV_FIRST_SLOT: usize = 256;
-pub const HV_SLOTS: usize = 16;
-
-/// The hypervisor's PML4 entries for its range, to copy into every guest
-/// top-level table (without the user bit: the guest cannot touch them).
-pub fn hypervisor_l4_slots() -> [u64; HV_SLOTS] {
-    let t = table(ROOT.load(Ordering::Relaxed));
-    let mut out = [0; HV_SLOTS];
-    out.copy_from_slice(&t[HV_FIRST_SLOT..HV_FIRST_SLOT + HV_SLOTS]);
-    out
-}
-
-/// The hypervisor's own top-level table (for running with no guest).
-pub fn root() -> u64 {
-    ROOT.load(Ordering::Relaxed)
-}
-
-/// The end of the direct-mapped physical space (all RAM).
-pub fn max_ram() -> u64 {
-    DIRECTMAP_END.load(Ordering::Relaxed)
-}
-
-/// Is `pa` RAM reachable through the direct map?
-pub fn is_ram(pa: u64) -> bool {
-    pa < DIRECTMAP_END.load(Ordering::Relaxed)
 }
 
 /// The machine-to-physical table: one u64 per machine frame, the guest's
@@ -276,7 +247,7 @@ pub fn init_m2p(nframes: u64) -> Option<()> {
     unsafe {
         core::slice::from_raw_parts_mut(base as *mut u64, (pages * 512) as usize).fill(M2P_INVALID)
     };
-    let root = ROOT.load(Ordering::Relaxed);
+    let root = vm::root();
     let nx = NX.load(Ordering::Relaxed);
     let va0 = ringvisor_abi::x86_64::MACH2PHYS_VIRT_START;
     for i in 0..pages {
@@ -341,12 +312,7 @@ pub fn m2p_set(mfn: u64, pfn: u64) {
 pub fn map_mmio(phys: u64) -> u64 {
     let va = NEXT_FIXMAP.fetch_add(PAGE_SIZE, Ordering::Relaxed);
     let nx = NX.load(Ordering::Relaxed);
-    map_4k(
-        ROOT.load(Ordering::Relaxed),
-        va,
-        phys & ADDR,
-        P | RW | PCD | PWT | G | nx,
-    );
+    map_4k(vm::root(), va, phys & ADDR, P | RW | PCD | PWT | G | nx);
     // SAFETY: invalidating a TLB entry is always sound.
     unsafe { x86::tlb::flush(va as usize) };
     va
@@ -358,7 +324,7 @@ pub fn map_mmio(phys: u64) -> u64 {
 /// table edits).
 pub fn map_stack(va: u64, phys: u64, pages: u64) {
     let nx = NX.load(Ordering::Relaxed);
-    let root = ROOT.load(Ordering::Relaxed);
+    let root = vm::root();
     for i in 0..pages {
         map_4k(
             root,
@@ -369,74 +335,13 @@ pub fn map_stack(va: u64, phys: u64, pages: u64) {
     }
 }
 
-/// Where `va` is mapped in the hypervisor's tables, if it is.
-pub fn translate(va: u64) -> Option<u64> {
-    let mut t = ROOT.load(Ordering::Relaxed);
-    if t == 0 {
-        return None;
-    }
-    for level in (0..4).rev() {
-        let e = table(t)[idx(va, level)];
-        if e & P == 0 {
-            return None;
-        }
-        if level == 0 || (e & PS != 0 && level <= 2) {
-            let size = 1u64 << (12 + 9 * level);
-            return Some((e & ADDR & !(size - 1)) | (va & (size - 1)));
-        }
-        t = e & ADDR;
-    }
-    None
-}
-
-/// Read a word of hypervisor memory if it is mapped (the fault dump uses it
-/// so a wild stack pointer cannot fault again).
-pub fn read_hypervisor_u64(va: u64) -> Option<u64> {
-    if !va.is_multiple_of(8) {
-        return None;
-    }
-    let pa = translate(va)?;
-    if pa + 8 > DIRECTMAP_END.load(Ordering::Relaxed) {
-        return None;
-    }
-    // SAFETY: `pa` is mapped RAM (translate walked our own tables), read
-    // through the direct map; an aligned u64 read of it cannot fault.
-    Some(unsafe { (phys_to_virt(pa) as *const u64).read_volatile() })
-}
-
 /// Reading `addr` would fault: used by `selftest=pagefault`.
 pub const UNMAPPED_HYPERVISOR_ADDRESS: u64 = 0xffff_8100_dead_0000;
 
-/// Physical memory through the boot direct map, for parsing the loader's
-/// structures before `init`.
-pub struct BootPhysMem;
-
-impl crate::boot_info::PhysMem for BootPhysMem {
-    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let end = addr.checked_add(len as u64)?;
-        if end > BOOT_DIRECTMAP {
-            return None;
-        }
-        // SAFETY: the boot page tables map [0, 4 GiB) at the direct map;
-        // the loader's structures are read-only input that nobody writes
-        // while we parse them.
-        Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
-    }
-}
-
-/// All RAM through the direct map, for reading firmware tables (ACPI)
-/// once `init` has mapped everything up to [`max_ram`].
-pub struct DirectMapMem;
-
-impl crate::boot_info::PhysMem for DirectMapMem {
-    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let end = addr.checked_add(len as u64)?;
-        if end > DIRECTMAP_END.load(Ordering::Relaxed) {
-            return None;
-        }
-        // SAFETY: [addr, end) is inside the direct map, which maps all of
-        // it (RAM, firmware tables, holes: uncached through the MTRRs);
-        // what is read is firmware data nobody writes while we parse it.
-        Some(unsafe { core::slice::from_raw_parts(phys_to_virt(addr) as *const u8, len) })
-    }
+/// `selftest=pagefault`: read [`UNMAPPED_HYPERVISOR_ADDRESS`], on purpose,
+/// to show the fatal path (the #PF stops the machine; no value comes back).
+pub fn selftest_read_unmapped() -> u64 {
+    // SAFETY: deliberately faults: nothing is mapped there, and the page
+    // fault handler stops the machine; the value is never used.
+    unsafe { (UNMAPPED_HYPERVISOR_ADDRESS as *const u64).read_volatile() }
 }

@@ -25,8 +25,9 @@ use crate::domain::Domain;
 use crate::mm::frametable::FrameTable;
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{self as hc, err, Ret};
-use crate::pv::{callback, descriptor, event, memory, mm, traps};
-use crate::sched;
+use crate::pv::{
+    callback, console_io, descriptor, event, memory, mm, physdev, sched_op, vcpu_op, version,
+};
 
 const CAPABILITIES32: &str = "xen-3.0-x86_32p ";
 
@@ -56,8 +57,8 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return false;
     }
     if nr == HYPERVISOR_IRET as u64 {
-        let r = iret(d, f);
-        hc::trace_iret(d, f, r);
+        let r = crate::pv::iret::compat_iret(d, f);
+        crate::pv::iret::trace_iret(d, f, r);
         return true;
     }
     let space = d.v().space();
@@ -78,27 +79,27 @@ pub(crate) fn dispatch_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 
 fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5]) -> Ret {
     match nr as u32 {
-        HYPERVISOR_CONSOLE_IO => hc::console_io(d, space, a[0], a[1], a[2]),
+        HYPERVISOR_CONSOLE_IO => console_io::console_io(d, space, a[0], a[1], a[2]),
         HYPERVISOR_XEN_VERSION => xen_version(d, space, a[0], a[1]),
         // The 32-bit sched_poll: a 4-byte handle, then nr_ports, then the
         // timeout at offset 8 (16 bytes, not the 64-bit 24).
         HYPERVISOR_SCHED_OP if a[0] == ringvisor_abi::sched::SCHEDOP_POLL as u64 => {
             match space.read::<ringvisor_abi::sched::SchedPoll32>(a[1]) {
-                Ok(p) => hc::poll(d, space, p.ports as u64, p.nr_ports, p.timeout),
+                Ok(p) => sched_op::poll(d, space, p.ports as u64, p.nr_ports, p.timeout),
                 Err(_) => err(EFAULT),
             }
         }
-        HYPERVISOR_SCHED_OP => hc::sched_op(d, space, a[0], a[1]),
-        HYPERVISOR_SCHED_OP_COMPAT => hc::sched_op_compat(d, a[0], a[1]),
+        HYPERVISOR_SCHED_OP => sched_op::sched_op(d, space, a[0], a[1]),
+        HYPERVISOR_SCHED_OP_COMPAT => sched_op::sched_op_compat(d, a[0], a[1]),
         HYPERVISOR_SET_TRAP_TABLE => callback::set_trap_table(d, space, a[0]),
         HYPERVISOR_SET_CALLBACKS => callback::set_callbacks(d, [a[0], a[1], a[2], a[3]]),
         HYPERVISOR_CALLBACK_OP => callback::callback_op(d, space, a[0], a[1]),
         HYPERVISOR_STACK_SWITCH => callback::stack_switch(d, a[0], a[1]),
         HYPERVISOR_FPU_TASKSWITCH => hc::fpu_taskswitch(d, a[0]),
         HYPERVISOR_VM_ASSIST if a[1] == VMASST_TYPE_M2P_STRICT as u64 => err(EINVAL),
-        HYPERVISOR_VM_ASSIST => hc::vm_assist(d, a[0], a[1]),
-        HYPERVISOR_PHYSDEV_OP => hc::physdev_op(d, ft, space, a[0], a[1]),
-        HYPERVISOR_SET_TIMER_OP => hc::set_timer_op(d, a[0] | a[1] << 32),
+        HYPERVISOR_VM_ASSIST => version::vm_assist(d, a[0], a[1]),
+        HYPERVISOR_PHYSDEV_OP => physdev::physdev_op(d, ft, space, a[0], a[1]),
+        HYPERVISOR_SET_TIMER_OP => sched_op::set_timer_op(d, a[0] | a[1] << 32),
         HYPERVISOR_SET_DEBUGREG => crate::pv::debugreg::set(d, a[0], a[1]),
         HYPERVISOR_GRANT_TABLE_OP => crate::pv::grant::op(d, ft, space, a[0], a[1], a[2]),
         HYPERVISOR_GET_DEBUGREG => crate::pv::debugreg::get(d, a[0]),
@@ -121,7 +122,7 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             | ringvisor_abi::vcpu::VCPUOP_GET_RUNSTATE_INFO
             | ringvisor_abi::vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA
             | ringvisor_abi::vcpu::VCPUOP_REGISTER_VCPU_INFO => {
-                hc::vcpu_op(d, ft, space, a[0], a[1], a[2])
+                vcpu_op::vcpu_op(d, ft, space, a[0], a[1], a[2])
             }
             ringvisor_abi::vcpu::VCPUOP_INITIALISE => {
                 let vi = a[1] as usize;
@@ -168,68 +169,8 @@ fn xen_version(d: &mut Domain, space: GuestSpace, cmd: u64, arg: u64) -> Ret {
             }
             0
         }
-        _ => hc::xen_version(d, space, cmd, arg),
+        _ => version::xen_version(d, space, cmd, arg),
     }
-}
-
-/// The 32-bit `iret` (Xen: compat_iret): the stub pushed eax below the
-/// frame the guest returns through, `{ eax, eip, cs, eflags, [esp, ss] }`
-/// (esp and ss only when going back to ring 3).
-// Tour 05: the 32-bit HYPERVISOR_iret (docs/frames/iret32.svg)
-pub(crate) fn iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
-    let space = d.v().space();
-    let Ok(c) = space.read::<[u32; 4]>(f.rsp) else {
-        sched::crash(
-            d,
-            alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp),
-        );
-        return err(EFAULT);
-    };
-    let [eax, eip, cs, eflags] = c;
-    let cs = cs as u16;
-    let to_user = cs & 3 == 3;
-    let (esp, ss) = if to_user {
-        match space.read::<[u32; 2]>(f.rsp + 16) {
-            Ok([esp, ss]) => (esp as u64, ss as u16),
-            Err(_) => {
-                sched::crash(
-                    d,
-                    alloc::format!("iret: unreadable 32-bit iret frame at {:#x}", f.rsp),
-                );
-                return err(EFAULT);
-            }
-        }
-    } else {
-        (f.rsp + 16, f.ss as u16)
-    };
-    // Xen's compat_iret crashes the domain for ring 0 and checks nothing
-    // else: a selector the CPU refuses faults at the exit iretq and the
-    // fault goes to the guest (here: pv::retcheck, before the iretq).
-    // ringvisor runs no guest code in ring 2 (its bounces treat every
-    // ring but 3 as the kernel's), so RPL 2 is refused as RPL 0 is.
-    if cs & 3 == 0 || cs & 3 == 2 {
-        sched::crash(
-            d,
-            alloc::format!(
-                "iret to ring {}: cs {cs:#x} ss {ss:#x} eip {eip:#x}",
-                cs & 3
-            ),
-        );
-        return err(EINVAL);
-    }
-    d.v_mut().kernel_mode = !to_user;
-    if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
-        // As Xen's compat_iret: the frame's IOPL is the vCPU's virtual one.
-        d.v_mut().iopl = (eflags >> 12) & 3;
-    }
-    f.rip = eip as u64;
-    f.cs = cs as u64;
-    f.rflags = (eflags as u64 & !(3 << 12 | 1 << 17)) | 1 << 9;
-    f.rsp = esp;
-    f.ss = ss as u64;
-    traps::set_upcall_mask(d, (eflags & (1 << 9) == 0) as u8);
-    f.rax = eax as u64;
-    0
 }
 
 /// `VCPUOP_initialise` from a 32-bit `vcpu_guest_context` (Xen's

@@ -37,6 +37,11 @@ const DR_IO: u64 = 2;
 
 pub const DR6_DEFAULT: u64 = DR6_RESERVED_ONE;
 pub const DR7_DEFAULT: u64 = DR7_RESERVED_ONE;
+// A new vCPU starts with arch's reset values (domain::vcpu): the same.
+const _: () = assert!(
+    DR6_DEFAULT == crate::arch::x86_64::debugreg::DR6_DEFAULT
+        && DR7_DEFAULT == crate::arch::x86_64::debugreg::DR7_DEFAULT
+);
 
 /// May a breakpoint be put at `addr`? Only on the guest's own addresses
 /// (Xen's breakpoint_addr_ok): below the 32-bit hypervisor area, or for a

@@ -52,7 +52,7 @@ pub fn cpuid_policy(leaf: u32, sub: u32) -> [u32; 4] {
             [0x4000_0002, w(0), w(4), w(8)]
         }
         0x4000_0001 => [
-            (crate::pv::hypercall::XEN_MAJOR << 16 | crate::pv::hypercall::XEN_MINOR) as u32,
+            (crate::pv::version::XEN_MAJOR << 16 | crate::pv::version::XEN_MINOR) as u32,
             0,
             0,
             0,

@@ -271,7 +271,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     loop {
         // Settle a dead domain or an expired time slice; this may switch
         // to another vCPU or end the run.
-        if sched::schedule(hv, f) {
+        if sched::schedule(hv, f, publish_current) {
             return true;
         }
         // `schedule` returned with a vCPU on this CPU.
@@ -374,7 +374,7 @@ pub fn publish_current(hv: &mut Hv) {
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
-fn published(cell: &crate::domain::DomainRef, d: &mut crate::domain::Domain) -> bool {
+fn published(cell: &crate::sync::DomainRef, d: &mut crate::domain::Domain) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
     pc.domain.load(Relaxed) == alloc::sync::Arc::as_ptr(cell) as u64

@@ -754,7 +754,7 @@ pub fn console_ring_input(d: &Domain, mfn: u64, b: u8) -> bool {
 pub fn drain_console(d: &mut Domain) {
     use ringvisor_abi::console::XenconsInterface as R;
     let Some((mfn, _)) = d.console else { return };
-    crate::pv::hypercall::console_refill(d);
+    crate::pv::console_io::console_refill(d);
     let ring = FrameView::domain_shared(mfn);
     let idx = |off: usize| ring.atomic_u32(off);
     let prod = idx(offset_of!(R, out_prod)).load(Ordering::Acquire);
@@ -766,9 +766,9 @@ pub fn drain_console(d: &mut Domain) {
     while cons != prod {
         let off = offset_of!(R, out) + (cons as usize % ringvisor_abi::console::XENCONS_OUT_SIZE);
         let b = ring.atomic_u8(off).load(Ordering::Relaxed);
-        crate::pv::hypercall::console_byte(d, b);
+        crate::pv::console_io::console_byte(d, b);
         cons = cons.wrapping_add(1);
     }
     idx(offset_of!(R, out_cons)).store(cons, Ordering::Release);
-    crate::pv::hypercall::console_show_partial(d);
+    crate::pv::console_io::console_show_partial(d);
 }

@@ -94,7 +94,8 @@ pub const ASM_NRS: u64 = UNASSIGNED | 1 << HYPERVISOR_XEN_VERSION | 1 << HYPERVI
 /// (cleared: a hypercall is progress) and the upcall bytes of its
 /// `vcpu_info` ([`nothing_pending`]).
 pub const ASM_ENOSYS: i64 = hypercall::err(ringvisor_abi::errno::ENOSYS);
-pub const ASM_VERSION: i64 = (hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as i64;
+pub const ASM_VERSION: i64 =
+    (crate::pv::version::XEN_MAJOR << 16 | crate::pv::version::XEN_MINOR) as i64;
 pub const VCPU_KERNEL_MODE: usize = core::mem::offset_of!(Vcpu, kernel_mode);
 pub const VCPU_IN_FAILSAFE: usize = core::mem::offset_of!(Vcpu, in_failsafe);
 pub const VI_UPCALL: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
@@ -118,7 +119,7 @@ enum Kind {
     /// (`with_domain`, or first `quick_mmu`).
     MmuUpdate,
     /// `console_io(CONSOLEIO_write)` of 0 bytes: on the domain, and
-    /// short (`hypercall::console_write_nothing`).
+    /// short (`crate::pv::console_io::console_write_nothing`).
     ConsoleNothing,
     /// `HYPERVISOR_iret` (`own_vcpu`).
     Iret,
@@ -146,7 +147,9 @@ fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
         return Kind::Constant(hypercall::err(ringvisor_abi::errno::ENOSYS));
     }
     if nr == HYPERVISOR_XEN_VERSION as u64 && a0 == ringvisor_abi::version::XENVER_VERSION as u64 {
-        return Kind::Constant((hypercall::XEN_MAJOR << 16 | hypercall::XEN_MINOR) as Ret);
+        return Kind::Constant(
+            (crate::pv::version::XEN_MAJOR << 16 | crate::pv::version::XEN_MINOR) as Ret,
+        );
     }
     let nr = nr as u32;
     if nr == HYPERVISOR_CONSOLE_IO {
@@ -360,7 +363,7 @@ fn quick_console(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     let Some(cell) = current_domain(pc) else {
         return Quick::Full;
     };
-    let ret = hypercall::console_write_nothing(&mut cell.lock());
+    let ret = crate::pv::console_io::console_write_nothing(&mut cell.lock());
     quick_out(pc, r, ret, true)
 }
 
@@ -442,7 +445,7 @@ fn with_domain(pc: &PerCpu, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Opti
     let ft = crate::mm::frametable::frames();
     let r = match nr as u32 {
         // Only ever of 0 bytes here (`Kind::ConsoleNothing`).
-        HYPERVISOR_CONSOLE_IO => hypercall::console_write_nothing(d),
+        HYPERVISOR_CONSOLE_IO => crate::pv::console_io::console_write_nothing(d),
         HYPERVISOR_FPU_TASKSWITCH => hypercall::fpu_taskswitch(d, a[0]),
         // The domain's page tables under its lock (held here), the frame
         // records each under its own (`mm::frametable`).
@@ -455,7 +458,7 @@ fn with_domain(pc: &PerCpu, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> Opti
 
 /// `HYPERVISOR_iret`, or a system call of the guest's user mode bounced
 /// to its kernel's syscall callback: the locked path's own functions
-/// (`hypercall::iret`, `traps::syscall_from_user`), which read and write
+/// (`pv::iret::iret`, `traps::syscall_from_user`), which read and write
 /// only this vCPU's state and its guest's stack (a failure crashes only
 /// this domain). The frame they leave may be anything the guest asked
 /// for, so the way out is [`leave_checked`].
@@ -467,8 +470,8 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     let mut g = cell.lock();
     let d = &mut *g;
     if d.v().kernel_mode {
-        let r = hypercall::iret(d, f);
-        hypercall::trace_iret(d, f, r);
+        let r = crate::pv::iret::iret(d, f);
+        crate::pv::iret::trace_iret(d, f, r);
     } else if !crate::pv::fast_trap::user_syscall(pc, d, f) {
         crate::pv::traps::syscall_from_user(d, f, false);
     }

@@ -45,7 +45,7 @@ use crate::pv::fast;
 use crate::pv::guest_mem::{is_canonical, GuestSpace};
 use crate::pv::traps::{self, FrameSpec, VEC_BP, VEC_OF, VEC_PF, VEC_UD};
 use crate::pv::width::Width;
-use crate::pv::{emulate, hypercall, retcheck};
+use crate::pv::{emulate, retcheck};
 
 /// The vectors [`exception`] takes (bit N: vector N): entry.S sends only
 /// these to it (`idt::guest_exception_quick`).
@@ -317,7 +317,7 @@ fn upcall_mask(pc: &PerCpu) -> u8 {
 }
 
 /// `HYPERVISOR_iret` of a 64-bit guest kernel on the quick way
-/// (`pv::fast::quick_iret`): `hypercall::iret` in its two halves, the
+/// (`pv::fast::quick_iret`): `pv::iret::iret` in its two halves, the
 /// `iret_context` read through the CPU's walk of the kernel's tables
 /// where it can be (else `iret_context`'s own read), then the way out
 /// `leave_checked` takes, by `sysretq` where that is exactly `iretq`,
@@ -352,12 +352,12 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
             }
             c
         }
-        None => match hypercall::iret_context(d, r.rsp) {
+        None => match crate::pv::iret::iret_context(d, r.rsp) {
             Ok(c) => c,
             Err(_) => return Quick::Full,
         },
     };
-    let x = hypercall::iret_apply_with(d, &c, |_, m| set_upcall_mask(pc, m));
+    let x = crate::pv::iret::iret_apply_with(d, &c, |_, m| set_upcall_mask(pc, m));
     (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (x.rip, x.cs, x.rflags, x.rsp, x.ss);
     (r.rcx, r.r11, r.rax) = (x.rcx, x.r11, x.rax);
     // `leave_checked`, on these words.
@@ -387,4 +387,32 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         return Quick::Sysret;
     }
     Quick::Iretq
+}
+
+/// Where `arch/x86_64/bounce.S` finds what it reads and writes of the
+/// running vCPU (its trap table, callbacks, page-table roots, GS bases,
+/// IOPL, failsafe state), read off the compiler's layouts here (idt.rs
+/// passes them to the asm).
+pub mod asm_layout {
+    use crate::domain::vcpu::{Callback, TrapEntry, Vcpu};
+    use core::mem::{offset_of, size_of};
+
+    pub const VCPU_IOPL: usize = offset_of!(Vcpu, iopl);
+    pub const VCPU_GUEST_TABLE: usize = offset_of!(Vcpu, guest_table);
+    pub const VCPU_TRAP_TABLE: usize = offset_of!(Vcpu, trap_table);
+    pub const VCPU_FAILSAFE_STREAK: usize = offset_of!(Vcpu, failsafe_streak);
+    pub const VCPU_GUEST_TABLE_USER: usize = offset_of!(Vcpu, guest_table_user);
+    pub const VCPU_GS_BASE_KERNEL: usize = offset_of!(Vcpu, gs_base_kernel);
+    pub const VCPU_GS_BASE_USER: usize = offset_of!(Vcpu, gs_base_user);
+    pub const VCPU_KERNEL_SP: usize = offset_of!(Vcpu, kernel_sp);
+    pub const VCPU_SYSCALL_CB: usize = offset_of!(Vcpu, syscall);
+    pub const CB_ADDRESS: usize = offset_of!(Callback, address);
+    pub const CB_MASK: usize = offset_of!(Callback, mask_events);
+    pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
+    pub const TE_ADDRESS: usize = offset_of!(TrapEntry, address);
+    pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
+    pub const TE_CS: usize = offset_of!(TrapEntry, cs);
+    pub const VCPU_COMPAT_L4: usize = offset_of!(Vcpu, compat_l4);
+    pub const VCPU_CR2: usize = offset_of!(Vcpu, cr2);
+    const _: () = assert!(size_of::<TrapEntry>().is_power_of_two());
 }

@@ -25,8 +25,6 @@
 
 #![deny(unsafe_code)]
 
-use alloc::vec::Vec;
-
 use ringvisor_abi::errno::*;
 use ringvisor_abi::grant_table::*;
 use ringvisor_abi::Pod;
@@ -50,50 +48,8 @@ const MAX_COUNT: u64 = 512;
 /// version change, and may stay in use through one.
 const RESERVED_ENTRIES: usize = 8;
 
-#[derive(Clone, Copy, Debug)]
-pub struct Map {
-    pub gref: u32,
-    pub mfn: u64,
-    pub readonly: bool,
-    /// A host mapping (a grant PTE somewhere) holds references.
-    pub host: bool,
-    /// The host mapping was made by PTE address (GNTMAP_contains_pte),
-    /// and is named so on unmap.
-    pub by_pte: bool,
-    /// A device mapping holds references.
-    pub device: bool,
-}
-
-#[derive(Default)]
-pub struct GrantTable {
-    pub version: u8,
-    pub shared: Vec<u64>,
-    pub status: Vec<u64>,
-    pub maps: Vec<Option<Map>>,
-}
-
-impl GrantTable {
-    pub fn new() -> GrantTable {
-        GrantTable {
-            version: 1,
-            ..GrantTable::default()
-        }
-    }
-
-    fn entries(&self) -> usize {
-        self.shared.len()
-            * if self.version == 2 {
-                V2_PER_FRAME
-            } else {
-                V1_PER_FRAME
-            }
-    }
-
-    /// Every frame the table holds (for the domain's teardown).
-    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
-        self.shared.iter().chain(self.status.iter()).copied()
-    }
-}
+use crate::domain::grant::free_frame;
+pub use crate::domain::grant::{GrantTable, Map};
 
 /// A grant frame of the domain: the frame table records it as the
 /// domain's from `new_frame` to `free_frame`, and the hypervisor's hold
@@ -123,12 +79,6 @@ fn new_frame(d: &Domain, ft: &FrameTable, kind: Kind) -> Option<u64> {
     }
     paging::m2p_set(f.0, paging::M2P_INVALID);
     Some(f.0)
-}
-
-fn free_frame(ft: &FrameTable, mfn: u64) {
-    ft.release(mfn);
-    paging::m2p_set(mfn, paging::M2P_INVALID);
-    let _ = paging::with_frames(|fa| fa.free(crate::mm::frame::Frame(mfn)));
 }
 
 /// Status frames needed for `shared` v2 frames.
@@ -689,14 +639,4 @@ fn replace_one(d: &mut Domain, ft: &FrameTable, space: GuestSpace, at: u64) -> R
         }
     };
     space.write(at + 20, &r.status).map_or(err(EFAULT), |()| 0)
-}
-
-/// A finished domain's table: its maps are of its own frames (released
-/// with them); the table's frames go back to the pool.
-pub fn teardown(d: &mut Domain, ft: &FrameTable) {
-    let frames: Vec<u64> = d.gnttab.frames().collect();
-    for f in frames {
-        free_frame(ft, f);
-    }
-    d.gnttab = GrantTable::new();
 }

@@ -15,16 +15,7 @@ use ringvisor_abi::Pod;
 use crate::arch::x86_64::idt;
 use crate::mm::view::FrameView;
 
-pub const PTE_P: u64 = 1 << 0;
-pub const PTE_RW: u64 = 1 << 1;
-pub const PTE_US: u64 = 1 << 2;
-pub const PTE_PWT: u64 = 1 << 3;
-pub const PTE_PCD: u64 = 1 << 4;
-pub const PTE_A: u64 = 1 << 5;
-pub const PTE_D: u64 = 1 << 6;
-pub const PTE_PS: u64 = 1 << 7;
-pub const PTE_G: u64 = 1 << 8;
-pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+pub use crate::arch::x86_64::pte::*;
 
 /// Why a guest address could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +116,19 @@ const BY_CPU_MAX: usize = 256;
 pub struct GuestSpace {
     pub l4_mfn: u64,
     pub user: bool,
+}
+
+/// A vCPU's space (here, not in `domain::vcpu`: what a space is and how
+/// it is read is the PV layer's; the domain layer does not use it).
+impl crate::domain::vcpu::Vcpu {
+    /// Its address space as its kernel sees it (for hypercall buffers and
+    /// bounce frames).
+    pub fn space(&self) -> GuestSpace {
+        GuestSpace {
+            l4_mfn: self.cr3_table(),
+            user: self.compat_l4 == 0,
+        }
+    }
 }
 
 impl GuestSpace {

@@ -545,8 +545,7 @@ pub fn mmu_update_single(
         Ok(u) => mmu_update_one(d, ft, u),
         Err(_) => (err(EFAULT), 0),
     };
-    let done = (rc == 0) as u32;
-    let r = if done_ptr != 0 && space.write(done_ptr, &done).is_err() {
+    let r = if done_ptr != 0 && space.write(done_ptr, &((rc == 0) as u32)).is_err() {
         err(EFAULT)
     } else {
         rc
@@ -692,19 +691,35 @@ pub fn grant_clear(d: &Domain, s: Slot) {
 
 /// The L1 table and index mapping `va` in the domain's kernel tables.
 fn l1_slot(d: &Domain, va: u64) -> Option<(u64, usize)> {
+    l1_slot_known(d, va).map(|(t, i, _)| (t, i))
+}
+
+/// [`l1_slot`], and whether the walk itself proves the table is one of
+/// the domain's L1s: every entry that led to it is writable (a linear
+/// entry, the only other thing a validated upper entry can map, is
+/// read-only: `get_linear`; one anywhere on the way would shift the
+/// levels). (A 32-bit guest has no linear entries, but may map its L1s
+/// read-only: those take the frame record's look.)
+/// A validated entry holds a type reference on its table, which only
+/// this domain's own page-table calls drop, under the lock its caller
+/// holds: the table stays its L1 while the caller looks.
+#[inline(always)]
+fn l1_slot_known(d: &Domain, va: u64) -> Option<(u64, usize, bool)> {
     if !is_canonical(va) || in_hypervisor_range(va) {
         return None;
     }
     let mut t = d.v().cr3_table();
+    let mut all = PTE_RW;
     for level in (2..=4u32).rev() {
         let e = read_pte(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
         // Present and not a superpage, in one test.
         if e & (PTE_P | PTE_PS) != PTE_P {
             return None;
         }
+        all &= e;
         t = (e & PTE_ADDR) >> 12;
     }
-    Some((t, ((va >> 12) & 511) as usize))
+    Some((t, ((va >> 12) & 511) as usize, all != 0))
 }
 
 /// The page owner a guest names for `mmu_update`, `mmuext_op` and
@@ -768,10 +783,12 @@ pub fn update_va_mapping_inline(
     val: u64,
     flags: u64,
 ) -> Ret {
-    match l1_slot(d, va) {
-        // The record's two fields under its lock, not a copy of it.
-        Some((l1, i))
-            if ft.with(l1, |x| x.owner == d.id && x.kind == Kind::Table(1)) == Some(true) =>
+    match l1_slot_known(d, va) {
+        // The record's two fields under its lock, not a copy of it, when
+        // the walk does not prove them.
+        Some((l1, i, known))
+            if known
+                || ft.with(l1, |x| x.owner == d.id && x.kind == Kind::Table(1)) == Some(true) =>
         {
             let r = update_entry(d, ft, l1, 1, i, val);
             uvm_flush(d, va, flags);

@@ -5,14 +5,23 @@
 //! - `fast`: the hypercalls answered without the hypervisor lock, and the
 //!   lean way out when nothing is pending; `fast_trap`: the common guest
 //!   exceptions bounced (or emulated) on the quick way;
-//! - `hypercall`: the hypercall table; `compat`: the same for 32-bit guests;
-//! - `callback`: where the guest's handlers are (trap table, callbacks,
-//!   kernel stack), for both widths;
+//! - `hypercall`: the hypercall table; `compat`: the same for 32-bit
+//!   guests; `iret` (Xen's `pv/iret.c`): `HYPERVISOR_iret`, both widths;
+//! - one file per group of calls, each beside its Xen counterpart:
+//!   `callback` (Xen's `pv/callback.c`: trap table, callbacks, kernel
+//!   stack), `memory` (`common/memory.c`), `vcpu_op` (`common/domain.c`'s
+//!   `do_vcpu_op`), `sched_op` (`common/sched/core.c`: block, poll,
+//!   shutdown, watchdogs, `set_timer_op`), `console_io`
+//!   (`drivers/char/console.c`), `version` (`common/kernel.c`:
+//!   `xen_version`, `vm_assist`), `physdev` (`arch/x86/physdev.c`),
+//!   `platform` (`arch/x86/platform_hypercall.c`), for both widths where
+//!   the layouts allow;
 //! - `traps`: the bounce of an exception onto the guest's own handler, and
 //!   the failsafe callback;
 //! - `width`: 64-bit or 32-bit guest, and how its frames differ;
 //! - `emulate`: privileged instructions a PV kernel expects emulated;
-//! - `event`, `evtchn`: event channels and the upcall;
+//! - `event`: event channels (the port table, `evtchn`, is the
+//!   domain's) and the upcall;
 //! - `grant`: grant tables (a domain's own grants);
 //! - `memory`: `memory_op` (reservation, memory maps, the M2P's place);
 //! - `mm`: validated page-table updates;
@@ -36,6 +45,8 @@ pub mod callback;
 #[cfg(target_os = "none")]
 pub mod compat;
 #[cfg(target_os = "none")]
+pub mod console_io;
+#[cfg(target_os = "none")]
 pub mod debugreg;
 #[cfg(target_os = "none")]
 pub mod descriptor;
@@ -45,9 +56,14 @@ pub mod emulate;
 pub mod entry;
 #[cfg(target_os = "none")]
 pub mod event;
-pub mod evtchn;
+// The port table is the domain's (Xen: common/event_channel.c); its old
+// path still reads.
 #[cfg(target_os = "none")]
-#[allow(unsafe_code)] // not converted yet
+pub use crate::domain::evtchn;
+#[cfg(target_os = "none")]
+// The known exception (xtask/src/layers.rs ALLOWED_UNSAFE): its reborrows
+// of the published vCPU and domain are being moved behind a safe accessor.
+#[allow(unsafe_code)]
 pub mod fast;
 #[cfg(target_os = "none")]
 pub mod fast_trap;
@@ -59,14 +75,24 @@ pub mod guest_mem;
 pub mod hypercall;
 pub mod insn;
 #[cfg(target_os = "none")]
+pub mod iret;
+#[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
 pub mod mm;
 #[cfg(target_os = "none")]
 pub mod multicall;
 #[cfg(target_os = "none")]
+pub mod physdev;
+#[cfg(target_os = "none")]
 pub mod platform;
 pub mod retcheck;
 #[cfg(target_os = "none")]
+pub mod sched_op;
+#[cfg(target_os = "none")]
 pub mod traps;
+#[cfg(target_os = "none")]
+pub mod vcpu_op;
+#[cfg(target_os = "none")]
+pub mod version;
 pub mod width;

@@ -82,9 +82,9 @@ pub fn multicall_on(me: &crate::sync::DomainLock, f: &mut TrapFrame, list: u64, 
         let op = if compat { op as u32 as u64 } else { op };
         if op == HYPERVISOR_IRET as u64 {
             let _ = if compat {
-                compat::iret(&mut d, f)
+                crate::pv::iret::compat_iret(&mut d, f)
             } else {
-                hypercall::iret(&mut d, f)
+                crate::pv::iret::iret(&mut d, f)
             };
             // Xen's do_iret/compat_iret return the frame's rax, which is
             // the entry's result (best effort: the batch ends here anyway).

@@ -78,27 +78,7 @@ pub const VEC_NM: u8 = 7;
 pub const VEC_GP: u8 = 13;
 pub const VEC_PF: u8 = 14;
 
-/// vCPU `vcpu`'s `vcpu_info`: its slot in `shared_info`, or where the
-/// guest put it (`VCPUOP_register_vcpu_info`).
-#[inline(always)]
-pub fn vcpu_info(d: &Domain, vcpu: usize) -> VcpuInfoArea {
-    let ma = match d.vcpus[vcpu].vcpu_info_maddr {
-        Some(ma) => ma,
-        None => {
-            d.shared_info_mfn << 12
-                | (core::mem::offset_of!(ringvisor_abi::xen::SharedInfo, vcpu_info)
-                    + vcpu * core::mem::size_of::<ringvisor_abi::xen::VcpuInfo>())
-                    as u64
-        }
-    };
-    VcpuInfoArea::domain_shared(ma)
-}
-
-/// [`vcpu_info`]'s direct-map address.
-#[inline(always)]
-pub fn vcpu_info_addr(d: &Domain, vcpu: usize) -> u64 {
-    vcpu_info(d, vcpu).va()
-}
+pub use crate::domain::{vcpu_info, vcpu_info_addr};
 
 /// Where `evtchn_upcall_mask` is in a `vcpu_info`.
 pub(crate) const UPCALL_MASK: usize =

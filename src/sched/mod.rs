@@ -27,7 +27,8 @@ use crate::arch::x86_64::idt::{enter_frame, TrapFrame};
 use crate::arch::x86_64::smp::MAX_CPUS;
 use crate::arch::x86_64::{apic, context, percpu};
 use crate::domain::vcpu::Vcpu;
-use crate::domain::{builder, Domain, DomainRef, State};
+use crate::domain::{builder, Domain, State};
+use crate::sync::DomainRef;
 
 pub const TIMESLICE_NS: u64 = 10_000_000;
 
@@ -77,6 +78,40 @@ impl Pending {
             None => alloc::format!("module {}", self.index),
         }
     }
+}
+
+/// What the scheduler calls in the layers above it: it decides when a
+/// timer fires, a vCPU switches or the debug keys are looked at; the PV
+/// layer (and `debugkeys`) know what that means for a guest. Registered
+/// once at boot (`start.rs`), before any guest runs; a table of plain
+/// function pointers rather than imports, so `sched` sits below `pv`.
+pub struct Hooks {
+    /// A domain's watchdog expired (`pv::sched_op::watchdog_fired`).
+    pub watchdog_fired: fn(&mut Domain),
+    /// Raise VIRQ `virq` on vCPU `vcpu` (`pv::event::send_virq`).
+    pub send_virq: fn(&mut Domain, usize, u32),
+    /// The way back to a guest under `HV` (`pv::entry::locked_way_out`).
+    pub locked_way_out: fn(&mut TrapFrame),
+    /// A vCPU's data selectors did not load: its failsafe callback
+    /// (`pv::traps::failsafe_segments`).
+    pub failsafe_segments: fn(&mut Domain, &mut TrapFrame, [u16; 4]),
+    /// The boot CPU's look at the serial line, when its timer said so
+    /// (`debugkeys::poll`).
+    pub debug_poll: fn(&mut Hv, &mut TrapFrame),
+}
+
+static HOOKS: spin::Once<Hooks> = spin::Once::new();
+
+/// Register the [`Hooks`] (once, at boot, before any guest runs).
+pub fn set_hooks(h: Hooks) {
+    HOOKS.call_once(|| h);
+}
+
+#[inline]
+fn hooks() -> &'static Hooks {
+    HOOKS
+        .get()
+        .expect("sched::set_hooks is called at boot, before the scheduler runs")
 }
 
 /// Build waiting modules, in order, while memory allows. A module that
@@ -524,7 +559,7 @@ fn fire_timers(hv: &mut Hv, now: u64, current: Option<(usize, usize)>) -> u64 {
         let [w0, w1] = d.watchdogs;
         if w0.is_some_and(|t| t <= now) || w1.is_some_and(|t| t <= now) {
             d.watchdogs = [None; 2];
-            crate::pv::hypercall::watchdog_fired(&mut d);
+            (hooks().watchdog_fired)(&mut d);
             request_resched();
             continue;
         }
@@ -578,7 +613,7 @@ fn fire_vcpu_timers(d: &mut Domain, vi: usize, now: u64) -> bool {
             woke = true;
         }
         if fire {
-            crate::pv::event::send_virq(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
+            (hooks().send_virq)(d, vi, ringvisor_abi::xen::VIRQ_TIMER);
         }
         if woke {
             kick(d, vi);
@@ -654,7 +689,7 @@ fn arm_timer(earliest: u64, now: u64) {
 /// alive (callers check), so its shared_info frame (or the vCPU's
 /// registered vcpu_info frame) is its own: `publish_vcpu_time`'s contract.
 pub fn update_time(d: &Domain, vi: usize) {
-    let base = crate::pv::traps::vcpu_info_addr(d, vi)
+    let base = crate::domain::vcpu_info_addr(d, vi)
         + core::mem::offset_of!(ringvisor_abi::xen::VcpuInfo, time) as u64;
     crate::arch::x86_64::time::publish_vcpu_time(base);
 }
@@ -705,7 +740,7 @@ pub fn run_cpu() -> ! {
 extern "C" fn cpu_loop(f: &mut TrapFrame) -> ! {
     // Nothing runs here yet: the first look goes past the quick test.
     request_resched();
-    crate::pv::entry::locked_way_out(f);
+    (hooks().locked_way_out)(f);
     if !started() {
         start_others();
     }
@@ -720,7 +755,7 @@ extern "C" fn cpu_loop(f: &mut TrapFrame) -> ! {
 /// released, then calls this again.
 // Tour 08: where a crashed domain stops
 #[must_use]
-pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+pub fn schedule(hv: &mut Hv, f: &mut TrapFrame, publish: impl FnOnce(&mut Hv)) -> bool {
     // The common case (a hypercall, a bounce): nothing to settle, one test
     // of this CPU's work-pending word. Timers only need looking at after a
     // timer interrupt (which also asks for a reschedule) or when a guest
@@ -734,8 +769,9 @@ pub fn schedule(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     }
     let idle = settle(hv, f);
     // This may have switched vCPU, torn a domain down or built one (the
-    // domain list may have moved): tell the lock-free paths.
-    crate::pv::entry::publish_current(hv);
+    // domain list may have moved): tell the lock-free paths (`publish`,
+    // the caller's: `pv::entry::publish_current`).
+    publish(hv);
     idle
 }
 
@@ -751,8 +787,9 @@ fn settle(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     if !resched && !timers && cur.is_some_and(|(di, vi)| runnable(&hv.dom(di), vi)) {
         return false;
     }
-    if me == 0 {
-        crate::debugkeys::poll(hv, f);
+    // The boot CPU's timer interrupt says when to look at the serial line.
+    if me == 0 && crate::arch::x86_64::apic::take_key_tick() {
+        (hooks().debug_poll)(hv, f);
     }
     let now = crate::arch::x86_64::time::now_ns();
     let earliest = fire_timers(hv, now, cur);
@@ -937,7 +974,7 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> 
     let compat = d.compat;
     if !switch_in(&d.vcpus[next.1], f, compat) {
         let sels = d.vcpus[next.1].data_sels;
-        crate::pv::traps::failsafe_segments(&mut d, f, sels);
+        (hooks().failsafe_segments)(&mut d, f, sels);
     }
     d.id
 }

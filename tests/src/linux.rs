@@ -367,6 +367,10 @@ pub struct Times {
     /// host inflates least.
     pub kernel_cpu: Option<Duration>,
     pub init_cpu: Option<Duration>,
+    /// Linux's own clock when `/init` ran (its `/proc/uptime`, which the
+    /// initramfs prints): the kernel's part alone, whatever came before
+    /// it (QEMU, the hypervisor's boot, decompression).
+    pub uptime: Option<Duration>,
 }
 
 impl Times {
@@ -377,6 +381,11 @@ impl Times {
             init: line(MARKER).map(|l| l.at),
             kernel_cpu: line(KERNEL_LINE).and_then(|l| l.cpu),
             init_cpu: line(MARKER).and_then(|l| l.cpu),
+            uptime: lines.iter().find_map(|l| {
+                let rest = l.text.split("uptime: ").nth(1)?;
+                let secs: f64 = rest.split_whitespace().next()?.parse().ok()?;
+                (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+            }),
         }
     }
 
@@ -392,8 +401,11 @@ impl Times {
             ),
             _ => String::new(),
         };
+        let uptime = self.uptime.map_or(String::new(), |u| {
+            format!("; Linux's own clock at /init {:.2} s", u.as_secs_f64())
+        });
         format!(
-            "first kernel line {}, /init {}{cpu}",
+            "first kernel line {}, /init {}{cpu}{uptime}",
             t(self.kernel),
             t(self.init)
         )
@@ -643,11 +655,16 @@ mod tests {
             ),
             line(3600, "(d0) [    0.000000] Command line: console=hvc0"),
             line(8850, "(d0) RINGVISOR-LINUX-INIT"),
+            line(8900, "(d0) uptime: 3.46 0.00"),
         ];
         let t = Times::of(&lines);
         assert_eq!(t.kernel, Some(Duration::from_millis(3500)));
         assert_eq!(t.init, Some(Duration::from_millis(8850)));
-        assert_eq!(t.describe(), "first kernel line 3.500 s, /init 8.850 s");
+        assert_eq!(t.uptime, Some(Duration::from_millis(3460)));
+        assert_eq!(
+            t.describe(),
+            "first kernel line 3.500 s, /init 8.850 s; Linux's own clock at /init 3.46 s"
+        );
         assert_eq!(
             Times::of(&lines[..1]).describe(),
             "first kernel line not reached, /init not reached"

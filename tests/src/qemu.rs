@@ -373,7 +373,7 @@ impl Qemu {
             Some(_) => Verdict::Stopped,
             None => Verdict::from_status(status.code(), timed_out),
         };
-        Ok(RunOutput {
+        let out = RunOutput {
             verdict,
             stopped_at,
             status: status.code(),
@@ -384,7 +384,59 @@ impl Qemu {
             elapsed,
             first_line,
             banner,
+        };
+        keep_transcript(&command, &out);
+        Ok(out)
+    }
+}
+
+/// Every run's console, kept in `target/qemu-runs/<test>.log` (the test
+/// thread's name; runs of one test appended, the file started afresh by
+/// its first run in this process), so a test that fails once under load
+/// leaves its whole transcript behind even when the failure message was
+/// cut short. Best effort: a run is never failed for its log.
+fn keep_transcript(command: &Command, out: &RunOutput) {
+    use std::collections::HashSet;
+    static STARTED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let name: String = thread::current()
+        .name()
+        .unwrap_or("main")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
         })
+        .collect();
+    let dir = crate::build::target_dir().join("qemu-runs");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let first = STARTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(name.clone());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!first)
+        .truncate(first)
+        .open(dir.join(format!("{name}.log")));
+    if let Ok(mut f) = file {
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let _ = write!(
+            f,
+            "=== qemu-system-x86_64 {}\n=== {}\n{}",
+            args.join(" "),
+            out.summary(),
+            out.transcript()
+        );
     }
 }
 

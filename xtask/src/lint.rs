@@ -11,6 +11,9 @@ const HELP: &str = "\
 cargo xtask lint [--fix]
 
 Checks what CI checks before the tests:
+  the layering of src/ (xtask/src/layers.rs): no cycle among the top-level
+  modules, `unsafe` only under src/arch/ and src/mm/, but for the listed
+  exceptions;
   cargo fmt --all --check
   cargo clippy, warnings as errors, in four runs (each crate for the target
   it is built for): the hypervisor for x86_64-unknown-none; the 64-bit test
@@ -97,6 +100,13 @@ pub fn command(args: &[String]) -> Result<ExitCode> {
         for r in &runs {
             let fix = s(&["clippy", "--fix", "--allow-dirty", "--allow-staged"]);
             cargo(&[fix, r.clone()].concat())?;
+        }
+    }
+    match crate::layers::check(&build::workspace_root().join("src")) {
+        Err(e) => bail!("layering (xtask/src/layers.rs, docs/design.md \"Layers\"):\n{e}"),
+        Ok(layers) => {
+            let drawn: Vec<String> = layers.iter().map(|l| l.join(" ")).collect();
+            eprintln!("lint: layering clean (no module cycle, `unsafe` only in arch/ and mm/); layers, bottom up: {}", drawn.join(" | "));
         }
     }
     cargo(&s(&["fmt", "--all", "--check"]))?;

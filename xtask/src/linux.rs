@@ -31,8 +31,9 @@ so the kernel is domain 0 and the cpio its initrd. The console streams
 as it comes; at the end xtask prints the time from QEMU's start to the
 kernel's first line (`Linux version`) and to the marker, with QEMU's CPU
 time at each (its threads' time on a CPU, from /proc: a busy host
-stretches it far less than the wall clock), and, when the run fails, the
-last console lines.
+stretches it far less than the wall clock), Linux's own clock at /init
+(the /proc/uptime the initramfs prints: the kernel's part alone), and,
+when the run fails, the last console lines.
 
   --domU         Linux as domain 1, after guest-hello as domain 0
                  (rv.mem=32M), which ends within a second
@@ -350,6 +351,7 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
         init: med(|t| t.init),
         kernel_cpu: med(|t| t.kernel_cpu),
         init_cpu: med(|t| t.init_cpu),
+        uptime: med(|t| t.uptime),
     };
     let each = if runs.len() > 1 {
         let all = |f: fn(&Times) -> Option<Duration>| {
@@ -359,11 +361,12 @@ fn summarize(who: &str, runs: &[Times]) -> Times {
                 .join(" ")
         };
         format!(
-            " [kernel {}; /init {}; CPU {}; {}]",
+            " [kernel {}; /init {}; CPU {}; {}; Linux's clock {}]",
             all(|t| t.kernel),
             all(|t| t.init),
             all(|t| t.kernel_cpu),
-            all(|t| t.init_cpu)
+            all(|t| t.init_cpu),
+            all(|t| t.uptime)
         )
     } else {
         String::new()

@@ -7,6 +7,7 @@
 mod bench;
 mod frames;
 mod fuzz;
+mod layers;
 mod lesson;
 mod lint;
 mod linux;

@@ -30,7 +30,9 @@
 //! - Type confusion: an L2 entry → our L2, L4 or L3 as an L1, an L3 entry
 //!   → our L3, an L4 entry → our L4 writable → `-EINVAL`; read-only, an
 //!   L4 → our L4 and an L2 → our L2 are linear page tables, as Xen → 0
-//!   (and removed again); pin L2 as L1, L1 as L2, L4 as L3 →
+//!   (and removed again; through the L2 one, `update_va_mapping` of what
+//!   the walk takes for an L1 entry, an entry of the L2 → `-EINVAL`, the
+//!   entry unchanged); pin L2 as L1, L1 as L2, L4 as L3 →
 //!   `-EINVAL`; an L2 entry → a bootstrap L1 (a second link) → 0 (the
 //!   control).
 //! - A frame mapped writable cannot become a table: pin as L1, link as an
@@ -439,6 +441,19 @@ fn type_confusion(w: &Window, slot: usize) {
         mmu1(l2e, l2 << 12 | (TABLE & !RW)),
         0,
     );
+    // Through that entry the walk reaches our L2 where an L1 would be:
+    // update_va_mapping of an address there names an entry of the L2
+    // (here entry 0, which maps VIRT_BASE), refused even with the value
+    // it holds (Xen's do_update_va_mapping: not an L1 page), and the
+    // entry is left as it was.
+    let held = pte(l2, 0);
+    let through = VIRT_BASE + ((slot as u64) << 21);
+    refused(
+        "update_va_mapping through the linear entry (an L2 entry, its own value): -EINVAL",
+        uvm(through, held),
+        EINVAL,
+    );
+    check_eq("  ... the L2 entry unchanged", pte(l2, 0), held);
     check_rc("  ... removed: 0", mmu1(l2e, 0), 0);
     refused("pin our L2 as an L1: -EINVAL", pin(1, l2), EINVAL);
     refused("pin our L1 as an L2: -EINVAL", pin(2, l1), EINVAL);

@@ -168,10 +168,7 @@ fn enable_local() {
 pub fn init(tsc_deadline: bool) -> ApicInfo {
     mask_legacy_pics();
     let phys = enable();
-    BASE.store(
-        crate::mm::paging::map_mmio(phys) as usize,
-        Ordering::Relaxed,
-    );
+    BASE.store(super::vm::map_mmio(phys) as usize, Ordering::Relaxed);
     enable_local();
 
     // Count the timer for 10 ms of the reference clock, else of the TSC.
@@ -204,7 +201,7 @@ pub fn init(tsc_deadline: bool) -> ApicInfo {
 pub fn init_ap() -> Option<u32> {
     let phys = enable();
     if BASE.load(Ordering::Relaxed) == 0
-        || crate::mm::paging::translate(BASE.load(Ordering::Relaxed) as u64) != Some(phys)
+        || super::vm::translate(BASE.load(Ordering::Relaxed) as u64) != Some(phys)
     {
         return None;
     }

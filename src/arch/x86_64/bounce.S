@@ -140,7 +140,7 @@
     movb $1, {VI_MASK}(%rsi)
 4:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (recent.rs) */
     mov {RING_NEXT}(%rsi), %rax
     incq {RING_NEXT}(%rsi)
     and ${RING_MASK}, %eax
@@ -633,7 +633,7 @@ user_store_end:
     movb $1, {VI_MASK}(%rsi)
 5:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (recent.rs) */
     mov {RING_NEXT}(%rsi), %rax
     incq {RING_NEXT}(%rsi)
     and ${RING_MASK}, %eax
@@ -780,7 +780,7 @@ bounce32_store_end:
 4:  movb $1, {VCPU_KERNEL_MODE}(%rdi) /* ring 1: its kernel */
     movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (recent.rs) */
     mov {RING_NEXT}(%rsi), %rax
     incq {RING_NEXT}(%rsi)
     and ${RING_MASK}, %eax

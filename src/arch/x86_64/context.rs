@@ -133,7 +133,7 @@ pub fn read_fs_base() -> u64 {
 /// names its check): `mfn` is a validated L4 (or, for a 32-bit guest, a
 /// validated L3-backed root) of the domain whose vCPU is about to run,
 /// with the hypervisor's own slots in place, or the hypervisor's own root
-/// (`mm::paging::root`): either way the hypervisor stays mapped.
+/// (`vm::root`): either way the hypervisor stays mapped.
 #[inline(always)]
 pub fn load_cr3(mfn: u64) {
     // SAFETY: by the contract above, the hypervisor's code, data and
@@ -145,7 +145,7 @@ pub fn load_cr3(mfn: u64) {
 #[inline(always)]
 pub fn load_hypervisor_cr3() {
     // SAFETY: the hypervisor's own tables map everything it uses.
-    unsafe { x86::controlregs::cr3_write(crate::mm::paging::root()) };
+    unsafe { x86::controlregs::cr3_write(super::vm::root()) };
 }
 
 /// Read ds, es, fs, gs (the guest's: the hypervisor never loads them).

@@ -31,6 +31,8 @@ use super::idt::{fatal, TrapFrame};
 /// DR6 when nothing is pending (bits 4-11 and 16-31 read as 1): XOR with
 /// it gives DR6 "with positive polarity" (a 1 for each condition seen).
 pub const DR6_DEFAULT: u64 = 0xffff_0ff0;
+/// DR7 at reset (bit 10 reads as 1): a new vCPU's.
+pub const DR7_DEFAULT: u64 = 0x400;
 /// DR6 B0-B3: which breakpoint hit.
 const DR6_HITS: u64 = 0xf;
 /// DR7 L0-G3: a breakpoint is enabled.

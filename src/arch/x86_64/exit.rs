@@ -43,9 +43,9 @@ pub fn set_on_exit(o: OnExit) {
 
 /// Print the verdict line and stop the machine.
 pub fn exit(v: Verdict, why: core::fmt::Arguments) -> ! {
-    crate::console::print_emergency(format_args!(
+    crate::log::print_emergency(format_args!(
         "{}exit: {} ({})\n",
-        crate::console::TAG,
+        crate::log::TAG,
         v.name(),
         why
     ));
@@ -56,18 +56,18 @@ pub fn exit(v: Verdict, why: core::fmt::Arguments) -> ! {
     }
     let on_exit = ON_EXIT.load(Ordering::Relaxed);
     if on_exit == OnExit::Poweroff as u8 {
-        crate::console::print_emergency(format_args!(
+        crate::log::print_emergency(format_args!(
             "{}power: off through ACPI S5\n",
-            crate::console::TAG
+            crate::log::TAG
         ));
         if let Err(why) = super::firmware::poweroff() {
-            crate::console::print_emergency(format_args!(
+            crate::log::print_emergency(format_args!(
                 "{}power: cannot power off: {why}; halting\n",
-                crate::console::TAG
+                crate::log::TAG
             ));
         }
     } else if on_exit == OnExit::Reboot as u8 {
-        crate::console::print_emergency(format_args!("{}power: resetting\n", crate::console::TAG));
+        crate::log::print_emergency(format_args!("{}power: resetting\n", crate::log::TAG));
         super::firmware::reboot();
     }
     halt_forever()
@@ -78,4 +78,31 @@ pub fn halt_forever() -> ! {
         // SAFETY: stopping this CPU with interrupts off is always sound.
         unsafe { core::arch::asm!("cli; hlt", options(nomem, nostack)) };
     }
+}
+
+/// Take `m` even if its holder never lets go: for the fatal path only
+/// (`console::print_emergency`, `fbcon::take_over`), which prints its last
+/// lines with interrupts off: a holder on this CPU never runs again.
+pub fn break_lock<T>(m: &spin::Mutex<T>) {
+    if m.is_locked() {
+        // SAFETY: see above; a holder on another CPU may still finish its
+        // write, which the callers accept (a few mixed characters at worst:
+        // the devices take bytes and pixels one at a time, no allocation).
+        unsafe { m.force_unlock() };
+    }
+}
+
+/// Interrupts off on this CPU (the panic handler, on its way out).
+pub fn interrupts_off() {
+    // SAFETY: stopping interrupts on the way out is always sound.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+}
+
+/// `selftest=divide`: divide by zero in the hypervisor, on purpose, to
+/// show the fatal path (#DE stops the machine; this does not return).
+pub fn selftest_divide_by_zero() {
+    // SAFETY: `div` by zero raises #DE, whose handler stops the machine.
+    unsafe {
+        core::arch::asm!("xor edx, edx", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _)
+    };
 }

@@ -10,10 +10,10 @@
 use spin::Once;
 use x86::io::{inb, inl, inw, outb, outl, outw};
 
+use super::vm;
 use crate::boot_info::BootInfo;
 use crate::firmware::acpi::{self, AcpiError, Tables};
 use crate::firmware::fadt::{self, Fadt, Reg, Space};
-use crate::mm::paging;
 
 /// A clock that runs at a known rate, to measure the TSC and the APIC
 /// timer against.
@@ -104,7 +104,7 @@ pub struct Summary {
 /// before the TSC is calibrated). Without ACPI everything falls back: the
 /// PIT for time, the keyboard controller for reset, no power-off.
 pub fn init(bi: &BootInfo) -> Summary {
-    let mem = &paging::BootPhysMem;
+    let mem = &vm::BootPhysMem;
     let mut s = Summary {
         rsdp_from: "none",
         root: *b"none",
@@ -152,7 +152,7 @@ pub fn init(bi: &BootInfo) -> Summary {
             }
             s.s5 = power.s5;
             if let Some((r, _)) = f.reset.filter(|(r, _)| r.space == Space::Memory) {
-                power.reset_va = Some(paging::map_mmio(r.addr) + (r.addr & 0xfff));
+                power.reset_va = Some(vm::map_mmio(r.addr) + (r.addr & 0xfff));
             }
         }
         Err(e) => s.error = Some(e),
@@ -188,7 +188,7 @@ fn hpet_clock(base: u64) -> Option<RefClock> {
     if base & 0xfff != 0 {
         return None;
     }
-    let va = paging::map_mmio(base);
+    let va = vm::map_mmio(base);
     // SAFETY: `va` maps the HPET's register page uncached; the
     // capabilities register only reads.
     let caps = unsafe { ((va + HPET_CAPS) as *const u64).read_volatile() };

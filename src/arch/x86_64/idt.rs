@@ -18,7 +18,7 @@ use x86::dtables::{lidt, DescriptorTablePointer};
 use super::exit::{exit, Verdict};
 use super::gdt::{HYPERVISOR_CS, IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::{apic, cpu};
-use crate::console::{print_emergency, TAG};
+use crate::log::{print_emergency, TAG};
 
 /// The registers as `trap_common` saves them, lowest address first.
 // Tour 02, 04: the guest's registers while the hypervisor runs
@@ -151,27 +151,10 @@ const RFLAGS_MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
 /// What `bounce.S` needs to know of the vCPU, its trap table, the
 /// `iret_context` and the frames, read off the compiler's layouts here.
 mod bounce_layout {
-    use crate::domain::vcpu::{TrapEntry, Vcpu};
+    pub use crate::pv::fast_trap::asm_layout::*;
     use core::mem::{offset_of, size_of};
     use ringvisor_abi::x86_64::{IretContext, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
-    pub const VCPU_IOPL: usize = offset_of!(Vcpu, iopl);
-    pub const VCPU_GUEST_TABLE: usize = offset_of!(Vcpu, guest_table);
-    pub const VCPU_TRAP_TABLE: usize = offset_of!(Vcpu, trap_table);
-    pub const VCPU_FAILSAFE_STREAK: usize = offset_of!(Vcpu, failsafe_streak);
-    pub const VCPU_GUEST_TABLE_USER: usize = offset_of!(Vcpu, guest_table_user);
-    pub const VCPU_GS_BASE_KERNEL: usize = offset_of!(Vcpu, gs_base_kernel);
-    pub const VCPU_GS_BASE_USER: usize = offset_of!(Vcpu, gs_base_user);
-    pub const VCPU_KERNEL_SP: usize = offset_of!(Vcpu, kernel_sp);
-    pub const VCPU_SYSCALL_CB: usize = offset_of!(Vcpu, syscall);
-    pub const CB_ADDRESS: usize = offset_of!(crate::domain::vcpu::Callback, address);
-    pub const CB_MASK: usize = offset_of!(crate::domain::vcpu::Callback, mask_events);
-    pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
-    pub const TE_ADDRESS: usize = offset_of!(TrapEntry, address);
-    pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
-    pub const TE_CS: usize = offset_of!(TrapEntry, cs);
-    pub const VCPU_COMPAT_L4: usize = offset_of!(Vcpu, compat_l4);
-    pub const VCPU_CR2: usize = offset_of!(Vcpu, cr2);
     /// The 64-bit `vcpu_info`'s `arch.cr2` (`traps::set_cr2_at`'s).
     pub const VI_CR2: usize = offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
         + offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
@@ -188,8 +171,7 @@ mod bounce_layout {
     /// The hypervisor's range is one 2^43-byte block: `va >> 43` says.
     pub const HV_START_43: u64 = HYPERVISOR_VIRT_START >> 43;
     const _: () = assert!(
-        size_of::<TrapEntry>().is_power_of_two()
-            && HYPERVISOR_VIRT_END - HYPERVISOR_VIRT_START == 1 << 43
+        HYPERVISOR_VIRT_END - HYPERVISOR_VIRT_START == 1 << 43
             && HYPERVISOR_VIRT_START.is_multiple_of(1 << 43)
     );
     /// The `ud2; .ascii "xen"; cpuid` prefix's 7 bytes as the low bytes of
@@ -208,20 +190,20 @@ mod bounce_layout {
 
 /// The recent-calls record's `what` for each exception vector (the
 /// names `exception_name` gives), which `bounce.S` copies into a record.
-pub static BOUNCE_WHAT: [crate::trace::What; 32] = {
-    let mut w = [crate::trace::What::Named(""); 32];
+pub static BOUNCE_WHAT: [super::recent::What; 32] = {
+    let mut w = [super::recent::What::Named(""); 32];
     let mut i = 0;
     while i < 32 {
-        w[i] = crate::trace::What::Named(EXCEPTION_NAMES[i]);
+        w[i] = super::recent::What::Named(EXCEPTION_NAMES[i]);
         i += 1;
     }
     w
 };
-const _: () = assert!(size_of::<crate::trace::What>() == 16);
+const _: () = assert!(size_of::<super::recent::What>() == 16);
 
 /// The record's `what` for a user `syscall` bounced (`bounce.S`), as
 /// `pv::fast_trap::bounce_to` names it.
-pub static SYSCALL_WHAT: crate::trace::What = crate::trace::What::Named("syscall");
+pub static SYSCALL_WHAT: super::recent::What = super::recent::What::Named("syscall");
 
 /// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
 /// N): #BP, #OF, #UD, #PF.
@@ -288,20 +270,20 @@ core::arch::global_asm!(
     PC_IDS = const offset_of!(super::percpu::PerCpu, ids),
     PC_CONSOLE_QUIET = const offset_of!(super::percpu::PerCpu, console_quiet),
     PC_IOPL_ASSIST = const offset_of!(super::percpu::PerCpu, iopl_assist),
-    TRACE_FLAGS = sym crate::trace::FLAGS,
-    TRACE_RECENT = const crate::trace::RECENT,
+    TRACE_FLAGS = sym super::recent::FLAGS,
+    TRACE_RECENT = const super::recent::RECENT,
     HV_HITS = sym super::debugreg::HV_HITS,
     PC_RING = const offset_of!(super::percpu::PerCpu, ring),
-    SLOT_SEQ = const crate::trace::SLOT_SEQ,
-    RING_NEXT = const crate::trace::RING_NEXT,
-    RING_RECS = const crate::trace::RING_RECS,
-    RING_MASK = const crate::trace::RING_MASK,
-    REC_TAG = const crate::trace::REC_TAG,
-    REC_TAG_HYPERCALL = const crate::trace::REC_TAG_HYPERCALL,
-    REC_NR = const crate::trace::REC_NR,
-    REC_IDS = const crate::trace::REC_IDS,
-    REC_A = const crate::trace::REC_A,
-    REC_B = const crate::trace::REC_B,
+    SLOT_SEQ = const super::recent::SLOT_SEQ,
+    RING_NEXT = const super::recent::RING_NEXT,
+    RING_RECS = const super::recent::RING_RECS,
+    RING_MASK = const super::recent::RING_MASK,
+    REC_TAG = const super::recent::REC_TAG,
+    REC_TAG_HYPERCALL = const super::recent::REC_TAG_HYPERCALL,
+    REC_NR = const super::recent::REC_NR,
+    REC_IDS = const super::recent::REC_IDS,
+    REC_A = const super::recent::REC_A,
+    REC_B = const super::recent::REC_B,
     RFLAGS_MUST = const RFLAGS_MUST,
     VEC_HYPERCALL32 = const VEC_HYPERCALL32,
     IF_RIP = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
@@ -329,7 +311,7 @@ core::arch::global_asm!(
     BQ = const 7 * 8,
     IR = const 5 * 8,
     BOUNCE_WHAT = sym BOUNCE_WHAT,
-    REC_WHAT = const offset_of!(crate::trace::Record, what),
+    REC_WHAT = const offset_of!(super::recent::Record, what),
     RFLAGS_HANDLER_CLEAR = const RFLAGS_HANDLER_CLEAR,
     FORCED_CPUID_SHL8 = const bounce_layout::FORCED_CPUID_SHL8,
     IC_RAX = const bounce_layout::IC_RAX,
@@ -1028,7 +1010,7 @@ fn dump_stack(rsp: u64) {
     const WORDS: u64 = 8;
     let mut words = [0u64; WORDS as usize];
     for (i, w) in words.iter_mut().enumerate() {
-        match crate::mm::paging::read_hypervisor_u64(rsp + i as u64 * 8) {
+        match super::vm::read_hypervisor_u64(rsp + i as u64 * 8) {
             Some(v) => *w = v,
             None => {
                 p!("  stack at {rsp:#x}: not mapped");

@@ -1,6 +1,7 @@
 //! x86-64: boot entry, CPU tables, traps, timers. `unsafe` lives here.
 
 pub mod apic;
+pub mod bench;
 pub mod context;
 pub mod cpu;
 pub mod cr;
@@ -10,8 +11,12 @@ pub mod firmware;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
+pub mod pte;
+pub mod recent;
 pub mod smp;
 pub mod syscall;
 pub mod time;
+pub mod uart;
+pub mod vm;
 
 core::arch::global_asm!(include_str!("../../../boot/boot.S"), options(att_syntax));

@@ -76,7 +76,7 @@ pub struct PerCpu {
     /// address, 0: none), published with `domain`: the bounce asm
     /// (bounce.S) reads it where the vCPU's virtual IOPL is not 0.
     pub iopl_assist: AtomicU64,
-    /// This CPU's recent-calls ring (`trace::ring_of`), which entry.S
+    /// This CPU's recent-calls ring (`recent::ring_of`), which entry.S
     /// writes the constant answers' records into.
     pub ring: u64,
 }
@@ -176,7 +176,7 @@ fn install(p: *mut PerCpu, stack_top: u64) {
         (*p).self_ptr = p as u64;
         (*p).stack_top = stack_top;
         (*p).cr4_pv32 = super::cpu::user_protection_bits();
-        (*p).ring = crate::trace::ring_of((*p).cpu);
+        (*p).ring = super::recent::ring_of((*p).cpu);
         wrmsr(IA32_GS_BASE, p as u64);
         wrmsr(IA32_KERNEL_GSBASE, 0);
     }

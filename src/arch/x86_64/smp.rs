@@ -21,11 +21,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use x86::controlregs::{cr0, cr3_write};
 use x86::msr::{rdmsr, IA32_EFER};
 
+use super::vm::{self, PAGE_SIZE};
 use super::{apic, cpu, gdt, idt, percpu, syscall, time};
 use crate::boot_info::BootInfo;
 use crate::firmware::acpi;
-use crate::mm::frame::PAGE_SIZE;
-use crate::mm::paging;
 
 /// What the trampoline reads, at `TD` in its first page (trampoline.S).
 #[repr(C)]
@@ -116,17 +115,21 @@ static BOOTING: spin::Mutex<Option<ApBoot>> = spin::Mutex::new(None);
 /// Set by the AP being started once it is off the trampoline.
 static ALIVE: AtomicBool = AtomicBool::new(false);
 
+/// `mm::frame::find_low_window`: where `size` bytes fit in the usable
+/// ranges, below `below`.
+pub type FindLowWindow = fn(usable: &[(u64, u64)], size: u64, below: u64) -> Option<u64>;
+
 /// Choose and remember the trampoline's window: 16 KiB of RAM below the
 /// EBDA (the frame pool never hands out the first MiB). Returns its byte
 /// range, which no domain may map (`mm::iomem`).
-pub fn reserve_trampoline(bi: &BootInfo) -> Option<(u64, u64)> {
+pub fn reserve_trampoline(bi: &BootInfo, find_low_window: FindLowWindow) -> Option<(u64, u64)> {
     let usable: alloc::vec::Vec<(u64, u64)> = bi
         .regions()
         .iter()
         .filter(|r| r.kind == crate::boot_info::RegionKind::Usable)
         .map(|r| (r.start, r.end))
         .collect();
-    let t = crate::mm::frame::find_low_window(&usable, WINDOW, 0x9f000)?;
+    let t = find_low_window(&usable, WINDOW, 0x9f000)?;
     TRAMPOLINE.store(t, Ordering::Relaxed);
     Some((t, t + WINDOW))
 }
@@ -136,7 +139,7 @@ fn low(pa: u64, len: usize) -> &'static mut [u8] {
     // SAFETY: `pa..pa+len` lies in the trampoline window, RAM below 1 MiB
     // that the frame pool never hands out and no domain may map; only the
     // boot CPU writes it, before it sends the start-up IPI that reads it.
-    unsafe { core::slice::from_raw_parts_mut(paging::phys_to_virt(pa) as *mut u8, len) }
+    unsafe { core::slice::from_raw_parts_mut(vm::phys_to_virt(pa) as *mut u8, len) }
 }
 
 fn put_u64s(pa: u64, words: &[(usize, u64)]) {
@@ -171,8 +174,8 @@ fn install_trampoline(t: u64) {
     const P_RW: u64 = 0x3;
     const PS: u64 = 0x80;
     let mut l4: alloc::vec::Vec<(usize, u64)> = alloc::vec![(0, pdpt | P_RW)];
-    for (i, e) in paging::hypervisor_l4_slots().into_iter().enumerate() {
-        l4.push((paging::HV_FIRST_SLOT + i, e));
+    for (i, e) in vm::hypervisor_l4_slots().into_iter().enumerate() {
+        l4.push((vm::HV_FIRST_SLOT + i, e));
     }
     put_u64s(pml4, &l4);
     put_u64s(pdpt, &[(0, pd | P_RW)]);
@@ -215,7 +218,7 @@ fn install_trampoline(t: u64) {
 }
 
 fn write_data(t: u64, d: TrampolineData) {
-    let at = paging::phys_to_virt(t + TD as u64) as *mut TrampolineData;
+    let at = vm::phys_to_virt(t + TD as u64) as *mut TrampolineData;
     // SAFETY: TD..TD+size is inside the window's first page (checked at
     // compile time below), 8-byte aligned; see `low`.
     unsafe { at.write_volatile(d) };
@@ -224,7 +227,7 @@ fn write_data(t: u64, d: TrampolineData) {
 const _: () = assert!(TD + core::mem::size_of::<TrampolineData>() <= PAGE_SIZE as usize);
 
 fn read_data(t: u64) -> TrampolineData {
-    let at = paging::phys_to_virt(t + TD as u64) as *const TrampolineData;
+    let at = vm::phys_to_virt(t + TD as u64) as *const TrampolineData;
     // SAFETY: as in `write_data`.
     unsafe { at.read_volatile() }
 }
@@ -232,7 +235,7 @@ fn read_data(t: u64) -> TrampolineData {
 /// The CPUs the firmware lists, from the MADT, and where the RSDP came
 /// from; or why not.
 fn madt(bi: &BootInfo) -> Result<(acpi::Madt, &'static str), acpi::AcpiError> {
-    let mem = paging::DirectMapMem;
+    let mem = vm::DirectMapMem;
     let (rsdp, from) = match bi.acpi_rsdp {
         Some(r) => (r, "the loader"),
         None => (
@@ -344,7 +347,7 @@ pub fn start(bi: &BootInfo, f: &cpu::Features, limit: Option<u32>) -> usize {
 /// Start the AP with APIC ID `apic_id` as CPU number `n`.
 fn start_one(t: u64, n: usize, apic_id: u32, f: &cpu::Features) -> bool {
     let pages = STACK_PAGES + 4 * IST_PAGES;
-    let Some(base) = paging::with_frames(|fa| fa.alloc_contiguous(pages, 1)) else {
+    let Some(base) = vm::alloc_contiguous(pages) else {
         warn!("smp: no memory for CPU {n}'s stacks; not started");
         return false;
     };
@@ -352,16 +355,16 @@ fn start_one(t: u64, n: usize, apic_id: u32, f: &cpu::Features) -> bool {
     // IST stack followed by a guard, then the main stack. An overflow
     // faults on a guard (#PF, then #DF on its IST stack: a dump) instead
     // of running into the next stack.
-    let mut va = paging::CPU_STACKS_BASE + ((n as u64) << 20) + PAGE_SIZE;
-    let mut pa = base.addr();
+    let mut va = vm::CPU_STACKS_BASE + ((n as u64) << 20) + PAGE_SIZE;
+    let mut pa = base;
     let mut ist = [0; 4];
     for top in ist.iter_mut() {
-        paging::map_stack(va, pa, IST_PAGES);
+        vm::map_stack(va, pa, IST_PAGES);
         *top = va + IST_PAGES * PAGE_SIZE;
         va += (IST_PAGES + 1) * PAGE_SIZE;
         pa += IST_PAGES * PAGE_SIZE;
     }
-    paging::map_stack(va, pa, STACK_PAGES);
+    vm::map_stack(va, pa, STACK_PAGES);
     let stack_top = va + STACK_PAGES * PAGE_SIZE;
     *BOOTING.lock() = Some(ApBoot {
         stack_top,
@@ -434,7 +437,7 @@ fn start_one(t: u64, n: usize, apic_id: u32, f: &cpu::Features) -> bool {
 extern "C" fn ap_entry(n: u64) -> ! {
     // SAFETY: the hypervisor's tables map everything the trampoline's
     // did that is still used from here on (image, direct map).
-    unsafe { cr3_write(paging::root()) };
+    unsafe { cr3_write(vm::root()) };
     let b = BOOTING
         .lock()
         .take()
