@@ -601,6 +601,7 @@ pub fn build(
         console_refilled: 0,
         console_dropped: 0,
         console_quiet: Default::default(),
+        iopl_assist: Default::default(),
         ports,
         console,
     })

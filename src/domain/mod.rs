@@ -136,6 +136,11 @@ mod domain {
         /// `pv::console_io::console_settled` under the lock; clear is
         /// always safe (the call goes to Rust, which settles it).
         pub console_quiet: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
+        /// `vm_assist`'s `architectural_iopl` bit, as an atomic the
+        /// bounce asm reads without the lock (`PerCpu::iopl_assist`; with
+        /// it on, a vCPU's virtual IOPL is in its bounce frames). Kept
+        /// by `pv::hypercall::vm_assist` under the lock.
+        pub iopl_assist: alloc::sync::Arc<core::sync::atomic::AtomicBool>,
         /// Event-channel ports.
         pub ports: super::evtchn::Ports,
         /// `SCHEDOP_watchdog` timers: when each fires (system time, ns).

@@ -29,7 +29,7 @@ use crate::sched;
 use crate::trace::TRACE_EMULATE;
 
 /// `ud2a; .ascii "xen"; cpuid`
-const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
+pub(crate) const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
 
 const MSR_FS_BASE: u32 = 0xc000_0100;
 const MSR_GS_BASE: u32 = 0xc000_0101;

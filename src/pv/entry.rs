@@ -353,6 +353,7 @@ pub fn publish_current(hv: &mut Hv) {
         pc.vcpu.store(0, Relaxed);
         pc.ids.store(0, Relaxed);
         pc.console_quiet.store(0, Relaxed);
+        pc.iopl_assist.store(0, Relaxed);
         return;
     };
     let cell = &hv.domains[di];
@@ -363,6 +364,8 @@ pub fn publish_current(hv: &mut Hv) {
     let mut d = cell.lock();
     pc.console_quiet
         .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
+    pc.iopl_assist
+        .store(alloc::sync::Arc::as_ptr(&d.iopl_assist) as u64, Relaxed);
     crate::mm::view::publish_vcpu_info(pc, crate::pv::traps::vcpu_info(&d, vi));
     pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);
     pc.user_mode.store(!d.vcpus[vi].kernel_mode as u64, Relaxed);

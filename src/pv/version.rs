@@ -38,6 +38,10 @@ pub(crate) fn vm_assist(d: &mut Domain, cmd: u64, ty: u64) -> Ret {
         VMASST_CMD_DISABLE => d.vm_assist &= !(1 << ty),
         _ => return err(ENOSYS),
     }
+    d.iopl_assist.store(
+        d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     0
 }
 

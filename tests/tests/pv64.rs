@@ -330,6 +330,47 @@ fn crash_without_failsafe_kills_only_that_domain() {
 }
 
 #[test]
+fn a_user_syscall_whose_frame_cannot_be_written_kills_only_that_domain() {
+    // The user `syscall` bounce (bounce.S's syscall_user_quick first: its
+    // refused store resumes at its fixup, puts the user tables back and
+    // declines; then the Rust way) to an unmapped stack_switch stack, no
+    // failsafe callback: that domain is crashed, the other runs on.
+    let what = "crash-nofailsafe case=user-syscall beside hello";
+    let out = boot(
+        what,
+        "",
+        vec![
+            guest("guest-crash-nofailsafe").args("case=user-syscall"),
+            guest("guest-hello"),
+        ],
+    );
+    assert!(
+        out.contains("(d0) EXPECT-CRASH"),
+        "{what}: the guest did not get to its crash\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines().any(|l| l.contains("d0: crashed:")
+            && l.contains("the syscall bounce frame at 0xdeadbfc8")
+            && l.contains("no failsafe callback")),
+        "{what}: no crash message naming d0, the stack and why\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, 0),
+        None,
+        "{what}: d0 went on\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(&out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d1 did not run to success\n{}",
+        out.transcript()
+    );
+}
+
+#[test]
 fn a_debug_trap_in_the_hypervisor_is_noted_and_boot_goes_on() {
     // selftest=dbtrap: a data breakpoint on a hypervisor static fires in
     // ring 0 (the path a guest's `mov ss` + `syscall` #DB takes on

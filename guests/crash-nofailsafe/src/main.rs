@@ -11,6 +11,13 @@
 //! If the hypervisor delivers the #UD anyway (on some other stack), the
 //! handler reports `RESULT: FAILURE`.
 //!
+//! `case=user-syscall`: the same from guest user mode: a syscall callback
+//! (events masked), user mode set up, then the `stack_switch` stack
+//! pointed at the unmapped address and a `syscall` from user mode: the
+//! callback's frame cannot be written there (the user `syscall`'s bounce,
+//! asm or Rust, refused by the CPU's walk and then by the software walk),
+//! so the domain is crashed.
+//!
 //! Real Xen 4.17 (dom0): crashes the domain with `domain_crash_sync called
 //! from entry.S: fault at ... domain_crash_page_fault_6x8` (see
 //! guests/README.md).
@@ -41,6 +48,9 @@ fn run(_si: &StartInfo) {
         unsafe { pvguest::hypercall::stack_switch(abi::FLAT_KERNEL_SS.into(), KERNEL_STACK.top()) };
     check_rc("stack_switch", rc, 0);
 
+    if pvguest::start_info::arg("case") == Some("user-syscall") {
+        return user_syscall();
+    }
     println!("EXPECT-CRASH");
     // SAFETY: the hypervisor is expected to crash the domain at the ud2.
     // If it does not, rsp is restored from rbx... which a handler that
@@ -58,5 +68,32 @@ fn run(_si: &StartInfo) {
     report::fail(
         "domain crashed",
         format_args!("execution went on after the ud2"),
+    );
+}
+
+/// `case=user-syscall`: a user `syscall` whose callback frame cannot be
+/// written (the `stack_switch` stack unmapped).
+fn user_syscall() {
+    check_rc(
+        "callback_op register syscall",
+        traps::register_callback(abi::CALLBACKTYPE_SYSCALL, abi::CALLBACKF_MASK_EVENTS),
+        0,
+    );
+    if let Err((what, rc)) = traps::setup_user_mode() {
+        report::fail("user mode", format_args!("{what} = {rc}"));
+        return;
+    }
+    // SAFETY: nothing runs on the kernel stack from here but the bounce
+    // the hypervisor must refuse.
+    let rc = unsafe { pvguest::hypercall::stack_switch(abi::FLAT_KERNEL_SS.into(), BAD_STACK) };
+    check_rc("stack_switch to an unmapped stack", rc, 0);
+    println!("EXPECT-CRASH");
+    // SAFETY: runs in guest user mode; the `syscall` must end the domain.
+    let r = traps::run_user(|| unsafe {
+        asm!("syscall", out("rax") _, out("rcx") _, out("r11") _);
+    });
+    report::fail(
+        "domain crashed",
+        format_args!("execution went on after the user syscall: {}", r.is_ok()),
     );
 }

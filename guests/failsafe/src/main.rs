@@ -18,6 +18,10 @@
 //!   unusable, the one left is the `stack_switch` stack, which is where
 //!   this test expects it (the frame's top is printed either way).
 //!
+//! Then the same with a #PF (a read of an unmapped address) for the
+//! broken stack: the failsafe callback again, with CR2 (`vcpu_info` and
+//! `mov %cr2`) the address read, not the stack the frame could not go on.
+//!
 //! Real Xen 4.17 differs: it uses the failsafe callback only when
 //! reloading segment selectors fails on a context switch (`load_segments`),
 //! never for a bounce frame it cannot write; for that it crashes the
@@ -130,4 +134,54 @@ fn run(_si: &StartInfo) {
         "failsafe frame: {} segs {:x?} top {:#x}",
         t, t.segs, t.frame_top
     ));
+    page_fault_case();
+}
+
+/// Canonical, unmapped, and not where a frame would go: the #PF's address.
+const UNMAPPED_DATA: u64 = 0x0000_0000_beef_0000;
+
+/// The same with a #PF (a read of `UNMAPPED_DATA`): the failsafe callback,
+/// and CR2 (the `vcpu_info`'s and the emulated `mov %cr2`) is the address
+/// read, not the broken stack's where the frame could not be written.
+fn page_fault_case() {
+    pvguest::start_info::set_upcall_mask(0);
+    // SAFETY: as above: the read with the broken rsp must end in the
+    // failsafe callback, which unwinds to this catch.
+    let r = catch(|| unsafe {
+        asm!(
+            "mov {t}, rsp",
+            "mov rsp, {bad}",
+            "mov al, [{addr}]",
+            "mov rsp, {t}",
+            t = out(reg) _,
+            bad = in(reg) BAD_STACK,
+            addr = in(reg) UNMAPPED_DATA,
+            out("al") _,
+        )
+    });
+    pvguest::start_info::set_upcall_mask(1);
+    match r {
+        Ok(()) => fail(
+            "failsafe after a #PF",
+            format_args!("the read did not fault"),
+        ),
+        Err(t) if t.vector == traps::VEC_FAILSAFE => {
+            check_eq(
+                "failsafe after a #PF: frame rsp = the broken rsp",
+                t.rsp,
+                BAD_STACK,
+            );
+            check_eq(
+                "failsafe after a #PF: vcpu_info cr2 = the address read",
+                pvguest::start_info::cr2(),
+                UNMAPPED_DATA,
+            );
+            check_eq(
+                "failsafe after a #PF: mov %cr2 = the address read",
+                pvguest::cpu::read_cr2(),
+                UNMAPPED_DATA,
+            );
+        }
+        Err(t) => fail("failsafe after a #PF", format_args!("got {t} instead")),
+    }
 }

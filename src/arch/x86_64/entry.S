@@ -153,7 +153,10 @@ ret_iretq:
     iretq
 
 /* Tour 04: a guest's exception, straight to its handler
- * Vectors 0-31 (exception_common): the same TrapFrame and guest state
+ * Vectors 0-31 (exception_common): a 64-bit guest's #BP, #OF, #UD are
+ * first offered to bounce_quick (bounce.S: the common bounce in asm, on
+ * RAX and the few registers it saves); what it declines, and the rest:
+ * the same TrapFrame and guest state
  * off as trap_common, then, for the vectors pv::fast_trap takes
  * (quick_vectors), guest_exception_quick (idt.rs), which bounces or
  * emulates the common cases on the vCPU alone; what it leaves (al = 0:
@@ -165,18 +168,37 @@ ret_iretq:
  * hypervisor itself (ring 0) is trap_common's. */
 .balign 16
 exception_common:
-    SAVE_GPRS
-    testb $3, {TF_CS}(%rsp)
-    jz in_hypervisor
+    testb $3, {IF_CS}(%rsp)
+    jz 8f                         /* the hypervisor's own: trap_common's */
     swapgs                        /* GS = this CPU's hypervisor block */
     testb $1, %gs:{PC_PV32}       /* as guest_state_off */
+    jnz 7f
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 1f
+    clac                          /* only where SMAP exists (else #UD) */
+1:  push %rax                     /* a 64-bit guest's: bounced in asm? */
+    mov 8(%rsp), %eax
+    bt %eax, bounce_vectors(%rip)
+    jc bounce_quick               /* (bounce.S) */
+.global bounce_declined
+bounce_declined:                  /* what bounce_quick leaves (RAX pushed) */
+    pop %rax
+    SAVE_GPRS
+    jmp 2f
+7:  push %rax                     /* a 32-bit guest's */
     mov %cr4, %rax
     or %gs:{PC_CR4_PV32}, %rax
     mov %rax, %cr4
-1:  testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
-    jz 2f
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 5f
     clac                          /* only where SMAP exists (else #UD) */
+5:  mov 8(%rsp), %eax             /* bounced in asm? */
+    bt %eax, bounce_vectors32(%rip)
+    jc bounce_quick32             /* (bounce.S) */
+.global bounce32_declined
+bounce32_declined:                /* what bounce_quick32 leaves (RAX pushed) */
+    pop %rax
+    SAVE_GPRS
 2:  mov %cr4, %rax                /* SMEP/SMAP on, or the full way */
     and %gs:{PC_CR4_PV32}, %rax
     cmp %gs:{PC_CR4_PV32}, %rax
@@ -194,6 +216,8 @@ exception_common:
     jmp ret_to_frame
 3:  call trap_dispatch
     jmp ret_to_frame
+8:  SAVE_GPRS
+    jmp in_hypervisor
 
 /* Tour 02: the way back by sysretq
  * The lean return of a `syscall` entry (Xen: restore_all_guest's sysret
@@ -251,7 +275,7 @@ syscall_entry:
     testb $1, %gs:{PC_PV32}       /* 1. */
     jnz syscall_full
     testb $1, %gs:{PC_USER_MODE}
-    jnz syscall_user
+    jnz syscall_user_quick        /* (bounce.S; else syscall_user) */
     cmp $64, %rax                 /* past the table: -ENOSYS */
     jae syscall_enosys
     bt %rax, quick_nrs(%rip)
@@ -343,7 +367,7 @@ syscall_locked:
  *    answer, back by sysretq with every other register as it came. */
 syscall_not_quick:
     bt %rax, asm_nrs(%rip)
-    jnc syscall_locked
+    jnc 8f
     cmp ${NR_XEN_VERSION}, %eax
     je 1f
     cmp ${NR_CONSOLE_IO}, %eax
@@ -426,6 +450,9 @@ syscall_enosys:
 9:  pop %rdx                      /* not here: the quick way */
     add $8, %rsp
     jmp syscall_quick_way
+8:  cmp ${NR_IRET}, %eax          /* HYPERVISOR_iret: bounce.S first */
+    je syscall_iret
+    jmp syscall_locked
 
 /* `int $0x82` from a 32-bit guest kernel (ring 1: the gate's DPL): its
  * hypercall (Xen: entry_int82). The constant answers of syscall_entry's
@@ -549,6 +576,11 @@ int82_entry:
 .balign 8
 quick_vectors:
     .quad {QUICK_VECTORS}
+/* Those bounce.S takes first, for a 64-bit guest (bounce_quick). */
+bounce_vectors:
+    .quad {BOUNCE_VECTORS}
+bounce_vectors32:
+    .quad {BOUNCE_VECTORS32}
 .section .text
 
 /* The hypercall numbers below 64 that pv::fast may answer on the quick

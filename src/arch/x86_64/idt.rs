@@ -148,8 +148,93 @@ pub const VEC_HYPERCALL32: u64 = 0x82;
 /// `pv::fast::quick_out`'s test, in entry.S's constant answers.
 const RFLAGS_MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
 
+/// What `bounce.S` needs to know of the vCPU, its trap table, the
+/// `iret_context` and the frames, read off the compiler's layouts here.
+mod bounce_layout {
+    pub use crate::pv::fast_trap::asm_layout::*;
+    use core::mem::{offset_of, size_of};
+    use ringvisor_abi::x86_64::{IretContext, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+
+    /// The 64-bit `vcpu_info`'s `arch.cr2` (`traps::set_cr2_at`'s).
+    pub const VI_CR2: usize = offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
+        + offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
+    pub const IC_RAX: usize = offset_of!(IretContext, rax);
+    pub const IC_R11: usize = offset_of!(IretContext, r11);
+    pub const IC_RCX: usize = offset_of!(IretContext, rcx);
+    pub const IC_FLAGS: usize = offset_of!(IretContext, flags);
+    pub const IC_RIP: usize = offset_of!(IretContext, rip);
+    pub const IC_CS: usize = offset_of!(IretContext, cs);
+    pub const IC_RFLAGS: usize = offset_of!(IretContext, rflags);
+    pub const IC_RSP: usize = offset_of!(IretContext, rsp);
+    pub const IC_SS: usize = offset_of!(IretContext, ss);
+    pub const IC_SIZE: usize = size_of::<IretContext>();
+    /// The hypervisor's range is one 2^43-byte block: `va >> 43` says.
+    pub const HV_START_43: u64 = HYPERVISOR_VIRT_START >> 43;
+    const _: () = assert!(
+        HYPERVISOR_VIRT_END - HYPERVISOR_VIRT_START == 1 << 43
+            && HYPERVISOR_VIRT_START.is_multiple_of(1 << 43)
+    );
+    /// The `ud2; .ascii "xen"; cpuid` prefix's 7 bytes as the low bytes of
+    /// a little-endian word shifted left by 8 (the 8th byte read drops out).
+    pub const FORCED_CPUID_SHL8: u64 = {
+        let b = crate::pv::emulate::FORCED_CPUID;
+        let mut w = 0u64;
+        let mut i = 0;
+        while i < 7 {
+            w |= (b[i] as u64) << (8 * i + 8);
+            i += 1;
+        }
+        w
+    };
+}
+
+/// The recent-calls record's `what` for each exception vector (the
+/// names `exception_name` gives), which `bounce.S` copies into a record.
+pub static BOUNCE_WHAT: [super::recent::What; 32] = {
+    let mut w = [super::recent::What::Named(""); 32];
+    let mut i = 0;
+    while i < 32 {
+        w[i] = super::recent::What::Named(EXCEPTION_NAMES[i]);
+        i += 1;
+    }
+    w
+};
+const _: () = assert!(size_of::<super::recent::What>() == 16);
+
+/// The record's `what` for a user `syscall` bounced (`bounce.S`), as
+/// `pv::fast_trap::bounce_to` names it.
+pub static SYSCALL_WHAT: super::recent::What = super::recent::What::Named("syscall");
+
+/// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
+/// N): #BP, #OF, #UD, #PF.
+const BOUNCE_VECTORS: u64 = 1 << 3 | 1 << 4 | 1 << 6 | 1 << 14;
+/// Those it takes for a 32-bit guest: #BP, #OF.
+const BOUNCE_VECTORS32: u64 = 1 << 3 | 1 << 4;
+
+/// The RFLAGS bits a handler is entered without (`traps::enter_handler_on`:
+/// TF, NT, RF, VM, AC, IOPL) and the way out clears (IOPL, NT, VM).
+const RFLAGS_HANDLER_CLEAR: u64 = 0x100 | 0x4000 | 0x10000 | 0x20000 | 0x40000 | 0x3000;
+
+/// The forced-emulation `cpuid` of `bounce.S` (its step 6): what
+/// `pv::emulate::forced` gives, eax | ebx << 32 in RAX, ecx | edx << 32
+/// in RDX (the C ABI's two-word return).
+#[repr(C)]
+struct CpuidOut {
+    eax: u32,
+    ebx: u32,
+    ecx: u32,
+    edx: u32,
+}
+
+#[no_mangle]
+extern "C" fn forced_cpuid(leaf: u32, sub: u32) -> CpuidOut {
+    let [eax, ebx, ecx, edx] = crate::pv::emulate::cpuid_policy(leaf, sub);
+    CpuidOut { eax, ebx, ecx, edx }
+}
+
 core::arch::global_asm!(
     include_str!("entry.S"),
+    include_str!("bounce.S"),
     TF_CS = const offset_of!(TrapFrame, cs),
     TF_RIP = const offset_of!(TrapFrame, rip),
     PC_PV32 = const offset_of!(super::percpu::PerCpu, pv32),
@@ -169,7 +254,7 @@ core::arch::global_asm!(
     VEC_SYSCALL_LOCKED = const VEC_SYSCALL_LOCKED,
     PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
     QR_RSP_AFTER_POPS = const offset_of!(QuickRegs, rsp) - offset_of!(QuickRegs, vector),
-    QUICK_NRS = const QUICK_NRS & !crate::pv::fast::ASM_NRS,
+    QUICK_NRS = const QUICK_NRS & !crate::pv::fast::ASM_NRS & !(1 << ringvisor_abi::xen::HYPERVISOR_IRET),
     ASM_NRS = const crate::pv::fast::ASM_NRS,
     ASM_ENOSYS = const crate::pv::fast::ASM_ENOSYS,
     ASM_VERSION = const crate::pv::fast::ASM_VERSION,
@@ -184,6 +269,7 @@ core::arch::global_asm!(
     PC_WORK = const offset_of!(super::percpu::PerCpu, work),
     PC_IDS = const offset_of!(super::percpu::PerCpu, ids),
     PC_CONSOLE_QUIET = const offset_of!(super::percpu::PerCpu, console_quiet),
+    PC_IOPL_ASSIST = const offset_of!(super::percpu::PerCpu, iopl_assist),
     TRACE_FLAGS = sym super::recent::FLAGS,
     TRACE_RECENT = const super::recent::RECENT,
     HV_HITS = sym super::debugreg::HV_HITS,
@@ -208,6 +294,52 @@ core::arch::global_asm!(
     GUEST32_SS1 = const ringvisor_abi::x86_32::FLAT_RING1_SS as u64,
     QUICK_VECTORS = const crate::pv::fast_trap::QUICK_VECTORS,
     TF_VECTOR = const offset_of!(TrapFrame, vector),
+    BOUNCE_VECTORS = const BOUNCE_VECTORS,
+    NR_IRET = const ringvisor_abi::xen::HYPERVISOR_IRET,
+    HV_START_43 = const bounce_layout::HV_START_43,
+    VCPU_IOPL = const bounce_layout::VCPU_IOPL,
+    VCPU_GUEST_TABLE = const bounce_layout::VCPU_GUEST_TABLE,
+    VCPU_TRAP_TABLE = const bounce_layout::VCPU_TRAP_TABLE,
+    VCPU_FAILSAFE_STREAK = const bounce_layout::VCPU_FAILSAFE_STREAK,
+    TE_SHIFT = const bounce_layout::TE_SHIFT,
+    TE_ADDRESS = const bounce_layout::TE_ADDRESS,
+    TE_FLAGS = const bounce_layout::TE_FLAGS,
+    VEC_UD = const crate::pv::traps::VEC_UD,
+    TI_IF = const ringvisor_abi::xen::TI_IF,
+    VI_MASK = const crate::pv::fast::VI_UPCALL + 1,
+    IF_RSP = const offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector),
+    BQ = const 7 * 8,
+    IR = const 5 * 8,
+    BOUNCE_WHAT = sym BOUNCE_WHAT,
+    REC_WHAT = const offset_of!(super::recent::Record, what),
+    RFLAGS_HANDLER_CLEAR = const RFLAGS_HANDLER_CLEAR,
+    FORCED_CPUID_SHL8 = const bounce_layout::FORCED_CPUID_SHL8,
+    IC_RAX = const bounce_layout::IC_RAX,
+    IC_R11 = const bounce_layout::IC_R11,
+    IC_RCX = const bounce_layout::IC_RCX,
+    IC_FLAGS = const bounce_layout::IC_FLAGS,
+    IC_RIP = const bounce_layout::IC_RIP,
+    IC_CS = const bounce_layout::IC_CS,
+    IC_RFLAGS = const bounce_layout::IC_RFLAGS,
+    IC_RSP = const bounce_layout::IC_RSP,
+    IC_SS = const bounce_layout::IC_SS,
+    IC_SIZE = const bounce_layout::IC_SIZE,
+    VGCF_IN_SYSCALL = const ringvisor_abi::x86_64::VGCF_IN_SYSCALL,
+    VCPU_GUEST_TABLE_USER = const bounce_layout::VCPU_GUEST_TABLE_USER,
+    VCPU_GS_BASE_KERNEL = const bounce_layout::VCPU_GS_BASE_KERNEL,
+    VCPU_GS_BASE_USER = const bounce_layout::VCPU_GS_BASE_USER,
+    VCPU_KERNEL_SP = const bounce_layout::VCPU_KERNEL_SP,
+    VCPU_SYSCALL_CB = const bounce_layout::VCPU_SYSCALL_CB,
+    CB_ADDRESS = const bounce_layout::CB_ADDRESS,
+    CB_MASK = const bounce_layout::CB_MASK,
+    MSR_KERNEL_GS_BASE = const 0xc000_0102u32,
+    SYSCALL_WHAT = sym SYSCALL_WHAT,
+    US = const 7 * 8,
+    BOUNCE_VECTORS32 = const BOUNCE_VECTORS32,
+    TE_CS = const bounce_layout::TE_CS,
+    VCPU_COMPAT_L4 = const bounce_layout::VCPU_COMPAT_L4,
+    VCPU_CR2 = const bounce_layout::VCPU_CR2,
+    VI_CR2 = const bounce_layout::VI_CR2,
     options(att_syntax)
 );
 
@@ -591,11 +723,8 @@ fn other_trap(f: &mut TrapFrame) {
         _ if f.rip == core::ptr::addr_of!(ret_iretq) as u64 => iret_fixup(*f),
         // A copy through a guest's mapping refused by the CPU: the copy
         // reports it (guest_copy's fixup), the caller falls back.
-        VEC_PF | 13
-            if f.rip == core::ptr::addr_of!(guest_copy_insn) as u64
-                || f.rip == core::ptr::addr_of!(guest_copy_insn_tail) as u64 =>
-        {
-            f.rip = core::ptr::addr_of!(guest_copy_fault) as u64;
+        VEC_PF | 13 if guest_access_fixup(f.rip).is_some() => {
+            f.rip = guest_access_fixup(f.rip).unwrap_or(f.rip);
         }
         _ => fatal(f, "unexpected trap in the hypervisor"),
     }
@@ -625,6 +754,80 @@ fn guest_state_checks(f: &TrapFrame) {
     if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
         report_hypervisor_db(n, rip, dbg);
     }
+}
+
+/// Where an access to guest memory the CPU refused resumes (#PF, #GP in
+/// ring 0 at one of these instructions): `guest_copy`'s copy, and
+/// `bounce.S`'s frame stores, instruction fetch and `iret_context` reads
+/// (each range holds only accesses to one checked page of the guests'
+/// half, and moves between registers and this CPU's stack). `None`: not
+/// one of them, a hypervisor fault.
+fn guest_access_fixup(rip: u64) -> Option<u64> {
+    extern "C" {
+        static bounce_store: u8;
+        static bounce_store_end: u8;
+        static bounce_fetch: u8;
+        static bounce_fetch_end: u8;
+        static bounce_store_fault: u8;
+        static iret_load: u8;
+        static iret_load_end: u8;
+        static iret_load_fault: u8;
+        static user_store: u8;
+        static user_store_end: u8;
+        static user_store_fault: u8;
+        static bounce_pf_store: u8;
+        static bounce_pf_store_end: u8;
+        static bounce_pf_store_fault: u8;
+        static bounce32_store: u8;
+        static bounce32_store_end: u8;
+        static bounce32_store_fault: u8;
+    }
+    use core::ptr::addr_of;
+    let ranges = [
+        (
+            addr_of!(bounce_store),
+            addr_of!(bounce_store_end),
+            addr_of!(bounce_store_fault),
+        ),
+        (
+            addr_of!(bounce_fetch),
+            addr_of!(bounce_fetch_end),
+            addr_of!(bounce_store_fault),
+        ),
+        (
+            addr_of!(iret_load),
+            addr_of!(iret_load_end),
+            addr_of!(iret_load_fault),
+        ),
+        (
+            addr_of!(user_store),
+            addr_of!(user_store_end),
+            addr_of!(user_store_fault),
+        ),
+        (
+            addr_of!(bounce_pf_store),
+            addr_of!(bounce_pf_store_end),
+            addr_of!(bounce_pf_store_fault),
+        ),
+        (
+            addr_of!(bounce32_store),
+            addr_of!(bounce32_store_end),
+            addr_of!(bounce32_store_fault),
+        ),
+    ]
+    .map(|(a, b, c)| (a as u64, b as u64, c as u64));
+    let copy = (
+        addr_of!(guest_copy_insn) as u64,
+        addr_of!(guest_copy_insn_tail) as u64,
+        addr_of!(guest_copy_fault) as u64,
+    );
+    if rip == copy.0 || rip == copy.1 {
+        return Some(copy.2);
+    }
+    ranges
+        .iter()
+        .find(|r| (r.0..r.1).contains(&rip))
+        .map(|r| r.2)
 }
 
 /// Say (up to 16 times) that a guest's breakpoint hit in the hypervisor and
@@ -664,42 +867,46 @@ fn entry_state_ok() -> bool {
 static IN_FATAL: AtomicBool = AtomicBool::new(false);
 
 pub fn exception_name(v: u64) -> &'static str {
-    const NAMES: [&str; 32] = [
-        "#DE divide error",
-        "#DB debug",
-        "NMI",
-        "#BP breakpoint",
-        "#OF overflow",
-        "#BR bound range",
-        "#UD invalid opcode",
-        "#NM device not available",
-        "#DF double fault",
-        "coprocessor segment overrun",
-        "#TS invalid TSS",
-        "#NP segment not present",
-        "#SS stack fault",
-        "#GP general protection",
-        "#PF page fault",
-        "reserved (15)",
-        "#MF x87 floating point",
-        "#AC alignment check",
-        "#MC machine check",
-        "#XM SIMD floating point",
-        "#VE virtualization",
-        "#CP control protection",
-        "reserved (22)",
-        "reserved (23)",
-        "reserved (24)",
-        "reserved (25)",
-        "reserved (26)",
-        "reserved (27)",
-        "#HV hypervisor injection",
-        "#VC VMM communication",
-        "#SX security",
-        "reserved (31)",
-    ];
-    NAMES.get(v as usize).copied().unwrap_or("interrupt")
+    EXCEPTION_NAMES
+        .get(v as usize)
+        .copied()
+        .unwrap_or("interrupt")
 }
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor segment overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved (15)",
+    "#MF x87 floating point",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD floating point",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved (22)",
+    "reserved (23)",
+    "reserved (24)",
+    "reserved (25)",
+    "reserved (26)",
+    "reserved (27)",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security",
+    "reserved (31)",
+];
 
 /// The #PF error code in words (SDM Vol. 3A, 4.7).
 fn pf_reason(ec: u64) -> (&'static str, &'static str, &'static str, &'static str) {

@@ -72,6 +72,10 @@ pub struct PerCpu {
     /// address, 0: none), published with `domain`: `syscall_entry`
     /// answers `console_io` of 0 bytes itself while it is set.
     pub console_quiet: AtomicU64,
+    /// The current domain's `iopl_assist` flag (an `AtomicBool`'s
+    /// address, 0: none), published with `domain`: the bounce asm
+    /// (bounce.S) reads it where the vCPU's virtual IOPL is not 0.
+    pub iopl_assist: AtomicU64,
     /// This CPU's recent-calls ring (`recent::ring_of`), which entry.S
     /// writes the constant answers' records into.
     pub ring: u64,
@@ -108,6 +112,7 @@ impl PerCpu {
             ids: AtomicU64::new(0),
             user_mode: AtomicU64::new(0),
             console_quiet: AtomicU64::new(0),
+            iopl_assist: AtomicU64::new(0),
             ring: 0,
         }
     }
