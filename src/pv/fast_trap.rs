@@ -33,7 +33,7 @@
 //! The commonest cases of all of these never get here: `bounce.S` in
 //! arch/x86_64 does them in asm first (a 64-bit kernel's #BP, #OF, #UD,
 //! #PF and the forced-emulation `cpuid`, a user `syscall`, the iret, a
-//! 32-bit kernel's #BP/#OF), with the same checks and results, and sends
+//! 32-bit kernel's #BP/#OF/#PF), with the same checks and results, and sends
 //! anything unusual here with nothing changed. [`asm_layout`] gives it the
 //! vCPU's offsets.
 

@@ -19,6 +19,13 @@
 //!   unusable (that is ringvisor's choice, which the test expects; the
 //!   frame's top is printed either way).
 //!
+//! Then the same with a #PF (a read of an unmapped address) for the
+//! broken stack: the failsafe callback again, with CR2 (`vcpu_info`'s
+//! `arch.cr2` and the emulated `mov %cr2`) the address read, not the
+//! stack where the #PF frame could not be written (bounce.S's
+//! `bounce32_pf_store_fault` puts the guest's CR2 back before the Rust way
+//! reads it again).
+//!
 //! Xen differs, by its source (no 32-bit PV to run here): it uses the
 //! failsafe callback when reloading the guest's selectors or its `iret`
 //! fails (`compat_failsafe_callback` in `x86_64/compat/entry.S`), and
@@ -133,5 +140,68 @@ mod case {
             "failsafe frame: {} segs {:x?} {:#x}..{:#x}",
             t, t.segs, t.frame_base, t.frame_top
         ));
+        page_fault_case();
+    }
+
+    /// Unmapped, in 1-2 GiB as `BAD_STACK` but another page: the #PF's
+    /// address.
+    const UNMAPPED_DATA: u32 = 0x4bad_0000;
+
+    /// [eip of the faulting read] as stored by the asm.
+    static AT_PF: GuestCell<u32> = GuestCell::new(0);
+
+    /// A read of `UNMAPPED_DATA` with the broken esp: the failsafe
+    /// callback, and CR2 (the `vcpu_info`'s and the emulated `mov %cr2`)
+    /// is the address read, not one of the broken stack's.
+    fn page_fault_case() {
+        set_upcall_mask(0);
+        // SAFETY: as above: the read with the broken esp must end in the
+        // failsafe callback, which unwinds to this catch; writes only
+        // AT_PF.
+        let r = catch(|| unsafe {
+            asm!(
+                "lea {t}, [2f]",
+                "mov [{at}], {t}",
+                "mov {t}, esp",
+                "mov esp, {bad}",
+                "2: mov {addr}, [{addr}]",
+                "mov esp, {t}",
+                t = out(reg) _,
+                at = in(reg) AT_PF.as_ptr(),
+                bad = in(reg) BAD_STACK,
+                addr = inout(reg) UNMAPPED_DATA => _,
+            )
+        });
+        set_upcall_mask(1);
+        let t = match r {
+            Ok(()) => {
+                return fail(
+                    "failsafe after a #PF",
+                    format_args!("the read did not fault"),
+                )
+            }
+            Err(t) => t,
+        };
+        if !check(
+            "failsafe after a #PF",
+            t.vector == traps::VEC_FAILSAFE,
+            format_args!("got {} instead", t),
+        ) {
+            return;
+        }
+        check_eq("failsafe after a #PF: eip = the read", t.eip, AT_PF.get());
+        check_eq(
+            "failsafe after a #PF: vcpu_info cr2 = the address read",
+            pvguest32::start_info::cr2(),
+            UNMAPPED_DATA,
+        );
+        let cr2: u32;
+        // SAFETY: a read the hypervisor emulates; no side effect.
+        unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nostack, nomem)) };
+        check_eq(
+            "failsafe after a #PF: mov %cr2 = the address read",
+            cr2,
+            UNMAPPED_DATA,
+        );
     }
 }

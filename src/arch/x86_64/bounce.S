@@ -690,17 +690,147 @@ user_store_fault:
     mov %rcx, %cr3
     jmp .Lus_no
 
-/* Tour 04: a 32-bit guest kernel's #BP/#OF, bounced in asm
+/* bounce_quick32's steps 2-5 (from the trap-table entry on; eax = the
+ * vector), for a vector without an error code (\ec = 0: three 32-bit
+ * words) or with one (\ec = 1, #PF: four, the error code first and as the
+ * CPU gave it: a ring-1 kernel is the CPU's supervisor, its U bit is
+ * already clear). The stores are \store..\store_end (idt.rs
+ * guest_access_fixup). */
+.macro BOUNCE32_TAIL ec, store
+    shl ${TE_SHIFT}, %eax         /* 2. the vector's trap-table entry */
+    lea {VCPU_TRAP_TABLE}(%rdi,%rax), %r8
+    mov {TE_ADDRESS}(%r8), %rcx   /* rcx = the handler */
+    test %rcx, %rcx
+    jz .Lb32_no
+    mov %rcx, %rax
+    shr $32, %rax                 /* below 4 GiB */
+    jnz .Lb32_no
+    movzwl {TE_CS}(%r8), %eax
+    test %eax, %eax
+    jz 1f
+    cmp ${GUEST32_CS1}, %eax
+    jne .Lb32_no
+1:  movzbl {TE_FLAGS}(%r8), %r8d  /* r8 = its flags */
+    mov {BQ}+{IF_RSP}(%rsp), %edx /* 3. ESP, zero-extended */
+    sub $12+4*\ec, %rdx
+    jb .Lb32_no                   /* below 0 */
+    GUEST_HALF_PAGE %rdx, 12+4*\ec, %rax, .Lb32_no
+    mov %gs:{PC_VCPU_INFO}, %rsi
+    test ${TI_IF}, %r8b
+    jnz 2f
+    movzwl {VI_UPCALL}(%rsi), %eax
+    dec %eax
+    cmp $0xff, %eax
+    jb .Lb32_no
+2:
+.if \ec
+    mov %cr2, %rax                /* every test passed: CR2 for the guest */
+    mov %rax, {VCPU_CR2}(%rdi)
+    mov %eax, {VI32_CR2}(%rsi)    /* the 32-bit vcpu_info's arch.cr2 */
+.endif
+    movzbl {VI_MASK}(%rsi), %r9d  /* 4. the saved mask, read once */
+    mov {BQ}+{IF_RFLAGS}(%rsp), %eax
+    and $~0x3200, %eax
+    test %r9d, %r9d
+    jnz 3f
+    or $0x200, %eax
+3:  shl $16, %r9d
+    or ${GUEST32_CS1}, %r9d       /* CS | mask << 16 */
+    STAC
+.global \store
+\store:                           /* a refused store: \store\()_fault */
+    mov %r9d, 4+4*\ec(%rdx)
+    mov %eax, 8+4*\ec(%rdx)
+    mov {BQ}+{IF_RIP}(%rsp), %eax
+    mov %eax, 4*\ec(%rdx)
+.if \ec
+    mov {BQ}+8(%rsp), %eax        /* the error code */
+    mov %eax, 0(%rdx)
+.endif
+.global \store\()_end
+\store\()_end:
+    CLAC
+    test ${TI_IF}, %r8b           /* 5. */
+    jz 4f
+    movb $1, {VI_MASK}(%rsi)
+4:  movb $1, {VCPU_KERNEL_MODE}(%rdi) /* ring 1: its kernel */
+    movb $0, {VCPU_IN_FAILSAFE}(%rdi)
+    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (recent.rs) */
+    mov {RING_NEXT}(%rsi), %rax
+    incq {RING_NEXT}(%rsi)
+    and ${RING_MASK}, %eax
+    lea (%rax,%rax,2), %rax       /* 48-byte slots */
+    shl $4, %rax
+    lea {RING_RECS}(%rsi,%rax), %rsi
+    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
+    mov {BQ}(%rsp), %eax          /* the vector's What::Named */
+    shl $4, %eax
+    lea {BOUNCE_WHAT}(%rip), %r9
+    mov (%r9,%rax), %r8
+    mov %r8, {REC_WHAT}(%rsi)
+    mov 8(%r9,%rax), %r8
+    mov %r8, {REC_WHAT}+8(%rsi)
+    mov %gs:{PC_IDS}, %eax
+    mov %eax, {REC_IDS}(%rsi)
+    mov {BQ}+{IF_RIP}(%rsp), %rax
+    mov %rax, {REC_A}(%rsi)
+.if \ec
+    mov {BQ}+8(%rsp), %rax        /* the error code the guest sees */
+    mov %rax, {REC_B}(%rsi)
+.else
+    movq $0, {REC_B}(%rsi)        /* no error code */
+.endif
+    incq {SLOT_SEQ}(%rsi)         /* even: whole */
+    mov %rcx, {BQ}+{IF_RIP}(%rsp) /* into the handler (CS, SS stay) */
+    andq $~{RFLAGS_HANDLER_CLEAR}, {BQ}+{IF_RFLAGS}(%rsp)
+    orq $0x202, {BQ}+{IF_RFLAGS}(%rsp)
+    mov %rdx, {BQ}+{IF_RSP}(%rsp)
+    mov %gs:{PC_CR4_PV32}, %rdx   /* SMEP/SMAP off for the guest */
+    not %rdx
+    mov %cr4, %rax
+    and %rdx, %rax
+    mov %rax, %cr4
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+.endm
+
+/* Tour 04: a 32-bit guest kernel's #BP/#OF/#PF, bounced in asm
  * From exception_common for a 32-bit guest (RAX pushed, SMEP/SMAP and
- * EFLAGS.AC restored): bounce_quick's steps for a ring-1 kernel
- * interrupted on the flat ring-1 selectors (the frame's place and kernel
- * mode follow from them: the interrupted stack, as traps::build_frame
- * says for Width::W32), a handler below 4 GiB on the flat ring-1 code
- * selector (or a null one, which means it), its frame of three 32-bit
- * words (EIP, CS | mask << 16, EFLAGS with IF = !mask, IOPL 0) below the
- * interrupted ESP (no wrap below 0) in one page under the vCPU's own
- * table (compat_l4). Out as ret_to_frame leaves a 32-bit guest: SMEP/SMAP
- * off, iretq. Anything else: declined, the Rust way. */
+ * EFLAGS.AC restored; Xen: compat_create_bounce_frame). bounce_quick's
+ * steps for a ring-1 kernel. The walkthrough:
+ *  1. RCX..R9 saved; bounce_quick's tests, but kernel mode is the ring:
+ *     interrupted on the flat ring-1 selectors (the frame's place and
+ *     kernel mode follow from them: the interrupted stack, as
+ *     traps::build_frame says for Width::W32), CR3 the vCPU's own table
+ *     (compat_l4). #PF (.Lb32_pf): not a write to a present page (that
+ *     may be writable page tables: the Rust way).
+ *  2. The trap-table entry: a handler below 4 GiB on the flat ring-1 code
+ *     selector (or a null one, which means it).
+ *  3. The frame's place: below the interrupted ESP (no wrap below 0), in
+ *     one page of the guests' half; no upcall due once in the handler.
+ *     #PF: only now, every test passed, CR2 into the vCPU and into its
+ *     32-bit vcpu_info's arch.cr2 (traps::set_cr2_at's place).
+ *  4. The frame, as traps::build_frame makes it for Width::W32
+ *     (docs/frames/): [error code,] EIP, CS | mask << 16, EFLAGS with
+ *     IF = !mask and IOPL 0; written by the CPU's walk, a refused store
+ *     (the first one: one page) declines with nothing written (#PF: the
+ *     fixup puts the guest's CR2 back in the CPU, where the Rust way reads
+ *     it again and stores the same in the vCPU and its vcpu_info).
+ *  5. Committed: the mask if asked, kernel mode (ring 1), the failsafe
+ *     state cleared, the recent-calls record (with the error code for a
+ *     #PF), the CPU's frame at the handler on the same selectors. Out as
+ *     ret_to_frame leaves a 32-bit guest: SMEP/SMAP off, iretq.
+ * Anything else: declined, the Rust way.
+ * (Steps 2-5 are BOUNCE32_TAIL, once without an error code, once with.) */
 .balign 16
 bounce_quick32:
     push %rcx                     /* 1. */
@@ -731,95 +861,18 @@ bounce_quick32:
     shr $12, %rcx
     cmp {VCPU_COMPAT_L4}(%rdi), %rcx
     jne .Lb32_no
-    shl ${TE_SHIFT}, %eax         /* 2. the vector's trap-table entry */
-    lea {VCPU_TRAP_TABLE}(%rdi,%rax), %r8
-    mov {TE_ADDRESS}(%r8), %rcx   /* rcx = the handler */
-    test %rcx, %rcx
+    cmp ${VEC_PF}, %eax
+    je .Lb32_pf
+    BOUNCE32_TAIL 0, bounce32_store
+
+/* #PF: a write to a present page (error code P and W) may be a page-table
+ * write (writable page tables): the Rust way decides. */
+.Lb32_pf:
+    mov {BQ}+8(%rsp), %ecx
+    not %ecx
+    test $3, %cl
     jz .Lb32_no
-    mov %rcx, %rax
-    shr $32, %rax                 /* below 4 GiB */
-    jnz .Lb32_no
-    movzwl {TE_CS}(%r8), %eax
-    test %eax, %eax
-    jz 1f
-    cmp ${GUEST32_CS1}, %eax
-    jne .Lb32_no
-1:  movzbl {TE_FLAGS}(%r8), %r8d  /* r8 = its flags */
-    mov {BQ}+{IF_RSP}(%rsp), %edx /* 3. ESP, zero-extended */
-    sub $12, %rdx
-    jb .Lb32_no                   /* below 0 */
-    GUEST_HALF_PAGE %rdx, 12, %rax, .Lb32_no
-    mov %gs:{PC_VCPU_INFO}, %rsi
-    test ${TI_IF}, %r8b
-    jnz 2f
-    movzwl {VI_UPCALL}(%rsi), %eax
-    dec %eax
-    cmp $0xff, %eax
-    jb .Lb32_no
-2:  movzbl {VI_MASK}(%rsi), %r9d  /* 4. the saved mask, read once */
-    mov {BQ}+{IF_RFLAGS}(%rsp), %eax
-    and $~0x3200, %eax
-    test %r9d, %r9d
-    jnz 3f
-    or $0x200, %eax
-3:  shl $16, %r9d
-    or ${GUEST32_CS1}, %r9d       /* CS | mask << 16 */
-    STAC
-.global bounce32_store
-bounce32_store:                   /* a refused store: bounce32_store_fault */
-    mov %r9d, 4(%rdx)
-    mov %eax, 8(%rdx)
-    mov {BQ}+{IF_RIP}(%rsp), %eax
-    mov %eax, 0(%rdx)
-.global bounce32_store_end
-bounce32_store_end:
-    CLAC
-    test ${TI_IF}, %r8b           /* 5. */
-    jz 4f
-    movb $1, {VI_MASK}(%rsi)
-4:  movb $1, {VCPU_KERNEL_MODE}(%rdi) /* ring 1: its kernel */
-    movb $0, {VCPU_IN_FAILSAFE}(%rdi)
-    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (recent.rs) */
-    mov {RING_NEXT}(%rsi), %rax
-    incq {RING_NEXT}(%rsi)
-    and ${RING_MASK}, %eax
-    lea (%rax,%rax,2), %rax       /* 48-byte slots */
-    shl $4, %rax
-    lea {RING_RECS}(%rsi,%rax), %rsi
-    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
-    mov {BQ}(%rsp), %eax          /* the vector's What::Named */
-    shl $4, %eax
-    lea {BOUNCE_WHAT}(%rip), %r9
-    mov (%r9,%rax), %r8
-    mov %r8, {REC_WHAT}(%rsi)
-    mov 8(%r9,%rax), %r8
-    mov %r8, {REC_WHAT}+8(%rsi)
-    mov %gs:{PC_IDS}, %eax
-    mov %eax, {REC_IDS}(%rsi)
-    mov {BQ}+{IF_RIP}(%rsp), %rax
-    mov %rax, {REC_A}(%rsi)
-    movq $0, {REC_B}(%rsi)        /* no error code */
-    incq {SLOT_SEQ}(%rsi)         /* even: whole */
-    mov %rcx, {BQ}+{IF_RIP}(%rsp) /* into the handler (CS, SS stay) */
-    andq $~{RFLAGS_HANDLER_CLEAR}, {BQ}+{IF_RFLAGS}(%rsp)
-    orq $0x202, {BQ}+{IF_RFLAGS}(%rsp)
-    mov %rdx, {BQ}+{IF_RSP}(%rsp)
-    mov %gs:{PC_CR4_PV32}, %rdx   /* SMEP/SMAP off for the guest */
-    not %rdx
-    mov %cr4, %rax
-    and %rdx, %rax
-    mov %rax, %cr4
-    pop %r9
-    pop %r8
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rax
-    add $16, %rsp                 /* vector and error code */
-    swapgs                        /* GS = the guest's */
-    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+    BOUNCE32_TAIL 1, bounce32_pf_store
 
 .Lb32_no:                         /* not here: the Rust way, as it came */
     pop %r9
@@ -834,4 +887,13 @@ bounce32_store_end:
 .global bounce32_store_fault
 bounce32_store_fault:
     CLAC
+    jmp .Lb32_no
+
+/* The same for #PF's frame: CR2 is now the refused store's; the guest's
+ * back in the CPU (the vCPU holds it), where the Rust way reads it. */
+.global bounce32_pf_store_fault
+bounce32_pf_store_fault:
+    CLAC
+    mov {VCPU_CR2}(%rdi), %rcx
+    mov %rcx, %cr2
     jmp .Lb32_no

@@ -158,6 +158,9 @@ mod bounce_layout {
     /// The 64-bit `vcpu_info`'s `arch.cr2` (`traps::set_cr2_at`'s).
     pub const VI_CR2: usize = offset_of!(ringvisor_abi::xen::VcpuInfo, arch)
         + offset_of!(ringvisor_abi::x86_64::ArchVcpuInfo, cr2);
+    /// The 32-bit `vcpu_info`'s `arch.cr2` (`traps::set_cr2_at`'s, 32 bits).
+    pub const VI32_CR2: usize = offset_of!(ringvisor_abi::x86_32::VcpuInfo32, arch)
+        + offset_of!(ringvisor_abi::x86_32::ArchVcpuInfo32, cr2);
     pub const IC_RAX: usize = offset_of!(IretContext, rax);
     pub const IC_R11: usize = offset_of!(IretContext, r11);
     pub const IC_RCX: usize = offset_of!(IretContext, rcx);
@@ -208,8 +211,8 @@ pub static SYSCALL_WHAT: super::recent::What = super::recent::What::Named("sysca
 /// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
 /// N): #BP, #OF, #UD, #PF.
 const BOUNCE_VECTORS: u64 = 1 << 3 | 1 << 4 | 1 << 6 | 1 << 14;
-/// Those it takes for a 32-bit guest: #BP, #OF.
-const BOUNCE_VECTORS32: u64 = 1 << 3 | 1 << 4;
+/// Those it takes for a 32-bit guest: #BP, #OF, #PF.
+const BOUNCE_VECTORS32: u64 = 1 << 3 | 1 << 4 | 1 << 14;
 
 /// The RFLAGS bits a handler is entered without (`traps::enter_handler_on`:
 /// TF, NT, RF, VM, AC, IOPL) and the way out clears (IOPL, NT, VM).
@@ -340,6 +343,8 @@ core::arch::global_asm!(
     VCPU_COMPAT_L4 = const bounce_layout::VCPU_COMPAT_L4,
     VCPU_CR2 = const bounce_layout::VCPU_CR2,
     VI_CR2 = const bounce_layout::VI_CR2,
+    VI32_CR2 = const bounce_layout::VI32_CR2,
+    VEC_PF = const crate::pv::traps::VEC_PF,
     options(att_syntax)
 );
 
@@ -781,6 +786,9 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
         static bounce32_store: u8;
         static bounce32_store_end: u8;
         static bounce32_store_fault: u8;
+        static bounce32_pf_store: u8;
+        static bounce32_pf_store_end: u8;
+        static bounce32_pf_store_fault: u8;
     }
     use core::ptr::addr_of;
     let ranges = [
@@ -813,6 +821,11 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
             addr_of!(bounce32_store),
             addr_of!(bounce32_store_end),
             addr_of!(bounce32_store_fault),
+        ),
+        (
+            addr_of!(bounce32_pf_store),
+            addr_of!(bounce32_pf_store_end),
+            addr_of!(bounce32_pf_store_fault),
         ),
     ]
     .map(|(a, b, c)| (a as u64, b as u64, c as u64));
