@@ -293,6 +293,35 @@ fn failsafe() {
     );
 }
 
+/// d0 (a guest that ends in a crash the hypervisor must make) got to its
+/// crash (`EXPECT-CRASH`), was crashed with a line naming d0 that
+/// `names_why` accepts, went no further, and d1 beside it ran to success.
+fn crashed_beside_another(what: &str, out: &RunOutput, names_why: impl Fn(&str) -> bool) {
+    assert!(
+        out.contains("(d0) EXPECT-CRASH"),
+        "{what}: the guest did not get to its crash\n{}",
+        out.transcript()
+    );
+    assert!(
+        out.rv_lines()
+            .any(|l| l.contains("d0: crashed:") && names_why(l)),
+        "{what}: no crash message naming d0 and why\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(out, 0),
+        None,
+        "{what}: d0 went on after its crash\n{}",
+        out.transcript()
+    );
+    assert_eq!(
+        result_of(out, 1).as_deref(),
+        Some("SUCCESS"),
+        "{what}: d1 did not run to success\n{}",
+        out.transcript()
+    );
+}
+
 #[test]
 fn crash_without_failsafe_kills_only_that_domain() {
     let what = "crash-nofailsafe beside hello";
@@ -301,30 +330,9 @@ fn crash_without_failsafe_kills_only_that_domain() {
         "",
         vec![guest("guest-crash-nofailsafe"), guest("guest-hello")],
     );
-    assert!(
-        out.contains("(d0) EXPECT-CRASH"),
-        "{what}: the guest did not get to its crash\n{}",
-        out.transcript()
-    );
-    assert!(
-        out.rv_lines().any(|l| l.contains("d0: crashed:")
-            && l.contains("no failsafe callback")
-            && l.contains("rip 0x")),
-        "{what}: no crash message naming d0, rip and why\n{}",
-        out.transcript()
-    );
-    assert_eq!(
-        result_of(&out, 0),
-        None,
-        "{what}: d0 went on after its crash\n{}",
-        out.transcript()
-    );
-    assert_eq!(
-        result_of(&out, 1).as_deref(),
-        Some("SUCCESS"),
-        "{what}: d1 did not run to success\n{}",
-        out.transcript()
-    );
+    crashed_beside_another(what, &out, |l| {
+        l.contains("no failsafe callback") && l.contains("rip 0x")
+    });
     assert_eq!(out.verdict, Verdict::Failure, "{}", out.transcript());
     assert!(out.contains("(RV) exit: failure"), "{}", out.transcript());
 }
@@ -344,30 +352,9 @@ fn a_user_syscall_whose_frame_cannot_be_written_kills_only_that_domain() {
             guest("guest-hello"),
         ],
     );
-    assert!(
-        out.contains("(d0) EXPECT-CRASH"),
-        "{what}: the guest did not get to its crash\n{}",
-        out.transcript()
-    );
-    assert!(
-        out.rv_lines().any(|l| l.contains("d0: crashed:")
-            && l.contains("the syscall bounce frame at 0xdeadbfc8")
-            && l.contains("no failsafe callback")),
-        "{what}: no crash message naming d0, the stack and why\n{}",
-        out.transcript()
-    );
-    assert_eq!(
-        result_of(&out, 0),
-        None,
-        "{what}: d0 went on\n{}",
-        out.transcript()
-    );
-    assert_eq!(
-        result_of(&out, 1).as_deref(),
-        Some("SUCCESS"),
-        "{what}: d1 did not run to success\n{}",
-        out.transcript()
-    );
+    crashed_beside_another(what, &out, |l| {
+        l.contains("the syscall bounce frame at 0xdeadbfc8") && l.contains("no failsafe callback")
+    });
 }
 
 #[test]
