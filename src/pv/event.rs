@@ -670,41 +670,28 @@ fn close(d: &mut Domain, port: Port) -> Ret {
 }
 
 /// `EVTCHNOP_send` of the quick way (`pv::fast`, under the caller's lock
-/// as the locked path holds it): `send_op` for a port whose event stays in
-/// the caller's domain ([`send_own`]). `None`: nothing done (the argument
-/// unreadable, or any other port): the locked path's `send_op` answers it,
-/// as before.
-pub fn send_op_own(d: &mut Domain, space: GuestSpace, arg: u64) -> Option<Ret> {
+/// as the locked path holds it): `send_op` for a port of an event channel
+/// ([`send_channel`]). `None`: nothing done (the argument unreadable, or
+/// any other port: closed, unbound, the console's): the locked path's
+/// `send_op` answers it, as before. A send to another domain is left in
+/// `PerCpu::deferred_send` for `send_deferred`, as on the locked path.
+pub fn send_op_quick(d: &mut Domain, space: GuestSpace, arg: u64) -> Option<Ret> {
     let s = space.read::<EvtchnSend>(arg).ok()?;
-    send_own(d, s.port).then_some(0)
+    send_channel(d, s.port).then_some(0)
 }
 
-/// [`send`]'s arms that stay in the caller's domain, at once under its
-/// lock: an IPI port, a loopback channel. `false`: not one of those,
-/// nothing done.
+/// [`send`]'s arms for an event channel (the answer is 0): an IPI port and
+/// a loopback channel at once under the lock held, a channel to another
+/// domain after that lock is released. `false`: not one of those, nothing
+/// done.
 #[inline(always)]
-fn send_own(d: &mut Domain, port: Port) -> bool {
+fn send_channel(d: &mut Domain, port: Port) -> bool {
     match d.ports.get(port) {
         // To itself: at once, under the lock held.
         Some(Channel::Interdomain {
             remote,
             remote_port,
         }) if remote == d.id => set_pending(d, remote_port),
-        Some(Channel::Ipi) => set_pending(d, port),
-        _ => return false,
-    }
-    true
-}
-
-// Tour 07: EVTCHNOP_send
-/// `EVTCHNOP_send` under the sender's lock; a send to another domain is
-/// finished by `send_deferred` once that lock is released.
-fn send(d: &mut Domain, port: Port) -> Ret {
-    // An IPI port, a loopback channel: at once, under the lock held.
-    if send_own(d, port) {
-        return 0;
-    }
-    match d.ports.get(port) {
         // To another domain: after this domain's lock is released
         // (`send_deferred`; never two domain locks at once).
         Some(Channel::Interdomain {
@@ -716,8 +703,22 @@ fn send(d: &mut Domain, port: Port) -> Ret {
                 DEFER | (remote as u64) << 32 | remote_port as u64,
                 Ordering::Relaxed,
             );
-            0
         }
+        Some(Channel::Ipi) => set_pending(d, port),
+        _ => return false,
+    }
+    true
+}
+
+// Tour 07: EVTCHNOP_send
+/// `EVTCHNOP_send` under the sender's lock; a send to another domain is
+/// finished by `send_deferred` once that lock is released.
+fn send(d: &mut Domain, port: Port) -> Ret {
+    // An event channel: its event raised (or left for `send_deferred`).
+    if send_channel(d, port) {
+        return 0;
+    }
+    match d.ports.get(port) {
         // Nobody listening yet: the notification is dropped (as in
         // Xen).
         Some(Channel::Unbound { .. }) => 0,

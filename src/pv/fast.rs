@@ -364,29 +364,38 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     quick_out(pc, r, ret, alive)
 }
 
-/// [`quick`] for `EVTCHNOP_send` on a port whose event stays in the
-/// caller's domain (an IPI port, a loopback channel: `event::send_op_own`,
-/// the locked path's own `send` under the same lock; any other port, or
-/// an argument it cannot read, goes the locked way with nothing done).
-/// The upcall the send made due is delivered here too, on the way out
-/// (`fast_trap::upcall`), when it is the only thing pending.
+/// [`quick`] for `EVTCHNOP_send` on an event channel's port: the locked
+/// path's own `send` under the same lock (`event::send_op_quick`), and,
+/// as `pv::entry::on_domain` does, a send to another domain finished with
+/// our lock released (`event::send_deferred`). Any other port (closed,
+/// unbound, the console's), or an argument it cannot read, goes the
+/// locked way with nothing done. The upcall a send to its own domain made
+/// due is delivered here too, on the way out (`fast_trap::upcall`), when
+/// it is the only thing pending.
 // Tour 07: EVTCHNOP_send on the quick way
 #[inline(never)]
 fn quick_evtchn(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     let Some(cell) = current_domain(pc) else {
         return Quick::Full;
     };
-    // Held to the end: the caller's way out (the locked one after
-    // `Quick::Done`) runs after it is dropped.
+    // Held to the end (or to the deferred send): the caller's way out
+    // (the locked one after `Quick::Done`) runs after it is dropped.
     let mut g = cell.lock();
     let d = &mut *g;
     let space = d.v().space();
-    let Some(ret) = crate::pv::event::send_op_own(d, space, r.rsi) else {
+    let Some(ret) = crate::pv::event::send_op_quick(d, space, r.rsi) else {
         // Nothing done: the locked path, without `hypercall()` asking again.
         r.vector = crate::arch::x86_64::idt::VEC_SYSCALL_LOCKED;
         return Quick::Full;
     };
     let alive = d.is_alive();
+    if pc.deferred_send.load(Ordering::Relaxed) != 0 {
+        // To another domain: its lock after ours is released, never both
+        // (docs/design.md, "Lock order").
+        drop(g);
+        crate::pv::event::send_deferred();
+        return quick_out(pc, r, ret, alive);
+    }
     match quick_out(pc, r, ret, alive) {
         Quick::Done if alive => crate::pv::fast_trap::upcall(pc, d, r),
         q => q,
