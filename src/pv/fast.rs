@@ -382,7 +382,9 @@ fn quick_evtchn(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     // (the locked one after `Quick::Done`) runs after it is dropped.
     let mut g = cell.lock();
     let d = &mut *g;
-    let space = d.v().space();
+    // The guest kernel's own tables: what `space()` gives in kernel mode
+    // (the quick way runs only there, 64-bit guests only).
+    let space = crate::pv::guest_mem::GuestSpace::new(d.v().guest_table);
     let Some(ret) = crate::pv::event::send_op_quick(d, space, r.rsi) else {
         // Nothing done: the locked path, without `hypercall()` asking again.
         r.vector = crate::arch::x86_64::idt::VEC_SYSCALL_LOCKED;
