@@ -76,8 +76,7 @@ pub const QUICK_NRS: u64 = UNASSIGNED
     | 1 << HYPERVISOR_UPDATE_VA_MAPPING
     | 1 << HYPERVISOR_MMU_UPDATE
     | 1 << HYPERVISOR_IRET
-    | 1 << HYPERVISOR_FPU_TASKSWITCH
-    | 1 << HYPERVISOR_EVENT_CHANNEL_OP;
+    | 1 << HYPERVISOR_FPU_TASKSWITCH;
 
 /// The numbers below 64 `syscall_entry` and `int82_entry` (entry.S) may
 /// answer themselves, with no Rust at all: the unassigned ones
@@ -124,10 +123,7 @@ enum Kind {
     ConsoleNothing,
     /// `HYPERVISOR_iret` (`own_vcpu`).
     Iret,
-    /// `event_channel_op(EVTCHNOP_send)`: on the domain, under the lock,
-    /// when the port's event stays in it (`quick_evtchn`; the locked path
-    /// otherwise, and always from `hypercall()`).
-    EventSend,
+
     /// Not here: the locked path.
     Locked,
 }
@@ -157,12 +153,6 @@ fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
         );
     }
     let nr = nr as u32;
-    if nr == HYPERVISOR_EVENT_CHANNEL_OP {
-        if a0 == ringvisor_abi::event_channel::EVTCHNOP_SEND as u64 {
-            return Kind::EventSend;
-        }
-        return Kind::Locked;
-    }
     if nr == HYPERVISOR_CONSOLE_IO {
         if a0 == CONSOLEIO_WRITE as u64 && a1 == 0 {
             return Kind::ConsoleNothing;
@@ -204,7 +194,7 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
         } else {
             Kind::Iret
         };
-        if k == Kind::Locked || k == Kind::EventSend {
+        if k == Kind::Locked {
             return false;
         }
         // A hypercall or system call is progress (as on the locked path).
@@ -316,10 +306,6 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
             v.in_failsafe = false;
             quick_iret(pc, r)
         }
-        Kind::EventSend => {
-            v.in_failsafe = false;
-            quick_evtchn(pc, r)
-        }
         Kind::Locked => Quick::Full,
     }
 }
@@ -364,7 +350,33 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     quick_out(pc, r, ret, alive)
 }
 
-/// [`quick`] for `EVTCHNOP_send` on an event channel's port: the locked
+/// `event_channel_op(EVTCHNOP_send)` of a 64-bit guest kernel, on the
+/// quick way's registers (entry.S `syscall_evtchn_way`, then
+/// `idt::syscall_evtchn`; `syscall_entry` tested the number and the
+/// command): [`quick`]'s tests, then [`quick_evtchn`]. The same answers
+/// as [`quick`]'s.
+#[inline(always)]
+pub fn evtchn_send(r: &mut QuickRegs) -> Quick {
+    let pc = percpu::this();
+    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
+    if vp.is_null() || r.rdi != ringvisor_abi::event_channel::EVTCHNOP_SEND as u64 {
+        return Quick::Full;
+    }
+    {
+        // SAFETY: as in `quick`: the only reference to the current vCPU,
+        // ended before `quick_evtchn` locks the domain.
+        let v = unsafe { &mut *vp };
+        // A system call of the guest's user mode is a bounce: the full way.
+        if !v.kernel_mode {
+            return Quick::Full;
+        }
+        // A hypercall is progress (as on the locked path).
+        v.in_failsafe = false;
+    }
+    quick_evtchn(pc, r)
+}
+
+/// [`evtchn_send`] on an event channel's port: the locked
 /// path's own `send` under the same lock (`event::send_op_quick`), and,
 /// as `pv::entry::on_domain` does, a send to another domain finished with
 /// our lock released (`event::send_deferred`). Any other port (closed,

@@ -299,6 +299,8 @@ core::arch::global_asm!(
     TF_VECTOR = const offset_of!(TrapFrame, vector),
     BOUNCE_VECTORS = const BOUNCE_VECTORS,
     NR_IRET = const ringvisor_abi::xen::HYPERVISOR_IRET,
+    NR_EVTCHN = const ringvisor_abi::xen::HYPERVISOR_EVENT_CHANNEL_OP,
+    EVTCHNOP_SEND = const ringvisor_abi::event_channel::EVTCHNOP_SEND,
     HV_START_43 = const bounce_layout::HV_START_43,
     VCPU_IOPL = const bounce_layout::VCPU_IOPL,
     VCPU_GUEST_TABLE = const bounce_layout::VCPU_GUEST_TABLE,
@@ -595,6 +597,25 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
         return Quick::Full; // reported there
     }
     match crate::pv::fast::quick(r) {
+        Quick::Done => {
+            r.vector = VEC_SYSCALL_DONE;
+            Quick::Full
+        }
+        q => q,
+    }
+}
+
+/// A 64-bit guest's `EVTCHNOP_send` (entry.S `syscall_evtchn_way`: the
+/// quick way's registers, as for [`syscall_quick`]): `pv::fast::evtchn_send`,
+/// with [`syscall_quick`]'s checks and answers.
+// Tour 02: the quick way's Rust half
+#[no_mangle]
+extern "C" fn syscall_evtchn(r: &mut QuickRegs) -> Quick {
+    // entry.S checked the entry state, as for `syscall_quick`.
+    if super::debugreg::hypervisor_hits_pending() {
+        return Quick::Full; // reported there
+    }
+    match crate::pv::fast::evtchn_send(r) {
         Quick::Done => {
             r.vector = VEC_SYSCALL_DONE;
             Quick::Full
