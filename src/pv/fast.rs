@@ -411,6 +411,8 @@ fn quick_evtchn(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         return quick_out(pc, r, ret, alive);
     }
     match quick_out(pc, r, ret, alive) {
+        // The upcall in asm where it is the common case, else in Rust.
+        Quick::Done if alive && crate::pv::fast_trap::upcall_asm(pc, d, r) => Quick::Upcall,
         Quick::Done if alive => crate::pv::fast_trap::upcall(pc, d, r),
         q => q,
     }

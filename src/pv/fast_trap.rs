@@ -344,6 +344,36 @@ pub fn upcall(pc: &PerCpu, d: &mut Domain, r: &mut QuickRegs) -> Quick {
     }
 }
 
+/// Whether `bounce.S`'s `upcall_quick` may deliver the event upcall after
+/// `pv::fast::quick_evtchn`'s send ([`Quick::Upcall`]): [`upcall`]'s tests
+/// (the domain's lock held by the caller), a canonical callback, no trace
+/// line wanted (the flags exactly `RECENT`: the asm records), frames that
+/// report IOPL 0 (as the asm writes them). Then the callback goes in the
+/// frame's `error_code` for the asm, and `vector` says
+/// `VEC_SYSCALL_DONE`, for the full way if the asm declines. `false`:
+/// nothing changed.
+#[inline(always)]
+pub fn upcall_asm(pc: &PerCpu, d: &Domain, r: &mut QuickRegs) -> bool {
+    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.compat {
+        return false;
+    }
+    if crate::trace::flags() != crate::trace::RECENT {
+        return false;
+    }
+    let v = d.v();
+    let cb = v.event;
+    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode || !is_canonical(cb.address) {
+        return false;
+    }
+    let iopl_assist = d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0;
+    if cb.address == 0 || (iopl_assist && v.iopl != 0) || !fast::upcall_due(pc) {
+        return false;
+    }
+    r.error_code = cb.address;
+    r.vector = crate::arch::x86_64::idt::VEC_SYSCALL_DONE;
+    true
+}
+
 /// `pv::fast::leave_checked` for a frame an exception left (a handler's,
 /// or the interrupted one after an emulation): the domain alive, nothing
 /// pending, the frame one `retcheck` lets through; `false`: the locked

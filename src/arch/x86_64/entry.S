@@ -78,8 +78,10 @@
 
 /* syscall_entry's steps 2-4 of the quick way (below), calling \fn
  * (idt.rs: syscall_quick, or syscall_evtchn for EVTCHNOP_send) on the
- * QuickRegs: it answers 0 sysretq, 1 iretq, 2 the full TrapFrame. */
-.macro QUICK_WAY fn
+ * QuickRegs: it answers 0 sysretq, 1 iretq, 2 the full TrapFrame, and
+ * (with \upcall) 4: the event upcall in asm (bounce.S upcall_quick),
+ * which comes back to \fn\()_back with 2 if it declines. */
+.macro QUICK_WAY fn, upcall
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 2f
     clac                          /* only where SMAP exists (else #UD) */
@@ -106,6 +108,11 @@
     jne 3f                        /* stops on it (entry_state_check) */
     mov %rsp, %rdi
     call \fn                      /* 3. */
+.ifnb \upcall
+    cmp $4, %eax
+    je \upcall
+.endif
+\fn\()_back:
 3:  cmp $1, %eax                  /* the pops keep the flags */
     pop %rax
     pop %r9
@@ -338,7 +345,7 @@ syscall_quick_way:
  * Rust entry (idt.rs syscall_evtchn), without pv::fast::quick's dispatch
  * on the number. */
 syscall_evtchn_way:
-    QUICK_WAY syscall_evtchn
+    QUICK_WAY syscall_evtchn, upcall_quick
 syscall_full:                     /* 4. */
     SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
