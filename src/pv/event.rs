@@ -28,7 +28,7 @@ use ringvisor_abi::xen::{SharedInfo, VcpuInfo, DOMID_SELF};
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::domain::Domain;
-use crate::mm::view::FrameView;
+use crate::mm::view::{FrameView, VcpuInfoArea};
 use crate::pv::evtchn::{Channel, EvtError, Port};
 use crate::pv::guest_mem::GuestSpace;
 use crate::pv::hypercall::{err, Ret};
@@ -67,7 +67,12 @@ fn upcall_pending(d: &Domain, vcpu: usize) -> &'static AtomicU8 {
 /// Set the selector bit of `port`'s word in `vcpu`'s `evtchn_pending_sel`
 /// (one bit per 64 ports, or per 32 for a 32-bit guest); was it set?
 fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
-    let vi = traps::vcpu_info(d, vcpu);
+    set_sel_at(d, traps::vcpu_info(d, vcpu), port)
+}
+
+/// [`set_sel`] on `vi`, the vCPU's `vcpu_info` (found once by the caller).
+#[inline(always)]
+fn set_sel_at(d: &Domain, vi: VcpuInfoArea, port: Port) -> bool {
     if d.compat {
         let off = offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
         let bit = 1u32 << (port / 32);
@@ -118,7 +123,7 @@ pub fn set_pending(d: &mut Domain, port: Port) {
     // A vCPU polling this port wakes even if the port is masked.
     for vi in 0..d.vcpus.len() {
         let v = &mut d.vcpus[vi];
-        if v.poll.contains(&port) {
+        if !v.poll.is_empty() && v.poll.contains(&port) {
             v.blocked = false;
             v.poll.clear();
             crate::sched::kick(d, vi);
@@ -128,15 +133,24 @@ pub fn set_pending(d: &mut Domain, port: Port) {
         return;
     }
     let vcpu = (d.ports.notify(port) as usize).min(d.vcpus.len() - 1);
-    if set_sel(d, vcpu, port) {
+    // Its `vcpu_info`, found once for both steps.
+    let vi = traps::vcpu_info(d, vcpu);
+    if set_sel_at(d, vi, port) {
         return;
     }
-    mark_upcall(d, vcpu);
+    mark_upcall_at(d, vcpu, vi);
 }
 
 /// Set `evtchn_upcall_pending` of `vcpu` and wake it.
 fn mark_upcall(d: &mut Domain, vcpu: usize) {
-    upcall_pending(d, vcpu).store(1, Ordering::SeqCst);
+    mark_upcall_at(d, vcpu, traps::vcpu_info(d, vcpu));
+}
+
+/// [`mark_upcall`] on `vi`, the vCPU's `vcpu_info`.
+#[inline(always)]
+fn mark_upcall_at(d: &mut Domain, vcpu: usize, vi: VcpuInfoArea) {
+    vi.atomic_u8(offset_of!(VcpuInfo, evtchn_upcall_pending))
+        .store(1, Ordering::SeqCst);
     d.vcpus[vcpu].blocked = false;
     // On another CPU, or asleep: its CPU (or an idle one) looks now.
     crate::sched::kick(d, vcpu);
@@ -669,19 +683,29 @@ fn close(d: &mut Domain, port: Port) -> Ret {
     }
 }
 
-// Tour 07: EVTCHNOP_send
-/// `EVTCHNOP_send` under the sender's lock; a send to another domain is
-/// finished by `send_deferred` once that lock is released.
-fn send(d: &mut Domain, port: Port) -> Ret {
+/// `EVTCHNOP_send` of the quick way (`pv::fast`, under the caller's lock
+/// as the locked path holds it): `send_op` for a port of an event channel
+/// ([`send_channel`]). `None`: nothing done (the argument unreadable, or
+/// any other port: closed, unbound, the console's): the locked path's
+/// `send_op` answers it, as before. A send to another domain is left in
+/// `PerCpu::deferred_send` for `send_deferred`, as on the locked path.
+pub fn send_op_quick(d: &mut Domain, space: GuestSpace, arg: u64) -> Option<Ret> {
+    let s = space.read::<EvtchnSend>(arg).ok()?;
+    send_channel(d, s.port).then_some(0)
+}
+
+/// [`send`]'s arms for an event channel (the answer is 0): an IPI port and
+/// a loopback channel at once under the lock held, a channel to another
+/// domain after that lock is released. `false`: not one of those, nothing
+/// done.
+#[inline(always)]
+fn send_channel(d: &mut Domain, port: Port) -> bool {
     match d.ports.get(port) {
         // To itself: at once, under the lock held.
         Some(Channel::Interdomain {
             remote,
             remote_port,
-        }) if remote == d.id => {
-            set_pending(d, remote_port);
-            0
-        }
+        }) if remote == d.id => set_pending(d, remote_port),
         // To another domain: after this domain's lock is released
         // (`send_deferred`; never two domain locks at once).
         Some(Channel::Interdomain {
@@ -693,12 +717,22 @@ fn send(d: &mut Domain, port: Port) -> Ret {
                 DEFER | (remote as u64) << 32 | remote_port as u64,
                 Ordering::Relaxed,
             );
-            0
         }
-        Some(Channel::Ipi) => {
-            set_pending(d, port);
-            0
-        }
+        Some(Channel::Ipi) => set_pending(d, port),
+        _ => return false,
+    }
+    true
+}
+
+// Tour 07: EVTCHNOP_send
+/// `EVTCHNOP_send` under the sender's lock; a send to another domain is
+/// finished by `send_deferred` once that lock is released.
+fn send(d: &mut Domain, port: Port) -> Ret {
+    // An event channel: its event raised (or left for `send_deferred`).
+    if send_channel(d, port) {
+        return 0;
+    }
+    match d.ports.get(port) {
         // Nobody listening yet: the notification is dropped (as in
         // Xen).
         Some(Channel::Unbound { .. }) => 0,

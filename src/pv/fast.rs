@@ -123,6 +123,7 @@ enum Kind {
     ConsoleNothing,
     /// `HYPERVISOR_iret` (`own_vcpu`).
     Iret,
+
     /// Not here: the locked path.
     Locked,
 }
@@ -347,6 +348,74 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         (ret, d.is_alive())
     };
     quick_out(pc, r, ret, alive)
+}
+
+/// `event_channel_op(EVTCHNOP_send)` of a 64-bit guest kernel, on the
+/// quick way's registers (entry.S `syscall_evtchn_way`, then
+/// `idt::syscall_evtchn`; `syscall_entry` tested the number and the
+/// command): [`quick`]'s tests, then [`quick_evtchn`]. The same answers
+/// as [`quick`]'s.
+#[inline(always)]
+pub fn evtchn_send(r: &mut QuickRegs) -> Quick {
+    let pc = percpu::this();
+    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
+    if vp.is_null() || r.rdi != ringvisor_abi::event_channel::EVTCHNOP_SEND as u64 {
+        return Quick::Full;
+    }
+    {
+        // SAFETY: as in `quick`: the only reference to the current vCPU,
+        // ended before `quick_evtchn` locks the domain.
+        let v = unsafe { &mut *vp };
+        // A system call of the guest's user mode is a bounce: the full way.
+        if !v.kernel_mode {
+            return Quick::Full;
+        }
+        // A hypercall is progress (as on the locked path).
+        v.in_failsafe = false;
+    }
+    quick_evtchn(pc, r)
+}
+
+/// [`evtchn_send`] on an event channel's port: the locked
+/// path's own `send` under the same lock (`event::send_op_quick`), and,
+/// as `pv::entry::on_domain` does, a send to another domain finished with
+/// our lock released (`event::send_deferred`). Any other port (closed,
+/// unbound, the console's), or an argument it cannot read, goes the
+/// locked way with nothing done. The upcall a send to its own domain made
+/// due is delivered here too, on the way out (`fast_trap::upcall`), when
+/// it is the only thing pending.
+// Tour 07: EVTCHNOP_send on the quick way
+#[inline(never)]
+fn quick_evtchn(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
+    let Some(cell) = current_domain(pc) else {
+        return Quick::Full;
+    };
+    // Held to the end (or to the deferred send): the caller's way out
+    // (the locked one after `Quick::Done`) runs after it is dropped.
+    let mut g = cell.lock();
+    let d = &mut *g;
+    // The guest kernel's own tables: what `space()` gives in kernel mode
+    // (the quick way runs only there, 64-bit guests only).
+    let space = crate::pv::guest_mem::GuestSpace::new(d.v().guest_table);
+    let Some(ret) = crate::pv::event::send_op_quick(d, space, r.rsi) else {
+        // Nothing done: the locked path, without `hypercall()` asking again.
+        r.vector = crate::arch::x86_64::idt::VEC_SYSCALL_LOCKED;
+        return Quick::Full;
+    };
+    let alive = d.is_alive();
+    if pc.deferred_send.load(Ordering::Relaxed) != 0 {
+        // To another domain: its lock after ours is released, never both
+        // (docs/design.md, "Lock order").
+        drop(g);
+        crate::pv::event::send_deferred();
+        return quick_out(pc, r, ret, alive);
+    }
+    match quick_out(pc, r, ret, alive) {
+        // The upcall in asm where it is the common case, else in Rust.
+        Quick::Done if alive && crate::pv::fast_trap::upcall_asm(pc, d, r) => Quick::Upcall,
+        Quick::Done if alive => crate::pv::fast_trap::upcall(pc, d, r),
+        q => q,
+    }
 }
 
 /// [`quick`] for `HYPERVISOR_iret` (the locked path's `own_vcpu` on the
@@ -646,9 +715,13 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
 /// bit (`selftest=iretfault` is one), no event upcall due.
 #[inline(always)]
 pub(crate) fn nothing_pending(pc: &PerCpu) -> bool {
-    if pc.work.load(Ordering::Relaxed) != 0 {
-        return false;
-    }
+    pc.work.load(Ordering::Relaxed) == 0 && !upcall_due(pc)
+}
+
+/// An event upcall due on the current vCPU: `evtchn_upcall_pending` set
+/// and not masked.
+#[inline(always)]
+pub(crate) fn upcall_due(pc: &PerCpu) -> bool {
     // The current vCPU's vcpu_info, as published under the lock (its
     // slot in shared_info, or the frame it registered, which stays its own
     // while registered; the domain is alive while its guest runs). Two
@@ -661,7 +734,7 @@ pub(crate) fn nothing_pending(pc: &PerCpu) -> bool {
     // Pending (low byte) and not masked (high byte): the locked way out
     // bounces the upcall (or, with no event callback, does nothing: only
     // slower). That is 1..=0xff.
-    !(1..=0xff).contains(&upcall)
+    (1..=0xff).contains(&upcall)
 }
 
 /// The way out of a lock-free `syscall` entry when nothing is pending

@@ -196,7 +196,7 @@ fn bounce<const COMPAT: bool>(
         cs: t.cs,
         mask_events: t.flags & TI_IF != 0,
     };
-    bounce_to::<COMPAT>(pc, d, f, to, Some(vector), error_code)
+    bounce_to::<COMPAT>(pc, d, f, to, Some(vector), "", error_code)
 }
 
 /// A 64-bit guest user's `syscall`, bounced to its kernel's syscall
@@ -210,14 +210,15 @@ pub fn user_syscall(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
     if d.compat || cb.address == 0 {
         return false;
     }
-    bounce_to::<false>(pc, d, f, cb, None, None)
+    bounce_to::<false>(pc, d, f, cb, None, "syscall", None)
 }
 
 /// Bounce to `to`: `traps::deliver` for a frame the CPU's walk writes in
 /// one go (`traps::build_frame`, then one copy), the vCPU in its handler;
 /// `false`: nothing changed (tracing on, or the frame not written: the
 /// general way says why, and tries the failsafe). `vector`: the
-/// exception's, `None` for a user `syscall` (named only when recorded).
+/// exception's (named only when recorded), `None` for a callback, then
+/// named `callback` (`traps::Bounce::to_callback`'s name).
 #[inline(always)]
 fn bounce_to<const COMPAT: bool>(
     pc: &PerCpu,
@@ -225,6 +226,7 @@ fn bounce_to<const COMPAT: bool>(
     f: &mut TrapFrame,
     to: Callback,
     vector: Option<u8>,
+    callback: &'static str,
     error_code: Option<u64>,
 ) -> bool {
     let w = Width::of(COMPAT);
@@ -270,7 +272,7 @@ fn bounce_to<const COMPAT: bool>(
     if flags & crate::trace::RECENT != 0 {
         let what = match vector {
             Some(n) => crate::arch::x86_64::idt::exception_name(n as u64),
-            None => "syscall",
+            None => callback,
         };
         crate::trace::record_seen(crate::trace::Record {
             what: crate::trace::What::Named(what),
@@ -280,6 +282,95 @@ fn bounce_to<const COMPAT: bool>(
             b: error_code.unwrap_or(0),
         });
     }
+    true
+}
+
+/// The event upcall on the quick way's exit (`pv::fast::quick_evtchn`,
+/// after an `EVTCHNOP_send` answered under the domain's lock, held by the
+/// caller): what the locked way out (`pv::entry::leave_domain`, then
+/// `event::deliver_upcall`, then `retcheck`) does when the upcall is the
+/// only thing pending, on the quick way's few registers. Its tests first,
+/// nothing changed: the work word 0, the domain alive, the vCPU up, not
+/// blocked, nothing injected by hand, in kernel mode (the quick way runs
+/// only there), an event callback, an upcall due (pending and unmasked,
+/// through the published `vcpu_info`). Then the bounce as
+/// `traps::deliver` makes it (`Bounce::to_callback("event upcall")` with
+/// events masked: the frame on the interrupted stack through the checked
+/// copy, the saved mask in CS, the record), and [`leave`]'s way out by
+/// `iretq`. `Quick::Done` (the locked way out settles it, on the full
+/// frame): anything else, a frame the copy refused (there the failsafe
+/// or the crash, as before: nothing was changed here), a frame `retcheck`
+/// refuses.
+// Tour 07: the upcall, on the quick way's exit
+#[inline(never)]
+pub fn upcall(pc: &PerCpu, d: &mut Domain, r: &mut QuickRegs) -> Quick {
+    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.compat {
+        return Quick::Done;
+    }
+    let v = d.v();
+    let cb = v.event;
+    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode || cb.address == 0 {
+        return Quick::Done;
+    }
+    if !fast::upcall_due(pc) {
+        return Quick::Done;
+    }
+    // The interrupted context, as the full frame would hold it (the rest
+    // of a `TrapFrame` is not read by the bounce).
+    let mut f = TrapFrame {
+        rcx: r.rcx,
+        r11: r.r11,
+        rip: r.rip,
+        cs: r.cs,
+        rflags: r.rflags,
+        rsp: r.rsp,
+        ss: r.ss,
+        ..TrapFrame::default()
+    };
+    // Every upcall masks events (Xen: TBF_INTERRUPT on the event callback).
+    let to = Callback {
+        mask_events: true,
+        ..cb
+    };
+    if !bounce_to::<false>(pc, d, &mut f, to, None, "event upcall", None) {
+        return Quick::Done;
+    }
+    let left = leave(pc, d, &mut f);
+    (r.rip, r.cs, r.rflags, r.rsp, r.ss) = (f.rip, f.cs, f.rflags, f.rsp, f.ss);
+    if left {
+        Quick::Iretq
+    } else {
+        Quick::Done
+    }
+}
+
+/// Whether `bounce.S`'s `upcall_quick` may deliver the event upcall after
+/// `pv::fast::quick_evtchn`'s send ([`Quick::Upcall`]): [`upcall`]'s tests
+/// (the domain's lock held by the caller), a canonical callback, no trace
+/// line wanted (the flags exactly `RECENT`: the asm records), frames that
+/// report IOPL 0 (as the asm writes them). Then the callback goes in the
+/// frame's `error_code` for the asm, and `vector` says
+/// `VEC_SYSCALL_DONE`, for the full way if the asm declines. `false`:
+/// nothing changed.
+#[inline(always)]
+pub fn upcall_asm(pc: &PerCpu, d: &Domain, r: &mut QuickRegs) -> bool {
+    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.compat {
+        return false;
+    }
+    if crate::trace::flags() != crate::trace::RECENT {
+        return false;
+    }
+    let v = d.v();
+    let cb = v.event;
+    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode || !is_canonical(cb.address) {
+        return false;
+    }
+    let iopl_assist = d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0;
+    if cb.address == 0 || (iopl_assist && v.iopl != 0) || !fast::upcall_due(pc) {
+        return false;
+    }
+    r.error_code = cb.address;
+    r.vector = crate::arch::x86_64::idt::VEC_SYSCALL_DONE;
     true
 }
 

@@ -22,6 +22,12 @@
 //! broken stack: the failsafe callback again, with CR2 (`vcpu_info` and
 //! `mov %cr2`) the address read, not the stack the frame could not go on.
 //!
+//! Then an event upcall due on the way out of an `EVTCHNOP_send` (an IPI
+//! port of this vCPU) made with the broken stack: its frame cannot be
+//! written either (the quick way's asm declines, the locked way out tries
+//! it again): the failsafe callback, rip just after the `syscall`, rsp the
+//! broken one.
+//!
 //! Real Xen 4.17 differs: it uses the failsafe callback only when
 //! reloading segment selectors fails on a context switch (`load_segments`),
 //! never for a bounce frame it cannot write; for that it crashes the
@@ -135,6 +141,74 @@ fn run(_si: &StartInfo) {
         t, t.segs, t.frame_top
     ));
     page_fault_case();
+    upcall_case();
+}
+
+/// The `EVTCHNOP_send` argument (not on the broken stack).
+static SEND: GuestCell<abi::EvtchnSend> = GuestCell::new(abi::EvtchnSend { port: 0 });
+
+/// The same for an event upcall: `EVTCHNOP_send` on an IPI port of this
+/// vCPU, with events unmasked and the broken rsp (a bare `syscall`: the
+/// hypercall page's `call` would push on it), makes the upcall due on the
+/// way out; its frame cannot be written: the failsafe callback.
+fn upcall_case() {
+    let port = match pvguest::events::bind_ipi(0) {
+        Ok(p) => p,
+        Err(rc) => return fail("bind_ipi for the upcall case", format_args!("rc {rc}")),
+    };
+    SEND.set(abi::EvtchnSend { port });
+    // Masked when the catch begins, so that its unwind (an iret with the
+    // catch's mask) does not take the upcall still due afterwards.
+    pvguest::start_info::set_upcall_mask(1);
+    // SAFETY: as above: the upcall with the broken rsp must end in the
+    // failsafe callback, which unwinds to this catch; writes only AT.
+    let r = catch(|| unsafe {
+        pvguest::start_info::set_upcall_mask(0);
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov [{at}], {t}",
+            "mov {t}, rsp",
+            "mov rsp, {bad}",
+            "syscall",
+            "2: mov rsp, {t}",
+            t = out(reg) _,
+            at = in(reg) AT.as_ptr(),
+            bad = in(reg) BAD_STACK,
+            inout("rax") abi::HYPERVISOR_EVENT_CHANNEL_OP as u64 => _,
+            in("rdi") abi::EVTCHNOP_SEND as u64,
+            in("rsi") SEND.as_ptr() as u64,
+            out("rcx") _,
+            out("r11") _,
+        )
+    });
+    pvguest::start_info::set_upcall_mask(1);
+    match r {
+        Ok(()) => fail(
+            "failsafe after an upcall",
+            format_args!("the send returned with no upcall"),
+        ),
+        Err(t) if t.vector == traps::VEC_FAILSAFE => {
+            check_eq(
+                "failsafe after an upcall: frame rip = after the syscall",
+                t.rip,
+                AT.get(),
+            );
+            check_eq(
+                "failsafe after an upcall: frame rsp = the broken rsp",
+                t.rsp,
+                BAD_STACK,
+            );
+            check_eq("failsafe after an upcall: saved mask 0", t.saved_mask(), 0);
+            check(
+                "failsafe after an upcall: the port pending",
+                pvguest::events::is_pending(port),
+                format_args!("port {port} not pending"),
+            );
+        }
+        Err(t) => fail("failsafe after an upcall", format_args!("got {t} instead")),
+    }
+    pvguest::events::clear_pending(port);
+    pvguest::events::clear_upcall_pending(0);
 }
 
 /// Canonical, unmapped, and not where a frame would go: the #PF's address.

@@ -519,6 +519,127 @@ iret_load_fault:
     CLAC
     jmp .Liret_no
 
+/* Tour 07: the upcall after EVTCHNOP_send, in asm
+ * From syscall_evtchn_way when idt.rs syscall_evtchn answered 4: the send
+ * made, and pv::fast_trap::upcall_asm found the upcall due and the only
+ * thing pending, under the domain's lock (the work word 0, the domain
+ * alive, the vCPU up, not blocked, nothing injected, in kernel mode, an
+ * event callback, canonical, left in the QuickRegs' ERRCODE; no trace
+ * line wanted; frames that report IOPL 0). RSP = the QuickRegs, the
+ * answer in its RAX, its VECTOR {VEC_SYSCALL_DONE}. What
+ * event::deliver_upcall and the way out do, for this case; the same
+ * stores as bounce_quick's (BOUNCE64_TAIL) without an error code. The
+ * walkthrough:
+ *  1. The tests left, nothing changed: the work word still 0, CR3 the
+ *     kernel's table, the frame (the interrupted RSP rounded down to 16,
+ *     minus 7 words) one page of the guests' half.
+ *  2. The frame as traps::build_frame makes it (docs/frames/): RCX, R11,
+ *     RIP, CS with RPL 0 and the saved upcall mask in bits 32-39, RFLAGS
+ *     with IF = !mask and IOPL 0, RSP, SS; written by the CPU's walk, a
+ *     refused store declines with nothing written.
+ *  3. Committed: events masked (every upcall masks them: TBF_INTERRUPT),
+ *     in_failsafe and the failsafe streak cleared, the recent-calls record
+ *     ("event upcall", the interrupted RIP), the CPU's frame at the
+ *     callback on the flat kernel selectors, RFLAGS as for a bounce; out
+ *     by iretq, every register as the guest left it but RAX (the answer).
+ * Any "no": the full TrapFrame, VEC_SYSCALL_DONE: the locked way out then
+ * delivers the upcall, or takes the failsafe or the crash, as before. */
+.balign 16
+upcall_quick:
+    cmpq $0, %gs:{PC_WORK}        /* 1. */
+    jne .Lup_no
+    mov %gs:{PC_VCPU}, %rdi
+    mov %cr3, %rax
+    shr $12, %rax
+    cmp {VCPU_GUEST_TABLE}(%rdi), %rax
+    jne .Lup_no
+    mov {QR_RSP}(%rsp), %rdx
+    and $-16, %rdx
+    sub $56, %rdx                 /* rdx = the frame's address */
+    GUEST_HALF_PAGE %rdx, 56, %rax, .Lup_no
+    mov %gs:{PC_VCPU_INFO}, %rsi  /* 2. the saved mask, read once */
+    movzbl {VI_MASK}(%rsi), %r9d
+    mov {QR_RFLAGS}(%rsp), %rax
+    and $~0x3200, %rax            /* IF and IOPL as the guest sees them */
+    test %r9d, %r9d
+    jnz 3f
+    or $0x200, %rax
+3:  shl $32, %r9
+    or {QR_CS}(%rsp), %r9
+    and $-4, %r9                  /* r9 = CS, RPL 0, | mask << 32 */
+    STAC
+.global upcall_store
+upcall_store:                     /* a refused store: upcall_store_fault */
+    mov %r9, 24(%rdx)
+    mov %rax, 32(%rdx)
+    mov {QR_RCX}(%rsp), %rax
+    mov %rax, 0(%rdx)
+    mov {QR_R11}(%rsp), %rax
+    mov %rax, 8(%rdx)
+    mov {QR_RIP}(%rsp), %rax
+    mov %rax, 16(%rdx)
+    mov {QR_RSP}(%rsp), %rax
+    mov %rax, 40(%rdx)
+    mov {QR_SS}(%rsp), %rax
+    mov %rax, 48(%rdx)
+.global upcall_store_end
+upcall_store_end:
+    CLAC
+    movb $1, {VI_MASK}(%rsi)      /* 3. */
+    movb $0, {VCPU_IN_FAILSAFE}(%rdi)
+    movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
+    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (recent.rs) */
+    mov {RING_NEXT}(%rsi), %rax
+    incq {RING_NEXT}(%rsi)
+    and ${RING_MASK}, %eax
+    lea (%rax,%rax,2), %rax       /* 48-byte slots */
+    shl $4, %rax
+    lea {RING_RECS}(%rsi,%rax), %rsi
+    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
+    mov {UPCALL_WHAT}(%rip), %rax
+    mov %rax, {REC_WHAT}(%rsi)
+    mov {UPCALL_WHAT}+8(%rip), %rax
+    mov %rax, {REC_WHAT}+8(%rsi)
+    mov %gs:{PC_IDS}, %eax
+    mov %eax, {REC_IDS}(%rsi)
+    mov {QR_RIP}(%rsp), %rax
+    mov %rax, {REC_A}(%rsi)
+    movq $0, {REC_B}(%rsi)
+    incq {SLOT_SEQ}(%rsi)         /* even: whole */
+    mov {QR_EC}(%rsp), %rax       /* into the callback */
+    mov %rax, {QR_RIP}(%rsp)
+    movq ${GUEST_CS}, {QR_CS}(%rsp)
+    mov {QR_RFLAGS}(%rsp), %rax
+    and $~{RFLAGS_HANDLER_CLEAR}, %rax
+    or $0x202, %rax
+    mov %rax, {QR_RFLAGS}(%rsp)
+    mov %rdx, {QR_RSP}(%rsp)
+    movq ${GUEST_SS}, {QR_SS}(%rsp)
+    pop %rax                      /* the answer */
+    pop %r9
+    pop %r8
+    pop %r10
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %r11
+    pop %rcx
+    add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+
+.Lup_no:                          /* not here: the full way, as it came */
+    movq $0, {QR_EC}(%rsp)        /* (the callback) */
+    mov $2, %eax
+    jmp syscall_evtchn_back
+
+/* A store above refused by the CPU (idt.rs guest_access_fixup; EFLAGS.AC
+ * may be set): nothing written. */
+.global upcall_store_fault
+upcall_store_fault:
+    CLAC
+    jmp .Lup_no
+
 /* Tour 06: a user `syscall`, bounced in asm
  * From syscall_entry when the per-CPU hint says guest user mode (RCX, R11
  * = the user's RIP and RFLAGS, its RSP in PC_SCRATCH): what

@@ -76,6 +76,65 @@
     SAVE_GPRS
 .endm
 
+/* syscall_entry's steps 2-4 of the quick way (below), calling \fn
+ * (idt.rs: syscall_quick, or syscall_evtchn for EVTCHNOP_send) on the
+ * QuickRegs: it answers 0 sysretq, 1 iretq, 2 the full TrapFrame, and
+ * (with \upcall) 4: the event upcall in asm (bounce.S upcall_quick),
+ * which comes back to \fn\()_back with 2 if it declines. */
+.macro QUICK_WAY fn, upcall
+    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
+    jz 2f
+    clac                          /* only where SMAP exists (else #UD) */
+2:  pushq ${GUEST_SS}             /* 2. SS */
+    pushq %gs:{PC_SCRATCH}        /* RSP */
+    push %r11                     /* RFLAGS */
+    pushq ${GUEST_CS}             /* CS */
+    push %rcx                     /* RIP */
+    pushq $0                      /* ERRCODE */
+    pushq ${VEC_SYSCALL}          /* VECTOR */
+    push %rcx
+    push %r11
+    push %rdi
+    push %rsi
+    push %rdx
+    push %r10
+    push %r8
+    push %r9
+    push %rax
+    mov %cr4, %rax
+    and %gs:{PC_CR4_PV32}, %rax
+    cmp %gs:{PC_CR4_PV32}, %rax
+    mov $2, %eax                  /* SMEP/SMAP off: the full way, which */
+    jne 3f                        /* stops on it (entry_state_check) */
+    mov %rsp, %rdi
+    call \fn                      /* 3. */
+.ifnb \upcall
+    cmp $4, %eax
+    je \upcall
+.endif
+\fn\()_back:
+3:  cmp $1, %eax                  /* the pops keep the flags */
+    pop %rax
+    pop %r9
+    pop %r8
+    pop %r10
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %r11
+    pop %rcx
+    jb 4f
+    je 5f
+    SAVE_GPRS                     /* the full TrapFrame, on the same top */
+    jmp trap_call                 /* the guest state is off already */
+4:  mov {QR_RSP_AFTER_POPS}(%rsp), %rsp /* the guest's */
+    swapgs                        /* GS = the guest's */
+    sysretq
+5:  add $16, %rsp                 /* vector and error code */
+    swapgs                        /* GS = the guest's */
+    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+.endm
+
 .section .text
 .balign 16
 .global idt_stubs
@@ -281,52 +340,12 @@ syscall_entry:
     bt %rax, quick_nrs(%rip)
     jnc syscall_not_quick
 syscall_quick_way:
-    testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
-    jz 2f
-    clac                          /* only where SMAP exists (else #UD) */
-2:  pushq ${GUEST_SS}             /* 2. SS */
-    pushq %gs:{PC_SCRATCH}        /* RSP */
-    push %r11                     /* RFLAGS */
-    pushq ${GUEST_CS}             /* CS */
-    push %rcx                     /* RIP */
-    pushq $0                      /* ERRCODE */
-    pushq ${VEC_SYSCALL}          /* VECTOR */
-    push %rcx
-    push %r11
-    push %rdi
-    push %rsi
-    push %rdx
-    push %r10
-    push %r8
-    push %r9
-    push %rax
-    mov %cr4, %rax
-    and %gs:{PC_CR4_PV32}, %rax
-    cmp %gs:{PC_CR4_PV32}, %rax
-    mov $2, %eax                  /* SMEP/SMAP off: the full way, which */
-    jne 3f                        /* stops on it (entry_state_check) */
-    mov %rsp, %rdi
-    call syscall_quick            /* 3. */
-3:  cmp $1, %eax                  /* the pops keep the flags */
-    pop %rax
-    pop %r9
-    pop %r8
-    pop %r10
-    pop %rdx
-    pop %rsi
-    pop %rdi
-    pop %r11
-    pop %rcx
-    jb 4f
-    je 5f
-    SAVE_GPRS                     /* the full TrapFrame, on the same top */
-    jmp trap_call                 /* the guest state is off already */
-4:  mov {QR_RSP_AFTER_POPS}(%rsp), %rsp /* the guest's */
-    swapgs                        /* GS = the guest's */
-    sysretq
-5:  add $16, %rsp                 /* vector and error code */
-    swapgs                        /* GS = the guest's */
-    jmp ret_iretq                 /* with its fault fixup (idt.rs) */
+    QUICK_WAY syscall_quick
+/* EVTCHNOP_send (from step 0's last test): the same quick way, on its own
+ * Rust entry (idt.rs syscall_evtchn), without pv::fast::quick's dispatch
+ * on the number. */
+syscall_evtchn_way:
+    QUICK_WAY syscall_evtchn, upcall_quick
 syscall_full:                     /* 4. */
     SYSCALL_FRAME {GUEST_CS}, {VEC_SYSCALL}
     jmp guest_state_off
@@ -452,6 +471,10 @@ syscall_enosys:
     jmp syscall_quick_way
 8:  cmp ${NR_IRET}, %eax          /* HYPERVISOR_iret: bounce.S first */
     je syscall_iret
+    cmp ${NR_EVTCHN}, %eax        /* EVTCHNOP_send: its own quick way */
+    jne syscall_locked
+    cmp ${EVTCHNOP_SEND}, %rdi
+    je syscall_evtchn_way
     jmp syscall_locked
 
 /* `int $0x82` from a 32-bit guest kernel (ring 1: the gate's DPL): its

@@ -138,6 +138,11 @@ pub enum Quick {
     /// [`VEC_SYSCALL_DONE`]): something is pending, or the frame is one
     /// only the locked way out can settle.
     Done = 3,
+    /// Answered (`EVTCHNOP_send`), and the event upcall is due and the
+    /// only thing pending: `bounce.S` `upcall_quick` bounces it to the
+    /// callback in the frame's `error_code`, or declines to the full frame
+    /// (vector [`VEC_SYSCALL_DONE`], already set).
+    Upcall = 4,
 }
 
 /// `int $0x82`: a 32-bit guest's hypercall.
@@ -207,6 +212,10 @@ const _: () = assert!(size_of::<super::recent::What>() == 16);
 /// The record's `what` for a user `syscall` bounced (`bounce.S`), as
 /// `pv::fast_trap::bounce_to` names it.
 pub static SYSCALL_WHAT: super::recent::What = super::recent::What::Named("syscall");
+
+/// The record's `what` for an event upcall (`bounce.S` `upcall_quick`),
+/// as `traps::deliver` names it (`event::deliver_upcall`).
+pub static UPCALL_WHAT: super::recent::What = super::recent::What::Named("event upcall");
 
 /// The vectors `bounce.S` takes first for a 64-bit guest (bit N: vector
 /// N): #BP, #OF, #UD, #PF.
@@ -299,6 +308,8 @@ core::arch::global_asm!(
     TF_VECTOR = const offset_of!(TrapFrame, vector),
     BOUNCE_VECTORS = const BOUNCE_VECTORS,
     NR_IRET = const ringvisor_abi::xen::HYPERVISOR_IRET,
+    NR_EVTCHN = const ringvisor_abi::xen::HYPERVISOR_EVENT_CHANNEL_OP,
+    EVTCHNOP_SEND = const ringvisor_abi::event_channel::EVTCHNOP_SEND,
     HV_START_43 = const bounce_layout::HV_START_43,
     VCPU_IOPL = const bounce_layout::VCPU_IOPL,
     VCPU_GUEST_TABLE = const bounce_layout::VCPU_GUEST_TABLE,
@@ -337,6 +348,15 @@ core::arch::global_asm!(
     CB_MASK = const bounce_layout::CB_MASK,
     MSR_KERNEL_GS_BASE = const 0xc000_0102u32,
     SYSCALL_WHAT = sym SYSCALL_WHAT,
+    UPCALL_WHAT = sym UPCALL_WHAT,
+    QR_RCX = const offset_of!(QuickRegs, rcx),
+    QR_R11 = const offset_of!(QuickRegs, r11),
+    QR_EC = const offset_of!(QuickRegs, error_code),
+    QR_RIP = const offset_of!(QuickRegs, rip),
+    QR_CS = const offset_of!(QuickRegs, cs),
+    QR_RFLAGS = const offset_of!(QuickRegs, rflags),
+    QR_RSP = const offset_of!(QuickRegs, rsp),
+    QR_SS = const offset_of!(QuickRegs, ss),
     US = const 7 * 8,
     BOUNCE_VECTORS32 = const BOUNCE_VECTORS32,
     TE_CS = const bounce_layout::TE_CS,
@@ -603,6 +623,25 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
     }
 }
 
+/// A 64-bit guest's `EVTCHNOP_send` (entry.S `syscall_evtchn_way`: the
+/// quick way's registers, as for [`syscall_quick`]): `pv::fast::evtchn_send`,
+/// with [`syscall_quick`]'s checks and answers.
+// Tour 02: the quick way's Rust half
+#[no_mangle]
+extern "C" fn syscall_evtchn(r: &mut QuickRegs) -> Quick {
+    // entry.S checked the entry state, as for `syscall_quick`.
+    if super::debugreg::hypervisor_hits_pending() {
+        return Quick::Full; // reported there
+    }
+    match crate::pv::fast::evtchn_send(r) {
+        Quick::Done => {
+            r.vector = VEC_SYSCALL_DONE;
+            Quick::Full
+        }
+        q => q,
+    }
+}
+
 /// An exception of a guest of a vector `pv::fast_trap` takes, first
 /// (entry.S `exception_common`, which checked SMEP/SMAP on): `true` when
 /// handled, way out included; `false`: nothing done, then
@@ -789,6 +828,9 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
         static bounce32_pf_store: u8;
         static bounce32_pf_store_end: u8;
         static bounce32_pf_store_fault: u8;
+        static upcall_store: u8;
+        static upcall_store_end: u8;
+        static upcall_store_fault: u8;
     }
     use core::ptr::addr_of;
     let ranges = [
@@ -826,6 +868,11 @@ fn guest_access_fixup(rip: u64) -> Option<u64> {
             addr_of!(bounce32_pf_store),
             addr_of!(bounce32_pf_store_end),
             addr_of!(bounce32_pf_store_fault),
+        ),
+        (
+            addr_of!(upcall_store),
+            addr_of!(upcall_store_end),
+            addr_of!(upcall_store_fault),
         ),
     ]
     .map(|(a, b, c)| (a as u64, b as u64, c as u64));
