@@ -66,6 +66,28 @@
 1:
 .endm
 
+/* The state every asm quick way starts from, else to \no, nothing
+ * changed: SMEP/SMAP as this CPU runs the hypervisor (CR4 has every bit
+ * PC_CR4_PV32 names; else the full way, which stops on it), no trace
+ * line wanted (the flags are exactly RECENT), no #DB hit of the
+ * hypervisor's own to report, this CPU's work word 0, and a vCPU
+ * published, into %rdi. Clobbers \tmp. */
+.macro QUICK_STATE tmp, no
+    mov %cr4, \tmp
+    and %gs:{PC_CR4_PV32}, \tmp
+    cmp %gs:{PC_CR4_PV32}, \tmp
+    jne \no
+    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
+    jne \no
+    cmpq $0, {HV_HITS}(%rip)
+    jne \no
+    cmpq $0, %gs:{PC_WORK}
+    jne \no
+    mov %gs:{PC_VCPU}, %rdi
+    test %rdi, %rdi
+    jz \no
+.endm
+
 .macro STAC
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 1f
@@ -226,19 +248,7 @@ bounce_quick:
     push %rdi
     push %r8
     push %r9
-    mov %cr4, %rcx
-    and %gs:{PC_CR4_PV32}, %rcx
-    cmp %gs:{PC_CR4_PV32}, %rcx
-    jne .Lbq_no
-    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
-    jne .Lbq_no
-    cmpq $0, {HV_HITS}(%rip)
-    jne .Lbq_no
-    cmpq $0, %gs:{PC_WORK}
-    jne .Lbq_no
-    mov %gs:{PC_VCPU}, %rdi
-    test %rdi, %rdi
-    jz .Lbq_no
+    QUICK_STATE %rcx, .Lbq_no
     cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
     je .Lbq_no
     IOPL_BITS_ZERO %rdi, %rcx, .Lbq_no
@@ -388,19 +398,7 @@ syscall_iret:
     push %rdx
     push %rsi
     push %rdi
-    mov %cr4, %rdx
-    and %gs:{PC_CR4_PV32}, %rdx
-    cmp %gs:{PC_CR4_PV32}, %rdx
-    jne .Liret_no
-    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
-    jne .Liret_no
-    cmpq $0, {HV_HITS}(%rip)
-    jne .Liret_no
-    cmpq $0, %gs:{PC_WORK}
-    jne .Liret_no
-    mov %gs:{PC_VCPU}, %rdi
-    test %rdi, %rdi
-    jz .Liret_no
+    QUICK_STATE %rdx, .Liret_no
     cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
     je .Liret_no
     IOPL_BITS_ZERO %rdi, %rdx, .Liret_no
@@ -673,19 +671,7 @@ syscall_user_quick:
     push %rdi
     push %r8
     push %r9
-    mov %cr4, %rdx
-    and %gs:{PC_CR4_PV32}, %rdx
-    cmp %gs:{PC_CR4_PV32}, %rdx
-    jne .Lus_no
-    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
-    jne .Lus_no
-    cmpq $0, {HV_HITS}(%rip)
-    jne .Lus_no
-    cmpq $0, %gs:{PC_WORK}
-    jne .Lus_no
-    mov %gs:{PC_VCPU}, %rdi
-    test %rdi, %rdi
-    jz .Lus_no
+    QUICK_STATE %rdx, .Lus_no
     cmpb $0, {VCPU_KERNEL_MODE}(%rdi)
     jne .Lus_no                   /* the hint was stale: the Rust way */
     IOPL_BITS_ZERO %rdi, %rdx, .Lus_no
@@ -960,19 +946,7 @@ bounce_quick32:
     push %rdi
     push %r8
     push %r9
-    mov %cr4, %rcx
-    and %gs:{PC_CR4_PV32}, %rcx
-    cmp %gs:{PC_CR4_PV32}, %rcx
-    jne .Lb32_no
-    cmpl ${TRACE_RECENT}, {TRACE_FLAGS}(%rip)
-    jne .Lb32_no
-    cmpq $0, {HV_HITS}(%rip)
-    jne .Lb32_no
-    cmpq $0, %gs:{PC_WORK}
-    jne .Lb32_no
-    mov %gs:{PC_VCPU}, %rdi
-    test %rdi, %rdi
-    jz .Lb32_no
+    QUICK_STATE %rcx, .Lb32_no
     cmpq ${GUEST32_CS1}, {BQ}+{IF_CS}(%rsp) /* its kernel, flat */
     jne .Lb32_no
     cmpq ${GUEST32_SS1}, {BQ}+{IF_SS}(%rsp)
