@@ -584,7 +584,11 @@ pub fn build(
         shared_info_mfn: shared.0,
         privileged: id == 0,
         cmos_idx: 0,
-        compat,
+        width: if compat {
+            super::Width::W32
+        } else {
+            super::Width::W64
+        },
         vm_assist: 0,
         vcpus: core::iter::once(v)
             .chain((1..nr_vcpus as u32).map(Vcpu::new))

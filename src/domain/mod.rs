@@ -25,6 +25,17 @@ pub use domain::*;
 /// A pseudo-physical page with no machine frame (given back): its P2M entry.
 pub const INVALID_MFN: u64 = !0;
 
+/// A PV guest's width: what its kernel's ring, its frames and the ABI
+/// structures' layouts follow (`pv::width` has each width's layouts).
+// Tour 04: the guest's width, as a type
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Width {
+    /// A 64-bit guest: kernel and user both in ring 3.
+    W64,
+    /// A 32-bit PAE guest: kernel in ring 1, user in ring 3.
+    W32,
+}
+
 /// A domU's console output is rate-limited, as Xen limits guest console
 /// output: a burst of this many bytes, then `CONSOLE_RATE` a second. The
 /// initial domain (the console's owner) is not limited.
@@ -74,6 +85,7 @@ mod domain {
     use alloc::vec::Vec;
 
     use super::vcpu::Vcpu;
+    use super::Width;
 
     pub type DomId = u16;
 
@@ -105,9 +117,10 @@ mod domain {
         /// The CMOS index the initial domain last wrote to port 0x70
         /// (Xen: `arch.cmos_idx`; `pv::emulate`).
         pub cmos_idx: u8,
-        /// A 32-bit (PAE) PV guest: kernel in ring 1, compat-mode segments,
-        /// the 32-bit layouts of the ABI structures.
-        pub compat: bool,
+        /// 64-bit, or a 32-bit (PAE) PV guest: kernel in ring 1,
+        /// compat-mode segments, the 32-bit layouts of the ABI structures
+        /// (`pv::width` has each width's layouts).
+        pub width: Width,
         /// `vm_assist` bits enabled.
         pub vm_assist: u64,
         pub vcpus: Vec<Vcpu>,
@@ -174,6 +187,13 @@ mod domain {
     }
 
     impl Domain {
+        /// A 32-bit (PAE) guest: where a path differs by width and has no
+        /// layout to look up (`pv::width`), the test it makes.
+        #[inline(always)]
+        pub fn is_32bit(&self) -> bool {
+            self.width == Width::W32
+        }
+
         pub fn is_alive(&self) -> bool {
             self.state == State::Running
         }

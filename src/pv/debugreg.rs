@@ -47,7 +47,7 @@ const _: () = assert!(
 /// (Xen's breakpoint_addr_ok): below the 32-bit hypervisor area, or for a
 /// 64-bit guest outside 2^47..HYPERVISOR_VIRT_END.
 fn addr_ok(d: &Domain, addr: u64) -> bool {
-    if d.compat {
+    if d.is_32bit() {
         addr < ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START as u64
     } else {
         !(1 << 47..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&addr)

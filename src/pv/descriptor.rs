@@ -115,7 +115,7 @@ pub fn install_gdt(
         let Some(frame) = views[i / 512] else {
             return err(EINVAL); // not reached: every frame was checked
         };
-        match check_descriptor(frame.read(i % 512), d.compat) {
+        match check_descriptor(frame.read(i % 512), d.is_32bit()) {
             Some(desc) => copy.push(desc),
             None => return err(EINVAL),
         }
@@ -173,7 +173,7 @@ pub fn update_descriptor(d: &mut Domain, ft: &FrameTable, maddr: u64, desc: u64)
     let Some(frame) = FrameView::owned_if(ft, mfn, ok) else {
         return err(EPERM);
     };
-    let Some(desc) = check_descriptor(desc, d.compat) else {
+    let Some(desc) = check_descriptor(desc, d.is_32bit()) else {
         return err(EINVAL);
     };
     let slot = ((maddr & 0xfff) / 8) as usize;

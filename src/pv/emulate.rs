@@ -167,7 +167,7 @@ fn umip_insn(
     // ring 3 wrote into a supervisor page).
     let mut space = d.v().space();
     space.user |= f.cs & 3 == 3;
-    let (reg, operand, end) = crate::pv::insn::decode_modrm(insn, i + 2, rex, d.compat)?;
+    let (reg, operand, end) = crate::pv::insn::decode_modrm(insn, i + 2, rex, d.is_32bit())?;
     let value: u64 = match (group, reg & 7) {
         (0x01, 0) | (0x01, 1) => {
             // sgdt / sidt: a memory operand only; limit, then the base.
@@ -176,7 +176,7 @@ fn umip_insn(
             let mut bytes = [0u8; 10];
             bytes[..2].copy_from_slice(&limit.to_le_bytes());
             bytes[2..].copy_from_slice(&base.to_le_bytes());
-            let n = if d.compat { 6 } else { 10 };
+            let n = if d.is_32bit() { 6 } else { 10 };
             let at = effective_address(d, f, &m, end);
             return Some(space.write_bytes(at, &bytes[..n]).map(|()| end));
         }
@@ -188,7 +188,11 @@ fn umip_insn(
     match operand {
         Err(r) => {
             let r = gpr(f, r);
-            *r = if d.compat { value as u32 as u64 } else { value };
+            *r = if d.is_32bit() {
+                value as u32 as u64
+            } else {
+                value
+            };
         }
         Ok(m) => {
             let at = effective_address(d, f, &m, end);
@@ -218,7 +222,7 @@ fn effective_address(
     if m.rip_relative {
         a = a.wrapping_add(f.rip).wrapping_add(end as u64);
     }
-    if d.compat {
+    if d.is_32bit() {
         a as u32 as u64
     } else {
         a
@@ -236,7 +240,7 @@ fn virtual_cr4() -> u64 {
 }
 
 fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
-    if d.compat && matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
+    if d.is_32bit() && matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
         return None; // segment bases of 64-bit code only
     }
     let v = d.v();
@@ -260,7 +264,7 @@ fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
 }
 
 fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
-    if d.compat && matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
+    if d.is_32bit() && matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
         return false;
     }
     let v = d.v_mut();
@@ -315,7 +319,7 @@ pub fn privileged(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, insn: &[u8
             0x66 => opsize16 = true,
             // REX exists only in 64-bit code: in a 32-bit guest these
             // bytes are inc/dec.
-            0x40..=0x4f if !d.compat => rex = insn[i],
+            0x40..=0x4f if !d.is_32bit() => rex = insn[i],
             _ => break,
         }
         i += 1;
@@ -408,7 +412,7 @@ pub fn privileged(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, insn: &[u8
                         let val = match cr {
                             0 => virtual_cr0(d),
                             2 => d.v().cr2,
-                            3 if d.compat => {
+                            3 if d.is_32bit() => {
                                 ringvisor_abi::x86_32::xen_pfn_to_cr3(d.v().current_table() as u32)
                                     as u64
                             }
@@ -456,10 +460,14 @@ pub fn privileged(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, insn: &[u8
                     let reg = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
                     if op2 == 0x21 {
                         let v = crate::pv::debugreg::get(d, dr); // 0-7: always a value
-                        *gpr(f, reg) = if d.compat { v as u32 as u64 } else { v as u64 };
+                        *gpr(f, reg) = if d.is_32bit() {
+                            v as u32 as u64
+                        } else {
+                            v as u64
+                        };
                         what = "mov from dr";
                     } else {
-                        let val = if d.compat {
+                        let val = if d.is_32bit() {
                             *gpr(f, reg) as u32 as u64
                         } else {
                             *gpr(f, reg)

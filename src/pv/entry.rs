@@ -67,7 +67,7 @@ pub fn locked_way_out(f: &mut TrapFrame) {
 // Tour 02, 06: hypercall, or system call for the guest kernel?
 fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
     {
-        if d.compat {
+        if d.is_32bit() {
             // Xen's compat_syscall: the caller is user mode, from whatever
             // ring (the CPU does not say which, and a cached kernel-mode
             // flag is stale once the kernel went to ring 3 by a native
@@ -130,7 +130,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
             }
         }
         VEC_HYPERCALL32 if hypercall32 => {
-            if d.compat {
+            if d.is_32bit() {
                 d.v_mut().kernel_mode = true;
                 if !crate::pv::compat::dispatch_domain(d, f) {
                     remote_event = true;
@@ -220,7 +220,8 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
         return false; // the upcall could not be delivered: crashed
     }
     f.rflags = (f.rflags | 0x202) & !(0x3000 | 0x20000 | 0x4000); // IF on, IOPL 0, no VM/NT
-    crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16).is_none()
+    crate::pv::retcheck::refused(&d.v().gdt, d.is_32bit(), f.rip, f.cs as u16, f.ss as u16)
+        .is_none()
 }
 
 /// The current domain's lock, as [`publish_current`] stored it in this
@@ -232,7 +233,7 @@ pub fn current_domain() -> Option<&'static crate::sync::DomainLock> {
 
 // Tour 04: an exception or interrupt from a guest
 fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
-    if d.compat {
+    if d.is_32bit() {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
         d.v_mut().kernel_mode = f.cs & 3 != 3;
     }
@@ -304,7 +305,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                                                                       // refuse is the guest's fault, delivered like one (Xen: the exit
                                                                       // iretq's fixup, handle_exception), never a hypervisor fault.
         let Some((vector, ec)) =
-            crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, f.cs as u16, f.ss as u16)
+            crate::pv::retcheck::refused(&d.v().gdt, d.is_32bit(), f.rip, f.cs as u16, f.ss as u16)
         else {
             use crate::arch::x86_64::percpu::{this, WORK_IRET_SELFTEST};
             if this().take(WORK_IRET_SELFTEST) != 0 {

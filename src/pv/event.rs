@@ -52,7 +52,7 @@ fn pending_word(d: &Domain, port: Port) -> &'static AtomicU64 {
 fn mask_word(d: &Domain, port: Port) -> &'static AtomicU64 {
     // The bitmaps are little-endian bit arrays: 64-bit words address the
     // same bits for 32-bit guests; only where the mask array starts differs.
-    let base = if d.compat {
+    let base = if d.is_32bit() {
         offset_of!(ringvisor_abi::x86_32::SharedInfo32, evtchn_mask)
     } else {
         offset_of!(SharedInfo, evtchn_mask)
@@ -73,7 +73,7 @@ fn set_sel(d: &Domain, vcpu: usize, port: Port) -> bool {
 /// [`set_sel`] on `vi`, the vCPU's `vcpu_info` (found once by the caller).
 #[inline(always)]
 fn set_sel_at(d: &Domain, vi: VcpuInfoArea, port: Port) -> bool {
-    if d.compat {
+    if d.is_32bit() {
         let off = offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
         let bit = 1u32 << (port / 32);
         vi.atomic_u32(off).fetch_or(bit, Ordering::SeqCst) & bit != 0
@@ -89,7 +89,7 @@ fn set_sel_at(d: &Domain, vi: VcpuInfoArea, port: Port) -> bool {
 /// guest's own state, as on Xen).
 pub fn vcpu_event_bits(d: &Domain, vcpu: usize) -> (u8, u64) {
     let vi = traps::vcpu_info(d, vcpu);
-    let sel = if d.compat {
+    let sel = if d.is_32bit() {
         let off = offset_of!(ringvisor_abi::x86_32::VcpuInfo32, evtchn_pending_sel);
         u64::from(vi.atomic_u32(off).load(Ordering::Relaxed))
     } else {

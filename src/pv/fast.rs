@@ -591,7 +591,7 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
     let mut g = cell.lock();
     let d = &mut *g;
     let ft = crate::mm::frametable::frames();
-    if d.compat {
+    if d.is_32bit() {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
         // `entry::guest_trap_on` says).
         d.v_mut().kernel_mode = f.cs & 3 != 3;
@@ -615,8 +615,8 @@ pub(crate) fn leave_checked(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool 
         return false;
     }
     let (cs, ss) = (f.cs as u16, f.ss as u16);
-    if !crate::pv::retcheck::flat_ok(d.compat, f.rip, cs, ss)
-        && crate::pv::retcheck::refused(&d.v().gdt, d.compat, f.rip, cs, ss).is_some()
+    if !crate::pv::retcheck::flat_ok(d.is_32bit(), f.rip, cs, ss)
+        && crate::pv::retcheck::refused(&d.v().gdt, d.is_32bit(), f.rip, cs, ss).is_some()
     {
         return false;
     }

@@ -82,7 +82,7 @@ fn on_domain(f: &mut TrapFrame, vector: u8) -> bool {
     // own functions are called on the domain).
     let mut g = cell.lock();
     let d = &mut *g;
-    let done = if d.compat {
+    let done = if d.is_32bit() {
         on_width::<true>(pc, d, f, vector)
     } else {
         on_width::<false>(pc, d, f, vector)
@@ -207,7 +207,7 @@ fn bounce<const COMPAT: bool>(
 #[inline(always)]
 pub fn user_syscall(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
     let cb = d.v().syscall;
-    if d.compat || cb.address == 0 {
+    if d.is_32bit() || cb.address == 0 {
         return false;
     }
     bounce_to::<false>(pc, d, f, cb, None, "syscall", None)
@@ -304,7 +304,7 @@ fn bounce_to<const COMPAT: bool>(
 // Tour 07: the upcall, on the quick way's exit
 #[inline(never)]
 pub fn upcall(pc: &PerCpu, d: &mut Domain, r: &mut QuickRegs) -> Quick {
-    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.compat {
+    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.is_32bit() {
         return Quick::Done;
     }
     let v = d.v();
@@ -354,7 +354,7 @@ pub fn upcall(pc: &PerCpu, d: &mut Domain, r: &mut QuickRegs) -> Quick {
 /// nothing changed.
 #[inline(always)]
 pub fn upcall_asm(pc: &PerCpu, d: &Domain, r: &mut QuickRegs) -> bool {
-    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.compat {
+    if pc.work.load(Ordering::Relaxed) != 0 || !d.is_alive() || d.is_32bit() {
         return false;
     }
     if crate::trace::flags() != crate::trace::RECENT {
@@ -385,8 +385,8 @@ fn leave(pc: &PerCpu, d: &Domain, f: &mut TrapFrame) -> bool {
         return false;
     }
     let (cs, ss) = (f.cs as u16, f.ss as u16);
-    if !retcheck::flat_ok(d.compat, f.rip, cs, ss)
-        && retcheck::refused(&d.v().gdt, d.compat, f.rip, cs, ss).is_some()
+    if !retcheck::flat_ok(d.is_32bit(), f.rip, cs, ss)
+        && retcheck::refused(&d.v().gdt, d.is_32bit(), f.rip, cs, ss).is_some()
     {
         return false;
     }
@@ -436,7 +436,7 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     // `Quick::Done`) runs after it is dropped.
     let mut g = cell.lock();
     let d = &mut *g;
-    if d.compat {
+    if d.is_32bit() {
         return Quick::Full; // (syscall_entry sends none here)
     }
     // The guest kernel's own tables: what `space()` gives in kernel mode

@@ -215,7 +215,7 @@ pub fn op(
 
 fn setup_table(d: &mut Domain, ft: &FrameTable, space: GuestSpace, arg: u64) -> Ret {
     // The two widths differ in the handle and the frame number's size.
-    let (dom, nr, list, wide) = if d.compat {
+    let (dom, nr, list, wide) = if d.is_32bit() {
         let Ok(s) = space.read::<GnttabSetupTable32>(arg) else {
             return err(EFAULT);
         };
@@ -378,7 +378,7 @@ fn set_version_to(d: &mut Domain, ft: &FrameTable, version: u32) -> Ret {
 }
 
 fn get_status_frames(d: &mut Domain, space: GuestSpace, arg: u64) -> Ret {
-    let (nr, dom, list, status_at) = if d.compat {
+    let (nr, dom, list, status_at) = if d.is_32bit() {
         let Ok(g) = space.read::<GnttabGetStatusFrames32>(arg) else {
             return err(EFAULT);
         };
@@ -485,7 +485,7 @@ fn map(d: &mut Domain, ft: &FrameTable, m: &GnttabMapGrantRef) -> Result<(u32, u
         let Some(at) = mm::grant_slot(d, ft, m.host_addr, contains_pte) else {
             return Err(GNTST_GENERAL_ERROR);
         };
-        let user = !d.compat || m.flags & GNTMAP_APPLICATION_MAP != 0;
+        let user = !d.is_32bit() || m.flags & GNTMAP_APPLICATION_MAP != 0;
         // GNTMAP_guest_avail bits (XENFEAT_gnttab_map_avail_bits) go to
         // the PTE's available bits 9-11, as Xen's grant_to_pte_flags.
         let pte = mm::grant_pte(frame, rw, user) | ((m.flags as u64 >> 16) & 7) << 9;

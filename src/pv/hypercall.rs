@@ -88,7 +88,7 @@ pub(crate) fn call_unlocked(me: &crate::sync::DomainLock, nr: u64, a: [u64; 5]) 
             let op = {
                 let d = me.lock();
                 let space = d.v().space();
-                if d.compat {
+                if d.is_32bit() {
                     space.read::<[u32; 4]>(a[0]).map(|op| (op[0], 4))
                 } else {
                     space.read::<[u64; 3]>(a[0]).map(|op| (op[0] as u32, 8))

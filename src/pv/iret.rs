@@ -20,7 +20,7 @@ use crate::trace::TRACE_HYPERCALL;
 /// The `trace=hypercall` line of a `HYPERVISOR_iret` (result `r`), for
 /// either width, on every path that makes one.
 pub(crate) fn trace_iret(d: &Domain, f: &TrapFrame, r: Ret) {
-    if d.compat {
+    if d.is_32bit() {
         crate::trace!(
             TRACE_HYPERCALL,
             "d{}v{} hypercall iret (32-bit) -> eip {:#x} cs {:#x} ({r})",

@@ -79,7 +79,7 @@ fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Re
         return Ok(val);
     }
     // Flags first, then the frame (Xen's order in get_page_from_l?e).
-    let refused = match (level, d.compat) {
+    let refused = match (level, d.is_32bit()) {
         // A domain with I/O memory (the initial one) chooses the cache
         // attributes of its L1 entries (Xen's l1_disallow_mask).
         (1, _) if d.privileged => L1_REFUSED & !CACHE_ATTRS,
@@ -130,15 +130,15 @@ fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Re
         }
         // A 64-bit kernel runs in ring 3: its pages must be user pages. A
         // 32-bit kernel (ring 1) chooses per page.
-        return Ok(if d.compat { val } else { val | PTE_US } & !PTE_G);
+        return Ok(if d.is_32bit() { val } else { val | PTE_US } & !PTE_G);
     }
     match get_table(d, ft, target, level - 1) {
         Ok(()) => {}
         // A table of its own level: a linear page table, if allowed.
-        Err(EINVAL) if !d.compat => get_linear(d, ft, table, level, target, val)?,
+        Err(EINVAL) if !d.is_32bit() => get_linear(d, ft, table, level, target, val)?,
         Err(e) => return Err(e),
     }
-    Ok(match (d.compat, level) {
+    Ok(match (d.is_32bit(), level) {
         // A PAE L3 entry cannot say writable or user; in the long-mode
         // tables the CPU walks, it must (Xen: adjust_guest_l3e).
         (true, 3) => val | PTE_RW | PTE_US | PTE_A,
@@ -188,7 +188,7 @@ fn io_entry(d: &Domain, ft: &FrameTable, mfn: u64, val: u64) -> Result<Option<u6
         _ => 0,
     };
     let v = val ^ flip;
-    Ok(Some(if d.compat { v } else { v | PTE_US } & !PTE_G))
+    Ok(Some(if d.is_32bit() { v } else { v | PTE_US } & !PTE_G))
 }
 
 /// A linear page table (Xen's get_l{2,3,4}_linear_pagetable, 64-bit guests
@@ -393,7 +393,7 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
         write_pte(
             mfn,
             index,
-            if d.compat { val } else { val | PTE_US } & !PTE_G,
+            if d.is_32bit() { val } else { val | PTE_US } & !PTE_G,
         );
         return 0;
     }
@@ -860,7 +860,7 @@ pub fn mmuext_list(
 /// Make `mfn` the vCPU's kernel top-level table: an L4, or a 32-bit
 /// guest's PAE L3 (which the hypervisor's per-vCPU L4 then points at).
 fn new_baseptr(d: &mut Domain, ft: &FrameTable, mfn: u64) -> Result<(), i32> {
-    let level = if d.compat { 3 } else { 4 };
+    let level = if d.is_32bit() { 3 } else { 4 };
     get_table(d, ft, mfn, level)?;
     let v = d.v_mut();
     let old = v.guest_table;
@@ -910,9 +910,9 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
         },
         MMUEXT_NEW_BASEPTR | MMUEXT_NEW_USER_BASEPTR => {
             let user = op.cmd == MMUEXT_NEW_USER_BASEPTR;
-            if user && (mfn == 0 || d.compat) {
+            if user && (mfn == 0 || d.is_32bit()) {
                 // 32-bit guests have one address space for both rings.
-                if d.compat {
+                if d.is_32bit() {
                     return err(EINVAL);
                 }
                 let old = core::mem::take(&mut d.v_mut().guest_table_user);
@@ -964,7 +964,7 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                 },
             );
             let guest_addr = !(1 << 47..ringvisor_abi::x86_64::HYPERVISOR_VIRT_END).contains(&ptr);
-            if ptr % 4096 != 0 || (!d.compat && !guest_addr) || ents > 8192 {
+            if ptr % 4096 != 0 || (!d.is_32bit() && !guest_addr) || ents > 8192 {
                 err(EINVAL)
             } else if ents == 0 {
                 0
@@ -1026,7 +1026,7 @@ pub fn reservation(
     n: u64,
 ) -> Ret {
     // A 64-bit guest's list holds 8-byte frame numbers, a 32-bit one's 4.
-    let elem = if d.compat { 4 } else { 8 };
+    let elem = if d.is_32bit() { 4 } else { 8 };
     use crate::domain::builder::INVALID_MFN;
     use ringvisor_abi::memory::*;
     // Constant work per extent (no P2M scan each time), so a call of
@@ -1163,7 +1163,7 @@ fn subrange_ok(compat: bool, start: u64, first: u64, last: u64, size: u64) -> bo
 /// own list (d.p2m) gives the new frames the slots the old ones left.
 pub fn exchange(d: &mut Domain, ft: &FrameTable, space: GuestSpace, arg: u64) -> Ret {
     use ringvisor_abi::memory::*;
-    let compat = d.compat;
+    let compat = d.is_32bit();
     // (start, nr, order, mem_flags, domid) of each list.
     let (inr, outr, done, elem, done_at) = if compat {
         let Ok(x) = space.read::<XenMemoryExchange32>(arg) else {
@@ -1404,7 +1404,7 @@ pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: 
     use crate::pv::emulate::gpr;
     use crate::pv::insn::Src;
     // 0x40-0x4f are inc/dec in 32-bit code, not REX prefixes.
-    if d.compat
+    if d.is_32bit()
         && insn
             .iter()
             .take_while(|b| matches!(b, 0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x66 | 0x40..=0x4f))
@@ -1421,7 +1421,7 @@ pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: 
     if off + size > 8 {
         return false;
     }
-    let Ok(pa) = translate_as(d.v().cr3_table(), cr2 & !7, false, !d.compat) else {
+    let Ok(pa) = translate_as(d.v().cr3_table(), cr2 & !7, false, !d.is_32bit()) else {
         return false;
     };
     let mfn = pa >> 12;
@@ -1530,7 +1530,7 @@ pub fn put_root(ft: &FrameTable, mfn: u64, level: u8) {
 /// (a 32-bit guest's CR3 folds bits 32+ of the frame number into bits
 /// 0-11: extended-cr3, Xen's xen_cr3_to_pfn).
 pub fn write_cr3(d: &mut Domain, ft: &FrameTable, cr3: u64) -> bool {
-    let mfn = if d.compat {
+    let mfn = if d.is_32bit() {
         ringvisor_abi::x86_32::xen_cr3_to_pfn(cr3 as u32) as u64
     } else {
         (cr3 & PTE_ADDR) >> 12

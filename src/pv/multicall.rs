@@ -48,7 +48,7 @@ pub enum Outcome {
 /// one can record another.
 // Tour 02: a batch of hypercalls in one entry
 pub fn multicall_on(me: &crate::sync::DomainLock, f: &mut TrapFrame, list: u64, n: u64) -> Outcome {
-    let compat = me.lock().compat;
+    let compat = me.lock().is_32bit();
     let size: u64 = if compat { 32 } else { 64 };
     let n = n as u32 as u64; // nr_calls is a uint32_t in both widths
     for i in 0..n {
@@ -139,7 +139,7 @@ pub fn multicall_on(me: &crate::sync::DomainLock, f: &mut TrapFrame, list: u64, 
 
 fn write_result_to(d: &Domain, at: u64, r: Ret) -> Result<(), ()> {
     let space = d.v().space();
-    let w = if d.compat {
+    let w = if d.is_32bit() {
         space.write(at + 4, &(r as u32))
     } else {
         space.write(at + 8, &(r as u64))

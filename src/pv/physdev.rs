@@ -24,7 +24,7 @@ pub(crate) fn map_pirq_on(me: &crate::sync::DomainLock, arg: u64) -> Ret {
     let (privileged, read) = {
         let d = me.lock();
         let mut b = [0u8; 40];
-        let n = if d.compat { 36 } else { 40 };
+        let n = if d.is_32bit() { 36 } else { 40 };
         (
             d.privileged,
             d.v().space().read_bytes(arg, &mut b[..n]).map(|_| b),
@@ -80,7 +80,7 @@ pub(crate) fn physdev_op(
     // The 32-bit layouts differ only in the width of `unsigned long` and
     // xen_pfn_t (the I/O APIC address, the EOI page's frame).
     let ulong = |at: u64| {
-        if d.compat {
+        if d.is_32bit() {
             space.read::<u32>(at).map(u64::from)
         } else {
             space.read::<u64>(at)
@@ -89,7 +89,7 @@ pub(crate) fn physdev_op(
     match cmd as u32 {
         PHYSDEVOP_APIC_READ | PHYSDEVOP_APIC_WRITE => {
             // { unsigned long apic_physbase; u32 reg; u32 value; }
-            let size = if d.compat { 12 } else { 16 };
+            let size = if d.is_32bit() { 12 } else { 16 };
             let mut buf = [0u8; 16];
             if space.read_bytes(arg, &mut buf[..size]).is_err() {
                 return err(EFAULT);

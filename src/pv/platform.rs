@@ -186,7 +186,7 @@ fn settime(secs: u64, nsecs: u32, system_time: u64) {
     crate::sched::for_each_domain_lock(|d| {
         let d = d.lock();
         if d.shared_info_mfn != 0 {
-            write_wallclock(d.shared_info_mfn, d.compat, sec, nsec);
+            write_wallclock(d.shared_info_mfn, d.is_32bit(), sec, nsec);
         }
     });
 }
@@ -257,7 +257,7 @@ fn apic_id() -> u32 {
 /// its lock.
 pub fn mca_on(me: &crate::sync::DomainLock, arg: u64) -> Ret {
     let d = me.lock();
-    mca_locked(d.privileged, d.compat, d.v().space(), arg)
+    mca_locked(d.privileged, d.is_32bit(), d.v().space(), arg)
 }
 
 fn mca_locked(privileged: bool, compat: bool, space: GuestSpace, arg: u64) -> Ret {

@@ -98,7 +98,7 @@ pub fn set_upcall_mask(d: &Domain, m: u8) {
 }
 
 pub(crate) fn set_vcpu_cr2(d: &Domain, cr2: u64) {
-    set_cr2_at(vcpu_info(d, d.cur), d.compat, cr2);
+    set_cr2_at(vcpu_info(d, d.cur), d.is_32bit(), cr2);
 }
 
 /// [`set_vcpu_cr2`] on the `vcpu_info` `vi` (the running vCPU's, as
@@ -677,7 +677,7 @@ fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
     if fetch(d, f.rip, &mut insn) != 2 || insn != [0x0f, 0x34] {
         return false;
     }
-    if d.compat {
+    if d.is_32bit() {
         // Xen's sysenter_entry/compat_sysenter: sysenter saves nothing, so
         // the frame says so: eip 0, a null ring-3 cs, esp 0 on the flat
         // user ss (the handler finds its way back in registers, as the
@@ -744,7 +744,7 @@ pub fn guest_exception(d: &mut Domain, ft: &crate::mm::frametable::FrameTable, f
             // The CPU saw a ring-3 access either way; the guest must see
             // "user" only for its user mode (Xen does the same).
             // (A 32-bit kernel really is in ring 1: the CPU's bit is right.)
-            let ec = if d.compat {
+            let ec = if d.is_32bit() {
                 f.error_code
             } else if d.v().kernel_mode {
                 f.error_code & !4

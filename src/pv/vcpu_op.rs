@@ -250,7 +250,7 @@ pub(crate) fn vcpu_op(
             if let Some(t) = time.get_mut(state as usize) {
                 *t = t.wrapping_add(now.saturating_sub(entry));
             }
-            let written = if d.compat {
+            let written = if d.is_32bit() {
                 space.write(
                     arg,
                     &VcpuRunstateInfo32 {
@@ -278,7 +278,7 @@ pub(crate) fn vcpu_op(
         // handle is read), an area reaching into the hypervisor's range is
         // -EFAULT.
         VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let (va, okay) = if d.compat {
+            let (va, okay) = if d.is_32bit() {
                 let Ok(h) = space.read::<u32>(arg) else {
                     return err(EFAULT);
                 };
@@ -296,7 +296,7 @@ pub(crate) fn vcpu_op(
                     !in_hypervisor_range(a.addr) && !in_hypervisor_range(last),
                 )
             };
-            let stop = va == 0 || va == !0 || (d.compat && va as u32 == !0);
+            let stop = va == 0 || va == !0 || (d.is_32bit() && va as u32 == !0);
             if !okay && !stop {
                 return err(EFAULT);
             }
@@ -308,7 +308,7 @@ pub(crate) fn vcpu_op(
         VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if vi != d.cur => err(EINVAL),
         VCPUOP_SET_SINGLESHOT_TIMER => {
             // A 32-bit guest's struct is 12 bytes (Xen: compat_vcpu_op).
-            let t = if d.compat {
+            let t = if d.is_32bit() {
                 space
                     .read::<VcpuSetSingleshotTimer32>(arg)
                     .map(|t| (t.timeout_abs_ns, t.flags))

@@ -21,15 +21,9 @@
 use ringvisor_abi::x86_32::FLAT_RING1_CS;
 use ringvisor_abi::x86_64::{FLAT_KERNEL_CS64, FLAT_KERNEL_SS64};
 
-/// How wide a PV guest is.
-// Tour 04: the guest's width, as a type
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Width {
-    /// A 64-bit guest: kernel and user both in ring 3.
-    W64,
-    /// A 32-bit PAE guest: kernel in ring 1, user in ring 3.
-    W32,
-}
+/// How wide a PV guest is (a domain's `width`; defined in `domain`,
+/// below this layer, with the layouts here).
+pub use crate::domain::Width;
 
 /// The frame rules of one width, as data.
 // Tour 04: the two widths' frame rules, side by side
@@ -147,8 +141,9 @@ impl Width {
 #[cfg(target_os = "none")]
 impl crate::domain::Domain {
     /// This domain's width.
+    #[inline(always)]
     pub fn width(&self) -> Width {
-        Width::of(self.compat)
+        self.width
     }
 }
 

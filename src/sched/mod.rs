@@ -472,7 +472,7 @@ pub fn write_runstate(d: &Domain, vi: usize) {
     let Some(va) = v.runstate_area else { return };
     let (state, entry, time) = v.runstate;
     let space = v.space();
-    let _ = if d.compat {
+    let _ = if d.is_32bit() {
         space.write(
             va,
             &ringvisor_abi::vcpu::VcpuRunstateInfo32 {
@@ -971,7 +971,7 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> 
     dirty_set(d.id, me as u64, true);
     update_time(&d, next.1);
     set_runstate(&mut d, next.1, ringvisor_abi::vcpu::RUNSTATE_RUNNING, now);
-    let compat = d.compat;
+    let compat = d.is_32bit();
     if !switch_in(&d.vcpus[next.1], f, compat) {
         let sels = d.vcpus[next.1].data_sels;
         (hooks().failsafe_segments)(&mut d, f, sels);
