@@ -88,22 +88,6 @@
     jz \no
 .endm
 
-/* A record in this CPU's recent-calls ring (recent.rs): its next slot
- * into %rsi, the slot's sequence word made odd (being written); the
- * caller fills in what, ids, a, b and makes the word even again (whole).
- * A reader on another CPU takes a slot only between two equal even
- * words. Clobbers %rax. */
-.macro RECORD_BEGIN
-    mov %gs:{PC_RING}, %rsi
-    mov {RING_NEXT}(%rsi), %rax
-    incq {RING_NEXT}(%rsi)
-    and ${RING_MASK}, %eax
-    lea (%rax,%rax,2), %rax       /* 48-byte slots */
-    shl $4, %rax
-    lea {RING_RECS}(%rsi,%rax), %rsi
-    incq {SLOT_SEQ}(%rsi)         /* odd: being written */
-.endm
-
 .macro STAC
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 1f
@@ -178,7 +162,7 @@
     movb $1, {VI_MASK}(%rsi)
 4:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    RECORD_BEGIN
+    RECORD_SLOT %rsi, %rax, %rsi
     mov {BQ}(%rsp), %eax          /* the vector's What::Named */
     shl $4, %eax
     lea {BOUNCE_WHAT}(%rip), %r9
@@ -595,7 +579,7 @@ upcall_store_end:
     movb $1, {VI_MASK}(%rsi)      /* 3. */
     movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    RECORD_BEGIN
+    RECORD_SLOT %rsi, %rax, %rsi
     mov {UPCALL_WHAT}(%rip), %rax
     mov %rax, {REC_WHAT}(%rsi)
     mov {UPCALL_WHAT}+8(%rip), %rax
@@ -742,7 +726,7 @@ user_store_end:
     movb $1, {VI_MASK}(%rsi)
 5:  movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    RECORD_BEGIN
+    RECORD_SLOT %rsi, %rax, %rsi
     mov {SYSCALL_WHAT}(%rip), %rax
     mov %rax, {REC_WHAT}(%rsi)
     mov {SYSCALL_WHAT}+8(%rip), %rax
@@ -858,7 +842,7 @@ user_store_fault:
 4:  movb $1, {VCPU_KERNEL_MODE}(%rdi) /* ring 1: its kernel */
     movb $0, {VCPU_IN_FAILSAFE}(%rdi)
     movl $0, {VCPU_FAILSAFE_STREAK}(%rdi)
-    RECORD_BEGIN
+    RECORD_SLOT %rsi, %rax, %rsi
     mov {BQ}(%rsp), %eax          /* the vector's What::Named */
     shl $4, %eax
     lea {BOUNCE_WHAT}(%rip), %r9

@@ -25,6 +25,22 @@
  * (idt.rs) as const operands.
  */
 
+/* A record in this CPU's recent-calls ring (recent.rs): its next slot
+ * into \slot (\ring and \idx are scratch; \slot may be either), the
+ * slot's sequence word made odd (being written); the caller fills in
+ * what, ids, a, b and increments the word again (even: whole). A reader
+ * on another CPU takes a slot only between two equal even words. */
+.macro RECORD_SLOT ring, idx, slot
+    mov %gs:{PC_RING}, \ring
+    mov {RING_NEXT}(\ring), \idx
+    incq {RING_NEXT}(\ring)
+    and ${RING_MASK}, \idx
+    lea (\idx,\idx,2), \idx       /* 48-byte slots */
+    shl $4, \idx
+    lea {RING_RECS}(\ring,\idx), \slot
+    incq {SLOT_SEQ}(\slot)        /* odd: being written */
+.endm
+
 .macro SAVE_GPRS
     push %rax
     push %rbx
@@ -445,14 +461,7 @@ syscall_enosys:
     je 9f                         /* a user system call: a bounce */
     movb $0, {VCPU_IN_FAILSAFE}(%rdx) /* answered from here on */
     push %rsi
-    mov %gs:{PC_RING}, %rsi       /* this CPU's ring (trace.rs) */
-    mov {RING_NEXT}(%rsi), %rdx
-    incq {RING_NEXT}(%rsi)
-    and ${RING_MASK}, %edx
-    lea (%rdx,%rdx,2), %rdx       /* 48-byte slots */
-    shl $4, %rdx
-    lea {RING_RECS}(%rsi,%rdx), %rdx
-    incq {SLOT_SEQ}(%rdx)         /* odd: being written */
+    RECORD_SLOT %rsi, %rdx, %rdx
     movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
     mov %rax, {REC_NR}(%rdx)
     mov %gs:{PC_IDS}, %esi
@@ -549,14 +558,7 @@ int82_entry:
     jz 6f
     movb $1, {VCPU_KERNEL_MODE}(%rdx) /* 3. answered from here on */
     movb $0, {VCPU_IN_FAILSAFE}(%rdx)
-    mov %gs:{PC_RING}, %rax       /* this CPU's ring (trace.rs) */
-    mov {RING_NEXT}(%rax), %rdx
-    incq {RING_NEXT}(%rax)
-    and ${RING_MASK}, %edx
-    lea (%rdx,%rdx,2), %rdx       /* 48-byte slots */
-    shl $4, %rdx
-    lea {RING_RECS}(%rax,%rdx), %rdx
-    incq {SLOT_SEQ}(%rdx)         /* odd: being written */
+    RECORD_SLOT %rax, %rdx, %rdx
     movq ${REC_TAG_HYPERCALL}, {REC_TAG}(%rdx)
     mov 8(%rsp), %eax             /* the number, zero-extended */
     mov %rax, {REC_NR}(%rdx)
