@@ -599,15 +599,7 @@ upcall_store_end:
     mov %rax, {QR_RFLAGS}(%rsp)
     mov %rdx, {QR_RSP}(%rsp)
     movq ${GUEST_SS}, {QR_SS}(%rsp)
-    pop %rax                      /* the answer */
-    pop %r9
-    pop %r8
-    pop %r10
-    pop %rdx
-    pop %rsi
-    pop %rdi
-    pop %r11
-    pop %rcx
+    POP_QUICK_REGS                /* RAX: the answer */
     add $16, %rsp                 /* vector and error code */
     swapgs                        /* GS = the guest's */
     jmp ret_iretq                 /* with its fault fixup (idt.rs) */

@@ -97,6 +97,21 @@
  * QuickRegs: it answers 0 sysretq, 1 iretq, 2 the full TrapFrame, and
  * (with \upcall) 4: the event upcall in asm (bounce.S upcall_quick),
  * which comes back to \fn\()_back with 2 if it declines. */
+/* The QuickRegs QUICK_WAY pushed, popped back (RAX, the answer, first);
+ * the flags are kept. Also bounce.S's upcall_quick, which ends the same
+ * way. */
+.macro POP_QUICK_REGS
+    pop %rax
+    pop %r9
+    pop %r8
+    pop %r10
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %r11
+    pop %rcx
+.endm
+
 .macro QUICK_WAY fn, upcall
     testl ${CR4_SMAP}, %gs:{PC_CR4_PV32}
     jz 2f
@@ -130,15 +145,7 @@
 .endif
 \fn\()_back:
 3:  cmp $1, %eax                  /* the pops keep the flags */
-    pop %rax
-    pop %r9
-    pop %r8
-    pop %r10
-    pop %rdx
-    pop %rsi
-    pop %rdi
-    pop %r11
-    pop %rcx
+    POP_QUICK_REGS
     jb 4f
     je 5f
     SAVE_GPRS                     /* the full TrapFrame, on the same top */
