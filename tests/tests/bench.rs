@@ -159,20 +159,42 @@ fn bench_smp_runs_and_reports_every_row() {
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(60.0);
-    let out = Qemu::kernel(elf)
-        .cmdline("bench")
-        .smp(4)
-        .accel(Accel::TcgMulti)
-        .guest(
-            GuestSpec::new(&guest)
-                .opt("mem", "32M")
-                .opt("vcpus", "4")
-                .args("n=200 rounds=4 calls=5000 mode=smp"),
-        )
-        .timeout(Some(Duration::from_secs_f64(timeout)))
-        .run()
-        .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
-    eprintln!("bench smp: {}", out.summary());
+    let run = || {
+        let out = Qemu::kernel(&elf)
+            .cmdline("bench")
+            .smp(4)
+            .accel(Accel::TcgMulti)
+            .guest(
+                GuestSpec::new(&guest)
+                    .opt("mem", "32M")
+                    .opt("vcpus", "4")
+                    .args("n=200 rounds=4 calls=5000 mode=smp"),
+            )
+            .timeout(Some(Duration::from_secs_f64(timeout)))
+            .run()
+            .unwrap_or_else(|e| panic!("QEMU did not run: {e}"));
+        eprintln!("bench smp: {}", out.summary());
+        out
+    };
+    // The rows mean something only with the 4 vCPUs on 4 CPUs, which the
+    // guest checks from the APIC IDs it sees. On a host with fewer cores
+    // than QEMU threads (2 here, shared with the other tests), a starved
+    // CPU thread may never be seen running one: that run alone, with no
+    // other failure, is measured again once; a second such run fails.
+    let only_placement = |out: &ringvisor_tests::qemu::RunOutput| {
+        let fails: Vec<&str> = out
+            .lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .filter(|t| t.contains("FAIL:"))
+            .collect();
+        fails.len() == 1 && fails[0].contains("FAIL: the 4 vCPUs ran on 4 CPUs")
+    };
+    let mut out = run();
+    if out.verdict != Verdict::Success && only_placement(&out) {
+        eprintln!("bench smp: the vCPUs were not seen on 4 CPUs (host starved a CPU thread?); measuring again");
+        out = run();
+    }
     let r = Report::from_run(&out);
     assert_eq!(
         out.verdict,
