@@ -74,8 +74,64 @@ impl DomainLock {
 }
 
 /// A domain behind its own lock (docs/design.md, "Lock order"): the
-/// hypervisor state's list holds one per domain, and this CPU's block
-/// points at the current one, so an entry from a guest reaches its
-/// domain without the hypervisor lock. Domains are never removed from
-/// the list, so the address stays valid for the whole run.
-pub type DomainRef = alloc::sync::Arc<DomainLock>;
+/// hypervisor state's list holds one per domain, and [`current_domain`]
+/// gives the current one, so an entry from a guest reaches its domain
+/// without the hypervisor lock. Domains are never removed from the list:
+/// each lock is allocated once and lives for the whole run ([`new_domain`]).
+pub type DomainRef = &'static DomainLock;
+
+/// A new domain's lock, for the run.
+pub fn new_domain(d: crate::domain::Domain) -> DomainRef {
+    alloc::boxed::Box::leak(alloc::boxed::Box::new(DomainLock::new(d)))
+}
+
+use crate::arch::x86_64::percpu::{PerCpu, Published};
+use crate::arch::x86_64::smp::MAX_CPUS;
+
+/// Each CPU's current domain, by CPU number: what the lock-free entry
+/// paths (`pv::fast`) lock. Set with this CPU's block's `domain` (the
+/// address [`DomainLock::lock`] compares) by [`publish_domain`].
+static CURRENT: [Published<DomainLock>; MAX_CPUS] = [const { Published::new() }; MAX_CPUS];
+const _: () = assert!(MAX_CPUS.is_power_of_two());
+
+/// Make `d` the current domain of the CPU `pc` is the block of (this one).
+pub fn publish_domain(pc: &PerCpu, d: Option<DomainRef>) {
+    pc.domain.store(
+        d.map_or(0, |d| d as *const DomainLock as u64),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    CURRENT[pc.cpu as usize % MAX_CPUS].set(d);
+}
+
+/// This CPU's current domain (`pc` is this CPU's block), as
+/// [`publish_domain`] last set it; `None` before the first domain runs.
+#[inline(always)]
+pub fn current_domain(pc: &PerCpu) -> Option<Current> {
+    let lock = CURRENT[pc.cpu as usize % MAX_CPUS].get()?;
+    let vcpu = (pc.ids.load(core::sync::atomic::Ordering::Relaxed) >> 16 & 0xffff) as usize;
+    Some(Current { lock, vcpu })
+}
+
+/// This CPU's current domain and vCPU, from [`current_domain`]: its
+/// [`lock`](Current::lock) is [`DomainLock::lock`]'s, without asking
+/// whether the domain is this CPU's (it is).
+#[derive(Clone, Copy)]
+pub struct Current {
+    lock: DomainRef,
+    vcpu: usize,
+}
+
+impl Current {
+    #[inline(always)]
+    pub fn lock(self) -> MutexGuard<'static, crate::domain::Domain> {
+        let mut g = self.lock.0.lock();
+        if self.vcpu < g.vcpus.len() {
+            g.cur = self.vcpu;
+        }
+        g
+    }
+
+    pub fn domain(self) -> DomainRef {
+        self.lock
+    }
+}

@@ -147,7 +147,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         // Our lock is dropped: the call takes it and another domain's in
         // turn.
         drop(g);
-        call_unlocked(cell, f, hypercall32);
+        call_unlocked(cell.domain(), f, hypercall32);
         g = cell.lock();
     }
     let pc = crate::arch::x86_64::percpu::this();
@@ -227,7 +227,7 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// The current domain's lock, as [`publish_current`] stored it in this
 /// CPU's block (`None` before the first domain runs).
 #[inline(always)]
-pub fn current_domain() -> Option<&'static crate::sync::DomainLock> {
+pub fn current_domain() -> Option<crate::sync::Current> {
     crate::pv::fast::current_domain(crate::arch::x86_64::percpu::this())
 }
 
@@ -312,7 +312,7 @@ pub fn before_guest_return(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                 f.ss = 0; // selftest=iretfault: past every check, on purpose
             }
             debug_assert!(
-                published(&hv.domains[cur], d),
+                published(hv.domains[cur], d),
                 "the lock-free paths' pointers are stale"
             );
             return false;
@@ -350,18 +350,17 @@ pub fn publish_current(hv: &mut Hv) {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
     let Some((di, vi)) = hv.current() else {
-        pc.domain.store(0, Relaxed);
+        crate::sync::publish_domain(pc, None);
         pc.vcpu.store(0, Relaxed);
         pc.ids.store(0, Relaxed);
         pc.console_quiet.store(0, Relaxed);
         pc.iopl_assist.store(0, Relaxed);
         return;
     };
-    let cell = &hv.domains[di];
+    let cell = hv.domains[di];
     // The vCPU first: `DomainLock::lock` reads it when the lock is ours.
     pc.ids.store((vi as u64) << 16, Relaxed);
-    pc.domain
-        .store(alloc::sync::Arc::as_ptr(cell) as u64, Relaxed);
+    crate::sync::publish_domain(pc, Some(cell));
     let mut d = cell.lock();
     pc.console_quiet
         .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
@@ -375,10 +374,11 @@ pub fn publish_current(hv: &mut Hv) {
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
-fn published(cell: &crate::sync::DomainRef, d: &mut crate::domain::Domain) -> bool {
+fn published(cell: crate::sync::DomainRef, d: &mut crate::domain::Domain) -> bool {
     use core::sync::atomic::Ordering::Relaxed;
     let pc = crate::arch::x86_64::percpu::this();
-    pc.domain.load(Relaxed) == alloc::sync::Arc::as_ptr(cell) as u64
+    pc.domain.load(Relaxed) == cell as *const _ as u64
+        && crate::sync::current_domain(pc).is_some_and(|c| core::ptr::eq(c.domain(), cell))
         && pc.vcpu_info.load(Relaxed) == crate::pv::traps::vcpu_info_addr(d, d.cur)
         && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
 }

@@ -556,10 +556,8 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
 /// The current domain's lock, as `pv::entry::publish_current` stored it
 /// (`None` before the first domain runs).
 #[inline(always)]
-pub(crate) fn current_domain(pc: &PerCpu) -> Option<&'static crate::sync::DomainLock> {
-    // SAFETY: the address of a `DomainRef`'s lock, published under HV;
-    // domains are never removed from the list, so it lives for the run.
-    unsafe { (pc.domain.load(Ordering::Relaxed) as *const crate::sync::DomainLock).as_ref() }
+pub(crate) fn current_domain(pc: &PerCpu) -> Option<crate::sync::Current> {
+    crate::sync::current_domain(pc)
 }
 
 /// An exception of a guest (vectors 0-31), handled by the locked

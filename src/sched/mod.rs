@@ -161,8 +161,8 @@ pub fn build_pending(hv: &mut Hv) {
             crate::mm::frametable::frames(),
         ) {
             Ok(d) => {
-                let d = alloc::sync::Arc::new(crate::sync::DomainLock::new(d));
-                register(id, &d);
+                let d = crate::sync::new_domain(d);
+                register(id, d);
                 hv.domains.push(d);
                 hv.next_id += 1;
             }
@@ -234,12 +234,9 @@ pub fn flush_domain_tlb(id: crate::domain::DomId, va: u64) {
     crate::arch::x86_64::smp::flush_tlb(dirty_cpus(id) | 1 << me, va);
 }
 
-fn register(id: crate::domain::DomId, d: &DomainRef) {
+fn register(id: crate::domain::DomId, d: DomainRef) {
     if let Some(slot) = REGISTRY.get().and_then(|r| r.get(id as usize)) {
-        // The slot's own reference, never dropped: the lock it leads to
-        // lives for the run.
-        let r: &'static DomainRef = alloc::boxed::Box::leak(alloc::boxed::Box::new(d.clone()));
-        slot.call_once(|| &**r);
+        slot.call_once(|| d);
     }
 }
 
@@ -959,10 +956,7 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> 
     // the rest for the lock-free paths when `settle` is done).
     let pc = percpu::this();
     pc.ids.store((next.1 as u64) << 16, Ordering::Relaxed);
-    pc.domain.store(
-        alloc::sync::Arc::as_ptr(&hv.domains[next.0]) as u64,
-        Ordering::Relaxed,
-    );
+    crate::sync::publish_domain(pc, Some(hv.domains[next.0]));
     let mut d = hv.dom(next.0);
     d.vcpus[next.1].running_on = Some(me as u32);
     d.vcpus[next.1].cpus_used |= 1 << me;

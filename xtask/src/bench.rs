@@ -167,7 +167,9 @@ fn bench(o: &Opts) -> Result<ExitCode> {
     // Xen first: a missing package should fail before minutes of runs.
     let xen = if o.vs_xen { Some(xen_elf()?) } else { None };
     let elf = build::build_hypervisor(Profile::Release)?;
-    // Only the bench guest: the others are not needed here.
+    // Only the bench guests: the others are not needed here. Both targets
+    // first (a fresh machine may have neither, as for `cargo xtask test`).
+    ringvisor_tests::tools::ensure_targets(ringvisor_tests::tools::RUST_TARGETS)?;
     let mut c = build::cargo();
     c.current_dir(build::workspace_root()).args([
         "build",

@@ -16,7 +16,7 @@
 
 use core::cell::UnsafeCell;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use x86::msr::{wrmsr, IA32_GS_BASE, IA32_KERNEL_GSBASE};
 
@@ -200,4 +200,36 @@ pub fn stack_top() -> u64 {
 /// while the hypervisor handles its trap (and from where it returns).
 pub fn guest_frame() -> *mut TrapFrame {
     (stack_top() - size_of::<TrapFrame>() as u64) as *mut TrapFrame
+}
+
+/// A `&'static T` published for lock-free readers: one word, stored and
+/// loaded with plain moves. Only a `&'static T` goes in, so what comes
+/// out is one (the upper layers keep their per-CPU "current" pointers in
+/// these: `sync::current_domain`).
+pub struct Published<T: 'static>(AtomicPtr<T>);
+
+impl<T: Sync + 'static> Published<T> {
+    pub const fn new() -> Self {
+        Published(AtomicPtr::new(core::ptr::null_mut()))
+    }
+
+    #[inline(always)]
+    pub fn set(&self, r: Option<&'static T>) {
+        let p = r.map_or(core::ptr::null_mut(), |r| r as *const T as *mut T);
+        self.0.store(p, Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> Option<&'static T> {
+        let p = self.0.load(Ordering::Relaxed);
+        // SAFETY: `set` is the only store, of a `&'static T` or null; T is
+        // Sync, so a shared reference may be used from any CPU.
+        unsafe { p.as_ref() }
+    }
+}
+
+impl<T: Sync + 'static> Default for Published<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
