@@ -115,6 +115,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         failsafe_segments: crate::pv::traps::failsafe_segments,
         debug_poll: crate::debugkeys::poll,
     });
+    idt::set_entry_hooks(&crate::pv::ENTRY_HOOKS);
     let stack_top = core::ptr::addr_of!(boot_stack_top) as u64;
     gdt::init(stack_top);
     idt::init();

@@ -3,28 +3,8 @@
 
 use crate::arch::x86_64::idt::TrapFrame;
 
-/// One entry of the virtual IDT (`set_trap_table`).
-// Tour 03: one entry of the virtual IDT
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TrapEntry {
-    /// Bits 0-1: the DPL `int n` needs; bit 2 (`TI_IF`): mask events.
-    pub flags: u8,
-    pub cs: u16,
-    /// 0: no handler.
-    pub address: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Callback {
-    /// 0: not registered.
-    pub address: u64,
-    /// Code selector (32-bit guests name one; 0: the flat kernel CS).
-    pub cs: u16,
-    /// Mask events on entry (`CALLBACKF_mask_events`).
-    pub mask_events: bool,
-}
-
 pub use crate::arch::x86_64::context::FpuState;
+pub use crate::arch::x86_64::hot::{Callback, HotRef, TrapEntry, VcpuHot};
 
 pub struct Vcpu {
     pub id: u32,
@@ -42,27 +22,19 @@ pub struct Vcpu {
     /// The guest's registers while not running (on the CPU's stack when it
     /// is: see percpu::guest_frame).
     pub regs: TrapFrame,
-    /// Guest kernel mode (else guest user mode). Both run in ring 3.
-    pub kernel_mode: bool,
-    /// Top-level page tables: kernel and user (`new_user_baseptr`; 0 = none).
-    pub guest_table: u64,
-    pub guest_table_user: u64,
-    /// 32-bit guests: the hypervisor's own top-level table for this vCPU,
-    /// whose slot 0 holds the guest's PAE L3 (0 for 64-bit guests).
-    pub compat_l4: u64,
-    pub trap_table: [TrapEntry; 256],
+    /// What the entry asm reads and writes: mode, page tables, trap table,
+    /// syscall callback, kernel stack, failsafe state (`arch::x86_64::hot`).
+    /// The vCPU derefs to it: `v.kernel_mode` is `v.hot.get().kernel_mode`.
+    pub hot: HotRef,
     pub event: Callback,
     pub failsafe: Callback,
-    pub syscall: Callback,
     pub syscall32: Callback,
     pub sysenter: Callback,
     pub nmi: Callback,
-    /// The guest kernel stack for entries from user mode (`stack_switch`).
+    /// The guest kernel stack's selector for entries from user mode
+    /// (`stack_switch`; its pointer, `kernel_sp`, is in the hot block).
     pub kernel_ss: u64,
-    pub kernel_sp: u64,
     pub fs_base: u64,
-    pub gs_base_kernel: u64,
-    pub gs_base_user: u64,
     pub gs_sel_user: u16,
     /// ds, es, fs, gs while another vCPU runs.
     pub data_sels: [u16; 4],
@@ -72,21 +44,10 @@ pub struct Vcpu {
     pub dr: [u64; 4],
     pub dr6: u64,
     pub dr7: u64,
-    /// Virtual CR2: the address of the last page fault bounced.
-    pub cr2: u64,
-    /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
-    pub iopl: u32,
     pub fpu: FpuState,
     /// Machine address of its vcpu_info when the guest moved it
     /// (`VCPUOP_register_vcpu_info`); None: its slot in shared_info.
     pub vcpu_info_maddr: Option<u64>,
-    /// The failsafe callback was entered and the guest has not made
-    /// progress since (no hypercall, no bounce delivered): a bounce that
-    /// fails now crashes the domain instead of looping.
-    pub in_failsafe: bool,
-    /// Failsafe callbacks delivered since the last bounce that could be
-    /// written (pv::traps::deliver): a guest looping through it is ended.
-    pub failsafe_streak: u32,
     /// Runstate accounting (Xen's vcpu_runstate_info): the state, when it
     /// was entered, the time spent in each; and where the guest wants a
     /// copy kept (VCPUOP_register_runstate_memory_area, a guest address).
@@ -112,6 +73,21 @@ pub struct Vcpu {
     pub gdt: alloc::vec::Vec<u64>,
 }
 
+impl core::ops::Deref for Vcpu {
+    type Target = VcpuHot;
+    #[inline(always)]
+    fn deref(&self) -> &VcpuHot {
+        self.hot.get()
+    }
+}
+
+impl core::ops::DerefMut for Vcpu {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut VcpuHot {
+        self.hot.get_mut()
+    }
+}
+
 impl Vcpu {
     pub fn new(id: u32) -> Vcpu {
         Vcpu {
@@ -119,34 +95,22 @@ impl Vcpu {
             initialised: false,
             up: false,
             regs: TrapFrame::default(),
-            kernel_mode: true,
-            guest_table: 0,
-            guest_table_user: 0,
-            compat_l4: 0,
-            trap_table: [TrapEntry::default(); 256],
+            hot: HotRef::new(),
             event: Callback::default(),
             failsafe: Callback::default(),
-            syscall: Callback::default(),
             syscall32: Callback::default(),
             sysenter: Callback::default(),
             nmi: Callback::default(),
             kernel_ss: 0,
-            kernel_sp: 0,
             fs_base: 0,
-            gs_base_kernel: 0,
-            gs_base_user: 0,
             gs_sel_user: 0,
             data_sels: [0; 4],
             cr0_ts: false,
             dr: [0; 4],
             dr6: crate::arch::x86_64::debugreg::DR6_DEFAULT,
             dr7: crate::arch::x86_64::debugreg::DR7_DEFAULT,
-            cr2: 0,
-            iopl: 0,
             fpu: FpuState::initial(),
             vcpu_info_maddr: None,
-            in_failsafe: false,
-            failsafe_streak: 0,
             runstate: (ringvisor_abi::vcpu::RUNSTATE_OFFLINE, 0, [0; 4]),
             runstate_area: None,
             inject: None,

@@ -28,8 +28,8 @@ use crate::pv::mm;
 use crate::sched;
 use crate::trace::TRACE_EMULATE;
 
-/// `ud2a; .ascii "xen"; cpuid`
-pub(crate) const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
+/// `ud2a; .ascii "xen"; cpuid` (bounce.S knows it too: arch's).
+use crate::arch::x86_64::answers::FORCED_CPUID;
 
 const MSR_FS_BASE: u32 = 0xc000_0100;
 const MSR_GS_BASE: u32 = 0xc000_0101;

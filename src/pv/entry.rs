@@ -351,7 +351,7 @@ pub fn publish_current(hv: &mut Hv) {
     let pc = crate::arch::x86_64::percpu::this();
     let Some((di, vi)) = hv.current() else {
         crate::sync::publish_domain(pc, None);
-        pc.vcpu.store(0, Relaxed);
+        pc.publish_vcpu(None);
         pc.ids.store(0, Relaxed);
         pc.console_quiet.store(0, Relaxed);
         pc.iopl_assist.store(0, Relaxed);
@@ -361,7 +361,7 @@ pub fn publish_current(hv: &mut Hv) {
     // The vCPU first: `DomainLock::lock` reads it when the lock is ours.
     pc.ids.store((vi as u64) << 16, Relaxed);
     crate::sync::publish_domain(pc, Some(cell));
-    let mut d = cell.lock();
+    let d = cell.lock();
     pc.console_quiet
         .store(alloc::sync::Arc::as_ptr(&d.console_quiet) as u64, Relaxed);
     pc.iopl_assist
@@ -370,7 +370,7 @@ pub fn publish_current(hv: &mut Hv) {
     pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);
     pc.user_mode.store(!d.vcpus[vi].kernel_mode as u64, Relaxed);
     // The domain's lock, not the domain: `pv::fast` takes it.
-    pc.vcpu.store(&mut d.vcpus[vi] as *mut _ as u64, Relaxed);
+    pc.publish_vcpu(Some(&d.vcpus[vi].hot));
 }
 
 /// What `publish_current` stored is still true (checked in debug builds).
@@ -380,5 +380,5 @@ fn published(cell: crate::sync::DomainRef, d: &mut crate::domain::Domain) -> boo
     pc.domain.load(Relaxed) == cell as *const _ as u64
         && crate::sync::current_domain(pc).is_some_and(|c| core::ptr::eq(c.domain(), cell))
         && pc.vcpu_info.load(Relaxed) == crate::pv::traps::vcpu_info_addr(d, d.cur)
-        && pc.vcpu.load(Relaxed) == d.v_mut() as *mut _ as u64
+        && pc.is_current_vcpu(&d.v().hot)
 }

@@ -6,8 +6,10 @@
 //! # Which lock, and why that is enough
 //!
 //! The lock order is in docs/design.md ("Lock order and lock-free
-//! paths"). The current domain's lock and vCPU are found through this
-//! CPU's block, as `pv::entry::publish_current` stored them under `HV`
+//! paths"). The current domain's lock (`sync::current_domain`) and vCPU
+//! (`PerCpu::running`, its hot block: the two flags changed here without
+//! the lock) are found through this CPU's number and block, as
+//! `pv::entry::publish_current` stored them under `HV`
 //! wherever they can change (the first entry into a vCPU; after the
 //! scheduler switched vCPU, tore a domain down or built one); a domain is
 //! never removed from the list, so its lock outlives every entry.
@@ -15,7 +17,7 @@
 //! - A constant answer (`-ENOSYS`, `XENVER_version`) takes no lock: it
 //!   writes only `in_failsafe` and `kernel_mode` of the running vCPU,
 //!   which only the CPU running it writes. entry.S gives these answers
-//!   itself ([`ASM_NRS`]), and `console_io`'s of 0 bytes while the
+//!   itself (`answers::ASM_NRS`), and `console_io`'s of 0 bytes while the
 //!   domain's `console_quiet` (an atomic its console code keeps under the
 //!   lock) says the write does nothing; this module gives them when the
 //!   asm declined (a trace line wanted, something pending, ...).
@@ -54,55 +56,22 @@ use ringvisor_abi::xen::*;
 
 use crate::arch::x86_64::idt::{Quick, QuickRegs, TrapFrame};
 use crate::arch::x86_64::percpu::{self, PerCpu};
-use crate::domain::vcpu::Vcpu;
 use crate::domain::Domain;
 use crate::pv::guest_mem::is_canonical;
 use crate::pv::hypercall::{self, Ret};
 use crate::pv::mm;
 
-/// Hypercall numbers Xen's x86 ABI gives to nothing (`xen.h`: 11, 43-47,
-/// `arch_2`..`arch_7` = 50-55, 56-63; every number from 64 up is past
-/// `NR_hypercalls`): no handler can exist for them, so their `-ENOSYS`
-/// needs no lookup of anything.
-const UNASSIGNED: u64 = 1 << 11 | 0x1f << 43 | 0xff << 56 | 0x3f << 50;
-
-/// The numbers below 64 [`quick`] may answer (bit N: number N; every
-/// number from 64 up is `-ENOSYS`, also answered): `syscall_entry` sends
-/// the others the full way without asking (`kind` says `Locked` for
-/// them).
-pub const QUICK_NRS: u64 = UNASSIGNED
-    | 1 << HYPERVISOR_XEN_VERSION
-    | 1 << HYPERVISOR_CONSOLE_IO
-    | 1 << HYPERVISOR_UPDATE_VA_MAPPING
-    | 1 << HYPERVISOR_MMU_UPDATE
-    | 1 << HYPERVISOR_IRET
-    | 1 << HYPERVISOR_FPU_TASKSWITCH;
-
-/// The numbers below 64 `syscall_entry` and `int82_entry` (entry.S) may
-/// answer themselves, with no Rust at all: the unassigned ones
-/// (`-ENOSYS`), `xen_version` (`XENVER_version` only) and `console_io`
-/// (a write of 0 bytes, 64-bit guests, while the domain's
-/// `console_quiet` says it does nothing). Every number from 64 up is
-/// `-ENOSYS` too. These are [`Kind::Constant`]'s answers (and
-/// `ConsoleNothing`'s when it has nothing to do), as [`kind`] gives them:
-/// the asm sends anything it is unsure of to [`quick`] (or the full way)
-/// before it changed anything.
-pub const ASM_NRS: u64 = UNASSIGNED | 1 << HYPERVISOR_XEN_VERSION | 1 << HYPERVISOR_CONSOLE_IO;
-/// The answers the asm gives, and what it reads and writes of the vCPU:
-/// `kernel_mode` (the call must be its kernel's; a 32-bit guest's
-/// `int $0x82` from ring 1 sets it, as [`hypercall32`]), `in_failsafe`
-/// (cleared: a hypercall is progress) and the upcall bytes of its
-/// `vcpu_info` ([`nothing_pending`]).
-pub const ASM_ENOSYS: i64 = hypercall::err(ringvisor_abi::errno::ENOSYS);
-pub const ASM_VERSION: i64 =
-    (crate::pv::version::XEN_MAJOR << 16 | crate::pv::version::XEN_MINOR) as i64;
-pub const VCPU_KERNEL_MODE: usize = core::mem::offset_of!(Vcpu, kernel_mode);
-pub const VCPU_IN_FAILSAFE: usize = core::mem::offset_of!(Vcpu, in_failsafe);
-pub const VI_UPCALL: usize = core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending);
-const _: () = assert!(QUICK_NRS & ASM_NRS == ASM_NRS);
-// entry.S tests the first argument against 0 (`test`) for both.
-const _: () = assert!(ringvisor_abi::version::XENVER_VERSION == 0 && CONSOLEIO_WRITE == 0);
-const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask) == VI_UPCALL + 1);
+// The numbers the entry offers this module (`answers::QUICK_NRS`:
+// [`quick`] answers each, `kind` says `Locked` for the others) and the
+// ones entry.S answers itself (`answers::ASM_NRS`: [`Kind::Constant`]'s
+// answers and `ConsoleNothing`'s when it has nothing to do, as `kind`
+// gives them) are arch's, with the answers the asm gives, which must be
+// ours.
+use crate::arch::x86_64::answers::{ASM_ENOSYS, ASM_VERSION, UNASSIGNED};
+const _: () = assert!(ASM_ENOSYS == hypercall::err(ringvisor_abi::errno::ENOSYS));
+const _: () = assert!(
+    ASM_VERSION == (crate::pv::version::XEN_MAJOR << 16 | crate::pv::version::XEN_MINOR) as i64
+);
 
 /// What [`hypercall()`] does with a number, decided before it looks at
 /// anything else.
@@ -173,34 +142,29 @@ fn kind(nr: u64, a0: u64, a1: u64) -> Kind {
 #[inline(always)]
 pub fn hypercall(f: &mut TrapFrame) -> bool {
     let pc = percpu::this();
-    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
     // A 32-bit guest's `syscall` is a system call (pv32: its vCPU is on
     // the CPU). `HV` does not matter here: nothing below touches what it
     // guards (module comment).
-    if vp.is_null() || pc.pv32 != 0 {
+    let Some(v) = pc.running() else {
+        return false;
+    };
+    if pc.pv32 != 0 {
         return false;
     }
     let nr = f.rax;
-    let k = {
-        // SAFETY: the vCPU this CPU runs, published under HV; no other
-        // CPU runs it (`Vcpu::running_on`). No domain lock is held on
-        // this CPU now, and this reference ends before `with_domain`
-        // locks its domain. Another CPU holding the domain's lock may
-        // read this vCPU's `kernel_mode` (the debug keys) but writes
-        // neither field touched here (docs/design.md, "Lock order").
-        let v = unsafe { &mut *vp };
-        let k = if v.kernel_mode {
-            kind(nr, f.rdi, f.rsi)
-        } else {
-            Kind::Iret
-        };
-        if k == Kind::Locked {
-            return false;
-        }
-        // A hypercall or system call is progress (as on the locked path).
-        v.in_failsafe = false;
-        k
+    // The vCPU this CPU runs (no other CPU runs it, `Vcpu::running_on`):
+    // its mode and failsafe flag without the domain's lock, as the entry
+    // asm reads and writes them (`arch::x86_64::hot`).
+    let k = if v.kernel_mode() {
+        kind(nr, f.rdi, f.rsi)
+    } else {
+        Kind::Iret
     };
+    if k == Kind::Locked {
+        return false;
+    }
+    // A hypercall or system call is progress (as on the locked path).
+    v.set_in_failsafe(false);
     if k == Kind::Iret {
         own_vcpu(pc, f);
         return true;
@@ -238,19 +202,13 @@ pub fn hypercall(f: &mut TrapFrame) -> bool {
 #[inline(always)]
 pub fn user_syscall(f: &mut TrapFrame, otherwise: fn(&mut TrapFrame)) {
     let pc = percpu::this();
-    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
-    if vp.is_null() || pc.pv32 != 0 {
+    let Some(v) = pc.running() else {
+        return otherwise(f);
+    };
+    if pc.pv32 != 0 || v.kernel_mode() {
         return otherwise(f);
     }
-    {
-        // SAFETY: as in `hypercall`: the vCPU this CPU runs, no domain
-        // lock held on this CPU, the reference ends before `own_vcpu`.
-        let v = unsafe { &mut *vp };
-        if v.kernel_mode {
-            return otherwise(f);
-        }
-        v.in_failsafe = false;
-    }
+    v.set_in_failsafe(false);
     own_vcpu(pc, f)
 }
 
@@ -268,42 +226,38 @@ pub fn user_syscall(f: &mut TrapFrame, otherwise: fn(&mut TrapFrame)) {
 #[inline(always)]
 pub fn quick(r: &mut QuickRegs) -> Quick {
     let pc = percpu::this();
-    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
     // entry.S sent a 32-bit guest's vCPU the full way already. `HV` does
     // not matter here: nothing below touches what it guards.
-    if vp.is_null() {
+    let Some(v) = pc.running() else {
         return Quick::Full;
-    }
-    // SAFETY: as in `hypercall`: the only reference to the current vCPU
-    // (`quick_domain` makes its own, to the domain, after this one ends).
-    let v = unsafe { &mut *vp };
+    };
     // A system call of the guest's user mode is a bounce, and iret a
     // frame of its own: the full way.
-    if !v.kernel_mode {
+    if !v.kernel_mode() {
         return Quick::Full;
     }
     match kind(r.rax, r.rdi, r.rsi) {
         Kind::Constant(ret) => {
             // A hypercall is progress (as on the locked path).
-            v.in_failsafe = false;
+            v.set_in_failsafe(false);
             quick_out(pc, r, ret, true)
         }
         Kind::Domain => quick_domain(pc, r),
         Kind::UpdateVaMapping => {
-            v.in_failsafe = false;
+            v.set_in_failsafe(false);
             quick_uvm(pc, r)
         }
         Kind::MmuUpdate => {
-            v.in_failsafe = false;
+            v.set_in_failsafe(false);
             quick_mmu(pc, r)
         }
         Kind::ConsoleNothing => {
-            v.in_failsafe = false;
+            v.set_in_failsafe(false);
             quick_console(pc, r)
         }
         Kind::Iret => {
             // A hypercall is progress (as on the locked path).
-            v.in_failsafe = false;
+            v.set_in_failsafe(false);
             quick_iret(pc, r)
         }
         Kind::Locked => Quick::Full,
@@ -314,10 +268,8 @@ pub fn quick(r: &mut QuickRegs) -> Quick {
 /// answers need none of its registers).
 #[inline(never)]
 fn quick_domain(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
-    {
-        // SAFETY: as in `quick`; this reference ends before `with_domain`.
-        let v = unsafe { &mut *(pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu) };
-        v.in_failsafe = false;
+    if let Some(v) = pc.running() {
+        v.set_in_failsafe(false);
     }
     match with_domain(pc, r.rax, r.rdi, r.rsi, r.rdx, r.r10) {
         Some((ret, alive)) => quick_out(pc, r, ret, alive),
@@ -358,21 +310,15 @@ fn quick_uvm(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
 #[inline(always)]
 pub fn evtchn_send(r: &mut QuickRegs) -> Quick {
     let pc = percpu::this();
-    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
-    if vp.is_null() || r.rdi != ringvisor_abi::event_channel::EVTCHNOP_SEND as u64 {
+    let Some(v) = pc.running() else {
+        return Quick::Full;
+    };
+    // A system call of the guest's user mode is a bounce: the full way.
+    if r.rdi != ringvisor_abi::event_channel::EVTCHNOP_SEND as u64 || !v.kernel_mode() {
         return Quick::Full;
     }
-    {
-        // SAFETY: as in `quick`: the only reference to the current vCPU,
-        // ended before `quick_evtchn` locks the domain.
-        let v = unsafe { &mut *vp };
-        // A system call of the guest's user mode is a bounce: the full way.
-        if !v.kernel_mode {
-            return Quick::Full;
-        }
-        // A hypercall is progress (as on the locked path).
-        v.in_failsafe = false;
-    }
+    // A hypercall is progress (as on the locked path).
+    v.set_in_failsafe(false);
     quick_evtchn(pc, r)
 }
 
@@ -669,18 +615,16 @@ pub fn hypercall32(f: &mut TrapFrame) -> bool {
         return false;
     };
     let pc = percpu::this();
-    let vp = pc.vcpu.load(Ordering::Relaxed) as *mut Vcpu;
-    if vp.is_null() || pc.pv32 == 0 {
+    let Some(v) = pc.running() else {
+        return false;
+    };
+    if pc.pv32 == 0 {
         return false;
     }
-    {
-        // SAFETY: as in `hypercall`.
-        let v = unsafe { &mut *vp };
-        // Ring 1 is its kernel (as `entry::on_domain` says), and a
-        // hypercall is progress.
-        v.kernel_mode = true;
-        v.in_failsafe = false;
-    }
+    // Ring 1 is its kernel (as `entry::on_domain` says), and a hypercall
+    // is progress.
+    v.set_kernel_mode(true);
+    v.set_in_failsafe(false);
     // eax gets the result; the upper half of rax is not the guest's.
     f.rax = ret as u32 as u64;
     let flags = crate::trace::flags();

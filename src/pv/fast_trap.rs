@@ -34,8 +34,8 @@
 //! arch/x86_64 does them in asm first (a 64-bit kernel's #BP, #OF, #UD,
 //! #PF and the forced-emulation `cpuid`, a user `syscall`, the iret, a
 //! 32-bit kernel's #BP/#OF/#PF), with the same checks and results, and sends
-//! anything unusual here with nothing changed. [`asm_layout`] gives it the
-//! vCPU's offsets.
+//! anything unusual here with nothing changed. `arch::x86_64::hot` gives
+//! it the vCPU's offsets.
 
 use core::sync::atomic::Ordering;
 
@@ -56,8 +56,7 @@ use crate::pv::{emulate, retcheck};
 
 /// The vectors [`exception`] takes (bit N: vector N): entry.S sends only
 /// these to it (`idt::guest_exception_quick`).
-pub const QUICK_VECTORS: u64 =
-    1 << VEC_BP as u64 | 1 << VEC_OF as u64 | 1 << VEC_UD as u64 | 1 << VEC_PF as u64;
+use crate::arch::x86_64::answers::QUICK_VECTORS;
 
 /// A guest's exception of a vector in [`QUICK_VECTORS`]: `true` when
 /// handled here, way out included; `false`: nothing done, the general way
@@ -485,32 +484,4 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
         return Quick::Sysret;
     }
     Quick::Iretq
-}
-
-/// Where `arch/x86_64/bounce.S` finds what it reads and writes of the
-/// running vCPU (its trap table, callbacks, page-table roots, GS bases,
-/// IOPL, failsafe state), read off the compiler's layouts here (idt.rs
-/// passes them to the asm).
-pub mod asm_layout {
-    use crate::domain::vcpu::{Callback, TrapEntry, Vcpu};
-    use core::mem::{offset_of, size_of};
-
-    pub const VCPU_IOPL: usize = offset_of!(Vcpu, iopl);
-    pub const VCPU_GUEST_TABLE: usize = offset_of!(Vcpu, guest_table);
-    pub const VCPU_TRAP_TABLE: usize = offset_of!(Vcpu, trap_table);
-    pub const VCPU_FAILSAFE_STREAK: usize = offset_of!(Vcpu, failsafe_streak);
-    pub const VCPU_GUEST_TABLE_USER: usize = offset_of!(Vcpu, guest_table_user);
-    pub const VCPU_GS_BASE_KERNEL: usize = offset_of!(Vcpu, gs_base_kernel);
-    pub const VCPU_GS_BASE_USER: usize = offset_of!(Vcpu, gs_base_user);
-    pub const VCPU_KERNEL_SP: usize = offset_of!(Vcpu, kernel_sp);
-    pub const VCPU_SYSCALL_CB: usize = offset_of!(Vcpu, syscall);
-    pub const CB_ADDRESS: usize = offset_of!(Callback, address);
-    pub const CB_MASK: usize = offset_of!(Callback, mask_events);
-    pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
-    pub const TE_ADDRESS: usize = offset_of!(TrapEntry, address);
-    pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
-    pub const TE_CS: usize = offset_of!(TrapEntry, cs);
-    pub const VCPU_COMPAT_L4: usize = offset_of!(Vcpu, compat_l4);
-    pub const VCPU_CR2: usize = offset_of!(Vcpu, cr2);
-    const _: () = assert!(size_of::<TrapEntry>().is_power_of_two());
 }

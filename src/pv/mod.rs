@@ -33,10 +33,13 @@
 //!
 //! Policy, not mechanism: no `unsafe` here. What needs it (control
 //! registers, the direct map, copies through the guest's mappings) is in
-//! `arch` and `mm` behind safe calls (`arch::x86_64::cr`, `mm::view`).
-//! `fast` is still marked `allow(unsafe_code)` below: its lock-free paths
-//! dereference the vCPU and domain lock this CPU's block publishes (typed
-//! `domain` and `sync` objects, not yet behind a safe per-CPU accessor).
+//! `arch` and `mm` behind safe calls (`arch::x86_64::cr`, `mm::view`;
+//! the lock-free paths reach the running vCPU through
+//! `arch::x86_64::percpu::PerCpu::running` and the current domain through
+//! `sync::current_domain`).
+//!
+//! The guest entry (`arch::x86_64::idt`) does not import this module: it
+//! calls the hooks [`ENTRY_HOOKS`] names, registered at boot.
 
 #![deny(unsafe_code)]
 
@@ -61,9 +64,6 @@ pub mod event;
 #[cfg(target_os = "none")]
 pub use crate::domain::evtchn;
 #[cfg(target_os = "none")]
-// The known exception (xtask/src/layers.rs ALLOWED_UNSAFE): its reborrows
-// of the published vCPU and domain are being moved behind a safe accessor.
-#[allow(unsafe_code)]
 pub mod fast;
 #[cfg(target_os = "none")]
 pub mod fast_trap;
@@ -96,3 +96,21 @@ pub mod vcpu_op;
 #[cfg(target_os = "none")]
 pub mod version;
 pub mod width;
+
+/// Where the guest entry code sends each entry (`arch::x86_64::idt`'s
+/// hooks, registered by `start`).
+#[cfg(target_os = "none")]
+pub static ENTRY_HOOKS: crate::arch::x86_64::idt::EntryHooks =
+    crate::arch::x86_64::idt::EntryHooks {
+        quick: fast::quick,
+        evtchn_send: fast::evtchn_send,
+        quick_exception: fast_trap::exception,
+        exception: fast::exception,
+        hypercall: fast::hypercall,
+        hypercall32: fast::hypercall32,
+        user_syscall: fast::user_syscall,
+        from_guest: entry::from_guest,
+        locked_way_out: entry::locked_way_out,
+        return_faulted: entry::return_faulted,
+        cpuid_policy: emulate::cpuid_policy,
+    };

@@ -71,12 +71,9 @@ const RFLAGS_IOPL: u64 = 3 << 12;
 const RFLAGS_ENTRY_CLEAR: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
 
 pub const VEC_DB: u8 = 1;
-pub const VEC_BP: u8 = 3;
-pub const VEC_OF: u8 = 4;
-pub const VEC_UD: u8 = 6;
+pub use crate::arch::x86_64::answers::{VEC_BP, VEC_OF, VEC_PF, VEC_UD};
 pub const VEC_NM: u8 = 7;
 pub const VEC_GP: u8 = 13;
-pub const VEC_PF: u8 = 14;
 
 pub use crate::domain::{vcpu_info, vcpu_info_addr};
 

@@ -14,9 +14,8 @@ use crate::pv::hypercall::{err, Ret};
 
 /// The ringvisor version guests see through `xen_version`: the Xen ABI
 /// level we implement (4.17), with our name as the extra version.
-pub const XEN_MAJOR: u64 = 4;
-
-pub const XEN_MINOR: u64 = 17;
+/// (arch's constants: entry.S answers `XENVER_version` itself.)
+pub use crate::arch::x86_64::answers::{XEN_MAJOR, XEN_MINOR};
 
 const EXTRAVERSION: &str = "-ringvisor";
 

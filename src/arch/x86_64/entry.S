@@ -94,7 +94,9 @@
 
 /* syscall_entry's steps 2-4 of the quick way (below), calling \fn
  * (idt.rs: syscall_quick, or syscall_evtchn for EVTCHNOP_send) on the
- * QuickRegs: it answers 0 sysretq, 1 iretq, 2 the full TrapFrame, and
+ * QuickRegs: it answers 0 sysretq, 1 iretq, 2 the full TrapFrame, 3 the
+ * full TrapFrame marked VECTOR {VEC_SYSCALL_DONE} (answered, the locked
+ * way out to run), and
  * (with \upcall) 4: the event upcall in asm (bounce.S upcall_quick),
  * which comes back to \fn\()_back with 2 if it declines. */
 /* The QuickRegs QUICK_WAY pushed, popped back (RAX, the answer, first);
@@ -144,7 +146,10 @@
     je \upcall
 .endif
 \fn\()_back:
-3:  cmp $1, %eax                  /* the pops keep the flags */
+3:  cmp $3, %eax                  /* answered, the way out is the full */
+    jne 6f                        /* one's: the frame says so */
+    movq ${VEC_SYSCALL_DONE}, {QR_VECTOR}(%rsp)
+6:  cmp $1, %eax                  /* the pops keep the flags */
     POP_QUICK_REGS
     jb 4f
     je 5f
@@ -395,7 +400,7 @@ syscall_locked:
     jmp guest_state_off
 
 /* Tour 02: the answers that need no Rust at all
- * 0. A number whose answer is a constant (pv::fast::ASM_NRS: -ENOSYS,
+ * 0. A number whose answer is a constant (answers::ASM_NRS: -ENOSYS,
  *    XENVER_version, console_io of 0 bytes while the domain's
  *    console_quiet says it does nothing). The answer waits on this
  *    stack, RDX (and RSI for the record) are saved to work with, and
@@ -621,7 +626,7 @@ bounce_vectors32:
 .balign 8
 quick_nrs:
     .quad {QUICK_NRS}
-/* Those of them entry.S answers itself (pv::fast::ASM_NRS). */
+/* Those of them entry.S answers itself (answers::ASM_NRS). */
 asm_nrs:
     .quad {ASM_NRS}
 .section .text

@@ -10,14 +10,14 @@
 //! too: a guest's breakpoint can hit in the hypervisor (debugreg.rs).
 
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use spin::Mutex;
 use x86::dtables::{lidt, DescriptorTablePointer};
 
 use super::exit::{exit, Verdict};
 use super::gdt::{HYPERVISOR_CS, IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
-use super::{apic, cpu};
+use super::{answers, apic, cpu};
 use crate::log::{print_emergency, TAG};
 
 /// The registers as `trap_common` saves them, lowest address first.
@@ -156,7 +156,7 @@ const RFLAGS_MUST: u64 = 0x202 | 0x3000 | 0x4000 | 0x10000 | 0x20000;
 /// What `bounce.S` needs to know of the vCPU, its trap table, the
 /// `iret_context` and the frames, read off the compiler's layouts here.
 mod bounce_layout {
-    pub use crate::pv::fast_trap::asm_layout::*;
+    pub use super::super::hot::layout::*;
     use core::mem::{offset_of, size_of};
     use ringvisor_abi::x86_64::{IretContext, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
@@ -185,7 +185,7 @@ mod bounce_layout {
     /// The `ud2; .ascii "xen"; cpuid` prefix's 7 bytes as the low bytes of
     /// a little-endian word shifted left by 8 (the 8th byte read drops out).
     pub const FORCED_CPUID_SHL8: u64 = {
-        let b = crate::pv::emulate::FORCED_CPUID;
+        let b = super::super::answers::FORCED_CPUID;
         let mut w = 0u64;
         let mut i = 0;
         while i < 7 {
@@ -240,7 +240,7 @@ struct CpuidOut {
 
 #[no_mangle]
 extern "C" fn forced_cpuid(leaf: u32, sub: u32) -> CpuidOut {
-    let [eax, ebx, ecx, edx] = crate::pv::emulate::cpuid_policy(leaf, sub);
+    let [eax, ebx, ecx, edx] = (hooks().cpuid_policy)(leaf, sub);
     CpuidOut { eax, ebx, ecx, edx }
 }
 
@@ -266,16 +266,17 @@ core::arch::global_asm!(
     VEC_SYSCALL_LOCKED = const VEC_SYSCALL_LOCKED,
     PC_USER_MODE = const offset_of!(super::percpu::PerCpu, user_mode),
     QR_RSP_AFTER_POPS = const offset_of!(QuickRegs, rsp) - offset_of!(QuickRegs, vector),
-    QUICK_NRS = const QUICK_NRS & !crate::pv::fast::ASM_NRS & !(1 << ringvisor_abi::xen::HYPERVISOR_IRET),
-    ASM_NRS = const crate::pv::fast::ASM_NRS,
-    ASM_ENOSYS = const crate::pv::fast::ASM_ENOSYS,
-    ASM_VERSION = const crate::pv::fast::ASM_VERSION,
+    QR_VECTOR = const offset_of!(QuickRegs, vector),
+    QUICK_NRS = const answers::QUICK_NRS & !answers::ASM_NRS & !(1 << ringvisor_abi::xen::HYPERVISOR_IRET),
+    ASM_NRS = const answers::ASM_NRS,
+    ASM_ENOSYS = const answers::ASM_ENOSYS,
+    ASM_VERSION = const answers::ASM_VERSION,
     NR_XEN_VERSION = const ringvisor_abi::xen::HYPERVISOR_XEN_VERSION,
     NR_CONSOLE_IO = const ringvisor_abi::xen::HYPERVISOR_CONSOLE_IO,
     CONSOLEIO_WRITE = const ringvisor_abi::xen::CONSOLEIO_WRITE,
-    VCPU_KERNEL_MODE = const crate::pv::fast::VCPU_KERNEL_MODE,
-    VCPU_IN_FAILSAFE = const crate::pv::fast::VCPU_IN_FAILSAFE,
-    VI_UPCALL = const crate::pv::fast::VI_UPCALL,
+    VCPU_KERNEL_MODE = const bounce_layout::VCPU_KERNEL_MODE,
+    VCPU_IN_FAILSAFE = const bounce_layout::VCPU_IN_FAILSAFE,
+    VI_UPCALL = const answers::VI_UPCALL,
     PC_VCPU = const offset_of!(super::percpu::PerCpu, vcpu),
     PC_VCPU_INFO = const offset_of!(super::percpu::PerCpu, vcpu_info),
     PC_WORK = const offset_of!(super::percpu::PerCpu, work),
@@ -304,7 +305,7 @@ core::arch::global_asm!(
     IF_SS = const offset_of!(TrapFrame, ss) - offset_of!(TrapFrame, vector),
     GUEST32_CS1 = const ringvisor_abi::x86_32::FLAT_RING1_CS as u64,
     GUEST32_SS1 = const ringvisor_abi::x86_32::FLAT_RING1_SS as u64,
-    QUICK_VECTORS = const crate::pv::fast_trap::QUICK_VECTORS,
+    QUICK_VECTORS = const answers::QUICK_VECTORS,
     TF_VECTOR = const offset_of!(TrapFrame, vector),
     BOUNCE_VECTORS = const BOUNCE_VECTORS,
     NR_IRET = const ringvisor_abi::xen::HYPERVISOR_IRET,
@@ -318,9 +319,9 @@ core::arch::global_asm!(
     TE_SHIFT = const bounce_layout::TE_SHIFT,
     TE_ADDRESS = const bounce_layout::TE_ADDRESS,
     TE_FLAGS = const bounce_layout::TE_FLAGS,
-    VEC_UD = const crate::pv::traps::VEC_UD,
+    VEC_UD = const answers::VEC_UD,
     TI_IF = const ringvisor_abi::xen::TI_IF,
-    VI_MASK = const crate::pv::fast::VI_UPCALL + 1,
+    VI_MASK = const answers::VI_UPCALL + 1,
     IF_RSP = const offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector),
     BQ = const 7 * 8,
     IR = const 5 * 8,
@@ -364,7 +365,7 @@ core::arch::global_asm!(
     VCPU_CR2 = const bounce_layout::VCPU_CR2,
     VI_CR2 = const bounce_layout::VI_CR2,
     VI32_CR2 = const bounce_layout::VI32_CR2,
-    VEC_PF = const crate::pv::traps::VEC_PF,
+    VEC_PF = const answers::VEC_PF,
     options(att_syntax)
 );
 
@@ -501,7 +502,7 @@ fn iret_fixup(f: TrapFrame) -> ! {
     // the frame of this fault lies below it and is not used again.
     unsafe { slot.write(g) };
     // SAFETY: as above; the only reference to the slot from here on.
-    crate::pv::entry::return_faulted(unsafe { &mut *slot }, f.vector, f.error_code);
+    (hooks().return_faulted)(unsafe { &mut *slot }, f.vector, f.error_code);
     enter_frame(slot)
 }
 
@@ -598,9 +599,82 @@ pub fn restore_gate(vector: u8, old: [u64; 2]) {
     IDT.lock()[vector as usize] = old;
 }
 
-/// The hypercall numbers below 64 `pv::fast::quick` may answer (bit N:
-/// number N): `syscall_entry` sends the others the full way at once.
-const QUICK_NRS: u64 = crate::pv::fast::QUICK_NRS;
+/// Where a guest's entries go once the entry code has looked at them:
+/// the policy above `arch` (`pv`), registered once at boot
+/// ([`set_entry_hooks`], from `start`) so that nothing here imports it.
+/// Each is one indirect call, as Xen's entry.S calls its C handlers.
+pub struct EntryHooks {
+    /// A 64-bit guest kernel's hypercall of [`answers::QUICK_NRS`] on the
+    /// quick way's registers (`pv::fast::quick`).
+    pub quick: fn(&mut QuickRegs) -> Quick,
+    /// `EVTCHNOP_send` on the quick way's registers (`pv::fast::evtchn_send`).
+    pub evtchn_send: fn(&mut QuickRegs) -> Quick,
+    /// An exception of [`answers::QUICK_VECTORS`], bounced without the
+    /// locked path (`pv::fast_trap::exception`); `false`: nothing done.
+    pub quick_exception: fn(&mut TrapFrame) -> bool,
+    /// Any exception of a guest, on its domain alone
+    /// (`pv::fast::exception`); `false`: nothing done.
+    pub exception: fn(&mut TrapFrame) -> bool,
+    /// A 64-bit guest's `syscall` on its domain alone
+    /// (`pv::fast::hypercall`); `false`: nothing done.
+    pub hypercall: fn(&mut TrapFrame) -> bool,
+    /// A 32-bit guest kernel's `int $0x82` with a constant answer
+    /// (`pv::fast::hypercall32`); `false`: nothing done.
+    pub hypercall32: fn(&mut TrapFrame) -> bool,
+    /// A `syscall` the per-CPU hint says came from guest user mode
+    /// (`pv::fast::user_syscall`), with the way to go when it did not.
+    pub user_syscall: fn(&mut TrapFrame, fn(&mut TrapFrame)),
+    /// Every entry from a guest, the locked way (`pv::entry::from_guest`).
+    pub from_guest: fn(&mut TrapFrame),
+    /// The locked way out of an entry already answered
+    /// (`pv::entry::locked_way_out`).
+    pub locked_way_out: fn(&mut TrapFrame),
+    /// The return `iretq` faulted on a guest frame
+    /// (`pv::entry::return_faulted`: vector, error code).
+    pub return_faulted: fn(&mut TrapFrame, u64, u64),
+    /// The CPUID a guest sees (`pv::emulate::cpuid_policy`), for
+    /// bounce.S's forced-emulation `cpuid`.
+    pub cpuid_policy: fn(u32, u32) -> [u32; 4],
+}
+
+/// Before [`set_entry_hooks`]: no guest runs yet, so none is called.
+fn unset(_: &mut TrapFrame) -> bool {
+    panic!("a guest entry before the entry hooks were registered")
+}
+static UNSET: EntryHooks = EntryHooks {
+    quick: |_| Quick::Full,
+    evtchn_send: |_| Quick::Full,
+    quick_exception: |_| false,
+    exception: |_| false,
+    hypercall: |_| false,
+    hypercall32: |_| false,
+    user_syscall: |f, _| {
+        unset(f);
+    },
+    from_guest: |f| {
+        unset(f);
+    },
+    locked_way_out: |f| {
+        unset(f);
+    },
+    return_faulted: |f, _, _| {
+        unset(f);
+    },
+    cpuid_policy: |_, _| [0; 4],
+};
+static HOOKS: AtomicPtr<EntryHooks> = AtomicPtr::new(&UNSET as *const EntryHooks as *mut _);
+
+/// Register where guest entries go (once, at boot, before any guest runs).
+pub fn set_entry_hooks(h: &'static EntryHooks) {
+    HOOKS.store(h as *const EntryHooks as *mut _, Ordering::Release);
+}
+
+#[inline(always)]
+fn hooks() -> &'static EntryHooks {
+    // SAFETY: HOOKS only ever holds a `&'static EntryHooks` (`UNSET`, or
+    // the one `set_entry_hooks` was given).
+    unsafe { &*HOOKS.load(Ordering::Relaxed) }
+}
 
 /// A 64-bit guest's `syscall`, first (entry.S, `syscall_entry`): the
 /// hypercalls `pv::fast::quick` answers on the vCPU alone, without the
@@ -614,13 +688,8 @@ extern "C" fn syscall_quick(r: &mut QuickRegs) -> Quick {
     if super::debugreg::hypervisor_hits_pending() {
         return Quick::Full; // reported there
     }
-    match crate::pv::fast::quick(r) {
-        Quick::Done => {
-            r.vector = VEC_SYSCALL_DONE;
-            Quick::Full
-        }
-        q => q,
-    }
+    // (`Quick::Done`: entry.S marks the frame VEC_SYSCALL_DONE.)
+    (hooks().quick)(r)
 }
 
 /// A 64-bit guest's `EVTCHNOP_send` (entry.S `syscall_evtchn_way`: the
@@ -633,13 +702,7 @@ extern "C" fn syscall_evtchn(r: &mut QuickRegs) -> Quick {
     if super::debugreg::hypervisor_hits_pending() {
         return Quick::Full; // reported there
     }
-    match crate::pv::fast::evtchn_send(r) {
-        Quick::Done => {
-            r.vector = VEC_SYSCALL_DONE;
-            Quick::Full
-        }
-        q => q,
-    }
+    (hooks().evtchn_send)(r)
 }
 
 /// An exception of a guest of a vector `pv::fast_trap` takes, first
@@ -654,7 +717,7 @@ extern "C" fn guest_exception_quick(f: &mut TrapFrame) -> bool {
     if super::debugreg::hypervisor_hits_pending() {
         return false;
     }
-    crate::pv::fast_trap::exception(f)
+    (hooks().quick_exception)(f)
 }
 
 /// An exception (vectors 0-31) of a guest that [`guest_exception_quick`]
@@ -671,10 +734,10 @@ extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
     if let Some((n, rip, dbg)) = super::debugreg::take_hypervisor_hits() {
         report_hypervisor_db(n, rip, dbg);
     }
-    if crate::pv::fast::exception(f) {
+    if (hooks().exception)(f) {
         return;
     }
-    crate::pv::entry::from_guest(f);
+    (hooks().from_guest)(f);
 }
 
 /// `syscall` from a 64-bit guest whose user mode the per-CPU hint shows
@@ -686,15 +749,16 @@ extern "C" fn guest_exception_entry(f: &mut TrapFrame) {
 #[no_mangle]
 extern "C" fn guest_user_syscall(f: &mut TrapFrame) {
     guest_state_checks(f);
-    crate::pv::fast::user_syscall(f, syscall_dispatched);
+    (hooks().user_syscall)(f, syscall_dispatched);
 }
 
 /// `trap_dispatch`'s `VEC_SYSCALL` arm, out of line: for
 /// [`guest_user_syscall`] when the hint was not the vCPU's mode.
 #[inline(never)]
 fn syscall_dispatched(f: &mut TrapFrame) {
-    if !crate::pv::fast::hypercall(f) {
-        crate::pv::entry::from_guest(f);
+    let h = hooks();
+    if !(h.hypercall)(f) {
+        (h.from_guest)(f);
     }
 }
 
@@ -706,8 +770,9 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         // `syscall` from a 64-bit guest (only syscall_entry pushes this
         // vector): the hypercalls answered without the lock first.
         guest_state_checks(f);
-        if !crate::pv::fast::hypercall(f) {
-            crate::pv::entry::from_guest(f);
+        let h = hooks();
+        if !(h.hypercall)(f) {
+            (h.from_guest)(f);
         }
         return;
     }
@@ -719,9 +784,9 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         f.vector = VEC_SYSCALL;
         guest_state_checks(f);
         if done {
-            return crate::pv::fast::locked_way_out(f);
+            return (hooks().locked_way_out)(f);
         }
-        return crate::pv::entry::from_guest(f);
+        return (hooks().from_guest)(f);
     }
     if f.cs & 3 != 0 && f.vector < 32 && f.vector != VEC_DB {
         // An exception of a guest (its #DB arrives on the IST stack:
@@ -734,7 +799,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
         guest_state_checks(f);
         if f.error_code == NOT_QUICK {
             f.error_code = 0;
-        } else if crate::pv::fast::hypercall32(f) {
+        } else if (hooks().hypercall32)(f) {
             return;
         }
     }
@@ -783,10 +848,11 @@ pub(super) extern "C" fn guest_entry(f: &mut TrapFrame) {
     guest_state_checks(f);
     // An exception: bounced (or emulated) without the locked path's
     // lookups and scheduler when it can be.
-    if f.vector < 32 && crate::pv::fast::exception(f) {
+    let h = hooks();
+    if f.vector < 32 && (h.exception)(f) {
         return;
     }
-    crate::pv::entry::from_guest(f);
+    (h.from_guest)(f);
 }
 
 /// What every entry from a guest checks first: the state entry.S promises

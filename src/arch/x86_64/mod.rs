@@ -1,5 +1,6 @@
 //! x86-64: boot entry, CPU tables, traps, timers. `unsafe` lives here.
 
+pub mod answers;
 pub mod apic;
 pub mod bench;
 pub mod context;
@@ -9,6 +10,7 @@ pub mod debugreg;
 pub mod exit;
 pub mod firmware;
 pub mod gdt;
+pub mod hot;
 pub mod idt;
 pub mod percpu;
 pub mod pte;

@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use x86::msr::{wrmsr, IA32_GS_BASE, IA32_KERNEL_GSBASE};
 
+use super::hot::{HotRef, VcpuHot};
 use super::idt::TrapFrame;
 
 // Tour 02: this CPU's block: its stack, the current vCPU, work pending
@@ -54,7 +55,10 @@ pub struct PerCpu {
     /// frame table needs no pointer: it is one static with per-frame
     /// locks, `mm::frametable::frames`.)
     pub domain: AtomicU64,
-    pub vcpu: AtomicU64,
+    /// The current vCPU's [`VcpuHot`] (0: none), only ever a `HotRef`'s
+    /// block ([`PerCpu::publish_vcpu`]): what entry.S and bounce.S read
+    /// and [`PerCpu::running`] gives the lock-free paths.
+    pub(super) vcpu: AtomicU64,
     pub vcpu_info: AtomicU64,
     /// An event send to another domain waiting for this CPU to release its
     /// domain's lock (`pv::event::send_deferred`; 0: none).
@@ -79,6 +83,36 @@ pub struct PerCpu {
     /// This CPU's recent-calls ring (`recent::ring_of`), which entry.S
     /// writes the constant answers' records into.
     pub ring: u64,
+}
+
+/// The vCPU this CPU runs, for a lock-free entry path: the two flags of
+/// its [`VcpuHot`] such a path changes without the domain's lock, as the
+/// entry asm does (see `hot`'s module comment for why that is safe).
+#[derive(Clone, Copy)]
+pub struct Running(*mut VcpuHot);
+
+impl Running {
+    /// Guest kernel mode (else user mode).
+    #[inline(always)]
+    pub fn kernel_mode(self) -> bool {
+        // SAFETY: a `HotRef`'s block (`publish_vcpu`), allocated for the
+        // run; only this CPU, which runs the vCPU, writes it without the
+        // domain's lock (a plain aligned byte, as the asm's).
+        unsafe { core::ptr::addr_of!((*self.0).kernel_mode).read() }
+    }
+
+    #[inline(always)]
+    pub fn set_kernel_mode(self, on: bool) {
+        // SAFETY: as in `kernel_mode`.
+        unsafe { core::ptr::addr_of_mut!((*self.0).kernel_mode).write(on) }
+    }
+
+    /// A hypercall or system call is progress: the failsafe flag goes.
+    #[inline(always)]
+    pub fn set_in_failsafe(self, on: bool) {
+        // SAFETY: as in `kernel_mode`.
+        unsafe { core::ptr::addr_of_mut!((*self.0).in_failsafe).write(on) }
+    }
 }
 
 /// The time slice ran out or a guest yielded: the way out reschedules.
@@ -137,6 +171,25 @@ pub fn this() -> &'static PerCpu {
 }
 
 impl PerCpu {
+    /// Make `v` this CPU's current vCPU for the asm and [`Self::running`]
+    /// (`None`: no vCPU).
+    pub fn publish_vcpu(&self, v: Option<&HotRef>) {
+        self.vcpu
+            .store(v.map_or(0, |v| v.addr()), Ordering::Relaxed);
+    }
+
+    /// Whether `v` is this CPU's current vCPU.
+    pub fn is_current_vcpu(&self, v: &HotRef) -> bool {
+        self.vcpu.load(Ordering::Relaxed) == v.addr()
+    }
+
+    /// The current vCPU, for a lock-free entry path (`None`: none yet).
+    #[inline(always)]
+    pub fn running(&self) -> Option<Running> {
+        let p = self.vcpu.load(Ordering::Relaxed) as *mut VcpuHot;
+        (!p.is_null()).then_some(Running(p))
+    }
+
     /// Ask the way out for `bits` of work.
     #[inline]
     pub fn raise(&self, bits: u64) {

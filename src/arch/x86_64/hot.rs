@@ -1,0 +1,173 @@
+//! The part of a vCPU the entry asm reads and writes (entry.S, bounce.S):
+//! its mode, its trap table, the syscall callback, its kernel stack and
+//! page tables, the failsafe state. `arch` owns the layout, so the asm's
+//! offsets come from here, not from the policy modules above.
+//!
+//! Each vCPU (`domain::vcpu::Vcpu`, which derefs to its [`VcpuHot`]) owns
+//! one block through a [`HotRef`]: allocated once, never freed, so the
+//! address this CPU's block publishes for the asm and the lock-free paths
+//! ([`super::percpu::PerCpu::running`]) stays valid for the whole run.
+//!
+//! Who writes what: the domain's lock holder, through the `Vcpu`
+//! (`HotRef::get_mut`); and, without the lock, only the CPU running the
+//! vCPU, on its own entries (the asm, and [`super::percpu::Running`]'s
+//! two flags). Another CPU holding the domain's lock while that vCPU runs
+//! elsewhere only reads (the debug keys' dump): it may see a flag a moment
+//! old, never a torn pointer (every field is one aligned word or less).
+
+use core::cell::UnsafeCell;
+use core::mem::{offset_of, size_of};
+
+/// One entry of the virtual IDT (`set_trap_table`).
+// Tour 03: one entry of the virtual IDT
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct TrapEntry {
+    /// Bits 0-1: the DPL `int n` needs; bit 2 (`TI_IF`): mask events.
+    pub flags: u8,
+    pub cs: u16,
+    /// 0: no handler.
+    pub address: u64,
+}
+
+/// A registered callback (`set_callbacks`, `callback_op`).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Callback {
+    /// 0: not registered.
+    pub address: u64,
+    /// Code selector (32-bit guests name one; 0: the flat kernel CS).
+    pub cs: u16,
+    /// Mask events on entry (`CALLBACKF_mask_events`).
+    pub mask_events: bool,
+}
+
+/// What the entry asm knows of a vCPU (see the module comment).
+#[repr(C)]
+pub struct VcpuHot {
+    /// Guest kernel mode (else guest user mode). Both run in ring 3 for a
+    /// 64-bit guest; a 32-bit guest's is its ring (1 or 3).
+    pub kernel_mode: bool,
+    /// The failsafe callback was entered and the guest has not made
+    /// progress since (no hypercall, no bounce delivered): a bounce that
+    /// fails now crashes the domain instead of looping.
+    pub in_failsafe: bool,
+    /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
+    pub iopl: u32,
+    /// Failsafe callbacks delivered since the last bounce that could be
+    /// written (pv::traps::deliver): a guest looping through it is ended.
+    pub failsafe_streak: u32,
+    /// Top-level page tables: kernel and user (`new_user_baseptr`; 0 = none).
+    pub guest_table: u64,
+    pub guest_table_user: u64,
+    /// 32-bit guests: the hypervisor's own top-level table for this vCPU,
+    /// whose slot 0 holds the guest's PAE L3 (0 for 64-bit guests).
+    pub compat_l4: u64,
+    /// Virtual CR2: the address of the last page fault bounced.
+    pub cr2: u64,
+    /// The guest kernel stack for entries from user mode (`stack_switch`).
+    pub kernel_sp: u64,
+    pub gs_base_kernel: u64,
+    pub gs_base_user: u64,
+    pub syscall: Callback,
+    pub trap_table: [TrapEntry; 256],
+}
+
+impl VcpuHot {
+    const fn new() -> VcpuHot {
+        const NO_HANDLER: TrapEntry = TrapEntry {
+            flags: 0,
+            cs: 0,
+            address: 0,
+        };
+        VcpuHot {
+            kernel_mode: true,
+            in_failsafe: false,
+            iopl: 0,
+            failsafe_streak: 0,
+            guest_table: 0,
+            guest_table_user: 0,
+            compat_l4: 0,
+            cr2: 0,
+            kernel_sp: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
+            syscall: Callback {
+                address: 0,
+                cs: 0,
+                mask_events: false,
+            },
+            trap_table: [NO_HANDLER; 256],
+        }
+    }
+}
+
+struct Block(UnsafeCell<VcpuHot>);
+// SAFETY: shared between CPUs as the module comment says: the Rust side
+// only through a `HotRef` (one per block, `&`/`&mut` as its own borrow
+// says), the running CPU's asm and `Running` by plain aligned stores.
+unsafe impl Sync for Block {}
+
+/// A vCPU's block: one per vCPU, not `Clone`, so Rust reaches each block
+/// only through its owner's borrows.
+pub struct HotRef(&'static Block);
+
+impl HotRef {
+    /// A new vCPU's block (allocated for the run: the address is
+    /// published to the entry asm).
+    pub fn new() -> HotRef {
+        HotRef(alloc::boxed::Box::leak(alloc::boxed::Box::new(Block(
+            UnsafeCell::new(VcpuHot::new()),
+        ))))
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> &VcpuHot {
+        // SAFETY: this HotRef is the block's only Rust handle, borrowed
+        // shared here (the asm's and `Running`'s stores: module comment).
+        unsafe { &*self.0 .0.get() }
+    }
+
+    #[inline(always)]
+    pub fn get_mut(&mut self) -> &mut VcpuHot {
+        // SAFETY: as in `get`, borrowed exclusively here.
+        unsafe { &mut *self.0 .0.get() }
+    }
+
+    /// The block's address, for this CPU's block (`PerCpu::publish_vcpu`).
+    pub(super) fn addr(&self) -> u64 {
+        self.0 .0.get() as u64
+    }
+}
+
+impl Default for HotRef {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The offsets bounce.S and entry.S use, read off the layout above.
+pub mod layout {
+    use super::*;
+
+    pub const VCPU_KERNEL_MODE: usize = offset_of!(VcpuHot, kernel_mode);
+    pub const VCPU_IN_FAILSAFE: usize = offset_of!(VcpuHot, in_failsafe);
+    pub const VCPU_IOPL: usize = offset_of!(VcpuHot, iopl);
+    pub const VCPU_GUEST_TABLE: usize = offset_of!(VcpuHot, guest_table);
+    pub const VCPU_TRAP_TABLE: usize = offset_of!(VcpuHot, trap_table);
+    pub const VCPU_FAILSAFE_STREAK: usize = offset_of!(VcpuHot, failsafe_streak);
+    pub const VCPU_GUEST_TABLE_USER: usize = offset_of!(VcpuHot, guest_table_user);
+    pub const VCPU_GS_BASE_KERNEL: usize = offset_of!(VcpuHot, gs_base_kernel);
+    pub const VCPU_GS_BASE_USER: usize = offset_of!(VcpuHot, gs_base_user);
+    pub const VCPU_KERNEL_SP: usize = offset_of!(VcpuHot, kernel_sp);
+    pub const VCPU_SYSCALL_CB: usize = offset_of!(VcpuHot, syscall);
+    pub const VCPU_COMPAT_L4: usize = offset_of!(VcpuHot, compat_l4);
+    pub const VCPU_CR2: usize = offset_of!(VcpuHot, cr2);
+    pub const CB_ADDRESS: usize = offset_of!(Callback, address);
+    pub const CB_MASK: usize = offset_of!(Callback, mask_events);
+    pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
+    pub const TE_ADDRESS: usize = offset_of!(TrapEntry, address);
+    pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
+    pub const TE_CS: usize = offset_of!(TrapEntry, cs);
+    const _: () = assert!(size_of::<TrapEntry>().is_power_of_two());
+}
