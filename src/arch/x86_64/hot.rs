@@ -4,9 +4,9 @@
 //! offsets come from here, not from the policy modules above.
 //!
 //! Each vCPU (`domain::vcpu::Vcpu`, which derefs to its [`VcpuHot`]) owns
-//! one block through a [`HotRef`]: allocated once, never freed, so the
-//! address this CPU's block publishes for the asm and the lock-free paths
-//! ([`super::percpu::PerCpu::running`]) stays valid for the whole run.
+//! one block through a [`HotRef`]: once its address is published for the
+//! asm and the lock-free paths ([`super::percpu::PerCpu::running`]), the
+//! block is never freed, so that address stays valid for the whole run.
 //!
 //! Who writes what: the domain's lock holder, through the `Vcpu`
 //! (`HotRef::get_mut`); and, without the lock, only the CPU running the
@@ -17,6 +17,7 @@
 
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// One entry of the virtual IDT (`set_trap_table`).
 // Tour 03: one entry of the virtual IDT
@@ -102,41 +103,79 @@ impl VcpuHot {
     }
 }
 
-struct Block(UnsafeCell<VcpuHot>);
+struct Block {
+    hot: UnsafeCell<VcpuHot>,
+    /// Its address was given out (`PerCpu::publish_vcpu`): the block then
+    /// lives for the run, whatever becomes of its owner.
+    published: AtomicBool,
+}
 // SAFETY: shared between CPUs as the module comment says: the Rust side
 // only through a `HotRef` (one per block, `&`/`&mut` as its own borrow
 // says), the running CPU's asm and `Running` by plain aligned stores.
 unsafe impl Sync for Block {}
 
 /// A vCPU's block: one per vCPU, not `Clone`, so Rust reaches each block
-/// only through its owner's borrows.
-pub struct HotRef(&'static Block);
+/// only through its owner's borrows. Dropped before it was ever published
+/// (a domain build that failed after making its vCPUs), the block is
+/// freed; once published, it stays for the run.
+pub struct HotRef(core::ptr::NonNull<Block>);
+
+// SAFETY: a HotRef is the unique owner of its block (like a Box), which
+// is Sync.
+unsafe impl Send for HotRef {}
+// SAFETY: as for Send: `&HotRef` only ever gives `&VcpuHot`.
+unsafe impl Sync for HotRef {}
 
 impl HotRef {
     /// A new vCPU's block (allocated for the run: the address is
     /// published to the entry asm).
     pub fn new() -> HotRef {
-        HotRef(alloc::boxed::Box::leak(alloc::boxed::Box::new(Block(
-            UnsafeCell::new(VcpuHot::new()),
-        ))))
+        let b = alloc::boxed::Box::new(Block {
+            hot: UnsafeCell::new(VcpuHot::new()),
+            published: AtomicBool::new(false),
+        });
+        HotRef(core::ptr::NonNull::from(alloc::boxed::Box::leak(b)))
+    }
+
+    #[inline(always)]
+    fn block(&self) -> &Block {
+        // SAFETY: the block is freed only by this HotRef's drop, and only
+        // if never published.
+        unsafe { self.0.as_ref() }
     }
 
     #[inline(always)]
     pub fn get(&self) -> &VcpuHot {
         // SAFETY: this HotRef is the block's only Rust handle, borrowed
         // shared here (the asm's and `Running`'s stores: module comment).
-        unsafe { &*self.0 .0.get() }
+        unsafe { &*self.block().hot.get() }
     }
 
     #[inline(always)]
     pub fn get_mut(&mut self) -> &mut VcpuHot {
         // SAFETY: as in `get`, borrowed exclusively here.
-        unsafe { &mut *self.0 .0.get() }
+        unsafe { &mut *self.block().hot.get() }
     }
 
-    /// The block's address, for this CPU's block (`PerCpu::publish_vcpu`).
+    /// The block's address, for this CPU's block (`PerCpu::publish_vcpu`):
+    /// from now on it lives for the run.
+    pub(super) fn publish(&self) -> u64 {
+        self.block().published.store(true, Ordering::Relaxed);
+        self.addr()
+    }
+
     pub(super) fn addr(&self) -> u64 {
-        self.0 .0.get() as u64
+        self.block().hot.get() as u64
+    }
+}
+
+impl Drop for HotRef {
+    fn drop(&mut self) {
+        if !self.block().published.load(Ordering::Relaxed) {
+            // SAFETY: made by `Box::leak` in `new`, never published, so
+            // no address of it is kept anywhere; this is its only owner.
+            drop(unsafe { alloc::boxed::Box::from_raw(self.0.as_ptr()) });
+        }
     }
 }
 

@@ -175,7 +175,7 @@ impl PerCpu {
     /// (`None`: no vCPU).
     pub fn publish_vcpu(&self, v: Option<&HotRef>) {
         self.vcpu
-            .store(v.map_or(0, |v| v.addr()), Ordering::Relaxed);
+            .store(v.map_or(0, |v| v.publish()), Ordering::Relaxed);
     }
 
     /// Whether `v` is this CPU's current vCPU.
