@@ -214,6 +214,22 @@ impl GuestSpace {
         idt::read_pod_from_guest_page(va)
     }
 
+    /// As many `T`s as `out` holds at `va`, within one page, where the
+    /// CPU's walk answers at once (`by_cpu`'s other conditions; no length
+    /// limit but the page), without zeroing them first; `None`: nothing
+    /// decided, the caller reads the general way.
+    #[inline(always)]
+    pub fn read_pods_by_cpu<'a, T: Pod>(
+        &self,
+        out: &'a mut [core::mem::MaybeUninit<T>],
+        va: u64,
+    ) -> Option<&'a [T]> {
+        if !self.by_cpu(0) {
+            return None;
+        }
+        idt::read_pods_from_guest_page(out, va)
+    }
+
     /// `write_bytes` by the software walk (out of line, as
     /// `read_bytes_walk`).
     #[inline(never)]

@@ -17,7 +17,8 @@
 //! Cases (`-EFAULT` for every bad pointer unless said otherwise):
 //! - `console_io` write buffer (count 0: 0 whatever the pointer);
 //! - `set_trap_table` list (a straddling list whose first entry would make
-//!   `int3` a DPL-0 vector changes nothing: `int3` still traps); handlers
+//!   `int3` a DPL-0 vector changes nothing: `int3` still traps; nor does
+//!   such an entry before a bad handler on one page); handlers
 //!   in the hypervisor's range or non-canonical → `-EINVAL`; code
 //!   selector 0xe008 → 0 (RPL raised, as Xen); 512 entries and no end → `-EINVAL`;
 //! - `set_callbacks` and `callback_op` register (all six types) with a
@@ -302,6 +303,23 @@ fn trap_table(b: &Bufs) {
             traps::install_default_trap_table();
         }
     }
+    // A good entry, then a bad one, on one page (one read): refused whole.
+    // The first would send int3 to the #UD entry (it records vector 6);
+    // it must not stay.
+    let mut elsewhere = trap_info(3, 3, true);
+    elsewhere.address = traps::entry_address(6).expect("the #UD entry");
+    let mut bad = trap_info(6, 0, true);
+    bad.address = NON_CANONICAL;
+    check_rc(
+        "set_trap_table with a good entry before a bad one: -EINVAL",
+        traps::set_trap_table(&[elsewhere, bad, TRAP_TABLE_END]),
+        EINVAL,
+    );
+    check(
+        "  ... the table is unchanged (int3 still traps to us)",
+        int3_traps(),
+        format_args!("{}", traps::last()),
+    );
     // The hypervisor's own code selector: as Xen, taken with its RPL
     // raised (a 64-bit guest's handlers run on FLAT_KERNEL_CS64, in ring 3,
     // whatever it names): the #UD handler runs, in ring 3.

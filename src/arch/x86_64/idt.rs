@@ -452,6 +452,22 @@ pub fn copy_to_guest_page(va: u64, data: &[u8]) -> bool {
         && unsafe { copy_through_cr3(va, data.as_ptr() as u64, data.len() as u64) }
 }
 
+/// `out.len()` `T`s read from `va` as [`copy_from_guest_page`] reads, into
+/// memory not zeroed first; `None` where that returns `false`.
+#[inline(always)]
+pub fn read_pods_from_guest_page<T: ringvisor_abi::Pod>(
+    out: &mut [core::mem::MaybeUninit<T>],
+    va: u64,
+) -> Option<&[T]> {
+    let len = core::mem::size_of_val(out);
+    let copied = guest_half_page(va, len)
+        // SAFETY: as copy_from_guest_page, into our own `len` bytes.
+        && unsafe { copy_through_cr3(out.as_mut_ptr() as u64, va, len as u64) };
+    // SAFETY: the copy wrote all `len` bytes (it reports a refusal before
+    // returning `true` otherwise), and any bytes are valid `T: Pod`s.
+    copied.then(|| unsafe { core::slice::from_raw_parts(out.as_ptr() as *const T, out.len()) })
+}
+
 /// A `T` read from `va` as [`copy_from_guest_page`] reads, without zeroing
 /// it first; `None` where that returns `false`.
 #[inline(always)]
