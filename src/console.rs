@@ -33,10 +33,30 @@ struct Sink<'a>(&'a mut Option<Uart16550Tty<PioBackend>>, crate::fbcon::Rgb);
 impl Write for Sink<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         crate::fbcon::write(s, self.1);
-        match self.0 {
-            Some(tty) => tty.write_str(s),
-            None => Ok(()),
+        let Some(tty) = self.0 else {
+            return Ok(());
+        };
+        // What `Uart16550Tty::write_str` sends (a newline as CR LF, a
+        // backspace or DEL as "\x08 \x08"), with the bytes between those
+        // sent as one run: the UART's FIFO takes up to 16 of them for each
+        // look at its status register, where the tty's own `write_str` looks
+        // once a byte.
+        let u = tty.inner_mut();
+        let mut rest = s.as_bytes();
+        while !rest.is_empty() {
+            let run = rest
+                .iter()
+                .position(|&b| matches!(b, b'\n' | 8 | 0x7f))
+                .unwrap_or(rest.len());
+            u.send_bytes_exact(&rest[..run]);
+            match rest.get(run) {
+                Some(b'\n') => u.send_bytes_exact(b"\r\n"),
+                Some(_) => u.send_bytes_exact(b"\x08 \x08"),
+                None => break,
+            }
+            rest = &rest[run + 1..];
         }
+        Ok(())
     }
 }
 

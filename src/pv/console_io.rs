@@ -64,8 +64,20 @@ fn console_write(d: &mut Domain, space: GuestSpace, count: u64, buf: u64) -> Res
         space
             .read_bytes(buf.wrapping_add(done), &mut chunk[..n])
             .map_err(|_| ())?;
-        for &b in &chunk[..n] {
-            console_byte(d, b);
+        let mut rest = &chunk[..n];
+        while let Some(&b) = rest.first() {
+            // A run of printable ASCII goes onto the line in one step.
+            let run = rest
+                .iter()
+                .position(|b| !(0x20..=0x7e).contains(b))
+                .unwrap_or(rest.len());
+            if run == 0 {
+                console_byte(d, b);
+                rest = &rest[1..];
+            } else {
+                console_text(d, &rest[..run]);
+                rest = &rest[run..];
+            }
         }
         done += n as u64;
     }
@@ -127,10 +139,36 @@ pub fn console_byte(d: &mut Domain, b: u8) {
         // Keep control characters off the hypervisor's console.
         _ => d.console_line.push('?'),
     }
-    if d.console_line.len() >= 200 {
+    if d.console_line.len() >= LINE_MAX {
         flush_console_line(d);
     }
 }
+
+/// Printable ASCII (0x20-0x7e) of guest console output: what
+/// [`console_byte`] does with each byte, a run at a time.
+fn console_text(d: &mut Domain, mut text: &[u8]) {
+    debug_assert!(text.iter().all(|b| (0x20..=0x7e).contains(b)));
+    if d.id != 0 {
+        let take = d.console_budget.min(text.len() as u64);
+        d.console_dropped += text.len() as u64 - take;
+        d.console_budget -= take;
+        text = &text[..take as usize];
+    }
+    while !text.is_empty() {
+        let room = LINE_MAX.saturating_sub(d.console_line.len()).max(1);
+        let (part, more) = text.split_at(room.min(text.len()));
+        // ASCII: always UTF-8.
+        d.console_line
+            .push_str(core::str::from_utf8(part).unwrap_or_default());
+        text = more;
+        if d.console_line.len() >= LINE_MAX {
+            flush_console_line(d);
+        }
+    }
+}
+
+/// The longest console line kept before it is written out unfinished.
+const LINE_MAX: usize = 200;
 
 pub fn flush_console_line(d: &mut Domain) {
     crate::console::guest_line(d.id, &d.console_line);

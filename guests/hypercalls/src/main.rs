@@ -22,7 +22,8 @@
 //!   unknown selector (9) → `-EINVAL`.
 //! - `vm_assist`: enable/disable `runstate_update_flag` → 0; type 31 →
 //!   `-EINVAL`; command 7 on a valid type → `-ENOSYS`.
-//! - `console_io`: write with an unmapped buffer or one in the hypervisor's
+//! - `console_io`: a 430-byte line with a control byte (the harness checks
+//!   its 200-byte pieces); write with an unmapped buffer or one in the hypervisor's
 //!   range → `-EFAULT`; count 0 → 0; command 9 → `-ENOSYS`.
 //! - `sched_op`: yield → 0; command 99 → `-ENOSYS`.
 //! - `update_va_mapping` of an address in the hypervisor's range →
@@ -436,6 +437,28 @@ fn console_io() {
         );
         check_rc("console_io command 9", hc::console_io(9, 0, 0), ENOSYS);
     }
+    // One write of a line longer than the hypervisor keeps (200 bytes),
+    // with a control character: the harness (tests/tests/pv64.rs) checks
+    // it comes out as lines of 200, 200 and 29, the control byte as `?`.
+    let mut line = [0u8; 430];
+    for (i, b) in line.iter_mut().enumerate() {
+        *b = b'a' + (i % 26) as u8;
+    }
+    line[..14].copy_from_slice(b"CONSOLE-SPLIT:");
+    line[300] = 0x01;
+    line[429] = b'\n';
+    check_rc(
+        "console_io write of a 430-byte line",
+        // SAFETY: our own buffer, read by the hypervisor.
+        unsafe {
+            hc::console_io(
+                abi::CONSOLEIO_WRITE,
+                line.len() as u64,
+                line.as_ptr() as u64,
+            )
+        },
+        0,
+    );
 }
 
 fn sched_op() {
