@@ -225,6 +225,7 @@ extern "C" fn rust_start(magic: u32, info: u32) -> ! {
         domains: Vec::new(),
         here: [None; crate::arch::x86_64::smp::MAX_CPUS],
         last: [(usize::MAX, 0); crate::arch::x86_64::smp::MAX_CPUS],
+        switches: [0; crate::arch::x86_64::smp::MAX_CPUS],
         build_failures: 0,
         pending: VecDeque::new(),
         next_id: 0,

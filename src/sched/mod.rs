@@ -44,6 +44,10 @@ pub struct Hv {
     /// Where each CPU's round robin last picked (the next pick starts
     /// after it).
     pub last: [(usize, usize); MAX_CPUS],
+    /// vCPUs each CPU switched in (for the end-of-run report: with each
+    /// CPU's wake IPIs taken, it tells a CPU that was never offered work
+    /// from one that was woken and found none).
+    pub switches: [u64; MAX_CPUS],
     /// Domains that could not be built (they count as failures).
     pub build_failures: usize,
     /// Modules waiting for memory: built in order as domains end.
@@ -952,6 +956,7 @@ fn switch_to(hv: &mut Hv, next: (usize, usize), f: &mut TrapFrame, now: u64) -> 
     let me = this_cpu();
     hv.here[me] = Some(next);
     hv.last[me] = next;
+    hv.switches[me] += 1;
     // `DomainLock` sees the new vCPU from here on (`schedule` publishes
     // the rest for the lock-free paths when `settle` is done).
     let pc = percpu::this();
@@ -1032,6 +1037,18 @@ fn finish_locked(hv: &mut Hv) -> ! {
         "sched: {} wake IPIs sent to other CPUs for a vCPU",
         REMOTE_WAKES.load(Ordering::Relaxed)
     );
+    let mut per_cpu = String::new();
+    let mut cpus = 0;
+    crate::arch::x86_64::smp::each_cpu(|n, _, wakes| {
+        cpus += 1;
+        per_cpu.push_str(&alloc::format!(" CPU {n}: {}/{wakes};", hv.switches[n]));
+    });
+    if cpus > 1 {
+        crate::info!(
+            "sched: vCPU switches/wake IPIs taken,{}",
+            per_cpu.trim_end_matches(';')
+        );
+    }
     let free = crate::mm::paging::with_frames(|fa| fa.free_frames());
     crate::info!(
         "memory: {} frames free at the end, {} before the first domain{}",

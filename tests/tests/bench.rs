@@ -193,6 +193,15 @@ fn bench_smp_runs_and_reports_every_row() {
     let mut out = run();
     if out.verdict != Verdict::Success && only_placement(&out) {
         eprintln!("bench smp: the vCPUs were not seen on 4 CPUs (host starved a CPU thread?); measuring again");
+        // What each CPU did (vCPU switches, wake IPIs taken), to tell a
+        // starved CPU thread from a lost wake-up when this happens.
+        for l in out.lines.iter().filter(|l| {
+            l.text.contains("APIC IDs")
+                || l.text.contains("(RV) sched:")
+                || l.text.contains("ran on CPUs")
+        }) {
+            eprintln!("bench smp (first run): {}", l.text);
+        }
         out = run();
     }
     let r = Report::from_run(&out);
