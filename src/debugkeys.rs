@@ -152,7 +152,7 @@ fn domains(hv: &Hv) {
                 if v.up { "up" } else { "down" },
                 if v.blocked { " blocked" } else { "" },
                 if v.initialised { "" } else { " (no context)" },
-                if v.kernel_mode { "kernel" } else { "user" },
+                if v.kernel_mode() { "kernel" } else { "user" },
                 v.current_table() << 12
             );
         }

@@ -107,6 +107,7 @@ pub fn publish_domain(pc: &PerCpu, d: Option<DomainRef>) {
 /// [`publish_domain`] last set it; `None` before the first domain runs.
 #[inline(always)]
 pub fn current_domain(pc: &PerCpu) -> Option<Current> {
+    debug_assert!((pc.cpu as usize) < MAX_CPUS);
     let lock = CURRENT[pc.cpu as usize % MAX_CPUS].get()?;
     let vcpu = (pc.ids.load(core::sync::atomic::Ordering::Relaxed) >> 16 & 0xffff) as usize;
     Some(Current { lock, vcpu })
@@ -114,7 +115,9 @@ pub fn current_domain(pc: &PerCpu) -> Option<Current> {
 
 /// This CPU's current domain and vCPU, from [`current_domain`]: its
 /// [`lock`](Current::lock) is [`DomainLock::lock`]'s, without asking
-/// whether the domain is this CPU's (it is).
+/// whether the domain is this CPU's (it is). Good for one entry: the vCPU
+/// index is the one current when it was made, and only the scheduler
+/// (under `HV`, on the locked way out) changes that.
 #[derive(Clone, Copy)]
 pub struct Current {
     lock: DomainRef,

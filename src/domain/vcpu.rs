@@ -22,9 +22,11 @@ pub struct Vcpu {
     /// The guest's registers while not running (on the CPU's stack when it
     /// is: see percpu::guest_frame).
     pub regs: TrapFrame,
-    /// What the entry asm reads and writes: mode, page tables, trap table,
-    /// syscall callback, kernel stack, failsafe state (`arch::x86_64::hot`).
-    /// The vCPU derefs to it: `v.kernel_mode` is `v.hot.get().kernel_mode`.
+    /// What the entry asm reads and writes: page tables, trap table,
+    /// syscall callback, kernel stack, failsafe streak (`arch::x86_64::hot`);
+    /// the vCPU derefs to it (`v.trap_table` is `v.hot.get().trap_table`).
+    /// Its mode and failsafe flag are atomics beside it
+    /// ([`Vcpu::kernel_mode`], [`Vcpu::in_failsafe`]).
     pub hot: HotRef,
     pub event: Callback,
     pub failsafe: Callback,
@@ -89,6 +91,28 @@ impl core::ops::DerefMut for Vcpu {
 }
 
 impl Vcpu {
+    /// Guest kernel mode (else guest user mode).
+    #[inline(always)]
+    pub fn kernel_mode(&self) -> bool {
+        self.hot.flags().kernel_mode()
+    }
+
+    #[inline(always)]
+    pub fn set_kernel_mode(&self, on: bool) {
+        self.hot.flags().set_kernel_mode(on)
+    }
+
+    /// In the failsafe callback, no progress since (see `VcpuFlags`).
+    #[inline(always)]
+    pub fn in_failsafe(&self) -> bool {
+        self.hot.flags().in_failsafe()
+    }
+
+    #[inline(always)]
+    pub fn set_in_failsafe(&self, on: bool) {
+        self.hot.flags().set_in_failsafe(on)
+    }
+
     pub fn new(id: u32) -> Vcpu {
         Vcpu {
             id,
@@ -132,7 +156,7 @@ impl Vcpu {
     /// The guest's top-level table for the current guest mode (what its
     /// CR3 says).
     pub fn current_table(&self) -> u64 {
-        if self.kernel_mode || self.compat_l4 != 0 {
+        if self.kernel_mode() || self.compat_l4 != 0 {
             self.guest_table
         } else {
             self.guest_table_user
@@ -140,11 +164,15 @@ impl Vcpu {
     }
 
     /// The table the CPU's CR3 holds while this vCPU runs.
+    #[inline(always)]
     pub fn cr3_table(&self) -> u64 {
-        if self.compat_l4 != 0 {
-            self.compat_l4
+        let h = self.hot.get();
+        if h.compat_l4 != 0 {
+            h.compat_l4
+        } else if self.kernel_mode() {
+            h.guest_table
         } else {
-            self.current_table()
+            h.guest_table_user
         }
     }
 }

@@ -136,16 +136,26 @@ impl FrameTable {
     }
 }
 
-static FRAMES: spin::Once<FrameTable> = spin::Once::new();
+/// The frame table, made once at boot and kept for the run (one load to
+/// reach it on the hot paths, where a `spin::Once` tests its state too).
+static FRAMES: core::sync::atomic::AtomicPtr<FrameTable> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Make the frame table, for `nframes` machine frames (boot, once).
 pub fn init(nframes: usize) {
-    FRAMES.call_once(|| FrameTable::new(nframes));
+    use core::sync::atomic::Ordering;
+    if FRAMES.load(Ordering::Acquire).is_null() {
+        let t = alloc::boxed::Box::leak(alloc::boxed::Box::new(FrameTable::new(nframes)));
+        FRAMES.store(t, Ordering::Release);
+    }
 }
 
 /// The frame table (after [`init`]; before it, an empty one).
 #[inline]
 pub fn frames() -> &'static FrameTable {
     static EMPTY: FrameTable = FrameTable { info: Vec::new() };
-    FRAMES.get().unwrap_or(&EMPTY)
+    let p = FRAMES.load(core::sync::atomic::Ordering::Acquire);
+    // SAFETY: null, or the table `init` leaked (never freed, never
+    // changed as a whole: its records are each behind their own lock).
+    unsafe { p.as_ref() }.unwrap_or(&EMPTY)
 }

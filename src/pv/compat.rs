@@ -215,7 +215,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestCont
     v.compat_l4 = l4;
     v.guest_table = l3;
     v.guest_table_user = 0;
-    v.kernel_mode = r.cs & 3 != 3;
+    v.set_kernel_mode(r.cs & 3 != 3);
     v.regs = TrapFrame {
         r15: 0,
         r14: 0,

@@ -117,7 +117,7 @@ pub fn forced(d: &mut Domain, f: &mut TrapFrame, insn: &[u8]) -> bool {
 /// as ring 1 unless `architectural_iopl` says ring 0; its user mode as 3.
 fn iopl_ok(d: &Domain) -> bool {
     let v = d.v();
-    let cpl = if !v.kernel_mode {
+    let cpl = if !v.kernel_mode() {
         3
     } else if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
         0
@@ -249,7 +249,7 @@ fn rdmsr(d: &Domain, msr: u32) -> Option<u64> {
         // The guest's live GS waits in KERNEL_GS_BASE while we run.
         MSR_GS_BASE => crate::arch::x86_64::cr::kernel_gs_base(),
         MSR_SHADOW_GS_BASE => {
-            if v.kernel_mode {
+            if v.kernel_mode() {
                 v.gs_base_user
             } else {
                 v.gs_base_kernel
@@ -276,7 +276,7 @@ fn wrmsr(d: &mut Domain, msr: u32, val: u64) -> bool {
         MSR_GS_BASE | MSR_SHADOW_GS_BASE if is_canonical(val) => {
             sched::save_guest_gs(v);
             let active = msr == MSR_GS_BASE;
-            match (v.kernel_mode, active) {
+            match (v.kernel_mode(), active) {
                 (true, true) | (false, false) => v.gs_base_kernel = val,
                 _ => v.gs_base_user = val,
             }
@@ -310,7 +310,7 @@ fn cmos_port(d: &mut Domain, f: &mut TrapFrame, port: u16, write: bool) {
 }
 
 pub fn privileged(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, insn: &[u8]) -> bool {
-    let kernel = d.v().kernel_mode;
+    let kernel = d.v().kernel_mode();
     let mut i = 0;
     let mut opsize16 = false;
     let mut rex = 0u8;

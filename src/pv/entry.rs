@@ -75,7 +75,7 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
             // without one #GP(0) at the `syscall` instruction.
             f.cs = ringvisor_abi::x86_32::FLAT_RING3_CS as u64;
             f.ss = ringvisor_abi::x86_32::FLAT_RING3_SS as u64;
-            d.v_mut().kernel_mode = false;
+            d.v_mut().set_kernel_mode(false);
             let cb = d.v().syscall32;
             if cb.address != 0 && cb.cs & !3 != 0 {
                 traps::deliver(d, f, traps::Bounce::to_callback("syscall32", cb));
@@ -87,7 +87,7 @@ fn syscall_on(d: &mut Domain, f: &mut TrapFrame) -> bool {
         } else if f.vector == VEC_SYSCALL32 {
             traps::syscall_from_user(d, f, true);
             false
-        } else if d.v().kernel_mode {
+        } else if d.v().kernel_mode() {
             true
         } else {
             traps::syscall_from_user(d, f, false);
@@ -117,7 +117,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
     let hypercall32 = f.vector == VEC_HYPERCALL32 && f.cs & 3 == 1;
     if matches!(f.vector, VEC_SYSCALL | VEC_SYSCALL32 | VEC_HYPERCALL32) {
         // A hypercall or system call: the guest is making progress.
-        d.v_mut().in_failsafe = false;
+        d.v_mut().set_in_failsafe(false);
     }
     // A call that may reach another domain (`hypercall::is_global`, or an
     // event channel op naming one): left undone by the dispatcher, made
@@ -131,7 +131,7 @@ fn on_domain(f: &mut TrapFrame) -> bool {
         }
         VEC_HYPERCALL32 if hypercall32 => {
             if d.is_32bit() {
-                d.v_mut().kernel_mode = true;
+                d.v_mut().set_kernel_mode(true);
                 if !crate::pv::compat::dispatch_domain(d, f) {
                     remote_event = true;
                 }
@@ -235,7 +235,7 @@ pub fn current_domain() -> Option<crate::sync::Current> {
 fn guest_trap_on(d: &mut Domain, f: &mut TrapFrame) {
     if d.is_32bit() {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user.
-        d.v_mut().kernel_mode = f.cs & 3 != 3;
+        d.v_mut().set_kernel_mode(f.cs & 3 != 3);
     }
     traps::guest_exception(d, crate::mm::frametable::frames(), f);
 }
@@ -368,7 +368,8 @@ pub fn publish_current(hv: &mut Hv) {
         .store(alloc::sync::Arc::as_ptr(&d.iopl_assist) as u64, Relaxed);
     crate::mm::view::publish_vcpu_info(pc, crate::pv::traps::vcpu_info(&d, vi));
     pc.ids.store(d.id as u64 | (vi as u64) << 16, Relaxed);
-    pc.user_mode.store(!d.vcpus[vi].kernel_mode as u64, Relaxed);
+    pc.user_mode
+        .store(!d.vcpus[vi].kernel_mode() as u64, Relaxed);
     // The domain's lock, not the domain: `pv::fast` takes it.
     pc.publish_vcpu(Some(&d.vcpus[vi].hot));
 }

@@ -484,7 +484,7 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     };
     let mut g = cell.lock();
     let d = &mut *g;
-    if d.v().kernel_mode {
+    if d.v().kernel_mode() {
         let r = crate::pv::iret::iret(d, f);
         crate::pv::iret::trace_iret(d, f, r);
     } else if !crate::pv::fast_trap::user_syscall(pc, d, f) {
@@ -538,7 +538,7 @@ fn exception_on_vcpu(pc: &PerCpu, f: &mut TrapFrame) -> bool {
     if d.is_32bit() {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
         // `entry::guest_trap_on` says).
-        d.v_mut().kernel_mode = f.cs & 3 != 3;
+        d.v_mut().set_kernel_mode(f.cs & 3 != 3);
     }
     crate::pv::traps::guest_exception(d, ft, f);
     let left = leave_checked(pc, d, f);

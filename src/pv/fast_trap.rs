@@ -110,7 +110,7 @@ fn on_width<const COMPAT: bool>(
     if w == Width::W32 {
         // A 32-bit guest's mode is its ring: 1 kernel, 3 user (as
         // `pv::fast::exception_on_vcpu` says).
-        d.v_mut().kernel_mode = f.cs & 3 != 3;
+        d.v_mut().set_kernel_mode(f.cs & 3 != 3);
     }
     match vector {
         VEC_BP | VEC_OF => bounce::<COMPAT>(pc, d, f, vector, None),
@@ -129,7 +129,7 @@ fn on_width<const COMPAT: bool>(
 #[inline(always)]
 fn undefined<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
     let w = Width::of(COMPAT);
-    if w.interrupted_user(d.v().kernel_mode, f.cs) {
+    if w.interrupted_user(d.v().kernel_mode(), f.cs) {
         return false;
     }
     let mut insn = [0u8; 8];
@@ -150,7 +150,7 @@ fn undefined<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame)
 fn page_fault<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame) -> bool {
     let w = Width::of(COMPAT);
     let ptwr_on = d.vm_assist & (1 << VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
-    if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
+    if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode() {
         return false;
     }
     // Nothing here faults before CR2 is read (a refused copy below is
@@ -163,7 +163,7 @@ fn page_fault<const COMPAT: bool>(pc: &PerCpu, d: &mut Domain, f: &mut TrapFrame
     // only for its user mode. A 32-bit kernel really is in ring 1.
     let ec = if w == Width::W32 {
         f.error_code
-    } else if d.v().kernel_mode {
+    } else if d.v().kernel_mode() {
         f.error_code & !4
     } else {
         f.error_code | 4
@@ -266,7 +266,7 @@ fn bounce_to<const COMPAT: bool>(
     if to.mask_events {
         set_upcall_mask(pc, 1);
     }
-    v.in_failsafe = false;
+    v.set_in_failsafe(false);
     v.failsafe_streak = 0;
     if flags & crate::trace::RECENT != 0 {
         let what = match vector {
@@ -308,7 +308,7 @@ pub fn upcall(pc: &PerCpu, d: &mut Domain, r: &mut QuickRegs) -> Quick {
     }
     let v = d.v();
     let cb = v.event;
-    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode || cb.address == 0 {
+    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode() || cb.address == 0 {
         return Quick::Done;
     }
     if !fast::upcall_due(pc) {
@@ -361,7 +361,7 @@ pub fn upcall_asm(pc: &PerCpu, d: &Domain, r: &mut QuickRegs) -> bool {
     }
     let v = d.v();
     let cb = v.event;
-    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode || !is_canonical(cb.address) {
+    if !v.up || v.blocked || v.inject.is_some() || !v.kernel_mode() || !is_canonical(cb.address) {
         return false;
     }
     let iopl_assist = d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0;

@@ -30,7 +30,11 @@ pub(crate) fn trace_iret(d: &Domain, f: &TrapFrame, r: Ret) {
             f.cs
         );
     } else {
-        let to = if d.v().kernel_mode { "kernel" } else { "user" };
+        let to = if d.v().kernel_mode() {
+            "kernel"
+        } else {
+            "user"
+        };
         crate::trace!(
             TRACE_HYPERCALL,
             "d{}v{} hypercall iret -> {to} rip {:#x} cs {:#x} ({r})",
@@ -74,7 +78,7 @@ pub(crate) fn iret_context(d: &Domain, rsp: u64) -> Result<IretContext, IretRefu
         .space()
         .read(rsp)
         .map_err(|_| IretRefused::Unreadable)?;
-    if c.cs & 3 == 3 && d.v().kernel_mode && d.v().guest_table_user == 0 {
+    if c.cs & 3 == 3 && d.v().kernel_mode() && d.v().guest_table_user == 0 {
         return Err(IretRefused::NoUserTables);
     }
     Ok(c)
@@ -132,7 +136,7 @@ pub(crate) fn iret_apply_with(
     // 32-bit code) gives the guest the fault (pv::retcheck).
     let cs = c.cs as u16 | 3;
     let to_user = c.cs & 3 == 3;
-    if to_user && d.v().kernel_mode {
+    if to_user && d.v().kernel_mode() {
         traps::toggle_guest_mode(d.v_mut());
     }
     if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
@@ -206,7 +210,7 @@ pub(crate) fn compat_iret(d: &mut Domain, f: &mut TrapFrame) -> Ret {
         );
         return err(EINVAL);
     }
-    d.v_mut().kernel_mode = !to_user;
+    d.v_mut().set_kernel_mode(!to_user);
     if d.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0 {
         // As Xen's compat_iret: the frame's IOPL is the vCPU's virtual one.
         d.v_mut().iopl = (eflags >> 12) & 3;

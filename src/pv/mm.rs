@@ -942,7 +942,7 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                         if old != 0 {
                             put_entry(ft, 0, 5, old << 12 | PTE_P);
                         }
-                        if v.kernel_mode != user {
+                        if v.kernel_mode() != user {
                             crate::sched::load_cr3(v);
                         }
                         0

@@ -119,10 +119,11 @@ pub(crate) fn set_cr2_at(vi: VcpuInfoArea, compat: bool, cr2: u64) {
 pub fn toggle_guest_mode(v: &mut Vcpu) {
     sched::save_guest_gs(v);
     let before = v.cr3_table();
-    v.kernel_mode = !v.kernel_mode;
-    crate::arch::x86_64::percpu::this()
-        .user_mode
-        .store(!v.kernel_mode as u64, core::sync::atomic::Ordering::Relaxed);
+    v.set_kernel_mode(!v.kernel_mode());
+    crate::arch::x86_64::percpu::this().user_mode.store(
+        !v.kernel_mode() as u64,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     sched::load_guest_gs(v);
     // Many guests use one table for both modes: no CR3 write (and no TLB
     // flush) then.
@@ -250,7 +251,7 @@ pub(crate) fn build_frame(
     spec: &FrameSpec,
 ) -> Result<Built, Unwritable> {
     let lay = w.layout();
-    let from_user = w.interrupted_user(v.kernel_mode, f.cs);
+    let from_user = w.interrupted_user(v.kernel_mode(), f.cs);
     // 1. Which stack: the interrupted one if the guest kernel was
     // interrupted, else (and for the failsafe) the one from stack_switch;
     // its top rounded down as the width says (64-bit: 16 bytes, as the
@@ -363,7 +364,7 @@ pub(crate) fn enter_handler_on(
     if lay.user_tables && at.from_user {
         toggle_guest_mode(v);
     }
-    v.kernel_mode = true;
+    v.set_kernel_mode(true);
     let (cs, ss) = match lay.fixed_cs_ss {
         Some((cs, ss)) => (cs as u64, ss as u64),
         None if to.cs == 0 => (lay.flat_cs as u64, at.ss),
@@ -496,7 +497,7 @@ const FAILSAFE_STREAK_MAX: u32 = 16;
 /// Deliver `b`, falling back to the failsafe callback.
 // Tour 04, 08: a bounce, or else the failsafe callback
 pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
-    let from_kernel = d.v().kernel_mode;
+    let from_kernel = d.v().kernel_mode();
     let (old_rip, old_cs) = (f.rip, f.cs);
     crate::trace::record(crate::trace::Record {
         what: crate::trace::What::Named(b.what),
@@ -508,7 +509,7 @@ pub fn deliver(d: &mut Domain, f: &mut TrapFrame, b: Bounce) {
     match bounce(d, f, &b) {
         Ok(frame) => {
             let v = d.v_mut();
-            v.in_failsafe = false;
+            v.set_in_failsafe(false);
             v.failsafe_streak = 0;
             if crate::trace::on(TRACE_BOUNCE) {
                 traced_bounce(d, &b, from_kernel, old_rip, old_cs, frame);
@@ -554,7 +555,7 @@ fn undeliverable(d: &mut Domain, f: &mut TrapFrame, b: &Bounce, e: &Fault, old_r
         fault_words(e),
         b.handler
     );
-    if d.v().in_failsafe {
+    if d.v().in_failsafe() {
         // The failsafe handler itself faulted before making any
         // progress: another failsafe would only loop.
         sched::crash(d, format!("{why}, in the failsafe callback"));
@@ -567,7 +568,7 @@ fn undeliverable(d: &mut Domain, f: &mut TrapFrame, b: &Bounce, e: &Fault, old_r
         return;
     }
     failsafe(d, f, &why);
-    d.v_mut().in_failsafe = true;
+    d.v_mut().set_in_failsafe(true);
     d.v_mut().failsafe_streak += 1;
 }
 
@@ -648,7 +649,7 @@ pub fn syscall_from_user(d: &mut Domain, f: &mut TrapFrame, compat: bool) {
 // Tour 03: `int n` against the entry's DPL
 fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) {
     let dpl = d.v().trap_table[vector as usize].flags & 3;
-    let cpl = if d.v().kernel_mode { 1 } else { 3 };
+    let cpl = if d.v().kernel_mode() { 1 } else { 3 };
     if dpl < cpl {
         f.rip -= insn_len;
         inject(d, f, VEC_GP, Some((vector as u64) << 3 | 2));
@@ -666,7 +667,7 @@ fn soft_interrupt(d: &mut Domain, f: &mut TrapFrame, vector: u8, insn_len: u64) 
 fn sysenter_from_user(d: &mut Domain, f: &mut TrapFrame) -> bool {
     let cb = d.v().sysenter;
     // A 32-bit guest's mode is its ring (Width::interrupted_user).
-    let user = d.width().interrupted_user(d.v().kernel_mode, f.cs);
+    let user = d.width().interrupted_user(d.v().kernel_mode(), f.cs);
     if !user || cb.address == 0 {
         return false;
     }
@@ -726,7 +727,7 @@ pub fn guest_exception(d: &mut Domain, ft: &crate::mm::frametable::FrameTable, f
             // page tables on: applied (checked) and stepped over.
             let ptwr_on =
                 d.vm_assist & (1 << ringvisor_abi::xen::VMASST_TYPE_WRITABLE_PAGETABLES) != 0;
-            if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode {
+            if ptwr_on && f.error_code & 3 == 3 && d.v().kernel_mode() {
                 let mut insn = [0u8; 15];
                 let n = fetch(d, f.rip, &mut insn);
                 if crate::pv::mm::ptwr(d, ft, f, cr2, &insn[..n]) {
@@ -743,7 +744,7 @@ pub fn guest_exception(d: &mut Domain, ft: &crate::mm::frametable::FrameTable, f
             // (A 32-bit kernel really is in ring 1: the CPU's bit is right.)
             let ec = if d.is_32bit() {
                 f.error_code
-            } else if d.v().kernel_mode {
+            } else if d.v().kernel_mode() {
                 f.error_code & !4
             } else {
                 f.error_code | 4

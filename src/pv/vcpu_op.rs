@@ -145,7 +145,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestCont
     let v = &mut d.vcpus[vi];
     v.guest_table = kernel;
     v.guest_table_user = user;
-    v.kernel_mode = c.flags & VGCF_IN_KERNEL != 0 || user == 0;
+    v.set_kernel_mode(c.flags & VGCF_IN_KERNEL != 0 || user == 0);
     v.regs = TrapFrame {
         r15: r.r15,
         r14: r.r14,

@@ -372,7 +372,7 @@ pub use crate::arch::x86_64::context::{
 /// user's, by mode); while we run it waits in IA32_KERNEL_GS_BASE.
 #[inline(always)]
 pub fn load_guest_gs(v: &Vcpu) {
-    let base = if v.kernel_mode {
+    let base = if v.kernel_mode() {
         v.gs_base_kernel
     } else {
         v.gs_base_user
@@ -383,7 +383,7 @@ pub fn load_guest_gs(v: &Vcpu) {
 #[inline(always)]
 pub fn save_guest_gs(v: &mut Vcpu) {
     let base = context::read_guest_gs_base();
-    if v.kernel_mode {
+    if v.kernel_mode() {
         v.gs_base_kernel = base;
     } else {
         v.gs_base_user = base;

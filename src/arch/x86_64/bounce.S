@@ -259,7 +259,7 @@ bounce_quick:
     BOUNCE64_TAIL 1, bounce_pf_store
 
 /* #UD (rsi = vcpu_info): the instruction's first 7 bytes against the
- * forced-emulation prefix (emulate::FORCED_CPUID), read as the Rust way
+ * forced-emulation prefix (answers::FORCED_CPUID), read as the Rust way
  * reads them (8 bytes; fewer readable: the Rust way sorts it out). */
 .Lbq_ud:
     mov {BQ}+{IF_RIP}(%rsp), %rdx

@@ -8,12 +8,17 @@
 //! asm and the lock-free paths ([`super::percpu::PerCpu::running`]), the
 //! block is never freed, so that address stays valid for the whole run.
 //!
-//! Who writes what: the domain's lock holder, through the `Vcpu`
-//! (`HotRef::get_mut`); and, without the lock, only the CPU running the
-//! vCPU, on its own entries (the asm, and [`super::percpu::Running`]'s
-//! two flags). Another CPU holding the domain's lock while that vCPU runs
-//! elsewhere only reads (the debug keys' dump): it may see a flag a moment
-//! old, never a torn pointer (every field is one aligned word or less).
+//! A block is two parts. [`VcpuFlags`], the guest's mode and failsafe
+//! flag, are atomics the lock-free Rust paths change without the domain's
+//! lock (each a plain `mov` on x86), reached only through shared
+//! references, so no `&mut` ever covers them. [`VcpuHot`], the rest, is
+//! the domain's lock holder's (`HotRef::get_mut`, through the `Vcpu`),
+//! and besides it only the entry asm of the CPU running the vCPU reads
+//! and writes it, on that vCPU's own entries: the scheduler never runs a
+//! vCPU on two CPUs (`Vcpu::running_on`). Another CPU holding the
+//! domain's lock while the vCPU runs elsewhere only reads it (the debug
+//! keys' dump): it may see a field a moment old (every field is one
+//! aligned word or less), which is all that dump needs.
 
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
@@ -43,16 +48,46 @@ pub struct Callback {
     pub mask_events: bool,
 }
 
-/// What the entry asm knows of a vCPU (see the module comment).
+/// The two flags a vCPU's lock-free entry paths change (see the module
+/// comment): atomics, read and written through `&`.
 #[repr(C)]
-pub struct VcpuHot {
+pub struct VcpuFlags {
     /// Guest kernel mode (else guest user mode). Both run in ring 3 for a
     /// 64-bit guest; a 32-bit guest's is its ring (1 or 3).
-    pub kernel_mode: bool,
+    kernel_mode: AtomicBool,
     /// The failsafe callback was entered and the guest has not made
     /// progress since (no hypercall, no bounce delivered): a bounce that
     /// fails now crashes the domain instead of looping.
-    pub in_failsafe: bool,
+    in_failsafe: AtomicBool,
+}
+
+impl VcpuFlags {
+    #[inline(always)]
+    pub fn kernel_mode(&self) -> bool {
+        self.kernel_mode.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn set_kernel_mode(&self, on: bool) {
+        self.kernel_mode.store(on, Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn in_failsafe(&self) -> bool {
+        self.in_failsafe.load(Ordering::Relaxed)
+    }
+
+    /// A hypercall or a bounce delivered is progress: `false`.
+    #[inline(always)]
+    pub fn set_in_failsafe(&self, on: bool) {
+        self.in_failsafe.store(on, Ordering::Relaxed)
+    }
+}
+
+/// What the entry asm knows of a vCPU besides its [`VcpuFlags`] (see the
+/// module comment).
+#[repr(C)]
+pub struct VcpuHot {
     /// Virtual IOPL (`physdev_op set_iopl`), 0-3.
     pub iopl: u32,
     /// Failsafe callbacks delivered since the last bounce that could be
@@ -82,8 +117,6 @@ impl VcpuHot {
             address: 0,
         };
         VcpuHot {
-            kernel_mode: true,
-            in_failsafe: false,
             iopl: 0,
             failsafe_streak: 0,
             guest_table: 0,
@@ -103,7 +136,10 @@ impl VcpuHot {
     }
 }
 
+/// The flags first: `PerCpu::running` reads them at the block's address.
+#[repr(C)]
 struct Block {
+    flags: VcpuFlags,
     hot: UnsafeCell<VcpuHot>,
     /// Its address was given out (`PerCpu::publish_vcpu`): the block then
     /// lives for the run, whatever becomes of its owner.
@@ -131,6 +167,10 @@ impl HotRef {
     /// published to the entry asm).
     pub fn new() -> HotRef {
         let b = alloc::boxed::Box::new(Block {
+            flags: VcpuFlags {
+                kernel_mode: AtomicBool::new(true),
+                in_failsafe: AtomicBool::new(false),
+            },
             hot: UnsafeCell::new(VcpuHot::new()),
             published: AtomicBool::new(false),
         });
@@ -142,6 +182,12 @@ impl HotRef {
         // SAFETY: the block is freed only by this HotRef's drop, and only
         // if never published.
         unsafe { self.0.as_ref() }
+    }
+
+    /// Its flags: shared, whoever holds what (atomics).
+    #[inline(always)]
+    pub fn flags(&self) -> &VcpuFlags {
+        &self.block().flags
     }
 
     #[inline(always)]
@@ -164,8 +210,10 @@ impl HotRef {
         self.addr()
     }
 
+    /// The block's address (what this CPU's block publishes; the asm's
+    /// offsets, [`layout`], are from it).
     pub(super) fn addr(&self) -> u64 {
-        self.block().hot.get() as u64
+        self.0.as_ptr() as u64
     }
 }
 
@@ -189,19 +237,24 @@ impl Default for HotRef {
 pub mod layout {
     use super::*;
 
-    pub const VCPU_KERNEL_MODE: usize = offset_of!(VcpuHot, kernel_mode);
-    pub const VCPU_IN_FAILSAFE: usize = offset_of!(VcpuHot, in_failsafe);
-    pub const VCPU_IOPL: usize = offset_of!(VcpuHot, iopl);
-    pub const VCPU_GUEST_TABLE: usize = offset_of!(VcpuHot, guest_table);
-    pub const VCPU_TRAP_TABLE: usize = offset_of!(VcpuHot, trap_table);
-    pub const VCPU_FAILSAFE_STREAK: usize = offset_of!(VcpuHot, failsafe_streak);
-    pub const VCPU_GUEST_TABLE_USER: usize = offset_of!(VcpuHot, guest_table_user);
-    pub const VCPU_GS_BASE_KERNEL: usize = offset_of!(VcpuHot, gs_base_kernel);
-    pub const VCPU_GS_BASE_USER: usize = offset_of!(VcpuHot, gs_base_user);
-    pub const VCPU_KERNEL_SP: usize = offset_of!(VcpuHot, kernel_sp);
-    pub const VCPU_SYSCALL_CB: usize = offset_of!(VcpuHot, syscall);
-    pub const VCPU_COMPAT_L4: usize = offset_of!(VcpuHot, compat_l4);
-    pub const VCPU_CR2: usize = offset_of!(VcpuHot, cr2);
+    /// A field of the block's `VcpuHot` (`UnsafeCell` is transparent).
+    const HOT: usize = offset_of!(Block, hot);
+
+    pub const VCPU_KERNEL_MODE: usize =
+        offset_of!(Block, flags) + offset_of!(VcpuFlags, kernel_mode);
+    pub const VCPU_IN_FAILSAFE: usize =
+        offset_of!(Block, flags) + offset_of!(VcpuFlags, in_failsafe);
+    pub const VCPU_IOPL: usize = HOT + offset_of!(VcpuHot, iopl);
+    pub const VCPU_GUEST_TABLE: usize = HOT + offset_of!(VcpuHot, guest_table);
+    pub const VCPU_TRAP_TABLE: usize = HOT + offset_of!(VcpuHot, trap_table);
+    pub const VCPU_FAILSAFE_STREAK: usize = HOT + offset_of!(VcpuHot, failsafe_streak);
+    pub const VCPU_GUEST_TABLE_USER: usize = HOT + offset_of!(VcpuHot, guest_table_user);
+    pub const VCPU_GS_BASE_KERNEL: usize = HOT + offset_of!(VcpuHot, gs_base_kernel);
+    pub const VCPU_GS_BASE_USER: usize = HOT + offset_of!(VcpuHot, gs_base_user);
+    pub const VCPU_KERNEL_SP: usize = HOT + offset_of!(VcpuHot, kernel_sp);
+    pub const VCPU_SYSCALL_CB: usize = HOT + offset_of!(VcpuHot, syscall);
+    pub const VCPU_COMPAT_L4: usize = HOT + offset_of!(VcpuHot, compat_l4);
+    pub const VCPU_CR2: usize = HOT + offset_of!(VcpuHot, cr2);
     pub const CB_ADDRESS: usize = offset_of!(Callback, address);
     pub const CB_MASK: usize = offset_of!(Callback, mask_events);
     pub const TE_SHIFT: u32 = size_of::<TrapEntry>().trailing_zeros();
@@ -209,4 +262,7 @@ pub mod layout {
     pub const TE_FLAGS: usize = offset_of!(TrapEntry, flags);
     pub const TE_CS: usize = offset_of!(TrapEntry, cs);
     const _: () = assert!(size_of::<TrapEntry>().is_power_of_two());
+    // The asm reads and writes the flags as bytes; `PerCpu::running` finds
+    // them at the block's address.
+    const _: () = assert!(size_of::<AtomicBool>() == 1 && offset_of!(Block, flags) == 0);
 }

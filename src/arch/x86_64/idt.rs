@@ -85,7 +85,9 @@ pub const NOT_QUICK: u64 = 1;
 /// locked path as [`VEC_SYSCALL`] without asking `pv::fast`.
 pub const VEC_SYSCALL_LOCKED: u64 = 0x103;
 /// A `syscall` hypercall already answered by the quick way (`rax` holds
-/// its result) whose way out needs the full frame (`syscall_quick`).
+/// its result) whose way out needs the full frame (entry.S's `QUICK_WAY`
+/// marks the frame so for `Quick::Done`; `pv::fast_trap::upcall_asm`
+/// before an upcall the asm may decline).
 pub const VEC_SYSCALL_DONE: u64 = 0x102;
 
 /// What `syscall_entry` saves for the quick way (entry.S), lowest address

@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use x86::msr::{wrmsr, IA32_GS_BASE, IA32_KERNEL_GSBASE};
 
-use super::hot::{HotRef, VcpuHot};
+use super::hot::{HotRef, VcpuFlags};
 use super::idt::TrapFrame;
 
 // Tour 02: this CPU's block: its stack, the current vCPU, work pending
@@ -48,16 +48,17 @@ pub struct PerCpu {
     /// [`WORK_IRET_SELFTEST`]): while it
     /// is 0 and no event upcall is due, a return skips the scheduler.
     pub work: AtomicU64,
-    /// The current domain's lock (a `DomainRef`'s), vCPU and its
-    /// `vcpu_info` (direct-map address), as `pv::entry::publish_current`
-    /// last stored them under `HV` (0: none yet). Opaque here: `pv::entry`
-    /// and `pv::fast` give them their types. (The
+    /// The current domain's lock (its address: `sync::DomainLock::lock`
+    /// compares it; `sync::current_domain` keeps the typed reference), as
+    /// `sync::publish_domain` last stored it under `HV` (0: none yet).
+    /// (The
     /// frame table needs no pointer: it is one static with per-frame
     /// locks, `mm::frametable::frames`.)
     pub domain: AtomicU64,
-    /// The current vCPU's [`VcpuHot`] (0: none), only ever a `HotRef`'s
-    /// block ([`PerCpu::publish_vcpu`]): what entry.S and bounce.S read
-    /// and [`PerCpu::running`] gives the lock-free paths.
+    /// The current vCPU's block (0: none), only ever a `HotRef`'s
+    /// ([`PerCpu::publish_vcpu`]): what entry.S and bounce.S read and
+    /// write (`hot::layout`'s offsets), and whose flags
+    /// [`PerCpu::running`] gives the lock-free paths.
     pub(super) vcpu: AtomicU64,
     pub vcpu_info: AtomicU64,
     /// An event send to another domain waiting for this CPU to release its
@@ -83,36 +84,6 @@ pub struct PerCpu {
     /// This CPU's recent-calls ring (`recent::ring_of`), which entry.S
     /// writes the constant answers' records into.
     pub ring: u64,
-}
-
-/// The vCPU this CPU runs, for a lock-free entry path: the two flags of
-/// its [`VcpuHot`] such a path changes without the domain's lock, as the
-/// entry asm does (see `hot`'s module comment for why that is safe).
-#[derive(Clone, Copy)]
-pub struct Running(*mut VcpuHot);
-
-impl Running {
-    /// Guest kernel mode (else user mode).
-    #[inline(always)]
-    pub fn kernel_mode(self) -> bool {
-        // SAFETY: a `HotRef`'s block (`publish_vcpu`), allocated for the
-        // run; only this CPU, which runs the vCPU, writes it without the
-        // domain's lock (a plain aligned byte, as the asm's).
-        unsafe { core::ptr::addr_of!((*self.0).kernel_mode).read() }
-    }
-
-    #[inline(always)]
-    pub fn set_kernel_mode(self, on: bool) {
-        // SAFETY: as in `kernel_mode`.
-        unsafe { core::ptr::addr_of_mut!((*self.0).kernel_mode).write(on) }
-    }
-
-    /// A hypercall or system call is progress: the failsafe flag goes.
-    #[inline(always)]
-    pub fn set_in_failsafe(self, on: bool) {
-        // SAFETY: as in `kernel_mode`.
-        unsafe { core::ptr::addr_of_mut!((*self.0).in_failsafe).write(on) }
-    }
 }
 
 /// The time slice ran out or a guest yielded: the way out reschedules.
@@ -183,11 +154,16 @@ impl PerCpu {
         self.vcpu.load(Ordering::Relaxed) == v.addr()
     }
 
-    /// The current vCPU, for a lock-free entry path (`None`: none yet).
+    /// The current vCPU's flags, for a lock-free entry path (`None`: no
+    /// vCPU yet): the two fields such a path changes without the domain's
+    /// lock, atomics (`hot`'s module comment).
     #[inline(always)]
-    pub fn running(&self) -> Option<Running> {
-        let p = self.vcpu.load(Ordering::Relaxed) as *mut VcpuHot;
-        (!p.is_null()).then_some(Running(p))
+    pub fn running(&self) -> Option<&'static VcpuFlags> {
+        let p = self.vcpu.load(Ordering::Relaxed) as *const VcpuFlags;
+        // SAFETY: 0 or what `publish_vcpu` stored: a `HotRef`'s block,
+        // whose `VcpuFlags` come first (`hot::layout`) and which is never
+        // freed once published; atomics, only ever shared.
+        unsafe { p.as_ref() }
     }
 
     /// Ask the way out for `bits` of work.
@@ -269,12 +245,14 @@ impl<T: Sync + 'static> Published<T> {
     #[inline(always)]
     pub fn set(&self, r: Option<&'static T>) {
         let p = r.map_or(core::ptr::null_mut(), |r| r as *const T as *mut T);
-        self.0.store(p, Ordering::Relaxed);
+        // Release/Acquire (a plain `mov` each on x86): what `r` points at
+        // is seen as it was when published, from any CPU.
+        self.0.store(p, Ordering::Release);
     }
 
     #[inline(always)]
     pub fn get(&self) -> Option<&'static T> {
-        let p = self.0.load(Ordering::Relaxed);
+        let p = self.0.load(Ordering::Acquire);
         // SAFETY: `set` is the only store, of a `&'static T` or null; T is
         // Sync, so a shared reference may be used from any CPU.
         unsafe { p.as_ref() }
