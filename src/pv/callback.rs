@@ -127,11 +127,7 @@ fn install_trap_table<T: TrapInfoArg>(d: &mut Domain, space: GuestSpace, list: u
         };
         if ended {
             for t in &entries[..n] {
-                v.trap_table[t.vector() as usize] = TrapEntry {
-                    flags: t.flags(),
-                    cs: w.fixup_selector(t.cs() as u64) as u16,
-                    address: t.address(),
-                };
+                v.trap_table[t.vector() as usize] = trap_entry(w, t);
             }
             return 0;
         }
@@ -157,14 +153,21 @@ fn install_trap_table<T: TrapInfoArg>(d: &mut Domain, space: GuestSpace, list: u
     let table = &mut v.trap_table;
     let installed = trap_list(&space, list, end, |t| {
         check(t)?;
-        table[t.vector() as usize] = TrapEntry {
-            flags: t.flags(),
-            cs: w.fixup_selector(t.cs() as u64) as u16,
-            address: t.address(),
-        };
+        table[t.vector() as usize] = trap_entry(w, t);
         Ok(())
     });
     installed.map_or_else(err, |()| 0)
+}
+
+/// The virtual IDT's entry for a checked `trap_info`: its selector's RPL
+/// raised to the guest kernel's ring.
+#[inline(always)]
+fn trap_entry<T: TrapInfoArg>(w: Width, t: &T) -> TrapEntry {
+    TrapEntry {
+        flags: t.flags(),
+        cs: w.fixup_selector(t.cs() as u64) as u16,
+        address: t.address(),
+    }
 }
 
 /// Walk a guest's `trap_info` list (64-bit or 32-bit entries) up to its
