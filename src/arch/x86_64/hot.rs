@@ -145,9 +145,10 @@ struct Block {
     /// lives for the run, whatever becomes of its owner.
     published: AtomicBool,
 }
-// SAFETY: shared between CPUs as the module comment says: the Rust side
-// only through a `HotRef` (one per block, `&`/`&mut` as its own borrow
-// says), the running CPU's asm and `Running` by plain aligned stores.
+// SAFETY: shared between CPUs as the module comment says: `flags` are
+// atomics; `hot` is reached from Rust only through its `HotRef` (one per
+// block, `&`/`&mut` as that borrow says) and otherwise only by the asm of
+// the CPU running the vCPU, with plain aligned loads and stores.
 unsafe impl Sync for Block {}
 
 /// A vCPU's block: one per vCPU, not `Clone`, so Rust reaches each block
@@ -159,12 +160,13 @@ pub struct HotRef(core::ptr::NonNull<Block>);
 // SAFETY: a HotRef is the unique owner of its block (like a Box), which
 // is Sync.
 unsafe impl Send for HotRef {}
-// SAFETY: as for Send: `&HotRef` only ever gives `&VcpuHot`.
+// SAFETY: as for Send: `&HotRef` only ever gives `&VcpuHot` and the
+// atomics of `&VcpuFlags`.
 unsafe impl Sync for HotRef {}
 
 impl HotRef {
-    /// A new vCPU's block (allocated for the run: the address is
-    /// published to the entry asm).
+    /// A new vCPU's block (freed with its owner unless its address was
+    /// published to the entry asm: then kept for the run).
     pub fn new() -> HotRef {
         let b = alloc::boxed::Box::new(Block {
             flags: VcpuFlags {
@@ -193,7 +195,7 @@ impl HotRef {
     #[inline(always)]
     pub fn get(&self) -> &VcpuHot {
         // SAFETY: this HotRef is the block's only Rust handle, borrowed
-        // shared here (the asm's and `Running`'s stores: module comment).
+        // shared here (the asm's stores: module comment).
         unsafe { &*self.block().hot.get() }
     }
 
