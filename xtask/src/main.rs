@@ -44,7 +44,7 @@ COMMANDS:
   fuzz    random hypercalls, exceptions and iret frames beside a victim
   xtf     boot each XTF test image of a directory, table of results
   linux   boot Debian's stock Linux kernel (busybox initramfs) and time it
-  lint    rustfmt and clippy over every crate and target, as CI runs them
+  lint    layering of src/, rustfmt and clippy over every crate and target, as CI runs them
   help    this text (`cargo xtask <COMMAND> --help` for one command)
 
 `target/` means $CARGO_TARGET_DIR when that is set. Before building,
