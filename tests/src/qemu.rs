@@ -103,6 +103,10 @@ pub struct Qemu {
     /// hypervisor ends the run as on hardware (`on_exit=`), and QEMU exits
     /// 0 on a power-off or, under `-no-reboot`, a reset.
     pub debug_exit: bool,
+    /// Give the TCG CPU SMAP (off by default: see [`Qemu::args`]), for
+    /// tests of the hypervisor's `stac`/`clac` paths whose guests do no
+    /// ring-3 far return.
+    pub smap: bool,
 }
 
 impl Qemu {
@@ -134,7 +138,14 @@ impl Qemu {
             stop_on: Vec::new(),
             firmware: Firmware::Bios,
             debug_exit: true,
+            smap: false,
         }
+    }
+
+    /// SMAP on (see [`Qemu::smap`](struct.Qemu.html#structfield.smap)).
+    pub fn with_smap(mut self) -> Self {
+        self.smap = true;
+        self
     }
 
     /// Type `bytes` on the serial line once a line containing `trigger`
@@ -197,11 +208,12 @@ impl Qemu {
     pub fn args(&self) -> Result<Vec<String>> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        // SMAP off unless asked for: this QEMU's TCG reads the stack of a
+        // ring-3 `iretq`/`lretq` as a supervisor access (BOOT-NOTES).
+        let cpu = if self.smap { "max" } else { "max,-smap" };
         match self.accel {
-            // SMAP off: this QEMU's TCG reads the stack of a ring-3
-            // `iretq`/`lretq` as a supervisor access (BOOT-NOTES).
-            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max,-smap"]),
-            Accel::TcgMulti => push(&["-accel", "tcg,thread=multi", "-cpu", "max,-smap"]),
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", cpu]),
+            Accel::TcgMulti => push(&["-accel", "tcg,thread=multi", "-cpu", cpu]),
             // The host's CPU, less IA32_ARCH_CAPABILITIES: this machine's
             // kvm_pvm refuses that MSR and QEMU aborts on `host`/`max`.
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),

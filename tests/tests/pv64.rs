@@ -305,6 +305,45 @@ fn user_mode() {
     run_alone("guest-user");
 }
 
+/// The hypervisor's SMAP paths with SMAP on: the `stac`/`clac` around
+/// every copy through a guest's own mappings (bounce and iret frames,
+/// hypercall arguments, the failsafe frame and its refused copies) and
+/// the entry asm's `clac`. QEMU's TCG CPU gets SMAP only here
+/// (`Qemu::with_smap`): it reads the stack of a ring-3 far return or
+/// `iretq` as a supervisor access, so only guests that do neither run
+/// (hostile-descriptors' far returns fail under it).
+#[test]
+fn smap_on_bounces_copies_and_failsafe() {
+    let what = "traps, user, failsafe, hypercalls, 32-bit traps and failsafe with SMAP on";
+    let names = [
+        "guest-traps",
+        "guest-user",
+        "guest-failsafe",
+        "guest-hypercalls",
+        "guest32-traps",
+        "guest32-failsafe",
+    ];
+    let mut q = Qemu::kernel(elf()).with_smap().smp(SMP);
+    for (i, n) in names.iter().enumerate() {
+        q = q.guest(if i == 0 {
+            guest(n).default_opt("mem", "32M")
+        } else {
+            guest(n)
+        });
+    }
+    let out = q
+        .timeout(Some(timeout()))
+        .run()
+        .unwrap_or_else(|e| panic!("{what}: QEMU did not run: {e}"));
+    assert!(
+        out.rv_lines()
+            .any(|l| l.contains("cpu features:") && l.split_whitespace().any(|w| w == "smap")),
+        "{what}: the hypervisor did not see SMAP\n{}",
+        out.transcript()
+    );
+    expect_success(what, &out, names.len() as u32);
+}
+
 #[test]
 fn failsafe() {
     let what = "guest-failsafe";
