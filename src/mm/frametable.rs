@@ -62,6 +62,11 @@ pub struct FrameInfo {
     /// of this table map a table of its own level; < 0, how many such
     /// entries map this one. Never both (XSA-240): chains stay one deep.
     pub linear: i32,
+    /// With `Kind::Table(2)` of a 32-bit guest: the L2 its PAE L3's slot
+    /// 3 points at (Xen's `PGT_pae_xen_l2`, part of the type: such an L2
+    /// is referenced from no other slot or L3, and its slots from the
+    /// hypervisor start up are the hypervisor's, the compat M2P).
+    pub pae_xen_l2: bool,
 }
 
 impl FrameInfo {
@@ -73,6 +78,7 @@ impl FrameInfo {
         writable: 0,
         table_refs: 0,
         linear: 0,
+        pae_xen_l2: false,
     };
 
     /// Nothing holds it: no mapping, not a page table or GDT.

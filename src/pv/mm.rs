@@ -72,6 +72,35 @@ fn hv_slot(level: u8, index: usize) -> bool {
     level == 4 && (paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS).contains(&index)
 }
 
+/// The first L2 slot of a 32-bit guest's slot-3 L2 that is the
+/// hypervisor's (Xen's `COMPAT_L2_PAGETABLE_FIRST_XEN_SLOT(d)`: 428, for
+/// 0xF5800000).
+const COMPAT_L2_FIRST_XEN_SLOT: usize = 512 - paging::COMPAT_L2_XEN_SLOTS;
+
+/// Not the guest's: slot `index` of an L2 typed `pae_xen_l2` from the
+/// hypervisor start up (the negation of Xen's `is_guest_l2_slot`).
+fn xen_l2_slot(pae_xen_l2: bool, index: usize) -> bool {
+    pae_xen_l2 && index >= COMPAT_L2_FIRST_XEN_SLOT
+}
+
+/// Slot 3 of a 32-bit guest's PAE L3 (Xen's `promote_l3_table`, `i == 3`):
+/// present, and an L2 typed `pae_xen_l2` (so it is used nowhere else as
+/// an L2), which this L3 alone references (`pae_xen_mappings_check`: the
+/// hypervisor's slots in it must stay where this L3 puts them).
+fn get_pae_xen_l2(d: &Domain, ft: &FrameTable, l3: u64, val: u64) -> Result<u64, i32> {
+    if val & PTE_P == 0 || val & (UPPER_REFUSED | PAE_L3_RESERVED_HIGH) != 0 {
+        return Err(EINVAL);
+    }
+    let target = (val & PTE_ADDR) >> 12;
+    get_table_typed(d, ft, target, 2, true)?;
+    if ft.get(target).is_none_or(|i| i.table_refs != 1) {
+        // "PAE L3 3rd slot is shared"
+        put_entry(ft, l3, 3, val);
+        return Err(EINVAL);
+    }
+    Ok(val | PTE_RW | PTE_US | PTE_A)
+}
+
 /// Check a new entry for a table of `level` and take the references it
 /// needs. Returns the value to store (user bit forced, global stripped).
 fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Result<u64, i32> {
@@ -276,17 +305,19 @@ fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
     if linear_user {
         ft.with(table, |u| u.linear -= 1);
     }
-    if let Some(l) = devalidate_at {
-        drop_children(ft, target, l);
+    if let Some((l, pae_xen_l2)) = devalidate_at {
+        drop_children(ft, target, l, pae_xen_l2);
     }
 }
 
 /// The last reference to a page table of `level` went: it is ordinary
 /// memory again (in the same step as the count reached 0, so nothing can
-/// take a reference to it as a table in between). Returns `level`.
-fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
+/// take a reference to it as a table in between). Returns `level` and
+/// whether it was a `pae_xen_l2` (whose hypervisor slots hold no
+/// references; Xen leaves them in the page, as here).
+fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> (u8, bool) {
     info.kind = Kind::Normal;
-    level
+    (level, core::mem::take(&mut info.pae_xen_l2))
 }
 
 /// A page table whose last reference went (unpinned, unlinked from the
@@ -300,8 +331,8 @@ fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
 ///
 /// The TLB: the table is linked nowhere now; where it was unlinked, the
 /// caller flushes before the guest runs again (see "Stale translations").
-fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
-    for i in (0..512).filter(|&i| !hv_slot(level, i)) {
+fn drop_children(ft: &FrameTable, mfn: u64, level: u8, pae_xen_l2: bool) {
+    for i in (0..512).filter(|&i| !hv_slot(level, i) && !xen_l2_slot(pae_xen_l2, i)) {
         put_entry(ft, mfn, level, read_pte(mfn, i));
     }
 }
@@ -309,6 +340,19 @@ fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
 /// Take a reference on `mfn` as a page table of `level`, validating it
 /// first if it is not one yet.
 fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
+    get_table_typed(d, ft, mfn, level, false)
+}
+
+/// [`get_table`] for the type with or without `pae_xen_l2` (Xen's
+/// `PGT_l2_page_table | PGT_pae_xen_l2`): the flag is part of the type,
+/// so an L2 of one kind is refused as the other.
+fn get_table_typed(
+    d: &Domain,
+    ft: &FrameTable,
+    mfn: u64,
+    level: u8,
+    pae_xen_l2: bool,
+) -> Result<(), i32> {
     let Some(info) = ft.get(mfn) else {
         return Err(EPERM);
     };
@@ -316,7 +360,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
         return Err(EPERM);
     }
     match info.kind {
-        Kind::Table(l) if l == level => {}
+        Kind::Table(l) if l == level && info.pae_xen_l2 == pae_xen_l2 => {}
         Kind::Normal if info.writable == 0 => {
             // Type it first so a table cannot contain itself writably:
             // in one step with the check that no writable mapping is left
@@ -325,6 +369,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
                 let ok = i.owner == d.id && i.kind == Kind::Normal && i.writable == 0;
                 if ok {
                     i.kind = Kind::Table(level);
+                    i.pae_xen_l2 = pae_xen_l2;
                 }
                 ok
             });
@@ -335,21 +380,48 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
             // made now, but the TLB may still hold one (an L1 linked at
             // several places serves several addresses): flush it.
             flush_tlb(d);
-            for i in 0..512 {
-                if hv_slot(level, i) {
+            // A 32-bit guest's PAE L3 has 4 entries; the rest of its page
+            // is zeroed (Xen's promote_l3_table), slot 3 is special.
+            let pae_l3 = level == 3 && d.is_32bit();
+            let entries = if pae_l3 {
+                for i in 4..512 {
+                    write_pte(mfn, i, 0);
+                }
+                4
+            } else {
+                512
+            };
+            for i in 0..entries {
+                if hv_slot(level, i) || xen_l2_slot(pae_xen_l2, i) {
                     continue;
                 }
-                match get_entry(d, ft, mfn, level, read_pte(mfn, i)) {
+                let r = if pae_l3 && i == 3 {
+                    get_pae_xen_l2(d, ft, mfn, read_pte(mfn, i))
+                } else {
+                    get_entry(d, ft, mfn, level, read_pte(mfn, i))
+                };
+                match r {
                     Ok(v) => write_pte(mfn, i, v),
                     Err(e) => {
                         // Drop what the entries before this one took (as
                         // Xen does), so a failed validation leaves nothing.
-                        for j in (0..i).filter(|&j| !hv_slot(level, j)) {
+                        for j in
+                            (0..i).filter(|&j| !hv_slot(level, j) && !xen_l2_slot(pae_xen_l2, j))
+                        {
                             put_entry(ft, mfn, level, read_pte(mfn, j));
                         }
-                        ft.with(mfn, |i| i.kind = Kind::Normal);
+                        ft.with(mfn, |i| {
+                            i.kind = Kind::Normal;
+                            i.pae_xen_l2 = false;
+                        });
                         return Err(e);
                     }
+                }
+            }
+            if pae_xen_l2 {
+                // Xen's init_xen_pae_l2_slots: the compat M2P, read-only.
+                for (i, e) in paging::compat_m2p_l2_slots().iter().enumerate() {
+                    write_pte(mfn, COMPAT_L2_FIRST_XEN_SLOT + i, *e);
                 }
             }
             if level == 4 {
@@ -364,7 +436,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
     // another domain cannot be devalidated in between (only its owner,
     // this domain, drops its references), but the record says so itself.
     ft.with(mfn, |info| match info.table_refs.checked_add(1) {
-        Some(n) if info.kind == Kind::Table(level) => {
+        Some(n) if info.kind == Kind::Table(level) && info.pae_xen_l2 == pae_xen_l2 => {
             info.table_refs = n;
             Ok(())
         }
@@ -396,6 +468,21 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
             if d.is_32bit() { val } else { val | PTE_US } & !PTE_G,
         );
         return 0;
+    }
+    if d.is_32bit() && level > 1 {
+        // Xen's mod_l3_entry: a PAE L3's slot 3 (the hypervisor's L2)
+        // and the rest of its page cannot change (-EINVAL); mod_l2_entry:
+        // the hypervisor's slots of that L2 neither ("L2 update in
+        // Xen-private area", -EPERM).
+        if level == 3 && index >= 3 {
+            return err(EINVAL);
+        }
+        if level == 2
+            && index >= COMPAT_L2_FIRST_XEN_SLOT
+            && ft.get(mfn).is_some_and(|i| i.pae_xen_l2)
+        {
+            return err(EPERM);
+        }
     }
     let new = match get_entry(d, ft, mfn, level, val) {
         Ok(v) => v,
