@@ -305,19 +305,18 @@ fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
     if linear_user {
         ft.with(table, |u| u.linear -= 1);
     }
-    if let Some((l, pae_xen_l2)) = devalidate_at {
-        drop_children(ft, target, l, pae_xen_l2);
+    if let Some(l) = devalidate_at {
+        drop_children(ft, target, l);
     }
 }
 
 /// The last reference to a page table of `level` went: it is ordinary
 /// memory again (in the same step as the count reached 0, so nothing can
-/// take a reference to it as a table in between). Returns `level` and
-/// whether it was a `pae_xen_l2` (whose hypervisor slots hold no
-/// references; Xen leaves them in the page, as here).
-fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> (u8, bool) {
+/// take a reference to it as a table in between). Returns `level`.
+/// (A `pae_xen_l2` flag goes in `drop_children`, which needs it.)
+fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
     info.kind = Kind::Normal;
-    (level, core::mem::take(&mut info.pae_xen_l2))
+    level
 }
 
 /// A page table whose last reference went (unpinned, unlinked from the
@@ -331,7 +330,14 @@ fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> (u8, bool) 
 ///
 /// The TLB: the table is linked nowhere now; where it was unlinked, the
 /// caller flushes before the guest runs again (see "Stale translations").
-fn drop_children(ft: &FrameTable, mfn: u64, level: u8, pae_xen_l2: bool) {
+// Out of line, as before the pae_xen_l2 flag made it larger: inlined, it
+// slowed put_entry's common case (bench --icount, mmu-update-1).
+#[inline(never)]
+fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
+    // An L2 that was a pae_xen_l2: its hypervisor slots hold no references
+    // (Xen's free_l2_table skips them and leaves them in the page, as here).
+    let pae_xen_l2 =
+        level == 2 && ft.with(mfn, |i| core::mem::take(&mut i.pae_xen_l2)) == Some(true);
     for i in (0..512).filter(|&i| !hv_slot(level, i) && !xen_l2_slot(pae_xen_l2, i)) {
         put_entry(ft, mfn, level, read_pte(mfn, i));
     }
@@ -469,21 +475,6 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
         );
         return 0;
     }
-    if d.is_32bit() && level > 1 {
-        // Xen's mod_l3_entry: a PAE L3's slot 3 (the hypervisor's L2)
-        // and the rest of its page cannot change (-EINVAL); mod_l2_entry:
-        // the hypervisor's slots of that L2 neither ("L2 update in
-        // Xen-private area", -EPERM).
-        if level == 3 && index >= 3 {
-            return err(EINVAL);
-        }
-        if level == 2
-            && index >= COMPAT_L2_FIRST_XEN_SLOT
-            && ft.get(mfn).is_some_and(|i| i.pae_xen_l2)
-        {
-            return err(EPERM);
-        }
-    }
     let new = match get_entry(d, ft, mfn, level, val) {
         Ok(v) => v,
         Err(e) => return err(e),
@@ -492,6 +483,24 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
     put_entry(ft, mfn, level, old);
     // The caller flushes what the old entry may have left in the TLB.
     0
+}
+
+/// May a 32-bit guest change entry `index` of its table `mfn` (of
+/// `level` > 1)? Xen's mod_l3_entry: not a PAE L3's slot 3 (the
+/// hypervisor's L2) or the rest of its page (-EINVAL); mod_l2_entry: not
+/// the hypervisor's slots of that L2 ("L2 update in Xen-private area",
+/// -EPERM). Asked before [`update_entry`], by the 32-bit callers only
+/// (`mmu_update_compat`, `ptwr`): in it, the check made the 64-bit paths
+/// slower (`cargo xtask bench --icount`).
+fn compat_upper_slot(ft: &FrameTable, mfn: u64, level: u8, index: usize) -> Result<(), i32> {
+    if level == 3 && index >= 3 {
+        return Err(EINVAL);
+    }
+    if level == 2 && index >= COMPAT_L2_FIRST_XEN_SLOT && ft.get(mfn).is_some_and(|i| i.pae_xen_l2)
+    {
+        return Err(EPERM);
+    }
+    Ok(())
 }
 
 // Stale translations. When a guest replaces an L1 entry, the old
@@ -588,6 +597,36 @@ pub fn mmu_update(
     done_ptr: u64,
     dom: u64,
 ) -> Ret {
+    mmu_update_batch::<false>(d, ft, space, reqs, count, done_ptr, dom)
+}
+
+/// [`mmu_update`] of a 32-bit guest (`pv::compat`): each request first
+/// checked against the slots that are the hypervisor's in its tables
+/// ([`compat_upper_slot`]). A separate instance, so the 64-bit paths do
+/// not test for it (`cargo xtask bench --icount`).
+pub fn mmu_update_compat(
+    d: &mut Domain,
+    ft: &FrameTable,
+    space: GuestSpace,
+    reqs: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
+    mmu_update_batch::<true>(d, ft, space, reqs, count, done_ptr, dom)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn mmu_update_batch<const COMPAT: bool>(
+    d: &mut Domain,
+    ft: &FrameTable,
+    space: GuestSpace,
+    reqs: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
     let mut upper = false;
     let r = batch(
         d,
@@ -598,6 +637,11 @@ pub fn mmu_update(
         done_ptr,
         dom,
         |d, ft, u: MmuUpdate| {
+            if COMPAT {
+                if let Some(rc) = compat_refused(d, ft, u) {
+                    return rc;
+                }
+            }
             let (rc, level) = mmu_update_one(d, ft, u);
             upper |= level > 1;
             rc
@@ -656,6 +700,7 @@ fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
                 Some((owner, kind)) if owner == d.id => match kind {
                     Kind::Table(level) => {
                         let index = ((ptr & 0xfff) / 8) as usize;
+
                         // PRESERVE_AD: the new entry keeps the accessed and
                         // dirty bits the old one has (Xen's update_intpte
                         // with preserve_ad; neither bit is checked).
@@ -703,6 +748,25 @@ fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
             (rc, 0)
         }
         _ => (err(ENOSYS), 0),
+    }
+}
+
+/// A 32-bit guest's `mmu_update` request of an entry that is the
+/// hypervisor's ([`compat_upper_slot`]): its error, before anything else.
+fn compat_refused(d: &Domain, ft: &FrameTable, u: MmuUpdate) -> Option<Ret> {
+    if !matches!(u.ptr & 7, MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD) {
+        return None;
+    }
+    let mfn = u.ptr >> 12;
+    let index = ((u.ptr & 0xfff) / 8) as usize;
+    match ft.get(mfn) {
+        Some(i) if i.owner == d.id => match i.kind {
+            Kind::Table(level) if level > 1 => {
+                compat_upper_slot(ft, mfn, level, index).err().map(err)
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -1520,6 +1584,9 @@ pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: 
         _ => return false,
     };
     let index = ((pa & 0xfff) / 8) as usize;
+    if level > 1 && d.is_32bit() && compat_upper_slot(ft, mfn, level, index).is_err() {
+        return false;
+    }
     let cur = read_pte(mfn, index);
     let mask = if size == 8 {
         !0u64
