@@ -349,9 +349,6 @@ pub fn m2p_get(mfn: u64) -> u64 {
 }
 
 /// Record that machine frame `mfn` is pseudo-physical frame `pfn`.
-// Out of line: inlined with its two tables, it made `mmu_update`'s other
-// paths slower (`cargo xtask bench --icount`, mmu-update-same).
-#[inline(never)]
 pub fn m2p_set(mfn: u64, pfn: u64) {
     if mfn < M2P_ENTRIES.load(Ordering::Relaxed) {
         // SAFETY: inside the table init_m2p allocated; a u64 store.
