@@ -13,6 +13,8 @@
 //! - `mmu_update` of the slot-3 L2's entries from slot 428 up: `-EPERM`
 //!   (Xen's mod_l2_entry, "L2 update in Xen-private area"); of slot 427
 //!   (the guest's, below): 0; of L3 slot 3: `-EINVAL` (mod_l3_entry);
+//! - a plain write to that L2 (its read-only mapping, emulated as
+//!   `mmu_update`): slot 428 #PF, slot 427 done;
 //! - `MMUEXT_PIN_L2_TABLE` of that L2: `-EINVAL` (its type is
 //!   `pae_xen_l2`, not a plain L2).
 //!
@@ -145,6 +147,56 @@ pub fn run(nr_pages: u32) {
         "mmu_update of L3 slot 3: -EINVAL (Xen's mod_l3_entry)",
         mmu1(l3e.maddr, l3e.val),
         EINVAL,
+    );
+    // A plain write through the L2's read-only mapping (the bootstrap
+    // region's): with VMASST_TYPE_writable_pagetables, emulated as
+    // mmu_update (ptwr), so refused there too.
+    check_rc(
+        "vm_assist enable writable_pagetables",
+        hc::vm_assist(abi::VMASST_CMD_ENABLE, abi::VMASST_TYPE_WRITABLE_PAGETABLES),
+        0,
+    );
+    if let Some(l2_va) = start_info::mfn_to_virt(l2) {
+        let slot = l2_va + FIRST_XEN_SLOT * 8;
+        // SAFETY: the write faults (a page table, mapped read-only) and is
+        // refused; if it were applied, it would unmap the M2P's first
+        // 2 MiB, which the next check sees.
+        let r = catch(|| unsafe { write_volatile(slot as usize as *mut u32, 0) });
+        let e = entry(mfn0);
+        check(
+            "a write to the slot-3 L2 at slot 428 (emulated): #PF, the M2P still mapped",
+            matches!(r, Err(t) if t.vector == 14) && e == Ok(0),
+            format_args!(
+                "{:?}, entry {e:x?}",
+                r.map_err(|t| (t.vector, t.error_code))
+            ),
+        );
+        let below = l2_va + (FIRST_XEN_SLOT - 1) * 8;
+        // SAFETY: writes slot 427's low half with the value it has.
+        let r = catch(|| unsafe {
+            write_volatile(
+                below as usize as *mut u32,
+                read_volatile(below as usize as *const u32),
+            )
+        });
+        check(
+            "  ... at slot 427 (the guest's, its own value): done",
+            r.is_ok(),
+            format_args!("{:?}", r.map_err(|t| (t.vector, t.error_code))),
+        );
+    } else {
+        fail(
+            "the slot-3 L2's mapping",
+            format_args!("not in the bootstrap region"),
+        );
+    }
+    check_rc(
+        "vm_assist disable writable_pagetables",
+        hc::vm_assist(
+            abi::VMASST_CMD_DISABLE,
+            abi::VMASST_TYPE_WRITABLE_PAGETABLES,
+        ),
+        0,
     );
     // SAFETY: refused: the frame is typed pae_xen_l2.
     let rc = unsafe { hc::mmuext1(abi::MMUEXT_PIN_L2_TABLE, l2 as u32, 0) };
