@@ -444,6 +444,27 @@ pub fn build(
         }
         debug_assert!(next_table == tables_end);
     }
+    if compat {
+        // Slot 3 of the PAE L3 always has an L2, typed pae_xen_l2, with
+        // the compat M2P in its hypervisor slots (Xen's dom0 builder:
+        // "Ensure the first four L3 entries are all populated", then
+        // init_xen_pae_l2_slots).
+        let l3 = frame(ft, top);
+        if l3.read(3) & PTE_P == 0 {
+            let l2 = p2m[next_pt as usize];
+            next_pt += 1;
+            ft.assign(l2, id, Kind::Table(2));
+            ft.with(l2, |i| i.table_refs = 1);
+            l3.write(3, l2 << 12 | table_flags);
+        }
+        let l2 = (l3.read(3) & PTE_ADDR) >> 12;
+        ft.with(l2, |i| i.pae_xen_l2 = true);
+        let t = frame(ft, l2);
+        let first = 512 - paging::COMPAT_L2_XEN_SLOTS;
+        for (i, &e) in paging::compat_m2p_l2_slots().iter().enumerate() {
+            t.write(first + i, e);
+        }
+    }
     debug_assert!(next_pt <= pt_last);
     ft.assign(top, id, Kind::Table(top_level as u8));
     // Two references, as in Xen: the pin, and the vCPU's CR3 (so unpinning

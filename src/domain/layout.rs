@@ -115,10 +115,12 @@ impl Layout {
 
 /// Page-table frames needed to map [start, end) with 4 KiB pages: an L4
 /// and the L3s, L2s, L1s below it; for a 32-bit PAE guest its L3 (the
-/// top) and the L2s and L1s.
+/// top) and the L2s and L1s, and the L2 of L3 slot 3 (the hypervisor's
+/// slots are there) when the range does not reach it.
 pub fn tables_needed(start: u64, end: u64, compat: bool) -> u64 {
     let span = |shift: u32| ((end - 1) >> shift) - (start >> shift) + 1;
-    1 + if compat { 0 } else { span(39) } + span(30) + span(21)
+    let slot3 = compat && (end - 1) >> 30 < 3;
+    1 + if compat { 0 } else { span(39) } + span(30) + span(21) + slot3 as u64
 }
 
 /// Tables (L3, L2, L1) needed to map [start, end) with 4 KiB pages beyond

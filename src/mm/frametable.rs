@@ -51,10 +51,11 @@ pub enum Kind {
 }
 
 #[derive(Clone, Copy, Debug)]
+// repr(C) in this order: the kind and owner where the compiler put them
+// before `pae_xen_l2` came (with it, it swapped them, and `mmu_update`
+// read them 3 instructions slower: `cargo xtask bench --icount`).
+#[repr(C)]
 pub struct FrameInfo {
-    pub owner: u16,
-    pub kind: Kind,
-    pub pinned: bool,
     pub mapped: u32,
     pub writable: u32,
     pub table_refs: u32,
@@ -62,6 +63,14 @@ pub struct FrameInfo {
     /// of this table map a table of its own level; < 0, how many such
     /// entries map this one. Never both (XSA-240): chains stay one deep.
     pub linear: i32,
+    pub kind: Kind,
+    pub owner: u16,
+    pub pinned: bool,
+    /// With `Kind::Table(2)` of a 32-bit guest: the L2 its PAE L3's slot
+    /// 3 points at (Xen's `PGT_pae_xen_l2`, part of the type: such an L2
+    /// is referenced from no other slot or L3, and its slots from the
+    /// hypervisor start up are the hypervisor's, the compat M2P).
+    pub pae_xen_l2: bool,
 }
 
 impl FrameInfo {
@@ -73,6 +82,7 @@ impl FrameInfo {
         writable: 0,
         table_refs: 0,
         linear: 0,
+        pae_xen_l2: false,
     };
 
     /// Nothing holds it: no mapping, not a page table or GDT.

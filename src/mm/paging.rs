@@ -267,7 +267,59 @@ pub fn init_m2p(nframes: u64) -> Option<()> {
     }
     M2P.store(base, Ordering::Relaxed);
     M2P_ENTRIES.store(pages * 512, Ordering::Relaxed);
+    init_compat_m2p(nframes)
+}
+
+/// The compat M2P (Xen: `compat_machine_to_phys_mapping`, built by
+/// `subarch_init_memory` / `setup_compat_m2p_table`): the same table in
+/// 4-byte entries for 32-bit guests, which find it in their own address
+/// space at the domain's hypervisor start (`MACH2PHYS_COMPAT_VIRT_START(d)`,
+/// 0xF5800000) up to `MACH2PHYS_COMPAT_VIRT_END`. Only the frames that fit
+/// that window have an entry (Xen's limit too). Allocated in 2 MiB chunks,
+/// mapped by 2 MiB pages: [`COMPAT_M2P_L2`] holds those L2 entries (Xen's
+/// `compat_idle_pg_table_l2`), which `init_xen_pae_l2_slots` copies into
+/// the L2 a guest's PAE L3 slot 3 points at.
+static COMPAT_M2P: AtomicU64 = AtomicU64::new(0);
+static COMPAT_M2P_ENTRIES: AtomicU64 = AtomicU64::new(0);
+/// Most entries the compat window holds (at the default start, the
+/// highest: a guest's `HV_START_LOW` can only lower it).
+pub const COMPAT_M2P_MAX_ENTRIES: u64 = (ringvisor_abi::x86_32::MACH2PHYS_COMPAT_VIRT_END
+    - ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START)
+    as u64
+    / 4;
+/// L2 slots from the hypervisor start to the top of 4 GiB (Xen's
+/// `COMPAT_L2_PAGETABLE_XEN_SLOTS(d)`, 428..=511 at the default start).
+pub const COMPAT_L2_XEN_SLOTS: usize =
+    512 - ((ringvisor_abi::x86_32::HYPERVISOR_COMPAT_VIRT_START >> 21) & 511) as usize;
+static COMPAT_M2P_L2: spin::Once<[u64; COMPAT_L2_XEN_SLOTS]> = spin::Once::new();
+
+fn init_compat_m2p(nframes: u64) -> Option<()> {
+    let entries = nframes.min(COMPAT_M2P_MAX_ENTRIES);
+    let chunks = (entries * 4).div_ceil(2 << 20);
+    let first = with_frames(|fa| fa.alloc_contiguous(chunks * 512, 512))?;
+    let base = phys_to_virt(first.addr());
+    // SAFETY: freshly allocated frames, ours for good, in the direct map.
+    unsafe {
+        core::slice::from_raw_parts_mut(base as *mut u32, (chunks * 512 * 1024) as usize)
+            .fill(u32::MAX)
+    };
+    // Xen's entries: present, 2 MiB, read-only, supervisor (a 32-bit
+    // kernel runs in ring 1; its user space cannot read them), not global
+    // (they are copied into each guest's tables).
+    let mut l2 = [0u64; COMPAT_L2_XEN_SLOTS];
+    for (i, e) in l2.iter_mut().take(chunks as usize).enumerate() {
+        *e = (first.addr() + i as u64 * (2 << 20)) | P | PS;
+    }
+    COMPAT_M2P_L2.call_once(|| l2);
+    COMPAT_M2P.store(base, Ordering::Relaxed);
+    COMPAT_M2P_ENTRIES.store(entries, Ordering::Relaxed);
     Some(())
+}
+
+/// The hypervisor's L2 entries for a 32-bit guest's slot-3 L2, from its
+/// hypervisor start up (Xen's `compat_idle_pg_table_l2`).
+pub fn compat_m2p_l2_slots() -> &'static [u64] {
+    COMPAT_M2P_L2.get().map_or(&[], |s| &s[..])
 }
 
 /// The machine's memory map as the loader gave it, e820-style `(start,
@@ -304,6 +356,16 @@ pub fn m2p_set(mfn: u64, pfn: u64) {
             (M2P.load(Ordering::Relaxed) as *mut u64)
                 .add(mfn as usize)
                 .write_volatile(pfn)
+        };
+    }
+    // Xen's set_gpfn_from_mfn keeps the compat M2P in step: the same
+    // entry truncated to 4 bytes (M2P_INVALID becomes 0xffffffff).
+    if mfn < COMPAT_M2P_ENTRIES.load(Ordering::Relaxed) {
+        // SAFETY: inside the table init_compat_m2p allocated; a u32 store.
+        unsafe {
+            (COMPAT_M2P.load(Ordering::Relaxed) as *mut u32)
+                .add(mfn as usize)
+                .write_volatile(pfn as u32)
         };
     }
 }

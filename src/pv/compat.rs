@@ -109,7 +109,7 @@ fn local(d: &mut Domain, ft: &FrameTable, space: GuestSpace, nr: u64, a: [u64; 5
             mm::update_va_mapping_otherdomain(d, ft, a[0], a[1] | a[2] << 32, a[3], a[4])
         }
         HYPERVISOR_NMI_OP => callback::nmi_op(d, space, a[0], a[1]),
-        HYPERVISOR_MMU_UPDATE => mm::mmu_update(d, ft, space, a[0], a[1], a[2], a[3]),
+        HYPERVISOR_MMU_UPDATE => mm::mmu_update_compat(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_MMUEXT_OP => mmuext_op(d, ft, space, a[0], a[1], a[2], a[3]),
         HYPERVISOR_VCPU_OP => match a[0] as u32 {
             ringvisor_abi::vcpu::VCPUOP_IS_UP

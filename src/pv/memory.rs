@@ -63,7 +63,6 @@ pub(crate) fn memory_op(
         XENMEM_EXCHANGE => mm::exchange(d, ft, space, arg),
         // Where the M2P is, as Xen's subarch_memory_op: its whole range,
         // and the highest frame (the machine's for the initial domain).
-        // (Both 64-bit layouts: a 32-bit guest's are not translated yet.)
         XENMEM_MACHPHYS_MAPPING if w == Width::W64 => {
             use ringvisor_abi::x86_64::{
                 MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START,
@@ -77,6 +76,20 @@ pub(crate) fn memory_op(
                 v_start: MACH2PHYS_VIRT_START,
                 v_end: MACH2PHYS_VIRT_END,
                 max_mfn,
+            };
+            space.write(arg, &m).map_or(err(EFAULT), |()| 0)
+        }
+        // Xen's compat_arch_memory_op: the compat M2P's window from the
+        // domain's hypervisor start (MACH2PHYS_COMPAT_VIRT_START(d), here
+        // always the default) to MACH2PHYS_COMPAT_VIRT_END, and the last
+        // entry that window holds (MACH2PHYS_COMPAT_NR_ENTRIES(d) - 1),
+        // for every domain.
+        XENMEM_MACHPHYS_MAPPING => {
+            use ringvisor_abi::x86_32::{HYPERVISOR_COMPAT_VIRT_START, MACH2PHYS_COMPAT_VIRT_END};
+            let m = XenMachphysMapping32 {
+                v_start: HYPERVISOR_COMPAT_VIRT_START,
+                v_end: MACH2PHYS_COMPAT_VIRT_END,
+                max_mfn: (MACH2PHYS_COMPAT_VIRT_END - HYPERVISOR_COMPAT_VIRT_START) / 4 - 1,
             };
             space.write(arg, &m).map_or(err(EFAULT), |()| 0)
         }

@@ -72,6 +72,35 @@ fn hv_slot(level: u8, index: usize) -> bool {
     level == 4 && (paging::HV_FIRST_SLOT..paging::HV_FIRST_SLOT + paging::HV_SLOTS).contains(&index)
 }
 
+/// The first L2 slot of a 32-bit guest's slot-3 L2 that is the
+/// hypervisor's (Xen's `COMPAT_L2_PAGETABLE_FIRST_XEN_SLOT(d)`: 428, for
+/// 0xF5800000).
+const COMPAT_L2_FIRST_XEN_SLOT: usize = 512 - paging::COMPAT_L2_XEN_SLOTS;
+
+/// Not the guest's: slot `index` of an L2 typed `pae_xen_l2` from the
+/// hypervisor start up (the negation of Xen's `is_guest_l2_slot`).
+fn xen_l2_slot(pae_xen_l2: bool, index: usize) -> bool {
+    pae_xen_l2 && index >= COMPAT_L2_FIRST_XEN_SLOT
+}
+
+/// Slot 3 of a 32-bit guest's PAE L3 (Xen's `promote_l3_table`, `i == 3`):
+/// present, and an L2 typed `pae_xen_l2` (so it is used nowhere else as
+/// an L2), which this L3 alone references (`pae_xen_mappings_check`: the
+/// hypervisor's slots in it must stay where this L3 puts them).
+fn get_pae_xen_l2(d: &Domain, ft: &FrameTable, l3: u64, val: u64) -> Result<u64, i32> {
+    if val & PTE_P == 0 || val & (UPPER_REFUSED | PAE_L3_RESERVED_HIGH) != 0 {
+        return Err(EINVAL);
+    }
+    let target = (val & PTE_ADDR) >> 12;
+    get_table_typed(d, ft, target, 2, true)?;
+    if ft.get(target).is_none_or(|i| i.table_refs != 1) {
+        // "PAE L3 3rd slot is shared"
+        put_entry(ft, l3, 3, val);
+        return Err(EINVAL);
+    }
+    Ok(val | PTE_RW | PTE_US | PTE_A)
+}
+
 /// Check a new entry for a table of `level` and take the references it
 /// needs. Returns the value to store (user bit forced, global stripped).
 fn get_entry(d: &Domain, ft: &FrameTable, table: u64, level: u8, val: u64) -> Result<u64, i32> {
@@ -284,6 +313,7 @@ fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
 /// The last reference to a page table of `level` went: it is ordinary
 /// memory again (in the same step as the count reached 0, so nothing can
 /// take a reference to it as a table in between). Returns `level`.
+/// (A `pae_xen_l2` flag goes in `drop_children`, which needs it.)
 fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
     info.kind = Kind::Normal;
     level
@@ -300,8 +330,15 @@ fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
 ///
 /// The TLB: the table is linked nowhere now; where it was unlinked, the
 /// caller flushes before the guest runs again (see "Stale translations").
+// Out of line, as before the pae_xen_l2 flag made it larger: inlined, it
+// slowed put_entry's common case (bench --icount, mmu-update-1).
+#[inline(never)]
 fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
-    for i in (0..512).filter(|&i| !hv_slot(level, i)) {
+    // An L2 that was a pae_xen_l2: its hypervisor slots hold no references
+    // (Xen's free_l2_table skips them and leaves them in the page, as here).
+    let pae_xen_l2 =
+        level == 2 && ft.with(mfn, |i| core::mem::take(&mut i.pae_xen_l2)) == Some(true);
+    for i in (0..512).filter(|&i| !hv_slot(level, i) && !xen_l2_slot(pae_xen_l2, i)) {
         put_entry(ft, mfn, level, read_pte(mfn, i));
     }
 }
@@ -309,6 +346,19 @@ fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
 /// Take a reference on `mfn` as a page table of `level`, validating it
 /// first if it is not one yet.
 fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32> {
+    get_table_typed(d, ft, mfn, level, false)
+}
+
+/// [`get_table`] for the type with or without `pae_xen_l2` (Xen's
+/// `PGT_l2_page_table | PGT_pae_xen_l2`): the flag is part of the type,
+/// so an L2 of one kind is refused as the other.
+fn get_table_typed(
+    d: &Domain,
+    ft: &FrameTable,
+    mfn: u64,
+    level: u8,
+    pae_xen_l2: bool,
+) -> Result<(), i32> {
     let Some(info) = ft.get(mfn) else {
         return Err(EPERM);
     };
@@ -316,7 +366,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
         return Err(EPERM);
     }
     match info.kind {
-        Kind::Table(l) if l == level => {}
+        Kind::Table(l) if l == level && info.pae_xen_l2 == pae_xen_l2 => {}
         Kind::Normal if info.writable == 0 => {
             // Type it first so a table cannot contain itself writably:
             // in one step with the check that no writable mapping is left
@@ -325,6 +375,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
                 let ok = i.owner == d.id && i.kind == Kind::Normal && i.writable == 0;
                 if ok {
                     i.kind = Kind::Table(level);
+                    i.pae_xen_l2 = pae_xen_l2;
                 }
                 ok
             });
@@ -335,21 +386,48 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
             // made now, but the TLB may still hold one (an L1 linked at
             // several places serves several addresses): flush it.
             flush_tlb(d);
-            for i in 0..512 {
-                if hv_slot(level, i) {
+            // A 32-bit guest's PAE L3 has 4 entries; the rest of its page
+            // is zeroed (Xen's promote_l3_table), slot 3 is special.
+            let pae_l3 = level == 3 && d.is_32bit();
+            let entries = if pae_l3 {
+                for i in 4..512 {
+                    write_pte(mfn, i, 0);
+                }
+                4
+            } else {
+                512
+            };
+            for i in 0..entries {
+                if hv_slot(level, i) || xen_l2_slot(pae_xen_l2, i) {
                     continue;
                 }
-                match get_entry(d, ft, mfn, level, read_pte(mfn, i)) {
+                let r = if pae_l3 && i == 3 {
+                    get_pae_xen_l2(d, ft, mfn, read_pte(mfn, i))
+                } else {
+                    get_entry(d, ft, mfn, level, read_pte(mfn, i))
+                };
+                match r {
                     Ok(v) => write_pte(mfn, i, v),
                     Err(e) => {
                         // Drop what the entries before this one took (as
                         // Xen does), so a failed validation leaves nothing.
-                        for j in (0..i).filter(|&j| !hv_slot(level, j)) {
+                        for j in
+                            (0..i).filter(|&j| !hv_slot(level, j) && !xen_l2_slot(pae_xen_l2, j))
+                        {
                             put_entry(ft, mfn, level, read_pte(mfn, j));
                         }
-                        ft.with(mfn, |i| i.kind = Kind::Normal);
+                        ft.with(mfn, |i| {
+                            i.kind = Kind::Normal;
+                            i.pae_xen_l2 = false;
+                        });
                         return Err(e);
                     }
+                }
+            }
+            if pae_xen_l2 {
+                // Xen's init_xen_pae_l2_slots: the compat M2P, read-only.
+                for (i, e) in paging::compat_m2p_l2_slots().iter().enumerate() {
+                    write_pte(mfn, COMPAT_L2_FIRST_XEN_SLOT + i, *e);
                 }
             }
             if level == 4 {
@@ -364,7 +442,7 @@ fn get_table(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<(), i32
     // another domain cannot be devalidated in between (only its owner,
     // this domain, drops its references), but the record says so itself.
     ft.with(mfn, |info| match info.table_refs.checked_add(1) {
-        Some(n) if info.kind == Kind::Table(level) => {
+        Some(n) if info.kind == Kind::Table(level) && info.pae_xen_l2 == pae_xen_l2 => {
             info.table_refs = n;
             Ok(())
         }
@@ -405,6 +483,24 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
     put_entry(ft, mfn, level, old);
     // The caller flushes what the old entry may have left in the TLB.
     0
+}
+
+/// May a 32-bit guest change entry `index` of its table `mfn` (of
+/// `level` > 1)? Xen's mod_l3_entry: not a PAE L3's slot 3 (the
+/// hypervisor's L2) or the rest of its page (-EINVAL); mod_l2_entry: not
+/// the hypervisor's slots of that L2 ("L2 update in Xen-private area",
+/// -EPERM). Asked before [`update_entry`], by the 32-bit callers only
+/// (`mmu_update_compat`, `ptwr`): in it, the check made the 64-bit paths
+/// slower (`cargo xtask bench --icount`).
+fn compat_upper_slot(ft: &FrameTable, mfn: u64, level: u8, index: usize) -> Result<(), i32> {
+    if level == 3 && index >= 3 {
+        return Err(EINVAL);
+    }
+    if level == 2 && index >= COMPAT_L2_FIRST_XEN_SLOT && ft.get(mfn).is_some_and(|i| i.pae_xen_l2)
+    {
+        return Err(EPERM);
+    }
+    Ok(())
 }
 
 // Stale translations. When a guest replaces an L1 entry, the old
@@ -501,6 +597,36 @@ pub fn mmu_update(
     done_ptr: u64,
     dom: u64,
 ) -> Ret {
+    mmu_update_batch::<false>(d, ft, space, reqs, count, done_ptr, dom)
+}
+
+/// [`mmu_update`] of a 32-bit guest (`pv::compat`): each request first
+/// checked against the slots that are the hypervisor's in its tables
+/// ([`compat_upper_slot`]). A separate instance, so the 64-bit paths do
+/// not test for it (`cargo xtask bench --icount`).
+pub fn mmu_update_compat(
+    d: &mut Domain,
+    ft: &FrameTable,
+    space: GuestSpace,
+    reqs: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
+    mmu_update_batch::<true>(d, ft, space, reqs, count, done_ptr, dom)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn mmu_update_batch<const COMPAT: bool>(
+    d: &mut Domain,
+    ft: &FrameTable,
+    space: GuestSpace,
+    reqs: u64,
+    count: u64,
+    done_ptr: u64,
+    dom: u64,
+) -> Ret {
     let mut upper = false;
     let r = batch(
         d,
@@ -511,6 +637,11 @@ pub fn mmu_update(
         done_ptr,
         dom,
         |d, ft, u: MmuUpdate| {
+            if COMPAT {
+                if let Some(rc) = compat_refused(d, ft, u) {
+                    return rc;
+                }
+            }
             let (rc, level) = mmu_update_one(d, ft, u);
             upper |= level > 1;
             rc
@@ -569,6 +700,7 @@ fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
                 Some((owner, kind)) if owner == d.id => match kind {
                     Kind::Table(level) => {
                         let index = ((ptr & 0xfff) / 8) as usize;
+
                         // PRESERVE_AD: the new entry keeps the accessed and
                         // dirty bits the old one has (Xen's update_intpte
                         // with preserve_ad; neither bit is checked).
@@ -616,6 +748,25 @@ fn mmu_update_one(d: &mut Domain, ft: &FrameTable, u: MmuUpdate) -> (Ret, u8) {
             (rc, 0)
         }
         _ => (err(ENOSYS), 0),
+    }
+}
+
+/// A 32-bit guest's `mmu_update` request of an entry that is the
+/// hypervisor's ([`compat_upper_slot`]): its error, before anything else.
+fn compat_refused(d: &Domain, ft: &FrameTable, u: MmuUpdate) -> Option<Ret> {
+    if !matches!(u.ptr & 7, MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD) {
+        return None;
+    }
+    let mfn = u.ptr >> 12;
+    let index = ((u.ptr & 0xfff) / 8) as usize;
+    match ft.get(mfn) {
+        Some(i) if i.owner == d.id => match i.kind {
+            Kind::Table(level) if level > 1 => {
+                compat_upper_slot(ft, mfn, level, index).err().map(err)
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -1433,6 +1584,9 @@ pub fn ptwr(d: &mut Domain, ft: &FrameTable, f: &mut TrapFrame, cr2: u64, insn: 
         _ => return false,
     };
     let index = ((pa & 0xfff) / 8) as usize;
+    if level > 1 && d.is_32bit() && compat_upper_slot(ft, mfn, level, index).is_err() {
+        return false;
+    }
     let cur = read_pte(mfn, index);
     let mask = if size == 8 {
         !0u64

@@ -74,6 +74,18 @@ pub fn run(nr_pages: u32) {
     ) {
         return;
     }
+    let e = crate::m2p::entry(new);
+    check(
+        "  ... the compat M2P maps the new frame to the out list's page",
+        e == Ok(pfn),
+        format_args!("new {new:#x} pfn {pfn:#x}: {e:x?}"),
+    );
+    let e = crate::m2p::entry(old);
+    check(
+        "  ... and the old frame to nothing (0xffffffff)",
+        e == Ok(u32::MAX),
+        format_args!("old {old:#x}: {e:x?}"),
+    );
     check_rc(
         "  ... MMU_MACHPHYS_UPDATE of the new frame: 0 (it is ours)",
         machphys(new, pfn),

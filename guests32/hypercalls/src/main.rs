@@ -154,6 +154,13 @@
 //!   nr_extents → 0; 1 in for 2 out → `-EINVAL`; the out list at
 //!   0xF5800000 → `-EFAULT`; an order-1 extent at the new frame (the next
 //!   one is not ours) → `-EINVAL`, nothing done.
+//!   After the exchange the compat M2P maps the new frame to the page.
+//! - the compat M2P (m2p.rs): `XENMEM_machphys_mapping` → Xen's window
+//!   (0xF5800000..0xFFE00000, max_mfn 0x297ffff, 12 bytes); the table
+//!   read there gives the guest's own frames' page numbers; a write #PF;
+//!   `mmu_update` of the slot-3 L2 from slot 428 up → `-EPERM`, of slot
+//!   427 → 0, of L3 slot 3 → `-EINVAL`; pinning that L2 as an L2 →
+//!   `-EINVAL` (its type is `pae_xen_l2`).
 //! - platform.rs, the 32-bit layouts of the dom0 calls: `platform_op`
 //!   version 0 → `-EACCES`, settime64 → 0 (d0; a domU `-EPERM`),
 //!   get_cpuinfo CPU 0 online; `mca` physcpuinfo one CPU (domU `-EPERM`);
@@ -193,6 +200,8 @@ mod grant;
 #[cfg(target_arch = "x86")]
 mod iret;
 #[cfg(target_arch = "x86")]
+mod m2p;
+#[cfg(target_arch = "x86")]
 mod mm;
 #[cfg(target_arch = "x86")]
 mod multicall;
@@ -226,6 +235,7 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     debugreg::run();
     grant::run();
     exchange::run(si.nr_pages);
+    m2p::run(si.nr_pages);
     platform::run();
     user::run();
 }

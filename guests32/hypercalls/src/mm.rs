@@ -143,6 +143,12 @@ pub fn reservation_round_trip(nr_pages: u32) {
         rc,
         EPERM,
     );
+    let e = crate::m2p::entry(f);
+    check(
+        "  ... the compat M2P maps the frame given back to nothing (0xffffffff)",
+        e == Ok(u32::MAX),
+        format_args!("{f:#x}: {e:x?}"),
+    );
     list[0] = 0;
     r.extent_start = va(list.as_mut_ptr());
     // SAFETY: one page taken back, within the reservation.
@@ -157,9 +163,21 @@ pub fn reservation_round_trip(nr_pages: u32) {
         ptr: (list[0] as u64) << 12 | abi::MMU_MACHPHYS_UPDATE,
         val: 0,
     };
+    let e = crate::m2p::entry(list[0]);
+    check(
+        "  ... the new frame to a page of ours",
+        e.is_ok_and(|p| p < nr_pages),
+        format_args!("{:#x}: {e:x?}", list[0]),
+    );
     // SAFETY: pfn 0's M2P entry for a frame of ours that nothing maps.
     let rc = unsafe { hc::mmu_update(va(&u), 1, 0, abi::DOMID_SELF) };
     check_rc("  ... and it is ours (MACHPHYS_UPDATE 0)", rc, 0);
+    let e = crate::m2p::entry(list[0]);
+    check(
+        "  ... the compat M2P follows MACHPHYS_UPDATE (0)",
+        e == Ok(0),
+        format_args!("{:#x}: {e:x?}", list[0]),
+    );
 }
 
 pub fn run(nr_pages: u32) {
