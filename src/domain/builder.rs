@@ -405,7 +405,10 @@ pub fn build(
             if table.read(idx) & PTE_P == 0 {
                 let child = p2m[*next_table as usize];
                 *next_table += 1;
-                ft.assign(child, id, Kind::Table(level as u8 - 1));
+                // Typed, its counts kept: the bootstrap region maps the
+                // page-table frames read-only, and this one may be mapped
+                // (and counted) already.
+                ft.set_kind(child, Kind::Table(level as u8 - 1));
                 ft.with(child, |i| i.table_refs = 1);
                 table.write(idx, child << 12 | table_flags);
             }
@@ -453,7 +456,7 @@ pub fn build(
         if l3.read(3) & PTE_P == 0 {
             let l2 = p2m[next_pt as usize];
             next_pt += 1;
-            ft.assign(l2, id, Kind::Table(2));
+            ft.set_kind(l2, Kind::Table(2));
             ft.with(l2, |i| i.table_refs = 1);
             l3.write(3, l2 << 12 | table_flags);
         }
@@ -466,7 +469,9 @@ pub fn build(
         }
     }
     debug_assert!(next_pt <= pt_last);
-    ft.assign(top, id, Kind::Table(top_level as u8));
+    // Typed, its counts kept (as the tables in `map`): the bootstrap
+    // mapping of the page-table frames counted it.
+    ft.set_kind(top, Kind::Table(top_level as u8));
     // Two references, as in Xen: the pin, and the vCPU's CR3 (so unpinning
     // the live top table leaves it a page table).
     ft.with(top, |i| (i.pinned, i.table_refs) = (true, 2));

@@ -85,9 +85,14 @@ impl FrameInfo {
         pae_xen_l2: false,
     };
 
-    /// Nothing holds it: no mapping, not a page table or GDT.
+    /// Nothing holds it: no mapping (read-only or writable), not a page
+    /// table or GDT.
     pub fn unused(&self) -> bool {
-        self.kind == Kind::Normal && !self.pinned && self.mapped == 0 && self.table_refs == 0
+        self.kind == Kind::Normal
+            && !self.pinned
+            && self.mapped == 0
+            && self.writable == 0
+            && self.table_refs == 0
     }
 }
 
@@ -127,6 +132,14 @@ impl FrameTable {
     }
 
     /// Give a frame to a domain (fresh, ordinary memory).
+    /// A page table of the domain that owns `mfn`, typed as `kind` without
+    /// touching its counts (the builder's tables: a table frame may
+    /// already be mapped, read-only, by the bootstrap mappings made
+    /// before it became one, and those mappings are counted).
+    pub fn set_kind(&self, mfn: u64, kind: Kind) {
+        self.with(mfn, |f| f.kind = kind);
+    }
+
     pub fn assign(&self, mfn: u64, owner: u16, kind: Kind) {
         self.with(mfn, |f| {
             *f = FrameInfo {

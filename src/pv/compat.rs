@@ -197,7 +197,7 @@ fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestCont
         return err(EINVAL);
     }
     let Some(l4) = crate::domain::builder::compat_l4(l3) else {
-        mm::put_root(ft, l3, 3);
+        mm::put_root(d, ft, l3, 3);
         return err(ENOMEM);
     };
     let mut traps = [TrapEntry::default(); 256];

@@ -95,7 +95,7 @@ fn get_pae_xen_l2(d: &Domain, ft: &FrameTable, l3: u64, val: u64) -> Result<u64,
     get_table_typed(d, ft, target, 2, true)?;
     if ft.get(target).is_none_or(|i| i.table_refs != 1) {
         // "PAE L3 3rd slot is shared"
-        put_entry(ft, l3, 3, val);
+        put_entry(ft, d.id, l3, 3, val);
         return Err(EINVAL);
     }
     Ok(val | PTE_RW | PTE_US | PTE_A)
@@ -264,7 +264,7 @@ fn get_linear(
 
 /// Drop what `get_entry` took for an entry being replaced. The last
 /// reference to a page table devalidates it (`untype`, then `drop_children`).
-fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
+fn put_entry(ft: &FrameTable, owner: u16, table: u64, level: u8, old: u64) {
     if old & PTE_P == 0 {
         return;
     }
@@ -277,8 +277,12 @@ fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
     // and the linear user are other records, changed after.
     let (devalidate_at, linear_user) = ft
         .with(target, |info| {
-            if level == 1 && info.owner == crate::mm::frametable::OWNER_NONE {
-                // I/O memory (io_entry): no reference was taken.
+            if info.owner != owner {
+                // Not the table owner's frame: no reference of this entry's
+                // is on it (I/O memory, io_entry, took none; every other
+                // entry was checked to name the owner's own frame when it
+                // was made, so this is a count gone wrong elsewhere, and
+                // another owner's counts are left alone).
                 return (None, false);
             }
             if level == 1 {
@@ -306,7 +310,7 @@ fn put_entry(ft: &FrameTable, table: u64, level: u8, old: u64) {
         ft.with(table, |u| u.linear -= 1);
     }
     if let Some(l) = devalidate_at {
-        drop_children(ft, target, l);
+        drop_children(ft, owner, target, l);
     }
 }
 
@@ -333,13 +337,13 @@ fn untype(info: &mut crate::mm::frametable::FrameInfo, level: u8) -> u8 {
 // Out of line, as before the pae_xen_l2 flag made it larger: inlined, it
 // slowed put_entry's common case (bench --icount, mmu-update-1).
 #[inline(never)]
-fn drop_children(ft: &FrameTable, mfn: u64, level: u8) {
+fn drop_children(ft: &FrameTable, owner: u16, mfn: u64, level: u8) {
     // An L2 that was a pae_xen_l2: its hypervisor slots hold no references
     // (Xen's free_l2_table skips them and leaves them in the page, as here).
     let pae_xen_l2 =
         level == 2 && ft.with(mfn, |i| core::mem::take(&mut i.pae_xen_l2)) == Some(true);
     for i in (0..512).filter(|&i| !hv_slot(level, i) && !xen_l2_slot(pae_xen_l2, i)) {
-        put_entry(ft, mfn, level, read_pte(mfn, i));
+        put_entry(ft, owner, mfn, level, read_pte(mfn, i));
     }
 }
 
@@ -414,7 +418,7 @@ fn get_table_typed(
                         for j in
                             (0..i).filter(|&j| !hv_slot(level, j) && !xen_l2_slot(pae_xen_l2, j))
                         {
-                            put_entry(ft, mfn, level, read_pte(mfn, j));
+                            put_entry(ft, d.id, mfn, level, read_pte(mfn, j));
                         }
                         ft.with(mfn, |i| {
                             i.kind = Kind::Normal;
@@ -480,7 +484,7 @@ fn update_entry(d: &Domain, ft: &FrameTable, mfn: u64, level: u8, index: usize, 
         Err(e) => return err(e),
     };
     write_pte(mfn, index, new);
-    put_entry(ft, mfn, level, old);
+    put_entry(ft, d.id, mfn, level, old);
     // The caller flushes what the old entry may have left in the TLB.
     0
 }
@@ -824,7 +828,7 @@ pub fn grant_install(d: &Domain, ft: &FrameTable, s: Slot, pte: u64) -> Result<(
         return Err(());
     }
     write_pte(s.0, s.1, pte);
-    put_entry(ft, s.0, 1, old);
+    put_entry(ft, d.id, s.0, 1, old);
     flush_tlb(d);
     Ok(())
 }
@@ -1021,7 +1025,7 @@ fn new_baseptr(d: &mut Domain, ft: &FrameTable, mfn: u64) -> Result<(), i32> {
         write_pte(v.compat_l4, 0, mfn << 12 | PTE_P | PTE_RW | PTE_US | PTE_A);
     }
     if old != 0 {
-        put_entry(ft, 0, level + 1, old << 12 | PTE_P);
+        put_entry(ft, d.id, 0, level + 1, old << 12 | PTE_P);
     }
     crate::sched::load_cr3(d.v());
     Ok(())
@@ -1051,7 +1055,7 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                     _ => 1,
                 };
                 ft.with(mfn, |i| i.pinned = false);
-                put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
+                put_entry(ft, d.id, 0, level + 1, mfn << 12 | PTE_P);
                 // The table may be ordinary memory now, writable next:
                 // no CPU keeps it cached as a paging structure.
                 flush_tlb(d);
@@ -1068,7 +1072,7 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                 }
                 let old = core::mem::take(&mut d.v_mut().guest_table_user);
                 if old != 0 {
-                    put_entry(ft, 0, 5, old << 12 | PTE_P);
+                    put_entry(ft, d.id, 0, 5, old << 12 | PTE_P);
                 }
                 0
             } else if !user {
@@ -1079,6 +1083,7 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
             } else {
                 match get_table(d, ft, mfn, 4) {
                     Ok(()) => {
+                        let id = d.id;
                         let v = d.v_mut();
                         let old = if user {
                             v.guest_table_user
@@ -1091,7 +1096,7 @@ fn mmuext_one(d: &mut Domain, ft: &FrameTable, op: MmuExtOp) -> Ret {
                             v.guest_table = mfn;
                         }
                         if old != 0 {
-                            put_entry(ft, 0, 5, old << 12 | PTE_P);
+                            put_entry(ft, id, 0, 5, old << 12 | PTE_P);
                         }
                         if v.kernel_mode() != user {
                             crate::sched::load_cr3(v);
@@ -1676,8 +1681,8 @@ pub fn get_table_at(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) -> Result<
 }
 
 /// Drop a reference get_table_at took.
-pub fn put_root(ft: &FrameTable, mfn: u64, level: u8) {
-    put_entry(ft, 0, level + 1, mfn << 12 | PTE_P);
+pub fn put_root(d: &Domain, ft: &FrameTable, mfn: u64, level: u8) {
+    put_entry(ft, d.id, 0, level + 1, mfn << 12 | PTE_P);
 }
 
 /// `mov %reg, %cr3` from the guest kernel: a new kernel base pointer

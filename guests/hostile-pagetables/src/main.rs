@@ -43,6 +43,8 @@
 //!   → itself (`-EINVAL`); L2 with a 2 MiB entry, L3 with a 1 GiB entry,
 //!   L4 with PS (`-EINVAL`); L2 → an L1 with a bad entry (`-EPERM`). The
 //!   page is ordinary memory afterwards (mappable writable).
+//! - the builder's L4, moved off and unpinned while the bootstrap region
+//!   still maps it read-only: `decrease_reservation` refuses it;
 //! - `NEW_BASEPTR` and `NEW_USER_BASEPTR` to our L3, L2, an L1, a pinned
 //!   L1, a frame mapped writable (`-EINVAL`), a copy of our L4 with
 //!   another domain's frame in it (`-EPERM`) or PCD in an entry
@@ -93,6 +95,7 @@ fn run(si: &StartInfo) {
     ));
     let w = Window::new(free_l2_slot(0));
     unpin_live_l4(&w);
+    old_l4_still_mapped(&w);
     stale_tlb(&w, 10, UvmHow::Invlpg);
     stale_tlb(&w, 13, UvmHow::None);
     stale_tlb(&w, 16, UvmHow::MmuUpdate);
@@ -171,6 +174,37 @@ fn unpin_live_l4(w: &Window) {
         w.unmap(1);
     }
     check_rc("pin it again", pin(4, l4), 0);
+}
+
+/// The builder's L4 is mapped read-only by the bootstrap region (as every
+/// page-table frame is) and counted so: moved off (`NEW_BASEPTR` to a
+/// copy) and unpinned, it is ordinary memory still mapped there, and
+/// `decrease_reservation` refuses it (0 done). The builder once typed its
+/// tables with a fresh frame record, which forgot that mapping: the frame
+/// was given back while the guest could still read it.
+fn old_l4_still_mapped(w: &Window) {
+    let l4 = l4_mfn();
+    let f = l4_copy(w);
+    if !check_rc(
+        "the builder's L4: NEW_BASEPTR to a copy of it",
+        ext(abi::MMUEXT_NEW_BASEPTR, f),
+        0,
+    ) {
+        return;
+    }
+    check_rc("the builder's L4: unpin it", unpin(l4), 0);
+    let mut l = [l4];
+    check_eq(
+        "the builder's L4, still mapped read-only by the bootstrap region: decrease_reservation refuses it (0 done)",
+        reservation(abi::XENMEM_DECREASE_RESERVATION, &mut l),
+        0,
+    );
+    check_rc(
+        "the builder's L4: NEW_BASEPTR back to it",
+        ext(abi::MMUEXT_NEW_BASEPTR, l4),
+        0,
+    );
+    check_rc("the builder's L4: pin it again", pin(4, l4), 0);
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
