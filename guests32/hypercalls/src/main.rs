@@ -206,6 +206,8 @@ mod mm;
 #[cfg(target_arch = "x86")]
 mod multicall;
 #[cfg(target_arch = "x86")]
+mod oldtop;
+#[cfg(target_arch = "x86")]
 mod platform;
 #[cfg(target_arch = "x86")]
 mod user;
@@ -238,4 +240,6 @@ fn run(si: &pvguest32::abi32::StartInfo32) {
     m2p::run(si.nr_pages);
     platform::run();
     user::run();
+    // Last: the guest stays on the page tables it makes there.
+    oldtop::run(si.nr_pages);
 }
