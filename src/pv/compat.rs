@@ -192,12 +192,16 @@ fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestCont
             return rc;
         }
     }
+    // A refused root undoes the GDT just installed (as the 64-bit
+    // initialise): a call that fails leaves the vCPU as it was.
     let l3 = xen_cr3_to_pfn(c.ctrlreg[3]) as u64;
     if mm::get_table_at(d, ft, l3, 3).is_err() {
+        descriptor::install_gdt(d, ft, vi, &[], 0);
         return err(EINVAL);
     }
     let Some(l4) = crate::domain::builder::compat_l4(l3) else {
         mm::put_root(d, ft, l3, 3);
+        descriptor::install_gdt(d, ft, vi, &[], 0);
         return err(ENOMEM);
     };
     let mut traps = [TrapEntry::default(); 256];

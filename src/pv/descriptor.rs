@@ -155,12 +155,22 @@ pub fn install_gdt(
     // A writable translation may linger in the TLB from before: flush now
     // that the frames are read-only descriptor tables.
     crate::pv::mm::flush_tlb(d);
-    let v = &mut d.vcpus[vi];
-    for &old in v.gdt_frames.iter().filter(|o| !frames.contains(o)) {
-        ft.with(old, |f| f.kind = Kind::Normal);
+    let old = core::mem::replace(&mut d.vcpus[vi].gdt_frames, frames.to_vec());
+    d.vcpus[vi].gdt = copy;
+    // The frames this vCPU no longer uses are ordinary memory again, but
+    // only those no other vCPU of the domain still has in its GDT (a frame
+    // may be in several: Xen counts a type reference per vCPU) and that
+    // are still this domain's GDT frames: never another type's record.
+    for mfn in old {
+        if d.vcpus.iter().any(|v| v.gdt_frames.contains(&mfn)) {
+            continue;
+        }
+        ft.with(mfn, |f| {
+            if f.kind == Kind::Gdt && f.owner == d.id {
+                f.kind = Kind::Normal;
+            }
+        });
     }
-    v.gdt_frames = frames.to_vec();
-    v.gdt = copy;
     0
 }
 

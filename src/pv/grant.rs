@@ -342,6 +342,10 @@ fn set_version_to(d: &mut Domain, ft: &FrameTable, version: u32) -> Ret {
         {
             return err(EBUSY);
         }
+        // Not mapped now, but a translation may linger in a TLB from a
+        // mapping the guest dropped without a flush: none may outlive the
+        // frames' ownership (as decrease_reservation).
+        crate::pv::mm::flush_tlb(d);
         for s in core::mem::take(&mut d.gnttab.status) {
             free_frame(ft, s);
         }

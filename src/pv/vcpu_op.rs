@@ -134,12 +134,18 @@ fn initialise_vcpu(d: &mut Domain, ft: &FrameTable, vi: usize, c: &VcpuGuestCont
             return rc;
         }
     }
+    // A refused root undoes the GDT just installed: a call that fails
+    // leaves the vCPU as it was (its GDT frames no longer the domain's
+    // descriptor tables on its behalf).
     let kernel = xen_cr3_to_pfn(c.ctrlreg[3]);
     if mm::get_root(d, ft, kernel).is_err() {
+        descriptor::install_gdt(d, ft, vi, &[], 0);
         return err(EINVAL);
     }
     let user = xen_cr3_to_pfn(c.ctrlreg[1]);
     if user != 0 && mm::get_root(d, ft, user).is_err() {
+        mm::put_root(d, ft, kernel, 4);
+        descriptor::install_gdt(d, ft, vi, &[], 0);
         return err(EINVAL);
     }
     let v = &mut d.vcpus[vi];

@@ -96,6 +96,7 @@ fn run(si: &StartInfo) {
     let w = Window::new(free_l2_slot(0));
     unpin_live_l4(&w);
     old_l4_still_mapped(&w);
+    gdt_frames_per_vcpu(&w);
     stale_tlb(&w, 10, UvmHow::Invlpg);
     stale_tlb(&w, 13, UvmHow::None);
     stale_tlb(&w, 16, UvmHow::MmuUpdate);
@@ -205,6 +206,75 @@ fn old_l4_still_mapped(w: &Window) {
         0,
     );
     check_rc("the builder's L4: pin it again", pin(4, l4), 0);
+}
+
+extern "C" fn never_runs(_: u32, _: u64) {}
+static VCPU1_STACK: pvguest::cell::Page = pvguest::cell::Page::new();
+
+/// GDT frames are the domain's descriptor tables for as long as any of
+/// its vCPUs has them in its GDT (Xen: a type reference per vCPU). A
+/// `VCPUOP_initialise` refused for its root leaves no GDT behind; a frame
+/// vCPU 1 (initialised, never brought up) has in its GDT stays one when
+/// vCPU 0 takes it and drops it again: it can be neither mapped writable
+/// nor made an L1. Before, the frame went back to ordinary memory there,
+/// and a vCPU's later GDT change could untype it even as a live L1,
+/// which the guest then mapped writable. Needs a second vCPU (skipped
+/// without one).
+fn gdt_frames_per_vcpu(w: &Window) {
+    let bottom = VCPU1_STACK.addr();
+    let Some(mut c) = pvguest::smp::context(1, bottom, bottom + 4096, never_runs, 0) else {
+        return fail(
+            "GDT frames per vCPU: a context for vCPU 1",
+            format_args!("none"),
+        );
+    };
+    let f = page_with(w, &[]);
+    let root = c.ctrlreg[3];
+    c.ctrlreg[3] = HV_MFN << 12; // not ours: refused after the GDT
+    c.gdt_frames[0] = f;
+    c.gdt_ents = 1;
+    // SAFETY: refused (its root); vCPU 1 never runs.
+    let rc = unsafe { pvguest::smp::initialise(1, &c) };
+    if rc == ENOENT {
+        return info(format_args!("GDT frames per vCPU: no vCPU 1 (skipped)"));
+    }
+    check_rc(
+        "GDT frames per vCPU: initialise vCPU 1 with GDT [F] and a root not ours: -EINVAL",
+        rc,
+        EINVAL,
+    );
+    check_rc(
+        "  ... F is ordinary memory after it (mapped writable: 0)",
+        w.map(BUILD, f, LEAF_RW),
+        0,
+    );
+    w.unmap(BUILD);
+    c.ctrlreg[3] = root;
+    // SAFETY: our own L4 and GDT frame; vCPU 1 is never brought up.
+    let rc = unsafe { pvguest::smp::initialise(1, &c) };
+    check_rc(
+        "GDT frames per vCPU: initialise vCPU 1 with GDT [F]: 0",
+        rc,
+        0,
+    );
+    check_rc("  ... set_gdt [F] on vCPU 0: 0", set_gdt(&[f], 1), 0);
+    check_rc("  ... set_gdt [] on vCPU 0: 0", set_gdt(&[], 0), 0);
+    if refused(
+        "  ... F, still vCPU 1's GDT frame, cannot be mapped writable: -EINVAL",
+        w.map(BUILD, f, LEAF_RW),
+        EINVAL,
+    ) {
+        w.unmap(BUILD);
+    }
+    let l2 = table_of(VIRT_BASE, 2).unwrap();
+    let slot = free_l2_slot(3) as u64;
+    if refused(
+        "  ... nor linked as an L1: -EINVAL",
+        mmu1((l2 << 12) | (slot * 8), f << 12 | TABLE),
+        EINVAL,
+    ) {
+        mmu1((l2 << 12) | (slot * 8), 0);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
