@@ -71,6 +71,16 @@ pub fn translate_as(l4_mfn: u64, va: u64, write: bool, user: bool) -> Result<u64
     }
     let mut mfn = l4_mfn;
     for level in (1..=4u8).rev() {
+        // Every table on the way is one of the guest's validated tables;
+        // a root of 0 (a vCPU with none) or anything not RAM is refused,
+        // never read.
+        if mfn == 0 || !crate::mm::paging::is_ram(mfn << 12) {
+            return Err(Fault {
+                va,
+                level,
+                error_code: wbit | 4,
+            });
+        }
         let e = entry(mfn, (va >> (12 + 9 * (level as u64 - 1))) & 511);
         if e & PTE_P == 0 {
             return Err(Fault {

@@ -471,6 +471,12 @@ pub fn set_runstate(d: &mut Domain, vi: usize, state: i32, now: u64) {
 pub fn write_runstate(d: &Domain, vi: usize) {
     let v = &d.vcpus[vi];
     let Some(va) = v.runstate_area else { return };
+    // Through the vCPU's own address space: none until it is initialised
+    // (its root is 0 then, not a table; the area is written when it first
+    // runs, as every state change writes it).
+    if !v.initialised || v.cr3_table() == 0 {
+        return;
+    }
     let (state, entry, time) = v.runstate;
     let space = v.space();
     let _ = if d.is_32bit() {

@@ -96,6 +96,7 @@ fn run(si: &StartInfo) {
     let w = Window::new(free_l2_slot(0));
     unpin_live_l4(&w);
     old_l4_still_mapped(&w);
+    runstate_of_a_vcpu_never_initialised();
     gdt_frames_per_vcpu(&w);
     stale_tlb(&w, 10, UvmHow::Invlpg);
     stale_tlb(&w, 13, UvmHow::None);
@@ -206,6 +207,43 @@ fn old_l4_still_mapped(w: &Window) {
         0,
     );
     check_rc("the builder's L4: pin it again", pin(4, l4), 0);
+}
+
+/// A runstate area registered for a vCPU never initialised is kept and
+/// written once that vCPU has address space of its own: never through its
+/// root of 0, which the hypervisor once walked as a page table (machine
+/// frame 0, the BIOS's), and faulted on. 1280 addresses all over the
+/// guests' half, each accepted (0) and the hypervisor still here; the area
+/// is unregistered again (0). Needs a second vCPU (skipped without one).
+fn runstate_of_a_vcpu_never_initialised() {
+    let register = |addr: u64| {
+        let reg = abi::VcpuRegisterRunstateMemoryArea { addr };
+        // SAFETY: vCPU 1 never runs while its area is registered.
+        unsafe {
+            pvguest::hypercall::vcpu_op(
+                abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+                1,
+                &reg as *const _ as u64,
+            )
+        }
+    };
+    if register(0) == ENOENT {
+        return info(format_args!("runstate of vCPU 1: no vCPU 1 (skipped)"));
+    }
+    let mut refused = 0;
+    for i in 0..256u64 {
+        for j in [0u64, 1, 255, 256, 511] {
+            if register(i << 39 | j << 30 | 0x100) != 0 {
+                refused += 1;
+            }
+        }
+    }
+    check_eq(
+        "runstate areas registered for vCPU 1, never initialised, at 1280 addresses: all 0 (none walked through its root)",
+        refused,
+        0,
+    );
+    check_rc("  ... and unregistered: 0", register(0), 0);
 }
 
 extern "C" fn never_runs(_: u32, _: u64) {}
