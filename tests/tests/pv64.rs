@@ -954,3 +954,17 @@ fn hostile_round2_refused_iret_without_handler_only_that_domain() {
         }
     }
 }
+
+/// Each CPU's DR7 is its own (guest-smp `mode=dr7`): a breakpoint vCPU 0
+/// cleared does not stay armed because vCPU 1, on another CPU, cleared
+/// its own first.
+#[test]
+fn smp_debug_registers_are_per_cpu() {
+    let what = "guest-smp rv.vcpus=2 mode=dr7";
+    let out = boot_multi(
+        what,
+        "",
+        vec![guest("guest-smp").opt("vcpus", "2").args("mode=dr7")],
+    );
+    expect_success(what, &out, 1);
+}

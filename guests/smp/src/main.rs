@@ -52,6 +52,10 @@
 //! frame became a page table, so the write faults, and the table, read
 //! back through a read-only mapping, holds no such entry.
 //!
+//! With `mode=dr7` (2 vCPUs): each CPU's DR7 is its own. vCPU 0 arms a
+//! write breakpoint (one #DB); vCPU 1, on another CPU, sets its DR7 to 0;
+//! vCPU 0 clears its own: writes to the watched word raise no #DB.
+//!
 //! With `mode=scale` (2 to 4 vCPUs), figures, not checks: the time of N
 //! `xen_version` hypercalls on vCPU 0 alone and on every vCPU at once
 //! (the ratio of the rates), and the round trip of an event between
@@ -136,6 +140,7 @@ fn run(_si: &StartInfo) {
     match pvguest::start_info::arg("mode") {
         Some("parallel") => return parallel(),
         Some("staletlb") => return stale_tlb(),
+        Some("dr7") => return dr7_mode(),
         Some("scale") => return scale(),
         _ => {}
     }
@@ -774,4 +779,66 @@ fn scale() {
         rt / ROUNDS as u64
     ));
     SCALE_GO.store(3, Ordering::SeqCst);
+}
+
+static DBW: AtomicU64 = AtomicU64::new(0);
+static DB_HITS: AtomicU64 = AtomicU64::new(0);
+static DR_PHASE: AtomicU64 = AtomicU64::new(0);
+static DR_APIC: AtomicU32 = AtomicU32::new(0);
+
+fn setdr(reg: u64, value: u64) -> i64 {
+    // SAFETY: our own debug registers, on our own addresses.
+    unsafe { pvguest::hypercall::hypercall5(abi::HYPERVISOR_SET_DEBUGREG, reg, value, 0, 0, 0) }
+}
+
+fn db_handler(_frame: &mut traps::TrapFrame, _t: &traps::Trap) -> traps::Action {
+    DB_HITS.fetch_add(1, Ordering::SeqCst);
+    traps::Action::Resume
+}
+
+extern "C" fn dr7_secondary(_vcpu: u32, _arg: u64) {
+    DR_APIC.store(apic_id(), Ordering::SeqCst);
+    // No breakpoints of its own: DR7 = 0 on this CPU.
+    let rc = setdr(7, 0);
+    DR_PHASE.store(if rc == 0 { 1 } else { 99 }, Ordering::SeqCst);
+    loop {
+        ev::block();
+    }
+}
+
+/// `mode=dr7`: each CPU's DR7 is its own. vCPU 0 arms a write
+/// breakpoint (one #DB), vCPU 1, on another CPU, sets its DR7 to 0, then
+/// vCPU 0 sets its own to 0: writes to the watched word must raise no
+/// #DB. (The hypervisor once kept one "DR7 armed" word for all CPUs:
+/// vCPU 1's clearing made it skip vCPU 0's, and its breakpoints stayed
+/// armed on that CPU for whatever ran there next.)
+fn dr7_mode() {
+    traps::set_handler(1, Some(db_handler));
+    let a = DBW.as_ptr() as u64;
+    check_rc("DR0 = &DBW", setdr(0, a), 0);
+    check_rc("DR7 = L0 write 8", setdr(7, 1 | 1 << 16 | 2 << 18), 0);
+    DBW.store(1, Ordering::SeqCst);
+    check_eq("armed: a #DB", DB_HITS.load(Ordering::SeqCst), 1);
+    let Some(ctx) = smp::context(1, STACK1.bottom(), STACK1.top(), dr7_secondary, 0) else {
+        report::error(format_args!("no ctx"));
+    };
+    // SAFETY: vCPU 1 runs dr7_secondary on its own stack.
+    check_rc("initialise(1)", unsafe { smp::initialise(1, &ctx) }, 0);
+    check_rc("up(1)", vcpu_op0(abi::VCPUOP_UP, 1), 0);
+    ev::spin_until(|| DR_PHASE.load(Ordering::SeqCst) != 0, now_ns() + WAIT);
+    info(format_args!(
+        "vcpu1 phase {} apic {} vs {}",
+        DR_PHASE.load(Ordering::SeqCst),
+        DR_APIC.load(Ordering::SeqCst),
+        apic_id()
+    ));
+    check_rc("DR7 = 0 on vCPU 0", setdr(7, 0), 0);
+    let before = DB_HITS.load(Ordering::SeqCst);
+    DBW.store(2, Ordering::SeqCst);
+    DBW.store(3, Ordering::SeqCst);
+    check_eq(
+        "disarmed: no #DB",
+        DB_HITS.load(Ordering::SeqCst) - before,
+        0,
+    );
 }

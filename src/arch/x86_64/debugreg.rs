@@ -24,6 +24,7 @@
 //!   handled there like any entry, so a later #DB (say, on the bounce
 //!   frame written for this one) never overwrites a frame still in use.
 
+use super::smp::MAX_CPUS;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::idt::{fatal, TrapFrame};
@@ -40,9 +41,12 @@ const DR7_ENABLES: u64 = 0xff;
 /// EFLAGS.TF.
 const RFLAGS_TF: u64 = 1 << 8;
 
-/// What DR7 holds now (0: nothing armed), so a switch between vCPUs with no
-/// breakpoints writes no debug register (each write serialises the CPU).
-static HW_DR7: AtomicU64 = AtomicU64::new(0);
+/// What each CPU's DR7 holds now (0: nothing armed), by CPU number, so a
+/// switch between vCPUs with no breakpoints writes no debug register (each
+/// write serialises the CPU). Per CPU, as the register is: one word for
+/// all of them let a CPU that cleared its DR7 tell another, still armed
+/// with a guest's breakpoints, that it need not clear its own.
+static HW_DR7: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// #DBs taken in hypervisor context since the last report, the last one's
 /// rip and DR6 (positive polarity): reported from a safe place
@@ -51,8 +55,17 @@ static HW_DR7: AtomicU64 = AtomicU64::new(0);
 pub(super) static HV_HITS: AtomicU64 = AtomicU64::new(0);
 static HV_LAST_RIP: AtomicU64 = AtomicU64::new(0);
 static HV_LAST_DBG: AtomicU64 = AtomicU64::new(0);
-/// Set while [`in_hypervisor`] runs on the #DB IST stack.
-static IN_HANDLER: AtomicBool = AtomicBool::new(false);
+/// Set while [`in_hypervisor`] runs on this CPU's #DB IST stack (by CPU
+/// number: two CPUs' #DBs at once are no nesting).
+static IN_HANDLER: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// This CPU's number, for the two tables above. Every #DB this module
+/// handles in hypervisor context comes with the hypervisor's GS: guests'
+/// breakpoints are on guest addresses only, which the exit path touches
+/// nowhere between its `swapgs` and the return.
+fn me() -> usize {
+    super::percpu::this().cpu as usize % MAX_CPUS
+}
 
 /// Read DR6 and put it back to its default, returning what it held with
 /// positive polarity (the CPU never clears DR6 by itself).
@@ -73,7 +86,7 @@ fn write_dr7(v: u64) {
     // (no GD, no I/O breakpoints, reserved bits as the CPU wants them),
     // and DR0-3 hold addresses checked to be the guest's.
     unsafe { core::arch::asm!("mov dr7, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
-    HW_DR7.store(v, Ordering::Relaxed);
+    HW_DR7[me()].store(v, Ordering::Relaxed);
 }
 
 /// Load a vCPU's breakpoints (Xen: `activate_debugregs`): DR0-3, then DR7
@@ -82,13 +95,13 @@ fn write_dr7(v: u64) {
 /// checks.
 pub fn activate(dr: &[u64; 4], dr7: u64) {
     if dr7 & DR7_ENABLES == 0 {
-        if HW_DR7.load(Ordering::Relaxed) != 0 {
+        if HW_DR7[me()].load(Ordering::Relaxed) != 0 {
             write_dr7(0);
         }
         return;
     }
     // Disarm first, so no moment has the new DR7 with the old addresses.
-    if HW_DR7.load(Ordering::Relaxed) != 0 {
+    if HW_DR7[me()].load(Ordering::Relaxed) != 0 {
         write_dr7(0);
     }
     // SAFETY: writing DR0-3 changes nothing until DR7 enables them; the
@@ -137,7 +150,7 @@ pub fn from_guest(f: &TrapFrame) -> ! {
 /// A #DB in hypervisor context (see the module comment): never delivered,
 /// never fatal unless it nested on its own IST stack.
 pub fn in_hypervisor(f: &mut TrapFrame) {
-    if IN_HANDLER.swap(true, Ordering::Relaxed) {
+    if IN_HANDLER[me()].swap(true, Ordering::Relaxed) {
         // A #DB inside this handler has overwritten its frame: cannot
         // happen with guest-only breakpoints; stop cleanly rather than
         // return through a clobbered frame.
@@ -153,7 +166,7 @@ pub fn in_hypervisor(f: &mut TrapFrame) {
     // An instruction breakpoint is a fault: ignoring it would hit again
     // at the same rip for ever. Guest-only addresses make it impossible,
     // but if one hit anyway, disarm everything (Xen's big hammer).
-    let dr7 = HW_DR7.load(Ordering::Relaxed);
+    let dr7 = HW_DR7[me()].load(Ordering::Relaxed);
     for bp in 0..4 {
         let enabled = dr7 & (3 << (bp * 2)) != 0;
         let execute = (dr7 >> (16 + bp * 4)) & 3 == 0;
@@ -165,7 +178,7 @@ pub fn in_hypervisor(f: &mut TrapFrame) {
     HV_LAST_RIP.store(f.rip, Ordering::Relaxed);
     HV_LAST_DBG.store(dbg, Ordering::Relaxed);
     HV_HITS.fetch_add(1, Ordering::Relaxed);
-    IN_HANDLER.store(false, Ordering::Relaxed);
+    IN_HANDLER[me()].store(false, Ordering::Relaxed);
 }
 
 /// #DBs ignored in hypervisor context since the last call: (count, last
