@@ -489,6 +489,12 @@ fn close_word(port: Port, remote: u16, me: u16, remote_port: Port) -> u64 {
         | remote_port as u64
 }
 
+/// The deferred step of a send on `port` of domain `me` to its other end,
+/// `remote_port` of `remote` (the same fields as [`close_word`]'s).
+fn send_word(port: Port, remote: u16, me: u16, remote_port: Port) -> u64 {
+    DEFER | (port as u64) << 48 | (remote as u64) << 32 | (me as u64) << 16 | remote_port as u64
+}
+
 /// What `op_local` left for after the domain's lock (none held by the
 /// caller now), under the other end's lock: a send's port made pending,
 /// or a closed channel's other end put back to unbound.
@@ -505,8 +511,21 @@ pub fn send_deferred() {
         return close_deferred(w);
     }
     // A domain that was never built: dropped, as `send` drops it.
-    if let Some(r) = crate::sched::domain_lock((w >> 32) as u16) {
-        set_pending(&mut r.lock(), w as u32);
+    let Some(r) = crate::sched::domain_lock((w >> 32) as u16) else {
+        return;
+    };
+    let (port, me, remote_port) = ((w >> 48) as u32 & 0x3fff, (w >> 16) as u16, w as u16 as u32);
+    let mut r = r.lock();
+    // Only if the other end is still this channel's: it may have closed
+    // the port since our lock showed it, and bound it again to something
+    // else (Xen holds both channels' locks for the send; we hold one
+    // domain lock at a time, so the look is made again here).
+    let still = Some(Channel::Interdomain {
+        remote: me,
+        remote_port: port,
+    });
+    if r.ports.get(remote_port) == still {
+        set_pending(&mut r, remote_port);
     }
 }
 
@@ -714,7 +733,7 @@ fn send_channel(d: &mut Domain, port: Port) -> bool {
         }) => {
             let pc = crate::arch::x86_64::percpu::this();
             pc.deferred_send.store(
-                DEFER | (remote as u64) << 32 | remote_port as u64,
+                send_word(port, remote, d.id, remote_port),
                 Ordering::Relaxed,
             );
         }
