@@ -110,3 +110,16 @@ impl core::ops::Deref for Joined {
         core::str::from_utf8(&self.0[..self.1]).unwrap_or("?")
     }
 }
+
+/// One `mmu_update` request (`MMU_NORMAL_PT_UPDATE`) of the guest's own.
+/// Every caller changes entries of its own tables that map only addresses
+/// nothing else uses (scratch pages, the free range, frames it just made
+/// tables), or makes a call that is refused.
+pub fn mmu1(ptr: u64, val: u64) -> i32 {
+    let req = pvguest32::abi::MmuUpdate {
+        ptr: ptr | abi::MMU_NORMAL_PT_UPDATE,
+        val,
+    };
+    // SAFETY: as the comment above says of every caller.
+    unsafe { pvguest32::hypercall::mmu_update(pvguest32::va(&req), 1, 0, abi::DOMID_SELF) }
+}

@@ -23,7 +23,7 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
-use pvguest32::abi::{self, MmuUpdate};
+use pvguest32::abi;
 use pvguest32::cell::GuestCell;
 use pvguest32::hypercall as hc;
 use pvguest32::report::{check, check_rc, fail};
@@ -47,15 +47,6 @@ pub fn entry(mfn: u32) -> Result<u32, u32> {
     catch(|| V.set(unsafe { read_volatile(at as usize as *const u32) }))
         .map(|()| V.get())
         .map_err(|t| t.error_code)
-}
-
-fn mmu1(ptr: u64, val: u64) -> i32 {
-    let req = MmuUpdate {
-        ptr: ptr | abi::MMU_NORMAL_PT_UPDATE,
-        val,
-    };
-    // SAFETY: refused, or writes a non-present entry where there was one.
-    unsafe { hc::mmu_update(va(&req), 1, 0, abi::DOMID_SELF) }
 }
 
 pub fn run(nr_pages: u32) {

@@ -42,16 +42,6 @@ fn uvm(va: u32, pte: u64) -> i32 {
     unsafe { hc::update_va_mapping(va, pte, abi::UVMF_INVLPG as u32) }
 }
 
-fn mmu1(ptr: u64, val: u64) -> i32 {
-    let req = MmuUpdate {
-        ptr: ptr | abi::MMU_NORMAL_PT_UPDATE,
-        val,
-    };
-    // SAFETY: the callers change entries of tables they own that map only
-    // the free addresses, or make calls that are refused.
-    unsafe { hc::mmu_update(va(&req), 1, 0, abi::DOMID_SELF) }
-}
-
 fn ext1(cmd: u32, arg1: u32) -> i32 {
     // SAFETY: pins, unpins and flushes of the guest's own frames.
     unsafe { hc::mmuext1(cmd, arg1, 0) }

@@ -9,22 +9,13 @@
 //! Run last: the guest stays on the new tables.
 use core::ptr::read_volatile;
 
-use pvguest32::abi::{self, MmuUpdate};
+use pvguest32::abi;
 use pvguest32::hypercall as hc;
 use pvguest32::report::{check, fail};
 use pvguest32::start_info;
 use pvguest32::{va, VIRT_BASE};
 
 use crate::common::*;
-
-fn mmu1(ptr: u64, val: u64) -> i32 {
-    let req = MmuUpdate {
-        ptr: ptr | abi::MMU_NORMAL_PT_UPDATE,
-        val,
-    };
-    // SAFETY: one request on our own frames, read by the hypervisor.
-    unsafe { hc::mmu_update(va(&req), 1, 0, abi::DOMID_SELF) }
-}
 
 fn read64(a: u32) -> u64 {
     // SAFETY: an address of our own mapped tables (read-only for us).
