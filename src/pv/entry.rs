@@ -228,7 +228,7 @@ fn leave_domain(d: &mut Domain, f: &mut TrapFrame) -> bool {
 /// CPU's block (`None` before the first domain runs).
 #[inline(always)]
 pub fn current_domain() -> Option<crate::sync::Current> {
-    crate::pv::fast::current_domain(crate::arch::x86_64::percpu::this())
+    crate::sync::current_domain(crate::arch::x86_64::percpu::this())
 }
 
 // Tour 04: an exception or interrupt from a guest

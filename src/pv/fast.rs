@@ -60,6 +60,7 @@ use crate::domain::Domain;
 use crate::pv::guest_mem::is_canonical;
 use crate::pv::hypercall::{self, Ret};
 use crate::pv::mm;
+use crate::sync::current_domain;
 
 // The numbers the entry offers this module (`answers::QUICK_NRS`:
 // [`quick`] answers each, `kind` says `Locked` for the others) and the
@@ -497,13 +498,6 @@ fn own_vcpu(pc: &PerCpu, f: &mut TrapFrame) {
     if !left {
         locked_way_out(f);
     }
-}
-
-/// The current domain's lock, as `pv::entry::publish_current` stored it
-/// (`None` before the first domain runs).
-#[inline(always)]
-pub(crate) fn current_domain(pc: &PerCpu) -> Option<crate::sync::Current> {
-    crate::sync::current_domain(pc)
 }
 
 /// An exception of a guest (vectors 0-31), handled by the locked

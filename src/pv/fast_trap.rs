@@ -73,7 +73,7 @@ pub fn exception(f: &mut TrapFrame) -> bool {
 #[inline(never)]
 fn on_domain(f: &mut TrapFrame, vector: u8) -> bool {
     let pc = percpu::this();
-    let Some(cell) = fast::current_domain(pc) else {
+    let Some(cell) = crate::sync::current_domain(pc) else {
         return false;
     };
     // The domain's lock, as `pv::fast::exception` holds it (a bounce
@@ -428,7 +428,7 @@ pub fn iret(pc: &PerCpu, r: &mut QuickRegs) -> Quick {
     if crate::trace::flags() & crate::trace::TRACE_HYPERCALL != 0 {
         return Quick::Full;
     }
-    let Some(cell) = fast::current_domain(pc) else {
+    let Some(cell) = crate::sync::current_domain(pc) else {
         return Quick::Full;
     };
     // Held to the end: the caller's way out (the locked one after

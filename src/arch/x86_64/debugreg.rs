@@ -67,6 +67,11 @@ fn me() -> usize {
     super::percpu::this().cpu as usize % MAX_CPUS
 }
 
+/// This CPU's entry of [`HW_DR7`].
+fn hw_dr7() -> &'static AtomicU64 {
+    &HW_DR7[me()]
+}
+
 /// Read DR6 and put it back to its default, returning what it held with
 /// positive polarity (the CPU never clears DR6 by itself).
 fn take_dr6() -> u64 {
@@ -81,12 +86,12 @@ fn take_dr6() -> u64 {
     dr6 ^ DR6_DEFAULT
 }
 
-fn write_dr7(v: u64) {
+fn write_dr7(hw: &AtomicU64, v: u64) {
     // SAFETY: the value is 0 or a guest DR7 that pv::debugreg checked
     // (no GD, no I/O breakpoints, reserved bits as the CPU wants them),
     // and DR0-3 hold addresses checked to be the guest's.
     unsafe { core::arch::asm!("mov dr7, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
-    HW_DR7[me()].store(v, Ordering::Relaxed);
+    hw.store(v, Ordering::Relaxed);
 }
 
 /// Load a vCPU's breakpoints (Xen: `activate_debugregs`): DR0-3, then DR7
@@ -94,15 +99,14 @@ fn write_dr7(v: u64) {
 /// must have passed `pv::debugreg::set`'s checks and `dr` its address
 /// checks.
 pub fn activate(dr: &[u64; 4], dr7: u64) {
-    if dr7 & DR7_ENABLES == 0 {
-        if HW_DR7[me()].load(Ordering::Relaxed) != 0 {
-            write_dr7(0);
-        }
-        return;
+    let hw = hw_dr7();
+    // Disarm first (or only), so no moment has the new DR7 with the old
+    // addresses.
+    if hw.load(Ordering::Relaxed) != 0 {
+        write_dr7(hw, 0);
     }
-    // Disarm first, so no moment has the new DR7 with the old addresses.
-    if HW_DR7[me()].load(Ordering::Relaxed) != 0 {
-        write_dr7(0);
+    if dr7 & DR7_ENABLES == 0 {
+        return;
     }
     // SAFETY: writing DR0-3 changes nothing until DR7 enables them; the
     // addresses were checked to be the guest's (never the hypervisor's).
@@ -113,7 +117,7 @@ pub fn activate(dr: &[u64; 4], dr7: u64) {
             options(nomem, nostack, preserves_flags)
         );
     }
-    write_dr7(dr7);
+    write_dr7(hw, dr7);
 }
 
 /// A #DB from a guest (ring 1 or 3), still on the #DB IST stack: record
@@ -150,11 +154,13 @@ pub fn from_guest(f: &TrapFrame) -> ! {
 /// A #DB in hypervisor context (see the module comment): never delivered,
 /// never fatal unless it nested on its own IST stack.
 pub fn in_hypervisor(f: &mut TrapFrame) {
-    if IN_HANDLER[me()].swap(true, Ordering::Relaxed) {
+    let cpu = me();
+    let hw = &HW_DR7[cpu];
+    if IN_HANDLER[cpu].swap(true, Ordering::Relaxed) {
         // A #DB inside this handler has overwritten its frame: cannot
         // happen with guest-only breakpoints; stop cleanly rather than
         // return through a clobbered frame.
-        write_dr7(0);
+        write_dr7(hw, 0);
         fatal(f, "nested #DB on the #DB IST stack");
     }
     let dbg = take_dr6();
@@ -166,19 +172,19 @@ pub fn in_hypervisor(f: &mut TrapFrame) {
     // An instruction breakpoint is a fault: ignoring it would hit again
     // at the same rip for ever. Guest-only addresses make it impossible,
     // but if one hit anyway, disarm everything (Xen's big hammer).
-    let dr7 = HW_DR7[me()].load(Ordering::Relaxed);
+    let dr7 = hw.load(Ordering::Relaxed);
     for bp in 0..4 {
         let enabled = dr7 & (3 << (bp * 2)) != 0;
         let execute = (dr7 >> (16 + bp * 4)) & 3 == 0;
         if dbg & (1 << bp) != 0 && enabled && execute {
-            write_dr7(0);
+            write_dr7(hw, 0);
             break;
         }
     }
     HV_LAST_RIP.store(f.rip, Ordering::Relaxed);
     HV_LAST_DBG.store(dbg, Ordering::Relaxed);
     HV_HITS.fetch_add(1, Ordering::Relaxed);
-    IN_HANDLER[me()].store(false, Ordering::Relaxed);
+    IN_HANDLER[cpu].store(false, Ordering::Relaxed);
 }
 
 /// #DBs ignored in hypervisor context since the last call: (count, last
